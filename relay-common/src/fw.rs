@@ -1,0 +1,179 @@
+//! Firewall maps: bans, static deny, per-service ACL.
+
+use crate::Addr;
+
+/// Value of the `BANS` hash (key: source [`Addr`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BanEntry {
+    /// CLOCK_MONOTONIC ns (the clock of `bpf_ktime_get_ns`) after which the ban is void;
+    /// [`BanEntry::PERMANENT`] never expires.
+    pub expires_ns: u64,
+    /// Why it was banned ([`BanReason`] as u32), for listings.
+    pub reason: u32,
+    pub _pad: u32,
+}
+crate::map_type!(BanEntry, 16);
+
+impl BanEntry {
+    pub const PERMANENT: u64 = 0;
+
+    #[inline(always)]
+    pub const fn is_active(&self, now_ns: u64) -> bool {
+        self.expires_ns == Self::PERMANENT || now_ns < self.expires_ns
+    }
+}
+
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BanReason {
+    Manual = 0,
+    Flood = 1,
+    Scanner = 2,
+    BruteForce = 3,
+    Enumeration = 4,
+}
+
+impl BanReason {
+    pub const fn from_u32(v: u32) -> Option<Self> {
+        Some(match v {
+            0 => Self::Manual,
+            1 => Self::Flood,
+            2 => Self::Scanner,
+            3 => Self::BruteForce,
+            4 => Self::Enumeration,
+            _ => return None,
+        })
+    }
+}
+
+/// LPM key data for the static deny tries: the address alone (`DENY_V4`: 4 bytes, `DENY_V6`: 16).
+/// Value: a rule id (u32) the operator can trace back.
+pub type DenyV4 = [u8; 4];
+pub type DenyV6 = [u8; 16];
+
+/// Transport protocol numbers as used in [`ServiceKey::proto`].
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+
+/// Key of the `SERVICES` hash: destination port (host order) and L4 protocol.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ServiceKey {
+    pub port: u16,
+    pub proto: u8,
+    pub _pad: u8,
+}
+crate::map_type!(ServiceKey, 4);
+
+impl ServiceKey {
+    pub const fn new(port: u16, proto: u8) -> Self {
+        ServiceKey {
+            port,
+            proto,
+            _pad: 0,
+        }
+    }
+}
+
+/// Service is restricted: only sources in its allow list (`SVC_ALLOW_V4/V6`) may reach it.
+pub const SVC_RESTRICTED: u32 = 1 << 0;
+/// Service carries SIP: the SIP guard runs on it.
+pub const SVC_SIP: u32 = 1 << 1;
+
+/// Value of the `SERVICES` hash.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServiceEntry {
+    /// Operator-visible service id ([`ServiceId`] as u32); also the prefix of allow-list keys.
+    pub service: u32,
+    /// `SVC_*` bits.
+    pub flags: u32,
+}
+crate::map_type!(ServiceEntry, 8);
+
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ServiceId {
+    Sip = 1,
+    SipTls = 2,
+    Management = 3,
+    Ssh = 4,
+    Rtp = 5,
+    Other = 6,
+}
+
+impl ServiceId {
+    pub const ALL: [ServiceId; 6] = [
+        Self::Sip,
+        Self::SipTls,
+        Self::Management,
+        Self::Ssh,
+        Self::Rtp,
+        Self::Other,
+    ];
+    pub const fn from_u32(v: u32) -> Option<Self> {
+        Some(match v {
+            1 => Self::Sip,
+            2 => Self::SipTls,
+            3 => Self::Management,
+            4 => Self::Ssh,
+            5 => Self::Rtp,
+            6 => Self::Other,
+            _ => return None,
+        })
+    }
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Sip => "sip",
+            Self::SipTls => "sip-tls",
+            Self::Management => "management",
+            Self::Ssh => "ssh",
+            Self::Rtp => "rtp",
+            Self::Other => "other",
+        }
+    }
+}
+
+/// LPM data of the per-service allow lists: service id (big-endian, so it forms the first 32
+/// bits of the prefix) followed by the address. Key prefix length = 32 + CIDR length.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SvcAllowV4 {
+    pub service_be: [u8; 4],
+    pub addr: [u8; 4],
+}
+crate::map_type!(SvcAllowV4, 8);
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SvcAllowV6 {
+    pub service_be: [u8; 4],
+    pub addr: [u8; 16],
+}
+crate::map_type!(SvcAllowV6, 20);
+
+impl SvcAllowV4 {
+    pub const fn new(service: u32, addr: [u8; 4]) -> Self {
+        SvcAllowV4 {
+            service_be: service.to_be_bytes(),
+            addr,
+        }
+    }
+}
+impl SvcAllowV6 {
+    pub const fn new(service: u32, addr: [u8; 16]) -> Self {
+        SvcAllowV6 {
+            service_be: service.to_be_bytes(),
+            addr,
+        }
+    }
+}
+
+/// Prefix length of an allow-list key for a CIDR of `cidr_len` bits.
+pub const fn svc_allow_prefix(cidr_len: u32) -> u32 {
+    32 + cidr_len
+}
+
+/// Helper for the session-cap map key: sources are keyed by [`Addr`] everywhere.
+pub type SourceKey = Addr;

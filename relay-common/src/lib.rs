@@ -1,0 +1,31 @@
+//! Every type that crosses the kernel/user boundary.
+//!
+//! Rules (DESIGN.md): `#[repr(C)]`, explicit padding, `u32` flags instead of `bool`, addresses
+//! and ports as network-order byte arrays behind constructors, and a size assertion per type so a
+//! layout change breaks the build instead of silently corrupting a pinned map.
+//!
+//! Addresses: IPv4 is stored v4-mapped (`::ffff:a.b.c.d`) so one key type serves both families.
+#![no_std]
+
+pub mod addr;
+pub mod csum;
+pub mod fw;
+pub mod guard;
+pub mod maps;
+pub mod ratelimit;
+pub mod relay;
+pub mod stats;
+
+pub use addr::Addr;
+
+/// Implements `aya::Pod` for map types in userspace builds and asserts their size everywhere.
+macro_rules! map_type {
+    ($t:ty, $size:expr) => {
+        const _: () = assert!(core::mem::size_of::<$t>() == $size);
+        #[cfg(feature = "user")]
+        // SAFETY: `$t` is `#[repr(C)]`, `Copy`, has no implicit padding (asserted by size) and
+        // every bit pattern is a valid value.
+        unsafe impl aya::Pod for $t {}
+    };
+}
+pub(crate) use map_type;

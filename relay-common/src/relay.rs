@@ -1,0 +1,92 @@
+//! Media relay sessions.
+//!
+//! A call's media stream has two legs. Each leg owns one relay port (RTP even, RTCP = RTP + 1 is
+//! a separate pair of legs) on which its peer sends; a packet arriving on leg A is sent out from
+//! leg B's port to leg B's peer. Each leg is one `RELAY_LEGS` entry keyed by its port, so the
+//! kernel does two lookups: the receiving leg (latching, strict source, counters) and its
+//! partner (where to send).
+
+use crate::Addr;
+
+/// Key of `RELAY_LEGS` and `RELAY_COUNTERS`: the relay port (host order) the packet was sent to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LegKey {
+    pub port: u16,
+    pub _pad: u16,
+}
+crate::map_type!(LegKey, 4);
+
+impl LegKey {
+    pub const fn new(port: u16) -> Self {
+        LegKey { port, _pad: 0 }
+    }
+}
+
+/// The peer's address is known (from SDP, or latched). Without it the partner leg cannot send.
+pub const LEG_PEER_KNOWN: u32 = 1 << 0;
+/// Learn the peer's real address from its first packet (NAT traversal).
+pub const LEG_LATCH: u32 = 1 << 1;
+/// Set by the data plane once the peer's address was learned from a packet.
+pub const LEG_LATCHED: u32 = 1 << 2;
+/// Once latched, drop packets from any other source (RTP bleed protection).
+pub const LEG_STRICT_SOURCE: u32 = 1 << 3;
+/// Leg is fully set up; a leg without it passes its packets to userspace.
+pub const LEG_ACTIVE: u32 = 1 << 4;
+
+/// Value of `RELAY_LEGS`. Written by userspace, `peer_*` and `LEG_LATCHED` also by the kernel.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Leg {
+    /// The relay address this leg's peer sends to (and that its partner sends from).
+    pub local_addr: Addr,
+    /// Where this leg's peer is: from SDP, replaced by the latched source.
+    pub peer_addr: Addr,
+    /// Session the leg belongs to, for reporting and timeouts.
+    pub session_id: u64,
+    /// Port of this leg (host order), equal to its key.
+    pub local_port: u16,
+    /// Port of the peer (host order).
+    pub peer_port: u16,
+    /// Relay port of the partner leg: packets received here leave from there.
+    pub partner_port: u16,
+    pub _pad: u16,
+    /// `LEG_*` bits.
+    pub flags: u32,
+    pub _pad2: u32,
+}
+crate::map_type!(Leg, 56);
+
+impl Leg {
+    #[inline(always)]
+    pub const fn has(&self, flag: u32) -> bool {
+        self.flags & flag != 0
+    }
+}
+
+/// Value of the per-CPU hash `RELAY_COUNTERS`: what arrived on a leg. Userspace sums over
+/// CPUs (and takes the maximum `last_seen_ns`). Kept apart from `Leg` so a userspace update of
+/// the leg never races with the counters.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LegCounters {
+    /// Packets received and forwarded.
+    pub packets: u64,
+    pub bytes: u64,
+    /// CLOCK_MONOTONIC ns of the last packet received (forwarded or not).
+    pub last_seen_ns: u64,
+    /// Packets dropped by strict source.
+    pub strict_drops: u64,
+}
+crate::map_type!(LegCounters, 32);
+
+impl LegCounters {
+    pub fn merge(&mut self, o: &LegCounters) {
+        self.packets += o.packets;
+        self.bytes += o.bytes;
+        self.strict_drops += o.strict_drops;
+        if o.last_seen_ns > self.last_seen_ns {
+            self.last_seen_ns = o.last_seen_ns;
+        }
+    }
+}

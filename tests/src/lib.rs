@@ -1,0 +1,29 @@
+//! Shared helpers for the integration scenarios (namespaces, peers, privilege checks).
+
+/// Whether this process may load XDP programs and create network namespaces.
+///
+/// Privileged tests call [`require_privileged!`]: outside CI they skip with a message when this
+/// is false; under CI (`CI=true`) they fail, because a skipped privileged test hides breakage.
+pub fn privileged() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    root && std::path::Path::new("/sys/fs/bpf").exists()
+}
+
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Skips (returns from) the calling test when not privileged, or panics under CI.
+#[macro_export]
+macro_rules! require_privileged {
+    () => {
+        if !$crate::privileged() {
+            if $crate::in_ci() {
+                panic!("privileged test cannot run under CI=true: need root with CAP_BPF, CAP_NET_ADMIN and /sys/fs/bpf");
+            }
+            eprintln!("SKIPPED {}: needs root (CAP_BPF, CAP_NET_ADMIN); run `cargo xtask test`", module_path!());
+            return;
+        }
+    };
+}
