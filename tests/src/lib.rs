@@ -1,5 +1,7 @@
 //! Shared helpers for the integration scenarios (namespaces, peers, privilege checks).
 
+pub mod netns;
+
 /// Whether this process may load XDP programs and create network namespaces.
 ///
 /// Privileged tests call [`require_privileged!`]: outside CI they skip with a message when this
