@@ -1,1 +1,110 @@
-fn main() {}
+//! Project tasks, run as `cargo xtask <command>` (alias in .cargo/config.toml).
+
+mod bench;
+mod netns;
+mod run;
+mod setup;
+mod test;
+mod util;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Project tasks for the XDP SBC")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what this machine lacks (nightly, rust-src, apt packages, bpf-linker); idempotent
+    Setup,
+    /// Build the workspace (the XDP object is built by relay-user's build script)
+    Build {
+        /// Build with the release profile
+        #[arg(long)]
+        release: bool,
+    },
+    /// Setup, then run the appliance on its defaults until Ctrl-C
+    Run {
+        /// Build and run with the release profile
+        #[arg(long)]
+        release: bool,
+        /// Passed to relayd after its defaults; a flag given here replaces its default
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Setup, then fmt check, clippy (host crates and the eBPF crate) and all tests
+    Test,
+    /// Run a benchmark (results go to target/bench/)
+    Bench {
+        /// Which benchmark: relay
+        name: String,
+        /// Passed to the benchmark
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// The tests' caller—relay—callee namespaces, kept standing for experiments
+    Netns {
+        #[command(subcommand)]
+        cmd: NetnsCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum NetnsCmd {
+    /// Create sbc-caller, sbc-relay, sbc-callee (10.200.{1,2}.0/24, fd00:c8:{1,2}::/64)
+    Up {
+        /// Turn GRO on for every veth (gives veths NAPI, for XDP_REDIRECT into them)
+        #[arg(long)]
+        gro: bool,
+        /// Do not forward between the relay's links
+        #[arg(long)]
+        no_forwarding: bool,
+    },
+    /// Delete them (and namespaces left behind by killed test runs)
+    Down,
+    /// Show whether they exist
+    Status,
+}
+
+fn main() -> ExitCode {
+    match dispatch(Cli::parse().cmd) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
+    match cmd {
+        Cmd::Setup => setup::setup().finish(),
+        Cmd::Build { release } => {
+            let mut cmd = util::cargo();
+            cmd.arg("build");
+            if release {
+                cmd.arg("--release");
+            }
+            util::run(&mut cmd)
+        }
+        Cmd::Run { release, args } => {
+            // What run needs is the build toolchain; a missing test tool should not stop it.
+            if setup::setup().finish().is_err() {
+                eprintln!("run: continuing; the build says so if what is missing matters here");
+            }
+            run::run(&args, release)
+        }
+        Cmd::Test => test::test(),
+        Cmd::Bench { name, args } => bench::run(&name, &args),
+        Cmd::Netns { cmd } => match cmd {
+            NetnsCmd::Up { gro, no_forwarding } => netns::up(gro, no_forwarding),
+            NetnsCmd::Down => netns::down(),
+            NetnsCmd::Status => netns::status(),
+        },
+    }
+}

@@ -1,0 +1,204 @@
+//! `cargo xtask run`: builds and runs the appliance's processes on the design's defaults and
+//! supervises them. Ctrl-C (or SIGTERM) stops them all; if one exits, the others are stopped.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+
+use crate::util;
+
+/// One process of the appliance.
+struct Service {
+    name: &'static str,
+    package: &'static str,
+    bin: &'static str,
+    /// Default flags as (flag, value); a flag the user passes after `--` replaces its default.
+    defaults: &'static [(&'static str, &'static str)],
+    /// Whether the arguments after `--` go to this process.
+    takes_extra_args: bool,
+}
+
+/// The appliance: add sipd here when it exists.
+const SERVICES: &[Service] = &[Service {
+    name: "relayd",
+    package: "relay-user",
+    bin: "relayd",
+    defaults: &[
+        ("--interface", "lo"),
+        ("--address", "127.0.0.1"),
+        ("--ports", "30000-39999"),
+        ("--instance", "sbc"),
+        ("--dataplane", "auto"),
+        ("--ng-listen", "127.0.0.1:2223"),
+    ],
+    takes_extra_args: true,
+}];
+
+const GRACE: Duration = Duration::from_secs(5);
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+pub fn run(extra: &[String], release: bool) -> anyhow::Result<()> {
+    let bins = build(release)?;
+
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+
+    let mut running: Vec<(&Service, Child)> = Vec::new();
+    for (svc, exe) in SERVICES.iter().zip(&bins) {
+        let mut cmd = Command::new(exe);
+        cmd.current_dir(util::root())
+            .args(args_for(svc, extra))
+            .stdin(Stdio::null());
+        // SAFETY: prctl is async-signal-safe; it makes the child get SIGTERM if we die.
+        unsafe {
+            use std::os::unix::process::CommandExt as _;
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+        println!("run: starting {}: {}", svc.name, util::show(&cmd));
+        match cmd.spawn() {
+            Ok(child) => running.push((svc, child)),
+            Err(e) => {
+                stop_all(&mut running);
+                return Err(e).with_context(|| format!("starting {}", svc.name));
+            }
+        }
+    }
+    println!(
+        "run: {} running; Ctrl-C stops {}",
+        SERVICES
+            .iter()
+            .map(|s| s.name)
+            .collect::<Vec<_>>()
+            .join(", "),
+        if running.len() == 1 { "it" } else { "them" }
+    );
+
+    loop {
+        if STOP.load(Ordering::SeqCst) {
+            println!("run: stopping");
+            stop_all(&mut running);
+            return Ok(());
+        }
+        for i in 0..running.len() {
+            if let Some(status) = running[i].1.try_wait()? {
+                let name = running[i].0.name;
+                running.remove(i);
+                if STOP.load(Ordering::SeqCst) {
+                    break;
+                }
+                stop_all(&mut running);
+                bail!("{name} exited ({status}); stopped the rest");
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The service's arguments: its defaults, minus those the user overrides, then the user's.
+fn args_for(svc: &Service, extra: &[String]) -> Vec<String> {
+    let extra: &[String] = if svc.takes_extra_args { extra } else { &[] };
+    let overridden = |flag: &str| {
+        extra
+            .iter()
+            .any(|a| a == flag || a.starts_with(&format!("{flag}=")))
+    };
+    let mut args = Vec::new();
+    for (flag, value) in svc.defaults {
+        if !overridden(flag) {
+            args.push(flag.to_string());
+            args.push(value.to_string());
+        }
+    }
+    args.extend(extra.iter().cloned());
+    args
+}
+
+/// Builds every service's binary and returns their paths, in `SERVICES` order.
+fn build(release: bool) -> anyhow::Result<Vec<std::path::PathBuf>> {
+    let mut cmd = util::cargo();
+    cmd.args(["build", "--message-format=json-render-diagnostics"]);
+    if release {
+        cmd.arg("--release");
+    }
+    for svc in SERVICES {
+        cmd.args(["-p", svc.package, "--bin", svc.bin]);
+    }
+    cmd.stdout(Stdio::piped());
+    println!("$ {}", util::show(&cmd));
+    let out = cmd.spawn()?.wait_with_output()?;
+    if !out.status.success() {
+        bail!("build failed ({})", out.status);
+    }
+    let mut found = vec![None; SERVICES.len()];
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let Some(exe) = msg["executable"].as_str() else {
+            continue;
+        };
+        let name = msg["target"]["name"].as_str().unwrap_or_default();
+        if let Some(i) = SERVICES.iter().position(|s| s.bin == name) {
+            found[i] = Some(std::path::PathBuf::from(exe));
+        }
+    }
+    SERVICES
+        .iter()
+        .zip(found)
+        .map(|(s, p)| p.with_context(|| format!("cargo built no {} binary", s.bin)))
+        .collect()
+}
+
+/// SIGTERM to each, up to `GRACE` to exit, then SIGKILL. Children only, by PID.
+fn stop_all(running: &mut Vec<(&Service, Child)>) {
+    for (_, child) in running.iter() {
+        // SAFETY: kill(2) on our own unreaped child.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    }
+    let deadline = Instant::now() + GRACE;
+    while !running.is_empty() && Instant::now() < deadline {
+        running.retain_mut(|(svc, child)| match child.try_wait() {
+            Ok(Some(status)) => {
+                println!("run: {} exited ({status})", svc.name);
+                false
+            }
+            _ => true,
+        });
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for (svc, child) in running.iter_mut() {
+        eprintln!("run: {} did not stop in {GRACE:?}, killing it", svc.name);
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    running.clear();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_flags_replace_defaults() {
+        let svc = &SERVICES[0];
+        let args = args_for(svc, &["--dataplane=userspace".into(), "-v".into()]);
+        assert!(!args.iter().any(|a| a == "auto"));
+        assert!(args.ends_with(&["--dataplane=userspace".into(), "-v".into()]));
+        let args = args_for(svc, &["--interface".into(), "eth0".into()]);
+        assert_eq!(args.iter().filter(|a| *a == "--interface").count(), 1);
+        assert!(args.contains(&"--ng-listen".to_string()));
+    }
+}

@@ -1,0 +1,217 @@
+//! `cargo xtask test`: setup, then formatting, lints (host crates and the eBPF crate) and the
+//! whole test suite. Every step runs even when an earlier one fails; the summary says which
+//! failed and the exit status is non-zero if any did.
+
+use std::io::{BufRead as _, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+
+use crate::{setup, util};
+
+struct Step {
+    name: &'static str,
+    ok: bool,
+    took: Duration,
+}
+
+/// Sums of cargo test's `test result:` lines.
+#[derive(Default, Debug, PartialEq)]
+struct Counts {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+pub fn test() -> anyhow::Result<()> {
+    let start = Instant::now();
+    let mut steps = Vec::new();
+
+    let t = Instant::now();
+    let ok = setup::setup().finish().is_ok();
+    steps.push(Step {
+        name: "setup",
+        ok,
+        took: t.elapsed(),
+    });
+
+    let ci = std::env::var("CI").unwrap_or_default();
+    println!(
+        "test: CI={ci:?} ({}), running as {}",
+        if ::tests::in_ci() {
+            "privileged tests fail when they cannot run"
+        } else {
+            "privileged tests skip when they cannot run"
+        },
+        if util::is_root() { "root" } else { "non-root" }
+    );
+
+    let mut fmt = util::cargo();
+    fmt.args(["fmt", "--all", "--check"]);
+    steps.push(step("fmt", &mut fmt));
+
+    // relay-ebpf only builds for bpfel; its own step below lints it for that target.
+    let mut clippy = util::cargo();
+    clippy.args([
+        "clippy",
+        "--workspace",
+        "--exclude",
+        "relay-ebpf",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]);
+    steps.push(step("clippy", &mut clippy));
+
+    let mut ebpf = util::cargo();
+    ebpf.current_dir(util::root().join("relay-ebpf")).args([
+        "+nightly",
+        "clippy",
+        "--target",
+        "bpfel-unknown-none",
+        "-Z",
+        "build-std=core",
+        "-p",
+        "relay-ebpf",
+        "--",
+        "-D",
+        "warnings",
+    ]);
+    steps.push(step("clippy relay-ebpf (bpfel)", &mut ebpf));
+
+    let mut test = util::cargo();
+    test.args([
+        "test",
+        "--workspace",
+        "--exclude",
+        "relay-ebpf",
+        "--no-fail-fast",
+    ]);
+    let t = Instant::now();
+    let (ok, counts) = match run_counting(&mut test) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("test: {e:#}");
+            (false, Counts::default())
+        }
+    };
+    steps.push(Step {
+        name: "cargo test",
+        ok,
+        took: t.elapsed(),
+    });
+
+    println!();
+    println!("test summary ({:.0} s):", start.elapsed().as_secs_f64());
+    for s in &steps {
+        println!(
+            "  {:4}  {:28} {:>6.1} s",
+            if s.ok { "ok" } else { "FAIL" },
+            s.name,
+            s.took.as_secs_f64()
+        );
+    }
+    let failed: Vec<&str> = steps.iter().filter(|s| !s.ok).map(|s| s.name).collect();
+    // The closing line is the tests' own count; steps that failed are named above it.
+    if !failed.is_empty() {
+        println!("failed steps: {}", failed.join(", "));
+    }
+    let skipped = if counts.ignored > 0 {
+        format!(", {} skipped", counts.ignored)
+    } else {
+        String::new()
+    };
+    println!(
+        "tests: {} passed, {} failed{skipped}",
+        counts.passed, counts.failed
+    );
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!("{} step(s) failed: {}", failed.len(), failed.join(", "))
+    }
+}
+
+fn step(name: &'static str, cmd: &mut Command) -> Step {
+    println!("\n==> {name}");
+    let t = Instant::now();
+    let ok = match util::run(cmd) {
+        Ok(()) => true,
+        Err(e) => {
+            eprintln!("{name}: {e:#}");
+            false
+        }
+    };
+    Step {
+        name,
+        ok,
+        took: t.elapsed(),
+    }
+}
+
+/// Runs cargo test, echoing its stdout line by line and adding up its `test result:` lines.
+fn run_counting(cmd: &mut Command) -> anyhow::Result<(bool, Counts)> {
+    println!("\n==> cargo test\n$ {}", util::show(cmd));
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("cannot start cargo test")?;
+    let mut counts = Counts::default();
+    let stdout = child.stdout.take().expect("piped stdout");
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(c) = parse_result(&line) {
+            counts.passed += c.passed;
+            counts.failed += c.failed;
+            counts.ignored += c.ignored;
+        }
+    }
+    let status = child.wait()?;
+    Ok((status.success(), counts))
+}
+
+/// `test result: ok. 3 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; ...`
+fn parse_result(line: &str) -> Option<Counts> {
+    let rest = line.trim().strip_prefix("test result: ")?;
+    let mut c = Counts::default();
+    for part in rest.split(['.', ';']) {
+        let mut words = part.split_whitespace();
+        let (Some(n), Some(what)) = (words.next(), words.next()) else {
+            continue;
+        };
+        let Ok(n) = n.parse::<u64>() else { continue };
+        match what {
+            "passed" => c.passed = n,
+            "failed" => c.failed = n,
+            "ignored" => c.ignored = n,
+            _ => {}
+        }
+    }
+    Some(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_cargo_test_result_lines() {
+        let c = parse_result(
+            "test result: FAILED. 2 passed; 1 failed; 3 ignored; 0 measured; 0 filtered out; \
+             finished in 0.21s",
+        )
+        .unwrap();
+        assert_eq!(
+            c,
+            Counts {
+                passed: 2,
+                failed: 1,
+                ignored: 3
+            }
+        );
+        assert!(parse_result("running 3 tests").is_none());
+    }
+}
