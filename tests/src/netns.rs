@@ -154,16 +154,18 @@ impl Netns {
     /// Runs `f` on a fresh thread that has joined this namespace, and returns its result.
     /// Sockets made in `f` stay in the namespace wherever they are used afterwards; this is how
     /// a test binds a socket, or loads and attaches a program, inside a namespace.
-    /// A panic in `f` is passed on to the caller.
-    pub fn enter<F, R>(&self, f: F) -> anyhow::Result<R>
+    /// A panic in `f` is passed on to the caller; so is failing to join the namespace.
+    pub fn enter<F, R>(&self, f: F) -> R
     where
         F: FnOnce() -> R + Send,
         R: Send,
     {
         std::thread::scope(|s| {
-            let handle = s.spawn(|| -> anyhow::Result<R> {
-                self.join_current_thread()?;
-                Ok(f())
+            let handle = s.spawn(|| {
+                if let Err(e) = self.join_current_thread() {
+                    panic!("{e:#}");
+                }
+                f()
             });
             match handle.join() {
                 Ok(r) => r,
@@ -191,7 +193,7 @@ impl Netns {
     pub fn ifindex(&self, dev: &str) -> anyhow::Result<u32> {
         let c = CString::new(dev).context("interface name")?;
         // SAFETY: `c` is a valid NUL-terminated string.
-        let idx = self.enter(|| unsafe { libc::if_nametoindex(c.as_ptr()) })?;
+        let idx = self.enter(|| unsafe { libc::if_nametoindex(c.as_ptr()) });
         if idx == 0 {
             bail!("no interface {dev} in netns {}", self.name);
         }
@@ -201,7 +203,7 @@ impl Netns {
     /// Writes a sysctl under /proc/sys (e.g. `net/ipv4/ip_forward`) inside this namespace.
     pub fn sysctl(&self, key: &str, value: &str) -> anyhow::Result<()> {
         let path = Path::new("/proc/sys").join(key);
-        self.enter(|| std::fs::write(&path, value))?
+        self.enter(|| std::fs::write(&path, value))
             .with_context(|| format!("sysctl {key}={value} in netns {}", self.name))
     }
 
@@ -635,17 +637,9 @@ mod tests {
 
         // Sockets made in `enter` live in that namespace.
         let v6 = topo.callee_if.ipv6;
-        let sink = topo
-            .callee
-            .enter(|| UdpSocket::bind((v6, 40000)))
-            .unwrap()
-            .unwrap();
+        let sink = topo.callee.enter(|| UdpSocket::bind((v6, 40000))).unwrap();
         sink.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-        let src = topo
-            .caller
-            .enter(|| UdpSocket::bind("[::]:0"))
-            .unwrap()
-            .unwrap();
+        let src = topo.caller.enter(|| UdpSocket::bind("[::]:0")).unwrap();
         src.send_to(b"hello", (v6, 40000)).unwrap();
         let mut buf = [0u8; 16];
         let (n, from) = sink.recv_from(&mut buf).unwrap();
@@ -683,7 +677,7 @@ mod tests {
         assert_eq!(ns.ifindex("lo").unwrap(), 1);
         assert!(ns.ifindex("nope0").is_err());
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            ns.enter(|| panic!("boom")).unwrap();
+            ns.enter(|| panic!("boom"));
         }));
         assert!(r.is_err(), "panic in enter must reach the caller");
         drop(ns);
