@@ -2,3 +2,4 @@
 //! BPF map behind a typed API, and runs the userspace fallback relay where XDP cannot run.
 
 pub mod object;
+pub mod ng;

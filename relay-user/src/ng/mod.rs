@@ -1,0 +1,27 @@
+//! The rtpengine *ng* control protocol: what Kamailio's `rtpengine` module and `sipd` use to
+//! drive the relay, and what our tests and benchmarks use to drive Debian's rtpengine.
+//!
+//! A message is `<cookie> <bencoded dictionary>` in one UDP datagram; the reply carries the
+//! same cookie. Layers, each usable alone:
+//!
+//! - [`bencode`]: the codec;
+//! - [`message`]: framing, typed [`Request`]s and [`Response`]s;
+//! - [`sdp`]: parse and rewrite SDP to anchor media on the relay;
+//! - [`backend`]: the [`MediaBackend`] trait the relay implements;
+//! - [`engine`]: command semantics (offer/answer/delete/query/list) over a backend;
+//! - [`server`]: the tokio UDP server with rtpengine's retransmission cache;
+//! - [`client`]: a blocking client, [`NgClient`].
+
+pub mod backend;
+pub mod bencode;
+pub mod client;
+pub mod engine;
+pub mod message;
+pub mod sdp;
+pub mod server;
+
+pub use backend::{MediaBackend, MemoryBackend};
+pub use client::NgClient;
+pub use engine::{Engine, Interface};
+pub use message::{OfferAnswer, Request, Response};
+pub use server::serve;
