@@ -1,6 +1,7 @@
 //! Shared helpers for the integration scenarios (namespaces, peers, privilege checks).
 
 pub mod netns;
+pub mod rtp;
 
 /// Whether this process may load XDP programs and create network namespaces.
 ///
