@@ -1,0 +1,197 @@
+//! SIP digest authentication, server side (RFC 3261 §22, RFC 7616, RFC 8760).
+//!
+//! Written here rather than taken from a SIP library because the check must be constant-time
+//! and the `-sess` variants must derive their key from the nonce and cnonce, both of which
+//! the common helpers get wrong. The verifier is stateless except for the bounded
+//! nonce-count table, so challenging a flood costs nothing.
+
+mod algorithm;
+mod authorization;
+mod challenge;
+mod credential;
+mod nonce;
+mod replay;
+mod response;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use subtle::ConstantTimeEq;
+
+pub use algorithm::{Algorithm, HashFn, UnknownAlgorithm};
+pub use authorization::{
+    AuthorizationError, DigestAuthorization, MAX_HEADER_LEN, MAX_PARAMS, MAX_VALUE_LEN, Qop,
+    QopParams,
+};
+pub use challenge::Challenge;
+pub use credential::{Credential, CredentialError};
+pub use nonce::{NONCE_LEN, NonceError, NonceKey, OpenedNonce};
+pub use replay::{NonceCounts, ReplayError};
+pub use response::expected_response;
+
+/// Policy knobs, filled from `[auth]` in `sbc.toml`.
+#[derive(Debug, Clone)]
+pub struct DigestPolicy {
+    pub realm: String,
+    /// Offered and accepted, in any order; challenges are sorted by preference.
+    pub algorithms: Vec<Algorithm>,
+    pub nonce_lifetime: Duration,
+    /// Accept RFC 2069-style MD5 answers without qop. They carry no nonce-count, so a
+    /// captured request can be replayed until the nonce expires: off unless a carrier's old
+    /// equipment needs it.
+    pub allow_md5_without_qop: bool,
+    pub max_tracked_nonces: usize,
+}
+
+/// Why a digest response was not accepted. The SIP layer maps these to responses and feeds
+/// [`DigestError::is_bad_credentials`] to the IDS brute-force counter.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DigestError {
+    #[error("realm {0:?} is not ours")]
+    RealmMismatch(String),
+    #[error("algorithm {0} is not enabled")]
+    AlgorithmNotEnabled(Algorithm),
+    #[error("qop=auth is required for {0}")]
+    QopRequired(Algorithm),
+    #[error(transparent)]
+    Nonce(#[from] NonceError),
+    #[error("account credential unusable: {0}")]
+    Credential(#[from] CredentialError),
+    #[error("wrong response (password, method, uri, nonce, nc or cnonce do not match)")]
+    WrongResponse,
+    #[error("nonce expired (credentials were right: challenge again with stale=true)")]
+    Stale,
+    #[error(transparent)]
+    Replay(ReplayError),
+}
+
+impl DigestError {
+    /// The client proved it knows the password but must retry with a fresh nonce.
+    pub fn wants_stale(&self) -> bool {
+        matches!(
+            self,
+            DigestError::Stale | DigestError::Replay(ReplayError::Forgotten)
+        )
+    }
+
+    /// A guess at the password that failed: what brute-force detection counts.
+    pub fn is_bad_credentials(&self) -> bool {
+        matches!(self, DigestError::WrongResponse)
+    }
+}
+
+/// Who was authenticated, and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authenticated {
+    pub username: String,
+    pub algorithm: Algorithm,
+}
+
+#[derive(Debug)]
+pub struct DigestVerifier {
+    policy: DigestPolicy,
+    key: NonceKey,
+    counts: NonceCounts,
+}
+
+fn nanos(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+impl DigestVerifier {
+    /// `now`: start time; nonces issued before it (by an earlier process with the same key)
+    /// are answered stale, because their nonce-counts were lost with that process.
+    pub fn new(mut policy: DigestPolicy, key: NonceKey, now: SystemTime) -> Self {
+        policy.algorithms.sort_by_key(|a| a.preference());
+        policy.algorithms.dedup();
+        let counts = NonceCounts::new(policy.max_tracked_nonces, nanos(now));
+        DigestVerifier {
+            policy,
+            key,
+            counts,
+        }
+    }
+
+    pub fn policy(&self) -> &DigestPolicy {
+        &self.policy
+    }
+
+    /// Challenges for a 401/407, one per enabled algorithm, preferred first. With
+    /// `credential`, only algorithms that credential can answer are offered (an account
+    /// provisioned with an MD5 HA1 only must not be pushed to SHA-256).
+    pub fn challenges(
+        &self,
+        stale: bool,
+        credential: Option<&Credential>,
+        now: SystemTime,
+    ) -> Result<Vec<Challenge>, NonceError> {
+        let nonce = self.key.issue(&self.policy.realm, now)?;
+        Ok(self
+            .policy
+            .algorithms
+            .iter()
+            .filter(|a| credential.is_none_or(|c| c.supports(a.hash())))
+            .map(|&algorithm| Challenge {
+                realm: self.policy.realm.clone(),
+                nonce: nonce.clone(),
+                algorithm,
+                stale,
+            })
+            .collect())
+    }
+
+    /// Verifies a digest response for a request with `method`. The caller has found the
+    /// account by `auth.username` and passes its credential; it is also the caller's job to
+    /// check that `auth.uri` designates the request's Request-URI.
+    pub fn verify(
+        &self,
+        auth: &DigestAuthorization,
+        method: &str,
+        credential: &Credential,
+        now: SystemTime,
+    ) -> Result<Authenticated, DigestError> {
+        let p = &self.policy;
+        if auth.realm != p.realm {
+            return Err(DigestError::RealmMismatch(
+                auth.realm.chars().take(64).collect(),
+            ));
+        }
+        if !p.algorithms.contains(&auth.algorithm) {
+            return Err(DigestError::AlgorithmNotEnabled(auth.algorithm));
+        }
+        if auth.qop.is_none()
+            && !(p.allow_md5_without_qop && response::allows_no_qop(auth.algorithm))
+        {
+            return Err(DigestError::QopRequired(auth.algorithm));
+        }
+        let opened = self.key.open(&p.realm, &auth.nonce)?;
+        let ha1 = credential.ha1(auth.algorithm.hash(), &auth.username, &p.realm)?;
+        let expected = expected_response(&ha1, method, auth)
+            .ok_or(DigestError::QopRequired(auth.algorithm))?;
+        // Both are lowercase hex of the same length (the parser checked), so only the content
+        // could leak through timing, and ct_eq does not let it.
+        if !bool::from(expected.as_bytes().ct_eq(auth.response.as_bytes())) {
+            return Err(DigestError::WrongResponse);
+        }
+        // Expiry is checked after the response so that stale=true is only ever said to
+        // someone who knows the password (RFC 7616 §3.3).
+        if opened.is_expired(now, p.nonce_lifetime) {
+            return Err(DigestError::Stale);
+        }
+        if let Some(q) = &auth.qop {
+            let lifetime_ns = u64::try_from(p.nonce_lifetime.as_nanos()).unwrap_or(u64::MAX);
+            let expired_before = nanos(now).saturating_sub(lifetime_ns);
+            self.counts
+                .check_and_record(opened.serial, q.nc, expired_before)
+                .map_err(DigestError::Replay)?;
+        }
+        Ok(Authenticated {
+            username: auth.username.clone(),
+            algorithm: auth.algorithm,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;
