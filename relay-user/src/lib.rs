@@ -1,5 +1,37 @@
 //! relay-user: the data plane's userspace side. Loads and attaches the XDP program, owns every
-//! BPF map behind a typed API, and runs the userspace fallback relay where XDP cannot run.
+//! BPF map behind a typed API ([`DataPlane`]), and runs the userspace relay where XDP cannot.
+//!
+//! - [`DataPlane`]: firewall tables, relay legs, counters; XDP maps or in-memory tables.
+//! - [`loader`]: load, pin, attach (native → skb → userspace), replace on restart, detach.
+//! - [`UserRelay`]: batched socket relay (userspace mode, and XDP's slow path).
+//! - [`Sessions`]: relay port allocation and media streams, for the ng protocol and `sipd`.
 
-pub mod object;
+pub mod cidr;
+pub mod clock;
+pub mod dataplane;
+pub mod error;
+pub mod events;
+pub mod maps;
 pub mod ng;
+pub mod object;
+pub mod ports;
+pub mod relay;
+pub mod session;
+mod sys;
+pub mod tables;
+pub mod types;
+
+pub use cidr::{Cidr, CidrError};
+pub use dataplane::{DataPlane, Mode};
+pub use error::DataPlaneError;
+pub use events::GuardEvents;
+pub use relay::UserRelay;
+pub use types::{
+    BanInfo, DenyRule, GuardEventInfo, GuardSettings, Proto, Service, SourceSessions, Verdict,
+};
+
+pub use ports::{PortAllocator, PortRange};
+/// Re-exported so callers can name ban reasons, service ids and stats without a direct
+/// dependency on the kernel contract crate.
+pub use relay_common::{fw::BanReason, fw::ServiceId, stats::Stat};
+pub use session::{LegReport, SessionError, SessionReport, Sessions, StreamReport};

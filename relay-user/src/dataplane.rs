@@ -1,0 +1,624 @@
+//! One API, two implementations: the XDP maps or the same tables in process memory. Callers
+//! (`sipd`, the ng protocol, `relayd`) never know which, except through [`DataPlane::mode`],
+//! which they must show to operators.
+
+use std::{
+    any::Any,
+    collections::{BTreeMap, HashMap},
+    fmt,
+    net::{IpAddr, SocketAddr},
+    sync::{
+        Mutex, MutexGuard,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use relay_common::{
+    Addr,
+    fw::{BanReason, ServiceId},
+    relay::{LEG_LATCHED, LEG_PEER_KNOWN, Leg, LegCounters},
+    stats::{STATS_LEN, Stat},
+};
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::{
+    Cidr,
+    clock::monotonic_ns,
+    error::DataPlaneError,
+    events::GuardEvents,
+    maps::{XdpMaps, stats_by_name},
+    tables::UserTables,
+    types::{
+        BanInfo, DenyRule, GuardEventInfo, GuardSettings, Proto, Service, SourceSessions, Verdict,
+    },
+};
+
+type R<T> = Result<T, DataPlaneError>;
+
+/// Which data plane forwards packets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// XDP in the driver: the fast path.
+    XdpNative,
+    /// Generic XDP (after the skb is built): kernel forwarding, slower.
+    XdpSkb,
+    /// No XDP: userspace sockets forward and `sipd` filters.
+    Userspace,
+}
+
+impl Mode {
+    pub fn is_xdp(self) -> bool {
+        !matches!(self, Mode::Userspace)
+    }
+    pub const fn name(self) -> &'static str {
+        match self {
+            Mode::XdpNative => "xdp-native",
+            Mode::XdpSkb => "xdp-skb",
+            Mode::Userspace => "userspace",
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Capacity of the guard event channel; beyond it events are counted as lost, like a full ring.
+const EVENT_QUEUE: usize = 4096;
+
+enum Backend {
+    Xdp(Mutex<XdpMaps>),
+    User(Mutex<UserTables>),
+}
+
+/// The data plane: firewall tables, relay legs, counters. Cheap to share (`Arc<DataPlane>`).
+pub struct DataPlane {
+    mode: Mode,
+    reason: String,
+    backend: Backend,
+    /// What the userspace relay counted per leg (all of it in userspace mode, the slow path in
+    /// XDP mode); merged with the kernel's on read.
+    user_counters: Mutex<HashMap<u16, LegCounters>>,
+    /// Userspace verdicts and relay counts, added to the kernel's in [`DataPlane::stats`].
+    user_stats: [AtomicU64; STATS_LEN as usize],
+    events_tx: mpsc::Sender<GuardEventInfo>,
+    events_rx: Mutex<Option<mpsc::Receiver<GuardEventInfo>>>,
+    /// Keeps the loaded object and its links alive as long as the data plane.
+    _keepalive: Option<Box<dyn Any + Send + Sync>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding a table lock leaves plain data behind; keep serving.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl DataPlane {
+    /// The in-memory data plane. `reason` says why (operator's choice, or why XDP failed).
+    pub fn userspace(reason: impl Into<String>) -> Self {
+        Self::build(
+            Mode::Userspace,
+            reason.into(),
+            Backend::User(Mutex::new(UserTables::new())),
+            None,
+        )
+    }
+
+    /// The XDP data plane over `maps`. `keepalive` holds whatever must live as long as the
+    /// program stays managed by this process (the `Ebpf` object, links).
+    pub fn xdp(
+        mode: Mode,
+        reason: impl Into<String>,
+        mut maps: XdpMaps,
+        keepalive: Option<Box<dyn Any + Send + Sync>>,
+    ) -> Self {
+        let ring = maps.take_guard_events();
+        let dp = Self::build(
+            mode,
+            reason.into(),
+            Backend::Xdp(Mutex::new(maps)),
+            keepalive,
+        );
+        if let Some(ring) = ring {
+            crate::events::spawn_ring_reader(ring, dp.events_tx.clone());
+        }
+        dp
+    }
+
+    fn build(
+        mode: Mode,
+        reason: String,
+        backend: Backend,
+        keepalive: Option<Box<dyn Any + Send + Sync>>,
+    ) -> Self {
+        let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
+        DataPlane {
+            mode,
+            reason,
+            backend,
+            user_counters: Mutex::new(HashMap::new()),
+            user_stats: std::array::from_fn(|_| AtomicU64::new(0)),
+            events_tx,
+            events_rx: Mutex::new(Some(events_rx)),
+            _keepalive: keepalive,
+        }
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Why this mode is active, in words for the operator.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+
+    /// The guard event stream (sampled SIP guard drops). There is one consumer: the first
+    /// call gets it, later calls get `None`.
+    pub fn guard_events(&self) -> Option<GuardEvents> {
+        lock(&self.events_rx).take().map(GuardEvents::new)
+    }
+
+    pub(crate) fn count(&self, stat: Stat, n: u64) {
+        if let Some(c) = self.user_stats.get(stat as usize) {
+            c.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    // ---- firewall ----
+
+    /// The kernel's firewall pipeline for one packet, for `sipd`'s receive path. In XDP modes
+    /// the kernel has already filtered the packet, so this passes without counting.
+    pub fn firewall_check(
+        &self,
+        src: IpAddr,
+        dst_port: u16,
+        proto: Proto,
+        payload: &[u8],
+    ) -> Verdict {
+        let Backend::User(t) = &self.backend else {
+            return Verdict::Pass(Stat::PassOther);
+        };
+        let (v, ev) = lock(t).firewall_check(src, dst_port, proto, payload, monotonic_ns());
+        self.count(Stat::Received, 1);
+        self.count(v.stat(), 1);
+        if let Some(ev) = ev
+            && self.events_tx.try_send(ev.into()).is_err()
+        {
+            self.count(Stat::EventLost, 1);
+        }
+        v
+    }
+
+    pub fn ban_add(&self, addr: IpAddr, duration: Option<Duration>, reason: BanReason) -> R<()> {
+        match &self.backend {
+            Backend::Xdp(m) => lock(m).ban_add(addr, duration, reason),
+            Backend::User(t) => lock(t).ban_add(addr, duration, reason, monotonic_ns()),
+        }
+    }
+
+    /// Whether a ban was there to remove.
+    pub fn ban_remove(&self, addr: IpAddr) -> R<bool> {
+        match &self.backend {
+            Backend::Xdp(m) => lock(m).ban_remove(addr),
+            Backend::User(t) => Ok(lock(t).ban_remove(addr)),
+        }
+    }
+
+    pub fn ban_get(&self, addr: IpAddr) -> R<Option<BanInfo>> {
+        match &self.backend {
+            Backend::Xdp(m) => lock(m).ban_get(addr),
+            Backend::User(t) => Ok(lock(t).ban_get(addr, monotonic_ns())),
+        }
+    }
+
+    pub fn ban_list(&self) -> R<Vec<BanInfo>> {
+        let mut v = match &self.backend {
+            Backend::Xdp(m) => lock(m).ban_list()?,
+            Backend::User(t) => lock(t).ban_list(monotonic_ns()),
+        };
+        v.sort_by_key(|b| b.addr);
+        Ok(v)
+    }
+
+    pub fn ban_purge_expired(&self) -> R<usize> {
+        match &self.backend {
+            Backend::Xdp(m) => lock(m).ban_purge_expired(),
+            Backend::User(t) => Ok(lock(t).ban_purge_expired(monotonic_ns())),
+        }
+    }
+
+    pub fn deny_add(&self, cidr: Cidr, rule_id: u32) -> R<()> {
+        match &self.backend {
+            Backend::Xdp(m) => lock(m).deny_add(cidr, rule_id),
+            Backend::User(t) => lock(t).deny_add(cidr, rule_id),
+        }
+    }
+
+    pub fn deny_remove(&self, cidr: Cidr) -> R<bool> {
+        match &self.backend {
+            Backend::Xdp(m) => lock(m).deny_remove(cidr),
+            Backend::User(t) => Ok(lock(t).deny_remove(cidr)),
+        }
+    }
+
+    pub fn deny_list(&self) -> R<Vec<DenyRule>> {
+        match &self.backend {
+            Backend::Xdp(m) => lock(m).deny_list(),
+            Backend::User(t) => Ok(lock(t).deny_list()),
+        }
+    }
+
+    pub fn service_set(&self, s: Service) -> R<()> {
+        match &self.backend {
+            Backend::Xdp(m) => lock(m).service_set(s),
+            Backend::User(t) => lock(t).service_set(s),
+        }
+    }
+
+    pub fn service_remove(&self, port: u16, proto: Proto) -> R<bool> {
+        match &self.backend {
+            Backend::Xdp(m) => lock(m).service_remove(port, proto),
+            Backend::User(t) => Ok(lock(t).service_remove(port, proto)),
+        }
+    }
+
+    pub fn service_list(&self) -> R<Vec<Service>> {
+        match &self.backend {
+            Backend::Xdp(m) => lock(m).service_list(),
+            Backend::User(t) => Ok(lock(t).service_list()),
+        }
+    }
+
+    pub fn allow_add(&self, service: ServiceId, cidr: Cidr) -> R<()> {
+        match &self.backend {
+            Backend::Xdp(m) => lock(m).allow_add(service, cidr),
+            Backend::User(t) => lock(t).allow_add(service, cidr),
+        }
+    }
+
+    pub fn allow_remove(&self, service: ServiceId, cidr: Cidr) -> R<bool> {
+        match &self.backend {
+            Backend::Xdp(m) => lock(m).allow_remove(service, cidr),
+            Backend::User(t) => Ok(lock(t).allow_remove(service, cidr)),
+        }
+    }
+
+    pub fn allow_list(&self, service: ServiceId) -> R<Vec<Cidr>> {
+        match &self.backend {
+            Backend::Xdp(m) => lock(m).allow_list(service),
+            Backend::User(t) => Ok(lock(t).allow_list(service)),
+        }
+    }
+
+    pub fn guard_set(&self, s: &GuardSettings) -> R<()> {
+        match &self.backend {
+            Backend::Xdp(m) => lock(m).guard_set(s),
+            Backend::User(t) => lock(t).guard_set(s),
+        }
+    }
+
+    pub fn guard_get(&self) -> R<GuardSettings> {
+        match &self.backend {
+            Backend::Xdp(m) => lock(m).guard_get(),
+            Backend::User(t) => Ok(lock(t).guard_get()),
+        }
+    }
+
+    /// Forgets a source's rate-limit buckets.
+    pub fn guard_state_reset(&self, addr: IpAddr) -> R<bool> {
+        match &self.backend {
+            Backend::Xdp(m) => lock(m).guard_state_reset(addr),
+            Backend::User(t) => Ok(lock(t).guard_state_reset(addr)),
+        }
+    }
+
+    // ---- per-source sessions (maintained by sipd) ----
+
+    pub fn sessions_get(&self, addr: IpAddr) -> R<SourceSessions> {
+        match &self.backend {
+            Backend::Xdp(m) => lock(m).sessions_get(addr),
+            Backend::User(t) => Ok(lock(t).sessions_get(addr)),
+        }
+    }
+
+    pub fn sessions_set(&self, addr: IpAddr, s: SourceSessions) -> R<()> {
+        match &self.backend {
+            Backend::Xdp(m) => lock(m).sessions_set(addr, s),
+            Backend::User(t) => lock(t).sessions_set(addr, s),
+        }
+    }
+
+    /// Read-modify-write under the table lock, so two sipd tasks cannot lose an update.
+    fn sessions_update(
+        &self,
+        addr: IpAddr,
+        f: impl FnOnce(&mut SourceSessions),
+    ) -> R<SourceSessions> {
+        match &self.backend {
+            Backend::Xdp(m) => {
+                let mut m = lock(m);
+                let mut s = m.sessions_get(addr)?;
+                f(&mut s);
+                m.sessions_set(addr, s)?;
+                Ok(s)
+            }
+            Backend::User(t) => {
+                let mut t = lock(t);
+                let mut s = t.sessions_get(addr);
+                f(&mut s);
+                t.sessions_set(addr, s)?;
+                Ok(s)
+            }
+        }
+    }
+
+    /// A call from `addr` started; returns the new count.
+    pub fn sessions_increment(&self, addr: IpAddr) -> R<SourceSessions> {
+        self.sessions_update(addr, |s| s.active = s.active.saturating_add(1))
+    }
+
+    /// A call from `addr` ended; never goes below zero.
+    pub fn sessions_decrement(&self, addr: IpAddr) -> R<SourceSessions> {
+        self.sessions_update(addr, |s| s.active = s.active.saturating_sub(1))
+    }
+
+    /// Sets a source's own cap (0 = the guard default), keeping its active count.
+    pub fn sessions_set_limit(&self, addr: IpAddr, limit: u32) -> R<SourceSessions> {
+        self.sessions_update(addr, |s| s.limit = limit)
+    }
+
+    // ---- relay legs ----
+
+    /// Writes a leg. A leg new to its port (or to its session) starts with zero counters.
+    pub fn leg_put(&self, leg: &Leg) -> R<()> {
+        let fresh = self
+            .leg_get(leg.local_port)?
+            .is_none_or(|old| old.session_id != leg.session_id);
+        if fresh {
+            lock(&self.user_counters).remove(&leg.local_port);
+        }
+        match &self.backend {
+            Backend::Xdp(m) => {
+                let mut m = lock(m);
+                if fresh {
+                    m.leg_counters_reset(leg.local_port)?;
+                }
+                m.leg_put(leg)
+            }
+            Backend::User(t) => {
+                lock(t).leg_put(leg);
+                Ok(())
+            }
+        }
+    }
+
+    pub fn leg_get(&self, port: u16) -> R<Option<Leg>> {
+        match &self.backend {
+            Backend::Xdp(m) => lock(m).leg_get(port),
+            Backend::User(t) => Ok(lock(t).leg_get(port)),
+        }
+    }
+
+    pub fn leg_remove(&self, port: u16) -> R<bool> {
+        lock(&self.user_counters).remove(&port);
+        match &self.backend {
+            Backend::Xdp(m) => lock(m).leg_remove(port),
+            Backend::User(t) => Ok(lock(t).leg_remove(port)),
+        }
+    }
+
+    pub fn leg_list(&self) -> R<Vec<Leg>> {
+        match &self.backend {
+            Backend::Xdp(m) => lock(m).leg_list(),
+            Backend::User(t) => Ok(lock(t).leg_list()),
+        }
+    }
+
+    /// What arrived on a leg: kernel (summed over CPUs) plus userspace relay.
+    pub fn leg_counters(&self, port: u16) -> R<LegCounters> {
+        let mut c = match &self.backend {
+            Backend::Xdp(m) => lock(m).leg_counters(port)?,
+            Backend::User(_) => LegCounters::default(),
+        };
+        if let Some(u) = lock(&self.user_counters).get(&port) {
+            c.merge(u);
+        }
+        Ok(c)
+    }
+
+    /// The leg a packet arrived on and its partner, for the userspace relay.
+    pub(crate) fn relay_lookup(&self, port: u16) -> R<Option<(Leg, Option<Leg>)>> {
+        let get = |p| self.leg_get(p);
+        let Some(leg) = get(port)? else {
+            return Ok(None);
+        };
+        let partner = get(leg.partner_port)?;
+        Ok(Some((leg, partner)))
+    }
+
+    /// Records a latch learned by the userspace relay, unless someone (the kernel, or a
+    /// concurrent update) changed the leg meanwhile.
+    pub(crate) fn relay_latch(&self, port: u16, session_id: u64, peer: SocketAddr) -> R<()> {
+        let apply = |leg: &mut Leg| {
+            if leg.session_id != session_id || leg.has(LEG_LATCHED) {
+                return false;
+            }
+            leg.peer_addr = Addr::from(peer.ip());
+            leg.peer_port = peer.port();
+            leg.flags |= LEG_LATCHED | LEG_PEER_KNOWN;
+            true
+        };
+        match &self.backend {
+            Backend::Xdp(m) => {
+                let mut m = lock(m);
+                if let Some(mut leg) = m.leg_get(port)?
+                    && apply(&mut leg)
+                {
+                    m.leg_put(&leg)?;
+                }
+            }
+            Backend::User(t) => {
+                let mut t = lock(t);
+                if let Some(mut leg) = t.leg_get(port)
+                    && apply(&mut leg)
+                {
+                    t.leg_put(&leg);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn relay_account(&self, port: u16, delta: &LegCounters) {
+        lock(&self.user_counters)
+            .entry(port)
+            .or_default()
+            .merge(delta);
+    }
+
+    // ---- stats / tx ----
+
+    /// Verdict and relay counters by stat name: the kernel's summed over CPUs plus userspace's.
+    pub fn stats(&self) -> R<BTreeMap<&'static str, u64>> {
+        let mut raw = match &self.backend {
+            Backend::Xdp(m) => lock(m).stats_raw()?,
+            Backend::User(_) => [0u64; STATS_LEN as usize],
+        };
+        for (r, u) in raw.iter_mut().zip(self.user_stats.iter()) {
+            *r = r.wrapping_add(u.load(Ordering::Relaxed));
+        }
+        Ok(stats_by_name(&raw))
+    }
+
+    /// Lets the XDP program redirect out of `ifindex`. A no-op in userspace mode.
+    pub fn tx_port_add(&self, ifindex: u32) -> R<()> {
+        match &self.backend {
+            Backend::Xdp(m) => lock(m).tx_port_add(ifindex),
+            Backend::User(_) => Ok(()),
+        }
+    }
+
+    pub fn tx_port_list(&self) -> R<Vec<u32>> {
+        match &self.backend {
+            Backend::Xdp(m) => lock(m).tx_port_list(),
+            Backend::User(_) => Ok(Vec::new()),
+        }
+    }
+}
+
+impl fmt::Debug for DataPlane {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DataPlane")
+            .field("mode", &self.mode)
+            .field("reason", &self.reason)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use relay_common::relay::LEG_LATCH;
+
+    #[test]
+    fn userspace_counts_like_the_kernel() {
+        let dp = DataPlane::userspace("test");
+        assert_eq!(dp.mode(), Mode::Userspace);
+        dp.ban_add("192.0.2.1".parse().unwrap(), None, BanReason::Scanner)
+            .unwrap();
+        let v = dp.firewall_check("192.0.2.1".parse().unwrap(), 5060, Proto::Udp, b"INVITE ");
+        assert_eq!(v, Verdict::Drop(Stat::DropBanned));
+        dp.firewall_check("192.0.2.2".parse().unwrap(), 5060, Proto::Udp, b"x");
+        let s = dp.stats().unwrap();
+        assert_eq!(s["received"], 2);
+        assert_eq!(s["drop_banned"], 1);
+        assert_eq!(s["pass_other"], 1);
+        assert_eq!(dp.ban_list().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn guard_events_flow_to_the_stream() {
+        let dp = DataPlane::userspace("test");
+        dp.service_set(Service {
+            port: 5060,
+            proto: Proto::Udp,
+            id: ServiceId::Sip,
+            restricted: false,
+            sip: true,
+        })
+        .unwrap();
+        dp.guard_set(&GuardSettings {
+            packet_rate: 1,
+            packet_burst: 1,
+            event_interval: Duration::ZERO,
+            ..GuardSettings::default()
+        })
+        .unwrap();
+        let mut ev = dp.guard_events().expect("first taker");
+        assert!(dp.guard_events().is_none());
+        let src: IpAddr = "198.51.100.3".parse().unwrap();
+        assert!(dp.firewall_check(src, 5060, Proto::Udp, b"x").is_pass());
+        assert!(!dp.firewall_check(src, 5060, Proto::Udp, b"x").is_pass());
+        let e = ev.try_recv().expect("one event");
+        assert_eq!(e.source, src);
+        assert_eq!(e.port, 5060);
+    }
+
+    #[test]
+    fn session_counts_saturate() {
+        let dp = DataPlane::userspace("test");
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        assert_eq!(dp.sessions_decrement(a).unwrap().active, 0);
+        dp.sessions_increment(a).unwrap();
+        assert_eq!(dp.sessions_increment(a).unwrap().active, 2);
+        assert_eq!(
+            dp.sessions_set_limit(a, 4).unwrap(),
+            SourceSessions {
+                active: 2,
+                limit: 4
+            }
+        );
+        dp.sessions_decrement(a).unwrap();
+        assert_eq!(dp.sessions_get(a).unwrap().active, 1);
+    }
+
+    #[test]
+    fn latch_only_once_and_only_same_session() {
+        let dp = DataPlane::userspace("test");
+        let leg = Leg {
+            local_port: 30000,
+            partner_port: 30002,
+            session_id: 9,
+            flags: LEG_LATCH,
+            ..Leg::default()
+        };
+        dp.leg_put(&leg).unwrap();
+        dp.relay_latch(30000, 8, "10.0.0.1:5000".parse().unwrap())
+            .unwrap();
+        assert!(!dp.leg_get(30000).unwrap().unwrap().has(LEG_LATCHED));
+        dp.relay_latch(30000, 9, "10.0.0.1:5000".parse().unwrap())
+            .unwrap();
+        dp.relay_latch(30000, 9, "10.0.0.2:6000".parse().unwrap())
+            .unwrap();
+        let l = dp.leg_get(30000).unwrap().unwrap();
+        assert!(l.has(LEG_LATCHED) && l.has(LEG_PEER_KNOWN));
+        assert_eq!(l.peer_port, 5000);
+        dp.relay_account(
+            30000,
+            &LegCounters {
+                packets: 2,
+                bytes: 20,
+                last_seen_ns: 5,
+                strict_drops: 0,
+            },
+        );
+        assert_eq!(dp.leg_counters(30000).unwrap().packets, 2);
+        dp.leg_remove(30000).unwrap();
+        assert_eq!(dp.leg_counters(30000).unwrap(), LegCounters::default());
+    }
+}

@@ -1,0 +1,545 @@
+//! The one gateway to the pinned BPF maps. Nothing else in the workspace touches a raw map:
+//! every key and value is built here from std types, so a layout mistake has one place to live.
+
+use std::{collections::BTreeMap, net::IpAddr, time::Duration};
+
+use aya::{
+    Ebpf,
+    maps::{
+        Array, DevMapHash, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, PerCpuHashMap,
+        PerCpuValues, RingBuf, lpm_trie::Key,
+    },
+};
+use relay_common::{
+    Addr,
+    fw::{
+        BanEntry, BanReason, DenyV4, DenyV6, SVC_RESTRICTED, SVC_SIP, ServiceEntry, ServiceId,
+        ServiceKey, SvcAllowV4, SvcAllowV6, svc_allow_prefix,
+    },
+    guard::{GuardConfig, GuardState, SessionCount},
+    maps as names,
+    relay::{Leg, LegCounters, LegKey},
+    stats::STATS_LEN,
+};
+
+use crate::{
+    Cidr,
+    clock::{duration_ns, monotonic_ns},
+    error::DataPlaneError,
+    types::{BanInfo, DenyRule, GuardSettings, Proto, Service, SourceSessions},
+};
+
+type R<T> = Result<T, DataPlaneError>;
+
+/// Expected kernel layout of each map: (name, key size, value size). A pinned map from an older
+/// build with another layout would be silently misread, so the loader checks pins against this
+/// before reusing them. Value size 0 = not checked (ring buffer, devmap whose value depends on
+/// kernel features).
+pub const LAYOUT: &[(&str, u32, u32)] = &[
+    (names::BANS, 16, 16),
+    (names::DENY_V4, 4 + 4, 4),
+    (names::DENY_V6, 4 + 16, 4),
+    (names::SERVICES, 4, 8),
+    (names::SVC_ALLOW_V4, 4 + 8, 4),
+    (names::SVC_ALLOW_V6, 4 + 20, 4),
+    (names::GUARD_CONFIG, 4, 40),
+    (names::GUARD_STATE, 16, 32),
+    (names::SESSIONS, 16, 8),
+    (names::GUARD_EVENTS, 0, 0),
+    (names::RELAY_LEGS, 4, 56),
+    (names::RELAY_COUNTERS, 4, 32),
+    (names::TX_PORTS, 4, 0),
+    (names::STATS, 4, 8),
+];
+
+/// Every map of the XDP program, typed.
+pub struct XdpMaps {
+    bans: HashMap<MapData, Addr, BanEntry>,
+    deny_v4: LpmTrie<MapData, DenyV4, u32>,
+    deny_v6: LpmTrie<MapData, DenyV6, u32>,
+    services: HashMap<MapData, ServiceKey, ServiceEntry>,
+    allow_v4: LpmTrie<MapData, SvcAllowV4, u32>,
+    allow_v6: LpmTrie<MapData, SvcAllowV6, u32>,
+    guard_config: Array<MapData, GuardConfig>,
+    guard_state: HashMap<MapData, Addr, GuardState>,
+    sessions: HashMap<MapData, Addr, SessionCount>,
+    guard_events: Option<RingBuf<MapData>>,
+    legs: HashMap<MapData, LegKey, Leg>,
+    counters: PerCpuHashMap<MapData, LegKey, LegCounters>,
+    tx_ports: DevMapHash<MapData>,
+    stats: PerCpuArray<MapData, u64>,
+}
+
+fn take(ebpf: &mut Ebpf, name: &'static str) -> R<Map> {
+    ebpf.take_map(name).ok_or(DataPlaneError::MissingMap(name))
+}
+
+macro_rules! typed {
+    ($ebpf:expr, $name:expr) => {
+        take($ebpf, $name)?
+            .try_into()
+            .map_err(DataPlaneError::map($name))?
+    };
+}
+
+/// ENOENT from a delete, or aya's not-found: "nothing there" rather than a failure.
+fn not_found(e: &MapError) -> bool {
+    match e {
+        MapError::KeyNotFound | MapError::ElementNotFound => true,
+        MapError::SyscallError(s) => s.io_error.raw_os_error() == Some(libc::ENOENT),
+        _ => false,
+    }
+}
+
+/// E2BIG: the map is at capacity.
+fn full(e: &MapError) -> bool {
+    matches!(e, MapError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc::E2BIG))
+}
+
+fn ins(map: &'static str) -> impl FnOnce(MapError) -> DataPlaneError {
+    move |e| {
+        if full(&e) {
+            DataPlaneError::Full(map)
+        } else {
+            DataPlaneError::Map { map, source: e }
+        }
+    }
+}
+
+/// Maps a lookup result to `Option`, keeping real failures.
+fn opt<T>(r: Result<T, MapError>, map: &'static str) -> R<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if not_found(&e) => Ok(None),
+        Err(e) => Err(DataPlaneError::Map { map, source: e }),
+    }
+}
+
+fn del(r: Result<(), MapError>, map: &'static str) -> R<bool> {
+    opt(r, map).map(|o| o.is_some())
+}
+
+fn v4_bytes(c: &Cidr) -> Option<[u8; 4]> {
+    match c.addr() {
+        IpAddr::V4(a) => Some(a.octets()),
+        IpAddr::V6(_) => None,
+    }
+}
+
+fn v6_bytes(c: &Cidr) -> [u8; 16] {
+    match c.addr() {
+        IpAddr::V6(a) => a.octets(),
+        IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+    }
+}
+
+pub(crate) fn ban_entry(duration: Option<Duration>, reason: BanReason, now: u64) -> BanEntry {
+    BanEntry {
+        // A computed 0 would read as permanent; 1 ns later is indistinguishable otherwise.
+        expires_ns: duration.map_or(BanEntry::PERMANENT, |d| {
+            now.saturating_add(duration_ns(d)).max(1)
+        }),
+        reason: reason as u32,
+        _pad: 0,
+    }
+}
+
+pub(crate) fn ban_info(addr: Addr, e: &BanEntry, now: u64) -> BanInfo {
+    BanInfo {
+        addr: addr.into(),
+        reason_code: e.reason,
+        remaining: (e.expires_ns != BanEntry::PERMANENT)
+            .then(|| Duration::from_nanos(e.expires_ns.saturating_sub(now))),
+        expired: !e.is_active(now),
+    }
+}
+
+pub(crate) fn service_from(key: &ServiceKey, e: &ServiceEntry) -> Option<Service> {
+    Some(Service {
+        port: key.port,
+        proto: Proto::from_number(key.proto)?,
+        id: ServiceId::from_u32(e.service)?,
+        restricted: e.flags & SVC_RESTRICTED != 0,
+        sip: e.flags & SVC_SIP != 0,
+    })
+}
+
+pub(crate) fn service_entry(s: &Service) -> (ServiceKey, ServiceEntry) {
+    let mut flags = 0;
+    if s.restricted {
+        flags |= SVC_RESTRICTED;
+    }
+    if s.sip {
+        flags |= SVC_SIP;
+    }
+    (
+        ServiceKey::new(s.port, s.proto.number()),
+        ServiceEntry {
+            service: s.id as u32,
+            flags,
+        },
+    )
+}
+
+impl XdpMaps {
+    /// Takes every map out of a loaded (not necessarily attached) object.
+    pub fn from_ebpf(ebpf: &mut Ebpf) -> R<Self> {
+        Ok(XdpMaps {
+            bans: typed!(ebpf, names::BANS),
+            deny_v4: typed!(ebpf, names::DENY_V4),
+            deny_v6: typed!(ebpf, names::DENY_V6),
+            services: typed!(ebpf, names::SERVICES),
+            allow_v4: typed!(ebpf, names::SVC_ALLOW_V4),
+            allow_v6: typed!(ebpf, names::SVC_ALLOW_V6),
+            guard_config: typed!(ebpf, names::GUARD_CONFIG),
+            guard_state: typed!(ebpf, names::GUARD_STATE),
+            sessions: typed!(ebpf, names::SESSIONS),
+            guard_events: Some(typed!(ebpf, names::GUARD_EVENTS)),
+            legs: typed!(ebpf, names::RELAY_LEGS),
+            counters: typed!(ebpf, names::RELAY_COUNTERS),
+            tx_ports: take(ebpf, names::TX_PORTS)?
+                .try_into()
+                .map_err(DataPlaneError::map(names::TX_PORTS))?,
+            stats: typed!(ebpf, names::STATS),
+        })
+    }
+
+    /// The ring buffer, for the one event reader. `None` once taken.
+    pub fn take_guard_events(&mut self) -> Option<RingBuf<MapData>> {
+        self.guard_events.take()
+    }
+
+    // ---- bans ----
+
+    /// Bans `addr` for `duration` (`None`: until removed). Replaces an existing ban.
+    pub fn ban_add(
+        &mut self,
+        addr: IpAddr,
+        duration: Option<Duration>,
+        reason: BanReason,
+    ) -> R<()> {
+        let e = ban_entry(duration, reason, monotonic_ns());
+        self.bans
+            .insert(Addr::from(addr), e, 0)
+            .map_err(ins(names::BANS))
+    }
+
+    pub fn ban_remove(&mut self, addr: IpAddr) -> R<bool> {
+        del(self.bans.remove(&Addr::from(addr)), names::BANS)
+    }
+
+    pub fn ban_get(&self, addr: IpAddr) -> R<Option<BanInfo>> {
+        let a = Addr::from(addr);
+        Ok(opt(self.bans.get(&a, 0), names::BANS)?.map(|e| ban_info(a, &e, monotonic_ns())))
+    }
+
+    pub fn ban_list(&self) -> R<Vec<BanInfo>> {
+        let now = monotonic_ns();
+        let mut out = Vec::new();
+        for r in self.bans.iter() {
+            // An entry deleted while we iterate is not an error for a listing.
+            match r {
+                Ok((a, e)) => out.push(ban_info(a, &e, now)),
+                Err(e) if not_found(&e) => continue,
+                Err(e) => return Err(DataPlaneError::map(names::BANS)(e)),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes expired bans (the data plane already ignores them); returns how many.
+    pub fn ban_purge_expired(&mut self) -> R<usize> {
+        let now = monotonic_ns();
+        let expired: Vec<Addr> = self
+            .bans
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, e)| !e.is_active(now))
+            .map(|(a, _)| a)
+            .collect();
+        let mut n = 0;
+        for a in expired {
+            if del(self.bans.remove(&a), names::BANS)? {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    // ---- static deny ----
+
+    pub fn deny_add(&mut self, cidr: Cidr, rule_id: u32) -> R<()> {
+        let len = cidr.prefix_len() as u32;
+        match v4_bytes(&cidr) {
+            Some(b) => self
+                .deny_v4
+                .insert(&Key::new(len, b), rule_id, 0)
+                .map_err(ins(names::DENY_V4)),
+            None => self
+                .deny_v6
+                .insert(&Key::new(len, v6_bytes(&cidr)), rule_id, 0)
+                .map_err(ins(names::DENY_V6)),
+        }
+    }
+
+    pub fn deny_remove(&mut self, cidr: Cidr) -> R<bool> {
+        let len = cidr.prefix_len() as u32;
+        match v4_bytes(&cidr) {
+            Some(b) => del(self.deny_v4.remove(&Key::new(len, b)), names::DENY_V4),
+            None => del(
+                self.deny_v6.remove(&Key::new(len, v6_bytes(&cidr))),
+                names::DENY_V6,
+            ),
+        }
+    }
+
+    pub fn deny_list(&self) -> R<Vec<DenyRule>> {
+        let mut out = Vec::new();
+        for r in self.deny_v4.iter() {
+            let (k, id) = r.map_err(DataPlaneError::map(names::DENY_V4))?;
+            if let Ok(cidr) = Cidr::new(IpAddr::from(k.data()), k.prefix_len() as u8) {
+                out.push(DenyRule { cidr, rule_id: id });
+            }
+        }
+        for r in self.deny_v6.iter() {
+            let (k, id) = r.map_err(DataPlaneError::map(names::DENY_V6))?;
+            if let Ok(cidr) = Cidr::new(IpAddr::from(k.data()), k.prefix_len() as u8) {
+                out.push(DenyRule { cidr, rule_id: id });
+            }
+        }
+        out.sort_by_key(|r| r.cidr);
+        Ok(out)
+    }
+
+    // ---- services ----
+
+    pub fn service_set(&mut self, s: Service) -> R<()> {
+        let (k, v) = service_entry(&s);
+        self.services.insert(k, v, 0).map_err(ins(names::SERVICES))
+    }
+
+    pub fn service_remove(&mut self, port: u16, proto: Proto) -> R<bool> {
+        del(
+            self.services.remove(&ServiceKey::new(port, proto.number())),
+            names::SERVICES,
+        )
+    }
+
+    pub fn service_list(&self) -> R<Vec<Service>> {
+        let mut out: Vec<Service> = self
+            .services
+            .iter()
+            .filter_map(Result::ok)
+            .filter_map(|(k, v)| service_from(&k, &v))
+            .collect();
+        out.sort_by_key(|s| (s.port, s.proto));
+        Ok(out)
+    }
+
+    pub fn allow_add(&mut self, service: ServiceId, cidr: Cidr) -> R<()> {
+        let len = svc_allow_prefix(cidr.prefix_len() as u32);
+        match v4_bytes(&cidr) {
+            Some(b) => self
+                .allow_v4
+                .insert(&Key::new(len, SvcAllowV4::new(service as u32, b)), 1, 0)
+                .map_err(ins(names::SVC_ALLOW_V4)),
+            None => self
+                .allow_v6
+                .insert(
+                    &Key::new(len, SvcAllowV6::new(service as u32, v6_bytes(&cidr))),
+                    1,
+                    0,
+                )
+                .map_err(ins(names::SVC_ALLOW_V6)),
+        }
+    }
+
+    pub fn allow_remove(&mut self, service: ServiceId, cidr: Cidr) -> R<bool> {
+        let len = svc_allow_prefix(cidr.prefix_len() as u32);
+        match v4_bytes(&cidr) {
+            Some(b) => del(
+                self.allow_v4
+                    .remove(&Key::new(len, SvcAllowV4::new(service as u32, b))),
+                names::SVC_ALLOW_V4,
+            ),
+            None => del(
+                self.allow_v6.remove(&Key::new(
+                    len,
+                    SvcAllowV6::new(service as u32, v6_bytes(&cidr)),
+                )),
+                names::SVC_ALLOW_V6,
+            ),
+        }
+    }
+
+    pub fn allow_list(&self, service: ServiceId) -> R<Vec<Cidr>> {
+        let want = (service as u32).to_be_bytes();
+        let mut out = Vec::new();
+        for r in self.allow_v4.iter() {
+            let (k, _) = r.map_err(DataPlaneError::map(names::SVC_ALLOW_V4))?;
+            let d = k.data();
+            if d.service_be == want {
+                let len = k.prefix_len().saturating_sub(32) as u8;
+                if let Ok(c) = Cidr::new(IpAddr::from(d.addr), len) {
+                    out.push(c);
+                }
+            }
+        }
+        for r in self.allow_v6.iter() {
+            let (k, _) = r.map_err(DataPlaneError::map(names::SVC_ALLOW_V6))?;
+            let d = k.data();
+            if d.service_be == want {
+                let len = k.prefix_len().saturating_sub(32) as u8;
+                if let Ok(c) = Cidr::new(IpAddr::from(d.addr), len) {
+                    out.push(c);
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    // ---- SIP guard ----
+
+    pub fn guard_set(&mut self, s: &GuardSettings) -> R<()> {
+        let c = s.to_config()?;
+        self.guard_config
+            .set(0, c, 0)
+            .map_err(DataPlaneError::map(names::GUARD_CONFIG))
+    }
+
+    pub fn guard_get(&self) -> R<GuardSettings> {
+        let c = self
+            .guard_config
+            .get(&0, 0)
+            .map_err(DataPlaneError::map(names::GUARD_CONFIG))?;
+        Ok(GuardSettings::from_config(&c))
+    }
+
+    /// Forgets a source's rate-limit state (e.g. after an operator unbans it).
+    pub fn guard_state_reset(&mut self, addr: IpAddr) -> R<bool> {
+        del(
+            self.guard_state.remove(&Addr::from(addr)),
+            names::GUARD_STATE,
+        )
+    }
+
+    pub fn sessions_get(&self, addr: IpAddr) -> R<SourceSessions> {
+        Ok(
+            opt(self.sessions.get(&Addr::from(addr), 0), names::SESSIONS)?
+                .map(|c| SourceSessions {
+                    active: c.active,
+                    limit: c.limit,
+                })
+                .unwrap_or_default(),
+        )
+    }
+
+    /// Writes a source's entry; an all-zero entry is deleted (it means "defaults").
+    pub fn sessions_set(&mut self, addr: IpAddr, s: SourceSessions) -> R<()> {
+        let a = Addr::from(addr);
+        if s == SourceSessions::default() {
+            del(self.sessions.remove(&a), names::SESSIONS)?;
+            return Ok(());
+        }
+        let v = SessionCount {
+            active: s.active,
+            limit: s.limit,
+        };
+        self.sessions.insert(a, v, 0).map_err(ins(names::SESSIONS))
+    }
+
+    // ---- relay legs ----
+
+    pub fn leg_put(&mut self, leg: &Leg) -> R<()> {
+        self.legs
+            .insert(LegKey::new(leg.local_port), *leg, 0)
+            .map_err(ins(names::RELAY_LEGS))
+    }
+
+    pub fn leg_get(&self, port: u16) -> R<Option<Leg>> {
+        opt(self.legs.get(&LegKey::new(port), 0), names::RELAY_LEGS)
+    }
+
+    pub fn leg_remove(&mut self, port: u16) -> R<bool> {
+        let k = LegKey::new(port);
+        // Counters first: a leg re-created on this port must not inherit them.
+        del(self.counters.remove(&k), names::RELAY_COUNTERS)?;
+        del(self.legs.remove(&k), names::RELAY_LEGS)
+    }
+
+    pub fn leg_list(&self) -> R<Vec<Leg>> {
+        let mut out: Vec<Leg> = self
+            .legs
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(_, v)| v)
+            .collect();
+        out.sort_by_key(|l| l.local_port);
+        Ok(out)
+    }
+
+    /// Zeroes a leg's counters on every CPU (a fresh leg on a reused port).
+    pub fn leg_counters_reset(&mut self, port: u16) -> R<()> {
+        let n = aya::util::nr_cpus().map_err(|(_, e)| DataPlaneError::Io(e))?;
+        let zeros = PerCpuValues::try_from(vec![LegCounters::default(); n])?;
+        self.counters
+            .insert(LegKey::new(port), zeros, 0)
+            .map_err(ins(names::RELAY_COUNTERS))
+    }
+
+    /// Sum over CPUs; `last_seen_ns` is the latest of any CPU.
+    pub fn leg_counters(&self, port: u16) -> R<LegCounters> {
+        let mut sum = LegCounters::default();
+        if let Some(v) = opt(
+            self.counters.get(&LegKey::new(port), 0),
+            names::RELAY_COUNTERS,
+        )? {
+            for c in v.iter() {
+                sum.merge(c);
+            }
+        }
+        Ok(sum)
+    }
+
+    // ---- stats / tx ports ----
+
+    /// Kernel verdict counters summed over CPUs, indexed by `Stat as usize`.
+    pub fn stats_raw(&self) -> R<[u64; STATS_LEN as usize]> {
+        let mut out = [0u64; STATS_LEN as usize];
+        for (i, slot) in out.iter_mut().enumerate() {
+            let v = self
+                .stats
+                .get(&(i as u32), 0)
+                .map_err(DataPlaneError::map(names::STATS))?;
+            *slot = v.iter().copied().fold(0u64, u64::wrapping_add);
+        }
+        Ok(out)
+    }
+
+    /// Lets the program redirect to `ifindex` (devmap keyed by ifindex).
+    pub fn tx_port_add(&mut self, ifindex: u32) -> R<()> {
+        self.tx_ports
+            .insert(ifindex, ifindex, None, 0)
+            .map_err(|source| DataPlaneError::Xdp {
+                map: names::TX_PORTS,
+                source,
+            })
+    }
+
+    pub fn tx_port_remove(&mut self, ifindex: u32) -> R<bool> {
+        del(self.tx_ports.remove(ifindex), names::TX_PORTS)
+    }
+
+    pub fn tx_port_list(&self) -> R<Vec<u32>> {
+        Ok(self.tx_ports.keys().filter_map(Result::ok).collect())
+    }
+}
+
+/// Names every stat, for a `name → value` view.
+pub fn stats_by_name(raw: &[u64]) -> BTreeMap<&'static str, u64> {
+    relay_common::stats::Stat::ALL
+        .iter()
+        .map(|s| (s.name(), raw.get(*s as usize).copied().unwrap_or(0)))
+        .collect()
+}

@@ -1,0 +1,498 @@
+//! The userspace relay: one UDP socket per relay port, a few worker threads on epoll, batched
+//! `recvmmsg`/`sendmmsg`. It is the whole data path in userspace mode and the slow path in XDP
+//! mode (packets the kernel passes up land on these same sockets). Latching, strict source and
+//! counters follow the kernel's rules exactly, so a call behaves the same on either path.
+
+use std::{
+    collections::HashMap,
+    io,
+    net::{IpAddr, SocketAddr, UdpSocket},
+    os::fd::{AsFd, AsRawFd},
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::{self, JoinHandle},
+};
+
+use relay_common::{
+    relay::{LEG_LATCH, LEG_LATCHED, LEG_PEER_KNOWN, LEG_STRICT_SOURCE, Leg, LegCounters},
+    stats::Stat,
+};
+use tracing::{debug, trace, warn};
+
+use crate::{
+    clock::monotonic_ns,
+    dataplane::{DataPlane, Mode},
+    sys::{Epoll, RecvBatch, send_batch},
+};
+
+/// Packets per `recvmmsg`.
+const BATCH: usize = 32;
+/// Batches per socket per wakeup before giving other sockets a turn.
+const ROUNDS: usize = 8;
+/// How often workers look at the stop flag when idle.
+const TICK_MS: i32 = 100;
+
+/// What to do with one packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Action {
+    /// Send from the partner's relay port to its peer.
+    Forward { via: u16, to: SocketAddr },
+    /// Strict source: not from the latched (or signalled) peer.
+    DropStrict,
+    /// The partner leg is missing or its peer unknown: nowhere to send yet.
+    NoDestination,
+}
+
+fn peer_of(leg: &Leg) -> SocketAddr {
+    SocketAddr::new(IpAddr::from(leg.peer_addr), leg.peer_port)
+}
+
+/// The kernel's per-packet rules. Latching learns the first source once (NAT traversal);
+/// strict source then drops anyone else; a leg that does not latch but knows its peer from SDP
+/// is strict against that address. Returns the action and whether this packet latched.
+pub(crate) fn decide(leg: &mut Leg, partner: Option<&Leg>, src: SocketAddr) -> (Action, bool) {
+    let mut latched_now = false;
+    if leg.has(LEG_LATCH) && !leg.has(LEG_LATCHED) {
+        leg.peer_addr = src.ip().into();
+        leg.peer_port = src.port();
+        leg.flags |= LEG_LATCHED | LEG_PEER_KNOWN;
+        latched_now = true;
+    } else if leg.has(LEG_STRICT_SOURCE)
+        && (leg.has(LEG_LATCHED) || (!leg.has(LEG_LATCH) && leg.has(LEG_PEER_KNOWN)))
+        && !same_peer(peer_of(leg), src)
+    {
+        return (Action::DropStrict, false);
+    }
+    let action = match partner {
+        Some(p) if p.has(LEG_PEER_KNOWN) && p.peer_port != 0 => Action::Forward {
+            via: p.local_port,
+            to: peer_of(p),
+        },
+        _ => Action::NoDestination,
+    };
+    (action, latched_now)
+}
+
+/// `::ffff:a.b.c.d` and `a.b.c.d` are one peer.
+fn same_peer(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port() && crate::cidr::normalize(a.ip()) == crate::cidr::normalize(b.ip())
+}
+
+struct Inner {
+    dp: Arc<DataPlane>,
+    sockets: RwLock<HashMap<u16, Arc<UdpSocket>>>,
+    epolls: Vec<Epoll>,
+    stop: AtomicBool,
+}
+
+/// The userspace relay engine. Dropping it stops the workers and closes every socket.
+pub struct UserRelay {
+    inner: Arc<Inner>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl UserRelay {
+    /// Starts `workers` threads (at least one).
+    pub fn start(dp: Arc<DataPlane>, workers: usize) -> io::Result<Self> {
+        let n = workers.max(1);
+        let epolls = (0..n)
+            .map(|_| Epoll::new())
+            .collect::<io::Result<Vec<_>>>()?;
+        let inner = Arc::new(Inner {
+            dp,
+            sockets: RwLock::new(HashMap::new()),
+            epolls,
+            stop: AtomicBool::new(false),
+        });
+        let mut handles = Vec::with_capacity(n);
+        for i in 0..n {
+            let inner = inner.clone();
+            let h = thread::Builder::new()
+                .name(format!("relay-{i}"))
+                .spawn(move || worker(inner, i))?;
+            handles.push(h);
+        }
+        Ok(UserRelay {
+            inner,
+            workers: handles,
+        })
+    }
+
+    /// Binds `addr:port` and starts relaying what arrives there.
+    pub fn open_port(&self, addr: IpAddr, port: u16) -> io::Result<()> {
+        let sock = UdpSocket::bind(SocketAddr::new(addr, port))?;
+        sock.set_nonblocking(true)?;
+        let sock = Arc::new(sock);
+        {
+            let mut map = self
+                .inner
+                .sockets
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
+            if map.contains_key(&port) {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!("relay port {port} already open"),
+                ));
+            }
+            map.insert(port, sock.clone());
+        }
+        let ep = &self.inner.epolls[port as usize % self.inner.epolls.len()];
+        if let Err(e) = ep.add(sock.as_raw_fd(), port as u64) {
+            self.inner
+                .sockets
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&port);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Stops relaying on `port` and closes its socket. Unknown ports are ignored.
+    pub fn close_port(&self, port: u16) {
+        let sock = self
+            .inner
+            .sockets
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&port);
+        if let Some(sock) = sock {
+            let ep = &self.inner.epolls[port as usize % self.inner.epolls.len()];
+            if let Err(e) = ep.delete(sock.as_raw_fd()) {
+                debug!(port, error = %e, "epoll delete");
+            }
+        }
+    }
+
+    pub fn is_open(&self, port: u16) -> bool {
+        self.inner
+            .sockets
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&port)
+    }
+
+    pub fn open_ports(&self) -> usize {
+        self.inner
+            .sockets
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
+    pub fn dataplane(&self) -> &Arc<DataPlane> {
+        &self.inner.dp
+    }
+}
+
+impl Drop for UserRelay {
+    fn drop(&mut self) {
+        self.inner.stop.store(true, Ordering::Relaxed);
+        for h in self.workers.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
+fn socket(inner: &Inner, port: u16) -> Option<Arc<UdpSocket>> {
+    inner
+        .sockets
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&port)
+        .cloned()
+}
+
+fn worker(inner: Arc<Inner>, idx: usize) {
+    let mut batch = RecvBatch::new(BATCH);
+    let mut tokens = Vec::with_capacity(64);
+    while !inner.stop.load(Ordering::Relaxed) {
+        if let Err(e) = inner.epolls[idx].wait(&mut tokens, 64, TICK_MS) {
+            warn!(worker = idx, error = %e, "epoll_wait failed; relay worker stops");
+            return;
+        }
+        for &t in &tokens {
+            let port = t as u16;
+            // Closed meanwhile: its events are stale.
+            let Some(sock) = socket(&inner, port) else {
+                continue;
+            };
+            for _ in 0..ROUNDS {
+                let n = match batch.recv(sock.as_fd()) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) => {
+                        debug!(port, error = %e, "recvmmsg");
+                        break;
+                    }
+                };
+                relay_batch(&inner, port, &batch, n);
+                if n < BATCH {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// All packets of a batch arrived on one port, so one leg lookup serves them all.
+fn relay_batch(inner: &Inner, port: u16, batch: &RecvBatch, n: usize) {
+    let dp = &inner.dp;
+    if dp.mode() == Mode::Userspace {
+        dp.count(Stat::Received, n as u64);
+    }
+    let (mut leg, partner) = match dp.relay_lookup(port) {
+        Ok(Some(v)) => v,
+        Ok(None) => {
+            trace!(port, n, "no leg on relay port; dropped");
+            return;
+        }
+        Err(e) => {
+            warn!(port, error = %e, "relay leg lookup failed");
+            return;
+        }
+    };
+    let now = monotonic_ns();
+    let mut delta = LegCounters::default();
+    let mut latched = None;
+    let mut sends: Vec<(&[u8], SocketAddr)> = Vec::with_capacity(n);
+    let mut via = None;
+    for i in 0..n {
+        let Some((payload, src)) = batch.get(i) else {
+            continue;
+        };
+        delta.last_seen_ns = now;
+        let (action, l) = decide(&mut leg, partner.as_ref(), src);
+        if l {
+            latched = Some(src);
+        }
+        match action {
+            Action::Forward { via: v, to } => {
+                via = Some(v);
+                sends.push((payload, to));
+                delta.packets += 1;
+                delta.bytes += payload.len() as u64;
+            }
+            Action::DropStrict => {
+                delta.strict_drops += 1;
+                dp.count(Stat::DropStrictSource, 1);
+            }
+            Action::NoDestination => {
+                trace!(port, "partner peer unknown; dropped");
+            }
+        }
+    }
+    if let Some(src) = latched {
+        debug!(port, peer = %src, session = leg.session_id, "latched");
+        if let Err(e) = dp.relay_latch(port, leg.session_id, src) {
+            warn!(port, error = %e, "could not record latch");
+        }
+    }
+    if let Some(via) = via {
+        match socket(inner, via) {
+            Some(out) => match send_batch(out.as_fd(), &sends) {
+                Ok(sent) => dp.count(Stat::RelayTx, sent as u64),
+                Err(e) => debug!(port, via, error = %e, "sendmmsg"),
+            },
+            None => debug!(port, via, "partner relay port not open; dropped"),
+        }
+    }
+    dp.relay_account(port, &delta);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use relay_common::Addr;
+    use std::time::{Duration, Instant};
+
+    fn leg(port: u16, partner: u16, flags: u32, peer: Option<&str>) -> Leg {
+        let mut l = Leg {
+            local_port: port,
+            partner_port: partner,
+            session_id: 1,
+            flags,
+            ..Leg::default()
+        };
+        if let Some(p) = peer {
+            let p: SocketAddr = p.parse().unwrap();
+            l.peer_addr = Addr::from(p.ip());
+            l.peer_port = p.port();
+            l.flags |= LEG_PEER_KNOWN;
+        }
+        l
+    }
+
+    #[test]
+    fn latch_then_strict() {
+        let mut a = leg(
+            30000,
+            30002,
+            LEG_LATCH | LEG_STRICT_SOURCE,
+            Some("10.0.0.1:4000"),
+        );
+        let b = leg(30002, 30000, 0, Some("10.0.0.2:5000"));
+        let nat: SocketAddr = "192.0.2.1:6000".parse().unwrap();
+        let (act, latched) = decide(&mut a, Some(&b), nat);
+        assert!(
+            latched,
+            "first packet latches even though SDP said otherwise"
+        );
+        assert_eq!(
+            act,
+            Action::Forward {
+                via: 30002,
+                to: "10.0.0.2:5000".parse().unwrap()
+            }
+        );
+        assert_eq!(peer_of(&a), nat);
+        let (act, latched) = decide(&mut a, Some(&b), "192.0.2.9:6000".parse().unwrap());
+        assert_eq!((act, latched), (Action::DropStrict, false));
+        assert!(matches!(
+            decide(&mut a, Some(&b), nat).0,
+            Action::Forward { .. }
+        ));
+        // The v4-mapped spelling of the latched peer is the latched peer.
+        assert!(matches!(
+            decide(&mut a, Some(&b), "[::ffff:192.0.2.1]:6000".parse().unwrap()).0,
+            Action::Forward { .. }
+        ));
+    }
+
+    #[test]
+    fn non_strict_accepts_anyone_and_keeps_first_latch() {
+        let mut a = leg(30000, 30002, LEG_LATCH, None);
+        let b = leg(30002, 30000, 0, Some("10.0.0.2:5000"));
+        decide(&mut a, Some(&b), "192.0.2.1:1".parse().unwrap());
+        let (act, l) = decide(&mut a, Some(&b), "192.0.2.2:2".parse().unwrap());
+        assert!(matches!(act, Action::Forward { .. }));
+        assert!(!l);
+        assert_eq!(peer_of(&a), "192.0.2.1:1".parse::<SocketAddr>().unwrap());
+    }
+
+    #[test]
+    fn strict_without_latch_uses_signalled_peer() {
+        let mut a = leg(30000, 30002, LEG_STRICT_SOURCE, Some("10.0.0.1:4000"));
+        let b = leg(30002, 30000, 0, Some("10.0.0.2:5000"));
+        assert_eq!(
+            decide(&mut a, Some(&b), "10.0.0.9:4000".parse().unwrap()).0,
+            Action::DropStrict
+        );
+        assert!(matches!(
+            decide(&mut a, Some(&b), "10.0.0.1:4000".parse().unwrap()).0,
+            Action::Forward { .. }
+        ));
+    }
+
+    #[test]
+    fn no_destination_until_partner_known() {
+        let mut a = leg(30000, 30002, LEG_LATCH, None);
+        let b = leg(30002, 30000, LEG_LATCH, None);
+        let (act, l) = decide(&mut a, Some(&b), "192.0.2.1:1".parse().unwrap());
+        assert_eq!(act, Action::NoDestination);
+        assert!(
+            l,
+            "latching happens even when the packet cannot go anywhere yet"
+        );
+        assert_eq!(
+            decide(&mut a, None, "192.0.2.1:1".parse().unwrap()).0,
+            Action::NoDestination
+        );
+    }
+
+    fn recv_within(s: &UdpSocket, ms: u64) -> Option<(Vec<u8>, SocketAddr)> {
+        s.set_read_timeout(Some(Duration::from_millis(ms))).unwrap();
+        let mut b = [0u8; 2048];
+        s.recv_from(&mut b).ok().map(|(n, a)| (b[..n].to_vec(), a))
+    }
+
+    /// Two loopback "phones" talk through the relay; family is v4 or v6.
+    fn relay_end_to_end(local: IpAddr) {
+        let dp = Arc::new(DataPlane::userspace("test"));
+        let relay = UserRelay::start(dp.clone(), 2).unwrap();
+        // Ephemeral ports: pick free ones by binding and releasing.
+        let free = || {
+            UdpSocket::bind(SocketAddr::new(local, 0))
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        };
+        let (pa, pb) = (free(), free());
+        relay.open_port(local, pa).unwrap();
+        relay.open_port(local, pb).unwrap();
+        let alice = UdpSocket::bind(SocketAddr::new(local, 0)).unwrap();
+        let bob = UdpSocket::bind(SocketAddr::new(local, 0)).unwrap();
+        let mallory = UdpSocket::bind(SocketAddr::new(local, 0)).unwrap();
+        let mut la = leg(pa, pb, LEG_LATCH | LEG_STRICT_SOURCE, None);
+        la.local_addr = local.into();
+        let mut lb = leg(
+            pb,
+            pa,
+            LEG_LATCH | LEG_STRICT_SOURCE,
+            Some(&bob.local_addr().unwrap().to_string()),
+        );
+        lb.local_addr = local.into();
+        dp.leg_put(&la).unwrap();
+        dp.leg_put(&lb).unwrap();
+
+        // Alice's first packet latches her address; Bob's peer is known from "SDP".
+        alice.send_to(b"rtp-1", SocketAddr::new(local, pa)).unwrap();
+        let (p, from) = recv_within(&bob, 2000).expect("bob gets alice's packet");
+        assert_eq!(p, b"rtp-1");
+        assert_eq!(
+            from,
+            SocketAddr::new(local, pb),
+            "sent from the partner leg's port"
+        );
+        // Bob answers; it reaches Alice's latched address from Alice's relay port.
+        bob.send_to(b"rtp-2", SocketAddr::new(local, pb)).unwrap();
+        let (p, from) = recv_within(&alice, 2000).expect("alice gets bob's packet");
+        assert_eq!(p, b"rtp-2");
+        assert_eq!(from, SocketAddr::new(local, pa));
+        // Mallory injects on Alice's port: strict source drops it.
+        mallory
+            .send_to(b"bleed", SocketAddr::new(local, pa))
+            .unwrap();
+        assert!(
+            recv_within(&bob, 200).is_none(),
+            "strict source drops foreign packets"
+        );
+
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let c = dp.leg_counters(pa).unwrap();
+            if c.strict_drops == 1 || Instant::now() > deadline {
+                assert_eq!(c.packets, 1);
+                assert_eq!(c.bytes, 5);
+                assert_eq!(c.strict_drops, 1);
+                assert!(c.last_seen_ns > 0);
+                break;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        assert!(dp.leg_get(pa).unwrap().unwrap().has(LEG_LATCHED));
+        let s = dp.stats().unwrap();
+        assert_eq!(s["relay_tx"], 2);
+        assert_eq!(s["drop_strict_source"], 1);
+        relay.close_port(pa);
+        assert!(!relay.is_open(pa));
+    }
+
+    #[test]
+    fn relays_over_ipv4_loopback() {
+        relay_end_to_end("127.0.0.1".parse().unwrap());
+    }
+
+    #[test]
+    fn relays_over_ipv6_loopback() {
+        if UdpSocket::bind("[::1]:0").is_err() {
+            eprintln!("skipping: no IPv6 loopback");
+            return;
+        }
+        relay_end_to_end("::1".parse().unwrap());
+    }
+}

@@ -1,0 +1,908 @@
+//! The session layer: relay ports, media streams and their legs, media timeouts. The ng
+//! protocol drives it through [`MediaBackend`]; `sipd` may call the same methods directly.
+//!
+//! A stream has two sides (A offerer, B answerer); each side owns an RTP/RTCP port pair, and
+//! each port is one leg in the data plane whose partner is the same-kind port of the other side.
+
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, SocketAddr},
+    sync::{Arc, Mutex, MutexGuard, Weak},
+    thread,
+    time::{Duration, SystemTime},
+};
+
+use relay_common::relay::{
+    LEG_ACTIVE, LEG_LATCH, LEG_LATCHED, LEG_PEER_KNOWN, LEG_STRICT_SOURCE, Leg, LegCounters,
+};
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::{
+    DataPlane, DataPlaneError, UserRelay,
+    clock::{duration_ns, monotonic_ns},
+    ng::backend::{BackendError, LegStats, MediaBackend, PeerSetup, SessionId, Side, StreamPorts},
+    ports::{PortAllocator, PortRange},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("no session {0}")]
+    NoSession(SessionId),
+    #[error("session {session} has no stream on ports {a}/{b}")]
+    NoStream { session: SessionId, a: u16, b: u16 },
+    #[error("relay port range {0} exhausted")]
+    PortsExhausted(PortRange),
+    #[error("cannot bind relay port {port} on {addr}: {source}")]
+    Bind {
+        addr: IpAddr,
+        port: u16,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    DataPlane(#[from] DataPlaneError),
+}
+
+impl From<SessionError> for BackendError {
+    fn from(e: SessionError) -> Self {
+        BackendError(e.to_string())
+    }
+}
+
+type R<T> = Result<T, SessionError>;
+
+/// What was seen on one relay port.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct LegReport {
+    pub port: u16,
+    pub packets: u64,
+    pub bytes: u64,
+    pub strict_drops: u64,
+    /// CLOCK_MONOTONIC ns of the last packet; 0 = none yet.
+    pub last_seen_ns: u64,
+    /// The peer as the data plane knows it now (signalled or latched).
+    pub peer: Option<SocketAddr>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct StreamReport {
+    /// RTP port of side A (RTCP is + 1).
+    pub a: u16,
+    pub b: u16,
+    /// A-RTP, A-RTCP, B-RTP, B-RTCP.
+    pub legs: Vec<LegReport>,
+}
+
+/// A session's counters, for `query`, CDRs, and timeout reports.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SessionReport {
+    pub session: SessionId,
+    pub label: String,
+    pub streams: Vec<StreamReport>,
+    /// Latest of: last packet on any leg, creation, last signalling change (monotonic ns).
+    pub last_activity_ns: u64,
+}
+
+impl SessionReport {
+    pub fn packets(&self) -> u64 {
+        self.streams
+            .iter()
+            .flat_map(|s| &s.legs)
+            .map(|l| l.packets)
+            .sum()
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct SideState {
+    /// RTP port; RTCP is + 1.
+    port: u16,
+    /// Address the side's sockets are bound to and its legs' `local_addr`.
+    local: IpAddr,
+    setup: Option<PeerSetup>,
+}
+
+#[derive(Debug)]
+struct Stream {
+    a: SideState,
+    b: SideState,
+    active: bool,
+}
+
+impl Stream {
+    fn ports(&self) -> StreamPorts {
+        StreamPorts {
+            a: self.a.port,
+            b: self.b.port,
+        }
+    }
+    fn side(&mut self, s: Side) -> (&mut SideState, &SideState) {
+        match s {
+            Side::A => (&mut self.a, &self.b),
+            Side::B => (&mut self.b, &self.a),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Session {
+    label: String,
+    streams: Vec<Stream>,
+    touched_ns: u64,
+}
+
+struct State {
+    alloc: PortAllocator,
+    next_id: SessionId,
+    sessions: BTreeMap<SessionId, Session>,
+}
+
+/// Relay sessions over a [`DataPlane`] and a [`UserRelay`].
+pub struct Sessions {
+    dp: Arc<DataPlane>,
+    relay: Arc<UserRelay>,
+    default_addr: IpAddr,
+    state: Mutex<State>,
+}
+
+fn peer(l: &Leg) -> Option<SocketAddr> {
+    (l.has(LEG_PEER_KNOWN) && l.peer_port != 0)
+        .then(|| SocketAddr::new(IpAddr::from(l.peer_addr), l.peer_port))
+}
+
+fn leg_report(port: u16, leg: Option<&Leg>, c: &LegCounters) -> LegReport {
+    LegReport {
+        port,
+        packets: c.packets,
+        bytes: c.bytes,
+        strict_drops: c.strict_drops,
+        last_seen_ns: c.last_seen_ns,
+        peer: leg.and_then(peer),
+    }
+}
+
+impl Sessions {
+    /// `default_addr` is where new streams' sockets bind until signalling says otherwise.
+    pub fn new(
+        dp: Arc<DataPlane>,
+        relay: Arc<UserRelay>,
+        ports: PortRange,
+        default_addr: IpAddr,
+    ) -> Self {
+        Sessions {
+            dp,
+            relay,
+            default_addr,
+            state: Mutex::new(State {
+                alloc: PortAllocator::new(ports),
+                next_id: 1,
+                sessions: BTreeMap::new(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn dataplane(&self) -> &Arc<DataPlane> {
+        &self.dp
+    }
+
+    /// A new, empty session. `label` is for operators (e.g. the SIP Call-ID).
+    pub fn create_session(&self, label: &str) -> SessionId {
+        let mut st = self.lock();
+        let id = st.next_id;
+        st.next_id += 1;
+        st.sessions.insert(
+            id,
+            Session {
+                label: label.to_owned(),
+                streams: Vec::new(),
+                touched_ns: monotonic_ns(),
+            },
+        );
+        debug!(session = id, label, "session created");
+        id
+    }
+
+    fn open_pair(&self, addr: IpAddr, port: u16) -> std::io::Result<()> {
+        self.relay.open_port(addr, port)?;
+        if let Err(e) = self.relay.open_port(addr, port + 1) {
+            self.relay.close_port(port);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn close_pair(&self, port: u16) {
+        self.relay.close_port(port);
+        self.relay.close_port(port + 1);
+    }
+
+    fn alloc_pair(&self, st: &mut State, addr: IpAddr) -> R<u16> {
+        let range = st.alloc.range();
+        st.alloc
+            .allocate(|p| match self.open_pair(addr, p) {
+                Ok(()) => true,
+                Err(e) => {
+                    debug!(port = p, error = %e, "relay port busy, skipped");
+                    false
+                }
+            })
+            .ok_or(SessionError::PortsExhausted(range))
+    }
+
+    /// Allocates the two port pairs of a new stream, binds their sockets and writes the four
+    /// legs (not yet forwarding: peers unknown). `a_addr`/`b_addr` default to the relay address.
+    pub fn create_stream_on(
+        &self,
+        session: SessionId,
+        a_addr: Option<IpAddr>,
+        b_addr: Option<IpAddr>,
+    ) -> R<StreamPorts> {
+        let a_addr = a_addr.unwrap_or(self.default_addr);
+        let b_addr = b_addr.unwrap_or(self.default_addr);
+        let mut st = self.lock();
+        if !st.sessions.contains_key(&session) {
+            return Err(SessionError::NoSession(session));
+        }
+        let a = self.alloc_pair(&mut st, a_addr)?;
+        let b = match self.alloc_pair(&mut st, b_addr) {
+            Ok(b) => b,
+            Err(e) => {
+                self.close_pair(a);
+                st.alloc.release(a);
+                return Err(e);
+            }
+        };
+        let stream = Stream {
+            a: SideState {
+                port: a,
+                local: a_addr,
+                setup: None,
+            },
+            b: SideState {
+                port: b,
+                local: b_addr,
+                setup: None,
+            },
+            active: false,
+        };
+        let r = self
+            .write_side(session, &stream.a, &stream.b, false, None)
+            .and_then(|()| self.write_side(session, &stream.b, &stream.a, false, None));
+        if let Err(e) = r {
+            for p in [a, b] {
+                self.drop_pair(p);
+                st.alloc.release(p);
+            }
+            return Err(e);
+        }
+        let s = st
+            .sessions
+            .get_mut(&session)
+            .ok_or(SessionError::NoSession(session))?;
+        s.streams.push(stream);
+        s.touched_ns = monotonic_ns();
+        debug!(session, a, b, "stream created");
+        Ok(StreamPorts { a, b })
+    }
+
+    /// Writes both legs (RTP, RTCP) of `me`. `old_setup` is what was signalled before: a
+    /// latch survives only if the signalled peer did not change.
+    fn write_side(
+        &self,
+        session: SessionId,
+        me: &SideState,
+        other: &SideState,
+        active: bool,
+        old_setup: Option<PeerSetup>,
+    ) -> R<()> {
+        for rtcp in [false, true] {
+            let port = me.port + rtcp as u16;
+            let mut leg = Leg {
+                local_addr: me.local.into(),
+                session_id: session,
+                local_port: port,
+                partner_port: other.port + rtcp as u16,
+                ..Leg::default()
+            };
+            if active {
+                leg.flags |= LEG_ACTIVE;
+            }
+            if let Some(s) = &me.setup {
+                if s.latch {
+                    leg.flags |= LEG_LATCH;
+                }
+                if s.strict_source {
+                    leg.flags |= LEG_STRICT_SOURCE;
+                }
+                let p = if rtcp {
+                    s.rtcp.or_else(|| {
+                        s.rtp
+                            .map(|a| SocketAddr::new(a.ip(), a.port().wrapping_add(1)))
+                    })
+                } else {
+                    s.rtp
+                };
+                if let Some(p) = p {
+                    leg.peer_addr = p.ip().into();
+                    leg.peer_port = p.port();
+                    leg.flags |= LEG_PEER_KNOWN;
+                }
+                let same_signalling = old_setup.is_some_and(|o| o.rtp == s.rtp && o.rtcp == s.rtcp);
+                if s.latch
+                    && same_signalling
+                    && let Some(old) = self.dp.leg_get(port)?
+                    && old.session_id == session
+                    && old.has(LEG_LATCHED)
+                {
+                    leg.peer_addr = old.peer_addr;
+                    leg.peer_port = old.peer_port;
+                    leg.flags |= LEG_LATCHED | LEG_PEER_KNOWN;
+                }
+            }
+            self.dp.leg_put(&leg)?;
+        }
+        Ok(())
+    }
+
+    /// Sets or updates (re-INVITE) one side of a stream from signalling.
+    pub fn set_peer(
+        &self,
+        session: SessionId,
+        ports: StreamPorts,
+        side: Side,
+        setup: &PeerSetup,
+    ) -> R<()> {
+        let mut st = self.lock();
+        let sess = st
+            .sessions
+            .get_mut(&session)
+            .ok_or(SessionError::NoSession(session))?;
+        let stream =
+            sess.streams
+                .iter_mut()
+                .find(|s| s.ports() == ports)
+                .ok_or(SessionError::NoStream {
+                    session,
+                    a: ports.a,
+                    b: ports.b,
+                })?;
+        let active = stream.active;
+        let (me, other) = stream.side(side);
+        if me.local != setup.local {
+            // Another relay interface: the sockets must move so replies leave from it.
+            self.close_pair(me.port);
+            if let Err(source) = self.open_pair(setup.local, me.port) {
+                if let Err(e) = self.open_pair(me.local, me.port) {
+                    warn!(port = me.port, error = %e, "could not restore relay sockets");
+                }
+                return Err(SessionError::Bind {
+                    addr: setup.local,
+                    port: me.port,
+                    source,
+                });
+            }
+            me.local = setup.local;
+        }
+        let old = me.setup.replace(*setup);
+        let (me, other) = (*me, *other);
+        self.write_side(session, &me, &other, active, old)?;
+        sess.touched_ns = monotonic_ns();
+        Ok(())
+    }
+
+    /// Marks every stream whose two sides are signalled as active (the kernel fast path takes
+    /// over from userspace for it).
+    pub fn activate(&self, session: SessionId) -> R<()> {
+        let mut st = self.lock();
+        let sess = st
+            .sessions
+            .get_mut(&session)
+            .ok_or(SessionError::NoSession(session))?;
+        for stream in &mut sess.streams {
+            if stream.a.setup.is_none() || stream.b.setup.is_none() {
+                continue;
+            }
+            stream.active = true;
+            for port in [
+                stream.a.port,
+                stream.a.port + 1,
+                stream.b.port,
+                stream.b.port + 1,
+            ] {
+                if let Some(mut leg) = self.dp.leg_get(port)? {
+                    leg.flags |= LEG_ACTIVE;
+                    self.dp.leg_put(&leg)?;
+                }
+            }
+        }
+        sess.touched_ns = monotonic_ns();
+        Ok(())
+    }
+
+    fn drop_pair(&self, port: u16) {
+        self.close_pair(port);
+        for p in [port, port + 1] {
+            if let Err(e) = self.dp.leg_remove(p) {
+                warn!(port = p, error = %e, "could not remove relay leg");
+            }
+        }
+    }
+
+    fn report_locked(&self, id: SessionId, sess: &Session) -> R<SessionReport> {
+        let mut streams = Vec::with_capacity(sess.streams.len());
+        let mut last = sess.touched_ns;
+        for s in &sess.streams {
+            let mut legs = Vec::with_capacity(4);
+            for port in [s.a.port, s.a.port + 1, s.b.port, s.b.port + 1] {
+                let leg = self.dp.leg_get(port)?;
+                let c = self.dp.leg_counters(port)?;
+                last = last.max(c.last_seen_ns);
+                legs.push(leg_report(port, leg.as_ref(), &c));
+            }
+            streams.push(StreamReport {
+                a: s.a.port,
+                b: s.b.port,
+                legs,
+            });
+        }
+        Ok(SessionReport {
+            session: id,
+            label: sess.label.clone(),
+            streams,
+            last_activity_ns: last,
+        })
+    }
+
+    /// Counters of every leg of a session.
+    pub fn report(&self, session: SessionId) -> R<SessionReport> {
+        let st = self.lock();
+        let sess = st
+            .sessions
+            .get(&session)
+            .ok_or(SessionError::NoSession(session))?;
+        self.report_locked(session, sess)
+    }
+
+    /// Removes a session: legs out of the data plane, sockets closed, ports free. Returns its
+    /// final counters.
+    pub fn remove_session(&self, session: SessionId) -> R<SessionReport> {
+        let mut st = self.lock();
+        let sess = st
+            .sessions
+            .get(&session)
+            .ok_or(SessionError::NoSession(session))?;
+        let report = self.report_locked(session, sess).unwrap_or_else(|e| {
+            warn!(session, error = %e, "final counters unavailable");
+            SessionReport {
+                session,
+                ..SessionReport::default()
+            }
+        });
+        let sess = st
+            .sessions
+            .remove(&session)
+            .ok_or(SessionError::NoSession(session))?;
+        for s in &sess.streams {
+            for p in [s.a.port, s.b.port] {
+                self.drop_pair(p);
+                st.alloc.release(p);
+            }
+        }
+        debug!(session, "session removed");
+        Ok(report)
+    }
+
+    pub fn list(&self) -> Vec<SessionId> {
+        self.lock().sessions.keys().copied().collect()
+    }
+
+    /// (RTP pairs in use, RTP pairs free).
+    pub fn port_usage(&self) -> (usize, usize) {
+        let st = self.lock();
+        (st.alloc.in_use(), st.alloc.available())
+    }
+
+    /// Removes every session without activity for `timeout` and returns their final reports.
+    pub fn reap(&self, timeout: Duration) -> Vec<SessionReport> {
+        let now = monotonic_ns();
+        let limit = duration_ns(timeout);
+        let stale: Vec<SessionId> = {
+            let st = self.lock();
+            st.sessions
+                .iter()
+                .filter_map(|(id, s)| {
+                    let r = self.report_locked(*id, s).ok()?;
+                    (now.saturating_sub(r.last_activity_ns) >= limit).then_some(*id)
+                })
+                .collect()
+        };
+        stale
+            .into_iter()
+            .filter_map(|id| match self.remove_session(id) {
+                Ok(r) => {
+                    info!(session = id, label = %r.label, packets = r.packets(), "media timeout");
+                    Some(r)
+                }
+                Err(_) => None, // removed by signalling meanwhile
+            })
+            .collect()
+    }
+
+    /// Runs [`Sessions::reap`] every `period` on a thread until the `Sessions` is dropped or
+    /// the receiver is; timed-out sessions arrive on the channel.
+    pub fn spawn_reaper(
+        self: &Arc<Self>,
+        timeout: Duration,
+        period: Duration,
+    ) -> mpsc::UnboundedReceiver<SessionReport> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let weak: Weak<Self> = Arc::downgrade(self);
+        let spawned = thread::Builder::new()
+            .name("media-timeout".into())
+            .spawn(move || {
+                loop {
+                    thread::sleep(period);
+                    let Some(me) = weak.upgrade() else { return };
+                    if tx.is_closed() {
+                        return;
+                    }
+                    for r in me.reap(timeout) {
+                        if tx.send(r).is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            warn!(error = %e, "could not start the media-timeout reaper");
+        }
+        rx
+    }
+
+    /// Adopts legs already in the data plane (a restarted daemon over pinned maps): rebuilds
+    /// their sessions, reserves their ports and opens their sockets, so they keep relaying and
+    /// eventually time out. Returns how many sessions were adopted.
+    pub fn recover(&self) -> R<usize> {
+        let legs = self.dp.leg_list()?;
+        let by_port: BTreeMap<u16, Leg> = legs.iter().map(|l| (l.local_port, *l)).collect();
+        let mut st = self.lock();
+        let now = monotonic_ns();
+        let mut adopted = 0;
+        for leg in &legs {
+            // One stream per (lower RTP port, higher RTP port) pair of partner legs.
+            let (p, q) = (leg.local_port, leg.partner_port);
+            if p % 2 != 0 || p > q || !by_port.contains_key(&q) {
+                continue;
+            }
+            if st
+                .sessions
+                .get(&leg.session_id)
+                .is_some_and(|s| s.streams.iter().any(|s| s.a.port == p))
+            {
+                continue;
+            }
+            let other = by_port[&q];
+            if !st.alloc.reserve(p) || !st.alloc.reserve(q) {
+                warn!(
+                    session = leg.session_id,
+                    p, q, "recovered leg outside the port range or clashing; left alone"
+                );
+                continue;
+            }
+            let a_local = IpAddr::from(leg.local_addr);
+            let b_local = IpAddr::from(other.local_addr);
+            for (addr, port) in [(a_local, p), (b_local, q)] {
+                if let Err(e) = self.open_pair(addr, port) {
+                    warn!(port, error = %e, "recovered relay port: socket not bound (kernel path only)");
+                }
+            }
+            let sess = st.sessions.entry(leg.session_id).or_insert_with(|| {
+                adopted += 1;
+                Session {
+                    label: "recovered".into(),
+                    streams: Vec::new(),
+                    touched_ns: now,
+                }
+            });
+            let setup = |l: &Leg, local| PeerSetup {
+                local,
+                rtp: peer(l),
+                rtcp: by_port.get(&(l.local_port + 1)).and_then(peer),
+                latch: l.has(LEG_LATCH),
+                strict_source: l.has(LEG_STRICT_SOURCE),
+            };
+            sess.streams.push(Stream {
+                a: SideState {
+                    port: p,
+                    local: a_local,
+                    setup: Some(setup(leg, a_local)),
+                },
+                b: SideState {
+                    port: q,
+                    local: b_local,
+                    setup: Some(setup(&other, b_local)),
+                },
+                active: leg.has(LEG_ACTIVE),
+            });
+        }
+        if let Some(max) = st.sessions.keys().next_back() {
+            st.next_id = st.next_id.max(max + 1);
+        }
+        if adopted > 0 {
+            info!(
+                sessions = adopted,
+                "adopted live relay sessions from the pinned maps"
+            );
+        }
+        Ok(adopted)
+    }
+}
+
+/// Monotonic ns → wall clock, for reports to the ng client.
+fn wall(mono_ns: u64) -> Option<SystemTime> {
+    if mono_ns == 0 {
+        return None;
+    }
+    let ago = monotonic_ns().saturating_sub(mono_ns);
+    SystemTime::now().checked_sub(Duration::from_nanos(ago))
+}
+
+impl MediaBackend for Sessions {
+    fn create_session(&self, call_id: &str) -> Result<SessionId, BackendError> {
+        Ok(Sessions::create_session(self, call_id))
+    }
+
+    fn create_stream(&self, session: SessionId) -> Result<StreamPorts, BackendError> {
+        Ok(self.create_stream_on(session, None, None)?)
+    }
+
+    fn set_peer(
+        &self,
+        session: SessionId,
+        stream: StreamPorts,
+        side: Side,
+        peer: &PeerSetup,
+    ) -> Result<(), BackendError> {
+        Ok(Sessions::set_peer(self, session, stream, side, peer)?)
+    }
+
+    fn activate(&self, session: SessionId) -> Result<(), BackendError> {
+        Ok(Sessions::activate(self, session)?)
+    }
+
+    fn remove_session(&self, session: SessionId) -> Result<(), BackendError> {
+        Sessions::remove_session(self, session)?;
+        Ok(())
+    }
+
+    fn leg_stats(&self, session: SessionId, port: u16) -> Result<LegStats, BackendError> {
+        {
+            let st = self.lock();
+            let sess = st
+                .sessions
+                .get(&session)
+                .ok_or(SessionError::NoSession(session))?;
+            let even = port & !1;
+            if !sess
+                .streams
+                .iter()
+                .any(|s| s.a.port == even || s.b.port == even)
+            {
+                return Err(BackendError(format!(
+                    "session {session} has no relay port {port}"
+                )));
+            }
+        }
+        let c = self.dp.leg_counters(port).map_err(SessionError::from)?;
+        let leg = self.dp.leg_get(port).map_err(SessionError::from)?;
+        Ok(LegStats {
+            packets: c.packets,
+            bytes: c.bytes,
+            last_seen: wall(c.last_seen_ns),
+            peer: leg.as_ref().and_then(peer),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::{net::UdpSocket, time::Instant};
+
+    fn setup(local: &str, rtp: Option<&str>) -> PeerSetup {
+        PeerSetup {
+            local: local.parse().unwrap(),
+            rtp: rtp.map(|r| r.parse().unwrap()),
+            rtcp: None,
+            latch: true,
+            strict_source: false,
+        }
+    }
+
+    /// A range unlikely to collide with other tests running in parallel.
+    fn sessions(range: &str) -> Arc<Sessions> {
+        let dp = Arc::new(DataPlane::userspace("test"));
+        let relay = Arc::new(UserRelay::start(dp.clone(), 1).unwrap());
+        Arc::new(Sessions::new(
+            dp,
+            relay,
+            range.parse().unwrap(),
+            "127.0.0.1".parse().unwrap(),
+        ))
+    }
+
+    #[test]
+    fn streams_allocate_pairs_and_free_them() {
+        let s = sessions("41000-41007");
+        let id = s.create_session("call-1");
+        let p = s.create_stream_on(id, None, None).unwrap();
+        assert!(p.a % 2 == 0 && p.b % 2 == 0 && p.a != p.b);
+        let p2 = s.create_stream_on(id, None, None).unwrap();
+        assert!(matches!(
+            s.create_stream_on(id, None, None),
+            Err(SessionError::PortsExhausted(_))
+        ));
+        assert_eq!(s.port_usage(), (4, 0));
+        let dp = s.dataplane();
+        let la = dp.leg_get(p.a + 1).unwrap().unwrap();
+        assert_eq!(la.partner_port, p.b + 1, "RTCP pairs with RTCP");
+        let r = s.remove_session(id).unwrap();
+        assert_eq!(r.streams.len(), 2);
+        assert_eq!(s.port_usage(), (0, 4));
+        assert!(dp.leg_get(p2.b).unwrap().is_none());
+        assert!(matches!(
+            s.remove_session(id),
+            Err(SessionError::NoSession(_))
+        ));
+        assert!(s.create_stream_on(99, None, None).is_err());
+    }
+
+    #[test]
+    fn rtcp_peer_defaults_to_rtp_plus_one_and_activate_needs_both_sides() {
+        let s = sessions("41100-41107");
+        let id = s.create_session("c");
+        let p = s.create_stream_on(id, None, None).unwrap();
+        Sessions::set_peer(
+            &s,
+            id,
+            p,
+            Side::A,
+            &setup("127.0.0.1", Some("10.0.0.1:4000")),
+        )
+        .unwrap();
+        let dp = s.dataplane().clone();
+        let rtcp = dp.leg_get(p.a + 1).unwrap().unwrap();
+        assert_eq!(peer(&rtcp), Some("10.0.0.1:4001".parse().unwrap()));
+        Sessions::activate(&s, id).unwrap();
+        assert!(
+            !dp.leg_get(p.a).unwrap().unwrap().has(LEG_ACTIVE),
+            "side B unknown"
+        );
+        Sessions::set_peer(&s, id, p, Side::B, &setup("127.0.0.1", None)).unwrap();
+        Sessions::activate(&s, id).unwrap();
+        for port in [p.a, p.a + 1, p.b, p.b + 1] {
+            assert!(dp.leg_get(port).unwrap().unwrap().has(LEG_ACTIVE));
+        }
+        let bad = StreamPorts { a: 1, b: 2 };
+        assert!(Sessions::set_peer(&s, id, bad, Side::A, &setup("127.0.0.1", None)).is_err());
+    }
+
+    #[test]
+    fn end_to_end_relay_and_media_timeout() {
+        let s = sessions("41200-41219");
+        let mut timeouts = s.spawn_reaper(Duration::from_millis(300), Duration::from_millis(50));
+        let id = s.create_session("call-e2e");
+        let p = s.create_stream_on(id, None, None).unwrap();
+        let alice = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let bob = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let a_addr = alice.local_addr().unwrap().to_string();
+        let b_addr = bob.local_addr().unwrap().to_string();
+        Sessions::set_peer(&s, id, p, Side::A, &setup("127.0.0.1", Some(&a_addr))).unwrap();
+        Sessions::set_peer(&s, id, p, Side::B, &setup("127.0.0.1", Some(&b_addr))).unwrap();
+        Sessions::activate(&s, id).unwrap();
+        bob.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        alice.send_to(b"hello", ("127.0.0.1", p.a)).unwrap();
+        let mut buf = [0u8; 64];
+        let (n, from) = bob.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"hello");
+        assert_eq!(from.port(), p.b);
+        let st = MediaBackend::leg_stats(&*s, id, p.a).unwrap();
+        assert_eq!((st.packets, st.bytes), (1, 5));
+        assert!(st.last_seen.is_some());
+        // Silence: the reaper removes it and reports the counters.
+        let t0 = Instant::now();
+        let r = loop {
+            if let Ok(r) = timeouts.try_recv() {
+                break r;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(5),
+                "timed out session reported"
+            );
+            thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(r.session, id);
+        assert_eq!(r.label, "call-e2e");
+        assert_eq!(r.packets(), 1);
+        assert!(s.list().is_empty());
+        assert_eq!(s.port_usage().0, 0);
+    }
+
+    #[test]
+    fn resignalling_same_peer_keeps_latch_new_peer_resets_it() {
+        let s = sessions("41300-41307");
+        let id = s.create_session("c");
+        let p = s.create_stream_on(id, None, None).unwrap();
+        let dp = s.dataplane().clone();
+        Sessions::set_peer(
+            &s,
+            id,
+            p,
+            Side::A,
+            &setup("127.0.0.1", Some("10.0.0.1:4000")),
+        )
+        .unwrap();
+        dp.relay_latch(p.a, id, "192.0.2.1:7000".parse().unwrap())
+            .unwrap();
+        Sessions::set_peer(
+            &s,
+            id,
+            p,
+            Side::A,
+            &setup("127.0.0.1", Some("10.0.0.1:4000")),
+        )
+        .unwrap();
+        assert_eq!(
+            peer(&dp.leg_get(p.a).unwrap().unwrap()),
+            Some("192.0.2.1:7000".parse().unwrap())
+        );
+        Sessions::set_peer(
+            &s,
+            id,
+            p,
+            Side::A,
+            &setup("127.0.0.1", Some("10.0.0.9:4000")),
+        )
+        .unwrap();
+        let l = dp.leg_get(p.a).unwrap().unwrap();
+        assert!(!l.has(LEG_LATCHED));
+        assert_eq!(peer(&l), Some("10.0.0.9:4000".parse().unwrap()));
+    }
+
+    #[test]
+    fn recover_adopts_legs_already_in_the_data_plane() {
+        let s = sessions("41400-41407");
+        let id = s.create_session("c");
+        let p = s.create_stream_on(id, None, None).unwrap();
+        Sessions::set_peer(
+            &s,
+            id,
+            p,
+            Side::A,
+            &setup("127.0.0.1", Some("10.0.0.1:4000")),
+        )
+        .unwrap();
+        // A "restarted daemon": same data plane, fresh sessions and sockets.
+        let dp = s.dataplane().clone();
+        drop(s);
+        let relay = Arc::new(UserRelay::start(dp.clone(), 1).unwrap());
+        let s2 = Sessions::new(
+            dp,
+            relay,
+            "41400-41407".parse().unwrap(),
+            "127.0.0.1".parse().unwrap(),
+        );
+        assert_eq!(s2.recover().unwrap(), 1);
+        assert_eq!(s2.list(), vec![id]);
+        assert_eq!(s2.port_usage().0, 2);
+        assert!(s2.create_session("next") > id);
+        let r = s2.remove_session(id).unwrap();
+        assert_eq!(r.streams[0].a, p.a.min(p.b));
+    }
+}

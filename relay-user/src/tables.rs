@@ -1,0 +1,619 @@
+//! The userspace backend: the same tables as the XDP maps, in process memory, and the firewall
+//! pipeline the kernel runs, for `sipd` to call on every packet when XDP is not available.
+//! Capacities match the maps so a configuration that works in one mode works in the other.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    net::IpAddr,
+    time::Duration,
+};
+
+use relay_common::{
+    Addr,
+    fw::{BanEntry, BanReason, SVC_RESTRICTED, SVC_SIP, ServiceEntry, ServiceId, ServiceKey},
+    guard::{GuardConfig, GuardEvent, GuardEventKind, GuardState, SessionCount},
+    maps as names,
+    relay::Leg,
+    stats::Stat,
+};
+
+use crate::{
+    Cidr,
+    cidr::normalize,
+    error::DataPlaneError,
+    maps::{ban_entry, ban_info, service_entry, service_from},
+    types::{BanInfo, DenyRule, GuardSettings, Proto, Service, SourceSessions, Verdict},
+};
+
+type R<T> = Result<T, DataPlaneError>;
+
+#[derive(Default)]
+pub struct UserTables {
+    bans: HashMap<Addr, BanEntry>,
+    deny: BTreeMap<Cidr, u32>,
+    services: HashMap<ServiceKey, ServiceEntry>,
+    allow: BTreeMap<u32, BTreeSet<Cidr>>,
+    guard: GuardConfig,
+    guard_state: HashMap<Addr, GuardState>,
+    sessions: HashMap<Addr, SessionCount>,
+    legs: BTreeMap<u16, Leg>,
+}
+
+fn check_room(len: usize, max: u32, exists: bool, name: &'static str) -> R<()> {
+    if !exists && len >= max as usize {
+        return Err(DataPlaneError::Full(name));
+    }
+    Ok(())
+}
+
+impl UserTables {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    // ---- bans ----
+
+    pub fn ban_add(
+        &mut self,
+        addr: IpAddr,
+        duration: Option<Duration>,
+        reason: BanReason,
+        now: u64,
+    ) -> R<()> {
+        let a = Addr::from(addr);
+        check_room(
+            self.bans.len(),
+            relay_common::maps::BANS_MAX,
+            self.bans.contains_key(&a),
+            names::BANS,
+        )?;
+        self.bans.insert(a, ban_entry(duration, reason, now));
+        Ok(())
+    }
+
+    pub fn ban_remove(&mut self, addr: IpAddr) -> bool {
+        self.bans.remove(&Addr::from(addr)).is_some()
+    }
+
+    pub fn ban_get(&self, addr: IpAddr, now: u64) -> Option<BanInfo> {
+        let a = Addr::from(addr);
+        self.bans.get(&a).map(|e| ban_info(a, e, now))
+    }
+
+    pub fn ban_list(&self, now: u64) -> Vec<BanInfo> {
+        self.bans
+            .iter()
+            .map(|(a, e)| ban_info(*a, e, now))
+            .collect()
+    }
+
+    pub fn ban_purge_expired(&mut self, now: u64) -> usize {
+        let before = self.bans.len();
+        self.bans.retain(|_, e| e.is_active(now));
+        before - self.bans.len()
+    }
+
+    // ---- static deny ----
+
+    pub fn deny_add(&mut self, cidr: Cidr, rule_id: u32) -> R<()> {
+        let fam = self
+            .deny
+            .keys()
+            .filter(|c| c.is_v4() == cidr.is_v4())
+            .count();
+        let name = if cidr.is_v4() {
+            names::DENY_V4
+        } else {
+            names::DENY_V6
+        };
+        check_room(
+            fam,
+            relay_common::maps::DENY_MAX,
+            self.deny.contains_key(&cidr),
+            name,
+        )?;
+        self.deny.insert(cidr, rule_id);
+        Ok(())
+    }
+
+    pub fn deny_remove(&mut self, cidr: Cidr) -> bool {
+        self.deny.remove(&cidr).is_some()
+    }
+
+    pub fn deny_list(&self) -> Vec<DenyRule> {
+        self.deny
+            .iter()
+            .map(|(c, id)| DenyRule {
+                cidr: *c,
+                rule_id: *id,
+            })
+            .collect()
+    }
+
+    // ---- services ----
+
+    pub fn service_set(&mut self, s: Service) -> R<()> {
+        let (k, v) = service_entry(&s);
+        check_room(
+            self.services.len(),
+            relay_common::maps::SERVICES_MAX,
+            self.services.contains_key(&k),
+            names::SERVICES,
+        )?;
+        self.services.insert(k, v);
+        Ok(())
+    }
+
+    pub fn service_remove(&mut self, port: u16, proto: Proto) -> bool {
+        self.services
+            .remove(&ServiceKey::new(port, proto.number()))
+            .is_some()
+    }
+
+    pub fn service_list(&self) -> Vec<Service> {
+        let mut v: Vec<Service> = self
+            .services
+            .iter()
+            .filter_map(|(k, e)| service_from(k, e))
+            .collect();
+        v.sort_by_key(|s| (s.port, s.proto));
+        v
+    }
+
+    pub fn allow_add(&mut self, service: ServiceId, cidr: Cidr) -> R<()> {
+        let total: usize = self
+            .allow
+            .values()
+            .flatten()
+            .filter(|c| c.is_v4() == cidr.is_v4())
+            .count();
+        let exists = self
+            .allow
+            .get(&(service as u32))
+            .is_some_and(|s| s.contains(&cidr));
+        let name = if cidr.is_v4() {
+            names::SVC_ALLOW_V4
+        } else {
+            names::SVC_ALLOW_V6
+        };
+        check_room(total, relay_common::maps::SVC_ALLOW_MAX, exists, name)?;
+        self.allow.entry(service as u32).or_default().insert(cidr);
+        Ok(())
+    }
+
+    pub fn allow_remove(&mut self, service: ServiceId, cidr: Cidr) -> bool {
+        self.allow
+            .get_mut(&(service as u32))
+            .is_some_and(|s| s.remove(&cidr))
+    }
+
+    pub fn allow_list(&self, service: ServiceId) -> Vec<Cidr> {
+        self.allow
+            .get(&(service as u32))
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    // ---- guard ----
+
+    pub fn guard_set(&mut self, s: &GuardSettings) -> R<()> {
+        self.guard = s.to_config()?;
+        Ok(())
+    }
+
+    pub fn guard_get(&self) -> GuardSettings {
+        GuardSettings::from_config(&self.guard)
+    }
+
+    pub fn guard_state_reset(&mut self, addr: IpAddr) -> bool {
+        self.guard_state.remove(&Addr::from(addr)).is_some()
+    }
+
+    pub fn sessions_get(&self, addr: IpAddr) -> SourceSessions {
+        self.sessions
+            .get(&Addr::from(addr))
+            .map(|c| SourceSessions {
+                active: c.active,
+                limit: c.limit,
+            })
+            .unwrap_or_default()
+    }
+
+    pub fn sessions_set(&mut self, addr: IpAddr, s: SourceSessions) -> R<()> {
+        let a = Addr::from(addr);
+        if s == SourceSessions::default() {
+            self.sessions.remove(&a);
+            return Ok(());
+        }
+        check_room(
+            self.sessions.len(),
+            relay_common::maps::SESSIONS_MAX,
+            self.sessions.contains_key(&a),
+            names::SESSIONS,
+        )?;
+        self.sessions.insert(
+            a,
+            SessionCount {
+                active: s.active,
+                limit: s.limit,
+            },
+        );
+        Ok(())
+    }
+
+    // ---- legs ----
+
+    pub fn leg_put(&mut self, leg: &Leg) {
+        self.legs.insert(leg.local_port, *leg);
+    }
+
+    pub fn leg_get(&self, port: u16) -> Option<Leg> {
+        self.legs.get(&port).copied()
+    }
+
+    pub fn leg_remove(&mut self, port: u16) -> bool {
+        self.legs.remove(&port).is_some()
+    }
+
+    pub fn leg_list(&self) -> Vec<Leg> {
+        self.legs.values().copied().collect()
+    }
+
+    // ---- the pipeline ----
+
+    /// The kernel's verdict pipeline for one packet from `src` to our `dst_port`: bans, static
+    /// deny, service ACL, SIP guard. Returns the verdict and, for a sampled guard drop, the event
+    /// the kernel would have put in the ring buffer.
+    pub fn firewall_check(
+        &mut self,
+        src: IpAddr,
+        dst_port: u16,
+        proto: Proto,
+        payload: &[u8],
+        now: u64,
+    ) -> (Verdict, Option<GuardEvent>) {
+        let src = normalize(src);
+        let a = Addr::from(src);
+        if self.bans.get(&a).is_some_and(|e| e.is_active(now)) {
+            return (Verdict::Drop(Stat::DropBanned), None);
+        }
+        if self.deny.keys().any(|c| c.contains(src)) {
+            return (Verdict::Drop(Stat::DropDenied), None);
+        }
+        let Some(svc) = self
+            .services
+            .get(&ServiceKey::new(dst_port, proto.number()))
+            .copied()
+        else {
+            return (Verdict::Pass(Stat::PassOther), None);
+        };
+        if svc.flags & SVC_RESTRICTED != 0 {
+            let allowed = self
+                .allow
+                .get(&svc.service)
+                .is_some_and(|set| set.iter().any(|c| c.contains(src)));
+            if !allowed {
+                return (Verdict::Drop(Stat::DropServiceAcl), None);
+            }
+        }
+        if svc.flags & SVC_SIP == 0 {
+            return (Verdict::Pass(Stat::PassService), None);
+        }
+        match self.sip_guard(a, dst_port, payload, now) {
+            Ok(()) => (Verdict::Pass(Stat::PassSip), None),
+            Err((stat, kind)) => (
+                Verdict::Drop(stat),
+                self.sample_event(a, dst_port, kind, now),
+            ),
+        }
+    }
+
+    fn sip_guard(
+        &mut self,
+        a: Addr,
+        port: u16,
+        payload: &[u8],
+        now: u64,
+    ) -> Result<(), (Stat, GuardEventKind)> {
+        let _ = port;
+        let cfg = self.guard;
+        self.make_room_for_state(now);
+        let st = self.guard_state.entry(a).or_default();
+        match cfg.packets.check(st.packets_tat_ns, now) {
+            Some(t) => st.packets_tat_ns = t,
+            None => return Err((Stat::DropSipPacketRate, GuardEventKind::PacketRate)),
+        }
+        if !payload.starts_with(b"INVITE ") {
+            return Ok(());
+        }
+        match cfg.invites.check(st.invites_tat_ns, now) {
+            Some(t) => st.invites_tat_ns = t,
+            None => return Err((Stat::DropSipInviteRate, GuardEventKind::InviteRate)),
+        }
+        let count = self.sessions.get(&a).copied().unwrap_or_default();
+        let limit = if count.limit != 0 {
+            count.limit
+        } else {
+            cfg.max_sessions
+        };
+        if limit != 0 && count.active >= limit {
+            return Err((Stat::DropSipSessionCap, GuardEventKind::SessionCap));
+        }
+        Ok(())
+    }
+
+    /// The kernel's state map is an LRU. Here, when full, drop the entries whose buckets are
+    /// already refilled: they behave exactly like a fresh entry, so nothing observable is lost.
+    fn make_room_for_state(&mut self, now: u64) {
+        if self.guard_state.len() < relay_common::maps::GUARD_STATE_MAX as usize {
+            return;
+        }
+        self.guard_state
+            .retain(|_, s| s.packets_tat_ns > now || s.invites_tat_ns > now);
+        if self.guard_state.len() >= relay_common::maps::GUARD_STATE_MAX as usize {
+            // Everyone is mid-burst: forgetting is still better than unbounded memory.
+            self.guard_state.clear();
+        }
+    }
+
+    /// One event per source per `event_interval_ns`; the drops in between are counted and
+    /// reported in the next event.
+    fn sample_event(
+        &mut self,
+        a: Addr,
+        port: u16,
+        kind: GuardEventKind,
+        now: u64,
+    ) -> Option<GuardEvent> {
+        let interval = self.guard.event_interval_ns as u64;
+        let st = self.guard_state.entry(a).or_default();
+        let due = interval == 0
+            || st.last_event_ns == 0
+            || now.saturating_sub(st.last_event_ns) >= interval;
+        if !due {
+            st.suppressed += 1;
+            return None;
+        }
+        let ev = GuardEvent {
+            source: a,
+            ts_ns: now,
+            kind: kind as u32,
+            port,
+            _pad: 0,
+            suppressed: st.suppressed,
+        };
+        st.last_event_ns = now;
+        st.suppressed = 0;
+        Some(ev)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use relay_common::fw::ServiceId;
+
+    const S: u64 = 1_000_000_000;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn sip_table(g: GuardSettings) -> UserTables {
+        let mut t = UserTables::new();
+        t.service_set(Service {
+            port: 5060,
+            proto: Proto::Udp,
+            id: ServiceId::Sip,
+            restricted: false,
+            sip: true,
+        })
+        .unwrap();
+        t.guard_set(&g).unwrap();
+        t
+    }
+
+    #[test]
+    fn ban_expires_and_purges() {
+        let mut t = UserTables::new();
+        let now = 100 * S;
+        t.ban_add(
+            ip("192.0.2.1"),
+            Some(Duration::from_secs(10)),
+            BanReason::Flood,
+            now,
+        )
+        .unwrap();
+        t.ban_add(ip("2001:db8::1"), None, BanReason::Manual, now)
+            .unwrap();
+        let v = |t: &mut UserTables, src, now| t.firewall_check(ip(src), 9, Proto::Udp, b"", now).0;
+        assert_eq!(v(&mut t, "192.0.2.1", now), Verdict::Drop(Stat::DropBanned));
+        // v4-mapped spelling of the same source is the same source.
+        assert_eq!(
+            v(&mut t, "::ffff:192.0.2.1", now),
+            Verdict::Drop(Stat::DropBanned)
+        );
+        assert_eq!(
+            v(&mut t, "2001:db8::1", now + 1000 * S),
+            Verdict::Drop(Stat::DropBanned)
+        );
+        assert_eq!(
+            v(&mut t, "192.0.2.1", now + 10 * S),
+            Verdict::Pass(Stat::PassOther)
+        );
+        let info = t.ban_get(ip("192.0.2.1"), now + 4 * S).unwrap();
+        assert_eq!(info.remaining, Some(Duration::from_secs(6)));
+        assert_eq!(info.reason(), Some(BanReason::Flood));
+        assert_eq!(t.ban_get(ip("2001:db8::1"), now).unwrap().remaining, None);
+        assert_eq!(t.ban_purge_expired(now + 11 * S), 1);
+        assert_eq!(t.ban_list(now).len(), 1);
+        assert!(t.ban_remove(ip("2001:db8::1")));
+        assert!(!t.ban_remove(ip("2001:db8::1")));
+    }
+
+    #[test]
+    fn deny_and_acl() {
+        let mut t = UserTables::new();
+        t.deny_add("198.51.100.0/24".parse().unwrap(), 7).unwrap();
+        t.deny_add("2001:db8:bad::/48".parse().unwrap(), 8).unwrap();
+        t.service_set(Service {
+            port: 22,
+            proto: Proto::Tcp,
+            id: ServiceId::Ssh,
+            restricted: true,
+            sip: false,
+        })
+        .unwrap();
+        t.allow_add(ServiceId::Ssh, "10.0.0.0/8".parse().unwrap())
+            .unwrap();
+        let mut v = |src: &str, port, proto| t.firewall_check(ip(src), port, proto, b"", 0).0;
+        assert_eq!(
+            v("198.51.100.9", 1, Proto::Udp),
+            Verdict::Drop(Stat::DropDenied)
+        );
+        assert_eq!(
+            v("2001:db8:bad::1", 1, Proto::Udp),
+            Verdict::Drop(Stat::DropDenied)
+        );
+        assert_eq!(
+            v("10.1.1.1", 22, Proto::Tcp),
+            Verdict::Pass(Stat::PassService)
+        );
+        assert_eq!(
+            v("11.1.1.1", 22, Proto::Tcp),
+            Verdict::Drop(Stat::DropServiceAcl)
+        );
+        // Same port, other protocol: no service.
+        assert_eq!(
+            v("11.1.1.1", 22, Proto::Udp),
+            Verdict::Pass(Stat::PassOther)
+        );
+        assert_eq!(t.allow_list(ServiceId::Ssh).len(), 1);
+        assert_eq!(t.deny_list().len(), 2);
+        assert!(t.deny_remove("198.51.100.0/24".parse().unwrap()));
+    }
+
+    #[test]
+    fn sip_packet_rate_gcra() {
+        let mut t = sip_table(GuardSettings {
+            packet_rate: 10,
+            packet_burst: 3,
+            event_interval: Duration::ZERO,
+            ..GuardSettings::default()
+        });
+        let now = 50 * S;
+        for _ in 0..3 {
+            assert_eq!(
+                t.firewall_check(ip("192.0.2.5"), 5060, Proto::Udp, b"OPTIONS x", now)
+                    .0,
+                Verdict::Pass(Stat::PassSip)
+            );
+        }
+        let (v, ev) = t.firewall_check(ip("192.0.2.5"), 5060, Proto::Udp, b"OPTIONS x", now);
+        assert_eq!(v, Verdict::Drop(Stat::DropSipPacketRate));
+        let ev = ev.expect("interval 0 reports every drop");
+        assert_eq!(ev.kind, GuardEventKind::PacketRate as u32);
+        assert_eq!(ev.port, 5060);
+        // Another source has its own bucket.
+        assert!(
+            t.firewall_check(ip("192.0.2.6"), 5060, Proto::Udp, b"x", now)
+                .0
+                .is_pass()
+        );
+        // One interval later exactly one more.
+        let later = now + S / 10;
+        assert!(
+            t.firewall_check(ip("192.0.2.5"), 5060, Proto::Udp, b"x", later)
+                .0
+                .is_pass()
+        );
+        assert!(
+            !t.firewall_check(ip("192.0.2.5"), 5060, Proto::Udp, b"x", later)
+                .0
+                .is_pass()
+        );
+    }
+
+    #[test]
+    fn invite_cps_and_session_cap() {
+        let mut t = sip_table(GuardSettings {
+            invite_rate: 1,
+            invite_burst: 2,
+            max_sessions: 2,
+            event_interval: Duration::from_secs(1),
+            ..GuardSettings::default()
+        });
+        let src = ip("203.0.113.4");
+        let now = 10 * S;
+        let inv = |t: &mut UserTables, now| {
+            t.firewall_check(src, 5060, Proto::Udp, b"INVITE sip:a@b SIP/2.0", now)
+        };
+        assert!(inv(&mut t, now).0.is_pass());
+        assert!(inv(&mut t, now).0.is_pass());
+        let (v, ev) = inv(&mut t, now);
+        assert_eq!(v, Verdict::Drop(Stat::DropSipInviteRate));
+        assert!(ev.is_some(), "first drop of a source is reported");
+        let (_, ev) = inv(&mut t, now);
+        assert!(
+            ev.is_none(),
+            "sampled: second drop within the interval is suppressed"
+        );
+        // Non-INVITEs are not subject to CPS.
+        assert!(
+            t.firewall_check(src, 5060, Proto::Udp, b"BYE sip:x SIP/2.0", now)
+                .0
+                .is_pass()
+        );
+        // Session cap: sipd says 2 active; default cap 2.
+        t.sessions_set(
+            src,
+            SourceSessions {
+                active: 2,
+                limit: 0,
+            },
+        )
+        .unwrap();
+        let (v, ev) = inv(&mut t, now + 5 * S);
+        assert_eq!(v, Verdict::Drop(Stat::DropSipSessionCap));
+        let ev = ev.expect("interval elapsed");
+        assert_eq!(ev.kind, GuardEventKind::SessionCap as u32);
+        assert_eq!(ev.suppressed, 1);
+        // A per-source limit overrides the default.
+        t.sessions_set(
+            src,
+            SourceSessions {
+                active: 2,
+                limit: 5,
+            },
+        )
+        .unwrap();
+        assert!(inv(&mut t, now + 10 * S).0.is_pass());
+        t.sessions_set(src, SourceSessions::default()).unwrap();
+        assert_eq!(t.sessions_get(src), SourceSessions::default());
+    }
+
+    #[test]
+    fn capacity_is_enforced() {
+        let mut t = UserTables::new();
+        for i in 0..relay_common::maps::SERVICES_MAX {
+            t.service_set(Service {
+                port: i as u16,
+                proto: Proto::Udp,
+                id: ServiceId::Other,
+                restricted: false,
+                sip: false,
+            })
+            .unwrap();
+        }
+        let extra = Service {
+            port: 60000,
+            proto: Proto::Udp,
+            id: ServiceId::Other,
+            restricted: false,
+            sip: false,
+        };
+        assert!(matches!(t.service_set(extra), Err(DataPlaneError::Full(_))));
+        // Overwriting an existing key is fine when full.
+        t.service_set(Service { port: 1, ..extra }).unwrap();
+    }
+}
