@@ -282,6 +282,8 @@ fn markdown(r: &Report) -> String {
 /// A started relay and how to reach its calls.
 struct Relay {
     child: Option<NsChild>,
+    ng: Option<NgClient>,
+    log: PathBuf,
     pid: Option<u32>,
     /// (to-caller port, to-callee port) per call: where the caller sends, where the callee sends.
     ports: Vec<(u16, u16)>,
@@ -307,10 +309,12 @@ fn bench_plane(plane: Plane, o: &Opts, relay_cpu: usize) -> anyhow::Result<Vec<P
     let mut relay = match plane {
         Plane::Baseline => Relay {
             child: None,
+            ng: None,
+            log: PathBuf::new(),
             pid: None,
             ports: vec![(CALLEE_PORT, CALLER_PORT); max_calls],
         },
-        _ => start_relay(plane, o, &topo, relay_cpu, max_calls)?,
+        _ => start_relay(plane, o, &topo, relay_cpu)?,
     };
     // Baseline: straight to the other end through the forwarding relay namespace.
     let (dst_a, dst_b) = match plane {
@@ -321,6 +325,11 @@ fn bench_plane(plane: Plane, o: &Opts, relay_cpu: usize) -> anyhow::Result<Vec<P
     let mut points = Vec::new();
     for &rate in &o.rates {
         let calls = (rate / PPS_PER_CALL) as usize;
+        // Only the calls this rate uses exist, so a relay's per-call overhead is the rate's.
+        if let Some(ng) = &relay.ng {
+            resize_calls(ng, &topo, v6, &mut relay.ports, calls)
+                .with_context(|| format!("calls over ng; log: {}", relay.log.display()))?;
+        }
         let to_relay_a: Vec<Flow> = (0..calls)
             .map(|i| Flow {
                 stream: i as u32,
@@ -436,13 +445,7 @@ fn run_traffic(
     Ok((sent_a, got_b, sent_b, got_a))
 }
 
-fn start_relay(
-    plane: Plane,
-    o: &Opts,
-    topo: &Topology,
-    relay_cpu: usize,
-    calls: usize,
-) -> anyhow::Result<Relay> {
+fn start_relay(plane: Plane, o: &Opts, topo: &Topology, relay_cpu: usize) -> anyhow::Result<Relay> {
     let v6 = o.v6;
     let relay_a = topo.relay_caller_if.ip(v6);
     let relay_b = topo.relay_callee_if.ip(v6);
@@ -515,13 +518,13 @@ fn start_relay(
             log.display()
         );
     }
-    let ports = setup_calls(&ng, topo, v6, calls)
-        .with_context(|| format!("setting up calls over ng; log: {}", log.display()))?;
-    println!("   {calls} calls set up over ng (relay pid {pid})");
+    println!("   relay pid {pid} answers ng on {ng_addr}");
     Ok(Relay {
         child: Some(child),
+        ng: Some(ng),
+        log,
         pid: Some(pid),
-        ports,
+        ports: Vec::new(),
     })
 }
 
@@ -571,41 +574,47 @@ fn media_port(body: &str) -> anyhow::Result<u16> {
         .context("relay returned SDP without an active m= line")
 }
 
-/// Offers and answers `calls` calls; returns per call (port the caller sends to, port the
-/// callee sends to).
-fn setup_calls(
+fn call_id(i: usize) -> String {
+    format!("bench-{i}@{}", std::process::id())
+}
+
+/// Offers and answers calls, or deletes the last ones, until there are `calls`; `ports` holds
+/// per call (port the caller sends to, port the callee sends to).
+fn resize_calls(
     ng: &NgClient,
     topo: &Topology,
     v6: bool,
+    ports: &mut Vec<(u16, u16)>,
     calls: usize,
-) -> anyhow::Result<Vec<(u16, u16)>> {
+) -> anyhow::Result<()> {
     let caller_ip = topo.caller_if.ip(v6);
     let callee_ip = topo.callee_if.ip(v6);
+    while ports.len() > calls {
+        ng.delete(&call_id(ports.len() - 1), None)?;
+        ports.pop();
+    }
     let t0 = Instant::now();
-    let mut ports = Vec::with_capacity(calls);
-    for i in 0..calls {
-        let call_id = format!("bench-{i}@{}", std::process::id());
-        let mut offer = OfferAnswer::new(&call_id, "caller-tag", &sdp(caller_ip, CALLER_PORT, i));
+    let new = calls.saturating_sub(ports.len());
+    for i in ports.len()..calls {
+        let id = call_id(i);
+        let mut offer = OfferAnswer::new(&id, "caller-tag", &sdp(caller_ip, CALLER_PORT, i));
         offer.direction = vec!["caller".into(), "callee".into()];
         offer.replace.origin = true;
         let to_callee = ng.offer(&offer)?;
-        let mut answer = OfferAnswer::new(&call_id, "caller-tag", &sdp(callee_ip, CALLEE_PORT, i));
+        let mut answer = OfferAnswer::new(&id, "caller-tag", &sdp(callee_ip, CALLEE_PORT, i));
         answer.to_tag = Some("callee-tag".into());
         let to_caller = ng.answer(&answer)?;
         ports.push((media_port(&to_caller)?, media_port(&to_callee)?));
     }
-    tracing_free_note(calls, t0.elapsed());
-    Ok(ports)
-}
-
-fn tracing_free_note(calls: usize, took: Duration) {
-    if calls > 0 {
+    if new > 0 {
+        let took = t0.elapsed();
         println!(
-            "   ng setup: {calls} offer+answer in {:.2} s ({:.0} µs per call)",
+            "   ng: {new} calls offered+answered in {:.2} s ({:.0} µs per call)",
             took.as_secs_f64(),
-            took.as_micros() as f64 / calls as f64
+            took.as_micros() as f64 / new as f64
         );
     }
+    Ok(())
 }
 
 /// CPU counters at one instant.
