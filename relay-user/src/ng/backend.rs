@@ -97,6 +97,13 @@ pub trait MediaBackend: Send + Sync + 'static {
     fn remove_session(&self, session: SessionId) -> Result<(), BackendError>;
     /// What arrived on relay port `port` (RTP: the even port; RTCP: `port + 1`).
     fn leg_stats(&self, session: SessionId, port: u16) -> Result<LegStats, BackendError>;
+    /// Whether the session still exists. The relay removes sessions by itself on media
+    /// timeout; the ng layer asks this to drop its record of such calls. The default says
+    /// yes (then only `delete` ends a call in the ng layer, or `Engine::forget_session`).
+    fn has_session(&self, session: SessionId) -> bool {
+        let _ = session;
+        true
+    }
 }
 
 /// A backend that forwards nothing: allocates ports from a range and remembers the
@@ -170,6 +177,10 @@ impl MemState {
 }
 
 impl MediaBackend for MemoryBackend {
+    fn has_session(&self, session: SessionId) -> bool {
+        self.lock().sessions.contains_key(&session)
+    }
+
     fn create_session(&self, call_id: &str) -> Result<SessionId, BackendError> {
         let mut s = self.lock();
         let id = s.next_session;
@@ -260,7 +271,11 @@ impl MediaBackend for MemoryBackend {
                 return None;
             };
             let p = sess.peers.get(&(st.a, side_b))?;
-            if port.is_multiple_of(2) { p.rtp } else { p.rtcp }
+            if port.is_multiple_of(2) {
+                p.rtp
+            } else {
+                p.rtcp
+            }
         });
         Ok(LegStats {
             peer,

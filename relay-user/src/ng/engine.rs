@@ -92,7 +92,11 @@ pub struct Engine<B: MediaBackend> {
     backend: Arc<B>,
     interfaces: Vec<Interface>,
     calls: HashMap<String, Call>,
+    last_prune: Option<std::time::Instant>,
 }
+
+/// How often the call table is checked against the relay's sessions.
+const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 
 fn unix(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
@@ -107,6 +111,7 @@ impl<B: MediaBackend> Engine<B> {
             backend,
             interfaces,
             calls: HashMap::new(),
+            last_prune: None,
         }
     }
 
@@ -121,6 +126,7 @@ impl<B: MediaBackend> Engine<B> {
     /// Handles one request. Failures become `result: error` replies; nothing here panics on
     /// client input.
     pub fn handle(&mut self, req: &Request) -> Response {
+        self.prune();
         let r = match req {
             Request::Ping => Ok(Response::pong()),
             Request::Offer(oa) => self.offer_answer(oa, false),
@@ -133,6 +139,28 @@ impl<B: MediaBackend> Engine<B> {
             tracing::debug!(command = req.command(), %reason, "ng request failed");
             Response::error(reason)
         })
+    }
+
+    /// Drops calls whose session the relay removed by itself (media timeout), so `list`,
+    /// `query` and a new offer with the same Call-ID see the call as gone.
+    fn prune(&mut self) {
+        // O(calls): at most a few times a second, not per request.
+        let now = std::time::Instant::now();
+        if self
+            .last_prune
+            .is_some_and(|t| now.duration_since(t) < PRUNE_EVERY)
+        {
+            return;
+        }
+        self.last_prune = Some(now);
+        let backend = &self.backend;
+        self.calls.retain(|id, c| {
+            let alive = backend.has_session(c.session);
+            if !alive {
+                tracing::info!(call_id = %id, session = c.session, "relay ended the call (media timeout)");
+            }
+            alive
+        });
     }
 
     /// Forgets a call whose session the relay already removed (media timeout). Returns
@@ -600,6 +628,20 @@ mod tests {
         );
         let r = e.handle(&answer("c2", "tt", "ft", CALLER));
         assert!(r.sdp().unwrap().contains("m=audio 30002 "), "{r:?}");
+    }
+
+    #[test]
+    fn calls_the_relay_ended_disappear() {
+        let mut e = engine();
+        assert!(e.handle(&offer("c6", "ft", CALLER)).is_ok());
+        e.backend().remove_session(1).unwrap();
+        e.last_prune = None;
+        let l = e.handle(&Request::List { limit: None });
+        assert_eq!(l.get("calls").unwrap().as_list().unwrap().len(), 0);
+        // A new offer with the same Call-ID starts a new call.
+        e.last_prune = None;
+        assert!(e.handle(&offer("c6", "ft", CALLER)).is_ok());
+        assert!(e.backend().session(2).is_some());
     }
 
     #[test]

@@ -15,6 +15,8 @@
 pub mod backend;
 pub mod bencode;
 pub mod client;
+#[cfg(test)]
+mod e2e;
 pub mod engine;
 pub mod message;
 pub mod sdp;
