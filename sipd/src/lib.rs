@@ -4,3 +4,5 @@
 //! transports and call pipeline build on these.
 
 pub mod auth;
+pub mod config;
+pub mod store;

@@ -1,0 +1,822 @@
+//! `sbc.toml`: every setting has the design's default, so the appliance runs with no file at
+//! all; a file only says what differs. Unknown keys are errors, because a misspelt security
+//! setting silently falling back to its default is worse than refusing to start.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::auth::digest::{Algorithm, DigestPolicy};
+
+/// File looked for in the working directory when none is named.
+pub const DEFAULT_FILE: &str = "sbc.toml";
+
+const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The sled store, the TLS certificate and the nonce secret live here.
+    pub data_dir: PathBuf,
+    pub sip: SipConfig,
+    pub auth: AuthConfig,
+    pub media: MediaConfig,
+    pub dataplane: DataplaneConfig,
+    pub management: ManagementConfig,
+    pub guard: GuardConfig,
+    pub firewall: FirewallConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./data"),
+            sip: SipConfig::default(),
+            auth: AuthConfig::default(),
+            media: MediaConfig::default(),
+            dataplane: DataplaneConfig::default(),
+            management: ManagementConfig::default(),
+            guard: GuardConfig::default(),
+            firewall: FirewallConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SipConfig {
+    pub udp: Vec<SocketAddr>,
+    pub tcp: Vec<SocketAddr>,
+    /// Address put in Via/Record-Route/Contact when the listening one is not reachable by
+    /// peers (behind 1:1 NAT, or listening on 0.0.0.0).
+    pub advertised_address: Option<IpAddr>,
+    /// Larger messages get a 513 (TCP) or are dropped (UDP). SIP over UDP must fit a
+    /// datagram; real INVITEs with SDP are 1–4 KiB.
+    pub max_message_bytes: usize,
+    /// Peers see only the SBC: Via, Record-Route, Contact and Call-ID of the other leg are
+    /// rewritten (what carriers expect from an SBC as opposed to a proxy).
+    pub topology_hiding: bool,
+}
+
+impl Default for SipConfig {
+    fn default() -> Self {
+        SipConfig {
+            udp: vec![SocketAddr::new(LOCALHOST, 5060)],
+            tcp: vec![SocketAddr::new(LOCALHOST, 5060)],
+            advertised_address: None,
+            max_message_bytes: 16 * 1024,
+            topology_hiding: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Digest realm. Stored HA1 credentials are bound to it: changing it needs new HA1s.
+    pub realm: String,
+    pub algorithms: Vec<Algorithm>,
+    pub nonce_lifetime_secs: u64,
+    pub allow_md5_without_qop: bool,
+    pub max_tracked_nonces: usize,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            realm: "sbc".into(),
+            algorithms: vec![Algorithm::Sha256, Algorithm::Md5],
+            nonce_lifetime_secs: 300,
+            allow_md5_without_qop: false,
+            max_tracked_nonces: 65_536,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MediaConfig {
+    /// Relay sockets bind here.
+    pub address: IpAddr,
+    /// Written into SDP `c=` instead of `address` (NAT, or `address` = 0.0.0.0).
+    pub advertised_address: Option<IpAddr>,
+    /// Inclusive; RTP takes the even port and RTCP the odd one above it (RFC 3550 §11).
+    pub port_min: u16,
+    pub port_max: u16,
+    /// No packet in either direction for this long ends the call with BYE both ways.
+    pub timeout_secs: u64,
+    /// Drop packets from anyone but the latched peer (protects against RTP bleed).
+    pub strict_source: bool,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig {
+            address: LOCALHOST,
+            advertised_address: None,
+            port_min: 30_000,
+            port_max: 39_999,
+            timeout_secs: 60,
+            strict_source: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DataplaneMode {
+    /// XDP where it attaches, else the userspace fallback, said loudly.
+    Auto,
+    /// XDP or refuse to start.
+    Xdp,
+    Userspace,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataplaneConfig {
+    pub mode: DataplaneMode,
+    pub interfaces: Vec<String>,
+    /// Maps are pinned under /sys/fs/bpf/<instance>/, so two appliances can share a host.
+    pub instance: String,
+}
+
+impl Default for DataplaneConfig {
+    fn default() -> Self {
+        DataplaneConfig {
+            mode: DataplaneMode::Auto,
+            interfaces: vec!["lo".into()],
+            instance: "sbc".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ManagementConfig {
+    pub listen: SocketAddr,
+    /// Both absent: a self-signed certificate is made in the data directory on first start.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub session_ttl_secs: u64,
+}
+
+impl Default for ManagementConfig {
+    fn default() -> Self {
+        ManagementConfig {
+            listen: SocketAddr::new(LOCALHOST, 8443),
+            tls_cert: None,
+            tls_key: None,
+            session_ttl_secs: 3600,
+        }
+    }
+}
+
+/// Per-source limits the kernel enforces on SIP ports, and the IDS ban policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GuardConfig {
+    pub sip_packets_per_sec: u32,
+    pub sip_packet_burst: u32,
+    pub invites_per_sec: u32,
+    pub invite_burst: u32,
+    pub max_sessions_per_source: u32,
+    /// Failed digest attempts from one source within the window that earn a ban.
+    pub auth_failures_before_ban: u32,
+    pub auth_failure_window_secs: u64,
+    /// First ban; each repeat offence doubles it, up to `ban_max_secs`.
+    pub ban_secs: u64,
+    pub ban_max_secs: u64,
+}
+
+impl Default for GuardConfig {
+    fn default() -> Self {
+        GuardConfig {
+            sip_packets_per_sec: 200,
+            sip_packet_burst: 400,
+            invites_per_sec: 20,
+            invite_burst: 40,
+            max_sessions_per_source: 200,
+            auth_failures_before_ban: 10,
+            auth_failure_window_secs: 60,
+            ban_secs: 300,
+            ban_max_secs: 86_400,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FirewallConfig {
+    /// Dropped in the kernel before anything else looks at them.
+    pub deny: Vec<IpNet>,
+    /// Sources allowed to reach the management API. Never empty: "everyone" must be
+    /// written out as 0.0.0.0/0 and ::/0.
+    pub management_allow: Vec<IpNet>,
+    /// Empty: SIP is open to all (accounts' rules still decide who may call).
+    pub sip_allow: Vec<IpNet>,
+}
+
+impl Default for FirewallConfig {
+    fn default() -> Self {
+        FirewallConfig {
+            deny: Vec::new(),
+            management_allow: vec![
+                IpNet::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 0)), 8).unwrap_or_default(),
+                IpNet::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 128).unwrap_or_default(),
+            ],
+            sip_allow: Vec::new(),
+        }
+    }
+}
+
+/// A position in the configuration file, 1-based.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Location {
+    pub line: usize,
+    pub column: usize,
+}
+
+impl Location {
+    fn of(src: &str, offset: usize) -> Location {
+        let offset = offset.min(src.len());
+        let before = src.get(..offset).unwrap_or(src);
+        let line = before.matches('\n').count() + 1;
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        Location {
+            line,
+            column: before[line_start..].chars().count() + 1,
+        }
+    }
+}
+
+/// One semantic problem; `key` is the dotted path, `at` its place in the file if it was set
+/// there (a bad combination of defaults has no place).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub at: Option<Location>,
+    pub message: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}", fmt_parse(path, at, message))]
+    Parse {
+        path: PathBuf,
+        at: Option<Location>,
+        message: String,
+    },
+    #[error("{}", fmt_problems(path, problems))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<Problem>,
+    },
+}
+
+fn fmt_parse(path: &Path, at: &Option<Location>, message: &str) -> String {
+    match at {
+        Some(l) => format!(
+            "{}:{}:{}: {}",
+            path.display(),
+            l.line,
+            l.column,
+            message.trim_end()
+        ),
+        None => format!("{}: {}", path.display(), message.trim_end()),
+    }
+}
+
+fn fmt_problems(path: &Path, problems: &[Problem]) -> String {
+    let mut out = String::new();
+    for (i, p) in problems.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        out.push_str(&match p.at {
+            Some(l) => format!(
+                "{}:{}:{}: {}: {}",
+                path.display(),
+                l.line,
+                l.column,
+                p.key,
+                p.message
+            ),
+            None => format!("{}: {} (default): {}", path.display(), p.key, p.message),
+        });
+    }
+    out
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+/// Where the configuration came from, for the start-up banner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    File(PathBuf),
+    Defaults,
+}
+
+impl Config {
+    /// Loads `path`, or `sbc.toml` in the working directory if it exists, or the defaults.
+    /// A file that was named explicitly must exist.
+    pub fn load(path: Option<&Path>) -> Result<(Config, Origin), ConfigError> {
+        let path = match path {
+            Some(p) => p.to_path_buf(),
+            None if Path::new(DEFAULT_FILE).exists() => PathBuf::from(DEFAULT_FILE),
+            None => return Ok((Config::default(), Origin::Defaults)),
+        };
+        let src = std::fs::read_to_string(&path).map_err(|source| ConfigError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let cfg = Config::parse(&src, &path)?;
+        Ok((cfg, Origin::File(path)))
+    }
+
+    /// Parses and validates; `path` only labels the errors.
+    pub fn parse(src: &str, path: &Path) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(src).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            at: e.span().map(|s| Location::of(src, s.start)),
+            message: e.message().to_owned(),
+        })?;
+        let mut problems = cfg.problems();
+        if problems.is_empty() {
+            return Ok(cfg);
+        }
+        for p in &mut problems {
+            p.at = locate(src, &p.key).map(|s| Location::of(src, s.start));
+        }
+        Err(ConfigError::Invalid {
+            path: path.to_path_buf(),
+            problems,
+        })
+    }
+
+    /// Checks that serde cannot express: ranges, combinations, things that would lock the
+    /// operator out.
+    pub fn problems(&self) -> Vec<Problem> {
+        let mut out = Vec::new();
+        let mut bad = |key: &str, message: String| {
+            out.push(Problem {
+                key: key.into(),
+                at: None,
+                message,
+            })
+        };
+        if self.data_dir.as_os_str().is_empty() {
+            bad("data_dir", "must not be empty".into());
+        }
+
+        let s = &self.sip;
+        if s.udp.is_empty() && s.tcp.is_empty() {
+            bad(
+                "sip.udp",
+                "no SIP listening address (sip.udp and sip.tcp are both empty)".into(),
+            );
+        }
+        for (key, addrs) in [("sip.udp", &s.udp), ("sip.tcp", &s.tcp)] {
+            let mut seen = BTreeSet::new();
+            for a in addrs {
+                if a.port() == 0 {
+                    bad(key, format!("{a}: port 0 is not a listening port"));
+                }
+                if !seen.insert(a) {
+                    bad(key, format!("{a} is listed twice"));
+                }
+                if a.ip().is_unspecified() && s.advertised_address.is_none() {
+                    bad(
+                        "sip.advertised_address",
+                        format!(
+                            "required when listening on {a}: peers must be told a reachable address"
+                        ),
+                    );
+                }
+            }
+        }
+        if !(1024..=65_535).contains(&s.max_message_bytes) {
+            bad(
+                "sip.max_message_bytes",
+                format!("{} is outside 1024..=65535", s.max_message_bytes),
+            );
+        }
+        if let Some(a) = s
+            .advertised_address
+            .filter(|a| a.is_unspecified() || a.is_multicast())
+        {
+            bad(
+                "sip.advertised_address",
+                format!("{a} cannot be advertised"),
+            );
+        }
+
+        let a = &self.auth;
+        if a.realm.is_empty()
+            || a.realm
+                .chars()
+                .any(|c| c.is_control() || c == '"' || c == '\\')
+        {
+            bad(
+                "auth.realm",
+                "must be non-empty, without quotes, backslashes or control characters".into(),
+            );
+        }
+        if a.algorithms.is_empty() {
+            bad("auth.algorithms", "at least one algorithm is needed".into());
+        }
+        if !(10..=3600).contains(&a.nonce_lifetime_secs) {
+            bad(
+                "auth.nonce_lifetime_secs",
+                format!("{} is outside 10..=3600 seconds", a.nonce_lifetime_secs),
+            );
+        }
+        if a.allow_md5_without_qop && !a.algorithms.contains(&Algorithm::Md5) {
+            bad(
+                "auth.allow_md5_without_qop",
+                "needs MD5 in auth.algorithms".into(),
+            );
+        }
+        if !(1024..=10_000_000).contains(&a.max_tracked_nonces) {
+            bad(
+                "auth.max_tracked_nonces",
+                format!("{} is outside 1024..=10000000", a.max_tracked_nonces),
+            );
+        }
+
+        let m = &self.media;
+        if m.port_min > m.port_max {
+            bad(
+                "media.port_min",
+                format!("{} is above media.port_max {}", m.port_min, m.port_max),
+            );
+        } else {
+            if m.port_min < 1024 {
+                bad(
+                    "media.port_min",
+                    format!("{} is a privileged port; use 1024 or above", m.port_min),
+                );
+            }
+            if !m.port_min.is_multiple_of(2) {
+                bad(
+                    "media.port_min",
+                    format!(
+                        "{} is odd; RTP uses even ports and RTCP the next",
+                        m.port_min
+                    ),
+                );
+            }
+            if m.port_max - m.port_min < 1 {
+                bad(
+                    "media.port_max",
+                    "the range must hold at least one RTP/RTCP pair".into(),
+                );
+            }
+            let relay = m.port_min..=m.port_max;
+            let sip_ports = s.udp.iter().chain(&s.tcp).map(|a| ("SIP", a.port()));
+            let mgmt = std::iter::once(("management", self.management.listen.port()));
+            for (what, port) in sip_ports.chain(mgmt) {
+                if relay.contains(&port) {
+                    bad(
+                        "media.port_min",
+                        format!(
+                            "relay range {}-{} contains the {what} port {port}",
+                            m.port_min, m.port_max
+                        ),
+                    );
+                    break;
+                }
+            }
+        }
+        if m.address.is_multicast() {
+            bad("media.address", format!("{} is multicast", m.address));
+        }
+        if m.address.is_unspecified() && m.advertised_address.is_none() {
+            bad(
+                "media.advertised_address",
+                format!(
+                    "required when media.address is {}: SDP needs a reachable address",
+                    m.address
+                ),
+            );
+        }
+        if let Some(a) = m
+            .advertised_address
+            .filter(|a| a.is_unspecified() || a.is_multicast())
+        {
+            bad(
+                "media.advertised_address",
+                format!("{a} cannot be put in SDP"),
+            );
+        }
+        if !(1..=86_400).contains(&m.timeout_secs) {
+            bad(
+                "media.timeout_secs",
+                format!("{} is outside 1..=86400", m.timeout_secs),
+            );
+        }
+
+        let d = &self.dataplane;
+        if d.mode != DataplaneMode::Userspace && d.interfaces.is_empty() {
+            bad(
+                "dataplane.interfaces",
+                "XDP needs at least one interface (or set mode = \"userspace\")".into(),
+            );
+        }
+        for i in &d.interfaces {
+            if i.is_empty()
+                || i.len() > 15
+                || i.contains(['/', ' ', '\t', '\n'])
+                || i == "."
+                || i == ".."
+            {
+                bad(
+                    "dataplane.interfaces",
+                    format!("{i:?} is not a valid interface name"),
+                );
+            }
+        }
+        if d.instance.is_empty()
+            || !d
+                .instance
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            bad(
+                "dataplane.instance",
+                format!(
+                    "{:?}: use letters, digits, '-' and '_' (it names a bpffs directory)",
+                    d.instance
+                ),
+            );
+        }
+
+        let mg = &self.management;
+        if mg.listen.port() == 0 {
+            bad("management.listen", "port 0 is not a listening port".into());
+        }
+        if mg.tls_cert.is_some() != mg.tls_key.is_some() {
+            bad(
+                "management.tls_cert",
+                "tls_cert and tls_key go together".into(),
+            );
+        }
+        if !(60..=7 * 86_400).contains(&mg.session_ttl_secs) {
+            bad(
+                "management.session_ttl_secs",
+                format!("{} is outside 60..=604800", mg.session_ttl_secs),
+            );
+        }
+        if s.tcp.iter().any(|a| {
+            a.port() == mg.listen.port()
+                && (a.ip() == mg.listen.ip()
+                    || a.ip().is_unspecified()
+                    || mg.listen.ip().is_unspecified())
+        }) {
+            bad(
+                "management.listen",
+                format!("{} collides with a SIP TCP address", mg.listen),
+            );
+        }
+
+        let g = &self.guard;
+        for (key, rate, burst) in [
+            (
+                "guard.sip_packet_burst",
+                g.sip_packets_per_sec,
+                g.sip_packet_burst,
+            ),
+            ("guard.invite_burst", g.invites_per_sec, g.invite_burst),
+        ] {
+            if rate == 0 {
+                bad(
+                    key,
+                    "the matching rate is 0, which would drop all SIP".into(),
+                );
+            } else if burst < rate {
+                bad(
+                    key,
+                    format!(
+                        "{burst} is below the rate {rate}; a bucket must hold at least one second"
+                    ),
+                );
+            }
+        }
+        if g.max_sessions_per_source == 0 {
+            bad(
+                "guard.max_sessions_per_source",
+                "0 would refuse every call".into(),
+            );
+        }
+        if g.auth_failures_before_ban == 0 {
+            bad(
+                "guard.auth_failures_before_ban",
+                "0 would ban on the first challenge".into(),
+            );
+        }
+        if g.auth_failure_window_secs == 0 {
+            bad(
+                "guard.auth_failure_window_secs",
+                "must be at least 1".into(),
+            );
+        }
+        if g.ban_secs == 0 {
+            bad("guard.ban_secs", "must be at least 1".into());
+        } else if g.ban_max_secs < g.ban_secs {
+            bad(
+                "guard.ban_max_secs",
+                format!("{} is below guard.ban_secs {}", g.ban_max_secs, g.ban_secs),
+            );
+        }
+
+        let f = &self.firewall;
+        if f.management_allow.is_empty() {
+            bad(
+                "firewall.management_allow",
+                "empty would lock every operator out; write 0.0.0.0/0 and ::/0 to allow all".into(),
+            );
+        }
+        for (key, nets) in [
+            ("firewall.deny", &f.deny),
+            ("firewall.management_allow", &f.management_allow),
+            ("firewall.sip_allow", &f.sip_allow),
+        ] {
+            for n in nets {
+                if n.trunc() != *n {
+                    bad(
+                        key,
+                        format!("{n} has host bits set; did you mean {}?", n.trunc()),
+                    );
+                }
+            }
+        }
+        out
+    }
+
+    pub fn digest_policy(&self) -> DigestPolicy {
+        DigestPolicy {
+            realm: self.auth.realm.clone(),
+            algorithms: self.auth.algorithms.clone(),
+            nonce_lifetime: Duration::from_secs(self.auth.nonce_lifetime_secs),
+            allow_md5_without_qop: self.auth.allow_md5_without_qop,
+            max_tracked_nonces: self.auth.max_tracked_nonces,
+        }
+    }
+
+    pub fn store_dir(&self) -> PathBuf {
+        self.data_dir.join("store")
+    }
+}
+
+/// Byte span of the value at dotted `key` in the document, if the document sets it.
+fn locate(src: &str, key: &str) -> Option<Range<usize>> {
+    use toml::Spanned;
+    use toml::de::{DeTable, DeValue};
+    fn find<'a, 'i>(t: &'a DeTable<'i>, k: &str) -> Option<&'a Spanned<DeValue<'i>>> {
+        t.iter()
+            .find(|(name, _)| name.get_ref().as_ref() == k)
+            .map(|(_, v)| v)
+    }
+    let doc = DeTable::parse(src).ok()?;
+    let mut parts = key.split('.');
+    let mut cur = find(doc.get_ref(), parts.next()?)?;
+    for part in parts {
+        cur = find(cur.get_ref().as_table()?, part)?;
+    }
+    Some(cur.span())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(src: &str) -> Result<Config, ConfigError> {
+        Config::parse(src, Path::new("sbc.toml"))
+    }
+
+    #[test]
+    fn empty_file_is_the_design_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.data_dir, PathBuf::from("./data"));
+        assert_eq!(c.sip.udp, ["127.0.0.1:5060".parse::<SocketAddr>().unwrap()]);
+        assert_eq!(c.sip.tcp, c.sip.udp);
+        assert_eq!((c.media.port_min, c.media.port_max), (30_000, 39_999));
+        assert_eq!(c.media.address, LOCALHOST);
+        assert_eq!(c.management.listen, "127.0.0.1:8443".parse().unwrap());
+        assert_eq!(c.dataplane.interfaces, ["lo"]);
+        assert_eq!(c.dataplane.mode, DataplaneMode::Auto);
+        assert!(Config::default().problems().is_empty());
+    }
+
+    #[test]
+    fn partial_sections_keep_other_defaults() {
+        let c = parse("[media]\nport_min = 40000\nport_max = 40999\n[auth]\nalgorithms = [\"MD5\", \"SHA-256-sess\"]\n").unwrap();
+        assert_eq!(c.media.port_min, 40_000);
+        assert_eq!(c.media.timeout_secs, 60);
+        assert_eq!(c.auth.algorithms, [Algorithm::Md5, Algorithm::Sha256Sess]);
+        assert_eq!(c.sip, SipConfig::default());
+    }
+
+    #[test]
+    fn unknown_key_reports_line_and_column() {
+        let e = parse("data_dir = \"/var/lib/sbc\"\n[media]\n  port_mn = 4\n").unwrap_err();
+        let ConfigError::Parse { at, message, .. } = &e else {
+            panic!("{e}")
+        };
+        assert_eq!(*at, Some(Location { line: 3, column: 3 }));
+        assert!(message.contains("port_mn"), "{message}");
+        assert!(e.to_string().starts_with("sbc.toml:3:3: "), "{e}");
+    }
+
+    #[test]
+    fn bad_values_report_their_place() {
+        for (src, line, needle) in [
+            ("[firewall]\ndeny = [\"10.0.0.0/33\"]\n", 2, "invalid"),
+            ("[sip]\nudp = [\"127.0.0.1\"]\n", 2, "socket address"),
+            ("[media]\nport_min = 70000\n", 2, "70000"),
+            ("[dataplane]\nmode = \"kernel\"\n", 2, "kernel"),
+            ("[auth]\nalgorithms = [\"SHA-1\"]\n", 2, "SHA-1"),
+            ("[sip\n", 1, ""),
+        ] {
+            let e = parse(src).unwrap_err();
+            let ConfigError::Parse { at, message, .. } = &e else {
+                panic!("{src}: {e}")
+            };
+            assert_eq!(at.map(|l| l.line), Some(line), "{src}: {e}");
+            assert!(message.contains(needle), "{src}: {message}");
+        }
+    }
+
+    #[test]
+    fn semantic_problems_point_at_the_key() {
+        let e = parse("[media]\nport_min = 30001\nport_max = 30000\n").unwrap_err();
+        let ConfigError::Invalid { problems, .. } = &e else {
+            panic!("{e}")
+        };
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].key, "media.port_min");
+        assert_eq!(
+            problems[0].at,
+            Some(Location {
+                line: 2,
+                column: 12
+            })
+        );
+        assert!(
+            e.to_string()
+                .contains("sbc.toml:2:12: media.port_min: 30001 is above"),
+            "{e}"
+        );
+
+        let e =
+            parse("[media]\nport_min = 5000\nport_max = 6000\n[sip]\nudp = [\"127.0.0.1:5060\"]\n")
+                .unwrap_err();
+        assert!(e.to_string().contains("contains the SIP port 5060"), "{e}");
+        let e = parse("[firewall]\nmanagement_allow = []\n").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("sbc.toml:2:20: firewall.management_allow"),
+            "{e}"
+        );
+        let e = parse("[media]\naddress = \"0.0.0.0\"\n").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("media.advertised_address (default): required"),
+            "{e}"
+        );
+        let e = parse("[firewall]\ndeny = [\"10.0.0.1/8\"]\n").unwrap_err();
+        assert!(e.to_string().contains("did you mean 10.0.0.0/8"), "{e}");
+    }
+
+    #[test]
+    fn location_counts_characters_not_bytes() {
+        assert_eq!(
+            Location::of("é = 1\nab", 8),
+            Location { line: 2, column: 2 }
+        );
+        assert_eq!(Location::of("x", 99), Location { line: 1, column: 2 });
+    }
+
+    #[test]
+    fn defaults_serialize_and_reparse() {
+        let text = toml::to_string(&Config::default()).unwrap();
+        assert_eq!(parse(&text).unwrap(), Config::default());
+    }
+}

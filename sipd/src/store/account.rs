@@ -1,0 +1,179 @@
+//! Accounts: who may place calls, how they prove it, and what they may spend.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Id, Micros, Record, Store, StoreError, T, Tx, TxResult, abort};
+use crate::auth::digest::Credential;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    /// 0 until stored.
+    pub id: Id,
+    pub name: String,
+    pub enabled: bool,
+    /// Digest credentials; `None` for carriers authenticated by IP alone.
+    #[serde(default)]
+    pub sip: Option<SipAuth>,
+    /// New calls per second; `None` is unlimited.
+    #[serde(default)]
+    pub cps_limit: Option<u32>,
+    #[serde(default)]
+    pub max_sessions: Option<u32>,
+    pub balance: Micros,
+    #[serde(default)]
+    pub tariff_id: Option<Id>,
+    /// Hard cap on any one call, on top of the balance-derived cap.
+    #[serde(default)]
+    pub max_call_secs: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SipAuth {
+    pub username: String,
+    pub credential: Credential,
+}
+
+impl Record for Account {
+    const KIND: &'static str = "account";
+    const VERSION: u32 = 1;
+}
+
+pub(crate) fn valid_name(kind: &'static str, name: &str) -> Result<(), StoreError> {
+    if name.is_empty() || name.len() > 64 || name.chars().any(|c| c.is_control()) {
+        return Err(StoreError::Invalid {
+            kind,
+            reason: format!("name {name:?} must be 1-64 characters without control characters"),
+        });
+    }
+    Ok(())
+}
+
+impl Account {
+    pub fn validate(&self) -> Result<(), StoreError> {
+        valid_name("account", &self.name)?;
+        if let Some(sip) = &self.sip {
+            let bad = |reason: String| StoreError::Invalid {
+                kind: "account",
+                reason: format!("{}: {reason}", self.name),
+            };
+            // The username is matched against a header value; keep it to what UAs send.
+            if sip.username.is_empty()
+                || sip.username.len() > 128
+                || sip
+                    .username
+                    .chars()
+                    .any(|c| c.is_control() || c.is_whitespace())
+            {
+                return Err(bad(format!(
+                    "SIP username {:?} must be 1-128 printable characters",
+                    sip.username
+                )));
+            }
+            sip.credential.validate().map_err(|e| bad(e.to_string()))?;
+        }
+        if self.cps_limit == Some(0)
+            || self.max_sessions == Some(0)
+            || self.max_call_secs == Some(0)
+        {
+            return Err(StoreError::Invalid {
+                kind: "account",
+                reason: format!(
+                    "{}: a limit of 0 would refuse every call; disable the account instead",
+                    self.name
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Tx<'_> {
+    pub fn account(&self, id: Id) -> TxResult<Option<Account>> {
+        self.get(T::Accounts, &id.to_be_bytes())
+    }
+
+    pub fn account_by_name(&self, name: &str) -> TxResult<Option<Account>> {
+        match self.index_get(T::AccountNames, name)? {
+            Some(id) => self.account(id),
+            None => Ok(None),
+        }
+    }
+
+    /// Inserts (id 0) or replaces an account, keeping the name and SIP-username indexes
+    /// right. Returns the id.
+    pub fn put_account(&self, a: &Account) -> TxResult<Id> {
+        a.validate().or_else(abort)?;
+        if let Some(t) = a.tariff_id
+            && self.tariff(t)?.is_none()
+        {
+            return abort(StoreError::NotFound {
+                kind: "tariff",
+                what: format!("#{t} (for account {:?})", a.name),
+            });
+        }
+        let id = if a.id == 0 { self.new_id()? } else { a.id };
+        if let Some(old) = self.replaced::<Account>(T::Accounts, &id.to_be_bytes())? {
+            if old.name != a.name {
+                self.index_release(T::AccountNames, &old.name)?;
+            }
+            if let Some(s) = old
+                .sip
+                .filter(|s| Some(&s.username) != a.sip.as_ref().map(|n| &n.username))
+            {
+                self.index_release(T::SipUsers, &s.username)?;
+            }
+        }
+        self.index_claim(T::AccountNames, "account", &a.name, id)?;
+        if let Some(s) = &a.sip {
+            self.index_claim(T::SipUsers, "account", &s.username, id)?;
+        }
+        self.put(T::Accounts, &id.to_be_bytes(), &Account { id, ..a.clone() })?;
+        Ok(id)
+    }
+}
+
+impl Store {
+    /// Stores `a` (a new account when its id is 0) and returns it as stored.
+    pub fn put_account(&self, a: &Account) -> Result<Account, StoreError> {
+        let id = self.write(|tx| tx.put_account(a))?;
+        Ok(Account { id, ..a.clone() })
+    }
+
+    pub fn account(&self, id: Id) -> Result<Option<Account>, StoreError> {
+        self.get(T::Accounts, &id.to_be_bytes())
+    }
+
+    pub fn account_by_name(&self, name: &str) -> Result<Option<Account>, StoreError> {
+        self.by_index(T::AccountNames, T::Accounts, name)
+    }
+
+    /// The lookup digest authentication does with the `username` of a response.
+    pub fn account_by_sip_user(&self, username: &str) -> Result<Option<Account>, StoreError> {
+        self.by_index(T::SipUsers, T::Accounts, username)
+    }
+
+    pub fn accounts(&self) -> Vec<Result<Account, StoreError>> {
+        self.scan(T::Accounts, &[])
+    }
+
+    /// Adds `delta` (negative to debit) to the balance atomically; returns the new balance.
+    pub fn adjust_balance(&self, id: Id, delta: Micros) -> Result<Micros, StoreError> {
+        self.write(|tx| {
+            let Some(mut a) = tx.account(id)? else {
+                return abort(StoreError::NotFound {
+                    kind: "account",
+                    what: format!("#{id}"),
+                });
+            };
+            let Some(b) = a.balance.0.checked_add(delta.0) else {
+                return abort(StoreError::Invalid {
+                    kind: "account",
+                    reason: "balance overflow".into(),
+                });
+            };
+            a.balance = Micros(b);
+            tx.put(T::Accounts, &id.to_be_bytes(), &a)?;
+            Ok(a.balance)
+        })
+    }
+}

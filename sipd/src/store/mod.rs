@@ -1,0 +1,325 @@
+//! The durable store: sled in the data directory.
+//!
+//! Every write goes through one multi-tree transaction and `flush()` before the call returns
+//! `Ok`, so an acknowledged write survives a crash and a record and its indexes never
+//! disagree. Records are versioned JSON (see `record.rs`). A record that fails to decode is
+//! reported with its tree and key and never hides the others.
+
+mod account;
+mod cdr;
+mod connection;
+mod money;
+mod pattern;
+mod record;
+mod rule;
+mod tariff;
+#[cfg(test)]
+mod tests;
+
+use std::path::{Path, PathBuf};
+
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+use sled::{Transactional, Tree};
+
+pub use account::{Account, SipAuth};
+pub use cdr::{Cdr, CdrDraft};
+pub use connection::{Connection, Transport};
+pub use money::{BadAmount, MICROS_PER_UNIT, Micros};
+pub use pattern::{Matcher, Pattern, PatternError};
+pub use record::Record;
+pub use rule::AuthRule;
+pub use tariff::Tariff;
+
+use record::{decode, encode};
+
+pub type Id = u64;
+
+/// On-disk layout version of the store as a whole (trees and keys, not record bodies).
+const SCHEMA: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open store in {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: sled::Error,
+    },
+    #[error("store in {path} is in use by another process (is another sipd running?)")]
+    Locked { path: PathBuf },
+    #[error("store I/O: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("corrupt {kind} record at key {key}: {reason}")]
+    Corrupt {
+        kind: &'static str,
+        key: String,
+        reason: String,
+    },
+    #[error(
+        "{kind} record at key {key} has version {found}; this sipd reads up to {supported} (downgrade?)"
+    )]
+    NewerVersion {
+        kind: &'static str,
+        key: String,
+        found: u32,
+        supported: u32,
+    },
+    #[error("store schema {found} is newer than this sipd understands ({SCHEMA})")]
+    NewerSchema { found: u32 },
+    #[error("cannot encode {kind}: {reason}")]
+    Encode { kind: &'static str, reason: String },
+    #[error("{kind} {what} not found")]
+    NotFound { kind: &'static str, what: String },
+    #[error("{what} is already used by {kind} {by}")]
+    Conflict {
+        kind: &'static str,
+        what: String,
+        by: String,
+    },
+    #[error("invalid {kind}: {reason}")]
+    Invalid { kind: &'static str, reason: String },
+}
+
+/// The trees taking part in transactions, by position in `Store::trees`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum T {
+    Accounts,
+    AccountNames,
+    SipUsers,
+    Rules,
+    Tariffs,
+    TariffNames,
+    Connections,
+    ConnectionNames,
+}
+
+const TREE_NAMES: [&str; 8] = [
+    "accounts",
+    "accounts_by_name",
+    "accounts_by_sip_user",
+    "rules",
+    "tariffs",
+    "tariffs_by_name",
+    "connections",
+    "connections_by_name",
+];
+
+pub struct Store {
+    db: sled::Db,
+    path: PathBuf,
+    trees: Vec<Tree>,
+    /// Append-only; outside the transactional set because nothing else changes with a CDR.
+    cdrs: Tree,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+pub(crate) type TxResult<R> = Result<R, ConflictableTransactionError<StoreError>>;
+
+pub(crate) fn abort<R>(e: StoreError) -> TxResult<R> {
+    Err(ConflictableTransactionError::Abort(e))
+}
+
+/// A write in progress; see [`Store::write`].
+pub struct Tx<'a> {
+    trees: &'a [TransactionalTree],
+}
+
+impl Tx<'_> {
+    fn tree(&self, t: T) -> &TransactionalTree {
+        &self.trees[t as usize]
+    }
+
+    pub(crate) fn new_id(&self) -> TxResult<Id> {
+        // 0 is never handed out, so it can mean "not yet stored" in records.
+        Ok(self.trees[0].generate_id()? + 1)
+    }
+
+    pub(crate) fn get<R: Record>(&self, t: T, key: &[u8]) -> TxResult<Option<R>> {
+        match self.tree(t).get(key)? {
+            None => Ok(None),
+            Some(v) => decode(key, &v).map(Some).or_else(abort),
+        }
+    }
+
+    /// The record being replaced, if readable. A corrupt one is being repaired by this very
+    /// write, so it must not block it; its index entries are claimed again by the new one.
+    pub(crate) fn replaced<R: Record>(&self, t: T, key: &[u8]) -> TxResult<Option<R>> {
+        match self.get(t, key) {
+            Err(ConflictableTransactionError::Abort(StoreError::Corrupt { kind, key, reason })) => {
+                tracing::warn!(kind, key, reason, "overwriting a corrupt record");
+                Ok(None)
+            }
+            other => other,
+        }
+    }
+
+    pub(crate) fn put<R: Record>(&self, t: T, key: &[u8], r: &R) -> TxResult<()> {
+        let bytes = encode(r).or_else(abort)?;
+        self.tree(t).insert(key, bytes)?;
+        Ok(())
+    }
+
+    pub(crate) fn index_get(&self, t: T, name: &str) -> TxResult<Option<Id>> {
+        Ok(self.tree(t).get(name.as_bytes())?.and_then(|v| id_from(&v)))
+    }
+
+    /// Points `name` at `id` in index `t`, refusing to take a name another record owns.
+    pub(crate) fn index_claim(&self, t: T, kind: &'static str, name: &str, id: Id) -> TxResult<()> {
+        if let Some(owner) = self.index_get(t, name)?
+            && owner != id
+        {
+            return abort(StoreError::Conflict {
+                kind,
+                what: format!("{name:?}"),
+                by: format!("#{owner}"),
+            });
+        }
+        self.tree(t).insert(name.as_bytes(), &id.to_be_bytes())?;
+        Ok(())
+    }
+
+    pub(crate) fn index_release(&self, t: T, name: &str) -> TxResult<()> {
+        self.tree(t).remove(name.as_bytes())?;
+        Ok(())
+    }
+}
+
+/// sled releases its file lock from a background thread shortly after the last handle is
+/// dropped, so a reopen in the same process (tests, a future in-process restart) may find it
+/// still held for a moment. Another process holding it is reported as such after a second.
+fn open_db(dir: &Path) -> Result<sled::Db, StoreError> {
+    let mut tries = 0;
+    loop {
+        // No background flusher: every write is flushed before it is acknowledged anyway.
+        match sled::Config::new().path(dir).flush_every_ms(None).open() {
+            Ok(db) => return Ok(db),
+            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                tries += 1;
+                if tries >= 40 {
+                    return Err(StoreError::Locked {
+                        path: dir.to_path_buf(),
+                    });
+                }
+                std::thread::sleep(std::time::Duration::from_millis(25));
+            }
+            Err(source) => {
+                return Err(StoreError::Open {
+                    path: dir.to_path_buf(),
+                    source,
+                });
+            }
+        }
+    }
+}
+
+pub(crate) fn id_from(v: &[u8]) -> Option<Id> {
+    Some(u64::from_be_bytes(v.try_into().ok()?))
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let open_err = |source| StoreError::Open {
+            path: dir.to_path_buf(),
+            source,
+        };
+        let db = open_db(dir)?;
+        let meta = db.open_tree("meta").map_err(open_err)?;
+        match meta.get("schema")? {
+            Some(v) => {
+                let found = v.as_ref().try_into().map(u32::from_be_bytes).map_err(|_| {
+                    StoreError::Corrupt {
+                        kind: "meta",
+                        key: "schema".into(),
+                        reason: format!("{} bytes, expected 4", v.len()),
+                    }
+                })?;
+                if found > SCHEMA {
+                    return Err(StoreError::NewerSchema { found });
+                }
+            }
+            None => {
+                meta.insert("schema", &SCHEMA.to_be_bytes())?;
+                db.flush()?;
+            }
+        }
+        let trees = TREE_NAMES
+            .iter()
+            .map(|n| db.open_tree(n))
+            .collect::<Result<Vec<_>, _>>()?;
+        let cdrs = db.open_tree("cdrs")?;
+        tracing::debug!(path = %dir.display(), "store opened");
+        Ok(Store {
+            db,
+            path: dir.to_path_buf(),
+            trees,
+            cdrs,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` as one atomic transaction over all configuration trees, then flushes. `f`
+    /// may run more than once on conflict, so it must not have side effects outside `tx`.
+    pub fn write<R>(&self, f: impl Fn(&Tx<'_>) -> TxResult<R>) -> Result<R, StoreError> {
+        let r = self.trees[..]
+            .transaction(|trees| f(&Tx { trees }))
+            .map_err(|e| match e {
+                TransactionError::Abort(e) => e,
+                TransactionError::Storage(e) => StoreError::Sled(e),
+            })?;
+        self.flush()?;
+        Ok(r)
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        // One log backs every tree, so flushing the db makes all of them durable.
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn tree(&self, t: T) -> &Tree {
+        &self.trees[t as usize]
+    }
+
+    fn get<R: Record>(&self, t: T, key: &[u8]) -> Result<Option<R>, StoreError> {
+        self.tree(t).get(key)?.map(|v| decode(key, &v)).transpose()
+    }
+
+    fn by_index<R: Record>(
+        &self,
+        index: T,
+        records: T,
+        name: &str,
+    ) -> Result<Option<R>, StoreError> {
+        match self.tree(index).get(name.as_bytes())? {
+            None => Ok(None),
+            Some(v) => {
+                let id = id_from(&v).ok_or_else(|| StoreError::Corrupt {
+                    kind: TREE_NAMES[index as usize],
+                    key: name.into(),
+                    reason: "index entry is not an id".into(),
+                })?;
+                self.get(records, &id.to_be_bytes())
+            }
+        }
+    }
+
+    /// Every record of a tree, in key order; a corrupt one is an `Err` in its place.
+    fn scan<R: Record>(&self, t: T, prefix: &[u8]) -> Vec<Result<R, StoreError>> {
+        self.tree(t)
+            .scan_prefix(prefix)
+            .map(|kv| {
+                let (k, v) = kv?;
+                decode(&k, &v)
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,324 @@
+use std::path::Path;
+
+use super::*;
+use crate::auth::digest::Credential;
+
+fn account(name: &str, user: Option<&str>) -> Account {
+    Account {
+        id: 0,
+        name: name.into(),
+        enabled: true,
+        sip: user.map(|u| SipAuth {
+            username: u.into(),
+            credential: Credential::Password {
+                password: "pw".into(),
+            },
+        }),
+        cps_limit: Some(10),
+        max_sessions: Some(20),
+        balance: Micros(5_000_000),
+        tariff_id: None,
+        max_call_secs: None,
+    }
+}
+
+fn tariff(name: &str) -> Tariff {
+    Tariff {
+        id: 0,
+        name: name.into(),
+        rate_per_minute: Micros(10_000),
+        expected_call_secs: 120,
+        initial_increment_secs: 60,
+        increment_secs: 6,
+    }
+}
+
+fn connection(name: &str) -> Connection {
+    Connection {
+        id: 0,
+        name: name.into(),
+        enabled: true,
+        host: "198.51.100.7".into(),
+        port: 5060,
+        transport: Transport::Udp,
+        cld_prefixes: vec!["44".into()],
+        max_channels: Some(100),
+        cps_limit: None,
+        priority: 10,
+    }
+}
+
+fn rule(account_id: Id, name: &str, ip_only: bool) -> AuthRule {
+    AuthRule {
+        id: 0,
+        account_id,
+        name: name.into(),
+        remote: Some("203.0.113.0/24".parse().unwrap()),
+        cli: None,
+        cld: Some(Pattern::Prefix("44".into())),
+        ip_only,
+    }
+}
+
+fn ok<R>(v: Vec<Result<R, StoreError>>) -> Vec<R> {
+    v.into_iter().map(|r| r.unwrap()).collect()
+}
+
+#[test]
+fn accounts_and_indexes() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    let t = s.put_tariff(&tariff("std")).unwrap();
+    let a = s
+        .put_account(&Account {
+            tariff_id: Some(t.id),
+            ..account("acme", Some("acme-sip"))
+        })
+        .unwrap();
+    assert_ne!(a.id, 0);
+    assert_eq!(s.account(a.id).unwrap().unwrap(), a);
+    assert_eq!(s.account_by_name("acme").unwrap().unwrap(), a);
+    assert_eq!(s.account_by_sip_user("acme-sip").unwrap().unwrap(), a);
+
+    // Rename and new username release the old index entries.
+    let renamed = s
+        .put_account(&Account {
+            name: "acme2".into(),
+            sip: Some(SipAuth {
+                username: "acme2-sip".into(),
+                credential: Credential::Password {
+                    password: "x".into(),
+                },
+            }),
+            ..a.clone()
+        })
+        .unwrap();
+    assert_eq!(renamed.id, a.id);
+    assert!(s.account_by_name("acme").unwrap().is_none());
+    assert!(s.account_by_sip_user("acme-sip").unwrap().is_none());
+    assert_eq!(
+        s.account_by_sip_user("acme2-sip").unwrap().unwrap().id,
+        a.id
+    );
+
+    assert!(matches!(
+        s.put_account(&account("acme2", None)),
+        Err(StoreError::Conflict { .. })
+    ));
+    assert!(matches!(
+        s.put_account(&account("other", Some("acme2-sip"))),
+        Err(StoreError::Conflict { .. })
+    ));
+    assert!(matches!(
+        s.put_account(&Account {
+            tariff_id: Some(999),
+            ..account("x", None)
+        }),
+        Err(StoreError::NotFound { kind: "tariff", .. })
+    ));
+    assert_eq!(
+        ok(s.accounts()).len(),
+        1,
+        "refused writes left nothing behind"
+    );
+    assert_eq!(
+        s.adjust_balance(a.id, Micros(-1_500_000)).unwrap(),
+        Micros(3_500_000)
+    );
+}
+
+#[test]
+fn rules_upsert_by_name_within_account() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    let a = s.put_account(&account("a", Some("a"))).unwrap();
+    let b = s.put_account(&account("b", None)).unwrap();
+    let r1 = s.put_rule(&rule(a.id, "office", false)).unwrap();
+    let r1b = s
+        .put_rule(&AuthRule {
+            ip_only: true,
+            ..rule(a.id, "office", false)
+        })
+        .unwrap();
+    assert_eq!(r1.id, r1b.id);
+    s.put_rule(&rule(b.id, "office", true)).unwrap();
+    let of_a = ok(s.rules_of(a.id));
+    assert_eq!(of_a.len(), 1);
+    assert!(of_a[0].ip_only);
+    assert_eq!(ok(s.rules()).len(), 2);
+    assert!(matches!(
+        s.put_rule(&rule(b.id, "digest", false)),
+        Err(StoreError::Invalid { kind: "rule", .. })
+    ));
+    assert!(matches!(
+        s.put_rule(&AuthRule {
+            remote: None,
+            ..rule(a.id, "open", true)
+        }),
+        Err(StoreError::Invalid { .. })
+    ));
+    assert!(matches!(
+        s.put_rule(&AuthRule {
+            cld: Some(Pattern::Regex("(".into())),
+            ..rule(a.id, "re", true)
+        }),
+        Err(StoreError::Invalid { .. })
+    ));
+    assert!(matches!(
+        s.put_rule(&rule(999, "x", true)),
+        Err(StoreError::NotFound { .. })
+    ));
+}
+
+#[test]
+fn everything_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, t, c, cdr) = {
+        let s = Store::open(dir.path()).unwrap();
+        let t = s.put_tariff(&tariff("std")).unwrap();
+        let a = s.put_account(&account("acme", Some("acme"))).unwrap();
+        s.put_rule(&rule(a.id, "r", false)).unwrap();
+        let c = s.put_connection(&connection("vendor")).unwrap();
+        let cdr = s.append_cdr(draft("call-1")).unwrap();
+        (a, t, c, cdr)
+        // Dropped without any explicit close: what a crash after acknowledgement looks like
+        // to sled, short of losing the page cache (which flush() covers).
+    };
+    let s = Store::open(dir.path()).unwrap();
+    assert_eq!(s.account(a.id).unwrap().unwrap(), a);
+    assert_eq!(s.tariff_by_name("std").unwrap().unwrap(), t);
+    assert_eq!(s.connection_by_name("vendor").unwrap().unwrap(), c);
+    assert_eq!(ok(s.rules_of(a.id)).len(), 1);
+    assert_eq!(ok(s.cdrs(0, 10)), std::slice::from_ref(&cdr));
+    let next = s.append_cdr(draft("call-2")).unwrap();
+    assert!(next.id > cdr.id, "CDR ids keep increasing across restarts");
+    assert_eq!(ok(s.cdrs(cdr.id, 10)), [next]);
+}
+
+fn draft(call_id: &str) -> CdrDraft {
+    CdrDraft {
+        call_id: call_id.into(),
+        start_ms: 1,
+        answer_ms: Some(2),
+        end_ms: 62_002,
+        caller: "441234".into(),
+        callee: "449876".into(),
+        source: Some("203.0.113.5:5060".parse().unwrap()),
+        account_id: Some(1),
+        connection_id: None,
+        result_code: 200,
+        reason: String::new(),
+        duration_secs: 62,
+        cost: Micros(12_000),
+    }
+}
+
+fn poke(dir: &Path, tree: &str, key: &[u8], value: &[u8]) {
+    let db = sled::open(dir).unwrap();
+    db.open_tree(tree).unwrap().insert(key, value).unwrap();
+    db.flush().unwrap();
+}
+
+#[test]
+fn corrupt_record_is_reported_and_isolated() {
+    let dir = tempfile::tempdir().unwrap();
+    let (good, bad) = {
+        let s = Store::open(dir.path()).unwrap();
+        (
+            s.put_account(&account("good", None)).unwrap(),
+            s.put_account(&account("bad", None)).unwrap(),
+        )
+    };
+    poke(
+        dir.path(),
+        "accounts",
+        &bad.id.to_be_bytes(),
+        b"{\"v\":1,\"d\":{\"id\":tru",
+    );
+    let s = Store::open(dir.path()).unwrap();
+    let e = s.account(bad.id).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            StoreError::Corrupt {
+                kind: "account",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains(&format!("key {}", bad.id)), "{e}");
+    assert!(matches!(
+        s.account_by_name("bad"),
+        Err(StoreError::Corrupt { .. })
+    ));
+    assert_eq!(s.account(good.id).unwrap().unwrap(), good);
+    let all = s.accounts();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all.iter().filter(|r| r.is_ok()).count(), 1);
+    // Overwriting the damaged record repairs it.
+    s.put_account(&Account {
+        id: bad.id,
+        ..account("bad", None)
+    })
+    .unwrap();
+    assert!(s.accounts().iter().all(|r| r.is_ok()));
+}
+
+#[test]
+fn newer_record_version_is_refused_not_misread() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = Store::open(dir.path())
+        .unwrap()
+        .put_tariff(&tariff("std"))
+        .unwrap();
+    poke(
+        dir.path(),
+        "tariffs",
+        &t.id.to_be_bytes(),
+        br#"{"v":9,"d":{"something":"new"}}"#,
+    );
+    let s = Store::open(dir.path()).unwrap();
+    assert!(matches!(
+        s.tariff(t.id),
+        Err(StoreError::NewerVersion {
+            found: 9,
+            supported: 1,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn newer_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    poke(dir.path(), "meta", b"schema", &99u32.to_be_bytes());
+    assert!(matches!(
+        Store::open(dir.path()),
+        Err(StoreError::NewerSchema { found: 99 })
+    ));
+}
+
+#[test]
+fn transaction_is_all_or_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    let r = s.write(|tx| {
+        tx.put_tariff(&tariff("t1"))?;
+        tx.put_connection(&connection("c1"))?;
+        tx.put_account(&Account {
+            name: String::new(),
+            ..account("", None)
+        })
+    });
+    assert!(matches!(r, Err(StoreError::Invalid { .. })));
+    assert!(s.tariffs().is_empty() && s.connections().is_empty());
+}
+
+#[test]
+fn second_open_while_held_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let _held = Store::open(dir.path()).unwrap();
+    let e = Store::open(dir.path()).unwrap_err();
+    assert!(matches!(e, StoreError::Locked { .. }), "{e}");
+}
