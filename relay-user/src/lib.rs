@@ -11,6 +11,7 @@ pub mod clock;
 pub mod dataplane;
 pub mod error;
 pub mod events;
+pub mod loader;
 pub mod maps;
 pub mod ng;
 pub mod object;

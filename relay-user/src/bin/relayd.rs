@@ -1,1 +1,349 @@
-fn main() {}
+//! relayd: the media relay. Brings up the data plane (XDP where it can, userspace where it
+//! must, and says which), relays RTP/RTCP, and serves the rtpengine ng control protocol.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result};
+use clap::{Parser, ValueEnum};
+use relay_user::{
+    DataPlane, PortRange, Sessions, UserRelay,
+    loader::{self, LoaderConfig, RequestedMode},
+    ng,
+};
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::watch,
+};
+use tracing::{debug, info, warn};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Dataplane {
+    /// Native XDP, else generic (skb) XDP, else userspace; each fallback is logged.
+    Auto,
+    /// Native (driver) XDP or fail.
+    XdpNative,
+    /// Generic (skb) XDP or fail.
+    XdpSkb,
+    /// No XDP: relay in userspace sockets.
+    Userspace,
+}
+
+impl From<Dataplane> for RequestedMode {
+    fn from(d: Dataplane) -> Self {
+        match d {
+            Dataplane::Auto => RequestedMode::Auto,
+            Dataplane::XdpNative => RequestedMode::XdpNative,
+            Dataplane::XdpSkb => RequestedMode::XdpSkb,
+            Dataplane::Userspace => RequestedMode::Userspace,
+        }
+    }
+}
+
+/// XDP SBC media relay (RTP/RTCP), controlled over the rtpengine ng protocol.
+///
+/// XDP links and maps are pinned under /sys/fs/bpf/<instance>/, so stopping or restarting
+/// relayd does not interrupt calls; `--cleanup` detaches and removes the pins. Log level:
+/// RUST_LOG (default info).
+#[derive(Debug, Parser)]
+#[command(version, about, long_about)]
+struct Args {
+    /// Interface to attach the XDP program to (repeatable).
+    #[arg(
+        long = "interface",
+        short = 'i',
+        default_value = "lo",
+        value_name = "IFNAME"
+    )]
+    interfaces: Vec<String>,
+
+    /// Relay address: where media is anchored and sent from.
+    #[arg(long, short = 'a', default_value = "127.0.0.1")]
+    address: IpAddr,
+
+    /// Relay port range, FIRST-LAST (each stream side takes an even RTP port and RTP+1).
+    #[arg(long, default_value = "30000-39999")]
+    ports: PortRange,
+
+    /// Name of the pin directory under /sys/fs/bpf.
+    #[arg(long, default_value = "sbc")]
+    instance: String,
+
+    /// Which data plane to run.
+    #[arg(long, value_enum, default_value = "auto")]
+    dataplane: Dataplane,
+
+    /// Remove a session after this long without media (e.g. 60, 60s, 2m, 500ms).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    media_timeout: Duration,
+
+    /// Where the ng control protocol listens (UDP).
+    #[arg(long, default_value = "127.0.0.1:2223")]
+    ng_listen: SocketAddr,
+
+    /// Userspace relay worker threads.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+
+    /// How often stats are logged (at debug level).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    stats_interval: Duration,
+
+    /// Detach the instance's XDP links, remove its pins, and exit.
+    #[arg(long, conflicts_with = "status")]
+    cleanup: bool,
+
+    /// Print the pinned instance's data plane and stats, and exit.
+    #[arg(long)]
+    status: bool,
+
+    /// With --status: print JSON.
+    #[arg(long, requires = "status")]
+    json: bool,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((s, ""), |i| s.split_at(i));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a number with an optional unit (ms, s, m, h)"))?;
+    let d = match unit {
+        "" | "s" => Duration::from_secs(n),
+        "ms" => Duration::from_millis(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (ms, s, m, h)")),
+    };
+    if d.is_zero() {
+        return Err("must be more than zero".into());
+    }
+    Ok(d)
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    let args = Args::parse();
+    if args.cleanup {
+        return cleanup(&args);
+    }
+    if args.status {
+        return status(&args);
+    }
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?
+        .block_on(run(args))
+}
+
+fn cleanup(args: &Args) -> Result<()> {
+    let c = loader::detach(&args.instance, &args.interfaces)
+        .with_context(|| format!("cleaning up instance {}", args.instance))?;
+    if c.dir_removed {
+        println!(
+            "instance {}: detached {} XDP link(s), removed {} map pin(s) and the pin directory",
+            args.instance,
+            c.links.len(),
+            c.maps.len()
+        );
+    } else {
+        println!("instance {}: nothing pinned", args.instance);
+    }
+    Ok(())
+}
+
+/// Reads the pinned maps of a running (or stopped) XDP instance without attaching anything.
+fn status(args: &Args) -> Result<()> {
+    let dir = loader::pin_dir(&args.instance)?;
+    if !dir.exists() {
+        if args.json {
+            println!(
+                "{}",
+                serde_json::json!({ "instance": args.instance, "pinned": false })
+            );
+        } else {
+            println!(
+                "instance {}: nothing pinned under {} (not running, or running in userspace mode)",
+                args.instance,
+                dir.display()
+            );
+        }
+        return Ok(());
+    }
+    let links: Vec<String> = std::fs::read_dir(&dir)?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("link."))
+        .collect();
+    let mut ebpf = loader::load_pinned(relay_user::object::ebpf_object(), &args.instance)?;
+    let maps = relay_user::maps::XdpMaps::from_ebpf(&mut ebpf)?;
+    let stats = relay_user::maps::stats_by_name(&maps.stats_raw()?);
+    let legs = maps.leg_list()?.len();
+    let bans = maps.ban_list()?.len();
+    if args.json {
+        let v = serde_json::json!({
+            "instance": args.instance,
+            "pinned": true,
+            "links": links,
+            "legs": legs,
+            "bans": bans,
+            "stats": stats,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!("instance {} ({}):", args.instance, dir.display());
+        println!(
+            "  links: {}",
+            if links.is_empty() {
+                "none (XDP not attached)".into()
+            } else {
+                links.join(", ")
+            }
+        );
+        println!("  relay legs: {legs}, bans: {bans}");
+        for (k, v) in stats.iter().filter(|(_, v)| **v != 0) {
+            println!("  {k:<22} {v}");
+        }
+    }
+    Ok(())
+}
+
+async fn run(args: Args) -> Result<()> {
+    if args.media_timeout < Duration::from_secs(1) {
+        warn!(timeout = ?args.media_timeout, "very short media timeout: calls on hold may be cut");
+    }
+    let cfg = LoaderConfig {
+        instance: args.instance.clone(),
+        interfaces: args.interfaces.clone(),
+        mode: args.dataplane.into(),
+    };
+    let dp = Arc::new(
+        loader::start(&cfg, relay_user::object::ebpf_object())
+            .context("bringing up the data plane")?,
+    );
+    let relay = Arc::new(
+        UserRelay::start(dp.clone(), args.workers).context("starting the userspace relay")?,
+    );
+    let sessions = Arc::new(Sessions::new(
+        dp.clone(),
+        relay.clone(),
+        args.ports,
+        args.address,
+    ));
+    if dp.mode().is_xdp() {
+        match sessions.recover() {
+            Ok(n) if n > 0 => info!(
+                sessions = n,
+                "live sessions carried over from the previous run"
+            ),
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "could not adopt pinned sessions"),
+        }
+    }
+    info!(
+        dataplane = %dp.mode(),
+        reason = dp.reason(),
+        address = %args.address,
+        ports = %args.ports,
+        ng = %args.ng_listen,
+        media_timeout = ?args.media_timeout,
+        "relayd running"
+    );
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut timeouts = sessions.spawn_reaper(
+        args.media_timeout,
+        Duration::from_secs(1).min(args.media_timeout),
+    );
+    tokio::spawn(async move {
+        while let Some(r) = timeouts.recv().await {
+            info!(session = r.session, label = %r.label, packets = r.packets(), "session removed: media timeout");
+        }
+    });
+    tokio::spawn(periodic(
+        dp.clone(),
+        sessions.clone(),
+        args.stats_interval,
+        stop_rx.clone(),
+    ));
+
+    // Integration point with the ng module: it serves the protocol over our session layer.
+    let interfaces = vec![ng::Interface::new("default", &[args.address])];
+    let mut ng_stop = stop_rx.clone();
+    let ng_task = tokio::spawn(ng::serve(
+        args.ng_listen,
+        sessions.clone(),
+        interfaces,
+        async move {
+            let _ = ng_stop.wait_for(|s| *s).await;
+        },
+    ));
+
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM"),
+        _ = int.recv() => info!("SIGINT"),
+    }
+    let _ = stop_tx.send(true);
+    match ng_task.await {
+        Ok(Err(e)) => warn!(error = %e, "ng server ended with an error"),
+        Err(e) => warn!(error = %e, "ng server task failed"),
+        Ok(Ok(())) => {}
+    }
+    log_stats(&dp, &sessions);
+    if dp.mode().is_xdp() {
+        info!(instance = %args.instance, "exiting; XDP stays attached and keeps forwarding (relayd --cleanup detaches)");
+    } else {
+        info!("exiting; userspace relay stopped");
+    }
+    Ok(())
+}
+
+async fn periodic(
+    dp: Arc<DataPlane>,
+    sessions: Arc<Sessions>,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        match dp.ban_purge_expired() {
+            Ok(0) => {}
+            Ok(n) => debug!(n, "expired bans purged"),
+            Err(e) => warn!(error = %e, "ban purge failed"),
+        }
+        log_stats(&dp, &sessions);
+    }
+}
+
+fn log_stats(dp: &DataPlane, sessions: &Sessions) {
+    let (used, free) = sessions.port_usage();
+    match dp.stats() {
+        Ok(s) => {
+            let nonzero: Vec<String> = s
+                .iter()
+                .filter(|(_, v)| **v != 0)
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            debug!(mode = %dp.mode(), sessions = sessions.list().len(), ports_used = used, ports_free = free, stats = %nonzero.join(" "), "stats");
+        }
+        Err(e) => warn!(error = %e, "stats unavailable"),
+    }
+}

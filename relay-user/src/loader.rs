@@ -1,0 +1,486 @@
+//! Load, pin, attach, replace, detach.
+//!
+//! Maps are pinned under `/sys/fs/bpf/<instance>/` so state (sessions, bans) survives a daemon
+//! restart. Each interface's XDP link is pinned there too (`link.<ifname>.<mode>`): a restarted
+//! daemon swaps the program inside the existing link atomically instead of detaching, so media
+//! keeps flowing while it restarts. Only [`detach`] removes links and pins.
+//!
+//! Mode selection never degrades silently: `auto` tries native, then skb, then userspace and says
+//! why at every step; a forced mode that cannot be had is an error.
+
+use std::{
+    fmt, fs, io,
+    path::{Path, PathBuf},
+    str::FromStr,
+    sync::Mutex,
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::MapInfo,
+    programs::{
+        Xdp, XdpMode,
+        links::{FdLink, PinnedLink},
+        xdp::XdpLink,
+    },
+};
+use relay_common::maps::PROGRAM;
+use tracing::{debug, error, info, warn};
+
+use crate::{
+    DataPlane, DataPlaneError, Mode,
+    maps::{LAYOUT, XdpMaps},
+    sys::if_index,
+};
+
+/// Root of the BPF filesystem.
+pub const BPFFS: &str = "/sys/fs/bpf";
+
+/// What the operator asked for (`--dataplane`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RequestedMode {
+    /// Native XDP, else generic XDP, else userspace.
+    #[default]
+    Auto,
+    XdpNative,
+    XdpSkb,
+    Userspace,
+}
+
+impl FromStr for RequestedMode {
+    type Err = LoadError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "auto" => Self::Auto,
+            "xdp-native" => Self::XdpNative,
+            "xdp-skb" => Self::XdpSkb,
+            "userspace" => Self::Userspace,
+            _ => return Err(LoadError::Config(format!("unknown data plane {s:?}"))),
+        })
+    }
+}
+
+impl fmt::Display for RequestedMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::XdpNative => "xdp-native",
+            Self::XdpSkb => "xdp-skb",
+            Self::Userspace => "userspace",
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("the eBPF object is empty (built with AYA_BUILD_SKIP=1?)")]
+    NoObject,
+    #[error("loading the eBPF object: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("program {name}: {source}")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("program {0} is missing from the eBPF object")]
+    MissingProgram(&'static str),
+    #[error(
+        "pinned map {path} has key/value size {found:?}, this build expects {expected:?}; \
+         it is from another build: run `relayd --cleanup --instance <name>` first"
+    )]
+    StalePin {
+        path: PathBuf,
+        found: (u32, u32),
+        expected: (u32, u32),
+    },
+    #[error("no such interface {0:?}")]
+    NoInterface(String),
+    #[error("attaching to {iface} in {mode} mode: {reason}")]
+    Attach {
+        iface: String,
+        mode: Mode,
+        reason: String,
+    },
+    #[error("{path}: {source}")]
+    Fs {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Maps(#[from] DataPlaneError),
+}
+
+fn fs_err(path: &Path) -> impl FnOnce(io::Error) -> LoadError + '_ {
+    move |source| LoadError::Fs {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Where an instance's pins live. The name must be one plain path component.
+pub fn pin_dir(instance: &str) -> Result<PathBuf, LoadError> {
+    let ok = !instance.is_empty()
+        && instance != "."
+        && instance != ".."
+        && instance
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !ok {
+        return Err(LoadError::Config(format!(
+            "instance name {instance:?}: use letters, digits, '-', '_' or '.'"
+        )));
+    }
+    Ok(Path::new(BPFFS).join(instance))
+}
+
+fn link_pin(dir: &Path, iface: &str, mode: Mode) -> PathBuf {
+    let m = match mode {
+        Mode::XdpNative => "native",
+        _ => "skb",
+    };
+    dir.join(format!("link.{iface}.{m}"))
+}
+
+/// The pinned link of `iface`, if any, and the mode it was attached in.
+fn find_link_pin(dir: &Path, iface: &str) -> Option<(PathBuf, Mode)> {
+    [Mode::XdpNative, Mode::XdpSkb]
+        .into_iter()
+        .map(|m| (link_pin(dir, iface, m), m))
+        .find(|(p, _)| p.exists())
+}
+
+/// Refuses pinned maps whose layout differs from this build's: reusing them would make the
+/// kernel and us read the same bytes differently.
+fn check_pins(dir: &Path) -> Result<(), LoadError> {
+    for &(name, key, value) in LAYOUT {
+        let path = dir.join(name);
+        if !path.exists() {
+            continue;
+        }
+        let info = match MapInfo::from_pin(&path) {
+            Ok(i) => i,
+            Err(e) => {
+                warn!(path = %path.display(), error = %e, "unreadable map pin; it will be recreated");
+                continue;
+            }
+        };
+        let found = (info.key_size(), info.value_size());
+        let bad = (key != 0 && found.0 != key) || (value != 0 && found.1 != value);
+        if bad {
+            return Err(LoadError::StalePin {
+                path,
+                found,
+                expected: (key, value),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Loads `object` with every map pinned under the instance directory (created if needed),
+/// without attaching anything. Maps already pinned there are reused with their contents.
+pub fn load_pinned(object: &[u8], instance: &str) -> Result<Ebpf, LoadError> {
+    if object.is_empty() {
+        return Err(LoadError::NoObject);
+    }
+    let dir = pin_dir(instance)?;
+    fs::create_dir_all(&dir).map_err(fs_err(&dir))?;
+    check_pins(&dir)?;
+    raise_memlock();
+    let paths: Vec<(&'static str, PathBuf)> =
+        LAYOUT.iter().map(|(n, _, _)| (*n, dir.join(n))).collect();
+    let mut loader = EbpfLoader::new();
+    loader.default_map_pin_directory(&dir);
+    for (name, path) in &paths {
+        loader.map_pin_path(name, path.as_path());
+    }
+    Ok(loader.load(object)?)
+}
+
+/// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; newer ones use memcg. Raising it
+/// needs CAP_SYS_RESOURCE, which we may not have, and on a modern kernel do not need.
+fn raise_memlock() {
+    let lim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit reads one valid rlimit struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) } != 0 {
+        debug!(error = %io::Error::last_os_error(), "could not raise RLIMIT_MEMLOCK (fine on kernels >= 5.11)");
+    }
+}
+
+/// What to bring up.
+#[derive(Clone, Debug)]
+pub struct LoaderConfig {
+    pub instance: String,
+    pub interfaces: Vec<String>,
+    pub mode: RequestedMode,
+}
+
+/// The loaded object stays with the data plane: links are pinned, but dropping the object
+/// early would close the program fd that a netlink fallback or a debugger may still refer to.
+struct Held {
+    _ebpf: Ebpf,
+}
+
+/// Brings up the data plane as configured and logs, loudly, which one and why.
+pub fn start(cfg: &LoaderConfig, object: &[u8]) -> Result<DataPlane, LoadError> {
+    if cfg.interfaces.is_empty() && cfg.mode != RequestedMode::Userspace {
+        return Err(LoadError::Config("no interface to attach to".into()));
+    }
+    let dp = match cfg.mode {
+        RequestedMode::Userspace => {
+            DataPlane::userspace("userspace data plane requested (--dataplane userspace)")
+        }
+        RequestedMode::XdpNative => start_xdp(cfg, object, &[Mode::XdpNative])?,
+        RequestedMode::XdpSkb => start_xdp(cfg, object, &[Mode::XdpSkb])?,
+        RequestedMode::Auto => match start_xdp(cfg, object, &[Mode::XdpNative, Mode::XdpSkb]) {
+            Ok(dp) => dp,
+            Err(e) => {
+                error!(error = %e, "XDP unavailable: FALLING BACK TO THE USERSPACE DATA PLANE (kernel forwarding disabled)");
+                DataPlane::userspace(format!("XDP unavailable: {e}"))
+            }
+        },
+    };
+    if dp.mode().is_xdp() {
+        info!(mode = %dp.mode(), reason = dp.reason(), interfaces = ?cfg.interfaces, "data plane: XDP (kernel forwarding)");
+    } else {
+        warn!(
+            reason = dp.reason(),
+            "data plane: USERSPACE (no kernel forwarding)"
+        );
+    }
+    Ok(dp)
+}
+
+fn start_xdp(cfg: &LoaderConfig, object: &[u8], modes: &[Mode]) -> Result<DataPlane, LoadError> {
+    let dir = pin_dir(&cfg.instance)?;
+    let mut ebpf = load_pinned(object, &cfg.instance)?;
+    let prog: &mut Xdp = ebpf
+        .program_mut(PROGRAM)
+        .ok_or(LoadError::MissingProgram(PROGRAM))?
+        .try_into()
+        .map_err(|source| LoadError::Program {
+            name: PROGRAM,
+            source,
+        })?;
+    prog.load().map_err(|source| LoadError::Program {
+        name: PROGRAM,
+        source,
+    })?;
+
+    let mut modes_used = Vec::new();
+    let mut ifindexes = Vec::new();
+    for iface in &cfg.interfaces {
+        let idx = if_index(iface).ok_or_else(|| LoadError::NoInterface(iface.clone()))?;
+        match attach_one(prog, &dir, iface, idx, modes) {
+            Ok(mode) => {
+                modes_used.push(mode);
+                ifindexes.push(idx);
+            }
+            Err(e) => {
+                // All or nothing: a half-attached fast path would forward some calls in the
+                // kernel and others nowhere.
+                if modes.len() > 1 {
+                    remove_link_pins(&dir);
+                }
+                return Err(e);
+            }
+        }
+    }
+    let mode = if modes_used.contains(&Mode::XdpSkb) {
+        Mode::XdpSkb
+    } else {
+        Mode::XdpNative
+    };
+    let reason = match (mode, modes.len()) {
+        (Mode::XdpNative, _) => "native XDP attached on every interface".to_owned(),
+        (_, 1) => "generic (skb) XDP requested (--dataplane xdp-skb)".to_owned(),
+        _ => "native XDP not supported by a driver; generic (skb) XDP is slower".to_owned(),
+    };
+    let maps = XdpMaps::from_ebpf(&mut ebpf)?;
+    let held = Held { _ebpf: ebpf };
+    let dp = DataPlane::xdp(mode, reason, maps, Some(Box::new(Mutex::new(held))));
+    for idx in ifindexes {
+        dp.tx_port_add(idx)?;
+    }
+    Ok(dp)
+}
+
+/// Attaches to one interface (or takes over its pinned link) and returns the mode.
+fn attach_one(
+    prog: &mut Xdp,
+    dir: &Path,
+    iface: &str,
+    idx: u32,
+    modes: &[Mode],
+) -> Result<Mode, LoadError> {
+    if let Some((path, mode)) = find_link_pin(dir, iface) {
+        if modes.contains(&mode) {
+            match replace_pinned(prog, &path) {
+                Ok(()) => {
+                    info!(iface, %mode, "replaced the program in the pinned XDP link (no forwarding gap)");
+                    return Ok(mode);
+                }
+                Err(e) => warn!(iface, error = %e, "pinned XDP link unusable; attaching anew"),
+            }
+        } else {
+            info!(iface, pinned = %mode, "pinned link is in another mode than requested; re-attaching");
+        }
+        let _ = fs::remove_file(&path);
+    }
+    let mut last = String::new();
+    for &mode in modes {
+        let xm = match mode {
+            Mode::XdpNative => XdpMode::Driver,
+            _ => XdpMode::Skb,
+        };
+        match prog.attach_to_if_index(idx, xm) {
+            Ok(id) => {
+                let link = prog.take_link(id).map_err(|source| LoadError::Program {
+                    name: PROGRAM,
+                    source,
+                })?;
+                pin_link(link, &link_pin(dir, iface, mode), iface, mode)?;
+                return Ok(mode);
+            }
+            Err(e) => {
+                warn!(iface, %mode, error = %e, "XDP attach failed");
+                last = e.to_string();
+            }
+        }
+    }
+    Err(LoadError::Attach {
+        iface: iface.to_owned(),
+        mode: *modes.last().unwrap_or(&Mode::XdpSkb),
+        reason: last,
+    })
+}
+
+/// Pins a fresh link so it outlives this process. Kernels without bpf_link for XDP (< 5.9)
+/// attach through netlink, which cannot be pinned; aya detaches such a link on conversion, so
+/// that is an error rather than a data plane that silently forwards nothing.
+fn pin_link(link: XdpLink, path: &Path, iface: &str, mode: Mode) -> Result<(), LoadError> {
+    let err = |reason: String| LoadError::Attach {
+        iface: iface.to_owned(),
+        mode,
+        reason,
+    };
+    let fd = FdLink::try_from(link).map_err(|e| {
+        err(format!(
+            "link not pinnable (netlink attach, kernel < 5.9?): {e}"
+        ))
+    })?;
+    fd.pin(path)
+        .map_err(|e| err(format!("pinning {}: {e}", path.display())))?;
+    Ok(())
+}
+
+fn replace_pinned(prog: &mut Xdp, path: &Path) -> Result<(), LoadError> {
+    let attach_err = |reason: String| LoadError::Attach {
+        iface: path.display().to_string(),
+        mode: Mode::XdpSkb,
+        reason,
+    };
+    let pinned = PinnedLink::from_pin(path).map_err(|e| attach_err(e.to_string()))?;
+    let link = XdpLink::try_from(FdLink::from(pinned)).map_err(|e| attach_err(e.to_string()))?;
+    let id = prog
+        .attach_to_link(link)
+        .map_err(|source| LoadError::Program {
+            name: PROGRAM,
+            source,
+        })?;
+    // The pin keeps the link; our handle may go (dropping an fd link only closes the fd).
+    let _ = prog.take_link(id);
+    Ok(())
+}
+
+/// Detaches every pinned link of the instance but keeps its maps (and so their state).
+fn remove_link_pins(dir: &Path) {
+    let Ok(rd) = fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        if e.file_name().to_string_lossy().starts_with("link.") {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+}
+
+/// What [`detach`] removed.
+#[derive(Debug, Default)]
+pub struct Cleanup {
+    pub links: Vec<PathBuf>,
+    pub maps: Vec<PathBuf>,
+    pub dir_removed: bool,
+}
+
+/// Detaches the instance's XDP links and removes its pins (links, maps, directory). Live
+/// sessions and bans in the maps are gone after this. Idempotent.
+pub fn detach(instance: &str, interfaces: &[String]) -> Result<Cleanup, LoadError> {
+    let dir = pin_dir(instance)?;
+    let mut out = Cleanup::default();
+    if !dir.exists() {
+        return Ok(out);
+    }
+    let _ = interfaces; // every link pin of the instance goes, whatever the interface list says
+    for entry in fs::read_dir(&dir).map_err(fs_err(&dir))? {
+        let entry = entry.map_err(fs_err(&dir))?;
+        let path = entry.path();
+        let is_link = entry.file_name().to_string_lossy().starts_with("link.");
+        // Removing the last pin of a link detaches it; removing a map pin frees the map once
+        // no program uses it.
+        fs::remove_file(&path).map_err(fs_err(&path))?;
+        if is_link {
+            info!(path = %path.display(), "XDP link detached");
+            out.links.push(path);
+        } else {
+            debug!(path = %path.display(), "map unpinned");
+            out.maps.push(path);
+        }
+    }
+    fs::remove_dir(&dir).map_err(fs_err(&dir))?;
+    out.dir_removed = true;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_names_are_one_component() {
+        assert_eq!(pin_dir("sbc").unwrap(), Path::new("/sys/fs/bpf/sbc"));
+        for bad in ["", "..", "a/b", "x y", "../etc"] {
+            assert!(pin_dir(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn modes_parse() {
+        assert_eq!(
+            "xdp-skb".parse::<RequestedMode>().unwrap(),
+            RequestedMode::XdpSkb
+        );
+        assert!("kernel".parse::<RequestedMode>().is_err());
+        assert_eq!(RequestedMode::Auto.to_string(), "auto");
+    }
+
+    #[test]
+    fn forced_userspace_needs_no_privilege() {
+        let dp = start(
+            &LoaderConfig {
+                instance: "unused".into(),
+                interfaces: vec![],
+                mode: RequestedMode::Userspace,
+            },
+            &[],
+        )
+        .unwrap();
+        assert_eq!(dp.mode(), Mode::Userspace);
+        assert!(dp.reason().contains("requested"));
+    }
+}
