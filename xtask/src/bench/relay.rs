@@ -316,10 +316,12 @@ fn bench_plane(plane: Plane, o: &Opts, relay_cpu: usize) -> anyhow::Result<Vec<P
         },
         _ => start_relay(plane, o, &topo, relay_cpu)?,
     };
-    // Baseline: straight to the other end through the forwarding relay namespace.
+    // Baseline: straight to the other end through the forwarding relay namespace. relayd
+    // anchors media on one address (`--address`), reachable from both sides.
     let (dst_a, dst_b) = match plane {
         Plane::Baseline => (callee_ip, caller_ip),
-        _ => (relay_a, relay_b),
+        Plane::Rtpengine => (relay_a, relay_b),
+        _ => (relay_a, relay_a),
     };
 
     let mut points = Vec::new();
@@ -327,7 +329,8 @@ fn bench_plane(plane: Plane, o: &Opts, relay_cpu: usize) -> anyhow::Result<Vec<P
         let calls = (rate / PPS_PER_CALL) as usize;
         // Only the calls this rate uses exist, so a relay's per-call overhead is the rate's.
         if let Some(ng) = &relay.ng {
-            resize_calls(ng, &topo, v6, &mut relay.ports, calls)
+            let direction = plane == Plane::Rtpengine;
+            resize_calls(ng, &topo, v6, direction, &mut relay.ports, calls)
                 .with_context(|| format!("calls over ng; log: {}", relay.log.display()))?;
         }
         let to_relay_a: Vec<Flow> = (0..calls)
@@ -408,6 +411,14 @@ fn bench_plane(plane: Plane, o: &Opts, relay_cpu: usize) -> anyhow::Result<Vec<P
     }
     if let Some(mut c) = relay.child.take() {
         let _ = c.stop(Duration::from_secs(3));
+        if !matches!(plane, Plane::Rtpengine) {
+            // relayd leaves its pins for a restart to pick up; this run is over.
+            let bin = relayd_path(o)?;
+            let _ = topo.relay.exec(
+                &bin.to_string_lossy(),
+                ["--cleanup", "--instance", &instance()],
+            );
+        }
     }
     relay.ports.clear();
     drop(topo);
@@ -484,20 +495,23 @@ fn start_relay(plane: Plane, o: &Opts, topo: &Topology, relay_cpu: usize) -> any
                 Plane::XdpSkb => "xdp-skb",
                 _ => "userspace",
             };
-            let ifaces = format!("{},{}", topo.relay_caller_if.dev, topo.relay_callee_if.dev);
             cmd.arg(bin).args([
                 "--dataplane",
                 mode,
-                "--interfaces",
-                &ifaces,
-                "--relay-addr",
-                &format!("caller/{relay_a}"),
-                "--relay-addr",
-                &format!("callee/{relay_b}"),
-                "--listen-ng",
+                "--interface",
+                &topo.relay_caller_if.dev,
+                "--interface",
+                &topo.relay_callee_if.dev,
+                "--address",
+                &relay_a.to_string(),
+                "--ng-listen",
                 &ng_addr.to_string(),
                 "--ports",
                 "40000-49999",
+                "--instance",
+                &instance(),
+                "--media-timeout",
+                "60s",
             ]);
         }
     }
@@ -526,6 +540,11 @@ fn start_relay(plane: Plane, o: &Opts, topo: &Topology, relay_cpu: usize) -> any
         pid: Some(pid),
         ports: Vec::new(),
     })
+}
+
+/// relayd's pin directory for this run (/sys/fs/bpf/<instance>), removed after each plane.
+fn instance() -> String {
+    format!("sbcbench{}", std::process::id())
 }
 
 fn plane_slug(p: Plane) -> &'static str {
@@ -584,6 +603,7 @@ fn resize_calls(
     ng: &NgClient,
     topo: &Topology,
     v6: bool,
+    direction: bool,
     ports: &mut Vec<(u16, u16)>,
     calls: usize,
 ) -> anyhow::Result<()> {
@@ -598,7 +618,10 @@ fn resize_calls(
     for i in ports.len()..calls {
         let id = call_id(i);
         let mut offer = OfferAnswer::new(&id, "caller-tag", &sdp(caller_ip, CALLER_PORT, i));
-        offer.direction = vec!["caller".into(), "callee".into()];
+        if direction {
+            // rtpengine: one named interface per side (see start_relay).
+            offer.direction = vec!["caller".into(), "callee".into()];
+        }
         offer.replace.origin = true;
         let to_callee = ng.offer(&offer)?;
         let mut answer = OfferAnswer::new(&id, "caller-tag", &sdp(callee_ip, CALLEE_PORT, i));
