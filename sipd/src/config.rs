@@ -5,7 +5,6 @@
 use std::collections::BTreeSet;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -13,6 +12,8 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::digest::{Algorithm, DigestPolicy};
+pub use crate::toml_span::Location;
+use crate::toml_span::locate;
 
 /// File looked for in the working directory when none is named.
 pub const DEFAULT_FILE: &str = "sbc.toml";
@@ -236,26 +237,6 @@ impl Default for FirewallConfig {
     }
 }
 
-/// A position in the configuration file, 1-based.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Location {
-    pub line: usize,
-    pub column: usize,
-}
-
-impl Location {
-    fn of(src: &str, offset: usize) -> Location {
-        let offset = offset.min(src.len());
-        let before = src.get(..offset).unwrap_or(src);
-        let line = before.matches('\n').count() + 1;
-        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-        Location {
-            line,
-            column: before[line_start..].chars().count() + 1,
-        }
-    }
-}
-
 /// One semantic problem; `key` is the dotted path, `at` its place in the file if it was set
 /// there (a bad combination of defaults has no place).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -362,7 +343,7 @@ impl Config {
             return Ok(cfg);
         }
         for p in &mut problems {
-            p.at = locate(src, &p.key).map(|s| Location::of(src, s.start));
+            p.at = locate(src, &p.key);
         }
         Err(ConfigError::Invalid {
             path: path.to_path_buf(),
@@ -684,24 +665,6 @@ impl Config {
     }
 }
 
-/// Byte span of the value at dotted `key` in the document, if the document sets it.
-fn locate(src: &str, key: &str) -> Option<Range<usize>> {
-    use toml::Spanned;
-    use toml::de::{DeTable, DeValue};
-    fn find<'a, 'i>(t: &'a DeTable<'i>, k: &str) -> Option<&'a Spanned<DeValue<'i>>> {
-        t.iter()
-            .find(|(name, _)| name.get_ref().as_ref() == k)
-            .map(|(_, v)| v)
-    }
-    let doc = DeTable::parse(src).ok()?;
-    let mut parts = key.split('.');
-    let mut cur = find(doc.get_ref(), parts.next()?)?;
-    for part in parts {
-        cur = find(cur.get_ref().as_table()?, part)?;
-    }
-    Some(cur.span())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -803,15 +766,6 @@ mod tests {
         );
         let e = parse("[firewall]\ndeny = [\"10.0.0.1/8\"]\n").unwrap_err();
         assert!(e.to_string().contains("did you mean 10.0.0.0/8"), "{e}");
-    }
-
-    #[test]
-    fn location_counts_characters_not_bytes() {
-        assert_eq!(
-            Location::of("é = 1\nab", 8),
-            Location { line: 2, column: 2 }
-        );
-        assert_eq!(Location::of("x", 99), Location { line: 1, column: 2 });
     }
 
     #[test]

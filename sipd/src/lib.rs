@@ -5,4 +5,6 @@
 
 pub mod auth;
 pub mod config;
+pub mod provision;
 pub mod store;
+pub mod toml_span;

@@ -118,10 +118,15 @@ impl std::fmt::Debug for Store {
     }
 }
 
-pub(crate) type TxResult<R> = Result<R, ConflictableTransactionError<StoreError>>;
+pub type TxResult<R> = Result<R, ConflictableTransactionError<StoreError>>;
 
 pub(crate) fn abort<R>(e: StoreError) -> TxResult<R> {
     Err(ConflictableTransactionError::Abort(e))
+}
+
+/// Ends a [`Store::write`] closure with `e`, undoing everything it wrote.
+pub fn abort_tx<R>(e: StoreError) -> TxResult<R> {
+    abort(e)
 }
 
 /// A write in progress; see [`Store::write`].

@@ -55,7 +55,14 @@ impl Pattern {
                     .size_limit(REGEX_SIZE_LIMIT)
                     .build()
                     .map(Matcher::Regex)
-                    .map_err(|e| PatternError::BadRegex(e.to_string()))
+                    .map_err(|e| {
+                        // The parser's message draws a caret diagram over several lines; the
+                        // last line says what is wrong, which is what fits an error report.
+                        let text = e.to_string();
+                        PatternError::BadRegex(
+                            text.lines().last().unwrap_or_default().trim().to_owned(),
+                        )
+                    })
             }
         }
     }

@@ -1,0 +1,225 @@
+use super::*;
+use crate::store::Micros;
+
+const SAMPLE: &str = r#"
+[[tariff]]
+name = "std"
+rate_per_minute = "0.012"
+expected_call_secs = 300
+initial_increment_secs = 60
+increment_secs = 6
+
+[[connection]]
+name = "vendor-a"
+destination = "198.51.100.7:5070"
+cld_prefixes = ["44", "1"]
+max_channels = 100
+cps_limit = 20
+priority = 10
+
+[[connection]]
+name = "vendor-b"
+destination = "[2001:db8::7]:5060"
+transport = "tcp"
+
+[[account]]
+name = "carrier-a"
+tariff = "std"
+balance = "100.00"
+cps_limit = 10
+max_sessions = 50
+max_call_secs = 7200
+sip = { username = "carrier-a", password = "s3cret" }
+
+[[account.rule]]
+name = "office"
+remote = "203.0.113.0/24"
+cli = { prefix = "44" }
+cld = { regex = "^00[1-9]" }
+
+[[account]]
+name = "carrier-b"
+
+[[account.rule]]
+name = "trunk"
+remote = "192.0.2.10/32"
+ip_only = true
+"#;
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn setup() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    (dir, store)
+}
+
+#[test]
+fn import_creates_then_reimport_updates_without_touching_balance() {
+    let (dir, store) = setup();
+    let f = write(dir.path(), "p.toml", SAMPLE);
+    let s = import(&f, &store, "sbc", false).unwrap().unwrap();
+    assert_eq!(s.created.values().sum::<usize>(), 7, "{s}");
+    assert!(s.updated.is_empty());
+
+    let a = store.account_by_name("carrier-a").unwrap().unwrap();
+    assert_eq!(a.balance, Micros(100_000_000));
+    assert_eq!(
+        a.tariff_id,
+        Some(store.tariff_by_name("std").unwrap().unwrap().id)
+    );
+    assert_eq!(
+        store.account_by_sip_user("carrier-a").unwrap().unwrap().id,
+        a.id
+    );
+    let v = store.connection_by_name("vendor-b").unwrap().unwrap();
+    assert_eq!(
+        (v.host.as_str(), v.port, v.transport),
+        ("2001:db8::7", 5060, Transport::Tcp)
+    );
+    let b = store.account_by_name("carrier-b").unwrap().unwrap();
+    assert!(store.rules_of(b.id)[0].as_ref().unwrap().ip_only);
+
+    store.adjust_balance(a.id, Micros(-30_000_000)).unwrap();
+    let s = import(&f, &store, "sbc", false).unwrap().unwrap();
+    assert_eq!(s.updated.values().sum::<usize>(), 7, "{s}");
+    assert!(s.created.is_empty());
+    let again = store.account_by_name("carrier-a").unwrap().unwrap();
+    assert_eq!(again.id, a.id);
+    assert_eq!(
+        again.balance,
+        Micros(70_000_000),
+        "re-import must not undo billing"
+    );
+    assert_eq!(store.rules().len(), 2);
+}
+
+#[test]
+fn all_problems_reported_with_places_and_nothing_written() {
+    let (dir, store) = setup();
+    let text = r#"
+[[tariff]]
+name = "std"
+rate_per_minute = "cheap"
+
+[[connection]]
+name = "v"
+destination = "host:notaport"
+
+[[account]]
+name = "a"
+tariff = "missing"
+balance = "1.2.3"
+sip = { username = "u" }
+
+[[account.rule]]
+name = "r"
+cld = { regex = "(" }
+
+[[account]]
+name = "a"
+
+[[account.rule]]
+name = "open"
+"#;
+    let f = write(dir.path(), "bad.toml", text);
+    let e = import(&f, &store, "sbc", false).unwrap_err();
+    let ProvisionError::Invalid(ps) = &e else {
+        panic!("{e}")
+    };
+    let shown = e.to_string();
+    for needle in [
+        "4:19: tariff.0.rate_per_minute: \"cheap\" is not an amount",
+        "8:15: connection.0.destination:",
+        "12:10: account.0.tariff: no tariff \"missing\"",
+        "13:11: account.0.balance:",
+        "14:7: account.0.sip: needs password",
+        "account.0.rule.0: r: cld: invalid regex",
+        "21:8: account.1.name: account \"a\" appears twice",
+        "account.1.rule.0.ip_only: account \"a\" has no [sip] credentials",
+    ] {
+        assert!(shown.contains(needle), "missing {needle:?} in:\n{shown}");
+    }
+    assert!(ps.len() >= 8, "{shown}");
+    assert!(
+        store.tariffs().is_empty() && store.accounts().is_empty() && store.connections().is_empty()
+    );
+}
+
+#[test]
+fn syntax_and_unknown_keys_are_located() {
+    let (dir, store) = setup();
+    let f = write(
+        dir.path(),
+        "x.toml",
+        "[[account]]\nname = \"a\"\nbalanse = \"1\"\n",
+    );
+    let e = import(&f, &store, "sbc", false).unwrap_err().to_string();
+    assert!(e.starts_with("3:1: ") && e.contains("balanse"), "{e}");
+    let f = write(dir.path(), "y.toml", "[[account]\n");
+    let e = import(&f, &store, "sbc", false).unwrap_err().to_string();
+    assert!(e.starts_with("1:"), "{e}");
+    let e = import(&dir.path().join("absent.toml"), &store, "sbc", false).unwrap_err();
+    assert!(matches!(e, ProvisionError::Io { .. }));
+}
+
+#[test]
+fn username_owned_by_another_account_is_refused() {
+    let (dir, store) = setup();
+    import(&write(dir.path(), "p.toml", SAMPLE), &store, "sbc", false).unwrap();
+    let f = write(
+        dir.path(),
+        "q.toml",
+        "[[account]]\nname = \"thief\"\nsip = { username = \"carrier-a\", password = \"x\" }\n",
+    );
+    let e = import(&f, &store, "sbc", false).unwrap_err().to_string();
+    assert!(e.contains("3:20: account.0.sip.username: SIP username \"carrier-a\" belongs to account \"carrier-a\""), "{e}");
+}
+
+#[test]
+fn dry_run_writes_nothing() {
+    let (dir, store) = setup();
+    let f = write(dir.path(), "p.toml", SAMPLE);
+    assert_eq!(import(&f, &store, "sbc", true).unwrap(), None);
+    assert!(store.accounts().is_empty());
+}
+
+#[test]
+fn ha1_credentials_default_to_the_configured_realm() {
+    let (dir, store) = setup();
+    let md5 = "0123456789abcdef0123456789abcdef";
+    let f = write(
+        dir.path(),
+        "h.toml",
+        &format!(
+            "[[account]]\nname = \"h\"\nsip = {{ username = \"h\", ha1_md5 = \"{md5}\" }}\n[[account.rule]]\nname = \"any\"\n"
+        ),
+    );
+    import(&f, &store, "my-realm", false).unwrap();
+    let a = store.account_by_sip_user("h").unwrap().unwrap();
+    assert_eq!(
+        a.sip.unwrap().credential,
+        Credential::Ha1 {
+            realm: "my-realm".into(),
+            md5: Some(md5.into()),
+            sha256: None
+        }
+    );
+}
+
+#[test]
+fn export_round_trips_through_import() {
+    let (dir, store) = setup();
+    import(&write(dir.path(), "p.toml", SAMPLE), &store, "sbc", false).unwrap();
+    let exported = export(&store).unwrap();
+    let text = exported.to_toml().unwrap();
+    let other = Store::open(&dir.path().join("other")).unwrap();
+    import(&write(dir.path(), "e.toml", &text), &other, "sbc", false).unwrap();
+    assert_eq!(export(&other).unwrap(), exported);
+    assert_eq!(exported.accounts[0].balance.as_deref(), Some("100.00"));
+    assert_eq!(exported.connections[1].destination, "[2001:db8::7]:5060");
+}
