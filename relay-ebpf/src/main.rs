@@ -1,13 +1,155 @@
+//! The XDP data plane: parse, bans, static deny, service ACL, SIP guard, media relay.
+//!
+//! Each stage returns its own typed reason for stopping; [`verdict`] is the single place that
+//! turns a reason into an XDP action and a `STATS` counter, so no path can return a verdict
+//! without counting it and the compiler flags any reason left unmapped.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
 #[cfg(target_arch = "bpf")]
+mod addr;
+#[cfg(target_arch = "bpf")]
+mod fw;
+#[cfg(target_arch = "bpf")]
+mod guard;
+#[cfg(target_arch = "bpf")]
+mod maps;
+#[cfg(target_arch = "bpf")]
+mod parse;
+#[cfg(target_arch = "bpf")]
+mod relay;
+
+#[cfg(target_arch = "bpf")]
 mod prog {
-    use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+    use aya_ebpf::{
+        bindings::xdp_action::{self, XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX},
+        helpers::bpf_ktime_get_ns,
+        macros::xdp,
+        programs::XdpContext,
+    };
+    use relay_common::{
+        fw::{PROTO_TCP, PROTO_UDP, SVC_SIP},
+        stats::Stat,
+    };
+
+    use crate::{
+        fw::{self, FwDrop},
+        guard::{self, GuardDrop},
+        maps::count,
+        parse::{self, L4, ParseError},
+        relay::{self, RelayError, Relayed},
+    };
+
+    /// Why the pipeline stopped: exactly one per packet.
+    #[derive(Clone, Copy)]
+    enum Outcome {
+        Parse(ParseError),
+        Fragment,
+        NotUdpTcp,
+        Firewall(FwDrop),
+        Guard(GuardDrop),
+        /// A SIP packet the guard let through.
+        Sip,
+        /// A non-SIP service (the ACL admitted the source), no relay leg.
+        Service,
+        Relayed(Relayed),
+        Relay(RelayError),
+        Other,
+    }
+
+    impl From<ParseError> for Outcome {
+        fn from(e: ParseError) -> Self {
+            Outcome::Parse(e)
+        }
+    }
+    impl From<FwDrop> for Outcome {
+        fn from(e: FwDrop) -> Self {
+            Outcome::Firewall(e)
+        }
+    }
+    impl From<GuardDrop> for Outcome {
+        fn from(e: GuardDrop) -> Self {
+            Outcome::Guard(e)
+        }
+    }
+
+    /// The one mapping from reason to action and counter.
+    fn verdict(outcome: Outcome) -> (xdp_action::Type, Stat) {
+        match outcome {
+            Outcome::Parse(ParseError::NotIp) => (XDP_PASS, Stat::PassNotIp),
+            // Never guess at a header we cannot read: dropping cannot mis-forward.
+            Outcome::Parse(ParseError::Malformed) => (XDP_DROP, Stat::DropMalformed),
+            Outcome::Fragment => (XDP_PASS, Stat::PassFragment),
+            Outcome::NotUdpTcp => (XDP_PASS, Stat::PassNotUdpTcp),
+            Outcome::Firewall(FwDrop::Banned) => (XDP_DROP, Stat::DropBanned),
+            Outcome::Firewall(FwDrop::Denied) => (XDP_DROP, Stat::DropDenied),
+            Outcome::Firewall(FwDrop::ServiceAcl) => (XDP_DROP, Stat::DropServiceAcl),
+            Outcome::Guard(GuardDrop::PacketRate) => (XDP_DROP, Stat::DropSipPacketRate),
+            Outcome::Guard(GuardDrop::InviteRate) => (XDP_DROP, Stat::DropSipInviteRate),
+            Outcome::Guard(GuardDrop::SessionCap) => (XDP_DROP, Stat::DropSipSessionCap),
+            Outcome::Sip => (XDP_PASS, Stat::PassSip),
+            Outcome::Service => (XDP_PASS, Stat::PassService),
+            Outcome::Relayed(Relayed::Tx) => (XDP_TX, Stat::RelayTx),
+            Outcome::Relayed(Relayed::Redirect) => (XDP_REDIRECT, Stat::RelayRedirect),
+            Outcome::Relayed(Relayed::Local) => (XDP_PASS, Stat::RelayLocal),
+            Outcome::Relay(RelayError::ToUserspace) => (XDP_PASS, Stat::RelayToUserspace),
+            Outcome::Relay(RelayError::StrictSource) => (XDP_DROP, Stat::DropStrictSource),
+            // The frame is already rewritten, so passing it would deliver it to the wrong place.
+            Outcome::Relay(RelayError::RedirectFailed) => (XDP_DROP, Stat::DropRedirectFailed),
+            Outcome::Relay(RelayError::NoLeg) | Outcome::Other => (XDP_PASS, Stat::PassOther),
+        }
+    }
 
     #[xdp]
-    pub fn sbc_xdp(_ctx: XdpContext) -> u32 {
-        xdp_action::XDP_PASS
+    pub fn sbc_xdp(ctx: XdpContext) -> u32 {
+        count(Stat::Received);
+        let outcome = match try_sbc_xdp(&ctx) {
+            Ok(o) | Err(o) => o,
+        };
+        let (action, stat) = verdict(outcome);
+        count(stat);
+        action
+    }
+
+    /// `Err` is an early stop, `Ok` the end of the pipeline; both are verdicts.
+    #[inline(always)]
+    fn try_sbc_xdp(ctx: &XdpContext) -> Result<Outcome, Outcome> {
+        let pkt = parse::parse(ctx)?;
+        // SAFETY: no preconditions; reads CLOCK_MONOTONIC, the clock bans and GCRA state use.
+        let now = unsafe { bpf_ktime_get_ns() };
+        fw::check_source(&pkt, now)?;
+        let (proto, dport) = match pkt.l4 {
+            L4::Udp(udp) => (PROTO_UDP, udp.dport),
+            L4::Tcp { dport } => (PROTO_TCP, dport),
+            L4::Fragment => return Err(Outcome::Fragment),
+            L4::Other => return Err(Outcome::NotUdpTcp),
+        };
+        let service = fw::service_acl(&pkt, dport, proto)?;
+        if let Some(svc) = service
+            && svc.flags & SVC_SIP != 0
+        {
+            guard::check(ctx, &pkt, dport, now)?;
+            return Ok(Outcome::Sip);
+        }
+        if let L4::Udp(udp) = pkt.l4 {
+            match relay::try_relay(ctx, &pkt, &udp, now) {
+                Ok(r) => return Ok(Outcome::Relayed(r)),
+                Err(RelayError::NoLeg) => {}
+                Err(e) => return Err(Outcome::Relay(e)),
+            }
+        }
+        Ok(if service.is_some() {
+            Outcome::Service
+        } else {
+            Outcome::Other
+        })
+    }
+
+    /// Attached to the far end of a veth: native-mode redirect into a veth only delivers when
+    /// the receiving peer runs an XDP program.
+    #[xdp]
+    pub fn sbc_xdp_pass(_ctx: XdpContext) -> u32 {
+        XDP_PASS
     }
 
     #[panic_handler]

@@ -1,0 +1,73 @@
+//! The IP firewall: bans, the static deny list, and per-service source ACLs.
+
+use aya_ebpf::maps::lpm_trie::Key;
+use relay_common::fw::{
+    SVC_RESTRICTED, ServiceEntry, ServiceKey, SvcAllowV4, SvcAllowV6, svc_allow_prefix,
+};
+
+use crate::{
+    maps::{BANS, DENY_V4, DENY_V6, SERVICES, SVC_ALLOW_V4, SVC_ALLOW_V6},
+    parse::{Family, Packet},
+};
+
+#[derive(Clone, Copy)]
+pub enum FwDrop {
+    Banned,
+    Denied,
+    ServiceAcl,
+}
+
+/// Bans and static deny: decided on the source alone, so they apply to every IP packet,
+/// fragments and ICMP included; a banned host gets nothing through.
+#[inline(never)]
+pub fn check_source(pkt: &Packet, now_ns: u64) -> Result<(), FwDrop> {
+    if let Some(ban) = BANS.get_ptr(pkt.src.as_addr()) {
+        // SAFETY: a live element of a preallocated hash; a concurrent userspace update can at
+        // worst tear the value, which misjudges one packet's expiry.
+        let ban = unsafe { ban.read() };
+        // An expired ban stays until userspace sweeps it; it must not block meanwhile.
+        if ban.is_active(now_ns) {
+            return Err(FwDrop::Banned);
+        }
+    }
+    let denied = match pkt.family {
+        Family::V4 => DENY_V4.get(Key::new(32, pkt.src.v4_octets())).is_some(),
+        Family::V6 => DENY_V6.get(Key::new(128, pkt.src.bytes())).is_some(),
+    };
+    if denied {
+        return Err(FwDrop::Denied);
+    }
+    Ok(())
+}
+
+/// The service listening on this port, if any, once its ACL admits the source.
+#[inline(never)]
+pub fn service_acl(pkt: &Packet, port: u16, proto: u8) -> Result<Option<ServiceEntry>, FwDrop> {
+    let Some(svc) = SERVICES.get_ptr(ServiceKey::new(port, proto)) else {
+        return Ok(None);
+    };
+    // SAFETY: as for bans: plain data, a torn read misroutes at most one packet's ACL check.
+    let svc = unsafe { svc.read() };
+    if svc.flags & SVC_RESTRICTED != 0 {
+        // The service id leads the key, so one trie holds every service's list and a
+        // longest-prefix match can never cross from one service into another.
+        let allowed = match pkt.family {
+            Family::V4 => {
+                let data = SvcAllowV4::new(svc.service, pkt.src.v4_octets());
+                SVC_ALLOW_V4
+                    .get(Key::new(svc_allow_prefix(32), data))
+                    .is_some()
+            }
+            Family::V6 => {
+                let data = SvcAllowV6::new(svc.service, pkt.src.bytes());
+                SVC_ALLOW_V6
+                    .get(Key::new(svc_allow_prefix(128), data))
+                    .is_some()
+            }
+        };
+        if !allowed {
+            return Err(FwDrop::ServiceAcl);
+        }
+    }
+    Ok(Some(svc))
+}

@@ -1,0 +1,116 @@
+//! The maps, with the names and sizes `relay_common::maps` promises to userspace.
+//!
+//! All are pinned by name (LIBBPF_PIN_BY_NAME): the loader reuses a pinned map of the same name
+//! instead of creating one, so a restarted daemon keeps live bans, guard state and relay
+//! sessions, and calls keep flowing while it restarts.
+
+use aya_ebpf::{
+    bindings::bpf_devmap_val,
+    macros::map,
+    maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+};
+use relay_common::{
+    Addr,
+    fw::{BanEntry, DenyV4, DenyV6, ServiceEntry, ServiceKey, SvcAllowV4, SvcAllowV6},
+    guard::{GuardConfig, GuardState, SessionCount},
+    maps::{
+        BANS_MAX, DENY_MAX, GUARD_EVENTS_BYTES, GUARD_STATE_MAX, RELAY_LEGS_MAX, SERVICES_MAX,
+        SESSIONS_MAX, SVC_ALLOW_MAX, TX_PORTS_MAX,
+    },
+    relay::{Leg, LegCounters, LegKey},
+    stats::{STATS_LEN, Stat},
+};
+
+// The map names below are spelled out because `#[map]` needs literals; this keeps them tied to
+// the constants userspace opens them by.
+const _: () = {
+    const fn same(a: &str, b: &str) -> bool {
+        let (a, b) = (a.as_bytes(), b.as_bytes());
+        if a.len() != b.len() {
+            return false;
+        }
+        let mut i = 0;
+        while i < a.len() {
+            if a[i] != b[i] {
+                return false;
+            }
+            i += 1;
+        }
+        true
+    }
+    use relay_common::maps as m;
+    assert!(same(m::BANS, "BANS"));
+    assert!(same(m::DENY_V4, "DENY_V4"));
+    assert!(same(m::DENY_V6, "DENY_V6"));
+    assert!(same(m::SERVICES, "SERVICES"));
+    assert!(same(m::SVC_ALLOW_V4, "SVC_ALLOW_V4"));
+    assert!(same(m::SVC_ALLOW_V6, "SVC_ALLOW_V6"));
+    assert!(same(m::GUARD_CONFIG, "GUARD_CONFIG"));
+    assert!(same(m::GUARD_STATE, "GUARD_STATE"));
+    assert!(same(m::SESSIONS, "SESSIONS"));
+    assert!(same(m::GUARD_EVENTS, "GUARD_EVENTS"));
+    assert!(same(m::RELAY_LEGS, "RELAY_LEGS"));
+    assert!(same(m::RELAY_COUNTERS, "RELAY_COUNTERS"));
+    assert!(same(m::TX_PORTS, "TX_PORTS"));
+    assert!(same(m::STATS, "STATS"));
+    assert!(same(m::PROGRAM, "sbc_xdp"));
+};
+
+#[map(name = "BANS")]
+pub static BANS: HashMap<Addr, BanEntry> = HashMap::pinned(BANS_MAX, 0);
+
+/// Value: the operator's rule id.
+#[map(name = "DENY_V4")]
+pub static DENY_V4: LpmTrie<DenyV4, u32> = LpmTrie::pinned(DENY_MAX, 0);
+
+#[map(name = "DENY_V6")]
+pub static DENY_V6: LpmTrie<DenyV6, u32> = LpmTrie::pinned(DENY_MAX, 0);
+
+#[map(name = "SERVICES")]
+pub static SERVICES: HashMap<ServiceKey, ServiceEntry> = HashMap::pinned(SERVICES_MAX, 0);
+
+/// Value: the operator's rule id (only presence matters here).
+#[map(name = "SVC_ALLOW_V4")]
+pub static SVC_ALLOW_V4: LpmTrie<SvcAllowV4, u32> = LpmTrie::pinned(SVC_ALLOW_MAX, 0);
+
+#[map(name = "SVC_ALLOW_V6")]
+pub static SVC_ALLOW_V6: LpmTrie<SvcAllowV6, u32> = LpmTrie::pinned(SVC_ALLOW_MAX, 0);
+
+#[map(name = "GUARD_CONFIG")]
+pub static GUARD_CONFIG: Array<GuardConfig> = Array::pinned(1, 0);
+
+/// LRU: a flood of spoofed sources evicts the coldest state instead of failing inserts.
+#[map(name = "GUARD_STATE")]
+pub static GUARD_STATE: LruHashMap<Addr, GuardState> = LruHashMap::pinned(GUARD_STATE_MAX, 0);
+
+#[map(name = "SESSIONS")]
+pub static SESSIONS: HashMap<Addr, SessionCount> = HashMap::pinned(SESSIONS_MAX, 0);
+
+#[map(name = "GUARD_EVENTS")]
+pub static GUARD_EVENTS: RingBuf = RingBuf::pinned(GUARD_EVENTS_BYTES, 0);
+
+#[map(name = "RELAY_LEGS")]
+pub static RELAY_LEGS: HashMap<LegKey, Leg> = HashMap::pinned(RELAY_LEGS_MAX, 0);
+
+#[map(name = "RELAY_COUNTERS")]
+pub static RELAY_COUNTERS: PerCpuHashMap<LegKey, LegCounters> =
+    PerCpuHashMap::pinned(RELAY_LEGS_MAX, 0);
+
+/// Egress devices for redirect, keyed by ifindex (value: `bpf_devmap_val`).
+#[map(name = "TX_PORTS")]
+pub static TX_PORTS: DevMapHash = DevMapHash::pinned(TX_PORTS_MAX, 0);
+
+#[map(name = "STATS")]
+pub static STATS: PerCpuArray<u64> = PerCpuArray::pinned(STATS_LEN, 0);
+
+const _: () = assert!(core::mem::size_of::<bpf_devmap_val>() == 8);
+
+/// Bumps one verdict counter. Per-CPU, so a plain add is race-free.
+#[inline(always)]
+pub fn count(stat: Stat) {
+    if let Some(p) = STATS.get_ptr_mut(stat as u32) {
+        // SAFETY: the pointer is this CPU's slot of a live array element, and XDP programs do
+        // not preempt each other on one CPU.
+        unsafe { *p += 1 };
+    }
+}
