@@ -134,7 +134,8 @@ pub struct RuleSpec {
     pub ip_only: bool,
 }
 
-/// One thing wrong with the file; `path` is the dotted path of the offending value.
+/// One thing wrong with the file; `path` is the dotted path of the offending value (empty
+/// for a TOML syntax or type error, whose message already says what and where).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
     pub path: String,
@@ -144,7 +145,7 @@ pub struct Problem {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProvisionError {
-    #[error("{path}: {source}")]
+    #[error("cannot read {path}")]
     Io {
         path: PathBuf,
         #[source]
@@ -164,10 +165,13 @@ impl fmt::Display for Problems<'_> {
             if i > 0 {
                 writeln!(f)?;
             }
-            match p.at {
-                Some(at) => write!(f, "{at}: {}: {}", p.path, p.message)?,
-                None => write!(f, "{}: {}", p.path, p.message)?,
+            if let Some(at) = p.at {
+                write!(f, "{at}: ")?;
             }
+            if !p.path.is_empty() {
+                write!(f, "{}: ", p.path)?;
+            }
+            f.write_str(&p.message)?;
         }
         Ok(())
     }
@@ -240,7 +244,7 @@ pub fn read(path: &Path) -> Result<(ProvisionFile, String), ProvisionError> {
     })?;
     let file = toml::from_str(&src).map_err(|e: toml::de::Error| {
         ProvisionError::Invalid(vec![Problem {
-            path: path.display().to_string(),
+            path: String::new(),
             at: e.span().map(|s| Location::of(&src, s.start)),
             message: e.message().trim_end().to_owned(),
         }])
@@ -558,15 +562,7 @@ pub fn import(
     realm: &str,
     dry_run: bool,
 ) -> Result<Option<Summary>, ProvisionError> {
-    let (file, src) = read(path).map_err(|e| match e {
-        ProvisionError::Invalid(mut ps) => {
-            for p in &mut ps {
-                p.path = path.display().to_string();
-            }
-            ProvisionError::Invalid(ps)
-        }
-        other => other,
-    })?;
+    let (file, src) = read(path)?;
     let plan = plan(&file, &src, store, realm)?;
     if dry_run {
         return Ok(None);

@@ -49,24 +49,32 @@ impl Record for Cdr {
 impl Store {
     /// Appends a CDR; durable when this returns.
     pub fn append_cdr(&self, call: CdrDraft) -> Result<Cdr, StoreError> {
-        // sled's id generator is monotonic across restarts and crashes (it skips ahead on
-        // recovery), which is what makes the key order the write order.
-        let id = self.db.generate_id()? + 1;
-        let cdr = Cdr { id, call };
-        let key = id.to_be_bytes();
-        // compare_and_swap from "absent" makes this append-only even against a bug elsewhere.
-        let swapped =
-            self.cdrs
-                .compare_and_swap(key, None as Option<&[u8]>, Some(encode(&cdr)?))?;
-        if swapped.is_err() {
-            return Err(StoreError::Conflict {
-                kind: "cdr",
-                what: format!("id {id}"),
-                by: "an existing record".into(),
-            });
+        // The id is one past the last key, claimed with compare-and-swap from "absent": ids
+        // stay dense and in write order, and a concurrent writer that took the same id makes
+        // us retry instead of overwriting (append-only even against a bug elsewhere).
+        loop {
+            let last = match self.cdrs.last()? {
+                Some((k, _)) => super::id_from(&k).ok_or_else(|| StoreError::Corrupt {
+                    kind: "cdr",
+                    key: super::record::key_text(&k),
+                    reason: "key is not an id".into(),
+                })?,
+                None => 0,
+            };
+            let cdr = Cdr {
+                id: last + 1,
+                call: call.clone(),
+            };
+            let swapped = self.cdrs.compare_and_swap(
+                cdr.id.to_be_bytes(),
+                None as Option<&[u8]>,
+                Some(encode(&cdr)?),
+            )?;
+            if swapped.is_ok() {
+                self.flush()?;
+                return Ok(cdr);
+            }
         }
-        self.flush()?;
-        Ok(cdr)
     }
 
     /// Up to `limit` CDRs with id above `after`, oldest first.

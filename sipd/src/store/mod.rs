@@ -36,10 +36,11 @@ pub type Id = u64;
 
 /// On-disk layout version of the store as a whole (trees and keys, not record bodies).
 const SCHEMA: u32 = 1;
+const NEXT_ID: &[u8] = b"next_id";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot open store in {path}: {source}")]
+    #[error("cannot open the store in {path}")]
     Open {
         path: PathBuf,
         #[source]
@@ -91,9 +92,10 @@ pub(crate) enum T {
     TariffNames,
     Connections,
     ConnectionNames,
+    Meta,
 }
 
-const TREE_NAMES: [&str; 8] = [
+const TREE_NAMES: [&str; 9] = [
     "accounts",
     "accounts_by_name",
     "accounts_by_sip_user",
@@ -102,6 +104,7 @@ const TREE_NAMES: [&str; 8] = [
     "tariffs_by_name",
     "connections",
     "connections_by_name",
+    "meta",
 ];
 
 pub struct Store {
@@ -139,9 +142,15 @@ impl Tx<'_> {
         &self.trees[t as usize]
     }
 
+    /// Small, dense ids operators can type: a counter in `meta`, advanced in the same
+    /// transaction as the record that takes it. 0 is never handed out, so it can mean "not
+    /// yet stored" in records.
     pub(crate) fn new_id(&self) -> TxResult<Id> {
-        // 0 is never handed out, so it can mean "not yet stored" in records.
-        Ok(self.trees[0].generate_id()? + 1)
+        let meta = self.tree(T::Meta);
+        let last = meta.get(NEXT_ID)?.and_then(|v| id_from(&v)).unwrap_or(0);
+        let id = last + 1;
+        meta.insert(NEXT_ID, &id.to_be_bytes())?;
+        Ok(id)
     }
 
     pub(crate) fn get<R: Record>(&self, t: T, key: &[u8]) -> TxResult<Option<R>> {
@@ -229,12 +238,8 @@ pub(crate) fn id_from(v: &[u8]) -> Option<Id> {
 impl Store {
     /// Opens (creating if needed) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        let open_err = |source| StoreError::Open {
-            path: dir.to_path_buf(),
-            source,
-        };
         let db = open_db(dir)?;
-        let meta = db.open_tree("meta").map_err(open_err)?;
+        let meta = db.open_tree("meta")?;
         match meta.get("schema")? {
             Some(v) => {
                 let found = v.as_ref().try_into().map(u32::from_be_bytes).map_err(|_| {

@@ -1,0 +1,315 @@
+//! `sipd`: command line of the SIP edge. Only subcommands that work are here; the SIP
+//! service itself (`run`) arrives with the transports.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+
+use sipd::auth::digest::Credential;
+use sipd::config::{Config, ConfigError, DEFAULT_FILE, Origin};
+use sipd::provision::{self, ProvisionError};
+use sipd::store::{Account, Store, StoreError};
+
+#[derive(Parser)]
+#[command(
+    name = "sipd",
+    version,
+    about = "SIP edge of the XDP SBC: authentication, admission, routing, media anchoring",
+    long_about = "SIP edge of the XDP SBC: authentication, admission, routing, media anchoring.\n\n\
+        Configuration comes from sbc.toml (see --config); every setting has a default, so no \
+        file is needed. Accounts, auth rules, tariffs and upstream connections live in the \
+        store under the data directory and are provisioned with `sipd import`.\n\n\
+        Store commands open the store directly and so cannot run while the SIP service holds it.",
+    arg_required_else_help = true
+)]
+struct Cli {
+    /// Configuration file [default: ./sbc.toml if present, else built-in defaults]
+    #[arg(short, long, global = true, env = "SIPD_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Validate the configuration and exit, like the check-config subcommand
+    #[arg(long, value_name = "FILE", num_args = 0..=1)]
+    check_config: Option<Option<PathBuf>>,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate a configuration file: syntax, unknown keys, ranges, addresses, CIDRs.
+    /// Reports FILE:LINE:COLUMN for each problem; exit status 0 if valid, 1 if not.
+    CheckConfig(CheckConfig),
+    /// Import a provisioning file (accounts with their rules, tariffs, connections).
+    /// Upserts by name; validates the whole file first and writes nothing if anything is
+    /// wrong. An account's balance is applied only when the account is created.
+    Import {
+        /// Provisioning file (TOML); `sipd export` writes the same format
+        file: PathBuf,
+        /// Validate against the store without writing
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Write the store's accounts, rules, tariffs and connections as a provisioning file
+    /// (a backup; it contains SIP passwords/HA1s, so a file is created mode 0600).
+    Export {
+        /// Output file [default: standard output]
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Account commands.
+    #[command(subcommand)]
+    Accounts(AccountsCommand),
+}
+
+#[derive(Args)]
+struct CheckConfig {
+    /// File to check [default: --config, else ./sbc.toml]
+    file: Option<PathBuf>,
+    /// Print the effective configuration (defaults filled in) as TOML when valid
+    #[arg(long)]
+    print: bool,
+}
+
+#[derive(Subcommand)]
+enum AccountsCommand {
+    /// List accounts (secrets are never shown).
+    List {
+        /// Machine-readable output: a JSON array
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let cli = Cli::parse();
+    let result = match (cli.check_config, cli.command) {
+        (Some(file), _) => check_config(file.or(cli.config), false),
+        (None, Some(Command::CheckConfig(c))) => check_config(c.file.or(cli.config), c.print),
+        (None, Some(cmd)) => run(cmd, cli.config.as_deref()),
+        (None, None) => Ok(ExitCode::SUCCESS),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("sipd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check_config(file: Option<PathBuf>, print: bool) -> Result<ExitCode> {
+    let file = match file {
+        Some(f) => f,
+        None if Path::new(DEFAULT_FILE).exists() => PathBuf::from(DEFAULT_FILE),
+        None => {
+            println!("no {DEFAULT_FILE} here: the built-in defaults apply, and they are valid");
+            if print {
+                print!("{}", toml::to_string_pretty(&Config::default())?);
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    match Config::load(Some(&file)) {
+        Ok((cfg, _)) => {
+            println!("{}: OK", file.display());
+            if print {
+                print!("{}", toml::to_string_pretty(&cfg)?);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e @ (ConfigError::Parse { .. } | ConfigError::Invalid { .. })) => {
+            eprintln!("{e}");
+            Ok(ExitCode::FAILURE)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn run(cmd: Command, config: Option<&Path>) -> Result<ExitCode> {
+    let (cfg, origin) = Config::load(config)?;
+    if let Origin::File(f) = &origin {
+        tracing::debug!(file = %f.display(), "configuration loaded");
+    }
+    let dir = cfg.store_dir();
+    let store =
+        Store::open(&dir).with_context(|| format!("opening the store in {}", dir.display()))?;
+    match cmd {
+        Command::CheckConfig(_) => unreachable!("handled before the store is opened"),
+        Command::Import { file, dry_run } => import(&store, &file, &cfg.auth.realm, dry_run),
+        Command::Export { output } => export(&store, output.as_deref()),
+        Command::Accounts(AccountsCommand::List { json }) => list_accounts(&store, json),
+    }
+}
+
+fn import(store: &Store, file: &Path, realm: &str, dry_run: bool) -> Result<ExitCode> {
+    match provision::import(file, store, realm, dry_run) {
+        Ok(Some(summary)) => {
+            println!("{}: imported ({summary})", file.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(None) => {
+            println!("{}: valid (dry run, nothing written)", file.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(ProvisionError::Invalid(problems)) => {
+            // One problem a line, FILE:LINE:COL first, as compilers do, so editors can jump.
+            for p in problems {
+                let mut line = file.display().to_string();
+                if let Some(at) = p.at {
+                    line.push_str(&format!(":{at}"));
+                }
+                if !p.path.is_empty() {
+                    line.push_str(&format!(": {}", p.path));
+                }
+                eprintln!("{line}: {}", p.message);
+            }
+            eprintln!("{}: nothing imported", file.display());
+            Ok(ExitCode::FAILURE)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn export(store: &Store, output: Option<&Path>) -> Result<ExitCode> {
+    let text = provision::export(store)?.to_toml()?;
+    let Some(path) = output else {
+        std::io::stdout().write_all(text.as_bytes())?;
+        return Ok(ExitCode::SUCCESS);
+    };
+    // Written beside the target and renamed, so an interrupted export never leaves a
+    // truncated backup under the real name.
+    let tmp = path.with_extension("tmp");
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .with_context(|| format!("creating {}", tmp.display()))?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
+    eprintln!("exported to {}", path.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What `accounts list --json` shows: everything but the secret itself.
+#[derive(Serialize)]
+struct AccountRow {
+    id: u64,
+    name: String,
+    enabled: bool,
+    sip_username: Option<String>,
+    /// "password", "ha1", or null for IP-only accounts.
+    credential: Option<&'static str>,
+    balance: String,
+    tariff: Option<String>,
+    cps_limit: Option<u32>,
+    max_sessions: Option<u32>,
+    max_call_secs: Option<u32>,
+    rules: usize,
+}
+
+fn row(store: &Store, a: Account) -> AccountRow {
+    let tariff = a.tariff_id.map(|id| match store.tariff(id) {
+        Ok(Some(t)) => t.name,
+        _ => format!("#{id}"),
+    });
+    AccountRow {
+        rules: store.rules_of(a.id).len(),
+        id: a.id,
+        name: a.name,
+        enabled: a.enabled,
+        credential: a.sip.as_ref().map(|s| match s.credential {
+            Credential::Password { .. } => "password",
+            Credential::Ha1 { .. } => "ha1",
+        }),
+        sip_username: a.sip.map(|s| s.username),
+        balance: a.balance.to_string(),
+        tariff,
+        cps_limit: a.cps_limit,
+        max_sessions: a.max_sessions,
+        max_call_secs: a.max_call_secs,
+    }
+}
+
+fn list_accounts(store: &Store, json: bool) -> Result<ExitCode> {
+    let mut rows = Vec::new();
+    let mut broken: Vec<StoreError> = Vec::new();
+    for r in store.accounts() {
+        match r {
+            Ok(a) => rows.push(row(store, a)),
+            Err(e) => broken.push(e),
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        let opt = |v: Option<u32>| v.map_or("-".to_owned(), |v| v.to_string());
+        let table: Vec<[String; 10]> = rows
+            .iter()
+            .map(|r| {
+                [
+                    r.id.to_string(),
+                    r.name.clone(),
+                    if r.enabled { "yes" } else { "no" }.into(),
+                    r.sip_username.clone().unwrap_or_else(|| "-".into()),
+                    r.credential.unwrap_or("ip-only").into(),
+                    r.balance.clone(),
+                    r.tariff.clone().unwrap_or_else(|| "-".into()),
+                    format!("{}/{}", opt(r.cps_limit), opt(r.max_sessions)),
+                    opt(r.max_call_secs),
+                    r.rules.to_string(),
+                ]
+            })
+            .collect();
+        let header = [
+            "ID", "NAME", "ENABLED", "SIP USER", "AUTH", "BALANCE", "TARIFF", "CPS/SESS",
+            "MAX SECS", "RULES",
+        ];
+        let mut widths = header.map(|h| h.chars().count());
+        for r in &table {
+            for (w, c) in widths.iter_mut().zip(r) {
+                *w = (*w).max(c.chars().count());
+            }
+        }
+        let line = |cells: &[String]| {
+            let parts: Vec<String> = cells
+                .iter()
+                .zip(widths)
+                .map(|(c, w)| format!("{c:<w$}"))
+                .collect();
+            println!("{}", parts.join("  ").trim_end());
+        };
+        line(&header.map(String::from));
+        for r in &table {
+            line(r);
+        }
+        if table.is_empty() {
+            println!("(no accounts; provision some with `sipd import FILE`)");
+        }
+    }
+    for e in &broken {
+        eprintln!("sipd: {e}");
+    }
+    Ok(if broken.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

@@ -1,0 +1,101 @@
+//! The `sipd` binary as an operator or a script uses it: exit codes and what is printed.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn sipd(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sipd"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("SIPD_CONFIG")
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn check_config_exit_codes_and_locations() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = sipd(dir.path(), &["check-config"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("defaults"));
+
+    std::fs::write(dir.path().join("sbc.toml"), "[media]\nport_min = 100\n").unwrap();
+    for args in [
+        &["check-config"][..],
+        &["--check-config"],
+        &["--check-config", "sbc.toml"],
+    ] {
+        let o = sipd(dir.path(), args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", text(&o));
+        assert!(
+            text(&o).contains("sbc.toml:2:12: media.port_min: 100 is a privileged port"),
+            "{}",
+            text(&o)
+        );
+    }
+
+    std::fs::write(dir.path().join("ok.toml"), "data_dir = \"/tmp/x\"\n").unwrap();
+    let o = sipd(dir.path(), &["check-config", "ok.toml"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = sipd(dir.path(), &["check-config", "missing.toml"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+}
+
+#[test]
+fn import_list_export() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    std::fs::write(p.join("sbc.toml"), "data_dir = \"d\"\n").unwrap();
+    std::fs::write(
+        p.join("prov.toml"),
+        "[[account]]\nname = \"acme\"\nbalance = \"5\"\nsip = { username = \"acme\", password = \"pw\" }\n[[account.rule]]\nname = \"any\"\n",
+    )
+    .unwrap();
+    let o = sipd(p, &["import", "prov.toml"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(p.join("d/store").exists());
+
+    let o = sipd(p, &["accounts", "list"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = text(&o);
+    assert!(
+        out.contains("acme") && out.contains("5.00") && !out.contains("pw "),
+        "{out}"
+    );
+
+    let o = sipd(p, &["accounts", "list", "--json"]);
+    let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(rows[0]["name"], "acme");
+    assert_eq!(rows[0]["credential"], "password");
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("\"pw\""));
+
+    let o = sipd(p, &["export", "-o", "backup.toml"]);
+    assert!(o.status.success(), "{}", text(&o));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(p.join("backup.toml"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    std::fs::write(
+        p.join("bad.toml"),
+        "[[account]]\nname = \"x\"\ntariff = \"nope\"\n",
+    )
+    .unwrap();
+    let o = sipd(p, &["import", "bad.toml"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o).contains("bad.toml:3:10: account.0.tariff: no tariff \"nope\""),
+        "{}",
+        text(&o)
+    );
+}
