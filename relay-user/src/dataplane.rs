@@ -72,8 +72,9 @@ impl fmt::Display for Mode {
 const EVENT_QUEUE: usize = 4096;
 
 enum Backend {
-    Xdp(Mutex<XdpMaps>),
-    User(Mutex<UserTables>),
+    // Boxed: both are large, and the data plane lives once per process.
+    Xdp(Box<Mutex<XdpMaps>>),
+    User(Box<Mutex<UserTables>>),
 }
 
 /// The data plane: firewall tables, relay legs, counters. Cheap to share (`Arc<DataPlane>`).
@@ -103,7 +104,7 @@ impl DataPlane {
         Self::build(
             Mode::Userspace,
             reason.into(),
-            Backend::User(Mutex::new(UserTables::new())),
+            Backend::User(Box::new(Mutex::new(UserTables::new()))),
             None,
         )
     }
@@ -120,7 +121,7 @@ impl DataPlane {
         let dp = Self::build(
             mode,
             reason.into(),
-            Backend::Xdp(Mutex::new(maps)),
+            Backend::Xdp(Box::new(Mutex::new(maps))),
             keepalive,
         );
         if let Some(ring) = ring {

@@ -30,7 +30,7 @@ use tracing::{debug, error, info, warn};
 use crate::{
     DataPlane, DataPlaneError, Mode,
     maps::{LAYOUT, XdpMaps},
-    sys::if_index,
+    sys::{if_index, is_bpffs, mount_bpffs},
 };
 
 /// Root of the BPF filesystem.
@@ -128,21 +128,36 @@ pub fn pin_dir(instance: &str) -> Result<PathBuf, LoadError> {
         && instance != ".."
         && instance
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'));
     if !ok {
         return Err(LoadError::Config(format!(
-            "instance name {instance:?}: use letters, digits, '-', '_' or '.'"
+            "instance name {instance:?}: use letters, digits, '-' or '_' (bpffs refuses '.')"
         )));
     }
     Ok(Path::new(BPFFS).join(instance))
 }
 
+/// bpffs refuses names with '.', which interface names (VLANs: `eth0.100`) may contain.
 fn link_pin(dir: &Path, iface: &str, mode: Mode) -> PathBuf {
     let m = match mode {
         Mode::XdpNative => "native",
         _ => "skb",
     };
-    dir.join(format!("link.{iface}.{m}"))
+    dir.join(format!("link_{m}_{}", iface.replace('.', "~")))
+}
+
+const LINK_PREFIX: &str = "link_";
+
+/// An error and its sources on one line (aya's pin errors hide the errno in the source).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }
 
 /// The pinned link of `iface`, if any, and the mode it was attached in.
@@ -188,6 +203,7 @@ pub fn load_pinned(object: &[u8], instance: &str) -> Result<Ebpf, LoadError> {
         return Err(LoadError::NoObject);
     }
     let dir = pin_dir(instance)?;
+    ensure_bpffs()?;
     fs::create_dir_all(&dir).map_err(fs_err(&dir))?;
     check_pins(&dir)?;
     raise_memlock();
@@ -199,6 +215,23 @@ pub fn load_pinned(object: &[u8], instance: &str) -> Result<Ebpf, LoadError> {
         loader.map_pin_path(name, path.as_path());
     }
     Ok(loader.load(object)?)
+}
+
+/// Pins need a bpffs at /sys/fs/bpf; systemd mounts one at boot, containers often do not.
+fn ensure_bpffs() -> Result<(), LoadError> {
+    let root = Path::new(BPFFS);
+    if is_bpffs(root).map_err(fs_err(root))? {
+        return Ok(());
+    }
+    mount_bpffs(root).map_err(|source| LoadError::Fs {
+        path: root.to_owned(),
+        source: io::Error::new(
+            source.kind(),
+            format!("not a bpffs and mounting one failed: {source}"),
+        ),
+    })?;
+    info!(path = BPFFS, "mounted the BPF filesystem");
+    Ok(())
 }
 
 /// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; newer ones use memcg. Raising it
@@ -260,6 +293,16 @@ pub fn start(cfg: &LoaderConfig, object: &[u8]) -> Result<DataPlane, LoadError> 
 
 fn start_xdp(cfg: &LoaderConfig, object: &[u8], modes: &[Mode]) -> Result<DataPlane, LoadError> {
     let dir = pin_dir(&cfg.instance)?;
+    // Resolve interfaces first: a typo should not cost a program load to find out.
+    let targets = cfg
+        .interfaces
+        .iter()
+        .map(|i| {
+            if_index(i)
+                .map(|x| (i, x))
+                .ok_or_else(|| LoadError::NoInterface(i.clone()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let mut ebpf = load_pinned(object, &cfg.instance)?;
     let prog: &mut Xdp = ebpf
         .program_mut(PROGRAM)
@@ -276,8 +319,7 @@ fn start_xdp(cfg: &LoaderConfig, object: &[u8], modes: &[Mode]) -> Result<DataPl
 
     let mut modes_used = Vec::new();
     let mut ifindexes = Vec::new();
-    for iface in &cfg.interfaces {
-        let idx = if_index(iface).ok_or_else(|| LoadError::NoInterface(iface.clone()))?;
+    for (iface, idx) in targets {
         match attach_one(prog, &dir, iface, idx, modes) {
             Ok(mode) => {
                 modes_used.push(mode);
@@ -350,8 +392,8 @@ fn attach_one(
                 return Ok(mode);
             }
             Err(e) => {
-                warn!(iface, %mode, error = %e, "XDP attach failed");
-                last = e.to_string();
+                last = chain(&e);
+                warn!(iface, %mode, error = %last, "XDP attach failed");
             }
         }
     }
@@ -377,7 +419,7 @@ fn pin_link(link: XdpLink, path: &Path, iface: &str, mode: Mode) -> Result<(), L
         ))
     })?;
     fd.pin(path)
-        .map_err(|e| err(format!("pinning {}: {e}", path.display())))?;
+        .map_err(|e| err(format!("pinning {}: {}", path.display(), chain(&e))))?;
     Ok(())
 }
 
@@ -404,7 +446,7 @@ fn replace_pinned(prog: &mut Xdp, path: &Path) -> Result<(), LoadError> {
 fn remove_link_pins(dir: &Path) {
     let Ok(rd) = fs::read_dir(dir) else { return };
     for e in rd.flatten() {
-        if e.file_name().to_string_lossy().starts_with("link.") {
+        if e.file_name().to_string_lossy().starts_with(LINK_PREFIX) {
             let _ = fs::remove_file(e.path());
         }
     }
@@ -430,7 +472,7 @@ pub fn detach(instance: &str, interfaces: &[String]) -> Result<Cleanup, LoadErro
     for entry in fs::read_dir(&dir).map_err(fs_err(&dir))? {
         let entry = entry.map_err(fs_err(&dir))?;
         let path = entry.path();
-        let is_link = entry.file_name().to_string_lossy().starts_with("link.");
+        let is_link = entry.file_name().to_string_lossy().starts_with(LINK_PREFIX);
         // Removing the last pin of a link detaches it; removing a map pin frees the map once
         // no program uses it.
         fs::remove_file(&path).map_err(fs_err(&path))?;

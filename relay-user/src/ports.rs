@@ -40,7 +40,7 @@ impl PortRange {
         if start + 1 > self.last as u32 {
             return 0;
         }
-        (self.last as u32 - start + 1) / 2
+        (self.last as u32 - start).div_ceil(2)
     }
 
     fn nth(&self, i: u32) -> u16 {
@@ -50,7 +50,7 @@ impl PortRange {
     /// Whether `port` is an RTP port of this range.
     pub fn contains_rtp(&self, port: u16) -> bool {
         let p = port as u32;
-        p % 2 == 0 && p >= self.start() && p < self.last as u32
+        p.is_multiple_of(2) && p >= self.start() && p < self.last as u32
     }
 }
 
@@ -193,7 +193,7 @@ mod tests {
         let mut seen = std::collections::BTreeSet::new();
         while let Some(p) = a.allocate(|_| true) {
             assert!(seen.insert(p));
-            assert!(p % 2 == 0 && p != 30002 && p != 30004);
+            assert!(p.is_multiple_of(2) && p != 30002 && p != 30004);
         }
         assert_eq!(a.available(), 0);
     }

@@ -577,7 +577,7 @@ impl Sessions {
         for leg in &legs {
             // One stream per (lower RTP port, higher RTP port) pair of partner legs.
             let (p, q) = (leg.local_port, leg.partner_port);
-            if p % 2 != 0 || p > q || !by_port.contains_key(&q) {
+            if !p.is_multiple_of(2) || p > q || !by_port.contains_key(&q) {
                 continue;
             }
             if st
@@ -742,7 +742,7 @@ mod tests {
         let s = sessions("41000-41007");
         let id = s.create_session("call-1");
         let p = s.create_stream_on(id, None, None).unwrap();
-        assert!(p.a % 2 == 0 && p.b % 2 == 0 && p.a != p.b);
+        assert!(p.a.is_multiple_of(2) && p.b.is_multiple_of(2) && p.a != p.b);
         let p2 = s.create_stream_on(id, None, None).unwrap();
         assert!(matches!(
             s.create_stream_on(id, None, None),

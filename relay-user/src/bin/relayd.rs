@@ -184,7 +184,7 @@ fn status(args: &Args) -> Result<()> {
     let links: Vec<String> = std::fs::read_dir(&dir)?
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("link."))
+        .filter(|n| n.starts_with("link_"))
         .collect();
     let mut ebpf = loader::load_pinned(relay_user::object::ebpf_object(), &args.instance)?;
     let maps = relay_user::maps::XdpMaps::from_ebpf(&mut ebpf)?;

@@ -1,0 +1,326 @@
+//! Privileged: loads the real XDP object, pins its maps under a per-test instance, and drives
+//! the typed map API and the loader. Skips without root (fails under CI=true instead).
+
+use std::{net::IpAddr, process::Command, time::Duration};
+
+use relay_common::relay::{LEG_LATCH, Leg, LegCounters};
+use relay_user::{
+    BanReason, Cidr, DataPlane, GuardSettings, Mode, Proto, Service, ServiceId, SourceSessions,
+    loader::{self, LoaderConfig, RequestedMode},
+    maps::XdpMaps,
+    object::ebpf_object,
+};
+
+/// True when this test can run; otherwise says why and, under CI, fails.
+fn privileged(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let why = if !root {
+        "needs root (CAP_BPF + CAP_NET_ADMIN)"
+    } else if ebpf_object().is_empty() {
+        "the XDP object was not built (AYA_BUILD_SKIP=1)"
+    } else {
+        return true;
+    };
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{test}: privileged test cannot run under CI: {why}");
+    }
+    eprintln!("skipping {test}: {why}");
+    false
+}
+
+/// A unique pin instance, removed (links and maps) when dropped.
+struct Instance(String);
+
+impl Instance {
+    fn new(tag: &str) -> Self {
+        let name = format!("relay-user-test-{}-{tag}", std::process::id());
+        let _ = loader::detach(&name, &[]);
+        Instance(name)
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        if let Err(e) = loader::detach(&self.0, &[]) {
+            eprintln!("cleanup of {}: {e}", self.0);
+        }
+    }
+}
+
+/// A veth pair so attach tests never touch `lo`; deleting one end deletes both.
+struct Veth(String);
+
+impl Veth {
+    fn new(tag: &str) -> Self {
+        let name = format!("rut{}{tag}", std::process::id() % 100_000);
+        let peer = format!("{name}p");
+        let _ = Command::new("ip").args(["link", "del", &name]).status();
+        let ok = Command::new("ip")
+            .args(["link", "add", &name, "type", "veth", "peer", "name", &peer])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "ip link add {name} type veth");
+        for n in [&name, &peer] {
+            let _ = Command::new("ip").args(["link", "set", n, "up"]).status();
+        }
+        Veth(name)
+    }
+}
+
+impl Drop for Veth {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", &self.0]).status();
+    }
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn cidr(s: &str) -> Cidr {
+    s.parse().unwrap()
+}
+
+#[test]
+fn map_api_round_trips() {
+    if !privileged("map_api_round_trips") {
+        return;
+    }
+    let inst = Instance::new("maps");
+    let mut ebpf = loader::load_pinned(ebpf_object(), &inst.0).expect("load object");
+    let mut m = XdpMaps::from_ebpf(&mut ebpf).expect("typed maps");
+
+    // Bans: timed, permanent, expired.
+    m.ban_add(
+        ip("192.0.2.1"),
+        Some(Duration::from_secs(60)),
+        BanReason::Flood,
+    )
+    .unwrap();
+    m.ban_add(ip("2001:db8::1"), None, BanReason::Manual)
+        .unwrap();
+    m.ban_add(ip("192.0.2.2"), Some(Duration::ZERO), BanReason::Scanner)
+        .unwrap();
+    let b = m.ban_get(ip("192.0.2.1")).unwrap().unwrap();
+    assert_eq!(b.reason(), Some(BanReason::Flood));
+    assert!(b.remaining.unwrap() <= Duration::from_secs(60) && !b.expired);
+    assert_eq!(
+        m.ban_get(ip("2001:db8::1")).unwrap().unwrap().remaining,
+        None
+    );
+    assert_eq!(m.ban_list().unwrap().len(), 3);
+    assert_eq!(m.ban_purge_expired().unwrap(), 1);
+    assert!(m.ban_remove(ip("192.0.2.1")).unwrap());
+    assert!(!m.ban_remove(ip("192.0.2.1")).unwrap());
+    assert_eq!(m.ban_list().unwrap().len(), 1);
+
+    // Static deny, both families.
+    m.deny_add(cidr("198.51.100.0/24"), 7).unwrap();
+    m.deny_add(cidr("2001:db8:bad::/48"), 8).unwrap();
+    let d = m.deny_list().unwrap();
+    assert_eq!(d.len(), 2);
+    assert!(
+        d.iter()
+            .any(|r| r.cidr == cidr("198.51.100.0/24") && r.rule_id == 7)
+    );
+    assert!(m.deny_remove(cidr("2001:db8:bad::/48")).unwrap());
+    assert!(!m.deny_remove(cidr("2001:db8:bad::/48")).unwrap());
+
+    // Services and allow lists.
+    let ssh = Service {
+        port: 22,
+        proto: Proto::Tcp,
+        id: ServiceId::Ssh,
+        restricted: true,
+        sip: false,
+    };
+    let sip = Service {
+        port: 5060,
+        proto: Proto::Udp,
+        id: ServiceId::Sip,
+        restricted: false,
+        sip: true,
+    };
+    m.service_set(ssh).unwrap();
+    m.service_set(sip).unwrap();
+    assert_eq!(m.service_list().unwrap(), vec![ssh, sip]);
+    m.allow_add(ServiceId::Ssh, cidr("10.0.0.0/8")).unwrap();
+    m.allow_add(ServiceId::Ssh, cidr("2001:db8::/32")).unwrap();
+    m.allow_add(ServiceId::Sip, cidr("10.1.0.0/16")).unwrap();
+    assert_eq!(
+        m.allow_list(ServiceId::Ssh).unwrap(),
+        vec![cidr("10.0.0.0/8"), cidr("2001:db8::/32")]
+    );
+    assert!(m.allow_remove(ServiceId::Ssh, cidr("10.0.0.0/8")).unwrap());
+    assert_eq!(
+        m.allow_list(ServiceId::Sip).unwrap(),
+        vec![cidr("10.1.0.0/16")]
+    );
+    assert!(m.service_remove(22, Proto::Tcp).unwrap());
+
+    // Guard config and per-source sessions.
+    let g = GuardSettings {
+        packet_rate: 100,
+        packet_burst: 200,
+        invite_rate: 5,
+        invite_burst: 10,
+        max_sessions: 30,
+        event_interval: Duration::from_millis(250),
+    };
+    m.guard_set(&g).unwrap();
+    assert_eq!(m.guard_get().unwrap(), g);
+    let s = SourceSessions {
+        active: 3,
+        limit: 9,
+    };
+    m.sessions_set(ip("203.0.113.1"), s).unwrap();
+    assert_eq!(m.sessions_get(ip("203.0.113.1")).unwrap(), s);
+    m.sessions_set(ip("203.0.113.1"), SourceSessions::default())
+        .unwrap();
+    assert_eq!(
+        m.sessions_get(ip("203.0.113.1")).unwrap(),
+        SourceSessions::default()
+    );
+
+    // Legs and their per-CPU counters.
+    let leg = Leg {
+        local_addr: ip("127.0.0.1").into(),
+        session_id: 42,
+        local_port: 30000,
+        partner_port: 30002,
+        flags: LEG_LATCH,
+        ..Leg::default()
+    };
+    m.leg_put(&leg).unwrap();
+    m.leg_counters_reset(30000).unwrap();
+    assert_eq!(m.leg_get(30000).unwrap(), Some(leg));
+    assert_eq!(m.leg_counters(30000).unwrap(), LegCounters::default());
+    assert_eq!(m.leg_list().unwrap(), vec![leg]);
+    assert!(m.leg_remove(30000).unwrap());
+    assert_eq!(m.leg_get(30000).unwrap(), None);
+
+    // Stats and TX ports.
+    let raw = m.stats_raw().unwrap();
+    assert_eq!(raw.len(), relay_common::stats::STATS_LEN as usize);
+    m.tx_port_add(1).unwrap();
+    assert_eq!(m.tx_port_list().unwrap(), vec![1]);
+}
+
+#[test]
+fn pinned_maps_survive_a_reload() {
+    if !privileged("pinned_maps_survive_a_reload") {
+        return;
+    }
+    let inst = Instance::new("persist");
+    {
+        let mut ebpf = loader::load_pinned(ebpf_object(), &inst.0).unwrap();
+        let mut m = XdpMaps::from_ebpf(&mut ebpf).unwrap();
+        m.ban_add(ip("192.0.2.9"), None, BanReason::BruteForce)
+            .unwrap();
+    }
+    let mut ebpf = loader::load_pinned(ebpf_object(), &inst.0).unwrap();
+    let m = XdpMaps::from_ebpf(&mut ebpf).unwrap();
+    let b = m
+        .ban_get(ip("192.0.2.9"))
+        .unwrap()
+        .expect("ban kept in the pinned map");
+    assert_eq!(b.reason(), Some(BanReason::BruteForce));
+}
+
+#[test]
+fn dataplane_api_over_xdp_maps() {
+    if !privileged("dataplane_api_over_xdp_maps") {
+        return;
+    }
+    let inst = Instance::new("dp");
+    let mut ebpf = loader::load_pinned(ebpf_object(), &inst.0).unwrap();
+    let maps = XdpMaps::from_ebpf(&mut ebpf).unwrap();
+    let dp = DataPlane::xdp(Mode::XdpSkb, "test", maps, None);
+    let a = ip("198.51.100.7");
+    dp.sessions_increment(a).unwrap();
+    assert_eq!(dp.sessions_increment(a).unwrap().active, 2);
+    assert_eq!(dp.sessions_decrement(a).unwrap().active, 1);
+    // The kernel filters in XDP mode: the userspace check is a pass-through.
+    dp.ban_add(a, None, BanReason::Manual).unwrap();
+    assert!(dp.firewall_check(a, 5060, Proto::Udp, b"INVITE ").is_pass());
+    let stats = dp.stats().unwrap();
+    assert!(stats.contains_key("received") && stats.contains_key("relay_tx"));
+    assert!(dp.guard_events().is_some());
+}
+
+#[test]
+fn attach_replace_and_detach_on_a_veth() {
+    if !privileged("attach_replace_and_detach_on_a_veth") {
+        return;
+    }
+    let inst = Instance::new("attach");
+    let dummy = Veth::new("a");
+    let dir = loader::pin_dir(&inst.0).unwrap();
+    let cfg = LoaderConfig {
+        instance: inst.0.clone(),
+        interfaces: vec![dummy.0.clone()],
+        mode: RequestedMode::XdpSkb,
+    };
+    let dp = loader::start(&cfg, ebpf_object()).expect("skb attach");
+    assert_eq!(dp.mode(), Mode::XdpSkb);
+    let link = dir.join(format!("link_skb_{}", dummy.0));
+    assert!(link.exists(), "link pinned");
+    assert_eq!(dp.tx_port_list().unwrap().len(), 1);
+    dp.ban_add(ip("192.0.2.44"), None, BanReason::Manual)
+        .unwrap();
+    drop(dp);
+    assert!(link.exists(), "link survives the daemon");
+
+    // Restart: the program in the pinned link is replaced, state is still there.
+    let dp = loader::start(&cfg, ebpf_object()).expect("replace");
+    assert_eq!(dp.mode(), Mode::XdpSkb);
+    assert!(dp.ban_get(ip("192.0.2.44")).unwrap().is_some());
+    drop(dp);
+
+    // Auto keeps the pinned link's mode rather than re-attaching (no forwarding gap).
+    let auto = LoaderConfig {
+        mode: RequestedMode::Auto,
+        ..cfg.clone()
+    };
+    let dp = loader::start(&auto, ebpf_object()).unwrap();
+    assert_eq!(dp.mode(), Mode::XdpSkb, "{}", dp.reason());
+    drop(dp);
+
+    // Forcing native moves the link to driver mode (veth has native XDP).
+    let native = LoaderConfig {
+        mode: RequestedMode::XdpNative,
+        ..cfg.clone()
+    };
+    let dp = loader::start(&native, ebpf_object()).expect("native attach on veth");
+    assert_eq!(dp.mode(), Mode::XdpNative);
+    assert!(dir.join(format!("link_native_{}", dummy.0)).exists());
+    assert!(!link.exists());
+    drop(dp);
+
+    let c = loader::detach(&inst.0, &cfg.interfaces).unwrap();
+    assert!(c.dir_removed);
+    assert!(!dir.exists());
+}
+
+#[test]
+fn missing_interface_is_a_clear_error_and_auto_falls_back() {
+    if !privileged("missing_interface_is_a_clear_error_and_auto_falls_back") {
+        return;
+    }
+    let inst = Instance::new("noif");
+    let cfg = LoaderConfig {
+        instance: inst.0.clone(),
+        interfaces: vec!["no-such-if0".into()],
+        mode: RequestedMode::XdpSkb,
+    };
+    let e = loader::start(&cfg, ebpf_object()).unwrap_err();
+    assert!(e.to_string().contains("no-such-if0"), "{e}");
+    let auto = LoaderConfig {
+        mode: RequestedMode::Auto,
+        ..cfg
+    };
+    let dp = loader::start(&auto, ebpf_object()).unwrap();
+    assert_eq!(dp.mode(), Mode::Userspace);
+    assert!(dp.reason().contains("no-such-if0"), "{}", dp.reason());
+}
