@@ -128,7 +128,9 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 fn main() -> Result<()> {
+    // Logs on stderr: stdout is for --status output that scripts parse.
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
