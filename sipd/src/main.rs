@@ -146,7 +146,8 @@ fn run(cmd: Command, config: Option<&Path>) -> Result<ExitCode> {
     let store =
         Store::open(&dir).with_context(|| format!("opening the store in {}", dir.display()))?;
     match cmd {
-        Command::CheckConfig(_) => unreachable!("handled before the store is opened"),
+        // Dispatched in main before anything is opened; kept total rather than panicking.
+        Command::CheckConfig(c) => check_config(c.file.or(config.map(Path::to_path_buf)), c.print),
         Command::Import { file, dry_run } => import(&store, &file, &cfg.auth.realm, dry_run),
         Command::Export { output } => export(&store, output.as_deref()),
         Command::Accounts(AccountsCommand::List { json }) => list_accounts(&store, json),
