@@ -6,7 +6,7 @@
 //! so a byte-exact match also proves the kernel's incremental checksum updates.
 //!
 //! Each test loads its own copy of the object with its maps pinned in a private directory under
-//! /sys/fs/bpf and runs inside a private network namespace holding two dummy interfaces, their
+//! /sys/fs/bpf and runs inside a private network namespace holding two veth interfaces, their
 //! addresses and permanent neighbour entries, so `bpf_fib_lookup` resolves next hops exactly.
 
 use std::path::{Path, PathBuf};
@@ -387,11 +387,13 @@ fn mac_str(m: Mac) -> String {
         .join(":")
 }
 
-/// A namespace with `if0` (index 10) and `if1` (index 11), both dummies, forwarding on, and
+/// A namespace with `if0` (index 10) and `if1` (index 11), veths, forwarding on, and
 /// permanent neighbours for the peers, so route lookups are deterministic.
 fn make_netns() -> Netns {
     let ns = Netns::unique("x").expect("create netns");
     for (dev, idx, mac) in [("if0", IF0, RELAY_MAC), ("if1", IF1, RELAY1_MAC)] {
+        // A veth pair with both ends here (no dummy driver needed); the far end only provides
+        // carrier.
         ns.ip([
             "link",
             "add",
@@ -401,9 +403,15 @@ fn make_netns() -> Netns {
             "address",
             &mac_str(mac),
             "type",
-            "dummy",
+            "veth",
+            "peer",
+            "name",
+            &format!("{dev}p"),
+            "index",
+            &(idx + 10).to_string(),
         ])
         .unwrap();
+        ns.ip(["link", "set", &format!("{dev}p"), "up"]).unwrap();
     }
     ns.ip(["link", "set", "lo", "up"]).unwrap();
     ns.ip(["addr", "add", "10.0.0.1/24", "dev", "if0"]).unwrap();
@@ -713,7 +721,12 @@ impl Env {
         opts.data_out = Some(&mut out);
         opts.ctx_in = Some(&ctx);
         opts.repeat = repeat;
-        let r = prog.test_run(opts).expect("BPF_PROG_TEST_RUN");
+        let r = prog.test_run(opts).unwrap_or_else(|e| {
+            panic!(
+                "BPF_PROG_TEST_RUN ({} bytes on ifindex {ifindex}): {e:?}",
+                frame.len()
+            )
+        });
         out.truncate(r.data_size_out as usize);
         (r.return_value, out)
     }
@@ -754,4 +767,1110 @@ fn program_loads_and_maps_are_pinned() {
     ] {
         assert!(env._pins.path.join(name).exists(), "{name} not pinned");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The fixture table
+// ---------------------------------------------------------------------------------------------
+
+/// What the frame must look like after the program.
+enum Out {
+    /// Untouched (every pass and drop).
+    Same,
+    /// Exactly these bytes; also checked to carry valid checksums.
+    Frame(Vec<u8>),
+}
+
+type Hook = Box<dyn Fn(&mut Env)>;
+
+struct Fixture {
+    name: &'static str,
+    input: Vec<u8>,
+    ifindex: u32,
+    repeat: u32,
+    action: u32,
+    output: Out,
+    stat: Stat,
+    setup: Option<Hook>,
+    after: Option<Hook>,
+}
+
+fn fx(name: &'static str, input: Vec<u8>, action: u32, stat: Stat) -> Fixture {
+    Fixture {
+        name,
+        input,
+        ifindex: IF0,
+        repeat: 1,
+        action,
+        output: Out::Same,
+        stat,
+        setup: None,
+        after: None,
+    }
+}
+
+impl Fixture {
+    fn output(mut self, frame: Vec<u8>) -> Self {
+        self.output = Out::Frame(frame);
+        self
+    }
+    fn on(mut self, ifindex: u32) -> Self {
+        self.ifindex = ifindex;
+        self
+    }
+    fn repeat(mut self, n: u32) -> Self {
+        self.repeat = n;
+        self
+    }
+    fn setup(mut self, f: impl Fn(&mut Env) + 'static) -> Self {
+        self.setup = Some(Box::new(f));
+        self
+    }
+    fn after(mut self, f: impl Fn(&mut Env) + 'static) -> Self {
+        self.after = Some(Box::new(f));
+        self
+    }
+}
+
+fn action_name(a: u32) -> &'static str {
+    match a {
+        0 => "XDP_ABORTED",
+        XDP_DROP => "XDP_DROP",
+        XDP_PASS => "XDP_PASS",
+        XDP_TX => "XDP_TX",
+        XDP_REDIRECT => "XDP_REDIRECT",
+        _ => "?",
+    }
+}
+
+fn run_fixtures(env: &mut Env, fixtures: Vec<Fixture>) {
+    let mut failures = Vec::new();
+    for f in &fixtures {
+        if let Some(setup) = &f.setup {
+            setup(env);
+        }
+        let before = env.stats();
+        let (action, out) = env.run(&f.input, f.ifindex, f.repeat);
+        let after = env.stats();
+        let mut problems = Vec::new();
+        if action != f.action {
+            problems.push(format!(
+                "action {} != expected {}",
+                action_name(action),
+                action_name(f.action)
+            ));
+        }
+        match &f.output {
+            Out::Same if out != f.input => problems.push(format!(
+                "frame modified:\n   got {}\n  sent {}",
+                hex(&out),
+                hex(&f.input)
+            )),
+            Out::Frame(want) => {
+                if &out != want {
+                    problems.push(format!(
+                        "output frame:\n   got {}\n  want {}",
+                        hex(&out),
+                        hex(want)
+                    ));
+                }
+                assert_checksums_valid(&out, f.name);
+            }
+            Out::Same => {}
+        }
+        // Exactly one reason per packet: the expected one, plus `received`.
+        for (i, s) in Stat::ALL.iter().enumerate() {
+            let delta = after[i] - before[i];
+            let want = if *s == Stat::Received || *s == f.stat {
+                u64::from(f.repeat)
+            } else {
+                0
+            };
+            if delta != want {
+                problems.push(format!(
+                    "stat {} moved by {delta}, expected {want}",
+                    s.name()
+                ));
+            }
+        }
+        if problems.is_empty()
+            && let Some(check) = &f.after
+        {
+            check(env);
+        }
+        if !problems.is_empty() {
+            failures.push(format!("{}:\n  {}", f.name, problems.join("\n  ")));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} fixtures failed:\n{}",
+        failures.len(),
+        fixtures.len(),
+        failures.join("\n")
+    );
+    eprintln!("{} fixtures passed", fixtures.len());
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+// Services.
+const SIP: u16 = 5060;
+const SSH: u16 = 22;
+const MGMT: u16 = 8443;
+const OTHER_SVC: u16 = 2222;
+
+fn base_guard() -> GuardConfig {
+    GuardConfig {
+        packets: Gcra::per_second(100_000, 1000),
+        invites: Gcra::per_second(1000, 100),
+        max_sessions: 0,
+        event_interval_ns: 1_000_000_000,
+    }
+}
+
+fn leg(port: u16, local: Ip, peer: Ip, peer_port: u16, partner: u16, flags: u32) -> Leg {
+    Leg {
+        local_addr: local.addr(),
+        peer_addr: if flags & LEG_PEER_KNOWN != 0 {
+            peer.addr()
+        } else {
+            Addr::UNSPECIFIED
+        },
+        session_id: u64::from(port),
+        local_port: port,
+        peer_port: if flags & LEG_PEER_KNOWN != 0 {
+            peer_port
+        } else {
+            0
+        },
+        partner_port: partner,
+        _pad: 0,
+        flags,
+        _pad2: 0,
+    }
+}
+
+const KNOWN: u32 = LEG_ACTIVE | LEG_PEER_KNOWN;
+
+/// The map contents every fixture starts from; fixtures add to it in their setup hooks.
+fn configure(env: &mut Env) {
+    env.service(SIP, PROTO_UDP, 1, SVC_SIP);
+    env.service(SIP, PROTO_TCP, 1, SVC_SIP);
+    env.service(SSH, PROTO_TCP, 4, SVC_RESTRICTED);
+    env.allow_v4(4, [192, 0, 2, 0], 24);
+    env.allow_v6(4, v6("2001:db8:1::"), 48);
+    env.service(MGMT, PROTO_TCP, 3, 0);
+    env.service(OTHER_SVC, PROTO_UDP, 6, SVC_RESTRICTED);
+    env.allow_v4(6, [198, 51, 100, 0], 24);
+    env.deny_v4([10, 66, 0, 0], 16);
+    env.deny_v6(v6("2001:db8:dead::"), 48);
+    env.guard_config(base_guard());
+
+    let (r, a, b) = (Ip::V4(RELAY4), Ip::V4(PEER_A4), Ip::V4(PEER_B4));
+    // A plain call: RTP 30000<->30002, RTCP 30001<->30003.
+    env.leg(leg(30000, r, a, 4000, 30002, KNOWN));
+    env.leg(leg(30002, r, b, 5000, 30000, KNOWN));
+    env.leg(leg(30001, r, a, 4001, 30003, KNOWN));
+    env.leg(leg(30003, r, b, 5001, 30001, KNOWN));
+    // IPv6.
+    let (r6, a6, b6) = (Ip::V6(relay6()), Ip::V6(peer_a6()), Ip::V6(peer_b6()));
+    env.leg(leg(31000, r6, a6, 4000, 31002, KNOWN));
+    env.leg(leg(31002, r6, b6, 5000, 31000, KNOWN));
+    // Egress on the other interface.
+    env.leg(leg(32000, r, a, 4000, 32002, KNOWN));
+    env.leg(leg(
+        32002,
+        Ip::V4(RELAY1_4),
+        Ip::V4(FAR4),
+        6000,
+        32000,
+        KNOWN,
+    ));
+    env.leg(leg(32100, r6, a6, 4000, 32102, KNOWN));
+    env.leg(leg(
+        32102,
+        Ip::V6(v6("fd01::1")),
+        Ip::V6(v6("fd01::2")),
+        6000,
+        32100,
+        KNOWN,
+    ));
+    // A peer with no neighbour entry.
+    env.leg(leg(33000, r, a, 4000, 33002, KNOWN));
+    env.leg(leg(33002, r, Ip::V4(NO_NEIGH4), 5000, 33000, KNOWN));
+    // Both peers on this host.
+    env.leg(leg(34000, r, a, 4000, 34002, KNOWN));
+    env.leg(leg(34002, Ip::V4(RELAY1_4), r, 7000, 34000, KNOWN));
+    let lo = Ip::V4([127, 0, 0, 1]);
+    env.leg(leg(35000, lo, lo, 9000, 35002, KNOWN));
+    env.leg(leg(35002, lo, lo, 9002, 35000, KNOWN));
+    // Latching with strict source; latching without.
+    let strict_latch = LEG_ACTIVE | LEG_LATCH | LEG_STRICT_SOURCE;
+    env.leg(leg(36000, r, a, 0, 36002, strict_latch));
+    env.leg(leg(36002, r, b, 5000, 36000, KNOWN));
+    env.leg(leg(37000, r, a, 0, 37002, LEG_ACTIVE | LEG_LATCH));
+    env.leg(leg(37002, r, b, 5000, 37000, KNOWN));
+    // Strict source against the address from SDP (no latching).
+    env.leg(leg(38000, r, a, 4000, 38002, KNOWN | LEG_STRICT_SOURCE));
+    env.leg(leg(38002, r, b, 5000, 38000, KNOWN));
+    // Legs the kernel must leave to userspace.
+    env.leg(leg(39000, r, a, 4000, 39002, LEG_PEER_KNOWN)); // not active
+    env.leg(leg(39002, r, b, 5000, 39000, KNOWN));
+    env.leg(leg(39100, r, a, 4000, 39102, KNOWN));
+    env.leg(leg(39102, r, b, 5000, 39100, LEG_ACTIVE)); // partner's peer unknown
+    env.leg(leg(39200, r, a, 4000, 39202, KNOWN));
+    env.leg(leg(39202, r6, b6, 5000, 39200, KNOWN)); // v4 in, v6 out
+    env.leg(leg(39300, r, a, 4000, 39999, KNOWN)); // partner missing
+}
+
+const RTP: &[u8] = b"\x80\x00\x00\x01\x00\x00\x00\xa0\x12\x34\x56\x78rtp-payload!";
+
+fn udp4(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, payload: &[u8]) -> Frame {
+    Frame::udp(Ip::V4(src), sport, Ip::V4(dst), dport, payload)
+}
+
+fn udp6(src: [u8; 16], sport: u16, dst: [u8; 16], dport: u16, payload: &[u8]) -> Frame {
+    Frame::udp(Ip::V6(src), sport, Ip::V6(dst), dport, payload)
+}
+
+fn sip(method: &str) -> Vec<u8> {
+    format!("{method} sip:alice@example.net SIP/2.0\r\nVia: SIP/2.0/UDP host\r\n\r\n").into_bytes()
+}
+
+fn with(mut frame: Vec<u8>, at: usize, bytes: &[u8]) -> Vec<u8> {
+    frame[at..at + bytes.len()].copy_from_slice(bytes);
+    frame
+}
+
+fn fixtures() -> Vec<Fixture> {
+    use Stat::*;
+    let now = now_ns();
+    let (relay, a, b) = (RELAY4, PEER_A4, PEER_B4);
+    let plain = udp4(a, 4000, relay, 30000, RTP);
+    let mut v = vec![
+        // --- 1. parsing --------------------------------------------------------------------
+        fx("ARP is not IP", arp(None), XDP_PASS, PassNotIp),
+        fx("VLAN-tagged ARP", arp(Some(100)), XDP_PASS, PassNotIp),
+        fx(
+            "double VLAN tag (QinQ inner 802.1Q) is not parsed further",
+            with(arp(Some(100)), 16, &ETH_P_8021Q.to_be_bytes()),
+            XDP_PASS,
+            PassNotIp,
+        ),
+        // BPF_PROG_TEST_RUN refuses frames shorter than an Ethernet header, so the shortest runt
+        // a fixture can send is the bare header.
+        fx(
+            "runt: Ethernet header alone, IPv4 ethertype",
+            plain.build()[..14].to_vec(),
+            XDP_DROP,
+            DropMalformed,
+        ),
+        fx(
+            "runt: Ethernet header alone, IPv6 ethertype",
+            udp6(peer_a6(), 4000, relay6(), 31000, RTP).build()[..14].to_vec(),
+            XDP_DROP,
+            DropMalformed,
+        ),
+        fx(
+            "VLAN tag cut short",
+            plain.clone().vlan(7).build()[..16].to_vec(),
+            XDP_DROP,
+            DropMalformed,
+        ),
+        fx(
+            "IPv4 header cut short",
+            plain.build()[..14 + 12].to_vec(),
+            XDP_DROP,
+            DropMalformed,
+        ),
+        fx(
+            "IPv4 IHL 4",
+            with(plain.build(), 14, &[0x44]),
+            XDP_DROP,
+            DropMalformed,
+        ),
+        fx(
+            "IPv4 version 6 in an IPv4 frame",
+            with(plain.build(), 14, &[0x65]),
+            XDP_DROP,
+            DropMalformed,
+        ),
+        fx(
+            "IPv4 total length beyond the frame",
+            with(
+                plain.build(),
+                16,
+                &(20 + 8 + RTP.len() as u16 + 1).to_be_bytes(),
+            ),
+            XDP_DROP,
+            DropMalformed,
+        ),
+        fx(
+            "IPv4 total length shorter than IHL",
+            with(plain.build(), 16, &19u16.to_be_bytes()),
+            XDP_DROP,
+            DropMalformed,
+        ),
+        fx(
+            "UDP length beyond the IP payload",
+            with(
+                plain.build(),
+                34 + 4,
+                &(8 + RTP.len() as u16 + 1).to_be_bytes(),
+            ),
+            XDP_DROP,
+            DropMalformed,
+        ),
+        fx(
+            "UDP length below the header",
+            with(plain.build(), 34 + 4, &7u16.to_be_bytes()),
+            XDP_DROP,
+            DropMalformed,
+        ),
+        fx(
+            "UDP header truncated by the IP length",
+            Frame::raw(Ip::V4(a), Ip::V4(relay), 17, &[0x0f, 0xa0, 0x75, 0x30]).build(),
+            XDP_DROP,
+            DropMalformed,
+        ),
+        fx(
+            "TCP data offset 4",
+            with(
+                Frame::tcp(Ip::V4(a), 1234, Ip::V4(relay), MGMT, b"x").build(),
+                34 + 12,
+                &[0x40],
+            ),
+            XDP_DROP,
+            DropMalformed,
+        ),
+        fx(
+            "IPv6 payload length beyond the frame",
+            with(
+                udp6(peer_a6(), 4000, relay6(), 31000, RTP).build(),
+                14 + 4,
+                &(8 + RTP.len() as u16 + 1).to_be_bytes(),
+            ),
+            XDP_DROP,
+            DropMalformed,
+        ),
+        fx(
+            "IPv6 header cut short",
+            udp6(peer_a6(), 4000, relay6(), 31000, RTP).build()[..14 + 39].to_vec(),
+            XDP_DROP,
+            DropMalformed,
+        ),
+        fx(
+            "Ethernet padding after the IP packet is fine",
+            {
+                let mut f = udp4(a, 1234, relay, 9999, b"x").build();
+                f.extend([0; 12]);
+                f
+            },
+            XDP_PASS,
+            PassOther,
+        ),
+        fx(
+            "IPv4 options shift the UDP header",
+            {
+                let mut f = udp4(a, 1234, relay, 9999, b"x");
+                f.ip_options = vec![1, 1, 1, 0]; // NOP NOP NOP EOL
+                f.build()
+            },
+            XDP_PASS,
+            PassOther,
+        ),
+        fx(
+            "ICMP is not UDP/TCP",
+            Frame::raw(Ip::V4(a), Ip::V4(relay), 1, &[8, 0, 0xf7, 0xff, 0, 0, 0, 0]).build(),
+            XDP_PASS,
+            PassNotUdpTcp,
+        ),
+        fx(
+            "ICMPv6 is not UDP/TCP",
+            Frame::raw(Ip::V6(peer_a6()), Ip::V6(relay6()), 58, &[128, 0, 0, 0]).build(),
+            XDP_PASS,
+            PassNotUdpTcp,
+        ),
+        fx(
+            "IPv6 hop-by-hop header: not walked, passed",
+            {
+                let mut f = udp6(peer_a6(), 4000, relay6(), 31000, RTP);
+                f.v6_ext = Some(0);
+                f.build()
+            },
+            XDP_PASS,
+            PassNotUdpTcp,
+        ),
+        fx(
+            "IPv4 first fragment (MF) to a relay port",
+            {
+                let mut f = plain.clone();
+                f.frag = 0x2000;
+                f.build()
+            },
+            XDP_PASS,
+            PassFragment,
+        ),
+        fx(
+            "IPv4 non-first fragment",
+            {
+                let mut f = plain.clone();
+                f.frag = 0x0010;
+                f.build()
+            },
+            XDP_PASS,
+            PassFragment,
+        ),
+        fx(
+            "IPv6 fragment header",
+            {
+                let mut f = udp6(peer_a6(), 4000, relay6(), 31000, RTP);
+                f.v6_ext = Some(44);
+                f.build()
+            },
+            XDP_PASS,
+            PassFragment,
+        ),
+        // --- 2. bans -------------------------------------------------------------------------
+        fx(
+            "live ban drops, even SIP",
+            udp4([203, 0, 113, 7], 5060, relay, SIP, &sip("OPTIONS")).build(),
+            XDP_DROP,
+            DropBanned,
+        )
+        .setup(move |e| e.ban(Ip::V4([203, 0, 113, 7]), now + HOUR)),
+        fx(
+            "live ban drops VLAN-tagged frames",
+            udp4([203, 0, 113, 7], 5060, relay, 9999, b"x")
+                .vlan(42)
+                .build(),
+            XDP_DROP,
+            DropBanned,
+        ),
+        fx(
+            "live ban drops fragments too",
+            {
+                let mut f = udp4([203, 0, 113, 7], 5060, relay, 9999, b"x");
+                f.frag = 0x0010;
+                f.build()
+            },
+            XDP_DROP,
+            DropBanned,
+        ),
+        fx(
+            "expired ban is ignored",
+            udp4([203, 0, 113, 8], 5060, relay, 9999, b"x").build(),
+            XDP_PASS,
+            PassOther,
+        )
+        .setup(|e| e.ban(Ip::V4([203, 0, 113, 8]), 1)),
+        fx(
+            "the same ban once it has run out",
+            udp4([203, 0, 113, 7], 5060, relay, 9999, b"x").build(),
+            XDP_PASS,
+            PassOther,
+        )
+        .setup(|e| e.ban(Ip::V4([203, 0, 113, 7]), now_ns() - 1)),
+        fx(
+            "permanent IPv6 ban",
+            udp6(v6("2001:db8:bad::1"), 5060, relay6(), SIP, &sip("OPTIONS")).build(),
+            XDP_DROP,
+            DropBanned,
+        )
+        .setup(|e| e.ban(Ip::V6(v6("2001:db8:bad::1")), BanEntry::PERMANENT)),
+        // --- 3. static deny ---------------------------------------------------------------
+        fx(
+            "IPv4 source in a denied /16",
+            udp4([10, 66, 3, 4], 5060, relay, SIP, &sip("OPTIONS")).build(),
+            XDP_DROP,
+            DropDenied,
+        ),
+        fx(
+            "IPv4 source next to the denied /16",
+            udp4([10, 67, 0, 1], 1234, relay, 9999, b"x").build(),
+            XDP_PASS,
+            PassOther,
+        ),
+        fx(
+            "IPv6 source in a denied /48",
+            Frame::tcp(
+                Ip::V6(v6("2001:db8:dead:1::9")),
+                1234,
+                Ip::V6(relay6()),
+                MGMT,
+                b"x",
+            )
+            .build(),
+            XDP_DROP,
+            DropDenied,
+        ),
+        // --- 4. service ACL ---------------------------------------------------------------
+        fx(
+            "restricted SSH from outside its allow list",
+            Frame::tcp(Ip::V4([198, 18, 0, 1]), 40000, Ip::V4(relay), SSH, b"").build(),
+            XDP_DROP,
+            DropServiceAcl,
+        ),
+        fx(
+            "restricted SSH from its allow list",
+            Frame::tcp(Ip::V4([192, 0, 2, 99]), 40000, Ip::V4(relay), SSH, b"").build(),
+            XDP_PASS,
+            PassService,
+        ),
+        fx(
+            "another service's allow list does not open SSH",
+            Frame::tcp(Ip::V4([198, 51, 100, 5]), 40000, Ip::V4(relay), SSH, b"").build(),
+            XDP_DROP,
+            DropServiceAcl,
+        ),
+        fx(
+            "restricted UDP service from its allow list",
+            udp4([198, 51, 100, 5], 40000, relay, OTHER_SVC, b"x").build(),
+            XDP_PASS,
+            PassService,
+        ),
+        fx(
+            "restricted SSH over IPv6 from its allow list",
+            Frame::tcp(
+                Ip::V6(v6("2001:db8:1:2::3")),
+                40000,
+                Ip::V6(relay6()),
+                SSH,
+                b"",
+            )
+            .build(),
+            XDP_PASS,
+            PassService,
+        ),
+        fx(
+            "restricted SSH over IPv6 from elsewhere",
+            Frame::tcp(
+                Ip::V6(v6("2001:db8:2::3")),
+                40000,
+                Ip::V6(relay6()),
+                SSH,
+                b"",
+            )
+            .build(),
+            XDP_DROP,
+            DropServiceAcl,
+        ),
+        fx(
+            "unrestricted management API",
+            Frame::tcp(
+                Ip::V4([198, 18, 0, 1]),
+                40000,
+                Ip::V4(relay),
+                MGMT,
+                b"GET /",
+            )
+            .build(),
+            XDP_PASS,
+            PassService,
+        ),
+        fx(
+            "UDP to the TCP-only management port is no service",
+            udp4([198, 18, 0, 1], 40000, relay, MGMT, b"x").build(),
+            XDP_PASS,
+            PassOther,
+        ),
+        // --- 5. SIP guard -----------------------------------------------------------------
+        fx(
+            "SIP OPTIONS passes the guard",
+            udp4([192, 0, 2, 10], 5060, relay, SIP, &sip("OPTIONS")).build(),
+            XDP_PASS,
+            PassSip,
+        ),
+        fx(
+            "SIP over VLAN",
+            udp4([192, 0, 2, 10], 5060, relay, SIP, &sip("OPTIONS"))
+                .vlan(3)
+                .build(),
+            XDP_PASS,
+            PassSip,
+        ),
+        fx(
+            "SIP over IPv6",
+            udp6(v6("2001:db8:1::5"), 5060, relay6(), SIP, &sip("INVITE")).build(),
+            XDP_PASS,
+            PassSip,
+        ),
+        fx(
+            "packet bucket empty (TAT an hour ahead)",
+            udp4([192, 0, 2, 20], 5060, relay, SIP, &sip("REGISTER")).build(),
+            XDP_DROP,
+            DropSipPacketRate,
+        )
+        .setup(move |e| {
+            e.set_guard_state(
+                Ip::V4([192, 0, 2, 20]),
+                GuardState {
+                    packets_tat_ns: now_ns() + HOUR,
+                    ..Default::default()
+                },
+            )
+        }),
+        fx(
+            "packet bucket refilled (TAT in the past)",
+            udp4([192, 0, 2, 20], 5060, relay, SIP, &sip("REGISTER")).build(),
+            XDP_PASS,
+            PassSip,
+        )
+        .setup(|e| {
+            let mut st = e.guard_state(Ip::V4([192, 0, 2, 20])).unwrap();
+            st.packets_tat_ns = 0;
+            e.set_guard_state(Ip::V4([192, 0, 2, 20]), st);
+        }),
+        fx(
+            "burst of 5 at 1/s with burst 5: all pass",
+            udp4([192, 0, 2, 21], 5060, relay, SIP, &sip("REGISTER")).build(),
+            XDP_PASS,
+            PassSip,
+        )
+        .repeat(5)
+        .setup(|e| {
+            e.guard_config(GuardConfig {
+                packets: Gcra::per_second(1, 5),
+                ..base_guard()
+            })
+        }),
+        fx(
+            "6th packet of the burst is over",
+            udp4([192, 0, 2, 21], 5060, relay, SIP, &sip("REGISTER")).build(),
+            XDP_DROP,
+            DropSipPacketRate,
+        ),
+        fx(
+            "one interval later exactly one more passes",
+            udp4([192, 0, 2, 21], 5060, relay, SIP, &sip("REGISTER")).build(),
+            XDP_PASS,
+            PassSip,
+        )
+        .setup(|e| {
+            // Winds the bucket's clock back one interval instead of sleeping a second.
+            let mut st = e.guard_state(Ip::V4([192, 0, 2, 21])).unwrap();
+            st.packets_tat_ns -= 1_000_000_000;
+            e.set_guard_state(Ip::V4([192, 0, 2, 21]), st);
+        })
+        .after(|e| {
+            let (action, _) = e.run(
+                &udp4([192, 0, 2, 21], 5060, RELAY4, SIP, &sip("REGISTER")).build(),
+                IF0,
+                1,
+            );
+            assert_eq!(action, XDP_DROP, "bucket empty again");
+            e.guard_config(base_guard());
+        }),
+        fx(
+            "2 INVITEs within the burst of 2",
+            udp4([192, 0, 2, 30], 5060, relay, SIP, &sip("INVITE")).build(),
+            XDP_PASS,
+            PassSip,
+        )
+        .repeat(2)
+        .setup(|e| {
+            e.guard_config(GuardConfig {
+                invites: Gcra::per_second(1, 2),
+                ..base_guard()
+            })
+        }),
+        fx(
+            "3rd INVITE is over the calls-per-second limit",
+            udp4([192, 0, 2, 30], 5060, relay, SIP, &sip("INVITE")).build(),
+            XDP_DROP,
+            DropSipInviteRate,
+        ),
+        fx(
+            "other requests from that source still pass",
+            udp4([192, 0, 2, 30], 5060, relay, SIP, &sip("BYE")).build(),
+            XDP_PASS,
+            PassSip,
+        ),
+        fx(
+            "'INVITEX' is not an INVITE",
+            udp4(
+                [192, 0, 2, 30],
+                5060,
+                relay,
+                SIP,
+                b"INVITEX sip:x SIP/2.0\r\n",
+            )
+            .build(),
+            XDP_PASS,
+            PassSip,
+        )
+        .after(|e| e.guard_config(base_guard())),
+        fx(
+            "INVITE at the default session cap",
+            udp4([192, 0, 2, 40], 5060, relay, SIP, &sip("INVITE")).build(),
+            XDP_DROP,
+            DropSipSessionCap,
+        )
+        .setup(|e| {
+            e.guard_config(GuardConfig {
+                max_sessions: 2,
+                ..base_guard()
+            });
+            e.sessions(Ip::V4([192, 0, 2, 40]), 2, 0);
+        }),
+        fx(
+            "ACK from a source at its cap passes",
+            udp4([192, 0, 2, 40], 5060, relay, SIP, &sip("ACK")).build(),
+            XDP_PASS,
+            PassSip,
+        ),
+        fx(
+            "INVITE below the default cap",
+            udp4([192, 0, 2, 41], 5060, relay, SIP, &sip("INVITE")).build(),
+            XDP_PASS,
+            PassSip,
+        )
+        .setup(|e| e.sessions(Ip::V4([192, 0, 2, 41]), 1, 0)),
+        fx(
+            "a source's own higher limit overrides the default",
+            udp4([192, 0, 2, 42], 5060, relay, SIP, &sip("INVITE")).build(),
+            XDP_PASS,
+            PassSip,
+        )
+        .setup(|e| e.sessions(Ip::V4([192, 0, 2, 42]), 2, 5)),
+        fx(
+            "a source's own lower limit applies with no default",
+            udp6(v6("2001:db8:1::43"), 5060, relay6(), SIP, &sip("INVITE")).build(),
+            XDP_DROP,
+            DropSipSessionCap,
+        )
+        .setup(|e| {
+            e.guard_config(base_guard());
+            e.sessions(Ip::V6(v6("2001:db8:1::43")), 1, 1);
+        }),
+        fx(
+            "SIP over TCP: packet rate only, no INVITE/session check",
+            Frame::tcp(
+                Ip::V4([192, 0, 2, 50]),
+                40000,
+                Ip::V4(relay),
+                SIP,
+                &sip("INVITE"),
+            )
+            .build(),
+            XDP_PASS,
+            PassSip,
+        )
+        .setup(|e| e.sessions(Ip::V4([192, 0, 2, 50]), 9, 1)),
+        fx(
+            "SIP over TCP over its packet rate",
+            Frame::tcp(Ip::V4([192, 0, 2, 51]), 40000, Ip::V4(relay), SIP, b"").build(),
+            XDP_DROP,
+            DropSipPacketRate,
+        )
+        .setup(|e| {
+            e.set_guard_state(
+                Ip::V4([192, 0, 2, 51]),
+                GuardState {
+                    packets_tat_ns: now_ns() + HOUR,
+                    ..Default::default()
+                },
+            )
+        }),
+    ];
+    v.extend(relay_fixtures());
+    v
+}
+
+fn relay_fixtures() -> Vec<Fixture> {
+    use Stat::*;
+    let (relay, a, b) = (RELAY4, PEER_A4, PEER_B4);
+    let plain = udp4(a, 4000, relay, 30000, RTP);
+    // What leaves for B: from the partner leg's port to B's port, TTL - 1, B's MAC.
+    let to_b = |sport: u16, dport: u16| {
+        udp4(relay, sport, b, dport, RTP)
+            .ttl(63)
+            .macs(RELAY_MAC, PEER_B_MAC)
+    };
+    vec![
+        fx(
+            "A -> relay -> B: XDP_TX, rewritten",
+            plain.build(),
+            XDP_TX,
+            RelayTx,
+        )
+        .output(to_b(30002, 5000).build())
+        .after(|e| {
+            let c = e.counters(30000);
+            assert_eq!((c.packets, c.bytes), (1, RTP.len() as u64), "{c:?}");
+            assert!(c.last_seen_ns > 0 && c.last_seen_ns <= now_ns());
+            assert_eq!(e.counters(30002).packets, 0, "counted on the receiving leg");
+        }),
+        fx(
+            "B -> relay -> A: the reverse direction",
+            udp4(b, 5000, relay, 30002, RTP).build(),
+            XDP_TX,
+            RelayTx,
+        )
+        .output(
+            udp4(relay, 30000, a, 4000, RTP)
+                .ttl(63)
+                .macs(RELAY_MAC, PEER_MAC)
+                .build(),
+        ),
+        fx(
+            "RTCP leg (port + 1) relays like any other",
+            udp4(a, 4001, relay, 30001, b"\x81\xc8\x00\x06rtcp-sr-bytes...").build(),
+            XDP_TX,
+            RelayTx,
+        )
+        .output(
+            udp4(relay, 30003, b, 5001, b"\x81\xc8\x00\x06rtcp-sr-bytes...")
+                .ttl(63)
+                .macs(RELAY_MAC, PEER_B_MAC)
+                .build(),
+        ),
+        fx(
+            "zero (absent) IPv4 UDP checksum stays zero",
+            plain.clone().no_csum().build(),
+            XDP_TX,
+            RelayTx,
+        )
+        .output(to_b(30002, 5000).no_csum().build()),
+        fx(
+            "odd-length payload",
+            udp4(a, 4000, relay, 30000, b"odd").build(),
+            XDP_TX,
+            RelayTx,
+        )
+        .output(
+            udp4(relay, 30002, b, 5000, b"odd")
+                .ttl(63)
+                .macs(RELAY_MAC, PEER_B_MAC)
+                .build(),
+        ),
+        fx(
+            "IPv6 A -> relay -> B: XDP_TX, UDP checksum still valid",
+            udp6(peer_a6(), 4000, relay6(), 31000, RTP).build(),
+            XDP_TX,
+            RelayTx,
+        )
+        .output(
+            udp6(relay6(), 31002, peer_b6(), 5000, RTP)
+                .ttl(63)
+                .macs(RELAY_MAC, PEER_B_MAC)
+                .build(),
+        ),
+        fx(
+            "egress interface not in TX_PORTS: userspace, untouched",
+            udp4(a, 4000, relay, 32000, RTP).build(),
+            XDP_PASS,
+            RelayToUserspace,
+        ),
+        fx(
+            "egress on the other interface: XDP_REDIRECT",
+            udp4(a, 4000, relay, 32000, RTP).build(),
+            XDP_REDIRECT,
+            RelayRedirect,
+        )
+        .setup(|e| e.tx_port(IF1))
+        .output(
+            udp4(RELAY1_4, 32002, FAR4, 6000, RTP)
+                .ttl(63)
+                .macs(RELAY1_MAC, FAR_MAC)
+                .build(),
+        ),
+        fx(
+            "IPv6 egress on the other interface: XDP_REDIRECT",
+            udp6(peer_a6(), 4000, relay6(), 32100, RTP).build(),
+            XDP_REDIRECT,
+            RelayRedirect,
+        )
+        .output(
+            udp6(v6("fd01::1"), 32102, v6("fd01::2"), 6000, RTP)
+                .ttl(63)
+                .macs(RELAY1_MAC, FAR_MAC)
+                .build(),
+        ),
+        fx(
+            "next hop without a neighbour entry: userspace, untouched",
+            udp4(a, 4000, relay, 33000, RTP).build(),
+            XDP_PASS,
+            RelayToUserspace,
+        ),
+        fx(
+            "peer on this host: rewritten and passed to the stack",
+            udp4(a, 4000, relay, 34000, RTP).build(),
+            XDP_PASS,
+            RelayLocal,
+        )
+        // Addressed to us already: MACs unchanged.
+        .output(udp4(RELAY1_4, 34002, relay, 7000, RTP).ttl(63).build()),
+        fx(
+            "both peers on lo",
+            udp4([127, 0, 0, 1], 9000, [127, 0, 0, 1], 35000, RTP)
+                .macs([0; 6], [0; 6])
+                .build(),
+            XDP_PASS,
+            RelayLocal,
+        )
+        .on(LO)
+        .output(
+            udp4([127, 0, 0, 1], 35002, [127, 0, 0, 1], 9002, RTP)
+                .ttl(63)
+                .macs([0; 6], [0; 6])
+                .build(),
+        ),
+        fx(
+            "first packet latches the NATed source",
+            udp4(a, 40000, relay, 36000, RTP).build(),
+            XDP_TX,
+            RelayTx,
+        )
+        .output(to_b(36002, 5000).build())
+        .after(|e| {
+            let l = e.get_leg(36000);
+            assert_eq!(l.peer_addr, Addr::from_v4(PEER_A4));
+            assert_eq!(l.peer_port, 40000);
+            assert_eq!(
+                l.flags,
+                LEG_ACTIVE | LEG_LATCH | LEG_STRICT_SOURCE | LEG_LATCHED | LEG_PEER_KNOWN
+            );
+        }),
+        fx(
+            "strict source: same host, other port",
+            udp4(a, 40001, relay, 36000, RTP).build(),
+            XDP_DROP,
+            DropStrictSource,
+        )
+        .after(|e| {
+            let c = e.counters(36000);
+            assert_eq!((c.packets, c.strict_drops), (1, 1), "{c:?}");
+            assert_eq!(e.get_leg(36000).peer_port, 40000, "no re-latch");
+        }),
+        fx(
+            "strict source: other host (RTP bleed)",
+            udp4(b, 40000, relay, 36000, RTP).build(),
+            XDP_DROP,
+            DropStrictSource,
+        ),
+        fx(
+            "latched peer keeps flowing",
+            udp4(a, 40000, relay, 36000, RTP).build(),
+            XDP_TX,
+            RelayTx,
+        )
+        .output(to_b(36002, 5000).build()),
+        fx(
+            "reverse direction goes to the latched address",
+            udp4(b, 5000, relay, 36002, RTP).build(),
+            XDP_TX,
+            RelayTx,
+        )
+        .output(
+            udp4(relay, 36000, a, 40000, RTP)
+                .ttl(63)
+                .macs(RELAY_MAC, PEER_MAC)
+                .build(),
+        ),
+        fx(
+            "latching without strict source",
+            udp4(a, 41000, relay, 37000, RTP).build(),
+            XDP_TX,
+            RelayTx,
+        )
+        .output(to_b(37002, 5000).build()),
+        fx(
+            "not strict: another source is relayed, and does not re-latch",
+            udp4(b, 42000, relay, 37000, RTP).build(),
+            XDP_TX,
+            RelayTx,
+        )
+        .output(to_b(37002, 5000).build())
+        .after(|e| assert_eq!(e.get_leg(37000).peer_port, 41000)),
+        fx(
+            "strict source against the SDP address: wrong port",
+            udp4(a, 4999, relay, 38000, RTP).build(),
+            XDP_DROP,
+            DropStrictSource,
+        ),
+        fx(
+            "strict source against the SDP address: right source",
+            udp4(a, 4000, relay, 38000, RTP).build(),
+            XDP_TX,
+            RelayTx,
+        )
+        .output(to_b(38002, 5000).build()),
+        fx(
+            "inactive leg: userspace",
+            udp4(a, 4000, relay, 39000, RTP).build(),
+            XDP_PASS,
+            RelayToUserspace,
+        ),
+        fx(
+            "relay port on another local address: userspace",
+            udp4(a, 4000, [10, 0, 0, 50], 30000, RTP).build(),
+            XDP_PASS,
+            RelayToUserspace,
+        ),
+        fx(
+            "partner's peer not known yet: userspace",
+            udp4(a, 4000, relay, 39100, RTP).build(),
+            XDP_PASS,
+            RelayToUserspace,
+        ),
+        fx(
+            "IPv4 in, IPv6 out: userspace bridges families",
+            udp4(a, 4000, relay, 39200, RTP).build(),
+            XDP_PASS,
+            RelayToUserspace,
+        ),
+        fx(
+            "partner leg missing: userspace",
+            udp4(a, 4000, relay, 39300, RTP).build(),
+            XDP_PASS,
+            RelayToUserspace,
+        ),
+        fx(
+            "TTL 1 would expire: userspace re-originates it",
+            plain.clone().ttl(1).build(),
+            XDP_PASS,
+            RelayToUserspace,
+        ),
+        fx(
+            "VLAN-tagged media: userspace",
+            plain.clone().vlan(5).build(),
+            XDP_PASS,
+            RelayToUserspace,
+        )
+        .after(|e| assert!(e.counters(30000).last_seen_ns > 0)),
+        fx(
+            "UDP to no relay port and no service",
+            udp4(a, 4000, relay, 29999, RTP).build(),
+            XDP_PASS,
+            PassOther,
+        ),
+        fx(
+            "relay fixtures leave the first leg's counters consistent",
+            plain.build(),
+            XDP_TX,
+            RelayTx,
+        )
+        .output(to_b(30002, 5000).build())
+        .after(|e| {
+            // Forwarded on 30000 so far: the first fixture, the zero-checksum one, the 3-byte
+            // one and this; passes to userspace (TTL 1, VLAN) are not counted as forwarded.
+            let c = e.counters(30000);
+            assert_eq!((c.packets, c.bytes), (4, 3 * RTP.len() as u64 + 3), "{c:?}");
+        }),
+    ]
+}
+
+#[test]
+fn fixture_table() {
+    tests::require_privileged!();
+    let ns = make_netns();
+    ns.enter(|| {
+        let mut env = Env::new("table");
+        configure(&mut env);
+        run_fixtures(&mut env, fixtures());
+    });
 }
