@@ -527,9 +527,8 @@ impl Drop for PinDir {
 
 struct Env {
     ebpf: Ebpf,
-    // Declared after `ebpf` so the maps close before their pins are removed (order is cosmetic:
-    // unlinking a pin never affects open fds).
-    _pins: PinDir,
+    /// Removes the pins when the test is done with them; `None` leaves them to another `Env`.
+    pins: Option<PinDir>,
 }
 
 fn load(pins: &PinDir) -> Ebpf {
@@ -559,7 +558,10 @@ impl Env {
     fn new(tag: &str) -> Env {
         let pins = PinDir::new(tag);
         let ebpf = load(&pins);
-        Env { ebpf, _pins: pins }
+        Env {
+            ebpf,
+            pins: Some(pins),
+        }
     }
 
     fn map(&mut self, name: &str) -> &mut aya::maps::Map {
@@ -765,7 +767,10 @@ fn program_loads_and_maps_are_pinned() {
         names::TX_PORTS,
         names::STATS,
     ] {
-        assert!(env._pins.path.join(name).exists(), "{name} not pinned");
+        assert!(
+            env.pins.as_ref().unwrap().path.join(name).exists(),
+            "{name} not pinned"
+        );
     }
 }
 
@@ -1048,7 +1053,7 @@ fn with(mut frame: Vec<u8>, at: usize, bytes: &[u8]) -> Vec<u8> {
 fn fixtures() -> Vec<Fixture> {
     use Stat::*;
     let now = now_ns();
-    let (relay, a, b) = (RELAY4, PEER_A4, PEER_B4);
+    let (relay, a) = (RELAY4, PEER_A4);
     let plain = udp4(a, 4000, relay, 30000, RTP);
     let mut v = vec![
         // --- 1. parsing --------------------------------------------------------------------
@@ -1873,4 +1878,119 @@ fn fixture_table() {
         configure(&mut env);
         run_fixtures(&mut env, fixtures());
     });
+}
+
+#[test]
+fn guard_events_are_sampled_per_source() {
+    tests::require_privileged!();
+    let ns = make_netns();
+    ns.enter(|| {
+        let mut env = Env::new("events");
+        configure(&mut env);
+        let src = Ip::V4([192, 0, 2, 60]);
+        let flood = udp4([192, 0, 2, 60], 5060, RELAY4, SIP, &sip("REGISTER")).build();
+        let throttled = |e: &mut Env| {
+            let mut st = e.guard_state(src).unwrap_or_default();
+            st.packets_tat_ns = now_ns() + HOUR;
+            e.set_guard_state(src, st);
+        };
+        throttled(&mut env);
+
+        // The first drop is reported at once.
+        assert_eq!(env.run(&flood, IF0, 1).0, XDP_DROP);
+        let ev = env.events();
+        assert_eq!(ev.len(), 1, "{ev:?}");
+        assert_eq!(ev[0].source, src.addr());
+        assert_eq!(ev[0].kind, GuardEventKind::PacketRate as u32);
+        assert_eq!((ev[0].port, ev[0].suppressed), (SIP, 0));
+
+        // Within the interval: counted, not reported.
+        assert_eq!(env.run(&flood, IF0, 5).0, XDP_DROP);
+        assert!(env.events().is_empty());
+        assert_eq!(env.guard_state(src).unwrap().suppressed, 5);
+
+        // Once the interval has passed, the next event carries the suppressed count.
+        let mut st = env.guard_state(src).unwrap();
+        st.last_event_ns = now_ns() - 2_000_000_000;
+        env.set_guard_state(src, st);
+        assert_eq!(env.run(&flood, IF0, 1).0, XDP_DROP);
+        let ev = env.events();
+        assert_eq!(ev.len(), 1, "{ev:?}");
+        assert_eq!(ev[0].suppressed, 5);
+        assert_eq!(env.guard_state(src).unwrap().suppressed, 0);
+
+        // Another source has its own budget; INVITE and session-cap drops say which limit hit.
+        env.guard_config(GuardConfig {
+            invites: Gcra::per_second(1, 1),
+            max_sessions: 1,
+            ..base_guard()
+        });
+        let inv = |last: u8| udp4([192, 0, 2, last], 5060, RELAY4, SIP, &sip("INVITE")).build();
+        env.sessions(Ip::V4([192, 0, 2, 61]), 1, 0);
+        assert_eq!(env.run(&inv(61), IF0, 1).0, XDP_DROP);
+        assert_eq!(env.run(&inv(62), IF0, 2).0, XDP_DROP);
+        let kinds: Vec<_> = env.events().iter().map(|e| (e.source, e.kind)).collect();
+        assert_eq!(
+            kinds,
+            [
+                (
+                    Addr::from_v4([192, 0, 2, 61]),
+                    GuardEventKind::SessionCap as u32
+                ),
+                (
+                    Addr::from_v4([192, 0, 2, 62]),
+                    GuardEventKind::InviteRate as u32
+                )
+            ]
+        );
+
+        // Interval 0 reports every drop, until the ring is full: then the loss is counted in
+        // `event_lost` and in the source's `suppressed`, and nothing else changes.
+        env.guard_config(GuardConfig {
+            event_interval_ns: 0,
+            ..base_guard()
+        });
+        throttled(&mut env);
+        let lost_before = env.stat(Stat::EventLost);
+        let n = 8000; // 256 KiB ring / 48-byte records (40 + 8 header) ~ 5461
+        assert_eq!(env.run(&flood, IF0, n).0, XDP_DROP);
+        let lost = env.stat(Stat::EventLost) - lost_before;
+        let got = env.events().len() as u64;
+        assert!(lost > 0, "ring never filled ({got} events)");
+        assert_eq!(got + lost, u64::from(n));
+        assert_eq!(env.guard_state(src).unwrap().suppressed, lost);
+    });
+}
+
+#[test]
+fn pinned_maps_survive_a_reload() {
+    tests::require_privileged!();
+    let pins = PinDir::new("reload");
+    let l = leg(
+        30000,
+        Ip::V4(RELAY4),
+        Ip::V4(PEER_A4),
+        4000,
+        30002,
+        KNOWN | LEG_STRICT_SOURCE,
+    );
+    {
+        // The first daemon: fills the maps, exits; the pins (owned by `pins`) stay.
+        let mut env = Env {
+            ebpf: load(&pins),
+            pins: None,
+        };
+        env.leg(l);
+        env.ban(Ip::V4([203, 0, 113, 9]), BanEntry::PERMANENT);
+    }
+    let mut env = Env {
+        ebpf: load(&pins),
+        pins: Some(pins),
+    };
+    assert_eq!(env.get_leg(30000), l, "relay leg survives");
+    let bans: HashMap<_, Addr, BanEntry> = env.hash(names::BANS);
+    assert!(
+        bans.get(&Addr::from_v4([203, 0, 113, 9]), 0).is_ok(),
+        "ban survives"
+    );
 }
