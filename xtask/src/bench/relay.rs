@@ -465,8 +465,12 @@ fn start_relay(plane: Plane, o: &Opts, topo: &Topology, relay_cpu: usize) -> any
     std::fs::create_dir_all(log.parent().expect("has parent"))?;
     let logf = std::fs::File::create(&log)?;
 
-    let mut cmd = topo.relay.command("taskset");
-    cmd.args(["-c", &relay_cpu.to_string()]);
+    // nsenter, not `ip netns exec`: the latter remounts /sys in a private mount namespace,
+    // whose fresh bpffs relayd cannot pin XDP links in; nsenter changes only the network
+    // namespace. Both exec, so the PID is the relay's own.
+    let mut cmd = std::process::Command::new("nsenter");
+    cmd.arg(format!("--net={}", topo.relay.path().display()))
+        .args(["--", "taskset", "-c", &relay_cpu.to_string()]);
     match plane {
         Plane::Rtpengine => {
             let bin = Path::new("/usr/bin/rtpengine");
@@ -526,6 +530,10 @@ fn start_relay(plane: Plane, o: &Opts, topo: &Topology, relay_cpu: usize) -> any
     if let Err(e) = ng.wait_ready(Duration::from_secs(10)) {
         let status = child.try_wait()?;
         let _ = child.stop(Duration::from_secs(1));
+        if plane != Plane::Rtpengine {
+            // A relayd that failed half-way may have pinned maps already.
+            let _ = std::fs::remove_dir_all(Path::new("/sys/fs/bpf").join(instance()));
+        }
         bail!(
             "{} not answering ng ping ({e}; exit status {status:?}); log: {}",
             plane.name(),
