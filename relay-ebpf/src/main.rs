@@ -96,6 +96,7 @@ mod prog {
             Outcome::Relay(RelayError::StrictSource) => (XDP_DROP, Stat::DropStrictSource),
             // The frame is already rewritten, so passing it would deliver it to the wrong place.
             Outcome::Relay(RelayError::RedirectFailed) => (XDP_DROP, Stat::DropRedirectFailed),
+            Outcome::Relay(RelayError::Rewrite) => (XDP_DROP, Stat::DropMalformed),
             Outcome::Relay(RelayError::NoLeg) | Outcome::Other => (XDP_PASS, Stat::PassOther),
         }
     }

@@ -57,6 +57,9 @@ pub enum RelayError {
     StrictSource,
     /// The egress device refused the frame after it was rewritten.
     RedirectFailed,
+    /// A bounds check failed halfway through the rewrite. Unreachable (parsing checked the
+    /// same bytes), but a half-rewritten frame must go nowhere.
+    Rewrite,
 }
 
 /// Where the rewritten packet goes, decided before anything is written. Flat and small: it
@@ -102,7 +105,6 @@ pub fn try_relay(
     {
         return Err(RelayError::ToUserspace);
     }
-    touch(key, now_ns);
 
     if has(LEG_LATCH) && !has(LEG_LATCHED) {
         // Learn the NATed peer from its first packet. Address and port go in before the flag,
@@ -122,11 +124,13 @@ pub fn try_relay(
         count_strict_drop(key);
         return Err(RelayError::StrictSource);
     }
+    // After the strict check: spraying a relay port must not keep a dead call alive.
+    touch(key, now_ns);
 
     let partner_port = unsafe { (*leg).partner_port };
     let mut plan = Plan::default();
     plan_route(ctx, pkt, partner_port, &mut plan)?;
-    rewrite(ctx, pkt, udp, &plan).map_err(|_| RelayError::ToUserspace)?;
+    rewrite(ctx, pkt, udp, &plan).map_err(|_| RelayError::Rewrite)?;
     count_forwarded(key, (udp.len as usize - UDP_HLEN) as u64);
     match plan.egress {
         EGRESS_TX => Ok(Relayed::Tx),

@@ -1848,6 +1848,18 @@ fn relay_fixtures() -> Vec<Fixture> {
         )
         .after(|e| assert!(e.counters(30000).last_seen_ns > 0)),
         fx(
+            "a strict-source drop does not refresh last_seen (no keep-alive by spraying)",
+            udp4(b, 40000, relay, 38000, RTP).build(),
+            XDP_DROP,
+            DropStrictSource,
+        )
+        .setup(|e| {
+            let mut h: PerCpuHashMap<_, LegKey, LegCounters> =
+                PerCpuHashMap::try_from(e.map(names::RELAY_COUNTERS)).unwrap();
+            h.remove(&LegKey::new(38000)).unwrap();
+        })
+        .after(|e| assert_eq!(e.counters(38000).last_seen_ns, 0)),
+        fx(
             "UDP to no relay port and no service",
             udp4(a, 4000, relay, 29999, RTP).build(),
             XDP_PASS,
