@@ -98,10 +98,16 @@ impl Netns {
         std::mem::take(&mut self.name)
     }
 
-    /// `ip netns exec <name> <program>`, ready for arguments, stdio and env.
+    /// `nsenter --net=/run/netns/<name> <program>`, ready for arguments, stdio and env.
+    ///
+    /// Not `ip netns exec`: that also remounts /sys in a private mount namespace, whose fresh
+    /// bpffs is not the host's, so pins made by a program started that way are invisible to
+    /// everyone else (and gone when it exits). nsenter changes only the network namespace.
     pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.name]).arg(program);
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net={}", self.path().display()))
+            .arg("--")
+            .arg(program);
         cmd
     }
 
@@ -114,7 +120,7 @@ impl Netns {
         let mut cmd = self.command(program);
         cmd.args(args).stdin(Stdio::null());
         cmd.output()
-            .with_context(|| format!("ip netns exec {} {program}", self.name))
+            .with_context(|| format!("nsenter --net {} {program}", self.name))
     }
 
     /// Like [`Netns::exec`], but a non-zero exit is an error (with its stderr); returns stdout.
@@ -238,7 +244,7 @@ pub struct NsChild {
 }
 
 impl NsChild {
-    /// Spawns a prepared command (e.g. from [`Netns::command`]). `ip netns exec` execs the
+    /// Spawns a prepared command (e.g. from [`Netns::command`]). nsenter execs the
     /// program, so the PID is the program's own.
     pub fn spawn(cmd: &mut Command) -> anyhow::Result<NsChild> {
         let child = cmd.spawn().with_context(|| format!("spawn {cmd:?}"))?;
