@@ -197,12 +197,36 @@ fn read_addr6(ctx: &XdpContext, offset: usize) -> Result<Words, ParseError> {
     Ok(Words([read(ctx, offset)?, read(ctx, offset + 8)?]))
 }
 
+/// What [`parse`] returns across its BPF function boundary: `Result<Packet, ParseError>` with
+/// its tag at offset 0.
+///
+/// Types in a BPF function's signature go into the object's BTF. A plain
+/// `Result<Packet, ParseError>` hides its discriminant in a niche inside `Packet` (the `L4` tag,
+/// 38 bytes in); LLVM describes that as a BTF union whose tag member sits at that offset, and
+/// the kernel's BTF checker refuses a union member at any offset but 0 ("Invalid member
+/// bits_offset"). So the kernel rejected the object's whole BTF at every load (aya's "object
+/// BTF couldn't be loaded in the kernel" warning), leaving the verifier and bpftool without
+/// function and line info. `repr(C)` rules out the niche: the tag leads, every member is at 0.
+#[repr(C)]
+pub enum Parsed {
+    Ok(Packet),
+    Err(ParseError),
+}
+
 /// Parses Ethernet (+ one 802.1Q tag), IPv4/IPv6 and the UDP/TCP header.
 ///
 /// A BPF function of its own, so its stack frame is not part of the deepest call chain
 /// (pipeline -> relay -> route lookup); the verifier limits the whole chain to 512 bytes.
 #[inline(never)]
-pub fn parse(ctx: &XdpContext) -> Result<Packet, ParseError> {
+pub fn parse(ctx: &XdpContext) -> Parsed {
+    match parse_frame(ctx) {
+        Ok(p) => Parsed::Ok(p),
+        Err(e) => Parsed::Err(e),
+    }
+}
+
+#[inline(always)]
+fn parse_frame(ctx: &XdpContext) -> Result<Packet, ParseError> {
     let mut ethertype = read16(ctx, off::ETH_TYPE)?;
     let mut l3_off = ETH_HLEN;
     let vlan = ethertype == ETH_P_8021Q;

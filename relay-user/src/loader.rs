@@ -511,6 +511,58 @@ mod tests {
         assert_eq!(RequestedMode::Auto.to_string(), "auto");
     }
 
+    /// Every `WARN` event, `log` records included (aya logs through `log`).
+    #[derive(Clone, Default)]
+    struct Warnings(std::sync::Arc<Mutex<Vec<String>>>);
+
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Warnings {
+        fn on_event(
+            &self,
+            event: &tracing::Event<'_>,
+            _: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            struct Msg(String);
+            impl tracing::field::Visit for Msg {
+                fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn fmt::Debug) {
+                    if f.name() == "message" {
+                        self.0 = format!("{v:?}");
+                    }
+                }
+            }
+            if *event.metadata().level() == tracing::Level::WARN {
+                let mut m = Msg(String::new());
+                event.record(&mut m);
+                self.0.lock().unwrap_or_else(|p| p.into_inner()).push(m.0);
+            }
+        }
+    }
+
+    /// The kernel must accept the object's BTF. It refuses all of it for one bad type (a
+    /// data-carrying enum whose tag is not at offset 0 in a BPF function's signature, see
+    /// `relay_ebpf::parse::Parsed`), and aya then only warns and loads without it.
+    #[test]
+    fn object_btf_is_accepted_by_the_kernel() {
+        use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt};
+        let object = crate::object::ebpf_object();
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 || object.is_empty() {
+            eprintln!("skipping: needs root and the built XDP object");
+            return;
+        }
+        let warnings = Warnings::default();
+        // Global (the `log` bridge needs it); the only subscriber any unit test installs.
+        let _ = tracing_subscriber::registry()
+            .with(warnings.clone())
+            .try_init();
+        let instance = format!("relay-user-btf-{}", std::process::id());
+        let loaded = load_pinned(object, &instance);
+        let _ = detach(&instance, &[]);
+        loaded.expect("object loads");
+        let w = warnings.0.lock().unwrap_or_else(|p| p.into_inner());
+        let btf: Vec<_> = w.iter().filter(|m| m.contains("BTF")).collect();
+        assert!(btf.is_empty(), "kernel refused the object's BTF: {btf:?}");
+    }
+
     #[test]
     fn forced_userspace_needs_no_privilege() {
         let dp = start(
