@@ -187,12 +187,55 @@ impl DataPlane {
         let (v, ev) = lock(t).firewall_check(src, dst_port, proto, payload, monotonic_ns());
         self.count(Stat::Received, 1);
         self.count(v.stat(), 1);
+        self.emit_guard_event(ev);
+        v
+    }
+
+    fn emit_guard_event(&self, ev: Option<relay_common::guard::GuardEvent>) {
         if let Some(ev) = ev
             && self.events_tx.try_send(ev.into()).is_err()
         {
             self.count(Stat::EventLost, 1);
         }
-        v
+    }
+
+    /// The firewall for a batch of UDP packets that arrived on relay port `port`, so media is
+    /// filtered like the kernel filters it: a banned or denied source (or one outside a
+    /// restricted service's ACL, should a relay port be one) gets nothing relayed. One table
+    /// lock for the whole batch. Sets `pass[i]` for each packet; drops are counted under the
+    /// kernel's stats, passes are not (the relay counts what it does with them).
+    ///
+    /// In XDP modes every packet reaching a relay socket was passed up by the kernel, which has
+    /// already judged and counted it: all pass, nothing is counted twice.
+    pub(crate) fn relay_firewall<'a>(
+        &self,
+        port: u16,
+        packets: impl Iterator<Item = (IpAddr, &'a [u8])>,
+        pass: &mut Vec<bool>,
+    ) {
+        pass.clear();
+        let Backend::User(t) = &self.backend else {
+            pass.extend(packets.map(|_| true));
+            return;
+        };
+        let now = monotonic_ns();
+        let mut events = Vec::new();
+        {
+            let mut t = lock(t);
+            for (src, payload) in packets {
+                let (v, ev) = t.firewall_check(src, port, Proto::Udp, payload, now);
+                if let Verdict::Drop(stat) = v {
+                    self.count(stat, 1);
+                }
+                events.extend(ev);
+                pass.push(v.is_pass());
+            }
+        }
+        // Sent after the lock is gone: the channel never waits, but a consumer might be
+        // contending for the tables.
+        for ev in events {
+            self.emit_guard_event(Some(ev));
+        }
     }
 
     pub fn ban_add(&self, addr: IpAddr, duration: Option<Duration>, reason: BanReason) -> R<()> {

@@ -209,6 +209,7 @@ fn socket(inner: &Inner, port: u16) -> Option<Arc<UdpSocket>> {
 fn worker(inner: Arc<Inner>, idx: usize) {
     let mut batch = RecvBatch::new(BATCH);
     let mut tokens = Vec::with_capacity(64);
+    let mut pass = Vec::with_capacity(BATCH);
     while !inner.stop.load(Ordering::Relaxed) {
         if let Err(e) = inner.epolls[idx].wait(&mut tokens, 64, TICK_MS) {
             warn!(worker = idx, error = %e, "epoll_wait failed; relay worker stops");
@@ -229,7 +230,7 @@ fn worker(inner: Arc<Inner>, idx: usize) {
                         break;
                     }
                 };
-                relay_batch(&inner, port, &batch, n);
+                relay_batch(&inner, port, &batch, n, &mut pass);
                 if n < BATCH {
                     break;
                 }
@@ -238,11 +239,22 @@ fn worker(inner: Arc<Inner>, idx: usize) {
     }
 }
 
-/// All packets of a batch arrived on one port, so one leg lookup serves them all.
-fn relay_batch(inner: &Inner, port: u16, batch: &RecvBatch, n: usize) {
+/// All packets of a batch arrived on one port, so one firewall lock and one leg lookup serve
+/// them all.
+fn relay_batch(inner: &Inner, port: u16, batch: &RecvBatch, n: usize, pass: &mut Vec<bool>) {
     let dp = &inner.dp;
     if dp.mode() == Mode::Userspace {
         dp.count(Stat::Received, n as u64);
+    }
+    // The kernel's order: the firewall judges the source before any relay state is looked at,
+    // so a banned host's media is dropped (and counted) whether or not its leg exists.
+    dp.relay_firewall(
+        port,
+        (0..n).filter_map(|i| batch.get(i).map(|(p, src)| (src.ip(), p))),
+        pass,
+    );
+    if !pass.contains(&true) {
+        return;
     }
     let (mut leg, partner) = match dp.relay_lookup(port) {
         Ok(Some(v)) => v,
@@ -260,10 +272,15 @@ fn relay_batch(inner: &Inner, port: u16, batch: &RecvBatch, n: usize) {
     let mut latched = None;
     let mut sends: Vec<(&[u8], SocketAddr)> = Vec::with_capacity(n);
     let mut via = None;
+    let mut verdicts = pass.iter();
     for i in 0..n {
         let Some((payload, src)) = batch.get(i) else {
             continue;
         };
+        // `pass` has one entry per packet `batch.get` returned, in order.
+        if verdicts.next() != Some(&true) {
+            continue;
+        }
         delta.last_seen_ns = now;
         let (action, l) = decide(&mut leg, partner.as_ref(), src);
         if l {
@@ -480,6 +497,116 @@ mod tests {
         assert_eq!(s["drop_strict_source"], 1);
         relay.close_port(pa);
         assert!(!relay.is_open(pa));
+    }
+
+    /// Counters are bumped by the worker after the send; wait for them instead of sleeping.
+    fn wait_stat(dp: &DataPlane, name: &str, want: u64) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let got = dp.stats().unwrap()[name];
+            if got >= want || Instant::now() > deadline {
+                return got;
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// In userspace mode the relay applies the kernel's source checks to media: a banned or
+    /// denied source gets nothing relayed, counted under the kernel's stats.
+    #[test]
+    fn userspace_relay_enforces_the_firewall() {
+        use crate::{Cidr, Proto, Service, ServiceId};
+        use relay_common::fw::BanReason;
+
+        // Distinct loopback sources, so the firewall can tell the phones apart.
+        let relay_ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let (alice_ip, bob_ip): (IpAddr, IpAddr) =
+            ("127.0.0.2".parse().unwrap(), "127.0.0.3".parse().unwrap());
+        let dp = Arc::new(DataPlane::userspace("test"));
+        let relay = UserRelay::start(dp.clone(), 1).unwrap();
+        let free = || {
+            UdpSocket::bind(SocketAddr::new(relay_ip, 0))
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        };
+        let (pa, pb) = (free(), free());
+        relay.open_port(relay_ip, pa).unwrap();
+        relay.open_port(relay_ip, pb).unwrap();
+        let alice = UdpSocket::bind(SocketAddr::new(alice_ip, 0)).unwrap();
+        let bob = UdpSocket::bind(SocketAddr::new(bob_ip, 0)).unwrap();
+        let mut la = leg(pa, pb, 0, Some(&alice.local_addr().unwrap().to_string()));
+        la.local_addr = relay_ip.into();
+        let mut lb = leg(pb, pa, 0, Some(&bob.local_addr().unwrap().to_string()));
+        lb.local_addr = relay_ip.into();
+        dp.leg_put(&la).unwrap();
+        dp.leg_put(&lb).unwrap();
+        let to_a = SocketAddr::new(relay_ip, pa);
+        let to_b = SocketAddr::new(relay_ip, pb);
+
+        dp.ban_add(alice_ip, None, BanReason::Manual).unwrap();
+        for _ in 0..3 {
+            alice.send_to(b"banned", to_a).unwrap();
+        }
+        assert_eq!(wait_stat(&dp, "drop_banned", 3), 3);
+        assert!(recv_within(&bob, 200).is_none(), "banned media relayed");
+        // Bob is not banned: his media still reaches Alice (bans are on the source only).
+        bob.send_to(b"from-bob", to_b).unwrap();
+        assert_eq!(
+            recv_within(&alice, 2000).expect("bob relayed").0,
+            b"from-bob"
+        );
+
+        assert!(dp.ban_remove(alice_ip).unwrap());
+        alice.send_to(b"unbanned", to_a).unwrap();
+        assert_eq!(
+            recv_within(&bob, 2000).expect("relayed after unban").0,
+            b"unbanned"
+        );
+
+        dp.deny_add(Cidr::new(alice_ip, 32).unwrap(), 1).unwrap();
+        alice.send_to(b"denied", to_a).unwrap();
+        assert_eq!(wait_stat(&dp, "drop_denied", 1), 1);
+        assert!(recv_within(&bob, 200).is_none(), "denied media relayed");
+        assert!(dp.deny_remove(Cidr::new(alice_ip, 32).unwrap()).unwrap());
+
+        // A relay port that is also a restricted service admits only its allow list.
+        dp.service_set(Service {
+            port: pa,
+            proto: Proto::Udp,
+            id: ServiceId::Other,
+            restricted: true,
+            sip: false,
+        })
+        .unwrap();
+        alice.send_to(b"not-allowed", to_a).unwrap();
+        assert_eq!(wait_stat(&dp, "drop_service_acl", 1), 1);
+        assert!(
+            recv_within(&bob, 200).is_none(),
+            "ACL-refused media relayed"
+        );
+        dp.allow_add(ServiceId::Other, Cidr::new(alice_ip, 32).unwrap())
+            .unwrap();
+        alice.send_to(b"allowed", to_a).unwrap();
+        assert_eq!(
+            recv_within(&bob, 2000).expect("allowed source").0,
+            b"allowed"
+        );
+
+        // Counted after the send returns, so possibly after Bob already has the packet.
+        assert_eq!(wait_stat(&dp, "relay_tx", 3), 3);
+        let s = dp.stats().unwrap();
+        assert_eq!(s["received"], 8);
+        assert_eq!(
+            (s["drop_banned"], s["drop_denied"], s["drop_service_acl"]),
+            (3, 1, 1)
+        );
+        assert_eq!(
+            dp.leg_counters(pa).unwrap().packets,
+            2,
+            "drops are not leg traffic"
+        );
     }
 
     #[test]
