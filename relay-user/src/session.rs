@@ -22,7 +22,9 @@ use tracing::{debug, info, warn};
 use crate::{
     DataPlane, DataPlaneError, UserRelay,
     clock::{duration_ns, monotonic_ns},
-    ng::backend::{BackendError, LegStats, MediaBackend, PeerSetup, SessionId, Side, StreamPorts},
+    ng::backend::{
+        AdoptStream, BackendError, LegStats, MediaBackend, PeerSetup, SessionId, Side, StreamPorts,
+    },
     ports::{PortAllocator, PortRange},
 };
 
@@ -502,6 +504,63 @@ impl Sessions {
         self.lock().sessions.keys().copied().collect()
     }
 
+    pub fn contains(&self, session: SessionId) -> bool {
+        self.lock().sessions.contains_key(&session)
+    }
+
+    /// The operator label of a session (the Call-ID; "recovered" for a session adopted from
+    /// the pinned maps that no signalling record named).
+    pub fn label(&self, session: SessionId) -> Option<String> {
+        self.lock().sessions.get(&session).map(|s| s.label.clone())
+    }
+
+    /// Joins a session recovered from the pinned maps with what signalling had recorded for
+    /// it before the restart: its real label, which port of each stream is side A (recovery
+    /// cannot tell, it calls the lower port A), and each side's signalled setup (recovery only
+    /// sees the legs, whose peer may be a latched address rather than the signalled one; the
+    /// signalled one decides whether a re-INVITE keeps the latch). All or nothing: if a
+    /// stream is missing, nothing changes.
+    pub fn adopt(&self, session: SessionId, label: &str, streams: &[AdoptStream]) -> R<()> {
+        let mut st = self.lock();
+        let sess = st
+            .sessions
+            .get_mut(&session)
+            .ok_or(SessionError::NoSession(session))?;
+        let mut found = Vec::with_capacity(streams.len());
+        for a in streams {
+            let p = a.ports;
+            let i = sess
+                .streams
+                .iter()
+                .position(|s| {
+                    (s.a.port, s.b.port) == (p.a, p.b) || (s.a.port, s.b.port) == (p.b, p.a)
+                })
+                .filter(|i| !found.contains(i))
+                .ok_or(SessionError::NoStream {
+                    session,
+                    a: p.a,
+                    b: p.b,
+                })?;
+            found.push(i);
+        }
+        for (a, i) in streams.iter().zip(found) {
+            let s = &mut sess.streams[i];
+            if s.a.port != a.ports.a {
+                std::mem::swap(&mut s.a, &mut s.b);
+            }
+            for (side, setup) in [(&mut s.a, a.peer[0]), (&mut s.b, a.peer[1])] {
+                if let Some(setup) = setup {
+                    side.setup = Some(setup);
+                }
+            }
+        }
+        if sess.label != label {
+            debug!(session, label, was = %sess.label, "session adopted by signalling");
+        }
+        sess.label = label.to_owned();
+        Ok(())
+    }
+
     /// (RTP pairs in use, RTP pairs free).
     pub fn port_usage(&self) -> (usize, usize) {
         let st = self.lock();
@@ -681,6 +740,20 @@ impl MediaBackend for Sessions {
         Ok(())
     }
 
+    // The reaper removes sessions on media timeout; this is how the ng layer learns of it.
+    fn has_session(&self, session: SessionId) -> bool {
+        self.contains(session)
+    }
+
+    fn adopt_session(
+        &self,
+        session: SessionId,
+        call_id: &str,
+        streams: &[AdoptStream],
+    ) -> Result<(), BackendError> {
+        Ok(self.adopt(session, call_id, streams)?)
+    }
+
     fn leg_stats(&self, session: SessionId, port: u16) -> Result<LegStats, BackendError> {
         {
             let st = self.lock();
@@ -704,6 +777,7 @@ impl MediaBackend for Sessions {
         Ok(LegStats {
             packets: c.packets,
             bytes: c.bytes,
+            strict_drops: c.strict_drops,
             last_seen: wall(c.last_seen_ns),
             peer: leg.as_ref().and_then(peer),
         })
@@ -812,7 +886,15 @@ mod tests {
         let (n, from) = bob.recv_from(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"hello");
         assert_eq!(from.port(), p.b);
-        let st = MediaBackend::leg_stats(&*s, id, p.a).unwrap();
+        // The relay publishes a leg's counters after forwarding, so they may trail the packet.
+        let t0 = Instant::now();
+        let st = loop {
+            let st = MediaBackend::leg_stats(&*s, id, p.a).unwrap();
+            if st.packets > 0 || t0.elapsed() > Duration::from_secs(2) {
+                break st;
+            }
+            thread::sleep(Duration::from_millis(5));
+        };
         assert_eq!((st.packets, st.bytes), (1, 5));
         assert!(st.last_seen.is_some());
         // Silence: the reaper removes it and reports the counters.
@@ -904,5 +986,120 @@ mod tests {
         assert!(s2.create_session("next") > id);
         let r = s2.remove_session(id).unwrap();
         assert_eq!(r.streams[0].a, p.a.min(p.b));
+    }
+
+    /// After a restart, the ng record of a call joins the recovered session: the real label
+    /// comes back, and the signalled (not the latched) peer decides whether a re-INVITE with
+    /// the same SDP keeps the latch.
+    #[test]
+    fn adopt_joins_a_recovered_session_with_its_signalling_record() {
+        let s = sessions("41500-41507");
+        let id = s.create_session("call-x");
+        let p = s.create_stream_on(id, None, None).unwrap();
+        let signalled = setup("127.0.0.1", Some("10.0.0.1:4000"));
+        Sessions::set_peer(&s, id, p, Side::A, &signalled).unwrap();
+        let dp = s.dataplane().clone();
+        dp.relay_latch(p.a, id, "192.0.2.1:7000".parse().unwrap())
+            .unwrap();
+        drop(s);
+        let relay = Arc::new(UserRelay::start(dp.clone(), 1).unwrap());
+        let s2 = Sessions::new(
+            dp.clone(),
+            relay,
+            "41500-41507".parse().unwrap(),
+            "127.0.0.1".parse().unwrap(),
+        );
+        assert_eq!(s2.recover().unwrap(), 1);
+        assert_eq!(s2.label(id).as_deref(), Some("recovered"));
+
+        // A record naming a stream the relay did not recover changes nothing.
+        let bogus = AdoptStream {
+            ports: StreamPorts { a: 41506, b: 41504 },
+            peer: [None, None],
+        };
+        assert!(matches!(
+            s2.adopt(id, "call-x", &[bogus]),
+            Err(SessionError::NoStream { .. })
+        ));
+        assert!(matches!(
+            s2.adopt(id + 1, "call-x", &[]),
+            Err(SessionError::NoSession(_))
+        ));
+        assert_eq!(s2.label(id).as_deref(), Some("recovered"));
+
+        let rec = AdoptStream {
+            ports: p,
+            peer: [Some(signalled), None],
+        };
+        MediaBackend::adopt_session(&s2, id, "call-x", &[rec]).unwrap();
+        assert_eq!(s2.label(id).as_deref(), Some("call-x"));
+        Sessions::set_peer(&s2, id, p, Side::A, &signalled).unwrap();
+        assert_eq!(
+            peer(&dp.leg_get(p.a).unwrap().unwrap()),
+            Some("192.0.2.1:7000".parse().unwrap()),
+            "same SDP after the restart: latch kept"
+        );
+
+        // Recovery calls the lower port A; the record's orientation wins.
+        let swapped = StreamPorts { a: p.b, b: p.a };
+        s2.adopt(
+            id,
+            "call-x",
+            &[AdoptStream {
+                ports: swapped,
+                peer: [None, None],
+            }],
+        )
+        .unwrap();
+        Sessions::set_peer(
+            &s2,
+            id,
+            swapped,
+            Side::A,
+            &setup("127.0.0.1", Some("10.0.0.2:5000")),
+        )
+        .unwrap();
+        assert_eq!(
+            peer(&dp.leg_get(p.b).unwrap().unwrap()),
+            Some("10.0.0.2:5000".parse().unwrap()),
+            "side A is the record's A port"
+        );
+        assert!(MediaBackend::has_session(&s2, id));
+        s2.remove_session(id).unwrap();
+        assert!(!MediaBackend::has_session(&s2, id));
+    }
+
+    /// Strict-source drops reach the ng layer's per-leg stats (its `errors`).
+    #[test]
+    fn leg_stats_carry_strict_source_drops() {
+        let s = sessions("41600-41607");
+        let id = s.create_session("strict");
+        let p = s.create_stream_on(id, None, None).unwrap();
+        let alice = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let bob = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mallory = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let strict = |at: &UdpSocket| PeerSetup {
+            strict_source: true,
+            ..setup("127.0.0.1", Some(&at.local_addr().unwrap().to_string()))
+        };
+        Sessions::set_peer(&s, id, p, Side::A, &strict(&alice)).unwrap();
+        Sessions::set_peer(&s, id, p, Side::B, &strict(&bob)).unwrap();
+        Sessions::activate(&s, id).unwrap();
+        bob.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        alice.send_to(b"rtp", ("127.0.0.1", p.a)).unwrap();
+        let mut buf = [0u8; 64];
+        bob.recv_from(&mut buf).expect("relayed");
+        for _ in 0..3 {
+            mallory.send_to(b"bleed", ("127.0.0.1", p.a)).unwrap();
+        }
+        let t0 = Instant::now();
+        let st = loop {
+            let st = MediaBackend::leg_stats(&*s, id, p.a).unwrap();
+            if st.strict_drops >= 3 || t0.elapsed() > Duration::from_secs(2) {
+                break st;
+            }
+            thread::sleep(Duration::from_millis(10));
+        };
+        assert_eq!((st.packets, st.strict_drops), (1, 3));
     }
 }

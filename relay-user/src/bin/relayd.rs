@@ -3,7 +3,8 @@
 
 use std::{
     net::{IpAddr, SocketAddr},
-    sync::Arc,
+    path::PathBuf,
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -12,7 +13,7 @@ use clap::{Parser, ValueEnum};
 use relay_user::{
     DataPlane, PortRange, Sessions, UserRelay,
     loader::{self, LoaderConfig, RequestedMode},
-    ng,
+    ng::{self, StateFile},
 };
 use tokio::{
     signal::unix::{SignalKind, signal},
@@ -81,6 +82,11 @@ struct Args {
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     media_timeout: Duration,
 
+    /// Where the ng call table is kept so a restarted relayd (XDP) can still query and delete
+    /// the calls it carried over. Default: /run/relayd/<instance>.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+
     /// Where the ng control protocol listens (UDP).
     #[arg(long, default_value = "127.0.0.1:2223")]
     ng_listen: SocketAddr,
@@ -104,6 +110,16 @@ struct Args {
     /// With --status: print JSON.
     #[arg(long, requires = "status")]
     json: bool,
+}
+
+impl Args {
+    fn state_file(&self) -> StateFile {
+        StateFile::new(
+            self.state_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("/run/relayd").join(&self.instance)),
+        )
+    }
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -161,6 +177,17 @@ fn cleanup(args: &Args) -> Result<()> {
         );
     } else {
         println!("instance {}: nothing pinned", args.instance);
+    }
+    // Without the pins the saved calls have nothing to be adopted from.
+    let state = args.state_file();
+    match state.remove() {
+        Ok(true) => println!(
+            "instance {}: removed the ng state file {}",
+            args.instance,
+            state.path().display()
+        ),
+        Ok(false) => {}
+        Err(e) => warn!(error = %e, "ng state file not removed"),
     }
     Ok(())
 }
@@ -253,6 +280,33 @@ async fn run(args: Args) -> Result<()> {
             Err(e) => warn!(error = %e, "could not adopt pinned sessions"),
         }
     }
+    // The ng call table, joined with what was recovered, before anything is served.
+    let interfaces = vec![ng::Interface::new("default", &[args.address])];
+    let mut engine = ng::Engine::new(sessions.clone(), interfaces);
+    let state = args.state_file();
+    if dp.mode().is_xdp() {
+        restore_calls(&mut engine, &state);
+        engine.set_state_file(state);
+    } else {
+        // Userspace relaying lives in this process's sockets: a previous run's calls died with
+        // it, so its saved calls are stale, and saving ours would be pointless.
+        match state.remove() {
+            Ok(true) => warn!(
+                path = %state.path().display(),
+                "userspace data plane: calls saved by a previous run cannot be resumed (their relay sockets closed with it); ng state file cleared"
+            ),
+            Ok(false) => {}
+            Err(e) => {
+                warn!(error = %e, "userspace data plane: stale ng state file not removed; it is ignored")
+            }
+        }
+        info!("userspace data plane: ng calls are not persisted (they do not survive a restart)");
+    }
+    let engine = Arc::new(Mutex::new(engine));
+    let ng_server = ng::Server::bind(args.ng_listen, engine.clone())
+        .await
+        .context("ng control protocol")?;
+
     info!(
         dataplane = %dp.mode(),
         reason = dp.reason(),
@@ -268,9 +322,19 @@ async fn run(args: Args) -> Result<()> {
         args.media_timeout,
         Duration::from_secs(1).min(args.media_timeout),
     );
+    let reaped_engine = engine.clone();
     tokio::spawn(async move {
         while let Some(r) = timeouts.recv().await {
             info!(session = r.session, label = %r.label, packets = r.packets(), "session removed: media timeout");
+            // Tell the ng side now, so `list`/`query` stop showing the call at once. The lock
+            // is held for a map update and a small file write, never across an await.
+            let call = reaped_engine
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .forget_session(r.session);
+            if call.is_none() {
+                debug!(session = r.session, "timed-out session had no ng call");
+            }
         }
     });
     tokio::spawn(periodic(
@@ -280,17 +344,10 @@ async fn run(args: Args) -> Result<()> {
         stop_rx.clone(),
     ));
 
-    // Integration point with the ng module: it serves the protocol over our session layer.
-    let interfaces = vec![ng::Interface::new("default", &[args.address])];
     let mut ng_stop = stop_rx.clone();
-    let ng_task = tokio::spawn(ng::serve(
-        args.ng_listen,
-        sessions.clone(),
-        interfaces,
-        async move {
-            let _ = ng_stop.wait_for(|s| *s).await;
-        },
-    ));
+    let ng_task = tokio::spawn(ng_server.run(async move {
+        let _ = ng_stop.wait_for(|s| *s).await;
+    }));
 
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
@@ -311,6 +368,36 @@ async fn run(args: Args) -> Result<()> {
         info!("exiting; userspace relay stopped");
     }
     Ok(())
+}
+
+/// Loads the calls a previous run saved and re-adopts those whose sessions came back from the
+/// pinned maps. Anything wrong with the file is logged and the relay starts without it: the
+/// kernel keeps relaying either way, and the recovered sessions end by media timeout.
+fn restore_calls(engine: &mut ng::Engine<Sessions>, state: &StateFile) {
+    let snap = match state.load() {
+        Ok(Some(s)) => s,
+        Ok(None) => return,
+        Err(e) => {
+            match state.quarantine() {
+                Ok(to) => {
+                    warn!(error = %e, moved_to = %to.display(), "ng state file unusable; starting without the previous run's calls")
+                }
+                Err(q) => {
+                    warn!(error = %e, quarantine_error = %q, "ng state file unusable; starting without the previous run's calls")
+                }
+            }
+            return;
+        }
+    };
+    let saved = snap.calls.len();
+    let r = engine.restore(snap);
+    info!(
+        saved,
+        adopted = r.adopted.len(),
+        dropped = r.dropped.len(),
+        path = %state.path().display(),
+        "ng calls carried over from the previous run"
+    );
 }
 
 async fn periodic(

@@ -8,6 +8,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
+use serde::{Deserialize, Serialize};
+
 /// A relay session (one call) as the backend names it.
 pub type SessionId = u64;
 
@@ -34,7 +36,7 @@ impl Side {
 
 /// The two relay RTP ports of a stream (even; RTCP is each + 1). The peer of side A sends to
 /// `a`, the peer of side B to `b`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct StreamPorts {
     pub a: u16,
     pub b: u16,
@@ -49,8 +51,8 @@ impl StreamPorts {
     }
 }
 
-/// One side of a stream as signalled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// One side of a stream as signalled. Serialisable: the ng state file keeps it across restarts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerSetup {
     /// Relay address this side's peer sends to (and that the partner leg sends from).
     pub local: IpAddr,
@@ -70,6 +72,9 @@ pub struct PeerSetup {
 pub struct LegStats {
     pub packets: u64,
     pub bytes: u64,
+    /// Packets that arrived but were not relayed because strict source refused their sender
+    /// (rtpengine reports these as `errors`).
+    pub strict_drops: u64,
     /// Wall-clock time of the last packet, if any arrived.
     pub last_seen: Option<SystemTime>,
     /// The peer's address as the data plane knows it now (latched or from SDP).
@@ -104,6 +109,30 @@ pub trait MediaBackend: Send + Sync + 'static {
         let _ = session;
         true
     }
+    /// Re-attaches a call the ng layer persisted before a restart to the session the relay
+    /// recovered for it: the session takes `call_id` as its label, and each stream its ports'
+    /// orientation (which side is A) and signalled setup from `streams`. Fails when the session
+    /// or one of the streams was not recovered; the ng layer then drops its record. The
+    /// default cannot adopt anything (a backend that does not survive restarts).
+    fn adopt_session(
+        &self,
+        session: SessionId,
+        call_id: &str,
+        streams: &[AdoptStream],
+    ) -> Result<(), BackendError> {
+        let _ = (call_id, streams);
+        Err(BackendError(format!(
+            "session {session}: this backend cannot adopt sessions"
+        )))
+    }
+}
+
+/// One stream of a call being re-adopted after a restart: its relay ports (`a` is side A's)
+/// and what was last signalled for each side (A, B).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdoptStream {
+    pub ports: StreamPorts,
+    pub peer: [Option<PeerSetup>; 2],
 }
 
 /// A backend that forwards nothing: allocates ports from a range and remembers the
@@ -251,6 +280,49 @@ impl MediaBackend for MemoryBackend {
             .ok_or_else(|| BackendError(format!("no session {session}")))?;
         for p in sess.streams {
             s.free.extend([p.a, p.b]);
+        }
+        Ok(())
+    }
+
+    fn adopt_session(
+        &self,
+        session: SessionId,
+        call_id: &str,
+        streams: &[AdoptStream],
+    ) -> Result<(), BackendError> {
+        let mut s = self.lock();
+        let sess = s
+            .sessions
+            .get_mut(&session)
+            .ok_or_else(|| BackendError(format!("no session {session}")))?;
+        for st in streams {
+            let p = st.ports;
+            if !sess
+                .streams
+                .iter()
+                .any(|x| (x.a, x.b) == (p.a, p.b) || (x.a, x.b) == (p.b, p.a))
+            {
+                return Err(BackendError(format!(
+                    "session {session} has no stream {}/{}",
+                    p.a, p.b
+                )));
+            }
+        }
+        sess.call_id = call_id.into();
+        for x in &mut sess.streams {
+            if streams
+                .iter()
+                .any(|st| (st.ports.a, st.ports.b) == (x.b, x.a))
+            {
+                *x = StreamPorts { a: x.b, b: x.a };
+            }
+        }
+        for st in streams {
+            for (i, p) in st.peer.iter().enumerate() {
+                if let Some(p) = p {
+                    sess.peers.insert((st.ports.a, i == 1), *p);
+                }
+            }
         }
         Ok(())
     }

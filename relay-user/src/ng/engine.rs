@@ -10,12 +10,13 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::backend::{MediaBackend, PeerSetup, SessionId, Side, StreamPorts};
+use super::backend::{AdoptStream, MediaBackend, PeerSetup, SessionId, Side, StreamPorts};
 use super::bencode::Value;
 use super::message::{Delete, Family, Ice, OfferAnswer, Request, Response};
 use super::sdp::{Rewrite, Sdp};
+use super::state::{CallRecord, Snapshot, StateFile, StreamRecord};
 
 /// A relay interface the SDP may advertise (rtpengine's `--interface=name/addr`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,6 +94,19 @@ pub struct Engine<B: MediaBackend> {
     interfaces: Vec<Interface>,
     calls: HashMap<String, Call>,
     last_prune: Option<std::time::Instant>,
+    /// Where the call table is persisted after every change (XDP mode: calls outlive relayd).
+    state: Option<StateFile>,
+    /// The last save failed: the next failure is not logged again until one succeeds.
+    state_failing: bool,
+}
+
+/// What [`Engine::restore`] did with a saved snapshot.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Restored {
+    /// Call-ids taken back.
+    pub adopted: Vec<String>,
+    /// Call-ids dropped, with why (usually: the relay did not recover their session).
+    pub dropped: Vec<(String, String)>,
 }
 
 /// How often the call table is checked against the relay's sessions.
@@ -101,6 +115,12 @@ const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 fn unix(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+fn from_unix(secs: u64) -> SystemTime {
+    UNIX_EPOCH
+        .checked_add(Duration::from_secs(secs))
+        .unwrap_or(UNIX_EPOCH)
 }
 
 impl<B: MediaBackend> Engine<B> {
@@ -112,6 +132,150 @@ impl<B: MediaBackend> Engine<B> {
             interfaces,
             calls: HashMap::new(),
             last_prune: None,
+            state: None,
+            state_failing: false,
+        }
+    }
+
+    /// Persists the call table to `file` from now on, after every change, and once now (so
+    /// the file matches the table right after a [`Engine::restore`]).
+    pub fn set_state_file(&mut self, file: StateFile) {
+        self.state = Some(file);
+        self.persist();
+    }
+
+    /// The call table as the state file stores it.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut ids: Vec<&String> = self.calls.keys().collect();
+        ids.sort();
+        let name = |i: usize| {
+            self.interfaces
+                .get(i)
+                .map_or_else(String::new, |f| f.name.clone())
+        };
+        Snapshot::new(
+            ids.into_iter()
+                .map(|id| {
+                    let c = &self.calls[id];
+                    CallRecord {
+                        call_id: id.clone(),
+                        session: c.session,
+                        tags: c.tags.clone(),
+                        iface: [name(c.iface[0]), name(c.iface[1])],
+                        created: unix(c.created).max(0) as u64,
+                        last_signal: unix(c.last_signal).max(0) as u64,
+                        streams: c
+                            .streams
+                            .iter()
+                            .map(|st| StreamRecord {
+                                kind: st.kind.clone(),
+                                proto: st.proto.clone(),
+                                ports: st.ports,
+                                peer: st.peer,
+                            })
+                            .collect(),
+                    }
+                })
+                .collect(),
+        )
+    }
+
+    /// Takes back the calls of a snapshot saved before a restart, joined with the sessions
+    /// the relay recovered: a call whose session (or one of its streams) the backend cannot
+    /// adopt is dropped, since nothing relays it any more. Sessions the relay recovered that
+    /// no record names stay with the relay alone and end by media timeout.
+    pub fn restore(&mut self, snap: Snapshot) -> Restored {
+        let mut out = Restored::default();
+        for rec in snap.calls {
+            match self.restore_one(&rec) {
+                Ok(call) => {
+                    out.adopted.push(rec.call_id.clone());
+                    self.calls.insert(rec.call_id, call);
+                }
+                Err(why) => {
+                    tracing::info!(call_id = %rec.call_id, session = rec.session, reason = %why, "saved ng call not adopted");
+                    out.dropped.push((rec.call_id, why));
+                }
+            }
+        }
+        self.persist();
+        out
+    }
+
+    fn restore_one(&self, rec: &CallRecord) -> Result<Call, String> {
+        if self.calls.contains_key(&rec.call_id) {
+            return Err("call-id already known".into());
+        }
+        if self.calls.values().any(|c| c.session == rec.session) {
+            return Err(format!("session {} already has a call", rec.session));
+        }
+        if rec.tags[0].is_none() {
+            return Err("no from-tag".into());
+        }
+        let mut iface = [0; 2];
+        for (i, name) in rec.iface.iter().enumerate() {
+            // An interface that no longer exists: the default one, as for a new offer.
+            iface[i] = self
+                .interfaces
+                .iter()
+                .position(|f| f.name == *name)
+                .unwrap_or(0);
+        }
+        let mut adopt = Vec::new();
+        for st in &rec.streams {
+            if let Some(p) = st.ports {
+                if p.a == p.b || p.a % 2 != 0 || p.b % 2 != 0 || p.a == 0 || p.b == 0 {
+                    return Err(format!("bad stream ports {}/{}", p.a, p.b));
+                }
+                adopt.push(AdoptStream {
+                    ports: p,
+                    peer: st.peer,
+                });
+            }
+        }
+        if !self.backend.has_session(rec.session) {
+            return Err("session not recovered by the relay".into());
+        }
+        self.backend
+            .adopt_session(rec.session, &rec.call_id, &adopt)
+            .map_err(|e| e.to_string())?;
+        Ok(Call {
+            session: rec.session,
+            tags: rec.tags.clone(),
+            iface,
+            created: from_unix(rec.created),
+            last_signal: from_unix(rec.last_signal),
+            streams: rec
+                .streams
+                .iter()
+                .map(|st| Stream {
+                    kind: st.kind.clone(),
+                    proto: st.proto.clone(),
+                    ports: st.ports,
+                    peer: st.peer,
+                })
+                .collect(),
+        })
+    }
+
+    /// Saves the call table if a state file is set. A failure is logged, not returned: the
+    /// call itself is set up in the relay, and refusing signalling because a file could not
+    /// be written would cut calls to protect a restart that may never come.
+    fn persist(&mut self) {
+        let Some(f) = &self.state else { return };
+        match f.save(&self.snapshot()) {
+            Ok(()) => {
+                if self.state_failing {
+                    tracing::info!(path = %f.path().display(), "ng state file written again");
+                }
+                self.state_failing = false;
+            }
+            Err(e) => {
+                if !self.state_failing {
+                    tracing::warn!(error = %e, "ng state not saved: calls may not survive a relayd restart");
+                }
+                self.state_failing = true;
+            }
         }
     }
 
@@ -126,7 +290,13 @@ impl<B: MediaBackend> Engine<B> {
     /// Handles one request. Failures become `result: error` replies; nothing here panics on
     /// client input.
     pub fn handle(&mut self, req: &Request) -> Response {
-        self.prune();
+        let pruned = self.prune();
+        // Offers, answers and deletes change the table even when they fail part-way (a
+        // stream set before a later one failed), so they always save.
+        let changes = matches!(
+            req,
+            Request::Offer(_) | Request::Answer(_) | Request::Delete(_)
+        );
         let r = match req {
             Request::Ping => Ok(Response::pong()),
             Request::Offer(oa) => self.offer_answer(oa, false),
@@ -135,25 +305,31 @@ impl<B: MediaBackend> Engine<B> {
             Request::Query { call_id } => self.query(call_id),
             Request::List { limit } => Ok(self.list(*limit)),
         };
-        r.unwrap_or_else(|reason| {
+        let resp = r.unwrap_or_else(|reason| {
             tracing::debug!(command = req.command(), %reason, "ng request failed");
             Response::error(reason)
-        })
+        });
+        if pruned || changes {
+            self.persist();
+        }
+        resp
     }
 
     /// Drops calls whose session the relay removed by itself (media timeout), so `list`,
     /// `query` and a new offer with the same Call-ID see the call as gone.
-    fn prune(&mut self) {
+    /// Returns whether any call was dropped.
+    fn prune(&mut self) -> bool {
         // O(calls): at most a few times a second, not per request.
         let now = std::time::Instant::now();
         if self
             .last_prune
             .is_some_and(|t| now.duration_since(t) < PRUNE_EVERY)
         {
-            return;
+            return false;
         }
         self.last_prune = Some(now);
         let backend = &self.backend;
+        let before = self.calls.len();
         self.calls.retain(|id, c| {
             let alive = backend.has_session(c.session);
             if !alive {
@@ -161,14 +337,22 @@ impl<B: MediaBackend> Engine<B> {
             }
             alive
         });
+        before != self.calls.len()
     }
 
-    /// Forgets a call whose session the relay already removed (media timeout). Returns
-    /// whether it was known.
-    pub fn forget_session(&mut self, session: SessionId) -> bool {
-        let before = self.calls.len();
-        self.calls.retain(|_, c| c.session != session);
-        before != self.calls.len()
+    /// Forgets the call of a session the relay already removed (media timeout), so `list`
+    /// and `query` stop showing it at once rather than at the next prune. Returns the call-id
+    /// if the call was known.
+    pub fn forget_session(&mut self, session: SessionId) -> Option<String> {
+        let id = self
+            .calls
+            .iter()
+            .find(|(_, c)| c.session == session)
+            .map(|(id, _)| id.clone())?;
+        self.calls.remove(&id);
+        tracing::info!(call_id = %id, session, "relay ended the call (media timeout)");
+        self.persist();
+        Some(id)
     }
 
     fn iface_index(&self, name: Option<&String>, default: usize) -> Result<usize, String> {
@@ -395,14 +579,15 @@ impl<B: MediaBackend> Engine<B> {
             Value::dict()
                 .with("packets", s.packets)
                 .with("bytes", s.bytes)
-                .with("errors", 0i64),
+                .with("errors", s.strict_drops),
             s.peer,
             last,
         )
     }
 
     fn totals(&self, call: &Call) -> Value {
-        let mut sums = [[0u64; 2]; 2];
+        // Per kind (RTP, RTCP): packets, bytes, errors.
+        let mut sums = [[0u64; 3]; 2];
         for st in &call.streams {
             let Some(p) = st.ports else { continue };
             for side in [Side::A, Side::B] {
@@ -413,14 +598,15 @@ impl<B: MediaBackend> Engine<B> {
                         .unwrap_or_default();
                     sums[k][0] += s.packets;
                     sums[k][1] += s.bytes;
+                    sums[k][2] += s.strict_drops;
                 }
             }
         }
-        let d = |s: [u64; 2]| {
+        let d = |s: [u64; 3]| {
             Value::dict()
                 .with("packets", s[0])
                 .with("bytes", s[1])
-                .with("errors", 0i64)
+                .with("errors", s[2])
         };
         Value::dict()
             .with("RTP", d(sums[0]))
@@ -500,20 +686,35 @@ mod tests {
     use super::super::backend::MemoryBackend;
     use super::*;
 
+    fn interfaces() -> Vec<Interface> {
+        vec![
+            Interface::new(
+                "pub",
+                &[
+                    "203.0.113.1".parse().unwrap(),
+                    "2001:db8::1".parse().unwrap(),
+                ],
+            ),
+            Interface::new("priv", &["10.0.0.1".parse().unwrap()]),
+        ]
+    }
+
     fn engine() -> Engine<MemoryBackend> {
-        Engine::new(
-            Arc::new(MemoryBackend::new(30000, 30100)),
-            vec![
-                Interface::new(
-                    "pub",
-                    &[
-                        "203.0.113.1".parse().unwrap(),
-                        "2001:db8::1".parse().unwrap(),
-                    ],
-                ),
-                Interface::new("priv", &["10.0.0.1".parse().unwrap()]),
-            ],
-        )
+        Engine::new(Arc::new(MemoryBackend::new(30000, 30100)), interfaces())
+    }
+
+    fn query(call: &str) -> Request {
+        Request::Query {
+            call_id: call.into(),
+        }
+    }
+
+    fn delete(call: &str) -> Request {
+        Request::Delete(Delete {
+            call_id: call.into(),
+            from_tag: None,
+            to_tag: None,
+        })
     }
 
     const CALLER: &str = "v=0\r\no=a 1 1 IN IP4 198.51.100.7\r\ns=-\r\nc=IN IP4 198.51.100.7\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\na=sendrecv\r\n";
@@ -642,6 +843,109 @@ mod tests {
         e.last_prune = None;
         assert!(e.handle(&offer("c6", "ft", CALLER)).is_ok());
         assert!(e.backend().session(2).is_some());
+    }
+
+    /// A "restart": the snapshot of one engine restored into a new one over the backend that
+    /// survived, minus a session the relay did not recover.
+    #[test]
+    fn snapshot_restore_joins_with_the_recovered_sessions() {
+        let mut e = engine();
+        let mut o = OfferAnswer::new("c1", "ft", CALLER);
+        o.direction = vec!["priv".into(), "pub".into()];
+        assert!(e.handle(&Request::Offer(o)).is_ok());
+        assert!(e.handle(&answer("c1", "ft", "tt", CALLEE)).is_ok());
+        assert!(e.handle(&offer("c2", "ft", CALLER)).is_ok());
+        let snap = e.snapshot();
+        assert_eq!(snap.calls.len(), 2);
+        assert_eq!(snap.calls[0].iface, ["priv".to_string(), "pub".to_string()]);
+        let json = serde_json::to_string(&snap).unwrap();
+        assert_eq!(serde_json::from_str::<Snapshot>(&json).unwrap(), snap);
+
+        let backend = e.backend().clone();
+        backend.remove_session(2).unwrap(); // c2's session was not recovered
+        drop(e);
+        let mut e2 = Engine::new(backend.clone(), interfaces());
+        let r = e2.restore(snap.clone());
+        assert_eq!(r.adopted, vec!["c1".to_string()]);
+        assert_eq!(r.dropped.len(), 1);
+        assert_eq!(r.dropped[0].0, "c2");
+        assert_eq!(backend.session(1).unwrap().call_id, "c1");
+        assert_eq!(e2.call_count(), 1);
+
+        // The adopted call is managed as before: query, re-INVITE on its ports, delete.
+        let q = e2.handle(&query("c1"));
+        let ft = q.get("tags").unwrap().get("ft").unwrap();
+        assert_eq!(ft.get("in dialogue with").unwrap().as_str(), Some("tt"));
+        let r = e2.handle(&offer("c1", "ft", CALLER));
+        assert!(
+            r.sdp().unwrap().contains("c=IN IP4 203.0.113.1\r\n"),
+            "{r:?}"
+        );
+        assert!(r.sdp().unwrap().contains("m=audio 30002 "), "{r:?}");
+        // Restoring the same snapshot again adopts nothing twice.
+        let again = e2.restore(snap);
+        assert!(again.adopted.is_empty());
+        assert_eq!(e2.call_count(), 1);
+        assert!(e2.handle(&delete("c1")).is_ok());
+        assert_eq!(backend.session_count(), 0);
+    }
+
+    #[test]
+    fn restore_refuses_records_it_cannot_trust() {
+        let mut e = engine();
+        assert!(e.handle(&offer("c1", "ft", CALLER)).is_ok());
+        let good = e.snapshot().calls.remove(0);
+        let mut e2 = Engine::new(e.backend().clone(), interfaces());
+        let mut odd_port = good.clone();
+        odd_port.call_id = "odd".into();
+        odd_port.streams[0].ports = Some(StreamPorts { a: 30001, b: 30002 });
+        let mut no_tag = good.clone();
+        no_tag.call_id = "untagged".into();
+        no_tag.tags = [None, None];
+        let mut gone_iface = good.clone();
+        gone_iface.iface = ["gone".into(), "gone".into()];
+        let mut same_session = good.clone();
+        same_session.call_id = "twin".into();
+        let r = e2.restore(Snapshot::new(vec![
+            odd_port,
+            no_tag,
+            gone_iface,
+            same_session,
+        ]));
+        assert_eq!(r.adopted, vec!["c1".to_string()], "{r:?}");
+        assert_eq!(r.dropped.len(), 3);
+        // An interface that no longer exists falls back to the default one.
+        assert_eq!(
+            e2.snapshot().calls[0].iface,
+            ["pub".to_string(), "pub".to_string()]
+        );
+    }
+
+    #[test]
+    fn every_change_is_saved() {
+        let dir = std::env::temp_dir().join(format!("ng-engine-state-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let file = StateFile::new(&dir);
+        let mut e = engine();
+        e.set_state_file(file.clone());
+        assert_eq!(file.load().unwrap().unwrap().calls.len(), 0);
+        assert!(e.handle(&offer("c1", "ft", CALLER)).is_ok());
+        assert!(e.handle(&offer("c2", "ft", CALLER)).is_ok());
+        let saved = file.load().unwrap().unwrap();
+        assert_eq!(saved, e.snapshot());
+        assert_eq!(saved.calls.len(), 2);
+        assert!(e.handle(&delete("c1")).is_ok());
+        assert_eq!(file.load().unwrap().unwrap().calls.len(), 1);
+        // The relay timed c2 out.
+        e.backend().remove_session(2).unwrap();
+        assert_eq!(e.forget_session(2).as_deref(), Some("c2"));
+        assert_eq!(e.forget_session(2), None);
+        assert_eq!(file.load().unwrap().unwrap().calls.len(), 0);
+        assert_eq!(
+            e.handle(&query("c2")).error_reason(),
+            Some("Unknown call-id")
+        );
+        file.remove().unwrap();
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! - [`sdp`]: parse and rewrite SDP to anchor media on the relay;
 //! - [`backend`]: the [`MediaBackend`] trait the relay implements;
 //! - [`engine`]: command semantics (offer/answer/delete/query/list) over a backend;
+//! - [`state`]: the call table's state file, so calls survive a relayd restart (XDP);
 //! - [`server`]: the tokio UDP server with rtpengine's retransmission cache;
 //! - [`client`]: a blocking client, [`NgClient`].
 
@@ -21,9 +22,11 @@ pub mod engine;
 pub mod message;
 pub mod sdp;
 pub mod server;
+pub mod state;
 
-pub use backend::{MediaBackend, MemoryBackend};
+pub use backend::{AdoptStream, MediaBackend, MemoryBackend};
 pub use client::NgClient;
-pub use engine::{Engine, Interface};
+pub use engine::{Engine, Interface, Restored};
 pub use message::{OfferAnswer, Request, Response};
-pub use server::serve;
+pub use server::{Server, serve};
+pub use state::{Snapshot, StateError, StateFile};
