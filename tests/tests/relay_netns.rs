@@ -561,11 +561,24 @@ fn strict_source_rejects_third_party(plane: Plane) {
         let st = r.stats().expect("stats");
         assert!(st["drop_strict_source"] >= 20, "{st:?}");
     } else {
+        // rtpengine's layout: tags → from-tag → medias[0] → streams[0] (RTP, the caller-side
+        // relay port the attacker hit) → stats → errors (packets not relayed).
         let q = r.ng.query(&call_id).expect("query");
-        let text = format!("{q:?}");
+        let errors = q
+            .get("tags")
+            .and_then(|t| t.get("from-tag"))
+            .and_then(|t| t.get("medias"))
+            .and_then(|m| m.as_list())
+            .and_then(|m| m.first())
+            .and_then(|m| m.get("streams"))
+            .and_then(|s| s.as_list())
+            .and_then(|s| s.first())
+            .and_then(|s| s.get("stats"))
+            .and_then(|s| s.get("errors"))
+            .and_then(|e| e.as_int());
         assert!(
-            text.contains("strict") || text.contains("dropped"),
-            "query reports the strict-source drops: {text}"
+            errors.is_some_and(|e| e >= 20),
+            "query reports the strict-source drops on the caller's RTP stream: errors {errors:?} in {q:?}"
         );
     }
 }
