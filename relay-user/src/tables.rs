@@ -299,7 +299,10 @@ impl UserTables {
         if svc.flags & SVC_SIP == 0 {
             return (Verdict::Pass(Stat::PassService), None);
         }
-        match self.sip_guard(a, dst_port, payload, now) {
+        // The kernel's INVITE checks only apply to UDP: over TCP a segment boundary is not a
+        // message boundary, so "payload starts with INVITE" means nothing there.
+        let invite = proto == Proto::Udp && payload.starts_with(b"INVITE ");
+        match self.sip_guard(a, invite, now) {
             Ok(()) => (Verdict::Pass(Stat::PassSip), None),
             Err((stat, kind)) => (
                 Verdict::Drop(stat),
@@ -308,14 +311,7 @@ impl UserTables {
         }
     }
 
-    fn sip_guard(
-        &mut self,
-        a: Addr,
-        port: u16,
-        payload: &[u8],
-        now: u64,
-    ) -> Result<(), (Stat, GuardEventKind)> {
-        let _ = port;
+    fn sip_guard(&mut self, a: Addr, invite: bool, now: u64) -> Result<(), (Stat, GuardEventKind)> {
         let cfg = self.guard;
         self.make_room_for_state(now);
         let st = self.guard_state.entry(a).or_default();
@@ -323,7 +319,7 @@ impl UserTables {
             Some(t) => st.packets_tat_ns = t,
             None => return Err((Stat::DropSipPacketRate, GuardEventKind::PacketRate)),
         }
-        if !payload.starts_with(b"INVITE ") {
+        if !invite {
             return Ok(());
         }
         match cfg.invites.check(st.invites_tat_ns, now) {
@@ -557,6 +553,20 @@ mod tests {
         assert!(
             ev.is_none(),
             "sampled: second drop within the interval is suppressed"
+        );
+        // Nor is an "INVITE" over TCP, as in the kernel: only its packet rate counts.
+        t.service_set(Service {
+            port: 5060,
+            proto: Proto::Tcp,
+            id: ServiceId::Sip,
+            restricted: false,
+            sip: true,
+        })
+        .unwrap();
+        assert_eq!(
+            t.firewall_check(src, 5060, Proto::Tcp, b"INVITE sip:a@b SIP/2.0", now)
+                .0,
+            Verdict::Pass(Stat::PassSip)
         );
         // Non-INVITEs are not subject to CPS.
         assert!(
