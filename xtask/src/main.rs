@@ -100,7 +100,14 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
             run::run(&args, release)
         }
         Cmd::Test => test::test(),
-        Cmd::Bench { name, args } => bench::run(&name, &args),
+        Cmd::Bench { name, args } => {
+            let code = bench::run(&name, &args)?;
+            if code != 0 {
+                // The benchmark printed its own error; pass its exit code on.
+                std::process::exit(code);
+            }
+            Ok(())
+        }
         Cmd::Netns { cmd } => match cmd {
             NetnsCmd::Up { gro, no_forwarding } => netns::up(gro, no_forwarding),
             NetnsCmd::Down => netns::down(),

@@ -1,13 +1,88 @@
-//! `cargo xtask bench <name> [args...]`. Benchmarks write their results under `target/bench/`.
+//! `cargo xtask bench <name> [args...]`: runs the `bench` crate's binary, which writes its
+//! results under `target/bench/`.
+//!
+//! The benchmarks live in their own crate because they need relay-user (the ng client, the XDP
+//! object), and xtask must build on a fresh machine before `cargo xtask setup` has installed the
+//! eBPF toolchain. So xtask only builds and starts them: `cargo build --release -p relay-user
+//! --bin relayd` (the relay under test), then `cargo run --release -p bench -- <name> [args...]`,
+//! passing the arguments through and exiting with the benchmark's exit code. Cargo's
+//! environment (`CARGO_TARGET_DIR` among it) is inherited, so the bench finds the `relayd` built
+//! next to it.
 
-mod relay;
+use std::process::Command;
 
-/// Names `cargo xtask bench` accepts.
+use crate::util;
+
+/// Names `cargo xtask bench` accepts (the `bench` binary's).
 pub const NAMES: &[&str] = &["relay"];
 
-pub fn run(name: &str, args: &[String]) -> anyhow::Result<()> {
-    match name {
-        "relay" => relay::run(args),
-        other => anyhow::bail!("unknown benchmark {other:?}; known: {}", NAMES.join(", ")),
+/// Builds relayd, runs the benchmark; `Ok(code)` is the benchmark's exit code.
+pub fn run(name: &str, args: &[String]) -> anyhow::Result<i32> {
+    if !NAMES.contains(&name) {
+        anyhow::bail!("unknown benchmark {name:?}; known: {}", NAMES.join(", "));
+    }
+    let mut build = util::cargo();
+    build.args(["build", "--release", "-p", "relay-user", "--bin", "relayd"]);
+    util::run(&mut build)?;
+    let mut cmd = bench_command(name, args);
+    println!("$ {}", util::show(&cmd));
+    let status = cmd
+        .status()
+        .map_err(|e| anyhow::anyhow!("cannot run cargo: {e}"))?;
+    // A signal leaves no code: report it like a shell would.
+    Ok(status.code().unwrap_or(128))
+}
+
+/// `cargo run --release -p bench -- <name> [args...]`, in the workspace root.
+fn bench_command(name: &str, args: &[String]) -> Command {
+    let mut cmd = util::cargo();
+    cmd.args([
+        "run",
+        "--release",
+        "-p",
+        "bench",
+        "--bin",
+        "bench",
+        "--",
+        name,
+    ])
+    .args(args);
+    cmd
+}
+
+#[cfg(test)]
+mod unit {
+    use super::*;
+
+    #[test]
+    fn passes_args_through() {
+        let cmd = bench_command("relay", &["--rates".into(), "5000".into(), "--ipv6".into()]);
+        let args: Vec<String> = cmd
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            args,
+            [
+                "run",
+                "--release",
+                "-p",
+                "bench",
+                "--bin",
+                "bench",
+                "--",
+                "relay",
+                "--rates",
+                "5000",
+                "--ipv6"
+            ]
+        );
+        assert_eq!(cmd.get_current_dir(), Some(util::root().as_path()));
+    }
+
+    #[test]
+    fn unknown_name_fails_before_building() {
+        let e = run("nope", &[]).unwrap_err();
+        assert!(e.to_string().contains("known: relay"), "{e}");
     }
 }

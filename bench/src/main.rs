@@ -1,0 +1,55 @@
+//! `bench <name> [args...]`, normally run as `cargo xtask bench <name> [args...]`.
+//! Benchmarks write their results under `target/bench/` in the workspace root.
+
+mod relay;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Names `bench` accepts.
+const NAMES: &[&str] = &["relay"];
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((name, rest)) = args.split_first() else {
+        eprintln!("usage: bench <{}> [args...]", NAMES.join("|"));
+        return ExitCode::from(2);
+    };
+    let r = match name.as_str() {
+        "relay" => relay::run(rest),
+        other => Err(anyhow::anyhow!(
+            "unknown benchmark {other:?}; known: {}",
+            NAMES.join(", ")
+        )),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root (this crate lives one level below it).
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("bench has a parent directory")
+        .to_path_buf()
+}
+
+/// A command line for showing: `program arg arg`.
+pub fn show(cmd: &std::process::Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for a in cmd.get_args() {
+        let a = a.to_string_lossy();
+        if a.is_empty() || a.contains(' ') {
+            s.push_str(&format!(" '{a}'"));
+        } else {
+            s.push(' ');
+            s.push_str(&a);
+        }
+    }
+    s
+}
