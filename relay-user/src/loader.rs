@@ -253,6 +253,9 @@ pub struct LoaderConfig {
     pub instance: String,
     pub interfaces: Vec<String>,
     pub mode: RequestedMode,
+    /// Turn on IP forwarding where the kernel relay path needs it (see [`forwarding_gaps`]);
+    /// otherwise only report it.
+    pub enable_forwarding: bool,
 }
 
 /// The loaded object stays with the data plane: links are pinned, but dropping the object
@@ -345,6 +348,15 @@ fn start_xdp(cfg: &LoaderConfig, object: &[u8], modes: &[Mode]) -> Result<DataPl
         (_, 1) => "generic (skb) XDP requested (--dataplane xdp-skb)".to_owned(),
         _ => "native XDP not supported by a driver; generic (skb) XDP is slower".to_owned(),
     };
+    let gaps = forwarding_gaps(&cfg.interfaces, cfg.enable_forwarding);
+    let reason = if gaps.is_empty() {
+        reason
+    } else {
+        for g in &gaps {
+            error!(gap = %g, "KERNEL MEDIA FORWARDING DISABLED on this interface: its media takes the userspace path (relayd --enable-forwarding turns it on)");
+        }
+        format!("{reason}; but {}", gaps.join("; "))
+    };
     let maps = XdpMaps::from_ebpf(&mut ebpf)?;
     let held = Held { _ebpf: ebpf };
     let dp = DataPlane::xdp(mode, reason, maps, Some(Box::new(Mutex::new(held))));
@@ -352,6 +364,41 @@ fn start_xdp(cfg: &LoaderConfig, object: &[u8], modes: &[Mode]) -> Result<DataPl
         dp.tx_port_add(idx)?;
     }
     Ok(dp)
+}
+
+/// The kernel relay path asks the FIB where to send a rewritten packet, and the kernel's
+/// `bpf_fib_lookup` refuses to answer (FWD_DISABLED) when forwarding is off: per receiving
+/// interface for IPv4, host-wide (`all`) for IPv6. Every such packet then goes to the userspace
+/// relay, which works but is exactly the silent slow-down operators must be told about.
+/// Returns what is off (after trying to turn it on, if asked).
+pub fn forwarding_gaps(interfaces: &[String], enable: bool) -> Vec<String> {
+    let mut keys: Vec<String> = interfaces
+        .iter()
+        .map(|i| format!("net/ipv4/conf/{i}/forwarding"))
+        .collect();
+    keys.push("net/ipv6/conf/all/forwarding".into());
+    let mut gaps = Vec::new();
+    for key in keys {
+        let path = Path::new("/proc/sys").join(&key);
+        let on = |p: &Path| fs::read_to_string(p).is_ok_and(|v| v.trim() == "1");
+        if !path.exists() || on(&path) {
+            continue;
+        }
+        if enable {
+            match fs::write(&path, "1") {
+                Ok(()) if on(&path) => {
+                    info!(sysctl = %key.replace('/', "."), "forwarding enabled for the kernel relay path");
+                    continue;
+                }
+                Ok(()) => {}
+                Err(e) => {
+                    warn!(sysctl = %key.replace('/', "."), error = %e, "could not enable forwarding")
+                }
+            }
+        }
+        gaps.push(format!("{}=0", key.replace('/', ".")));
+    }
+    gaps
 }
 
 /// Attaches to one interface (or takes over its pinned link) and returns the mode.
@@ -567,6 +614,7 @@ mod tests {
     fn forced_userspace_needs_no_privilege() {
         let dp = start(
             &LoaderConfig {
+                enable_forwarding: false,
                 instance: "unused".into(),
                 interfaces: vec![],
                 mode: RequestedMode::Userspace,

@@ -258,6 +258,7 @@ fn attach_replace_and_detach_on_a_veth() {
     let dummy = Veth::new("a");
     let dir = loader::pin_dir(&inst.0).unwrap();
     let cfg = LoaderConfig {
+        enable_forwarding: false,
         instance: inst.0.clone(),
         interfaces: vec![dummy.0.clone()],
         mode: RequestedMode::XdpSkb,
@@ -280,6 +281,7 @@ fn attach_replace_and_detach_on_a_veth() {
 
     // Auto keeps the pinned link's mode rather than re-attaching (no forwarding gap).
     let auto = LoaderConfig {
+        enable_forwarding: false,
         mode: RequestedMode::Auto,
         ..cfg.clone()
     };
@@ -289,6 +291,7 @@ fn attach_replace_and_detach_on_a_veth() {
 
     // Forcing native moves the link to driver mode (veth has native XDP).
     let native = LoaderConfig {
+        enable_forwarding: false,
         mode: RequestedMode::XdpNative,
         ..cfg.clone()
     };
@@ -310,6 +313,7 @@ fn missing_interface_is_a_clear_error_and_auto_falls_back() {
     }
     let inst = Instance::new("noif");
     let cfg = LoaderConfig {
+        enable_forwarding: false,
         instance: inst.0.clone(),
         interfaces: vec!["no-such-if0".into()],
         mode: RequestedMode::XdpSkb,
@@ -317,6 +321,7 @@ fn missing_interface_is_a_clear_error_and_auto_falls_back() {
     let e = loader::start(&cfg, ebpf_object()).unwrap_err();
     assert!(e.to_string().contains("no-such-if0"), "{e}");
     let auto = LoaderConfig {
+        enable_forwarding: false,
         mode: RequestedMode::Auto,
         ..cfg
     };

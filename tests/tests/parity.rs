@@ -146,6 +146,7 @@ impl Parity {
             }
         }
         let cfg = LoaderConfig {
+            enable_forwarding: false,
             instance: instance.clone(),
             interfaces: ifaces.clone(),
             mode: RequestedMode::XdpSkb,

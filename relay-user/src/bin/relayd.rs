@@ -91,6 +91,12 @@ struct Args {
     #[arg(long, default_value = "127.0.0.1:2223")]
     ng_listen: SocketAddr,
 
+    /// Turn on IP forwarding where the kernel relay path needs it: IPv4 on each --interface,
+    /// IPv6 host-wide. The kernel's route lookup for relayed media refuses to work without it,
+    /// and such media takes the (slower) userspace path; relayd reports this at start either way.
+    #[arg(long)]
+    enable_forwarding: bool,
+
     /// Userspace relay worker threads.
     #[arg(long, default_value_t = 2)]
     workers: usize,
@@ -256,6 +262,7 @@ async fn run(args: Args) -> Result<()> {
         instance: args.instance.clone(),
         interfaces: args.interfaces.clone(),
         mode: args.dataplane.into(),
+        enable_forwarding: args.enable_forwarding,
     };
     let dp = Arc::new(
         loader::start(&cfg, relay_user::object::ebpf_object())
