@@ -25,7 +25,11 @@ fn privileged(test: &str) -> bool {
     if std::env::var("CI").is_ok_and(|v| v == "true") {
         panic!("{test}: privileged test cannot run under CI: {why}");
     }
-    eprintln!("skipping {test}: {why}");
+    // Straight to stderr: libtest hides eprintln! of passing tests, and a skip must be seen.
+    let _ = std::io::Write::write_all(
+        &mut std::io::stderr(),
+        format!("SKIPPED {test}: {why}\n").as_bytes(),
+    );
     false
 }
 

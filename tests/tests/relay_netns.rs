@@ -215,13 +215,14 @@ impl Relay {
         Ok(t0.elapsed())
     }
 
-    /// Offer + answer one call; returns (port the caller sends to, port the callee sends to).
+    /// Offer + answer one call; returns (where the caller sends, where the callee sends) and
+    /// the call-id.
     fn call(
         &mut self,
         caller: SocketAddr,
         callee: SocketAddr,
         strict: bool,
-    ) -> anyhow::Result<(u16, u16, String)> {
+    ) -> anyhow::Result<(Dst, String)> {
         self.calls += 1;
         let id = format!("call-{}-{}", self.instance, self.calls);
         let mut offer = OfferAnswer::new(&id, "from-tag", &sdp(caller, self.calls));
@@ -236,7 +237,21 @@ impl Relay {
         let (b_ip, b_port) = media_of(&to_callee)?;
         assert_eq!(a_ip, self.relay_ip(), "caller is sent to the relay");
         assert_eq!(b_ip, self.relay_ip(), "callee is sent to the relay");
-        Ok((a_port, b_port, id))
+        Ok((
+            (SocketAddr::new(a_ip, a_port), SocketAddr::new(b_ip, b_port)),
+            id,
+        ))
+    }
+
+    /// One call per stream of `peers`, each side signalling its real socket address.
+    fn call_each(&mut self, peers: &Peers, strict: bool) -> (Vec<Dst>, Vec<String>) {
+        (0..peers.callers.len())
+            .map(|i| {
+                let caller = peers.callers[i].local_addr().expect("caller addr");
+                let callee = peers.callees[i].local_addr().expect("callee addr");
+                self.call(caller, callee, strict).expect("call")
+            })
+            .unzip()
     }
 
     /// The pinned instance's per-reason counters (`relayd --status --json`).
@@ -308,6 +323,9 @@ fn media_of(body: &str) -> anyhow::Result<(IpAddr, u16)> {
     Ok((m.addr, m.port))
 }
 
+/// Relay addresses of one call: (where the caller sends, where the callee sends).
+type Dst = (SocketAddr, SocketAddr);
+
 /// Caller and callee sockets, one per stream, inside their namespaces.
 struct Peers {
     callers: Vec<UdpSocket>,
@@ -339,11 +357,7 @@ struct Directional {
 
 /// Sends `packets` G.711 packets each way on every stream at once and collects both ends.
 /// Stream ids: caller→callee `i`, callee→caller `1000 + i`.
-fn exchange(
-    peers: &Peers,
-    to_relay: &[(SocketAddr, SocketAddr)],
-    packets: u64,
-) -> (Vec<Directional>, Vec<Directional>) {
+fn exchange(peers: &Peers, to_relay: &[Dst], packets: u64) -> (Vec<Directional>, Vec<Directional>) {
     let rc = {
         let mut rc = RecvConfig::new(Duration::from_millis(packets * 20 + 3000));
         rc.idle = Some(Duration::from_millis(800));
@@ -414,16 +428,7 @@ fn streams_byte_exact(plane: Plane, v6: bool) {
     const STREAMS: usize = 3;
     const PACKETS: u64 = 100; // 2 s at 50 pps
     let peers = Peers::bind(&r, STREAMS).expect("peers");
-    let mut dsts = Vec::new();
-    for i in 0..STREAMS {
-        let caller = peers.callers[i].local_addr().unwrap();
-        let callee = peers.callees[i].local_addr().unwrap();
-        let (a, b, _) = r.call(caller, callee, false).expect("call");
-        dsts.push((
-            SocketAddr::new(r.relay_ip(), a),
-            SocketAddr::new(r.relay_ip(), b),
-        ));
-    }
+    let (dsts, _) = r.call_each(&peers, false);
     let (fwd, back) = exchange(&peers, &dsts, PACKETS);
     if plane.is_xdp() {
         eprintln!("stats after traffic: {:?}", r.stats());
@@ -486,11 +491,8 @@ fn latching_behind_nat(plane: Plane) {
     // What the caller's SIP said: the NAT's inside port, which nobody listens on.
     let advertised = SocketAddr::new(real.ip(), real.port() + 1000);
     let callee = peers.callees[0].local_addr().unwrap();
-    let (a, b, _) = r.call(advertised, callee, false).expect("call");
-    let dsts = [(
-        SocketAddr::new(r.relay_ip(), a),
-        SocketAddr::new(r.relay_ip(), b),
-    )];
+    let (dst, _) = r.call(advertised, callee, false).expect("call");
+    let dsts = [dst];
     // The caller speaks first (as a NATed phone must for latching to work).
     let mut first = Vec::new();
     rtp::build_packet(9999, 0, rtp::G711_PAYLOAD, &mut first);
@@ -527,13 +529,9 @@ fn strict_source_rejects_third_party(plane: Plane) {
     let _s = serial();
     let mut r = Relay::start(plane, false, &[]).expect("relay up");
     let peers = Peers::bind(&r, 1).expect("peers");
+    let (dsts, ids) = r.call_each(&peers, true);
+    let call_id = &ids[0];
     let caller = peers.callers[0].local_addr().unwrap();
-    let callee = peers.callees[0].local_addr().unwrap();
-    let (a, b, call_id) = r.call(caller, callee, true).expect("call");
-    let dsts = [(
-        SocketAddr::new(r.relay_ip(), a),
-        SocketAddr::new(r.relay_ip(), b),
-    )];
     let (fwd, back) = exchange(&peers, &dsts, 25);
     assert_lossless("caller→callee", &fwd);
     assert_lossless("callee→caller", &back);
@@ -563,7 +561,7 @@ fn strict_source_rejects_third_party(plane: Plane) {
     } else {
         // rtpengine's layout: tags → from-tag → medias[0] → streams[0] (RTP, the caller-side
         // relay port the attacker hit) → stats → errors (packets not relayed).
-        let q = r.ng.query(&call_id).expect("query");
+        let q = r.ng.query(call_id).expect("query");
         let errors = q
             .get("tags")
             .and_then(|t| t.get("from-tag"))
@@ -601,13 +599,8 @@ fn ban_and_deny_drop_media_counted_xdp() {
     let _s = serial();
     let mut r = Relay::start(Plane::XdpNative, false, &[]).expect("relay up");
     let peers = Peers::bind(&r, 1).expect("peers");
+    let (dsts, _) = r.call_each(&peers, false);
     let caller = peers.callers[0].local_addr().unwrap();
-    let callee = peers.callees[0].local_addr().unwrap();
-    let (a, b, _) = r.call(caller, callee, false).expect("call");
-    let dsts = [(
-        SocketAddr::new(r.relay_ip(), a),
-        SocketAddr::new(r.relay_ip(), b),
-    )];
     let (fwd, _) = exchange(&peers, &dsts, 10);
     assert_lossless("before the ban", &fwd);
 
@@ -708,21 +701,16 @@ fn media_timeout_fires(plane: Plane) {
     let _s = serial();
     let mut r = Relay::start(plane, false, &["--media-timeout", "2s"]).expect("relay up");
     let peers = Peers::bind(&r, 1).expect("peers");
-    let caller = peers.callers[0].local_addr().unwrap();
-    let callee = peers.callees[0].local_addr().unwrap();
-    let (a, b, call_id) = r.call(caller, callee, false).expect("call");
-    let dsts = [(
-        SocketAddr::new(r.relay_ip(), a),
-        SocketAddr::new(r.relay_ip(), b),
-    )];
+    let (dsts, ids) = r.call_each(&peers, false);
+    let call_id = &ids[0];
     let (fwd, _) = exchange(&peers, &dsts, 25);
     assert_lossless("while talking", &fwd);
     assert!(
-        r.ng.list().unwrap().contains(&call_id),
+        r.ng.list().unwrap().contains(call_id),
         "call listed while media flows"
     );
     let deadline = Instant::now() + Duration::from_secs(8);
-    while r.ng.list().unwrap().contains(&call_id) {
+    while r.ng.list().unwrap().contains(call_id) {
         assert!(
             Instant::now() < deadline,
             "call still there 8 s after its media stopped (timeout 2 s); log:\n{}",
@@ -760,18 +748,7 @@ fn restart_mid_stream_keeps_media_xdp() {
     const STREAMS: usize = 2;
     const PACKETS: u64 = 250; // 5 s at 50 pps
     let peers = Peers::bind(&r, STREAMS).expect("peers");
-    let mut dsts = Vec::new();
-    let mut ids = Vec::new();
-    for i in 0..STREAMS {
-        let caller = peers.callers[i].local_addr().unwrap();
-        let callee = peers.callees[i].local_addr().unwrap();
-        let (a, b, id) = r.call(caller, callee, false).expect("call");
-        dsts.push((
-            SocketAddr::new(r.relay_ip(), a),
-            SocketAddr::new(r.relay_ip(), b),
-        ));
-        ids.push(id);
-    }
+    let (dsts, ids) = r.call_each(&peers, false);
     let (fwd, back, restart_took) = std::thread::scope(|s| {
         let traffic = s.spawn(|| exchange(&peers, &dsts, PACKETS));
         std::thread::sleep(Duration::from_millis(1500));
