@@ -372,13 +372,16 @@ fn start_xdp(cfg: &LoaderConfig, object: &[u8], modes: &[Mode]) -> Result<DataPl
 /// relay, which works but is exactly the silent slow-down operators must be told about.
 /// Returns what is off (after trying to turn it on, if asked).
 pub fn forwarding_gaps(interfaces: &[String], enable: bool) -> Vec<String> {
-    let mut keys: Vec<String> = interfaces
+    // Forwarding on `lo` routes nothing anywhere (everything `lo` receives was sent by this
+    // host to this host), so it is turned on without asking: the default relay on 127.0.0.1
+    // then runs in the kernel.
+    let mut keys: Vec<(String, bool)> = interfaces
         .iter()
-        .map(|i| format!("net/ipv4/conf/{i}/forwarding"))
+        .map(|i| (format!("net/ipv4/conf/{i}/forwarding"), enable || i == "lo"))
         .collect();
-    keys.push("net/ipv6/conf/all/forwarding".into());
+    keys.push(("net/ipv6/conf/all/forwarding".into(), enable));
     let mut gaps = Vec::new();
-    for key in keys {
+    for (key, enable) in keys {
         let path = Path::new("/proc/sys").join(&key);
         let on = |p: &Path| fs::read_to_string(p).is_ok_and(|v| v.trim() == "1");
         if !path.exists() || on(&path) {

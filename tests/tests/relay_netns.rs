@@ -785,3 +785,76 @@ fn restart_mid_stream_keeps_media_xdp() {
     }
     r.ng.delete(&ids[0], None).expect("delete adopted call");
 }
+
+/// The appliance's default: XDP on `lo`, relay and peers on 127.0.0.1. relayd turns on the
+/// (harmless) IPv4 forwarding of `lo` that the kernel's route lookup needs, so the kernel
+/// relays the media and hands it to the local peer itself.
+#[test]
+fn loopback_default_is_relayed_in_the_kernel() {
+    require_privileged!();
+    let _s = serial();
+    let topo = Topology::three(TopologyOptions::default()).expect("topology");
+    let instance = format!("sbct{}lo{}", std::process::id(), topo.id());
+    let ng_addr = SocketAddr::from(([127, 0, 0, 1], NG_PORT));
+    let mut cmd = topo.relay.command(relayd_bin());
+    cmd.args([
+        "--interface",
+        "lo",
+        "--address",
+        "127.0.0.1",
+        "--ports",
+        "30000-30099",
+        "--instance",
+        &instance,
+        "--ng-listen",
+        &ng_addr.to_string(),
+    ])
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    let mut child = NsChild::spawn(&mut cmd).expect("relayd");
+    let cleanup = |child: &mut NsChild| {
+        let _ = child.stop(Duration::from_secs(5));
+        let _ = topo.relay.exec(
+            &relayd_bin().to_string_lossy(),
+            ["--cleanup", "--instance", &instance, "--interface", "lo"],
+        );
+    };
+    let ng = topo.relay.enter(|| NgClient::new(ng_addr)).expect("ng");
+    if let Err(e) = ng.wait_ready(Duration::from_secs(15)) {
+        cleanup(&mut child);
+        panic!("relayd not answering: {e}");
+    }
+    let lo = |port| SocketAddr::from(([127, 0, 0, 1], port));
+    let a = rtp::bind_in(&topo.relay, lo(20_000)).expect("peer a");
+    let b = rtp::bind_in(&topo.relay, lo(20_002)).expect("peer b");
+    let mut offer = OfferAnswer::new("lo-call", "from-tag", &sdp(lo(20_000), 1));
+    offer.replace.origin = true;
+    let to_b = ng.offer(&offer).expect("offer");
+    let mut answer = OfferAnswer::new("lo-call", "from-tag", &sdp(lo(20_002), 1));
+    answer.to_tag = Some("to-tag".into());
+    let to_a = ng.answer(&answer).expect("answer");
+    let dsts = [(
+        lo(media_of(&to_a).expect("sdp").1),
+        lo(media_of(&to_b).expect("sdp").1),
+    )];
+    let peers = Peers {
+        callers: vec![a],
+        callees: vec![b],
+    };
+    let (fwd, back) = exchange(&peers, &dsts, 50);
+    let out = topo.relay.run(
+        &relayd_bin().to_string_lossy(),
+        ["--status", "--json", "--instance", &instance],
+    );
+    cleanup(&mut child);
+    assert_lossless("a→b", &fwd);
+    assert_lossless("b→a", &back);
+    let v: serde_json::Value = serde_json::from_str(&out.expect("status")).expect("json");
+    let local = v["stats"]["relay_local"].as_u64().unwrap_or(0);
+    let slow = v["stats"]["relay_to_userspace"].as_u64().unwrap_or(0);
+    assert!(
+        local >= 100 && slow == 0,
+        "kernel relayed {local} of 100 on lo, {slow} took the userspace path: {v}"
+    );
+}
