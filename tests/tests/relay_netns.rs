@@ -254,13 +254,18 @@ impl Relay {
             .unzip()
     }
 
-    /// The pinned instance's per-reason counters (`relayd --status --json`).
-    fn stats(&self) -> anyhow::Result<BTreeMap<String, u64>> {
+    /// `relayd --status --json` for this instance.
+    fn status(&self) -> anyhow::Result<serde_json::Value> {
         let out = self.topo.relay.run(
             &relayd_bin().to_string_lossy(),
             ["--status", "--json", "--instance", &self.instance],
         )?;
-        let v: serde_json::Value = serde_json::from_str(&out).context("status JSON")?;
+        serde_json::from_str(&out).context("status JSON")
+    }
+
+    /// The pinned instance's per-reason counters.
+    fn stats(&self) -> anyhow::Result<BTreeMap<String, u64>> {
+        let v = self.status()?;
         let stats = v
             .get("stats")
             .and_then(|s| s.as_object())
@@ -440,6 +445,16 @@ fn streams_byte_exact(plane: Plane, v6: bool) {
     assert!(
         log.contains(plane.flag()) || log.contains(&plane.flag().replace('-', " ")),
         "relayd says which data plane is active; log:\n{log}"
+    );
+    // ... and so does its status, for scripts, in every mode.
+    let status = r.status().expect("status");
+    assert_eq!(status["dataplane"]["mode"], plane.flag(), "{status}");
+    assert_eq!(status["dataplane"]["running"], true, "{status}");
+    assert!(
+        status["dataplane"]["reason"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty()),
+        "{status}"
     );
     if plane.is_xdp() {
         let st = r.stats().expect("stats");

@@ -119,13 +119,53 @@ struct Args {
 }
 
 impl Args {
-    fn state_file(&self) -> StateFile {
-        StateFile::new(
-            self.state_dir
-                .clone()
-                .unwrap_or_else(|| PathBuf::from("/run/relayd").join(&self.instance)),
-        )
+    fn state_dir(&self) -> PathBuf {
+        self.state_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/run/relayd").join(&self.instance))
     }
+
+    fn state_file(&self) -> StateFile {
+        StateFile::new(self.state_dir())
+    }
+
+    /// Which data plane the last start brought up, and why: `--status` reads it, in every mode
+    /// (a userspace instance has no pins to read).
+    fn dataplane_file(&self) -> PathBuf {
+        self.state_dir().join("dataplane.json")
+    }
+}
+
+/// Records the running data plane for `--status` (temp file + rename: never half-written).
+fn write_dataplane(args: &Args, dp: &DataPlane) {
+    let v = serde_json::json!({
+        "mode": dp.mode().to_string(),
+        "reason": dp.reason(),
+        "interfaces": args.interfaces,
+        "pid": std::process::id(),
+    });
+    let path = args.dataplane_file();
+    let tmp = path.with_extension("json.tmp");
+    let res = std::fs::create_dir_all(args.state_dir())
+        .and_then(|()| std::fs::write(&tmp, v.to_string()))
+        .and_then(|()| std::fs::rename(&tmp, &path));
+    if let Err(e) = res {
+        warn!(path = %path.display(), error = %e, "cannot record the data plane for --status");
+    }
+}
+
+/// The recorded data plane, with whether its relayd still runs.
+fn read_dataplane(args: &Args) -> Option<serde_json::Value> {
+    let text = std::fs::read_to_string(args.dataplane_file()).ok()?;
+    let mut v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    // Alive, not a zombie, and still relayd (the PID may have been reused since).
+    let running = v["pid"].as_u64().is_some_and(|pid| {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat.rsplit_once(')').map(|(_, r)| r.trim_start());
+        stat.contains("(relayd)") && !state.is_some_and(|r| r.starts_with('Z'))
+    });
+    v["running"] = running.into();
+    Some(v)
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -195,17 +235,33 @@ fn cleanup(args: &Args) -> Result<()> {
         Ok(false) => {}
         Err(e) => warn!(error = %e, "ng state file not removed"),
     }
+    let _ = std::fs::remove_file(args.dataplane_file());
+    // Only if empty: an operator's --state-dir may hold other things.
+    let _ = std::fs::remove_dir(args.state_dir());
     Ok(())
 }
 
 /// Reads the pinned maps of a running (or stopped) XDP instance without attaching anything.
 fn status(args: &Args) -> Result<()> {
     let dir = loader::pin_dir(&args.instance)?;
+    let dataplane = read_dataplane(args);
     if !dir.exists() {
         if args.json {
             println!(
                 "{}",
-                serde_json::json!({ "instance": args.instance, "pinned": false })
+                serde_json::json!({ "instance": args.instance, "pinned": false, "dataplane": dataplane })
+            );
+        } else if let Some(d) = &dataplane {
+            println!(
+                "instance {}: data plane {} ({}), relayd {}; nothing pinned",
+                args.instance,
+                d["mode"].as_str().unwrap_or("?"),
+                d["reason"].as_str().unwrap_or(""),
+                if d["running"] == true {
+                    "running"
+                } else {
+                    "not running"
+                },
             );
         } else {
             println!(
@@ -230,6 +286,7 @@ fn status(args: &Args) -> Result<()> {
         let v = serde_json::json!({
             "instance": args.instance,
             "pinned": true,
+            "dataplane": dataplane,
             "links": links,
             "legs": legs,
             "bans": bans,
@@ -238,6 +295,18 @@ fn status(args: &Args) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         println!("instance {} ({}):", args.instance, dir.display());
+        if let Some(d) = &dataplane {
+            println!(
+                "  data plane: {} ({}), relayd {}",
+                d["mode"].as_str().unwrap_or("?"),
+                d["reason"].as_str().unwrap_or(""),
+                if d["running"] == true {
+                    "running"
+                } else {
+                    "not running"
+                },
+            );
+        }
         println!(
             "  links: {}",
             if links.is_empty() {
@@ -268,6 +337,7 @@ async fn run(args: Args) -> Result<()> {
         loader::start(&cfg, relay_user::object::ebpf_object())
             .context("bringing up the data plane")?,
     );
+    write_dataplane(&args, &dp);
     let relay = Arc::new(
         UserRelay::start(dp.clone(), args.workers).context("starting the userspace relay")?,
     );
