@@ -38,18 +38,3 @@ pub fn root() -> PathBuf {
         .expect("bench has a parent directory")
         .to_path_buf()
 }
-
-/// A command line for showing: `program arg arg`.
-pub fn show(cmd: &std::process::Command) -> String {
-    let mut s = cmd.get_program().to_string_lossy().into_owned();
-    for a in cmd.get_args() {
-        let a = a.to_string_lossy();
-        if a.is_empty() || a.contains(' ') {
-            s.push_str(&format!(" '{a}'"));
-        } else {
-            s.push(' ');
-            s.push_str(&a);
-        }
-    }
-    s
-}

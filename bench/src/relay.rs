@@ -720,7 +720,7 @@ fn start_relay(plane: Plane, o: &Opts, topo: &Topology, relay_cpu: usize) -> any
     cmd.stdin(Stdio::null())
         .stdout(logf.try_clone()?)
         .stderr(logf);
-    println!("   {}", crate::show(&cmd));
+    println!("   {}", tests::show_command(&cmd));
     let mut child = NsChild::spawn(&mut cmd)?;
     let pid = child.pid();
 

@@ -3,6 +3,27 @@
 pub mod netns;
 pub mod rtp;
 
+/// A command line for showing: `VAR=value program arg arg`, arguments with spaces quoted.
+pub fn show_command(cmd: &std::process::Command) -> String {
+    let mut s = String::new();
+    for (k, v) in cmd.get_envs() {
+        if let Some(v) = v {
+            s.push_str(&format!("{}={} ", k.to_string_lossy(), v.to_string_lossy()));
+        }
+    }
+    s.push_str(&cmd.get_program().to_string_lossy());
+    for a in cmd.get_args() {
+        let a = a.to_string_lossy();
+        if a.is_empty() || a.contains(' ') {
+            s.push_str(&format!(" '{a}'"));
+        } else {
+            s.push(' ');
+            s.push_str(&a);
+        }
+    }
+    s
+}
+
 /// Whether this process may load XDP programs and create network namespaces.
 ///
 /// Privileged tests call [`require_privileged!`]: outside CI they skip with a message when this

@@ -34,26 +34,8 @@ pub fn which(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// A command line for showing: `program arg arg`.
-pub fn show(cmd: &Command) -> String {
-    let mut s = String::new();
-    for (k, v) in cmd.get_envs() {
-        if let Some(v) = v {
-            s.push_str(&format!("{}={} ", k.to_string_lossy(), v.to_string_lossy()));
-        }
-    }
-    s.push_str(&cmd.get_program().to_string_lossy());
-    for a in cmd.get_args() {
-        let a = a.to_string_lossy();
-        if a.is_empty() || a.contains(' ') {
-            s.push_str(&format!(" '{a}'"));
-        } else {
-            s.push(' ');
-            s.push_str(&a);
-        }
-    }
-    s
-}
+/// A command line for showing (shared with the bench, which prints the relays it starts).
+pub use tests::show_command as show;
 
 /// Prints the command, runs it with inherited stdio, fails on a non-zero exit.
 pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
