@@ -1,0 +1,1 @@
+//! SIP messages: parsing with limits, typed accessors, building responses, transactions.

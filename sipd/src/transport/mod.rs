@@ -1,0 +1,1 @@
+//! SIP transports: UDP sockets, TCP listeners and connections, stream framing.
