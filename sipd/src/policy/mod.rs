@@ -1,2 +1,10 @@
 //! Per-call decisions that need no I/O: which account a request belongs to (auth rules),
 //! whether it may start a call now (admission), and where it goes (routing).
+//!
+//! Everything here is deterministic: time comes in as [`std::time::Instant`] arguments and
+//! nothing reads a clock, a socket or the store on the call path (the `load` constructors
+//! read the store once, up front).
+
+pub mod rules;
+
+pub use rules::{Classification, RuleRefusal, RuleSet};
