@@ -5,6 +5,9 @@
 //! nothing reads a clock, a socket or the store on the call path (the `load` constructors
 //! read the store once, up front).
 
+mod gcra;
+pub mod routing;
 pub mod rules;
 
+pub use routing::{CapFull, Router};
 pub use rules::{Classification, RuleRefusal, RuleSet};

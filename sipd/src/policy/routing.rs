@@ -1,0 +1,315 @@
+//! Where a call goes: upstream connections (vendors) chosen by called-number prefix, each
+//! with its own channel and CPS caps.
+
+use std::cmp::Reverse;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use super::gcra::CpsBucket;
+use crate::store::{Connection, Id, Store, StoreError};
+
+/// Which of a connection's caps refused a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CapFull {
+    #[error("connection channel limit")]
+    Channels,
+    #[error("connection CPS limit")]
+    Cps,
+}
+
+#[derive(Debug)]
+struct Upstream {
+    conn: Connection,
+    in_use: u32,
+    cps: CpsBucket,
+}
+
+/// The connections and their live usage.
+#[derive(Debug, Default)]
+pub struct Router {
+    conns: BTreeMap<Id, Upstream>,
+}
+
+impl Router {
+    pub fn new(connections: Vec<Connection>) -> Router {
+        let mut r = Router::default();
+        r.reload(connections);
+        r
+    }
+
+    /// Reads every connection from the store; an unreadable record is skipped with a
+    /// warning so one bad vendor does not stop routing to the others.
+    pub fn load(store: &Store) -> Result<Router, StoreError> {
+        Ok(Router::new(readable(store)))
+    }
+
+    /// Replaces the connections after a provisioning change, keeping the channel counts and
+    /// CPS state of those that remain: calls in progress still hold their channels.
+    pub fn reload(&mut self, connections: Vec<Connection>) {
+        let mut old = std::mem::take(&mut self.conns);
+        for conn in connections {
+            let (in_use, cps) = old
+                .remove(&conn.id)
+                .map_or((0, CpsBucket::default()), |u| (u.in_use, u.cps));
+            self.conns.insert(conn.id, Upstream { conn, in_use, cps });
+        }
+        for (id, u) in old.into_iter().filter(|(_, u)| u.in_use > 0) {
+            // Calls through a deleted connection still release their channel later; keep
+            // it, disabled, so `release` and `in_use` stay right and nothing new goes there.
+            tracing::debug!(
+                id,
+                in_use = u.in_use,
+                "keeping removed connection until its calls end"
+            );
+            let mut conn = u.conn;
+            conn.enabled = false;
+            self.conns.insert(id, Upstream { conn, ..u });
+        }
+    }
+
+    /// Reloads from the store; see [`reload`](Self::reload).
+    pub fn reload_from(&mut self, store: &Store) -> Result<(), StoreError> {
+        self.reload(readable(store));
+        Ok(())
+    }
+
+    /// Enabled connections that route `cld`, best first: longest matching prefix (a
+    /// connection without prefixes is a default route, prefix length 0), then lower
+    /// priority, then lower id. Prefixes match the number as given (`44` does not match
+    /// `+44…`).
+    pub fn candidates(&self, cld: &str) -> Vec<Id> {
+        let mut found: Vec<(Reverse<usize>, u32, Id)> = self
+            .conns
+            .values()
+            .filter(|u| u.conn.enabled)
+            .filter_map(|u| {
+                let len = if u.conn.cld_prefixes.is_empty() {
+                    0
+                } else {
+                    u.conn
+                        .cld_prefixes
+                        .iter()
+                        .filter(|p| cld.starts_with(p.as_str()))
+                        .map(String::len)
+                        .max()?
+                };
+                Some((Reverse(len), u.conn.priority, u.conn.id))
+            })
+            .collect();
+        found.sort_unstable();
+        found.into_iter().map(|(_, _, id)| id).collect()
+    }
+
+    pub fn connection(&self, id: Id) -> Option<&Connection> {
+        self.conns.get(&id).map(|u| &u.conn)
+    }
+
+    /// Takes one channel and one CPS token for a call attempt. The channel cap is checked
+    /// first so a full connection does not also burn CPS tokens; a CPS refusal takes no
+    /// channel. An unknown id is refused as `Channels` (nothing can be taken there).
+    pub fn try_take(&mut self, id: Id, now: Instant) -> Result<(), CapFull> {
+        let Some(u) = self.conns.get_mut(&id) else {
+            tracing::warn!(id, "try_take on an unknown connection");
+            return Err(CapFull::Channels);
+        };
+        if u.conn.max_channels.is_some_and(|max| u.in_use >= max) {
+            return Err(CapFull::Channels);
+        }
+        if let Some(rate) = u.conn.cps_limit
+            && !u.cps.take(now, rate)
+        {
+            return Err(CapFull::Cps);
+        }
+        u.in_use += 1;
+        Ok(())
+    }
+
+    /// Gives a channel back. Saturating: a double release cannot open a phantom channel.
+    pub fn release(&mut self, id: Id) {
+        if let Some(u) = self.conns.get_mut(&id) {
+            u.in_use = u.in_use.saturating_sub(1);
+        }
+    }
+
+    pub fn in_use(&self, id: Id) -> u32 {
+        self.conns.get(&id).map_or(0, |u| u.in_use)
+    }
+
+    /// How long until the connection's CPS cap lets a call through again (zero if it would
+    /// now, or if it has no CPS cap).
+    pub fn cps_wait(&self, id: Id, now: Instant) -> Duration {
+        match self.conns.get(&id) {
+            Some(u) => u
+                .conn
+                .cps_limit
+                .map_or(Duration::ZERO, |r| u.cps.wait(now, r)),
+            None => Duration::ZERO,
+        }
+    }
+}
+
+fn readable(store: &Store) -> Vec<Connection> {
+    store
+        .connections()
+        .into_iter()
+        .filter_map(|c| {
+            c.map_err(|e| tracing::warn!(error = %e, "skipping unreadable connection"))
+                .ok()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Transport;
+
+    fn conn(id: Id, prefixes: &[&str], priority: u32) -> Connection {
+        Connection {
+            id,
+            name: format!("c{id}"),
+            enabled: true,
+            host: "198.51.100.7".into(),
+            port: 5060,
+            transport: Transport::Udp,
+            cld_prefixes: prefixes.iter().map(|p| p.to_string()).collect(),
+            max_channels: None,
+            cps_limit: None,
+            priority,
+        }
+    }
+
+    fn router() -> Router {
+        let mut off = conn(7, &["4420"], 0);
+        off.enabled = false;
+        Router::new(vec![
+            conn(1, &[], 10),         // default route
+            conn(2, &["44"], 20),     // UK
+            conn(3, &["44", "1"], 5), // UK + US, cheaper priority
+            conn(4, &["4420"], 50),   // London, most specific
+            conn(5, &["44"], 5),      // same prefix and priority as 3: id decides
+            conn(6, &["+44"], 1),
+            off,
+        ])
+    }
+
+    #[test]
+    fn candidates_table() {
+        let r = router();
+        let cases: &[(&str, &[Id])] = &[
+            ("442071234567", &[4, 3, 5, 2, 1]),
+            ("441611234567", &[3, 5, 2, 1]),
+            ("12125551234", &[3, 1]),
+            ("33123456789", &[1]),
+            ("+442071234567", &[6, 1]),
+            ("", &[1]),
+            ("4", &[1]),
+        ];
+        for (cld, want) in cases {
+            assert_eq!(r.candidates(cld), *want, "{cld}");
+        }
+    }
+
+    #[test]
+    fn no_default_route_means_no_candidates() {
+        let r = Router::new(vec![conn(1, &["44"], 0)]);
+        assert!(r.candidates("33").is_empty());
+        assert!(Router::new(vec![]).candidates("44").is_empty());
+    }
+
+    #[test]
+    fn channel_cap() {
+        let mut c = conn(1, &[], 0);
+        c.max_channels = Some(2);
+        let mut r = Router::new(vec![c]);
+        let t = Instant::now();
+        assert_eq!(r.try_take(1, t), Ok(()));
+        assert_eq!(r.try_take(1, t), Ok(()));
+        assert_eq!(r.try_take(1, t), Err(CapFull::Channels));
+        assert_eq!(r.in_use(1), 2);
+        r.release(1);
+        assert_eq!(r.in_use(1), 1);
+        assert_eq!(r.try_take(1, t), Ok(()));
+        for _ in 0..5 {
+            r.release(1);
+        }
+        assert_eq!(r.in_use(1), 0, "release saturates");
+    }
+
+    #[test]
+    fn cps_cap_takes_no_channel() {
+        let mut c = conn(1, &[], 0);
+        c.cps_limit = Some(2);
+        c.max_channels = Some(10);
+        let mut r = Router::new(vec![c]);
+        let t = Instant::now();
+        assert_eq!(r.try_take(1, t), Ok(()));
+        assert_eq!(r.try_take(1, t), Ok(()));
+        assert_eq!(r.try_take(1, t), Err(CapFull::Cps));
+        assert_eq!(r.in_use(1), 2);
+        assert_eq!(r.cps_wait(1, t), Duration::from_millis(500));
+        assert_eq!(
+            r.try_take(1, t + Duration::from_millis(499)),
+            Err(CapFull::Cps)
+        );
+        assert_eq!(r.try_take(1, t + Duration::from_millis(500)), Ok(()));
+        assert_eq!(r.in_use(1), 3);
+    }
+
+    #[test]
+    fn full_channels_do_not_burn_cps_tokens() {
+        let mut c = conn(1, &[], 0);
+        c.cps_limit = Some(1);
+        c.max_channels = Some(1);
+        let mut r = Router::new(vec![c]);
+        let t = Instant::now();
+        assert_eq!(r.try_take(1, t), Ok(()));
+        let t1 = t + Duration::from_secs(1);
+        for _ in 0..10 {
+            assert_eq!(r.try_take(1, t1), Err(CapFull::Channels));
+        }
+        r.release(1);
+        assert_eq!(r.try_take(1, t1), Ok(()), "the token is still there");
+    }
+
+    #[test]
+    fn unknown_connection() {
+        let mut r = Router::new(vec![]);
+        assert_eq!(r.try_take(9, Instant::now()), Err(CapFull::Channels));
+        r.release(9);
+        assert_eq!(r.in_use(9), 0);
+        assert!(r.connection(9).is_none());
+    }
+
+    #[test]
+    fn reload_keeps_usage() {
+        let mut r = Router::new(vec![conn(1, &[], 0), conn(2, &["44"], 0)]);
+        let t = Instant::now();
+        r.try_take(1, t).unwrap();
+        r.try_take(2, t).unwrap();
+        let mut changed = conn(1, &["33"], 3);
+        changed.max_channels = Some(1);
+        r.reload(vec![changed]);
+        assert_eq!(r.in_use(1), 1);
+        assert_eq!(r.try_take(1, t), Err(CapFull::Channels), "new cap applies");
+        // Connection 2 was deleted but still carries a call: kept, disabled, until released.
+        assert_eq!(r.in_use(2), 1);
+        assert!(r.candidates("44").is_empty());
+        r.release(2);
+        r.reload(vec![conn(1, &["33"], 3)]);
+        assert!(r.connection(2).is_none());
+    }
+
+    #[test]
+    fn load_from_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let a = store.put_connection(&conn(0, &["44"], 1)).unwrap();
+        let mut b = conn(0, &[], 2);
+        b.name = "default".into();
+        let b = store.put_connection(&b).unwrap();
+        let r = Router::load(&store).unwrap();
+        assert_eq!(r.candidates("4412"), vec![a.id, b.id]);
+        assert_eq!(r.connection(b.id).map(|c| c.name.as_str()), Some("default"));
+    }
+}
