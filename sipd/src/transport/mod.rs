@@ -1,1 +1,571 @@
 //! SIP transports: UDP sockets, TCP listeners and connections, stream framing.
+//!
+//! Everything arrives on one event channel ([`Event`]) and leaves through
+//! [`Transports::send`], which never blocks: the call core runs its state machines without
+//! awaiting sockets, and a send that cannot happen comes back as [`Event::SendFailed`] so a
+//! transaction can fail over at once instead of waiting for its timer.
+//!
+//! Userspace data-plane firewall: the [`Filter`] sees every UDP datagram and every accepted
+//! TCP connection before anything is parsed.
+
+mod framing;
+mod tcp;
+mod udp;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde::Serialize;
+use thiserror::Error;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::runtime::Handle;
+use tokio::sync::{Notify, mpsc};
+use tokio::task::AbortHandle;
+
+use crate::config::SipConfig;
+
+pub use framing::{FrameError, Framer, KeepAlives};
+
+/// Events waiting for the core. Large enough to absorb a burst while the core is busy;
+/// beyond it UDP drops (the peer retransmits) rather than letting the socket queue grow.
+const EVENT_QUEUE: usize = 8192;
+/// Messages queued on one TCP connection before sends to it fail.
+const CONN_QUEUE: usize = 1024;
+/// SO_RCVBUF/SO_SNDBUF asked for: a signalling burst (a carrier re-sending after an outage)
+/// must not overflow the default ~200 KiB while the core catches up. The kernel caps it at
+/// net.core.rmem_max/wmem_max.
+const SOCKET_BUFFER: usize = 4 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    Udp,
+    Tcp,
+}
+
+impl Proto {
+    /// The transport token of a Via header (`SIP/2.0/UDP`).
+    pub fn via_token(self) -> &'static str {
+        match self {
+            Proto::Udp => "UDP",
+            Proto::Tcp => "TCP",
+        }
+    }
+}
+
+impl fmt::Display for Proto {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Proto::Udp => "udp",
+            Proto::Tcp => "tcp",
+        })
+    }
+}
+
+/// Identifies one TCP connection for its lifetime; never reused within a process.
+pub type ConnId = u64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Larger messages are reported as [`FrameError::TooLarge`].
+    pub max_message_bytes: usize,
+    /// Accepted (inbound) TCP connections open at once; more are refused. Connections we
+    /// open ourselves do not count, so a flood of inbound connections cannot stop calls
+    /// from reaching vendors.
+    pub max_connections: usize,
+    /// A TCP connection with no traffic either way for this long is closed.
+    pub idle_timeout: Duration,
+    pub connect_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_bytes: SipConfig::default().max_message_bytes,
+            max_connections: 4096,
+            idle_timeout: Duration::from_secs(300),
+            connect_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+impl From<&SipConfig> for Limits {
+    fn from(sip: &SipConfig) -> Self {
+        Limits {
+            max_message_bytes: sip.max_message_bytes,
+            ..Limits::default()
+        }
+    }
+}
+
+/// Who may talk to us: called per UDP datagram and per accepted TCP connection with
+/// (remote, local, proto); false = dropped and counted in `filtered`.
+pub type Filter = Arc<dyn Fn(SocketAddr, SocketAddr, Proto) -> bool + Send + Sync>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inbound {
+    pub proto: Proto,
+    /// The receiving socket's address. For UDP this is the bound address (so `0.0.0.0:5060`
+    /// on a wildcard socket); for TCP the connection's own local address.
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    /// TCP only: answer on this connection.
+    pub conn: Option<ConnId>,
+    pub data: Bytes,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Exactly one SIP message: a UDP datagram, or one framed TCP message with its body.
+    Message(Inbound),
+    /// A framing-level problem. `data` holds what was read (at most `max_message_bytes`) so
+    /// the core can try to answer 400/513. A TCP connection stops reading and is closed
+    /// right after the next message written to it (the answer), or after a short linger.
+    Malformed { inbound: Inbound, error: FrameError },
+    /// A send that could not happen (TCP connect refused or timed out, write failed, no
+    /// socket for the address family, …). `token` is the one given in [`Outbound`].
+    SendFailed {
+        remote: SocketAddr,
+        proto: Proto,
+        token: u64,
+        error: String,
+    },
+    /// A TCP connection ended (either side, idle, error, or after Malformed).
+    Closed { conn: ConnId, remote: SocketAddr },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outbound {
+    pub proto: Proto,
+    pub remote: SocketAddr,
+    /// UDP: send from the socket bound to this address (None, or no such socket: the first
+    /// socket of the remote's family). TCP: a new connection binds this IP (port ignored).
+    pub local: Option<SocketAddr>,
+    /// TCP: use this connection if still open; else any open connection to `remote`; else a
+    /// new one.
+    pub conn: Option<ConnId>,
+    /// Echoed in [`Event::SendFailed`].
+    pub token: u64,
+    pub data: Bytes,
+}
+
+#[derive(Debug, Error)]
+pub enum TransportError {
+    #[error("bind {proto} {addr}: {error}")]
+    Bind {
+        proto: Proto,
+        addr: SocketAddr,
+        error: io::Error,
+    },
+}
+
+macro_rules! counters {
+    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
+        /// Counters since bind (a snapshot; each field is read atomically on its own).
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+        pub struct TransportStats {
+            $($(#[$doc])* pub $name: u64,)*
+            /// TCP connections open now (both directions).
+            pub tcp_open: u64,
+        }
+
+        #[derive(Default)]
+        struct Counters {
+            $($name: AtomicU64,)*
+        }
+
+        impl Counters {
+            fn snapshot(&self, tcp_open: u64) -> TransportStats {
+                TransportStats {
+                    $($name: self.$name.load(Ordering::Relaxed),)*
+                    tcp_open,
+                }
+            }
+        }
+    };
+}
+
+counters! {
+    /// Datagrams delivered (messages and Malformed), keep-alives and filtered ones excluded.
+    udp_rx,
+    udp_tx,
+    /// Framed TCP messages delivered.
+    tcp_rx,
+    /// Messages written on TCP connections (keep-alive pongs excluded).
+    tcp_tx,
+    tcp_accepted,
+    /// Outbound TCP connections established.
+    tcp_connected,
+    /// Inbound TCP connections refused at `max_connections`.
+    tcp_refused,
+    /// Datagrams and connections the filter refused.
+    filtered,
+    /// Messages over `max_message_bytes`, either transport.
+    oversized,
+    /// TCP framing errors other than size: missing or bad Content-Length.
+    malformed_frames,
+    /// Sends that failed or were dropped (UDP socket buffer full included).
+    send_errors,
+    /// RFC 5626 CRLF keep-alives seen (UDP datagrams of only CRLFs, TCP pings and pongs).
+    keepalives,
+    /// Events dropped because the core's queue was full (UDP only; TCP waits).
+    events_dropped,
+}
+
+impl Counters {
+    fn inc(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// What a connection's writer task is asked to write.
+#[derive(Debug)]
+struct Queued {
+    data: Bytes,
+    /// None for our own keep-alive pongs: nobody to tell when they fail.
+    token: Option<u64>,
+}
+
+struct ConnHandle {
+    remote: SocketAddr,
+    tx: mpsc::Sender<Queued>,
+    /// Tells the writer to flush what is queued and close.
+    stop: Arc<Notify>,
+    inbound: bool,
+}
+
+/// A freshly registered connection, for the task that will run it.
+struct NewConn {
+    id: ConnId,
+    tx: mpsc::Sender<Queued>,
+    rx: mpsc::Receiver<Queued>,
+    stop: Arc<Notify>,
+}
+
+#[derive(Default)]
+struct ConnTable {
+    by_id: HashMap<ConnId, ConnHandle>,
+    /// Newest last, so a send by address uses the most recent connection.
+    by_remote: HashMap<SocketAddr, Vec<ConnId>>,
+    inbound: usize,
+}
+
+/// State shared by the handle and every task.
+struct Shared {
+    limits: Limits,
+    filter: Option<Filter>,
+    events: mpsc::Sender<Event>,
+    counters: Counters,
+    conns: Mutex<ConnTable>,
+    next_conn: AtomicU64,
+    /// `send` may be called from outside the runtime (a blocking thread); it spawns here.
+    runtime: Handle,
+    /// Origin of the millisecond activity stamps of idle timeouts.
+    epoch: Instant,
+}
+
+impl Shared {
+    fn allowed(&self, remote: SocketAddr, local: SocketAddr, proto: Proto) -> bool {
+        let ok = self.filter.as_ref().is_none_or(|f| f(remote, local, proto));
+        if !ok {
+            Counters::inc(&self.counters.filtered);
+        }
+        ok
+    }
+
+    /// For socket loops that must not stall: drops (counted) when the core is behind.
+    /// False when the core has gone away.
+    fn emit_now(&self, ev: Event) -> bool {
+        match self.events.try_send(ev) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(ev)) => {
+                Counters::inc(&self.counters.events_dropped);
+                tracing::warn!(?ev, "transport event queue full, dropped");
+                true
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// For connection tasks: waiting only stalls that one peer, and TCP gives no
+    /// retransmission to recover a dropped message.
+    async fn emit(&self, ev: Event) -> bool {
+        self.events.send(ev).await.is_ok()
+    }
+
+    fn send_failed(&self, remote: SocketAddr, proto: Proto, token: u64, error: String) {
+        Counters::inc(&self.counters.send_errors);
+        tracing::debug!(%remote, %proto, token, %error, "send failed");
+        self.emit_now(Event::SendFailed {
+            remote,
+            proto,
+            token,
+            error,
+        });
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn table(&self) -> MutexGuard<'_, ConnTable> {
+        // A panic elsewhere while holding the lock leaves the table consistent enough
+        // (every update is a single insert/remove), so keep serving.
+        self.conns.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds a connection; None when an inbound one would exceed `max_connections`.
+    fn register(&self, remote: SocketAddr, inbound: bool) -> Option<NewConn> {
+        self.register_locked(&mut self.table(), remote, inbound)
+    }
+
+    fn register_locked(
+        &self,
+        t: &mut ConnTable,
+        remote: SocketAddr,
+        inbound: bool,
+    ) -> Option<NewConn> {
+        if inbound && t.inbound >= self.limits.max_connections {
+            return None;
+        }
+        let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(CONN_QUEUE);
+        let stop = Arc::new(Notify::new());
+        t.by_id.insert(
+            id,
+            ConnHandle {
+                remote,
+                tx: tx.clone(),
+                stop: stop.clone(),
+                inbound,
+            },
+        );
+        t.by_remote.entry(remote).or_default().push(id);
+        if inbound {
+            t.inbound += 1;
+        }
+        Some(NewConn { id, tx, rx, stop })
+    }
+
+    fn unregister(&self, id: ConnId) {
+        let mut t = self.table();
+        let Some(h) = t.by_id.remove(&id) else {
+            return;
+        };
+        if h.inbound {
+            t.inbound -= 1;
+        }
+        if let Some(ids) = t.by_remote.get_mut(&h.remote) {
+            ids.retain(|&i| i != id);
+            if ids.is_empty() {
+                t.by_remote.remove(&h.remote);
+            }
+        }
+    }
+}
+
+struct UdpEndpoint {
+    local: SocketAddr,
+    socket: Arc<UdpSocket>,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    udp: Vec<UdpEndpoint>,
+    tcp: Vec<SocketAddr>,
+    tasks: Vec<AbortHandle>,
+}
+
+/// Cheap, cloneable handle to the bound transports.
+#[derive(Clone)]
+pub struct Transports {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Transports {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Transports")
+            .field("udp", &self.udp_addrs())
+            .field("tcp", &self.tcp_addrs())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Transports {
+    /// Binds every address (port 0 picks a free one) and starts the receive tasks. Must be
+    /// called inside a tokio runtime. Nothing is started unless everything binds.
+    pub async fn bind(
+        udp: &[SocketAddr],
+        tcp: &[SocketAddr],
+        limits: Limits,
+        filter: Option<Filter>,
+    ) -> Result<(Transports, mpsc::Receiver<Event>), TransportError> {
+        let mut udp_socks = Vec::with_capacity(udp.len());
+        for &addr in udp {
+            let bind_err = |error| TransportError::Bind {
+                proto: Proto::Udp,
+                addr,
+                error,
+            };
+            let socket = UdpSocket::bind(addr).await.map_err(bind_err)?;
+            set_buffers(&socket, addr, Proto::Udp);
+            let local = socket.local_addr().map_err(bind_err)?;
+            udp_socks.push(UdpEndpoint {
+                local,
+                socket: Arc::new(socket),
+            });
+        }
+        let mut listeners = Vec::with_capacity(tcp.len());
+        for &addr in tcp {
+            let bind_err = |error| TransportError::Bind {
+                proto: Proto::Tcp,
+                addr,
+                error,
+            };
+            let listener = TcpListener::bind(addr).await.map_err(bind_err)?;
+            set_buffers(&listener, addr, Proto::Tcp);
+            let local = listener.local_addr().map_err(bind_err)?;
+            listeners.push((local, listener));
+        }
+
+        let (events, rx) = mpsc::channel(EVENT_QUEUE);
+        let shared = Arc::new(Shared {
+            limits,
+            filter,
+            events,
+            counters: Counters::default(),
+            conns: Mutex::new(ConnTable::default()),
+            next_conn: AtomicU64::new(1),
+            runtime: Handle::current(),
+            epoch: Instant::now(),
+        });
+        let mut tasks = Vec::new();
+        for ep in &udp_socks {
+            tracing::info!(local = %ep.local, "SIP listening on udp");
+            let task = udp::recv_loop(shared.clone(), ep.socket.clone(), ep.local);
+            tasks.push(tokio::spawn(task).abort_handle());
+        }
+        let mut tcp_addrs = Vec::with_capacity(listeners.len());
+        for (local, listener) in listeners {
+            tracing::info!(%local, "SIP listening on tcp");
+            tcp_addrs.push(local);
+            let task = tcp::accept_loop(shared.clone(), listener, local);
+            tasks.push(tokio::spawn(task).abort_handle());
+        }
+        let inner = Inner {
+            shared,
+            udp: udp_socks,
+            tcp: tcp_addrs,
+            tasks,
+        };
+        Ok((
+            Transports {
+                inner: Arc::new(inner),
+            },
+            rx,
+        ))
+    }
+
+    /// Never blocks. UDP is sent at once (a full socket buffer drops the datagram, counted:
+    /// the transaction layer retransmits); TCP is queued on a connection, opened if needed.
+    /// Failures come back as [`Event::SendFailed`].
+    pub fn send(&self, out: Outbound) {
+        match out.proto {
+            Proto::Udp => self.send_udp(out),
+            Proto::Tcp => tcp::send(&self.inner.shared, out),
+        }
+    }
+
+    fn send_udp(&self, out: Outbound) {
+        let shared = &self.inner.shared;
+        let Some(ep) = self.udp_endpoint(out.local, out.remote) else {
+            let error = format!("no udp socket for {}", family(out.remote));
+            shared.send_failed(out.remote, Proto::Udp, out.token, error);
+            return;
+        };
+        match ep.socket.try_send_to(&out.data, out.remote) {
+            Ok(_) => Counters::inc(&shared.counters.udp_tx),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                Counters::inc(&shared.counters.send_errors);
+                tracing::debug!(remote = %out.remote, "udp send buffer full, datagram dropped");
+            }
+            Err(e) => {
+                let error = format!("udp {} -> {}: {e}", ep.local, out.remote);
+                shared.send_failed(out.remote, Proto::Udp, out.token, error);
+            }
+        }
+    }
+
+    fn udp_endpoint(&self, local: Option<SocketAddr>, remote: SocketAddr) -> Option<&UdpEndpoint> {
+        let eps = &self.inner.udp;
+        local
+            .and_then(|l| eps.iter().find(|ep| ep.local == l))
+            .or_else(|| eps.iter().find(|ep| ep.local.is_ipv4() == remote.is_ipv4()))
+    }
+
+    /// UDP addresses actually bound (port 0 resolved), in the order given to `bind`.
+    pub fn udp_addrs(&self) -> Vec<SocketAddr> {
+        self.inner.udp.iter().map(|ep| ep.local).collect()
+    }
+
+    pub fn tcp_addrs(&self) -> Vec<SocketAddr> {
+        self.inner.tcp.clone()
+    }
+
+    pub fn stats(&self) -> TransportStats {
+        let shared = &self.inner.shared;
+        let open = shared.table().by_id.len() as u64;
+        shared.counters.snapshot(open)
+    }
+
+    /// Stops receiving (sockets and listeners) and closes every TCP connection after
+    /// writing what is already queued (BYEs sent on the way out), each reported by
+    /// [`Event::Closed`]. UDP sends keep working until the last handle is dropped.
+    pub fn shutdown(&self) {
+        for t in &self.inner.tasks {
+            t.abort();
+        }
+        for h in self.inner.shared.table().by_id.values() {
+            h.stop.notify_one();
+        }
+    }
+}
+
+fn family(addr: SocketAddr) -> &'static str {
+    if addr.is_ipv4() { "IPv4" } else { "IPv6" }
+}
+
+/// Best effort: a smaller buffer only costs drops under bursts, so failing is not fatal.
+fn set_buffers(sock: &impl std::os::fd::AsRawFd, addr: SocketAddr, proto: Proto) {
+    let fd = sock.as_raw_fd();
+    let size = libc::c_int::try_from(SOCKET_BUFFER).unwrap_or(libc::c_int::MAX);
+    for (opt, name) in [
+        (libc::SO_RCVBUF, "SO_RCVBUF"),
+        (libc::SO_SNDBUF, "SO_SNDBUF"),
+    ] {
+        // SAFETY: `fd` is an open socket owned by `sock` for the duration of the call, and
+        // the option value is a c_int of the length passed.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                std::ptr::from_ref(&size).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            let e = io::Error::last_os_error();
+            tracing::warn!(%proto, %addr, option = name, error = %e, "cannot set socket buffer");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

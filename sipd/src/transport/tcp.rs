@@ -1,0 +1,407 @@
+//! TCP: listeners, outbound connects, and the per-connection tasks.
+//!
+//! Each connection has a reader (framing, idle timeout) and a separate writer task fed by a
+//! queue, so a peer that stops reading cannot stop us from reading it (and vice versa), and
+//! `send` only has to enqueue. Connections we open are registered like accepted ones, so
+//! requests and responses to the same peer reuse them and what the peer sends back on them
+//! is delivered.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinHandle;
+
+use super::{
+    ConnId, Counters, Event, FrameError, Framer, Inbound, NewConn, Outbound, Proto, Queued, Shared,
+};
+
+/// Bytes asked of the kernel per read.
+const READ_CHUNK: usize = 16 * 1024;
+/// A write that cannot finish this long means the peer stopped reading: give up on it
+/// rather than let its queue hold memory for the idle timeout.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// After a framing error, how long the connection stays open for the core's 400/513.
+const MALFORMED_LINGER: Duration = Duration::from_secs(2);
+/// Cap on pongs written for one read, so a burst of pings cannot fill the queue.
+const MAX_PONGS: usize = 16;
+
+pub(super) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, local: SocketAddr) {
+    loop {
+        let (stream, remote) = match listener.accept().await {
+            Ok(r) => r,
+            Err(e) => {
+                // EMFILE/ENFILE/ENOBUFS: back off instead of spinning until something closes.
+                tracing::warn!(%local, error = %e, "tcp accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let conn_local = stream.local_addr().unwrap_or(local);
+        if !shared.allowed(remote, conn_local, Proto::Tcp) {
+            continue;
+        }
+        let Some(conn) = shared.register(remote, true) else {
+            Counters::inc(&shared.counters.tcp_refused);
+            tracing::debug!(%remote, %local, "tcp connection refused: max_connections reached");
+            continue;
+        };
+        Counters::inc(&shared.counters.tcp_accepted);
+        tracing::debug!(%remote, local = %conn_local, conn = conn.id, "tcp accepted");
+        tokio::spawn(run_conn(shared.clone(), conn, stream, remote));
+    }
+}
+
+/// Queues `out` on a live connection (the one named, else the newest to `remote`), or
+/// registers a new outbound connection and queues on it before it is even connected, so
+/// sends made while it connects share it and fail together if it cannot be made.
+pub(super) fn send(shared: &Arc<Shared>, out: Outbound) {
+    let remote = out.remote;
+    let token = out.token;
+    let mut q = Queued {
+        data: out.data,
+        token: Some(token),
+    };
+    let mut tried_ids = Vec::new();
+    loop {
+        let (id, tx) = {
+            let mut t = shared.table();
+            let live = out
+                .conn
+                .into_iter()
+                .chain(
+                    t.by_remote
+                        .get(&remote)
+                        .into_iter()
+                        .flatten()
+                        .rev()
+                        .copied(),
+                )
+                .filter(|id| !tried_ids.contains(id))
+                .find_map(|id| t.by_id.get(&id).map(|h| (id, h.tx.clone())));
+            match live {
+                Some(found) => found,
+                None => {
+                    // Outbound connections are never refused (see Limits::max_connections).
+                    let Some(conn) = shared.register_locked(&mut t, remote, false) else {
+                        return;
+                    };
+                    drop(t);
+                    let (id, tx) = (conn.id, conn.tx.clone());
+                    let task = connect_and_run(shared.clone(), conn, remote, out.local);
+                    shared.runtime.spawn(task);
+                    (id, tx)
+                }
+            }
+        };
+        match tx.try_send(q) {
+            Ok(()) => return,
+            Err(TrySendError::Full(_)) => {
+                let error = format!("tcp connection {id} to {remote}: send queue full");
+                shared.send_failed(remote, Proto::Tcp, token, error);
+                return;
+            }
+            // Closing between lookup and send: try the next, or connect anew.
+            Err(TrySendError::Closed(back)) => {
+                q = back;
+                tried_ids.push(id);
+            }
+        }
+    }
+}
+
+async fn connect_and_run(
+    shared: Arc<Shared>,
+    mut conn: NewConn,
+    remote: SocketAddr,
+    local: Option<SocketAddr>,
+) {
+    let timeout = shared.limits.connect_timeout;
+    let error = match tokio::time::timeout(timeout, connect(remote, local)).await {
+        Ok(Ok(stream)) => {
+            Counters::inc(&shared.counters.tcp_connected);
+            tracing::debug!(%remote, conn = conn.id, "tcp connected");
+            run_conn(shared, conn, stream, remote).await;
+            return;
+        }
+        Ok(Err(e)) => format!("connect tcp {remote}: {e}"),
+        Err(_) => format!("connect tcp {remote}: timed out after {timeout:?}"),
+    };
+    tracing::debug!(%error, conn = conn.id, "tcp connect failed");
+    shared.unregister(conn.id);
+    conn.rx.close();
+    while let Ok(q) = conn.rx.try_recv() {
+        if let Some(token) = q.token {
+            shared.send_failed(remote, Proto::Tcp, token, error.clone());
+        }
+    }
+}
+
+async fn connect(remote: SocketAddr, local: Option<SocketAddr>) -> io::Result<TcpStream> {
+    let socket = if remote.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    // Multihomed hosts: leave from the address the peer knows us by.
+    if let Some(l) = local.filter(|l| l.is_ipv4() == remote.is_ipv4() && !l.ip().is_unspecified()) {
+        socket.bind(SocketAddr::new(l.ip(), 0))?;
+    }
+    socket.connect(remote).await
+}
+
+/// What the reader stopped for.
+enum Flow {
+    Continue,
+    Malformed,
+    CoreGone,
+}
+
+/// Per-connection state shared by its reader and writer.
+struct Conn {
+    shared: Arc<Shared>,
+    id: ConnId,
+    local: SocketAddr,
+    remote: SocketAddr,
+    /// Millisecond stamp (since `Shared::epoch`) of the last traffic either way.
+    last_activity: AtomicU64,
+    /// Set after a framing error: the writer closes after the next message (the answer).
+    closing: AtomicBool,
+}
+
+impl Conn {
+    fn touch(&self) {
+        self.last_activity
+            .store(self.shared.now_ms(), Ordering::Relaxed);
+    }
+
+    fn fail(&self, q: &Queued, error: &str) {
+        if let Some(token) = q.token {
+            self.shared
+                .send_failed(self.remote, Proto::Tcp, token, error.to_string());
+        }
+    }
+}
+
+async fn run_conn(shared: Arc<Shared>, conn: NewConn, stream: TcpStream, remote: SocketAddr) {
+    // SIP messages are written whole; Nagle would only delay them.
+    let _ = stream.set_nodelay(true);
+    let local = match stream.local_addr() {
+        Ok(a) => a,
+        Err(e) => {
+            // The socket is already unusable (e.g. reset right after accept).
+            tracing::debug!(%remote, error = %e, "tcp connection lost before start");
+            shared.unregister(conn.id);
+            return;
+        }
+    };
+    let NewConn { id, tx, rx, stop } = conn;
+    let c = Arc::new(Conn {
+        last_activity: AtomicU64::new(shared.now_ms()),
+        shared,
+        id,
+        local,
+        remote,
+        closing: AtomicBool::new(false),
+    });
+    let (rh, wh) = stream.into_split();
+    let mut writer: JoinHandle<()> = tokio::spawn(write_loop(c.clone(), wh, rx, stop.clone()));
+    let mut writer_done = false;
+
+    let mut framer = Framer::new(c.shared.limits.max_message_bytes);
+    let mut buf = vec![0u8; READ_CHUNK];
+    let idle = c.shared.limits.idle_timeout;
+    let reason = loop {
+        let last = Duration::from_millis(c.last_activity.load(Ordering::Relaxed));
+        let deadline = c.shared.epoch + last + idle;
+        tokio::select! {
+            r = read_some(&rh, &mut buf) => match r {
+                Ok(0) => break "closed by peer",
+                Ok(n) => {
+                    c.touch();
+                    framer.push(&buf[..n]);
+                    match deliver(&c, &mut framer, &tx).await {
+                        Flow::Continue => {}
+                        Flow::Malformed => break "malformed message",
+                        Flow::CoreGone => break "event receiver gone",
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(%remote, conn = id, error = %e, "tcp read error");
+                    break "read error";
+                }
+            },
+            _ = &mut writer => {
+                writer_done = true;
+                break "write side ended";
+            }
+            () = tokio::time::sleep_until(deadline.into()) => {
+                let since = c.shared.now_ms().saturating_sub(c.last_activity.load(Ordering::Relaxed));
+                if u128::from(since) >= idle.as_millis() {
+                    break "idle timeout";
+                }
+            }
+        }
+    };
+    drop(rh);
+    drop(tx);
+    if c.closing.load(Ordering::Relaxed) && !writer_done {
+        tokio::select! {
+            _ = &mut writer => writer_done = true,
+            () = tokio::time::sleep(MALFORMED_LINGER) => {}
+        }
+    }
+    c.shared.unregister(id);
+    stop.notify_one();
+    if !writer_done {
+        let _ = writer.await;
+    }
+    tracing::debug!(%remote, conn = id, reason, "tcp connection closed");
+    c.shared.emit(Event::Closed { conn: id, remote }).await;
+}
+
+/// Hands every complete message in `framer` to the core and answers keep-alive pings.
+async fn deliver(c: &Conn, framer: &mut Framer, tx: &mpsc::Sender<Queued>) -> Flow {
+    let counters = &c.shared.counters;
+    let inbound = |data| Inbound {
+        proto: Proto::Tcp,
+        local: c.local,
+        remote: c.remote,
+        conn: Some(c.id),
+        data,
+    };
+    let mut flow = Flow::Continue;
+    while let Some(r) = framer.next_message() {
+        let ev = match r {
+            Ok(data) => {
+                Counters::inc(&counters.tcp_rx);
+                Event::Message(inbound(data))
+            }
+            Err(error) => {
+                Counters::inc(if error == FrameError::TooLarge {
+                    &counters.oversized
+                } else {
+                    &counters.malformed_frames
+                });
+                tracing::debug!(remote = %c.remote, conn = c.id, %error, "tcp framing error");
+                // Before the event, so the core's answer is seen as the last write.
+                c.closing.store(true, Ordering::Relaxed);
+                flow = Flow::Malformed;
+                Event::Malformed {
+                    inbound: inbound(framer.take_remainder()),
+                    error,
+                }
+            }
+        };
+        if !c.shared.emit(ev).await {
+            return Flow::CoreGone;
+        }
+    }
+    let ka = framer.take_keepalives();
+    let seen = ka.pings + ka.pongs;
+    if seen > 0 {
+        counters
+            .keepalives
+            .fetch_add(seen as u64, Ordering::Relaxed);
+    }
+    if ka.pings > 0 && !matches!(flow, Flow::Malformed) {
+        // RFC 5626 §4.4.1: one CRLF answers one double-CRLF ping. A full queue means the
+        // peer is not reading anyway, so losing the pong costs nothing.
+        let pong = Bytes::from(b"\r\n".repeat(ka.pings.min(MAX_PONGS)));
+        let _ = tx.try_send(Queued {
+            data: pong,
+            token: None,
+        });
+    }
+    flow
+}
+
+async fn write_loop(
+    c: Arc<Conn>,
+    wh: OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Queued>,
+    stop: Arc<Notify>,
+) {
+    let mut broken: Option<String> = None;
+    loop {
+        tokio::select! {
+            biased;
+            q = rx.recv() => {
+                let Some(q) = q else { break };
+                if let Err(e) = write(&c, &wh, &q).await {
+                    c.fail(&q, &e);
+                    broken = Some(e);
+                    break;
+                }
+                if c.closing.load(Ordering::Relaxed) && q.token.is_some() {
+                    break;
+                }
+            }
+            () = stop.notified() => break,
+        }
+    }
+    // Whatever was queued before the close still goes out (a BYE on shutdown, the answer
+    // to a malformed message), unless the connection is already broken.
+    rx.close();
+    while let Ok(q) = rx.try_recv() {
+        if broken.is_none()
+            && let Err(e) = write(&c, &wh, &q).await
+        {
+            broken = Some(e);
+        }
+        if let Some(e) = &broken {
+            c.fail(&q, e);
+        }
+    }
+    // Dropping the write half sends FIN after everything written.
+    drop(wh);
+}
+
+/// `AsyncReadExt` needs tokio's io-util feature; readiness + try_read is the same thing.
+/// Cancel-safe: nothing is consumed until `try_read` succeeds.
+async fn read_some(rh: &OwnedReadHalf, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        rh.readable().await?;
+        match rh.try_read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            r => return r,
+        }
+    }
+}
+
+async fn write_all(wh: &OwnedWriteHalf, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        wh.writable().await?;
+        match wh.try_write(data) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => data = &data[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+async fn write(c: &Conn, wh: &OwnedWriteHalf, q: &Queued) -> Result<(), String> {
+    match tokio::time::timeout(WRITE_TIMEOUT, write_all(wh, &q.data)).await {
+        Ok(Ok(())) => {
+            if q.token.is_some() {
+                Counters::inc(&c.shared.counters.tcp_tx);
+            }
+            c.touch();
+            Ok(())
+        }
+        Ok(Err(e)) => Err(format!("write tcp {}: {e}", c.remote)),
+        Err(_) => Err(format!(
+            "write tcp {}: peer not reading for {WRITE_TIMEOUT:?}",
+            c.remote
+        )),
+    }
+}
