@@ -172,16 +172,22 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 /// Content-Length from a header section (start line included, terminator excluded): `None`
-/// if absent. Folded continuation lines are not joined: a folded Content-Length has no
-/// legitimate use and its first line alone is still read as the value.
+/// if absent. Lines starting with whitespace continue the previous header (RFC 3261 §7.3.1
+/// folding) and are never read as a header of their own: a `Subject` folded onto
+/// " l: 99" must not set the body length, or the framer and the parser would disagree on
+/// where the message ends. A folded Content-Length value is not joined (no legitimate use).
 fn content_length(head: &[u8]) -> Result<Option<usize>, FrameError> {
     let mut found: Option<usize> = None;
     for line in head.split(|&b| b == b'\n').skip(1) {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.first().is_some_and(|b| matches!(b, b' ' | b'\t')) {
+            continue;
+        }
         let Some(colon) = line.iter().position(|&b| b == b':') else {
             continue;
         };
-        let name = line[..colon].trim_ascii();
+        // HCOLON allows whitespace before the colon.
+        let name = line[..colon].trim_ascii_end();
         if !(name.eq_ignore_ascii_case(b"content-length") || name.eq_ignore_ascii_case(b"l")) {
             continue;
         }
@@ -297,6 +303,14 @@ mod tests {
     #[test]
     fn other_headers_ending_in_l_are_not_content_length() {
         let m = "SIP/2.0 200 OK\r\nUrl: 5\r\nX-L: 7\r\nl: 0\r\n\r\n";
+        let mut f = Framer::new(4096);
+        f.push(m.as_bytes());
+        assert_eq!(f.next_message(), Some(Ok(Bytes::from(m))));
+    }
+
+    #[test]
+    fn folded_lines_are_not_headers() {
+        let m = "INVITE sip:a SIP/2.0\r\nSubject: a\r\n l: 99\r\nl: 1\r\n\r\nx";
         let mut f = Framer::new(4096);
         f.push(m.as_bytes());
         assert_eq!(f.next_message(), Some(Ok(Bytes::from(m))));

@@ -286,7 +286,9 @@ impl Shared {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(ev)) => {
                 Counters::inc(&self.counters.events_dropped);
-                tracing::warn!(?ev, "transport event queue full, dropped");
+                // Debug, not warn: under a flood this would be one line per datagram; the
+                // counter is what an operator watches.
+                tracing::debug!(?ev, "transport event queue full, dropped");
                 true
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,

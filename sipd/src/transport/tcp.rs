@@ -94,10 +94,14 @@ pub(super) fn send(shared: &Arc<Shared>, out: Outbound) {
                         return;
                     };
                     drop(t);
-                    let (id, tx) = (conn.id, conn.tx.clone());
+                    // Queued before the connect task exists, so a connect failing at once
+                    // still finds it and reports it; the fresh queue has room.
+                    if conn.tx.try_send(q).is_err() {
+                        tracing::error!(%remote, "new tcp connection queue refused a message");
+                    }
                     let task = connect_and_run(shared.clone(), conn, remote, out.local);
                     shared.runtime.spawn(task);
-                    (id, tx)
+                    return;
                 }
             }
         };
