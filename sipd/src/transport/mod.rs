@@ -374,7 +374,11 @@ impl Shared {
 
 struct UdpEndpoint {
     local: SocketAddr,
-    socket: Arc<UdpSocket>,
+    /// A dup of the receive loop's socket, sent on directly: tokio's `try_send_to` reports
+    /// WouldBlock until its reactor has seen the socket writable, which would drop sends
+    /// made right after bind or while the reactor is busy. The fd is non-blocking, so this
+    /// only ever returns WouldBlock when the kernel buffer really is full.
+    sender: std::net::UdpSocket,
 }
 
 struct Inner {
@@ -415,13 +419,13 @@ impl Transports {
                 addr,
                 error,
             };
-            let socket = UdpSocket::bind(addr).await.map_err(bind_err)?;
-            set_buffers(&socket, addr, Proto::Udp);
-            let local = socket.local_addr().map_err(bind_err)?;
-            udp_socks.push(UdpEndpoint {
-                local,
-                socket: Arc::new(socket),
-            });
+            let std_socket = std::net::UdpSocket::bind(addr).map_err(bind_err)?;
+            std_socket.set_nonblocking(true).map_err(bind_err)?;
+            set_buffers(&std_socket, addr, Proto::Udp);
+            let local = std_socket.local_addr().map_err(bind_err)?;
+            let sender = std_socket.try_clone().map_err(bind_err)?;
+            let socket = UdpSocket::from_std(std_socket).map_err(bind_err)?;
+            udp_socks.push((UdpEndpoint { local, sender }, socket));
         }
         let mut listeners = Vec::with_capacity(tcp.len());
         for &addr in tcp {
@@ -448,10 +452,12 @@ impl Transports {
             epoch: Instant::now(),
         });
         let mut tasks = Vec::new();
-        for ep in &udp_socks {
+        let mut udp_eps = Vec::with_capacity(udp_socks.len());
+        for (ep, socket) in udp_socks {
             tracing::info!(local = %ep.local, "SIP listening on udp");
-            let task = udp::recv_loop(shared.clone(), ep.socket.clone(), ep.local);
+            let task = udp::recv_loop(shared.clone(), socket, ep.local);
             tasks.push(tokio::spawn(task).abort_handle());
+            udp_eps.push(ep);
         }
         let mut tcp_addrs = Vec::with_capacity(listeners.len());
         for (local, listener) in listeners {
@@ -462,7 +468,7 @@ impl Transports {
         }
         let inner = Inner {
             shared,
-            udp: udp_socks,
+            udp: udp_eps,
             tcp: tcp_addrs,
             tasks,
         };
@@ -491,7 +497,7 @@ impl Transports {
             shared.send_failed(out.remote, Proto::Udp, out.token, error);
             return;
         };
-        match ep.socket.try_send_to(&out.data, out.remote) {
+        match ep.sender.send_to(&out.data, out.remote) {
             Ok(_) => Counters::inc(&shared.counters.udp_tx),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 Counters::inc(&shared.counters.send_errors);

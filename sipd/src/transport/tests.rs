@@ -472,3 +472,46 @@ async fn bind_error_names_the_address() {
     let text = err.to_string();
     assert!(text.starts_with(&format!("bind udp {addr}: ")), "{text}");
 }
+
+#[tokio::test]
+async fn udp_sends_from_the_named_socket() {
+    let (t, mut rx) = Transports::bind(&[any(), any()], &[], Limits::default(), None)
+        .await
+        .unwrap();
+    let [first, second] = t.udp_addrs()[..] else {
+        panic!("two sockets")
+    };
+    let peer = UdpSocket::bind(any()).await.unwrap();
+    let to = peer.local_addr().unwrap();
+    let mut buf = [0u8; 16];
+    for (local, want) in [(Some(second), second), (None, first)] {
+        t.send(Outbound {
+            local,
+            ..out(Proto::Udp, to, 1, "x")
+        });
+        let (_, from) = timeout(WAIT, peer.recv_from(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(from, want);
+    }
+    nothing(&mut rx).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_works_from_outside_the_runtime() {
+    let (t, mut rx) = bind(false, false, Limits::default()).await;
+    let closed = TcpListener::bind(any())
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    // A plain thread has no runtime context: the connect must still be spawned.
+    std::thread::spawn(move || t.send(out(Proto::Tcp, closed, 5, "x")))
+        .join()
+        .unwrap();
+    match next(&mut rx).await {
+        Event::SendFailed { token, .. } => assert_eq!(token, 5),
+        other => panic!("{other:?}"),
+    }
+}

@@ -14,7 +14,7 @@ use super::{Counters, Event, FrameError, Inbound, Proto, Shared};
 /// we would never know they were oversized.
 const RECV_BUFFER: usize = 65_535;
 
-pub(super) async fn recv_loop(shared: Arc<Shared>, socket: Arc<UdpSocket>, local: SocketAddr) {
+pub(super) async fn recv_loop(shared: Arc<Shared>, socket: UdpSocket, local: SocketAddr) {
     let mut buf = vec![0u8; RECV_BUFFER];
     let c = &shared.counters;
     loop {
