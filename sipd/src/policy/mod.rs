@@ -5,9 +5,11 @@
 //! nothing reads a clock, a socket or the store on the call path (the `load` constructors
 //! read the store once, up front).
 
+pub mod admission;
 mod gcra;
 pub mod routing;
 pub mod rules;
 
+pub use admission::{Admission, CallKey, Cut, Ended, Refusal};
 pub use routing::{CapFull, Router};
 pub use rules::{Classification, RuleRefusal, RuleSet};
