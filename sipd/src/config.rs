@@ -63,6 +63,10 @@ pub struct SipConfig {
     /// Peers see only the SBC: Via, Record-Route, Contact and Call-ID of the other leg are
     /// rewritten (what carriers expect from an SBC as opposed to a proxy).
     pub topology_hiding: bool,
+    /// An upstream that has not answered an INVITE with any provisional within this many
+    /// seconds is given up and the next connection tried (RFC 3261's 32 s is too long for
+    /// failover).
+    pub failover_secs: u64,
 }
 
 impl Default for SipConfig {
@@ -73,6 +77,7 @@ impl Default for SipConfig {
             advertised_address: None,
             max_message_bytes: 16 * 1024,
             topology_hiding: true,
+            failover_secs: 5,
         }
     }
 }
@@ -130,12 +135,16 @@ impl Default for MediaConfig {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum DataplaneMode {
     /// XDP where it attaches, else the userspace fallback, said loudly.
     Auto,
-    /// XDP or refuse to start.
+    /// XDP (native, else generic) or refuse to start.
     Xdp,
+    /// Native (driver) XDP or refuse to start.
+    XdpNative,
+    /// Generic (skb) XDP or refuse to start.
+    XdpSkb,
     Userspace,
 }
 
@@ -391,6 +400,12 @@ impl Config {
                     );
                 }
             }
+        }
+        if !(1..=32).contains(&s.failover_secs) {
+            bad(
+                "sip.failover_secs",
+                format!("{} is outside 1..=32", s.failover_secs),
+            );
         }
         if !(1024..=65_535).contains(&s.max_message_bytes) {
             bad(

@@ -9,6 +9,7 @@ pub mod b2bua;
 pub mod config;
 pub mod policy;
 pub mod provision;
+pub mod server;
 pub mod sip;
 pub mod store;
 pub mod toml_span;

@@ -64,6 +64,30 @@ enum Command {
     /// Account commands.
     #[command(subcommand)]
     Accounts(AccountsCommand),
+    /// Call detail records.
+    #[command(subcommand)]
+    Cdrs(CdrsCommand),
+    /// Run the appliance: bring up the data plane (XDP where it attaches, else userspace,
+    /// said loudly), the media relay and SIP on the configured addresses, until SIGTERM or
+    /// SIGINT (calls in progress are then ended with BYE and their CDRs written). Logs go to
+    /// standard error (RUST_LOG, default info); "sipd ready" is logged once SIP is listening.
+    Run,
+}
+
+#[derive(Subcommand)]
+enum CdrsCommand {
+    /// List CDRs, oldest first (one per call attempt).
+    List {
+        /// Machine-readable output: a JSON array
+        #[arg(long)]
+        json: bool,
+        /// Only CDRs with an id above this (resume after the last one seen)
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        /// At most this many
+        #[arg(long, default_value_t = 10_000)]
+        limit: usize,
+    },
 }
 
 #[derive(Args)]
@@ -86,14 +110,20 @@ enum AccountsCommand {
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The daemon says what it is doing; one-shot commands only speak up when something is off.
+    let default_level = if matches!(cli.command, Some(Command::Run)) {
+        "info"
+    } else {
+        "warn"
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .init();
-    let cli = Cli::parse();
     let result = match (cli.check_config, cli.command) {
         (Some(file), _) => check_config(file.or(cli.config), false),
         (None, Some(Command::CheckConfig(c))) => check_config(c.file.or(cli.config), c.print),
@@ -142,6 +172,14 @@ fn run(cmd: Command, config: Option<&Path>) -> Result<ExitCode> {
     if let Origin::File(f) = &origin {
         tracing::debug!(file = %f.display(), "configuration loaded");
     }
+    if matches!(cmd, Command::Run) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("tokio runtime")?;
+        rt.block_on(sipd::server::run(cfg))?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let dir = cfg.store_dir();
     let store =
         Store::open(&dir).with_context(|| format!("opening the store in {}", dir.display()))?;
@@ -151,6 +189,10 @@ fn run(cmd: Command, config: Option<&Path>) -> Result<ExitCode> {
         Command::Import { file, dry_run } => import(&store, &file, &cfg.auth.realm, dry_run),
         Command::Export { output } => export(&store, output.as_deref()),
         Command::Accounts(AccountsCommand::List { json }) => list_accounts(&store, json),
+        Command::Cdrs(CdrsCommand::List { json, after, limit }) => {
+            list_cdrs(&store, json, after, limit)
+        }
+        Command::Run => unreachable!("handled above"),
     }
 }
 
@@ -309,6 +351,51 @@ fn list_accounts(store: &Store, json: bool) -> Result<ExitCode> {
         eprintln!("sipd: {e}");
     }
     Ok(if broken.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn list_cdrs(store: &Store, json: bool, after: u64, limit: usize) -> Result<ExitCode> {
+    let mut cdrs = Vec::new();
+    let mut bad = 0usize;
+    for c in store.cdrs(after, limit) {
+        match c {
+            Ok(c) => cdrs.push(c),
+            Err(e) => {
+                bad += 1;
+                tracing::warn!(error = %e, "unreadable CDR skipped");
+            }
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, &cdrs)?;
+        writeln!(out)?;
+    } else {
+        writeln!(
+            out,
+            "{:>6}  {:<24}  {:<14} {:<14} {:>4}  {:>6}  {:>10}  reason",
+            "id", "call-id", "caller", "callee", "code", "secs", "cost"
+        )?;
+        for c in &cdrs {
+            let d = &c.call;
+            writeln!(
+                out,
+                "{:>6}  {:<24}  {:<14} {:<14} {:>4}  {:>6}  {:>10}  {}",
+                c.id,
+                d.call_id.chars().take(24).collect::<String>(),
+                d.caller,
+                d.callee,
+                d.result_code,
+                d.duration_secs,
+                d.cost.to_string(),
+                d.reason
+            )?;
+        }
+    }
+    Ok(if bad == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

@@ -14,25 +14,24 @@ struct Service {
     name: &'static str,
     package: &'static str,
     bin: &'static str,
+    /// Leading arguments (a subcommand), always given.
+    command: &'static [&'static str],
     /// Default flags as (flag, value); a flag the user passes after `--` replaces its default.
     defaults: &'static [(&'static str, &'static str)],
     /// Whether the arguments after `--` go to this process.
     takes_extra_args: bool,
 }
 
-/// The appliance: add sipd here when it exists.
+/// The appliance: sipd is one process (SIP, the data plane and the media relay). Its
+/// settings come from `sbc.toml` in the repository root when there is one, else the design's
+/// defaults (SIP on 127.0.0.1:5060, relay ports 30000-39999, XDP on lo where permitted).
+/// relayd is for deployments that keep Kamailio and only replace rtpengine; run it by hand.
 const SERVICES: &[Service] = &[Service {
-    name: "relayd",
-    package: "relay-user",
-    bin: "relayd",
-    defaults: &[
-        ("--interface", "lo"),
-        ("--address", "127.0.0.1"),
-        ("--ports", "30000-39999"),
-        ("--instance", "sbc"),
-        ("--dataplane", "auto"),
-        ("--ng-listen", "127.0.0.1:2223"),
-    ],
+    name: "sipd",
+    package: "sipd",
+    bin: "sipd",
+    command: &["run"],
+    defaults: &[],
     takes_extra_args: true,
 }];
 
@@ -115,7 +114,7 @@ fn args_for(svc: &Service, extra: &[String]) -> Vec<String> {
             .iter()
             .any(|a| a == flag || a.starts_with(&format!("{flag}=")))
     };
-    let mut args = Vec::new();
+    let mut args: Vec<String> = svc.command.iter().map(|a| a.to_string()).collect();
     for (flag, value) in svc.defaults {
         if !overridden(flag) {
             args.push(flag.to_string());
@@ -193,12 +192,29 @@ mod tests {
 
     #[test]
     fn user_flags_replace_defaults() {
-        let svc = &SERVICES[0];
-        let args = args_for(svc, &["--dataplane=userspace".into(), "-v".into()]);
+        let svc = Service {
+            name: "relayd",
+            package: "relay-user",
+            bin: "relayd",
+            command: &[],
+            defaults: &[
+                ("--interface", "lo"),
+                ("--dataplane", "auto"),
+                ("--ng-listen", "x"),
+            ],
+            takes_extra_args: true,
+        };
+        let args = args_for(&svc, &["--dataplane=userspace".into(), "-v".into()]);
         assert!(!args.iter().any(|a| a == "auto"));
         assert!(args.ends_with(&["--dataplane=userspace".into(), "-v".into()]));
-        let args = args_for(svc, &["--interface".into(), "eth0".into()]);
+        let args = args_for(&svc, &["--interface".into(), "eth0".into()]);
         assert_eq!(args.iter().filter(|a| *a == "--interface").count(), 1);
         assert!(args.contains(&"--ng-listen".to_string()));
+    }
+
+    #[test]
+    fn sipd_gets_its_subcommand_then_the_users_flags() {
+        let args = args_for(&SERVICES[0], &["-c".into(), "lab.toml".into()]);
+        assert_eq!(args, vec!["run", "-c", "lab.toml"]);
     }
 }

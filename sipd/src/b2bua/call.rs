@@ -1,0 +1,119 @@
+//! One call: its two dialogs and where it is in its life.
+
+use std::net::SocketAddr;
+use std::time::{Instant, SystemTime};
+
+use crate::sip::txn::{Peer, Proto, ServerKey};
+use crate::sip::{Msg, NameAddr};
+use crate::store::Id;
+
+pub type CallKey = u64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Waiting for the vendor's answer (an upstream attempt is in flight).
+    Trying,
+    /// 2xx relayed to the caller.
+    Answered,
+    /// Ending: BYEs/CANCEL sent; the record lingers to absorb late messages.
+    Ended,
+}
+
+/// One dialog as one of its ends (us) sees it.
+#[derive(Debug, Clone)]
+pub struct Leg {
+    pub call_id: String,
+    /// Our From (leg B) / To (leg A) header value, with our tag.
+    pub local: String,
+    pub local_tag: String,
+    /// Their header value, with their tag once known.
+    pub remote: String,
+    pub remote_tag: Option<String>,
+    /// Request-URI for requests we send in the dialog (their Contact).
+    pub target: String,
+    /// Route headers for requests we send (RFC 3261 §12.1).
+    pub route: Vec<String>,
+    /// Where requests in this dialog go: the peer we talk to (symmetric signalling, NAT-safe).
+    pub peer: Peer,
+    pub local_cseq: u32,
+    /// Our address as written in Via and Contact on this leg.
+    pub advertised: SocketAddr,
+}
+
+impl Leg {
+    pub fn next_cseq(&mut self) -> u32 {
+        self.local_cseq = self.local_cseq.wrapping_add(1);
+        self.local_cseq
+    }
+}
+
+/// An upstream attempt in flight.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub connection: Id,
+    pub branch: String,
+    pub token: u64,
+    /// The INVITE as sent (for CANCEL).
+    pub invite: Msg,
+    /// A provisional arrived (a CANCEL may be sent, §9.1).
+    pub provisional: bool,
+}
+
+#[derive(Debug)]
+pub struct Call {
+    pub key: CallKey,
+    pub phase: Phase,
+    /// Carrier side: we are its UAS.
+    pub a: Leg,
+    pub a_invite: Msg,
+    pub a_txn: ServerKey,
+    /// Vendor side: we are its UAC. Exists from the first attempt.
+    pub b: Option<Leg>,
+    pub attempt: Option<Attempt>,
+    /// Connections still to try, best first.
+    pub candidates: Vec<Id>,
+    /// Connections that have a channel of this call taken.
+    pub connection: Option<Id>,
+    /// The last connection an attempt went to (for the CDR).
+    pub last_connection: Option<Id>,
+    /// The caller's offer as anchored (relay addresses), sent to every upstream tried.
+    pub b_offer: Option<String>,
+    pub account: Id,
+    pub cli: String,
+    pub cld: String,
+    pub source: SocketAddr,
+    pub source_proto: Proto,
+    pub started: SystemTime,
+    pub started_at: Instant,
+    pub answered: Option<SystemTime>,
+    /// Media anchored under this id in the relay.
+    pub media_id: String,
+    /// The caller's INVITE had no SDP: the offer comes in the vendor's 2xx and the answer in
+    /// the caller's ACK, so the vendor's ACK waits for it.
+    pub delayed_offer: bool,
+    /// ACK for the vendor's 2xx, once sent (re-sent on 2xx retransmissions).
+    pub b_ack: Option<Msg>,
+    /// Caller's ACK arrived for our 2xx.
+    pub a_acked: bool,
+    /// Last failure from upstream, for the final answer when all attempts fail.
+    pub last_failure: Option<u16>,
+    /// The CDR was written; the call only absorbs stragglers now.
+    pub recorded: bool,
+    pub ended_at: Option<Instant>,
+}
+
+impl Call {
+    pub fn caller(&self) -> NameAddr {
+        self.a_invite.from()
+    }
+}
+
+/// What a pending in-dialog request relayed across the call waits for.
+#[derive(Debug, Clone)]
+pub struct Relayed {
+    pub call: CallKey,
+    /// The request arrived on this leg and its response goes back through this transaction.
+    pub from_a: bool,
+    pub txn: ServerKey,
+    pub request: Msg,
+}

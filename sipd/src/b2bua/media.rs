@@ -1,0 +1,236 @@
+//! Media anchoring as the call core sees it: offer, answer, delete, and which calls the relay
+//! timed out. [`NgMedia`] drives relay-user's ng engine in-process (same SDP rewriting and
+//! session handling as relayd, no control socket in between); [`MemoryMedia`] drives it over
+//! the in-memory backend for deterministic tests.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use relay_user::Sessions;
+use relay_user::ng::{Engine, MemoryBackend, OfferAnswer, Request, message::Delete};
+
+/// Which side of the relay a message's SDP comes from. A is the carrier (caller) side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    A,
+    B,
+}
+
+impl Side {
+    fn tag(self) -> &'static str {
+        match self {
+            Side::A => "a",
+            Side::B => "b",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("media: {0}")]
+pub struct MediaError(pub String);
+
+pub trait Media {
+    /// An SDP offer from `from`; returns it rewritten to point at the relay.
+    fn offer(
+        &mut self,
+        call: &str,
+        from: Side,
+        sdp: &str,
+        strict: bool,
+    ) -> Result<String, MediaError>;
+    /// The answer to the last offer, from the other side.
+    fn answer(
+        &mut self,
+        call: &str,
+        from: Side,
+        sdp: &str,
+        strict: bool,
+    ) -> Result<String, MediaError>;
+    fn delete(&mut self, call: &str);
+    /// Calls whose media stopped for `timeout` (the relay has removed them).
+    fn timed_out(&mut self, timeout: Duration) -> Vec<String>;
+    /// Packets relayed so far for `call`, both directions together (for logs and tests).
+    fn packets(&mut self, call: &str) -> Option<u64>;
+}
+
+fn offer_answer(call: &str, from: Side, sdp: &str, answer: bool, strict: bool) -> OfferAnswer {
+    // The ng engine attributes an offer to its from-tag and an answer to its to-tag.
+    let mut oa = if answer {
+        let mut oa = OfferAnswer::new(call, from.other().tag(), sdp);
+        oa.to_tag = Some(from.tag().into());
+        oa
+    } else {
+        let mut oa = OfferAnswer::new(call, from.tag(), sdp);
+        oa.to_tag = Some(from.other().tag().into());
+        oa
+    };
+    oa.flags.symmetric = true;
+    // Topology hiding: the o= line names the originator's host too.
+    oa.replace.origin = true;
+    oa.flags.strict_source = strict;
+    oa
+}
+
+impl Side {
+    pub fn other(self) -> Side {
+        match self {
+            Side::A => Side::B,
+            Side::B => Side::A,
+        }
+    }
+}
+
+fn run<B: relay_user::ng::MediaBackend>(
+    engine: &mut Engine<B>,
+    req: Request,
+) -> Result<String, MediaError> {
+    let resp = engine.handle(&req);
+    if let Some(sdp) = resp.sdp() {
+        return Ok(sdp.to_owned());
+    }
+    Err(MediaError(
+        resp.error_reason().unwrap_or("relay refused").to_owned(),
+    ))
+}
+
+/// The real relay: relay-user's sessions (XDP legs or userspace sockets) under the ng engine.
+pub struct NgMedia {
+    engine: Engine<Sessions>,
+    sessions: Arc<Sessions>,
+}
+
+impl NgMedia {
+    pub fn new(sessions: Arc<Sessions>, advertised: std::net::IpAddr) -> NgMedia {
+        let iface = relay_user::ng::Interface::new("default", &[advertised]);
+        NgMedia {
+            engine: Engine::new(sessions.clone(), vec![iface]),
+            sessions,
+        }
+    }
+}
+
+impl Media for NgMedia {
+    fn offer(
+        &mut self,
+        call: &str,
+        from: Side,
+        sdp: &str,
+        strict: bool,
+    ) -> Result<String, MediaError> {
+        run(
+            &mut self.engine,
+            Request::Offer(offer_answer(call, from, sdp, false, strict)),
+        )
+    }
+
+    fn answer(
+        &mut self,
+        call: &str,
+        from: Side,
+        sdp: &str,
+        strict: bool,
+    ) -> Result<String, MediaError> {
+        run(
+            &mut self.engine,
+            Request::Answer(offer_answer(call, from, sdp, true, strict)),
+        )
+    }
+
+    fn delete(&mut self, call: &str) {
+        let _ = self.engine.handle(&Request::Delete(Delete {
+            call_id: call.into(),
+            from_tag: None,
+            to_tag: None,
+        }));
+    }
+
+    fn timed_out(&mut self, timeout: Duration) -> Vec<String> {
+        self.sessions
+            .reap(timeout)
+            .into_iter()
+            .filter_map(|r| self.engine.forget_session(r.session))
+            .collect()
+    }
+
+    fn packets(&mut self, call: &str) -> Option<u64> {
+        let resp = self.engine.handle(&Request::Query {
+            call_id: call.into(),
+        });
+        resp.is_ok().then(|| {
+            resp.get("totals")
+                .and_then(|t| t.get("RTP"))
+                .and_then(|r| r.get("packets"))
+                .and_then(|p| p.as_int())
+                .map_or(0, |p| u64::try_from(p).unwrap_or(0))
+        })
+    }
+}
+
+/// The ng engine over a backend that forwards nothing: real SDP rewriting, fake ports.
+pub struct MemoryMedia {
+    engine: Engine<MemoryBackend>,
+    /// Calls a test declares timed out.
+    pub expire: Vec<String>,
+}
+
+impl MemoryMedia {
+    pub fn new(advertised: std::net::IpAddr) -> MemoryMedia {
+        let iface = relay_user::ng::Interface::new("default", &[advertised]);
+        MemoryMedia {
+            engine: Engine::new(Arc::new(MemoryBackend::new(40_000, 41_000)), vec![iface]),
+            expire: Vec::new(),
+        }
+    }
+
+    pub fn calls(&self) -> usize {
+        self.engine.call_count()
+    }
+}
+
+impl Media for MemoryMedia {
+    fn offer(
+        &mut self,
+        call: &str,
+        from: Side,
+        sdp: &str,
+        strict: bool,
+    ) -> Result<String, MediaError> {
+        run(
+            &mut self.engine,
+            Request::Offer(offer_answer(call, from, sdp, false, strict)),
+        )
+    }
+
+    fn answer(
+        &mut self,
+        call: &str,
+        from: Side,
+        sdp: &str,
+        strict: bool,
+    ) -> Result<String, MediaError> {
+        run(
+            &mut self.engine,
+            Request::Answer(offer_answer(call, from, sdp, true, strict)),
+        )
+    }
+
+    fn delete(&mut self, call: &str) {
+        let _ = self.engine.handle(&Request::Delete(Delete {
+            call_id: call.into(),
+            from_tag: None,
+            to_tag: None,
+        }));
+    }
+
+    fn timed_out(&mut self, _timeout: Duration) -> Vec<String> {
+        let gone = std::mem::take(&mut self.expire);
+        for c in &gone {
+            self.delete(c);
+        }
+        gone
+    }
+
+    fn packets(&mut self, _call: &str) -> Option<u64> {
+        Some(0)
+    }
+}

@@ -1,0 +1,428 @@
+//! `sipd run`: the one process of the appliance. Brings up the data plane through relay-user
+//! (XDP where it can, userspace where it must, and says which), the media relay, the SIP
+//! transports and the call core, then feeds the core and carries out its effects.
+//!
+//! The core is single-threaded and owns all call state; this shell is the only place with I/O.
+//! Store writes (CDRs, balance debits) go to a writer thread so a flush never stalls
+//! signalling.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, Result, bail};
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{debug, error, info, warn};
+
+use relay_user::loader::{self, LoaderConfig, RequestedMode};
+use relay_user::{
+    Cidr, DataPlane, GuardSettings, PortRange, Proto as DpProto, Service, ServiceId, Sessions,
+    UserRelay, Verdict,
+};
+
+use crate::auth::digest::{DigestVerifier, NonceKey};
+use crate::b2bua::ids::IdsConfig;
+use crate::b2bua::{Core, CoreConfig, Effect, Local, NgMedia};
+use crate::config::{Config, DataplaneMode};
+use crate::policy::routing::Router;
+use crate::policy::rules::RuleSet;
+use crate::sip::txn::{Peer, Proto};
+use crate::store::{CdrDraft, Id, Micros, Store};
+use crate::transport::{self, Event, Limits, Outbound, Transports};
+
+/// What the agent string says in User-Agent/Server.
+pub const AGENT: &str = concat!("xdp-sbc/", env!("CARGO_PKG_VERSION"));
+
+fn requested_mode(m: DataplaneMode) -> RequestedMode {
+    match m {
+        DataplaneMode::Auto => RequestedMode::Auto,
+        DataplaneMode::Xdp | DataplaneMode::XdpNative => RequestedMode::XdpNative,
+        DataplaneMode::XdpSkb => RequestedMode::XdpSkb,
+        DataplaneMode::Userspace => RequestedMode::Userspace,
+    }
+}
+
+/// Brings up the data plane the configuration asks for. `xdp` tries native then generic.
+fn start_dataplane(cfg: &Config) -> Result<DataPlane> {
+    let d = &cfg.dataplane;
+    let lc = |mode| LoaderConfig {
+        instance: d.instance.clone(),
+        interfaces: d.interfaces.clone(),
+        mode,
+        enable_forwarding: false,
+    };
+    let object = relay_user::object::ebpf_object();
+    let dp = match d.mode {
+        DataplaneMode::Xdp => match loader::start(&lc(RequestedMode::XdpNative), object) {
+            Ok(dp) => dp,
+            Err(e) => {
+                warn!(error = %e, "native XDP did not attach; trying generic (skb) XDP");
+                loader::start(&lc(RequestedMode::XdpSkb), object)
+                    .context("dataplane.mode = \"xdp\": neither native nor generic XDP attached")?
+            }
+        },
+        m => loader::start(&lc(requested_mode(m)), object).context("bringing up the data plane")?,
+    };
+    Ok(dp)
+}
+
+/// The firewall and guard tables the kernel (or the userspace fallback) enforces for SIP.
+fn program_dataplane(cfg: &Config, dp: &DataPlane, sip_ports: &[(u16, DpProto)]) -> Result<()> {
+    let g = &cfg.guard;
+    dp.guard_set(&GuardSettings {
+        packet_rate: g.sip_packets_per_sec,
+        packet_burst: g.sip_packet_burst,
+        invite_rate: g.invites_per_sec,
+        invite_burst: g.invite_burst,
+        max_sessions: g.max_sessions_per_source,
+        event_interval: Duration::from_secs(1),
+    })
+    .context("setting the SIP guard")?;
+    let restricted = !cfg.firewall.sip_allow.is_empty();
+    for &(port, proto) in sip_ports {
+        dp.service_set(Service {
+            port,
+            proto,
+            id: ServiceId::Sip,
+            restricted,
+            sip: true,
+        })
+        .with_context(|| format!("SIP service on port {port}"))?;
+    }
+    for net in &cfg.firewall.sip_allow {
+        let c: Cidr = net.to_string().parse().context("sip_allow CIDR")?;
+        dp.allow_add(ServiceId::Sip, c)?;
+    }
+    for (i, net) in cfg.firewall.deny.iter().enumerate() {
+        let c: Cidr = net.to_string().parse().context("deny CIDR")?;
+        dp.deny_add(c, u32::try_from(i + 1).unwrap_or(u32::MAX))?;
+    }
+    Ok(())
+}
+
+/// The digest nonce secret: kept in the data directory so nonces survive a restart (clients
+/// mid-challenge are not all refused), created 0600 on first start.
+fn nonce_key(data_dir: &Path) -> Result<NonceKey> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = data_dir.join("nonce.key");
+    match std::fs::read(&path) {
+        Ok(b) if b.len() == 32 => {
+            let mut k = [0u8; 32];
+            k.copy_from_slice(&b);
+            return Ok(NonceKey::new(k));
+        }
+        Ok(_) => bail!(
+            "{} is not a 32-byte key; remove it to make a new one",
+            path.display()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+    let mut k = [0u8; 32];
+    getrandom::fill(&mut k).map_err(|e| anyhow::anyhow!("no randomness for the nonce key: {e}"))?;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    f.write_all(&k)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(NonceKey::new(k))
+}
+
+enum StoreJob {
+    Cdr(CdrDraft, Option<(Id, Micros)>),
+}
+
+/// CDRs and debits, in order, each flushed before the next (the store's guarantee).
+fn spawn_writer(
+    store: Arc<Store>,
+) -> Result<(mpsc::Sender<StoreJob>, std::thread::JoinHandle<()>)> {
+    let (tx, rx) = mpsc::channel::<StoreJob>();
+    let h = std::thread::Builder::new()
+        .name("store-writer".into())
+        .spawn(move || {
+            for job in rx {
+                match job {
+                    StoreJob::Cdr(cdr, debit) => {
+                        // Debit first: money matters more than the record if a crash falls
+                        // between the two.
+                        if let Some((id, cost)) = debit
+                            && let Err(e) = store.adjust_balance(id, Micros(-cost.0))
+                        {
+                            error!(account = id, error = %e, "balance debit failed");
+                        }
+                        if let Err(e) = store.append_cdr(cdr) {
+                            error!(error = %e, "CDR not stored");
+                        }
+                    }
+                }
+            }
+        })?;
+    Ok((tx, h))
+}
+
+fn dp_proto(p: transport::Proto) -> DpProto {
+    match p {
+        transport::Proto::Udp => DpProto::Udp,
+        transport::Proto::Tcp => DpProto::Tcp,
+    }
+}
+
+fn txn_proto(p: transport::Proto) -> Proto {
+    match p {
+        transport::Proto::Udp => Proto::Udp,
+        transport::Proto::Tcp => Proto::Tcp,
+    }
+}
+
+fn tp_proto(p: Proto) -> transport::Proto {
+    match p {
+        Proto::Udp => transport::Proto::Udp,
+        Proto::Tcp => transport::Proto::Tcp,
+    }
+}
+
+/// Runs the appliance until SIGTERM/SIGINT.
+pub async fn run(cfg: Config) -> Result<()> {
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("creating the data directory {}", cfg.data_dir.display()))?;
+    let store = Arc::new(
+        Store::open(&cfg.store_dir())
+            .with_context(|| format!("opening the store in {}", cfg.store_dir().display()))?,
+    );
+    let rules = RuleSet::load(&store).context("loading accounts and auth rules")?;
+    let router = Router::load(&store).context("loading upstream connections")?;
+    let tariffs: Vec<_> = store
+        .tariffs()
+        .into_iter()
+        .filter_map(|t| match t {
+            Ok(t) => Some(t),
+            Err(e) => {
+                warn!(error = %e, "skipping an unreadable tariff");
+                None
+            }
+        })
+        .collect();
+    let accounts = rules.accounts().count();
+    if accounts == 0 {
+        warn!("no accounts provisioned: every call will be refused (see `sipd import`)");
+    }
+    let key = nonce_key(&cfg.data_dir)?;
+    let verifier = DigestVerifier::new(cfg.digest_policy(), key, SystemTime::now());
+
+    // Data plane and media relay.
+    let dp = Arc::new(start_dataplane(&cfg)?);
+    if dp.mode().is_xdp() {
+        info!(dataplane = %dp.mode(), reason = dp.reason(), "data plane: XDP");
+    } else {
+        warn!(dataplane = %dp.mode(), reason = dp.reason(), "data plane: USERSPACE (no kernel forwarding)");
+    }
+    let relay = Arc::new(UserRelay::start(dp.clone(), 2).context("starting the media relay")?);
+    let ports =
+        PortRange::new(cfg.media.port_min, cfg.media.port_max).context("media port range")?;
+    let sessions = Arc::new(Sessions::new(
+        dp.clone(),
+        relay.clone(),
+        ports,
+        cfg.media.address,
+    ));
+    if dp.mode().is_xdp() {
+        // Calls of a previous run cannot be resumed (their SIP dialogs died with it): free
+        // their relay legs instead of leaving media flowing for nobody.
+        match sessions.recover() {
+            Ok(0) => {}
+            Ok(n) => {
+                for s in sessions.list() {
+                    let _ = sessions.remove_session(s);
+                }
+                warn!(
+                    sessions = n,
+                    "removed relay sessions left by a previous run"
+                );
+            }
+            Err(e) => warn!(error = %e, "could not check for sessions of a previous run"),
+        }
+    }
+    let media_addr = cfg.media.advertised_address.unwrap_or(cfg.media.address);
+    let media = NgMedia::new(sessions.clone(), media_addr);
+
+    // SIP transports.
+    let limits = Limits {
+        max_message_bytes: cfg.sip.max_message_bytes,
+        ..Limits::default()
+    };
+    let (transports, mut events) = Transports::bind(&cfg.sip.udp, &cfg.sip.tcp, limits, None)
+        .await
+        .context("binding SIP")?;
+    let mut sip_ports: Vec<(u16, DpProto)> = Vec::new();
+    let mut locals = Vec::new();
+    for (proto, addrs) in [
+        (Proto::Udp, transports.udp_addrs()),
+        (Proto::Tcp, transports.tcp_addrs()),
+    ] {
+        for a in addrs {
+            let adv = SocketAddr::new(cfg.sip.advertised_address.unwrap_or(a.ip()), a.port());
+            locals.push(Local {
+                proto,
+                bind: a,
+                advertised: adv,
+            });
+            sip_ports.push((
+                a.port(),
+                if proto == Proto::Udp {
+                    DpProto::Udp
+                } else {
+                    DpProto::Tcp
+                },
+            ));
+        }
+    }
+    program_dataplane(&cfg, &dp, &sip_ports)?;
+
+    let core_cfg = CoreConfig {
+        locals: locals.clone(),
+        topology_hiding: cfg.sip.topology_hiding,
+        max_message_bytes: cfg.sip.max_message_bytes,
+        media_timeout: Duration::from_secs(cfg.media.timeout_secs),
+        strict_source: cfg.media.strict_source,
+        failover_after: Duration::from_secs(cfg.sip.failover_secs),
+        ids: IdsConfig {
+            failures_before_ban: cfg.guard.auth_failures_before_ban,
+            window: Duration::from_secs(cfg.guard.auth_failure_window_secs),
+            ban: Duration::from_secs(cfg.guard.ban_secs),
+            ban_max: Duration::from_secs(cfg.guard.ban_max_secs),
+            ban_scanners: true,
+        },
+        agent: AGENT.into(),
+    };
+    let mut core = Core::new(core_cfg, rules, router, tariffs, verifier, media);
+    let (writer, writer_thread) = spawn_writer(store.clone())?;
+
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    let userspace_fw = !dp.mode().is_xdp();
+    info!(
+        sip_udp = ?transports.udp_addrs(),
+        sip_tcp = ?transports.tcp_addrs(),
+        media = %cfg.media.address,
+        ports = %ports,
+        dataplane = %dp.mode(),
+        accounts,
+        "sipd ready"
+    );
+
+    let mut stopping: Option<Instant> = None;
+    let mut dropped_by_fw: u64 = 0;
+    loop {
+        let deadline = core
+            .next_timeout()
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+        let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline));
+        tokio::select! {
+            ev = events.recv() => {
+                let Some(ev) = ev else { break };
+                let now = Instant::now();
+                let wall = SystemTime::now();
+                match ev {
+                    Event::Message(m) => {
+                        if userspace_fw {
+                            let v = dp.firewall_check(m.remote.ip(), m.local.port(), dp_proto(m.proto), &m.data);
+                            if !matches!(v, Verdict::Pass(_)) {
+                                dropped_by_fw += 1;
+                                debug!(from = %m.remote, verdict = ?v, "SIP dropped by the firewall");
+                                continue;
+                            }
+                        }
+                        let peer = Peer { proto: txn_proto(m.proto), remote: m.remote, local: m.local, conn: m.conn };
+                        core.on_message(now, wall, peer, &m.data);
+                    }
+                    Event::Malformed { inbound, error } => {
+                        let peer = Peer { proto: txn_proto(inbound.proto), remote: inbound.remote, local: inbound.local, conn: inbound.conn };
+                        core.on_malformed(peer, &inbound.data, &error.to_string());
+                    }
+                    Event::SendFailed { token, error, remote, .. } => {
+                        debug!(%remote, %error, "send failed");
+                        core.on_send_failed(now, wall, token);
+                    }
+                    Event::Closed { .. } => {}
+                }
+            }
+            _ = sleep => {
+                core.tick(Instant::now(), SystemTime::now());
+            }
+            _ = term.recv(), if stopping.is_none() => {
+                info!("SIGTERM: ending calls");
+                core.shutdown(Instant::now(), SystemTime::now());
+                stopping = Some(Instant::now());
+            }
+            _ = int.recv(), if stopping.is_none() => {
+                info!("SIGINT: ending calls");
+                core.shutdown(Instant::now(), SystemTime::now());
+                stopping = Some(Instant::now());
+            }
+        }
+        for e in core.drain_effects() {
+            match e {
+                Effect::Send(s) => transports.send(Outbound {
+                    proto: tp_proto(s.peer.proto),
+                    remote: s.peer.remote,
+                    local: Some(s.peer.local),
+                    conn: s.peer.conn,
+                    token: s.token,
+                    data: s.data.into(),
+                }),
+                Effect::Cdr { cdr, debit } => {
+                    if writer.send(StoreJob::Cdr(cdr, debit)).is_err() {
+                        error!("store writer is gone: CDR lost");
+                    }
+                }
+                Effect::SourceSession { ip, up } => source_session(&dp, ip, up),
+                Effect::Ban {
+                    ip,
+                    duration,
+                    reason,
+                } => {
+                    warn!(%ip, ?duration, ?reason, "banning source");
+                    if let Err(e) = dp.ban_add(ip, Some(duration), reason) {
+                        error!(%ip, error = %e, "ban not applied");
+                    }
+                }
+            }
+        }
+        // Give the BYEs of a shutdown a moment to be answered, then go.
+        if let Some(t) = stopping
+            && (core.active_calls() == 0 && t.elapsed() > Duration::from_millis(300)
+                || t.elapsed() > Duration::from_secs(2))
+        {
+            break;
+        }
+    }
+    let stats = core.stats().clone();
+    info!(?stats, dropped_by_fw, transport = ?transports.stats(), "sipd stopping");
+    drop(core);
+    transports.shutdown();
+    drop(writer);
+    if writer_thread.join().is_err() {
+        error!("store writer panicked");
+    }
+    info!("sipd stopped");
+    Ok(())
+}
+
+fn source_session(dp: &DataPlane, ip: IpAddr, up: bool) {
+    let r = if up {
+        dp.sessions_increment(ip)
+    } else {
+        dp.sessions_decrement(ip)
+    };
+    if let Err(e) = r {
+        debug!(%ip, error = %e, "per-source session count not updated");
+    }
+}

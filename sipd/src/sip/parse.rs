@@ -1,0 +1,309 @@
+//! From bytes off the wire to an `rsip` message, with the checks a peer-facing element needs
+//! before anything else looks at it: size limits, the mandatory headers, a Content-Length that
+//! agrees with the datagram, and the compact header names (RFC 3261 §7.3.3) that rsip does not
+//! know. Every refusal is a [`ParseError`] the caller turns into a 400 or a counted drop.
+
+use rsip::SipMessage;
+
+/// Longest header line accepted; real ones stay under 1 KiB.
+pub const MAX_HEADER_LINE: usize = 8 * 1024;
+/// Most header lines in one message (RFC 3261 sets no limit; 128 is far above real traffic).
+pub const MAX_HEADERS: usize = 128;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error("message is {0} bytes, over the limit")]
+    TooLarge(usize),
+    #[error("no end of headers (CRLFCRLF)")]
+    NoHeaderEnd,
+    #[error("header line over {MAX_HEADER_LINE} bytes")]
+    LineTooLong,
+    #[error("more than {MAX_HEADERS} header lines")]
+    TooManyHeaders,
+    #[error("header section is not UTF-8")]
+    NotUtf8,
+    #[error("bad header line {0:?}")]
+    BadHeaderLine(String),
+    #[error("missing {0} header")]
+    Missing(&'static str),
+    #[error("{0} header appears more than once")]
+    Duplicate(&'static str),
+    #[error("bad Content-Length {0:?}")]
+    BadContentLength(String),
+    #[error("Content-Length {declared} but {actual} body bytes arrived")]
+    Truncated { declared: usize, actual: usize },
+    #[error("bad CSeq {0:?}")]
+    BadCSeq(String),
+    #[error("CSeq method {cseq} does not match request method {method}")]
+    CSeqMismatch { cseq: String, method: String },
+    #[error("bad Max-Forwards {0:?}")]
+    BadMaxForwards(String),
+    #[error("start line: {0}")]
+    StartLine(String),
+}
+
+/// Full names of the compact forms (RFC 3261 §7.3.3, RFC 3265, RFC 3515, RFC 4028 …).
+fn expand_compact(name: &str) -> Option<&'static str> {
+    if name.len() != 1 {
+        return None;
+    }
+    Some(match name.as_bytes()[0].to_ascii_lowercase() {
+        b'i' => "Call-ID",
+        b'm' => "Contact",
+        b'e' => "Content-Encoding",
+        b'l' => "Content-Length",
+        b'c' => "Content-Type",
+        b'f' => "From",
+        b's' => "Subject",
+        b'k' => "Supported",
+        b't' => "To",
+        b'v' => "Via",
+        b'o' => "Event",
+        b'r' => "Refer-To",
+        b'b' => "Referred-By",
+        b'x' => "Session-Expires",
+        b'u' => "Allow-Events",
+        _ => return None,
+    })
+}
+
+/// Headers that must appear exactly once in every message we accept.
+const SINGLE: [&str; 4] = ["Call-ID", "CSeq", "From", "To"];
+
+/// Parses one complete message (a datagram, or one message framed off a stream). Over UDP a
+/// body longer than Content-Length is cut to it (RFC 3261 §18.3); a shorter one is refused.
+pub fn parse(data: &[u8], max_bytes: usize) -> Result<SipMessage, ParseError> {
+    if data.len() > max_bytes {
+        return Err(ParseError::TooLarge(data.len()));
+    }
+    // Keep-alive CRLFs in front of a message are not part of it.
+    let start = data
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(data.len());
+    let data = &data[start..];
+    let end = find(data, b"\r\n\r\n").ok_or(ParseError::NoHeaderEnd)?;
+    let head = std::str::from_utf8(&data[..end]).map_err(|_| ParseError::NotUtf8)?;
+    let body = &data[end + 4..];
+
+    let mut lines = head.split("\r\n");
+    let start_line = lines.next().unwrap_or_default();
+    if start_line.len() > MAX_HEADER_LINE {
+        return Err(ParseError::LineTooLong);
+    }
+    // Unfold continuation lines and expand compact names into a canonical header block.
+    let mut headers: Vec<(String, String)> = Vec::new();
+    for line in lines {
+        if line.len() > MAX_HEADER_LINE {
+            return Err(ParseError::LineTooLong);
+        }
+        if line.starts_with([' ', '\t']) {
+            let Some(last) = headers.last_mut() else {
+                return Err(ParseError::BadHeaderLine(clip(line)));
+            };
+            last.1.push(' ');
+            last.1.push_str(line.trim());
+            continue;
+        }
+        let Some((name, value)) = line.split_once(':') else {
+            return Err(ParseError::BadHeaderLine(clip(line)));
+        };
+        let name = name.trim_end();
+        if name.is_empty() || !name.bytes().all(is_token_char) {
+            return Err(ParseError::BadHeaderLine(clip(line)));
+        }
+        let name = expand_compact(name).map_or_else(|| name.to_owned(), str::to_owned);
+        headers.push((name, value.trim().to_owned()));
+        if headers.len() > MAX_HEADERS {
+            return Err(ParseError::TooManyHeaders);
+        }
+    }
+
+    for h in SINGLE {
+        match headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(h))
+            .count()
+        {
+            0 => return Err(ParseError::Missing(h)),
+            1 => {}
+            _ => return Err(ParseError::Duplicate(h)),
+        }
+    }
+    if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("Via")) {
+        return Err(ParseError::Missing("Via"));
+    }
+    let cseq = header(&headers, "CSeq").unwrap_or_default();
+    let (cseq_num, cseq_method) = cseq
+        .split_once(char::is_whitespace)
+        .ok_or_else(|| ParseError::BadCSeq(clip(cseq)))?;
+    if cseq_num.parse::<u32>().is_err() || cseq_method.trim().is_empty() {
+        return Err(ParseError::BadCSeq(clip(cseq)));
+    }
+    if let Some(mf) = header(&headers, "Max-Forwards")
+        && mf.parse::<u8>().is_err()
+    {
+        return Err(ParseError::BadMaxForwards(clip(mf)));
+    }
+    let body = match header(&headers, "Content-Length") {
+        Some(cl) => {
+            let n: usize = cl
+                .parse()
+                .map_err(|_| ParseError::BadContentLength(clip(cl)))?;
+            if n > body.len() {
+                return Err(ParseError::Truncated {
+                    declared: n,
+                    actual: body.len(),
+                });
+            }
+            &body[..n]
+        }
+        None => body,
+    };
+
+    let is_request = !start_line.starts_with("SIP/");
+    if is_request {
+        let method = start_line.split(' ').next().unwrap_or_default();
+        if !method.eq_ignore_ascii_case(cseq_method.trim()) && method != "ACK" && method != "CANCEL"
+        {
+            return Err(ParseError::CSeqMismatch {
+                cseq: clip(cseq_method.trim()),
+                method: clip(method),
+            });
+        }
+    }
+
+    let mut canon = String::with_capacity(head.len() + 64);
+    canon.push_str(start_line);
+    canon.push_str("\r\n");
+    for (n, v) in &headers {
+        if n.eq_ignore_ascii_case("Content-Length") {
+            continue;
+        }
+        canon.push_str(n);
+        canon.push_str(": ");
+        canon.push_str(v);
+        canon.push_str("\r\n");
+    }
+    canon.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    let mut bytes = canon.into_bytes();
+    bytes.extend_from_slice(body);
+    SipMessage::try_from(bytes.as_slice()).map_err(|e| ParseError::StartLine(clip(&e.to_string())))
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+fn is_token_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b)
+}
+
+pub(crate) fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Error texts quote peer input; keep them short and printable.
+pub(crate) fn clip(s: &str) -> String {
+    s.chars()
+        .take(64)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INVITE: &str = "INVITE sip:441234@sbc.example SIP/2.0\r\n\
+        v: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK776asdhds;rport\r\n\
+        Max-Forwards: 70\r\n\
+        t: <sip:441234@sbc.example>\r\n\
+        f: \"Alice\" <sip:4420@10.0.0.1>;tag=1928301774\r\n\
+        i: a84b4c76e66710@10.0.0.1\r\n\
+        CSeq: 314159 INVITE\r\n\
+        m: <sip:4420@10.0.0.1:5060>\r\n\
+        c: application/sdp\r\n\
+        l: 4\r\n\r\nv=0\r\nEXTRA";
+
+    #[test]
+    fn compact_headers_are_expanded_and_body_cut_to_content_length() {
+        let SipMessage::Request(r) = parse(INVITE.as_bytes(), 65535).unwrap() else {
+            panic!("not a request")
+        };
+        assert_eq!(r.method, rsip::Method::Invite);
+        assert_eq!(r.body, b"v=0\r");
+        let text = r.to_string();
+        assert!(text.contains("Call-ID: a84b4c76e66710@10.0.0.1"), "{text}");
+        assert!(text.contains("Via: SIP/2.0/UDP 10.0.0.1:5060"), "{text}");
+    }
+
+    #[test]
+    fn refusals() {
+        let cases: &[(&str, &str, ParseError)] = &[
+            (
+                "no end of headers",
+                "INVITE sip:a@b SIP/2.0\r\nVia: x",
+                ParseError::NoHeaderEnd,
+            ),
+            (
+                "missing Call-ID",
+                "OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\nCSeq: 1 OPTIONS\r\n\r\n",
+                ParseError::Missing("Call-ID"),
+            ),
+            (
+                "two CSeq",
+                "OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\nCSeq: 2 OPTIONS\r\n\r\n",
+                ParseError::Duplicate("CSeq"),
+            ),
+            (
+                "truncated body",
+                "OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\nContent-Length: 900\r\n\r\nabc",
+                ParseError::Truncated {
+                    declared: 900,
+                    actual: 3,
+                },
+            ),
+            (
+                "CSeq method mismatch",
+                "BYE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\n\r\n",
+                ParseError::CSeqMismatch {
+                    cseq: "INVITE".into(),
+                    method: "BYE".into(),
+                },
+            ),
+            (
+                "header without colon",
+                "BYE sip:a@b SIP/2.0\r\nVia SIP/2.0/UDP h\r\n\r\n",
+                ParseError::BadHeaderLine("Via SIP/2.0/UDP h".into()),
+            ),
+        ];
+        for (what, msg, want) in cases {
+            assert_eq!(parse(msg.as_bytes(), 65535).unwrap_err(), *want, "{what}");
+        }
+        assert_eq!(
+            parse(INVITE.as_bytes(), 100).unwrap_err(),
+            ParseError::TooLarge(INVITE.len())
+        );
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for n in 0..2000 {
+            let mut bytes = INVITE.as_bytes().to_vec();
+            for _ in 0..(n % 7 + 1) {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                let i = (seed % bytes.len() as u64) as usize;
+                bytes[i] = (seed >> 32) as u8;
+            }
+            bytes.truncate((seed % (bytes.len() as u64 + 1)) as usize);
+            let _ = parse(&bytes, 65535);
+        }
+    }
+}
