@@ -117,6 +117,8 @@ enum SState {
 #[derive(Debug)]
 struct ServerTxn {
     peer: Peer,
+    /// For INVITEs: the key in `TxnLayer::invites`.
+    dialog: Option<(String, u32, String)>,
     state: SState,
     last: Option<Vec<u8>>,
     retransmit_every: Duration,
@@ -195,6 +197,11 @@ enum TimerRef {
 #[derive(Default)]
 pub struct TxnLayer {
     server: HashMap<ServerKey, ServerTxn>,
+    /// INVITE server transactions by (Call-ID, CSeq number, From tag): an ACK for a non-2xx
+    /// that carries a branch of its own (sipp's default scenarios do; RFC 3261 says it must
+    /// reuse the INVITE's) still finds its transaction instead of leaving the final response
+    /// retransmitting for 32 s.
+    invites: HashMap<(String, u32, String), ServerKey>,
     client: HashMap<String, ClientTxn>,
     timers: BTreeSet<(Instant, TimerRef)>,
     out: Vec<Send>,
@@ -238,7 +245,12 @@ impl TxnLayer {
         };
         let method = req.method().cloned();
         if method == Some(Method::Ack) {
-            let inv = key.invite();
+            let mut inv = key.invite();
+            if !self.server.contains_key(&inv)
+                && let Some(k) = self.invites.get(&dialog_id(req))
+            {
+                inv = k.clone();
+            }
             if let Some(t) = self.server.get_mut(&inv) {
                 match t.state {
                     SState::Completed => {
@@ -271,10 +283,15 @@ impl TxnLayer {
             }
             return RequestVerdict::Absorbed;
         }
+        let dialog = (method == Some(Method::Invite)).then(|| dialog_id(req));
+        if let Some(d) = &dialog {
+            self.invites.insert(d.clone(), key.clone());
+        }
         self.server.insert(
             key.clone(),
             ServerTxn {
                 peer,
+                dialog,
                 state: SState::Proceeding,
                 last: None,
                 retransmit_every: T1,
@@ -530,7 +547,9 @@ impl TxnLayer {
         if now >= t.expires {
             let state = t.state;
             let acked = t.next_retransmit.is_none();
-            self.server.remove(&key);
+            if let Some(d) = self.server.remove(&key).and_then(|t| t.dialog) {
+                self.invites.remove(&d);
+            }
             if state == SState::Accepted && !acked {
                 fired.push(TxnTimeout::NoAck(key));
             }
@@ -586,6 +605,14 @@ impl TxnLayer {
             self.arm(next, TimerRef::Client(branch));
         }
     }
+}
+
+fn dialog_id(req: &Msg) -> (String, u32, String) {
+    (
+        req.call_id().to_owned(),
+        req.cseq().0,
+        req.from().tag.unwrap_or_default(),
+    )
 }
 
 /// The ACK for a non-2xx final response to `invite` (RFC 3261 §17.1.1.3): same Request-URI,
