@@ -200,6 +200,9 @@ pub struct GuardConfig {
     /// Failed digest attempts from one source within the window that earn a ban.
     pub auth_failures_before_ban: u32,
     pub auth_failure_window_secs: u64,
+    /// Kernel flood reports (sampled once a second per source) within the window above that
+    /// turn a source's rate-limiting into a ban; 0: rate-limit only.
+    pub flood_reports_before_ban: u32,
     /// First ban; each repeat offence doubles it, up to `ban_max_secs`.
     pub ban_secs: u64,
     pub ban_max_secs: u64,
@@ -215,6 +218,7 @@ impl Default for GuardConfig {
             max_sessions_per_source: 200,
             auth_failures_before_ban: 10,
             auth_failure_window_secs: 60,
+            flood_reports_before_ban: 10,
             ban_secs: 300,
             ban_max_secs: 86_400,
         }

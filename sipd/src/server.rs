@@ -299,6 +299,7 @@ pub async fn run(cfg: Config) -> Result<()> {
             ban: Duration::from_secs(cfg.guard.ban_secs),
             ban_max: Duration::from_secs(cfg.guard.ban_max_secs),
             ban_scanners: true,
+            floods_before_ban: cfg.guard.flood_reports_before_ban,
         },
         agent: AGENT.into(),
     };
@@ -318,6 +319,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         "sipd ready"
     );
 
+    let mut guard_events = dp.guard_events();
     let mut stopping: Option<Instant> = None;
     let mut dropped_by_fw: u64 = 0;
     loop {
@@ -352,6 +354,18 @@ pub async fn run(cfg: Config) -> Result<()> {
                         core.on_send_failed(now, wall, token);
                     }
                     Event::Closed { .. } => {}
+                }
+            }
+            Some(ev) = async {
+                match guard_events.as_mut() {
+                    Some(g) => g.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                use relay_common::guard::GuardEventKind;
+                debug!(source = %ev.source, kind = ?ev.kind, suppressed = ev.suppressed, "guard event");
+                if matches!(ev.kind, Some(GuardEventKind::PacketRate | GuardEventKind::InviteRate)) {
+                    core.on_flood(Instant::now(), ev.source);
                 }
             }
             _ = sleep => {

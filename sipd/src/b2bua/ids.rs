@@ -14,6 +14,9 @@ pub struct IdsConfig {
     pub ban_max: Duration,
     /// Ban sources whose User-Agent is a known scanner's.
     pub ban_scanners: bool,
+    /// Kernel guard reports (packet or INVITE rate exceeded; sampled at most once a second per
+    /// source) within `window` that earn a ban; 0 leaves floods to the kernel's rate limits.
+    pub floods_before_ban: u32,
 }
 
 /// User-Agent substrings of SIP scanners (SIPVicious, sipsak floods, …), lowercase.
@@ -33,6 +36,7 @@ const SCANNERS: &[&str] = &[
 pub struct Ids {
     cfg: IdsConfig,
     failures: HashMap<IpAddr, VecDeque<Instant>>,
+    floods: HashMap<IpAddr, VecDeque<Instant>>,
     /// Bans handed out per source, for doubling; forgotten after a day without offence.
     offences: HashMap<IpAddr, (u32, Instant)>,
 }
@@ -42,6 +46,7 @@ impl Ids {
         Ids {
             cfg,
             failures: HashMap::new(),
+            floods: HashMap::new(),
             offences: HashMap::new(),
         }
     }
@@ -78,6 +83,27 @@ impl Ids {
         None
     }
 
+    /// Records a flood report from the kernel guard; `Some(ban)` when the source keeps
+    /// flooding.
+    pub fn flood(&mut self, now: Instant, ip: IpAddr) -> Option<Duration> {
+        if self.cfg.floods_before_ban == 0 {
+            return None;
+        }
+        let q = self.floods.entry(ip).or_default();
+        q.push_back(now);
+        while q
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > self.cfg.window)
+        {
+            q.pop_front();
+        }
+        if q.len() >= self.cfg.floods_before_ban as usize {
+            self.floods.remove(&ip);
+            return Some(self.ban_for(now, ip));
+        }
+        None
+    }
+
     /// `Some(ban)` when `user_agent` is a scanner's.
     pub fn scanner(
         &mut self,
@@ -97,6 +123,8 @@ impl Ids {
         let w = self.cfg.window;
         self.failures
             .retain(|_, q| q.back().is_some_and(|t| now.duration_since(*t) <= w));
+        self.floods
+            .retain(|_, q| q.back().is_some_and(|t| now.duration_since(*t) <= w));
         self.offences
             .retain(|_, (_, t)| now.duration_since(*t) < Duration::from_secs(86_400));
     }
@@ -114,9 +142,15 @@ mod tests {
             ban: Duration::from_secs(300),
             ban_max: Duration::from_secs(1000),
             ban_scanners: true,
+            floods_before_ban: 2,
         });
         let ip: IpAddr = "192.0.2.9".parse().unwrap();
         let t = Instant::now();
+        assert!(ids.flood(t, "192.0.2.8".parse().unwrap()).is_none());
+        assert_eq!(
+            ids.flood(t, "192.0.2.8".parse().unwrap()),
+            Some(Duration::from_secs(300))
+        );
         let mut bans = Vec::new();
         for i in 0..9 {
             if let Some(d) = ids.auth_failed(t + Duration::from_secs(i), ip) {
@@ -136,6 +170,7 @@ mod tests {
             ban: Duration::from_secs(1),
             ban_max: Duration::from_secs(1),
             ban_scanners: false,
+            floods_before_ban: 0,
         });
         let ip: IpAddr = "192.0.2.9".parse().unwrap();
         let t = Instant::now();

@@ -451,6 +451,18 @@ impl<M: Media> Core<M> {
         }
     }
 
+    /// The kernel guard dropped SIP from `ip` for flooding (packet or INVITE rate).
+    pub fn on_flood(&mut self, now: Instant, ip: IpAddr) {
+        if let Some(d) = self.ids.flood(now, ip) {
+            warn!(%ip, ban = ?d, "source keeps flooding: banning it");
+            self.effects.push(Effect::Ban {
+                ip,
+                duration: d,
+                reason: BanReason::Flood,
+            });
+        }
+    }
+
     /// Ends every call (BYE or CANCEL both ways) and stops taking new ones.
     pub fn shutdown(&mut self, now: Instant, wall: SystemTime) {
         self.draining = true;

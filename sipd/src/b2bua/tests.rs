@@ -93,6 +93,7 @@ impl World {
                 ban: Duration::from_secs(60),
                 ban_max: Duration::from_secs(600),
                 ban_scanners: true,
+                floods_before_ban: 3,
             },
             agent: "test-sbc".into(),
         };
