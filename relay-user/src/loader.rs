@@ -353,7 +353,7 @@ fn start_xdp(cfg: &LoaderConfig, object: &[u8], modes: &[Mode]) -> Result<DataPl
         reason
     } else {
         for g in &gaps {
-            error!(gap = %g, "KERNEL MEDIA FORWARDING DISABLED on this interface: its media takes the userspace path (relayd --enable-forwarding turns it on)");
+            error!(gap = %g, "KERNEL MEDIA FORWARDING DISABLED on this interface: its media takes the userspace path (relayd --enable-forwarding or sipd's [dataplane] enable_forwarding = true turns it on)");
         }
         format!("{reason}; but {}", gaps.join("; "))
     };

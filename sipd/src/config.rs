@@ -155,6 +155,10 @@ pub struct DataplaneConfig {
     pub interfaces: Vec<String>,
     /// Maps are pinned under /sys/fs/bpf/<instance>/, so two appliances can share a host.
     pub instance: String,
+    /// Turn on the IP forwarding sysctls the kernel relay path needs (IPv4 on each interface,
+    /// IPv6 host-wide). IPv4 on `lo` is turned on regardless; without the rest, media of that
+    /// family takes the userspace path, reported at start.
+    pub enable_forwarding: bool,
 }
 
 impl Default for DataplaneConfig {
@@ -163,6 +167,7 @@ impl Default for DataplaneConfig {
             mode: DataplaneMode::Auto,
             interfaces: vec!["lo".into()],
             instance: "sbc".into(),
+            enable_forwarding: false,
         }
     }
 }

@@ -50,7 +50,7 @@ fn start_dataplane(cfg: &Config) -> Result<DataPlane> {
         instance: d.instance.clone(),
         interfaces: d.interfaces.clone(),
         mode,
-        enable_forwarding: false,
+        enable_forwarding: d.enable_forwarding,
     };
     let object = relay_user::object::ebpf_object();
     let dp = match d.mode {
