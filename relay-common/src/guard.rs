@@ -36,10 +36,16 @@ crate::map_type!(GuardState, 32);
 pub struct SessionCount {
     /// Calls in progress from this source.
     pub active: u32,
-    /// Per-source cap; 0 = use `GuardConfig::max_sessions`.
+    /// Per-source cap; 0 = use `GuardConfig::max_sessions`; [`TRUSTED`] = no SIP guard at all.
     pub limit: u32,
 }
 crate::map_type!(SessionCount, 8);
+
+/// A `SessionCount::limit` that exempts the source from the SIP guard (packet rate, INVITE
+/// rate, session cap): the operator's own upstreams and IP-authenticated carriers, whose
+/// trunks legitimately send far more than any per-source flood limit. Bans, the deny list and
+/// service ACLs still apply.
+pub const TRUSTED: u32 = u32::MAX;
 
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

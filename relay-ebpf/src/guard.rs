@@ -8,7 +8,7 @@
 use aya_ebpf::bindings::BPF_NOEXIST;
 use relay_common::{
     Addr,
-    guard::{GuardConfig, GuardEvent, GuardEventKind, GuardState},
+    guard::{GuardConfig, GuardEvent, GuardEventKind, GuardState, TRUSTED},
     stats::Stat,
 };
 
@@ -50,6 +50,12 @@ pub fn check(
     // SAFETY: element 0 of an array map always exists; a torn read during a userspace update
     // applies a half-old limit to one packet.
     let cfg: GuardConfig = unsafe { cfg.read() };
+    // SAFETY: a live element written only by userspace; a torn read misjudges one packet.
+    if let Some(p) = SESSIONS.get_ptr(pkt.src.as_addr())
+        && unsafe { (*p).limit } == TRUSTED
+    {
+        return Ok(());
+    }
     let Some(state) = state_for(pkt.src.as_addr()) else {
         // Without state there is nothing to rate against; failing open keeps SIP reachable.
         return Ok(());

@@ -313,6 +313,13 @@ impl UserTables {
 
     fn sip_guard(&mut self, a: Addr, invite: bool, now: u64) -> Result<(), (Stat, GuardEventKind)> {
         let cfg = self.guard;
+        if self
+            .sessions
+            .get(&a)
+            .is_some_and(|c| c.limit == relay_common::guard::TRUSTED)
+        {
+            return Ok(());
+        }
         self.make_room_for_state(now);
         let st = self.guard_state.entry(a).or_default();
         match cfg.packets.check(st.packets_tat_ns, now) {
@@ -528,6 +535,34 @@ mod tests {
                 .0
                 .is_pass()
         );
+    }
+
+    #[test]
+    fn trusted_sources_skip_the_sip_guard() {
+        let mut t = sip_table(GuardSettings {
+            packet_rate: 1,
+            packet_burst: 1,
+            invite_rate: 1,
+            invite_burst: 1,
+            max_sessions: 1,
+            event_interval: Duration::from_secs(1),
+        });
+        let src = ip("198.51.100.7");
+        t.sessions_set(
+            src,
+            SourceSessions {
+                active: 5,
+                limit: relay_common::guard::TRUSTED,
+            },
+        )
+        .unwrap();
+        for _ in 0..10 {
+            assert!(
+                t.firewall_check(src, 5060, Proto::Udp, b"INVITE sip:a@b SIP/2.0", 10 * S)
+                    .0
+                    .is_pass()
+            );
+        }
     }
 
     #[test]

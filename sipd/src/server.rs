@@ -285,6 +285,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         }
     }
     program_dataplane(&cfg, &dp, &sip_ports)?;
+    trust_peers(&store, &dp);
 
     let core_cfg = CoreConfig {
         locals: locals.clone(),
@@ -428,6 +429,45 @@ pub async fn run(cfg: Config) -> Result<()> {
     }
     info!("sipd stopped");
     Ok(())
+}
+
+/// Upstreams and IP-authenticated carriers (single-host rules) are exempt from the per-source
+/// SIP guard: a busy trunk sends far more than any flood limit meant for strangers. Wider
+/// CIDR rules cannot be listed host by host; their sources stay under the guard's limits.
+fn trust_peers(store: &Store, dp: &DataPlane) {
+    let mut hosts: Vec<IpAddr> = Vec::new();
+    for c in store.connections().into_iter().flatten() {
+        if !c.enabled {
+            continue;
+        }
+        match c.host.parse::<IpAddr>() {
+            Ok(ip) => hosts.push(ip),
+            Err(_) => {
+                use std::net::ToSocketAddrs;
+                if let Ok(addrs) = (c.host.as_str(), c.port).to_socket_addrs() {
+                    hosts.extend(addrs.map(|a| a.ip()));
+                }
+            }
+        }
+    }
+    for r in store.rules().into_iter().flatten() {
+        if let Some(net) = r.remote
+            && r.ip_only
+            && net.prefix_len() == net.max_prefix_len()
+        {
+            hosts.push(net.addr());
+        }
+    }
+    hosts.sort();
+    hosts.dedup();
+    for ip in &hosts {
+        if let Err(e) = dp.sessions_set_limit(*ip, relay_common::guard::TRUSTED) {
+            warn!(%ip, error = %e, "could not exempt a trusted peer from the SIP guard");
+        }
+    }
+    if !hosts.is_empty() {
+        info!(peers = ?hosts, "trusted peers (upstreams, single-host IP-auth rules) skip the per-source SIP guard");
+    }
 }
 
 fn source_session(dp: &DataPlane, ip: IpAddr, up: bool) {

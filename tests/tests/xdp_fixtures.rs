@@ -1552,6 +1552,28 @@ fn fixtures() -> Vec<Fixture> {
             e.sessions(Ip::V6(v6("2001:db8:1::43")), 1, 1);
         }),
         fx(
+            "a trusted source (upstream, IP-auth carrier) skips the guard: over its rate",
+            udp4([192, 0, 2, 44], 5060, relay, SIP, &sip("INVITE")).build(),
+            XDP_PASS,
+            PassSip,
+        )
+        .setup(|e| {
+            e.guard_config(GuardConfig {
+                max_sessions: 1,
+                ..base_guard()
+            });
+            e.sessions(Ip::V4([192, 0, 2, 44]), 7, relay_common::guard::TRUSTED);
+            e.set_guard_state(
+                Ip::V4([192, 0, 2, 44]),
+                GuardState {
+                    packets_tat_ns: now_ns() + HOUR,
+                    invites_tat_ns: now_ns() + HOUR,
+                    ..Default::default()
+                },
+            );
+        })
+        .after(|e| e.guard_config(base_guard())),
+        fx(
             "SIP over TCP: packet rate only, no INVITE/session check",
             Frame::tcp(
                 Ip::V4([192, 0, 2, 50]),
