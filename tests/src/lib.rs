@@ -2,6 +2,7 @@
 
 pub mod netns;
 pub mod rtp;
+pub mod sip;
 
 /// A command line for showing: `VAR=value program arg arg`, arguments with spaces quoted.
 pub fn show_command(cmd: &std::process::Command) -> String {
