@@ -607,6 +607,16 @@ impl<M: Media> Core<M> {
                         let why = "no matching auth rule";
                         self.refuse(now, &key, &req, 403, why);
                         self.cdr_refused(wall, &req, &peer, None, 403, why);
+                        // A stranger trying number after number is enumerating or probing
+                        // for an open route: it counts like a failed password.
+                        if let Some(d) = self.ids.auth_failed(now, src) {
+                            warn!(%src, ban = ?d, "repeated calls matching no rule: banning the source");
+                            self.effects.push(Effect::Ban {
+                                ip: src,
+                                duration: d,
+                                reason: BanReason::Enumeration,
+                            });
+                        }
                         return;
                     }
                 }

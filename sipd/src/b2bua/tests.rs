@@ -377,6 +377,20 @@ fn no_matching_rule_is_403_with_a_cdr() {
     );
     assert!(w.take(VENDOR1).is_empty());
     assert_eq!(w.cdrs[0].result_code, 403);
+    // Probing on: the third refusal within the window bans the source.
+    for i in 0..2 {
+        w.from(
+            CARRIER,
+            &invite(&format!("call-y{i}"), &format!("z9hG4bK-y{i}"), "", true),
+        );
+    }
+    assert!(w.effects.iter().any(|e| matches!(
+        e,
+        Effect::Ban {
+            reason: BanReason::Enumeration,
+            ..
+        }
+    )));
 }
 
 fn digest_world() -> World {
