@@ -2,12 +2,13 @@
 //! Benchmarks write their results under `target/bench/` in the workspace root.
 
 mod relay;
+mod sip;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// Names `bench` accepts.
-const NAMES: &[&str] = &["relay"];
+const NAMES: &[&str] = &["relay", "sip"];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -17,6 +18,7 @@ fn main() -> ExitCode {
     };
     let r = match name.as_str() {
         "relay" => relay::run(rest),
+        "sip" => sip::run(rest),
         other => Err(anyhow::anyhow!(
             "unknown benchmark {other:?}; known: {}",
             NAMES.join(", ")

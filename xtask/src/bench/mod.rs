@@ -3,9 +3,12 @@
 //!
 //! The benchmarks live in their own crate because they need relay-user (the ng client, the XDP
 //! object), and xtask must build on a fresh machine before `cargo xtask setup` has installed the
-//! eBPF toolchain. So xtask only builds and starts them: `cargo build --release -p relay-user
-//! --bin relayd` (the relay under test), then `cargo run --release -p bench -- <name> [args...]`,
-//! passing the arguments through and exiting with the benchmark's exit code. Cargo's
+//! eBPF toolchain. So xtask only builds and starts them: the program under test (`relay`:
+//! `cargo build --release -p relay-user --bin relayd`; `sip`: `-p sipd --bin sipd`), then
+//! `cargo run --release -p bench -- <name> [args...]`, passing the arguments through and
+//! exiting with the benchmark's exit code. `all` runs each benchmark with its defaults.
+//! If sipd does not build, `sip` still runs (Kamailio's half) and reports sipd as failed
+//! rather than measuring a stale binary (`SBC_BENCH_SIPD_BUILD_FAILED`). Cargo's
 //! environment (`CARGO_TARGET_DIR` among it) is inherited, so the bench finds the `relayd` built
 //! next to it.
 
@@ -13,18 +16,45 @@ use std::process::Command;
 
 use crate::util;
 
-/// Names `cargo xtask bench` accepts (the `bench` binary's).
-pub const NAMES: &[&str] = &["relay"];
+/// Names `cargo xtask bench` accepts (the `bench` binary's, and `all`).
+pub const NAMES: &[&str] = &["relay", "sip", "all"];
 
-/// Builds relayd, runs the benchmark; `Ok(code)` is the benchmark's exit code.
+/// Builds what the benchmark measures, runs it; `Ok(code)` is the benchmark's exit code
+/// (for `all`, the first non-zero one).
 pub fn run(name: &str, args: &[String]) -> anyhow::Result<i32> {
     if !NAMES.contains(&name) {
         anyhow::bail!("unknown benchmark {name:?}; known: {}", NAMES.join(", "));
     }
-    let mut build = util::cargo();
-    build.args(["build", "--release", "-p", "relay-user", "--bin", "relayd"]);
-    util::run(&mut build)?;
+    if name == "all" {
+        if !args.is_empty() {
+            anyhow::bail!("`bench all` takes no arguments; run the benchmarks one by one");
+        }
+        let mut code = 0;
+        for n in NAMES.iter().filter(|n| **n != "all") {
+            let c = run(n, &[])?;
+            if code == 0 {
+                code = c;
+            }
+        }
+        return Ok(code);
+    }
+    let mut sipd_failed = false;
+    if name == "relay" {
+        let mut build = util::cargo();
+        build.args(["build", "--release", "-p", "relay-user", "--bin", "relayd"]);
+        util::run(&mut build)?;
+    } else if name == "sip" {
+        let mut build = util::cargo();
+        build.args(["build", "--release", "-p", "sipd", "--bin", "sipd"]);
+        if let Err(e) = util::run(&mut build) {
+            eprintln!("warning: {e:#}; the sipd half of the benchmark will fail");
+            sipd_failed = true;
+        }
+    }
     let mut cmd = bench_command(name, args);
+    if sipd_failed {
+        cmd.env("SBC_BENCH_SIPD_BUILD_FAILED", "1");
+    }
     println!("$ {}", util::show(&cmd));
     let status = cmd
         .status()
@@ -83,6 +113,6 @@ mod unit {
     #[test]
     fn unknown_name_fails_before_building() {
         let e = run("nope", &[]).unwrap_err();
-        assert!(e.to_string().contains("known: relay"), "{e}");
+        assert!(e.to_string().contains("known: relay, sip, all"), "{e}");
     }
 }
