@@ -158,7 +158,17 @@ impl Store {
 
     /// Adds `delta` (negative to debit) to the balance atomically; returns the new balance.
     pub fn adjust_balance(&self, id: Id, delta: Micros) -> Result<Micros, StoreError> {
-        self.write(|tx| {
+        let b = self.adjust_balance_unflushed(id, delta)?;
+        self.flush()?;
+        Ok(b)
+    }
+
+    pub(crate) fn adjust_balance_unflushed(
+        &self,
+        id: Id,
+        delta: Micros,
+    ) -> Result<Micros, StoreError> {
+        self.write_unflushed(|tx| {
             let Some(mut a) = tx.account(id)? else {
                 return abort(StoreError::NotFound {
                     kind: "account",

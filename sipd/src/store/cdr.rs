@@ -49,6 +49,12 @@ impl Record for Cdr {
 impl Store {
     /// Appends a CDR; durable when this returns.
     pub fn append_cdr(&self, call: CdrDraft) -> Result<Cdr, StoreError> {
+        let cdr = self.append_cdr_unflushed(call)?;
+        self.flush()?;
+        Ok(cdr)
+    }
+
+    pub(crate) fn append_cdr_unflushed(&self, call: CdrDraft) -> Result<Cdr, StoreError> {
         // The id is one past the last key, claimed with compare-and-swap from "absent": ids
         // stay dense and in write order, and a concurrent writer that took the same id makes
         // us retry instead of overwriting (append-only even against a bug elsewhere).
@@ -71,7 +77,6 @@ impl Store {
                 Some(encode(&cdr)?),
             )?;
             if swapped.is_ok() {
-                self.flush()?;
                 return Ok(cdr);
             }
         }

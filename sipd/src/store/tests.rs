@@ -326,3 +326,26 @@ fn second_open_while_held_is_a_clear_error() {
     let e = Store::open(dir.path()).unwrap_err();
     assert!(matches!(e, StoreError::Locked { .. }), "{e}");
 }
+
+#[test]
+fn settled_calls_debit_and_record_in_one_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    let mut acct = account("acme", None);
+    acct.balance = Micros(100_000);
+    let a = s.put_account(&acct).unwrap();
+    let errors = s.settle_calls(vec![
+        (draft("c1"), Some((a.id, Micros(12_000)))),
+        (draft("c2"), None),
+        (draft("c3"), Some((a.id + 999, Micros(1)))), // unknown account: its debit fails alone
+    ]);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    drop(s);
+    let s = Store::open(dir.path()).unwrap();
+    assert_eq!(s.account(a.id).unwrap().unwrap().balance, Micros(88_000));
+    let ids: Vec<String> = ok(s.cdrs(0, 10))
+        .into_iter()
+        .map(|c| c.call.call_id)
+        .collect();
+    assert_eq!(ids, ["c1", "c2", "c3"]);
+}
