@@ -443,6 +443,15 @@ fn attach_one(
             }
             Err(e) => {
                 last = chain(&e);
+                // EEXIST/EBUSY: another XDP program (another instance, or someone else's) holds
+                // the interface; say how to find and free it rather than a bare errno.
+                if last.contains("File exists") || last.contains("resource busy") {
+                    last.push_str(&format!(
+                        " (another XDP program is attached to {iface}: `ip link show {iface}` shows it; \
+                         if it is another SBC instance, `sipd cleanup` or `relayd --cleanup --instance <name>` \
+                         with that instance removes it)"
+                    ));
+                }
                 warn!(iface, %mode, error = %last, "XDP attach failed");
             }
         }

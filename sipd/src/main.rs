@@ -72,6 +72,11 @@ enum Command {
     /// SIGINT (calls in progress are then ended with BYE and their CDRs written). Logs go to
     /// standard error (RUST_LOG, default info); "sipd ready" is logged once SIP is listening.
     Run,
+    /// Detach this instance's XDP programs and remove its pinned maps. sipd leaves them in
+    /// place when it stops, so the kernel firewall (bans, deny list, SIP guard) keeps
+    /// protecting the host across a restart; this removes them for good, e.g. to free the
+    /// interface for another instance.
+    Cleanup,
 }
 
 #[derive(Subcommand)]
@@ -173,6 +178,22 @@ fn run(cmd: Command, config: Option<&Path>) -> Result<ExitCode> {
     if let Origin::File(f) = &origin {
         tracing::debug!(file = %f.display(), "configuration loaded");
     }
+    if matches!(cmd, Command::Cleanup) {
+        let d = &cfg.dataplane;
+        let c = relay_user::loader::detach(&d.instance, &d.interfaces)
+            .with_context(|| format!("cleaning up instance {}", d.instance))?;
+        if c.dir_removed {
+            println!(
+                "instance {}: detached {} XDP link(s), removed {} map pin(s)",
+                d.instance,
+                c.links.len(),
+                c.maps.len()
+            );
+        } else {
+            println!("instance {}: nothing pinned", d.instance);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     if matches!(cmd, Command::Run) {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -193,7 +214,7 @@ fn run(cmd: Command, config: Option<&Path>) -> Result<ExitCode> {
         Command::Cdrs(CdrsCommand::List { json, after, limit }) => {
             list_cdrs(&store, json, after, limit)
         }
-        Command::Run => unreachable!("handled above"),
+        Command::Run | Command::Cleanup => unreachable!("handled above"),
     }
 }
 
