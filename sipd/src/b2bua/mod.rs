@@ -1290,20 +1290,28 @@ impl<M: Media> Core<M> {
                 }
             }
             None => {
-                // A 2xx retransmission for an INVITE whose token is gone: re-ACK it.
+                // A 2xx for an INVITE whose token is gone: a retransmission of the answer we
+                // took (re-ACK it), or an answer after we gave up on the attempt (ACK and
+                // hang it up, or the vendor bills a call nobody hears).
                 if (200..300).contains(&code)
                     && resp.cseq().1 == "INVITE"
                     && let Some(k) = self.by_b.get(resp.call_id()).copied()
-                    && let Some(c) = self.calls.get(&k)
-                    && let (Some(ack), Some(b)) = (c.b_ack.as_ref(), c.b.as_ref())
+                    && let Some(c) = self.calls.remove(&k)
                 {
-                    let data = ack.to_bytes();
-                    let peer = b.peer;
-                    self.effects.push(Effect::Send(Send {
-                        peer,
-                        data,
-                        token: 0,
-                    }));
+                    match (c.b_ack.as_ref(), c.b.as_ref()) {
+                        (Some(ack), Some(b)) => {
+                            let data = ack.to_bytes();
+                            let peer = b.peer;
+                            self.effects.push(Effect::Send(Send {
+                                peer,
+                                data,
+                                token: 0,
+                            }));
+                        }
+                        _ if c.phase == Phase::Ended => self.ack_and_bye_stray(now, &c, &resp),
+                        _ => {}
+                    }
+                    self.calls.insert(k, c);
                 }
             }
         }

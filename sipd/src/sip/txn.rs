@@ -22,6 +22,8 @@ pub const T2: Duration = Duration::from_secs(4);
 pub const T4: Duration = Duration::from_secs(5);
 /// Timers B, F, H, J, L: 64·T1.
 pub const TIMEOUT: Duration = Duration::from_secs(32);
+/// Longest an INVITE may go from one provisional to the next without a final answer.
+pub const TIMER_C: Duration = Duration::from_secs(181);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Proto {
@@ -444,13 +446,18 @@ impl TxnLayer {
                     t.no_answer_by = None;
                     if invite {
                         t.next_retransmit = None;
+                        // Timer B stops in Proceeding (§17.1.1.2): a phone may ring for
+                        // minutes. Timer C (§16.6, > 3 min), re-armed by each provisional,
+                        // bounds an upstream that rings forever.
+                        t.expires = now + TIMER_C;
                     } else if t.next_retransmit.is_some() {
                         t.interval = T2;
                     }
-                    return ResponseVerdict::Deliver {
-                        token: t.token,
-                        invite,
-                    };
+                    let (token, exp) = (t.token, t.expires);
+                    if invite {
+                        self.arm(exp, TimerRef::Client(branch));
+                    }
+                    return ResponseVerdict::Deliver { token, invite };
                 }
                 t.state = CState::Completed;
                 t.next_retransmit = None;
@@ -740,6 +747,23 @@ mod tests {
             fired,
             vec![TxnTimeout::Client {
                 token: 7,
+                invite: true
+            }]
+        );
+    }
+
+    #[test]
+    fn a_ringing_invite_does_not_time_out_at_timer_b() {
+        let mut l = TxnLayer::new(Some(Duration::from_secs(3)));
+        let t0 = Instant::now();
+        let inv = invite();
+        l.send_request(t0, &inv, peer(Proto::Udp), 5);
+        l.on_response(t0, &inv.response(180, Some("t")));
+        assert!(l.on_timeout(t0 + Duration::from_secs(120)).is_empty());
+        assert_eq!(
+            l.on_timeout(t0 + TIMER_C),
+            vec![TxnTimeout::Client {
+                token: 5,
                 invite: true
             }]
         );
