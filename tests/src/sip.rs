@@ -126,9 +126,13 @@ impl Sipp {
             .args(["-nostdin", "-t", self.transport])
             .args(["-i", &self.local.ip().to_string()])
             .args(["-p", &self.local.port().to_string()])
-            // sipp binds an RTP echo socket even when nobody uses it: keep it out of the way
-            // of our RTP sockets and of other sipps in the namespace.
-            .args(["-mp", &(40_000 + self.local.port() % 20_000).to_string()])
+            // sipp binds RTP echo sockets (audio and video: port and port + 2, with their RTCP)
+            // even when nobody uses them: keep them out of the way of our RTP sockets and of
+            // other sipps in the namespace.
+            .args([
+                "-mp",
+                &(40_000 + (self.local.port() % 2000) * 8).to_string(),
+            ])
             .args(["-m", &self.calls.to_string()])
             .args(["-d", &self.pause.as_millis().to_string()])
             .args(["-timeout", &format!("{}s", self.deadline.as_secs().max(1))])
@@ -804,6 +808,28 @@ pub fn sdp_media(body: &str) -> Option<SocketAddr> {
     Some(SocketAddr::new(ip?, port?))
 }
 
+/// INVITEs with a NUL byte, which no SIP grammar rule allows (RFC 3261 §25.1): one in the
+/// Request-URI (`sip:100` → `sip\0100`), one in the From tag. Each deserves a 400.
+pub fn nul_bytes(local: SocketAddr, remote: SocketAddr) -> Vec<(&'static str, Vec<u8>)> {
+    let msg = |k: &str| {
+        format!(
+            "INVITE sip:100@{remote} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-nul{k}\r\n\
+             From: <sip:1@{local}>;tag=x\r\nTo: <sip:100@{remote}>\r\nCall-ID: nul{k}@x\r\n\
+             CSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )
+        .into_bytes()
+    };
+    let mut uri = msg("u");
+    uri[10] = 0;
+    let mut tag = msg("t");
+    let at = tag.windows(5).position(|w| w == b"tag=x").expect("tag") + 4;
+    tag[at] = 0;
+    vec![
+        ("NUL in the Request-URI", uri),
+        ("NUL in the From tag", tag),
+    ]
+}
+
 /// Malformed SIP for a robustness burst: garbage, truncated and missing headers, a lying
 /// Content-Length, an oversized datagram. Each entry: (what, bytes).
 pub fn malformed_messages(local: SocketAddr, remote: SocketAddr) -> Vec<(&'static str, Vec<u8>)> {
@@ -865,11 +891,6 @@ pub fn malformed_messages(local: SocketAddr, remote: SocketAddr) -> Vec<(&'stati
             "header without colon",
             base("k", "This is not a header\r\n", "0"),
         ),
-        ("nul bytes", {
-            let mut b = base("z", "", "0");
-            b[10] = 0;
-            b
-        }),
         ("oversized", {
             let mut b = base("o", &format!("X-Pad: {}\r\n", "a".repeat(60_000)), "0");
             b.truncate(65_000);

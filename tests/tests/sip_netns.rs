@@ -5,14 +5,24 @@
 //! `direct_*`: the sipp scenario pairs against each other with no SBC in the path (the relay
 //! namespace only routes), proving each scenario, the trace parsing and the media check.
 //!
+//! `sbc_*`: `sipd run` in the relay namespace (SIP and media on the relay's carrier-facing
+//! address), provisioned with `sipd import`, the carrier calling it and it calling the vendor.
+//! Each asserts the SIP responses the carrier got (and their Warning), that media went through
+//! the relay both ways byte for byte, and the CDRs (`sipd cdrs list --json`, read after sipd
+//! stopped). The basic calls run on both data planes (generic XDP and userspace), the rest on
+//! XDP.
+//!
 //! The scenarios share the machine's two cores, so they run one at a time (a lock), and every
 //! load is bounded.
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::process::Stdio;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use tests::netns::{Topology, TopologyOptions};
+use serde_json::Value;
+use tests::netns::{NsChild, Topology, TopologyOptions};
 use tests::require_privileged;
 use tests::rtp;
 use tests::sip::{self, MediaCheck, RawSip, Sipp, SippOutcome};
@@ -412,5 +422,1040 @@ fn direct_raw_carrier_call() {
         uas.trace.call_ids_received("INVITE"),
         vec![call.call_id.clone()],
         "{uas}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Phase 2: through sipd.
+// ---------------------------------------------------------------------------------------------
+
+/// sipd as built by this workspace; built here once per test process (so a stale binary from
+/// an earlier build is never what gets tested).
+fn sipd_bin() -> PathBuf {
+    static BUILT: Mutex<Option<PathBuf>> = Mutex::new(None);
+    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(p) = built.as_ref() {
+        return p.clone();
+    }
+    // target/<profile>/deps/<this test> -> target/<profile>/sipd
+    let exe = std::env::current_exe().expect("current_exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("test binary lives in target/<profile>/deps")
+        .to_path_buf();
+    let release = profile_dir.file_name().is_some_and(|n| n == "release");
+    let mut cmd = std::process::Command::new(env!("CARGO"));
+    cmd.args(["build", "-q", "-p", "sipd", "--bin", "sipd"]);
+    if release {
+        cmd.arg("--release");
+    }
+    cmd.env(
+        "CARGO_TARGET_DIR",
+        profile_dir.parent().expect("target dir"),
+    );
+    let st = cmd.status().expect("run cargo build for sipd");
+    assert!(st.success(), "building sipd failed");
+    let bin = profile_dir.join("sipd");
+    *built = Some(bin.clone());
+    bin
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Plane {
+    /// Generic (skb) XDP: the kernel relays media; works on veths without peer programs.
+    Xdp,
+    Userspace,
+}
+
+impl Plane {
+    fn mode(self) -> &'static str {
+        match self {
+            Plane::Xdp => "xdp-skb",
+            Plane::Userspace => "userspace",
+        }
+    }
+}
+
+/// What a test provisions: one tariff, one or two vendor connections, one carrier account.
+#[derive(Clone, Debug)]
+struct Prov {
+    /// Per minute, decimal.
+    rate: &'static str,
+    expected_call_secs: u64,
+    balance: &'static str,
+    cps_limit: u32,
+    max_sessions: u32,
+    max_call_secs: u64,
+    /// Digest credentials; None: the rule authenticates by source address alone.
+    digest: Option<(&'static str, &'static str)>,
+    cli_prefix: &'static str,
+    cld_prefix: &'static str,
+    /// (port on the vendor host, max_channels, priority) per connection.
+    vendors: Vec<(u16, u32, u32)>,
+    vendor_cps: u32,
+}
+
+impl Default for Prov {
+    fn default() -> Prov {
+        Prov {
+            rate: "0.60",
+            expected_call_secs: 60,
+            balance: "100.00",
+            cps_limit: 20,
+            max_sessions: 20,
+            max_call_secs: 3600,
+            digest: None,
+            cli_prefix: "44",
+            cld_prefix: "33",
+            vendors: vec![(SIP_PORT, 20, 10)],
+            vendor_cps: 50,
+        }
+    }
+}
+
+impl Prov {
+    fn toml(&self, net: &Net) -> String {
+        let vendor_ip = net.topo.callee_if.ip(false);
+        let carrier_ip = net.topo.caller_if.ip(false);
+        let mut t = format!(
+            "[[tariff]]\nname = \"std\"\nrate_per_minute = \"{}\"\nexpected_call_secs = {}\n\
+             initial_increment_secs = 1\nincrement_secs = 1\n\n",
+            self.rate, self.expected_call_secs
+        );
+        for (i, (port, channels, prio)) in self.vendors.iter().enumerate() {
+            t += &format!(
+                "[[connection]]\nname = \"vendor-{i}\"\ndestination = \"{vendor_ip}:{port}\"\n\
+                 transport = \"udp\"\ncld_prefixes = [\"{}\"]\nmax_channels = {channels}\n\
+                 cps_limit = {}\npriority = {prio}\n\n",
+                self.cld_prefix, self.vendor_cps
+            );
+        }
+        t += &format!(
+            "[[account]]\nname = \"carrier-a\"\ntariff = \"std\"\nbalance = \"{}\"\n\
+             cps_limit = {}\nmax_sessions = {}\nmax_call_secs = {}\n",
+            self.balance, self.cps_limit, self.max_sessions, self.max_call_secs
+        );
+        if let Some((u, p)) = self.digest {
+            t += &format!("sip = {{ username = \"{u}\", password = \"{p}\" }}\n");
+        }
+        t += &format!(
+            "\n[[account.rule]]\nname = \"office\"\nremote = \"{carrier_ip}/32\"\n\
+             cli = {{ prefix = \"{}\" }}\ncld = {{ prefix = \"{}\" }}\nip_only = {}\n",
+            self.cli_prefix,
+            self.cld_prefix,
+            self.digest.is_none()
+        );
+        t
+    }
+}
+
+/// `sipd run` in the relay namespace, with its own data directory and BPF instance.
+struct Sbc {
+    plane: Plane,
+    dir: PathBuf,
+    config: PathBuf,
+    log: PathBuf,
+    instance: String,
+    child: Option<NsChild>,
+    /// SIP and media address (the relay's carrier-facing one).
+    addr: IpAddr,
+}
+
+impl Sbc {
+    /// Writes sbc.toml (with `extra` appended inside the right tables via `sections`), imports
+    /// `prov`, starts sipd and waits for "sipd ready".
+    fn start(net: &Net, plane: Plane, prov: &Prov, media_timeout_secs: u64) -> Sbc {
+        let instance = format!("sbct{}s{}", std::process::id(), net.topo.id());
+        let dir = std::env::temp_dir().join(format!("{instance}-sipd"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("sipd dir");
+        let addr = net.topo.relay_caller_if.ip(false);
+        let config = dir.join("sbc.toml");
+        let toml = format!(
+            "data_dir = \"{data}\"\n\n[sip]\nudp = [\"{addr}:{SIP_PORT}\"]\ntcp = [\"{addr}:{SIP_PORT}\"]\n\
+             failover_secs = 2\n\n[auth]\nrealm = \"sbc\"\nalgorithms = [\"MD5\"]\n\n\
+             [media]\naddress = \"{addr}\"\nport_min = 30000\nport_max = 30999\n\
+             timeout_secs = {media_timeout_secs}\n\n[dataplane]\nmode = \"{mode}\"\n\
+             interfaces = [\"{a}\", \"{b}\"]\ninstance = \"{instance}\"\n",
+            data = dir.join("data").display(),
+            mode = plane.mode(),
+            a = net.topo.relay_caller_if.dev,
+            b = net.topo.relay_callee_if.dev,
+        );
+        std::fs::write(&config, toml).expect("write sbc.toml");
+        let prov_file = dir.join("prov.toml");
+        std::fs::write(&prov_file, prov.toml(net)).expect("write prov.toml");
+        let out = std::process::Command::new(sipd_bin())
+            .arg("-c")
+            .arg(&config)
+            .arg("import")
+            .arg(&prov_file)
+            .output()
+            .expect("run sipd import");
+        assert!(
+            out.status.success(),
+            "sipd import failed: {}{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            prov.toml(net)
+        );
+        let log = dir.join("sipd.log");
+        let logf = std::fs::File::create(&log).expect("log file");
+        let mut cmd = net.topo.relay.command(sipd_bin());
+        cmd.arg("-c")
+            .arg(&config)
+            .arg("run")
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(logf.try_clone().expect("log"))
+            .stderr(logf);
+        let child = NsChild::spawn(&mut cmd).expect("spawn sipd run");
+        let mut sbc = Sbc {
+            plane,
+            dir,
+            config,
+            log,
+            instance,
+            child: Some(child),
+            addr,
+        };
+        let end = Instant::now() + Duration::from_secs(20);
+        while !sbc.log_text().contains("sipd ready") {
+            if let Some(st) = sbc.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("sipd exited ({st}) before ready:\n{}", sbc.log_text());
+            }
+            assert!(
+                Instant::now() < end,
+                "no \"sipd ready\" in 20 s:\n{}",
+                sbc.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        sbc
+    }
+
+    fn sip(&self) -> SocketAddr {
+        SocketAddr::new(self.addr, SIP_PORT)
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn alive(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// SIGTERM, and the exit must be clean (0) within 10 s.
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let st = c.stop(Duration::from_secs(10)).expect("stop sipd");
+            assert!(
+                st.success(),
+                "sipd did not exit cleanly on SIGTERM: {st:?}\n{}",
+                self.log_text()
+            );
+        }
+    }
+
+    /// Stops sipd and reads its CDRs.
+    fn cdrs(&mut self) -> Vec<Value> {
+        self.stop();
+        let out = std::process::Command::new(sipd_bin())
+            .arg("-c")
+            .arg(&self.config)
+            .args(["cdrs", "list", "--json"])
+            .output()
+            .expect("sipd cdrs list");
+        assert!(
+            out.status.success(),
+            "sipd cdrs list: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        match serde_json::from_slice::<Value>(&out.stdout) {
+            Ok(Value::Array(v)) => v,
+            other => panic!(
+                "cdrs list --json is not an array: {other:?}: {}",
+                String::from_utf8_lossy(&out.stdout)
+            ),
+        }
+    }
+}
+
+impl Drop for Sbc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.stop(Duration::from_secs(5));
+        }
+        // Pins of this instance (maps, XDP links); the interfaces go with the namespaces.
+        let _ = std::fs::remove_dir_all(format!("/sys/fs/bpf/{}", self.instance));
+        if std::env::var_os("SBCT_KEEP").is_none() && !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        } else {
+            eprintln!("sipd files kept in {}", self.dir.display());
+        }
+    }
+}
+
+/// One CDR's field as a string or number.
+fn field<'a>(cdr: &'a Value, k: &str) -> &'a Value {
+    cdr.get(k).unwrap_or(&Value::Null)
+}
+
+#[track_caller]
+fn only_cdr(cdrs: &[Value]) -> &Value {
+    assert_eq!(cdrs.len(), 1, "one CDR: {cdrs:#?}");
+    &cdrs[0]
+}
+
+#[track_caller]
+fn assert_refused(uac: &SippOutcome, code: u16, warning: &str) {
+    let finals = uac.trace.finals("INVITE");
+    let last = finals
+        .iter()
+        .rev()
+        .find(|m| m.status() != Some(401))
+        .unwrap_or_else(|| panic!("no final response:\n{uac}"));
+    assert_eq!(last.status(), Some(code), "{uac}");
+    assert!(
+        last.headers("Warning").iter().any(|w| w.contains(warning)),
+        "Warning containing {warning:?} in:\n{}",
+        last.text
+    );
+}
+
+/// The carrier and vendor were both told to send to the relay (never to each other), and
+/// media flowed both ways through it, every byte intact.
+#[track_caller]
+fn assert_relayed(net: &Net, sbc: &Sbc, m: &Media) {
+    assert_eq!(
+        m.at_carrier.ip(),
+        sbc.addr,
+        "carrier's SDP answer points at the relay"
+    );
+    assert_eq!(
+        m.at_vendor.ip(),
+        sbc.addr,
+        "vendor's SDP offer points at the relay"
+    );
+    assert_ne!(m.at_carrier, net.vendor_rtp_addr());
+    assert_ne!(m.at_vendor, net.carrier_rtp_addr());
+    m.check.assert_lossless();
+    let (at_vendor_from, at_carrier_from) = m.check.sources();
+    assert!(
+        at_vendor_from.iter().all(|a| a.ip() == sbc.addr),
+        "vendor got media from the relay only: {at_vendor_from:?}"
+    );
+    assert!(
+        at_carrier_from.iter().all(|a| a.ip() == sbc.addr),
+        "carrier got media from the relay only: {at_carrier_from:?}"
+    );
+}
+
+/// A whole answered call through sipd with media checked; returns the CDRs.
+fn answered_call(plane: Plane, prov: Prov, auth: Option<(&str, &str)>) -> Vec<Value> {
+    let net = Net::new();
+    let mut sbc = Sbc::start(&net, plane, &prov, 60);
+    let mut uas = net.uas("uas.xml", SIP_PORT, 1, Duration::from_millis(100));
+    let mut c = net.uac("uac.xml", sbc.sip(), Duration::from_millis(2500));
+    c.auth = auth.map(|(u, p)| (u.to_string(), p.to_string()));
+    let mut uac = c.spawn(&net.topo.caller).expect("uac");
+    let m = net.media(&mut uac, &mut uas, "MEDIA");
+    let (uac, uas) = (uac.finish(), uas.finish());
+    uac.assert_ok();
+    uas.assert_ok();
+    let finals = uac.trace.final_counts("INVITE");
+    assert_eq!(finals.get(&200), Some(&1), "{uac}");
+    if auth.is_some() {
+        assert_eq!(finals.get(&401), Some(&1), "challenged first: {uac}");
+    }
+    assert_relayed(&net, &sbc, &m);
+    assert_eq!(sbc.plane, plane);
+    assert!(
+        sbc.log_text().contains(plane.mode())
+            || sbc.log_text().contains(&plane.mode().replace('-', " ")),
+        "sipd says which data plane runs:\n{}",
+        sbc.log_text()
+    );
+    // Topology hiding: the vendor sees sipd, not the carrier.
+    let inv = &uas.trace.requests_received("INVITE")[0];
+    assert!(
+        !inv.text.contains(&net.topo.caller_if.ipv4.to_string()),
+        "carrier address leaked to the vendor:\n{}",
+        inv.text
+    );
+    let cdrs = sbc.cdrs();
+    let cdr = only_cdr(&cdrs);
+    let call_id = uac
+        .trace
+        .sent()
+        .next()
+        .and_then(|m| m.header("Call-ID"))
+        .unwrap_or("")
+        .to_string();
+    assert_eq!(field(cdr, "call_id"), &Value::from(call_id), "{cdr:#}");
+    assert_eq!(field(cdr, "result_code"), &Value::from(200), "{cdr:#}");
+    assert_eq!(
+        field(cdr, "reason"),
+        &Value::from("caller hung up"),
+        "{cdr:#}"
+    );
+    assert!(field(cdr, "account_id").is_number(), "{cdr:#}");
+    assert!(field(cdr, "connection_id").is_number(), "{cdr:#}");
+    assert!(field(cdr, "answer_ms").is_number(), "{cdr:#}");
+    let secs = field(cdr, "duration_secs").as_u64().unwrap_or(0);
+    assert!((2..=5).contains(&secs), "held ~2.5 s: {cdr:#}");
+    assert!(
+        field(cdr, "caller")
+            .as_str()
+            .is_some_and(|c| c.contains(CLI)),
+        "{cdr:#}"
+    );
+    assert!(
+        field(cdr, "callee")
+            .as_str()
+            .is_some_and(|c| c.contains(CLD)),
+        "{cdr:#}"
+    );
+    cdrs
+}
+
+fn ip_auth_call(plane: Plane) {
+    require_privileged!();
+    require_sipp!();
+    let _s = serial();
+    let cdrs = answered_call(plane, Prov::default(), None);
+    // 0.60 per minute, 1 s increments: 0.01 per second held.
+    let cost = cost_micros(&cdrs[0]);
+    let secs = field(&cdrs[0], "duration_secs").as_u64().unwrap_or(0);
+    assert_eq!(cost, secs * 10_000, "{:#}", cdrs[0]);
+}
+
+/// `cost` as integer micro-units, whether sipd writes a number or a decimal string.
+fn cost_micros(cdr: &Value) -> u64 {
+    match field(cdr, "cost") {
+        Value::Number(n) => n.as_u64().unwrap_or(u64::MAX),
+        Value::String(s) => {
+            let (int, frac) = s.split_once('.').unwrap_or((s, ""));
+            let frac = format!("{frac:0<6}");
+            int.parse::<u64>().unwrap_or(u64::MAX) * 1_000_000
+                + frac[..6].parse::<u64>().unwrap_or(0)
+        }
+        _ => u64::MAX,
+    }
+}
+
+#[test]
+fn sbc_ip_auth_call_xdp() {
+    ip_auth_call(Plane::Xdp);
+}
+
+#[test]
+fn sbc_ip_auth_call_userspace() {
+    ip_auth_call(Plane::Userspace);
+}
+
+fn digest_call(plane: Plane) {
+    require_privileged!();
+    require_sipp!();
+    let _s = serial();
+    let prov = Prov {
+        digest: Some(("carrier-a", "s3cret")),
+        ..Prov::default()
+    };
+    answered_call(plane, prov, Some(("carrier-a", "s3cret")));
+}
+
+#[test]
+fn sbc_digest_auth_call_xdp() {
+    digest_call(Plane::Xdp);
+}
+
+#[test]
+fn sbc_digest_auth_call_userspace() {
+    digest_call(Plane::Userspace);
+}
+
+/// A call that must be refused: one UAC call, no vendor involved (a vendor UAS runs to catch
+/// any INVITE that should not have reached it).
+fn refused_call(
+    prov: Prov,
+    cli: &str,
+    auth: Option<(&str, &str)>,
+    code: u16,
+    warning: &str,
+) -> Vec<Value> {
+    let net = Net::new();
+    let mut sbc = Sbc::start(&net, Plane::Xdp, &prov, 60);
+    let uas = net.uas("uas.xml", SIP_PORT, 1, Duration::ZERO);
+    let mut c = net.uac("uac.xml", sbc.sip(), Duration::ZERO);
+    c.vars[0].1 = cli.to_string();
+    c.auth = auth.map(|(u, p)| (u.to_string(), p.to_string()));
+    let uac = c.spawn(&net.topo.caller).expect("uac").finish();
+    uac.assert_ok();
+    assert_refused(&uac, code, warning);
+    drop(uas);
+    assert!(sbc.alive(), "sipd still running");
+    let cdrs = sbc.cdrs();
+    let cdr = only_cdr(&cdrs);
+    assert_eq!(field(cdr, "result_code"), &Value::from(code), "{cdr:#}");
+    assert!(
+        field(cdr, "reason")
+            .as_str()
+            .is_some_and(|r| r.contains(warning)),
+        "CDR reason has {warning:?}: {cdr:#}"
+    );
+    assert_eq!(field(cdr, "duration_secs"), &Value::from(0), "{cdr:#}");
+    assert_eq!(cost_micros(cdr), 0, "{cdr:#}");
+    cdrs
+}
+
+#[test]
+fn sbc_wrong_password_403() {
+    require_privileged!();
+    require_sipp!();
+    let _s = serial();
+    let prov = Prov {
+        digest: Some(("carrier-a", "s3cret")),
+        ..Prov::default()
+    };
+    refused_call(
+        prov,
+        CLI,
+        Some(("carrier-a", "wrong")),
+        403,
+        "bad credentials",
+    );
+}
+
+#[test]
+fn sbc_cli_rule_mismatch_403() {
+    require_privileged!();
+    require_sipp!();
+    let _s = serial();
+    // The rule wants CLIs starting 44; this carrier sends 55...
+    refused_call(
+        Prov::default(),
+        "5512345",
+        None,
+        403,
+        "no matching auth rule",
+    );
+}
+
+#[test]
+fn sbc_cld_rule_mismatch_403() {
+    require_privileged!();
+    require_sipp!();
+    let _s = serial();
+    let prov = Prov {
+        cld_prefix: "34",
+        ..Prov::default()
+    };
+    refused_call(prov, CLI, None, 403, "no matching auth rule");
+}
+
+#[test]
+fn sbc_balance_exhausted_402() {
+    require_privileged!();
+    require_sipp!();
+    let _s = serial();
+    // 0.60/min x 60 s expected = 0.60 needed; 0.10 there.
+    let prov = Prov {
+        balance: "0.10",
+        ..Prov::default()
+    };
+    refused_call(prov, CLI, None, 402, "insufficient balance");
+}
+
+#[test]
+fn sbc_no_route_404() {
+    require_privileged!();
+    require_sipp!();
+    let _s = serial();
+    // Authenticated and admitted, but no connection at all.
+    let prov = Prov {
+        vendors: vec![],
+        ..Prov::default()
+    };
+    refused_call(prov, CLI, None, 404, "no route");
+}
+
+/// Several calls from the carrier at once: (uac outcome, cdrs).
+fn burst(prov: Prov, calls: u32, rate: u32, hold: Duration) -> (SippOutcome, Vec<Value>) {
+    let net = Net::new();
+    let mut sbc = Sbc::start(&net, Plane::Xdp, &prov, 60);
+    let uas = net.uas("uas.xml", SIP_PORT, calls, Duration::ZERO);
+    let mut c = net.uac("uac.xml", sbc.sip(), hold);
+    c.calls = calls;
+    c.rate = Some((rate, Duration::from_secs(1)));
+    c.limit = Some(calls);
+    let uac = c.spawn(&net.topo.caller).expect("uac").finish();
+    drop(uas);
+    uac.assert_ok();
+    let cdrs = sbc.cdrs();
+    (uac, cdrs)
+}
+
+fn count_results(cdrs: &[Value]) -> std::collections::BTreeMap<u64, usize> {
+    let mut m = std::collections::BTreeMap::new();
+    for c in cdrs {
+        *m.entry(field(c, "result_code").as_u64().unwrap_or(0))
+            .or_insert(0) += 1;
+    }
+    m
+}
+
+#[test]
+fn sbc_account_cps_limit_503() {
+    require_privileged!();
+    require_sipp!();
+    let _s = serial();
+    let prov = Prov {
+        cps_limit: 2,
+        ..Prov::default()
+    };
+    // 6 calls within a second against 2 per second.
+    let (uac, cdrs) = burst(prov, 6, 12, Duration::from_millis(200));
+    let finals = uac.trace.final_counts("INVITE");
+    let ok = finals.get(&200).copied().unwrap_or(0);
+    let busy = finals.get(&503).copied().unwrap_or(0);
+    assert!(
+        (2..=3).contains(&ok),
+        "2 (or 3 across a second boundary) admitted: {finals:?}\n{uac}"
+    );
+    assert_eq!(ok + busy, 6, "{finals:?}\n{uac}");
+    for m in uac
+        .trace
+        .finals("INVITE")
+        .iter()
+        .filter(|m| m.status() == Some(503))
+    {
+        assert!(
+            m.headers("Warning")
+                .iter()
+                .any(|w| w.contains("account CPS limit")),
+            "{}",
+            m.text
+        );
+        assert!(m.header("Retry-After").is_some(), "{}", m.text);
+    }
+    assert_eq!(cdrs.len(), 6, "one CDR per attempt: {cdrs:#?}");
+    assert_eq!(
+        count_results(&cdrs).get(&503).copied().unwrap_or(0),
+        busy,
+        "{cdrs:#?}"
+    );
+}
+
+#[test]
+fn sbc_account_session_limit_486() {
+    require_privileged!();
+    require_sipp!();
+    let _s = serial();
+    let prov = Prov {
+        max_sessions: 2,
+        ..Prov::default()
+    };
+    // 3 calls held 2 s each, started 100 ms apart: the third finds two in progress.
+    let (uac, cdrs) = burst(prov, 3, 10, Duration::from_millis(2000));
+    let finals = uac.trace.final_counts("INVITE");
+    assert_eq!(finals, [(200, 2), (486, 1)].into_iter().collect(), "{uac}");
+    assert_refused_any(&uac, 486, "account session limit");
+    assert_eq!(
+        count_results(&cdrs),
+        [(200, 2), (486, 1)].into_iter().collect(),
+        "{cdrs:#?}"
+    );
+}
+
+#[test]
+fn sbc_upstream_channel_cap_503() {
+    require_privileged!();
+    require_sipp!();
+    let _s = serial();
+    let prov = Prov {
+        vendors: vec![(SIP_PORT, 1, 10)],
+        ..Prov::default()
+    };
+    let (uac, cdrs) = burst(prov, 2, 10, Duration::from_millis(2000));
+    let finals = uac.trace.final_counts("INVITE");
+    assert_eq!(finals, [(200, 1), (503, 1)].into_iter().collect(), "{uac}");
+    assert_refused_any(&uac, 503, "upstream capacity");
+    assert_eq!(
+        count_results(&cdrs),
+        [(200, 1), (503, 1)].into_iter().collect(),
+        "{cdrs:#?}"
+    );
+}
+
+#[track_caller]
+fn assert_refused_any(uac: &SippOutcome, code: u16, warning: &str) {
+    let refusals: Vec<_> = uac
+        .trace
+        .finals("INVITE")
+        .into_iter()
+        .filter(|m| m.status() == Some(code))
+        .collect();
+    assert!(!refusals.is_empty(), "no {code}:\n{uac}");
+    for m in refusals {
+        assert!(
+            m.headers("Warning").iter().any(|w| w.contains(warning)),
+            "Warning containing {warning:?} in:\n{}",
+            m.text
+        );
+    }
+}
+
+#[test]
+fn sbc_failover_to_second_vendor() {
+    require_privileged!();
+    require_sipp!();
+    let _s = serial();
+    let net = Net::new();
+    let prov = Prov {
+        vendors: vec![(SIP_PORT, 10, 10), (SIP_PORT + 2, 10, 20)],
+        ..Prov::default()
+    };
+    let mut sbc = Sbc::start(&net, Plane::Xdp, &prov, 60);
+    let down = net.uas("uas_503.xml", SIP_PORT, 1, Duration::ZERO);
+    let mut up = net.uas("uas.xml", SIP_PORT + 2, 1, Duration::ZERO);
+    let mut uac = net
+        .uac("uac.xml", sbc.sip(), Duration::from_millis(2500))
+        .spawn(&net.topo.caller)
+        .expect("uac");
+    let m = net.media(&mut uac, &mut up, "MEDIA");
+    let (uac, up, down) = (uac.finish(), up.finish(), down.finish());
+    uac.assert_ok();
+    up.assert_ok();
+    down.assert_ok();
+    assert_finals(&uac, &[(200, 1)]);
+    assert_eq!(
+        down.trace.requests_received("INVITE").len(),
+        1,
+        "first vendor tried: {down}"
+    );
+    assert_eq!(
+        down.trace.requests_received("ACK").len(),
+        1,
+        "its 503 ACKed: {down}"
+    );
+    assert_relayed(&net, &sbc, &m);
+    let cdrs = sbc.cdrs();
+    let cdr = only_cdr(&cdrs);
+    assert_eq!(field(cdr, "result_code"), &Value::from(200), "{cdr:#}");
+    assert!(field(cdr, "connection_id").is_number(), "{cdr:#}");
+}
+
+/// A call that sipd ends by itself (BYE to both legs); `talk`: 1 s of media first, checked.
+/// Returns how long the carrier's call lasted and the CDRs.
+fn sbc_ends_call(prov: Prov, media_timeout: u64, talk: bool) -> (Duration, Vec<Value>) {
+    let net = Net::new();
+    let mut sbc = Sbc::start(&net, Plane::Xdp, &prov, media_timeout);
+    let mut uas = net.uas("uas.xml", SIP_PORT, 1, Duration::ZERO);
+    let mut c = net.uac("uac_recv_bye.xml", sbc.sip(), Duration::ZERO);
+    c.deadline = Duration::from_secs(20);
+    let t0 = Instant::now();
+    let mut uac = c.spawn(&net.topo.caller).expect("uac");
+    let m = net.media(&mut uac, &mut uas, "MEDIA");
+    if talk {
+        assert_relayed(&net, &sbc, &m);
+    }
+    let uac = uac.finish();
+    let took = t0.elapsed();
+    let uas = uas.finish();
+    uac.assert_ok();
+    uas.assert_ok();
+    assert_eq!(
+        uac.trace.requests_received("BYE").len(),
+        1,
+        "BYE to the carrier: {uac}"
+    );
+    assert_eq!(
+        uas.trace.requests_received("BYE").len(),
+        1,
+        "BYE to the vendor: {uas}"
+    );
+    let cdrs = sbc.cdrs();
+    (took, cdrs)
+}
+
+#[test]
+fn sbc_max_duration_cut_off() {
+    require_privileged!();
+    require_sipp!();
+    let _s = serial();
+    let prov = Prov {
+        max_call_secs: 3,
+        ..Prov::default()
+    };
+    let (took, cdrs) = sbc_ends_call(prov, 60, true);
+    assert!(
+        took >= Duration::from_secs(3) && took < Duration::from_secs(7),
+        "cut at ~3 s, took {took:?}"
+    );
+    let cdr = only_cdr(&cdrs);
+    assert_eq!(
+        field(cdr, "reason"),
+        &Value::from("max duration"),
+        "{cdr:#}"
+    );
+    assert_eq!(field(cdr, "result_code"), &Value::from(200), "{cdr:#}");
+    let secs = field(cdr, "duration_secs").as_u64().unwrap_or(0);
+    assert!((3..=4).contains(&secs), "{cdr:#}");
+}
+
+#[test]
+fn sbc_media_timeout_bye_both_ways() {
+    require_privileged!();
+    require_sipp!();
+    let _s = serial();
+    // 1 s of media, then silence; media timeout 2 s.
+    let (took, cdrs) = sbc_ends_call(Prov::default(), 2, true);
+    assert!(
+        took < Duration::from_secs(10),
+        "media timeout fired, took {took:?}"
+    );
+    let cdr = only_cdr(&cdrs);
+    assert_eq!(
+        field(cdr, "reason"),
+        &Value::from("media timeout"),
+        "{cdr:#}"
+    );
+}
+
+#[test]
+fn sbc_cancel_before_answer() {
+    require_privileged!();
+    require_sipp!();
+    let _s = serial();
+    let net = Net::new();
+    let mut sbc = Sbc::start(&net, Plane::Xdp, &Prov::default(), 60);
+    let uas = net.uas("uas_ring.xml", SIP_PORT, 1, Duration::ZERO);
+    let uac = net
+        .uac("uac_cancel.xml", sbc.sip(), Duration::ZERO)
+        .spawn(&net.topo.caller)
+        .expect("uac")
+        .finish();
+    let uas = uas.finish();
+    uac.assert_ok();
+    uas.assert_ok();
+    assert_finals(&uac, &[(487, 1)]);
+    assert_eq!(
+        uas.trace.requests_received("CANCEL").len(),
+        1,
+        "CANCEL passed on: {uas}"
+    );
+    let cdrs = sbc.cdrs();
+    let cdr = only_cdr(&cdrs);
+    assert_eq!(field(cdr, "result_code"), &Value::from(487), "{cdr:#}");
+    assert_eq!(field(cdr, "reason"), &Value::from("cancelled"), "{cdr:#}");
+    assert_eq!(cost_micros(cdr), 0, "{cdr:#}");
+}
+
+#[test]
+fn sbc_reinvite_mid_call() {
+    require_privileged!();
+    require_sipp!();
+    let _s = serial();
+    let net = Net::new();
+    let mut sbc = Sbc::start(&net, Plane::Xdp, &Prov::default(), 60);
+    let mut uas = net.uas("uas.xml", SIP_PORT, 1, Duration::ZERO);
+    let mut uac = net
+        .uac("uac_reinvite.xml", sbc.sip(), Duration::from_millis(2500))
+        .spawn(&net.topo.caller)
+        .expect("uac");
+    let before = net.media(&mut uac, &mut uas, "MEDIA");
+    assert_relayed(&net, &sbc, &before);
+    let again = uac
+        .wait_media("REMEDIA", Duration::from_secs(10))
+        .expect("re-INVITE answered");
+    assert_eq!(again.ip(), sbc.addr, "re-INVITE answer points at the relay");
+    let vendor_again = uas
+        .media("REINVITE")
+        .first()
+        .map(|(_, a)| *a)
+        .expect("re-INVITE reached the vendor");
+    assert_eq!(vendor_again.ip(), sbc.addr);
+    let check = MediaCheck::run(
+        &net.carrier_rtp,
+        &net.vendor_rtp,
+        again,
+        vendor_again,
+        PACKETS,
+        3,
+    );
+    check.assert_lossless();
+    let (uac, uas) = (uac.finish(), uas.finish());
+    uac.assert_ok();
+    uas.assert_ok();
+    let answered = uac
+        .trace
+        .finals("INVITE")
+        .iter()
+        .filter(|m| m.status() == Some(200))
+        .count();
+    assert!(answered >= 2, "INVITE and re-INVITE answered: {uac}");
+    let cdrs = sbc.cdrs();
+    let cdr = only_cdr(&cdrs);
+    assert_eq!(field(cdr, "result_code"), &Value::from(200), "{cdr:#}");
+    assert_eq!(
+        field(cdr, "reason"),
+        &Value::from("caller hung up"),
+        "{cdr:#}"
+    );
+}
+
+#[test]
+fn sbc_retransmitted_invite_is_one_call() {
+    require_privileged!();
+    require_sipp!();
+    let _s = serial();
+    let net = Net::new();
+    let mut sbc = Sbc::start(&net, Plane::Xdp, &Prov::default(), 60);
+    // The vendor rings 1 s, so all three copies arrive while the INVITE is unanswered.
+    let mut uas = net.uas("uas.xml", SIP_PORT, 1, Duration::from_millis(1000));
+    let call = retransmitted_invite_call(&net, sbc.sip(), &mut uas, 3);
+    let uas = uas.finish();
+    uas.assert_ok();
+    assert!(call.bye_answered, "{}", call.responses.join("\n"));
+    call.check.assert_lossless();
+    assert_eq!(
+        uas.trace.call_ids_received("INVITE").len(),
+        1,
+        "one call reached the vendor: {uas}"
+    );
+    assert_eq!(uas.trace.requests_received("INVITE").len(), 1, "{uas}");
+    let finals: Vec<_> = call
+        .responses
+        .iter()
+        .filter(|r| r.starts_with("SIP/2.0 200") && r.contains("INVITE"))
+        .collect();
+    assert!(!finals.is_empty());
+    let cdrs = sbc.cdrs();
+    let cdr = only_cdr(&cdrs);
+    assert_eq!(
+        field(cdr, "call_id"),
+        &Value::from(call.call_id.clone()),
+        "{cdr:#}"
+    );
+    assert_eq!(field(cdr, "result_code"), &Value::from(200), "{cdr:#}");
+}
+
+fn malformed_burst(plane: Plane) {
+    require_privileged!();
+    require_sipp!();
+    let _s = serial();
+    let net = Net::new();
+    let mut sbc = Sbc::start(&net, plane, &Prov::default(), 60);
+    let local = SocketAddr::new(net.topo.caller_if.ip(false), SIP_PORT + 4);
+    let raw = RawSip::bind_in(&net.topo.caller, local, sbc.sip()).expect("raw socket");
+    let msgs = sip::malformed_messages(local, sbc.sip());
+    let mut answers = Vec::new();
+    for (what, bytes) in &msgs {
+        let _ = raw.send(bytes);
+        let got = raw.collect(Duration::from_millis(60));
+        answers.push((*what, got));
+    }
+    answers.push(("(late)", raw.collect(Duration::from_millis(500))));
+    assert!(
+        sbc.alive(),
+        "sipd died on malformed input:\n{}",
+        sbc.log_text()
+    );
+    let mut report = String::new();
+    for (what, got) in &answers {
+        for g in got {
+            let line = g.lines().next().unwrap_or("");
+            report += &format!("{what}: {line}\n");
+            let code = sip::Msg {
+                received: true,
+                text: g.clone(),
+            }
+            .status();
+            assert!(
+                matches!(code, Some(400 | 505 | 513)),
+                "{what} drew {line:?}, expected 400/505/513 or silence\n{g}"
+            );
+        }
+    }
+    eprintln!("malformed burst ({}):\n{report}", plane.mode());
+    // Each request whose Via/From/To/Call-ID/CSeq can be read gets its 400 (513 when too
+    // large); the unreadable ones are dropped (sipd/README.md).
+    for (what, code) in [
+        ("huge Content-Length", 400),
+        ("Content-Length beyond the datagram", 400),
+        ("negative Content-Length", 400),
+        ("bad CSeq", 400),
+        ("header without colon", 400),
+        ("oversized", 513),
+    ] {
+        let got = &answers.iter().find(|(w, _)| *w == what).expect("sent").1;
+        assert!(
+            got.iter()
+                .any(|g| g.starts_with(&format!("SIP/2.0 {code} "))),
+            "{what}: expected {code}, got {got:?}\n{report}"
+        );
+    }
+    // And a good call still goes through afterwards.
+    let uas = net.uas("uas.xml", SIP_PORT, 1, Duration::ZERO);
+    let uac = net
+        .uac("uac.xml", sbc.sip(), Duration::from_millis(200))
+        .spawn(&net.topo.caller)
+        .expect("uac")
+        .finish();
+    let uas = uas.finish();
+    uac.assert_ok();
+    uas.assert_ok();
+    assert_finals(&uac, &[(200, 1)]);
+    let cdrs = sbc.cdrs();
+    assert!(
+        cdrs.iter()
+            .any(|c| field(c, "result_code") == &Value::from(200)),
+        "{cdrs:#?}"
+    );
+}
+
+#[test]
+fn sbc_malformed_burst_xdp() {
+    malformed_burst(Plane::Xdp);
+}
+
+#[test]
+fn sbc_malformed_burst_userspace() {
+    malformed_burst(Plane::Userspace);
+}
+
+/// KNOWN SIPD ISSUE (found by this suite): an INVITE with a NUL byte in its Request-URI
+/// (`INVITE sip\0100@host SIP/2.0`) or in a header value (the From tag) is taken as a call
+/// attempt (100 Trying, then the auth stage's 403) instead of getting a 400: the parser accepts
+/// bytes no SIP grammar rule allows. Run with `--ignored` to check a fix.
+#[test]
+#[ignore = "sipd accepts NUL bytes in the Request-URI and header values (100 + 403, not 400)"]
+fn sbc_nul_bytes_get_400() {
+    require_privileged!();
+    require_sipp!();
+    let _s = serial();
+    let net = Net::new();
+    let mut sbc = Sbc::start(&net, Plane::Userspace, &Prov::default(), 60);
+    let local = SocketAddr::new(net.topo.caller_if.ip(false), SIP_PORT + 4);
+    let raw = RawSip::bind_in(&net.topo.caller, local, sbc.sip()).expect("raw socket");
+    let mut answers = Vec::new();
+    for (what, bytes) in sip::nul_bytes(local, sbc.sip()) {
+        raw.send(&bytes).expect("send");
+        for g in raw.collect(Duration::from_millis(400)) {
+            answers.push(format!("{what}: {}", g.lines().next().unwrap_or("")));
+        }
+    }
+    assert!(sbc.alive());
+    assert!(
+        answers
+            .iter()
+            .all(|a| a.ends_with("SIP/2.0 400 Bad Request") || a.contains(" 400 ")),
+        "answers: {answers:#?}"
     );
 }
