@@ -560,6 +560,7 @@ struct Sbc {
     child: Option<NsChild>,
     /// SIP and media address (the relay's carrier-facing one).
     addr: IpAddr,
+    relay_ns: String,
 }
 
 impl Sbc {
@@ -620,6 +621,7 @@ impl Sbc {
             instance,
             child: Some(child),
             addr,
+            relay_ns: net.topo.relay.name().to_string(),
         };
         let end = Instant::now() + Duration::from_secs(20);
         while !sbc.log_text().contains("sipd ready") {
@@ -648,6 +650,16 @@ impl Sbc {
         self.child
             .as_mut()
             .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// The kernel's verdict counters for this instance (XDP only), read from the pinned maps
+    /// as an operator tool would.
+    fn kernel_stats(&self) -> std::collections::BTreeMap<&'static str, u64> {
+        let mut ebpf =
+            relay_user::loader::load_pinned(relay_user::object::ebpf_object(), &self.instance)
+                .expect("open the instance's pinned maps");
+        let maps = relay_user::maps::XdpMaps::from_ebpf(&mut ebpf).expect("maps");
+        relay_user::maps::stats_by_name(&maps.stats_raw().expect("stats"))
     }
 
     /// SIGTERM, and the exit must be clean (0) within 10 s.
@@ -691,7 +703,17 @@ impl Drop for Sbc {
         if let Some(mut c) = self.child.take() {
             let _ = c.stop(Duration::from_secs(5));
         }
-        // Pins of this instance (maps, XDP links); the interfaces go with the namespaces.
+        // Pins of this instance (maps, XDP links), which sipd leaves for its next start.
+        let _ = std::process::Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", self.relay_ns))
+            .arg("--")
+            .arg(sipd_bin())
+            .arg("-c")
+            .arg(&self.config)
+            .arg("cleanup")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
         let _ = std::fs::remove_dir_all(format!("/sys/fs/bpf/{}", self.instance));
         if std::env::var_os("SBCT_KEEP").is_none() && !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);
@@ -781,6 +803,17 @@ fn answered_call(plane: Plane, prov: Prov, auth: Option<(&str, &str)>) -> Vec<Va
         "sipd says which data plane runs:\n{}",
         sbc.log_text()
     );
+    if plane == Plane::Xdp {
+        // The kernel relayed the media (the first packet each way may take the slow path
+        // while the neighbour is resolved).
+        let st = sbc.kernel_stats();
+        let kernel = st["relay_redirect"] + st["relay_tx"];
+        assert!(
+            kernel + 4 >= 2 * PACKETS,
+            "kernel relayed {kernel} of {}: {st:?}",
+            2 * PACKETS
+        );
+    }
     // Topology hiding: the vendor sees sipd, not the carrier.
     let inv = &uas.trace.requests_received("INVITE")[0];
     assert!(
