@@ -15,11 +15,11 @@
 //!   (ready when it logs `sipd ready`); one account with a SIP username/password and a rule
 //!   with no restrictions, a free tariff, one connection to the callee, limits (account,
 //!   connection, kernel guard) far above the offered load, media anchored by its in-process
-//!   relay (`--dataplane`, default userspace, like rtpengine's here) on ports 30000-39999;
+//!   relay (`--dataplane`, default userspace, like rtpengine's here) on ports 20000-37999;
 //! - Kamailio on :5064, CPU 1 (`bench/sip/kamailio.cfg`: tm, sl, rr, maxfwd, auth with
 //!   `pv_www_authenticate` against a plain password, record_route, t_relay to the callee,
 //!   `rtpengine_offer/answer/delete`), with rtpengine (`--table=-1`, userspace forwarding,
-//!   ports 40000-49999, ng on 127.0.0.1:22230) also on CPU 1: sipd anchors media in-process,
+//!   ports 40000-57999, ng on 127.0.0.1:22230) also on CPU 1: sipd anchors media in-process,
 //!   so its relay's cost is in its number too.
 //!
 //! Method, per system: rates go up from `--start` by doubling until a step fails or `--max`
@@ -30,6 +30,10 @@
 //! not the proxy, was the limit and the step fails as "generator"). Between steps the proxy
 //! gets to go idle. CPU per call = the proxy's CPU time (utime + stime from /proc/<pid>/stat
 //! of its processes: sipd; Kamailio's processes + rtpengine) over the step / calls offered.
+//!
+//! sipd logs at its default level (info, two lines per call, to a pipe the bench copies to
+//! its log file) unless RUST_LOG is set in the environment, which it inherits; Kamailio logs
+//! notices and above (none per call), rtpengine warnings.
 //!
 //! Clean-up: every process started is stopped by PID by a guard (also on errors), the
 //! temporary directory (configs, sipd's store, sipp's files) is removed.
@@ -58,9 +62,12 @@ const SIPD_MGMT_PORT: u16 = 18443;
 const USER: &str = "bench";
 const PASSWORD: &str = "bench-secret-1";
 const REALM: &str = "sbc";
-/// sipd's relay ports and rtpengine's: distinct ranges, 2 ports (RTP, RTCP) per leg.
-const SIPD_MEDIA: (u16, u16) = (30_000, 39_998);
-const RTPENGINE_MEDIA: (u16, u16) = (40_000, 49_999);
+/// sipd's relay ports and rtpengine's: distinct ranges, 2 ports (RTP, RTCP) per leg, so 4
+/// per call: 18000 ports hold 4500 calls at once (rate × (hold + setup)). Both relays bind
+/// a socket per port in userspace, so a range must stay under the open-file limit (20000
+/// here, and the bench cannot raise the hard limit without CAP_SYS_RESOURCE).
+const SIPD_MEDIA: (u16, u16) = (20_000, 37_998);
+const RTPENGINE_MEDIA: (u16, u16) = (40_000, 57_999);
 /// A step fails at or above this share of failed calls.
 const MAX_FAILED: f64 = 0.001;
 /// A step fails if sipp started its calls slower than this share of the offered rate.
@@ -234,7 +241,8 @@ struct Step {
     bye_ms: Option<f64>,
     /// Wall time of the step (sipp UAC start to exit), s.
     wall_s: f64,
-    /// The proxy's CPU time over the step (utime + stime of its processes), s.
+    /// The proxy's CPU time over the step (utime + stime of its processes, Kamailio's
+    /// including rtpengine), s.
     proxy_cpu_s: f64,
     /// Part of it in rtpengine (Kamailio only).
     media_cpu_s: Option<f64>,
@@ -265,6 +273,8 @@ struct SystemResult {
 
 #[derive(Debug, Serialize)]
 struct Report {
+    /// How this run was started.
+    command: String,
     kernel: String,
     cpus: usize,
     sipp: String,
@@ -327,6 +337,10 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     }
 
     let report = Report {
+        command: std::iter::once("cargo xtask bench sip".to_string())
+            .chain(args.iter().cloned())
+            .collect::<Vec<_>>()
+            .join(" "),
         kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .unwrap_or_default()
             .trim()
@@ -366,7 +380,8 @@ fn setup_text(o: &Opts, proxy_cpu: usize) -> String {
          plain password, record_route, t_relay, rtpengine_offer/answer/delete) with \
          rtpengine --table=-1 (userspace forwarding, media ports {}-{}) on the same CPU. \
          Call: INVITE, 401 (MD5, qop=auth), ACK, INVITE with credentials, 100, 200 (SDP \
-         through the relay), ACK, {hold} ms hold, BYE, 200; no RTP is sent.",
+         through the relay), ACK, {hold} ms hold, BYE, 200; no RTP is sent. sipd log level: \
+         {log}.",
         SIPD_MEDIA.0,
         SIPD_MEDIA.1 + 1,
         RTPENGINE_MEDIA.0,
@@ -374,6 +389,7 @@ fn setup_text(o: &Opts, proxy_cpu: usize) -> String {
         dp = o.dataplane,
         children = o.kamailio_children,
         hold = o.hold_ms,
+        log = std::env::var("RUST_LOG").unwrap_or_else(|_| "default (info)".into()),
     )
 }
 
@@ -535,7 +551,8 @@ fn run_step(
         cpu: SIPP_CPU,
     };
     let uac_log = tmp.join(format!("uac-{rate}.log"));
-    let (pids, media_pids) = proxy.pids();
+    let (main_pids, media_pids) = proxy.pids();
+    let pids: Vec<u32> = main_pids.iter().chain(&media_pids).copied().collect();
     let busy0 = procs::per_cpu_busy();
     let (cpu0, media0) = (procs::cpu_secs(&pids), procs::cpu_secs(&media_pids));
     let started = Instant::now();
@@ -631,7 +648,7 @@ fn run_step(
         step.proxy_cpu_s,
         step.cpu_ms_per_call,
         step.media_cpu_s
-            .map_or(String::new(), |m| format!(" (rtpengine {m:.2} s)")),
+            .map_or(String::new(), |m| format!(" (of it rtpengine {m:.2} s)")),
         step.cpu_busy_pct
             .iter()
             .map(|b| b.round() as i64)
@@ -934,7 +951,7 @@ fn markdown(r: &Report) -> String {
          (401 challenge, then authenticated INVITE) / 100 / 200 / ACK / BYE / 200, media \
          anchored. Kernel {}, {} CPUs, {}. Load average at start {}, at end {} (other work \
          on the machine counts against both).\n\n\
-         Setup: {}\n\nMethod: {}\n\n\
+         Command: `{}`\n\nSetup: {}\n\nMethod: {}\n\n\
          | system | max cps (< 0.1% failed) | first failing rate | CPU ms/call at max |\n\
          |---|---:|---:|---:|\n",
         MAX_FAILED * 100.0,
@@ -943,6 +960,7 @@ fn markdown(r: &Report) -> String {
         r.sipp,
         r.loadavg_start,
         r.loadavg_end,
+        r.command,
         r.setup,
         r.method,
     );
@@ -1129,6 +1147,7 @@ mod unit {
             cpu_busy_pct: vec![50.0, 30.0],
         };
         let r = Report {
+            command: "cargo xtask bench sip".into(),
             kernel: "6.1".into(),
             cpus: 2,
             sipp: "SIPp v3.6.1".into(),
