@@ -1463,12 +1463,10 @@ fn sbc_malformed_burst_userspace() {
     malformed_burst(Plane::Userspace);
 }
 
-/// KNOWN SIPD ISSUE (found by this suite): an INVITE with a NUL byte in its Request-URI
-/// (`INVITE sip\0100@host SIP/2.0`) or in a header value (the From tag) is taken as a call
-/// attempt (100 Trying, then the auth stage's 403) instead of getting a 400: the parser accepts
-/// bytes no SIP grammar rule allows. Run with `--ignored` to check a fix.
+/// An INVITE with a NUL byte in its Request-URI (`INVITE sip\0100@host SIP/2.0`) or in a
+/// header value (the From tag) gets a 400, not a call attempt: no SIP grammar rule allows
+/// those bytes, and parsers that disagree on them are how filters get bypassed.
 #[test]
-#[ignore = "sipd accepts NUL bytes in the Request-URI and header values (100 + 403, not 400)"]
 fn sbc_nul_bytes_get_400() {
     require_privileged!();
     require_sipp!();

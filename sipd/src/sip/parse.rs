@@ -40,6 +40,8 @@ pub enum ParseError {
     BadMaxForwards(String),
     #[error("start line: {0}")]
     StartLine(String),
+    #[error("control character 0x{0:02x} in the header section")]
+    ControlChar(u8),
 }
 
 /// Full names of the compact forms (RFC 3261 §7.3.3, RFC 3265, RFC 3515, RFC 4028 …).
@@ -83,6 +85,14 @@ pub fn parse(data: &[u8], max_bytes: usize) -> Result<SipMessage, ParseError> {
         .unwrap_or(data.len());
     let data = &data[start..];
     let end = find(data, b"\r\n\r\n").ok_or(ParseError::NoHeaderEnd)?;
+    // NUL and other controls have no place in SIP headers (RFC 3261 §25.1 allows only HTAB
+    // among them, plus the CRLFs that end lines) and split parsers downstream disagree on them.
+    if let Some(&c) = data[..end]
+        .iter()
+        .find(|&&b| (b < 0x20 && !matches!(b, b'\t' | b'\r' | b'\n')) || b == 0x7f)
+    {
+        return Err(ParseError::ControlChar(c));
+    }
     let head = std::str::from_utf8(&data[..end]).map_err(|_| ParseError::NotUtf8)?;
     let body = &data[end + 4..];
 
@@ -96,6 +106,10 @@ pub fn parse(data: &[u8], max_bytes: usize) -> Result<SipMessage, ParseError> {
     for line in lines {
         if line.len() > MAX_HEADER_LINE {
             return Err(ParseError::LineTooLong);
+        }
+        // A lone CR or LF inside a line: some parsers end the line there, some do not.
+        if line.contains(['\r', '\n']) {
+            return Err(ParseError::BadHeaderLine(clip(line)));
         }
         if line.starts_with([' ', '\t']) {
             let Some(last) = headers.last_mut() else {
@@ -274,6 +288,11 @@ mod tests {
                     cseq: "INVITE".into(),
                     method: "BYE".into(),
                 },
+            ),
+            (
+                "NUL in the Request-URI",
+                "INVITE sip\u{0}1@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\r\n",
+                ParseError::ControlChar(0),
             ),
             (
                 "header without colon",
