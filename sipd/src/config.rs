@@ -180,6 +180,13 @@ pub struct ManagementConfig {
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub session_ttl_secs: u64,
+    /// Secret mixed into every staff password hash; created (mode 0600) on first start.
+    /// Must be outside `data_dir`, so a copy of the data directory is not enough to attack
+    /// the hashes. Back it up separately: without it no staff password verifies.
+    pub pepper_file: PathBuf,
+    pub argon2: crate::mgmt::Argon2Costs,
+    pub password: crate::mgmt::PasswordPolicy,
+    pub backoff: crate::mgmt::BackoffConfig,
 }
 
 impl Default for ManagementConfig {
@@ -189,6 +196,10 @@ impl Default for ManagementConfig {
             tls_cert: None,
             tls_key: None,
             session_ttl_secs: 3600,
+            pepper_file: PathBuf::from("./sipd.pepper"),
+            argon2: crate::mgmt::Argon2Costs::default(),
+            password: crate::mgmt::PasswordPolicy::default(),
+            backoff: crate::mgmt::BackoffConfig::default(),
         }
     }
 }
@@ -587,6 +598,15 @@ impl Config {
                 "management.session_ttl_secs",
                 format!("{} is outside 60..=604800", mg.session_ttl_secs),
             );
+        }
+        for (key, problems) in [
+            ("management.argon2", mg.argon2.problems()),
+            ("management.password", mg.password.problems()),
+            ("management.backoff", mg.backoff.problems()),
+        ] {
+            for p in problems {
+                bad(key, p);
+            }
         }
         if s.tcp.iter().any(|a| {
             a.port() == mg.listen.port()

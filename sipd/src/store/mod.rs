@@ -6,12 +6,15 @@
 //! reported with its tree and key and never hides the others.
 
 mod account;
+mod audit;
 mod cdr;
 mod connection;
 mod money;
 mod pattern;
 mod record;
 mod rule;
+mod session;
+mod staff;
 mod tariff;
 #[cfg(test)]
 mod tests;
@@ -22,12 +25,17 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 use sled::{Transactional, Tree};
 
 pub use account::{Account, SipAuth};
+pub use audit::{AuditDraft, AuditEntry, AuditFilter, AuditKind, AuditResult};
 pub use cdr::{Cdr, CdrDraft};
 pub use connection::{Connection, Transport};
 pub use money::{BadAmount, MICROS_PER_UNIT, Micros};
 pub use pattern::{Matcher, Pattern, PatternError};
 pub use record::Record;
 pub use rule::AuthRule;
+pub use session::{SessionRecord, SessionScope, TokenHash, token_hash_hex};
+pub use staff::{
+    MAX_ALLOWED_HOSTS, Role, Staff, TotpState, canonical_ip, username_key, valid_username,
+};
 pub use tariff::Tariff;
 
 use record::{decode, encode};
@@ -93,9 +101,15 @@ pub(crate) enum T {
     Connections,
     ConnectionNames,
     Meta,
+    // Management plane (staff, sessions, audit): in the same transactions as the rest, so
+    // a change and its audit entry commit together.
+    Staff,
+    StaffNames,
+    Sessions,
+    Audit,
 }
 
-const TREE_NAMES: [&str; 9] = [
+const TREE_NAMES: [&str; 13] = [
     "accounts",
     "accounts_by_name",
     "accounts_by_sip_user",
@@ -105,6 +119,10 @@ const TREE_NAMES: [&str; 9] = [
     "connections",
     "connections_by_name",
     "meta",
+    "staff",
+    "staff_by_username",
+    "sessions",
+    "audit",
 ];
 
 pub struct Store {

@@ -1,0 +1,518 @@
+//! The login decision, per-request authorization, and logout.
+//!
+//! Order of checks in [`StaffAuth::login`], each chosen so that a refusal teaches an
+//! attacker as little as possible:
+//!
+//! 1. Back-off: the username or the source is locked out → refused before any password
+//!    work (`LockedOut` with the time left).
+//! 2. Unknown user → `BadCredentials`, after the same Argon2 work as a real check.
+//! 3. Source not in the user's allowed hosts → `HostNotAllowed`, *before* the password is
+//!    checked (also with the Argon2 work), so an outside attacker can never learn whether a
+//!    guess was right.
+//! 4. Wrong password → `BadCredentials` (the audit entry says "bad password", the caller
+//!    cannot tell it from an unknown user).
+//! 5. Disabled → `Disabled` (only said to someone who knows the password).
+//! 6. TOTP: enrolled → a code is required (`TotpRequired`, `TotpInvalid`, `TotpReplayed`).
+//!    A pending enrolment is confirmed by a valid code at login.
+//! 7. Success. An admin without a confirmed TOTP, or a user whose password expired or was
+//!    set by an admin, gets a *setup* session that may only enrol TOTP / change the
+//!    password (and log out); see `SessionScope`.
+//!
+//! Failures at 2, 3, 4 and 6 (wrong or replayed code) count towards the back-off of both the
+//! username and the source; a success forgets the username's failures (not the source's:
+//! otherwise one valid account would let an attacker reset their address between guesses
+//! at others; the source's entry is forgotten an hour after its last lock-out). Every
+//! attempt writes exactly one audit entry; a success writes it in the same transaction as
+//! the session and the TOTP step.
+
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use super::backoff::Key;
+use super::role::Action;
+use super::staff::StaffView;
+use super::{StaffAuth, new_token, source, token_hash, totp, unix_ms};
+use crate::store::{
+    AuditDraft, AuditKind, AuditResult, Id, Role, SessionRecord, SessionScope, Staff, Store,
+    StoreError, TokenHash, abort_tx,
+};
+
+/// Sessions' `last_seen_ms` is written at most this often.
+const LAST_SEEN_EVERY_MS: u64 = 60_000;
+
+/// One login attempt as the API received it.
+#[derive(Debug, Clone, Copy)]
+pub struct LoginAttempt<'a> {
+    pub username: &'a str,
+    pub password: &'a str,
+    pub totp_code: Option<&'a str>,
+    pub source: IpAddr,
+}
+
+/// A session as the API may show it (no token, no hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionInfo {
+    pub staff_id: Id,
+    pub created_ms: u64,
+    pub expires_ms: u64,
+    pub source_ip: IpAddr,
+    pub last_seen_ms: u64,
+    pub scope: SessionScope,
+}
+
+impl From<&SessionRecord> for SessionInfo {
+    fn from(r: &SessionRecord) -> Self {
+        SessionInfo {
+            staff_id: r.staff_id,
+            created_ms: r.created_ms,
+            expires_ms: r.expires_ms,
+            source_ip: r.source_ip,
+            last_seen_ms: r.last_seen_ms,
+            scope: r.scope,
+        }
+    }
+}
+
+/// A successful login. `token` is shown once and never stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub token: String,
+    pub info: SessionInfo,
+    pub staff: StaffView,
+}
+
+/// Why a login was refused, as the caller may be told.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoginError {
+    /// Unknown user or wrong password: deliberately the same.
+    #[error("wrong username or password")]
+    BadCredentials,
+    #[error("too many failed logins: try again in {} s", retry_after.as_secs())]
+    LockedOut {
+        retry_after: Duration,
+        until_ms: u64,
+    },
+    #[error("a TOTP code is required")]
+    TotpRequired,
+    #[error("wrong TOTP code")]
+    TotpInvalid,
+    #[error("TOTP code already used; wait for the next one")]
+    TotpReplayed,
+    #[error("logins from {0} are not allowed for this user")]
+    HostNotAllowed(IpAddr),
+    #[error("this staff account is disabled")]
+    Disabled,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Why a request's token was refused, or its action forbidden.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthzError {
+    /// Malformed, never issued, revoked by logout, or its user deleted.
+    #[error("invalid session token")]
+    InvalidToken,
+    #[error("session expired; log in again")]
+    Expired,
+    /// Revoked by "log out everywhere", a password or role change, or an admin.
+    #[error("session revoked; log in again")]
+    Revoked,
+    #[error("requests from {0} are not allowed for this user")]
+    HostNotAllowed(IpAddr),
+    #[error("this staff account is disabled")]
+    Disabled,
+    #[error("{role} may not {action:?}")]
+    Forbidden { role: Role, action: Action },
+    #[error("this session may only {0}")]
+    SetupOnly(&'static str),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// A request's identity once its token checked out.
+#[derive(Debug, Clone)]
+pub struct Authorized {
+    pub staff: Staff,
+    pub session: SessionInfo,
+    pub token_hash: TokenHash,
+}
+
+impl Authorized {
+    /// Whether this user, in this session, may do `a`.
+    pub fn permit(&self, a: Action) -> Result<(), AuthzError> {
+        if !self.staff.role.can(a) {
+            return Err(AuthzError::Forbidden {
+                role: self.staff.role,
+                action: a,
+            });
+        }
+        if !self.session.scope.allows(a) {
+            return Err(AuthzError::SetupOnly(match self.session.scope {
+                SessionScope::Setup {
+                    enrol_totp: true,
+                    change_password: true,
+                } => "enrol a TOTP factor and change the password",
+                SessionScope::Setup {
+                    enrol_totp: true, ..
+                } => "enrol a TOTP factor",
+                _ => "change the password",
+            }));
+        }
+        Ok(())
+    }
+}
+
+/// Internal verdict of a failed attempt: what the caller is told, what the audit says, and
+/// whether it counts towards the back-off.
+struct Refusal {
+    err: LoginError,
+    reason: String,
+    counts: bool,
+}
+
+fn refuse(err: LoginError, reason: impl Into<String>, counts: bool) -> Refusal {
+    Refusal {
+        err,
+        reason: reason.into(),
+        counts,
+    }
+}
+
+/// What a successful check decided to write.
+struct Grant {
+    staff: Staff,
+    /// TOTP step accepted at this login (and whether it confirmed a pending enrolment).
+    step: Option<(u64, bool)>,
+    rehash: Option<String>,
+    scope: SessionScope,
+    note: Option<String>,
+}
+
+impl StaffAuth {
+    /// Decides a login attempt at `now`. Writes exactly one audit entry whatever happens
+    /// (unless the store itself fails).
+    pub fn login(
+        &self,
+        store: &Store,
+        now: SystemTime,
+        a: &LoginAttempt<'_>,
+    ) -> Result<Session, LoginError> {
+        let now_ms = unix_ms(now);
+        let src = source(a.source);
+        let keys = [Key::user(a.username), Key::source(src)];
+        let draft = |result: AuditResult, reason: Option<String>| AuditDraft {
+            ts_ms: now_ms,
+            actor: Some(a.username.chars().take(64).collect()),
+            source: Some(src),
+            kind: AuditKind::Login,
+            target: None,
+            result,
+            reason,
+            before: None,
+            after: None,
+        };
+        match self.check(store, now, a, src, &keys) {
+            Err(r) => {
+                let mut reason = r.reason;
+                if r.counts {
+                    let l = self.backoff().fail(&keys, now_ms);
+                    reason = format!("{reason}; locked out for {} s", l.retry_after.as_secs());
+                }
+                if let Err(e) = store.append_audit(&draft(AuditResult::Failure, Some(reason))) {
+                    tracing::error!(error = %e, "cannot write the audit entry of a failed login");
+                    return Err(LoginError::Internal("audit log unavailable".into()));
+                }
+                Err(r.err)
+            }
+            Ok(g) => {
+                let (token, hash) = new_token().map_err(|e| LoginError::Internal(e.to_string()))?;
+                let rec = SessionRecord {
+                    token_sha256: crate::store::token_hash_hex(&hash),
+                    staff_id: g.staff.id,
+                    created_ms: now_ms,
+                    expires_ms: now_ms.saturating_add(self.session_ttl.as_millis() as u64),
+                    source_ip: src,
+                    last_seen_ms: now_ms,
+                    epoch: g.staff.session_epoch,
+                    scope: g.scope,
+                };
+                let entry = draft(AuditResult::Success, g.note.clone());
+                let written = store.write(|tx| {
+                    let Some(mut cur) = tx.staff(g.staff.id)? else {
+                        return abort_tx(StoreError::NotFound {
+                            kind: "staff",
+                            what: format!("#{}", g.staff.id),
+                        });
+                    };
+                    if let (Some((step, confirm)), Some(t)) = (g.step, cur.totp.as_mut()) {
+                        // A concurrent login with the same code got here first.
+                        if step <= t.last_step {
+                            return Ok(None);
+                        }
+                        t.last_step = step;
+                        if confirm {
+                            t.enrolled = true;
+                        }
+                    }
+                    if let Some(h) = &g.rehash {
+                        cur.password_hash = h.clone();
+                    }
+                    if g.step.is_some() || g.rehash.is_some() {
+                        tx.put_staff(&cur)?;
+                    }
+                    tx.put_session(
+                        &hash,
+                        &SessionRecord {
+                            epoch: cur.session_epoch,
+                            ..rec.clone()
+                        },
+                    )?;
+                    tx.append_audit(&entry)?;
+                    Ok(Some(cur))
+                });
+                match written {
+                    Ok(Some(staff)) => {
+                        self.backoff().reset(&keys[0]);
+                        Ok(Session {
+                            token,
+                            info: SessionInfo::from(&rec),
+                            staff: StaffView::from(&staff),
+                        })
+                    }
+                    Ok(None) => {
+                        let l = self.backoff().fail(&keys, now_ms);
+                        let reason = format!(
+                            "TOTP replayed (concurrent login); locked out for {} s",
+                            l.retry_after.as_secs()
+                        );
+                        store
+                            .append_audit(&draft(AuditResult::Failure, Some(reason)))
+                            .map_err(|e| LoginError::Internal(e.to_string()))?;
+                        Err(LoginError::TotpReplayed)
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot store a session");
+                        let _ = store.append_audit(&draft(
+                            AuditResult::Failure,
+                            Some(format!("internal error: {e}")),
+                        ));
+                        Err(LoginError::Internal("cannot store the session".into()))
+                    }
+                }
+            }
+        }
+    }
+
+    fn check(
+        &self,
+        store: &Store,
+        now: SystemTime,
+        a: &LoginAttempt<'_>,
+        src: IpAddr,
+        keys: &[Key],
+    ) -> Result<Grant, Refusal> {
+        let now_ms = unix_ms(now);
+        if let Some(l) = self.backoff().check(keys, now_ms) {
+            return Err(refuse(
+                LoginError::LockedOut {
+                    retry_after: l.retry_after,
+                    until_ms: l.until_ms,
+                },
+                format!("locked out ({} s left)", l.retry_after.as_secs()),
+                false,
+            ));
+        }
+        let internal = |what: &str, e: &dyn std::fmt::Display| {
+            tracing::error!(error = %e, "{what}");
+            refuse(
+                LoginError::Internal(what.into()),
+                format!("internal error: {what}: {e}"),
+                false,
+            )
+        };
+        let staff = store
+            .staff_by_username(a.username)
+            .map_err(|e| internal("staff lookup failed", &e))?;
+        let Some(staff) = staff else {
+            self.hasher.verify_dummy(a.password);
+            return Err(refuse(LoginError::BadCredentials, "unknown user", true));
+        };
+        if !staff.host_allowed(src) {
+            self.hasher.verify_dummy(a.password);
+            return Err(refuse(
+                LoginError::HostNotAllowed(src),
+                "host not allowed",
+                true,
+            ));
+        }
+        match self.hasher.verify(a.password, &staff.password_hash) {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(refuse(LoginError::BadCredentials, "bad password", true));
+            }
+            Err(e) => return Err(internal("stored password hash unusable", &e)),
+        }
+        if !staff.enabled {
+            return Err(refuse(LoginError::Disabled, "account disabled", false));
+        }
+        let mut step = None;
+        let mut notes = Vec::new();
+        if let Some(t) = &staff.totp {
+            match (a.totp_code, t.enrolled) {
+                (None, true) => {
+                    return Err(refuse(LoginError::TotpRequired, "TOTP required", false));
+                }
+                (None, false) => {}
+                (Some(code), enrolled) => {
+                    let secs = now_ms / 1000;
+                    match totp::verify(&t.secret, code, secs, t.last_step) {
+                        Ok(s) => {
+                            step = Some((s, !enrolled));
+                            if !enrolled {
+                                notes.push("TOTP enrolment confirmed");
+                            }
+                        }
+                        Err(totp::TotpError::Replayed) => {
+                            return Err(refuse(LoginError::TotpReplayed, "TOTP replayed", true));
+                        }
+                        Err(totp::TotpError::Invalid | totp::TotpError::Malformed) => {
+                            return Err(refuse(LoginError::TotpInvalid, "TOTP invalid", true));
+                        }
+                        Err(e @ totp::TotpError::Secret(_)) => {
+                            return Err(internal("stored TOTP secret unusable", &e));
+                        }
+                    }
+                }
+            }
+        }
+        let totp_ok = staff.totp_enrolled() || step.is_some_and(|(_, confirmed)| confirmed);
+        let enrol = staff.role == Role::Admin && !totp_ok;
+        let expired = self.policy.expired(staff.password_changed_ms, now_ms);
+        let change = staff.must_change_password || expired;
+        if enrol {
+            notes.push("setup session: admin must enrol TOTP");
+        }
+        if expired {
+            notes.push("setup session: password expired");
+        } else if staff.must_change_password {
+            notes.push("setup session: password must be changed");
+        }
+        let rehash = if self.hasher.needs_rehash(&staff.password_hash) {
+            match self.hasher.hash(a.password) {
+                Ok(h) => {
+                    notes.push("password rehashed with the current costs");
+                    Some(h)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "rehash failed; keeping the old hash");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        Ok(Grant {
+            staff,
+            step,
+            rehash,
+            scope: SessionScope::setup(enrol, change),
+            note: (!notes.is_empty()).then(|| notes.join("; ")),
+        })
+    }
+
+    /// Checks a request's bearer token at `now`: known, not expired, not revoked, user
+    /// enabled, and the source among the user's allowed hosts (every time, so narrowing a
+    /// user's hosts applies to sessions already open). Then use [`Authorized::permit`].
+    pub fn authorize(
+        &self,
+        store: &Store,
+        token: &str,
+        source_ip: IpAddr,
+        now: SystemTime,
+    ) -> Result<Authorized, AuthzError> {
+        let now_ms = unix_ms(now);
+        let internal = |e: StoreError| AuthzError::Internal(e.to_string());
+        let hash = token_hash(token).ok_or(AuthzError::InvalidToken)?;
+        let rec = store
+            .session(&hash)
+            .map_err(internal)?
+            .ok_or(AuthzError::InvalidToken)?;
+        if !rec.matches(&hash) {
+            return Err(AuthzError::InvalidToken);
+        }
+        if now_ms >= rec.expires_ms {
+            let _ = store.remove_session(&hash);
+            return Err(AuthzError::Expired);
+        }
+        let staff = store
+            .staff(rec.staff_id)
+            .map_err(internal)?
+            .ok_or(AuthzError::InvalidToken)?;
+        if rec.epoch != staff.session_epoch {
+            let _ = store.remove_session(&hash);
+            return Err(AuthzError::Revoked);
+        }
+        if !staff.enabled {
+            return Err(AuthzError::Disabled);
+        }
+        let src = source(source_ip);
+        if !staff.host_allowed(src) {
+            return Err(AuthzError::HostNotAllowed(src));
+        }
+        let mut rec = rec;
+        if now_ms.saturating_sub(rec.last_seen_ms) >= LAST_SEEN_EVERY_MS {
+            rec.last_seen_ms = now_ms;
+            // Only if it still exists: a logout in between must win.
+            let r = store.write(|tx| {
+                if tx.session(&hash)?.is_some() {
+                    tx.put_session(&hash, &rec)?;
+                }
+                Ok(())
+            });
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "cannot update a session's last-seen time");
+            }
+        }
+        Ok(Authorized {
+            staff,
+            session: SessionInfo::from(&rec),
+            token_hash: hash,
+        })
+    }
+
+    /// Ends the session of `token` (one audit entry). Logging out an unknown or expired
+    /// token is not an error: the result is the same.
+    pub fn logout(
+        &self,
+        store: &Store,
+        token: &str,
+        source_ip: IpAddr,
+        now: SystemTime,
+    ) -> Result<bool, StoreError> {
+        let Some(hash) = token_hash(token) else {
+            return Ok(false);
+        };
+        let src = source(source_ip);
+        store.write(|tx| {
+            let Some(rec) = tx.session(&hash)? else {
+                return Ok(false);
+            };
+            let actor = tx.staff(rec.staff_id)?.map(|s| s.username);
+            tx.remove_session(&hash)?;
+            tx.append_audit(&AuditDraft {
+                ts_ms: unix_ms(now),
+                actor,
+                source: Some(src),
+                kind: AuditKind::Logout,
+                target: None,
+                result: AuditResult::Success,
+                reason: None,
+                before: None,
+                after: None,
+            })?;
+            Ok(true)
+        })
+    }
+}

@@ -1,0 +1,126 @@
+//! Staff identity and audit for the management plane, sans-IO: no HTTP here, only the
+//! decisions (who may log in, is this token good, may this role do that) over the store,
+//! with the time passed in so tests run on a fake clock.
+//!
+//! - [`password`]: Argon2id with per-password salt and a pepper file outside the data
+//!   directory; the password policy and zxcvbn strength estimate.
+//! - [`totp`]: RFC 6238 codes, enrolment URI and terminal QR, replay refusal.
+//! - [`backoff`]: doubling lock-out per username and per source after failed logins.
+//! - [`role`]: `Role::can(Action)` and what a setup-only session may do.
+//! - [`login`]: [`StaffAuth::login`], [`StaffAuth::authorize`], [`StaffAuth::logout`].
+//! - [`staff`]: staff management (create, update, delete, passwords, TOTP enrolment,
+//!   revocation, `sipd init`), each change with exactly one audit entry in the same
+//!   transaction.
+//!
+//! The records live in [`crate::store`]: `Staff`, `SessionRecord`, `AuditEntry`.
+
+pub mod backoff;
+pub mod login;
+pub mod password;
+pub mod role;
+pub mod staff;
+#[cfg(test)]
+mod tests;
+pub mod totp;
+
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64ct::{Base64UrlUnpadded, Encoding};
+use sha2::{Digest, Sha256};
+
+pub use backoff::{Backoff, BackoffConfig, Locked};
+pub use login::{Authorized, AuthzError, LoginAttempt, LoginError, Session, SessionInfo};
+pub use password::{
+    Argon2Costs, PasswordHasher, PasswordPolicy, Pepper, PepperError, PolicyViolation, Strength,
+    load_or_create_pepper,
+};
+pub use role::Action;
+pub use staff::{Actor, Enrolment, NewStaff, StaffError, StaffUpdate, StaffView};
+
+use crate::config::Config;
+use crate::store::TokenHash;
+
+/// Bytes of randomness in a session token.
+pub const TOKEN_BYTES: usize = 32;
+
+/// Unix milliseconds of `t` (0 before 1970).
+pub fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A new session token (base64url, 43 characters) and the hash the store keys it by.
+pub fn new_token() -> Result<(String, TokenHash), getrandom::Error> {
+    let mut raw = [0u8; TOKEN_BYTES];
+    getrandom::fill(&mut raw)?;
+    Ok((Base64UrlUnpadded::encode_string(&raw), hash_raw(&raw)))
+}
+
+/// The store key of `token`; `None` if it is not a token this server could have issued
+/// (so garbage never reaches the store).
+pub fn token_hash(token: &str) -> Option<TokenHash> {
+    let token = token.trim();
+    if token.len() != 43 {
+        return None;
+    }
+    let mut raw = [0u8; TOKEN_BYTES];
+    let n = Base64UrlUnpadded::decode(token, &mut raw).ok()?.len();
+    (n == TOKEN_BYTES).then(|| hash_raw(&raw))
+}
+
+fn hash_raw(raw: &[u8; TOKEN_BYTES]) -> TokenHash {
+    Sha256::digest(raw).into()
+}
+
+/// The staff-authentication state of one sipd: the hasher (with the pepper), the password
+/// policy, the failed-login back-off (in memory: a restart forgets it, which an attacker
+/// cannot trigger) and the session lifetime.
+#[derive(Debug)]
+pub struct StaffAuth {
+    pub hasher: PasswordHasher,
+    pub policy: PasswordPolicy,
+    pub session_ttl: Duration,
+    backoff: Mutex<Backoff>,
+}
+
+impl StaffAuth {
+    pub fn new(
+        hasher: PasswordHasher,
+        policy: PasswordPolicy,
+        backoff: BackoffConfig,
+        session_ttl: Duration,
+    ) -> StaffAuth {
+        StaffAuth {
+            hasher,
+            policy,
+            session_ttl,
+            backoff: Mutex::new(Backoff::new(backoff)),
+        }
+    }
+
+    /// From `sbc.toml`: loads (or creates) the pepper file named by
+    /// `[management] pepper_file`, which must be outside `data_dir`.
+    pub fn from_config(cfg: &Config) -> anyhow::Result<StaffAuth> {
+        let m = &cfg.management;
+        let pepper = load_or_create_pepper(&m.pepper_file, &cfg.data_dir)?;
+        let hasher = PasswordHasher::new(pepper, m.argon2)?;
+        Ok(StaffAuth::new(
+            hasher,
+            m.password,
+            m.backoff,
+            Duration::from_secs(m.session_ttl_secs),
+        ))
+    }
+
+    pub(crate) fn backoff(&self) -> std::sync::MutexGuard<'_, Backoff> {
+        // A panic while holding it leaves a consistent map; carry on.
+        self.backoff.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Sources compared for allowed hosts and recorded in sessions.
+pub(crate) fn source(ip: IpAddr) -> IpAddr {
+    crate::store::canonical_ip(ip)
+}

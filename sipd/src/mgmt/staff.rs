@@ -1,0 +1,677 @@
+//! Staff management: every change here writes exactly one audit entry, in the same
+//! transaction as the change, with the user before and after as [`StaffView`] (never the
+//! password hash or the TOTP secret). The caller (the API) has already checked that the
+//! actor may do it (`Action::ManageStaff`, or `OwnPassword`/`OwnTotp` on themselves).
+//!
+//! Guard rails: the last enabled admin cannot be demoted, disabled or deleted, so the
+//! appliance always has someone who can manage it.
+
+use std::net::IpAddr;
+use std::time::SystemTime;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use super::password::{PasswordError, PolicyViolation, Strength};
+use super::totp::{self, TotpError};
+use super::{StaffAuth, unix_ms};
+use crate::store::{
+    AuditDraft, AuditKind, AuditResult, Id, Role, SessionScope, Staff, Store, StoreError,
+    TokenHash, TotpState, Tx, TxResult, abort_tx, valid_username,
+};
+
+/// Who is making a change, for the audit log.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Actor {
+    /// Staff username; `None` for sipd itself or a local command (`sipd init`).
+    pub username: Option<String>,
+    pub source: Option<IpAddr>,
+}
+
+impl Actor {
+    pub fn system() -> Actor {
+        Actor::default()
+    }
+
+    pub fn staff(s: &Staff, source: IpAddr) -> Actor {
+        Actor {
+            username: Some(s.username.clone()),
+            source: Some(super::source(source)),
+        }
+    }
+}
+
+/// A staff user as the API and the audit log show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StaffView {
+    pub id: Id,
+    pub username: String,
+    pub role: Role,
+    pub enabled: bool,
+    /// "none", "pending" (enrolment not yet confirmed) or "enrolled".
+    pub totp: String,
+    pub allowed_hosts: Vec<IpNet>,
+    pub password_changed_ms: u64,
+    pub must_change_password: bool,
+    pub created_ms: u64,
+}
+
+impl From<&Staff> for StaffView {
+    fn from(s: &Staff) -> Self {
+        StaffView {
+            id: s.id,
+            username: s.username.clone(),
+            role: s.role,
+            enabled: s.enabled,
+            totp: match &s.totp {
+                None => "none",
+                Some(t) if t.enrolled => "enrolled",
+                Some(_) => "pending",
+            }
+            .into(),
+            allowed_hosts: s.allowed_hosts.clone(),
+            password_changed_ms: s.password_changed_ms,
+            must_change_password: s.must_change_password,
+            created_ms: s.created_ms,
+        }
+    }
+}
+
+fn view(s: &Staff) -> Option<serde_json::Value> {
+    serde_json::to_value(StaffView::from(s)).ok()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StaffError {
+    #[error(transparent)]
+    Policy(#[from] PolicyViolation),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Password(#[from] PasswordError),
+    #[error(transparent)]
+    Totp(#[from] TotpError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("staff users already exist; `sipd init` only creates the first admin")]
+    AlreadyInitialised,
+    #[error("staff user {0} not found")]
+    NotFound(String),
+    #[error("{0} is the last enabled admin: make another admin first")]
+    LastAdmin(String),
+    #[error("the current password is wrong")]
+    WrongCurrentPassword,
+    #[error("TOTP is already enrolled; an admin must reset it first")]
+    AlreadyEnrolled,
+    #[error("no TOTP enrolment is pending; begin one first")]
+    NotPending,
+}
+
+/// A new staff user.
+#[derive(Debug, Clone)]
+pub struct NewStaff {
+    pub username: String,
+    pub role: Role,
+    pub password: String,
+    pub allowed_hosts: Vec<IpNet>,
+    /// The user must change this password at first login (true when an admin chose it).
+    pub must_change_password: bool,
+}
+
+/// A change to a staff user; `None` leaves a field alone.
+#[derive(Debug, Clone, Default)]
+pub struct StaffUpdate {
+    pub username: Option<String>,
+    pub role: Option<Role>,
+    pub enabled: Option<bool>,
+    pub allowed_hosts: Option<Vec<IpNet>>,
+}
+
+/// What enrolment shows the user once: the secret for manual entry, the `otpauth://` URI
+/// and the same URI as a terminal QR code.
+#[derive(Debug, Clone)]
+pub struct Enrolment {
+    pub staff: StaffView,
+    pub secret: String,
+    pub uri: String,
+    pub qr: String,
+}
+
+fn not_found(what: String) -> StoreError {
+    StoreError::NotFound {
+        kind: "staff",
+        what,
+    }
+}
+
+fn load(tx: &Tx<'_>, id: Id) -> TxResult<Staff> {
+    match tx.staff(id)? {
+        Some(s) => Ok(s),
+        None => abort_tx(not_found(format!("#{id}"))),
+    }
+}
+
+/// Whether another enabled admin than `id` exists.
+fn other_admin(store: &Store, id: Id) -> Result<bool, StoreError> {
+    Ok(store
+        .staff_list()
+        .into_iter()
+        .flatten()
+        .any(|s| s.id != id && s.enabled && s.role == Role::Admin))
+}
+
+fn map_store(e: StoreError) -> StaffError {
+    match e {
+        StoreError::NotFound { what, .. } => StaffError::NotFound(what),
+        e => StaffError::Store(e),
+    }
+}
+
+fn entry(
+    actor: &Actor,
+    now: SystemTime,
+    kind: AuditKind,
+    target: &str,
+    reason: Option<String>,
+    before: Option<&Staff>,
+    after: Option<&Staff>,
+) -> AuditDraft {
+    AuditDraft {
+        ts_ms: unix_ms(now),
+        actor: actor.username.clone(),
+        source: actor.source,
+        kind,
+        target: Some(format!("staff:{target}")),
+        result: AuditResult::Success,
+        reason,
+        before: before.and_then(view),
+        after: after.and_then(view),
+    }
+}
+
+impl StaffAuth {
+    /// Creates a staff user; returns it and the strength of its password. An admin gets a
+    /// pending TOTP enrolment at once (see [`StaffAuth::begin_totp`] for showing it).
+    pub fn create_staff(
+        &self,
+        store: &Store,
+        actor: &Actor,
+        new: &NewStaff,
+        now: SystemTime,
+    ) -> Result<(Staff, Strength), StaffError> {
+        valid_username(&new.username).map_err(StaffError::Invalid)?;
+        let strength = self.policy.check(&new.password, &new.username)?;
+        let now_ms = unix_ms(now);
+        let s = Staff {
+            id: 0,
+            username: new.username.clone(),
+            role: new.role,
+            password_hash: self.hasher.hash(&new.password)?,
+            password_changed_ms: now_ms,
+            must_change_password: new.must_change_password,
+            totp: None,
+            allowed_hosts: new.allowed_hosts.clone(),
+            enabled: true,
+            created_ms: now_ms,
+            session_epoch: 0,
+        };
+        let stored = store.write(|tx| {
+            let id = tx.put_staff(&s)?;
+            let stored = Staff { id, ..s.clone() };
+            tx.append_audit(&entry(
+                actor,
+                now,
+                AuditKind::Create,
+                &s.username,
+                None,
+                None,
+                Some(&stored),
+            ))?;
+            Ok(stored)
+        })?;
+        Ok((stored, strength))
+    }
+
+    /// `sipd init`: creates the first admin (refused if any staff user exists) with a
+    /// pending TOTP enrolment, and returns what to show: the URI and QR. The first login
+    /// with a valid code confirms the enrolment; until then the admin only gets a setup
+    /// session.
+    pub fn init_first_admin(
+        &self,
+        store: &Store,
+        username: &str,
+        password: &str,
+        now: SystemTime,
+    ) -> Result<(Enrolment, Strength), StaffError> {
+        if store.has_staff()? {
+            return Err(StaffError::AlreadyInitialised);
+        }
+        valid_username(username).map_err(StaffError::Invalid)?;
+        let strength = self.policy.check(password, username)?;
+        let now_ms = unix_ms(now);
+        let secret = totp::generate_secret()?;
+        let s = Staff {
+            id: 0,
+            username: username.into(),
+            role: Role::Admin,
+            password_hash: self.hasher.hash(password)?,
+            password_changed_ms: now_ms,
+            must_change_password: false,
+            totp: Some(TotpState {
+                secret: secret.clone(),
+                enrolled: false,
+                last_step: 0,
+            }),
+            allowed_hosts: Vec::new(),
+            enabled: true,
+            created_ms: now_ms,
+            session_epoch: 0,
+        };
+        let stored = store.write(|tx| {
+            let id = tx.put_staff(&s)?;
+            let stored = Staff { id, ..s.clone() };
+            tx.append_audit(&entry(
+                &Actor::system(),
+                now,
+                AuditKind::Init,
+                username,
+                Some("first admin created; TOTP enrolment pending".into()),
+                None,
+                Some(&stored),
+            ))?;
+            Ok(stored)
+        })?;
+        let uri = totp::provisioning_uri(&secret, username)?;
+        let qr = totp::qr_terminal(&uri)?;
+        Ok((
+            Enrolment {
+                staff: StaffView::from(&stored),
+                secret,
+                uri,
+                qr,
+            },
+            strength,
+        ))
+    }
+
+    /// Changes role, enabled, username or allowed hosts. A change of role, a disable or a
+    /// narrowing of hosts ends the user's sessions.
+    pub fn update_staff(
+        &self,
+        store: &Store,
+        actor: &Actor,
+        id: Id,
+        u: &StaffUpdate,
+        now: SystemTime,
+    ) -> Result<Staff, StaffError> {
+        if let Some(name) = &u.username {
+            valid_username(name).map_err(StaffError::Invalid)?;
+        }
+        let before = store
+            .staff(id)?
+            .ok_or_else(|| StaffError::NotFound(format!("#{id}")))?;
+        let loses_admin = before.role == Role::Admin
+            && before.enabled
+            && (u.role.is_some_and(|r| r != Role::Admin) || u.enabled == Some(false));
+        if loses_admin && !other_admin(store, id)? {
+            return Err(StaffError::LastAdmin(before.username));
+        }
+        let after = store
+            .write(|tx| {
+                let before = load(tx, id)?;
+                let mut s = before.clone();
+                if let Some(n) = &u.username {
+                    s.username = n.clone();
+                }
+                if let Some(r) = u.role {
+                    s.role = r;
+                }
+                if let Some(e) = u.enabled {
+                    s.enabled = e;
+                }
+                if let Some(h) = &u.allowed_hosts {
+                    s.allowed_hosts = h.clone();
+                }
+                let revoke = s.role != before.role
+                    || (!s.enabled && before.enabled)
+                    || s.allowed_hosts != before.allowed_hosts;
+                if revoke {
+                    s.session_epoch += 1;
+                }
+                tx.put_staff(&s)?;
+                tx.append_audit(&entry(
+                    actor,
+                    now,
+                    AuditKind::Update,
+                    &before.username,
+                    revoke.then(|| "sessions revoked".into()),
+                    Some(&before),
+                    Some(&s),
+                ))?;
+                Ok(s)
+            })
+            .map_err(map_store)?;
+        if after.session_epoch != before.session_epoch {
+            store.remove_sessions_of(id)?;
+        }
+        Ok(after)
+    }
+
+    /// Deletes a staff user and ends their sessions.
+    pub fn delete_staff(
+        &self,
+        store: &Store,
+        actor: &Actor,
+        id: Id,
+        now: SystemTime,
+    ) -> Result<Staff, StaffError> {
+        let before = store
+            .staff(id)?
+            .ok_or_else(|| StaffError::NotFound(format!("#{id}")))?;
+        if before.role == Role::Admin && before.enabled && !other_admin(store, id)? {
+            return Err(StaffError::LastAdmin(before.username));
+        }
+        let old = store
+            .write(|tx| {
+                let old = tx.delete_staff(id)?;
+                tx.append_audit(&entry(
+                    actor,
+                    now,
+                    AuditKind::Delete,
+                    &old.username,
+                    None,
+                    Some(&old),
+                    None,
+                ))?;
+                Ok(old)
+            })
+            .map_err(map_store)?;
+        store.remove_sessions_of(id)?;
+        Ok(old)
+    }
+
+    /// Sets a new password. With `current` (a user changing their own), it must match;
+    /// without it (an admin resetting someone's), the user must change it at next login.
+    /// Every other session of the user ends; `keep` (the caller's own session, if any)
+    /// survives, and loses its "change the password" restriction.
+    #[allow(clippy::too_many_arguments)]
+    pub fn set_password(
+        &self,
+        store: &Store,
+        actor: &Actor,
+        id: Id,
+        current: Option<&str>,
+        new: &str,
+        keep: Option<&TokenHash>,
+        now: SystemTime,
+    ) -> Result<Strength, StaffError> {
+        let before = store
+            .staff(id)?
+            .ok_or_else(|| StaffError::NotFound(format!("#{id}")))?;
+        if let Some(cur) = current
+            && !self.hasher.verify(cur, &before.password_hash)?
+        {
+            let _ = store.append_audit(&AuditDraft {
+                result: AuditResult::Failure,
+                ..entry(
+                    actor,
+                    now,
+                    AuditKind::Password,
+                    &before.username,
+                    Some("wrong current password".into()),
+                    None,
+                    None,
+                )
+            });
+            return Err(StaffError::WrongCurrentPassword);
+        }
+        let strength = self.policy.check(new, &before.username)?;
+        if self.hasher.verify(new, &before.password_hash)? {
+            return Err(StaffError::Invalid(
+                "the new password must differ from the current one".into(),
+            ));
+        }
+        let hash = self.hasher.hash(new)?;
+        let now_ms = unix_ms(now);
+        let by_admin = current.is_none();
+        store
+            .write(|tx| {
+                let before = load(tx, id)?;
+                let mut s = before.clone();
+                s.password_hash = hash.clone();
+                s.password_changed_ms = now_ms;
+                s.must_change_password = by_admin;
+                s.session_epoch += 1;
+                tx.put_staff(&s)?;
+                if let Some(k) = keep
+                    && let Some(mut rec) = tx.session(k)?
+                    && rec.staff_id == id
+                {
+                    rec.epoch = s.session_epoch;
+                    if let SessionScope::Setup { enrol_totp, .. } = rec.scope {
+                        rec.scope = SessionScope::setup(enrol_totp, s.must_change_password);
+                    }
+                    tx.put_session(k, &rec)?;
+                }
+                tx.append_audit(&entry(
+                    actor,
+                    now,
+                    AuditKind::Password,
+                    &before.username,
+                    Some(
+                        if by_admin {
+                            "password reset (must be changed at next login); other sessions revoked"
+                        } else {
+                            "password changed; other sessions revoked"
+                        }
+                        .into(),
+                    ),
+                    Some(&before),
+                    Some(&s),
+                ))?;
+                Ok(())
+            })
+            .map_err(map_store)?;
+        self.remove_other_sessions(store, id, keep)?;
+        Ok(strength)
+    }
+
+    fn remove_other_sessions(
+        &self,
+        store: &Store,
+        id: Id,
+        keep: Option<&TokenHash>,
+    ) -> Result<(), StoreError> {
+        let doomed: Vec<TokenHash> = store
+            .sessions()?
+            .into_iter()
+            .filter(|(k, s)| s.staff_id == id && Some(k) != keep)
+            .map(|(k, _)| k)
+            .collect();
+        if !doomed.is_empty() {
+            store.write(|tx| {
+                for k in &doomed {
+                    tx.remove_session(k)?;
+                }
+                Ok(())
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Starts a TOTP enrolment for user `id` (a new secret, pending until a code confirms
+    /// it). Refused when one is already enrolled: an admin resets it first.
+    pub fn begin_totp(
+        &self,
+        store: &Store,
+        actor: &Actor,
+        id: Id,
+        now: SystemTime,
+    ) -> Result<Enrolment, StaffError> {
+        let secret = totp::generate_secret()?;
+        let s = store
+            .write(|tx| {
+                let before = load(tx, id)?;
+                if before.totp_enrolled() {
+                    return Ok(Err(StaffError::AlreadyEnrolled));
+                }
+                let mut s = before.clone();
+                s.totp = Some(TotpState {
+                    secret: secret.clone(),
+                    enrolled: false,
+                    last_step: 0,
+                });
+                tx.put_staff(&s)?;
+                tx.append_audit(&entry(
+                    actor,
+                    now,
+                    AuditKind::Totp,
+                    &s.username,
+                    Some("enrolment begun".into()),
+                    Some(&before),
+                    Some(&s),
+                ))?;
+                Ok(Ok(s))
+            })
+            .map_err(map_store)??;
+        let uri = totp::provisioning_uri(&secret, &s.username)?;
+        let qr = totp::qr_terminal(&uri)?;
+        Ok(Enrolment {
+            staff: StaffView::from(&s),
+            secret,
+            uri,
+            qr,
+        })
+    }
+
+    /// Confirms a pending enrolment with a code from the app. `keep` (the caller's session)
+    /// loses its "enrol TOTP" restriction. A wrong code is audited as a failure.
+    pub fn confirm_totp(
+        &self,
+        store: &Store,
+        actor: &Actor,
+        id: Id,
+        code: &str,
+        keep: Option<&TokenHash>,
+        now: SystemTime,
+    ) -> Result<Staff, StaffError> {
+        let secs = unix_ms(now) / 1000;
+        let r = store
+            .write(|tx| {
+                let before = load(tx, id)?;
+                let Some(t) = before.totp.as_ref().filter(|t| !t.enrolled) else {
+                    return Ok(Err(StaffError::NotPending));
+                };
+                let step = match totp::verify(&t.secret, code, secs, t.last_step) {
+                    Ok(step) => step,
+                    Err(e) => return Ok(Err(StaffError::Totp(e))),
+                };
+                let mut s = before.clone();
+                s.totp = Some(TotpState {
+                    secret: t.secret.clone(),
+                    enrolled: true,
+                    last_step: step,
+                });
+                tx.put_staff(&s)?;
+                if let Some(k) = keep
+                    && let Some(mut rec) = tx.session(k)?
+                    && rec.staff_id == id
+                    && let SessionScope::Setup {
+                        change_password, ..
+                    } = rec.scope
+                {
+                    rec.scope = SessionScope::setup(false, change_password);
+                    tx.put_session(k, &rec)?;
+                }
+                tx.append_audit(&entry(
+                    actor,
+                    now,
+                    AuditKind::Totp,
+                    &s.username,
+                    Some("enrolment confirmed".into()),
+                    Some(&before),
+                    Some(&s),
+                ))?;
+                Ok(Ok(s))
+            })
+            .map_err(map_store)?;
+        if let Err(StaffError::Totp(e)) = &r
+            && let Ok(Some(s)) = store.staff(id)
+        {
+            let _ = store.append_audit(&AuditDraft {
+                result: AuditResult::Failure,
+                ..entry(
+                    actor,
+                    now,
+                    AuditKind::Totp,
+                    &s.username,
+                    Some(format!("enrolment not confirmed: {e}")),
+                    None,
+                    None,
+                )
+            });
+        }
+        r
+    }
+
+    /// Removes a user's TOTP factor (lost phone) and ends their sessions. An admin then
+    /// gets only a setup session until they enrol again.
+    pub fn reset_totp(
+        &self,
+        store: &Store,
+        actor: &Actor,
+        id: Id,
+        now: SystemTime,
+    ) -> Result<Staff, StaffError> {
+        let s = store
+            .write(|tx| {
+                let before = load(tx, id)?;
+                let mut s = before.clone();
+                s.totp = None;
+                s.session_epoch += 1;
+                tx.put_staff(&s)?;
+                tx.append_audit(&entry(
+                    actor,
+                    now,
+                    AuditKind::Totp,
+                    &s.username,
+                    Some("TOTP removed; sessions revoked".into()),
+                    Some(&before),
+                    Some(&s),
+                ))?;
+                Ok(s)
+            })
+            .map_err(map_store)?;
+        store.remove_sessions_of(id)?;
+        Ok(s)
+    }
+
+    /// Ends every session of user `id` ("log out everywhere", or an admin's decision).
+    pub fn revoke_sessions(
+        &self,
+        store: &Store,
+        actor: &Actor,
+        id: Id,
+        now: SystemTime,
+    ) -> Result<usize, StaffError> {
+        store
+            .write(|tx| {
+                let before = load(tx, id)?;
+                let mut s = before.clone();
+                s.session_epoch += 1;
+                tx.put_staff(&s)?;
+                tx.append_audit(&entry(
+                    actor,
+                    now,
+                    AuditKind::Revoke,
+                    &s.username,
+                    Some("all sessions revoked".into()),
+                    None,
+                    None,
+                ))?;
+                Ok(())
+            })
+            .map_err(map_store)?;
+        Ok(store.remove_sessions_of(id)?)
+    }
+}

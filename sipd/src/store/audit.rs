@@ -1,0 +1,191 @@
+//! The audit log: who did what, from where, with what result, and for changes the record
+//! before and after. Append-only: there is an append and a filtered list, and no update or
+//! delete at all. Entries are appended inside a transaction (`Tx::append_audit`), so a change
+//! and its entry are durable together or not at all.
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use super::record::{decode, encode};
+use super::{Id, Record, Store, StoreError, T, Tx, TxResult, abort, id_from};
+
+const NEXT_AUDIT_ID: &[u8] = b"next_audit_id";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuditKind {
+    /// A login attempt, successful or not (exactly one entry per attempt).
+    Login,
+    Logout,
+    /// A record created, changed or deleted (`target` names it; `before`/`after` hold it).
+    Create,
+    Update,
+    Delete,
+    /// A password set or changed (the entry never holds the password or its hash).
+    Password,
+    /// A TOTP factor begun, confirmed or removed.
+    Totp,
+    /// Sessions revoked by someone other than their owner logging out.
+    Revoke,
+    /// `sipd init`: the first admin.
+    Init,
+}
+
+impl AuditKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditKind::Login => "login",
+            AuditKind::Logout => "logout",
+            AuditKind::Create => "create",
+            AuditKind::Update => "update",
+            AuditKind::Delete => "delete",
+            AuditKind::Password => "password",
+            AuditKind::Totp => "totp",
+            AuditKind::Revoke => "revoke",
+            AuditKind::Init => "init",
+        }
+    }
+}
+
+impl std::str::FromStr for AuditKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        serde_json::from_value(serde_json::Value::String(s.to_ascii_lowercase())).map_err(|_| {
+            format!(
+                "unknown audit kind {s:?} (login, logout, create, update, delete, password, totp, revoke, init)"
+            )
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuditResult {
+    Success,
+    Failure,
+}
+
+/// An entry before it is stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditDraft {
+    /// Unix ms.
+    pub ts_ms: u64,
+    /// The staff username acting (for a login: the name that was tried); `None` for the
+    /// system itself.
+    #[serde(default)]
+    pub actor: Option<String>,
+    #[serde(default)]
+    pub source: Option<IpAddr>,
+    pub kind: AuditKind,
+    /// What was acted on, `type:name` (`staff:alice`, `account:carrier-a`).
+    #[serde(default)]
+    pub target: Option<String>,
+    pub result: AuditResult,
+    /// Why it failed, or a note on a success (`limited session: enrol TOTP`).
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub before: Option<serde_json::Value>,
+    #[serde(default)]
+    pub after: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub id: Id,
+    #[serde(flatten)]
+    pub entry: AuditDraft,
+}
+
+impl Record for AuditEntry {
+    const KIND: &'static str = "audit";
+    const VERSION: u32 = 1;
+}
+
+/// What `Store::audit` returns; every field narrows, `None` does not.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    /// Entries with an id above this (resume after the last one seen).
+    pub after_id: Id,
+    /// Actor username, without regard to case.
+    pub actor: Option<String>,
+    pub kind: Option<AuditKind>,
+    /// `from_ms <= ts_ms < until_ms`.
+    pub from_ms: Option<u64>,
+    pub until_ms: Option<u64>,
+    /// At most this many (0 = no limit).
+    pub limit: usize,
+}
+
+impl AuditFilter {
+    pub fn matches(&self, e: &AuditEntry) -> bool {
+        let d = &e.entry;
+        e.id > self.after_id
+            && self.kind.is_none_or(|k| k == d.kind)
+            && self.from_ms.is_none_or(|f| d.ts_ms >= f)
+            && self.until_ms.is_none_or(|u| d.ts_ms < u)
+            && self
+                .actor
+                .as_ref()
+                .is_none_or(|a| d.actor.as_ref().is_some_and(|x| x.eq_ignore_ascii_case(a)))
+    }
+}
+
+impl Tx<'_> {
+    /// Appends an audit entry as part of this transaction; returns its id. Ids are dense
+    /// and in commit order.
+    pub fn append_audit(&self, entry: &AuditDraft) -> TxResult<Id> {
+        let meta = self.tree(T::Meta);
+        let id = meta
+            .get(NEXT_AUDIT_ID)?
+            .and_then(|v| id_from(&v))
+            .unwrap_or(0)
+            + 1;
+        meta.insert(NEXT_AUDIT_ID, &id.to_be_bytes())?;
+        let key = id.to_be_bytes();
+        let audit = self.tree(T::Audit);
+        // Never overwrite: an existing key means the counter went backwards (a restored
+        // meta tree); refuse rather than lose history.
+        if audit.get(key)?.is_some() {
+            return abort(StoreError::Conflict {
+                kind: "audit",
+                what: format!("entry #{id}"),
+                by: "an existing entry (audit counter behind the log)".into(),
+            });
+        }
+        let bytes = encode(&AuditEntry {
+            id,
+            entry: entry.clone(),
+        })
+        .or_else(abort)?;
+        audit.insert(&key, bytes)?;
+        Ok(id)
+    }
+}
+
+impl Store {
+    /// Appends one entry on its own; durable when this returns.
+    pub fn append_audit(&self, entry: &AuditDraft) -> Result<AuditEntry, StoreError> {
+        let id = self.write(|tx| tx.append_audit(entry))?;
+        Ok(AuditEntry {
+            id,
+            entry: entry.clone(),
+        })
+    }
+
+    /// Entries matching `f`, oldest first. A corrupt entry is an `Err` in its place (it
+    /// counts towards the limit).
+    pub fn audit(&self, f: &AuditFilter) -> Vec<Result<AuditEntry, StoreError>> {
+        let limit = if f.limit == 0 { usize::MAX } else { f.limit };
+        self.tree(T::Audit)
+            .range(f.after_id.saturating_add(1).to_be_bytes()..)
+            .map(|kv| {
+                let (k, v) = kv?;
+                decode::<AuditEntry>(&k, &v)
+            })
+            .filter(|r| r.as_ref().map_or(true, |e| f.matches(e)))
+            .take(limit)
+            .collect()
+    }
+}
