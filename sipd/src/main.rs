@@ -61,6 +61,19 @@ enum Command {
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
     },
+    /// Create the first admin of the management API (refused once any staff user exists)
+    /// and print the TOTP enrolment: an otpauth:// URI and a QR code for an authenticator
+    /// app. The first login with a code from the app confirms it. Creates the password
+    /// pepper file ([management] pepper_file) if needed.
+    Init {
+        /// The admin's username
+        #[arg(long)]
+        username: String,
+        /// Read the password from this file (first line; `-` = standard input) instead of
+        /// asking on the terminal
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<PathBuf>,
+    },
     /// Account commands.
     #[command(subcommand)]
     Accounts(AccountsCommand),
@@ -210,6 +223,10 @@ fn run(cmd: Command, config: Option<&Path>) -> Result<ExitCode> {
         Command::CheckConfig(c) => check_config(c.file.or(config.map(Path::to_path_buf)), c.print),
         Command::Import { file, dry_run } => import(&store, &file, &cfg.auth.realm, dry_run),
         Command::Export { output } => export(&store, output.as_deref()),
+        Command::Init {
+            username,
+            password_file,
+        } => init(&cfg, &store, &username, password_file.as_deref()),
         Command::Accounts(AccountsCommand::List { json }) => list_accounts(&store, json),
         Command::Cdrs(CdrsCommand::List { json, after, limit }) => {
             list_cdrs(&store, json, after, limit)
@@ -241,6 +258,67 @@ fn import(store: &Store, file: &Path, realm: &str, dry_run: bool) -> Result<Exit
                 eprintln!("{line}: {}", p.message);
             }
             eprintln!("{}: nothing imported", file.display());
+            Ok(ExitCode::FAILURE)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn init(cfg: &Config, store: &Store, username: &str, pw_file: Option<&Path>) -> Result<ExitCode> {
+    if store.has_staff()? {
+        eprintln!("sipd: staff users already exist; init only creates the first admin");
+        return Ok(ExitCode::FAILURE);
+    }
+    let password = match pw_file {
+        Some(p) if p == Path::new("-") => {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)?;
+            line
+        }
+        Some(p) => {
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?
+        }
+        None => {
+            let first = sipd::mgmt::tty::prompt_password("Password for the new admin: ")?;
+            let again = sipd::mgmt::tty::prompt_password("Again: ")?;
+            if first != again {
+                eprintln!("sipd: the passwords differ");
+                return Ok(ExitCode::FAILURE);
+            }
+            first
+        }
+    };
+    let password = password.lines().next().unwrap_or_default();
+    let auth = sipd::mgmt::StaffAuth::from_config(cfg)?;
+    let now = std::time::SystemTime::now();
+    match auth.init_first_admin(store, username, password, now) {
+        Ok((e, strength)) => {
+            println!(
+                "admin {username} created (password strength {}/4)",
+                strength.score
+            );
+            println!();
+            println!("Enrol TOTP now: scan this QR code with an authenticator app,");
+            println!("or enter the secret {} by hand.", e.secret);
+            println!();
+            println!("{}", e.qr);
+            println!();
+            println!("{}", e.uri);
+            println!();
+            println!(
+                "The first login with a code from the app confirms the enrolment; until \
+                 then this admin may only enrol TOTP."
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(sipd::mgmt::StaffError::Policy(v)) => {
+            eprintln!("sipd: password refused:");
+            for p in &v.problems {
+                eprintln!("  - {p}");
+            }
+            for s in &v.strength.suggestions {
+                eprintln!("  hint: {s}");
+            }
             Ok(ExitCode::FAILURE)
         }
         Err(e) => Err(e.into()),

@@ -11,6 +11,7 @@
 //! - [`staff`]: staff management (create, update, delete, passwords, TOTP enrolment,
 //!   revocation, `sipd init`), each change with exactly one audit entry in the same
 //!   transaction.
+//! - [`tty`]: reading a password from the terminal without echo (`sipd init`).
 //!
 //! The records live in [`crate::store`]: `Staff`, `SessionRecord`, `AuditEntry`.
 
@@ -22,6 +23,7 @@ pub mod staff;
 #[cfg(test)]
 mod tests;
 pub mod totp;
+pub mod tty;
 
 use std::net::IpAddr;
 use std::sync::Mutex;
