@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod b2bua;
 pub mod config;
+pub mod control;
 pub mod mgmt;
 pub mod policy;
 pub mod provision;

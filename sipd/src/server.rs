@@ -25,6 +25,7 @@ use crate::auth::digest::{DigestVerifier, NonceKey};
 use crate::b2bua::ids::IdsConfig;
 use crate::b2bua::{Core, CoreConfig, Effect, Local, NgMedia};
 use crate::config::{Config, DataplaneMode};
+use crate::control::{Command, Control};
 use crate::policy::routing::Router;
 use crate::policy::rules::RuleSet;
 use crate::sip::txn::{Peer, Proto};
@@ -211,6 +212,12 @@ pub async fn run(cfg: Config) -> Result<()> {
             }
         })
         .collect();
+    if !store.has_staff().unwrap_or(true) {
+        warn!(
+            "no staff users yet: stop sipd and run `sipd init --username <admin>` to create the first admin \
+             (it prints a QR code to enrol their TOTP); the management API needs one to log in"
+        );
+    }
     let accounts = rules.accounts().count();
     if accounts == 0 {
         warn!("no accounts provisioned: every call will be refused (see `sipd import`)");
@@ -306,6 +313,10 @@ pub async fn run(cfg: Config) -> Result<()> {
         agent: AGENT.into(),
     };
     let mut core = Core::new(core_cfg, rules, router, tariffs, verifier, media);
+    let (control, mut commands) = Control::new(store.clone(), dp.clone(), transports.clone());
+    // The management API is the one user of `control`; until it is started here the
+    // command channel stays open but idle.
+    let _control = control;
     let (writer, writer_thread) = spawn_writer(store.clone())?;
 
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
@@ -368,6 +379,28 @@ pub async fn run(cfg: Config) -> Result<()> {
                 debug!(source = %ev.source, kind = ?ev.kind, suppressed = ev.suppressed, "guard event");
                 if matches!(ev.kind, Some(GuardEventKind::PacketRate | GuardEventKind::InviteRate)) {
                     core.on_flood(Instant::now(), ev.source);
+                }
+            }
+            Some(cmd) = commands.recv() => {
+                let now = Instant::now();
+                let wall = SystemTime::now();
+                match cmd {
+                    Command::Calls(tx) => {
+                        let _ = tx.send(core.call_infos());
+                    }
+                    Command::Hangup(id, tx) => {
+                        let _ = tx.send(core.hangup(now, wall, id));
+                    }
+                    Command::Reload(tx) => {
+                        let _ = tx.send(reload(&store, &mut core));
+                    }
+                    Command::Credit(account, delta, tx) => {
+                        core.credit(account, delta);
+                        let _ = tx.send(());
+                    }
+                    Command::Stats(tx) => {
+                        let _ = tx.send((core.stats().clone(), core.active_calls()));
+                    }
                 }
             }
             _ = sleep => {
@@ -469,6 +502,20 @@ fn trust_peers(store: &Store, dp: &DataPlane) {
     if !hosts.is_empty() {
         info!(peers = ?hosts, "trusted peers (upstreams, single-host IP-auth rules) skip the per-source SIP guard");
     }
+}
+
+/// The core takes the store's current accounts, rules, connections and tariffs.
+fn reload(store: &Store, core: &mut Core<NgMedia>) -> Result<(), String> {
+    let rules = RuleSet::load(store).map_err(|e| e.to_string())?;
+    let connections = store
+        .connections()
+        .into_iter()
+        .filter_map(Result::ok)
+        .collect();
+    let tariffs = store.tariffs().into_iter().filter_map(Result::ok).collect();
+    core.reload(rules, connections, tariffs);
+    info!("accounts, rules, connections and tariffs reloaded");
+    Ok(())
 }
 
 fn source_session(dp: &DataPlane, ip: IpAddr, up: bool) {

@@ -83,8 +83,24 @@ pub enum Effect {
     },
 }
 
+/// A live call, for the management API.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CallInfo {
+    pub id: CallKey,
+    /// The caller's Call-ID.
+    pub call_id: String,
+    pub account_id: Id,
+    pub cli: String,
+    pub cld: String,
+    pub source: SocketAddr,
+    pub connection_id: Option<Id>,
+    pub answered: bool,
+    pub started_ms: u64,
+    pub answered_ms: Option<u64>,
+}
+
 /// Counters for logs, `/metrics` and tests.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct CoreStats {
     pub requests: u64,
     pub responses: u64,
@@ -118,6 +134,8 @@ pub enum EndReason {
     MediaTimeout,
     NoAck,
     Shutdown,
+    /// Hung up from the management API.
+    Operator,
 }
 
 impl EndReason {
@@ -130,6 +148,7 @@ impl EndReason {
             EndReason::MediaTimeout => "media timeout",
             EndReason::NoAck => "no ACK",
             EndReason::Shutdown => "shutdown",
+            EndReason::Operator => "hung up by operator",
         }
     }
 }
@@ -221,6 +240,57 @@ impl<M: Media> Core<M> {
 
     pub fn calls(&self) -> impl Iterator<Item = &Call> {
         self.calls.values().filter(|c| c.phase != Phase::Ended)
+    }
+
+    /// Live calls as the management API lists them.
+    pub fn call_infos(&self) -> Vec<CallInfo> {
+        let mut v: Vec<CallInfo> = self
+            .calls()
+            .map(|c| CallInfo {
+                id: c.key,
+                account_id: c.account,
+                cli: c.cli.clone(),
+                cld: c.cld.clone(),
+                source: c.source,
+                connection_id: c.connection,
+                answered: c.phase == Phase::Answered,
+                started_ms: unix_ms(c.started),
+                answered_ms: c.answered.map(unix_ms),
+                call_id: c.a.call_id.clone(),
+            })
+            .collect();
+        v.sort_by_key(|c| c.id);
+        v
+    }
+
+    /// Ends call `id` on both sides (BYE, or CANCEL before answer); false if there is none.
+    pub fn hangup(&mut self, now: Instant, wall: SystemTime, id: CallKey) -> bool {
+        if !self.calls.get(&id).is_some_and(|c| c.phase != Phase::Ended) {
+            return false;
+        }
+        self.end_call(now, wall, id, EndReason::Operator);
+        true
+    }
+
+    /// Takes new accounts, rules, connections and tariffs (after a change through the
+    /// management API). Calls in progress keep what they were admitted and routed with;
+    /// balances the core tracks stay (the store's may lag behind unwritten debits), new
+    /// accounts start from the store's.
+    pub fn reload(&mut self, rules: RuleSet, connections: Vec<Connection>, tariffs: Vec<Tariff>) {
+        for a in rules.accounts() {
+            self.balances.entry(a.id).or_insert(a.balance);
+        }
+        self.rules = rules;
+        self.router.reload(connections);
+        self.tariffs = tariffs.into_iter().map(|t| (t.id, t)).collect();
+    }
+
+    /// An operator credited (or debited) an account's balance in the store.
+    pub fn credit(&mut self, account: Id, delta: Micros) {
+        let b = self.balances.entry(account).or_insert(Micros(0));
+        b.0 = b.0.saturating_add(delta.0);
+        let nb = *b;
+        self.admission.set_balance(account, nb);
     }
 
     /// Effects produced so far, in order; the shell carries them out.
@@ -642,7 +712,7 @@ impl<M: Media> Core<M> {
             .admit(now, call_key, &account, tariff.as_ref())
         {
             let (code, why) = (refusal.status(), refusal.warning());
-            info!(account = %account.name, %why, "call refused");
+            debug!(account = %account.name, %why, "call refused");
             self.refuse(now, &key, &req, code, why);
             self.cdr_refused(wall, &req, &peer, Some(account.id), code, why);
             return;
@@ -1512,7 +1582,7 @@ impl<M: Media> Core<M> {
         if !call.delayed_offer {
             self.ack_b(now, &mut call, None);
         }
-        info!(call = key, cli = %call.cli, cld = %call.cld, "call answered");
+        debug!(call = key, cli = %call.cli, cld = %call.cld, "call answered");
         self.calls.insert(key, call);
     }
 
@@ -1619,7 +1689,7 @@ impl<M: Media> Core<M> {
         let txn = call.a_txn.clone();
         *self.stats.finals.entry(code).or_default() += 1;
         self.txn.respond(now, &txn, &r);
-        info!(call = key, code, %why, "call failed");
+        debug!(call = key, code, %why, "call failed");
         self.finish(now, wall, key, code, &why);
     }
 
@@ -1679,7 +1749,7 @@ impl<M: Media> Core<M> {
                     let token = self.token(Token::Fire);
                     self.txn.send_request(now, &bye, peer, token);
                 }
-                info!(call = key, reason = reason.text(), "call ended");
+                debug!(call = key, reason = reason.text(), "call ended");
                 self.calls.insert(key, call);
                 self.finish(now, wall, key, 200, reason.text());
             }

@@ -820,3 +820,44 @@ fn account_limits_refuse_with_distinct_codes() {
             .contains("account session limit")
     );
 }
+
+#[test]
+fn operator_hangup_and_reload() {
+    let mut w = ip_world();
+    let inv = start_call(&mut w, "call-op");
+    answer(&mut w, &inv);
+    w.take(CARRIER);
+    w.take(VENDOR1);
+    let calls = w.core.call_infos();
+    assert_eq!(calls.len(), 1);
+    assert!(calls[0].answered);
+    assert_eq!(calls[0].call_id, "call-op");
+    let (now, wall) = (w.now, w.wall);
+    assert!(w.core.hangup(now, wall, calls[0].id));
+    assert!(!w.core.hangup(now, wall, calls[0].id), "only once");
+    w.collect();
+    assert!(
+        w.take(CARRIER)
+            .iter()
+            .any(|m| m.method() == Some(&Method::Bye))
+    );
+    assert!(
+        w.take(VENDOR1)
+            .iter()
+            .any(|m| m.method() == Some(&Method::Bye))
+    );
+    assert_eq!(w.cdrs[0].reason, "hung up by operator");
+
+    // Reload without the connection: new calls have no route.
+    w.core.reload(
+        RuleSet::new(
+            vec![account(1, "carrier")],
+            vec![rule(1, 1, Some("10.0.0.0/24"), true)],
+        )
+        .unwrap(),
+        vec![],
+        vec![],
+    );
+    w.from(CARRIER, &invite("call-nr", "z9hG4bK-nr", "", true));
+    assert_eq!(w.codes(CARRIER), vec![100, 404]);
+}

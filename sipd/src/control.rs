@@ -1,0 +1,144 @@
+//! What the management API may ask of the running daemon. The call core is owned by the
+//! event loop in [`crate::server`]; the API reaches it only through these commands, answered
+//! between SIP messages, so it never sees a call half-updated. The store and the data plane
+//! are shared directly (both are safe to use from any thread).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use relay_user::DataPlane;
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::b2bua::{CallInfo, CallKey, CoreStats};
+use crate::store::{Id, Micros, Store};
+use crate::transport::{TransportStats, Transports};
+
+/// A request to the event loop.
+#[derive(Debug)]
+pub enum Command {
+    Calls(oneshot::Sender<Vec<CallInfo>>),
+    Hangup(CallKey, oneshot::Sender<bool>),
+    /// Re-read accounts, rules, connections and tariffs from the store.
+    Reload(oneshot::Sender<Result<(), String>>),
+    /// The store's balance of an account changed by this much (a top-up).
+    Credit(Id, Micros, oneshot::Sender<()>),
+    Stats(oneshot::Sender<(CoreStats, usize)>),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("sipd is shutting down")]
+    Stopped,
+    #[error("the call core did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("reload failed: {0}")]
+    Reload(String),
+}
+
+/// Everything about the daemon an operator sees at once (`/api/status`, `/metrics`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub started_ms: u64,
+    pub uptime_secs: u64,
+    pub active_calls: usize,
+    pub core: CoreStats,
+    pub transport: TransportStats,
+    /// `xdp-native`, `xdp-skb` or `userspace`.
+    pub dataplane: String,
+    /// Why that data plane (the loader's explanation).
+    pub dataplane_reason: String,
+    /// The data plane's per-reason counters (packets passed, dropped by cause, relayed).
+    pub dataplane_stats: BTreeMap<&'static str, u64>,
+    pub bans: usize,
+}
+
+/// Cheap to clone; one per API worker.
+#[derive(Clone)]
+pub struct Control {
+    tx: mpsc::Sender<Command>,
+    pub store: Arc<Store>,
+    pub dataplane: Arc<DataPlane>,
+    pub transports: Transports,
+    started: SystemTime,
+}
+
+/// How long the API waits for the event loop before giving up on a command.
+const ANSWER_WITHIN: Duration = Duration::from_secs(5);
+
+impl Control {
+    pub fn new(
+        store: Arc<Store>,
+        dataplane: Arc<DataPlane>,
+        transports: Transports,
+    ) -> (Control, mpsc::Receiver<Command>) {
+        let (tx, rx) = mpsc::channel(64);
+        (
+            Control {
+                tx,
+                store,
+                dataplane,
+                transports,
+                started: SystemTime::now(),
+            },
+            rx,
+        )
+    }
+
+    async fn ask<R>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<R>) -> Command,
+    ) -> Result<R, ControlError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(make(tx))
+            .await
+            .map_err(|_| ControlError::Stopped)?;
+        match tokio::time::timeout(ANSWER_WITHIN, rx).await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(_)) => Err(ControlError::Stopped),
+            Err(_) => Err(ControlError::Timeout(ANSWER_WITHIN)),
+        }
+    }
+
+    pub async fn calls(&self) -> Result<Vec<CallInfo>, ControlError> {
+        self.ask(Command::Calls).await
+    }
+
+    /// Ends a live call on both sides; `false` if no such call.
+    pub async fn hangup(&self, id: CallKey) -> Result<bool, ControlError> {
+        self.ask(|tx| Command::Hangup(id, tx)).await
+    }
+
+    /// After a change to accounts, rules, connections or tariffs in the store.
+    pub async fn reload(&self) -> Result<(), ControlError> {
+        self.ask(Command::Reload)
+            .await?
+            .map_err(ControlError::Reload)
+    }
+
+    /// After a balance top-up (or correction) was written to the store.
+    pub async fn credit(&self, account: Id, delta: Micros) -> Result<(), ControlError> {
+        self.ask(|tx| Command::Credit(account, delta, tx)).await
+    }
+
+    pub async fn status(&self) -> Result<Status, ControlError> {
+        let (core, active_calls) = self.ask(Command::Stats).await?;
+        let now = SystemTime::now();
+        Ok(Status {
+            started_ms: self
+                .started
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            uptime_secs: now.duration_since(self.started).map_or(0, |d| d.as_secs()),
+            active_calls,
+            core,
+            transport: self.transports.stats(),
+            dataplane: self.dataplane.mode().to_string(),
+            dataplane_reason: self.dataplane.reason().to_owned(),
+            dataplane_stats: self.dataplane.stats().unwrap_or_default(),
+            bans: self.dataplane.ban_list().map_or(0, |b| b.len()),
+        })
+    }
+}
