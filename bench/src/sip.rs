@@ -28,7 +28,8 @@
 //! It passes when failed calls (sipp's FailedCall, plus calls sipp never finished) are under
 //! 0.1% of them and sipp started them all at ≥ 95% of the offered rate (else the caller,
 //! not the proxy, was the limit and the step fails as "generator"). Between steps the proxy
-//! gets to go idle. CPU per call = the proxy's CPU time (utime + stime from /proc/<pid>/stat
+//! gets to go idle; after a failed step the proxy (with rtpengine) and the callee are
+//! restarted, so an overload's leftovers do not fail the next, lower rate. CPU per call = the proxy's CPU time (utime + stime from /proc/<pid>/stat
 //! of its processes: sipd; Kamailio's processes + rtpengine) over the step / calls offered.
 //!
 //! sipd logs at its default level (info, two lines per call, to a pipe the bench copies to
@@ -407,7 +408,8 @@ fn method_text(o: &Opts) -> String {
     };
     format!(
         "{search}. A step offers rate × {} s calls; it passes with failed calls (sipp \
-         FailedCall + calls never finished) < {}% and calls started at ≥ {}% of the rate. CPU \
+         FailedCall + calls never finished) < {}% and calls started at ≥ {}% of the rate; \
+         after a failed step the proxy (and rtpengine) and the callee are restarted. CPU \
          per call = proxy processes' utime+stime (/proc/<pid>/stat; Kamailio: all its \
          processes + rtpengine) over the step / calls offered.",
         o.duration.as_secs_f64(),
@@ -453,25 +455,28 @@ fn bench_system(
     std::fs::write(&uac_xml, sipp::UAC_XML)?;
     std::fs::write(&uas_xml, sipp::UAS_XML)?;
 
-    // The proxy first, so a proxy that cannot start costs no callee.
-    let mut proxy = match system {
-        System::Sipd => start_sipd(o, proxy_cpu, tmp.path(), log)?,
-        System::Kamailio => start_kamailio(o, proxy_cpu, tmp.path(), log)?,
+    let start = || -> anyhow::Result<(Proxy, Proc)> {
+        let proxy = match system {
+            System::Sipd => start_sipd(o, proxy_cpu, tmp.path(), log)?,
+            System::Kamailio => start_kamailio(o, proxy_cpu, tmp.path(), log)?,
+        };
+        let mut uas = Proc::spawn(
+            "sipp UAS",
+            &mut sipp::uas_command(&uas_xml, UAS_PORT, SIPP_CPU),
+            &tmp.path().join("uas.log"),
+        )?;
+        procs::wait_bound(UAS_PORT, &mut uas, Duration::from_secs(5))?;
+        Ok((proxy, uas))
     };
+    // The proxy first, so a proxy that cannot start costs no callee.
+    let (mut proxy, mut uas) = start()?;
     r.version = proxy.version.clone();
     println!("   {} ready on 127.0.0.1:{}", r.version, system.port());
-
-    let uas_log = tmp.path().join("uas.log");
-    let mut uas = Proc::spawn(
-        "sipp UAS",
-        &mut sipp::uas_command(&uas_xml, UAS_PORT, SIPP_CPU),
-        &uas_log,
-    )?;
-    procs::wait_bound(UAS_PORT, &mut uas, Duration::from_secs(5))?;
 
     let t0 = Instant::now();
     let mut done: Vec<(u32, bool)> = Vec::new();
     let mut fixed = o.rates.clone().map(|v| v.into_iter());
+    let mut restart = false;
     loop {
         let next = match &mut fixed {
             Some(it) => it.next(),
@@ -485,9 +490,21 @@ fn bench_system(
             );
             break;
         }
+        if restart {
+            // An overloaded step leaves half-done calls, relay sessions and retransmissions
+            // behind; the next step starts from a fresh proxy and callee (same store).
+            println!(
+                "   restarting {} and the callee after the failed step",
+                system.name()
+            );
+            drop(uas);
+            drop(proxy);
+            (proxy, uas) = start()?;
+        }
         settle(&mut proxy);
         let step = run_step(system, o, rate, &uac_xml, tmp.path(), &mut proxy)?;
         uas.check_alive()?;
+        restart = !step.passed;
         done.push((rate, step.passed));
         r.steps.push(step);
         // A proxy that died fails the system; its steps so far stay in the report.
