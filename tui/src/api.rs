@@ -362,7 +362,7 @@ fn reason(status: u16) -> &'static str {
 fn transport_error(base: &str, e: ureq::Error) -> Error {
     let hint = match &e {
         ureq::Error::Tls(_) | ureq::Error::Rustls(_) => {
-            "; for sipd's self-signed certificate pass --ca <data_dir>/tls/cert.pem (or --insecure)"
+            "; for sipd's self-signed certificate pass --ca <data_dir>/mgmt-tls.crt (or --insecure)"
         }
         _ => "",
     };

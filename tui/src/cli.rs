@@ -22,8 +22,8 @@ Environment:
   XDG_CONFIG_HOME  the session is saved in $XDG_CONFIG_HOME/sbcctl/token
                    (else ~/.config/sbcctl/token), mode 0600
 
-sipd's self-signed certificate is <data_dir>/tls/cert.pem (data_dir in sbc.toml, default ./data):
-pass it with --ca, or use --insecure.";
+sipd's self-signed certificate is <data_dir>/mgmt-tls.crt (data_dir in sbc.toml, default
+./data): pass it with --ca (remembered by login), or use --insecure.";
 
 #[derive(Debug, Parser)]
 #[command(
