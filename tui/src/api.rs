@@ -360,13 +360,17 @@ fn reason(status: u16) -> &'static str {
 }
 
 fn transport_error(base: &str, e: ureq::Error) -> Error {
-    let hint = match &e {
-        ureq::Error::Tls(_) | ureq::Error::Rustls(_) => {
-            "; for sipd's self-signed certificate pass --ca <data_dir>/mgmt-tls.crt (or --insecure)"
-        }
-        _ => "",
+    let text = e.to_string();
+    // rustls's verdicts arrive as ureq::Error::Io as often as ::Tls/::Rustls.
+    let cert = matches!(e, ureq::Error::Tls(_) | ureq::Error::Rustls(_))
+        || text.contains("certificate")
+        || text.contains("UnknownIssuer");
+    let hint = if cert {
+        "; for sipd's self-signed certificate pass --ca <data_dir>/mgmt-tls.crt (or --insecure)"
+    } else {
+        ""
     };
-    Error::Transport(format!("{base}: {e}{hint}"))
+    Error::Transport(format!("{base}: {text}{hint}"))
 }
 
 /// Checks and normalises the base URL (no trailing slash).

@@ -767,6 +767,9 @@ impl<'a, 'b> Ctx<'a, 'b> {
             Rules::Add { account, fields } => {
                 let id = self.resolve(&c, "/api/accounts", "name", "account", &account)?;
                 let body = self.rule_body(fields, false)?;
+                if body.get("name").is_none() {
+                    return Err(Error::Usage("a new rule needs --name".into()));
+                }
                 let v = c.json(
                     Method::Post,
                     &format!("/api/accounts/{id}/rules"),
@@ -945,7 +948,11 @@ impl<'a, 'b> Ctx<'a, 'b> {
                 );
                 let deny = Table::from_json(
                     v.get("deny").unwrap_or(&json!([])),
-                    &[col("DENY ID", "id"), col("CIDR", "cidr")],
+                    &[
+                        col("DENY ID", "id"),
+                        col("CIDR", "cidr"),
+                        col("ORIGIN", "origin"),
+                    ],
                 );
                 let text = format!("{}\n{}", services.render(), deny.render());
                 let _ = self.io.out.write_all(text.as_bytes());
@@ -1004,6 +1011,7 @@ impl<'a, 'b> Ctx<'a, 'b> {
                         col("REASON", "reason"),
                         col("REMAINING SECS", "remaining_secs"),
                         col("EXPIRED", "expired"),
+                        col("NOTE", "note"),
                     ],
                 )
             }

@@ -272,6 +272,16 @@ fn api() -> Fake {
                 ..error(503, "unavailable", "core not answering")
             },
             ("GET", "/api/alerts") => reply(200, json!([])),
+            ("GET", "/api/firewall") => reply(
+                200,
+                json!({"services": [
+                    {"service": "sip", "port": 5060, "proto": "udp+tcp", "restricted": true,
+                     "allow": ["192.0.2.0/24", "198.51.100.7/32"]},
+                    {"service": "management", "port": 8443, "proto": "tcp", "restricted": false,
+                     "allow": []}],
+                 "deny": [{"cidr": "203.0.113.0/24", "id": 4, "origin": "api"}]}),
+            ),
+            ("POST", "/api/firewall/allow") => reply(204, Value::Null),
             ("POST", "/api/bans") => Resp {
                 extra: vec![("Retry-After", "30".into())],
                 ..error(429, "locked_out", "slow down")
@@ -599,6 +609,36 @@ fn bodies_queries_and_outputs() {
 }
 
 #[test]
+fn firewall() {
+    let fake = api();
+    let tmp = tempfile::tempdir().unwrap();
+    let env = env_with(tmp.path(), Some(fake.url()), Some("tok-1"));
+    let o = sbcctl(&env, &["firewall", "list"], "", &[]);
+    assert_eq!(o.code, 0, "{}", o.err);
+    assert_eq!(
+        o.out,
+        "SERVICE     PORT  PROTO    RESTRICTED  ALLOW\n\
+         sip         5060  udp+tcp  yes         192.0.2.0/24,198.51.100.7/32\n\
+         management  8443  tcp      no          -\n\
+         \n\
+         DENY ID  CIDR            ORIGIN\n\
+         4        203.0.113.0/24  api\n"
+    );
+    // A bare address is sent as a /32.
+    let o = sbcctl(&env, &["firewall", "allow", "sip", "192.0.2.77"], "", &[]);
+    assert_eq!(
+        (o.code, o.out.as_str()),
+        (0, "sip: allowed 192.0.2.77/32\n"),
+        "{}",
+        o.err
+    );
+    assert_eq!(
+        fake.last().json(),
+        json!({"service": "sip", "cidr": "192.0.2.77/32"})
+    );
+}
+
+#[test]
 fn completions_need_no_server() {
     let o = sbcctl(&Env::default(), &["completions", "bash"], "", &[]);
     assert_eq!(o.code, 0);
@@ -627,4 +667,108 @@ fn the_binary_exits_with_documented_codes() {
     let o = run(&["accounts", "list"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("not logged in to https://127.0.0.1:8443"));
+}
+
+/// Real TLS: `openssl s_server -WWW` serving `api/alerts` from a temporary directory with a
+/// self-signed certificate like sipd's. Unverified: refused (4, with the --ca hint); `--ca`:
+/// trusted; `--insecure`: accepted. Skipped when openssl is not installed.
+#[test]
+fn tls_with_ca_file_and_insecure() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let openssl = |args: &[&str]| {
+        std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(d)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+    };
+    let made = openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "key.pem",
+        "-out",
+        "cert.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=sipd",
+        "-addext",
+        "subjectAltName=IP:127.0.0.1",
+        "-addext",
+        "basicConstraints=critical,CA:FALSE",
+    ]);
+    if !made.is_ok_and(|s| s.success()) {
+        eprintln!("SKIPPED tls_with_ca_file_and_insecure: openssl not available");
+        return;
+    }
+    std::fs::create_dir(d.join("api")).unwrap();
+    std::fs::write(d.join("api/alerts"), "[]").unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = std::process::Command::new("openssl")
+        .args([
+            "s_server", "-quiet", "-WWW", "-cert", "cert.pem", "-key", "key.pem",
+        ])
+        .args(["-accept", &format!("127.0.0.1:{port}")])
+        .current_dir(d)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < end, "s_server did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let url = format!("https://127.0.0.1:{port}");
+    let env = env_with(d, Some(url), Some("tok"));
+    let ca = d.join("cert.pem");
+    let plain = |args: &[&str]| {
+        let mut out = Vec::new();
+        let mut err = Vec::new();
+        let code = run(
+            std::iter::once("sbcctl").chain(args.iter().copied()),
+            &env,
+            &mut Io {
+                out: &mut out,
+                err: &mut err,
+                stdin: &mut &b""[..],
+                prompt: &mut Answers::default(),
+            },
+        );
+        (
+            code,
+            String::from_utf8(out).unwrap(),
+            String::from_utf8(err).unwrap(),
+        )
+    };
+    let unverified = plain(&["alerts"]);
+    let trusted = plain(&["--ca", ca.to_str().unwrap(), "alerts"]);
+    let insecure = plain(&["--insecure", "alerts"]);
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(unverified.0, 4, "{unverified:?}");
+    assert!(unverified.2.contains("--ca"), "{unverified:?}");
+    assert_eq!(
+        (trusted.0, trusted.1.as_str()),
+        (0, "no alerts\n"),
+        "{trusted:?}"
+    );
+    assert_eq!(
+        (insecure.0, insecure.1.as_str()),
+        (0, "no alerts\n"),
+        "{insecure:?}"
+    );
 }
