@@ -44,6 +44,7 @@ pub struct Cli {
 }
 
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct Global {
     /// Management API URL [env: SBC_URL] [default: the saved session's, else
     /// https://127.0.0.1:8443]
@@ -189,6 +190,7 @@ pub enum Accounts {
 
 #[derive(Debug, Args, Default)]
 pub struct AccountFields {
+    /// Account name (unique)
     #[arg(long)]
     pub name: Option<String>,
     #[command(flatten)]
@@ -199,10 +201,13 @@ pub struct AccountFields {
     /// Opening balance, decimal (create only; use topup afterwards)
     #[arg(long, allow_hyphen_values = true)]
     pub balance: Option<String>,
+    /// New calls per second (absent: unlimited)
     #[arg(long, value_name = "N")]
     pub cps_limit: Option<u32>,
+    /// Concurrent calls (absent: unlimited)
     #[arg(long, value_name = "N")]
     pub max_sessions: Option<u32>,
+    /// Longest call; it is cut when reached
     #[arg(long, value_name = "SECS")]
     pub max_call_secs: Option<u32>,
     /// SIP digest username
@@ -220,13 +225,15 @@ pub struct AccountFields {
 
 #[derive(Debug, Args, Default)]
 pub struct Enabled {
+    /// Enable it
     #[arg(long, conflicts_with = "disable")]
     pub enable: bool,
+    /// Disable it (calls refused)
     #[arg(long)]
     pub disable: bool,
 }
 
-/// Raw JSON merged under the flags (flags win): for fields sbcctl has no flag for.
+// Raw JSON merged under the flags (flags win): for fields sbcctl has no flag for.
 #[derive(Debug, Args, Default)]
 pub struct Data {
     /// JSON object sent as the body, flags applied on top; @FILE reads a file, @- stdin
@@ -259,6 +266,7 @@ pub enum Rules {
 
 #[derive(Debug, Args, Default)]
 pub struct RuleFields {
+    /// Rule name (required for add)
     #[arg(long)]
     pub name: Option<String>,
     /// Source address or CIDR ("any": no restriction)
@@ -285,11 +293,12 @@ pub struct RuleFields {
 
 #[derive(Debug, Subcommand)]
 pub enum Tariffs {
+    /// List tariffs
     #[command(visible_alias = "ls")]
     List,
-    Get {
-        tariff: Target,
-    },
+    /// Show one tariff
+    Get { tariff: Target },
+    /// Create a tariff
     #[command(visible_alias = "add")]
     Create(TariffFields),
     /// Change a tariff (only the fields given)
@@ -298,14 +307,14 @@ pub enum Tariffs {
         #[command(flatten)]
         fields: TariffFields,
     },
+    /// Delete a tariff
     #[command(visible_alias = "rm")]
-    Delete {
-        tariff: Target,
-    },
+    Delete { tariff: Target },
 }
 
 #[derive(Debug, Args, Default)]
 pub struct TariffFields {
+    /// Tariff name (unique; accounts refer to it)
     #[arg(long)]
     pub name: Option<String>,
     /// Rate per minute, decimal (e.g. 0.012)
@@ -314,8 +323,10 @@ pub struct TariffFields {
     /// Expected call duration for balance reservation
     #[arg(long, value_name = "SECS")]
     pub expected_call_secs: Option<u32>,
+    /// First billing increment
     #[arg(long, value_name = "SECS")]
     pub initial_increment_secs: Option<u32>,
+    /// Following billing increments
     #[arg(long, value_name = "SECS")]
     pub increment_secs: Option<u32>,
     #[command(flatten)]
@@ -324,11 +335,12 @@ pub struct TariffFields {
 
 #[derive(Debug, Subcommand)]
 pub enum Connections {
+    /// List connections
     #[command(visible_alias = "ls")]
     List,
-    Get {
-        connection: Target,
-    },
+    /// Show one connection
+    Get { connection: Target },
+    /// Create a connection
     #[command(visible_alias = "add")]
     Create(ConnectionFields),
     /// Change a connection (only the fields given)
@@ -337,14 +349,14 @@ pub enum Connections {
         #[command(flatten)]
         fields: ConnectionFields,
     },
+    /// Delete a connection
     #[command(visible_alias = "rm")]
-    Delete {
-        connection: Target,
-    },
+    Delete { connection: Target },
 }
 
 #[derive(Debug, Args, Default)]
 pub struct ConnectionFields {
+    /// Connection name (unique)
     #[arg(long)]
     pub name: Option<String>,
     #[command(flatten)]
@@ -352,13 +364,16 @@ pub struct ConnectionFields {
     /// Upstream address, HOST:PORT
     #[arg(long, value_name = "HOST:PORT")]
     pub destination: Option<String>,
+    /// SIP transport to the upstream
     #[arg(long, value_parser = ["udp", "tcp"])]
     pub transport: Option<String>,
     /// Called-number prefix routed here (repeat for several; replaces the list)
     #[arg(long = "cld-prefix", value_name = "PREFIX")]
     pub cld_prefixes: Vec<String>,
+    /// Concurrent calls to this upstream (absent: unlimited)
     #[arg(long, value_name = "N")]
     pub max_channels: Option<u32>,
+    /// New calls per second to this upstream (absent: unlimited)
     #[arg(long, value_name = "N")]
     pub cps_limit: Option<u32>,
     /// Lower is tried first
@@ -385,6 +400,7 @@ pub enum Firewall {
 
 #[derive(Debug, Subcommand)]
 pub enum Bans {
+    /// List bans
     #[command(visible_alias = "ls")]
     List,
     /// Ban an address
@@ -403,6 +419,7 @@ pub enum Bans {
 
 #[derive(Debug, Subcommand)]
 pub enum Calls {
+    /// List calls in progress
     #[command(visible_alias = "ls")]
     List,
     /// Hang up a call in progress (BYE to both legs)
@@ -442,6 +459,7 @@ pub struct CdrFilter {
 
 #[derive(Debug, Subcommand)]
 pub enum Staff {
+    /// List staff users
     #[command(visible_alias = "ls")]
     List,
     /// Create a staff user (password prompted, or --password-stdin)
@@ -470,6 +488,7 @@ pub enum Staff {
         #[arg(long, conflicts_with = "allowed_hosts")]
         any_host: bool,
     },
+    /// Delete a staff user
     #[command(visible_alias = "rm")]
     Delete { user: Target },
     /// Revoke every session of a user
