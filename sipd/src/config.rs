@@ -180,6 +180,8 @@ pub struct ManagementConfig {
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub session_ttl_secs: u64,
+    /// `/metrics` without a bearer token (for a Prometheus on an allowed source).
+    pub metrics_public: bool,
     /// Secret mixed into every staff password hash; created (mode 0600) on first start.
     /// Must be outside `data_dir`, so a copy of the data directory is not enough to attack
     /// the hashes. Back it up separately: without it no staff password verifies.
@@ -196,6 +198,7 @@ impl Default for ManagementConfig {
             tls_cert: None,
             tls_key: None,
             session_ttl_secs: 3600,
+            metrics_public: false,
             pepper_file: PathBuf::from("./sipd.pepper"),
             argon2: crate::mgmt::Argon2Costs::default(),
             password: crate::mgmt::PasswordPolicy::default(),

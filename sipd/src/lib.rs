@@ -4,6 +4,7 @@
 //! (parsing, limits, transactions) → [`b2bua`] (the call core: security pipeline, dialogs,
 //! media anchoring, CDRs) using [`policy`] (auth rules, admission, routing) and [`store`].
 
+pub mod api;
 pub mod auth;
 pub mod b2bua;
 pub mod config;

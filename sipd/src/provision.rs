@@ -211,7 +211,7 @@ pub struct Plan {
     accounts: Vec<(Account, Option<String>, Vec<AuthRule>)>,
 }
 
-fn parse_destination(d: &str) -> Result<(String, u16), String> {
+pub(crate) fn parse_destination(d: &str) -> Result<(String, u16), String> {
     let bad = || format!("{d:?} is not host, host:port or [v6]:port");
     if let Ok(sa) = d.parse::<std::net::SocketAddr>() {
         return Ok((sa.ip().to_string(), sa.port()));
@@ -229,7 +229,7 @@ fn parse_destination(d: &str) -> Result<(String, u16), String> {
     }
 }
 
-fn destination(c: &Connection) -> String {
+pub(crate) fn destination(c: &Connection) -> String {
     match c.host.parse::<std::net::IpAddr>() {
         Ok(std::net::IpAddr::V6(v6)) => format!("[{v6}]:{}", c.port),
         _ => format!("{}:{}", c.host, c.port),

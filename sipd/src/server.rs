@@ -293,6 +293,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         }
     }
     program_dataplane(&cfg, &dp, &sip_ports)?;
+    crate::api::apply_stored_firewall(&store, &dp);
     trust_peers(&store, &dp);
 
     let core_cfg = CoreConfig {
@@ -314,9 +315,10 @@ pub async fn run(cfg: Config) -> Result<()> {
     };
     let mut core = Core::new(core_cfg, rules, router, tariffs, verifier, media);
     let (control, mut commands) = Control::new(store.clone(), dp.clone(), transports.clone());
-    // The management API is the one user of `control`; until it is started here the
-    // command channel stays open but idle.
-    let _control = control;
+    // The management API is the one user of `control`.
+    let api = crate::api::start(&cfg, control)
+        .await
+        .context("starting the management API")?;
     let (writer, writer_thread) = spawn_writer(store.clone())?;
 
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
@@ -455,6 +457,9 @@ pub async fn run(cfg: Config) -> Result<()> {
     }
     let stats = core.stats().clone();
     info!(?stats, dropped_by_fw, transport = ?transports.stats(), "sipd stopping");
+    // Stopped before the core goes: a request in flight gets "shutting down", not a hang.
+    drop(commands);
+    api.stop().await;
     drop(core);
     transports.shutdown();
     drop(writer);

@@ -9,6 +9,7 @@ mod account;
 mod audit;
 mod cdr;
 mod connection;
+mod firewall;
 mod money;
 mod pattern;
 mod record;
@@ -28,6 +29,7 @@ pub use account::{Account, SipAuth};
 pub use audit::{AuditDraft, AuditEntry, AuditFilter, AuditKind, AuditResult};
 pub use cdr::{Cdr, CdrDraft};
 pub use connection::{Connection, Transport};
+pub use firewall::{FwAllow, FwDeny, ManualBan};
 pub use money::{BadAmount, MICROS_PER_UNIT, Micros};
 pub use pattern::{Matcher, Pattern, PatternError};
 pub use record::Record;
@@ -107,9 +109,11 @@ pub(crate) enum T {
     StaffNames,
     Sessions,
     Audit,
+    /// Firewall rules and manual bans made through the management API (`firewall.rs`).
+    Firewall,
 }
 
-const TREE_NAMES: [&str; 13] = [
+const TREE_NAMES: [&str; 14] = [
     "accounts",
     "accounts_by_name",
     "accounts_by_sip_user",
@@ -123,6 +127,7 @@ const TREE_NAMES: [&str; 13] = [
     "staff_by_username",
     "sessions",
     "audit",
+    "firewall",
 ];
 
 pub struct Store {

@@ -1,0 +1,87 @@
+//! Security alerts the API lists (`GET /api/alerts`): configurations an auditor would flag.
+//!
+//! - `permissive_firewall`: a restricted service (management, or SIP once it has an allow
+//!   list) allows every address (`0.0.0.0/0` or `::/0`): Sippy's permissive-firewall warning.
+//! - `admin_without_totp`: an enabled admin has no confirmed TOTP factor.
+//! - `self_signed_certificate`: the API still uses the certificate it made itself.
+
+use serde::Serialize;
+
+use super::ApiState;
+use crate::store::Role;
+use relay_user::ServiceId;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Alert {
+    pub code: &'static str,
+    /// `critical`, `warning` or `info`.
+    pub severity: &'static str,
+    pub message: String,
+}
+
+pub fn alerts(s: &ApiState) -> Vec<Alert> {
+    let mut out = Vec::new();
+    let dp = s.dp();
+    for id in [
+        ServiceId::Management,
+        ServiceId::Sip,
+        ServiceId::SipTls,
+        ServiceId::Ssh,
+    ] {
+        let allow = dp.allow_list(id).unwrap_or_default();
+        let open: Vec<String> = allow
+            .iter()
+            .filter(|c| c.prefix_len() == 0)
+            .map(ToString::to_string)
+            .collect();
+        if !open.is_empty() {
+            out.push(Alert {
+                code: "permissive_firewall",
+                severity: if id == ServiceId::Management {
+                    "critical"
+                } else {
+                    "warning"
+                },
+                message: format!(
+                    "the {} service allows every address ({}): restrict it to the networks that need it",
+                    id.name(),
+                    open.join(", ")
+                ),
+            });
+        }
+    }
+    for st in s.store().staff_list().into_iter().flatten() {
+        if st.role == Role::Admin && st.enabled && !st.totp_enrolled() {
+            out.push(Alert {
+                code: "admin_without_totp",
+                severity: "critical",
+                message: format!(
+                    "admin {:?} has no confirmed TOTP factor (they only get a setup session until they enrol)",
+                    st.username
+                ),
+            });
+        }
+    }
+    if s.tls.self_signed {
+        out.push(Alert {
+            code: "self_signed_certificate",
+            severity: "warning",
+            message: format!(
+                "the management API uses its self-signed certificate {}: set [management] tls_cert and tls_key",
+                s.tls.cert_path.display()
+            ),
+        });
+    }
+    if s.tls
+        .reload_failed
+        .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        out.push(Alert {
+            code: "certificate_reload_failed",
+            severity: "warning",
+            message: "the last certificate change could not be loaded; the previous certificate is still served"
+                .into(),
+        });
+    }
+    out
+}

@@ -1,0 +1,220 @@
+//! `/metrics` in the Prometheus text exposition format (0.0.4). Counters are monotonic
+//! since sipd started (rates, CPS included, are Prometheus's `rate()`); gauges are now.
+
+use std::fmt::Write;
+
+use crate::control::Status;
+
+/// Extra facts the status does not carry.
+#[derive(Debug, Clone, Default)]
+pub struct Extra {
+    pub self_signed: bool,
+    pub cert_reloads: u64,
+    pub manual_bans: usize,
+}
+
+struct Out(String);
+
+impl Out {
+    fn head(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.0, "# HELP {name} {help}");
+        let _ = writeln!(self.0, "# TYPE {name} {kind}");
+    }
+
+    fn one(&mut self, name: &str, kind: &str, help: &str, v: u64) {
+        self.head(name, kind, help);
+        let _ = writeln!(self.0, "{name} {v}");
+    }
+
+    fn labelled<'a>(
+        &mut self,
+        name: &str,
+        kind: &str,
+        help: &str,
+        label: &str,
+        values: impl IntoIterator<Item = (&'a str, u64)>,
+    ) {
+        self.head(name, kind, help);
+        for (l, v) in values {
+            let _ = writeln!(self.0, "{name}{{{label}=\"{}\"}} {v}", escape(l));
+        }
+    }
+}
+
+/// Label values: backslash, double quote and newline escaped.
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+pub fn render(s: &Status, x: &Extra) -> String {
+    let mut o = Out(String::with_capacity(4096));
+    let c = &s.core;
+    o.one(
+        "sipd_start_time_seconds",
+        "gauge",
+        "Unix time sipd started.",
+        s.started_ms / 1000,
+    );
+    o.one(
+        "sipd_uptime_seconds",
+        "gauge",
+        "Seconds since sipd started.",
+        s.uptime_secs,
+    );
+    o.one(
+        "sipd_calls_active",
+        "gauge",
+        "Calls in progress (set up or being set up).",
+        s.active_calls as u64,
+    );
+    o.one(
+        "sipd_calls_total",
+        "counter",
+        "Call attempts (initial INVITEs) received.",
+        c.invites,
+    );
+    o.one(
+        "sipd_invites_total",
+        "counter",
+        "Initial INVITEs received; rate() of this is the calls per second.",
+        c.invites,
+    );
+    o.one(
+        "sipd_calls_answered_total",
+        "counter",
+        "Calls answered (2xx sent to the caller).",
+        c.answered,
+    );
+    o.one(
+        "sipd_calls_failed_total",
+        "counter",
+        "Calls that ended with a failure response to the caller.",
+        c.failed,
+    );
+    o.one(
+        "sipd_sip_requests_total",
+        "counter",
+        "SIP requests received.",
+        c.requests,
+    );
+    o.one(
+        "sipd_sip_responses_received_total",
+        "counter",
+        "SIP responses received.",
+        c.responses,
+    );
+    o.one(
+        "sipd_sip_malformed_total",
+        "counter",
+        "Malformed SIP messages received.",
+        c.malformed,
+    );
+    o.one(
+        "sipd_sip_stray_total",
+        "counter",
+        "SIP messages matching no transaction or dialog.",
+        c.stray,
+    );
+    o.one(
+        "sipd_auth_challenges_total",
+        "counter",
+        "Digest challenges (401) sent.",
+        c.challenges,
+    );
+    o.one(
+        "sipd_auth_failures_total",
+        "counter",
+        "Failed digest authentications.",
+        c.auth_failures,
+    );
+    let codes: Vec<(String, u64)> = c
+        .finals
+        .iter()
+        .map(|(code, n)| (code.to_string(), *n))
+        .collect();
+    o.labelled(
+        "sipd_responses_sent_total",
+        "counter",
+        "Final responses sent to callers, by status code.",
+        "code",
+        codes.iter().map(|(k, v)| (k.as_str(), *v)),
+    );
+    let mut tcp_open = 0;
+    let mut transport = Vec::new();
+    if let Ok(serde_json::Value::Object(m)) = serde_json::to_value(s.transport) {
+        for (k, v) in m {
+            let v = v.as_u64().unwrap_or(0);
+            if k == "tcp_open" {
+                tcp_open = v;
+            } else {
+                transport.push((k, v));
+            }
+        }
+    }
+    o.labelled(
+        "sipd_transport_events_total",
+        "counter",
+        "SIP transport counters (datagrams, frames, connections, errors) by event.",
+        "event",
+        transport.iter().map(|(k, v)| (k.as_str(), *v)),
+    );
+    o.one(
+        "sipd_transport_tcp_open",
+        "gauge",
+        "SIP TCP connections open.",
+        tcp_open,
+    );
+    o.labelled(
+        "sbc_dataplane_packets_total",
+        "counter",
+        "Data-plane packet verdicts and relay counts, by reason.",
+        "reason",
+        s.dataplane_stats.iter().map(|(k, v)| (*k, *v)),
+    );
+    o.labelled(
+        "sbc_dataplane_mode",
+        "gauge",
+        "The active data plane (1 for the one in use).",
+        "mode",
+        ["xdp-native", "xdp-skb", "userspace"]
+            .into_iter()
+            .map(|m| (m, u64::from(m == s.dataplane))),
+    );
+    o.one(
+        "sbc_bans",
+        "gauge",
+        "Sources banned in the data plane now.",
+        s.bans as u64,
+    );
+    o.one(
+        "sbc_bans_manual",
+        "gauge",
+        "Bans made by operators (stored, applied again at start).",
+        x.manual_bans as u64,
+    );
+    o.one(
+        "sipd_mgmt_tls_self_signed",
+        "gauge",
+        "1 while the management API uses its self-signed certificate.",
+        u64::from(x.self_signed),
+    );
+    o.one(
+        "sipd_mgmt_tls_reloads_total",
+        "counter",
+        "Management API certificate reloads.",
+        x.cert_reloads,
+    );
+    o.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_escaped() {
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}

@@ -1,0 +1,409 @@
+//! The HTTPS management API inside `sipd run` (see `sipd/API.md` for every endpoint).
+//!
+//! - [`tls`]: rustls (ring), TLS 1.2/1.3, forward-secret suites, self-signed or configured
+//!   certificate, reloaded when its files change.
+//! - Connections: each source is checked against `[firewall] management_allow` (plus allow
+//!   entries added through the API) before the TLS handshake; the same list is programmed
+//!   into the data plane's service ACL for the management port.
+//! - Every request: bearer token → [`StaffAuth::authorize`] (expiry, revocation, the
+//!   user's allowed hosts) → [`Authorized::permit`] with the endpoint's [`Action`].
+//! - Every change: one store transaction holding the change and exactly one audit entry
+//!   (before/after as JSON), then the call core is told (`Control::reload`/`credit`) or the
+//!   data plane is programmed.
+//! - [`metrics`]: `/metrics` in Prometheus text format; [`alerts`]: security warnings.
+//!
+//! Store and Argon2 work runs on the blocking pool, never on the async workers.
+
+pub mod alerts;
+pub mod error;
+pub mod metrics;
+pub mod routes;
+pub mod tls;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result};
+use axum::Router;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderName, HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::Response;
+use ipnet::IpNet;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use tracing::{debug, info, warn};
+
+use relay_user::{Cidr, DataPlane, Proto, Service, ServiceId};
+
+use crate::config::Config;
+use crate::control::Control;
+use crate::mgmt::{Action, Authorized, StaffAuth};
+use crate::store::{AuditDraft, AuditKind, AuditResult, Store};
+use error::{ApiError, ApiResult};
+
+/// Connections being handshaken or served at once; more wait in the kernel's backlog.
+const MAX_CONNECTIONS: usize = 256;
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Request bodies larger than this are refused (413).
+const MAX_BODY: usize = 64 * 1024;
+
+/// Everything a handler may use.
+pub struct ApiState {
+    pub control: Control,
+    pub auth: StaffAuth,
+    pub cfg: Config,
+    pub tls: Arc<tls::TlsState>,
+    /// Sources allowed to connect: `management_allow` plus the API's own entries.
+    pub mgmt_allow: RwLock<Vec<IpNet>>,
+}
+
+pub type State = Arc<ApiState>;
+
+impl ApiState {
+    pub fn store(&self) -> &Store {
+        &self.control.store
+    }
+
+    pub fn dp(&self) -> &DataPlane {
+        &self.control.dataplane
+    }
+
+    pub fn connection_allowed(&self, ip: IpAddr) -> bool {
+        let ip = crate::store::canonical_ip(ip);
+        self.mgmt_allow
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|n| n.contains(&ip))
+    }
+
+    /// Recomputes the connection allow list from the configuration and the store.
+    pub fn refresh_mgmt_allow(&self) {
+        let mut v = self.cfg.firewall.management_allow.clone();
+        for a in self.store().fw_allows().into_iter().flatten() {
+            if a.service == ServiceId::Management.name() {
+                v.push(a.cidr);
+            }
+        }
+        *self.mgmt_allow.write().unwrap_or_else(|p| p.into_inner()) = v;
+    }
+}
+
+/// Runs `f` with the state on the blocking pool (store flushes, Argon2).
+pub async fn blocking<R: Send + 'static>(
+    st: &State,
+    f: impl FnOnce(&ApiState) -> ApiResult<R> + Send + 'static,
+) -> ApiResult<R> {
+    let st = st.clone();
+    tokio::task::spawn_blocking(move || f(&st)).await?
+}
+
+/// The identity of a request: its token checked, not yet its action.
+pub struct Caller {
+    pub authz: Authorized,
+    pub ip: IpAddr,
+}
+
+impl Caller {
+    pub fn permit(&self, a: Action) -> ApiResult<()> {
+        self.authz.permit(a).map_err(ApiError::from)
+    }
+
+    pub fn username(&self) -> &str {
+        &self.authz.staff.username
+    }
+
+    /// An audit entry by this caller, for a change in the same transaction.
+    pub fn audit(
+        &self,
+        kind: AuditKind,
+        target: String,
+        reason: Option<String>,
+        before: Option<serde_json::Value>,
+        after: Option<serde_json::Value>,
+    ) -> AuditDraft {
+        AuditDraft {
+            ts_ms: crate::mgmt::unix_ms(SystemTime::now()),
+            actor: Some(self.authz.staff.username.clone()),
+            source: Some(crate::store::canonical_ip(self.ip)),
+            kind,
+            target: Some(target),
+            result: AuditResult::Success,
+            reason,
+            before,
+            after,
+        }
+    }
+}
+
+/// The client's address, as axum's `ConnectInfo` of our TLS listener.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>>
+    for PeerAddr
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Self {
+        PeerAddr(*stream.remote_addr())
+    }
+}
+
+pub fn peer_ip(parts: &Parts) -> IpAddr {
+    parts
+        .extensions
+        .get::<ConnectInfo<PeerAddr>>()
+        .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.0.ip())
+}
+
+pub fn bearer(parts: &Parts) -> Option<String> {
+    let v = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_owned())
+}
+
+impl FromRequestParts<State> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, st: &State) -> Result<Self, Self::Rejection> {
+        let ip = peer_ip(parts);
+        let Some(token) = bearer(parts) else {
+            return Err(ApiError::unauthorized(
+                "token_invalid",
+                "log in first: Authorization: Bearer <token>",
+            ));
+        };
+        let authz = blocking(st, move |s| {
+            s.auth
+                .authorize(s.store(), &token, ip, SystemTime::now())
+                .map_err(ApiError::from)
+        })
+        .await?;
+        Ok(Caller { authz, ip })
+    }
+}
+
+/// Headers every response carries.
+const SECURITY_HEADERS: [(&str, &str); 6] = [
+    (
+        "strict-transport-security",
+        "max-age=63072000; includeSubDomains",
+    ),
+    ("x-content-type-options", "nosniff"),
+    ("x-frame-options", "DENY"),
+    ("cache-control", "no-store"),
+    ("content-security-policy", "default-src 'none'"),
+    ("referrer-policy", "no-referrer"),
+];
+
+async fn security_headers(req: Request, next: Next) -> Response {
+    let mut r = next.run(req).await;
+    let h = r.headers_mut();
+    for (k, v) in SECURITY_HEADERS {
+        h.insert(HeaderName::from_static(k), HeaderValue::from_static(v));
+    }
+    r
+}
+
+pub fn router(st: State) -> Router {
+    routes::router()
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this endpoint does not take that method",
+            )
+        })
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn(security_headers))
+        .with_state(st)
+}
+
+/// TLS connections that passed the source check and the handshake, handed to axum.
+pub struct TlsListener {
+    rx: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    local: SocketAddr,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.rx.recv().await {
+            Some(c) => c,
+            // The acceptor is gone (shutdown): wait for the server to stop us.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.local)
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    st: State,
+    tx: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    warn!(error = %e, "management API: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => return,
+        };
+        if !st.connection_allowed(peer.ip()) {
+            debug!(%peer, "management API: source not in management_allow; closed");
+            drop(tcp);
+            continue;
+        }
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            debug!(%peer, "management API: too many connections; closed");
+            continue;
+        };
+        let acceptor = acceptor.clone();
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => {
+                    let _ = tx.send((tls, peer)).await;
+                }
+                Ok(Err(e)) => debug!(%peer, error = %e, "management API: TLS handshake failed"),
+                Err(_) => debug!(%peer, "management API: TLS handshake timed out"),
+            }
+            // The slot covers the handshake; served connections are bounded by hyper's
+            // keep-alive and the clients themselves.
+            drop(permit);
+        });
+    }
+}
+
+/// The running API; [`ApiHandle::stop`] ends it.
+pub struct ApiHandle {
+    stop: watch::Sender<bool>,
+    server: tokio::task::JoinHandle<()>,
+    pub local_addr: SocketAddr,
+}
+
+impl ApiHandle {
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        if tokio::time::timeout(Duration::from_secs(3), self.server)
+            .await
+            .is_err()
+        {
+            warn!("management API: connections still open at shutdown; dropped");
+        }
+    }
+}
+
+/// Puts the management port in the data plane's service ACL: restricted to the allow list.
+pub fn program_management_acl(st: &ApiState, port: u16) -> Result<()> {
+    let dp = st.dp();
+    dp.service_set(Service {
+        port,
+        proto: Proto::Tcp,
+        id: ServiceId::Management,
+        restricted: true,
+        sip: false,
+    })
+    .context("management service in the data plane")?;
+    for net in &st.cfg.firewall.management_allow {
+        let c: Cidr = net.to_string().parse().context("management_allow CIDR")?;
+        dp.allow_add(ServiceId::Management, c)
+            .context("management allow entry")?;
+    }
+    Ok(())
+}
+
+/// Starts the API on `[management] listen`. Fails (and so does `sipd run`) if the
+/// certificate, the pepper or the address is unusable: better than an appliance nobody
+/// can manage.
+pub async fn start(cfg: &Config, control: Control) -> Result<ApiHandle> {
+    let m = &cfg.management;
+    let auth = {
+        let cfg = cfg.clone();
+        tokio::task::spawn_blocking(move || StaffAuth::from_config(&cfg))
+            .await
+            .context("staff authentication")??
+    };
+    let tls = tls::TlsState::load(
+        m.tls_cert.as_deref(),
+        m.tls_key.as_deref(),
+        &cfg.data_dir,
+        m.listen.ip(),
+    )
+    .context("management API certificate")?;
+    let server_cfg = tls::server_config(tls.resolver.clone())?;
+    let listener = TcpListener::bind(m.listen)
+        .await
+        .with_context(|| format!("management API: binding {}", m.listen))?;
+    let local = listener.local_addr()?;
+    let st: State = Arc::new(ApiState {
+        control,
+        auth,
+        cfg: cfg.clone(),
+        tls: tls.clone(),
+        mgmt_allow: RwLock::new(Vec::new()),
+    });
+    st.refresh_mgmt_allow();
+    program_management_acl(&st, local.port())?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (conn_tx, conn_rx) = mpsc::channel(64);
+    tokio::spawn(accept_loop(
+        listener,
+        TlsAcceptor::from(Arc::new(server_cfg)),
+        st.clone(),
+        conn_tx,
+        stop_rx.clone(),
+    ));
+    tokio::spawn(tls.clone().watch(stop_rx.clone()));
+    let app = router(st);
+    let mut shutdown = stop_rx;
+    let server = tokio::spawn(async move {
+        let l = TlsListener { rx: conn_rx, local };
+        let r = axum::serve(l, app.into_make_service_with_connect_info::<PeerAddr>())
+            .with_graceful_shutdown(async move {
+                let _ = shutdown.changed().await;
+            })
+            .await;
+        if let Err(e) = r {
+            warn!(error = %e, "management API server ended");
+        }
+    });
+    info!(
+        listen = %local,
+        certificate = %tls.cert_path.display(),
+        self_signed = tls.self_signed,
+        "management API: https://{local}/"
+    );
+    Ok(ApiHandle {
+        stop: stop_tx,
+        server,
+        local_addr: local,
+    })
+}
+
+/// Applies the firewall entries and manual bans stored through the API to the data plane
+/// (at start, after `sbc.toml`'s own lists). Expired bans are dropped from the store.
+pub fn apply_stored_firewall(store: &Store, dp: &DataPlane) {
+    routes::firewall::reapply(store, dp);
+}

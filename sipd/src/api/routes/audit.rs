@@ -1,0 +1,43 @@
+//! The audit log (A): filtered, oldest first, read only.
+
+use axum::Json;
+use axum::extract::State as Extract;
+
+use crate::api::error::{ApiError, ApiResult, Query};
+use crate::api::{Caller, State, blocking};
+use crate::mgmt::Action;
+use crate::store::{AuditEntry, AuditFilter, AuditKind};
+
+pub async fn list(
+    c: Caller,
+    Extract(st): Extract<State>,
+    q: Query,
+) -> ApiResult<Json<Vec<AuditEntry>>> {
+    c.permit(Action::ViewAudit)?;
+    q.only(&["after", "user", "kind", "from_ms", "to_ms", "limit"])?;
+    let limit = q.get::<usize>("limit")?.unwrap_or(1000);
+    if !(1..=100_000).contains(&limit) {
+        return Err(ApiError::invalid("limit", "1..=100000"));
+    }
+    let f = AuditFilter {
+        after_id: q.get("after")?.unwrap_or(0),
+        actor: q.get("user")?,
+        kind: q.get::<AuditKind>("kind")?,
+        from_ms: q.get("from_ms")?,
+        until_ms: q.get("to_ms")?,
+        limit,
+    };
+    blocking(&st, move |s| {
+        Ok(Json(
+            s.store()
+                .audit(&f)
+                .into_iter()
+                .filter_map(|r| {
+                    r.map_err(|e| tracing::warn!(error = %e, "skipping an unreadable audit entry"))
+                        .ok()
+                })
+                .collect(),
+        ))
+    })
+    .await
+}

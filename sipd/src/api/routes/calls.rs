@@ -1,0 +1,42 @@
+//! Live calls (R list, O hang up).
+
+use axum::Json;
+use axum::extract::{Path, State as Extract};
+use axum::http::StatusCode;
+
+use super::path_id;
+use crate::api::error::{ApiError, ApiResult};
+use crate::api::{Caller, State, blocking};
+use crate::b2bua::CallInfo;
+use crate::mgmt::Action;
+use crate::store::AuditKind;
+
+pub async fn list(c: Caller, Extract(st): Extract<State>) -> ApiResult<Json<Vec<CallInfo>>> {
+    c.permit(Action::View)?;
+    Ok(Json(st.control.calls().await?))
+}
+
+pub async fn hangup(
+    c: Caller,
+    Extract(st): Extract<State>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    c.permit(Action::Operate)?;
+    let id = path_id(&id)?;
+    let call = st.control.calls().await?.into_iter().find(|k| k.id == id);
+    if !st.control.hangup(id).await? {
+        return Err(ApiError::not_found(format!("no live call #{id}")));
+    }
+    // No store record changes: the entry is the record of who ended the call.
+    blocking(&st, move |s| {
+        s.store().append_audit(&c.audit(
+            AuditKind::Delete,
+            format!("call:{id}"),
+            Some("hung up by staff".into()),
+            call.as_ref().and_then(super::json),
+            None,
+        ))?;
+        Ok(StatusCode::NO_CONTENT)
+    })
+    .await
+}

@@ -1,0 +1,245 @@
+//! CDRs (R): filtered list as JSON or CSV.
+
+use axum::Json;
+use axum::extract::State as Extract;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::api::error::{ApiError, ApiResult, Query};
+use crate::api::{Caller, State, blocking};
+use crate::mgmt::Action;
+use crate::store::{Cdr, Id, Store};
+
+const KNOWN: [&str; 6] = ["after", "limit", "account", "from_ms", "to_ms", "result"];
+const BATCH: usize = 1000;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CdrView {
+    pub id: Id,
+    pub call_id: String,
+    pub start_ms: u64,
+    pub answer_ms: Option<u64>,
+    pub end_ms: u64,
+    pub caller: String,
+    pub callee: String,
+    pub source: Option<std::net::SocketAddr>,
+    pub account_id: Option<Id>,
+    pub connection_id: Option<Id>,
+    pub result_code: u16,
+    pub reason: String,
+    pub duration_secs: u64,
+    /// Decimal currency ("0.03").
+    pub cost: String,
+}
+
+fn view(c: &Cdr) -> CdrView {
+    let d = &c.call;
+    CdrView {
+        id: c.id,
+        call_id: d.call_id.clone(),
+        start_ms: d.start_ms,
+        answer_ms: d.answer_ms,
+        end_ms: d.end_ms,
+        caller: d.caller.clone(),
+        callee: d.callee.clone(),
+        source: d.source,
+        account_id: d.account_id,
+        connection_id: d.connection_id,
+        result_code: d.result_code,
+        reason: d.reason.clone(),
+        duration_secs: d.duration_secs,
+        cost: d.cost.to_string(),
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum ResultFilter {
+    Answered,
+    Failed,
+    Code(u16),
+}
+
+#[derive(Debug, Clone)]
+struct Filter {
+    after: Id,
+    limit: usize,
+    account: Option<Id>,
+    from_ms: Option<u64>,
+    to_ms: Option<u64>,
+    result: Option<ResultFilter>,
+}
+
+impl Filter {
+    fn parse(q: &Query, default_limit: usize, max_limit: usize) -> ApiResult<Filter> {
+        q.only(&KNOWN)?;
+        let limit = q.get::<usize>("limit")?.unwrap_or(default_limit);
+        if !(1..=max_limit).contains(&limit) {
+            return Err(ApiError::invalid("limit", format!("1..={max_limit}")));
+        }
+        let result = match q.0.get("result").map(|s| s.trim()) {
+            None | Some("") => None,
+            Some("answered") => Some(ResultFilter::Answered),
+            Some("failed") => Some(ResultFilter::Failed),
+            Some(c) => Some(ResultFilter::Code(
+                c.parse()
+                    .ok()
+                    .filter(|c| (100..700).contains(c))
+                    .ok_or_else(|| {
+                        ApiError::invalid("result", "answered, failed or a SIP status code")
+                    })?,
+            )),
+        };
+        Ok(Filter {
+            after: q.get("after")?.unwrap_or(0),
+            limit,
+            account: q.get("account")?,
+            from_ms: q.get("from_ms")?,
+            to_ms: q.get("to_ms")?,
+            result,
+        })
+    }
+
+    fn matches(&self, c: &Cdr) -> bool {
+        let d = &c.call;
+        self.account.is_none_or(|a| d.account_id == Some(a))
+            && self.from_ms.is_none_or(|f| d.start_ms >= f)
+            && self.to_ms.is_none_or(|t| d.start_ms < t)
+            && match self.result {
+                None => true,
+                Some(ResultFilter::Answered) => d.answer_ms.is_some(),
+                Some(ResultFilter::Failed) => d.answer_ms.is_none(),
+                Some(ResultFilter::Code(code)) => d.result_code == code,
+            }
+    }
+
+    /// Oldest first, from `after`, until `limit` matched or the log ends.
+    fn run(&self, store: &Store) -> Vec<Cdr> {
+        let mut out = Vec::new();
+        let mut cursor = self.after;
+        loop {
+            let batch = store.cdrs(cursor, BATCH);
+            let n = batch.len();
+            for r in batch {
+                match r {
+                    Ok(c) => {
+                        cursor = c.id;
+                        if self.matches(&c) {
+                            out.push(c);
+                            if out.len() >= self.limit {
+                                return out;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "skipping an unreadable CDR");
+                        cursor += 1;
+                    }
+                }
+            }
+            if n < BATCH {
+                return out;
+            }
+        }
+    }
+}
+
+pub async fn list(
+    c: Caller,
+    Extract(st): Extract<State>,
+    q: Query,
+) -> ApiResult<Json<Vec<CdrView>>> {
+    c.permit(Action::View)?;
+    let f = Filter::parse(&q, 100, 10_000)?;
+    blocking(&st, move |s| {
+        Ok(Json(f.run(s.store()).iter().map(view).collect()))
+    })
+    .await
+}
+
+/// A CSV field: quoted when needed, and text a spreadsheet would run as a formula (caller
+/// IDs come from the network) prefixed with `'`. A leading `+` or `-` before a digit is a
+/// number (E.164) and left alone.
+fn field(s: &str) -> String {
+    let mut chars = s.chars();
+    let first = chars.next();
+    let second = chars.next();
+    let formula = match first {
+        Some('=' | '@' | '\t' | '\r') => true,
+        Some('+' | '-') => !second.is_some_and(|c| c.is_ascii_digit()),
+        _ => false,
+    };
+    let s = if formula {
+        format!("'{s}")
+    } else {
+        s.to_owned()
+    };
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s
+    }
+}
+
+pub fn to_csv(rows: &[CdrView]) -> String {
+    let mut out = String::from(
+        "id,call_id,start_ms,answer_ms,end_ms,caller,callee,source,account_id,connection_id,result_code,reason,duration_secs,cost\n",
+    );
+    let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
+    for r in rows {
+        let cols = [
+            r.id.to_string(),
+            field(&r.call_id),
+            r.start_ms.to_string(),
+            opt(r.answer_ms),
+            r.end_ms.to_string(),
+            field(&r.caller),
+            field(&r.callee),
+            r.source.map(|s| s.to_string()).unwrap_or_default(),
+            opt(r.account_id),
+            opt(r.connection_id),
+            r.result_code.to_string(),
+            field(&r.reason),
+            r.duration_secs.to_string(),
+            r.cost.clone(),
+        ];
+        out.push_str(&cols.join(","));
+        out.push('\n');
+    }
+    out
+}
+
+pub async fn csv(c: Caller, Extract(st): Extract<State>, q: Query) -> ApiResult<Response> {
+    c.permit(Action::View)?;
+    let f = Filter::parse(&q, 100_000, 1_000_000)?;
+    let body = blocking(&st, move |s| {
+        let rows: Vec<CdrView> = f.run(s.store()).iter().map(view).collect();
+        Ok(to_csv(&rows))
+    })
+    .await?;
+    let mut r = body.into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/csv; charset=utf-8"),
+    );
+    h.insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_static("attachment; filename=\"cdrs.csv\""),
+    );
+    Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_fields() {
+        assert_eq!(field("+4420"), "+4420");
+        assert_eq!(field("=cmd()"), "'=cmd()");
+        assert_eq!(field("-x"), "'-x");
+        assert_eq!(field("a,b"), "\"a,b\"");
+        assert_eq!(field("say \"hi\""), "\"say \"\"hi\"\"\"");
+    }
+}

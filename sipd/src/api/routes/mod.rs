@@ -1,0 +1,134 @@
+//! Endpoints by resource; `router` puts them together.
+
+pub mod accounts;
+pub mod audit;
+pub mod bans;
+pub mod calls;
+pub mod cdrs;
+pub mod connections;
+pub mod firewall;
+pub mod rules;
+pub mod session;
+pub mod staff;
+pub mod status;
+pub mod tariffs;
+
+use axum::Router;
+use axum::routing::{get, post, put};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::State;
+use super::error::{ApiError, ApiResult};
+
+pub fn router() -> Router<State> {
+    Router::new()
+        .route("/api/login", post(session::login))
+        .route("/api/logout", post(session::logout))
+        .route("/api/logout/all", post(session::logout_all))
+        .route("/api/me", get(session::me))
+        .route("/api/me/password", post(session::change_password))
+        .route("/api/me/totp", post(session::begin_totp))
+        .route("/api/me/totp/confirm", post(session::confirm_totp))
+        .route("/api/accounts", get(accounts::list).post(accounts::create))
+        .route(
+            "/api/accounts/{id}",
+            get(accounts::get_one)
+                .put(accounts::update)
+                .delete(accounts::delete),
+        )
+        .route("/api/accounts/{id}/topup", post(accounts::topup))
+        .route(
+            "/api/accounts/{id}/rules",
+            get(rules::list).post(rules::create),
+        )
+        .route(
+            "/api/rules/{id}",
+            get(rules::get_one).put(rules::update).delete(rules::delete),
+        )
+        .route("/api/tariffs", get(tariffs::list).post(tariffs::create))
+        .route(
+            "/api/tariffs/{id}",
+            get(tariffs::get_one)
+                .put(tariffs::update)
+                .delete(tariffs::delete),
+        )
+        .route(
+            "/api/connections",
+            get(connections::list).post(connections::create),
+        )
+        .route(
+            "/api/connections/{id}",
+            get(connections::get_one)
+                .put(connections::update)
+                .delete(connections::delete),
+        )
+        .route("/api/firewall", get(firewall::show))
+        .route(
+            "/api/firewall/allow",
+            post(firewall::allow_add).delete(firewall::allow_remove),
+        )
+        .route("/api/firewall/deny", post(firewall::deny_add))
+        .route(
+            "/api/firewall/deny/{id}",
+            axum::routing::delete(firewall::deny_remove),
+        )
+        .route("/api/bans", get(bans::list).post(bans::add))
+        .route("/api/bans/{addr}", axum::routing::delete(bans::remove))
+        .route("/api/calls", get(calls::list))
+        .route("/api/calls/{id}", axum::routing::delete(calls::hangup))
+        .route("/api/cdrs", get(cdrs::list))
+        .route("/api/cdrs.csv", get(cdrs::csv))
+        .route("/api/status", get(status::status))
+        .route("/api/alerts", get(status::alerts))
+        .route("/metrics", get(status::metrics))
+        .route("/api/staff", get(staff::list).post(staff::create))
+        .route(
+            "/api/staff/{id}",
+            get(staff::get_one).put(staff::update).delete(staff::delete),
+        )
+        .route("/api/staff/{id}/revoke", post(staff::revoke))
+        .route("/api/staff/{id}/password", post(staff::set_password))
+        .route("/api/staff/{id}/totp/reset", post(staff::reset_totp))
+        .route("/api/audit", get(audit::list))
+        .route("/api/cert/reload", put(status::reload_cert))
+}
+
+pub(crate) fn json<T: Serialize>(t: &T) -> Option<Value> {
+    serde_json::to_value(t).ok()
+}
+
+/// `PUT` semantics: the body's fields replace the current record's, fields left out keep
+/// their value, `null` clears an optional one. Read-only fields (`id`, and the listed
+/// `fixed` ones) may be sent back unchanged but not changed.
+pub(crate) fn merge(current: Value, patch: Value, fixed: &[&str]) -> ApiResult<Value> {
+    let Value::Object(mut cur) = current else {
+        return Err(ApiError::internal("record is not an object"));
+    };
+    let Value::Object(patch) = patch else {
+        return Err(ApiError::invalid("body", "expected a JSON object"));
+    };
+    for (k, v) in patch {
+        if k == "id" || fixed.contains(&k.as_str()) {
+            if cur.get(&k) != Some(&v) {
+                return Err(ApiError::invalid(
+                    k.clone(),
+                    format!("{k} cannot be changed here"),
+                ));
+            }
+            continue;
+        }
+        cur.insert(k, v);
+    }
+    cur.remove("id");
+    for f in fixed {
+        cur.remove(*f);
+    }
+    Ok(Value::Object(cur))
+}
+
+/// The id in a path, as a 404 when it is not a number (no such record).
+pub(crate) fn path_id(s: &str) -> ApiResult<u64> {
+    s.parse()
+        .map_err(|_| ApiError::not_found(format!("{s:?} is not an id")))
+}

@@ -1,0 +1,255 @@
+//! Staff users (A), through `mgmt`'s functions (each writes its own audit entry).
+
+use std::time::SystemTime;
+
+use axum::Json;
+use axum::extract::{Path, State as Extract};
+use axum::http::StatusCode;
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use super::path_id;
+use crate::api::error::{ApiError, ApiResult, JsonBody};
+use crate::api::{Caller, State, blocking};
+use crate::mgmt::{Action, Actor, NewStaff, StaffUpdate, StaffView, Strength};
+use crate::store::{MAX_ALLOWED_HOSTS, Role};
+
+fn actor(c: &Caller) -> Actor {
+    Actor::staff(&c.authz.staff, c.ip)
+}
+
+fn hosts(v: Vec<String>) -> ApiResult<Vec<IpNet>> {
+    if v.len() > MAX_ALLOWED_HOSTS {
+        return Err(ApiError::invalid(
+            "allowed_hosts",
+            format!("at most {MAX_ALLOWED_HOSTS} entries"),
+        ));
+    }
+    v.iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let s = s.trim();
+            s.parse::<IpNet>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map(|n| n.trunc())
+                .map_err(|_| {
+                    ApiError::invalid(
+                        format!("allowed_hosts[{i}]"),
+                        format!("{s:?} is not an address or CIDR"),
+                    )
+                })
+        })
+        .collect()
+}
+
+pub async fn list(c: Caller, Extract(st): Extract<State>) -> ApiResult<Json<Vec<StaffView>>> {
+    c.permit(Action::ViewStaff)?;
+    blocking(&st, |s| {
+        Ok(Json(
+            s.store()
+                .staff_list()
+                .iter()
+                .flatten()
+                .map(StaffView::from)
+                .collect(),
+        ))
+    })
+    .await
+}
+
+pub async fn get_one(
+    c: Caller,
+    Extract(st): Extract<State>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<StaffView>> {
+    c.permit(Action::ViewStaff)?;
+    let id = path_id(&id)?;
+    blocking(&st, move |s| {
+        let u = s
+            .store()
+            .staff(id)?
+            .ok_or_else(|| ApiError::not_found(format!("staff user #{id} not found")))?;
+        Ok(Json(StaffView::from(&u)))
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaffIn {
+    pub username: String,
+    pub role: Role,
+    pub password: String,
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// Default true: a password an admin chose must be changed at first login.
+    #[serde(default)]
+    pub must_change_password: Option<bool>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Created {
+    pub staff: StaffView,
+    pub strength: Strength,
+}
+
+pub async fn create(
+    c: Caller,
+    Extract(st): Extract<State>,
+    JsonBody(b): JsonBody<StaffIn>,
+) -> ApiResult<(StatusCode, Json<Created>)> {
+    c.permit(Action::ManageStaff)?;
+    let allowed_hosts = hosts(b.allowed_hosts)?;
+    if b.password.chars().count() > 256 {
+        return Err(ApiError::invalid("password", "at most 256 characters"));
+    }
+    blocking(&st, move |s| {
+        if s.store().staff_by_username(&b.username)?.is_some() {
+            return Err(ApiError::conflict(format!(
+                "a staff user {:?} exists already",
+                b.username
+            )));
+        }
+        let (u, strength) = s.auth.create_staff(
+            s.store(),
+            &actor(&c),
+            &NewStaff {
+                username: b.username,
+                role: b.role,
+                password: b.password,
+                allowed_hosts,
+                must_change_password: b.must_change_password.unwrap_or(true),
+            },
+            SystemTime::now(),
+        )?;
+        Ok((
+            StatusCode::CREATED,
+            Json(Created {
+                staff: StaffView::from(&u),
+                strength,
+            }),
+        ))
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaffPatch {
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub role: Option<Role>,
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    #[serde(default)]
+    pub allowed_hosts: Option<Vec<String>>,
+}
+
+pub async fn update(
+    c: Caller,
+    Extract(st): Extract<State>,
+    Path(id): Path<String>,
+    JsonBody(b): JsonBody<StaffPatch>,
+) -> ApiResult<Json<StaffView>> {
+    c.permit(Action::ManageStaff)?;
+    let id = path_id(&id)?;
+    let allowed_hosts = b.allowed_hosts.map(hosts).transpose()?;
+    blocking(&st, move |s| {
+        let u = s.auth.update_staff(
+            s.store(),
+            &actor(&c),
+            id,
+            &StaffUpdate {
+                username: b.username,
+                role: b.role,
+                enabled: b.enabled,
+                allowed_hosts,
+            },
+            SystemTime::now(),
+        )?;
+        Ok(Json(StaffView::from(&u)))
+    })
+    .await
+}
+
+pub async fn delete(
+    c: Caller,
+    Extract(st): Extract<State>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    c.permit(Action::ManageStaff)?;
+    let id = path_id(&id)?;
+    if id == c.authz.staff.id {
+        return Err(ApiError::conflict("you cannot delete yourself"));
+    }
+    blocking(&st, move |s| {
+        s.auth
+            .delete_staff(s.store(), &actor(&c), id, SystemTime::now())?;
+        Ok(StatusCode::NO_CONTENT)
+    })
+    .await
+}
+
+pub async fn revoke(
+    c: Caller,
+    Extract(st): Extract<State>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    c.permit(Action::ManageStaff)?;
+    let id = path_id(&id)?;
+    blocking(&st, move |s| {
+        s.auth
+            .revoke_sessions(s.store(), &actor(&c), id, SystemTime::now())?;
+        Ok(StatusCode::NO_CONTENT)
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordIn {
+    pub password: String,
+}
+
+pub async fn set_password(
+    c: Caller,
+    Extract(st): Extract<State>,
+    Path(id): Path<String>,
+    JsonBody(b): JsonBody<PasswordIn>,
+) -> ApiResult<Json<super::session::StrengthOut>> {
+    c.permit(Action::ManageStaff)?;
+    let id = path_id(&id)?;
+    if b.password.chars().count() > 256 {
+        return Err(ApiError::invalid("password", "at most 256 characters"));
+    }
+    blocking(&st, move |s| {
+        let strength = s.auth.set_password(
+            s.store(),
+            &actor(&c),
+            id,
+            None,
+            &b.password,
+            None,
+            SystemTime::now(),
+        )?;
+        Ok(Json(super::session::StrengthOut { strength }))
+    })
+    .await
+}
+
+pub async fn reset_totp(
+    c: Caller,
+    Extract(st): Extract<State>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<StaffView>> {
+    c.permit(Action::ManageStaff)?;
+    let id = path_id(&id)?;
+    blocking(&st, move |s| {
+        let u = s
+            .auth
+            .reset_totp(s.store(), &actor(&c), id, SystemTime::now())?;
+        Ok(Json(StaffView::from(&u)))
+    })
+    .await
+}

@@ -1,0 +1,81 @@
+//! Status, alerts, `/metrics`, and the certificate reload trigger.
+
+use axum::Json;
+use axum::extract::{FromRequestParts, State as Extract};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::api::alerts::{Alert, alerts as list_alerts};
+use crate::api::error::{ApiError, ApiResult};
+use crate::api::metrics::{Extra, render};
+use crate::api::{Caller, State, blocking};
+use crate::control::Status;
+use crate::mgmt::Action;
+use crate::store::AuditKind;
+
+pub async fn status(c: Caller, Extract(st): Extract<State>) -> ApiResult<Json<Status>> {
+    c.permit(Action::View)?;
+    Ok(Json(st.control.status().await?))
+}
+
+pub async fn alerts(c: Caller, Extract(st): Extract<State>) -> ApiResult<Json<Vec<Alert>>> {
+    c.permit(Action::View)?;
+    blocking(&st, |s| Ok(Json(list_alerts(s)))).await
+}
+
+/// A bearer token with `View`, unless `[management] metrics_public`.
+pub struct MetricsAccess;
+
+impl FromRequestParts<State> for MetricsAccess {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, st: &State) -> Result<Self, Self::Rejection> {
+        if st.cfg.management.metrics_public {
+            return Ok(MetricsAccess);
+        }
+        let c = Caller::from_request_parts(parts, st).await?;
+        c.permit(Action::View)?;
+        Ok(MetricsAccess)
+    }
+}
+
+pub async fn metrics(_: MetricsAccess, Extract(st): Extract<State>) -> ApiResult<Response> {
+    let status = st.control.status().await?;
+    let extra = blocking(&st, |s| {
+        Ok(Extra {
+            self_signed: s.tls.self_signed,
+            cert_reloads: s.tls.reloads.load(std::sync::atomic::Ordering::Relaxed),
+            manual_bans: s.store().manual_bans().len(),
+        })
+    })
+    .await?;
+    let mut r = render(&status, &extra).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    Ok(r)
+}
+
+/// Re-reads the certificate files now (they are also checked every few seconds).
+pub async fn reload_cert(c: Caller, Extract(st): Extract<State>) -> ApiResult<StatusCode> {
+    c.permit(Action::System)?;
+    blocking(&st, move |s| {
+        let r = s.tls.reload();
+        let mut entry = c.audit(
+            AuditKind::Update,
+            format!("certificate:{}", s.tls.cert_path.display()),
+            r.as_ref().err().map(|e| format!("{e:#}")),
+            None,
+            None,
+        );
+        if r.is_err() {
+            entry.result = crate::store::AuditResult::Failure;
+        }
+        s.store().append_audit(&entry)?;
+        r.map_err(|e| ApiError::invalid("certificate", format!("{e:#}; the old one stays")))?;
+        Ok(StatusCode::NO_CONTENT)
+    })
+    .await
+}

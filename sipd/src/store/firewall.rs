@@ -1,0 +1,207 @@
+//! What the management API adds to the data plane's firewall, kept so a restart applies it
+//! again: per-service allow entries, deny entries and manual bans. One tree (`firewall`),
+//! three key prefixes. `sbc.toml`'s `[firewall]` lists are not stored here: the file stays
+//! their source.
+//!
+//! Also the deletions the API needs for provisioning records (accounts with their rules,
+//! rules, tariffs, connections), keeping the name indexes right.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    Account, AuthRule, Connection, Id, Record, Store, StoreError, T, Tariff, Tx, TxResult, abort,
+};
+
+const ALLOW: &[u8] = b"allow/";
+const DENY: &[u8] = b"deny/";
+const BAN: &[u8] = b"ban/";
+
+/// A source allowed to reach a restricted service (`service` is the data plane's name:
+/// `sip`, `management`, …).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FwAllow {
+    pub service: String,
+    pub cidr: IpNet,
+    pub created_ms: u64,
+}
+
+impl Record for FwAllow {
+    const KIND: &'static str = "firewall allow";
+    const VERSION: u32 = 1;
+}
+
+/// Sources dropped before anything else looks at them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FwDeny {
+    pub id: Id,
+    pub cidr: IpNet,
+    pub created_ms: u64,
+}
+
+impl Record for FwDeny {
+    const KIND: &'static str = "firewall deny";
+    const VERSION: u32 = 1;
+}
+
+/// A ban an operator made; `until_ms` `None` is permanent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManualBan {
+    pub addr: IpAddr,
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub until_ms: Option<u64>,
+    pub created_ms: u64,
+}
+
+impl Record for ManualBan {
+    const KIND: &'static str = "ban";
+    const VERSION: u32 = 1;
+}
+
+fn allow_key(service: &str, cidr: &IpNet) -> Vec<u8> {
+    [
+        ALLOW,
+        service.as_bytes(),
+        b"/",
+        cidr.trunc().to_string().as_bytes(),
+    ]
+    .concat()
+}
+
+fn deny_key(id: Id) -> Vec<u8> {
+    [DENY, &id.to_be_bytes()[..]].concat()
+}
+
+fn ban_key(addr: IpAddr) -> Vec<u8> {
+    [BAN, addr.to_string().as_bytes()].concat()
+}
+
+fn rule_key(account_id: Id, name: &str) -> Vec<u8> {
+    [&account_id.to_be_bytes()[..], name.as_bytes()].concat()
+}
+
+impl Tx<'_> {
+    pub fn fw_allow(&self, service: &str, cidr: &IpNet) -> TxResult<Option<FwAllow>> {
+        self.get(T::Firewall, &allow_key(service, cidr))
+    }
+
+    pub fn put_fw_allow(&self, a: &FwAllow) -> TxResult<()> {
+        self.put(T::Firewall, &allow_key(&a.service, &a.cidr), a)
+    }
+
+    pub fn remove_fw_allow(&self, service: &str, cidr: &IpNet) -> TxResult<Option<FwAllow>> {
+        let k = allow_key(service, cidr);
+        let old = self.get(T::Firewall, &k)?;
+        self.tree(T::Firewall).remove(k)?;
+        Ok(old)
+    }
+
+    /// Stores a new deny entry (its id is taken here) and returns it.
+    pub fn add_fw_deny(&self, cidr: IpNet, created_ms: u64) -> TxResult<FwDeny> {
+        let d = FwDeny {
+            id: self.new_id()?,
+            cidr: cidr.trunc(),
+            created_ms,
+        };
+        self.put(T::Firewall, &deny_key(d.id), &d)?;
+        Ok(d)
+    }
+
+    pub fn remove_fw_deny(&self, id: Id) -> TxResult<Option<FwDeny>> {
+        let k = deny_key(id);
+        let old = self.get(T::Firewall, &k)?;
+        self.tree(T::Firewall).remove(k)?;
+        Ok(old)
+    }
+
+    pub fn manual_ban(&self, addr: IpAddr) -> TxResult<Option<ManualBan>> {
+        self.get(T::Firewall, &ban_key(addr))
+    }
+
+    pub fn put_manual_ban(&self, b: &ManualBan) -> TxResult<()> {
+        self.put(T::Firewall, &ban_key(b.addr), b)
+    }
+
+    pub fn remove_manual_ban(&self, addr: IpAddr) -> TxResult<Option<ManualBan>> {
+        let k = ban_key(addr);
+        let old = self.get(T::Firewall, &k)?;
+        self.tree(T::Firewall).remove(k)?;
+        Ok(old)
+    }
+
+    /// Deletes an account, the rules named in `rules` (list them with `Store::rules_of`
+    /// first: a transaction cannot scan) and its name and SIP-user index entries.
+    pub fn delete_account(&self, id: Id, rules: &[String]) -> TxResult<Account> {
+        let Some(a) = self.account(id)? else {
+            return abort(StoreError::NotFound {
+                kind: "account",
+                what: format!("#{id}"),
+            });
+        };
+        for name in rules {
+            self.tree(T::Rules).remove(rule_key(id, name))?;
+        }
+        self.index_release(T::AccountNames, &a.name)?;
+        if let Some(s) = &a.sip {
+            self.index_release(T::SipUsers, &s.username)?;
+        }
+        self.tree(T::Accounts).remove(&id.to_be_bytes())?;
+        Ok(a)
+    }
+
+    /// Deletes the account's rule of that name.
+    pub fn delete_rule(&self, account_id: Id, name: &str) -> TxResult<Option<AuthRule>> {
+        let k = rule_key(account_id, name);
+        let old = self.get(T::Rules, &k)?;
+        self.tree(T::Rules).remove(k)?;
+        Ok(old)
+    }
+
+    pub fn delete_tariff(&self, id: Id) -> TxResult<Tariff> {
+        let Some(t) = self.tariff(id)? else {
+            return abort(StoreError::NotFound {
+                kind: "tariff",
+                what: format!("#{id}"),
+            });
+        };
+        self.index_release(T::TariffNames, &t.name)?;
+        self.tree(T::Tariffs).remove(&id.to_be_bytes())?;
+        Ok(t)
+    }
+
+    pub fn delete_connection(&self, id: Id) -> TxResult<Connection> {
+        let Some(c) = self.connection(id)? else {
+            return abort(StoreError::NotFound {
+                kind: "connection",
+                what: format!("#{id}"),
+            });
+        };
+        self.index_release(T::ConnectionNames, &c.name)?;
+        self.tree(T::Connections).remove(&id.to_be_bytes())?;
+        Ok(c)
+    }
+}
+
+impl Store {
+    pub fn fw_allows(&self) -> Vec<Result<FwAllow, StoreError>> {
+        self.scan(T::Firewall, ALLOW)
+    }
+
+    pub fn fw_denies(&self) -> Vec<Result<FwDeny, StoreError>> {
+        self.scan(T::Firewall, DENY)
+    }
+
+    pub fn manual_bans(&self) -> Vec<Result<ManualBan, StoreError>> {
+        self.scan(T::Firewall, BAN)
+    }
+
+    /// The rule with this id, wherever it is.
+    pub fn rule_by_id(&self, id: Id) -> Result<Option<AuthRule>, StoreError> {
+        // A corrupt record elsewhere must not hide this one.
+        Ok(self.rules().into_iter().flatten().find(|r| r.id == id))
+    }
+}
