@@ -315,10 +315,18 @@ pub async fn run(cfg: Config) -> Result<()> {
     };
     let mut core = Core::new(core_cfg, rules, router, tariffs, verifier, media);
     let (control, mut commands) = Control::new(store.clone(), dp.clone(), transports.clone());
-    // The management API is the one user of `control`.
-    let api = crate::api::start(&cfg, control)
-        .await
-        .context("starting the management API")?;
+    // The management API is the one user of `control`. Calls matter more than the
+    // management plane: if the API cannot start, sipd says so loudly and keeps serving.
+    let api = match crate::api::start(&cfg, control).await {
+        Ok(api) => Some(api),
+        Err(e) => {
+            error!(
+                error = format!("{e:#}"),
+                "management API NOT started: no HTTPS management and no /metrics until sipd is restarted with this fixed"
+            );
+            None
+        }
+    };
     let (writer, writer_thread) = spawn_writer(store.clone())?;
 
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
@@ -459,7 +467,9 @@ pub async fn run(cfg: Config) -> Result<()> {
     info!(?stats, dropped_by_fw, transport = ?transports.stats(), "sipd stopping");
     // Stopped before the core goes: a request in flight gets "shutting down", not a hang.
     drop(commands);
-    api.stop().await;
+    if let Some(api) = api {
+        api.stop().await;
+    }
     drop(core);
     transports.shutdown();
     drop(writer);

@@ -333,9 +333,8 @@ pub fn program_management_acl(st: &ApiState, port: u16) -> Result<()> {
     Ok(())
 }
 
-/// Starts the API on `[management] listen`. Fails (and so does `sipd run`) if the
-/// certificate, the pepper or the address is unusable: better than an appliance nobody
-/// can manage.
+/// Starts the API on `[management] listen`. Fails if the certificate, the pepper or the
+/// address is unusable (`sipd run` then logs it as an error and serves calls without it).
 pub async fn start(cfg: &Config, control: Control) -> Result<ApiHandle> {
     let m = &cfg.management;
     let auth = {
