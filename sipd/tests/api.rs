@@ -64,6 +64,53 @@ impl Resp {
 }
 
 impl Sipd {
+    /// `sipd run` until "sipd ready" (log appended to sipd.log).
+    fn run(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("sipd.log"))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_sipd"))
+            .arg("-c")
+            .arg(self.dir.path().join("sbc.toml"))
+            .arg("run")
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let end = Instant::now() + Duration::from_secs(20);
+        let before = self.log().matches("sipd ready").count();
+        while self.log().matches("sipd ready").count() == before {
+            if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("sipd exited ({st}):\n{}", self.log());
+            }
+            assert!(Instant::now() < end, "not ready:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGTERM, and a clean exit within 10 s.
+    fn stop(&mut self) {
+        let pid = self.child.as_ref().map(|c| c.id()).unwrap();
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        let end = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                assert!(st.success(), "sipd exit {st}:\n{}", self.log());
+                self.child = None;
+                return;
+            }
+            assert!(Instant::now() < end, "sipd did not stop:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("sipd.log")).unwrap_or_default()
     }
@@ -285,18 +332,6 @@ fn start() -> (Sipd, Vec<u8>, String) {
         .token
     };
 
-    let log = std::fs::File::create(dir.path().join("sipd.log")).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_sipd"))
-        .arg("-c")
-        .arg(&config)
-        .arg("run")
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .tls_config(
             ureq::tls::TlsConfig::builder()
@@ -308,20 +343,13 @@ fn start() -> (Sipd, Vec<u8>, String) {
         .build()
         .into();
     let mut s = Sipd {
-        child: Some(child),
+        child: None,
         dir,
         base: format!("https://127.0.0.1:{port}"),
         port,
         agent,
     };
-    let end = Instant::now() + Duration::from_secs(20);
-    while !s.log().contains("sipd ready") {
-        if let Some(st) = s.child.as_mut().unwrap().try_wait().unwrap() {
-            panic!("sipd exited ({st}):\n{}", s.log());
-        }
-        assert!(Instant::now() < end, "not ready:\n{}", s.log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    s.run();
     (s, secret, expired)
 }
 
@@ -1152,20 +1180,63 @@ fn management_api_end_to_end() {
     );
     assert!(r.headers.contains_key("retry-after"));
 
-    // --- clean stop
-    let pid = s.child.as_ref().map(|c| c.id()).unwrap();
-    // SAFETY: plain kill(2) on our own child.
-    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-    let end = Instant::now() + Duration::from_secs(10);
+    // --- stored firewall entries and bans come back after a restart
+    s.ok(
+        "POST",
+        "/api/bans",
+        &admin,
+        Some(json!({"addr": "198.51.100.77", "reason": "kept"})),
+    );
+    s.ok(
+        "POST",
+        "/api/firewall/deny",
+        &admin,
+        Some(json!({"cidr": "192.0.2.128/25"})),
+    );
+    s.ok(
+        "POST",
+        "/api/firewall/allow",
+        &admin,
+        Some(json!({"service": "sip", "cidr": "203.0.113.0/24"})),
+    );
     let mut s = s;
-    loop {
-        if let Some(st) = s.child.as_mut().unwrap().try_wait().unwrap() {
-            assert!(st.success(), "sipd exit {st}:\n{}", s.log());
-            s.child = None;
-            break;
-        }
-        assert!(Instant::now() < end, "sipd did not stop:\n{}", s.log());
-        std::thread::sleep(Duration::from_millis(50));
+    s.stop();
+    s.run();
+    // The restart forgot the back-off (it is in memory).
+    let oper = s.login("oper", USER_PW, None).json()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let bans = s.ok("GET", "/api/bans", &oper, None);
+    assert!(
+        bans.as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["addr"] == "198.51.100.77"
+                && b["remaining_secs"].is_null()
+                && b["persistent"] == true),
+        "{bans:#}"
+    );
+    let fw = s.ok("GET", "/api/firewall", &oper, None);
+    assert!(
+        fw["deny"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["cidr"] == "192.0.2.128/25"),
+        "{fw:#}"
+    );
+    let sip: Vec<&Value> = fw["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| x["service"] == "sip")
+        .collect();
+    assert_eq!(sip.len(), 2, "{fw:#}");
+    for x in sip {
+        assert_eq!(x["restricted"], true, "an allow list restricts SIP: {fw:#}");
+        assert_eq!(x["allow"], json!(["203.0.113.0/24"]));
     }
+    s.stop();
     eprintln!("management API test took {:?}", t0.elapsed());
 }
