@@ -861,6 +861,7 @@ instance = "sbcbench"
 
 [management]
 listen = "127.0.0.1:{SIPD_MGMT_PORT}"
+pepper_file = "{pepper}"
 
 # The kernel/IDS guard would (rightly) throttle one source sending thousands of INVITEs a
 # second; the bench measures the call path, not the guard.
@@ -873,6 +874,12 @@ max_sessions_per_source = 10000000
 auth_failures_before_ban = 10000000
 "#,
         data = data_dir.display(),
+        // Outside the data directory, as sipd requires; the temp dir goes with the bench.
+        pepper = data_dir
+            .parent()
+            .unwrap_or(data_dir)
+            .join("sipd.pepper")
+            .display(),
         pmin = SIPD_MEDIA.0,
         pmax = SIPD_MEDIA.1 + 1,
         dp = o.dataplane,

@@ -578,8 +578,10 @@ impl Sbc {
              failover_secs = 2\n\n[auth]\nrealm = \"sbc\"\nalgorithms = [\"MD5\"]\n\n\
              [media]\naddress = \"{addr}\"\nport_min = 30000\nport_max = 30999\n\
              timeout_secs = {media_timeout_secs}\n\n[dataplane]\nmode = \"{mode}\"\n\
-             interfaces = [\"{a}\", \"{b}\"]\ninstance = \"{instance}\"\n",
+             interfaces = [\"{a}\", \"{b}\"]\ninstance = \"{instance}\"\n\n\
+             [management]\npepper_file = \"{pepper}\"\n",
             data = dir.join("data").display(),
+            pepper = dir.join("sipd.pepper").display(),
             mode = plane.mode(),
             a = net.topo.relay_caller_if.dev,
             b = net.topo.relay_callee_if.dev,
