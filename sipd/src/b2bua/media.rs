@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use relay_user::Sessions;
-use relay_user::ng::{Engine, MemoryBackend, OfferAnswer, Request, message::Delete};
+use relay_user::ng::{Engine, MediaBackend, MemoryBackend, OfferAnswer, Request, message::Delete};
 
 /// Which side of the relay a message's SDP comes from. A is the carrier (caller) side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,10 +80,7 @@ impl Side {
     }
 }
 
-fn run<B: relay_user::ng::MediaBackend>(
-    engine: &mut Engine<B>,
-    req: Request,
-) -> Result<String, MediaError> {
+fn run<B: MediaBackend>(engine: &mut Engine<B>, req: Request) -> Result<String, MediaError> {
     let resp = engine.handle(&req);
     if let Some(sdp) = resp.sdp() {
         return Ok(sdp.to_owned());
@@ -93,23 +90,33 @@ fn run<B: relay_user::ng::MediaBackend>(
     ))
 }
 
-/// The real relay: relay-user's sessions (XDP legs or userspace sockets) under the ng engine.
-pub struct NgMedia {
-    engine: Engine<Sessions>,
-    sessions: Arc<Sessions>,
+/// Where calls whose media stopped come from: the relay's own timeout reaper, or a test.
+pub trait Expiry<B: MediaBackend> {
+    /// Call ids the relay ended for lack of media, already removed from `engine`.
+    fn expired(&mut self, engine: &mut Engine<B>, timeout: Duration) -> Vec<String>;
 }
 
-impl NgMedia {
-    pub fn new(sessions: Arc<Sessions>, advertised: std::net::IpAddr) -> NgMedia {
+/// relay-user's ng engine (SDP rewriting, one relay session per call) over a backend.
+pub struct EngineMedia<B: MediaBackend, E: Expiry<B>> {
+    engine: Engine<B>,
+    expiry: E,
+}
+
+impl<B: MediaBackend, E: Expiry<B>> EngineMedia<B, E> {
+    fn with(backend: Arc<B>, advertised: std::net::IpAddr, expiry: E) -> Self {
         let iface = relay_user::ng::Interface::new("default", &[advertised]);
-        NgMedia {
-            engine: Engine::new(sessions.clone(), vec![iface]),
-            sessions,
+        EngineMedia {
+            engine: Engine::new(backend, vec![iface]),
+            expiry,
         }
+    }
+
+    pub fn calls(&self) -> usize {
+        self.engine.call_count()
     }
 }
 
-impl Media for NgMedia {
+impl<B: MediaBackend, E: Expiry<B>> Media for EngineMedia<B, E> {
     fn offer(
         &mut self,
         call: &str,
@@ -145,11 +152,7 @@ impl Media for NgMedia {
     }
 
     fn timed_out(&mut self, timeout: Duration) -> Vec<String> {
-        self.sessions
-            .reap(timeout)
-            .into_iter()
-            .filter_map(|r| self.engine.forget_session(r.session))
-            .collect()
+        self.expiry.expired(&mut self.engine, timeout)
     }
 
     fn packets(&mut self, call: &str) -> Option<u64> {
@@ -166,71 +169,61 @@ impl Media for NgMedia {
     }
 }
 
-/// The ng engine over a backend that forwards nothing: real SDP rewriting, fake ports.
-pub struct MemoryMedia {
-    engine: Engine<MemoryBackend>,
-    /// Calls a test declares timed out.
-    pub expire: Vec<String>,
-}
+/// The relay's media-timeout reaper: sessions without packets for the timeout are removed
+/// (XDP legs or sockets) and their calls reported.
+pub struct Reaper(Arc<Sessions>);
 
-impl MemoryMedia {
-    pub fn new(advertised: std::net::IpAddr) -> MemoryMedia {
-        let iface = relay_user::ng::Interface::new("default", &[advertised]);
-        MemoryMedia {
-            engine: Engine::new(Arc::new(MemoryBackend::new(40_000, 41_000)), vec![iface]),
-            expire: Vec::new(),
-        }
-    }
-
-    pub fn calls(&self) -> usize {
-        self.engine.call_count()
+impl Expiry<Sessions> for Reaper {
+    fn expired(&mut self, engine: &mut Engine<Sessions>, timeout: Duration) -> Vec<String> {
+        self.0
+            .reap(timeout)
+            .into_iter()
+            .filter_map(|r| engine.forget_session(r.session))
+            .collect()
     }
 }
 
-impl Media for MemoryMedia {
-    fn offer(
-        &mut self,
-        call: &str,
-        from: Side,
-        sdp: &str,
-        strict: bool,
-    ) -> Result<String, MediaError> {
-        run(
-            &mut self.engine,
-            Request::Offer(offer_answer(call, from, sdp, false, strict)),
-        )
-    }
+/// The real relay: relay-user's sessions (XDP legs or userspace sockets).
+pub type NgMedia = EngineMedia<Sessions, Reaper>;
 
-    fn answer(
-        &mut self,
-        call: &str,
-        from: Side,
-        sdp: &str,
-        strict: bool,
-    ) -> Result<String, MediaError> {
-        run(
-            &mut self.engine,
-            Request::Answer(offer_answer(call, from, sdp, true, strict)),
-        )
+impl NgMedia {
+    pub fn new(sessions: Arc<Sessions>, advertised: std::net::IpAddr) -> NgMedia {
+        EngineMedia::with(sessions.clone(), advertised, Reaper(sessions))
     }
+}
 
-    fn delete(&mut self, call: &str) {
-        let _ = self.engine.handle(&Request::Delete(Delete {
-            call_id: call.into(),
-            from_tag: None,
-            to_tag: None,
-        }));
-    }
+/// Calls a test declares timed out.
+#[derive(Default)]
+pub struct Declared(pub Vec<String>);
 
-    fn timed_out(&mut self, _timeout: Duration) -> Vec<String> {
-        let gone = std::mem::take(&mut self.expire);
+impl Expiry<MemoryBackend> for Declared {
+    fn expired(&mut self, engine: &mut Engine<MemoryBackend>, _timeout: Duration) -> Vec<String> {
+        let gone = std::mem::take(&mut self.0);
         for c in &gone {
-            self.delete(c);
+            let _ = engine.handle(&Request::Delete(Delete {
+                call_id: c.clone(),
+                from_tag: None,
+                to_tag: None,
+            }));
         }
         gone
     }
+}
 
-    fn packets(&mut self, _call: &str) -> Option<u64> {
-        Some(0)
+/// Real SDP rewriting over a backend that forwards nothing (fake ports): for tests.
+pub type MemoryMedia = EngineMedia<MemoryBackend, Declared>;
+
+impl MemoryMedia {
+    pub fn new(advertised: std::net::IpAddr) -> MemoryMedia {
+        EngineMedia::with(
+            Arc::new(MemoryBackend::new(40_000, 41_000)),
+            advertised,
+            Declared::default(),
+        )
+    }
+
+    /// Declares `call` (its media id) timed out at the next tick.
+    pub fn expire(&mut self, call: String) {
+        self.expiry.0.push(call);
     }
 }

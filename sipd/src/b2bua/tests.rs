@@ -717,7 +717,7 @@ fn media_timeout_ends_the_call() {
     w.take(CARRIER);
     w.take(VENDOR1);
     let media_id = w.core.calls().next().unwrap().media_id.clone();
-    w.core.media().expire.push(media_id);
+    w.core.media().expire(media_id);
     w.advance(Duration::from_secs(1));
     assert!(
         w.take(CARRIER)
