@@ -403,13 +403,14 @@ pub enum Bans {
     /// List bans
     #[command(visible_alias = "ls")]
     List,
-    /// Ban an address
+    /// Ban an address (stored: it survives a restart)
     Add {
         addr: String,
-        /// Seconds (default: the server's; 0 or absent for its default)
-        #[arg(long, value_name = "SECS")]
+        /// How long, in seconds (absent: permanent, until `bans remove`)
+        #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
         duration: Option<u64>,
-        #[arg(long)]
+        /// A note for other operators (shown as NOTE; the ban's REASON is `manual`)
+        #[arg(long, visible_alias = "note", value_name = "TEXT")]
         reason: Option<String>,
     },
     /// Lift a ban
@@ -449,9 +450,9 @@ pub struct CdrFilter {
     /// Start before: Unix ms or a UTC time
     #[arg(long, value_name = "TIME")]
     pub to: Option<String>,
-    /// SIP result code (e.g. 200, 403)
-    #[arg(long, value_name = "CODE")]
-    pub result: Option<u16>,
+    /// `answered`, `failed`, or a SIP result code (e.g. 200, 403)
+    #[arg(long, value_name = "CODE", value_parser = parse_result)]
+    pub result: Option<String>,
     /// The server's CSV export, as it is, on standard output
     #[arg(long, conflicts_with = "json")]
     pub csv: bool,
@@ -473,6 +474,10 @@ pub enum Staff {
         allowed_hosts: Vec<String>,
         #[arg(long)]
         password_stdin: bool,
+        /// Whether they must change the password at first login (the server's default: true;
+        /// `--must-change-password=false` for a password they chose themselves)
+        #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+        must_change_password: Option<bool>,
     },
     /// Change a staff user's role, state or allowed hosts
     Update {
@@ -505,11 +510,14 @@ pub enum Staff {
 
 #[derive(Debug, Args)]
 pub struct Audit {
-    /// Actor username
+    /// Only entries with an id above this (resume after the last one seen)
+    #[arg(long, value_name = "ID")]
+    pub after: Option<u64>,
+    /// Actor username (case-insensitive)
     #[arg(long)]
     pub user: Option<String>,
-    /// Entry kind (e.g. login, account.update)
-    #[arg(long)]
+    /// Entry kind
+    #[arg(long, value_parser = ["login", "logout", "create", "update", "delete", "password", "totp", "revoke", "init"])]
     pub kind: Option<String>,
     /// At or after: Unix ms or a UTC time
     #[arg(long, value_name = "TIME")]
@@ -519,6 +527,19 @@ pub struct Audit {
     pub to: Option<String>,
     #[arg(long, value_name = "N")]
     pub limit: Option<u64>,
+}
+
+/// `--result`: `answered`, `failed` or a SIP code (100..=699).
+fn parse_result(s: &str) -> Result<String, String> {
+    match s {
+        "answered" | "failed" => Ok(s.to_owned()),
+        _ => match s.parse::<u16>() {
+            Ok(c) if (100..=699).contains(&c) => Ok(c.to_string()),
+            _ => Err(format!(
+                "{s:?} is not `answered`, `failed` or a SIP code (100-699)"
+            )),
+        },
+    }
 }
 
 #[cfg(test)]
@@ -591,6 +612,71 @@ mod tests {
         assert!(parse(&["connections", "create", "--transport", "sctp"]).is_err());
         assert!(parse(&["calls", "hangup", "x"]).is_err());
         assert!(parse(&["frobnicate"]).is_err());
+        assert!(parse(&["cdrs", "list", "--result", "99"]).is_err());
+        assert!(parse(&["cdrs", "list", "--result", "ok"]).is_err());
+        assert!(parse(&["audit", "--kind", "account.update"]).is_err());
+        assert!(parse(&["bans", "add", "192.0.2.1", "--duration", "0"]).is_err());
+    }
+
+    #[test]
+    fn parses_server_shapes() {
+        let c = parse(&["cdrs", "list", "--result", "answered"]).unwrap();
+        let Command::Cdrs(Cdrs::List(f)) = c.command else {
+            panic!()
+        };
+        assert_eq!(f.result.as_deref(), Some("answered"));
+        let c = parse(&["cdrs", "list", "--result", "486"]).unwrap();
+        let Command::Cdrs(Cdrs::List(f)) = c.command else {
+            panic!()
+        };
+        assert_eq!(f.result.as_deref(), Some("486"));
+        let c = parse(&["audit", "--after", "7", "--kind", "update"]).unwrap();
+        let Command::Audit(a) = c.command else {
+            panic!()
+        };
+        assert_eq!((a.after, a.kind.as_deref()), (Some(7), Some("update")));
+        for (args, want) in [
+            (&["staff", "add", "ops", "--role", "operator"][..], None),
+            (
+                &[
+                    "staff",
+                    "add",
+                    "ops",
+                    "--role",
+                    "operator",
+                    "--must-change-password",
+                ][..],
+                Some(true),
+            ),
+            (
+                &[
+                    "staff",
+                    "add",
+                    "ops",
+                    "--role",
+                    "operator",
+                    "--must-change-password=false",
+                ][..],
+                Some(false),
+            ),
+        ] {
+            let Command::Staff(Staff::Add {
+                must_change_password,
+                ..
+            }) = parse(args).unwrap().command
+            else {
+                panic!()
+            };
+            assert_eq!(must_change_password, want, "{args:?}");
+        }
+        let c = parse(&["bans", "add", "192.0.2.1", "--note", "x"]).unwrap();
+        let Command::Bans(Bans::Add {
+            reason, duration, ..
+        }) = c.command
+        else {
+            panic!()
+        };
+        assert_eq!((reason.as_deref(), duration), (Some("x"), None));
     }
 
     #[test]

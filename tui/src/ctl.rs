@@ -593,7 +593,15 @@ impl<'a, 'b> Ctx<'a, 'b> {
             return self.print_json(&v);
         }
         self.say("password changed")?;
-        let s = v.get("strength").unwrap_or(&v);
+        self.strength(v.get("strength"))?;
+        // The server ends the user's other sessions; this one stays.
+        let _ = writeln!(self.io.err, "your other sessions were ended");
+        Ok(())
+    }
+
+    /// A password strength estimate `{"score", "guesses_log10", "warning", "suggestions"}`.
+    fn strength(&mut self, s: Option<&Value>) -> Result<(), Error> {
+        let Some(s) = s else { return Ok(()) };
         if let Some(score) = s.get("score").and_then(Value::as_u64) {
             self.say(&format!("strength: {score}/4"))?;
         }
@@ -614,9 +622,6 @@ impl<'a, 'b> Ctx<'a, 'b> {
                 self.say(&format!("suggestion: {x}"))?;
             }
         }
-        if v.get("token").is_some() {
-            let _ = writeln!(self.io.err, "other sessions were revoked");
-        }
         Ok(())
     }
 
@@ -633,6 +638,9 @@ impl<'a, 'b> Ctx<'a, 'b> {
                 }
                 let uri = v.get("otpauth_uri").and_then(Value::as_str).unwrap_or("-");
                 self.say(&format!("otpauth URI: {uri}"))?;
+                if let Some(secret) = v.get("secret").and_then(Value::as_str) {
+                    self.say(&format!("secret (to type in by hand): {secret}"))?;
+                }
                 self.say("scan it (or enter the URI) in an authenticator app, then: sbcctl totp confirm CODE")
             }
             Totp::Confirm { code } => {
@@ -929,6 +937,17 @@ impl<'a, 'b> Ctx<'a, 'b> {
     // ---- firewall, bans, calls, cdrs --------------------------------------------------
 
     fn firewall(&mut self, f: Firewall) -> Result<(), Error> {
+        let change = !matches!(f, Firewall::List);
+        self.firewall_inner(f).map_err(|e| match e {
+            Error::Api(mut a) if change && a.status == 403 && a.code == "forbidden" => {
+                a.message += "; firewall changes need the admin role";
+                Error::Api(a)
+            }
+            e => e,
+        })
+    }
+
+    fn firewall_inner(&mut self, f: Firewall) -> Result<(), Error> {
         let c = self.client()?;
         match f {
             Firewall::List => {
@@ -954,7 +973,20 @@ impl<'a, 'b> Ctx<'a, 'b> {
                         col("ORIGIN", "origin"),
                     ],
                 );
-                let text = format!("{}\n{}", services.render(), deny.render());
+                let entries = Table::from_json(
+                    v.get("allow_entries").unwrap_or(&json!([])),
+                    &[
+                        col("ALLOW ENTRY", "service"),
+                        col("CIDR", "cidr"),
+                        col("ORIGIN", "origin"),
+                    ],
+                );
+                let text = format!(
+                    "{}\n{}\n{}",
+                    services.render(),
+                    entries.render(),
+                    deny.render()
+                );
                 let _ = self.io.out.write_all(text.as_bytes());
                 Ok(())
             }
@@ -1009,8 +1041,9 @@ impl<'a, 'b> Ctx<'a, 'b> {
                     &[
                         col("ADDRESS", "addr"),
                         col("REASON", "reason"),
-                        col("REMAINING SECS", "remaining_secs"),
+                        table::or_null("REMAINING SECS", "remaining_secs", "permanent"),
                         col("EXPIRED", "expired"),
+                        col("STORED", "persistent"),
                         col("NOTE", "note"),
                     ],
                 )
@@ -1075,7 +1108,7 @@ impl<'a, 'b> Ctx<'a, 'b> {
             ("account", opt(f.account)),
             ("from_ms", when("--from", &f.from)?),
             ("to_ms", when("--to", &f.to)?),
-            ("result", opt(f.result.map(u64::from))),
+            ("result", f.result.clone().unwrap_or_default()),
         ];
         if f.csv {
             let r = c.call(Method::Get, "/api/cdrs.csv", &q, None)?;
@@ -1112,14 +1145,25 @@ impl<'a, 'b> Ctx<'a, 'b> {
                 role,
                 allowed_hosts,
                 password_stdin,
+                must_change_password,
             } => {
                 let hosts = check_cidrs(&allowed_hosts)?;
                 let password = self.new_password(password_stdin, "Password")?;
-                let body = json!({"username": username, "role": role_name(&role),
+                let mut body = json!({"username": username, "role": role_name(&role),
                                   "password": password, "allowed_hosts": hosts});
+                if let Some(m) = must_change_password {
+                    body["must_change_password"] = m.into();
+                }
+                // 201 {"staff": StaffView, "strength": {…}}
                 let v = c.json(Method::Post, "/api/staff", &[], Some(&body))?;
-                let msg = created("staff user", &v);
-                self.done(&v, &msg)
+                if self.g.json {
+                    return self.print_json(&v);
+                }
+                let staff = v.get("staff").unwrap_or(&v);
+                let msg = created("staff user", staff);
+                self.say(&msg)?;
+                let _ = self.io.out.write_all(table::key_values(staff).as_bytes());
+                self.strength(v.get("strength"))
             }
             Staff::Update {
                 user,
@@ -1173,7 +1217,14 @@ impl<'a, 'b> Ctx<'a, 'b> {
                     &[],
                     Some(&json!({"password": password})),
                 )?;
-                self.done(&v, &format!("password of staff user {id} set"))
+                if self.g.json {
+                    return self.print_json(&v);
+                }
+                self.say(&format!(
+                    "password of staff user {id} set; they must change it at their next login \
+                     (their sessions were ended)"
+                ))?;
+                self.strength(v.get("strength"))
             }
             Staff::TotpReset { user } => {
                 let id = id(self, &user)?;
@@ -1199,6 +1250,7 @@ impl<'a, 'b> Ctx<'a, 'b> {
             }
         };
         let q = [
+            ("after", a.after.map(|n| n.to_string()).unwrap_or_default()),
             ("user", a.user.clone().unwrap_or_default()),
             ("kind", a.kind.clone().unwrap_or_default()),
             ("from_ms", when("--from", &a.from)?),

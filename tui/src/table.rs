@@ -9,6 +9,8 @@ pub enum Fmt {
     Plain,
     /// Unix milliseconds as `YYYY-MM-DD HH:MM:SS` (UTC).
     Time,
+    /// Like `Plain`, but null shows as this word (e.g. `permanent` for a ban without end).
+    NullAs(&'static str),
 }
 
 /// A column: its header, the value's key (`a.b` reaches into objects) and its format.
@@ -32,6 +34,15 @@ pub const fn time(header: &'static str, key: &'static str) -> Col {
         header,
         key,
         fmt: Fmt::Time,
+    }
+}
+
+/// A plain column whose null value means something (shown as `null`, not `-`).
+pub const fn or_null(header: &'static str, key: &'static str, null: &'static str) -> Col {
+    Col {
+        header,
+        key,
+        fmt: Fmt::NullAs(null),
     }
 }
 
@@ -128,6 +139,7 @@ pub fn format_value(v: &Value, fmt: Fmt) -> String {
             Some(ms) => format_ms(ms),
             None => n.to_string(),
         },
+        (Value::Null, Fmt::NullAs(word)) => word.into(),
         (Value::Null, _) => "-".into(),
         (Value::Bool(b), _) => if *b { "yes" } else { "no" }.into(),
         (Value::String(s), _) if s.is_empty() => "-".into(),
@@ -337,6 +349,20 @@ mod tests {
             "ID  NAME  ON   SIP USER  CLD    STARTED              CLI\n\
              1   acme  yes  u1        44,33  1970-01-01 00:00:00  prefix 44\n\
              2   beta  no   -         -      2023-11-14 22:13:20  -\n"
+        );
+    }
+
+    #[test]
+    fn null_as_a_word() {
+        let rows = json!([{"addr": "192.0.2.1", "remaining_secs": null},
+                          {"addr": "192.0.2.2", "remaining_secs": 60}]);
+        let cols = [
+            col("ADDRESS", "addr"),
+            or_null("REMAINING", "remaining_secs", "permanent"),
+        ];
+        assert_eq!(
+            Table::from_json(&rows, &cols).render(),
+            "ADDRESS    REMAINING\n192.0.2.1  permanent\n192.0.2.2  60\n"
         );
     }
 

@@ -279,9 +279,35 @@ fn api() -> Fake {
                      "allow": ["192.0.2.0/24", "198.51.100.7/32"]},
                     {"service": "management", "port": 8443, "proto": "tcp", "restricted": false,
                      "allow": []}],
-                 "deny": [{"cidr": "203.0.113.0/24", "id": 4, "origin": "api"}]}),
+                 "deny": [{"cidr": "203.0.113.0/24", "id": 4, "origin": "api"}],
+                 "allow_entries": [
+                    {"service": "sip", "cidr": "192.0.2.0/24", "origin": "config"},
+                    {"service": "sip", "cidr": "198.51.100.7/32", "origin": "api"}]}),
             ),
-            ("POST", "/api/firewall/allow") => reply(204, Value::Null),
+            // As sipd answers (API.md): 201 with the entry.
+            ("POST", "/api/firewall/allow") => reply(
+                201,
+                json!({"service": "sip", "cidr": "192.0.2.77/32", "origin": "api"}),
+            ),
+            // Firewall changes need admin; the fake's caller is an operator.
+            ("POST", "/api/firewall/deny") => error(403, "forbidden", "operator may not System"),
+            ("GET", "/api/bans") => reply(
+                200,
+                json!([
+                    {"addr": "192.0.2.9", "reason": "manual", "remaining_secs": null,
+                     "expired": false, "note": "fraud", "persistent": true},
+                    {"addr": "198.51.100.3", "reason": "flood", "remaining_secs": 42,
+                     "expired": false, "note": null, "persistent": false}]),
+            ),
+            ("POST", "/api/staff") => reply(
+                201,
+                json!({"staff": {"id": 7, "username": "ops", "role": "operator",
+                                 "enabled": true, "totp": "none", "allowed_hosts": [],
+                                 "password_changed_ms": 0, "must_change_password": false,
+                                 "created_ms": 0},
+                       "strength": {"score": 3, "guesses_log10": 10.5,
+                                    "warning": null, "suggestions": ["add a word"]}}),
+            ),
             ("POST", "/api/bans") => Resp {
                 extra: vec![("Retry-After", "30".into())],
                 ..error(429, "locked_out", "slow down")
@@ -621,6 +647,10 @@ fn firewall() {
          sip         5060  udp+tcp  yes         192.0.2.0/24,198.51.100.7/32\n\
          management  8443  tcp      no          -\n\
          \n\
+         ALLOW ENTRY  CIDR             ORIGIN\n\
+         sip          192.0.2.0/24     config\n\
+         sip          198.51.100.7/32  api\n\
+         \n\
          DENY ID  CIDR            ORIGIN\n\
          4        203.0.113.0/24  api\n"
     );
@@ -628,13 +658,76 @@ fn firewall() {
     let o = sbcctl(&env, &["firewall", "allow", "sip", "192.0.2.77"], "", &[]);
     assert_eq!(
         (o.code, o.out.as_str()),
-        (0, "sip: allowed 192.0.2.77/32\n"),
+        (
+            0,
+            "sip: allowed 192.0.2.77/32\n\
+             cidr:     192.0.2.77/32\n\
+             origin:   api\n\
+             service:  sip\n"
+        ),
         "{}",
         o.err
     );
     assert_eq!(
         fake.last().json(),
         json!({"service": "sip", "cidr": "192.0.2.77/32"})
+    );
+    // Changes need admin: the refusal says so.
+    let o = sbcctl(&env, &["firewall", "deny", "198.51.100.0/24"], "", &[]);
+    assert_eq!(o.code, 2, "{}", o.err);
+    assert!(
+        o.err.contains("firewall changes need the admin role"),
+        "{}",
+        o.err
+    );
+}
+
+#[test]
+fn bans_show_permanent_and_stored() {
+    let fake = api();
+    let tmp = tempfile::tempdir().unwrap();
+    let env = env_with(tmp.path(), Some(fake.url()), Some("tok-1"));
+    let o = sbcctl(&env, &["bans", "list"], "", &[]);
+    assert_eq!(o.code, 0, "{}", o.err);
+    assert_eq!(
+        o.out,
+        "ADDRESS       REASON  REMAINING SECS  EXPIRED  STORED  NOTE\n\
+         192.0.2.9     manual  permanent       no       yes     fraud\n\
+         198.51.100.3  flood   42              no       no      -\n"
+    );
+}
+
+#[test]
+fn staff_add_reads_staff_and_strength() {
+    let fake = api();
+    let tmp = tempfile::tempdir().unwrap();
+    let env = env_with(tmp.path(), Some(fake.url()), Some("tok-1"));
+    let o = sbcctl(
+        &env,
+        &[
+            "staff",
+            "add",
+            "ops",
+            "--role",
+            "operator",
+            "--password-stdin",
+            "--must-change-password=false",
+        ],
+        "Plaid-Otter-Lantern-42\n",
+        &[],
+    );
+    assert_eq!(o.code, 0, "{}", o.err);
+    assert!(o.out.starts_with("created staff user 7\n"), "{}", o.out);
+    assert!(o.out.contains("username:              ops\n"), "{}", o.out);
+    assert!(
+        o.out.contains("strength: 3/4\nsuggestion: add a word\n"),
+        "{}",
+        o.out
+    );
+    assert_eq!(
+        fake.last().json(),
+        json!({"username": "ops", "role": "operator", "password": "Plaid-Otter-Lantern-42",
+               "allowed_hosts": [], "must_change_password": false})
     );
 }
 
