@@ -1,18 +1,12 @@
 //! Upstream connections (R list/get, O create/update/delete).
 
-use axum::Json;
-use axum::extract::{Path, State as Extract};
-use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use super::accounts::{check_name, check_nonzero};
-use super::{json, merge, path_id};
-use crate::api::error::{ApiError, ApiResult, JsonBody, parse_json};
-use crate::api::{ApiState, Caller, State, blocking};
-use crate::mgmt::Action;
+use super::crud::Resource;
+use crate::api::error::{ApiError, ApiResult};
 use crate::provision::{destination, parse_destination};
-use crate::store::{AuditKind, Connection, Id, StoreError, Transport, abort_tx};
+use crate::store::{Connection, Id, Store, StoreError, Transport, Tx, TxResult};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ConnectionView {
@@ -109,118 +103,36 @@ fn build(i: ConnectionIn, id: Id) -> ApiResult<Connection> {
     Ok(c)
 }
 
-fn load(s: &ApiState, id: Id) -> ApiResult<Connection> {
-    s.store()
-        .connection(id)?
-        .ok_or_else(|| ApiError::not_found(format!("connection #{id} not found")))
-}
+impl Resource for Connection {
+    const KIND: &'static str = "connection";
+    type In = ConnectionIn;
+    type View = ConnectionView;
 
-pub async fn list(c: Caller, Extract(st): Extract<State>) -> ApiResult<Json<Vec<ConnectionView>>> {
-    c.permit(Action::View)?;
-    blocking(&st, |s| {
-        Ok(Json(
-            s.store().connections().iter().flatten().map(view).collect(),
-        ))
-    })
-    .await
-}
-
-pub async fn get_one(
-    c: Caller,
-    Extract(st): Extract<State>,
-    Path(id): Path<String>,
-) -> ApiResult<Json<ConnectionView>> {
-    c.permit(Action::View)?;
-    let id = path_id(&id)?;
-    blocking(&st, move |s| Ok(Json(view(&load(s, id)?)))).await
-}
-
-pub async fn create(
-    c: Caller,
-    Extract(st): Extract<State>,
-    JsonBody(body): JsonBody<ConnectionIn>,
-) -> ApiResult<(StatusCode, Json<ConnectionView>)> {
-    c.permit(Action::Provision)?;
-    let v = blocking(&st, move |s| {
-        let conn = build(body, 0)?;
-        Ok(s.store().write(|tx| {
-            let id = tx.put_connection(&conn)?;
-            let v = view(&Connection { id, ..conn.clone() });
-            tx.append_audit(&c.audit(
-                AuditKind::Create,
-                format!("connection:{}", v.name),
-                None,
-                None,
-                json(&v),
-            ))?;
-            Ok(v)
-        })?)
-    })
-    .await?;
-    st.control.reload().await?;
-    Ok((StatusCode::CREATED, Json(v)))
-}
-
-pub async fn update(
-    c: Caller,
-    Extract(st): Extract<State>,
-    Path(id): Path<String>,
-    JsonBody(patch): JsonBody<Value>,
-) -> ApiResult<Json<ConnectionView>> {
-    c.permit(Action::Provision)?;
-    let id = path_id(&id)?;
-    let v = blocking(&st, move |s| {
-        let old = load(s, id)?;
-        let merged = merge(json(&view(&old)).unwrap_or_default(), patch, &[])?;
-        let input: ConnectionIn = parse_json(&serde_json::to_vec(&merged).unwrap_or_default())?;
-        let conn = build(input, id)?;
-        Ok(s.store().write(|tx| {
-            let Some(before) = tx.connection(id)? else {
-                return abort_tx(StoreError::NotFound {
-                    kind: "connection",
-                    what: format!("#{id}"),
-                });
-            };
-            tx.put_connection(&conn)?;
-            let after = view(&conn);
-            tx.append_audit(&c.audit(
-                AuditKind::Update,
-                format!("connection:{}", before.name),
-                None,
-                json(&view(&before)),
-                json(&after),
-            ))?;
-            Ok(after)
-        })?)
-    })
-    .await?;
-    st.control.reload().await?;
-    Ok(Json(v))
-}
-
-pub async fn delete(
-    c: Caller,
-    Extract(st): Extract<State>,
-    Path(id): Path<String>,
-) -> ApiResult<StatusCode> {
-    c.permit(Action::Provision)?;
-    let id = path_id(&id)?;
-    blocking(&st, move |s| {
-        load(s, id)?;
-        s.store().write(|tx| {
-            let old = tx.delete_connection(id)?;
-            tx.append_audit(&c.audit(
-                AuditKind::Delete,
-                format!("connection:{}", old.name),
-                None,
-                json(&view(&old)),
-                None,
-            ))?;
-            Ok(())
-        })?;
-        Ok(())
-    })
-    .await?;
-    st.control.reload().await?;
-    Ok(StatusCode::NO_CONTENT)
+    fn view(&self) -> ConnectionView {
+        view(self)
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn build(input: ConnectionIn, id: Id) -> ApiResult<Connection> {
+        build(input, id)
+    }
+    fn with_id(self, id: Id) -> Connection {
+        Connection { id, ..self }
+    }
+    fn list(store: &Store) -> Vec<Result<Connection, StoreError>> {
+        store.connections()
+    }
+    fn load(store: &Store, id: Id) -> Result<Option<Connection>, StoreError> {
+        store.connection(id)
+    }
+    fn get(tx: &Tx<'_>, id: Id) -> TxResult<Option<Connection>> {
+        tx.connection(id)
+    }
+    fn put(tx: &Tx<'_>, c: &Connection) -> TxResult<Id> {
+        tx.put_connection(c)
+    }
+    fn remove(tx: &Tx<'_>, id: Id) -> TxResult<Connection> {
+        tx.delete_connection(id)
+    }
 }

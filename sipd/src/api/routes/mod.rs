@@ -6,6 +6,7 @@ pub mod bans;
 pub mod calls;
 pub mod cdrs;
 pub mod connections;
+pub mod crud;
 pub mod firewall;
 pub mod rules;
 pub mod session;
@@ -20,6 +21,7 @@ use serde_json::Value;
 
 use super::State;
 use super::error::{ApiError, ApiResult};
+use crate::store::{Connection, Tariff};
 
 pub fn router() -> Router<State> {
     Router::new()
@@ -46,22 +48,25 @@ pub fn router() -> Router<State> {
             "/api/rules/{id}",
             get(rules::get_one).put(rules::update).delete(rules::delete),
         )
-        .route("/api/tariffs", get(tariffs::list).post(tariffs::create))
+        .route(
+            "/api/tariffs",
+            get(crud::list::<Tariff>).post(crud::create::<Tariff>),
+        )
         .route(
             "/api/tariffs/{id}",
-            get(tariffs::get_one)
-                .put(tariffs::update)
-                .delete(tariffs::delete),
+            get(crud::get_one::<Tariff>)
+                .put(crud::update::<Tariff>)
+                .delete(crud::delete::<Tariff>),
         )
         .route(
             "/api/connections",
-            get(connections::list).post(connections::create),
+            get(crud::list::<Connection>).post(crud::create::<Connection>),
         )
         .route(
             "/api/connections/{id}",
-            get(connections::get_one)
-                .put(connections::update)
-                .delete(connections::delete),
+            get(crud::get_one::<Connection>)
+                .put(crud::update::<Connection>)
+                .delete(crud::delete::<Connection>),
         )
         .route("/api/firewall", get(firewall::show))
         .route(

@@ -1,17 +1,11 @@
 //! Tariffs (R list/get, O create/update/delete).
 
-use axum::Json;
-use axum::extract::{Path, State as Extract};
-use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use super::accounts::check_name;
-use super::{json, merge, path_id};
-use crate::api::error::{ApiError, ApiResult, JsonBody, parse_json};
-use crate::api::{ApiState, Caller, State, blocking};
-use crate::mgmt::Action;
-use crate::store::{AuditKind, Id, Micros, StoreError, Tariff, abort_tx};
+use super::crud::Resource;
+use crate::api::error::{ApiError, ApiResult};
+use crate::store::{Id, Micros, Store, StoreError, Tariff, Tx, TxResult};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct TariffView {
@@ -86,133 +80,54 @@ fn build(i: TariffIn, id: Id) -> ApiResult<Tariff> {
     Ok(t)
 }
 
-fn load(s: &ApiState, id: Id) -> ApiResult<Tariff> {
-    s.store()
-        .tariff(id)?
-        .ok_or_else(|| ApiError::not_found(format!("tariff #{id} not found")))
-}
+impl Resource for Tariff {
+    const KIND: &'static str = "tariff";
+    type In = TariffIn;
+    type View = TariffView;
 
-pub async fn list(c: Caller, Extract(st): Extract<State>) -> ApiResult<Json<Vec<TariffView>>> {
-    c.permit(Action::View)?;
-    blocking(&st, |s| {
-        Ok(Json(
-            s.store().tariffs().iter().flatten().map(view).collect(),
-        ))
-    })
-    .await
-}
-
-pub async fn get_one(
-    c: Caller,
-    Extract(st): Extract<State>,
-    Path(id): Path<String>,
-) -> ApiResult<Json<TariffView>> {
-    c.permit(Action::View)?;
-    let id = path_id(&id)?;
-    blocking(&st, move |s| Ok(Json(view(&load(s, id)?)))).await
-}
-
-pub async fn create(
-    c: Caller,
-    Extract(st): Extract<State>,
-    JsonBody(body): JsonBody<TariffIn>,
-) -> ApiResult<(StatusCode, Json<TariffView>)> {
-    c.permit(Action::Provision)?;
-    let v = blocking(&st, move |s| {
-        let t = build(body, 0)?;
-        Ok(s.store().write(|tx| {
-            let id = tx.put_tariff(&t)?;
-            let v = view(&Tariff { id, ..t.clone() });
-            tx.append_audit(&c.audit(
-                AuditKind::Create,
-                format!("tariff:{}", v.name),
-                None,
-                None,
-                json(&v),
-            ))?;
-            Ok(v)
-        })?)
-    })
-    .await?;
-    st.control.reload().await?;
-    Ok((StatusCode::CREATED, Json(v)))
-}
-
-pub async fn update(
-    c: Caller,
-    Extract(st): Extract<State>,
-    Path(id): Path<String>,
-    JsonBody(patch): JsonBody<Value>,
-) -> ApiResult<Json<TariffView>> {
-    c.permit(Action::Provision)?;
-    let id = path_id(&id)?;
-    let v = blocking(&st, move |s| {
-        let old = load(s, id)?;
-        let merged = merge(json(&view(&old)).unwrap_or_default(), patch, &[])?;
-        let input: TariffIn = parse_json(&serde_json::to_vec(&merged).unwrap_or_default())?;
-        let t = build(input, id)?;
-        Ok(s.store().write(|tx| {
-            let Some(before) = tx.tariff(id)? else {
-                return abort_tx(StoreError::NotFound {
-                    kind: "tariff",
-                    what: format!("#{id}"),
-                });
-            };
-            tx.put_tariff(&t)?;
-            let after = view(&t);
-            tx.append_audit(&c.audit(
-                AuditKind::Update,
-                format!("tariff:{}", before.name),
-                None,
-                json(&view(&before)),
-                json(&after),
-            ))?;
-            Ok(after)
-        })?)
-    })
-    .await?;
-    st.control.reload().await?;
-    Ok(Json(v))
-}
-
-pub async fn delete(
-    c: Caller,
-    Extract(st): Extract<State>,
-    Path(id): Path<String>,
-) -> ApiResult<StatusCode> {
-    c.permit(Action::Provision)?;
-    let id = path_id(&id)?;
-    blocking(&st, move |s| {
-        let t = load(s, id)?;
-        let users: Vec<String> = s
-            .store()
+    fn view(&self) -> TariffView {
+        view(self)
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn build(input: TariffIn, id: Id) -> ApiResult<Tariff> {
+        build(input, id)
+    }
+    fn with_id(self, id: Id) -> Tariff {
+        Tariff { id, ..self }
+    }
+    fn list(store: &Store) -> Vec<Result<Tariff, StoreError>> {
+        store.tariffs()
+    }
+    fn load(store: &Store, id: Id) -> Result<Option<Tariff>, StoreError> {
+        store.tariff(id)
+    }
+    fn get(tx: &Tx<'_>, id: Id) -> TxResult<Option<Tariff>> {
+        tx.tariff(id)
+    }
+    fn put(tx: &Tx<'_>, t: &Tariff) -> TxResult<Id> {
+        tx.put_tariff(t)
+    }
+    fn remove(tx: &Tx<'_>, id: Id) -> TxResult<Tariff> {
+        tx.delete_tariff(id)
+    }
+    /// A tariff an account bills with cannot go.
+    fn check_delete(store: &Store, t: &Tariff) -> ApiResult<()> {
+        let users: Vec<String> = store
             .accounts()
             .into_iter()
             .flatten()
-            .filter(|a| a.tariff_id == Some(id))
+            .filter(|a| a.tariff_id == Some(t.id))
             .map(|a| a.name)
             .collect();
-        if !users.is_empty() {
-            return Err(ApiError::conflict(format!(
-                "tariff {:?} is used by account(s) {}",
-                t.name,
-                users.join(", ")
-            )));
+        if users.is_empty() {
+            return Ok(());
         }
-        s.store().write(|tx| {
-            let old = tx.delete_tariff(id)?;
-            tx.append_audit(&c.audit(
-                AuditKind::Delete,
-                format!("tariff:{}", old.name),
-                None,
-                json(&view(&old)),
-                None,
-            ))?;
-            Ok(())
-        })?;
-        Ok(())
-    })
-    .await?;
-    st.control.reload().await?;
-    Ok(StatusCode::NO_CONTENT)
+        Err(ApiError::conflict(format!(
+            "tariff {:?} is used by account(s) {}",
+            t.name,
+            users.join(", ")
+        )))
+    }
 }
