@@ -346,9 +346,15 @@ pub async fn run(cfg: Config) -> Result<()> {
     let mut stopping: Option<Instant> = None;
     let mut dropped_by_fw: u64 = 0;
     loop {
-        let deadline = core
-            .next_timeout()
-            .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+        // The core's next timer may be minutes away (a transaction reaper); the loop still
+        // wakes every second, and every 100 ms while stopping, so shutdown never waits on it.
+        let cap = Instant::now()
+            + if stopping.is_some() {
+                Duration::from_millis(100)
+            } else {
+                Duration::from_secs(1)
+            };
+        let deadline = core.next_timeout().map_or(cap, |t| t.min(cap));
         let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline));
         tokio::select! {
             ev = events.recv() => {
