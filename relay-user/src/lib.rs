@@ -35,4 +35,4 @@ pub use ports::{PortAllocator, PortRange};
 /// Re-exported so callers can name ban reasons, service ids and stats without a direct
 /// dependency on the kernel contract crate.
 pub use relay_common::{fw::BanReason, fw::ServiceId, stats::Stat};
-pub use session::{LegReport, SessionError, SessionReport, Sessions, StreamReport};
+pub use session::{LegReport, RelayTotals, SessionError, SessionReport, Sessions, StreamReport};

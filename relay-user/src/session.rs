@@ -95,6 +95,23 @@ impl SessionReport {
             .map(|l| l.packets)
             .sum()
     }
+
+    pub fn bytes(&self) -> u64 {
+        self.streams
+            .iter()
+            .flat_map(|s| &s.legs)
+            .map(|l| l.bytes)
+            .sum()
+    }
+}
+
+/// Media relayed since start, sessions ended or not: counters that only grow (`/metrics`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct RelayTotals {
+    pub packets: u64,
+    pub bytes: u64,
+    /// Sessions open now.
+    pub sessions: u64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -139,6 +156,8 @@ struct State {
     alloc: PortAllocator,
     next_id: SessionId,
     sessions: BTreeMap<SessionId, Session>,
+    /// What removed sessions relayed, so totals do not shrink when a call ends.
+    retired: RelayTotals,
 }
 
 /// Relay sessions over a [`DataPlane`] and a [`UserRelay`].
@@ -181,6 +200,7 @@ impl Sessions {
                 alloc: PortAllocator::new(ports),
                 next_id: 1,
                 sessions: BTreeMap::new(),
+                retired: RelayTotals::default(),
             }),
         }
     }
@@ -490,6 +510,8 @@ impl Sessions {
             .sessions
             .remove(&session)
             .ok_or(SessionError::NoSession(session))?;
+        st.retired.packets += report.packets();
+        st.retired.bytes += report.bytes();
         for s in &sess.streams {
             for p in [s.a.port, s.b.port] {
                 self.drop_pair(p);
@@ -502,6 +524,21 @@ impl Sessions {
 
     pub fn list(&self) -> Vec<SessionId> {
         self.lock().sessions.keys().copied().collect()
+    }
+
+    /// Packets and bytes relayed since start (live sessions' counters plus those of removed
+    /// ones), both data planes alike.
+    pub fn totals(&self) -> RelayTotals {
+        let st = self.lock();
+        let mut t = st.retired;
+        for (id, sess) in &st.sessions {
+            if let Ok(r) = self.report_locked(*id, sess) {
+                t.packets += r.packets();
+                t.bytes += r.bytes();
+            }
+        }
+        t.sessions = st.sessions.len() as u64;
+        t
     }
 
     pub fn contains(&self, session: SessionId) -> bool {

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use relay_user::DataPlane;
+use relay_user::{DataPlane, RelayTotals, Sessions};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
@@ -52,6 +52,8 @@ pub struct Status {
     /// The data plane's per-reason counters (packets passed, dropped by cause, relayed).
     pub dataplane_stats: BTreeMap<&'static str, u64>,
     pub bans: usize,
+    /// Media relayed since start, by the kernel and the userspace relay together.
+    pub relay: RelayTotals,
 }
 
 /// Cheap to clone; one per API worker.
@@ -61,6 +63,7 @@ pub struct Control {
     pub store: Arc<Store>,
     pub dataplane: Arc<DataPlane>,
     pub transports: Transports,
+    pub sessions: Arc<Sessions>,
     started: SystemTime,
 }
 
@@ -72,6 +75,7 @@ impl Control {
         store: Arc<Store>,
         dataplane: Arc<DataPlane>,
         transports: Transports,
+        sessions: Arc<Sessions>,
     ) -> (Control, mpsc::Receiver<Command>) {
         let (tx, rx) = mpsc::channel(64);
         (
@@ -80,6 +84,7 @@ impl Control {
                 store,
                 dataplane,
                 transports,
+                sessions,
                 started: SystemTime::now(),
             },
             rx,
@@ -139,6 +144,7 @@ impl Control {
             dataplane_reason: self.dataplane.reason().to_owned(),
             dataplane_stats: self.dataplane.stats().unwrap_or_default(),
             bans: self.dataplane.ban_list().map_or(0, |b| b.len()),
+            relay: self.sessions.totals(),
         })
     }
 }

@@ -314,7 +314,12 @@ pub async fn run(cfg: Config) -> Result<()> {
         agent: AGENT.into(),
     };
     let mut core = Core::new(core_cfg, rules, router, tariffs, verifier, media);
-    let (control, mut commands) = Control::new(store.clone(), dp.clone(), transports.clone());
+    let (control, mut commands) = Control::new(
+        store.clone(),
+        dp.clone(),
+        transports.clone(),
+        sessions.clone(),
+    );
     // The management API is the one user of `control`. Calls matter more than the
     // management plane: if the API cannot start, sipd says so loudly and keeps serving.
     let api = match crate::api::start(&cfg, control).await {

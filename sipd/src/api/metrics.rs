@@ -173,6 +173,24 @@ pub fn render(s: &Status, x: &Extra) -> String {
         "reason",
         s.dataplane_stats.iter().map(|(k, v)| (*k, *v)),
     );
+    o.one(
+        "sbc_relay_packets_total",
+        "counter",
+        "Media packets relayed (RTP and RTCP, both directions, kernel and userspace).",
+        s.relay.packets,
+    );
+    o.one(
+        "sbc_relay_bytes_total",
+        "counter",
+        "Media bytes relayed (UDP payload, both directions, kernel and userspace).",
+        s.relay.bytes,
+    );
+    o.one(
+        "sbc_relay_sessions",
+        "gauge",
+        "Relay sessions (calls with anchored media) open now.",
+        s.relay.sessions,
+    );
     o.labelled(
         "sbc_dataplane_mode",
         "gauge",
