@@ -934,6 +934,14 @@ mod tests {
         };
         assert_eq!((st.packets, st.bytes), (1, 5));
         assert!(st.last_seen.is_some());
+        assert_eq!(
+            s.totals(),
+            RelayTotals {
+                packets: 1,
+                bytes: 5,
+                sessions: 1
+            }
+        );
         // Silence: the reaper removes it and reports the counters.
         let t0 = Instant::now();
         let r = loop {
@@ -951,6 +959,15 @@ mod tests {
         assert_eq!(r.packets(), 1);
         assert!(s.list().is_empty());
         assert_eq!(s.port_usage().0, 0);
+        // Totals keep what the ended session relayed.
+        assert_eq!(
+            s.totals(),
+            RelayTotals {
+                packets: 1,
+                bytes: 5,
+                sessions: 0
+            }
+        );
     }
 
     #[test]
