@@ -296,6 +296,23 @@ pub fn start(cfg: &LoaderConfig, object: &[u8]) -> Result<DataPlane, LoadError> 
 
 fn start_xdp(cfg: &LoaderConfig, object: &[u8], modes: &[Mode]) -> Result<DataPlane, LoadError> {
     let dir = pin_dir(&cfg.instance)?;
+    let existed = dir.exists();
+    let r = start_xdp_in(cfg, object, modes, &dir);
+    // A failed first attempt leaves nothing behind: maps pinned for an instance that never
+    // attached would only confuse `--status` and `ls /sys/fs/bpf`. An instance that was
+    // there before (live sessions, bans) is left as it was.
+    if r.is_err() && !existed {
+        let _ = detach(&cfg.instance, &cfg.interfaces);
+    }
+    r
+}
+
+fn start_xdp_in(
+    cfg: &LoaderConfig,
+    object: &[u8],
+    modes: &[Mode],
+    dir: &Path,
+) -> Result<DataPlane, LoadError> {
     // Resolve interfaces first: a typo should not cost a program load to find out.
     let targets = cfg
         .interfaces
@@ -323,7 +340,7 @@ fn start_xdp(cfg: &LoaderConfig, object: &[u8], modes: &[Mode]) -> Result<DataPl
     let mut modes_used = Vec::new();
     let mut ifindexes = Vec::new();
     for (iface, idx) in targets {
-        match attach_one(prog, &dir, iface, idx, modes) {
+        match attach_one(prog, dir, iface, idx, modes) {
             Ok(mode) => {
                 modes_used.push(mode);
                 ifindexes.push(idx);
@@ -332,7 +349,7 @@ fn start_xdp(cfg: &LoaderConfig, object: &[u8], modes: &[Mode]) -> Result<DataPl
                 // All or nothing: a half-attached fast path would forward some calls in the
                 // kernel and others nowhere.
                 if modes.len() > 1 {
-                    remove_link_pins(&dir);
+                    remove_link_pins(dir);
                 }
                 return Err(e);
             }
