@@ -180,6 +180,9 @@ pub struct ManagementConfig {
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub session_ttl_secs: u64,
+    /// A session unused this long ends (an unattended console); 0: only the TTL applies.
+    /// Use is recorded at most once a minute, so this is exact to about a minute.
+    pub session_idle_secs: u64,
     /// `/metrics` without a bearer token (for a Prometheus on an allowed source).
     pub metrics_public: bool,
     /// Secret mixed into every staff password hash; created (mode 0600) on first start.
@@ -198,6 +201,7 @@ impl Default for ManagementConfig {
             tls_cert: None,
             tls_key: None,
             session_ttl_secs: 3600,
+            session_idle_secs: 900,
             metrics_public: false,
             pepper_file: PathBuf::from("./sipd.pepper"),
             argon2: crate::mgmt::Argon2Costs::default(),
@@ -594,6 +598,15 @@ impl Config {
             bad(
                 "management.tls_cert",
                 "tls_cert and tls_key go together".into(),
+            );
+        }
+        if mg.session_idle_secs != 0 && !(120..=86_400).contains(&mg.session_idle_secs) {
+            bad(
+                "management.session_idle_secs",
+                format!(
+                    "{} is outside 120..=86400 (0 turns the idle timeout off)",
+                    mg.session_idle_secs
+                ),
             );
         }
         if !(60..=7 * 86_400).contains(&mg.session_ttl_secs) {

@@ -39,6 +39,10 @@ use crate::store::{
     StoreError, TokenHash, abort_tx,
 };
 
+fn duration_ms(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// Sessions' `last_seen_ms` is written at most this often.
 const LAST_SEEN_EVERY_MS: u64 = 60_000;
 
@@ -442,7 +446,10 @@ impl StaffAuth {
         if !rec.matches(&hash) {
             return Err(AuthzError::InvalidToken);
         }
-        if now_ms >= rec.expires_ms {
+        let idle = self
+            .session_idle
+            .is_some_and(|d| now_ms.saturating_sub(rec.last_seen_ms) >= duration_ms(d));
+        if now_ms >= rec.expires_ms || idle {
             let _ = store.remove_session(&hash);
             return Err(AuthzError::Expired);
         }

@@ -84,6 +84,8 @@ pub struct StaffAuth {
     pub hasher: PasswordHasher,
     pub policy: PasswordPolicy,
     pub session_ttl: Duration,
+    /// Sessions unused this long end (`None`: only the TTL).
+    pub session_idle: Option<Duration>,
     backoff: Mutex<Backoff>,
 }
 
@@ -98,8 +100,16 @@ impl StaffAuth {
             hasher,
             policy,
             session_ttl,
+            session_idle: None,
             backoff: Mutex::new(Backoff::new(backoff)),
         }
+    }
+
+    /// Ends sessions unused for `idle` (exact to about a minute: use is recorded once a
+    /// minute at most).
+    pub fn with_idle_timeout(mut self, idle: Option<Duration>) -> StaffAuth {
+        self.session_idle = idle;
+        self
     }
 
     /// From `sbc.toml`: loads (or creates) the pepper file named by
@@ -113,6 +123,9 @@ impl StaffAuth {
             m.password,
             m.backoff,
             Duration::from_secs(m.session_ttl_secs),
+        )
+        .with_idle_timeout(
+            (m.session_idle_secs > 0).then(|| Duration::from_secs(m.session_idle_secs)),
         ))
     }
 

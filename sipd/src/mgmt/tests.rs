@@ -931,3 +931,23 @@ fn config_defaults_and_problems() {
     let c = crate::config::Config::parse(ok, std::path::Path::new("t.toml")).unwrap();
     assert_eq!(c.management.password.max_age_days, 90);
 }
+
+#[test]
+fn an_unused_session_ends_after_the_idle_timeout() {
+    let mut e = env();
+    e.auth = std::mem::replace(&mut e.auth, env().auth)
+        .with_idle_timeout(Some(Duration::from_secs(300)));
+    e.add("alice", Role::Operator, &[]);
+    let sess = e.login("alice", PW, None, "192.0.2.1", t0()).unwrap();
+    let authz = |secs| {
+        e.auth
+            .authorize(&e.store, &sess.token, ip("192.0.2.1"), at(secs))
+    };
+    // Used every 4 minutes: stays alive well past the idle timeout.
+    for minute in [4, 8, 12, 16] {
+        assert!(authz(minute * 60).is_ok(), "minute {minute}");
+    }
+    // Then left alone for 5 minutes: gone, and stays gone.
+    assert_eq!(authz(16 * 60 + 300).err(), Some(AuthzError::Expired));
+    assert_eq!(authz(16 * 60 + 301).err(), Some(AuthzError::InvalidToken));
+}
