@@ -436,6 +436,40 @@ impl<'a, 'b> Ctx<'a, 'b> {
             .ok_or_else(|| Error::NotFound(format!("no {what} named {target:?}")))
     }
 
+    /// The id of `target` (an id, or a record's name) in `coll`.
+    fn id_in(&self, client: &Client, coll: &Coll, target: &str) -> Result<u64, Error> {
+        self.resolve(client, coll.path, "name", coll.kind, target)
+    }
+
+    /// List, get, create, update or delete in a collection the API serves the same way for
+    /// every resource; the caller has resolved names to ids and built the body.
+    fn crud(&mut self, client: &Client, coll: &Coll, op: Crud) -> Result<(), Error> {
+        let one = |id: u64| format!("{}/{id}", coll.path);
+        match op {
+            Crud::List => {
+                let v = client.get(coll.path)?;
+                self.list(&v, coll.cols)
+            }
+            Crud::Get(id) => {
+                let v = client.get(&one(id))?;
+                self.show(&v)
+            }
+            Crud::Create(body) => {
+                let v = client.json(Method::Post, coll.path, &[], Some(&body))?;
+                let msg = created(coll.kind, &v);
+                self.done(&v, &msg)
+            }
+            Crud::Update(id, body) => {
+                let v = client.json(Method::Put, &one(id), &[], Some(&body))?;
+                self.done(&v, &format!("updated {} {id}", coll.kind))
+            }
+            Crud::Delete(id) => {
+                let v = client.json(Method::Delete, &one(id), &[], None)?;
+                self.done(&v, &format!("deleted {} {id}", coll.kind))
+            }
+        }
+    }
+
     // ---- session ----------------------------------------------------------------------
 
     fn login(&mut self, l: Login) -> Result<(), Error> {
@@ -663,37 +697,25 @@ impl<'a, 'b> Ctx<'a, 'b> {
 
     fn accounts(&mut self, a: Accounts) -> Result<(), Error> {
         let c = self.client()?;
-        let id = |cx: &Self, t: &str| cx.resolve(&c, "/api/accounts", "name", "account", t);
+        let coll = &ACCOUNTS;
         match a {
-            Accounts::List => {
-                let v = c.get("/api/accounts")?;
-                self.list(&v, ACCOUNT_COLS)
-            }
+            Accounts::List => self.crud(&c, coll, Crud::List),
             Accounts::Get { account } => {
-                let v = c.get(&format!("/api/accounts/{}", id(self, &account)?))?;
-                self.show(&v)
+                let id = self.id_in(&c, coll, &account)?;
+                self.crud(&c, coll, Crud::Get(id))
             }
             Accounts::Create(f) => {
                 let body = self.account_body(f, true)?;
-                let v = c.json(Method::Post, "/api/accounts", &[], Some(&body))?;
-                let msg = created("account", &v);
-                self.done(&v, &msg)
+                self.crud(&c, coll, Crud::Create(body))
             }
             Accounts::Update { account, fields } => {
-                let id = id(self, &account)?;
+                let id = self.id_in(&c, coll, &account)?;
                 let body = self.account_body(fields, false)?;
-                let v = c.json(
-                    Method::Put,
-                    &format!("/api/accounts/{id}"),
-                    &[],
-                    Some(&body),
-                )?;
-                self.done(&v, &format!("updated account {id}"))
+                self.crud(&c, coll, Crud::Update(id, body))
             }
             Accounts::Delete { account } => {
-                let id = id(self, &account)?;
-                let v = c.json(Method::Delete, &format!("/api/accounts/{id}"), &[], None)?;
-                self.done(&v, &format!("deleted account {id}"))
+                let id = self.id_in(&c, coll, &account)?;
+                self.crud(&c, coll, Crud::Delete(id))
             }
             Accounts::Topup {
                 account,
@@ -701,7 +723,7 @@ impl<'a, 'b> Ctx<'a, 'b> {
                 note,
             } => {
                 check_amount("amount", &amount)?;
-                let id = id(self, &account)?;
+                let id = self.id_in(&c, coll, &account)?;
                 let mut body = json!({"amount": amount});
                 if let Some(n) = note {
                     body["note"] = n.into();
@@ -834,34 +856,27 @@ impl<'a, 'b> Ctx<'a, 'b> {
         Ok(Value::Object(m))
     }
 
-    fn tariffs(&mut self, t: Tariffs) -> Result<(), Error> {
+    fn tariffs(&mut self, x: Tariffs) -> Result<(), Error> {
         let c = self.client()?;
-        let id = |cx: &Self, t: &str| cx.resolve(&c, "/api/tariffs", "name", "tariff", t);
-        match t {
-            Tariffs::List => {
-                let v = c.get("/api/tariffs")?;
-                self.list(&v, TARIFF_COLS)
-            }
+        let coll = &TARIFFS;
+        match x {
+            Tariffs::List => self.crud(&c, coll, Crud::List),
             Tariffs::Get { tariff } => {
-                let v = c.get(&format!("/api/tariffs/{}", id(self, &tariff)?))?;
-                self.show(&v)
+                let id = self.id_in(&c, coll, &tariff)?;
+                self.crud(&c, coll, Crud::Get(id))
             }
             Tariffs::Create(f) => {
                 let body = self.tariff_body(f, true)?;
-                let v = c.json(Method::Post, "/api/tariffs", &[], Some(&body))?;
-                let msg = created("tariff", &v);
-                self.done(&v, &msg)
+                self.crud(&c, coll, Crud::Create(body))
             }
             Tariffs::Update { tariff, fields } => {
-                let id = id(self, &tariff)?;
+                let id = self.id_in(&c, coll, &tariff)?;
                 let body = self.tariff_body(fields, false)?;
-                let v = c.json(Method::Put, &format!("/api/tariffs/{id}"), &[], Some(&body))?;
-                self.done(&v, &format!("updated tariff {id}"))
+                self.crud(&c, coll, Crud::Update(id, body))
             }
             Tariffs::Delete { tariff } => {
-                let id = id(self, &tariff)?;
-                let v = c.json(Method::Delete, &format!("/api/tariffs/{id}"), &[], None)?;
-                self.done(&v, &format!("deleted tariff {id}"))
+                let id = self.id_in(&c, coll, &tariff)?;
+                self.crud(&c, coll, Crud::Delete(id))
             }
         }
     }
@@ -881,37 +896,25 @@ impl<'a, 'b> Ctx<'a, 'b> {
 
     fn connections(&mut self, x: Connections) -> Result<(), Error> {
         let c = self.client()?;
-        let id = |cx: &Self, t: &str| cx.resolve(&c, "/api/connections", "name", "connection", t);
+        let coll = &CONNECTIONS;
         match x {
-            Connections::List => {
-                let v = c.get("/api/connections")?;
-                self.list(&v, CONNECTION_COLS)
-            }
+            Connections::List => self.crud(&c, coll, Crud::List),
             Connections::Get { connection } => {
-                let v = c.get(&format!("/api/connections/{}", id(self, &connection)?))?;
-                self.show(&v)
+                let id = self.id_in(&c, coll, &connection)?;
+                self.crud(&c, coll, Crud::Get(id))
             }
             Connections::Create(f) => {
                 let body = self.connection_body(f, true)?;
-                let v = c.json(Method::Post, "/api/connections", &[], Some(&body))?;
-                let msg = created("connection", &v);
-                self.done(&v, &msg)
+                self.crud(&c, coll, Crud::Create(body))
             }
             Connections::Update { connection, fields } => {
-                let id = id(self, &connection)?;
+                let id = self.id_in(&c, coll, &connection)?;
                 let body = self.connection_body(fields, false)?;
-                let v = c.json(
-                    Method::Put,
-                    &format!("/api/connections/{id}"),
-                    &[],
-                    Some(&body),
-                )?;
-                self.done(&v, &format!("updated connection {id}"))
+                self.crud(&c, coll, Crud::Update(id, body))
             }
             Connections::Delete { connection } => {
-                let id = id(self, &connection)?;
-                let v = c.json(Method::Delete, &format!("/api/connections/{id}"), &[], None)?;
-                self.done(&v, &format!("deleted connection {id}"))
+                let id = self.id_in(&c, coll, &connection)?;
+                self.crud(&c, coll, Crud::Delete(id))
             }
         }
     }
@@ -1377,6 +1380,38 @@ fn finish_body(m: Map<String, Value>, create: bool, what: &str) -> Result<Value,
         ));
     }
     Ok(Value::Object(m))
+}
+
+/// A resource the API serves with list, get, create, update and delete under one path.
+struct Coll {
+    path: &'static str,
+    /// What it is called in messages and "no … named" errors.
+    kind: &'static str,
+    cols: &'static [table::Col],
+}
+
+const ACCOUNTS: Coll = Coll {
+    path: "/api/accounts",
+    kind: "account",
+    cols: ACCOUNT_COLS,
+};
+const TARIFFS: Coll = Coll {
+    path: "/api/tariffs",
+    kind: "tariff",
+    cols: TARIFF_COLS,
+};
+const CONNECTIONS: Coll = Coll {
+    path: "/api/connections",
+    kind: "connection",
+    cols: CONNECTION_COLS,
+};
+
+enum Crud {
+    List,
+    Get(u64),
+    Create(Value),
+    Update(u64, Value),
+    Delete(u64),
 }
 
 fn created(what: &str, v: &Value) -> String {
