@@ -8,8 +8,8 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{json, merge, path_id};
-use crate::api::error::{ApiError, ApiResult, JsonBody, parse_json};
+use super::{json, patched, path_id};
+use crate::api::error::{ApiError, ApiResult, JsonBody};
 use crate::api::{Caller, State, blocking};
 use crate::auth::digest::Credential;
 use crate::mgmt::Action;
@@ -343,8 +343,7 @@ pub async fn update(
         if let Some(sip) = cur_json.get_mut("sip").and_then(Value::as_object_mut) {
             sip.remove("auth");
         }
-        let merged = merge(cur_json, patch, &["balance"])?;
-        let input: AccountIn = parse_json(&serde_json::to_vec(&merged).unwrap_or_default())?;
+        let input: AccountIn = patched(cur_json, patch, &["balance"])?;
         let (a, tariff) = build(s, input, Some(&old))?;
         let v = s.store().write(|tx| {
             let tariff_id = match resolve_tariff(tx, &tariff)? {

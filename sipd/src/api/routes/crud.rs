@@ -10,8 +10,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::{json, merge, path_id};
-use crate::api::error::{ApiError, ApiResult, JsonBody, parse_json};
+use super::{json, patched, path_id};
+use crate::api::error::{ApiError, ApiResult, JsonBody};
 use crate::api::{ApiState, Caller, State, blocking};
 use crate::mgmt::Action;
 use crate::store::{AuditKind, Id, Store, StoreError, Tx, TxResult, abort_tx};
@@ -110,8 +110,7 @@ pub async fn update<R: Resource>(
     let id = path_id(&id)?;
     let v = blocking(&st, move |s| {
         let old = load::<R>(s, id)?;
-        let merged = merge(json(&old.view()).unwrap_or_default(), patch, &[])?;
-        let input: R::In = parse_json(&serde_json::to_vec(&merged).unwrap_or_default())?;
+        let input: R::In = patched(json(&old.view()).unwrap_or_default(), patch, &[])?;
         let r = R::build(input, id)?;
         Ok(s.store().write(|tx| {
             let Some(before) = R::get(tx, id)? else {

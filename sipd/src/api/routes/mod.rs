@@ -132,6 +132,17 @@ pub(crate) fn merge(current: Value, patch: Value, fixed: &[&str]) -> ApiResult<V
     Ok(Value::Object(cur))
 }
 
+/// The input of a `PUT`: `patch` merged into `current` (see [`merge`]) and read as the type
+/// create accepts, so an update is validated exactly like a create.
+pub(crate) fn patched<T: serde::de::DeserializeOwned>(
+    current: Value,
+    patch: Value,
+    fixed: &[&str],
+) -> ApiResult<T> {
+    let merged = merge(current, patch, fixed)?;
+    super::error::parse_json(&serde_json::to_vec(&merged).unwrap_or_default())
+}
+
 /// The id in a path, as a 404 when it is not a number (no such record).
 pub(crate) fn path_id(s: &str) -> ApiResult<u64> {
     s.parse()

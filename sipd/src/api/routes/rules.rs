@@ -8,8 +8,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::accounts::check_name;
-use super::{json, merge, path_id};
-use crate::api::error::{ApiError, ApiResult, JsonBody, parse_json};
+use super::{json, patched, path_id};
+use crate::api::error::{ApiError, ApiResult, JsonBody};
 use crate::api::{ApiState, Caller, State, blocking};
 use crate::mgmt::Action;
 use crate::store::{Account, AuditKind, AuthRule, Id, Pattern, StoreError, abort_tx};
@@ -157,8 +157,7 @@ pub async fn update(
     let r = blocking(&st, move |s| {
         let old = rule(s, id)?;
         let acc = account(s, old.account_id)?;
-        let merged = merge(json(&old).unwrap_or_default(), patch, &["account_id"])?;
-        let input: RuleIn = parse_json(&serde_json::to_vec(&merged).unwrap_or_default())?;
+        let input: RuleIn = patched(json(&old).unwrap_or_default(), patch, &["account_id"])?;
         let new = build(input, &acc, id)?;
         let r = s.store().write(|tx| {
             let Some(before) = tx.rule(old.account_id, &old.name)? else {
