@@ -784,30 +784,10 @@ fn plane_slug(p: Plane) -> &'static str {
 }
 
 fn relayd_path(o: &Opts) -> anyhow::Result<PathBuf> {
-    if let Some(p) = &o.relayd {
-        return Ok(p.clone());
+    match &o.relayd {
+        Some(p) => Ok(p.clone()),
+        None => crate::built_binary("relayd", "-p relay-user --bin relayd", "--relayd"),
     }
-    // `cargo xtask bench` builds relayd with the same profile and target dir as this binary.
-    if let Some(p) = std::env::current_exe()
-        .ok()
-        .and_then(|e| Some(e.parent()?.join("relayd")))
-        .filter(|p| p.is_file())
-    {
-        return Ok(p);
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| crate::root().join("target"));
-    for profile in ["release", "debug"] {
-        let p = target.join(profile).join("relayd");
-        if p.is_file() {
-            return Ok(p);
-        }
-    }
-    bail!(
-        "relayd not built (looked in {}/{{release,debug}}); `cargo build --release -p relay-user --bin relayd` or pass --relayd",
-        target.display()
-    )
 }
 
 fn sdp(ip: IpAddr, port: u16, sess: usize) -> String {

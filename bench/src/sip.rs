@@ -811,27 +811,7 @@ fn sipd_path(o: &Opts) -> anyhow::Result<PathBuf> {
     if std::env::var_os("SBC_BENCH_SIPD_BUILD_FAILED").is_some() {
         bail!("sipd did not build (see cargo's errors above); not running a stale binary");
     }
-    // `cargo xtask bench sip` builds sipd with the same profile and target dir as this binary.
-    if let Some(p) = std::env::current_exe()
-        .ok()
-        .and_then(|e| Some(e.parent()?.join("sipd")))
-        .filter(|p| p.is_file())
-    {
-        return Ok(p);
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| crate::root().join("target"));
-    for profile in ["release", "debug"] {
-        let p = target.join(profile).join("sipd");
-        if p.is_file() {
-            return Ok(p);
-        }
-    }
-    bail!(
-        "sipd not built (looked in {}/{{release,debug}}); `cargo build --release -p sipd` or pass --sipd",
-        target.display()
-    )
+    crate::built_binary("sipd", "-p sipd", "--sipd")
 }
 
 /// sbc.toml for the bench: SIP on 127.0.0.1:5062 (UDP), MD5 digest only (what sipp 3.6
