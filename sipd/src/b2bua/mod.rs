@@ -22,13 +22,13 @@ use rsip::Method;
 use tracing::{debug, info, warn};
 
 use crate::auth::digest::{Credential, DigestAuthorization, DigestError, DigestVerifier};
-use crate::policy::admission::{Admission, Cut, Refusal};
+use crate::policy::admission::{Admission, Cut};
 use crate::policy::routing::{CapFull, Router};
 use crate::policy::rules::{Classification, RuleSet};
-use crate::sip::msg::{NameAddr, host, host_port, reason_phrase};
+use crate::sip::msg::{NameAddr, host, host_port};
 use crate::sip::parse::clip;
 use crate::sip::txn::{
-    self, Peer, Proto, RequestVerdict, ResponseVerdict, Send, ServerKey, TxnLayer, TxnTimeout,
+    Peer, Proto, RequestVerdict, ResponseVerdict, Send, ServerKey, TxnLayer, TxnTimeout,
     new_branch, random_hex, via_for,
 };
 use crate::sip::{Msg, Start};
@@ -548,7 +548,7 @@ impl<M: Media> Core<M> {
         let method = req.method().cloned().unwrap_or(Method::Options);
         match self.txn.on_request(now, &req, peer) {
             RequestVerdict::Absorbed => {}
-            RequestVerdict::Ack => self.on_ack(now, wall, peer, req),
+            RequestVerdict::Ack => self.on_ack(now, req),
             RequestVerdict::Cancel(inv) => self.on_cancel(now, wall, inv),
             RequestVerdict::New(key) => {
                 if req.max_forwards() == Some(0) && method != Method::Ack {
@@ -609,7 +609,7 @@ impl<M: Media> Core<M> {
                 answer_ms: None,
                 end_ms: ms,
                 caller: req.from().user().to_owned(),
-                callee: cld_of(req).to_owned(),
+                callee: cld_of(req),
                 source: Some(peer.remote),
                 account_id: account,
                 connection_id: None,
@@ -624,10 +624,7 @@ impl<M: Media> Core<M> {
 
     fn new_call(&mut self, now: Instant, wall: SystemTime, peer: Peer, req: Msg, key: ServerKey) {
         self.stats.invites += 1;
-        let mut trying = req.response(100, None);
-        trying.remove("To");
-        trying.push("To", req.get("To").unwrap_or_default().to_owned());
-        self.txn.respond(now, &key, &trying);
+        self.txn.respond(now, &key, &req.response(100, None));
         if self.draining {
             self.refuse(now, &key, &req, 503, "shutting down");
             return;
@@ -647,7 +644,7 @@ impl<M: Media> Core<M> {
         }
         let src = peer.remote.ip();
         let cli = req.from().user().to_owned();
-        let cld = cld_of(&req).to_owned();
+        let cld = cld_of(&req);
 
         // Authentication.
         let account_id = match self.rules.classify(src, &cli, &cld) {
@@ -717,8 +714,6 @@ impl<M: Media> Core<M> {
             self.cdr_refused(wall, &req, &peer, Some(account.id), code, why);
             return;
         }
-        let _: Option<Refusal> = None;
-
         // Routing: the candidate list; the first attempt below takes capacity.
         let candidates = self.router.candidates(&cld);
         if candidates.is_empty() {
@@ -1130,7 +1125,7 @@ impl<M: Media> Core<M> {
         }));
     }
 
-    fn on_ack(&mut self, now: Instant, wall: SystemTime, peer: Peer, ack: Msg) {
+    fn on_ack(&mut self, now: Instant, ack: Msg) {
         let from_tag = ack.from().tag.unwrap_or_default();
         let key = self
             .by_a
@@ -1142,7 +1137,6 @@ impl<M: Media> Core<M> {
             self.stats.stray += 1;
             return;
         };
-        let _ = (peer, wall);
         let Some(mut call) = self.calls.remove(&key) else {
             return;
         };
@@ -1869,27 +1863,14 @@ fn dialog_request(leg: &Leg, method: Method, cseq: u32, agent: &str) -> Msg {
         m.push("Contact", contact);
     }
     m.push("User-Agent", agent.to_owned());
-    let _ = txn::T1;
     m
 }
 
 /// The called number: the Request-URI's user part, else the To's.
-fn cld_of(req: &Msg) -> &str {
-    let from_uri = req
-        .uri()
-        .and_then(|u| u.auth.as_ref())
-        .map(|a| a.user.as_str());
-    match from_uri {
-        Some(u) if !u.is_empty() => u,
-        _ => req
-            .get("To")
-            .map(|t| {
-                let n = NameAddr::parse(t);
-                let user = n.user().to_owned();
-                // Leak-free: find the same slice in the original header text.
-                t.find(&user).map_or("", |i| &t[i..i + user.len()])
-            })
-            .unwrap_or_default(),
+fn cld_of(req: &Msg) -> String {
+    match req.uri().and_then(|u| u.auth.as_ref()) {
+        Some(a) if !a.user.is_empty() => a.user.clone(),
+        _ => req.to().user().to_owned(),
     }
 }
 
@@ -1906,11 +1887,6 @@ fn resolve(conn: &Connection) -> Option<SocketAddr> {
 fn unix_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-#[allow(dead_code)]
-fn phrase(code: u16) -> &'static str {
-    reason_phrase(code)
 }
 
 #[cfg(test)]
