@@ -201,17 +201,7 @@ pub async fn run(cfg: Config) -> Result<()> {
     );
     let rules = RuleSet::load(&store).context("loading accounts and auth rules")?;
     let router = Router::load(&store).context("loading upstream connections")?;
-    let tariffs: Vec<_> = store
-        .tariffs()
-        .into_iter()
-        .filter_map(|t| match t {
-            Ok(t) => Some(t),
-            Err(e) => {
-                warn!(error = %e, "skipping an unreadable tariff");
-                None
-            }
-        })
-        .collect();
+    let tariffs = readable_tariffs(&store);
     if !store.has_staff().unwrap_or(true) {
         warn!(
             "no staff users yet: stop sipd and run `sipd init --username <admin>` to create the first admin \
@@ -530,16 +520,26 @@ fn trust_peers(store: &Store, dp: &DataPlane) {
     }
 }
 
+/// The store's tariffs, skipping (and logging) any that cannot be read.
+fn readable_tariffs(store: &Store) -> Vec<crate::store::Tariff> {
+    store
+        .tariffs()
+        .into_iter()
+        .filter_map(|t| {
+            t.map_err(|e| warn!(error = %e, "skipping an unreadable tariff"))
+                .ok()
+        })
+        .collect()
+}
+
 /// The core takes the store's current accounts, rules, connections and tariffs.
 fn reload(store: &Store, core: &mut Core<NgMedia>) -> Result<(), String> {
     let rules = RuleSet::load(store).map_err(|e| e.to_string())?;
-    let connections = store
-        .connections()
-        .into_iter()
-        .filter_map(Result::ok)
-        .collect();
-    let tariffs = store.tariffs().into_iter().filter_map(Result::ok).collect();
-    core.reload(rules, connections, tariffs);
+    core.reload(
+        rules,
+        crate::policy::routing::readable(store),
+        readable_tariffs(store),
+    );
     info!("accounts, rules, connections and tariffs reloaded");
     Ok(())
 }

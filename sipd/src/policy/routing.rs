@@ -148,7 +148,8 @@ impl Router {
     }
 }
 
-fn readable(store: &Store) -> Vec<Connection> {
+/// The store's connections, skipping (and logging) any that cannot be read.
+pub fn readable(store: &Store) -> Vec<Connection> {
     store
         .connections()
         .into_iter()
