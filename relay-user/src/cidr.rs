@@ -115,6 +115,13 @@ fn mask(addr: IpAddr, len: u8) -> IpAddr {
     }
 }
 
+impl From<ipnet::IpNet> for Cidr {
+    fn from(n: ipnet::IpNet) -> Cidr {
+        // An IpNet's prefix never exceeds its family's width, the one thing `new` refuses.
+        Cidr::new(n.addr(), n.prefix_len()).unwrap_or_else(|_| Cidr::host(n.addr()))
+    }
+}
+
 impl FromStr for Cidr {
     type Err = CidrError;
 
@@ -197,6 +204,20 @@ mod tests {
             "a/b",
         ] {
             assert!(bad.parse::<Cidr>().is_err(), "{bad} should not parse");
+        }
+    }
+
+    #[test]
+    fn from_ipnet_is_the_parsed_prefix() {
+        for text in [
+            "10.1.2.3/8",
+            "0.0.0.0/0",
+            "2001:db8::1/48",
+            "::ffff:192.0.2.1/120",
+            "::/0",
+        ] {
+            let net: ipnet::IpNet = text.parse().unwrap();
+            assert_eq!(Cidr::from(net), text.parse::<Cidr>().unwrap(), "{text}");
         }
     }
 }

@@ -34,5 +34,6 @@ pub use types::{
 pub use ports::{PortAllocator, PortRange};
 /// Re-exported so callers can name ban reasons, service ids and stats without a direct
 /// dependency on the kernel contract crate.
+pub use relay_common::guard::{GuardEventKind, TRUSTED};
 pub use relay_common::{fw::BanReason, fw::ServiceId, stats::Stat};
 pub use session::{LegReport, RelayTotals, SessionError, SessionReport, Sessions, StreamReport};
