@@ -11,9 +11,10 @@ use relay_user::{DataPlane, RelayTotals, Sessions};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::b2bua::{CallInfo, CallKey, CoreStats};
+use crate::firewall::Firewall;
 use crate::store::{Id, Micros, Store};
 use crate::transport::{TransportStats, Transports};
+use sipd_core::b2bua::{CallInfo, CallKey, CoreStats};
 
 /// A request to the event loop.
 #[derive(Debug)]
@@ -64,6 +65,7 @@ pub struct Control {
     pub dataplane: Arc<DataPlane>,
     pub transports: Transports,
     pub sessions: Arc<Sessions>,
+    pub firewall: Arc<Firewall>,
     started: SystemTime,
 }
 
@@ -76,6 +78,7 @@ impl Control {
         dataplane: Arc<DataPlane>,
         transports: Transports,
         sessions: Arc<Sessions>,
+        firewall: Arc<Firewall>,
     ) -> (Control, mpsc::Receiver<Command>) {
         let (tx, rx) = mpsc::channel(64);
         (
@@ -85,6 +88,7 @@ impl Control {
                 dataplane,
                 transports,
                 sessions,
+                firewall,
                 started: SystemTime::now(),
             },
             rx,

@@ -1,19 +1,22 @@
-//! `sipd`: the SIP edge of the XDP SBC. See `shared/DESIGN.md` for where it sits.
+//! `sipd`: the shell of the SIP edge of the XDP SBC. See `shared/DESIGN.md` for where it sits.
 //!
-//! Layers, outermost first: [`transport`] (UDP/TCP sockets and stream framing) → [`sip`]
-//! (parsing, limits, transactions) → [`b2bua`] (the call core: security pipeline, dialogs,
-//! media anchoring, CDRs) using [`policy`] (auth rules, admission, routing) and [`store`].
+//! The call core ([`sipd_core`]: SIP, transactions, digest, rules, admission, routing, the
+//! B2BUA) does no I/O; this crate gives it sockets, time, names and a store: [`transport`]
+//! (UDP/TCP sockets) → [`server`] (the event loop that feeds the core and carries out its
+//! effects) with [`resolver`] (upstream names), [`media`] (the relay from relay-user),
+//! [`firewall`] (the data plane's SIP and management rules) and [`store`] (sled); the
+//! management plane is [`mgmt`] (staff, audit) and [`api`] (HTTPS, `/metrics`).
 
 pub mod api;
-pub mod auth;
-pub mod b2bua;
 pub mod config;
 pub mod control;
+pub mod firewall;
+pub mod media;
 pub mod mgmt;
-pub mod policy;
+pub mod private_file;
 pub mod provision;
+pub mod resolver;
 pub mod server;
-pub mod sip;
 pub mod store;
 pub mod toml_span;
 pub mod transport;

@@ -9,10 +9,10 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
-use sipd::auth::digest::Credential;
 use sipd::config::{Config, ConfigError, DEFAULT_FILE, Origin};
 use sipd::provision::{self, ProvisionError};
 use sipd::store::{Account, Store, StoreError};
+use sipd_core::auth::digest::Credential;
 
 #[derive(Parser)]
 #[command(
@@ -333,20 +333,8 @@ fn export(store: &Store, output: Option<&Path>) -> Result<ExitCode> {
     };
     // Written beside the target and renamed, so an interrupted export never leaves a
     // truncated backup under the real name.
-    let tmp = path.with_extension("tmp");
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .with_context(|| format!("creating {}", tmp.display()))?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
+    sipd::private_file::write(path, text.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
     eprintln!("exported to {}", path.display());
     Ok(ExitCode::SUCCESS)
 }

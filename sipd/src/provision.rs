@@ -14,11 +14,11 @@ use std::path::{Path, PathBuf};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use crate::auth::digest::Credential;
 use crate::store::{
     Account, AuthRule, Connection, Micros, Pattern, SipAuth, Store, StoreError, Tariff, Transport,
 };
 use crate::toml_span::{Location, locate};
+use sipd_core::auth::digest::Credential;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -266,10 +266,7 @@ pub fn plan(
         let at = locate(src, &path);
         problems.push(Problem { path, at, message });
     };
-    let invalid = |e: StoreError| match e {
-        StoreError::Invalid { reason, .. } => reason,
-        other => other.to_string(),
-    };
+    let invalid = |e: crate::store::Invalid| e.reason;
 
     let mut tariffs = Vec::new();
     let mut names = BTreeSet::new();

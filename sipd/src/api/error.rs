@@ -135,6 +135,13 @@ impl From<LoginError> for ApiError {
     }
 }
 
+impl From<crate::store::Invalid> for ApiError {
+    /// Validation the handlers did not catch first: name the record at least.
+    fn from(e: crate::store::Invalid) -> Self {
+        ApiError::invalid(e.kind, e.reason)
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         let m = e.to_string();

@@ -21,7 +21,7 @@ pub mod routes;
 pub mod tls;
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
@@ -31,19 +31,19 @@ use axum::http::request::Parts;
 use axum::http::{HeaderName, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::Response;
-use ipnet::IpNet;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tracing::{debug, info, warn};
 
-use relay_user::{Cidr, DataPlane, Proto, Service, ServiceId};
+use relay_user::DataPlane;
 
 use crate::config::Config;
 use crate::control::Control;
+use crate::firewall::Firewall;
 use crate::mgmt::{Action, Authorized, StaffAuth};
-use crate::store::{AuditDraft, AuditKind, AuditResult, Store};
+use crate::store::{Actor, AuditDraft, AuditKind, Store};
 use error::{ApiError, ApiResult};
 
 /// Connections being handshaken or served at once; more wait in the kernel's backlog.
@@ -58,8 +58,6 @@ pub struct ApiState {
     pub auth: StaffAuth,
     pub cfg: Config,
     pub tls: Arc<tls::TlsState>,
-    /// Sources allowed to connect: `management_allow` plus the API's own entries.
-    pub mgmt_allow: RwLock<Vec<IpNet>>,
 }
 
 pub type State = Arc<ApiState>;
@@ -73,24 +71,8 @@ impl ApiState {
         &self.control.dataplane
     }
 
-    pub fn connection_allowed(&self, ip: IpAddr) -> bool {
-        let ip = crate::store::canonical_ip(ip);
-        self.mgmt_allow
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .any(|n| n.contains(&ip))
-    }
-
-    /// Recomputes the connection allow list from the configuration and the store.
-    pub fn refresh_mgmt_allow(&self) {
-        let mut v = self.cfg.firewall.management_allow.clone();
-        for a in self.store().fw_allows().into_iter().flatten() {
-            if a.service == ServiceId::Management.name() {
-                v.push(a.cidr);
-            }
-        }
-        *self.mgmt_allow.write().unwrap_or_else(|p| p.into_inner()) = v;
+    pub fn firewall(&self) -> &Firewall {
+        &self.control.firewall
     }
 }
 
@@ -127,16 +109,14 @@ impl Caller {
         before: Option<serde_json::Value>,
         after: Option<serde_json::Value>,
     ) -> AuditDraft {
-        AuditDraft {
-            ts_ms: crate::mgmt::unix_ms(SystemTime::now()),
-            actor: Some(self.authz.staff.username.clone()),
-            source: Some(crate::store::canonical_ip(self.ip)),
-            kind,
-            target: Some(target),
-            result: AuditResult::Success,
-            reason,
-            before,
-            after,
+        self.actor().audit(kind, target, reason, before, after)
+    }
+
+    /// Who this request acts as, for changes made outside the API's handlers.
+    pub fn actor(&self) -> Actor {
+        Actor {
+            username: self.authz.staff.username.clone(),
+            source: self.ip,
         }
     }
 }
@@ -269,7 +249,7 @@ async fn accept_loop(
             },
             _ = stop.changed() => return,
         };
-        if !st.connection_allowed(peer.ip()) {
+        if !st.firewall().management_admits(peer) {
             debug!(%peer, "management API: source not in management_allow; closed");
             drop(tcp);
             continue;
@@ -314,25 +294,6 @@ impl ApiHandle {
     }
 }
 
-/// Puts the management port in the data plane's service ACL: restricted to the allow list.
-pub fn program_management_acl(st: &ApiState, port: u16) -> Result<()> {
-    let dp = st.dp();
-    dp.service_set(Service {
-        port,
-        proto: Proto::Tcp,
-        id: ServiceId::Management,
-        restricted: true,
-        sip: false,
-    })
-    .context("management service in the data plane")?;
-    for net in &st.cfg.firewall.management_allow {
-        let c: Cidr = net.to_string().parse().context("management_allow CIDR")?;
-        dp.allow_add(ServiceId::Management, c)
-            .context("management allow entry")?;
-    }
-    Ok(())
-}
-
 /// Starts the API on `[management] listen`. Fails if the certificate, the pepper or the
 /// address is unusable (`sipd run` then logs it as an error and serves calls without it).
 pub async fn start(cfg: &Config, control: Control) -> Result<ApiHandle> {
@@ -360,10 +321,8 @@ pub async fn start(cfg: &Config, control: Control) -> Result<ApiHandle> {
         auth,
         cfg: cfg.clone(),
         tls: tls.clone(),
-        mgmt_allow: RwLock::new(Vec::new()),
     });
-    st.refresh_mgmt_allow();
-    program_management_acl(&st, local.port())?;
+    st.firewall().program_management(local.port())?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let (conn_tx, conn_rx) = mpsc::channel(64);
@@ -399,10 +358,4 @@ pub async fn start(cfg: &Config, control: Control) -> Result<ApiHandle> {
         server,
         local_addr: local,
     })
-}
-
-/// Applies the firewall entries and manual bans stored through the API to the data plane
-/// (at start, after `sbc.toml`'s own lists). Expired bans are dropped from the store.
-pub fn apply_stored_firewall(store: &Store, dp: &DataPlane) {
-    routes::firewall::reapply(store, dp);
 }

@@ -11,10 +11,7 @@
 //! check rather than SIGHUP: certbot-style renewals need no hook, and SIGHUP keeps its
 //! default meaning for sipd.
 
-use std::fs::OpenOptions;
-use std::io::Write;
 use std::net::IpAddr;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -116,21 +113,6 @@ pub fn load_pair(cert: &Path, key: &Path) -> Result<CertifiedKey> {
     Ok(ck)
 }
 
-fn write_private(path: &Path, data: &[u8], mode: u32) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .with_context(|| format!("creating {}", tmp.display()))?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
-}
-
 /// Makes the self-signed pair in `dir` unless it is there already.
 pub fn ensure_self_signed(dir: &Path, listen: IpAddr) -> Result<(PathBuf, PathBuf)> {
     let cert = dir.join(SELF_SIGNED_CERT);
@@ -166,8 +148,10 @@ pub fn ensure_self_signed(dir: &Path, listen: IpAddr) -> Result<(PathBuf, PathBu
     let c = params
         .self_signed(&key_pair)
         .context("self-signing the certificate")?;
-    write_private(&key, key_pair.serialize_pem().as_bytes(), 0o600)?;
-    write_private(&cert, c.pem().as_bytes(), 0o644)?;
+    crate::private_file::write(&key, key_pair.serialize_pem().as_bytes())
+        .with_context(|| format!("writing {}", key.display()))?;
+    crate::private_file::write_mode(&cert, c.pem().as_bytes(), 0o644)
+        .with_context(|| format!("writing {}", cert.display()))?;
     warn!(
         cert = %cert.display(),
         "management API: made a self-signed certificate; set [management] tls_cert/tls_key for a real one"

@@ -66,6 +66,39 @@ pub enum AuditResult {
     Failure,
 }
 
+/// A staff member acting from an address: who every change is audited as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    pub username: String,
+    pub source: IpAddr,
+}
+
+impl Actor {
+    /// A successful change by this actor, for the transaction that makes it.
+    pub fn audit(
+        &self,
+        kind: AuditKind,
+        target: String,
+        reason: Option<String>,
+        before: Option<serde_json::Value>,
+        after: Option<serde_json::Value>,
+    ) -> AuditDraft {
+        AuditDraft {
+            ts_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            actor: Some(self.username.clone()),
+            source: Some(super::canonical_ip(self.source)),
+            kind,
+            target: Some(target),
+            result: AuditResult::Success,
+            reason,
+            before,
+            after,
+        }
+    }
+}
+
 /// An entry before it is stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditDraft {

@@ -10,8 +10,6 @@ mod audit;
 mod cdr;
 mod connection;
 mod firewall;
-mod money;
-mod pattern;
 mod record;
 mod rule;
 mod session;
@@ -25,24 +23,19 @@ use std::path::{Path, PathBuf};
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::{Transactional, Tree};
 
-pub use account::{Account, SipAuth};
-pub use audit::{AuditDraft, AuditEntry, AuditFilter, AuditKind, AuditResult};
-pub use cdr::{Cdr, CdrDraft};
-pub use connection::{Connection, Transport};
+pub use audit::{Actor, AuditDraft, AuditEntry, AuditFilter, AuditKind, AuditResult};
 pub use firewall::{FwAllow, FwDeny, ManualBan};
-pub use money::{BadAmount, MICROS_PER_UNIT, Micros};
-pub use pattern::{Matcher, Pattern, PatternError};
-pub use record::Record;
-pub use rule::AuthRule;
+// The provisioned records and CDRs are the call core's types; the store persists them.
 pub use session::{SessionRecord, SessionScope, TokenHash, token_hash_hex};
+pub use sipd_core::records::{
+    Account, AuthRule, BadAmount, Cdr, CdrDraft, Connection, Id, Invalid, MICROS_PER_UNIT, Matcher,
+    Micros, Pattern, PatternError, Record, SipAuth, Tariff, Transport,
+};
 pub use staff::{
     MAX_ALLOWED_HOSTS, Role, Staff, TotpState, canonical_ip, username_key, valid_username,
 };
-pub use tariff::Tariff;
 
 use record::{decode, encode};
-
-pub type Id = u64;
 
 /// On-disk layout version of the store as a whole (trees and keys, not record bodies).
 const SCHEMA: u32 = 1;
@@ -89,6 +82,15 @@ pub enum StoreError {
     },
     #[error("invalid {kind}: {reason}")]
     Invalid { kind: &'static str, reason: String },
+}
+
+impl From<Invalid> for StoreError {
+    fn from(e: Invalid) -> Self {
+        StoreError::Invalid {
+            kind: e.kind,
+            reason: e.reason,
+        }
+    }
 }
 
 /// The trees taking part in transactions, by position in `Store::trees`.
@@ -146,8 +148,8 @@ impl std::fmt::Debug for Store {
 
 pub type TxResult<R> = Result<R, ConflictableTransactionError<StoreError>>;
 
-pub(crate) fn abort<R>(e: StoreError) -> TxResult<R> {
-    Err(ConflictableTransactionError::Abort(e))
+pub(crate) fn abort<R>(e: impl Into<StoreError>) -> TxResult<R> {
+    Err(ConflictableTransactionError::Abort(e.into()))
 }
 
 /// Ends a [`Store::write`] closure with `e`, undoing everything it wrote.

@@ -6,23 +6,9 @@
 //! a straight translation. postcard would save space but turn every schema change into a
 //! migration and every corrupted byte into an opaque failure.
 
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::StoreError;
-
-pub trait Record: Serialize + DeserializeOwned {
-    /// Tree name, used in errors.
-    const KIND: &'static str;
-    /// Bumped on an incompatible change; `upgrade` then turns old bodies into new ones.
-    const VERSION: u32;
-
-    /// Turns a body written at `from` into one of `VERSION`. No versions are retired yet.
-    fn upgrade(from: u32, body: serde_json::Value) -> Result<serde_json::Value, String> {
-        let _ = body;
-        Err(format!("no upgrade from version {from}"))
-    }
-}
+use super::{Record, StoreError};
 
 #[derive(Serialize)]
 struct Out<'a, T> {

@@ -1,7 +1,7 @@
 use std::path::Path;
 
 use super::*;
-use crate::auth::digest::Credential;
+use sipd_core::auth::digest::Credential;
 
 fn account(name: &str, user: Option<&str>) -> Account {
     Account {

@@ -8,7 +8,6 @@
 //! Userspace data-plane firewall: the [`Filter`] sees every UDP datagram and every accepted
 //! TCP connection before anything is parsed.
 
-mod framing;
 mod tcp;
 mod udp;
 
@@ -30,7 +29,9 @@ use tokio::task::AbortHandle;
 
 use crate::config::SipConfig;
 
-pub use framing::{FrameError, Framer, KeepAlives};
+// One vocabulary from the socket to the call core: the core's peer and transport types.
+pub use sipd_core::sip::framing::{FrameError, Framer, KeepAlives};
+pub use sipd_core::sip::{ConnId, Peer, Proto, Transmit};
 
 /// Events waiting for the core. Large enough to absorb a burst while the core is busy;
 /// beyond it UDP drops (the peer retransmits) rather than letting the socket queue grow.
@@ -41,35 +42,6 @@ const CONN_QUEUE: usize = 1024;
 /// must not overflow the default ~200 KiB while the core catches up. The kernel caps it at
 /// net.core.rmem_max/wmem_max.
 const SOCKET_BUFFER: usize = 4 << 20;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Proto {
-    Udp,
-    Tcp,
-}
-
-impl Proto {
-    /// The transport token of a Via header (`SIP/2.0/UDP`).
-    pub fn via_token(self) -> &'static str {
-        match self {
-            Proto::Udp => "UDP",
-            Proto::Tcp => "TCP",
-        }
-    }
-}
-
-impl fmt::Display for Proto {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Proto::Udp => "udp",
-            Proto::Tcp => "tcp",
-        })
-    }
-}
-
-/// Identifies one TCP connection for its lifetime; never reused within a process.
-pub type ConnId = u64;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -108,15 +80,12 @@ impl From<&SipConfig> for Limits {
 /// (remote, local, proto); false = dropped and counted in `filtered`.
 pub type Filter = Arc<dyn Fn(SocketAddr, SocketAddr, Proto) -> bool + Send + Sync>;
 
+/// One message or malformed input off the wire: who sent it (and on which of our sockets or
+/// connections) and the bytes. For UDP `peer.local` is the bound address (so `0.0.0.0:5060`
+/// on a wildcard socket); for TCP the connection's own local address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Inbound {
-    pub proto: Proto,
-    /// The receiving socket's address. For UDP this is the bound address (so `0.0.0.0:5060`
-    /// on a wildcard socket); for TCP the connection's own local address.
-    pub local: SocketAddr,
-    pub remote: SocketAddr,
-    /// TCP only: answer on this connection.
-    pub conn: Option<ConnId>,
+    pub peer: Peer,
     pub data: Bytes,
 }
 
@@ -153,6 +122,20 @@ pub struct Outbound {
     /// Echoed in [`Event::SendFailed`].
     pub token: u64,
     pub data: Bytes,
+}
+
+impl From<Transmit> for Outbound {
+    /// What the core asks to send: answered from the socket or connection it came in on.
+    fn from(t: Transmit) -> Outbound {
+        Outbound {
+            proto: t.peer.proto,
+            remote: t.peer.remote,
+            local: Some(t.peer.local),
+            conn: t.peer.conn,
+            token: t.token,
+            data: t.data.into(),
+        }
+    }
 }
 
 #[derive(Debug, Error)]

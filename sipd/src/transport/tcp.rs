@@ -20,7 +20,8 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 
 use super::{
-    ConnId, Counters, Event, FrameError, Framer, Inbound, NewConn, Outbound, Proto, Queued, Shared,
+    ConnId, Counters, Event, FrameError, Framer, Inbound, NewConn, Outbound, Peer, Proto, Queued,
+    Shared,
 };
 
 /// Bytes asked of the kernel per read.
@@ -275,10 +276,12 @@ async fn run_conn(shared: Arc<Shared>, conn: NewConn, stream: TcpStream, remote:
 async fn deliver(c: &Conn, framer: &mut Framer, tx: &mpsc::Sender<Queued>) -> Flow {
     let counters = &c.shared.counters;
     let inbound = |data| Inbound {
-        proto: Proto::Tcp,
-        local: c.local,
-        remote: c.remote,
-        conn: Some(c.id),
+        peer: Peer {
+            proto: Proto::Tcp,
+            local: c.local,
+            remote: c.remote,
+            conn: Some(c.id),
+        },
         data,
     };
     let mut flow = Flow::Continue;

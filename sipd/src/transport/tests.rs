@@ -111,15 +111,15 @@ async fn udp_round_trip() {
     let m = sip("hi");
     peer.send_to(m.as_bytes(), local).await.unwrap();
     let got = message(next(&mut rx).await);
-    assert_eq!(got.proto, Proto::Udp);
-    assert_eq!(got.local, local);
-    assert_eq!(got.remote, peer.local_addr().unwrap());
-    assert_eq!(got.conn, None);
+    assert_eq!(got.peer.proto, Proto::Udp);
+    assert_eq!(got.peer.local, local);
+    assert_eq!(got.peer.remote, peer.local_addr().unwrap());
+    assert_eq!(got.peer.conn, None);
     assert_eq!(got.data, m.as_bytes());
 
     t.send(Outbound {
         local: Some(local),
-        ..out(Proto::Udp, got.remote, 1, "SIP/2.0 200 OK\r\n\r\n")
+        ..out(Proto::Udp, got.peer.remote, 1, "SIP/2.0 200 OK\r\n\r\n")
     });
     let mut buf = [0u8; 100];
     let (n, from) = timeout(WAIT, peer.recv_from(&mut buf))
@@ -193,11 +193,11 @@ async fn tcp_two_messages_in_one_write() {
     write_all(&c, format!("{a}{b}").as_bytes()).await;
     let (m1, m2) = (message(next(&mut rx).await), message(next(&mut rx).await));
     assert_eq!((&m1.data[..], &m2.data[..]), (a.as_bytes(), b.as_bytes()));
-    assert_eq!(m1.proto, Proto::Tcp);
-    assert_eq!(m1.remote, c.local_addr().unwrap());
-    assert_eq!(m1.local, t.tcp_addrs()[0]);
-    assert!(m1.conn.is_some());
-    assert_eq!(m1.conn, m2.conn);
+    assert_eq!(m1.peer.proto, Proto::Tcp);
+    assert_eq!(m1.peer.remote, c.local_addr().unwrap());
+    assert_eq!(m1.peer.local, t.tcp_addrs()[0]);
+    assert!(m1.peer.conn.is_some());
+    assert_eq!(m1.peer.conn, m2.peer.conn);
     let s = t.stats();
     assert_eq!((s.tcp_accepted, s.tcp_rx, s.tcp_open), (1, 2, 1));
 }
@@ -215,8 +215,13 @@ async fn tcp_message_in_three_writes_and_reply_on_conn() {
     let got = message(next(&mut rx).await);
     assert_eq!(got.data, bytes);
     t.send(Outbound {
-        conn: got.conn,
-        ..out(Proto::Tcp, got.remote, 1, "SIP/2.0 200 OK\r\nl: 0\r\n\r\n")
+        conn: got.peer.conn,
+        ..out(
+            Proto::Tcp,
+            got.peer.remote,
+            1,
+            "SIP/2.0 200 OK\r\nl: 0\r\n\r\n",
+        )
     });
     let (reply, _) = read_n(&c, 24).await;
     assert_eq!(reply, b"SIP/2.0 200 OK\r\nl: 0\r\n\r\n");
@@ -237,14 +242,14 @@ async fn tcp_missing_content_length_is_malformed_then_closed() {
     // The core's 400 still goes out, then the connection closes.
     let answer = "SIP/2.0 400 Bad Request\r\nContent-Length: 0\r\n\r\n";
     t.send(Outbound {
-        conn: inbound.conn,
-        ..out(Proto::Tcp, inbound.remote, 1, answer)
+        conn: inbound.peer.conn,
+        ..out(Proto::Tcp, inbound.peer.remote, 1, answer)
     });
     assert_eq!(read_eof(&c).await, answer.as_bytes());
     match next(&mut rx).await {
         Event::Closed { conn, remote } => {
-            assert_eq!(Some(conn), inbound.conn);
-            assert_eq!(remote, inbound.remote);
+            assert_eq!(Some(conn), inbound.peer.conn);
+            assert_eq!(remote, inbound.peer.remote);
         }
         other => panic!("{other:?}"),
     }
@@ -301,9 +306,9 @@ async fn tcp_outbound_connect_and_reuse() {
     write_all(&s, ok.as_bytes()).await;
     let m = message(next(&mut rx).await);
     assert_eq!(m.data, ok.as_bytes());
-    assert_eq!(m.remote, peer_addr);
-    assert_eq!(m.local, s.peer_addr().unwrap());
-    let conn = m.conn.expect("tcp message has a conn");
+    assert_eq!(m.peer.remote, peer_addr);
+    assert_eq!(m.peer.local, s.peer_addr().unwrap());
+    let conn = m.peer.conn.expect("tcp message has a conn");
 
     // Both by id and by address, the existing connection is used, not a new one.
     let ack = sip("ack");
@@ -436,7 +441,7 @@ async fn tcp_idle_timeout_closes() {
     let (t, mut rx) = bind(false, true, limits).await;
     let c = TcpStream::connect(t.tcp_addrs()[0]).await.unwrap();
     write_all(&c, sip("").as_bytes()).await;
-    let conn = message(next(&mut rx).await).conn.unwrap();
+    let conn = message(next(&mut rx).await).peer.conn.unwrap();
     let started = std::time::Instant::now();
     match next(&mut rx).await {
         Event::Closed { conn: closed, .. } => assert_eq!(closed, conn),
@@ -454,8 +459,8 @@ async fn shutdown_flushes_and_closes() {
     let m = message(next(&mut rx).await);
     let bye = sip("bye");
     t.send(Outbound {
-        conn: m.conn,
-        ..out(Proto::Tcp, m.remote, 1, &bye)
+        conn: m.peer.conn,
+        ..out(Proto::Tcp, m.peer.remote, 1, &bye)
     });
     t.shutdown();
     assert_eq!(read_eof(&c).await, bye.as_bytes());

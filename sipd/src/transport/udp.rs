@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::net::UdpSocket;
 
-use super::{Counters, Event, FrameError, Inbound, Proto, Shared};
+use super::{Counters, Event, FrameError, Inbound, Peer, Proto, Shared};
 
 /// Largest UDP payload there is; anything shorter would silently truncate datagrams and
 /// we would never know they were oversized.
@@ -41,10 +41,12 @@ pub(super) async fn recv_loop(shared: Arc<Shared>, socket: UdpSocket, local: Soc
         Counters::inc(&c.udp_rx);
         let max = shared.limits.max_message_bytes;
         let inbound = |len: usize| Inbound {
-            proto: Proto::Udp,
-            local,
-            remote,
-            conn: None,
+            peer: Peer {
+                proto: Proto::Udp,
+                local,
+                remote,
+                conn: None,
+            },
             data: Bytes::copy_from_slice(&data[..len]),
         };
         let ev = if n > max {

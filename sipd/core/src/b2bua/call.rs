@@ -3,9 +3,10 @@
 use std::net::SocketAddr;
 use std::time::{Instant, SystemTime};
 
-use crate::sip::txn::{Peer, Proto, ServerKey};
+use crate::records::Id;
+use crate::sip::txn::ServerKey;
 use crate::sip::{Msg, NameAddr};
-use crate::store::Id;
+use crate::sip::{Peer, Proto};
 
 pub type CallKey = u64;
 

@@ -5,6 +5,19 @@ use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+/// What a source did to earn its ban (the shell maps it to the data plane's ban reason).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Offence {
+    /// A known scanner's User-Agent.
+    Scanner,
+    /// Failed digest responses, again and again.
+    BruteForce,
+    /// Calls matching no rule, again and again.
+    Enumeration,
+    /// The kernel guard kept rate-limiting it.
+    Flood,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdsConfig {
     /// Failures within `window` that earn a ban; 0 turns brute-force bans off.

@@ -4,9 +4,13 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
+use super::fake_media::FakeMedia;
 use super::*;
+use crate::auth::digest::{Credential, DigestAuthorization};
 use crate::auth::digest::{DigestPolicy, NonceKey, expected_response};
-use crate::store::{Account, AuthRule, Pattern, SipAuth};
+use crate::records::{Account, AuthRule, Pattern, SipAuth, Transport};
+use crate::sip::Proto;
+use rsip::Method;
 
 const US: &str = "10.0.0.2:5060";
 const CARRIER: &str = "10.0.0.1:5060";
@@ -14,7 +18,7 @@ const VENDOR1: &str = "10.0.1.1:5060";
 const VENDOR2: &str = "10.0.1.2:5060";
 
 struct World {
-    core: Core<MemoryMedia>,
+    core: Core<FakeMedia>,
     now: Instant,
     wall: SystemTime,
     sent: Vec<(SocketAddr, Msg)>,
@@ -119,7 +123,7 @@ impl World {
             Router::new(conns),
             tariffs,
             verifier,
-            MemoryMedia::new("192.0.2.10".parse().unwrap()),
+            FakeMedia::new("192.0.2.10".parse().unwrap()),
         );
         World {
             core,
@@ -387,7 +391,7 @@ fn no_matching_rule_is_403_with_a_cdr() {
     assert!(w.effects.iter().any(|e| matches!(
         e,
         Effect::Ban {
-            reason: BanReason::Enumeration,
+            offence: Offence::Enumeration,
             ..
         }
     )));
@@ -516,7 +520,7 @@ fn repeated_digest_failures_ban_the_source() {
     assert!(w.effects.iter().any(|e| matches!(
         e,
         Effect::Ban {
-            reason: BanReason::BruteForce,
+            offence: Offence::BruteForce,
             ..
         }
     )));
@@ -860,4 +864,99 @@ fn operator_hangup_and_reload() {
     );
     w.from(CARRIER, &invite("call-nr", "z9hG4bK-nr", "", true));
     assert_eq!(w.codes(CARRIER), vec![100, 404]);
+}
+
+/// A world whose only vendor is known by name; the core must ask the shell for it.
+fn named_vendor_world() -> World {
+    let mut named = connection(1, VENDOR1, 1);
+    named.host = "vendor.example".into();
+    World::new(
+        vec![account(1, "carrier")],
+        vec![rule(1, 1, Some("10.0.0.0/24"), true)],
+        vec![named],
+        vec![],
+    )
+}
+
+fn resolves(w: &World) -> Vec<String> {
+    w.effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Resolve { host } => Some(host.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_call_waits_for_a_resolver_that_answers_late_then_completes() {
+    let mut w = named_vendor_world();
+    w.from(CARRIER, &invite("late-1", "z9hG4bK-late-1", "", true));
+    assert_eq!(w.codes(CARRIER), vec![100]);
+    assert_eq!(resolves(&w), vec!["vendor.example".to_owned()]);
+    assert!(
+        w.take(VENDOR1).is_empty(),
+        "nothing upstream before the answer"
+    );
+    // A second call for the same name does not ask again; both wait.
+    w.from(CARRIER, &invite("late-2", "z9hG4bK-late-2", "", true));
+    assert_eq!(w.codes(CARRIER), vec![100]);
+    assert_eq!(resolves(&w).len(), 1, "one question per name");
+
+    // The resolver takes two seconds; signalling goes on meanwhile.
+    w.advance(Duration::from_secs(2));
+    assert!(w.take(CARRIER).is_empty());
+    let (now, wall) = (w.now, w.wall);
+    w.core.on_resolved(
+        now,
+        wall,
+        "vendor.example",
+        vec![sa(VENDOR1).ip()],
+        Duration::from_secs(60),
+    );
+    w.collect();
+    let invites: Vec<Msg> = w
+        .take(VENDOR1)
+        .into_iter()
+        .filter(|m| m.method() == Some(&Method::Invite))
+        .collect();
+    assert_eq!(invites.len(), 2, "both waiting calls went upstream");
+    answer(&mut w, &invites[0]);
+    assert_eq!(w.codes(CARRIER), vec![200]);
+    assert_eq!(w.core.active_calls(), 2);
+
+    // The answer is kept for its TTL: a third call goes upstream at once.
+    w.from(CARRIER, &invite("late-3", "z9hG4bK-late-3", "", true));
+    assert!(
+        w.take(VENDOR1)
+            .iter()
+            .any(|m| m.method() == Some(&Method::Invite))
+    );
+    assert_eq!(resolves(&w).len(), 1);
+}
+
+#[test]
+fn a_name_that_does_not_resolve_fails_the_call_over_to_503() {
+    let mut w = named_vendor_world();
+    w.from(CARRIER, &invite("nx-1", "z9hG4bK-nx-1", "", true));
+    assert_eq!(w.codes(CARRIER), vec![100]);
+    let (now, wall) = (w.now, w.wall);
+    w.core
+        .on_resolved(now, wall, "vendor.example", vec![], Duration::from_secs(5));
+    w.collect();
+    assert_eq!(w.codes(CARRIER), vec![503]);
+    assert_eq!(w.cdrs.len(), 1);
+    assert_eq!(w.cdrs[0].reason, "no usable upstream");
+}
+
+#[test]
+fn a_resolver_that_never_answers_fails_the_call_after_its_patience() {
+    let mut w = named_vendor_world();
+    w.from(CARRIER, &invite("lost-1", "z9hG4bK-lost-1", "", true));
+    assert_eq!(w.codes(CARRIER), vec![100]);
+    w.advance(names::PATIENCE + Duration::from_secs(1));
+    let mut codes = w.codes(CARRIER);
+    codes.dedup(); // the 503 is retransmitted until the caller ACKs it
+    assert_eq!(codes, vec![503]);
+    assert_eq!(w.cdrs.len(), 1);
 }

@@ -15,7 +15,7 @@ use std::collections::{BTreeSet, BinaryHeap, HashMap};
 use std::time::{Duration, Instant};
 
 use super::gcra::CpsBucket;
-use crate::store::{Account, Id, Micros, Tariff};
+use crate::records::{Account, Id, Micros, Tariff};
 
 /// Longer lookaheads are shortened to this: `due` pays every block within the lookahead one
 /// by one, and nothing needs minutes of warning to send a BYE.

@@ -2,8 +2,8 @@
 //! whether it may start a call now (admission), and where it goes (routing).
 //!
 //! Everything here is deterministic: time comes in as [`std::time::Instant`] arguments and
-//! nothing reads a clock, a socket or the store on the call path (the `load` constructors
-//! read the store once, up front).
+//! nothing reads a clock, a socket or the store (the shell reads the records and hands them
+//! over).
 
 pub mod admission;
 mod gcra;

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use super::gcra::CpsBucket;
-use crate::store::{Connection, Id, Store, StoreError};
+use crate::records::{Connection, Id};
 
 /// Which of a connection's caps refused a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -37,12 +37,6 @@ impl Router {
         r
     }
 
-    /// Reads every connection from the store; an unreadable record is skipped with a
-    /// warning so one bad vendor does not stop routing to the others.
-    pub fn load(store: &Store) -> Result<Router, StoreError> {
-        Ok(Router::new(readable(store)))
-    }
-
     /// Replaces the connections after a provisioning change, keeping the channel counts and
     /// CPS state of those that remain: calls in progress still hold their channels.
     pub fn reload(&mut self, connections: Vec<Connection>) {
@@ -65,12 +59,6 @@ impl Router {
             conn.enabled = false;
             self.conns.insert(id, Upstream { conn, ..u });
         }
-    }
-
-    /// Reloads from the store; see [`reload`](Self::reload).
-    pub fn reload_from(&mut self, store: &Store) -> Result<(), StoreError> {
-        self.reload(readable(store));
-        Ok(())
     }
 
     /// Enabled connections that route `cld`, best first: longest matching prefix (a
@@ -148,22 +136,10 @@ impl Router {
     }
 }
 
-/// The store's connections, skipping (and logging) any that cannot be read.
-pub fn readable(store: &Store) -> Vec<Connection> {
-    store
-        .connections()
-        .into_iter()
-        .filter_map(|c| {
-            c.map_err(|e| tracing::warn!(error = %e, "skipping unreadable connection"))
-                .ok()
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Transport;
+    use crate::records::Transport;
 
     fn conn(id: Id, prefixes: &[&str], priority: u32) -> Connection {
         Connection {
@@ -299,18 +275,5 @@ mod tests {
         r.release(2);
         r.reload(vec![conn(1, &["33"], 3)]);
         assert!(r.connection(2).is_none());
-    }
-
-    #[test]
-    fn load_from_store() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let a = store.put_connection(&conn(0, &["44"], 1)).unwrap();
-        let mut b = conn(0, &[], 2);
-        b.name = "default".into();
-        let b = store.put_connection(&b).unwrap();
-        let r = Router::load(&store).unwrap();
-        assert_eq!(r.candidates("4412"), vec![a.id, b.id]);
-        assert_eq!(r.connection(b.id).map(|c| c.name.as_str()), Some("default"));
     }
 }

@@ -15,7 +15,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::store::{Account, AuthRule, Id, Matcher, PatternError, Store, StoreError};
+use crate::records::{Account, AuthRule, Id, Matcher, PatternError};
 
 /// What the source, caller and called number alone say about a new call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,42 +99,39 @@ impl RuleSet {
         Ok(RuleSet::build(accounts, compiled, BTreeSet::new()))
     }
 
-    /// Reads every account and rule from the store. A record that cannot be decoded (or a
-    /// rule whose pattern no longer compiles) is skipped with a warning, so one bad record
-    /// does not take every carrier down; a skipped rule leaves its account restricted rather
-    /// than open. Only an error reading the store as a whole would be returned, and `Store`
-    /// reports those per record, so today this always succeeds.
-    pub fn load(store: &Store) -> Result<RuleSet, StoreError> {
-        let mut accounts = Vec::new();
-        for a in store.accounts() {
-            match a {
-                Ok(a) => accounts.push(a),
-                Err(e) => tracing::warn!(error = %e, "skipping unreadable account"),
-            }
-        }
-        let mut rules = Vec::new();
+    /// Builds a snapshot from records as they were read back from storage, each rule
+    /// either usable or the reason it is not. One bad record must not take every carrier
+    /// down, so an unusable rule (undecodable, or a pattern that no longer compiles) is
+    /// skipped with a warning, and its account stays restricted to its other rules rather
+    /// than open to its credentials from anywhere.
+    pub fn tolerant(
+        accounts: Vec<Account>,
+        rules: impl IntoIterator<Item = (Id, Result<AuthRule, String>)>,
+    ) -> RuleSet {
+        let mut compiled = Vec::new();
         let mut restricted = BTreeSet::new();
-        // Per account, so an unreadable rule can be charged to the account it belongs to.
-        for a in &accounts {
-            for r in store.rules_of(a.id) {
-                let compiled = r.map_err(|e| e.to_string()).and_then(|r| {
-                    let name = r.name.clone();
-                    CompiledRule::compile(r).map_err(|e| format!("rule {name:?}: {e}"))
-                });
-                match compiled {
-                    Ok(c) => rules.push(c),
-                    Err(error) => {
-                        tracing::warn!(
-                            account = %a.name,
-                            %error,
-                            "skipping unusable auth rule; the account stays restricted to its other rules"
-                        );
-                        restricted.insert(a.id);
-                    }
+        for (account, rule) in rules {
+            let c = rule.and_then(|r| {
+                let name = r.name.clone();
+                CompiledRule::compile(r).map_err(|e| format!("rule {name:?}: {e}"))
+            });
+            match c {
+                Ok(c) => compiled.push(c),
+                Err(error) => {
+                    let name = accounts
+                        .iter()
+                        .find(|a| a.id == account)
+                        .map(|a| a.name.as_str());
+                    tracing::warn!(
+                        account = name.unwrap_or("?"),
+                        %error,
+                        "skipping unusable auth rule; the account stays restricted to its other rules"
+                    );
+                    restricted.insert(account);
                 }
             }
         }
-        Ok(RuleSet::build(accounts, rules, restricted))
+        RuleSet::build(accounts, compiled, restricted)
     }
 
     fn build(
@@ -215,6 +212,11 @@ impl RuleSet {
             .and_then(|id| self.account(*id))
     }
 
+    /// Every usable rule, best first.
+    pub fn rules(&self) -> impl Iterator<Item = &AuthRule> {
+        self.rules.iter().map(|r| &r.rule)
+    }
+
     /// The rule with this id, for logs and CDRs.
     pub fn rule(&self, id: Id) -> Option<&AuthRule> {
         self.rules.iter().map(|r| &r.rule).find(|r| r.id == id)
@@ -285,7 +287,7 @@ impl RuleSet {
 mod tests {
     use super::*;
     use crate::auth::digest::Credential;
-    use crate::store::{Micros, Pattern, SipAuth};
+    use crate::records::{Micros, Pattern, SipAuth};
 
     fn account(id: Id, user: Option<&str>) -> Account {
         Account {
@@ -552,42 +554,31 @@ mod tests {
     }
 
     #[test]
-    fn load_from_store() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let carrier = store.put_account(&account(0, None)).unwrap();
-        let mut sip = account(0, Some("alice"));
-        sip.name = "alice".into();
-        let sip = store.put_account(&sip).unwrap();
-        let r = store
-            .put_rule(&rule(
-                0,
-                carrier.id,
-                Some("203.0.113.0/24"),
-                None,
-                None,
-                true,
-            ))
-            .unwrap();
-        store
-            .put_rule(&rule(0, sip.id, Some("198.51.100.0/24"), None, None, false))
-            .unwrap();
-        let rs = RuleSet::load(&store).unwrap();
+    fn tolerant_skips_unusable_rules_and_keeps_their_account_restricted() {
+        let carrier = account(1, None);
+        let alice = account(2, Some("alice"));
+        let good = rule(10, 1, Some("203.0.113.0/24"), None, None, true);
+        let rs = RuleSet::tolerant(
+            vec![carrier, alice],
+            vec![(1, Ok(good)), (2, Err("corrupt rule record".to_owned()))],
+        );
         assert_eq!(
             rs.classify(ip("203.0.113.1"), "1", "2"),
             IpAuthenticated {
-                account: carrier.id,
-                rule: r.id
+                account: 1,
+                rule: 10
             }
         );
-        assert_eq!(rs.classify(ip("198.51.100.1"), "1", "2"), Challenge);
-        assert_eq!(rs.classify(ip("192.0.2.1"), "1", "2"), NoMatch);
-        assert_eq!(rs.by_sip_user("alice").map(|a| a.id), Some(sip.id));
+        assert_eq!(
+            rs.digest_allowed(2, ip("192.0.2.1"), "1", "2"),
+            Err(RuleRefusal::NoMatchingRule)
+        );
+        assert_eq!(rs.by_sip_user("alice").map(|a| a.id), Some(2));
     }
 
     #[test]
     fn restricted_account_stays_restricted() {
-        // What `load` does with an account whose only rule was unreadable.
+        // What `tolerant` does with an account whose only rule was unreadable.
         let rs = RuleSet::build(vec![account(1, Some("alice"))], vec![], BTreeSet::from([1]));
         assert_eq!(
             rs.digest_allowed(1, ip("192.0.2.1"), "1", "2"),

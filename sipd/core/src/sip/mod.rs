@@ -1,8 +1,15 @@
-//! SIP messages: parsing with limits, typed accessors, building responses, transactions.
+//! SIP messages: stream framing, parsing with limits, typed accessors, building responses,
+//! transactions, and the answer to a message that cannot be parsed.
 
+pub mod framing;
+pub mod malformed;
 pub mod msg;
 pub mod parse;
+pub mod peer;
 pub mod txn;
 
+pub use framing::{FrameError, Framer, KeepAlives};
+pub use malformed::Malformed;
 pub use msg::{Msg, NameAddr, Start, Via};
 pub use parse::ParseError;
+pub use peer::{ConnId, Peer, Proto, Transmit};

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use rsip::Method;
 
 use super::msg::{Msg, host_port};
+use super::peer::{Peer, Proto, Transmit};
 
 pub const T1: Duration = Duration::from_millis(500);
 pub const T2: Duration = Duration::from_secs(4);
@@ -24,45 +25,6 @@ pub const T4: Duration = Duration::from_secs(5);
 pub const TIMEOUT: Duration = Duration::from_secs(32);
 /// Longest an INVITE may go from one provisional to the next without a final answer.
 pub const TIMER_C: Duration = Duration::from_secs(181);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Proto {
-    Udp,
-    Tcp,
-}
-
-impl Proto {
-    pub fn is_reliable(self) -> bool {
-        matches!(self, Proto::Tcp)
-    }
-
-    pub fn via_name(self) -> &'static str {
-        match self {
-            Proto::Udp => "UDP",
-            Proto::Tcp => "TCP",
-        }
-    }
-}
-
-/// Where a message came from or goes to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Peer {
-    pub proto: Proto,
-    pub remote: SocketAddr,
-    /// Our address it arrived on (UDP: the socket to answer from).
-    pub local: SocketAddr,
-    /// TCP connection it arrived on, if any.
-    pub conn: Option<u64>,
-}
-
-/// Something to put on the wire; `token` identifies the client transaction (0 for none) so a
-/// transport failure can be reported against it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Send {
-    pub peer: Peer,
-    pub data: Vec<u8>,
-    pub token: u64,
-}
 
 /// A server transaction's identity: the top Via's branch and sent-by, and the method (ACK
 /// and CANCEL map onto the INVITE's, with a separate method for CANCEL's own transaction).
@@ -206,7 +168,7 @@ pub struct TxnLayer {
     invites: HashMap<(String, u32, String), ServerKey>,
     client: HashMap<String, ClientTxn>,
     timers: BTreeSet<(Instant, TimerRef)>,
-    out: Vec<Send>,
+    out: Vec<Transmit>,
     /// How long an INVITE may go without a provisional before it is failed over.
     pub invite_no_answer: Option<Duration>,
 }
@@ -229,7 +191,7 @@ impl TxnLayer {
     }
 
     /// Messages to send, in order.
-    pub fn drain(&mut self) -> std::vec::Drain<'_, Send> {
+    pub fn drain(&mut self) -> std::vec::Drain<'_, Transmit> {
         self.out.drain(..)
     }
 
@@ -277,7 +239,7 @@ impl TxnLayer {
         if let Some(t) = self.server.get(&key) {
             // A retransmission: the last response again, if there is one.
             if let Some(last) = &t.last {
-                self.out.push(Send {
+                self.out.push(Transmit {
                     peer: t.peer,
                     data: last.clone(),
                     token: 0,
@@ -342,7 +304,7 @@ impl TxnLayer {
         }
         let code = resp.code().unwrap_or(500);
         let data = resp.to_bytes();
-        self.out.push(Send {
+        self.out.push(Transmit {
             peer: t.peer,
             data: data.clone(),
             token: 0,
@@ -391,7 +353,7 @@ impl TxnLayer {
         };
         let is_invite = req.method() == Some(&Method::Invite);
         let data = req.to_bytes();
-        self.out.push(Send {
+        self.out.push(Transmit {
             peer,
             data: data.clone(),
             token,
@@ -466,7 +428,7 @@ impl TxnLayer {
                 if invite && code >= 300 {
                     let ack = t.ack_base.as_ref().map(|inv| ack_for(inv, resp).to_bytes());
                     if let Some(a) = &ack {
-                        self.out.push(Send {
+                        self.out.push(Transmit {
                             peer: t.peer,
                             data: a.clone(),
                             token: 0,
@@ -490,7 +452,7 @@ impl TxnLayer {
             CState::Completed => {
                 if invite && code >= 300 {
                     if let Some(a) = &t.ack {
-                        self.out.push(Send {
+                        self.out.push(Transmit {
                             peer: t.peer,
                             data: a.clone(),
                             token: 0,
@@ -567,7 +529,7 @@ impl TxnLayer {
             && matches!(t.state, SState::Completed | SState::Accepted)
         {
             if let Some(last) = &t.last {
-                self.out.push(Send {
+                self.out.push(Transmit {
                     peer: t.peer,
                     data: last.clone(),
                     token: 0,
@@ -597,7 +559,7 @@ impl TxnLayer {
             && n <= now
             && unanswered
         {
-            self.out.push(Send {
+            self.out.push(Transmit {
                 peer: t.peer,
                 data: t.request.clone(),
                 token: t.token,
@@ -673,7 +635,7 @@ pub fn random_hex(bytes: usize) -> String {
 pub fn via_for(proto: Proto, advertised: SocketAddr, branch: &str) -> String {
     format!(
         "SIP/2.0/{} {};branch={branch};rport",
-        proto.via_name(),
+        proto.via_token(),
         host_port(advertised)
     )
 }

@@ -11,9 +11,9 @@ use serde_json::Value;
 use super::{json, patched, path_id};
 use crate::api::error::{ApiError, ApiResult, JsonBody};
 use crate::api::{Caller, State, blocking};
-use crate::auth::digest::Credential;
 use crate::mgmt::Action;
 use crate::store::{Account, AuditKind, Id, Micros, SipAuth, Store, Tx, TxResult, abort_tx};
+use sipd_core::auth::digest::Credential;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct SipView {

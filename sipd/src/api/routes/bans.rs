@@ -3,7 +3,7 @@
 //! start until they expire.
 
 use std::net::IpAddr;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Path, State as Extract};
@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use super::json;
 use crate::api::error::{ApiError, ApiResult, JsonBody};
 use crate::api::{Caller, State, blocking};
-use crate::mgmt::{Action, unix_ms};
-use crate::store::{AuditKind, ManualBan};
+use crate::mgmt::Action;
+use crate::store::ManualBan;
 use relay_user::{BanInfo, BanReason};
 
 /// Ten years: "permanent" is `duration_secs: null`.
@@ -111,46 +111,10 @@ pub async fn add(
             "at most 200 characters without control characters",
         ));
     }
-    if addr == crate::store::canonical_ip(c.ip) {
-        return Err(ApiError::conflict("that is your own address"));
-    }
+    let by = c.actor();
     blocking(&st, move |s| {
-        let now = unix_ms(SystemTime::now());
-        let ban = ManualBan {
-            addr,
-            reason: b.reason.clone(),
-            until_ms: b.duration_secs.map(|d| now + d * 1000),
-            created_ms: now,
-        };
-        s.store().write(|tx| {
-            let before = tx.manual_ban(addr)?;
-            tx.put_manual_ban(&ban)?;
-            tx.append_audit(&c.audit(
-                if before.is_some() {
-                    AuditKind::Update
-                } else {
-                    AuditKind::Create
-                },
-                format!("ban:{addr}"),
-                b.reason.clone(),
-                before.as_ref().and_then(json),
-                json(&ban),
-            ))?;
-            Ok(())
-        })?;
-        s.dp()
-            .ban_add(
-                addr,
-                b.duration_secs.map(Duration::from_secs),
-                BanReason::Manual,
-            )
-            .map_err(|e| ApiError::internal(format!("stored, but not applied: {e}")))?;
-        let info = s.dp().ban_get(addr).ok().flatten().unwrap_or(BanInfo {
-            addr,
-            reason_code: BanReason::Manual as u32,
-            remaining: b.duration_secs.map(Duration::from_secs),
-            expired: false,
-        });
+        let duration = b.duration_secs.map(Duration::from_secs);
+        let (info, ban) = s.firewall().ban_add(&by, addr, duration, b.reason)?;
         Ok((StatusCode::CREATED, Json(view(&info, Some(&ban)))))
     })
     .await
@@ -166,6 +130,7 @@ pub async fn remove(
         .parse()
         .map_err(|_| ApiError::not_found(format!("{addr:?} is not an IP address")))?;
     let ip = crate::store::canonical_ip(ip);
+    let by = c.actor();
     blocking(&st, move |s| {
         let live = s
             .dp()
@@ -185,22 +150,7 @@ pub async fn remove(
             (None, Some(l)) => json(&view(l, None)),
             (None, None) => None,
         };
-        s.store().write(|tx| {
-            tx.remove_manual_ban(ip)?;
-            tx.append_audit(&c.audit(
-                AuditKind::Delete,
-                format!("ban:{ip}"),
-                None,
-                before.clone(),
-                None,
-            ))?;
-            Ok(())
-        })?;
-        s.dp().ban_remove(ip).map_err(|e| {
-            ApiError::internal(format!(
-                "removed from the store, not from the data plane: {e}"
-            ))
-        })?;
+        s.firewall().ban_remove(&by, ip, before)?;
         Ok(StatusCode::NO_CONTENT)
     })
     .await

@@ -7,9 +7,9 @@ use axum::http::StatusCode;
 use super::path_id;
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::{Caller, State, blocking};
-use crate::b2bua::CallInfo;
 use crate::mgmt::Action;
 use crate::store::AuditKind;
+use sipd_core::b2bua::CallInfo;
 
 pub async fn list(c: Caller, Extract(st): Extract<State>) -> ApiResult<Json<Vec<CallInfo>>> {
     c.permit(Action::View)?;

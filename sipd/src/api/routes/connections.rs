@@ -96,10 +96,8 @@ fn build(i: ConnectionIn, id: Id) -> ApiResult<Connection> {
         cps_limit: i.cps_limit,
         priority: i.priority,
     };
-    c.validate().map_err(|e| match e {
-        StoreError::Invalid { reason, .. } => ApiError::invalid("destination", reason),
-        e => e.into(),
-    })?;
+    c.validate()
+        .map_err(|e| ApiError::invalid("destination", e.reason))?;
     Ok(c)
 }
 

@@ -1,0 +1,110 @@
+//! A relay for the core's tests: rewrites SDP to an anchor address and fake ports the way the
+//! real relay does (connection, media ports, origin), forwards nothing, and times out what a
+//! test declares.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use super::{Media, MediaError, Side};
+
+pub struct FakeMedia {
+    anchor: IpAddr,
+    /// Relay port per (call, side whose SDP we rewrote).
+    ports: HashMap<(String, bool), u16>,
+    next_port: u16,
+    expired: Vec<String>,
+}
+
+impl FakeMedia {
+    pub fn new(anchor: IpAddr) -> FakeMedia {
+        FakeMedia {
+            anchor,
+            ports: HashMap::new(),
+            next_port: 40_000,
+            expired: Vec::new(),
+        }
+    }
+
+    /// Calls with media anchored.
+    pub fn calls(&self) -> usize {
+        let calls: std::collections::HashSet<&String> = self.ports.keys().map(|(c, _)| c).collect();
+        calls.len()
+    }
+
+    /// Declares `call` (its media id) timed out at the next tick.
+    pub fn expire(&mut self, call: String) {
+        self.expired.push(call);
+    }
+
+    fn rewrite(&mut self, call: &str, from: Side, sdp: &str) -> Result<String, MediaError> {
+        if !sdp.starts_with("v=0") || !sdp.contains("\nm=") {
+            return Err(MediaError::Sdp("no session or no media line".into()));
+        }
+        let key = (call.to_owned(), from == Side::A);
+        let port = match self.ports.get(&key) {
+            Some(p) => *p,
+            None => {
+                let p = self.next_port;
+                self.next_port += 2;
+                self.ports.insert(key, p);
+                p
+            }
+        };
+        let family = if self.anchor.is_ipv4() { "IP4" } else { "IP6" };
+        let out: Vec<String> = sdp
+            .split("\r\n")
+            .map(|l| {
+                if l.starts_with("c=") {
+                    format!("c=IN {family} {}", self.anchor)
+                } else if let Some(rest) = l.strip_prefix("m=") {
+                    let mut f: Vec<&str> = rest.split(' ').collect();
+                    let p = port.to_string();
+                    if f.len() > 1 {
+                        f[1] = &p;
+                    }
+                    format!("m={}", f.join(" "))
+                } else if l.starts_with("o=") {
+                    let mut f: Vec<&str> = l.split(' ').collect();
+                    let a = self.anchor.to_string();
+                    if let Some(last) = f.last_mut() {
+                        *last = &a;
+                    }
+                    f.join(" ")
+                } else {
+                    l.to_owned()
+                }
+            })
+            .collect();
+        Ok(out.join("\r\n"))
+    }
+}
+
+impl Media for FakeMedia {
+    fn offer(&mut self, call: &str, from: Side, sdp: &str, _: bool) -> Result<String, MediaError> {
+        self.rewrite(call, from, sdp)
+    }
+
+    fn answer(&mut self, call: &str, from: Side, sdp: &str, _: bool) -> Result<String, MediaError> {
+        if !self.ports.contains_key(&(call.to_owned(), from == Side::B)) {
+            return Err(MediaError::Relay("answer without an offer".into()));
+        }
+        self.rewrite(call, from, sdp)
+    }
+
+    fn delete(&mut self, call: &str) {
+        self.ports.retain(|(c, _), _| c != call);
+    }
+
+    fn timed_out(&mut self, _timeout: Duration) -> Vec<String> {
+        let gone = std::mem::take(&mut self.expired);
+        for c in &gone {
+            self.delete(c);
+        }
+        gone
+    }
+
+    fn packets(&mut self, call: &str) -> Option<u64> {
+        self.ports.keys().any(|(c, _)| c == call).then_some(0)
+    }
+}

@@ -1,0 +1,217 @@
+//! The authentication gate: which account a new call belongs to, or why it gets none.
+//!
+//! Scanner user-agents, the Sippy-style rules (source, CLI, CLD, IP-only), the digest
+//! challenge and check, and the IDS counters these feed (failed passwords, calls matching no
+//! rule, floods reported by the kernel) live here with their state. The gate answers with a
+//! [`Verdict`] and, when a source crossed a threshold, a [`Ban`]; the core turns both into
+//! responses, CDRs and effects, so the gate never calls back into it.
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant, SystemTime};
+
+use tracing::{debug, warn};
+
+use super::ids::{Ids, IdsConfig, Offence};
+use crate::auth::digest::{DigestAuthorization, DigestError, DigestVerifier, NonceError};
+use crate::policy::rules::{Classification, RuleSet};
+use crate::records::{Account, Id};
+use crate::sip::parse::clip;
+
+/// What a new call presents to the gate.
+#[derive(Debug, Clone, Copy)]
+pub struct Knock<'a> {
+    pub src: IpAddr,
+    pub cli: &'a str,
+    pub cld: &'a str,
+    pub method: &'a str,
+    pub user_agent: Option<&'a str>,
+    /// `Authorization` or `Proxy-Authorization`.
+    pub authorization: Option<&'a str>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The call belongs to this account; admission decides next.
+    Admit(Id),
+    /// 401 with fresh nonces; nothing is recorded (the caller retries with credentials).
+    Challenge { stale: bool },
+    /// Refused with `code`. `cdr`: recorded as a refused attempt (scanners are not, so a scan
+    /// writes nothing per packet). An empty `why` sends no Warning.
+    Refuse {
+        code: u16,
+        why: &'static str,
+        cdr: bool,
+    },
+}
+
+/// A source that earned a kernel ban.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ban {
+    pub ip: IpAddr,
+    pub duration: Duration,
+    pub offence: Offence,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GateStats {
+    /// Digest responses refused (wrong password, unknown user, bad parameters).
+    pub auth_failures: u64,
+}
+
+pub struct AuthGate {
+    rules: RuleSet,
+    verifier: DigestVerifier,
+    ids: Ids,
+    stats: GateStats,
+}
+
+impl AuthGate {
+    pub fn new(rules: RuleSet, verifier: DigestVerifier, ids: IdsConfig) -> AuthGate {
+        AuthGate {
+            rules,
+            verifier,
+            ids: Ids::new(ids),
+            stats: GateStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> GateStats {
+        self.stats
+    }
+
+    pub fn rules(&self) -> &RuleSet {
+        &self.rules
+    }
+
+    pub fn account(&self, id: Id) -> Option<&Account> {
+        self.rules.account(id)
+    }
+
+    /// New accounts and rules; the IDS keeps what it counted.
+    pub fn reload(&mut self, rules: RuleSet) {
+        self.rules = rules;
+    }
+
+    /// Decides who `knock` is. Bans come with the verdict they were earned in.
+    pub fn check(&mut self, now: Instant, wall: SystemTime, k: &Knock) -> (Verdict, Option<Ban>) {
+        if let Some(duration) = self.ids.scanner(now, k.src, k.user_agent) {
+            // Scanners get nothing useful back: a 403 without a Warning, and no CDR.
+            let ban = Ban {
+                ip: k.src,
+                duration,
+                offence: Offence::Scanner,
+            };
+            let refuse = Verdict::Refuse {
+                code: 403,
+                why: "",
+                cdr: false,
+            };
+            return (refuse, Some(ban));
+        }
+        let class = self.rules.classify(k.src, k.cli, k.cld);
+        match (class, k.authorization) {
+            (Classification::IpAuthenticated { account, .. }, _) => (Verdict::Admit(account), None),
+            (_, Some(header)) => self.check_digest(now, wall, k, header),
+            (Classification::Challenge, None) => (Verdict::Challenge { stale: false }, None),
+            (Classification::NoMatch, None) => {
+                let refuse = Verdict::Refuse {
+                    code: 403,
+                    why: "no matching auth rule",
+                    cdr: true,
+                };
+                // A stranger trying number after number is enumerating or probing for an open
+                // route: it counts like a failed password.
+                let ban = self.ids.auth_failed(now, k.src).map(|duration| {
+                    warn!(src = %k.src, ban = ?duration, "repeated calls matching no rule: banning the source");
+                    Ban {
+                        ip: k.src,
+                        duration,
+                        offence: Offence::Enumeration,
+                    }
+                });
+                (refuse, ban)
+            }
+        }
+    }
+
+    fn check_digest(
+        &mut self,
+        now: Instant,
+        wall: SystemTime,
+        k: &Knock,
+        header: &str,
+    ) -> (Verdict, Option<Ban>) {
+        let refuse = |code, why| Verdict::Refuse {
+            code,
+            why,
+            cdr: true,
+        };
+        let auth: DigestAuthorization = match header.parse() {
+            Ok(a) => a,
+            Err(e) => {
+                debug!(error = %e, "unparsable Authorization");
+                return (refuse(400, "bad Authorization header"), None);
+            }
+        };
+        let account = self.rules.by_sip_user(&auth.username).cloned();
+        let result = match account.as_ref().and_then(|a| a.sip.as_ref()) {
+            Some(sip) => self.verifier.verify(&auth, k.method, &sip.credential, wall),
+            None => Err(DigestError::WrongResponse),
+        };
+        let e = match (result, account) {
+            (Ok(_), Some(account)) => {
+                let verdict = match self.rules.digest_allowed(account.id, k.src, k.cli, k.cld) {
+                    Ok(_) => Verdict::Admit(account.id),
+                    Err(_) => refuse(403, "no matching auth rule"),
+                };
+                return (verdict, None);
+            }
+            (Ok(_), None) => return (refuse(403, "bad credentials"), None),
+            (Err(e), _) => e,
+        };
+        if e.wants_stale() {
+            return (Verdict::Challenge { stale: true }, None);
+        }
+        self.stats.auth_failures += 1;
+        debug!(user = %clip(&auth.username), error = %e, src = %k.src, "digest refused");
+        let ban = self.ids.auth_failed(now, k.src).map(|duration| {
+            warn!(src = %k.src, ban = ?duration, "repeated digest failures: banning the source");
+            Ban {
+                ip: k.src,
+                duration,
+                offence: Offence::BruteForce,
+            }
+        });
+        if e.is_bad_credentials() {
+            (refuse(403, "bad credentials"), ban)
+        } else {
+            (Verdict::Challenge { stale: false }, ban)
+        }
+    }
+
+    /// `WWW-Authenticate` values for a 401, one per enabled algorithm, preferred first.
+    pub fn challenges(&self, stale: bool, wall: SystemTime) -> Result<Vec<String>, NonceError> {
+        Ok(self
+            .verifier
+            .challenges(stale, None, wall)?
+            .into_iter()
+            .map(|c| c.to_string())
+            .collect())
+    }
+
+    /// The kernel guard dropped SIP from `ip` for flooding (packet or INVITE rate).
+    pub fn flood(&mut self, now: Instant, ip: IpAddr) -> Option<Ban> {
+        let duration = self.ids.flood(now, ip)?;
+        warn!(%ip, ban = ?duration, "source keeps flooding: banning it");
+        Some(Ban {
+            ip,
+            duration,
+            offence: Offence::Flood,
+        })
+    }
+
+    /// Forgets IDS counts older than their windows.
+    pub fn expire(&mut self, now: Instant) {
+        self.ids.expire(now);
+    }
+}

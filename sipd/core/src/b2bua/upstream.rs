@@ -1,0 +1,314 @@
+//! The outgoing leg as it runs: attempts started from [`Outgoing`]'s plans (after the names
+//! they need are resolved), the vendor's answers (provisional, answer, failure and failover),
+//! and answers for attempts we gave up on.
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant, SystemTime};
+
+use rsip::Method;
+use tracing::{debug, info, warn};
+
+use super::call::{Attempt, Call, CallKey, Phase};
+use super::dialog::dialog_request;
+use super::outgoing::Next;
+use super::{ALLOW, Core, Effect, Media, Side, Token};
+use crate::sip::txn::ResponseVerdict;
+use crate::sip::{Msg, NameAddr, Transmit};
+
+impl<M: Media> Core<M> {
+    /// The shell's answer to [`Effect::Resolve`]: `addrs` (none: the name does not resolve),
+    /// good for `ttl`. Calls that waited for it go on.
+    pub fn on_resolved(
+        &mut self,
+        now: Instant,
+        wall: SystemTime,
+        host: &str,
+        addrs: Vec<IpAddr>,
+        ttl: Duration,
+    ) {
+        for key in self.outgoing.resolved(now, host, addrs, ttl) {
+            self.try_next_upstream(now, wall, key);
+        }
+    }
+
+    /// Starts an attempt on the next candidate with free capacity, waits for a name, or
+    /// fails the call when none is left.
+    pub(super) fn try_next_upstream(&mut self, now: Instant, wall: SystemTime, key: CallKey) {
+        let Some(mut call) = self.table.take(key) else {
+            return;
+        };
+        if call.phase != Phase::Trying || call.attempt.is_some() {
+            // Ended (or answered elsewhere) while it waited for a name.
+            self.table.put(call);
+            return;
+        }
+        match self.outgoing.next(now, &self.locals, &mut call) {
+            Next::Invite(plan) => {
+                let token = self.token(Token::Invite(key));
+                debug!(call = key, connection = %plan.connection_name, dest = %plan.leg.peer.remote, "INVITE upstream");
+                self.txn
+                    .send_request(now, &plan.invite, plan.leg.peer, token);
+                call.connection = Some(plan.connection);
+                call.last_connection = Some(plan.connection);
+                call.b = Some(plan.leg);
+                call.attempt = Some(Attempt {
+                    connection: plan.connection,
+                    branch: plan.branch,
+                    token,
+                    invite: plan.invite,
+                    provisional: false,
+                });
+                self.table.put(call);
+            }
+            Next::Wait { host, ask } => {
+                debug!(call = key, %host, "waiting for the upstream's addresses");
+                if ask {
+                    self.effects.push(Effect::Resolve { host });
+                }
+                self.table.put(call);
+            }
+            Next::Exhausted(code, why) => {
+                self.table.put(call);
+                self.fail_call(now, wall, key, code, why);
+            }
+        }
+    }
+
+    pub(super) fn on_response(&mut self, now: Instant, wall: SystemTime, resp: Msg) {
+        let ResponseVerdict::Deliver { token, .. } = self.txn.on_response(now, &resp) else {
+            return;
+        };
+        let code = resp.code().unwrap_or(500);
+        match self.tokens.get(&token).cloned() {
+            Some(Token::Invite(key)) => {
+                if code >= 200 {
+                    self.tokens.remove(&token);
+                }
+                self.on_invite_response(now, wall, key, token, resp)
+            }
+            Some(Token::Relayed(r)) => {
+                if code >= 200 {
+                    self.tokens.remove(&token);
+                }
+                self.on_relayed_response(now, *r, resp);
+            }
+            Some(Token::Fire) => {
+                if code >= 200 {
+                    self.tokens.remove(&token);
+                }
+            }
+            None => {
+                // A 2xx for an INVITE whose token is gone: a retransmission of the answer we
+                // took (re-ACK it), or an answer after we gave up on the attempt (ACK and
+                // hang it up, or the vendor bills a call nobody hears).
+                if (200..300).contains(&code)
+                    && resp.cseq().1 == "INVITE"
+                    && let Some(k) = self.table.by_b(resp.call_id())
+                    && let Some(c) = self.table.take(k)
+                {
+                    match (c.b_ack.as_ref(), c.b.as_ref()) {
+                        (Some(ack), Some(b)) => {
+                            let data = ack.to_bytes();
+                            let peer = b.peer;
+                            self.effects.push(Effect::Send(Transmit {
+                                peer,
+                                data,
+                                token: 0,
+                            }));
+                        }
+                        _ if c.phase == Phase::Ended => self.ack_and_bye_stray(now, &c, &resp),
+                        _ => {}
+                    }
+                    self.table.put(c);
+                }
+            }
+        }
+    }
+
+    pub(super) fn on_invite_response(
+        &mut self,
+        now: Instant,
+        wall: SystemTime,
+        key: CallKey,
+        token: u64,
+        resp: Msg,
+    ) {
+        let code = resp.code().unwrap_or(500);
+        let Some(mut call) = self.table.take(key) else {
+            return;
+        };
+        let current = call.attempt.as_ref().is_some_and(|a| a.token == token);
+        // A 2xx for an attempt we gave up on (cancelled, failed over, or the call ended):
+        // complete it and hang it up at once.
+        if (200..300).contains(&code) && (!current || call.phase != Phase::Trying) {
+            if call.phase == Phase::Answered && current {
+                // Retransmission of the 2xx we already took: re-ACK.
+                if let (Some(ack), Some(b)) = (call.b_ack.as_ref(), call.b.as_ref()) {
+                    let (peer, data) = (b.peer, ack.to_bytes());
+                    self.effects.push(Effect::Send(Transmit {
+                        peer,
+                        data,
+                        token: 0,
+                    }));
+                }
+            } else {
+                self.ack_and_bye_stray(now, &call, &resp);
+            }
+            self.table.put(call);
+            return;
+        }
+        if !current || call.phase != Phase::Trying {
+            self.table.put(call);
+            return;
+        }
+        if code < 200 {
+            if let Some(a) = call.attempt.as_mut() {
+                a.provisional = true;
+            }
+            if code > 100 {
+                let mut r = call.a_invite.response(code, Some(&call.a.local_tag));
+                r.push("Contact", self.contact_for(&call.a.peer));
+                if resp.has_sdp() {
+                    if let Some(b) = call.b.as_mut() {
+                        b.remote_tag = resp.to().tag;
+                    }
+                    let sdp = String::from_utf8_lossy(&resp.body).into_owned();
+                    if let Ok(s) =
+                        self.media
+                            .answer(&call.media_id, Side::B, &sdp, self.cfg.strict_source)
+                    {
+                        r.push("Content-Type", "application/sdp");
+                        r.body = s.into_bytes();
+                    }
+                }
+                self.txn.respond(now, &call.a_txn, &r);
+            }
+            self.table.put(call);
+            return;
+        }
+        if code < 300 {
+            self.answered(now, wall, call, resp);
+            return;
+        }
+        // Failure: 5xx and 408 fail over to the next connection; others go to the caller.
+        if let Some(id) = call.connection.take() {
+            self.outgoing.release(id);
+        }
+        call.attempt = None;
+        call.last_failure = Some(code);
+        if (500..600).contains(&code) || code == 408 {
+            self.table.put(call);
+            self.try_next_upstream(now, wall, key);
+            return;
+        }
+        self.table.put(call);
+        let why = format!("upstream answered {code}");
+        self.fail_call_owned(now, wall, key, code, why);
+    }
+
+    pub(super) fn upstream_failed(
+        &mut self,
+        now: Instant,
+        wall: SystemTime,
+        key: CallKey,
+        code: Option<u16>,
+        why: &'static str,
+    ) {
+        let Some(mut call) = self.table.take(key) else {
+            return;
+        };
+        if call.phase != Phase::Trying {
+            self.table.put(call);
+            return;
+        }
+        info!(call = key, why, "upstream attempt failed");
+        if let Some(id) = call.connection.take() {
+            self.outgoing.release(id);
+        }
+        if let Some(a) = call.attempt.take() {
+            self.tokens.remove(&a.token);
+        }
+        call.last_failure = Some(code.unwrap_or(408));
+        self.table.put(call);
+        self.try_next_upstream(now, wall, key);
+    }
+
+    pub(super) fn ack_and_bye_stray(&mut self, now: Instant, call: &Call, resp: &Msg) {
+        let Some(b) = call.b.as_ref() else {
+            return;
+        };
+        let mut leg = b.clone();
+        leg.remote_tag = resp.to().tag;
+        leg.remote = resp.get("To").unwrap_or_default().to_owned();
+        if let Some(c) = resp.get("Contact") {
+            leg.target = NameAddr::parse(c).uri;
+        }
+        leg.route = resp.list("Record-Route").into_iter().rev().collect();
+        let ack = dialog_request(&leg, Method::Ack, resp.cseq().0, &self.cfg.agent);
+        self.effects.push(Effect::Send(Transmit {
+            peer: leg.peer,
+            data: ack.to_bytes(),
+            token: 0,
+        }));
+        let cseq = leg.next_cseq();
+        let bye = dialog_request(&leg, Method::Bye, cseq, &self.cfg.agent);
+        let token = self.token(Token::Fire);
+        self.txn.send_request(now, &bye, leg.peer, token);
+    }
+
+    pub(super) fn answered(&mut self, now: Instant, wall: SystemTime, mut call: Call, resp: Msg) {
+        let key = call.key;
+        self.stats.answered += 1;
+        if let Some(b) = call.b.as_mut() {
+            b.remote_tag = resp.to().tag;
+            b.remote = resp.get("To").unwrap_or_default().to_owned();
+            if let Some(c) = resp.get("Contact") {
+                b.target = NameAddr::parse(c).uri;
+            }
+            b.route = resp.list("Record-Route").into_iter().rev().collect();
+        }
+        let sdp = String::from_utf8_lossy(&resp.body).into_owned();
+        let a_body = if !resp.has_sdp() {
+            None
+        } else if call.delayed_offer {
+            self.media
+                .offer(&call.media_id, Side::B, &sdp, self.cfg.strict_source)
+                .ok()
+        } else {
+            match self
+                .media
+                .answer(&call.media_id, Side::B, &sdp, self.cfg.strict_source)
+            {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    warn!(call = key, error = %e, "relay refused the answer; media may not flow");
+                    None
+                }
+            }
+        };
+        call.phase = Phase::Answered;
+        call.answered = Some(wall);
+        self.admission.answered(now, key);
+        let mut r = call.a_invite.response(200, Some(&call.a.local_tag));
+        r.push("Contact", self.contact_for(&call.a.peer));
+        r.push("Allow", ALLOW);
+        if let Some(s) = a_body {
+            r.push("Content-Type", "application/sdp");
+            r.body = s.into_bytes();
+        }
+        if !self.cfg.topology_hiding
+            && let Some(s) = resp.get("Server")
+        {
+            r.push("Server", s.to_owned());
+        } else {
+            r.push("Server", self.cfg.agent.clone());
+        }
+        *self.stats.finals.entry(200).or_default() += 1;
+        self.txn.respond(now, &call.a_txn, &r);
+        if !call.delayed_offer {
+            self.ack_b(now, &mut call, None);
+        }
+        debug!(call = key, cli = %call.cli, cld = %call.cld, "call answered");
+        self.table.put(call);
+    }
+}

@@ -1,0 +1,62 @@
+//! Who a message comes from or goes to, in the one vocabulary the sockets, the transactions
+//! and the call core share.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use serde::Serialize;
+
+/// A SIP transport. TLS joins here when it is carried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    Udp,
+    Tcp,
+}
+
+impl Proto {
+    /// Reliable transports need no retransmissions (RFC 3261 §17.1.1.2).
+    pub fn is_reliable(self) -> bool {
+        matches!(self, Proto::Tcp)
+    }
+
+    /// The transport token of a Via header (`SIP/2.0/UDP`).
+    pub fn via_token(self) -> &'static str {
+        match self {
+            Proto::Udp => "UDP",
+            Proto::Tcp => "TCP",
+        }
+    }
+}
+
+impl fmt::Display for Proto {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Proto::Udp => "udp",
+            Proto::Tcp => "tcp",
+        })
+    }
+}
+
+/// Identifies one TCP connection for its lifetime; never reused within a process.
+pub type ConnId = u64;
+
+/// Where a message came from or goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Peer {
+    pub proto: Proto,
+    pub remote: SocketAddr,
+    /// Our address it arrived on (UDP: the socket to answer from; TCP: the connection's).
+    pub local: SocketAddr,
+    /// TCP connection it arrived on, if any.
+    pub conn: Option<ConnId>,
+}
+
+/// Something to put on the wire; `token` identifies the client transaction (0 for none) so a
+/// transport failure can be reported against it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    pub peer: Peer,
+    pub data: Vec<u8>,
+    pub token: u64,
+}

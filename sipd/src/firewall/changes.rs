@@ -1,0 +1,351 @@
+//! Firewall and ban changes operators make through the management API: each is stored with
+//! its audit entry in one transaction, then applied to the data plane. `sbc.toml`'s own
+//! entries are applied at start and cannot be removed here.
+
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime};
+
+use ipnet::IpNet;
+use serde::Serialize;
+use serde_json::Value;
+
+use relay_user::{BanInfo, BanReason, Cidr, DataPlaneError, ServiceId};
+
+use super::Firewall;
+use crate::mgmt::unix_ms;
+use crate::store::{Actor, AuditKind, FwAllow, FwDeny, Id, ManualBan, StoreError, canonical_ip};
+
+/// Why a change was refused or only half made; the API maps each to its status.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The store has the change; the data plane refused it.
+    #[error("{0}")]
+    NotApplied(String),
+    #[error(transparent)]
+    DataPlane(#[from] DataPlaneError),
+}
+
+type Changed<T> = Result<T, ChangeError>;
+
+/// The service a name designates (`sip`, `management`, …).
+pub fn service_id(name: &str) -> Option<ServiceId> {
+    ServiceId::ALL.into_iter().find(|s| s.name() == name)
+}
+
+fn json<T: Serialize>(t: &T) -> Option<Value> {
+    serde_json::to_value(t).ok()
+}
+
+#[derive(Debug, Serialize)]
+pub struct ServiceView {
+    pub service: &'static str,
+    pub port: u16,
+    pub proto: String,
+    pub restricted: bool,
+    pub allow: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DenyView {
+    pub cidr: String,
+    /// `null` for entries from `sbc.toml`.
+    pub id: Option<Id>,
+    /// `api` or `config`.
+    pub origin: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AllowEntry {
+    pub service: String,
+    pub cidr: String,
+    pub origin: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FirewallView {
+    pub services: Vec<ServiceView>,
+    pub deny: Vec<DenyView>,
+    /// Allow entries by origin, for telling what may be removed here.
+    pub allow_entries: Vec<AllowEntry>,
+}
+
+impl Firewall {
+    fn config_allows(&self) -> Vec<(ServiceId, IpNet)> {
+        let f = &self.cfg;
+        f.management_allow
+            .iter()
+            .map(|n| (ServiceId::Management, n.trunc()))
+            .chain(f.sip_allow.iter().map(|n| (ServiceId::Sip, n.trunc())))
+            .collect()
+    }
+
+    /// Services, allow lists and deny entries as the data plane and the store have them.
+    pub fn view(&self) -> Changed<FirewallView> {
+        let dp = &self.dp;
+        let mut services = Vec::new();
+        for svc in dp.service_list()? {
+            services.push(ServiceView {
+                service: svc.id.name(),
+                port: svc.port,
+                proto: svc.proto.to_string(),
+                restricted: svc.restricted,
+                allow: dp
+                    .allow_list(svc.id)?
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
+            });
+        }
+        services.sort_by(|a, b| (a.service, a.port, &a.proto).cmp(&(b.service, b.port, &b.proto)));
+        let config_deny = self.cfg.deny.iter().map(|n| DenyView {
+            cidr: n.trunc().to_string(),
+            id: None,
+            origin: "config",
+        });
+        let stored_deny = self
+            .store
+            .fw_denies()
+            .into_iter()
+            .flatten()
+            .map(|d| DenyView {
+                cidr: d.cidr.to_string(),
+                id: Some(d.id),
+                origin: "api",
+            });
+        let config_allow = self.config_allows().into_iter().map(|(id, n)| AllowEntry {
+            service: id.name().into(),
+            cidr: n.to_string(),
+            origin: "config",
+        });
+        let stored_allow = self
+            .store
+            .fw_allows()
+            .into_iter()
+            .flatten()
+            .map(|a| AllowEntry {
+                service: a.service,
+                cidr: a.cidr.to_string(),
+                origin: "api",
+            });
+        Ok(FirewallView {
+            services,
+            deny: config_deny.chain(stored_deny).collect(),
+            allow_entries: config_allow.chain(stored_allow).collect(),
+        })
+    }
+
+    pub fn allow_add(&self, by: &Actor, id: ServiceId, net: IpNet) -> Changed<AllowEntry> {
+        let entry = FwAllow {
+            service: id.name().into(),
+            cidr: net,
+            created_ms: unix_ms(SystemTime::now()),
+        };
+        self.store.write(|tx| {
+            if tx.fw_allow(id.name(), &net)?.is_some() {
+                return Ok(Err(ChangeError::Conflict(format!(
+                    "{net} is already allowed for {}",
+                    id.name()
+                ))));
+            }
+            tx.put_fw_allow(&entry)?;
+            let target = format!("firewall:allow:{}:{net}", id.name());
+            tx.append_audit(&by.audit(AuditKind::Create, target, None, None, json(&entry)))?;
+            Ok(Ok(()))
+        })??;
+        self.dp
+            .allow_add(id, Cidr::from(net))
+            .map_err(|e| ChangeError::NotApplied(format!("stored, but not applied: {e}")))?;
+        self.after_allow_change(id);
+        Ok(AllowEntry {
+            service: id.name().into(),
+            cidr: net.to_string(),
+            origin: "api",
+        })
+    }
+
+    pub fn allow_remove(&self, by: &Actor, id: ServiceId, net: IpNet) -> Changed<()> {
+        let in_config = self.config_allows().contains(&(id, net));
+        if id == ServiceId::Management && !in_config {
+            self.refuse_own_lockout(by, id, net)?;
+        }
+        let removed = self.store.write(|tx| {
+            let Some(old) = tx.remove_fw_allow(id.name(), &net)? else {
+                return Ok(None);
+            };
+            let target = format!("firewall:allow:{}:{net}", id.name());
+            tx.append_audit(&by.audit(AuditKind::Delete, target, None, json(&old), None))?;
+            Ok(Some(old))
+        })?;
+        if removed.is_none() {
+            return Err(if in_config {
+                ChangeError::Conflict(format!(
+                    "{net} for {} comes from sbc.toml [firewall]; change it there",
+                    id.name()
+                ))
+            } else {
+                ChangeError::NotFound(format!("{net} is not on the {} allow list", id.name()))
+            });
+        }
+        if !in_config {
+            self.dp.allow_remove(id, Cidr::from(net)).map_err(|e| {
+                ChangeError::NotApplied(format!(
+                    "removed from the store, not from the data plane: {e}"
+                ))
+            })?;
+        }
+        self.after_allow_change(id);
+        Ok(())
+    }
+
+    /// Removing `net` from the management allow list must leave the caller a way in.
+    fn refuse_own_lockout(&self, by: &Actor, id: ServiceId, net: IpNet) -> Changed<()> {
+        let me = canonical_ip(by.source);
+        let stored = self.store.fw_allows().into_iter().flatten();
+        let others = self
+            .cfg
+            .management_allow
+            .iter()
+            .copied()
+            .chain(
+                stored
+                    .filter(|a| a.service == id.name() && a.cidr != net)
+                    .map(|a| a.cidr),
+            )
+            .any(|n| n.contains(&me));
+        if net.contains(&me) && !others {
+            return Err(ChangeError::Conflict(format!(
+                "removing {net} would lock out your own address {me}"
+            )));
+        }
+        Ok(())
+    }
+
+    fn after_allow_change(&self, id: ServiceId) {
+        self.sync_restricted(id);
+        if id == ServiceId::Management {
+            self.refresh_mgmt_allow();
+        }
+    }
+
+    pub fn deny_add(&self, by: &Actor, net: IpNet) -> Changed<FwDeny> {
+        let me = canonical_ip(by.source);
+        if net.contains(&me) {
+            return Err(ChangeError::Conflict(format!(
+                "{net} contains your own address {me}"
+            )));
+        }
+        if self
+            .store
+            .fw_denies()
+            .into_iter()
+            .flatten()
+            .any(|d| d.cidr == net)
+        {
+            return Err(ChangeError::Conflict(format!("{net} is already denied")));
+        }
+        let d = self.store.write(|tx| {
+            let d = tx.add_fw_deny(net, unix_ms(SystemTime::now()))?;
+            let target = format!("firewall:deny:{net}");
+            tx.append_audit(&by.audit(AuditKind::Create, target, None, None, json(&d)))?;
+            Ok(d)
+        })?;
+        self.dp
+            .deny_add(Cidr::from(net), u32::try_from(d.id).unwrap_or(u32::MAX))
+            .map_err(|e| ChangeError::NotApplied(format!("stored, but not applied: {e}")))?;
+        Ok(d)
+    }
+
+    pub fn deny_remove(&self, by: &Actor, id: Id) -> Changed<()> {
+        let old = self.store.write(|tx| {
+            let Some(old) = tx.remove_fw_deny(id)? else {
+                return Ok(None);
+            };
+            let target = format!("firewall:deny:{}", old.cidr);
+            tx.append_audit(&by.audit(AuditKind::Delete, target, None, json(&old), None))?;
+            Ok(Some(old))
+        })?;
+        let Some(old) = old else {
+            return Err(ChangeError::NotFound(format!("deny entry #{id} not found")));
+        };
+        let in_config = self.cfg.deny.iter().any(|n| n.trunc() == old.cidr);
+        if !in_config {
+            self.dp.deny_remove(Cidr::from(old.cidr)).map_err(|e| {
+                ChangeError::NotApplied(format!(
+                    "removed from the store, not from the data plane: {e}"
+                ))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// A ban an operator made: stored (applied again at start until it expires) and applied.
+    pub fn ban_add(
+        &self,
+        by: &Actor,
+        addr: IpAddr,
+        duration: Option<Duration>,
+        note: Option<String>,
+    ) -> Changed<(BanInfo, ManualBan)> {
+        if addr == canonical_ip(by.source) {
+            return Err(ChangeError::Conflict("that is your own address".into()));
+        }
+        let now = unix_ms(SystemTime::now());
+        let ban = ManualBan {
+            addr,
+            reason: note.clone(),
+            until_ms: duration.map(|d| now + u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            created_ms: now,
+        };
+        self.store.write(|tx| {
+            let before = tx.manual_ban(addr)?;
+            let kind = if before.is_some() {
+                AuditKind::Update
+            } else {
+                AuditKind::Create
+            };
+            let after = json(&ban);
+            let target = format!("ban:{addr}");
+            tx.put_manual_ban(&ban)?;
+            tx.append_audit(&by.audit(
+                kind,
+                target,
+                note.clone(),
+                before.as_ref().and_then(json),
+                after,
+            ))?;
+            Ok(())
+        })?;
+        self.dp
+            .ban_add(addr, duration, BanReason::Manual)
+            .map_err(|e| ChangeError::NotApplied(format!("stored, but not applied: {e}")))?;
+        let info = self.dp.ban_get(addr).ok().flatten().unwrap_or(BanInfo {
+            addr,
+            reason_code: BanReason::Manual as u32,
+            remaining: duration,
+            expired: false,
+        });
+        Ok((info, ban))
+    }
+
+    /// Lifts a ban, stored or the IDS's; `before` is what the audit records of it.
+    pub fn ban_remove(&self, by: &Actor, ip: IpAddr, before: Option<Value>) -> Changed<()> {
+        self.store.write(|tx| {
+            tx.remove_manual_ban(ip)?;
+            let target = format!("ban:{ip}");
+            tx.append_audit(&by.audit(AuditKind::Delete, target, None, before.clone(), None))?;
+            Ok(())
+        })?;
+        self.dp.ban_remove(ip).map_err(|e| {
+            ChangeError::NotApplied(format!(
+                "removed from the store, not from the data plane: {e}"
+            ))
+        })?;
+        Ok(())
+    }
+}

@@ -1,0 +1,276 @@
+//! Everything sipd programs into the data plane's firewall, in one place: the SIP and
+//! management services and their allow lists, `sbc.toml`'s deny list, the SIP guard's limits,
+//! trusted peers, the entries and manual bans stored through the API (applied again at every
+//! start), the IDS's bans, and the changes operators make through the API ([`changes`]).
+//!
+//! Under XDP the kernel enforces it; on the userspace data plane [`Firewall::admits`] runs
+//! the same check on every SIP message before the core sees it.
+
+pub mod changes;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result};
+use ipnet::IpNet;
+use tracing::{debug, error, info, warn};
+
+use relay_user::{
+    BanReason, Cidr, DataPlane, GuardSettings, Proto as DpProto, Service, ServiceId, Verdict,
+};
+use sipd_core::b2bua::Offence;
+use sipd_core::sip::{Peer, Proto};
+
+use crate::config::{FirewallConfig, GuardConfig};
+use crate::mgmt::unix_ms;
+use crate::store::{Store, canonical_ip};
+
+/// The data plane's protocol for a SIP transport.
+fn dp_proto(p: Proto) -> DpProto {
+    match p {
+        Proto::Udp => DpProto::Udp,
+        Proto::Tcp => DpProto::Tcp,
+    }
+}
+
+/// The data plane's ban reason for what a source did.
+pub fn ban_reason(o: Offence) -> BanReason {
+    match o {
+        Offence::Scanner => BanReason::Scanner,
+        Offence::BruteForce => BanReason::BruteForce,
+        Offence::Enumeration => BanReason::Enumeration,
+        Offence::Flood => BanReason::Flood,
+    }
+}
+
+pub struct Firewall {
+    dp: Arc<DataPlane>,
+    store: Arc<Store>,
+    cfg: FirewallConfig,
+    /// Sources allowed to connect to the management API: `management_allow` plus the API's
+    /// own entries (checked before the TLS handshake).
+    mgmt_allow: RwLock<Vec<IpNet>>,
+}
+
+impl Firewall {
+    pub fn new(cfg: &FirewallConfig, store: Arc<Store>, dp: Arc<DataPlane>) -> Firewall {
+        let fw = Firewall {
+            dp,
+            store,
+            cfg: cfg.clone(),
+            mgmt_allow: RwLock::new(Vec::new()),
+        };
+        fw.refresh_mgmt_allow();
+        fw
+    }
+
+    pub fn dataplane(&self) -> &DataPlane {
+        &self.dp
+    }
+
+    /// At start: the SIP guard's limits, the SIP services on `sip` (restricted when
+    /// `sip_allow` has entries), `sip_allow`, `deny`, then what the API stored.
+    pub fn program_sip(&self, guard: &GuardConfig, sip: &[(u16, Proto)]) -> Result<()> {
+        let dp = &self.dp;
+        dp.guard_set(&GuardSettings {
+            packet_rate: guard.sip_packets_per_sec,
+            packet_burst: guard.sip_packet_burst,
+            invite_rate: guard.invites_per_sec,
+            invite_burst: guard.invite_burst,
+            max_sessions: guard.max_sessions_per_source,
+            event_interval: Duration::from_secs(1),
+        })
+        .context("setting the SIP guard")?;
+        let restricted = !self.cfg.sip_allow.is_empty();
+        for &(port, proto) in sip {
+            dp.service_set(Service {
+                port,
+                proto: dp_proto(proto),
+                id: ServiceId::Sip,
+                restricted,
+                sip: true,
+            })
+            .with_context(|| format!("SIP service on port {port}"))?;
+        }
+        for net in &self.cfg.sip_allow {
+            dp.allow_add(ServiceId::Sip, Cidr::from(*net))?;
+        }
+        for (i, net) in self.cfg.deny.iter().enumerate() {
+            dp.deny_add(Cidr::from(*net), u32::try_from(i + 1).unwrap_or(u32::MAX))?;
+        }
+        self.reapply_stored();
+        Ok(())
+    }
+
+    /// Puts the management port in the service ACL: restricted to its allow list.
+    pub fn program_management(&self, port: u16) -> Result<()> {
+        self.dp
+            .service_set(Service {
+                port,
+                proto: DpProto::Tcp,
+                id: ServiceId::Management,
+                restricted: true,
+                sip: false,
+            })
+            .context("management service in the data plane")?;
+        for net in &self.cfg.management_allow {
+            self.dp
+                .allow_add(ServiceId::Management, Cidr::from(*net))
+                .context("management allow entry")?;
+        }
+        Ok(())
+    }
+
+    /// Upstreams and IP-authenticated carriers (single-host rules) are exempt from the
+    /// per-source SIP guard: a busy trunk sends far more than any flood limit meant for
+    /// strangers. Wider CIDR rules cannot be listed host by host; their sources stay under
+    /// the guard's limits.
+    pub fn trust(&self, hosts: &[IpAddr]) {
+        for ip in hosts {
+            if let Err(e) = self.dp.sessions_set_limit(*ip, relay_user::TRUSTED) {
+                warn!(%ip, error = %e, "could not exempt a trusted peer from the SIP guard");
+            }
+        }
+        if !hosts.is_empty() {
+            info!(peers = ?hosts, "trusted peers (upstreams, single-host IP-auth rules) skip the per-source SIP guard");
+        }
+    }
+
+    /// The userspace data plane's firewall for one SIP message (XDP has dropped what it
+    /// refuses before it reaches a socket).
+    pub fn admits(&self, peer: &Peer, data: &[u8]) -> bool {
+        if self.dp.mode().is_xdp() {
+            return true;
+        }
+        let v = self.dp.firewall_check(
+            peer.remote.ip(),
+            peer.local.port(),
+            dp_proto(peer.proto),
+            data,
+        );
+        let pass = matches!(v, Verdict::Pass(_));
+        if !pass {
+            debug!(from = %peer.remote, verdict = ?v, "SIP dropped by the firewall");
+        }
+        pass
+    }
+
+    /// A ban the IDS decided on.
+    pub fn ban(&self, ip: IpAddr, duration: Duration, offence: Offence) {
+        warn!(%ip, ?duration, ?offence, "banning source");
+        if let Err(e) = self.dp.ban_add(ip, Some(duration), ban_reason(offence)) {
+            error!(%ip, error = %e, "ban not applied");
+        }
+    }
+
+    /// Whether a management API connection from `peer` may start its TLS handshake.
+    pub fn management_admits(&self, peer: SocketAddr) -> bool {
+        let ip = canonical_ip(peer.ip());
+        self.mgmt_allow
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|n| n.contains(&ip))
+    }
+
+    /// The management allow list as configured plus stored, for the connection check.
+    pub fn management_allow(&self) -> Vec<IpNet> {
+        self.mgmt_allow
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn refresh_mgmt_allow(&self) {
+        let mut v = self.cfg.management_allow.clone();
+        for a in self.store.fw_allows().into_iter().flatten() {
+            if a.service == ServiceId::Management.name() {
+                v.push(a.cidr);
+            }
+        }
+        *self.mgmt_allow.write().unwrap_or_else(|p| p.into_inner()) = v;
+    }
+
+    /// Restricted exactly when the allow list has entries (management: always).
+    fn sync_restricted(&self, id: ServiceId) {
+        let restricted = id == ServiceId::Management
+            || self
+                .dp
+                .allow_list(id)
+                .map(|l| !l.is_empty())
+                .unwrap_or(false);
+        for s in self.dp.service_list().unwrap_or_default() {
+            if s.id == id && s.restricted != restricted {
+                let r = self.dp.service_set(Service { restricted, ..s });
+                if let Err(e) = r {
+                    error!(service = id.name(), error = %e, "service restriction not updated");
+                }
+            }
+        }
+    }
+
+    /// The stored allow and deny entries and the manual bans, into the data plane; expired
+    /// bans are dropped from the store.
+    fn reapply_stored(&self) {
+        let (dp, store) = (&self.dp, &self.store);
+        let mut services = Vec::new();
+        let mut n = 0;
+        for a in store.fw_allows().into_iter().flatten() {
+            let Some(id) = changes::service_id(&a.service) else {
+                warn!(service = a.service, cidr = %a.cidr, "stored allow entry not understood; skipped");
+                continue;
+            };
+            match dp.allow_add(id, Cidr::from(a.cidr)) {
+                Ok(()) => n += 1,
+                Err(e) => error!(cidr = %a.cidr, error = %e, "stored allow entry not applied"),
+            }
+            if !services.contains(&id) {
+                services.push(id);
+            }
+        }
+        for id in services {
+            self.sync_restricted(id);
+        }
+        for d in store.fw_denies().into_iter().flatten() {
+            match dp.deny_add(Cidr::from(d.cidr), u32::try_from(d.id).unwrap_or(u32::MAX)) {
+                Ok(()) => n += 1,
+                Err(e) => error!(cidr = %d.cidr, error = %e, "stored deny entry not applied"),
+            }
+        }
+        let now = unix_ms(SystemTime::now());
+        let mut expired = Vec::new();
+        for b in store.manual_bans().into_iter().flatten() {
+            let left = match b.until_ms {
+                None => None,
+                Some(u) if u > now => Some(Duration::from_millis(u - now)),
+                Some(_) => {
+                    expired.push(b.addr);
+                    continue;
+                }
+            };
+            match dp.ban_add(b.addr, left, BanReason::Manual) {
+                Ok(()) => n += 1,
+                Err(e) => error!(addr = %b.addr, error = %e, "stored ban not applied"),
+            }
+        }
+        if !expired.is_empty() {
+            // Expiry is not a change anyone made: no audit entry.
+            let r = store.write(|tx| {
+                for a in &expired {
+                    tx.remove_manual_ban(*a)?;
+                }
+                Ok(())
+            });
+            if let Err(e) = r {
+                warn!(error = %e, "expired bans not removed from the store");
+            }
+        }
+        if n > 0 {
+            info!(
+                entries = n,
+                "firewall entries and bans from the management API applied"
+            );
+        }
+    }
+}

@@ -1,0 +1,263 @@
+//! `sipd run`: the one process of the appliance. Brings up the data plane through relay-user
+//! (XDP where it can, userspace where it must, and says which), the media relay, the SIP
+//! transports, the firewall and the call core ([`startup`]), then feeds the core and carries
+//! out its effects ([`Appliance::serve`]).
+//!
+//! The core is single-threaded and owns all call state; this shell is the only place with I/O.
+//! Store writes (CDRs, balance debits) go to a writer thread ([`writer`]) so a flush never
+//! stalls signalling; names go to the resolver so a slow DNS server never does.
+
+mod provisioned;
+mod startup;
+mod writer;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, Result};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+use tracing::{debug, info};
+
+use relay_user::{DataPlane, GuardEventKind, GuardEvents};
+use sipd_core::b2bua::{Core, Effect};
+
+use crate::config::Config;
+use crate::control::{Command, Control};
+use crate::firewall::Firewall;
+use crate::media::NgMedia;
+use crate::resolver::{Answer, Resolver};
+use crate::store::Store;
+use crate::transport::{Event, Transports};
+pub use provisioned::Provisioned;
+use writer::Writer;
+
+/// What the agent string says in User-Agent/Server.
+pub const AGENT: &str = concat!("xdp-sbc/", env!("CARGO_PKG_VERSION"));
+
+/// Runs the appliance until SIGTERM/SIGINT.
+pub async fn run(cfg: Config) -> Result<()> {
+    Appliance::start(cfg).await?.serve().await
+}
+
+/// Everything the event loop feeds and drains.
+struct Appliance {
+    store: Arc<Store>,
+    dp: Arc<DataPlane>,
+    firewall: Arc<Firewall>,
+    transports: Transports,
+    events: mpsc::Receiver<Event>,
+    core: Core<NgMedia>,
+    resolver: Resolver,
+    answers: mpsc::Receiver<Answer>,
+    commands: mpsc::Receiver<Command>,
+    api: Option<crate::api::ApiHandle>,
+    writer: Writer,
+    guard_events: Option<GuardEvents>,
+    stopping: Option<Instant>,
+}
+
+impl Appliance {
+    async fn start(cfg: Config) -> Result<Appliance> {
+        std::fs::create_dir_all(&cfg.data_dir)
+            .with_context(|| format!("creating the data directory {}", cfg.data_dir.display()))?;
+        let store = Arc::new(
+            Store::open(&cfg.store_dir())
+                .with_context(|| format!("opening the store in {}", cfg.store_dir().display()))?,
+        );
+        let records = Provisioned::read(&store);
+        startup::first_start_hints(&store, &records);
+        let accounts = records.rules.accounts().count();
+
+        let dp = Arc::new(startup::start_dataplane(&cfg)?);
+        let (sessions, media) = startup::start_media(&cfg, &dp)?;
+        let (transports, events, locals, sip_ports) = startup::bind_sip(&cfg).await?;
+        let firewall = Arc::new(Firewall::new(&cfg.firewall, store.clone(), dp.clone()));
+        firewall.program_sip(&cfg.guard, &sip_ports)?;
+        let (resolver, answers) = Resolver::from_system();
+        startup::trust_peers(&firewall, &records, &resolver).await;
+
+        let core = startup::core(&cfg, records, locals, media)?;
+        let (control, commands) = Control::new(
+            store.clone(),
+            dp.clone(),
+            transports.clone(),
+            sessions,
+            firewall.clone(),
+        );
+        let api = startup::start_api(&cfg, control).await;
+        let writer = Writer::spawn(store.clone())?;
+        info!(
+            sip_udp = ?transports.udp_addrs(),
+            sip_tcp = ?transports.tcp_addrs(),
+            media = %cfg.media.address,
+            ports = %format!("{}-{}", cfg.media.port_min, cfg.media.port_max),
+            dataplane = %dp.mode(),
+            accounts,
+            "sipd ready"
+        );
+        Ok(Appliance {
+            guard_events: dp.guard_events(),
+            store,
+            dp,
+            firewall,
+            transports,
+            events,
+            core,
+            resolver,
+            answers,
+            commands,
+            api,
+            writer,
+            stopping: None,
+        })
+    }
+
+    async fn serve(mut self) -> Result<()> {
+        let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+        loop {
+            // The core's next timer may be minutes away (a transaction reaper); the loop still
+            // wakes every second, and every 100 ms while stopping, so shutdown never waits on
+            // it.
+            let cap = Instant::now()
+                + if self.stopping.is_some() {
+                    Duration::from_millis(100)
+                } else {
+                    Duration::from_secs(1)
+                };
+            let deadline = self.core.next_timeout().map_or(cap, |t| t.min(cap));
+            let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline));
+            tokio::select! {
+                ev = self.events.recv() => {
+                    let Some(ev) = ev else { break };
+                    self.on_transport(ev);
+                }
+                Some(a) = self.answers.recv() => {
+                    self.core.on_resolved(Instant::now(), SystemTime::now(), &a.host, a.addrs, a.ttl);
+                }
+                Some(ev) = async {
+                    match self.guard_events.as_mut() {
+                        Some(g) => g.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    debug!(source = %ev.source, kind = ?ev.kind, suppressed = ev.suppressed, "guard event");
+                    if matches!(ev.kind, Some(GuardEventKind::PacketRate | GuardEventKind::InviteRate)) {
+                        self.core.on_flood(Instant::now(), ev.source);
+                    }
+                }
+                Some(cmd) = self.commands.recv() => self.on_command(cmd),
+                _ = sleep => self.core.tick(Instant::now(), SystemTime::now()),
+                _ = term.recv(), if self.stopping.is_none() => self.stop("SIGTERM"),
+                _ = int.recv(), if self.stopping.is_none() => self.stop("SIGINT"),
+            }
+            self.carry_out();
+            // Give the BYEs of a shutdown a moment to be answered, then go.
+            if let Some(t) = self.stopping
+                && (self.core.active_calls() == 0 && t.elapsed() > Duration::from_millis(300)
+                    || t.elapsed() > Duration::from_secs(2))
+            {
+                break;
+            }
+        }
+        self.shut_down().await;
+        Ok(())
+    }
+
+    fn on_transport(&mut self, ev: Event) {
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        match ev {
+            Event::Message(m) => {
+                if self.firewall.admits(&m.peer, &m.data) {
+                    self.core.on_message(now, wall, m.peer, &m.data);
+                }
+            }
+            Event::Malformed { inbound, error } => {
+                self.core
+                    .on_malformed(inbound.peer, &inbound.data, error.into());
+            }
+            Event::SendFailed {
+                token,
+                error,
+                remote,
+                ..
+            } => {
+                debug!(%remote, %error, "send failed");
+                self.core.on_send_failed(now, wall, token);
+            }
+            Event::Closed { .. } => {}
+        }
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        let core = &mut self.core;
+        match cmd {
+            Command::Calls(tx) => {
+                let _ = tx.send(core.call_infos());
+            }
+            Command::Hangup(id, tx) => {
+                let _ = tx.send(core.hangup(now, wall, id));
+            }
+            Command::Reload(tx) => {
+                let p = Provisioned::read(&self.store);
+                core.reload(p.rules, p.connections, p.tariffs);
+                info!("accounts, rules, connections and tariffs reloaded");
+                let _ = tx.send(Ok(()));
+            }
+            Command::Credit(account, delta, tx) => {
+                core.credit(account, delta);
+                let _ = tx.send(());
+            }
+            Command::Stats(tx) => {
+                let _ = tx.send((core.stats(), core.active_calls()));
+            }
+        }
+    }
+
+    /// The core's effects, in order.
+    fn carry_out(&mut self) {
+        for e in self.core.drain_effects() {
+            match e {
+                Effect::Send(t) => self.transports.send(t.into()),
+                Effect::Cdr { cdr, debit } => self.writer.settle(cdr, debit),
+                Effect::SourceSession { ip, up } => {
+                    let r = if up {
+                        self.dp.sessions_increment(ip)
+                    } else {
+                        self.dp.sessions_decrement(ip)
+                    };
+                    if let Err(e) = r {
+                        debug!(%ip, error = %e, "per-source session count not updated");
+                    }
+                }
+                Effect::Ban {
+                    ip,
+                    duration,
+                    offence,
+                } => self.firewall.ban(ip, duration, offence),
+                Effect::Resolve { host } => self.resolver.ask(host),
+            }
+        }
+    }
+
+    fn stop(&mut self, signal: &str) {
+        info!("{signal}: ending calls");
+        self.core.shutdown(Instant::now(), SystemTime::now());
+        self.stopping = Some(Instant::now());
+    }
+
+    async fn shut_down(self) {
+        info!(stats = ?self.core.stats(), transport = ?self.transports.stats(), "sipd stopping");
+        // Stopped before the core goes: a request in flight gets "shutting down", not a hang.
+        drop(self.commands);
+        if let Some(api) = self.api {
+            api.stop().await;
+        }
+        drop(self.core);
+        self.transports.shutdown();
+        self.writer.finish();
+        info!("sipd stopped");
+    }
+}

@@ -1,0 +1,227 @@
+//! Bringing the appliance up, in order: store and records, data plane, media relay, SIP
+//! transports, firewall, call core, management API. Each step says what failed.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result, bail};
+use tracing::{error, info, warn};
+
+use relay_user::loader::{self, LoaderConfig, RequestedMode};
+use relay_user::{DataPlane, PortRange, Sessions, UserRelay};
+use sipd_core::auth::digest::{DigestVerifier, NonceKey};
+use sipd_core::b2bua::ids::IdsConfig;
+use sipd_core::b2bua::{Core, CoreConfig, Local};
+use sipd_core::policy::routing::Router;
+use sipd_core::sip::Proto;
+
+use super::AGENT;
+use super::provisioned::Provisioned;
+use crate::config::{Config, DataplaneMode};
+use crate::firewall::Firewall;
+use crate::media::NgMedia;
+use crate::resolver::Resolver;
+use crate::store::Store;
+use crate::transport::{Limits, Transports};
+
+fn requested_mode(m: DataplaneMode) -> RequestedMode {
+    match m {
+        DataplaneMode::Auto => RequestedMode::Auto,
+        DataplaneMode::Xdp | DataplaneMode::XdpNative => RequestedMode::XdpNative,
+        DataplaneMode::XdpSkb => RequestedMode::XdpSkb,
+        DataplaneMode::Userspace => RequestedMode::Userspace,
+    }
+}
+
+/// Brings up the data plane the configuration asks for. `xdp` tries native then generic.
+pub fn start_dataplane(cfg: &Config) -> Result<DataPlane> {
+    let d = &cfg.dataplane;
+    let lc = |mode| LoaderConfig {
+        instance: d.instance.clone(),
+        interfaces: d.interfaces.clone(),
+        mode,
+        enable_forwarding: d.enable_forwarding,
+    };
+    let object = relay_user::object::ebpf_object();
+    let dp = match d.mode {
+        DataplaneMode::Xdp => match loader::start(&lc(RequestedMode::XdpNative), object) {
+            Ok(dp) => dp,
+            Err(e) => {
+                warn!(error = %e, "native XDP did not attach; trying generic (skb) XDP");
+                loader::start(&lc(RequestedMode::XdpSkb), object)
+                    .context("dataplane.mode = \"xdp\": neither native nor generic XDP attached")?
+            }
+        },
+        m => loader::start(&lc(requested_mode(m)), object).context("bringing up the data plane")?,
+    };
+    if dp.mode().is_xdp() {
+        info!(dataplane = %dp.mode(), reason = dp.reason(), "data plane: XDP");
+    } else {
+        warn!(dataplane = %dp.mode(), reason = dp.reason(), "data plane: USERSPACE (no kernel forwarding)");
+    }
+    Ok(dp)
+}
+
+/// The media relay on the data plane: the userspace relay, the sessions and the port range.
+pub fn start_media(cfg: &Config, dp: &Arc<DataPlane>) -> Result<(Arc<Sessions>, NgMedia)> {
+    let relay = Arc::new(UserRelay::start(dp.clone(), 2).context("starting the media relay")?);
+    let ports =
+        PortRange::new(cfg.media.port_min, cfg.media.port_max).context("media port range")?;
+    let sessions = Arc::new(Sessions::new(dp.clone(), relay, ports, cfg.media.address));
+    if dp.mode().is_xdp() {
+        // Calls of a previous run cannot be resumed (their SIP dialogs died with it): free
+        // their relay legs instead of leaving media flowing for nobody.
+        match sessions.recover() {
+            Ok(0) => {}
+            Ok(n) => {
+                for s in sessions.list() {
+                    let _ = sessions.remove_session(s);
+                }
+                warn!(
+                    sessions = n,
+                    "removed relay sessions left by a previous run"
+                );
+            }
+            Err(e) => warn!(error = %e, "could not check for sessions of a previous run"),
+        }
+    }
+    let media_addr = cfg.media.advertised_address.unwrap_or(cfg.media.address);
+    let media = NgMedia::new(sessions.clone(), media_addr);
+    Ok((sessions, media))
+}
+
+/// Binds SIP; returns the transports, our addresses for the core and the (port, transport)
+/// pairs the firewall guards.
+pub async fn bind_sip(
+    cfg: &Config,
+) -> Result<(
+    Transports,
+    tokio::sync::mpsc::Receiver<crate::transport::Event>,
+    Vec<Local>,
+    Vec<(u16, Proto)>,
+)> {
+    let limits = Limits {
+        max_message_bytes: cfg.sip.max_message_bytes,
+        ..Limits::default()
+    };
+    let (transports, events) = Transports::bind(&cfg.sip.udp, &cfg.sip.tcp, limits, None)
+        .await
+        .context("binding SIP")?;
+    let mut locals = Vec::new();
+    let mut ports = Vec::new();
+    for (proto, addrs) in [
+        (Proto::Udp, transports.udp_addrs()),
+        (Proto::Tcp, transports.tcp_addrs()),
+    ] {
+        for a in addrs {
+            let advertised =
+                SocketAddr::new(cfg.sip.advertised_address.unwrap_or(a.ip()), a.port());
+            locals.push(Local {
+                proto,
+                bind: a,
+                advertised,
+            });
+            ports.push((a.port(), proto));
+        }
+    }
+    Ok((transports, events, locals, ports))
+}
+
+/// Exempts trusted peers from the SIP guard, resolving upstream names first.
+pub async fn trust_peers(firewall: &Firewall, p: &Provisioned, resolver: &Resolver) {
+    let mut resolved = Vec::new();
+    for name in p.upstream_names() {
+        let a = resolver.lookup(name).await;
+        resolved.push((a.host, a.addrs));
+    }
+    firewall.trust(&p.trusted_hosts(&resolved));
+}
+
+/// The call core with the records, our addresses and the media relay.
+pub fn core(
+    cfg: &Config,
+    p: Provisioned,
+    locals: Vec<Local>,
+    media: NgMedia,
+) -> Result<Core<NgMedia>> {
+    let key = nonce_key(&cfg.data_dir)?;
+    let verifier = DigestVerifier::new(cfg.digest_policy(), key, SystemTime::now());
+    let g = &cfg.guard;
+    let core_cfg = CoreConfig {
+        locals,
+        topology_hiding: cfg.sip.topology_hiding,
+        max_message_bytes: cfg.sip.max_message_bytes,
+        media_timeout: Duration::from_secs(cfg.media.timeout_secs),
+        strict_source: cfg.media.strict_source,
+        failover_after: Duration::from_secs(cfg.sip.failover_secs),
+        ids: IdsConfig {
+            failures_before_ban: g.auth_failures_before_ban,
+            window: Duration::from_secs(g.auth_failure_window_secs),
+            ban: Duration::from_secs(g.ban_secs),
+            ban_max: Duration::from_secs(g.ban_max_secs),
+            ban_scanners: true,
+            floods_before_ban: g.flood_reports_before_ban,
+        },
+        agent: AGENT.into(),
+    };
+    let router = Router::new(p.connections);
+    Ok(Core::new(
+        core_cfg, p.rules, router, p.tariffs, verifier, media,
+    ))
+}
+
+/// Says what a newcomer must do next when the store is empty.
+pub fn first_start_hints(store: &Store, p: &Provisioned) {
+    if !store.has_staff().unwrap_or(true) {
+        warn!(
+            "no staff users yet: stop sipd and run `sipd init --username <admin>` to create the first admin \
+             (it prints a QR code to enrol their TOTP); the management API needs one to log in"
+        );
+    }
+    if p.rules.accounts().count() == 0 {
+        warn!("no accounts provisioned: every call will be refused (see `sipd import`)");
+    }
+}
+
+/// The management API. Calls matter more than the management plane: if the API cannot
+/// start, sipd says so loudly and keeps serving.
+pub async fn start_api(
+    cfg: &Config,
+    control: crate::control::Control,
+) -> Option<crate::api::ApiHandle> {
+    match crate::api::start(cfg, control).await {
+        Ok(api) => Some(api),
+        Err(e) => {
+            error!(
+                error = format!("{e:#}"),
+                "management API NOT started: no HTTPS management and no /metrics until sipd is restarted with this fixed"
+            );
+            None
+        }
+    }
+}
+
+/// The digest nonce secret: kept in the data directory so nonces survive a restart (clients
+/// mid-challenge are not all refused), created 0600 on first start.
+fn nonce_key(data_dir: &Path) -> Result<NonceKey> {
+    let path = data_dir.join("nonce.key");
+    match std::fs::read(&path) {
+        Ok(b) if b.len() == 32 => {
+            let mut k = [0u8; 32];
+            k.copy_from_slice(&b);
+            return Ok(NonceKey::new(k));
+        }
+        Ok(_) => bail!(
+            "{} is not a 32-byte key; remove it to make a new one",
+            path.display()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+    let mut k = [0u8; 32];
+    getrandom::fill(&mut k).map_err(|e| anyhow::anyhow!("no randomness for the nonce key: {e}"))?;
+    crate::private_file::write(&path, &k).with_context(|| format!("writing {}", path.display()))?;
+    Ok(NonceKey::new(k))
+}
