@@ -11,9 +11,9 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use crate::auth::digest::{Algorithm, DigestPolicy};
 pub use crate::toml_span::Location;
 use crate::toml_span::locate;
+use sipd_core::auth::digest::{Algorithm, DigestPolicy};
 
 /// File looked for in the working directory when none is named.
 pub const DEFAULT_FILE: &str = "sbc.toml";
@@ -401,7 +401,17 @@ impl Config {
         if self.data_dir.as_os_str().is_empty() {
             bad("data_dir", "must not be empty".into());
         }
+        self.sip_problems(&mut bad);
+        self.auth_problems(&mut bad);
+        self.media_problems(&mut bad);
+        self.dataplane_problems(&mut bad);
+        self.management_problems(&mut bad);
+        self.guard_problems(&mut bad);
+        self.firewall_problems(&mut bad);
+        out
+    }
 
+    fn sip_problems(&self, bad: &mut impl FnMut(&str, String)) {
         let s = &self.sip;
         if s.udp.is_empty() && s.tcp.is_empty() {
             bad(
@@ -449,7 +459,9 @@ impl Config {
                 format!("{a} cannot be advertised"),
             );
         }
+    }
 
+    fn auth_problems(&self, bad: &mut impl FnMut(&str, String)) {
         let a = &self.auth;
         if a.realm.is_empty()
             || a.realm
@@ -482,7 +494,10 @@ impl Config {
                 format!("{} is outside 1024..=10000000", a.max_tracked_nonces),
             );
         }
+    }
 
+    fn media_problems(&self, bad: &mut impl FnMut(&str, String)) {
+        let s = &self.sip;
         let m = &self.media;
         if m.port_min > m.port_max {
             bad(
@@ -554,7 +569,9 @@ impl Config {
                 format!("{} is outside 1..=86400", m.timeout_secs),
             );
         }
+    }
 
+    fn dataplane_problems(&self, bad: &mut impl FnMut(&str, String)) {
         let d = &self.dataplane;
         if d.mode != DataplaneMode::Userspace && d.interfaces.is_empty() {
             bad(
@@ -589,7 +606,10 @@ impl Config {
                 ),
             );
         }
+    }
 
+    fn management_problems(&self, bad: &mut impl FnMut(&str, String)) {
+        let s = &self.sip;
         let mg = &self.management;
         if mg.listen.port() == 0 {
             bad("management.listen", "port 0 is not a listening port".into());
@@ -635,7 +655,9 @@ impl Config {
                 format!("{} collides with a SIP TCP address", mg.listen),
             );
         }
+    }
 
+    fn guard_problems(&self, bad: &mut impl FnMut(&str, String)) {
         let g = &self.guard;
         for (key, rate, burst) in [
             (
@@ -685,7 +707,9 @@ impl Config {
                 format!("{} is below guard.ban_secs {}", g.ban_max_secs, g.ban_secs),
             );
         }
+    }
 
+    fn firewall_problems(&self, bad: &mut impl FnMut(&str, String)) {
         let f = &self.firewall;
         if f.management_allow.is_empty() {
             bad(
@@ -707,7 +731,6 @@ impl Config {
                 }
             }
         }
-        out
     }
 
     pub fn digest_policy(&self) -> DigestPolicy {
@@ -722,6 +745,27 @@ impl Config {
 
     pub fn store_dir(&self) -> PathBuf {
         self.data_dir.join("store")
+    }
+}
+
+// Staff authentication is built from its configuration here, so the management library never
+// reads `Config` (configuration depends on the library, not the other way round).
+impl crate::mgmt::StaffAuth {
+    /// From `sbc.toml`: loads (or creates) the pepper file named by
+    /// `[management] pepper_file`, which must be outside `data_dir`.
+    pub fn from_config(cfg: &Config) -> anyhow::Result<crate::mgmt::StaffAuth> {
+        let m = &cfg.management;
+        let pepper = crate::mgmt::load_or_create_pepper(&m.pepper_file, &cfg.data_dir)?;
+        let hasher = crate::mgmt::PasswordHasher::new(pepper, m.argon2)?;
+        Ok(crate::mgmt::StaffAuth::new(
+            hasher,
+            m.password,
+            m.backoff,
+            Duration::from_secs(m.session_ttl_secs),
+        )
+        .with_idle_timeout(
+            (m.session_idle_secs > 0).then(|| Duration::from_secs(m.session_idle_secs)),
+        ))
     }
 }
 
@@ -832,5 +876,25 @@ mod tests {
     fn defaults_serialize_and_reparse() {
         let text = toml::to_string(&Config::default()).unwrap();
         assert_eq!(parse(&text).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn config_defaults_and_problems() {
+        let cfg = Config::default();
+        assert!(cfg.problems().is_empty());
+        let m = &cfg.management;
+        assert_eq!(m.password, crate::mgmt::PasswordPolicy::default());
+        assert_eq!(m.argon2, crate::mgmt::Argon2Costs::default());
+        let src = "[management.password]\nmin_length = 4\n[management.argon2]\nmemory_kib = 64\n";
+        let e = Config::parse(src, std::path::Path::new("t.toml")).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("management.password") && text.contains("min_length"),
+            "{text}"
+        );
+        assert!(text.contains("management.argon2"), "{text}");
+        let ok = "[management]\npepper_file = \"/etc/sipd/pepper\"\n[management.password]\nmax_age_days = 90\n";
+        let c = Config::parse(ok, std::path::Path::new("t.toml")).unwrap();
+        assert_eq!(c.management.password.max_age_days, 90);
     }
 }

@@ -41,7 +41,6 @@ pub use password::{
 pub use role::Action;
 pub use staff::{Actor, Enrolment, NewStaff, StaffError, StaffUpdate, StaffView};
 
-use crate::config::Config;
 use crate::store::TokenHash;
 
 /// Bytes of randomness in a session token.
@@ -110,23 +109,6 @@ impl StaffAuth {
     pub fn with_idle_timeout(mut self, idle: Option<Duration>) -> StaffAuth {
         self.session_idle = idle;
         self
-    }
-
-    /// From `sbc.toml`: loads (or creates) the pepper file named by
-    /// `[management] pepper_file`, which must be outside `data_dir`.
-    pub fn from_config(cfg: &Config) -> anyhow::Result<StaffAuth> {
-        let m = &cfg.management;
-        let pepper = load_or_create_pepper(&m.pepper_file, &cfg.data_dir)?;
-        let hasher = PasswordHasher::new(pepper, m.argon2)?;
-        Ok(StaffAuth::new(
-            hasher,
-            m.password,
-            m.backoff,
-            Duration::from_secs(m.session_ttl_secs),
-        )
-        .with_idle_timeout(
-            (m.session_idle_secs > 0).then(|| Duration::from_secs(m.session_idle_secs)),
-        ))
     }
 
     pub(crate) fn backoff(&self) -> std::sync::MutexGuard<'_, Backoff> {

@@ -913,26 +913,6 @@ fn tokens() {
 }
 
 #[test]
-fn config_defaults_and_problems() {
-    let cfg = crate::config::Config::default();
-    assert!(cfg.problems().is_empty());
-    let m = &cfg.management;
-    assert_eq!(m.password, PasswordPolicy::default());
-    assert_eq!(m.argon2, Argon2Costs::default());
-    let src = "[management.password]\nmin_length = 4\n[management.argon2]\nmemory_kib = 64\n";
-    let e = crate::config::Config::parse(src, std::path::Path::new("t.toml")).unwrap_err();
-    let text = e.to_string();
-    assert!(
-        text.contains("management.password") && text.contains("min_length"),
-        "{text}"
-    );
-    assert!(text.contains("management.argon2"), "{text}");
-    let ok = "[management]\npepper_file = \"/etc/sipd/pepper\"\n[management.password]\nmax_age_days = 90\n";
-    let c = crate::config::Config::parse(ok, std::path::Path::new("t.toml")).unwrap();
-    assert_eq!(c.management.password.max_age_days, 90);
-}
-
-#[test]
 fn an_unused_session_ends_after_the_idle_timeout() {
     let mut e = env();
     e.auth = std::mem::replace(&mut e.auth, env().auth)
