@@ -48,87 +48,158 @@ fn escape(s: &str) -> String {
         .replace('\n', "\\n")
 }
 
-pub fn render(s: &Status, x: &Extra) -> String {
-    let mut o = Out(String::with_capacity(4096));
-    let c = &s.core;
-    o.one(
+/// A metric with one value: name, type, help, and where its value comes from.
+type Simple = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&Status, &Extra) -> u64,
+);
+
+/// Calls, SIP messages and authentication.
+const CALLS: &[Simple] = &[
+    (
         "sipd_start_time_seconds",
         "gauge",
         "Unix time sipd started.",
-        s.started_ms / 1000,
-    );
-    o.one(
+        |s, _| s.started_ms / 1000,
+    ),
+    (
         "sipd_uptime_seconds",
         "gauge",
         "Seconds since sipd started.",
-        s.uptime_secs,
-    );
-    o.one(
+        |s, _| s.uptime_secs,
+    ),
+    (
         "sipd_calls_active",
         "gauge",
         "Calls in progress (set up or being set up).",
-        s.active_calls as u64,
-    );
-    o.one(
+        |s, _| s.active_calls as u64,
+    ),
+    (
         "sipd_calls_total",
         "counter",
         "Call attempts (initial INVITEs) received.",
-        c.invites,
-    );
-    o.one(
+        |s, _| s.core.invites,
+    ),
+    (
         "sipd_invites_total",
         "counter",
         "Initial INVITEs received; rate() of this is the calls per second.",
-        c.invites,
-    );
-    o.one(
+        |s, _| s.core.invites,
+    ),
+    (
         "sipd_calls_answered_total",
         "counter",
         "Calls answered (2xx sent to the caller).",
-        c.answered,
-    );
-    o.one(
+        |s, _| s.core.answered,
+    ),
+    (
         "sipd_calls_failed_total",
         "counter",
         "Calls that ended with a failure response to the caller.",
-        c.failed,
-    );
-    o.one(
+        |s, _| s.core.failed,
+    ),
+    (
         "sipd_sip_requests_total",
         "counter",
         "SIP requests received.",
-        c.requests,
-    );
-    o.one(
+        |s, _| s.core.requests,
+    ),
+    (
         "sipd_sip_responses_received_total",
         "counter",
         "SIP responses received.",
-        c.responses,
-    );
-    o.one(
+        |s, _| s.core.responses,
+    ),
+    (
         "sipd_sip_malformed_total",
         "counter",
         "Malformed SIP messages received.",
-        c.malformed,
-    );
-    o.one(
+        |s, _| s.core.malformed,
+    ),
+    (
         "sipd_sip_stray_total",
         "counter",
         "SIP messages matching no transaction or dialog.",
-        c.stray,
-    );
-    o.one(
+        |s, _| s.core.stray,
+    ),
+    (
         "sipd_auth_challenges_total",
         "counter",
         "Digest challenges (401) sent.",
-        c.challenges,
-    );
-    o.one(
+        |s, _| s.core.challenges,
+    ),
+    (
         "sipd_auth_failures_total",
         "counter",
         "Failed digest authentications.",
-        c.auth_failures,
-    );
+        |s, _| s.core.auth_failures,
+    ),
+];
+
+/// Media relayed.
+const RELAY: &[Simple] = &[
+    (
+        "sbc_relay_packets_total",
+        "counter",
+        "Media packets relayed (RTP and RTCP, both directions, kernel and userspace).",
+        |s, _| s.relay.packets,
+    ),
+    (
+        "sbc_relay_bytes_total",
+        "counter",
+        "Media bytes relayed (UDP payload, both directions, kernel and userspace).",
+        |s, _| s.relay.bytes,
+    ),
+    (
+        "sbc_relay_sessions",
+        "gauge",
+        "Relay sessions (calls with anchored media) open now.",
+        |s, _| s.relay.sessions,
+    ),
+];
+
+/// Bans and the management API's certificate.
+const OPERATIONS: &[Simple] = &[
+    (
+        "sbc_bans",
+        "gauge",
+        "Sources banned in the data plane now.",
+        |s, _| s.bans as u64,
+    ),
+    (
+        "sbc_bans_manual",
+        "gauge",
+        "Bans made by operators (stored, applied again at start).",
+        |_, x| x.manual_bans as u64,
+    ),
+    (
+        "sipd_mgmt_tls_self_signed",
+        "gauge",
+        "1 while the management API uses its self-signed certificate.",
+        |_, x| u64::from(x.self_signed),
+    ),
+    (
+        "sipd_mgmt_tls_reloads_total",
+        "counter",
+        "Management API certificate reloads.",
+        |_, x| x.cert_reloads,
+    ),
+];
+
+impl Out {
+    fn table(&mut self, s: &Status, x: &Extra, t: &[Simple]) {
+        for (name, kind, help, value) in t {
+            self.one(name, kind, help, value(s, x));
+        }
+    }
+}
+
+pub fn render(s: &Status, x: &Extra) -> String {
+    let mut o = Out(String::with_capacity(4096));
+    let c = &s.core;
+    o.table(s, x, CALLS);
     let codes: Vec<(String, u64)> = c
         .finals
         .iter()
@@ -173,24 +244,7 @@ pub fn render(s: &Status, x: &Extra) -> String {
         "reason",
         s.dataplane_stats.iter().map(|(k, v)| (*k, *v)),
     );
-    o.one(
-        "sbc_relay_packets_total",
-        "counter",
-        "Media packets relayed (RTP and RTCP, both directions, kernel and userspace).",
-        s.relay.packets,
-    );
-    o.one(
-        "sbc_relay_bytes_total",
-        "counter",
-        "Media bytes relayed (UDP payload, both directions, kernel and userspace).",
-        s.relay.bytes,
-    );
-    o.one(
-        "sbc_relay_sessions",
-        "gauge",
-        "Relay sessions (calls with anchored media) open now.",
-        s.relay.sessions,
-    );
+    o.table(s, x, RELAY);
     o.labelled(
         "sbc_dataplane_mode",
         "gauge",
@@ -200,30 +254,7 @@ pub fn render(s: &Status, x: &Extra) -> String {
             .into_iter()
             .map(|m| (m, u64::from(m == s.dataplane))),
     );
-    o.one(
-        "sbc_bans",
-        "gauge",
-        "Sources banned in the data plane now.",
-        s.bans as u64,
-    );
-    o.one(
-        "sbc_bans_manual",
-        "gauge",
-        "Bans made by operators (stored, applied again at start).",
-        x.manual_bans as u64,
-    );
-    o.one(
-        "sipd_mgmt_tls_self_signed",
-        "gauge",
-        "1 while the management API uses its self-signed certificate.",
-        u64::from(x.self_signed),
-    );
-    o.one(
-        "sipd_mgmt_tls_reloads_total",
-        "counter",
-        "Management API certificate reloads.",
-        x.cert_reloads,
-    );
+    o.table(s, x, OPERATIONS);
     o.0
 }
 

@@ -101,7 +101,44 @@ pub fn parse(data: &[u8], max_bytes: usize) -> Result<SipMessage, ParseError> {
     if start_line.len() > MAX_HEADER_LINE {
         return Err(ParseError::LineTooLong);
     }
-    // Unfold continuation lines and expand compact names into a canonical header block.
+    let headers = header_block(lines)?;
+
+    let cseq_method = check_mandatory(&headers)?;
+    let body = match header(&headers, "Content-Length") {
+        Some(cl) => {
+            let n: usize = cl
+                .parse()
+                .map_err(|_| ParseError::BadContentLength(clip(cl)))?;
+            if n > body.len() {
+                return Err(ParseError::Truncated {
+                    declared: n,
+                    actual: body.len(),
+                });
+            }
+            &body[..n]
+        }
+        None => body,
+    };
+
+    let is_request = !start_line.starts_with("SIP/");
+    if is_request {
+        let method = start_line.split(' ').next().unwrap_or_default();
+        if !method.eq_ignore_ascii_case(cseq_method) && method != "ACK" && method != "CANCEL" {
+            return Err(ParseError::CSeqMismatch {
+                cseq: clip(cseq_method),
+                method: clip(method),
+            });
+        }
+    }
+
+    let bytes = canonical(start_line, &headers, body);
+    SipMessage::try_from(bytes.as_slice()).map_err(|e| ParseError::StartLine(clip(&e.to_string())))
+}
+
+/// Unfolds continuation lines and expands compact names into a canonical header block.
+fn header_block<'a>(
+    lines: impl Iterator<Item = &'a str>,
+) -> Result<Vec<(String, String)>, ParseError> {
     let mut headers: Vec<(String, String)> = Vec::new();
     for line in lines {
         if line.len() > MAX_HEADER_LINE {
@@ -132,7 +169,12 @@ pub fn parse(data: &[u8], max_bytes: usize) -> Result<SipMessage, ParseError> {
             return Err(ParseError::TooManyHeaders);
         }
     }
+    Ok(headers)
+}
 
+/// The headers every message needs, once each, and a usable CSeq and Max-Forwards; returns
+/// the CSeq method.
+fn check_mandatory(headers: &[(String, String)]) -> Result<&str, ParseError> {
     for h in SINGLE {
         match headers
             .iter()
@@ -147,50 +189,28 @@ pub fn parse(data: &[u8], max_bytes: usize) -> Result<SipMessage, ParseError> {
     if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("Via")) {
         return Err(ParseError::Missing("Via"));
     }
-    let cseq = header(&headers, "CSeq").unwrap_or_default();
+    let cseq = header(headers, "CSeq").unwrap_or_default();
     let (cseq_num, cseq_method) = cseq
         .split_once(char::is_whitespace)
         .ok_or_else(|| ParseError::BadCSeq(clip(cseq)))?;
     if cseq_num.parse::<u32>().is_err() || cseq_method.trim().is_empty() {
         return Err(ParseError::BadCSeq(clip(cseq)));
     }
-    if let Some(mf) = header(&headers, "Max-Forwards")
+    if let Some(mf) = header(headers, "Max-Forwards")
         && mf.parse::<u8>().is_err()
     {
         return Err(ParseError::BadMaxForwards(clip(mf)));
     }
-    let body = match header(&headers, "Content-Length") {
-        Some(cl) => {
-            let n: usize = cl
-                .parse()
-                .map_err(|_| ParseError::BadContentLength(clip(cl)))?;
-            if n > body.len() {
-                return Err(ParseError::Truncated {
-                    declared: n,
-                    actual: body.len(),
-                });
-            }
-            &body[..n]
-        }
-        None => body,
-    };
+    Ok(cseq_method.trim())
+}
 
-    let is_request = !start_line.starts_with("SIP/");
-    if is_request {
-        let method = start_line.split(' ').next().unwrap_or_default();
-        if !method.eq_ignore_ascii_case(cseq_method.trim()) && method != "ACK" && method != "CANCEL"
-        {
-            return Err(ParseError::CSeqMismatch {
-                cseq: clip(cseq_method.trim()),
-                method: clip(method),
-            });
-        }
-    }
-
-    let mut canon = String::with_capacity(head.len() + 64);
+/// The message as rsip should read it: compact names expanded, folding undone, and a
+/// Content-Length that matches the body.
+fn canonical(start_line: &str, headers: &[(String, String)], body: &[u8]) -> Vec<u8> {
+    let mut canon = String::with_capacity(start_line.len() + 64 * headers.len());
     canon.push_str(start_line);
     canon.push_str("\r\n");
-    for (n, v) in &headers {
+    for (n, v) in headers {
         if n.eq_ignore_ascii_case("Content-Length") {
             continue;
         }
@@ -202,7 +222,7 @@ pub fn parse(data: &[u8], max_bytes: usize) -> Result<SipMessage, ParseError> {
     canon.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
     let mut bytes = canon.into_bytes();
     bytes.extend_from_slice(body);
-    SipMessage::try_from(bytes.as_slice()).map_err(|e| ParseError::StartLine(clip(&e.to_string())))
+    bytes
 }
 
 fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
