@@ -1,8 +1,11 @@
 //! Shared helpers for the integration scenarios (namespaces, peers, privilege checks).
 
+pub mod bins;
 pub mod netns;
 pub mod rtp;
 pub mod sip;
+#[cfg(feature = "xdp")]
+pub mod xdp;
 
 /// A command line for showing: `VAR=value program arg arg`, arguments with spaces quoted.
 pub fn show_command(cmd: &std::process::Command) -> String {
@@ -52,6 +55,24 @@ macro_rules! require_privileged {
             let _ = std::io::Write::write_all(
                 &mut std::io::stderr(),
                 format!("SKIPPED {}: needs root (CAP_BPF, CAP_NET_ADMIN); run `cargo xtask test`\n", module_path!()).as_bytes(),
+            );
+            return;
+        }
+    };
+}
+
+/// Skips (returns from) the calling test when sipp is missing, or panics under CI.
+#[macro_export]
+macro_rules! require_sipp {
+    () => {
+        if !$crate::sip::sipp_available() {
+            assert!(
+                !$crate::in_ci(),
+                "sipp is not installed (apt-get install sip-tester)"
+            );
+            let _ = std::io::Write::write_all(
+                &mut std::io::stderr(),
+                format!("SKIPPED {}: sipp not installed\n", module_path!()).as_bytes(),
             );
             return;
         }

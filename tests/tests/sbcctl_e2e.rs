@@ -23,10 +23,10 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
+use tests::require_sipp;
 use tests::sip::{self, Trace};
 
 const SIP: &str = "127.0.0.1:25060";
@@ -45,55 +45,14 @@ const CLI: &str = "441234567";
 const CLI_HOLD: &str = "551234567";
 const CLD: &str = "3312345678";
 
-/// Skips (returns) when sipp is missing, except under CI where it is a failure.
-macro_rules! require_sipp {
-    () => {
-        if !sip::sipp_available() {
-            assert!(
-                !tests::in_ci(),
-                "sipp is not installed (apt-get install sip-tester)"
-            );
-            let _ = std::io::Write::write_all(
-                &mut std::io::stderr(),
-                format!("SKIPPED {}: sipp not installed\n", module_path!()).as_bytes(),
-            );
-            return;
-        }
-    };
-}
-
 /// `sipd` and `sbcctl` as built by this workspace, built once per test process (never a
 /// stale binary), in the target directory this test binary lives in.
 fn binaries() -> (PathBuf, PathBuf) {
-    static BUILT: Mutex<Option<(PathBuf, PathBuf)>> = Mutex::new(None);
-    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(b) = built.as_ref() {
-        return b.clone();
-    }
-    // target/<profile>/deps/<this test> -> target/<profile>/
-    let exe = std::env::current_exe().expect("current_exe");
-    let profile_dir = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("test binary lives in target/<profile>/deps")
-        .to_path_buf();
-    let release = profile_dir.file_name().is_some_and(|n| n == "release");
-    let mut cmd = Command::new(env!("CARGO"));
-    cmd.args([
-        "build", "-q", "-p", "sipd", "--bin", "sipd", "-p", "tui", "--bin", "sbcctl",
-    ]);
-    if release {
-        cmd.arg("--release");
-    }
-    cmd.env(
-        "CARGO_TARGET_DIR",
-        profile_dir.parent().expect("target dir"),
-    );
-    let st = cmd.status().expect("run cargo build for sipd and sbcctl");
-    assert!(st.success(), "building sipd and sbcctl failed");
-    let b = (profile_dir.join("sipd"), profile_dir.join("sbcctl"));
-    *built = Some(b.clone());
-    b
+    let [sipd, sbcctl]: [PathBuf; 2] =
+        tests::bins::cargo_bins(&[("sipd", "sipd"), ("tui", "sbcctl")])
+            .try_into()
+            .expect("two binaries");
+    (sipd, sbcctl)
 }
 
 /// A child process killed (SIGTERM, then SIGKILL) by PID when dropped.
