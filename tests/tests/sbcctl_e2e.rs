@@ -335,24 +335,8 @@ fn sipp(dir: &Path, name: &'static str, scenario: &str, local: &str, args: &[&st
     let local: SocketAddr = local.parse().unwrap();
     let file = |what: &str| dir.join(format!("{name}_{what}"));
     let mut cmd = Command::new("sipp");
-    cmd.arg("-sf")
-        .arg(sip::scenario(scenario))
-        .args(["-nostdin", "-t", "u1"])
-        .args(["-i", &local.ip().to_string()])
-        .args(["-p", &local.port().to_string()])
-        // sipp's RTP echo sockets, out of everyone's way.
-        .args(["-mp", &(40_000 + (local.port() % 2000) * 8).to_string()])
-        .args(["-timeout_error", "-max_recv_loops", "1000"])
-        .arg("-trace_msg")
-        .arg("-message_file")
-        .arg(file("messages.log"))
-        .arg("-trace_logs")
-        .arg("-log_file")
-        .arg(file("logs.log"))
-        .arg("-trace_err")
-        .arg("-error_file")
-        .arg(file("errors.log"))
-        .args(args)
+    sip::base_args(&mut cmd, scenario, "u1", local, file);
+    cmd.args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(file("stderr.log")).unwrap());
