@@ -405,8 +405,31 @@ fn sbcctl_provisions_a_call_and_finds_its_cdr() {
     let dir = tmp.0.clone();
     let (mut sbc, secret) = start(&dir, &sipd_bin, &sbcctl_bin);
 
-    // ---- admin: TOTP login, an operator -------------------------------------------------
-    let code = totp(&secret, now_secs());
+    admin_adds_an_operator(&sbc, &secret);
+    operator_logs_in(&sbc);
+    let prov = operator_provisions(&sbc);
+    tables_show_the_real_values(&sbc, prov.account_id);
+    let uas = digest_call_and_its_cdr(&sbc, &dir, &prov);
+    let call_id = held_call_hung_up_by_operator(&sbc, &dir, &prov);
+    drop(uas);
+    audit_has_every_change(&sbc, call_id);
+    logged_out_token_is_invalid(&sbc, &dir);
+
+    // ---- sipd stops cleanly ---------------------------------------------------------------
+    let st = sbc.sipd.stop(Duration::from_secs(10));
+    assert!(
+        st.is_some_and(|s| s.success()),
+        "sipd exit {st:?}:\n{}",
+        tail(&sbc.log(), 4000)
+    );
+    let took = started.elapsed();
+    eprintln!("sbcctl end to end: {took:.1?}");
+    assert!(took < Duration::from_secs(60), "took {took:?}");
+}
+
+/// The admin logs in with a TOTP code and adds an operator.
+fn admin_adds_an_operator(sbc: &Sbc, secret: &[u8]) {
+    let code = totp(secret, now_secs());
     let login = sbc.ctl(
         "admin",
         &[
@@ -452,8 +475,16 @@ fn sbcctl_provisions_a_call_and_finds_its_cdr() {
     assert_eq!(v["staff"]["username"], "ops", "{v:#}");
     assert_eq!(v["staff"]["role"], "operator", "{v:#}");
     assert!(v["strength"]["score"].as_u64().is_some(), "{v:#}");
+}
 
-    // ---- operator: provisioning -----------------------------------------------------------
+/// What the operator provisioned.
+struct Provisioned {
+    account_id: u64,
+    conn: Value,
+}
+
+/// The operator logs in; firewall changes are the admin's, refused.
+fn operator_logs_in(sbc: &Sbc) {
     let v = sbc
         .ctl(
             "ops",
@@ -471,7 +502,11 @@ fn sbcctl_provisions_a_call_and_finds_its_cdr() {
     let o = sbc.ctl("ops", &["firewall", "deny", "192.0.2.0/24"], "", &[]);
     assert_eq!(o.code, 2, "{o:?}");
     assert!(o.err.contains("need the admin role"), "{o:?}");
+}
 
+/// The operator provisions a tariff, a connection to the UAS, an account with digest
+/// credentials, two rules (digest for CLI 44…, IP-only for CLI 55…), and tops it up.
+fn operator_provisions(sbc: &Sbc) -> Provisioned {
     let tariff = sbc.json(
         "ops",
         &[
@@ -565,8 +600,11 @@ fn sbcctl_provisions_a_call_and_finds_its_cdr() {
         &["accounts", "topup", "e2e-acme", "10.00", "--note", "e2e"],
     );
     assert_eq!(micros(topped["balance"].as_str().unwrap()), 10_000_000);
+    Provisioned { account_id, conn }
+}
 
-    // Tables for people show the real values.
+/// Tables for people (`accounts list`, `rules list`) show the real values.
+fn tables_show_the_real_values(sbc: &Sbc, account_id: u64) {
     let table = sbc.ctl("ops", &["accounts", "list"], "", &[]);
     let row = table
         .ok()
@@ -595,10 +633,15 @@ fn sbcctl_provisions_a_call_and_finds_its_cdr() {
         rules.ok().contains("127.0.0.0/8") && rules.out.contains("prefix 44"),
         "{rules:?}"
     );
+}
 
-    // ---- a call with digest auth ---------------------------------------------------------
+/// A call with digest auth goes through; its CDR is found with sbcctl, the balance went down
+/// by its cost. Returns the UAS, which takes the held call next.
+fn digest_call_and_its_cdr(sbc: &Sbc, dir: &Path, prov: &Provisioned) -> Proc {
+    let Provisioned { account_id, conn } = prov;
+    let account_id = *account_id;
     let mut uas = sipp(
-        &dir,
+        dir,
         "uas",
         "uas.xml",
         UAS,
@@ -608,12 +651,12 @@ fn sbcctl_provisions_a_call_and_finds_its_cdr() {
     );
     let end = Instant::now() + Duration::from_secs(5);
     while !udp_bound(UAS) {
-        assert!(uas.try_wait().is_none(), "{:?}", sipp_files(&dir, "uas").2);
+        assert!(uas.try_wait().is_none(), "{:?}", sipp_files(dir, "uas").2);
         assert!(Instant::now() < end, "the UAS did not bind {UAS}");
         std::thread::sleep(Duration::from_millis(20));
     }
     let mut uac = sipp(
-        &dir,
+        dir,
         "uac",
         "uac.xml",
         UAC,
@@ -623,7 +666,7 @@ fn sbcctl_provisions_a_call_and_finds_its_cdr() {
         ],
     );
     let st = uac.wait(Duration::from_secs(17));
-    let (trace, logs, rest) = sipp_files(&dir, "uac");
+    let (trace, logs, rest) = sipp_files(dir, "uac");
     assert!(
         st.is_some_and(|s| s.success()),
         "UAC {st:?}\n{trace}\n{logs}\n{rest}\n{}",
@@ -646,7 +689,7 @@ fn sbcctl_provisions_a_call_and_finds_its_cdr() {
     let cdr = &cdrs[0];
     assert_eq!(cdr["result_code"], 200, "{cdr:#}");
     assert_eq!(cdr["account_id"], account_id, "{cdr:#}");
-    assert_eq!(cdr["connection_id"], id_of(&conn), "{cdr:#}");
+    assert_eq!(cdr["connection_id"], id_of(conn), "{cdr:#}");
     assert_eq!(
         (cdr["caller"].as_str(), cdr["callee"].as_str()),
         (Some(CLI), Some(CLD))
@@ -671,10 +714,17 @@ fn sbcctl_provisions_a_call_and_finds_its_cdr() {
         10_000_000 - cost,
         "{acct:#} after {cdr:#}"
     );
+    uas
+}
 
-    // ---- a held call, listed and hung up by the operator ---------------------------------
+/// A held call is listed with `sbcctl calls list` and hung up with `sbcctl calls hangup`: the
+/// UAC gets the BYE, the CDR says "hung up by operator". Returns the call's id.
+fn held_call_hung_up_by_operator(sbc: &Sbc, dir: &Path, prov: &Provisioned) -> u64 {
+    let Provisioned { account_id, conn } = prov;
+    let account_id = *account_id;
+    let q = ["cdrs", "list", "--account", &account_id.to_string()];
     let mut held = sipp(
-        &dir,
+        dir,
         "uac_hold",
         "uac_recv_bye.xml",
         UAC_HOLD,
@@ -696,7 +746,7 @@ fn sbcctl_provisions_a_call_and_finds_its_cdr() {
         (Some(CLI_HOLD), Some(CLD))
     );
     assert_eq!(call["source"], UAC_HOLD, "{call:#}");
-    assert_eq!(call["connection_id"], id_of(&conn), "{call:#}");
+    assert_eq!(call["connection_id"], id_of(conn), "{call:#}");
     let call_id = id_of(call);
     let table = sbc.ctl("ops", &["calls", "list"], "", &[]);
     let row = table
@@ -715,7 +765,7 @@ fn sbcctl_provisions_a_call_and_finds_its_cdr() {
             CLI_HOLD,
             CLD,
             UAC_HOLD,
-            &id_of(&conn).to_string(),
+            &id_of(conn).to_string(),
             "yes"
         ],
         "{table:?}"
@@ -723,7 +773,7 @@ fn sbcctl_provisions_a_call_and_finds_its_cdr() {
     let o = sbc.ctl("ops", &["calls", "hangup", &call_id.to_string()], "", &[]);
     assert_eq!(o.ok(), format!("hung up call {call_id}\n"));
     let st = held.wait(Duration::from_secs(10));
-    let (trace, logs, rest) = sipp_files(&dir, "uac_hold");
+    let (trace, logs, rest) = sipp_files(dir, "uac_hold");
     assert!(
         st.is_some_and(|s| s.success()),
         "held UAC {st:?}\n{trace}\n{logs}\n{rest}"
@@ -743,9 +793,11 @@ fn sbcctl_provisions_a_call_and_finds_its_cdr() {
     assert_eq!(sbc.json("ops", &["calls", "list"]), json!([]));
     let o = sbc.ctl("ops", &["calls", "hangup", &call_id.to_string()], "", &[]);
     assert_eq!(o.code, 3, "{o:?}");
-    drop(uas);
+    call_id
+}
 
-    // ---- the audit log has every change, by whom ----------------------------------------
+/// The audit log has every change, by whom, and nothing else.
+fn audit_has_every_change(sbc: &Sbc, call_id: u64) {
     let audit = sbc.json("admin", &["audit"]);
     let entries: Vec<(String, String, String, String)> = audit
         .as_array()
@@ -790,8 +842,10 @@ fn sbcctl_provisions_a_call_and_finds_its_cdr() {
     );
     let filtered = sbc.json("admin", &["audit", "--user", "ops", "--kind", "update"]);
     assert_eq!(filtered.as_array().map(Vec::len), Some(1), "{filtered:#}");
+}
 
-    // ---- a logged-out token is token_invalid --------------------------------------------
+/// A logged-out token is `token_invalid`; `logout` removes the saved token.
+fn logged_out_token_is_invalid(sbc: &Sbc, dir: &Path) {
     let tok = sbc
         .ctl(
             "tok",
@@ -825,17 +879,6 @@ fn sbcctl_provisions_a_call_and_finds_its_cdr() {
     let o = sbc.ctl("ops", &["logout"], "", &[]);
     assert_eq!(o.ok(), "logged out\n");
     assert!(!dir.join("cfg-ops/sbcctl/token").exists());
-
-    // ---- sipd stops cleanly ---------------------------------------------------------------
-    let st = sbc.sipd.stop(Duration::from_secs(10));
-    assert!(
-        st.is_some_and(|s| s.success()),
-        "sipd exit {st:?}:\n{}",
-        tail(&sbc.log(), 4000)
-    );
-    let took = started.elapsed();
-    eprintln!("sbcctl end to end: {took:.1?}");
-    assert!(took < Duration::from_secs(60), "took {took:?}");
 }
 
 // ---- TOTP (RFC 6238 over HMAC-SHA-1, RFC 2104 / FIPS 180-4), for the admin's login --------
