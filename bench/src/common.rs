@@ -1,4 +1,7 @@
-//! Helpers both benchmarks use: CPU pinning, readings from `/proc`, report formatting.
+//! Helpers both benchmarks use: CPU pinning, readings from `/proc`, rtpengine's command line,
+//! report formatting.
+
+use std::path::Path;
 
 /// Sets the CPU affinity of a thread (`tid` 0: the calling one) to one CPU.
 pub fn set_affinity(tid: i32, cpu: usize) -> std::io::Result<()> {
@@ -82,4 +85,61 @@ pub fn kernel_release() -> String {
 /// A number with `prec` decimals, or `-`.
 pub fn opt(v: Option<f64>, prec: usize) -> String {
     v.map_or("-".into(), |n| format!("{n:.prec$}"))
+}
+
+/// Debian's rtpengine, if installed.
+pub fn rtpengine() -> anyhow::Result<&'static Path> {
+    let bin = Path::new("/usr/bin/rtpengine");
+    if !bin.exists() {
+        anyhow::bail!("/usr/bin/rtpengine not installed (apt install rtpengine-daemon)");
+    }
+    Ok(bin)
+}
+
+/// rtpengine's arguments as both benchmarks run it: no configuration file, no kernel table
+/// (userspace forwarding only; the module is not loaded here), in the foreground logging
+/// warnings to stderr, sessions deleted at once, media on `ports` (first, last). Interfaces
+/// and the ng listener come after.
+pub fn rtpengine_userspace_args(ports: (u16, u16)) -> Vec<String> {
+    [
+        "--config-file=none",
+        "--table=-1",
+        "--foreground",
+        "--log-stderr",
+        "--log-level=4",
+        "--delete-delay=0",
+    ]
+    .into_iter()
+    .map(String::from)
+    .chain([
+        format!("--port-min={}", ports.0),
+        format!("--port-max={}", ports.1),
+    ])
+    .collect()
+}
+
+#[cfg(test)]
+mod unit {
+    #[test]
+    fn rtpengine_userspace_command_line() {
+        assert_eq!(
+            super::rtpengine_userspace_args((40000, 49999)),
+            [
+                "--config-file=none",
+                "--table=-1",
+                "--foreground",
+                "--log-stderr",
+                "--log-level=4",
+                "--delete-delay=0",
+                "--port-min=40000",
+                "--port-max=49999",
+            ]
+        );
+    }
+
+    #[test]
+    fn opt_formats_or_dashes() {
+        assert_eq!(super::opt(Some(1.234), 1), "1.2");
+        assert_eq!(super::opt(None, 1), "-");
+    }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -14,6 +14,7 @@ use relay_user::ng::message::OfferAnswer;
 use relay_user::ng::sdp;
 
 use super::{CALLEE_PORT, CALLER_PORT, NG_PORT, Opts, Plane};
+use crate::common;
 
 /// A started relay and how to reach its calls.
 pub(super) struct Relay {
@@ -51,24 +52,13 @@ pub(super) fn start_relay(
         .args(["--", "taskset", "-c", &relay_cpu.to_string()]);
     match plane {
         Plane::Rtpengine => {
-            let bin = Path::new("/usr/bin/rtpengine");
-            if !bin.exists() {
-                bail!("/usr/bin/rtpengine not installed (apt install rtpengine-daemon)");
-            }
-            cmd.arg(bin).args([
-                "--config-file=none",
-                // No kernel table: userspace forwarding only (the module is not loaded here).
-                "--table=-1",
-                "--foreground",
-                "--log-stderr",
-                "--log-level=4",
-                "--delete-delay=0",
-                "--port-min=40000",
-                "--port-max=49999",
-                &format!("--interface=caller/{relay_a}"),
-                &format!("--interface=callee/{relay_b}"),
-                &format!("--listen-ng={ng_addr}"),
-            ]);
+            cmd.arg(common::rtpengine()?)
+                .args(common::rtpengine_userspace_args((40000, 49999)))
+                .args([
+                    &format!("--interface=caller/{relay_a}"),
+                    &format!("--interface=callee/{relay_b}"),
+                    &format!("--listen-ng={ng_addr}"),
+                ]);
         }
         _ => {
             let bin = relayd_path(o)?;

@@ -14,6 +14,7 @@ use super::{
     KAMAILIO_PORT, NG_PORT, Opts, PASSWORD, REALM, RTPENGINE_MEDIA, SIPD_MEDIA, SIPD_MGMT_PORT,
     SIPD_PORT, UAS_PORT, USER,
 };
+use crate::common;
 
 pub(super) const KAMAILIO_CFG: &str = include_str!("../../sip/kamailio.cfg");
 
@@ -46,10 +47,7 @@ pub(super) fn start_kamailio(
     tmp: &Path,
     log: &Path,
 ) -> anyhow::Result<Proxy> {
-    let rtpengine = Path::new("/usr/bin/rtpengine");
-    if !rtpengine.exists() {
-        bail!("/usr/bin/rtpengine not installed (apt install rtpengine-daemon)");
-    }
+    let rtpengine = common::rtpengine()?;
     procs::ensure_free(NG_PORT, "rtpengine ng")?;
     let version = |cmd: &str, arg: &str, prefix: &str| -> String {
         Command::new(cmd)
@@ -71,18 +69,13 @@ pub(super) fn start_kamailio(
     let media_log = log.with_file_name("sip-kamailio-rtpengine.log");
     let _ = std::fs::remove_file(&media_log);
     let mut cmd = Command::new("taskset");
-    cmd.args(["-c", &cpu.to_string()]).arg(rtpengine).args([
-        "--config-file=none",
-        "--table=-1",
-        "--foreground",
-        "--log-stderr",
-        "--log-level=4",
-        "--delete-delay=0",
-        &format!("--port-min={}", RTPENGINE_MEDIA.0),
-        &format!("--port-max={}", RTPENGINE_MEDIA.1),
-        "--interface=127.0.0.1",
-        &format!("--listen-ng=127.0.0.1:{NG_PORT}"),
-    ]);
+    cmd.args(["-c", &cpu.to_string()])
+        .arg(rtpengine)
+        .args(common::rtpengine_userspace_args(RTPENGINE_MEDIA))
+        .args([
+            "--interface=127.0.0.1",
+            &format!("--listen-ng=127.0.0.1:{NG_PORT}"),
+        ]);
     let mut media = Proc::spawn("rtpengine", &mut cmd, &media_log)?;
     let ng = NgClient::new(SocketAddr::from(([127, 0, 0, 1], NG_PORT)))?;
     if let Err(e) = ng.wait_ready(Duration::from_secs(10)) {
