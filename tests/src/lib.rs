@@ -28,6 +28,15 @@ pub fn show_command(cmd: &std::process::Command) -> String {
     s
 }
 
+/// The last `max` bytes of `s` (fewer, to start on a character), for long outputs in messages.
+pub fn tail(s: &str, max: usize) -> &str {
+    let mut i = s.len().saturating_sub(max);
+    while !s.is_char_boundary(i) {
+        i += 1;
+    }
+    &s[i..]
+}
+
 /// Whether this process may load XDP programs and create network namespaces.
 ///
 /// Privileged tests call [`require_privileged!`]: outside CI they skip with a message when this

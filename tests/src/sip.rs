@@ -25,6 +25,7 @@ use anyhow::{Context as _, bail};
 
 use crate::netns::{Netns, NsChild};
 use crate::rtp::{self, Flow, RecvConfig, SendConfig};
+use crate::tail;
 
 pub use raw::{RawSip, in_dialog, invite, malformed_messages, nul_bytes, sdp_media};
 pub use trace::{Msg, Trace};
@@ -351,17 +352,6 @@ impl Drop for SippRun {
     }
 }
 
-fn tail(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut i = s.len() - max;
-    while !s.is_char_boundary(i) {
-        i += 1;
-    }
-    &s[i..]
-}
-
 /// What a sipp did.
 #[derive(Debug, Clone)]
 pub struct SippOutcome {
@@ -412,10 +402,14 @@ impl std::fmt::Display for SippOutcome {
 
 /// Whether a UDP socket is bound at `addr` inside `ns` (reads the thread's /proc/net).
 pub fn udp_bound(ns: &Netns, addr: SocketAddr) -> bool {
+    ns.enter(|| udp_bound_here(addr))
+}
+
+/// Whether a UDP socket is bound at `addr`'s port, of its family, in the calling thread's
+/// network namespace.
+pub fn udp_bound_here(addr: SocketAddr) -> bool {
     let file = if addr.is_ipv4() { "udp" } else { "udp6" };
-    let text = ns
-        .enter(|| std::fs::read_to_string(format!("/proc/thread-self/net/{file}")))
-        .unwrap_or_default();
+    let text = std::fs::read_to_string(format!("/proc/thread-self/net/{file}")).unwrap_or_default();
     let port = format!(":{:04X} ", addr.port());
     text.lines().skip(1).any(|l| {
         l.split_whitespace()

@@ -26,8 +26,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
-use tests::require_sipp;
 use tests::sip::{self, Trace};
+use tests::{require_sipp, tail};
 
 const SIP: &str = "127.0.0.1:25060";
 const MGMT: &str = "127.0.0.1:28443";
@@ -229,14 +229,6 @@ impl Sbc {
     }
 }
 
-fn tail(s: &str, max: usize) -> &str {
-    let mut i = s.len().saturating_sub(max);
-    while !s.is_char_boundary(i) {
-        i += 1;
-    }
-    &s[i..]
-}
-
 /// Writes sbc.toml, runs `sipd init` (returns the admin's TOTP secret) and `sipd run` until
 /// it is ready.
 fn start(dir: &Path, sipd: &Path, sbcctl: &Path) -> (Sbc, Vec<u8>) {
@@ -358,20 +350,6 @@ fn sipp_files(dir: &Path, name: &str) -> (Trace, String, String) {
         tail(&read("stderr.log"), 2000)
     );
     (trace, logs, rest)
-}
-
-/// Whether a UDP socket is bound at `addr` in this network namespace.
-fn udp_bound(addr: &str) -> bool {
-    let port = format!(":{:04X} ", addr.parse::<SocketAddr>().unwrap().port());
-    std::fs::read_to_string("/proc/self/net/udp")
-        .unwrap_or_default()
-        .lines()
-        .skip(1)
-        .any(|l| {
-            l.split_whitespace()
-                .nth(1)
-                .is_some_and(|local| format!("{local} ").ends_with(&port))
-        })
 }
 
 /// A decimal money string ("0.03", "10", "-1.5") in micro-units.
@@ -650,7 +628,7 @@ fn digest_call_and_its_cdr(sbc: &Sbc, dir: &Path, prov: &Provisioned) -> Proc {
         ],
     );
     let end = Instant::now() + Duration::from_secs(5);
-    while !udp_bound(UAS) {
+    while !sip::udp_bound_here(UAS.parse().unwrap()) {
         assert!(uas.try_wait().is_none(), "{:?}", sipp_files(dir, "uas").2);
         assert!(Instant::now() < end, "the UAS did not bind {UAS}");
         std::thread::sleep(Duration::from_millis(20));
