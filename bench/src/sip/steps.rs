@@ -159,7 +159,7 @@ fn run_step(
         .map(|(a, b)| 100.0 * (b - a) / wall)
         .collect();
     let (successful, failed, generated_cps, verdict, passed, st) =
-        verdict(&stats, run.status, calls, rate, timeout_s, &uac_log);
+        verdict(stats.as_ref(), run.status, calls, rate, timeout_s, &uac_log);
     let step = Step {
         system,
         rate,
@@ -233,7 +233,7 @@ type Verdict = (u64, u64, Option<f64>, String, bool, sipp::UacStats);
 
 /// (successful, failed, generated cps, verdict, passed, sipp's statistics) of a step.
 fn verdict(
-    stats: &Option<sipp::UacStats>,
+    stats: Option<&sipp::UacStats>,
     status: Option<std::process::ExitStatus>,
     calls: u64,
     rate: u32,
