@@ -1050,6 +1050,13 @@ fn with(mut frame: Vec<u8>, at: usize, bytes: &[u8]) -> Vec<u8> {
     frame
 }
 
+/// What leaves the relay for B: from the partner leg's port to B's port, TTL - 1, B's MAC.
+fn to_b(sport: u16, dport: u16) -> Frame {
+    udp4(RELAY4, sport, PEER_B4, dport, RTP)
+        .ttl(63)
+        .macs(RELAY_MAC, PEER_B_MAC)
+}
+
 /// The table, in order: the fixtures share one program and its maps, so each sees what the
 /// ones before it left.
 fn fixtures() -> Vec<Fixture> {
@@ -1677,12 +1684,6 @@ fn relay_forwarding_fixtures() -> Vec<Fixture> {
     use Stat::*;
     let (relay, a, b) = (RELAY4, PEER_A4, PEER_B4);
     let plain = udp4(a, 4000, relay, 30000, RTP);
-    // What leaves for B: from the partner leg's port to B's port, TTL - 1, B's MAC.
-    let to_b = |sport: u16, dport: u16| {
-        udp4(relay, sport, b, dport, RTP)
-            .ttl(63)
-            .macs(RELAY_MAC, PEER_B_MAC)
-    };
     vec![
         fx(
             "A -> relay -> B: XDP_TX, rewritten",
@@ -1827,12 +1828,6 @@ fn relay_egress_fixtures() -> Vec<Fixture> {
 fn latching_fixtures() -> Vec<Fixture> {
     use Stat::*;
     let (relay, a, b) = (RELAY4, PEER_A4, PEER_B4);
-    // What leaves for B: from the partner leg's port to B's port, TTL - 1, B's MAC.
-    let to_b = |sport: u16, dport: u16| {
-        udp4(relay, sport, b, dport, RTP)
-            .ttl(63)
-            .macs(RELAY_MAC, PEER_B_MAC)
-    };
     vec![
         fx(
             "first packet latches the NATed source",
@@ -1922,12 +1917,6 @@ fn relay_to_userspace_fixtures() -> Vec<Fixture> {
     use Stat::*;
     let (relay, a, b) = (RELAY4, PEER_A4, PEER_B4);
     let plain = udp4(a, 4000, relay, 30000, RTP);
-    // What leaves for B: from the partner leg's port to B's port, TTL - 1, B's MAC.
-    let to_b = |sport: u16, dport: u16| {
-        udp4(relay, sport, b, dport, RTP)
-            .ttl(63)
-            .macs(RELAY_MAC, PEER_B_MAC)
-    };
     vec![
         fx(
             "inactive leg: userspace",
