@@ -1,8 +1,11 @@
 //! Shared helpers for the integration scenarios (namespaces, peers, privilege checks).
 
+pub mod bins;
 pub mod netns;
 pub mod rtp;
 pub mod sip;
+#[cfg(feature = "xdp")]
+pub mod xdp;
 
 /// A command line for showing: `VAR=value program arg arg`, arguments with spaces quoted.
 pub fn show_command(cmd: &std::process::Command) -> String {
@@ -23,6 +26,15 @@ pub fn show_command(cmd: &std::process::Command) -> String {
         }
     }
     s
+}
+
+/// The last `max` bytes of `s` (fewer, to start on a character), for long outputs in messages.
+pub fn tail(s: &str, max: usize) -> &str {
+    let mut i = s.len().saturating_sub(max);
+    while !s.is_char_boundary(i) {
+        i += 1;
+    }
+    &s[i..]
 }
 
 /// Whether this process may load XDP programs and create network namespaces.
@@ -52,6 +64,24 @@ macro_rules! require_privileged {
             let _ = std::io::Write::write_all(
                 &mut std::io::stderr(),
                 format!("SKIPPED {}: needs root (CAP_BPF, CAP_NET_ADMIN); run `cargo xtask test`\n", module_path!()).as_bytes(),
+            );
+            return;
+        }
+    };
+}
+
+/// Skips (returns from) the calling test when sipp is missing, or panics under CI.
+#[macro_export]
+macro_rules! require_sipp {
+    () => {
+        if !$crate::sip::sipp_available() {
+            assert!(
+                !$crate::in_ci(),
+                "sipp is not installed (apt-get install sip-tester)"
+            );
+            let _ = std::io::Write::write_all(
+                &mut std::io::stderr(),
+                format!("SKIPPED {}: sipp not installed\n", module_path!()).as_bytes(),
             );
             return;
         }

@@ -299,7 +299,6 @@ fn firewall_verdicts_match_across_data_planes() {
     require_privileged!();
     let _serial = serial();
     let p = Parity::new().expect("topology and XDP data plane");
-    let (src4, src6) = (p.src(false), p.src(true));
     let sip = Service {
         port: SIP_PORT,
         proto: Proto::Udp,
@@ -307,7 +306,17 @@ fn firewall_verdicts_match_across_data_planes() {
         restricted: false,
         sip: true,
     };
+    bans(&p, sip);
+    static_deny(&p);
+    restricted_service(&p);
+    sip_rate_limits(&p, sip);
+    session_cap(&p, sip);
+    p.reset();
+}
 
+/// Nothing configured passes; a ban drops everything from its source until it runs out.
+fn bans(p: &Parity, sip: Service) {
+    let (src4, src6) = (p.src(false), p.src(true));
     // Baseline: nothing configured, everything passes as "other".
     p.reset();
     p.run(
@@ -353,7 +362,10 @@ fn firewall_verdicts_match_across_data_planes() {
     );
     assert!(p.xdp.ban_list().unwrap()[0].expired);
     assert!(p.user.ban_list().unwrap()[0].expired);
+}
 
+fn static_deny(p: &Parity) {
+    let (src4, src6) = (p.src(false), p.src(true));
     // Static deny, by CIDR, per family.
     p.reset();
     let net4 = Cidr::new(src4, 24).unwrap();
@@ -371,7 +383,10 @@ fn firewall_verdicts_match_across_data_planes() {
         &[v6(SIP_PORT, OPTIONS), v4(MEDIA_PORT, RTP)],
         &[Stat::DropDenied, Stat::PassOther],
     );
+}
 
+fn restricted_service(p: &Parity) {
+    let (src4, src6) = (p.src(false), p.src(true));
     // A restricted service admits only its allow list; other ports are untouched.
     p.reset();
     p.both(|dp| {
@@ -389,13 +404,17 @@ fn firewall_verdicts_match_across_data_planes() {
         &[v4(ACL_PORT, RTP), v6(ACL_PORT, RTP), v6(MEDIA_PORT, RTP)],
         &[Stat::PassService, Stat::DropServiceAcl, Stat::PassOther],
     );
+    let net6 = Cidr::new(src6, 64).unwrap();
     p.both(|dp| dp.allow_add(ServiceId::Management, net6));
     p.run(
         "restricted service, v6 allowed",
         &[v6(ACL_PORT, RTP)],
         &[Stat::PassService],
     );
+}
 
+/// The SIP guard's packet rate and INVITE calls per second.
+fn sip_rate_limits(p: &Parity, sip: Service) {
     // SIP packet rate: a burst of 5 at 1/s, so 8 back-to-back packets leave 3 over.
     p.reset();
     p.both(|dp| dp.service_set(sip));
@@ -449,7 +468,10 @@ fn firewall_verdicts_match_across_data_planes() {
             Stat::DropSipInviteRate,
         ],
     );
+}
 
+fn session_cap(p: &Parity, sip: Service) {
+    let src4 = p.src(false);
     // Session cap: the guard default, then a source's own limit overriding it.
     p.reset();
     p.both(|dp| dp.service_set(sip));
@@ -487,5 +509,4 @@ fn firewall_verdicts_match_across_data_planes() {
         &[v4(SIP_PORT, INVITE)],
         &[Stat::PassSip],
     );
-    p.reset();
 }

@@ -53,36 +53,9 @@ impl Plane {
     }
 }
 
-/// relayd as built by this workspace (`cargo test --workspace` builds it; a lone
-/// `cargo test -p tests` builds it here on first use).
+/// relayd as built by this workspace, built once per test process (never a stale binary).
 fn relayd_bin() -> PathBuf {
-    static BUILT: Mutex<Option<PathBuf>> = Mutex::new(None);
-    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(p) = built.as_ref() {
-        return p.clone();
-    }
-    // target/<profile>/deps/<this test> -> target/<profile>/relayd
-    let exe = std::env::current_exe().expect("current_exe");
-    let profile_dir = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("test binary lives in target/<profile>/deps")
-        .to_path_buf();
-    let bin = profile_dir.join("relayd");
-    if !bin.is_file() {
-        let release = profile_dir.file_name().is_some_and(|n| n == "release");
-        let mut cmd = std::process::Command::new(env!("CARGO"));
-        cmd.args(["build", "-p", "relay-user", "--bin", "relayd"]);
-        if release {
-            cmd.arg("--release");
-        }
-        let target_dir = profile_dir.parent().expect("target dir");
-        cmd.env("CARGO_TARGET_DIR", target_dir);
-        let st = cmd.status().expect("run cargo build for relayd");
-        assert!(st.success(), "building relayd failed");
-    }
-    *built = Some(bin.clone());
-    bin
+    tests::bins::cargo_bin("relay-user", "relayd")
 }
 
 /// A running relay on a fresh topology. Dropping it stops relayd and removes its pins.
@@ -127,7 +100,7 @@ impl Relay {
         };
         r.spawn()?;
         if plane == Plane::XdpNative {
-            r._peer_pass = Some(r.attach_peer_pass()?);
+            r._peer_pass = Some(tests::xdp::attach_peer_pass(&r.topo, &r.instance)?);
         }
         Ok(r)
     }
@@ -180,28 +153,6 @@ impl Relay {
 
     fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// A native XDP redirect into a veth is only delivered when the receiving end runs an XDP
-    /// program of its own (the kernel sets up the veth's XDP receive path then); on real NICs
-    /// this is not needed. The object's `sbc_xdp_pass` is that program.
-    fn attach_peer_pass(&self) -> anyhow::Result<aya::Ebpf> {
-        use aya::programs::{Xdp, XdpMode};
-        let mut ebpf =
-            relay_user::loader::load_pinned(relay_user::object::ebpf_object(), &self.instance)?;
-        let prog: &mut Xdp = ebpf
-            .program_mut("sbc_xdp_pass")
-            .context("sbc_xdp_pass in the object")?
-            .try_into()?;
-        prog.load()?;
-        for (ns, dev) in [
-            (&self.topo.caller, &self.topo.caller_if.dev),
-            (&self.topo.callee, &self.topo.callee_if.dev),
-        ] {
-            ns.enter(|| prog.attach(dev, XdpMode::Driver))
-                .with_context(|| format!("attach sbc_xdp_pass to {dev}"))?;
-        }
-        Ok(ebpf)
     }
 
     /// SIGTERM relayd and start it again on the same instance (pins).

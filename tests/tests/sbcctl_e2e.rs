@@ -23,11 +23,11 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 use tests::sip::{self, Trace};
+use tests::{require_sipp, tail};
 
 const SIP: &str = "127.0.0.1:25060";
 const MGMT: &str = "127.0.0.1:28443";
@@ -45,55 +45,14 @@ const CLI: &str = "441234567";
 const CLI_HOLD: &str = "551234567";
 const CLD: &str = "3312345678";
 
-/// Skips (returns) when sipp is missing, except under CI where it is a failure.
-macro_rules! require_sipp {
-    () => {
-        if !sip::sipp_available() {
-            assert!(
-                !tests::in_ci(),
-                "sipp is not installed (apt-get install sip-tester)"
-            );
-            let _ = std::io::Write::write_all(
-                &mut std::io::stderr(),
-                format!("SKIPPED {}: sipp not installed\n", module_path!()).as_bytes(),
-            );
-            return;
-        }
-    };
-}
-
 /// `sipd` and `sbcctl` as built by this workspace, built once per test process (never a
 /// stale binary), in the target directory this test binary lives in.
 fn binaries() -> (PathBuf, PathBuf) {
-    static BUILT: Mutex<Option<(PathBuf, PathBuf)>> = Mutex::new(None);
-    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(b) = built.as_ref() {
-        return b.clone();
-    }
-    // target/<profile>/deps/<this test> -> target/<profile>/
-    let exe = std::env::current_exe().expect("current_exe");
-    let profile_dir = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("test binary lives in target/<profile>/deps")
-        .to_path_buf();
-    let release = profile_dir.file_name().is_some_and(|n| n == "release");
-    let mut cmd = Command::new(env!("CARGO"));
-    cmd.args([
-        "build", "-q", "-p", "sipd", "--bin", "sipd", "-p", "tui", "--bin", "sbcctl",
-    ]);
-    if release {
-        cmd.arg("--release");
-    }
-    cmd.env(
-        "CARGO_TARGET_DIR",
-        profile_dir.parent().expect("target dir"),
-    );
-    let st = cmd.status().expect("run cargo build for sipd and sbcctl");
-    assert!(st.success(), "building sipd and sbcctl failed");
-    let b = (profile_dir.join("sipd"), profile_dir.join("sbcctl"));
-    *built = Some(b.clone());
-    b
+    let [sipd, sbcctl]: [PathBuf; 2] =
+        tests::bins::cargo_bins(&[("sipd", "sipd"), ("tui", "sbcctl")])
+            .try_into()
+            .expect("two binaries");
+    (sipd, sbcctl)
 }
 
 /// A child process killed (SIGTERM, then SIGKILL) by PID when dropped.
@@ -270,14 +229,6 @@ impl Sbc {
     }
 }
 
-fn tail(s: &str, max: usize) -> &str {
-    let mut i = s.len().saturating_sub(max);
-    while !s.is_char_boundary(i) {
-        i += 1;
-    }
-    &s[i..]
-}
-
 /// Writes sbc.toml, runs `sipd init` (returns the admin's TOTP secret) and `sipd run` until
 /// it is ready.
 fn start(dir: &Path, sipd: &Path, sbcctl: &Path) -> (Sbc, Vec<u8>) {
@@ -376,24 +327,8 @@ fn sipp(dir: &Path, name: &'static str, scenario: &str, local: &str, args: &[&st
     let local: SocketAddr = local.parse().unwrap();
     let file = |what: &str| dir.join(format!("{name}_{what}"));
     let mut cmd = Command::new("sipp");
-    cmd.arg("-sf")
-        .arg(sip::scenario(scenario))
-        .args(["-nostdin", "-t", "u1"])
-        .args(["-i", &local.ip().to_string()])
-        .args(["-p", &local.port().to_string()])
-        // sipp's RTP echo sockets, out of everyone's way.
-        .args(["-mp", &(40_000 + (local.port() % 2000) * 8).to_string()])
-        .args(["-timeout_error", "-max_recv_loops", "1000"])
-        .arg("-trace_msg")
-        .arg("-message_file")
-        .arg(file("messages.log"))
-        .arg("-trace_logs")
-        .arg("-log_file")
-        .arg(file("logs.log"))
-        .arg("-trace_err")
-        .arg("-error_file")
-        .arg(file("errors.log"))
-        .args(args)
+    sip::base_args(&mut cmd, scenario, "u1", local, file);
+    cmd.args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(file("stderr.log")).unwrap());
@@ -415,20 +350,6 @@ fn sipp_files(dir: &Path, name: &str) -> (Trace, String, String) {
         tail(&read("stderr.log"), 2000)
     );
     (trace, logs, rest)
-}
-
-/// Whether a UDP socket is bound at `addr` in this network namespace.
-fn udp_bound(addr: &str) -> bool {
-    let port = format!(":{:04X} ", addr.parse::<SocketAddr>().unwrap().port());
-    std::fs::read_to_string("/proc/self/net/udp")
-        .unwrap_or_default()
-        .lines()
-        .skip(1)
-        .any(|l| {
-            l.split_whitespace()
-                .nth(1)
-                .is_some_and(|local| format!("{local} ").ends_with(&port))
-        })
 }
 
 /// A decimal money string ("0.03", "10", "-1.5") in micro-units.
@@ -462,8 +383,31 @@ fn sbcctl_provisions_a_call_and_finds_its_cdr() {
     let dir = tmp.0.clone();
     let (mut sbc, secret) = start(&dir, &sipd_bin, &sbcctl_bin);
 
-    // ---- admin: TOTP login, an operator -------------------------------------------------
-    let code = totp(&secret, now_secs());
+    admin_adds_an_operator(&sbc, &secret);
+    operator_logs_in(&sbc);
+    let prov = operator_provisions(&sbc);
+    tables_show_the_real_values(&sbc, prov.account_id);
+    let uas = digest_call_and_its_cdr(&sbc, &dir, &prov);
+    let call_id = held_call_hung_up_by_operator(&sbc, &dir, &prov);
+    drop(uas);
+    audit_has_every_change(&sbc, call_id);
+    logged_out_token_is_invalid(&sbc, &dir);
+
+    // ---- sipd stops cleanly ---------------------------------------------------------------
+    let st = sbc.sipd.stop(Duration::from_secs(10));
+    assert!(
+        st.is_some_and(|s| s.success()),
+        "sipd exit {st:?}:\n{}",
+        tail(&sbc.log(), 4000)
+    );
+    let took = started.elapsed();
+    eprintln!("sbcctl end to end: {took:.1?}");
+    assert!(took < Duration::from_secs(60), "took {took:?}");
+}
+
+/// The admin logs in with a TOTP code and adds an operator.
+fn admin_adds_an_operator(sbc: &Sbc, secret: &[u8]) {
+    let code = totp(secret, now_secs());
     let login = sbc.ctl(
         "admin",
         &[
@@ -509,8 +453,16 @@ fn sbcctl_provisions_a_call_and_finds_its_cdr() {
     assert_eq!(v["staff"]["username"], "ops", "{v:#}");
     assert_eq!(v["staff"]["role"], "operator", "{v:#}");
     assert!(v["strength"]["score"].as_u64().is_some(), "{v:#}");
+}
 
-    // ---- operator: provisioning -----------------------------------------------------------
+/// What the operator provisioned.
+struct Provisioned {
+    account_id: u64,
+    conn: Value,
+}
+
+/// The operator logs in; firewall changes are the admin's, refused.
+fn operator_logs_in(sbc: &Sbc) {
     let v = sbc
         .ctl(
             "ops",
@@ -528,7 +480,11 @@ fn sbcctl_provisions_a_call_and_finds_its_cdr() {
     let o = sbc.ctl("ops", &["firewall", "deny", "192.0.2.0/24"], "", &[]);
     assert_eq!(o.code, 2, "{o:?}");
     assert!(o.err.contains("need the admin role"), "{o:?}");
+}
 
+/// The operator provisions a tariff, a connection to the UAS, an account with digest
+/// credentials, two rules (digest for CLI 44…, IP-only for CLI 55…), and tops it up.
+fn operator_provisions(sbc: &Sbc) -> Provisioned {
     let tariff = sbc.json(
         "ops",
         &[
@@ -622,8 +578,11 @@ fn sbcctl_provisions_a_call_and_finds_its_cdr() {
         &["accounts", "topup", "e2e-acme", "10.00", "--note", "e2e"],
     );
     assert_eq!(micros(topped["balance"].as_str().unwrap()), 10_000_000);
+    Provisioned { account_id, conn }
+}
 
-    // Tables for people show the real values.
+/// Tables for people (`accounts list`, `rules list`) show the real values.
+fn tables_show_the_real_values(sbc: &Sbc, account_id: u64) {
     let table = sbc.ctl("ops", &["accounts", "list"], "", &[]);
     let row = table
         .ok()
@@ -652,10 +611,15 @@ fn sbcctl_provisions_a_call_and_finds_its_cdr() {
         rules.ok().contains("127.0.0.0/8") && rules.out.contains("prefix 44"),
         "{rules:?}"
     );
+}
 
-    // ---- a call with digest auth ---------------------------------------------------------
+/// A call with digest auth goes through; its CDR is found with sbcctl, the balance went down
+/// by its cost. Returns the UAS, which takes the held call next.
+fn digest_call_and_its_cdr(sbc: &Sbc, dir: &Path, prov: &Provisioned) -> Proc {
+    let Provisioned { account_id, conn } = prov;
+    let account_id = *account_id;
     let mut uas = sipp(
-        &dir,
+        dir,
         "uas",
         "uas.xml",
         UAS,
@@ -664,13 +628,13 @@ fn sbcctl_provisions_a_call_and_finds_its_cdr() {
         ],
     );
     let end = Instant::now() + Duration::from_secs(5);
-    while !udp_bound(UAS) {
-        assert!(uas.try_wait().is_none(), "{:?}", sipp_files(&dir, "uas").2);
+    while !sip::udp_bound_here(UAS.parse().unwrap()) {
+        assert!(uas.try_wait().is_none(), "{:?}", sipp_files(dir, "uas").2);
         assert!(Instant::now() < end, "the UAS did not bind {UAS}");
         std::thread::sleep(Duration::from_millis(20));
     }
     let mut uac = sipp(
-        &dir,
+        dir,
         "uac",
         "uac.xml",
         UAC,
@@ -680,7 +644,7 @@ fn sbcctl_provisions_a_call_and_finds_its_cdr() {
         ],
     );
     let st = uac.wait(Duration::from_secs(17));
-    let (trace, logs, rest) = sipp_files(&dir, "uac");
+    let (trace, logs, rest) = sipp_files(dir, "uac");
     assert!(
         st.is_some_and(|s| s.success()),
         "UAC {st:?}\n{trace}\n{logs}\n{rest}\n{}",
@@ -703,7 +667,7 @@ fn sbcctl_provisions_a_call_and_finds_its_cdr() {
     let cdr = &cdrs[0];
     assert_eq!(cdr["result_code"], 200, "{cdr:#}");
     assert_eq!(cdr["account_id"], account_id, "{cdr:#}");
-    assert_eq!(cdr["connection_id"], id_of(&conn), "{cdr:#}");
+    assert_eq!(cdr["connection_id"], id_of(conn), "{cdr:#}");
     assert_eq!(
         (cdr["caller"].as_str(), cdr["callee"].as_str()),
         (Some(CLI), Some(CLD))
@@ -728,10 +692,17 @@ fn sbcctl_provisions_a_call_and_finds_its_cdr() {
         10_000_000 - cost,
         "{acct:#} after {cdr:#}"
     );
+    uas
+}
 
-    // ---- a held call, listed and hung up by the operator ---------------------------------
+/// A held call is listed with `sbcctl calls list` and hung up with `sbcctl calls hangup`: the
+/// UAC gets the BYE, the CDR says "hung up by operator". Returns the call's id.
+fn held_call_hung_up_by_operator(sbc: &Sbc, dir: &Path, prov: &Provisioned) -> u64 {
+    let Provisioned { account_id, conn } = prov;
+    let account_id = *account_id;
+    let q = ["cdrs", "list", "--account", &account_id.to_string()];
     let mut held = sipp(
-        &dir,
+        dir,
         "uac_hold",
         "uac_recv_bye.xml",
         UAC_HOLD,
@@ -753,7 +724,7 @@ fn sbcctl_provisions_a_call_and_finds_its_cdr() {
         (Some(CLI_HOLD), Some(CLD))
     );
     assert_eq!(call["source"], UAC_HOLD, "{call:#}");
-    assert_eq!(call["connection_id"], id_of(&conn), "{call:#}");
+    assert_eq!(call["connection_id"], id_of(conn), "{call:#}");
     let call_id = id_of(call);
     let table = sbc.ctl("ops", &["calls", "list"], "", &[]);
     let row = table
@@ -772,7 +743,7 @@ fn sbcctl_provisions_a_call_and_finds_its_cdr() {
             CLI_HOLD,
             CLD,
             UAC_HOLD,
-            &id_of(&conn).to_string(),
+            &id_of(conn).to_string(),
             "yes"
         ],
         "{table:?}"
@@ -780,7 +751,7 @@ fn sbcctl_provisions_a_call_and_finds_its_cdr() {
     let o = sbc.ctl("ops", &["calls", "hangup", &call_id.to_string()], "", &[]);
     assert_eq!(o.ok(), format!("hung up call {call_id}\n"));
     let st = held.wait(Duration::from_secs(10));
-    let (trace, logs, rest) = sipp_files(&dir, "uac_hold");
+    let (trace, logs, rest) = sipp_files(dir, "uac_hold");
     assert!(
         st.is_some_and(|s| s.success()),
         "held UAC {st:?}\n{trace}\n{logs}\n{rest}"
@@ -800,9 +771,11 @@ fn sbcctl_provisions_a_call_and_finds_its_cdr() {
     assert_eq!(sbc.json("ops", &["calls", "list"]), json!([]));
     let o = sbc.ctl("ops", &["calls", "hangup", &call_id.to_string()], "", &[]);
     assert_eq!(o.code, 3, "{o:?}");
-    drop(uas);
+    call_id
+}
 
-    // ---- the audit log has every change, by whom ----------------------------------------
+/// The audit log has every change, by whom, and nothing else.
+fn audit_has_every_change(sbc: &Sbc, call_id: u64) {
     let audit = sbc.json("admin", &["audit"]);
     let entries: Vec<(String, String, String, String)> = audit
         .as_array()
@@ -847,8 +820,10 @@ fn sbcctl_provisions_a_call_and_finds_its_cdr() {
     );
     let filtered = sbc.json("admin", &["audit", "--user", "ops", "--kind", "update"]);
     assert_eq!(filtered.as_array().map(Vec::len), Some(1), "{filtered:#}");
+}
 
-    // ---- a logged-out token is token_invalid --------------------------------------------
+/// A logged-out token is `token_invalid`; `logout` removes the saved token.
+fn logged_out_token_is_invalid(sbc: &Sbc, dir: &Path) {
     let tok = sbc
         .ctl(
             "tok",
@@ -882,17 +857,6 @@ fn sbcctl_provisions_a_call_and_finds_its_cdr() {
     let o = sbc.ctl("ops", &["logout"], "", &[]);
     assert_eq!(o.ok(), "logged out\n");
     assert!(!dir.join("cfg-ops/sbcctl/token").exists());
-
-    // ---- sipd stops cleanly ---------------------------------------------------------------
-    let st = sbc.sipd.stop(Duration::from_secs(10));
-    assert!(
-        st.is_some_and(|s| s.success()),
-        "sipd exit {st:?}:\n{}",
-        tail(&sbc.log(), 4000)
-    );
-    let took = started.elapsed();
-    eprintln!("sbcctl end to end: {took:.1?}");
-    assert!(took < Duration::from_secs(60), "took {took:?}");
 }
 
 // ---- TOTP (RFC 6238 over HMAC-SHA-1, RFC 2104 / FIPS 180-4), for the admin's login --------

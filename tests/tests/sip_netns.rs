@@ -23,9 +23,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tests::netns::{NsChild, Topology, TopologyOptions};
-use tests::require_privileged;
 use tests::rtp;
 use tests::sip::{self, MediaCheck, RawSip, Sipp, SippOutcome};
+use tests::{require_privileged, require_sipp};
 
 const SIP_PORT: u16 = 5060;
 const RTP_PORT: u16 = 20_000;
@@ -37,23 +37,6 @@ const PACKETS: u64 = 50;
 fn serial() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
     LOCK.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Skips (returns) when sipp is missing, except under CI where it is a failure.
-macro_rules! require_sipp {
-    () => {
-        if !sip::sipp_available() {
-            assert!(
-                !tests::in_ci(),
-                "sipp is not installed (apt-get install sip-tester)"
-            );
-            let _ = std::io::Write::write_all(
-                &mut std::io::stderr(),
-                format!("SKIPPED {}: sipp not installed\n", module_path!()).as_bytes(),
-            );
-            return;
-        }
-    };
 }
 
 /// Carrier, relay and vendor namespaces, with the peers' RTP sockets.
@@ -432,33 +415,7 @@ fn direct_raw_carrier_call() {
 /// sipd as built by this workspace; built here once per test process (so a stale binary from
 /// an earlier build is never what gets tested).
 fn sipd_bin() -> PathBuf {
-    static BUILT: Mutex<Option<PathBuf>> = Mutex::new(None);
-    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(p) = built.as_ref() {
-        return p.clone();
-    }
-    // target/<profile>/deps/<this test> -> target/<profile>/sipd
-    let exe = std::env::current_exe().expect("current_exe");
-    let profile_dir = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("test binary lives in target/<profile>/deps")
-        .to_path_buf();
-    let release = profile_dir.file_name().is_some_and(|n| n == "release");
-    let mut cmd = std::process::Command::new(env!("CARGO"));
-    cmd.args(["build", "-q", "-p", "sipd", "--bin", "sipd"]);
-    if release {
-        cmd.arg("--release");
-    }
-    cmd.env(
-        "CARGO_TARGET_DIR",
-        profile_dir.parent().expect("target dir"),
-    );
-    let st = cmd.status().expect("run cargo build for sipd");
-    assert!(st.success(), "building sipd failed");
-    let bin = profile_dir.join("sipd");
-    *built = Some(bin.clone());
-    bin
+    tests::bins::cargo_bin("sipd", "sipd")
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

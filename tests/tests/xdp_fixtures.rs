@@ -1050,13 +1050,41 @@ fn with(mut frame: Vec<u8>, at: usize, bytes: &[u8]) -> Vec<u8> {
     frame
 }
 
+/// What leaves the relay for B: from the partner leg's port to B's port, TTL - 1, B's MAC.
+fn to_b(sport: u16, dport: u16) -> Frame {
+    udp4(RELAY4, sport, PEER_B4, dport, RTP)
+        .ttl(63)
+        .macs(RELAY_MAC, PEER_B_MAC)
+}
+
+/// The table, in order: the fixtures share one program and its maps, so each sees what the
+/// ones before it left.
 fn fixtures() -> Vec<Fixture> {
-    use Stat::*;
     let now = now_ns();
+    [
+        parsing_fixtures(),
+        parsing_ipv6_and_other_protocols(),
+        ban_and_deny_fixtures(now),
+        service_acl_fixtures(),
+        sip_packet_rate_fixtures(),
+        sip_invite_and_session_fixtures(),
+        sip_trusted_and_tcp_fixtures(),
+        relay_forwarding_fixtures(),
+        relay_egress_fixtures(),
+        latching_fixtures(),
+        relay_to_userspace_fixtures(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// 1. Parsing: Ethernet, VLAN, IPv4, UDP and TCP headers, malformed or cut short.
+fn parsing_fixtures() -> Vec<Fixture> {
+    use Stat::*;
     let (relay, a) = (RELAY4, PEER_A4);
     let plain = udp4(a, 4000, relay, 30000, RTP);
-    let mut v = vec![
-        // --- 1. parsing --------------------------------------------------------------------
+    vec![
         fx("ARP is not IP", arp(None), XDP_PASS, PassNotIp),
         fx("VLAN-tagged ARP", arp(Some(100)), XDP_PASS, PassNotIp),
         fx(
@@ -1151,6 +1179,15 @@ fn fixtures() -> Vec<Fixture> {
             XDP_DROP,
             DropMalformed,
         ),
+    ]
+}
+
+/// 1. Parsing, continued: IPv6, padding, IPv4 options, ICMP.
+fn parsing_ipv6_and_other_protocols() -> Vec<Fixture> {
+    use Stat::*;
+    let (relay, a) = (RELAY4, PEER_A4);
+    let plain = udp4(a, 4000, relay, 30000, RTP);
+    vec![
         fx(
             "IPv6 payload length beyond the frame",
             with(
@@ -1239,7 +1276,14 @@ fn fixtures() -> Vec<Fixture> {
             XDP_PASS,
             PassFragment,
         ),
-        // --- 2. bans -------------------------------------------------------------------------
+    ]
+}
+
+/// 2. Bans and 3. static deny.
+fn ban_and_deny_fixtures(now: u64) -> Vec<Fixture> {
+    use Stat::*;
+    let relay = RELAY4;
+    vec![
         fx(
             "live ban drops, even SIP",
             udp4([203, 0, 113, 7], 5060, relay, SIP, &sip("OPTIONS")).build(),
@@ -1312,7 +1356,14 @@ fn fixtures() -> Vec<Fixture> {
             XDP_DROP,
             DropDenied,
         ),
-        // --- 4. service ACL ---------------------------------------------------------------
+    ]
+}
+
+/// 4. The service ACL.
+fn service_acl_fixtures() -> Vec<Fixture> {
+    use Stat::*;
+    let relay = RELAY4;
+    vec![
         fx(
             "restricted SSH from outside its allow list",
             Frame::tcp(Ip::V4([198, 18, 0, 1]), 40000, Ip::V4(relay), SSH, b"").build(),
@@ -1382,7 +1433,14 @@ fn fixtures() -> Vec<Fixture> {
             XDP_PASS,
             PassOther,
         ),
-        // --- 5. SIP guard -----------------------------------------------------------------
+    ]
+}
+
+/// 5. SIP guard: the per-source packet rate.
+fn sip_packet_rate_fixtures() -> Vec<Fixture> {
+    use Stat::*;
+    let relay = RELAY4;
+    vec![
         fx(
             "SIP OPTIONS passes the guard",
             udp4([192, 0, 2, 10], 5060, relay, SIP, &sip("OPTIONS")).build(),
@@ -1469,6 +1527,14 @@ fn fixtures() -> Vec<Fixture> {
             assert_eq!(action, XDP_DROP, "bucket empty again");
             e.guard_config(base_guard());
         }),
+    ]
+}
+
+/// 5. SIP guard, continued: INVITE calls per second and the session cap.
+fn sip_invite_and_session_fixtures() -> Vec<Fixture> {
+    use Stat::*;
+    let relay = RELAY4;
+    vec![
         fx(
             "2 INVITEs within the burst of 2",
             udp4([192, 0, 2, 30], 5060, relay, SIP, &sip("INVITE")).build(),
@@ -1551,6 +1617,14 @@ fn fixtures() -> Vec<Fixture> {
             e.guard_config(base_guard());
             e.sessions(Ip::V6(v6("2001:db8:1::43")), 1, 1);
         }),
+    ]
+}
+
+/// 5. SIP guard, continued: trusted sources, SIP over TCP.
+fn sip_trusted_and_tcp_fixtures() -> Vec<Fixture> {
+    use Stat::*;
+    let relay = RELAY4;
+    vec![
         fx(
             "a trusted source (upstream, IP-auth carrier) skips the guard: over its rate",
             udp4([192, 0, 2, 44], 5060, relay, SIP, &sip("INVITE")).build(),
@@ -1602,21 +1676,14 @@ fn fixtures() -> Vec<Fixture> {
                 },
             )
         }),
-    ];
-    v.extend(relay_fixtures());
-    v
+    ]
 }
 
-fn relay_fixtures() -> Vec<Fixture> {
+/// 6. Media relay: forwarding both ways, RTCP, checksums, IPv6.
+fn relay_forwarding_fixtures() -> Vec<Fixture> {
     use Stat::*;
     let (relay, a, b) = (RELAY4, PEER_A4, PEER_B4);
     let plain = udp4(a, 4000, relay, 30000, RTP);
-    // What leaves for B: from the partner leg's port to B's port, TTL - 1, B's MAC.
-    let to_b = |sport: u16, dport: u16| {
-        udp4(relay, sport, b, dport, RTP)
-            .ttl(63)
-            .macs(RELAY_MAC, PEER_B_MAC)
-    };
     vec![
         fx(
             "A -> relay -> B: XDP_TX, rewritten",
@@ -1686,6 +1753,14 @@ fn relay_fixtures() -> Vec<Fixture> {
                 .macs(RELAY_MAC, PEER_B_MAC)
                 .build(),
         ),
+    ]
+}
+
+/// 6. Media relay, continued: egress interface, next hop, local peers.
+fn relay_egress_fixtures() -> Vec<Fixture> {
+    use Stat::*;
+    let (relay, a) = (RELAY4, PEER_A4);
+    vec![
         fx(
             "egress interface not in TX_PORTS: userspace, untouched",
             udp4(a, 4000, relay, 32000, RTP).build(),
@@ -1746,6 +1821,14 @@ fn relay_fixtures() -> Vec<Fixture> {
                 .macs([0; 6], [0; 6])
                 .build(),
         ),
+    ]
+}
+
+/// 6. Media relay, continued: latching and strict source.
+fn latching_fixtures() -> Vec<Fixture> {
+    use Stat::*;
+    let (relay, a, b) = (RELAY4, PEER_A4, PEER_B4);
+    vec![
         fx(
             "first packet latches the NATed source",
             udp4(a, 40000, relay, 36000, RTP).build(),
@@ -1826,6 +1909,15 @@ fn relay_fixtures() -> Vec<Fixture> {
             RelayTx,
         )
         .output(to_b(38002, 5000).build()),
+    ]
+}
+
+/// 6. Media relay, continued: what goes to userspace, and the counters.
+fn relay_to_userspace_fixtures() -> Vec<Fixture> {
+    use Stat::*;
+    let (relay, a, b) = (RELAY4, PEER_A4, PEER_B4);
+    let plain = udp4(a, 4000, relay, 30000, RTP);
+    vec![
         fx(
             "inactive leg: userspace",
             udp4(a, 4000, relay, 39000, RTP).build(),

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 
+use crate::common;
+
 /// A started process, stopped by PID when dropped: SIGTERM, up to 3 s, then SIGKILL. Forking
 /// daemons (Kamailio) also have their workers, as seen by [`Proc::descendants`], killed by PID
 /// if they outlive their parent.
@@ -168,7 +170,7 @@ impl Proc {
     pub fn tree(&mut self) -> Vec<u32> {
         let pids = descendants(self.pid());
         for &p in &pids {
-            if let Some(c) = comm(p) {
+            if let Some(c) = common::comm(p) {
                 self.seen.insert((p, c));
             }
         }
@@ -204,7 +206,7 @@ impl Proc {
             let left: Vec<u32> = self
                 .seen
                 .iter()
-                .filter(|(p, c)| comm(*p).as_deref() == Some(c))
+                .filter(|(p, c)| common::comm(*p).as_deref() == Some(c))
                 .map(|(p, _)| *p)
                 .collect();
             if left.is_empty() {
@@ -236,13 +238,6 @@ fn signal(pid: u32, sig: libc::c_int) {
     unsafe { libc::kill(pid as libc::pid_t, sig) };
 }
 
-/// `/proc/<pid>/comm`.
-fn comm(pid: u32) -> Option<String> {
-    std::fs::read_to_string(format!("/proc/{pid}/comm"))
-        .ok()
-        .map(|s| s.trim().to_string())
-}
-
 /// Fields of `/proc/<pid>/stat` after the command name (field 3, the state, is index 0).
 fn stat_fields(pid: u32) -> Option<Vec<String>> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -252,12 +247,8 @@ fn stat_fields(pid: u32) -> Option<Vec<String>> {
 
 /// Every descendant of `root` (children, their children, …).
 pub fn descendants(root: u32) -> Vec<u32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let parents: Vec<(u32, u32)> = dir
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+    let parents: Vec<(u32, u32)> = common::pids()
+        .into_iter()
         .filter_map(|pid| {
             let f = stat_fields(pid)?;
             Some((pid, f.get(1)?.parse().ok()?))
@@ -278,8 +269,7 @@ pub fn descendants(root: u32) -> Vec<u32> {
 
 /// utime + stime of the processes (all their threads), seconds; gone processes count 0.
 pub fn cpu_secs(pids: &[u32]) -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let hz = common::clk_tck();
     pids.iter()
         .filter_map(|&p| {
             let f = stat_fields(p)?;
@@ -292,22 +282,13 @@ pub fn cpu_secs(pids: &[u32]) -> f64 {
 
 /// Busy (all but idle, iowait, steal) seconds of each CPU, from `/proc/stat`.
 pub fn per_cpu_busy() -> Vec<f64> {
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    let Ok(s) = std::fs::read_to_string("/proc/stat") else {
+    let hz = common::clk_tck();
+    let Ok(cpus) = common::proc_stat_cpus() else {
         return Vec::new();
     };
-    s.lines()
-        .filter(|l| l.starts_with("cpu") && !l.starts_with("cpu "))
-        .map(|l| {
-            let v: Vec<f64> = l
-                .split_whitespace()
-                .skip(1)
-                .map(|x| x.parse().unwrap_or(0.0))
-                .collect();
-            let g = |i: usize| v.get(i).copied().unwrap_or(0.0);
-            (g(0) + g(1) + g(2) + g(5) + g(6)) / hz
-        })
+    cpus.iter()
+        .filter(|(name, _)| name != "cpu")
+        .map(|(_, ticks)| common::busy_ticks(ticks) / hz)
         .collect()
 }
 
@@ -433,21 +414,6 @@ pub fn raise_nofile(want: u64) {
             eprintln!(
                 "bench: open files limited to {} (wanted {want})",
                 old.rlim_max
-            );
-        }
-    }
-}
-
-/// Pins the calling thread (and the threads it starts later) to one CPU.
-pub fn pin_self(cpu: usize) {
-    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET writes within it; sched_setaffinity reads it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            eprintln!(
-                "bench: cannot pin to CPU {cpu}: {}",
-                std::io::Error::last_os_error()
             );
         }
     }

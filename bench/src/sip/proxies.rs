@@ -1,0 +1,293 @@
+//! The proxies under test, started and stopped by guards: sipd (its configuration and
+//! provisioning written for the run) and Kamailio with rtpengine.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use relay_user::ng::client::NgClient;
+
+use super::procs::{self, Proc};
+use super::{
+    KAMAILIO_PORT, NG_PORT, Opts, PASSWORD, REALM, RTPENGINE_MEDIA, SIPD_MEDIA, SIPD_MGMT_PORT,
+    SIPD_PORT, UAS_PORT, USER,
+};
+use crate::common;
+
+pub(super) const KAMAILIO_CFG: &str = include_str!("../../sip/kamailio.cfg");
+
+/// The proxy under test with what it needs (rtpengine), each stopped when dropped.
+pub(super) struct Proxy {
+    pub(super) main: Proc,
+    pub(super) media: Option<Proc>,
+    pub(super) version: String,
+}
+
+impl Proxy {
+    /// The PIDs whose CPU counts as the proxy's: (proxy tree, media relay).
+    pub(super) fn pids(&mut self) -> (Vec<u32>, Vec<u32>) {
+        let main = self.main.tree();
+        let media = self.media.as_mut().map(|m| m.tree()).unwrap_or_default();
+        (main, media)
+    }
+    pub(super) fn check_alive(&mut self) -> anyhow::Result<()> {
+        self.main.check_alive()?;
+        if let Some(m) = self.media.as_mut() {
+            m.check_alive()?;
+        }
+        Ok(())
+    }
+}
+
+pub(super) fn start_kamailio(
+    o: &Opts,
+    cpu: usize,
+    tmp: &Path,
+    log: &Path,
+) -> anyhow::Result<Proxy> {
+    let rtpengine = common::rtpengine()?;
+    procs::ensure_free(NG_PORT, "rtpengine ng")?;
+    let version = |cmd: &str, arg: &str, prefix: &str| -> String {
+        Command::new(cmd)
+            .arg(arg)
+            .output()
+            .ok()
+            .and_then(|o| {
+                let s = String::from_utf8_lossy(&o.stdout).into_owned()
+                    + &String::from_utf8_lossy(&o.stderr);
+                s.lines()
+                    .find(|l| l.trim_start().starts_with(prefix))
+                    .map(|l| l.trim().to_string())
+            })
+            .unwrap_or_else(|| format!("{cmd} (version unknown)"))
+    };
+    let kv = version("kamailio", "-v", "version:").replace("version: ", "");
+    let rv = version("rtpengine", "--version", "Version:").replace("Version: ", "rtpengine ");
+
+    let media_log = log.with_file_name("sip-kamailio-rtpengine.log");
+    let _ = std::fs::remove_file(&media_log);
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", &cpu.to_string()])
+        .arg(rtpengine)
+        .args(common::rtpengine_userspace_args(RTPENGINE_MEDIA))
+        .args([
+            "--interface=127.0.0.1",
+            &format!("--listen-ng=127.0.0.1:{NG_PORT}"),
+        ]);
+    let mut media = Proc::spawn("rtpengine", &mut cmd, &media_log)?;
+    let ng = NgClient::new(SocketAddr::from(([127, 0, 0, 1], NG_PORT)))?;
+    if let Err(e) = ng.wait_ready(Duration::from_secs(10)) {
+        media.check_alive()?;
+        bail!(
+            "rtpengine does not answer ng ping: {e}; log {}",
+            media_log.display()
+        );
+    }
+
+    let cfg = tmp.join("kamailio.cfg");
+    std::fs::write(&cfg, kamailio_cfg(o.kamailio_children))?;
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", &cpu.to_string(), "kamailio", "-DD", "-E"])
+        // Shared memory for transactions (kept 5 s after they end) at thousands of calls/s.
+        .args(["-m", "1024", "-M", "16", "-f"])
+        .arg(&cfg);
+    let mut main = Proc::spawn("kamailio", &mut cmd, log)?;
+    procs::wait_sip(
+        SocketAddr::from(([127, 0, 0, 1], KAMAILIO_PORT)),
+        &mut main,
+        Duration::from_secs(15),
+    )?;
+    Ok(Proxy {
+        main,
+        media: Some(media),
+        version: format!("{kv}; {rv}"),
+    })
+}
+
+/// The Kamailio configuration with the bench's addresses and credentials filled in.
+pub(super) fn kamailio_cfg(children: u32) -> String {
+    // The nonce secret only needs to be fixed for the run.
+    let secret = format!("sbcbench{:016x}", std::process::id() as u64 * 0x9e37_79b9);
+    KAMAILIO_CFG
+        .replace("@@CHILDREN@@", &children.to_string())
+        .replace("@@LISTEN@@", &format!("127.0.0.1:{KAMAILIO_PORT}"))
+        .replace("@@SECRET@@", &secret)
+        .replace("@@NG@@", &format!("127.0.0.1:{NG_PORT}"))
+        .replace("@@USER@@", USER)
+        .replace("@@PASSWORD@@", PASSWORD)
+        .replace("@@REALM@@", REALM)
+        .replace("@@UAS@@", &format!("127.0.0.1:{UAS_PORT}"))
+}
+
+pub(super) fn sipd_path(o: &Opts) -> anyhow::Result<PathBuf> {
+    if let Some(p) = &o.sipd {
+        return Ok(p.clone());
+    }
+    if std::env::var_os("SBC_BENCH_SIPD_BUILD_FAILED").is_some() {
+        bail!("sipd did not build (see cargo's errors above); not running a stale binary");
+    }
+    ::tests::bins::find_built("sipd", "-p sipd", "--sipd")
+}
+
+/// sbc.toml for the bench: SIP on 127.0.0.1:5062 (UDP), MD5 digest only (what sipp 3.6
+/// computes, and Kamailio's), media on its own port range, guard limits far above the load.
+pub(super) fn sipd_config(o: &Opts, data_dir: &Path) -> String {
+    format!(
+        r#"# Written by `cargo xtask bench sip`.
+data_dir = "{data}"
+
+[sip]
+udp = ["127.0.0.1:{SIPD_PORT}"]
+tcp = []
+
+[auth]
+realm = "{REALM}"
+algorithms = ["MD5"]
+
+[media]
+address = "127.0.0.1"
+port_min = {pmin}
+port_max = {pmax}
+timeout_secs = 300
+
+[dataplane]
+mode = "{dp}"
+instance = "sbcbench"
+
+[management]
+listen = "127.0.0.1:{SIPD_MGMT_PORT}"
+pepper_file = "{pepper}"
+
+# The kernel/IDS guard would (rightly) throttle one source sending thousands of INVITEs a
+# second; the bench measures the call path, not the guard.
+[guard]
+sip_packets_per_sec = 10000000
+sip_packet_burst = 20000000
+invites_per_sec = 1000000
+invite_burst = 2000000
+max_sessions_per_source = 10000000
+auth_failures_before_ban = 10000000
+"#,
+        data = data_dir.display(),
+        // Outside the data directory, as sipd requires; the temp dir goes with the bench.
+        pepper = data_dir
+            .parent()
+            .unwrap_or(data_dir)
+            .join("sipd.pepper")
+            .display(),
+        pmin = SIPD_MEDIA.0,
+        pmax = SIPD_MEDIA.1 + 1,
+        dp = o.dataplane,
+    )
+}
+
+/// prov.toml: a free tariff, the callee as the only connection, one account with a SIP
+/// username/password and a rule without restrictions; limits far above the load.
+pub(super) fn sipd_provisioning() -> String {
+    format!(
+        r#"# Written by `cargo xtask bench sip`.
+[[tariff]]
+name = "bench-free"
+rate_per_minute = "0"
+expected_call_secs = 60
+
+[[connection]]
+name = "bench-uas"
+destination = "127.0.0.1:{UAS_PORT}"
+transport = "udp"
+max_channels = 1000000
+cps_limit = 1000000
+priority = 10
+
+[[account]]
+name = "bench"
+tariff = "bench-free"
+balance = "1000000"
+cps_limit = 1000000
+max_sessions = 1000000
+max_call_secs = 3600
+sip = {{ username = "{USER}", password = "{PASSWORD}" }}
+
+[[account.rule]]
+name = "anywhere"
+"#
+    )
+}
+
+pub(super) fn start_sipd(o: &Opts, cpu: usize, tmp: &Path, log: &Path) -> anyhow::Result<Proxy> {
+    let bin = sipd_path(o)?;
+    let cfg = tmp.join("sbc.toml");
+    let prov = tmp.join("prov.toml");
+    std::fs::write(&cfg, sipd_config(o, &tmp.join("data")))?;
+    std::fs::write(&prov, sipd_provisioning())?;
+    let out = Command::new(&bin)
+        .arg("-c")
+        .arg(&cfg)
+        .arg("import")
+        .arg(&prov)
+        .output()
+        .with_context(|| format!("run {}", bin.display()))?;
+    if !out.status.success() {
+        bail!(
+            "`sipd -c sbc.toml import prov.toml` failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout).trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", &cpu.to_string()])
+        .arg(&bin)
+        .arg("-c")
+        .arg(&cfg)
+        .arg("run");
+    let main = Proc::spawn_until("sipd", &mut cmd, log, "sipd ready", Duration::from_secs(30))
+        .map_err(|e| {
+            let s = format!("{e:#}");
+            if s.contains("unrecognized subcommand") {
+                anyhow::anyhow!("{} has no `run` command yet: {s}", bin.display())
+            } else {
+                e
+            }
+        })?;
+    let version = Command::new(&bin)
+        .arg("--version")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "sipd".into());
+    Ok(Proxy {
+        main,
+        media: None,
+        version: format!("{version} (data plane {})", o.dataplane),
+    })
+}
+
+#[cfg(test)]
+mod unit {
+    use super::super::parse;
+    use super::*;
+
+    #[test]
+    fn kamailio_cfg_is_filled_in() {
+        let c = kamailio_cfg(4);
+        assert!(!c.contains("@@"), "{c}");
+        assert!(c.contains("listen=udp:127.0.0.1:5064"));
+        assert!(c.contains("rtpengine_offer"));
+        assert!(c.contains(&format!("pv_www_authenticate(\"{REALM}\", \"{PASSWORD}\"")));
+    }
+
+    #[test]
+    fn sipd_files_mention_the_contract() {
+        let c = sipd_config(&parse(&[]).unwrap(), Path::new("/tmp/x/data"));
+        assert!(c.contains("udp = [\"127.0.0.1:5062\"]"));
+        assert!(c.contains("tcp = []"));
+        assert!(c.contains("mode = \"userspace\""));
+        let p = sipd_provisioning();
+        assert!(p.contains("destination = \"127.0.0.1:5090\""));
+        assert!(p.contains(&format!("password = \"{PASSWORD}\"")));
+    }
+}
