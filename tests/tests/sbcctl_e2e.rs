@@ -400,9 +400,9 @@ fn sbcctl_provisions_a_call_and_finds_its_cdr() {
         "sipd exit {st:?}:\n{}",
         tail(&sbc.log(), 4000)
     );
-    let took = started.elapsed();
-    eprintln!("sbcctl end to end: {took:.1?}");
-    assert!(took < Duration::from_secs(60), "took {took:?}");
+    // How long it took is reported, not asserted: timing belongs in benchmarks, and the
+    // clock here also counts the first build of sipd and sbcctl.
+    eprintln!("sbcctl end to end: {:.1?}", started.elapsed());
 }
 
 /// The admin logs in with a TOTP code and adds an operator.
