@@ -25,12 +25,12 @@ use aya::{
         xdp::XdpLink,
     },
 };
-use relay_common::maps::PROGRAM;
+use relay_common::maps::{LAYOUT, PROGRAM};
 use tracing::{debug, error, info, warn};
 
 use crate::{
     DataPlane, DataPlaneError, Mode,
-    maps::{LAYOUT, XdpMaps},
+    maps::XdpMaps,
     sys::{if_index, is_bpffs, mount_bpffs},
 };
 
@@ -170,10 +170,12 @@ fn find_link_pin(dir: &Path, iface: &str) -> Option<(PathBuf, Mode)> {
 }
 
 /// Refuses pinned maps whose layout differs from this build's: reusing them would make the
-/// kernel and us read the same bytes differently.
+/// kernel and us read the same bytes differently. A pinned map of another capacity is reused
+/// (with its contents) and said so: its capacity is the one that holds until it is recreated.
 fn check_pins(dir: &Path) -> Result<(), LoadError> {
-    for &(name, key, value) in LAYOUT {
-        let path = dir.join(name);
+    for l in LAYOUT {
+        let (key, value) = (l.key_size, l.value_size);
+        let path = dir.join(l.name);
         if !path.exists() {
             continue;
         }
@@ -193,6 +195,9 @@ fn check_pins(dir: &Path) -> Result<(), LoadError> {
                 expected: (key, value),
             });
         }
+        if info.max_entries() != l.max_entries {
+            warn!(path = %path.display(), pinned = info.max_entries(), built = l.max_entries, "pinned map has another capacity than this build; it keeps it until `--cleanup` recreates it");
+        }
     }
     Ok(())
 }
@@ -209,7 +214,7 @@ pub fn load_pinned(object: &[u8], instance: &str) -> Result<Ebpf, LoadError> {
     check_pins(&dir)?;
     raise_memlock();
     let paths: Vec<(&'static str, PathBuf)> =
-        LAYOUT.iter().map(|(n, _, _)| (*n, dir.join(n))).collect();
+        LAYOUT.iter().map(|l| (l.name, dir.join(l.name))).collect();
     let mut loader = EbpfLoader::new();
     loader.default_map_pin_directory(&dir);
     for (name, path) in &paths {
