@@ -1,5 +1,17 @@
-//! Map names (as pinned under `/sys/fs/bpf/<instance>/`) and capacities. The XDP program
-//! declares its maps with exactly these names and sizes; `relay-user` opens them by name.
+//! Map names (as pinned under `/sys/fs/bpf/<instance>/`), capacities and layouts: each stated
+//! once, here. The XDP program declares its maps with exactly these names and capacities,
+//! `relay-user` opens them by name, bounds its userspace tables by the same capacities and checks
+//! pinned maps against [`LAYOUT`]. Sizes in bytes are computed from the key and value types.
+
+use core::mem::size_of;
+
+use crate::{
+    Addr,
+    fw::{BanEntry, DenyV4, DenyV6, ServiceEntry, ServiceKey, SvcAllowV4, SvcAllowV6},
+    guard::{GuardConfig, GuardEvent, GuardState, SessionCount},
+    relay::{Leg, LegCounters, LegKey},
+    stats::STATS_LEN,
+};
 
 pub const BANS: &str = "BANS";
 pub const DENY_V4: &str = "DENY_V4";
@@ -20,13 +32,127 @@ pub const STATS: &str = "STATS";
 pub const PROGRAM: &str = "sbc_xdp";
 
 pub const BANS_MAX: u32 = 65_536;
+/// Per family: `DENY_V4` and `DENY_V6` each.
 pub const DENY_MAX: u32 = 16_384;
 pub const SERVICES_MAX: u32 = 256;
+/// Per family: `SVC_ALLOW_V4` and `SVC_ALLOW_V6` each, all services together.
 pub const SVC_ALLOW_MAX: u32 = 16_384;
+/// `GUARD_CONFIG` is an array with a single entry.
+pub const GUARD_CONFIG_LEN: u32 = 1;
 pub const GUARD_STATE_MAX: u32 = 65_536;
 pub const SESSIONS_MAX: u32 = 65_536;
-/// Ring buffer bytes (power of two, multiple of the page size).
-pub const GUARD_EVENTS_BYTES: u32 = 256 * 1024;
-/// One entry per relay port: the whole 16-bit port space fits.
+/// One entry per relay port: the whole 16-bit port space fits. `RELAY_COUNTERS` has as many.
 pub const RELAY_LEGS_MAX: u32 = 65_536;
 pub const TX_PORTS_MAX: u32 = 64;
+/// Guard events the ring buffer holds at least while userspace is not reading.
+pub const GUARD_EVENTS_MIN: u32 = 4096;
+
+/// The kernel's header in front of each ring-buffer record (`BPF_RINGBUF_HDR_SZ`).
+pub const RINGBUF_HEADER_BYTES: u32 = 8;
+/// Ring-buffer bytes one [`GuardEvent`] takes: header and record, rounded up to 8 as the
+/// kernel does.
+pub const GUARD_EVENT_RECORD_BYTES: u32 =
+    (RINGBUF_HEADER_BYTES + size_of::<GuardEvent>() as u32).next_multiple_of(8);
+/// Ring buffer bytes: room for [`GUARD_EVENTS_MIN`] records, rounded up to the power of two
+/// the kernel requires (and at least a 4 KiB page, which a power of two is a multiple of).
+pub const GUARD_EVENTS_BYTES: u32 = {
+    let bytes = GUARD_EVENTS_MIN * GUARD_EVENT_RECORD_BYTES;
+    if bytes < 4096 {
+        4096
+    } else {
+        bytes.next_power_of_two()
+    }
+};
+/// Guard events the ring buffer holds when nobody reads it; the next one is lost (and counted).
+pub const GUARD_EVENTS_CAPACITY: u32 = GUARD_EVENTS_BYTES / GUARD_EVENT_RECORD_BYTES;
+const _: () = {
+    assert!(GUARD_EVENTS_BYTES.is_power_of_two() && GUARD_EVENTS_BYTES >= 4096);
+    assert!(GUARD_EVENTS_CAPACITY >= GUARD_EVENTS_MIN);
+    // No larger than needed: half of it would not hold the minimum.
+    assert!(GUARD_EVENTS_BYTES / 2 < GUARD_EVENTS_MIN * GUARD_EVENT_RECORD_BYTES);
+};
+
+/// What the kernel reports for one map (`bpftool map show`): the loader refuses a pinned map
+/// whose key or value size differs from this build's. A size of 0 is not checked (the ring
+/// buffer has none; a devmap's value size depends on kernel features).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapLayout {
+    pub name: &'static str,
+    pub key_size: u32,
+    pub value_size: u32,
+    /// Entries, or bytes for the ring buffer.
+    pub max_entries: u32,
+}
+
+const fn layout<K, V>(name: &'static str, max_entries: u32) -> MapLayout {
+    MapLayout {
+        name,
+        key_size: size_of::<K>() as u32,
+        value_size: size_of::<V>() as u32,
+        max_entries,
+    }
+}
+
+/// An LPM trie key as aya lays it out: the prefix length ahead of the data, packed.
+#[repr(C, packed)]
+struct LpmKey<T> {
+    _prefix_len: u32,
+    _data: T,
+}
+
+/// Every map of the XDP program, in the order the loader pins them.
+pub const LAYOUT: &[MapLayout] = &[
+    layout::<Addr, BanEntry>(BANS, BANS_MAX),
+    layout::<LpmKey<DenyV4>, u32>(DENY_V4, DENY_MAX),
+    layout::<LpmKey<DenyV6>, u32>(DENY_V6, DENY_MAX),
+    layout::<ServiceKey, ServiceEntry>(SERVICES, SERVICES_MAX),
+    layout::<LpmKey<SvcAllowV4>, u32>(SVC_ALLOW_V4, SVC_ALLOW_MAX),
+    layout::<LpmKey<SvcAllowV6>, u32>(SVC_ALLOW_V6, SVC_ALLOW_MAX),
+    layout::<u32, GuardConfig>(GUARD_CONFIG, GUARD_CONFIG_LEN),
+    layout::<Addr, GuardState>(GUARD_STATE, GUARD_STATE_MAX),
+    layout::<Addr, SessionCount>(SESSIONS, SESSIONS_MAX),
+    layout::<(), ()>(GUARD_EVENTS, GUARD_EVENTS_BYTES),
+    layout::<LegKey, Leg>(RELAY_LEGS, RELAY_LEGS_MAX),
+    layout::<LegKey, LegCounters>(RELAY_COUNTERS, RELAY_LEGS_MAX),
+    layout::<u32, ()>(TX_PORTS, TX_PORTS_MAX),
+    layout::<u32, u64>(STATS, STATS_LEN),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_names_each_map_once_with_its_capacity() {
+        for (i, l) in LAYOUT.iter().enumerate() {
+            assert!(l.max_entries > 0, "{}", l.name);
+            assert!(!LAYOUT[..i].iter().any(|m| m.name == l.name), "{}", l.name);
+        }
+        let names = [
+            BANS,
+            DENY_V4,
+            DENY_V6,
+            SERVICES,
+            SVC_ALLOW_V4,
+            SVC_ALLOW_V6,
+            GUARD_CONFIG,
+            GUARD_STATE,
+            SESSIONS,
+            GUARD_EVENTS,
+            RELAY_LEGS,
+            RELAY_COUNTERS,
+            TX_PORTS,
+            STATS,
+        ];
+        assert_eq!(LAYOUT.len(), names.len());
+        assert!(names.iter().all(|n| LAYOUT.iter().any(|l| l.name == *n)));
+    }
+
+    #[test]
+    fn lpm_keys_are_the_prefix_length_then_the_data() {
+        let deny_v4 = LAYOUT.iter().find(|l| l.name == DENY_V4).unwrap();
+        assert_eq!(deny_v4.key_size as usize, 4 + size_of::<DenyV4>());
+        let allow_v6 = LAYOUT.iter().find(|l| l.name == SVC_ALLOW_V6).unwrap();
+        assert_eq!(allow_v6.key_size as usize, 4 + size_of::<SvcAllowV6>());
+    }
+}

@@ -1,4 +1,5 @@
-//! The maps, with the names and sizes `relay_common::maps` promises to userspace.
+//! The maps, with the names, capacities and key/value types `relay_common::maps` states (its
+//! `LAYOUT` is computed from the same types; the loader checks pinned maps against it).
 //!
 //! All are pinned by name (LIBBPF_PIN_BY_NAME): the loader reuses a pinned map of the same name
 //! instead of creating one, so a restarted daemon keeps live bans, guard state and relay
@@ -14,8 +15,8 @@ use relay_common::{
     fw::{BanEntry, DenyV4, DenyV6, ServiceEntry, ServiceKey, SvcAllowV4, SvcAllowV6},
     guard::{GuardConfig, GuardState, SessionCount},
     maps::{
-        BANS_MAX, DENY_MAX, GUARD_EVENTS_BYTES, GUARD_STATE_MAX, RELAY_LEGS_MAX, SERVICES_MAX,
-        SESSIONS_MAX, SVC_ALLOW_MAX, TX_PORTS_MAX,
+        BANS_MAX, DENY_MAX, GUARD_CONFIG_LEN, GUARD_EVENTS_BYTES, GUARD_STATE_MAX, RELAY_LEGS_MAX,
+        SERVICES_MAX, SESSIONS_MAX, SVC_ALLOW_MAX, TX_PORTS_MAX,
     },
     relay::{Leg, LegCounters, LegKey},
     stats::{STATS_LEN, Stat},
@@ -77,7 +78,7 @@ pub static SVC_ALLOW_V4: LpmTrie<SvcAllowV4, u32> = LpmTrie::pinned(SVC_ALLOW_MA
 pub static SVC_ALLOW_V6: LpmTrie<SvcAllowV6, u32> = LpmTrie::pinned(SVC_ALLOW_MAX, 0);
 
 #[map(name = "GUARD_CONFIG")]
-pub static GUARD_CONFIG: Array<GuardConfig> = Array::pinned(1, 0);
+pub static GUARD_CONFIG: Array<GuardConfig> = Array::pinned(GUARD_CONFIG_LEN, 0);
 
 /// LRU: a flood of spoofed sources evicts the coldest state instead of failing inserts.
 #[map(name = "GUARD_STATE")]

@@ -10,6 +10,7 @@
 
 use std::{
     fmt, fs, io,
+    net::IpAddr,
     path::{Path, PathBuf},
     str::FromStr,
     sync::Mutex,
@@ -24,12 +25,12 @@ use aya::{
         xdp::XdpLink,
     },
 };
-use relay_common::maps::PROGRAM;
+use relay_common::maps::{LAYOUT, PROGRAM};
 use tracing::{debug, error, info, warn};
 
 use crate::{
     DataPlane, DataPlaneError, Mode,
-    maps::{LAYOUT, XdpMaps},
+    maps::XdpMaps,
     sys::{if_index, is_bpffs, mount_bpffs},
 };
 
@@ -169,10 +170,12 @@ fn find_link_pin(dir: &Path, iface: &str) -> Option<(PathBuf, Mode)> {
 }
 
 /// Refuses pinned maps whose layout differs from this build's: reusing them would make the
-/// kernel and us read the same bytes differently.
+/// kernel and us read the same bytes differently. A pinned map of another capacity is reused
+/// (with its contents) and said so: its capacity is the one that holds until it is recreated.
 fn check_pins(dir: &Path) -> Result<(), LoadError> {
-    for &(name, key, value) in LAYOUT {
-        let path = dir.join(name);
+    for l in LAYOUT {
+        let (key, value) = (l.key_size, l.value_size);
+        let path = dir.join(l.name);
         if !path.exists() {
             continue;
         }
@@ -192,6 +195,9 @@ fn check_pins(dir: &Path) -> Result<(), LoadError> {
                 expected: (key, value),
             });
         }
+        if info.max_entries() != l.max_entries {
+            warn!(path = %path.display(), pinned = info.max_entries(), built = l.max_entries, "pinned map has another capacity than this build; it keeps it until `--cleanup` recreates it");
+        }
     }
     Ok(())
 }
@@ -208,7 +214,7 @@ pub fn load_pinned(object: &[u8], instance: &str) -> Result<Ebpf, LoadError> {
     check_pins(&dir)?;
     raise_memlock();
     let paths: Vec<(&'static str, PathBuf)> =
-        LAYOUT.iter().map(|(n, _, _)| (*n, dir.join(n))).collect();
+        LAYOUT.iter().map(|l| (l.name, dir.join(l.name))).collect();
     let mut loader = EbpfLoader::new();
     loader.default_map_pin_directory(&dir);
     for (name, path) in &paths {
@@ -256,6 +262,9 @@ pub struct LoaderConfig {
     /// Turn on IP forwarding where the kernel relay path needs it (see [`forwarding_gaps`]);
     /// otherwise only report it.
     pub enable_forwarding: bool,
+    /// The addresses media is relayed on: their families decide which forwarding sysctls the
+    /// kernel relay path needs (see [`forwarding_sysctls`]).
+    pub relay_addresses: Vec<IpAddr>,
 }
 
 /// The loaded object stays with the data plane: links are pinned, but dropping the object
@@ -365,12 +374,12 @@ fn start_xdp_in(
         (_, 1) => "generic (skb) XDP requested (--dataplane xdp-skb)".to_owned(),
         _ => "native XDP not supported by a driver; generic (skb) XDP is slower".to_owned(),
     };
-    let gaps = forwarding_gaps(&cfg.interfaces, cfg.enable_forwarding);
+    let gaps = forwarding_gaps(&cfg.interfaces, &cfg.relay_addresses, cfg.enable_forwarding);
     let reason = if gaps.is_empty() {
         reason
     } else {
         for g in &gaps {
-            error!(gap = %g, "KERNEL MEDIA FORWARDING DISABLED on this interface: its media takes the userspace path (relayd --enable-forwarding or sipd's [dataplane] enable_forwarding = true turns it on)");
+            error!(gap = %g, "KERNEL MEDIA FORWARDING DISABLED: the media this sysctl covers takes the userspace path (relayd --enable-forwarding or sipd's [dataplane] enable_forwarding = true turns it on)");
         }
         format!("{reason}; but {}", gaps.join("; "))
     };
@@ -387,18 +396,15 @@ fn start_xdp_in(
 /// `bpf_fib_lookup` refuses to answer (FWD_DISABLED) when forwarding is off: per receiving
 /// interface for IPv4, host-wide (`all`) for IPv6. Every such packet then goes to the userspace
 /// relay, which works but is exactly the silent slow-down operators must be told about.
-/// Returns what is off (after trying to turn it on, if asked).
-pub fn forwarding_gaps(interfaces: &[String], enable: bool) -> Vec<String> {
-    // Forwarding on `lo` routes nothing anywhere (everything `lo` receives was sent by this
-    // host to this host), so it is turned on without asking: the default relay on 127.0.0.1
-    // then runs in the kernel.
-    let mut keys: Vec<(String, bool)> = interfaces
-        .iter()
-        .map(|i| (format!("net/ipv4/conf/{i}/forwarding"), enable || i == "lo"))
-        .collect();
-    keys.push(("net/ipv6/conf/all/forwarding".into(), enable));
+/// Returns what is off of what this configuration needs (see [`forwarding_sysctls`]), after
+/// trying to turn it on, if asked.
+pub fn forwarding_gaps(
+    interfaces: &[String],
+    relay_addresses: &[IpAddr],
+    enable: bool,
+) -> Vec<String> {
     let mut gaps = Vec::new();
-    for (key, enable) in keys {
+    for (key, enable) in forwarding_sysctls(interfaces, relay_addresses, enable) {
         let path = Path::new("/proc/sys").join(&key);
         let on = |p: &Path| fs::read_to_string(p).is_ok_and(|v| v.trim() == "1");
         if !path.exists() || on(&path) {
@@ -419,6 +425,38 @@ pub fn forwarding_gaps(interfaces: &[String], enable: bool) -> Vec<String> {
         gaps.push(format!("{}=0", key.replace('/', ".")));
     }
     gaps
+}
+
+/// The forwarding sysctls (as paths under `/proc/sys`) the kernel relay path needs for media
+/// on `relay_addresses` received on `interfaces`, each with whether to turn it on when off.
+/// Only the families the relay addresses use count: IPv4 per interface if one is IPv4 (or
+/// v4-mapped), IPv6 host-wide if one is IPv6; `::` listens on both. Forwarding on `lo` routes
+/// nothing anywhere (everything `lo` receives was sent by this host to this host), so it is
+/// turned on without asking: the default relay on 127.0.0.1 then runs in the kernel.
+pub fn forwarding_sysctls(
+    interfaces: &[String],
+    relay_addresses: &[IpAddr],
+    enable: bool,
+) -> Vec<(String, bool)> {
+    let v4 = relay_addresses.iter().any(|a| match a {
+        IpAddr::V4(_) => true,
+        IpAddr::V6(v6) => v6.is_unspecified() || v6.to_ipv4_mapped().is_some(),
+    });
+    let v6 = relay_addresses
+        .iter()
+        .any(|a| matches!(a, IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none()));
+    let mut keys = Vec::new();
+    if v4 {
+        keys.extend(
+            interfaces
+                .iter()
+                .map(|i| (format!("net/ipv4/conf/{i}/forwarding"), enable || i == "lo")),
+        );
+    }
+    if v6 {
+        keys.push(("net/ipv6/conf/all/forwarding".into(), enable));
+    }
+    keys
 }
 
 /// Attaches to one interface (or takes over its pinned link) and returns the mode.
@@ -578,6 +616,39 @@ mod tests {
     }
 
     #[test]
+    fn forwarding_is_checked_only_for_the_families_relayed() {
+        let keys = |ifaces: &[&str], addrs: &[&str], enable| {
+            let ifaces: Vec<String> = ifaces.iter().map(|i| i.to_string()).collect();
+            let addrs: Vec<IpAddr> = addrs.iter().map(|a| a.parse().unwrap()).collect();
+            forwarding_sysctls(&ifaces, &addrs, enable)
+        };
+        let v4 = |i: &str, on: bool| (format!("net/ipv4/conf/{i}/forwarding"), on);
+        let v6 = |on: bool| ("net/ipv6/conf/all/forwarding".to_string(), on);
+        // The default start: 127.0.0.1 on lo needs lo's IPv4 forwarding (turned on without
+        // asking) and nothing of IPv6.
+        assert_eq!(keys(&["lo"], &["127.0.0.1"], false), [v4("lo", true)]);
+        // IPv4 on two NICs: each of them, turned on only when asked.
+        assert_eq!(
+            keys(&["eth0", "eth1"], &["192.0.2.1"], false),
+            [v4("eth0", false), v4("eth1", false)]
+        );
+        assert_eq!(keys(&["eth0"], &["192.0.2.1"], true), [v4("eth0", true)]);
+        assert_eq!(
+            keys(&["eth0"], &["::ffff:192.0.2.1"], false),
+            [v4("eth0", false)]
+        );
+        // IPv6 only: the host-wide switch and no interface's IPv4.
+        assert_eq!(keys(&["eth0"], &["2001:db8::1"], false), [v6(false)]);
+        assert_eq!(keys(&["lo"], &["::1"], true), [v6(true)]);
+        // Both families, or `::` (both): both.
+        let both = [v4("eth0", true), v6(true)];
+        assert_eq!(keys(&["eth0"], &["2001:db8::1", "192.0.2.1"], true), both);
+        assert_eq!(keys(&["eth0"], &["::"], true), both);
+        // Nothing relayed: nothing needed.
+        assert_eq!(keys(&["eth0"], &[], true), []);
+    }
+
+    #[test]
     fn modes_parse() {
         assert_eq!(
             "xdp-skb".parse::<RequestedMode>().unwrap(),
@@ -652,6 +723,7 @@ mod tests {
         let dp = start(
             &LoaderConfig {
                 enable_forwarding: false,
+                relay_addresses: vec![],
                 instance: "unused".into(),
                 interfaces: vec![],
                 mode: RequestedMode::Userspace,

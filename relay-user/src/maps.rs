@@ -31,27 +31,6 @@ use crate::{
 
 type R<T> = Result<T, DataPlaneError>;
 
-/// Expected kernel layout of each map: (name, key size, value size). A pinned map from an older
-/// build with another layout would be silently misread, so the loader checks pins against this
-/// before reusing them. Value size 0 = not checked (ring buffer, devmap whose value depends on
-/// kernel features).
-pub const LAYOUT: &[(&str, u32, u32)] = &[
-    (names::BANS, 16, 16),
-    (names::DENY_V4, 4 + 4, 4),
-    (names::DENY_V6, 4 + 16, 4),
-    (names::SERVICES, 4, 8),
-    (names::SVC_ALLOW_V4, 4 + 8, 4),
-    (names::SVC_ALLOW_V6, 4 + 20, 4),
-    (names::GUARD_CONFIG, 4, 40),
-    (names::GUARD_STATE, 16, 32),
-    (names::SESSIONS, 16, 8),
-    (names::GUARD_EVENTS, 0, 0),
-    (names::RELAY_LEGS, 4, 56),
-    (names::RELAY_COUNTERS, 4, 32),
-    (names::TX_PORTS, 4, 0),
-    (names::STATS, 4, 8),
-];
-
 /// Every map of the XDP program, typed.
 pub struct XdpMaps {
     bans: HashMap<MapData, Addr, BanEntry>,

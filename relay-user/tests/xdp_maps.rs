@@ -266,6 +266,7 @@ fn attach_replace_and_detach_on_a_veth() {
         instance: inst.0.clone(),
         interfaces: vec![dummy.0.clone()],
         mode: RequestedMode::XdpSkb,
+        relay_addresses: vec![ip("192.0.2.1")],
     };
     let dp = loader::start(&cfg, ebpf_object()).expect("skb attach");
     assert_eq!(dp.mode(), Mode::XdpSkb);
@@ -321,6 +322,7 @@ fn missing_interface_is_a_clear_error_and_auto_falls_back() {
         instance: inst.0.clone(),
         interfaces: vec!["no-such-if0".into()],
         mode: RequestedMode::XdpSkb,
+        relay_addresses: vec![ip("192.0.2.1")],
     };
     let e = loader::start(&cfg, ebpf_object()).unwrap_err();
     assert!(e.to_string().contains("no-such-if0"), "{e}");

@@ -150,6 +150,10 @@ impl Parity {
             instance: instance.clone(),
             interfaces: ifaces.clone(),
             mode: RequestedMode::XdpSkb,
+            relay_addresses: vec![
+                topo.relay_caller_if.ipv4.into(),
+                topo.relay_caller_if.ipv6.into(),
+            ],
         };
         let (xdp, sinks) = topo.relay.enter(|| -> anyhow::Result<_> {
             let dp = loader::start(&cfg, ebpf_object())?;

@@ -2078,14 +2078,53 @@ fn guard_events_are_sampled_per_source() {
         });
         throttled(&mut env);
         let lost_before = env.stat(Stat::EventLost);
-        let n = 8000; // 256 KiB ring / 48-byte records (40 + 8 header) ~ 5461
+        // Half as many again as the ring holds.
+        let n = names::GUARD_EVENTS_CAPACITY * 3 / 2;
         assert_eq!(env.run(&flood, IF0, n).0, XDP_DROP);
         let lost = env.stat(Stat::EventLost) - lost_before;
         let got = env.events().len() as u64;
         assert!(lost > 0, "ring never filled ({got} events)");
+        assert_eq!(
+            got,
+            u64::from(names::GUARD_EVENTS_CAPACITY),
+            "what relay-common computes"
+        );
         assert_eq!(got + lost, u64::from(n));
         assert_eq!(env.guard_state(src).unwrap().suppressed, lost);
     });
+}
+
+/// The object's maps are what relay-common's `LAYOUT` (computed from the key and value types)
+/// says, capacities included: the loader checks pins against it and userspace sizes by it.
+#[test]
+fn every_map_has_the_layout_relay_common_states() {
+    tests::require_privileged!();
+    let pins = PinDir::new("layout");
+    let _env = Env {
+        ebpf: load(&pins),
+        pins: None,
+    };
+    let mut pinned: Vec<_> = std::fs::read_dir(&pins.path)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    pinned.sort();
+    let mut stated: Vec<_> = names::LAYOUT.iter().map(|l| l.name.to_string()).collect();
+    stated.sort();
+    assert_eq!(
+        pinned, stated,
+        "the object pins exactly the maps LAYOUT lists"
+    );
+    for l in names::LAYOUT {
+        let info = aya::maps::MapInfo::from_pin(pins.path.join(l.name)).unwrap();
+        let found = (info.key_size(), info.value_size(), info.max_entries());
+        let value = if l.value_size == 0 {
+            found.1
+        } else {
+            l.value_size
+        };
+        assert_eq!(found, (l.key_size, value, l.max_entries), "{}", l.name);
+    }
 }
 
 #[test]

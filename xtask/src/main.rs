@@ -1,6 +1,7 @@
 //! Project tasks, run as `cargo xtask <command>` (alias in .cargo/config.toml).
 
 mod bench;
+mod build;
 mod netns;
 mod run;
 mod setup;
@@ -85,12 +86,7 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
     match cmd {
         Cmd::Setup => setup::setup().finish(),
         Cmd::Build { release } => {
-            let mut cmd = util::cargo();
-            cmd.arg("build");
-            if release {
-                cmd.arg("--release");
-            }
-            util::run(&mut cmd)
+            build::cargo_build(if release { &["--release"] } else { &[] }).map(|_| ())
         }
         Cmd::Run { release, args } => {
             // What run needs is the build toolchain; a missing test tool should not stop it.

@@ -127,37 +127,23 @@ fn args_for(svc: &Service, extra: &[String]) -> Vec<String> {
 
 /// Builds every service's binary and returns their paths, in `SERVICES` order.
 fn build(release: bool) -> anyhow::Result<Vec<std::path::PathBuf>> {
-    let mut cmd = util::cargo();
-    cmd.args(["build", "--message-format=json-render-diagnostics"]);
+    let mut args = Vec::new();
     if release {
-        cmd.arg("--release");
+        args.push("--release");
     }
     for svc in SERVICES {
-        cmd.args(["-p", svc.package, "--bin", svc.bin]);
+        args.extend(["-p", svc.package, "--bin", svc.bin]);
     }
-    cmd.stdout(Stdio::piped());
-    println!("$ {}", util::show(&cmd));
-    let out = cmd.spawn()?.wait_with_output()?;
-    if !out.status.success() {
-        bail!("build failed ({})", out.status);
-    }
-    let mut found = vec![None; SERVICES.len()];
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
-        let Some(exe) = msg["executable"].as_str() else {
-            continue;
-        };
-        let name = msg["target"]["name"].as_str().unwrap_or_default();
-        if let Some(i) = SERVICES.iter().position(|s| s.bin == name) {
-            found[i] = Some(std::path::PathBuf::from(exe));
-        }
-    }
+    let built = crate::build::cargo_build(&args)?;
     SERVICES
         .iter()
-        .zip(found)
-        .map(|(s, p)| p.with_context(|| format!("cargo built no {} binary", s.bin)))
+        .map(|s| {
+            built
+                .iter()
+                .find(|(name, _)| name == s.bin)
+                .map(|(_, path)| path.clone())
+                .with_context(|| format!("cargo built no {} binary", s.bin))
+        })
         .collect()
 }
 

@@ -332,6 +332,7 @@ async fn run(args: Args) -> Result<()> {
         interfaces: args.interfaces.clone(),
         mode: args.dataplane.into(),
         enable_forwarding: args.enable_forwarding,
+        relay_addresses: vec![args.address],
     };
     let dp = Arc::new(
         loader::start(&cfg, relay_user::object::ebpf_object())

@@ -43,6 +43,7 @@ pub fn start_dataplane(cfg: &Config) -> Result<DataPlane> {
         interfaces: d.interfaces.clone(),
         mode,
         enable_forwarding: d.enable_forwarding,
+        relay_addresses: vec![cfg.media.address],
     };
     let object = relay_user::object::ebpf_object();
     let dp = match d.mode {
