@@ -94,8 +94,16 @@ fn map_api_round_trips() {
     let inst = Instance::new("maps");
     let mut ebpf = loader::load_pinned(ebpf_object(), &inst.0).expect("load object");
     let mut m = XdpMaps::from_ebpf(&mut ebpf).expect("typed maps");
+    bans_round_trip(&mut m);
+    static_deny_round_trips(&mut m);
+    services_and_allow_lists_round_trip(&mut m);
+    guard_and_source_sessions_round_trip(&mut m);
+    legs_and_counters_round_trip(&mut m);
+    stats_and_tx_ports_round_trip(&mut m);
+}
 
-    // Bans: timed, permanent, expired.
+/// Bans: timed, permanent, expired.
+fn bans_round_trip(m: &mut XdpMaps) {
     m.ban_add(
         ip("192.0.2.1"),
         Some(Duration::from_secs(60)),
@@ -118,8 +126,10 @@ fn map_api_round_trips() {
     assert!(m.ban_remove(ip("192.0.2.1")).unwrap());
     assert!(!m.ban_remove(ip("192.0.2.1")).unwrap());
     assert_eq!(m.ban_list().unwrap().len(), 1);
+}
 
-    // Static deny, both families.
+/// Static deny, both families.
+fn static_deny_round_trips(m: &mut XdpMaps) {
     m.deny_add(cidr("198.51.100.0/24"), 7).unwrap();
     m.deny_add(cidr("2001:db8:bad::/48"), 8).unwrap();
     let d = m.deny_list().unwrap();
@@ -130,8 +140,10 @@ fn map_api_round_trips() {
     );
     assert!(m.deny_remove(cidr("2001:db8:bad::/48")).unwrap());
     assert!(!m.deny_remove(cidr("2001:db8:bad::/48")).unwrap());
+}
 
-    // Services and allow lists.
+/// Services and allow lists.
+fn services_and_allow_lists_round_trip(m: &mut XdpMaps) {
     let ssh = Service {
         port: 22,
         proto: Proto::Tcp,
@@ -162,8 +174,10 @@ fn map_api_round_trips() {
         vec![cidr("10.1.0.0/16")]
     );
     assert!(m.service_remove(22, Proto::Tcp).unwrap());
+}
 
-    // Guard config and per-source sessions.
+/// Guard config and per-source sessions.
+fn guard_and_source_sessions_round_trip(m: &mut XdpMaps) {
     let g = GuardSettings {
         packet_rate: 100,
         packet_burst: 200,
@@ -186,8 +200,10 @@ fn map_api_round_trips() {
         m.sessions_get(ip("203.0.113.1")).unwrap(),
         SourceSessions::default()
     );
+}
 
-    // Legs and their per-CPU counters.
+/// Legs and their per-CPU counters.
+fn legs_and_counters_round_trip(m: &mut XdpMaps) {
     let leg = Leg {
         local_addr: ip("127.0.0.1").into(),
         session_id: 42,
@@ -203,8 +219,10 @@ fn map_api_round_trips() {
     assert_eq!(m.leg_list().unwrap(), vec![leg]);
     assert!(m.leg_remove(30000).unwrap());
     assert_eq!(m.leg_get(30000).unwrap(), None);
+}
 
-    // Stats and TX ports.
+/// Stats and TX ports.
+fn stats_and_tx_ports_round_trip(m: &mut XdpMaps) {
     let raw = m.stats_raw().unwrap();
     assert_eq!(raw.len(), relay_common::stats::STATS_LEN as usize);
     m.tx_port_add(1).unwrap();
