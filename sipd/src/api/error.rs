@@ -184,9 +184,7 @@ impl From<StaffError> for ApiError {
             StaffError::Store(s) => s.into(),
             StaffError::Password(_) => ApiError::internal(m),
             StaffError::Totp(_) => ApiError::invalid("code", m),
-            StaffError::Invalid(ref r) if r.contains("password") => {
-                ApiError::invalid("password", m)
-            }
+            StaffError::SamePassword => ApiError::invalid("password", m),
             StaffError::Invalid(_) => ApiError::invalid("username", m),
             StaffError::AlreadyInitialised => ApiError::conflict(m),
             StaffError::NotFound(_) => ApiError::not_found(m),

@@ -67,7 +67,10 @@ pub struct TlsState {
 pub fn forward_secret(s: &SupportedCipherSuite) -> bool {
     match s {
         SupportedCipherSuite::Tls13(_) => true,
-        SupportedCipherSuite::Tls12(_) => format!("{:?}", s.suite()).contains("_ECDHE_"),
+        SupportedCipherSuite::Tls12(t) => matches!(
+            t.kx,
+            rustls::crypto::KeyExchangeAlgorithm::ECDHE | rustls::crypto::KeyExchangeAlgorithm::DHE
+        ),
     }
 }
 

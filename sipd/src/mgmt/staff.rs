@@ -93,6 +93,8 @@ pub enum StaffError {
     Totp(#[from] TotpError),
     #[error("{0}")]
     Invalid(String),
+    #[error("the new password must differ from the current one")]
+    SamePassword,
     #[error("staff users already exist; `sipd init` only creates the first admin")]
     AlreadyInitialised,
     #[error("staff user {0} not found")]
@@ -427,9 +429,7 @@ impl StaffAuth {
         }
         let strength = self.policy.check(new, &before.username)?;
         if self.hasher.verify(new, &before.password_hash)? {
-            return Err(StaffError::Invalid(
-                "the new password must differ from the current one".into(),
-            ));
+            return Err(StaffError::SamePassword);
         }
         let hash = self.hasher.hash(new)?;
         let now_ms = unix_ms(now);

@@ -677,7 +677,7 @@ fn expired_or_admin_set_password_gives_a_change_password_session() {
     assert!(matches!(
         e.auth
             .set_password(&e.store, &me, s.id, Some(PW), PW, Some(&a.token_hash), late),
-        Err(StaffError::Invalid(_))
+        Err(StaffError::SamePassword)
     ));
     assert!(matches!(
         e.auth.set_password(
