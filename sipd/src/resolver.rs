@@ -14,7 +14,11 @@ use hickory_resolver::TokioResolver;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-/// Longest a look-up may take before it counts as failed.
+/// One DNS query's wait, and how many times it is tried: a lost UDP packet costs a second,
+/// not the name.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(1);
+const QUERY_ATTEMPTS: usize = 2;
+/// Longest a look-up may take before it counts as failed: above the queries' own retries.
 pub const TIMEOUT: Duration = Duration::from_secs(4);
 /// How long a failed look-up is kept before the name is asked for again.
 pub const NEGATIVE_TTL: Duration = Duration::from_secs(5);
@@ -46,7 +50,17 @@ pub struct Resolver {
 impl Resolver {
     /// A resolver from the system's configuration, and where its answers arrive.
     pub fn from_system() -> (Resolver, mpsc::Receiver<Answer>) {
-        let backend = match TokioResolver::builder_tokio().and_then(|b| b.build()) {
+        let built = TokioResolver::builder_tokio().and_then(|mut b| {
+            let o = b.options_mut();
+            o.timeout = QUERY_TIMEOUT;
+            o.attempts = QUERY_ATTEMPTS;
+            // A first, AAAA only when there is no A: a server that never answers AAAA must
+            // not cost an IPv4 upstream its name, and IPv4 stays preferred as getaddrinfo's
+            // order made it.
+            o.ip_strategy = hickory_resolver::config::LookupIpStrategy::Ipv4thenIpv6;
+            b.build()
+        });
+        let backend = match built {
             Ok(r) => Backend::Dns(Box::new(r)),
             Err(e) => {
                 warn!(error = %e, "no DNS resolver configuration; upstream names go through getaddrinfo without TTLs");
@@ -65,6 +79,22 @@ impl Resolver {
             // The receiver is gone only when sipd is stopping.
             let _ = me.answers.send(answer).await;
         });
+    }
+
+    /// Looks every name up at once (at start, before calls arrive).
+    pub async fn lookup_all(&self, hosts: Vec<String>) -> Vec<Answer> {
+        let mut set = tokio::task::JoinSet::new();
+        for h in hosts {
+            let me = self.clone();
+            set.spawn(async move { me.lookup(h).await });
+        }
+        let mut out = Vec::new();
+        while let Some(a) = set.join_next().await {
+            if let Ok(a) = a {
+                out.push(a);
+            }
+        }
+        out
     }
 
     /// Looks `host` up now.

@@ -9,6 +9,7 @@
 pub mod changes;
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -51,6 +52,8 @@ pub struct Firewall {
     /// Sources allowed to connect to the management API: `management_allow` plus the API's
     /// own entries (checked before the TLS handshake).
     mgmt_allow: RwLock<Vec<IpNet>>,
+    /// SIP messages the userspace data plane's firewall dropped.
+    dropped: AtomicU64,
 }
 
 impl Firewall {
@@ -60,6 +63,7 @@ impl Firewall {
             store,
             cfg: cfg.clone(),
             mgmt_allow: RwLock::new(Vec::new()),
+            dropped: AtomicU64::new(0),
         };
         fw.refresh_mgmt_allow();
         fw
@@ -151,9 +155,15 @@ impl Firewall {
         );
         let pass = matches!(v, Verdict::Pass(_));
         if !pass {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
             debug!(from = %peer.remote, verdict = ?v, "SIP dropped by the firewall");
         }
         pass
+    }
+
+    /// SIP messages the userspace firewall dropped since start.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 
     /// A ban the IDS decided on.

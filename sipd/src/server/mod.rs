@@ -75,9 +75,12 @@ impl Appliance {
         let firewall = Arc::new(Firewall::new(&cfg.firewall, store.clone(), dp.clone()));
         firewall.program_sip(&cfg.guard, &sip_ports)?;
         let (resolver, answers) = Resolver::from_system();
-        startup::trust_peers(&firewall, &records, &resolver).await;
+        let names = startup::trust_peers(&firewall, &records, &resolver).await;
 
-        let core = startup::core(&cfg, records, locals, media)?;
+        let mut core = startup::core(&cfg, records, locals, media)?;
+        for a in names {
+            core.on_resolved(Instant::now(), SystemTime::now(), &a.host, a.addrs, a.ttl);
+        }
         let (control, commands) = Control::new(
             store.clone(),
             dp.clone(),
@@ -249,7 +252,12 @@ impl Appliance {
     }
 
     async fn shut_down(self) {
-        info!(stats = ?self.core.stats(), transport = ?self.transports.stats(), "sipd stopping");
+        info!(
+            stats = ?self.core.stats(),
+            dropped_by_fw = self.firewall.dropped(),
+            transport = ?self.transports.stats(),
+            "sipd stopping"
+        );
         // Stopped before the core goes: a request in flight gets "shutting down", not a hang.
         drop(self.commands);
         if let Some(api) = self.api {

@@ -22,7 +22,7 @@ use super::provisioned::Provisioned;
 use crate::config::{Config, DataplaneMode};
 use crate::firewall::Firewall;
 use crate::media::NgMedia;
-use crate::resolver::Resolver;
+use crate::resolver::{Answer, Resolver};
 use crate::store::Store;
 use crate::transport::{Limits, Transports};
 
@@ -130,14 +130,16 @@ pub async fn bind_sip(
     Ok((transports, events, locals, ports))
 }
 
-/// Exempts trusted peers from the SIP guard, resolving upstream names first.
-pub async fn trust_peers(firewall: &Firewall, p: &Provisioned, resolver: &Resolver) {
-    let mut resolved = Vec::new();
-    for name in p.upstream_names() {
-        let a = resolver.lookup(name).await;
-        resolved.push((a.host, a.addrs));
-    }
+/// Resolves the upstream names (all at once) and exempts trusted peers from the SIP guard;
+/// the answers go to the core too, so the first calls do not wait for them.
+pub async fn trust_peers(firewall: &Firewall, p: &Provisioned, resolver: &Resolver) -> Vec<Answer> {
+    let answers = resolver.lookup_all(p.upstream_names()).await;
+    let resolved: Vec<(String, Vec<std::net::IpAddr>)> = answers
+        .iter()
+        .map(|a| (a.host.clone(), a.addrs.clone()))
+        .collect();
     firewall.trust(&p.trusted_hosts(&resolved));
+    answers
 }
 
 /// The call core with the records, our addresses and the media relay.

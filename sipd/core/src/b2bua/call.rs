@@ -12,7 +12,8 @@ pub type CallKey = u64;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
-    /// Waiting for the vendor's answer (an upstream attempt is in flight).
+    /// Not answered yet: waiting for an upstream's addresses, or for the vendor's answer to
+    /// the attempt in flight.
     Trying,
     /// 2xx relayed to the caller.
     Answered,

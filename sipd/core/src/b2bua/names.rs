@@ -1,9 +1,12 @@
-//! Upstream host names as the core knows them: answers the shell looked up, kept until the
-//! time the shell said they are good for (the record's TTL), bounded.
+//! Upstream host names as the core knows them: answers the shell looked up, kept for the
+//! time the shell said they are good for (the record's TTL, capped), bounded.
 //!
-//! The core never resolves: a name it has no fresh answer for becomes
+//! The core never resolves: a name it has no answer for becomes
 //! [`Effect::Resolve`](super::Effect::Resolve), the calls that need it wait, and the shell's
-//! answer comes back through [`Core::on_resolved`](super::Core::on_resolved).
+//! answer comes back through [`Core::on_resolved`](super::Core::on_resolved). An answer that
+//! expired is still used while a fresh one is asked for (and kept when the fresh look-up
+//! fails), for at most [`MAX_STALE`], so a slow or failing DNS server neither holds calls up
+//! nor takes a working upstream away.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -12,28 +15,46 @@ use std::time::{Duration, Instant};
 /// Names kept at once. Names come from provisioned connections only, so this is far above
 /// need; at the limit the stalest answer goes.
 pub const MAX_NAMES: usize = 1024;
-/// A look-up the shell has not answered in this long counts as failed, so no call waits for
-/// ever on a resolver that lost the question.
-pub const PATIENCE: Duration = Duration::from_secs(10);
 /// Shortest time an answer is kept, whatever its TTL: a call that waited for it must find it
 /// when it asks again at once.
 pub const MIN_TTL: Duration = Duration::from_secs(1);
+/// Longest time an answer is trusted before it is asked for again, whatever its TTL (hosts
+/// file entries come back valid for a day; an operator who repoints one expects it to count).
+pub const MAX_TTL: Duration = Duration::from_secs(300);
+/// How long an expired answer may still be used while a fresh one is being looked up.
+pub const MAX_STALE: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, Clone)]
-enum Entry {
-    Asked { at: Instant },
-    Known { addrs: Vec<IpAddr>, until: Instant },
+struct Entry {
+    /// The last addresses the name had (empty: it does not resolve).
+    addrs: Vec<IpAddr>,
+    /// Until when the answer stands; after it the name is asked for again.
+    until: Instant,
+    /// Until when `addrs` may still be used, stale, while fresh ones are asked for.
+    usable_until: Instant,
+    /// A question is out since then.
+    asked: Option<Instant>,
+}
+
+impl Entry {
+    fn new(now: Instant) -> Entry {
+        Entry {
+            addrs: Vec::new(),
+            until: now,
+            usable_until: now,
+            asked: None,
+        }
+    }
 }
 
 /// What the core can do with a host now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Lookup {
-    /// Addresses to try (empty: the name does not resolve).
-    Addrs(Vec<IpAddr>),
-    /// Not known or stale: ask the shell (this is the first to need it).
-    Ask,
-    /// Asked already; wait for the answer.
-    Waiting,
+    /// Addresses to try (empty: the name does not resolve). `ask`: they are stale, ask the
+    /// shell for fresh ones meanwhile.
+    Addrs { addrs: Vec<IpAddr>, ask: bool },
+    /// Nothing known: wait for an answer. `ask`: this is the first to need it.
+    Wait { ask: bool },
 }
 
 #[derive(Debug, Default)]
@@ -44,44 +65,58 @@ pub struct Names {
 impl Names {
     pub fn lookup(&mut self, now: Instant, host: &str) -> Lookup {
         if let Ok(ip) = host.parse::<IpAddr>() {
-            return Lookup::Addrs(vec![ip]);
+            return Lookup::Addrs {
+                addrs: vec![ip],
+                ask: false,
+            };
         }
-        match self.entries.get(host) {
-            Some(Entry::Known { addrs, until }) if *until > now => Lookup::Addrs(addrs.clone()),
-            Some(Entry::Asked { at }) if now.duration_since(*at) < PATIENCE => Lookup::Waiting,
-            _ => {
-                self.make_room(now);
-                self.entries
-                    .insert(host.to_owned(), Entry::Asked { at: now });
-                Lookup::Ask
+        if !self.entries.contains_key(host) {
+            self.make_room(now);
+        }
+        let e = self
+            .entries
+            .entry(host.to_owned())
+            .or_insert_with(|| Entry::new(now));
+        let fresh = e.until > now;
+        let usable = fresh || (!e.addrs.is_empty() && e.usable_until > now);
+        let ask = !fresh && e.asked.is_none();
+        if ask {
+            e.asked = Some(now);
+        }
+        if usable {
+            Lookup::Addrs {
+                addrs: e.addrs.clone(),
+                ask,
             }
+        } else {
+            Lookup::Wait { ask }
         }
     }
 
-    /// The shell's answer for `host`, good for `ttl` (an empty list: no such name, kept as
-    /// long so a dead name is not asked for on every call).
+    /// The shell's answer for `host`, good for `ttl`. An empty answer (the look-up failed)
+    /// keeps the last good addresses while they may still be used stale.
     pub fn answer(&mut self, now: Instant, host: &str, addrs: Vec<IpAddr>, ttl: Duration) {
         if !self.entries.contains_key(host) {
             self.make_room(now);
         }
-        self.entries.insert(
-            host.to_owned(),
-            Entry::Known {
-                addrs,
-                until: now + ttl.max(MIN_TTL),
-            },
-        );
+        let until = now + ttl.clamp(MIN_TTL, MAX_TTL);
+        let e = self
+            .entries
+            .entry(host.to_owned())
+            .or_insert_with(|| Entry::new(now));
+        e.asked = None;
+        e.until = until;
+        if !addrs.is_empty() {
+            e.addrs = addrs;
+            e.usable_until = until + MAX_STALE;
+        } else if e.usable_until <= now {
+            e.addrs = addrs;
+        }
     }
 
-    /// Names asked for longer than [`PATIENCE`] ago and still unanswered.
-    pub fn overdue(&self, now: Instant) -> Vec<String> {
-        self.entries
-            .iter()
-            .filter(
-                |(_, e)| matches!(e, Entry::Asked { at } if now.duration_since(*at) >= PATIENCE),
-            )
-            .map(|(h, _)| h.clone())
-            .collect()
+    /// Forgets every answer (after a reload: an operator may have repointed a name).
+    pub fn clear(&mut self) {
+        self.entries.clear();
     }
 
     fn make_room(&mut self, now: Instant) {
@@ -89,15 +124,13 @@ impl Names {
             return;
         }
         self.entries
-            .retain(|_, e| matches!(e, Entry::Known { until, .. } if *until > now));
+            .retain(|_, e| e.asked.is_some() || e.until.max(e.usable_until) > now);
         if self.entries.len() >= MAX_NAMES {
             let stalest = self
                 .entries
                 .iter()
-                .min_by_key(|(_, e)| match e {
-                    Entry::Known { until, .. } => *until,
-                    Entry::Asked { at } => *at,
-                })
+                .filter(|(_, e)| e.asked.is_none())
+                .min_by_key(|(_, e)| e.until)
                 .map(|(h, _)| h.clone());
             if let Some(h) = stalest {
                 self.entries.remove(&h);
@@ -110,39 +143,95 @@ impl Names {
 mod tests {
     use super::*;
 
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
     #[test]
     fn literals_answer_at_once_names_are_asked_once_and_expire_with_their_ttl() {
         let mut n = Names::default();
         let t = Instant::now();
         assert_eq!(
             n.lookup(t, "192.0.2.1"),
-            Lookup::Addrs(vec!["192.0.2.1".parse().unwrap()])
+            Lookup::Addrs {
+                addrs: vec![ip("192.0.2.1")],
+                ask: false
+            }
         );
-        assert_eq!(n.lookup(t, "vendor.example"), Lookup::Ask);
-        assert_eq!(n.lookup(t, "vendor.example"), Lookup::Waiting);
-        let ip: IpAddr = "192.0.2.7".parse().unwrap();
-        n.answer(t, "vendor.example", vec![ip], Duration::from_secs(30));
+        assert_eq!(n.lookup(t, "vendor.example"), Lookup::Wait { ask: true });
+        assert_eq!(n.lookup(t, "vendor.example"), Lookup::Wait { ask: false });
+        n.answer(
+            t,
+            "vendor.example",
+            vec![ip("192.0.2.7")],
+            Duration::from_secs(30),
+        );
+        let fresh = Lookup::Addrs {
+            addrs: vec![ip("192.0.2.7")],
+            ask: false,
+        };
         assert_eq!(
             n.lookup(t + Duration::from_secs(29), "vendor.example"),
-            Lookup::Addrs(vec![ip])
+            fresh
         );
+        // Expired: still used, and asked for again (once).
+        let stale = |ask| Lookup::Addrs {
+            addrs: vec![ip("192.0.2.7")],
+            ask,
+        };
         assert_eq!(
             n.lookup(t + Duration::from_secs(30), "vendor.example"),
-            Lookup::Ask
+            stale(true)
+        );
+        assert_eq!(
+            n.lookup(t + Duration::from_secs(31), "vendor.example"),
+            stale(false)
         );
     }
 
     #[test]
-    fn an_unanswered_question_is_overdue_after_patience_and_asked_again() {
+    fn a_failed_refresh_keeps_the_last_good_addresses_a_bounded_time() {
         let mut n = Names::default();
         let t = Instant::now();
-        assert_eq!(n.lookup(t, "slow.example"), Lookup::Ask);
-        assert!(
-            n.overdue(t + PATIENCE - Duration::from_millis(1))
-                .is_empty()
+        n.lookup(t, "v.example");
+        n.answer(
+            t,
+            "v.example",
+            vec![ip("192.0.2.7")],
+            Duration::from_secs(10),
         );
-        assert_eq!(n.overdue(t + PATIENCE), vec!["slow.example".to_owned()]);
-        assert_eq!(n.lookup(t + PATIENCE, "slow.example"), Lookup::Ask);
+        let later = t + Duration::from_secs(20);
+        n.lookup(later, "v.example");
+        n.answer(later, "v.example", vec![], Duration::from_secs(5));
+        assert!(
+            matches!(n.lookup(later, "v.example"), Lookup::Addrs { ref addrs, .. } if addrs == &[ip("192.0.2.7")])
+        );
+        let much_later = t + MAX_STALE + Duration::from_secs(11);
+        assert_eq!(
+            n.lookup(much_later, "v.example"),
+            Lookup::Wait { ask: true }
+        );
+    }
+
+    #[test]
+    fn ttls_are_clamped() {
+        let mut n = Names::default();
+        let t = Instant::now();
+        n.answer(t, "zero.example", vec![ip("192.0.2.1")], Duration::ZERO);
+        assert!(matches!(
+            n.lookup(t, "zero.example"),
+            Lookup::Addrs { ask: false, .. }
+        ));
+        n.answer(
+            t,
+            "day.example",
+            vec![ip("192.0.2.2")],
+            Duration::from_secs(86_400),
+        );
+        assert!(matches!(
+            n.lookup(t + MAX_TTL, "day.example"),
+            Lookup::Addrs { ask: true, .. }
+        ));
     }
 
     #[test]

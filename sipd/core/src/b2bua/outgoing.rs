@@ -2,7 +2,7 @@
 //! it) and the INVITE we send there (topology hiding). Failover asks again with the
 //! candidates left. The core sends what this plans; nothing here calls back into it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -12,6 +12,10 @@ use tracing::warn;
 use super::call::{Call, CallKey, Leg};
 use super::locals::{Local, Locals, contact};
 use super::names::{Lookup, Names};
+
+/// A look-up the shell has not answered in this long counts as failed, so no call waits for
+/// ever on a resolver that lost the question.
+pub const PATIENCE: Duration = Duration::from_secs(10);
 use crate::policy::routing::{CapFull, Router};
 use crate::records::{Connection, Id, Transport};
 use crate::sip::msg::{host, host_port};
@@ -24,8 +28,7 @@ pub enum Next {
     /// Send this INVITE: the connection's channel is taken.
     Invite(Box<Plan>),
     /// The next candidate's host must be resolved first: the call waits for the answer.
-    /// `ask`: the core must ask the shell (no one else has).
-    Wait { host: String, ask: bool },
+    Wait { host: String },
     /// Nothing left to try: answer the caller this.
     Exhausted(u16, &'static str),
 }
@@ -49,8 +52,10 @@ pub struct Presentation {
 pub struct Outgoing {
     router: Router,
     names: Names,
-    /// Calls waiting for a host's addresses.
-    waiting: HashMap<String, Vec<CallKey>>,
+    /// Calls waiting for a host's addresses, and since when the first waits.
+    waiting: HashMap<String, (Instant, HashSet<CallKey>)>,
+    /// Names to ask the shell for.
+    questions: Vec<String>,
     presentation: Presentation,
 }
 
@@ -60,6 +65,7 @@ impl Outgoing {
             router,
             names: Names::default(),
             waiting: HashMap::new(),
+            questions: Vec::new(),
             presentation,
         }
     }
@@ -68,8 +74,15 @@ impl Outgoing {
         &self.router
     }
 
+    /// New connections; names are asked for again (an operator may have repointed one).
     pub fn reload(&mut self, connections: Vec<Connection>) {
         self.router.reload(connections);
+        self.names.clear();
+    }
+
+    /// Names the core must ask the shell for since the last call.
+    pub fn questions(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.questions)
     }
 
     /// Connections that route `cld`, best first.
@@ -91,12 +104,23 @@ impl Outgoing {
         ttl: Duration,
     ) -> Vec<CallKey> {
         self.names.answer(now, host, addrs, ttl);
-        self.waiting.remove(host).unwrap_or_default()
+        let mut calls: Vec<CallKey> = self
+            .waiting
+            .remove(host)
+            .map(|(_, c)| c.into_iter().collect())
+            .unwrap_or_default();
+        // Oldest first, as they arrived.
+        calls.sort_unstable();
+        calls
     }
 
-    /// Names the shell has not answered within the names' patience.
+    /// Names calls have waited for longer than [`PATIENCE`].
     pub fn overdue(&self, now: Instant) -> Vec<String> {
-        self.names.overdue(now)
+        self.waiting
+            .iter()
+            .filter(|(_, (since, _))| now.duration_since(*since) >= PATIENCE)
+            .map(|(h, _)| h.clone())
+            .collect()
     }
 
     /// Plans the next attempt of `call` on its remaining candidates, taking the chosen
@@ -119,15 +143,23 @@ impl Outgoing {
                 }
             };
             let addrs = match self.names.lookup(now, &conn.host) {
-                Lookup::Addrs(a) => a,
-                l => {
-                    let w = self.waiting.entry(conn.host.clone()).or_default();
-                    if !w.contains(&call.key) {
-                        w.push(call.key);
+                Lookup::Addrs { addrs, ask } => {
+                    if ask {
+                        self.questions.push(conn.host.clone());
                     }
+                    addrs
+                }
+                Lookup::Wait { ask } => {
+                    if ask {
+                        self.questions.push(conn.host.clone());
+                    }
+                    self.waiting
+                        .entry(conn.host.clone())
+                        .or_insert_with(|| (now, HashSet::new()))
+                        .1
+                        .insert(call.key);
                     return Next::Wait {
                         host: conn.host.clone(),
-                        ask: l == Lookup::Ask,
                     };
                 }
             };

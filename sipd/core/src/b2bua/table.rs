@@ -16,6 +16,8 @@ pub struct CallTable {
     by_a_txn: HashMap<ServerKey, CallKey>,
     /// Leg B by our Call-ID.
     by_b: HashMap<String, CallKey>,
+    /// The leg-B Call-ID each call is indexed under, to drop it when a failover replaces it.
+    b_of: HashMap<CallKey, String>,
     next_key: CallKey,
 }
 
@@ -38,10 +40,21 @@ impl CallTable {
         );
         self.by_a.insert(dialog, call.key);
         self.by_a_txn.insert(call.a_txn.clone(), call.key);
-        if let Some(b) = &call.b {
-            self.by_b.insert(b.call_id.clone(), call.key);
-        }
+        self.index_b(&call);
         self.calls.insert(call.key, call);
+    }
+
+    fn index_b(&mut self, call: &Call) {
+        let Some(b) = &call.b else {
+            return;
+        };
+        if self.b_of.get(&call.key) == Some(&b.call_id) {
+            return;
+        }
+        if let Some(old) = self.b_of.insert(call.key, b.call_id.clone()) {
+            self.by_b.remove(&old);
+        }
+        self.by_b.insert(b.call_id.clone(), call.key);
     }
 
     /// Takes a call out to work on it with the rest of the core borrowed; [`put`](Self::put)
@@ -53,12 +66,7 @@ impl CallTable {
     /// Returns a call taken with [`take`](Self::take), indexing a new vendor-side Call-ID (a
     /// failover) and dropping the one it replaced.
     pub fn put(&mut self, call: Call) {
-        if let Some(b) = &call.b
-            && self.by_b.get(&b.call_id) != Some(&call.key)
-        {
-            self.by_b.retain(|_, k| *k != call.key);
-            self.by_b.insert(b.call_id.clone(), call.key);
-        }
+        self.index_b(&call);
         self.calls.insert(call.key, call);
     }
 
@@ -114,8 +122,8 @@ impl CallTable {
             call.a.remote_tag.clone().unwrap_or_default(),
         ));
         self.by_a_txn.remove(&call.a_txn);
-        if let Some(b) = &call.b {
-            self.by_b.remove(&b.call_id);
+        if let Some(b) = self.b_of.remove(&key) {
+            self.by_b.remove(&b);
         }
         Some(call)
     }

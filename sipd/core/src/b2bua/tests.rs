@@ -954,9 +954,60 @@ fn a_resolver_that_never_answers_fails_the_call_after_its_patience() {
     let mut w = named_vendor_world();
     w.from(CARRIER, &invite("lost-1", "z9hG4bK-lost-1", "", true));
     assert_eq!(w.codes(CARRIER), vec![100]);
-    w.advance(names::PATIENCE + Duration::from_secs(1));
+    w.advance(outgoing::PATIENCE + Duration::from_secs(1));
     let mut codes = w.codes(CARRIER);
     codes.dedup(); // the 503 is retransmitted until the caller ACKs it
     assert_eq!(codes, vec![503]);
     assert_eq!(w.cdrs.len(), 1);
+}
+
+#[test]
+fn a_call_cancelled_while_it_waits_for_a_name_is_not_sent_upstream_when_the_answer_comes() {
+    let mut w = named_vendor_world();
+    w.from(CARRIER, &invite("wait-c", "z9hG4bK-wait-c", "", true));
+    assert_eq!(w.codes(CARRIER), vec![100]);
+    w.from(CARRIER,
+        "CANCEL sip:4420555@10.0.0.2 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-wait-c;rport\r\nMax-Forwards: 70\r\nFrom: \"Carrier\" <sip:1555000@10.0.0.1>;tag=ftag-wait-c\r\nTo: <sip:4420555@10.0.0.2>\r\nCall-ID: wait-c\r\nCSeq: 1 CANCEL\r\n\r\n");
+    let mut codes = w.codes(CARRIER);
+    codes.sort();
+    assert_eq!(codes, vec![200, 487]);
+    assert_eq!(w.cdrs.len(), 1);
+    assert_eq!(w.cdrs[0].result_code, 487);
+    let (now, wall) = (w.now, w.wall);
+    w.core.on_resolved(
+        now,
+        wall,
+        "vendor.example",
+        vec![sa(VENDOR1).ip()],
+        Duration::from_secs(60),
+    );
+    w.collect();
+    assert!(w.take(VENDOR1).is_empty(), "a cancelled call goes nowhere");
+    assert_eq!(w.core.active_calls(), 0);
+}
+
+#[test]
+fn an_expired_name_is_used_while_it_is_asked_for_again() {
+    let mut w = named_vendor_world();
+    w.from(CARRIER, &invite("st-1", "z9hG4bK-st-1", "", true));
+    let (now, wall) = (w.now, w.wall);
+    w.core.on_resolved(
+        now,
+        wall,
+        "vendor.example",
+        vec![sa(VENDOR1).ip()],
+        Duration::from_secs(2),
+    );
+    w.collect();
+    w.advance(Duration::from_secs(3));
+    w.effects.clear();
+    w.take(VENDOR1);
+    // The answer expired: the next call goes upstream at once and the name is asked again.
+    w.from(CARRIER, &invite("st-2", "z9hG4bK-st-2", "", true));
+    assert!(
+        w.take(VENDOR1)
+            .iter()
+            .any(|m| m.method() == Some(&Method::Invite) && m.body.len() > 10)
+    );
+    assert_eq!(resolves(&w), vec!["vendor.example".to_owned()]);
 }

@@ -42,7 +42,11 @@ impl<M: Media> Core<M> {
             self.table.put(call);
             return;
         }
-        match self.outgoing.next(now, &self.locals, &mut call) {
+        let next = self.outgoing.next(now, &self.locals, &mut call);
+        for host in self.outgoing.questions() {
+            self.effects.push(Effect::Resolve { host });
+        }
+        match next {
             Next::Invite(plan) => {
                 let token = self.token(Token::Invite(key));
                 debug!(call = key, connection = %plan.connection_name, dest = %plan.leg.peer.remote, "INVITE upstream");
@@ -60,11 +64,8 @@ impl<M: Media> Core<M> {
                 });
                 self.table.put(call);
             }
-            Next::Wait { host, ask } => {
+            Next::Wait { host } => {
                 debug!(call = key, %host, "waiting for the upstream's addresses");
-                if ask {
-                    self.effects.push(Effect::Resolve { host });
-                }
                 self.table.put(call);
             }
             Next::Exhausted(code, why) => {
