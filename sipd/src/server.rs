@@ -15,15 +15,16 @@ use anyhow::{Context, Result, bail};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{debug, error, info, warn};
 
-use relay_user::loader::{self, LoaderConfig, RequestedMode};
+use relay_user::loader::{LoaderConfig, RequestedMode};
+use relay_user::media::{MediaPlane, Previous};
 use relay_user::{
-    Cidr, DataPlane, GuardSettings, PortRange, Proto as DpProto, Service, ServiceId, Sessions,
-    UserRelay, Verdict,
+    Cidr, DataPlane, GuardEventKind, GuardSettings, PortRange, Proto as DpProto, Service,
+    ServiceId, TRUSTED_SOURCE, Verdict,
 };
 
 use crate::auth::digest::{DigestVerifier, NonceKey};
 use crate::b2bua::ids::IdsConfig;
-use crate::b2bua::{Core, CoreConfig, Effect, Local, NgMedia};
+use crate::b2bua::{Core, CoreConfig, Effect, Local, RelayMedia};
 use crate::config::{Config, DataplaneMode};
 use crate::control::{Command, Control};
 use crate::policy::routing::Router;
@@ -38,34 +39,30 @@ pub const AGENT: &str = concat!("xdp-sbc/", env!("CARGO_PKG_VERSION"));
 fn requested_mode(m: DataplaneMode) -> RequestedMode {
     match m {
         DataplaneMode::Auto => RequestedMode::Auto,
-        DataplaneMode::Xdp | DataplaneMode::XdpNative => RequestedMode::XdpNative,
+        DataplaneMode::Xdp => RequestedMode::Xdp,
+        DataplaneMode::XdpNative => RequestedMode::XdpNative,
         DataplaneMode::XdpSkb => RequestedMode::XdpSkb,
         DataplaneMode::Userspace => RequestedMode::Userspace,
     }
 }
 
-/// Brings up the data plane the configuration asks for. `xdp` tries native then generic.
-fn start_dataplane(cfg: &Config) -> Result<DataPlane> {
+/// Brings up the media plane the configuration asks for: the data plane (`xdp` tries native
+/// then generic XDP), the relay and its sessions. Sessions a previous run left in the pinned
+/// maps are freed: their calls cannot be resumed (their SIP dialogs died with that run).
+fn start_media(cfg: &Config, ports: PortRange) -> Result<MediaPlane> {
     let d = &cfg.dataplane;
-    let lc = |mode| LoaderConfig {
+    let loader = LoaderConfig {
         instance: d.instance.clone(),
         interfaces: d.interfaces.clone(),
-        mode,
+        mode: requested_mode(d.mode),
         enable_forwarding: d.enable_forwarding,
     };
-    let object = relay_user::object::ebpf_object();
-    let dp = match d.mode {
-        DataplaneMode::Xdp => match loader::start(&lc(RequestedMode::XdpNative), object) {
-            Ok(dp) => dp,
-            Err(e) => {
-                warn!(error = %e, "native XDP did not attach; trying generic (skb) XDP");
-                loader::start(&lc(RequestedMode::XdpSkb), object)
-                    .context("dataplane.mode = \"xdp\": neither native nor generic XDP attached")?
-            }
-        },
-        m => loader::start(&lc(requested_mode(m)), object).context("bringing up the data plane")?,
-    };
-    Ok(dp)
+    let plane = MediaPlane::builder(loader, ports, cfg.media.address)
+        .workers(2)
+        .previous_sessions(Previous::Remove)
+        .media_timeout(Duration::from_secs(cfg.media.timeout_secs))
+        .start(relay_user::object::ebpf_object())?;
+    Ok(plane)
 }
 
 /// The firewall and guard tables the kernel (or the userspace fallback) enforces for SIP.
@@ -216,40 +213,12 @@ pub async fn run(cfg: Config) -> Result<()> {
     let verifier = DigestVerifier::new(cfg.digest_policy(), key, SystemTime::now());
 
     // Data plane and media relay.
-    let dp = Arc::new(start_dataplane(&cfg)?);
-    if dp.mode().is_xdp() {
-        info!(dataplane = %dp.mode(), reason = dp.reason(), "data plane: XDP");
-    } else {
-        warn!(dataplane = %dp.mode(), reason = dp.reason(), "data plane: USERSPACE (no kernel forwarding)");
-    }
-    let relay = Arc::new(UserRelay::start(dp.clone(), 2).context("starting the media relay")?);
     let ports =
         PortRange::new(cfg.media.port_min, cfg.media.port_max).context("media port range")?;
-    let sessions = Arc::new(Sessions::new(
-        dp.clone(),
-        relay.clone(),
-        ports,
-        cfg.media.address,
-    ));
-    if dp.mode().is_xdp() {
-        // Calls of a previous run cannot be resumed (their SIP dialogs died with it): free
-        // their relay legs instead of leaving media flowing for nobody.
-        match sessions.recover() {
-            Ok(0) => {}
-            Ok(n) => {
-                for s in sessions.list() {
-                    let _ = sessions.remove_session(s);
-                }
-                warn!(
-                    sessions = n,
-                    "removed relay sessions left by a previous run"
-                );
-            }
-            Err(e) => warn!(error = %e, "could not check for sessions of a previous run"),
-        }
-    }
+    let plane = start_media(&cfg, ports)?;
+    let dp = plane.dataplane().clone();
     let media_addr = cfg.media.advertised_address.unwrap_or(cfg.media.address);
-    let media = NgMedia::new(sessions.clone(), media_addr);
+    let media = RelayMedia::new(&plane, media_addr);
 
     // SIP transports.
     let limits = Limits {
@@ -308,7 +277,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         store.clone(),
         dp.clone(),
         transports.clone(),
-        sessions.clone(),
+        plane.sessions().clone(),
     );
     // The management API is the one user of `control`. Calls matter more than the
     // management plane: if the API cannot start, sipd says so loudly and keeps serving.
@@ -386,7 +355,6 @@ pub async fn run(cfg: Config) -> Result<()> {
                     None => std::future::pending().await,
                 }
             } => {
-                use relay_common::guard::GuardEventKind;
                 debug!(source = %ev.source, kind = ?ev.kind, suppressed = ev.suppressed, "guard event");
                 if matches!(ev.kind, Some(GuardEventKind::PacketRate | GuardEventKind::InviteRate)) {
                     core.on_flood(Instant::now(), ev.source);
@@ -511,7 +479,7 @@ fn trust_peers(store: &Store, dp: &DataPlane) {
     hosts.sort();
     hosts.dedup();
     for ip in &hosts {
-        if let Err(e) = dp.sessions_set_limit(*ip, relay_common::guard::TRUSTED) {
+        if let Err(e) = dp.sessions_set_limit(*ip, TRUSTED_SOURCE) {
             warn!(%ip, error = %e, "could not exempt a trusted peer from the SIP guard");
         }
     }
@@ -533,7 +501,7 @@ fn readable_tariffs(store: &Store) -> Vec<crate::store::Tariff> {
 }
 
 /// The core takes the store's current accounts, rules, connections and tariffs.
-fn reload(store: &Store, core: &mut Core<NgMedia>) -> Result<(), String> {
+fn reload(store: &Store, core: &mut Core<RelayMedia>) -> Result<(), String> {
     let rules = RuleSet::load(store).map_err(|e| e.to_string())?;
     core.reload(
         rules,

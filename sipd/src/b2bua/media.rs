@@ -1,33 +1,17 @@
 //! Media anchoring as the call core sees it: offer, answer, delete, and which calls the relay
-//! timed out. [`NgMedia`] drives relay-user's ng engine in-process (same SDP rewriting and
-//! session handling as relayd, no control socket in between); [`MemoryMedia`] drives it over
-//! the in-memory backend for deterministic tests.
+//! timed out. [`RelayMedia`] drives relay-user's typed media API in-process (the same call
+//! table, SDP rewriting and sessions as relayd's ng protocol, no control socket in between);
+//! [`MemoryMedia`] drives it over the in-memory backend for deterministic tests.
 
-use std::sync::Arc;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use relay_user::Sessions;
-use relay_user::ng::{Engine, MediaBackend, MemoryBackend, OfferAnswer, Request, message::Delete};
-
-/// Which side of the relay a message's SDP comes from. A is the carrier (caller) side.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
-    A,
-    B,
-}
-
-impl Side {
-    fn tag(self) -> &'static str {
-        match self {
-            Side::A => "a",
-            Side::B => "b",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("media: {0}")]
-pub struct MediaError(pub String);
+use relay_user::media::{
+    Anchor, Interface, MediaBackend, MediaCalls, MediaPlane, MemoryBackend, Signal,
+};
+// Side A is the carrier (caller) side.
+pub use relay_user::media::{MediaError, Side};
 
 pub trait Media {
     /// An SDP offer from `from`; returns it rewritten to point at the relay.
@@ -53,70 +37,43 @@ pub trait Media {
     fn packets(&mut self, call: &str) -> Option<u64>;
 }
 
-fn offer_answer(call: &str, from: Side, sdp: &str, answer: bool, strict: bool) -> OfferAnswer {
-    // The ng engine attributes an offer to its from-tag and an answer to its to-tag.
-    let mut oa = if answer {
-        let mut oa = OfferAnswer::new(call, from.other().tag(), sdp);
-        oa.to_tag = Some(from.tag().into());
-        oa
-    } else {
-        let mut oa = OfferAnswer::new(call, from.tag(), sdp);
-        oa.to_tag = Some(from.other().tag().into());
-        oa
-    };
-    oa.flags.symmetric = true;
-    // Topology hiding: the o= line names the originator's host too.
-    oa.replace.origin = true;
-    oa.flags.strict_source = strict;
-    oa
-}
-
-impl Side {
-    pub fn other(self) -> Side {
-        match self {
-            Side::A => Side::B,
-            Side::B => Side::A,
-        }
+/// The tag each side's SDP goes under in the call table.
+fn tag(side: Side) -> &'static str {
+    match side {
+        Side::A => "a",
+        Side::B => "b",
     }
 }
 
-fn run<B: MediaBackend>(engine: &mut Engine<B>, req: Request) -> Result<String, MediaError> {
-    let resp = engine.handle(&req);
-    if let Some(sdp) = resp.sdp() {
-        return Ok(sdp.to_owned());
+fn anchor(strict: bool) -> Anchor {
+    Anchor {
+        symmetric: true,
+        strict_source: strict,
+        // Topology hiding: the o= line names the originator's host too.
+        replace_origin: true,
+        ..Anchor::default()
     }
-    Err(MediaError(
-        resp.error_reason().unwrap_or("relay refused").to_owned(),
-    ))
 }
 
-/// Where calls whose media stopped come from: the relay's own timeout reaper, or a test.
-pub trait Expiry<B: MediaBackend> {
-    /// Call ids the relay ended for lack of media, already removed from `engine`.
-    fn expired(&mut self, engine: &mut Engine<B>, timeout: Duration) -> Vec<String>;
+/// relay-user's media call table (SDP rewriting, one relay session per call) over a backend.
+pub struct Anchored<B: MediaBackend> {
+    calls: MediaCalls<B>,
 }
 
-/// relay-user's ng engine (SDP rewriting, one relay session per call) over a backend.
-pub struct EngineMedia<B: MediaBackend, E: Expiry<B>> {
-    engine: Engine<B>,
-    expiry: E,
-}
-
-impl<B: MediaBackend, E: Expiry<B>> EngineMedia<B, E> {
-    fn with(backend: Arc<B>, advertised: std::net::IpAddr, expiry: E) -> Self {
-        let iface = relay_user::ng::Interface::new("default", &[advertised]);
-        EngineMedia {
-            engine: Engine::new(backend, vec![iface]),
-            expiry,
+impl<B: MediaBackend> Anchored<B> {
+    fn with(backend: std::sync::Arc<B>, advertised: IpAddr) -> Self {
+        let iface = Interface::new("default", &[advertised]);
+        Anchored {
+            calls: MediaCalls::new(backend, vec![iface]),
         }
     }
 
     pub fn calls(&self) -> usize {
-        self.engine.call_count()
+        self.calls.call_count()
     }
 }
 
-impl<B: MediaBackend, E: Expiry<B>> Media for EngineMedia<B, E> {
+impl<B: MediaBackend> Media for Anchored<B> {
     fn offer(
         &mut self,
         call: &str,
@@ -124,10 +81,12 @@ impl<B: MediaBackend, E: Expiry<B>> Media for EngineMedia<B, E> {
         sdp: &str,
         strict: bool,
     ) -> Result<String, MediaError> {
-        run(
-            &mut self.engine,
-            Request::Offer(offer_answer(call, from, sdp, false, strict)),
-        )
+        let s = Signal {
+            call_id: call,
+            tag: tag(from),
+            sdp,
+        };
+        self.calls.offer(s, &anchor(strict))
     }
 
     fn answer(
@@ -137,93 +96,52 @@ impl<B: MediaBackend, E: Expiry<B>> Media for EngineMedia<B, E> {
         sdp: &str,
         strict: bool,
     ) -> Result<String, MediaError> {
-        run(
-            &mut self.engine,
-            Request::Answer(offer_answer(call, from, sdp, true, strict)),
-        )
+        let s = Signal {
+            call_id: call,
+            tag: tag(from),
+            sdp,
+        };
+        self.calls.answer(s, tag(from.other()), &anchor(strict))
     }
 
     fn delete(&mut self, call: &str) {
-        let _ = self.engine.handle(&Request::Delete(Delete {
-            call_id: call.into(),
-            from_tag: None,
-            to_tag: None,
-        }));
+        let _ = self.calls.delete(call, &[]);
     }
 
     fn timed_out(&mut self, timeout: Duration) -> Vec<String> {
-        self.expiry.expired(&mut self.engine, timeout)
+        self.calls.timed_out(timeout)
     }
 
     fn packets(&mut self, call: &str) -> Option<u64> {
-        let resp = self.engine.handle(&Request::Query {
-            call_id: call.into(),
-        });
-        resp.is_ok().then(|| {
-            resp.get("totals")
-                .and_then(|t| t.get("RTP"))
-                .and_then(|r| r.get("packets"))
-                .and_then(|p| p.as_int())
-                .map_or(0, |p| u64::try_from(p).unwrap_or(0))
-        })
+        self.calls.packets(call).ok()
     }
 }
 
-/// The relay's media-timeout reaper: sessions without packets for the timeout are removed
-/// (XDP legs or sockets) and their calls reported.
-pub struct Reaper(Arc<Sessions>);
+/// The real relay: the media plane's sessions (XDP legs or userspace sockets), timed out by
+/// the relay's media-timeout reaper.
+pub type RelayMedia = Anchored<Sessions>;
 
-impl Expiry<Sessions> for Reaper {
-    fn expired(&mut self, engine: &mut Engine<Sessions>, timeout: Duration) -> Vec<String> {
-        self.0
-            .reap(timeout)
-            .into_iter()
-            .filter_map(|r| engine.forget_session(r.session))
-            .collect()
-    }
-}
-
-/// The real relay: relay-user's sessions (XDP legs or userspace sockets).
-pub type NgMedia = EngineMedia<Sessions, Reaper>;
-
-impl NgMedia {
-    pub fn new(sessions: Arc<Sessions>, advertised: std::net::IpAddr) -> NgMedia {
-        EngineMedia::with(sessions.clone(), advertised, Reaper(sessions))
-    }
-}
-
-/// Calls a test declares timed out.
-#[derive(Default)]
-pub struct Declared(pub Vec<String>);
-
-impl Expiry<MemoryBackend> for Declared {
-    fn expired(&mut self, engine: &mut Engine<MemoryBackend>, _timeout: Duration) -> Vec<String> {
-        let gone = std::mem::take(&mut self.0);
-        for c in &gone {
-            let _ = engine.handle(&Request::Delete(Delete {
-                call_id: c.clone(),
-                from_tag: None,
-                to_tag: None,
-            }));
-        }
-        gone
+impl RelayMedia {
+    pub fn new(plane: &MediaPlane, advertised: IpAddr) -> RelayMedia {
+        Anchored::with(plane.sessions().clone(), advertised)
     }
 }
 
 /// Real SDP rewriting over a backend that forwards nothing (fake ports): for tests.
-pub type MemoryMedia = EngineMedia<MemoryBackend, Declared>;
+pub type MemoryMedia = Anchored<MemoryBackend>;
 
 impl MemoryMedia {
-    pub fn new(advertised: std::net::IpAddr) -> MemoryMedia {
-        EngineMedia::with(
-            Arc::new(MemoryBackend::new(40_000, 41_000)),
+    pub fn new(advertised: IpAddr) -> MemoryMedia {
+        Anchored::with(
+            std::sync::Arc::new(MemoryBackend::new(40_000, 41_000)),
             advertised,
-            Declared::default(),
         )
     }
 
     /// Declares `call` (its media id) timed out at the next tick.
     pub fn expire(&mut self, call: String) {
-        self.expiry.0.push(call);
+        if let Some(s) = self.calls.session_of(&call) {
+            self.calls.backend().expire(s);
+        }
     }
 }

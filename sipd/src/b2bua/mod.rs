@@ -38,7 +38,7 @@ use relay_user::BanReason;
 use call::{Attempt, Leg, Relayed};
 pub use call::{Call, CallKey, Phase};
 use ids::Ids;
-pub use media::{Media, MediaError, MemoryMedia, NgMedia, Side};
+pub use media::{Media, MediaError, MemoryMedia, RelayMedia, Side};
 
 /// One of our SIP addresses: bound here, written as `advertised` in Via and Contact.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -782,11 +782,7 @@ impl<M: Media> Core<M> {
                 Err(e) => {
                     warn!(error = %e, "cannot anchor the caller's media");
                     self.admission.end(now, call_key);
-                    let code = if e.0.contains("SDP") || e.0.contains("sdp") {
-                        488
-                    } else {
-                        503
-                    };
+                    let code = if e.is_sdp_fault() { 488 } else { 503 };
                     self.refuse(now, &key, &req, code, "media anchoring failed");
                     self.cdr_refused(
                         wall,
