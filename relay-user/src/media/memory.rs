@@ -68,6 +68,12 @@ impl MemoryBackend {
 }
 
 impl MemState {
+    fn session(&mut self, id: SessionId) -> Result<&mut MemSession, BackendError> {
+        self.sessions
+            .get_mut(&id)
+            .ok_or(BackendError::NoSession(id))
+    }
+
     fn port(&mut self) -> Result<u16, BackendError> {
         if let Some(p) = self.free.pop() {
             return Ok(p);
@@ -141,20 +147,14 @@ impl MediaBackend for MemoryBackend {
         peer: &PeerSetup,
     ) -> Result<(), BackendError> {
         let mut s = self.lock();
-        let sess = s
-            .sessions
-            .get_mut(&session)
-            .ok_or_else(|| BackendError::NoSession(session))?;
+        let sess = s.session(session)?;
         sess.peers.insert((stream.a, side == Side::B), *peer);
         Ok(())
     }
 
     fn activate(&self, session: SessionId) -> Result<(), BackendError> {
         let mut s = self.lock();
-        let sess = s
-            .sessions
-            .get_mut(&session)
-            .ok_or_else(|| BackendError::NoSession(session))?;
+        let sess = s.session(session)?;
         sess.active = true;
         Ok(())
     }
@@ -164,7 +164,7 @@ impl MediaBackend for MemoryBackend {
         let sess = s
             .sessions
             .remove(&session)
-            .ok_or_else(|| BackendError::NoSession(session))?;
+            .ok_or(BackendError::NoSession(session))?;
         for p in sess.streams {
             s.free.extend([p.a, p.b]);
         }
@@ -178,10 +178,7 @@ impl MediaBackend for MemoryBackend {
         streams: &[AdoptStream],
     ) -> Result<(), BackendError> {
         let mut s = self.lock();
-        let sess = s
-            .sessions
-            .get_mut(&session)
-            .ok_or_else(|| BackendError::NoSession(session))?;
+        let sess = s.session(session)?;
         for st in streams {
             let p = st.ports;
             if !sess
@@ -220,7 +217,7 @@ impl MediaBackend for MemoryBackend {
         let sess = s
             .sessions
             .get(&session)
-            .ok_or_else(|| BackendError::NoSession(session))?;
+            .ok_or(BackendError::NoSession(session))?;
         let even = port & !1;
         let peer = sess.streams.iter().find_map(|st| {
             let side_b = if st.a == even {
