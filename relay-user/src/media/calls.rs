@@ -555,3 +555,95 @@ fn anchor_stream<B: MediaBackend>(
     }
     Ok(ports.of(receiver))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::MemoryBackend;
+    use super::*;
+
+    const CALLER: &str = "v=0\r\no=a 1 1 IN IP4 198.51.100.7\r\ns=-\r\nc=IN IP4 198.51.100.7\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
+    const CALLEE: &str = "v=0\r\no=b 2 2 IN IP4 192.0.2.9\r\ns=-\r\nc=IN IP4 192.0.2.9\r\nt=0 0\r\nm=audio 5000 RTP/AVP 0\r\n";
+
+    fn calls() -> MediaCalls<MemoryBackend> {
+        let iface = Interface::new("pub", &["203.0.113.1".parse().unwrap()]);
+        MediaCalls::new(Arc::new(MemoryBackend::new(30000, 30100)), vec![iface])
+    }
+
+    fn sig<'a>(call_id: &'a str, tag: &'a str, sdp: &'a str) -> Signal<'a> {
+        Signal { call_id, tag, sdp }
+    }
+
+    #[test]
+    fn offer_answer_reoffer_stats_delete() {
+        let mut m = calls();
+        let a = Anchor {
+            strict_source: true,
+            ..Anchor::default()
+        };
+        let sdp = m.offer(sig("c1", "a", CALLER), &a).unwrap();
+        assert!(sdp.contains("c=IN IP4 203.0.113.1\r\n") && sdp.contains("m=audio 30002 "));
+        let peer = m.backend().session(1).unwrap().peers[&(30000, false)];
+        assert!(peer.latch && peer.strict_source, "{peer:?}");
+        let sdp = m.answer(sig("c1", "b", CALLEE), "a", &a).unwrap();
+        assert!(sdp.contains("m=audio 30000 "), "{sdp}");
+        assert!(m.backend().session(1).unwrap().active);
+        // The callee re-offers: same ports, its own side.
+        let sdp = m.reoffer(sig("c1", "b", CALLEE), &a).unwrap();
+        assert!(sdp.contains("m=audio 30000 "), "{sdp}");
+        assert_eq!(m.stats("c1").unwrap(), CallStats::default());
+        assert_eq!(m.packets("c1").unwrap(), 0);
+        assert!(matches!(
+            m.delete("c1", &["x"]),
+            Err(MediaError::TagNotInCall)
+        ));
+        m.delete("c1", &["a", "b"]).unwrap();
+        assert_eq!(m.backend().session_count(), 0);
+        assert!(matches!(m.packets("c1"), Err(MediaError::UnknownCall)));
+    }
+
+    #[test]
+    fn refusals_are_typed() {
+        let mut m = calls();
+        let a = Anchor::default();
+        assert!(matches!(
+            m.reoffer(sig("c1", "a", CALLER), &a),
+            Err(MediaError::UnknownCall)
+        ));
+        assert!(matches!(
+            m.answer(sig("c1", "b", CALLEE), "a", &a),
+            Err(MediaError::UnknownCall)
+        ));
+        let e = m.offer(sig("c1", "a", "v=0\r\nm=audio x RTP/AVP 0\r\n"), &a);
+        assert!(matches!(&e, Err(e) if e.is_sdp_fault()), "{e:?}");
+        assert_eq!(m.call_count(), 0, "a failed first offer leaves nothing");
+        m.offer(sig("c1", "a", CALLER), &a).unwrap();
+        assert!(matches!(
+            m.answer(sig("c1", "b", CALLEE), "z", &a),
+            Err(MediaError::OffererMismatch)
+        ));
+        let far = Anchor {
+            direction: Some(["pub".into(), "nowhere".into()]),
+            ..Anchor::default()
+        };
+        assert!(matches!(
+            m.offer(sig("c1", "a", CALLER), &far),
+            Err(MediaError::UnknownInterface(n)) if n == "nowhere"
+        ));
+        let v6 = CALLER.replace("IN IP4 198.51.100.7", "IN IP6 2001:db8::7");
+        let e = m.offer(sig("c2", "a", &v6), &a).unwrap_err();
+        assert!(matches!(e, MediaError::NoSenderAddress));
+        assert!(!e.is_sdp_fault());
+    }
+
+    #[test]
+    fn timed_out_calls_are_reported_once() {
+        let mut m = calls();
+        m.offer(sig("c1", "a", CALLER), &Anchor::default()).unwrap();
+        m.offer(sig("c2", "a", CALLER), &Anchor::default()).unwrap();
+        let s = m.session_of("c2").unwrap();
+        m.backend().expire(s);
+        assert_eq!(m.timed_out(Duration::from_secs(30)), vec!["c2".to_string()]);
+        assert!(m.timed_out(Duration::from_secs(30)).is_empty());
+        assert_eq!(m.call_ids(), vec!["c1"]);
+    }
+}

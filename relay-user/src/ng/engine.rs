@@ -67,11 +67,6 @@ impl<B: MediaBackend> Engine<B> {
         }
     }
 
-    /// The call table this engine drives.
-    pub fn calls(&mut self) -> &mut MediaCalls<B> {
-        &mut self.calls
-    }
-
     /// Persists the call table to `file` from now on (see [`MediaCalls::set_state_file`]).
     pub fn set_state_file(&mut self, file: StateFile) {
         self.calls.set_state_file(file);
