@@ -4,6 +4,7 @@
 //! [`MemoryMedia`] drives it over the in-memory backend for deterministic tests.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use relay_user::Sessions;
@@ -60,14 +61,12 @@ pub struct Anchored<B: MediaBackend> {
     calls: MediaCalls<B>,
 }
 
-impl<B: MediaBackend> Anchored<B> {
-    fn with(backend: std::sync::Arc<B>, advertised: IpAddr) -> Self {
-        let iface = Interface::new("default", &[advertised]);
-        Anchored {
-            calls: MediaCalls::new(backend, vec![iface]),
-        }
-    }
+/// The one relay interface: SDP advertises `advertised`.
+fn interfaces(advertised: IpAddr) -> Vec<Interface> {
+    vec![Interface::new("default", &[advertised])]
+}
 
+impl<B: MediaBackend> Anchored<B> {
     pub fn calls(&self) -> usize {
         self.calls.call_count()
     }
@@ -123,7 +122,9 @@ pub type RelayMedia = Anchored<Sessions>;
 
 impl RelayMedia {
     pub fn new(plane: &MediaPlane, advertised: IpAddr) -> RelayMedia {
-        Anchored::with(plane.sessions().clone(), advertised)
+        Anchored {
+            calls: plane.calls(interfaces(advertised)),
+        }
     }
 }
 
@@ -132,10 +133,10 @@ pub type MemoryMedia = Anchored<MemoryBackend>;
 
 impl MemoryMedia {
     pub fn new(advertised: IpAddr) -> MemoryMedia {
-        Anchored::with(
-            std::sync::Arc::new(MemoryBackend::new(40_000, 41_000)),
-            advertised,
-        )
+        let backend = Arc::new(MemoryBackend::new(40_000, 41_000));
+        Anchored {
+            calls: MediaCalls::new(backend, interfaces(advertised)),
+        }
     }
 
     /// Declares `call` (its media id) timed out at the next tick.
