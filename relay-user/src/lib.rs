@@ -4,7 +4,10 @@
 //! - [`DataPlane`]: firewall tables, relay legs, counters; XDP maps or in-memory tables.
 //! - [`loader`]: load, pin, attach (native → skb → userspace), replace on restart, detach.
 //! - [`UserRelay`]: batched socket relay (userspace mode, and XDP's slow path).
-//! - [`Sessions`]: relay port allocation and media streams, for the ng protocol and `sipd`.
+//! - [`Sessions`]: relay port allocation and media streams.
+//! - [`media`]: media calls as a typed API (offer, answer, delete, stats, timeouts) over
+//!   [`Sessions`], and [`media::MediaPlane`], which starts all of the above; the ng protocol
+//!   ([`ng`]) and `sipd` are its clients.
 
 pub mod cidr;
 pub mod clock;
@@ -13,10 +16,12 @@ pub mod error;
 pub mod events;
 pub mod loader;
 pub mod maps;
+pub mod media;
 pub mod ng;
 pub mod object;
 pub mod ports;
 pub mod relay;
+pub mod sdp;
 pub mod session;
 mod sys;
 pub mod tables;
@@ -34,6 +39,10 @@ pub use types::{
 pub use ports::{PortAllocator, PortRange};
 /// Re-exported so callers can name ban reasons, service ids and stats without a direct
 /// dependency on the kernel contract crate.
-pub use relay_common::guard::{GuardEventKind, TRUSTED};
-pub use relay_common::{fw::BanReason, fw::ServiceId, stats::Stat};
+pub use relay_common::{
+    fw::BanReason,
+    fw::ServiceId,
+    guard::{GuardEventKind, TRUSTED as TRUSTED_SOURCE},
+    stats::Stat,
+};
 pub use session::{LegReport, RelayTotals, SessionError, SessionReport, Sessions, StreamReport};

@@ -43,6 +43,8 @@ pub enum RequestedMode {
     /// Native XDP, else generic XDP, else userspace.
     #[default]
     Auto,
+    /// Native XDP, else generic XDP; never userspace.
+    Xdp,
     XdpNative,
     XdpSkb,
     Userspace,
@@ -53,6 +55,7 @@ impl FromStr for RequestedMode {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Ok(match s {
             "auto" => Self::Auto,
+            "xdp" => Self::Xdp,
             "xdp-native" => Self::XdpNative,
             "xdp-skb" => Self::XdpSkb,
             "userspace" => Self::Userspace,
@@ -65,6 +68,7 @@ impl fmt::Display for RequestedMode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Self::Auto => "auto",
+            Self::Xdp => "xdp",
             Self::XdpNative => "xdp-native",
             Self::XdpSkb => "xdp-skb",
             Self::Userspace => "userspace",
@@ -282,6 +286,7 @@ pub fn start(cfg: &LoaderConfig, object: &[u8]) -> Result<DataPlane, LoadError> 
         RequestedMode::Userspace => {
             DataPlane::userspace("userspace data plane requested (--dataplane userspace)")
         }
+        RequestedMode::Xdp => start_xdp(cfg, object, &[Mode::XdpNative, Mode::XdpSkb])?,
         RequestedMode::XdpNative => start_xdp(cfg, object, &[Mode::XdpNative])?,
         RequestedMode::XdpSkb => start_xdp(cfg, object, &[Mode::XdpSkb])?,
         RequestedMode::Auto => match start_xdp(cfg, object, &[Mode::XdpNative, Mode::XdpSkb]) {

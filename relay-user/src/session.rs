@@ -1,5 +1,5 @@
-//! The session layer: relay ports, media streams and their legs, media timeouts. The ng
-//! protocol drives it through [`MediaBackend`]; `sipd` may call the same methods directly.
+//! The session layer: relay ports, media streams and their legs, media timeouts. The media
+//! call table ([`crate::media::MediaCalls`]) drives it through [`crate::media::MediaBackend`].
 //!
 //! A stream has two sides (A offerer, B answerer); each side owns an RTP/RTCP port pair, and
 //! each port is one leg in the data plane whose partner is the same-kind port of the other side.
@@ -9,7 +9,7 @@ use std::{
     net::{IpAddr, SocketAddr},
     sync::{Arc, Mutex, MutexGuard, Weak},
     thread,
-    time::{Duration, SystemTime},
+    time::Duration,
 };
 
 use relay_common::relay::{
@@ -22,9 +22,7 @@ use tracing::{debug, info, warn};
 use crate::{
     DataPlane, DataPlaneError, UserRelay,
     clock::{duration_ns, monotonic_ns},
-    ng::backend::{
-        AdoptStream, BackendError, LegStats, MediaBackend, PeerSetup, SessionId, Side, StreamPorts,
-    },
+    media::{AdoptStream, PeerSetup, SessionId, Side, StreamPorts},
     ports::{PortAllocator, PortRange},
 };
 
@@ -34,6 +32,8 @@ pub enum SessionError {
     NoSession(SessionId),
     #[error("session {session} has no stream on ports {a}/{b}")]
     NoStream { session: SessionId, a: u16, b: u16 },
+    #[error("session {session} has no relay port {port}")]
+    NoPort { session: SessionId, port: u16 },
     #[error("relay port range {0} exhausted")]
     PortsExhausted(PortRange),
     #[error("cannot bind relay port {port} on {addr}: {source}")]
@@ -45,12 +45,6 @@ pub enum SessionError {
     },
     #[error(transparent)]
     DataPlane(#[from] DataPlaneError),
-}
-
-impl From<SessionError> for BackendError {
-    fn from(e: SessionError) -> Self {
-        BackendError(e.to_string())
-    }
 }
 
 type R<T> = Result<T, SessionError>;
@@ -604,6 +598,28 @@ impl Sessions {
         (st.alloc.in_use(), st.alloc.available())
     }
 
+    /// What was seen on relay port `port` (RTP: the even port; RTCP: `port + 1`) of `session`.
+    pub fn port_report(&self, session: SessionId, port: u16) -> R<LegReport> {
+        {
+            let st = self.lock();
+            let sess = st
+                .sessions
+                .get(&session)
+                .ok_or(SessionError::NoSession(session))?;
+            let even = port & !1;
+            if !sess
+                .streams
+                .iter()
+                .any(|s| s.a.port == even || s.b.port == even)
+            {
+                return Err(SessionError::NoPort { session, port });
+            }
+        }
+        let c = self.dp.leg_counters(port)?;
+        let leg = self.dp.leg_get(port)?;
+        Ok(leg_report(port, leg.as_ref(), &c))
+    }
+
     /// Removes every session without activity for `timeout` and returns their final reports.
     pub fn reap(&self, timeout: Duration) -> Vec<SessionReport> {
         let now = monotonic_ns();
@@ -740,90 +756,10 @@ impl Sessions {
     }
 }
 
-/// Monotonic ns → wall clock, for reports to the ng client.
-fn wall(mono_ns: u64) -> Option<SystemTime> {
-    if mono_ns == 0 {
-        return None;
-    }
-    let ago = monotonic_ns().saturating_sub(mono_ns);
-    SystemTime::now().checked_sub(Duration::from_nanos(ago))
-}
-
-impl MediaBackend for Sessions {
-    fn create_session(&self, call_id: &str) -> Result<SessionId, BackendError> {
-        Ok(Sessions::create_session(self, call_id))
-    }
-
-    fn create_stream(&self, session: SessionId) -> Result<StreamPorts, BackendError> {
-        Ok(self.create_stream_on(session, None, None)?)
-    }
-
-    fn set_peer(
-        &self,
-        session: SessionId,
-        stream: StreamPorts,
-        side: Side,
-        peer: &PeerSetup,
-    ) -> Result<(), BackendError> {
-        Ok(Sessions::set_peer(self, session, stream, side, peer)?)
-    }
-
-    fn activate(&self, session: SessionId) -> Result<(), BackendError> {
-        Ok(Sessions::activate(self, session)?)
-    }
-
-    fn remove_session(&self, session: SessionId) -> Result<(), BackendError> {
-        Sessions::remove_session(self, session)?;
-        Ok(())
-    }
-
-    // The reaper removes sessions on media timeout; this is how the ng layer learns of it.
-    fn has_session(&self, session: SessionId) -> bool {
-        self.contains(session)
-    }
-
-    fn adopt_session(
-        &self,
-        session: SessionId,
-        call_id: &str,
-        streams: &[AdoptStream],
-    ) -> Result<(), BackendError> {
-        Ok(self.adopt(session, call_id, streams)?)
-    }
-
-    fn leg_stats(&self, session: SessionId, port: u16) -> Result<LegStats, BackendError> {
-        {
-            let st = self.lock();
-            let sess = st
-                .sessions
-                .get(&session)
-                .ok_or(SessionError::NoSession(session))?;
-            let even = port & !1;
-            if !sess
-                .streams
-                .iter()
-                .any(|s| s.a.port == even || s.b.port == even)
-            {
-                return Err(BackendError(format!(
-                    "session {session} has no relay port {port}"
-                )));
-            }
-        }
-        let c = self.dp.leg_counters(port).map_err(SessionError::from)?;
-        let leg = self.dp.leg_get(port).map_err(SessionError::from)?;
-        Ok(LegStats {
-            packets: c.packets,
-            bytes: c.bytes,
-            strict_drops: c.strict_drops,
-            last_seen: wall(c.last_seen_ns),
-            peer: leg.as_ref().and_then(peer),
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::media::MediaBackend;
     use std::{net::UdpSocket, time::Instant};
 
     fn setup(local: &str, rtp: Option<&str>) -> PeerSetup {

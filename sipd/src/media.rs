@@ -1,14 +1,17 @@
-//! The call core's [`Media`] over relay-user: [`NgMedia`] drives relay-user's engine
-//! in-process (same SDP rewriting and session handling as relayd, no control socket in
-//! between); [`MemoryMedia`] drives it over the in-memory backend for tests.
+//! The call core's [`Media`] over relay-user's typed media API: the same call table, SDP
+//! rewriting and sessions as relayd's ng protocol, in-process, with no control socket in
+//! between. [`RelayMedia`] runs on the media plane's sessions (XDP legs or userspace sockets).
 
-use std::sync::Arc;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use relay_user::Sessions;
-use relay_user::ng::{Engine, MediaBackend, MemoryBackend, OfferAnswer, Request, message::Delete};
+use relay_user::media::{
+    self as relay, Anchor, Interface, MediaBackend, MediaCalls, MediaPlane, Signal,
+};
 use sipd_core::b2bua::{Media, MediaError, Side};
 
+/// The tag each side's SDP goes under in the call table.
 fn tag(side: Side) -> &'static str {
     match side {
         Side::A => "a",
@@ -16,65 +19,43 @@ fn tag(side: Side) -> &'static str {
     }
 }
 
-fn offer_answer(call: &str, from: Side, sdp: &str, answer: bool, strict: bool) -> OfferAnswer {
-    // The ng engine attributes an offer to its from-tag and an answer to its to-tag.
-    let mut oa = if answer {
-        let mut oa = OfferAnswer::new(call, tag(from.other()), sdp);
-        oa.to_tag = Some(tag(from).into());
-        oa
+fn anchor(strict: bool) -> Anchor {
+    Anchor {
+        symmetric: true,
+        strict_source: strict,
+        // Topology hiding: the o= line names the originator's host too.
+        replace_origin: true,
+        ..Anchor::default()
+    }
+}
+
+/// The core answers 488 to an SDP it cannot anchor and 503 when the relay cannot take the call.
+fn refusal(e: relay::MediaError) -> MediaError {
+    if e.is_sdp_fault() {
+        MediaError::Sdp(e.to_string())
     } else {
-        let mut oa = OfferAnswer::new(call, tag(from), sdp);
-        oa.to_tag = Some(tag(from.other()).into());
-        oa
-    };
-    oa.flags.symmetric = true;
-    // Topology hiding: the o= line names the originator's host too.
-    oa.replace.origin = true;
-    oa.flags.strict_source = strict;
-    oa
-}
-
-fn run<B: MediaBackend>(engine: &mut Engine<B>, req: Request) -> Result<String, MediaError> {
-    let resp = engine.handle(&req);
-    if let Some(sdp) = resp.sdp() {
-        return Ok(sdp.to_owned());
-    }
-    let reason = resp.error_reason().unwrap_or("relay refused").to_owned();
-    // TODO(issue 10 §3): relay-user's typed media API replaces this reading of reply text.
-    if reason.contains("SDP") || reason.contains("media sections") || reason.contains("family") {
-        Err(MediaError::Sdp(reason))
-    } else {
-        Err(MediaError::Relay(reason))
+        MediaError::Relay(e.to_string())
     }
 }
 
-/// Where calls whose media stopped come from: the relay's own timeout reaper, or a test.
-pub trait Expiry<B: MediaBackend> {
-    /// Call ids the relay ended for lack of media, already removed from `engine`.
-    fn expired(&mut self, engine: &mut Engine<B>, timeout: Duration) -> Vec<String>;
+/// The one relay interface: SDP advertises `advertised`.
+fn interfaces(advertised: IpAddr) -> Vec<Interface> {
+    vec![Interface::new("default", &[advertised])]
 }
 
-/// relay-user's ng engine (SDP rewriting, one relay session per call) over a backend.
-pub struct EngineMedia<B: MediaBackend, E: Expiry<B>> {
-    engine: Engine<B>,
-    expiry: E,
+/// relay-user's media call table (SDP rewriting, one relay session per call) over a backend.
+pub struct Anchored<B: MediaBackend> {
+    calls: MediaCalls<B>,
 }
 
-impl<B: MediaBackend, E: Expiry<B>> EngineMedia<B, E> {
-    fn with(backend: Arc<B>, advertised: std::net::IpAddr, expiry: E) -> Self {
-        let iface = relay_user::ng::Interface::new("default", &[advertised]);
-        EngineMedia {
-            engine: Engine::new(backend, vec![iface]),
-            expiry,
-        }
-    }
-
+impl<B: MediaBackend> Anchored<B> {
+    /// Calls with media anchored.
     pub fn calls(&self) -> usize {
-        self.engine.call_count()
+        self.calls.call_count()
     }
 }
 
-impl<B: MediaBackend, E: Expiry<B>> Media for EngineMedia<B, E> {
+impl<B: MediaBackend> Media for Anchored<B> {
     fn offer(
         &mut self,
         call: &str,
@@ -82,10 +63,12 @@ impl<B: MediaBackend, E: Expiry<B>> Media for EngineMedia<B, E> {
         sdp: &str,
         strict: bool,
     ) -> Result<String, MediaError> {
-        run(
-            &mut self.engine,
-            Request::Offer(offer_answer(call, from, sdp, false, strict)),
-        )
+        let s = Signal {
+            call_id: call,
+            tag: tag(from),
+            sdp,
+        };
+        self.calls.offer(s, &anchor(strict)).map_err(refusal)
     }
 
     fn answer(
@@ -95,93 +78,81 @@ impl<B: MediaBackend, E: Expiry<B>> Media for EngineMedia<B, E> {
         sdp: &str,
         strict: bool,
     ) -> Result<String, MediaError> {
-        run(
-            &mut self.engine,
-            Request::Answer(offer_answer(call, from, sdp, true, strict)),
-        )
+        let s = Signal {
+            call_id: call,
+            tag: tag(from),
+            sdp,
+        };
+        self.calls
+            .answer(s, tag(from.other()), &anchor(strict))
+            .map_err(refusal)
     }
 
     fn delete(&mut self, call: &str) {
-        let _ = self.engine.handle(&Request::Delete(Delete {
-            call_id: call.into(),
-            from_tag: None,
-            to_tag: None,
-        }));
+        let _ = self.calls.delete(call, &[]);
     }
 
     fn timed_out(&mut self, timeout: Duration) -> Vec<String> {
-        self.expiry.expired(&mut self.engine, timeout)
+        self.calls.timed_out(timeout)
     }
 
     fn packets(&mut self, call: &str) -> Option<u64> {
-        let resp = self.engine.handle(&Request::Query {
-            call_id: call.into(),
-        });
-        resp.is_ok().then(|| {
-            resp.get("totals")
-                .and_then(|t| t.get("RTP"))
-                .and_then(|r| r.get("packets"))
-                .and_then(|p| p.as_int())
-                .map_or(0, |p| u64::try_from(p).unwrap_or(0))
-        })
+        self.calls.packets(call).ok()
     }
 }
 
-/// The relay's media-timeout reaper: sessions without packets for the timeout are removed
-/// (XDP legs or sockets) and their calls reported.
-pub struct Reaper(Arc<Sessions>);
+/// The real relay: the media plane's sessions, timed out by the relay's media-timeout reaper.
+pub type RelayMedia = Anchored<Sessions>;
 
-impl Expiry<Sessions> for Reaper {
-    fn expired(&mut self, engine: &mut Engine<Sessions>, timeout: Duration) -> Vec<String> {
-        self.0
-            .reap(timeout)
-            .into_iter()
-            .filter_map(|r| engine.forget_session(r.session))
-            .collect()
-    }
-}
-
-/// The real relay: relay-user's sessions (XDP legs or userspace sockets).
-pub type NgMedia = EngineMedia<Sessions, Reaper>;
-
-impl NgMedia {
-    pub fn new(sessions: Arc<Sessions>, advertised: std::net::IpAddr) -> NgMedia {
-        EngineMedia::with(sessions.clone(), advertised, Reaper(sessions))
-    }
-}
-
-/// Calls a test declares timed out.
-#[derive(Default)]
-pub struct Declared(pub Vec<String>);
-
-impl Expiry<MemoryBackend> for Declared {
-    fn expired(&mut self, engine: &mut Engine<MemoryBackend>, _timeout: Duration) -> Vec<String> {
-        let gone = std::mem::take(&mut self.0);
-        for c in &gone {
-            let _ = engine.handle(&Request::Delete(Delete {
-                call_id: c.clone(),
-                from_tag: None,
-                to_tag: None,
-            }));
+impl RelayMedia {
+    pub fn new(plane: &MediaPlane, advertised: IpAddr) -> RelayMedia {
+        Anchored {
+            calls: plane.calls(interfaces(advertised)),
         }
-        gone
     }
 }
 
-/// Real SDP rewriting over a backend that forwards nothing (fake ports): for tests.
-pub type MemoryMedia = EngineMedia<MemoryBackend, Declared>;
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
 
-impl MemoryMedia {
-    pub fn new(advertised: std::net::IpAddr) -> MemoryMedia {
-        EngineMedia::with(
-            Arc::new(MemoryBackend::new(40_000, 41_000)),
-            advertised,
-            Declared::default(),
-        )
+    use relay_user::media::MemoryBackend;
+
+    use super::*;
+
+    const OFFER: &str = "v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\nm=audio 20000 RTP/AVP 0\r\n";
+    const ANSWER: &str = "v=0\r\no=- 2 2 IN IP4 10.0.1.1\r\ns=-\r\nc=IN IP4 10.0.1.1\r\nt=0 0\r\nm=audio 22000 RTP/AVP 0\r\n";
+
+    fn media() -> Anchored<MemoryBackend> {
+        let backend = Arc::new(MemoryBackend::new(40_000, 41_000));
+        Anchored {
+            calls: MediaCalls::new(backend, interfaces("192.0.2.10".parse().unwrap())),
+        }
     }
 
-    /// Declares `call` (its media id) timed out at the next tick.
-    pub fn expire(&mut self, call: String) {
-        self.expiry.0.push(call);
+    #[test]
+    fn offer_and_answer_are_anchored_and_refusals_are_typed() {
+        let mut m = media();
+        let offer = m.offer("c1", Side::A, OFFER, false).unwrap();
+        assert!(
+            offer.contains("c=IN IP4 192.0.2.10") && !offer.contains("10.0.0.1"),
+            "{offer}"
+        );
+        let answer = m.answer("c1", Side::B, ANSWER, false).unwrap();
+        assert!(
+            answer.contains("c=IN IP4 192.0.2.10") && !answer.contains("10.0.1.1"),
+            "{answer}"
+        );
+        assert_eq!(m.calls(), 1);
+        assert!(matches!(
+            m.offer("c2", Side::A, "not sdp", false),
+            Err(MediaError::Sdp(_))
+        ));
+        assert!(matches!(
+            m.answer("nope", Side::B, ANSWER, false),
+            Err(MediaError::Relay(_))
+        ));
+        m.delete("c1");
+        assert_eq!(m.calls(), 0);
     }
 }

@@ -11,9 +11,10 @@ use std::{
 use anyhow::{Context as _, Result};
 use clap::{Parser, ValueEnum};
 use relay_user::{
-    DataPlane, PortRange, Sessions, UserRelay,
+    DataPlane, PortRange, Sessions,
     loader::{self, LoaderConfig, RequestedMode},
-    ng::{self, StateFile},
+    media::{Interface, MediaPlane, Previous, StateFile},
+    ng,
 };
 use tokio::{
     signal::unix::{SignalKind, signal},
@@ -324,9 +325,6 @@ fn status(args: &Args) -> Result<()> {
 }
 
 async fn run(args: Args) -> Result<()> {
-    if args.media_timeout < Duration::from_secs(1) {
-        warn!(timeout = ?args.media_timeout, "very short media timeout: calls on hold may be cut");
-    }
     let cfg = LoaderConfig {
         instance: args.instance.clone(),
         interfaces: args.interfaces.clone(),
@@ -334,53 +332,15 @@ async fn run(args: Args) -> Result<()> {
         enable_forwarding: args.enable_forwarding,
         relay_addresses: vec![args.address],
     };
-    let dp = Arc::new(
-        loader::start(&cfg, relay_user::object::ebpf_object())
-            .context("bringing up the data plane")?,
-    );
+    let plane = MediaPlane::builder(cfg, args.ports, args.address)
+        .workers(args.workers)
+        .previous_sessions(Previous::Adopt)
+        .media_timeout(args.media_timeout)
+        .start(relay_user::object::ebpf_object())?;
+    let (dp, sessions) = (plane.dataplane().clone(), plane.sessions().clone());
     write_dataplane(&args, &dp);
-    let relay = Arc::new(
-        UserRelay::start(dp.clone(), args.workers).context("starting the userspace relay")?,
-    );
-    let sessions = Arc::new(Sessions::new(
-        dp.clone(),
-        relay.clone(),
-        args.ports,
-        args.address,
-    ));
-    if dp.mode().is_xdp() {
-        match sessions.recover() {
-            Ok(n) if n > 0 => info!(
-                sessions = n,
-                "live sessions carried over from the previous run"
-            ),
-            Ok(_) => {}
-            Err(e) => warn!(error = %e, "could not adopt pinned sessions"),
-        }
-    }
     // The ng call table, joined with what was recovered, before anything is served.
-    let interfaces = vec![ng::Interface::new("default", &[args.address])];
-    let mut engine = ng::Engine::new(sessions.clone(), interfaces);
-    let state = args.state_file();
-    if dp.mode().is_xdp() {
-        restore_calls(&mut engine, &state);
-        engine.set_state_file(state);
-    } else {
-        // Userspace relaying lives in this process's sockets: a previous run's calls died with
-        // it, so its saved calls are stale, and saving ours would be pointless.
-        match state.remove() {
-            Ok(true) => warn!(
-                path = %state.path().display(),
-                "userspace data plane: calls saved by a previous run cannot be resumed (their relay sockets closed with it); ng state file cleared"
-            ),
-            Ok(false) => {}
-            Err(e) => {
-                warn!(error = %e, "userspace data plane: stale ng state file not removed; it is ignored")
-            }
-        }
-        info!("userspace data plane: ng calls are not persisted (they do not survive a restart)");
-    }
-    let engine = Arc::new(Mutex::new(engine));
+    let engine = Arc::new(Mutex::new(ng_engine(&args, &plane)));
     let ng_server = ng::Server::bind(args.ng_listen, engine.clone())
         .await
         .context("ng control protocol")?;
@@ -396,10 +356,7 @@ async fn run(args: Args) -> Result<()> {
     );
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut timeouts = sessions.spawn_reaper(
-        args.media_timeout,
-        Duration::from_secs(1).min(args.media_timeout),
-    );
+    let mut timeouts = plane.spawn_reaper();
     let reaped_engine = engine.clone();
     tokio::spawn(async move {
         while let Some(r) = timeouts.recv().await {
@@ -446,6 +403,33 @@ async fn run(args: Args) -> Result<()> {
         info!("exiting; userspace relay stopped");
     }
     Ok(())
+}
+
+/// The ng engine over the plane's sessions. XDP: its call table is persisted, and taken back
+/// from the previous run's file. Userspace: nothing is persisted.
+fn ng_engine(args: &Args, plane: &MediaPlane) -> ng::Engine<Sessions> {
+    let interfaces = vec![Interface::new("default", &[args.address])];
+    let mut engine = ng::Engine::new(plane.sessions().clone(), interfaces);
+    let state = args.state_file();
+    if plane.dataplane().mode().is_xdp() {
+        restore_calls(&mut engine, &state);
+        engine.set_state_file(state);
+        return engine;
+    }
+    // Userspace relaying lives in this process's sockets: a previous run's calls died with it,
+    // so its saved calls are stale, and saving ours would be pointless.
+    match state.remove() {
+        Ok(true) => warn!(
+            path = %state.path().display(),
+            "userspace data plane: calls saved by a previous run cannot be resumed (their relay sockets closed with it); ng state file cleared"
+        ),
+        Ok(false) => {}
+        Err(e) => {
+            warn!(error = %e, "userspace data plane: stale ng state file not removed; it is ignored")
+        }
+    }
+    info!("userspace data plane: ng calls are not persisted (they do not survive a restart)");
+    engine
 }
 
 /// Loads the calls a previous run saved and re-adopts those whose sessions came back from the

@@ -6,11 +6,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::client::NgClient;
-use super::engine::{Engine, Interface};
+use super::engine::Engine;
 use super::message::OfferAnswer;
 use super::sdp::Sdp;
 use super::server::Server;
 use crate::dataplane::DataPlane;
+use crate::media::Interface;
 use crate::relay::UserRelay;
 use crate::session::Sessions;
 

@@ -1,653 +1,211 @@
-//! The ng command semantics: a call table over a [`MediaBackend`].
+//! The ng command semantics: bencode requests translated to typed calls on the media call
+//! table ([`MediaCalls`]), and its results and errors back into rtpengine's replies.
 //!
-//! One call per Call-ID, one relay stream per m= line. Each call has two tags: side A is the
-//! party that sent the first offer (its from-tag), side B the one that answered (its to-tag).
-//! Every SDP is attributed to the side of the tag that sent it — the from-tag for an offer,
-//! the to-tag for an answer — so a re-INVITE from the callee works the same way as one from
-//! the caller. An SDP from side X sets X's peer and is rewritten to point its receiver at the
-//! relay port of the other side.
+//! Each call has two tags: side A is the party that sent the first offer (its from-tag), side
+//! B the one that answered (its to-tag). Every SDP is attributed to the side of the tag that
+//! sent it — the from-tag for an offer, the to-tag for an answer.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
-use super::backend::{AdoptStream, MediaBackend, PeerSetup, SessionId, Side, StreamPorts};
 use super::bencode::Value;
-use super::message::{Delete, Family, Ice, OfferAnswer, Request, Response};
-use super::sdp::{Rewrite, Sdp};
-use super::state::{CallRecord, Snapshot, StateFile, StreamRecord};
-
-/// A relay interface the SDP may advertise (rtpengine's `--interface=name/addr`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Interface {
-    pub name: String,
-    pub v4: Option<Ipv4Addr>,
-    pub v6: Option<Ipv6Addr>,
-}
-
-impl Interface {
-    pub fn new(name: &str, addrs: &[IpAddr]) -> Interface {
-        Interface {
-            name: name.into(),
-            v4: addrs.iter().find_map(|a| match a {
-                IpAddr::V4(a) => Some(*a),
-                _ => None,
-            }),
-            v6: addrs.iter().find_map(|a| match a {
-                IpAddr::V6(a) => Some(*a),
-                _ => None,
-            }),
-        }
-    }
-
-    fn addr(&self, fam: Family) -> Option<IpAddr> {
-        match fam {
-            Family::V4 => self.v4.map(IpAddr::V4),
-            Family::V6 => self.v6.map(IpAddr::V6),
-        }
-    }
-}
+use super::message::{Delete, Ice, OfferAnswer, Request, Response};
+use crate::media::{
+    Anchor, Call, CallStats, Interface, MediaBackend, MediaCalls, MediaError, Restored, SessionId,
+    Side, Signal, Snapshot, StateFile, Stream, StreamPorts, Traffic, side_index, unix,
+};
+use crate::sdp::Sdp;
 
 /// Most calls listed by `list` without a `limit` (rtpengine's default is 32).
 const DEFAULT_LIST_LIMIT: usize = 32;
 
-#[derive(Debug)]
-struct Stream {
-    kind: String,
-    proto: String,
-    /// `None` for an m= line with port 0.
-    ports: Option<StreamPorts>,
-    /// Per side (A, B) what was last signalled.
-    peer: [Option<PeerSetup>; 2],
-}
-
-#[derive(Debug)]
-struct Call {
-    session: SessionId,
-    tags: [Option<String>; 2],
-    /// Interface index per side.
-    iface: [usize; 2],
-    created: SystemTime,
-    last_signal: SystemTime,
-    streams: Vec<Stream>,
-}
-
-fn idx(side: Side) -> usize {
-    match side {
-        Side::A => 0,
-        Side::B => 1,
-    }
-}
-
-impl Call {
-    fn side_of(&self, tag: &str) -> Option<Side> {
-        [Side::A, Side::B]
-            .into_iter()
-            .find(|s| self.tags[idx(*s)].as_deref() == Some(tag))
-    }
-}
-
-/// The call table. Not internally synchronised: the server keeps it behind a mutex.
-pub struct Engine<B: MediaBackend> {
-    backend: Arc<B>,
-    interfaces: Vec<Interface>,
-    calls: HashMap<String, Call>,
-    last_prune: Option<std::time::Instant>,
-    /// Where the call table is persisted after every change (XDP mode: calls outlive relayd).
-    state: Option<StateFile>,
-    /// The last save failed: the next failure is not logged again until one succeeds.
-    state_failing: bool,
-}
-
-/// What [`Engine::restore`] did with a saved snapshot.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Restored {
-    /// Call-ids taken back.
-    pub adopted: Vec<String>,
-    /// Call-ids dropped, with why (usually: the relay did not recover their session).
-    pub dropped: Vec<(String, String)>,
-}
-
 /// How often the call table is checked against the relay's sessions.
 const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 
-fn unix(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+/// The ng side of a call table. Not internally synchronised: the server keeps it behind a
+/// mutex.
+pub struct Engine<B: MediaBackend> {
+    calls: MediaCalls<B>,
+    last_prune: Option<Instant>,
 }
 
-fn from_unix(secs: u64) -> SystemTime {
-    UNIX_EPOCH
-        .checked_add(Duration::from_secs(secs))
-        .unwrap_or(UNIX_EPOCH)
+/// What an offer or answer asks of the relay, in the media API's terms.
+fn anchor(oa: &OfferAnswer) -> Anchor {
+    Anchor {
+        symmetric: oa.flags.latch(),
+        strict_source: oa.flags.strict_source,
+        peer_address: oa.received_from.filter(|_| oa.flags.sip_source_address),
+        family: oa.address_family,
+        direction: match oa.direction.as_slice() {
+            [from, to] => Some([from.clone(), to.clone()]),
+            _ => None,
+        },
+        replace_origin: oa.replace.origin,
+        remove_ice: oa.ice == Some(Ice::Remove),
+    }
+}
+
+fn traffic(t: Traffic) -> Value {
+    Value::dict()
+        .with("packets", t.packets)
+        .with("bytes", t.bytes)
+        .with("errors", t.errors)
+}
+
+fn totals(s: CallStats) -> Value {
+    Value::dict()
+        .with("RTP", traffic(s.rtp))
+        .with("RTCP", traffic(s.rtcp))
 }
 
 impl<B: MediaBackend> Engine<B> {
     /// `interfaces` must not be empty; the first is used when a request names no direction.
     pub fn new(backend: Arc<B>, interfaces: Vec<Interface>) -> Engine<B> {
-        assert!(!interfaces.is_empty(), "ng engine needs a relay interface");
         Engine {
-            backend,
-            interfaces,
-            calls: HashMap::new(),
+            calls: MediaCalls::new(backend, interfaces),
             last_prune: None,
-            state: None,
-            state_failing: false,
         }
     }
 
-    /// Persists the call table to `file` from now on, after every change, and once now (so
-    /// the file matches the table right after a [`Engine::restore`]).
+    /// Persists the call table to `file` from now on (see [`MediaCalls::set_state_file`]).
     pub fn set_state_file(&mut self, file: StateFile) {
-        self.state = Some(file);
-        self.persist();
+        self.calls.set_state_file(file);
     }
 
-    /// The call table as the state file stores it.
     pub fn snapshot(&self) -> Snapshot {
-        let mut ids: Vec<&String> = self.calls.keys().collect();
-        ids.sort();
-        let name = |i: usize| {
-            self.interfaces
-                .get(i)
-                .map_or_else(String::new, |f| f.name.clone())
-        };
-        Snapshot::new(
-            ids.into_iter()
-                .map(|id| {
-                    let c = &self.calls[id];
-                    CallRecord {
-                        call_id: id.clone(),
-                        session: c.session,
-                        tags: c.tags.clone(),
-                        iface: [name(c.iface[0]), name(c.iface[1])],
-                        created: unix(c.created).max(0) as u64,
-                        last_signal: unix(c.last_signal).max(0) as u64,
-                        streams: c
-                            .streams
-                            .iter()
-                            .map(|st| StreamRecord {
-                                kind: st.kind.clone(),
-                                proto: st.proto.clone(),
-                                ports: st.ports,
-                                peer: st.peer,
-                            })
-                            .collect(),
-                    }
-                })
-                .collect(),
-        )
+        self.calls.snapshot()
     }
 
-    /// Takes back the calls of a snapshot saved before a restart, joined with the sessions
-    /// the relay recovered: a call whose session (or one of its streams) the backend cannot
-    /// adopt is dropped, since nothing relays it any more. Sessions the relay recovered that
-    /// no record names stay with the relay alone and end by media timeout.
+    /// Takes back the calls of a snapshot saved before a restart ([`MediaCalls::restore`]).
     pub fn restore(&mut self, snap: Snapshot) -> Restored {
-        let mut out = Restored::default();
-        for rec in snap.calls {
-            match self.restore_one(&rec) {
-                Ok(call) => {
-                    out.adopted.push(rec.call_id.clone());
-                    self.calls.insert(rec.call_id, call);
-                }
-                Err(why) => {
-                    tracing::info!(call_id = %rec.call_id, session = rec.session, reason = %why, "saved ng call not adopted");
-                    out.dropped.push((rec.call_id, why));
-                }
-            }
-        }
-        self.persist();
-        out
-    }
-
-    fn restore_one(&self, rec: &CallRecord) -> Result<Call, String> {
-        if self.calls.contains_key(&rec.call_id) {
-            return Err("call-id already known".into());
-        }
-        if self.calls.values().any(|c| c.session == rec.session) {
-            return Err(format!("session {} already has a call", rec.session));
-        }
-        if rec.tags[0].is_none() {
-            return Err("no from-tag".into());
-        }
-        let mut iface = [0; 2];
-        for (i, name) in rec.iface.iter().enumerate() {
-            // An interface that no longer exists: the default one, as for a new offer.
-            iface[i] = self
-                .interfaces
-                .iter()
-                .position(|f| f.name == *name)
-                .unwrap_or(0);
-        }
-        let mut adopt = Vec::new();
-        for st in &rec.streams {
-            if let Some(p) = st.ports {
-                if p.a == p.b || p.a % 2 != 0 || p.b % 2 != 0 || p.a == 0 || p.b == 0 {
-                    return Err(format!("bad stream ports {}/{}", p.a, p.b));
-                }
-                adopt.push(AdoptStream {
-                    ports: p,
-                    peer: st.peer,
-                });
-            }
-        }
-        if !self.backend.has_session(rec.session) {
-            return Err("session not recovered by the relay".into());
-        }
-        self.backend
-            .adopt_session(rec.session, &rec.call_id, &adopt)
-            .map_err(|e| e.to_string())?;
-        Ok(Call {
-            session: rec.session,
-            tags: rec.tags.clone(),
-            iface,
-            created: from_unix(rec.created),
-            last_signal: from_unix(rec.last_signal),
-            streams: rec
-                .streams
-                .iter()
-                .map(|st| Stream {
-                    kind: st.kind.clone(),
-                    proto: st.proto.clone(),
-                    ports: st.ports,
-                    peer: st.peer,
-                })
-                .collect(),
-        })
-    }
-
-    /// Saves the call table if a state file is set. A failure is logged, not returned: the
-    /// call itself is set up in the relay, and refusing signalling because a file could not
-    /// be written would cut calls to protect a restart that may never come.
-    fn persist(&mut self) {
-        let Some(f) = &self.state else { return };
-        match f.save(&self.snapshot()) {
-            Ok(()) => {
-                if self.state_failing {
-                    tracing::info!(path = %f.path().display(), "ng state file written again");
-                }
-                self.state_failing = false;
-            }
-            Err(e) => {
-                if !self.state_failing {
-                    tracing::warn!(error = %e, "ng state not saved: calls may not survive a relayd restart");
-                }
-                self.state_failing = true;
-            }
-        }
+        self.calls.restore(snap)
     }
 
     pub fn backend(&self) -> &Arc<B> {
-        &self.backend
+        self.calls.backend()
     }
 
     pub fn call_count(&self) -> usize {
-        self.calls.len()
+        self.calls.call_count()
+    }
+
+    /// Forgets the call of a session the relay already removed (media timeout).
+    pub fn forget_session(&mut self, session: SessionId) -> Option<String> {
+        self.calls.forget_session(session)
     }
 
     /// Handles one request. Failures become `result: error` replies; nothing here panics on
     /// client input.
     pub fn handle(&mut self, req: &Request) -> Response {
-        let pruned = self.prune();
-        // Offers, answers and deletes change the table even when they fail part-way (a
-        // stream set before a later one failed), so they always save.
-        let changes = matches!(
-            req,
-            Request::Offer(_) | Request::Answer(_) | Request::Delete(_)
-        );
+        self.prune();
         let r = match req {
             Request::Ping => Ok(Response::pong()),
-            Request::Offer(oa) => self.offer_answer(oa, false),
-            Request::Answer(oa) => self.offer_answer(oa, true),
-            Request::Delete(d) => self.delete(d),
-            Request::Query { call_id } => self.query(call_id),
+            Request::Offer(oa) => self
+                .calls
+                .offer(signal(oa, &oa.from_tag), &anchor(oa))
+                .map(sdp_reply)
+                .map_err(|e| e.to_string()),
+            Request::Answer(oa) => self.answer(oa),
+            Request::Delete(d) => self.delete(d).map_err(|e| e.to_string()),
+            Request::Query { call_id } => self.query(call_id).map_err(|e| e.to_string()),
             Request::List { limit } => Ok(self.list(*limit)),
         };
-        let resp = r.unwrap_or_else(|reason| {
+        r.unwrap_or_else(|reason| {
             tracing::debug!(command = req.command(), %reason, "ng request failed");
             Response::error(reason)
-        });
-        if pruned || changes {
-            self.persist();
-        }
-        resp
+        })
     }
 
     /// Drops calls whose session the relay removed by itself (media timeout), so `list`,
     /// `query` and a new offer with the same Call-ID see the call as gone.
-    /// Returns whether any call was dropped.
-    fn prune(&mut self) -> bool {
+    fn prune(&mut self) {
         // O(calls): at most a few times a second, not per request.
-        let now = std::time::Instant::now();
+        let now = Instant::now();
         if self
             .last_prune
             .is_some_and(|t| now.duration_since(t) < PRUNE_EVERY)
         {
-            return false;
+            return;
         }
         self.last_prune = Some(now);
-        let backend = &self.backend;
-        let before = self.calls.len();
-        self.calls.retain(|id, c| {
-            let alive = backend.has_session(c.session);
-            if !alive {
-                tracing::info!(call_id = %id, session = c.session, "relay ended the call (media timeout)");
-            }
-            alive
-        });
-        before != self.calls.len()
+        self.calls.prune();
     }
 
-    /// Forgets the call of a session the relay already removed (media timeout), so `list`
-    /// and `query` stop showing it at once rather than at the next prune. Returns the call-id
-    /// if the call was known.
-    pub fn forget_session(&mut self, session: SessionId) -> Option<String> {
-        let id = self
-            .calls
-            .iter()
-            .find(|(_, c)| c.session == session)
-            .map(|(id, _)| id.clone())?;
-        self.calls.remove(&id);
-        tracing::info!(call_id = %id, session, "relay ended the call (media timeout)");
-        self.persist();
-        Some(id)
-    }
-
-    fn iface_index(&self, name: Option<&String>, default: usize) -> Result<usize, String> {
-        match name {
-            None => Ok(default),
-            Some(n) => self
-                .interfaces
-                .iter()
-                .position(|i| i.name == *n)
-                .ok_or_else(|| format!("Unknown interface {n:?} in direction")),
-        }
-    }
-
-    fn offer_answer(&mut self, oa: &OfferAnswer, answer: bool) -> Result<Response, String> {
-        let sdp = Sdp::parse(&oa.sdp).map_err(|e| format!("Failed to parse SDP: {e}"))?;
-        let now = SystemTime::now();
-        // The tag of the party that sent this SDP.
-        let sender_tag = if answer {
-            oa.to_tag.as_deref().ok_or("Missing to-tag")?
-        } else {
-            oa.from_tag.as_str()
+    fn answer(&mut self, oa: &OfferAnswer) -> Result<Response, String> {
+        let Some(to_tag) = oa.to_tag.as_deref() else {
+            // An SDP that does not parse is the first thing reported, as for an offer.
+            Sdp::parse(&oa.sdp).map_err(|e| MediaError::Sdp(e).to_string())?;
+            return Err("Missing to-tag".into());
         };
+        self.calls
+            .answer(signal(oa, to_tag), &oa.from_tag, &anchor(oa))
+            .map(sdp_reply)
+            .map_err(|e| e.to_string())
+    }
 
-        let new_call = !self.calls.contains_key(&oa.call_id);
-        if new_call {
-            if answer {
-                return Err("Unknown call-id".into());
-            }
-            let session = self
-                .backend
-                .create_session(&oa.call_id)
-                .map_err(|e| e.to_string())?;
-            self.calls.insert(
-                oa.call_id.clone(),
-                Call {
-                    session,
-                    tags: [Some(oa.from_tag.clone()), None],
-                    iface: [0, 0],
-                    created: now,
-                    last_signal: now,
-                    streams: Vec::new(),
-                },
+    fn delete(&mut self, d: &Delete) -> Result<Response, MediaError> {
+        let tags: Vec<&str> = [&d.from_tag, &d.to_tag]
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+            .collect();
+        let gone = self.calls.delete(&d.call_id, &tags)?;
+        Ok(Response::ok()
+            .with("created", unix(gone.created))
+            .with("totals", totals(gone.stats)))
+    }
+
+    /// One relay port of a stream, as `query` lists it.
+    fn port_dict(
+        &self,
+        call: &Call,
+        st: &Stream,
+        side: Side,
+        ports: StreamPorts,
+        rtcp: bool,
+    ) -> Value {
+        let port = ports.of(side) + u16::from(rtcp);
+        let s = self.calls.leg_stats(call.session, port);
+        let stats = Value::dict()
+            .with("packets", s.packets)
+            .with("bytes", s.bytes)
+            .with("errors", s.strict_drops);
+        let mut d = Value::dict()
+            .with("local port", port)
+            .with("last packet", s.last_seen.map_or(0, unix))
+            .with("stats", stats);
+        if let Some(l) = st.peer[side_index(side)].map(|p| p.local) {
+            d.insert("local address", l.to_string());
+        }
+        if let Some(peer) = s.peer {
+            d.insert(
+                "endpoint",
+                Value::dict()
+                    .with("family", if peer.is_ipv4() { "IPv4" } else { "IPv6" })
+                    .with("address", peer.ip().to_string())
+                    .with("port", peer.port()),
             );
         }
-        let r = self.apply(oa, answer, sender_tag, &sdp, now);
-        if r.is_err() && new_call {
-            // Do not leave a half-made call (and its ports) behind a failed first offer.
-            if let Some(call) = self.calls.remove(&oa.call_id) {
-                let _ = self.backend.remove_session(call.session);
-            }
+        if rtcp {
+            d.insert("flags", vec![Value::str("RTCP")]);
         }
-        r
-    }
-
-    fn apply(
-        &mut self,
-        oa: &OfferAnswer,
-        answer: bool,
-        sender_tag: &str,
-        sdp: &Sdp<'_>,
-        now: SystemTime,
-    ) -> Result<Response, String> {
-        let dir_default = {
-            let call = &self.calls[&oa.call_id];
-            call.iface
-        };
-        let call = &self.calls[&oa.call_id];
-        let sender = match call.side_of(sender_tag) {
-            Some(s) => s,
-            // The first answer names side B's tag.
-            None if call.tags[1].is_none() && (answer || call.tags[0].is_none()) => Side::B,
-            None => return Err(format!("Unknown tag {sender_tag:?} for this call")),
-        };
-        if answer {
-            // The other tag of the answer must be the other side's.
-            if call.side_of(&oa.from_tag) != Some(sender.other()) {
-                return Err("from-tag does not match the call".into());
-            }
-            if sdp.media.len() != call.streams.len() {
-                return Err(format!(
-                    "Answer has {} media sections, offer had {}",
-                    sdp.media.len(),
-                    call.streams.len()
-                ));
-            }
-        }
-        let receiver = sender.other();
-        let mut iface = dir_default;
-        if oa.direction.len() == 2 {
-            iface[idx(sender)] = self.iface_index(Some(&oa.direction[0]), 0)?;
-            iface[idx(receiver)] = self.iface_index(Some(&oa.direction[1]), 0)?;
-        }
-
-        let session = call.session;
-        let backend = Arc::clone(&self.backend);
-        let interfaces = self.interfaces.clone();
-        let call = self.calls.get_mut(&oa.call_id).expect("present");
-        call.tags[idx(sender)] = Some(sender_tag.to_string());
-        call.iface = iface;
-        call.last_signal = now;
-
-        let latch = oa.flags.latch();
-        let strict = oa.flags.strict_source;
-        let mut out_ports = Vec::with_capacity(sdp.media.len());
-        let mut out_addr = None;
-        for (i, m) in sdp.media.iter().enumerate() {
-            let sender_fam = Family::of(&m.addr);
-            let receiver_fam = oa.address_family.unwrap_or(sender_fam);
-            let local_sender = interfaces[iface[idx(sender)]]
-                .addr(sender_fam)
-                .ok_or("No relay address of the offerer's family")?;
-            let local_receiver = interfaces[iface[idx(receiver)]]
-                .addr(receiver_fam)
-                .ok_or("No relay address of the requested family")?;
-            out_addr.get_or_insert(local_receiver);
-
-            if i == call.streams.len() {
-                call.streams.push(Stream {
-                    kind: m.kind.clone(),
-                    proto: m.proto.clone(),
-                    ports: None,
-                    peer: [None, None],
-                });
-            }
-            let st = &mut call.streams[i];
-            if !m.enabled() {
-                out_ports.push(0);
-                continue;
-            }
-            let ports = match st.ports {
-                Some(p) => p,
-                None => {
-                    let p = backend.create_stream(session).map_err(|e| e.to_string())?;
-                    st.ports = Some(p);
-                    p
-                }
-            };
-            let ip = match (oa.flags.sip_source_address, oa.received_from) {
-                (true, Some(rf)) => rf,
-                _ => m.addr,
-            };
-            // 0.0.0.0 / :: is RFC 2543 hold: the address is not known.
-            let known = !ip.is_unspecified();
-            let setup = PeerSetup {
-                local: local_sender,
-                rtp: known.then_some(SocketAddr::new(ip, m.port)),
-                rtcp: known.then_some(SocketAddr::new(
-                    if m.rtcp_addr == m.addr {
-                        ip
-                    } else {
-                        m.rtcp_addr
-                    },
-                    m.rtcp_port,
-                )),
-                latch,
-                strict_source: strict,
-            };
-            backend
-                .set_peer(session, ports, sender, &setup)
-                .map_err(|e| e.to_string())?;
-            st.peer[idx(sender)] = Some(setup);
-            // The receiving side's relay address is fixed now (it goes into the SDP), even
-            // if its peer is not known yet.
-            let recv = match st.peer[idx(receiver)] {
-                Some(p) if p.local == local_receiver => None,
-                Some(p) => Some(PeerSetup {
-                    local: local_receiver,
-                    ..p
-                }),
-                None => Some(PeerSetup {
-                    local: local_receiver,
-                    rtp: None,
-                    rtcp: None,
-                    latch,
-                    strict_source: strict,
-                }),
-            };
-            if let Some(r) = recv {
-                backend
-                    .set_peer(session, ports, receiver, &r)
-                    .map_err(|e| e.to_string())?;
-                st.peer[idx(receiver)] = Some(r);
-            }
-            out_ports.push(ports.of(receiver));
-        }
-        if call.tags[1].is_some() {
-            backend.activate(session).map_err(|e| e.to_string())?;
-        }
-        let body = sdp
-            .rewrite(&Rewrite {
-                addr: out_addr.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
-                ports: out_ports,
-                origin: oa.replace.origin,
-                remove_ice: oa.ice == Some(Ice::Remove),
-            })
-            .map_err(|e| format!("SDP rewrite: {e}"))?;
-        tracing::debug!(call_id = %oa.call_id, ?sender, answer, "ng sdp anchored");
-        Ok(Response::ok().with("sdp", body))
-    }
-
-    fn delete(&mut self, d: &Delete) -> Result<Response, String> {
-        let call = self.calls.get(&d.call_id).ok_or("Unknown call-id")?;
-        for t in [&d.from_tag, &d.to_tag].into_iter().flatten() {
-            if call.side_of(t).is_none() {
-                return Err("Unknown tag for this call".into());
-            }
-        }
-        let totals = self.totals(call);
-        let created = unix(call.created);
-        let session = call.session;
-        self.calls.remove(&d.call_id);
-        self.backend
-            .remove_session(session)
-            .map_err(|e| e.to_string())?;
-        Ok(Response::ok()
-            .with("created", created)
-            .with("totals", totals))
-    }
-
-    fn stats_dict(&self, session: SessionId, port: u16) -> (Value, Option<SocketAddr>, i64) {
-        let s = self.backend.leg_stats(session, port).unwrap_or_default();
-        let last = s.last_seen.map_or(0, unix);
-        (
-            Value::dict()
-                .with("packets", s.packets)
-                .with("bytes", s.bytes)
-                .with("errors", s.strict_drops),
-            s.peer,
-            last,
-        )
-    }
-
-    fn totals(&self, call: &Call) -> Value {
-        // Per kind (RTP, RTCP): packets, bytes, errors.
-        let mut sums = [[0u64; 3]; 2];
-        for st in &call.streams {
-            let Some(p) = st.ports else { continue };
-            for side in [Side::A, Side::B] {
-                for (k, port) in [p.of(side), p.of(side) + 1].into_iter().enumerate() {
-                    let s = self
-                        .backend
-                        .leg_stats(call.session, port)
-                        .unwrap_or_default();
-                    sums[k][0] += s.packets;
-                    sums[k][1] += s.bytes;
-                    sums[k][2] += s.strict_drops;
-                }
-            }
-        }
-        let d = |s: [u64; 3]| {
-            Value::dict()
-                .with("packets", s[0])
-                .with("bytes", s[1])
-                .with("errors", s[2])
-        };
-        Value::dict()
-            .with("RTP", d(sums[0]))
-            .with("RTCP", d(sums[1]))
+        d
     }
 
     /// rtpengine's `query` layout: `tags` → tag → `medias` → `streams` (RTP, RTCP) with
     /// `local port`, `endpoint`, `last packet` and `stats`; plus `totals`.
-    fn query(&self, call_id: &str) -> Result<Response, String> {
-        let call = self.calls.get(call_id).ok_or("Unknown call-id")?;
+    fn query(&self, call_id: &str) -> Result<Response, MediaError> {
+        let call = self.calls.call(call_id).ok_or(MediaError::UnknownCall)?;
         let mut tags = Value::dict();
         for side in [Side::A, Side::B] {
-            let tag = call.tags[idx(side)].clone().unwrap_or_default();
+            let tag = call.tag(side).unwrap_or_default();
             let mut medias = Vec::new();
             for (i, st) in call.streams.iter().enumerate() {
-                let mut streams = Vec::new();
-                if let Some(p) = st.ports {
-                    for (rtcp, port) in [(false, p.of(side)), (true, p.of(side) + 1)] {
-                        let (stats, peer, last) = self.stats_dict(call.session, port);
-                        let mut s = Value::dict()
-                            .with("local port", port)
-                            .with("last packet", last)
-                            .with("stats", stats);
-                        if let Some(l) = st.peer[idx(side)].map(|p| p.local) {
-                            s.insert("local address", l.to_string());
-                        }
-                        if let Some(peer) = peer {
-                            s.insert(
-                                "endpoint",
-                                Value::dict()
-                                    .with("family", if peer.is_ipv4() { "IPv4" } else { "IPv6" })
-                                    .with("address", peer.ip().to_string())
-                                    .with("port", peer.port()),
-                            );
-                        }
-                        if rtcp {
-                            s.insert("flags", vec![Value::str("RTCP")]);
-                        }
-                        streams.push(s);
-                    }
-                }
+                let streams: Vec<Value> = st
+                    .ports
+                    .into_iter()
+                    .flat_map(|p| [false, true].map(|rtcp| self.port_dict(call, st, side, p, rtcp)))
+                    .collect();
                 medias.push(
                     Value::dict()
                         .with("index", (i + 1) as u64)
@@ -657,11 +215,11 @@ impl<B: MediaBackend> Engine<B> {
                 );
             }
             let mut t = Value::dict()
-                .with("tag", tag.as_str())
+                .with("tag", tag)
                 .with("created", unix(call.created))
                 .with("medias", medias);
-            if let Some(o) = &call.tags[idx(side.other())] {
-                t.insert("in dialogue with", o.as_str());
+            if let Some(o) = call.tag(side.other()) {
+                t.insert("in dialogue with", o);
             }
             tags.insert(tag.as_bytes(), t);
         }
@@ -669,22 +227,39 @@ impl<B: MediaBackend> Engine<B> {
             .with("created", unix(call.created))
             .with("last signal", unix(call.last_signal))
             .with("tags", tags)
-            .with("totals", self.totals(call)))
+            .with("totals", totals(self.calls.totals(call))))
     }
 
     fn list(&self, limit: Option<u32>) -> Response {
         let limit = limit.map_or(DEFAULT_LIST_LIMIT, |l| l as usize);
-        let mut ids: Vec<&String> = self.calls.keys().collect();
-        ids.sort();
-        let calls: Vec<Value> = ids.into_iter().take(limit).map(Value::str).collect();
+        let calls: Vec<Value> = self
+            .calls
+            .call_ids()
+            .into_iter()
+            .take(limit)
+            .map(Value::str)
+            .collect();
         Response::ok().with("calls", calls)
     }
 }
 
+/// The SDP of an offer or answer, attributed to `tag`.
+fn signal<'a>(oa: &'a OfferAnswer, tag: &'a str) -> Signal<'a> {
+    Signal {
+        call_id: &oa.call_id,
+        tag,
+        sdp: &oa.sdp,
+    }
+}
+
+fn sdp_reply(sdp: String) -> Response {
+    Response::ok().with("sdp", sdp)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::super::backend::MemoryBackend;
     use super::*;
+    use crate::media::MemoryBackend;
 
     fn interfaces() -> Vec<Interface> {
         vec![

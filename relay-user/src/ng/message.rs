@@ -7,6 +7,7 @@
 use std::net::IpAddr;
 
 use super::bencode::{DecodeError, Value};
+use crate::media::Family;
 
 /// Longest cookie accepted. Kamailio sends ~20 bytes; the cap bounds the reply cache.
 pub const MAX_COOKIE: usize = 64;
@@ -162,28 +163,19 @@ pub struct OfferAnswer {
     pub via_branch: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Family {
-    V4,
-    V6,
+/// The address family as ng spells it: `IP4`, `IP6`.
+fn family_parse(s: &str) -> Option<Family> {
+    match s {
+        "IP4" => Some(Family::V4),
+        "IP6" => Some(Family::V6),
+        _ => None,
+    }
 }
 
-impl Family {
-    pub fn of(ip: &IpAddr) -> Family {
-        if ip.is_ipv4() { Family::V4 } else { Family::V6 }
-    }
-    fn parse(s: &str) -> Option<Family> {
-        match s {
-            "IP4" => Some(Family::V4),
-            "IP6" => Some(Family::V6),
-            _ => None,
-        }
-    }
-    fn name(self) -> &'static str {
-        match self {
-            Family::V4 => "IP4",
-            Family::V6 => "IP6",
-        }
+fn family_name(f: Family) -> &'static str {
+    match f {
+        Family::V4 => "IP4",
+        Family::V6 => "IP6",
     }
 }
 
@@ -365,7 +357,7 @@ impl OfferAnswer {
                     value: format!("{v:?}"),
                 };
                 let [fam, addr] = l else { return Err(bad()) };
-                let fam = fam.as_str().and_then(Family::parse).ok_or_else(bad)?;
+                let fam = fam.as_str().and_then(family_parse).ok_or_else(bad)?;
                 let addr: IpAddr = addr.as_str().and_then(|a| a.parse().ok()).ok_or_else(bad)?;
                 if Family::of(&addr) != fam {
                     return Err(bad());
@@ -375,7 +367,7 @@ impl OfferAnswer {
         };
         let address_family = match opt_str(d, "address family")? {
             None => None,
-            Some(s) => Some(Family::parse(&s).ok_or(MessageError::BadValue {
+            Some(s) => Some(family_parse(&s).ok_or(MessageError::BadValue {
                 key: "address family",
                 value: s,
             })?),
@@ -451,14 +443,14 @@ impl OfferAnswer {
             d.insert("ICE", s);
         }
         if let Some(a) = self.received_from {
-            let fam = Family::of(&a).name();
+            let fam = family_name(Family::of(&a));
             d.insert(
                 "received from",
                 vec![Value::str(fam), Value::str(a.to_string())],
             );
         }
         if let Some(f) = self.address_family {
-            d.insert("address family", f.name());
+            d.insert("address family", family_name(f));
         }
         if let Some(b) = &self.via_branch {
             d.insert("via-branch", b.as_str());

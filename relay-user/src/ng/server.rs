@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
 
-use super::backend::MediaBackend;
-use super::engine::{Engine, Interface};
+use super::engine::Engine;
 use super::message::{self, Request, Response};
+use crate::media::{Interface, MediaBackend};
 
 /// How long a reply is replayed for its cookie. Kamailio retries within a few seconds.
 pub const CACHE_TTL: Duration = Duration::from_secs(30);
@@ -184,10 +184,10 @@ pub async fn serve<B: MediaBackend>(
 
 #[cfg(test)]
 mod tests {
-    use super::super::backend::MemoryBackend;
     use super::super::client::NgClient;
     use super::super::message::OfferAnswer;
     use super::*;
+    use crate::media::MemoryBackend;
 
     fn engine() -> Mutex<Engine<MemoryBackend>> {
         Mutex::new(Engine::new(

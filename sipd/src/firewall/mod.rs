@@ -132,7 +132,7 @@ impl Firewall {
     /// the guard's limits.
     pub fn trust(&self, hosts: &[IpAddr]) {
         for ip in hosts {
-            if let Err(e) = self.dp.sessions_set_limit(*ip, relay_user::TRUSTED) {
+            if let Err(e) = self.dp.sessions_set_limit(*ip, relay_user::TRUSTED_SOURCE) {
                 warn!(%ip, error = %e, "could not exempt a trusted peer from the SIP guard");
             }
         }

@@ -25,7 +25,7 @@ use sipd_core::b2bua::{Core, Effect};
 use crate::config::Config;
 use crate::control::{Command, Control};
 use crate::firewall::Firewall;
-use crate::media::NgMedia;
+use crate::media::RelayMedia;
 use crate::resolver::{Answer, Resolver};
 use crate::store::Store;
 use crate::transport::{Event, Transports};
@@ -47,7 +47,7 @@ struct Appliance {
     firewall: Arc<Firewall>,
     transports: Transports,
     events: mpsc::Receiver<Event>,
-    core: Core<NgMedia>,
+    core: Core<RelayMedia>,
     resolver: Resolver,
     answers: mpsc::Receiver<Answer>,
     commands: mpsc::Receiver<Command>,
@@ -69,8 +69,8 @@ impl Appliance {
         startup::first_start_hints(&store, &records);
         let accounts = records.rules.accounts().count();
 
-        let dp = Arc::new(startup::start_dataplane(&cfg)?);
-        let (sessions, media) = startup::start_media(&cfg, &dp)?;
+        let (plane, media) = startup::start_media(&cfg)?;
+        let dp = plane.dataplane().clone();
         let (transports, events, locals, sip_ports) = startup::bind_sip(&cfg).await?;
         let firewall = Arc::new(Firewall::new(&cfg.firewall, store.clone(), dp.clone()));
         firewall.program_sip(&cfg.guard, &sip_ports)?;
@@ -85,7 +85,7 @@ impl Appliance {
             store.clone(),
             dp.clone(),
             transports.clone(),
-            sessions,
+            plane.sessions().clone(),
             firewall.clone(),
         );
         let api = startup::start_api(&cfg, control).await;

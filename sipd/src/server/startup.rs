@@ -3,14 +3,14 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, bail};
-use tracing::{error, info, warn};
+use tracing::{error, warn};
 
-use relay_user::loader::{self, LoaderConfig, RequestedMode};
-use relay_user::{DataPlane, PortRange, Sessions, UserRelay};
+use relay_user::PortRange;
+use relay_user::loader::{LoaderConfig, RequestedMode};
+use relay_user::media::{MediaPlane, Previous};
 use sipd_core::auth::digest::{DigestVerifier, NonceKey};
 use sipd_core::b2bua::ids::IdsConfig;
 use sipd_core::b2bua::{Core, CoreConfig, Local};
@@ -21,7 +21,7 @@ use super::AGENT;
 use super::provisioned::Provisioned;
 use crate::config::{Config, DataplaneMode};
 use crate::firewall::Firewall;
-use crate::media::NgMedia;
+use crate::media::RelayMedia;
 use crate::resolver::{Answer, Resolver};
 use crate::store::Store;
 use crate::transport::{Limits, Transports};
@@ -29,68 +29,37 @@ use crate::transport::{Limits, Transports};
 fn requested_mode(m: DataplaneMode) -> RequestedMode {
     match m {
         DataplaneMode::Auto => RequestedMode::Auto,
-        DataplaneMode::Xdp | DataplaneMode::XdpNative => RequestedMode::XdpNative,
+        DataplaneMode::Xdp => RequestedMode::Xdp,
+        DataplaneMode::XdpNative => RequestedMode::XdpNative,
         DataplaneMode::XdpSkb => RequestedMode::XdpSkb,
         DataplaneMode::Userspace => RequestedMode::Userspace,
     }
 }
 
-/// Brings up the data plane the configuration asks for. `xdp` tries native then generic.
-pub fn start_dataplane(cfg: &Config) -> Result<DataPlane> {
+/// Brings up the media plane the configuration asks for: the data plane (`xdp` tries native
+/// then generic XDP; the loader says which runs and why), the relay and its sessions.
+/// Sessions a previous run left in the pinned maps are freed: their calls cannot be resumed
+/// (their SIP dialogs died with that run).
+pub fn start_media(cfg: &Config) -> Result<(MediaPlane, RelayMedia)> {
     let d = &cfg.dataplane;
-    let lc = |mode| LoaderConfig {
+    let loader = LoaderConfig {
         instance: d.instance.clone(),
         interfaces: d.interfaces.clone(),
-        mode,
+        mode: requested_mode(d.mode),
         enable_forwarding: d.enable_forwarding,
         relay_addresses: vec![cfg.media.address],
     };
-    let object = relay_user::object::ebpf_object();
-    let dp = match d.mode {
-        DataplaneMode::Xdp => match loader::start(&lc(RequestedMode::XdpNative), object) {
-            Ok(dp) => dp,
-            Err(e) => {
-                warn!(error = %e, "native XDP did not attach; trying generic (skb) XDP");
-                loader::start(&lc(RequestedMode::XdpSkb), object)
-                    .context("dataplane.mode = \"xdp\": neither native nor generic XDP attached")?
-            }
-        },
-        m => loader::start(&lc(requested_mode(m)), object).context("bringing up the data plane")?,
-    };
-    if dp.mode().is_xdp() {
-        info!(dataplane = %dp.mode(), reason = dp.reason(), "data plane: XDP");
-    } else {
-        warn!(dataplane = %dp.mode(), reason = dp.reason(), "data plane: USERSPACE (no kernel forwarding)");
-    }
-    Ok(dp)
-}
-
-/// The media relay on the data plane: the userspace relay, the sessions and the port range.
-pub fn start_media(cfg: &Config, dp: &Arc<DataPlane>) -> Result<(Arc<Sessions>, NgMedia)> {
-    let relay = Arc::new(UserRelay::start(dp.clone(), 2).context("starting the media relay")?);
     let ports =
         PortRange::new(cfg.media.port_min, cfg.media.port_max).context("media port range")?;
-    let sessions = Arc::new(Sessions::new(dp.clone(), relay, ports, cfg.media.address));
-    if dp.mode().is_xdp() {
-        // Calls of a previous run cannot be resumed (their SIP dialogs died with it): free
-        // their relay legs instead of leaving media flowing for nobody.
-        match sessions.recover() {
-            Ok(0) => {}
-            Ok(n) => {
-                for s in sessions.list() {
-                    let _ = sessions.remove_session(s);
-                }
-                warn!(
-                    sessions = n,
-                    "removed relay sessions left by a previous run"
-                );
-            }
-            Err(e) => warn!(error = %e, "could not check for sessions of a previous run"),
-        }
-    }
+    let plane = MediaPlane::builder(loader, ports, cfg.media.address)
+        .workers(2)
+        .previous_sessions(Previous::Remove)
+        .media_timeout(Duration::from_secs(cfg.media.timeout_secs))
+        .start(relay_user::object::ebpf_object())
+        .context("bringing up the data plane and the media relay")?;
     let media_addr = cfg.media.advertised_address.unwrap_or(cfg.media.address);
-    let media = NgMedia::new(sessions.clone(), media_addr);
-    Ok((sessions, media))
+    let media = RelayMedia::new(&plane, media_addr);
+    Ok((plane, media))
 }
 
 /// Binds SIP; returns the transports, our addresses for the core and the (port, transport)
@@ -147,8 +116,8 @@ pub fn core(
     cfg: &Config,
     p: Provisioned,
     locals: Vec<Local>,
-    media: NgMedia,
-) -> Result<Core<NgMedia>> {
+    media: RelayMedia,
+) -> Result<Core<RelayMedia>> {
     let key = nonce_key(&cfg.data_dir)?;
     let verifier = DigestVerifier::new(cfg.digest_policy(), key, SystemTime::now());
     let g = &cfg.guard;

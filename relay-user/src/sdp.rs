@@ -109,23 +109,175 @@ const ICE_ATTRS: &[&str] = &[
     "end-of-candidates",
 ];
 
+/// One `m=` section while parsing: its own c= and a=rtcp (port, address) if any.
+struct RawMedia {
+    kind: String,
+    port: u16,
+    proto: String,
+    conn: Option<IpAddr>,
+    rtcp: Option<(u16, Option<IpAddr>)>,
+}
+
+/// What [`Sdp::parse`] has collected so far, line by line.
+#[derive(Default)]
+struct Parser {
+    fields: Vec<Field>,
+    session_conn: Option<IpAddr>,
+    raw: Vec<RawMedia>,
+}
+
+impl Parser {
+    fn origin(&mut self, value: &str, vstart: usize, lineno: usize) -> Result<(), SdpError> {
+        let toks = tokens(value, vstart);
+        if toks.len() != 6 || toks[3].0 != "IN" {
+            return Err(SdpError::BadOrigin { line: lineno });
+        }
+        // Origin address may be a FQDN (RFC 4566); we only replace it.
+        self.fields
+            .push(Field::Origin(toks[4].1.start..toks[5].1.end));
+        Ok(())
+    }
+
+    fn connection(&mut self, value: &str, vstart: usize, lineno: usize) -> Result<(), SdpError> {
+        let toks = tokens(value, vstart);
+        if toks.len() != 3 || toks[0].0 != "IN" {
+            return Err(SdpError::BadConnection { line: lineno });
+        }
+        let (addr_tok, span) = &toks[2];
+        // Multicast TTL / count suffix: address is before the first '/'.
+        let addr_str = addr_tok.split('/').next().unwrap_or(addr_tok);
+        let bad = || SdpError::BadAddress {
+            line: lineno,
+            addr: addr_str.to_string(),
+        };
+        let addr: IpAddr = addr_str.parse().map_err(|_| bad())?;
+        match (toks[1].0, addr) {
+            ("IP4", IpAddr::V4(_)) | ("IP6", IpAddr::V6(_)) => {}
+            ("IP4" | "IP6", _) => return Err(bad()),
+            _ => return Err(SdpError::BadConnection { line: lineno }),
+        }
+        // Replace the whole "IP4 addr" so the family can change (v4 <-> v6).
+        self.fields.push(Field::ConnAddr(toks[1].1.start..span.end));
+        match self.raw.last_mut() {
+            Some(m) => {
+                if m.conn.is_some() {
+                    return Err(SdpError::BadConnection { line: lineno });
+                }
+                m.conn = Some(addr)
+            }
+            None if self.session_conn.is_some() => {
+                return Err(SdpError::BadConnection { line: lineno });
+            }
+            None => self.session_conn = Some(addr),
+        }
+        Ok(())
+    }
+
+    fn media(&mut self, value: &str, vstart: usize, lineno: usize) -> Result<(), SdpError> {
+        let toks = tokens(value, vstart);
+        if toks.len() < 4 {
+            return Err(SdpError::BadMedia { line: lineno });
+        }
+        let (port_tok, port_span) = &toks[1];
+        // "<port>/<count>": keep the count, replace the port.
+        let port_str = port_tok.split('/').next().unwrap_or(port_tok);
+        let port = parse_port(port_str).ok_or(SdpError::BadMedia { line: lineno })?;
+        self.fields.push(Field::MediaPort {
+            media: self.raw.len(),
+            span: port_span.start..port_span.start + port_str.len(),
+        });
+        self.raw.push(RawMedia {
+            kind: toks[0].0.to_string(),
+            port,
+            proto: toks[2].0.to_string(),
+            conn: None,
+            rtcp: None,
+        });
+        Ok(())
+    }
+
+    /// An a= line; `line` is its span, line end included.
+    fn attribute(
+        &mut self,
+        value: &str,
+        vstart: usize,
+        lineno: usize,
+        line: Range<usize>,
+    ) -> Result<(), SdpError> {
+        let name = value.split(':').next().unwrap_or(value);
+        if ICE_ATTRS.contains(&name) {
+            self.fields.push(Field::IceLine(line));
+            return Ok(());
+        }
+        if name != "rtcp" || value.len() <= 5 {
+            return Ok(());
+        }
+        let Some(media) = self.raw.len().checked_sub(1) else {
+            // Session-level a=rtcp is meaningless; leave it alone.
+            return Ok(());
+        };
+        let v = &value[5..];
+        let toks = tokens(v, vstart + 5);
+        let port = toks
+            .first()
+            .and_then(|t| parse_port(t.0))
+            .ok_or(SdpError::BadRtcp { line: lineno })?;
+        let addr = match toks.len() {
+            1 => None,
+            4 if toks[1].0 == "IN" => Some(
+                toks[3]
+                    .0
+                    .parse::<IpAddr>()
+                    .map_err(|_| SdpError::BadRtcp { line: lineno })?,
+            ),
+            _ => return Err(SdpError::BadRtcp { line: lineno }),
+        };
+        if self.raw[media].rtcp.replace((port, addr)).is_some() {
+            return Err(SdpError::BadRtcp { line: lineno });
+        }
+        self.fields.push(Field::Rtcp {
+            media,
+            span: toks[0].1.start..toks.last().map_or(0, |t| t.1.end),
+        });
+        Ok(())
+    }
+
+    /// Each m= section with its address (own c=, else the session's) and RTCP.
+    fn finish(self) -> Result<(Vec<Field>, Vec<Media>), SdpError> {
+        let session_conn = self.session_conn;
+        let media = self
+            .raw
+            .into_iter()
+            .enumerate()
+            .map(|(index, m)| {
+                let addr = m
+                    .conn
+                    .or(session_conn)
+                    .ok_or(SdpError::NoConnection { index })?;
+                let (rtcp_port, rtcp_addr) = match m.rtcp {
+                    Some((p, a)) => (p, a.unwrap_or(addr)),
+                    None => (m.port.wrapping_add(1), addr),
+                };
+                Ok(Media {
+                    kind: m.kind,
+                    port: m.port,
+                    proto: m.proto,
+                    addr,
+                    rtcp_port,
+                    rtcp_addr,
+                })
+            })
+            .collect::<Result<Vec<_>, SdpError>>()?;
+        Ok((self.fields, media))
+    }
+}
+
 impl<'a> Sdp<'a> {
     pub fn parse(text: &'a str) -> Result<Sdp<'a>, SdpError> {
         if text.is_empty() {
             return Err(SdpError::Empty);
         }
-        let mut fields = Vec::new();
-        let mut session_conn: Option<IpAddr> = None;
-        // Per media: kind, port, proto, own c=, rtcp (port, addr).
-        struct Raw {
-            kind: String,
-            port: u16,
-            proto: String,
-            conn: Option<IpAddr>,
-            rtcp: Option<(u16, Option<IpAddr>)>,
-        }
-        let mut raw: Vec<Raw> = Vec::new();
-
+        let mut p = Parser::default();
         let mut offset = 0;
         for (i, full) in text.split_inclusive('\n').enumerate() {
             let lineno = i + 1;
@@ -150,128 +302,14 @@ impl<'a> Sdp<'a> {
             let value = &line[2..];
             let vstart = start + 2;
             match b[0] {
-                b'o' => {
-                    let toks = tokens(value, vstart);
-                    if toks.len() != 6 || toks[3].0 != "IN" {
-                        return Err(SdpError::BadOrigin { line: lineno });
-                    }
-                    // Origin address may be a FQDN (RFC 4566); we only replace it.
-                    fields.push(Field::Origin(toks[4].1.start..toks[5].1.end));
-                }
-                b'c' => {
-                    let toks = tokens(value, vstart);
-                    if toks.len() != 3 || toks[0].0 != "IN" {
-                        return Err(SdpError::BadConnection { line: lineno });
-                    }
-                    let (addr_tok, span) = &toks[2];
-                    // Multicast TTL / count suffix: address is before the first '/'.
-                    let addr_str = addr_tok.split('/').next().unwrap_or(addr_tok);
-                    let bad = || SdpError::BadAddress {
-                        line: lineno,
-                        addr: addr_str.to_string(),
-                    };
-                    let addr: IpAddr = addr_str.parse().map_err(|_| bad())?;
-                    match (toks[1].0, addr) {
-                        ("IP4", IpAddr::V4(_)) | ("IP6", IpAddr::V6(_)) => {}
-                        ("IP4" | "IP6", _) => return Err(bad()),
-                        _ => return Err(SdpError::BadConnection { line: lineno }),
-                    }
-                    // Replace the whole "IP4 addr" so the family can change (v4 <-> v6).
-                    fields.push(Field::ConnAddr(toks[1].1.start..span.end));
-                    match raw.last_mut() {
-                        Some(m) => {
-                            if m.conn.is_some() {
-                                return Err(SdpError::BadConnection { line: lineno });
-                            }
-                            m.conn = Some(addr)
-                        }
-                        None if session_conn.is_some() => {
-                            return Err(SdpError::BadConnection { line: lineno });
-                        }
-                        None => session_conn = Some(addr),
-                    }
-                }
-                b'm' => {
-                    let toks = tokens(value, vstart);
-                    if toks.len() < 4 {
-                        return Err(SdpError::BadMedia { line: lineno });
-                    }
-                    let (port_tok, port_span) = &toks[1];
-                    // "<port>/<count>": keep the count, replace the port.
-                    let port_str = port_tok.split('/').next().unwrap_or(port_tok);
-                    let port = parse_port(port_str).ok_or(SdpError::BadMedia { line: lineno })?;
-                    fields.push(Field::MediaPort {
-                        media: raw.len(),
-                        span: port_span.start..port_span.start + port_str.len(),
-                    });
-                    raw.push(Raw {
-                        kind: toks[0].0.to_string(),
-                        port,
-                        proto: toks[2].0.to_string(),
-                        conn: None,
-                        rtcp: None,
-                    });
-                }
-                b'a' => {
-                    let name = value.split(':').next().unwrap_or(value);
-                    if ICE_ATTRS.contains(&name) {
-                        fields.push(Field::IceLine(start..start + full.len()));
-                    } else if name == "rtcp" && value.len() > 5 {
-                        let Some(media) = raw.len().checked_sub(1) else {
-                            // Session-level a=rtcp is meaningless; leave it alone.
-                            continue;
-                        };
-                        let v = &value[5..];
-                        let toks = tokens(v, vstart + 5);
-                        let port = toks
-                            .first()
-                            .and_then(|t| parse_port(t.0))
-                            .ok_or(SdpError::BadRtcp { line: lineno })?;
-                        let addr = match toks.len() {
-                            1 => None,
-                            4 if toks[1].0 == "IN" => Some(
-                                toks[3]
-                                    .0
-                                    .parse::<IpAddr>()
-                                    .map_err(|_| SdpError::BadRtcp { line: lineno })?,
-                            ),
-                            _ => return Err(SdpError::BadRtcp { line: lineno }),
-                        };
-                        if raw[media].rtcp.replace((port, addr)).is_some() {
-                            return Err(SdpError::BadRtcp { line: lineno });
-                        }
-                        fields.push(Field::Rtcp {
-                            media,
-                            span: toks[0].1.start..toks.last().map_or(0, |t| t.1.end),
-                        });
-                    }
-                }
+                b'o' => p.origin(value, vstart, lineno)?,
+                b'c' => p.connection(value, vstart, lineno)?,
+                b'm' => p.media(value, vstart, lineno)?,
+                b'a' => p.attribute(value, vstart, lineno, start..start + full.len())?,
                 _ => {}
             }
         }
-
-        let media = raw
-            .into_iter()
-            .enumerate()
-            .map(|(index, m)| {
-                let addr = m
-                    .conn
-                    .or(session_conn)
-                    .ok_or(SdpError::NoConnection { index })?;
-                let (rtcp_port, rtcp_addr) = match m.rtcp {
-                    Some((p, a)) => (p, a.unwrap_or(addr)),
-                    None => (m.port.wrapping_add(1), addr),
-                };
-                Ok(Media {
-                    kind: m.kind,
-                    port: m.port,
-                    proto: m.proto,
-                    addr,
-                    rtcp_port,
-                    rtcp_addr,
-                })
-            })
-            .collect::<Result<Vec<_>, SdpError>>()?;
+        let (fields, media) = p.finish()?;
         Ok(Sdp {
             text,
             fields,

@@ -1,4 +1,4 @@
-//! The ng layer's state file: what the engine needs to take its calls back after relayd
+//! The media call table's state file: what it needs to take its calls back after relayd
 //! restarts over pinned XDP maps (call-ids, tags, session ids, streams and their ports, what
 //! each side signalled).
 //!
