@@ -73,6 +73,95 @@ pub struct Actor {
     pub source: IpAddr,
 }
 
+/// Who stamps the audit entry of a change (actor, source and time).
+pub trait Auditor {
+    fn entry(
+        &self,
+        kind: AuditKind,
+        target: String,
+        reason: Option<String>,
+        before: Option<serde_json::Value>,
+        after: Option<serde_json::Value>,
+    ) -> AuditDraft;
+}
+
+impl Auditor for Actor {
+    fn entry(
+        &self,
+        kind: AuditKind,
+        target: String,
+        reason: Option<String>,
+        before: Option<serde_json::Value>,
+        after: Option<serde_json::Value>,
+    ) -> AuditDraft {
+        self.audit(kind, target, reason, before, after)
+    }
+}
+
+/// One change as its audit entry records it, and what the caller gets back.
+#[derive(Debug, Clone)]
+pub struct Change<R> {
+    pub kind: AuditKind,
+    /// `account:<name>`, `staff:<name>`, …
+    pub target: String,
+    pub reason: Option<String>,
+    pub before: Option<serde_json::Value>,
+    pub after: Option<serde_json::Value>,
+    pub out: R,
+}
+
+impl<R> Change<R> {
+    pub fn new(kind: AuditKind, target: String, out: R) -> Change<R> {
+        Change {
+            kind,
+            target,
+            reason: None,
+            before: None,
+            after: None,
+            out,
+        }
+    }
+
+    pub fn before<V: Serialize>(self, v: &V) -> Change<R> {
+        Change {
+            before: serde_json::to_value(v).ok(),
+            ..self
+        }
+    }
+
+    pub fn after<V: Serialize>(self, v: &V) -> Change<R> {
+        Change {
+            after: serde_json::to_value(v).ok(),
+            ..self
+        }
+    }
+
+    pub fn reason(self, reason: Option<String>) -> Change<R> {
+        Change { reason, ..self }
+    }
+}
+
+impl Store {
+    /// Performs one change: `f` makes it inside one transaction and describes it, and
+    /// exactly one audit entry (stamped by `by`, with before and after) is appended in the
+    /// same transaction, flushed before this returns. `f` refuses with `Ok(Err(e))`, which
+    /// writes nothing.
+    pub fn change<R, E>(
+        &self,
+        by: &dyn Auditor,
+        f: impl Fn(&Tx<'_>) -> TxResult<Result<Change<R>, E>>,
+    ) -> Result<Result<R, E>, StoreError> {
+        self.write(|tx| {
+            let c = match f(tx)? {
+                Ok(c) => c,
+                Err(e) => return Ok(Err(e)),
+            };
+            tx.append_audit(&by.entry(c.kind, c.target, c.reason, c.before, c.after))?;
+            Ok(Ok(c.out))
+        })
+    }
+}
+
 impl Actor {
     /// A successful change by this actor, for the transaction that makes it.
     pub fn audit(
