@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::store::{Account, AuthRule, Connection, Id, Store, StoreError, Tariff};
 use crate::toml_span::{Location, locate};
-use sipd_core::records::{FieldErrors, Lookup, RuleOwner};
 pub use sipd_core::records::{AccountSpec, ConnectionSpec, RuleSpec, SipSpec, TariffSpec};
+use sipd_core::records::{FieldErrors, Lookup, RuleOwner};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -148,9 +148,18 @@ impl Report<'_> {
     }
 
     /// Refuses a second record of one name in the file.
-    fn unique<'n>(&mut self, seen: &mut BTreeSet<&'n str>, path: String, kind: &str, name: &'n str) {
+    fn unique<'n>(
+        &mut self,
+        seen: &mut BTreeSet<&'n str>,
+        path: String,
+        kind: &str,
+        name: &'n str,
+    ) {
         if !seen.insert(name) {
-            self.bad(format!("{path}.name"), format!("{kind} {name:?} appears twice"));
+            self.bad(
+                format!("{path}.name"),
+                format!("{kind} {name:?} appears twice"),
+            );
         }
     }
 }
@@ -261,7 +270,9 @@ fn plan_accounts(
                 ),
             );
         }
-        let account = a.build(realm, None, lookup).map_err(|e| report.fields(&p, e));
+        let account = a
+            .build(realm, None, lookup)
+            .map_err(|e| report.fields(&p, e));
         let owner = RuleOwner {
             id: 0,
             name: &a.name,

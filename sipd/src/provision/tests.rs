@@ -141,7 +141,7 @@ name = "open"
         "14:7: account.0.sip.password: needs password",
         "18:7: account.0.rule.0.cld: invalid regex",
         "21:8: account.1.name: account \"a\" appears twice",
-        "account.1.rule.0.ip_only: account \"a\" has no SIP credentials",
+        "23:1: account.1.rule.0.ip_only: account \"a\" has no SIP credentials",
     ] {
         assert!(shown.contains(needle), "missing {needle:?} in:\n{shown}");
     }

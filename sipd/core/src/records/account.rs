@@ -210,7 +210,9 @@ impl AccountSpec {
             }
         });
         let tariff_id = self.tariff.as_ref().and_then(|n| {
-            let found = lookup.tariff_id(n).map_err(|e| FieldError::new("tariff", e));
+            let found = lookup
+                .tariff_id(n)
+                .map_err(|e| FieldError::new("tariff", e));
             match p.take(found)? {
                 None => {
                     p.add("tariff", format!("no tariff {n:?}"));
@@ -244,9 +246,7 @@ impl AccountSpec {
         lookup: &dyn Lookup,
     ) {
         match lookup.sip_user_owner(username) {
-            Ok(Some((id, owner)))
-                if current.map_or(owner != self.name, |c| c.id != id) =>
-            {
+            Ok(Some((id, owner))) if current.map_or(owner != self.name, |c| c.id != id) => {
                 p.0.push(FieldError::taken(
                     "sip.username",
                     format!("SIP username {username:?} belongs to account {owner:?}"),

@@ -143,8 +143,7 @@ impl ConnectionSpec {
         let mut p = FieldErrors::default();
         let (host, port) = p
             .take(
-                parse_destination(&self.destination)
-                    .map_err(|e| FieldError::new("destination", e)),
+                parse_destination(&self.destination).map_err(|e| FieldError::new("destination", e)),
             )
             .unwrap_or_else(|| ("invalid".into(), 5060));
         let c = Connection {

@@ -140,7 +140,12 @@ pub async fn create(
         |tx, a: &Account| {
             let id = tx.put_account(a)?;
             let v = view_in_tx(tx, &Account { id, ..a.clone() })?;
-            Ok(Ok(Change::new(AuditKind::Create, target(&v.name), v.clone()).after(&v)))
+            Ok(Ok(Change::new(
+                AuditKind::Create,
+                target(&v.name),
+                v.clone(),
+            )
+            .after(&v)))
         },
     )
     .await?;
@@ -265,7 +270,10 @@ pub async fn topup(
             tx.put_account(&a)?;
             let after = view_in_tx(tx, &a)?;
             let c = Change::new(AuditKind::Update, target(&a.name), after.clone());
-            Ok(Ok(c.before(&before).after(&after).reason(Some(reason.clone()))))
+            Ok(Ok(c
+                .before(&before)
+                .after(&after)
+                .reason(Some(reason.clone()))))
         },
     )
     .await?;

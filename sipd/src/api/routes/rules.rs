@@ -81,7 +81,11 @@ pub async fn create(
                 id: tx.put_rule(r)?,
                 ..r.clone()
             };
-            let c = Change::new(AuditKind::Create, target(&acc.name, &r.name), stored.clone());
+            let c = Change::new(
+                AuditKind::Create,
+                target(&acc.name, &r.name),
+                stored.clone(),
+            );
             Ok(Ok(c.after(&stored)))
         },
     )
@@ -117,7 +121,11 @@ pub async fn update(
                 tx.delete_rule(acc.id, &before.name)?;
             }
             tx.put_rule(new)?;
-            let c = Change::new(AuditKind::Update, target(&acc.name, &before.name), new.clone());
+            let c = Change::new(
+                AuditKind::Update,
+                target(&acc.name, &before.name),
+                new.clone(),
+            );
             Ok(Ok(c.before(&before).after(new)))
         },
     )
