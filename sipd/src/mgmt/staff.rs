@@ -171,25 +171,16 @@ fn map_store(e: StoreError) -> StaffError {
 struct By<'a>(&'a Actor, SystemTime);
 
 impl Auditor for By<'_> {
-    fn entry(
-        &self,
-        kind: AuditKind,
-        target: String,
-        reason: Option<String>,
-        before: Option<serde_json::Value>,
-        after: Option<serde_json::Value>,
-    ) -> AuditDraft {
-        AuditDraft {
-            ts_ms: unix_ms(self.1),
-            actor: self.0.username.clone(),
-            source: self.0.source,
-            kind,
-            target: Some(target),
-            result: AuditResult::Success,
-            reason,
-            before,
-            after,
-        }
+    fn username(&self) -> Option<String> {
+        self.0.username.clone()
+    }
+
+    fn source(&self) -> Option<IpAddr> {
+        self.0.source
+    }
+
+    fn ts_ms(&self) -> u64 {
+        unix_ms(self.1)
     }
 }
 
@@ -221,9 +212,12 @@ fn failure(
     name: &str,
     reason: String,
 ) -> AuditDraft {
+    let (entry, ()) = Change::new(kind, format!("staff:{name}"), ())
+        .reason(Some(reason))
+        .entry(&By(actor, now));
     AuditDraft {
         result: AuditResult::Failure,
-        ..By(actor, now).entry(kind, format!("staff:{name}"), Some(reason), None, None)
+        ..entry
     }
 }
 

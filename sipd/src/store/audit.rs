@@ -73,28 +73,26 @@ pub struct Actor {
     pub source: IpAddr,
 }
 
-/// Who stamps the audit entry of a change (actor, source and time).
+/// Who an audit entry names, from where, and when.
 pub trait Auditor {
-    fn entry(
-        &self,
-        kind: AuditKind,
-        target: String,
-        reason: Option<String>,
-        before: Option<serde_json::Value>,
-        after: Option<serde_json::Value>,
-    ) -> AuditDraft;
+    /// The staff username; `None` for sipd itself.
+    fn username(&self) -> Option<String>;
+    fn source(&self) -> Option<IpAddr>;
+    /// Unix ms.
+    fn ts_ms(&self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
 }
 
 impl Auditor for Actor {
-    fn entry(
-        &self,
-        kind: AuditKind,
-        target: String,
-        reason: Option<String>,
-        before: Option<serde_json::Value>,
-        after: Option<serde_json::Value>,
-    ) -> AuditDraft {
-        self.audit(kind, target, reason, before, after)
+    fn username(&self) -> Option<String> {
+        Some(self.username.clone())
+    }
+
+    fn source(&self) -> Option<IpAddr> {
+        Some(super::canonical_ip(self.source))
     }
 }
 
@@ -139,6 +137,22 @@ impl<R> Change<R> {
     pub fn reason(self, reason: Option<String>) -> Change<R> {
         Change { reason, ..self }
     }
+
+    /// The successful change's audit entry, stamped by `by`, and what the caller gets.
+    pub fn entry(self, by: &dyn Auditor) -> (AuditDraft, R) {
+        let draft = AuditDraft {
+            ts_ms: by.ts_ms(),
+            actor: by.username(),
+            source: by.source(),
+            kind: self.kind,
+            target: Some(self.target),
+            result: AuditResult::Success,
+            reason: self.reason,
+            before: self.before,
+            after: self.after,
+        };
+        (draft, self.out)
+    }
 }
 
 impl Store {
@@ -156,8 +170,9 @@ impl Store {
                 Ok(c) => c,
                 Err(e) => return Ok(Err(e)),
             };
-            tx.append_audit(&by.entry(c.kind, c.target, c.reason, c.before, c.after))?;
-            Ok(Ok(c.out))
+            let (entry, out) = c.entry(by);
+            tx.append_audit(&entry)?;
+            Ok(Ok(out))
         })
     }
 }
@@ -172,19 +187,15 @@ impl Actor {
         before: Option<serde_json::Value>,
         after: Option<serde_json::Value>,
     ) -> AuditDraft {
-        AuditDraft {
-            ts_ms: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-            actor: Some(self.username.clone()),
-            source: Some(super::canonical_ip(self.source)),
+        let c = Change {
             kind,
-            target: Some(target),
-            result: AuditResult::Success,
+            target,
             reason,
             before,
             after,
-        }
+            out: (),
+        };
+        c.entry(self).0
     }
 }
 

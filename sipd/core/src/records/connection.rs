@@ -129,9 +129,9 @@ pub struct ConnectionSpec {
     pub transport: Transport,
     #[serde(default)]
     pub cld_prefixes: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub max_channels: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub cps_limit: Option<u32>,
     #[serde(default = "default_priority")]
     pub priority: u32,

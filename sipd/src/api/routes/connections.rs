@@ -4,33 +4,21 @@ use serde::Serialize;
 
 use super::crud::Resource;
 use crate::api::error::ApiResult;
-use crate::store::{Connection, Id, Store, StoreError, Transport, Tx, TxResult};
+use crate::store::{Connection, Id, Store, StoreError, Tx, TxResult};
 use sipd_core::records::ConnectionSpec;
 
+/// A connection as the API shows it: its id and the input that builds it.
 #[derive(Debug, Clone, Serialize)]
 pub struct ConnectionView {
     pub id: Id,
-    pub name: String,
-    pub enabled: bool,
-    pub destination: String,
-    pub transport: Transport,
-    pub cld_prefixes: Vec<String>,
-    pub max_channels: Option<u32>,
-    pub cps_limit: Option<u32>,
-    pub priority: u32,
+    #[serde(flatten)]
+    pub connection: ConnectionSpec,
 }
 
 pub fn view(c: &Connection) -> ConnectionView {
     ConnectionView {
         id: c.id,
-        name: c.name.clone(),
-        enabled: c.enabled,
-        destination: c.destination(),
-        transport: c.transport,
-        cld_prefixes: c.cld_prefixes.clone(),
-        max_channels: c.max_channels,
-        cps_limit: c.cps_limit,
-        priority: c.priority,
+        connection: ConnectionSpec::from(c),
     }
 }
 
