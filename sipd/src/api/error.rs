@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 use crate::control::ControlError;
 use crate::mgmt::{AuthzError, LoginError, StaffError};
 use crate::store::StoreError;
+use sipd_core::records::{FieldError, FieldErrors};
 
 #[derive(Debug, Clone)]
 pub struct ApiError {
@@ -136,9 +137,29 @@ impl From<LoginError> for ApiError {
 }
 
 impl From<crate::store::Invalid> for ApiError {
-    /// Validation the handlers did not catch first: name the record at least.
     fn from(e: crate::store::Invalid) -> Self {
-        ApiError::invalid(e.kind, e.reason)
+        ApiError::invalid(e.field, e.reason)
+    }
+}
+
+impl From<FieldError> for ApiError {
+    /// 400 naming the field; 409 for a value another record holds.
+    fn from(e: FieldError) -> Self {
+        if e.taken {
+            ApiError {
+                field: Some(e.field),
+                ..ApiError::conflict(e.message)
+            }
+        } else {
+            ApiError::invalid(e.field, e.message)
+        }
+    }
+}
+
+impl From<FieldErrors> for ApiError {
+    /// The first problem: the one a client fixes first.
+    fn from(e: FieldErrors) -> Self {
+        e.first().into()
     }
 }
 

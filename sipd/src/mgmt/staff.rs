@@ -16,8 +16,8 @@ use super::password::{PasswordError, PolicyViolation, Strength};
 use super::totp::{self, TotpError};
 use super::{StaffAuth, unix_ms};
 use crate::store::{
-    AuditDraft, AuditKind, AuditResult, Id, Role, SessionScope, Staff, Store, StoreError,
-    TokenHash, TotpState, Tx, TxResult, abort_tx, valid_username,
+    AuditDraft, AuditKind, AuditResult, Auditor, Change, Id, Role, SessionScope, Staff, Store,
+    StoreError, TokenHash, TotpState, Tx, TxResult, abort_tx, valid_username,
 };
 
 /// Who is making a change, for the audit log.
@@ -169,25 +169,57 @@ fn map_store(e: StoreError) -> StaffError {
     }
 }
 
-fn entry(
-    actor: &Actor,
-    now: SystemTime,
+/// Stamps a change's audit entry with the actor and the (possibly fake) clock.
+struct By<'a>(&'a Actor, SystemTime);
+
+impl Auditor for By<'_> {
+    fn username(&self) -> Option<String> {
+        self.0.username.clone()
+    }
+
+    fn source(&self) -> Option<IpAddr> {
+        self.0.source
+    }
+
+    fn ts_ms(&self) -> u64 {
+        unix_ms(self.1)
+    }
+}
+
+/// A change to staff user `name`, for [`Store::change`]: the user before and after as
+/// [`StaffView`].
+fn changed<R>(
     kind: AuditKind,
-    target: &str,
+    name: &str,
     reason: Option<String>,
     before: Option<&Staff>,
     after: Option<&Staff>,
-) -> AuditDraft {
-    AuditDraft {
-        ts_ms: unix_ms(now),
-        actor: actor.username.clone(),
-        source: actor.source,
+    out: R,
+) -> Result<Change<R>, StaffError> {
+    Ok(Change {
         kind,
-        target: Some(format!("staff:{target}")),
-        result: AuditResult::Success,
+        target: format!("staff:{name}"),
         reason,
         before: before.and_then(view),
         after: after.and_then(view),
+        out,
+    })
+}
+
+/// A failed attempt, audited on its own (nothing changed).
+fn failure(
+    actor: &Actor,
+    now: SystemTime,
+    kind: AuditKind,
+    name: &str,
+    reason: String,
+) -> AuditDraft {
+    let (entry, ()) = Change::new(kind, format!("staff:{name}"), ())
+        .reason(Some(reason))
+        .entry(&By(actor, now));
+    AuditDraft {
+        result: AuditResult::Failure,
+        ..entry
     }
 }
 
@@ -217,20 +249,18 @@ impl StaffAuth {
             created_ms: now_ms,
             session_epoch: 0,
         };
-        let stored = store.write(|tx| {
+        let stored = store.change(&By(actor, now), |tx| {
             let id = tx.put_staff(&s)?;
             let stored = Staff { id, ..s.clone() };
-            tx.append_audit(&entry(
-                actor,
-                now,
+            Ok(changed(
                 AuditKind::Create,
                 &s.username,
                 None,
                 None,
                 Some(&stored),
-            ))?;
-            Ok(stored)
-        })?;
+                stored.clone(),
+            ))
+        })??;
         Ok((stored, strength))
     }
 
@@ -269,20 +299,18 @@ impl StaffAuth {
             created_ms: now_ms,
             session_epoch: 0,
         };
-        let stored = store.write(|tx| {
+        let stored = store.change(&By(&Actor::system(), now), |tx| {
             let id = tx.put_staff(&s)?;
             let stored = Staff { id, ..s.clone() };
-            tx.append_audit(&entry(
-                &Actor::system(),
-                now,
+            Ok(changed(
                 AuditKind::Init,
                 username,
                 Some("first admin created; TOTP enrolment pending".into()),
                 None,
                 Some(&stored),
-            ))?;
-            Ok(stored)
-        })?;
+                stored.clone(),
+            ))
+        })??;
         let uri = totp::provisioning_uri(&secret, username)?;
         let qr = totp::qr_terminal(&uri)?;
         Ok((
@@ -319,7 +347,7 @@ impl StaffAuth {
             return Err(StaffError::LastAdmin(before.username));
         }
         let after = store
-            .write(|tx| {
+            .change(&By(actor, now), |tx| {
                 let before = load(tx, id)?;
                 let mut s = before.clone();
                 if let Some(n) = &u.username {
@@ -341,18 +369,16 @@ impl StaffAuth {
                     s.session_epoch += 1;
                 }
                 tx.put_staff(&s)?;
-                tx.append_audit(&entry(
-                    actor,
-                    now,
+                Ok(changed(
                     AuditKind::Update,
                     &before.username,
                     revoke.then(|| "sessions revoked".into()),
                     Some(&before),
                     Some(&s),
-                ))?;
-                Ok(s)
+                    s.clone(),
+                ))
             })
-            .map_err(map_store)?;
+            .map_err(map_store)??;
         if after.session_epoch != before.session_epoch {
             store.remove_sessions_of(id)?;
         }
@@ -374,20 +400,18 @@ impl StaffAuth {
             return Err(StaffError::LastAdmin(before.username));
         }
         let old = store
-            .write(|tx| {
+            .change(&By(actor, now), |tx| {
                 let old = tx.delete_staff(id)?;
-                tx.append_audit(&entry(
-                    actor,
-                    now,
+                Ok(changed(
                     AuditKind::Delete,
                     &old.username,
                     None,
                     Some(&old),
                     None,
-                ))?;
-                Ok(old)
+                    old.clone(),
+                ))
             })
-            .map_err(map_store)?;
+            .map_err(map_store)??;
         store.remove_sessions_of(id)?;
         Ok(old)
     }
@@ -413,18 +437,13 @@ impl StaffAuth {
         if let Some(cur) = current
             && !self.hasher.verify(cur, &before.password_hash)?
         {
-            let _ = store.append_audit(&AuditDraft {
-                result: AuditResult::Failure,
-                ..entry(
-                    actor,
-                    now,
-                    AuditKind::Password,
-                    &before.username,
-                    Some("wrong current password".into()),
-                    None,
-                    None,
-                )
-            });
+            let _ = store.append_audit(&failure(
+                actor,
+                now,
+                AuditKind::Password,
+                &before.username,
+                "wrong current password".into(),
+            ));
             return Err(StaffError::WrongCurrentPassword);
         }
         let strength = self.policy.check(new, &before.username)?;
@@ -435,7 +454,7 @@ impl StaffAuth {
         let now_ms = unix_ms(now);
         let by_admin = current.is_none();
         store
-            .write(|tx| {
+            .change(&By(actor, now), |tx| {
                 let before = load(tx, id)?;
                 let mut s = before.clone();
                 s.password_hash = hash.clone();
@@ -453,9 +472,7 @@ impl StaffAuth {
                     }
                     tx.put_session(k, &rec)?;
                 }
-                tx.append_audit(&entry(
-                    actor,
-                    now,
+                Ok(changed(
                     AuditKind::Password,
                     &before.username,
                     Some(
@@ -468,10 +485,10 @@ impl StaffAuth {
                     ),
                     Some(&before),
                     Some(&s),
-                ))?;
-                Ok(())
+                    (),
+                ))
             })
-            .map_err(map_store)?;
+            .map_err(map_store)??;
         self.remove_other_sessions(store, id, keep)?;
         Ok(strength)
     }
@@ -510,7 +527,7 @@ impl StaffAuth {
     ) -> Result<Enrolment, StaffError> {
         let secret = totp::generate_secret()?;
         let s = store
-            .write(|tx| {
+            .change(&By(actor, now), |tx| {
                 let before = load(tx, id)?;
                 if before.totp_enrolled() {
                     return Ok(Err(StaffError::AlreadyEnrolled));
@@ -522,16 +539,14 @@ impl StaffAuth {
                     last_step: 0,
                 });
                 tx.put_staff(&s)?;
-                tx.append_audit(&entry(
-                    actor,
-                    now,
+                Ok(changed(
                     AuditKind::Totp,
                     &s.username,
                     Some("enrolment begun".into()),
                     Some(&before),
                     Some(&s),
-                ))?;
-                Ok(Ok(s))
+                    s.clone(),
+                ))
             })
             .map_err(map_store)??;
         let uri = totp::provisioning_uri(&secret, &s.username)?;
@@ -557,7 +572,7 @@ impl StaffAuth {
     ) -> Result<Staff, StaffError> {
         let secs = unix_ms(now) / 1000;
         let r = store
-            .write(|tx| {
+            .change(&By(actor, now), |tx| {
                 let before = load(tx, id)?;
                 let Some(t) = before.totp.as_ref().filter(|t| !t.enrolled) else {
                     return Ok(Err(StaffError::NotPending));
@@ -583,33 +598,26 @@ impl StaffAuth {
                     rec.scope = SessionScope::setup(false, change_password);
                     tx.put_session(k, &rec)?;
                 }
-                tx.append_audit(&entry(
-                    actor,
-                    now,
+                Ok(changed(
                     AuditKind::Totp,
                     &s.username,
                     Some("enrolment confirmed".into()),
                     Some(&before),
                     Some(&s),
-                ))?;
-                Ok(Ok(s))
+                    s.clone(),
+                ))
             })
             .map_err(map_store)?;
         if let Err(StaffError::Totp(e)) = &r
             && let Ok(Some(s)) = store.staff(id)
         {
-            let _ = store.append_audit(&AuditDraft {
-                result: AuditResult::Failure,
-                ..entry(
-                    actor,
-                    now,
-                    AuditKind::Totp,
-                    &s.username,
-                    Some(format!("enrolment not confirmed: {e}")),
-                    None,
-                    None,
-                )
-            });
+            let _ = store.append_audit(&failure(
+                actor,
+                now,
+                AuditKind::Totp,
+                &s.username,
+                format!("enrolment not confirmed: {e}"),
+            ));
         }
         r
     }
@@ -624,24 +632,22 @@ impl StaffAuth {
         now: SystemTime,
     ) -> Result<Staff, StaffError> {
         let s = store
-            .write(|tx| {
+            .change(&By(actor, now), |tx| {
                 let before = load(tx, id)?;
                 let mut s = before.clone();
                 s.totp = None;
                 s.session_epoch += 1;
                 tx.put_staff(&s)?;
-                tx.append_audit(&entry(
-                    actor,
-                    now,
+                Ok(changed(
                     AuditKind::Totp,
                     &s.username,
                     Some("TOTP removed; sessions revoked".into()),
                     Some(&before),
                     Some(&s),
-                ))?;
-                Ok(s)
+                    s.clone(),
+                ))
             })
-            .map_err(map_store)?;
+            .map_err(map_store)??;
         store.remove_sessions_of(id)?;
         Ok(s)
     }
@@ -655,23 +661,21 @@ impl StaffAuth {
         now: SystemTime,
     ) -> Result<usize, StaffError> {
         store
-            .write(|tx| {
+            .change(&By(actor, now), |tx| {
                 let before = load(tx, id)?;
                 let mut s = before.clone();
                 s.session_epoch += 1;
                 tx.put_staff(&s)?;
-                tx.append_audit(&entry(
-                    actor,
-                    now,
+                Ok(changed(
                     AuditKind::Revoke,
                     &s.username,
                     Some("all sessions revoked".into()),
                     None,
                     None,
-                ))?;
-                Ok(())
+                    (),
+                ))
             })
-            .map_err(map_store)?;
+            .map_err(map_store)??;
         Ok(store.remove_sessions_of(id)?)
     }
 }

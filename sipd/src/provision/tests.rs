@@ -1,5 +1,6 @@
 use super::*;
-use crate::store::Micros;
+use crate::store::{Micros, Transport};
+use sipd_core::auth::digest::Credential;
 
 const SAMPLE: &str = r#"
 [[tariff]]
@@ -137,10 +138,10 @@ name = "open"
         "8:15: connection.0.destination:",
         "12:10: account.0.tariff: no tariff \"missing\"",
         "13:11: account.0.balance:",
-        "14:7: account.0.sip: needs password",
-        "account.0.rule.0: r: cld: invalid regex",
+        "14:7: account.0.sip.password: needs password",
+        "18:7: account.0.rule.0.cld: invalid regex",
         "21:8: account.1.name: account \"a\" appears twice",
-        "account.1.rule.0.ip_only: account \"a\" has no [sip] credentials",
+        "23:1: account.1.rule.0.ip_only: account \"a\" has no SIP credentials",
     ] {
         assert!(shown.contains(needle), "missing {needle:?} in:\n{shown}");
     }

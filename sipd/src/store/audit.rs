@@ -73,6 +73,110 @@ pub struct Actor {
     pub source: IpAddr,
 }
 
+/// Who an audit entry names, from where, and when.
+pub trait Auditor {
+    /// The staff username; `None` for sipd itself.
+    fn username(&self) -> Option<String>;
+    fn source(&self) -> Option<IpAddr>;
+    /// Unix ms.
+    fn ts_ms(&self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+}
+
+impl Auditor for Actor {
+    fn username(&self) -> Option<String> {
+        Some(self.username.clone())
+    }
+
+    fn source(&self) -> Option<IpAddr> {
+        Some(super::canonical_ip(self.source))
+    }
+}
+
+/// One change as its audit entry records it, and what the caller gets back.
+#[derive(Debug, Clone)]
+pub struct Change<R> {
+    pub kind: AuditKind,
+    /// `account:<name>`, `staff:<name>`, …
+    pub target: String,
+    pub reason: Option<String>,
+    pub before: Option<serde_json::Value>,
+    pub after: Option<serde_json::Value>,
+    pub out: R,
+}
+
+impl<R> Change<R> {
+    pub fn new(kind: AuditKind, target: String, out: R) -> Change<R> {
+        Change {
+            kind,
+            target,
+            reason: None,
+            before: None,
+            after: None,
+            out,
+        }
+    }
+
+    pub fn before<V: Serialize>(self, v: &V) -> Change<R> {
+        Change {
+            before: serde_json::to_value(v).ok(),
+            ..self
+        }
+    }
+
+    pub fn after<V: Serialize>(self, v: &V) -> Change<R> {
+        Change {
+            after: serde_json::to_value(v).ok(),
+            ..self
+        }
+    }
+
+    pub fn reason(self, reason: Option<String>) -> Change<R> {
+        Change { reason, ..self }
+    }
+
+    /// The successful change's audit entry, stamped by `by`, and what the caller gets.
+    pub fn entry(self, by: &dyn Auditor) -> (AuditDraft, R) {
+        let draft = AuditDraft {
+            ts_ms: by.ts_ms(),
+            actor: by.username(),
+            source: by.source(),
+            kind: self.kind,
+            target: Some(self.target),
+            result: AuditResult::Success,
+            reason: self.reason,
+            before: self.before,
+            after: self.after,
+        };
+        (draft, self.out)
+    }
+}
+
+impl Store {
+    /// Performs one change: `f` makes it inside one transaction and describes it, and
+    /// exactly one audit entry (stamped by `by`, with before and after) is appended in the
+    /// same transaction, flushed before this returns. `f` refuses with `Ok(Err(e))`, which
+    /// writes nothing.
+    pub fn change<R, E>(
+        &self,
+        by: &dyn Auditor,
+        f: impl Fn(&Tx<'_>) -> TxResult<Result<Change<R>, E>>,
+    ) -> Result<Result<R, E>, StoreError> {
+        self.write(|tx| {
+            let c = match f(tx)? {
+                Ok(c) => c,
+                Err(e) => return Ok(Err(e)),
+            };
+            let (entry, out) = c.entry(by);
+            tx.append_audit(&entry)?;
+            Ok(Ok(out))
+        })
+    }
+}
+
 impl Actor {
     /// A successful change by this actor, for the transaction that makes it.
     pub fn audit(
@@ -83,19 +187,15 @@ impl Actor {
         before: Option<serde_json::Value>,
         after: Option<serde_json::Value>,
     ) -> AuditDraft {
-        AuditDraft {
-            ts_ms: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-            actor: Some(self.username.clone()),
-            source: Some(super::canonical_ip(self.source)),
+        let c = Change {
             kind,
-            target: Some(target),
-            result: AuditResult::Success,
+            target,
             reason,
             before,
             after,
-        }
+            out: (),
+        };
+        c.entry(self).0
     }
 }
 

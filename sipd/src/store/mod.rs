@@ -23,7 +23,9 @@ use std::path::{Path, PathBuf};
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::{Transactional, Tree};
 
-pub use audit::{Actor, AuditDraft, AuditEntry, AuditFilter, AuditKind, AuditResult};
+pub use audit::{
+    Actor, AuditDraft, AuditEntry, AuditFilter, AuditKind, AuditResult, Auditor, Change,
+};
 pub use firewall::{FwAllow, FwDeny, ManualBan};
 // The provisioned records and CDRs are the call core's types; the store persists them.
 pub use session::{SessionRecord, SessionScope, TokenHash, token_hash_hex};
@@ -88,8 +90,23 @@ impl From<Invalid> for StoreError {
     fn from(e: Invalid) -> Self {
         StoreError::Invalid {
             kind: e.kind,
-            reason: e.reason,
+            reason: format!("{}: {}", e.field, e.reason),
         }
+    }
+}
+
+/// What building an account looks up, answered from the stored records.
+impl sipd_core::records::Lookup for Store {
+    fn tariff_id(&self, name: &str) -> Result<Option<Id>, String> {
+        self.tariff_by_name(name)
+            .map(|t| t.map(|t| t.id))
+            .map_err(|e| e.to_string())
+    }
+
+    fn sip_user_owner(&self, username: &str) -> Result<Option<(Id, String)>, String> {
+        self.account_by_sip_user(username)
+            .map(|a| a.map(|a| (a.id, a.name)))
+            .map_err(|e| e.to_string())
     }
 }
 

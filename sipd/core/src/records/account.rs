@@ -2,8 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Id, Invalid, Micros, Record, valid_name};
-use crate::auth::digest::Credential;
+use super::field::{check_name, check_nonzero, yes};
+use super::{FieldError, FieldErrors, Id, Invalid, Lookup, Micros, Record, RuleSpec};
+use crate::auth::digest::{Credential, CredentialError, HashFn};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Account {
@@ -39,40 +40,235 @@ impl Record for Account {
 }
 
 impl Account {
-    pub fn validate(&self) -> Result<(), Invalid> {
-        valid_name("account", &self.name)?;
+    /// Every broken rule, by field (credentials named as the input writes them:
+    /// `sip.password`, `sip.ha1_md5`, `sip.ha1_sha256`).
+    pub fn problems(&self) -> FieldErrors {
+        let mut p = FieldErrors::default();
+        check_name(&mut p, &self.name);
+        check_nonzero(&mut p, "cps_limit", self.cps_limit);
+        check_nonzero(&mut p, "max_sessions", self.max_sessions);
+        check_nonzero(&mut p, "max_call_secs", self.max_call_secs);
         if let Some(sip) = &self.sip {
-            let bad = |reason: String| Invalid {
-                kind: "account",
-                reason: format!("{}: {reason}", self.name),
-            };
             // The username is matched against a header value; keep it to what UAs send.
-            if sip.username.is_empty()
-                || sip.username.len() > 128
-                || sip
-                    .username
-                    .chars()
-                    .any(|c| c.is_control() || c.is_whitespace())
+            let u = &sip.username;
+            if u.is_empty()
+                || u.len() > 128
+                || u.chars().any(|c| c.is_control() || c.is_whitespace())
             {
-                return Err(bad(format!(
-                    "SIP username {:?} must be 1-128 printable characters",
-                    sip.username
-                )));
+                p.add(
+                    "sip.username",
+                    format!("{u:?} must be 1-128 printable characters without spaces"),
+                );
             }
-            sip.credential.validate().map_err(|e| bad(e.to_string()))?;
+            if let Err(e) = sip.credential.validate() {
+                let field = match e {
+                    CredentialError::BadHa1(HashFn::Md5, _) => "sip.ha1_md5",
+                    CredentialError::BadHa1(HashFn::Sha256, _) => "sip.ha1_sha256",
+                    _ => "sip.password",
+                };
+                p.add(field, e.to_string());
+            }
         }
-        if self.cps_limit == Some(0)
-            || self.max_sessions == Some(0)
-            || self.max_call_secs == Some(0)
-        {
-            return Err(Invalid {
-                kind: "account",
-                reason: format!(
-                    "{}: a limit of 0 would refuse every call; disable the account instead",
-                    self.name
-                ),
-            });
+        p
+    }
+
+    pub fn validate(&self) -> Result<(), Invalid> {
+        Invalid::first("account", self.problems())
+    }
+}
+
+/// An account as the API and the provisioning file write it. In the file it carries its
+/// auth rules (`[[account.rule]]`); the API manages rules on their own endpoints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountSpec {
+    pub name: String,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tariff: Option<String>,
+    /// Opening balance, decimal: applied when the account is created, ignored afterwards.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balance: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cps_limit: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_sessions: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_call_secs: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sip: Option<SipSpec>,
+    #[serde(default, rename = "rule", skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<RuleSpec>,
+}
+
+/// Either `password`, or HA1 values (`ha1_md5`/`ha1_sha256`, computed for `realm`, which
+/// defaults to the configured one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SipSpec {
+    pub username: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub realm: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ha1_md5: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ha1_sha256: Option<String>,
+    /// What the API's view shows (`password` or `ha1`); accepted and ignored on input, so
+    /// a view sent back with changes reads.
+    #[serde(default, skip_serializing)]
+    pub auth: Option<String>,
+}
+
+impl SipSpec {
+    /// The credential the input gives, or `keep` (the stored one) when it gives no secret
+    /// for the same username.
+    fn credential(&self, realm: &str, keep: Option<&SipAuth>) -> Result<Credential, FieldError> {
+        let has_ha1 = self.ha1_md5.is_some() || self.ha1_sha256.is_some();
+        match (&self.password, has_ha1) {
+            (Some(_), true) => Err(FieldError::new(
+                "sip.password",
+                "give either password or HA1 values, not both",
+            )),
+            (Some(_), false) if self.realm.is_some() => Err(FieldError::new(
+                "sip.realm",
+                "realm only goes with ha1_md5/ha1_sha256",
+            )),
+            (Some(p), false) => Ok(Credential::Password {
+                password: p.clone(),
+            }),
+            (None, true) => Ok(Credential::Ha1 {
+                realm: self.realm.clone().unwrap_or_else(|| realm.to_owned()),
+                md5: self.ha1_md5.as_ref().map(|h| h.to_ascii_lowercase()),
+                sha256: self.ha1_sha256.as_ref().map(|h| h.to_ascii_lowercase()),
+            }),
+            (None, false) => match keep {
+                Some(cur) if cur.username == self.username => Ok(cur.credential.clone()),
+                _ => Err(FieldError::new(
+                    "sip.password",
+                    "needs password, or ha1_md5 and/or ha1_sha256",
+                )),
+            },
         }
-        Ok(())
+    }
+}
+
+impl From<&SipAuth> for SipSpec {
+    fn from(s: &SipAuth) -> SipSpec {
+        let (password, realm, ha1_md5, ha1_sha256) = match &s.credential {
+            Credential::Password { password } => (Some(password.clone()), None, None, None),
+            Credential::Ha1 { realm, md5, sha256 } => {
+                (None, Some(realm.clone()), md5.clone(), sha256.clone())
+            }
+        };
+        SipSpec {
+            username: s.username.clone(),
+            password,
+            realm,
+            ha1_md5,
+            ha1_sha256,
+            auth: None,
+        }
+    }
+}
+
+impl AccountSpec {
+    /// The account (not its rules), or every problem by field. `current` is the stored
+    /// account an update replaces: it keeps its id and balance, and its credential when
+    /// `sip` names the same user without a secret. `realm` is the default for HA1 values.
+    pub fn build(
+        &self,
+        realm: &str,
+        current: Option<&Account>,
+        lookup: &dyn Lookup,
+    ) -> Result<Account, FieldErrors> {
+        let mut p = FieldErrors::default();
+        let balance = match (current, &self.balance) {
+            (Some(c), _) => c.balance,
+            (None, None) => Micros(0),
+            (None, Some(b)) => p
+                .take(
+                    b.parse::<Micros>()
+                        .map_err(|e| FieldError::new("balance", e.to_string())),
+                )
+                .unwrap_or_default(),
+        };
+        let sip = self.sip.as_ref().map(|s| {
+            let credential = p
+                .take(s.credential(realm, current.and_then(|c| c.sip.as_ref())))
+                // Stands in for the refused one so the username is still checked; the
+                // account is not returned.
+                .unwrap_or(Credential::Password {
+                    password: "-".into(),
+                });
+            self.check_owner(&mut p, &s.username, current, lookup);
+            SipAuth {
+                username: s.username.clone(),
+                credential,
+            }
+        });
+        let tariff_id = self.tariff.as_ref().and_then(|n| {
+            let found = lookup
+                .tariff_id(n)
+                .map_err(|e| FieldError::new("tariff", e));
+            match p.take(found)? {
+                None => {
+                    p.add("tariff", format!("no tariff {n:?}"));
+                    None
+                }
+                id => id,
+            }
+        });
+        let a = Account {
+            id: current.map_or(0, |c| c.id),
+            name: self.name.clone(),
+            enabled: self.enabled,
+            sip,
+            cps_limit: self.cps_limit,
+            max_sessions: self.max_sessions,
+            balance,
+            tariff_id,
+            max_call_secs: self.max_call_secs,
+        };
+        let mut all = a.problems();
+        all.0.extend(p.0);
+        all.or(a)
+    }
+
+    /// A SIP username is one account's: refuses one another account holds.
+    fn check_owner(
+        &self,
+        p: &mut FieldErrors,
+        username: &str,
+        current: Option<&Account>,
+        lookup: &dyn Lookup,
+    ) {
+        match lookup.sip_user_owner(username) {
+            Ok(Some((id, owner))) if current.map_or(owner != self.name, |c| c.id != id) => {
+                p.0.push(FieldError::taken(
+                    "sip.username",
+                    format!("SIP username {username:?} belongs to account {owner:?}"),
+                ));
+            }
+            Ok(_) => {}
+            Err(e) => p.add("sip.username", e),
+        }
+    }
+
+    /// The input that builds `a`, with its tariff's name and its rules.
+    pub fn of(a: &Account, tariff: Option<String>, rules: Vec<RuleSpec>) -> AccountSpec {
+        AccountSpec {
+            name: a.name.clone(),
+            enabled: a.enabled,
+            tariff,
+            balance: Some(a.balance.to_string()),
+            cps_limit: a.cps_limit,
+            max_sessions: a.max_sessions,
+            max_call_secs: a.max_call_secs,
+            sip: a.sip.as_ref().map(SipSpec::from),
+            rules,
+        }
     }
 }

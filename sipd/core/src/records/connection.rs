@@ -2,7 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Id, Invalid, Record, valid_name};
+use super::field::{check_name, check_nonzero, yes};
+use super::{FieldError, FieldErrors, Id, Invalid, Record};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -37,14 +38,10 @@ impl Record for Connection {
 }
 
 impl Connection {
-    pub fn validate(&self) -> Result<(), Invalid> {
-        valid_name("connection", &self.name)?;
-        let bad = |reason: String| {
-            Err(Invalid {
-                kind: "connection",
-                reason: format!("{}: {reason}", self.name),
-            })
-        };
+    /// Every broken rule, by field (`host` and `port` are the input's `destination`).
+    pub fn problems(&self) -> FieldErrors {
+        let mut p = FieldErrors::default();
+        check_name(&mut p, &self.name);
         let host_ok = !self.host.is_empty()
             && self.host.len() <= 253
             && (self.host.parse::<std::net::IpAddr>().is_ok()
@@ -54,25 +51,129 @@ impl Connection {
                         && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
                 }));
         if !host_ok {
-            return bad(format!(
-                "host {:?} is neither an IP address nor a DNS name",
-                self.host
-            ));
+            p.add(
+                "destination",
+                format!(
+                    "host {:?} is neither an IP address nor a DNS name",
+                    self.host
+                ),
+            );
+        } else if self.port == 0 {
+            p.add("destination", "port 0");
         }
-        if self.port == 0 {
-            return bad("port 0".into());
-        }
-        for p in &self.cld_prefixes {
-            if p.is_empty()
-                || p.len() > 32
-                || !p.chars().all(|c| c.is_ascii_digit() || "+*#".contains(c))
+        for (n, c) in self.cld_prefixes.iter().enumerate() {
+            if c.is_empty()
+                || c.len() > 32
+                || !c.chars().all(|c| c.is_ascii_digit() || "+*#".contains(c))
             {
-                return bad(format!("CLD prefix {p:?} must be 1-32 of 0-9 + * #"));
+                p.add(
+                    format!("cld_prefixes[{n}]"),
+                    format!("{c:?} must be 1-32 of 0-9 + * #"),
+                );
             }
         }
-        if self.max_channels == Some(0) || self.cps_limit == Some(0) {
-            return bad("a cap of 0 would never route; disable the connection instead".into());
+        check_nonzero(&mut p, "max_channels", self.max_channels);
+        check_nonzero(&mut p, "cps_limit", self.cps_limit);
+        p
+    }
+
+    pub fn validate(&self) -> Result<(), Invalid> {
+        Invalid::first("connection", self.problems())
+    }
+
+    /// `host:port`, with brackets around an IPv6 address: the input's `destination`.
+    pub fn destination(&self) -> String {
+        match self.host.parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V6(v6)) => format!("[{v6}]:{}", self.port),
+            _ => format!("{}:{}", self.host, self.port),
         }
-        Ok(())
+    }
+}
+
+/// `host`, `host:port`, `a.b.c.d[:port]` or `[v6]:port`; the port defaults to 5060.
+pub fn parse_destination(d: &str) -> Result<(String, u16), String> {
+    let bad = || format!("{d:?} is not host, host:port or [v6]:port");
+    if let Ok(sa) = d.parse::<std::net::SocketAddr>() {
+        return Ok((sa.ip().to_string(), sa.port()));
+    }
+    if let Ok(ip) = d.parse::<std::net::IpAddr>() {
+        return Ok((ip.to_string(), 5060));
+    }
+    match d.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') => {
+            let port = port.parse::<u16>().map_err(|_| bad())?;
+            Ok((host.to_owned(), port))
+        }
+        Some(_) => Err(bad()),
+        None => Ok((d.to_owned(), 5060)),
+    }
+}
+
+fn udp() -> Transport {
+    Transport::Udp
+}
+fn default_priority() -> u32 {
+    100
+}
+
+/// An upstream connection as the API and the provisioning file write it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionSpec {
+    pub name: String,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// `host`, `host:port`, `a.b.c.d:port` or `[v6]:port`; port defaults to 5060.
+    pub destination: String,
+    #[serde(default = "udp")]
+    pub transport: Transport,
+    #[serde(default)]
+    pub cld_prefixes: Vec<String>,
+    #[serde(default)]
+    pub max_channels: Option<u32>,
+    #[serde(default)]
+    pub cps_limit: Option<u32>,
+    #[serde(default = "default_priority")]
+    pub priority: u32,
+}
+
+impl ConnectionSpec {
+    /// The connection with id `id` (0 for a new one), or every problem by field.
+    pub fn build(&self, id: Id) -> Result<Connection, FieldErrors> {
+        let mut p = FieldErrors::default();
+        let (host, port) = p
+            .take(
+                parse_destination(&self.destination).map_err(|e| FieldError::new("destination", e)),
+            )
+            .unwrap_or_else(|| ("invalid".into(), 5060));
+        let c = Connection {
+            id,
+            name: self.name.clone(),
+            enabled: self.enabled,
+            host,
+            port,
+            transport: self.transport,
+            cld_prefixes: self.cld_prefixes.clone(),
+            max_channels: self.max_channels,
+            cps_limit: self.cps_limit,
+            priority: self.priority,
+        };
+        p.0.extend(c.problems().0);
+        p.or(c)
+    }
+}
+
+impl From<&Connection> for ConnectionSpec {
+    fn from(c: &Connection) -> ConnectionSpec {
+        ConnectionSpec {
+            name: c.name.clone(),
+            enabled: c.enabled,
+            destination: c.destination(),
+            transport: c.transport,
+            cld_prefixes: c.cld_prefixes.clone(),
+            max_channels: c.max_channels,
+            cps_limit: c.cps_limit,
+            priority: c.priority,
+        }
     }
 }

@@ -1,33 +1,62 @@
 //! The records an operator provisions (accounts, auth rules, tariffs, upstream connections)
 //! and the call detail records the core produces: one type per record, owning its validation.
-//! `sipd`'s store persists them as versioned JSON; the API and `sipd import` validate through
-//! the same types.
+//! `sipd`'s store persists them as versioned JSON. Each provisioned record has one input type
+//! (`AccountSpec`, `RuleSpec`, `TariffSpec`, `ConnectionSpec`), read from the API's JSON
+//! bodies and from the provisioning TOML alike, which builds the record and reports every
+//! problem as a [`FieldError`] naming the field; look-ups that need the store come in
+//! through [`Lookup`].
 
 mod account;
 mod cdr;
 mod connection;
+mod field;
 mod money;
 mod pattern;
 mod rule;
 mod tariff;
 
-pub use account::{Account, SipAuth};
+pub use account::{Account, AccountSpec, SipAuth, SipSpec};
 pub use cdr::{Cdr, CdrDraft};
-pub use connection::{Connection, Transport};
+pub use connection::{Connection, ConnectionSpec, Transport, parse_destination};
+pub use field::{FieldError, FieldErrors};
 pub use money::{BadAmount, MICROS_PER_UNIT, Micros};
 pub use pattern::{Matcher, Pattern, PatternError};
-pub use rule::AuthRule;
-pub use tariff::Tariff;
+pub use rule::{AuthRule, RuleOwner, RuleSpec};
+pub use tariff::{Tariff, TariffSpec};
 
 /// A record's identity in the store: 0 until stored.
 pub type Id = u64;
 
-/// A record that breaks its type's rules, named by kind; `reason` says which field and why.
+/// A record that breaks its type's rules, named by kind and field; `reason` says why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid {kind}: {reason}")]
+#[error("invalid {kind}: {field}: {reason}")]
 pub struct Invalid {
     pub kind: &'static str,
+    pub field: String,
     pub reason: String,
+}
+
+impl Invalid {
+    /// The first of `problems`, if any, as the record's error.
+    pub(crate) fn first(kind: &'static str, problems: FieldErrors) -> Result<(), Invalid> {
+        match problems.0.into_iter().next() {
+            None => Ok(()),
+            Some(e) => Err(Invalid {
+                kind,
+                field: e.field,
+                reason: e.message,
+            }),
+        }
+    }
+}
+
+/// What building an account needs from the store, so the core stays free of I/O.
+pub trait Lookup {
+    /// The id of the tariff named `name`, `None` when there is none (`Some(0)` for one that
+    /// is about to be stored, as in a provisioning file that also defines it).
+    fn tariff_id(&self, name: &str) -> Result<Option<Id>, String>;
+    /// The account (id, name) that holds SIP username `username`, if any.
+    fn sip_user_owner(&self, username: &str) -> Result<Option<(Id, String)>, String>;
 }
 
 /// How a record is kept: a kind for errors and a version for its JSON body.
@@ -42,15 +71,4 @@ pub trait Record: serde::Serialize + serde::de::DeserializeOwned {
         let _ = body;
         Err(format!("no upgrade from version {from}"))
     }
-}
-
-/// Names are keys in the store's indexes and appear in CDRs, logs and the console.
-pub(crate) fn valid_name(kind: &'static str, name: &str) -> Result<(), Invalid> {
-    if name.is_empty() || name.len() > 64 || name.chars().any(|c| c.is_control()) {
-        return Err(Invalid {
-            kind,
-            reason: format!("name {name:?} must be 1-64 characters without control characters"),
-        });
-    }
-    Ok(())
 }

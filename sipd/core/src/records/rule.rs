@@ -4,7 +4,8 @@
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use super::{Id, Invalid, Pattern, Record, valid_name};
+use super::field::check_name;
+use super::{Account, FieldErrors, Id, Invalid, Pattern, Record};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuthRule {
@@ -30,28 +31,102 @@ impl Record for AuthRule {
 }
 
 impl AuthRule {
-    pub fn validate(&self) -> Result<(), Invalid> {
-        valid_name("rule", &self.name)?;
-        let bad = |reason: String| Invalid {
-            kind: "rule",
-            reason: format!("{}: {reason}", self.name),
-        };
-        if self.ip_only && self.remote.is_none() {
-            return Err(bad("ip_only needs a remote address or network".into()));
+    /// Every broken rule, by field.
+    pub fn problems(&self) -> FieldErrors {
+        let mut p = FieldErrors::default();
+        check_name(&mut p, &self.name);
+        match self.remote {
+            None if self.ip_only => p.add("remote", "ip_only needs a remote address or network"),
+            Some(net) if self.ip_only && net.prefix_len() == 0 => p.add(
+                "remote",
+                format!("ip_only with {net} would let the whole Internet in"),
+            ),
+            _ => {}
         }
-        if let Some(net) = self.remote
-            && self.ip_only
-            && net.prefix_len() == 0
-        {
-            return Err(bad(format!(
-                "ip_only with {net} would let the whole Internet in"
-            )));
-        }
-        for (what, p) in [("cli", &self.cli), ("cld", &self.cld)] {
-            if let Some(p) = p {
-                p.compile().map_err(|e| bad(format!("{what}: {e}")))?;
+        for (what, pat) in [("cli", &self.cli), ("cld", &self.cld)] {
+            if let Some(pat) = pat
+                && let Err(e) = pat.compile()
+            {
+                p.add(what, e.to_string());
             }
         }
-        Ok(())
+        p
+    }
+
+    pub fn validate(&self) -> Result<(), Invalid> {
+        Invalid::first("rule", self.problems())
+    }
+}
+
+/// The account a rule belongs to, as far as building the rule needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct RuleOwner<'a> {
+    pub id: Id,
+    pub name: &'a str,
+    /// Without SIP credentials the source address is the only proof: the rule must be
+    /// `ip_only`.
+    pub has_sip: bool,
+}
+
+impl<'a> From<&'a Account> for RuleOwner<'a> {
+    fn from(a: &'a Account) -> RuleOwner<'a> {
+        RuleOwner {
+            id: a.id,
+            name: &a.name,
+            has_sip: a.sip.is_some(),
+        }
+    }
+}
+
+/// An auth rule as the API and the provisioning file write it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSpec {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<IpNet>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cli: Option<Pattern>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cld: Option<Pattern>,
+    #[serde(default)]
+    pub ip_only: bool,
+}
+
+impl RuleSpec {
+    /// The rule with id `id` (0 for a new one) of `owner`, or every problem by field.
+    pub fn build(&self, id: Id, owner: RuleOwner<'_>) -> Result<AuthRule, FieldErrors> {
+        let r = AuthRule {
+            id,
+            account_id: owner.id,
+            name: self.name.clone(),
+            remote: self.remote.map(|n| n.trunc()),
+            cli: self.cli.clone(),
+            cld: self.cld.clone(),
+            ip_only: self.ip_only,
+        };
+        let mut p = r.problems();
+        if !self.ip_only && !owner.has_sip {
+            p.add(
+                "ip_only",
+                format!(
+                    "account {:?} has no SIP credentials, so this rule needs ip_only = true",
+                    owner.name
+                ),
+            );
+        }
+        p.or(r)
+    }
+}
+
+impl From<&AuthRule> for RuleSpec {
+    fn from(r: &AuthRule) -> RuleSpec {
+        RuleSpec {
+            name: r.name.clone(),
+            remote: r.remote,
+            cli: r.cli.clone(),
+            cld: r.cld.clone(),
+            ip_only: r.ip_only,
+        }
     }
 }

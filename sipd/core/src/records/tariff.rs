@@ -3,7 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Id, Invalid, Micros, Record, valid_name};
+use super::field::check_name;
+use super::{FieldError, FieldErrors, Id, Invalid, Micros, Record};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tariff {
@@ -23,24 +24,27 @@ impl Record for Tariff {
 }
 
 impl Tariff {
-    pub fn validate(&self) -> Result<(), Invalid> {
-        valid_name("tariff", &self.name)?;
-        let bad = |reason: &str| {
-            Err(Invalid {
-                kind: "tariff",
-                reason: format!("{}: {reason}", self.name),
-            })
-        };
+    /// Every broken rule, by field.
+    pub fn problems(&self) -> FieldErrors {
+        let mut p = FieldErrors::default();
+        check_name(&mut p, &self.name);
         if self.rate_per_minute.0 < 0 {
-            return bad("rate_per_minute must not be negative");
+            p.add("rate_per_minute", "must not be negative");
         }
-        if self.increment_secs == 0 || self.initial_increment_secs == 0 {
-            return bad("increments must be at least 1 second");
+        for (f, v) in [
+            ("expected_call_secs", self.expected_call_secs),
+            ("initial_increment_secs", self.initial_increment_secs),
+            ("increment_secs", self.increment_secs),
+        ] {
+            if v == 0 {
+                p.add(f, "must be at least 1 second");
+            }
         }
-        if self.expected_call_secs == 0 {
-            return bad("expected_call_secs must be at least 1");
-        }
-        Ok(())
+        p
+    }
+
+    pub fn validate(&self) -> Result<(), Invalid> {
+        Invalid::first("tariff", self.problems())
     }
 
     /// Seconds billed for a call of `secs`: nothing for an unanswered call, else the initial
@@ -85,6 +89,64 @@ impl Tariff {
         }
         let inc = u64::from(self.increment_secs.max(1));
         Some(first + (affordable - first) / inc * inc)
+    }
+}
+
+fn default_expected() -> u32 {
+    120
+}
+fn one() -> u32 {
+    1
+}
+
+/// A tariff as the API and the provisioning file write it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TariffSpec {
+    pub name: String,
+    /// Decimal currency amount, e.g. "0.0125".
+    pub rate_per_minute: String,
+    #[serde(default = "default_expected")]
+    pub expected_call_secs: u32,
+    #[serde(default = "one")]
+    pub initial_increment_secs: u32,
+    #[serde(default = "one")]
+    pub increment_secs: u32,
+}
+
+impl TariffSpec {
+    /// The tariff with id `id` (0 for a new one), or every problem by field.
+    pub fn build(&self, id: Id) -> Result<Tariff, FieldErrors> {
+        let mut p = FieldErrors::default();
+        let rate = p
+            .take(
+                self.rate_per_minute
+                    .parse::<Micros>()
+                    .map_err(|e| FieldError::new("rate_per_minute", e.to_string())),
+            )
+            .unwrap_or_default();
+        let t = Tariff {
+            id,
+            name: self.name.clone(),
+            rate_per_minute: rate,
+            expected_call_secs: self.expected_call_secs,
+            initial_increment_secs: self.initial_increment_secs,
+            increment_secs: self.increment_secs,
+        };
+        p.0.extend(t.problems().0);
+        p.or(t)
+    }
+}
+
+impl From<&Tariff> for TariffSpec {
+    fn from(t: &Tariff) -> TariffSpec {
+        TariffSpec {
+            name: t.name.clone(),
+            rate_per_minute: t.rate_per_minute.to_string(),
+            expected_call_secs: t.expected_call_secs,
+            initial_increment_secs: t.initial_increment_secs,
+            increment_secs: t.increment_secs,
+        }
     }
 }
 

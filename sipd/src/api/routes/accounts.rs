@@ -8,12 +8,13 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{json, patched, path_id};
+use super::{Then, change, json, patched, path_id, present};
 use crate::api::error::{ApiError, ApiResult, JsonBody};
-use crate::api::{Caller, State, blocking};
+use crate::api::{ApiState, Caller, State, blocking};
 use crate::mgmt::Action;
-use crate::store::{Account, AuditKind, Id, Micros, SipAuth, Store, Tx, TxResult, abort_tx};
+use crate::store::{Account, AuditKind, Change, Id, Micros, Store, Tx, TxResult};
 use sipd_core::auth::digest::Credential;
+use sipd_core::records::AccountSpec;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct SipView {
@@ -74,187 +75,19 @@ fn view_in_tx(tx: &Tx<'_>, a: &Account) -> TxResult<AccountView> {
     Ok(view(a, &names))
 }
 
-fn yes() -> bool {
-    true
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SipIn {
-    pub username: String,
-    #[serde(default)]
-    pub password: Option<String>,
-    #[serde(default)]
-    pub ha1_md5: Option<String>,
-    #[serde(default)]
-    pub ha1_sha256: Option<String>,
-    /// Realm the HA1 values were computed for (default: `[auth] realm`).
-    #[serde(default)]
-    pub realm: Option<String>,
-    /// What GET shows; ignored on input.
-    #[serde(default)]
-    pub auth: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AccountIn {
-    pub name: String,
-    #[serde(default = "yes")]
-    pub enabled: bool,
-    #[serde(default)]
-    pub tariff: Option<String>,
-    /// Opening balance; create only (top-ups change it afterwards).
-    #[serde(default)]
-    pub balance: Option<String>,
-    #[serde(default)]
-    pub cps_limit: Option<u32>,
-    #[serde(default)]
-    pub max_sessions: Option<u32>,
-    #[serde(default)]
-    pub max_call_secs: Option<u32>,
-    #[serde(default)]
-    pub sip: Option<SipIn>,
-}
-
-pub(crate) fn check_name(field: &str, name: &str) -> ApiResult<()> {
-    if name.trim().is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
+/// The account `spec` builds (replacing `current` on an update); rules are not taken here.
+fn build(s: &ApiState, spec: &AccountSpec, current: Option<&Account>) -> ApiResult<Account> {
+    if !spec.rules.is_empty() {
         return Err(ApiError::invalid(
-            field,
-            "must be 1-64 characters without control characters",
+            "rule",
+            "rules are added through /api/accounts/{id}/rules",
         ));
     }
-    Ok(())
+    Ok(spec.build(&s.cfg.auth.realm, current, s.store())?)
 }
 
-pub(crate) fn check_nonzero(field: &str, v: Option<u32>) -> ApiResult<()> {
-    if v == Some(0) {
-        return Err(ApiError::invalid(
-            field,
-            format!(
-                "{field} 0 would refuse everything: leave it out (unlimited) or disable instead"
-            ),
-        ));
-    }
-    Ok(())
-}
-
-/// Checks the input field by field and builds the account (tariff by name, resolved in the
-/// transaction). `old` supplies the credential when `sip` names the same user without a
-/// new secret.
-fn build(
-    st: &crate::api::ApiState,
-    i: AccountIn,
-    old: Option<&Account>,
-) -> ApiResult<(Account, Option<String>)> {
-    check_name("name", &i.name)?;
-    check_nonzero("cps_limit", i.cps_limit)?;
-    check_nonzero("max_sessions", i.max_sessions)?;
-    check_nonzero("max_call_secs", i.max_call_secs)?;
-    let balance = match (&i.balance, old) {
-        (Some(b), None) => b
-            .parse::<Micros>()
-            .map_err(|e| ApiError::invalid("balance", e.to_string()))?,
-        (None, None) => Micros(0),
-        (_, Some(o)) => o.balance,
-    };
-    let sip = match i.sip {
-        None => None,
-        Some(s) => {
-            let u = &s.username;
-            if u.is_empty()
-                || u.len() > 128
-                || u.chars().any(|c| c.is_control() || c.is_whitespace())
-            {
-                return Err(ApiError::invalid(
-                    "sip.username",
-                    "must be 1-128 printable characters without spaces",
-                ));
-            }
-            let has_ha1 = s.ha1_md5.is_some() || s.ha1_sha256.is_some();
-            let credential = match (s.password, has_ha1) {
-                (Some(_), true) => {
-                    return Err(ApiError::invalid(
-                        "sip.password",
-                        "give either password or HA1 values, not both",
-                    ));
-                }
-                (Some(p), false) => {
-                    if s.realm.is_some() {
-                        return Err(ApiError::invalid(
-                            "sip.realm",
-                            "realm only goes with ha1_md5/ha1_sha256",
-                        ));
-                    }
-                    if p.is_empty() {
-                        return Err(ApiError::invalid("sip.password", "must not be empty"));
-                    }
-                    Credential::Password { password: p }
-                }
-                (None, true) => {
-                    for (f, v) in [
-                        ("sip.ha1_md5", &s.ha1_md5),
-                        ("sip.ha1_sha256", &s.ha1_sha256),
-                    ] {
-                        let want = if f.ends_with("md5") { 32 } else { 64 };
-                        if let Some(v) = v
-                            && (v.len() != want || !v.bytes().all(|b| b.is_ascii_hexdigit()))
-                        {
-                            return Err(ApiError::invalid(f, format!("must be {want} hex digits")));
-                        }
-                    }
-                    Credential::Ha1 {
-                        realm: s.realm.unwrap_or_else(|| st.cfg.auth.realm.clone()),
-                        md5: s.ha1_md5.map(|h| h.to_ascii_lowercase()),
-                        sha256: s.ha1_sha256.map(|h| h.to_ascii_lowercase()),
-                    }
-                }
-                (None, false) => match old.and_then(|o| o.sip.as_ref()) {
-                    Some(cur) if &cur.username == u => cur.credential.clone(),
-                    _ => {
-                        return Err(ApiError::invalid(
-                            "sip.password",
-                            "needs password, or ha1_md5 and/or ha1_sha256",
-                        ));
-                    }
-                },
-            };
-            credential
-                .validate()
-                .map_err(|e| ApiError::invalid("sip", e.to_string()))?;
-            Some(SipAuth {
-                username: s.username,
-                credential,
-            })
-        }
-    };
-    let a = Account {
-        id: old.map_or(0, |o| o.id),
-        name: i.name,
-        enabled: i.enabled,
-        sip,
-        cps_limit: i.cps_limit,
-        max_sessions: i.max_sessions,
-        balance,
-        tariff_id: old.and_then(|o| o.tariff_id),
-        max_call_secs: i.max_call_secs,
-    };
-    a.validate().map_err(ApiError::from)?;
-    Ok((a, i.tariff))
-}
-
-/// The tariff id for a name, or the 400 to answer.
-fn resolve_tariff(tx: &Tx<'_>, name: &Option<String>) -> TxResult<Result<Option<Id>, ApiError>> {
-    match name {
-        None => Ok(Ok(None)),
-        Some(n) => Ok(match tx.tariff_by_name(n)? {
-            Some(t) => Ok(Some(t.id)),
-            None => Err(ApiError::invalid(
-                "tariff",
-                format!("no tariff named {n:?}"),
-            )),
-        }),
-    }
+fn target(name: &str) -> String {
+    format!("account:{name}")
 }
 
 fn load(st: &crate::api::ApiState, id: Id) -> ApiResult<Account> {
@@ -296,35 +129,26 @@ pub async fn get_one(
 pub async fn create(
     c: Caller,
     Extract(st): Extract<State>,
-    JsonBody(body): JsonBody<AccountIn>,
+    JsonBody(body): JsonBody<AccountSpec>,
 ) -> ApiResult<(StatusCode, Json<AccountView>)> {
     c.permit(Action::Provision)?;
-    let v = blocking(&st, move |s| {
-        let (a, tariff) = build(s, body, None)?;
-        let v = s.store().write(|tx| {
-            let tariff_id = match resolve_tariff(tx, &tariff)? {
-                Ok(t) => t,
-                Err(e) => return Ok(Err(e)),
-            };
-            let a = Account {
-                tariff_id,
-                ..a.clone()
-            };
-            let id = tx.put_account(&a)?;
-            let v = view_in_tx(tx, &Account { id, ..a })?;
-            tx.append_audit(&c.audit(
+    let v = change(
+        &st,
+        &c,
+        Then::Reload,
+        move |s| build(s, &body, None),
+        |tx, a: &Account| {
+            let id = tx.put_account(a)?;
+            let v = view_in_tx(tx, &Account { id, ..a.clone() })?;
+            Ok(Ok(Change::new(
                 AuditKind::Create,
-                format!("account:{}", v.name),
-                None,
-                None,
-                json(&v),
-            ))?;
-            Ok(Ok(v))
-        })??;
-        Ok(v)
-    })
+                target(&v.name),
+                v.clone(),
+            )
+            .after(&v)))
+        },
+    )
     .await?;
-    st.control.reload().await?;
     Ok((StatusCode::CREATED, Json(v)))
 }
 
@@ -336,48 +160,31 @@ pub async fn update(
 ) -> ApiResult<Json<AccountView>> {
     c.permit(Action::Provision)?;
     let id = path_id(&id)?;
-    let v = blocking(&st, move |s| {
-        let old = load(s, id)?;
-        let cur = view(&old, &tariff_names(s.store()));
-        let mut cur_json = json(&cur).unwrap_or_default();
-        if let Some(sip) = cur_json.get_mut("sip").and_then(Value::as_object_mut) {
-            sip.remove("auth");
-        }
-        let input: AccountIn = patched(cur_json, patch, &["balance"])?;
-        let (a, tariff) = build(s, input, Some(&old))?;
-        let v = s.store().write(|tx| {
-            let tariff_id = match resolve_tariff(tx, &tariff)? {
-                Ok(t) => t,
-                Err(e) => return Ok(Err(e)),
-            };
-            let Some(now) = tx.account(id)? else {
-                return abort_tx(crate::store::StoreError::NotFound {
-                    kind: "account",
-                    what: format!("#{id}"),
-                });
-            };
+    let v = change(
+        &st,
+        &c,
+        Then::Reload,
+        move |s| {
+            let old = load(s, id)?;
+            let cur = json(&view(&old, &tariff_names(s.store()))).unwrap_or_default();
+            let input: AccountSpec = patched(cur, patch, &["balance"])?;
+            build(s, &input, Some(&old))
+        },
+        move |tx, a: &Account| {
+            let now = present("account", id, tx.account(id))?;
             let before = view_in_tx(tx, &now)?;
             // The balance as it is now: calls may have been debited since it was read.
             let a = Account {
-                tariff_id,
                 balance: now.balance,
                 ..a.clone()
             };
             tx.put_account(&a)?;
             let after = view_in_tx(tx, &a)?;
-            tx.append_audit(&c.audit(
-                AuditKind::Update,
-                format!("account:{}", before.name),
-                None,
-                json(&before),
-                json(&after),
-            ))?;
-            Ok(Ok(after))
-        })??;
-        Ok(v)
-    })
+            let c = Change::new(AuditKind::Update, target(&before.name), after.clone());
+            Ok(Ok(c.before(&before).after(&after)))
+        },
+    )
     .await?;
-    st.control.reload().await?;
     Ok(Json(v))
 }
 
@@ -388,31 +195,25 @@ pub async fn delete(
 ) -> ApiResult<StatusCode> {
     c.permit(Action::Provision)?;
     let id = path_id(&id)?;
-    blocking(&st, move |s| {
-        load(s, id)?;
-        let rules: Vec<String> = s
-            .store()
-            .rules_of(id)
-            .into_iter()
-            .flatten()
-            .map(|r| r.name)
-            .collect();
-        s.store().write(|tx| {
-            let old = tx.delete_account(id, &rules)?;
+    change(
+        &st,
+        &c,
+        Then::Reload,
+        move |s| {
+            load(s, id)?;
+            let rules = s.store().rules_of(id).into_iter().flatten();
+            Ok(rules.map(|r| r.name).collect::<Vec<String>>())
+        },
+        move |tx, rules| {
+            let old = tx.delete_account(id, rules)?;
             let before = view_in_tx(tx, &old)?;
-            tx.append_audit(&c.audit(
-                AuditKind::Delete,
-                format!("account:{}", old.name),
-                (!rules.is_empty()).then(|| format!("with its rules: {}", rules.join(", "))),
-                json(&before),
-                None,
-            ))?;
-            Ok(())
-        })?;
-        Ok(())
-    })
+            let reason =
+                (!rules.is_empty()).then(|| format!("with its rules: {}", rules.join(", ")));
+            let c = Change::new(AuditKind::Delete, target(&old.name), ());
+            Ok(Ok(c.before(&before).reason(reason)))
+        },
+    )
     .await?;
-    st.control.reload().await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -447,41 +248,34 @@ pub async fn topup(
             "at most 200 characters without control characters",
         ));
     }
-    let v = blocking(&st, move |s| {
-        load(s, id)?;
-        let v = s.store().write(|tx| {
-            let Some(a) = tx.account(id)? else {
-                return abort_tx(crate::store::StoreError::NotFound {
-                    kind: "account",
-                    what: format!("#{id}"),
-                });
-            };
+    let reason = match &body.note {
+        Some(n) => format!("top-up {delta}: {n}"),
+        None => format!("top-up {delta}"),
+    };
+    let v = change(
+        &st,
+        &c,
+        Then::Credit(id, delta),
+        move |s| load(s, id).map(drop),
+        move |tx, ()| {
+            let a = present("account", id, tx.account(id))?;
             let Some(b) = a.balance.0.checked_add(delta.0) else {
                 return Ok(Err(ApiError::invalid("amount", "balance would overflow")));
             };
             let before = view_in_tx(tx, &a)?;
-            let after_acc = Account {
+            let a = Account {
                 balance: Micros(b),
-                ..a.clone()
+                ..a
             };
-            tx.put_account(&after_acc)?;
-            let after = view_in_tx(tx, &after_acc)?;
-            let reason = match &body.note {
-                Some(n) => format!("top-up {delta}: {n}"),
-                None => format!("top-up {delta}"),
-            };
-            tx.append_audit(&c.audit(
-                AuditKind::Update,
-                format!("account:{}", a.name),
-                Some(reason),
-                json(&before),
-                json(&after),
-            ))?;
-            Ok(Ok(after))
-        })??;
-        Ok(v)
-    })
+            tx.put_account(&a)?;
+            let after = view_in_tx(tx, &a)?;
+            let c = Change::new(AuditKind::Update, target(&a.name), after.clone());
+            Ok(Ok(c
+                .before(&before)
+                .after(&after)
+                .reason(Some(reason.clone()))))
+        },
+    )
     .await?;
-    st.control.credit(id, delta).await?;
     Ok(Json(v))
 }

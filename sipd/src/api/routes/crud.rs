@@ -1,7 +1,7 @@
 //! List, get, create, update (merge) and delete for a store record that stands alone (no
-//! parent in the path): one implementation of the role checks, the change-plus-audit
-//! transaction and the core reload, with each resource saying only how it is stored, shown
-//! and validated.
+//! parent in the path): one implementation of the role checks, with every change made through
+//! [`change`](super::change) (transaction, one audit entry, core reload) and each resource
+//! saying only how it is stored, shown and validated.
 
 use axum::Json;
 use axum::extract::{Path, State as Extract};
@@ -10,11 +10,11 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::{json, patched, path_id};
+use super::{Then, change, json, patched, path_id, present};
 use crate::api::error::{ApiError, ApiResult, JsonBody};
 use crate::api::{ApiState, Caller, State, blocking};
 use crate::mgmt::Action;
-use crate::store::{AuditKind, Id, Store, StoreError, Tx, TxResult, abort_tx};
+use crate::store::{AuditKind, Change, Id, Store, StoreError, Tx, TxResult};
 
 pub trait Resource: Clone + Send + Sync + Sized + 'static {
     /// `tariff`, `connection`: in messages and audit targets (`tariff:<name>`).
@@ -79,24 +79,18 @@ pub async fn create<R: Resource>(
     JsonBody(body): JsonBody<R::In>,
 ) -> ApiResult<(StatusCode, Json<R::View>)> {
     c.permit(Action::Provision)?;
-    let v = blocking(&st, move |s| {
-        let r = R::build(body, 0)?;
-        Ok(s.store().write(|tx| {
-            let id = R::put(tx, &r)?;
-            let r = r.clone().with_id(id);
-            let v = r.view();
-            tx.append_audit(&c.audit(
-                AuditKind::Create,
-                target::<R>(r.name()),
-                None,
-                None,
-                json(&v),
-            ))?;
-            Ok(v)
-        })?)
-    })
+    let v = change(
+        &st,
+        &c,
+        Then::Reload,
+        move |_| R::build(body, 0),
+        |tx, r: &R| {
+            let r = r.clone().with_id(R::put(tx, r)?);
+            let c = Change::new(AuditKind::Create, target::<R>(r.name()), r.view());
+            Ok(Ok(c.after(&r.view())))
+        },
+    )
     .await?;
-    st.control.reload().await?;
     Ok((StatusCode::CREATED, Json(v)))
 }
 
@@ -108,31 +102,23 @@ pub async fn update<R: Resource>(
 ) -> ApiResult<Json<R::View>> {
     c.permit(Action::Provision)?;
     let id = path_id(&id)?;
-    let v = blocking(&st, move |s| {
-        let old = load::<R>(s, id)?;
-        let input: R::In = patched(json(&old.view()).unwrap_or_default(), patch, &[])?;
-        let r = R::build(input, id)?;
-        Ok(s.store().write(|tx| {
-            let Some(before) = R::get(tx, id)? else {
-                return abort_tx(StoreError::NotFound {
-                    kind: R::KIND,
-                    what: format!("#{id}"),
-                });
-            };
-            R::put(tx, &r)?;
-            let after = r.view();
-            tx.append_audit(&c.audit(
-                AuditKind::Update,
-                target::<R>(before.name()),
-                None,
-                json(&before.view()),
-                json(&after),
-            ))?;
-            Ok(after)
-        })?)
-    })
+    let v = change(
+        &st,
+        &c,
+        Then::Reload,
+        move |s| {
+            let old = load::<R>(s, id)?;
+            let input: R::In = patched(json(&old.view()).unwrap_or_default(), patch, &[])?;
+            R::build(input, id)
+        },
+        move |tx, r: &R| {
+            let before = present(R::KIND, id, R::get(tx, id))?;
+            R::put(tx, r)?;
+            let c = Change::new(AuditKind::Update, target::<R>(before.name()), r.view());
+            Ok(Ok(c.before(&before.view()).after(&r.view())))
+        },
+    )
     .await?;
-    st.control.reload().await?;
     Ok(Json(v))
 }
 
@@ -143,23 +129,17 @@ pub async fn delete<R: Resource>(
 ) -> ApiResult<StatusCode> {
     c.permit(Action::Provision)?;
     let id = path_id(&id)?;
-    blocking(&st, move |s| {
-        let r = load::<R>(s, id)?;
-        R::check_delete(s.store(), &r)?;
-        s.store().write(|tx| {
+    change(
+        &st,
+        &c,
+        Then::Reload,
+        move |s| R::check_delete(s.store(), &load::<R>(s, id)?),
+        move |tx, ()| {
             let old = R::remove(tx, id)?;
-            tx.append_audit(&c.audit(
-                AuditKind::Delete,
-                target::<R>(old.name()),
-                None,
-                json(&old.view()),
-                None,
-            ))?;
-            Ok(())
-        })?;
-        Ok(())
-    })
+            let c = Change::new(AuditKind::Delete, target::<R>(old.name()), ());
+            Ok(Ok(c.before(&old.view())))
+        },
+    )
     .await?;
-    st.control.reload().await?;
     Ok(StatusCode::NO_CONTENT)
 }

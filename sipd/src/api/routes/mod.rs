@@ -19,9 +19,9 @@ use axum::routing::{get, post, put};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::State;
 use super::error::{ApiError, ApiResult};
-use crate::store::{Connection, Tariff};
+use super::{ApiState, Caller, State, blocking};
+use crate::store::{Change, Connection, Id, Micros, Tariff, Tx, TxResult};
 
 pub fn router() -> Router<State> {
     Router::new()
@@ -97,6 +97,53 @@ pub fn router() -> Router<State> {
         .route("/api/staff/{id}/totp/reset", post(staff::reset_totp))
         .route("/api/audit", get(audit::list))
         .route("/api/cert/reload", put(status::reload_cert))
+}
+
+/// What the call core learns after a change to provisioned records.
+pub(crate) enum Then {
+    /// Read the records again (accounts, rules, tariffs, connections).
+    Reload,
+    /// Add to an account's balance in the core (a top-up), without a reload.
+    Credit(Id, Micros),
+}
+
+/// Performs one change to provisioned records: `prepare` reads and validates (on the
+/// blocking pool); `write` makes the change in one store transaction, which also holds
+/// exactly one audit entry by the caller with the before and after `write` describes (or
+/// refuses with `Ok(Err(e))` before writing anything); then the call core is told.
+pub(crate) async fn change<P, R>(
+    st: &State,
+    c: &Caller,
+    then: Then,
+    prepare: impl FnOnce(&ApiState) -> ApiResult<P> + Send + 'static,
+    write: impl Fn(&Tx<'_>, &P) -> TxResult<Result<Change<R>, ApiError>> + Send + 'static,
+) -> ApiResult<R>
+where
+    P: Send + 'static,
+    R: Send + 'static,
+{
+    let actor = c.actor();
+    let out = blocking(st, move |s| {
+        let p = prepare(s)?;
+        s.store().change(&actor, |tx| write(tx, &p))?
+    })
+    .await?;
+    match then {
+        Then::Reload => st.control.reload().await?,
+        Then::Credit(id, delta) => st.control.credit(id, delta).await?,
+    }
+    Ok(out)
+}
+
+/// The record `id` in a transaction, or the transaction ends with "not found".
+pub(crate) fn present<T>(kind: &'static str, id: Id, r: TxResult<Option<T>>) -> TxResult<T> {
+    match r? {
+        Some(t) => Ok(t),
+        None => crate::store::abort_tx(crate::store::StoreError::NotFound {
+            kind,
+            what: format!("#{id}"),
+        }),
+    }
 }
 
 pub(crate) fn json<T: Serialize>(t: &T) -> Option<Value> {

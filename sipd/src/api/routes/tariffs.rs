@@ -1,88 +1,30 @@
 //! Tariffs (R list/get, O create/update/delete).
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use super::accounts::check_name;
 use super::crud::Resource;
 use crate::api::error::{ApiError, ApiResult};
-use crate::store::{Id, Micros, Store, StoreError, Tariff, Tx, TxResult};
+use crate::store::{Id, Store, StoreError, Tariff, Tx, TxResult};
+use sipd_core::records::TariffSpec;
 
+/// A tariff as the API shows it: its id and the input that builds it.
 #[derive(Debug, Clone, Serialize)]
 pub struct TariffView {
     pub id: Id,
-    pub name: String,
-    pub rate_per_minute: String,
-    pub expected_call_secs: u32,
-    pub initial_increment_secs: u32,
-    pub increment_secs: u32,
+    #[serde(flatten)]
+    pub tariff: TariffSpec,
 }
 
 pub fn view(t: &Tariff) -> TariffView {
     TariffView {
         id: t.id,
-        name: t.name.clone(),
-        rate_per_minute: t.rate_per_minute.to_string(),
-        expected_call_secs: t.expected_call_secs,
-        initial_increment_secs: t.initial_increment_secs,
-        increment_secs: t.increment_secs,
+        tariff: TariffSpec::from(t),
     }
-}
-
-fn default_expected() -> u32 {
-    120
-}
-fn one() -> u32 {
-    1
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TariffIn {
-    pub name: String,
-    pub rate_per_minute: String,
-    #[serde(default = "default_expected")]
-    pub expected_call_secs: u32,
-    #[serde(default = "one")]
-    pub initial_increment_secs: u32,
-    #[serde(default = "one")]
-    pub increment_secs: u32,
-}
-
-fn build(i: TariffIn, id: Id) -> ApiResult<Tariff> {
-    check_name("name", &i.name)?;
-    let rate: Micros = i
-        .rate_per_minute
-        .parse()
-        .map_err(|e: crate::store::BadAmount| {
-            ApiError::invalid("rate_per_minute", e.to_string())
-        })?;
-    if rate.0 < 0 {
-        return Err(ApiError::invalid("rate_per_minute", "must not be negative"));
-    }
-    for (f, v) in [
-        ("expected_call_secs", i.expected_call_secs),
-        ("initial_increment_secs", i.initial_increment_secs),
-        ("increment_secs", i.increment_secs),
-    ] {
-        if v == 0 {
-            return Err(ApiError::invalid(f, "must be at least 1 second"));
-        }
-    }
-    let t = Tariff {
-        id,
-        name: i.name,
-        rate_per_minute: rate,
-        expected_call_secs: i.expected_call_secs,
-        initial_increment_secs: i.initial_increment_secs,
-        increment_secs: i.increment_secs,
-    };
-    t.validate()?;
-    Ok(t)
 }
 
 impl Resource for Tariff {
     const KIND: &'static str = "tariff";
-    type In = TariffIn;
+    type In = TariffSpec;
     type View = TariffView;
 
     fn view(&self) -> TariffView {
@@ -91,8 +33,8 @@ impl Resource for Tariff {
     fn name(&self) -> &str {
         &self.name
     }
-    fn build(input: TariffIn, id: Id) -> ApiResult<Tariff> {
-        build(input, id)
+    fn build(input: TariffSpec, id: Id) -> ApiResult<Tariff> {
+        Ok(input.build(id)?)
     }
     fn with_id(self, id: Id) -> Tariff {
         Tariff { id, ..self }
