@@ -19,6 +19,15 @@ fn tag(side: Side) -> &'static str {
     }
 }
 
+/// What `from` sent for `call`, under its side's tag.
+fn signal<'a>(call: &'a str, from: Side, sdp: &'a str) -> Signal<'a> {
+    Signal {
+        call_id: call,
+        tag: tag(from),
+        sdp,
+    }
+}
+
 fn anchor(strict: bool) -> Anchor {
     Anchor {
         symmetric: true,
@@ -63,12 +72,9 @@ impl<B: MediaBackend> Media for Anchored<B> {
         sdp: &str,
         strict: bool,
     ) -> Result<String, MediaError> {
-        let s = Signal {
-            call_id: call,
-            tag: tag(from),
-            sdp,
-        };
-        self.calls.offer(s, &anchor(strict)).map_err(refusal)
+        self.calls
+            .offer(signal(call, from, sdp), &anchor(strict))
+            .map_err(refusal)
     }
 
     fn answer(
@@ -78,13 +84,8 @@ impl<B: MediaBackend> Media for Anchored<B> {
         sdp: &str,
         strict: bool,
     ) -> Result<String, MediaError> {
-        let s = Signal {
-            call_id: call,
-            tag: tag(from),
-            sdp,
-        };
         self.calls
-            .answer(s, tag(from.other()), &anchor(strict))
+            .answer(signal(call, from, sdp), tag(from.other()), &anchor(strict))
             .map_err(refusal)
     }
 

@@ -43,7 +43,7 @@ use crate::config::Config;
 use crate::control::Control;
 use crate::firewall::Firewall;
 use crate::mgmt::{Action, Authorized, StaffAuth};
-use crate::store::{Actor, AuditDraft, AuditKind, Store};
+use crate::store::{Actor, Store};
 use error::{ApiError, ApiResult};
 
 /// Connections being handshaken or served at once; more wait in the kernel's backlog.
@@ -100,19 +100,7 @@ impl Caller {
         &self.authz.staff.username
     }
 
-    /// An audit entry by this caller, for a change in the same transaction.
-    pub fn audit(
-        &self,
-        kind: AuditKind,
-        target: String,
-        reason: Option<String>,
-        before: Option<serde_json::Value>,
-        after: Option<serde_json::Value>,
-    ) -> AuditDraft {
-        self.actor().audit(kind, target, reason, before, after)
-    }
-
-    /// Who this request acts as, for changes made outside the API's handlers.
+    /// Who this request acts as: every change it makes is audited as this.
     pub fn actor(&self) -> Actor {
         Actor {
             username: self.authz.staff.username.clone(),

@@ -52,6 +52,19 @@ pub struct Ban {
     pub offence: Offence,
 }
 
+impl Ban {
+    /// A ban the IDS hands out, said once in the log (never per packet: only a threshold
+    /// crossed gets here).
+    fn earned(ip: IpAddr, duration: Duration, offence: Offence) -> Ban {
+        warn!(src = %ip, ban = ?duration, ?offence, "banning the source");
+        Ban {
+            ip,
+            duration,
+            offence,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct GateStats {
     /// Digest responses refused (wrong password, unknown user, bad parameters).
@@ -96,11 +109,7 @@ impl AuthGate {
     pub fn check(&mut self, now: Instant, wall: SystemTime, k: &Knock) -> (Verdict, Option<Ban>) {
         if let Some(duration) = self.ids.scanner(now, k.src, k.user_agent) {
             // Scanners get nothing useful back: a 403 without a Warning, and no CDR.
-            let ban = Ban {
-                ip: k.src,
-                duration,
-                offence: Offence::Scanner,
-            };
+            let ban = Ban::earned(k.src, duration, Offence::Scanner);
             let refuse = Verdict::Refuse {
                 code: 403,
                 why: "",
@@ -121,14 +130,10 @@ impl AuthGate {
                 };
                 // A stranger trying number after number is enumerating or probing for an open
                 // route: it counts like a failed password.
-                let ban = self.ids.auth_failed(now, k.src).map(|duration| {
-                    warn!(src = %k.src, ban = ?duration, "repeated calls matching no rule: banning the source");
-                    Ban {
-                        ip: k.src,
-                        duration,
-                        offence: Offence::Enumeration,
-                    }
-                });
+                let ban = self
+                    .ids
+                    .auth_failed(now, k.src)
+                    .map(|d| Ban::earned(k.src, d, Offence::Enumeration));
                 (refuse, ban)
             }
         }
@@ -174,14 +179,10 @@ impl AuthGate {
         }
         self.stats.auth_failures += 1;
         debug!(user = %clip(&auth.username), error = %e, src = %k.src, "digest refused");
-        let ban = self.ids.auth_failed(now, k.src).map(|duration| {
-            warn!(src = %k.src, ban = ?duration, "repeated digest failures: banning the source");
-            Ban {
-                ip: k.src,
-                duration,
-                offence: Offence::BruteForce,
-            }
-        });
+        let ban = self
+            .ids
+            .auth_failed(now, k.src)
+            .map(|d| Ban::earned(k.src, d, Offence::BruteForce));
         if e.is_bad_credentials() {
             (refuse(403, "bad credentials"), ban)
         } else {
@@ -202,12 +203,7 @@ impl AuthGate {
     /// The kernel guard dropped SIP from `ip` for flooding (packet or INVITE rate).
     pub fn flood(&mut self, now: Instant, ip: IpAddr) -> Option<Ban> {
         let duration = self.ids.flood(now, ip)?;
-        warn!(%ip, ban = ?duration, "source keeps flooding: banning it");
-        Some(Ban {
-            ip,
-            duration,
-            offence: Offence::Flood,
-        })
+        Some(Ban::earned(ip, duration, Offence::Flood))
     }
 
     /// Forgets IDS counts older than their windows.

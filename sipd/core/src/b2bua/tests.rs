@@ -191,6 +191,16 @@ impl World {
     }
 }
 
+/// The call was hung up toward the carrier and the vendor.
+fn assert_byes_both_ways(w: &mut World) {
+    for who in [CARRIER, VENDOR1] {
+        assert!(
+            w.take(who).iter().any(|m| m.method() == Some(&Method::Bye)),
+            "no BYE to {who}"
+        );
+    }
+}
+
 /// Sets Content-Length to the body actually written in the test text.
 fn fix_length(text: &str) -> String {
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((text, ""));
@@ -723,16 +733,7 @@ fn media_timeout_ends_the_call() {
     let media_id = w.core.calls().next().unwrap().media_id.clone();
     w.core.media().expire(media_id);
     w.advance(Duration::from_secs(1));
-    assert!(
-        w.take(CARRIER)
-            .iter()
-            .any(|m| m.method() == Some(&Method::Bye))
-    );
-    assert!(
-        w.take(VENDOR1)
-            .iter()
-            .any(|m| m.method() == Some(&Method::Bye))
-    );
+    assert_byes_both_ways(&mut w);
     assert_eq!(w.cdrs[0].reason, "media timeout");
 }
 
@@ -840,16 +841,7 @@ fn operator_hangup_and_reload() {
     assert!(w.core.hangup(now, wall, calls[0].id));
     assert!(!w.core.hangup(now, wall, calls[0].id), "only once");
     w.collect();
-    assert!(
-        w.take(CARRIER)
-            .iter()
-            .any(|m| m.method() == Some(&Method::Bye))
-    );
-    assert!(
-        w.take(VENDOR1)
-            .iter()
-            .any(|m| m.method() == Some(&Method::Bye))
-    );
+    assert_byes_both_ways(&mut w);
     assert_eq!(w.cdrs[0].reason, "hung up by operator");
 
     // Reload without the connection: new calls have no route.

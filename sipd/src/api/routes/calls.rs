@@ -29,7 +29,7 @@ pub async fn hangup(
     }
     // No store record changes: the entry is the record of who ended the call.
     blocking(&st, move |s| {
-        s.store().append_audit(&c.audit(
+        s.store().append_audit(&c.actor().audit(
             AuditKind::Delete,
             format!("call:{id}"),
             Some("hung up by staff".into()),

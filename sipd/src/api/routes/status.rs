@@ -63,7 +63,7 @@ pub async fn reload_cert(c: Caller, Extract(st): Extract<State>) -> ApiResult<St
     c.permit(Action::System)?;
     blocking(&st, move |s| {
         let r = s.tls.reload();
-        let mut entry = c.audit(
+        let mut entry = c.actor().audit(
             AuditKind::Update,
             format!("certificate:{}", s.tls.cert_path.display()),
             r.as_ref().err().map(|e| format!("{e:#}")),
