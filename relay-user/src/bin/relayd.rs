@@ -11,10 +11,10 @@ use std::{
 use anyhow::{Context as _, Result};
 use clap::{Parser, ValueEnum};
 use relay_user::{
-    DataPlane, PortRange, Sessions,
+    Cidr, DataPlane, PortRange, Sessions,
     loader::{self, LoaderConfig, RequestedMode},
     media::{Interface, MediaPlane, Previous, StateFile},
-    ng,
+    ng::{self, AllowList, NgStatsHandle, ServerConfig},
 };
 use tokio::{
     signal::unix::{SignalKind, signal},
@@ -51,6 +51,12 @@ impl From<Dataplane> for RequestedMode {
 /// XDP links and maps are pinned under /sys/fs/bpf/<instance>/, so stopping or restarting
 /// relayd does not interrupt calls; `--cleanup` detaches and removes the pins. Log level:
 /// RUST_LOG (default info).
+///
+/// The ng protocol has no authentication, so the ng port answers only the sources in
+/// --ng-allow (default: loopback, 127.0.0.0/8 and ::1). Datagrams from anyone else are dropped
+/// without a reply and counted (`--status`, and one log line per 10 s at most). Its reply cache
+/// (rtpengine's answer to retransmissions) is keyed by source address and cookie and bounded by
+/// --ng-cache-bytes, oldest replies evicted first (counted).
 #[derive(Debug, Parser)]
 #[command(version, about, long_about)]
 struct Args {
@@ -91,6 +97,18 @@ struct Args {
     /// Where the ng control protocol listens (UDP).
     #[arg(long, default_value = "127.0.0.1:2223")]
     ng_listen: SocketAddr,
+
+    /// Who may use the ng port: a CIDR or an address (repeatable). Default: loopback only
+    /// (127.0.0.0/8 and ::1). Giving any replaces the default, so list 127.0.0.0/8 too if local
+    /// tools need the port. Other sources get no reply, and are counted.
+    #[arg(long = "ng-allow", value_name = "CIDR")]
+    ng_allow: Vec<Cidr>,
+
+    /// Bound on the ng reply cache in bytes (suffixes K, M, KiB, MiB; at least 64KiB). Replies
+    /// are replayed to retransmissions of the same source and cookie for 30 s; beyond the bound
+    /// the oldest go first, counted.
+    #[arg(long, default_value = "4MiB", value_parser = parse_bytes, value_name = "BYTES")]
+    ng_cache_bytes: usize,
 
     /// Turn on IP forwarding where the kernel relay path needs it: IPv4 on each --interface,
     /// IPv6 host-wide. The kernel's route lookup for relayed media refuses to work without it,
@@ -135,9 +153,38 @@ impl Args {
     fn dataplane_file(&self) -> PathBuf {
         self.state_dir().join("dataplane.json")
     }
+
+    /// The ng port's counters (requests, refused sources, reply cache), for `--status`.
+    fn ng_file(&self) -> PathBuf {
+        self.state_dir().join("ng.json")
+    }
+
+    /// The ng server's settings: `--ng-allow` replaces the loopback default.
+    fn ng_config(&self) -> ServerConfig {
+        let allow = if self.ng_allow.is_empty() {
+            AllowList::loopback()
+        } else {
+            AllowList::new(self.ng_allow.clone())
+        };
+        ServerConfig {
+            allow,
+            cache_bytes: self.ng_cache_bytes,
+        }
+    }
 }
 
-/// Records the running data plane for `--status` (temp file + rename: never half-written).
+/// Writes `v` to `path` for `--status` (temp file + rename: never half-written).
+fn write_state_json(dir: &std::path::Path, path: &std::path::Path, v: &serde_json::Value) {
+    let tmp = path.with_extension("json.tmp");
+    let res = std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::write(&tmp, v.to_string()))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = res {
+        warn!(path = %path.display(), error = %e, "cannot record state for --status");
+    }
+}
+
+/// Records the running data plane for `--status`.
 fn write_dataplane(args: &Args, dp: &DataPlane) {
     let v = serde_json::json!({
         "mode": dp.mode().to_string(),
@@ -145,14 +192,36 @@ fn write_dataplane(args: &Args, dp: &DataPlane) {
         "interfaces": args.interfaces,
         "pid": std::process::id(),
     });
-    let path = args.dataplane_file();
-    let tmp = path.with_extension("json.tmp");
-    let res = std::fs::create_dir_all(args.state_dir())
-        .and_then(|()| std::fs::write(&tmp, v.to_string()))
-        .and_then(|()| std::fs::rename(&tmp, &path));
-    if let Err(e) = res {
-        warn!(path = %path.display(), error = %e, "cannot record the data plane for --status");
-    }
+    write_state_json(&args.state_dir(), &args.dataplane_file(), &v);
+}
+
+/// The ng counters of the last (or running) relayd, as it last recorded them.
+fn read_ng(args: &Args) -> Option<serde_json::Value> {
+    let text = std::fs::read_to_string(args.ng_file()).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// One line of `--status` text about the ng port.
+fn print_ng(ng: Option<&serde_json::Value>) {
+    let Some(ng) = ng else { return };
+    let c = &ng["cache"];
+    println!(
+        "  ng: {} requests, {} dropped from unlisted sources (last: {}); allow {}",
+        ng["requests"],
+        ng["denied"],
+        ng["last_denied"].as_str().unwrap_or("none"),
+        ng["allow"]
+    );
+    println!(
+        "  ng reply cache: {} entries, {} of {} bytes, {} hits, {} evicted, {} expired, {} too large",
+        c["entries"],
+        c["bytes"],
+        c["max_bytes"],
+        c["hits"],
+        c["evicted"],
+        c["expired"],
+        c["too_large"]
+    );
 }
 
 /// The recorded data plane, with whether its relayd still runs.
@@ -167,6 +236,29 @@ fn read_dataplane(args: &Args) -> Option<serde_json::Value> {
     });
     v["running"] = running.into();
     Some(v)
+}
+
+/// A byte count: `65536`, `64K`/`64KiB`, `4M`/`4MiB` (binary multiples).
+fn parse_bytes(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((s, ""), |i| s.split_at(i));
+    let n: usize = num
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a number with an optional unit (K, M, KiB, MiB)"))?;
+    let mult: usize = match unit.trim() {
+        "" | "B" => 1,
+        "K" | "k" | "KiB" => 1 << 10,
+        "M" | "MiB" => 1 << 20,
+        u => return Err(format!("{s:?}: unknown unit {u:?} (K, M, KiB, MiB)")),
+    };
+    let v = n.checked_mul(mult).ok_or(format!("{s:?}: too large"))?;
+    // Below this the largest ng reply (a UDP datagram) could never be cached.
+    if v < 64 << 10 {
+        return Err(format!("{s:?}: at least 64KiB"));
+    }
+    Ok(v)
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -237,6 +329,7 @@ fn cleanup(args: &Args) -> Result<()> {
         Err(e) => warn!(error = %e, "ng state file not removed"),
     }
     let _ = std::fs::remove_file(args.dataplane_file());
+    let _ = std::fs::remove_file(args.ng_file());
     // Only if empty: an operator's --state-dir may hold other things.
     let _ = std::fs::remove_dir(args.state_dir());
     Ok(())
@@ -246,11 +339,12 @@ fn cleanup(args: &Args) -> Result<()> {
 fn status(args: &Args) -> Result<()> {
     let dir = loader::pin_dir(&args.instance)?;
     let dataplane = read_dataplane(args);
+    let ng = read_ng(args);
     if !dir.exists() {
         if args.json {
             println!(
                 "{}",
-                serde_json::json!({ "instance": args.instance, "pinned": false, "dataplane": dataplane })
+                serde_json::json!({ "instance": args.instance, "pinned": false, "dataplane": dataplane, "ng": ng })
             );
         } else if let Some(d) = &dataplane {
             println!(
@@ -270,6 +364,9 @@ fn status(args: &Args) -> Result<()> {
                 args.instance,
                 dir.display()
             );
+        }
+        if !args.json {
+            print_ng(ng.as_ref());
         }
         return Ok(());
     }
@@ -292,6 +389,7 @@ fn status(args: &Args) -> Result<()> {
             "legs": legs,
             "bans": bans,
             "stats": stats,
+            "ng": ng,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
@@ -317,6 +415,7 @@ fn status(args: &Args) -> Result<()> {
             }
         );
         println!("  relay legs: {legs}, bans: {bans}");
+        print_ng(ng.as_ref());
         for (k, v) in stats.iter().filter(|(_, v)| **v != 0) {
             println!("  {k:<22} {v}");
         }
@@ -341,9 +440,15 @@ async fn run(args: Args) -> Result<()> {
     write_dataplane(&args, &dp);
     // The ng call table, joined with what was recovered, before anything is served.
     let engine = Arc::new(Mutex::new(ng_engine(&args, &plane)));
-    let ng_server = ng::Server::bind(args.ng_listen, engine.clone())
+    let ng_server = ng::Server::bind_with(args.ng_listen, engine.clone(), args.ng_config())
         .await
         .context("ng control protocol")?;
+    let ng_stats = ng_server.stats();
+    let ng_file = NgFile {
+        dir: args.state_dir(),
+        path: args.ng_file(),
+    };
+    ng_file.write(&ng_stats);
 
     info!(
         dataplane = %dp.mode(),
@@ -375,6 +480,7 @@ async fn run(args: Args) -> Result<()> {
     tokio::spawn(periodic(
         dp.clone(),
         sessions.clone(),
+        (ng_stats.clone(), ng_file.clone()),
         args.stats_interval,
         stop_rx.clone(),
     ));
@@ -397,6 +503,7 @@ async fn run(args: Args) -> Result<()> {
         Ok(Ok(())) => {}
     }
     log_stats(&dp, &sessions);
+    ng_file.write(&ng_stats);
     if dp.mode().is_xdp() {
         info!(instance = %args.instance, "exiting; XDP stays attached and keeps forwarding (relayd --cleanup detaches)");
     } else {
@@ -462,14 +569,32 @@ fn restore_calls(engine: &mut ng::Engine<Sessions>, state: &StateFile) {
     );
 }
 
+/// Where the ng counters go for `--status`.
+#[derive(Clone)]
+struct NgFile {
+    dir: PathBuf,
+    path: PathBuf,
+}
+
+impl NgFile {
+    fn write(&self, ng: &NgStatsHandle) {
+        match serde_json::to_value(ng.snapshot()) {
+            Ok(v) => write_state_json(&self.dir, &self.path, &v),
+            Err(e) => warn!(error = %e, "ng counters not serialisable"),
+        }
+    }
+}
+
 async fn periodic(
     dp: Arc<DataPlane>,
     sessions: Arc<Sessions>,
+    (ng, ng_file): (NgStatsHandle, NgFile),
     every: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut tick = tokio::time::interval(every);
     tick.tick().await;
+    let mut last_ng = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -481,6 +606,19 @@ async fn periodic(
             Err(e) => warn!(error = %e, "ban purge failed"),
         }
         log_stats(&dp, &sessions);
+        // Only when something changed: an idle relay does not rewrite the file every tick.
+        let now = ng.snapshot();
+        if last_ng.as_ref() != Some(&now) {
+            ng_file.write(&ng);
+            debug!(
+                requests = now.requests,
+                denied = now.denied,
+                cache_entries = now.cache.entries,
+                cache_bytes = now.cache.bytes,
+                "ng stats"
+            );
+            last_ng = Some(now);
+        }
     }
 }
 

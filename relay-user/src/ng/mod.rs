@@ -9,10 +9,14 @@
 //! - [`sdp`]: parse and rewrite SDP (shared with the media API, [`crate::sdp`]);
 //! - [`engine`]: command semantics (offer/answer/delete/query/list): requests translated to
 //!   the typed media API ([`crate::media::MediaCalls`]) and its results and errors to replies;
-//! - [`server`]: the tokio UDP server with rtpengine's retransmission cache;
+//! - [`server`]: the tokio UDP server: it answers only the sources its [`access`] list
+//!   allows (loopback by default) and replays retransmissions from its [`cache`], keyed by
+//!   source and cookie and bounded in bytes;
 //! - [`client`]: a blocking client, [`NgClient`].
 
+pub mod access;
 pub mod bencode;
+pub mod cache;
 pub mod client;
 #[cfg(test)]
 mod e2e;
@@ -21,7 +25,8 @@ pub mod message;
 pub mod server;
 
 pub use crate::sdp;
+pub use access::AllowList;
 pub use client::NgClient;
 pub use engine::Engine;
 pub use message::{OfferAnswer, Request, Response};
-pub use server::{Server, serve};
+pub use server::{NgStats, NgStatsHandle, Server, ServerConfig, serve};

@@ -1,25 +1,22 @@
 //! The ng UDP server.
 //!
-//! Retransmissions: a client that gets no reply sends the same datagram again, same cookie.
-//! Like rtpengine we answer a repeated cookie from a cache with the reply already sent, so an
-//! offer is never applied twice. Entries live [`CACHE_TTL`]; the cache is bounded.
+//! Only listed sources are served ([`access`](super::access): loopback by default); anyone
+//! else's datagrams are dropped unanswered and counted. Retransmissions are answered from the
+//! [`ReplyCache`], keyed by source and cookie and bounded in bytes.
 
-use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::net::UdpSocket;
 
+use super::access::{AllowList, Gate};
+pub use super::cache::{CACHE_TTL, CacheStats, DEFAULT_CACHE_BYTES, ReplyCache};
 use super::engine::Engine;
 use super::message::{self, Request, Response};
+use crate::cidr::Cidr;
 use crate::media::{Interface, MediaBackend};
-
-/// How long a reply is replayed for its cookie. Kamailio retries within a few seconds.
-pub const CACHE_TTL: Duration = Duration::from_secs(30);
-/// Most cached replies; the oldest go first beyond it.
-pub const CACHE_MAX: usize = 65_536;
 
 /// Why the server stopped.
 #[derive(Debug, thiserror::Error)]
@@ -33,64 +30,71 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
 }
 
-/// Replies by cookie, oldest first for expiry.
-#[derive(Default)]
-pub struct ReplyCache {
-    map: HashMap<Vec<u8>, Vec<u8>>,
-    order: VecDeque<(Instant, Vec<u8>)>,
+/// How the server treats its clients.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Who is answered; everyone else is dropped and counted.
+    pub allow: AllowList,
+    /// The reply cache's bound in bytes.
+    pub cache_bytes: usize,
 }
 
-impl ReplyCache {
-    pub fn get(&mut self, cookie: &[u8], now: Instant) -> Option<&[u8]> {
-        self.expire(now);
-        self.map.get(cookie).map(Vec::as_slice)
-    }
-
-    pub fn put(&mut self, cookie: &[u8], reply: Vec<u8>, now: Instant) {
-        self.expire(now);
-        while self.map.len() >= CACHE_MAX {
-            match self.order.pop_front() {
-                Some((_, c)) => {
-                    self.map.remove(&c);
-                }
-                None => break,
-            }
-        }
-        if self.map.insert(cookie.to_vec(), reply).is_none() {
-            self.order.push_back((now, cookie.to_vec()));
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            allow: AllowList::loopback(),
+            cache_bytes: DEFAULT_CACHE_BYTES,
         }
     }
+}
 
-    pub fn len(&self) -> usize {
-        self.map.len()
+/// The server's counters, as `relayd --status` shows them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct NgStats {
+    pub listen: Option<SocketAddr>,
+    /// The allowed prefixes.
+    pub allow: Vec<Cidr>,
+    /// Datagrams from allowed sources (requests and retransmissions).
+    pub requests: u64,
+    /// Datagrams from unlisted sources, dropped without a reply.
+    pub denied: u64,
+    /// The most recent unlisted source.
+    pub last_denied: Option<IpAddr>,
+    pub cache: CacheStats,
+}
+
+/// A live view of a running server's [`NgStats`]; cheap to clone and read from another task.
+#[derive(Clone, Debug, Default)]
+pub struct NgStatsHandle(Arc<Mutex<NgStats>>);
+
+impl NgStatsHandle {
+    pub fn snapshot(&self) -> NgStats {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
-
-    fn expire(&mut self, now: Instant) {
-        while let Some((t, _)) = self.order.front() {
-            if now.duration_since(*t) < CACHE_TTL {
-                break;
-            }
-            let (_, c) = self.order.pop_front().expect("front exists");
-            self.map.remove(&c);
-        }
+    fn update(&self, gate: &Gate, requests: u64, cache: &ReplyCache) {
+        let mut s = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        s.requests = requests;
+        s.denied = gate.denied();
+        s.last_denied = gate.last_denied();
+        s.cache = cache.stats();
     }
 }
 
 /// Handles one datagram: the reply to send, if any. Datagrams without a usable cookie are
 /// dropped (there is nothing to address a reply to); the rest always get a reply.
+/// The sender's access was checked before; `from` keys the reply cache, so a reply is only
+/// ever replayed to the source it was made for.
 pub fn handle_datagram<B: MediaBackend>(
     engine: &Mutex<Engine<B>>,
     cache: &mut ReplyCache,
+    from: SocketAddr,
     buf: &[u8],
     now: Instant,
 ) -> Option<Vec<u8>> {
     let sp = buf.iter().position(|&b| b == b' ')?;
     let cookie = &buf[..sp];
-    if let Some(reply) = cache.get(cookie, now) {
+    if let Some(reply) = cache.get(from, cookie, now) {
         tracing::debug!(cookie = %String::from_utf8_lossy(cookie), "ng retransmission, cached reply");
         return Some(reply.to_vec());
     }
@@ -115,7 +119,7 @@ pub fn handle_datagram<B: MediaBackend>(
     if out.len() > 65_507 {
         out = message::format_datagram(cookie, &Response::error("Reply too large for UDP").0);
     }
-    cache.put(cookie, out.clone(), now);
+    cache.put(from, cookie, out.clone(), now);
     Some(out)
 }
 
@@ -123,12 +127,23 @@ pub fn handle_datagram<B: MediaBackend>(
 pub struct Server<B: MediaBackend> {
     socket: UdpSocket,
     engine: Arc<Mutex<Engine<B>>>,
+    config: ServerConfig,
+    stats: NgStatsHandle,
 }
 
 impl<B: MediaBackend> Server<B> {
+    /// Binds with the default [`ServerConfig`]: loopback clients only, a 4 MiB reply cache.
     pub async fn bind(
         listen: SocketAddr,
         engine: Arc<Mutex<Engine<B>>>,
+    ) -> Result<Server<B>, ServeError> {
+        Server::bind_with(listen, engine, ServerConfig::default()).await
+    }
+
+    pub async fn bind_with(
+        listen: SocketAddr,
+        engine: Arc<Mutex<Engine<B>>>,
+        config: ServerConfig,
     ) -> Result<Server<B>, ServeError> {
         let socket = UdpSocket::bind(listen)
             .await
@@ -136,7 +151,24 @@ impl<B: MediaBackend> Server<B> {
                 addr: listen,
                 source,
             })?;
-        Ok(Server { socket, engine })
+        let stats = NgStatsHandle::default();
+        {
+            let mut s = stats.0.lock().unwrap_or_else(|p| p.into_inner());
+            s.listen = socket.local_addr().ok();
+            s.allow = config.allow.prefixes().to_vec();
+            s.cache.max_bytes = config.cache_bytes;
+        }
+        Ok(Server {
+            socket,
+            engine,
+            config,
+            stats,
+        })
+    }
+
+    /// The server's counters, live while it runs.
+    pub fn stats(&self) -> NgStatsHandle {
+        self.stats.clone()
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -144,8 +176,22 @@ impl<B: MediaBackend> Server<B> {
     }
 
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
-        tracing::info!(listen = %self.local_addr()?, "ng control protocol listening");
-        let mut cache = ReplyCache::default();
+        let allowed: Vec<String> = self
+            .config
+            .allow
+            .prefixes()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        tracing::info!(
+            listen = %self.local_addr()?,
+            allow = %allowed.join(","),
+            cache_bytes = self.config.cache_bytes,
+            "ng control protocol listening"
+        );
+        let mut gate = Gate::new(self.config.allow.clone());
+        let mut cache = ReplyCache::new(self.config.cache_bytes);
+        let mut requests = 0u64;
         let mut buf = vec![0u8; 65_536];
         tokio::pin!(shutdown);
         loop {
@@ -158,8 +204,16 @@ impl<B: MediaBackend> Server<B> {
                     Err(e) => return Err(e.into()),
                 },
             };
-            if let Some(reply) =
-                handle_datagram(&self.engine, &mut cache, &buf[..n], Instant::now())
+            let now = Instant::now();
+            // Checked before anything is parsed: an unlisted source costs one prefix match.
+            if !gate.admit(from, now) {
+                self.stats.update(&gate, requests, &cache);
+                continue;
+            }
+            requests += 1;
+            let reply = handle_datagram(&self.engine, &mut cache, from, &buf[..n], now);
+            self.stats.update(&gate, requests, &cache);
+            if let Some(reply) = reply
                 && let Err(e) = self.socket.send_to(&reply, from).await
             {
                 tracing::warn!(%from, error = %e, "ng reply not sent");
@@ -188,6 +242,7 @@ mod tests {
     use super::super::message::OfferAnswer;
     use super::*;
     use crate::media::MemoryBackend;
+    use std::time::Duration;
 
     fn engine() -> Mutex<Engine<MemoryBackend>> {
         Mutex::new(Engine::new(
@@ -195,6 +250,9 @@ mod tests {
             vec![Interface::new("x", &["127.0.0.1".parse().unwrap()])],
         ))
     }
+
+    /// The client address the unit tests' datagrams come from.
+    const K: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 5000);
 
     const SDP: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
 
@@ -205,8 +263,8 @@ mod tests {
         let t = Instant::now();
         let req = Request::Offer(OfferAnswer::new("c", "f", SDP)).to_value();
         let dgram = message::format_datagram(b"k1", &req);
-        let r1 = handle_datagram(&e, &mut cache, &dgram, t).unwrap();
-        let r2 = handle_datagram(&e, &mut cache, &dgram, t + Duration::from_secs(1)).unwrap();
+        let r1 = handle_datagram(&e, &mut cache, K, &dgram, t).unwrap();
+        let r2 = handle_datagram(&e, &mut cache, K, &dgram, t + Duration::from_secs(1)).unwrap();
         assert_eq!(r1, r2);
         assert_eq!(
             e.lock()
@@ -220,10 +278,81 @@ mod tests {
         );
         // A new cookie is a new request; after the TTL the old cookie is too.
         let r3 =
-            handle_datagram(&e, &mut cache, &message::format_datagram(b"k2", &req), t).unwrap();
+            handle_datagram(&e, &mut cache, K, &message::format_datagram(b"k2", &req), t).unwrap();
         assert!(r3.starts_with(b"k2 "));
         assert_eq!(cache.len(), 2);
-        assert!(cache.get(b"k1", t + CACHE_TTL).is_none());
+        assert!(cache.get(K, b"k1", t + CACHE_TTL).is_none());
+    }
+
+    /// Cookies are the client's choice, so two clients reuse each other's. A reply cached for
+    /// one must never reach the other: it would leak the call's SDP and relay ports, and the
+    /// other's request would silently not be applied.
+    #[test]
+    fn cached_reply_is_not_replayed_to_another_source() {
+        let e = engine();
+        let mut cache = ReplyCache::default();
+        let t = Instant::now();
+        let offer = Request::Offer(OfferAnswer::new("c", "f", SDP)).to_value();
+        let r1 = handle_datagram(
+            &e,
+            &mut cache,
+            K,
+            &message::format_datagram(b"7", &offer),
+            t,
+        )
+        .unwrap();
+        assert!(String::from_utf8_lossy(&r1).contains("m=audio 30"));
+        let other = SocketAddr::from(([127, 0, 0, 2], 5000));
+        let ping = message::format_datagram(b"7", &Request::Ping.to_value());
+        let r2 = handle_datagram(&e, &mut cache, other, &ping, t).unwrap();
+        assert_eq!(r2, b"7 d6:result4:ponge".to_vec());
+        // Each source's retransmission still gets its own reply.
+        let again = handle_datagram(&e, &mut cache, K, &ping, t).unwrap();
+        assert_eq!(again, r1);
+        assert_eq!(cache.stats().hits, 1);
+    }
+
+    /// A server whose allow list leaves out loopback does not answer a loopback client, and
+    /// counts the datagrams it dropped.
+    #[test]
+    fn unlisted_client_gets_silence_counted() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let config = ServerConfig {
+            allow: AllowList::new(vec!["192.0.2.0/24".parse().unwrap()]),
+            cache_bytes: 1 << 20,
+        };
+        let server = rt
+            .block_on(Server::bind_with(
+                "127.0.0.1:0".parse().unwrap(),
+                Arc::new(engine()),
+                config,
+            ))
+            .unwrap();
+        let addr = server.local_addr().unwrap();
+        let stats = server.stats();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let handle = std::thread::spawn(move || {
+            rt.block_on(server.run(async {
+                let _ = rx.await;
+            }))
+        });
+        let mut client = NgClient::new(addr).unwrap();
+        client.timeout = Duration::from_millis(200);
+        client.tries = 3;
+        let err = client.ping().unwrap_err();
+        assert!(
+            matches!(err, super::super::client::ClientError::Timeout { .. }),
+            "{err}"
+        );
+        tx.send(()).unwrap();
+        handle.join().unwrap().unwrap();
+        let s = stats.snapshot();
+        assert_eq!((s.requests, s.denied), (0, 3), "{s:?}");
+        assert_eq!(s.last_denied, Some("127.0.0.1".parse().unwrap()));
+        assert_eq!(s.cache.max_bytes, 1 << 20);
     }
 
     #[test]
@@ -231,14 +360,14 @@ mod tests {
         let e = engine();
         let mut cache = ReplyCache::default();
         let t = Instant::now();
-        assert!(handle_datagram(&e, &mut cache, b"nospace", t).is_none());
-        let r = handle_datagram(&e, &mut cache, b"c1 d7:command", t).unwrap();
+        assert!(handle_datagram(&e, &mut cache, K, b"nospace", t).is_none());
+        let r = handle_datagram(&e, &mut cache, K, b"c1 d7:command", t).unwrap();
         assert!(
             r.starts_with(b"c1 d6:result5:error12:error-reason"),
             "{}",
             String::from_utf8_lossy(&r)
         );
-        let r = handle_datagram(&e, &mut cache, b"c2 d7:command3:fooe", t).unwrap();
+        let r = handle_datagram(&e, &mut cache, K, b"c2 d7:command3:fooe", t).unwrap();
         assert!(String::from_utf8_lossy(&r).contains("unknown command"));
     }
 
