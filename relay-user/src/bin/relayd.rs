@@ -443,6 +443,11 @@ async fn run(args: Args) -> Result<()> {
     let ng_server = ng::Server::bind_with(args.ng_listen, engine.clone(), args.ng_config())
         .await
         .context("ng control protocol")?;
+    if !args.ng_listen.ip().is_loopback() && args.ng_allow.is_empty() {
+        // Reachable from the network but answering only this host: say so, or the operator
+        // sees a proxy's requests vanish with no hint why.
+        warn!(ng = %args.ng_listen, "ng listens beyond loopback but only loopback sources are allowed; add --ng-allow for the proxies");
+    }
     let ng_stats = ng_server.stats();
     let ng_file = NgFile {
         dir: args.state_dir(),
