@@ -47,6 +47,52 @@ crate::map_type!(SessionCount, 8);
 /// service ACLs still apply.
 pub const TRUSTED: u32 = u32::MAX;
 
+/// Line ends a SIP datagram may carry before its request line (RFC 3261 §7.5 lets parsers
+/// skip them). The kernel's INVITE detector looks past this many and sipd's parser refuses a
+/// datagram with more, so a CR/LF prefix can never carry an INVITE past the calls-per-second
+/// limit and the session cap.
+pub const MAX_LEADING_CRLF: usize = 32;
+
+const INVITE: &[u8; 7] = b"INVITE ";
+
+/// Bytes of a datagram the INVITE detector reads: the longest CR/LF prefix, then "INVITE ".
+pub const INVITE_WINDOW: usize = MAX_LEADING_CRLF + INVITE.len();
+
+/// Whether a SIP datagram's payload (at least its first [`INVITE_WINDOW`] bytes) is an INVITE,
+/// for the calls-per-second limit and the session cap. Leading CR/LF is skipped as SIP parsers
+/// skip it (RFC 3261 §7.5). A datagram shorter than the window is no real INVITE; only its
+/// very start is judged. The kernel and the userspace fallback both decide with this.
+#[inline(always)]
+pub fn is_invite(payload: &[u8]) -> bool {
+    if payload.len() < INVITE_WINDOW {
+        return starts_invite(payload, 0);
+    }
+    let mut skip = 0;
+    while skip <= MAX_LEADING_CRLF {
+        if starts_invite(payload, skip) {
+            return true;
+        }
+        match payload.get(skip) {
+            Some(b'\r' | b'\n') => skip += 1,
+            _ => return false,
+        }
+    }
+    false
+}
+
+/// Byte by byte: a slice `==` lowers to `bcmp`, which BPF cannot call.
+#[inline(always)]
+fn starts_invite(payload: &[u8], at: usize) -> bool {
+    let mut i = 0;
+    while i < INVITE.len() {
+        if payload.get(at + i) != Some(&INVITE[i]) {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GuardEventKind {
@@ -81,3 +127,30 @@ pub struct GuardEvent {
     pub suppressed: u64,
 }
 crate::map_type!(GuardEvent, 40);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn padded(prefix: &str, body: &str) -> [u8; 64] {
+        let mut b = [b'x'; 64];
+        let text = [prefix.as_bytes(), body.as_bytes()].concat();
+        b[..text.len()].copy_from_slice(&text);
+        b
+    }
+
+    #[test]
+    fn invites_are_found_behind_a_bounded_crlf_prefix() {
+        assert!(is_invite(&padded("", "INVITE sip:a SIP/2.0")));
+        assert!(is_invite(&padded("\r\n\r\n", "INVITE sip:a SIP/2.0")));
+        let most = "\n".repeat(MAX_LEADING_CRLF);
+        assert!(is_invite(&padded(&most, "INVITE ")));
+        assert!(!is_invite(&padded(" ", "INVITE sip:a SIP/2.0")));
+        assert!(!is_invite(&padded("", "INVITEX sip:a")));
+        assert!(!is_invite(&padded("", "BYE sip:a SIP/2.0")));
+        // Short datagrams: only their start counts.
+        assert!(is_invite(b"INVITE "));
+        assert!(!is_invite(b"\r\nINVITE "));
+        assert!(!is_invite(b"INVIT"));
+    }
+}

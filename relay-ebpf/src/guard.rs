@@ -8,7 +8,7 @@
 use aya_ebpf::bindings::BPF_NOEXIST;
 use relay_common::{
     Addr,
-    guard::{GuardConfig, GuardEvent, GuardEventKind, GuardState, TRUSTED},
+    guard::{self, GuardConfig, GuardEvent, GuardEventKind, GuardState, INVITE_WINDOW, TRUSTED},
     stats::Stat,
 };
 
@@ -33,8 +33,6 @@ impl GuardDrop {
         }
     }
 }
-
-const INVITE: [u8; 7] = *b"INVITE ";
 
 /// Runs the guard for a packet to a SIP service on `port`.
 #[inline(never)]
@@ -123,21 +121,22 @@ fn decide(
 
 #[inline(always)]
 fn is_invite(ctx: &aya_ebpf::programs::XdpContext, pkt: &Packet, udp_len: u16) -> bool {
-    if (udp_len as usize) < UDP_HLEN + INVITE.len() {
+    let payload = (udp_len as usize).saturating_sub(UDP_HLEN);
+    let at = pkt.l4_off() + UDP_HLEN;
+    if payload < 7 {
         return false;
     }
-    let Ok(head) = parse::read::<[u8; 7]>(ctx, pkt.l4_off() + UDP_HLEN) else {
-        return false;
-    };
-    // Byte by byte: an array `==` lowers to `bcmp`, which BPF cannot call.
-    let mut i = 0;
-    while i < INVITE.len() {
-        if head[i] != INVITE[i] {
-            return false;
+    if payload >= INVITE_WINDOW {
+        match parse::read::<[u8; INVITE_WINDOW]>(ctx, at) {
+            Ok(head) => guard::is_invite(&head),
+            Err(_) => false,
         }
-        i += 1;
+    } else {
+        match parse::read::<[u8; 7]>(ctx, at) {
+            Ok(head) => guard::is_invite(&head),
+            Err(_) => false,
+        }
     }
-    true
 }
 
 #[inline(always)]

@@ -301,7 +301,7 @@ impl UserTables {
         }
         // The kernel's INVITE checks only apply to UDP: over TCP a segment boundary is not a
         // message boundary, so "payload starts with INVITE" means nothing there.
-        let invite = proto == Proto::Udp && payload.starts_with(b"INVITE ");
+        let invite = proto == Proto::Udp && relay_common::guard::is_invite(payload);
         match self.sip_guard(a, invite, now) {
             Ok(()) => (Verdict::Pass(Stat::PassSip), None),
             Err((stat, kind)) => (
@@ -563,6 +563,30 @@ mod tests {
                     .is_pass()
             );
         }
+    }
+
+    #[test]
+    fn a_crlf_prefix_does_not_hide_an_invite() {
+        let mut t = sip_table(GuardSettings {
+            invite_rate: 1,
+            invite_burst: 1,
+            event_interval: Duration::from_secs(1),
+            ..GuardSettings::default()
+        });
+        let src = ip("203.0.113.5");
+        // SIP parsers skip the prefix (RFC 3261 §7.5); the guard must see the INVITE too, as the
+        // kernel does.
+        let prefixed =
+            b"\r\n\r\nINVITE sip:alice@example.net SIP/2.0\r\nVia: SIP/2.0/UDP h\r\n\r\n";
+        assert!(
+            t.firewall_check(src, 5060, Proto::Udp, prefixed, 10 * S)
+                .0
+                .is_pass()
+        );
+        assert_eq!(
+            t.firewall_check(src, 5060, Proto::Udp, prefixed, 10 * S).0,
+            Verdict::Drop(Stat::DropSipInviteRate)
+        );
     }
 
     #[test]

@@ -25,7 +25,7 @@ use relay_common::{
         BanEntry, PROTO_TCP, PROTO_UDP, SVC_RESTRICTED, SVC_SIP, ServiceEntry, ServiceKey,
         SvcAllowV4, SvcAllowV6, svc_allow_prefix,
     },
-    guard::{GuardConfig, GuardEvent, GuardEventKind, GuardState, SessionCount},
+    guard::{GuardConfig, GuardEvent, GuardEventKind, GuardState, MAX_LEADING_CRLF, SessionCount},
     maps as names,
     ratelimit::Gcra,
     relay::{
@@ -1559,6 +1559,32 @@ fn sip_invite_and_session_fixtures() -> Vec<Fixture> {
             udp4([192, 0, 2, 30], 5060, relay, SIP, &sip("BYE")).build(),
             XDP_PASS,
             PassSip,
+        ),
+        fx(
+            "CRLF before an INVITE does not hide it from the calls-per-second limit",
+            udp4(
+                [192, 0, 2, 30],
+                5060,
+                relay,
+                SIP,
+                &[b"\r\n\r\n".as_slice(), &sip("INVITE")].concat(),
+            )
+            .build(),
+            XDP_DROP,
+            DropSipInviteRate,
+        ),
+        fx(
+            "nor does the longest CR/LF run a SIP parser here accepts",
+            udp4(
+                [192, 0, 2, 30],
+                5060,
+                relay,
+                SIP,
+                &[vec![b'\n'; MAX_LEADING_CRLF], sip("INVITE")].concat(),
+            )
+            .build(),
+            XDP_DROP,
+            DropSipInviteRate,
         ),
         fx(
             "'INVITEX' is not an INVITE",

@@ -3,6 +3,7 @@
 //! agrees with the datagram, and the compact header names (RFC 3261 §7.3.3) that rsip does not
 //! know. Every refusal is a [`ParseError`] the caller turns into a 400 or a counted drop.
 
+use relay_common::guard::MAX_LEADING_CRLF;
 use rsip::SipMessage;
 
 /// Longest header line accepted; real ones stay under 1 KiB.
@@ -42,6 +43,8 @@ pub enum ParseError {
     StartLine(String),
     #[error("control character 0x{0:02x} in the header section")]
     ControlChar(u8),
+    #[error("{0} line ends before the start line (at most {MAX_LEADING_CRLF})")]
+    LeadingLineEnds(usize),
 }
 
 /// Full names of the compact forms (RFC 3261 §7.3.3, RFC 3265, RFC 3515, RFC 4028 …).
@@ -83,6 +86,11 @@ pub fn parse(data: &[u8], max_bytes: usize) -> Result<SipMessage, ParseError> {
         .iter()
         .position(|&b| b != b'\r' && b != b'\n')
         .unwrap_or(data.len());
+    // The kernel's INVITE detector looks past exactly this many: a longer run would carry an
+    // INVITE past the calls-per-second limit and the session cap.
+    if start > MAX_LEADING_CRLF {
+        return Err(ParseError::LeadingLineEnds(start));
+    }
     let data = &data[start..];
     let end = find(data, b"\r\n\r\n").ok_or(ParseError::NoHeaderEnd)?;
     // NUL and other controls have no place in SIP headers (RFC 3261 §25.1 allows only HTAB
@@ -344,5 +352,17 @@ mod tests {
             bytes.truncate((seed % (bytes.len() as u64 + 1)) as usize);
             let _ = parse(&bytes, 65535);
         }
+    }
+
+    #[test]
+    fn line_ends_before_the_request_line_are_bounded_as_the_kernel_bounds_them() {
+        let msg = "INVITE sip:1@x SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:1@x>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n";
+        let ok = format!("{}{msg}", "\n".repeat(MAX_LEADING_CRLF));
+        assert!(parse(ok.as_bytes(), 65_535).is_ok());
+        let long = format!("{}{msg}", "\n".repeat(MAX_LEADING_CRLF + 1));
+        assert_eq!(
+            parse(long.as_bytes(), 65_535).err(),
+            Some(ParseError::LeadingLineEnds(MAX_LEADING_CRLF + 1))
+        );
     }
 }
