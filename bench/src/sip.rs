@@ -29,7 +29,7 @@
 //! 0.1% of them and sipp started them all at ≥ 95% of the offered rate (else the caller,
 //! not the proxy, was the limit and the step fails as "generator"). Between steps the proxy
 //! gets to go idle; after a failed step the proxy (with rtpengine) and the callee are
-//! restarted, so an overload's leftovers do not fail the next, lower rate. CPU per call = the proxy's CPU time (utime + stime from /proc/<pid>/stat
+//! restarted, so an overload's leftovers do not fail the next, lower rate. CPU per call = the proxy's CPU time (utime + stime from `/proc/<pid>/stat`
 //! of its processes: sipd; Kamailio's processes + rtpengine) over the step / calls offered.
 //!
 //! sipd logs at its default level (info, two lines per call, to a pipe the bench copies to

@@ -153,7 +153,7 @@ pub enum DataplaneMode {
 pub struct DataplaneConfig {
     pub mode: DataplaneMode,
     pub interfaces: Vec<String>,
-    /// Maps are pinned under /sys/fs/bpf/<instance>/, so two appliances can share a host.
+    /// Maps are pinned under `/sys/fs/bpf/<instance>/`, so two appliances can share a host.
     pub instance: String,
     /// Turn on the IP forwarding sysctls the kernel relay path needs (IPv4 on each interface,
     /// IPv6 host-wide). IPv4 on `lo` is turned on regardless; without the rest, media of that

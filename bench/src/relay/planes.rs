@@ -138,7 +138,7 @@ pub(super) fn cleanup_pins(o: &Opts, topo: &Topology) {
     }
 }
 
-/// relayd's pin directory for this run (/sys/fs/bpf/<instance>), removed after each plane.
+/// relayd's pin directory for this run (`/sys/fs/bpf/<instance>`), removed after each plane.
 pub(super) fn instance() -> String {
     format!("sbcbench{}", std::process::id())
 }

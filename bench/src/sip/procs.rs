@@ -14,7 +14,7 @@ use anyhow::{Context as _, bail};
 use crate::common;
 
 /// A started process, stopped by PID when dropped: SIGTERM, up to 3 s, then SIGKILL. Forking
-/// daemons (Kamailio) also have their workers, as seen by [`Proc::descendants`], killed by PID
+/// daemons (Kamailio) also have their workers, as seen by their parent in `/proc`, killed by PID
 /// if they outlive their parent.
 pub struct Proc {
     pub name: String,

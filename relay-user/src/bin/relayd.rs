@@ -1,6 +1,10 @@
 //! relayd: the media relay. Brings up the data plane (XDP where it can, userspace where it
 //! must, and says which), relays RTP/RTCP, and serves the rtpengine ng control protocol.
 
+// The doc comments here are clap's --help text, shown as written: `<instance>` is a
+// placeholder for the reader, not an HTML tag.
+#![allow(rustdoc::invalid_html_tags)]
+
 use std::{
     net::{IpAddr, SocketAddr},
     path::PathBuf,

@@ -1,10 +1,10 @@
 //! `sipd run`: the one process of the appliance. Brings up the data plane through relay-user
 //! (XDP where it can, userspace where it must, and says which), the media relay, the SIP
-//! transports, the firewall and the call core ([`startup`]), then feeds the core and carries
-//! out its effects ([`Appliance::serve`]).
+//! transports, the firewall and the call core (`startup.rs`), then feeds the core and carries
+//! out its effects (`Appliance::serve`).
 //!
 //! The core is single-threaded and owns all call state; this shell is the only place with I/O.
-//! Store writes (CDRs, balance debits) go to a writer thread ([`writer`]) so a flush never
+//! Store writes (CDRs, balance debits) go to a writer thread (`writer.rs`) so a flush never
 //! stalls signalling; names go to the resolver so a slow DNS server never does.
 
 mod provisioned;

@@ -4,7 +4,7 @@
 //! separate: peers see only our addresses, Call-IDs and tags (topology hiding), and every
 //! per-call decision happens here, in the design's order: firewall (done by the shell before
 //! bytes arrive) → authentication ([`gate`]) → admission → routing ([`outgoing`]) → media
-//! anchoring → dialog ([`dialog`]) → endings and CDRs ([`ending`]).
+//! anchoring → dialog (`dialog.rs`) → endings and CDRs (`ending.rs`).
 //!
 //! Input is bytes with where they came from and the time, and the answers to the name
 //! look-ups the core asked for; output is [`Effect`]s (messages to send, CDRs to store, kernel

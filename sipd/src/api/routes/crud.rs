@@ -1,6 +1,6 @@
 //! List, get, create, update (merge) and delete for a store record that stands alone (no
 //! parent in the path): one implementation of the role checks, with every change made through
-//! [`change`](super::change) (transaction, one audit entry, core reload) and each resource
+//! `change` (transaction, one audit entry, core reload) and each resource
 //! saying only how it is stored, shown and validated.
 
 use axum::Json;
