@@ -36,6 +36,8 @@ const SERVICES: &[&str] = &[
 const LLVM_MAJOR: u32 = 22;
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 const BPF_LINKER_MIN: (u64, u64, u64) = (0, 13, 0);
+/// The cargo-deny release whose `deny.toml` format the repository's file follows.
+const CARGO_DENY: &str = "0.20.2";
 
 /// Something setup could not do, and the command that does it.
 pub struct Problem {
@@ -95,6 +97,7 @@ pub fn setup() -> Outcome {
     apt(&mut out, root);
     services(&mut out, root);
     bpf_linker(&mut out);
+    cargo_deny(&mut out);
     let verdict = if out.problems.is_empty() {
         "ready"
     } else {
@@ -419,6 +422,27 @@ fn bpf_linker(out: &mut Outcome) {
             "add ~/.cargo/bin (or $CARGO_HOME/bin) to PATH",
         ),
         Err(e) => out.problem(format!("bpf-linker: {e:#}"), util::show(&cmd)),
+    }
+}
+
+/// cargo-deny, for the dependency checks `cargo xtask test` runs (licences, bans, sources).
+fn cargo_deny(out: &mut Outcome) {
+    if let Some(v) = output("cargo", ["deny", "--version"]) {
+        out.ok(v.trim());
+        return;
+    }
+    println!("  install  cargo-deny {CARGO_DENY} (compiles from crates.io, takes minutes)");
+    let mut cmd = Command::new("cargo");
+    cmd.args(["install", "cargo-deny", "--locked", "--version", CARGO_DENY]);
+    match run(&mut cmd) {
+        Ok(()) if output("cargo", ["deny", "--version"]).is_some() => {
+            out.did("cargo installed cargo-deny".into())
+        }
+        Ok(()) => out.problem(
+            "cargo-deny was installed but cargo does not find it",
+            "add ~/.cargo/bin (or $CARGO_HOME/bin) to PATH",
+        ),
+        Err(e) => out.problem(format!("cargo-deny: {e:#}"), util::show(&cmd)),
     }
 }
 

@@ -83,6 +83,40 @@ pub fn test() -> anyhow::Result<()> {
     ]);
     steps.push(step("clippy relay-ebpf (bpfel)", &mut ebpf));
 
+    // The dependency tree: licences, bans, sources (deny.toml). Advisories need the advisory
+    // database from the network, which CI does not reach: checked only against a local copy.
+    let mut deny = util::cargo();
+    deny.args([
+        "deny",
+        "--all-features",
+        "check",
+        "licenses",
+        "bans",
+        "sources",
+    ]);
+    steps.push(step("cargo deny", &mut deny));
+    if advisory_db_present() {
+        let mut adv = util::cargo();
+        adv.args(["deny", "check", "--disable-fetch", "advisories"]);
+        steps.push(step("cargo deny advisories", &mut adv));
+    } else {
+        println!(
+            "\n==> cargo deny advisories: skipped, no local advisory database \
+             (`cargo deny fetch` where GitHub is reachable, then `cargo xtask test`)"
+        );
+    }
+
+    // Docs build without warnings (broken intra-doc links, bad code blocks).
+    let mut doc = util::cargo();
+    doc.env("RUSTDOCFLAGS", "-D warnings").args([
+        "doc",
+        "--no-deps",
+        "--workspace",
+        "--exclude",
+        "relay-ebpf",
+    ]);
+    steps.push(step("cargo doc", &mut doc));
+
     let mut test = util::cargo();
     test.args([
         "test",
@@ -134,6 +168,16 @@ pub fn test() -> anyhow::Result<()> {
     } else {
         anyhow::bail!("{} step(s) failed: {}", failed.len(), failed.join(", "))
     }
+}
+
+/// cargo-deny keeps its advisory database under `$CARGO_HOME/advisory-dbs`.
+fn advisory_db_present() -> bool {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cargo")));
+    home.is_some_and(|h| {
+        std::fs::read_dir(h.join("advisory-dbs")).is_ok_and(|mut d| d.next().is_some())
+    })
 }
 
 fn step(name: &'static str, cmd: &mut Command) -> Step {
