@@ -83,6 +83,9 @@ fn same_peer(a: SocketAddr, b: SocketAddr) -> bool {
 struct Inner {
     dp: Arc<DataPlane>,
     sockets: RwLock<HashMap<u16, Arc<UdpSocket>>>,
+    /// The host's addresses, read at start: a socket bound to the unspecified address
+    /// receives on each of them (see `own_socket`).
+    host: Vec<IpAddr>,
     epolls: Vec<Epoll>,
     stop: AtomicBool,
 }
@@ -100,9 +103,14 @@ impl UserRelay {
         let epolls = (0..n)
             .map(|_| Epoll::new())
             .collect::<io::Result<Vec<_>>>()?;
+        let host = crate::host::addresses().unwrap_or_else(|e| {
+            warn!(error = %e, "cannot list the host's addresses; loops through them are only caught on loopback");
+            Vec::new()
+        });
         let inner = Arc::new(Inner {
             dp,
             sockets: RwLock::new(HashMap::new()),
+            host,
             epolls,
             stop: AtomicBool::new(false),
         });
@@ -242,8 +250,8 @@ fn worker(inner: Arc<Inner>, idx: usize) {
 /// Whether `to` is one of the relay's own sockets. The call table refuses SDP that points at
 /// the relay, but should a leg's peer still be the relay (a latch on a spoofed source, a bug),
 /// forwarding there would go round forever: defence in depth. A socket bound to the
-/// unspecified address receives on every local address; only loopback is known to be local
-/// here, so only it counts then.
+/// unspecified address receives on every local address: loopback and the host's addresses
+/// as read at start.
 fn own_socket(inner: &Inner, to: SocketAddr) -> bool {
     let Some(sock) = socket(inner, to.port()) else {
         return false;
@@ -256,7 +264,9 @@ fn own_socket(inner: &Inner, to: SocketAddr) -> bool {
         crate::cidr::normalize(local.ip()),
         crate::cidr::normalize(to.ip()),
     );
-    ours == to || (ours.is_unspecified() && (to.is_loopback() || to.is_unspecified()))
+    ours == to
+        || (ours.is_unspecified()
+            && (to.is_loopback() || to.is_unspecified() || inner.host.contains(&to)))
 }
 
 /// All packets of a batch arrived on one port, so one firewall lock and one leg lookup serve
@@ -675,6 +685,29 @@ mod tests {
             &relay.inner,
             SocketAddr::new("::ffff:127.0.0.1".parse().unwrap(), pa)
         ));
+    }
+
+    /// Bound to 0.0.0.0, a relay socket is reached on every address of the host.
+    #[test]
+    fn a_socket_bound_to_any_address_is_reached_on_the_hosts_addresses() {
+        let any: IpAddr = "0.0.0.0".parse().unwrap();
+        let dp = Arc::new(DataPlane::userspace("test"));
+        let relay = UserRelay::start(dp, 1).unwrap();
+        let port = UdpSocket::bind(SocketAddr::new(any, 0))
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        relay.open_port(any, port).unwrap();
+        for host in crate::host::addresses().unwrap() {
+            let host = crate::cidr::normalize(host);
+            assert!(
+                own_socket(&relay.inner, SocketAddr::new(host, port)),
+                "{host}"
+            );
+        }
+        let elsewhere: IpAddr = "192.0.2.200".parse().unwrap();
+        assert!(!own_socket(&relay.inner, SocketAddr::new(elsewhere, port)));
     }
 
     #[test]

@@ -212,9 +212,21 @@ impl<B: MediaBackend> MediaCalls<B> {
     /// The relay's sockets (the address its media sockets bind, its port range): SDP may not
     /// send media to them. Without this only the interfaces' addresses are known as the
     /// relay's own.
-    pub fn with_relay(mut self, address: IpAddr, ports: RangeInclusive<u16>) -> MediaCalls<B> {
-        let own: Vec<IpAddr> = self.interfaces.iter().flat_map(Interface::addrs).collect();
-        self.destinations = Destinations::new(&own, Some(ports)).with_addresses([address]);
+    pub fn with_relay(self, address: IpAddr, ports: RangeInclusive<u16>) -> MediaCalls<B> {
+        self.with_relay_on_host(address, ports, Vec::new())
+    }
+
+    /// [`MediaCalls::with_relay`] for sockets bound to the unspecified address, which receive
+    /// on every address of the host: `host` lists them.
+    pub fn with_relay_on_host(
+        mut self,
+        address: IpAddr,
+        ports: RangeInclusive<u16>,
+        host: Vec<IpAddr>,
+    ) -> MediaCalls<B> {
+        let mut own: Vec<IpAddr> = self.interfaces.iter().flat_map(Interface::addrs).collect();
+        own.push(address);
+        self.destinations = Destinations::new(&own, Some(ports)).with_host_addresses(host);
         self
     }
 

@@ -70,6 +70,10 @@ pub struct Destinations {
     /// Addresses the relay receives media on or advertises (unspecified ones are left out:
     /// they name no host).
     own: Vec<IpAddr>,
+    /// Other addresses of the relay's host: when its sockets are bound to the unspecified
+    /// address they receive on these too, so the relay's ports there are its own. Other
+    /// ports there are not refused: a peer may run on the same host.
+    host: Vec<IpAddr>,
     /// The relay's port range (RTP and RTCP), if known.
     ports: Option<RangeInclusive<u16>>,
     /// Whether the relay itself is on loopback: then so may its peers be (the default setup,
@@ -90,15 +94,18 @@ impl Destinations {
         Destinations {
             on_loopback: addrs.iter().any(IpAddr::is_loopback),
             own: addrs,
+            host: Vec::new(),
             ports,
         }
     }
 
-    /// Adds addresses (an interface's) to the relay's own.
-    pub fn with_addresses(mut self, more: impl IntoIterator<Item = IpAddr>) -> Destinations {
-        let mut all = std::mem::take(&mut self.own);
-        all.extend(more);
-        Destinations::new(&all, self.ports)
+    /// Adds the host's other addresses (see the field `host`), for a relay whose sockets are
+    /// bound to the unspecified address.
+    pub fn with_host_addresses(mut self, host: impl IntoIterator<Item = IpAddr>) -> Destinations {
+        self.host = host.into_iter().map(|a| a.to_canonical()).collect();
+        self.host.sort_unstable();
+        self.host.dedup();
+        self
     }
 
     /// Whether the relay may send media to `to`. An IPv4-mapped IPv6 address is judged as the
@@ -126,6 +133,9 @@ impl Destinations {
             if !self.on_loopback {
                 return Err(Refusal::OwnAddress);
             }
+        }
+        if own_port && self.host.contains(&ip) {
+            return Err(Refusal::OwnPort);
         }
         if ip.is_loopback() {
             if !self.on_loopback {
@@ -190,12 +200,19 @@ mod tests {
 
     #[test]
     fn unspecified_bind_address_is_not_an_own_address() {
-        let d = Destinations::new(&["0.0.0.0".parse().unwrap()], Some(30_000..=30_999))
-            .with_addresses(["192.0.2.1".parse().unwrap()]);
-        assert!(!d.on_loopback);
+        let bind_any: [IpAddr; 2] = ["0.0.0.0".parse().unwrap(), "192.0.2.1".parse().unwrap()];
+        let d = Destinations::new(&bind_any, Some(30_000..=30_999))
+            .with_host_addresses(["127.0.0.1".parse().unwrap(), "10.1.1.1".parse().unwrap()]);
+        assert!(
+            !d.on_loopback,
+            "host addresses do not put the relay on loopback"
+        );
         assert_eq!(d.check(sa("192.0.2.1:30000")), Err(Refusal::OwnPort));
         assert_eq!(d.check(sa("127.0.0.1:4000")), Err(Refusal::Loopback));
         assert_eq!(d.check(sa("192.0.2.2:30000")), Ok(()));
+        // The host's other addresses: its relay ports are the relay, other ports a peer's.
+        assert_eq!(d.check(sa("10.1.1.1:30002")), Err(Refusal::OwnPort));
+        assert_eq!(d.check(sa("10.1.1.1:5080")), Ok(()));
     }
 
     #[test]

@@ -164,9 +164,19 @@ impl MediaPlane {
     /// refuses SDP sending media to this plane's own sockets, and holding each call to
     /// `limits`.
     pub fn calls(&self, interfaces: Vec<Interface>, limits: Limits) -> MediaCalls<Sessions> {
-        MediaCalls::new(self.sessions.clone(), interfaces)
-            .with_relay(self.address, self.ports.first..=self.ports.last)
-            .with_limits(limits)
+        let ports = self.ports.first..=self.ports.last;
+        let calls = MediaCalls::new(self.sessions.clone(), interfaces);
+        let calls = if self.address.is_unspecified() {
+            // Bound to every address: each of the host's is the relay's.
+            let host = crate::host::addresses().unwrap_or_else(|e| {
+                warn!(error = %e, "cannot list the host's addresses; SDP naming one of them with a relay port is not refused (the userspace relay still drops such loops)");
+                Vec::new()
+            });
+            calls.with_relay_on_host(self.address, ports, host)
+        } else {
+            calls.with_relay(self.address, ports)
+        };
+        calls.with_limits(limits)
     }
 
     /// Removes sessions without media for the media timeout on a thread, checking every
