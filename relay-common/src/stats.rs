@@ -61,6 +61,9 @@ stats! {
     PassService = 19, "pass_service";
     /// Relay packet dropped because redirect failed.
     DropRedirectFailed = 20, "drop_redirect_failed";
+    /// Relay packet whose destination is one of the relay's own sockets (userspace relay):
+    /// dropped, or it would go round forever.
+    DropRelayLoop = 21, "drop_relay_loop";
 }
 
 /// Size of the `STATS` array; leaves room for new counters without re-creating the map.

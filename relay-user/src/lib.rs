@@ -14,6 +14,7 @@ pub mod clock;
 pub mod dataplane;
 pub mod error;
 pub mod events;
+pub mod host;
 pub mod loader;
 pub mod maps;
 pub mod media;

@@ -83,6 +83,9 @@ fn same_peer(a: SocketAddr, b: SocketAddr) -> bool {
 struct Inner {
     dp: Arc<DataPlane>,
     sockets: RwLock<HashMap<u16, Arc<UdpSocket>>>,
+    /// The host's addresses, read at start: a socket bound to the unspecified address
+    /// receives on each of them (see `own_socket`).
+    host: Vec<IpAddr>,
     epolls: Vec<Epoll>,
     stop: AtomicBool,
 }
@@ -100,9 +103,14 @@ impl UserRelay {
         let epolls = (0..n)
             .map(|_| Epoll::new())
             .collect::<io::Result<Vec<_>>>()?;
+        let host = crate::host::addresses().unwrap_or_else(|e| {
+            warn!(error = %e, "cannot list the host's addresses; loops through them are only caught on loopback");
+            Vec::new()
+        });
         let inner = Arc::new(Inner {
             dp,
             sockets: RwLock::new(HashMap::new()),
+            host,
             epolls,
             stop: AtomicBool::new(false),
         });
@@ -239,6 +247,28 @@ fn worker(inner: Arc<Inner>, idx: usize) {
     }
 }
 
+/// Whether `to` is one of the relay's own sockets. The call table refuses SDP that points at
+/// the relay, but should a leg's peer still be the relay (a latch on a spoofed source, a bug),
+/// forwarding there would go round forever: defence in depth. A socket bound to the
+/// unspecified address receives on every local address: loopback and the host's addresses
+/// as read at start.
+fn own_socket(inner: &Inner, to: SocketAddr) -> bool {
+    let Some(sock) = socket(inner, to.port()) else {
+        return false;
+    };
+    let Ok(local) = sock.local_addr() else {
+        // Cannot tell: a dropped packet is cheaper than a loop.
+        return true;
+    };
+    let (ours, to) = (
+        crate::cidr::normalize(local.ip()),
+        crate::cidr::normalize(to.ip()),
+    );
+    ours == to
+        || (ours.is_unspecified()
+            && (to.is_loopback() || to.is_unspecified() || inner.host.contains(&to)))
+}
+
 /// All packets of a batch arrived on one port, so one firewall lock and one leg lookup serve
 /// them all.
 fn relay_batch(inner: &Inner, port: u16, batch: &RecvBatch, n: usize, pass: &mut Vec<bool>) {
@@ -272,6 +302,9 @@ fn relay_batch(inner: &Inner, port: u16, batch: &RecvBatch, n: usize, pass: &mut
     let mut latched = None;
     let mut sends: Vec<(&[u8], SocketAddr)> = Vec::with_capacity(n);
     let mut via = None;
+    // Whether the batch's destination is one of our own sockets; asked once, at the first
+    // forward: every packet of a batch goes to the same partner peer.
+    let mut looping = None;
     let mut verdicts = pass.iter();
     for i in 0..n {
         let Some((payload, src)) = batch.get(i) else {
@@ -287,6 +320,10 @@ fn relay_batch(inner: &Inner, port: u16, batch: &RecvBatch, n: usize, pass: &mut
             latched = Some(src);
         }
         match action {
+            Action::Forward { to, .. } if *looping.get_or_insert_with(|| own_socket(inner, to)) => {
+                dp.count(Stat::DropRelayLoop, 1);
+                trace!(port, %to, "destination is a relay socket; dropped");
+            }
             Action::Forward { via: v, to } => {
                 via = Some(v);
                 sends.push((payload, to));
@@ -607,6 +644,70 @@ mod tests {
             2,
             "drops are not leg traffic"
         );
+    }
+
+    /// A leg whose partner's peer is the relay's own port: the packet would come back to the
+    /// relay for ever. Dropped and counted instead, on the first round.
+    #[test]
+    fn never_forwards_to_its_own_socket() {
+        let local: IpAddr = "127.0.0.1".parse().unwrap();
+        let dp = Arc::new(DataPlane::userspace("test"));
+        let relay = UserRelay::start(dp.clone(), 1).unwrap();
+        let free = || {
+            UdpSocket::bind(SocketAddr::new(local, 0))
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        };
+        let (pa, pb) = (free(), free());
+        relay.open_port(local, pa).unwrap();
+        relay.open_port(local, pb).unwrap();
+        let bob = UdpSocket::bind(SocketAddr::new(local, 0)).unwrap();
+        // A's peer "is" the relay's port B: whatever B receives goes to A's peer, B again.
+        let mut la = leg(pa, pb, 0, Some(&format!("{local}:{pb}")));
+        la.local_addr = local.into();
+        let mut lb = leg(pb, pa, LEG_LATCH, None);
+        lb.local_addr = local.into();
+        dp.leg_put(&la).unwrap();
+        dp.leg_put(&lb).unwrap();
+        bob.send_to(b"rtp", SocketAddr::new(local, pb)).unwrap();
+        assert_eq!(wait_stat(&dp, "drop_relay_loop", 1), 1);
+        thread::sleep(Duration::from_millis(100));
+        let s = dp.stats().unwrap();
+        assert_eq!(s["relay_tx"], 0, "nothing sent to the relay itself");
+        assert_eq!(s["drop_relay_loop"], 1, "one packet, one drop: no loop");
+        // A peer elsewhere on the same port number is not the relay.
+        let other: IpAddr = "127.0.0.2".parse().unwrap();
+        assert!(!own_socket(&relay.inner, SocketAddr::new(other, pb)));
+        assert!(own_socket(&relay.inner, SocketAddr::new(local, pa)));
+        assert!(own_socket(
+            &relay.inner,
+            SocketAddr::new("::ffff:127.0.0.1".parse().unwrap(), pa)
+        ));
+    }
+
+    /// Bound to 0.0.0.0, a relay socket is reached on every address of the host.
+    #[test]
+    fn a_socket_bound_to_any_address_is_reached_on_the_hosts_addresses() {
+        let any: IpAddr = "0.0.0.0".parse().unwrap();
+        let dp = Arc::new(DataPlane::userspace("test"));
+        let relay = UserRelay::start(dp, 1).unwrap();
+        let port = UdpSocket::bind(SocketAddr::new(any, 0))
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        relay.open_port(any, port).unwrap();
+        for host in crate::host::addresses().unwrap() {
+            let host = crate::cidr::normalize(host);
+            assert!(
+                own_socket(&relay.inner, SocketAddr::new(host, port)),
+                "{host}"
+            );
+        }
+        let elsewhere: IpAddr = "192.0.2.200".parse().unwrap();
+        assert!(!own_socket(&relay.inner, SocketAddr::new(elsewhere, port)));
     }
 
     #[test]

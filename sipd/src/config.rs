@@ -119,6 +119,9 @@ pub struct MediaConfig {
     pub timeout_secs: u64,
     /// Drop packets from anyone but the latched peer (protects against RTP bleed).
     pub strict_source: bool,
+    /// Most m= lines (media streams) one SDP may have; more is answered 488 before any relay
+    /// port is taken. A call holds at most 4 relay ports per stream.
+    pub max_streams: u16,
 }
 
 impl Default for MediaConfig {
@@ -130,6 +133,7 @@ impl Default for MediaConfig {
             port_max: 39_999,
             timeout_secs: 60,
             strict_source: false,
+            max_streams: relay_user::media::DEFAULT_MAX_STREAMS,
         }
     }
 }
@@ -563,6 +567,12 @@ impl Config {
                 format!("{a} cannot be put in SDP"),
             );
         }
+        if !(1..=1024).contains(&m.max_streams) {
+            bad(
+                "media.max_streams",
+                format!("{} is outside 1..=1024", m.max_streams),
+            );
+        }
         if !(1..=86_400).contains(&m.timeout_secs) {
             bad(
                 "media.timeout_secs",
@@ -799,6 +809,25 @@ mod tests {
         assert_eq!(c.media.timeout_secs, 60);
         assert_eq!(c.auth.algorithms, [Algorithm::Md5, Algorithm::Sha256Sess]);
         assert_eq!(c.sip, SipConfig::default());
+    }
+
+    #[test]
+    fn media_max_streams_defaults_to_8_and_is_bounded() {
+        assert_eq!(MediaConfig::default().max_streams, 8);
+        assert_eq!(
+            parse("[media]\nmax_streams = 2\n")
+                .unwrap()
+                .media
+                .max_streams,
+            2
+        );
+        for bad in [0, 1025] {
+            let e = parse(&format!("[media]\nmax_streams = {bad}\n")).unwrap_err();
+            assert!(
+                e.to_string().contains("media.max_streams") && e.to_string().contains("1..=1024"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

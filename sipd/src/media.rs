@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use relay_user::Sessions;
 use relay_user::media::{
-    self as relay, Anchor, Interface, MediaBackend, MediaCalls, MediaPlane, Signal,
+    self as relay, Anchor, Interface, Limits, MediaBackend, MediaCalls, MediaPlane, Signal,
 };
 use sipd_core::b2bua::{Media, MediaError, Side};
 
@@ -106,9 +106,10 @@ impl<B: MediaBackend> Media for Anchored<B> {
 pub type RelayMedia = Anchored<Sessions>;
 
 impl RelayMedia {
-    pub fn new(plane: &MediaPlane, advertised: IpAddr) -> RelayMedia {
+    /// SDP advertises `advertised`; each call is held to `limits`.
+    pub fn new(plane: &MediaPlane, advertised: IpAddr, limits: Limits) -> RelayMedia {
         Anchored {
-            calls: plane.calls(interfaces(advertised)),
+            calls: plane.calls(interfaces(advertised), limits),
         }
     }
 }
@@ -127,7 +128,8 @@ mod tests {
     fn media() -> Anchored<MemoryBackend> {
         let backend = Arc::new(MemoryBackend::new(40_000, 41_000));
         Anchored {
-            calls: MediaCalls::new(backend, interfaces("192.0.2.10".parse().unwrap())),
+            calls: MediaCalls::new(backend, interfaces("192.0.2.10".parse().unwrap()))
+                .with_relay("192.0.2.10".parse().unwrap(), 40_000..=41_000),
         }
     }
 
@@ -154,6 +156,35 @@ mod tests {
             Err(MediaError::Relay(_))
         ));
         m.delete("c1");
+        assert_eq!(m.calls(), 0);
+    }
+
+    /// SDP that would make the relay loop or reflect, or hold too much, is the SDP's fault:
+    /// 488 with a Warning that says why, not 503.
+    #[test]
+    fn loops_and_limits_are_sdp_faults() {
+        let mut m = media();
+        for (sdp, why) in [
+            (OFFER.replace("10.0.0.1", "224.0.0.1"), "multicast"),
+            (
+                OFFER
+                    .replace("10.0.0.1", "192.0.2.10")
+                    .replace("20000", "40002"),
+                "the relay's own",
+            ),
+            (
+                format!("{OFFER}{}", "m=audio 4000 RTP/AVP 0\r\n".repeat(8)),
+                "at most 8",
+            ),
+        ] {
+            match m.offer("c1", Side::A, &sdp, false) {
+                Err(e @ MediaError::Sdp(_)) => {
+                    assert_eq!(e.code(), 488);
+                    assert!(e.warning().contains(why), "{}", e.warning());
+                }
+                other => panic!("{sdp}: {other:?}"),
+            }
+        }
         assert_eq!(m.calls(), 0);
     }
 }

@@ -27,7 +27,10 @@ use crate::netns::{Netns, NsChild};
 use crate::rtp::{self, Flow, RecvConfig, SendConfig};
 use crate::tail;
 
-pub use raw::{RawSip, in_dialog, invite, malformed_messages, nul_bytes, sdp_media};
+pub use raw::{
+    RawSip, audio_sdp, in_dialog, invite, invite_with_sdp, malformed_messages, nul_bytes,
+    sdp_media, with_sdp,
+};
 pub use trace::{Msg, Trace};
 
 static RUNS: AtomicU32 = AtomicU32::new(0);

@@ -47,6 +47,65 @@ pub fn test() -> anyhow::Result<()> {
         if util::is_root() { "root" } else { "non-root" }
     );
 
+    steps.extend(checks());
+
+    let mut test = util::cargo();
+    test.args([
+        "test",
+        "--workspace",
+        "--exclude",
+        "relay-ebpf",
+        "--no-fail-fast",
+    ]);
+    let t = Instant::now();
+    let (ok, counts) = match run_counting(&mut test) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("test: {e:#}");
+            (false, Counts::default())
+        }
+    };
+    steps.push(Step {
+        name: "cargo test",
+        ok,
+        took: t.elapsed(),
+    });
+
+    println!();
+    println!("test summary ({:.0} s):", start.elapsed().as_secs_f64());
+    for s in &steps {
+        println!(
+            "  {:4}  {:28} {:>6.1} s",
+            if s.ok { "ok" } else { "FAIL" },
+            s.name,
+            s.took.as_secs_f64()
+        );
+    }
+    let failed: Vec<&str> = steps.iter().filter(|s| !s.ok).map(|s| s.name).collect();
+    // The closing line is the tests' own count; steps that failed are named above it.
+    if !failed.is_empty() {
+        println!("failed steps: {}", failed.join(", "));
+    }
+    let skipped = if counts.ignored > 0 {
+        format!(", {} skipped", counts.ignored)
+    } else {
+        String::new()
+    };
+    println!(
+        "tests: {} passed, {} failed{skipped}",
+        counts.passed, counts.failed
+    );
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!("{} step(s) failed: {}", failed.len(), failed.join(", "))
+    }
+}
+
+/// Formatting, lints (host crates and the eBPF crate), the dependency tree and the docs: every
+/// step before the tests.
+fn checks() -> Vec<Step> {
+    let mut steps = Vec::new();
     let mut fmt = util::cargo();
     fmt.args(["fmt", "--all", "--check"]);
     steps.push(step("fmt", &mut fmt));
@@ -116,58 +175,7 @@ pub fn test() -> anyhow::Result<()> {
         "relay-ebpf",
     ]);
     steps.push(step("cargo doc", &mut doc));
-
-    let mut test = util::cargo();
-    test.args([
-        "test",
-        "--workspace",
-        "--exclude",
-        "relay-ebpf",
-        "--no-fail-fast",
-    ]);
-    let t = Instant::now();
-    let (ok, counts) = match run_counting(&mut test) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("test: {e:#}");
-            (false, Counts::default())
-        }
-    };
-    steps.push(Step {
-        name: "cargo test",
-        ok,
-        took: t.elapsed(),
-    });
-
-    println!();
-    println!("test summary ({:.0} s):", start.elapsed().as_secs_f64());
-    for s in &steps {
-        println!(
-            "  {:4}  {:28} {:>6.1} s",
-            if s.ok { "ok" } else { "FAIL" },
-            s.name,
-            s.took.as_secs_f64()
-        );
-    }
-    let failed: Vec<&str> = steps.iter().filter(|s| !s.ok).map(|s| s.name).collect();
-    // The closing line is the tests' own count; steps that failed are named above it.
-    if !failed.is_empty() {
-        println!("failed steps: {}", failed.join(", "));
-    }
-    let skipped = if counts.ignored > 0 {
-        format!(", {} skipped", counts.ignored)
-    } else {
-        String::new()
-    };
-    println!(
-        "tests: {} passed, {} failed{skipped}",
-        counts.passed, counts.failed
-    );
-    if failed.is_empty() {
-        Ok(())
-    } else {
-        anyhow::bail!("{} step(s) failed: {}", failed.len(), failed.join(", "))
-    }
+    steps
 }
 
 /// cargo-deny keeps its advisory database under `$CARGO_HOME/advisory-dbs`.

@@ -17,7 +17,7 @@ use clap::{Parser, ValueEnum};
 use relay_user::{
     Cidr, DataPlane, PortRange, Sessions,
     loader::{self, LoaderConfig, RequestedMode},
-    media::{Interface, MediaPlane, Previous, StateFile},
+    media::{DEFAULT_MAX_STREAMS, Interface, Limits, MediaPlane, Previous, StateFile},
     ng::{self, AllowList, NgStatsHandle, ServerConfig},
 };
 use tokio::{
@@ -119,6 +119,11 @@ struct Args {
     /// and such media takes the (slower) userspace path; relayd reports this at start either way.
     #[arg(long)]
     enable_forwarding: bool,
+
+    /// Most m= lines one SDP may have (a call's streams); more is refused with an ng error,
+    /// before any relay port is taken. A call holds at most 4 relay ports per stream.
+    #[arg(long, default_value_t = DEFAULT_MAX_STREAMS, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    max_streams: u16,
 
     /// Userspace relay worker threads.
     #[arg(long, default_value_t = 2)]
@@ -525,7 +530,8 @@ async fn run(args: Args) -> Result<()> {
 /// from the previous run's file. Userspace: nothing is persisted.
 fn ng_engine(args: &Args, plane: &MediaPlane) -> ng::Engine<Sessions> {
     let interfaces = vec![Interface::new("default", &[args.address])];
-    let mut engine = ng::Engine::new(plane.sessions().clone(), interfaces);
+    let calls = plane.calls(interfaces, Limits::streams(usize::from(args.max_streams)));
+    let mut engine = ng::Engine::over(calls);
     let state = args.state_file();
     if plane.dataplane().mode().is_xdp() {
         restore_calls(&mut engine, &state);

@@ -9,11 +9,13 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::backend::{LegStats, MediaBackend, PeerSetup, SessionId, Side, StreamPorts};
 use super::error::MediaError;
+use super::guard::{Destinations, Limits, PORTS_PER_STREAM};
 use super::state::StateFile;
 use crate::sdp::{self, Rewrite, Sdp};
 
@@ -51,6 +53,12 @@ impl Interface {
                 _ => None,
             }),
         }
+    }
+
+    fn addrs(&self) -> impl Iterator<Item = IpAddr> {
+        [self.v4.map(IpAddr::V4), self.v6.map(IpAddr::V6)]
+            .into_iter()
+            .flatten()
     }
 
     fn addr(&self, fam: Family) -> Option<IpAddr> {
@@ -180,19 +188,56 @@ pub struct MediaCalls<B: MediaBackend> {
     pub(super) state: Option<StateFile>,
     /// The last save failed: the next failure is not logged again until one succeeds.
     pub(super) state_failing: bool,
+    /// Where SDP may send media.
+    pub(super) destinations: Destinations,
+    pub(super) limits: Limits,
 }
 
 impl<B: MediaBackend> MediaCalls<B> {
     /// `interfaces` must not be empty; the first is used when a request names no direction.
     pub fn new(backend: Arc<B>, interfaces: Vec<Interface>) -> MediaCalls<B> {
         assert!(!interfaces.is_empty(), "media calls need a relay interface");
+        let own: Vec<IpAddr> = interfaces.iter().flat_map(Interface::addrs).collect();
         MediaCalls {
             backend,
             interfaces,
             calls: HashMap::new(),
             state: None,
             state_failing: false,
+            destinations: Destinations::new(&own, None),
+            limits: Limits::default(),
         }
+    }
+
+    /// The relay's sockets (the address its media sockets bind, its port range): SDP may not
+    /// send media to them. Without this only the interfaces' addresses are known as the
+    /// relay's own.
+    pub fn with_relay(self, address: IpAddr, ports: RangeInclusive<u16>) -> MediaCalls<B> {
+        self.with_relay_on_host(address, ports, Vec::new())
+    }
+
+    /// [`MediaCalls::with_relay`] for sockets bound to the unspecified address, which receive
+    /// on every address of the host: `host` lists them.
+    pub fn with_relay_on_host(
+        mut self,
+        address: IpAddr,
+        ports: RangeInclusive<u16>,
+        host: Vec<IpAddr>,
+    ) -> MediaCalls<B> {
+        let mut own: Vec<IpAddr> = self.interfaces.iter().flat_map(Interface::addrs).collect();
+        own.push(address);
+        self.destinations = Destinations::new(&own, Some(ports)).with_host_addresses(host);
+        self
+    }
+
+    /// How much one call may hold (default: [`Limits::default`]).
+    pub fn with_limits(mut self, limits: Limits) -> MediaCalls<B> {
+        self.limits = limits;
+        self
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
     }
 
     pub fn backend(&self) -> &Arc<B> {
@@ -363,6 +408,8 @@ impl<B: MediaBackend> MediaCalls<B> {
         anchor: &Anchor,
     ) -> Result<String, MediaError> {
         let sdp = Sdp::parse(s.sdp).map_err(MediaError::Sdp)?;
+        // Before anything changes: a refused SDP leaves the call (and the port range) as it was.
+        self.vet(s.call_id, &sdp, anchor)?;
         let now = SystemTime::now();
         let new_call = !self.calls.contains_key(s.call_id);
         if new_call {
@@ -390,6 +437,49 @@ impl<B: MediaBackend> MediaCalls<B> {
             }
         }
         r
+    }
+
+    /// Refuses an SDP the relay must not act on: more streams or ports than a call may hold,
+    /// or a destination that would make the relay loop or reflect (see [`Destinations`]).
+    fn vet(&self, call_id: &str, sdp: &Sdp<'_>, anchor: &Anchor) -> Result<(), MediaError> {
+        let (found, max) = (sdp.media.len(), self.limits.max_streams);
+        if found > max {
+            return Err(MediaError::TooManyStreams { found, max });
+        }
+        let call = self.calls.get(call_id);
+        let has_ports = |i: usize| {
+            call.and_then(|c| c.streams.get(i))
+                .is_some_and(|st| st.ports.is_some())
+        };
+        let held = call.map_or(0, |c| {
+            c.streams.iter().filter(|st| st.ports.is_some()).count()
+        });
+        let new = (sdp.media.iter().enumerate())
+            .filter(|(i, m)| m.enabled() && !has_ports(*i))
+            .count();
+        let needed = (held + new).saturating_mul(PORTS_PER_STREAM);
+        if needed > self.limits.max_call_ports {
+            let max = self.limits.max_call_ports;
+            return Err(MediaError::TooManyPorts { needed, max });
+        }
+        // 0.0.0.0 / :: on an answered call is RFC 2543 hold: the relay sends nothing there.
+        // A new call has nothing to hold, and an unknown peer would be learnt from whoever
+        // sends first.
+        let answered = call.is_some_and(|c| c.tags[1].is_some());
+        for (media, m) in sdp.media.iter().enumerate().filter(|(_, m)| m.enabled()) {
+            let (rtp, rtcp) = destinations(m, anchor);
+            if answered && rtp.ip().is_unspecified() {
+                continue;
+            }
+            for to in [rtp, rtcp] {
+                (self.destinations.check(to)).map_err(|why| MediaError::Destination {
+                    media,
+                    to,
+                    why,
+                })?;
+            }
+        }
+        Ok(())
     }
 
     /// Which side sent `s`, checked against the call (and for an answer, against the offer).
@@ -495,6 +585,22 @@ impl<B: MediaBackend> MediaCalls<B> {
     }
 }
 
+/// Where the relay is to send one stream's RTP and RTCP: the SDP's addresses, or the one the
+/// anchor names instead (the SIP source address). One function, so what is checked
+/// ([`MediaCalls::vet`]) is what is used.
+fn destinations(m: &sdp::Media, anchor: &Anchor) -> (SocketAddr, SocketAddr) {
+    let ip = anchor.peer_address.unwrap_or(m.addr);
+    let rtcp_ip = if m.rtcp_addr == m.addr {
+        ip
+    } else {
+        m.rtcp_addr
+    };
+    (
+        SocketAddr::new(ip, m.port),
+        SocketAddr::new(rtcp_ip, m.rtcp_port),
+    )
+}
+
 /// Sets the sender's peer of one stream (allocating its ports on first use) and fixes the
 /// receiver's relay address; returns the relay port the receiver is to send to.
 fn anchor_stream<B: MediaBackend>(
@@ -516,18 +622,13 @@ fn anchor_stream<B: MediaBackend>(
             p
         }
     };
-    let ip = anchor.peer_address.unwrap_or(m.addr);
+    let (rtp, rtcp) = destinations(m, anchor);
     // 0.0.0.0 / :: is RFC 2543 hold: the address is not known.
-    let known = !ip.is_unspecified();
-    let rtcp_ip = if m.rtcp_addr == m.addr {
-        ip
-    } else {
-        m.rtcp_addr
-    };
+    let known = !rtp.ip().is_unspecified();
     let setup = PeerSetup {
         local: local_sender,
-        rtp: known.then_some(SocketAddr::new(ip, m.port)),
-        rtcp: known.then_some(SocketAddr::new(rtcp_ip, m.rtcp_port)),
+        rtp: known.then_some(rtp),
+        rtcp: known.then_some(rtcp),
         latch: anchor.symmetric,
         strict_source: anchor.strict_source,
     };

@@ -1,7 +1,10 @@
 //! Why the media API refused a request. Each variant's text is the `error-reason` the ng
 //! protocol sends for it (rtpengine's wording where rtpengine has one).
 
+use std::net::SocketAddr;
+
 use super::backend::{BackendError, SessionId};
+use super::guard::Refusal;
 use crate::sdp::SdpError;
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -13,6 +16,17 @@ pub enum MediaError {
     Sdp(SdpError),
     #[error("SDP rewrite: {0}")]
     Rewrite(SdpError),
+    /// The SDP asks the relay to send media where it must not (itself, multicast, ...).
+    #[error("SDP media {media}: refused destination {to}: {why}")]
+    Destination {
+        media: usize,
+        to: SocketAddr,
+        why: Refusal,
+    },
+    #[error("SDP has {found} media sections, at most {max} allowed")]
+    TooManyStreams { found: usize, max: usize },
+    #[error("call would hold {needed} relay ports, at most {max} allowed")]
+    TooManyPorts { needed: usize, max: usize },
     /// The sender's tag is neither side of the call (and both sides are known).
     #[error("Unknown tag {0:?} for this call")]
     UnknownTag(String),
@@ -48,9 +62,17 @@ pub enum MediaError {
 }
 
 impl MediaError {
-    /// Whether the SDP itself is at fault (it does not parse or cannot be rewritten), rather
-    /// than the call table or the relay: a SIP peer gets 488 for the one, 503 for the other.
+    /// Whether the SDP itself is at fault (it does not parse, cannot be rewritten, names a
+    /// refused destination or asks for more than a call may hold), rather than the call table
+    /// or the relay: a SIP peer gets 488 for the one, 503 for the other.
     pub fn is_sdp_fault(&self) -> bool {
-        matches!(self, MediaError::Sdp(_) | MediaError::Rewrite(_))
+        matches!(
+            self,
+            MediaError::Sdp(_)
+                | MediaError::Rewrite(_)
+                | MediaError::Destination { .. }
+                | MediaError::TooManyStreams { .. }
+                | MediaError::TooManyPorts { .. }
+        )
     }
 }

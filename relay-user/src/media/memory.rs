@@ -27,7 +27,7 @@ struct MemState {
 }
 
 /// What [`MemoryBackend`] recorded for a session.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct MemSession {
     pub call_id: String,
     pub streams: Vec<StreamPorts>,
@@ -54,6 +54,12 @@ impl MemoryBackend {
 
     pub fn session_count(&self) -> usize {
         self.lock().sessions.len()
+    }
+
+    /// Relay ports held by every session (RTP and RTCP, both sides of each stream).
+    pub fn ports_in_use(&self) -> usize {
+        let s = self.lock();
+        s.sessions.values().map(|x| x.streams.len()).sum::<usize>() * super::PORTS_PER_STREAM
     }
 
     /// Declares `session` timed out: the next [`MediaBackend::reap`] removes it.

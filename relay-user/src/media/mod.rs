@@ -3,6 +3,8 @@
 //!
 //! - [`MediaCalls`]: offer, re-offer, answer, delete, statistics, timed-out calls; errors are
 //!   a [`MediaError`];
+//! - [`Destinations`] and [`Limits`]: where an SDP may send media (never the relay itself,
+//!   multicast, broadcast, ...) and how much one call may hold;
 //! - [`backend`]: the session vocabulary ([`SessionId`], [`Side`], [`StreamPorts`],
 //!   [`PeerSetup`]) and the [`MediaBackend`] the table drives, implemented by
 //!   [`crate::Sessions`] and, without a data plane, by [`MemoryBackend`];
@@ -14,9 +16,12 @@
 pub mod backend;
 mod calls;
 mod error;
+mod guard;
 mod memory;
 mod persist;
 mod plane;
+#[cfg(test)]
+mod refusals;
 mod relay_backend;
 pub mod state;
 
@@ -28,6 +33,7 @@ pub use calls::{
     side_index,
 };
 pub use error::MediaError;
+pub use guard::{DEFAULT_MAX_STREAMS, Destinations, Limits, PORTS_PER_STREAM, Refusal};
 pub use memory::{MemSession, MemoryBackend};
 pub use persist::{Restored, unix};
 pub use plane::{MediaPlane, MediaPlaneBuilder, PlaneError, Previous};

@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use super::calls::{Interface, MediaCalls};
+use super::guard::Limits;
 use crate::loader::{self, LoadError, LoaderConfig};
 use crate::ports::PortRange;
 use crate::session::{SessionReport, Sessions};
@@ -53,6 +54,9 @@ pub struct MediaPlane {
     relay: Arc<UserRelay>,
     sessions: Arc<Sessions>,
     media_timeout: Duration,
+    /// Where the relay's sockets are: SDP may not send media there.
+    address: IpAddr,
+    ports: PortRange,
 }
 
 impl MediaPlaneBuilder {
@@ -96,6 +100,8 @@ impl MediaPlaneBuilder {
             relay,
             sessions,
             media_timeout: self.media_timeout,
+            address: self.address,
+            ports: self.ports,
         })
     }
 }
@@ -154,9 +160,23 @@ impl MediaPlane {
         self.media_timeout
     }
 
-    /// A media call table over this plane's sessions, advertising `interfaces` in SDP.
-    pub fn calls(&self, interfaces: Vec<Interface>) -> MediaCalls<Sessions> {
-        MediaCalls::new(self.sessions.clone(), interfaces)
+    /// A media call table over this plane's sessions, advertising `interfaces` in SDP, that
+    /// refuses SDP sending media to this plane's own sockets, and holding each call to
+    /// `limits`.
+    pub fn calls(&self, interfaces: Vec<Interface>, limits: Limits) -> MediaCalls<Sessions> {
+        let ports = self.ports.first..=self.ports.last;
+        let calls = MediaCalls::new(self.sessions.clone(), interfaces);
+        let calls = if self.address.is_unspecified() {
+            // Bound to every address: each of the host's is the relay's.
+            let host = crate::host::addresses().unwrap_or_else(|e| {
+                warn!(error = %e, "cannot list the host's addresses; SDP naming one of them with a relay port is not refused (the userspace relay still drops such loops)");
+                Vec::new()
+            });
+            calls.with_relay_on_host(self.address, ports, host)
+        } else {
+            calls.with_relay(self.address, ports)
+        };
+        calls.with_limits(limits)
     }
 
     /// Removes sessions without media for the media timeout on a thread, checking every

@@ -61,8 +61,14 @@ fn totals(s: CallStats) -> Value {
 impl<B: MediaBackend> Engine<B> {
     /// `interfaces` must not be empty; the first is used when a request names no direction.
     pub fn new(backend: Arc<B>, interfaces: Vec<Interface>) -> Engine<B> {
+        Engine::over(MediaCalls::new(backend, interfaces))
+    }
+
+    /// The protocol over a call table set up by the caller (its relay sockets and limits:
+    /// [`MediaCalls::with_relay`], [`MediaCalls::with_limits`]).
+    pub fn over(calls: MediaCalls<B>) -> Engine<B> {
         Engine {
-            calls: MediaCalls::new(backend, interfaces),
+            calls,
             last_prune: None,
         }
     }
@@ -380,6 +386,33 @@ mod tests {
             .error_reason(),
             Some("Unknown call-id")
         );
+    }
+
+    /// SDP that would make the relay loop, reflect or run out of ports gets an ng error, and
+    /// takes nothing.
+    #[test]
+    fn refused_destinations_and_limits_are_ng_errors() {
+        let calls = MediaCalls::new(Arc::new(MemoryBackend::new(30000, 30100)), interfaces())
+            .with_relay("203.0.113.1".parse().unwrap(), 30000..=30100)
+            .with_limits(crate::media::Limits::streams(2));
+        let mut e = Engine::over(calls);
+        let to_self = CALLER
+            .replace("198.51.100.7", "203.0.113.1")
+            .replace("4000", "30002");
+        let multicast = CALLER.replace("198.51.100.7", "224.0.0.1");
+        let many = format!("{CALLER}m=audio 4002 RTP/AVP 0\r\nm=audio 4004 RTP/AVP 0\r\n");
+        for (sdp, why) in [
+            (to_self, "relay's own ports"),
+            (multicast, "multicast"),
+            (many, "at most 2 allowed"),
+        ] {
+            let r = e.handle(&offer("c1", "ft", &sdp));
+            assert_eq!(r.result(), Some("error"), "{r:?}");
+            let reason = r.error_reason().unwrap_or_default();
+            assert!(reason.contains(why), "{reason}");
+        }
+        assert_eq!(e.backend().session_count(), 0);
+        assert!(e.handle(&offer("c1", "ft", CALLER)).is_ok());
     }
 
     #[test]

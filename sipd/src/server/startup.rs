@@ -10,7 +10,7 @@ use tracing::{error, warn};
 
 use relay_user::PortRange;
 use relay_user::loader::{LoaderConfig, RequestedMode};
-use relay_user::media::{MediaPlane, Previous};
+use relay_user::media::{self, MediaPlane, Previous};
 use sipd_core::auth::digest::{DigestVerifier, NonceKey};
 use sipd_core::b2bua::ids::IdsConfig;
 use sipd_core::b2bua::{Core, CoreConfig, Local};
@@ -58,7 +58,8 @@ pub fn start_media(cfg: &Config) -> Result<(MediaPlane, RelayMedia)> {
         .start(relay_user::object::ebpf_object())
         .context("bringing up the data plane and the media relay")?;
     let media_addr = cfg.media.advertised_address.unwrap_or(cfg.media.address);
-    let media = RelayMedia::new(&plane, media_addr);
+    let limits = media::Limits::streams(usize::from(cfg.media.max_streams));
+    let media = RelayMedia::new(&plane, media_addr, limits);
     Ok((plane, media))
 }
 

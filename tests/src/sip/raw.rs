@@ -88,12 +88,29 @@ pub fn invite(
     call_id: &str,
     rtp_port: u16,
 ) -> String {
-    let fam = if local.is_ipv4() { "IP4" } else { "IP6" };
-    let ip = local.ip();
-    let sdp = format!(
+    let sdp = audio_sdp(SocketAddr::new(local.ip(), rtp_port));
+    invite_with_sdp(local, remote, cli, cld, call_id, &sdp)
+}
+
+/// One G.711 audio stream whose media goes to `media`.
+pub fn audio_sdp(media: SocketAddr) -> String {
+    let fam = if media.is_ipv4() { "IP4" } else { "IP6" };
+    let (ip, port) = (media.ip(), media.port());
+    format!(
         "v=0\r\no=carrier 1 1 IN {fam} {ip}\r\ns=-\r\nc=IN {fam} {ip}\r\nt=0 0\r\n\
-         m=audio {rtp_port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=ptime:20\r\na=sendrecv\r\n"
-    );
+         m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=ptime:20\r\na=sendrecv\r\n"
+    )
+}
+
+/// An INVITE like [`invite`]'s with `sdp` as its body (an attacker's SDP, say).
+pub fn invite_with_sdp(
+    local: SocketAddr,
+    remote: SocketAddr,
+    cli: &str,
+    cld: &str,
+    call_id: &str,
+    sdp: &str,
+) -> String {
     format!(
         "INVITE sip:{cld}@{remote} SIP/2.0\r\n\
          Via: SIP/2.0/UDP {local};branch=z9hG4bK-{call_id}-1\r\n\
@@ -149,6 +166,17 @@ pub fn in_dialog(
          CSeq: {cseq} {method}\r\n\
          {route}Max-Forwards: 70\r\n\
          Content-Length: 0\r\n\r\n"
+    )
+}
+
+/// `msg` (a request with no body, e.g. from [`in_dialog`]) carrying `sdp` instead, with the
+/// Contact (`local`) a re-INVITE must have (RFC 3261 §8.1.1.8).
+pub fn with_sdp(msg: &str, local: SocketAddr, sdp: &str) -> String {
+    let head = msg.strip_suffix("Content-Length: 0\r\n\r\n").unwrap_or(msg);
+    format!(
+        "{head}Contact: <sip:raw@{local}>\r\nContent-Type: application/sdp\r\n\
+         Content-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
     )
 }
 

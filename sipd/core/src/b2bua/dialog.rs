@@ -160,7 +160,10 @@ impl<M: Media> Core<M> {
                 Err(e) => {
                     warn!(error = %e, "re-offer refused by the relay");
                     self.table.put(call);
-                    let r = req.response(488, None);
+                    // 488 whatever the cause: the dialog goes on with the media it has
+                    // (RFC 3261 §14.2), and the Warning says why.
+                    let mut r = req.response(488, None);
+                    r.push("Warning", self.locals.warning(&e.warning()));
                     self.txn.respond(now, &key, &r);
                     return;
                 }

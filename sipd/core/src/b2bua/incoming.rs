@@ -8,7 +8,6 @@ use std::time::{Instant, SystemTime};
 use rsip::Method;
 use tracing::{debug, warn};
 
-use super::MediaError;
 use super::call::{Call, CallKey, Leg, Phase};
 use super::gate::{Knock, Verdict};
 use super::{ALLOW, Core, Effect, Media, Side, unix_ms};
@@ -143,12 +142,9 @@ impl<M: Media> Core<M> {
                 Err(e) => {
                     warn!(error = %e, "cannot anchor the caller's media");
                     self.admission.end(now, call_key);
-                    let code = match e {
-                        MediaError::Sdp(_) => 488,
-                        MediaError::Relay(_) => 503,
-                    };
+                    let code = e.code();
                     let why = "media anchoring failed";
-                    self.refuse(now, &call.a_txn, &call.a_invite, code, why);
+                    self.refuse(now, &call.a_txn, &call.a_invite, code, &e.warning());
                     self.cdr_refused(wall, &call.a_invite, &call.a.peer, Some(account), code, why);
                     return;
                 }

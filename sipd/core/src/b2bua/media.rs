@@ -32,6 +32,25 @@ pub enum MediaError {
     Relay(String),
 }
 
+impl MediaError {
+    /// The SIP response code: 488 for the SDP's fault, 503 for the relay's.
+    pub fn code(&self) -> u16 {
+        match self {
+            MediaError::Sdp(_) => 488,
+            MediaError::Relay(_) => 503,
+        }
+    }
+
+    /// The Warning text for the peer: what was wrong with its SDP (its own data, so it may
+    /// know), but not the relay's internals.
+    pub fn warning(&self) -> String {
+        match self {
+            MediaError::Sdp(why) => format!("SDP refused: {why}"),
+            MediaError::Relay(_) => "media anchoring failed".to_owned(),
+        }
+    }
+}
+
 pub trait Media {
     /// An SDP offer from `from`; returns it rewritten to point at the relay.
     fn offer(

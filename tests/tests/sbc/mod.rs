@@ -1,0 +1,435 @@
+//! The harness the sipd scenarios share (`sip_netns`, `attacks_loops`): the carrier — relay —
+//! vendor namespaces with the peers' RTP sockets, what a test provisions, and a real
+//! `sipd run` in the relay namespace. Each test binary uses part of it, hence the allow.
+#![allow(dead_code)]
+
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tests::netns::{NsChild, Topology, TopologyOptions};
+use tests::rtp;
+use tests::sip::{self, MediaCheck, Sipp};
+
+pub const SIP_PORT: u16 = 5060;
+pub const RTP_PORT: u16 = 20_000;
+pub const CLI: &str = "441234567";
+pub const CLD: &str = "3312345678";
+/// 1 s of G.711 each way per checked call.
+pub const PACKETS: u64 = 50;
+
+pub fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Carrier, relay and vendor namespaces, with the peers' RTP sockets.
+pub struct Net {
+    pub topo: Topology,
+    pub carrier_rtp: UdpSocket,
+    pub vendor_rtp: UdpSocket,
+}
+
+impl Net {
+    pub fn new() -> Net {
+        let topo = Topology::three(TopologyOptions {
+            gro: Some(true),
+            forwarding: true,
+            ..Default::default()
+        })
+        .expect("topology");
+        let carrier_rtp = rtp::bind_in(
+            &topo.caller,
+            SocketAddr::new(topo.caller_if.ip(false), RTP_PORT),
+        )
+        .expect("carrier rtp socket");
+        let vendor_rtp = rtp::bind_in(
+            &topo.callee,
+            SocketAddr::new(topo.callee_if.ip(false), RTP_PORT),
+        )
+        .expect("vendor rtp socket");
+        Net {
+            topo,
+            carrier_rtp,
+            vendor_rtp,
+        }
+    }
+
+    pub fn carrier_sip(&self) -> SocketAddr {
+        SocketAddr::new(self.topo.caller_if.ip(false), SIP_PORT)
+    }
+
+    pub fn vendor_sip(&self, port: u16) -> SocketAddr {
+        SocketAddr::new(self.topo.callee_if.ip(false), port)
+    }
+
+    pub fn carrier_rtp_addr(&self) -> SocketAddr {
+        self.carrier_rtp.local_addr().expect("addr")
+    }
+
+    pub fn vendor_rtp_addr(&self) -> SocketAddr {
+        self.vendor_rtp.local_addr().expect("addr")
+    }
+
+    /// A vendor UAS at `port`, started and bound.
+    pub fn uas(&self, scenario: &str, port: u16, calls: u32, ring: Duration) -> sip::SippRun {
+        let mut s = Sipp::new(scenario, self.vendor_sip(port));
+        s.calls = calls;
+        s.pause = ring;
+        if !matches!(scenario, "uas_ring.xml" | "uas_503.xml") {
+            s.var("rtp_port", &RTP_PORT.to_string());
+        }
+        let mut run = s.spawn(&self.topo.callee).expect("spawn uas");
+        run.wait_bound(&self.topo.callee).expect("uas bound");
+        run
+    }
+
+    /// A carrier UAC sending to `target`.
+    pub fn uac(&self, scenario: &str, target: SocketAddr, hold: Duration) -> Sipp {
+        let mut s = Sipp::uac(scenario, self.carrier_sip(), target, CLI, CLD, RTP_PORT);
+        s.pause = hold;
+        s
+    }
+
+    /// Media of an answered call: waits for both sides' SDP and exchanges RTP both ways.
+    pub fn media(&self, uac: &mut sip::SippRun, uas: &mut sip::SippRun, tag: &str) -> Media {
+        let at_carrier = uac
+            .wait_media(tag, Duration::from_secs(10))
+            .expect("carrier got an SDP answer");
+        let at_vendor = uas
+            .wait_media("MEDIA", Duration::from_secs(10))
+            .expect("vendor got an SDP offer");
+        let check = MediaCheck::run(
+            &self.carrier_rtp,
+            &self.vendor_rtp,
+            at_carrier,
+            at_vendor,
+            PACKETS,
+            1,
+        );
+        Media {
+            at_carrier,
+            at_vendor,
+            check,
+        }
+    }
+}
+
+pub struct Media {
+    /// Where the carrier was told to send (the SDP answer it got).
+    pub at_carrier: SocketAddr,
+    /// Where the vendor was told to send (the SDP offer it got).
+    pub at_vendor: SocketAddr,
+    pub check: MediaCheck,
+}
+
+/// sipd as built by this workspace; built here once per test process (so a stale binary from
+/// an earlier build is never what gets tested).
+pub fn sipd_bin() -> PathBuf {
+    tests::bins::cargo_bin("sipd", "sipd")
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Plane {
+    /// Generic (skb) XDP: the kernel relays media; works on veths without peer programs.
+    Xdp,
+    Userspace,
+}
+
+impl Plane {
+    pub fn mode(self) -> &'static str {
+        match self {
+            Plane::Xdp => "xdp-skb",
+            Plane::Userspace => "userspace",
+        }
+    }
+}
+
+/// What a test provisions: one tariff, one or two vendor connections, one carrier account.
+#[derive(Clone, Debug)]
+pub struct Prov {
+    /// Per minute, decimal.
+    pub rate: &'static str,
+    pub expected_call_secs: u64,
+    pub balance: &'static str,
+    pub cps_limit: u32,
+    pub max_sessions: u32,
+    pub max_call_secs: u64,
+    /// Digest credentials; None: the rule authenticates by source address alone.
+    pub digest: Option<(&'static str, &'static str)>,
+    pub cli_prefix: &'static str,
+    pub cld_prefix: &'static str,
+    /// (port on the vendor host, max_channels, priority) per connection.
+    pub vendors: Vec<(u16, u32, u32)>,
+    pub vendor_cps: u32,
+}
+
+impl Default for Prov {
+    fn default() -> Prov {
+        Prov {
+            rate: "0.60",
+            expected_call_secs: 60,
+            balance: "100.00",
+            cps_limit: 20,
+            max_sessions: 20,
+            max_call_secs: 3600,
+            digest: None,
+            cli_prefix: "44",
+            cld_prefix: "33",
+            vendors: vec![(SIP_PORT, 20, 10)],
+            vendor_cps: 50,
+        }
+    }
+}
+
+impl Prov {
+    pub fn toml(&self, net: &Net) -> String {
+        let vendor_ip = net.topo.callee_if.ip(false);
+        let carrier_ip = net.topo.caller_if.ip(false);
+        let mut t = format!(
+            "[[tariff]]\nname = \"std\"\nrate_per_minute = \"{}\"\nexpected_call_secs = {}\n\
+             initial_increment_secs = 1\nincrement_secs = 1\n\n",
+            self.rate, self.expected_call_secs
+        );
+        for (i, (port, channels, prio)) in self.vendors.iter().enumerate() {
+            t += &format!(
+                "[[connection]]\nname = \"vendor-{i}\"\ndestination = \"{vendor_ip}:{port}\"\n\
+                 transport = \"udp\"\ncld_prefixes = [\"{}\"]\nmax_channels = {channels}\n\
+                 cps_limit = {}\npriority = {prio}\n\n",
+                self.cld_prefix, self.vendor_cps
+            );
+        }
+        t += &format!(
+            "[[account]]\nname = \"carrier-a\"\ntariff = \"std\"\nbalance = \"{}\"\n\
+             cps_limit = {}\nmax_sessions = {}\nmax_call_secs = {}\n",
+            self.balance, self.cps_limit, self.max_sessions, self.max_call_secs
+        );
+        if let Some((u, p)) = self.digest {
+            t += &format!("sip = {{ username = \"{u}\", password = \"{p}\" }}\n");
+        }
+        t += &format!(
+            "\n[[account.rule]]\nname = \"office\"\nremote = \"{carrier_ip}/32\"\n\
+             cli = {{ prefix = \"{}\" }}\ncld = {{ prefix = \"{}\" }}\nip_only = {}\n",
+            self.cli_prefix,
+            self.cld_prefix,
+            self.digest.is_none()
+        );
+        t
+    }
+}
+
+/// What a test sets in sbc.toml beyond the defaults: lines added to a table each.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub media_timeout_secs: u64,
+    /// Lines for `[sip]`, `[media]` and `[management]`, each ending in a newline.
+    pub sip: String,
+    pub media: String,
+    pub management: String,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            media_timeout_secs: 60,
+            sip: String::new(),
+            media: String::new(),
+            management: String::new(),
+        }
+    }
+}
+
+/// `sipd run` in the relay namespace, with its own data directory and BPF instance.
+pub struct Sbc {
+    pub plane: Plane,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub log: PathBuf,
+    pub instance: String,
+    pub child: Option<NsChild>,
+    /// SIP and media address (the relay's carrier-facing one).
+    pub addr: IpAddr,
+    pub relay_ns: String,
+}
+
+impl Sbc {
+    /// Writes sbc.toml (with `extra` appended inside the right tables via `sections`), imports
+    /// `prov`, starts sipd and waits for "sipd ready".
+    pub fn start(net: &Net, plane: Plane, prov: &Prov, media_timeout_secs: u64) -> Sbc {
+        Sbc::start_with(
+            net,
+            plane,
+            prov,
+            &Settings {
+                media_timeout_secs,
+                ..Settings::default()
+            },
+        )
+    }
+
+    /// [`Sbc::start`] with more settings.
+    pub fn start_with(net: &Net, plane: Plane, prov: &Prov, set: &Settings) -> Sbc {
+        let media_timeout_secs = set.media_timeout_secs;
+        let instance = format!("sbct{}s{}", std::process::id(), net.topo.id());
+        let dir = std::env::temp_dir().join(format!("{instance}-sipd"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("sipd dir");
+        let addr = net.topo.relay_caller_if.ip(false);
+        let config = dir.join("sbc.toml");
+        let toml = format!(
+            "data_dir = \"{data}\"\n\n[sip]\nudp = [\"{addr}:{SIP_PORT}\"]\ntcp = [\"{addr}:{SIP_PORT}\"]\n\
+             failover_secs = 2\n{sip_extra}\n[auth]\nrealm = \"sbc\"\nalgorithms = [\"MD5\"]\n\n\
+             [media]\naddress = \"{addr}\"\nport_min = 30000\nport_max = 30999\n\
+             timeout_secs = {media_timeout_secs}\n{media_extra}\n[dataplane]\nmode = \"{mode}\"\n\
+             interfaces = [\"{a}\", \"{b}\"]\ninstance = \"{instance}\"\n\n\
+             [management]\npepper_file = \"{pepper}\"\n{mgmt_extra}",
+            data = dir.join("data").display(),
+            pepper = dir.join("sipd.pepper").display(),
+            mode = plane.mode(),
+            a = net.topo.relay_caller_if.dev,
+            b = net.topo.relay_callee_if.dev,
+            sip_extra = set.sip,
+            media_extra = set.media,
+            mgmt_extra = set.management,
+        );
+        std::fs::write(&config, toml).expect("write sbc.toml");
+        let prov_file = dir.join("prov.toml");
+        std::fs::write(&prov_file, prov.toml(net)).expect("write prov.toml");
+        let out = std::process::Command::new(sipd_bin())
+            .arg("-c")
+            .arg(&config)
+            .arg("import")
+            .arg(&prov_file)
+            .output()
+            .expect("run sipd import");
+        assert!(
+            out.status.success(),
+            "sipd import failed: {}{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            prov.toml(net)
+        );
+        let log = dir.join("sipd.log");
+        let logf = std::fs::File::create(&log).expect("log file");
+        let mut cmd = net.topo.relay.command(sipd_bin());
+        cmd.arg("-c")
+            .arg(&config)
+            .arg("run")
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(logf.try_clone().expect("log"))
+            .stderr(logf);
+        let child = NsChild::spawn(&mut cmd).expect("spawn sipd run");
+        let mut sbc = Sbc {
+            plane,
+            dir,
+            config,
+            log,
+            instance,
+            child: Some(child),
+            addr,
+            relay_ns: net.topo.relay.name().to_string(),
+        };
+        let end = Instant::now() + Duration::from_secs(20);
+        while !sbc.log_text().contains("sipd ready") {
+            if let Some(st) = sbc.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("sipd exited ({st}) before ready:\n{}", sbc.log_text());
+            }
+            assert!(
+                Instant::now() < end,
+                "no \"sipd ready\" in 20 s:\n{}",
+                sbc.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        sbc
+    }
+
+    pub fn sip(&self) -> SocketAddr {
+        SocketAddr::new(self.addr, SIP_PORT)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn alive(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// The kernel's verdict counters for this instance (XDP only), read from the pinned maps
+    /// as an operator tool would.
+    pub fn kernel_stats(&self) -> std::collections::BTreeMap<&'static str, u64> {
+        let mut ebpf =
+            relay_user::loader::load_pinned(relay_user::object::ebpf_object(), &self.instance)
+                .expect("open the instance's pinned maps");
+        let maps = relay_user::maps::XdpMaps::from_ebpf(&mut ebpf).expect("maps");
+        relay_user::maps::stats_by_name(&maps.stats_raw().expect("stats"))
+    }
+
+    /// SIGTERM, and the exit must be clean (0) within 10 s.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let st = c.stop(Duration::from_secs(10)).expect("stop sipd");
+            assert!(
+                st.success(),
+                "sipd did not exit cleanly on SIGTERM: {st:?}\n{}",
+                self.log_text()
+            );
+        }
+    }
+
+    /// Stops sipd and reads its CDRs.
+    pub fn cdrs(&mut self) -> Vec<Value> {
+        self.stop();
+        let out = std::process::Command::new(sipd_bin())
+            .arg("-c")
+            .arg(&self.config)
+            .args(["cdrs", "list", "--json"])
+            .output()
+            .expect("sipd cdrs list");
+        assert!(
+            out.status.success(),
+            "sipd cdrs list: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        match serde_json::from_slice::<Value>(&out.stdout) {
+            Ok(Value::Array(v)) => v,
+            other => panic!(
+                "cdrs list --json is not an array: {other:?}: {}",
+                String::from_utf8_lossy(&out.stdout)
+            ),
+        }
+    }
+}
+
+impl Drop for Sbc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.stop(Duration::from_secs(5));
+        }
+        // Pins of this instance (maps, XDP links), which sipd leaves for its next start.
+        let _ = std::process::Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", self.relay_ns))
+            .arg("--")
+            .arg(sipd_bin())
+            .arg("-c")
+            .arg(&self.config)
+            .arg("cleanup")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(format!("/sys/fs/bpf/{}", self.instance));
+        if std::env::var_os("SBCT_KEEP").is_none() && !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        } else {
+            eprintln!("sipd files kept in {}", self.dir.display());
+        }
+    }
+}
