@@ -70,7 +70,9 @@ struct Outcome {
     /// Injected packets that reached the carrier, the vendor.
     injected_at_carrier: u64,
     injected_at_vendor: u64,
-    /// Growth of the kernel's strict-source drop counter during the injection (XDP only).
+    /// Growth of the strict-source drop counter in `/metrics` during the injection.
+    strict_drops: u64,
+    /// The same, read from the kernel's pinned map (XDP only).
     kernel_strict_drops: Option<u64>,
 }
 
@@ -106,6 +108,7 @@ fn attack(plane: Plane) -> (Outcome, MediaCheck, Sbc, Net) {
 
     // Injection after the answer, into the port each party sends to.
     let before = (plane == Plane::Xdp).then(|| sbc.kernel_stats()["drop_strict_source"]);
+    let metric_before = sbc.dataplane_metric("drop_strict_source");
     let mut buf = Vec::new();
     for seq in 0..INJECTED {
         rtp::build_packet(99, seq, 160, &mut buf);
@@ -121,12 +124,16 @@ fn attack(plane: Plane) -> (Outcome, MediaCheck, Sbc, Net) {
     });
     let kernel_strict_drops =
         before.map(|b| sbc.kernel_stats()["drop_strict_source"].saturating_sub(b));
+    let strict_drops = sbc
+        .dataplane_metric("drop_strict_source")
+        .saturating_sub(metric_before);
     let outcome = Outcome {
         stolen,
         forward: (check.forward.0.total(), check.forward.1.unique()),
         back: (check.back.0.total(), check.back.1.unique()),
         injected_at_carrier,
         injected_at_vendor,
+        strict_drops,
         kernel_strict_drops,
     };
     let _ = (uac.finish(), uas.finish());
@@ -156,6 +163,13 @@ fn spray_and_inject(plane: Plane) {
         (o.injected_at_carrier, o.injected_at_vendor),
         (0, 0),
         "injected packets reached a party: {}",
+        ctx()
+    );
+    assert!(
+        o.strict_drops >= 2 * INJECTED,
+        "/metrics counted {} strict-source drops of {}: {}",
+        o.strict_drops,
+        2 * INJECTED,
         ctx()
     );
     if let Some(d) = o.kernel_strict_drops {

@@ -157,7 +157,7 @@ impl Sbc {
              [media]\naddress = \"{addr}\"\nport_min = {PORT_MIN}\nport_max = {PORT_MAX}\n\
              timeout_secs = 60\n\n[dataplane]\nmode = \"{mode}\"\n\
              interfaces = [\"{a}\", \"{b}\"]\ninstance = \"{instance}\"\n\n\
-             [management]\npepper_file = \"{pepper}\"\n",
+             [management]\npepper_file = \"{pepper}\"\nmetrics_public = true\n",
             data = dir.join("data").display(),
             pepper = dir.join("sipd.pepper").display(),
             mode = plane.mode(),
@@ -222,6 +222,22 @@ impl Sbc {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// A data-plane counter as `/metrics` reports it (`sbc_dataplane_packets_total`, by
+    /// reason), on either plane: what an operator sees.
+    pub fn dataplane_metric(&self, reason: &str) -> u64 {
+        let out = std::process::Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", self.relay_ns))
+            .args(["--", "curl", "-sk", "--max-time", "5"])
+            .arg("https://127.0.0.1:8443/metrics")
+            .output()
+            .expect("run curl");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let key = format!("sbc_dataplane_packets_total{{reason=\"{reason}\"}}");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&key)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in /metrics:\n{text}"))
     }
 
     /// The kernel's verdict counters for this instance (XDP only), from the pinned maps.
