@@ -5,6 +5,9 @@
 //! receive nothing and the call's media must arrive intact. After the answer the attacker
 //! injects into both of the call's relay ports: nothing reaches either party, and the drops
 //! are counted.
+//!
+//! What stays allowed: a carrier behind NAT, whose SDP names a private address, is learnt
+//! from the address its SIP came from, and its call talks both ways.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
@@ -190,4 +193,50 @@ fn port_spray_while_ringing_and_injection_xdp() {
 #[test]
 fn port_spray_while_ringing_and_injection_userspace() {
     spray_and_inject(Plane::Userspace);
+}
+
+/// A carrier behind NAT: its SDP names 192.168.77.10, its SIP and RTP come from its real
+/// address. The relay learns it from its SIP source, so media flows both ways, intact.
+fn nat_caller(plane: Plane) {
+    require_privileged!();
+    require_sipp!();
+    let _s = crate::serial();
+    let net = Net::new();
+    let sbc = Sbc::start(&net, plane);
+    let mut uas = net.uas(Duration::from_millis(200));
+    let mut uac = net.uac_nat(sbc.sip(), Duration::from_secs(5), "192.168.77.10");
+    let at_vendor = uas
+        .wait_media("MEDIA", Duration::from_secs(10))
+        .expect("vendor got an SDP offer");
+    let at_carrier = uac
+        .wait_media("MEDIA", Duration::from_secs(10))
+        .expect("carrier got an SDP answer");
+    // The carrier speaks first, so the relay knows where it is before the vendor's media
+    // comes back (until then it would go to the private address, as with any relay).
+    net.carrier_rtp
+        .send_to(b"hello", at_carrier)
+        .expect("carrier's first packet");
+    let primed = drain_count(&net.vendor_rtp, Duration::from_millis(500));
+    let check = MediaCheck::run(
+        &net.carrier_rtp,
+        &net.vendor_rtp,
+        at_carrier,
+        at_vendor,
+        PACKETS,
+        1,
+    );
+    let _ = (uac.finish(), uas.finish());
+    let ctx = || tests::tail(&sbc.log_text(), 4000).to_string();
+    assert_eq!(primed, 1, "the NATed carrier's first packet: {}", ctx());
+    check.assert_lossless();
+}
+
+#[test]
+fn nat_caller_is_learnt_from_its_sip_source_xdp() {
+    nat_caller(Plane::Xdp);
+}
+
+#[test]
+fn nat_caller_is_learnt_from_its_sip_source_userspace() {
+    nat_caller(Plane::Userspace);
 }

@@ -109,6 +109,22 @@ impl Net {
         s.spawn(&self.topo.caller).expect("spawn uac")
     }
 
+    /// As [`Net::uac`], for a carrier behind NAT: its SDP names `sdp_ip`, a private address,
+    /// while its SIP and RTP come from its real one.
+    pub fn uac_nat(&self, target: SocketAddr, hold: Duration, sdp_ip: &str) -> sip::SippRun {
+        let mut s = Sipp::uac(
+            "uac_nat.xml",
+            self.carrier_sip(),
+            target,
+            CLI,
+            CLD,
+            RTP_PORT,
+        );
+        s.pause = hold;
+        s.var("sdp_ip", sdp_ip);
+        s.spawn(&self.topo.caller).expect("spawn uac")
+    }
+
     fn prov(&self) -> String {
         let vendor_ip = self.topo.callee_if.ip(false);
         let carrier_ip = self.topo.caller_if.ip(false);
