@@ -25,7 +25,8 @@ impl LegKey {
 
 /// The peer's address is known (from SDP, or latched). Without it the partner leg cannot send.
 pub const LEG_PEER_KNOWN: u32 = 1 << 0;
-/// Learn the peer's real address from its first packet (NAT traversal).
+/// Learn the peer's real address from its first packet from a trusted address (NAT
+/// traversal): see [`Leg::may_learn_from`].
 pub const LEG_LATCH: u32 = 1 << 1;
 /// Set by the data plane once the peer's address was learned from a packet.
 pub const LEG_LATCHED: u32 = 1 << 2;
@@ -33,6 +34,14 @@ pub const LEG_LATCHED: u32 = 1 << 2;
 pub const LEG_STRICT_SOURCE: u32 = 1 << 3;
 /// Leg is fully set up; a leg without it passes its packets to userspace.
 pub const LEG_ACTIVE: u32 = 1 << 4;
+/// `trust_addr` holds a second address the peer may be learnt from: the one its SIP came from
+/// (an endpoint behind NAT sends media from its public address, not the SDP's).
+pub const LEG_TRUST_KNOWN: u32 = 1 << 5;
+
+/// How long after an offer or answer a leg may learn its peer, unless configured otherwise.
+/// Long enough for a phone that starts its media late; the window only ever admits the SDP's
+/// or the SIP source's address, so its length is no hole (RTP bleed).
+pub const LEARN_WINDOW_NS: u64 = 30_000_000_000;
 
 /// Value of `RELAY_LEGS`. Written by userspace, `peer_*` and `LEG_LATCHED` also by the kernel.
 #[repr(C)]
@@ -54,13 +63,49 @@ pub struct Leg {
     /// `LEG_*` bits.
     pub flags: u32,
     pub _pad2: u32,
+    /// The SIP source of the peer's side (valid with `LEG_TRUST_KNOWN`): besides the SDP's
+    /// address (`peer_addr` as signalled), the one address the peer may be learnt from.
+    pub trust_addr: Addr,
+    /// CLOCK_MONOTONIC ns until which the peer may be learnt (`LEG_LATCH`); 0: never. Set by
+    /// userspace on each offer, answer and re-INVITE.
+    pub learn_until_ns: u64,
 }
-crate::map_type!(Leg, 56);
+crate::map_type!(Leg, 80);
 
 impl Leg {
     #[inline(always)]
     pub const fn has(&self, flag: u32) -> bool {
         self.flags & flag != 0
+    }
+
+    /// Whether a packet from `src` (at CLOCK_MONOTONIC `now_ns`) may teach this leg its peer:
+    /// a latching leg that has not learnt yet, inside its window, and a source address it has
+    /// reason to trust: the SDP's (`peer_addr` while not latched) or the SIP source's. The port
+    /// is free (NAT rewrites it). The userspace relay's rule; the kernel's is the same.
+    pub fn may_learn_from(&self, src: &Addr, now_ns: u64) -> bool {
+        self.has(LEG_LATCH)
+            && !self.has(LEG_LATCHED)
+            && now_ns <= self.learn_until_ns
+            && self.trusts(src)
+    }
+
+    /// `src` is the SDP's address (while not latched) or the SIP source's.
+    pub fn trusts(&self, src: &Addr) -> bool {
+        (self.has(LEG_PEER_KNOWN) && !self.has(LEG_LATCHED) && self.peer_addr == *src)
+            || (self.has(LEG_TRUST_KNOWN) && self.trust_addr == *src)
+    }
+
+    /// Strict source: whether a packet from `src`:`sport` that did not teach the leg its
+    /// peer is to be dropped. Once learnt (or with a signalled peer and no latching) only that
+    /// exact address and port pass; before, only the addresses the leg trusts.
+    pub fn refuses(&self, src: &Addr, sport: u16) -> bool {
+        if !self.has(LEG_STRICT_SOURCE) {
+            return false;
+        }
+        if self.has(LEG_LATCHED) || (!self.has(LEG_LATCH) && self.has(LEG_PEER_KNOWN)) {
+            return self.peer_addr != *src || self.peer_port != sport;
+        }
+        !self.trusts(src)
     }
 }
 

@@ -15,8 +15,8 @@ use aya_ebpf::{
 use relay_common::{
     csum,
     relay::{
-        LEG_ACTIVE, LEG_LATCH, LEG_LATCHED, LEG_PEER_KNOWN, LEG_STRICT_SOURCE, Leg, LegCounters,
-        LegKey,
+        LEG_ACTIVE, LEG_LATCH, LEG_LATCHED, LEG_PEER_KNOWN, LEG_STRICT_SOURCE, LEG_TRUST_KNOWN,
+        Leg, LegCounters, LegKey,
     },
 };
 
@@ -31,6 +31,7 @@ const _: () = assert!(
     core::mem::align_of::<Leg>() >= 8
         && core::mem::offset_of!(Leg, local_addr) % 8 == 0
         && core::mem::offset_of!(Leg, peer_addr) % 8 == 0
+        && core::mem::offset_of!(Leg, trust_addr) % 8 == 0
 );
 
 const AF_INET: u8 = 2;
@@ -97,7 +98,7 @@ pub fn try_relay(
     let flags = unsafe { (*leg).flags };
     let has = |f: u32| flags & f != 0;
     // SAFETY (the `Words::read`/`write` calls): `Leg` is 8-aligned with its addresses at
-    // offsets 0 and 16, and the kernel aligns map values to 8.
+    // offsets 0, 16 and 56, and the kernel aligns map values to 8.
     if !has(LEG_ACTIVE)
         || !pkt
             .dst
@@ -106,23 +107,38 @@ pub fn try_relay(
         return Err(RelayError::ToUserspace);
     }
 
-    if has(LEG_LATCH) && !has(LEG_LATCHED) {
-        // Learn the NATed peer from its first packet. Address and port go in before the flag,
-        // so a reader on another CPU that sees LATCHED also sees where to.
+    // The peer is learnt only from an address the leg has reason to trust (the SDP's, or its
+    // side's SIP source), inside the window signalling opened: a port spray while the call
+    // rings must not teach a leg the attacker (RTP bleed). `Leg::may_learn_from` and
+    // `Leg::refuses` state the same rules for the userspace relay.
+    let latched = has(LEG_LATCHED);
+    let src = pkt.src;
+    // SAFETY: as above.
+    let trusted = (!latched
+        && has(LEG_PEER_KNOWN)
+        && src.eq(unsafe { Words::read(&raw const (*leg).peer_addr) }))
+        || (has(LEG_TRUST_KNOWN) && src.eq(unsafe { Words::read(&raw const (*leg).trust_addr) }));
+    if has(LEG_LATCH) && !latched && trusted && now_ns <= unsafe { (*leg).learn_until_ns } {
+        // Address and port go in before the flag, so a reader on another CPU that sees
+        // LATCHED also sees where to.
         unsafe {
-            pkt.src.write(&raw mut (*leg).peer_addr);
+            src.write(&raw mut (*leg).peer_addr);
             (*leg).peer_port = udp.sport;
             (*leg).flags = flags | LEG_LATCHED | LEG_PEER_KNOWN;
         }
-    } else if has(LEG_STRICT_SOURCE)
-        && (has(LEG_LATCHED) || (!has(LEG_LATCH) && has(LEG_PEER_KNOWN)))
-        && (!pkt
-            .src
-            .eq(unsafe { Words::read(&raw const (*leg).peer_addr) })
-            || udp.sport != unsafe { (*leg).peer_port })
-    {
-        count_strict_drop(key);
-        return Err(RelayError::StrictSource);
+    } else if has(LEG_STRICT_SOURCE) {
+        // Learnt (or signalled without latching): that address and port only. Not learnt
+        // yet: the trusted addresses only.
+        let refused = if latched || (!has(LEG_LATCH) && has(LEG_PEER_KNOWN)) {
+            !src.eq(unsafe { Words::read(&raw const (*leg).peer_addr) })
+                || udp.sport != unsafe { (*leg).peer_port }
+        } else {
+            !trusted
+        };
+        if refused {
+            count_strict_drop(key);
+            return Err(RelayError::StrictSource);
+        }
     }
     // After the strict check: spraying a relay port must not keep a dead call alive.
     touch(key, now_ns);

@@ -83,21 +83,67 @@ impl fmt::Display for PortRange {
     }
 }
 
-/// Hands out RTP ports round-robin, so a just-freed port is reused as late as possible (late
-/// packets of an old call must not land in a new one).
-#[derive(Debug)]
+/// Where the allocator's randomness comes from: the OS by default, a fixed sequence in tests.
+pub type PortRandom = Box<dyn FnMut() -> u64 + Send>;
+
+/// A generator seeded from the OS (`getrandom`): splitmix64, which is enough to make the next
+/// call's ports unguessable from the last ones' (an attacker who sees a relay port in one SDP
+/// learns nothing about the next). Not for keys.
+pub fn os_random() -> PortRandom {
+    let mut seed = [0u8; 8];
+    // SAFETY: writes at most `seed.len()` bytes into `seed`.
+    let n = unsafe { libc::getrandom(seed.as_mut_ptr().cast(), seed.len(), 0) };
+    let mut state = u64::from_ne_bytes(seed);
+    if n != seed.len() as isize {
+        // No getrandom (very old kernel): the clock and the address of the stack still make
+        // the sequence differ from one start to the next.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        state ^= t ^ (&raw const state as u64);
+    }
+    Box::new(move || {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    })
+}
+
+/// Hands out RTP ports at random within the range, so one call's ports say nothing about the
+/// next call's (a guessed port is a port an attacker can spray before the call starts).
 pub struct PortAllocator {
     range: PortRange,
     used: BTreeSet<u16>,
-    cursor: u32,
+    random: PortRandom,
 }
 
+impl fmt::Debug for PortAllocator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PortAllocator")
+            .field("range", &self.range)
+            .field("used", &self.used.len())
+            .finish()
+    }
+}
+
+/// Random picks before the allocator falls back to a scan (a nearly full range).
+const RANDOM_TRIES: u32 = 16;
+
 impl PortAllocator {
+    /// Random from the OS.
     pub fn new(range: PortRange) -> Self {
+        PortAllocator::with_random(range, os_random())
+    }
+
+    /// Random from `random` (tests: a fixed sequence gives fixed ports).
+    pub fn with_random(range: PortRange, random: PortRandom) -> Self {
         PortAllocator {
             range,
             used: BTreeSet::new(),
-            cursor: 0,
+            random,
         }
     }
 
@@ -113,22 +159,30 @@ impl PortAllocator {
         self.range.pairs() as usize - self.used.len()
     }
 
-    /// Next free even port for which `usable` agrees (e.g. both sockets could be bound).
-    /// Ports `usable` rejects stay free and are tried again later.
+    /// A random free even port for which `usable` agrees (e.g. both sockets could be bound).
+    /// Ports `usable` rejects stay free and may be tried again later. A few random picks, then
+    /// every pair once from a random start, so a nearly full range still finds its last pair.
     pub fn allocate(&mut self, mut usable: impl FnMut(u16) -> bool) -> Option<u16> {
         let n = self.range.pairs();
-        for _ in 0..n {
-            let p = self.range.nth(self.cursor);
-            self.cursor = (self.cursor + 1) % n;
-            if self.used.contains(&p) {
-                continue;
+        if n == 0 {
+            return None;
+        }
+        let mut take = |me: &mut Self, i: u32| {
+            let p = me.range.nth(i);
+            if me.used.contains(&p) || !usable(p) {
+                return None;
             }
-            if usable(p) {
-                self.used.insert(p);
+            me.used.insert(p);
+            Some(p)
+        };
+        for _ in 0..RANDOM_TRIES {
+            let i = ((self.random)() % u64::from(n)) as u32;
+            if let Some(p) = take(self, i) {
                 return Some(p);
             }
         }
-        None
+        let start = ((self.random)() % u64::from(n)) as u32;
+        (0..n).find_map(|k| take(self, (start + k) % n))
     }
 
     /// Marks a port taken (recovery of live sessions after a restart). False if it is outside
@@ -166,19 +220,42 @@ mod tests {
         assert_eq!(PortRange::default().to_string(), "30000-39999");
     }
 
+    /// A fixed sequence of "random" numbers, repeated.
+    fn fixed(seq: &'static [u64]) -> PortRandom {
+        let mut i = 0;
+        Box::new(move || {
+            i += 1;
+            seq[(i - 1) % seq.len()]
+        })
+    }
+
     #[test]
-    fn allocates_even_unique_and_reuses_late() {
-        let mut a = PortAllocator::new("30000-30007".parse().unwrap());
+    fn allocates_at_random_even_and_unique() {
+        let r: PortRange = "30000-30007".parse().unwrap();
+        let mut a = PortAllocator::with_random(r, fixed(&[2, 0, 2, 3, 1]));
         let got: Vec<u16> = (0..4).map(|_| a.allocate(|_| true).unwrap()).collect();
-        assert_eq!(got, [30000, 30002, 30004, 30006]);
+        // Index 2 twice: the second pick is taken, so the next number decides.
+        assert_eq!(got, [30004, 30000, 30006, 30002]);
         assert_eq!(a.allocate(|_| true), None, "exhausted");
         assert!(a.release(30002));
         assert!(!a.release(30002));
-        assert_eq!(a.allocate(|_| true), Some(30002));
-        assert!(a.release(30000));
-        assert!(a.release(30004));
-        // Round-robin: the cursor has moved past 30000, so 30004 comes first.
-        assert_eq!(a.allocate(|_| true), Some(30004));
+        assert_eq!(
+            a.allocate(|_| true),
+            Some(30002),
+            "the last free pair is found"
+        );
+    }
+
+    #[test]
+    fn os_random_ports_are_not_in_sequence() {
+        let mut a = PortAllocator::new(PortRange::default());
+        let got: Vec<u16> = (0..8).map(|_| a.allocate(|_| true).unwrap()).collect();
+        assert!(
+            got.iter()
+                .all(|p| p.is_multiple_of(2) && (30000..39999).contains(p))
+        );
+        let sequential = got.windows(2).all(|w| w[1] == w[0] + 2);
+        assert!(!sequential, "{got:?}");
     }
 
     #[test]
@@ -188,6 +265,8 @@ mod tests {
         assert!(!a.reserve(30002));
         assert!(!a.reserve(30003));
         // Someone else holds 30000: skipped but not marked.
+        let mut a = PortAllocator::with_random(a.range, fixed(&[0]));
+        assert!(a.reserve(30002));
         let p = a.allocate(|p| p != 30000).unwrap();
         assert_eq!(p, 30004);
         let mut seen = std::collections::BTreeSet::new();

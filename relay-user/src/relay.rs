@@ -16,7 +16,8 @@ use std::{
 };
 
 use relay_common::{
-    relay::{LEG_LATCH, LEG_LATCHED, LEG_PEER_KNOWN, LEG_STRICT_SOURCE, Leg, LegCounters},
+    Addr,
+    relay::{LEG_LATCHED, LEG_PEER_KNOWN, Leg, LegCounters},
     stats::Stat,
 };
 use tracing::{debug, trace, warn};
@@ -49,20 +50,27 @@ fn peer_of(leg: &Leg) -> SocketAddr {
     SocketAddr::new(IpAddr::from(leg.peer_addr), leg.peer_port)
 }
 
-/// The kernel's per-packet rules. Latching learns the first source once (NAT traversal);
-/// strict source then drops anyone else; a leg that does not latch but knows its peer from SDP
-/// is strict against that address. Returns the action and whether this packet latched.
-pub(crate) fn decide(leg: &mut Leg, partner: Option<&Leg>, src: SocketAddr) -> (Action, bool) {
+/// The kernel's per-packet rules ([`Leg::may_learn_from`], [`Leg::refuses`]). A latching leg
+/// learns its peer once, from the first packet of an address it trusts (the SDP's or the SIP
+/// source's, any port: NAT) inside the window signalling opened; strict source then drops
+/// anyone else, and before that anyone untrusted. A leg that does not latch but knows its peer
+/// from SDP is strict against that address. Returns the action and whether this packet
+/// latched.
+pub(crate) fn decide(
+    leg: &mut Leg,
+    partner: Option<&Leg>,
+    src: SocketAddr,
+    now_ns: u64,
+) -> (Action, bool) {
+    // `Addr` spells IPv4 as v4-mapped, so `a.b.c.d` and `::ffff:a.b.c.d` are one source.
+    let from = Addr::from(src.ip());
     let mut latched_now = false;
-    if leg.has(LEG_LATCH) && !leg.has(LEG_LATCHED) {
-        leg.peer_addr = src.ip().into();
+    if leg.may_learn_from(&from, now_ns) {
+        leg.peer_addr = from;
         leg.peer_port = src.port();
         leg.flags |= LEG_LATCHED | LEG_PEER_KNOWN;
         latched_now = true;
-    } else if leg.has(LEG_STRICT_SOURCE)
-        && (leg.has(LEG_LATCHED) || (!leg.has(LEG_LATCH) && leg.has(LEG_PEER_KNOWN)))
-        && !same_peer(peer_of(leg), src)
-    {
+    } else if leg.refuses(&from, src.port()) {
         return (Action::DropStrict, false);
     }
     let action = match partner {
@@ -73,11 +81,6 @@ pub(crate) fn decide(leg: &mut Leg, partner: Option<&Leg>, src: SocketAddr) -> (
         _ => Action::NoDestination,
     };
     (action, latched_now)
-}
-
-/// `::ffff:a.b.c.d` and `a.b.c.d` are one peer.
-fn same_peer(a: SocketAddr, b: SocketAddr) -> bool {
-    a.port() == b.port() && crate::cidr::normalize(a.ip()) == crate::cidr::normalize(b.ip())
 }
 
 struct Inner {
@@ -315,7 +318,7 @@ fn relay_batch(inner: &Inner, port: u16, batch: &RecvBatch, n: usize, pass: &mut
             continue;
         }
         delta.last_seen_ns = now;
-        let (action, l) = decide(&mut leg, partner.as_ref(), src);
+        let (action, l) = decide(&mut leg, partner.as_ref(), src, now);
         if l {
             latched = Some(src);
         }
@@ -360,8 +363,12 @@ fn relay_batch(inner: &Inner, port: u16, batch: &RecvBatch, n: usize, pass: &mut
 #[cfg(test)]
 mod tests {
     use super::*;
-    use relay_common::Addr;
+    use relay_common::relay::{LEG_LATCH, LEG_STRICT_SOURCE, LEG_TRUST_KNOWN};
     use std::time::{Duration, Instant};
+
+    /// Signalling opened the learning window until t = 1000 ns.
+    const OPEN: u64 = 500;
+    const CLOSED: u64 = 2000;
 
     fn leg(port: u16, partner: u16, flags: u32, peer: Option<&str>) -> Leg {
         let mut l = Leg {
@@ -369,6 +376,7 @@ mod tests {
             partner_port: partner,
             session_id: 1,
             flags,
+            learn_until_ns: 1000,
             ..Leg::default()
         };
         if let Some(p) = peer {
@@ -380,8 +388,62 @@ mod tests {
         l
     }
 
+    /// `leg` whose side's SIP came from `sip`.
+    fn trusting(mut l: Leg, sip: &str) -> Leg {
+        l.trust_addr = Addr::from(sip.parse::<IpAddr>().unwrap());
+        l.flags |= LEG_TRUST_KNOWN;
+        l
+    }
+
+    fn at(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
     #[test]
-    fn latch_then_strict() {
+    fn learns_only_from_the_sip_source_or_the_sdp_address_then_strict() {
+        let mut a = trusting(
+            leg(
+                30000,
+                30002,
+                LEG_LATCH | LEG_STRICT_SOURCE,
+                Some("10.0.0.1:4000"),
+            ),
+            "192.0.2.1",
+        );
+        let b = leg(30002, 30000, 0, Some("10.0.0.2:5000"));
+        // A port spray before the peer speaks: dropped, and nothing learnt.
+        let (act, latched) = decide(&mut a, Some(&b), at("192.0.2.9:6000"), OPEN);
+        assert_eq!((act, latched), (Action::DropStrict, false));
+        assert!(!a.has(LEG_LATCHED));
+        // The NATed peer, from its SIP source address on another port: learnt.
+        let nat = at("192.0.2.1:6000");
+        let (act, latched) = decide(&mut a, Some(&b), nat, OPEN);
+        assert!(latched, "the SIP source's first packet latches");
+        assert_eq!(
+            act,
+            Action::Forward {
+                via: 30002,
+                to: at("10.0.0.2:5000")
+            }
+        );
+        assert_eq!(peer_of(&a), nat);
+        for stranger in ["192.0.2.9:6000", "192.0.2.1:6001", "10.0.0.1:4000"] {
+            let (act, latched) = decide(&mut a, Some(&b), at(stranger), OPEN);
+            assert_eq!((act, latched), (Action::DropStrict, false), "{stranger}");
+        }
+        assert!(matches!(
+            decide(&mut a, Some(&b), nat, OPEN).0,
+            Action::Forward { .. }
+        ));
+        // The v4-mapped spelling of the latched peer is the latched peer.
+        assert!(matches!(
+            decide(&mut a, Some(&b), at("[::ffff:192.0.2.1]:6000"), OPEN).0,
+            Action::Forward { .. }
+        ));
+    }
+
+    #[test]
+    fn learns_from_the_sdp_address_on_any_port() {
         let mut a = leg(
             30000,
             30002,
@@ -389,42 +451,57 @@ mod tests {
             Some("10.0.0.1:4000"),
         );
         let b = leg(30002, 30000, 0, Some("10.0.0.2:5000"));
-        let nat: SocketAddr = "192.0.2.1:6000".parse().unwrap();
-        let (act, latched) = decide(&mut a, Some(&b), nat);
-        assert!(
-            latched,
-            "first packet latches even though SDP said otherwise"
-        );
-        assert_eq!(
-            act,
-            Action::Forward {
-                via: 30002,
-                to: "10.0.0.2:5000".parse().unwrap()
-            }
-        );
-        assert_eq!(peer_of(&a), nat);
-        let (act, latched) = decide(&mut a, Some(&b), "192.0.2.9:6000".parse().unwrap());
-        assert_eq!((act, latched), (Action::DropStrict, false));
-        assert!(matches!(
-            decide(&mut a, Some(&b), nat).0,
-            Action::Forward { .. }
-        ));
-        // The v4-mapped spelling of the latched peer is the latched peer.
-        assert!(matches!(
-            decide(&mut a, Some(&b), "[::ffff:192.0.2.1]:6000".parse().unwrap()).0,
-            Action::Forward { .. }
-        ));
+        let (_, latched) = decide(&mut a, Some(&b), at("10.0.0.1:4444"), OPEN);
+        assert!(latched);
+        assert_eq!(peer_of(&a), at("10.0.0.1:4444"));
     }
 
     #[test]
-    fn non_strict_accepts_anyone_and_keeps_first_latch() {
-        let mut a = leg(30000, 30002, LEG_LATCH, None);
+    fn no_learning_outside_the_window() {
+        let mut a = leg(
+            30000,
+            30002,
+            LEG_LATCH | LEG_STRICT_SOURCE,
+            Some("10.0.0.1:4000"),
+        );
         let b = leg(30002, 30000, 0, Some("10.0.0.2:5000"));
-        decide(&mut a, Some(&b), "192.0.2.1:1".parse().unwrap());
-        let (act, l) = decide(&mut a, Some(&b), "192.0.2.2:2".parse().unwrap());
+        let (act, latched) = decide(&mut a, Some(&b), at("10.0.0.1:4444"), CLOSED);
+        assert!(!latched, "window closed");
+        assert!(
+            matches!(act, Action::Forward { .. }),
+            "the trusted address still gets through"
+        );
+        assert_eq!(
+            decide(&mut a, Some(&b), at("10.0.0.9:4000"), CLOSED).0,
+            Action::DropStrict
+        );
+    }
+
+    #[test]
+    fn non_strict_forwards_anyone_but_learns_only_the_trusted() {
+        let mut a = leg(30000, 30002, LEG_LATCH, Some("192.0.2.1:1"));
+        let b = leg(30002, 30000, 0, Some("10.0.0.2:5000"));
+        let (act, l) = decide(&mut a, Some(&b), at("192.0.2.2:2"), OPEN);
+        assert!(matches!(act, Action::Forward { .. }));
+        assert!(!l, "an unrelated address is never learnt");
+        let (_, l) = decide(&mut a, Some(&b), at("192.0.2.1:7"), OPEN);
+        assert!(l);
+        let (act, l) = decide(&mut a, Some(&b), at("192.0.2.2:2"), OPEN);
         assert!(matches!(act, Action::Forward { .. }));
         assert!(!l);
-        assert_eq!(peer_of(&a), "192.0.2.1:1".parse::<SocketAddr>().unwrap());
+        assert_eq!(peer_of(&a), at("192.0.2.1:7"));
+    }
+
+    #[test]
+    fn a_leg_with_nothing_to_trust_learns_nothing() {
+        // The answerer's leg while the call rings: no SDP from it yet.
+        let mut a = leg(30000, 30002, LEG_LATCH | LEG_STRICT_SOURCE, None);
+        let b = leg(30002, 30000, 0, Some("10.0.0.2:5000"));
+        let (act, l) = decide(&mut a, Some(&b), at("192.0.2.9:1"), OPEN);
+        assert_eq!((act, l), (Action::DropStrict, false));
+        a.flags &= !LEG_STRICT_SOURCE;
+        let (_, l) = decide(&mut a, Some(&b), at("192.0.2.9:1"), OPEN);
+        assert!(!l);
     }
 
     #[test]
@@ -432,27 +509,27 @@ mod tests {
         let mut a = leg(30000, 30002, LEG_STRICT_SOURCE, Some("10.0.0.1:4000"));
         let b = leg(30002, 30000, 0, Some("10.0.0.2:5000"));
         assert_eq!(
-            decide(&mut a, Some(&b), "10.0.0.9:4000".parse().unwrap()).0,
+            decide(&mut a, Some(&b), at("10.0.0.9:4000"), OPEN).0,
             Action::DropStrict
         );
         assert!(matches!(
-            decide(&mut a, Some(&b), "10.0.0.1:4000".parse().unwrap()).0,
+            decide(&mut a, Some(&b), at("10.0.0.1:4000"), OPEN).0,
             Action::Forward { .. }
         ));
     }
 
     #[test]
     fn no_destination_until_partner_known() {
-        let mut a = leg(30000, 30002, LEG_LATCH, None);
+        let mut a = leg(30000, 30002, LEG_LATCH, Some("192.0.2.1:9"));
         let b = leg(30002, 30000, LEG_LATCH, None);
-        let (act, l) = decide(&mut a, Some(&b), "192.0.2.1:1".parse().unwrap());
+        let (act, l) = decide(&mut a, Some(&b), at("192.0.2.1:1"), OPEN);
         assert_eq!(act, Action::NoDestination);
         assert!(
             l,
             "latching happens even when the packet cannot go anywhere yet"
         );
         assert_eq!(
-            decide(&mut a, None, "192.0.2.1:1".parse().unwrap()).0,
+            decide(&mut a, None, at("192.0.2.1:1"), OPEN).0,
             Action::NoDestination
         );
     }
@@ -481,7 +558,15 @@ mod tests {
         let alice = UdpSocket::bind(SocketAddr::new(local, 0)).unwrap();
         let bob = UdpSocket::bind(SocketAddr::new(local, 0)).unwrap();
         let mallory = UdpSocket::bind(SocketAddr::new(local, 0)).unwrap();
-        let mut la = leg(pa, pb, LEG_LATCH | LEG_STRICT_SOURCE, None);
+        // Alice's SDP names her address with another port (NAT).
+        let alice_sdp = SocketAddr::new(local, 9);
+        let mut la = leg(
+            pa,
+            pb,
+            LEG_LATCH | LEG_STRICT_SOURCE,
+            Some(&alice_sdp.to_string()),
+        );
+        la.learn_until_ns = u64::MAX;
         la.local_addr = local.into();
         let mut lb = leg(
             pb,
@@ -493,7 +578,7 @@ mod tests {
         dp.leg_put(&la).unwrap();
         dp.leg_put(&lb).unwrap();
 
-        // Alice's first packet latches her address; Bob's peer is known from "SDP".
+        // Alice's first packet latches her port; Bob's peer is known from "SDP".
         alice.send_to(b"rtp-1", SocketAddr::new(local, pa)).unwrap();
         let (p, from) = recv_within(&bob, 2000).expect("bob gets alice's packet");
         assert_eq!(p, b"rtp-1");

@@ -12,8 +12,12 @@ use std::{
     time::Duration,
 };
 
-use relay_common::relay::{
-    LEG_ACTIVE, LEG_LATCH, LEG_LATCHED, LEG_PEER_KNOWN, LEG_STRICT_SOURCE, Leg, LegCounters,
+use relay_common::{
+    Addr,
+    relay::{
+        LEARN_WINDOW_NS, LEG_ACTIVE, LEG_LATCH, LEG_LATCHED, LEG_PEER_KNOWN, LEG_STRICT_SOURCE,
+        LEG_TRUST_KNOWN, Leg, LegCounters,
+    },
 };
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -159,6 +163,8 @@ pub struct Sessions {
     dp: Arc<DataPlane>,
     relay: Arc<UserRelay>,
     default_addr: IpAddr,
+    /// How long after signalling a leg may learn its peer (ns).
+    learn_window_ns: u64,
     state: Mutex<State>,
 }
 
@@ -190,6 +196,7 @@ impl Sessions {
             dp,
             relay,
             default_addr,
+            learn_window_ns: LEARN_WINDOW_NS,
             state: Mutex::new(State {
                 alloc: PortAllocator::new(ports),
                 next_id: 1,
@@ -197,6 +204,18 @@ impl Sessions {
                 retired: RelayTotals::default(),
             }),
         }
+    }
+
+    /// How long after each offer, answer or re-INVITE a leg may learn its peer from a trusted
+    /// address ([`LEARN_WINDOW_NS`] unless set).
+    pub fn with_learn_window(mut self, window: Duration) -> Self {
+        self.learn_window_ns = duration_ns(window);
+        self
+    }
+
+    /// End of a learning window opened now.
+    fn learn_until(&self) -> u64 {
+        monotonic_ns().saturating_add(self.learn_window_ns)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -332,6 +351,12 @@ impl Sessions {
             if let Some(s) = &me.setup {
                 if s.latch {
                     leg.flags |= LEG_LATCH;
+                    // Signalling (re)opens the window in which the peer may be learnt.
+                    leg.learn_until_ns = self.learn_until();
+                }
+                if let Some(t) = s.trusted {
+                    leg.trust_addr = Addr::from(t);
+                    leg.flags |= LEG_TRUST_KNOWN;
                 }
                 if s.strict_source {
                     leg.flags |= LEG_STRICT_SOURCE;
@@ -433,6 +458,11 @@ impl Sessions {
             ] {
                 if let Some(mut leg) = self.dp.leg_get(port)? {
                     leg.flags |= LEG_ACTIVE;
+                    // The answer opens a window for both sides: many phones only start their
+                    // media once the call is answered, long after their offer.
+                    if leg.has(LEG_LATCH) && !leg.has(LEG_LATCHED) {
+                        leg.learn_until_ns = self.learn_until();
+                    }
                     self.dp.leg_put(&leg)?;
                 }
             }
@@ -728,6 +758,7 @@ impl Sessions {
                 rtcp: by_port.get(&(l.local_port + 1)).and_then(peer),
                 latch: l.has(LEG_LATCH),
                 strict_source: l.has(LEG_STRICT_SOURCE),
+                trusted: l.has(LEG_TRUST_KNOWN).then(|| IpAddr::from(l.trust_addr)),
             };
             sess.streams.push(Stream {
                 a: SideState {
@@ -769,6 +800,7 @@ mod tests {
             rtcp: None,
             latch: true,
             strict_source: false,
+            trusted: None,
         }
     }
 
@@ -1057,6 +1089,51 @@ mod tests {
         assert!(MediaBackend::has_session(&s2, id));
         s2.remove_session(id).unwrap();
         assert!(!MediaBackend::has_session(&s2, id));
+    }
+
+    /// Signalling names the SIP source the legs may learn their peer from and opens the
+    /// learning window: the offer for its side, the answer again for every leg not latched.
+    #[test]
+    fn signalling_opens_the_learning_window_and_names_the_sip_source() {
+        let s = sessions("41700-41707");
+        let dp = s.dataplane().clone();
+        let id = s.create_session("window");
+        let p = s.create_stream_on(id, None, None).unwrap();
+        let sip: IpAddr = "192.0.2.7".parse().unwrap();
+        let t0 = monotonic_ns();
+        let a = PeerSetup {
+            trusted: Some(sip),
+            ..setup("127.0.0.1", Some("10.0.0.1:4000"))
+        };
+        Sessions::set_peer(&s, id, p, Side::A, &a).unwrap();
+        for port in [p.a, p.a + 1] {
+            let l = dp.leg_get(port).unwrap().unwrap();
+            assert!(
+                l.has(LEG_TRUST_KNOWN) && l.trust_addr == Addr::from(sip),
+                "{l:?}"
+            );
+            assert!(l.learn_until_ns >= t0 + LEARN_WINDOW_NS, "{l:?}");
+        }
+        Sessions::set_peer(
+            &s,
+            id,
+            p,
+            Side::B,
+            &setup("127.0.0.1", Some("10.0.0.2:5000")),
+        )
+        .unwrap();
+        assert!(!dp.leg_get(p.b).unwrap().unwrap().has(LEG_TRUST_KNOWN));
+        dp.relay_latch(p.a + 1, id, "192.0.2.7:7001".parse().unwrap())
+            .unwrap();
+        let latched_until = dp.leg_get(p.a + 1).unwrap().unwrap().learn_until_ns;
+        let t1 = monotonic_ns();
+        Sessions::activate(&s, id).unwrap();
+        assert!(dp.leg_get(p.a).unwrap().unwrap().learn_until_ns >= t1 + LEARN_WINDOW_NS);
+        assert_eq!(
+            dp.leg_get(p.a + 1).unwrap().unwrap().learn_until_ns,
+            latched_until,
+            "a latched leg's window is not reopened"
+        );
     }
 
     /// Strict-source drops reach the ng layer's per-leg stats (its `errors`).

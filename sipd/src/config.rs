@@ -117,7 +117,8 @@ pub struct MediaConfig {
     pub port_max: u16,
     /// No packet in either direction for this long ends the call with BYE both ways.
     pub timeout_secs: u64,
-    /// Drop packets from anyone but the latched peer (protects against RTP bleed).
+    /// Drop packets from anyone but the learnt peer, and before it is learnt from anyone the
+    /// leg may not learn it from (RTP bleed). On by default.
     pub strict_source: bool,
     /// Most m= lines (media streams) one SDP may have; more is answered 488 before any relay
     /// port is taken. A call holds at most 4 relay ports per stream.
@@ -132,7 +133,7 @@ impl Default for MediaConfig {
             port_min: 30_000,
             port_max: 39_999,
             timeout_secs: 60,
-            strict_source: false,
+            strict_source: true,
             max_streams: relay_user::media::DEFAULT_MAX_STREAMS,
         }
     }

@@ -28,10 +28,13 @@ fn signal<'a>(call: &'a str, from: Side, sdp: &'a str) -> Signal<'a> {
     }
 }
 
-fn anchor(strict: bool) -> Anchor {
+/// `sip_source`: where the SDP's sender's SIP came from, the one address besides the SDP's
+/// its relay legs may learn their peer from.
+fn anchor(strict: bool, sip_source: Option<IpAddr>) -> Anchor {
     Anchor {
         symmetric: true,
         strict_source: strict,
+        sip_source,
         // Topology hiding: the o= line names the originator's host too.
         replace_origin: true,
         ..Anchor::default()
@@ -69,11 +72,12 @@ impl<B: MediaBackend> Media for Anchored<B> {
         &mut self,
         call: &str,
         from: Side,
+        sip_source: Option<IpAddr>,
         sdp: &str,
         strict: bool,
     ) -> Result<String, MediaError> {
         self.calls
-            .offer(signal(call, from, sdp), &anchor(strict))
+            .offer(signal(call, from, sdp), &anchor(strict, sip_source))
             .map_err(refusal)
     }
 
@@ -81,11 +85,16 @@ impl<B: MediaBackend> Media for Anchored<B> {
         &mut self,
         call: &str,
         from: Side,
+        sip_source: Option<IpAddr>,
         sdp: &str,
         strict: bool,
     ) -> Result<String, MediaError> {
         self.calls
-            .answer(signal(call, from, sdp), tag(from.other()), &anchor(strict))
+            .answer(
+                signal(call, from, sdp),
+                tag(from.other()),
+                &anchor(strict, sip_source),
+            )
             .map_err(refusal)
     }
 
@@ -136,23 +145,23 @@ mod tests {
     #[test]
     fn offer_and_answer_are_anchored_and_refusals_are_typed() {
         let mut m = media();
-        let offer = m.offer("c1", Side::A, OFFER, false).unwrap();
+        let offer = m.offer("c1", Side::A, None, OFFER, false).unwrap();
         assert!(
             offer.contains("c=IN IP4 192.0.2.10") && !offer.contains("10.0.0.1"),
             "{offer}"
         );
-        let answer = m.answer("c1", Side::B, ANSWER, false).unwrap();
+        let answer = m.answer("c1", Side::B, None, ANSWER, false).unwrap();
         assert!(
             answer.contains("c=IN IP4 192.0.2.10") && !answer.contains("10.0.1.1"),
             "{answer}"
         );
         assert_eq!(m.calls(), 1);
         assert!(matches!(
-            m.offer("c2", Side::A, "not sdp", false),
+            m.offer("c2", Side::A, None, "not sdp", false),
             Err(MediaError::Sdp(_))
         ));
         assert!(matches!(
-            m.answer("nope", Side::B, ANSWER, false),
+            m.answer("nope", Side::B, None, ANSWER, false),
             Err(MediaError::Relay(_))
         ));
         m.delete("c1");
@@ -177,7 +186,7 @@ mod tests {
                 "at most 8",
             ),
         ] {
-            match m.offer("c1", Side::A, &sdp, false) {
+            match m.offer("c1", Side::A, None, &sdp, false) {
                 Err(e @ MediaError::Sdp(_)) => {
                     assert_eq!(e.code(), 488);
                     assert!(e.warning().contains(why), "{}", e.warning());

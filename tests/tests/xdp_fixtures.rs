@@ -29,8 +29,8 @@ use relay_common::{
     maps as names,
     ratelimit::Gcra,
     relay::{
-        LEG_ACTIVE, LEG_LATCH, LEG_LATCHED, LEG_PEER_KNOWN, LEG_STRICT_SOURCE, Leg, LegCounters,
-        LegKey,
+        LEG_ACTIVE, LEG_LATCH, LEG_LATCHED, LEG_PEER_KNOWN, LEG_STRICT_SOURCE, LEG_TRUST_KNOWN,
+        Leg, LegCounters, LegKey,
     },
     stats::Stat,
 };
@@ -955,8 +955,16 @@ fn leg(port: u16, local: Ip, peer: Ip, peer_port: u16, partner: u16, flags: u32)
         _pad: 0,
         flags,
         _pad2: 0,
+        trust_addr: Addr::UNSPECIFIED,
+        // The learning window stays open for every fixture but the one that closes it.
+        learn_until_ns: u64::MAX,
     }
 }
+
+/// A host with no business in any call (a port sprayer).
+const STRANGER4: [u8; 4] = [10, 0, 0, 66];
+/// The public address a NATed peer's SIP came from (not the SDP's).
+const SIP_SOURCE4: [u8; 4] = [10, 0, 0, 77];
 
 const KNOWN: u32 = LEG_ACTIVE | LEG_PEER_KNOWN;
 
@@ -1012,12 +1020,23 @@ fn configure(env: &mut Env) {
     let lo = Ip::V4([127, 0, 0, 1]);
     env.leg(leg(35000, lo, lo, 9000, 35002, KNOWN));
     env.leg(leg(35002, lo, lo, 9002, 35000, KNOWN));
-    // Latching with strict source; latching without.
-    let strict_latch = LEG_ACTIVE | LEG_LATCH | LEG_STRICT_SOURCE;
-    env.leg(leg(36000, r, a, 0, 36002, strict_latch));
+    // Latching with strict source; latching without. The SDP says a:4000; a NAT may change
+    // the port.
+    let strict_latch = KNOWN | LEG_LATCH | LEG_STRICT_SOURCE;
+    env.leg(leg(36000, r, a, 4000, 36002, strict_latch));
     env.leg(leg(36002, r, b, 5000, 36000, KNOWN));
-    env.leg(leg(37000, r, a, 0, 37002, LEG_ACTIVE | LEG_LATCH));
+    env.leg(leg(37000, r, a, 4000, 37002, KNOWN | LEG_LATCH));
     env.leg(leg(37002, r, b, 5000, 37000, KNOWN));
+    // Latching from the SIP source address (NAT: the SDP names a private address).
+    let mut nat = leg(36100, r, a, 4000, 36102, strict_latch | LEG_TRUST_KNOWN);
+    nat.trust_addr = Addr::from_v4(SIP_SOURCE4);
+    env.leg(nat);
+    env.leg(leg(36102, r, b, 5000, 36100, KNOWN));
+    // The learning window has closed.
+    let mut late = leg(36200, r, a, 4000, 36202, strict_latch);
+    late.learn_until_ns = 1;
+    env.leg(late);
+    env.leg(leg(36202, r, b, 5000, 36200, KNOWN));
     // Strict source against the address from SDP (no latching).
     env.leg(leg(38000, r, a, 4000, 38002, KNOWN | LEG_STRICT_SOURCE));
     env.leg(leg(38002, r, b, 5000, 38000, KNOWN));
@@ -1856,6 +1875,17 @@ fn latching_fixtures() -> Vec<Fixture> {
     let (relay, a, b) = (RELAY4, PEER_A4, PEER_B4);
     vec![
         fx(
+            "before latching: a stranger's packet is dropped and not learnt (port spray)",
+            udp4(STRANGER4, 40000, relay, 36000, RTP).build(),
+            XDP_DROP,
+            DropStrictSource,
+        )
+        .after(|e| {
+            let l = e.get_leg(36000);
+            assert!(l.flags & LEG_LATCHED == 0, "{l:?}");
+            assert_eq!((l.peer_addr, l.peer_port), (Addr::from_v4(PEER_A4), 4000));
+        }),
+        fx(
             "first packet latches the NATed source",
             udp4(a, 40000, relay, 36000, RTP).build(),
             XDP_TX,
@@ -1879,7 +1909,8 @@ fn latching_fixtures() -> Vec<Fixture> {
         )
         .after(|e| {
             let c = e.counters(36000);
-            assert_eq!((c.packets, c.strict_drops), (1, 1), "{c:?}");
+            // The stranger's packet before latching, and this one.
+            assert_eq!((c.packets, c.strict_drops), (1, 2), "{c:?}");
             assert_eq!(e.get_leg(36000).peer_port, 40000, "no re-latch");
         }),
         fx(
@@ -1908,6 +1939,18 @@ fn latching_fixtures() -> Vec<Fixture> {
                 .build(),
         ),
         fx(
+            "not strict, before latching: a stranger is relayed but not learnt",
+            udp4(STRANGER4, 42000, relay, 37000, RTP).build(),
+            XDP_TX,
+            RelayTx,
+        )
+        .output(to_b(37002, 5000).build())
+        .after(|e| {
+            let l = e.get_leg(37000);
+            assert!(l.flags & LEG_LATCHED == 0, "{l:?}");
+            assert_eq!(l.peer_port, 4000);
+        }),
+        fx(
             "latching without strict source",
             udp4(a, 41000, relay, 37000, RTP).build(),
             XDP_TX,
@@ -1922,6 +1965,45 @@ fn latching_fixtures() -> Vec<Fixture> {
         )
         .output(to_b(37002, 5000).build())
         .after(|e| assert_eq!(e.get_leg(37000).peer_port, 41000)),
+        fx(
+            "the SIP source address is learnt, on any port",
+            udp4(SIP_SOURCE4, 5555, relay, 36100, RTP).build(),
+            XDP_TX,
+            RelayTx,
+        )
+        .output(to_b(36102, 5000).build())
+        .after(|e| {
+            let l = e.get_leg(36100);
+            assert_eq!(
+                (l.peer_addr, l.peer_port),
+                (Addr::from_v4(SIP_SOURCE4), 5555)
+            );
+            assert!(l.flags & LEG_LATCHED != 0);
+        }),
+        fx(
+            "after learning the SIP source, the SDP address is a stranger",
+            udp4(a, 4000, relay, 36100, RTP).build(),
+            XDP_DROP,
+            DropStrictSource,
+        ),
+        fx(
+            "window closed: the SDP address is relayed but not learnt",
+            udp4(a, 40000, relay, 36200, RTP).build(),
+            XDP_TX,
+            RelayTx,
+        )
+        .output(to_b(36202, 5000).build())
+        .after(|e| {
+            let l = e.get_leg(36200);
+            assert!(l.flags & LEG_LATCHED == 0, "{l:?}");
+            assert_eq!(l.peer_port, 4000);
+        }),
+        fx(
+            "window closed: a stranger is dropped",
+            udp4(STRANGER4, 40000, relay, 36200, RTP).build(),
+            XDP_DROP,
+            DropStrictSource,
+        ),
         fx(
             "strict source against the SDP address: wrong port",
             udp4(a, 4999, relay, 38000, RTP).build(),

@@ -85,8 +85,12 @@ pub struct PeerSetup {
     pub rtcp: Option<SocketAddr>,
     /// Learn the peer from its first packet (symmetric RTP, NAT).
     pub latch: bool,
-    /// After latching, drop packets from other sources.
+    /// After latching, drop packets from other sources; before, drop those not trusted.
     pub strict_source: bool,
+    /// The address this side's SIP came from: besides the SDP's, the one address the peer
+    /// may be learnt from (an endpoint behind NAT). Absent in state files of older versions.
+    #[serde(default)]
+    pub trusted: Option<IpAddr>,
 }
 
 /// Traffic received on one relay port (from that side's peer).

@@ -74,10 +74,14 @@ impl Interface {
 pub struct Anchor {
     /// Symmetric RTP: learn each peer from its first packet (NAT). On by default.
     pub symmetric: bool,
-    /// Once a peer is learnt, drop packets from other sources (RTP bleed).
+    /// Once a peer is learnt, drop packets from other sources, and before, those from
+    /// addresses it may not be learnt from (RTP bleed). On by default.
     pub strict_source: bool,
     /// The peer's address to use instead of the SDP's (the SIP source address).
     pub peer_address: Option<IpAddr>,
+    /// The address the sender's SIP came from: its media may come from there rather than
+    /// from the SDP's address (NAT), so its legs may learn their peer from it too.
+    pub sip_source: Option<IpAddr>,
     /// The address family the receiver of this SDP wants; default: the SDP's.
     pub family: Option<Family>,
     /// Interface names: the sender's, the receiver's. Default: as last signalled (a new
@@ -93,8 +97,9 @@ impl Default for Anchor {
     fn default() -> Self {
         Anchor {
             symmetric: true,
-            strict_source: false,
+            strict_source: true,
             peer_address: None,
+            sip_source: None,
             family: None,
             direction: None,
             replace_origin: false,
@@ -631,6 +636,7 @@ fn anchor_stream<B: MediaBackend>(
         rtcp: known.then_some(rtcp),
         latch: anchor.symmetric,
         strict_source: anchor.strict_source,
+        trusted: anchor.sip_source,
     };
     backend.set_peer(session, ports, sender, &setup)?;
     st.peer[side_index(sender)] = Some(setup);
@@ -648,6 +654,8 @@ fn anchor_stream<B: MediaBackend>(
             rtcp: None,
             latch: anchor.symmetric,
             strict_source: anchor.strict_source,
+            // Nothing to trust until its own SDP arrives: it learns nobody meanwhile.
+            trusted: None,
         }),
     };
     if let Some(r) = recv {
@@ -678,13 +686,25 @@ mod tests {
     fn offer_answer_reoffer_stats_delete() {
         let mut m = calls();
         let a = Anchor {
-            strict_source: true,
+            sip_source: Some("198.51.100.70".parse().unwrap()),
             ..Anchor::default()
         };
         let sdp = m.offer(sig("c1", "a", CALLER), &a).unwrap();
         assert!(sdp.contains("c=IN IP4 203.0.113.1\r\n") && sdp.contains("m=audio 30002 "));
         let peer = m.backend().session(1).unwrap().peers[&(30000, false)];
-        assert!(peer.latch && peer.strict_source, "{peer:?}");
+        assert!(
+            peer.latch && peer.strict_source,
+            "strict by default: {peer:?}"
+        );
+        assert_eq!(
+            peer.trusted, a.sip_source,
+            "the sender's SIP source is trusted"
+        );
+        let callee = m.backend().session(1).unwrap().peers[&(30000, true)];
+        assert_eq!(
+            callee.trusted, None,
+            "the answerer trusts nothing before its SDP"
+        );
         let sdp = m.answer(sig("c1", "b", CALLEE), "a", &a).unwrap();
         assert!(sdp.contains("m=audio 30000 "), "{sdp}");
         assert!(m.backend().session(1).unwrap().active);

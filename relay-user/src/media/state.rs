@@ -235,6 +235,7 @@ mod tests {
                             rtcp: Some("198.51.100.7:4001".parse().unwrap()),
                             latch: true,
                             strict_source: true,
+                            trusted: None,
                         }),
                         None,
                     ],

@@ -33,8 +33,12 @@ pub struct Engine<B: MediaBackend> {
 fn anchor(oa: &OfferAnswer) -> Anchor {
     Anchor {
         symmetric: oa.flags.latch(),
-        strict_source: oa.flags.strict_source,
+        // Strict source is relayd's default (RTP bleed); the `strict source` flag is accepted
+        // and changes nothing.
+        strict_source: true,
         peer_address: oa.received_from.filter(|_| oa.flags.sip_source_address),
+        // `received from` is where the endpoint's SIP came from: its media may too (NAT).
+        sip_source: oa.received_from,
         family: oa.address_family,
         direction: match oa.direction.as_slice() {
             [from, to] => Some([from.clone(), to.clone()]),

@@ -1,12 +1,14 @@
 //! One call: its two dialogs and where it is in its life.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Instant, SystemTime};
 
 use crate::records::Id;
 use crate::sip::txn::ServerKey;
 use crate::sip::{Msg, NameAddr};
 use crate::sip::{Peer, Proto};
+
+use super::Side;
 
 pub type CallKey = u64;
 
@@ -107,6 +109,15 @@ pub struct Call {
 impl Call {
     pub fn caller(&self) -> NameAddr {
         self.a_invite.from()
+    }
+
+    /// Where `side`'s SIP comes from. An endpoint behind NAT sends its media from there too,
+    /// so the relay may learn that side's media peer from this address as well as the SDP's.
+    pub fn sip_source(&self, side: Side) -> Option<IpAddr> {
+        match side {
+            Side::A => Some(self.source.ip()),
+            Side::B => self.b.as_ref().map(|b| b.peer.remote.ip()),
+        }
     }
 }
 

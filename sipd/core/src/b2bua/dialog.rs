@@ -35,7 +35,13 @@ impl<M: Media> Core<M> {
                 let sdp = String::from_utf8_lossy(&ack.body).into_owned();
                 let body = if ack.has_sdp() {
                     self.media
-                        .answer(&call.media_id, Side::A, &sdp, self.cfg.strict_source)
+                        .answer(
+                            &call.media_id,
+                            Side::A,
+                            call.sip_source(Side::A),
+                            &sdp,
+                            self.cfg.strict_source,
+                        )
                         .ok()
                 } else {
                     None
@@ -152,10 +158,13 @@ impl<M: Media> Core<M> {
         let side = if from_a { Side::A } else { Side::B };
         let body = if req.has_sdp() && matches!(method, Method::Invite | Method::Update) {
             let sdp = String::from_utf8_lossy(&req.body).into_owned();
-            match self
-                .media
-                .offer(&call.media_id, side, &sdp, self.cfg.strict_source)
-            {
+            match self.media.offer(
+                &call.media_id,
+                side,
+                call.sip_source(side),
+                &sdp,
+                self.cfg.strict_source,
+            ) {
                 Ok(s) => Some(("application/sdp".to_owned(), s.into_bytes())),
                 Err(e) => {
                     warn!(error = %e, "re-offer refused by the relay");
@@ -246,10 +255,13 @@ impl<M: Media> Core<M> {
             if resp.has_sdp() {
                 let side = if r.from_a { Side::B } else { Side::A };
                 let sdp = String::from_utf8_lossy(&resp.body).into_owned();
-                if let Ok(s) = self
-                    .media
-                    .answer(&call.media_id, side, &sdp, self.cfg.strict_source)
-                {
+                if let Ok(s) = self.media.answer(
+                    &call.media_id,
+                    side,
+                    call.sip_source(side),
+                    &sdp,
+                    self.cfg.strict_source,
+                ) {
                     out.push("Content-Type", "application/sdp");
                     out.body = s.into_bytes();
                 }

@@ -81,11 +81,25 @@ impl FakeMedia {
 }
 
 impl Media for FakeMedia {
-    fn offer(&mut self, call: &str, from: Side, sdp: &str, _: bool) -> Result<String, MediaError> {
+    fn offer(
+        &mut self,
+        call: &str,
+        from: Side,
+        _: Option<IpAddr>,
+        sdp: &str,
+        _: bool,
+    ) -> Result<String, MediaError> {
         self.rewrite(call, from, sdp)
     }
 
-    fn answer(&mut self, call: &str, from: Side, sdp: &str, _: bool) -> Result<String, MediaError> {
+    fn answer(
+        &mut self,
+        call: &str,
+        from: Side,
+        _: Option<IpAddr>,
+        sdp: &str,
+        _: bool,
+    ) -> Result<String, MediaError> {
         if !self.ports.contains_key(&(call.to_owned(), from == Side::B)) {
             return Err(MediaError::Relay("answer without an offer".into()));
         }

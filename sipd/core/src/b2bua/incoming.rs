@@ -134,10 +134,13 @@ impl<M: Media> Core<M> {
         // Media: anchor the caller's offer once, whichever vendor answers.
         if !call.delayed_offer {
             let sdp = String::from_utf8_lossy(&call.a_invite.body).into_owned();
-            match self
-                .media
-                .offer(&call.media_id, Side::A, &sdp, self.cfg.strict_source)
-            {
+            match self.media.offer(
+                &call.media_id,
+                Side::A,
+                call.sip_source(Side::A),
+                &sdp,
+                self.cfg.strict_source,
+            ) {
                 Ok(s) => call.b_offer = Some(s),
                 Err(e) => {
                     warn!(error = %e, "cannot anchor the caller's media");

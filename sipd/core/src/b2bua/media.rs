@@ -2,6 +2,7 @@
 //! timed out. The shell implements it over relay-user's sessions; the core's tests over a
 //! fake that rewrites SDP the same way.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 /// Which side of the relay a message's SDP comes from. A is the carrier (caller) side.
@@ -51,12 +52,17 @@ impl MediaError {
     }
 }
 
+/// Offer and answer name the SDP's sender twice: its `Side`, and `sip_source`, the address its
+/// SIP came from (if known). The relay learns that side's media peer only from the SDP's
+/// address or `sip_source` (NAT), never from anyone else (RTP bleed). `strict`: after
+/// learning, drop packets from anyone but the peer.
 pub trait Media {
     /// An SDP offer from `from`; returns it rewritten to point at the relay.
     fn offer(
         &mut self,
         call: &str,
         from: Side,
+        sip_source: Option<IpAddr>,
         sdp: &str,
         strict: bool,
     ) -> Result<String, MediaError>;
@@ -65,6 +71,7 @@ pub trait Media {
         &mut self,
         call: &str,
         from: Side,
+        sip_source: Option<IpAddr>,
         sdp: &str,
         strict: bool,
     ) -> Result<String, MediaError>;

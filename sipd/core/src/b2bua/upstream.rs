@@ -174,10 +174,13 @@ impl<M: Media> Core<M> {
                         b.remote_tag = resp.to().tag;
                     }
                     let sdp = String::from_utf8_lossy(&resp.body).into_owned();
-                    if let Ok(s) =
-                        self.media
-                            .answer(&call.media_id, Side::B, &sdp, self.cfg.strict_source)
-                    {
+                    if let Ok(s) = self.media.answer(
+                        &call.media_id,
+                        Side::B,
+                        call.sip_source(Side::B),
+                        &sdp,
+                        self.cfg.strict_source,
+                    ) {
                         r.push("Content-Type", "application/sdp");
                         r.body = s.into_bytes();
                     }
@@ -273,13 +276,22 @@ impl<M: Media> Core<M> {
             None
         } else if call.delayed_offer {
             self.media
-                .offer(&call.media_id, Side::B, &sdp, self.cfg.strict_source)
+                .offer(
+                    &call.media_id,
+                    Side::B,
+                    call.sip_source(Side::B),
+                    &sdp,
+                    self.cfg.strict_source,
+                )
                 .ok()
         } else {
-            match self
-                .media
-                .answer(&call.media_id, Side::B, &sdp, self.cfg.strict_source)
-            {
+            match self.media.answer(
+                &call.media_id,
+                Side::B,
+                call.sip_source(Side::B),
+                &sdp,
+                self.cfg.strict_source,
+            ) {
                 Ok(s) => Some(s),
                 Err(e) => {
                     warn!(call = key, error = %e, "relay refused the answer; media may not flow");
