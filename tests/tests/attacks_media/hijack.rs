@@ -18,10 +18,19 @@ use tests::rtp;
 use tests::sip::MediaCheck;
 use tests::{require_privileged, require_sipp};
 
-use crate::sbc::{Net, PORT_MAX, PORT_MIN, Plane, Sbc};
+use crate::sbc::{Net, PORT_MAX, PORT_MIN, Plane, Prov, SIP_PORT, Sbc, Settings};
 
-/// 1 s of G.711 each way.
-const PACKETS: u64 = 50;
+use crate::sbc::PACKETS;
+
+/// sipd as shipped (no `[media] strict_source` setting: the default is under test), with
+/// `/metrics` open so the drops can be read as an operator reads them.
+fn start(net: &Net, plane: Plane) -> Sbc {
+    let set = Settings {
+        management: "metrics_public = true\n".into(),
+        ..Settings::default()
+    };
+    Sbc::start_with(net, plane, &Prov::default(), &set)
+}
 /// Packets the attacker injects into each of the call's two relay ports after the answer.
 const INJECTED: u64 = 20;
 
@@ -81,23 +90,25 @@ struct Outcome {
 
 fn attack(plane: Plane) -> (Outcome, MediaCheck, Sbc, Net) {
     let net = Net::new();
-    let sbc = Sbc::start(&net, plane);
-    let mut uas = net.uas(Duration::from_secs(2));
-    let mut uac = net.uac(sbc.sip(), Duration::from_secs(6));
+    let attacker = net.attacker();
+    let sbc = start(&net, plane);
+    let mut uas = net.uas("uas.xml", SIP_PORT, 1, Duration::from_secs(2));
+    let mut uac = net
+        .uac("uac.xml", sbc.sip(), Duration::from_secs(6))
+        .spawn(&net.topo.caller)
+        .expect("spawn uac");
     // The vendor has the offer: the call rings for two seconds.
     let at_vendor = uas
         .wait_media("MEDIA", Duration::from_secs(10))
         .expect("vendor got an SDP offer");
     for port in (PORT_MIN..=PORT_MAX).step_by(2) {
-        let _ = net
-            .attacker
-            .send_to(b"spray", SocketAddr::new(sbc.addr, port));
+        let _ = attacker.send_to(b"spray", SocketAddr::new(sbc.addr, port));
     }
     let at_carrier = uac
         .wait_media("MEDIA", Duration::from_secs(10))
         .expect("carrier got an SDP answer");
 
-    let (stop, thief) = listen(&net.attacker);
+    let (stop, thief) = listen(&attacker);
     let check = MediaCheck::run(
         &net.carrier_rtp,
         &net.vendor_rtp,
@@ -116,7 +127,7 @@ fn attack(plane: Plane) -> (Outcome, MediaCheck, Sbc, Net) {
     for seq in 0..INJECTED {
         rtp::build_packet(99, seq, 160, &mut buf);
         for to in [at_carrier, at_vendor] {
-            let _ = net.attacker.send_to(&buf, to);
+            let _ = attacker.send_to(&buf, to);
         }
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -202,9 +213,12 @@ fn nat_caller(plane: Plane) {
     require_sipp!();
     let _s = crate::serial();
     let net = Net::new();
-    let sbc = Sbc::start(&net, plane);
-    let mut uas = net.uas(Duration::from_millis(200));
-    let mut uac = net.uac_nat(sbc.sip(), Duration::from_secs(5), "192.168.77.10");
+    let sbc = start(&net, plane);
+    let mut uas = net.uas("uas.xml", SIP_PORT, 1, Duration::from_millis(200));
+    let mut uac = net
+        .uac_nat(sbc.sip(), Duration::from_secs(5), "192.168.77.10")
+        .spawn(&net.topo.caller)
+        .expect("spawn uac");
     let at_vendor = uas
         .wait_media("MEDIA", Duration::from_secs(10))
         .expect("vendor got an SDP offer");

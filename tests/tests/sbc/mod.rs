@@ -1,9 +1,10 @@
-//! The harness the sipd scenarios share (`sip_netns`, `attacks_loops`): the carrier — relay —
-//! vendor namespaces with the peers' RTP sockets, what a test provisions, and a real
-//! `sipd run` in the relay namespace. Each test binary uses part of it, hence the allow.
+//! The harness the sipd scenarios share (`sip_netns`, `attacks_loops`, `attacks_media`): the
+//! carrier — relay — vendor namespaces with the peers' RTP sockets (and, for attacks, a host of
+//! the attacker's on the carrier's network), what a test provisions, and a real `sipd run` in
+//! the relay namespace. Each test binary uses part of it, hence the allow.
 #![allow(dead_code)]
 
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Mutex, MutexGuard};
@@ -20,6 +21,9 @@ pub const CLI: &str = "441234567";
 pub const CLD: &str = "3312345678";
 /// 1 s of G.711 each way per checked call.
 pub const PACKETS: u64 = 50;
+/// The relay's port range in these tests (`[media] port_min`/`port_max`): 500 RTP/RTCP pairs.
+pub const PORT_MIN: u16 = 30_000;
+pub const PORT_MAX: u16 = 30_999;
 
 pub fn serial() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
@@ -85,6 +89,28 @@ impl Net {
         let mut run = s.spawn(&self.topo.callee).expect("spawn uas");
         run.wait_bound(&self.topo.callee).expect("uas bound");
         run
+    }
+
+    /// A host of the attacker's on the carrier's /24 (`10.X.1.66`; inside a namespace it may
+    /// send from anything), and its socket.
+    pub fn attacker(&self) -> UdpSocket {
+        let c = self.topo.caller_if.ipv4.octets();
+        let ip = Ipv4Addr::new(c[0], c[1], c[2], 66);
+        let cidr = format!("{ip}/24");
+        self.topo
+            .caller
+            .ip(["addr", "add", &cidr, "dev", &self.topo.caller_if.dev])
+            .expect("attacker address");
+        rtp::bind_in(&self.topo.caller, SocketAddr::new(ip.into(), 40_000))
+            .expect("attacker socket")
+    }
+
+    /// A carrier UAC behind NAT: its SDP names `sdp_ip`, a private address, while its SIP and
+    /// RTP come from its real one.
+    pub fn uac_nat(&self, target: SocketAddr, hold: Duration, sdp_ip: &str) -> Sipp {
+        let mut s = self.uac("uac_nat.xml", target, hold);
+        s.var("sdp_ip", sdp_ip);
+        s
     }
 
     /// A carrier UAC sending to `target`.
@@ -282,7 +308,7 @@ impl Sbc {
         let toml = format!(
             "data_dir = \"{data}\"\n\n[sip]\nudp = [\"{addr}:{SIP_PORT}\"]\ntcp = [\"{addr}:{SIP_PORT}\"]\n\
              failover_secs = 2\n{sip_extra}\n[auth]\nrealm = \"sbc\"\nalgorithms = [\"MD5\"]\n\n\
-             [media]\naddress = \"{addr}\"\nport_min = 30000\nport_max = 30999\n\
+             [media]\naddress = \"{addr}\"\nport_min = {PORT_MIN}\nport_max = {PORT_MAX}\n\
              timeout_secs = {media_timeout_secs}\n{media_extra}\n[dataplane]\nmode = \"{mode}\"\n\
              interfaces = [\"{a}\", \"{b}\"]\ninstance = \"{instance}\"\n\n\
              [management]\npepper_file = \"{pepper}\"\n{mgmt_extra}",
@@ -355,6 +381,22 @@ impl Sbc {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// A data-plane counter as `/metrics` reports it (`sbc_dataplane_packets_total`, by
+    /// reason), on either plane: what an operator sees. Needs `metrics_public = true`.
+    pub fn dataplane_metric(&self, reason: &str) -> u64 {
+        let out = std::process::Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", self.relay_ns))
+            .args(["--", "curl", "-sk", "--max-time", "5"])
+            .arg("https://127.0.0.1:8443/metrics")
+            .output()
+            .expect("run curl");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let key = format!("sbc_dataplane_packets_total{{reason=\"{reason}\"}}");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&key)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in /metrics:\n{text}"))
     }
 
     pub fn alive(&mut self) -> bool {
