@@ -532,7 +532,7 @@ impl Sbc {
         let config = dir.join("sbc.toml");
         let toml = format!(
             "data_dir = \"{data}\"\n\n[sip]\nudp = [\"{addr}:{SIP_PORT}\"]\ntcp = [\"{addr}:{SIP_PORT}\"]\n\
-             failover_secs = 2\n\n[auth]\nrealm = \"sbc\"\nalgorithms = [\"MD5\"]\n\n\
+             failover_secs = 2\n\n[auth]\nrealm = \"sbc\"\n\n\
              [media]\naddress = \"{addr}\"\nport_min = 30000\nport_max = 30999\n\
              timeout_secs = {media_timeout_secs}\n\n[dataplane]\nmode = \"{mode}\"\n\
              interfaces = [\"{a}\", \"{b}\"]\ninstance = \"{instance}\"\n\n\
