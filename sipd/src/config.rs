@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::toml_span::Location;
 use crate::toml_span::locate;
-use sipd_core::auth::digest::{Algorithm, DigestPolicy};
+use sipd_core::auth::digest::{Algorithm, DigestPolicy, HashFn};
 
 /// File looked for in the working directory when none is named.
 pub const DEFAULT_FILE: &str = "sbc.toml";
@@ -87,6 +87,11 @@ impl Default for SipConfig {
 pub struct AuthConfig {
     /// Digest realm. Stored HA1 credentials are bound to it: changing it needs new HA1s.
     pub realm: String,
+    /// Challenges offered, in this order on the wire (clients answer the first they support).
+    /// MD5 alone by default, as Asterisk and Kamailio do: most user agents (sipp, baresip
+    /// and the SIP libraries behind many phones) answer only MD5, and some give up on a 401
+    /// whose first challenge they cannot answer. An account can require SHA-256 on its own
+    /// (`sip.algorithms`).
     pub algorithms: Vec<Algorithm>,
     pub nonce_lifetime_secs: u64,
     pub allow_md5_without_qop: bool,
@@ -97,7 +102,7 @@ impl Default for AuthConfig {
     fn default() -> Self {
         AuthConfig {
             realm: "sbc".into(),
-            algorithms: vec![Algorithm::Sha256, Algorithm::Md5],
+            algorithms: vec![Algorithm::Md5],
             nonce_lifetime_secs: 300,
             allow_md5_without_qop: false,
             max_tracked_nonces: 65_536,
@@ -481,6 +486,11 @@ impl Config {
         if a.algorithms.is_empty() {
             bad("auth.algorithms", "at least one algorithm is needed".into());
         }
+        for (i, alg) in a.algorithms.iter().enumerate() {
+            if a.algorithms[..i].contains(alg) {
+                bad("auth.algorithms", format!("{alg} is listed twice"));
+            }
+        }
         if !(10..=3600).contains(&a.nonce_lifetime_secs) {
             bad(
                 "auth.nonce_lifetime_secs",
@@ -744,6 +754,64 @@ impl Config {
         }
     }
 
+    /// What the configured digest algorithms mean for the user agents that can call in,
+    /// one line each, for `sipd check-config`.
+    pub fn digest_interop(&self) -> Vec<String> {
+        let algs = &self.auth.algorithms;
+        let list = algs
+            .iter()
+            .map(|a| format!("\"{a}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut out = vec![format!(
+            "auth.algorithms = [{list}]: the 401 offers these challenges in this order; \
+             user agents answer the first they support"
+        )];
+        let md5 = algs.iter().any(|a| a.hash() == HashFn::Md5);
+        let sha = algs.iter().any(|a| a.hash() == HashFn::Sha256);
+        match algs.first() {
+            Some(a) if a.hash() == HashFn::Md5 && !sha => out.push(
+                "MD5 only: every common user agent can answer (sipp, baresip, Asterisk, \
+                 Kamailio, most phones); MD5 is weak against an eavesdropper who captures an \
+                 exchange and guesses the password offline, so use long random passwords, \
+                 and give accounts that can do better sip.algorithms = [\"SHA-256\"]"
+                    .into(),
+            ),
+            Some(a) if a.hash() == HashFn::Md5 => out.push(
+                "MD5 first: user agents that read only the first challenge answer MD5; \
+                 those that choose read on and may answer SHA-256"
+                    .into(),
+            ),
+            Some(_) if md5 => out.push(
+                "SHA-256 first (RFC 8760): user agents with SHA-256 answer it; some MD5-only \
+                 ones (sipp, and baresip 1.0 through its SIP library) read only the first \
+                 challenge and give up, so their calls fail: put MD5 first or alone for them"
+                    .into(),
+            ),
+            Some(_) => out.push(
+                "SHA-256 only: MD5-only user agents (sipp, baresip 1.0, many phones) cannot \
+                 authenticate at all; only equipment with RFC 8760 support can call in by \
+                 digest"
+                    .into(),
+            ),
+            None => {}
+        }
+        if algs.iter().any(|a| a.is_sess()) {
+            out.push(
+                "-sess variants are rarely implemented by user agents; offer them after a \
+                 plain algorithm"
+                    .into(),
+            );
+        }
+        out.push(
+            "per account, sip.algorithms replaces this list once the caller has named the \
+             user: [\"SHA-256\"] requires SHA-256 (an MD5 answer is challenged again with \
+             SHA-256 only), [\"MD5\"] allows MD5 where the list here does not"
+                .into(),
+        );
+        out
+    }
+
     pub fn digest_policy(&self) -> DigestPolicy {
         DigestPolicy {
             realm: self.auth.realm.clone(),
@@ -801,6 +869,29 @@ mod tests {
         assert_eq!(c.dataplane.interfaces, ["lo"]);
         assert_eq!(c.dataplane.mode, DataplaneMode::Auto);
         assert!(Config::default().problems().is_empty());
+    }
+
+    #[test]
+    fn digest_defaults_to_md5_and_explains_each_choice() {
+        let c = Config::default();
+        assert_eq!(
+            c.auth.algorithms,
+            [Algorithm::Md5],
+            "as Asterisk and Kamailio"
+        );
+        let notes = c.digest_interop().join("\n");
+        assert!(
+            notes.contains("MD5 only: every common user agent"),
+            "{notes}"
+        );
+        let sha_first = parse("[auth]\nalgorithms = [\"SHA-256\", \"MD5\"]\n").unwrap();
+        let notes = sha_first.digest_interop().join("\n");
+        assert!(notes.contains("give up"), "{notes}");
+        let sha_only = parse("[auth]\nalgorithms = [\"SHA-256\"]\n").unwrap();
+        let notes = sha_only.digest_interop().join("\n");
+        assert!(notes.contains("cannot authenticate at all"), "{notes}");
+        let e = parse("[auth]\nalgorithms = [\"MD5\", \"MD5\"]\n").unwrap_err();
+        assert!(e.to_string().contains("listed twice"), "{e}");
     }
 
     #[test]

@@ -164,6 +164,7 @@ fn check_config(file: Option<PathBuf>, print: bool) -> Result<ExitCode> {
         None if Path::new(DEFAULT_FILE).exists() => PathBuf::from(DEFAULT_FILE),
         None => {
             println!("no {DEFAULT_FILE} here: the built-in defaults apply, and they are valid");
+            explain(&Config::default());
             if print {
                 print!("{}", toml::to_string_pretty(&Config::default())?);
             }
@@ -173,6 +174,7 @@ fn check_config(file: Option<PathBuf>, print: bool) -> Result<ExitCode> {
     match Config::load(Some(&file)) {
         Ok((cfg, _)) => {
             println!("{}: OK", file.display());
+            explain(&cfg);
             if print {
                 print!("{}", toml::to_string_pretty(&cfg)?);
             }
@@ -183,6 +185,13 @@ fn check_config(file: Option<PathBuf>, print: bool) -> Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+/// What the valid configuration means where it is easy to get wrong (digest interop).
+fn explain(cfg: &Config) {
+    for line in cfg.digest_interop() {
+        println!("note: {line}");
     }
 }
 

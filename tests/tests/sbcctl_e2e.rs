@@ -245,8 +245,6 @@ port_max = {MEDIA_MAX}
 [dataplane]
 mode = "userspace"
 instance = "sbcctle2e{pid}"
-[auth]
-algorithms = ["MD5"]
 [management]
 listen = "{MGMT}"
 pepper_file = "{pepper}"

@@ -8,14 +8,16 @@ use std::time::Instant;
 
 use crate::util::{self, output, run, which};
 
-/// Debian packages: LLVM for bpf-linker, SIP/RTP peers and capture for the tests, BPF and
-/// network tools for the netns harness, and the reference rtpengine + Kamailio.
+/// Debian packages: LLVM for bpf-linker, SIP/RTP peers (sipp, the baresip softphone) and
+/// capture for the tests, BPF and network tools for the netns harness, and the reference
+/// rtpengine + Kamailio.
 pub const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
     "zlib1g-dev",
     "libzstd-dev",
     "sip-tester",
+    "baresip",
     "tshark",
     "bpftool",
     "iproute2",

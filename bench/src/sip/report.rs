@@ -85,7 +85,7 @@ pub(super) fn setup_text(o: &Opts, proxy_cpu: usize) -> String {
         "All on 127.0.0.1/UDP. Caller: sipp UAC :{UAC_PORT} (one process per step), callee: \
          sipp UAS :{UAS_PORT}, both on CPU {SIPP_CPU} (with this process). Proxy under test \
          on CPU {proxy_cpu}: sipd :{SIPD_PORT} (data plane {dp}, media ports {}-{}, one \
-         account with username/password digest, MD5 only, no source restriction, free \
+         account with username/password digest, MD5 only (sipd's default), no source restriction, free \
          tariff, one connection to the UAS, limits far above the load) or Kamailio :{KAMAILIO_PORT} \
          ({children} UDP workers; tm, sl, rr, maxfwd, auth pv_www_authenticate with a \
          plain password, record_route, t_relay, rtpengine_offer/answer/delete) with \

@@ -13,6 +13,7 @@ fn account(name: &str, user: Option<&str>) -> Account {
             credential: Credential::Password {
                 password: "pw".into(),
             },
+            algorithms: None,
         }),
         cps_limit: Some(10),
         max_sessions: Some(20),
@@ -89,6 +90,7 @@ fn accounts_and_indexes() {
                 credential: Credential::Password {
                     password: "x".into(),
                 },
+                algorithms: None,
             }),
             ..a.clone()
         })

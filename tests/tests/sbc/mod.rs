@@ -307,7 +307,7 @@ impl Sbc {
         let config = dir.join("sbc.toml");
         let toml = format!(
             "data_dir = \"{data}\"\n\n[sip]\nudp = [\"{addr}:{SIP_PORT}\"]\ntcp = [\"{addr}:{SIP_PORT}\"]\n\
-             failover_secs = 2\n{sip_extra}\n[auth]\nrealm = \"sbc\"\nalgorithms = [\"MD5\"]\n\n\
+             failover_secs = 2\n{sip_extra}\n[auth]\nrealm = \"sbc\"\n\n\
              [media]\naddress = \"{addr}\"\nport_min = {PORT_MIN}\nport_max = {PORT_MAX}\n\
              timeout_secs = {media_timeout_secs}\n{media_extra}\n[dataplane]\nmode = \"{mode}\"\n\
              interfaces = [\"{a}\", \"{b}\"]\ninstance = \"{instance}\"\n\n\

@@ -32,7 +32,10 @@ pub use response::expected_response;
 #[derive(Debug, Clone)]
 pub struct DigestPolicy {
     pub realm: String,
-    /// Offered and accepted, in any order; challenges are sorted by preference.
+    /// Offered and accepted, in this order on the wire (RFC 8760 §2.4: clients take the
+    /// first they support). An account may name its own ([`Account::algorithms`]).
+    ///
+    /// [`Account::algorithms`]: crate::records::SipAuth::algorithms
     pub algorithms: Vec<Algorithm>,
     pub nonce_lifetime: Duration,
     /// Accept RFC 2069-style MD5 answers without qop. They carry no nonce-count, so a
@@ -102,9 +105,9 @@ fn nanos(t: SystemTime) -> u64 {
 impl DigestVerifier {
     /// `now`: start time; nonces issued before it (by an earlier process with the same key)
     /// are answered stale, because their nonce-counts were lost with that process.
+    /// The configured order is kept (it is the order on the wire); repeats are dropped.
     pub fn new(mut policy: DigestPolicy, key: NonceKey, now: SystemTime) -> Self {
-        policy.algorithms.sort_by_key(|a| a.preference());
-        policy.algorithms.dedup();
+        policy.algorithms = dedup_in_order(&policy.algorithms);
         let counts = NonceCounts::new(policy.max_tracked_nonces, nanos(now));
         DigestVerifier {
             policy,
@@ -117,19 +120,25 @@ impl DigestVerifier {
         &self.policy
     }
 
-    /// Challenges for a 401/407, one per enabled algorithm, preferred first. With
-    /// `credential`, only algorithms that credential can answer are offered (an account
+    /// The algorithms offered and accepted: `account`'s own list when it has one, else the
+    /// configured one, in order.
+    pub fn algorithms<'a>(&'a self, account: Option<&'a [Algorithm]>) -> &'a [Algorithm] {
+        account.unwrap_or(&self.policy.algorithms)
+    }
+
+    /// Challenges for a 401/407, one per algorithm of [`Self::algorithms`], in that order.
+    /// With `credential`, only algorithms that credential can answer are offered (an account
     /// provisioned with an MD5 HA1 only must not be pushed to SHA-256).
     pub fn challenges(
         &self,
         stale: bool,
         credential: Option<&Credential>,
+        account: Option<&[Algorithm]>,
         now: SystemTime,
     ) -> Result<Vec<Challenge>, NonceError> {
         let nonce = self.key.issue(&self.policy.realm, now)?;
         Ok(self
-            .policy
-            .algorithms
+            .algorithms(account)
             .iter()
             .filter(|a| credential.is_none_or(|c| c.supports(a.hash())))
             .map(|&algorithm| Challenge {
@@ -143,12 +152,14 @@ impl DigestVerifier {
 
     /// Verifies a digest response for a request with `method`. The caller has found the
     /// account by `auth.username` and passes its credential; it is also the caller's job to
-    /// check that `auth.uri` designates the request's Request-URI.
+    /// check that `auth.uri` designates the request's Request-URI. `account`: the account's
+    /// own algorithm list, which replaces the configured one for it.
     pub fn verify(
         &self,
         auth: &DigestAuthorization,
         method: &str,
         credential: &Credential,
+        account: Option<&[Algorithm]>,
         now: SystemTime,
     ) -> Result<Authenticated, DigestError> {
         let p = &self.policy;
@@ -157,7 +168,7 @@ impl DigestVerifier {
                 auth.realm.chars().take(64).collect(),
             ));
         }
-        if !p.algorithms.contains(&auth.algorithm) {
+        if !self.algorithms(account).contains(&auth.algorithm) {
             return Err(DigestError::AlgorithmNotEnabled(auth.algorithm));
         }
         if auth.qop.is_none()
@@ -191,6 +202,17 @@ impl DigestVerifier {
             algorithm: auth.algorithm,
         })
     }
+}
+
+/// `list` without repeats, first occurrence kept.
+pub fn dedup_in_order(list: &[Algorithm]) -> Vec<Algorithm> {
+    let mut out: Vec<Algorithm> = Vec::with_capacity(list.len());
+    for &a in list {
+        if !out.contains(&a) {
+            out.push(a);
+        }
+    }
+    out
 }
 
 #[cfg(test)]

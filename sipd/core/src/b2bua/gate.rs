@@ -34,7 +34,9 @@ pub enum Verdict {
     /// The call belongs to this account; admission decides next.
     Admit(Id),
     /// 401 with fresh nonces; nothing is recorded (the caller retries with credentials).
-    Challenge { stale: bool },
+    /// `account`: the account the caller's answer named, whose own algorithm list (if it has
+    /// one) is what the new challenges offer; `None` before any answer: `[auth] algorithms`.
+    Challenge { stale: bool, account: Option<Id> },
     /// Refused with `code`. `cdr`: recorded as a refused attempt (scanners are not, so a scan
     /// writes nothing per packet). An empty `why` sends no Warning.
     Refuse {
@@ -121,7 +123,13 @@ impl AuthGate {
         match (class, k.authorization) {
             (Classification::IpAuthenticated { account, .. }, _) => (Verdict::Admit(account), None),
             (_, Some(header)) => self.check_digest(now, wall, k, header),
-            (Classification::Challenge, None) => (Verdict::Challenge { stale: false }, None),
+            (Classification::Challenge, None) => (
+                Verdict::Challenge {
+                    stale: false,
+                    account: None,
+                },
+                None,
+            ),
             (Classification::NoMatch, None) => {
                 let refuse = Verdict::Refuse {
                     code: 403,
@@ -160,9 +168,16 @@ impl AuthGate {
         };
         let account = self.rules.by_sip_user(&auth.username).cloned();
         let result = match account.as_ref().and_then(|a| a.sip.as_ref()) {
-            Some(sip) => self.verifier.verify(&auth, k.method, &sip.credential, wall),
+            Some(sip) => self.verifier.verify(
+                &auth,
+                k.method,
+                &sip.credential,
+                sip.algorithms.as_deref(),
+                wall,
+            ),
             None => Err(DigestError::WrongResponse),
         };
+        let named = account.as_ref().map(|a| a.id);
         let e = match (result, account) {
             (Ok(_), Some(account)) => {
                 let verdict = match self.rules.digest_allowed(account.id, k.src, k.cli, k.cld) {
@@ -175,7 +190,11 @@ impl AuthGate {
             (Err(e), _) => e,
         };
         if e.wants_stale() {
-            return (Verdict::Challenge { stale: true }, None);
+            let stale = Verdict::Challenge {
+                stale: true,
+                account: named,
+            };
+            return (stale, None);
         }
         self.stats.auth_failures += 1;
         debug!(user = %clip(&auth.username), error = %e, src = %k.src, "digest refused");
@@ -186,15 +205,32 @@ impl AuthGate {
         if e.is_bad_credentials() {
             (refuse(403, "bad credentials"), ban)
         } else {
-            (Verdict::Challenge { stale: false }, ban)
+            // E.g. an MD5 answer for an account that requires SHA-256: challenged again with
+            // what that account accepts, and nothing else.
+            let again = Verdict::Challenge {
+                stale: false,
+                account: named,
+            };
+            (again, ban)
         }
     }
 
-    /// `WWW-Authenticate` values for a 401, one per enabled algorithm, preferred first.
-    pub fn challenges(&self, stale: bool, wall: SystemTime) -> Result<Vec<String>, NonceError> {
+    /// `WWW-Authenticate` values for a 401, one per algorithm, in the configured order, or
+    /// in `account`'s own order and only those its credential can answer.
+    pub fn challenges(
+        &self,
+        stale: bool,
+        account: Option<Id>,
+        wall: SystemTime,
+    ) -> Result<Vec<String>, NonceError> {
+        let sip = account
+            .and_then(|id| self.rules.account(id))
+            .and_then(|a| a.sip.as_ref());
+        let credential = sip.map(|s| &s.credential);
+        let own = sip.and_then(|s| s.algorithms.as_deref());
         Ok(self
             .verifier
-            .challenges(stale, None, wall)?
+            .challenges(stale, credential, own, wall)?
             .into_iter()
             .map(|c| c.to_string())
             .collect())

@@ -190,8 +190,8 @@ impl<M: Media> Core<M> {
         }
         match verdict {
             Verdict::Admit(id) => Some(id),
-            Verdict::Challenge { stale } => {
-                self.challenge(now, wall, key, req, stale);
+            Verdict::Challenge { stale, account } => {
+                self.challenge(now, wall, key, req, stale, account);
                 None
             }
             Verdict::Refuse { code, why, cdr } => {
@@ -305,9 +305,10 @@ impl<M: Media> Core<M> {
         key: &ServerKey,
         req: &Msg,
         stale: bool,
+        account: Option<Id>,
     ) {
         self.stats.challenges += 1;
-        let challenges = match self.gate.challenges(stale, wall) {
+        let challenges = match self.gate.challenges(stale, account, wall) {
             Ok(c) => c,
             Err(e) => {
                 warn!(error = %e, "cannot issue a nonce");

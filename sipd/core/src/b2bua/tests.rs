@@ -6,7 +6,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::fake_media::FakeMedia;
 use super::*;
-use crate::auth::digest::{Credential, DigestAuthorization};
+use crate::auth::digest::{Algorithm, Credential, DigestAuthorization};
 use crate::auth::digest::{DigestPolicy, NonceKey, expected_response};
 use crate::records::{Account, AuthRule, Pattern, SipAuth, Transport};
 use crate::sip::Proto;
@@ -80,6 +80,18 @@ impl World {
         conns: Vec<Connection>,
         tariffs: Vec<Tariff>,
     ) -> World {
+        let algorithms = vec![Algorithm::Sha256, Algorithm::Md5];
+        World::with_algorithms(accounts, rules, conns, tariffs, algorithms)
+    }
+
+    /// With `[auth] algorithms` = `algorithms`.
+    fn with_algorithms(
+        accounts: Vec<Account>,
+        rules: Vec<AuthRule>,
+        conns: Vec<Connection>,
+        tariffs: Vec<Tariff>,
+        algorithms: Vec<Algorithm>,
+    ) -> World {
         let cfg = CoreConfig {
             locals: vec![Local {
                 proto: Proto::Udp,
@@ -103,10 +115,7 @@ impl World {
         };
         let policy = DigestPolicy {
             realm: "sbc".into(),
-            algorithms: vec![
-                crate::auth::digest::Algorithm::Sha256,
-                crate::auth::digest::Algorithm::Md5,
-            ],
+            algorithms,
             nonce_lifetime: Duration::from_secs(300),
             allow_md5_without_qop: false,
             max_tracked_nonces: 1024,
@@ -408,19 +417,32 @@ fn no_matching_rule_is_403_with_a_cdr() {
 }
 
 fn digest_world() -> World {
+    digest_world_with(&[Algorithm::Sha256, Algorithm::Md5], None)
+}
+
+/// A carrier account with a password and its own algorithm list `own`, under `[auth]
+/// algorithms` = `configured`.
+fn digest_world_with(configured: &[Algorithm], own: Option<Vec<Algorithm>>) -> World {
     let mut a = account(1, "carrier");
     a.sip = Some(SipAuth {
         username: "carrier".into(),
         credential: Credential::Password {
             password: "s3cret".into(),
         },
+        algorithms: own,
     });
     let mut r = rule(1, 1, None, false);
     r.cld = Some(Pattern::Prefix("44".into()));
-    World::new(vec![a], vec![r], vec![connection(1, VENDOR1, 1)], vec![])
+    let conns = vec![connection(1, VENDOR1, 1)];
+    World::with_algorithms(vec![a], vec![r], conns, vec![], configured.to_vec())
 }
 
 fn authorization(challenge: &str, password: &str, uri: &str) -> String {
+    authorization_with(Algorithm::Sha256, challenge, password, uri)
+}
+
+/// An answer to `challenge` computed with `alg` (whatever the challenge offered).
+fn authorization_with(alg: Algorithm, challenge: &str, password: &str, uri: &str) -> String {
     let nonce = challenge
         .split("nonce=\"")
         .nth(1)
@@ -429,16 +451,91 @@ fn authorization(challenge: &str, password: &str, uri: &str) -> String {
     let cred = Credential::Password {
         password: password.into(),
     };
-    let ha1 = cred
-        .ha1(crate::auth::digest::HashFn::Sha256, "carrier", "sbc")
-        .unwrap();
+    let ha1 = cred.ha1(alg.hash(), "carrier", "sbc").unwrap();
+    let zeros = "0".repeat(alg.hash().hex_len());
     let header = format!(
-        "Digest username=\"carrier\", realm=\"sbc\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{}\", algorithm=SHA-256, qop=auth, nc=00000001, cnonce=\"c0ffee\"",
-        "0".repeat(64)
+        "Digest username=\"carrier\", realm=\"sbc\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{zeros}\", algorithm={alg}, qop=auth, nc=00000001, cnonce=\"c0ffee\""
     );
     let mut auth: DigestAuthorization = header.parse().unwrap();
     auth.response = expected_response(&ha1, "INVITE", &auth).unwrap();
-    header.replace(&"0".repeat(64), &auth.response)
+    header.replace(&zeros, &auth.response)
+}
+
+fn offered(m: &Msg) -> Vec<String> {
+    m.get_all("WWW-Authenticate")
+        .map(|c| {
+            c.split("algorithm=")
+                .nth(1)
+                .unwrap()
+                .split(',')
+                .next()
+                .unwrap()
+                .trim()
+                .to_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn challenges_go_out_in_the_configured_order() {
+    use Algorithm::{Md5, Sha256};
+    for configured in [vec![Md5], vec![Md5, Sha256], vec![Sha256, Md5]] {
+        let mut w = digest_world_with(&configured, None);
+        w.from(CARRIER, &invite("call-o", "z9hG4bK-o1", "", true));
+        let msgs = w.take(CARRIER);
+        assert_eq!(msgs[1].code(), Some(401));
+        let want: Vec<String> = configured.iter().map(|a| a.to_string()).collect();
+        assert_eq!(offered(&msgs[1]), want);
+    }
+}
+
+#[test]
+fn an_account_that_requires_sha256_refuses_an_md5_answer_with_a_new_401() {
+    use Algorithm::{Md5, Sha256};
+    // The default configuration (MD5 only); the account requires SHA-256.
+    let mut w = digest_world_with(&[Md5], Some(vec![Sha256]));
+    w.from(CARRIER, &invite("call-s", "z9hG4bK-s1", "", true));
+    let msgs = w.take(CARRIER);
+    assert_eq!(msgs[1].code(), Some(401));
+    // Nobody is named yet: the configured challenge.
+    assert_eq!(offered(&msgs[1]), ["MD5"]);
+    let md5 = msgs[1].get("WWW-Authenticate").unwrap().to_owned();
+
+    // The right password, answered with MD5: challenged again, SHA-256 only, no call.
+    let answer = authorization_with(Md5, &md5, "s3cret", "sip:4420555@10.0.0.2");
+    let headers = format!("Authorization: {answer}\r\n");
+    w.from(CARRIER, &invite("call-s", "z9hG4bK-s2", &headers, true));
+    let msgs = w.take(CARRIER);
+    assert_eq!(
+        msgs.iter().filter_map(Msg::code).collect::<Vec<_>>(),
+        vec![100, 401]
+    );
+    assert_eq!(offered(&msgs[1]), ["SHA-256"]);
+    assert!(w.take(VENDOR1).is_empty());
+    let sha = msgs[1].get("WWW-Authenticate").unwrap().to_owned();
+
+    // Answered with SHA-256: the call goes upstream.
+    let answer = authorization_with(Sha256, &sha, "s3cret", "sip:4420555@10.0.0.2");
+    let headers = format!("Authorization: {answer}\r\n");
+    w.from(CARRIER, &invite("call-s", "z9hG4bK-s3", &headers, true));
+    assert_eq!(w.codes(CARRIER), vec![100]);
+    assert_eq!(w.take(VENDOR1).len(), 1);
+}
+
+#[test]
+fn an_account_may_allow_md5_where_the_configuration_does_not() {
+    use Algorithm::{Md5, Sha256};
+    let mut w = digest_world_with(&[Sha256], Some(vec![Md5]));
+    w.from(CARRIER, &invite("call-m", "z9hG4bK-m1", "", true));
+    let first = w.take(CARRIER)[1]
+        .get("WWW-Authenticate")
+        .unwrap()
+        .to_owned();
+    let answer = authorization_with(Md5, &first, "s3cret", "sip:4420555@10.0.0.2");
+    let headers = format!("Authorization: {answer}\r\n");
+    w.from(CARRIER, &invite("call-m", "z9hG4bK-m2", &headers, true));
+    assert_eq!(w.codes(CARRIER), vec![100]);
+    assert_eq!(w.take(VENDOR1).len(), 1);
 }
 
 #[test]

@@ -299,6 +299,7 @@ mod tests {
                 credential: Credential::Password {
                     password: "pw".into(),
                 },
+                algorithms: None,
             }),
             cps_limit: None,
             max_sessions: None,

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::field::{check_name, check_nonzero, yes};
 use super::{FieldError, FieldErrors, Id, Invalid, Lookup, Micros, Record, RuleSpec};
-use crate::auth::digest::{Credential, CredentialError, HashFn};
+use crate::auth::digest::{Algorithm, Credential, CredentialError, HashFn};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Account {
@@ -32,6 +32,11 @@ pub struct Account {
 pub struct SipAuth {
     pub username: String,
     pub credential: Credential,
+    /// The digest algorithms this account is offered and may answer with, in challenge
+    /// order; `None`: `[auth] algorithms`. `["SHA-256"]` requires SHA-256 (no MD5 challenge
+    /// once the caller has named the user, and an MD5 answer is challenged again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub algorithms: Option<Vec<Algorithm>>,
 }
 
 impl Record for Account {
@@ -68,12 +73,41 @@ impl Account {
                 };
                 p.add(field, e.to_string());
             }
+            if let Some(list) = &sip.algorithms {
+                check_algorithms(&mut p, list, &sip.credential);
+            }
         }
         p
     }
 
     pub fn validate(&self) -> Result<(), Invalid> {
         Invalid::first("account", self.problems())
+    }
+}
+
+/// An account's own algorithm list: not empty, no repeats, and each one answerable with the
+/// stored credential (an MD5-only HA1 cannot pass a SHA-256 challenge).
+fn check_algorithms(p: &mut FieldErrors, list: &[Algorithm], credential: &Credential) {
+    if list.is_empty() {
+        p.add(
+            "sip.algorithms",
+            "give at least one algorithm, or leave it out to use [auth] algorithms",
+        );
+    }
+    for (i, a) in list.iter().enumerate() {
+        if list[..i].contains(a) {
+            p.add("sip.algorithms", format!("{a} is listed twice"));
+        }
+        if !credential.supports(a.hash()) {
+            let field = match a.hash() {
+                HashFn::Md5 => "ha1_md5",
+                HashFn::Sha256 => "ha1_sha256",
+            };
+            p.add(
+                "sip.algorithms",
+                format!("{a} needs the password or sip.{field}"),
+            );
+        }
     }
 }
 
@@ -116,6 +150,10 @@ pub struct SipSpec {
     pub ha1_md5: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ha1_sha256: Option<String>,
+    /// Digest algorithms for this account, in challenge order (e.g. `["SHA-256"]` to
+    /// require SHA-256); absent: `[auth] algorithms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub algorithms: Option<Vec<Algorithm>>,
     /// What the API's view shows (`password` or `ha1`); accepted and ignored on input, so
     /// a view sent back with changes reads.
     #[serde(default, skip_serializing)]
@@ -169,6 +207,7 @@ impl From<&SipAuth> for SipSpec {
             realm,
             ha1_md5,
             ha1_sha256,
+            algorithms: s.algorithms.clone(),
             auth: None,
         }
     }
@@ -207,6 +246,7 @@ impl AccountSpec {
             SipAuth {
                 username: s.username.clone(),
                 credential,
+                algorithms: s.algorithms.clone(),
             }
         });
         let tariff_id = self.tariff.as_ref().and_then(|n| {

@@ -170,6 +170,44 @@ mod tests {
     }
 
     #[test]
+    fn account_algorithms_are_checked_once_by_field() {
+        use crate::auth::digest::Algorithm;
+        let a = account(
+            r#"{"name":"a","sip":{"username":"u","password":"p","algorithms":["SHA-256"]}}"#,
+        )
+        .unwrap();
+        assert_eq!(a.sip.unwrap().algorithms, Some(vec![Algorithm::Sha256]));
+        let plain = account(r#"{"name":"a","sip":{"username":"u","password":"p"}}"#).unwrap();
+        assert_eq!(
+            plain.sip.unwrap().algorithms,
+            None,
+            "absent: [auth] algorithms"
+        );
+        let e = account(r#"{"name":"a","sip":{"username":"u","password":"p","algorithms":[]}}"#)
+            .unwrap_err();
+        assert_eq!(fields(e), ["sip.algorithms"]);
+        let e = account(
+            r#"{"name":"a","sip":{"username":"u","password":"p","algorithms":["MD5","MD5"]}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(fields(e), ["sip.algorithms"]);
+        // An MD5-only HA1 cannot answer SHA-256: refused when provisioned, not at call time.
+        let e = account(&format!(
+            r#"{{"name":"a","sip":{{"username":"u","ha1_md5":"{}","algorithms":["SHA-256"]}}}}"#,
+            "ab".repeat(16)
+        ))
+        .unwrap_err();
+        assert_eq!(fields(e.clone()), ["sip.algorithms"]);
+        assert!(e.0[0].message.contains("ha1_sha256"), "{}", e.0[0].message);
+        assert!(
+            serde_json::from_str::<AccountSpec>(
+                r#"{"name":"a","sip":{"username":"u","password":"p","algorithms":["SHA-1"]}}"#
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
     fn connection_tariff_and_rule_errors_name_their_fields() {
         let c: ConnectionSpec = serde_json::from_str(
             r#"{"name":"c","destination":"a:b:c","cld_prefixes":["4x"],"max_channels":0}"#,

@@ -13,7 +13,7 @@ use crate::api::error::{ApiError, ApiResult, JsonBody};
 use crate::api::{ApiState, Caller, State, blocking};
 use crate::mgmt::Action;
 use crate::store::{Account, AuditKind, Change, Id, Micros, Store, Tx, TxResult};
-use sipd_core::auth::digest::Credential;
+use sipd_core::auth::digest::{Algorithm, Credential};
 use sipd_core::records::AccountSpec;
 
 #[derive(Debug, Clone, Serialize)]
@@ -21,6 +21,9 @@ pub struct SipView {
     pub username: String,
     /// `password` or `ha1`; the secret itself is never shown.
     pub auth: &'static str,
+    /// The account's own digest algorithms, when it has them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub algorithms: Option<Vec<Algorithm>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -52,6 +55,7 @@ pub fn view(a: &Account, tariffs: &BTreeMap<Id, String>) -> AccountView {
                 Credential::Password { .. } => "password",
                 Credential::Ha1 { .. } => "ha1",
             },
+            algorithms: s.algorithms.clone(),
         }),
     }
 }

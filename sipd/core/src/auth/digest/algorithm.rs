@@ -84,17 +84,6 @@ impl Algorithm {
             Algorithm::Sha256Sess => "SHA-256-sess",
         }
     }
-
-    /// Challenge order: RFC 8760 §2.4 has the server list its preferred algorithm first and
-    /// clients pick the first they support, so stronger hashes go first.
-    pub const fn preference(self) -> u8 {
-        match self {
-            Algorithm::Sha256 => 0,
-            Algorithm::Sha256Sess => 1,
-            Algorithm::Md5 => 2,
-            Algorithm::Md5Sess => 3,
-        }
-    }
 }
 
 impl fmt::Display for Algorithm {

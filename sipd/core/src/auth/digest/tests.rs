@@ -85,11 +85,13 @@ fn check(
     now: SystemTime,
 ) -> Result<Authenticated, DigestError> {
     let auth: DigestAuthorization = header.parse().unwrap();
-    v.verify(&auth, method, &pw(PW), now)
+    v.verify(&auth, method, &pw(PW), None, now)
 }
 
 fn nonce(v: &DigestVerifier, now: SystemTime) -> String {
-    v.challenges(false, None, now).unwrap()[0].nonce.clone()
+    v.challenges(false, None, None, now).unwrap()[0]
+        .nonce
+        .clone()
 }
 
 #[test]
@@ -109,9 +111,16 @@ fn every_algorithm_round_trips() {
 }
 
 #[test]
-fn challenges_are_one_per_algorithm_sha256_first() {
-    let v = verifier(&[Algorithm::Md5, Algorithm::Sha256]);
-    let c = v.challenges(true, None, t(1)).unwrap();
+fn challenges_are_one_per_algorithm_in_the_configured_order() {
+    // The configured order is the order on the wire, whatever the hashes' strength.
+    let v = verifier(&[Algorithm::Md5, Algorithm::Sha256, Algorithm::Md5]);
+    let c = v.challenges(true, None, None, t(1)).unwrap();
+    assert_eq!(
+        c.iter().map(|c| c.algorithm).collect::<Vec<_>>(),
+        [Algorithm::Md5, Algorithm::Sha256]
+    );
+    let v = verifier(&[Algorithm::Sha256, Algorithm::Md5]);
+    let c = v.challenges(true, None, None, t(1)).unwrap();
     assert_eq!(
         c.iter().map(|c| c.algorithm).collect::<Vec<_>>(),
         [Algorithm::Sha256, Algorithm::Md5]
@@ -125,10 +134,39 @@ fn challenges_are_one_per_algorithm_sha256_first() {
         md5: Some("0".repeat(32)),
         sha256: None,
     };
-    let c = v.challenges(false, Some(&md5_only), t(1)).unwrap();
+    let c = v.challenges(false, Some(&md5_only), None, t(1)).unwrap();
     assert_eq!(
         c.iter().map(|c| c.algorithm).collect::<Vec<_>>(),
         [Algorithm::Md5]
+    );
+}
+
+#[test]
+fn an_account_list_replaces_the_configured_one() {
+    // Configured MD5 only; an account that requires SHA-256 is offered and accepts that alone.
+    let v = verifier(&[Algorithm::Md5]);
+    let own = [Algorithm::Sha256];
+    let c = v.challenges(false, None, Some(&own), t(1)).unwrap();
+    assert_eq!(
+        c.iter().map(|c| c.algorithm).collect::<Vec<_>>(),
+        [Algorithm::Sha256]
+    );
+    for (alg, ok) in [(Algorithm::Md5, false), (Algorithm::Sha256, true)] {
+        let n = nonce(&v, t(1));
+        let auth: DigestAuthorization = answer(alg, &n).header().parse().unwrap();
+        let r = v.verify(&auth, "INVITE", &pw(PW), Some(&own), t(2));
+        if ok {
+            assert!(r.is_ok(), "{alg}: {r:?}");
+        } else {
+            assert_eq!(r, Err(DigestError::AlgorithmNotEnabled(alg)));
+        }
+    }
+    // Without the account's list, SHA-256 is not accepted: the configuration does not name it.
+    let n = nonce(&v, t(1));
+    let auth: DigestAuthorization = answer(Algorithm::Sha256, &n).header().parse().unwrap();
+    assert_eq!(
+        v.verify(&auth, "INVITE", &pw(PW), None, t(2)),
+        Err(DigestError::AlgorithmNotEnabled(Algorithm::Sha256))
     );
 }
 
@@ -143,7 +181,10 @@ fn stored_ha1_verifies() {
     for alg in [Algorithm::Sha256, Algorithm::Md5Sess] {
         let n = nonce(&v, t(1));
         let auth: DigestAuthorization = answer(alg, &n).header().parse().unwrap();
-        assert!(v.verify(&auth, "INVITE", &cred, t(2)).is_ok(), "{alg}");
+        assert!(
+            v.verify(&auth, "INVITE", &cred, None, t(2)).is_ok(),
+            "{alg}"
+        );
     }
 }
 
@@ -281,7 +322,7 @@ fn policy_is_enforced() {
         .replace(REALM, "evil");
     let auth: DigestAuthorization = other_realm.parse().unwrap();
     assert!(matches!(
-        v.verify(&auth, "INVITE", &pw(PW), t(2)),
+        v.verify(&auth, "INVITE", &pw(PW), None, t(2)),
         Err(DigestError::RealmMismatch(_))
     ));
 }
@@ -331,7 +372,7 @@ fn unusable_credentials_are_typed_errors() {
         sha256: None,
     };
     assert_eq!(
-        v.verify(&auth, "INVITE", &md5_only, t(2)),
+        v.verify(&auth, "INVITE", &md5_only, None, t(2)),
         Err(DigestError::Credential(CredentialError::NoHa1For(
             HashFn::Sha256
         )))
