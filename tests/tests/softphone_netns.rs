@@ -18,26 +18,22 @@
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tests::netns::{NsChild, Topology, TopologyOptions};
+use tests::netns::{NsChild, Topology};
 use tests::sip::Sipp;
 use tests::{require_privileged, require_sipp, rtp};
 
-const SIP_PORT: u16 = 5060;
+mod sbc;
+use sbc::{Net, Plane, SIP_PORT, Sbc, Settings, serial};
+
 const PHONE_SIP_PORT: u16 = 5062;
 const PHONE_RTP: (u16, u16) = (40_000, 40_099);
 const VENDOR_RTP_PORT: u16 = 20_000;
 const PASSWORD: &str = "phone-s3cret";
 /// How long the vendor holds an answered call before its BYE.
 const HOLD: Duration = Duration::from_millis(3000);
-
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 fn baresip_available() -> bool {
     std::process::Command::new("baresip")
@@ -62,19 +58,6 @@ macro_rules! require_baresip {
             return;
         }
     };
-}
-
-fn sipd_bin() -> PathBuf {
-    tests::bins::cargo_bin("sipd", "sipd")
-}
-
-fn topology() -> Topology {
-    Topology::three(TopologyOptions {
-        gro: Some(true),
-        forwarding: true,
-        ..Default::default()
-    })
-    .expect("topology")
 }
 
 /// The provisioning: a vendor for CLDs 33/34/35, and three accounts, all for the caller's
@@ -117,150 +100,20 @@ fn provisioning(topo: &Topology) -> String {
     t
 }
 
-/// `sipd run` in the relay namespace with the default `[auth]` (no `[auth]` table at all).
-struct Sbc {
-    dir: PathBuf,
-    config: PathBuf,
-    log: PathBuf,
-    instance: String,
-    relay_ns: String,
-    addr: IpAddr,
-    child: Option<NsChild>,
+/// `sipd run` in the relay namespace, on XDP, with the default `[auth]` algorithms.
+fn start(net: &Net) -> Sbc {
+    Sbc::start_provisioned(
+        net,
+        Plane::Xdp,
+        &provisioning(&net.topo),
+        &Settings::default(),
+    )
 }
 
-impl Sbc {
-    fn start(topo: &Topology) -> Sbc {
-        let instance = format!("sbct{}p{}", std::process::id(), topo.id());
-        let dir = std::env::temp_dir().join(format!("{instance}-softphone"));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("sipd dir");
-        let addr = topo.relay_caller_if.ip(false);
-        let config = dir.join("sbc.toml");
-        let toml = format!(
-            "data_dir = \"{data}\"\n\n[sip]\nudp = [\"{addr}:{SIP_PORT}\"]\n\
-             tcp = [\"{addr}:{SIP_PORT}\"]\n\n\
-             [media]\naddress = \"{addr}\"\nport_min = 31000\nport_max = 31999\n\n\
-             [dataplane]\nmode = \"xdp-skb\"\ninterfaces = [\"{a}\", \"{b}\"]\n\
-             instance = \"{instance}\"\n\n[management]\npepper_file = \"{pepper}\"\n",
-            data = dir.join("data").display(),
-            pepper = dir.join("sipd.pepper").display(),
-            a = topo.relay_caller_if.dev,
-            b = topo.relay_callee_if.dev,
-        );
-        std::fs::write(&config, toml).expect("write sbc.toml");
-        let prov = dir.join("prov.toml");
-        std::fs::write(&prov, provisioning(topo)).expect("write prov.toml");
-        let out = Sbc::command(&config, &["import", &prov.to_string_lossy()]);
-        assert!(out.status.success(), "sipd import: {}", stderr(&out));
-        let log = dir.join("sipd.log");
-        let logf = std::fs::File::create(&log).expect("log file");
-        let mut cmd = topo.relay.command(sipd_bin());
-        cmd.arg("-c")
-            .arg(&config)
-            .arg("run")
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(logf.try_clone().expect("log"))
-            .stderr(logf);
-        let child = NsChild::spawn(&mut cmd).expect("spawn sipd run");
-        let mut sbc = Sbc {
-            dir,
-            config,
-            log,
-            instance,
-            relay_ns: topo.relay.name().to_string(),
-            addr,
-            child: Some(child),
-        };
-        let end = Instant::now() + Duration::from_secs(20);
-        while !sbc.log_text().contains("sipd ready") {
-            if let Some(st) = sbc.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("sipd exited ({st}) before ready:\n{}", sbc.log_text());
-            }
-            assert!(Instant::now() < end, "sipd not ready:\n{}", sbc.log_text());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        sbc
-    }
-
-    fn command(config: &Path, args: &[&str]) -> std::process::Output {
-        std::process::Command::new(sipd_bin())
-            .arg("-c")
-            .arg(config)
-            .args(args)
-            .output()
-            .expect("run sipd")
-    }
-
-    fn sip(&self) -> SocketAddr {
-        SocketAddr::new(self.addr, SIP_PORT)
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// The kernel's relay counters (packets it forwarded itself), from the pinned maps.
-    fn kernel_relayed(&self) -> u64 {
-        let mut ebpf =
-            relay_user::loader::load_pinned(relay_user::object::ebpf_object(), &self.instance)
-                .expect("open the instance's pinned maps");
-        let maps = relay_user::maps::XdpMaps::from_ebpf(&mut ebpf).expect("maps");
-        let st = relay_user::maps::stats_by_name(&maps.stats_raw().expect("stats"));
-        st["relay_redirect"] + st["relay_tx"]
-    }
-
-    /// Stops sipd (cleanly) and reads the CDRs and the accounts' ids by name.
-    fn finish(&mut self) -> (Vec<Value>, std::collections::BTreeMap<String, u64>) {
-        if let Some(mut c) = self.child.take() {
-            let st = c.stop(Duration::from_secs(10)).expect("stop sipd");
-            assert!(st.success(), "sipd exit {st:?}:\n{}", self.log_text());
-        }
-        let json = |args: &[&str]| -> Value {
-            let out = Sbc::command(&self.config, args);
-            assert!(out.status.success(), "sipd {args:?}: {}", stderr(&out));
-            serde_json::from_slice(&out.stdout).expect("JSON")
-        };
-        let cdrs = json(&["cdrs", "list", "--json"])
-            .as_array()
-            .cloned()
-            .expect("CDR array");
-        let accounts = json(&["accounts", "list", "--json"])
-            .as_array()
-            .expect("account array")
-            .iter()
-            .map(|a| {
-                let name = a["name"].as_str().unwrap_or_default().to_string();
-                (name, a["id"].as_u64().unwrap_or(0))
-            })
-            .collect();
-        (cdrs, accounts)
-    }
-}
-
-impl Drop for Sbc {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.stop(Duration::from_secs(5));
-        }
-        let _ = std::process::Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{}", self.relay_ns))
-            .arg("--")
-            .arg(sipd_bin())
-            .arg("-c")
-            .arg(&self.config)
-            .arg("cleanup")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        let _ = std::fs::remove_dir_all(format!("/sys/fs/bpf/{}", self.instance));
-        if std::env::var_os("SBCT_KEEP").is_none() && !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        } else {
-            eprintln!("sipd files kept in {}", self.dir.display());
-        }
-    }
+/// The kernel's relay counters (packets it forwarded itself).
+fn kernel_relayed(sbc: &Sbc) -> u64 {
+    let st = sbc.kernel_stats();
+    st["relay_redirect"] + st["relay_tx"]
 }
 
 fn stderr(out: &std::process::Output) -> String {
@@ -522,24 +375,22 @@ fn baresip_digest_and_ip_calls() {
     require_sipp!();
     require_baresip!();
     let _s = serial();
-    let topo = topology();
-    let mut sbc = Sbc::start(&topo);
-    count_phone_rtp(&topo, &sbc);
-    let vendor_rtp = rtp::bind_in(
-        &topo.callee,
-        SocketAddr::new(topo.callee_if.ip(false), VENDOR_RTP_PORT),
-    )
-    .expect("vendor rtp socket");
+    let net = Net::new();
+    let topo = &net.topo;
+    let mut sbc = start(&net);
+    count_phone_rtp(topo, &sbc);
+    // The vendor's RTP socket (on VENDOR_RTP_PORT), as the harness bound it.
+    let vendor_rtp = &net.vendor_rtp;
 
     // Digest: baresip answers sipd's 401 (MD5, the default) by itself.
-    let digest = phone_call(&topo, &sbc, &vendor_rtp, "softphone", "3312345678");
+    let digest = phone_call(topo, &sbc, vendor_rtp, "softphone", "3312345678");
     assert_media_relayed(&digest, &sbc, "digest call");
     // By source address: no challenge at all.
-    let by_ip = phone_call(&topo, &sbc, &vendor_rtp, "pbx", "3412345678");
+    let by_ip = phone_call(topo, &sbc, vendor_rtp, "pbx", "3412345678");
     assert_media_relayed(&by_ip, &sbc, "IP-authenticated call");
 
     // The kernel relayed (most of) it: both calls, both ways.
-    let relayed = sbc.kernel_relayed();
+    let relayed = kernel_relayed(&sbc);
     let want = digest.at_vendor + digest.at_phone + by_ip.at_vendor + by_ip.at_phone;
     eprintln!("kernel relayed {relayed} packets; the ends counted {want}");
     assert!(
@@ -547,7 +398,8 @@ fn baresip_digest_and_ip_calls() {
         "kernel relayed {relayed} packets, the ends counted {want}"
     );
 
-    let (cdrs, ids) = sbc.finish();
+    let cdrs = sbc.cdrs();
+    let ids = sbc.account_ids();
     assert_eq!(cdrs.len(), 2, "one CDR per call: {cdrs:#?}");
     for (cdr, account, cld) in [
         (&cdrs[0], "softphone", "3312345678"),
@@ -568,8 +420,9 @@ fn sha256_account_refuses_an_md5_answer() {
     require_privileged!();
     require_sipp!();
     let _s = serial();
-    let topo = topology();
-    let mut sbc = Sbc::start(&topo);
+    let net = Net::new();
+    let topo = &net.topo;
+    let mut sbc = start(&net);
     // sipp answers only MD5: the account requires SHA-256, so its MD5 answer (with the right
     // password) is challenged again, with SHA-256 alone; sipp gives up there.
     let mut uas = Sipp::new(
@@ -629,6 +482,6 @@ fn sha256_account_refuses_an_md5_answer() {
     // Nothing reached the vendor.
     let uas = uas.finish();
     assert!(uas.trace.requests_received("INVITE").is_empty(), "{uas}");
-    let (cdrs, _) = sbc.finish();
+    let cdrs = sbc.cdrs();
     assert!(cdrs.iter().all(|c| c["result_code"] != 200), "{cdrs:#?}");
 }

@@ -1,4 +1,5 @@
-//! The harness the sipd scenarios share (`sip_netns`, `attacks_loops`, `attacks_media`): the
+//! The harness the sipd scenarios share (`sip_netns`, `attacks_loops`, `attacks_media`,
+//! `softphone_netns`): the
 //! carrier — relay — vendor namespaces with the peers' RTP sockets (and, for attacks, a host of
 //! the attacker's on the carrier's network), what a test provisions, and a real `sipd run` in
 //! the relay namespace. Each test binary uses part of it, hence the allow.
@@ -298,6 +299,11 @@ impl Sbc {
 
     /// [`Sbc::start`] with more settings.
     pub fn start_with(net: &Net, plane: Plane, prov: &Prov, set: &Settings) -> Sbc {
+        Sbc::start_provisioned(net, plane, &prov.toml(net), set)
+    }
+
+    /// [`Sbc::start_with`] with a provisioning file written by the test.
+    pub fn start_provisioned(net: &Net, plane: Plane, prov_toml: &str, set: &Settings) -> Sbc {
         let media_timeout_secs = set.media_timeout_secs;
         let instance = format!("sbct{}s{}", std::process::id(), net.topo.id());
         let dir = std::env::temp_dir().join(format!("{instance}-sipd"));
@@ -323,7 +329,7 @@ impl Sbc {
         );
         std::fs::write(&config, toml).expect("write sbc.toml");
         let prov_file = dir.join("prov.toml");
-        std::fs::write(&prov_file, prov.toml(net)).expect("write prov.toml");
+        std::fs::write(&prov_file, prov_toml).expect("write prov.toml");
         let out = std::process::Command::new(sipd_bin())
             .arg("-c")
             .arg(&config)
@@ -336,7 +342,7 @@ impl Sbc {
             "sipd import failed: {}{}\n{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr),
-            prov.toml(net)
+            prov_toml
         );
         let log = dir.join("sipd.log");
         let logf = std::fs::File::create(&log).expect("log file");
@@ -430,21 +436,38 @@ impl Sbc {
     /// Stops sipd and reads its CDRs.
     pub fn cdrs(&mut self) -> Vec<Value> {
         self.stop();
+        self.json_list(&["cdrs", "list", "--json"])
+    }
+
+    /// The accounts' ids by name (sipd stopped: the store has one writer).
+    pub fn account_ids(&mut self) -> std::collections::BTreeMap<String, u64> {
+        self.stop();
+        self.json_list(&["accounts", "list", "--json"])
+            .iter()
+            .map(|a| {
+                let name = a["name"].as_str().unwrap_or_default().to_string();
+                (name, a["id"].as_u64().unwrap_or(0))
+            })
+            .collect()
+    }
+
+    /// `sipd <args>` against this instance's store, whose output is a JSON array.
+    fn json_list(&self, args: &[&str]) -> Vec<Value> {
         let out = std::process::Command::new(sipd_bin())
             .arg("-c")
             .arg(&self.config)
-            .args(["cdrs", "list", "--json"])
+            .args(args)
             .output()
-            .expect("sipd cdrs list");
+            .expect("run sipd");
         assert!(
             out.status.success(),
-            "sipd cdrs list: {}",
+            "sipd {args:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         match serde_json::from_slice::<Value>(&out.stdout) {
             Ok(Value::Array(v)) => v,
             other => panic!(
-                "cdrs list --json is not an array: {other:?}: {}",
+                "sipd {args:?} is not a JSON array: {other:?}: {}",
                 String::from_utf8_lossy(&out.stdout)
             ),
         }
