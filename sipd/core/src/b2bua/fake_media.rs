@@ -41,6 +41,12 @@ impl FakeMedia {
         if !sdp.starts_with("v=0") || !sdp.contains("\nm=") {
             return Err(MediaError::Sdp("no session or no media line".into()));
         }
+        // As the real relay refuses destinations that would make it reflect media.
+        if sdp.contains("c=IN IP4 224.") {
+            return Err(MediaError::Sdp(
+                "media destination 224.0.0.1 is multicast".into(),
+            ));
+        }
         let key = (call.to_owned(), from == Side::A);
         let port = match self.ports.get(&key) {
             Some(p) => *p,

@@ -1100,3 +1100,40 @@ fn an_expired_name_is_used_while_it_is_asked_for_again() {
     );
     assert_eq!(resolves(&w), vec!["vendor.example".to_owned()]);
 }
+
+#[test]
+fn a_vendor_answer_whose_sdp_the_relay_refuses_is_hung_up_and_the_caller_refused() {
+    let mut w = ip_world();
+    let inv = start_call(&mut w, "refl-1");
+    let reflecting = SDP_B.replace("c=IN IP4 10.0.1.1", "c=IN IP4 224.0.0.1");
+    w.from(VENDOR1, &reply(&inv, 200, "vtag", Some(&reflecting)));
+    let to_a = w.take(CARRIER);
+    let refusal = to_a
+        .iter()
+        .find(|m| m.code().is_some_and(|c| c >= 200))
+        .expect("a final answer to the caller");
+    assert_eq!(refusal.code(), Some(488));
+    assert!(
+        refusal
+            .get("Warning")
+            .is_some_and(|w| w.contains("SDP refused")),
+        "{refusal:?}"
+    );
+    assert!(
+        refusal.body.is_empty(),
+        "no SDP of the vendor's goes to the caller"
+    );
+    let to_v = w.take(VENDOR1);
+    assert!(
+        to_v.iter().any(|m| m.method() == Some(&Method::Ack)),
+        "the 200 is ACKed"
+    );
+    assert!(
+        to_v.iter().any(|m| m.method() == Some(&Method::Bye)),
+        "and hung up"
+    );
+    assert_eq!(w.cdrs.len(), 1);
+    assert_eq!(w.cdrs[0].result_code, 488);
+    assert_eq!(w.core.active_calls(), 0);
+    assert_eq!(w.core.stats().answered, 0);
+}

@@ -11,7 +11,7 @@ use tracing::{debug, info, warn};
 use super::call::{Attempt, Call, CallKey, Phase};
 use super::dialog::dialog_request;
 use super::outgoing::Next;
-use super::{ALLOW, Core, Effect, Media, Side, Token};
+use super::{ALLOW, Core, Effect, Media, MediaError, Side, Token};
 use crate::sip::txn::ResponseVerdict;
 use crate::sip::{Msg, NameAddr, Transmit};
 
@@ -262,7 +262,6 @@ impl<M: Media> Core<M> {
 
     pub(super) fn answered(&mut self, now: Instant, wall: SystemTime, mut call: Call, resp: Msg) {
         let key = call.key;
-        self.stats.answered += 1;
         if let Some(b) = call.b.as_mut() {
             b.remote_tag = resp.to().tag;
             b.remote = resp.get("To").unwrap_or_default().to_owned();
@@ -272,33 +271,39 @@ impl<M: Media> Core<M> {
             b.route = resp.list("Record-Route").into_iter().rev().collect();
         }
         let sdp = String::from_utf8_lossy(&resp.body).into_owned();
-        let a_body = if !resp.has_sdp() {
-            None
+        let anchored = if !resp.has_sdp() {
+            Ok(None)
         } else if call.delayed_offer {
+            let from = call.sip_source(Side::B);
+            let strict = self.cfg.strict_source;
             self.media
-                .offer(
-                    &call.media_id,
-                    Side::B,
-                    call.sip_source(Side::B),
-                    &sdp,
-                    self.cfg.strict_source,
-                )
-                .ok()
+                .offer(&call.media_id, Side::B, from, &sdp, strict)
+                .map(Some)
         } else {
-            match self.media.answer(
-                &call.media_id,
-                Side::B,
-                call.sip_source(Side::B),
-                &sdp,
-                self.cfg.strict_source,
-            ) {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    warn!(call = key, error = %e, "relay refused the answer; media may not flow");
-                    None
-                }
+            let from = call.sip_source(Side::B);
+            let strict = self.cfg.strict_source;
+            self.media
+                .answer(&call.media_id, Side::B, from, &sdp, strict)
+                .map(Some)
+        };
+        let a_body = match anchored {
+            Ok(body) => body,
+            Err(e @ MediaError::Sdp(_)) => {
+                // The vendor's SDP would make the relay loop or reflect media: that answer is
+                // never relayed. The vendor's call is completed and hung up at once, and the
+                // caller is refused as for a refused offer.
+                warn!(call = key, error = %e, "vendor's SDP refused; hanging it up");
+                self.ack_and_bye_stray(now, &call, &resp);
+                self.table.put(call);
+                self.fail_call_owned(now, wall, key, e.code(), e.warning());
+                return;
+            }
+            Err(e) => {
+                warn!(call = key, error = %e, "relay refused the answer; media may not flow");
+                None
             }
         };
+        self.stats.answered += 1;
         call.phase = Phase::Answered;
         call.answered = Some(wall);
         self.admission.answered(now, key);
