@@ -125,6 +125,9 @@ pub struct MediaConfig {
     /// Drop packets from anyone but the learnt peer, and before it is learnt from anyone the
     /// leg may not learn it from (RTP bleed). On by default.
     pub strict_source: bool,
+    /// How long after each offer, answer or re-INVITE a relay leg may learn its peer (from
+    /// the SDP's address or the side's SIP source only).
+    pub learn_window_secs: u64,
     /// Most m= lines (media streams) one SDP may have; more is answered 488 before any relay
     /// port is taken. A call holds at most 4 relay ports per stream.
     pub max_streams: u16,
@@ -139,6 +142,7 @@ impl Default for MediaConfig {
             port_max: 39_999,
             timeout_secs: 60,
             strict_source: true,
+            learn_window_secs: 30,
             max_streams: relay_user::media::DEFAULT_MAX_STREAMS,
         }
     }
@@ -584,6 +588,12 @@ impl Config {
                 format!("{} is outside 1..=1024", m.max_streams),
             );
         }
+        if !(1..=3600).contains(&m.learn_window_secs) {
+            bad(
+                "media.learn_window_secs",
+                format!("{} is outside 1..=3600", m.learn_window_secs),
+            );
+        }
         if !(1..=86_400).contains(&m.timeout_secs) {
             bad(
                 "media.timeout_secs",
@@ -1017,5 +1027,19 @@ mod tests {
         let ok = "[management]\npepper_file = \"/etc/sipd/pepper\"\n[management.password]\nmax_age_days = 90\n";
         let c = Config::parse(ok, std::path::Path::new("t.toml")).unwrap();
         assert_eq!(c.management.password.max_age_days, 90);
+    }
+
+    #[test]
+    fn the_learning_window_is_bounded() {
+        assert_eq!(parse("").unwrap().media.learn_window_secs, 30);
+        let e = parse("[media]\nlearn_window_secs = 0\n").unwrap_err();
+        assert!(e.to_string().contains("media.learn_window_secs"), "{e}");
+        assert_eq!(
+            parse("[media]\nlearn_window_secs = 5\n")
+                .unwrap()
+                .media
+                .learn_window_secs,
+            5
+        );
     }
 }

@@ -46,6 +46,7 @@ pub struct MediaPlaneBuilder {
     workers: usize,
     previous: Previous,
     media_timeout: Duration,
+    learn_window: Duration,
 }
 
 /// A running media plane: data plane, userspace relay and relay sessions.
@@ -78,6 +79,14 @@ impl MediaPlaneBuilder {
         self
     }
 
+    /// How long after each offer, answer or re-INVITE a leg may learn its peer (default
+    /// 30 s): long enough for phones that only send media once answered, short enough that a
+    /// stranger cannot wait for a later chance.
+    pub fn learn_window(mut self, d: Duration) -> Self {
+        self.learn_window = d;
+        self
+    }
+
     /// Brings everything up. `object` is the XDP object ([`crate::object::ebpf_object`]).
     pub fn start(self, object: &[u8]) -> Result<MediaPlane, PlaneError> {
         if self.media_timeout < Duration::from_secs(1) {
@@ -86,12 +95,10 @@ impl MediaPlaneBuilder {
         let dp = Arc::new(loader::start(&self.loader, object).map_err(PlaneError::DataPlane)?);
         let relay =
             Arc::new(UserRelay::start(dp.clone(), self.workers).map_err(PlaneError::Relay)?);
-        let sessions = Arc::new(Sessions::new(
-            dp.clone(),
-            relay.clone(),
-            self.ports,
-            self.address,
-        ));
+        let sessions = Arc::new(
+            Sessions::new(dp.clone(), relay.clone(), self.ports, self.address)
+                .with_learn_window(self.learn_window),
+        );
         if dp.mode().is_xdp() {
             take_over(&sessions, self.previous);
         }
@@ -141,6 +148,7 @@ impl MediaPlane {
             workers: 2,
             previous: Previous::Adopt,
             media_timeout: Duration::from_secs(60),
+            learn_window: Duration::from_nanos(relay_common::relay::LEARN_WINDOW_NS),
         }
     }
 

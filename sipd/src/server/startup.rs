@@ -55,6 +55,7 @@ pub fn start_media(cfg: &Config) -> Result<(MediaPlane, RelayMedia)> {
         .workers(2)
         .previous_sessions(Previous::Remove)
         .media_timeout(Duration::from_secs(cfg.media.timeout_secs))
+        .learn_window(Duration::from_secs(cfg.media.learn_window_secs))
         .start(relay_user::object::ebpf_object())
         .context("bringing up the data plane and the media relay")?;
     let media_addr = cfg.media.advertised_address.unwrap_or(cfg.media.address);
