@@ -540,18 +540,22 @@ mod tests {
         s.recv_from(&mut b).ok().map(|(n, a)| (b[..n].to_vec(), a))
     }
 
+    /// A port free on `local` now: bound and released (ephemeral, so another test's choice
+    /// is unlikely to collide).
+    fn free_port(local: IpAddr) -> u16 {
+        UdpSocket::bind(SocketAddr::new(local, 0))
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
     /// Two loopback "phones" talk through the relay; family is v4 or v6.
     fn relay_end_to_end(local: IpAddr) {
         let dp = Arc::new(DataPlane::userspace("test"));
         let relay = UserRelay::start(dp.clone(), 2).unwrap();
         // Ephemeral ports: pick free ones by binding and releasing.
-        let free = || {
-            UdpSocket::bind(SocketAddr::new(local, 0))
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port()
-        };
+        let free = || free_port(local);
         let (pa, pb) = (free(), free());
         relay.open_port(local, pa).unwrap();
         relay.open_port(local, pb).unwrap();
@@ -646,13 +650,7 @@ mod tests {
             ("127.0.0.2".parse().unwrap(), "127.0.0.3".parse().unwrap());
         let dp = Arc::new(DataPlane::userspace("test"));
         let relay = UserRelay::start(dp.clone(), 1).unwrap();
-        let free = || {
-            UdpSocket::bind(SocketAddr::new(relay_ip, 0))
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port()
-        };
+        let free = || free_port(relay_ip);
         let (pa, pb) = (free(), free());
         relay.open_port(relay_ip, pa).unwrap();
         relay.open_port(relay_ip, pb).unwrap();
@@ -738,13 +736,7 @@ mod tests {
         let local: IpAddr = "127.0.0.1".parse().unwrap();
         let dp = Arc::new(DataPlane::userspace("test"));
         let relay = UserRelay::start(dp.clone(), 1).unwrap();
-        let free = || {
-            UdpSocket::bind(SocketAddr::new(local, 0))
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port()
-        };
+        let free = || free_port(local);
         let (pa, pb) = (free(), free());
         relay.open_port(local, pa).unwrap();
         relay.open_port(local, pb).unwrap();
