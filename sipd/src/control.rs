@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use relay_user::{DataPlane, RelayTotals, Sessions};
 use serde::Serialize;
@@ -136,10 +136,7 @@ impl Control {
         let (core, active_calls) = self.ask(Command::Stats).await?;
         let now = SystemTime::now();
         Ok(Status {
-            started_ms: self
-                .started
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            started_ms: crate::mgmt::unix_ms(self.started),
             uptime_secs: now.duration_since(self.started).map_or(0, |d| d.as_secs()),
             active_calls,
             core,

@@ -27,7 +27,7 @@ pub mod tty;
 
 use std::net::IpAddr;
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use base64ct::{Base64UrlUnpadded, Encoding};
 use sha2::{Digest, Sha256};
@@ -46,11 +46,8 @@ use crate::store::TokenHash;
 /// Bytes of randomness in a session token.
 pub const TOKEN_BYTES: usize = 32;
 
-/// Unix milliseconds of `t` (0 before 1970).
-pub fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+/// Unix milliseconds of `t`, as the store dates everything.
+pub use sipd_core::records::unix_ms;
 
 /// A new session token (base64url, 43 characters) and the hash the store keys it by.
 pub fn new_token() -> Result<(String, TokenHash), getrandom::Error> {

@@ -80,9 +80,7 @@ pub trait Auditor {
     fn source(&self) -> Option<IpAddr>;
     /// Unix ms.
     fn ts_ms(&self) -> u64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        sipd_core::records::unix_ms(std::time::SystemTime::now())
     }
 }
 

@@ -30,7 +30,7 @@ mod upstream;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use tracing::debug;
 
@@ -38,7 +38,7 @@ use crate::auth::digest::DigestVerifier;
 use crate::policy::admission::{Admission, Cut};
 use crate::policy::routing::Router;
 use crate::policy::rules::RuleSet;
-use crate::records::{CdrDraft, Connection, Id, Micros, Tariff};
+use crate::records::{CdrDraft, Connection, Id, Micros, Tariff, unix_ms};
 use crate::sip::malformed::{self, Malformed};
 use crate::sip::txn::{TxnLayer, TxnTimeout};
 use crate::sip::{Msg, Peer, Transmit};
@@ -470,11 +470,6 @@ impl<M: Media> Core<M> {
             self.end_call(now, wall, k, EndReason::Shutdown);
         }
     }
-}
-
-fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]

@@ -40,6 +40,12 @@ pub struct Cdr {
     pub call: CdrDraft,
 }
 
+/// Unix milliseconds of `t` (0 before 1970): how CDRs, audit entries and sessions date things.
+pub fn unix_ms(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 impl Record for Cdr {
     const KIND: &'static str = "cdr";
     const VERSION: u32 = 1;

@@ -16,7 +16,7 @@ mod rule;
 mod tariff;
 
 pub use account::{Account, AccountSpec, SipAuth, SipSpec};
-pub use cdr::{Cdr, CdrDraft};
+pub use cdr::{Cdr, CdrDraft, unix_ms};
 pub use connection::{Connection, ConnectionSpec, Transport, parse_destination};
 pub use field::{FieldError, FieldErrors};
 pub use money::{BadAmount, MICROS_PER_UNIT, Micros};
