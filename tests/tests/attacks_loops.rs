@@ -37,25 +37,6 @@ fn settings() -> Settings {
     }
 }
 
-/// One sample of `/metrics`, read as an operator's scraper would.
-fn metric(net: &Net, name: &str) -> u64 {
-    let out = net
-        .topo
-        .relay
-        .exec(
-            "curl",
-            ["-sk", "--max-time", "5", "https://127.0.0.1:8443/metrics"],
-        )
-        .expect("curl /metrics");
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(' ')?;
-            (k == name).then(|| v.trim().parse::<f64>().ok())?
-        })
-        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}")) as u64
-}
-
 /// Packets waiting on `sock` (until 300 ms pass without one).
 fn drain(sock: &std::net::UdpSocket) -> u64 {
     let mut buf = [0u8; 2048];
@@ -149,7 +130,7 @@ fn reinvite_at_the_relay(plane: Plane) {
     }
     // Only the vendor talks now (the carrier is silent, so nothing re-latches its leg): with
     // the re-offer applied each vendor packet would go to the relay itself, and round again.
-    let before = metric(&net, "sbc_relay_packets_total");
+    let before = sbc.metric("sbc_relay_packets_total");
     let mut buf = Vec::new();
     for seq in 0..PROBES {
         tests::rtp::build_packet(7, seq, 160, &mut buf);
@@ -157,7 +138,7 @@ fn reinvite_at_the_relay(plane: Plane) {
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(1000));
-    let relayed = metric(&net, "sbc_relay_packets_total") - before;
+    let relayed = sbc.metric("sbc_relay_packets_total") - before;
     assert!(
         relayed <= PROBES,
         "{relayed} packets relayed for {PROBES} sent: the relay looped"
@@ -232,11 +213,7 @@ fn bad_destinations(plane: Plane) {
         failures.join("\n")
     );
     assert_eq!(vendor_saw, 0, "no hostile offer reached the vendor");
-    assert_eq!(
-        metric(&net, "sbc_relay_sessions"),
-        0,
-        "no relay session left"
-    );
+    assert_eq!(sbc.metric("sbc_relay_sessions"), 0, "no relay session left");
     assert!(sbc.alive());
 }
 
@@ -272,7 +249,7 @@ fn many_media_lines(plane: Plane) {
     let mut uas = net.uas("uas.xml", SIP_PORT, 1, Duration::ZERO);
     let raw = carrier(&net, &sbc);
     let local = raw.local();
-    let sessions = metric(&net, "sbc_relay_sessions");
+    let sessions = sbc.metric("sbc_relay_sessions");
     let call_id = format!("many-{}", std::process::id());
     let sdp = many_streams(net.topo.caller_if.ip(false), 700);
     let inv = sip::invite_with_sdp(local, sbc.sip(), CLI, CLD, &call_id, &sdp);
@@ -284,7 +261,7 @@ fn many_media_lines(plane: Plane) {
         "the port range was not exhausted on the way:\n{log}"
     );
     assert_eq!(
-        metric(&net, "sbc_relay_sessions"),
+        sbc.metric("sbc_relay_sessions"),
         sessions,
         "no relay session left"
     );

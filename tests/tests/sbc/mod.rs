@@ -389,9 +389,10 @@ impl Sbc {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// A data-plane counter as `/metrics` reports it (`sbc_dataplane_packets_total`, by
-    /// reason), on either plane: what an operator sees. Needs `metrics_public = true`.
-    pub fn dataplane_metric(&self, reason: &str) -> u64 {
+    /// One sample of `/metrics`, read in the relay namespace as an operator's scraper would:
+    /// the value of the series `key` (`sbc_relay_sessions`, or with its labels). Needs
+    /// `metrics_public = true`.
+    pub fn metric(&self, key: &str) -> u64 {
         let out = std::process::Command::new("nsenter")
             .arg(format!("--net=/run/netns/{}", self.relay_ns))
             .args(["--", "curl", "-sk", "--max-time", "5"])
@@ -399,10 +400,19 @@ impl Sbc {
             .output()
             .expect("run curl");
         let text = String::from_utf8_lossy(&out.stdout);
-        let key = format!("sbc_dataplane_packets_total{{reason=\"{reason}\"}}");
         text.lines()
-            .find_map(|l| l.strip_prefix(&key)?.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {key} in /metrics:\n{text}"))
+            .find_map(|l| {
+                let (k, v) = l.split_once(' ')?;
+                (k == key).then(|| v.trim().parse::<f64>().ok())?
+            })
+            .unwrap_or_else(|| panic!("no {key} in /metrics:\n{text}")) as u64
+    }
+
+    /// A data-plane counter (`sbc_dataplane_packets_total`, by reason), on either plane.
+    pub fn dataplane_metric(&self, reason: &str) -> u64 {
+        self.metric(&format!(
+            "sbc_dataplane_packets_total{{reason=\"{reason}\"}}"
+        ))
     }
 
     pub fn alive(&mut self) -> bool {
