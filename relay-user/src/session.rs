@@ -40,6 +40,15 @@ pub enum SessionError {
     NoPort { session: SessionId, port: u16 },
     #[error("relay port range {0} exhausted")]
     PortsExhausted(PortRange),
+    /// The process (EMFILE) or the system (ENFILE) has no descriptor left for a relay socket:
+    /// the open-file limit is the cause, not the port range.
+    #[error("out of file descriptors for relay port {port} on {addr} (open-file limit): {source}")]
+    Descriptors {
+        addr: IpAddr,
+        port: u16,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot bind relay port {port} on {addr}: {source}")]
     Bind {
         addr: IpAddr,
@@ -259,15 +268,30 @@ impl Sessions {
 
     fn alloc_pair(&self, st: &mut State, addr: IpAddr) -> R<u16> {
         let range = st.alloc.range();
-        st.alloc
-            .allocate(|p| match self.open_pair(addr, p) {
+        // Out of descriptors, every other port would fail the same way: stop at the first and
+        // say so, rather than try the whole range and blame it.
+        let mut no_fds: Option<(u16, std::io::Error)> = None;
+        let got = st.alloc.allocate(|p| {
+            if no_fds.is_some() {
+                return false;
+            }
+            match self.open_pair(addr, p) {
                 Ok(()) => true,
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                    no_fds = Some((p, e));
+                    false
+                }
                 Err(e) => {
                     debug!(port = p, error = %e, "relay port busy, skipped");
                     false
                 }
-            })
-            .ok_or(SessionError::PortsExhausted(range))
+            }
+        });
+        match (got, no_fds) {
+            (Some(p), _) => Ok(p),
+            (None, Some((port, source))) => Err(SessionError::Descriptors { addr, port, source }),
+            (None, None) => Err(SessionError::PortsExhausted(range)),
+        }
     }
 
     /// Allocates the two port pairs of a new stream, binds their sockets and writes the four

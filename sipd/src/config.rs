@@ -67,6 +67,20 @@ pub struct SipConfig {
     /// seconds is given up and the next connection tried (RFC 3261's 32 s is too long for
     /// failover).
     pub failover_secs: u64,
+    /// Inbound SIP TCP connections open at once, from everyone; more are refused.
+    pub tcp_max_connections: usize,
+    /// Inbound SIP TCP connections open at once from one address; more are refused, so one
+    /// source cannot take the descriptors every other peer needs.
+    pub tcp_max_per_source: usize,
+    /// An accepted connection must deliver its first complete message within this many
+    /// seconds, or it is closed.
+    pub tcp_first_message_secs: u64,
+    /// A connection with no complete message either way for this long is closed. Bytes that
+    /// do not finish a message (a drip, keep-alive CRLFs) do not count as traffic.
+    pub tcp_idle_secs: u64,
+    /// File descriptors kept free for media and the management API: an inbound SIP TCP
+    /// connection that would use one of the last `fd_reserve` descriptors is refused.
+    pub fd_reserve: usize,
 }
 
 impl Default for SipConfig {
@@ -78,6 +92,11 @@ impl Default for SipConfig {
             max_message_bytes: 16 * 1024,
             topology_hiding: true,
             failover_secs: 5,
+            tcp_max_connections: 4096,
+            tcp_max_per_source: 64,
+            tcp_first_message_secs: 10,
+            tcp_idle_secs: 300,
+            fd_reserve: 256,
         }
     }
 }
@@ -206,6 +225,8 @@ pub struct ManagementConfig {
     pub argon2: crate::mgmt::Argon2Costs,
     pub password: crate::mgmt::PasswordPolicy,
     pub backoff: crate::mgmt::BackoffConfig,
+    /// `[management.connections]`: caps and deadlines of the API's connections.
+    pub connections: crate::api::ConnLimits,
 }
 
 impl Default for ManagementConfig {
@@ -221,6 +242,7 @@ impl Default for ManagementConfig {
             argon2: crate::mgmt::Argon2Costs::default(),
             password: crate::mgmt::PasswordPolicy::default(),
             backoff: crate::mgmt::BackoffConfig::default(),
+            connections: crate::api::ConnLimits::default(),
         }
     }
 }
@@ -458,6 +480,39 @@ impl Config {
                 format!("{} is outside 1..=32", s.failover_secs),
             );
         }
+        if !(1..=1_000_000).contains(&s.tcp_max_connections) {
+            bad(
+                "sip.tcp_max_connections",
+                format!("{} is outside 1..=1000000", s.tcp_max_connections),
+            );
+        }
+        if s.tcp_max_per_source == 0 || s.tcp_max_per_source > s.tcp_max_connections {
+            bad(
+                "sip.tcp_max_per_source",
+                format!(
+                    "{} must be between 1 and sip.tcp_max_connections ({})",
+                    s.tcp_max_per_source, s.tcp_max_connections
+                ),
+            );
+        }
+        if !(1..=300).contains(&s.tcp_first_message_secs) {
+            bad(
+                "sip.tcp_first_message_secs",
+                format!("{} is outside 1..=300", s.tcp_first_message_secs),
+            );
+        }
+        if !(1..=86_400).contains(&s.tcp_idle_secs) {
+            bad(
+                "sip.tcp_idle_secs",
+                format!("{} is outside 1..=86400", s.tcp_idle_secs),
+            );
+        }
+        if !(16..=1_000_000).contains(&s.fd_reserve) {
+            bad(
+                "sip.fd_reserve",
+                format!("{} is outside 16..=1000000", s.fd_reserve),
+            );
+        }
         if !(1024..=65_535).contains(&s.max_message_bytes) {
             bad(
                 "sip.max_message_bytes",
@@ -670,6 +725,7 @@ impl Config {
             ("management.argon2", mg.argon2.problems()),
             ("management.password", mg.password.problems()),
             ("management.backoff", mg.backoff.problems()),
+            ("management.connections", mg.connections.problems()),
         ] {
             for p in problems {
                 bad(key, p);

@@ -709,12 +709,13 @@ fn staff_are_created_and_audited(s: &Sipd, admin: &str) {
     );
 }
 
-/// Allowed hosts: refused before the password is even looked at.
+/// Allowed hosts: refused before the password is even looked at, with the answer an unknown
+/// user gets (an outsider learns nothing of the account).
 fn allowed_hosts_refuse_before_the_password(s: &Sipd) {
     let r = s.login("remote", USER_PW, None);
     assert_eq!(
         (r.status, r.error().as_str()),
-        (403, "host_not_allowed"),
+        (401, "bad_credentials"),
         "{}",
         r.text
     );

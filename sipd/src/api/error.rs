@@ -129,7 +129,6 @@ impl From<LoginError> for ApiError {
             LoginError::TotpRequired => ApiError::unauthorized("totp_required", m),
             LoginError::TotpInvalid => ApiError::unauthorized("totp_invalid", m),
             LoginError::TotpReplayed => ApiError::unauthorized("totp_replayed", m),
-            LoginError::HostNotAllowed(_) => ApiError::forbidden("host_not_allowed", m),
             LoginError::Disabled => ApiError::forbidden("disabled", m),
             LoginError::Internal(_) => ApiError::internal(m),
         }
@@ -211,6 +210,10 @@ impl From<StaffError> for ApiError {
             StaffError::NotFound(_) => ApiError::not_found(m),
             StaffError::LastAdmin(_) => ApiError::conflict(m),
             StaffError::WrongCurrentPassword => ApiError::invalid("current", m),
+            StaffError::LockedOut { retry_after } => ApiError {
+                retry_after: Some(retry_after.as_secs().max(1)),
+                ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "locked_out", m)
+            },
             StaffError::AlreadyEnrolled => ApiError::conflict(m),
             StaffError::NotPending => ApiError::conflict(m),
         }

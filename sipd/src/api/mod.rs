@@ -4,7 +4,8 @@
 //!   certificate, reloaded when its files change.
 //! - Connections: each source is checked against `[firewall] management_allow` (plus allow
 //!   entries added through the API) before the TLS handshake; the same list is programmed
-//!   into the data plane's service ACL for the management port.
+//!   into the data plane's service ACL for the management port. [`conn`]: caps in total and
+//!   per source, deadlines for the handshake and each request's headers, an idle timeout.
 //! - Every request: bearer token → [`StaffAuth::authorize`] (expiry, revocation, the
 //!   user's allowed hosts) → [`Authorized::permit`] with the endpoint's [`Action`].
 //! - Every change: one store transaction holding the change and exactly one audit entry
@@ -15,6 +16,7 @@
 //! Store and Argon2 work runs on the blocking pool, never on the async workers.
 
 pub mod alerts;
+pub mod conn;
 pub mod error;
 pub mod metrics;
 pub mod routes;
@@ -31,11 +33,10 @@ use axum::http::request::Parts;
 use axum::http::{HeaderName, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::Response;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use relay_user::DataPlane;
 
@@ -44,11 +45,9 @@ use crate::control::Control;
 use crate::firewall::Firewall;
 use crate::mgmt::{Action, Authorized, StaffAuth};
 use crate::store::{Actor, Store};
+pub use conn::ConnLimits;
 use error::{ApiError, ApiResult};
 
-/// Connections being handshaken or served at once; more wait in the kernel's backlog.
-const MAX_CONNECTIONS: usize = 256;
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Request bodies larger than this are refused (413).
 const MAX_BODY: usize = 64 * 1024;
 
@@ -109,17 +108,9 @@ impl Caller {
     }
 }
 
-/// The client's address, as axum's `ConnectInfo` of our TLS listener.
+/// The client's address, as axum's `ConnectInfo` (set by [`conn`] on every request).
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(pub SocketAddr);
-
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>>
-    for PeerAddr
-{
-    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Self {
-        PeerAddr(*stream.remote_addr())
-    }
-}
 
 pub fn peer_ip(parts: &Parts) -> IpAddr {
     parts
@@ -194,75 +185,6 @@ pub fn router(st: State) -> Router {
         .with_state(st)
 }
 
-/// TLS connections that passed the source check and the handshake, handed to axum.
-pub struct TlsListener {
-    rx: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    local: SocketAddr,
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.rx.recv().await {
-            Some(c) => c,
-            // The acceptor is gone (shutdown): wait for the server to stop us.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.local)
-    }
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-    st: State,
-    tx: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let (tcp, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => {
-                    warn!(error = %e, "management API: accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = stop.changed() => return,
-        };
-        if !st.firewall().management_admits(peer) {
-            debug!(%peer, "management API: source not in management_allow; closed");
-            drop(tcp);
-            continue;
-        }
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            debug!(%peer, "management API: too many connections; closed");
-            continue;
-        };
-        let acceptor = acceptor.clone();
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => {
-                    let _ = tx.send((tls, peer)).await;
-                }
-                Ok(Err(e)) => debug!(%peer, error = %e, "management API: TLS handshake failed"),
-                Err(_) => debug!(%peer, "management API: TLS handshake timed out"),
-            }
-            // The slot covers the handshake; served connections are bounded by hyper's
-            // keep-alive and the clients themselves.
-            drop(permit);
-        });
-    }
-}
-
 /// The running API; [`ApiHandle::stop`] ends it.
 pub struct ApiHandle {
     stop: watch::Sender<bool>,
@@ -313,28 +235,15 @@ pub async fn start(cfg: &Config, control: Control) -> Result<ApiHandle> {
     st.firewall().program_management(local.port())?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let (conn_tx, conn_rx) = mpsc::channel(64);
-    tokio::spawn(accept_loop(
+    tokio::spawn(tls.clone().watch(stop_rx.clone()));
+    let app = router(st.clone());
+    let server = tokio::spawn(conn::accept_loop(
         listener,
         TlsAcceptor::from(Arc::new(server_cfg)),
-        st.clone(),
-        conn_tx,
-        stop_rx.clone(),
+        st,
+        app,
+        stop_rx,
     ));
-    tokio::spawn(tls.clone().watch(stop_rx.clone()));
-    let app = router(st);
-    let mut shutdown = stop_rx;
-    let server = tokio::spawn(async move {
-        let l = TlsListener { rx: conn_rx, local };
-        let r = axum::serve(l, app.into_make_service_with_connect_info::<PeerAddr>())
-            .with_graceful_shutdown(async move {
-                let _ = shutdown.changed().await;
-            })
-            .await;
-        if let Err(e) = r {
-            warn!(error = %e, "management API server ended");
-        }
-    });
     info!(
         listen = %local,
         certificate = %tls.cert_path.display(),

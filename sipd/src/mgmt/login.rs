@@ -3,12 +3,14 @@
 //! Order of checks in [`StaffAuth::login`], each chosen so that a refusal teaches an
 //! attacker as little as possible:
 //!
-//! 1. Back-off: the username or the source is locked out → refused before any password
-//!    work (`LockedOut` with the time left).
+//! 1. Back-off: the username or the source is locked out, or an attempt for either is still
+//!    in flight → refused before any password work (`LockedOut` with the time left). An
+//!    attempt that passes holds the lock-out it would earn until its result is known (see
+//!    [`super::backoff`]), so parallel logins cannot all pass this step at once.
 //! 2. Unknown user → `BadCredentials`, after the same Argon2 work as a real check.
-//! 3. Source not in the user's allowed hosts → `HostNotAllowed`, *before* the password is
-//!    checked (also with the Argon2 work), so an outside attacker can never learn whether a
-//!    guess was right.
+//! 3. Source not in the user's allowed hosts → `BadCredentials` too (the audit entry says
+//!    why), with the same Argon2 work as 2 and *before* the password is checked: an outside
+//!    attacker learns neither that the user exists nor whether a guess was right.
 //! 4. Wrong password → `BadCredentials` (the audit entry says "bad password", the caller
 //!    cannot tell it from an unknown user).
 //! 5. Disabled → `Disabled` (only said to someone who knows the password).
@@ -104,12 +106,35 @@ pub enum LoginError {
     TotpInvalid,
     #[error("TOTP code already used; wait for the next one")]
     TotpReplayed,
-    #[error("logins from {0} are not allowed for this user")]
-    HostNotAllowed(IpAddr),
     #[error("this staff account is disabled")]
     Disabled,
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// An attempt [`Backoff::begin`](super::Backoff::begin) let through; ends it (as not
+/// counting) if dropped without [`InFlight::end`], so a panic cannot leave keys locked.
+struct InFlight<'a> {
+    auth: &'a StaffAuth,
+    keys: &'a [Key],
+    done: bool,
+}
+
+impl InFlight<'_> {
+    fn end(mut self, now_ms: u64, failed: bool) -> Option<super::Locked> {
+        self.done = true;
+        self.auth.backoff().end(self.keys, now_ms, failed)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.auth
+                .backoff()
+                .end(self.keys, unix_ms(SystemTime::now()), false);
+        }
+    }
 }
 
 /// Why a request's token was refused, or its action forbidden.
@@ -217,11 +242,28 @@ impl StaffAuth {
             before: None,
             after: None,
         };
-        match self.check(store, now, a, src, &keys) {
+        let flight = match self.backoff().begin(&keys, now_ms) {
+            Ok(()) => InFlight {
+                auth: self,
+                keys: &keys,
+                done: false,
+            },
+            Err(l) => {
+                let reason = format!("locked out ({} s left)", l.retry_after.as_secs());
+                if let Err(e) = store.append_audit(&draft(AuditResult::Failure, Some(reason))) {
+                    tracing::error!(error = %e, "cannot write the audit entry of a failed login");
+                    return Err(LoginError::Internal("audit log unavailable".into()));
+                }
+                return Err(LoginError::LockedOut {
+                    retry_after: l.retry_after,
+                    until_ms: l.until_ms,
+                });
+            }
+        };
+        match self.check(store, now, a, src) {
             Err(r) => {
                 let mut reason = r.reason;
-                if r.counts {
-                    let l = self.backoff().fail(&keys, now_ms);
+                if let Some(l) = flight.end(now_ms, r.counts) {
                     reason = format!("{reason}; locked out for {} s", l.retry_after.as_secs());
                 }
                 if let Err(e) = store.append_audit(&draft(AuditResult::Failure, Some(reason))) {
@@ -231,7 +273,13 @@ impl StaffAuth {
                 Err(r.err)
             }
             Ok(g) => {
-                let (token, hash) = new_token().map_err(|e| LoginError::Internal(e.to_string()))?;
+                let (token, hash) = match new_token() {
+                    Ok(t) => t,
+                    Err(e) => {
+                        flight.end(now_ms, false);
+                        return Err(LoginError::Internal(e.to_string()));
+                    }
+                };
                 let rec = SessionRecord {
                     token_sha256: crate::store::token_hash_hex(&hash),
                     staff_id: g.staff.id,
@@ -278,6 +326,7 @@ impl StaffAuth {
                 });
                 match written {
                     Ok(Some(staff)) => {
+                        flight.end(now_ms, false);
                         self.backoff().reset(&keys[0]);
                         Ok(Session {
                             token,
@@ -286,7 +335,9 @@ impl StaffAuth {
                         })
                     }
                     Ok(None) => {
-                        let l = self.backoff().fail(&keys, now_ms);
+                        let l = flight
+                            .end(now_ms, true)
+                            .unwrap_or_else(|| self.backoff().fail(&keys, now_ms));
                         let reason = format!(
                             "TOTP replayed (concurrent login); locked out for {} s",
                             l.retry_after.as_secs()
@@ -297,6 +348,7 @@ impl StaffAuth {
                         Err(LoginError::TotpReplayed)
                     }
                     Err(e) => {
+                        flight.end(now_ms, false);
                         tracing::error!(error = %e, "cannot store a session");
                         let _ = store.append_audit(&draft(
                             AuditResult::Failure,
@@ -315,19 +367,8 @@ impl StaffAuth {
         now: SystemTime,
         a: &LoginAttempt<'_>,
         src: IpAddr,
-        keys: &[Key],
     ) -> Result<Grant, Refusal> {
         let now_ms = unix_ms(now);
-        if let Some(l) = self.backoff().check(keys, now_ms) {
-            return Err(refuse(
-                LoginError::LockedOut {
-                    retry_after: l.retry_after,
-                    until_ms: l.until_ms,
-                },
-                format!("locked out ({} s left)", l.retry_after.as_secs()),
-                false,
-            ));
-        }
         let internal = |what: &str, e: &dyn std::fmt::Display| {
             tracing::error!(error = %e, "{what}");
             refuse(
@@ -344,12 +385,9 @@ impl StaffAuth {
             return Err(refuse(LoginError::BadCredentials, "unknown user", true));
         };
         if !staff.host_allowed(src) {
+            // The same work and the same answer as an unknown user.
             self.hasher.verify_dummy(a.password);
-            return Err(refuse(
-                LoginError::HostNotAllowed(src),
-                "host not allowed",
-                true,
-            ));
+            return Err(refuse(LoginError::BadCredentials, "host not allowed", true));
         }
         match self.hasher.verify(a.password, &staff.password_hash) {
             Ok(true) => {}
@@ -424,6 +462,43 @@ impl StaffAuth {
             scope: SessionScope::setup(enrol, change),
             note: (!notes.is_empty()).then(|| notes.join("; ")),
         })
+    }
+
+    /// The current-password check of a password change, throttled like a login: refused
+    /// while the username or the source is locked out or has an attempt in flight, and a
+    /// wrong password counts towards both (a stolen session must not become a fast
+    /// password oracle). A right one forgets the username's failures.
+    pub(crate) fn check_current_password(
+        &self,
+        staff: &Staff,
+        password: &str,
+        source_ip: Option<IpAddr>,
+        now_ms: u64,
+    ) -> Result<bool, super::StaffError> {
+        let mut keys = vec![Key::user(&staff.username)];
+        keys.extend(source_ip.map(|ip| Key::source(source(ip))));
+        if let Err(l) = self.backoff().begin(&keys, now_ms) {
+            return Err(super::StaffError::LockedOut {
+                retry_after: l.retry_after,
+            });
+        }
+        let flight = InFlight {
+            auth: self,
+            keys: &keys,
+            done: false,
+        };
+        let ok = match self.hasher.verify(password, &staff.password_hash) {
+            Ok(ok) => ok,
+            Err(e) => {
+                flight.end(now_ms, false);
+                return Err(e.into());
+            }
+        };
+        flight.end(now_ms, !ok);
+        if ok {
+            self.backoff().reset(&keys[0]);
+        }
+        Ok(ok)
     }
 
     /// Checks a request's bearer token at `now`: known, not expired, not revoked, user

@@ -10,7 +10,8 @@ use std::fs::{self, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex, OnceLock};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
@@ -34,6 +35,9 @@ pub struct Argon2Costs {
     pub iterations: u32,
     /// Lanes (`p`).
     pub parallelism: u32,
+    /// Argon2 computations (logins, password changes) run at once; more wait their turn, so
+    /// parallel logins cannot take more than `max_concurrent × memory_kib` of memory.
+    pub max_concurrent: u32,
 }
 
 impl Default for Argon2Costs {
@@ -42,6 +46,7 @@ impl Default for Argon2Costs {
             memory_kib: 19_456,
             iterations: 2,
             parallelism: 1,
+            max_concurrent: 4,
         }
     }
 }
@@ -59,6 +64,12 @@ impl Argon2Costs {
         }
         if !(1..=16).contains(&self.iterations) {
             out.push(format!("iterations {} is outside 1..=16", self.iterations));
+        }
+        if !(1..=256).contains(&self.max_concurrent) {
+            out.push(format!(
+                "max_concurrent {} is outside 1..=256",
+                self.max_concurrent
+            ));
         }
         if !(8_192..=4_194_304).contains(&self.memory_kib) {
             out.push(format!(
@@ -251,6 +262,47 @@ pub struct PasswordHasher {
     /// A hash of nothing in particular, verified against when the user does not exist so
     /// that unknown users take as long as wrong passwords.
     dummy: OnceLock<String>,
+    slots: Slots,
+    /// Verifications done (real and dummy), for tests and the timing-equality check.
+    verified: AtomicU64,
+}
+
+/// A counting semaphore for the blocking threads Argon2 runs on (a tokio one would not do:
+/// the work runs inside `spawn_blocking`, and `sipd init` has no runtime).
+#[derive(Debug)]
+struct Slots {
+    max: u32,
+    busy: Mutex<u32>,
+    freed: Condvar,
+}
+
+struct Slot<'a>(&'a Slots);
+
+impl Slots {
+    fn new(max: u32) -> Slots {
+        Slots {
+            max: max.max(1),
+            busy: Mutex::new(0),
+            freed: Condvar::new(),
+        }
+    }
+
+    fn take(&self) -> Slot<'_> {
+        let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        while *busy >= self.max {
+            busy = self.freed.wait(busy).unwrap_or_else(|p| p.into_inner());
+        }
+        *busy += 1;
+        Slot(self)
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        let mut busy = self.0.busy.lock().unwrap_or_else(|p| p.into_inner());
+        *busy -= 1;
+        self.0.freed.notify_one();
+    }
 }
 
 impl std::fmt::Debug for PasswordHasher {
@@ -268,6 +320,8 @@ impl PasswordHasher {
             pepper,
             costs,
             dummy: OnceLock::new(),
+            slots: Slots::new(costs.max_concurrent),
+            verified: AtomicU64::new(0),
         })
     }
 
@@ -286,6 +340,7 @@ impl PasswordHasher {
         getrandom::fill(&mut salt).map_err(|e| PasswordError::Hash(e.to_string()))?;
         let salt = SaltString::encode_b64(&salt).map_err(|e| PasswordError::Hash(e.to_string()))?;
         let a = self.argon2(self.costs.params()?)?;
+        let _slot = self.slots.take();
         a.hash_password(password.as_bytes(), &salt)
             .map(|h| h.to_string())
             .map_err(|e| PasswordError::Hash(e.to_string()))
@@ -304,11 +359,18 @@ impl PasswordHasher {
             )));
         }
         let a = self.argon2(self.costs.params()?)?;
+        let _slot = self.slots.take();
+        self.verified.fetch_add(1, Ordering::Relaxed);
         match a.verify_password(password.as_bytes(), &parsed) {
             Ok(()) => Ok(true),
             Err(argon2::password_hash::Error::Password) => Ok(false),
             Err(e) => Err(PasswordError::BadStoredHash(e.to_string())),
         }
+    }
+
+    /// Verifications done so far (real and dummy).
+    pub fn verifications(&self) -> u64 {
+        self.verified.load(Ordering::Relaxed)
     }
 
     /// Spends the time of one verification and returns false: for unknown users.
@@ -500,6 +562,7 @@ mod tests {
             memory_kib: 64,
             iterations: 1,
             parallelism: 1,
+            max_concurrent: 2,
         }
     }
 

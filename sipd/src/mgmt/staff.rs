@@ -103,6 +103,9 @@ pub enum StaffError {
     LastAdmin(String),
     #[error("the current password is wrong")]
     WrongCurrentPassword,
+    /// The current-password check is throttled like a login (same back-off keys).
+    #[error("too many failed password checks: try again in {} s", retry_after.as_secs())]
+    LockedOut { retry_after: std::time::Duration },
     #[error("TOTP is already enrolled; an admin must reset it first")]
     AlreadyEnrolled,
     #[error("no TOTP enrolment is pending; begin one first")]
@@ -435,7 +438,7 @@ impl StaffAuth {
             .staff(id)?
             .ok_or_else(|| StaffError::NotFound(format!("#{id}")))?;
         if let Some(cur) = current
-            && !self.hasher.verify(cur, &before.password_hash)?
+            && !self.check_current_password(&before, cur, actor.source, unix_ms(now))?
         {
             let _ = store.append_audit(&failure(
                 actor,

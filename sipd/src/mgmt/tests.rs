@@ -50,6 +50,7 @@ fn cheap() -> Argon2Costs {
         memory_kib: 64,
         iterations: 1,
         parallelism: 1,
+        max_concurrent: 2,
     }
 }
 
@@ -480,17 +481,48 @@ fn init_creates_the_first_admin_once_and_first_login_confirms_totp() {
 }
 
 #[test]
+fn unknown_user_and_excluded_host_get_the_same_answer_and_the_same_work() {
+    let e = env();
+    e.add("op", Role::Operator, &["10.0.0.0/8"]);
+    let before = e.auth.hasher.verifications();
+    let unknown = e.login("nobody", PW, None, "192.0.2.1", t0());
+    let after_unknown = e.auth.hasher.verifications();
+    let excluded = e.login("op", PW, None, "192.0.2.2", t0());
+    let after_excluded = e.auth.hasher.verifications();
+    assert_eq!(unknown, Err(LoginError::BadCredentials));
+    assert_eq!(excluded, unknown);
+    // One Argon2 verification each, at the same costs: the same time.
+    assert_eq!(after_unknown - before, 1);
+    assert_eq!(after_excluded - after_unknown, 1);
+    // The audit log still tells the operator which it was.
+    let reasons: Vec<String> = e
+        .logins()
+        .iter()
+        .filter_map(|x| x.entry.reason.clone())
+        .collect();
+    assert!(
+        reasons.iter().any(|r| r.starts_with("unknown user")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.starts_with("host not allowed")),
+        "{reasons:?}"
+    );
+}
+
+#[test]
 fn allowed_hosts_at_login_and_on_every_request() {
     let e = env();
     e.add("op", Role::Operator, &["10.0.0.0/8", "2001:db8::/32"]);
+    // The same answer as an unknown user: an outsider learns nothing of the account.
     assert_eq!(
         e.login("op", PW, None, "192.0.2.1", t0()),
-        Err(LoginError::HostNotAllowed(ip("192.0.2.1")))
+        Err(LoginError::BadCredentials)
     );
     // Checked before the password: a wrong password from outside says the same.
     assert_eq!(
         e.login("op", "wrong", None, "192.0.2.2", at(100)),
-        Err(LoginError::HostNotAllowed(ip("192.0.2.2")))
+        Err(LoginError::BadCredentials)
     );
     let s = e.login("op", PW, None, "::ffff:10.9.9.9", at(200)).unwrap();
     assert_eq!(s.info.source_ip, ip("10.9.9.9"));
@@ -674,6 +706,20 @@ fn expired_or_admin_set_password_gives_a_change_password_session() {
         ),
         Err(StaffError::WrongCurrentPassword)
     ));
+    // Throttled like a login: even the right one waits for the lock-out to end.
+    assert!(matches!(
+        e.auth.set_password(
+            &e.store,
+            &me,
+            s.id,
+            Some(PW),
+            PW2,
+            Some(&a.token_hash),
+            late
+        ),
+        Err(StaffError::LockedOut { .. })
+    ));
+    let late = late + Duration::from_secs(1);
     assert!(matches!(
         e.auth
             .set_password(&e.store, &me, s.id, Some(PW), PW, Some(&a.token_hash), late),

@@ -7,6 +7,7 @@
 //! Store writes (CDRs, balance debits) go to a writer thread (`writer.rs`) so a flush never
 //! stalls signalling; names go to the resolver so a slow DNS server never does.
 
+pub mod fds;
 mod provisioned;
 mod startup;
 mod writer;
@@ -68,12 +69,14 @@ impl Appliance {
         let records = Provisioned::read(&store);
         startup::first_start_hints(&store, &records);
         let accounts = records.rules.accounts().count();
+        let nofile = fds::raise_nofile();
 
         let (plane, media) = startup::start_media(&cfg)?;
         let dp = plane.dataplane().clone();
-        let (transports, events, locals, sip_ports) = startup::bind_sip(&cfg).await?;
+        let (transports, events, locals, sip_ports) = startup::bind_sip(&cfg, nofile).await?;
         let firewall = Arc::new(Firewall::new(&cfg.firewall, store.clone(), dp.clone()));
         firewall.program_sip(&cfg.guard, &sip_ports)?;
+        transports.set_tcp_guard(startup::tcp_guard(&cfg, &dp));
         let (resolver, answers) = Resolver::from_system();
         let names = startup::trust_peers(&firewall, &records, &resolver).await;
 

@@ -24,7 +24,7 @@ use crate::firewall::Firewall;
 use crate::media::RelayMedia;
 use crate::resolver::{Answer, Resolver};
 use crate::store::Store;
-use crate::transport::{Limits, Transports};
+use crate::transport::{Limits, TcpGuard, Transports};
 
 fn requested_mode(m: DataplaneMode) -> RequestedMode {
     match m {
@@ -68,6 +68,7 @@ pub fn start_media(cfg: &Config) -> Result<(MediaPlane, RelayMedia)> {
 /// pairs the firewall guards.
 pub async fn bind_sip(
     cfg: &Config,
+    nofile: Option<u64>,
 ) -> Result<(
     Transports,
     tokio::sync::mpsc::Receiver<crate::transport::Event>,
@@ -75,8 +76,8 @@ pub async fn bind_sip(
     Vec<(u16, Proto)>,
 )> {
     let limits = Limits {
-        max_message_bytes: cfg.sip.max_message_bytes,
-        ..Limits::default()
+        fd_ceiling: super::fds::tcp_ceiling(nofile, cfg.sip.fd_reserve),
+        ..Limits::from(&cfg.sip)
     };
     let (transports, events) = Transports::bind(&cfg.sip.udp, &cfg.sip.tcp, limits, None)
         .await
@@ -99,6 +100,19 @@ pub async fn bind_sip(
         }
     }
     Ok((transports, events, locals, ports))
+}
+
+/// The kernel guard's per-source INVITE rate and session cap, for SIP over TCP (the kernel
+/// applies them to UDP only), over the same per-source session counts.
+pub fn tcp_guard(cfg: &Config, dp: &std::sync::Arc<relay_user::DataPlane>) -> TcpGuard {
+    let g = &cfg.guard;
+    let dp = dp.clone();
+    TcpGuard::new(
+        g.invites_per_sec,
+        g.invite_burst,
+        g.max_sessions_per_source,
+        std::sync::Arc::new(move |ip| dp.sessions_get(ip).ok().map(|s| (s.active, s.limit))),
+    )
 }
 
 /// Resolves the upstream names (all at once) and exempts trusted peers from the SIP guard;

@@ -8,13 +8,14 @@
 //! Userspace data-plane firewall: the [`Filter`] sees every UDP datagram and every accepted
 //! TCP connection before anything is parsed.
 
+mod guard;
 mod tcp;
 mod udp;
 
 use std::collections::HashMap;
 use std::fmt;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -28,6 +29,8 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::AbortHandle;
 
 use crate::config::SipConfig;
+
+pub use guard::{SessionLookup, TcpGuard};
 
 // One vocabulary from the socket to the call core: the core's peer and transport types.
 pub use sipd_core::sip::framing::{FrameError, Framer, KeepAlives};
@@ -51,9 +54,18 @@ pub struct Limits {
     /// open ourselves do not count, so a flood of inbound connections cannot stop calls
     /// from reaching vendors.
     pub max_connections: usize,
-    /// A TCP connection with no traffic either way for this long is closed.
+    /// Accepted TCP connections open at once from one IP address.
+    pub max_per_source: usize,
+    /// An accepted connection must deliver its first complete message within this.
+    pub first_message_timeout: Duration,
+    /// A TCP connection with no complete message either way for this long is closed: bytes
+    /// that do not finish a message (a slow drip, keep-alive CRLFs) do not reset it.
     pub idle_timeout: Duration,
     pub connect_timeout: Duration,
+    /// Accepted connections whose descriptor number is at or above this are refused: the
+    /// kernel hands out the lowest free number, so such a descriptor means fewer than the
+    /// reserve are left below the open-file limit (see [`crate::server::fds`]).
+    pub fd_ceiling: Option<u64>,
 }
 
 impl Default for Limits {
@@ -61,8 +73,11 @@ impl Default for Limits {
         Limits {
             max_message_bytes: SipConfig::default().max_message_bytes,
             max_connections: 4096,
+            max_per_source: 64,
+            first_message_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
             connect_timeout: Duration::from_secs(3),
+            fd_ceiling: None,
         }
     }
 }
@@ -71,6 +86,10 @@ impl From<&SipConfig> for Limits {
     fn from(sip: &SipConfig) -> Self {
         Limits {
             max_message_bytes: sip.max_message_bytes,
+            max_connections: sip.tcp_max_connections,
+            max_per_source: sip.tcp_max_per_source,
+            first_message_timeout: Duration::from_secs(sip.tcp_first_message_secs),
+            idle_timeout: Duration::from_secs(sip.tcp_idle_secs),
             ..Limits::default()
         }
     }
@@ -187,6 +206,20 @@ counters! {
     tcp_connected,
     /// Inbound TCP connections refused at `max_connections`.
     tcp_refused,
+    /// Inbound TCP connections refused at `max_per_source`.
+    tcp_refused_per_source,
+    /// Inbound TCP connections refused because they would eat into the descriptor reserve.
+    tcp_refused_fd_reserve,
+    /// accept() failures (EMFILE, ENFILE, ENOBUFS, ...).
+    tcp_accept_errors,
+    /// Connections closed for sending no complete first message in time.
+    tcp_closed_first_message,
+    /// Connections closed after `idle_timeout` without a complete message.
+    tcp_closed_idle,
+    /// INVITEs over TCP dropped by the per-source calls-per-second limit.
+    tcp_invites_rate_limited,
+    /// INVITEs over TCP dropped at the per-source session cap.
+    tcp_invites_session_cap,
     /// Datagrams and connections the filter refused.
     filtered,
     /// Messages over `max_message_bytes`, either transport.
@@ -237,6 +270,15 @@ struct ConnTable {
     /// Newest last, so a send by address uses the most recent connection.
     by_remote: HashMap<SocketAddr, Vec<ConnId>>,
     inbound: usize,
+    /// Inbound connections open per IP address (for `max_per_source`).
+    inbound_by_ip: HashMap<IpAddr, usize>,
+}
+
+/// Why an inbound connection was not registered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refused {
+    Total,
+    PerSource,
 }
 
 /// State shared by the handle and every task.
@@ -251,6 +293,8 @@ struct Shared {
     runtime: Handle,
     /// Origin of the millisecond activity stamps of idle timeouts.
     epoch: Instant,
+    /// Per-source INVITE rate and session cap over TCP (set once the firewall is up).
+    guard: std::sync::OnceLock<TcpGuard>,
 }
 
 impl Shared {
@@ -305,11 +349,21 @@ impl Shared {
         self.conns.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Adds a connection; None when an inbound one would exceed `max_connections`.
-    fn register(&self, remote: SocketAddr, inbound: bool) -> Option<NewConn> {
-        self.register_locked(&mut self.table(), remote, inbound)
+    /// Adds an accepted connection, unless it would exceed `max_connections` or
+    /// `max_per_source`.
+    fn register_inbound(&self, remote: SocketAddr) -> Result<NewConn, Refused> {
+        let mut t = self.table();
+        if t.inbound >= self.limits.max_connections {
+            return Err(Refused::Total);
+        }
+        if t.inbound_by_ip.get(&remote.ip()).copied().unwrap_or(0) >= self.limits.max_per_source {
+            return Err(Refused::PerSource);
+        }
+        self.register_locked(&mut t, remote, true)
+            .ok_or(Refused::Total)
     }
 
+    /// Adds a connection; None when an inbound one would exceed `max_connections`.
     fn register_locked(
         &self,
         t: &mut ConnTable,
@@ -334,6 +388,7 @@ impl Shared {
         t.by_remote.entry(remote).or_default().push(id);
         if inbound {
             t.inbound += 1;
+            *t.inbound_by_ip.entry(remote.ip()).or_default() += 1;
         }
         Some(NewConn { id, tx, rx, stop })
     }
@@ -345,6 +400,13 @@ impl Shared {
         };
         if h.inbound {
             t.inbound -= 1;
+            let ip = h.remote.ip();
+            if let Some(n) = t.inbound_by_ip.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    t.inbound_by_ip.remove(&ip);
+                }
+            }
         }
         if let Some(ids) = t.by_remote.get_mut(&h.remote) {
             ids.retain(|&i| i != id);
@@ -433,6 +495,7 @@ impl Transports {
             next_conn: AtomicU64::new(1),
             runtime: Handle::current(),
             epoch: Instant::now(),
+            guard: std::sync::OnceLock::new(),
         });
         let mut tasks = Vec::new();
         let mut udp_eps = Vec::with_capacity(udp_socks.len());
@@ -503,6 +566,12 @@ impl Transports {
     /// UDP addresses actually bound (port 0 resolved), in the order given to `bind`.
     pub fn udp_addrs(&self) -> Vec<SocketAddr> {
         self.inner.udp.iter().map(|ep| ep.local).collect()
+    }
+
+    /// Applies the per-source INVITE rate and session cap to SIP over TCP, as the kernel
+    /// guard does for UDP. Set once; later calls are ignored.
+    pub fn set_tcp_guard(&self, guard: TcpGuard) {
+        let _ = self.inner.shared.guard.set(guard);
     }
 
     pub fn tcp_addrs(&self) -> Vec<SocketAddr> {

@@ -8,9 +8,10 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -19,9 +20,10 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 
+use super::guard::Verdict;
 use super::{
     ConnId, Counters, Event, FrameError, Framer, Inbound, NewConn, Outbound, Peer, Proto, Queued,
-    Shared,
+    Refused, Shared,
 };
 
 /// Bytes asked of the kernel per read.
@@ -40,23 +42,42 @@ pub(super) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, loca
             Ok(r) => r,
             Err(e) => {
                 // EMFILE/ENFILE/ENOBUFS: back off instead of spinning until something closes.
+                Counters::inc(&shared.counters.tcp_accept_errors);
                 tracing::warn!(%local, error = %e, "tcp accept failed");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
+        // The kernel gives the lowest free number: this one that high means the descriptors
+        // media and the API need are nearly gone. Dropping the stream closes it.
+        let fd = u64::try_from(stream.as_raw_fd()).unwrap_or(u64::MAX);
+        if shared.limits.fd_ceiling.is_some_and(|c| fd >= c) {
+            Counters::inc(&shared.counters.tcp_refused_fd_reserve);
+            tracing::debug!(%remote, %local, fd, "tcp connection refused: descriptor reserve");
+            continue;
+        }
         let conn_local = stream.local_addr().unwrap_or(local);
         if !shared.allowed(remote, conn_local, Proto::Tcp) {
             continue;
         }
-        let Some(conn) = shared.register(remote, true) else {
-            Counters::inc(&shared.counters.tcp_refused);
-            tracing::debug!(%remote, %local, "tcp connection refused: max_connections reached");
-            continue;
+        let conn = match shared.register_inbound(remote) {
+            Ok(c) => c,
+            Err(why) => {
+                let (counter, limit) = match why {
+                    Refused::Total => (&shared.counters.tcp_refused, "tcp_max_connections"),
+                    Refused::PerSource => (
+                        &shared.counters.tcp_refused_per_source,
+                        "tcp_max_per_source",
+                    ),
+                };
+                Counters::inc(counter);
+                tracing::debug!(%remote, %local, limit, "tcp connection refused");
+                continue;
+            }
         };
         Counters::inc(&shared.counters.tcp_accepted);
         tracing::debug!(%remote, local = %conn_local, conn = conn.id, "tcp accepted");
-        tokio::spawn(run_conn(shared.clone(), conn, stream, remote));
+        tokio::spawn(run_conn(shared.clone(), conn, stream, remote, true));
     }
 }
 
@@ -133,7 +154,7 @@ async fn connect_and_run(
         Ok(Ok(stream)) => {
             Counters::inc(&shared.counters.tcp_connected);
             tracing::debug!(%remote, conn = conn.id, "tcp connected");
-            run_conn(shared, conn, stream, remote).await;
+            run_conn(shared, conn, stream, remote, false).await;
             return;
         }
         Ok(Err(e)) => format!("connect tcp {remote}: {e}"),
@@ -175,7 +196,7 @@ struct Conn {
     id: ConnId,
     local: SocketAddr,
     remote: SocketAddr,
-    /// Millisecond stamp (since `Shared::epoch`) of the last traffic either way.
+    /// Millisecond stamp (since `Shared::epoch`) of the last complete message either way.
     last_activity: AtomicU64,
     /// Set after a framing error: the writer closes after the next message (the answer).
     closing: AtomicBool,
@@ -195,7 +216,14 @@ impl Conn {
     }
 }
 
-async fn run_conn(shared: Arc<Shared>, conn: NewConn, stream: TcpStream, remote: SocketAddr) {
+/// `inbound`: accepted (it must send a complete message within `first_message_timeout`).
+async fn run_conn(
+    shared: Arc<Shared>,
+    conn: NewConn,
+    stream: TcpStream,
+    remote: SocketAddr,
+    inbound: bool,
+) {
     // SIP messages are written whole; Nagle would only delay them.
     let _ = stream.set_nodelay(true);
     let local = match stream.local_addr() {
@@ -223,16 +251,23 @@ async fn run_conn(shared: Arc<Shared>, conn: NewConn, stream: TcpStream, remote:
     let mut framer = Framer::new(c.shared.limits.max_message_bytes);
     let mut buf = vec![0u8; READ_CHUNK];
     let idle = c.shared.limits.idle_timeout;
+    // Only an accepted connection must prove itself: on ours we speak first.
+    let first_deadline = inbound.then(|| Instant::now() + c.shared.limits.first_message_timeout);
+    let mut got_message = false;
     let reason = loop {
         let last = Duration::from_millis(c.last_activity.load(Ordering::Relaxed));
-        let deadline = c.shared.epoch + last + idle;
+        let mut deadline = c.shared.epoch + last + idle;
+        if let Some(first) = first_deadline.filter(|_| !got_message) {
+            deadline = deadline.min(first);
+        }
         tokio::select! {
             r = read_some(&rh, &mut buf) => match r {
                 Ok(0) => break "closed by peer",
                 Ok(n) => {
-                    c.touch();
                     framer.push(&buf[..n]);
-                    match deliver(&c, &mut framer, &tx).await {
+                    let (flow, messages) = deliver(&c, &mut framer, &tx).await;
+                    got_message |= messages > 0;
+                    match flow {
                         Flow::Continue => {}
                         Flow::Malformed => break "malformed message",
                         Flow::CoreGone => break "event receiver gone",
@@ -248,8 +283,13 @@ async fn run_conn(shared: Arc<Shared>, conn: NewConn, stream: TcpStream, remote:
                 break "write side ended";
             }
             () = tokio::time::sleep_until(deadline.into()) => {
+                if !got_message && first_deadline.is_some_and(|f| Instant::now() >= f) {
+                    Counters::inc(&c.shared.counters.tcp_closed_first_message);
+                    break "no complete first message in time";
+                }
                 let since = c.shared.now_ms().saturating_sub(c.last_activity.load(Ordering::Relaxed));
                 if u128::from(since) >= idle.as_millis() {
+                    Counters::inc(&c.shared.counters.tcp_closed_idle);
                     break "idle timeout";
                 }
             }
@@ -272,8 +312,9 @@ async fn run_conn(shared: Arc<Shared>, conn: NewConn, stream: TcpStream, remote:
     c.shared.emit(Event::Closed { conn: id, remote }).await;
 }
 
-/// Hands every complete message in `framer` to the core and answers keep-alive pings.
-async fn deliver(c: &Conn, framer: &mut Framer, tx: &mpsc::Sender<Queued>) -> Flow {
+/// Hands every complete message in `framer` to the core (INVITEs past the per-source guard
+/// only) and answers keep-alive pings. Also returns how many complete messages there were.
+async fn deliver(c: &Conn, framer: &mut Framer, tx: &mpsc::Sender<Queued>) -> (Flow, usize) {
     let counters = &c.shared.counters;
     let inbound = |data| Inbound {
         peer: Peer {
@@ -285,9 +326,26 @@ async fn deliver(c: &Conn, framer: &mut Framer, tx: &mpsc::Sender<Queued>) -> Fl
         data,
     };
     let mut flow = Flow::Continue;
+    let mut messages = 0;
     while let Some(r) = framer.next_message() {
         let ev = match r {
             Ok(data) => {
+                messages += 1;
+                c.touch();
+                if let Some(g) = c.shared.guard.get()
+                    && relay_common::guard::is_invite(&data)
+                {
+                    let counter = match g.check(c.remote.ip(), Instant::now()) {
+                        Verdict::Pass => None,
+                        Verdict::RateLimited => Some(&counters.tcp_invites_rate_limited),
+                        Verdict::SessionCap => Some(&counters.tcp_invites_session_cap),
+                    };
+                    if let Some(counter) = counter {
+                        // Dropped as the kernel drops a UDP INVITE: no answer, no transaction.
+                        Counters::inc(counter);
+                        continue;
+                    }
+                }
                 Counters::inc(&counters.tcp_rx);
                 Event::Message(inbound(data))
             }
@@ -308,7 +366,7 @@ async fn deliver(c: &Conn, framer: &mut Framer, tx: &mpsc::Sender<Queued>) -> Fl
             }
         };
         if !c.shared.emit(ev).await {
-            return Flow::CoreGone;
+            return (Flow::CoreGone, messages);
         }
     }
     let ka = framer.take_keepalives();
@@ -327,7 +385,7 @@ async fn deliver(c: &Conn, framer: &mut Framer, tx: &mpsc::Sender<Queued>) -> Fl
             token: None,
         });
     }
-    flow
+    (flow, messages)
 }
 
 async fn write_loop(
@@ -399,10 +457,11 @@ async fn write_all(wh: &OwnedWriteHalf, mut data: &[u8]) -> io::Result<()> {
 async fn write(c: &Conn, wh: &OwnedWriteHalf, q: &Queued) -> Result<(), String> {
     match tokio::time::timeout(WRITE_TIMEOUT, write_all(wh, &q.data)).await {
         Ok(Ok(())) => {
+            // Our own pongs are not traffic that keeps a connection open.
             if q.token.is_some() {
                 Counters::inc(&c.shared.counters.tcp_tx);
+                c.touch();
             }
-            c.touch();
             Ok(())
         }
         Ok(Err(e)) => Err(format!("write tcp {}: {e}", c.remote)),

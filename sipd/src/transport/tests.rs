@@ -433,6 +433,69 @@ async fn tcp_max_connections_refuses_more() {
 }
 
 #[tokio::test]
+async fn tcp_max_per_source_refuses_more_from_that_address() {
+    let limits = Limits {
+        max_per_source: 2,
+        ..Limits::default()
+    };
+    let (t, mut rx) = bind(false, true, limits).await;
+    let addr = t.tcp_addrs()[0];
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let c = TcpStream::connect(addr).await.unwrap();
+        write_all(&c, sip("").as_bytes()).await;
+        message(next(&mut rx).await);
+        held.push(c);
+    }
+    let third = TcpStream::connect(addr).await.unwrap();
+    assert!(read_eof(&third).await.is_empty());
+    let s = t.stats();
+    assert_eq!(
+        (s.tcp_accepted, s.tcp_refused_per_source, s.tcp_open),
+        (2, 1, 2)
+    );
+}
+
+#[tokio::test]
+async fn tcp_first_message_deadline_and_a_drip_does_not_reset_idle() {
+    let limits = Limits {
+        first_message_timeout: Duration::from_millis(300),
+        idle_timeout: Duration::from_millis(600),
+        ..Limits::default()
+    };
+    let (t, mut rx) = bind(false, true, limits).await;
+    let addr = t.tcp_addrs()[0];
+    // Never a complete message: closed at the first-message deadline, drip or not.
+    let silent = TcpStream::connect(addr).await.unwrap();
+    write_all(&silent, b"OPT").await;
+    assert!(matches!(next(&mut rx).await, Event::Closed { .. }));
+    assert!(read_eof(&silent).await.is_empty());
+    assert_eq!(t.stats().tcp_closed_first_message, 1);
+    // One message, then a byte every 100 ms: closed at the idle timeout all the same.
+    let c = TcpStream::connect(addr).await.unwrap();
+    write_all(&c, sip("").as_bytes()).await;
+    message(next(&mut rx).await);
+    let started = std::time::Instant::now();
+    let drip = async {
+        for b in b"OPTIONS sip:x SIP/2.0\r\nX: yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy" {
+            if c.try_write(std::slice::from_ref(b)).is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        std::future::pending::<()>().await;
+    };
+    tokio::select! {
+        ev = next(&mut rx) => assert!(matches!(ev, Event::Closed { .. }), "{ev:?}"),
+        () = drip => unreachable!(),
+    }
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(500), "{took:?}");
+    assert!(took < Duration::from_secs(4), "{took:?}");
+    assert_eq!(t.stats().tcp_closed_idle, 1);
+}
+
+#[tokio::test]
 async fn tcp_idle_timeout_closes() {
     let limits = Limits {
         idle_timeout: Duration::from_millis(300),

@@ -256,6 +256,8 @@ pub struct Settings {
     pub sip: String,
     pub media: String,
     pub management: String,
+    /// sipd's open-file limit (soft and hard, set with `prlimit`); None: inherited.
+    pub nofile: Option<u64>,
 }
 
 impl Default for Settings {
@@ -265,6 +267,7 @@ impl Default for Settings {
             sip: String::new(),
             media: String::new(),
             management: String::new(),
+            nofile: None,
         }
     }
 }
@@ -346,7 +349,14 @@ impl Sbc {
         );
         let log = dir.join("sipd.log");
         let logf = std::fs::File::create(&log).expect("log file");
-        let mut cmd = net.topo.relay.command(sipd_bin());
+        let mut cmd = match set.nofile {
+            Some(n) => {
+                let mut c = net.topo.relay.command("prlimit");
+                c.arg(format!("--nofile={n}:{n}")).arg("--").arg(sipd_bin());
+                c
+            }
+            None => net.topo.relay.command(sipd_bin()),
+        };
         cmd.arg("-c")
             .arg(&config)
             .arg("run")
@@ -383,6 +393,11 @@ impl Sbc {
 
     pub fn sip(&self) -> SocketAddr {
         SocketAddr::new(self.addr, SIP_PORT)
+    }
+
+    /// sipd's process id while it runs (`prlimit` and `nsenter` exec it in place).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(NsChild::pid)
     }
 
     pub fn log_text(&self) -> String {

@@ -1,0 +1,8 @@
+//! Attacks on SIP signalling against a real `sipd run` in network namespaces, from a host of
+//! the attacker's on the carrier's network (`Net::attacker`), while a legitimate carrier's
+//! calls must keep working. One module per concern; each says what it attacks.
+
+mod sbc;
+
+#[path = "attacks_sip/tcp.rs"]
+mod tcp;
