@@ -3,6 +3,8 @@
 //! 1. 1,100 idle TCP connections from one address, with sipd's open-file limit at 1,024:
 //!    capped per source (the rest closed at once), and meanwhile a carrier's call completes
 //!    and the management API answers.
+//!    And 20 addresses holding 60 each (1,200 in all, above the open-file limit): the last
+//!    `fd_reserve` descriptors stay free, so the call and the API still work.
 //! 2. A slow drip, a byte a second: closed at the first-message deadline; and after one
 //!    complete message, at the idle timeout (a byte is not traffic).
 //! 3. 30 INVITEs in one TCP segment, repeated: limited per source like UDP INVITEs are in the
@@ -163,26 +165,8 @@ fn idle_connections_from_one_source_are_capped_and_calls_go_on() {
     eprintln!("still open after 30 s at most: {open} of {made}");
 
     // A carrier's call, with media, while the attacker holds its share.
-    let mut uas = net.uas("uas.xml", SIP_PORT, 1, Duration::from_millis(100));
-    let mut uac = net
-        .uac("uac.xml", sbc.sip(), Duration::from_millis(1500))
-        .spawn(&net.topo.caller)
-        .expect("uac");
-    let media = uac
-        .wait_media("MEDIA", Duration::from_secs(10))
-        .and_then(|_| uas.wait_media("MEDIA", Duration::from_secs(10)));
-    let (uac, uas) = (uac.finish(), uas.finish());
-    eprintln!(
-        "carrier call: {:?}, media anchored: {}",
-        uac.trace.final_counts("INVITE"),
-        media.is_ok()
-    );
+    carrier_call_completes(&net, &sbc);
     let log = sbc.log_text();
-    if let Some(l) = log.lines().find(|l| l.contains("media anchoring failed")) {
-        eprintln!("sipd: {l}");
-    }
-    uac.assert_ok();
-    uas.assert_ok();
     assert!(
         !log.contains("port range"),
         "media blamed the port range:\n{log}"
@@ -197,6 +181,82 @@ fn idle_connections_from_one_source_are_capped_and_calls_go_on() {
     );
     assert!(refused + reserve >= (made - open) as u64);
     assert!(sbc.metric("sipd_transport_tcp_open") <= 64 + 2);
+    drop(conns);
+}
+
+/// A carrier's call with media through `sbc`; panics unless it completes.
+fn carrier_call_completes(net: &Net, sbc: &Sbc) {
+    let mut uas = net.uas("uas.xml", SIP_PORT, 1, Duration::from_millis(100));
+    let mut uac = net
+        .uac("uac.xml", sbc.sip(), Duration::from_millis(1500))
+        .spawn(&net.topo.caller)
+        .expect("uac");
+    let media = uac
+        .wait_media("MEDIA", Duration::from_secs(10))
+        .and_then(|_| uas.wait_media("MEDIA", Duration::from_secs(10)));
+    let (uac, uas) = (uac.finish(), uas.finish());
+    eprintln!(
+        "carrier call: {:?}, media anchored: {}",
+        uac.trace.final_counts("INVITE"),
+        media.is_ok()
+    );
+    uac.assert_ok();
+    uas.assert_ok();
+}
+
+#[test]
+fn connections_from_many_sources_leave_the_descriptor_reserve() {
+    require_privileged!();
+    require_sipp!();
+    let _s = serial();
+    raise_own_nofile();
+    let net = Net::new();
+    let c = net.topo.caller_if.ipv4.octets();
+    let sources: Vec<IpAddr> = (100..120u8)
+        .map(|d| IpAddr::V4(Ipv4Addr::new(c[0], c[1], c[2], d)))
+        .collect();
+    for ip in &sources {
+        net.topo
+            .caller
+            .ip([
+                "addr",
+                "add",
+                &format!("{ip}/24"),
+                "dev",
+                &net.topo.caller_if.dev,
+            ])
+            .expect("attacker address");
+    }
+    let sbc = Sbc::start_with(
+        &net,
+        Plane::Userspace,
+        &Prov::default(),
+        &Settings {
+            nofile: Some(1024),
+            ..settings("")
+        },
+    );
+    let mut conns: Vec<TcpStream> = net.topo.caller.enter(|| {
+        sources
+            .iter()
+            .flat_map(|&ip| (0..60).map(move |_| ip))
+            .filter_map(|ip| connect_from(ip, sbc.sip()))
+            .collect()
+    });
+    let made = conns.len();
+    std::thread::sleep(Duration::from_secs(2));
+    conns.retain_mut(|c| !closed_by_server(c));
+    let reserve = event(&sbc, "tcp_refused_fd_reserve");
+    eprintln!(
+        "1200 connections from 20 sources: {made} made, {} still open, {reserve} refused for the descriptor reserve",
+        conns.len()
+    );
+    assert!(reserve > 0, "the reserve was never needed: {made} made");
+    assert!(conns.len() <= 1024 - 256, "{} open", conns.len());
+    carrier_call_completes(&net, &sbc);
+    assert!(!sbc.log_text().contains("port range"), "{}", sbc.log_text());
+    // The management API still answers.
+    assert!(sbc.metric("sipd_transport_tcp_open") <= 1024 - 256);
     drop(conns);
 }
 
