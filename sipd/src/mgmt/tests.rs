@@ -481,6 +481,39 @@ fn init_creates_the_first_admin_once_and_first_login_confirms_totp() {
 }
 
 #[test]
+fn parallel_logins_check_one_password_and_lock_out_the_rest() {
+    let e = env();
+    e.add("alice", Role::Operator, &[]);
+    let before = e.auth.hasher.verifications();
+    let barrier = std::sync::Barrier::new(32);
+    let results: Vec<Result<Session, LoginError>> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..32)
+            .map(|i| {
+                let (e, barrier) = (&e, &barrier);
+                s.spawn(move || {
+                    barrier.wait();
+                    let user = if i % 2 == 0 { "alice" } else { "nobody" };
+                    e.login(user, &format!("guess-{i}"), None, "192.0.2.1", t0())
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let checked = results
+        .iter()
+        .filter(|r| matches!(r, Err(LoginError::BadCredentials)))
+        .count();
+    let locked = results
+        .iter()
+        .filter(|r| matches!(r, Err(LoginError::LockedOut { .. })))
+        .count();
+    // Same source, same instant: whichever began first is the only guess checked.
+    assert_eq!((checked, locked), (1, 31), "{results:?}");
+    assert_eq!(e.auth.hasher.verifications() - before, 1);
+    assert_eq!(e.logins().len(), 32, "one audit entry per attempt");
+}
+
+#[test]
 fn unknown_user_and_excluded_host_get_the_same_answer_and_the_same_work() {
     let e = env();
     e.add("op", Role::Operator, &["10.0.0.0/8"]);
