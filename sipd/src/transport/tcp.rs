@@ -36,7 +36,18 @@ const MALFORMED_LINGER: Duration = Duration::from_secs(2);
 /// Cap on pongs written for one read, so a burst of pings cannot fill the queue.
 const MAX_PONGS: usize = 16;
 
+/// Refusals are logged at warn at most this often (each is counted in /metrics anyway).
+const REFUSAL_WARN_EVERY: Duration = Duration::from_secs(60);
+
 pub(super) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, local: SocketAddr) {
+    let mut last_warn: Option<Instant> = None;
+    let mut warn_due = move || {
+        let due = last_warn.is_none_or(|t| t.elapsed() >= REFUSAL_WARN_EVERY);
+        if due {
+            last_warn = Some(Instant::now());
+        }
+        due
+    };
     loop {
         let (stream, remote) = match listener.accept().await {
             Ok(r) => r,
@@ -53,7 +64,12 @@ pub(super) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, loca
         let fd = u64::try_from(stream.as_raw_fd()).unwrap_or(u64::MAX);
         if shared.limits.fd_ceiling.is_some_and(|c| fd >= c) {
             Counters::inc(&shared.counters.tcp_refused_fd_reserve);
-            tracing::debug!(%remote, %local, fd, "tcp connection refused: descriptor reserve");
+            if warn_due() {
+                tracing::warn!(%remote, %local, fd,
+                    "SIP TCP connections refused: they would use the descriptors kept for media and the API (sip.fd_reserve); see sipd_transport_events_total");
+            } else {
+                tracing::debug!(%remote, %local, fd, "tcp connection refused: descriptor reserve");
+            }
             continue;
         }
         let conn_local = stream.local_addr().unwrap_or(local);
@@ -71,7 +87,12 @@ pub(super) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, loca
                     ),
                 };
                 Counters::inc(counter);
-                tracing::debug!(%remote, %local, limit, "tcp connection refused");
+                if warn_due() {
+                    tracing::warn!(%remote, %local, limit,
+                        "SIP TCP connections refused at a limit; see sipd_transport_events_total");
+                } else {
+                    tracing::debug!(%remote, %local, limit, "tcp connection refused");
+                }
                 continue;
             }
         };
