@@ -234,6 +234,11 @@ pub struct GuardConfig {
     pub invites_per_sec: u32,
     pub invite_burst: u32,
     pub max_sessions_per_source: u32,
+    /// New TCP connections (SYN) to a SIP port per source, in the kernel. A carrier keeps a
+    /// few long-lived connections (RFC 5923), and even a proxy farm reconnecting after a
+    /// restart opens tens, so the default is far above that and far below a SYN flood.
+    pub tcp_syns_per_sec: u32,
+    pub tcp_syn_burst: u32,
     /// Failed digest attempts from one source within the window that earn a ban.
     pub auth_failures_before_ban: u32,
     pub auth_failure_window_secs: u64,
@@ -253,6 +258,8 @@ impl Default for GuardConfig {
             invites_per_sec: 20,
             invite_burst: 40,
             max_sessions_per_source: 200,
+            tcp_syns_per_sec: 50,
+            tcp_syn_burst: 100,
             auth_failures_before_ban: 10,
             auth_failure_window_secs: 60,
             flood_reports_before_ban: 10,
@@ -697,6 +704,7 @@ impl Config {
                 g.sip_packet_burst,
             ),
             ("guard.invite_burst", g.invites_per_sec, g.invite_burst),
+            ("guard.tcp_syn_burst", g.tcp_syns_per_sec, g.tcp_syn_burst),
         ] {
             if rate == 0 {
                 bad(
