@@ -941,6 +941,21 @@ mod tests {
     }
 
     #[test]
+    fn tcp_syn_rate_defaults_and_is_validated_like_the_other_buckets() {
+        let g = GuardConfig::default();
+        assert_eq!((g.tcp_syns_per_sec, g.tcp_syn_burst), (50, 100));
+        let c = parse("[guard]\ntcp_syns_per_sec = 5\ntcp_syn_burst = 10\n").unwrap();
+        assert_eq!((c.guard.tcp_syns_per_sec, c.guard.tcp_syn_burst), (5, 10));
+        for src in [
+            "[guard]\ntcp_syns_per_sec = 0\n",
+            "[guard]\ntcp_syns_per_sec = 20\ntcp_syn_burst = 10\n",
+        ] {
+            let e = parse(src).unwrap_err();
+            assert!(e.to_string().contains("guard.tcp_syn_burst"), "{src}: {e}");
+        }
+    }
+
+    #[test]
     fn unknown_key_reports_line_and_column() {
         let e = parse("data_dir = \"/var/lib/sbc\"\n[media]\n  port_mn = 4\n").unwrap_err();
         let ConfigError::Parse { at, message, .. } = &e else {
