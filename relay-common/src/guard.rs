@@ -10,13 +10,16 @@ pub struct GuardConfig {
     pub packets: Gcra,
     /// INVITEs (payload starts with `INVITE `), per source.
     pub invites: Gcra,
+    /// New TCP connections (SYN without ACK) to a SIP port, per source: a SYN flood from one
+    /// source is shed before it costs the stack a half-open connection or a SYN cookie.
+    pub syns: Gcra,
     /// Default concurrent-session cap per source for INVITEs; 0 = no cap. A source's own entry
     /// in `SESSIONS` (limit != 0) overrides it.
     pub max_sessions: u32,
     /// At most one ring-buffer event per source per this many ns (0 = every drop).
     pub event_interval_ns: u32,
 }
-crate::map_type!(GuardConfig, 40);
+crate::map_type!(GuardConfig, 56);
 
 /// Value of the LRU hash `GUARD_STATE` (key: source [`Addr`]).
 #[repr(C)]
@@ -24,11 +27,12 @@ crate::map_type!(GuardConfig, 40);
 pub struct GuardState {
     pub packets_tat_ns: u64,
     pub invites_tat_ns: u64,
+    pub syns_tat_ns: u64,
     pub last_event_ns: u64,
     /// Drops since the last event was emitted (reported in the next event).
     pub suppressed: u64,
 }
-crate::map_type!(GuardState, 32);
+crate::map_type!(GuardState, 40);
 
 /// Value of the `SESSIONS` hash (key: source [`Addr`]), maintained by `sipd`.
 #[repr(C)]
@@ -42,7 +46,7 @@ pub struct SessionCount {
 crate::map_type!(SessionCount, 8);
 
 /// A `SessionCount::limit` that exempts the source from the SIP guard (packet rate, INVITE
-/// rate, session cap): the operator's own upstreams and IP-authenticated carriers, whose
+/// rate, session cap, TCP connection rate): the operator's own upstreams and IP-authenticated carriers, whose
 /// trunks legitimately send far more than any per-source flood limit. Bans, the deny list and
 /// service ACLs still apply.
 pub const TRUSTED: u32 = u32::MAX;
@@ -99,6 +103,8 @@ pub enum GuardEventKind {
     PacketRate = 1,
     InviteRate = 2,
     SessionCap = 3,
+    /// New TCP connections to a SIP port over the per-source rate.
+    SynRate = 4,
 }
 
 impl GuardEventKind {
@@ -107,6 +113,7 @@ impl GuardEventKind {
             1 => Self::PacketRate,
             2 => Self::InviteRate,
             3 => Self::SessionCap,
+            4 => Self::SynRate,
             _ => return None,
         })
     }

@@ -9,6 +9,7 @@
 
 pub mod addr;
 pub mod csum;
+pub mod frag;
 pub mod fw;
 pub mod guard;
 pub mod maps;

@@ -7,6 +7,7 @@ use core::mem::size_of;
 
 use crate::{
     Addr,
+    frag::{FragKey, FragVerdict},
     fw::{BanEntry, DenyV4, DenyV6, ServiceEntry, ServiceKey, SvcAllowV4, SvcAllowV6},
     guard::{GuardConfig, GuardEvent, GuardState, SessionCount},
     relay::{Leg, LegCounters, LegKey},
@@ -27,6 +28,7 @@ pub const RELAY_LEGS: &str = "RELAY_LEGS";
 pub const RELAY_COUNTERS: &str = "RELAY_COUNTERS";
 pub const TX_PORTS: &str = "TX_PORTS";
 pub const STATS: &str = "STATS";
+pub const FRAG_VERDICTS: &str = "FRAG_VERDICTS";
 
 /// Name of the XDP program in the object file.
 pub const PROGRAM: &str = "sbc_xdp";
@@ -44,6 +46,11 @@ pub const SESSIONS_MAX: u32 = 65_536;
 /// One entry per relay port: the whole 16-bit port space fits. `RELAY_COUNTERS` has as many.
 pub const RELAY_LEGS_MAX: u32 = 65_536;
 pub const TX_PORTS_MAX: u32 = 64;
+/// Fragmented datagrams whose first fragment's verdict is remembered (for
+/// `frag::FRAG_VERDICT_TTL_NS`). An LRU: a flood of first fragments evicts the oldest
+/// verdicts, whose later fragments are then dropped (counted) and retransmitted by SIP, rather
+/// than failing inserts for everyone.
+pub const FRAG_VERDICTS_MAX: u32 = 32_768;
 /// Guard events the ring buffer holds at least while userspace is not reading.
 pub const GUARD_EVENTS_MIN: u32 = 4096;
 
@@ -116,6 +123,7 @@ pub const LAYOUT: &[MapLayout] = &[
     layout::<LegKey, LegCounters>(RELAY_COUNTERS, RELAY_LEGS_MAX),
     layout::<u32, ()>(TX_PORTS, TX_PORTS_MAX),
     layout::<u32, u64>(STATS, STATS_LEN),
+    layout::<FragKey, FragVerdict>(FRAG_VERDICTS, FRAG_VERDICTS_MAX),
 ];
 
 #[cfg(test)]
@@ -143,6 +151,7 @@ mod tests {
             RELAY_COUNTERS,
             TX_PORTS,
             STATS,
+            FRAG_VERDICTS,
         ];
         assert_eq!(LAYOUT.len(), names.len());
         assert!(names.iter().all(|n| LAYOUT.iter().any(|l| l.name == *n)));
@@ -154,5 +163,12 @@ mod tests {
         assert_eq!(deny_v4.key_size as usize, 4 + size_of::<DenyV4>());
         let allow_v6 = LAYOUT.iter().find(|l| l.name == SVC_ALLOW_V6).unwrap();
         assert_eq!(allow_v6.key_size as usize, 4 + size_of::<SvcAllowV6>());
+    }
+
+    #[test]
+    fn fragment_verdicts_are_keyed_by_datagram() {
+        let frag = LAYOUT.iter().find(|l| l.name == FRAG_VERDICTS).unwrap();
+        // Two addresses, the identification, the protocol and padding; a timestamp and verdict.
+        assert_eq!((frag.key_size, frag.value_size), (40, 16));
     }
 }

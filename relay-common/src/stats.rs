@@ -24,7 +24,8 @@ stats! {
     PassNotIp = 1, "pass_not_ip";
     /// IP but neither UDP nor TCP (ICMP, ...): passed.
     PassNotUdpTcp = 2, "pass_not_udp_tcp";
-    /// A non-first IPv4/IPv6 fragment, or fragmented UDP: passed, the stack reassembles.
+    /// A later IPv4/IPv6 fragment (offset > 0) whose datagram's first fragment passed: passed
+    /// too, the stack reassembles. (The first fragment is counted by its own verdict.)
     PassFragment = 3, "pass_fragment";
     /// Truncated or malformed header (runt frame, bad IHL, bad lengths): dropped.
     DropMalformed = 4, "drop_malformed";
@@ -64,6 +65,19 @@ stats! {
     /// Relay packet whose destination is one of the relay's own sockets (userspace relay):
     /// dropped, or it would go round forever.
     DropRelayLoop = 21, "drop_relay_loop";
+    /// A later fragment whose datagram's first fragment was dropped: dropped too.
+    DropFragment = 22, "drop_fragment";
+    /// A later fragment with no remembered verdict (out of order, expired, or forged without
+    /// a first fragment): dropped, since nothing it carries can be judged.
+    DropFragmentUnknown = 23, "drop_fragment_unknown";
+    /// A first fragment too short to carry what the firewall judges (the whole TCP header, or
+    /// the UDP header and the INVITE detector's window): the tiny-fragment evasion (RFC 1858).
+    DropFragmentTiny = 24, "drop_fragment_tiny";
+    /// An IPv6 extension-header chain too long to walk (more headers than the bounded walk
+    /// takes, or the transport header too deep in the frame): dropped.
+    DropIpv6ExtHeaders = 25, "drop_ipv6_ext_headers";
+    /// A new TCP connection (SYN) to a SIP port over the source's connection rate.
+    DropTcpSynRate = 26, "drop_tcp_syn_rate";
 }
 
 /// Size of the `STATS` array; leaves room for new counters without re-creating the map.

@@ -1,5 +1,5 @@
-//! The SIP guard: per-source packet rate, INVITE rate and concurrent-session cap, with drops
-//! sampled to userspace through a ring buffer.
+//! The SIP guard: per-source packet rate, INVITE rate, concurrent-session cap and TCP
+//! connection (SYN) rate, with drops sampled to userspace through a ring buffer.
 //!
 //! It sits in front of the SIP daemon so a flood is shed before it costs a socket wakeup and a
 //! parse. Limits are per source address; GCRA keeps one timestamp per bucket and needs no
@@ -14,7 +14,7 @@ use relay_common::{
 
 use crate::{
     maps::{GUARD_CONFIG, GUARD_EVENTS, GUARD_STATE, SESSIONS, count},
-    parse::{self, L4, Packet, UDP_HLEN},
+    parse::{self, L4, Packet, TCP_ACK, TCP_SYN, UDP_HLEN},
 };
 
 #[derive(Clone, Copy)]
@@ -22,6 +22,7 @@ pub enum GuardDrop {
     PacketRate,
     InviteRate,
     SessionCap,
+    SynRate,
 }
 
 impl GuardDrop {
@@ -30,6 +31,7 @@ impl GuardDrop {
             GuardDrop::PacketRate => GuardEventKind::PacketRate,
             GuardDrop::InviteRate => GuardEventKind::InviteRate,
             GuardDrop::SessionCap => GuardEventKind::SessionCap,
+            GuardDrop::SynRate => GuardEventKind::SynRate,
         }
     }
 }
@@ -92,6 +94,14 @@ fn decide(
 ) -> Result<(), GuardDrop> {
     // SAFETY (all accesses to `state` here): a live element of the LRU hash. Two CPUs handling
     // the same source may race on it; the cost is one packet judged against a stale TAT.
+    // A new connection first, so a refused SYN does not also use up the packet allowance.
+    if let L4::Tcp { flags, .. } = pkt.l4
+        && flags & (TCP_SYN | TCP_ACK) == TCP_SYN
+    {
+        let syns_tat = unsafe { (*state).syns_tat_ns };
+        let syns_tat = cfg.syns.check(syns_tat, now_ns).ok_or(GuardDrop::SynRate)?;
+        unsafe { (*state).syns_tat_ns = syns_tat };
+    }
     let packets_tat = unsafe { (*state).packets_tat_ns };
     let packets_tat = cfg
         .packets

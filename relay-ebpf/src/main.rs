@@ -1,4 +1,5 @@
-//! The XDP data plane: parse, bans, static deny, service ACL, SIP guard, media relay.
+//! The XDP data plane: parse, bans, static deny, fragments, service ACL, SIP guard, media
+//! relay.
 //!
 //! Each stage returns its own typed reason for stopping; [`verdict`] is the single place that
 //! turns a reason into an XDP action and a `STATS` counter, so no path can return a verdict
@@ -8,6 +9,8 @@
 
 #[cfg(target_arch = "bpf")]
 mod addr;
+#[cfg(target_arch = "bpf")]
+mod frag;
 #[cfg(target_arch = "bpf")]
 mod fw;
 #[cfg(target_arch = "bpf")]
@@ -33,10 +36,11 @@ mod prog {
     };
 
     use crate::{
+        frag::{self, Follow},
         fw::{self, FwDrop},
         guard::{self, GuardDrop},
         maps::count,
-        parse::{self, L4, ParseError, Parsed},
+        parse::{self, Frag, L4, Packet, ParseError, Parsed},
         relay::{self, RelayError, Relayed},
     };
 
@@ -44,7 +48,8 @@ mod prog {
     #[derive(Clone, Copy)]
     enum Outcome {
         Parse(ParseError),
-        Fragment,
+        /// A later fragment, following its first fragment's verdict.
+        Fragment(Follow),
         NotUdpTcp,
         Firewall(FwDrop),
         Guard(GuardDrop),
@@ -79,7 +84,13 @@ mod prog {
             Outcome::Parse(ParseError::NotIp) => (XDP_PASS, Stat::PassNotIp),
             // Never guess at a header we cannot read: dropping cannot mis-forward.
             Outcome::Parse(ParseError::Malformed) => (XDP_DROP, Stat::DropMalformed),
-            Outcome::Fragment => (XDP_PASS, Stat::PassFragment),
+            Outcome::Parse(ParseError::ExtHeaders) => (XDP_DROP, Stat::DropIpv6ExtHeaders),
+            Outcome::Parse(ParseError::TinyFragment) => (XDP_DROP, Stat::DropFragmentTiny),
+            Outcome::Fragment(Follow::Pass) => (XDP_PASS, Stat::PassFragment),
+            Outcome::Fragment(Follow::Drop) => (XDP_DROP, Stat::DropFragment),
+            // Nothing in it can be judged: passing it would let a forged fragment train past
+            // the ACL, and a real one is retransmitted whole by SIP.
+            Outcome::Fragment(Follow::Unknown) => (XDP_DROP, Stat::DropFragmentUnknown),
             Outcome::NotUdpTcp => (XDP_PASS, Stat::PassNotUdpTcp),
             Outcome::Firewall(FwDrop::Banned) => (XDP_DROP, Stat::DropBanned),
             Outcome::Firewall(FwDrop::Denied) => (XDP_DROP, Stat::DropDenied),
@@ -87,6 +98,7 @@ mod prog {
             Outcome::Guard(GuardDrop::PacketRate) => (XDP_DROP, Stat::DropSipPacketRate),
             Outcome::Guard(GuardDrop::InviteRate) => (XDP_DROP, Stat::DropSipInviteRate),
             Outcome::Guard(GuardDrop::SessionCap) => (XDP_DROP, Stat::DropSipSessionCap),
+            Outcome::Guard(GuardDrop::SynRate) => (XDP_DROP, Stat::DropTcpSynRate),
             Outcome::Sip => (XDP_PASS, Stat::PassSip),
             Outcome::Service => (XDP_PASS, Stat::PassService),
             Outcome::Relayed(Relayed::Tx) => (XDP_TX, Stat::RelayTx),
@@ -104,32 +116,48 @@ mod prog {
     #[xdp]
     pub fn sbc_xdp(ctx: XdpContext) -> u32 {
         count(Stat::Received);
-        let outcome = match try_sbc_xdp(&ctx) {
-            Ok(o) | Err(o) => o,
-        };
-        let (action, stat) = verdict(outcome);
+        let (action, stat) = verdict(judge(&ctx));
         count(stat);
         action
     }
 
-    /// `Err` is an early stop, `Ok` the end of the pipeline; both are verdicts.
+    /// Parse, the source checks, then fragments apart: a later fragment follows its first
+    /// fragment's verdict, a first fragment runs the whole pipeline and leaves its verdict
+    /// behind for them.
     #[inline(always)]
-    fn try_sbc_xdp(ctx: &XdpContext) -> Result<Outcome, Outcome> {
-        // Borrowed, not moved out: a copy of the packet would cost the pipeline's frame 56
+    fn judge(ctx: &XdpContext) -> Outcome {
+        // Borrowed, not moved out: a copy of the packet would cost the pipeline's frame 64
         // bytes of a 512-byte stack budget that the call chain nearly spends already.
         let parsed = parse::parse(ctx);
         let pkt = match &parsed {
             Parsed::Ok(p) => p,
-            Parsed::Err(e) => return Err((*e).into()),
+            Parsed::Err(e) => return (*e).into(),
         };
         // SAFETY: no preconditions; reads CLOCK_MONOTONIC, the clock bans and GCRA state use.
         let now = unsafe { bpf_ktime_get_ns() };
-        fw::check_source(pkt, now)?;
+        // Bans and the deny list judge the source alone: every IP packet, whatever follows.
+        if let Err(e) = fw::check_source(pkt, now) {
+            return e.into();
+        }
+        if pkt.frag == Frag::Later {
+            return Outcome::Fragment(frag::follow(pkt, now));
+        }
+        let outcome = match pipeline(ctx, pkt, now) {
+            Ok(o) | Err(o) => o,
+        };
+        if pkt.frag == Frag::First {
+            frag::remember(pkt, verdict(outcome).0 != XDP_DROP, now);
+        }
+        outcome
+    }
+
+    /// `Err` is an early stop, `Ok` the end of the pipeline; both are verdicts.
+    #[inline(always)]
+    fn pipeline(ctx: &XdpContext, pkt: &Packet, now: u64) -> Result<Outcome, Outcome> {
         let (proto, dport) = match pkt.l4 {
             L4::Udp(udp) => (PROTO_UDP, udp.dport),
-            L4::Tcp { dport } => (PROTO_TCP, dport),
-            L4::Fragment => return Err(Outcome::Fragment),
-            L4::Other => return Err(Outcome::NotUdpTcp),
+            L4::Tcp { dport, .. } => (PROTO_TCP, dport),
+            L4::Fragment | L4::Other => return Err(Outcome::NotUdpTcp),
         };
         let service = fw::service_acl(pkt, dport, proto)?;
         if let Some(svc) = service
@@ -138,7 +166,12 @@ mod prog {
             guard::check(ctx, pkt, dport, now)?;
             return Ok(Outcome::Sip);
         }
-        if let L4::Udp(udp) = pkt.l4 {
+        // A fragment or a packet behind IPv6 extension headers is never rewritten: the stack
+        // reassembles it or strips the headers for the userspace relay's socket.
+        if let L4::Udp(udp) = pkt.l4
+            && pkt.frag == Frag::No
+            && !pkt.v6_ext
+        {
             match relay::try_relay(ctx, pkt, &udp, now) {
                 Ok(r) => return Ok(Outcome::Relayed(r)),
                 Err(RelayError::NoLeg) => {}

@@ -12,11 +12,12 @@ use aya_ebpf::{
 };
 use relay_common::{
     Addr,
+    frag::{FragKey, FragVerdict},
     fw::{BanEntry, DenyV4, DenyV6, ServiceEntry, ServiceKey, SvcAllowV4, SvcAllowV6},
     guard::{GuardConfig, GuardState, SessionCount},
     maps::{
-        BANS_MAX, DENY_MAX, GUARD_CONFIG_LEN, GUARD_EVENTS_BYTES, GUARD_STATE_MAX, RELAY_LEGS_MAX,
-        SERVICES_MAX, SESSIONS_MAX, SVC_ALLOW_MAX, TX_PORTS_MAX,
+        BANS_MAX, DENY_MAX, FRAG_VERDICTS_MAX, GUARD_CONFIG_LEN, GUARD_EVENTS_BYTES,
+        GUARD_STATE_MAX, RELAY_LEGS_MAX, SERVICES_MAX, SESSIONS_MAX, SVC_ALLOW_MAX, TX_PORTS_MAX,
     },
     relay::{Leg, LegCounters, LegKey},
     stats::{STATS_LEN, Stat},
@@ -54,6 +55,7 @@ const _: () = {
     assert!(same(m::RELAY_COUNTERS, "RELAY_COUNTERS"));
     assert!(same(m::TX_PORTS, "TX_PORTS"));
     assert!(same(m::STATS, "STATS"));
+    assert!(same(m::FRAG_VERDICTS, "FRAG_VERDICTS"));
     assert!(same(m::PROGRAM, "sbc_xdp"));
 };
 
@@ -100,6 +102,11 @@ pub static RELAY_COUNTERS: PerCpuHashMap<LegKey, LegCounters> =
 /// Egress devices for redirect, keyed by ifindex (value: `bpf_devmap_val`).
 #[map(name = "TX_PORTS")]
 pub static TX_PORTS: DevMapHash = DevMapHash::pinned(TX_PORTS_MAX, 0);
+
+/// LRU: a flood of first fragments evicts the oldest verdicts instead of failing inserts.
+#[map(name = "FRAG_VERDICTS")]
+pub static FRAG_VERDICTS: LruHashMap<FragKey, FragVerdict> =
+    LruHashMap::pinned(FRAG_VERDICTS_MAX, 0);
 
 #[map(name = "STATS")]
 pub static STATS: PerCpuArray<u64> = PerCpuArray::pinned(STATS_LEN, 0);

@@ -11,18 +11,36 @@ use core::mem::size_of;
 
 use aya_ebpf::programs::XdpContext;
 
+use relay_common::{frag::MAX_EXT_HEADERS, guard::INVITE_WINDOW};
+
 use crate::addr::Words;
 
 const ETH_P_IPV4: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
 const ETH_P_8021Q: u16 = 0x8100;
+/// 802.1ad service tag, the outer tag of QinQ.
+const ETH_P_8021AD: u16 = 0x88a8;
 
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
+const IPPROTO_HOPOPTS: u8 = 0;
+const IPPROTO_ROUTING: u8 = 43;
 const IPPROTO_FRAGMENT: u8 = 44;
+const IPPROTO_DSTOPTS: u8 = 60;
 
-/// IPv4 flags+offset: More Fragments and the offset bits (Don't Fragment is harmless).
-const IPV4_MF_OR_OFFSET: u16 = 0x3fff;
+/// IPv4 flags+offset: More Fragments, and the offset bits (Don't Fragment is harmless).
+const IPV4_MF: u16 = 0x2000;
+const IPV4_OFFSET: u16 = 0x1fff;
+/// IPv6 fragment header's offset+flags word: the offset bits, and More Fragments.
+const IPV6_FRAG_OFFSET: u16 = 0xfff8;
+const IPV6_FRAG_MF: u16 = 0x0001;
+
+/// The furthest a transport header may start: offsets travel as bytes (see [`Packet`]), and
+/// a chain this long is no legitimate signalling or media.
+const MAX_L4_OFF: usize = u8::MAX as usize;
+/// TCP flag bits (the byte after the data offset).
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_ACK: u8 = 0x10;
 
 pub const ETH_HLEN: usize = 14;
 pub const VLAN_HLEN: usize = 4;
@@ -42,6 +60,7 @@ pub mod off {
     pub const IPV4_VER_IHL: usize = 0;
     pub const IPV4_TOS: usize = 1;
     pub const IPV4_TOT_LEN: usize = 2;
+    pub const IPV4_ID: usize = 4;
     pub const IPV4_FRAG: usize = 6;
     pub const IPV4_TTL: usize = 8;
     pub const IPV4_PROTO: usize = 9;
@@ -66,10 +85,25 @@ pub mod off {
 /// Why parsing stopped the pipeline.
 #[derive(Clone, Copy)]
 pub enum ParseError {
-    /// Not IPv4 or IPv6 (ARP, LLDP, a second VLAN tag, ...).
+    /// Not IPv4 or IPv6 (ARP, LLDP, a third VLAN tag, ...).
     NotIp,
     /// Truncated or inconsistent headers.
     Malformed,
+    /// An IPv6 extension-header chain longer than the bounded walk takes.
+    ExtHeaders,
+    /// A first fragment too short to carry what the firewall judges.
+    TinyFragment,
+}
+
+/// Where a packet stands in a fragmented datagram.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Frag {
+    /// A whole datagram (IPv6's atomic fragment, offset 0 without More Fragments, included).
+    No,
+    /// Offset 0 with More Fragments: carries the transport header.
+    First,
+    /// Offset > 0: carries no header to judge, follows the first fragment's verdict.
+    Later,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -92,10 +126,12 @@ pub enum L4 {
     Udp(Udp),
     Tcp {
         dport: u16,
+        /// The flags byte (SYN, ACK, ...).
+        flags: u8,
     },
-    /// Some fragment of a datagram: ports may be absent, the stack reassembles.
+    /// A later fragment: no transport header.
     Fragment,
-    /// Another protocol, or an IPv6 extension header this program does not walk.
+    /// Another protocol (ICMP, ESP, AH, ...).
     Other,
 }
 
@@ -104,12 +140,20 @@ pub enum L4 {
 pub struct Packet {
     pub src: Words,
     pub dst: Words,
-    /// Carried an 802.1Q tag.
+    /// Carried one or two VLAN tags (802.1Q, or QinQ).
     pub vlan: bool,
+    /// IPv6 extension headers precede the transport header: the relay leaves such packets to
+    /// the stack rather than rewrite around headers it does not own.
+    pub v6_ext: bool,
     pub family: Family,
+    pub frag: Frag,
+    /// IP protocol (IPv6: the fragment header's next header) and identification of a
+    /// fragment's datagram: with the addresses, the key of its verdict.
+    pub frag_proto: u8,
+    pub frag_id: u32,
     /// Header offsets as bytes: a `Packet` crosses BPF function boundaries through the stack,
     /// and a byte load is what tells the verifier these are small (0..=255) when they are added
-    /// to a packet pointer. (At most 18 and 78.)
+    /// to a packet pointer. (l3 at most 22; l4 capped at `MAX_L4_OFF`, a deeper one is dropped.)
     l3_off: u8,
     l4_off: u8,
     /// TTL or hop limit.
@@ -213,7 +257,8 @@ pub enum Parsed {
     Err(ParseError),
 }
 
-/// Parses Ethernet (+ one 802.1Q tag), IPv4/IPv6 and the UDP/TCP header.
+/// Parses Ethernet (+ up to two VLAN tags), IPv4/IPv6 (+ IPv6 extension headers) and the
+/// UDP/TCP header.
 ///
 /// A BPF function of its own, so its stack frame is not part of the deepest call chain
 /// (pipeline -> relay -> route lookup); the verifier limits the whole chain to 512 bytes.
@@ -229,10 +274,16 @@ pub fn parse(ctx: &XdpContext) -> Parsed {
 fn parse_frame(ctx: &XdpContext) -> Result<Packet, ParseError> {
     let mut ethertype = read16(ctx, off::ETH_TYPE)?;
     let mut l3_off = ETH_HLEN;
-    let vlan = ethertype == ETH_P_8021Q;
+    // An outer 802.1ad (or 802.1Q) tag, then an inner 802.1Q one: a stack with VLAN devices
+    // delivers either to a socket, so the firewall must see through both.
+    let vlan = ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD;
     if vlan {
-        ethertype = read16(ctx, ETH_HLEN + off::VLAN_TYPE)?;
+        ethertype = read16(ctx, l3_off + off::VLAN_TYPE)?;
         l3_off += VLAN_HLEN;
+        if ethertype == ETH_P_8021Q {
+            ethertype = read16(ctx, l3_off + off::VLAN_TYPE)?;
+            l3_off += VLAN_HLEN;
+        }
     }
     // Frame bytes from the IP header on; link padding may follow the IP packet.
     let avail = ctx.data_end() - ctx.data() - l3_off;
@@ -256,16 +307,28 @@ fn parse_v4(ctx: &XdpContext, vlan: bool, l3: usize, avail: usize) -> Result<Pac
         return Err(ParseError::Malformed);
     }
     let l4_off = l3 + ihl;
-    let l4 = if read16(ctx, l3 + off::IPV4_FRAG)? & IPV4_MF_OR_OFFSET != 0 {
-        L4::Fragment
+    let proto: u8 = read(ctx, l3 + off::IPV4_PROTO)?;
+    let frag_word = read16(ctx, l3 + off::IPV4_FRAG)?;
+    let frag = if frag_word & IPV4_OFFSET != 0 {
+        Frag::Later
+    } else if frag_word & IPV4_MF != 0 {
+        Frag::First
     } else {
-        parse_l4(ctx, read(ctx, l3 + off::IPV4_PROTO)?, l4_off, tot_len - ihl)?
+        Frag::No
+    };
+    let l4 = match frag {
+        Frag::Later => L4::Fragment,
+        _ => parse_l4(ctx, proto, l4_off, tot_len - ihl, frag == Frag::First)?,
     };
     Ok(Packet {
         src: Words::from_v4(read::<u32>(ctx, l3 + off::IPV4_SRC)?.to_ne_bytes()),
         dst: Words::from_v4(read::<u32>(ctx, l3 + off::IPV4_DST)?.to_ne_bytes()),
         vlan,
+        v6_ext: false,
         family: Family::V4,
+        frag,
+        frag_proto: proto,
+        frag_id: read16(ctx, l3 + off::IPV4_ID)? as u32,
         l3_off: l3 as u8,
         l4_off: l4_off as u8,
         ttl: read(ctx, l3 + off::IPV4_TTL)?,
@@ -283,42 +346,147 @@ fn parse_v6(ctx: &XdpContext, vlan: bool, l3: usize, avail: usize) -> Result<Pac
         return Err(ParseError::Malformed);
     }
     flow[0] &= 0x0f;
-    let l4_len = read16(ctx, l3 + off::IPV6_PAYLOAD_LEN)? as usize;
-    if IPV6_HLEN + l4_len > avail {
+    let ip_payload = read16(ctx, l3 + off::IPV6_PAYLOAD_LEN)? as usize;
+    if IPV6_HLEN + ip_payload > avail {
         return Err(ParseError::Malformed);
     }
-    let l4_off = l3 + IPV6_HLEN;
-    let l4 = match read(ctx, l3 + off::IPV6_NEXT)? {
-        IPPROTO_FRAGMENT => L4::Fragment,
-        proto => parse_l4(ctx, proto, l4_off, l4_len)?,
+    let first = l3 + IPV6_HLEN;
+    let chain = walk_ext(ctx, read(ctx, l3 + off::IPV6_NEXT)?, first)?;
+    let ext_len = chain.l4_off - first;
+    if ext_len > ip_payload {
+        return Err(ParseError::Malformed);
+    }
+    let l4 = match chain.frag {
+        Frag::Later => L4::Fragment,
+        _ => parse_l4(
+            ctx,
+            chain.next,
+            chain.l4_off,
+            ip_payload - ext_len,
+            chain.frag == Frag::First,
+        )?,
     };
     Ok(Packet {
         src: read_addr6(ctx, l3 + off::IPV6_SRC)?,
         dst: read_addr6(ctx, l3 + off::IPV6_DST)?,
         vlan,
+        v6_ext: ext_len != 0,
         family: Family::V6,
+        frag: chain.frag,
+        frag_proto: chain.frag_proto,
+        frag_id: chain.frag_id,
         l3_off: l3 as u8,
-        l4_off: l4_off as u8,
+        l4_off: chain.l4_off as u8,
         ttl: read(ctx, l3 + off::IPV6_HOP_LIMIT)?,
         tos: 0,
         flowinfo: u32::from_ne_bytes(flow),
-        ip_len: (IPV6_HLEN + l4_len) as u16,
+        ip_len: (IPV6_HLEN + ip_payload) as u16,
         l4,
     })
 }
 
-/// `l4_len` is the IP payload length; the transport header must fit inside it, not merely
-/// inside the frame, or padding would be parsed as a header.
+/// The end of an IPv6 extension-header chain.
+struct Chain {
+    /// The protocol after the last extension header walked.
+    next: u8,
+    l4_off: usize,
+    frag: Frag,
+    frag_proto: u8,
+    frag_id: u32,
+}
+
+/// Steps over hop-by-hop, routing, fragment and destination-options headers, at most
+/// [`MAX_EXT_HEADERS`] of them: a bounded loop the verifier can follow, every header's length
+/// read through [`ptr_at`] before it is trusted. Anything after a non-first fragment header is
+/// not there to walk.
 #[inline(always)]
-fn parse_l4(ctx: &XdpContext, proto: u8, l4_off: usize, l4_len: usize) -> Result<L4, ParseError> {
+fn walk_ext(ctx: &XdpContext, mut next: u8, mut at: usize) -> Result<Chain, ParseError> {
+    let mut chain = Chain {
+        next,
+        l4_off: at,
+        frag: Frag::No,
+        frag_proto: 0,
+        frag_id: 0,
+    };
+    for _ in 0..MAX_EXT_HEADERS {
+        match next {
+            IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS => {
+                let [nh, units]: [u8; 2] = read(ctx, at)?;
+                next = nh;
+                // RFC 8200 §4.3: length in 8-octet units, not counting the first 8.
+                at += (units as usize + 1) * 8;
+            }
+            IPPROTO_FRAGMENT => {
+                let [nh, _]: [u8; 2] = read(ctx, at)?;
+                let word = read16(ctx, at + 2)?;
+                chain.frag_proto = nh;
+                chain.frag_id = u32::from_be_bytes(read(ctx, at + 4)?);
+                if word & IPV6_FRAG_OFFSET != 0 {
+                    if at + 8 > MAX_L4_OFF {
+                        return Err(ParseError::ExtHeaders);
+                    }
+                    chain.frag = Frag::Later;
+                    chain.next = nh;
+                    chain.l4_off = at + 8;
+                    return Ok(chain);
+                }
+                if word & IPV6_FRAG_MF != 0 {
+                    chain.frag = Frag::First;
+                }
+                next = nh;
+                at += 8;
+            }
+            _ => {
+                chain.next = next;
+                chain.l4_off = at;
+                return Ok(chain);
+            }
+        }
+        if at > MAX_L4_OFF {
+            return Err(ParseError::ExtHeaders);
+        }
+    }
+    match next {
+        IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_FRAGMENT | IPPROTO_DSTOPTS => {
+            Err(ParseError::ExtHeaders)
+        }
+        _ => {
+            chain.next = next;
+            chain.l4_off = at;
+            Ok(chain)
+        }
+    }
+}
+
+/// `l4_len` is the IP payload length; the transport header must fit inside it, not merely
+/// inside the frame, or padding would be parsed as a header. A first fragment holds only the
+/// start of the datagram, so its UDP length runs past it; it must still hold what the
+/// firewall judges, or a sender could split the header (or "INVITE ") off into a later
+/// fragment that is never judged.
+#[inline(always)]
+fn parse_l4(
+    ctx: &XdpContext,
+    proto: u8,
+    l4_off: usize,
+    l4_len: usize,
+    first_fragment: bool,
+) -> Result<L4, ParseError> {
     match proto {
         IPPROTO_UDP => {
             if l4_len < UDP_HLEN {
-                return Err(ParseError::Malformed);
+                return Err(tiny_or_malformed(first_fragment));
             }
             let [s0, s1, d0, d1]: [u8; 4] = read(ctx, l4_off + off::L4_PORTS)?;
             let len = read16(ctx, l4_off + off::UDP_LEN)?;
-            if (len as usize) < UDP_HLEN || len as usize > l4_len {
+            if (len as usize) < UDP_HLEN {
+                return Err(ParseError::Malformed);
+            }
+            if first_fragment {
+                let judged = min(len as usize, UDP_HLEN + INVITE_WINDOW);
+                if l4_len < judged {
+                    return Err(ParseError::TinyFragment);
+                }
+            } else if len as usize > l4_len {
                 return Err(ParseError::Malformed);
             }
             Ok(L4::Udp(Udp {
@@ -330,15 +498,33 @@ fn parse_l4(ctx: &XdpContext, proto: u8, l4_off: usize, l4_len: usize) -> Result
         }
         IPPROTO_TCP => {
             if l4_len < TCP_HLEN {
-                return Err(ParseError::Malformed);
+                return Err(tiny_or_malformed(first_fragment));
             }
             let dport = read16(ctx, l4_off + off::L4_PORTS + 2)?;
-            let doff = (read::<u8>(ctx, l4_off + off::TCP_DOFF)? >> 4) as usize * 4;
-            if doff < TCP_HLEN || doff > l4_len {
+            let [doff, flags]: [u8; 2] = read(ctx, l4_off + off::TCP_DOFF)?;
+            let doff = (doff >> 4) as usize * 4;
+            if doff < TCP_HLEN {
                 return Err(ParseError::Malformed);
             }
-            Ok(L4::Tcp { dport })
+            if doff > l4_len {
+                return Err(tiny_or_malformed(first_fragment));
+            }
+            Ok(L4::Tcp { dport, flags })
         }
         _ => Ok(L4::Other),
     }
+}
+
+#[inline(always)]
+fn tiny_or_malformed(first_fragment: bool) -> ParseError {
+    if first_fragment {
+        ParseError::TinyFragment
+    } else {
+        ParseError::Malformed
+    }
+}
+
+#[inline(always)]
+fn min(a: usize, b: usize) -> usize {
+    if a < b { a } else { b }
 }

@@ -546,6 +546,7 @@ mod tests {
             invite_burst: 1,
             max_sessions: 1,
             event_interval: Duration::from_secs(1),
+            ..GuardSettings::default()
         });
         let src = ip("198.51.100.7");
         t.sessions_set(

@@ -142,6 +142,10 @@ pub struct GuardSettings {
     pub invite_burst: u32,
     /// Concurrent sessions per source unless the source has its own limit; 0 = no cap.
     pub max_sessions: u32,
+    /// New TCP connections (SYN) to a SIP port per second per source; enforced by the
+    /// kernel only (the userspace fallback leaves SYN floods to the stack's SYN cookies).
+    pub syn_rate: u32,
+    pub syn_burst: u32,
     /// At most one guard event per source per interval; zero reports every drop.
     pub event_interval: Duration,
 }
@@ -155,6 +159,8 @@ impl Default for GuardSettings {
             invite_rate: 0,
             invite_burst: 0,
             max_sessions: 0,
+            syn_rate: 0,
+            syn_burst: 0,
             event_interval: Duration::from_secs(1),
         }
     }
@@ -172,6 +178,7 @@ impl GuardSettings {
         Ok(GuardConfig {
             packets: Gcra::per_second(self.packet_rate, self.packet_burst),
             invites: Gcra::per_second(self.invite_rate, self.invite_burst),
+            syns: Gcra::per_second(self.syn_rate, self.syn_burst),
             max_sessions: self.max_sessions,
             event_interval_ns,
         })
@@ -180,12 +187,15 @@ impl GuardSettings {
     pub fn from_config(c: &GuardConfig) -> Self {
         let (packet_rate, packet_burst) = gcra_units(&c.packets);
         let (invite_rate, invite_burst) = gcra_units(&c.invites);
+        let (syn_rate, syn_burst) = gcra_units(&c.syns);
         GuardSettings {
             packet_rate,
             packet_burst,
             invite_rate,
             invite_burst,
             max_sessions: c.max_sessions,
+            syn_rate,
+            syn_burst,
             event_interval: Duration::from_nanos(c.event_interval_ns as u64),
         }
     }
@@ -247,6 +257,7 @@ fn ser_kind<S: serde::Serializer>(k: &Option<GuardEventKind>, s: S) -> Result<S:
         Some(GuardEventKind::PacketRate) => "packet_rate",
         Some(GuardEventKind::InviteRate) => "invite_rate",
         Some(GuardEventKind::SessionCap) => "session_cap",
+        Some(GuardEventKind::SynRate) => "syn_rate",
         None => "unknown",
     })
 }
@@ -275,6 +286,8 @@ mod tests {
             invite_rate: 3,
             invite_burst: 5,
             max_sessions: 10,
+            syn_rate: 7,
+            syn_burst: 14,
             event_interval: Duration::from_millis(500),
         };
         assert_eq!(GuardSettings::from_config(&s.to_config().unwrap()), s);

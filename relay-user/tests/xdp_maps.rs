@@ -184,6 +184,8 @@ fn guard_and_source_sessions_round_trip(m: &mut XdpMaps) {
         invite_rate: 5,
         invite_burst: 10,
         max_sessions: 30,
+        syn_rate: 40,
+        syn_burst: 80,
         event_interval: Duration::from_millis(250),
     };
     m.guard_set(&g).unwrap();

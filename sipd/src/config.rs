@@ -256,6 +256,11 @@ pub struct GuardConfig {
     pub invites_per_sec: u32,
     pub invite_burst: u32,
     pub max_sessions_per_source: u32,
+    /// New TCP connections (SYN) to a SIP port per source, in the kernel. A carrier keeps a
+    /// few long-lived connections (RFC 5923), and even a proxy farm reconnecting after a
+    /// restart opens tens, so the default is far above that and far below a SYN flood.
+    pub tcp_syns_per_sec: u32,
+    pub tcp_syn_burst: u32,
     /// Failed digest attempts from one source within the window that earn a ban.
     pub auth_failures_before_ban: u32,
     pub auth_failure_window_secs: u64,
@@ -275,6 +280,8 @@ impl Default for GuardConfig {
             invites_per_sec: 20,
             invite_burst: 40,
             max_sessions_per_source: 200,
+            tcp_syns_per_sec: 50,
+            tcp_syn_burst: 100,
             auth_failures_before_ban: 10,
             auth_failure_window_secs: 60,
             flood_reports_before_ban: 10,
@@ -753,6 +760,7 @@ impl Config {
                 g.sip_packet_burst,
             ),
             ("guard.invite_burst", g.invites_per_sec, g.invite_burst),
+            ("guard.tcp_syn_burst", g.tcp_syns_per_sec, g.tcp_syn_burst),
         ] {
             if rate == 0 {
                 bad(
@@ -985,6 +993,21 @@ mod tests {
                 e.to_string().contains("media.max_streams") && e.to_string().contains("1..=1024"),
                 "{e}"
             );
+        }
+    }
+
+    #[test]
+    fn tcp_syn_rate_defaults_and_is_validated_like_the_other_buckets() {
+        let g = GuardConfig::default();
+        assert_eq!((g.tcp_syns_per_sec, g.tcp_syn_burst), (50, 100));
+        let c = parse("[guard]\ntcp_syns_per_sec = 5\ntcp_syn_burst = 10\n").unwrap();
+        assert_eq!((c.guard.tcp_syns_per_sec, c.guard.tcp_syn_burst), (5, 10));
+        for src in [
+            "[guard]\ntcp_syns_per_sec = 0\n",
+            "[guard]\ntcp_syns_per_sec = 20\ntcp_syn_burst = 10\n",
+        ] {
+            let e = parse(src).unwrap_err();
+            assert!(e.to_string().contains("guard.tcp_syn_burst"), "{src}: {e}");
         }
     }
 

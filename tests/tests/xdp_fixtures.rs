@@ -21,6 +21,7 @@ use aya::{
 };
 use relay_common::{
     Addr, csum,
+    frag::{FRAG_DROP, FRAG_VERDICT_TTL_NS, FragKey, FragVerdict, MAX_EXT_HEADERS},
     fw::{
         BanEntry, PROTO_TCP, PROTO_UDP, SVC_RESTRICTED, SVC_SIP, ServiceEntry, ServiceKey,
         SvcAllowV4, SvcAllowV6, svc_allow_prefix,
@@ -35,6 +36,9 @@ use relay_common::{
     stats::Stat,
 };
 use tests::netns::Netns;
+
+#[path = "xdp_fixtures/bypass.rs"]
+mod bypass;
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
@@ -647,6 +651,18 @@ impl Env {
             .unwrap();
     }
 
+    fn frag_verdict(&mut self, key: FragKey) -> Option<FragVerdict> {
+        self.hash::<FragKey, FragVerdict>(names::FRAG_VERDICTS)
+            .get(&key, 0)
+            .ok()
+    }
+
+    fn set_frag_verdict(&mut self, key: FragKey, v: FragVerdict) {
+        self.hash::<FragKey, FragVerdict>(names::FRAG_VERDICTS)
+            .insert(key, v, 0)
+            .unwrap();
+    }
+
     fn sessions(&mut self, ip: Ip, active: u32, limit: u32) {
         self.hash::<Addr, SessionCount>(names::SESSIONS)
             .insert(ip.addr(), SessionCount { active, limit }, 0)
@@ -766,6 +782,7 @@ fn program_loads_and_maps_are_pinned() {
         names::RELAY_COUNTERS,
         names::TX_PORTS,
         names::STATS,
+        names::FRAG_VERDICTS,
     ] {
         assert!(
             env.pins.as_ref().unwrap().path.join(name).exists(),
@@ -931,6 +948,7 @@ fn base_guard() -> GuardConfig {
     GuardConfig {
         packets: Gcra::per_second(100_000, 1000),
         invites: Gcra::per_second(1000, 100),
+        syns: Gcra::per_second(1000, 100),
         max_sessions: 0,
         event_interval_ns: 1_000_000_000,
     }
@@ -1107,10 +1125,10 @@ fn parsing_fixtures() -> Vec<Fixture> {
         fx("ARP is not IP", arp(None), XDP_PASS, PassNotIp),
         fx("VLAN-tagged ARP", arp(Some(100)), XDP_PASS, PassNotIp),
         fx(
-            "double VLAN tag (QinQ inner 802.1Q) is not parsed further",
+            "two VLAN tags are parsed: garbage behind them is malformed",
             with(arp(Some(100)), 16, &ETH_P_8021Q.to_be_bytes()),
-            XDP_PASS,
-            PassNotIp,
+            XDP_DROP,
+            DropMalformed,
         ),
         // BPF_PROG_TEST_RUN refuses frames shorter than an Ethernet header, so the shortest runt
         // a fixture can send is the bare header.
@@ -1256,27 +1274,27 @@ fn parsing_ipv6_and_other_protocols() -> Vec<Fixture> {
             PassNotUdpTcp,
         ),
         fx(
-            "IPv6 hop-by-hop header: not walked, passed",
+            "IPv6 hop-by-hop header to a relay port: walked, left to the stack",
             {
                 let mut f = udp6(peer_a6(), 4000, relay6(), 31000, RTP);
                 f.v6_ext = Some(0);
                 f.build()
             },
             XDP_PASS,
-            PassNotUdpTcp,
+            PassOther,
         ),
         fx(
-            "IPv4 first fragment (MF) to a relay port",
+            "IPv4 first fragment (MF) to a relay port: judged, left to the stack",
             {
                 let mut f = plain.clone();
                 f.frag = 0x2000;
                 f.build()
             },
             XDP_PASS,
-            PassFragment,
+            PassOther,
         ),
         fx(
-            "IPv4 non-first fragment",
+            "IPv4 later fragment of that datagram follows its pass",
             {
                 let mut f = plain.clone();
                 f.frag = 0x0010;
@@ -1286,14 +1304,14 @@ fn parsing_ipv6_and_other_protocols() -> Vec<Fixture> {
             PassFragment,
         ),
         fx(
-            "IPv6 fragment header",
+            "IPv6 first fragment to a relay port: judged, left to the stack",
             {
                 let mut f = udp6(peer_a6(), 4000, relay6(), 31000, RTP);
                 f.v6_ext = Some(44);
                 f.build()
             },
             XDP_PASS,
-            PassFragment,
+            PassOther,
         ),
     ]
 }

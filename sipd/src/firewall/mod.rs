@@ -83,6 +83,8 @@ impl Firewall {
             invite_rate: guard.invites_per_sec,
             invite_burst: guard.invite_burst,
             max_sessions: guard.max_sessions_per_source,
+            syn_rate: guard.tcp_syns_per_sec,
+            syn_burst: guard.tcp_syn_burst,
             event_interval: Duration::from_secs(1),
         })
         .context("setting the SIP guard")?;

@@ -252,10 +252,11 @@ impl Prov {
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub media_timeout_secs: u64,
-    /// Lines for `[sip]`, `[media]` and `[management]`, each ending in a newline.
+    /// Lines for `[sip]`, `[media]`, `[management]` and `[firewall]`, each ending in a newline.
     pub sip: String,
     pub media: String,
     pub management: String,
+    pub firewall: String,
     /// sipd's open-file limit (soft and hard, set with `prlimit`); None: inherited.
     pub nofile: Option<u64>,
 }
@@ -267,6 +268,7 @@ impl Default for Settings {
             sip: String::new(),
             media: String::new(),
             management: String::new(),
+            firewall: String::new(),
             nofile: None,
         }
     }
@@ -320,7 +322,7 @@ impl Sbc {
              [media]\naddress = \"{addr}\"\nport_min = {PORT_MIN}\nport_max = {PORT_MAX}\n\
              timeout_secs = {media_timeout_secs}\n{media_extra}\n[dataplane]\nmode = \"{mode}\"\n\
              interfaces = [\"{a}\", \"{b}\"]\ninstance = \"{instance}\"\n\n\
-             [management]\npepper_file = \"{pepper}\"\n{mgmt_extra}",
+             [management]\npepper_file = \"{pepper}\"\n{mgmt_extra}\n[firewall]\n{fw_extra}",
             data = dir.join("data").display(),
             pepper = dir.join("sipd.pepper").display(),
             mode = plane.mode(),
@@ -329,6 +331,7 @@ impl Sbc {
             sip_extra = set.sip,
             media_extra = set.media,
             mgmt_extra = set.management,
+            fw_extra = set.firewall,
         );
         std::fs::write(&config, toml).expect("write sbc.toml");
         let prov_file = dir.join("prov.toml");
