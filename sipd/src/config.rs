@@ -131,6 +131,10 @@ pub struct MediaConfig {
     /// Most m= lines (media streams) one SDP may have; more is answered 488 before any relay
     /// port is taken. A call holds at most 4 relay ports per stream.
     pub max_streams: u16,
+    /// Remove ICE attributes (`a=candidate`, `a=ice-*`, `a=remote-candidates`,
+    /// `a=end-of-candidates`) from relayed SDP: candidates leak the endpoints' addresses and
+    /// let them send media around the relay. On by default.
+    pub strip_ice: bool,
 }
 
 impl Default for MediaConfig {
@@ -144,6 +148,7 @@ impl Default for MediaConfig {
             strict_source: true,
             learn_window_secs: 30,
             max_streams: relay_user::media::DEFAULT_MAX_STREAMS,
+            strip_ice: true,
         }
     }
 }
