@@ -430,6 +430,7 @@ fn digest_world_with(configured: &[Algorithm], own: Option<Vec<Algorithm>>) -> W
             password: "s3cret".into(),
         },
         algorithms: own,
+        password_template: None,
     });
     let mut r = rule(1, 1, None, false);
     r.cld = Some(Pattern::Prefix("44".into()));
