@@ -62,7 +62,7 @@ const NG_PORT: u16 = 22230;
 /// sipd's management API: off the default 8443 so a developer's sipd is not in the way.
 const SIPD_MGMT_PORT: u16 = 18443;
 const USER: &str = "bench";
-const PASSWORD: &str = "bench-secret-1";
+const PASSWORD: &str = "Bench-Kq9!Vt4m-82";
 const REALM: &str = "sbc";
 /// sipd's relay ports and rtpengine's: distinct ranges, 2 ports (RTP, RTCP) per leg, so 4
 /// per call: 18000 ports hold 4500 calls at once (rate × (hold + setup)). Both relays bind

@@ -205,7 +205,13 @@ impl Parser {
         line: Range<usize>,
     ) -> Result<(), SdpError> {
         let name = value.split(':').next().unwrap_or(value);
-        if ICE_ATTRS.contains(&name) {
+        // Every ice-* attribute (RFC 8839 and the drafts before it), not only the known ones:
+        // an unknown one is no less ICE.
+        if ICE_ATTRS.contains(&name)
+            || name
+                .get(..4)
+                .is_some_and(|p| p.eq_ignore_ascii_case("ice-"))
+        {
             self.fields.push(Field::IceLine(line));
             return Ok(());
         }

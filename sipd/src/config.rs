@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::toml_span::Location;
 use crate::toml_span::locate;
 use sipd_core::auth::digest::{Algorithm, DigestPolicy, HashFn};
+use sipd_core::records::{SipPasswordPolicies, SipSecrets};
 
 /// File looked for in the working directory when none is named.
 pub const DEFAULT_FILE: &str = "sbc.toml";
@@ -115,6 +116,10 @@ pub struct AuthConfig {
     pub nonce_lifetime_secs: u64,
     pub allow_md5_without_qop: bool,
     pub max_tracked_nonces: usize,
+    /// `[auth.sip_password]`: what a SIP password must meet when an account is provisioned
+    /// (before it is hashed), and named templates an account may choose instead
+    /// (`[auth.sip_password.templates.NAME]`, `sip.password_template`).
+    pub sip_password: SipPasswordPolicies,
 }
 
 impl Default for AuthConfig {
@@ -125,6 +130,7 @@ impl Default for AuthConfig {
             nonce_lifetime_secs: 300,
             allow_md5_without_qop: false,
             max_tracked_nonces: 65_536,
+            sip_password: SipPasswordPolicies::default(),
         }
     }
 }
@@ -150,6 +156,10 @@ pub struct MediaConfig {
     /// Most m= lines (media streams) one SDP may have; more is answered 488 before any relay
     /// port is taken. A call holds at most 4 relay ports per stream.
     pub max_streams: u16,
+    /// Remove ICE attributes (`a=candidate`, `a=ice-*`, `a=remote-candidates`,
+    /// `a=end-of-candidates`) from relayed SDP: candidates leak the endpoints' addresses and
+    /// let them send media around the relay. On by default.
+    pub strip_ice: bool,
 }
 
 impl Default for MediaConfig {
@@ -163,6 +173,7 @@ impl Default for MediaConfig {
             strict_source: true,
             learn_window_secs: 30,
             max_streams: relay_user::media::DEFAULT_MAX_STREAMS,
+            strip_ice: true,
         }
     }
 }
@@ -406,8 +417,31 @@ impl Config {
             path: path.clone(),
             source,
         })?;
-        let cfg = Config::parse(&src, &path)?;
+        let mut cfg = Config::parse(&src, &path)?;
+        cfg.resolve_against(path.parent().unwrap_or(Path::new("")));
         Ok((cfg, Origin::File(path)))
+    }
+
+    /// A relative `pepper_file` names a file beside the configuration, wherever sipd is
+    /// started from: started from another directory it would otherwise find no pepper, make
+    /// a new one, and lock every staff user out. `data_dir` keeps its meaning (relative to
+    /// the working directory): moving it under an existing deployment would open an empty
+    /// store in its place.
+    pub fn resolve_against(&mut self, config_dir: &Path) {
+        let p = &mut self.management.pepper_file;
+        if p.is_relative() {
+            *p = config_dir.join(&*p);
+        }
+    }
+
+    /// What provisioning needs to take a SIP credential: our realm, the password policies,
+    /// and zxcvbn for the strength estimate.
+    pub fn sip_secrets(&self) -> SipSecrets<'_> {
+        SipSecrets {
+            realm: &self.auth.realm,
+            policies: &self.auth.sip_password,
+            strength: sip_password_strength,
+        }
     }
 
     /// Parses and validates; `path` only labels the errors.
@@ -574,6 +608,9 @@ impl Config {
                 "auth.max_tracked_nonces",
                 format!("{} is outside 1024..=10000000", a.max_tracked_nonces),
             );
+        }
+        for (key, problem) in a.sip_password.problems() {
+            bad(&key, problem);
         }
     }
 
@@ -901,14 +938,22 @@ impl Config {
     }
 }
 
+/// zxcvbn's score (0-4) of a SIP password, the same estimate staff passwords get.
+fn sip_password_strength(password: &str, known: &[&str]) -> u8 {
+    crate::mgmt::password::strength(password, known).score
+}
+
 // Staff authentication is built from its configuration here, so the management library never
 // reads `Config` (configuration depends on the library, not the other way round).
 impl crate::mgmt::StaffAuth {
     /// From `sbc.toml`: loads (or creates) the pepper file named by
-    /// `[management] pepper_file`, which must be outside `data_dir`.
-    pub fn from_config(cfg: &Config) -> anyhow::Result<crate::mgmt::StaffAuth> {
+    /// `[management] pepper_file`, which must be outside `data_dir`. `staff_exist`: staff
+    /// records are stored, so a missing pepper is lost, not new (refused: a new one would
+    /// lock every one of them out).
+    pub fn from_config(cfg: &Config, staff_exist: bool) -> anyhow::Result<crate::mgmt::StaffAuth> {
         let m = &cfg.management;
-        let pepper = crate::mgmt::load_or_create_pepper(&m.pepper_file, &cfg.data_dir)?;
+        let pepper =
+            crate::mgmt::load_or_create_pepper(&m.pepper_file, &cfg.data_dir, staff_exist)?;
         let hasher = crate::mgmt::PasswordHasher::new(pepper, m.argon2)?;
         Ok(crate::mgmt::StaffAuth::new(
             hasher,
@@ -1080,6 +1125,47 @@ mod tests {
         );
         let e = parse("[firewall]\ndeny = [\"10.0.0.1/8\"]\n").unwrap_err();
         assert!(e.to_string().contains("did you mean 10.0.0.0/8"), "{e}");
+    }
+
+    /// ICE is stripped unless turned off; SIP password policies (default and templates)
+    /// parse and are checked; a relative pepper path is beside the configuration file.
+    #[test]
+    fn credit_and_secrets_settings() {
+        let c = parse("").unwrap();
+        assert!(c.media.strip_ice);
+        assert!(
+            !parse("[media]\nstrip_ice = false\n")
+                .unwrap()
+                .media
+                .strip_ice
+        );
+        let c = parse(
+            "[auth.sip_password]\nmin_length = 16\n[auth.sip_password.templates.pbx]\nmin_length = 8\nmin_classes = 1\nmin_strength = 1\n",
+        )
+        .unwrap();
+        assert_eq!(c.auth.sip_password.min_length, 16);
+        assert_eq!(c.auth.sip_password.templates["pbx"].min_length, 8);
+        assert_eq!(c.sip_secrets().realm, "sbc");
+        let e = parse("[auth.sip_password.templates.weak]\nmin_length = 4\n").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("auth.sip_password.templates.weak: min_length 4 is outside 8..=128"),
+            "{e}"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("etc/sbc.toml");
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(&file, "data_dir = \"d\"\n").unwrap();
+        let (c, _) = Config::load(Some(&file)).unwrap();
+        assert_eq!(
+            c.management.pepper_file,
+            dir.path().join("etc/./sipd.pepper")
+        );
+        assert_eq!(c.data_dir, PathBuf::from("d"), "data_dir keeps its meaning");
+        std::fs::write(&file, "[management]\npepper_file = \"/abs/pepper\"\n").unwrap();
+        let (c, _) = Config::load(Some(&file)).unwrap();
+        assert_eq!(c.management.pepper_file, PathBuf::from("/abs/pepper"));
     }
 
     #[test]

@@ -13,6 +13,7 @@ use sipd::config::{Config, ConfigError, DEFAULT_FILE, Origin};
 use sipd::provision::{self, ProvisionError};
 use sipd::store::{Account, Store, StoreError};
 use sipd_core::auth::digest::Credential;
+use sipd_core::records::SipSecrets;
 
 #[derive(Parser)]
 #[command(
@@ -225,12 +226,12 @@ fn run(cmd: Command, config: Option<&Path>) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let dir = cfg.store_dir();
-    let store =
-        Store::open(&dir).with_context(|| format!("opening the store in {}", dir.display()))?;
+    let store = Store::open_private(&cfg.data_dir, &cfg.auth.realm)
+        .with_context(|| format!("opening the store in {}", dir.display()))?;
     match cmd {
         // Dispatched in main before anything is opened; kept total rather than panicking.
         Command::CheckConfig(c) => check_config(c.file.or(config.map(Path::to_path_buf)), c.print),
-        Command::Import { file, dry_run } => import(&store, &file, &cfg.auth.realm, dry_run),
+        Command::Import { file, dry_run } => import(&store, &file, &cfg.sip_secrets(), dry_run),
         Command::Export { output } => export(&store, output.as_deref()),
         Command::Init {
             username,
@@ -244,8 +245,8 @@ fn run(cmd: Command, config: Option<&Path>) -> Result<ExitCode> {
     }
 }
 
-fn import(store: &Store, file: &Path, realm: &str, dry_run: bool) -> Result<ExitCode> {
-    match provision::import(file, store, realm, dry_run) {
+fn import(store: &Store, file: &Path, secrets: &SipSecrets, dry_run: bool) -> Result<ExitCode> {
+    match provision::import(file, store, secrets, dry_run) {
         Ok(Some(summary)) => {
             println!("{}: imported ({summary})", file.display());
             Ok(ExitCode::SUCCESS)
@@ -298,7 +299,7 @@ fn init(cfg: &Config, store: &Store, username: &str, pw_file: Option<&Path>) -> 
         }
     };
     let password = password.lines().next().unwrap_or_default();
-    let auth = sipd::mgmt::StaffAuth::from_config(cfg)?;
+    let auth = sipd::mgmt::StaffAuth::from_config(cfg, store.has_staff()?)?;
     let now = std::time::SystemTime::now();
     match auth.init_first_admin(store, username, password, now) {
         Ok((e, strength)) => {

@@ -30,13 +30,16 @@ fn signal<'a>(call: &'a str, from: Side, sdp: &'a str) -> Signal<'a> {
 
 /// `sip_source`: where the SDP's sender's SIP came from, the one address besides the SDP's
 /// its relay legs may learn their peer from.
-fn anchor(strict: bool, sip_source: Option<IpAddr>) -> Anchor {
+fn anchor(strict: bool, sip_source: Option<IpAddr>, strip_ice: bool) -> Anchor {
     Anchor {
         symmetric: true,
         strict_source: strict,
         sip_source,
         // Topology hiding: the o= line names the originator's host too.
         replace_origin: true,
+        // Candidates name the endpoints' own addresses and would let them reach each other
+        // around the relay (and around the balance), so they go unless configured to stay.
+        remove_ice: strip_ice,
         ..Anchor::default()
     }
 }
@@ -58,6 +61,8 @@ fn interfaces(advertised: IpAddr) -> Vec<Interface> {
 /// relay-user's media call table (SDP rewriting, one relay session per call) over a backend.
 pub struct Anchored<B: MediaBackend> {
     calls: MediaCalls<B>,
+    /// `[media] strip_ice`: remove ICE attributes from every SDP relayed.
+    strip_ice: bool,
 }
 
 impl<B: MediaBackend> Anchored<B> {
@@ -77,7 +82,10 @@ impl<B: MediaBackend> Media for Anchored<B> {
         strict: bool,
     ) -> Result<String, MediaError> {
         self.calls
-            .offer(signal(call, from, sdp), &anchor(strict, sip_source))
+            .offer(
+                signal(call, from, sdp),
+                &anchor(strict, sip_source, self.strip_ice),
+            )
             .map_err(refusal)
     }
 
@@ -93,7 +101,7 @@ impl<B: MediaBackend> Media for Anchored<B> {
             .answer(
                 signal(call, from, sdp),
                 tag(from.other()),
-                &anchor(strict, sip_source),
+                &anchor(strict, sip_source, self.strip_ice),
             )
             .map_err(refusal)
     }
@@ -115,10 +123,17 @@ impl<B: MediaBackend> Media for Anchored<B> {
 pub type RelayMedia = Anchored<Sessions>;
 
 impl RelayMedia {
-    /// SDP advertises `advertised`; each call is held to `limits`.
-    pub fn new(plane: &MediaPlane, advertised: IpAddr, limits: Limits) -> RelayMedia {
+    /// SDP advertises `advertised`; each call is held to `limits`; `strip_ice`: ICE
+    /// attributes are removed from relayed SDP.
+    pub fn new(
+        plane: &MediaPlane,
+        advertised: IpAddr,
+        limits: Limits,
+        strip_ice: bool,
+    ) -> RelayMedia {
         Anchored {
             calls: plane.calls(interfaces(advertised), limits),
+            strip_ice,
         }
     }
 }
@@ -135,11 +150,46 @@ mod tests {
     const ANSWER: &str = "v=0\r\no=- 2 2 IN IP4 10.0.1.1\r\ns=-\r\nc=IN IP4 10.0.1.1\r\nt=0 0\r\nm=audio 22000 RTP/AVP 0\r\n";
 
     fn media() -> Anchored<MemoryBackend> {
+        media_ice(true)
+    }
+
+    fn media_ice(strip_ice: bool) -> Anchored<MemoryBackend> {
         let backend = Arc::new(MemoryBackend::new(40_000, 41_000));
         Anchored {
             calls: MediaCalls::new(backend, interfaces("192.0.2.10".parse().unwrap()))
                 .with_relay("192.0.2.10".parse().unwrap(), 40_000..=41_000),
+            strip_ice,
         }
+    }
+
+    /// ICE candidates name the endpoints' real addresses (a leak, and a way around the
+    /// relay): gone by default from offers and answers, kept with `strip_ice = false`.
+    #[test]
+    fn ice_is_stripped_by_default_and_kept_when_configured() {
+        let ice = "a=ice-ufrag:abcd\r\na=ice-pwd:0123456789abcdefghij01\r\na=ice-options:trickle\r\n\
+                   a=candidate:1 1 udp 2122260223 10.0.0.1 20000 typ host\r\n\
+                   a=candidate:2 1 udp 1686052607 203.0.113.9 61000 typ srflx raddr 10.0.0.1 rport 20000\r\n\
+                   a=remote-candidates:1 10.0.1.1 22000\r\na=end-of-candidates\r\n";
+        let mut m = media_ice(true);
+        let offer = m
+            .offer("c1", Side::A, None, &format!("{OFFER}{ice}"), false)
+            .unwrap();
+        let answer = m
+            .answer("c1", Side::B, None, &format!("{ANSWER}{ice}"), false)
+            .unwrap();
+        for sdp in [&offer, &answer] {
+            for gone in ["candidate", "ice-", "203.0.113.9", "10.0.0.1", "10.0.1.1"] {
+                assert!(!sdp.contains(gone), "{gone} left in:\n{sdp}");
+            }
+        }
+        let mut m = media_ice(false);
+        let offer = m
+            .offer("c2", Side::A, None, &format!("{OFFER}{ice}"), false)
+            .unwrap();
+        assert!(
+            offer.contains("a=candidate:2 1 udp") && offer.contains("a=ice-ufrag:abcd"),
+            "{offer}"
+        );
     }
 
     #[test]

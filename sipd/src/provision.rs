@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::store::{Account, AuthRule, Connection, Id, Store, StoreError, Tariff};
 use crate::toml_span::{Location, locate};
 pub use sipd_core::records::{AccountSpec, ConnectionSpec, RuleSpec, SipSpec, TariffSpec};
-use sipd_core::records::{FieldErrors, Lookup, RuleOwner};
+use sipd_core::records::{FieldErrors, Lookup, RuleOwner, SipSecrets};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -186,12 +186,13 @@ impl Lookup for FileLookup<'_> {
 
 /// Checks everything that can be checked before writing, against the store's current
 /// contents (names of tariffs not in the file, SIP usernames owned by other accounts).
-/// `src` locates problems; `realm` is the default realm for HA1 credentials.
+/// `src` locates problems; `secrets`: the realm SIP credentials are hashed for and the
+/// password policies.
 pub fn plan(
     file: &ProvisionFile,
     src: &str,
     store: &Store,
-    realm: &str,
+    secrets: &SipSecrets,
 ) -> Result<Plan, ProvisionError> {
     let mut report = Report {
         src,
@@ -203,7 +204,7 @@ pub fn plan(
         store,
         tariffs: file.tariffs.iter().map(|t| t.name.as_str()).collect(),
     };
-    let accounts = plan_accounts(&mut report, &file.accounts, &lookup, realm);
+    let accounts = plan_accounts(&mut report, &file.accounts, &lookup, secrets);
     if report.problems.is_empty() {
         Ok(Plan {
             tariffs,
@@ -251,7 +252,7 @@ fn plan_accounts(
     report: &mut Report<'_>,
     specs: &[AccountSpec],
     lookup: &FileLookup<'_>,
-    realm: &str,
+    secrets: &SipSecrets,
 ) -> Vec<PlannedAccount> {
     let mut names = BTreeSet::new();
     let mut users = BTreeSet::new();
@@ -271,7 +272,7 @@ fn plan_accounts(
             );
         }
         let account = a
-            .build(realm, None, lookup)
+            .build(secrets, None, lookup)
             .map_err(|e| report.fields(&p, e));
         let owner = RuleOwner {
             id: 0,
@@ -382,11 +383,11 @@ pub fn apply(plan: &Plan, store: &Store) -> Result<Summary, ProvisionError> {
 pub fn import(
     path: &Path,
     store: &Store,
-    realm: &str,
+    secrets: &SipSecrets,
     dry_run: bool,
 ) -> Result<Option<Summary>, ProvisionError> {
     let (file, src) = read(path)?;
-    let plan = plan(&file, &src, store, realm)?;
+    let plan = plan(&file, &src, store, secrets)?;
     if dry_run {
         return Ok(None);
     }
@@ -394,7 +395,8 @@ pub fn import(
 }
 
 /// The store's configuration as a provisioning file. Refuses to produce a partial backup:
-/// a corrupt record is an error naming it.
+/// a corrupt record is an error naming it. SIP credentials go out as their HA1 values,
+/// never as a password.
 pub fn export(store: &Store) -> Result<ProvisionFile, ProvisionError> {
     let tariffs: Vec<Tariff> = store.tariffs().into_iter().collect::<Result<_, _>>()?;
     let tariff_names: BTreeMap<u64, String> =

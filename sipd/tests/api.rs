@@ -338,7 +338,7 @@ fn start() -> (Sipd, Vec<u8>, String) {
     let cfg = Config::parse(&std::fs::read_to_string(&config).unwrap(), &config).unwrap();
     let expired = {
         let store = Store::open(&cfg.store_dir()).unwrap();
-        let auth = StaffAuth::from_config(&cfg).unwrap();
+        let auth = StaffAuth::from_config(&cfg, store.has_staff().unwrap()).unwrap();
         let then = SystemTime::now() - Duration::from_secs(3 * 3600);
         auth.create_staff(
             &store,
@@ -773,21 +773,22 @@ fn tariff_and_account_are_created_and_audited(c: &Ctx) -> u64 {
         oper,
         Some(
             json!({"name": "carrier-a", "tariff": "std", "balance": "10",
-                    "sip": {"username": "carrier-a", "password": "s3cret-sip"}}),
+                    "sip": {"username": "carrier-a", "password": "Kq9!Vt4m-Plover-82"}}),
         ),
     );
     assert_eq!(acc["balance"], "10.00");
     assert_eq!(
         acc["sip"],
-        json!({"username": "carrier-a", "auth": "password"})
+        json!({"username": "carrier-a", "auth": "ha1"}),
+        "the password was hashed on arrival"
     );
-    assert!(!acc.to_string().contains("s3cret-sip"));
+    assert!(!acc.to_string().contains("Kq9!Vt4m"));
     let id = acc["id"].as_u64().unwrap();
     let v = s.ok("GET", &format!("/api/audit?after={mark}"), admin, None);
     assert_eq!(v.as_array().unwrap().len(), 1, "{v:#}");
     assert_eq!(v[0]["actor"], "oper");
     assert_eq!(v[0]["target"], "account:carrier-a");
-    assert!(!v.to_string().contains("s3cret-sip"));
+    assert!(!v.to_string().contains("Kq9!Vt4m"));
     id
 }
 
@@ -804,7 +805,7 @@ fn account_update_and_topup_are_audited(c: &Ctx, id: u64) {
     );
     assert_eq!(acc["cps_limit"], 5);
     assert_eq!(acc["balance"], "10.00");
-    assert_eq!(acc["sip"]["auth"], "password", "credential kept");
+    assert_eq!(acc["sip"]["auth"], "ha1", "credential kept");
     let e = s.one_audit(admin, mark, "update", "account:carrier-a");
     assert_eq!(e["before"]["cps_limit"], Value::Null);
     assert_eq!(e["after"]["cps_limit"], 5);

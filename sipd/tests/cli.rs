@@ -56,12 +56,15 @@ fn import_list_export() {
     std::fs::write(p.join("sbc.toml"), "data_dir = \"d\"\n").unwrap();
     std::fs::write(
         p.join("prov.toml"),
-        "[[account]]\nname = \"acme\"\nbalance = \"5\"\nsip = { username = \"acme\", password = \"pw\" }\n[[account.rule]]\nname = \"any\"\n",
+        "[[account]]\nname = \"acme\"\nbalance = \"5\"\nsip = { username = \"acme\", password = \"Kq9!Vt4m-Plover-82\" }\n[[account.rule]]\nname = \"any\"\n",
     )
     .unwrap();
     let o = sipd(p, &["import", "prov.toml"]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(p.join("d/store").exists());
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |f: &str| std::fs::metadata(p.join(f)).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode("d"), 0o700, "the data directory is private");
 
     let o = sipd(p, &["accounts", "list"]);
     assert!(o.status.success(), "{}", text(&o));
@@ -74,17 +77,20 @@ fn import_list_export() {
     let o = sipd(p, &["accounts", "list", "--json"]);
     let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(rows[0]["name"], "acme");
-    assert_eq!(rows[0]["credential"], "password");
-    assert!(!String::from_utf8_lossy(&o.stdout).contains("\"pw\""));
+    assert_eq!(
+        rows[0]["credential"], "ha1",
+        "the password was hashed on arrival"
+    );
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("Kq9!Vt4m"));
 
     let o = sipd(p, &["export", "-o", "backup.toml"]);
     assert!(o.status.success(), "{}", text(&o));
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(p.join("backup.toml"))
-        .unwrap()
-        .permissions()
-        .mode();
-    assert_eq!(mode & 0o777, 0o600);
+    assert_eq!(mode("backup.toml"), 0o600);
+    let backup = std::fs::read_to_string(p.join("backup.toml")).unwrap();
+    assert!(
+        !backup.contains("Kq9!Vt4m") && !backup.contains("password") && backup.contains("ha1_md5"),
+        "{backup}"
+    );
 
     std::fs::write(
         p.join("bad.toml"),

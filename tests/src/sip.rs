@@ -182,6 +182,11 @@ impl Sipp {
         }
         if let Some((u, p)) = &self.auth {
             cmd.args(["-au", u, "-ap", p]);
+            // sipp answers with uri="sip:remote_ip:remote_port" unless told; sipd, as RFC
+            // 3261 §22.4 asks, wants the Request-URI its scenarios write.
+            if let (Some(s), Some(r)) = (&self.service, self.remote) {
+                cmd.args(["-auth_uri", &format!("{s}@{r}")]);
+            }
         }
         for (k, v) in &self.vars {
             cmd.args(["-set", k, v]);

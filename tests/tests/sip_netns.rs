@@ -472,10 +472,10 @@ fn digest_call(plane: Plane) {
     require_sipp!();
     let _s = serial();
     let prov = Prov {
-        digest: Some(("carrier-a", "s3cret")),
+        digest: Some(("carrier-a", "Kq9!Vt4m-Plover-82")),
         ..Prov::default()
     };
-    answered_call(plane, prov, Some(("carrier-a", "s3cret")));
+    answered_call(plane, prov, Some(("carrier-a", "Kq9!Vt4m-Plover-82")));
 }
 
 #[test]
@@ -528,7 +528,7 @@ fn sbc_wrong_password_403() {
     require_sipp!();
     let _s = serial();
     let prov = Prov {
-        digest: Some(("carrier-a", "s3cret")),
+        digest: Some(("carrier-a", "Kq9!Vt4m-Plover-82")),
         ..Prov::default()
     };
     refused_call(

@@ -31,7 +31,7 @@ use sbc::{Net, Plane, SIP_PORT, Sbc, Settings, serial};
 const PHONE_SIP_PORT: u16 = 5062;
 const PHONE_RTP: (u16, u16) = (40_000, 40_099);
 const VENDOR_RTP_PORT: u16 = 20_000;
-const PASSWORD: &str = "phone-s3cret";
+const PASSWORD: &str = "Kq9!Vt4m-Plover-82";
 /// How long the vendor holds an answered call before its BYE.
 const HOLD: Duration = Duration::from_millis(3000);
 

@@ -43,6 +43,8 @@ pub fn uac_command(a: &UacArgs) -> Command {
         .arg(a.scenario)
         .args(["-i", "127.0.0.1", "-p", &a.local_port.to_string()])
         .args(["-s", CLD, "-au", a.user, "-ap", a.password])
+        // The digest uri sipd checks against the Request-URI (sipp's default is remote_ip:port).
+        .args(["-auth_uri", &format!("{CLD}@{}", a.target)])
         .args(["-r", &a.rate.to_string(), "-rp", "1000"])
         // No cap on calls in progress that a step could reach (sipp warns when the cap is
         // near its open-file limit, though it uses one UDP socket).

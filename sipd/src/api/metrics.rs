@@ -125,6 +125,12 @@ const CALLS: &[Simple] = &[
         |s, _| s.core.stray,
     ),
     (
+        "sipd_in_dialog_refused_total",
+        "counter",
+        "In-dialog requests (BYE, re-INVITE, UPDATE, INFO, ...) refused with 403: not from the dialog's own peer.",
+        |s, _| s.core.in_dialog_refused,
+    ),
+    (
         "sipd_auth_challenges_total",
         "counter",
         "Digest challenges (401) sent.",

@@ -210,7 +210,8 @@ pub async fn start(cfg: &Config, control: Control) -> Result<ApiHandle> {
     let m = &cfg.management;
     let auth = {
         let cfg = cfg.clone();
-        tokio::task::spawn_blocking(move || StaffAuth::from_config(&cfg))
+        let store = control.store.clone();
+        tokio::task::spawn_blocking(move || StaffAuth::from_config(&cfg, store.has_staff()?))
             .await
             .context("staff authentication")??
     };

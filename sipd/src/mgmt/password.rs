@@ -108,6 +108,10 @@ pub enum PepperError {
     NotAFile { path: PathBuf },
     #[error("no randomness for the pepper: {0}")]
     Random(String),
+    #[error(
+        "pepper file {path} is missing but staff users exist: their password hashes need the pepper they were made with, and a new one would lock every one of them out. Restore the file from your backup (32 bytes, mode 0600) at that path or point [management] pepper_file at it (a relative path is relative to the configuration file's directory); only if it is lost for good, delete the staff users and run `sipd init` again"
+    )]
+    MissingWithStaff { path: PathBuf },
 }
 
 /// The Argon2 secret. Not `Debug`-printable, not `Clone`.
@@ -138,7 +142,13 @@ impl Drop for Pepper {
 /// does not exist. Refuses a path inside `data_dir`, a file group or others can access, a
 /// file of the wrong size, or something that is not a regular file (symlinks are followed
 /// for the location check, so a link into the data directory is refused too).
-pub fn load_or_create_pepper(path: &Path, data_dir: &Path) -> Result<Pepper, PepperError> {
+/// `staff_exist`: staff records are stored, so a missing file is refused rather than made
+/// anew (their hashes need the old pepper).
+pub fn load_or_create_pepper(
+    path: &Path,
+    data_dir: &Path,
+    staff_exist: bool,
+) -> Result<Pepper, PepperError> {
     let io = |source| PepperError::Io {
         path: path.to_path_buf(),
         source,
@@ -175,6 +185,11 @@ pub fn load_or_create_pepper(path: &Path, data_dir: &Path) -> Result<Pepper, Pep
             let mut b = [0u8; PEPPER_LEN];
             f.read_exact(&mut b).map_err(io)?;
             Ok(Pepper(b))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && staff_exist => {
+            Err(PepperError::MissingWithStaff {
+                path: path.to_path_buf(),
+            })
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let mut b = [0u8; PEPPER_LEN];
@@ -647,13 +662,33 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let data = d.path().join("data");
         let path = d.path().join("etc/pepper");
-        let a = load_or_create_pepper(&path, &data).unwrap();
+        let a = load_or_create_pepper(&path, &data, false).unwrap();
         let meta = fs::metadata(&path).unwrap();
         assert_eq!(meta.mode() & 0o777, 0o600);
         assert_eq!(meta.len(), PEPPER_LEN as u64);
-        let b = load_or_create_pepper(&path, &data).unwrap();
+        let b = load_or_create_pepper(&path, &data, false).unwrap();
         assert_eq!(a.0, b.0);
         assert_ne!(a.0, [0; PEPPER_LEN]);
+    }
+
+    /// With staff records stored, a missing pepper is lost, not new: refused with how to
+    /// restore it, and nothing is created in its place.
+    #[test]
+    fn no_new_pepper_when_staff_exist() {
+        let d = tempfile::tempdir().unwrap();
+        let data = d.path().join("data");
+        let path = d.path().join("etc/pepper");
+        let e = load_or_create_pepper(&path, &data, true).unwrap_err();
+        assert!(matches!(e, PepperError::MissingWithStaff { .. }), "{e}");
+        let text = e.to_string();
+        assert!(
+            text.contains("Restore") && text.contains("pepper_file"),
+            "{text}"
+        );
+        assert!(!path.exists(), "no pepper made");
+        let a = load_or_create_pepper(&path, &data, false).unwrap();
+        let b = load_or_create_pepper(&path, &data, true).unwrap();
+        assert_eq!(a.0, b.0, "an existing pepper loads with staff");
     }
 
     #[test]
@@ -663,7 +698,7 @@ mod tests {
         fs::write(&path, [5u8; PEPPER_LEN]).unwrap();
         for mode in [0o640, 0o604, 0o644, 0o660] {
             fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
-            let e = load_or_create_pepper(&path, &d.path().join("data")).unwrap_err();
+            let e = load_or_create_pepper(&path, &d.path().join("data"), false).unwrap_err();
             assert!(
                 matches!(e, PepperError::Permissions { mode: m, .. } if m == mode),
                 "{e}"
@@ -671,7 +706,7 @@ mod tests {
         }
         fs::set_permissions(&path, fs::Permissions::from_mode(0o400)).unwrap();
         assert_eq!(
-            load_or_create_pepper(&path, &d.path().join("data"))
+            load_or_create_pepper(&path, &d.path().join("data"), false)
                 .unwrap()
                 .0,
             [5; PEPPER_LEN]
@@ -685,12 +720,12 @@ mod tests {
         let path = d.path().join("pepper");
         fs::write(&path, [5u8; 31]).unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
-        let e = load_or_create_pepper(&path, &data).unwrap_err();
+        let e = load_or_create_pepper(&path, &data, false).unwrap_err();
         assert!(matches!(e, PepperError::WrongSize { len: 31, .. }), "{e}");
         let dir = d.path().join("adir");
         fs::create_dir(&dir).unwrap();
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
-        assert!(load_or_create_pepper(&dir, &data).is_err());
+        assert!(load_or_create_pepper(&dir, &data, false).is_err());
     }
 
     #[test]
@@ -700,28 +735,28 @@ mod tests {
         fs::create_dir(&data).unwrap();
         // Directly, through `..`, and through a symlink into it; before and after creation.
         let direct = data.join("pepper");
-        let e = load_or_create_pepper(&direct, &data).unwrap_err();
+        let e = load_or_create_pepper(&direct, &data, false).unwrap_err();
         assert!(matches!(e, PepperError::InsideDataDir { .. }), "{e}");
         assert!(!direct.exists(), "nothing created");
         let dotted = d.path().join("x/../data/sub/pepper");
         assert!(matches!(
-            load_or_create_pepper(&dotted, &data),
+            load_or_create_pepper(&dotted, &data, false),
             Err(PepperError::InsideDataDir { .. })
         ));
         let link = d.path().join("link");
         std::os::unix::fs::symlink(&data, &link).unwrap();
         assert!(matches!(
-            load_or_create_pepper(&link.join("pepper"), &data),
+            load_or_create_pepper(&link.join("pepper"), &data, false),
             Err(PepperError::InsideDataDir { .. })
         ));
         // The data directory named through a relative path that does not exist yet.
         let fresh = d.path().join("fresh");
         assert!(matches!(
-            load_or_create_pepper(&fresh.join("p"), &fresh),
+            load_or_create_pepper(&fresh.join("p"), &fresh, false),
             Err(PepperError::InsideDataDir { .. })
         ));
         // Beside it is fine.
-        assert!(load_or_create_pepper(&d.path().join("data.pepper"), &data).is_ok());
+        assert!(load_or_create_pepper(&d.path().join("data.pepper"), &data, false).is_ok());
     }
 
     #[test]

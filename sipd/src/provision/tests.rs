@@ -30,7 +30,7 @@ balance = "100.00"
 cps_limit = 10
 max_sessions = 50
 max_call_secs = 7200
-sip = { username = "carrier-a", password = "s3cret" }
+sip = { username = "carrier-a", password = "Kq9!Vt4m-Plover-82" }
 
 [[account.rule]]
 name = "office"
@@ -53,6 +53,17 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     p
 }
 
+/// Our realm `realm`, the default SIP password policies and zxcvbn, as `sipd import` has.
+fn secrets(realm: &'static str) -> SipSecrets<'static> {
+    static POLICIES: std::sync::LazyLock<sipd_core::records::SipPasswordPolicies> =
+        std::sync::LazyLock::new(Default::default);
+    SipSecrets {
+        realm,
+        policies: &POLICIES,
+        strength: |p, known| crate::mgmt::password::strength(p, known).score,
+    }
+}
+
 fn setup() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("store")).unwrap();
@@ -63,7 +74,7 @@ fn setup() -> (tempfile::TempDir, Store) {
 fn import_creates_then_reimport_updates_without_touching_balance() {
     let (dir, store) = setup();
     let f = write(dir.path(), "p.toml", SAMPLE);
-    let s = import(&f, &store, "sbc", false).unwrap().unwrap();
+    let s = import(&f, &store, &secrets("sbc"), false).unwrap().unwrap();
     assert_eq!(s.created.values().sum::<usize>(), 7, "{s}");
     assert!(s.updated.is_empty());
 
@@ -86,7 +97,7 @@ fn import_creates_then_reimport_updates_without_touching_balance() {
     assert!(store.rules_of(b.id)[0].as_ref().unwrap().ip_only);
 
     store.adjust_balance(a.id, Micros(-30_000_000)).unwrap();
-    let s = import(&f, &store, "sbc", false).unwrap().unwrap();
+    let s = import(&f, &store, &secrets("sbc"), false).unwrap().unwrap();
     assert_eq!(s.updated.values().sum::<usize>(), 7, "{s}");
     assert!(s.created.is_empty());
     let again = store.account_by_name("carrier-a").unwrap().unwrap();
@@ -128,7 +139,7 @@ name = "a"
 name = "open"
 "#;
     let f = write(dir.path(), "bad.toml", text);
-    let e = import(&f, &store, "sbc", false).unwrap_err();
+    let e = import(&f, &store, &secrets("sbc"), false).unwrap_err();
     let ProvisionError::Invalid(ps) = &e else {
         panic!("{e}")
     };
@@ -159,25 +170,43 @@ fn syntax_and_unknown_keys_are_located() {
         "x.toml",
         "[[account]]\nname = \"a\"\nbalanse = \"1\"\n",
     );
-    let e = import(&f, &store, "sbc", false).unwrap_err().to_string();
+    let e = import(&f, &store, &secrets("sbc"), false)
+        .unwrap_err()
+        .to_string();
     assert!(e.starts_with("3:1: ") && e.contains("balanse"), "{e}");
     let f = write(dir.path(), "y.toml", "[[account]\n");
-    let e = import(&f, &store, "sbc", false).unwrap_err().to_string();
+    let e = import(&f, &store, &secrets("sbc"), false)
+        .unwrap_err()
+        .to_string();
     assert!(e.starts_with("1:"), "{e}");
-    let e = import(&dir.path().join("absent.toml"), &store, "sbc", false).unwrap_err();
+    let e = import(
+        &dir.path().join("absent.toml"),
+        &store,
+        &secrets("sbc"),
+        false,
+    )
+    .unwrap_err();
     assert!(matches!(e, ProvisionError::Io { .. }));
 }
 
 #[test]
 fn username_owned_by_another_account_is_refused() {
     let (dir, store) = setup();
-    import(&write(dir.path(), "p.toml", SAMPLE), &store, "sbc", false).unwrap();
+    import(
+        &write(dir.path(), "p.toml", SAMPLE),
+        &store,
+        &secrets("sbc"),
+        false,
+    )
+    .unwrap();
     let f = write(
         dir.path(),
         "q.toml",
         "[[account]]\nname = \"thief\"\nsip = { username = \"carrier-a\", password = \"x\" }\n",
     );
-    let e = import(&f, &store, "sbc", false).unwrap_err().to_string();
+    let e = import(&f, &store, &secrets("sbc"), false)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("3:20: account.0.sip.username: SIP username \"carrier-a\" belongs to account \"carrier-a\""), "{e}");
 }
 
@@ -185,7 +214,7 @@ fn username_owned_by_another_account_is_refused() {
 fn dry_run_writes_nothing() {
     let (dir, store) = setup();
     let f = write(dir.path(), "p.toml", SAMPLE);
-    assert_eq!(import(&f, &store, "sbc", true).unwrap(), None);
+    assert_eq!(import(&f, &store, &secrets("sbc"), true).unwrap(), None);
     assert!(store.accounts().is_empty());
 }
 
@@ -200,7 +229,7 @@ fn ha1_credentials_default_to_the_configured_realm() {
             "[[account]]\nname = \"h\"\nsip = {{ username = \"h\", ha1_md5 = \"{md5}\" }}\n[[account.rule]]\nname = \"any\"\n"
         ),
     );
-    import(&f, &store, "my-realm", false).unwrap();
+    import(&f, &store, &secrets("my-realm"), false).unwrap();
     let a = store.account_by_sip_user("h").unwrap().unwrap();
     assert_eq!(
         a.sip.unwrap().credential,
@@ -215,12 +244,71 @@ fn ha1_credentials_default_to_the_configured_realm() {
 #[test]
 fn export_round_trips_through_import() {
     let (dir, store) = setup();
-    import(&write(dir.path(), "p.toml", SAMPLE), &store, "sbc", false).unwrap();
+    import(
+        &write(dir.path(), "p.toml", SAMPLE),
+        &store,
+        &secrets("sbc"),
+        false,
+    )
+    .unwrap();
     let exported = export(&store).unwrap();
     let text = exported.to_toml().unwrap();
     let other = Store::open(&dir.path().join("other")).unwrap();
-    import(&write(dir.path(), "e.toml", &text), &other, "sbc", false).unwrap();
+    import(
+        &write(dir.path(), "e.toml", &text),
+        &other,
+        &secrets("sbc"),
+        false,
+    )
+    .unwrap();
     assert_eq!(export(&other).unwrap(), exported);
     assert_eq!(exported.accounts[0].balance.as_deref(), Some("100.00"));
     assert_eq!(exported.connections[1].destination, "[2001:db8::7]:5060");
+}
+
+/// `sipd export` never writes a password: the SIP credential goes out as its HA1 values
+/// (MD5 and SHA-256, for our realm), and importing them back gives the same credential.
+#[test]
+fn export_has_no_password() {
+    let (dir, store) = setup();
+    import(
+        &write(dir.path(), "p.toml", SAMPLE),
+        &store,
+        &secrets("sbc"),
+        false,
+    )
+    .unwrap();
+    let stored = store.account_by_sip_user("carrier-a").unwrap().unwrap();
+    assert_eq!(
+        stored.sip.as_ref().unwrap().credential,
+        Credential::hashed("carrier-a", "sbc", "Kq9!Vt4m-Plover-82"),
+        "hashed on arrival"
+    );
+    let text = export(&store).unwrap().to_toml().unwrap();
+    assert!(!text.contains("Kq9!Vt4m"), "{text}");
+    assert!(!text.contains("password"), "{text}");
+    assert!(
+        text.contains("ha1_md5") && text.contains("ha1_sha256"),
+        "{text}"
+    );
+}
+
+/// A weak SIP password is refused at import with its place in the file and the field.
+#[test]
+fn weak_sip_password_is_refused_with_the_field_named() {
+    let (dir, store) = setup();
+    let f = write(
+        dir.path(),
+        "w.toml",
+        "[[account]]\nname = \"weak\"\nsip = { username = \"weak\", password = \"password1\" }\n",
+    );
+    let e = import(&f, &store, &secrets("sbc"), false)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("account.0.sip.password: the password"), "{e}");
+    assert!(
+        !e.contains("password1"),
+        "the refusal does not echo it: {e}"
+    );
+    assert!(store.accounts().is_empty());
 }

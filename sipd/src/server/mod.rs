@@ -60,12 +60,14 @@ struct Appliance {
 
 impl Appliance {
     async fn start(cfg: Config) -> Result<Appliance> {
-        std::fs::create_dir_all(&cfg.data_dir)
-            .with_context(|| format!("creating the data directory {}", cfg.data_dir.display()))?;
         let store = Arc::new(
-            Store::open(&cfg.store_dir())
+            Store::open_private(&cfg.data_dir, &cfg.auth.realm)
                 .with_context(|| format!("opening the store in {}", cfg.store_dir().display()))?,
         );
+        let orphaned = store.ha1_for_other_realms(&cfg.auth.realm);
+        if let Some(refusal) = crate::store::realm_change_refusal(&cfg.auth.realm, &orphaned) {
+            anyhow::bail!(refusal);
+        }
         let records = Provisioned::read(&store);
         startup::first_start_hints(&store, &records);
         let accounts = records.rules.accounts().count();

@@ -60,7 +60,7 @@ pub fn start_media(cfg: &Config) -> Result<(MediaPlane, RelayMedia)> {
         .context("bringing up the data plane and the media relay")?;
     let media_addr = cfg.media.advertised_address.unwrap_or(cfg.media.address);
     let limits = media::Limits::streams(usize::from(cfg.media.max_streams));
-    let media = RelayMedia::new(&plane, media_addr, limits);
+    let media = RelayMedia::new(&plane, media_addr, limits, cfg.media.strip_ice);
     Ok((plane, media))
 }
 

@@ -18,6 +18,16 @@ impl Tx<'_> {
     /// right. Returns the id.
     pub fn put_account(&self, a: &Account) -> TxResult<Id> {
         a.validate().or_else(abort)?;
+        // Digest secrets are stored as HA1 values only; provisioning hashes passwords.
+        if a.sip.as_ref().is_some_and(|s| s.credential.is_plain()) {
+            return abort(StoreError::Invalid {
+                kind: "account",
+                reason: format!(
+                    "sip: account {:?} carries a plain password; only HA1 values are stored",
+                    a.name
+                ),
+            });
+        }
         if let Some(t) = a.tariff_id
             && self.tariff(t)?.is_none()
         {

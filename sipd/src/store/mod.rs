@@ -6,6 +6,7 @@
 //! reported with its tree and key and never hides the others.
 
 mod account;
+mod at_rest;
 mod audit;
 mod cdr;
 mod connection;
@@ -23,6 +24,7 @@ use std::path::{Path, PathBuf};
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::{Transactional, Tree};
 
+pub use at_rest::{AtRestError, owner_only, private_dir, realm_change_refusal};
 pub use audit::{
     Actor, AuditDraft, AuditEntry, AuditFilter, AuditKind, AuditResult, Auditor, Change,
 };

@@ -10,10 +10,9 @@ fn account(name: &str, user: Option<&str>) -> Account {
         enabled: true,
         sip: user.map(|u| SipAuth {
             username: u.into(),
-            credential: Credential::Password {
-                password: "pw".into(),
-            },
+            credential: Credential::hashed(u, "sbc", "pw"),
             algorithms: None,
+            password_template: None,
         }),
         cps_limit: Some(10),
         max_sessions: Some(20),
@@ -87,10 +86,9 @@ fn accounts_and_indexes() {
             name: "acme2".into(),
             sip: Some(SipAuth {
                 username: "acme2-sip".into(),
-                credential: Credential::Password {
-                    password: "x".into(),
-                },
+                credential: Credential::hashed("acme2-sip", "sbc", "x"),
                 algorithms: None,
+                password_template: None,
             }),
             ..a.clone()
         })

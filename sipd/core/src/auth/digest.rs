@@ -12,6 +12,7 @@ mod credential;
 mod nonce;
 mod replay;
 mod response;
+mod uri;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -27,6 +28,7 @@ pub use credential::{Credential, CredentialError};
 pub use nonce::{NONCE_LEN, NonceError, NonceKey, OpenedNonce};
 pub use replay::{NonceCounts, ReplayError};
 pub use response::expected_response;
+pub use uri::same_uri;
 
 /// Policy knobs, filled from `[auth]` in `sbc.toml`.
 #[derive(Debug, Clone)]
@@ -47,10 +49,20 @@ pub struct DigestPolicy {
 
 /// Why a digest response was not accepted. The SIP layer maps these to responses and feeds
 /// [`DigestError::is_bad_credentials`] to the IDS brute-force counter.
+///
+/// A realm that is not ours is challenged again (with our realm), as Kamailio ignores
+/// credentials for other realms: a phone holding credentials for several realms answers the
+/// one it was asked. A `uri` that is not the Request-URI is refused with 403: the phone
+/// that sent it would compute the same `uri` again, so a new challenge could only loop, and
+/// the one who gains from it is replaying someone else's answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DigestError {
     #[error("realm {0:?} is not ours")]
     RealmMismatch(String),
+    /// The answer was computed for another request (RFC 3261 §22.4): a replay against
+    /// another destination, or a broken client.
+    #[error("digest uri {digest:?} is not the Request-URI {request:?}")]
+    UriMismatch { digest: String, request: String },
     #[error("algorithm {0} is not enabled")]
     AlgorithmNotEnabled(Algorithm),
     #[error("qop=auth is required for {0}")]
@@ -76,9 +88,13 @@ impl DigestError {
         )
     }
 
-    /// A guess at the password that failed: what brute-force detection counts.
+    /// A guess at the password that failed, or an answer that was not made for this request:
+    /// refused with 403 rather than challenged again.
     pub fn is_bad_credentials(&self) -> bool {
-        matches!(self, DigestError::WrongResponse)
+        matches!(
+            self,
+            DigestError::WrongResponse | DigestError::UriMismatch { .. }
+        )
     }
 }
 
@@ -150,14 +166,15 @@ impl DigestVerifier {
             .collect())
     }
 
-    /// Verifies a digest response for a request with `method`. The caller has found the
-    /// account by `auth.username` and passes its credential; it is also the caller's job to
-    /// check that `auth.uri` designates the request's Request-URI. `account`: the account's
-    /// own algorithm list, which replaces the configured one for it.
+    /// Verifies a digest response for a request with `method` and `request_uri` (as sent).
+    /// The caller has found the account by `auth.username` and passes its credential.
+    /// `account`: the account's own algorithm list, which replaces the configured one for it.
+    #[allow(clippy::too_many_arguments)]
     pub fn verify(
         &self,
         auth: &DigestAuthorization,
         method: &str,
+        request_uri: &str,
         credential: &Credential,
         account: Option<&[Algorithm]>,
         now: SystemTime,
@@ -175,6 +192,14 @@ impl DigestVerifier {
             && !(p.allow_md5_without_qop && response::allows_no_qop(auth.algorithm))
         {
             return Err(DigestError::QopRequired(auth.algorithm));
+        }
+        // Before the response is checked: a mismatch needs no password to detect, and a
+        // replayed answer must not consume its nonce-count for the real request.
+        if !same_uri(&auth.uri, request_uri) {
+            return Err(DigestError::UriMismatch {
+                digest: auth.uri.chars().take(128).collect(),
+                request: request_uri.chars().take(128).collect(),
+            });
         }
         let opened = self.key.open(&p.realm, &auth.nonce)?;
         let ha1 = credential.ha1(auth.algorithm.hash(), &auth.username, &p.realm)?;

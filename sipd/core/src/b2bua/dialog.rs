@@ -5,7 +5,7 @@
 use std::time::{Instant, SystemTime};
 
 use rsip::Method;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use super::call::{Call, CallKey, Leg, Phase, Relayed};
 use super::locals::contact;
@@ -13,9 +13,10 @@ use super::{Core, Effect, EndReason, Media, Side, Token};
 use crate::sip::msg::host_port;
 use crate::sip::txn::{ServerKey, new_branch, via_for};
 use crate::sip::{Msg, NameAddr, Peer, Transmit};
+use std::net::SocketAddr;
 
 impl<M: Media> Core<M> {
-    pub(super) fn on_ack(&mut self, now: Instant, ack: Msg) {
+    pub(super) fn on_ack(&mut self, now: Instant, peer: Peer, ack: Msg) {
         let from_tag = ack.from().tag.unwrap_or_default();
         let key = self.table.dialog_of(ack.call_id(), &from_tag);
         let Some((key, from_a)) = key else {
@@ -25,6 +26,18 @@ impl<M: Media> Core<M> {
         let Some(mut call) = self.table.take(key) else {
             return;
         };
+        // A stranger's ACK would carry its own answer in a delayed-offer call (or stop our
+        // 2xx retransmissions): dropped, and counted like the other in-dialog refusals.
+        let leg = if from_a {
+            Some(&call.a)
+        } else {
+            call.b.as_ref()
+        };
+        if !leg.is_some_and(|l| is_own_peer(l, from_a, &peer)) {
+            self.stats.in_dialog_refused += 1;
+            self.table.put(call);
+            return;
+        }
         if from_a {
             if !call.a_acked {
                 call.a_acked = true;
@@ -93,12 +106,25 @@ impl<M: Media> Core<M> {
             self.txn.respond(now, &key, &r);
             return;
         };
-        // Latch the peer's transport details for requests we send later (TCP connection).
+        // Call-ID and tags are no secret (anyone on the path sees them): only the dialog's
+        // own peer may end the call or move its media, else a sniffer hangs up or steals it.
         let leg = if from_a {
             Some(&mut call.a)
         } else {
             call.b.as_mut()
         };
+        let own = leg
+            .as_deref()
+            .is_some_and(|l| is_own_peer(l, from_a, &peer));
+        if !own {
+            self.table.put(call);
+            self.stats.in_dialog_refused += 1;
+            debug!(src = %peer.remote, %method, from_a, "in-dialog request from a stranger refused");
+            let r = req.response(403, None);
+            self.txn.respond(now, &key, &r);
+            return;
+        }
+        // Latch the peer's transport details for requests we send later (TCP connection).
         if let Some(l) = leg {
             l.peer.conn = peer.conn.or(l.peer.conn);
         }
@@ -327,4 +353,44 @@ pub(super) fn dialog_request(leg: &Leg, method: Method, cseq: u32, agent: &str) 
     }
     m.push("User-Agent", agent.to_owned());
     m
+}
+
+/// Whether a request that names `leg`'s dialog comes from that leg's peer: its connection,
+/// the address the dialog came from (the caller's source, NAT included; the vendor we
+/// sent to) or the address its Contact names. On TCP a peer may open a new connection (a new
+/// source port), so its address's IP is enough there; on UDP the caller's port must match
+/// too (another phone behind the same NAT is another peer). A vendor is a configured host
+/// whose proxies often answer from another port: its IP is enough.
+fn is_own_peer(leg: &Leg, from_a: bool, peer: &Peer) -> bool {
+    if peer.conn.is_some() && peer.conn == leg.peer.conn {
+        return true;
+    }
+    let signalled = contact_addr(&leg.target);
+    if peer.remote == leg.peer.remote || Some(peer.remote) == signalled {
+        return true;
+    }
+    let same_host = peer.remote.ip() == leg.peer.remote.ip()
+        || signalled.is_some_and(|a| a.ip() == peer.remote.ip());
+    same_host && (!from_a || peer.proto.is_reliable())
+}
+
+/// The address a Contact URI names, when it names an IP address (port 5060 when absent).
+fn contact_addr(target: &str) -> Option<SocketAddr> {
+    let rest = target
+        .strip_prefix("sip:")
+        .or_else(|| target.strip_prefix("sips:"))?;
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    let hostport = rest.split([';', '?', '>']).next()?;
+    if let Ok(a) = hostport.parse::<SocketAddr>() {
+        return Some(a);
+    }
+    let host = hostport.trim_start_matches('[').trim_end_matches(']');
+    host.parse::<std::net::IpAddr>()
+        .ok()
+        .map(|ip| SocketAddr::new(ip, 5060))
+}
+
+#[cfg(test)]
+pub(super) fn contact_addr_for_tests(target: &str) -> Option<SocketAddr> {
+    contact_addr(target)
 }

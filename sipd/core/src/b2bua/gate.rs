@@ -24,6 +24,8 @@ pub struct Knock<'a> {
     pub cli: &'a str,
     pub cld: &'a str,
     pub method: &'a str,
+    /// The Request-URI as sent: a digest answer must have been made for it.
+    pub request_uri: &'a str,
     pub user_agent: Option<&'a str>,
     /// `Authorization` or `Proxy-Authorization`.
     pub authorization: Option<&'a str>,
@@ -171,6 +173,7 @@ impl AuthGate {
             Some(sip) => self.verifier.verify(
                 &auth,
                 k.method,
+                k.request_uri,
                 &sip.credential,
                 sip.algorithms.as_deref(),
                 wall,

@@ -20,7 +20,7 @@ impl<M: Media> Core<M> {
         let method = req.method().cloned().unwrap_or(Method::Options);
         match self.txn.on_request(now, &req, peer) {
             RequestVerdict::Absorbed => {}
-            RequestVerdict::Ack => self.on_ack(now, req),
+            RequestVerdict::Ack => self.on_ack(now, peer, req),
             RequestVerdict::Cancel(inv) => self.on_cancel(now, wall, inv),
             RequestVerdict::New(key) => {
                 if req.max_forwards() == Some(0) && method != Method::Ack {
@@ -174,11 +174,13 @@ impl<M: Media> Core<M> {
         let cld = cld_of(req);
         let method = req.method().map_or("INVITE".into(), |m| m.to_string());
         let from = req.from();
+        let request_uri = req.uri().map(ToString::to_string).unwrap_or_default();
         let knock = Knock {
             src: peer.remote.ip(),
             cli: from.user(),
             cld: &cld,
             method: &method,
+            request_uri: &request_uri,
             user_agent: req.get("User-Agent"),
             authorization: req
                 .get("Authorization")

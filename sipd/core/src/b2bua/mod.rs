@@ -124,6 +124,9 @@ pub struct CoreStats {
     pub challenges: u64,
     pub auth_failures: u64,
     pub stray: u64,
+    /// In-dialog requests refused (403) because they came from neither of the dialog's
+    /// peers: a third party who learnt the Call-ID and tags.
+    pub in_dialog_refused: u64,
     /// Final responses sent to callers, by code.
     pub finals: std::collections::BTreeMap<u16, u64>,
 }

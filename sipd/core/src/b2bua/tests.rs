@@ -430,6 +430,7 @@ fn digest_world_with(configured: &[Algorithm], own: Option<Vec<Algorithm>>) -> W
             password: "s3cret".into(),
         },
         algorithms: own,
+        password_template: None,
     });
     let mut r = rule(1, 1, None, false);
     r.cld = Some(Pattern::Prefix("44".into()));
@@ -1136,4 +1137,86 @@ fn a_vendor_answer_whose_sdp_the_relay_refuses_is_hung_up_and_the_caller_refused
     assert_eq!(w.cdrs[0].result_code, 488);
     assert_eq!(w.core.active_calls(), 0);
     assert_eq!(w.core.stats().answered, 0);
+}
+
+/// A third party who learnt the Call-ID and both tags (10.0.0.66, on the carrier's network)
+/// sends a BYE and a media-moving re-INVITE: both 403, counted, nothing reaches the vendor,
+/// the call goes on; the caller's own BYE still ends it, and the vendor's from another port
+/// of its host would too.
+#[test]
+fn in_dialog_requests_from_a_third_party_are_refused() {
+    const STRANGER: &str = "10.0.0.66:5060";
+    let mut w = ip_world();
+    let inv = start_call(&mut w, "call-sniffed");
+    answer(&mut w, &inv);
+    let a_tag = w.take(CARRIER)[0].to().tag.unwrap();
+    w.take(VENDOR1);
+    let dialog = |method: &str, cseq: u32, via: &str| {
+        format!(
+            "{method} sip:sbc@10.0.0.2:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {via};branch=z9hG4bK-{method}{cseq}\r\nMax-Forwards: 70\r\nFrom: <sip:1555000@10.0.0.1>;tag=ftag-call-sniffed\r\nTo: <sip:4420555@10.0.0.2>;tag={a_tag}\r\nCall-ID: call-sniffed\r\nCSeq: {cseq} {method}\r\nContact: <sip:x@{via}>\r\n"
+        )
+    };
+    w.from(STRANGER, &format!("{}\r\n", dialog("BYE", 5, STRANGER)));
+    assert_eq!(w.codes(STRANGER), vec![403]);
+    let reinvite = format!(
+        "{}Content-Type: application/sdp\r\n\r\n{}",
+        dialog("INVITE", 6, STRANGER),
+        SDP_A.replace("10.0.0.1", "10.0.0.66")
+    );
+    w.from(STRANGER, &reinvite);
+    assert_eq!(w.codes(STRANGER), vec![403]);
+    w.from(STRANGER, &format!("{}\r\n", dialog("UPDATE", 7, STRANGER)));
+    w.from(STRANGER, &format!("{}\r\n", dialog("INFO", 8, STRANGER)));
+    assert_eq!(w.codes(STRANGER), vec![403, 403]);
+    // The caller's port matters on UDP: another phone behind its NAT is another peer.
+    w.from(
+        "10.0.0.1:5099",
+        &format!("{}\r\n", dialog("BYE", 9, "10.0.0.1:5099")),
+    );
+    assert_eq!(w.codes("10.0.0.1:5099"), vec![403]);
+    assert!(w.take(VENDOR1).is_empty(), "nothing relayed to the vendor");
+    assert_eq!(w.core.active_calls(), 1, "the call goes on");
+    assert!(w.cdrs.is_empty(), "no CDR: the call has not ended");
+    assert_eq!(w.core.stats().in_dialog_refused, 5);
+
+    w.from(CARRIER, &format!("{}\r\n", dialog("BYE", 10, CARRIER)));
+    assert_eq!(w.codes(CARRIER), vec![200]);
+    assert_eq!(w.core.active_calls(), 0);
+    assert_eq!(w.cdrs.len(), 1);
+}
+
+#[test]
+fn contact_addresses_and_the_vendors_other_ports() {
+    assert_eq!(
+        super::dialog::contact_addr_for_tests("sip:u@10.0.0.5:5070;transport=udp"),
+        Some(sa("10.0.0.5:5070"))
+    );
+    assert_eq!(
+        super::dialog::contact_addr_for_tests("sip:10.0.0.5"),
+        Some(sa("10.0.0.5:5060"))
+    );
+    assert_eq!(
+        super::dialog::contact_addr_for_tests("sip:u@[2001:db8::1]:5062"),
+        Some("[2001:db8::1]:5062".parse().unwrap())
+    );
+    assert_eq!(
+        super::dialog::contact_addr_for_tests("sip:u@host.example"),
+        None
+    );
+
+    let mut w = ip_world();
+    let inv = start_call(&mut w, "call-vendor-bye");
+    answer(&mut w, &inv);
+    w.take(CARRIER);
+    w.take(VENDOR1);
+    let b_from = inv.from();
+    let bye = format!(
+        "BYE sip:sbc@10.0.0.2:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.1.1:5080;branch=z9hG4bK-vb\r\nMax-Forwards: 70\r\nFrom: <sip:4420555@10.0.1.1>;tag=vtag\r\nTo: <{}>;tag={}\r\nCall-ID: {}\r\nCSeq: 1 BYE\r\n\r\n",
+        b_from.uri,
+        b_from.tag.unwrap_or_default(),
+        inv.call_id()
+    );
+    w.from("10.0.1.1:5080", &bye);
+    assert_eq!(w.codes("10.0.1.1:5080"), vec![200]);
+    assert_eq!(w.core.active_calls(), 0);
 }

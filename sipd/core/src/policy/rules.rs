@@ -300,6 +300,7 @@ mod tests {
                     password: "pw".into(),
                 },
                 algorithms: None,
+                password_template: None,
             }),
             cps_limit: None,
             max_sessions: None,

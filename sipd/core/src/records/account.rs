@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::field::{check_name, check_nonzero, yes};
-use super::{FieldError, FieldErrors, Id, Invalid, Lookup, Micros, Record, RuleSpec};
+use super::{FieldError, FieldErrors, Id, Invalid, Lookup, Micros, Record, RuleSpec, SipSecrets};
 use crate::auth::digest::{Algorithm, Credential, CredentialError, HashFn};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,6 +37,10 @@ pub struct SipAuth {
     /// once the caller has named the user, and an MD5 answer is challenged again).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub algorithms: Option<Vec<Algorithm>>,
+    /// The password policy template (`[auth.sip_password.templates]`) new passwords of this
+    /// account are held to; `None`: the default policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_template: Option<String>,
 }
 
 impl Record for Account {
@@ -136,8 +140,9 @@ pub struct AccountSpec {
     pub rules: Vec<RuleSpec>,
 }
 
-/// Either `password`, or HA1 values (`ha1_md5`/`ha1_sha256`, computed for `realm`, which
-/// defaults to the configured one).
+/// Either `password` (checked against the account's password policy, then hashed: only its
+/// HA1 values are stored), or HA1 values (`ha1_md5`/`ha1_sha256`, computed for `realm`,
+/// which must be the configured one and is assumed when left out).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SipSpec {
@@ -154,6 +159,10 @@ pub struct SipSpec {
     /// require SHA-256); absent: `[auth] algorithms`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub algorithms: Option<Vec<Algorithm>>,
+    /// The password policy template a new password must meet (`[auth.sip_password.templates]`);
+    /// absent: `[auth.sip_password]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_template: Option<String>,
     /// What the API's view shows (`password` or `ha1`); accepted and ignored on input, so
     /// a view sent back with changes reads.
     #[serde(default, skip_serializing)]
@@ -161,9 +170,16 @@ pub struct SipSpec {
 }
 
 impl SipSpec {
-    /// The credential the input gives, or `keep` (the stored one) when it gives no secret
-    /// for the same username.
-    fn credential(&self, realm: &str, keep: Option<&SipAuth>) -> Result<Credential, FieldError> {
+    /// The credential the input gives (a password hashed on arrival), or `keep` (the stored
+    /// one) when it gives no secret for the same username. `account`: the account's name,
+    /// a word a password must not be built on.
+    fn credential(
+        &self,
+        secrets: &SipSecrets,
+        account: &str,
+        keep: Option<&SipAuth>,
+    ) -> Result<Credential, FieldError> {
+        let realm = secrets.realm;
         let has_ha1 = self.ha1_md5.is_some() || self.ha1_sha256.is_some();
         match (&self.password, has_ha1) {
             (Some(_), true) => Err(FieldError::new(
@@ -174,11 +190,24 @@ impl SipSpec {
                 "sip.realm",
                 "realm only goes with ha1_md5/ha1_sha256",
             )),
-            (Some(p), false) => Ok(Credential::Password {
-                password: p.clone(),
-            }),
+            (Some(p), false) => secrets.hash(
+                &self.username,
+                account,
+                p,
+                self.password_template.as_deref(),
+            ),
+            // HA1 binds the realm: values for another one could never answer our challenges.
+            (None, true) if self.realm.as_deref().is_some_and(|r| r != realm) => {
+                Err(FieldError::new(
+                    "sip.realm",
+                    format!(
+                        "HA1 values for realm {:?} cannot answer challenges for realm {realm:?} ([auth] realm): compute them for {realm:?}",
+                        self.realm.as_deref().unwrap_or_default()
+                    ),
+                ))
+            }
             (None, true) => Ok(Credential::Ha1 {
-                realm: self.realm.clone().unwrap_or_else(|| realm.to_owned()),
+                realm: realm.to_owned(),
                 md5: self.ha1_md5.as_ref().map(|h| h.to_ascii_lowercase()),
                 sha256: self.ha1_sha256.as_ref().map(|h| h.to_ascii_lowercase()),
             }),
@@ -194,20 +223,23 @@ impl SipSpec {
 }
 
 impl From<&SipAuth> for SipSpec {
+    /// The input that rebuilds `s`: its HA1 values, never a password (a plain one, from a
+    /// store not yet migrated, is left out; importing the result keeps the stored one).
     fn from(s: &SipAuth) -> SipSpec {
-        let (password, realm, ha1_md5, ha1_sha256) = match &s.credential {
-            Credential::Password { password } => (Some(password.clone()), None, None, None),
+        let (realm, ha1_md5, ha1_sha256) = match &s.credential {
+            Credential::Password { .. } => (None, None, None),
             Credential::Ha1 { realm, md5, sha256 } => {
-                (None, Some(realm.clone()), md5.clone(), sha256.clone())
+                (Some(realm.clone()), md5.clone(), sha256.clone())
             }
         };
         SipSpec {
             username: s.username.clone(),
-            password,
+            password: None,
             realm,
             ha1_md5,
             ha1_sha256,
             algorithms: s.algorithms.clone(),
+            password_template: s.password_template.clone(),
             auth: None,
         }
     }
@@ -216,10 +248,11 @@ impl From<&SipAuth> for SipSpec {
 impl AccountSpec {
     /// The account (not its rules), or every problem by field. `current` is the stored
     /// account an update replaces: it keeps its id and balance, and its credential when
-    /// `sip` names the same user without a secret. `realm` is the default for HA1 values.
+    /// `sip` names the same user without a secret. `secrets`: the realm HA1 values are for
+    /// and the password policies.
     pub fn build(
         &self,
-        realm: &str,
+        secrets: &SipSecrets,
         current: Option<&Account>,
         lookup: &dyn Lookup,
     ) -> Result<Account, FieldErrors> {
@@ -236,17 +269,16 @@ impl AccountSpec {
         };
         let sip = self.sip.as_ref().map(|s| {
             let credential = p
-                .take(s.credential(realm, current.and_then(|c| c.sip.as_ref())))
+                .take(s.credential(secrets, &self.name, current.and_then(|c| c.sip.as_ref())))
                 // Stands in for the refused one so the username is still checked; the
                 // account is not returned.
-                .unwrap_or(Credential::Password {
-                    password: "-".into(),
-                });
+                .unwrap_or_else(|| Credential::hashed(&s.username, secrets.realm, "-"));
             self.check_owner(&mut p, &s.username, current, lookup);
             SipAuth {
                 username: s.username.clone(),
                 credential,
                 algorithms: s.algorithms.clone(),
+                password_template: s.password_template.clone(),
             }
         });
         let tariff_id = self.tariff.as_ref().and_then(|n| {

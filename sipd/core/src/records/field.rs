@@ -134,14 +134,69 @@ mod tests {
     }
 
     fn account(json: &str) -> Result<crate::records::Account, FieldErrors> {
+        let policies = crate::records::SipPasswordPolicies::default();
+        let secrets = crate::records::SipSecrets {
+            realm: "sbc",
+            policies: &policies,
+            strength: crate::records::sip_password::tests::strength,
+        };
         serde_json::from_str::<AccountSpec>(json)
             .unwrap()
-            .build("sbc", None, &Fake)
+            .build(&secrets, None, &Fake)
+    }
+
+    /// A password is hashed on arrival (HA1 for both hashes, for our realm) and never kept;
+    /// one that breaks the policy is refused with the field named; HA1 values for another
+    /// realm could never answer our challenges and are refused too.
+    #[test]
+    fn sip_passwords_are_hashed_and_held_to_the_policy() {
+        use crate::auth::digest::{Credential, HashFn};
+        let a = account(r#"{"name":"a","sip":{"username":"u","password":"Vq7#pLm2!xR9wZt4"}}"#)
+            .unwrap();
+        let c = &a.sip.as_ref().unwrap().credential;
+        assert_eq!(c, &Credential::hashed("u", "sbc", "Vq7#pLm2!xR9wZt4"));
+        assert!(c.supports(HashFn::Md5) && c.supports(HashFn::Sha256));
+        let json = serde_json::to_string(&a).unwrap();
+        assert!(!json.contains("Vq7#pLm2"), "{json}");
+        let spec = AccountSpec::of(&a, None, vec![]);
+        let sip = spec.sip.unwrap();
+        assert_eq!(sip.password, None, "what is exported has no password");
+        assert!(sip.ha1_md5.is_some() && sip.ha1_sha256.is_some());
+
+        for (pw, why) in [
+            ("short1A!", "at least 12"),
+            ("abcdefghijklmnop", "classes"),
+            ("u-Vq7#pLm2!xR9wZt4", "too easy"),
+        ] {
+            let e = account(&format!(
+                r#"{{"name":"a","sip":{{"username":"u","password":"{pw}"}}}}"#
+            ))
+            .unwrap_err();
+            assert_eq!(fields(e.clone()), ["sip.password"], "{pw}");
+            assert!(e.0[0].message.contains(why), "{pw}: {}", e.0[0].message);
+            assert!(
+                !e.0[0].message.contains(pw),
+                "the refusal never echoes the password"
+            );
+        }
+        let e = account(
+            r#"{"name":"a","sip":{"username":"u","password":"Vq7#pLm2!xR9wZt4","password_template":"pbx"}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(fields(e), ["sip.password_template"]);
+        let e = account(&format!(
+            r#"{{"name":"a","sip":{{"username":"u","realm":"elsewhere","ha1_md5":"{}"}}}}"#,
+            "ab".repeat(16)
+        ))
+        .unwrap_err();
+        assert_eq!(fields(e), ["sip.realm"]);
     }
 
     #[test]
     fn account_errors_name_their_fields() {
-        let a = account(r#"{"name":"a","tariff":"std","sip":{"username":"u","password":"p"}}"#);
+        let a = account(
+            r#"{"name":"a","tariff":"std","sip":{"username":"u","password":"Vq7#pLm2!xR9wZt4"}}"#,
+        );
         assert_eq!(a.unwrap().tariff_id, Some(7));
         let e = account(
             r#"{"name":"","cps_limit":0,"balance":"x","tariff":"no","sip":{"username":"a b"}}"#,
@@ -173,21 +228,24 @@ mod tests {
     fn account_algorithms_are_checked_once_by_field() {
         use crate::auth::digest::Algorithm;
         let a = account(
-            r#"{"name":"a","sip":{"username":"u","password":"p","algorithms":["SHA-256"]}}"#,
+            r#"{"name":"a","sip":{"username":"u","password":"Vq7#pLm2!xR9wZt4","algorithms":["SHA-256"]}}"#,
         )
         .unwrap();
         assert_eq!(a.sip.unwrap().algorithms, Some(vec![Algorithm::Sha256]));
-        let plain = account(r#"{"name":"a","sip":{"username":"u","password":"p"}}"#).unwrap();
+        let plain = account(r#"{"name":"a","sip":{"username":"u","password":"Vq7#pLm2!xR9wZt4"}}"#)
+            .unwrap();
         assert_eq!(
             plain.sip.unwrap().algorithms,
             None,
             "absent: [auth] algorithms"
         );
-        let e = account(r#"{"name":"a","sip":{"username":"u","password":"p","algorithms":[]}}"#)
-            .unwrap_err();
+        let e = account(
+            r#"{"name":"a","sip":{"username":"u","password":"Vq7#pLm2!xR9wZt4","algorithms":[]}}"#,
+        )
+        .unwrap_err();
         assert_eq!(fields(e), ["sip.algorithms"]);
         let e = account(
-            r#"{"name":"a","sip":{"username":"u","password":"p","algorithms":["MD5","MD5"]}}"#,
+            r#"{"name":"a","sip":{"username":"u","password":"Vq7#pLm2!xR9wZt4","algorithms":["MD5","MD5"]}}"#,
         )
         .unwrap_err();
         assert_eq!(fields(e), ["sip.algorithms"]);
@@ -201,7 +259,7 @@ mod tests {
         assert!(e.0[0].message.contains("ha1_sha256"), "{}", e.0[0].message);
         assert!(
             serde_json::from_str::<AccountSpec>(
-                r#"{"name":"a","sip":{"username":"u","password":"p","algorithms":["SHA-1"]}}"#
+                r#"{"name":"a","sip":{"username":"u","password":"Vq7#pLm2!xR9wZt4","algorithms":["SHA-1"]}}"#
             )
             .is_err()
         );

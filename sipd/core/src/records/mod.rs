@@ -13,6 +13,7 @@ mod field;
 mod money;
 mod pattern;
 mod rule;
+mod sip_password;
 mod tariff;
 
 pub use account::{Account, AccountSpec, SipAuth, SipSpec};
@@ -22,6 +23,9 @@ pub use field::{FieldError, FieldErrors};
 pub use money::{BadAmount, MICROS_PER_UNIT, Micros};
 pub use pattern::{Matcher, Pattern, PatternError};
 pub use rule::{AuthRule, RuleOwner, RuleSpec};
+pub use sip_password::{
+    MAX_SIP_PASSWORD_CHARS, SipPasswordPolicies, SipPasswordPolicy, SipSecrets, Strength,
+};
 pub use tariff::{Tariff, TariffSpec};
 
 /// A record's identity in the store: 0 until stored.

@@ -24,6 +24,10 @@ pub struct SipView {
     /// The account's own digest algorithms, when it has them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub algorithms: Option<Vec<Algorithm>>,
+    /// The password policy template new passwords of this account meet, when not the
+    /// default (kept through an update that does not name it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_template: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -56,6 +60,7 @@ pub fn view(a: &Account, tariffs: &BTreeMap<Id, String>) -> AccountView {
                 Credential::Ha1 { .. } => "ha1",
             },
             algorithms: s.algorithms.clone(),
+            password_template: s.password_template.clone(),
         }),
     }
 }
@@ -87,7 +92,7 @@ fn build(s: &ApiState, spec: &AccountSpec, current: Option<&Account>) -> ApiResu
             "rules are added through /api/accounts/{id}/rules",
         ));
     }
-    Ok(spec.build(&s.cfg.auth.realm, current, s.store())?)
+    Ok(spec.build(&s.cfg.sip_secrets(), current, s.store())?)
 }
 
 fn target(name: &str) -> String {

@@ -157,19 +157,12 @@ pub async fn list(
     .await
 }
 
-/// A CSV field: quoted when needed, and text a spreadsheet would run as a formula (caller
-/// IDs come from the network) prefixed with `'`. A leading `+` or `-` before a digit is a
-/// number (E.164) and left alone.
+/// A CSV field: quoted when needed, and prefixed with `'` when it starts with `=`, `+`,
+/// `-`, `@`, tab or CR, which a spreadsheet may run as a formula (caller IDs and reasons come
+/// from the network). No exception for `+`/`-` before a digit: `-2+3+cmd|' /C calc'!A0` is
+/// a formula too. An E.164 number shows as `'+44…`, which spreadsheets display as text.
 fn field(s: &str) -> String {
-    let mut chars = s.chars();
-    let first = chars.next();
-    let second = chars.next();
-    let formula = match first {
-        Some('=' | '@' | '\t' | '\r') => true,
-        Some('+' | '-') => !second.is_some_and(|c| c.is_ascii_digit()),
-        _ => false,
-    };
-    let s = if formula {
+    let s = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
         format!("'{s}")
     } else {
         s.to_owned()
@@ -189,20 +182,23 @@ pub fn to_csv(rows: &[CdrView]) -> String {
     for r in rows {
         let cols = [
             r.id.to_string(),
-            field(&r.call_id),
+            r.call_id.clone(),
             r.start_ms.to_string(),
             opt(r.answer_ms),
             r.end_ms.to_string(),
-            field(&r.caller),
-            field(&r.callee),
+            r.caller.clone(),
+            r.callee.clone(),
             r.source.map(|s| s.to_string()).unwrap_or_default(),
             opt(r.account_id),
             opt(r.connection_id),
             r.result_code.to_string(),
-            field(&r.reason),
+            r.reason.clone(),
             r.duration_secs.to_string(),
             r.cost.clone(),
         ];
+        // Every cell, not only the ones known to come from the network: a column that is
+        // a number today is no promise about tomorrow's.
+        let cols: Vec<String> = cols.iter().map(|c| field(c)).collect();
         out.push_str(&cols.join(","));
         out.push('\n');
     }
@@ -236,10 +232,20 @@ mod tests {
 
     #[test]
     fn csv_fields() {
-        assert_eq!(field("+4420"), "+4420");
-        assert_eq!(field("=cmd()"), "'=cmd()");
-        assert_eq!(field("-x"), "'-x");
-        assert_eq!(field("a,b"), "\"a,b\"");
-        assert_eq!(field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        for (cell, out) in [
+            ("=cmd()", "'=cmd()"),
+            ("+4420", "'+4420"),
+            ("-x", "'-x"),
+            ("-2+3+cmd|' /C calc'!A0", "'-2+3+cmd|' /C calc'!A0"),
+            ("@SUM(A1)", "'@SUM(A1)"),
+            ("\t=1", "'\t=1"),
+            ("\r=1", "\"'\r=1\""),
+            ("4420", "4420"),
+            ("a,b", "\"a,b\""),
+            ("say \"hi\"", "\"say \"\"hi\"\"\""),
+            ("", ""),
+        ] {
+            assert_eq!(field(cell), out, "{cell:?}");
+        }
     }
 }

@@ -7,12 +7,14 @@ use serde::{Deserialize, Serialize};
 
 use super::algorithm::{HashFn, from_hex};
 
+/// What is stored is always [`Credential::Ha1`]: a password given at provisioning is hashed on
+/// arrival ([`Credential::hashed`]), and [`Credential::Password`] exists only to read stores
+/// written before that (which are migrated when opened) and for tests.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Credential {
-    Password {
-        password: String,
-    },
+    /// A plain password: never written any more.
+    Password { password: String },
     /// `H(username:realm:password)` per hash, lowercase hex. HA1 binds the realm, so it is
     /// stored with it: a realm change must fail loudly rather than reject every call.
     Ha1 {
@@ -54,6 +56,31 @@ pub enum CredentialError {
 }
 
 impl Credential {
+    /// The HA1 values of `password` for `username` in `realm`, for both hashes (as Kamailio's
+    /// `ha1` and `ha1b` columns): what is stored instead of the password. Both, so the
+    /// account can answer every algorithm whatever `[auth] algorithms` becomes.
+    pub fn hashed(username: &str, realm: &str, password: &str) -> Credential {
+        let h = |f: HashFn| f.hex(&[username.as_bytes(), realm.as_bytes(), password.as_bytes()]);
+        Credential::Ha1 {
+            realm: realm.to_owned(),
+            md5: Some(h(HashFn::Md5)),
+            sha256: Some(h(HashFn::Sha256)),
+        }
+    }
+
+    /// A plain password (a record from before HA1-only storage).
+    pub fn is_plain(&self) -> bool {
+        matches!(self, Credential::Password { .. })
+    }
+
+    /// The realm HA1 values were computed for; `None` for a plain password (good for any).
+    pub fn realm(&self) -> Option<&str> {
+        match self {
+            Credential::Password { .. } => None,
+            Credential::Ha1 { realm, .. } => Some(realm),
+        }
+    }
+
     /// HA1 of the plain (non `-sess`) algorithm for `hash`.
     pub fn ha1(
         &self,
@@ -155,6 +182,27 @@ mod tests {
         ));
         assert!(!format!("{pw:?}").contains("Circle"));
         assert!(!format!("{ha1:?}").contains(&md5));
+    }
+
+    /// Both HA1 values of a password, for the realm given: they answer exactly as the
+    /// password did.
+    #[test]
+    fn hashed_password_answers_like_the_password() {
+        let pw = Credential::Password {
+            password: "Circle Of Life".into(),
+        };
+        let h = Credential::hashed("Mufasa", "testrealm@host.com", "Circle Of Life");
+        assert!(!h.is_plain() && pw.is_plain());
+        assert_eq!(h.realm(), Some("testrealm@host.com"));
+        assert!(h.validate().is_ok());
+        for f in [HashFn::Md5, HashFn::Sha256] {
+            assert_eq!(
+                h.ha1(f, "Mufasa", "testrealm@host.com"),
+                pw.ha1(f, "Mufasa", "testrealm@host.com")
+            );
+        }
+        let json = serde_json::to_string(&h).unwrap();
+        assert!(!json.contains("Circle"), "{json}");
     }
 
     #[test]

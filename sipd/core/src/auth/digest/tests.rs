@@ -85,7 +85,7 @@ fn check(
     now: SystemTime,
 ) -> Result<Authenticated, DigestError> {
     let auth: DigestAuthorization = header.parse().unwrap();
-    v.verify(&auth, method, &pw(PW), None, now)
+    v.verify(&auth, method, URI, &pw(PW), None, now)
 }
 
 fn nonce(v: &DigestVerifier, now: SystemTime) -> String {
@@ -154,7 +154,7 @@ fn an_account_list_replaces_the_configured_one() {
     for (alg, ok) in [(Algorithm::Md5, false), (Algorithm::Sha256, true)] {
         let n = nonce(&v, t(1));
         let auth: DigestAuthorization = answer(alg, &n).header().parse().unwrap();
-        let r = v.verify(&auth, "INVITE", &pw(PW), Some(&own), t(2));
+        let r = v.verify(&auth, "INVITE", URI, &pw(PW), Some(&own), t(2));
         if ok {
             assert!(r.is_ok(), "{alg}: {r:?}");
         } else {
@@ -165,7 +165,7 @@ fn an_account_list_replaces_the_configured_one() {
     let n = nonce(&v, t(1));
     let auth: DigestAuthorization = answer(Algorithm::Sha256, &n).header().parse().unwrap();
     assert_eq!(
-        v.verify(&auth, "INVITE", &pw(PW), None, t(2)),
+        v.verify(&auth, "INVITE", URI, &pw(PW), None, t(2)),
         Err(DigestError::AlgorithmNotEnabled(Algorithm::Sha256))
     );
 }
@@ -182,7 +182,7 @@ fn stored_ha1_verifies() {
         let n = nonce(&v, t(1));
         let auth: DigestAuthorization = answer(alg, &n).header().parse().unwrap();
         assert!(
-            v.verify(&auth, "INVITE", &cred, None, t(2)).is_ok(),
+            v.verify(&auth, "INVITE", URI, &cred, None, t(2)).is_ok(),
             "{alg}"
         );
     }
@@ -209,10 +209,26 @@ fn tampering_is_refused() {
             "method"
         );
         let other_uri = good.replace(URI, "sip:+449999@sbc.example");
-        assert_eq!(
-            check(&v, &other_uri, "INVITE", t(2)),
-            Err(DigestError::WrongResponse),
+        assert!(
+            matches!(
+                check(&v, &other_uri, "INVITE", t(2)),
+                Err(DigestError::UriMismatch { .. })
+            ),
             "uri"
+        );
+        // The same tampered uri on a request really sent there: the response does not cover it.
+        let auth: DigestAuthorization = other_uri.parse().unwrap();
+        assert_eq!(
+            v.verify(
+                &auth,
+                "INVITE",
+                "sip:+449999@sbc.example",
+                &pw(PW),
+                None,
+                t(2)
+            ),
+            Err(DigestError::WrongResponse),
+            "uri under the response"
         );
         let other_nc = good.replace("nc=00000001", "nc=00000002");
         assert_eq!(
@@ -322,7 +338,7 @@ fn policy_is_enforced() {
         .replace(REALM, "evil");
     let auth: DigestAuthorization = other_realm.parse().unwrap();
     assert!(matches!(
-        v.verify(&auth, "INVITE", &pw(PW), None, t(2)),
+        v.verify(&auth, "INVITE", URI, &pw(PW), None, t(2)),
         Err(DigestError::RealmMismatch(_))
     ));
 }
@@ -372,9 +388,58 @@ fn unusable_credentials_are_typed_errors() {
         sha256: None,
     };
     assert_eq!(
-        v.verify(&auth, "INVITE", &md5_only, None, t(2)),
+        v.verify(&auth, "INVITE", URI, &md5_only, None, t(2)),
         Err(DigestError::Credential(CredentialError::NoHa1For(
             HashFn::Sha256
         )))
     );
+}
+
+/// A captured answer replayed with another Request-URI (another number) is refused with 403
+/// (not challenged again), whatever the case or spelling of the same URI would have been,
+/// and does not use up the answer's nonce-count.
+#[test]
+fn answer_for_another_request_uri_is_refused() {
+    let v = verifier(&[Algorithm::Md5]);
+    let n = nonce(&v, t(1));
+    let captured = answer(Algorithm::Md5, &n).header();
+    let auth: DigestAuthorization = captured.parse().unwrap();
+    let e = v
+        .verify(
+            &auth,
+            "INVITE",
+            "sip:+449999@sbc.example",
+            &pw(PW),
+            None,
+            t(2),
+        )
+        .unwrap_err();
+    assert!(matches!(e, DigestError::UriMismatch { .. }), "{e:?}");
+    assert!(e.is_bad_credentials() && !e.wants_stale());
+    // The same URI written differently is the same URI (RFC 3261 §19.1.4).
+    assert!(
+        v.verify(
+            &auth,
+            "INVITE",
+            "SIP:+441234@SBC.EXAMPLE",
+            &pw(PW),
+            None,
+            t(2)
+        )
+        .is_ok()
+    );
+}
+
+/// An answer for another realm is challenged again with ours (it is no guess at our
+/// password), and never verified against our credential.
+#[test]
+fn answer_for_another_realm_is_challenged_again() {
+    let v = verifier(&[Algorithm::Md5]);
+    let n = nonce(&v, t(1));
+    let other = answer(Algorithm::Md5, &n)
+        .header()
+        .replace(&format!("realm=\"{REALM}\""), "realm=\"elsewhere\"");
+    let e = check(&v, &other, "INVITE", t(2)).unwrap_err();
+    assert_eq!(e, DigestError::RealmMismatch("elsewhere".into()));
+    assert!(!e.is_bad_credentials() && !e.wants_stale());
 }
