@@ -19,10 +19,8 @@ pub enum RefusalReason {
     BadCredentials,
     /// An `Authorization` header that could not be read (400).
     BadAuthorization,
-    /// A REGISTER: we are not a registrar (403 or 405).
+    /// A REGISTER from a source no `ip_only` rule names: we are not a registrar (403).
     NoRegistrar,
-    /// An out-of-dialog request other than INVITE from a source no rule names.
-    Probe,
 }
 
 impl RefusalReason {
@@ -34,18 +32,16 @@ impl RefusalReason {
             RefusalReason::BadCredentials => "bad_credentials",
             RefusalReason::BadAuthorization => "bad_authorization",
             RefusalReason::NoRegistrar => "no_registrar",
-            RefusalReason::Probe => "probe",
         }
     }
 
     /// Every reason, for counters by label.
-    pub const ALL: [RefusalReason; 6] = [
+    pub const ALL: [RefusalReason; 5] = [
         RefusalReason::Scanner,
         RefusalReason::NoMatchingRule,
         RefusalReason::BadCredentials,
         RefusalReason::BadAuthorization,
         RefusalReason::NoRegistrar,
-        RefusalReason::Probe,
     ];
 }
 
@@ -162,7 +158,7 @@ mod tests {
         assert_eq!((r.count, r.first_ms, r.last_ms), (1000, 0, 999));
         for i in 0..10u8 {
             let ip = IpAddr::from([198, 51, 100, i]);
-            t.record(2000 + u64::from(i), ip, RefusalReason::Probe, 403);
+            t.record(2000 + u64::from(i), ip, RefusalReason::NoRegistrar, 403);
         }
         assert_eq!(t.len(), 3);
         assert_eq!(t.evicted(), 8);
@@ -170,6 +166,6 @@ mod tests {
         assert_eq!(t.rows()[0].source, IpAddr::from([198, 51, 100, 9]));
         let totals: HashMap<_, _> = t.totals().into_iter().collect();
         assert_eq!(totals[&RefusalReason::BadAuthorization], 1000);
-        assert_eq!(totals[&RefusalReason::Probe], 10);
+        assert_eq!(totals[&RefusalReason::NoRegistrar], 10);
     }
 }
