@@ -33,6 +33,7 @@ pub struct Config {
     pub management: ManagementConfig,
     pub guard: GuardConfig,
     pub firewall: FirewallConfig,
+    pub retention: RetentionConfig,
 }
 
 impl Default for Config {
@@ -46,6 +47,7 @@ impl Default for Config {
             management: ManagementConfig::default(),
             guard: GuardConfig::default(),
             firewall: FirewallConfig::default(),
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -82,6 +84,9 @@ pub struct SipConfig {
     /// File descriptors kept free for media and the management API: an inbound SIP TCP
     /// connection that would use one of the last `fd_reserve` descriptors is refused.
     pub fd_reserve: usize,
+    /// What we put in `Server` and `User-Agent`. Generic by default: naming the product and
+    /// its version tells a scanner which exploits to try.
+    pub agent: String,
 }
 
 impl Default for SipConfig {
@@ -98,6 +103,7 @@ impl Default for SipConfig {
             tcp_first_message_secs: 10,
             tcp_idle_secs: 300,
             fd_reserve: 256,
+            agent: "SBC".into(),
         }
     }
 }
@@ -281,6 +287,12 @@ pub struct GuardConfig {
     /// First ban; each repeat offence doubles it, up to `ban_max_secs`.
     pub ban_secs: u64,
     pub ban_max_secs: u64,
+    /// Sources the IDS tracks at once (failures, floods, past bans); when full, the source
+    /// seen longest ago is forgotten (counted in `sipd_ids_sources_evicted_total`).
+    pub ids_max_sources: usize,
+    /// Rows of the refusal table: refusals before authentication are counted per (source,
+    /// reason) there instead of a CDR each; when full, the row seen longest ago gives way.
+    pub refusal_rows: usize,
 }
 
 impl Default for GuardConfig {
@@ -298,7 +310,24 @@ impl Default for GuardConfig {
             flood_reports_before_ban: 10,
             ban_secs: 300,
             ban_max_secs: 86_400,
+            ids_max_sources: 16_384,
+            refusal_rows: 4_096,
         }
+    }
+}
+
+/// How long CDRs and the audit log are kept.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// CDRs and audit entries older than this many days are purged (hourly, by `sipd run`);
+    /// 0 keeps them for ever. `sipd cdrs export` takes them out first.
+    pub days: u32,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig { days: 400 }
     }
 }
 
@@ -829,6 +858,32 @@ impl Config {
             bad(
                 "guard.auth_failure_window_secs",
                 "must be at least 1".into(),
+            );
+        }
+        for (key, v) in [
+            ("guard.ids_max_sources", g.ids_max_sources),
+            ("guard.refusal_rows", g.refusal_rows),
+        ] {
+            if !(16..=1_048_576).contains(&v) {
+                bad(key, format!("{v} is outside 16..=1048576"));
+            }
+        }
+        if self.retention.days > 36_500 {
+            bad(
+                "retention.days",
+                format!(
+                    "{} is over 100 years; 0 keeps records for ever",
+                    self.retention.days
+                ),
+            );
+        }
+        let a = &self.sip.agent;
+        if a.is_empty() || a.len() > 64 || !a.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
+            bad(
+                "sip.agent",
+                format!(
+                    "{a:?}: 1 to 64 printable ASCII characters (it goes into Server and User-Agent)"
+                ),
             );
         }
         if g.ban_secs == 0 {

@@ -12,9 +12,11 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::firewall::Firewall;
+use crate::server::{WriterProbe, WriterStats};
 use crate::store::{Id, Micros, Store};
 use crate::transport::{TransportStats, Transports};
 use sipd_core::b2bua::{CallInfo, CallKey, CoreStats};
+use sipd_core::records::RefusalRow;
 
 /// A request to the event loop.
 #[derive(Debug)]
@@ -26,6 +28,8 @@ pub enum Command {
     /// The store's balance of an account changed by this much (a top-up).
     Credit(Id, Micros, oneshot::Sender<()>),
     Stats(oneshot::Sender<(CoreStats, usize)>),
+    /// The refusal table: refusals before authentication by (source, reason).
+    Refusals(oneshot::Sender<Vec<RefusalRow>>),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +59,8 @@ pub struct Status {
     pub bans: usize,
     /// Media relayed since start, by the kernel and the userspace relay together.
     pub relay: RelayTotals,
+    /// The CDR writer's queue.
+    pub cdr_queue: WriterStats,
 }
 
 /// Cheap to clone; one per API worker.
@@ -66,6 +72,8 @@ pub struct Control {
     pub transports: Transports,
     pub sessions: Arc<Sessions>,
     pub firewall: Arc<Firewall>,
+    /// The CDR writer's queue, set once the writer runs.
+    pub writer: WriterProbe,
     started: SystemTime,
 }
 
@@ -89,6 +97,7 @@ impl Control {
                 transports,
                 sessions,
                 firewall,
+                writer: WriterProbe::default(),
                 started: SystemTime::now(),
             },
             rx,
@@ -146,6 +155,12 @@ impl Control {
             dataplane_stats: self.dataplane.stats().unwrap_or_default(),
             bans: self.dataplane.ban_list().map_or(0, |b| b.len()),
             relay: self.sessions.totals(),
+            cdr_queue: self.writer.stats(),
         })
+    }
+
+    /// Refusals before authentication by (source, reason), most recent first.
+    pub async fn refusals(&self) -> Result<Vec<RefusalRow>, ControlError> {
+        self.ask(Command::Refusals).await
     }
 }

@@ -107,6 +107,16 @@ enum CdrsCommand {
         #[arg(long, default_value_t = 10_000)]
         limit: usize,
     },
+    /// Write every CDR as JSON Lines, oldest first (to keep them beyond `[retention] days`,
+    /// after which `sipd run` purges them)
+    Export {
+        /// Output file (written 0600, complete or not at all); default stdout
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Only CDRs with an id above this (an incremental export)
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+    },
 }
 
 #[derive(Args)]
@@ -241,6 +251,9 @@ fn run(cmd: Command, config: Option<&Path>) -> Result<ExitCode> {
         Command::Cdrs(CdrsCommand::List { json, after, limit }) => {
             list_cdrs(&store, json, after, limit)
         }
+        Command::Cdrs(CdrsCommand::Export { output, after }) => {
+            export_cdrs(&store, output.as_deref(), after)
+        }
         Command::Run | Command::Cleanup => unreachable!("handled above"),
     }
 }
@@ -347,6 +360,48 @@ fn export(store: &Store, output: Option<&Path>) -> Result<ExitCode> {
         .with_context(|| format!("writing {}", path.display()))?;
     eprintln!("exported to {}", path.display());
     Ok(ExitCode::SUCCESS)
+}
+
+fn export_cdrs(store: &Store, output: Option<&Path>, mut after: u64) -> Result<ExitCode> {
+    let mut text = Vec::new();
+    let (mut n, mut bad) = (0usize, 0usize);
+    loop {
+        const PAGE: usize = 10_000;
+        let page = store.cdrs(after, PAGE);
+        // A page that is not full is the last; one ending in an unreadable record cannot be
+        // resumed after it.
+        let more = page.len() == PAGE && matches!(page.last(), Some(Ok(_)));
+        for c in page {
+            match c {
+                Ok(c) => {
+                    after = c.id;
+                    serde_json::to_writer(&mut text, &c)?;
+                    text.push(b'\n');
+                    n += 1;
+                }
+                Err(e) => {
+                    bad += 1;
+                    tracing::warn!(error = %e, "unreadable CDR skipped");
+                }
+            }
+        }
+        if !more {
+            break;
+        }
+    }
+    match output {
+        None => std::io::stdout().write_all(&text)?,
+        Some(path) => {
+            sipd::private_file::write(path, &text)
+                .with_context(|| format!("writing {}", path.display()))?;
+            eprintln!("{n} CDRs exported to {}", path.display());
+        }
+    }
+    Ok(if bad == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// What `accounts list --json` shows: everything but the secret itself.

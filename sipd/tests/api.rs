@@ -1069,9 +1069,17 @@ fn metrics_are_prometheus_text(c: &Ctx) {
         "sbc_bans",
         "sipd_transport_tcp_open",
         "sipd_mgmt_tls_self_signed",
+        "sipd_refusals_total{reason=\"bad_authorization\"}",
+        "sipd_refusal_rows",
+        "sipd_ids_sources",
+        "sipd_cdr_queue_depth",
+        "sipd_cdr_queue_dropped_total",
     ] {
         assert!(m.contains_key(k), "{k} missing:\n{}", r.text);
     }
+    // The refusal table, for a read-only role: nothing refused yet.
+    let r = s.req("GET", "/api/refusals", Some(viewer), None);
+    assert_eq!((r.status, r.text.trim()), (200, "[]"));
     assert!(
         m.keys()
             .any(|k| k.starts_with("sbc_dataplane_packets_total{reason=\"drop_banned\"}"))

@@ -105,3 +105,61 @@ fn import_list_export() {
         text(&o)
     );
 }
+
+/// `sipd cdrs export`: every CDR as one JSON line, oldest first, into a 0600 file; `--after`
+/// resumes after an id (what an operator runs before `[retention] days` purges them).
+#[test]
+fn cdrs_export_writes_json_lines() {
+    use sipd::store::{CdrDraft, Micros, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    std::fs::write(p.join("sbc.toml"), "data_dir = \"d\"\n").unwrap();
+    {
+        let cfg = sipd::config::Config::parse(
+            &std::fs::read_to_string(p.join("sbc.toml")).unwrap(),
+            Path::new("sbc.toml"),
+        )
+        .unwrap();
+        let store = Store::open(&p.join(cfg.store_dir())).unwrap();
+        for i in 0..3u64 {
+            store
+                .append_cdr(CdrDraft {
+                    call_id: format!("c{i}"),
+                    start_ms: 1_000 + i,
+                    answer_ms: None,
+                    end_ms: 2_000 + i,
+                    caller: "a".into(),
+                    callee: "b".into(),
+                    source: None,
+                    account_id: None,
+                    connection_id: None,
+                    result_code: 486,
+                    reason: "busy".into(),
+                    duration_secs: 0,
+                    cost: Micros(0),
+                })
+                .unwrap();
+        }
+    }
+    let o = sipd(p, &["cdrs", "export", "-o", "out.jsonl"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = std::fs::read_to_string(p.join("out.jsonl")).unwrap();
+    let ids: Vec<u64> = out
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(ids, [1, 2, 3]);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(p.join("out.jsonl"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "{mode:o}");
+    let o = sipd(p, &["cdrs", "export", "--after", "2"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 1);
+}

@@ -489,16 +489,23 @@ fn sbc_digest_auth_call_userspace() {
 }
 
 /// A call that must be refused: one UAC call, no vendor involved (a vendor UAS runs to catch
-/// any INVITE that should not have reached it).
+/// any INVITE that should not have reached it). `before_auth`: the refusal came before the
+/// caller authenticated, so it is counted under that reason in the refusal table and
+/// written as no CDR.
 fn refused_call(
     prov: Prov,
     cli: &str,
     auth: Option<(&str, &str)>,
     code: u16,
     warning: &str,
+    before_auth: Option<&str>,
 ) -> Vec<Value> {
     let net = Net::new();
-    let mut sbc = Sbc::start(&net, Plane::Xdp, &prov, 60);
+    let set = Settings {
+        management: "metrics_public = true\n".into(),
+        ..Settings::default()
+    };
+    let mut sbc = Sbc::start_with(&net, Plane::Xdp, &prov, &set);
     let uas = net.uas("uas.xml", SIP_PORT, 1, Duration::ZERO);
     let mut c = net.uac("uac.xml", sbc.sip(), Duration::ZERO);
     c.vars[0].1 = cli.to_string();
@@ -508,6 +515,13 @@ fn refused_call(
     assert_refused(&uac, code, warning);
     drop(uas);
     assert!(sbc.alive(), "sipd still running");
+    if let Some(reason) = before_auth {
+        let key = format!("sipd_refusals_total{{reason=\"{reason}\"}}");
+        assert_eq!(sbc.metric(&key), 1, "{key}");
+        let cdrs = sbc.cdrs();
+        assert!(cdrs.is_empty(), "no CDR before authentication: {cdrs:#?}");
+        return cdrs;
+    }
     let cdrs = sbc.cdrs();
     let cdr = only_cdr(&cdrs);
     assert_eq!(field(cdr, "result_code"), &Value::from(code), "{cdr:#}");
@@ -537,6 +551,7 @@ fn sbc_wrong_password_403() {
         Some(("carrier-a", "wrong")),
         403,
         "bad credentials",
+        Some("bad_credentials"),
     );
 }
 
@@ -552,6 +567,7 @@ fn sbc_cli_rule_mismatch_403() {
         None,
         403,
         "no matching auth rule",
+        Some("no_matching_rule"),
     );
 }
 
@@ -564,7 +580,14 @@ fn sbc_cld_rule_mismatch_403() {
         cld_prefix: "34",
         ..Prov::default()
     };
-    refused_call(prov, CLI, None, 403, "no matching auth rule");
+    refused_call(
+        prov,
+        CLI,
+        None,
+        403,
+        "no matching auth rule",
+        Some("no_matching_rule"),
+    );
 }
 
 #[test]
@@ -577,7 +600,7 @@ fn sbc_balance_exhausted_402() {
         balance: "0.10",
         ..Prov::default()
     };
-    refused_call(prov, CLI, None, 402, "insufficient balance");
+    refused_call(prov, CLI, None, 402, "insufficient balance", None);
 }
 
 #[test]
@@ -590,7 +613,7 @@ fn sbc_no_route_404() {
         vendors: vec![],
         ..Prov::default()
     };
-    refused_call(prov, CLI, None, 404, "no route");
+    refused_call(prov, CLI, None, 404, "no route", None);
 }
 
 /// Several calls from the carrier at once: (uac outcome, cdrs).

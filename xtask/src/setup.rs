@@ -8,9 +8,10 @@ use std::time::Instant;
 
 use crate::util::{self, output, run, which};
 
-/// Debian packages: LLVM for bpf-linker, SIP/RTP peers (sipp, the baresip softphone) and
-/// capture for the tests, BPF and network tools for the netns harness, and the reference
-/// rtpengine + Kamailio.
+/// Debian packages: LLVM for bpf-linker, SIP/RTP peers (sipp, the baresip softphone),
+/// the scanners the attack tests run (sipvicious: svmap, svwar, svcrack) and capture for
+/// the tests, BPF and network tools for the netns harness, and the reference rtpengine +
+/// Kamailio.
 pub const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -18,6 +19,7 @@ pub const APT_PACKAGES: &[&str] = &[
     "libzstd-dev",
     "sip-tester",
     "baresip",
+    "sipvicious",
     "tshark",
     "bpftool",
     "iproute2",

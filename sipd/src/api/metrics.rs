@@ -261,8 +261,68 @@ pub fn render(s: &Status, x: &Extra) -> String {
             .map(|m| (m, u64::from(m == s.dataplane))),
     );
     o.table(s, x, OPERATIONS);
+    o.labelled(
+        "sipd_refusals_total",
+        "counter",
+        "Requests refused before their sender authenticated, by reason (counted per source and reason in the refusal table, not written as CDRs).",
+        "reason",
+        c.refusals.iter().map(|(k, v)| (*k, *v)),
+    );
+    o.table(s, x, RECORDS);
     o.0
 }
+
+/// The bounded tables a stranger can touch, and the CDR writer's queue.
+const RECORDS: &[Simple] = &[
+    (
+        "sipd_refusal_rows",
+        "gauge",
+        "Rows in the refusal table (one per source and reason).",
+        |s, _| s.core.refusal_rows as u64,
+    ),
+    (
+        "sipd_refusal_rows_evicted_total",
+        "counter",
+        "Refusal table rows dropped because the table was full (the row seen longest ago goes).",
+        |s, _| s.core.refusal_rows_evicted,
+    ),
+    (
+        "sipd_ids_sources",
+        "gauge",
+        "Sources the IDS tracks (failures, floods, past bans).",
+        |s, _| s.core.ids_sources as u64,
+    ),
+    (
+        "sipd_ids_sources_evicted_total",
+        "counter",
+        "IDS sources forgotten because its table was full (the one seen longest ago goes).",
+        |s, _| s.core.ids_evicted,
+    ),
+    (
+        "sipd_cdr_queue_depth",
+        "gauge",
+        "CDRs and debits waiting for the store writer.",
+        |s, _| s.cdr_queue.depth,
+    ),
+    (
+        "sipd_cdr_queue_capacity",
+        "gauge",
+        "The CDR writer queue's capacity.",
+        |s, _| s.cdr_queue.capacity,
+    ),
+    (
+        "sipd_cdr_queue_blocked_total",
+        "counter",
+        "Times signalling waited for room in a full CDR queue (answered or billed calls' CDRs are never dropped).",
+        |s, _| s.cdr_queue.blocked,
+    ),
+    (
+        "sipd_cdr_queue_dropped_total",
+        "counter",
+        "CDRs of unanswered attempts dropped because the CDR queue was full.",
+        |s, _| s.cdr_queue.dropped,
+    ),
+];
 
 #[cfg(test)]
 mod tests {

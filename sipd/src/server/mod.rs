@@ -9,6 +9,7 @@
 
 pub mod fds;
 mod provisioned;
+pub mod retention;
 mod startup;
 mod writer;
 
@@ -32,9 +33,7 @@ use crate::store::Store;
 use crate::transport::{Event, Transports};
 pub use provisioned::Provisioned;
 use writer::Writer;
-
-/// What the agent string says in User-Agent/Server.
-pub const AGENT: &str = concat!("xdp-sbc/", env!("CARGO_PKG_VERSION"));
+pub use writer::{WriterProbe, WriterStats};
 
 /// Runs the appliance until SIGTERM/SIGINT.
 pub async fn run(cfg: Config) -> Result<()> {
@@ -86,15 +85,17 @@ impl Appliance {
         for a in names {
             core.on_resolved(Instant::now(), SystemTime::now(), &a.host, a.addrs, a.ttl);
         }
-        let (control, commands) = Control::new(
+        let writer = Writer::spawn(store.clone())?;
+        let (mut control, commands) = Control::new(
             store.clone(),
             dp.clone(),
             transports.clone(),
             plane.sessions().clone(),
             firewall.clone(),
         );
+        control.writer = writer.probe();
+        retention::spawn(store.clone(), cfg.retention.days);
         let api = startup::start_api(&cfg, control).await;
-        let writer = Writer::spawn(store.clone())?;
         info!(
             sip_udp = ?transports.udp_addrs(),
             sip_tcp = ?transports.tcp_addrs(),
@@ -220,6 +221,9 @@ impl Appliance {
             }
             Command::Stats(tx) => {
                 let _ = tx.send((core.stats(), core.active_calls()));
+            }
+            Command::Refusals(tx) => {
+                let _ = tx.send(core.refusals());
             }
         }
     }

@@ -17,7 +17,6 @@ use sipd_core::b2bua::{Core, CoreConfig, Local};
 use sipd_core::policy::routing::Router;
 use sipd_core::sip::Proto;
 
-use super::AGENT;
 use super::provisioned::Provisioned;
 use crate::config::{Config, DataplaneMode};
 use crate::firewall::Firewall;
@@ -151,8 +150,10 @@ pub fn core(
             ban_max: Duration::from_secs(g.ban_max_secs),
             ban_scanners: true,
             floods_before_ban: g.flood_reports_before_ban,
+            max_sources: g.ids_max_sources,
         },
-        agent: AGENT.into(),
+        agent: cfg.sip.agent.clone(),
+        max_refusal_rows: g.refusal_rows,
     };
     let router = Router::new(p.connections);
     Ok(Core::new(

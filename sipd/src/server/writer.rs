@@ -1,48 +1,159 @@
 //! The store writer: CDRs and debits, in order, on a thread of their own so a flush never
 //! stalls signalling. Whatever queued up while the last batch was flushed goes in the next
 //! batch with one flush (the store's durability, at hundreds of calls per second).
+//!
+//! The queue is bounded ([`QUEUE`] records). When it is full (the disk is slower than the
+//! calls ending), what happens depends on what the record is worth:
+//! - a CDR of an answered call, or any record with a debit, is never dropped: the event loop
+//!   waits for room (back-pressure, counted in `blocked`). Signalling stalls for at most one
+//!   batch's flush, and money records are never lost;
+//! - a CDR of an unanswered attempt (refused after authentication, failed, cancelled) is
+//!   dropped and counted in `dropped`, with a warning: the call cost nothing, and a slow disk
+//!   must not stop new calls.
+//!
+//! Refusals before authentication never come here: the core counts them per (source,
+//! reason), so nothing a stranger sends can fill this queue.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 
 use anyhow::Result;
-use tracing::error;
+use serde::Serialize;
+use tracing::{error, warn};
 
 use crate::store::{CdrDraft, Id, Micros, Store};
 
 /// Most records in one batch (one flush).
 const BATCH: usize = 1024;
+/// Records queued at most: a CDR is a few hundred bytes, so a few MiB.
+pub const QUEUE: usize = 16_384;
+
+type Job = (CdrDraft, Option<(Id, Micros)>);
+
+/// The writer's counters, for `/metrics` and the status.
+#[derive(Debug, Default)]
+struct Counters {
+    depth: AtomicU64,
+    written: AtomicU64,
+    blocked: AtomicU64,
+    dropped: AtomicU64,
+}
+
+/// A snapshot of the writer's queue.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct WriterStats {
+    /// Records waiting to be written now.
+    pub depth: u64,
+    /// The queue's capacity.
+    pub capacity: u64,
+    /// Records handed to the store.
+    pub written: u64,
+    /// Times the event loop waited for room (answered or billed CDRs on a full queue).
+    pub blocked: u64,
+    /// Unanswered attempts' CDRs dropped on a full queue.
+    pub dropped: u64,
+}
+
+/// A cheap handle on the counters, for the management API.
+#[derive(Debug, Clone, Default)]
+pub struct WriterProbe(Arc<Counters>);
+
+impl WriterProbe {
+    pub fn stats(&self) -> WriterStats {
+        let c = &self.0;
+        WriterStats {
+            depth: c.depth.load(Ordering::Relaxed),
+            capacity: QUEUE as u64,
+            written: c.written.load(Ordering::Relaxed),
+            blocked: c.blocked.load(Ordering::Relaxed),
+            dropped: c.dropped.load(Ordering::Relaxed),
+        }
+    }
+}
 
 pub struct Writer {
-    tx: mpsc::Sender<(CdrDraft, Option<(Id, Micros)>)>,
+    tx: mpsc::SyncSender<Job>,
     thread: JoinHandle<()>,
+    counters: Arc<Counters>,
 }
 
 impl Writer {
     pub fn spawn(store: Arc<Store>) -> Result<Writer> {
-        let (tx, rx) = mpsc::channel::<(CdrDraft, Option<(Id, Micros)>)>();
+        Writer::spawn_with(QUEUE, move |batch| store.settle_calls(batch))
+    }
+
+    /// With `capacity` records and `settle` writing a batch (tests give a slow one).
+    fn spawn_with(
+        capacity: usize,
+        settle: impl Fn(Vec<Job>) -> Vec<crate::store::StoreError> + Send + 'static,
+    ) -> Result<Writer> {
+        let (tx, rx) = mpsc::sync_channel::<Job>(capacity);
+        let counters = Arc::new(Counters::default());
+        let c = counters.clone();
         let thread = std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || {
                 while let Ok(first) = rx.recv() {
+                    c.depth.fetch_sub(1, Ordering::Relaxed);
                     let mut batch = vec![first];
                     while batch.len() < BATCH {
                         match rx.try_recv() {
-                            Ok(j) => batch.push(j),
+                            Ok(j) => {
+                                c.depth.fetch_sub(1, Ordering::Relaxed);
+                                batch.push(j)
+                            }
                             Err(_) => break,
                         }
                     }
-                    for e in store.settle_calls(batch) {
+                    let n = batch.len() as u64;
+                    for e in settle(batch) {
                         error!(error = %e, "CDR or balance debit not stored");
                     }
+                    c.written.fetch_add(n, Ordering::Relaxed);
                 }
             })?;
-        Ok(Writer { tx, thread })
+        Ok(Writer {
+            tx,
+            thread,
+            counters,
+        })
     }
 
-    /// Queues a CDR and, for a billed call, its debit.
+    pub fn probe(&self) -> WriterProbe {
+        WriterProbe(self.counters.clone())
+    }
+
+    /// Queues a CDR and, for a billed call, its debit (see the module's docs for a full
+    /// queue).
     pub fn settle(&self, cdr: CdrDraft, debit: Option<(Id, Micros)>) {
-        if self.tx.send((cdr, debit)).is_err() {
+        let c = &self.counters;
+        let keep = cdr.answer_ms.is_some() || debit.is_some();
+        c.depth.fetch_add(1, Ordering::Relaxed);
+        let job = match self.tx.try_send((cdr, debit)) {
+            Ok(()) => return,
+            Err(mpsc::TrySendError::Full(job)) => job,
+            Err(mpsc::TrySendError::Disconnected(_)) => {
+                c.depth.fetch_sub(1, Ordering::Relaxed);
+                error!("store writer is gone: CDR lost");
+                return;
+            }
+        };
+        if !keep {
+            c.depth.fetch_sub(1, Ordering::Relaxed);
+            let n = c.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if n.is_power_of_two() {
+                warn!(
+                    dropped = n,
+                    call_id = %job.0.call_id,
+                    "CDR queue full: CDR of an unanswered attempt dropped (the disk is slower than the calls)"
+                );
+            }
+            return;
+        }
+        c.blocked.fetch_add(1, Ordering::Relaxed);
+        if self.tx.send(job).is_err() {
+            c.depth.fetch_sub(1, Ordering::Relaxed);
             error!("store writer is gone: CDR lost");
         }
     }
@@ -53,5 +164,60 @@ impl Writer {
         if self.thread.join().is_err() {
             error!("store writer panicked");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    fn cdr(call_id: &str, answered: bool) -> CdrDraft {
+        CdrDraft {
+            call_id: call_id.into(),
+            start_ms: 1,
+            answer_ms: answered.then_some(2),
+            end_ms: 3,
+            caller: "a".into(),
+            callee: "b".into(),
+            source: None,
+            account_id: Some(1),
+            connection_id: None,
+            result_code: if answered { 200 } else { 486 },
+            reason: String::new(),
+            duration_secs: 0,
+            cost: Micros(0),
+        }
+    }
+
+    /// A disk slower than the calls: the queue stays at its capacity, unanswered attempts
+    /// are dropped and counted, every answered call's CDR is written (the caller waited).
+    #[test]
+    fn a_full_queue_drops_unanswered_attempts_and_keeps_every_answered_call() {
+        let written = Arc::new(Mutex::new(Vec::new()));
+        let w2 = written.clone();
+        let w = Writer::spawn_with(4, move |batch| {
+            std::thread::sleep(Duration::from_millis(20));
+            w2.lock()
+                .unwrap()
+                .extend(batch.into_iter().map(|(c, _)| c.call_id));
+            Vec::new()
+        })
+        .unwrap();
+        let probe = w.probe();
+        for i in 0..200 {
+            w.settle(cdr(&format!("u{i}"), false), None);
+            w.settle(cdr(&format!("a{i}"), true), None);
+            assert!(probe.stats().depth <= 4 + 1, "{:?}", probe.stats());
+        }
+        w.finish();
+        let s = probe.stats();
+        let written = written.lock().unwrap();
+        let answered = written.iter().filter(|c| c.starts_with('a')).count();
+        assert_eq!(answered, 200, "an answered call's CDR was lost");
+        assert!(s.dropped > 0 && s.blocked > 0, "{s:?}");
+        assert_eq!(written.len() as u64 + s.dropped, 400);
+        assert_eq!(s.depth, 0);
     }
 }

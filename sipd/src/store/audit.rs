@@ -320,3 +320,27 @@ impl Store {
             .collect()
     }
 }
+
+impl Store {
+    /// Retention: removes audit entries dated before `cutoff_ms` (Unix ms), oldest first,
+    /// stopping at the first that is not (never purging one that is within retention). Ids
+    /// come from a counter, so they never go back. Returns how many went; durable when this
+    /// returns.
+    pub fn purge_audit_before(&self, cutoff_ms: u64) -> Result<usize, StoreError> {
+        let tree = self.tree(T::Audit);
+        let mut purged = 0;
+        for kv in tree.iter() {
+            let (k, v) = kv?;
+            let e: AuditEntry = decode(&k, &v)?;
+            if e.entry.ts_ms >= cutoff_ms {
+                break;
+            }
+            tree.remove(&k)?;
+            purged += 1;
+        }
+        if purged > 0 {
+            self.flush()?;
+        }
+        Ok(purged)
+    }
+}

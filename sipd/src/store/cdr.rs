@@ -52,3 +52,32 @@ impl Store {
             .collect()
     }
 }
+
+impl Store {
+    /// Removes CDRs that ended before `cutoff_ms` (Unix ms), oldest first, and stops at the
+    /// first one that did not: ids follow write order, so what comes after is as recent or
+    /// nearly so, and stopping early can only keep a record longer, never purge one that is
+    /// not past retention. The newest CDR is always kept, so ids never go back. Returns how
+    /// many went; durable when this returns.
+    pub fn purge_cdrs_before(&self, cutoff_ms: u64) -> Result<usize, StoreError> {
+        let last = self.cdrs.last()?.map(|(k, _)| k);
+        let mut purged = 0;
+        for kv in self.cdrs.iter() {
+            let (k, v) = kv?;
+            if last.as_ref() == Some(&k) {
+                break;
+            }
+            // An unreadable record is never purged (nor anything after it).
+            let cdr: Cdr = decode(&k, &v)?;
+            if cdr.call.end_ms.max(cdr.call.start_ms) >= cutoff_ms {
+                break;
+            }
+            self.cdrs.remove(&k)?;
+            purged += 1;
+        }
+        if purged > 0 {
+            self.flush()?;
+        }
+        Ok(purged)
+    }
+}

@@ -11,10 +11,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tracing::{debug, warn};
 
-use super::ids::{Ids, IdsConfig, Offence};
+use super::ids::{Ids, IdsConfig, IdsStats, Offence};
 use crate::auth::digest::{DigestAuthorization, DigestError, DigestVerifier, NonceError};
 use crate::policy::rules::{Classification, RuleSet};
-use crate::records::{Account, Id};
+use crate::records::{Account, Id, RefusalReason};
 use crate::sip::parse::clip;
 
 /// What a new call presents to the gate.
@@ -39,13 +39,24 @@ pub enum Verdict {
     /// `account`: the account the caller's answer named, whose own algorithm list (if it has
     /// one) is what the new challenges offer; `None` before any answer: `[auth] algorithms`.
     Challenge { stale: bool, account: Option<Id> },
-    /// Refused with `code`. `cdr`: recorded as a refused attempt (scanners are not, so a scan
-    /// writes nothing per packet). An empty `why` sends no Warning.
+    /// Refused with `code`. An empty `why` sends no Warning. `refusal`: the caller has not
+    /// proved who it is, so the refusal is counted in the refusal table under this reason
+    /// (one row per source and reason, never a record per packet) and answered once; `None`:
+    /// its credentials were right, so it gets a CDR like any call attempt.
     Refuse {
         code: u16,
         why: &'static str,
-        cdr: bool,
+        refusal: Option<RefusalReason>,
     },
+}
+
+/// What to answer an out-of-dialog request other than INVITE, ACK and CANCEL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeVerdict {
+    /// Answer it as usual (OPTIONS 200, 405, 481…).
+    Answer,
+    /// Refuse it with `code` (no Warning), counted under `reason`.
+    Refuse { code: u16, reason: RefusalReason },
 }
 
 /// A source that earned a kernel ban.
@@ -117,7 +128,7 @@ impl AuthGate {
             let refuse = Verdict::Refuse {
                 code: 403,
                 why: "",
-                cdr: false,
+                refusal: Some(RefusalReason::Scanner),
             };
             return (refuse, Some(ban));
         }
@@ -136,7 +147,7 @@ impl AuthGate {
                 let refuse = Verdict::Refuse {
                     code: 403,
                     why: "no matching auth rule",
-                    cdr: true,
+                    refusal: Some(RefusalReason::NoMatchingRule),
                 };
                 // A stranger trying number after number is enumerating or probing for an open
                 // route: it counts like a failed password.
@@ -156,16 +167,25 @@ impl AuthGate {
         k: &Knock,
         header: &str,
     ) -> (Verdict, Option<Ban>) {
-        let refuse = |code, why| Verdict::Refuse {
+        let refuse = |code, why, reason| Verdict::Refuse {
             code,
             why,
-            cdr: true,
+            refusal: Some(reason),
         };
         let auth: DigestAuthorization = match header.parse() {
             Ok(a) => a,
             Err(e) => {
-                debug!(error = %e, "unparsable Authorization");
-                return (refuse(400, "bad Authorization header"), None);
+                // A malformed answer is a wrong answer: it counts toward the brute-force ban
+                // (else `Authorization: Digest x` would probe for free).
+                debug!(error = %e, src = %k.src, "unparsable Authorization");
+                self.stats.auth_failures += 1;
+                let ban = self.brute_force(now, k.src);
+                let r = refuse(
+                    400,
+                    "bad Authorization header",
+                    RefusalReason::BadAuthorization,
+                );
+                return (r, ban);
             }
         };
         let account = self.rules.by_sip_user(&auth.username).cloned();
@@ -185,11 +205,19 @@ impl AuthGate {
             (Ok(_), Some(account)) => {
                 let verdict = match self.rules.digest_allowed(account.id, k.src, k.cli, k.cld) {
                     Ok(_) => Verdict::Admit(account.id),
-                    Err(_) => refuse(403, "no matching auth rule"),
+                    // Its credentials were right: a call attempt like any other, with a CDR.
+                    Err(_) => Verdict::Refuse {
+                        code: 403,
+                        why: "no matching auth rule",
+                        refusal: None,
+                    },
                 };
                 return (verdict, None);
             }
-            (Ok(_), None) => return (refuse(403, "bad credentials"), None),
+            (Ok(_), None) => {
+                let r = refuse(403, "bad credentials", RefusalReason::BadCredentials);
+                return (r, None);
+            }
             (Err(e), _) => e,
         };
         if e.wants_stale() {
@@ -201,12 +229,10 @@ impl AuthGate {
         }
         self.stats.auth_failures += 1;
         debug!(user = %clip(&auth.username), error = %e, src = %k.src, "digest refused");
-        let ban = self
-            .ids
-            .auth_failed(now, k.src)
-            .map(|d| Ban::earned(k.src, d, Offence::BruteForce));
+        let ban = self.brute_force(now, k.src);
         if e.is_bad_credentials() {
-            (refuse(403, "bad credentials"), ban)
+            let r = refuse(403, "bad credentials", RefusalReason::BadCredentials);
+            (r, ban)
         } else {
             // E.g. an MD5 answer for an account that requires SHA-256: challenged again with
             // what that account accepts, and nothing else.
@@ -237,6 +263,68 @@ impl AuthGate {
             .into_iter()
             .map(|c| c.to_string())
             .collect())
+    }
+
+    fn brute_force(&mut self, now: Instant, src: IpAddr) -> Option<Ban> {
+        self.ids
+            .auth_failed(now, src)
+            .map(|d| Ban::earned(src, d, Offence::BruteForce))
+    }
+
+    /// An out-of-dialog request other than INVITE, ACK and CANCEL (OPTIONS, REGISTER,
+    /// SUBSCRIBE, MESSAGE, …): the IDS looks at it like at an INVITE. A scanner's
+    /// User-Agent is banned at once. We are no registrar, so every REGISTER is refused: with
+    /// 405 and `Allow` to a source an `ip_only` rule names (a carrier's box set up to
+    /// register learns why), with a 403 to anyone else, and those count toward the ban like
+    /// a failed password (with `Authorization`: brute force; without: enumeration). Other
+    /// requests from a source no rule names count as enumeration too (a few OPTIONS pings a
+    /// minute stay far below the threshold; a sweep does not).
+    pub fn probe(&mut self, now: Instant, k: &Knock) -> (ProbeVerdict, Option<Ban>) {
+        if let Some(duration) = self.ids.scanner(now, k.src, k.user_agent) {
+            let ban = Ban::earned(k.src, duration, Offence::Scanner);
+            let refuse = ProbeVerdict::Refuse {
+                code: 403,
+                reason: RefusalReason::Scanner,
+            };
+            return (refuse, Some(ban));
+        }
+        let trusted = self.trusted(k.src);
+        let register = k.method.eq_ignore_ascii_case("REGISTER");
+        if trusted {
+            return (ProbeVerdict::Answer, None);
+        }
+        let offence = if register && k.authorization.is_some() {
+            self.stats.auth_failures += 1;
+            Offence::BruteForce
+        } else {
+            Offence::Enumeration
+        };
+        let ban = self
+            .ids
+            .auth_failed(now, k.src)
+            .map(|d| Ban::earned(k.src, d, offence));
+        let verdict = if register {
+            ProbeVerdict::Refuse {
+                code: 403,
+                reason: RefusalReason::NoRegistrar,
+            }
+        } else {
+            ProbeVerdict::Answer
+        };
+        (verdict, ban)
+    }
+
+    /// Whether an `ip_only` rule names `src`: a carrier we know by its address.
+    fn trusted(&self, src: IpAddr) -> bool {
+        let src = src.to_canonical();
+        self.rules
+            .rules()
+            .any(|r| r.ip_only && r.remote.is_some_and(|n| n.contains(&src)))
+    }
+
+    /// The IDS table's size and evictions.
+    pub fn ids_stats(&self) -> IdsStats {
+        self.ids.stats()
     }
 
     /// The kernel guard dropped SIP from `ip` for flooding (packet or INVITE rate).

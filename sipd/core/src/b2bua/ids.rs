@@ -1,5 +1,11 @@
-//! The SIP side of the IDS: sources that fail digest authentication again and again, and
-//! known scanners, earn a kernel ban that doubles for each repeat offence.
+//! The SIP side of the IDS: sources that fail digest authentication again and again, probe
+//! us with requests of any method, flood, or announce a scanner's User-Agent earn a kernel
+//! ban that doubles for each repeat offence.
+//!
+//! What it remembers is one entry per source in a table of stated capacity
+//! ([`IdsConfig::max_sources`]): a spoofing flood cannot grow it. When it is full, the source
+//! seen longest ago is forgotten (counted in [`IdsStats::evicted`]); an active attacker is
+//! always among the most recently seen, so eviction costs it nothing.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -10,9 +16,10 @@ use std::time::{Duration, Instant};
 pub enum Offence {
     /// A known scanner's User-Agent.
     Scanner,
-    /// Failed digest responses, again and again.
+    /// Failed digest responses (or unparsable `Authorization`), again and again.
     BruteForce,
-    /// Calls matching no rule, again and again.
+    /// Calls matching no rule, REGISTERs and out-of-dialog requests from a source no rule
+    /// names, again and again.
     Enumeration,
     /// The kernel guard kept rate-limiting it.
     Flood,
@@ -30,6 +37,13 @@ pub struct IdsConfig {
     /// Kernel guard reports (packet or INVITE rate exceeded; sampled at most once a second per
     /// source) within `window` that earn a ban; 0 leaves floods to the kernel's rate limits.
     pub floods_before_ban: u32,
+    /// Most sources tracked at once (failures, floods and past offences together).
+    pub max_sources: usize,
+}
+
+impl IdsConfig {
+    /// The default capacity of the per-source table: about 1 KiB each at most, so 16 MiB.
+    pub const DEFAULT_MAX_SOURCES: usize = 16_384;
 }
 
 /// User-Agent substrings of SIP scanners (SIPVicious, sipsak floods, …), lowercase.
@@ -41,80 +55,143 @@ const SCANNERS: &[&str] = &[
     "sipsak",
     "vaxsipuseragent",
     "pplsip",
-    "iWar",
+    "iwar",
     "sundayddr",
 ];
+
+/// How long a source's past bans are remembered for doubling the next one.
+const OFFENCE_MEMORY: Duration = Duration::from_secs(86_400);
+
+/// Counters for `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IdsStats {
+    /// Sources tracked now.
+    pub sources: usize,
+    /// Sources forgotten because the table was full.
+    pub evicted: u64,
+}
+
+#[derive(Debug)]
+struct Track {
+    failures: VecDeque<Instant>,
+    floods: VecDeque<Instant>,
+    /// Bans handed out, and when the last was.
+    offences: u32,
+    last_offence: Option<Instant>,
+    last_seen: Instant,
+}
+
+impl Track {
+    fn new(now: Instant) -> Track {
+        Track {
+            failures: VecDeque::new(),
+            floods: VecDeque::new(),
+            offences: 0,
+            last_offence: None,
+            last_seen: now,
+        }
+    }
+
+    /// Whether anything in it still matters at `now`.
+    fn live(&self, now: Instant, window: Duration) -> bool {
+        let recent =
+            |q: &VecDeque<Instant>| q.back().is_some_and(|t| now.duration_since(*t) <= window);
+        recent(&self.failures)
+            || recent(&self.floods)
+            || self
+                .last_offence
+                .is_some_and(|t| now.duration_since(t) < OFFENCE_MEMORY)
+    }
+}
 
 #[derive(Debug)]
 pub struct Ids {
     cfg: IdsConfig,
-    failures: HashMap<IpAddr, VecDeque<Instant>>,
-    floods: HashMap<IpAddr, VecDeque<Instant>>,
-    /// Bans handed out per source, for doubling; forgotten after a day without offence.
-    offences: HashMap<IpAddr, (u32, Instant)>,
+    sources: HashMap<IpAddr, Track>,
+    evicted: u64,
+}
+
+/// Adds `now` to `q`, drops what fell out of `window`; true when `threshold` is reached
+/// (the queue is then emptied: the ban starts a new count). The queue never holds more than
+/// `threshold` entries.
+fn count(q: &mut VecDeque<Instant>, now: Instant, window: Duration, threshold: u32) -> bool {
+    q.push_back(now);
+    while q.front().is_some_and(|t| now.duration_since(*t) > window) {
+        q.pop_front();
+    }
+    if q.len() >= threshold as usize {
+        q.clear();
+        return true;
+    }
+    false
 }
 
 impl Ids {
     pub fn new(cfg: IdsConfig) -> Ids {
         Ids {
             cfg,
-            failures: HashMap::new(),
-            floods: HashMap::new(),
-            offences: HashMap::new(),
+            sources: HashMap::new(),
+            evicted: 0,
         }
+    }
+
+    pub fn stats(&self) -> IdsStats {
+        IdsStats {
+            sources: self.sources.len(),
+            evicted: self.evicted,
+        }
+    }
+
+    /// The entry of `ip`, making room when the table is full: expired entries go first, then
+    /// the one seen longest ago.
+    fn track(&mut self, now: Instant, ip: IpAddr) -> &mut Track {
+        if !self.sources.contains_key(&ip) && self.sources.len() >= self.cfg.max_sources.max(1) {
+            self.expire(now);
+            if self.sources.len() >= self.cfg.max_sources.max(1)
+                && let Some(oldest) = self
+                    .sources
+                    .iter()
+                    .min_by_key(|(_, t)| t.last_seen)
+                    .map(|(ip, _)| *ip)
+            {
+                self.sources.remove(&oldest);
+                self.evicted += 1;
+            }
+        }
+        let t = self.sources.entry(ip).or_insert_with(|| Track::new(now));
+        t.last_seen = now;
+        t
     }
 
     fn ban_for(&mut self, now: Instant, ip: IpAddr) -> Duration {
-        let e = self.offences.entry(ip).or_insert((0, now));
-        let d = self
-            .cfg
-            .ban
-            .saturating_mul(1u32 << e.0.min(16))
-            .min(self.cfg.ban_max);
-        e.0 += 1;
-        e.1 = now;
+        let (ban, max) = (self.cfg.ban, self.cfg.ban_max);
+        let t = self.track(now, ip);
+        let d = ban.saturating_mul(1u32 << t.offences.min(16)).min(max);
+        t.offences += 1;
+        t.last_offence = Some(now);
         d
     }
 
-    /// Records a failed digest; `Some(ban)` when the source crossed the threshold.
+    /// Records a failed digest (or a probe); `Some(ban)` when the source crossed the
+    /// threshold.
     pub fn auth_failed(&mut self, now: Instant, ip: IpAddr) -> Option<Duration> {
-        if self.cfg.failures_before_ban == 0 {
+        let (n, w) = (self.cfg.failures_before_ban, self.cfg.window);
+        if n == 0 {
             return None;
         }
-        let q = self.failures.entry(ip).or_default();
-        q.push_back(now);
-        while q
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > self.cfg.window)
-        {
-            q.pop_front();
-        }
-        if q.len() >= self.cfg.failures_before_ban as usize {
-            self.failures.remove(&ip);
-            return Some(self.ban_for(now, ip));
-        }
-        None
+        let hit = count(&mut self.track(now, ip).failures, now, w, n);
+        hit.then(|| self.ban_for(now, ip))
     }
 
     /// Records a flood report from the kernel guard; `Some(ban)` when the source keeps
     /// flooding.
     pub fn flood(&mut self, now: Instant, ip: IpAddr) -> Option<Duration> {
-        if self.cfg.floods_before_ban == 0 {
+        let (n, w) = (self.cfg.floods_before_ban, self.cfg.window);
+        if n == 0 {
             return None;
         }
-        let q = self.floods.entry(ip).or_default();
-        q.push_back(now);
-        while q
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > self.cfg.window)
-        {
-            q.pop_front();
-        }
-        if q.len() >= self.cfg.floods_before_ban as usize {
-            self.floods.remove(&ip);
-            return Some(self.ban_for(now, ip));
-        }
-        None
+        let hit = count(&mut self.track(now, ip).floods, now, w, n);
+        hit.then(|| self.ban_for(now, ip))
     }
 
     /// `Some(ban)` when `user_agent` is a scanner's.
@@ -124,39 +201,41 @@ impl Ids {
         ip: IpAddr,
         user_agent: Option<&str>,
     ) -> Option<Duration> {
-        let ua = user_agent?.to_ascii_lowercase();
-        (self.cfg.ban_scanners
-            && SCANNERS
-                .iter()
-                .any(|s| ua.contains(&s.to_ascii_lowercase())))
-        .then(|| self.ban_for(now, ip))
+        (self.cfg.ban_scanners && is_scanner(user_agent?)).then(|| self.ban_for(now, ip))
     }
 
+    /// Forgets counts older than their windows and offences older than a day.
     pub fn expire(&mut self, now: Instant) {
         let w = self.cfg.window;
-        self.failures
-            .retain(|_, q| q.back().is_some_and(|t| now.duration_since(*t) <= w));
-        self.floods
-            .retain(|_, q| q.back().is_some_and(|t| now.duration_since(*t) <= w));
-        self.offences
-            .retain(|_, (_, t)| now.duration_since(*t) < Duration::from_secs(86_400));
+        self.sources.retain(|_, t| t.live(now, w));
     }
+}
+
+/// Whether a User-Agent (or Server) value is a known scanner's.
+pub fn is_scanner(user_agent: &str) -> bool {
+    let ua = user_agent.to_ascii_lowercase();
+    SCANNERS.iter().any(|s| ua.contains(s))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn bans_double_up_to_the_cap() {
-        let mut ids = Ids::new(IdsConfig {
+    fn cfg() -> IdsConfig {
+        IdsConfig {
             failures_before_ban: 3,
             window: Duration::from_secs(60),
             ban: Duration::from_secs(300),
             ban_max: Duration::from_secs(1000),
             ban_scanners: true,
             floods_before_ban: 2,
-        });
+            max_sources: 1024,
+        }
+    }
+
+    #[test]
+    fn bans_double_up_to_the_cap() {
+        let mut ids = Ids::new(cfg());
         let ip: IpAddr = "192.0.2.9".parse().unwrap();
         let t = Instant::now();
         assert!(ids.flood(t, "192.0.2.8".parse().unwrap()).is_none());
@@ -172,6 +251,7 @@ mod tests {
         }
         assert_eq!(bans, vec![300, 600, 1000]);
         assert!(ids.scanner(t, ip, Some("friendly-scanner 1.0")).is_some());
+        assert!(ids.scanner(t, ip, Some("iWar")).is_some());
         assert!(ids.scanner(t, ip, Some("Linphone")).is_none());
     }
 
@@ -184,11 +264,47 @@ mod tests {
             ban_max: Duration::from_secs(1),
             ban_scanners: false,
             floods_before_ban: 0,
+            max_sources: 16,
         });
         let ip: IpAddr = "192.0.2.9".parse().unwrap();
         let t = Instant::now();
         assert!(ids.auth_failed(t, ip).is_none());
         assert!(ids.auth_failed(t + Duration::from_secs(20), ip).is_none());
         assert!(ids.auth_failed(t + Duration::from_secs(21), ip).is_some());
+    }
+
+    /// A table full of spoofed sources: it stays at its capacity, the source seen longest ago
+    /// goes (counted), and the attacker that keeps going is still banned on time.
+    #[test]
+    fn the_table_is_bounded_and_full_evicts_the_stalest() {
+        let mut ids = Ids::new(IdsConfig {
+            max_sources: 100,
+            ..cfg()
+        });
+        let t = Instant::now();
+        let attacker: IpAddr = "198.51.100.1".parse().unwrap();
+        assert!(ids.auth_failed(t, attacker).is_none());
+        for i in 0..1000u32 {
+            let ip = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+            ids.auth_failed(t + Duration::from_millis(u64::from(i)), ip);
+            assert!(ids.stats().sources <= 100);
+            if i == 500 {
+                // The attacker is active again: it is among the freshest.
+                assert!(
+                    ids.auth_failed(t + Duration::from_millis(500), attacker)
+                        .is_none()
+                );
+            }
+        }
+        assert_eq!(ids.stats().sources, 100);
+        // 1,000 sources and the attacker twice (it went stale and came back) through 100 places.
+        assert_eq!(ids.stats().evicted, 1002 - 100);
+        // Its count was lost with its entry (it went stale): it starts again, and is banned
+        // at the threshold like anyone.
+        let later = t + Duration::from_secs(2);
+        assert!(ids.auth_failed(later, attacker).is_none());
+        assert!(ids.auth_failed(later, attacker).is_none());
+        assert!(ids.auth_failed(later, attacker).is_some());
+        assert!(ids.stats().sources <= 100);
     }
 }

@@ -9,7 +9,7 @@ use rsip::Method;
 use tracing::{debug, warn};
 
 use super::call::{Call, CallKey, Leg, Phase};
-use super::gate::{Knock, Verdict};
+use super::gate::{Knock, ProbeVerdict, Verdict};
 use super::{ALLOW, Core, Effect, Media, Side, unix_ms};
 use crate::records::{CdrDraft, Id, Micros, Tariff};
 use crate::sip::txn::{RequestVerdict, ServerKey, random_hex};
@@ -34,6 +34,9 @@ impl<M: Media> Core<M> {
                 } else if method == Method::Invite {
                     self.new_call(now, wall, peer, req, key);
                 } else {
+                    if self.probe(now, wall, &peer, &req, &key) {
+                        return;
+                    }
                     let code = match method {
                         Method::Options => 200,
                         Method::Bye | Method::Update | Method::Info | Method::PRack => 481,
@@ -49,6 +52,57 @@ impl<M: Media> Core<M> {
         }
     }
 
+    /// The IDS's look at an out-of-dialog request other than INVITE; true when it was
+    /// refused here (answered once, counted in the refusal table).
+    fn probe(
+        &mut self,
+        now: Instant,
+        wall: SystemTime,
+        peer: &Peer,
+        req: &Msg,
+        key: &ServerKey,
+    ) -> bool {
+        let method = req.method().map_or_else(String::new, |m| m.to_string());
+        let from = req.from();
+        let knock = Knock {
+            src: peer.remote.ip(),
+            cli: from.user(),
+            cld: "",
+            method: &method,
+            user_agent: req.get("User-Agent"),
+            authorization: req
+                .get("Authorization")
+                .or_else(|| req.get("Proxy-Authorization")),
+        };
+        let (verdict, ban) = self.gate.probe(now, &knock);
+        if let Some(b) = ban {
+            self.ban(b);
+        }
+        match verdict {
+            ProbeVerdict::Answer => false,
+            ProbeVerdict::Refuse { code, reason } => {
+                self.refuse_unauthenticated(now, key, req, code, "");
+                self.refusals
+                    .record(unix_ms(wall), peer.remote.ip(), reason, code);
+                true
+            }
+        }
+    }
+
+    /// A final refusal to a caller that has not authenticated: sent once, never
+    /// retransmitted (see [`TxnLayer::respond_once`](crate::sip::txn::TxnLayer::respond_once)).
+    pub(super) fn refuse_unauthenticated(
+        &mut self,
+        now: Instant,
+        key: &ServerKey,
+        req: &Msg,
+        code: u16,
+        warning: &str,
+    ) {
+        let r = self.refusal(req, code, warning);
+        self.txn.respond_once(now, key, &r);
+    }
+
     pub(super) fn refuse(
         &mut self,
         now: Instant,
@@ -57,6 +111,11 @@ impl<M: Media> Core<M> {
         code: u16,
         warning: &str,
     ) {
+        let r = self.refusal(req, code, warning);
+        self.txn.respond(now, key, &r);
+    }
+
+    fn refusal(&mut self, req: &Msg, code: u16, warning: &str) -> Msg {
         let mut r = req.response(code, Some(&random_hex(6)));
         r.push("Server", self.cfg.agent.clone());
         if !warning.is_empty() {
@@ -65,8 +124,11 @@ impl<M: Media> Core<M> {
         if code == 503 {
             r.push("Retry-After", "1");
         }
+        if code == 405 {
+            r.push("Allow", ALLOW);
+        }
         *self.stats.finals.entry(code).or_default() += 1;
-        self.txn.respond(now, key, &r);
+        r
     }
 
     /// A CDR for a call refused before it existed.
@@ -110,14 +172,16 @@ impl<M: Media> Core<M> {
         key: ServerKey,
     ) {
         self.stats.invites += 1;
-        self.txn.respond(now, &key, &req.response(100, None));
+        // No 100 Trying before a cheap refusal: a caller that has not authenticated gets one
+        // answer per INVITE, never two (no amplifier).
         if self.draining {
-            self.refuse(now, &key, &req, 503, "shutting down");
+            self.refuse_unauthenticated(now, &key, &req, 503, "shutting down");
             return;
         }
         let Some(account_id) = self.authenticate(now, wall, &peer, &req, &key) else {
             return;
         };
+        self.txn.respond(now, &key, &req.response(100, None));
         let Some((account, call_key)) = self.admit(now, wall, &peer, &req, &key, account_id) else {
             return;
         };
@@ -196,11 +260,23 @@ impl<M: Media> Core<M> {
                 self.challenge(now, wall, key, req, stale, account);
                 None
             }
-            Verdict::Refuse { code, why, cdr } => {
+            Verdict::Refuse {
+                code,
+                why,
+                refusal: Some(reason),
+            } => {
+                self.refuse_unauthenticated(now, key, req, code, why);
+                self.refusals
+                    .record(unix_ms(wall), peer.remote.ip(), reason, code);
+                None
+            }
+            Verdict::Refuse {
+                code,
+                why,
+                refusal: None,
+            } => {
                 self.refuse(now, key, req, code, why);
-                if cdr {
-                    self.cdr_refused(wall, req, peer, None, code, why);
-                }
+                self.cdr_refused(wall, req, peer, None, code, why);
                 None
             }
         }
@@ -322,7 +398,8 @@ impl<M: Media> Core<M> {
         for c in challenges {
             r.push("WWW-Authenticate", c);
         }
-        self.txn.respond(now, key, &r);
+        // Not authenticated yet: once (a caller that lost it retransmits its INVITE).
+        self.txn.respond_once(now, key, &r);
     }
 }
 

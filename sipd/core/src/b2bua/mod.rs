@@ -38,7 +38,7 @@ use crate::auth::digest::DigestVerifier;
 use crate::policy::admission::{Admission, Cut};
 use crate::policy::routing::Router;
 use crate::policy::rules::RuleSet;
-use crate::records::{CdrDraft, Connection, Id, Micros, Tariff, unix_ms};
+use crate::records::{CdrDraft, Connection, Id, Micros, RefusalRow, RefusalTable, Tariff, unix_ms};
 use crate::sip::malformed::{self, Malformed};
 use crate::sip::txn::{TxnLayer, TxnTimeout};
 use crate::sip::{Msg, Peer, Transmit};
@@ -66,8 +66,10 @@ pub struct CoreConfig {
     /// An upstream that sends no provisional within this is failed over.
     pub failover_after: Duration,
     pub ids: ids::IdsConfig,
-    /// Server/User-Agent we announce.
+    /// Server/User-Agent we announce (generic by default: no product or version).
     pub agent: String,
+    /// Rows of the refusal table ((source, reason) pairs counted before authentication).
+    pub max_refusal_rows: usize,
 }
 
 /// Something the shell must do.
@@ -129,6 +131,14 @@ pub struct CoreStats {
     pub in_dialog_refused: u64,
     /// Final responses sent to callers, by code.
     pub finals: std::collections::BTreeMap<u16, u64>,
+    /// Refusals before authentication, by reason (counted, not recorded one by one).
+    pub refusals: std::collections::BTreeMap<&'static str, u64>,
+    /// Rows in the refusal table now, and rows dropped because it was full.
+    pub refusal_rows: usize,
+    pub refusal_rows_evicted: u64,
+    /// Sources the IDS tracks now, and sources forgotten because its table was full.
+    pub ids_sources: usize,
+    pub ids_evicted: u64,
 }
 
 /// What a client transaction's answer is for.
@@ -195,6 +205,7 @@ pub struct Core<M: Media> {
     stats: CoreStats,
     next_tick: Option<Instant>,
     draining: bool,
+    refusals: RefusalTable,
 }
 
 impl<M: Media> Core<M> {
@@ -211,6 +222,7 @@ impl<M: Media> Core<M> {
             topology_hiding: cfg.topology_hiding,
             agent: cfg.agent.clone(),
         };
+        let cfg_rows = cfg.max_refusal_rows;
         Core {
             txn: TxnLayer::new(Some(cfg.failover_after)),
             gate: AuthGate::new(rules, verifier, cfg.ids.clone()),
@@ -228,14 +240,31 @@ impl<M: Media> Core<M> {
             stats: CoreStats::default(),
             next_tick: None,
             draining: false,
+            refusals: RefusalTable::new(cfg_rows),
         }
     }
 
     pub fn stats(&self) -> CoreStats {
+        let ids = self.gate.ids_stats();
         CoreStats {
             auth_failures: self.gate.stats().auth_failures,
+            refusals: self
+                .refusals
+                .totals()
+                .into_iter()
+                .map(|(r, n)| (r.as_str(), n))
+                .collect(),
+            refusal_rows: self.refusals.len(),
+            refusal_rows_evicted: self.refusals.evicted(),
+            ids_sources: ids.sources,
+            ids_evicted: ids.evicted,
             ..self.stats.clone()
         }
+    }
+
+    /// Refusals before authentication by (source, reason), most recent first.
+    pub fn refusals(&self) -> Vec<RefusalRow> {
+        self.refusals.rows()
     }
 
     pub fn media(&mut self) -> &mut M {

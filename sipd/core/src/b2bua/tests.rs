@@ -110,8 +110,10 @@ impl World {
                 ban_max: Duration::from_secs(600),
                 ban_scanners: true,
                 floods_before_ban: 3,
+                max_sources: 1024,
             },
             agent: "test-sbc".into(),
+            max_refusal_rows: 64,
         };
         let policy = DigestPolicy {
             realm: "sbc".into(),
@@ -379,7 +381,7 @@ fn retransmitted_invite_makes_one_call() {
 }
 
 #[test]
-fn no_matching_rule_is_403_with_a_cdr() {
+fn no_matching_rule_is_403_counted_in_the_refusal_table() {
     let mut w = World::new(
         vec![account(1, "carrier")],
         vec![rule(1, 1, Some("10.9.9.0/24"), true)],
@@ -390,16 +392,19 @@ fn no_matching_rule_is_403_with_a_cdr() {
     let msgs = w.take(CARRIER);
     assert_eq!(
         msgs.iter().filter_map(Msg::code).collect::<Vec<_>>(),
-        vec![100, 403]
+        vec![403]
     );
     assert!(
-        msgs[1]
+        msgs[0]
             .get("Warning")
             .unwrap()
             .contains("no matching auth rule")
     );
     assert!(w.take(VENDOR1).is_empty());
-    assert_eq!(w.cdrs[0].result_code, 403);
+    // Not authenticated: a row per (source, reason), not a CDR.
+    assert!(w.cdrs.is_empty());
+    let rows = w.core.refusals();
+    assert_eq!((rows[0].code, rows[0].count), (403, 1));
     // Probing on: the third refusal within the window bans the source.
     for i in 0..2 {
         w.from(
@@ -484,9 +489,9 @@ fn challenges_go_out_in_the_configured_order() {
         let mut w = digest_world_with(&configured, None);
         w.from(CARRIER, &invite("call-o", "z9hG4bK-o1", "", true));
         let msgs = w.take(CARRIER);
-        assert_eq!(msgs[1].code(), Some(401));
+        assert_eq!(msgs[0].code(), Some(401));
         let want: Vec<String> = configured.iter().map(|a| a.to_string()).collect();
-        assert_eq!(offered(&msgs[1]), want);
+        assert_eq!(offered(&msgs[0]), want);
     }
 }
 
@@ -497,10 +502,10 @@ fn an_account_that_requires_sha256_refuses_an_md5_answer_with_a_new_401() {
     let mut w = digest_world_with(&[Md5], Some(vec![Sha256]));
     w.from(CARRIER, &invite("call-s", "z9hG4bK-s1", "", true));
     let msgs = w.take(CARRIER);
-    assert_eq!(msgs[1].code(), Some(401));
+    assert_eq!(msgs[0].code(), Some(401));
     // Nobody is named yet: the configured challenge.
-    assert_eq!(offered(&msgs[1]), ["MD5"]);
-    let md5 = msgs[1].get("WWW-Authenticate").unwrap().to_owned();
+    assert_eq!(offered(&msgs[0]), ["MD5"]);
+    let md5 = msgs[0].get("WWW-Authenticate").unwrap().to_owned();
 
     // The right password, answered with MD5: challenged again, SHA-256 only, no call.
     let answer = authorization_with(Md5, &md5, "s3cret", "sip:4420555@10.0.0.2");
@@ -509,11 +514,11 @@ fn an_account_that_requires_sha256_refuses_an_md5_answer_with_a_new_401() {
     let msgs = w.take(CARRIER);
     assert_eq!(
         msgs.iter().filter_map(Msg::code).collect::<Vec<_>>(),
-        vec![100, 401]
+        vec![401]
     );
-    assert_eq!(offered(&msgs[1]), ["SHA-256"]);
+    assert_eq!(offered(&msgs[0]), ["SHA-256"]);
     assert!(w.take(VENDOR1).is_empty());
-    let sha = msgs[1].get("WWW-Authenticate").unwrap().to_owned();
+    let sha = msgs[0].get("WWW-Authenticate").unwrap().to_owned();
 
     // Answered with SHA-256: the call goes upstream.
     let answer = authorization_with(Sha256, &sha, "s3cret", "sip:4420555@10.0.0.2");
@@ -528,7 +533,7 @@ fn an_account_may_allow_md5_where_the_configuration_does_not() {
     use Algorithm::{Md5, Sha256};
     let mut w = digest_world_with(&[Sha256], Some(vec![Md5]));
     w.from(CARRIER, &invite("call-m", "z9hG4bK-m1", "", true));
-    let first = w.take(CARRIER)[1]
+    let first = w.take(CARRIER)[0]
         .get("WWW-Authenticate")
         .unwrap()
         .to_owned();
@@ -544,8 +549,8 @@ fn digest_challenge_then_call_and_wrong_password_refused() {
     let mut w = digest_world();
     w.from(CARRIER, &invite("call-d", "z9hG4bK-d1", "", true));
     let msgs = w.take(CARRIER);
-    assert_eq!(msgs[1].code(), Some(401));
-    let challenges: Vec<&str> = msgs[1].get_all("WWW-Authenticate").collect();
+    assert_eq!(msgs[0].code(), Some(401));
+    let challenges: Vec<&str> = msgs[0].get_all("WWW-Authenticate").collect();
     assert!(challenges[0].contains("SHA-256"), "{challenges:?}");
     let sha = challenges[0].to_owned();
 
@@ -563,14 +568,14 @@ fn digest_challenge_then_call_and_wrong_password_refused() {
     let msgs = w.take(CARRIER);
     assert_eq!(
         msgs.iter().filter_map(Msg::code).collect::<Vec<_>>(),
-        vec![100, 403]
+        vec![403]
     );
-    assert!(msgs[1].get("Warning").unwrap().contains("bad credentials"));
+    assert!(msgs[0].get("Warning").unwrap().contains("bad credentials"));
     assert!(w.take(VENDOR1).is_empty());
 
     // Right password on a fresh challenge: the call goes upstream.
     w.from(CARRIER, &invite("call-e", "z9hG4bK-e1", "", true));
-    let sha = w.take(CARRIER)[1]
+    let sha = w.take(CARRIER)[0]
         .get("WWW-Authenticate")
         .unwrap()
         .to_owned();
@@ -597,7 +602,7 @@ fn digest_challenge_then_call_and_wrong_password_refused() {
             true,
         ),
     );
-    assert_eq!(w.codes(CARRIER), vec![100, 401]);
+    assert_eq!(w.codes(CARRIER), vec![401]);
     assert!(w.take(VENDOR1).is_empty());
 }
 
@@ -609,7 +614,7 @@ fn repeated_digest_failures_ban_the_source() {
             CARRIER,
             &invite(&format!("c{i}"), &format!("z9hG4bK-b{i}"), "", true),
         );
-        let sha = w.take(CARRIER)[1]
+        let sha = w.take(CARRIER)[0]
             .get("WWW-Authenticate")
             .unwrap()
             .to_owned();
@@ -623,7 +628,7 @@ fn repeated_digest_failures_ban_the_source() {
                 true,
             ),
         );
-        assert_eq!(w.codes(CARRIER), vec![100, 403]);
+        assert_eq!(w.codes(CARRIER), vec![403]);
     }
     assert!(w.effects.iter().any(|e| matches!(
         e,
@@ -1220,3 +1225,5 @@ fn contact_addresses_and_the_vendors_other_ports() {
     assert_eq!(w.codes("10.0.1.1:5080"), vec![200]);
     assert_eq!(w.core.active_calls(), 0);
 }
+#[path = "tests_ids.rs"]
+mod ids_and_amplification;

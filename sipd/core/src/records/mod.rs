@@ -12,6 +12,7 @@ mod connection;
 mod field;
 mod money;
 mod pattern;
+mod refusal;
 mod rule;
 mod sip_password;
 mod tariff;
@@ -22,6 +23,7 @@ pub use connection::{Connection, ConnectionSpec, Transport, parse_destination};
 pub use field::{FieldError, FieldErrors};
 pub use money::{BadAmount, MICROS_PER_UNIT, Micros};
 pub use pattern::{Matcher, Pattern, PatternError};
+pub use refusal::{RefusalReason, RefusalRow, RefusalTable};
 pub use rule::{AuthRule, RuleOwner, RuleSpec};
 pub use sip_password::{
     MAX_SIP_PASSWORD_CHARS, SipPasswordPolicies, SipPasswordPolicy, SipSecrets, Strength,

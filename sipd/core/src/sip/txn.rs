@@ -296,6 +296,25 @@ impl TxnLayer {
     /// Sends a response in server transaction `key`. Responses after the final are dropped
     /// (the core may race a CANCEL against an answer; the first wins).
     pub fn respond(&mut self, now: Instant, key: &ServerKey, resp: &Msg) -> bool {
+        self.respond_with(now, key, resp, true)
+    }
+
+    /// [`respond`](Self::respond) for a final answer to a peer that has not authenticated:
+    /// sent once, never retransmitted by Timer G, so a spoofed or scanning source never gets
+    /// more packets from us than it sent (no amplifier). The transaction still absorbs the
+    /// ACK and answers a retransmitted request with the same response (one for one): a real
+    /// caller whose copy was lost retransmits its INVITE and gets it again (§17.1.1.2).
+    pub fn respond_once(&mut self, now: Instant, key: &ServerKey, resp: &Msg) -> bool {
+        self.respond_with(now, key, resp, false)
+    }
+
+    fn respond_with(
+        &mut self,
+        now: Instant,
+        key: &ServerKey,
+        resp: &Msg,
+        retransmit: bool,
+    ) -> bool {
         let Some(t) = self.server.get_mut(key) else {
             return false;
         };
@@ -326,7 +345,7 @@ impl TxnLayer {
                 _ => TIMEOUT,
             };
         // 2xx is retransmitted over TCP too? No: only over unreliable transports (§13.3.1.4).
-        t.next_retransmit = (invite && !reliable).then(|| now + T1);
+        t.next_retransmit = (invite && !reliable && retransmit).then(|| now + T1);
         t.retransmit_every = T1;
         let (exp, next) = (t.expires, t.next_retransmit);
         self.arm(exp, TimerRef::Server(key.id.clone(), key.method.clone()));
@@ -690,6 +709,41 @@ mod tests {
         );
         l.on_timeout(t0 + T1 * 3);
         assert_eq!(l.drain().count(), 0);
+        l.on_timeout(t0 + TIMEOUT * 10);
+        assert_eq!(l.counts(), (0, 0));
+    }
+
+    /// Toward a peer that has not authenticated: the refusal goes once, a retransmitted
+    /// INVITE gets it once more (one for one), and the ACK still closes the transaction.
+    #[test]
+    fn a_refusal_sent_once_is_never_retransmitted() {
+        let mut l = TxnLayer::new(None);
+        let t0 = Instant::now();
+        let inv = invite();
+        let RequestVerdict::New(key) = l.on_request(t0, &inv, peer(Proto::Udp)) else {
+            panic!()
+        };
+        assert!(l.respond_once(t0, &key, &inv.response(403, Some("x"))));
+        assert_eq!(l.drain().count(), 1);
+        // Timer G would have fired 6 times by now (T1, 2·T1, 4·T1, then every T2).
+        for i in 1..60 {
+            l.on_timeout(t0 + T1 * i);
+        }
+        assert_eq!(
+            l.drain().count(),
+            0,
+            "Timer G fired toward an unauthenticated peer"
+        );
+        assert_eq!(
+            l.on_request(t0 + T1, &inv, peer(Proto::Udp)),
+            RequestVerdict::Absorbed
+        );
+        assert_eq!(l.drain().count(), 1);
+        let ack = ack_for(&inv, &inv.response(403, Some("x")));
+        assert_eq!(
+            l.on_request(t0 + T1, &ack, peer(Proto::Udp)),
+            RequestVerdict::Absorbed
+        );
         l.on_timeout(t0 + TIMEOUT * 10);
         assert_eq!(l.counts(), (0, 0));
     }

@@ -8,6 +8,7 @@ pub mod cdrs;
 pub mod connections;
 pub mod crud;
 pub mod firewall;
+pub mod refusals;
 pub mod rules;
 pub mod session;
 pub mod staff;
@@ -83,6 +84,7 @@ pub fn router() -> Router<State> {
         .route("/api/calls", get(calls::list))
         .route("/api/calls/{id}", axum::routing::delete(calls::hangup))
         .route("/api/cdrs", get(cdrs::list))
+        .route("/api/refusals", get(refusals::list))
         .route("/api/cdrs.csv", get(cdrs::csv))
         .route("/api/status", get(status::status))
         .route("/api/alerts", get(status::alerts))
