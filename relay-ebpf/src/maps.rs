@@ -12,7 +12,9 @@ use aya_ebpf::{
 };
 use relay_common::{
     Addr,
-    fw::{BanEntry, DenyV4, DenyV6, ServiceEntry, ServiceKey, SvcAllowV4, SvcAllowV6},
+    fw::{
+        BanEntry, BanV4, BanV6, DenyV4, DenyV6, ServiceEntry, ServiceKey, SvcAllowV4, SvcAllowV6,
+    },
     guard::{GuardConfig, GuardState, SessionCount},
     maps::{
         BANS_MAX, DENY_MAX, GUARD_CONFIG_LEN, GUARD_EVENTS_BYTES, GUARD_STATE_MAX, RELAY_LEGS_MAX,
@@ -40,7 +42,8 @@ const _: () = {
         true
     }
     use relay_common::maps as m;
-    assert!(same(m::BANS, "BANS"));
+    assert!(same(m::BANS_V4, "BANS_V4"));
+    assert!(same(m::BANS_V6, "BANS_V6"));
     assert!(same(m::DENY_V4, "DENY_V4"));
     assert!(same(m::DENY_V6, "DENY_V6"));
     assert!(same(m::SERVICES, "SERVICES"));
@@ -57,8 +60,12 @@ const _: () = {
     assert!(same(m::PROGRAM, "sbc_xdp"));
 };
 
-#[map(name = "BANS")]
-pub static BANS: HashMap<Addr, BanEntry> = HashMap::pinned(BANS_MAX, 0);
+/// Banned prefixes; the value says until when and why.
+#[map(name = "BANS_V4")]
+pub static BANS_V4: LpmTrie<BanV4, BanEntry> = LpmTrie::pinned(BANS_MAX, 0);
+
+#[map(name = "BANS_V6")]
+pub static BANS_V6: LpmTrie<BanV6, BanEntry> = LpmTrie::pinned(BANS_MAX, 0);
 
 /// Value: the operator's rule id.
 #[map(name = "DENY_V4")]

@@ -32,6 +32,8 @@ pub struct Config {
     pub management: ManagementConfig,
     pub guard: GuardConfig,
     pub firewall: FirewallConfig,
+    /// How offenders are banned: prefixes, ranges, the table's capacity.
+    pub bans: crate::firewall::BansConfig,
 }
 
 impl Default for Config {
@@ -45,6 +47,7 @@ impl Default for Config {
             management: ManagementConfig::default(),
             guard: GuardConfig::default(),
             firewall: FirewallConfig::default(),
+            bans: crate::firewall::BansConfig::default(),
         }
     }
 }
@@ -422,6 +425,7 @@ impl Config {
         self.management_problems(&mut bad);
         self.guard_problems(&mut bad);
         self.firewall_problems(&mut bad);
+        self.bans.problems(&mut bad);
         out
     }
 
