@@ -9,7 +9,8 @@
 //!     soonest (the first): counted (`sbc_bans_replaced_total`) and logged as BAN TABLE FULL
 //!     (the `ban_table_full` alert is checked through the API in `sipd/tests/api.rs`).
 //! (b) Five offenders of one /24 get the whole /24 banned: a sixth address of it, which never
-//!     offended, gets nothing back; an address outside it still does.
+//!     offended, gets nothing back. A /24 holding a trusted peer (the carrier) is not banned
+//!     whole: its offenders are, one by one.
 //! (c) A ban of a source arriving on the relay's second interface (the vendor's link) drops
 //!     it there too.
 //! (d) An expired ban is purged by sipd itself (no `relayd` runs): gone from its table and
@@ -200,18 +201,31 @@ fn filling_the_ban_table_replaces_the_soonest_userspace() {
     fill_the_ban_table(Plane::Userspace);
 }
 
-/// (b) Offenders of one /24 (the default `promote_after` is 5): the /24 is banned.
+/// (b) Offenders of one /24 (the default `promote_after` is 5): the /24 is banned. The
+/// attacker's range is 10.X.9.0/24 on the carrier's host (routed by the relay); the carrier's
+/// own /24 holds a trusted peer (the carrier, an IP-authenticated single host), so its
+/// offenders stay banned one by one and its other addresses are still answered.
 fn offenders_get_their_range_banned(plane: Plane) {
     let net = Net::new();
     let sbc = Sbc::start_with(&net, plane, &Prov::default(), &settings(""));
     let (ns, dev) = (&net.topo.caller, net.topo.caller_if.dev.as_str());
-    let base = attacker_base(&net);
-    let bystander = host(ns, dev, base, 200, &sbc);
-    // Before: the /24's other addresses get answers.
+    let c = attacker_base(&net).octets();
+    let range = Ipv4Addr::new(c[0], c[1], 9, 0);
+    net.topo
+        .relay
+        .ip([
+            "route",
+            "add",
+            &format!("{range}/24"),
+            "via",
+            &net.topo.caller_if.ipv4.to_string(),
+        ])
+        .expect("route to the attacker's range");
+    let bystander = host(ns, dev, range, 200, &sbc);
+    // Before: the range's other addresses get answers.
     assert!(answer(&bystander, "probe", 0, Duration::from_secs(5)).is_some());
     for i in 0..5u8 {
-        let h = host(ns, dev, base, 100 + i, &sbc);
-        offend(&h, u32::from(i));
+        offend(&host(ns, dev, range, 100 + i, &sbc), u32::from(i));
     }
     let dropped = sbc.dataplane_metric("drop_banned");
     // An address of the /24 that never offended: nothing.
@@ -233,6 +247,19 @@ fn offenders_get_their_range_banned(plane: Plane) {
     assert_eq!(sbc.metric("sbc_bans_promoted_total"), 1);
     // The five host bans are inside the range, which holds them: one entry.
     assert_eq!(sbc.metric("sbc_bans"), 1);
+
+    // The carrier's /24: five offenders, banned each, but not the range.
+    let base = attacker_base(&net);
+    for i in 0..5u8 {
+        offend(&host(ns, dev, base, 100 + i, &sbc), 10 + u32::from(i));
+    }
+    assert_eq!(sbc.metric("sbc_bans"), 6);
+    assert_eq!(sbc.metric("sbc_bans_promoted_total"), 1);
+    let neighbour = host(ns, dev, base, 200, &sbc);
+    assert!(
+        answer(&neighbour, "probe", 0, Duration::from_secs(5)).is_some(),
+        "the carrier's range is not banned"
+    );
 }
 
 #[test]

@@ -142,6 +142,12 @@ impl Firewall {
     /// Enough offenders inside `range`: the range is banned, and the IDS's bans inside it
     /// that end no later go (the range holds them; their room is free again).
     fn ban_range(&self, range: Cidr, end: u64, reason: BanReason) {
+        let trusted = self.trusted.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(peer) = trusted.iter().find(|ip| range.contains(**ip)) {
+            warn!(%range, %peer, "enough of this range offended, but it holds a trusted peer: its offenders stay banned one by one");
+            return;
+        }
+        drop(trusted);
         warn!(%range, "banning a whole range: enough of its addresses offended");
         if !self.insert(Ban {
             prefix: range,

@@ -60,6 +60,8 @@ pub struct Firewall {
     /// SIP messages the userspace data plane's firewall dropped.
     dropped: AtomicU64,
     bans_cfg: BansConfig,
+    /// Trusted peers: the IDS never bans a whole range holding one of them.
+    trusted: RwLock<Vec<IpAddr>>,
     /// The authoritative table of bans (the data plane holds a copy).
     bans: Mutex<bans::BanState>,
 }
@@ -78,6 +80,7 @@ impl Firewall {
             mgmt_allow: RwLock::new(Vec::new()),
             dropped: AtomicU64::new(0),
             bans_cfg: bans.clone(),
+            trusted: RwLock::new(Vec::new()),
             bans: Mutex::new(bans::BanState::new(bans)),
         };
         fw.refresh_mgmt_allow();
@@ -154,6 +157,10 @@ impl Firewall {
         if !hosts.is_empty() {
             info!(peers = ?hosts, "trusted peers (upstreams, single-host IP-auth rules) skip the per-source SIP guard");
         }
+        self.trusted
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(hosts.iter().map(|ip| canonical_ip(*ip)));
     }
 
     /// The userspace data plane's firewall for one SIP message (XDP has dropped what it
