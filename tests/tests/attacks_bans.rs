@@ -3,11 +3,11 @@
 //! User-Agent: a 403 and an IDS ban), sent from addresses the test adds to the attacker's
 //! hosts (spoofed sources inside its own namespaces).
 //!
-//! (a) Filling the ban table: with `[bans] capacity = 4` (the real capacity is 65,536 per
-//!     family; `relay-user/tests/xdp_maps.rs` fills the kernel's trie to it and
-//!     `sipd` `firewall::book` its table), a fifth offender's ban replaces the one expiring
-//!     soonest (the first): counted (`sbc_bans_replaced_total`) and logged as BAN TABLE FULL
-//!     (the `ban_table_full` alert is checked through the API in `sipd/tests/api.rs`).
+//! (a) Filling the ban table: with `[bans] capacity = 4`, a fifth offender's ban replaces the
+//!     one expiring soonest (the first): counted (`sbc_bans_replaced_total`) and logged as BAN
+//!     TABLE FULL (the `ban_table_full` alert is checked through the API in
+//!     `sipd/tests/api.rs`). At the real capacity (65,536 per family; XDP): sipd starts on
+//!     pinned tries already full and the next offender replaces the soonest.
 //! (b) Five offenders of one /24 get the whole /24 banned: a sixth address of it, which never
 //!     offended, gets nothing back. A /24 holding a trusted peer (the carrier) is not banned
 //!     whole: its offenders are, one by one.
@@ -199,6 +199,67 @@ fn filling_the_ban_table_replaces_the_soonest_userspace() {
     require_privileged!();
     let _s = serial();
     fill_the_ban_table(Plane::Userspace);
+}
+
+/// (a) at the real capacity (XDP): the instance's pinned tries already hold `BANS_MAX`
+/// (65,536) IPv4 bans of the IDS when sipd starts (a previous run's); sipd adopts them all,
+/// and the next offender's ban replaces the one expiring soonest.
+#[test]
+fn filling_the_real_ban_table_replaces_the_soonest_xdp() {
+    require_privileged!();
+    let _s = serial();
+    let net = Net::new();
+    let instance = format!("sbct{}s{}", std::process::id(), net.topo.id());
+    let max = relay_user::BANS_MAX;
+    {
+        let mut ebpf =
+            relay_user::loader::load_pinned(relay_user::object::ebpf_object(), &instance)
+                .expect("pin the instance's maps");
+        let mut maps = relay_user::maps::XdpMaps::from_ebpf(&mut ebpf).expect("maps");
+        for i in 0..max {
+            // 100.64.0.0/10 and up: nowhere near the test's own addresses; the first ends
+            // soonest.
+            let ip = Ipv4Addr::from(0x6440_0000 + i);
+            let d = Duration::from_secs(600) + Duration::from_millis(u64::from(i));
+            maps.ban_add(
+                relay_user::Cidr::host(ip.into()),
+                Some(d),
+                relay_user::BanReason::Scanner,
+            )
+            .expect("prefill");
+        }
+    }
+    let sbc = Sbc::start_with(
+        &net,
+        Plane::Xdp,
+        &Prov::default(),
+        &settings("[guard]\nban_secs = 3600\nban_max_secs = 3600\n"),
+    );
+    assert_eq!(sbc.metric("sbc_bans_table"), u64::from(max));
+    assert_eq!(sbc.metric("sbc_bans_capacity"), u64::from(max));
+    let h = host(
+        &net.topo.caller,
+        &net.topo.caller_if.dev,
+        attacker_base(&net),
+        100,
+        &sbc,
+    );
+    offend(&h, 0);
+    assert!(
+        eventually(10, || sbc.metric("sbc_bans_replaced_total") == 1),
+        "one ban replaced"
+    );
+    assert_eq!(
+        kernel_ban_entries(&sbc),
+        max as usize,
+        "the trie stays full, not over"
+    );
+    assert_eq!(
+        answer(&h, "probe", 1, Duration::from_secs(2)),
+        None,
+        "banned"
+    );
+    assert!(sbc.log_text().contains("BAN TABLE FULL"));
 }
 
 /// (b) Offenders of one /24 (the default `promote_after` is 5): the /24 is banned. The
