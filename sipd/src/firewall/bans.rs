@@ -22,7 +22,13 @@ pub(super) struct BanState {
     pub(super) book: Book,
     promoter: Promoter,
     counters: BanCounters,
+    /// Purges run, for spacing the data plane's full sweeps.
+    purges: u64,
 }
+
+/// The data plane is swept for expired bans sipd has no record of once in this many purges
+/// (its own expired bans leave at every purge, by key).
+const STRAY_SWEEP_EVERY: u64 = 60;
 
 impl BanState {
     pub(super) fn new(cfg: &super::policy::BansConfig) -> BanState {
@@ -30,6 +36,7 @@ impl BanState {
             book: Book::new(cfg.capacity as usize),
             promoter: Promoter::new(cfg),
             counters: BanCounters::default(),
+            purges: 0,
         }
     }
 }
@@ -261,8 +268,18 @@ impl Firewall {
         if !stored.is_empty() {
             self.unstore(&stored);
         }
-        // Whatever else the data plane holds that has run out (it ignores such entries).
-        let strays = self.dp.ban_purge_expired().unwrap_or(0);
+        // Whatever else the data plane holds that has run out (it ignores such entries): a
+        // walk of the whole trie, so only every STRAY_SWEEP_EVERY-th purge.
+        let sweep = {
+            let mut st = self.ban_state();
+            st.purges += 1;
+            st.purges % STRAY_SWEEP_EVERY == 1
+        };
+        let strays = if sweep {
+            self.dp.ban_purge_expired().unwrap_or(0)
+        } else {
+            0
+        };
         let n = expired.len() + strays;
         if n > 0 {
             self.ban_state().counters.purged += n as u64;
