@@ -967,6 +967,20 @@ mod tests {
     }
 
     #[test]
+    fn ban_settings_are_checked_where_they_are_written() {
+        let e = parse("[bans]\nv4_prefix = 24\npromote_v4_prefix = 24\ncapacity = 70000\n")
+            .unwrap_err();
+        let ConfigError::Invalid { problems, .. } = &e else {
+            panic!("{e}")
+        };
+        let at = |k: &str| problems.iter().find(|p| p.key == k).and_then(|p| p.at);
+        assert_eq!(at("bans.promote_v4_prefix").map(|l| l.line), Some(3), "{e}");
+        assert_eq!(at("bans.capacity").map(|l| l.line), Some(4), "{e}");
+        assert!(e.to_string().contains("65536"), "{e}");
+        assert!(parse("[bans]\nv6_prefix = 56\npromote_after = 0\n").is_ok());
+    }
+
+    #[test]
     fn semantic_problems_point_at_the_key() {
         let e = parse("[media]\nport_min = 30001\nport_max = 30000\n").unwrap_err();
         let ConfigError::Invalid { problems, .. } = &e else {
