@@ -2,7 +2,7 @@
 
 use crate::Addr;
 
-/// Value of the `BANS` hash (key: source [`Addr`]).
+/// Value of the `BANS_V4` and `BANS_V6` LPM tries (key: a banned prefix, [`BanV4`]/[`BanV6`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BanEntry {
@@ -11,7 +11,10 @@ pub struct BanEntry {
     pub expires_ns: u64,
     /// Why it was banned ([`BanReason`] as u32), for listings.
     pub reason: u32,
-    pub _pad: u32,
+    /// The length of the prefix this entry bans (the trie's lookup does not say which prefix
+    /// matched): when it has expired, the program looks again one bit shorter, so an expired
+    /// host ban never hides a live range ban around it. 0 in entries of the old hash.
+    pub prefix_len: u32,
 }
 crate::map_type!(BanEntry, 16);
 
@@ -23,6 +26,10 @@ impl BanEntry {
         self.expires_ns == Self::PERMANENT || now_ns < self.expires_ns
     }
 }
+
+/// How many nested bans the program looks through past expired ones before it lets a packet
+/// pass (an expired ban lingers only until the next purge, a second or so).
+pub const BAN_LOOKUPS: u32 = 4;
 
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,6 +53,18 @@ impl BanReason {
         })
     }
 }
+
+/// LPM key data of the ban tries: the prefix's address (`BANS_V4`: 4 bytes, `BANS_V6`: 16).
+/// A prefix length of 32 (or 128) bans one host; shorter ones ban a range. The longest banned
+/// prefix containing the source decides, so a live host ban inside an expired range ban still
+/// drops.
+pub type BanV4 = [u8; 4];
+pub type BanV6 = [u8; 16];
+
+/// Default prefix an offender is banned as: its IPv4 host, its IPv6 /64 (one subscriber's LAN:
+/// an IPv6 host picks any address of it at will).
+pub const BAN_V4_PREFIX: u8 = 32;
+pub const BAN_V6_PREFIX: u8 = 64;
 
 /// LPM key data for the static deny tries: the address alone (`DENY_V4`: 4 bytes, `DENY_V6`: 16).
 /// Value: a rule id (u32) the operator can trace back.

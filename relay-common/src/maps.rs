@@ -8,13 +8,16 @@ use core::mem::size_of;
 use crate::{
     Addr,
     frag::{FragKey, FragVerdict},
-    fw::{BanEntry, DenyV4, DenyV6, ServiceEntry, ServiceKey, SvcAllowV4, SvcAllowV6},
+    fw::{
+        BanEntry, BanV4, BanV6, DenyV4, DenyV6, ServiceEntry, ServiceKey, SvcAllowV4, SvcAllowV6,
+    },
     guard::{GuardConfig, GuardEvent, GuardState, SessionCount},
     relay::{Leg, LegCounters, LegKey},
     stats::STATS_LEN,
 };
 
-pub const BANS: &str = "BANS";
+pub const BANS_V4: &str = "BANS_V4";
+pub const BANS_V6: &str = "BANS_V6";
 pub const DENY_V4: &str = "DENY_V4";
 pub const DENY_V6: &str = "DENY_V6";
 pub const SERVICES: &str = "SERVICES";
@@ -33,6 +36,9 @@ pub const FRAG_VERDICTS: &str = "FRAG_VERDICTS";
 /// Name of the XDP program in the object file.
 pub const PROGRAM: &str = "sbc_xdp";
 
+/// Per family: `BANS_V4` and `BANS_V6` each hold this many banned prefixes. When one is full,
+/// `sipd` replaces the ban expiring soonest (counted, and an alert raised); its own table of
+/// bans is bounded by the same number.
 pub const BANS_MAX: u32 = 65_536;
 /// Per family: `DENY_V4` and `DENY_V6` each.
 pub const DENY_MAX: u32 = 16_384;
@@ -109,7 +115,8 @@ struct LpmKey<T> {
 
 /// Every map of the XDP program, in the order the loader pins them.
 pub const LAYOUT: &[MapLayout] = &[
-    layout::<Addr, BanEntry>(BANS, BANS_MAX),
+    layout::<LpmKey<BanV4>, BanEntry>(BANS_V4, BANS_MAX),
+    layout::<LpmKey<BanV6>, BanEntry>(BANS_V6, BANS_MAX),
     layout::<LpmKey<DenyV4>, u32>(DENY_V4, DENY_MAX),
     layout::<LpmKey<DenyV6>, u32>(DENY_V6, DENY_MAX),
     layout::<ServiceKey, ServiceEntry>(SERVICES, SERVICES_MAX),
@@ -126,6 +133,16 @@ pub const LAYOUT: &[MapLayout] = &[
     layout::<FragKey, FragVerdict>(FRAG_VERDICTS, FRAG_VERDICTS_MAX),
 ];
 
+/// Maps older builds pinned that this build no longer has, with the layout they had: the
+/// loader moves what it can read of them into their successors and removes the pin, so an
+/// upgrade neither fails on them nor leaves them behind.
+pub const RETIRED: &[MapLayout] = &[
+    // Until bans became prefixes: a hash of source address → ban, now `BANS_V4`/`BANS_V6`.
+    layout::<Addr, BanEntry>(RETIRED_BANS, BANS_MAX),
+];
+/// The hash of single-address bans that `BANS_V4` and `BANS_V6` replaced.
+pub const RETIRED_BANS: &str = "BANS";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,7 +154,8 @@ mod tests {
             assert!(!LAYOUT[..i].iter().any(|m| m.name == l.name), "{}", l.name);
         }
         let names = [
-            BANS,
+            BANS_V4,
+            BANS_V6,
             DENY_V4,
             DENY_V6,
             SERVICES,
@@ -163,6 +181,21 @@ mod tests {
         assert_eq!(deny_v4.key_size as usize, 4 + size_of::<DenyV4>());
         let allow_v6 = LAYOUT.iter().find(|l| l.name == SVC_ALLOW_V6).unwrap();
         assert_eq!(allow_v6.key_size as usize, 4 + size_of::<SvcAllowV6>());
+        let bans_v4 = LAYOUT.iter().find(|l| l.name == BANS_V4).unwrap();
+        assert_eq!((bans_v4.key_size, bans_v4.value_size), (8, 16));
+        let bans_v6 = LAYOUT.iter().find(|l| l.name == BANS_V6).unwrap();
+        assert_eq!((bans_v6.key_size, bans_v6.value_size), (20, 16));
+        assert_eq!(bans_v4.max_entries, BANS_MAX);
+    }
+
+    #[test]
+    fn retired_maps_are_not_in_the_layout() {
+        for r in RETIRED {
+            assert!(!LAYOUT.iter().any(|l| l.name == r.name), "{}", r.name);
+        }
+        // The old ban hash: a 16-byte address key, the same 16-byte value as the tries.
+        let old = RETIRED.iter().find(|l| l.name == RETIRED_BANS).unwrap();
+        assert_eq!((old.key_size, old.value_size), (16, 16));
     }
 
     #[test]

@@ -2,11 +2,11 @@
 
 use aya_ebpf::maps::lpm_trie::Key;
 use relay_common::fw::{
-    SVC_RESTRICTED, ServiceEntry, ServiceKey, SvcAllowV4, SvcAllowV6, svc_allow_prefix,
+    BAN_LOOKUPS, SVC_RESTRICTED, ServiceEntry, ServiceKey, SvcAllowV4, SvcAllowV6, svc_allow_prefix,
 };
 
 use crate::{
-    maps::{BANS, DENY_V4, DENY_V6, SERVICES, SVC_ALLOW_V4, SVC_ALLOW_V6},
+    maps::{BANS_V4, BANS_V6, DENY_V4, DENY_V6, SERVICES, SVC_ALLOW_V4, SVC_ALLOW_V6},
     parse::{Family, Packet},
 };
 
@@ -21,14 +21,27 @@ pub enum FwDrop {
 /// fragments and ICMP included; a banned host gets nothing through.
 #[inline(never)]
 pub fn check_source(pkt: &Packet, now_ns: u64) -> Result<(), FwDrop> {
-    if let Some(ban) = BANS.get_ptr(pkt.src.as_addr()) {
-        // SAFETY: a live element of a preallocated hash; a concurrent userspace update can at
-        // worst tear the value, which misjudges one packet's expiry.
-        let ban = unsafe { ban.read() };
-        // An expired ban stays until userspace sweeps it; it must not block meanwhile.
+    // The longest banned prefix holding the source decides; when it has expired (and is not
+    // purged yet), the next shorter one is asked. A trie update swaps whole nodes (RCU), so a
+    // concurrent userspace change cannot tear the value read here.
+    let (mut len, max) = match pkt.family {
+        Family::V4 => (32, 32),
+        Family::V6 => (128, 128),
+    };
+    for _ in 0..BAN_LOOKUPS {
+        let ban = match pkt.family {
+            Family::V4 => BANS_V4.get(Key::new(len, pkt.src.v4_octets())),
+            Family::V6 => BANS_V6.get(Key::new(len, pkt.src.bytes())),
+        };
+        let Some(ban) = ban else { break };
         if ban.is_active(now_ns) {
             return Err(FwDrop::Banned);
         }
+        // An entry from the old hash (0) or a corrupt length: stop rather than loop.
+        if ban.prefix_len == 0 || ban.prefix_len > max {
+            break;
+        }
+        len = ban.prefix_len - 1;
     }
     let denied = match pkt.family {
         Family::V4 => DENY_V4.get(Key::new(32, pkt.src.v4_octets())).is_some(),

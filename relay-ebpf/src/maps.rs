@@ -13,7 +13,9 @@ use aya_ebpf::{
 use relay_common::{
     Addr,
     frag::{FragKey, FragVerdict},
-    fw::{BanEntry, DenyV4, DenyV6, ServiceEntry, ServiceKey, SvcAllowV4, SvcAllowV6},
+    fw::{
+        BanEntry, BanV4, BanV6, DenyV4, DenyV6, ServiceEntry, ServiceKey, SvcAllowV4, SvcAllowV6,
+    },
     guard::{GuardConfig, GuardState, SessionCount},
     maps::{
         BANS_MAX, DENY_MAX, FRAG_VERDICTS_MAX, GUARD_CONFIG_LEN, GUARD_EVENTS_BYTES,
@@ -41,7 +43,8 @@ const _: () = {
         true
     }
     use relay_common::maps as m;
-    assert!(same(m::BANS, "BANS"));
+    assert!(same(m::BANS_V4, "BANS_V4"));
+    assert!(same(m::BANS_V6, "BANS_V6"));
     assert!(same(m::DENY_V4, "DENY_V4"));
     assert!(same(m::DENY_V6, "DENY_V6"));
     assert!(same(m::SERVICES, "SERVICES"));
@@ -59,8 +62,12 @@ const _: () = {
     assert!(same(m::PROGRAM, "sbc_xdp"));
 };
 
-#[map(name = "BANS")]
-pub static BANS: HashMap<Addr, BanEntry> = HashMap::pinned(BANS_MAX, 0);
+/// Banned prefixes; the value says until when and why.
+#[map(name = "BANS_V4")]
+pub static BANS_V4: LpmTrie<BanV4, BanEntry> = LpmTrie::pinned(BANS_MAX, 0);
+
+#[map(name = "BANS_V6")]
+pub static BANS_V6: LpmTrie<BanV6, BanEntry> = LpmTrie::pinned(BANS_MAX, 0);
 
 /// Value: the operator's rule id.
 #[map(name = "DENY_V4")]

@@ -238,25 +238,27 @@ impl DataPlane {
         }
     }
 
-    pub fn ban_add(&self, addr: IpAddr, duration: Option<Duration>, reason: BanReason) -> R<()> {
+    /// Bans `prefix` (one host as /32 or /128, or a range); see [`XdpMaps::ban_add`].
+    pub fn ban_add(&self, prefix: Cidr, duration: Option<Duration>, reason: BanReason) -> R<()> {
         match &self.backend {
-            Backend::Xdp(m) => lock(m).ban_add(addr, duration, reason),
-            Backend::User(t) => lock(t).ban_add(addr, duration, reason, monotonic_ns()),
+            Backend::Xdp(m) => lock(m).ban_add(prefix, duration, reason),
+            Backend::User(t) => lock(t).ban_add(prefix, duration, reason, monotonic_ns()),
         }
     }
 
-    /// Whether a ban was there to remove.
-    pub fn ban_remove(&self, addr: IpAddr) -> R<bool> {
+    /// Whether a ban of exactly this prefix was there to remove.
+    pub fn ban_remove(&self, prefix: Cidr) -> R<bool> {
         match &self.backend {
-            Backend::Xdp(m) => lock(m).ban_remove(addr),
-            Backend::User(t) => Ok(lock(t).ban_remove(addr)),
+            Backend::Xdp(m) => lock(m).ban_remove(prefix),
+            Backend::User(t) => Ok(lock(t).ban_remove(prefix)),
         }
     }
 
-    pub fn ban_get(&self, addr: IpAddr) -> R<Option<BanInfo>> {
+    /// The ban of exactly this prefix.
+    pub fn ban_get(&self, prefix: Cidr) -> R<Option<BanInfo>> {
         match &self.backend {
-            Backend::Xdp(m) => lock(m).ban_get(addr),
-            Backend::User(t) => Ok(lock(t).ban_get(addr, monotonic_ns())),
+            Backend::Xdp(m) => lock(m).ban_get(prefix),
+            Backend::User(t) => Ok(lock(t).ban_get(prefix, monotonic_ns())),
         }
     }
 
@@ -265,7 +267,7 @@ impl DataPlane {
             Backend::Xdp(m) => lock(m).ban_list()?,
             Backend::User(t) => lock(t).ban_list(monotonic_ns()),
         };
-        v.sort_by_key(|b| b.addr);
+        v.sort_by_key(|b| b.prefix);
         Ok(v)
     }
 

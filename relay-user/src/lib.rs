@@ -22,6 +22,7 @@ pub mod ng;
 pub mod object;
 pub mod ports;
 pub mod relay;
+mod retired;
 pub mod sdp;
 pub mod session;
 mod sys;
@@ -44,6 +45,7 @@ pub use relay_common::{
     fw::BanReason,
     fw::ServiceId,
     guard::{GuardEventKind, TRUSTED as TRUSTED_SOURCE},
+    maps::BANS_MAX,
     stats::Stat,
 };
 pub use session::{LegReport, RelayTotals, SessionError, SessionReport, Sessions, StreamReport};

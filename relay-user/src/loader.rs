@@ -216,6 +216,9 @@ pub fn load_pinned(object: &[u8], instance: &str) -> Result<Ebpf, LoadError> {
     ensure_bpffs()?;
     fs::create_dir_all(&dir).map_err(fs_err(&dir))?;
     check_pins(&dir)?;
+    // Maps an older build had and this one replaced: read and unpinned now, written into
+    // their successors once those exist.
+    let carried = crate::retired::take(&dir);
     raise_memlock();
     let paths: Vec<(&'static str, PathBuf)> =
         LAYOUT.iter().map(|l| (l.name, dir.join(l.name))).collect();
@@ -224,7 +227,9 @@ pub fn load_pinned(object: &[u8], instance: &str) -> Result<Ebpf, LoadError> {
     for (name, path) in &paths {
         loader.map_pin_path(name, path.as_path());
     }
-    Ok(loader.load(object)?)
+    let mut ebpf = loader.load(object)?;
+    crate::retired::restore(&mut ebpf, carried);
+    Ok(ebpf)
 }
 
 /// Pins need a bpffs at /sys/fs/bpf; systemd mounts one at boot, containers often do not.

@@ -13,8 +13,8 @@ use aya::{
 use relay_common::{
     Addr,
     fw::{
-        BanEntry, BanReason, DenyV4, DenyV6, SVC_RESTRICTED, SVC_SIP, ServiceEntry, ServiceId,
-        ServiceKey, SvcAllowV4, SvcAllowV6, svc_allow_prefix,
+        BanEntry, BanReason, BanV4, BanV6, DenyV4, DenyV6, SVC_RESTRICTED, SVC_SIP, ServiceEntry,
+        ServiceId, ServiceKey, SvcAllowV4, SvcAllowV6, svc_allow_prefix,
     },
     guard::{GuardConfig, GuardState, SessionCount},
     maps as names,
@@ -33,7 +33,8 @@ type R<T> = Result<T, DataPlaneError>;
 
 /// Every map of the XDP program, typed.
 pub struct XdpMaps {
-    bans: HashMap<MapData, Addr, BanEntry>,
+    bans_v4: LpmTrie<MapData, BanV4, BanEntry>,
+    bans_v6: LpmTrie<MapData, BanV6, BanEntry>,
     deny_v4: LpmTrie<MapData, DenyV4, u32>,
     deny_v6: LpmTrie<MapData, DenyV6, u32>,
     services: HashMap<MapData, ServiceKey, ServiceEntry>,
@@ -70,9 +71,10 @@ fn not_found(e: &MapError) -> bool {
     }
 }
 
-/// E2BIG: the map is at capacity.
+/// E2BIG (a hash) or ENOSPC (an LPM trie): the map is at capacity.
 fn full(e: &MapError) -> bool {
-    matches!(e, MapError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc::E2BIG))
+    matches!(e, MapError::SyscallError(s)
+        if matches!(s.io_error.raw_os_error(), Some(libc::E2BIG | libc::ENOSPC)))
 }
 
 fn ins(map: &'static str) -> impl FnOnce(MapError) -> DataPlaneError {
@@ -112,20 +114,25 @@ fn v6_bytes(c: &Cidr) -> [u8; 16] {
     }
 }
 
-pub(crate) fn ban_entry(duration: Option<Duration>, reason: BanReason, now: u64) -> BanEntry {
+pub(crate) fn ban_entry(
+    prefix: Cidr,
+    duration: Option<Duration>,
+    reason: BanReason,
+    now: u64,
+) -> BanEntry {
     BanEntry {
         // A computed 0 would read as permanent; 1 ns later is indistinguishable otherwise.
         expires_ns: duration.map_or(BanEntry::PERMANENT, |d| {
             now.saturating_add(duration_ns(d)).max(1)
         }),
         reason: reason as u32,
-        _pad: 0,
+        prefix_len: u32::from(prefix.prefix_len()),
     }
 }
 
-pub(crate) fn ban_info(addr: Addr, e: &BanEntry, now: u64) -> BanInfo {
+pub(crate) fn ban_info(prefix: Cidr, e: &BanEntry, now: u64) -> BanInfo {
     BanInfo {
-        addr: addr.into(),
+        prefix,
         reason_code: e.reason,
         remaining: (e.expires_ns != BanEntry::PERMANENT)
             .then(|| Duration::from_nanos(e.expires_ns.saturating_sub(now))),
@@ -164,7 +171,8 @@ impl XdpMaps {
     /// Takes every map out of a loaded (not necessarily attached) object.
     pub fn from_ebpf(ebpf: &mut Ebpf) -> R<Self> {
         Ok(XdpMaps {
-            bans: typed!(ebpf, names::BANS),
+            bans_v4: typed!(ebpf, names::BANS_V4),
+            bans_v6: typed!(ebpf, names::BANS_V6),
             deny_v4: typed!(ebpf, names::DENY_V4),
             deny_v6: typed!(ebpf, names::DENY_V6),
             services: typed!(ebpf, names::SERVICES),
@@ -190,37 +198,88 @@ impl XdpMaps {
 
     // ---- bans ----
 
-    /// Bans `addr` for `duration` (`None`: until removed). Replaces an existing ban.
+    /// Bans `prefix` for `duration` (`None`: until removed). Replaces an existing ban of the
+    /// same prefix. A full trie is [`DataPlaneError::Full`]: choosing what to give up is the
+    /// caller's (sipd replaces the ban expiring soonest).
     pub fn ban_add(
         &mut self,
-        addr: IpAddr,
+        prefix: Cidr,
         duration: Option<Duration>,
         reason: BanReason,
     ) -> R<()> {
-        let e = ban_entry(duration, reason, monotonic_ns());
-        self.bans
-            .insert(Addr::from(addr), e, 0)
-            .map_err(ins(names::BANS))
+        let e = ban_entry(prefix, duration, reason, monotonic_ns());
+        self.ban_put(prefix, e)
     }
 
-    pub fn ban_remove(&mut self, addr: IpAddr) -> R<bool> {
-        del(self.bans.remove(&Addr::from(addr)), names::BANS)
+    /// Writes a ban entry as it is but for its prefix length (the loader's migration keeps
+    /// the old expiry).
+    pub(crate) fn ban_put(&mut self, prefix: Cidr, mut e: BanEntry) -> R<()> {
+        let len = prefix.prefix_len() as u32;
+        e.prefix_len = len;
+        match v4_bytes(&prefix) {
+            Some(b) => self
+                .bans_v4
+                .insert(&Key::new(len, b), e, 0)
+                .map_err(ins(names::BANS_V4)),
+            None => self
+                .bans_v6
+                .insert(&Key::new(len, v6_bytes(&prefix)), e, 0)
+                .map_err(ins(names::BANS_V6)),
+        }
     }
 
-    pub fn ban_get(&self, addr: IpAddr) -> R<Option<BanInfo>> {
-        let a = Addr::from(addr);
-        Ok(opt(self.bans.get(&a, 0), names::BANS)?.map(|e| ban_info(a, &e, monotonic_ns())))
+    /// Whether a ban of exactly this prefix was there to remove.
+    pub fn ban_remove(&mut self, prefix: Cidr) -> R<bool> {
+        let len = prefix.prefix_len() as u32;
+        match v4_bytes(&prefix) {
+            Some(b) => del(self.bans_v4.remove(&Key::new(len, b)), names::BANS_V4),
+            None => del(
+                self.bans_v6.remove(&Key::new(len, v6_bytes(&prefix))),
+                names::BANS_V6,
+            ),
+        }
+    }
+
+    /// The ban of exactly this prefix (not a wider one holding it).
+    pub fn ban_get(&self, prefix: Cidr) -> R<Option<BanInfo>> {
+        let len = prefix.prefix_len() as u32;
+        let e = match v4_bytes(&prefix) {
+            Some(b) => opt(self.bans_v4.get(&Key::new(len, b), 0), names::BANS_V4)?,
+            None => opt(
+                self.bans_v6.get(&Key::new(len, v6_bytes(&prefix)), 0),
+                names::BANS_V6,
+            )?,
+        };
+        // A trie lookup is a longest-prefix match: a range holding this prefix answers too.
+        // Only the entry of exactly this length is its ban.
+        Ok(e.filter(|e| e.prefix_len == len)
+            .map(|e| ban_info(prefix, &e, monotonic_ns())))
     }
 
     pub fn ban_list(&self) -> R<Vec<BanInfo>> {
         let now = monotonic_ns();
         let mut out = Vec::new();
-        for r in self.bans.iter() {
-            // An entry deleted while we iterate is not an error for a listing.
+        // An entry deleted while we iterate is not an error for a listing.
+        for r in self.bans_v4.iter() {
             match r {
-                Ok((a, e)) => out.push(ban_info(a, &e, now)),
+                Ok((k, e)) => {
+                    if let Ok(c) = Cidr::new(IpAddr::from(k.data()), k.prefix_len() as u8) {
+                        out.push(ban_info(c, &e, now));
+                    }
+                }
                 Err(e) if not_found(&e) => continue,
-                Err(e) => return Err(DataPlaneError::map(names::BANS)(e)),
+                Err(e) => return Err(DataPlaneError::map(names::BANS_V4)(e)),
+            }
+        }
+        for r in self.bans_v6.iter() {
+            match r {
+                Ok((k, e)) => {
+                    if let Ok(c) = Cidr::new(IpAddr::from(k.data()), k.prefix_len() as u8) {
+                        out.push(ban_info(c, &e, now));
+                    }
+                }
+                Err(e) if not_found(&e) => continue,
+                Err(e) => return Err(DataPlaneError::map(names::BANS_V6)(e)),
             }
         }
         Ok(out)
@@ -228,17 +287,9 @@ impl XdpMaps {
 
     /// Deletes expired bans (the data plane already ignores them); returns how many.
     pub fn ban_purge_expired(&mut self) -> R<usize> {
-        let now = monotonic_ns();
-        let expired: Vec<Addr> = self
-            .bans
-            .iter()
-            .filter_map(Result::ok)
-            .filter(|(_, e)| !e.is_active(now))
-            .map(|(a, _)| a)
-            .collect();
         let mut n = 0;
-        for a in expired {
-            if del(self.bans.remove(&a), names::BANS)? {
+        for b in self.ban_list()? {
+            if b.expired && self.ban_remove(b.prefix)? {
                 n += 1;
             }
         }

@@ -665,7 +665,8 @@ mod tests {
         let to_a = SocketAddr::new(relay_ip, pa);
         let to_b = SocketAddr::new(relay_ip, pb);
 
-        dp.ban_add(alice_ip, None, BanReason::Manual).unwrap();
+        dp.ban_add(crate::Cidr::host(alice_ip), None, BanReason::Manual)
+            .unwrap();
         for _ in 0..3 {
             alice.send_to(b"banned", to_a).unwrap();
         }
@@ -678,7 +679,7 @@ mod tests {
             b"from-bob"
         );
 
-        assert!(dp.ban_remove(alice_ip).unwrap());
+        assert!(dp.ban_remove(crate::Cidr::host(alice_ip)).unwrap());
         alice.send_to(b"unbanned", to_a).unwrap();
         assert_eq!(
             recv_within(&bob, 2000).expect("relayed after unban").0,

@@ -29,7 +29,7 @@ type R<T> = Result<T, DataPlaneError>;
 
 #[derive(Default)]
 pub struct UserTables {
-    bans: HashMap<Addr, BanEntry>,
+    bans: Bans,
     deny: BTreeMap<Cidr, u32>,
     services: HashMap<ServiceKey, ServiceEntry>,
     allow: BTreeMap<u32, BTreeSet<Cidr>>,
@@ -37,6 +37,59 @@ pub struct UserTables {
     guard_state: HashMap<Addr, GuardState>,
     sessions: HashMap<Addr, SessionCount>,
     legs: BTreeMap<u16, Leg>,
+}
+
+/// The banned prefixes, looked up as the kernel's tries do: the longest prefix holding the
+/// source decides. Only the prefix lengths in use are tried, so a lookup costs one probe per
+/// distinct length, not one per possible length.
+#[derive(Default)]
+struct Bans {
+    map: BTreeMap<Cidr, BanEntry>,
+    /// Entries per prefix length: `[0]` IPv4, `[1]` IPv6.
+    lens: [BTreeMap<u8, u32>; 2],
+}
+
+impl Bans {
+    fn fam(v4: bool) -> usize {
+        usize::from(!v4)
+    }
+
+    fn family_len(&self, v4: bool) -> usize {
+        self.lens[Self::fam(v4)].values().map(|n| *n as usize).sum()
+    }
+
+    fn insert(&mut self, c: Cidr, e: BanEntry) {
+        if self.map.insert(c, e).is_none() {
+            *self.lens[Self::fam(c.is_v4())]
+                .entry(c.prefix_len())
+                .or_default() += 1;
+        }
+    }
+
+    fn remove(&mut self, c: Cidr) -> bool {
+        if self.map.remove(&c).is_none() {
+            return false;
+        }
+        let lens = &mut self.lens[Self::fam(c.is_v4())];
+        if let Some(n) = lens.get_mut(&c.prefix_len()) {
+            *n -= 1;
+            if *n == 0 {
+                lens.remove(&c.prefix_len());
+            }
+        }
+        true
+    }
+
+    /// Whether a live ban holds `src`. The kernel looks through at most `BAN_LOOKUPS`
+    /// expired bans; here all are looked at, which differs only until the next purge.
+    fn active(&self, src: IpAddr, now: u64) -> bool {
+        let lens = &self.lens[Self::fam(src.is_ipv4())];
+        lens.keys()
+            .rev()
+            .filter_map(|len| Cidr::new(src, *len).ok())
+            .filter_map(|c| self.map.get(&c))
+            .any(|e| e.is_active(now))
+    }
 }
 
 fn check_room(len: usize, max: u32, exists: bool, name: &'static str) -> R<()> {
@@ -55,42 +108,55 @@ impl UserTables {
 
     pub fn ban_add(
         &mut self,
-        addr: IpAddr,
+        prefix: Cidr,
         duration: Option<Duration>,
         reason: BanReason,
         now: u64,
     ) -> R<()> {
-        let a = Addr::from(addr);
+        let name = if prefix.is_v4() {
+            names::BANS_V4
+        } else {
+            names::BANS_V6
+        };
         check_room(
-            self.bans.len(),
+            self.bans.family_len(prefix.is_v4()),
             relay_common::maps::BANS_MAX,
-            self.bans.contains_key(&a),
-            names::BANS,
+            self.bans.map.contains_key(&prefix),
+            name,
         )?;
-        self.bans.insert(a, ban_entry(duration, reason, now));
+        self.bans
+            .insert(prefix, ban_entry(prefix, duration, reason, now));
         Ok(())
     }
 
-    pub fn ban_remove(&mut self, addr: IpAddr) -> bool {
-        self.bans.remove(&Addr::from(addr)).is_some()
+    pub fn ban_remove(&mut self, prefix: Cidr) -> bool {
+        self.bans.remove(prefix)
     }
 
-    pub fn ban_get(&self, addr: IpAddr, now: u64) -> Option<BanInfo> {
-        let a = Addr::from(addr);
-        self.bans.get(&a).map(|e| ban_info(a, e, now))
+    pub fn ban_get(&self, prefix: Cidr, now: u64) -> Option<BanInfo> {
+        self.bans.map.get(&prefix).map(|e| ban_info(prefix, e, now))
     }
 
     pub fn ban_list(&self, now: u64) -> Vec<BanInfo> {
         self.bans
+            .map
             .iter()
-            .map(|(a, e)| ban_info(*a, e, now))
+            .map(|(c, e)| ban_info(*c, e, now))
             .collect()
     }
 
     pub fn ban_purge_expired(&mut self, now: u64) -> usize {
-        let before = self.bans.len();
-        self.bans.retain(|_, e| e.is_active(now));
-        before - self.bans.len()
+        let expired: Vec<Cidr> = self
+            .bans
+            .map
+            .iter()
+            .filter(|(_, e)| !e.is_active(now))
+            .map(|(c, _)| *c)
+            .collect();
+        for c in &expired {
+            self.bans.remove(*c);
+        }
+        expired.len()
     }
 
     // ---- static deny ----
@@ -274,7 +340,7 @@ impl UserTables {
     ) -> (Verdict, Option<GuardEvent>) {
         let src = normalize(src);
         let a = Addr::from(src);
-        if self.bans.get(&a).is_some_and(|e| e.is_active(now)) {
+        if self.bans.active(src, now) {
             return (Verdict::Drop(Stat::DropBanned), None);
         }
         if self.deny.keys().any(|c| c.contains(src)) {
@@ -402,6 +468,10 @@ mod tests {
         s.parse().unwrap()
     }
 
+    fn net(s: &str) -> Cidr {
+        s.parse().unwrap()
+    }
+
     fn sip_table(g: GuardSettings) -> UserTables {
         let mut t = UserTables::new();
         t.service_set(Service {
@@ -421,13 +491,13 @@ mod tests {
         let mut t = UserTables::new();
         let now = 100 * S;
         t.ban_add(
-            ip("192.0.2.1"),
+            net("192.0.2.1"),
             Some(Duration::from_secs(10)),
             BanReason::Flood,
             now,
         )
         .unwrap();
-        t.ban_add(ip("2001:db8::1"), None, BanReason::Manual, now)
+        t.ban_add(net("2001:db8::1"), None, BanReason::Manual, now)
             .unwrap();
         let v = |t: &mut UserTables, src, now| t.firewall_check(ip(src), 9, Proto::Udp, b"", now).0;
         assert_eq!(v(&mut t, "192.0.2.1", now), Verdict::Drop(Stat::DropBanned));
@@ -444,14 +514,63 @@ mod tests {
             v(&mut t, "192.0.2.1", now + 10 * S),
             Verdict::Pass(Stat::PassOther)
         );
-        let info = t.ban_get(ip("192.0.2.1"), now + 4 * S).unwrap();
+        let info = t.ban_get(net("192.0.2.1"), now + 4 * S).unwrap();
         assert_eq!(info.remaining, Some(Duration::from_secs(6)));
         assert_eq!(info.reason(), Some(BanReason::Flood));
-        assert_eq!(t.ban_get(ip("2001:db8::1"), now).unwrap().remaining, None);
+        assert_eq!(t.ban_get(net("2001:db8::1"), now).unwrap().remaining, None);
         assert_eq!(t.ban_purge_expired(now + 11 * S), 1);
         assert_eq!(t.ban_list(now).len(), 1);
-        assert!(t.ban_remove(ip("2001:db8::1")));
-        assert!(!t.ban_remove(ip("2001:db8::1")));
+        assert!(t.ban_remove(net("2001:db8::1")));
+        assert!(!t.ban_remove(net("2001:db8::1")));
+    }
+
+    #[test]
+    fn prefix_bans_hold_every_address_inside_and_none_outside() {
+        let mut t = UserTables::new();
+        let now = 100 * S;
+        let v = |t: &mut UserTables, src, now| t.firewall_check(ip(src), 9, Proto::Udp, b"", now).0;
+        let hour = Some(Duration::from_secs(3600));
+        t.ban_add(net("198.51.100.0/24"), hour, BanReason::Flood, now)
+            .unwrap();
+        t.ban_add(net("2001:db8:1:2::/64"), hour, BanReason::Scanner, now)
+            .unwrap();
+        for src in ["198.51.100.0", "198.51.100.77", "198.51.100.255"] {
+            assert_eq!(
+                v(&mut t, src, now),
+                Verdict::Drop(Stat::DropBanned),
+                "{src}"
+            );
+        }
+        assert_eq!(
+            v(&mut t, "198.51.101.1", now),
+            Verdict::Pass(Stat::PassOther)
+        );
+        assert_eq!(
+            v(&mut t, "2001:db8:1:2:ffff::9", now),
+            Verdict::Drop(Stat::DropBanned)
+        );
+        assert_eq!(
+            v(&mut t, "2001:db8:1:3::9", now),
+            Verdict::Pass(Stat::PassOther)
+        );
+        // An expired host ban inside a live range does not open a hole in it.
+        t.ban_add(
+            net("198.51.100.7"),
+            Some(Duration::from_secs(1)),
+            BanReason::Flood,
+            now,
+        )
+        .unwrap();
+        assert_eq!(
+            v(&mut t, "198.51.100.7", now + 5 * S),
+            Verdict::Drop(Stat::DropBanned)
+        );
+        assert_eq!(t.ban_list(now).len(), 3);
+        assert!(t.ban_remove(net("198.51.100.0/24")));
+        assert_eq!(
+            v(&mut t, "198.51.100.77", now),
+            Verdict::Pass(Stat::PassOther)
+        );
     }
 
     #[test]

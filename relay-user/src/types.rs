@@ -91,7 +91,8 @@ pub const fn ban_reason_name(r: BanReason) -> &'static str {
 /// One ban as listed to an operator.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct BanInfo {
-    pub addr: IpAddr,
+    /// What is banned: one host (/32, /128) or a range.
+    pub prefix: crate::Cidr,
     /// The raw reason code; [`BanInfo::reason`] decodes it.
     pub reason_code: u32,
     /// `None`: permanent.

@@ -102,30 +102,127 @@ fn map_api_round_trips() {
     stats_and_tx_ports_round_trip(&mut m);
 }
 
-/// Bans: timed, permanent, expired.
+/// Bans: timed, permanent, expired; hosts and ranges.
 fn bans_round_trip(m: &mut XdpMaps) {
     m.ban_add(
-        ip("192.0.2.1"),
+        cidr("192.0.2.1"),
         Some(Duration::from_secs(60)),
         BanReason::Flood,
     )
     .unwrap();
-    m.ban_add(ip("2001:db8::1"), None, BanReason::Manual)
+    m.ban_add(cidr("2001:db8::1"), None, BanReason::Manual)
         .unwrap();
-    m.ban_add(ip("192.0.2.2"), Some(Duration::ZERO), BanReason::Scanner)
+    m.ban_add(cidr("192.0.2.2"), Some(Duration::ZERO), BanReason::Scanner)
         .unwrap();
-    let b = m.ban_get(ip("192.0.2.1")).unwrap().unwrap();
+    m.ban_add(cidr("198.51.100.0/24"), None, BanReason::Flood)
+        .unwrap();
+    m.ban_add(cidr("2001:db8:7::/64"), None, BanReason::Scanner)
+        .unwrap();
+    let b = m.ban_get(cidr("192.0.2.1")).unwrap().unwrap();
     assert_eq!(b.reason(), Some(BanReason::Flood));
     assert!(b.remaining.unwrap() <= Duration::from_secs(60) && !b.expired);
     assert_eq!(
-        m.ban_get(ip("2001:db8::1")).unwrap().unwrap().remaining,
+        m.ban_get(cidr("2001:db8::1")).unwrap().unwrap().remaining,
         None
     );
-    assert_eq!(m.ban_list().unwrap().len(), 3);
+    // Exactly the prefix: an address inside a range is not a ban of its own.
+    assert!(m.ban_get(cidr("198.51.100.9")).unwrap().is_none());
+    let list = m.ban_list().unwrap();
+    assert_eq!(list.len(), 5);
+    assert!(list.iter().any(|b| b.prefix == cidr("2001:db8:7::/64")));
     assert_eq!(m.ban_purge_expired().unwrap(), 1);
-    assert!(m.ban_remove(ip("192.0.2.1")).unwrap());
-    assert!(!m.ban_remove(ip("192.0.2.1")).unwrap());
+    assert!(m.ban_remove(cidr("192.0.2.1")).unwrap());
+    assert!(!m.ban_remove(cidr("192.0.2.1")).unwrap());
+    assert!(m.ban_remove(cidr("198.51.100.0/24")).unwrap());
+    assert!(m.ban_remove(cidr("2001:db8:7::/64")).unwrap());
     assert_eq!(m.ban_list().unwrap().len(), 1);
+}
+
+/// The stated capacity holds in the kernel: `BANS_MAX` prefixes per family fit, one more is
+/// a typed `Full` (which sipd answers by replacing the ban expiring soonest).
+#[test]
+fn ban_tries_hold_their_stated_capacity() {
+    if !privileged("ban_tries_hold_their_stated_capacity") {
+        return;
+    }
+    let inst = Instance::new("bancap");
+    let mut ebpf = loader::load_pinned(ebpf_object(), &inst.0).expect("load object");
+    let mut m = XdpMaps::from_ebpf(&mut ebpf).expect("typed maps");
+    let max = relay_common::maps::BANS_MAX;
+    let t = std::time::Instant::now();
+    for i in 0..max {
+        let a = std::net::Ipv4Addr::from(0x0a00_0000 + i);
+        m.ban_add(
+            Cidr::host(a.into()),
+            Some(Duration::from_secs(600)),
+            BanReason::Flood,
+        )
+        .unwrap_or_else(|e| panic!("ban {i} of {max}: {e}"));
+    }
+    let filled = t.elapsed();
+    let over = m.ban_add(cidr("192.0.2.1"), None, BanReason::Manual);
+    assert!(
+        matches!(over, Err(relay_user::DataPlaneError::Full(n)) if n == "BANS_V4"),
+        "{over:?}"
+    );
+    // The other family has its own room.
+    m.ban_add(cidr("2001:db8::1"), None, BanReason::Manual)
+        .unwrap();
+    eprintln!("filled BANS_V4 ({max} prefixes) in {filled:?}");
+}
+
+/// An upgrade from the build whose bans were a hash of addresses (`BANS`): its pin is read,
+/// every ban becomes a host prefix with its expiry, and the pin goes.
+#[test]
+fn bans_of_the_retired_hash_survive_an_upgrade() {
+    if !privileged("bans_of_the_retired_hash_survive_an_upgrade") {
+        return;
+    }
+    let inst = Instance::new("banmig");
+    let dir = loader::pin_dir(&inst.0).unwrap();
+    std::fs::create_dir_all(&dir).unwrap();
+    let old = dir.join(relay_common::maps::RETIRED_BANS);
+    let bpftool = |args: &[&str]| {
+        let out = Command::new("bpftool")
+            .args(args)
+            .output()
+            .expect("bpftool");
+        assert!(
+            out.status.success(),
+            "bpftool {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let path = old.to_str().unwrap();
+    bpftool(&[
+        "map", "create", path, "type", "hash", "key", "16", "value", "16", "entries", "65536",
+        "name", "BANS",
+    ]);
+    // Key: relay_common::Addr (16 bytes, IPv4 as v4-mapped); value: expiry 0 (permanent),
+    // reason 2 (scanner), padding.
+    let dec = |b: &[u8]| b.iter().map(|x| format!("{x}")).collect::<Vec<_>>();
+    let v4 = relay_common::Addr::from(ip("203.0.113.9"));
+    let v6 = relay_common::Addr::from(ip("2001:db8::66"));
+    let mut value = [0u8; 16];
+    value[8] = 2;
+    for a in [v4, v6] {
+        let mut args = vec!["map", "update", "pinned", path, "key"];
+        let k = dec(&a.bytes);
+        let v = dec(&value);
+        args.extend(k.iter().map(String::as_str));
+        args.push("value");
+        args.extend(v.iter().map(String::as_str));
+        bpftool(&args);
+    }
+    let mut ebpf = loader::load_pinned(ebpf_object(), &inst.0).expect("upgrade load");
+    assert!(!old.exists(), "the retired pin is removed");
+    let m = XdpMaps::from_ebpf(&mut ebpf).expect("typed maps");
+    let list = m.ban_list().unwrap();
+    assert_eq!(list.len(), 2, "{list:?}");
+    for p in ["203.0.113.9/32", "2001:db8::66/128"] {
+        let b = m.ban_get(cidr(p)).unwrap().unwrap_or_else(|| panic!("{p}"));
+        assert_eq!((b.reason(), b.remaining), (Some(BanReason::Scanner), None));
+    }
 }
 
 /// Static deny, both families.
@@ -240,13 +337,13 @@ fn pinned_maps_survive_a_reload() {
     {
         let mut ebpf = loader::load_pinned(ebpf_object(), &inst.0).unwrap();
         let mut m = XdpMaps::from_ebpf(&mut ebpf).unwrap();
-        m.ban_add(ip("192.0.2.9"), None, BanReason::BruteForce)
+        m.ban_add(cidr("192.0.2.9"), None, BanReason::BruteForce)
             .unwrap();
     }
     let mut ebpf = loader::load_pinned(ebpf_object(), &inst.0).unwrap();
     let m = XdpMaps::from_ebpf(&mut ebpf).unwrap();
     let b = m
-        .ban_get(ip("192.0.2.9"))
+        .ban_get(cidr("192.0.2.9"))
         .unwrap()
         .expect("ban kept in the pinned map");
     assert_eq!(b.reason(), Some(BanReason::BruteForce));
@@ -266,7 +363,7 @@ fn dataplane_api_over_xdp_maps() {
     assert_eq!(dp.sessions_increment(a).unwrap().active, 2);
     assert_eq!(dp.sessions_decrement(a).unwrap().active, 1);
     // The kernel filters in XDP mode: the userspace check is a pass-through.
-    dp.ban_add(a, None, BanReason::Manual).unwrap();
+    dp.ban_add(Cidr::host(a), None, BanReason::Manual).unwrap();
     assert!(dp.firewall_check(a, 5060, Proto::Udp, b"INVITE ").is_pass());
     let stats = dp.stats().unwrap();
     assert!(stats.contains_key("received") && stats.contains_key("relay_tx"));
@@ -293,7 +390,7 @@ fn attach_replace_and_detach_on_a_veth() {
     let link = dir.join(format!("link_skb_{}", dummy.0));
     assert!(link.exists(), "link pinned");
     assert_eq!(dp.tx_port_list().unwrap().len(), 1);
-    dp.ban_add(ip("192.0.2.44"), None, BanReason::Manual)
+    dp.ban_add(cidr("192.0.2.44"), None, BanReason::Manual)
         .unwrap();
     drop(dp);
     assert!(link.exists(), "link survives the daemon");
@@ -301,7 +398,7 @@ fn attach_replace_and_detach_on_a_veth() {
     // Restart: the program in the pinned link is replaced, state is still there.
     let dp = loader::start(&cfg, ebpf_object()).expect("replace");
     assert_eq!(dp.mode(), Mode::XdpSkb);
-    assert!(dp.ban_get(ip("192.0.2.44")).unwrap().is_some());
+    assert!(dp.ban_get(cidr("192.0.2.44")).unwrap().is_some());
     drop(dp);
 
     // Auto keeps the pinned link's mode rather than re-attaching (no forwarding gap).

@@ -34,6 +34,8 @@ pub struct Config {
     pub guard: GuardConfig,
     pub firewall: FirewallConfig,
     pub retention: RetentionConfig,
+    /// How offenders are banned: prefixes, ranges, the table's capacity.
+    pub bans: crate::firewall::BansConfig,
 }
 
 impl Default for Config {
@@ -48,6 +50,7 @@ impl Default for Config {
             guard: GuardConfig::default(),
             firewall: FirewallConfig::default(),
             retention: RetentionConfig::default(),
+            bans: crate::firewall::BansConfig::default(),
         }
     }
 }
@@ -514,6 +517,7 @@ impl Config {
         self.management_problems(&mut bad);
         self.guard_problems(&mut bad);
         self.firewall_problems(&mut bad);
+        self.bans.problems(&mut bad);
         out
     }
 
@@ -1139,6 +1143,20 @@ mod tests {
             assert_eq!(at.map(|l| l.line), Some(line), "{src}: {e}");
             assert!(message.contains(needle), "{src}: {message}");
         }
+    }
+
+    #[test]
+    fn ban_settings_are_checked_where_they_are_written() {
+        let e = parse("[bans]\nv4_prefix = 24\npromote_v4_prefix = 24\ncapacity = 70000\n")
+            .unwrap_err();
+        let ConfigError::Invalid { problems, .. } = &e else {
+            panic!("{e}")
+        };
+        let at = |k: &str| problems.iter().find(|p| p.key == k).and_then(|p| p.at);
+        assert_eq!(at("bans.promote_v4_prefix").map(|l| l.line), Some(3), "{e}");
+        assert_eq!(at("bans.capacity").map(|l| l.line), Some(4), "{e}");
+        assert!(e.to_string().contains("65536"), "{e}");
+        assert!(parse("[bans]\nv6_prefix = 56\npromote_after = 0\n").is_ok());
     }
 
     #[test]

@@ -295,6 +295,8 @@ first_secs = 1
 max_secs = 1
 [firewall]
 management_allow = ["127.0.0.1/32"]
+[bans]
+capacity = 4
 "#,
         data = dir.join("data").display(),
         max = media + 19,
@@ -581,6 +583,7 @@ fn management_api_end_to_end() {
     calls_cdrs_and_status(&c);
     metrics_are_prometheus_text(&c);
     bans_are_stored_listed_removed_and_audited(&c);
+    a_full_ban_table_replaces_the_ban_expiring_soonest(&c);
     firewall_deny_entries_are_audited(&c);
     management_allow_list_guards_connections(&c);
     tls_versions_and_suites(&c);
@@ -964,6 +967,7 @@ fn invalid_requests(account: u64) -> Vec<Invalid> {
             "cld_prefixes[0]",
         ),
         post("/api/bans", json!({"addr": "not-an-ip"}), "addr"),
+        post("/api/bans", json!({"addr": "192.0.2.7/24"}), "addr"),
         post(
             "/api/bans",
             json!({"addr": "192.0.2.1", "duration_secs": 0}),
@@ -1114,7 +1118,8 @@ fn bans_are_stored_listed_removed_and_audited(c: &Ctx) {
         list.as_array()
             .unwrap()
             .iter()
-            .any(|b| b["addr"] == "198.51.100.9"
+            .any(|b| b["prefix"] == "198.51.100.9/32"
+                && b["by"] == "staff"
                 && b["note"] == "scanner by hand"
                 && b["remaining_secs"].as_u64().is_some_and(|r| r > 590))
     );
@@ -1143,10 +1148,78 @@ fn bans_are_stored_listed_removed_and_audited(c: &Ctx) {
     assert_eq!(
         kinds,
         [
-            ("create".into(), "ban:198.51.100.9".into()),
-            ("delete".into(), "ban:198.51.100.9".into())
+            ("create".into(), "ban:198.51.100.9/32".into()),
+            ("delete".into(), "ban:198.51.100.9/32".into())
         ]
     );
+    // Any prefix: a range, listed and lifted by its CIDR (URL-encoded in the path).
+    let r = s.ok(
+        "POST",
+        "/api/bans",
+        oper,
+        Some(json!({"addr": "203.0.113.0/24", "duration_secs": 60})),
+    );
+    assert_eq!(r["prefix"], "203.0.113.0/24");
+    let list = s.ok("GET", "/api/bans", viewer, None);
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["prefix"] == "203.0.113.0/24"),
+        "{list:#}"
+    );
+    assert_eq!(
+        s.req("DELETE", "/api/bans/203.0.113.0%2F24", Some(oper), None)
+            .status,
+        204
+    );
+}
+
+/// `[bans] capacity = 4`: a fifth IPv4 ban replaces the one expiring soonest, counted on
+/// `/metrics` and raised as an alert; IPv6 has its own room.
+fn a_full_ban_table_replaces_the_ban_expiring_soonest(c: &Ctx) {
+    let Ctx { s, admin, oper, .. } = c;
+    let add = |prefix: &str, secs: u64| {
+        s.ok(
+            "POST",
+            "/api/bans",
+            oper,
+            Some(json!({"addr": prefix, "duration_secs": secs})),
+        )
+    };
+    for (i, p) in ["192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.0/30"]
+        .iter()
+        .enumerate()
+    {
+        // The second one ends first.
+        add(p, if i == 1 { 100 } else { 1000 + i as u64 });
+    }
+    add("2001:db8::/64", 50);
+    let metrics = |key: &str| {
+        let r = s.req("GET", "/metrics", Some(oper), None);
+        parse_prometheus(&r.text).get(key).copied()
+    };
+    assert_eq!(metrics("sbc_bans_replaced_total"), Some(0.0));
+    assert!(!s.alert_codes(admin).contains(&"ban_table_full".into()));
+    add("198.51.100.0/24", 2000);
+    let list = s.ok("GET", "/api/bans", oper, None);
+    let prefixes: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["prefix"].as_str().unwrap())
+        .collect();
+    assert_eq!(prefixes.len(), 5, "{list:#}");
+    assert!(!prefixes.contains(&"192.0.2.2/32"), "{prefixes:?}");
+    assert!(prefixes.contains(&"198.51.100.0/24"), "{prefixes:?}");
+    assert!(prefixes.contains(&"2001:db8::/64"), "{prefixes:?}");
+    assert_eq!(metrics("sbc_bans_replaced_total"), Some(1.0));
+    assert_eq!(metrics("sbc_bans_capacity"), Some(4.0));
+    assert!(s.alert_codes(admin).contains(&"ban_table_full".into()));
+    for p in prefixes {
+        let path = format!("/api/bans/{}", p.replace('/', "%2F"));
+        assert_eq!(s.req("DELETE", &path, Some(oper), None).status, 204, "{p}");
+    }
 }
 
 /// Firewall: the management service as configured; a deny entry added and removed, each
@@ -1361,7 +1434,7 @@ fn firewall_entries_and_bans_survive_a_restart(c: &mut Ctx) {
         bans.as_array()
             .unwrap()
             .iter()
-            .any(|b| b["addr"] == "198.51.100.77"
+            .any(|b| b["prefix"] == "198.51.100.77/32"
                 && b["remaining_secs"].is_null()
                 && b["persistent"] == true),
         "{bans:#}"

@@ -205,7 +205,7 @@ impl Parity {
         let (a, b) = (self.src(false), self.src(true));
         self.both(|dp| {
             for ban in dp.ban_list()? {
-                dp.ban_remove(ban.addr)?;
+                dp.ban_remove(ban.prefix)?;
             }
             for rule in dp.deny_list()? {
                 dp.deny_remove(rule.cidr)?;
@@ -333,7 +333,7 @@ fn bans(p: &Parity, sip: Service) {
     // is another source.
     p.reset();
     p.both(|dp| dp.service_set(sip));
-    p.both(|dp| dp.ban_add(src4, None, BanReason::Scanner));
+    p.both(|dp| dp.ban_add(Cidr::host(src4), None, BanReason::Scanner));
     p.run(
         "banned source",
         &[
@@ -352,7 +352,13 @@ fn bans(p: &Parity, sip: Service) {
 
     // A ban that has run out no longer blocks, even before it is purged.
     p.reset();
-    p.both(|dp| dp.ban_add(src6, Some(Duration::from_millis(400)), BanReason::Flood));
+    p.both(|dp| {
+        dp.ban_add(
+            Cidr::host(src6),
+            Some(Duration::from_millis(400)),
+            BanReason::Flood,
+        )
+    });
     p.run(
         "ban before expiry",
         &[v6(MEDIA_PORT, RTP)],

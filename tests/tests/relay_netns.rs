@@ -572,7 +572,7 @@ fn ban_and_deny_drop_media_counted_xdp() {
 
     let (_obj, mut maps) = r.maps().expect("pinned maps");
     maps.ban_add(
-        caller.ip(),
+        relay_user::Cidr::host(caller.ip()),
         Some(Duration::from_secs(60)),
         relay_user::BanReason::Flood,
     )
@@ -586,7 +586,8 @@ fn ban_and_deny_drop_media_counted_xdp() {
         "ban drops counted: {before} -> {after}"
     );
 
-    maps.ban_remove(caller.ip()).expect("unban");
+    maps.ban_remove(relay_user::Cidr::host(caller.ip()))
+        .expect("unban");
     let cidr: relay_user::Cidr = format!("{}/24", caller.ip()).parse().expect("cidr");
     maps.deny_add(cidr, 7).expect("deny");
     let before = r.stats().expect("stats")["drop_denied"];

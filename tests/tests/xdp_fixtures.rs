@@ -578,18 +578,25 @@ impl Env {
         HashMap::try_from(self.map(name)).unwrap()
     }
 
+    /// A host ban (the prefix fixtures are in `xdp_fixtures_bans.rs`).
     fn ban(&mut self, ip: Ip, expires_ns: u64) {
-        self.hash::<Addr, BanEntry>(names::BANS)
-            .insert(
-                ip.addr(),
-                BanEntry {
-                    expires_ns,
-                    reason: 1,
-                    _pad: 0,
-                },
-                0,
-            )
-            .unwrap();
+        let e = |prefix_len| BanEntry {
+            expires_ns,
+            reason: 1,
+            prefix_len,
+        };
+        match ip {
+            Ip::V4(a) => {
+                let mut m: LpmTrie<_, [u8; 4], BanEntry> =
+                    LpmTrie::try_from(self.map(names::BANS_V4)).unwrap();
+                m.insert(&Key::new(32, a), e(32), 0).unwrap();
+            }
+            Ip::V6(a) => {
+                let mut m: LpmTrie<_, [u8; 16], BanEntry> =
+                    LpmTrie::try_from(self.map(names::BANS_V6)).unwrap();
+                m.insert(&Key::new(128, a), e(128), 0).unwrap();
+            }
+        }
     }
 
     fn deny_v4(&mut self, net: [u8; 4], len: u32) {
@@ -768,7 +775,8 @@ fn program_loads_and_maps_are_pinned() {
     tests::require_privileged!();
     let env = Env::new("load");
     for name in [
-        names::BANS,
+        names::BANS_V4,
+        names::BANS_V6,
         names::DENY_V4,
         names::DENY_V6,
         names::SERVICES,
@@ -2279,9 +2287,9 @@ fn pinned_maps_survive_a_reload() {
         pins: Some(pins),
     };
     assert_eq!(env.get_leg(30000), l, "relay leg survives");
-    let bans: HashMap<_, Addr, BanEntry> = env.hash(names::BANS);
+    let bans: LpmTrie<_, [u8; 4], BanEntry> = LpmTrie::try_from(env.map(names::BANS_V4)).unwrap();
     assert!(
-        bans.get(&Addr::from_v4([203, 0, 113, 9]), 0).is_ok(),
+        bans.get(&Key::new(32, [203, 0, 113, 9]), 0).is_ok(),
         "ban survives"
     );
 }

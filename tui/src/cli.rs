@@ -103,7 +103,7 @@ pub enum Command {
     /// Per-service IP firewall: allow lists and static deny CIDRs
     #[command(subcommand)]
     Firewall(Firewall),
-    /// Banned source addresses (IDS)
+    /// Banned prefixes (IDS and staff)
     #[command(subcommand)]
     Bans(Bans),
     /// Calls in progress
@@ -403,8 +403,10 @@ pub enum Bans {
     /// List bans
     #[command(visible_alias = "ls")]
     List,
-    /// Ban an address (stored: it survives a restart)
+    /// Ban an address or a prefix, e.g. 192.0.2.0/24 (stored: it survives a restart)
     Add {
+        /// An address (banned as its host prefix) or a CIDR
+        #[arg(value_name = "ADDR|CIDR")]
         addr: String,
         /// How long, in seconds (absent: permanent, until `bans remove`)
         #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
@@ -413,9 +415,12 @@ pub enum Bans {
         #[arg(long, visible_alias = "note", value_name = "TEXT")]
         reason: Option<String>,
     },
-    /// Lift a ban
+    /// Lift the ban of exactly this prefix (an address alone: its host prefix)
     #[command(visible_alias = "rm")]
-    Remove { addr: String },
+    Remove {
+        #[arg(value_name = "ADDR|CIDR")]
+        addr: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

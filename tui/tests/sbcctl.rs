@@ -294,9 +294,11 @@ fn api() -> Fake {
             ("GET", "/api/bans") => reply(
                 200,
                 json!([
-                    {"addr": "192.0.2.9", "reason": "manual", "remaining_secs": null,
+                    {"prefix": "192.0.2.0/24", "reason": "manual", "by": "staff",
+                     "expires_ms": null, "remaining_secs": null,
                      "expired": false, "note": "fraud", "persistent": true},
-                    {"addr": "198.51.100.3", "reason": "flood", "remaining_secs": 42,
+                    {"prefix": "198.51.100.3/32", "reason": "flood", "by": "ids",
+                     "expires_ms": 1, "remaining_secs": 42,
                      "expired": false, "note": null, "persistent": false}]),
             ),
             ("POST", "/api/staff") => reply(
@@ -691,9 +693,9 @@ fn bans_show_permanent_and_stored() {
     assert_eq!(o.code, 0, "{}", o.err);
     assert_eq!(
         o.out,
-        "ADDRESS       REASON  REMAINING SECS  EXPIRED  STORED  NOTE\n\
-         192.0.2.9     manual  permanent       no       yes     fraud\n\
-         198.51.100.3  flood   42              no       no      -\n"
+        "PREFIX           REASON  BY     REMAINING SECS  EXPIRED  STORED  NOTE\n\
+         192.0.2.0/24     manual  staff  permanent       no       yes     fraud\n\
+         198.51.100.3/32  flood   ids    42              no       no      -\n"
     );
 }
 

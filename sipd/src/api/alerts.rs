@@ -4,6 +4,8 @@
 //!   list) allows every address (`0.0.0.0/0` or `::/0`): Sippy's permissive-firewall warning.
 //! - `admin_without_totp`: an enabled admin has no confirmed TOTP factor.
 //! - `self_signed_certificate`: the API still uses the certificate it made itself.
+//! - `ban_table_full`: the ban table was full within the last hour (bans gave way or were
+//!   refused), or is full now.
 
 use serde::Serialize;
 
@@ -18,6 +20,9 @@ pub struct Alert {
     pub severity: &'static str,
     pub message: String,
 }
+
+/// How long a full ban table stays an alert after the last time it was full.
+const BAN_ALERT_MS: u64 = 3_600_000;
 
 pub fn alerts(s: &ApiState) -> Vec<Alert> {
     let mut out = Vec::new();
@@ -61,6 +66,25 @@ pub fn alerts(s: &ApiState) -> Vec<Alert> {
                 ),
             });
         }
+    }
+    let c = s.firewall().ban_counters();
+    let (held, capacity) = s.firewall().ban_fill();
+    let now = crate::mgmt::unix_ms(std::time::SystemTime::now());
+    if let Some((at, what)) = c
+        .last_full
+        .as_ref()
+        .filter(|(at, _)| now.saturating_sub(*at) < BAN_ALERT_MS)
+    {
+        out.push(Alert {
+            code: "ban_table_full",
+            severity: "critical",
+            message: format!(
+                "the ban table was full {}s ago ({held} bans held, {capacity} per family): {} replaced, {} refused; last: {what}",
+                now.saturating_sub(*at) / 1000,
+                c.replaced,
+                c.refused
+            ),
+        });
     }
     if s.tls.self_signed {
         out.push(Alert {

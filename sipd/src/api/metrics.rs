@@ -11,6 +11,10 @@ pub struct Extra {
     pub self_signed: bool,
     pub cert_reloads: u64,
     pub manual_bans: usize,
+    /// What happened to bans: replaced in a full table, refused, ranges, purged.
+    pub bans: crate::firewall::BanCounters,
+    /// sipd's table: bans held, capacity per family.
+    pub ban_fill: (usize, usize),
 }
 
 struct Out(String);
@@ -179,6 +183,42 @@ const OPERATIONS: &[Simple] = &[
         "gauge",
         "Bans made by operators (stored, applied again at start).",
         |_, x| x.manual_bans as u64,
+    ),
+    (
+        "sbc_bans_capacity",
+        "gauge",
+        "Bans sipd's table holds at most, per family (IPv4, IPv6).",
+        |_, x| x.ban_fill.1 as u64,
+    ),
+    (
+        "sbc_bans_table",
+        "gauge",
+        "Bans in sipd's table now (the data plane holds a copy).",
+        |_, x| x.ban_fill.0 as u64,
+    ),
+    (
+        "sbc_bans_replaced_total",
+        "counter",
+        "Bans that gave way, in a full table, to a newer one (the one expiring soonest goes).",
+        |_, x| x.bans.replaced,
+    ),
+    (
+        "sbc_bans_refused_total",
+        "counter",
+        "New bans not added: the table was full of bans outlasting them.",
+        |_, x| x.bans.refused,
+    ),
+    (
+        "sbc_bans_promoted_total",
+        "counter",
+        "Ranges banned because enough of their addresses offended.",
+        |_, x| x.bans.promoted,
+    ),
+    (
+        "sbc_bans_purged_total",
+        "counter",
+        "Expired bans sipd purged from its table and the data plane.",
+        |_, x| x.bans.purged,
     ),
     (
         "sipd_mgmt_tls_self_signed",

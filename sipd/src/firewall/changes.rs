@@ -2,16 +2,17 @@
 //! its audit entry in one transaction, then applied to the data plane. `sbc.toml`'s own
 //! entries are applied at start and cannot be removed here.
 
-use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
 use ipnet::IpNet;
 use serde::Serialize;
 use serde_json::Value;
 
-use relay_user::{BanInfo, BanReason, Cidr, DataPlaneError, ServiceId};
+use relay_user::{BanReason, Cidr, DataPlaneError, ServiceId};
 
 use super::Firewall;
+use super::bans::{BanView, net, view};
+use super::book::{Ban, By};
 use crate::mgmt::unix_ms;
 use crate::store::{Actor, AuditKind, FwAllow, FwDeny, Id, ManualBan, StoreError, canonical_ip};
 
@@ -284,64 +285,75 @@ impl Firewall {
         Ok(())
     }
 
-    /// A ban an operator made: stored (applied again at start until it expires) and applied.
+    /// A ban an operator made, of any prefix: stored (applied again at start until it
+    /// expires), into the table (making room if it is full) and the data plane.
     pub fn ban_add(
         &self,
         by: &Actor,
-        addr: IpAddr,
+        prefix: Cidr,
         duration: Option<Duration>,
         note: Option<String>,
-    ) -> Changed<(BanInfo, ManualBan)> {
-        if addr == canonical_ip(by.source) {
-            return Err(ChangeError::Conflict("that is your own address".into()));
+    ) -> Changed<BanView> {
+        let me = canonical_ip(by.source);
+        if prefix.contains(me) {
+            return Err(ChangeError::Conflict(format!(
+                "{prefix} contains your own address {me}"
+            )));
         }
         let now = unix_ms(SystemTime::now());
-        let ban = ManualBan {
-            addr,
+        let stored = ManualBan {
+            prefix: net(prefix),
             reason: note.clone(),
             until_ms: duration.map(|d| now + u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             created_ms: now,
         };
+        let ban = Ban {
+            prefix,
+            reason: BanReason::Manual,
+            by: By::Staff,
+            until_ms: stored.until_ms,
+            note: note.clone(),
+        };
         self.store.write(|tx| {
-            let before = tx.manual_ban(addr)?;
+            let before = tx.manual_ban(&stored.prefix)?;
             let kind = if before.is_some() {
                 AuditKind::Update
             } else {
                 AuditKind::Create
             };
-            let after = json(&ban);
-            let target = format!("ban:{addr}");
-            tx.put_manual_ban(&ban)?;
+            let target = format!("ban:{prefix}");
+            tx.put_manual_ban(&stored)?;
             tx.append_audit(&by.audit(
                 kind,
                 target,
                 note.clone(),
                 before.as_ref().and_then(json),
-                after,
+                json(&stored),
             ))?;
             Ok(())
         })?;
-        self.dp
-            .ban_add(addr, duration, BanReason::Manual)
-            .map_err(|e| ChangeError::NotApplied(format!("stored, but not applied: {e}")))?;
-        let info = self.dp.ban_get(addr).ok().flatten().unwrap_or(BanInfo {
-            addr,
-            reason_code: BanReason::Manual as u32,
-            remaining: duration,
-            expired: false,
-        });
-        Ok((info, ban))
+        if !self.insert(ban.clone()) {
+            self.store
+                .write(|tx| tx.remove_manual_ban(&stored.prefix).map(|_| ()))?;
+            return Err(ChangeError::Conflict(format!(
+                "the ban table is full ({} per family) of bans that outlast this one",
+                self.bans_cfg.capacity
+            )));
+        }
+        Ok(view(&ban, now))
     }
 
-    /// Lifts a ban, stored or the IDS's; `before` is what the audit records of it.
-    pub fn ban_remove(&self, by: &Actor, ip: IpAddr, before: Option<Value>) -> Changed<()> {
+    /// Lifts the ban of exactly `prefix`, stored or the IDS's; `before` is what the audit
+    /// records of it.
+    pub fn ban_remove(&self, by: &Actor, prefix: Cidr, before: Option<Value>) -> Changed<()> {
         self.store.write(|tx| {
-            tx.remove_manual_ban(ip)?;
-            let target = format!("ban:{ip}");
+            tx.remove_manual_ban(&net(prefix))?;
+            let target = format!("ban:{prefix}");
             tx.append_audit(&by.audit(AuditKind::Delete, target, None, before.clone(), None))?;
             Ok(())
         })?;
-        self.dp.ban_remove(ip).map_err(|e| {
+        self.ban_state().book.remove(&prefix);
+        self.dp.ban_remove(prefix).map_err(|e| {
             ChangeError::NotApplied(format!(
                 "removed from the store, not from the data plane: {e}"
             ))

@@ -6,12 +6,18 @@
 //! Under XDP the kernel enforces it; on the userspace data plane [`Firewall::admits`] runs
 //! the same check on every SIP message before the core sees it.
 
+mod bans;
+pub mod book;
 pub mod changes;
+pub mod policy;
+
+pub use bans::{BanCounters, BanView, reason_name};
+pub use policy::BansConfig;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use ipnet::IpNet;
@@ -24,7 +30,6 @@ use sipd_core::b2bua::Offence;
 use sipd_core::sip::{Peer, Proto};
 
 use crate::config::{FirewallConfig, GuardConfig};
-use crate::mgmt::unix_ms;
 use crate::store::{Store, canonical_ip};
 
 /// The data plane's protocol for a SIP transport.
@@ -54,16 +59,29 @@ pub struct Firewall {
     mgmt_allow: RwLock<Vec<IpNet>>,
     /// SIP messages the userspace data plane's firewall dropped.
     dropped: AtomicU64,
+    bans_cfg: BansConfig,
+    /// Trusted peers: the IDS never bans a whole range holding one of them.
+    trusted: RwLock<Vec<IpAddr>>,
+    /// The authoritative table of bans (the data plane holds a copy).
+    bans: Mutex<bans::BanState>,
 }
 
 impl Firewall {
-    pub fn new(cfg: &FirewallConfig, store: Arc<Store>, dp: Arc<DataPlane>) -> Firewall {
+    pub fn new(
+        cfg: &FirewallConfig,
+        bans: &BansConfig,
+        store: Arc<Store>,
+        dp: Arc<DataPlane>,
+    ) -> Firewall {
         let fw = Firewall {
             dp,
             store,
             cfg: cfg.clone(),
             mgmt_allow: RwLock::new(Vec::new()),
             dropped: AtomicU64::new(0),
+            bans_cfg: bans.clone(),
+            trusted: RwLock::new(Vec::new()),
+            bans: Mutex::new(bans::BanState::new(bans)),
         };
         fw.refresh_mgmt_allow();
         fw
@@ -141,6 +159,10 @@ impl Firewall {
         if !hosts.is_empty() {
             info!(peers = ?hosts, "trusted peers (upstreams, single-host IP-auth rules) skip the per-source SIP guard");
         }
+        self.trusted
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(hosts.iter().map(|ip| canonical_ip(*ip)));
     }
 
     /// The userspace data plane's firewall for one SIP message (XDP has dropped what it
@@ -166,14 +188,6 @@ impl Firewall {
     /// SIP messages the userspace firewall dropped since start.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
-    }
-
-    /// A ban the IDS decided on.
-    pub fn ban(&self, ip: IpAddr, duration: Duration, offence: Offence) {
-        warn!(%ip, ?duration, ?offence, "banning source");
-        if let Err(e) = self.dp.ban_add(ip, Some(duration), ban_reason(offence)) {
-            error!(%ip, error = %e, "ban not applied");
-        }
     }
 
     /// Whether a management API connection from `peer` may start its TLS handshake.
@@ -222,8 +236,7 @@ impl Firewall {
         }
     }
 
-    /// The stored allow and deny entries and the manual bans, into the data plane; expired
-    /// bans are dropped from the store.
+    /// The stored allow and deny entries, into the data plane, then the bans (`load_bans`).
     fn reapply_stored(&self) {
         let (dp, store) = (&self.dp, &self.store);
         let mut services = Vec::new();
@@ -250,39 +263,12 @@ impl Firewall {
                 Err(e) => error!(cidr = %d.cidr, error = %e, "stored deny entry not applied"),
             }
         }
-        let now = unix_ms(SystemTime::now());
-        let mut expired = Vec::new();
-        for b in store.manual_bans().into_iter().flatten() {
-            let left = match b.until_ms {
-                None => None,
-                Some(u) if u > now => Some(Duration::from_millis(u - now)),
-                Some(_) => {
-                    expired.push(b.addr);
-                    continue;
-                }
-            };
-            match dp.ban_add(b.addr, left, BanReason::Manual) {
-                Ok(()) => n += 1,
-                Err(e) => error!(addr = %b.addr, error = %e, "stored ban not applied"),
-            }
-        }
-        if !expired.is_empty() {
-            // Expiry is not a change anyone made: no audit entry.
-            let r = store.write(|tx| {
-                for a in &expired {
-                    tx.remove_manual_ban(*a)?;
-                }
-                Ok(())
-            });
-            if let Err(e) = r {
-                warn!(error = %e, "expired bans not removed from the store");
-            }
-        }
         if n > 0 {
             info!(
                 entries = n,
-                "firewall entries and bans from the management API applied"
+                "firewall entries from the management API applied"
             );
         }
+        self.load_bans();
     }
 }

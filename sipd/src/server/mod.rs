@@ -40,6 +40,21 @@ pub async fn run(cfg: Config) -> Result<()> {
     Appliance::start(cfg).await?.serve().await
 }
 
+/// sipd purges expired bans itself, from its table, the store and the data plane: the kernel
+/// ignores them, but they hold room in a bounded table, and `relayd` may not be running.
+fn purge_bans(firewall: Arc<Firewall>, every_secs: u64) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(every_secs.max(1)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let fw = firewall.clone();
+            // Store writes and map syscalls: off the runtime's worker.
+            let _ = tokio::task::spawn_blocking(move || fw.purge_expired()).await;
+        }
+    });
+}
+
 /// Everything the event loop feeds and drains.
 struct Appliance {
     store: Arc<Store>,
@@ -75,9 +90,15 @@ impl Appliance {
         let (plane, media) = startup::start_media(&cfg)?;
         let dp = plane.dataplane().clone();
         let (transports, events, locals, sip_ports) = startup::bind_sip(&cfg, nofile).await?;
-        let firewall = Arc::new(Firewall::new(&cfg.firewall, store.clone(), dp.clone()));
+        let firewall = Arc::new(Firewall::new(
+            &cfg.firewall,
+            &cfg.bans,
+            store.clone(),
+            dp.clone(),
+        ));
         firewall.program_sip(&cfg.guard, &sip_ports)?;
         transports.set_tcp_guard(startup::tcp_guard(&cfg, &dp));
+        purge_bans(firewall.clone(), cfg.bans.purge_interval_secs);
         let (resolver, answers) = Resolver::from_system();
         let names = startup::trust_peers(&firewall, &records, &resolver).await;
 

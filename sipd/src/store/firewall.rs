@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     Account, AuthRule, Connection, Id, Record, Store, StoreError, T, Tariff, Tx, TxResult, abort,
+    decode,
 };
 
 const ALLOW: &[u8] = b"allow/";
@@ -49,7 +50,9 @@ impl Record for FwDeny {
 /// A ban an operator made; `until_ms` `None` is permanent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ManualBan {
-    pub addr: IpAddr,
+    /// What is banned: a host (/32, /128) or a range. Version 1 stored one address (`addr`);
+    /// it reads as its host prefix.
+    pub prefix: IpNet,
     #[serde(default)]
     pub reason: Option<String>,
     #[serde(default)]
@@ -59,7 +62,25 @@ pub struct ManualBan {
 
 impl Record for ManualBan {
     const KIND: &'static str = "ban";
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
+
+    fn upgrade(from: u32, mut body: serde_json::Value) -> Result<serde_json::Value, String> {
+        if from != 1 {
+            return Err(format!("no upgrade from version {from}"));
+        }
+        let obj = body
+            .as_object_mut()
+            .ok_or_else(|| "not an object".to_string())?;
+        let addr = obj
+            .remove("addr")
+            .ok_or_else(|| "version 1 ban without addr".to_string())?;
+        let ip: IpAddr = serde_json::from_value(addr).map_err(|e| e.to_string())?;
+        obj.insert(
+            "prefix".into(),
+            serde_json::to_value(IpNet::from(ip)).map_err(|e| e.to_string())?,
+        );
+        Ok(body)
+    }
 }
 
 fn allow_key(service: &str, cidr: &IpNet) -> Vec<u8> {
@@ -76,8 +97,8 @@ fn deny_key(id: Id) -> Vec<u8> {
     [DENY, &id.to_be_bytes()[..]].concat()
 }
 
-fn ban_key(addr: IpAddr) -> Vec<u8> {
-    [BAN, addr.to_string().as_bytes()].concat()
+fn ban_key(prefix: &IpNet) -> Vec<u8> {
+    [BAN, prefix.trunc().to_string().as_bytes()].concat()
 }
 
 fn rule_key(account_id: Id, name: &str) -> Vec<u8> {
@@ -118,16 +139,16 @@ impl Tx<'_> {
         Ok(old)
     }
 
-    pub fn manual_ban(&self, addr: IpAddr) -> TxResult<Option<ManualBan>> {
-        self.get(T::Firewall, &ban_key(addr))
+    pub fn manual_ban(&self, prefix: &IpNet) -> TxResult<Option<ManualBan>> {
+        self.get(T::Firewall, &ban_key(prefix))
     }
 
     pub fn put_manual_ban(&self, b: &ManualBan) -> TxResult<()> {
-        self.put(T::Firewall, &ban_key(b.addr), b)
+        self.put(T::Firewall, &ban_key(&b.prefix), b)
     }
 
-    pub fn remove_manual_ban(&self, addr: IpAddr) -> TxResult<Option<ManualBan>> {
-        let k = ban_key(addr);
+    pub fn remove_manual_ban(&self, prefix: &IpNet) -> TxResult<Option<ManualBan>> {
+        let k = ban_key(prefix);
         let old = self.get(T::Firewall, &k)?;
         self.tree(T::Firewall).remove(k)?;
         Ok(old)
@@ -197,6 +218,32 @@ impl Store {
 
     pub fn manual_bans(&self) -> Vec<Result<ManualBan, StoreError>> {
         self.scan(T::Firewall, BAN)
+    }
+
+    /// Bans stored by a build whose bans were single addresses sit under `ban/<addr>`; each
+    /// moves to its prefix's key (`ban/<addr>/32`), its record read through the version-1
+    /// upgrade, in one transaction with the removal of the old key, so none is lost or kept
+    /// twice. A record that cannot be read stays where it is (and is reported by
+    /// [`Store::manual_bans`]). Returns how many moved.
+    pub fn migrate_ban_keys(&self) -> Result<usize, StoreError> {
+        let old: Vec<(Vec<u8>, ManualBan)> = self
+            .tree(T::Firewall)
+            .scan_prefix(BAN)
+            .filter_map(Result::ok)
+            .filter(|(k, _)| !k[BAN.len()..].contains(&b'/'))
+            .filter_map(|(k, v)| Some((k.to_vec(), decode(&k, &v).ok()?)))
+            .collect();
+        if old.is_empty() {
+            return Ok(0);
+        }
+        self.write(|tx| {
+            for (k, b) in &old {
+                tx.put_manual_ban(b)?;
+                tx.tree(T::Firewall).remove(k.as_slice())?;
+            }
+            Ok(())
+        })?;
+        Ok(old.len())
     }
 
     /// The rule with this id, wherever it is.

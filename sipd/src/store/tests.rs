@@ -349,3 +349,40 @@ fn settled_calls_debit_and_record_in_one_batch() {
         .collect();
     assert_eq!(ids, ["c1", "c2", "c3"]);
 }
+
+#[test]
+fn address_bans_of_the_old_layout_become_host_prefixes_and_none_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    // As the build with single-address bans wrote them: key `ban/<addr>`, version 1.
+    let tree = s.tree(T::Firewall);
+    tree.insert(
+        b"ban/192.0.2.1",
+        br#"{"v":1,"d":{"addr":"192.0.2.1","reason":"pbx scan","until_ms":null,"created_ms":5}}"#
+            .as_slice(),
+    )
+    .unwrap();
+    tree.insert(
+        b"ban/2001:db8::7",
+        br#"{"v":1,"d":{"addr":"2001:db8::7","until_ms":99,"created_ms":6}}"#.as_slice(),
+    )
+    .unwrap();
+    // Readable before the keys move (the record upgrade alone).
+    assert_eq!(s.manual_bans().into_iter().flatten().count(), 2);
+    assert_eq!(s.migrate_ban_keys().unwrap(), 2);
+    assert_eq!(s.migrate_ban_keys().unwrap(), 0, "idempotent");
+    let bans: Vec<ManualBan> = s.manual_bans().into_iter().map(Result::unwrap).collect();
+    let v4: ipnet::IpNet = "192.0.2.1/32".parse().unwrap();
+    let v6: ipnet::IpNet = "2001:db8::7/128".parse().unwrap();
+    assert_eq!(bans.len(), 2);
+    let b4 = bans.iter().find(|b| b.prefix == v4).unwrap();
+    assert_eq!(
+        (b4.reason.as_deref(), b4.until_ms),
+        (Some("pbx scan"), None)
+    );
+    let b6 = bans.iter().find(|b| b.prefix == v6).unwrap();
+    assert_eq!((b6.until_ms, b6.created_ms), (Some(99), 6));
+    assert!(tree.get(b"ban/192.0.2.1").unwrap().is_none());
+    let got = s.write(|tx| tx.manual_ban(&v4)).unwrap();
+    assert_eq!(got.as_ref(), Some(b4));
+}

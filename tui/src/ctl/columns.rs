@@ -59,8 +59,9 @@ pub(super) const FIREWALL_DENY_COLS: &[Col] = &[
     col("ORIGIN", "origin"),
 ];
 pub(super) const BAN_COLS: &[Col] = &[
-    col("ADDRESS", "addr"),
+    col("PREFIX", "prefix"),
     col("REASON", "reason"),
+    col("BY", "by"),
     or_null("REMAINING SECS", "remaining_secs", "permanent"),
     col("EXPIRED", "expired"),
     col("STORED", "persistent"),

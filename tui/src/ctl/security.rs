@@ -11,7 +11,7 @@ use super::columns::{
 use super::operations::num_param;
 use super::output::created;
 use super::records::{Coll, Crud, set, set_enabled};
-use super::validation::{check_cidr, check_cidrs, check_ip, time_param};
+use super::validation::{check_cidr, check_cidrs, time_param};
 use crate::api::{Client, Error, Method, encode};
 use crate::cli::{Audit, Bans, Enabled, Firewall, Staff};
 use crate::table::Table;
@@ -122,7 +122,7 @@ impl Ctx<'_, '_> {
                 duration,
                 reason,
             } => {
-                let addr = check_ip("address", &addr)?;
+                let addr = check_cidr("address or prefix", &addr)?;
                 let mut body = json!({"addr": addr});
                 if let Some(d) = duration {
                     body["duration_secs"] = d.into();
@@ -134,7 +134,7 @@ impl Ctx<'_, '_> {
                 self.done(&v, &format!("banned {addr}"))
             }
             Bans::Remove { addr } => {
-                let addr = check_ip("address", &addr)?;
+                let addr = check_cidr("address or prefix", &addr)?;
                 let v = c.json(
                     Method::Delete,
                     &format!("/api/bans/{}", encode(&addr)),

@@ -52,13 +52,6 @@ pub(super) fn check_cidrs(list: &[String]) -> Result<Vec<String>, Error> {
         .collect()
 }
 
-pub(super) fn check_ip(what: &str, s: &str) -> Result<String, Error> {
-    s.trim()
-        .parse::<IpAddr>()
-        .map(|a| a.to_string())
-        .map_err(|_| Error::Usage(format!("{what}: {s:?} is not an IP address")))
-}
-
 pub(super) fn check_host_port(flag: &str, s: &str) -> Result<(), Error> {
     let ok = s
         .rsplit_once(':')

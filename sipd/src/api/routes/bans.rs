@@ -1,81 +1,56 @@
-//! Bans (R list, O add/remove). The IDS's own bans live only in the data plane (pinned
-//! maps survive a restart with XDP); bans made here are also stored and applied again at
-//! start until they expire.
+//! Bans (R list, O add/remove), of prefixes: the IDS bans an offender as its /32 (IPv4) or /64
+//! (IPv6) by default and a range once enough of it offended; operators ban any prefix. The
+//! list is sipd's own table (bounded; see `firewall::book`); operators' bans are also stored
+//! and applied again at start until they expire.
 
-use std::net::IpAddr;
 use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Path, State as Extract};
 use axum::http::StatusCode;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::json;
 use crate::api::error::{ApiError, ApiResult, JsonBody};
 use crate::api::{Caller, State, blocking};
+use crate::firewall::BanView;
 use crate::mgmt::Action;
-use crate::store::ManualBan;
-use relay_user::{BanInfo, BanReason};
+use relay_user::Cidr;
 
 /// Ten years: "permanent" is `duration_secs: null`.
 const MAX_BAN_SECS: u64 = 10 * 365 * 86_400;
 
-pub fn reason_name(code: u32) -> &'static str {
-    match BanReason::from_u32(code) {
-        Some(BanReason::Manual) => "manual",
-        Some(BanReason::Flood) => "flood",
-        Some(BanReason::Scanner) => "scanner",
-        Some(BanReason::BruteForce) => "brute-force",
-        Some(BanReason::Enumeration) => "enumeration",
-        None => "unknown",
+/// A prefix as an operator writes it: an address (its host prefix) or a CIDR without host
+/// bits set.
+fn parse_prefix(field: &str, s: &str) -> Result<Cidr, ApiError> {
+    let s = s.trim();
+    let c: Cidr = s
+        .parse()
+        .map_err(|e| ApiError::invalid(field, format!("{s:?} is not an address or prefix: {e}")))?;
+    if let Some((a, _)) = s.split_once('/') {
+        let addr: std::net::IpAddr = a
+            .parse()
+            .map_err(|_| ApiError::invalid(field, format!("{s:?} is not a prefix")))?;
+        if Cidr::host(addr).addr() != c.addr() {
+            return Err(ApiError::invalid(
+                field,
+                format!("{s} has host bits set; did you mean {c}?"),
+            ));
+        }
     }
-}
-
-#[derive(Debug, Serialize)]
-pub struct BanView {
-    pub addr: IpAddr,
-    /// Why: `manual`, `flood`, `scanner`, `brute-force`, `enumeration`.
-    pub reason: &'static str,
-    /// `null`: permanent.
-    pub remaining_secs: Option<u64>,
-    pub expired: bool,
-    /// The operator's note, for bans made through the API.
-    pub note: Option<String>,
-    /// Stored, so applied again after a restart.
-    pub persistent: bool,
-}
-
-fn view(b: &BanInfo, stored: Option<&ManualBan>) -> BanView {
-    BanView {
-        addr: b.addr,
-        reason: reason_name(b.reason_code),
-        remaining_secs: b.remaining.map(|d| d.as_secs()),
-        expired: b.expired,
-        note: stored.and_then(|s| s.reason.clone()),
-        persistent: stored.is_some(),
-    }
+    Ok(c)
 }
 
 pub async fn list(c: Caller, Extract(st): Extract<State>) -> ApiResult<Json<Vec<BanView>>> {
     c.permit(Action::View)?;
-    blocking(&st, |s| {
-        let stored: Vec<ManualBan> = s.store().manual_bans().into_iter().flatten().collect();
-        let bans = s
-            .dp()
-            .ban_list()
-            .map_err(|e| ApiError::internal(e.to_string()))?;
-        Ok(Json(
-            bans.iter()
-                .map(|b| view(b, stored.iter().find(|m| m.addr == b.addr)))
-                .collect(),
-        ))
-    })
-    .await
+    blocking(&st, |s| Ok(Json(s.firewall().ban_views()))).await
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BanIn {
+    /// An address or a prefix (`prefix` is the same field under its new name).
+    #[serde(alias = "prefix")]
     pub addr: String,
     #[serde(default)]
     pub duration_secs: Option<u64>,
@@ -89,12 +64,7 @@ pub async fn add(
     JsonBody(b): JsonBody<BanIn>,
 ) -> ApiResult<(StatusCode, Json<BanView>)> {
     c.permit(Action::Operate)?;
-    let addr: IpAddr = b
-        .addr
-        .trim()
-        .parse()
-        .map_err(|_| ApiError::invalid("addr", format!("{:?} is not an IP address", b.addr)))?;
-    let addr = crate::store::canonical_ip(addr);
+    let prefix = parse_prefix("addr", &b.addr)?;
     if let Some(d) = b.duration_secs
         && !(1..=MAX_BAN_SECS).contains(&d)
     {
@@ -114,43 +84,45 @@ pub async fn add(
     let by = c.actor();
     blocking(&st, move |s| {
         let duration = b.duration_secs.map(Duration::from_secs);
-        let (info, ban) = s.firewall().ban_add(&by, addr, duration, b.reason)?;
-        Ok((StatusCode::CREATED, Json(view(&info, Some(&ban)))))
+        let v = s.firewall().ban_add(&by, prefix, duration, b.reason)?;
+        Ok((StatusCode::CREATED, Json(v)))
     })
     .await
 }
 
+/// `DELETE /api/bans/{prefix}`, the prefix URL-encoded (`192.0.2.0%2F24`); an address alone
+/// is its host prefix.
 pub async fn remove(
     c: Caller,
     Extract(st): Extract<State>,
     Path(addr): Path<String>,
 ) -> ApiResult<StatusCode> {
     c.permit(Action::Operate)?;
-    let ip: IpAddr = addr
+    let prefix: Cidr = addr
         .parse()
-        .map_err(|_| ApiError::not_found(format!("{addr:?} is not an IP address")))?;
-    let ip = crate::store::canonical_ip(ip);
+        .map_err(|_| ApiError::not_found(format!("{addr:?} is not an address or prefix")))?;
     let by = c.actor();
     blocking(&st, move |s| {
-        let live = s
+        let live = s.firewall().ban_view(prefix);
+        let kernel = s
             .dp()
-            .ban_get(ip)
+            .ban_get(prefix)
             .map_err(|e| ApiError::internal(e.to_string()))?;
         let stored = s
             .store()
             .manual_bans()
             .into_iter()
             .flatten()
-            .find(|b| b.addr == ip);
-        if live.is_none() && stored.is_none() {
-            return Err(ApiError::not_found(format!("{ip} is not banned")));
+            .find(|b| Cidr::from(b.prefix) == prefix);
+        if live.is_none() && kernel.is_none() && stored.is_none() {
+            return Err(ApiError::not_found(format!("{prefix} is not banned")));
         }
         let before = match (&stored, &live) {
             (Some(m), _) => json(m),
-            (None, Some(l)) => json(&view(l, None)),
+            (None, Some(l)) => json(l),
             (None, None) => None,
         };
-        s.firewall().ban_remove(&by, ip, before)?;
+        s.firewall().ban_remove(&by, prefix, before)?;
         Ok(StatusCode::NO_CONTENT)
     })
     .await

@@ -47,6 +47,8 @@ pub async fn metrics(_: MetricsAccess, Extract(st): Extract<State>) -> ApiResult
             self_signed: s.tls.self_signed,
             cert_reloads: s.tls.reloads.load(std::sync::atomic::Ordering::Relaxed),
             manual_bans: s.store().manual_bans().len(),
+            bans: s.firewall().ban_counters(),
+            ban_fill: s.firewall().ban_fill(),
         })
     })
     .await?;

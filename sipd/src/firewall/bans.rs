@@ -1,0 +1,384 @@
+//! Bans: the IDS's (an offender as its prefix, a range once enough of it offended), the
+//! operators' (stored, see [`super::changes`]), all in sipd's bounded [`Book`], copied into the
+//! data plane, and purged by sipd when they expire (whether or not `relayd` runs).
+
+use std::sync::MutexGuard;
+use std::time::{Duration, Instant, SystemTime};
+
+use ipnet::IpNet;
+use serde::Serialize;
+use tracing::{error, info, warn};
+
+use relay_user::{BanInfo, BanReason, Cidr};
+
+use super::Firewall;
+use super::book::{Ban, Book, By, Inserted};
+use super::policy::Promoter;
+use crate::mgmt::unix_ms;
+
+/// The table and what decides ranges, behind one lock.
+#[derive(Debug)]
+pub(super) struct BanState {
+    pub(super) book: Book,
+    promoter: Promoter,
+    counters: BanCounters,
+    /// Purges run, for spacing the data plane's full sweeps.
+    purges: u64,
+}
+
+/// The data plane is swept for expired bans sipd has no record of once in this many purges
+/// (its own expired bans leave at every purge, by key).
+const STRAY_SWEEP_EVERY: u64 = 60;
+
+impl BanState {
+    pub(super) fn new(cfg: &super::policy::BansConfig) -> BanState {
+        BanState {
+            book: Book::new(cfg.capacity as usize),
+            promoter: Promoter::new(cfg),
+            counters: BanCounters::default(),
+            purges: 0,
+        }
+    }
+}
+
+/// What happened to bans since start, for `/metrics` and the alerts.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct BanCounters {
+    /// Bans that gave way to a newer one in a full table (the soonest-expiring).
+    pub replaced: u64,
+    /// New bans not added because every ban in the full table outlasts them.
+    pub refused: u64,
+    /// Ranges banned because enough of their addresses offended.
+    pub promoted: u64,
+    /// Expired bans sipd purged from its table and the data plane.
+    pub purged: u64,
+    /// Unix ms and a description of the last time the table was full.
+    pub last_full: Option<(u64, String)>,
+}
+
+/// A ban as the API lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct BanView {
+    /// The banned prefix (`192.0.2.7/32`, `2001:db8:1:2::/64`, `198.51.100.0/24`).
+    pub prefix: String,
+    /// Why: `manual`, `flood`, `scanner`, `brute-force`, `enumeration`.
+    pub reason: &'static str,
+    /// `ids` or `staff`.
+    pub by: By,
+    /// Unix ms; `null`: permanent.
+    pub expires_ms: Option<u64>,
+    /// `null`: permanent.
+    pub remaining_secs: Option<u64>,
+    pub expired: bool,
+    /// The operator's note.
+    pub note: Option<String>,
+    /// Stored, so applied again after a restart (operators' bans).
+    pub persistent: bool,
+}
+
+pub fn reason_name(r: BanReason) -> &'static str {
+    match r {
+        BanReason::Manual => "manual",
+        BanReason::Flood => "flood",
+        BanReason::Scanner => "scanner",
+        BanReason::BruteForce => "brute-force",
+        BanReason::Enumeration => "enumeration",
+    }
+}
+
+pub(super) fn view(b: &Ban, now_ms: u64) -> BanView {
+    BanView {
+        prefix: b.prefix.to_string(),
+        reason: reason_name(b.reason),
+        by: b.by,
+        expires_ms: b.until_ms,
+        remaining_secs: b.until_ms.map(|u| u.saturating_sub(now_ms).div_ceil(1000)),
+        expired: b.expired(now_ms),
+        note: b.note.clone(),
+        persistent: b.by == By::Staff,
+    }
+}
+
+pub(super) fn net(c: Cidr) -> IpNet {
+    IpNet::new(c.addr(), c.prefix_len()).unwrap_or_else(|_| IpNet::from(c.addr()))
+}
+
+fn now_ms() -> u64 {
+    unix_ms(SystemTime::now())
+}
+
+fn until(now_ms: u64, d: Duration) -> u64 {
+    now_ms.saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl Firewall {
+    pub(super) fn ban_state(&self) -> MutexGuard<'_, BanState> {
+        self.bans.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A ban the IDS decided on: the offender's prefix, and its range when this offender made
+    /// enough of them. An operator's ban of the same prefix is left as it is.
+    pub fn ban(&self, ip: std::net::IpAddr, duration: Duration, offence: super::Offence) {
+        let prefix = self.bans_cfg.offender(ip);
+        let reason = super::ban_reason(offence);
+        let now = now_ms();
+        let mut end = until(now, duration);
+        let range = {
+            let mut st = self.ban_state();
+            match st.book.get(&prefix) {
+                Some(b) if b.by == By::Staff => return,
+                // A repeat offence never shortens a ban.
+                Some(b) => end = end.max(b.until_ms.unwrap_or(u64::MAX)),
+                None => {}
+            }
+            st.promoter.offend(prefix, Instant::now())
+        };
+        warn!(%ip, %prefix, ?duration, ?offence, "banning source");
+        self.insert(Ban {
+            prefix,
+            reason,
+            by: By::Ids,
+            until_ms: Some(end),
+            note: None,
+        });
+        if let Some(range) = range {
+            self.ban_range(range, end, reason);
+        }
+    }
+
+    /// Enough offenders inside `range`: the range is banned, and the IDS's bans inside it
+    /// that end no later go (the range holds them; their room is free again).
+    fn ban_range(&self, range: Cidr, end: u64, reason: BanReason) {
+        let trusted = self.trusted.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(peer) = trusted.iter().find(|ip| range.contains(**ip)) {
+            warn!(%range, %peer, "enough of this range offended, but it holds a trusted peer: its offenders stay banned one by one");
+            return;
+        }
+        drop(trusted);
+        warn!(%range, "banning a whole range: enough of its addresses offended");
+        if !self.insert(Ban {
+            prefix: range,
+            reason,
+            by: By::Ids,
+            until_ms: Some(end),
+            note: None,
+        }) {
+            return;
+        }
+        let covered: Vec<Ban> = {
+            let mut st = self.ban_state();
+            st.counters.promoted += 1;
+            let inside: Vec<Cidr> = st
+                .book
+                .covered_by(&range, Some(end))
+                .into_iter()
+                .filter(|c| st.book.get(c).is_some_and(|b| b.by == By::Ids))
+                .collect();
+            inside.iter().filter_map(|c| st.book.remove(c)).collect()
+        };
+        for b in covered {
+            self.dp_remove(b.prefix);
+        }
+    }
+
+    /// Into the book and the data plane, making room as the book says. Whether it went in.
+    pub(super) fn insert(&self, ban: Ban) -> bool {
+        let prefix = ban.prefix;
+        let r = self.ban_state().book.insert(ban.clone());
+        match r {
+            Inserted::Fits => {}
+            Inserted::Replaced(old) => self.gave_way(old, &ban),
+            Inserted::Refused => {
+                let mut st = self.ban_state();
+                st.counters.refused += 1;
+                let what = format!(
+                    "{prefix} not banned: the table is full ({} per family) of bans that outlast it",
+                    st.book.capacity()
+                );
+                error!(%prefix, capacity = st.book.capacity(), "BAN TABLE FULL: ban not added, every ban there outlasts it");
+                st.counters.last_full = Some((now_ms(), what));
+                return false;
+            }
+        }
+        self.dp_apply(&ban);
+        true
+    }
+
+    fn gave_way(&self, old: Ban, new: &Ban) {
+        {
+            let mut st = self.ban_state();
+            st.counters.replaced += 1;
+            let what = format!(
+                "{} gave way to {} (the table holds {} per family)",
+                old.prefix,
+                new.prefix,
+                st.book.capacity()
+            );
+            st.counters.last_full = Some((now_ms(), what));
+            error!(replaced = %old.prefix, by = %new.prefix, capacity = st.book.capacity(), "BAN TABLE FULL: the ban expiring soonest gave way");
+        }
+        self.dp_remove(old.prefix);
+        if old.by == By::Staff {
+            self.unstore(&[old.prefix]);
+        }
+    }
+
+    pub(super) fn dp_apply(&self, b: &Ban) {
+        let now = now_ms();
+        let left = b
+            .until_ms
+            .map(|u| Duration::from_millis(u.saturating_sub(now).max(1)));
+        if let Err(e) = self.dp.ban_add(b.prefix, left, b.reason) {
+            error!(prefix = %b.prefix, error = %e, "ban not applied to the data plane");
+        }
+    }
+
+    pub(super) fn dp_remove(&self, prefix: Cidr) {
+        if let Err(e) = self.dp.ban_remove(prefix) {
+            error!(%prefix, error = %e, "ban not removed from the data plane");
+        }
+    }
+
+    /// Operators' bans leave the store once they have expired or gave way (no one changed
+    /// them: no audit entry).
+    fn unstore(&self, prefixes: &[Cidr]) {
+        let r = self.store.write(|tx| {
+            for p in prefixes {
+                tx.remove_manual_ban(&net(*p))?;
+            }
+            Ok(())
+        });
+        if let Err(e) = r {
+            warn!(error = %e, "expired bans not removed from the store");
+        }
+    }
+
+    /// Expired bans out of the book, the data plane and the store. Run periodically by sipd
+    /// itself, so nothing depends on `relayd` sweeping the kernel's tries.
+    pub fn purge_expired(&self) -> usize {
+        let expired = self.ban_state().book.take_expired(now_ms());
+        for b in &expired {
+            self.dp_remove(b.prefix);
+        }
+        let stored: Vec<Cidr> = expired
+            .iter()
+            .filter(|b| b.by == By::Staff)
+            .map(|b| b.prefix)
+            .collect();
+        if !stored.is_empty() {
+            self.unstore(&stored);
+        }
+        // Whatever else the data plane holds that has run out (it ignores such entries): a
+        // walk of the whole trie, so only every STRAY_SWEEP_EVERY-th purge.
+        let sweep = {
+            let mut st = self.ban_state();
+            st.purges += 1;
+            st.purges % STRAY_SWEEP_EVERY == 1
+        };
+        let strays = if sweep {
+            self.dp.ban_purge_expired().unwrap_or(0)
+        } else {
+            0
+        };
+        let n = expired.len() + strays;
+        if n > 0 {
+            self.ban_state().counters.purged += n as u64;
+            info!(purged = n, "expired bans purged");
+        }
+        n
+    }
+
+    /// Every ban, by prefix.
+    pub fn ban_views(&self) -> Vec<BanView> {
+        let now = now_ms();
+        self.ban_state().book.iter().map(|b| view(b, now)).collect()
+    }
+
+    /// The ban of exactly `prefix`.
+    pub fn ban_view(&self, prefix: Cidr) -> Option<BanView> {
+        self.ban_state()
+            .book
+            .get(&prefix)
+            .map(|b| view(b, now_ms()))
+    }
+
+    pub fn ban_counters(&self) -> BanCounters {
+        self.ban_state().counters.clone()
+    }
+
+    /// Bans held now and the capacity per family.
+    pub fn ban_fill(&self) -> (usize, usize) {
+        let st = self.ban_state();
+        (st.book.len(), st.book.capacity())
+    }
+
+    /// At start: the store's bans (moved to prefix keys first, if an older build wrote them),
+    /// then what the data plane kept (the IDS's bans survive a restart in pinned maps), all
+    /// into the book and from there into the data plane; what the book has no room for or
+    /// has expired leaves the data plane.
+    pub(super) fn load_bans(&self) {
+        match self.store.migrate_ban_keys() {
+            Ok(0) => {}
+            Ok(n) => info!(
+                bans = n,
+                "stored address bans moved to their host prefixes (/32, /128)"
+            ),
+            Err(e) => error!(error = %e, "stored bans not migrated to prefixes"),
+        }
+        let now = now_ms();
+        let mut expired = Vec::new();
+        let mut n = 0;
+        for m in self.store.manual_bans().into_iter().flatten() {
+            let prefix = Cidr::from(m.prefix);
+            let b = Ban {
+                prefix,
+                reason: BanReason::Manual,
+                by: By::Staff,
+                until_ms: m.until_ms,
+                note: m.reason,
+            };
+            if b.expired(now) {
+                expired.push(prefix);
+            } else if self.insert(b) {
+                n += 1;
+            }
+        }
+        if !expired.is_empty() {
+            self.unstore(&expired);
+        }
+        let kept = self.dp.ban_list().unwrap_or_default();
+        for info in &kept {
+            if self.ban_state().book.get(&info.prefix).is_some() {
+                continue;
+            }
+            let adopted = adopt(info, now).is_some_and(|b| self.insert(b));
+            if adopted {
+                n += 1;
+            } else {
+                self.dp_remove(info.prefix);
+            }
+        }
+        if n > 0 {
+            info!(bans = n, "bans from the store and the data plane applied");
+        }
+    }
+}
+
+/// A ban the data plane kept that sipd has no record of (the IDS's, across a restart).
+fn adopt(info: &BanInfo, now: u64) -> Option<Ban> {
+    if info.expired {
+        return None;
+    }
+    let reason = info.reason().unwrap_or(BanReason::Flood);
+    Some(Ban {
+        prefix: info.prefix,
+        reason,
+        by: if reason == BanReason::Manual {
+            By::Staff
+        } else {
+            By::Ids
+        },
+        until_ms: info.remaining.map(|d| until(now, d)),
+        note: None,
+    })
+}
