@@ -599,6 +599,22 @@ impl Env {
         }
     }
 
+    /// Lifts a host ban made by [`Env::ban`], so later fixtures see the source again.
+    fn unban(&mut self, ip: Ip) {
+        match ip {
+            Ip::V4(a) => {
+                let mut m: LpmTrie<_, [u8; 4], BanEntry> =
+                    LpmTrie::try_from(self.map(names::BANS_V4)).unwrap();
+                m.remove(&Key::new(32, a)).unwrap();
+            }
+            Ip::V6(a) => {
+                let mut m: LpmTrie<_, [u8; 16], BanEntry> =
+                    LpmTrie::try_from(self.map(names::BANS_V6)).unwrap();
+                m.remove(&Key::new(128, a)).unwrap();
+            }
+        }
+    }
+
     fn deny_v4(&mut self, net: [u8; 4], len: u32) {
         let mut m: LpmTrie<_, [u8; 4], u32> = LpmTrie::try_from(self.map(names::DENY_V4)).unwrap();
         m.insert(&Key::new(len, net), 7, 0).unwrap();

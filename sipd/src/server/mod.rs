@@ -173,7 +173,10 @@ impl Appliance {
                     }
                 } => {
                     debug!(source = %ev.source, kind = ?ev.kind, suppressed = ev.suppressed, "guard event");
-                    if matches!(ev.kind, Some(GuardEventKind::PacketRate | GuardEventKind::InviteRate)) {
+                    if matches!(
+                        ev.kind,
+                        Some(GuardEventKind::PacketRate | GuardEventKind::InviteRate | GuardEventKind::SynRate)
+                    ) {
                         self.core.on_flood(Instant::now(), ev.source);
                     }
                 }
@@ -217,6 +220,7 @@ impl Appliance {
                 self.core.on_send_failed(now, wall, token);
             }
             Event::Closed { .. } => {}
+            Event::Flooded { source } => self.core.on_flood(now, source),
         }
     }
 

@@ -24,12 +24,29 @@ const MAX_SOURCES: usize = 65_536;
 /// limit is 0 for "the default cap" and [`TRUSTED`] for a source the guard exempts.
 pub type SessionLookup = Arc<dyn Fn(IpAddr) -> Option<(u32, u32)> + Send + Sync>;
 
+/// A rate-limited source is reported to the IDS at most this often, as the kernel guard
+/// samples its UDP drops (`[guard]` event interval): a flood must not flood the IDS too.
+const REPORT_INTERVAL_NS: u64 = 1_000_000_000;
+
 /// What the guard decided about one INVITE.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     Pass,
-    RateLimited,
+    /// Over the INVITE rate. `report`: the first drop from this source in the report
+    /// interval, to be told to the IDS (a flood earns a ban as it does over UDP).
+    RateLimited {
+        report: bool,
+    },
     SessionCap,
+}
+
+/// One source's INVITE bucket and when its flood was last reported.
+#[derive(Debug, Clone, Copy, Default)]
+struct Bucket {
+    /// Theoretical arrival time of the next conforming INVITE, ns since the guard's epoch.
+    tat: u64,
+    /// When a drop was last reported to the IDS (0: never).
+    reported: u64,
 }
 
 /// Per-source INVITE limits over TCP (see the module docs).
@@ -37,8 +54,7 @@ pub struct TcpGuard {
     invites: Gcra,
     max_sessions: u32,
     sessions: SessionLookup,
-    /// Theoretical arrival time of each source's next conforming INVITE, ns since `epoch`.
-    tats: Mutex<HashMap<IpAddr, u64>>,
+    buckets: Mutex<HashMap<IpAddr, Bucket>>,
     epoch: Instant,
 }
 
@@ -56,7 +72,7 @@ impl TcpGuard {
             invites: Gcra::per_second(invites_per_sec, invite_burst),
             max_sessions,
             sessions,
-            tats: Mutex::new(HashMap::new()),
+            buckets: Mutex::new(HashMap::new()),
             epoch: Instant::now(),
         }
     }
@@ -70,10 +86,23 @@ impl TcpGuard {
         }
         let now_ns =
             u64::try_from(now.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX);
-        let mut tats = self.tats.lock().unwrap_or_else(|p| p.into_inner());
-        let tat = tats.get(&ip).copied().unwrap_or(0);
-        let Some(next) = self.invites.check(tat, now_ns) else {
-            return Verdict::RateLimited;
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let bucket = buckets.get(&ip).copied().unwrap_or_default();
+        let Some(next) = self.invites.check(bucket.tat, now_ns) else {
+            let report = bucket.reported == 0
+                || now_ns.saturating_sub(bucket.reported) >= REPORT_INTERVAL_NS;
+            if report {
+                Self::keep(
+                    &mut buckets,
+                    ip,
+                    now_ns,
+                    Bucket {
+                        reported: now_ns,
+                        ..bucket
+                    },
+                );
+            }
+            return Verdict::RateLimited { report };
         };
         let limit = if own_limit != 0 {
             own_limit
@@ -83,18 +112,34 @@ impl TcpGuard {
         if limit != 0 && active >= limit {
             return Verdict::SessionCap;
         }
-        if tats.len() >= MAX_SOURCES && !tats.contains_key(&ip) {
-            tats.retain(|_, t| *t > now_ns);
-            if tats.len() >= MAX_SOURCES
-                && let Some(k) = tats.keys().next().copied()
-            {
-                tats.remove(&k);
-            }
-        }
         if self.invites.is_enabled() {
-            tats.insert(ip, next);
+            Self::keep(
+                &mut buckets,
+                ip,
+                now_ns,
+                Bucket {
+                    tat: next,
+                    ..bucket
+                },
+            );
         }
         Verdict::Pass
+    }
+
+    /// Stores `ip`'s bucket, within [`MAX_SOURCES`]: a bucket that has refilled (and whose
+    /// report is old) is the same as none, so those go first; past that, an arbitrary one.
+    fn keep(buckets: &mut HashMap<IpAddr, Bucket>, ip: IpAddr, now_ns: u64, b: Bucket) {
+        if buckets.len() >= MAX_SOURCES && !buckets.contains_key(&ip) {
+            buckets.retain(|_, b| {
+                b.tat > now_ns || now_ns.saturating_sub(b.reported) < REPORT_INTERVAL_NS
+            });
+            if buckets.len() >= MAX_SOURCES
+                && let Some(k) = buckets.keys().next().copied()
+            {
+                buckets.remove(&k);
+            }
+        }
+        buckets.insert(ip, b);
     }
 }
 
@@ -116,7 +161,7 @@ mod tests {
         for _ in 0..3 {
             assert_eq!(g.check(a, t0), Verdict::Pass);
         }
-        assert_eq!(g.check(a, t0), Verdict::RateLimited);
+        assert_eq!(g.check(a, t0), Verdict::RateLimited { report: true });
         assert_eq!(
             g.check(b, t0),
             Verdict::Pass,
@@ -125,7 +170,17 @@ mod tests {
         assert_eq!(g.check(a, t0 + Duration::from_millis(100)), Verdict::Pass);
         assert_eq!(
             g.check(a, t0 + Duration::from_millis(100)),
-            Verdict::RateLimited
+            Verdict::RateLimited { report: false },
+            "one report per source per interval"
+        );
+        assert_eq!(g.check(a, t0 + Duration::from_secs(1)), Verdict::Pass);
+        for _ in 0..2 {
+            g.check(a, t0 + Duration::from_secs(1));
+        }
+        assert_eq!(
+            g.check(a, t0 + Duration::from_secs(1)),
+            Verdict::RateLimited { report: true },
+            "reported again after the interval"
         );
     }
 

@@ -126,6 +126,9 @@ pub enum Event {
     },
     /// A TCP connection ended (either side, idle, error, or after Malformed).
     Closed { conn: ConnId, remote: SocketAddr },
+    /// `source` went over the per-source INVITE rate over TCP (reported at most once a
+    /// second per source): the IDS counts it as the kernel guard's UDP flood events.
+    Flooded { source: std::net::IpAddr },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -356,14 +356,24 @@ async fn deliver(c: &Conn, framer: &mut Framer, tx: &mpsc::Sender<Queued>) -> (F
                 if let Some(g) = c.shared.guard.get()
                     && relay_common::guard::is_invite(&data)
                 {
-                    let counter = match g.check(c.remote.ip(), Instant::now()) {
-                        Verdict::Pass => None,
-                        Verdict::RateLimited => Some(&counters.tcp_invites_rate_limited),
-                        Verdict::SessionCap => Some(&counters.tcp_invites_session_cap),
+                    let (counter, report) = match g.check(c.remote.ip(), Instant::now()) {
+                        Verdict::Pass => (None, false),
+                        Verdict::RateLimited { report } => {
+                            (Some(&counters.tcp_invites_rate_limited), report)
+                        }
+                        Verdict::SessionCap => (Some(&counters.tcp_invites_session_cap), false),
                     };
                     if let Some(counter) = counter {
                         // Dropped as the kernel drops a UDP INVITE: no answer, no transaction.
                         Counters::inc(counter);
+                        if report {
+                            let ev = Event::Flooded {
+                                source: c.remote.ip(),
+                            };
+                            if !c.shared.emit(ev).await {
+                                return (Flow::CoreGone, messages);
+                            }
+                        }
                         continue;
                     }
                 }

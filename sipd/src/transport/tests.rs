@@ -583,3 +583,21 @@ async fn send_works_from_outside_the_runtime() {
         other => panic!("{other:?}"),
     }
 }
+
+/// INVITEs over the per-source rate are dropped before the core, and the source is reported
+/// to the IDS once per interval (as the kernel guard's sampled UDP events are), not per drop.
+#[tokio::test]
+async fn tcp_invite_flood_is_dropped_and_reported_once() {
+    let (t, mut rx) = bind(false, true, Limits::default()).await;
+    t.set_tcp_guard(TcpGuard::new(1, 1, 0, Arc::new(|_| None)));
+    let c = TcpStream::connect(t.tcp_addrs()[0]).await.unwrap();
+    let invite = "INVITE sip:b@127.0.0.1 SIP/2.0\r\nCall-ID: f\r\nContent-Length: 0\r\n\r\n";
+    write_all(&c, invite.repeat(5).as_bytes()).await;
+    assert!(matches!(next(&mut rx).await, Event::Message(_)));
+    match next(&mut rx).await {
+        Event::Flooded { source } => assert_eq!(source, c.local_addr().unwrap().ip()),
+        other => panic!("expected a flood report, got {other:?}"),
+    }
+    nothing(&mut rx).await;
+    assert_eq!(t.stats().tcp_invites_rate_limited, 4);
+}

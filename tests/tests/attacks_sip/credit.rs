@@ -11,8 +11,8 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use md5::{Digest, Md5};
 use super::sbc::*;
+use md5::{Digest, Md5};
 use serde_json::Value;
 use tests::sip::{self, Msg, RawSip};
 use tests::{require_privileged, require_sipp};

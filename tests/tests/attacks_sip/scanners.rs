@@ -72,7 +72,7 @@ impl Bans {
             .ban_list()
             .expect("ban list")
             .into_iter()
-            .find(|b| b.addr == ip && !b.expired)
+            .find(|b| b.prefix.contains(ip) && !b.expired)
             .map(|b| b.reason())
     }
 

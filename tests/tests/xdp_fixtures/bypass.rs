@@ -216,11 +216,7 @@ fn v4_fragment_fixtures() -> Vec<Fixture> {
             DropBanned,
         )
         .setup(|e| e.ban(Ip::V4(IN4), BanEntry::PERMANENT))
-        .after(|e| {
-            e.hash::<Addr, BanEntry>(names::BANS)
-                .remove(&Addr::from_v4(IN4))
-                .unwrap()
-        }),
+        .after(|e| e.unban(Ip::V4(IN4))),
     ]
 }
 
@@ -454,11 +450,7 @@ fn qinq_fixtures() -> Vec<Fixture> {
             DropBanned,
         )
         .setup(|e| e.ban(Ip::V4(OUT4), BanEntry::PERMANENT))
-        .after(|e| {
-            e.hash::<Addr, BanEntry>(names::BANS)
-                .remove(&Addr::from_v4(OUT4))
-                .unwrap()
-        }),
+        .after(|e| e.unban(Ip::V4(OUT4))),
         fx("QinQ ARP", qinq(arp(None), 0x88a8), XDP_PASS, PassNotIp),
         fx(
             "QinQ: media is left to the stack (no VLAN on the egress lookup)",

@@ -69,6 +69,8 @@ impl<M: Media> Core<M> {
             cli: from.user(),
             cld: "",
             method: &method,
+            // The probe never checks a digest answer: nothing here is billed.
+            request_uri: "",
             user_agent: req.get("User-Agent"),
             authorization: req
                 .get("Authorization")
