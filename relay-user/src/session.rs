@@ -1058,9 +1058,14 @@ mod tests {
         assert_eq!(s2.recover().unwrap(), 1);
         assert_eq!(s2.label(id).as_deref(), Some("recovered"));
 
-        // A record naming a stream the relay did not recover changes nothing.
+        // A record naming a stream the relay did not recover changes nothing. Ports are drawn
+        // at random, so the bogus pair is two of the range's other even ports.
+        let mut others = (41500..=41506)
+            .step_by(2)
+            .filter(|port| ![p.a, p.b].contains(port));
+        let (a, b) = (others.next().unwrap(), others.next().unwrap());
         let bogus = AdoptStream {
-            ports: StreamPorts { a: 41506, b: 41504 },
+            ports: StreamPorts { a, b },
             peer: [None, None],
         };
         assert!(matches!(

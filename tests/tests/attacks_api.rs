@@ -153,9 +153,9 @@ fn start(net: &Net, connections: &str) -> Sbc {
         &Settings {
             management: format!(
                 "listen = \"0.0.0.0:{API_PORT}\"\nmetrics_public = true\n\
-                 [management.connections]\n{connections}\n\
-                 [firewall]\nmanagement_allow = [\"0.0.0.0/0\"]\n"
+                 [management.connections]\n{connections}\n"
             ),
+            firewall: "management_allow = [\"0.0.0.0/0\"]\n".into(),
             ..Settings::default()
         },
     )
