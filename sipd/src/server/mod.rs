@@ -7,6 +7,7 @@
 //! Store writes (CDRs, balance debits) go to a writer thread (`writer.rs`) so a flush never
 //! stalls signalling; names go to the resolver so a slow DNS server never does.
 
+mod ban_audit;
 mod provisioned;
 mod startup;
 mod writer;
@@ -45,6 +46,7 @@ struct Appliance {
     store: Arc<Store>,
     dp: Arc<DataPlane>,
     firewall: Arc<Firewall>,
+    ban_audit: ban_audit::BanAudit,
     transports: Transports,
     events: mpsc::Receiver<Event>,
     core: Core<RelayMedia>,
@@ -100,6 +102,7 @@ impl Appliance {
             "sipd ready"
         );
         Ok(Appliance {
+            ban_audit: ban_audit::BanAudit::new(store.clone(), &cfg.guard),
             guard_events: dp.guard_events(),
             store,
             dp,
@@ -239,7 +242,10 @@ impl Appliance {
                     ip,
                     duration,
                     offence,
-                } => self.firewall.ban(ip, duration, offence),
+                } => {
+                    self.firewall.ban(ip, duration, offence);
+                    self.ban_audit.record(Instant::now(), ip, duration, offence);
+                }
                 Effect::Resolve { host } => self.resolver.ask(host),
             }
         }
