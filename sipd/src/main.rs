@@ -81,6 +81,9 @@ enum Command {
     /// Call detail records.
     #[command(subcommand)]
     Cdrs(CdrsCommand),
+    /// The audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Run the appliance: bring up the data plane (XDP where it attaches, else userspace,
     /// said loudly), the media relay and SIP on the configured addresses, until SIGTERM or
     /// SIGINT (calls in progress are then ended with BYE and their CDRs written). Logs go to
@@ -116,6 +119,18 @@ enum CdrsCommand {
         /// Only CDRs with an id above this (an incremental export)
         #[arg(long, default_value_t = 0)]
         after: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the audit log's hash chain: every entry must carry the hash of the one before
+    /// and the last must match the recorded head. Names the first broken entry; exit status
+    /// 0 when the chain holds, 1 when it does not.
+    Verify {
+        /// Machine-readable output: a JSON object
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -254,8 +269,42 @@ fn run(cmd: Command, config: Option<&Path>) -> Result<ExitCode> {
         Command::Cdrs(CdrsCommand::Export { output, after }) => {
             export_cdrs(&store, output.as_deref(), after)
         }
+        Command::Audit(AuditCommand::Verify { json }) => verify_audit(&store, json),
         Command::Run | Command::Cleanup => unreachable!("handled above"),
     }
+}
+
+fn verify_audit(store: &Store, json: bool) -> Result<ExitCode> {
+    let v = store.verify_audit()?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        let range = match (v.first_id, v.last_id) {
+            (Some(a), Some(b)) => format!("#{a}..=#{b}"),
+            _ => "no entries".into(),
+        };
+        let purged = v
+            .purged_through
+            .map_or(String::new(), |p| format!(", purged through #{p}"));
+        match &v.broken {
+            None => println!(
+                "audit log: chain intact ({} entries, {range}{purged})",
+                v.checked
+            ),
+            Some(b) => eprintln!(
+                "audit log: chain BROKEN at entry #{} ({}): {} ({} entries verified before it)",
+                b.id,
+                serde_json::to_value(b.problem)?.as_str().unwrap_or("?"),
+                b.detail,
+                v.checked
+            ),
+        }
+    }
+    Ok(if v.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn import(store: &Store, file: &Path, secrets: &SipSecrets, dry_run: bool) -> Result<ExitCode> {

@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::{Account, AuthRule, Connection, Id, Store, StoreError, Tariff};
+use crate::store::{
+    Account, AuditKind, AuthRule, Change, Connection, Id, Store, StoreError, System, Tariff,
+};
 use crate::toml_span::{Location, locate};
 pub use sipd_core::records::{AccountSpec, ConnectionSpec, RuleSpec, SipSpec, TariffSpec};
 use sipd_core::records::{FieldErrors, Lookup, RuleOwner, SipSecrets};
@@ -314,8 +316,9 @@ fn plan_rules(
     out
 }
 
-/// Writes a checked plan in one transaction, flushed before returning.
-pub fn apply(plan: &Plan, store: &Store) -> Result<Summary, ProvisionError> {
+/// Writes a checked plan in one transaction, flushed before returning, with its audit entry
+/// (actor `sipd:import`, target `file:<path>`, `after`: what was created and updated).
+pub fn apply(plan: &Plan, store: &Store, file: &Path) -> Result<Summary, ProvisionError> {
     let summary = store.write(|tx| {
         let mut s = Summary::default();
         let mut count = |kind: &'static str, existed: bool| {
@@ -373,6 +376,10 @@ pub fn apply(plan: &Plan, store: &Store) -> Result<Summary, ProvisionError> {
                 })?;
             }
         }
+        let (entry, ()) = Change::new(AuditKind::Import, format!("file:{}", file.display()), ())
+            .after(&s)
+            .entry(&System("import"));
+        tx.append_audit(&entry)?;
         Ok(s)
     })?;
     tracing::info!(%summary, "provisioning imported");
@@ -391,7 +398,7 @@ pub fn import(
     if dry_run {
         return Ok(None);
     }
-    apply(&plan, store).map(Some)
+    apply(&plan, store, path).map(Some)
 }
 
 /// The store's configuration as a provisioning file. Refuses to produce a partial backup:

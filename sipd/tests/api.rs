@@ -729,8 +729,13 @@ fn allowed_hosts_refuse_before_the_password(s: &Sipd) {
 /// admin-only.
 fn roles_limit_what_each_may_do(c: &Ctx) {
     let Ctx {
-        s, viewer, oper, ..
+        s,
+        viewer,
+        oper,
+        admin,
+        ..
     } = c;
+    let mark = s.last_audit_id(admin);
     assert_eq!(s.ok("GET", "/api/accounts", viewer, None), json!([]));
     let r = s.req(
         "POST",
@@ -753,6 +758,35 @@ fn roles_limit_what_each_may_do(c: &Ctx) {
         Some(json!({"cidr": "192.0.2.0/24"})),
     );
     assert_eq!(r.status, 403, "firewall changes are admin-only: {}", r.text);
+
+    // Each refusal is audited: who, from where, what they asked, and why not.
+    let v = s.ok("GET", &format!("/api/audit?after={mark}"), admin, None);
+    let denials: Vec<(String, String)> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "deny")
+        .map(|e| {
+            assert_eq!(e["result"], "failure", "{e:#}");
+            assert!(e["source"].is_string(), "{e:#}");
+            assert!(e["reason"].as_str().unwrap().contains("may not"), "{e:#}");
+            (
+                e["actor"].as_str().unwrap().to_owned(),
+                e["target"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        denials,
+        [
+            ("viewer", "POST /api/tariffs"),
+            ("viewer", "GET /api/audit"),
+            ("oper", "GET /api/staff"),
+            ("oper", "POST /api/firewall/deny"),
+        ]
+        .map(|(a, t)| (a.to_owned(), t.to_owned())),
+        "{v:#}"
+    );
 }
 
 /// Provisioning, one audit entry per change: a tariff by the admin, an account (whose SIP

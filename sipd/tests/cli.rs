@@ -163,3 +163,66 @@ fn cdrs_export_writes_json_lines() {
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 1);
 }
+
+/// `sipd import` is audited, and `sipd audit verify` finds an entry edited in the store behind
+/// sipd's back (the sled tree opened directly), by number, in text and JSON, exit status 1.
+#[test]
+fn audit_verify_names_an_entry_edited_in_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    std::fs::write(p.join("sbc.toml"), "data_dir = \"d\"\n").unwrap();
+    std::fs::write(
+        p.join("prov.toml"),
+        "[[tariff]]\nname = \"t\"\nrate_per_minute = \"0.01\"\n",
+    )
+    .unwrap();
+    for _ in 0..3 {
+        let o = sipd(p, &["import", "prov.toml"]);
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    let o = sipd(p, &["audit", "verify"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("chain intact (3 entries"), "{}", text(&o));
+
+    let store = p.join("d/store");
+    {
+        let s = sipd::store::Store::open(&store).unwrap();
+        let all: Vec<_> = s
+            .audit(&Default::default())
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(all.len(), 3);
+        let e = &all[0].entry;
+        assert_eq!(e.kind, sipd::store::AuditKind::Import);
+        assert_eq!(e.actor.as_deref(), Some("sipd:import"));
+        assert!(e.target.as_deref().unwrap().ends_with("prov.toml"), "{e:?}");
+        assert_eq!(e.after.as_ref().unwrap()["created"]["tariff"], 1);
+        assert_eq!(all[1].entry.after.as_ref().unwrap()["updated"]["tariff"], 1);
+    }
+
+    // Someone with the disk rewrites who did the second import.
+    {
+        let db = sled::open(&store).unwrap();
+        let t = db.open_tree("audit").unwrap();
+        let key = 2u64.to_be_bytes();
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&t.get(key).unwrap().unwrap()).unwrap();
+        v["d"]["actor"] = "nobody".into();
+        t.insert(key, serde_json::to_vec(&v).unwrap()).unwrap();
+        db.flush().unwrap();
+    }
+    let o = sipd(p, &["audit", "verify"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("chain BROKEN at entry #2 (edited)"),
+        "{}",
+        text(&o)
+    );
+    let o = sipd(p, &["audit", "verify", "--json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["broken"]["id"], 2, "{v:#}");
+    assert_eq!(v["broken"]["problem"], "edited", "{v:#}");
+    assert_eq!(v["checked"], 2, "{v:#}");
+}

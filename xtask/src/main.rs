@@ -2,6 +2,7 @@
 
 mod bench;
 mod build;
+mod fuzz;
 mod netns;
 mod run;
 mod setup;
@@ -47,6 +48,15 @@ enum Cmd {
         /// Passed to the benchmark
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+    /// Build the cargo-fuzz targets (fuzz/, nightly) and run one or all, from the seed corpus
+    Fuzz {
+        /// One of: sip_parse, tcp_framing, digest_authorization, call_core, sdp_rewrite,
+        /// ng_decode, api_json (default: all, one after the other)
+        target: Option<String>,
+        /// Seconds per target
+        #[arg(long, default_value_t = 300)]
+        secs: u64,
     },
     /// The tests' caller—relay—callee namespaces, kept standing for experiments
     Netns {
@@ -104,6 +114,7 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Cmd::Fuzz { target, secs } => fuzz::fuzz(target.as_deref(), secs),
         Cmd::Netns { cmd } => match cmd {
             NetnsCmd::Up { gro, no_forwarding } => netns::up(gro, no_forwarding),
             NetnsCmd::Down => netns::down(),

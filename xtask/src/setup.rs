@@ -42,6 +42,8 @@ const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 const BPF_LINKER_MIN: (u64, u64, u64) = (0, 13, 0);
 /// The cargo-deny release whose `deny.toml` format the repository's file follows.
 const CARGO_DENY: &str = "0.20.2";
+/// The cargo-fuzz release `cargo xtask fuzz` drives (nightly, libFuzzer).
+const CARGO_FUZZ: &str = "0.13.1";
 
 /// Something setup could not do, and the command that does it.
 pub struct Problem {
@@ -102,6 +104,7 @@ pub fn setup() -> Outcome {
     services(&mut out, root);
     bpf_linker(&mut out);
     cargo_deny(&mut out);
+    cargo_fuzz(&mut out);
     let verdict = if out.problems.is_empty() {
         "ready"
     } else {
@@ -447,6 +450,36 @@ fn cargo_deny(out: &mut Outcome) {
             "add ~/.cargo/bin (or $CARGO_HOME/bin) to PATH",
         ),
         Err(e) => out.problem(format!("cargo-deny: {e:#}"), util::show(&cmd)),
+    }
+}
+
+/// cargo-fuzz, for `cargo xtask fuzz` and the fuzz smoke in `cargo xtask test`.
+fn cargo_fuzz(out: &mut Outcome) {
+    if let Some(v) = output("cargo", ["fuzz", "--version"])
+        && v.split_whitespace().last() == Some(CARGO_FUZZ)
+    {
+        out.ok(v.trim());
+        return;
+    }
+    println!("  install  cargo-fuzz {CARGO_FUZZ} (compiles from crates.io, takes minutes)");
+    let mut cmd = Command::new("cargo");
+    cmd.args([
+        "install",
+        "cargo-fuzz",
+        "--locked",
+        "--force",
+        "--version",
+        CARGO_FUZZ,
+    ]);
+    match run(&mut cmd) {
+        Ok(()) if output("cargo", ["fuzz", "--version"]).is_some() => {
+            out.did("cargo installed cargo-fuzz".into())
+        }
+        Ok(()) => out.problem(
+            "cargo-fuzz was installed but cargo does not find it",
+            "add ~/.cargo/bin (or $CARGO_HOME/bin) to PATH",
+        ),
+        Err(e) => out.problem(format!("cargo-fuzz: {e:#}"), util::show(&cmd)),
     }
 }
 

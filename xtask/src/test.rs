@@ -1,6 +1,6 @@
-//! `cargo xtask test`: setup, then formatting, lints (host crates and the eBPF crate) and the
-//! whole test suite. Every step runs even when an earlier one fails; the summary says which
-//! failed and the exit status is non-zero if any did.
+//! `cargo xtask test`: setup, then formatting, lints (host crates and the eBPF crate), the
+//! whole test suite and a short run of every fuzz target. Every step runs even when an earlier
+//! one fails; the summary says which failed and the exit status is non-zero if any did.
 
 use std::io::{BufRead as _, BufReader};
 use std::process::{Command, Stdio};
@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
-use crate::{setup, util};
+use crate::{fuzz, setup, util};
 
 struct Step {
     name: &'static str,
@@ -70,6 +70,8 @@ pub fn test() -> anyhow::Result<()> {
         ok,
         took: t.elapsed(),
     });
+
+    steps.push(fuzz_smoke());
 
     println!();
     println!("test summary ({:.0} s):", start.elapsed().as_secs_f64());
@@ -176,6 +178,40 @@ fn checks() -> Vec<Step> {
     ]);
     steps.push(step("cargo doc", &mut doc));
     steps
+}
+
+/// Every fuzz target for [`fuzz::SMOKE_SECS`] from its seeds: a seed that crashes, or a crash
+/// found in seconds, fails the step (about two minutes plus the nightly build).
+fn fuzz_smoke() -> Step {
+    println!("\n==> fuzz smoke ({} s per target)", fuzz::SMOKE_SECS);
+    let t = Instant::now();
+    let ok = match fuzz::build() {
+        Ok(()) => {
+            let mut ok = true;
+            for target in fuzz::TARGETS {
+                match fuzz::run_one(target, fuzz::SMOKE_SECS) {
+                    Ok(s) => println!(
+                        "  ok    {target:22} {} execs, cov {}, ft {}",
+                        s.execs, s.cov, s.ft
+                    ),
+                    Err(e) => {
+                        eprintln!("  FAIL  {e:#}");
+                        ok = false;
+                    }
+                }
+            }
+            ok
+        }
+        Err(e) => {
+            eprintln!("fuzz smoke: {e:#}");
+            false
+        }
+    };
+    Step {
+        name: "fuzz smoke",
+        ok,
+        took: t.elapsed(),
+    }
 }
 
 /// cargo-deny keeps its advisory database under `$CARGO_HOME/advisory-dbs`.

@@ -43,8 +43,8 @@ use relay_user::DataPlane;
 use crate::config::Config;
 use crate::control::Control;
 use crate::firewall::Firewall;
-use crate::mgmt::{Action, Authorized, StaffAuth};
-use crate::store::{Actor, Store};
+use crate::mgmt::{Action, Authorized, AuthzError, StaffAuth};
+use crate::store::{Actor, AuditDraft, AuditKind, AuditResult, Auditor, Store};
 pub use conn::ConnLimits;
 use error::{ApiError, ApiResult};
 
@@ -88,11 +88,54 @@ pub async fn blocking<R: Send + 'static>(
 pub struct Caller {
     pub authz: Authorized,
     pub ip: IpAddr,
+    /// `METHOD /path` of the request, for the audit entry of a refusal.
+    pub request: String,
+    /// Where a refusal is audited.
+    pub state: State,
 }
 
 impl Caller {
+    /// Whether the caller may do `a`; a refusal (403) is audited as a `deny` entry naming the
+    /// user, the source, the request and the reason.
     pub fn permit(&self, a: Action) -> ApiResult<()> {
-        self.authz.permit(a).map_err(ApiError::from)
+        self.authz.permit(a).map_err(|e| {
+            self.audit_denial(a, &e);
+            ApiError::from(e)
+        })
+    }
+
+    /// Appended before the 403 goes out (so it is listed at once) and flushed off the event
+    /// loop (an fsync can take milliseconds). Role refusals only: a setup-only session's
+    /// refusals are its own enrolment steps, not denials.
+    fn audit_denial(&self, a: Action, e: &AuthzError) {
+        if !matches!(e, AuthzError::Forbidden { .. }) {
+            return;
+        }
+        let by = self.actor();
+        let entry = AuditDraft {
+            ts_ms: by.ts_ms(),
+            actor: by.username(),
+            source: by.source(),
+            kind: AuditKind::Deny,
+            target: Some(self.request.clone()),
+            result: AuditResult::Failure,
+            reason: Some(e.to_string()),
+            before: None,
+            after: Some(serde_json::json!({
+                "action": a,
+                "role": self.authz.staff.role,
+            })),
+        };
+        if let Err(err) = self.state.store().append_audit_lazy(&entry) {
+            tracing::error!(error = %err, "audit entry for a refused request not written");
+            return;
+        }
+        let st = self.state.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(err) = st.store().flush_audit() {
+                tracing::error!(error = %err, "audit log not flushed");
+            }
+        });
     }
 
     pub fn username(&self) -> &str {
@@ -144,7 +187,13 @@ impl FromRequestParts<State> for Caller {
                 .map_err(ApiError::from)
         })
         .await?;
-        Ok(Caller { authz, ip })
+        let request = format!("{} {}", parts.method, parts.uri.path());
+        Ok(Caller {
+            authz,
+            ip,
+            request,
+            state: st.clone(),
+        })
     }
 }
 

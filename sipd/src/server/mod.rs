@@ -8,6 +8,7 @@
 //! stalls signalling; names go to the resolver so a slow DNS server never does.
 
 pub mod fds;
+mod ban_audit;
 mod provisioned;
 pub mod retention;
 mod startup;
@@ -60,6 +61,7 @@ struct Appliance {
     store: Arc<Store>,
     dp: Arc<DataPlane>,
     firewall: Arc<Firewall>,
+    ban_audit: ban_audit::BanAudit,
     transports: Transports,
     events: mpsc::Receiver<Event>,
     core: Core<RelayMedia>,
@@ -127,6 +129,7 @@ impl Appliance {
             "sipd ready"
         );
         Ok(Appliance {
+            ban_audit: ban_audit::BanAudit::new(store.clone(), &cfg.guard),
             guard_events: dp.guard_events(),
             store,
             dp,
@@ -273,7 +276,10 @@ impl Appliance {
                     ip,
                     duration,
                     offence,
-                } => self.firewall.ban(ip, duration, offence),
+                } => {
+                    self.firewall.ban(ip, duration, offence);
+                    self.ban_audit.record(Instant::now(), ip, duration, offence);
+                }
                 Effect::Resolve { host } => self.resolver.ask(host),
             }
         }

@@ -1,7 +1,11 @@
 //! The audit log: who did what, from where, with what result, and for changes the record
 //! before and after. Append-only: there is an append and a filtered list, and no update or
 //! delete at all. Entries are appended inside a transaction (`Tx::append_audit`), so a change
-//! and its entry are durable together or not at all.
+//! and its entry are durable together or not at all. Each entry carries the hash of the one
+//! before it (see [`chain`]), so an edit made to the store behind sipd's back shows in
+//! `sipd audit verify`.
+
+pub mod chain;
 
 use std::net::IpAddr;
 
@@ -30,6 +34,12 @@ pub enum AuditKind {
     Revoke,
     /// `sipd init`: the first admin.
     Init,
+    /// `sipd import`: a provisioning file applied (`after` holds what it created/updated).
+    Import,
+    /// An API request refused for the caller's role or session scope (403).
+    Deny,
+    /// A source banned by the IDS (`after` holds the evidence: offence, source, counts).
+    Ban,
 }
 
 impl AuditKind {
@@ -44,6 +54,9 @@ impl AuditKind {
             AuditKind::Totp => "totp",
             AuditKind::Revoke => "revoke",
             AuditKind::Init => "init",
+            AuditKind::Import => "import",
+            AuditKind::Deny => "deny",
+            AuditKind::Ban => "ban",
         }
     }
 }
@@ -53,7 +66,7 @@ impl std::str::FromStr for AuditKind {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         serde_json::from_value(serde_json::Value::String(s.to_ascii_lowercase())).map_err(|_| {
             format!(
-                "unknown audit kind {s:?} (login, logout, create, update, delete, password, totp, revoke, init)"
+                "unknown audit kind {s:?} (login, logout, create, update, delete, password, totp, revoke, init, import, deny, ban)"
             )
         })
     }
@@ -91,6 +104,21 @@ impl Auditor for Actor {
 
     fn source(&self) -> Option<IpAddr> {
         Some(super::canonical_ip(self.source))
+    }
+}
+
+/// sipd acting on its own (`sipd:ids`, `sipd:import`): a name no staff username can take
+/// (`:` is not allowed in one), so filters by actor tell them apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct System(pub &'static str);
+
+impl Auditor for System {
+    fn username(&self) -> Option<String> {
+        Some(format!("sipd:{}", self.0))
+    }
+
+    fn source(&self) -> Option<IpAddr> {
+        None
     }
 }
 
@@ -227,6 +255,10 @@ pub struct AuditEntry {
     pub id: Id,
     #[serde(flatten)]
     pub entry: AuditDraft,
+    /// The chain value of the entry before (lowercase hex SHA-256, see [`chain`]); `None`
+    /// only in a log not yet migrated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prev: Option<String>,
 }
 
 impl Record for AuditEntry {
@@ -285,9 +317,11 @@ impl Tx<'_> {
                 by: "an existing entry (audit counter behind the log)".into(),
             });
         }
+        let prev = self.chain_audit(id, entry)?;
         let bytes = encode(&AuditEntry {
             id,
             entry: entry.clone(),
+            prev: Some(chain::hex(&prev)),
         })
         .or_else(abort)?;
         audit.insert(&key, bytes)?;
@@ -299,9 +333,49 @@ impl Store {
     /// Appends one entry on its own; durable when this returns.
     pub fn append_audit(&self, entry: &AuditDraft) -> Result<AuditEntry, StoreError> {
         let id = self.write(|tx| tx.append_audit(entry))?;
-        Ok(AuditEntry {
-            id,
-            entry: entry.clone(),
+        // Read back for the chain value it was given.
+        self.tree(T::Audit)
+            .get(id.to_be_bytes())?
+            .map(|v| decode::<AuditEntry>(&id.to_be_bytes(), &v))
+            .transpose()?
+            .ok_or_else(|| StoreError::NotFound {
+                kind: "audit",
+                what: format!("entry #{id}"),
+            })
+    }
+
+    /// Appends one entry without waiting for the disk: visible to readers (and chained) at
+    /// once, durable with the next flush ([`Store::flush_audit`]). For entries written from
+    /// the event loop (a refused API request, an IDS ban), where an fsync would stall SIP.
+    pub fn append_audit_lazy(&self, entry: &AuditDraft) -> Result<Id, StoreError> {
+        self.write_unflushed(|tx| tx.append_audit(entry))
+    }
+
+    /// Makes lazily appended entries durable.
+    pub fn flush_audit(&self) -> Result<(), StoreError> {
+        self.flush()
+    }
+
+    /// Appends, lazily, an entry for sipd acting as `by` now (an IDS ban); returns its id.
+    pub fn audit_system(
+        &self,
+        by: &dyn Auditor,
+        kind: AuditKind,
+        target: String,
+        result: AuditResult,
+        reason: Option<String>,
+        after: Option<serde_json::Value>,
+    ) -> Result<Id, StoreError> {
+        self.append_audit_lazy(&AuditDraft {
+            ts_ms: by.ts_ms(),
+            actor: by.username(),
+            source: by.source(),
+            kind,
+            target: Some(target),
+            result,
+            reason,
+            before: None,
+            after,
         })
     }
 
@@ -324,23 +398,35 @@ impl Store {
 impl Store {
     /// Retention: removes audit entries dated before `cutoff_ms` (Unix ms), oldest first,
     /// stopping at the first that is not (never purging one that is within retention). Ids
-    /// come from a counter, so they never go back. Returns how many went; durable when this
-    /// returns.
+    /// come from a counter, so they never go back. Each batch moves the hash chain's anchor
+    /// past the entries it removes in the same transaction, so `sipd audit verify` never sees
+    /// a gap between the anchor and the first entry left. Returns how many went; durable when
+    /// this returns.
     pub fn purge_audit_before(&self, cutoff_ms: u64) -> Result<usize, StoreError> {
-        let tree = self.tree(T::Audit);
-        let mut purged = 0;
-        for kv in tree.iter() {
+        /// Entries removed per transaction: a purge after a long retention may be large.
+        const BATCH: usize = 1024;
+        let mut ids = Vec::new();
+        for kv in self.tree(T::Audit).iter() {
             let (k, v) = kv?;
             let e: AuditEntry = decode(&k, &v)?;
             if e.entry.ts_ms >= cutoff_ms {
                 break;
             }
-            tree.remove(&k)?;
-            purged += 1;
+            ids.push(e.id);
         }
-        if purged > 0 {
+        for batch in ids.chunks(BATCH) {
+            let Some(&last) = batch.last() else { continue };
+            self.write(|tx| {
+                tx.anchor_audit_purge(last)?;
+                for id in batch {
+                    tx.tree(T::Audit).remove(&id.to_be_bytes())?;
+                }
+                Ok(())
+            })?;
+        }
+        if !ids.is_empty() {
             self.flush()?;
         }
-        Ok(purged)
+        Ok(ids.len())
     }
 }

@@ -25,8 +25,9 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 use sled::{Transactional, Tree};
 
 pub use at_rest::{AtRestError, owner_only, private_dir, realm_change_refusal};
+pub use audit::chain::{Break, Broken, Verified};
 pub use audit::{
-    Actor, AuditDraft, AuditEntry, AuditFilter, AuditKind, AuditResult, Auditor, Change,
+    Actor, AuditDraft, AuditEntry, AuditFilter, AuditKind, AuditResult, Auditor, Change, System,
 };
 pub use firewall::{FwAllow, FwDeny, ManualBan};
 // The provisioned records and CDRs are the call core's types; the store persists them.
@@ -308,12 +309,14 @@ impl Store {
             .collect::<Result<Vec<_>, _>>()?;
         let cdrs = db.open_tree("cdrs")?;
         tracing::debug!(path = %dir.display(), "store opened");
-        Ok(Store {
+        let store = Store {
             db,
             path: dir.to_path_buf(),
             trees,
             cdrs,
-        })
+        };
+        store.migrate_audit_chain()?;
+        Ok(store)
     }
 
     pub fn path(&self) -> &Path {

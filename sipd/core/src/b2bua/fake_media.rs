@@ -52,7 +52,8 @@ impl FakeMedia {
             Some(p) => *p,
             None => {
                 let p = self.next_port;
-                self.next_port += 2;
+                // Wraps rather than overflows: a fuzzed core can open more calls than ports.
+                self.next_port = self.next_port.wrapping_add(2);
                 self.ports.insert(key, p);
                 p
             }

@@ -504,7 +504,8 @@ impl<M: Media> Core<M> {
     }
 }
 
-#[cfg(test)]
-mod fake_media;
+/// An in-memory relay for tests and the fuzz targets (feature `fuzzing`).
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fake_media;
 #[cfg(test)]
 mod tests;

@@ -155,7 +155,7 @@ pub(crate) fn json<T: Serialize>(t: &T) -> Option<Value> {
 /// `PUT` semantics: the body's fields replace the current record's, fields left out keep
 /// their value, `null` clears an optional one. Read-only fields (`id`, and the listed
 /// `fixed` ones) may be sent back unchanged but not changed.
-pub(crate) fn merge(current: Value, patch: Value, fixed: &[&str]) -> ApiResult<Value> {
+pub fn merge(current: Value, patch: Value, fixed: &[&str]) -> ApiResult<Value> {
     let Value::Object(mut cur) = current else {
         return Err(ApiError::internal("record is not an object"));
     };
