@@ -477,6 +477,9 @@ fn attach_one(
     idx: u32,
     modes: &[Mode],
 ) -> Result<Mode, LoadError> {
+    // Whether we just removed the pin of a link in another mode: that link is released only
+    // when its last holder closes it (a previous process's threads may still be exiting).
+    let mut unpinned = false;
     if let Some((path, mode)) = find_link_pin(dir, iface) {
         if modes.contains(&mode) {
             match replace_pinned(prog, &path) {
@@ -490,6 +493,7 @@ fn attach_one(
             info!(iface, pinned = %mode, "pinned link is in another mode than requested; re-attaching");
         }
         let _ = fs::remove_file(&path);
+        unpinned = true;
     }
     let mut last = String::new();
     for &mode in modes {
@@ -497,7 +501,7 @@ fn attach_one(
             Mode::XdpNative => XdpMode::Driver,
             _ => XdpMode::Skb,
         };
-        match prog.attach_to_if_index(idx, xm) {
+        match attach_retrying(prog, idx, xm, unpinned) {
             Ok(id) => {
                 let link = prog.take_link(id).map_err(|source| LoadError::Program {
                     name: PROGRAM,
@@ -510,7 +514,7 @@ fn attach_one(
                 last = chain(&e);
                 // EEXIST/EBUSY: another XDP program (another instance, or someone else's) holds
                 // the interface; say how to find and free it rather than a bare errno.
-                if last.contains("File exists") || last.contains("resource busy") {
+                if is_eexist(&e) || os_error(&e) == Some(libc::EBUSY) {
                     last.push_str(&format!(
                         " (another XDP program is attached to {iface}: `ip link show {iface}` shows it; \
                          if it is another SBC instance, `sipd cleanup` or `relayd --cleanup --instance <name>` \
@@ -527,6 +531,45 @@ fn attach_one(
         reason: last,
     })
 }
+
+/// Attaches in `mode`; after an unpin, waits up to [`RELEASE_WAIT`] for the unpinned link to
+/// be released (the kernel answers EEXIST until its last holder closes it).
+fn attach_retrying(
+    prog: &mut Xdp,
+    idx: u32,
+    mode: XdpMode,
+    unpinned: bool,
+) -> Result<aya::programs::xdp::XdpLinkId, aya::programs::ProgramError> {
+    let deadline = std::time::Instant::now() + RELEASE_WAIT;
+    loop {
+        match prog.attach_to_if_index(idx, mode) {
+            Err(e) if unpinned && std::time::Instant::now() < deadline && is_eexist(&e) => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            r => return r,
+        }
+    }
+}
+
+/// The errno under an error, if an `io::Error` is in its chain.
+fn os_error(e: &(dyn std::error::Error + 'static)) -> Option<i32> {
+    let mut cur = Some(e);
+    while let Some(c) = cur {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            return io.raw_os_error();
+        }
+        cur = c.source();
+    }
+    None
+}
+
+/// EEXIST: another XDP program (or a link not yet released) holds the interface.
+fn is_eexist(e: &(dyn std::error::Error + 'static)) -> bool {
+    os_error(e) == Some(libc::EEXIST)
+}
+
+/// How long an attach waits for a link we unpinned to go away.
+const RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Pins a fresh link so it outlives this process. Kernels without bpf_link for XDP (< 5.9)
 /// attach through netlink, which cannot be pinned; aya detaches such a link on conversion, so

@@ -536,7 +536,8 @@ fn operator_provisions(sbc: &Sbc) -> Provisioned {
     let account_id = id_of(&acct);
     assert_eq!(
         acct["sip"],
-        json!({"username": SIP_USER, "auth": "password"})
+        json!({"username": SIP_USER, "auth": "ha1"}),
+        "a password is stored as HA1 values, never in plain text"
     );
     assert_eq!(micros(acct["balance"].as_str().unwrap()), 0, "{acct:#}");
     let digest_rule = sbc.json(

@@ -7,8 +7,8 @@
 //! Store writes (CDRs, balance debits) go to a writer thread (`writer.rs`) so a flush never
 //! stalls signalling; names go to the resolver so a slow DNS server never does.
 
-pub mod fds;
 mod ban_audit;
+pub mod fds;
 mod provisioned;
 pub mod retention;
 mod startup;

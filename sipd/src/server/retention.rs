@@ -120,14 +120,20 @@ mod tests {
             .collect();
         assert_eq!(left, ["d399", "d1"]);
         assert_eq!(store.audit(&Default::default()).len(), 2);
-        assert!(store.verify_audit().unwrap().ok(), "the chain verifies from its anchor");
+        assert!(
+            store.verify_audit().unwrap().ok(),
+            "the chain verifies from its anchor"
+        );
         // Again: nothing more.
         assert_eq!(purge(&store, now, 400).unwrap(), Purged::default());
         // Years later, the newest CDR stays; the next one gets the next id.
         let later = now + Duration::from_secs(3000 * 86_400);
         let p = purge(&store, later, 400).unwrap();
         assert_eq!(p, Purged { cdrs: 1, audit: 2 });
-        assert!(store.verify_audit().unwrap().ok(), "an emptied log still verifies");
+        assert!(
+            store.verify_audit().unwrap().ok(),
+            "an emptied log still verifies"
+        );
         let next = store.append_cdr(cdr("new", now_ms)).unwrap();
         assert_eq!(next.id, 5);
         assert_eq!(purge(&store, now, 0).unwrap(), Purged::default());

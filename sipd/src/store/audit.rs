@@ -255,7 +255,7 @@ pub struct AuditEntry {
     pub id: Id,
     #[serde(flatten)]
     pub entry: AuditDraft,
-    /// The chain value of the entry before (lowercase hex SHA-256, see [`chain`]); `None`
+    /// The chain value of the entry before (lowercase hex SHA-256, see the `chain` module); `None`
     /// only in a log not yet migrated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prev: Option<String>,

@@ -491,10 +491,7 @@ mod tests {
             e.prev = None;
             t.insert(e.id.to_be_bytes(), encode(&e).unwrap()).unwrap();
         }
-        db.open_tree("meta")
-            .unwrap()
-            .remove(HEAD)
-            .unwrap();
+        db.open_tree("meta").unwrap().remove(HEAD).unwrap();
         db.flush().unwrap();
         drop((t, db));
 
