@@ -638,8 +638,28 @@ fn digest_call_and_its_cdr(sbc: &Sbc, dir: &Path, prov: &Provisioned) -> Proc {
         "uac.xml",
         UAC,
         &[
-            "-m", "1", "-d", "1500", "-timeout", "15s", "-s", CLD, "-au", SIP_USER, "-ap", SIP_PW,
-            "-set", "cli", CLI, "-set", "rtp_port", "25082", SIP,
+            "-m",
+            "1",
+            "-d",
+            "1500",
+            "-timeout",
+            "15s",
+            "-s",
+            CLD,
+            "-au",
+            SIP_USER,
+            "-ap",
+            SIP_PW,
+            // The digest uri must be the Request-URI (RFC 3261 §22.4); sipp's default is not.
+            "-auth_uri",
+            &format!("{CLD}@{SIP}"),
+            "-set",
+            "cli",
+            CLI,
+            "-set",
+            "rtp_port",
+            "25082",
+            SIP,
         ],
     );
     let st = uac.wait(Duration::from_secs(17));
@@ -788,6 +808,8 @@ fn audit_has_every_change(sbc: &Sbc, call_id: u64) {
         .collect();
     let want = [
         ("admin", "create", "staff:ops".to_owned()),
+        // The role denial is audited (who tried what), though it changed nothing.
+        ("ops", "deny", "POST /api/firewall/deny".to_owned()),
         ("ops", "create", "tariff:e2e-std".to_owned()),
         ("ops", "create", "connection:e2e-vendor".to_owned()),
         ("ops", "create", "account:e2e-acme".to_owned()),
@@ -811,7 +833,7 @@ fn audit_has_every_change(sbc: &Sbc, call_id: u64) {
             .any(|e| e.2 == "account:e2e-acme" && e.3 == "top-up 10.00: e2e"),
         "{entries:#?}"
     );
-    // Nothing else changed (the refused firewall change wrote nothing).
+    // Nothing else was written (the refused firewall change left only its denial).
     assert_eq!(
         entries.iter().filter(|e| e.1 != "init").count(),
         want.len(),
