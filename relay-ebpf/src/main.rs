@@ -10,6 +10,8 @@
 #[cfg(target_arch = "bpf")]
 mod addr;
 #[cfg(target_arch = "bpf")]
+mod diag;
+#[cfg(target_arch = "bpf")]
 mod frag;
 #[cfg(target_arch = "bpf")]
 mod fw;
@@ -36,11 +38,12 @@ mod prog {
     };
 
     use crate::{
+        diag::{self, Event},
         frag::{self, Follow},
         fw::{self, FwDrop},
         guard::{self, GuardDrop},
         maps::count,
-        parse::{self, Frag, L4, Packet, ParseError, Parsed},
+        parse::{self, Frag, L4, Packet, ParseError, Parsed, Vlan},
         relay::{self, RelayError, Relayed},
     };
 
@@ -116,9 +119,35 @@ mod prog {
     #[xdp]
     pub fn sbc_xdp(ctx: XdpContext) -> u32 {
         count(Stat::Received);
-        let (action, stat) = verdict(judge(&ctx));
+        let outcome = judge(&ctx);
+        let (action, stat) = verdict(outcome);
         count(stat);
+        note_rare(outcome);
         action
+    }
+
+    /// The verdicts worth a log line (`diag`); a normal verdict is one compare away from
+    /// nothing.
+    #[inline(always)]
+    fn note_rare(outcome: Outcome) {
+        let event = match outcome {
+            Outcome::Parse(ParseError::ExtHeaders) => Event::FirstLongExtChain,
+            Outcome::Parse(ParseError::TinyFragment) => Event::FirstTinyFragment,
+            Outcome::Fragment(Follow::Unknown) => Event::FirstUnknownFragment,
+            Outcome::Relay(RelayError::Rewrite) => Event::RewriteFailed,
+            Outcome::Relay(RelayError::RedirectFailed) => Event::RedirectFailed,
+            _ => return,
+        };
+        diag::note(event, 0);
+    }
+
+    /// The first packet of each rare kind gets a log line (`diag`); the common kinds pass
+    /// three compares on fields already in registers.
+    #[inline(always)]
+    fn note_kinds(pkt: &Packet) {
+        if pkt.vlan == Vlan::QinQ || pkt.v6_ext || pkt.frag == Frag::First {
+            diag::kinds(pkt.vlan == Vlan::QinQ, pkt.v6_ext, pkt.frag == Frag::First);
+        }
     }
 
     /// Parse, the source checks, then fragments apart: a later fragment follows its first
@@ -133,6 +162,7 @@ mod prog {
             Parsed::Ok(p) => p,
             Parsed::Err(e) => return (*e).into(),
         };
+        note_kinds(pkt);
         // SAFETY: no preconditions; reads CLOCK_MONOTONIC, the clock bans and GCRA state use.
         let now = unsafe { bpf_ktime_get_ns() };
         // Bans and the deny list judge the source alone: every IP packet, whatever follows.
