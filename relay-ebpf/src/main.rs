@@ -119,30 +119,35 @@ mod prog {
     #[xdp]
     pub fn sbc_xdp(ctx: XdpContext) -> u32 {
         count(Stat::Received);
-        let outcome = judge(&ctx);
-        let (action, stat) = verdict(outcome);
+        // Borrowed, not moved out: a copy of the packet would cost the pipeline's frame 64
+        // bytes of a 512-byte stack budget that the call chain nearly spends already.
+        let parsed = parse::parse(&ctx);
+        let (action, stat) = verdict(judge(&ctx, &parsed));
         count(stat);
-        note_rare(outcome);
+        // Last, when only `action` is still live: the checks below read the parsed packet
+        // where it already lies and the counter index, and keep nothing from the pipeline's
+        // registers (live values across the log calls cost a normal verdict spills).
+        if let Parsed::Ok(pkt) = &parsed {
+            note_kinds(pkt);
+        }
+        note_rare(stat);
         action
     }
 
-    /// The verdicts worth a log line (`diag`); a normal verdict is one compare away from
-    /// nothing.
+    /// The verdicts worth a log line (`diag`), by their counter.
     #[inline(always)]
-    fn note_rare(outcome: Outcome) {
-        let event = match outcome {
-            Outcome::Parse(ParseError::ExtHeaders) => Event::FirstLongExtChain,
-            Outcome::Parse(ParseError::TinyFragment) => Event::FirstTinyFragment,
-            Outcome::Fragment(Follow::Unknown) => Event::FirstUnknownFragment,
-            Outcome::Relay(RelayError::Rewrite) => Event::RewriteFailed,
-            Outcome::Relay(RelayError::RedirectFailed) => Event::RedirectFailed,
+    fn note_rare(stat: Stat) {
+        let event = match stat {
+            Stat::DropIpv6ExtHeaders => Event::FirstLongExtChain,
+            Stat::DropFragmentTiny => Event::FirstTinyFragment,
+            Stat::DropFragmentUnknown => Event::FirstUnknownFragment,
+            Stat::DropRedirectFailed => Event::RedirectFailed,
             _ => return,
         };
         diag::note(event, 0);
     }
 
-    /// The first packet of each rare kind gets a log line (`diag`); the common kinds pass
-    /// three compares on fields already in registers.
+    /// The first packet of each rare kind gets a log line (`diag`).
     #[inline(always)]
     fn note_kinds(pkt: &Packet) {
         if pkt.vlan == Vlan::QinQ || pkt.v6_ext || pkt.frag == Frag::First {
@@ -154,15 +159,11 @@ mod prog {
     /// fragment's verdict, a first fragment runs the whole pipeline and leaves its verdict
     /// behind for them.
     #[inline(always)]
-    fn judge(ctx: &XdpContext) -> Outcome {
-        // Borrowed, not moved out: a copy of the packet would cost the pipeline's frame 64
-        // bytes of a 512-byte stack budget that the call chain nearly spends already.
-        let parsed = parse::parse(ctx);
-        let pkt = match &parsed {
+    fn judge(ctx: &XdpContext, parsed: &Parsed) -> Outcome {
+        let pkt = match parsed {
             Parsed::Ok(p) => p,
             Parsed::Err(e) => return (*e).into(),
         };
-        note_kinds(pkt);
         // SAFETY: no preconditions; reads CLOCK_MONOTONIC, the clock bans and GCRA state use.
         let now = unsafe { bpf_ktime_get_ns() };
         // Bans and the deny list judge the source alone: every IP packet, whatever follows.

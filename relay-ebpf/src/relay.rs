@@ -147,7 +147,10 @@ pub fn try_relay(
     let partner_port = unsafe { (*leg).partner_port };
     let mut plan = Plan::default();
     plan_route(ctx, pkt, partner_port, &mut plan)?;
-    rewrite(ctx, pkt, udp, &plan).map_err(|_| RelayError::Rewrite)?;
+    rewrite(ctx, pkt, udp, &plan).map_err(|_| {
+        diag::note(Event::RewriteFailed, 0);
+        RelayError::Rewrite
+    })?;
     count_forwarded(key, (udp.len as usize - UDP_HLEN) as u64);
     match plan.egress {
         EGRESS_TX => Ok(Relayed::Tx),
