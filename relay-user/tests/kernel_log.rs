@@ -1,5 +1,7 @@
 //! Privileged: the XDP program's rare-event log lines reach `tracing` through the loader's
-//! forwarding (`relay_user::kernel_log`), once per kind, and a normal packet logs nothing.
+//! forwarding (`relay_user::kernel_log`): a first-of-a-kind line once per kind, a table-full
+//! line at most once a second however often the table refuses, and nothing for a normal
+//! packet.
 //! Skips without root (fails under CI=true instead).
 
 use std::{
@@ -9,8 +11,14 @@ use std::{
 
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use relay_common::maps::PROGRAM;
-use relay_user::{kernel_log, loader, object::ebpf_object};
+use relay_user::{
+    GuardSettings, Proto, Service, ServiceId, kernel_log, loader, maps::XdpMaps,
+    object::ebpf_object,
+};
 use tracing_subscriber::{Layer, layer::SubscriberExt};
+
+const SIP: u16 = 5060;
+const XDP_DROP: u32 = 1;
 
 /// Every event under the kernel's target: (level, message).
 #[derive(Clone, Default)]
@@ -79,8 +87,8 @@ fn privileged(test: &str) -> bool {
 }
 
 /// Ethernet (optionally behind an 802.1ad and an 802.1Q tag), IPv4 (optionally a first
-/// fragment) and UDP 192.0.2.7:5060 → 192.0.2.1:9999 with one byte of payload.
-fn frame(qinq: bool, first_fragment: bool) -> Vec<u8> {
+/// fragment) and UDP 192.0.2.7:5060 → 192.0.2.1:`dport` with one byte of payload.
+fn frame(qinq: bool, first_fragment: bool, dport: u16) -> Vec<u8> {
     let mut f = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2];
     if qinq {
         f.extend_from_slice(&[0x88, 0xa8, 0x00, 0x64, 0x81, 0x00, 0x00, 0xc8]);
@@ -94,7 +102,7 @@ fn frame(qinq: bool, first_fragment: bool) -> Vec<u8> {
     f.extend_from_slice(&frag.to_be_bytes());
     f.extend_from_slice(&[64, 17, 0, 0, 192, 0, 2, 7, 192, 0, 2, 1]);
     f.extend_from_slice(&5060u16.to_be_bytes());
-    f.extend_from_slice(&9999u16.to_be_bytes());
+    f.extend_from_slice(&dport.to_be_bytes());
     f.extend_from_slice(&9u16.to_be_bytes());
     f.extend_from_slice(&[0, 0, b'x']);
     f
@@ -113,6 +121,24 @@ fn rare_events_reach_tracing_once_per_kind() {
     let _ = loader::detach(&instance, &[]);
     let mut ebpf = loader::load_pinned(ebpf_object(), &instance).expect("load object");
     let forwarding = kernel_log::forward(&mut ebpf).expect("the object logs (feature `log`)");
+    // SIP on 5060 with a guard of one packet a second reporting every drop: a burst from one
+    // source fills the guard event ring (nobody reads it here), and the ring refuses records.
+    let mut maps = XdpMaps::from_ebpf(&mut ebpf).expect("maps");
+    maps.service_set(Service {
+        port: SIP,
+        proto: Proto::Udp,
+        id: ServiceId::Sip,
+        restricted: false,
+        sip: true,
+    })
+    .expect("SIP service");
+    maps.guard_set(&GuardSettings {
+        packet_rate: 1,
+        packet_burst: 1,
+        event_interval: Duration::ZERO,
+        ..GuardSettings::default()
+    })
+    .expect("guard");
     let prog: &mut Xdp = ebpf
         .program_mut(PROGRAM)
         .expect("program")
@@ -120,26 +146,36 @@ fn rare_events_reach_tracing_once_per_kind() {
         .expect("XDP");
     prog.load()
         .expect("verifier accepts the program with its log calls");
-    let run = |data: &[u8]| {
+    let run = |data: &[u8], repeat: u32| {
         let mut opts = TestRunOptions::new();
         opts.data_in = Some(data);
+        opts.repeat = repeat;
         prog.test_run(opts).expect("BPF_PROG_TEST_RUN").return_value
     };
 
     // A plain packet: no line. The QinQ frame twice, then a first fragment: the fragment's
     // line arrives after anything the second QinQ frame could have logged (one FIFO ring).
-    run(&frame(false, false));
-    run(&frame(true, false));
-    run(&frame(true, false));
-    run(&frame(false, true));
+    run(&frame(false, false, 9999), 1);
+    run(&frame(true, false, 9999), 1);
+    run(&frame(true, false, 9999), 1);
+    run(&frame(false, true, 9999), 1);
     let qinq = lines.wait_for("QinQ");
     let frag = lines.wait_for("first-fragment");
+    // Twice the ring's capacity of drops, each reported, within well under a second (the
+    // runs take nanoseconds each): the ring is full for thousands of them, one line says so.
+    let burst = 2 * relay_common::maps::GUARD_EVENTS_CAPACITY;
+    assert_eq!(run(&frame(false, false, SIP), burst), XDP_DROP);
+    let full = lines.wait_for("GUARD_EVENTS ring buffer full");
+    let lost = maps.stats_raw().expect("stats")[relay_user::Stat::EventLost as usize];
     drop(forwarding);
     let _ = loader::detach(&instance, &[]);
 
     assert_eq!(qinq.len(), 1, "one line for the first QinQ frame: {qinq:?}");
     assert_eq!(qinq[0].0, tracing::Level::INFO);
     assert_eq!(frag.len(), 1, "one line for the first fragment: {frag:?}");
+    assert!(lost > 1000, "the ring refused records ({lost} lost)");
+    assert_eq!(full.len(), 1, "{lost} refusals, one line: {full:?}");
+    assert_eq!(full[0].0, tracing::Level::WARN);
     let all = lines.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    assert_eq!(all.len(), 2, "nothing else was logged: {all:?}");
+    assert_eq!(all.len(), 3, "nothing else was logged: {all:?}");
 }
