@@ -4,11 +4,12 @@
 mod common;
 mod relay;
 mod sip;
+mod xdp_log;
 
 use std::process::ExitCode;
 
 /// Names `bench` accepts.
-const NAMES: &[&str] = &["relay", "sip"];
+const NAMES: &[&str] = &["relay", "sip", "xdp-log"];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -19,6 +20,7 @@ fn main() -> ExitCode {
     let r = match name.as_str() {
         "relay" => relay::run(rest),
         "sip" => sip::run(rest),
+        "xdp-log" => xdp_log::run_bench(rest),
         other => Err(anyhow::anyhow!(
             "unknown benchmark {other:?}; known: {}",
             NAMES.join(", ")

@@ -4,7 +4,11 @@
 
 use relay_common::frag::{FRAG_DROP, FRAG_PASS, FragKey, FragVerdict};
 
-use crate::{maps::FRAG_VERDICTS, parse::Packet};
+use crate::{
+    diag::{self, Event},
+    maps::FRAG_VERDICTS,
+    parse::Packet,
+};
 
 // `Words::write` on the key's addresses relies on this.
 const _: () = assert!(
@@ -63,6 +67,8 @@ pub fn remember(pkt: &Packet, pass: bool, now_ns: u64) {
         _pad: 0,
     };
     // An LRU insert only fails on memory pressure; the later fragments are then dropped as
-    // unknown (counted), which is the safe side.
-    let _ = FRAG_VERDICTS.insert(key(pkt), v, 0);
+    // unknown (counted), which is the safe side, and said once a second.
+    if let Err(e) = FRAG_VERDICTS.insert(key(pkt), v, 0) {
+        diag::note(Event::FragVerdictsFull, e.into());
+    }
 }

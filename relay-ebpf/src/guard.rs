@@ -13,6 +13,7 @@ use relay_common::{
 };
 
 use crate::{
+    diag::{self, Event},
     maps::{GUARD_CONFIG, GUARD_EVENTS, GUARD_STATE, SESSIONS, count},
     parse::{self, L4, Packet, TCP_ACK, TCP_SYN, UDP_HLEN},
 };
@@ -45,6 +46,7 @@ pub fn check(
     now_ns: u64,
 ) -> Result<(), GuardDrop> {
     let Some(cfg) = GUARD_CONFIG.get_ptr(0) else {
+        diag::note(Event::GuardConfigMissing, 0);
         return Ok(());
     };
     // SAFETY: element 0 of an array map always exists; a torn read during a userspace update
@@ -58,6 +60,7 @@ pub fn check(
     }
     let Some(state) = state_for(pkt.src.as_addr()) else {
         // Without state there is nothing to rate against; failing open keeps SIP reachable.
+        diag::note(Event::GuardStateFull, 0);
         return Ok(());
     };
     let result = decide(ctx, pkt, &cfg, state, now_ns);
@@ -188,6 +191,7 @@ fn report(
     let Some(mut entry) = GUARD_EVENTS.reserve::<GuardEvent>(0) else {
         // Counted in `suppressed` so the next event still accounts for it.
         count(Stat::EventLost);
+        diag::note(Event::GuardEventsFull, 0);
         unsafe { (*state).suppressed = suppressed + 1 };
         return;
     };

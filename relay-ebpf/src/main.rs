@@ -10,6 +10,8 @@
 #[cfg(target_arch = "bpf")]
 mod addr;
 #[cfg(target_arch = "bpf")]
+mod diag;
+#[cfg(target_arch = "bpf")]
 mod frag;
 #[cfg(target_arch = "bpf")]
 mod fw;
@@ -36,11 +38,12 @@ mod prog {
     };
 
     use crate::{
+        diag::{self, Event},
         frag::{self, Follow},
         fw::{self, FwDrop},
         guard::{self, GuardDrop},
         maps::count,
-        parse::{self, Frag, L4, Packet, ParseError, Parsed},
+        parse::{self, Frag, L4, Packet, ParseError, Parsed, Vlan},
         relay::{self, RelayError, Relayed},
     };
 
@@ -116,20 +119,48 @@ mod prog {
     #[xdp]
     pub fn sbc_xdp(ctx: XdpContext) -> u32 {
         count(Stat::Received);
-        let (action, stat) = verdict(judge(&ctx));
+        // Borrowed, not moved out: a copy of the packet would cost the pipeline's frame 64
+        // bytes of a 512-byte stack budget that the call chain nearly spends already.
+        let parsed = parse::parse(&ctx);
+        let (action, stat) = verdict(judge(&ctx, &parsed));
         count(stat);
+        // Last, when only `action` is still live: the checks below read the parsed packet
+        // where it already lies and the counter index, and keep nothing from the pipeline's
+        // registers (live values across the log calls cost a normal verdict spills).
+        if let Parsed::Ok(pkt) = &parsed {
+            note_kinds(pkt);
+        }
+        note_rare(stat);
         action
+    }
+
+    /// The verdicts worth a log line (`diag`), by their counter.
+    #[inline(always)]
+    fn note_rare(stat: Stat) {
+        let event = match stat {
+            Stat::DropIpv6ExtHeaders => Event::FirstLongExtChain,
+            Stat::DropFragmentTiny => Event::FirstTinyFragment,
+            Stat::DropFragmentUnknown => Event::FirstUnknownFragment,
+            Stat::DropRedirectFailed => Event::RedirectFailed,
+            _ => return,
+        };
+        diag::note(event, 0);
+    }
+
+    /// The first packet of each rare kind gets a log line (`diag`).
+    #[inline(always)]
+    fn note_kinds(pkt: &Packet) {
+        if pkt.vlan == Vlan::QinQ || pkt.v6_ext || pkt.frag == Frag::First {
+            diag::kinds(pkt.vlan == Vlan::QinQ, pkt.v6_ext, pkt.frag == Frag::First);
+        }
     }
 
     /// Parse, the source checks, then fragments apart: a later fragment follows its first
     /// fragment's verdict, a first fragment runs the whole pipeline and leaves its verdict
     /// behind for them.
     #[inline(always)]
-    fn judge(ctx: &XdpContext) -> Outcome {
-        // Borrowed, not moved out: a copy of the packet would cost the pipeline's frame 64
-        // bytes of a 512-byte stack budget that the call chain nearly spends already.
-        let parsed = parse::parse(ctx);
-        let pkt = match &parsed {
+    fn judge(ctx: &XdpContext, parsed: &Parsed) -> Outcome {
+        let pkt = match parsed {
             Parsed::Ok(p) => p,
             Parsed::Err(e) => return (*e).into(),
         };

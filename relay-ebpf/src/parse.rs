@@ -106,6 +106,17 @@ pub enum Frag {
     Later,
 }
 
+/// The VLAN tags in front of the IP header.
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Vlan {
+    None,
+    /// One 802.1Q tag.
+    Tag,
+    /// An 802.1ad service tag, or two tags: only the diagnostics tell it from [`Vlan::Tag`].
+    QinQ,
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Family {
     V4,
@@ -140,8 +151,8 @@ pub enum L4 {
 pub struct Packet {
     pub src: Words,
     pub dst: Words,
-    /// Carried one or two VLAN tags (802.1Q, or QinQ).
-    pub vlan: bool,
+    /// VLAN tags carried (802.1Q, or QinQ).
+    pub vlan: Vlan,
     /// IPv6 extension headers precede the transport header: the relay leaves such packets to
     /// the stack rather than rewrite around headers it does not own.
     pub v6_ext: bool,
@@ -276,11 +287,16 @@ fn parse_frame(ctx: &XdpContext) -> Result<Packet, ParseError> {
     let mut l3_off = ETH_HLEN;
     // An outer 802.1ad (or 802.1Q) tag, then an inner 802.1Q one: a stack with VLAN devices
     // delivers either to a socket, so the firewall must see through both.
-    let vlan = ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD;
-    if vlan {
+    let mut vlan = match ethertype {
+        ETH_P_8021Q => Vlan::Tag,
+        ETH_P_8021AD => Vlan::QinQ,
+        _ => Vlan::None,
+    };
+    if vlan != Vlan::None {
         ethertype = read16(ctx, l3_off + off::VLAN_TYPE)?;
         l3_off += VLAN_HLEN;
         if ethertype == ETH_P_8021Q {
+            vlan = Vlan::QinQ;
             ethertype = read16(ctx, l3_off + off::VLAN_TYPE)?;
             l3_off += VLAN_HLEN;
         }
@@ -295,7 +311,7 @@ fn parse_frame(ctx: &XdpContext) -> Result<Packet, ParseError> {
 }
 
 #[inline(always)]
-fn parse_v4(ctx: &XdpContext, vlan: bool, l3: usize, avail: usize) -> Result<Packet, ParseError> {
+fn parse_v4(ctx: &XdpContext, vlan: Vlan, l3: usize, avail: usize) -> Result<Packet, ParseError> {
     let ver_ihl: u8 = read(ctx, l3 + off::IPV4_VER_IHL)?;
     // Masking keeps the offset provably small for the verifier as well as rejecting junk.
     let ihl = (ver_ihl & 0x0f) as usize * 4;
@@ -340,7 +356,7 @@ fn parse_v4(ctx: &XdpContext, vlan: bool, l3: usize, avail: usize) -> Result<Pac
 }
 
 #[inline(always)]
-fn parse_v6(ctx: &XdpContext, vlan: bool, l3: usize, avail: usize) -> Result<Packet, ParseError> {
+fn parse_v6(ctx: &XdpContext, vlan: Vlan, l3: usize, avail: usize) -> Result<Packet, ParseError> {
     let mut flow: [u8; 4] = read(ctx, l3 + off::IPV6_FLOW)?;
     if flow[0] >> 4 != 6 {
         return Err(ParseError::Malformed);

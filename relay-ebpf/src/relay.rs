@@ -22,8 +22,9 @@ use relay_common::{
 
 use crate::{
     addr::Words,
+    diag::{self, Event},
     maps::{RELAY_COUNTERS, RELAY_LEGS, TX_PORTS},
-    parse::{self, Family, Packet, UDP_HLEN, Udp, off},
+    parse::{self, Family, Packet, UDP_HLEN, Udp, Vlan, off},
 };
 
 // `Words::read`/`write` on leg addresses rely on these.
@@ -146,7 +147,10 @@ pub fn try_relay(
     let partner_port = unsafe { (*leg).partner_port };
     let mut plan = Plan::default();
     plan_route(ctx, pkt, partner_port, &mut plan)?;
-    rewrite(ctx, pkt, udp, &plan).map_err(|_| RelayError::Rewrite)?;
+    rewrite(ctx, pkt, udp, &plan).map_err(|_| {
+        diag::note(Event::RewriteFailed, 0);
+        RelayError::Rewrite
+    })?;
     count_forwarded(key, (udp.len as usize - UDP_HLEN) as u64);
     match plan.egress {
         EGRESS_TX => Ok(Relayed::Tx),
@@ -190,7 +194,7 @@ fn plan_route(
     }
     // bpf_fib_lookup reports no VLAN for the next hop, so a tagged frame cannot be sent on
     // safely; the stack untags it for the socket on the VLAN device.
-    if pkt.vlan {
+    if pkt.vlan != Vlan::None {
         return Err(RelayError::ToUserspace);
     }
     // The relay re-originates the datagram, so an expiring TTL is no reason to lose it: the
@@ -364,7 +368,9 @@ fn counters(key: LegKey) -> Option<*mut LegCounters> {
     if let Some(p) = RELAY_COUNTERS.get_ptr_mut(key) {
         return Some(p);
     }
-    let _ = RELAY_COUNTERS.insert(key, LegCounters::default(), 0);
+    if let Err(e) = RELAY_COUNTERS.insert(key, LegCounters::default(), 0) {
+        diag::note(Event::RelayCountersFull, e.into());
+    }
     RELAY_COUNTERS.get_ptr_mut(key)
 }
 

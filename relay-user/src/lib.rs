@@ -2,7 +2,8 @@
 //! BPF map behind a typed API ([`DataPlane`]), and runs the userspace relay where XDP cannot.
 //!
 //! - [`DataPlane`]: firewall tables, relay legs, counters; XDP maps or in-memory tables.
-//! - [`loader`]: load, pin, attach (native → skb → userspace), replace on restart, detach.
+//! - [`loader`]: load, pin, attach (native → skb → userspace), replace on restart, detach;
+//!   [`kernel_log`] forwards the program's rare-event log lines into `tracing`.
 //! - [`UserRelay`]: batched socket relay (userspace mode, and XDP's slow path).
 //! - [`Sessions`]: relay port allocation and media streams.
 //! - [`media`]: media calls as a typed API (offer, answer, delete, stats, timeouts) over
@@ -15,6 +16,7 @@ pub mod dataplane;
 pub mod error;
 pub mod events;
 pub mod host;
+pub mod kernel_log;
 pub mod loader;
 pub mod maps;
 pub mod media;

@@ -279,6 +279,8 @@ pub struct LoaderConfig {
 /// The loaded object stays with the data plane: links are pinned, but dropping the object
 /// early would close the program fd that a netlink fallback or a debugger may still refer to.
 struct Held {
+    /// Declared first, so the log reader stops before the object goes.
+    _log: Option<crate::kernel_log::KernelLog>,
     _ebpf: Ebpf,
 }
 
@@ -394,7 +396,13 @@ fn start_xdp_in(
         format!("{reason}; but {}", gaps.join("; "))
     };
     let maps = XdpMaps::from_ebpf(&mut ebpf)?;
-    let held = Held { _ebpf: ebpf };
+    // The program's own log lines (rare events only) go into our `tracing` for as long as it
+    // runs under this daemon.
+    let log = crate::kernel_log::forward(&mut ebpf);
+    let held = Held {
+        _log: log,
+        _ebpf: ebpf,
+    };
     let dp = DataPlane::xdp(mode, reason, maps, Some(Box::new(Mutex::new(held))));
     for idx in ifindexes {
         dp.tx_port_add(idx)?;

@@ -11,6 +11,9 @@
 //!    vendor.
 //! 3. An offer with 700 media lines: 488, not the exhaustion of the relay's port range; no
 //!    relay session is left, and the next call still gets its ports.
+//! 4. A vendor (a raw SIP peer in the callee namespace) that answers 200 with an SDP pointing
+//!    media at the relay itself or at a multicast address: sipd ACKs and hangs the vendor up
+//!    (BYE), the caller gets 488 with a Warning, no relay session is left and nothing loops.
 
 mod sbc;
 
@@ -303,4 +306,164 @@ fn offer_with_700_media_lines_is_refused_userspace() {
     require_sipp!();
     let _s = serial();
     many_media_lines(Plane::Userspace);
+}
+
+/// Where a reflecting vendor's answer sends media, given where sipd's offer asked for it.
+type Answer = Box<dyn Fn(SocketAddr) -> SocketAddr + Send>;
+
+/// The vendor's 200 to `invite` (as received), with `sdp` as its answer.
+fn vendor_ok(invite: &Msg, local: SocketAddr, sdp: &str) -> String {
+    let mut head = String::from("SIP/2.0 200 OK\r\n");
+    for v in invite.headers("Via") {
+        head += &format!("Via: {v}\r\n");
+    }
+    for rr in invite.headers("Record-Route") {
+        head += &format!("Record-Route: {rr}\r\n");
+    }
+    let h = |n| invite.header(n).unwrap_or_default();
+    format!(
+        "{head}From: {}\r\nTo: {};tag=reflector\r\nCall-ID: {}\r\nCSeq: {}\r\n\
+         Contact: <sip:vendor@{local}>\r\nContent-Type: application/sdp\r\n\
+         Content-Length: {}\r\n\r\n{sdp}",
+        h("From"),
+        h("To"),
+        h("Call-ID"),
+        h("CSeq"),
+        sdp.len()
+    )
+}
+
+/// What the reflecting vendor saw of one call: the offer's media address and every request
+/// sipd sent it after the 200.
+struct Reflected {
+    offer: Option<SocketAddr>,
+    requests: Vec<Msg>,
+}
+
+/// A vendor on the vendor's SIP address that answers the next INVITE 200 with the SDP
+/// `answer` makes of the offer's media address, then collects sipd's requests (answering a
+/// BYE 200) until a BYE or `window` passes.
+fn reflecting_vendor(
+    net: &Net,
+    answer: Answer,
+    window: Duration,
+) -> std::thread::JoinHandle<Reflected> {
+    let local = net.vendor_sip(SIP_PORT);
+    let sock = net
+        .topo
+        .callee
+        .enter(|| std::net::UdpSocket::bind(local))
+        .expect("vendor SIP socket");
+    std::thread::spawn(move || {
+        let mut out = Reflected {
+            offer: None,
+            requests: Vec::new(),
+        };
+        let mut buf = vec![0u8; 65_536];
+        let end = std::time::Instant::now() + window;
+        let _ = sock.set_read_timeout(Some(Duration::from_millis(100)));
+        while std::time::Instant::now() < end {
+            let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                continue;
+            };
+            let m = Msg {
+                received: true,
+                text: String::from_utf8_lossy(&buf[..n]).into_owned(),
+            };
+            match m.method() {
+                Some("INVITE") if out.offer.is_none() => {
+                    let offer = sip::sdp_media(m.body()).expect("SDP in sipd's offer");
+                    out.offer = Some(offer);
+                    let ok = vendor_ok(&m, local, &sip::audio_sdp(answer(offer)));
+                    sock.send_to(ok.as_bytes(), from).expect("vendor 200");
+                }
+                Some("INVITE") => {}
+                Some("BYE") => {
+                    let ok = vendor_ok(&m, local, "");
+                    let ok = ok.replace("Content-Type: application/sdp\r\n", "");
+                    let _ = sock.send_to(ok.as_bytes(), from);
+                    out.requests.push(m);
+                    return out;
+                }
+                Some(_) => out.requests.push(m),
+                None => {}
+            }
+        }
+        out
+    })
+}
+
+/// Attack 4: vendors whose answer points media at the relay itself or at a multicast group.
+fn vendor_reflects(plane: Plane) {
+    let net = Net::new();
+    let mut sbc = Sbc::start_with(&net, plane, &Prov::default(), &settings());
+    let raw = carrier(&net, &sbc);
+    let local = raw.local();
+    let relay = sbc.addr;
+    let cases: [(&str, Answer); 2] = [
+        // The relay port sipd offered the vendor: each carrier packet would come back to it.
+        ("the relay itself", Box::new(|offer| offer)),
+        (
+            "a multicast group",
+            Box::new(|_| "224.0.0.1:4000".parse().unwrap()),
+        ),
+    ];
+    for (i, (what, answer)) in cases.into_iter().enumerate() {
+        let vendor = reflecting_vendor(&net, answer, Duration::from_secs(15));
+        let call_id = format!("refl{i}-{}", std::process::id());
+        let inv = sip::invite(local, sbc.sip(), CLI, CLD, &call_id, RTP_PORT);
+        let r = final_response(&raw, &inv, "1 INVITE");
+        let seen = vendor.join().expect("vendor thread");
+        let offer = seen
+            .offer
+            .unwrap_or_else(|| panic!("{what}: the vendor got no INVITE"));
+        assert_eq!(offer.ip(), relay, "{what}: the offer names the relay");
+        assert_refused_with_warning(&r, 488, what);
+        assert!(
+            sip::sdp_media(r.body()).is_none(),
+            "{what}: none of the vendor's SDP reaches the caller:\n{}",
+            r.text
+        );
+        let methods: Vec<&str> = seen.requests.iter().filter_map(|m| m.method()).collect();
+        assert!(
+            methods.contains(&"ACK") && methods.contains(&"BYE"),
+            "{what}: the vendor's 200 is ACKed and the vendor hung up; it got {methods:?}"
+        );
+        raw.send(sip::in_dialog("ACK", 1, local, sbc.sip(), &call_id, &r.text).as_bytes())
+            .expect("ACK the 488");
+        // No session left to loop through: a packet to the port offered goes nowhere.
+        let before = sbc.metric("sbc_relay_packets_total");
+        let mut buf = Vec::new();
+        for seq in 0..PROBES {
+            tests::rtp::build_packet(9, seq, 160, &mut buf);
+            net.vendor_rtp.send_to(&buf, offer).expect("probe");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(
+            sbc.metric("sbc_relay_packets_total"),
+            before,
+            "{what}: nothing relayed after the refusal"
+        );
+        assert_eq!(
+            sbc.metric("sbc_relay_sessions"),
+            0,
+            "{what}: no relay session left"
+        );
+    }
+    assert_eq!(drain(&net.carrier_rtp), 0, "no media reached the carrier");
+    assert!(sbc.alive(), "sipd still runs:\n{}", sbc.log_text());
+}
+
+#[test]
+fn vendor_answer_at_the_relay_or_multicast_is_refused_xdp() {
+    require_privileged!();
+    let _s = serial();
+    vendor_reflects(Plane::Xdp);
+}
+
+#[test]
+fn vendor_answer_at_the_relay_or_multicast_is_refused_userspace() {
+    require_privileged!();
+    let _s = serial();
+    vendor_reflects(Plane::Userspace);
 }

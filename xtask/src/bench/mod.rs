@@ -1,5 +1,6 @@
 //! `cargo xtask bench <name> [args...]`: runs the `bench` crate's binary, which writes its
-//! results under `target/bench/`.
+//! results under `target/bench/`. (`xdp-log` builds the two variants of the XDP object it
+//! compares itself.)
 //!
 //! The benchmarks live in their own crate because they need relay-user (the ng client, the XDP
 //! object), and xtask must build on a fresh machine before `cargo xtask setup` has installed the
@@ -17,7 +18,7 @@ use std::process::Command;
 use crate::util;
 
 /// Names `cargo xtask bench` accepts (the `bench` binary's, and `all`).
-pub const NAMES: &[&str] = &["relay", "sip", "all"];
+pub const NAMES: &[&str] = &["relay", "sip", "xdp-log", "all"];
 
 /// Builds what the benchmark measures, runs it; `Ok(code)` is the benchmark's exit code
 /// (for `all`, the first non-zero one).
@@ -113,6 +114,9 @@ mod unit {
     #[test]
     fn unknown_name_fails_before_building() {
         let e = run("nope", &[]).unwrap_err();
-        assert!(e.to_string().contains("known: relay, sip, all"), "{e}");
+        assert!(
+            e.to_string().contains("known: relay, sip, xdp-log, all"),
+            "{e}"
+        );
     }
 }
