@@ -131,7 +131,7 @@ impl BansConfig {
 const RANGES_MAX: usize = 4096;
 
 /// Counts distinct offenders per range within the window, and says when a range has had
-/// enough. Bounded: [`RANGES_MAX`] ranges, `promote_after` offenders each.
+/// enough. Bounded: `RANGES_MAX` ranges, `promote_after` offenders each.
 #[derive(Debug)]
 pub struct Promoter {
     cfg: BansConfig,
