@@ -4,6 +4,7 @@
 #[repr(C)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct Addr {
+    /// The IPv6 address, or `::ffff:` and the four IPv4 octets, most significant byte first.
     pub bytes: [u8; 16],
 }
 crate::map_type!(Addr, 16);
@@ -28,8 +29,10 @@ impl core::fmt::Debug for Addr {
 const V4_MAPPED_PREFIX: [u8; 12] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
 
 impl Addr {
+    /// `::`, all zero: the value of an empty key or field (see also [`Addr::is_unspecified`]).
     pub const UNSPECIFIED: Addr = Addr { bytes: [0; 16] };
 
+    /// The v4-mapped form (`::ffff:a.b.c.d`) of an IPv4 address given as its octets.
     #[inline(always)]
     pub const fn from_v4(octets: [u8; 4]) -> Self {
         let mut bytes = [0u8; 16];
@@ -42,16 +45,20 @@ impl Addr {
         Addr { bytes }
     }
 
+    /// An IPv6 address as its 16 bytes, kept as they are: a v4-mapped one reads as IPv4
+    /// afterwards (the `From<Ipv6Addr>` conversion does the same).
     #[inline(always)]
     pub const fn from_v6(bytes: [u8; 16]) -> Self {
         Addr { bytes }
     }
 
+    /// Whether this is an IPv4 address (in `::ffff:0:0/96`).
     #[inline(always)]
     pub fn is_v4(&self) -> bool {
         self.bytes[..12] == V4_MAPPED_PREFIX
     }
 
+    /// The IPv4 octets, or `None` for an IPv6 address.
     #[inline(always)]
     pub fn as_v4(&self) -> Option<[u8; 4]> {
         if self.is_v4() {
@@ -66,6 +73,7 @@ impl Addr {
         }
     }
 
+    /// Whether this is `::` or `0.0.0.0`: no address at all, in either family.
     pub fn is_unspecified(&self) -> bool {
         self.bytes == [0; 16] || self.as_v4() == Some([0; 4])
     }

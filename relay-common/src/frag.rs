@@ -32,12 +32,15 @@ pub const FRAG_DROP: u32 = 2;
 #[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FragKey {
+    /// The datagram's source address.
     pub src: Addr,
+    /// The datagram's destination address.
     pub dst: Addr,
     /// IPv4: the 16-bit identification, zero-extended; IPv6: the 32-bit one. Host order.
     pub id: u32,
     /// IPv4 protocol, or the IPv6 fragment header's next header.
     pub proto: u8,
+    /// Explicit padding; always zero, or equal datagrams would hash apart.
     pub _pad: [u8; 3],
 }
 crate::map_type!(FragKey, 40);
@@ -50,6 +53,7 @@ pub struct FragVerdict {
     pub at_ns: u64,
     /// [`FRAG_PASS`] or [`FRAG_DROP`].
     pub verdict: u32,
+    /// Explicit padding; zero.
     pub _pad: u32,
 }
 crate::map_type!(FragVerdict, 16);

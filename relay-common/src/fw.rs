@@ -19,8 +19,11 @@ pub struct BanEntry {
 crate::map_type!(BanEntry, 16);
 
 impl BanEntry {
+    /// An `expires_ns` of 0: the ban holds until it is removed.
     pub const PERMANENT: u64 = 0;
 
+    /// Whether the ban still drops at CLOCK_MONOTONIC `now_ns`; an expired entry lingers in the
+    /// trie until `sipd`'s purge removes it and must be looked through (see [`BAN_LOOKUPS`]).
     #[inline(always)]
     pub const fn is_active(&self, now_ns: u64) -> bool {
         self.expires_ns == Self::PERMANENT || now_ns < self.expires_ns
@@ -31,17 +34,25 @@ impl BanEntry {
 /// pass (an expired ban lingers only until the next purge, a second or so).
 pub const BAN_LOOKUPS: u32 = 4;
 
+/// Why a source was banned, stored as u32 in [`BanEntry::reason`]; the values are part of the
+/// pinned maps' format and never change.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BanReason {
+    /// Added by the operator (management API or CLI).
     Manual = 0,
+    /// The kernel's SIP guard kept rate-limiting the source (packets, INVITEs or TCP SYNs).
     Flood = 1,
+    /// The source's User-Agent is a known scanner's.
     Scanner = 2,
+    /// Failed digest authentications, again and again.
     BruteForce = 3,
+    /// Requests matching no rule or user (extension enumeration), again and again.
     Enumeration = 4,
 }
 
 impl BanReason {
+    /// The reason stored as `v`, or `None` for a value this build does not know.
     pub const fn from_u32(v: u32) -> Option<Self> {
         Some(match v {
             0 => Self::Manual,
@@ -59,33 +70,41 @@ impl BanReason {
 /// prefix containing the source decides, so a live host ban inside an expired range ban still
 /// drops.
 pub type BanV4 = [u8; 4];
+/// LPM key data of `BANS_V6`: the banned IPv6 prefix's 16 bytes (see [`BanV4`]).
 pub type BanV6 = [u8; 16];
 
 /// Default prefix an offender is banned as: its IPv4 host, its IPv6 /64 (one subscriber's LAN:
 /// an IPv6 host picks any address of it at will).
 pub const BAN_V4_PREFIX: u8 = 32;
+/// Default prefix length an IPv6 offender is banned as: its /64 (see [`BAN_V4_PREFIX`]).
 pub const BAN_V6_PREFIX: u8 = 64;
 
 /// LPM key data for the static deny tries: the address alone (`DENY_V4`: 4 bytes, `DENY_V6`: 16).
 /// Value: a rule id (u32) the operator can trace back.
 pub type DenyV4 = [u8; 4];
+/// LPM key data of `DENY_V6`: the denied IPv6 prefix's 16 bytes (see [`DenyV4`]).
 pub type DenyV6 = [u8; 16];
 
 /// Transport protocol numbers as used in [`ServiceKey::proto`].
 pub const PROTO_TCP: u8 = 6;
+/// UDP's IP protocol number (see [`PROTO_TCP`]).
 pub const PROTO_UDP: u8 = 17;
 
 /// Key of the `SERVICES` hash: destination port (host order) and L4 protocol.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct ServiceKey {
+    /// Destination port, host order.
     pub port: u16,
+    /// [`PROTO_TCP`] or [`PROTO_UDP`].
     pub proto: u8,
+    /// Explicit padding; always zero, or equal keys would hash apart.
     pub _pad: u8,
 }
 crate::map_type!(ServiceKey, 4);
 
 impl ServiceKey {
+    /// The key of `port` (host order) over `proto` ([`PROTO_TCP`] or [`PROTO_UDP`]), padding zeroed.
     pub const fn new(port: u16, proto: u8) -> Self {
         ServiceKey {
             port,
@@ -111,18 +130,28 @@ pub struct ServiceEntry {
 }
 crate::map_type!(ServiceEntry, 8);
 
+/// The operator-visible services the firewall's ACL knows, stored as u32 in
+/// [`ServiceEntry::service`] and in the allow-list keys; the values are part of the pinned maps'
+/// format and never change.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ServiceId {
+    /// SIP over UDP or TCP; the SIP guard runs on its ports.
     Sip = 1,
+    /// SIP over TLS.
     SipTls = 2,
+    /// The management API; `sipd` always keeps it restricted to its allow list.
     Management = 3,
+    /// SSH to the appliance.
     Ssh = 4,
+    /// Media (RTP/RTCP) ports.
     Rtp = 5,
+    /// Any other port the operator puts in the ACL.
     Other = 6,
 }
 
 impl ServiceId {
+    /// Every service, in value order (for listings and name look-ups).
     pub const ALL: [ServiceId; 6] = [
         Self::Sip,
         Self::SipTls,
@@ -131,6 +160,7 @@ impl ServiceId {
         Self::Rtp,
         Self::Other,
     ];
+    /// The service stored as `v`, or `None` for a value this build does not know.
     pub const fn from_u32(v: u32) -> Option<Self> {
         Some(match v {
             1 => Self::Sip,
@@ -142,6 +172,7 @@ impl ServiceId {
             _ => return None,
         })
     }
+    /// Stable lower-case name used by the API, the CLI and the store (`sip-tls`, ...).
     pub const fn name(self) -> &'static str {
         match self {
             Self::Sip => "sip",
@@ -159,20 +190,27 @@ impl ServiceId {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SvcAllowV4 {
+    /// [`ServiceId`] as u32, big-endian.
     pub service_be: [u8; 4],
+    /// The allowed IPv4 prefix's address.
     pub addr: [u8; 4],
 }
 crate::map_type!(SvcAllowV4, 8);
 
+/// LPM data of the IPv6 per-service allow list, laid out as [`SvcAllowV4`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SvcAllowV6 {
+    /// [`ServiceId`] as u32, big-endian.
     pub service_be: [u8; 4],
+    /// The allowed IPv6 prefix's address.
     pub addr: [u8; 16],
 }
 crate::map_type!(SvcAllowV6, 20);
 
 impl SvcAllowV4 {
+    /// The key data for `service` ([`ServiceId`] as u32, host order) and an IPv4 address; the
+    /// key's prefix length comes from [`svc_allow_prefix`].
     pub const fn new(service: u32, addr: [u8; 4]) -> Self {
         SvcAllowV4 {
             service_be: service.to_be_bytes(),
@@ -181,6 +219,8 @@ impl SvcAllowV4 {
     }
 }
 impl SvcAllowV6 {
+    /// The key data for `service` ([`ServiceId`] as u32, host order) and an IPv6 address; the
+    /// key's prefix length comes from [`svc_allow_prefix`].
     pub const fn new(service: u32, addr: [u8; 16]) -> Self {
         SvcAllowV6 {
             service_be: service.to_be_bytes(),

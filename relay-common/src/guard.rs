@@ -25,9 +25,14 @@ crate::map_type!(GuardConfig, 56);
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GuardState {
+    /// GCRA state of [`GuardConfig::packets`]: theoretical arrival time, CLOCK_MONOTONIC ns.
     pub packets_tat_ns: u64,
+    /// GCRA state of [`GuardConfig::invites`], as `packets_tat_ns`.
     pub invites_tat_ns: u64,
+    /// GCRA state of [`GuardConfig::syns`], as `packets_tat_ns`.
     pub syns_tat_ns: u64,
+    /// CLOCK_MONOTONIC ns of the last event emitted for this source, for
+    /// [`GuardConfig::event_interval_ns`]; 0 before the first.
     pub last_event_ns: u64,
     /// Drops since the last event was emitted (reported in the next event).
     pub suppressed: u64,
@@ -97,17 +102,23 @@ fn starts_invite(payload: &[u8], at: usize) -> bool {
     true
 }
 
+/// Which SIP guard limit dropped the packet a [`GuardEvent`] reports, stored as u32 in
+/// [`GuardEvent::kind`].
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GuardEventKind {
+    /// Packets to a SIP port over the per-source rate ([`GuardConfig::packets`]).
     PacketRate = 1,
+    /// INVITEs over the per-source calls-per-second limit ([`GuardConfig::invites`]).
     InviteRate = 2,
+    /// An INVITE from a source at its concurrent-session cap (`SESSIONS`).
     SessionCap = 3,
     /// New TCP connections to a SIP port over the per-source rate.
     SynRate = 4,
 }
 
 impl GuardEventKind {
+    /// The kind stored as `v`, or `None` for a value this build does not know.
     pub const fn from_u32(v: u32) -> Option<Self> {
         Some(match v {
             1 => Self::PacketRate,
@@ -123,12 +134,15 @@ impl GuardEventKind {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GuardEvent {
+    /// The dropped packet's source.
     pub source: Addr,
+    /// CLOCK_MONOTONIC ns of the drop.
     pub ts_ns: u64,
     /// [`GuardEventKind`] as u32.
     pub kind: u32,
     /// Destination port (host order).
     pub port: u16,
+    /// Explicit padding; zero.
     pub _pad: u16,
     /// Drops of this source that were not reported individually since the previous event.
     pub suppressed: u64,

@@ -6,6 +6,7 @@
 //!
 //! Addresses: IPv4 is stored v4-mapped (`::ffff:a.b.c.d`) so one key type serves both families.
 #![no_std]
+#![warn(missing_docs)]
 
 pub mod addr;
 pub mod csum;

@@ -16,21 +16,40 @@ use crate::{
     stats::STATS_LEN,
 };
 
+/// LPM trie of banned IPv4 prefixes ([`BanV4`] → [`BanEntry`]), written by `sipd`.
 pub const BANS_V4: &str = "BANS_V4";
+/// LPM trie of banned IPv6 prefixes ([`BanV6`] → [`BanEntry`]), written by `sipd`.
 pub const BANS_V6: &str = "BANS_V6";
+/// LPM trie of the operator's static IPv4 deny list ([`DenyV4`] → rule id).
 pub const DENY_V4: &str = "DENY_V4";
+/// LPM trie of the operator's static IPv6 deny list ([`DenyV6`] → rule id).
 pub const DENY_V6: &str = "DENY_V6";
+/// Hash of the services the ACL knows ([`ServiceKey`] → [`ServiceEntry`]); a port not in it
+/// is no service.
 pub const SERVICES: &str = "SERVICES";
+/// LPM trie of the IPv4 per-service allow lists ([`SvcAllowV4`] → 1, a presence marker).
 pub const SVC_ALLOW_V4: &str = "SVC_ALLOW_V4";
+/// LPM trie of the IPv6 per-service allow lists ([`SvcAllowV6`] → 1, a presence marker).
 pub const SVC_ALLOW_V6: &str = "SVC_ALLOW_V6";
+/// Array holding the single [`GuardConfig`], at index 0.
 pub const GUARD_CONFIG: &str = "GUARD_CONFIG";
+/// LRU hash of the SIP guard's per-source state ([`Addr`] → [`GuardState`]), kernel-owned.
 pub const GUARD_STATE: &str = "GUARD_STATE";
+/// Hash of per-source calls in progress and session caps ([`Addr`] → [`SessionCount`]),
+/// maintained by `sipd`.
 pub const SESSIONS: &str = "SESSIONS";
+/// Ring buffer of [`GuardEvent`]s the SIP guard emits for the IDS.
 pub const GUARD_EVENTS: &str = "GUARD_EVENTS";
+/// Hash of media relay legs ([`LegKey`] → [`Leg`]), one per relay port.
 pub const RELAY_LEGS: &str = "RELAY_LEGS";
+/// Per-CPU hash of what arrived on each leg ([`LegKey`] → [`LegCounters`]).
 pub const RELAY_COUNTERS: &str = "RELAY_COUNTERS";
+/// Devmap hash of the interfaces (by ifindex) the relay may redirect packets to; a packet
+/// whose route leaves by another interface goes to the userspace relay.
 pub const TX_PORTS: &str = "TX_PORTS";
+/// Per-CPU array of verdict counters, indexed by [`Stat`](crate::stats::Stat).
 pub const STATS: &str = "STATS";
+/// LRU hash of first-fragment verdicts ([`FragKey`] → [`FragVerdict`]).
 pub const FRAG_VERDICTS: &str = "FRAG_VERDICTS";
 
 /// Name of the XDP program in the object file.
@@ -42,15 +61,20 @@ pub const PROGRAM: &str = "sbc_xdp";
 pub const BANS_MAX: u32 = 65_536;
 /// Per family: `DENY_V4` and `DENY_V6` each.
 pub const DENY_MAX: u32 = 16_384;
+/// Services (port and protocol pairs) in `SERVICES`.
 pub const SERVICES_MAX: u32 = 256;
 /// Per family: `SVC_ALLOW_V4` and `SVC_ALLOW_V6` each, all services together.
 pub const SVC_ALLOW_MAX: u32 = 16_384;
 /// `GUARD_CONFIG` is an array with a single entry.
 pub const GUARD_CONFIG_LEN: u32 = 1;
+/// Sources whose guard state `GUARD_STATE` keeps; an LRU, so a flood of many sources evicts
+/// the least recently seen (whose limits then start afresh).
 pub const GUARD_STATE_MAX: u32 = 65_536;
+/// Sources with a session count or cap in `SESSIONS`.
 pub const SESSIONS_MAX: u32 = 65_536;
 /// One entry per relay port: the whole 16-bit port space fits. `RELAY_COUNTERS` has as many.
 pub const RELAY_LEGS_MAX: u32 = 65_536;
+/// Interfaces in `TX_PORTS`.
 pub const TX_PORTS_MAX: u32 = 64;
 /// Fragmented datagrams whose first fragment's verdict is remembered (for
 /// `frag::FRAG_VERDICT_TTL_NS`). An LRU: a flood of first fragments evicts the oldest
@@ -90,8 +114,11 @@ const _: () = {
 /// buffer has none; a devmap's value size depends on kernel features).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MapLayout {
+    /// The map's name, as pinned and as in the object file.
     pub name: &'static str,
+    /// Key size in bytes (for an LPM trie: the 4-byte prefix length and the data); 0: not checked.
     pub key_size: u32,
+    /// Value size in bytes; 0: not checked.
     pub value_size: u32,
     /// Entries, or bytes for the ring buffer.
     pub max_entries: u32,

@@ -16,6 +16,7 @@ pub struct Gcra {
 crate::map_type!(Gcra, 16);
 
 impl Gcra {
+    /// No limit: [`Gcra::check`] lets everything through and leaves the state alone.
     pub const DISABLED: Gcra = Gcra {
         interval_ns: 0,
         tolerance_ns: 0,
@@ -34,6 +35,7 @@ impl Gcra {
         }
     }
 
+    /// Whether this bucket limits anything (a non-zero interval).
     pub const fn is_enabled(&self) -> bool {
         self.interval_ns != 0
     }

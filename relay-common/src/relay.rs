@@ -12,12 +12,15 @@ use crate::Addr;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct LegKey {
+    /// The relay port, host order.
     pub port: u16,
+    /// Explicit padding; always zero, or equal keys would hash apart.
     pub _pad: u16,
 }
 crate::map_type!(LegKey, 4);
 
 impl LegKey {
+    /// The key of relay port `port` (host order), padding zeroed.
     pub const fn new(port: u16) -> Self {
         LegKey { port, _pad: 0 }
     }
@@ -59,9 +62,11 @@ pub struct Leg {
     pub peer_port: u16,
     /// Relay port of the partner leg: packets received here leave from there.
     pub partner_port: u16,
+    /// Explicit padding; zero.
     pub _pad: u16,
     /// `LEG_*` bits.
     pub flags: u32,
+    /// Explicit padding; zero.
     pub _pad2: u32,
     /// The SIP source of the peer's side (valid with `LEG_TRUST_KNOWN`): besides the SDP's
     /// address (`peer_addr` as signalled), the one address the peer may be learnt from.
@@ -73,6 +78,7 @@ pub struct Leg {
 crate::map_type!(Leg, 80);
 
 impl Leg {
+    /// Whether any bit of `flag` (a `LEG_*` constant) is set.
     #[inline(always)]
     pub const fn has(&self, flag: u32) -> bool {
         self.flags & flag != 0
@@ -117,6 +123,7 @@ impl Leg {
 pub struct LegCounters {
     /// Packets received and forwarded.
     pub packets: u64,
+    /// UDP payload bytes of those packets (RTP header included; IP and UDP headers not).
     pub bytes: u64,
     /// CLOCK_MONOTONIC ns of the last packet received (forwarded or not).
     pub last_seen_ns: u64,
@@ -126,6 +133,7 @@ pub struct LegCounters {
 crate::map_type!(LegCounters, 32);
 
 impl LegCounters {
+    /// Adds another CPU's counters into these: sums, and the later `last_seen_ns`.
     pub fn merge(&mut self, o: &LegCounters) {
         self.packets += o.packets;
         self.bytes += o.bytes;

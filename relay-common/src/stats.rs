@@ -8,6 +8,7 @@ macro_rules! stats {
         pub enum Stat { $($(#[$m])* $name = $idx,)* }
 
         impl Stat {
+            /// Every counter, in index order (for metrics and listings).
             pub const ALL: &'static [Stat] = &[$(Stat::$name,)*];
             /// Stable snake_case name for metrics and the API.
             pub const fn name(self) -> &'static str {

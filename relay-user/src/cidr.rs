@@ -8,16 +8,23 @@ use std::{
     str::FromStr,
 };
 
+/// Why a prefix was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CidrError {
+    /// The address part is no IPv4 or IPv6 address (the input is given).
     #[error("invalid address in {0:?}")]
     Address(String),
+    /// The part after `/` is not a number (the input is given).
     #[error("invalid prefix length in {0:?}")]
     PrefixSyntax(String),
+    /// The prefix length is over the family's 32 or 128.
     #[error("prefix length {len} too long for {family} (max {max})")]
     PrefixTooLong {
+        /// The length given.
         len: u8,
+        /// The family's longest.
         max: u8,
+        /// `IPv4` or `IPv6`.
         family: &'static str,
     },
 }
@@ -31,6 +38,8 @@ pub struct Cidr {
 }
 
 impl Cidr {
+    /// The prefix of `addr`/`len`, host bits cleared; a v4-mapped IPv6 prefix of /96 or longer
+    /// becomes the IPv4 one. Fails when `len` is too long for the family.
     pub fn new(addr: IpAddr, len: u8) -> Result<Self, CidrError> {
         let (addr, len) = match addr {
             IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -62,18 +71,22 @@ impl Cidr {
         }
     }
 
+    /// The network address (host bits zero).
     pub fn addr(&self) -> IpAddr {
         self.addr
     }
 
+    /// The prefix length in bits.
     pub fn prefix_len(&self) -> u8 {
         self.len
     }
 
+    /// Whether it is an IPv4 prefix (v4-mapped input included).
     pub fn is_v4(&self) -> bool {
         self.addr.is_ipv4()
     }
 
+    /// Whether `ip` (v4-mapped addresses as IPv4) is inside it.
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = normalize(ip);
         ip.is_ipv4() == self.addr.is_ipv4() && mask(ip, self.len) == self.addr

@@ -50,9 +50,11 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// Whether an XDP program filters and forwards (native or generic).
     pub fn is_xdp(self) -> bool {
         !matches!(self, Mode::Userspace)
     }
+    /// The mode's name in configuration, logs and the API (`xdp-native`, ...).
     pub const fn name(self) -> &'static str {
         match self {
             Mode::XdpNative => "xdp-native",
@@ -149,6 +151,7 @@ impl DataPlane {
         }
     }
 
+    /// The active mode.
     pub fn mode(&self) -> Mode {
         self.mode
     }
@@ -262,6 +265,7 @@ impl DataPlane {
         }
     }
 
+    /// Every ban, sorted by prefix; expired ones not yet purged included (marked).
     pub fn ban_list(&self) -> R<Vec<BanInfo>> {
         let mut v = match &self.backend {
             Backend::Xdp(m) => lock(m).ban_list()?,
@@ -271,6 +275,7 @@ impl DataPlane {
         Ok(v)
     }
 
+    /// Removes every expired ban; returns how many.
     pub fn ban_purge_expired(&self) -> R<usize> {
         match &self.backend {
             Backend::Xdp(m) => lock(m).ban_purge_expired(),
@@ -278,6 +283,7 @@ impl DataPlane {
         }
     }
 
+    /// Adds (or re-ids) a static deny rule; fails when the table is full (`DENY_MAX` per family).
     pub fn deny_add(&self, cidr: Cidr, rule_id: u32) -> R<()> {
         match &self.backend {
             Backend::Xdp(m) => lock(m).deny_add(cidr, rule_id),
@@ -285,6 +291,7 @@ impl DataPlane {
         }
     }
 
+    /// Removes the deny rule of exactly this prefix; `false` when there was none.
     pub fn deny_remove(&self, cidr: Cidr) -> R<bool> {
         match &self.backend {
             Backend::Xdp(m) => lock(m).deny_remove(cidr),
@@ -292,6 +299,7 @@ impl DataPlane {
         }
     }
 
+    /// Every deny rule.
     pub fn deny_list(&self) -> R<Vec<DenyRule>> {
         match &self.backend {
             Backend::Xdp(m) => lock(m).deny_list(),
@@ -299,6 +307,7 @@ impl DataPlane {
         }
     }
 
+    /// Adds or replaces the service on `s.port`/`s.proto`; fails when `SERVICES_MAX` are set.
     pub fn service_set(&self, s: Service) -> R<()> {
         match &self.backend {
             Backend::Xdp(m) => lock(m).service_set(s),
@@ -306,6 +315,7 @@ impl DataPlane {
         }
     }
 
+    /// Removes the service on `port`/`proto`; `false` when there was none.
     pub fn service_remove(&self, port: u16, proto: Proto) -> R<bool> {
         match &self.backend {
             Backend::Xdp(m) => lock(m).service_remove(port, proto),
@@ -313,6 +323,7 @@ impl DataPlane {
         }
     }
 
+    /// Every service.
     pub fn service_list(&self) -> R<Vec<Service>> {
         match &self.backend {
             Backend::Xdp(m) => lock(m).service_list(),
@@ -320,6 +331,8 @@ impl DataPlane {
         }
     }
 
+    /// Lets `cidr` reach `service` (when the service is restricted); fails when the allow lists
+    /// are full (`SVC_ALLOW_MAX` per family).
     pub fn allow_add(&self, service: ServiceId, cidr: Cidr) -> R<()> {
         match &self.backend {
             Backend::Xdp(m) => lock(m).allow_add(service, cidr),
@@ -327,6 +340,7 @@ impl DataPlane {
         }
     }
 
+    /// Removes exactly this prefix from `service`'s allow list; `false` when it was not there.
     pub fn allow_remove(&self, service: ServiceId, cidr: Cidr) -> R<bool> {
         match &self.backend {
             Backend::Xdp(m) => lock(m).allow_remove(service, cidr),
@@ -334,6 +348,7 @@ impl DataPlane {
         }
     }
 
+    /// `service`'s allow list.
     pub fn allow_list(&self, service: ServiceId) -> R<Vec<Cidr>> {
         match &self.backend {
             Backend::Xdp(m) => lock(m).allow_list(service),
@@ -341,6 +356,7 @@ impl DataPlane {
         }
     }
 
+    /// Sets the SIP guard's limits; the next packet is judged by them.
     pub fn guard_set(&self, s: &GuardSettings) -> R<()> {
         match &self.backend {
             Backend::Xdp(m) => lock(m).guard_set(s),
@@ -348,6 +364,7 @@ impl DataPlane {
         }
     }
 
+    /// The SIP guard's limits in force.
     pub fn guard_get(&self) -> R<GuardSettings> {
         match &self.backend {
             Backend::Xdp(m) => lock(m).guard_get(),
@@ -365,6 +382,7 @@ impl DataPlane {
 
     // ---- per-source sessions (maintained by sipd) ----
 
+    /// The source's session count and cap (zeros when it has no entry).
     pub fn sessions_get(&self, addr: IpAddr) -> R<SourceSessions> {
         match &self.backend {
             Backend::Xdp(m) => lock(m).sessions_get(addr),
@@ -372,6 +390,7 @@ impl DataPlane {
         }
     }
 
+    /// Writes the source's session count and cap.
     pub fn sessions_set(&self, addr: IpAddr, s: SourceSessions) -> R<()> {
         match &self.backend {
             Backend::Xdp(m) => lock(m).sessions_set(addr, s),
@@ -443,6 +462,7 @@ impl DataPlane {
         }
     }
 
+    /// The leg on relay port `port`, if any.
     pub fn leg_get(&self, port: u16) -> R<Option<Leg>> {
         match &self.backend {
             Backend::Xdp(m) => lock(m).leg_get(port),
@@ -450,6 +470,7 @@ impl DataPlane {
         }
     }
 
+    /// Removes the leg on `port` and its counters; `false` when there was none.
     pub fn leg_remove(&self, port: u16) -> R<bool> {
         lock(&self.user_counters).remove(&port);
         match &self.backend {
@@ -458,6 +479,7 @@ impl DataPlane {
         }
     }
 
+    /// Every leg, by port.
     pub fn leg_list(&self) -> R<Vec<Leg>> {
         match &self.backend {
             Backend::Xdp(m) => lock(m).leg_list(),
@@ -549,6 +571,7 @@ impl DataPlane {
         }
     }
 
+    /// The interfaces (ifindex) the XDP program may redirect to; empty in userspace mode.
     pub fn tx_port_list(&self) -> R<Vec<u32>> {
         match &self.backend {
             Backend::Xdp(m) => lock(m).tx_port_list(),

@@ -26,10 +26,12 @@ impl GuardEvents {
         self.rx.recv().await
     }
 
+    /// Next event, blocking the thread; `None` once the data plane is gone. Not from async code.
     pub fn blocking_recv(&mut self) -> Option<GuardEventInfo> {
         self.rx.blocking_recv()
     }
 
+    /// An event if one is waiting; `None` otherwise (or once the data plane is gone).
     pub fn try_recv(&mut self) -> Option<GuardEventInfo> {
         self.rx.try_recv().ok()
     }

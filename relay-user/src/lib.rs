@@ -9,6 +9,7 @@
 //! - [`media`]: media calls as a typed API (offer, answer, delete, stats, timeouts) over
 //!   [`Sessions`], and [`media::MediaPlane`], which starts all of the above; the ng protocol
 //!   ([`ng`]) and `sipd` are its clients.
+#![warn(missing_docs)]
 
 pub mod cidr;
 pub mod clock;

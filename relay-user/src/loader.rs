@@ -45,8 +45,11 @@ pub enum RequestedMode {
     Auto,
     /// Native XDP, else generic XDP; never userspace.
     Xdp,
+    /// Native XDP only; fails where the driver has none.
     XdpNative,
+    /// Generic XDP only.
     XdpSkb,
+    /// No XDP: the userspace relay and firewall.
     Userspace,
 }
 
@@ -76,45 +79,66 @@ impl fmt::Display for RequestedMode {
     }
 }
 
+/// Why the data plane could not be brought up or taken down.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
+    /// A setting is invalid (unknown mode, bad instance name, ...).
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// This build carries no eBPF object.
     #[error("the eBPF object is empty (built with AYA_BUILD_SKIP=1?)")]
     NoObject,
+    /// The kernel refused the object (verifier, map creation, BTF).
     #[error("loading the eBPF object: {0}")]
     Load(#[from] aya::EbpfError),
+    /// Loading or attaching the program failed.
     #[error("program {name}: {source}")]
     Program {
+        /// The program's name.
         name: &'static str,
+        /// What aya said.
         #[source]
         source: aya::programs::ProgramError,
     },
+    /// The object lacks the XDP program (a mismatched build).
     #[error("program {0} is missing from the eBPF object")]
     MissingProgram(&'static str),
     #[error(
         "pinned map {path} has key/value size {found:?}, this build expects {expected:?}; \
          it is from another build: run `relayd --cleanup --instance <name>` first"
     )]
+    /// A pinned map of another layout: refused rather than misread.
     StalePin {
+        /// The pin.
         path: PathBuf,
+        /// Its (key, value) sizes in bytes.
         found: (u32, u32),
+        /// This build's (key, value) sizes.
         expected: (u32, u32),
     },
+    /// The named interface does not exist.
     #[error("no such interface {0:?}")]
     NoInterface(String),
+    /// The program could not be attached to an interface in a mode.
     #[error("attaching to {iface} in {mode} mode: {reason}")]
     Attach {
+        /// The interface.
         iface: String,
+        /// The mode tried.
         mode: Mode,
+        /// Why, from the kernel.
         reason: String,
     },
+    /// A file under the bpffs pin directory could not be read, made or removed.
     #[error("{path}: {source}")]
     Fs {
+        /// The file.
         path: PathBuf,
+        /// The error.
         #[source]
         source: io::Error,
     },
+    /// Setting up the maps failed.
     #[error(transparent)]
     Maps(#[from] DataPlaneError),
 }
@@ -265,8 +289,11 @@ fn raise_memlock() {
 /// What to bring up.
 #[derive(Clone, Debug)]
 pub struct LoaderConfig {
+    /// Names the pin directory (`/sys/fs/bpf/<instance>`), so instances do not share maps.
     pub instance: String,
+    /// Interfaces to attach the program to, by name.
     pub interfaces: Vec<String>,
+    /// Which data plane to try (`--dataplane`).
     pub mode: RequestedMode,
     /// Turn on IP forwarding where the kernel relay path needs it (see [`forwarding_gaps`]);
     /// otherwise only report it.
@@ -630,8 +657,11 @@ fn remove_link_pins(dir: &Path) {
 /// What [`detach`] removed.
 #[derive(Debug, Default)]
 pub struct Cleanup {
+    /// Link pins removed.
     pub links: Vec<PathBuf>,
+    /// Map pins removed.
     pub maps: Vec<PathBuf>,
+    /// Whether the instance's pin directory itself was removed.
     pub dir_removed: bool,
 }
 

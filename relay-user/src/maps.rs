@@ -256,6 +256,7 @@ impl XdpMaps {
             .map(|e| ban_info(prefix, &e, monotonic_ns())))
     }
 
+    /// Every ban in both tries, expired ones not yet purged included.
     pub fn ban_list(&self) -> R<Vec<BanInfo>> {
         let now = monotonic_ns();
         let mut out = Vec::new();
@@ -298,6 +299,7 @@ impl XdpMaps {
 
     // ---- static deny ----
 
+    /// Adds (or re-ids) a deny rule in `DENY_V4`/`DENY_V6`.
     pub fn deny_add(&mut self, cidr: Cidr, rule_id: u32) -> R<()> {
         let len = cidr.prefix_len() as u32;
         match v4_bytes(&cidr) {
@@ -312,6 +314,7 @@ impl XdpMaps {
         }
     }
 
+    /// Removes the deny rule of exactly this prefix; `false` when there was none.
     pub fn deny_remove(&mut self, cidr: Cidr) -> R<bool> {
         let len = cidr.prefix_len() as u32;
         match v4_bytes(&cidr) {
@@ -323,6 +326,7 @@ impl XdpMaps {
         }
     }
 
+    /// Every deny rule in both tries.
     pub fn deny_list(&self) -> R<Vec<DenyRule>> {
         let mut out = Vec::new();
         for r in self.deny_v4.iter() {
@@ -343,11 +347,13 @@ impl XdpMaps {
 
     // ---- services ----
 
+    /// Adds or replaces the service on its port and protocol in `SERVICES`.
     pub fn service_set(&mut self, s: Service) -> R<()> {
         let (k, v) = service_entry(&s);
         self.services.insert(k, v, 0).map_err(ins(names::SERVICES))
     }
 
+    /// Removes the service on `port`/`proto`; `false` when there was none.
     pub fn service_remove(&mut self, port: u16, proto: Proto) -> R<bool> {
         del(
             self.services.remove(&ServiceKey::new(port, proto.number())),
@@ -355,6 +361,7 @@ impl XdpMaps {
         )
     }
 
+    /// Every service in `SERVICES`.
     pub fn service_list(&self) -> R<Vec<Service>> {
         let mut out: Vec<Service> = self
             .services
@@ -366,6 +373,7 @@ impl XdpMaps {
         Ok(out)
     }
 
+    /// Adds `cidr` to `service`'s allow list (`SVC_ALLOW_V4`/`SVC_ALLOW_V6`).
     pub fn allow_add(&mut self, service: ServiceId, cidr: Cidr) -> R<()> {
         let len = svc_allow_prefix(cidr.prefix_len() as u32);
         match v4_bytes(&cidr) {
@@ -384,6 +392,7 @@ impl XdpMaps {
         }
     }
 
+    /// Removes exactly this prefix from `service`'s allow list; `false` when it was not there.
     pub fn allow_remove(&mut self, service: ServiceId, cidr: Cidr) -> R<bool> {
         let len = svc_allow_prefix(cidr.prefix_len() as u32);
         match v4_bytes(&cidr) {
@@ -402,6 +411,7 @@ impl XdpMaps {
         }
     }
 
+    /// `service`'s allow list.
     pub fn allow_list(&self, service: ServiceId) -> R<Vec<Cidr>> {
         let want = (service as u32).to_be_bytes();
         let mut out = Vec::new();
@@ -431,6 +441,7 @@ impl XdpMaps {
 
     // ---- SIP guard ----
 
+    /// Writes the SIP guard's limits into `GUARD_CONFIG`.
     pub fn guard_set(&mut self, s: &GuardSettings) -> R<()> {
         let c = s.to_config()?;
         self.guard_config
@@ -438,6 +449,7 @@ impl XdpMaps {
             .map_err(DataPlaneError::map(names::GUARD_CONFIG))
     }
 
+    /// The SIP guard's limits from `GUARD_CONFIG`.
     pub fn guard_get(&self) -> R<GuardSettings> {
         let c = self
             .guard_config
@@ -454,6 +466,7 @@ impl XdpMaps {
         )
     }
 
+    /// The source's `SESSIONS` entry (zeros when it has none).
     pub fn sessions_get(&self, addr: IpAddr) -> R<SourceSessions> {
         Ok(
             opt(self.sessions.get(&Addr::from(addr), 0), names::SESSIONS)?
@@ -481,16 +494,19 @@ impl XdpMaps {
 
     // ---- relay legs ----
 
+    /// Writes a leg into `RELAY_LEGS` under its `local_port` (its counters are left alone).
     pub fn leg_put(&mut self, leg: &Leg) -> R<()> {
         self.legs
             .insert(LegKey::new(leg.local_port), *leg, 0)
             .map_err(ins(names::RELAY_LEGS))
     }
 
+    /// The leg on relay port `port`, if any.
     pub fn leg_get(&self, port: u16) -> R<Option<Leg>> {
         opt(self.legs.get(&LegKey::new(port), 0), names::RELAY_LEGS)
     }
 
+    /// Removes the leg on `port` and its counters; `false` when there was no leg.
     pub fn leg_remove(&mut self, port: u16) -> R<bool> {
         let k = LegKey::new(port);
         // Counters first: a leg re-created on this port must not inherit them.
@@ -498,6 +514,7 @@ impl XdpMaps {
         del(self.legs.remove(&k), names::RELAY_LEGS)
     }
 
+    /// Every leg, by port.
     pub fn leg_list(&self) -> R<Vec<Leg>> {
         let mut out: Vec<Leg> = self
             .legs
@@ -557,10 +574,12 @@ impl XdpMaps {
             })
     }
 
+    /// Stops redirects to `ifindex`; `false` when it was not allowed.
     pub fn tx_port_remove(&mut self, ifindex: u32) -> R<bool> {
         del(self.tx_ports.remove(ifindex), names::TX_PORTS)
     }
 
+    /// The interfaces the program may redirect to.
     pub fn tx_port_list(&self) -> R<Vec<u32>> {
         Ok(self.tx_ports.keys().filter_map(Result::ok).collect())
     }

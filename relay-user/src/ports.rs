@@ -3,24 +3,35 @@
 
 use std::{collections::BTreeSet, fmt, str::FromStr};
 
+/// Why a port range was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PortRangeError {
+    /// Not `FIRST-LAST` with two port numbers (the input is given).
     #[error("port range {0:?}: expected FIRST-LAST, e.g. 30000-39999")]
     Syntax(String),
     #[error(
         "port range {first}-{last} holds no RTP/RTCP pair (needs an even port and its successor)"
     )]
-    TooSmall { first: u16, last: u16 },
+    /// The range holds no even port whose successor is also in it.
+    TooSmall {
+        /// First port given.
+        first: u16,
+        /// Last port given.
+        last: u16,
+    },
 }
 
 /// Inclusive range of relay ports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PortRange {
+    /// First port, inclusive.
     pub first: u16,
+    /// Last port, inclusive.
     pub last: u16,
 }
 
 impl PortRange {
+    /// The range `first..=last`; fails when it holds no RTP/RTCP pair.
     pub fn new(first: u16, last: u16) -> Result<Self, PortRangeError> {
         let r = PortRange { first, last };
         if r.pairs() == 0 {
@@ -147,14 +158,17 @@ impl PortAllocator {
         }
     }
 
+    /// The range it allocates from.
     pub fn range(&self) -> PortRange {
         self.range
     }
 
+    /// RTP ports (pairs) taken.
     pub fn in_use(&self) -> usize {
         self.used.len()
     }
 
+    /// RTP ports (pairs) still free.
     pub fn available(&self) -> usize {
         self.range.pairs() as usize - self.used.len()
     }
@@ -194,10 +208,12 @@ impl PortAllocator {
         self.used.insert(port)
     }
 
+    /// Frees an RTP port (its pair); `false` when it was not taken.
     pub fn release(&mut self, port: u16) -> bool {
         self.used.remove(&port)
     }
 
+    /// Whether this RTP port is taken.
     pub fn is_used(&self, port: u16) -> bool {
         self.used.contains(&port)
     }

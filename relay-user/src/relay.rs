@@ -178,6 +178,7 @@ impl UserRelay {
         }
     }
 
+    /// Whether the relay has a socket bound on `port`.
     pub fn is_open(&self, port: u16) -> bool {
         self.inner
             .sockets
@@ -186,6 +187,7 @@ impl UserRelay {
             .contains_key(&port)
     }
 
+    /// Sockets the relay holds open.
     pub fn open_ports(&self) -> usize {
         self.inner
             .sockets
@@ -194,6 +196,7 @@ impl UserRelay {
             .len()
     }
 
+    /// The data plane it forwards through and counts in.
     pub fn dataplane(&self) -> &Arc<DataPlane> {
         &self.inner.dp
     }

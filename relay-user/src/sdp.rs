@@ -12,28 +12,70 @@ use std::ops::Range;
 /// Why an SDP body was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SdpError {
+    /// No bytes at all.
     #[error("SDP is empty")]
     Empty,
+    /// The first line is not `v=0`.
     #[error("SDP must start with v=0")]
     NoVersion,
+    /// A line that is not `<letter>=<value>`.
     #[error("line {line}: not of the form <letter>=<value>")]
-    BadLine { line: usize },
+    BadLine {
+        /// The line's number, from 1.
+        line: usize,
+    },
+    /// A bare CR or a NUL inside a line (parsers downstream would split it differently).
     #[error("line {line}: bare CR or NUL inside a line")]
-    BadChar { line: usize },
+    BadChar {
+        /// The line's number, from 1.
+        line: usize,
+    },
+    /// An `o=` line that is not six fields with network type `IN`.
     #[error("line {line}: malformed o= line")]
-    BadOrigin { line: usize },
+    BadOrigin {
+        /// The line's number, from 1.
+        line: usize,
+    },
+    /// A `c=` line that is not `IN IP4|IP6 <address>`.
     #[error("line {line}: malformed c= line")]
-    BadConnection { line: usize },
+    BadConnection {
+        /// The line's number, from 1.
+        line: usize,
+    },
+    /// A `c=` address that is not an address of the family it names.
     #[error("line {line}: c= address {addr:?} is not an IP address of its family")]
-    BadAddress { line: usize, addr: String },
+    BadAddress {
+        /// The line's number, from 1.
+        line: usize,
+        /// The address as written.
+        addr: String,
+    },
+    /// An `m=` line without media, port, protocol and formats.
     #[error("line {line}: malformed m= line")]
-    BadMedia { line: usize },
+    BadMedia {
+        /// The line's number, from 1.
+        line: usize,
+    },
+    /// An `a=rtcp:` attribute whose port (or address) does not parse.
     #[error("line {line}: malformed a=rtcp attribute")]
-    BadRtcp { line: usize },
+    BadRtcp {
+        /// The line's number, from 1.
+        line: usize,
+    },
+    /// A media section with no `c=` of its own and none at session level.
     #[error("media {index} has no connection address (no c= in the media or the session)")]
-    NoConnection { index: usize },
+    NoConnection {
+        /// The m= section's index, from 0.
+        index: usize,
+    },
+    /// A rewrite was given ports for another number of m= sections than the SDP has.
     #[error("SDP has {found} media sections, rewrite gave ports for {given}")]
-    MediaCount { found: usize, given: usize },
+    MediaCount {
+        /// m= sections in the SDP.
+        found: usize,
+        /// Port sets given.
+        given: usize,
+    },
 }
 
 /// One `m=` section as parsed.
@@ -95,6 +137,7 @@ pub struct Rewrite {
 pub struct Sdp<'a> {
     text: &'a str,
     fields: Vec<Field>,
+    /// The m= sections, in order.
     pub media: Vec<Media>,
 }
 
@@ -279,6 +322,8 @@ impl Parser {
 }
 
 impl<'a> Sdp<'a> {
+    /// Parses and checks `text`, recording where the rewritable fields are; fails on the first
+    /// structural problem.
     pub fn parse(text: &'a str) -> Result<Sdp<'a>, SdpError> {
         if text.is_empty() {
             return Err(SdpError::Empty);

@@ -30,32 +30,58 @@ use crate::{
     ports::{PortAllocator, PortRange},
 };
 
+/// Why a relay session operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
+    /// No session with this id (never made, removed, or timed out).
     #[error("no session {0}")]
     NoSession(SessionId),
     #[error("session {session} has no stream on ports {a}/{b}")]
-    NoStream { session: SessionId, a: u16, b: u16 },
+    /// The session has no stream on these ports.
+    NoStream {
+        /// The session.
+        session: SessionId,
+        /// Side A's RTP port asked for.
+        a: u16,
+        /// Side B's RTP port asked for.
+        b: u16,
+    },
     #[error("session {session} has no relay port {port}")]
-    NoPort { session: SessionId, port: u16 },
+    /// The session has no leg on this port.
+    NoPort {
+        /// The session.
+        session: SessionId,
+        /// The relay port asked for.
+        port: u16,
+    },
+    /// No free RTP/RTCP pair left in the range.
     #[error("relay port range {0} exhausted")]
     PortsExhausted(PortRange),
     /// The process (EMFILE) or the system (ENFILE) has no descriptor left for a relay socket:
     /// the open-file limit is the cause, not the port range.
     #[error("out of file descriptors for relay port {port} on {addr} (open-file limit): {source}")]
     Descriptors {
+        /// The relay address.
         addr: IpAddr,
+        /// The port being opened.
         port: u16,
+        /// EMFILE or ENFILE.
         #[source]
         source: std::io::Error,
     },
+    /// A relay socket could not be bound (another process holds the port, or the address is
+    /// not local).
     #[error("cannot bind relay port {port} on {addr}: {source}")]
     Bind {
+        /// The relay address.
         addr: IpAddr,
+        /// The port.
         port: u16,
+        /// What bind said.
         #[source]
         source: std::io::Error,
     },
+    /// Writing the session's legs into the data plane failed.
     #[error(transparent)]
     DataPlane(#[from] DataPlaneError),
 }
@@ -65,9 +91,13 @@ type R<T> = Result<T, SessionError>;
 /// What was seen on one relay port.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct LegReport {
+    /// The relay port.
     pub port: u16,
+    /// Packets received and relayed.
     pub packets: u64,
+    /// UDP payload bytes of those packets.
     pub bytes: u64,
+    /// Packets strict source refused.
     pub strict_drops: u64,
     /// CLOCK_MONOTONIC ns of the last packet; 0 = none yet.
     pub last_seen_ns: u64,
@@ -75,10 +105,12 @@ pub struct LegReport {
     pub peer: Option<SocketAddr>,
 }
 
+/// One stream's four legs.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct StreamReport {
     /// RTP port of side A (RTCP is + 1).
     pub a: u16,
+    /// RTP port of side B (RTCP is + 1).
     pub b: u16,
     /// A-RTP, A-RTCP, B-RTP, B-RTCP.
     pub legs: Vec<LegReport>,
@@ -87,14 +119,18 @@ pub struct StreamReport {
 /// A session's counters, for `query`, CDRs, and timeout reports.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct SessionReport {
+    /// The session.
     pub session: SessionId,
+    /// Its operator label (the Call-ID).
     pub label: String,
+    /// Its streams, in creation order.
     pub streams: Vec<StreamReport>,
     /// Latest of: last packet on any leg, creation, last signalling change (monotonic ns).
     pub last_activity_ns: u64,
 }
 
 impl SessionReport {
+    /// Packets relayed on all its legs.
     pub fn packets(&self) -> u64 {
         self.streams
             .iter()
@@ -103,6 +139,7 @@ impl SessionReport {
             .sum()
     }
 
+    /// UDP payload bytes relayed on all its legs.
     pub fn bytes(&self) -> u64 {
         self.streams
             .iter()
@@ -115,7 +152,9 @@ impl SessionReport {
 /// Media relayed since start, sessions ended or not: counters that only grow (`/metrics`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct RelayTotals {
+    /// Packets relayed.
     pub packets: u64,
+    /// UDP payload bytes relayed.
     pub bytes: u64,
     /// Sessions open now.
     pub sessions: u64,
@@ -231,6 +270,7 @@ impl Sessions {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The data plane the legs are written to.
     pub fn dataplane(&self) -> &Arc<DataPlane> {
         &self.dp
     }
@@ -570,6 +610,7 @@ impl Sessions {
         Ok(report)
     }
 
+    /// Every live session's id, in no particular order.
     pub fn list(&self) -> Vec<SessionId> {
         self.lock().sessions.keys().copied().collect()
     }
@@ -589,6 +630,7 @@ impl Sessions {
         t
     }
 
+    /// Whether the session is live (not removed, not timed out).
     pub fn contains(&self, session: SessionId) -> bool {
         self.lock().sessions.contains_key(&session)
     }

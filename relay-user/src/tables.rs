@@ -27,6 +27,8 @@ use crate::{
 
 type R<T> = Result<T, DataPlaneError>;
 
+/// The in-memory firewall tables of the userspace data plane: the same rules, capacities and
+/// verdicts as the XDP maps, for when no XDP program runs (and for tests).
 #[derive(Default)]
 pub struct UserTables {
     bans: Bans,
@@ -100,12 +102,15 @@ fn check_room(len: usize, max: u32, exists: bool, name: &'static str) -> R<()> {
 }
 
 impl UserTables {
+    /// Empty tables, the guard off.
     pub fn new() -> Self {
         Self::default()
     }
 
     // ---- bans ----
 
+    /// Bans `prefix` for `duration` (`None`: permanently) from CLOCK_MONOTONIC `now`; replaces a
+    /// ban of the same prefix. [`DataPlaneError::Full`] at `BANS_MAX` per family.
     pub fn ban_add(
         &mut self,
         prefix: Cidr,
@@ -129,14 +134,17 @@ impl UserTables {
         Ok(())
     }
 
+    /// Removes the ban of exactly this prefix; `false` when there was none.
     pub fn ban_remove(&mut self, prefix: Cidr) -> bool {
         self.bans.remove(prefix)
     }
 
+    /// The ban of exactly this prefix, as listed at `now`.
     pub fn ban_get(&self, prefix: Cidr, now: u64) -> Option<BanInfo> {
         self.bans.map.get(&prefix).map(|e| ban_info(prefix, e, now))
     }
 
+    /// Every ban, as listed at `now` (expired ones not yet purged included).
     pub fn ban_list(&self, now: u64) -> Vec<BanInfo> {
         self.bans
             .map
@@ -145,6 +153,7 @@ impl UserTables {
             .collect()
     }
 
+    /// Removes the bans expired at `now`; returns how many.
     pub fn ban_purge_expired(&mut self, now: u64) -> usize {
         let expired: Vec<Cidr> = self
             .bans
@@ -161,6 +170,7 @@ impl UserTables {
 
     // ---- static deny ----
 
+    /// Adds (or re-ids) a deny rule; [`DataPlaneError::Full`] at `DENY_MAX` per family.
     pub fn deny_add(&mut self, cidr: Cidr, rule_id: u32) -> R<()> {
         let fam = self
             .deny
@@ -182,10 +192,12 @@ impl UserTables {
         Ok(())
     }
 
+    /// Removes the deny rule of exactly this prefix; `false` when there was none.
     pub fn deny_remove(&mut self, cidr: Cidr) -> bool {
         self.deny.remove(&cidr).is_some()
     }
 
+    /// Every deny rule.
     pub fn deny_list(&self) -> Vec<DenyRule> {
         self.deny
             .iter()
@@ -198,6 +210,8 @@ impl UserTables {
 
     // ---- services ----
 
+    /// Adds or replaces the service on its port and protocol; [`DataPlaneError::Full`] at
+    /// `SERVICES_MAX`.
     pub fn service_set(&mut self, s: Service) -> R<()> {
         let (k, v) = service_entry(&s);
         check_room(
@@ -210,12 +224,14 @@ impl UserTables {
         Ok(())
     }
 
+    /// Removes the service on `port`/`proto`; `false` when there was none.
     pub fn service_remove(&mut self, port: u16, proto: Proto) -> bool {
         self.services
             .remove(&ServiceKey::new(port, proto.number()))
             .is_some()
     }
 
+    /// Every service.
     pub fn service_list(&self) -> Vec<Service> {
         let mut v: Vec<Service> = self
             .services
@@ -226,6 +242,8 @@ impl UserTables {
         v
     }
 
+    /// Adds `cidr` to `service`'s allow list; [`DataPlaneError::Full`] at `SVC_ALLOW_MAX` per
+    /// family.
     pub fn allow_add(&mut self, service: ServiceId, cidr: Cidr) -> R<()> {
         let total: usize = self
             .allow
@@ -247,12 +265,14 @@ impl UserTables {
         Ok(())
     }
 
+    /// Removes exactly this prefix from `service`'s allow list; `false` when it was not there.
     pub fn allow_remove(&mut self, service: ServiceId, cidr: Cidr) -> bool {
         self.allow
             .get_mut(&(service as u32))
             .is_some_and(|s| s.remove(&cidr))
     }
 
+    /// `service`'s allow list.
     pub fn allow_list(&self, service: ServiceId) -> Vec<Cidr> {
         self.allow
             .get(&(service as u32))
@@ -262,19 +282,23 @@ impl UserTables {
 
     // ---- guard ----
 
+    /// Sets the SIP guard's limits; fails as [`GuardSettings::to_config`] does.
     pub fn guard_set(&mut self, s: &GuardSettings) -> R<()> {
         self.guard = s.to_config()?;
         Ok(())
     }
 
+    /// The SIP guard's limits in force.
     pub fn guard_get(&self) -> GuardSettings {
         GuardSettings::from_config(&self.guard)
     }
 
+    /// Forgets a source's rate-limit state; `false` when it had none.
     pub fn guard_state_reset(&mut self, addr: IpAddr) -> bool {
         self.guard_state.remove(&Addr::from(addr)).is_some()
     }
 
+    /// The source's session count and cap (zeros when it has no entry).
     pub fn sessions_get(&self, addr: IpAddr) -> SourceSessions {
         self.sessions
             .get(&Addr::from(addr))
@@ -285,6 +309,8 @@ impl UserTables {
             .unwrap_or_default()
     }
 
+    /// Writes the source's session count and cap (all zeros removes the entry);
+    /// [`DataPlaneError::Full`] at `SESSIONS_MAX` sources.
     pub fn sessions_set(&mut self, addr: IpAddr, s: SourceSessions) -> R<()> {
         let a = Addr::from(addr);
         if s == SourceSessions::default() {
@@ -309,18 +335,22 @@ impl UserTables {
 
     // ---- legs ----
 
+    /// Writes a leg under its `local_port`.
     pub fn leg_put(&mut self, leg: &Leg) {
         self.legs.insert(leg.local_port, *leg);
     }
 
+    /// The leg on relay port `port`, if any.
     pub fn leg_get(&self, port: u16) -> Option<Leg> {
         self.legs.get(&port).copied()
     }
 
+    /// Removes the leg on `port`; `false` when there was none.
     pub fn leg_remove(&mut self, port: u16) -> bool {
         self.legs.remove(&port).is_some()
     }
 
+    /// Every leg, by port.
     pub fn leg_list(&self) -> Vec<Leg> {
         self.legs.values().copied().collect()
     }

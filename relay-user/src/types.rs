@@ -17,11 +17,14 @@ use crate::error::DataPlaneError;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Proto {
+    /// UDP.
     Udp,
+    /// TCP.
     Tcp,
 }
 
 impl Proto {
+    /// The IP protocol number (17, 6).
     pub const fn number(self) -> u8 {
         match self {
             Proto::Udp => PROTO_UDP,
@@ -29,6 +32,7 @@ impl Proto {
         }
     }
 
+    /// The protocol of IP protocol number `n`; `None` for anything but UDP and TCP.
     pub const fn from_number(n: u8) -> Option<Self> {
         match n {
             PROTO_UDP => Some(Proto::Udp),
@@ -78,6 +82,7 @@ pub fn parse_ban_reason(s: &str) -> Result<BanReason, DataPlaneError> {
     })
 }
 
+/// The name listings and the API use (`brute-force`, ...); [`parse_ban_reason`] reads it back.
 pub const fn ban_reason_name(r: BanReason) -> &'static str {
     match r {
         BanReason::Manual => "manual",
@@ -102,6 +107,7 @@ pub struct BanInfo {
 }
 
 impl BanInfo {
+    /// The decoded reason; `None` for a code this build does not know.
     pub fn reason(&self) -> Option<BanReason> {
         BanReason::from_u32(self.reason_code)
     }
@@ -110,6 +116,7 @@ impl BanInfo {
 /// One deny rule.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct DenyRule {
+    /// The denied prefix.
     pub cidr: crate::Cidr,
     /// Operator's rule id, so a drop can be traced back to the rule.
     pub rule_id: u32,
@@ -118,8 +125,11 @@ pub struct DenyRule {
 /// A service on a destination port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct Service {
+    /// Destination port.
     pub port: u16,
+    /// Transport protocol.
     pub proto: Proto,
+    /// Which operator-visible service it is (its allow list is this service's).
     #[serde(serialize_with = "ser_service_id")]
     pub id: ServiceId,
     /// Only sources in the service's allow list may reach it.
@@ -137,15 +147,18 @@ fn ser_service_id<S: serde::Serializer>(id: &ServiceId, s: S) -> Result<S::Ok, S
 pub struct GuardSettings {
     /// SIP packets per second per source.
     pub packet_rate: u32,
+    /// Packets a source may send at once above `packet_rate`.
     pub packet_burst: u32,
     /// INVITEs per second per source (calls per second).
     pub invite_rate: u32,
+    /// INVITEs a source may send at once above `invite_rate`.
     pub invite_burst: u32,
     /// Concurrent sessions per source unless the source has its own limit; 0 = no cap.
     pub max_sessions: u32,
     /// New TCP connections (SYN) to a SIP port per second per source; enforced by the
     /// kernel only (the userspace fallback leaves SYN floods to the stack's SYN cookies).
     pub syn_rate: u32,
+    /// SYNs a source may send at once above `syn_rate`.
     pub syn_burst: u32,
     /// At most one guard event per source per interval; zero reports every drop.
     pub event_interval: Duration,
@@ -168,6 +181,8 @@ impl Default for GuardSettings {
 }
 
 impl GuardSettings {
+    /// The kernel's `GUARD_CONFIG` entry; fails when `event_interval` is over `u32::MAX` ns
+    /// (about 4.3 s).
     pub fn to_config(&self) -> Result<GuardConfig, DataPlaneError> {
         let event_interval_ns = u32::try_from(self.event_interval.as_nanos()).map_err(|_| {
             DataPlaneError::Invalid(format!(
@@ -185,6 +200,7 @@ impl GuardSettings {
         })
     }
 
+    /// Back to operator units (rates rounded to whole packets per second).
     pub fn from_config(c: &GuardConfig) -> Self {
         let (packet_rate, packet_burst) = gcra_units(&c.packets);
         let (invite_rate, invite_burst) = gcra_units(&c.invites);
@@ -218,6 +234,7 @@ fn gcra_units(g: &Gcra) -> (u32, u32) {
 /// Per-source concurrent-session entry (`SESSIONS`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct SourceSessions {
+    /// Calls in progress from the source, as `sipd` counts them.
     pub active: u32,
     /// 0 = the guard's default cap.
     pub limit: u32,
@@ -226,14 +243,18 @@ pub struct SourceSessions {
 /// What the firewall decided, and the counter that recorded it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
+    /// Let through, counted under this stat.
     Pass(Stat),
+    /// Dropped, counted under this stat.
     Drop(Stat),
 }
 
 impl Verdict {
+    /// Whether the packet passes.
     pub fn is_pass(&self) -> bool {
         matches!(self, Verdict::Pass(_))
     }
+    /// The counter that recorded the verdict.
     pub fn stat(&self) -> Stat {
         match *self {
             Verdict::Pass(s) | Verdict::Drop(s) => s,
@@ -244,12 +265,16 @@ impl Verdict {
 /// A decoded guard event (from the kernel ring buffer or the userspace guard).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct GuardEventInfo {
+    /// The dropped packet's source.
     pub source: IpAddr,
     /// CLOCK_MONOTONIC ns.
     pub ts_ns: u64,
+    /// Which limit dropped it; `None` for a kind this build does not know.
     #[serde(serialize_with = "ser_kind")]
     pub kind: Option<GuardEventKind>,
+    /// Destination port.
     pub port: u16,
+    /// Drops of this source not reported since the previous event.
     pub suppressed: u64,
 }
 

@@ -18,12 +18,23 @@ pub type SessionId = u64;
 /// A backend failure. Its text is what an ng client sees as `error-reason`.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum BackendError {
+    /// The backend has no session with this id (never made, removed, or timed out).
     #[error("no session {0}")]
     NoSession(SessionId),
     #[error("session {session} has no stream {a}/{b}")]
-    NoStream { session: SessionId, a: u16, b: u16 },
+    /// The session has no stream on these ports.
+    NoStream {
+        /// The session.
+        session: SessionId,
+        /// The stream's A port asked for.
+        a: u16,
+        /// The stream's B port asked for.
+        b: u16,
+    },
+    /// No free relay port pair is left in the configured range.
     #[error("relay port range exhausted")]
     PortsExhausted,
+    /// This backend does not survive restarts, so it cannot adopt a recovered session.
     #[error("session {0}: this backend cannot adopt sessions")]
     CannotAdopt(SessionId),
     /// The session layer's own error (ports, sockets, the data plane).
@@ -43,11 +54,14 @@ impl From<SessionError> for BackendError {
 /// Which end of a stream: A is the offerer, B the answerer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Side {
+    /// The offerer's side.
     A,
+    /// The answerer's side.
     B,
 }
 
 impl Side {
+    /// The opposite side.
     pub fn other(self) -> Side {
         match self {
             Side::A => Side::B,
@@ -60,11 +74,14 @@ impl Side {
 /// `a`, the peer of side B to `b`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct StreamPorts {
+    /// The RTP port side A's peer sends to.
     pub a: u16,
+    /// The RTP port side B's peer sends to.
     pub b: u16,
 }
 
 impl StreamPorts {
+    /// The RTP port `side`'s peer sends to.
     pub fn of(&self, side: Side) -> u16 {
         match side {
             Side::A => self.a,
@@ -96,7 +113,9 @@ pub struct PeerSetup {
 /// Traffic received on one relay port (from that side's peer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct LegStats {
+    /// Packets received and relayed.
     pub packets: u64,
+    /// UDP payload bytes of those packets.
     pub bytes: u64,
     /// Packets that arrived but were not relayed because strict source refused their sender
     /// (rtpengine reports these as `errors`).
@@ -111,6 +130,7 @@ pub struct LegStats {
 /// the first offer, one stream per m= line, peers per side as offer and answer arrive,
 /// activate once both sides are known, remove on delete.
 pub trait MediaBackend: Send + Sync + 'static {
+    /// Makes a session for a new call labelled `call_id`; no ports yet.
     fn create_session(&self, call_id: &str) -> Result<SessionId, BackendError>;
     /// Allocates two relay port pairs for a new stream of the session.
     fn create_stream(&self, session: SessionId) -> Result<StreamPorts, BackendError>;
@@ -161,6 +181,8 @@ pub trait MediaBackend: Send + Sync + 'static {
 /// and what was last signalled for each side (A, B).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AdoptStream {
+    /// The stream's relay ports.
     pub ports: StreamPorts,
+    /// Side A's and side B's setup, `None` where nothing was signalled.
     pub peer: [Option<PeerSetup>; 2],
 }

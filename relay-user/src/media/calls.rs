@@ -22,11 +22,14 @@ use crate::sdp::{self, Rewrite, Sdp};
 /// An address family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {
+    /// IPv4.
     V4,
+    /// IPv6.
     V6,
 }
 
 impl Family {
+    /// The family of `ip` (a v4-mapped IPv6 address counts as IPv6).
     pub fn of(ip: &IpAddr) -> Family {
         if ip.is_ipv4() { Family::V4 } else { Family::V6 }
     }
@@ -35,12 +38,16 @@ impl Family {
 /// A relay interface the SDP may advertise (rtpengine's `--interface=name/addr`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Interface {
+    /// The interface's name, as `direction` names it.
     pub name: String,
+    /// Its IPv4 relay address, if it has one.
     pub v4: Option<Ipv4Addr>,
+    /// Its IPv6 relay address, if it has one.
     pub v6: Option<Ipv6Addr>,
 }
 
 impl Interface {
+    /// An interface named `name` with the first IPv4 and first IPv6 address of `addrs`.
     pub fn new(name: &str, addrs: &[IpAddr]) -> Interface {
         Interface {
             name: name.into(),
@@ -111,16 +118,20 @@ impl Default for Anchor {
 /// One SDP of a call: which call, the tag of the party that sent it, the body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Signal<'a> {
+    /// The call (the SIP Call-ID).
     pub call_id: &'a str,
     /// An offer's from-tag, an answer's to-tag.
     pub tag: &'a str,
+    /// The SDP body.
     pub sdp: &'a str,
 }
 
 /// One m= line of a call.
 #[derive(Debug)]
 pub struct Stream {
+    /// The media type (`audio`, `video`, ...).
     pub kind: String,
+    /// The transport protocol (`RTP/AVP`, ...).
     pub proto: String,
     /// `None` for an m= line with port 0.
     pub ports: Option<StreamPorts>,
@@ -131,13 +142,17 @@ pub struct Stream {
 /// One call of the table.
 #[derive(Debug)]
 pub struct Call {
+    /// The relay session carrying the call's streams.
     pub session: SessionId,
     /// Side A's and side B's tags.
     pub tags: [Option<String>; 2],
     /// Interface index per side.
     pub(super) iface: [usize; 2],
+    /// When the call was first offered.
     pub created: SystemTime,
+    /// When the last offer or answer arrived.
     pub last_signal: SystemTime,
+    /// One per m= line, in SDP order.
     pub streams: Vec<Stream>,
 }
 
@@ -150,12 +165,14 @@ pub fn side_index(side: Side) -> usize {
 }
 
 impl Call {
+    /// Which side sent with this tag; `None` for a tag of neither side.
     pub fn side_of(&self, tag: &str) -> Option<Side> {
         [Side::A, Side::B]
             .into_iter()
             .find(|s| self.tags[side_index(*s)].as_deref() == Some(tag))
     }
 
+    /// `side`'s tag, once known.
     pub fn tag(&self, side: Side) -> Option<&str> {
         self.tags[side_index(side)].as_deref()
     }
@@ -164,7 +181,9 @@ impl Call {
 /// Traffic of one kind (RTP or RTCP) received by the relay for a call.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Traffic {
+    /// Packets received and relayed.
     pub packets: u64,
+    /// UDP payload bytes of those packets.
     pub bytes: u64,
     /// Packets strict source refused.
     pub errors: u64,
@@ -173,14 +192,18 @@ pub struct Traffic {
 /// A call's traffic, both sides together.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CallStats {
+    /// RTP, both sides.
     pub rtp: Traffic,
+    /// RTCP, both sides.
     pub rtcp: Traffic,
 }
 
 /// What [`MediaCalls::delete`] ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Deleted {
+    /// When the call was first offered.
     pub created: SystemTime,
+    /// What it carried until the delete.
     pub stats: CallStats,
 }
 
@@ -241,18 +264,22 @@ impl<B: MediaBackend> MediaCalls<B> {
         self
     }
 
+    /// The limits in force.
     pub fn limits(&self) -> Limits {
         self.limits
     }
 
+    /// The relay backend the table drives.
     pub fn backend(&self) -> &Arc<B> {
         &self.backend
     }
 
+    /// Calls in the table.
     pub fn call_count(&self) -> usize {
         self.calls.len()
     }
 
+    /// The call with this Call-ID, if any.
     pub fn call(&self, call_id: &str) -> Option<&Call> {
         self.calls.get(call_id)
     }

@@ -47,16 +47,22 @@ impl Default for Limits {
 /// Why a destination named by an SDP is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
+    /// An IPv4 or IPv6 multicast address.
     #[error("a multicast address")]
     Multicast,
+    /// 255.255.255.255.
     #[error("the broadcast address")]
     Broadcast,
+    /// 0.0.0.0 or `::`.
     #[error("the unspecified address")]
     Unspecified,
+    /// A loopback address while the relay's own addresses are not loopback.
     #[error("loopback, and the relay is not on loopback")]
     Loopback,
+    /// One of the relay's own addresses.
     #[error("the relay's own address")]
     OwnAddress,
+    /// One of the relay's ports (a relay loop).
     #[error("one of the relay's own ports")]
     OwnPort,
     /// Port 0 is no destination (an m= line with port 0 is disabled and never checked).

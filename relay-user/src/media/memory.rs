@@ -29,9 +29,13 @@ struct MemState {
 /// What [`MemoryBackend`] recorded for a session.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MemSession {
+    /// The label it was created with.
     pub call_id: String,
+    /// Its streams, in creation order.
     pub streams: Vec<StreamPorts>,
+    /// Peer setups by (stream's A port, is side B).
     pub peers: HashMap<(u16, bool), PeerSetup>,
+    /// Whether it was activated.
     pub active: bool,
 }
 
@@ -48,10 +52,12 @@ impl MemoryBackend {
         }
     }
 
+    /// What was recorded for session `id`, if it exists.
     pub fn session(&self, id: SessionId) -> Option<MemSession> {
         self.lock().sessions.get(&id).cloned()
     }
 
+    /// Sessions held.
     pub fn session_count(&self) -> usize {
         self.lock().sessions.len()
     }

@@ -29,10 +29,13 @@ pub enum Previous {
     Remove,
 }
 
+/// Why a [`MediaPlane`] could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum PlaneError {
+    /// Loading or attaching the XDP data plane failed (including its userspace fallback).
     #[error("bringing up the data plane")]
     DataPlane(#[source] LoadError),
+    /// The userspace relay's sockets or threads could not start.
     #[error("starting the userspace relay")]
     Relay(#[source] io::Error),
 }
@@ -152,18 +155,22 @@ impl MediaPlane {
         }
     }
 
+    /// The data plane (firewall tables, legs, counters).
     pub fn dataplane(&self) -> &Arc<DataPlane> {
         &self.dp
     }
 
+    /// The userspace relay.
     pub fn relay(&self) -> &Arc<UserRelay> {
         &self.relay
     }
 
+    /// The relay sessions (ports and streams).
     pub fn sessions(&self) -> &Arc<Sessions> {
         &self.sessions
     }
 
+    /// How long a session may go without media before it is removed.
     pub fn media_timeout(&self) -> Duration {
         self.media_timeout
     }

@@ -24,32 +24,48 @@ pub const STATE_VERSION: u32 = 1;
 /// Name of the file inside the state directory.
 pub const STATE_FILE: &str = "ng-calls.json";
 
+/// Why the state file could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
+    /// Reading, writing or renaming it failed.
     #[error("state file {path}: {source}")]
     Io {
+        /// The file.
         path: PathBuf,
+        /// The error.
         #[source]
         source: io::Error,
     },
+    /// It is not the JSON of a [`Snapshot`].
     #[error("state file {path} is corrupt: {source}")]
     Corrupt {
+        /// The file.
         path: PathBuf,
+        /// What the parser said.
         #[source]
         source: serde_json::Error,
     },
+    /// It was written by a build of another layout ([`STATE_VERSION`]); not used.
     #[error("state file {path} has layout version {found}, this relayd reads {STATE_VERSION}")]
-    Version { path: PathBuf, found: u32 },
+    Version {
+        /// The file.
+        path: PathBuf,
+        /// Its layout version.
+        found: u32,
+    },
 }
 
 /// Everything the engine persists: one record per call.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
+    /// [`STATE_VERSION`] when written.
     pub version: u32,
+    /// Every call the engine knew.
     pub calls: Vec<CallRecord>,
 }
 
 impl Snapshot {
+    /// A snapshot of `calls` at this build's [`STATE_VERSION`].
     pub fn new(calls: Vec<CallRecord>) -> Snapshot {
         Snapshot {
             version: STATE_VERSION,
@@ -61,6 +77,7 @@ impl Snapshot {
 /// One call as the engine knows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CallRecord {
+    /// The SIP Call-ID.
     pub call_id: String,
     /// The relay session; the pinned legs carry the same id.
     pub session: SessionId,
@@ -71,14 +88,18 @@ pub struct CallRecord {
     pub iface: [String; 2],
     /// Unix seconds.
     pub created: u64,
+    /// Unix seconds of the last offer or answer.
     pub last_signal: u64,
+    /// One per m= line, in SDP order.
     pub streams: Vec<StreamRecord>,
 }
 
 /// One m= line of a call.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StreamRecord {
+    /// The media type (`audio`, `video`, ...).
     pub kind: String,
+    /// The transport protocol (`RTP/AVP`, ...).
     pub proto: String,
     /// `None` for a disabled m= line (port 0).
     pub ports: Option<StreamPorts>,
@@ -103,10 +124,12 @@ impl StateFile {
         }
     }
 
+    /// The file's path.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
+    /// The directory holding it.
     pub fn dir(&self) -> &Path {
         &self.dir
     }

@@ -40,6 +40,7 @@ impl AllowList {
         self.0.iter().any(|c| c.contains(ip))
     }
 
+    /// The allowed prefixes.
     pub fn prefixes(&self) -> &[Cidr] {
         &self.0
     }
@@ -64,6 +65,7 @@ pub struct Gate {
 }
 
 impl Gate {
+    /// A gate over `allow`, nothing refused yet.
     pub fn new(allow: AllowList) -> Gate {
         Gate {
             allow,
@@ -97,14 +99,17 @@ impl Gate {
         false
     }
 
+    /// Datagrams refused since start.
     pub fn denied(&self) -> u64 {
         self.denied
     }
 
+    /// The most recent refused source (v4-mapped as IPv4).
     pub fn last_denied(&self) -> Option<IpAddr> {
         self.last_denied
     }
 
+    /// The allow list in force.
     pub fn allow(&self) -> &AllowList {
         &self.allow
     }

@@ -19,8 +19,11 @@ pub const MAX_INPUT: usize = 65_535;
 /// A bencode value. Strings are bytes: SDP and SIP tags need not be UTF-8.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Value {
+    /// An integer (`i42e`).
     Int(i64),
+    /// A byte string (`3:abc`).
     Bytes(Vec<u8>),
+    /// A list (`l...e`).
     List(Vec<Value>),
     /// Keys in arrival order (unique).
     Dict(Vec<(Vec<u8>, Value)>),
@@ -29,29 +32,45 @@ pub enum Value {
 /// Why a buffer is not a valid bencode value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
+    /// The input ends inside a value (at the byte given).
     #[error("input ends inside a value (at byte {0})")]
     Truncated(usize),
     #[error("unexpected byte {byte:#04x} at {at}")]
-    Unexpected { byte: u8, at: usize },
+    /// A byte that cannot start or continue a value here.
+    Unexpected {
+        /// The byte.
+        byte: u8,
+        /// Its offset.
+        at: usize,
+    },
+    /// An integer that is not `i<digits>e` in range (at the byte given).
     #[error("malformed integer at byte {0}")]
     BadInt(usize),
+    /// A string length that does not parse or runs past the input (at the byte given).
     #[error("malformed string length at byte {0}")]
     BadLength(usize),
+    /// Lists and dictionaries nested deeper than [`MAX_DEPTH`] (at the byte given).
     #[error("nesting deeper than {MAX_DEPTH} at byte {0}")]
     TooDeep(usize),
+    /// More than [`MAX_ITEMS`] values in all.
     #[error("more than {MAX_ITEMS} values")]
     TooManyItems,
+    /// An input over [`MAX_INPUT`] bytes (its length is given).
     #[error("input of {0} bytes exceeds {MAX_INPUT}")]
     TooLong(usize),
+    /// A dictionary key that is not a string (at the byte given).
     #[error("dictionary key at byte {0} is not a string")]
     KeyNotString(usize),
+    /// A key given twice in one dictionary (as lossy UTF-8).
     #[error("duplicate dictionary key {0:?}")]
     DuplicateKey(String),
+    /// Bytes after the one top-level value (how many).
     #[error("{0} trailing bytes after the value")]
     Trailing(usize),
 }
 
 impl Value {
+    /// A byte string.
     pub fn str(s: impl AsRef<[u8]>) -> Value {
         Value::Bytes(s.as_ref().to_vec())
     }
@@ -91,6 +110,7 @@ impl Value {
         }
     }
 
+    /// The bytes, if it is a string.
     pub fn as_bytes(&self) -> Option<&[u8]> {
         match self {
             Value::Bytes(b) => Some(b),
@@ -103,6 +123,7 @@ impl Value {
         self.as_bytes().and_then(|b| std::str::from_utf8(b).ok())
     }
 
+    /// The integer, if it is one.
     pub fn as_int(&self) -> Option<i64> {
         match self {
             Value::Int(i) => Some(*i),
@@ -110,6 +131,7 @@ impl Value {
         }
     }
 
+    /// The items, if it is a list.
     pub fn as_list(&self) -> Option<&[Value]> {
         match self {
             Value::List(l) => Some(l),
@@ -117,6 +139,7 @@ impl Value {
         }
     }
 
+    /// The entries in arrival order, if it is a dictionary.
     pub fn as_dict(&self) -> Option<&[(Vec<u8>, Value)]> {
         match self {
             Value::Dict(d) => Some(d),

@@ -132,14 +132,17 @@ impl ReplyCache {
         self.map.insert(key, reply);
     }
 
+    /// Replies cached.
     pub fn len(&self) -> usize {
         self.map.len()
     }
 
+    /// Whether no reply is cached.
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }
 
+    /// Its counters now.
     pub fn stats(&self) -> CacheStats {
         self.stats
     }

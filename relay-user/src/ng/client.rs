@@ -11,15 +11,26 @@ use super::message::{self, Delete, MessageError, OfferAnswer, Request, Response}
 /// Why a request got no usable reply.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// The socket failed (bind, send, receive).
     #[error("ng socket: {0}")]
     Io(#[from] std::io::Error),
+    /// No reply with our cookie within `tries` sends of `timeout` each.
     #[error("no reply from {server} after {tries} tries")]
-    Timeout { server: SocketAddr, tries: u32 },
+    Timeout {
+        /// The server.
+        server: SocketAddr,
+        /// Sends made.
+        tries: u32,
+    },
+    /// A reply that is no valid ng reply.
     #[error("bad reply: {0}")]
     BadReply(#[from] MessageError),
+    /// The server answered `result: error`.
     #[error("{command} failed: {reason}")]
     Failed {
+        /// The command sent.
         command: &'static str,
+        /// The server's `error-reason`.
         reason: String,
     },
 }
@@ -38,6 +49,7 @@ pub struct NgClient {
 }
 
 impl NgClient {
+    /// A client of `server` on a fresh ephemeral socket of its family: 1 s per try, 3 tries.
     pub fn new(server: SocketAddr) -> std::io::Result<NgClient> {
         let bind: SocketAddr = if server.is_ipv4() {
             "0.0.0.0:0".parse().expect("literal")
@@ -122,6 +134,7 @@ impl NgClient {
         }
     }
 
+    /// Sends `ping`; fails unless the server answers `pong`.
     pub fn ping(&self) -> Result<(), ClientError> {
         self.request_ok(&Request::Ping).map(drop)
     }
@@ -155,6 +168,7 @@ impl NgClient {
             .ok_or(ClientError::BadReply(MessageError::Missing("sdp")))
     }
 
+    /// Deletes the call (only `from_tag`'s branch, where the server has several).
     pub fn delete(&self, call_id: &str, from_tag: Option<&str>) -> Result<Response, ClientError> {
         self.request_ok(&Request::Delete(Delete {
             call_id: call_id.into(),
@@ -163,12 +177,14 @@ impl NgClient {
         }))
     }
 
+    /// The server's `query` reply for the call.
     pub fn query(&self, call_id: &str) -> Result<Response, ClientError> {
         self.request_ok(&Request::Query {
             call_id: call_id.into(),
         })
     }
 
+    /// The Call-IDs the server holds.
     pub fn list(&self) -> Result<Vec<String>, ClientError> {
         let r = self.request_ok(&Request::List { limit: None })?;
         Ok(r.get("calls")

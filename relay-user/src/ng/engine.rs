@@ -82,6 +82,7 @@ impl<B: MediaBackend> Engine<B> {
         self.calls.set_state_file(file);
     }
 
+    /// The call table as the state file would hold it.
     pub fn snapshot(&self) -> Snapshot {
         self.calls.snapshot()
     }
@@ -91,10 +92,12 @@ impl<B: MediaBackend> Engine<B> {
         self.calls.restore(snap)
     }
 
+    /// The relay backend.
     pub fn backend(&self) -> &Arc<B> {
         self.calls.backend()
     }
 
+    /// Calls held.
     pub fn call_count(&self) -> usize {
         self.calls.call_count()
     }

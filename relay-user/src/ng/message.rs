@@ -15,22 +15,35 @@ pub const MAX_COOKIE: usize = 64;
 /// Why a datagram or dictionary is not a valid ng request or reply.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MessageError {
+    /// The datagram has no space separating a cookie from the body.
     #[error("no cookie (expected `<cookie> <bencode>`)")]
     NoCookie,
+    /// The cookie is empty, over [`MAX_COOKIE`] bytes, or not printable.
     #[error("cookie is empty, too long or not printable")]
     BadCookie,
+    /// The body is not valid bencode.
     #[error("bencode: {0}")]
     Bencode(#[from] DecodeError),
+    /// The body is not a dictionary.
     #[error("message is not a dictionary")]
     NotDict,
+    /// A required key is absent.
     #[error("missing key {0:?}")]
     Missing(&'static str),
+    /// A key's value has the wrong bencode type.
     #[error("key {0:?} has the wrong type")]
     WrongType(&'static str),
+    /// A `command` we do not implement (as sent).
     #[error("unknown command {0:?}")]
     UnknownCommand(String),
     #[error("bad value for {key:?}: {value:?}")]
-    BadValue { key: &'static str, value: String },
+    /// A key's value is of the right type but not one we accept.
+    BadValue {
+        /// The key.
+        key: &'static str,
+        /// The value as sent.
+        value: String,
+    },
 }
 
 /// Splits `<cookie> <bencode>` and decodes the body.
@@ -80,6 +93,7 @@ pub struct Flags {
     pub sip_source_address: bool,
     /// Trust the SDP address (rtpengine's default since 3.8).
     pub trust_address: bool,
+    /// Flags we do not act on, as sent (kept so a request round-trips).
     pub other: Vec<String>,
 }
 
@@ -128,38 +142,50 @@ impl Flags {
 /// `replace` list entries.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Replace {
+    /// `origin`: rewrite the o= line's address too (topology hiding).
     pub origin: bool,
     /// The session-level c= line. We rewrite every c= line anyway (all media are relayed), so
     /// this only round-trips.
     pub session_connection: bool,
+    /// Entries we do not act on, as sent.
     pub other: Vec<String>,
 }
 
 /// The `ICE` option.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ice {
+    /// Strip ICE attributes from the SDP.
     Remove,
+    /// rtpengine's `force`; accepted and passed on, not acted on.
     Force,
+    /// rtpengine's `default`; accepted and passed on, not acted on.
     Default,
 }
 
 /// Parameters of `offer` and `answer`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OfferAnswer {
+    /// The SIP Call-ID.
     pub call_id: String,
+    /// The tag of the dialog's caller (From tag).
     pub from_tag: String,
     /// Required in `answer`.
     pub to_tag: Option<String>,
+    /// The SDP body to rewrite.
     pub sdp: String,
+    /// The `flags` list.
     pub flags: Flags,
+    /// The `replace` list.
     pub replace: Replace,
     /// Two interface names: where the sender of this SDP is, where its receiver is.
     pub direction: Vec<String>,
+    /// The `ICE` option.
     pub ice: Option<Ice>,
     /// `received from`: the SIP source (`["IP4", "1.2.3.4"]`).
     pub received_from: Option<IpAddr>,
     /// `address family` wanted by the receiver of this SDP.
     pub address_family: Option<Family>,
+    /// The SIP Via branch (accepted and passed on; we keep one branch per call).
     pub via_branch: Option<String>,
 }
 
@@ -182,22 +208,36 @@ fn family_name(f: Family) -> &'static str {
 /// Parameters of `delete`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delete {
+    /// The SIP Call-ID.
     pub call_id: String,
     /// With a from-tag rtpengine deletes only that branch; we have one branch per call, so a
     /// tag that does not belong to the call is an error and a matching one deletes the call.
     pub from_tag: Option<String>,
+    /// Checked like `from_tag`: when given, it must be a side of the call.
     pub to_tag: Option<String>,
 }
 
 /// A request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
+    /// `ping`: answered `pong`.
     Ping,
+    /// `offer`: anchor an SDP offer, reply with it rewritten.
     Offer(OfferAnswer),
+    /// `answer`: anchor the SDP answer, reply with it rewritten.
     Answer(OfferAnswer),
+    /// `delete`: end the call's media.
     Delete(Delete),
-    Query { call_id: String },
-    List { limit: Option<u32> },
+    /// `query`: the call's counters.
+    Query {
+        /// The SIP Call-ID.
+        call_id: String,
+    },
+    /// `list`: the Call-IDs held.
+    List {
+        /// At most this many; `None`: all.
+        limit: Option<u32>,
+    },
 }
 
 fn req_str(d: &Value, key: &'static str) -> Result<String, MessageError> {
@@ -231,6 +271,7 @@ fn str_list(d: &Value, key: &'static str) -> Result<Vec<String>, MessageError> {
 }
 
 impl Request {
+    /// The `command` value.
     pub fn command(&self) -> &'static str {
         match self {
             Request::Ping => "ping",
@@ -242,6 +283,7 @@ impl Request {
         }
     }
 
+    /// Reads a request dictionary; fails on an unknown command, a missing or ill-typed key.
     pub fn from_value(d: &Value) -> Result<Request, MessageError> {
         if d.as_dict().is_none() {
             return Err(MessageError::NotDict);
@@ -269,6 +311,7 @@ impl Request {
         })
     }
 
+    /// The request dictionary (what a client sends after the cookie).
     pub fn to_value(&self) -> Value {
         let mut d = Value::dict().with("command", self.command());
         match self {
@@ -463,14 +506,17 @@ impl OfferAnswer {
 pub struct Response(pub Value);
 
 impl Response {
+    /// `result: pong`.
     pub fn pong() -> Response {
         Response(Value::dict().with("result", "pong"))
     }
 
+    /// `result: ok`.
     pub fn ok() -> Response {
         Response(Value::dict().with("result", "ok"))
     }
 
+    /// `result: error` with `reason` as `error-reason`.
     pub fn error(reason: impl std::fmt::Display) -> Response {
         Response(
             Value::dict()
@@ -479,6 +525,7 @@ impl Response {
         )
     }
 
+    /// Sets `key` (builder form).
     pub fn with(mut self, key: &str, v: impl Into<Value>) -> Response {
         self.0.insert(key, v);
         self
@@ -489,22 +536,27 @@ impl Response {
         self.0.get("result").and_then(Value::as_str)
     }
 
+    /// Whether `result` is `ok` or `pong`.
     pub fn is_ok(&self) -> bool {
         matches!(self.result(), Some("ok" | "pong"))
     }
 
+    /// `error-reason`, if any.
     pub fn error_reason(&self) -> Option<&str> {
         self.0.get("error-reason").and_then(Value::as_str)
     }
 
+    /// The rewritten `sdp`, if any.
     pub fn sdp(&self) -> Option<&str> {
         self.0.get("sdp").and_then(Value::as_str)
     }
 
+    /// Any key of the reply.
     pub fn get(&self, key: &str) -> Option<&Value> {
         self.0.get(key)
     }
 
+    /// A reply from a decoded dictionary; fails without a string `result`.
     pub fn from_value(v: Value) -> Result<Response, MessageError> {
         if v.as_dict().is_none() {
             return Err(MessageError::NotDict);

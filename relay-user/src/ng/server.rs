@@ -21,11 +21,15 @@ use crate::media::{Interface, MediaBackend};
 /// Why the server stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    /// The ng socket could not be bound.
     #[error("bind ng socket {addr}: {source}")]
     Bind {
+        /// The address asked for.
         addr: SocketAddr,
+        /// What bind said.
         source: std::io::Error,
     },
+    /// The socket failed while serving.
     #[error("ng socket: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -51,6 +55,7 @@ impl Default for ServerConfig {
 /// The server's counters, as `relayd --status` shows them.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct NgStats {
+    /// The bound address; `None` before binding.
     pub listen: Option<SocketAddr>,
     /// The allowed prefixes.
     pub allow: Vec<Cidr>,
@@ -60,6 +65,7 @@ pub struct NgStats {
     pub denied: u64,
     /// The most recent unlisted source.
     pub last_denied: Option<IpAddr>,
+    /// The reply cache's counters.
     pub cache: CacheStats,
 }
 
@@ -68,6 +74,7 @@ pub struct NgStats {
 pub struct NgStatsHandle(Arc<Mutex<NgStats>>);
 
 impl NgStatsHandle {
+    /// The counters now.
     pub fn snapshot(&self) -> NgStats {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
@@ -140,6 +147,7 @@ impl<B: MediaBackend> Server<B> {
         Server::bind_with(listen, engine, ServerConfig::default()).await
     }
 
+    /// Binds `listen` to serve `engine` with `config`.
     pub async fn bind_with(
         listen: SocketAddr,
         engine: Arc<Mutex<Engine<B>>>,
@@ -171,10 +179,12 @@ impl<B: MediaBackend> Server<B> {
         self.stats.clone()
     }
 
+    /// The bound address (the port chosen, for `:0`).
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.socket.local_addr()
     }
 
+    /// Serves requests until `shutdown` resolves; fails only when the socket does.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
         let allowed: Vec<String> = self
             .config

@@ -9,6 +9,7 @@
 //! call core: authentication gate, admission, outgoing legs, dialogs, endings, CDRs) using
 //! [`auth`] (SIP digest), [`policy`] (auth rules, admission, routing) and [`records`] (the
 //! provisioned records and their validation, which `sipd`'s store persists).
+#![warn(missing_docs)]
 
 pub mod auth;
 pub mod b2bua;

@@ -33,17 +33,21 @@ pub use uri::same_uri;
 /// Policy knobs, filled from `[auth]` in `sbc.toml`.
 #[derive(Debug, Clone)]
 pub struct DigestPolicy {
+    /// Our realm: sent in every challenge, bound into every nonce and every stored HA1.
     pub realm: String,
     /// Offered and accepted, in this order on the wire (RFC 8760 §2.4: clients take the
     /// first they support). An account may name its own ([`Account::algorithms`]).
     ///
     /// [`Account::algorithms`]: crate::records::SipAuth::algorithms
     pub algorithms: Vec<Algorithm>,
+    /// How long a nonce is accepted after issue; an older one is answered `stale=true`.
     pub nonce_lifetime: Duration,
     /// Accept RFC 2069-style MD5 answers without qop. They carry no nonce-count, so a
     /// captured request can be replayed until the nonce expires: off unless a carrier's old
     /// equipment needs it.
     pub allow_md5_without_qop: bool,
+    /// Nonces whose nonce-count is tracked (see [`NonceCounts`]); when full the oldest are
+    /// forgotten and answered stale, never trusted.
     pub max_tracked_nonces: usize,
 }
 
@@ -57,24 +61,37 @@ pub struct DigestPolicy {
 /// the one who gains from it is replaying someone else's answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DigestError {
+    /// The answer names another realm (it is challenged again, with ours).
     #[error("realm {0:?} is not ours")]
     RealmMismatch(String),
     /// The answer was computed for another request (RFC 3261 §22.4): a replay against
     /// another destination, or a broken client.
     #[error("digest uri {digest:?} is not the Request-URI {request:?}")]
-    UriMismatch { digest: String, request: String },
+    UriMismatch {
+        /// The answer's `uri` parameter.
+        digest: String,
+        /// The request's Request-URI.
+        request: String,
+    },
+    /// The answer uses an algorithm neither the account nor the configuration offers.
     #[error("algorithm {0} is not enabled")]
     AlgorithmNotEnabled(Algorithm),
+    /// An answer without qop, refused unless `allow_md5_without_qop` (MD5 only).
     #[error("qop=auth is required for {0}")]
     QopRequired(Algorithm),
+    /// The nonce is not one we issued for this realm.
     #[error(transparent)]
     Nonce(#[from] NonceError),
+    /// The stored credential cannot check this answer (other realm, no HA1 for the hash).
     #[error("account credential unusable: {0}")]
     Credential(#[from] CredentialError),
+    /// The response does not prove the password: a failed guess, counted by the IDS.
     #[error("wrong response (password, method, uri, nonce, nc or cnonce do not match)")]
     WrongResponse,
+    /// Right credentials on an expired nonce.
     #[error("nonce expired (credentials were right: challenge again with stale=true)")]
     Stale,
+    /// A nonce-count already used, or a nonce the replay table forgot.
     #[error(transparent)]
     Replay(ReplayError),
 }
@@ -101,10 +118,14 @@ impl DigestError {
 /// Who was authenticated, and how.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Authenticated {
+    /// The digest username that answered.
     pub username: String,
+    /// The algorithm it answered with.
     pub algorithm: Algorithm,
 }
 
+/// Issues challenges and checks digest answers against stored credentials: stateless but for
+/// the bounded nonce-count table, so challenging a flood costs no memory.
 #[derive(Debug)]
 pub struct DigestVerifier {
     policy: DigestPolicy,
@@ -132,6 +153,7 @@ impl DigestVerifier {
         }
     }
 
+    /// The policy in force (algorithms deduplicated, in wire order).
     pub fn policy(&self) -> &DigestPolicy {
         &self.policy
     }

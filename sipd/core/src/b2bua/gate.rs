@@ -20,17 +20,23 @@ use crate::sip::parse::clip;
 /// What a new call presents to the gate.
 #[derive(Debug, Clone, Copy)]
 pub struct Knock<'a> {
+    /// The source address of the request.
     pub src: IpAddr,
+    /// Calling number: the user part of From.
     pub cli: &'a str,
+    /// Called number: the user part of the Request-URI (of To when it has none).
     pub cld: &'a str,
+    /// The request's method (`INVITE`, `REGISTER`, ...).
     pub method: &'a str,
     /// The Request-URI as sent: a digest answer must have been made for it.
     pub request_uri: &'a str,
+    /// The User-Agent header, checked against known scanners.
     pub user_agent: Option<&'a str>,
     /// `Authorization` or `Proxy-Authorization`.
     pub authorization: Option<&'a str>,
 }
 
+/// The gate's answer to a [`Knock`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     /// The call belongs to this account; admission decides next.
@@ -38,14 +44,22 @@ pub enum Verdict {
     /// 401 with fresh nonces; nothing is recorded (the caller retries with credentials).
     /// `account`: the account the caller's answer named, whose own algorithm list (if it has
     /// one) is what the new challenges offer; `None` before any answer: `[auth] algorithms`.
-    Challenge { stale: bool, account: Option<Id> },
+    Challenge {
+        /// The answer was right but on an expired nonce: `stale=true`, no password prompt.
+        stale: bool,
+        /// See above.
+        account: Option<Id>,
+    },
     /// Refused with `code`. An empty `why` sends no Warning. `refusal`: the caller has not
     /// proved who it is, so the refusal is counted in the refusal table under this reason
     /// (one row per source and reason, never a record per packet) and answered once; `None`:
     /// its credentials were right, so it gets a CDR like any call attempt.
     Refuse {
+        /// The SIP status to answer.
         code: u16,
+        /// Warning text; empty for none.
         why: &'static str,
+        /// See above: `Some` for a caller that has not authenticated.
         refusal: Option<RefusalReason>,
     },
 }
@@ -56,14 +70,22 @@ pub enum ProbeVerdict {
     /// Answer it as usual (OPTIONS 200, 405, 481…).
     Answer,
     /// Refuse it with `code` (no Warning), counted under `reason`.
-    Refuse { code: u16, reason: RefusalReason },
+    Refuse {
+        /// The SIP status to answer.
+        code: u16,
+        /// The refusal table's reason.
+        reason: RefusalReason,
+    },
 }
 
 /// A source that earned a kernel ban.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ban {
+    /// The source to ban.
     pub ip: IpAddr,
+    /// How long: the configured ban, doubled for each earlier offence, at most the maximum.
     pub duration: Duration,
+    /// What the source did.
     pub offence: Offence,
 }
 
@@ -80,12 +102,15 @@ impl Ban {
     }
 }
 
+/// Counters of the gate, for `/metrics`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct GateStats {
     /// Digest responses refused (wrong password, unknown user, bad parameters).
     pub auth_failures: u64,
 }
 
+/// The authentication gate: rules, digest verifier and IDS, with their state (see the module
+/// docs). Owned by the core.
 pub struct AuthGate {
     rules: RuleSet,
     verifier: DigestVerifier,
@@ -94,6 +119,7 @@ pub struct AuthGate {
 }
 
 impl AuthGate {
+    /// A gate over `rules`, checking digests with `verifier`; the IDS starts empty.
     pub fn new(rules: RuleSet, verifier: DigestVerifier, ids: IdsConfig) -> AuthGate {
         AuthGate {
             rules,
@@ -103,14 +129,17 @@ impl AuthGate {
         }
     }
 
+    /// Its counters now.
     pub fn stats(&self) -> GateStats {
         self.stats
     }
 
+    /// The rules and accounts in force.
     pub fn rules(&self) -> &RuleSet {
         &self.rules
     }
 
+    /// The account with this id, as of the rules in force.
     pub fn account(&self, id: Id) -> Option<&Account> {
         self.rules.account(id)
     }

@@ -25,12 +25,16 @@ pub enum Offence {
     Flood,
 }
 
+/// The IDS thresholds and ban lengths, from `[ids]` in `sbc.toml`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdsConfig {
     /// Failures within `window` that earn a ban; 0 turns brute-force bans off.
     pub failures_before_ban: u32,
+    /// How far back failures and flood reports are counted.
     pub window: Duration,
+    /// The first ban's length; each later offence of the same source within a day doubles it.
     pub ban: Duration,
+    /// The longest a doubled ban gets.
     pub ban_max: Duration,
     /// Ban sources whose User-Agent is a known scanner's.
     pub ban_scanners: bool,
@@ -104,6 +108,8 @@ impl Track {
     }
 }
 
+/// The intrusion detection counters per source: failed passwords, probes and kernel flood
+/// reports, and past offences (for doubling bans), in a table of `max_sources`.
 #[derive(Debug)]
 pub struct Ids {
     cfg: IdsConfig,
@@ -127,6 +133,7 @@ fn count(q: &mut VecDeque<Instant>, now: Instant, window: Duration, threshold: u
 }
 
 impl Ids {
+    /// An empty table under `cfg`.
     pub fn new(cfg: IdsConfig) -> Ids {
         Ids {
             cfg,
@@ -135,6 +142,7 @@ impl Ids {
         }
     }
 
+    /// Its counters now.
     pub fn stats(&self) -> IdsStats {
         IdsStats {
             sources: self.sources.len(),

@@ -10,15 +10,20 @@ use crate::sip::{Peer, Proto};
 /// One of our SIP addresses: bound here, written as `advertised` in Via and Contact.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Local {
+    /// The transport of the socket.
     pub proto: Proto,
+    /// The socket's bound address.
     pub bind: SocketAddr,
+    /// The address peers are told (Via, Contact); differs from `bind` behind a NAT.
     pub advertised: SocketAddr,
 }
 
+/// Our SIP addresses, in configuration order (the first names us in Warning headers).
 #[derive(Debug, Clone, Default)]
 pub struct Locals(Vec<Local>);
 
 impl Locals {
+    /// The addresses, in order.
     pub fn new(list: Vec<Local>) -> Locals {
         Locals(list)
     }
@@ -50,6 +55,7 @@ impl Locals {
         warning_value(self.agent_host(), text)
     }
 
+    /// The first advertised address (127.0.0.1 with none), which names us in Warning headers.
     pub fn agent_host(&self) -> IpAddr {
         self.0
             .first()

@@ -8,11 +8,14 @@ use std::time::Duration;
 /// Which side of the relay a message's SDP comes from. A is the carrier (caller) side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
+    /// The caller's side (the carrier, leg A).
     A,
+    /// The callee's side (the vendor, leg B).
     B,
 }
 
 impl Side {
+    /// The opposite side.
     pub fn other(self) -> Side {
         match self {
             Side::A => Side::B,
@@ -75,6 +78,7 @@ pub trait Media {
         sdp: &str,
         strict: bool,
     ) -> Result<String, MediaError>;
+    /// Forgets the call's media and frees its relay ports; unknown calls are ignored.
     fn delete(&mut self, call: &str);
     /// Calls whose media stopped for `timeout` (the relay has removed them).
     fn timed_out(&mut self, timeout: Duration) -> Vec<String>;

@@ -56,15 +56,23 @@ use table::CallTable;
 /// The methods we take, in Allow headers.
 pub(crate) const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO";
 
+/// The call core's settings, from `sbc.toml`.
 #[derive(Debug, Clone)]
 pub struct CoreConfig {
+    /// Our SIP addresses; the first names us in Warning headers.
     pub locals: Vec<Local>,
+    /// Hide the caller's identity headers upstream: From rewritten to our address, our
+    /// User-Agent instead of the caller's (and P-Asserted-Identity, Remote-Party-ID, Privacy).
     pub topology_hiding: bool,
+    /// Largest SIP message taken, in bytes; a larger one gets 513.
     pub max_message_bytes: usize,
+    /// A call whose media stopped this long is ended (`media timeout`).
     pub media_timeout: Duration,
+    /// Once the relay learns a media peer, drop packets from any other source (RTP bleed).
     pub strict_source: bool,
     /// An upstream that sends no provisional within this is failed over.
     pub failover_after: Duration,
+    /// Thresholds and bans of the IDS.
     pub ids: ids::IdsConfig,
     /// Server/User-Agent we announce (generic by default: no product or version).
     pub agent: String,
@@ -75,24 +83,34 @@ pub struct CoreConfig {
 /// Something the shell must do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
+    /// A message to put on the wire.
     Send(Transmit),
     /// Store the CDR and, for a billed call, debit the account.
     Cdr {
+        /// The record to store.
         cdr: CdrDraft,
+        /// The account and amount to take off its balance; `None` for a call that cost nothing.
         debit: Option<(Id, Micros)>,
     },
     /// A call from `ip` started (`up`) or ended: the kernel's per-source session count.
     SourceSession {
+        /// The caller's address.
         ip: IpAddr,
+        /// `true` when a call started, `false` when it ended.
         up: bool,
     },
+    /// Ban `ip` in the kernel for `duration`, for `offence`.
     Ban {
+        /// The source to ban.
         ip: IpAddr,
+        /// How long.
         duration: Duration,
+        /// Why (the shell maps it to the data plane's ban reason).
         offence: Offence,
     },
     /// Look up `host`'s addresses and answer with [`Core::on_resolved`]; calls wait for it.
     Resolve {
+        /// A connection's host name.
         host: String,
     },
 }
@@ -100,31 +118,50 @@ pub enum Effect {
 /// A live call, for the management API.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct CallInfo {
+    /// The core's key for the call (the API's call id).
     pub id: CallKey,
     /// The caller's Call-ID.
     pub call_id: String,
+    /// The account the call was admitted for.
     pub account_id: Id,
+    /// Calling number.
     pub cli: String,
+    /// Called number.
     pub cld: String,
+    /// Where the caller's SIP comes from.
     pub source: std::net::SocketAddr,
+    /// The upstream connection holding a channel for the call; `None` while none does.
     pub connection_id: Option<Id>,
+    /// Whether it was answered.
     pub answered: bool,
+    /// Unix ms the INVITE arrived.
     pub started_ms: u64,
+    /// Unix ms it was answered; `None` before.
     pub answered_ms: Option<u64>,
 }
 
 /// Counters for logs, `/metrics` and tests.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct CoreStats {
+    /// Parsed requests received (retransmissions included).
     pub requests: u64,
+    /// Parsed responses received (retransmissions included).
     pub responses: u64,
+    /// Messages that could not be framed or parsed.
     pub malformed: u64,
+    /// Of those, the ones answered (400 or 513); the rest were dropped.
     pub malformed_answered: u64,
+    /// New INVITEs (not retransmissions or re-INVITEs), before any check.
     pub invites: u64,
+    /// Calls answered.
     pub answered: u64,
+    /// Attempts whose CDR has a failure code: refused after authentication, or failed upstream.
     pub failed: u64,
+    /// Digest challenges sent (401).
     pub challenges: u64,
+    /// Digest responses refused (from the gate's counters).
     pub auth_failures: u64,
+    /// ACKs that matched no call.
     pub stray: u64,
     /// In-dialog requests refused (403) because they came from neither of the dialog's
     /// peers: a third party who learnt the Call-ID and tags.
@@ -135,9 +172,11 @@ pub struct CoreStats {
     pub refusals: std::collections::BTreeMap<&'static str, u64>,
     /// Rows in the refusal table now, and rows dropped because it was full.
     pub refusal_rows: usize,
+    /// See `refusal_rows`.
     pub refusal_rows_evicted: u64,
     /// Sources the IDS tracks now, and sources forgotten because its table was full.
     pub ids_sources: usize,
+    /// See `ids_sources`.
     pub ids_evicted: u64,
 }
 
@@ -153,18 +192,26 @@ enum Token {
 /// Why a call ended, as CDRs and logs say it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EndReason {
+    /// The caller sent BYE.
     CallerHangup,
+    /// The callee sent BYE.
     CalleeHangup,
+    /// The account's `max_call_secs` was reached.
     MaxDuration,
+    /// The balance could not pay the next billing block.
     Balance,
+    /// The relay saw no media for the configured media timeout.
     MediaTimeout,
+    /// The caller never ACKed our 2xx.
     NoAck,
+    /// `sipd` is stopping ([`Core::shutdown`]).
     Shutdown,
     /// Hung up from the management API.
     Operator,
 }
 
 impl EndReason {
+    /// The text CDRs and logs give the reason.
     pub fn text(self) -> &'static str {
         match self {
             EndReason::CallerHangup => "caller hung up",
@@ -187,6 +234,7 @@ const LINGER: Duration = Duration::from_secs(32);
 /// How long a name that did not resolve is not asked for again.
 const NEGATIVE_TTL: Duration = Duration::from_secs(5);
 
+/// The call core (see the module docs). Generic over the media relay so tests use a fake.
 pub struct Core<M: Media> {
     cfg: CoreConfig,
     locals: Locals,
@@ -209,6 +257,8 @@ pub struct Core<M: Media> {
 }
 
 impl<M: Media> Core<M> {
+    /// A core with these settings, rules and accounts, connections, tariffs, digest verifier and
+    /// media relay; balances start from the accounts' stored ones.
     pub fn new(
         cfg: CoreConfig,
         rules: RuleSet,
@@ -244,6 +294,7 @@ impl<M: Media> Core<M> {
         }
     }
 
+    /// Its counters now, the gate's, the refusal table's and the IDS's included.
     pub fn stats(&self) -> CoreStats {
         let ids = self.gate.ids_stats();
         CoreStats {
@@ -267,6 +318,7 @@ impl<M: Media> Core<M> {
         self.refusals.rows()
     }
 
+    /// The media relay, for the shell (stats, timeouts).
     pub fn media(&mut self) -> &mut M {
         &mut self.media
     }
@@ -276,6 +328,7 @@ impl<M: Media> Core<M> {
         self.table.live().count()
     }
 
+    /// Calls not yet ended.
     pub fn calls(&self) -> impl Iterator<Item = &Call> {
         self.table.live()
     }
@@ -339,6 +392,7 @@ impl<M: Media> Core<M> {
         std::mem::take(&mut self.effects)
     }
 
+    /// When `tick` should next be called: the earliest transaction timer or the periodic tick.
     pub fn next_timeout(&self) -> Option<Instant> {
         match (self.txn.next_timeout(), self.next_tick) {
             (Some(a), Some(b)) => Some(a.min(b)),

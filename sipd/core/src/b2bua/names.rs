@@ -52,17 +52,28 @@ impl Entry {
 pub enum Lookup {
     /// Addresses to try (empty: the name does not resolve). `ask`: they are stale, ask the
     /// shell for fresh ones meanwhile.
-    Addrs { addrs: Vec<IpAddr>, ask: bool },
+    Addrs {
+        /// The addresses, in the order the resolver gave them.
+        addrs: Vec<IpAddr>,
+        /// Whether to ask the shell (an [`Effect::Resolve`](super::Effect::Resolve)).
+        ask: bool,
+    },
     /// Nothing known: wait for an answer. `ask`: this is the first to need it.
-    Wait { ask: bool },
+    Wait {
+        /// Whether to ask the shell (an [`Effect::Resolve`](super::Effect::Resolve)).
+        ask: bool,
+    },
 }
 
+/// The core's cache of connection host names: answers it asked the shell for, how long they
+/// hold, and which are being asked. Bounded.
 #[derive(Debug, Default)]
 pub struct Names {
     entries: HashMap<String, Entry>,
 }
 
 impl Names {
+    /// What is known about `host` at `now` (an address literal is its own answer).
     pub fn lookup(&mut self, now: Instant, host: &str) -> Lookup {
         if let Ok(ip) = host.parse::<IpAddr>() {
             return Lookup::Addrs {

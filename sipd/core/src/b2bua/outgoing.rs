@@ -28,27 +28,40 @@ pub enum Next {
     /// Send this INVITE: the connection's channel is taken.
     Invite(Box<Plan>),
     /// The next candidate's host must be resolved first: the call waits for the answer.
-    Wait { host: String },
+    Wait {
+        /// The host name to resolve.
+        host: String,
+    },
     /// Nothing left to try: answer the caller this.
     Exhausted(u16, &'static str),
 }
 
+/// An INVITE to send upstream, with its new leg B.
 #[derive(Debug)]
 pub struct Plan {
+    /// The connection it goes to (its channel is taken).
     pub connection: Id,
+    /// Its name, for logs.
     pub connection_name: String,
+    /// The INVITE, without SDP (the core adds the anchored offer).
     pub invite: Msg,
+    /// Leg B as the INVITE starts it.
     pub leg: Leg,
+    /// The INVITE's Via branch.
     pub branch: String,
 }
 
 /// How we present ourselves upstream.
 #[derive(Debug, Clone)]
 pub struct Presentation {
+    /// See [`CoreConfig::topology_hiding`](super::CoreConfig::topology_hiding).
     pub topology_hiding: bool,
+    /// Our User-Agent, sent instead of the caller's with topology hiding.
     pub agent: String,
 }
 
+/// Routing and upstream INVITEs: picks the next connection for a call, resolves its host
+/// through the shell, takes its channel and builds the INVITE.
 pub struct Outgoing {
     router: Router,
     names: Names,
@@ -60,6 +73,7 @@ pub struct Outgoing {
 }
 
 impl Outgoing {
+    /// With `router`'s connections, no names known yet.
     pub fn new(router: Router, presentation: Presentation) -> Outgoing {
         Outgoing {
             router,
@@ -70,6 +84,7 @@ impl Outgoing {
         }
     }
 
+    /// The connections and their usage.
     pub fn router(&self) -> &Router {
         &self.router
     }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use super::call::{Call, CallKey, Phase};
 use crate::sip::txn::ServerKey;
 
+/// The calls and their indexes (see the module docs).
 #[derive(Default)]
 pub struct CallTable {
     calls: HashMap<CallKey, Call>,
@@ -28,6 +29,7 @@ impl CallTable {
         self.next_key
     }
 
+    /// Whether no call is held (ended ones lingering included).
     pub fn is_empty(&self) -> bool {
         self.calls.is_empty()
     }
@@ -70,10 +72,12 @@ impl CallTable {
         self.calls.insert(call.key, call);
     }
 
+    /// The call with this key, ended or not.
     pub fn get(&self, key: CallKey) -> Option<&Call> {
         self.calls.get(&key)
     }
 
+    /// The call with this key, to change it (not its Call-IDs: see [`put`](Self::put)).
     pub fn get_mut(&mut self, key: CallKey) -> Option<&mut Call> {
         self.calls.get_mut(&key)
     }
@@ -85,10 +89,12 @@ impl CallTable {
             .copied()
     }
 
+    /// The call whose caller's INVITE is this server transaction.
     pub fn by_a_txn(&self, key: &ServerKey) -> Option<CallKey> {
         self.by_a_txn.get(key).copied()
     }
 
+    /// The call whose leg B has this Call-ID (ours).
     pub fn by_b(&self, call_id: &str) -> Option<CallKey> {
         self.by_b.get(call_id).copied()
     }

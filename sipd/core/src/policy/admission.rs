@@ -27,17 +27,22 @@ pub type CallKey = u64;
 /// Why a call was not admitted. `Display` is the text for the SIP `Warning` header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
+    /// The account is disabled (403).
     #[error("account disabled")]
     Disabled,
+    /// The account's calls-per-second limit is spent (503).
     #[error("account CPS limit")]
     Cps,
+    /// The account has `max_sessions` calls in progress (486).
     #[error("account session limit")]
     Sessions,
+    /// The balance cannot cover the reservations of the calls in progress plus this one (402).
     #[error("insufficient balance")]
     Balance,
 }
 
 impl Refusal {
+    /// The SIP status the call is refused with.
     pub fn status(&self) -> u16 {
         match self {
             Refusal::Disabled => 403,
@@ -47,6 +52,7 @@ impl Refusal {
         }
     }
 
+    /// The standard reason phrase of [`Refusal::status`].
     pub fn reason_phrase(&self) -> &'static str {
         match self {
             Refusal::Disabled => "Forbidden",
@@ -70,7 +76,9 @@ impl Refusal {
 /// A finished call, for the CDR and the balance debit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ended {
+    /// The account the call was admitted for (the one to debit).
     pub account: Id,
+    /// Whether the call was answered.
     pub answered: bool,
     /// From answer to end, rounded up to whole seconds; 0 when never answered.
     pub duration_secs: u64,
@@ -173,6 +181,7 @@ pub struct Admission {
 }
 
 impl Admission {
+    /// No accounts known, no calls in progress.
     pub fn new() -> Self {
         Self::default()
     }

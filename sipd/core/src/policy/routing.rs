@@ -11,8 +11,10 @@ use crate::records::{Connection, Id};
 /// Which of a connection's caps refused a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum CapFull {
+    /// It has `max_channels` calls in progress (or is unknown).
     #[error("connection channel limit")]
     Channels,
+    /// Its calls-per-second limit is spent.
     #[error("connection CPS limit")]
     Cps,
 }
@@ -31,6 +33,7 @@ pub struct Router {
 }
 
 impl Router {
+    /// A router over `connections`, none of their channels in use.
     pub fn new(connections: Vec<Connection>) -> Router {
         let mut r = Router::default();
         r.reload(connections);
@@ -88,6 +91,7 @@ impl Router {
         found.into_iter().map(|(_, _, id)| id).collect()
     }
 
+    /// The connection with this id (also a removed one whose calls still hold channels).
     pub fn connection(&self, id: Id) -> Option<&Connection> {
         self.conns.get(&id).map(|u| &u.conn)
     }
@@ -119,6 +123,7 @@ impl Router {
         }
     }
 
+    /// Channels of the connection taken by calls in progress (0 for an unknown id).
     pub fn in_use(&self, id: Id) -> u32 {
         self.conns.get(&id).map_or(0, |u| u.in_use)
     }

@@ -22,7 +22,12 @@ use crate::records::{Account, AuthRule, Id, Matcher, PatternError};
 pub enum Classification {
     /// An `ip_only` rule matched: the call belongs to `account` without a challenge. The
     /// account may be disabled; the caller decides what to answer.
-    IpAuthenticated { account: Id, rule: Id },
+    IpAuthenticated {
+        /// The account the call belongs to.
+        account: Id,
+        /// The rule that matched (for logs and CDRs).
+        rule: Id,
+    },
     /// No `ip_only` rule matched, but some account with SIP credentials could place this
     /// call: challenge it (401).
     Challenge,
@@ -33,6 +38,8 @@ pub enum Classification {
 /// Why an account whose digest credentials were correct still may not place the call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum RuleRefusal {
+    /// The credentials are right but none of the account's rules matches the call's source,
+    /// CLI or CLD.
     #[error("no matching auth rule")]
     NoMatchingRule,
 }
@@ -201,6 +208,7 @@ impl RuleSet {
         }
     }
 
+    /// The account with this id, as of this snapshot.
     pub fn account(&self, id: Id) -> Option<&Account> {
         self.accounts.get(&id)
     }
@@ -222,6 +230,7 @@ impl RuleSet {
         self.rules.iter().map(|r| &r.rule).find(|r| r.id == id)
     }
 
+    /// Every account of this snapshot, in no particular order.
     pub fn accounts(&self) -> impl Iterator<Item = &Account> {
         self.accounts.values()
     }

@@ -6,11 +6,15 @@ use super::field::{check_name, check_nonzero, yes};
 use super::{FieldError, FieldErrors, Id, Invalid, Lookup, Micros, Record, RuleSpec, SipSecrets};
 use crate::auth::digest::{Algorithm, Credential, CredentialError, HashFn};
 
+/// A customer who places calls: its credentials, limits, balance and tariff. Its auth rules
+/// are separate records ([`AuthRule`](super::AuthRule)) that point at it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Account {
     /// 0 until stored.
     pub id: Id,
+    /// Unique among accounts (the store indexes it); shown in CDRs, logs and the console.
     pub name: String,
+    /// A disabled account's calls are refused at admission; its records are kept.
     pub enabled: bool,
     /// Digest credentials; `None` for carriers authenticated by IP alone.
     #[serde(default)]
@@ -18,9 +22,13 @@ pub struct Account {
     /// New calls per second; `None` is unlimited.
     #[serde(default)]
     pub cps_limit: Option<u32>,
+    /// Calls in progress at once; `None` is unlimited.
     #[serde(default)]
     pub max_sessions: Option<u32>,
+    /// Credit left, in micro-units; admission reserves against it and each ended call's cost is
+    /// debited. Never driven below zero by calls (the operator may set any value).
     pub balance: Micros,
+    /// How calls are priced; `None`: calls are free (no balance rule applies).
     #[serde(default)]
     pub tariff_id: Option<Id>,
     /// Hard cap on any one call, on top of the balance-derived cap.
@@ -28,9 +36,13 @@ pub struct Account {
     pub max_call_secs: Option<u32>,
 }
 
+/// An account's digest identity: the username callers present and the stored secret.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SipAuth {
+    /// Digest username; one account's only (the store refuses it for another), 1-128 printable
+    /// characters without spaces.
     pub username: String,
+    /// HA1 values for the configured realm (or, in a store not yet migrated, a plain password).
     pub credential: Credential,
     /// The digest algorithms this account is offered and may answer with, in challenge
     /// order; `None`: `[auth] algorithms`. `["SHA-256"]` requires SHA-256 (no MD5 challenge
@@ -84,6 +96,7 @@ impl Account {
         p
     }
 
+    /// The first of [`Account::problems`], as the record's error (the store refuses to write it).
     pub fn validate(&self) -> Result<(), Invalid> {
         Invalid::first("account", self.problems())
     }
@@ -120,22 +133,30 @@ fn check_algorithms(p: &mut FieldErrors, list: &[Algorithm], credential: &Creden
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AccountSpec {
+    /// The account's name (see [`Account::name`]); an import upserts by it.
     pub name: String,
+    /// Defaults to `true`.
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// Name of the tariff to bill with; it must exist (or be defined in the same file).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tariff: Option<String>,
     /// Opening balance, decimal: applied when the account is created, ignored afterwards.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub balance: Option<String>,
+    /// New calls per second; absent: unlimited; 0 is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cps_limit: Option<u32>,
+    /// Calls in progress at once; absent: unlimited; 0 is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_sessions: Option<u32>,
+    /// Hard cap on any one call, in seconds; absent: none; 0 is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_call_secs: Option<u32>,
+    /// Digest credentials; absent for an account authenticated by IP alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sip: Option<SipSpec>,
+    /// The account's auth rules, in the provisioning file only (`[[account.rule]]`).
     #[serde(default, rename = "rule", skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<RuleSpec>,
 }
@@ -146,13 +167,18 @@ pub struct AccountSpec {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SipSpec {
+    /// Digest username (see [`SipAuth::username`]).
     pub username: String,
+    /// Plain password: checked against the policy, hashed on arrival, never stored or exported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password: Option<String>,
+    /// Realm the HA1 values were computed for; only with them, and it must be `[auth] realm`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub realm: Option<String>,
+    /// MD5 HA1 (`MD5(user:realm:password)`), 32 hex digits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ha1_md5: Option<String>,
+    /// SHA-256 HA1 (`SHA-256(user:realm:password)`), 64 hex digits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ha1_sha256: Option<String>,
     /// Digest algorithms for this account, in challenge order (e.g. `["SHA-256"]` to

@@ -10,18 +10,26 @@ use super::{Id, Micros, Record};
 /// A CDR before it is stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CdrDraft {
+    /// The caller's (A leg's) Call-ID.
     pub call_id: String,
     /// Unix milliseconds: INVITE received, answered, ended.
     pub start_ms: u64,
+    /// `None` when the call was never answered.
     #[serde(default)]
     pub answer_ms: Option<u64>,
+    /// See `start_ms`.
     pub end_ms: u64,
+    /// Calling number: the user part of the caller's From.
     pub caller: String,
+    /// Called number: the user part of the Request-URI (of To when it has none).
     pub callee: String,
+    /// Where the caller's SIP came from.
     #[serde(default)]
     pub source: Option<SocketAddr>,
+    /// The account the call was authenticated as; `None` when refused before that.
     #[serde(default)]
     pub account_id: Option<Id>,
+    /// The upstream connection of the last attempt; `None` when no upstream was tried.
     #[serde(default)]
     pub connection_id: Option<Id>,
     /// Final SIP status sent to the caller (200 for an answered call).
@@ -29,13 +37,18 @@ pub struct CdrDraft {
     /// Why: a Reason/Warning text or the pipeline stage that refused the call.
     #[serde(default)]
     pub reason: String,
+    /// Seconds from answer to end, rounded up; 0 for an unanswered call.
     pub duration_secs: u64,
+    /// What was debited from the account for this call.
     pub cost: Micros,
 }
 
+/// A stored CDR: the draft with the id the store gave it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cdr {
+    /// Monotonic: later CDRs have larger ids, so a reader resumes after the last it saw.
     pub id: Id,
+    /// The record itself (flattened in JSON).
     #[serde(flatten)]
     pub call: CdrDraft,
 }

@@ -5,27 +5,39 @@ use serde::{Deserialize, Serialize};
 use super::field::{check_name, check_nonzero, yes};
 use super::{FieldError, FieldErrors, Id, Invalid, Record};
 
+/// SIP transport to an upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Transport {
+    /// SIP over UDP.
     Udp,
+    /// SIP over TCP.
     Tcp,
+    /// SIP over TLS.
     Tls,
 }
 
+/// An upstream (vendor) calls are routed to, with its own caps.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Connection {
+    /// 0 until stored.
     pub id: Id,
+    /// Unique among connections; shown in logs and the console.
     pub name: String,
+    /// A disabled connection is never routed to.
     pub enabled: bool,
     /// Host name or address literal; resolved when routing so DNS changes apply.
     pub host: String,
+    /// SIP port at `host`, never 0.
     pub port: u16,
+    /// How SIP reaches it.
     pub transport: Transport,
     /// Called-number prefixes routed here; empty routes everything (a default route).
     pub cld_prefixes: Vec<String>,
+    /// Calls in progress to it at once; `None` is unlimited (0 is refused).
     #[serde(default)]
     pub max_channels: Option<u32>,
+    /// New calls per second to it; `None` is unlimited (0 is refused).
     #[serde(default)]
     pub cps_limit: Option<u32>,
     /// Lower is tried first; equal priorities share by order of name.
@@ -77,6 +89,7 @@ impl Connection {
         p
     }
 
+    /// The first of [`Connection::problems`], as the record's error.
     pub fn validate(&self) -> Result<(), Invalid> {
         Invalid::first("connection", self.problems())
     }
@@ -120,19 +133,26 @@ fn default_priority() -> u32 {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectionSpec {
+    /// Unique among connections; an import upserts by it.
     pub name: String,
+    /// Defaults to `true`.
     #[serde(default = "yes")]
     pub enabled: bool,
     /// `host`, `host:port`, `a.b.c.d:port` or `[v6]:port`; port defaults to 5060.
     pub destination: String,
+    /// Defaults to UDP.
     #[serde(default = "udp")]
     pub transport: Transport,
+    /// Called-number prefixes routed here (1-32 of `0-9+*#` each); empty routes everything.
     #[serde(default)]
     pub cld_prefixes: Vec<String>,
+    /// Calls in progress to it at once; absent: unlimited.
     #[serde(default)]
     pub max_channels: Option<u32>,
+    /// New calls per second to it; absent: unlimited.
     #[serde(default)]
     pub cps_limit: Option<u32>,
+    /// Lower is tried first; defaults to 100.
     #[serde(default = "default_priority")]
     pub priority: u32,
 }

@@ -6,7 +6,9 @@
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {message}")]
 pub struct FieldError {
+    /// The field as the input spells it (`sip.username`, `cld_prefixes[0]`).
     pub field: String,
+    /// What is wrong, for a person.
     pub message: String,
     /// The value is well formed but another record holds it (a SIP username of another
     /// account): the API answers 409 rather than 400.
@@ -14,6 +16,7 @@ pub struct FieldError {
 }
 
 impl FieldError {
+    /// A problem with `field` (answered 400).
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> FieldError {
         FieldError {
             field: field.into(),
@@ -22,6 +25,7 @@ impl FieldError {
         }
     }
 
+    /// A well-formed value another record holds (answered 409).
     pub fn taken(field: impl Into<String>, message: impl Into<String>) -> FieldError {
         FieldError {
             taken: true,
@@ -47,6 +51,7 @@ impl FieldError {
 pub struct FieldErrors(pub Vec<FieldError>);
 
 impl FieldErrors {
+    /// Notes a problem with `field`.
     pub fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
         self.0.push(FieldError::new(field, message));
     }

@@ -37,8 +37,11 @@ pub type Id = u64;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid {kind}: {field}: {reason}")]
 pub struct Invalid {
+    /// The record's kind (`account`, `rule`, ...).
     pub kind: &'static str,
+    /// The field at fault, as the input spells it.
     pub field: String,
+    /// What is wrong with it.
     pub reason: String,
 }
 

@@ -6,14 +6,18 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+/// An amount in micro-units (1e-6) of the account's currency; negative for a debt. Parses
+/// from and prints as a decimal (`12.50`, at most 6 decimals); JSON holds the integer.
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
 )]
 #[serde(transparent)]
 pub struct Micros(pub i64);
 
+/// Micro-units in one currency unit.
 pub const MICROS_PER_UNIT: i64 = 1_000_000;
 
+/// A decimal amount that does not parse (the input, cut to 40 characters).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0:?} is not an amount (write e.g. 12.50 or 0.0125, at most 6 decimals)")]
 pub struct BadAmount(pub String);

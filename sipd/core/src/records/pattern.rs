@@ -8,6 +8,7 @@ const MAX_PREFIX_LEN: usize = 64;
 const MAX_REGEX_LEN: usize = 512;
 const REGEX_SIZE_LIMIT: usize = 256 * 1024;
 
+/// A CLI or CLD pattern as provisioned; [`Pattern::compile`] checks it and readies it for calls.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase", deny_unknown_fields)]
 pub enum Pattern {
@@ -17,14 +18,18 @@ pub enum Pattern {
     Regex(String),
 }
 
+/// Why a [`Pattern`] is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PatternError {
+    /// A prefix over 64 characters, or with whitespace or control characters.
     #[error(
         "prefix longer than {MAX_PREFIX_LEN} characters or contains whitespace/control characters"
     )]
     BadPrefix,
+    /// A regex over 512 bytes.
     #[error("regex longer than {MAX_REGEX_LEN} characters")]
     RegexTooLong,
+    /// A regex that does not parse or compiles too large; the parser's last line says why.
     #[error("invalid regex: {0}")]
     BadRegex(String),
 }
@@ -32,11 +37,15 @@ pub enum PatternError {
 /// A compiled pattern, ready for the call path.
 #[derive(Debug, Clone)]
 pub enum Matcher {
+    /// Matches numbers starting with it.
     Prefix(String),
+    /// Matches numbers it finds a match in (size-limited).
     Regex(Regex),
 }
 
 impl Pattern {
+    /// The pattern ready for matching, or why it is refused (length, characters, regex syntax or
+    /// compiled size).
     pub fn compile(&self) -> Result<Matcher, PatternError> {
         match self {
             Pattern::Prefix(p) => {
@@ -69,6 +78,7 @@ impl Pattern {
 }
 
 impl Matcher {
+    /// Whether `number` (a CLI or CLD) matches.
     pub fn matches(&self, number: &str) -> bool {
         match self {
             Matcher::Prefix(p) => number.starts_with(p.as_str()),

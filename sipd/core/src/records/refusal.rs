@@ -48,12 +48,17 @@ impl RefusalReason {
 /// One (source, reason) of the table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RefusalRow {
+    /// The refused source, IPv4-mapped addresses as IPv4.
     pub source: IpAddr,
+    /// Why it was refused.
     pub reason: RefusalReason,
     /// The status code of the last refusal.
     pub code: u16,
+    /// Unix ms of the first refusal counted in this row.
     pub first_ms: u64,
+    /// Unix ms of the latest one.
     pub last_ms: u64,
+    /// Refusals counted in this row.
     pub count: u64,
 }
 
@@ -71,6 +76,7 @@ impl RefusalTable {
     /// The default capacity: a row is under 100 bytes, so about 400 KiB.
     pub const DEFAULT_CAPACITY: usize = 4_096;
 
+    /// An empty table of at most `capacity` rows (at least 1).
     pub fn new(capacity: usize) -> RefusalTable {
         RefusalTable {
             capacity: capacity.max(1),
@@ -120,10 +126,12 @@ impl RefusalTable {
         v
     }
 
+    /// Rows held (at most the capacity).
     pub fn len(&self) -> usize {
         self.rows.len()
     }
 
+    /// Whether no refusal is held.
     pub fn is_empty(&self) -> bool {
         self.rows.is_empty()
     }

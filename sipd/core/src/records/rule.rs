@@ -7,17 +7,23 @@ use serde::{Deserialize, Serialize};
 use super::field::check_name;
 use super::{Account, FieldErrors, Id, Invalid, Pattern, Record};
 
+/// Which sources, callers and called numbers authenticate as an account, and whether the
+/// source alone is proof. A call must match every pattern the rule has.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuthRule {
+    /// 0 until stored.
     pub id: Id,
+    /// The account a match authenticates as.
     pub account_id: Id,
     /// Unique within the account; provisioning upserts by it.
     pub name: String,
     /// `None`: any source.
     #[serde(default)]
     pub remote: Option<IpNet>,
+    /// The caller's number (From user) must match; `None`: any.
     #[serde(default)]
     pub cli: Option<Pattern>,
+    /// The called number must match; `None`: any.
     #[serde(default)]
     pub cld: Option<Pattern>,
     /// Matching the rule is the whole authentication: no digest challenge. Only with a
@@ -53,6 +59,7 @@ impl AuthRule {
         p
     }
 
+    /// The first of [`AuthRule::problems`], as the record's error.
     pub fn validate(&self) -> Result<(), Invalid> {
         Invalid::first("rule", self.problems())
     }
@@ -61,7 +68,9 @@ impl AuthRule {
 /// The account a rule belongs to, as far as building the rule needs it.
 #[derive(Debug, Clone, Copy)]
 pub struct RuleOwner<'a> {
+    /// The account's id.
     pub id: Id,
+    /// The account's name, for errors.
     pub name: &'a str,
     /// Without SIP credentials the source address is the only proof: the rule must be
     /// `ip_only`.
@@ -82,13 +91,18 @@ impl<'a> From<&'a Account> for RuleOwner<'a> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleSpec {
+    /// Unique within the account; an import upserts by it.
     pub name: String,
+    /// Source address or network; absent: any. Host bits are cleared.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote: Option<IpNet>,
+    /// See [`AuthRule::cli`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cli: Option<Pattern>,
+    /// See [`AuthRule::cld`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cld: Option<Pattern>,
+    /// See [`AuthRule::ip_only`]; defaults to `false`.
     #[serde(default)]
     pub ip_only: bool,
 }

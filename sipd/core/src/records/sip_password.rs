@@ -42,8 +42,11 @@ impl Default for SipPasswordPolicy {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SipPasswordPolicies {
+    /// The default policy's minimum length, in characters.
     pub min_length: usize,
+    /// The default policy's character classes (see [`SipPasswordPolicy::min_classes`]).
     pub min_classes: u8,
+    /// The default policy's lowest zxcvbn score (0-4).
     pub min_strength: u8,
     /// `[auth.sip_password.templates.NAME]`, chosen per account by `sip.password_template`.
     pub templates: BTreeMap<String, SipPasswordPolicy>,
@@ -70,8 +73,11 @@ pub type Strength = fn(password: &str, known: &[&str]) -> u8;
 /// for and the password policies.
 #[derive(Clone, Copy)]
 pub struct SipSecrets<'a> {
+    /// The configured `[auth] realm`: HA1 values are computed for it and must be for it.
     pub realm: &'a str,
+    /// The default policy and the templates.
     pub policies: &'a SipPasswordPolicies,
+    /// Scores a password (zxcvbn in `sipd`).
     pub strength: Strength,
 }
 

@@ -6,15 +6,20 @@ use serde::{Deserialize, Serialize};
 use super::field::check_name;
 use super::{FieldError, FieldErrors, Id, Invalid, Micros, Record};
 
+/// What calls cost and how their durations are billed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tariff {
+    /// 0 until stored.
     pub id: Id,
+    /// Unique among tariffs; accounts name it.
     pub name: String,
+    /// Price of a billed minute, in micro-units; never negative (0: calls are free).
     pub rate_per_minute: Micros,
     /// Admission reserves the cost of this long a call for every call in progress.
     pub expected_call_secs: u32,
     /// First billed block and the blocks after it ("60/6" billing is 60 then 6).
     pub initial_increment_secs: u32,
+    /// See `initial_increment_secs`; at least 1.
     pub increment_secs: u32,
 }
 
@@ -43,6 +48,7 @@ impl Tariff {
         p
     }
 
+    /// The first of [`Tariff::problems`], as the record's error.
     pub fn validate(&self) -> Result<(), Invalid> {
         Invalid::first("tariff", self.problems())
     }
@@ -103,13 +109,17 @@ fn one() -> u32 {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TariffSpec {
+    /// Unique among tariffs; an import upserts by it.
     pub name: String,
     /// Decimal currency amount, e.g. "0.0125".
     pub rate_per_minute: String,
+    /// See [`Tariff::expected_call_secs`]; defaults to 120.
     #[serde(default = "default_expected")]
     pub expected_call_secs: u32,
+    /// See [`Tariff::initial_increment_secs`]; defaults to 1.
     #[serde(default = "one")]
     pub initial_increment_secs: u32,
+    /// See [`Tariff::increment_secs`]; defaults to 1.
     #[serde(default = "one")]
     pub increment_secs: u32,
 }

@@ -53,6 +53,7 @@ pub struct Framer {
 }
 
 impl Framer {
+    /// A framer that refuses any message over `max_message_bytes` (headers and body).
     pub fn new(max_message_bytes: usize) -> Self {
         Framer {
             buf: BytesMut::with_capacity(max_message_bytes.clamp(512, 16 * 1024)),
@@ -92,6 +93,8 @@ impl Framer {
         out
     }
 
+    /// The keep-alives received since the last call, reset to none (pings want a CRLF back;
+    /// pongs want nothing).
     pub fn take_keepalives(&mut self) -> KeepAlives {
         std::mem::take(&mut self.keepalives)
     }

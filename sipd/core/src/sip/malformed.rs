@@ -12,8 +12,10 @@ use super::parse::{ParseError, clip};
 /// Why a message was refused before the call core could read it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Malformed {
+    /// The stream could not be framed (size, Content-Length).
     #[error(transparent)]
     Frame(#[from] FrameError),
+    /// The message did not parse or failed a check.
     #[error(transparent)]
     Parse(#[from] ParseError),
 }

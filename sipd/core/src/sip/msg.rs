@@ -9,16 +9,35 @@ use rsip::{Method, SipMessage, Uri};
 
 use super::parse::{ParseError, clip};
 
+/// A message's start line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Start {
-    Request { method: Method, uri: Uri },
-    Response { code: u16, reason: String },
+    /// A request line.
+    Request {
+        /// The method.
+        method: Method,
+        /// The Request-URI.
+        uri: Uri,
+    },
+    /// A status line.
+    Response {
+        /// The status code.
+        code: u16,
+        /// The reason phrase; empty for the standard one of the code (parsed responses keep
+        /// none).
+        reason: String,
+    },
 }
 
+/// A SIP message as the call core reads and builds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Msg {
+    /// Request line or status line.
     pub start: Start,
+    /// (name, value) in wire order, names matched case-insensitively; Content-Length is left
+    /// out and written from the body.
     pub headers: Vec<(String, String)>,
+    /// The body (an SDP, usually); may be empty.
     pub body: Vec<u8>,
 }
 
@@ -65,6 +84,7 @@ impl Msg {
         })
     }
 
+    /// A request with no headers and no body yet.
     pub fn request(method: Method, uri: Uri) -> Msg {
         Msg {
             start: Start::Request { method, uri },
@@ -73,6 +93,7 @@ impl Msg {
         }
     }
 
+    /// The method of a request; `None` for a response.
     pub fn method(&self) -> Option<&Method> {
         match &self.start {
             Start::Request { method, .. } => Some(method),
@@ -80,6 +101,7 @@ impl Msg {
         }
     }
 
+    /// The Request-URI of a request; `None` for a response.
     pub fn uri(&self) -> Option<&Uri> {
         match &self.start {
             Start::Request { uri, .. } => Some(uri),
@@ -87,6 +109,7 @@ impl Msg {
         }
     }
 
+    /// The status code of a response; `None` for a request.
     pub fn code(&self) -> Option<u16> {
         match &self.start {
             Start::Response { code, .. } => Some(*code),
@@ -94,10 +117,12 @@ impl Msg {
         }
     }
 
+    /// Whether this is a request.
     pub fn is_request(&self) -> bool {
         matches!(self.start, Start::Request { .. })
     }
 
+    /// The first value of header `name` (case-insensitive), as one line (not split at commas).
     pub fn get(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
@@ -105,6 +130,7 @@ impl Msg {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Every header line named `name` (case-insensitive), in order, not split at commas.
     pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
         self.headers
             .iter()
@@ -117,49 +143,60 @@ impl Msg {
         self.get_all(name).flat_map(split_commas).collect()
     }
 
+    /// Removes every header named `name`.
     pub fn remove(&mut self, name: &str) {
         self.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
     }
 
+    /// Replaces every header named `name` with one, appended at the end.
     pub fn set(&mut self, name: &str, value: impl Into<String>) {
         self.remove(name);
         self.headers.push((name.to_owned(), value.into()));
     }
 
+    /// Appends a header (after any of the same name).
     pub fn push(&mut self, name: &str, value: impl Into<String>) {
         self.headers.push((name.to_owned(), value.into()));
     }
 
+    /// Inserts a header first (a Via we add goes on top).
     pub fn push_front(&mut self, name: &str, value: impl Into<String>) {
         self.headers.insert(0, (name.to_owned(), value.into()));
     }
 
+    /// The Call-ID; empty when absent (parsing refuses messages without one).
     pub fn call_id(&self) -> &str {
         self.get("Call-ID").unwrap_or_default()
     }
 
+    /// CSeq number and method; `(0, "")` when absent or unreadable.
     pub fn cseq(&self) -> (u32, &str) {
         let v = self.get("CSeq").unwrap_or_default();
         let (n, m) = v.split_once(char::is_whitespace).unwrap_or(("0", ""));
         (n.parse().unwrap_or(0), m.trim())
     }
 
+    /// The From header; an empty one when absent.
     pub fn from(&self) -> NameAddr {
         NameAddr::parse(self.get("From").unwrap_or_default())
     }
 
+    /// The To header; an empty one when absent.
     pub fn to(&self) -> NameAddr {
         NameAddr::parse(self.get("To").unwrap_or_default())
     }
 
+    /// The topmost Via value (of a comma-combined line too); `None` without any.
     pub fn top_via(&self) -> Option<Via> {
         self.list("Via").first().map(|v| Via::parse(v))
     }
 
+    /// Max-Forwards; `None` when absent or not a number in 0-255.
     pub fn max_forwards(&self) -> Option<u8> {
         self.get("Max-Forwards").and_then(|v| v.parse().ok())
     }
 
+    /// Whether the body is an SDP (non-empty, Content-Type `application/sdp`).
     pub fn has_sdp(&self) -> bool {
         !self.body.is_empty()
             && self
@@ -167,6 +204,8 @@ impl Msg {
                 .is_some_and(|c| c.to_ascii_lowercase().starts_with("application/sdp"))
     }
 
+    /// The message on the wire: start line, headers, a Content-Length of the body, the body.
+    /// A response without reason text gets [`reason_phrase`].
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut s = String::with_capacity(512 + self.body.len());
         match &self.start {
@@ -251,12 +290,16 @@ pub fn split_commas(v: &str) -> Vec<String> {
 /// `"Display" <uri>;params` or `uri;params` (From, To, Contact, Route).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct NameAddr {
+    /// Display name, unquoted; `None` when absent.
     pub display: Option<String>,
+    /// The URI, without angle brackets or header parameters.
     pub uri: String,
+    /// The `tag` parameter (dialog identity); `None` when absent.
     pub tag: Option<String>,
 }
 
 impl NameAddr {
+    /// Reads a value leniently: an unreadable one gives an empty URI rather than an error.
     pub fn parse(v: &str) -> NameAddr {
         let v = v.trim();
         let (display, uri, params) = if let Some(lt) = v.find('<') {
@@ -310,15 +353,22 @@ pub fn param<'a>(params: &'a str, name: &str) -> Option<&'a str> {
 /// One Via value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Via {
+    /// Transport token (`UDP`, `TCP`, `TLS`), as written.
     pub transport: String,
+    /// Sent-by host: a name or an address, IPv6 without brackets.
     pub host: String,
+    /// Sent-by port; `None` when absent (5060 is implied).
     pub port: Option<u16>,
+    /// The `branch` parameter (transaction identity).
     pub branch: Option<String>,
+    /// Whether `rport` is present (RFC 3581: answer to the source port).
     pub rport: bool,
+    /// The whole value, trimmed, as received.
     pub raw: String,
 }
 
 impl Via {
+    /// Reads one Via value leniently: missing parts come out empty or `None`.
     pub fn parse(v: &str) -> Via {
         let (proto, rest) = v.trim().split_once(char::is_whitespace).unwrap_or((v, ""));
         let transport = proto.rsplit('/').next().unwrap_or_default().to_owned();
@@ -365,6 +415,7 @@ pub fn host_port(addr: SocketAddr) -> String {
     }
 }
 
+/// An address as written as a SIP host (IPv6 bracketed).
 pub fn host(ip: IpAddr) -> String {
     match ip {
         IpAddr::V4(ip) => ip.to_string(),
@@ -372,6 +423,7 @@ pub fn host(ip: IpAddr) -> String {
     }
 }
 
+/// The standard reason phrase of `code`, or a class's generic one for codes not listed.
 pub fn reason_phrase(code: u16) -> &'static str {
     match code {
         100 => "Trying",

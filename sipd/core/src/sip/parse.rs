@@ -11,38 +11,66 @@ pub const MAX_HEADER_LINE: usize = 8 * 1024;
 /// Most header lines in one message (RFC 3261 sets no limit; 128 is far above real traffic).
 pub const MAX_HEADERS: usize = 128;
 
+/// Why a message was refused by [`parse`]; the caller answers 400 (513 for size) or drops it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
+    /// Over the configured size limit (the size is given).
     #[error("message is {0} bytes, over the limit")]
     TooLarge(usize),
+    /// The headers never end: no empty line.
     #[error("no end of headers (CRLFCRLF)")]
     NoHeaderEnd,
+    /// A header line over [`MAX_HEADER_LINE`] bytes.
     #[error("header line over {MAX_HEADER_LINE} bytes")]
     LineTooLong,
+    /// Over [`MAX_HEADERS`] header lines.
     #[error("more than {MAX_HEADERS} header lines")]
     TooManyHeaders,
+    /// The header section is not UTF-8.
     #[error("header section is not UTF-8")]
     NotUtf8,
+    /// A header line that is not `name: value` (clipped).
     #[error("bad header line {0:?}")]
     BadHeaderLine(String),
+    /// A header every message must carry (Call-ID, CSeq, From, To, Via) is absent.
     #[error("missing {0} header")]
     Missing(&'static str),
+    /// A header that must appear once appears twice.
     #[error("{0} header appears more than once")]
     Duplicate(&'static str),
+    /// Content-Length is not a number (clipped).
     #[error("bad Content-Length {0:?}")]
     BadContentLength(String),
+    /// Fewer body bytes than Content-Length says.
     #[error("Content-Length {declared} but {actual} body bytes arrived")]
-    Truncated { declared: usize, actual: usize },
+    Truncated {
+        /// The Content-Length.
+        declared: usize,
+        /// The body bytes present.
+        actual: usize,
+    },
+    /// CSeq is not `number method` with a 32-bit number (clipped).
     #[error("bad CSeq {0:?}")]
     BadCSeq(String),
+    /// A request whose CSeq method is not its own.
     #[error("CSeq method {cseq} does not match request method {method}")]
-    CSeqMismatch { cseq: String, method: String },
+    CSeqMismatch {
+        /// The CSeq's method (clipped).
+        cseq: String,
+        /// The request line's method.
+        method: String,
+    },
+    /// Max-Forwards is not a number in 0-255 (clipped).
     #[error("bad Max-Forwards {0:?}")]
     BadMaxForwards(String),
+    /// The start line does not parse (rsip's reason).
     #[error("start line: {0}")]
     StartLine(String),
+    /// A control character (other than tab and the line ends) or DEL in the header section: the byte.
     #[error("control character 0x{0:02x} in the header section")]
     ControlChar(u8),
+    /// More CR/LF before the start line than [`MAX_LEADING_CRLF`] (the kernel's INVITE detector
+    /// would not look that far).
     #[error("{0} line ends before the start line (at most {MAX_LEADING_CRLF})")]
     LeadingLineEnds(usize),
 }

@@ -10,7 +10,9 @@ use serde::Serialize;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Proto {
+    /// Datagrams; requests we send are retransmitted.
     Udp,
+    /// A stream connection; no retransmissions.
     Tcp,
 }
 
@@ -44,7 +46,9 @@ pub type ConnId = u64;
 /// Where a message came from or goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Peer {
+    /// The transport it came or goes over.
     pub proto: Proto,
+    /// Their address: the packet's source, and where answers go (symmetric, NAT-safe).
     pub remote: SocketAddr,
     /// Our address it arrived on (UDP: the socket to answer from; TCP: the connection's).
     pub local: SocketAddr,
@@ -56,7 +60,10 @@ pub struct Peer {
 /// transport failure can be reported against it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transmit {
+    /// Where to send it.
     pub peer: Peer,
+    /// The whole message, as bytes.
     pub data: Vec<u8>,
+    /// The client transaction it belongs to; 0 for none.
     pub token: u64,
 }

@@ -18,8 +18,11 @@ use rsip::Method;
 use super::msg::{Msg, host_port};
 use super::peer::{Peer, Proto, Transmit};
 
+/// RTT estimate (RFC 3261 §17.1.1.1): the first retransmission interval over UDP.
 pub const T1: Duration = Duration::from_millis(500);
+/// Longest retransmission interval of non-INVITE requests and INVITE responses.
 pub const T2: Duration = Duration::from_secs(4);
+/// Longest a message stays in the network: how long a completed transaction lingers over UDP.
 pub const T4: Duration = Duration::from_secs(5);
 /// Timers B, F, H, J, L: 64·T1.
 pub const TIMEOUT: Duration = Duration::from_secs(32);
@@ -32,11 +35,14 @@ pub const TIMER_C: Duration = Duration::from_secs(181);
 /// From tag and sent-by instead (§17.2.3).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ServerKey {
+    /// Branch and sent-by, or the pre-RFC 3261 fields (see above).
     pub id: String,
+    /// The request's method (`ACK` and `CANCEL` as explained above).
     pub method: String,
 }
 
 impl ServerKey {
+    /// The key of `req`; `None` when it has no Via or is not a request.
     pub fn of(req: &Msg) -> Option<ServerKey> {
         let via = req.top_via()?;
         let method = req.method()?.to_string();
@@ -137,7 +143,12 @@ pub enum RequestVerdict {
 pub enum ResponseVerdict {
     /// For the core: provisional, first final, or any 2xx to an INVITE. `token` is what the
     /// core passed to [`TxnLayer::send_request`].
-    Deliver { token: u64, invite: bool },
+    Deliver {
+        /// The token of the request's client transaction.
+        token: u64,
+        /// Whether the request was an INVITE.
+        invite: bool,
+    },
     /// Retransmission or no matching transaction (stray: dropped, RFC 3261 §18.1.2).
     Absorbed,
 }
@@ -147,7 +158,12 @@ pub enum ResponseVerdict {
 pub enum TxnTimeout {
     /// A client transaction got no final response (Timer B/F) or, for an INVITE, no
     /// provisional within the failover time.
-    Client { token: u64, invite: bool },
+    Client {
+        /// The token the core passed to [`TxnLayer::send_request`].
+        token: u64,
+        /// Whether the request was an INVITE.
+        invite: bool,
+    },
     /// A 2xx we sent was never ACKed (RFC 3261 §13.3.1.4): the dialog should be torn down.
     NoAck(ServerKey),
 }
@@ -158,6 +174,8 @@ enum TimerRef {
     Client(String),
 }
 
+/// The transaction layer of one `sipd`: server and client transactions, their timers and the
+/// messages they (re)send. Sans-IO: time comes in, [`Transmit`]s come out of [`TxnLayer::drain`].
 #[derive(Default)]
 pub struct TxnLayer {
     server: HashMap<ServerKey, ServerTxn>,
@@ -183,6 +201,7 @@ impl std::fmt::Debug for TxnLayer {
 }
 
 impl TxnLayer {
+    /// An empty layer; `invite_no_answer` fails over an INVITE that gets no provisional in time.
     pub fn new(invite_no_answer: Option<Duration>) -> Self {
         TxnLayer {
             invite_no_answer,
@@ -195,6 +214,7 @@ impl TxnLayer {
         self.out.drain(..)
     }
 
+    /// Server and client transactions held, in that order.
     pub fn counts(&self) -> (usize, usize) {
         (self.server.len(), self.client.len())
     }
@@ -203,6 +223,9 @@ impl TxnLayer {
         self.timers.insert((at, r));
     }
 
+    /// Matches a request from `peer` against the server transactions: a retransmission gets the
+    /// last response again and an ACK completes its INVITE (both absorbed); anything else is
+    /// new for the core, or a CANCEL or 2xx ACK it must act on.
     pub fn on_request(&mut self, now: Instant, req: &Msg, peer: Peer) -> RequestVerdict {
         let Some(key) = ServerKey::of(req) else {
             return RequestVerdict::Absorbed;
@@ -408,6 +431,8 @@ impl TxnLayer {
         self.client.insert(branch, t);
     }
 
+    /// Matches a response to its client transaction by the top Via's branch: the ACK for a
+    /// non-2xx final is sent here, retransmissions and strays are absorbed.
     pub fn on_response(&mut self, now: Instant, resp: &Msg) -> ResponseVerdict {
         let Some(branch) = resp.top_via().and_then(|v| v.branch) else {
             return ResponseVerdict::Absorbed;
@@ -504,10 +529,13 @@ impl TxnLayer {
         self.client.remove(branch);
     }
 
+    /// When [`TxnLayer::on_timeout`] should next be called; `None` with no timer armed.
     pub fn next_timeout(&self) -> Option<Instant> {
         self.timers.first().map(|(t, _)| *t)
     }
 
+    /// Fires every timer due at `now`: retransmits, expires finished transactions, and returns
+    /// the failures the core must act on.
     pub fn on_timeout(&mut self, now: Instant) -> Vec<TxnTimeout> {
         let mut fired = Vec::new();
         while let Some((at, _)) = self.timers.first() {
@@ -635,6 +663,8 @@ pub fn new_branch() -> String {
     format!("z9hG4bK{}", random_hex(12))
 }
 
+/// `bytes` random bytes as lowercase hex (tags, branches, ids); a process-unique counter
+/// stands in if the OS has no randomness.
 pub fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     // getrandom only fails without an entropy source; a counter-based fallback keeps us

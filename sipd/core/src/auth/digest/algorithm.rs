@@ -11,12 +11,16 @@ use sha2::{Digest, Sha256};
 /// no SIP endpoint we have met implements it and every challenge we add costs a header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Algorithm {
+    /// RFC 2617's MD5: weak, kept for equipment that knows nothing else.
     #[serde(rename = "MD5")]
     Md5,
+    /// MD5 with a per-session HA1 derived from the nonce and cnonce.
     #[serde(rename = "MD5-sess")]
     Md5Sess,
+    /// SHA-256 (RFC 8760).
     #[serde(rename = "SHA-256")]
     Sha256,
+    /// SHA-256 with a per-session HA1 derived from the nonce and cnonce.
     #[serde(rename = "SHA-256-sess")]
     Sha256Sess,
 }
@@ -25,7 +29,9 @@ pub enum Algorithm {
 /// the `-sess` variants derive their HA1 from the plain one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum HashFn {
+    /// MD5: 32 hex digits.
     Md5,
+    /// SHA-256: 64 hex digits.
     Sha256,
 }
 
@@ -58,6 +64,7 @@ impl HashFn {
 }
 
 impl Algorithm {
+    /// Every algorithm, SHA-256 ones first.
     pub const ALL: [Algorithm; 4] = [
         Algorithm::Sha256,
         Algorithm::Sha256Sess,
@@ -65,6 +72,7 @@ impl Algorithm {
         Algorithm::Md5Sess,
     ];
 
+    /// The hash it is built on, which picks the stored HA1 it needs.
     pub const fn hash(self) -> HashFn {
         match self {
             Algorithm::Md5 | Algorithm::Md5Sess => HashFn::Md5,
@@ -72,10 +80,12 @@ impl Algorithm {
         }
     }
 
+    /// Whether it is a `-sess` variant.
     pub const fn is_sess(self) -> bool {
         matches!(self, Algorithm::Md5Sess | Algorithm::Sha256Sess)
     }
 
+    /// The token as written in headers and configuration (`MD5`, `SHA-256-sess`, ...).
     pub const fn as_str(self) -> &'static str {
         match self {
             Algorithm::Md5 => "MD5",
@@ -92,6 +102,7 @@ impl fmt::Display for Algorithm {
     }
 }
 
+/// An algorithm token we do not know (kept as received, for the error).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown digest algorithm {0:?}")]
 pub struct UnknownAlgorithm(pub String);

@@ -20,59 +20,97 @@ pub const MAX_PARAMS: usize = 32;
 /// and no carrier equipment we target uses it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Qop {
+    /// `qop=auth`: the request line is authenticated, not the body.
     Auth,
 }
 
 /// A parsed digest response. Values are unescaped; `response` is lowercased hex.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DigestAuthorization {
+    /// Digest username as sent (not yet matched to any account).
     pub username: String,
+    /// The realm the client answered for.
     pub realm: String,
+    /// The nonce it answered, as sent.
     pub nonce: String,
+    /// The `uri` parameter, which must be the Request-URI.
     pub uri: String,
+    /// The response digest, lowercase hex of the algorithm's length.
     pub response: String,
+    /// `MD5` when the header leaves it out (RFC 7616 §3.4).
     pub algorithm: Algorithm,
     /// `qop`, `nc` and `cnonce` come together or not at all (the legacy RFC 2069 form).
     pub qop: Option<QopParams>,
+    /// Echoed from the challenge; we send none and ignore it.
     pub opaque: Option<String>,
 }
 
+/// The qop parameters of an RFC 2617/7616 answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QopParams {
+    /// Always `auth`: anything else is refused at parse.
     pub qop: Qop,
     /// The nonce-count, kept as sent (8 hex digits) because it is hashed verbatim.
     pub nc_text: String,
+    /// The nonce-count as a number, for replay checks.
     pub nc: u32,
+    /// The client nonce, hashed into the response.
     pub cnonce: String,
 }
 
+/// Why an `Authorization` value was refused; never echoes more than a clipped name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthorizationError {
+    /// Over [`MAX_HEADER_LEN`] bytes (the length is given).
     #[error("header value is {0} bytes, over the {MAX_HEADER_LEN}-byte limit")]
     TooLong(usize),
+    /// Another scheme (`Basic`, ...).
     #[error("authentication scheme is not Digest")]
     NotDigest,
+    /// Not the `name=value, ...` grammar.
     #[error("syntax error at byte {at}: expected {expected}")]
-    Syntax { at: usize, expected: &'static str },
+    Syntax {
+        /// Byte offset in the header value.
+        at: usize,
+        /// What the grammar wanted there.
+        expected: &'static str,
+    },
+    /// Over [`MAX_PARAMS`] parameters.
     #[error("more than {MAX_PARAMS} parameters")]
     TooManyParams,
+    /// A value over [`MAX_VALUE_LEN`] bytes.
     #[error("value of {name:?} is over the {MAX_VALUE_LEN}-byte limit")]
-    ValueTooLong { name: String },
+    ValueTooLong {
+        /// The parameter's name, clipped.
+        name: String,
+    },
+    /// A parameter given twice (which one counts would be ambiguous).
     #[error("parameter {name:?} appears more than once")]
-    Duplicate { name: String },
+    Duplicate {
+        /// The parameter's name, clipped.
+        name: String,
+    },
+    /// A required parameter (named) is absent.
     #[error("required parameter {0:?} is missing")]
     Missing(&'static str),
+    /// A qop other than `auth` (clipped).
     #[error("qop {0:?} is not supported (only auth)")]
     UnsupportedQop(String),
+    /// `nc` is not exactly 8 hex digits.
     #[error("nc must be exactly 8 hex digits")]
     BadNonceCount,
+    /// `response` is not hex of the algorithm's length.
     #[error("response must be {expected} hex digits for {algorithm}")]
     BadResponse {
+        /// The algorithm the answer claims.
         algorithm: Algorithm,
+        /// Hex digits that algorithm's response has.
         expected: usize,
     },
+    /// An `algorithm` token we do not know.
     #[error(transparent)]
     UnknownAlgorithm(#[from] UnknownAlgorithm),
+    /// `userhash=true` (RFC 7616 §3.4.4), which we do not offer.
     #[error("userhash is not supported")]
     UserhashUnsupported,
 }

@@ -8,8 +8,11 @@ use super::algorithm::Algorithm;
 /// challenge each, most preferred first; the verifier builds them in that order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Challenge {
+    /// Our realm.
     pub realm: String,
+    /// A fresh nonce from [`NonceKey::issue`](super::NonceKey::issue).
     pub nonce: String,
+    /// The algorithm this challenge offers (one header per algorithm).
     pub algorithm: Algorithm,
     /// Tells the client its credentials were right but the nonce expired, so it retries
     /// silently instead of prompting for a password (RFC 7616 §3.3).

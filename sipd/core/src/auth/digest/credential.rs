@@ -14,13 +14,19 @@ use super::algorithm::{HashFn, from_hex};
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Credential {
     /// A plain password: never written any more.
-    Password { password: String },
+    Password {
+        /// The password itself.
+        password: String,
+    },
     /// `H(username:realm:password)` per hash, lowercase hex. HA1 binds the realm, so it is
     /// stored with it: a realm change must fail loudly rather than reject every call.
     Ha1 {
+        /// The realm the HA1 values were computed for.
         realm: String,
+        /// MD5 HA1, 32 lowercase hex digits; needed for the MD5 algorithms.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         md5: Option<String>,
+        /// SHA-256 HA1, 64 lowercase hex digits; needed for the SHA-256 algorithms.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         sha256: Option<String>,
     },
@@ -41,16 +47,27 @@ impl fmt::Debug for Credential {
     }
 }
 
+/// Why a stored credential is invalid, or cannot check a given answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CredentialError {
+    /// The HA1 values are for another realm than the configured one.
     #[error("stored HA1 is for realm {stored:?}, but the server realm is {server:?}")]
-    RealmMismatch { stored: String, server: String },
+    RealmMismatch {
+        /// The realm the HA1 values are for.
+        stored: String,
+        /// `[auth] realm`.
+        server: String,
+    },
+    /// No HA1 for the hash the answer's algorithm needs.
     #[error("no stored HA1 for {0:?}: the account cannot use this algorithm")]
     NoHa1For(HashFn),
+    /// An empty plain password.
     #[error("password is empty")]
     EmptyPassword,
+    /// An HA1 that is not lowercase hex of the hash's length (the length is given).
     #[error("HA1 for {0:?} must be {1} lowercase hex digits")]
     BadHa1(HashFn, usize),
+    /// An HA1 credential with neither hash.
     #[error("an HA1 credential needs at least one of md5 or sha256")]
     NoHa1,
 }

@@ -29,6 +29,7 @@ pub struct OpenedNonce {
 }
 
 impl OpenedNonce {
+    /// When the nonce was issued (its serial as a time).
     pub fn issued(&self) -> SystemTime {
         UNIX_EPOCH + Duration::from_nanos(self.serial)
     }
@@ -43,12 +44,16 @@ impl OpenedNonce {
     }
 }
 
+/// Why a nonce was refused, or could not be made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum NonceError {
+    /// Not a nonce of our format (length or hex).
     #[error("nonce is not one of ours (bad format)")]
     Malformed,
+    /// Our format, but the MAC does not match this key and realm.
     #[error("nonce fails authentication (forged, altered, or from another realm or server)")]
     Forged,
+    /// The OS gave no random bytes (for the key or a nonce).
     #[error("no randomness available from the operating system")]
     Rng,
 }
@@ -67,6 +72,7 @@ impl std::fmt::Debug for NonceKey {
 }
 
 impl NonceKey {
+    /// A key with this secret (from the store, shared by instances behind one address).
     pub fn new(secret: [u8; 32]) -> Self {
         NonceKey {
             secret,
@@ -74,6 +80,7 @@ impl NonceKey {
         }
     }
 
+    /// A key with a fresh random secret; fails only when the OS has no randomness.
     pub fn generate() -> Result<Self, NonceError> {
         let mut secret = [0u8; 32];
         getrandom::fill(&mut secret).map_err(|_| NonceError::Rng)?;

@@ -10,14 +10,24 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
+/// Why a nonce-count was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ReplayError {
+    /// Not above the highest count accepted for this nonce: a replayed request.
     #[error("nonce-count {nc:#010x} not above the last one seen ({last:#010x})")]
-    Replayed { nc: u32, last: u32 },
+    Replayed {
+        /// The count the request carried.
+        nc: u32,
+        /// The highest accepted before (0 for a first count of 0).
+        last: u32,
+    },
+    /// The nonce is older than the table remembers: it might have been used; answered stale.
     #[error("nonce is older than what the replay table still remembers")]
     Forgotten,
 }
 
+/// The highest nonce-count accepted per nonce, bounded (see the module docs); shared by
+/// threads behind a mutex.
 #[derive(Debug)]
 pub struct NonceCounts {
     capacity: usize,
@@ -91,6 +101,7 @@ impl NonceCounts {
         Ok(())
     }
 
+    /// Nonces tracked.
     pub fn len(&self) -> usize {
         self.inner
             .lock()
@@ -99,6 +110,7 @@ impl NonceCounts {
             .len()
     }
 
+    /// Whether no nonce is tracked.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
