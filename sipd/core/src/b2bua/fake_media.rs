@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use super::{Media, MediaError, Side};
 
+/// A [`Media`] that answers like the relay without one: for the core's tests and the
+/// `call_core` fuzz target (public under the `fuzzing` feature).
 pub struct FakeMedia {
     anchor: IpAddr,
     /// Relay port per (call, side whose SDP we rewrote).
@@ -17,6 +19,7 @@ pub struct FakeMedia {
 }
 
 impl FakeMedia {
+    /// Rewrites every SDP to `anchor`, with ports counted up from 40000 (wrapping).
     pub fn new(anchor: IpAddr) -> FakeMedia {
         FakeMedia {
             anchor,
