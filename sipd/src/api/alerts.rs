@@ -2,6 +2,8 @@
 //!
 //! - `permissive_firewall`: a restricted service (management, or SIP once it has an allow
 //!   list) allows every address (`0.0.0.0/0` or `::/0`): Sippy's permissive-firewall warning.
+//! - `firewall_coverage`: an address XDP does not cover: `info` when sipd's userspace
+//!   firewall checks it instead, `critical` for a host service nothing checks (SSH).
 //! - `admin_without_totp`: an enabled admin has no confirmed TOTP factor.
 //! - `self_signed_certificate`: the API still uses the certificate it made itself.
 //! - `ban_table_full`: the ban table was full within the last hour (bans gave way or were
@@ -84,6 +86,31 @@ pub fn alerts(s: &ApiState) -> Vec<Alert> {
                 c.replaced,
                 c.refused
             ),
+        });
+    }
+    for e in s.firewall().coverage() {
+        let ifaces = e.uncovered.join(", ");
+        let (severity, message) = match e.plane {
+            crate::firewall::coverage::Plane::Xdp => continue,
+            crate::firewall::coverage::Plane::Userspace => (
+                "info",
+                format!(
+                    "{} on {} is firewalled by sipd in userspace, not by XDP (interfaces without XDP: {ifaces})",
+                    e.service, e.address
+                ),
+            ),
+            crate::firewall::coverage::Plane::None => (
+                "critical",
+                format!(
+                    "{} on {} is NOT firewalled: XDP is not on {ifaces} and sipd does not serve {} itself, so its allow list is not enforced there",
+                    e.service, e.address, e.service
+                ),
+            ),
+        };
+        out.push(Alert {
+            code: "firewall_coverage",
+            severity,
+            message,
         });
     }
     if s.tls.self_signed {
