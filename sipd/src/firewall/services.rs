@@ -124,3 +124,85 @@ impl Firewall {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+    use std::sync::Arc;
+
+    use relay_user::{DataPlane, Verdict};
+    use sipd_core::sip::Proto;
+
+    use super::*;
+    use crate::config::{Config, GuardConfig};
+    use crate::firewall::BansConfig;
+    use crate::store::{Actor, Store};
+
+    fn passes(fw: &Firewall, src: &str, port: u16) -> bool {
+        let src: IpAddr = src.parse().unwrap();
+        matches!(
+            fw.dataplane()
+                .firewall_check(src, port, DpProto::Tcp, b"SSH-2.0-x\r\n"),
+            Verdict::Pass(_)
+        )
+    }
+
+    /// The engineer's SSH allow entry restricts SSH for real, and an operator's service only
+    /// admits its list; names the firewall does not know are refused.
+    #[test]
+    fn ssh_and_operator_services_are_restricted_to_their_allow_lists() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let mut cfg = Config::default().firewall;
+        cfg.services.push(ServiceConfig {
+            name: "postgres".into(),
+            protocol: ServiceProtocol::Tcp,
+            ports: vec![5432],
+            allow: vec!["192.0.2.7/32".parse().unwrap()],
+        });
+        let dp = Arc::new(DataPlane::userspace("test"));
+        let fw = Firewall::new(&cfg, &BansConfig::default(), store, dp);
+        fw.program_sip(&GuardConfig::default(), &[(5060, Proto::Udp)])
+            .unwrap();
+        fw.program_host_services().unwrap();
+
+        assert!(passes(&fw, "203.0.113.1", 22), "SSH open until listed");
+        let ssh = fw.service("ssh").unwrap();
+        let by = Actor {
+            username: "admin".into(),
+            source: "127.0.0.1".parse().unwrap(),
+        };
+        fw.allow_add(&by, &ssh, "10.0.0.0/8".parse().unwrap())
+            .unwrap();
+        assert!(!passes(&fw, "203.0.113.1", 22));
+        assert!(passes(&fw, "10.1.2.3", 22));
+        assert!(
+            passes(&fw, "203.0.113.1", 5061),
+            "sip-tls: open until listed"
+        );
+
+        assert!(!passes(&fw, "203.0.113.1", 5432));
+        assert!(passes(&fw, "192.0.2.7", 5432));
+        let pg = fw.service("postgres").unwrap();
+        assert!(pg.known.is_none() && pg.id.0 >= CUSTOM_SERVICE_BASE);
+        fw.allow_add(&by, &pg, "198.51.100.0/24".parse().unwrap())
+            .unwrap();
+        assert!(passes(&fw, "198.51.100.9", 5432));
+
+        assert!(fw.service("mysql").is_none());
+        assert!(fw.service_names().contains(&"postgres".to_string()));
+        let view = fw.view().unwrap();
+        let shown: Vec<(&str, u16, bool)> = view
+            .services
+            .iter()
+            .map(|s| (s.service.as_str(), s.port, s.restricted))
+            .collect();
+        for want in [
+            ("ssh", 22, true),
+            ("sip-tls", 5061, false),
+            ("postgres", 5432, true),
+        ] {
+            assert!(shown.contains(&want), "{want:?} not in {shown:?}");
+        }
+    }
+}
