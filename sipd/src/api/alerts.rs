@@ -112,8 +112,8 @@ pub fn alerts(s: &ApiState) -> Vec<Alert> {
                     "warning"
                 },
                 format!(
-                    "{} on {} is NOT firewalled: XDP is not on {ifaces} and sipd does not serve {} itself, so its allow list is not enforced there",
-                    e.service, e.address, e.service
+                    "{} on {} is NOT firewalled: XDP is not on {ifaces} and sipd does not check this traffic itself, so its allow list is not enforced there",
+                    e.service, e.address
                 ),
             ),
         };

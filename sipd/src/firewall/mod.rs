@@ -188,7 +188,7 @@ impl Firewall {
                     service = e.service,
                     address = %e.address,
                     interfaces = ?e.uncovered,
-                    "NOT FIREWALLED: XDP is not on these interfaces and sipd does not serve this service"
+                    "NOT FIREWALLED: XDP is not on these interfaces and sipd does not check this traffic itself"
                 ),
             }
         }
@@ -213,8 +213,9 @@ impl Firewall {
             .unwrap_or_else(|p| p.into_inner())
             .xdp_covers(peer.local.ip());
         if covered || self.dp.mode().is_xdp() {
-            // The loader attaches to every interface or to none, so on the XDP plane an
-            // address it does not cover appeared after start; status reports it.
+            // On the XDP plane sipd cannot check in userspace (the data plane's check is the
+            // kernel's); what XDP misses there (loopback under xdp-native, an address added
+            // after start) is reported as covered by nothing.
             return true;
         }
         let v = self.dp.firewall_check(

@@ -48,7 +48,17 @@ pub fn start_media(cfg: &Config) -> Result<(MediaPlane, RelayMedia, Vec<String>)
     let interfaces = if d.mode == DataplaneMode::Userspace {
         d.interfaces.clone()
     } else {
-        let wanted = coverage::attach_list(&d.interfaces, &listen_ips(cfg), &host);
+        let mut wanted = coverage::attach_list(&d.interfaces, &listen_ips(cfg), &host);
+        if d.mode == DataplaneMode::XdpNative {
+            // Loopback has no native XDP: adding it would stop sipd from starting. Its
+            // packets come from this host only; coverage reports it as not XDP's.
+            let lo: Vec<&String> = host
+                .iter()
+                .filter(|a| a.ip.is_loopback())
+                .map(|a| &a.iface)
+                .collect();
+            wanted.retain(|i| d.interfaces.contains(i) || !lo.contains(&i));
+        }
         let added: Vec<&String> = wanted
             .iter()
             .filter(|i| !d.interfaces.contains(i))
@@ -96,13 +106,17 @@ fn host_addresses() -> Vec<coverage::IfAddr> {
 
 /// SIP (UDP and TCP), media and management listen addresses.
 fn listen_ips(cfg: &Config) -> Vec<IpAddr> {
-    listens(cfg).into_iter().map(|(_, ip, _)| ip).collect()
+    listens(cfg, false)
+        .into_iter()
+        .map(|(_, ip, _)| ip)
+        .collect()
 }
 
 /// (service, address, whether sipd checks it in userspace when XDP does not cover it).
-/// Host services sipd does not serve (SSH, SIP over TLS) listen wherever their daemon does:
-/// taken as every address.
-fn listens(cfg: &Config) -> Vec<(String, IpAddr, bool)> {
+/// sipd checks management connections itself always, SIP and media only on the userspace
+/// data plane (on XDP's it relies on the kernel). Host services sipd does not serve (SSH, SIP
+/// over TLS) listen wherever their daemon does: taken as every address.
+fn listens(cfg: &Config, xdp: bool) -> Vec<(String, IpAddr, bool)> {
     let mut out: Vec<(String, IpAddr, bool)> = Vec::new();
     let mut add = |what: &str, ip: IpAddr, userspace: bool| {
         if !out.iter().any(|(w, a, _)| w == what && *a == ip) {
@@ -110,9 +124,9 @@ fn listens(cfg: &Config) -> Vec<(String, IpAddr, bool)> {
         }
     };
     for a in cfg.sip.udp.iter().chain(&cfg.sip.tcp) {
-        add("sip", a.ip(), true);
+        add("sip", a.ip(), !xdp);
     }
-    add("media", cfg.media.address, true);
+    add("media", cfg.media.address, !xdp);
     add("management", cfg.management.listen.ip(), true);
     let f = &cfg.firewall;
     for s in f.host_services().iter().chain(f.custom_services()) {
@@ -123,7 +137,8 @@ fn listens(cfg: &Config) -> Vec<(String, IpAddr, bool)> {
 
 /// Which plane guards each address, given the interfaces XDP is on.
 pub fn coverage(cfg: &Config, attached: Vec<String>) -> coverage::Coverage {
-    coverage::Coverage::new(attached, host_addresses(), &listens(cfg))
+    let xdp = !attached.is_empty();
+    coverage::Coverage::new(attached, host_addresses(), &listens(cfg, xdp))
 }
 
 /// Binds SIP; returns the transports, our addresses for the core and the (port, transport)
