@@ -276,6 +276,15 @@ fn uncovered_interface(plane: Plane) {
         "{plane:?}: the carrier was not answered\n{}",
         sbc.log_text()
     );
+    if plane == Plane::Xdp {
+        // Covered because sipd attached XDP there itself, not by luck.
+        let log = sbc.log_text();
+        let line = log
+            .lines()
+            .find(|l| l.contains("XDP also goes on"))
+            .unwrap_or_else(|| panic!("no auto-attach logged:\n{log}"));
+        assert!(line.contains(&net.topo.relay_callee_if.dev), "{line}");
+    }
     let want = if plane == Plane::Xdp {
         "xdp"
     } else {
