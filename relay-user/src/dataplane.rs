@@ -16,7 +16,7 @@ use std::{
 
 use relay_common::{
     Addr,
-    fw::{BanReason, ServiceId},
+    fw::BanReason,
     relay::{LEG_LATCHED, LEG_PEER_KNOWN, Leg, LegCounters},
     stats::{STATS_LEN, Stat},
 };
@@ -31,7 +31,8 @@ use crate::{
     maps::{XdpMaps, stats_by_name},
     tables::UserTables,
     types::{
-        BanInfo, DenyRule, GuardEventInfo, GuardSettings, Proto, Service, SourceSessions, Verdict,
+        BanInfo, DenyRule, GuardEventInfo, GuardSettings, Proto, Service, SourceSessions, SvcId,
+        Verdict,
     },
 };
 
@@ -323,6 +324,20 @@ impl DataPlane {
         }
     }
 
+    /// An operator-defined service (`id` from [`crate::CUSTOM_SERVICE_BASE`]) on `port`:
+    /// restricted to its allow list. [`DataPlane::service_list`] does not show it.
+    pub fn custom_service_set(&self, port: u16, proto: Proto, id: SvcId) -> R<()> {
+        let key = relay_common::fw::ServiceKey::new(port, proto.number());
+        let entry = relay_common::fw::ServiceEntry {
+            service: id.0,
+            flags: relay_common::fw::SVC_RESTRICTED,
+        };
+        match &self.backend {
+            Backend::Xdp(m) => lock(m).service_set_raw(key, entry),
+            Backend::User(t) => lock(t).service_set_raw(key, entry),
+        }
+    }
+
     /// Every service.
     pub fn service_list(&self) -> R<Vec<Service>> {
         match &self.backend {
@@ -333,26 +348,26 @@ impl DataPlane {
 
     /// Lets `cidr` reach `service` (when the service is restricted); fails when the allow lists
     /// are full (`SVC_ALLOW_MAX` per family).
-    pub fn allow_add(&self, service: ServiceId, cidr: Cidr) -> R<()> {
+    pub fn allow_add(&self, service: impl Into<SvcId>, cidr: Cidr) -> R<()> {
         match &self.backend {
-            Backend::Xdp(m) => lock(m).allow_add(service, cidr),
-            Backend::User(t) => lock(t).allow_add(service, cidr),
+            Backend::Xdp(m) => lock(m).allow_add(service.into(), cidr),
+            Backend::User(t) => lock(t).allow_add(service.into(), cidr),
         }
     }
 
     /// Removes exactly this prefix from `service`'s allow list; `false` when it was not there.
-    pub fn allow_remove(&self, service: ServiceId, cidr: Cidr) -> R<bool> {
+    pub fn allow_remove(&self, service: impl Into<SvcId>, cidr: Cidr) -> R<bool> {
         match &self.backend {
-            Backend::Xdp(m) => lock(m).allow_remove(service, cidr),
-            Backend::User(t) => Ok(lock(t).allow_remove(service, cidr)),
+            Backend::Xdp(m) => lock(m).allow_remove(service.into(), cidr),
+            Backend::User(t) => Ok(lock(t).allow_remove(service.into(), cidr)),
         }
     }
 
     /// `service`'s allow list.
-    pub fn allow_list(&self, service: ServiceId) -> R<Vec<Cidr>> {
+    pub fn allow_list(&self, service: impl Into<SvcId>) -> R<Vec<Cidr>> {
         match &self.backend {
-            Backend::Xdp(m) => lock(m).allow_list(service),
-            Backend::User(t) => Ok(lock(t).allow_list(service)),
+            Backend::Xdp(m) => lock(m).allow_list(service.into()),
+            Backend::User(t) => Ok(lock(t).allow_list(service.into())),
         }
     }
 
@@ -616,7 +631,7 @@ mod tests {
         dp.service_set(Service {
             port: 5060,
             proto: Proto::Udp,
-            id: ServiceId::Sip,
+            id: relay_common::fw::ServiceId::Sip,
             restricted: false,
             sip: true,
         })

@@ -38,7 +38,8 @@ pub use error::DataPlaneError;
 pub use events::GuardEvents;
 pub use relay::UserRelay;
 pub use types::{
-    BanInfo, DenyRule, GuardEventInfo, GuardSettings, Proto, Service, SourceSessions, Verdict,
+    BanInfo, CUSTOM_SERVICE_BASE, DenyRule, GuardEventInfo, GuardSettings, Proto, Service,
+    SourceSessions, SvcId, Verdict,
 };
 
 pub use ports::{PortAllocator, PortRange};

@@ -26,7 +26,7 @@ use crate::{
     Cidr,
     clock::{duration_ns, monotonic_ns},
     error::DataPlaneError,
-    types::{BanInfo, DenyRule, GuardSettings, Proto, Service, SourceSessions},
+    types::{BanInfo, DenyRule, GuardSettings, Proto, Service, SourceSessions, SvcId},
 };
 
 type R<T> = Result<T, DataPlaneError>;
@@ -350,6 +350,11 @@ impl XdpMaps {
     /// Adds or replaces the service on its port and protocol in `SERVICES`.
     pub fn service_set(&mut self, s: Service) -> R<()> {
         let (k, v) = service_entry(&s);
+        self.service_set_raw(k, v)
+    }
+
+    /// A service entry as the kernel keeps it (an operator-defined service's id included).
+    pub fn service_set_raw(&mut self, k: ServiceKey, v: ServiceEntry) -> R<()> {
         self.services.insert(k, v, 0).map_err(ins(names::SERVICES))
     }
 
@@ -374,17 +379,18 @@ impl XdpMaps {
     }
 
     /// Adds `cidr` to `service`'s allow list (`SVC_ALLOW_V4`/`SVC_ALLOW_V6`).
-    pub fn allow_add(&mut self, service: ServiceId, cidr: Cidr) -> R<()> {
+    pub fn allow_add(&mut self, service: impl Into<SvcId>, cidr: Cidr) -> R<()> {
+        let service = service.into().0;
         let len = svc_allow_prefix(cidr.prefix_len() as u32);
         match v4_bytes(&cidr) {
             Some(b) => self
                 .allow_v4
-                .insert(&Key::new(len, SvcAllowV4::new(service as u32, b)), 1, 0)
+                .insert(&Key::new(len, SvcAllowV4::new(service, b)), 1, 0)
                 .map_err(ins(names::SVC_ALLOW_V4)),
             None => self
                 .allow_v6
                 .insert(
-                    &Key::new(len, SvcAllowV6::new(service as u32, v6_bytes(&cidr))),
+                    &Key::new(len, SvcAllowV6::new(service, v6_bytes(&cidr))),
                     1,
                     0,
                 )
@@ -393,27 +399,27 @@ impl XdpMaps {
     }
 
     /// Removes exactly this prefix from `service`'s allow list; `false` when it was not there.
-    pub fn allow_remove(&mut self, service: ServiceId, cidr: Cidr) -> R<bool> {
+    pub fn allow_remove(&mut self, service: impl Into<SvcId>, cidr: Cidr) -> R<bool> {
+        let service = service.into().0;
         let len = svc_allow_prefix(cidr.prefix_len() as u32);
         match v4_bytes(&cidr) {
             Some(b) => del(
                 self.allow_v4
-                    .remove(&Key::new(len, SvcAllowV4::new(service as u32, b))),
+                    .remove(&Key::new(len, SvcAllowV4::new(service, b))),
                 names::SVC_ALLOW_V4,
             ),
             None => del(
-                self.allow_v6.remove(&Key::new(
-                    len,
-                    SvcAllowV6::new(service as u32, v6_bytes(&cidr)),
-                )),
+                self.allow_v6
+                    .remove(&Key::new(len, SvcAllowV6::new(service, v6_bytes(&cidr)))),
                 names::SVC_ALLOW_V6,
             ),
         }
     }
 
     /// `service`'s allow list.
-    pub fn allow_list(&self, service: ServiceId) -> R<Vec<Cidr>> {
-        let want = (service as u32).to_be_bytes();
+    pub fn allow_list(&self, service: impl Into<SvcId>) -> R<Vec<Cidr>> {
+        let service = service.into().0;
+        let want = (service).to_be_bytes();
         let mut out = Vec::new();
         for r in self.allow_v4.iter() {
             let (k, _) = r.map_err(DataPlaneError::map(names::SVC_ALLOW_V4))?;

@@ -10,7 +10,7 @@ use std::{
 
 use relay_common::{
     Addr,
-    fw::{BanEntry, BanReason, SVC_RESTRICTED, SVC_SIP, ServiceEntry, ServiceId, ServiceKey},
+    fw::{BanEntry, BanReason, SVC_RESTRICTED, SVC_SIP, ServiceEntry, ServiceKey},
     guard::{GuardConfig, GuardEvent, GuardEventKind, GuardState, SessionCount},
     maps as names,
     relay::Leg,
@@ -22,7 +22,7 @@ use crate::{
     cidr::normalize,
     error::DataPlaneError,
     maps::{ban_entry, ban_info, service_entry, service_from},
-    types::{BanInfo, DenyRule, GuardSettings, Proto, Service, SourceSessions, Verdict},
+    types::{BanInfo, DenyRule, GuardSettings, Proto, Service, SourceSessions, SvcId, Verdict},
 };
 
 type R<T> = Result<T, DataPlaneError>;
@@ -214,6 +214,11 @@ impl UserTables {
     /// `SERVICES_MAX`.
     pub fn service_set(&mut self, s: Service) -> R<()> {
         let (k, v) = service_entry(&s);
+        self.service_set_raw(k, v)
+    }
+
+    /// A service entry as the kernel keeps it (an operator-defined service's id included).
+    pub fn service_set_raw(&mut self, k: ServiceKey, v: ServiceEntry) -> R<()> {
         check_room(
             self.services.len(),
             relay_common::maps::SERVICES_MAX,
@@ -244,38 +249,38 @@ impl UserTables {
 
     /// Adds `cidr` to `service`'s allow list; [`DataPlaneError::Full`] at `SVC_ALLOW_MAX` per
     /// family.
-    pub fn allow_add(&mut self, service: ServiceId, cidr: Cidr) -> R<()> {
+    pub fn allow_add(&mut self, service: impl Into<SvcId>, cidr: Cidr) -> R<()> {
+        let service = service.into().0;
         let total: usize = self
             .allow
             .values()
             .flatten()
             .filter(|c| c.is_v4() == cidr.is_v4())
             .count();
-        let exists = self
-            .allow
-            .get(&(service as u32))
-            .is_some_and(|s| s.contains(&cidr));
+        let exists = self.allow.get(&service).is_some_and(|s| s.contains(&cidr));
         let name = if cidr.is_v4() {
             names::SVC_ALLOW_V4
         } else {
             names::SVC_ALLOW_V6
         };
         check_room(total, relay_common::maps::SVC_ALLOW_MAX, exists, name)?;
-        self.allow.entry(service as u32).or_default().insert(cidr);
+        self.allow.entry(service).or_default().insert(cidr);
         Ok(())
     }
 
     /// Removes exactly this prefix from `service`'s allow list; `false` when it was not there.
-    pub fn allow_remove(&mut self, service: ServiceId, cidr: Cidr) -> bool {
+    pub fn allow_remove(&mut self, service: impl Into<SvcId>, cidr: Cidr) -> bool {
+        let service = service.into().0;
         self.allow
-            .get_mut(&(service as u32))
+            .get_mut(&service)
             .is_some_and(|s| s.remove(&cidr))
     }
 
     /// `service`'s allow list.
-    pub fn allow_list(&self, service: ServiceId) -> Vec<Cidr> {
+    pub fn allow_list(&self, service: impl Into<SvcId>) -> Vec<Cidr> {
+        let service = service.into().0;
         self.allow
-            .get(&(service as u32))
+            .get(&service)
             .map(|s| s.iter().copied().collect())
             .unwrap_or_default()
     }

@@ -62,6 +62,21 @@ impl FromStr for Proto {
     }
 }
 
+/// The id a service's allow list is keyed by in the kernel: a predefined [`ServiceId`] or an
+/// operator-defined service's (from [`CUSTOM_SERVICE_BASE`] up). The XDP program treats both
+/// alike.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SvcId(pub u32);
+
+/// The first id of operator-defined services, clear of [`ServiceId`]'s.
+pub const CUSTOM_SERVICE_BASE: u32 = 64;
+
+impl From<ServiceId> for SvcId {
+    fn from(s: ServiceId) -> Self {
+        SvcId(s as u32)
+    }
+}
+
 /// Parses a service name as shown by [`ServiceId::name`].
 pub fn parse_service_id(s: &str) -> Result<ServiceId, DataPlaneError> {
     ServiceId::ALL

@@ -344,6 +344,66 @@ pub struct FirewallConfig {
     pub management_allow: Vec<IpNet>,
     /// Empty: SIP is open to all (accounts' rules still decide who may call).
     pub sip_allow: Vec<IpNet>,
+    /// Host services beyond SIP and management: an entry named `ssh` or `sip-tls` sets that
+    /// predefined service's ports and allow list (see [`FirewallConfig::host_services`]); any
+    /// other name adds one of the operator's (see [`FirewallConfig::custom_services`]).
+    pub services: Vec<ServiceConfig>,
+}
+
+/// Transport of a host service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceProtocol {
+    Tcp,
+    Udp,
+}
+
+/// A service on this host the kernel firewall guards: `[[firewall.services]]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// `ssh` or `sip-tls` to set a predefined service, any other name (`postgres`) for one
+    /// of the operator's (SIP and management take their ports from `[sip]`/`[management]`).
+    pub name: String,
+    pub protocol: ServiceProtocol,
+    pub ports: Vec<u16>,
+    /// Predefined services: empty means open to all until the API adds an entry. An
+    /// operator's service is always restricted: only these (and the API's) sources reach it.
+    #[serde(default)]
+    pub allow: Vec<IpNet>,
+}
+
+/// Names `[[firewall.services]]` may configure, with their default port (TCP).
+pub const HOST_SERVICES: [(&str, u16); 2] = [("ssh", 22), ("sip-tls", 5061)];
+
+impl FirewallConfig {
+    /// The predefined host services (`ssh` 22/tcp, `sip-tls` 5061/tcp, even before sipd
+    /// serves TLS) with what `[[firewall.services]]` set for them.
+    pub fn host_services(&self) -> Vec<ServiceConfig> {
+        HOST_SERVICES
+            .iter()
+            .map(|(name, port)| {
+                self.services
+                    .iter()
+                    .find(|s| s.name == *name)
+                    .cloned()
+                    .unwrap_or_else(|| ServiceConfig {
+                        name: (*name).into(),
+                        protocol: ServiceProtocol::Tcp,
+                        ports: vec![*port],
+                        allow: Vec::new(),
+                    })
+            })
+            .collect()
+    }
+
+    /// The operator's own services (`[[firewall.services]]` entries with other names), in
+    /// file order: their data-plane ids follow that order.
+    pub fn custom_services(&self) -> impl Iterator<Item = &ServiceConfig> {
+        self.services
+            .iter()
+            .filter(|s| !HOST_SERVICES.iter().any(|(h, _)| *h == s.name))
+    }
 }
 
 impl Default for FirewallConfig {
@@ -355,6 +415,7 @@ impl Default for FirewallConfig {
                 IpNet::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 128).unwrap_or_default(),
             ],
             sip_allow: Vec::new(),
+            services: Vec::new(),
         }
     }
 }
@@ -908,16 +969,85 @@ impl Config {
                 "empty would lock every operator out; write 0.0.0.0/0 and ::/0 to allow all".into(),
             );
         }
+        self.service_problems(bad);
+        let service_allows = f
+            .services
+            .iter()
+            .map(|s| ("firewall.services.allow", &s.allow));
         for (key, nets) in [
             ("firewall.deny", &f.deny),
             ("firewall.management_allow", &f.management_allow),
             ("firewall.sip_allow", &f.sip_allow),
-        ] {
+        ]
+        .into_iter()
+        .chain(service_allows)
+        {
             for n in nets {
                 if n.trunc() != *n {
                     bad(
                         key,
                         format!("{n} has host bits set; did you mean {}?", n.trunc()),
+                    );
+                }
+            }
+        }
+    }
+
+    fn service_problems(&self, bad: &mut impl FnMut(&str, String)) {
+        let f = &self.firewall;
+        let mut seen: Vec<&str> = Vec::new();
+        for s in &f.services {
+            let n = s.name.as_str();
+            if n == "sip" || n == "management" {
+                bad(
+                    "firewall.services.name",
+                    format!(
+                        "{n:?} takes its ports from [{n}] and its allow list from firewall.{n}_allow"
+                    ),
+                );
+            } else if n == "rtp" || n == "other" {
+                bad(
+                    "firewall.services.name",
+                    format!("{n:?} is reserved (the data plane's own service ids)"),
+                );
+            } else if n.is_empty()
+                || n.len() > 32
+                || !n
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            {
+                bad(
+                    "firewall.services.name",
+                    format!("{n:?}: 1 to 32 of a-z, 0-9 and -"),
+                );
+            }
+            if seen.contains(&n) {
+                bad("firewall.services.name", format!("{n:?} is listed twice"));
+            }
+            seen.push(n);
+            if s.ports.is_empty() || s.ports.contains(&0) {
+                bad(
+                    "firewall.services.ports",
+                    format!("{n}: needs at least one port, none of them 0"),
+                );
+            }
+            let sip = self
+                .sip
+                .udp
+                .iter()
+                .map(|a| (a.port(), ServiceProtocol::Udp));
+            let sip = sip.chain(
+                self.sip
+                    .tcp
+                    .iter()
+                    .map(|a| (a.port(), ServiceProtocol::Tcp)),
+            );
+            let mgmt = (self.management.listen.port(), ServiceProtocol::Tcp);
+            for (port, proto) in sip.chain(std::iter::once(mgmt)) {
+                if proto == s.protocol && s.ports.contains(&port) {
+                    bad(
+                        "firewall.services.ports",
+                        format!("{n}: port {port} is sipd's own SIP or management port"),
                     );
                 }
             }
@@ -1113,6 +1243,74 @@ mod tests {
             let e = parse(src).unwrap_err();
             assert!(e.to_string().contains("guard.tcp_syn_burst"), "{src}: {e}");
         }
+    }
+
+    #[test]
+    fn host_services_are_predefined_and_operator_services_are_validated() {
+        let c = parse("").unwrap();
+        let hs = c.firewall.host_services();
+        let ports: Vec<(&str, Vec<u16>)> = hs
+            .iter()
+            .map(|s| (s.name.as_str(), s.ports.clone()))
+            .collect();
+        assert_eq!(ports, [("ssh", vec![22]), ("sip-tls", vec![5061])]);
+        assert_eq!(c.firewall.custom_services().count(), 0);
+        let c = parse(
+            "[[firewall.services]]
+name = \"ssh\"
+protocol = \"tcp\"
+ports = [2222]
+             allow = [\"10.0.0.0/8\"]
+
+[[firewall.services]]
+name = \"postgres\"
+             protocol = \"tcp\"
+ports = [5432]
+allow = [\"192.0.2.7/32\"]
+",
+        )
+        .unwrap();
+        let ssh = &c.firewall.host_services()[0];
+        assert_eq!((ssh.ports.as_slice(), ssh.allow.len()), (&[2222u16][..], 1));
+        let custom: Vec<&str> = c
+            .firewall
+            .custom_services()
+            .map(|s| s.name.as_str())
+            .collect();
+        assert_eq!(custom, ["postgres"]);
+        for (src, needle) in [
+            (
+                "name = \"sip\"\nprotocol = \"udp\"\nports = [5070]\n",
+                "[sip]",
+            ),
+            (
+                "name = \"rtp\"\nprotocol = \"udp\"\nports = [5070]\n",
+                "reserved",
+            ),
+            ("name = \"My DB\"\nprotocol = \"tcp\"\nports = [1]\n", "a-z"),
+            (
+                "name = \"db\"\nprotocol = \"tcp\"\nports = []\n",
+                "at least one port",
+            ),
+            (
+                "name = \"db\"\nprotocol = \"tcp\"\nports = [8443]\n",
+                "management port",
+            ),
+            ("name = \"db\"\nprotocol = \"udp\"\nports = [5060]\n", "SIP"),
+            (
+                "name = \"db\"\nprotocol = \"tcp\"\nports = [1]\nallow = [\"10.0.0.1/8\"]\n",
+                "host bits",
+            ),
+        ] {
+            let e = parse(&format!("[[firewall.services]]\n{src}")).unwrap_err();
+            assert!(e.to_string().contains(needle), "{src}: {e}");
+        }
+        let twice = "[[firewall.services]]\nname = \"db\"\nprotocol = \"tcp\"\nports = [1]\n";
+        let e = parse(&format!("{twice}{twice}")).unwrap_err();
+        assert!(e.to_string().contains("listed twice"), "{e}");
+        let e = parse("[[firewall.services]]\nname = \"db\"\nprotocol = \"sctp\"\nports = [1]\n")
+            .unwrap_err();
+        assert!(e.to_string().contains("sctp"), "{e}");
     }
 
     #[test]

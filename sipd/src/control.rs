@@ -61,6 +61,11 @@ pub struct Status {
     pub relay: RelayTotals,
     /// The CDR writer's queue.
     pub cdr_queue: WriterStats,
+    /// Which plane firewalls each of sipd's addresses and host services.
+    pub coverage: Vec<crate::firewall::coverage::Covered>,
+    /// The host services in the firewall (SIP, management, SSH, SIP over TLS) and their
+    /// allow lists.
+    pub services: Vec<crate::firewall::changes::ServiceView>,
 }
 
 /// Cheap to clone; one per API worker.
@@ -156,6 +161,8 @@ impl Control {
             bans: self.dataplane.ban_list().map_or(0, |b| b.len()),
             relay: self.sessions.totals(),
             cdr_queue: self.writer.stats(),
+            coverage: self.firewall.coverage(),
+            services: self.firewall.view().map(|v| v.services).unwrap_or_default(),
         })
     }
 

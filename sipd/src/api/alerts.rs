@@ -1,7 +1,10 @@
 //! Security alerts the API lists (`GET /api/alerts`): configurations an auditor would flag.
 //!
-//! - `permissive_firewall`: a restricted service (management, or SIP once it has an allow
-//!   list) allows every address (`0.0.0.0/0` or `::/0`): Sippy's permissive-firewall warning.
+//! - `permissive_firewall`: a restricted service (management, the operator's services, or
+//!   SIP, SSH, SIP over TLS once they have an allow list) allows every address (`0.0.0.0/0` or `::/0`): Sippy's permissive-firewall warning.
+//! - `firewall_coverage`: an address XDP does not cover: `info` when sipd's userspace
+//!   firewall checks it instead; for a host service nothing checks (SSH), `critical` when it
+//!   has an allow list (or is the operator's own), `warning` when it is open anyway.
 //! - `admin_without_totp`: an enabled admin has no confirmed TOTP factor.
 //! - `self_signed_certificate`: the API still uses the certificate it made itself.
 //! - `ban_table_full`: the ban table was full within the last hour (bans gave way or were
@@ -27,13 +30,14 @@ const BAN_ALERT_MS: u64 = 3_600_000;
 pub fn alerts(s: &ApiState) -> Vec<Alert> {
     let mut out = Vec::new();
     let dp = s.dp();
-    for id in [
-        ServiceId::Management,
-        ServiceId::Sip,
-        ServiceId::SipTls,
-        ServiceId::Ssh,
-    ] {
-        let allow = dp.allow_list(id).unwrap_or_default();
+    let fw = s.firewall();
+    let names = fw.service_names();
+    let guarded = names
+        .iter()
+        .filter(|n| !matches!(n.as_str(), "rtp" | "other"))
+        .filter_map(|n| fw.service(n));
+    for svc in guarded {
+        let allow = dp.allow_list(svc.id).unwrap_or_default();
         let open: Vec<String> = allow
             .iter()
             .filter(|c| c.prefix_len() == 0)
@@ -42,14 +46,14 @@ pub fn alerts(s: &ApiState) -> Vec<Alert> {
         if !open.is_empty() {
             out.push(Alert {
                 code: "permissive_firewall",
-                severity: if id == ServiceId::Management {
+                severity: if svc.is(ServiceId::Management) {
                     "critical"
                 } else {
                     "warning"
                 },
                 message: format!(
                     "the {} service allows every address ({}): restrict it to the networks that need it",
-                    id.name(),
+                    svc.name,
                     open.join(", ")
                 ),
             });
@@ -84,6 +88,39 @@ pub fn alerts(s: &ApiState) -> Vec<Alert> {
                 c.replaced,
                 c.refused
             ),
+        });
+    }
+    for e in fw.coverage() {
+        let ifaces = e.uncovered.join(", ");
+        let (severity, message) = match e.plane {
+            crate::firewall::coverage::Plane::Xdp => continue,
+            crate::firewall::coverage::Plane::Userspace => (
+                "info",
+                format!(
+                    "{} on {} is firewalled by sipd in userspace, not by XDP (interfaces without XDP: {ifaces})",
+                    e.service, e.address
+                ),
+            ),
+            crate::firewall::coverage::Plane::None => (
+                // Critical where the operator believes it restricted (an allow list, or one
+                // of their own services); a warning for one open by configuration.
+                if fw.service(&e.service).is_some_and(|n| {
+                    n.known.is_none() || !dp.allow_list(n.id).unwrap_or_default().is_empty()
+                }) {
+                    "critical"
+                } else {
+                    "warning"
+                },
+                format!(
+                    "{} on {} is NOT firewalled: XDP is not on {ifaces} and sipd does not check this traffic itself, so its allow list is not enforced there",
+                    e.service, e.address
+                ),
+            ),
+        };
+        out.push(Alert {
+            code: "firewall_coverage",
+            severity,
+            message,
         });
     }
     if s.tls.self_signed {

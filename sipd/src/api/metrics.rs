@@ -291,6 +291,20 @@ pub fn render(s: &Status, x: &Extra) -> String {
         s.dataplane_stats.iter().map(|(k, v)| (*k, *v)),
     );
     o.table(s, x, RELAY);
+    o.head(
+        "sbc_firewall_coverage",
+        "gauge",
+        "1 for the plane (xdp, userspace, none) that firewalls each service address.",
+    );
+    for e in &s.coverage {
+        let _ = writeln!(
+            o.0,
+            "sbc_firewall_coverage{{service=\"{}\",address=\"{}\",plane=\"{}\"}} 1",
+            escape(&e.service),
+            e.address,
+            e.plane.name()
+        );
+    }
     o.labelled(
         "sbc_dataplane_mode",
         "gauge",

@@ -13,6 +13,7 @@ use relay_user::{BanReason, Cidr, DataPlaneError, ServiceId};
 use super::Firewall;
 use super::bans::{BanView, net, view};
 use super::book::{Ban, By};
+use super::services::Named;
 use crate::mgmt::unix_ms;
 use crate::store::{Actor, AuditKind, FwAllow, FwDeny, Id, ManualBan, StoreError, canonical_ip};
 
@@ -34,18 +35,13 @@ pub enum ChangeError {
 
 type Changed<T> = Result<T, ChangeError>;
 
-/// The service a name designates (`sip`, `management`, …).
-pub fn service_id(name: &str) -> Option<ServiceId> {
-    ServiceId::ALL.into_iter().find(|s| s.name() == name)
-}
-
 fn json<T: Serialize>(t: &T) -> Option<Value> {
     serde_json::to_value(t).ok()
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ServiceView {
-    pub service: &'static str,
+    pub service: String,
     pub port: u16,
     pub proto: String,
     pub restricted: bool,
@@ -77,13 +73,20 @@ pub struct FirewallView {
 }
 
 impl Firewall {
-    fn config_allows(&self) -> Vec<(ServiceId, IpNet)> {
+    /// `sbc.toml`'s allow entries, by service name.
+    fn config_allows(&self) -> Vec<(String, IpNet)> {
         let f = &self.cfg;
-        f.management_allow
-            .iter()
-            .map(|n| (ServiceId::Management, n.trunc()))
-            .chain(f.sip_allow.iter().map(|n| (ServiceId::Sip, n.trunc())))
-            .collect()
+        let named = |id: ServiceId, nets: &[IpNet]| {
+            nets.iter()
+                .map(move |n| (id.name().to_string(), n.trunc()))
+                .collect::<Vec<_>>()
+        };
+        let mut out = named(ServiceId::Management, &f.management_allow);
+        out.extend(named(ServiceId::Sip, &f.sip_allow));
+        for s in f.host_services().iter().chain(f.custom_services()) {
+            out.extend(s.allow.iter().map(|n| (s.name.clone(), n.trunc())));
+        }
+        out
     }
 
     /// Services, allow lists and deny entries as the data plane and the store have them.
@@ -92,7 +95,7 @@ impl Firewall {
         let mut services = Vec::new();
         for svc in dp.service_list()? {
             services.push(ServiceView {
-                service: svc.id.name(),
+                service: svc.id.name().to_string(),
                 port: svc.port,
                 proto: svc.proto.to_string(),
                 restricted: svc.restricted,
@@ -103,7 +106,24 @@ impl Firewall {
                     .collect(),
             });
         }
-        services.sort_by(|a, b| (a.service, a.port, &a.proto).cmp(&(b.service, b.port, &b.proto)));
+        for (n, s) in self.custom() {
+            let allow: Vec<String> = dp
+                .allow_list(n.id)?
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            for &port in &s.ports {
+                services.push(ServiceView {
+                    service: n.name.clone(),
+                    port,
+                    proto: super::services::dp_proto(s.protocol).to_string(),
+                    restricted: true,
+                    allow: allow.clone(),
+                });
+            }
+        }
+        services
+            .sort_by(|a, b| (&a.service, a.port, &a.proto).cmp(&(&b.service, b.port, &b.proto)));
         let config_deny = self.cfg.deny.iter().map(|n| DenyView {
             cidr: n.trunc().to_string(),
             id: None,
@@ -119,11 +139,14 @@ impl Firewall {
                 id: Some(d.id),
                 origin: "api",
             });
-        let config_allow = self.config_allows().into_iter().map(|(id, n)| AllowEntry {
-            service: id.name().into(),
-            cidr: n.to_string(),
-            origin: "config",
-        });
+        let config_allow = self
+            .config_allows()
+            .into_iter()
+            .map(|(name, n)| AllowEntry {
+                service: name,
+                cidr: n.to_string(),
+                origin: "config",
+            });
         let stored_allow = self
             .store
             .fw_allows()
@@ -141,45 +164,45 @@ impl Firewall {
         })
     }
 
-    pub fn allow_add(&self, by: &Actor, id: ServiceId, net: IpNet) -> Changed<AllowEntry> {
+    pub fn allow_add(&self, by: &Actor, svc: &Named, net: IpNet) -> Changed<AllowEntry> {
         let entry = FwAllow {
-            service: id.name().into(),
+            service: svc.name.clone(),
             cidr: net,
             created_ms: unix_ms(SystemTime::now()),
         };
         self.store.write(|tx| {
-            if tx.fw_allow(id.name(), &net)?.is_some() {
+            if tx.fw_allow(&svc.name, &net)?.is_some() {
                 return Ok(Err(ChangeError::Conflict(format!(
                     "{net} is already allowed for {}",
-                    id.name()
+                    svc.name
                 ))));
             }
             tx.put_fw_allow(&entry)?;
-            let target = format!("firewall:allow:{}:{net}", id.name());
+            let target = format!("firewall:allow:{}:{net}", svc.name);
             tx.append_audit(&by.audit(AuditKind::Create, target, None, None, json(&entry)))?;
             Ok(Ok(()))
         })??;
         self.dp
-            .allow_add(id, Cidr::from(net))
+            .allow_add(svc.id, Cidr::from(net))
             .map_err(|e| ChangeError::NotApplied(format!("stored, but not applied: {e}")))?;
-        self.after_allow_change(id);
+        self.after_allow_change(svc);
         Ok(AllowEntry {
-            service: id.name().into(),
+            service: svc.name.clone(),
             cidr: net.to_string(),
             origin: "api",
         })
     }
 
-    pub fn allow_remove(&self, by: &Actor, id: ServiceId, net: IpNet) -> Changed<()> {
-        let in_config = self.config_allows().contains(&(id, net));
-        if id == ServiceId::Management && !in_config {
-            self.refuse_own_lockout(by, id, net)?;
+    pub fn allow_remove(&self, by: &Actor, svc: &Named, net: IpNet) -> Changed<()> {
+        let in_config = self.config_allows().contains(&(svc.name.clone(), net));
+        if svc.is(ServiceId::Management) && !in_config {
+            self.refuse_own_lockout(by, svc, net)?;
         }
         let removed = self.store.write(|tx| {
-            let Some(old) = tx.remove_fw_allow(id.name(), &net)? else {
+            let Some(old) = tx.remove_fw_allow(&svc.name, &net)? else {
                 return Ok(None);
             };
-            let target = format!("firewall:allow:{}:{net}", id.name());
+            let target = format!("firewall:allow:{}:{net}", svc.name);
             tx.append_audit(&by.audit(AuditKind::Delete, target, None, json(&old), None))?;
             Ok(Some(old))
         })?;
@@ -187,25 +210,25 @@ impl Firewall {
             return Err(if in_config {
                 ChangeError::Conflict(format!(
                     "{net} for {} comes from sbc.toml [firewall]; change it there",
-                    id.name()
+                    svc.name
                 ))
             } else {
-                ChangeError::NotFound(format!("{net} is not on the {} allow list", id.name()))
+                ChangeError::NotFound(format!("{net} is not on the {} allow list", svc.name))
             });
         }
         if !in_config {
-            self.dp.allow_remove(id, Cidr::from(net)).map_err(|e| {
+            self.dp.allow_remove(svc.id, Cidr::from(net)).map_err(|e| {
                 ChangeError::NotApplied(format!(
                     "removed from the store, not from the data plane: {e}"
                 ))
             })?;
         }
-        self.after_allow_change(id);
+        self.after_allow_change(svc);
         Ok(())
     }
 
     /// Removing `net` from the management allow list must leave the caller a way in.
-    fn refuse_own_lockout(&self, by: &Actor, id: ServiceId, net: IpNet) -> Changed<()> {
+    fn refuse_own_lockout(&self, by: &Actor, svc: &Named, net: IpNet) -> Changed<()> {
         let me = canonical_ip(by.source);
         let stored = self.store.fw_allows().into_iter().flatten();
         let others = self
@@ -215,7 +238,7 @@ impl Firewall {
             .copied()
             .chain(
                 stored
-                    .filter(|a| a.service == id.name() && a.cidr != net)
+                    .filter(|a| a.service == svc.name && a.cidr != net)
                     .map(|a| a.cidr),
             )
             .any(|n| n.contains(&me));
@@ -227,9 +250,9 @@ impl Firewall {
         Ok(())
     }
 
-    fn after_allow_change(&self, id: ServiceId) {
-        self.sync_restricted(id);
-        if id == ServiceId::Management {
+    fn after_allow_change(&self, svc: &Named) {
+        self.sync_restricted(svc);
+        if svc.is(ServiceId::Management) {
             self.refresh_mgmt_allow();
         }
     }

@@ -9,7 +9,9 @@
 mod bans;
 pub mod book;
 pub mod changes;
+pub mod coverage;
 pub mod policy;
+pub mod services;
 
 pub use bans::{BanCounters, BanView, reason_name};
 pub use policy::BansConfig;
@@ -64,6 +66,8 @@ pub struct Firewall {
     trusted: RwLock<Vec<IpAddr>>,
     /// The authoritative table of bans (the data plane holds a copy).
     bans: Mutex<bans::BanState>,
+    /// Which plane guards each of sipd's addresses (decided at start).
+    coverage: RwLock<coverage::Coverage>,
 }
 
 impl Firewall {
@@ -82,6 +86,7 @@ impl Firewall {
             bans_cfg: bans.clone(),
             trusted: RwLock::new(Vec::new()),
             bans: Mutex::new(bans::BanState::new(bans)),
+            coverage: RwLock::new(coverage::Coverage::default()),
         };
         fw.refresh_mgmt_allow();
         fw
@@ -165,10 +170,52 @@ impl Firewall {
             .extend(hosts.iter().map(|ip| canonical_ip(*ip)));
     }
 
-    /// The userspace data plane's firewall for one SIP message (XDP has dropped what it
-    /// refuses before it reaches a socket).
+    /// Records which plane guards each address and says, at warn, every address XDP does
+    /// not cover (userspace-checked) and every one nothing covers.
+    pub fn set_coverage(&self, c: coverage::Coverage) {
+        for e in &c.entries {
+            match e.plane {
+                coverage::Plane::Xdp => {
+                    info!(service = e.service, address = %e.address, "firewalled by XDP")
+                }
+                coverage::Plane::Userspace => warn!(
+                    service = e.service,
+                    address = %e.address,
+                    interfaces = ?e.uncovered,
+                    "not covered by XDP: sipd's userspace firewall checks this traffic"
+                ),
+                coverage::Plane::None => warn!(
+                    service = e.service,
+                    address = %e.address,
+                    interfaces = ?e.uncovered,
+                    "NOT FIREWALLED: XDP is not on these interfaces and sipd does not check this traffic itself"
+                ),
+            }
+        }
+        *self.coverage.write().unwrap_or_else(|p| p.into_inner()) = c;
+    }
+
+    /// Which plane guards each of sipd's addresses.
+    pub fn coverage(&self) -> Vec<coverage::Covered> {
+        self.coverage
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .entries
+            .clone()
+    }
+
+    /// The userspace firewall for one SIP message, unless XDP saw it (XDP has dropped what
+    /// it refuses before it reaches a socket).
     pub fn admits(&self, peer: &Peer, data: &[u8]) -> bool {
-        if self.dp.mode().is_xdp() {
+        let covered = self
+            .coverage
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .xdp_covers(peer.local.ip());
+        if covered || self.dp.mode().is_xdp() {
+            // On the XDP plane sipd cannot check in userspace (the data plane's check is the
+            // kernel's); what XDP misses there (loopback under xdp-native, an address added
+            // after start) is reported as covered by nothing.
             return true;
         }
         let v = self.dp.firewall_check(
@@ -218,8 +265,10 @@ impl Firewall {
         *self.mgmt_allow.write().unwrap_or_else(|p| p.into_inner()) = v;
     }
 
-    /// Restricted exactly when the allow list has entries (management: always).
-    fn sync_restricted(&self, id: ServiceId) {
+    /// Restricted exactly when the allow list has entries (management and the operator's
+    /// services: always, set when installed).
+    fn sync_restricted(&self, svc: &services::Named) {
+        let Some(id) = svc.known else { return };
         let restricted = id == ServiceId::Management
             || self
                 .dp
@@ -242,20 +291,20 @@ impl Firewall {
         let mut services = Vec::new();
         let mut n = 0;
         for a in store.fw_allows().into_iter().flatten() {
-            let Some(id) = changes::service_id(&a.service) else {
-                warn!(service = a.service, cidr = %a.cidr, "stored allow entry not understood; skipped");
+            let Some(svc) = self.service(&a.service) else {
+                warn!(service = a.service, cidr = %a.cidr, "stored allow entry for a service no longer configured; skipped");
                 continue;
             };
-            match dp.allow_add(id, Cidr::from(a.cidr)) {
+            match dp.allow_add(svc.id, Cidr::from(a.cidr)) {
                 Ok(()) => n += 1,
                 Err(e) => error!(cidr = %a.cidr, error = %e, "stored allow entry not applied"),
             }
-            if !services.contains(&id) {
-                services.push(id);
+            if !services.contains(&svc) {
+                services.push(svc);
             }
         }
-        for id in services {
-            self.sync_restricted(id);
+        for svc in &services {
+            self.sync_restricted(svc);
         }
         for d in store.fw_denies().into_iter().flatten() {
             match dp.deny_add(Cidr::from(d.cidr), u32::try_from(d.id).unwrap_or(u32::MAX)) {

@@ -89,7 +89,7 @@ impl Appliance {
         let accounts = records.rules.accounts().count();
         let nofile = fds::raise_nofile();
 
-        let (plane, media) = startup::start_media(&cfg)?;
+        let (plane, media, attached) = startup::start_media(&cfg)?;
         let dp = plane.dataplane().clone();
         let (transports, events, locals, sip_ports) = startup::bind_sip(&cfg, nofile).await?;
         let firewall = Arc::new(Firewall::new(
@@ -99,6 +99,8 @@ impl Appliance {
             dp.clone(),
         ));
         firewall.program_sip(&cfg.guard, &sip_ports)?;
+        firewall.program_host_services()?;
+        firewall.set_coverage(startup::coverage(&cfg, attached));
         transports.set_tcp_guard(startup::tcp_guard(&cfg, &dp));
         purge_bans(firewall.clone(), cfg.bans.purge_interval_secs);
         let (resolver, answers) = Resolver::from_system();

@@ -1,12 +1,12 @@
 //! Bringing the appliance up, in order: store and records, data plane, media relay, SIP
 //! transports, firewall, call core, management API. Each step says what failed.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, bail};
-use tracing::{error, warn};
+use tracing::{error, info, warn};
 
 use relay_user::PortRange;
 use relay_user::loader::{LoaderConfig, RequestedMode};
@@ -19,7 +19,7 @@ use sipd_core::sip::Proto;
 
 use super::provisioned::Provisioned;
 use crate::config::{Config, DataplaneMode};
-use crate::firewall::Firewall;
+use crate::firewall::{Firewall, coverage};
 use crate::media::RelayMedia;
 use crate::resolver::{Answer, Resolver};
 use crate::store::Store;
@@ -39,11 +39,38 @@ fn requested_mode(m: DataplaneMode) -> RequestedMode {
 /// then generic XDP; the loader says which runs and why), the relay and its sessions.
 /// Sessions a previous run left in the pinned maps are freed: their calls cannot be resumed
 /// (their SIP dialogs died with that run).
-pub fn start_media(cfg: &Config) -> Result<(MediaPlane, RelayMedia)> {
+///
+/// XDP goes on the configured interfaces plus every interface a SIP, media or management
+/// address is reached through (returned: the interfaces it is on, none on userspace).
+pub fn start_media(cfg: &Config) -> Result<(MediaPlane, RelayMedia, Vec<String>)> {
     let d = &cfg.dataplane;
+    let host = host_addresses();
+    let interfaces = if d.mode == DataplaneMode::Userspace {
+        d.interfaces.clone()
+    } else {
+        let mut wanted = coverage::attach_list(&d.interfaces, &listen_ips(cfg), &host);
+        if d.mode == DataplaneMode::XdpNative {
+            // Loopback has no native XDP: adding it would stop sipd from starting. Its
+            // packets come from this host only; coverage reports it as not XDP's.
+            let lo: Vec<&String> = host
+                .iter()
+                .filter(|a| a.ip.is_loopback())
+                .map(|a| &a.iface)
+                .collect();
+            wanted.retain(|i| d.interfaces.contains(i) || !lo.contains(&i));
+        }
+        let added: Vec<&String> = wanted
+            .iter()
+            .filter(|i| !d.interfaces.contains(i))
+            .collect();
+        if !added.is_empty() {
+            info!(interfaces = ?added, "XDP also goes on the interfaces sipd's addresses are reached through");
+        }
+        wanted
+    };
     let loader = LoaderConfig {
         instance: d.instance.clone(),
-        interfaces: d.interfaces.clone(),
+        interfaces: interfaces.clone(),
         mode: requested_mode(d.mode),
         enable_forwarding: d.enable_forwarding,
         relay_addresses: vec![cfg.media.address],
@@ -60,7 +87,58 @@ pub fn start_media(cfg: &Config) -> Result<(MediaPlane, RelayMedia)> {
     let media_addr = cfg.media.advertised_address.unwrap_or(cfg.media.address);
     let limits = media::Limits::streams(usize::from(cfg.media.max_streams));
     let media = RelayMedia::new(&plane, media_addr, limits, cfg.media.strip_ice);
-    Ok((plane, media))
+    let attached = if plane.dataplane().mode().is_xdp() {
+        interfaces
+    } else {
+        Vec::new()
+    };
+    Ok((plane, media, attached))
+}
+
+/// This host's interface addresses; none (said at warn) if they cannot be read, so coverage
+/// then reports every address as not covered by XDP.
+fn host_addresses() -> Vec<coverage::IfAddr> {
+    coverage::host_addresses().unwrap_or_else(|e| {
+        warn!(error = %e, "cannot list the host's interface addresses");
+        Vec::new()
+    })
+}
+
+/// SIP (UDP and TCP), media and management listen addresses.
+fn listen_ips(cfg: &Config) -> Vec<IpAddr> {
+    listens(cfg, false)
+        .into_iter()
+        .map(|(_, ip, _)| ip)
+        .collect()
+}
+
+/// (service, address, whether sipd checks it in userspace when XDP does not cover it).
+/// sipd checks management connections itself always, SIP and media only on the userspace
+/// data plane (on XDP's it relies on the kernel). Host services sipd does not serve (SSH, SIP
+/// over TLS) listen wherever their daemon does: taken as every address.
+fn listens(cfg: &Config, xdp: bool) -> Vec<(String, IpAddr, bool)> {
+    let mut out: Vec<(String, IpAddr, bool)> = Vec::new();
+    let mut add = |what: &str, ip: IpAddr, userspace: bool| {
+        if !out.iter().any(|(w, a, _)| w == what && *a == ip) {
+            out.push((what.to_owned(), ip, userspace));
+        }
+    };
+    for a in cfg.sip.udp.iter().chain(&cfg.sip.tcp) {
+        add("sip", a.ip(), !xdp);
+    }
+    add("media", cfg.media.address, !xdp);
+    add("management", cfg.management.listen.ip(), true);
+    let f = &cfg.firewall;
+    for s in f.host_services().iter().chain(f.custom_services()) {
+        add(&s.name, IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), false);
+    }
+    out
+}
+
+/// Which plane guards each address, given the interfaces XDP is on.
+pub fn coverage(cfg: &Config, attached: Vec<String>) -> coverage::Coverage {
+    let xdp = !attached.is_empty();
+    coverage::Coverage::new(attached, host_addresses(), &listens(cfg, xdp))
 }
 
 /// Binds SIP; returns the transports, our addresses for the core and the (port, transport)

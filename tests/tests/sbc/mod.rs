@@ -259,6 +259,10 @@ pub struct Settings {
     pub firewall: String,
     /// sipd's open-file limit (soft and hard, set with `prlimit`); None: inherited.
     pub nofile: Option<u64>,
+    /// SIP's listen address (UDP and TCP); None: the relay's carrier-facing address.
+    pub sip_listen: Option<IpAddr>,
+    /// `[dataplane] interfaces`; None: both relay veths.
+    pub interfaces: Option<Vec<String>>,
 }
 
 impl Default for Settings {
@@ -270,6 +274,8 @@ impl Default for Settings {
             management: String::new(),
             firewall: String::new(),
             nofile: None,
+            sip_listen: None,
+            interfaces: None,
         }
     }
 }
@@ -317,17 +323,27 @@ impl Sbc {
         let addr = net.topo.relay_caller_if.ip(false);
         let config = dir.join("sbc.toml");
         let toml = format!(
-            "data_dir = \"{data}\"\n\n[sip]\nudp = [\"{addr}:{SIP_PORT}\"]\ntcp = [\"{addr}:{SIP_PORT}\"]\n\
+            "data_dir = \"{data}\"\n\n[sip]\nudp = [\"{sip}:{SIP_PORT}\"]\ntcp = [\"{sip}:{SIP_PORT}\"]\n\
              failover_secs = 2\n{sip_extra}\n[auth]\nrealm = \"sbc\"\n\n\
              [media]\naddress = \"{addr}\"\nport_min = {PORT_MIN}\nport_max = {PORT_MAX}\n\
              timeout_secs = {media_timeout_secs}\n{media_extra}\n[dataplane]\nmode = \"{mode}\"\n\
-             interfaces = [\"{a}\", \"{b}\"]\ninstance = \"{instance}\"\n\n\
+             interfaces = [{ifaces}]\ninstance = \"{instance}\"\n\n\
              [management]\npepper_file = \"{pepper}\"\n{mgmt_extra}\n[firewall]\n{fw_extra}",
             data = dir.join("data").display(),
             pepper = dir.join("sipd.pepper").display(),
             mode = plane.mode(),
-            a = net.topo.relay_caller_if.dev,
-            b = net.topo.relay_callee_if.dev,
+            sip = set.sip_listen.unwrap_or(addr),
+            ifaces = set
+                .interfaces
+                .clone()
+                .unwrap_or_else(|| vec![
+                    net.topo.relay_caller_if.dev.clone(),
+                    net.topo.relay_callee_if.dev.clone(),
+                ])
+                .iter()
+                .map(|i| format!("\"{i}\""))
+                .collect::<Vec<_>>()
+                .join(", "),
             sip_extra = set.sip,
             media_extra = set.media,
             mgmt_extra = set.management,

@@ -16,9 +16,9 @@ use serde::Deserialize;
 use super::path_id;
 use crate::api::error::{ApiError, ApiResult, JsonBody};
 use crate::api::{Caller, State, blocking};
-use crate::firewall::changes::{AllowEntry, ChangeError, DenyView, FirewallView, service_id};
+use crate::firewall::changes::{AllowEntry, ChangeError, DenyView, FirewallView};
+use crate::firewall::services::Named;
 use crate::mgmt::Action;
-use relay_user::ServiceId;
 
 impl From<ChangeError> for ApiError {
     fn from(e: ChangeError) -> Self {
@@ -32,13 +32,16 @@ impl From<ChangeError> for ApiError {
     }
 }
 
-fn service(name: &str) -> ApiResult<ServiceId> {
-    service_id(name).ok_or_else(|| {
+/// The predefined services and those `[[firewall.services]]` adds; any other name is an error
+/// naming them all.
+fn service(st: &State, name: &str) -> ApiResult<Named> {
+    let fw = st.firewall();
+    fw.service(name).ok_or_else(|| {
         ApiError::invalid(
             "service",
             format!(
                 "unknown service {name:?} (one of {})",
-                ServiceId::ALL.map(|s| s.name()).join(", ")
+                fw.service_names().join(", ")
             ),
         )
     })
@@ -71,11 +74,11 @@ pub async fn allow_add(
     JsonBody(b): JsonBody<AllowIn>,
 ) -> ApiResult<(StatusCode, Json<AllowEntry>)> {
     c.permit(Action::System)?;
-    let id = service(&b.service)?;
+    let svc = service(&st, &b.service)?;
     let net = parse_net("cidr", &b.cidr)?;
     let by = c.actor();
     blocking(&st, move |s| {
-        let entry = s.firewall().allow_add(&by, id, net)?;
+        let entry = s.firewall().allow_add(&by, &svc, net)?;
         Ok((StatusCode::CREATED, Json(entry)))
     })
     .await
@@ -87,11 +90,11 @@ pub async fn allow_remove(
     JsonBody(b): JsonBody<AllowIn>,
 ) -> ApiResult<StatusCode> {
     c.permit(Action::System)?;
-    let id = service(&b.service)?;
+    let svc = service(&st, &b.service)?;
     let net = parse_net("cidr", &b.cidr)?;
     let by = c.actor();
     blocking(&st, move |s| {
-        s.firewall().allow_remove(&by, id, net)?;
+        s.firewall().allow_remove(&by, &svc, net)?;
         Ok(StatusCode::NO_CONTENT)
     })
     .await
