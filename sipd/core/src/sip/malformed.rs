@@ -19,12 +19,16 @@ pub enum Malformed {
 }
 
 impl Malformed {
-    /// 513 for a message over the size limit, 400 for everything else.
+    /// 513 for a message over the size limit, 505 for another SIP version, 501 for a method
+    /// we do not know, 416 for a Request-URI scheme we do not take, 400 for everything else.
     pub fn status(&self) -> u16 {
         match self {
             Malformed::Frame(FrameError::TooLarge) | Malformed::Parse(ParseError::TooLarge(_)) => {
                 513
             }
+            Malformed::Parse(ParseError::Version(_)) => 505,
+            Malformed::Parse(ParseError::UnknownMethod(_)) => 501,
+            Malformed::Parse(ParseError::UnsupportedScheme(_)) => 416,
             _ => 400,
         }
     }
@@ -50,7 +54,12 @@ pub fn answer(
     }
     let head = text.split("\r\n\r\n").next().unwrap_or_default();
     let mut lines = head.split("\r\n");
-    if !lines.next().is_some_and(|l| l.ends_with("SIP/2.0")) {
+    // Any SIP version: a request for another one is answered 505 (RFC 3261 §8.2.5 ... §21.5.6).
+    if !lines
+        .next()
+        .and_then(|l| l.rsplit(' ').next())
+        .is_some_and(|v| v.starts_with("SIP/"))
+    {
         return None;
     }
     let mut keep: Vec<(String, String)> = Vec::new();
