@@ -1,7 +1,7 @@
 //! Bringing the appliance up, in order: store and records, data plane, media relay, SIP
 //! transports, firewall, call core, management API. Each step says what failed.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
@@ -59,7 +59,9 @@ pub fn start_media(cfg: &Config) -> Result<(MediaPlane, RelayMedia)> {
         .context("bringing up the data plane and the media relay")?;
     let media_addr = cfg.media.advertised_address.unwrap_or(cfg.media.address);
     let limits = media::Limits::streams(usize::from(cfg.media.max_streams));
-    let media = RelayMedia::new(&plane, media_addr, limits, cfg.media.strip_ice);
+    let mut media_addrs = vec![media_addr];
+    media_addrs.extend(cfg.media.advertised_address_v6.map(IpAddr::V6));
+    let media = RelayMedia::new(&plane, &media_addrs, limits, cfg.media.strip_ice);
     Ok((plane, media))
 }
 
@@ -89,7 +91,7 @@ pub async fn bind_sip(
     ] {
         for a in addrs {
             let advertised =
-                SocketAddr::new(cfg.sip.advertised_address.unwrap_or(a.ip()), a.port());
+                SocketAddr::new(cfg.sip.advertised_for(a.ip()).unwrap_or(a.ip()), a.port());
             locals.push(Local {
                 proto,
                 bind: a,

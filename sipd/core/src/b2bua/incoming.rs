@@ -201,7 +201,11 @@ impl<M: Media> Core<M> {
         }
         let mut call = self.new_call_record(now, wall, peer, req, key, call_key, account);
         call.candidates = candidates;
-        // Media: anchor the caller's offer once, whichever vendor answers.
+        // The vendor's SDP goes to the caller: the relay faces it in the caller's family.
+        self.media
+            .receiver(&call.media_id, Side::B, call.source.ip());
+        // Media: anchor the caller's offer once, whichever vendor answers (again if that
+        // vendor is of the other address family).
         if !call.delayed_offer {
             let sdp = String::from_utf8_lossy(&call.a_invite.body).into_owned();
             match self.media.offer(

@@ -54,7 +54,8 @@ fn acceptable(expect: Expect, got: Outcome) -> bool {
         (Expect::Status(want), Outcome::Status(c)) => want == c,
         (Expect::Bad, Outcome::Status(c)) => c == 400,
         (Expect::Bad, Outcome::Nothing) => true,
-        (Expect::Lenient, _) => true,
+        // Refused or taken, never ignored.
+        (Expect::Lenient, o) => o != Outcome::Nothing,
         (Expect::Silent, Outcome::Nothing) => true,
         _ => false,
     }

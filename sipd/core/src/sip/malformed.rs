@@ -57,7 +57,7 @@ pub fn answer(
     // Any SIP version: a request for another one is answered 505 (RFC 3261 §8.2.5 ... §21.5.6).
     if !lines
         .next()
-        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|l| l.split_whitespace().last())
         .is_some_and(|v| v.starts_with("SIP/"))
     {
         return None;
