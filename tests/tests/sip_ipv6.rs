@@ -3,7 +3,8 @@
 //! media checked byte for byte each way. sipd listens on the relay's IPv4 and IPv6 addresses
 //! (`Settings::dual_stack`: relay on `::`, one advertised address per family). The peers are
 //! raw UDP (`tests::sip::raw`): an INVITE with SDP from the carrier, a 200 with SDP from the
-//! vendor.
+//! vendor. And every torture message of RFC 4475 and RFC 5118 sent to the running sipd, with
+//! the class of answer each gets.
 
 mod sbc;
 
@@ -199,4 +200,61 @@ fn ipv4_carrier_to_ipv6_vendor_bridged() {
     let net = Net::new();
     let (c, v, _) = call(&net, Plane::Xdp, false, true);
     assert_eq!((addr_family(c.ip()), addr_family(v.ip())), ("IPv4", "IPv6"));
+}
+
+/// What a running sipd answered to one message within a short window: the first status it
+/// sent back (a 100 means the request was taken and is being routed), or nothing.
+fn first_answer(carrier: &RawSip, msg: &[u8]) -> Option<u16> {
+    carrier.send(msg).expect("send");
+    carrier
+        .collect(Duration::from_millis(400))
+        .iter()
+        .find_map(|r| r.strip_prefix("SIP/2.0 ")?.get(..3)?.parse().ok())
+}
+
+#[test]
+fn torture_messages_get_their_answers_from_a_running_sipd() {
+    use sipd_core::sip::torture::{Expect, RFC4475, RFC5118};
+    require_privileged!();
+    let _s = serial();
+    let net = Net::new();
+    let set = Settings {
+        dual_stack: true,
+        ..Settings::default()
+    };
+    let mut sbc = Sbc::start_provisioned(&net, Plane::Userspace, &prov(&net, false, false), &set);
+    let carrier = RawSip::bind_in(
+        &net.topo.caller,
+        SocketAddr::new(net.topo.caller_if.ip(false), CARRIER_SIP_PORT),
+        sbc.sip(),
+    )
+    .expect("carrier SIP socket");
+    let mut table = Vec::new();
+    let mut wrong = 0;
+    for (rfc, list) in [("4475", RFC4475), ("5118", RFC5118)] {
+        for t in list {
+            let got = first_answer(&carrier, t.bytes);
+            let ok = match (t.expect, got) {
+                (Expect::Valid, Some(c)) => c != 400 && c != 505 && c != 513,
+                (Expect::Status(want), Some(c)) => want == c,
+                (Expect::Bad, None | Some(400)) => true,
+                (Expect::Lenient, Some(_)) => true,
+                (Expect::Silent, None) => true,
+                _ => false,
+            };
+            wrong += usize::from(!ok);
+            table.push(format!(
+                "{} RFC {rfc} §{:<9} {:<30} expect {:<12} got {:?}",
+                if ok { "  " } else { "XX" },
+                t.section,
+                t.name,
+                format!("{:?}", t.expect),
+                got
+            ));
+        }
+    }
+    eprintln!("{}", table.join("\n"));
+    assert!(sbc.alive(), "sipd died:\n{}", sbc.log_text());
+    assert_eq!(wrong, 0, "\n{}\n{}", table.join("\n"), sbc.log_text());
+    sbc.stop();
 }

@@ -6,8 +6,8 @@ pub mod malformed;
 pub mod msg;
 pub mod parse;
 pub mod peer;
-#[cfg(test)]
-pub(crate) mod torture;
+#[cfg(any(test, feature = "torture"))]
+pub mod torture;
 pub mod txn;
 pub mod uri;
 

@@ -1,17 +1,18 @@
 //! The torture messages of RFC 4475 (every message of §3, from the RFC's bit-exact archive in
 //! its appendix) and RFC 5118 (IPv6, §4), with what a careful B2BUA does with each. The
 //! parser test here checks the first stage (parse or refuse); `b2bua::tests_torture` runs
-//! every message through a whole [`crate::b2bua::Core`] and checks the answer.
+//! every message through a whole [`crate::b2bua::Core`] and checks the answer; the
+//! integration tests (feature `torture`) send them to a running sipd.
 
 mod rfc4475;
 mod rfc5118;
 
-pub(crate) use rfc4475::RFC4475;
-pub(crate) use rfc5118::RFC5118;
+pub use rfc4475::RFC4475;
+pub use rfc5118::RFC5118;
 
 /// What a careful B2BUA does with a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Expect {
+pub enum Expect {
     /// Parsed, and answered as any other request of its method: never a 400, never silence.
     Valid,
     /// Parsed, and answered with exactly this status.
@@ -25,12 +26,14 @@ pub(crate) enum Expect {
 }
 
 /// One torture message.
-pub(crate) struct Torture {
+pub struct Torture {
     /// The file name in the RFC's archive.
     pub name: &'static str,
     /// The section of the RFC that describes it.
     pub section: &'static str,
+    /// The message, byte for byte.
     pub bytes: &'static [u8],
+    /// What a careful B2BUA does with it.
     pub expect: Expect,
 }
 

@@ -3,7 +3,8 @@
 
 use super::{Expect::*, Torture};
 
-pub(crate) static RFC4475: &[Torture] = &[
+/// Every message of the RFC, in the order of its sections.
+pub static RFC4475: &[Torture] = &[
     Torture {
         name: "wsinv",
         section: "3.1.1.1",

@@ -3,7 +3,8 @@
 
 use super::{Expect::*, Torture};
 
-pub(crate) static RFC5118: &[Torture] = &[
+/// Every message of the RFC, in the order of its sections.
+pub static RFC5118: &[Torture] = &[
     Torture {
         name: "ipv6-good",
         section: "4.1",
