@@ -82,6 +82,15 @@ pub fn answer(
             return None;
         }
     }
+    // A final response carries a To tag (RFC 3261 §8.2.6.2); derived from the request, so a
+    // retransmission of it is answered alike.
+    let tag = format!("{:016x}", fnv1a(head.as_bytes()));
+    for (n, v) in &mut keep {
+        if n == "To" && super::msg::NameAddr::parse(v).tag.is_none() {
+            v.push_str(";tag=");
+            v.push_str(&tag);
+        }
+    }
     let mut r = Msg {
         start: Start::Response {
             code: problem.status(),
@@ -95,6 +104,12 @@ pub fn answer(
         warning_value(agent_host, &clip(&problem.to_string())),
     );
     Some(r)
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 #[cfg(test)]
@@ -117,6 +132,8 @@ mod tests {
             let r = answer(HEAD.as_bytes(), 65_535, &problem, HOST).expect("answered");
             assert_eq!(r.code(), Some(code), "{problem:?}");
             assert_eq!(r.get("Call-ID"), Some("c1"), "compact names expanded");
+            let to = r.get("To").unwrap_or_default();
+            assert!(to.starts_with("<sip:1@x>;tag="), "To tagged: {to}");
             assert!(
                 r.get("Warning")
                     .is_some_and(|w| w.starts_with("399 192.0.2.1 "))
