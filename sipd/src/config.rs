@@ -61,8 +61,11 @@ pub struct SipConfig {
     pub udp: Vec<SocketAddr>,
     pub tcp: Vec<SocketAddr>,
     /// Address put in Via/Record-Route/Contact when the listening one is not reachable by
-    /// peers (behind 1:1 NAT, or listening on 0.0.0.0).
+    /// peers (behind 1:1 NAT, or listening on 0.0.0.0). Applies to listening addresses of
+    /// its own family.
     pub advertised_address: Option<IpAddr>,
+    /// The same for IPv6 listening addresses (`[::]`), when `advertised_address` is IPv4.
+    pub advertised_address_v6: Option<Ipv6Addr>,
     /// Larger messages get a 513 (TCP) or are dropped (UDP). SIP over UDP must fit a
     /// datagram; real INVITEs with SDP are 1–4 KiB.
     pub max_message_bytes: usize,
@@ -92,12 +95,24 @@ pub struct SipConfig {
     pub agent: String,
 }
 
+impl SipConfig {
+    /// What Via and Contact name us as on a listening address of `bound`'s family.
+    pub fn advertised_for(&self, bound: IpAddr) -> Option<IpAddr> {
+        match (bound, self.advertised_address, self.advertised_address_v6) {
+            (IpAddr::V6(_), _, Some(v6)) => Some(IpAddr::V6(v6)),
+            (_, Some(a), _) if a.is_ipv4() == bound.is_ipv4() => Some(a),
+            _ => None,
+        }
+    }
+}
+
 impl Default for SipConfig {
     fn default() -> Self {
         SipConfig {
             udp: vec![SocketAddr::new(LOCALHOST, 5060)],
             tcp: vec![SocketAddr::new(LOCALHOST, 5060)],
             advertised_address: None,
+            advertised_address_v6: None,
             max_message_bytes: 16 * 1024,
             topology_hiding: true,
             failover_secs: 5,
@@ -151,6 +166,10 @@ pub struct MediaConfig {
     pub address: IpAddr,
     /// Written into SDP `c=` instead of `address` (NAT, or `address` = 0.0.0.0).
     pub advertised_address: Option<IpAddr>,
+    /// Written into SDP toward IPv6 peers when `advertised_address` is IPv4: with
+    /// `address = "::"` (the relay takes both families) calls are bridged between IPv4 and
+    /// IPv6 peers.
+    pub advertised_address_v6: Option<Ipv6Addr>,
     /// Inclusive; RTP takes the even port and RTCP the odd one above it (RFC 3550 §11).
     pub port_min: u16,
     pub port_max: u16,
@@ -176,6 +195,7 @@ impl Default for MediaConfig {
         MediaConfig {
             address: LOCALHOST,
             advertised_address: None,
+            advertised_address_v6: None,
             port_min: 30_000,
             port_max: 39_999,
             timeout_secs: 60,
@@ -599,9 +619,13 @@ impl Config {
                 if !seen.insert(a) {
                     bad(key, format!("{a} is listed twice"));
                 }
-                if a.ip().is_unspecified() && s.advertised_address.is_none() {
+                if a.ip().is_unspecified() && s.advertised_for(a.ip()).is_none() {
                     bad(
-                        "sip.advertised_address",
+                        if a.is_ipv6() {
+                            "sip.advertised_address_v6"
+                        } else {
+                            "sip.advertised_address"
+                        },
                         format!(
                             "required when listening on {a}: peers must be told a reachable address"
                         ),
@@ -660,6 +684,15 @@ impl Config {
         {
             bad(
                 "sip.advertised_address",
+                format!("{a} cannot be advertised"),
+            );
+        }
+        if let Some(a) = s
+            .advertised_address_v6
+            .filter(|a| a.is_unspecified() || a.is_multicast() || a.to_ipv4_mapped().is_some())
+        {
+            bad(
+                "sip.advertised_address_v6",
                 format!("{a} cannot be advertised"),
             );
         }
@@ -772,6 +805,15 @@ impl Config {
         {
             bad(
                 "media.advertised_address",
+                format!("{a} cannot be put in SDP"),
+            );
+        }
+        if let Some(a) = m
+            .advertised_address_v6
+            .filter(|a| a.is_unspecified() || a.is_multicast() || a.to_ipv4_mapped().is_some())
+        {
+            bad(
+                "media.advertised_address_v6",
                 format!("{a} cannot be put in SDP"),
             );
         }
@@ -1177,6 +1219,31 @@ mod tests {
         assert_eq!(c.dataplane.interfaces, ["lo"]);
         assert_eq!(c.dataplane.mode, DataplaneMode::Auto);
         assert!(Config::default().problems().is_empty());
+    }
+
+    #[test]
+    fn dual_stack_listening_advertises_one_address_per_family() {
+        let src = "[sip]\nudp = [\"0.0.0.0:5060\", \"[::]:5060\"]\ntcp = []\n\
+                   advertised_address = \"192.0.2.1\"\n";
+        let err = parse(src).unwrap_err().to_string();
+        assert!(
+            err.contains("sip.advertised_address_v6") && err.contains("[::]:5060"),
+            "[::] has no IPv6 address to advertise: {err}"
+        );
+        let c = parse(&format!("{src}advertised_address_v6 = \"2001:db8::1\"\n")).unwrap();
+        assert!(c.problems().is_empty(), "{:?}", c.problems());
+        assert_eq!(
+            c.sip.advertised_for("::".parse().unwrap()),
+            Some("2001:db8::1".parse().unwrap())
+        );
+        assert_eq!(
+            c.sip.advertised_for("0.0.0.0".parse().unwrap()),
+            Some("192.0.2.1".parse().unwrap())
+        );
+        assert_eq!(
+            c.sip.advertised_for("2001:db8::5".parse().unwrap()),
+            Some("2001:db8::1".parse().unwrap())
+        );
     }
 
     #[test]

@@ -2,12 +2,13 @@
 //! rewriting and sessions as relayd's ng protocol, in-process, with no control socket in
 //! between. [`RelayMedia`] runs on the media plane's sessions (XDP legs or userspace sockets).
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
 use relay_user::Sessions;
 use relay_user::media::{
-    self as relay, Anchor, Interface, Limits, MediaBackend, MediaCalls, MediaPlane, Signal,
+    self as relay, Anchor, Family, Interface, Limits, MediaBackend, MediaCalls, MediaPlane, Signal,
 };
 use sipd_core::b2bua::{Media, MediaError, Side};
 
@@ -30,9 +31,16 @@ fn signal<'a>(call: &'a str, from: Side, sdp: &'a str) -> Signal<'a> {
 
 /// `sip_source`: where the SDP's sender's SIP came from, the one address besides the SDP's
 /// its relay legs may learn their peer from.
-fn anchor(strict: bool, sip_source: Option<IpAddr>, strip_ice: bool) -> Anchor {
+fn anchor(
+    strict: bool,
+    sip_source: Option<IpAddr>,
+    strip_ice: bool,
+    family: Option<Family>,
+) -> Anchor {
     Anchor {
         symmetric: true,
+        // The receiver's family (set by the core from its SIP address); else the SDP's.
+        family,
         strict_source: strict,
         sip_source,
         // Topology hiding: the o= line names the originator's host too.
@@ -53,9 +61,10 @@ fn refusal(e: relay::MediaError) -> MediaError {
     }
 }
 
-/// The one relay interface: SDP advertises `advertised`.
-fn interfaces(advertised: IpAddr) -> Vec<Interface> {
-    vec![Interface::new("default", &[advertised])]
+/// The one relay interface: SDP advertises the address of `advertised` of the receiver's
+/// family (one per family; the first of a family wins).
+fn interfaces(advertised: &[IpAddr]) -> Vec<Interface> {
+    vec![Interface::new("default", advertised)]
 }
 
 /// relay-user's media call table (SDP rewriting, one relay session per call) over a backend.
@@ -63,9 +72,15 @@ pub struct Anchored<B: MediaBackend> {
     calls: MediaCalls<B>,
     /// `[media] strip_ice`: remove ICE attributes from every SDP relayed.
     strip_ice: bool,
+    /// The family each (call, side)'s SDP is rewritten for, where the core named it.
+    toward: HashMap<(String, &'static str), Family>,
 }
 
 impl<B: MediaBackend> Anchored<B> {
+    fn family(&self, call: &str, from: Side) -> Option<Family> {
+        self.toward.get(&(call.to_owned(), tag(from))).copied()
+    }
+
     /// Calls with media anchored.
     pub fn calls(&self) -> usize {
         self.calls.call_count()
@@ -84,7 +99,7 @@ impl<B: MediaBackend> Media for Anchored<B> {
         self.calls
             .offer(
                 signal(call, from, sdp),
-                &anchor(strict, sip_source, self.strip_ice),
+                &anchor(strict, sip_source, self.strip_ice, self.family(call, from)),
             )
             .map_err(refusal)
     }
@@ -101,13 +116,21 @@ impl<B: MediaBackend> Media for Anchored<B> {
             .answer(
                 signal(call, from, sdp),
                 tag(from.other()),
-                &anchor(strict, sip_source, self.strip_ice),
+                &anchor(strict, sip_source, self.strip_ice, self.family(call, from)),
             )
             .map_err(refusal)
     }
 
     fn delete(&mut self, call: &str) {
         let _ = self.calls.delete(call, &[]);
+        for side in [Side::A, Side::B] {
+            self.toward.remove(&(call.to_owned(), tag(side)));
+        }
+    }
+
+    fn receiver(&mut self, call: &str, from: Side, toward: IpAddr) {
+        self.toward
+            .insert((call.to_owned(), tag(from)), Family::of(&toward));
     }
 
     fn timed_out(&mut self, timeout: Duration) -> Vec<String> {
@@ -127,13 +150,14 @@ impl RelayMedia {
     /// attributes are removed from relayed SDP.
     pub fn new(
         plane: &MediaPlane,
-        advertised: IpAddr,
+        advertised: &[IpAddr],
         limits: Limits,
         strip_ice: bool,
     ) -> RelayMedia {
         Anchored {
             calls: plane.calls(interfaces(advertised), limits),
             strip_ice,
+            toward: HashMap::new(),
         }
     }
 }
@@ -156,9 +180,10 @@ mod tests {
     fn media_ice(strip_ice: bool) -> Anchored<MemoryBackend> {
         let backend = Arc::new(MemoryBackend::new(40_000, 41_000));
         Anchored {
-            calls: MediaCalls::new(backend, interfaces("192.0.2.10".parse().unwrap()))
+            calls: MediaCalls::new(backend, interfaces(&["192.0.2.10".parse().unwrap()]))
                 .with_relay("192.0.2.10".parse().unwrap(), 40_000..=41_000),
             strip_ice,
+            toward: HashMap::new(),
         }
     }
 
@@ -245,5 +270,28 @@ mod tests {
             }
         }
         assert_eq!(m.calls(), 0);
+    }
+
+    #[test]
+    fn calls_are_bridged_between_families_toward_each_receiver() {
+        let backend = Arc::new(MemoryBackend::new(40_000, 41_000));
+        let v4: IpAddr = "192.0.2.10".parse().unwrap();
+        let v6: IpAddr = "2001:db8::10".parse().unwrap();
+        let mut m = Anchored {
+            calls: MediaCalls::new(backend, interfaces(&[v4, v6]))
+                .with_relay("::".parse().unwrap(), 40_000..=41_000),
+            strip_ice: true,
+            toward: HashMap::new(),
+        };
+        let offer6 = "v=0\r\no=- 1 1 IN IP6 2001:db8::1\r\ns=-\r\nc=IN IP6 2001:db8::1\r\nt=0 0\r\nm=audio 20000 RTP/AVP 0\r\n";
+        // IPv6 carrier (A) to IPv4 vendor (B).
+        m.receiver("x", Side::B, "2001:db8::1".parse().unwrap());
+        m.receiver("x", Side::A, "10.0.1.1".parse().unwrap());
+        let to_vendor = m.offer("x", Side::A, None, offer6, true).unwrap();
+        assert!(to_vendor.contains("c=IN IP4 192.0.2.10"), "{to_vendor}");
+        let to_carrier = m.answer("x", Side::B, None, ANSWER, true).unwrap();
+        assert!(to_carrier.contains("c=IN IP6 2001:db8::10"), "{to_carrier}");
+        m.delete("x");
+        assert!(m.toward.is_empty());
     }
 }

@@ -86,7 +86,9 @@ pub fn start_media(cfg: &Config) -> Result<(MediaPlane, RelayMedia, Vec<String>)
         .context("bringing up the data plane and the media relay")?;
     let media_addr = cfg.media.advertised_address.unwrap_or(cfg.media.address);
     let limits = media::Limits::streams(usize::from(cfg.media.max_streams));
-    let media = RelayMedia::new(&plane, media_addr, limits, cfg.media.strip_ice);
+    let mut media_addrs = vec![media_addr];
+    media_addrs.extend(cfg.media.advertised_address_v6.map(IpAddr::V6));
+    let media = RelayMedia::new(&plane, &media_addrs, limits, cfg.media.strip_ice);
     let attached = if plane.dataplane().mode().is_xdp() {
         interfaces
     } else {
@@ -167,7 +169,7 @@ pub async fn bind_sip(
     ] {
         for a in addrs {
             let advertised =
-                SocketAddr::new(cfg.sip.advertised_address.unwrap_or(a.ip()), a.port());
+                SocketAddr::new(cfg.sip.advertised_for(a.ip()).unwrap_or(a.ip()), a.port());
             locals.push(Local {
                 proto,
                 bind: a,

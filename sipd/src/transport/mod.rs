@@ -467,7 +467,7 @@ impl Transports {
                 addr,
                 error,
             };
-            let std_socket = std::net::UdpSocket::bind(addr).map_err(bind_err)?;
+            let std_socket = bind_udp(addr).map_err(bind_err)?;
             std_socket.set_nonblocking(true).map_err(bind_err)?;
             set_buffers(&std_socket, addr, Proto::Udp);
             let local = std_socket.local_addr().map_err(bind_err)?;
@@ -482,7 +482,9 @@ impl Transports {
                 addr,
                 error,
             };
-            let listener = TcpListener::bind(addr).await.map_err(bind_err)?;
+            let listener = bind_tcp(addr)
+                .and_then(TcpListener::from_std)
+                .map_err(bind_err)?;
             set_buffers(&listener, addr, Proto::Tcp);
             let local = listener.local_addr().map_err(bind_err)?;
             listeners.push((local, listener));
@@ -632,3 +634,29 @@ fn set_buffers(sock: &impl std::os::fd::AsRawFd, addr: SocketAddr, proto: Proto)
 
 #[cfg(test)]
 mod tests;
+
+/// An IPv6 socket sees only IPv6 (IPV6_V6ONLY): `[::]:5060` and `0.0.0.0:5060` can then be
+/// listened on together, and an IPv4 peer is always an IPv4 address, never `::ffff:a.b.c.d`.
+fn socket_for(addr: SocketAddr, ty: socket2::Type) -> io::Result<socket2::Socket> {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), ty, None)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    Ok(socket)
+}
+
+fn bind_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    let socket = socket_for(addr, socket2::Type::DGRAM)?;
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
+fn bind_tcp(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = socket_for(addr, socket2::Type::STREAM)?;
+    // As std and tokio do: a restart need not wait out TIME_WAIT.
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}

@@ -601,3 +601,48 @@ async fn tcp_invite_flood_is_dropped_and_reported_once() {
     nothing(&mut rx).await;
     assert_eq!(t.stats().tcp_invites_rate_limited, 4);
 }
+
+#[tokio::test]
+async fn ipv4_and_ipv6_listen_on_one_port_and_keep_their_families() {
+    // A free port for both families (the probe socket is closed before the bind).
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let v4: SocketAddr = SocketAddr::new("0.0.0.0".parse().unwrap(), port);
+    let v6: SocketAddr = SocketAddr::new("::".parse().unwrap(), port);
+    let (t, mut rx) = Transports::bind(&[v4, v6], &[v4, v6], Limits::default(), None)
+        .await
+        .expect("[::] and 0.0.0.0 bind together");
+    for (peer_ip, local) in [("127.0.0.1", v4), ("::1", v6)] {
+        let peer = UdpSocket::bind(SocketAddr::new(peer_ip.parse().unwrap(), 0))
+            .await
+            .unwrap();
+        let to = SocketAddr::new(peer_ip.parse().unwrap(), port);
+        peer.send_to(sip("").as_bytes(), to).await.unwrap();
+        let got = message(next_open(&mut rx).await);
+        assert_eq!(
+            got.peer.remote,
+            peer.local_addr().unwrap(),
+            "no v4-mapped source"
+        );
+        assert_eq!(got.peer.local, local);
+        let tcp = TcpStream::connect(to).await.unwrap();
+        write_all(&tcp, sip("").as_bytes()).await;
+        let got = message(next_open(&mut rx).await);
+        assert_eq!(got.peer.proto, Proto::Tcp);
+        assert_eq!(got.peer.remote, tcp.local_addr().unwrap());
+    }
+    drop(t);
+}
+
+/// The next event that is not a connection closing (an earlier test step's).
+async fn next_open(rx: &mut Receiver<Event>) -> Event {
+    loop {
+        match next(rx).await {
+            Event::Closed { .. } => {}
+            ev => return ev,
+        }
+    }
+}

@@ -263,6 +263,8 @@ pub struct Settings {
     pub sip_listen: Option<IpAddr>,
     /// `[dataplane] interfaces`; None: both relay veths.
     pub interfaces: Option<Vec<String>>,
+    /// SIP on the relay's IPv6 address too, and the relay on `::` advertising both families.
+    pub dual_stack: bool,
 }
 
 impl Default for Settings {
@@ -276,6 +278,7 @@ impl Default for Settings {
             nofile: None,
             sip_listen: None,
             interfaces: None,
+            dual_stack: false,
         }
     }
 }
@@ -322,17 +325,28 @@ impl Sbc {
         std::fs::create_dir_all(&dir).expect("sipd dir");
         let addr = net.topo.relay_caller_if.ip(false);
         let config = dir.join("sbc.toml");
+        let v6 = net.topo.relay_caller_if.ip(true);
+        let (listen, media_addr) = if set.dual_stack {
+            (
+                format!("\"{addr}:{SIP_PORT}\", \"[{v6}]:{SIP_PORT}\""),
+                format!(
+                    "\"::\"\nadvertised_address = \"{addr}\"\nadvertised_address_v6 = \"{v6}\""
+                ),
+            )
+        } else {
+            let sip = set.sip_listen.unwrap_or(addr);
+            (format!("\"{sip}:{SIP_PORT}\""), format!("\"{addr}\""))
+        };
         let toml = format!(
-            "data_dir = \"{data}\"\n\n[sip]\nudp = [\"{sip}:{SIP_PORT}\"]\ntcp = [\"{sip}:{SIP_PORT}\"]\n\
+            "data_dir = \"{data}\"\n\n[sip]\nudp = [{listen}]\ntcp = [{listen}]\n\
              failover_secs = 2\n{sip_extra}\n[auth]\nrealm = \"sbc\"\n\n\
-             [media]\naddress = \"{addr}\"\nport_min = {PORT_MIN}\nport_max = {PORT_MAX}\n\
+             [media]\naddress = {media_addr}\nport_min = {PORT_MIN}\nport_max = {PORT_MAX}\n\
              timeout_secs = {media_timeout_secs}\n{media_extra}\n[dataplane]\nmode = \"{mode}\"\n\
              interfaces = [{ifaces}]\ninstance = \"{instance}\"\n\n\
              [management]\npepper_file = \"{pepper}\"\n{mgmt_extra}\n[firewall]\n{fw_extra}",
             data = dir.join("data").display(),
             pepper = dir.join("sipd.pepper").display(),
             mode = plane.mode(),
-            sip = set.sip_listen.unwrap_or(addr),
             ifaces = set
                 .interfaces
                 .clone()

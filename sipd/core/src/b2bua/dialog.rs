@@ -12,6 +12,7 @@ use super::locals::contact;
 use super::{Core, Effect, EndReason, Media, Side, Token};
 use crate::sip::msg::host_port;
 use crate::sip::txn::{ServerKey, new_branch, via_for};
+use crate::sip::uri::parse_uri;
 use crate::sip::{Msg, NameAddr, Peer, Transmit};
 use std::net::SocketAddr;
 
@@ -328,8 +329,9 @@ impl<M: Media> Core<M> {
 
 /// A request inside `leg`'s dialog from us (RFC 3261 §12.2.1.1).
 pub(super) fn dialog_request(leg: &Leg, method: Method, cseq: u32, agent: &str) -> Msg {
-    let uri = rsip::Uri::try_from(leg.target.as_str())
-        .or_else(|_| rsip::Uri::try_from(format!("sip:{}", host_port(leg.peer.remote)).as_str()))
+    // Our reader, not rsip's: a target may be an IPv6 reference.
+    let uri = parse_uri(&leg.target)
+        .or_else(|_| parse_uri(&format!("sip:{}", host_port(leg.peer.remote))))
         .unwrap_or_default();
     let mut m = Msg::request(method, uri);
     m.push(

@@ -28,6 +28,10 @@ impl<M: Media> Core<M> {
                     self.txn.respond(now, &key, &r);
                     return;
                 }
+                if let Some(r) = refuse_unsupported(&req) {
+                    self.txn.respond(now, &key, &r);
+                    return;
+                }
                 let to_tag = req.to().tag;
                 if to_tag.is_some() {
                     self.in_dialog(now, wall, peer, req, key);
@@ -197,7 +201,11 @@ impl<M: Media> Core<M> {
         }
         let mut call = self.new_call_record(now, wall, peer, req, key, call_key, account);
         call.candidates = candidates;
-        // Media: anchor the caller's offer once, whichever vendor answers.
+        // The vendor's SDP goes to the caller: the relay faces it in the caller's family.
+        self.media
+            .receiver(&call.media_id, Side::B, call.source.ip());
+        // Media: anchor the caller's offer once, whichever vendor answers (again if that
+        // vendor is of the other address family).
         if !call.delayed_offer {
             let sdp = String::from_utf8_lossy(&call.a_invite.body).into_owned();
             match self.media.offer(
@@ -411,4 +419,36 @@ pub(crate) fn cld_of(req: &Msg) -> String {
         Some(a) if !a.user.is_empty() => a.user.clone(),
         _ => req.to().user().to_owned(),
     }
+}
+
+/// A request we cannot take as a UAS whatever its caller: a `Require` naming an extension
+/// we do not support (420 with `Unsupported`, RFC 3261 §8.2.2.3; ACK and CANCEL are exempt),
+/// or an INVITE, UPDATE or re-INVITE body that is not SDP (415 with `Accept`, §8.2.3).
+/// Proxy-Require is for proxies; as a UAS we do not act on it.
+fn refuse_unsupported(req: &Msg) -> Option<Msg> {
+    let method = req.method()?;
+    if *method == Method::Ack || *method == Method::Cancel {
+        return None;
+    }
+    let unsupported: Vec<String> = req
+        .list("Require")
+        .into_iter()
+        .filter(|o| !o.is_empty())
+        .collect();
+    if !unsupported.is_empty() {
+        let mut r = req.response(420, Some(&random_hex(6)));
+        r.push("Unsupported", unsupported.join(", "));
+        return Some(r);
+    }
+    let offers_body = matches!(method, Method::Invite | Method::Update);
+    let sdp = req
+        .get("Content-Type")
+        .and_then(|c| c.split(';').next())
+        .is_some_and(|c| c.trim().eq_ignore_ascii_case("application/sdp"));
+    if offers_body && !req.body.is_empty() && !sdp {
+        let mut r = req.response(415, Some(&random_hex(6)));
+        r.push("Accept", "application/sdp");
+        return Some(r);
+    }
+    None
 }

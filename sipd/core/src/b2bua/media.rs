@@ -80,8 +80,22 @@ pub trait Media {
     ) -> Result<String, MediaError>;
     /// Forgets the call's media and frees its relay ports; unknown calls are ignored.
     fn delete(&mut self, call: &str);
+    /// The SDP `from` sends from now on goes to a peer at `toward` (its SIP address): the
+    /// relay writes its address of that family into it, bridging IPv4 and IPv6 peers.
+    /// Relays of one family ignore it.
+    fn receiver(&mut self, _call: &str, _from: Side, _toward: IpAddr) {}
     /// Calls whose media stopped for `timeout` (the relay has removed them).
     fn timed_out(&mut self, timeout: Duration) -> Vec<String>;
     /// Packets relayed so far for `call`, both directions together (for logs and tests).
     fn packets(&mut self, call: &str) -> Option<u64>;
+}
+
+/// The address family of an SDP's session `c=` line: true for IPv4, false for IPv6.
+pub(crate) fn sdp_is_ipv4(sdp: &str) -> Option<bool> {
+    sdp.lines()
+        .find_map(|l| match l.trim().strip_prefix("c=IN ")? {
+            a if a.starts_with("IP4 ") => Some(true),
+            a if a.starts_with("IP6 ") => Some(false),
+            _ => None,
+        })
 }

@@ -224,7 +224,7 @@ impl Outgoing {
                 ""
             }
         );
-        let uri = rsip::Uri::try_from(uri_text.as_str()).unwrap_or_default();
+        let uri = crate::sip::uri::parse_uri(&uri_text).unwrap_or_default();
         let tag = random_hex(8);
         let call_id = format!("{}@{}", random_hex(12), host(local.advertised.ip()));
         let to = format!("<sip:{}@{}>", call.cld, host_port(dest));

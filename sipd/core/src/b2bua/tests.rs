@@ -1227,3 +1227,7 @@ fn contact_addresses_and_the_vendors_other_ports() {
 }
 #[path = "tests_ids.rs"]
 mod ids_and_amplification;
+#[path = "tests_ipv6.rs"]
+mod ipv6;
+#[path = "tests_torture.rs"]
+mod torture;

@@ -47,7 +47,30 @@ impl<M: Media> Core<M> {
             self.effects.push(Effect::Resolve { host });
         }
         match next {
-            Next::Invite(plan) => {
+            Next::Invite(mut plan) => {
+                // An offer anchored for the caller's family goes to a vendor of the other
+                // one: anchored again with the relay's address of the vendor's family.
+                let toward = plan.leg.peer.remote.ip();
+                self.media.receiver(&call.media_id, Side::A, toward);
+                let offered_v4 = call.b_offer.as_deref().and_then(super::media::sdp_is_ipv4);
+                if offered_v4.is_some_and(|v4| v4 != toward.is_ipv4()) {
+                    let sdp = String::from_utf8_lossy(&call.a_invite.body).into_owned();
+                    match self.media.offer(
+                        &call.media_id,
+                        Side::A,
+                        call.sip_source(Side::A),
+                        &sdp,
+                        self.cfg.strict_source,
+                    ) {
+                        Ok(s) => {
+                            plan.invite.body = s.clone().into_bytes();
+                            call.b_offer = Some(s);
+                        }
+                        Err(e) => {
+                            warn!(error = %e, "cannot anchor the caller's media toward the other address family")
+                        }
+                    }
+                }
                 let token = self.token(Token::Invite(key));
                 debug!(call = key, connection = %plan.connection_name, dest = %plan.leg.peer.remote, "INVITE upstream");
                 self.txn

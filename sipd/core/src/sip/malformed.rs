@@ -21,12 +21,16 @@ pub enum Malformed {
 }
 
 impl Malformed {
-    /// 513 for a message over the size limit, 400 for everything else.
+    /// 513 for a message over the size limit, 505 for another SIP version, 501 for a method
+    /// we do not know, 416 for a Request-URI scheme we do not take, 400 for everything else.
     pub fn status(&self) -> u16 {
         match self {
             Malformed::Frame(FrameError::TooLarge) | Malformed::Parse(ParseError::TooLarge(_)) => {
                 513
             }
+            Malformed::Parse(ParseError::Version(_)) => 505,
+            Malformed::Parse(ParseError::UnknownMethod(_)) => 501,
+            Malformed::Parse(ParseError::UnsupportedScheme(_)) => 416,
             _ => 400,
         }
     }
@@ -52,7 +56,12 @@ pub fn answer(
     }
     let head = text.split("\r\n\r\n").next().unwrap_or_default();
     let mut lines = head.split("\r\n");
-    if !lines.next().is_some_and(|l| l.ends_with("SIP/2.0")) {
+    // Any SIP version: a request for another one is answered 505 (RFC 3261 §8.2.5 ... §21.5.6).
+    if !lines
+        .next()
+        .and_then(|l| l.split_whitespace().last())
+        .is_some_and(|v| v.starts_with("SIP/"))
+    {
         return None;
     }
     let mut keep: Vec<(String, String)> = Vec::new();
@@ -75,6 +84,15 @@ pub fn answer(
             return None;
         }
     }
+    // A final response carries a To tag (RFC 3261 §8.2.6.2); derived from the request, so a
+    // retransmission of it is answered alike.
+    let tag = format!("{:016x}", fnv1a(head.as_bytes()));
+    for (n, v) in &mut keep {
+        if n == "To" && super::msg::NameAddr::parse(v).tag.is_none() {
+            v.push_str(";tag=");
+            v.push_str(&tag);
+        }
+    }
     let mut r = Msg {
         start: Start::Response {
             code: problem.status(),
@@ -88,6 +106,12 @@ pub fn answer(
         warning_value(agent_host, &clip(&problem.to_string())),
     );
     Some(r)
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 #[cfg(test)]
@@ -110,6 +134,8 @@ mod tests {
             let r = answer(HEAD.as_bytes(), 65_535, &problem, HOST).expect("answered");
             assert_eq!(r.code(), Some(code), "{problem:?}");
             assert_eq!(r.get("Call-ID"), Some("c1"), "compact names expanded");
+            let to = r.get("To").unwrap_or_default();
+            assert!(to.starts_with("<sip:1@x>;tag="), "To tagged: {to}");
             assert!(
                 r.get("Warning")
                     .is_some_and(|w| w.starts_with("399 192.0.2.1 "))

@@ -6,7 +6,10 @@ pub mod malformed;
 pub mod msg;
 pub mod parse;
 pub mod peer;
+#[cfg(any(test, feature = "torture"))]
+pub mod torture;
 pub mod txn;
+pub mod uri;
 
 pub use framing::{FrameError, Framer, KeepAlives};
 pub use malformed::Malformed;

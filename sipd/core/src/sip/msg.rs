@@ -379,9 +379,12 @@ impl Via {
             host,
             port,
             branch: param(params, "branch").map(str::to_owned),
-            rport: params
-                .split(';')
-                .any(|p| p.trim().eq_ignore_ascii_case("rport")),
+            // `rport` as the client asks for it, or `rport=port` as a proxy filled it in.
+            rport: params.split(';').any(|p| {
+                p.split('=')
+                    .next()
+                    .is_some_and(|n| n.trim().eq_ignore_ascii_case("rport"))
+            }),
             raw: v.trim().to_owned(),
         }
     }

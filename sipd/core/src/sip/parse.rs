@@ -3,8 +3,12 @@
 //! agrees with the datagram, and the compact header names (RFC 3261 §7.3.3) that rsip does not
 //! know. Every refusal is a [`ParseError`] the caller turns into a 400 or a counted drop.
 
+use std::str::FromStr;
+
 use relay_common::guard::MAX_LEADING_CRLF;
 use rsip::SipMessage;
+
+use super::uri::parse_uri;
 
 /// Longest header line accepted; real ones stay under 1 KiB.
 pub const MAX_HEADER_LINE: usize = 8 * 1024;
@@ -73,6 +77,27 @@ pub enum ParseError {
     /// would not look that far).
     #[error("{0} line ends before the start line (at most {MAX_LEADING_CRLF})")]
     LeadingLineEnds(usize),
+    /// Not `method SP Request-URI SP version` with single spaces (RFC 3261 §7.1).
+    #[error("bad request line {0:?}")]
+    BadRequestLine(String),
+    /// A SIP version other than 2.0 (answered 505).
+    #[error("unsupported SIP version {0:?}")]
+    Version(String),
+    /// A well-formed method we do not know (answered 501).
+    #[error("unknown method {0:?}")]
+    UnknownMethod(String),
+    /// A Request-URI that is not a URI, or an IPv6 address outside brackets.
+    #[error("bad Request-URI {0:?}")]
+    BadUri(String),
+    /// A Via element that is not `SIP/2.0/transport sent-by;params`.
+    #[error("bad Via {0:?}")]
+    BadVia(String),
+    /// A From, To or Contact with an unterminated quote or bracket.
+    #[error("bad name-addr {0:?}")]
+    BadNameAddr(String),
+    /// A Request-URI scheme other than sip, sips and tel (answered 416).
+    #[error("unsupported URI scheme {0:?}")]
+    UnsupportedScheme(String),
 }
 
 /// Full names of the compact forms (RFC 3261 §7.3.3, RFC 3265, RFC 3515, RFC 4028 …).
@@ -123,11 +148,14 @@ pub fn parse(data: &[u8], max_bytes: usize) -> Result<SipMessage, ParseError> {
     let end = find(data, b"\r\n\r\n").ok_or(ParseError::NoHeaderEnd)?;
     // NUL and other controls have no place in SIP headers (RFC 3261 §25.1 allows only HTAB
     // among them, plus the CRLFs that end lines) and split parsers downstream disagree on them.
-    if let Some(&c) = data[..end]
-        .iter()
-        .find(|&&b| (b < 0x20 && !matches!(b, b'\t' | b'\r' | b'\n')) || b == 0x7f)
-    {
-        return Err(ParseError::ControlChar(c));
+    // The one exception is a quoted-pair (`\` and the control) inside a quoted string
+    // (RFC 3261 §25.1, RFC 4475 §3.1.1.2).
+    let head_bytes = &data[..end];
+    if let Some(i) = head_bytes.iter().enumerate().position(|(i, &b)| {
+        ((b < 0x20 && !matches!(b, b'\t' | b'\r' | b'\n')) || b == 0x7f)
+            && (i == 0 || head_bytes[i - 1] != b'\\')
+    }) {
+        return Err(ParseError::ControlChar(head_bytes[i]));
     }
     let head = std::str::from_utf8(&data[..end]).map_err(|_| ParseError::NotUtf8)?;
     let body = &data[end + 4..];
@@ -139,6 +167,16 @@ pub fn parse(data: &[u8], max_bytes: usize) -> Result<SipMessage, ParseError> {
     }
     let headers = header_block(lines)?;
 
+    // The version first: a request for SIP/7.0 gets a 505, whatever its Via says.
+    if let Some(v) = start_line.rsplit(' ').next()
+        && !start_line.starts_with("SIP/")
+        && v.starts_with("SIP/")
+        && v != "SIP/2.0"
+    {
+        return Err(ParseError::Version(clip(v)));
+    }
+    let mut headers = headers;
+    check_structure(&mut headers)?;
     let cseq_method = check_mandatory(&headers)?;
     let body = match header(&headers, "Content-Length") {
         Some(cl) => {
@@ -157,18 +195,60 @@ pub fn parse(data: &[u8], max_bytes: usize) -> Result<SipMessage, ParseError> {
     };
 
     let is_request = !start_line.starts_with("SIP/");
-    if is_request {
-        let method = start_line.split(' ').next().unwrap_or_default();
-        if !method.eq_ignore_ascii_case(cseq_method) && method != "ACK" && method != "CANCEL" {
-            return Err(ParseError::CSeqMismatch {
-                cseq: clip(cseq_method),
-                method: clip(method),
-            });
-        }
-    }
+    let request_line = if is_request {
+        Some(request_line(start_line, cseq_method)?)
+    } else {
+        None
+    };
 
-    let bytes = canonical(start_line, &headers, body);
-    SipMessage::try_from(bytes.as_slice()).map_err(|e| ParseError::StartLine(clip(&e.to_string())))
+    // rsip reads the headers; the Request-URI is ours (rsip refuses IPv6 references and
+    // some valid user parts), so rsip gets a stand-in and the real one goes back after.
+    let bytes = match &request_line {
+        Some((method, _)) => {
+            canonical(&format!("{method} sip:uri.invalid SIP/2.0"), &headers, body)
+        }
+        None => canonical(start_line, &headers, body),
+    };
+    let mut msg = SipMessage::try_from(bytes.as_slice())
+        .map_err(|e| ParseError::StartLine(clip(&e.to_string())))?;
+    if let (SipMessage::Request(r), Some((_, uri))) = (&mut msg, request_line) {
+        r.uri = uri;
+    }
+    Ok(msg)
+}
+
+/// `method SP Request-URI SP SIP-Version` (RFC 3261 §7.1): single spaces, a token method that
+/// agrees with CSeq, version 2.0, and a URI we can route.
+fn request_line(line: &str, cseq_method: &str) -> Result<(rsip::Method, rsip::Uri), ParseError> {
+    let bad = || ParseError::BadRequestLine(clip(line));
+    let mut parts = line.split(' ');
+    let (Some(method), Some(uri), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(bad());
+    };
+    if method.is_empty() || !method.bytes().all(is_token_char) {
+        return Err(bad());
+    }
+    if !method.eq_ignore_ascii_case(cseq_method) && method != "ACK" && method != "CANCEL" {
+        return Err(ParseError::CSeqMismatch {
+            cseq: clip(cseq_method),
+            method: clip(method),
+        });
+    }
+    if version != "SIP/2.0" {
+        return Err(match version.strip_prefix("SIP/") {
+            Some(_) => ParseError::Version(clip(version)),
+            None => bad(),
+        });
+    }
+    let uri = parse_uri(uri)?;
+    // Methods are case-sensitive (RFC 3261 §7.1); rsip would take "invite".
+    let known = rsip::Method::from_str(method)
+        .ok()
+        .filter(|m| m.to_string() == method)
+        .ok_or_else(|| ParseError::UnknownMethod(clip(method)))?;
+    Ok((known, uri))
 }
 
 /// Unfolds continuation lines and expands compact names into a canonical header block.
@@ -208,6 +288,116 @@ fn header_block<'a>(
     Ok(headers)
 }
 
+/// The structure of the headers the core reads: every Via a `SIP/2.0/transport sent-by` with
+/// no empty element or parameter (RFC 4475 §3.1.2.1), every From, To and Contact with
+/// balanced quotes and angle brackets (§3.1.2.6). Via's LWS around `/` (allowed, §3.1.1.1)
+/// is removed so the core reads one form.
+fn check_structure(headers: &mut [(String, String)]) -> Result<(), ParseError> {
+    for (name, value) in headers.iter_mut() {
+        if name.eq_ignore_ascii_case("Via") {
+            let mut canon = Vec::new();
+            for element in split_list(value) {
+                canon.push(via_element(&element).ok_or_else(|| ParseError::BadVia(clip(value)))?);
+            }
+            *value = canon.join(", ");
+        } else if ["From", "To", "Contact"]
+            .iter()
+            .any(|h| name.eq_ignore_ascii_case(h))
+            && !split_list(value).iter().all(|e| name_addr_ok(e))
+        {
+            return Err(ParseError::BadNameAddr(clip(value)));
+        }
+    }
+    Ok(())
+}
+
+/// Splits a comma list outside quotes and `<>`, keeping empty elements (they are errors).
+fn split_list(v: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let (mut quoted, mut escaped, mut angle, mut cur) = (false, false, false, String::new());
+    for c in v.chars() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            '<' if !quoted => angle = true,
+            '>' if !quoted => angle = false,
+            ',' if !quoted && !angle => {
+                out.push(std::mem::take(&mut cur).trim().to_owned());
+                continue;
+            }
+            _ => {}
+        }
+        cur.push(c);
+    }
+    out.push(cur.trim().to_owned());
+    out
+}
+
+/// One Via element in canonical form, or `None` when it is not one.
+fn via_element(e: &str) -> Option<String> {
+    // "SIP / 2.0 / UDP host" → "SIP/2.0/UDP host"
+    let mut parts = e.splitn(3, '/');
+    let (name, version, rest) = (parts.next()?, parts.next()?, parts.next()?);
+    let rest = rest.trim_start();
+    let transport_end = rest.find(char::is_whitespace)?;
+    let (transport, after) = rest.split_at(transport_end);
+    let (name, version) = (name.trim(), version.trim());
+    if !name.eq_ignore_ascii_case("SIP")
+        || version != "2.0"
+        || transport.is_empty()
+        || !transport.bytes().all(is_token_char)
+    {
+        return None;
+    }
+    let after = after.trim();
+    let (sent_by, params) = match after.find(';') {
+        Some(i) => (after[..i].trim(), &after[i..]),
+        None => (after, ""),
+    };
+    if sent_by.is_empty() || sent_by.contains(char::is_whitespace) {
+        return None;
+    }
+    // An IPv6 sent-by is in brackets and is an address (RFC 5118 §4.5).
+    if let Some(v6) = sent_by.strip_prefix('[') {
+        let (addr, _) = v6.split_once(']')?;
+        addr.parse::<std::net::Ipv6Addr>().ok()?;
+    }
+    let mut canon = format!("SIP/2.0/{transport} {sent_by}");
+    for p in params.split(';').skip(1) {
+        let p = p.trim();
+        let pname = p.split('=').next().unwrap_or_default().trim();
+        if pname.is_empty() || !pname.bytes().all(is_token_char) {
+            return None;
+        }
+        canon.push(';');
+        canon.push_str(p);
+    }
+    Some(canon)
+}
+
+/// A name-addr or addr-spec with balanced quotes and brackets (or Contact's `*`).
+fn name_addr_ok(e: &str) -> bool {
+    if e.is_empty() {
+        return false;
+    }
+    let (mut quoted, mut escaped, mut open) = (false, false, 0i32);
+    for c in e.chars() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            '<' if !quoted => open += 1,
+            '>' if !quoted => open -= 1,
+            _ => {}
+        }
+        if !(0..=1).contains(&open) {
+            return false;
+        }
+    }
+    !quoted && open == 0
+}
+
 /// The headers every message needs, once each, and a usable CSeq and Max-Forwards; returns
 /// the CSeq method.
 fn check_mandatory(headers: &[(String, String)]) -> Result<&str, ParseError> {
@@ -231,6 +421,14 @@ fn check_mandatory(headers: &[(String, String)]) -> Result<&str, ParseError> {
         .ok_or_else(|| ParseError::BadCSeq(clip(cseq)))?;
     if cseq_num.parse::<u32>().is_err() || cseq_method.trim().is_empty() {
         return Err(ParseError::BadCSeq(clip(cseq)));
+    }
+    if headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("Content-Length"))
+        .count()
+        > 1
+    {
+        return Err(ParseError::Duplicate("Content-Length"));
     }
     if let Some(mf) = header(headers, "Max-Forwards")
         && mf.parse::<u8>().is_err()
