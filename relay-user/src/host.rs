@@ -5,8 +5,25 @@
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+/// One address of one interface of this host (network namespace).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IfAddr {
+    /// The interface's name (`eth0`, `lo`, ...).
+    pub iface: String,
+    /// One of its IPv4 or IPv6 addresses.
+    pub ip: IpAddr,
+}
+
 /// Every address on every interface of this host (network namespace), loopback included.
 pub fn addresses() -> io::Result<Vec<IpAddr>> {
+    let mut out: Vec<IpAddr> = interface_addresses()?.into_iter().map(|a| a.ip).collect();
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
+/// Every (interface, address) pair of this host, loopback included, in the kernel's order.
+pub fn interface_addresses() -> io::Result<Vec<IfAddr>> {
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs writes a list it allocated to `head`; freed below with freeifaddrs.
     if unsafe { libc::getifaddrs(&mut head) } != 0 {
@@ -17,15 +34,22 @@ pub fn addresses() -> io::Result<Vec<IpAddr>> {
     while !cur.is_null() {
         // SAFETY: `cur` is a node of the list getifaddrs returned, not yet freed.
         let ifa = unsafe { &*cur };
-        if let Some(ip) = unsafe { sockaddr_ip(ifa.ifa_addr) } {
-            out.push(ip);
+        // SAFETY: ifa_addr is null or a sockaddr of the family it names.
+        let ip = unsafe { sockaddr_ip(ifa.ifa_addr) };
+        if let Some(ip) = ip
+            && !ifa.ifa_name.is_null()
+        {
+            // SAFETY: a non-null ifa_name is a C string owned by the list, not yet freed.
+            let name = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) };
+            out.push(IfAddr {
+                iface: name.to_string_lossy().into_owned(),
+                ip,
+            });
         }
         cur = ifa.ifa_next;
     }
     // SAFETY: `head` came from getifaddrs and is freed once.
     unsafe { libc::freeifaddrs(head) };
-    out.sort_unstable();
-    out.dedup();
     Ok(out)
 }
 

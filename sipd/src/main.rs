@@ -386,7 +386,7 @@ fn init(cfg: &Config, store: &Store, username: &str, pw_file: Option<&Path>) -> 
         Err(sipd::mgmt::StaffError::Policy(v)) => {
             eprintln!("sipd: password refused:");
             for p in &v.problems {
-                eprintln!("  - {p}");
+                eprintln!("  - it {p}");
             }
             for s in &v.strength.suggestions {
                 eprintln!("  hint: {s}");

@@ -195,8 +195,9 @@ impl From<StaffError> for ApiError {
         let m = e.to_string();
         match e {
             StaffError::Policy(v) => {
-                let mut msg = v.problems.join("; ");
-                if msg.is_empty() {
+                // Each problem is a phrase about the password ("is 6 characters; ...").
+                let mut msg = format!("the password {}", v.problems.join("; it "));
+                if v.problems.is_empty() {
                     msg = m;
                 }
                 ApiError::invalid("password", msg)

@@ -5,70 +5,15 @@
 //! does not serve, such as SSH) is reported, never left a silent gap.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
 use serde::Serialize;
 
-/// One interface address of this host (network namespace).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct IfAddr {
-    pub iface: String,
-    pub ip: IpAddr,
-}
+pub use relay_user::host::IfAddr;
 
 /// Every interface address of this host, loopback included.
 pub fn host_addresses() -> io::Result<Vec<IfAddr>> {
-    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs writes a list it allocated to `head`; freed below with freeifaddrs.
-    if unsafe { libc::getifaddrs(&mut head) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let mut out = Vec::new();
-    let mut cur = head;
-    while !cur.is_null() {
-        // SAFETY: `cur` is a node of the list getifaddrs returned, not yet freed.
-        let ifa = unsafe { &*cur };
-        // SAFETY: ifa_addr is null or a sockaddr of the family it names; ifa_name is a C
-        // string owned by the list.
-        let ip = unsafe { sockaddr_ip(ifa.ifa_addr) };
-        if let Some(ip) = ip
-            && !ifa.ifa_name.is_null()
-        {
-            let name = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) };
-            out.push(IfAddr {
-                iface: name.to_string_lossy().into_owned(),
-                ip,
-            });
-        }
-        cur = ifa.ifa_next;
-    }
-    // SAFETY: `head` came from getifaddrs and is freed once.
-    unsafe { libc::freeifaddrs(head) };
-    Ok(out)
-}
-
-/// # Safety
-/// `sa` is null or points to a sockaddr whose `sa_family` tells its real type.
-unsafe fn sockaddr_ip(sa: *const libc::sockaddr) -> Option<IpAddr> {
-    if sa.is_null() {
-        return None;
-    }
-    // SAFETY: non-null and, per the contract, a sockaddr of the family it names.
-    unsafe {
-        match i32::from((*sa).sa_family) {
-            libc::AF_INET => {
-                let sin = &*(sa as *const libc::sockaddr_in);
-                Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(
-                    sin.sin_addr.s_addr,
-                ))))
-            }
-            libc::AF_INET6 => {
-                let sin6 = &*(sa as *const libc::sockaddr_in6);
-                Some(IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr)))
-            }
-            _ => None,
-        }
-    }
+    relay_user::host::interface_addresses()
 }
 
 /// The interfaces packets to `addr` arrive on: for the unspecified address every interface

@@ -16,6 +16,7 @@ use std::sync::{Condvar, Mutex, OnceLock};
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 use serde::{Deserialize, Serialize};
+use sipd_core::records::Composition;
 
 /// Bytes of pepper.
 pub const PEPPER_LEN: usize = 32;
@@ -454,8 +455,9 @@ pub struct Strength {
 
 /// Why a password was refused: every rule it broke, and the estimate.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
-#[error("password refused: {}", problems.join("; "))]
+#[error("password refused: it {}", problems.join("; it "))]
 pub struct PolicyViolation {
+    /// Every rule broken, a phrase each about the password ("is 6 characters; ...").
     pub problems: Vec<String>,
     pub strength: Strength,
 }
@@ -486,69 +488,32 @@ pub fn strength(password: &str, user_inputs: &[&str]) -> Strength {
 }
 
 impl PasswordPolicy {
+    /// The length, class and strength rules staff and SIP passwords share.
+    fn composition(&self) -> Composition {
+        Composition {
+            min_length: self.min_length,
+            max_chars: MAX_PASSWORD_CHARS,
+            min_classes: self.min_classes,
+            min_strength: self.min_strength,
+        }
+    }
+
     /// Problems with the policy itself, for `sipd check-config`.
     pub fn problems(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        if !(8..=MAX_PASSWORD_CHARS).contains(&self.min_length) {
-            out.push(format!(
-                "min_length {} is outside 8..={MAX_PASSWORD_CHARS}",
-                self.min_length
-            ));
-        }
-        if !(1..=4).contains(&self.min_classes) {
-            out.push(format!("min_classes {} is outside 1..=4", self.min_classes));
-        }
-        if self.min_strength > 4 {
-            out.push(format!("min_strength {} is above 4", self.min_strength));
-        }
-        out
+        self.composition().problems()
     }
 
     /// Checks `password` for `username`; returns the strength estimate when it passes.
     pub fn check(&self, password: &str, username: &str) -> Result<Strength, PolicyViolation> {
         let s = strength(password, &[username, super::totp::ISSUER, "sbc", "sipd"]);
-        let mut problems = Vec::new();
-        let chars = password.chars().count();
-        if chars < self.min_length {
-            problems.push(format!(
-                "shorter than {} characters ({chars})",
-                self.min_length
-            ));
-        }
-        if chars > MAX_PASSWORD_CHARS {
-            problems.push(format!("longer than {MAX_PASSWORD_CHARS} characters"));
-        }
-        let classes = [
-            password.chars().any(|c| c.is_lowercase()),
-            password.chars().any(|c| c.is_uppercase()),
-            password.chars().any(|c| c.is_ascii_digit()),
-            password.chars().any(|c| !c.is_alphanumeric()),
-        ]
-        .iter()
-        .filter(|&&b| b)
-        .count();
-        if classes < usize::from(self.min_classes) {
-            problems.push(format!(
-                "uses {classes} of the character classes lowercase, uppercase, digit, symbol; at least {} needed",
-                self.min_classes
-            ));
-        }
-        if password.chars().any(|c| c.is_control()) {
-            problems.push("contains control characters".into());
-        }
+        let rules = self.composition();
+        let mut problems = rules.breaks(password);
         if !username.is_empty() && password.to_lowercase().contains(&username.to_lowercase()) {
             problems.push("contains the username".into());
         }
-        if s.score < self.min_strength {
-            problems.push(format!(
-                "too easy to guess (strength {} of 4, at least {} needed){}",
-                s.score,
-                self.min_strength,
-                s.warning
-                    .as_ref()
-                    .map(|w| format!(": {w}"))
-                    .unwrap_or_default()
-            ));
+        if let Some(weak) = rules.too_weak(s.score) {
+            let why = s.warning.as_ref().map(|w| format!(": {w}"));
+            problems.push(format!("{weak}{}", why.unwrap_or_default()));
         }
         if problems.is_empty() {
             Ok(s)
@@ -764,7 +729,9 @@ mod tests {
         let p = PasswordPolicy::default();
         let v = p.check("abc", "alice").unwrap_err();
         assert!(
-            v.problems.iter().any(|s| s.contains("shorter than 12")),
+            v.problems
+                .iter()
+                .any(|s| s.contains("at least 12 are needed")),
             "{v}"
         );
         assert!(

@@ -8,6 +8,7 @@
 
 mod account;
 mod cdr;
+mod composition;
 mod connection;
 mod field;
 mod money;
@@ -19,6 +20,7 @@ mod tariff;
 
 pub use account::{Account, AccountSpec, SipAuth, SipSpec};
 pub use cdr::{Cdr, CdrDraft, unix_ms};
+pub use composition::{Composition, classes};
 pub use connection::{Connection, ConnectionSpec, Transport, parse_destination};
 pub use field::{FieldError, FieldErrors};
 pub use money::{BadAmount, MICROS_PER_UNIT, Micros};

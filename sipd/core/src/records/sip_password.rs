@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::FieldError;
+use super::{Composition, FieldError};
 use crate::auth::digest::Credential;
 
 /// Longest password accepted: the estimate's work grows with length, and no UA needs more.
@@ -91,65 +91,30 @@ impl std::fmt::Debug for SipSecrets<'_> {
 }
 
 impl SipPasswordPolicy {
+    /// The shared length, class and strength rules of this policy.
+    fn composition(&self) -> Composition {
+        Composition {
+            min_length: self.min_length,
+            max_chars: MAX_SIP_PASSWORD_CHARS,
+            min_classes: self.min_classes,
+            min_strength: self.min_strength,
+        }
+    }
+
     /// Problems with the policy itself, for the configuration check.
     pub fn problems(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        if !(8..=MAX_SIP_PASSWORD_CHARS).contains(&self.min_length) {
-            out.push(format!(
-                "min_length {} is outside 8..={MAX_SIP_PASSWORD_CHARS}",
-                self.min_length
-            ));
-        }
-        if !(1..=4).contains(&self.min_classes) {
-            out.push(format!("min_classes {} is outside 1..=4", self.min_classes));
-        }
-        if self.min_strength > 4 {
-            out.push(format!(
-                "min_strength {} is outside 0..=4",
-                self.min_strength
-            ));
-        }
-        out
+        self.composition().problems()
     }
 
     /// Every rule `password` breaks, in one sentence each; empty when it passes.
     pub fn violations(&self, password: &str, known: &[&str], strength: Strength) -> Vec<String> {
-        let mut out = Vec::new();
-        let len = password.chars().count();
-        if len < self.min_length {
-            out.push(format!(
-                "is {len} characters; at least {} are needed",
-                self.min_length
-            ));
-        }
-        if len > MAX_SIP_PASSWORD_CHARS {
-            out.push(format!("is over {MAX_SIP_PASSWORD_CHARS} characters"));
+        let rules = self.composition();
+        let mut out = rules.breaks(password);
+        if password.chars().count() > MAX_SIP_PASSWORD_CHARS {
             return out;
         }
-        if password.chars().any(char::is_control) {
-            out.push("contains control characters".into());
-        }
-        let classes = [
-            password.chars().any(|c| c.is_lowercase()),
-            password.chars().any(|c| c.is_uppercase()),
-            password.chars().any(|c| c.is_ascii_digit()),
-            password.chars().any(|c| !c.is_alphanumeric()),
-        ]
-        .iter()
-        .filter(|&&b| b)
-        .count();
-        if classes < usize::from(self.min_classes) {
-            out.push(format!(
-                "uses {classes} of the character classes (lowercase, uppercase, digit, other); {} are needed",
-                self.min_classes
-            ));
-        }
-        let score = strength(password, known);
-        if score < self.min_strength {
-            out.push(format!(
-                "is too easy to guess (strength {score} of 4; {} needed): avoid words, names and the username",
-                self.min_strength
-            ));
+        if let Some(weak) = rules.too_weak(strength(password, known)) {
+            out.push(format!("{weak}: avoid words, names and the username"));
         }
         out
     }
