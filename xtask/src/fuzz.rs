@@ -43,6 +43,19 @@ fn dir() -> PathBuf {
     util::root().join("fuzz")
 }
 
+/// Seeds kept elsewhere in the repository that a target also starts from: the RFC 4475 and
+/// RFC 5118 torture messages (sipd-core's conformance fixtures) for the targets that read
+/// whole SIP messages. Read-only: libFuzzer writes only to the first corpus directory.
+fn extra_seeds(target: &str) -> Vec<PathBuf> {
+    match target {
+        "sip_parse" | "call_core" | "tcp_framing" => ["rfc4475", "rfc5118"]
+            .iter()
+            .map(|r| util::root().join("sipd/core/src/sip/torture").join(r))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// `cargo +nightly fuzz <sub>` in `fuzz/`. No sanitizer: the code under test is safe Rust, and
 /// without ASan the targets build faster and run several times more inputs per second; debug
 /// assertions (overflow checks) stay on. relay-user's eBPF object is not needed here.
@@ -73,6 +86,7 @@ pub fn run_one(target: &str, secs: u64) -> anyhow::Result<Stats> {
     cmd.arg(target)
         .arg(&work)
         .arg(&seeds)
+        .args(extra_seeds(target))
         .arg("--")
         .arg(format!("-max_total_time={secs}"))
         // A message that takes seconds is a finding too (a quadratic parser).
@@ -207,6 +221,9 @@ mod tests {
             let seeds = dir().join("corpus").join(t);
             let n = std::fs::read_dir(&seeds).map_or(0, |d| d.count());
             assert!(n > 0, "no seeds in {}", seeds.display());
+            for extra in extra_seeds(t) {
+                assert!(extra.is_dir(), "{t}: no seed directory {}", extra.display());
+            }
             assert!(
                 dir().join("fuzz_targets").join(format!("{t}.rs")).is_file(),
                 "no source for {t}"
