@@ -281,3 +281,60 @@ fn ipv6_extension_headers_and_fragments_userspace() {
     let _g = serial();
     ipv6_extension_headers_and_fragments(Plane::Userspace);
 }
+
+/// INVITEs the flood sends at once, as in the report that found the bypass.
+const FLOOD: usize = 400;
+
+/// 4. An INVITE flood from one source, each INVITE behind CRLFs (which SIP parsers skip):
+///    limited per source like a plain INVITE flood. Before the INVITE detector learned to
+///    skip CRLFs, 400 of 400 reached sipd (against about 119 of 400 without the prefix).
+///    SIP is open to all here (no `sip_allow`): only the per-source INVITE rate stands.
+fn crlf_invite_flood(plane: Plane) {
+    let net = Net::new();
+    let set = Settings {
+        management: "metrics_public = true\n".into(),
+        ..Settings::default()
+    };
+    let sbc = Sbc::start_with(&net, plane, &Prov::default(), &set);
+    let attacker = net.attacker();
+    let from = attacker.local_addr().expect("addr");
+    let limited = (plane == Plane::Xdp).then(|| sbc.dataplane_metric("drop_sip_invite_rate"));
+    for i in 0..FLOOD {
+        let invite = raw::invite(from, sbc.sip(), CLI, CLD, &format!("crlf-{i}"), RTP_PORT);
+        attacker
+            .send_to(format!("\r\n\r\n{invite}").as_bytes(), sbc.sip())
+            .expect("send");
+    }
+    // Each INVITE that reached sipd draws one answer (a refusal is sent once).
+    let reached = responses(&attacker, SILENCE)
+        .iter()
+        .filter(|m| m.contains(" INVITE\r\n"))
+        .count();
+    // The default bucket: a burst of 40 and 20/s; the flood takes well under a second.
+    assert!(
+        (1..=80).contains(&reached),
+        "{plane:?}: {reached} of {FLOOD} CRLF-prefixed INVITEs reached sipd (the burst should)"
+    );
+    eprintln!("{plane:?}: {reached} of {FLOOD} CRLF-prefixed INVITEs reached sipd");
+    if let Some(before) = limited {
+        let dropped = grows(&sbc, "drop_sip_invite_rate", before, (FLOOD - 80) as u64);
+        assert!(
+            dropped >= (FLOOD - 80) as u64,
+            "the kernel's INVITE limit dropped only {dropped}"
+        );
+    }
+}
+
+#[test]
+fn crlf_prefixed_invite_flood_is_limited_xdp() {
+    require_privileged!();
+    let _g = serial();
+    crlf_invite_flood(Plane::Xdp);
+}
+
+#[test]
+fn crlf_prefixed_invite_flood_is_limited_userspace() {
+    require_privileged!();
+    let _g = serial();
+    crlf_invite_flood(Plane::Userspace);
+}
