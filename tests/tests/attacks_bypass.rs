@@ -5,7 +5,9 @@
 //!    same INVITE from the carrier gets one (fragmented SIP is legitimate);
 //! 2. an INVITE over IPv6 behind a destination-options header, and
 //! 3. an INVITE over IPv6 as fragments: no response either, while the carrier's own IPv6
-//!    packets of both kinds are answered.
+//!    packets of both kinds are answered;
+//! 4. a flood of INVITEs behind CRLFs, which went past the per-source INVITE limit, and
+//! 5. a burst of TCP SYNs to the SIP port: both limited per source.
 //!
 //! sipd listens on IPv4 and IPv6 (`Settings::dual_stack`). On the XDP data plane the verdict
 //! counters show where each attack stopped (the service ACL, as an operator reads it in
@@ -337,4 +339,83 @@ fn crlf_prefixed_invite_flood_is_limited_userspace() {
     require_privileged!();
     let _g = serial();
     crlf_invite_flood(Plane::Userspace);
+}
+
+/// New TCP connections the SYN flood opens at once: past the default burst (100).
+const SYNS: usize = 300;
+
+/// 5. A burst of new TCP connections to the SIP port from one source: the kernel drops the
+///    SYNs past the per-source rate (`[guard] tcp_syns_per_sec`, `tcp_syn_burst`), while the
+///    carrier still connects. XDP only: on the userspace plane the kernel's own SYN cookies
+///    and sipd's per-source connection cap (`attacks_sip::tcp`) stand in its place.
+#[test]
+fn tcp_syn_burst_from_one_source_is_limited_xdp() {
+    require_privileged!();
+    let _g = serial();
+    let net = Net::new();
+    let set = Settings {
+        management: "metrics_public = true\n".into(),
+        ..Settings::default()
+    };
+    let sbc = Sbc::start_with(&net, Plane::Xdp, &Prov::default(), &set);
+    let attacker = net.attacker().local_addr().expect("addr").ip();
+    let before = sbc.dataplane_metric("drop_tcp_syn_rate");
+    let fds = net.topo.caller.enter(|| {
+        (0..SYNS)
+            .map(|_| nonblocking_connect(attacker, sbc.sip()))
+            .collect::<Vec<_>>()
+    });
+    let dropped = grows(&sbc, "drop_tcp_syn_rate", before, (SYNS - 100) as u64);
+    for fd in fds {
+        // SAFETY: each fd came from socket() above and is closed once.
+        unsafe { libc::close(fd) };
+    }
+    assert!(
+        dropped >= (SYNS - 100) as u64,
+        "only {dropped} of {SYNS} SYNs were dropped by the per-source SYN rate"
+    );
+    let carrier = net.topo.caller_if.ip(false);
+    let ok = net.topo.caller.enter(|| {
+        let fd = nonblocking_connect(carrier, sbc.sip());
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd; the fd is closed once after.
+        let ready = unsafe { libc::poll(&raw mut pfd, 1, 5_000) };
+        unsafe { libc::close(fd) };
+        ready == 1 && pfd.revents & (libc::POLLERR | libc::POLLHUP) == 0
+    });
+    assert!(ok, "the carrier could not connect meanwhile");
+}
+
+/// A non-blocking connect from `from` to `to` (IPv4): the SYN is on its way when it returns.
+fn nonblocking_connect(from: IpAddr, to: SocketAddr) -> i32 {
+    let (IpAddr::V4(f), IpAddr::V4(t)) = (from, to.ip()) else {
+        panic!("IPv4 only here");
+    };
+    let sin = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(ip).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: a fresh socket and addresses that live across the calls; the caller closes it.
+    unsafe {
+        let fd = libc::socket(
+            libc::AF_INET,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        );
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let (local, remote) = (sin(f, 0), sin(t, to.port()));
+        let bound = libc::bind(fd, (&raw const local).cast(), len);
+        assert_eq!(bound, 0, "bind {from}: {}", std::io::Error::last_os_error());
+        libc::connect(fd, (&raw const remote).cast(), len);
+        fd
+    }
 }
