@@ -9,7 +9,8 @@ use sipd::api::error::parse_json;
 use sipd::api::routes::merge;
 use sipd::api::routes::{accounts, bans, firewall, session, staff};
 use sipd_core::records::{
-    AccountSpec, ConnectionSpec, Id, Lookup, RuleOwner, RuleSpec, TariffSpec,
+    AccountSpec, ConnectionSpec, Id, Lookup, RuleOwner, RuleSpec, SipPasswordPolicies, SipSecrets,
+    TariffSpec,
 };
 
 /// A store with one tariff (`t1`) and one SIP user (`taken`, held by account 9).
@@ -28,7 +29,14 @@ fn spec(kind: u8, body: &[u8]) {
     match kind % 12 {
         0 => {
             if let Ok(s) = parse_json::<AccountSpec>(body) {
-                let _ = s.build("sbc", None, &Fixed);
+                let policies = SipPasswordPolicies::default();
+                let secrets = SipSecrets {
+                    realm: "sbc",
+                    policies: &policies,
+                    // A fixed score: the estimate itself is zxcvbn's, fuzzed by its authors.
+                    strength: |_, _| 3,
+                };
+                let _ = s.build(&secrets, None, &Fixed);
             }
         }
         1 => {

@@ -122,7 +122,9 @@ fn core(wall: SystemTime) -> Core<FakeMedia> {
             ban_max: Duration::from_secs(600),
             ban_scanners: true,
             floods_before_ban: 3,
+            max_sources: 1024,
         },
+        max_refusal_rows: 64,
         agent: "fuzz-sbc".into(),
     };
     let mut digest = account(2, "digest");
@@ -132,6 +134,7 @@ fn core(wall: SystemTime) -> Core<FakeMedia> {
             password: "s3cret".into(),
         },
         algorithms: None,
+        password_template: None,
     });
     let mut r = rule(2, 2, None, false);
     r.cld = Some(Pattern::Prefix("44".into()));

@@ -31,5 +31,8 @@ fuzz_target!(|data: &[u8]| {
     let cred = Credential::Password {
         password: "s3cret".into(),
     };
-    let _ = v.verify(&auth, "INVITE", &cred, None, now);
+    // The answer's own uri as the Request-URI, so the check goes on past the uri match; and
+    // another, so the mismatch path runs too.
+    let _ = v.verify(&auth, "INVITE", &auth.uri, &cred, None, now);
+    let _ = v.verify(&auth, "INVITE", "sip:other@example.net", &cred, None, now);
 });
