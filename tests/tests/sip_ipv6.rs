@@ -204,12 +204,47 @@ fn ipv4_carrier_to_ipv6_vendor_bridged() {
 
 /// What a running sipd answered to one message within a short window: the first status it
 /// sent back (a 100 means the request was taken and is being routed), or nothing.
+/// The value of the first header named `long` or its compact form `short`, if any.
+fn header<'a>(msg: &'a str, long: &str, short: &str) -> Option<&'a str> {
+    msg.split("\r\n")
+        .take_while(|l| !l.is_empty())
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            let name = name.trim();
+            (name.eq_ignore_ascii_case(long) || name.eq_ignore_ascii_case(short))
+                .then(|| value.trim())
+        })
+}
+
+/// What ties an answer to its request: the top Via's branch (a server transaction's key, so a
+/// request that reuses an earlier one's branch is answered as that one), else the Call-ID.
+/// Folded header lines (a torture message's speciality) are unfolded first.
+fn answer_key(msg: &str) -> Option<String> {
+    let msg = msg.replace("\r\n ", " ").replace("\r\n\t", " ");
+    let via = header(&msg, "via", "v");
+    via.and_then(|v| v.split(';').find_map(|p| p.trim().strip_prefix("branch=")))
+        .or_else(|| header(&msg, "call-id", "i"))
+        .map(str::to_owned)
+}
+
+/// The status of the first answer to `msg` (an answer to an earlier message that arrives
+/// late is not this one's), within 1.5 s on a loaded machine.
 fn first_answer(carrier: &RawSip, msg: &[u8]) -> Option<u16> {
+    let text = String::from_utf8_lossy(msg);
+    let key = answer_key(&text);
     carrier.send(msg).expect("send");
-    carrier
-        .collect(Duration::from_millis(400))
-        .iter()
-        .find_map(|r| r.strip_prefix("SIP/2.0 ")?.get(..3)?.parse().ok())
+    let end = std::time::Instant::now() + Duration::from_millis(1500);
+    while std::time::Instant::now() < end {
+        let found = carrier
+            .collect(Duration::from_millis(100))
+            .iter()
+            .filter(|r| key.is_none() || answer_key(r) == key)
+            .find_map(|r| r.strip_prefix("SIP/2.0 ")?.get(..3)?.parse().ok());
+        if found.is_some() {
+            return found;
+        }
+    }
+    None
 }
 
 #[test]
@@ -225,7 +260,9 @@ fn torture_messages_get_their_answers_from_a_running_sipd() {
     let mut sbc = Sbc::start_provisioned(&net, Plane::Userspace, &prov(&net, false, false), &set);
     let carrier = RawSip::bind_in(
         &net.topo.caller,
-        SocketAddr::new(net.topo.caller_if.ip(false), CARRIER_SIP_PORT),
+        // Port 5060: the torture messages' Vias name no port or 5060, and an answer goes to
+        // the Via's port at the address the request came from (RFC 3261 §18.2.2).
+        SocketAddr::new(net.topo.caller_if.ip(false), 5060),
         sbc.sip(),
     )
     .expect("carrier SIP socket");
