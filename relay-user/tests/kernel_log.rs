@@ -4,6 +4,9 @@
 //! packet.
 //! Skips without root (fails under CI=true instead).
 
+mod common;
+use common::privileged;
+
 use std::{
     sync::{Arc, Mutex},
     time::{Duration, Instant},
@@ -64,26 +67,6 @@ impl Lines {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
-}
-
-fn privileged(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    let why = if !root {
-        "needs root (CAP_BPF)"
-    } else if ebpf_object().is_empty() {
-        "the XDP object was not built (AYA_BUILD_SKIP=1)"
-    } else {
-        return true;
-    };
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{test}: privileged test cannot run under CI: {why}");
-    }
-    let _ = std::io::Write::write_all(
-        &mut std::io::stderr(),
-        format!("SKIPPED {test}: {why}\n").as_bytes(),
-    );
-    false
 }
 
 /// Ethernet (optionally behind an 802.1ad and an 802.1Q tag), IPv4 (optionally a first

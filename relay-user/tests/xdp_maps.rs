@@ -1,6 +1,9 @@
 //! Privileged: loads the real XDP object, pins its maps under a per-test instance, and drives
 //! the typed map API and the loader. Skips without root (fails under CI=true instead).
 
+mod common;
+use common::privileged;
+
 use std::{net::IpAddr, process::Command, time::Duration};
 
 use relay_common::relay::{LEG_LATCH, Leg, LegCounters};
@@ -10,28 +13,6 @@ use relay_user::{
     maps::XdpMaps,
     object::ebpf_object,
 };
-
-/// True when this test can run; otherwise says why and, under CI, fails.
-fn privileged(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    let why = if !root {
-        "needs root (CAP_BPF + CAP_NET_ADMIN)"
-    } else if ebpf_object().is_empty() {
-        "the XDP object was not built (AYA_BUILD_SKIP=1)"
-    } else {
-        return true;
-    };
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{test}: privileged test cannot run under CI: {why}");
-    }
-    // Straight to stderr: libtest hides eprintln! of passing tests, and a skip must be seen.
-    let _ = std::io::Write::write_all(
-        &mut std::io::stderr(),
-        format!("SKIPPED {test}: {why}\n").as_bytes(),
-    );
-    false
-}
 
 /// A unique pin instance, removed (links and maps) when dropped.
 struct Instance(String);
