@@ -4,6 +4,7 @@ pub mod bins;
 pub mod netns;
 pub mod rtp;
 pub mod sip;
+pub mod tcp;
 #[cfg(feature = "xdp")]
 pub mod xdp;
 

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use sbc::*;
 use tests::require_privileged;
 use tests::sip::{self as raw, RawSip};
+use tests::tcp;
 
 /// The carrier's raw SIP socket (not sipp's port).
 const RAW_SIP_PORT: u16 = SIP_PORT + 2;
@@ -362,60 +363,19 @@ fn tcp_syn_burst_from_one_source_is_limited_xdp() {
     let before = sbc.dataplane_metric("drop_tcp_syn_rate");
     let fds = net.topo.caller.enter(|| {
         (0..SYNS)
-            .map(|_| nonblocking_connect(attacker, sbc.sip()))
+            .map(|_| tcp::connect_start(attacker, sbc.sip()).expect("connect"))
             .collect::<Vec<_>>()
     });
     let dropped = grows(&sbc, "drop_tcp_syn_rate", before, (SYNS - 100) as u64);
-    for fd in fds {
-        // SAFETY: each fd came from socket() above and is closed once.
-        unsafe { libc::close(fd) };
-    }
+    drop(fds);
     assert!(
         dropped >= (SYNS - 100) as u64,
         "only {dropped} of {SYNS} SYNs were dropped by the per-source SYN rate"
     );
     let carrier = net.topo.caller_if.ip(false);
     let ok = net.topo.caller.enter(|| {
-        let fd = nonblocking_connect(carrier, sbc.sip());
-        let mut pfd = libc::pollfd {
-            fd,
-            events: libc::POLLOUT,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd; the fd is closed once after.
-        let ready = unsafe { libc::poll(&raw mut pfd, 1, 5_000) };
-        unsafe { libc::close(fd) };
-        ready == 1 && pfd.revents & (libc::POLLERR | libc::POLLHUP) == 0
+        let fd = tcp::connect_start(carrier, sbc.sip()).expect("connect");
+        tcp::connected_within(&fd, 5_000)
     });
     assert!(ok, "the carrier could not connect meanwhile");
-}
-
-/// A non-blocking connect from `from` to `to` (IPv4): the SYN is on its way when it returns.
-fn nonblocking_connect(from: IpAddr, to: SocketAddr) -> i32 {
-    let (IpAddr::V4(f), IpAddr::V4(t)) = (from, to.ip()) else {
-        panic!("IPv4 only here");
-    };
-    let sin = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: port.to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(ip).to_be(),
-        },
-        sin_zero: [0; 8],
-    };
-    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-    // SAFETY: a fresh socket and addresses that live across the calls; the caller closes it.
-    unsafe {
-        let fd = libc::socket(
-            libc::AF_INET,
-            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            0,
-        );
-        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
-        let (local, remote) = (sin(f, 0), sin(t, to.port()));
-        let bound = libc::bind(fd, (&raw const local).cast(), len);
-        assert_eq!(bound, 0, "bind {from}: {}", std::io::Error::last_os_error());
-        libc::connect(fd, (&raw const remote).cast(), len);
-        fd
-    }
 }

@@ -12,7 +12,6 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
-use std::os::fd::FromRawFd;
 use std::time::{Duration, Instant};
 
 use super::sbc::*;
@@ -47,58 +46,8 @@ fn raise_own_nofile() {
 /// thread inside the carrier's namespace; None if it cannot be made within 500 ms (a full
 /// listen backlog).
 fn connect_from(from: IpAddr, to: SocketAddr) -> Option<TcpStream> {
-    let (IpAddr::V4(f), IpAddr::V4(t)) = (from, to.ip()) else {
-        panic!("IPv4 only here");
-    };
-    let sin = |ip: Ipv4Addr, port: u16| libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: port.to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(ip).to_be(),
-        },
-        sin_zero: [0; 8],
-    };
-    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-    // SAFETY: a fresh socket, addresses that live across the calls, and its fd handed to a
-    // TcpStream (which closes it) or closed here.
-    unsafe {
-        let fd = libc::socket(
-            libc::AF_INET,
-            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            0,
-        );
-        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
-        let local = sin(f, 0);
-        let remote = sin(t, to.port());
-        let bound = libc::bind(fd, (&raw const local).cast(), len);
-        assert_eq!(bound, 0, "bind {from}: {}", std::io::Error::last_os_error());
-        let rc = libc::connect(fd, (&raw const remote).cast(), len);
-        if rc != 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINPROGRESS) {
-            libc::close(fd);
-            return None;
-        }
-        let mut p = libc::pollfd {
-            fd,
-            events: libc::POLLOUT,
-            revents: 0,
-        };
-        let mut err: libc::c_int = 0;
-        let mut elen = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        if libc::poll(&raw mut p, 1, 500) != 1
-            || libc::getsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_ERROR,
-                (&raw mut err).cast(),
-                &raw mut elen,
-            ) != 0
-            || err != 0
-        {
-            libc::close(fd);
-            return None;
-        }
-        Some(TcpStream::from_raw_fd(fd))
-    }
+    let fd = tests::tcp::connect_start(from, to).ok()?;
+    tests::tcp::connected_within(&fd, 500).then(|| TcpStream::from(fd))
 }
 
 /// Whether the server has closed `s` (EOF or reset); `s` is non-blocking.
