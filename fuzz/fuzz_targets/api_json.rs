@@ -75,14 +75,12 @@ fn spec(kind: u8, body: &[u8]) {
                 "transport": "udp", "cld_prefixes": [], "max_channels": null,
                 "cps_limit": null, "priority": 1
             });
-            if let Ok(patch) = serde_json::from_slice::<serde_json::Value>(body) {
-                if let Ok(merged) = merge(current, patch, &[]) {
-                    if let Ok(s) = parse_json::<ConnectionSpec>(
-                        &serde_json::to_vec(&merged).unwrap_or_default(),
-                    ) {
-                        let _ = s.build(1);
-                    }
-                }
+            if let Ok(patch) = serde_json::from_slice::<serde_json::Value>(body)
+                && let Ok(merged) = merge(current, patch, &[])
+                && let Ok(s) =
+                    parse_json::<ConnectionSpec>(&serde_json::to_vec(&merged).unwrap_or_default())
+            {
+                let _ = s.build(1);
             }
         }
     }

@@ -12,6 +12,7 @@
 //! - `f` + peer digit: the kernel reports a flood from that peer;
 //! - `x`: the transport fails the last transmission;
 //! - `z`: shutdown.
+//!
 //! Anything else is a raw message from the stranger.
 #![no_main]
 
@@ -254,7 +255,7 @@ fuzz_target!(|data: &[u8]| {
                 let i = digit(step.get(1));
                 let ids: Vec<_> = core.call_infos().into_iter().map(|c| c.id).collect();
                 if let Some(id) = ids.get(i % ids.len().max(1)) {
-                    core.hangup(now, wall, id.clone());
+                    core.hangup(now, wall, *id);
                 }
             }
             Some(b'f') => core.on_flood(now, peer(digit(step.get(1))).remote.ip()),
@@ -268,13 +269,11 @@ fuzz_target!(|data: &[u8]| {
                     last_token = t.token;
                 }
                 // What we send must always be readable SIP, and never oversized.
-                let m = Msg::parse(&t.data, 65_535);
-                if let Ok(m) = m {
-                    if m.code().is_none() {
-                        if let Some(i) = PEERS.iter().position(|a| sa(a) == t.peer.remote) {
-                            last_req[i] = Some(m);
-                        }
-                    }
+                if let Ok(m) = Msg::parse(&t.data, 65_535)
+                    && m.code().is_none()
+                    && let Some(i) = PEERS.iter().position(|a| sa(a) == t.peer.remote)
+                {
+                    last_req[i] = Some(m);
                 }
             }
         }

@@ -144,6 +144,20 @@ fn checks() -> Vec<Step> {
     ]);
     steps.push(step("clippy relay-ebpf (bpfel)", &mut ebpf));
 
+    // The fuzz targets are their own workspace (nightly, cargo-fuzz): no workspace lint sees
+    // them, so an API change would otherwise surface only when the fuzz smoke builds them.
+    let mut fuzz_fmt = util::cargo();
+    fuzz_fmt
+        .current_dir(util::root().join("fuzz"))
+        .args(["fmt", "--all", "--check"]);
+    steps.push(step("fmt fuzz", &mut fuzz_fmt));
+    let mut fuzz_clippy = util::cargo();
+    fuzz_clippy
+        .current_dir(util::root().join("fuzz"))
+        .env("AYA_BUILD_SKIP", "1")
+        .args(["+nightly", "clippy", "--bins", "--", "-D", "warnings"]);
+    steps.push(step("clippy fuzz (nightly)", &mut fuzz_clippy));
+
     // The dependency tree: licences, bans, sources (deny.toml). Advisories need the advisory
     // database from the network, which CI does not reach: checked only against a local copy.
     let mut deny = util::cargo();
