@@ -1,7 +1,8 @@
 //! Security alerts the API lists (`GET /api/alerts`): configurations an auditor would flag.
 //!
 //! - `permissive_firewall`: a restricted service (management, the operator's services, or
-//!   SIP, SSH, SIP over TLS once they have an allow list) allows every address (`0.0.0.0/0` or `::/0`): Sippy's permissive-firewall warning.
+//!   SIP, SSH, SIP over TLS once they have an allow list) allows every address (`0.0.0.0/0`
+//!   or `::/0`): Sippy's permissive-firewall warning.
 //! - `firewall_coverage`: an address XDP does not cover: `info` when sipd's userspace
 //!   firewall checks it instead; for a host service nothing checks (SSH), `critical` when it
 //!   has an allow list (or is the operator's own), `warning` when it is open anyway.
