@@ -21,18 +21,28 @@ pub const DEFAULT_FILE: &str = "sbc.toml";
 
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
+/// The whole of `sbc.toml`: one table per section, each defaulted on its own, checked by
+/// [`Config::problems`] after parsing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// The sled store, the TLS certificate and the nonce secret live here.
     pub data_dir: PathBuf,
+    /// `[sip]`: listening sockets, advertised addresses, message and TCP limits.
     pub sip: SipConfig,
+    /// `[auth]`: SIP digest authentication.
     pub auth: AuthConfig,
+    /// `[media]`: the RTP relay's address, port range and media policy.
     pub media: MediaConfig,
+    /// `[dataplane]`: XDP or userspace, and which interfaces.
     pub dataplane: DataplaneConfig,
+    /// `[management]`: the HTTPS API, staff sessions and password hashing.
     pub management: ManagementConfig,
+    /// `[guard]`: per-source limits in the kernel and the IDS's ban policy.
     pub guard: GuardConfig,
+    /// `[firewall]`: deny list, allow lists and host services.
     pub firewall: FirewallConfig,
+    /// `[retention]`: how long CDRs and audit entries are kept.
     pub retention: RetentionConfig,
     /// How offenders are banned: prefixes, ranges, the table's capacity.
     pub bans: crate::firewall::BansConfig,
@@ -55,10 +65,14 @@ impl Default for Config {
     }
 }
 
+/// `[sip]`: where SIP is served and the limits on what it accepts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SipConfig {
+    /// UDP sockets to listen on (IPv4 and IPv6 alike); empty: no SIP over UDP (but not both
+    /// this and `tcp`).
     pub udp: Vec<SocketAddr>,
+    /// TCP sockets to listen on; empty: no SIP over TCP.
     pub tcp: Vec<SocketAddr>,
     /// Address put in Via/Record-Route/Contact when the listening one is not reachable by
     /// peers (behind 1:1 NAT, or listening on 0.0.0.0). Applies to listening addresses of
@@ -126,6 +140,7 @@ impl Default for SipConfig {
     }
 }
 
+/// `[auth]`: how SIP requests are challenged and answers checked (see [`Config::digest_policy`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
@@ -137,8 +152,14 @@ pub struct AuthConfig {
     /// whose first challenge they cannot answer. An account can require SHA-256 on its own
     /// (`sip.algorithms`).
     pub algorithms: Vec<Algorithm>,
+    /// How long a nonce is accepted after issue, in seconds; an older one is answered `stale=true`.
     pub nonce_lifetime_secs: u64,
+    /// Accept RFC 2069-style MD5 answers without qop. They carry no nonce-count, so a captured
+    /// request can be replayed until the nonce expires: off unless a carrier's old equipment needs
+    /// it.
     pub allow_md5_without_qop: bool,
+    /// Nonces whose nonce-count is tracked; when full the oldest are forgotten and answered stale,
+    /// never trusted.
     pub max_tracked_nonces: usize,
     /// `[auth.sip_password]`: what a SIP password must meet when an account is provisioned
     /// (before it is hashed), and named templates an account may choose instead
@@ -159,6 +180,7 @@ impl Default for AuthConfig {
     }
 }
 
+/// `[media]`: the relay that carries every call's RTP (XDP legs or userspace sockets).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MediaConfig {
@@ -172,6 +194,7 @@ pub struct MediaConfig {
     pub advertised_address_v6: Option<Ipv6Addr>,
     /// Inclusive; RTP takes the even port and RTCP the odd one above it (RFC 3550 §11).
     pub port_min: u16,
+    /// Inclusive upper end of the relay port range (see `port_min`).
     pub port_max: u16,
     /// No packet in either direction for this long ends the call with BYE both ways.
     pub timeout_secs: u64,
@@ -207,6 +230,7 @@ impl Default for MediaConfig {
     }
 }
 
+/// `[dataplane] mode`: which data plane carries the firewall, the SIP guard and the relay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum DataplaneMode {
@@ -218,13 +242,18 @@ pub enum DataplaneMode {
     XdpNative,
     /// Generic (skb) XDP or refuse to start.
     XdpSkb,
+    /// No XDP at all: sipd's userspace firewall and relay (hosts or tests without XDP).
     Userspace,
 }
 
+/// `[dataplane]`: the XDP program and where it attaches.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DataplaneConfig {
+    /// See [`DataplaneMode`]; `auto` by default.
     pub mode: DataplaneMode,
+    /// Interfaces to attach XDP to besides those sipd finds itself (every interface carrying a SIP,
+    /// media or management address).
     pub interfaces: Vec<String>,
     /// Maps are pinned under `/sys/fs/bpf/<instance>/`, so two appliances can share a host.
     pub instance: String,
@@ -245,13 +274,18 @@ impl Default for DataplaneConfig {
     }
 }
 
+/// `[management]`: the HTTPS management API and staff authentication.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ManagementConfig {
+    /// Where the HTTPS API listens (and `/metrics`); only `[firewall] management_allow` may
+    /// reach it.
     pub listen: SocketAddr,
     /// Both absent: a self-signed certificate is made in the data directory on first start.
     pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of `tls_cert`; the two are set together.
     pub tls_key: Option<PathBuf>,
+    /// How long a staff session lasts from login, in seconds (60..=604800).
     pub session_ttl_secs: u64,
     /// A session unused this long ends (an unattended console); 0: only the TTL applies.
     /// Use is recorded at most once a minute, so this is exact to about a minute.
@@ -262,8 +296,11 @@ pub struct ManagementConfig {
     /// Must be outside `data_dir`, so a copy of the data directory is not enough to attack
     /// the hashes. Back it up separately: without it no staff password verifies.
     pub pepper_file: PathBuf,
+    /// `[management.argon2]`: Argon2id costs of staff password hashes.
     pub argon2: crate::mgmt::Argon2Costs,
+    /// `[management.password]`: what a staff password must meet.
     pub password: crate::mgmt::PasswordPolicy,
+    /// `[management.backoff]`: lock-outs after failed logins.
     pub backoff: crate::mgmt::BackoffConfig,
     /// `[management.connections]`: caps and deadlines of the API's connections.
     pub connections: crate::api::ConnLimits,
@@ -291,24 +328,33 @@ impl Default for ManagementConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GuardConfig {
+    /// SIP packets per second from one source (kernel guard); over it, packets are dropped and the
+    /// source reported as flooding.
     pub sip_packets_per_sec: u32,
+    /// Packets one source may send at once above the rate (at least the rate).
     pub sip_packet_burst: u32,
+    /// INVITEs (new calls) per second from one source.
     pub invites_per_sec: u32,
+    /// INVITEs one source may send at once above the rate (at least the rate).
     pub invite_burst: u32,
+    /// Calls in progress at once from one source, counted by the SIP guard (at least 1).
     pub max_sessions_per_source: u32,
     /// New TCP connections (SYN) to a SIP port per source, in the kernel. A carrier keeps a
     /// few long-lived connections (RFC 5923), and even a proxy farm reconnecting after a
     /// restart opens tens, so the default is far above that and far below a SYN flood.
     pub tcp_syns_per_sec: u32,
+    /// SYNs one source may send at once above the rate (at least the rate).
     pub tcp_syn_burst: u32,
     /// Failed digest attempts from one source within the window that earn a ban.
     pub auth_failures_before_ban: u32,
+    /// The window, in seconds, over which `auth_failures_before_ban` are counted.
     pub auth_failure_window_secs: u64,
     /// Kernel flood reports (sampled once a second per source) within the window above that
     /// turn a source's rate-limiting into a ban; 0: rate-limit only.
     pub flood_reports_before_ban: u32,
     /// First ban; each repeat offence doubles it, up to `ban_max_secs`.
     pub ban_secs: u64,
+    /// The longest ban a repeat offender gets, in seconds (at least `ban_secs`).
     pub ban_max_secs: u64,
     /// Sources the IDS tracks at once (failures, floods, past bans); when full, the source
     /// seen longest ago is forgotten (counted in `sipd_ids_sources_evicted_total`).
@@ -354,6 +400,7 @@ impl Default for RetentionConfig {
     }
 }
 
+/// `[firewall]`: the data plane's IP firewall (deny list, per-service allow lists).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FirewallConfig {
@@ -374,7 +421,9 @@ pub struct FirewallConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ServiceProtocol {
+    /// TCP.
     Tcp,
+    /// UDP.
     Udp,
 }
 
@@ -385,7 +434,9 @@ pub struct ServiceConfig {
     /// `ssh` or `sip-tls` to set a predefined service, any other name (`postgres`) for one
     /// of the operator's (SIP and management take their ports from `[sip]`/`[management]`).
     pub name: String,
+    /// TCP or UDP.
     pub protocol: ServiceProtocol,
+    /// The ports guarded.
     pub ports: Vec<u16>,
     /// Predefined services: empty means open to all until the API adds an entry. An
     /// operator's service is always restricted: only these (and the API's) sources reach it.
@@ -444,28 +495,42 @@ impl Default for FirewallConfig {
 /// there (a bad combination of defaults has no place).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
+    /// The dotted key (`guard.ban_secs`).
     pub key: String,
+    /// Where the key is set in the file; `None` when the problem is a default's.
     pub at: Option<Location>,
+    /// What is wrong, and what would be right.
     pub message: String,
 }
 
+/// Why the configuration could not be used; `sipd` refuses to start, naming file, line and column.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The file could not be read (it was named, or `sbc.toml` exists but is unreadable).
     #[error("cannot read {path}")]
     Io {
+        /// The file named.
         path: PathBuf,
+        /// What the system said.
         #[source]
         source: std::io::Error,
     },
+    /// Not TOML, a wrong type, or an unknown key.
     #[error("{}", fmt_parse(path, at, message))]
     Parse {
+        /// The file.
         path: PathBuf,
+        /// Where TOML's parser stopped, when it says.
         at: Option<Location>,
+        /// The parser's message.
         message: String,
     },
+    /// Parsed, but settings are out of range or contradict each other.
     #[error("{}", fmt_problems(path, problems))]
     Invalid {
+        /// The file.
         path: PathBuf,
+        /// Every problem found, not only the first.
         problems: Vec<Problem>,
     },
 }
@@ -513,7 +578,9 @@ impl fmt::Display for Problem {
 /// Where the configuration came from, for the start-up banner.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Origin {
+    /// Read from this file.
     File(PathBuf),
+    /// No file named and no `sbc.toml` in the working directory: every default.
     Defaults,
 }
 
@@ -1154,6 +1221,7 @@ impl Config {
         out
     }
 
+    /// The digest settings the call core authenticates SIP requests with.
     pub fn digest_policy(&self) -> DigestPolicy {
         DigestPolicy {
             realm: self.auth.realm.clone(),
@@ -1164,6 +1232,7 @@ impl Config {
         }
     }
 
+    /// Where the sled store lives: `store` under `data_dir`.
     pub fn store_dir(&self) -> PathBuf {
         self.data_dir.join("store")
     }

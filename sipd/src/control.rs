@@ -21,23 +21,31 @@ use sipd_core::records::RefusalRow;
 /// A request to the event loop.
 #[derive(Debug)]
 pub enum Command {
+    /// The calls in progress, as the core describes them (`/api/calls`).
     Calls(oneshot::Sender<Vec<CallInfo>>),
+    /// End this call on both sides; the answer is `false` if no such call exists.
     Hangup(CallKey, oneshot::Sender<bool>),
     /// Re-read accounts, rules, connections and tariffs from the store.
     Reload(oneshot::Sender<Result<(), String>>),
     /// The store's balance of an account changed by this much (a top-up).
     Credit(Id, Micros, oneshot::Sender<()>),
+    /// The core's counters and the number of active calls.
     Stats(oneshot::Sender<(CoreStats, usize)>),
     /// The refusal table: refusals before authentication by (source, reason).
     Refusals(oneshot::Sender<Vec<RefusalRow>>),
 }
 
+/// Why a [`Control`] command got no answer from the event loop.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
+    /// The event loop is gone (shutdown): the command was not sent or its answer was dropped.
     #[error("sipd is shutting down")]
     Stopped,
+    /// The event loop did not answer within the given time (a core stuck or overloaded); the
+    /// command may still run later.
     #[error("the call core did not answer within {0:?}")]
     Timeout(Duration),
+    /// The event loop answered a reload with an error (the text is its explanation).
     #[error("reload failed: {0}")]
     Reload(String),
 }
@@ -45,10 +53,15 @@ pub enum ControlError {
 /// Everything about the daemon an operator sees at once (`/api/status`, `/metrics`).
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
+    /// When the daemon started, in Unix milliseconds.
     pub started_ms: u64,
+    /// Seconds since the daemon started (wall clock; 0 if the clock went backwards).
     pub uptime_secs: u64,
+    /// Calls in progress in the core.
     pub active_calls: usize,
+    /// The call core's counters.
     pub core: CoreStats,
+    /// The SIP transports' counters (connections, messages, drops).
     pub transport: TransportStats,
     /// `xdp-native`, `xdp-skb` or `userspace`.
     pub dataplane: String,
@@ -56,6 +69,7 @@ pub struct Status {
     pub dataplane_reason: String,
     /// The data plane's per-reason counters (packets passed, dropped by cause, relayed).
     pub dataplane_stats: BTreeMap<&'static str, u64>,
+    /// Entries in the data plane's ban list (0 if it cannot be read).
     pub bans: usize,
     /// Media relayed since start, by the kernel and the userspace relay together.
     pub relay: RelayTotals,
@@ -72,10 +86,15 @@ pub struct Status {
 #[derive(Clone)]
 pub struct Control {
     tx: mpsc::Sender<Command>,
+    /// The store the API reads and writes directly (safe from any thread).
     pub store: Arc<Store>,
+    /// The data plane (mode, counters, ban list), shared with the event loop.
     pub dataplane: Arc<DataPlane>,
+    /// The SIP transports, for their counters and connection list.
     pub transports: Transports,
+    /// The media relay's sessions, for the relayed totals.
     pub sessions: Arc<Sessions>,
+    /// The firewall (SIP and management rules), changed directly by the API.
     pub firewall: Arc<Firewall>,
     /// The CDR writer's queue, set once the writer runs.
     pub writer: WriterProbe,
@@ -86,6 +105,9 @@ pub struct Control {
 const ANSWER_WITHIN: Duration = Duration::from_secs(5);
 
 impl Control {
+    /// Builds the handle and the receiving end the event loop reads commands from (bounded at 64
+    /// queued commands, so a flood of API requests waits instead of growing a queue). The start
+    /// time is now.
     pub fn new(
         store: Arc<Store>,
         dataplane: Arc<DataPlane>,
@@ -125,6 +147,7 @@ impl Control {
         }
     }
 
+    /// The calls in progress.
     pub async fn calls(&self) -> Result<Vec<CallInfo>, ControlError> {
         self.ask(Command::Calls).await
     }
@@ -146,6 +169,8 @@ impl Control {
         self.ask(|tx| Command::Credit(account, delta, tx)).await
     }
 
+    /// Everything for `/api/status` and `/metrics`: the core's counters (asked of the event loop)
+    /// and the transport, data plane, relay, CDR writer and firewall state (read directly).
     pub async fn status(&self) -> Result<Status, ControlError> {
         let (core, active_calls) = self.ask(Command::Stats).await?;
         let now = SystemTime::now();

@@ -1,5 +1,9 @@
-//! `sipd`: command line of the SIP edge. Only subcommands that work are here; the SIP
-//! service itself (`run`) arrives with the transports.
+//! `sipd`: the command line of the SIP edge. `run` starts the appliance (see
+//! [`sipd::server`]); the other subcommands check the configuration, create the first admin
+//! (`init`), provision and back up the store (`import`, `export`), list accounts, list and
+//! export CDRs, verify the audit log's hash chain, and remove this instance's XDP programs and
+//! pinned maps (`cleanup`). Store commands open the store directly, so they cannot run while
+//! `run` holds it. Arguments are parsed here; the work is done by the library (`sipd`).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -1,12 +1,15 @@
 //! Security alerts the API lists (`GET /api/alerts`): configurations an auditor would flag.
 //!
 //! - `permissive_firewall`: a restricted service (management, the operator's services, or
-//!   SIP, SSH, SIP over TLS once they have an allow list) allows every address (`0.0.0.0/0` or `::/0`): Sippy's permissive-firewall warning.
+//!   SIP, SSH, SIP over TLS once they have an allow list) allows every address (`0.0.0.0/0`
+//!   or `::/0`): Sippy's permissive-firewall warning.
 //! - `firewall_coverage`: an address XDP does not cover: `info` when sipd's userspace
 //!   firewall checks it instead; for a host service nothing checks (SSH), `critical` when it
 //!   has an allow list (or is the operator's own), `warning` when it is open anyway.
 //! - `admin_without_totp`: an enabled admin has no confirmed TOTP factor.
 //! - `self_signed_certificate`: the API still uses the certificate it made itself.
+//! - `certificate_reload_failed`: the certificate files changed but did not load; the old
+//!   certificate is still served.
 //! - `ban_table_full`: the ban table was full within the last hour (bans gave way or were
 //!   refused), or is full now.
 
@@ -16,17 +19,24 @@ use super::ApiState;
 use crate::store::Role;
 use relay_user::ServiceId;
 
+/// One finding of [`alerts`], as `GET /api/alerts` lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Alert {
+    /// Stable machine name of the finding (`permissive_firewall`, `firewall_coverage`,
+    /// `admin_without_totp`, `self_signed_certificate`, `certificate_reload_failed`,
+    /// `ban_table_full`).
     pub code: &'static str,
     /// `critical`, `warning` or `info`.
     pub severity: &'static str,
+    /// What is wrong and what to do about it, for a person.
     pub message: String,
 }
 
 /// How long a full ban table stays an alert after the last time it was full.
 const BAN_ALERT_MS: u64 = 3_600_000;
 
+/// The current findings, computed afresh from the data plane, firewall, staff and certificate on
+/// each call (reads the store: call it off the async workers).
 pub fn alerts(s: &ApiState) -> Vec<Alert> {
     let mut out = Vec::new();
     let dp = s.dp();

@@ -17,12 +17,20 @@ use crate::mgmt::{AuthzError, LoginError, StaffError};
 use crate::store::StoreError;
 use sipd_core::records::{FieldError, FieldErrors};
 
+/// Every failure an API handler returns: rendered as the status and the JSON body `{"error": code,
+/// "message", "field"?}`, with `Retry-After` and `WWW-Authenticate` when they apply.
 #[derive(Debug, Clone)]
 pub struct ApiError {
+    /// The HTTP status.
     pub status: StatusCode,
+    /// Stable machine code clients decide on (`invalid`, `not_found`, `token_expired`, ...); never
+    /// the message.
     pub code: &'static str,
+    /// What went wrong, for a person.
     pub message: String,
+    /// The request field at fault (dotted JSON path), on a 400.
     pub field: Option<String>,
+    /// Seconds for the `Retry-After` header (sent as at least 1), on a 429 (login lock-out).
     pub retry_after: Option<u64>,
 }
 
@@ -57,9 +65,11 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// What every handler returns.
 pub type ApiResult<T> = Result<T, ApiError>;
 
 impl ApiError {
+    /// An error with no field and no `Retry-After`.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
@@ -78,24 +88,30 @@ impl ApiError {
         }
     }
 
+    /// 404: no such record or endpoint.
     pub fn not_found(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 
+    /// 409: the change contradicts the stored state (a duplicate, the last admin, a step out
+    /// of order).
     pub fn conflict(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::CONFLICT, "conflict", message)
     }
 
+    /// 500, logged as an error here; for faults the client cannot fix (store, join, I/O).
     pub fn internal(message: impl Into<String>) -> ApiError {
         let message = message.into();
         tracing::error!(error = %message, "management API internal error");
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }
 
+    /// 401 with `code` (`token_invalid`, `token_expired`, ...) and `WWW-Authenticate: Bearer`.
     pub fn unauthorized(code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::UNAUTHORIZED, code, message)
     }
 
+    /// 403 with `code`: the caller is known but may not do this.
     pub fn forbidden(code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::FORBIDDEN, code, message)
     }

@@ -8,8 +8,11 @@ use crate::control::Status;
 /// Extra facts the status does not carry.
 #[derive(Debug, Clone, Default)]
 pub struct Extra {
+    /// The API still serves the certificate it made itself (`sipd_mgmt_tls_self_signed`).
     pub self_signed: bool,
+    /// Times the certificate was reloaded from its files since start.
     pub cert_reloads: u64,
+    /// Bans an operator added through the API (stored, so they survive a restart).
     pub manual_bans: usize,
     /// What happened to bans: replaced in a full table, refused, ranges, purged.
     pub bans: crate::firewall::BanCounters,
@@ -242,6 +245,7 @@ impl Out {
     }
 }
 
+/// The whole `/metrics` page for `s` and `x`; pure, so a test can check it without a server.
 pub fn render(s: &Status, x: &Extra) -> String {
     let mut o = Out(String::with_capacity(4096));
     let c = &s.core;

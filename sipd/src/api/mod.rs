@@ -53,23 +53,31 @@ const MAX_BODY: usize = 64 * 1024;
 
 /// Everything a handler may use.
 pub struct ApiState {
+    /// The call core's commands and the shared store, data plane, transports and firewall.
     pub control: Control,
+    /// Logins, tokens and permissions of staff.
     pub auth: StaffAuth,
+    /// The configuration `sipd run` started with (not reloaded: a change needs a restart).
     pub cfg: Config,
+    /// The serving certificate, swapped in place when its files change.
     pub tls: Arc<tls::TlsState>,
 }
 
+/// The state every handler and extractor receives, shared by all connections.
 pub type State = Arc<ApiState>;
 
 impl ApiState {
+    /// The store (staff, accounts, CDRs, audit); its writes flush, so call it from [`blocking`].
     pub fn store(&self) -> &Store {
         &self.control.store
     }
 
+    /// The data plane (mode, counters, ban list, service ACLs).
     pub fn dp(&self) -> &DataPlane {
         &self.control.dataplane
     }
 
+    /// The firewall, whose changes the API makes directly (SIP and management rules, bans).
     pub fn firewall(&self) -> &Firewall {
         &self.control.firewall
     }
@@ -86,7 +94,9 @@ pub async fn blocking<R: Send + 'static>(
 
 /// The identity of a request: its token checked, not yet its action.
 pub struct Caller {
+    /// The staff member and session the token belongs to.
     pub authz: Authorized,
+    /// The client's IP (the TCP peer), for audit entries and the allowed-host checks.
     pub ip: IpAddr,
     /// `METHOD /path` of the request, for the audit entry of a refusal.
     pub request: String,
@@ -138,6 +148,7 @@ impl Caller {
         });
     }
 
+    /// The caller's staff username.
     pub fn username(&self) -> &str {
         &self.authz.staff.username
     }
@@ -155,14 +166,18 @@ impl Caller {
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(pub SocketAddr);
 
-pub fn peer_ip(parts: &Parts) -> IpAddr {
+/// The client's IP from the connection's [`PeerAddr`]; `0.0.0.0` if missing, which [`conn`]
+/// never leaves (it sets it on every request).
+pub(crate) fn peer_ip(parts: &Parts) -> IpAddr {
     parts
         .extensions
         .get::<ConnectInfo<PeerAddr>>()
         .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.0.ip())
 }
 
-pub fn bearer(parts: &Parts) -> Option<String> {
+/// The token of an `Authorization: Bearer <token>` header (scheme case-insensitive); `None` if
+/// absent or another scheme.
+pub(crate) fn bearer(parts: &Parts) -> Option<String> {
     let v = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = v.trim().split_once(' ')?;
     scheme
@@ -219,7 +234,8 @@ async fn security_headers(req: Request, next: Next) -> Response {
     r
 }
 
-pub fn router(st: State) -> Router {
+/// All endpoints with the 404/405 fallbacks, the body size cap and the security headers, over `st`.
+pub(crate) fn router(st: State) -> Router {
     routes::router()
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
@@ -238,10 +254,13 @@ pub fn router(st: State) -> Router {
 pub struct ApiHandle {
     stop: watch::Sender<bool>,
     server: tokio::task::JoinHandle<()>,
+    /// Where the API listens (the bound address, so port 0 in the config becomes the real port).
     pub local_addr: SocketAddr,
 }
 
 impl ApiHandle {
+    /// Stops accepting, lets requests in flight finish (graceful shutdown) for up to 3 seconds,
+    /// then drops the connections still open.
     pub async fn stop(self) {
         let _ = self.stop.send(true);
         if tokio::time::timeout(Duration::from_secs(3), self.server)

@@ -29,7 +29,9 @@ use tracing::{error, info, warn};
 /// How often the certificate files are checked for a change.
 pub const RELOAD_EVERY: Duration = Duration::from_secs(5);
 
+/// File name, in the data directory, of the certificate made when none is configured.
 pub const SELF_SIGNED_CERT: &str = "mgmt-tls.crt";
+/// File name, in the data directory, of that certificate's private key (mode 0600).
 pub const SELF_SIGNED_KEY: &str = "mgmt-tls.key";
 
 /// The certificate in use, swapped whole on reload.
@@ -52,13 +54,18 @@ impl ResolvesServerCert for Resolver {
 /// What the API knows about its certificate.
 #[derive(Debug)]
 pub struct TlsState {
+    /// The certificate rustls serves, replaced in place on reload.
     pub resolver: Arc<Resolver>,
+    /// The certificate file in use (configured or generated), watched for changes.
     pub cert_path: PathBuf,
+    /// The key file in use, watched for changes.
     pub key_path: PathBuf,
     /// The generated certificate is in use (an alert says so).
     pub self_signed: bool,
     /// Successful reloads since start.
     pub reloads: AtomicU64,
+    /// The last reload attempt failed and the old certificate is still served (an alert says
+    /// so until a reload succeeds).
     pub reload_failed: AtomicBool,
 }
 
@@ -84,6 +91,8 @@ pub fn provider() -> CryptoProvider {
     p
 }
 
+/// The API's rustls config: TLS 1.3 and 1.2 with [`provider`]'s suites, no client certificates,
+/// ALPN `http/1.1`, the certificate from `resolver`.
 pub fn server_config(resolver: Arc<Resolver>) -> Result<ServerConfig> {
     let mut cfg = ServerConfig::builder_with_provider(Arc::new(provider()))
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])

@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 pub struct BackoffConfig {
     /// Lock-out after the first failure; doubles per further failure.
     pub first_secs: u64,
+    /// The longest lock-out, however many failures (seconds, `first_secs..=86400`).
     pub max_secs: u64,
     /// An entry with no failure for this long after its lock-out ended is forgotten, so
     /// a rare typo does not start from a long delay.
@@ -44,6 +45,7 @@ impl Default for BackoffConfig {
 }
 
 impl BackoffConfig {
+    /// Problems with these settings, for `sipd check-config`; empty when usable.
     pub fn problems(&self) -> Vec<String> {
         let mut out = Vec::new();
         if !(1..=3600).contains(&self.first_secs) {
@@ -74,14 +76,17 @@ pub enum Key {
     /// Lowercase username (also for names that do not exist: an attacker must not learn
     /// which do from the back-off).
     User(String),
+    /// A source address: IPv6 by its /64, IPv4-mapped as IPv4 (build it with [`Key::source`]).
     Source(IpAddr),
 }
 
 impl Key {
+    /// The key of a username, lowercased.
     pub fn user(name: &str) -> Key {
         Key::User(name.to_ascii_lowercase())
     }
 
+    /// The key of a source: an IPv6 address counts as its /64, an IPv4-mapped one as IPv4.
     pub fn source(ip: IpAddr) -> Key {
         Key::Source(match crate::store::canonical_ip(ip) {
             IpAddr::V6(v6) => {
@@ -118,11 +123,13 @@ impl Entry {
 /// A lock-out in force.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Locked {
+    /// When the lock-out ends, Unix milliseconds.
     pub until_ms: u64,
     /// Rounded up to whole seconds (what a `Retry-After` header says).
     pub retry_after: Duration,
 }
 
+/// The failed-login table: lock-outs per username and per source, bounded at `max_entries`.
 #[derive(Debug)]
 pub struct Backoff {
     cfg: BackoffConfig,
@@ -130,6 +137,7 @@ pub struct Backoff {
 }
 
 impl Backoff {
+    /// An empty table with these settings.
     pub fn new(cfg: BackoffConfig) -> Backoff {
         Backoff {
             cfg,
@@ -137,10 +145,12 @@ impl Backoff {
         }
     }
 
+    /// Usernames and sources held now.
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
+    /// Whether no username or source is held.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

@@ -51,20 +51,30 @@ const LAST_SEEN_EVERY_MS: u64 = 60_000;
 /// One login attempt as the API received it.
 #[derive(Debug, Clone, Copy)]
 pub struct LoginAttempt<'a> {
+    /// As typed; matched case-insensitively for the back-off.
     pub username: &'a str,
+    /// As typed, checked against the stored Argon2id hash.
     pub password: &'a str,
+    /// The current TOTP code, needed once the user has one enrolled (or confirming a pending one).
     pub totp_code: Option<&'a str>,
+    /// Where the attempt came from: checked against the user's allowed hosts and throttled.
     pub source: IpAddr,
 }
 
 /// A session as the API may show it (no token, no hash).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionInfo {
+    /// The staff user the session belongs to.
     pub staff_id: Id,
+    /// Login time, Unix milliseconds.
     pub created_ms: u64,
+    /// When the session ends however it is used, Unix milliseconds.
     pub expires_ms: u64,
+    /// Where the login came from (canonical: IPv4-mapped as IPv4).
     pub source_ip: IpAddr,
+    /// Last use, Unix milliseconds, recorded at most once a minute (for the idle timeout).
     pub last_seen_ms: u64,
+    /// What the session may do beyond the user's role (full, or setup steps only).
     pub scope: SessionScope,
 }
 
@@ -84,8 +94,11 @@ impl From<&SessionRecord> for SessionInfo {
 /// A successful login. `token` is shown once and never stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
+    /// The bearer token: shown to the client once; the store keeps only its SHA-256.
     pub token: String,
+    /// The session as stored.
     pub info: SessionInfo,
+    /// The user who logged in.
     pub staff: StaffView,
 }
 
@@ -95,19 +108,29 @@ pub enum LoginError {
     /// Unknown user or wrong password: deliberately the same.
     #[error("wrong username or password")]
     BadCredentials,
+    /// The username or the source is locked out after failures, or another attempt for either is
+    /// still in flight; nothing was checked (the API answers 429 with `Retry-After`).
     #[error("too many failed logins: try again in {} s", retry_after.as_secs())]
     LockedOut {
+        /// How long until an attempt may be made again, rounded up to whole seconds.
         retry_after: Duration,
+        /// When the lock-out ends, Unix milliseconds.
         until_ms: u64,
     },
+    /// The user has TOTP enrolled and no code was given.
     #[error("a TOTP code is required")]
     TotpRequired,
+    /// The code is not valid now (counts as a failure).
     #[error("wrong TOTP code")]
     TotpInvalid,
+    /// The code was already used in its time step (counts as a failure).
     #[error("TOTP code already used; wait for the next one")]
     TotpReplayed,
+    /// The password was right but the user is disabled.
     #[error("this staff account is disabled")]
     Disabled,
+    /// The store, the audit log or the random source failed: no session, and the attempt does
+    /// not count towards the back-off.
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -143,19 +166,30 @@ pub enum AuthzError {
     /// Malformed, never issued, revoked by logout, or its user deleted.
     #[error("invalid session token")]
     InvalidToken,
+    /// The session's lifetime or idle timeout passed; it is removed.
     #[error("session expired; log in again")]
     Expired,
     /// Revoked by "log out everywhere", a password or role change, or an admin.
     #[error("session revoked; log in again")]
     Revoked,
+    /// The request's source is not among the user's allowed hosts (checked on every request).
     #[error("requests from {0} are not allowed for this user")]
     HostNotAllowed(IpAddr),
+    /// The user was disabled after the session began.
     #[error("this staff account is disabled")]
     Disabled,
+    /// The user's role does not allow the action (the API audits it as a denial).
     #[error("{role} may not {action:?}")]
-    Forbidden { role: Role, action: Action },
+    Forbidden {
+        /// The caller's role.
+        role: Role,
+        /// What the request needed.
+        action: Action,
+    },
+    /// A setup session asked for anything but its remaining step (the text names it).
     #[error("this session may only {0}")]
     SetupOnly(&'static str),
+    /// The store failed.
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -163,8 +197,11 @@ pub enum AuthzError {
 /// A request's identity once its token checked out.
 #[derive(Debug, Clone)]
 pub struct Authorized {
+    /// The user as stored now (role, enabled, hosts), not as at login.
     pub staff: Staff,
+    /// The session the token belongs to.
     pub session: SessionInfo,
+    /// The token's hash: the store key of the session (to keep it when other sessions end).
     pub token_hash: TokenHash,
 }
 

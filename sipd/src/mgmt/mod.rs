@@ -77,8 +77,11 @@ fn hash_raw(raw: &[u8; TOKEN_BYTES]) -> TokenHash {
 /// cannot trigger) and the session lifetime.
 #[derive(Debug)]
 pub struct StaffAuth {
+    /// Hashes and checks staff passwords (Argon2id with the pepper).
     pub hasher: PasswordHasher,
+    /// What a new staff password must meet.
     pub policy: PasswordPolicy,
+    /// How long a session lasts from login, however much it is used.
     pub session_ttl: Duration,
     /// Sessions unused this long end (`None`: only the TTL).
     pub session_idle: Option<Duration>,
@@ -86,6 +89,9 @@ pub struct StaffAuth {
 }
 
 impl StaffAuth {
+    /// The state from its parts, with no idle timeout (add one with
+    /// [`Self::with_idle_timeout`]); `sipd` builds it from `[management]` with
+    /// [`StaffAuth::from_config`].
     pub fn new(
         hasher: PasswordHasher,
         policy: PasswordPolicy,

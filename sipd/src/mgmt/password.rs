@@ -87,38 +87,73 @@ impl Argon2Costs {
     }
 }
 
+/// Why the pepper could not be loaded or created: the management API and `sipd init` cannot
+/// run without it.
 #[derive(Debug, thiserror::Error)]
 pub enum PepperError {
+    /// The pepper file could not be read, created or written.
     #[error("pepper file {path}: {source}")]
     Io {
+        /// The pepper file.
         path: PathBuf,
+        /// What the system said.
         #[source]
         source: std::io::Error,
     },
+    /// The pepper file is inside the data directory (refused: a stolen data directory would be
+    /// enough to attack the hashes).
     #[error(
         "pepper file {path} is inside the data directory {data_dir}: a stolen data directory would then be enough to attack the password hashes; put it elsewhere ([management] pepper_file)"
     )]
-    InsideDataDir { path: PathBuf, data_dir: PathBuf },
+    InsideDataDir {
+        /// The pepper file.
+        path: PathBuf,
+        /// The data directory it must stay out of.
+        data_dir: PathBuf,
+    },
+    /// Group or others may access the pepper file (refused, not repaired).
     #[error(
         "pepper file {path} has mode {mode:04o}: group and others must have no access (chmod 600)"
     )]
-    Permissions { path: PathBuf, mode: u32 },
+    Permissions {
+        /// The pepper file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// The pepper file is not [`PEPPER_LEN`] bytes: damaged, or not a pepper.
     #[error("pepper file {path} is {len} bytes; expected {PEPPER_LEN} (a damaged or foreign file)")]
-    WrongSize { path: PathBuf, len: u64 },
+    WrongSize {
+        /// The pepper file.
+        path: PathBuf,
+        /// Its size in bytes.
+        len: u64,
+    },
+    /// The path is a directory, a device or another non-regular file.
     #[error("pepper file {path} is not a regular file")]
-    NotAFile { path: PathBuf },
+    NotAFile {
+        /// The path named by `[management] pepper_file`.
+        path: PathBuf,
+    },
+    /// The system random source failed while making a new pepper.
     #[error("no randomness for the pepper: {0}")]
     Random(String),
+    /// No pepper file but staff are stored: a new pepper would lock them all out, so none is
+    /// made (restore the file from a backup).
     #[error(
         "pepper file {path} is missing but staff users exist: their password hashes need the pepper they were made with, and a new one would lock every one of them out. Restore the file from your backup (32 bytes, mode 0600) at that path or point [management] pepper_file at it (a relative path is relative to the configuration file's directory); only if it is lost for good, delete the staff users and run `sipd init` again"
     )]
-    MissingWithStaff { path: PathBuf },
+    MissingWithStaff {
+        /// Where the pepper file should be.
+        path: PathBuf,
+    },
 }
 
 /// The Argon2 secret. Not `Debug`-printable, not `Clone`.
 pub struct Pepper([u8; PEPPER_LEN]);
 
 impl Pepper {
+    /// A pepper from its bytes (tests, and [`load_or_create_pepper`] after reading the file).
     pub fn from_bytes(b: [u8; PEPPER_LEN]) -> Pepper {
         Pepper(b)
     }
@@ -263,10 +298,14 @@ fn normalize(p: &Path) -> PathBuf {
     out
 }
 
+/// Why Argon2 could not hash or check a password; never a wrong password
+/// (that is `Ok(false)` from [`PasswordHasher::verify`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PasswordError {
+    /// Hashing failed: the costs are out of Argon2's bounds or the random source failed.
     #[error("password hashing failed: {0}")]
     Hash(String),
+    /// The stored hash is not a PHC string this hasher can check (damaged or foreign).
     #[error("stored password hash is unusable: {0}")]
     BadStoredHash(String),
 }
@@ -330,6 +369,7 @@ impl std::fmt::Debug for PasswordHasher {
 }
 
 impl PasswordHasher {
+    /// A hasher with `pepper` and `costs`; refuses costs Argon2 does not accept.
     pub fn new(pepper: Pepper, costs: Argon2Costs) -> Result<PasswordHasher, PasswordError> {
         costs.params()?;
         Ok(PasswordHasher {
@@ -341,6 +381,7 @@ impl PasswordHasher {
         })
     }
 
+    /// The configured Argon2 costs.
     pub fn costs(&self) -> Argon2Costs {
         self.costs
     }
@@ -447,8 +488,10 @@ pub struct Strength {
     pub score: u8,
     /// log10 of the estimated guesses.
     pub guesses_log10: f64,
+    /// zxcvbn's warning about the password ("this is a top-10 common password"), if any.
     #[serde(default)]
     pub warning: Option<String>,
+    /// zxcvbn's advice for a stronger one.
     #[serde(default)]
     pub suggestions: Vec<String>,
 }
@@ -459,6 +502,7 @@ pub struct Strength {
 pub struct PolicyViolation {
     /// Every rule broken, a phrase each about the password ("is 6 characters; ...").
     pub problems: Vec<String>,
+    /// The refused password's estimate, so the client can show why.
     pub strength: Strength,
 }
 

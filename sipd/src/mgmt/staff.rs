@@ -25,14 +25,17 @@ use crate::store::{
 pub struct Actor {
     /// Staff username; `None` for sipd itself or a local command (`sipd init`).
     pub username: Option<String>,
+    /// Where the request came from (canonical); `None` for sipd itself or a local command.
     pub source: Option<IpAddr>,
 }
 
 impl Actor {
+    /// sipd itself or a local command (`sipd init`): no username, no source.
     pub fn system() -> Actor {
         Actor::default()
     }
 
+    /// Staff user `s` acting from `source` (IPv4-mapped recorded as IPv4).
     pub fn staff(s: &Staff, source: IpAddr) -> Actor {
         Actor {
             username: Some(s.username.clone()),
@@ -44,15 +47,23 @@ impl Actor {
 /// A staff user as the API and the audit log show it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StaffView {
+    /// The store's id.
     pub id: Id,
+    /// The login name.
     pub username: String,
+    /// What the user may do.
     pub role: Role,
+    /// A disabled user can neither log in nor use a session.
     pub enabled: bool,
     /// "none", "pending" (enrolment not yet confirmed) or "enrolled".
     pub totp: String,
+    /// Sources the user may log in and make requests from; empty = anywhere.
     pub allowed_hosts: Vec<IpNet>,
+    /// Unix ms of the last password change (the policy's maximum age counts from here).
     pub password_changed_ms: u64,
+    /// The next login gets a setup session that must change the password first.
     pub must_change_password: bool,
+    /// Unix ms of creation.
     pub created_ms: u64,
 }
 
@@ -81,33 +92,52 @@ fn view(s: &Staff) -> Option<serde_json::Value> {
     serde_json::to_value(StaffView::from(s)).ok()
 }
 
+/// Why a staff change was refused; nothing was written (a refused check of the current
+/// password or TOTP code may still be audited as a failure).
 #[derive(Debug, thiserror::Error)]
 pub enum StaffError {
+    /// The new password breaks the password policy.
     #[error(transparent)]
     Policy(#[from] PolicyViolation),
+    /// The store failed, or a unique name is taken.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Argon2 could not hash or check a password.
     #[error(transparent)]
     Password(#[from] PasswordError),
+    /// A TOTP code was malformed, wrong or replayed, or the secret is unusable.
     #[error(transparent)]
     Totp(#[from] TotpError),
+    /// A field is malformed (a username outside the allowed characters, say); the text says
+    /// which.
     #[error("{0}")]
     Invalid(String),
+    /// A password change that keeps the same password.
     #[error("the new password must differ from the current one")]
     SamePassword,
+    /// `sipd init` when staff exist already.
     #[error("staff users already exist; `sipd init` only creates the first admin")]
     AlreadyInitialised,
+    /// No staff user with this id or name.
     #[error("staff user {0} not found")]
     NotFound(String),
+    /// The change would leave no enabled admin (demote, disable or delete the last one).
     #[error("{0} is the last enabled admin: make another admin first")]
     LastAdmin(String),
+    /// A user changing their own password gave the wrong current one (counts towards the
+    /// back-off).
     #[error("the current password is wrong")]
     WrongCurrentPassword,
     /// The current-password check is throttled like a login (same back-off keys).
     #[error("too many failed password checks: try again in {} s", retry_after.as_secs())]
-    LockedOut { retry_after: std::time::Duration },
+    LockedOut {
+        /// How long until the check may be tried again, rounded up to whole seconds.
+        retry_after: std::time::Duration,
+    },
+    /// An enrolment was begun while a factor is enrolled.
     #[error("TOTP is already enrolled; an admin must reset it first")]
     AlreadyEnrolled,
+    /// A confirmation with no enrolment begun.
     #[error("no TOTP enrolment is pending; begin one first")]
     NotPending,
 }
@@ -115,9 +145,13 @@ pub enum StaffError {
 /// A new staff user.
 #[derive(Debug, Clone)]
 pub struct NewStaff {
+    /// The login name (1-64 of `A-Z a-z 0-9 . _ @ -`, unique).
     pub username: String,
+    /// What the user may do.
     pub role: Role,
+    /// The first password, checked against the policy.
     pub password: String,
+    /// Sources the user may log in and make requests from; empty = anywhere.
     pub allowed_hosts: Vec<IpNet>,
     /// The user must change this password at first login (true when an admin chose it).
     pub must_change_password: bool,
@@ -126,9 +160,13 @@ pub struct NewStaff {
 /// A change to a staff user; `None` leaves a field alone.
 #[derive(Debug, Clone, Default)]
 pub struct StaffUpdate {
+    /// A new login name.
     pub username: Option<String>,
+    /// A new role (ends the user's sessions).
     pub role: Option<Role>,
+    /// Enable or disable (a disable ends the user's sessions).
     pub enabled: Option<bool>,
+    /// New allowed sources (a narrowing ends the user's sessions).
     pub allowed_hosts: Option<Vec<IpNet>>,
 }
 
@@ -136,9 +174,13 @@ pub struct StaffUpdate {
 /// and the same URI as a terminal QR code.
 #[derive(Debug, Clone)]
 pub struct Enrolment {
+    /// The user, now with a pending enrolment.
     pub staff: StaffView,
+    /// The base32 secret, for typing into an app by hand.
     pub secret: String,
+    /// The `otpauth://totp/...` URI authenticator apps import.
     pub uri: String,
+    /// The URI as a QR code drawn with Unicode half blocks, for a terminal.
     pub qr: String,
 }
 

@@ -12,21 +12,29 @@ use totp_rs::{Algorithm, Builder, Secret, Totp};
 
 /// The issuer shown in authenticator apps.
 pub const ISSUER: &str = "XDP SBC";
+/// Digits in a code.
 pub const DIGITS: u8 = 6;
+/// Seconds each code is valid for (one time step).
 pub const STEP_SECS: u64 = 30;
 /// Steps either side of the current one that are accepted.
 pub const SKEW: u64 = 1;
 /// Bytes of a new secret (160 bits, RFC 4226's recommendation).
 pub const SECRET_LEN: usize = 20;
 
+/// Why a TOTP code was refused or a secret could not be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TotpError {
+    /// Not [`DIGITS`] ASCII digits once spaces are removed (checked before any HMAC work).
     #[error("the code must be {DIGITS} digits")]
     Malformed,
+    /// No step within [`SKEW`] of now gives this code.
     #[error("wrong code")]
     Invalid,
+    /// The code's step is not later than the last one accepted for this user.
     #[error("code already used (wait for the next one)")]
     Replayed,
+    /// The secret could not be made (no randomness), the stored one does not decode, or the
+    /// enrolment URI could not be drawn as a QR code.
     #[error("TOTP secret unusable: {0}")]
     Secret(String),
 }

@@ -16,8 +16,11 @@ use crate::store::{Account, AuditKind, Change, Id, Micros, Store, Tx, TxResult};
 use sipd_core::auth::digest::{Algorithm, Credential};
 use sipd_core::records::AccountSpec;
 
+/// An account's SIP identity as the API shows it: the username and how it authenticates, never the
+/// secret.
 #[derive(Debug, Clone, Serialize)]
 pub struct SipView {
+    /// The digest username (unique across accounts).
     pub username: String,
     /// `password` or `ha1`; the secret itself is never shown.
     pub auth: &'static str,
@@ -30,19 +33,31 @@ pub struct SipView {
     pub password_template: Option<String>,
 }
 
+/// An account as the API shows and accepts it back in a `PUT`: the tariff by name and the balance
+/// as a decimal string.
 #[derive(Debug, Clone, Serialize)]
 pub struct AccountView {
+    /// The store's id, fixed at creation.
     pub id: Id,
+    /// The account's unique name (audit entries name it `account:<name>`).
     pub name: String,
+    /// A disabled account's calls are refused at admission; its records are kept.
     pub enabled: bool,
+    /// The tariff's name; `None`: calls are free.
     pub tariff: Option<String>,
+    /// Credit left, decimal (`12.50`); read-only in a `PUT`: changed only by a top-up or by calls.
     pub balance: String,
+    /// New calls per second; `None` is unlimited.
     pub cps_limit: Option<u32>,
+    /// Calls in progress at once; `None` is unlimited.
     pub max_sessions: Option<u32>,
+    /// Hard cap on any one call, in seconds; `None`: only the balance caps it.
     pub max_call_secs: Option<u32>,
+    /// Digest credentials; `None` for an account authenticated by IP alone (a carrier).
     pub sip: Option<SipView>,
 }
 
+/// The account as the API shows it, its tariff named from `tariffs` (id → name).
 pub fn view(a: &Account, tariffs: &BTreeMap<Id, String>) -> AccountView {
     AccountView {
         id: a.id,
@@ -105,6 +120,7 @@ fn load(st: &crate::api::ApiState, id: Id) -> ApiResult<Account> {
         .ok_or_else(|| ApiError::not_found(format!("account #{id} not found")))
 }
 
+/// `GET /api/accounts` (View): every readable account; an unreadable one is logged and skipped.
 pub async fn list(c: Caller, Extract(st): Extract<State>) -> ApiResult<Json<Vec<AccountView>>> {
     c.permit(Action::View)?;
     blocking(&st, |s| {
@@ -121,6 +137,7 @@ pub async fn list(c: Caller, Extract(st): Extract<State>) -> ApiResult<Json<Vec<
     .await
 }
 
+/// `GET /api/accounts/{id}` (View).
 pub async fn get_one(
     c: Caller,
     Extract(st): Extract<State>,
@@ -135,6 +152,8 @@ pub async fn get_one(
     .await
 }
 
+/// `POST /api/accounts` (Provision): validates the spec like the store does, stores it with one
+/// audit entry, reloads the core; 201 with the view. Rules go through `/api/accounts/{id}/rules`.
 pub async fn create(
     c: Caller,
     Extract(st): Extract<State>,
@@ -161,6 +180,9 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(v)))
 }
 
+/// `PUT /api/accounts/{id}` (Provision): the body is merged into the current view (see
+/// [`super::merge`]) and validated like a create; the balance cannot be changed here and keeps the
+/// value it has at the write.
 pub async fn update(
     c: Caller,
     Extract(st): Extract<State>,
@@ -197,6 +219,8 @@ pub async fn update(
     Ok(Json(v))
 }
 
+/// `DELETE /api/accounts/{id}` (Provision): removes the account with its auth rules (named in the
+/// audit entry), then reloads the core; 204.
 pub async fn delete(
     c: Caller,
     Extract(st): Extract<State>,
@@ -226,14 +250,19 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The body of a top-up.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TopupIn {
+    /// The amount to add, decimal (`10`, `2.50`, negative for a correction); zero is refused.
     pub amount: String,
+    /// Why, for the audit entry: at most 200 characters, no control characters.
     #[serde(default)]
     pub note: Option<String>,
 }
 
+/// `POST /api/accounts/{id}/topup` (Provision): adds to the stored balance in one audited
+/// transaction and credits the running core without a reload; refuses an overflow.
 pub async fn topup(
     c: Caller,
     Extract(st): Extract<State>,

@@ -8,6 +8,9 @@ use crate::api::{Caller, State, blocking};
 use crate::mgmt::Action;
 use crate::store::{AuditEntry, AuditFilter, AuditKind};
 
+/// `GET /api/audit` (ViewAudit): entries oldest first, filtered by `after` (entry id, for paging),
+/// `user`, `kind`, `from_ms`/`to_ms` (Unix ms) and `limit` (1..=100000, default 1000); unreadable
+/// entries are logged and skipped.
 pub async fn list(
     c: Caller,
     Extract(st): Extract<State>,

@@ -41,23 +41,29 @@ fn parse_prefix(field: &str, s: &str) -> Result<Cidr, ApiError> {
     Ok(c)
 }
 
+/// `GET /api/bans` (View): every ban in sipd's table, the IDS's and operators' alike.
 pub async fn list(c: Caller, Extract(st): Extract<State>) -> ApiResult<Json<Vec<BanView>>> {
     c.permit(Action::View)?;
     blocking(&st, |s| Ok(Json(s.firewall().ban_views()))).await
 }
 
+/// The body of `POST /api/bans`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BanIn {
     /// An address or a prefix (`prefix` is the same field under its new name).
     #[serde(alias = "prefix")]
     pub addr: String,
+    /// Seconds until the ban lifts, 1 up to ten years; `null` or absent: permanent.
     #[serde(default)]
     pub duration_secs: Option<u64>,
+    /// Why, shown in the list and the audit entry: at most 200 characters, no control characters.
     #[serde(default)]
     pub reason: Option<String>,
 }
 
+/// `POST /api/bans` (Operate): bans an address (its host prefix) or a prefix without host bits,
+/// stored so it is applied again at start, audited; 201 with the ban.
 pub async fn add(
     c: Caller,
     Extract(st): Extract<State>,

@@ -11,11 +11,14 @@ use crate::mgmt::Action;
 use crate::store::AuditKind;
 use sipd_core::b2bua::CallInfo;
 
+/// `GET /api/calls` (View): the calls in progress, asked of the call core.
 pub async fn list(c: Caller, Extract(st): Extract<State>) -> ApiResult<Json<Vec<CallInfo>>> {
     c.permit(Action::View)?;
     Ok(Json(st.control.calls().await?))
 }
 
+/// `DELETE /api/calls/{id}` (Operate): ends the call on both sides and audits who did it; 404 if no
+/// such live call.
 pub async fn hangup(
     c: Caller,
     Extract(st): Extract<State>,

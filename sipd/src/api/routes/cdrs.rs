@@ -14,20 +14,34 @@ use crate::store::{Cdr, Id, Store};
 const KNOWN: [&str; 6] = ["after", "limit", "account", "from_ms", "to_ms", "result"];
 const BATCH: usize = 1000;
 
+/// A CDR as the API lists it (JSON) and exports it (one CSV row, same columns in this order).
 #[derive(Debug, Clone, Serialize)]
 pub struct CdrView {
+    /// The store's id: increasing in the order CDRs were written, so `after=<id>` pages.
     pub id: Id,
+    /// The caller's (A leg's) Call-ID.
     pub call_id: String,
+    /// INVITE received, Unix milliseconds.
     pub start_ms: u64,
+    /// Answered, Unix milliseconds; `None` when the call was never answered.
     pub answer_ms: Option<u64>,
+    /// Ended, Unix milliseconds.
     pub end_ms: u64,
+    /// Calling number: the user part of the caller's From (from the network: untrusted text).
     pub caller: String,
+    /// Called number: the user part of the Request-URI (from the network: untrusted text).
     pub callee: String,
+    /// Where the caller's SIP came from.
     pub source: Option<std::net::SocketAddr>,
+    /// The account the call was authenticated as; `None` when refused before that.
     pub account_id: Option<Id>,
+    /// The upstream connection of the last attempt; `None` when no upstream was tried.
     pub connection_id: Option<Id>,
+    /// Final SIP status sent to the caller (200 for an answered call).
     pub result_code: u16,
+    /// Why: a Reason/Warning text or the pipeline stage that refused the call.
     pub reason: String,
+    /// Seconds from answer to end, rounded up; 0 for an unanswered call.
     pub duration_secs: u64,
     /// Decimal currency ("0.03").
     pub cost: String,
@@ -144,6 +158,9 @@ impl Filter {
     }
 }
 
+/// `GET /api/cdrs` (View): CDRs oldest first, filtered by `after` (id), `account`,
+/// `from_ms`/`to_ms` (start time, Unix ms, end exclusive), `result` (`answered`, `failed` or a
+/// status code) and `limit` (1..=10000, default 100).
 pub async fn list(
     c: Caller,
     Extract(st): Extract<State>,
@@ -174,6 +191,8 @@ fn field(s: &str) -> String {
     }
 }
 
+/// The CSV export of `rows`: a header line, then one line per CDR, every cell quoted as needed and
+/// guarded against spreadsheet formula injection.
 pub fn to_csv(rows: &[CdrView]) -> String {
     let mut out = String::from(
         "id,call_id,start_ms,answer_ms,end_ms,caller,callee,source,account_id,connection_id,result_code,reason,duration_secs,cost\n",
@@ -205,6 +224,8 @@ pub fn to_csv(rows: &[CdrView]) -> String {
     out
 }
 
+/// `GET /api/cdrs.csv` (View): the same filters as `/api/cdrs` with `limit` up to 1000000 (default
+/// 100000), as a `cdrs.csv` attachment.
 pub async fn csv(c: Caller, Extract(st): Extract<State>, q: Query) -> ApiResult<Response> {
     c.permit(Action::View)?;
     let f = Filter::parse(&q, 100_000, 1_000_000)?;

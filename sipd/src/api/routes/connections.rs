@@ -10,11 +10,14 @@ use sipd_core::records::ConnectionSpec;
 /// A connection as the API shows it: its id and the input that builds it.
 #[derive(Debug, Clone, Serialize)]
 pub struct ConnectionView {
+    /// The store's id, fixed at creation.
     pub id: Id,
+    /// The connection's fields, as a create takes them.
     #[serde(flatten)]
     pub connection: ConnectionSpec,
 }
 
+/// The connection as the API shows it.
 pub fn view(c: &Connection) -> ConnectionView {
     ConnectionView {
         id: c.id,

@@ -16,6 +16,8 @@ use crate::api::{ApiState, Caller, State, blocking};
 use crate::mgmt::Action;
 use crate::store::{AuditKind, Change, Id, Store, StoreError, Tx, TxResult};
 
+/// A store record served by the generic handlers of this module (tariffs, connections): how it is
+/// named, shown, validated and kept, so each resource writes no handler of its own.
 pub trait Resource: Clone + Send + Sync + Sized + 'static {
     /// `tariff`, `connection`: in messages and audit targets (`tariff:<name>`).
     const KIND: &'static str;
@@ -24,16 +26,24 @@ pub trait Resource: Clone + Send + Sync + Sized + 'static {
     /// What the API shows.
     type View: Serialize + Send + 'static;
 
+    /// The record as the API shows it.
     fn view(&self) -> Self::View;
+    /// The record's unique name, for audit targets (`<KIND>:<name>`).
     fn name(&self) -> &str;
     /// Validates input into a record with id `id` (0 for a new one).
     fn build(input: Self::In, id: Id) -> ApiResult<Self>;
+    /// The record with the id the store gave it on insert.
     fn with_id(self, id: Id) -> Self;
 
+    /// Every stored record, each read on its own (one unreadable does not hide the rest).
     fn list(store: &Store) -> Vec<Result<Self, StoreError>>;
+    /// The record `id` outside a transaction; `None` if there is none.
     fn load(store: &Store, id: Id) -> Result<Option<Self>, StoreError>;
+    /// The record `id` inside a change's transaction.
     fn get(tx: &Tx<'_>, id: Id) -> TxResult<Option<Self>>;
+    /// Inserts (id 0: the store assigns one) or replaces the record; returns its id.
     fn put(tx: &Tx<'_>, r: &Self) -> TxResult<Id>;
+    /// Deletes the record `id` and returns it; aborts the transaction if there is none.
     fn remove(tx: &Tx<'_>, id: Id) -> TxResult<Self>;
     /// Refuses a delete that would leave others pointing at nothing (409).
     fn check_delete(_store: &Store, _r: &Self) -> ApiResult<()> {
@@ -50,6 +60,7 @@ fn target<R: Resource>(name: &str) -> String {
     format!("{}:{name}", R::KIND)
 }
 
+/// `GET /api/<resources>` (View): every readable record (unreadable ones are left out).
 pub async fn list<R: Resource>(
     c: Caller,
     Extract(st): Extract<State>,
@@ -63,6 +74,7 @@ pub async fn list<R: Resource>(
     .await
 }
 
+/// `GET /api/<resources>/{id}` (View).
 pub async fn get_one<R: Resource>(
     c: Caller,
     Extract(st): Extract<State>,
@@ -73,6 +85,8 @@ pub async fn get_one<R: Resource>(
     blocking(&st, move |s| Ok(Json(load::<R>(s, id)?.view()))).await
 }
 
+/// `POST /api/<resources>` (Provision): validates with [`Resource::build`], stores with one audit
+/// entry, reloads the core; 201 with the view.
 pub async fn create<R: Resource>(
     c: Caller,
     Extract(st): Extract<State>,
@@ -94,6 +108,8 @@ pub async fn create<R: Resource>(
     Ok((StatusCode::CREATED, Json(v)))
 }
 
+/// `PUT /api/<resources>/{id}` (Provision): the body merged into the current view (see
+/// [`super::merge`]), validated like a create.
 pub async fn update<R: Resource>(
     c: Caller,
     Extract(st): Extract<State>,
@@ -122,6 +138,7 @@ pub async fn update<R: Resource>(
     Ok(Json(v))
 }
 
+/// `DELETE /api/<resources>/{id}` (Provision): after [`Resource::check_delete`]; 204.
 pub async fn delete<R: Resource>(
     c: Caller,
     Extract(st): Extract<State>,

@@ -56,18 +56,26 @@ fn parse_net(field: &str, s: &str) -> ApiResult<IpNet> {
     Ok(net.trunc())
 }
 
+/// `GET /api/firewall` (View): each service with its allow list, and the deny list, each entry
+/// marked as from the config or the API.
 pub async fn show(c: Caller, Extract(st): Extract<State>) -> ApiResult<Json<FirewallView>> {
     c.permit(Action::View)?;
     blocking(&st, |s| Ok(Json(s.firewall().view()?))).await
 }
 
+/// The body of `POST` and `DELETE /api/firewall/allow`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AllowIn {
+    /// The service's name: a predefined one (`sip`, `management`, `ssh`, ...) or one of
+    /// `[[firewall.services]]`.
     pub service: String,
+    /// An address or a CIDR (host bits are cleared).
     pub cidr: String,
 }
 
+/// `POST /api/firewall/allow` (System): adds a source to a service's allow list, which restricts
+/// the service to its list; stored and audited, then programmed into the data plane; 201.
 pub async fn allow_add(
     c: Caller,
     Extract(st): Extract<State>,
@@ -84,6 +92,8 @@ pub async fn allow_add(
     .await
 }
 
+/// `DELETE /api/firewall/allow` (System): removes an API-added entry (409 for one from `sbc.toml`,
+/// and for one whose removal would lock the caller out of the management API); 204.
 pub async fn allow_remove(
     c: Caller,
     Extract(st): Extract<State>,
@@ -100,12 +110,16 @@ pub async fn allow_remove(
     .await
 }
 
+/// The body of `POST /api/firewall/deny`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DenyIn {
+    /// An address or a CIDR (host bits are cleared); `0.0.0.0/0` and `::/0` are refused.
     pub cidr: String,
 }
 
+/// `POST /api/firewall/deny` (System): drops every packet from `cidr` in the data plane; refused
+/// (409) when it contains the caller's own address; stored and audited; 201 with the entry's id.
 pub async fn deny_add(
     c: Caller,
     Extract(st): Extract<State>,
@@ -134,6 +148,7 @@ pub async fn deny_add(
     .await
 }
 
+/// `DELETE /api/firewall/deny/{id}` (System): removes the deny entry `id`; 204.
 pub async fn deny_remove(
     c: Caller,
     Extract(st): Extract<State>,

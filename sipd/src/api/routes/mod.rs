@@ -24,6 +24,8 @@ use super::error::{ApiError, ApiResult};
 use super::{ApiState, Caller, State, blocking};
 use crate::store::{Change, Connection, Id, Micros, Tariff, Tx, TxResult};
 
+/// Every endpoint of the API by path and method (the fallbacks and layers are added by
+/// [`crate::api`]).
 pub fn router() -> Router<State> {
     Router::new()
         .route("/api/login", post(session::login))

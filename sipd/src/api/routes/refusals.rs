@@ -10,6 +10,7 @@ use crate::api::{Caller, State};
 use crate::mgmt::Action;
 use sipd_core::records::RefusalRow;
 
+/// `GET /api/refusals` (View): the refusal table, asked of the call core.
 pub async fn list(c: Caller, Extract(st): Extract<State>) -> ApiResult<Json<Vec<RefusalRow>>> {
     c.permit(Action::View)?;
     Ok(Json(st.control.refusals().await?))

@@ -32,6 +32,7 @@ fn rule(s: &ApiState, id: Id) -> ApiResult<AuthRule> {
         .ok_or_else(|| ApiError::not_found(format!("rule #{id} not found")))
 }
 
+/// `GET /api/accounts/{id}/rules` (View): the account's auth rules; 404 if no such account.
 pub async fn list(
     c: Caller,
     Extract(st): Extract<State>,
@@ -46,6 +47,7 @@ pub async fn list(
     .await
 }
 
+/// `GET /api/rules/{id}` (View).
 pub async fn get_one(
     c: Caller,
     Extract(st): Extract<State>,
@@ -56,6 +58,8 @@ pub async fn get_one(
     blocking(&st, move |s| Ok(Json(rule(s, id)?))).await
 }
 
+/// `POST /api/accounts/{id}/rules` (Provision): adds an auth rule to the account (names are unique
+/// within it: 409), audited, then the core reloads; 201.
 pub async fn create(
     c: Caller,
     Extract(st): Extract<State>,
@@ -93,6 +97,8 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(r)))
 }
 
+/// `PUT /api/rules/{id}` (Provision): the body merged into the current rule (see [`super::merge`]),
+/// validated like a create; the owning account cannot change; a rename keeps names unique.
 pub async fn update(
     c: Caller,
     Extract(st): Extract<State>,
@@ -133,6 +139,7 @@ pub async fn update(
     Ok(Json(r))
 }
 
+/// `DELETE /api/rules/{id}` (Provision): removes the rule, audited, then the core reloads; 204.
 pub async fn delete(
     c: Caller,
     Extract(st): Extract<State>,

@@ -12,20 +12,29 @@ use crate::api::{Caller, State, blocking};
 use crate::mgmt::{Action, Actor, LoginAttempt, Strength};
 use crate::store::{Id, Role, SessionScope};
 
+/// The body of `POST /api/login`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LoginIn {
+    /// 1 to 64 bytes.
     pub username: String,
+    /// 1 to 256 characters.
     pub password: String,
+    /// The current 6-digit code, required once the user has TOTP enrolled.
     #[serde(default)]
     pub totp: Option<String>,
 }
 
+/// The answer to a successful login.
 #[derive(Debug, Serialize)]
 pub struct LoginOut {
+    /// The bearer token for every later request; shown once, stored only as its hash.
     pub token: String,
+    /// When the session ends, Unix milliseconds.
     pub expires_ms: u64,
+    /// The user's role, which decides what the token may do.
     pub role: Role,
+    /// The session may only do the steps in `must` until they are done.
     pub setup_only: bool,
     /// What a setup session must do first: `enrol_totp`, `change_password`.
     pub must: Vec<&'static str>,
@@ -47,6 +56,8 @@ fn must(scope: SessionScope) -> Vec<&'static str> {
     }
 }
 
+/// `POST /api/login` (no token): checks the password and TOTP code with the lock-out after failures
+/// (429 with `Retry-After`), audits the attempt, and opens a session.
 pub async fn login(
     Extract(st): Extract<State>,
     ConnectInfo(peer): ConnectInfo<crate::api::PeerAddr>,
@@ -83,6 +94,7 @@ pub async fn login(
     .await
 }
 
+/// `POST /api/logout`: ends the caller's own session; 204.
 pub async fn logout(
     c: Caller,
     Extract(st): Extract<State>,
@@ -104,6 +116,7 @@ pub async fn logout(
     .await
 }
 
+/// `POST /api/logout/all`: ends every session of the caller's user, this one included; 204.
 pub async fn logout_all(c: Caller, Extract(st): Extract<State>) -> ApiResult<StatusCode> {
     c.permit(Action::OwnSession)?;
     blocking(&st, move |s| {
@@ -115,19 +128,30 @@ pub async fn logout_all(c: Caller, Extract(st): Extract<State>) -> ApiResult<Sta
     .await
 }
 
+/// The caller as `GET /api/me` shows them.
 #[derive(Debug, Serialize)]
 pub struct Me {
+    /// The staff id.
     pub id: Id,
+    /// The staff username.
     pub username: String,
+    /// The role, which decides what the caller may do.
     pub role: Role,
+    /// Whether a TOTP factor is confirmed.
     pub totp_enrolled: bool,
+    /// The session may only do the steps in `must` until they are done.
     pub setup_only: bool,
+    /// What a setup session must do first: `enrol_totp`, `change_password`.
     pub must: Vec<&'static str>,
+    /// Sources the user may use the API from; empty: any source the firewall lets through.
     pub allowed_hosts: Vec<ipnet::IpNet>,
+    /// When this session ends, Unix milliseconds.
     pub expires_ms: u64,
+    /// The address the request came from, as sipd sees it (IPv4-mapped shown as IPv4).
     pub source: std::net::IpAddr,
 }
 
+/// `GET /api/me`: who the token belongs to and what its session may do.
 pub async fn me(c: Caller) -> ApiResult<Json<Me>> {
     c.permit(Action::OwnSession)?;
     let s = &c.authz.staff;
@@ -144,18 +168,26 @@ pub async fn me(c: Caller) -> ApiResult<Json<Me>> {
     }))
 }
 
+/// The body of `POST /api/me/password`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PasswordIn {
+    /// The password now, which must match.
     pub current: String,
+    /// The new password, at most 256 characters, checked against the password policy.
     pub new: String,
 }
 
+/// The answer to a password change.
 #[derive(Debug, Serialize)]
 pub struct StrengthOut {
+    /// The new password's estimated strength.
     pub strength: Strength,
 }
 
+/// `POST /api/me/password`: changes the caller's password (the current one must match, the new one
+/// meet the policy); every other session of the user ends, this one stays and loses its "change the
+/// password" restriction.
 pub async fn change_password(
     c: Caller,
     Extract(st): Extract<State>,
@@ -191,8 +223,10 @@ pub async fn change_password(
     .await
 }
 
+/// A TOTP enrolment to confirm with [`confirm_totp`].
 #[derive(Debug, Serialize)]
 pub struct EnrolOut {
+    /// The `otpauth://` URI authenticator apps import.
     pub otpauth_uri: String,
     /// The URI as a terminal QR code (Unicode half blocks).
     pub qr: String,
@@ -200,6 +234,8 @@ pub struct EnrolOut {
     pub secret: String,
 }
 
+/// `POST /api/me/totp`: starts a TOTP enrolment (a new secret, pending until confirmed); refused
+/// (409) when one is already enrolled.
 pub async fn begin_totp(c: Caller, Extract(st): Extract<State>) -> ApiResult<Json<EnrolOut>> {
     c.permit(Action::OwnTotp)?;
     blocking(&st, move |s| {
@@ -216,12 +252,16 @@ pub async fn begin_totp(c: Caller, Extract(st): Extract<State>) -> ApiResult<Jso
     .await
 }
 
+/// The body of `POST /api/me/totp/confirm`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CodeIn {
+    /// A current code from the app.
     pub code: String,
 }
 
+/// `POST /api/me/totp/confirm`: confirms the pending enrolment with a code; the session loses its
+/// "enrol TOTP" restriction; a wrong code is audited as a failure.
 pub async fn confirm_totp(
     c: Caller,
     Extract(st): Extract<State>,

@@ -42,6 +42,7 @@ fn hosts(v: Vec<String>) -> ApiResult<Vec<IpNet>> {
         .collect()
 }
 
+/// `GET /api/staff` (ViewStaff): every readable staff user, without secrets.
 pub async fn list(c: Caller, Extract(st): Extract<State>) -> ApiResult<Json<Vec<StaffView>>> {
     c.permit(Action::ViewStaff)?;
     blocking(&st, |s| {
@@ -57,6 +58,7 @@ pub async fn list(c: Caller, Extract(st): Extract<State>) -> ApiResult<Json<Vec<
     .await
 }
 
+/// `GET /api/staff/{id}` (ViewStaff).
 pub async fn get_one(
     c: Caller,
     Extract(st): Extract<State>,
@@ -74,12 +76,18 @@ pub async fn get_one(
     .await
 }
 
+/// The body of `POST /api/staff`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StaffIn {
+    /// Unique among staff (409 if taken).
     pub username: String,
+    /// What the user may do.
     pub role: Role,
+    /// The first password (at most 256 characters, checked against the policy).
     pub password: String,
+    /// Sources the user may use the API from (addresses or CIDRs, at most [`MAX_ALLOWED_HOSTS`]);
+    /// empty: any.
     #[serde(default)]
     pub allowed_hosts: Vec<String>,
     /// Default true: a password an admin chose must be changed at first login.
@@ -87,12 +95,17 @@ pub struct StaffIn {
     pub must_change_password: Option<bool>,
 }
 
+/// The answer to `POST /api/staff`.
 #[derive(Debug, Serialize)]
 pub struct Created {
+    /// The user as stored.
     pub staff: StaffView,
+    /// The estimated strength of the password given.
     pub strength: Strength,
 }
 
+/// `POST /api/staff` (ManageStaff): creates a staff user, audited; an admin gets a pending TOTP
+/// enrolment at once; 201.
 pub async fn create(
     c: Caller,
     Extract(st): Extract<State>,
@@ -133,19 +146,25 @@ pub async fn create(
     .await
 }
 
+/// The body of `PUT /api/staff/{id}`: only the fields given change.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StaffPatch {
+    /// A new unique username.
     #[serde(default)]
     pub username: Option<String>,
+    /// A new role (ends the user's sessions).
     #[serde(default)]
     pub role: Option<Role>,
+    /// `false` disables the user (ends their sessions); the last enabled admin cannot be disabled.
     #[serde(default)]
     pub enabled: Option<bool>,
+    /// New allowed sources (at most [`MAX_ALLOWED_HOSTS`]); a narrowing ends the user's sessions.
     #[serde(default)]
     pub allowed_hosts: Option<Vec<String>>,
 }
 
+/// `PUT /api/staff/{id}` (ManageStaff): changes username, role, enabled or allowed hosts, audited.
 pub async fn update(
     c: Caller,
     Extract(st): Extract<State>,
@@ -173,6 +192,8 @@ pub async fn update(
     .await
 }
 
+/// `DELETE /api/staff/{id}` (ManageStaff): deletes the user and ends their sessions; callers cannot
+/// delete themselves, nor the last admin (409); 204.
 pub async fn delete(
     c: Caller,
     Extract(st): Extract<State>,
@@ -191,6 +212,7 @@ pub async fn delete(
     .await
 }
 
+/// `POST /api/staff/{id}/revoke` (ManageStaff): ends every session of the user; 204.
 pub async fn revoke(
     c: Caller,
     Extract(st): Extract<State>,
@@ -206,12 +228,16 @@ pub async fn revoke(
     .await
 }
 
+/// The body of `POST /api/staff/{id}/password`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PasswordIn {
+    /// The new password (at most 256 characters, checked against the policy).
     pub password: String,
 }
 
+/// `POST /api/staff/{id}/password` (ManageStaff): an admin's reset: sets the password, which the
+/// user must change at next login, and ends the user's sessions.
 pub async fn set_password(
     c: Caller,
     Extract(st): Extract<State>,
@@ -238,6 +264,8 @@ pub async fn set_password(
     .await
 }
 
+/// `POST /api/staff/{id}/totp/reset` (ManageStaff): removes the user's TOTP factor (lost phone) and
+/// ends their sessions; an admin then gets only a setup session until they enrol again.
 pub async fn reset_totp(
     c: Caller,
     Extract(st): Extract<State>,

@@ -14,11 +14,13 @@ use crate::control::Status;
 use crate::mgmt::Action;
 use crate::store::AuditKind;
 
+/// `GET /api/status` (View): the daemon's [`Status`].
 pub async fn status(c: Caller, Extract(st): Extract<State>) -> ApiResult<Json<Status>> {
     c.permit(Action::View)?;
     Ok(Json(st.control.status().await?))
 }
 
+/// `GET /api/alerts` (View): the current security findings (see [`crate::api::alerts`]).
 pub async fn alerts(c: Caller, Extract(st): Extract<State>) -> ApiResult<Json<Vec<Alert>>> {
     c.permit(Action::View)?;
     blocking(&st, |s| Ok(Json(list_alerts(s)))).await
@@ -40,6 +42,7 @@ impl FromRequestParts<State> for MetricsAccess {
     }
 }
 
+/// `GET /metrics` (View, or anyone when `metrics_public`): the Prometheus text page.
 pub async fn metrics(_: MetricsAccess, Extract(st): Extract<State>) -> ApiResult<Response> {
     let status = st.control.status().await?;
     let extra = blocking(&st, |s| {

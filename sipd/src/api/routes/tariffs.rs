@@ -10,11 +10,14 @@ use sipd_core::records::TariffSpec;
 /// A tariff as the API shows it: its id and the input that builds it.
 #[derive(Debug, Clone, Serialize)]
 pub struct TariffView {
+    /// The store's id, fixed at creation.
     pub id: Id,
+    /// The tariff's fields, as a create takes them.
     #[serde(flatten)]
     pub tariff: TariffSpec,
 }
 
+/// The tariff as the API shows it.
 pub fn view(t: &Tariff) -> TariffView {
     TariffView {
         id: t.id,
