@@ -20,13 +20,18 @@ use crate::toml_span::{Location, locate};
 pub use sipd_core::records::{AccountSpec, ConnectionSpec, RuleSpec, SipSpec, TariffSpec};
 use sipd_core::records::{FieldErrors, Lookup, RuleOwner, SipSecrets};
 
+/// A provisioning file as `sipd import` reads it and `sipd export` writes it: `[[tariff]]`,
+/// `[[connection]]` and `[[account]]` tables (rules inside their account), each by name.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProvisionFile {
+    /// `[[tariff]]` tables.
     #[serde(default, rename = "tariff", skip_serializing_if = "Vec::is_empty")]
     pub tariffs: Vec<TariffSpec>,
+    /// `[[connection]]` tables.
     #[serde(default, rename = "connection", skip_serializing_if = "Vec::is_empty")]
     pub connections: Vec<ConnectionSpec>,
+    /// `[[account]]` tables, each with its rules.
     #[serde(default, rename = "account", skip_serializing_if = "Vec::is_empty")]
     pub accounts: Vec<AccountSpec>,
 }
@@ -35,21 +40,31 @@ pub struct ProvisionFile {
 /// for a TOML syntax or type error, whose message already says what and where).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
+    /// Dotted path of the offending value (`account.0.sip.username`), empty for a TOML error.
     pub path: String,
+    /// Line and column of the value (or of its nearest table), when the file has it.
     pub at: Option<Location>,
+    /// What is wrong, for the operator.
     pub message: String,
 }
 
+/// Why an import was refused; nothing was written in any case.
 #[derive(Debug, thiserror::Error)]
 pub enum ProvisionError {
+    /// The file could not be read.
     #[error("cannot read {path}")]
     Io {
+        /// The file's path.
         path: PathBuf,
+        /// What the file system said.
         #[source]
         source: std::io::Error,
     },
+    /// The file is not valid TOML or breaks the records' rules: every problem found, each with
+    /// its place.
     #[error("{}", Problems(.0))]
     Invalid(Vec<Problem>),
+    /// The store failed while checking or writing.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -77,7 +92,9 @@ impl fmt::Display for Problems<'_> {
 /// What an import did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Summary {
+    /// Records created, by kind (`tariff`, `connection`, `account`, `rule`).
     pub created: BTreeMap<&'static str, usize>,
+    /// Records that existed by name and were updated, by kind.
     pub updated: BTreeMap<&'static str, usize>,
 }
 
@@ -425,6 +442,7 @@ pub fn export(store: &Store) -> Result<ProvisionFile, ProvisionError> {
 }
 
 impl ProvisionFile {
+    /// The file as TOML, in the layout `sipd export` prints.
     pub fn to_toml(&self) -> Result<String, toml::ser::Error> {
         toml::to_string_pretty(self)
     }

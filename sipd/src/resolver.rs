@@ -30,8 +30,13 @@ const QUEUE: usize = 256;
 /// One name's addresses (empty: it does not resolve) and how long they are good for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Answer {
+    /// The name asked for, as the connection spells it.
     pub host: String,
+    /// Its addresses (IPv6 only when it has no IPv4 address, through DNS); empty when it did
+    /// not resolve in time.
     pub addrs: Vec<IpAddr>,
+    /// How long the core may use the answer: the records' TTL, [`NEGATIVE_TTL`] after a failure,
+    /// [`FALLBACK_TTL`] from `getaddrinfo`, a day for an address literal.
     pub ttl: Duration,
 }
 
@@ -41,6 +46,8 @@ enum Backend {
     System,
 }
 
+/// Looks up upstream names for the event loop: cheap to clone, each look-up a task of its
+/// own, answers sent to the receiver [`Resolver::from_system`] returned.
 #[derive(Clone)]
 pub struct Resolver {
     backend: Backend,

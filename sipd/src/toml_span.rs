@@ -7,11 +7,15 @@ use toml::de::{DeTable, DeValue};
 /// A position in a file, 1-based, columns in characters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Location {
+    /// Line, from 1.
     pub line: usize,
+    /// Column, from 1, counted in characters (not bytes).
     pub column: usize,
 }
 
 impl Location {
+    /// The place of byte `offset` in `src` (clamped to its end and to a character boundary), as
+    /// TOML parse errors report it.
     pub fn of(src: &str, offset: usize) -> Location {
         let mut offset = offset.min(src.len());
         while !src.is_char_boundary(offset) {

@@ -48,6 +48,8 @@ pub fn privileged() -> bool {
     root && std::path::Path::new("/sys/fs/bpf").exists()
 }
 
+/// Whether the tests run under CI (`CI=true` or `CI=1`), where a missing privilege or tool
+/// fails a test instead of skipping it.
 pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }

@@ -83,6 +83,7 @@ impl Netns {
         ip(["netns", "del", name])
     }
 
+    /// The namespace's name, as `ip netns` lists it.
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -251,6 +252,7 @@ impl NsChild {
         Ok(NsChild { child })
     }
 
+    /// The process's PID (the program's own, since nsenter execs it): what cleanup kills by.
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -329,7 +331,9 @@ impl Default for TopologyOptions {
 pub struct Endpoint {
     /// Interface name inside the namespace.
     pub dev: String,
+    /// Its interface index inside the namespace (fixed by the topology: 11, 12, 21, 22).
     pub ifindex: u32,
+    /// Its MAC address (fixed by the topology, see the module docs).
     pub mac: [u8; 6],
     /// Address with a /24 on the link.
     pub ipv4: Ipv4Addr,
@@ -338,6 +342,7 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
+    /// Its IPv6 address when `v6`, else its IPv4 address.
     pub fn ip(&self, v6: bool) -> IpAddr {
         if v6 {
             IpAddr::V6(self.ipv6)
@@ -361,8 +366,11 @@ impl Endpoint {
 #[derive(Debug)]
 pub struct Topology {
     id: u8,
+    /// The caller host's namespace (link 1's far end).
     pub caller: Netns,
+    /// The relay's namespace, where sipd or relayd runs between the two links.
     pub relay: Netns,
+    /// The callee host's namespace (link 2's far end).
     pub callee: Netns,
     /// The caller's end of link 1 (in `caller`).
     pub caller_if: Endpoint,

@@ -57,7 +57,9 @@ pub fn build_packet(stream: u32, seq: u64, payload_len: usize, buf: &mut Vec<u8>
 /// Why a received datagram is not one of ours, intact.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Corrupt {
+    /// Shorter than the header and our marker; the length received.
     TooShort(usize),
+    /// Not RTP v2 with payload type 0 as [`build_packet`] writes it.
     BadHeader,
     /// Header and marker disagree (stream or sequence).
     Mismatch,
@@ -93,13 +95,16 @@ pub fn verify_packet(buf: &[u8]) -> Result<(u32, u64, usize), Corrupt> {
 /// One stream: its id and where its packets go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Flow {
+    /// The stream id: the SSRC and the payload's marker.
     pub stream: u32,
+    /// Where the stream's packets are sent (the relay's port for the leg).
     pub dest: SocketAddr,
 }
 
 /// A bounded, paced sender over one socket, round-robin over its flows.
 #[derive(Debug, Clone)]
 pub struct SendConfig {
+    /// The streams, sent round-robin.
     pub flows: Vec<Flow>,
     /// Packets per second over all flows.
     pub rate_pps: u32,
@@ -107,6 +112,7 @@ pub struct SendConfig {
     pub packets_per_flow: u64,
     /// ...or after this long, whichever comes first.
     pub max_duration: Duration,
+    /// Payload bytes per packet (at least 12, the marker).
     pub payload_len: usize,
 }
 
@@ -144,10 +150,12 @@ pub struct SendReport {
     pub sent: BTreeMap<u32, u64>,
     /// Sends that failed (e.g. ENOBUFS, ICMP unreachable reported on the socket).
     pub errors: u64,
+    /// How long the sender ran.
     pub elapsed: Duration,
 }
 
 impl SendReport {
+    /// Packets sent, all streams together.
     pub fn total(&self) -> u64 {
         self.sent.values().sum()
     }
@@ -211,6 +219,7 @@ pub struct RecvConfig {
 }
 
 impl RecvConfig {
+    /// Stops only at `deadline` (no idle or count condition).
     pub fn new(deadline: Duration) -> RecvConfig {
         RecvConfig {
             deadline,
@@ -227,10 +236,13 @@ pub struct StreamStats {
     pub received: u64,
     /// Distinct sequence numbers.
     pub unique: u64,
+    /// Intact packets whose sequence number had already arrived.
     pub duplicates: u64,
     /// Arrived after a higher sequence number of the same stream.
     pub reordered: u64,
+    /// Datagram bytes (header and payload) of the intact packets, duplicates included.
     pub bytes: u64,
+    /// The highest sequence number seen, `None` before the first packet.
     pub highest_seq: Option<u64>,
     /// Sources seen (a relay must send each stream from one address).
     pub sources: Vec<SocketAddr>,
@@ -269,24 +281,30 @@ impl StreamStats {
 /// What a receiver saw.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RecvReport {
+    /// Per stream id, the streams seen.
     pub streams: BTreeMap<u32, StreamStats>,
     /// Datagrams that failed [`verify_packet`] (or had a sequence beyond [`MAX_TRACKED_SEQ`]).
     pub corrupt: u64,
+    /// What was wrong with the first corrupt datagram, for the failure message.
     pub first_corruption: Option<Corrupt>,
     /// From the first to the last packet received.
     pub span: Duration,
+    /// How long the receiver ran.
     pub elapsed: Duration,
 }
 
 impl RecvReport {
+    /// Distinct packets received, all streams together.
     pub fn unique(&self) -> u64 {
         self.streams.values().map(|s| s.unique).sum()
     }
 
+    /// Duplicate packets received, all streams together.
     pub fn duplicates(&self) -> u64 {
         self.streams.values().map(|s| s.duplicates).sum()
     }
 
+    /// Packets that arrived after a higher sequence number of their stream, all streams together.
     pub fn reordered(&self) -> u64 {
         self.streams.values().map(|s| s.reordered).sum()
     }

@@ -87,6 +87,7 @@ pub fn base_args(
 /// One sipp process to start: a scenario file and its command line.
 #[derive(Debug, Clone)]
 pub struct Sipp {
+    /// The scenario's file name under `tests/sipp/` (`uac.xml`); it also names the run's files.
     pub scenario: String,
     /// `-i`/`-p`: where sipp binds its SIP socket (and what it writes in Via/Contact/SDP).
     pub local: SocketAddr,
@@ -110,10 +111,13 @@ pub struct Sipp {
     pub transport: &'static str,
     /// Killed after this long.
     pub deadline: Duration,
+    /// Further arguments, passed before the remote address.
     pub extra: Vec<String>,
 }
 
 impl Sipp {
+    /// One call (`-m 1`) of `scenario` from `local` over UDP with no pause, killed after 30 s;
+    /// set the other fields before [`Sipp::spawn`].
     pub fn new(scenario: &str, local: SocketAddr) -> Sipp {
         Sipp {
             scenario: scenario.into(),
@@ -149,6 +153,7 @@ impl Sipp {
         s
     }
 
+    /// Adds `-set name value` (the scenario must declare `name`).
     pub fn var(&mut self, name: &str, value: &str) -> &mut Sipp {
         self.vars.push((name.into(), value.into()));
         self
@@ -219,6 +224,7 @@ pub struct SippRun {
     child: Option<NsChild>,
     dir: PathBuf,
     stem: String,
+    /// The command line as started, for failure messages.
     pub command: String,
     started: Instant,
     deadline: Duration,
@@ -363,15 +369,21 @@ impl Drop for SippRun {
 /// What a sipp did.
 #[derive(Debug, Clone)]
 pub struct SippOutcome {
+    /// The run's scenario stem (`uac`), to tell runs apart in messages.
     pub name: String,
+    /// The command line as started.
     pub command: String,
     /// None: it could not be reaped.
     pub status: Option<ExitStatus>,
     /// It ran past its deadline and was killed.
     pub timed_out: bool,
+    /// Every message it sent and received, from its `-trace_msg` file.
     pub trace: Trace,
+    /// Its log lines (`<log>` actions: `MEDIA`, `REINVITE`, ...).
     pub logs: Vec<String>,
+    /// Its error file (unexpected messages, timeouts).
     pub errors: String,
+    /// What it wrote on stderr.
     pub stderr: String,
 }
 

@@ -69,6 +69,7 @@ pub struct BanView {
     pub expires_ms: Option<u64>,
     /// `null`: permanent.
     pub remaining_secs: Option<u64>,
+    /// Whether the ban had ended when the list was made (it is purged at the next sweep).
     pub expired: bool,
     /// The operator's note.
     pub note: Option<String>,
@@ -76,6 +77,7 @@ pub struct BanView {
     pub persistent: bool,
 }
 
+/// The name of a ban reason as the API's ban listings spell it (`brute-force`, …).
 pub fn reason_name(r: BanReason) -> &'static str {
     match r {
         BanReason::Manual => "manual",
@@ -302,6 +304,7 @@ impl Firewall {
             .map(|b| view(b, now_ms()))
     }
 
+    /// What happened to bans since start (replaced, refused, promoted, purged, last full).
     pub fn ban_counters(&self) -> BanCounters {
         self.ban_state().counters.clone()
     }

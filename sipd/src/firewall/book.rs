@@ -21,8 +21,12 @@ pub enum By {
 /// One ban as sipd keeps it. Times are Unix milliseconds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ban {
+    /// The banned source: a host (/32, /128) or a range; the table's key.
     pub prefix: Cidr,
+    /// Why, as the data plane records it (`Manual` for operators' bans).
     pub reason: BanReason,
+    /// Who decided it: operators' bans are stored and applied again at start; the IDS's are
+    /// not stored.
     pub by: By,
     /// `None`: until removed.
     pub until_ms: Option<u64>,
@@ -36,6 +40,7 @@ impl Ban {
         self.until_ms.unwrap_or(u64::MAX)
     }
 
+    /// Whether the ban has ended at `now_ms` (Unix ms); a permanent ban never has.
     pub fn expired(&self, now_ms: u64) -> bool {
         self.until_ms.is_some_and(|u| u <= now_ms)
     }
@@ -52,6 +57,8 @@ pub enum Inserted {
     Refused,
 }
 
+/// The table of every ban sipd holds, keyed by prefix and ordered by expiry so the soonest to
+/// end is found at once when a family is full. Behind the firewall's ban lock.
 #[derive(Debug)]
 pub struct Book {
     bans: BTreeMap<Cidr, Ban>,
@@ -66,6 +73,7 @@ fn fam(c: &Cidr) -> usize {
 }
 
 impl Book {
+    /// An empty table holding at most `capacity` bans per address family.
     pub fn new(capacity: usize) -> Book {
         Book {
             bans: BTreeMap::new(),
@@ -75,22 +83,27 @@ impl Book {
         }
     }
 
+    /// The most bans held per address family.
     pub fn capacity(&self) -> usize {
         self.capacity
     }
 
+    /// Bans held, both families together.
     pub fn len(&self) -> usize {
         self.bans.len()
     }
 
+    /// Whether no ban is held.
     pub fn is_empty(&self) -> bool {
         self.bans.is_empty()
     }
 
+    /// The ban of exactly `prefix` (not one covering or covered by it).
     pub fn get(&self, prefix: &Cidr) -> Option<&Ban> {
         self.bans.get(prefix)
     }
 
+    /// Every ban held, in prefix order.
     pub fn iter(&self) -> impl Iterator<Item = &Ban> {
         self.bans.values()
     }
@@ -123,6 +136,7 @@ impl Book {
         self.by_expiry.insert(key);
     }
 
+    /// Removes the ban of exactly `prefix`; returns it, `None` when there was none.
     pub fn remove(&mut self, prefix: &Cidr) -> Option<Ban> {
         let old = self.bans.remove(prefix)?;
         self.by_expiry.remove(&(old.expiry_key(), old.prefix));

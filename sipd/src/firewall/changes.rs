@@ -20,15 +20,20 @@ use crate::store::{Actor, AuditKind, FwAllow, FwDeny, Id, ManualBan, StoreError,
 /// Why a change was refused or only half made; the API maps each to its status.
 #[derive(Debug, thiserror::Error)]
 pub enum ChangeError {
+    /// The change would clash with what is there (already present, from `sbc.toml`, or locking
+    /// out the caller's own address): nothing was changed (HTTP 409).
     #[error("{0}")]
     Conflict(String),
+    /// The entry to remove does not exist (HTTP 404).
     #[error("{0}")]
     NotFound(String),
+    /// The store failed; nothing was changed.
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The store has the change; the data plane refused it.
     #[error("{0}")]
     NotApplied(String),
+    /// Reading the data plane's tables failed (listing the firewall).
     #[error(transparent)]
     DataPlane(#[from] DataPlaneError),
 }
@@ -39,17 +44,25 @@ fn json<T: Serialize>(t: &T) -> Option<Value> {
     serde_json::to_value(t).ok()
 }
 
+/// One port of a service the firewall knows, as listed by `GET /api/firewall`.
 #[derive(Debug, Clone, Serialize)]
 pub struct ServiceView {
+    /// The service's name (`sip`, `management`, a host or custom service).
     pub service: String,
+    /// The port it listens on.
     pub port: u16,
+    /// `udp` or `tcp`.
     pub proto: String,
+    /// Whether only sources on the allow list may reach it.
     pub restricted: bool,
+    /// The allow list the data plane holds for the service, as CIDR strings.
     pub allow: Vec<String>,
 }
 
+/// One deny entry, from `sbc.toml` or added through the API.
 #[derive(Debug, Serialize)]
 pub struct DenyView {
+    /// The denied network.
     pub cidr: String,
     /// `null` for entries from `sbc.toml`.
     pub id: Option<Id>,
@@ -57,16 +70,24 @@ pub struct DenyView {
     pub origin: &'static str,
 }
 
+/// One allow entry with where it comes from: only `api` entries may be removed through the
+/// API.
 #[derive(Debug, Serialize)]
 pub struct AllowEntry {
+    /// The service it opens.
     pub service: String,
+    /// The allowed network.
     pub cidr: String,
+    /// `api` (stored) or `config` (`sbc.toml`).
     pub origin: &'static str,
 }
 
+/// The whole firewall as `GET /api/firewall` shows it.
 #[derive(Debug, Serialize)]
 pub struct FirewallView {
+    /// Every service port, sorted by service, port and protocol.
     pub services: Vec<ServiceView>,
+    /// Every deny entry: `sbc.toml`'s first, then the API's.
     pub deny: Vec<DenyView>,
     /// Allow entries by origin, for telling what may be removed here.
     pub allow_entries: Vec<AllowEntry>,
@@ -164,6 +185,9 @@ impl Firewall {
         })
     }
 
+    /// Allows `net` to reach `svc`: stored with its audit entry, then added to the data plane
+    /// (and to the management allow list sipd checks itself). `Conflict` when already allowed;
+    /// `NotApplied` when stored but the data plane refused it.
     pub fn allow_add(&self, by: &Actor, svc: &Named, net: IpNet) -> Changed<AllowEntry> {
         let entry = FwAllow {
             service: svc.name.clone(),
@@ -193,6 +217,8 @@ impl Firewall {
         })
     }
 
+    /// Removes an API-added allow entry of `svc`, refusing (`Conflict`) to remove `sbc.toml`'s
+    /// entries or the last management entry that covers the caller's own address.
     pub fn allow_remove(&self, by: &Actor, svc: &Named, net: IpNet) -> Changed<()> {
         let in_config = self.config_allows().contains(&(svc.name.clone(), net));
         if svc.is(ServiceId::Management) && !in_config {
@@ -257,6 +283,8 @@ impl Firewall {
         }
     }
 
+    /// Denies `net` before anything else looks at it: stored with its audit entry, then added to
+    /// the data plane. `Conflict` when it contains the caller's own address or is already denied.
     pub fn deny_add(&self, by: &Actor, net: IpNet) -> Changed<FwDeny> {
         let me = canonical_ip(by.source);
         if net.contains(&me) {
@@ -285,6 +313,8 @@ impl Firewall {
         Ok(d)
     }
 
+    /// Removes the API's deny entry `id` (from the store, and from the data plane unless
+    /// `sbc.toml` denies the same network); `NotFound` when there is none.
     pub fn deny_remove(&self, by: &Actor, id: Id) -> Changed<()> {
         let old = self.store.write(|tx| {
             let Some(old) = tx.remove_fw_deny(id)? else {

@@ -61,6 +61,7 @@ pub enum Plane {
 }
 
 impl Plane {
+    /// The plane's name as the `/metrics` labels spell it.
     pub fn name(self) -> &'static str {
         match self {
             Plane::Xdp => "xdp",
@@ -75,7 +76,9 @@ impl Plane {
 pub struct Covered {
     /// `sip`, `media`, `management` or a host service's name.
     pub service: String,
+    /// The address the service listens on.
     pub address: IpAddr,
+    /// What firewalls traffic to it.
     pub plane: Plane,
     /// Interfaces it is reached through that lack the XDP program.
     pub uncovered: Vec<String>,
@@ -87,6 +90,7 @@ pub struct Coverage {
     /// Interfaces the XDP program is attached to (empty on the userspace data plane).
     pub attached: Vec<String>,
     host: Vec<IfAddr>,
+    /// One entry per address sipd listens on, with the plane that guards it.
     pub entries: Vec<Covered>,
 }
 

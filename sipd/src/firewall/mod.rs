@@ -52,6 +52,9 @@ pub fn ban_reason(o: Offence) -> BanReason {
     }
 }
 
+/// The firewall sipd runs: programs the data plane at start, keeps the management allow list
+/// and the authoritative ban table, and answers `admits` for the userspace data plane. One,
+/// shared (`Arc`) by the event loop and the management API.
 pub struct Firewall {
     dp: Arc<DataPlane>,
     store: Arc<Store>,
@@ -71,6 +74,8 @@ pub struct Firewall {
 }
 
 impl Firewall {
+    /// The firewall for `cfg` and `bans`, with nothing programmed yet (see
+    /// [`Firewall::program_sip`]); the management allow list is read from the store at once.
     pub fn new(
         cfg: &FirewallConfig,
         bans: &BansConfig,
@@ -92,6 +97,7 @@ impl Firewall {
         fw
     }
 
+    /// The data plane the firewall programs (kernel maps under XDP, or the userspace tables).
     pub fn dataplane(&self) -> &DataPlane {
         &self.dp
     }

@@ -19,10 +19,12 @@ pub struct BansConfig {
     pub v6_prefix: u8,
     /// The range banned when `promote_after` offenders are found inside it.
     pub promote_v4_prefix: u8,
+    /// The IPv6 range banned when `promote_after` offenders are found inside it.
     pub promote_v6_prefix: u8,
     /// Distinct offenders (banned as above) inside one range within `promote_window_secs`
     /// that get the whole range banned; 0: never.
     pub promote_after: u32,
+    /// The window (seconds) within which `promote_after` offenders must be seen in a range.
     pub promote_window_secs: u64,
     /// Bans per family (IPv4, IPv6) sipd keeps, at most the kernel tries' capacity. When
     /// full, the ban expiring soonest gives way (counted, and an alert raised).
@@ -139,6 +141,7 @@ pub struct Promoter {
 }
 
 impl Promoter {
+    /// A promoter with no offender seen yet, deciding by `cfg`'s range prefixes, count and window.
     pub fn new(cfg: &BansConfig) -> Promoter {
         Promoter {
             cfg: cfg.clone(),

@@ -23,7 +23,9 @@ pub fn dp_proto(p: ServiceProtocol) -> DpProto {
 /// plane.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Named {
+    /// The name the API, the store and the audit log use (`sip`, `ssh`, or the operator's).
     pub name: String,
+    /// The id of its allow list in the data plane.
     pub id: SvcId,
     /// The predefined service, `None` for one of the operator's.
     pub known: Option<ServiceId>,
@@ -38,6 +40,7 @@ impl Named {
         }
     }
 
+    /// Whether this is the predefined service `id` (the management service has lockout checks).
     pub fn is(&self, id: ServiceId) -> bool {
         self.known == Some(id)
     }

@@ -11,9 +11,14 @@ use sipd_core::records::{Connection, Tariff};
 
 use crate::store::Store;
 
+/// The provisioned records as the call core takes them, read from the store at start and
+/// at every reload the management API asks for after a change.
 pub struct Provisioned {
+    /// The accounts with their usable rules (for the authentication gate and admission).
     pub rules: RuleSet,
+    /// The readable upstream connections (for routing and their caps).
     pub connections: Vec<Connection>,
+    /// The readable tariffs (for balance reservation and CDR cost).
     pub tariffs: Vec<Tariff>,
 }
 
@@ -29,6 +34,8 @@ fn readable<T>(what: &'static str, records: Vec<Result<T, crate::store::StoreErr
 }
 
 impl Provisioned {
+    /// Reads every account, rule, connection and tariff, skipping (and logging) each one that
+    /// does not decode instead of failing.
     pub fn read(store: &Store) -> Provisioned {
         let accounts = readable("account", store.accounts());
         let rules: Vec<_> = accounts

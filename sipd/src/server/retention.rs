@@ -16,7 +16,9 @@ const EVERY: Duration = Duration::from_secs(3600);
 /// What one purge removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Purged {
+    /// CDRs removed.
     pub cdrs: usize,
+    /// Audit entries removed (the chain's anchor moves past them).
     pub audit: usize,
 }
 

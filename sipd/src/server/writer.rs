@@ -60,6 +60,7 @@ pub struct WriterStats {
 pub struct WriterProbe(Arc<Counters>);
 
 impl WriterProbe {
+    /// The counters now, with the queue's capacity.
     pub fn stats(&self) -> WriterStats {
         let c = &self.0;
         WriterStats {

@@ -3,10 +3,12 @@
 use super::{Account, Id, Micros, Store, StoreError, T, Tx, TxResult, abort};
 
 impl Tx<'_> {
+    /// The account with id `id`, as this transaction sees it; `None` when there is none.
     pub fn account(&self, id: Id) -> TxResult<Option<Account>> {
         self.get(T::Accounts, &id.to_be_bytes())
     }
 
+    /// The account named `name` (operators' unique handle), through the name index.
     pub fn account_by_name(&self, name: &str) -> TxResult<Option<Account>> {
         match self.index_get(T::AccountNames, name)? {
             Some(id) => self.account(id),
@@ -64,10 +66,12 @@ impl Store {
         Ok(Account { id, ..a.clone() })
     }
 
+    /// The account with id `id`, `None` when there is none; `Corrupt` when it does not decode.
     pub fn account(&self, id: Id) -> Result<Option<Account>, StoreError> {
         self.get(T::Accounts, &id.to_be_bytes())
     }
 
+    /// The account named `name`, through the name index.
     pub fn account_by_name(&self, name: &str) -> Result<Option<Account>, StoreError> {
         self.by_index(T::AccountNames, T::Accounts, name)
     }
@@ -77,6 +81,7 @@ impl Store {
         self.by_index(T::SipUsers, T::Accounts, username)
     }
 
+    /// Every account in id order; a corrupt one is an `Err` in its place and hides no other.
     pub fn accounts(&self) -> Vec<Result<Account, StoreError>> {
         self.scan(T::Accounts, &[])
     }

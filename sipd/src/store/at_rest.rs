@@ -16,12 +16,16 @@ use super::{Account, Store, StoreError};
 /// Why the store could not be opened privately.
 #[derive(Debug, thiserror::Error)]
 pub enum AtRestError {
+    /// The data directory could not be created or its modes tightened.
     #[error("data directory {path}: {source}")]
     Dir {
+        /// The data directory.
         path: PathBuf,
+        /// What the file system said.
         #[source]
         source: io::Error,
     },
+    /// The store itself would not open, or turning plain passwords into HA1 values failed.
     #[error(transparent)]
     Store(#[from] StoreError),
 }

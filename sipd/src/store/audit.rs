@@ -16,15 +16,19 @@ use super::{Id, Record, Store, StoreError, T, Tx, TxResult, abort, id_from};
 
 const NEXT_AUDIT_ID: &[u8] = b"next_audit_id";
 
+/// What an audit entry records happened; filters and `sipd audit` select on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum AuditKind {
     /// A login attempt, successful or not (exactly one entry per attempt).
     Login,
+    /// A session ended by its owner.
     Logout,
     /// A record created, changed or deleted (`target` names it; `before`/`after` hold it).
     Create,
+    /// A record changed (`before` and `after` hold it).
     Update,
+    /// A record deleted (`before` holds it).
     Delete,
     /// A password set or changed (the entry never holds the password or its hash).
     Password,
@@ -43,6 +47,8 @@ pub enum AuditKind {
 }
 
 impl AuditKind {
+    /// The kind as stored and as filters spell it (`login`, `create`, …); `FromStr` reads it
+    /// back.
     pub fn as_str(self) -> &'static str {
         match self {
             AuditKind::Login => "login",
@@ -72,17 +78,22 @@ impl std::str::FromStr for AuditKind {
     }
 }
 
+/// Whether what an entry records was done or refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum AuditResult {
+    /// Done.
     Success,
+    /// Refused or failed; the entry's `reason` says why.
     Failure,
 }
 
 /// A staff member acting from an address: who every change is audited as.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Actor {
+    /// The staff username acting.
     pub username: String,
+    /// The address the request came from (IPv4-mapped IPv6 is recorded as IPv4).
     pub source: IpAddr,
 }
 
@@ -90,6 +101,7 @@ pub struct Actor {
 pub trait Auditor {
     /// The staff username; `None` for sipd itself.
     fn username(&self) -> Option<String>;
+    /// The address acted from; `None` for sipd itself.
     fn source(&self) -> Option<IpAddr>;
     /// Unix ms.
     fn ts_ms(&self) -> u64 {
@@ -125,16 +137,22 @@ impl Auditor for System {
 /// One change as its audit entry records it, and what the caller gets back.
 #[derive(Debug, Clone)]
 pub struct Change<R> {
+    /// What kind of change it is.
     pub kind: AuditKind,
     /// `account:<name>`, `staff:<name>`, …
     pub target: String,
+    /// Why (an operator's note); `None` when none was given.
     pub reason: Option<String>,
+    /// The record before the change, as JSON; `None` for a creation.
     pub before: Option<serde_json::Value>,
+    /// The record after the change, as JSON; `None` for a deletion.
     pub after: Option<serde_json::Value>,
+    /// What the caller gets back once the change and its entry are committed.
     pub out: R,
 }
 
 impl<R> Change<R> {
+    /// A change of `kind` to `target` returning `out`, with no reason, before or after yet.
     pub fn new(kind: AuditKind, target: String, out: R) -> Change<R> {
         Change {
             kind,
@@ -146,6 +164,7 @@ impl<R> Change<R> {
         }
     }
 
+    /// Records `v` as the state before the change (dropped if it does not serialise).
     pub fn before<V: Serialize>(self, v: &V) -> Change<R> {
         Change {
             before: serde_json::to_value(v).ok(),
@@ -153,6 +172,7 @@ impl<R> Change<R> {
         }
     }
 
+    /// Records `v` as the state after the change (dropped if it does not serialise).
     pub fn after<V: Serialize>(self, v: &V) -> Change<R> {
         Change {
             after: serde_json::to_value(v).ok(),
@@ -160,6 +180,7 @@ impl<R> Change<R> {
         }
     }
 
+    /// Records the operator's reason for the change.
     pub fn reason(self, reason: Option<String>) -> Change<R> {
         Change { reason, ..self }
     }
@@ -234,25 +255,33 @@ pub struct AuditDraft {
     /// system itself.
     #[serde(default)]
     pub actor: Option<String>,
+    /// The address acted from (IPv4-mapped IPv6 as IPv4); `None` for the system itself.
     #[serde(default)]
     pub source: Option<IpAddr>,
+    /// What happened.
     pub kind: AuditKind,
     /// What was acted on, `type:name` (`staff:alice`, `account:carrier-a`).
     #[serde(default)]
     pub target: Option<String>,
+    /// Whether it was done or refused.
     pub result: AuditResult,
     /// Why it failed, or a note on a success (`limited session: enrol TOTP`).
     #[serde(default)]
     pub reason: Option<String>,
+    /// The record before a change, as JSON.
     #[serde(default)]
     pub before: Option<serde_json::Value>,
+    /// The record after a change, or the evidence of a ban, as JSON.
     #[serde(default)]
     pub after: Option<serde_json::Value>,
 }
 
+/// A stored audit entry: its id (dense, in commit order), the entry and its chain link.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditEntry {
+    /// The entry's position in the log, from 1.
     pub id: Id,
+    /// What was recorded.
     #[serde(flatten)]
     pub entry: AuditDraft,
     /// The chain value of the entry before (lowercase hex SHA-256, see the `chain` module); `None`
@@ -273,15 +302,18 @@ pub struct AuditFilter {
     pub after_id: Id,
     /// Actor username, without regard to case.
     pub actor: Option<String>,
+    /// Only entries of this kind.
     pub kind: Option<AuditKind>,
     /// `from_ms <= ts_ms < until_ms`.
     pub from_ms: Option<u64>,
+    /// See `from_ms`.
     pub until_ms: Option<u64>,
     /// At most this many (0 = no limit).
     pub limit: usize,
 }
 
 impl AuditFilter {
+    /// Whether `e` passes every filter set (`limit` is applied by the caller, not here).
     pub fn matches(&self, e: &AuditEntry) -> bool {
         let d = &e.entry;
         e.id > self.after_id

@@ -3,10 +3,12 @@
 use super::{Connection, Id, Store, StoreError, T, Tx, TxResult, abort};
 
 impl Tx<'_> {
+    /// The upstream connection with id `id`, as this transaction sees it.
     pub fn connection(&self, id: Id) -> TxResult<Option<Connection>> {
         self.get(T::Connections, &id.to_be_bytes())
     }
 
+    /// The connection named `name`, through the name index.
     pub fn connection_by_name(&self, name: &str) -> TxResult<Option<Connection>> {
         match self.index_get(T::ConnectionNames, name)? {
             Some(id) => self.connection(id),
@@ -14,6 +16,8 @@ impl Tx<'_> {
         }
     }
 
+    /// Inserts (id 0) or replaces a connection after validating it, keeping the name index right;
+    /// aborts with `Conflict` when another connection has the name. Returns the id.
     pub fn put_connection(&self, c: &Connection) -> TxResult<Id> {
         c.validate().or_else(abort)?;
         let id = if c.id == 0 { self.new_id()? } else { c.id };
@@ -33,19 +37,23 @@ impl Tx<'_> {
 }
 
 impl Store {
+    /// Stores `c` (a new connection when its id is 0) and returns it as stored.
     pub fn put_connection(&self, c: &Connection) -> Result<Connection, StoreError> {
         let id = self.write(|tx| tx.put_connection(c))?;
         Ok(Connection { id, ..c.clone() })
     }
 
+    /// The connection with id `id`, `None` when there is none.
     pub fn connection(&self, id: Id) -> Result<Option<Connection>, StoreError> {
         self.get(T::Connections, &id.to_be_bytes())
     }
 
+    /// The connection named `name`, through the name index.
     pub fn connection_by_name(&self, name: &str) -> Result<Option<Connection>, StoreError> {
         self.by_index(T::ConnectionNames, T::Connections, name)
     }
 
+    /// Every connection in id order; a corrupt one is an `Err` in its place.
     pub fn connections(&self) -> Vec<Result<Connection, StoreError>> {
         self.scan(T::Connections, &[])
     }

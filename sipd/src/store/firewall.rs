@@ -24,8 +24,12 @@ const BAN: &[u8] = b"ban/";
 /// `sip`, `management`, …).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FwAllow {
+    /// The data plane's service name the entry opens (`sip`, `management`, …).
     pub service: String,
+    /// The allowed sources; one entry per service and network (the key uses the truncated
+    /// network, so `10.0.0.1/8` and `10.0.0.0/8` are the same entry).
     pub cidr: IpNet,
+    /// When it was added (Unix ms).
     pub created_ms: u64,
 }
 
@@ -37,8 +41,11 @@ impl Record for FwAllow {
 /// Sources dropped before anything else looks at them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FwDeny {
+    /// The entry's id, how operators name it to remove it; taken from the store's id counter.
     pub id: Id,
+    /// The denied sources, truncated to the network.
     pub cidr: IpNet,
+    /// When it was added (Unix ms).
     pub created_ms: u64,
 }
 
@@ -53,10 +60,13 @@ pub struct ManualBan {
     /// What is banned: a host (/32, /128) or a range. Version 1 stored one address (`addr`);
     /// it reads as its host prefix.
     pub prefix: IpNet,
+    /// Why, as the operator wrote it (shown in listings and the audit log).
     #[serde(default)]
     pub reason: Option<String>,
+    /// When the ban ends (Unix ms); `None` keeps it until an operator lifts it.
     #[serde(default)]
     pub until_ms: Option<u64>,
+    /// When it was made (Unix ms).
     pub created_ms: u64,
 }
 
@@ -106,14 +116,17 @@ fn rule_key(account_id: Id, name: &str) -> Vec<u8> {
 }
 
 impl Tx<'_> {
+    /// The allow entry of `service` for `cidr`, if one was added.
     pub fn fw_allow(&self, service: &str, cidr: &IpNet) -> TxResult<Option<FwAllow>> {
         self.get(T::Firewall, &allow_key(service, cidr))
     }
 
+    /// Stores (or replaces) an allow entry, keyed by service and network.
     pub fn put_fw_allow(&self, a: &FwAllow) -> TxResult<()> {
         self.put(T::Firewall, &allow_key(&a.service, &a.cidr), a)
     }
 
+    /// Removes the allow entry of `service` for `cidr`; returns it, `None` when there was none.
     pub fn remove_fw_allow(&self, service: &str, cidr: &IpNet) -> TxResult<Option<FwAllow>> {
         let k = allow_key(service, cidr);
         let old = self.get(T::Firewall, &k)?;
@@ -132,6 +145,7 @@ impl Tx<'_> {
         Ok(d)
     }
 
+    /// Removes deny entry `id`; returns it, `None` when there was none.
     pub fn remove_fw_deny(&self, id: Id) -> TxResult<Option<FwDeny>> {
         let k = deny_key(id);
         let old = self.get(T::Firewall, &k)?;
@@ -139,14 +153,17 @@ impl Tx<'_> {
         Ok(old)
     }
 
+    /// The manual ban of exactly `prefix`, if any (a covering or covered prefix is another ban).
     pub fn manual_ban(&self, prefix: &IpNet) -> TxResult<Option<ManualBan>> {
         self.get(T::Firewall, &ban_key(prefix))
     }
 
+    /// Stores (or replaces) the manual ban of `b.prefix`.
     pub fn put_manual_ban(&self, b: &ManualBan) -> TxResult<()> {
         self.put(T::Firewall, &ban_key(&b.prefix), b)
     }
 
+    /// Lifts the manual ban of exactly `prefix`; returns it, `None` when there was none.
     pub fn remove_manual_ban(&self, prefix: &IpNet) -> TxResult<Option<ManualBan>> {
         let k = ban_key(prefix);
         let old = self.get(T::Firewall, &k)?;
@@ -182,6 +199,8 @@ impl Tx<'_> {
         Ok(old)
     }
 
+    /// Deletes tariff `id` and its name index entry; returns it, `NotFound` when there is none.
+    /// Accounts that point at it are the caller's to check first.
     pub fn delete_tariff(&self, id: Id) -> TxResult<Tariff> {
         let Some(t) = self.tariff(id)? else {
             return abort(StoreError::NotFound {
@@ -194,6 +213,8 @@ impl Tx<'_> {
         Ok(t)
     }
 
+    /// Deletes connection `id` and its name index entry; returns it, `NotFound` when there is
+    /// none.
     pub fn delete_connection(&self, id: Id) -> TxResult<Connection> {
         let Some(c) = self.connection(id)? else {
             return abort(StoreError::NotFound {
@@ -208,14 +229,19 @@ impl Tx<'_> {
 }
 
 impl Store {
+    /// Every stored allow entry (what a restart programs into the service ACL again); a corrupt
+    /// one is an `Err` in its place.
     pub fn fw_allows(&self) -> Vec<Result<FwAllow, StoreError>> {
         self.scan(T::Firewall, ALLOW)
     }
 
+    /// Every stored deny entry, in id order; a corrupt one is an `Err` in its place.
     pub fn fw_denies(&self) -> Vec<Result<FwDeny, StoreError>> {
         self.scan(T::Firewall, DENY)
     }
 
+    /// Every stored manual ban (expired ones included: the caller filters by `until_ms`); a
+    /// corrupt one is an `Err` in its place.
     pub fn manual_bans(&self) -> Vec<Result<ManualBan, StoreError>> {
         self.scan(T::Firewall, BAN)
     }

@@ -46,47 +46,98 @@ use record::{decode, encode};
 const SCHEMA: u32 = 1;
 const NEXT_ID: &[u8] = b"next_id";
 
+/// Why a store operation failed. The management API answers `NotFound` with 404, `Conflict`
+/// with 409 and `Invalid` with 400 naming the record; every other variant is the store's own
+/// fault (500), and at start-up a reason for sipd to refuse to run.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// sled could not open the database in the data directory.
     #[error("cannot open the store in {path}")]
     Open {
+        /// The data directory.
         path: PathBuf,
+        /// sled's reason.
         #[source]
         source: sled::Error,
     },
+    /// Another process holds the store's file lock (still held after about a second).
     #[error("store in {path} is in use by another process (is another sipd running?)")]
-    Locked { path: PathBuf },
+    Locked {
+        /// The data directory.
+        path: PathBuf,
+    },
+    /// A read, write or flush failed inside sled (disk full, I/O error).
     #[error("store I/O: {0}")]
     Sled(#[from] sled::Error),
+    /// A stored record does not decode: bad JSON, a body its type rejects, or a failed
+    /// upgrade. Reported for that record only; the others stay readable.
     #[error("corrupt {kind} record at key {key}: {reason}")]
     Corrupt {
+        /// The record's kind ([`Record::KIND`]).
         kind: &'static str,
+        /// The record's key, printable (id, or id/name).
         key: String,
+        /// What the decoder said.
         reason: String,
     },
+    /// A record was written by a newer sipd (its version is above [`Record::VERSION`]):
+    /// a downgrade, refused rather than misread.
     #[error(
         "{kind} record at key {key} has version {found}; this sipd reads up to {supported} (downgrade?)"
     )]
     NewerVersion {
+        /// The record's kind ([`Record::KIND`]).
         kind: &'static str,
+        /// The record's key, printable.
         key: String,
+        /// The version on disk.
         found: u32,
+        /// The newest version this build reads.
         supported: u32,
     },
+    /// The store's layout (trees and keys) is newer than this build: refused at open.
     #[error("store schema {found} is newer than this sipd understands ({SCHEMA})")]
-    NewerSchema { found: u32 },
+    NewerSchema {
+        /// The schema version on disk.
+        found: u32,
+    },
+    /// A record could not be serialised to JSON; nothing was written.
     #[error("cannot encode {kind}: {reason}")]
-    Encode { kind: &'static str, reason: String },
+    Encode {
+        /// The record's kind.
+        kind: &'static str,
+        /// serde's reason.
+        reason: String,
+    },
+    /// The record asked for does not exist (HTTP 404 in the API).
     #[error("{kind} {what} not found")]
-    NotFound { kind: &'static str, what: String },
+    NotFound {
+        /// The record's kind.
+        kind: &'static str,
+        /// How it was asked for (`#id` or a quoted name).
+        what: String,
+    },
+    /// A unique name (account, SIP user, tariff, connection, staff user) is already taken by
+    /// another record, or an audit id is already used (a counter behind the log); the write
+    /// was undone (HTTP 409 in the API).
     #[error("{what} is already used by {kind} {by}")]
     Conflict {
+        /// The kind of the record that owns it.
         kind: &'static str,
+        /// The contested name (quoted) or entry.
         what: String,
+        /// Its owner, as `#id`.
         by: String,
     },
+    /// A record breaks its type's rules ([`Invalid`] from the call core, or a store-side
+    /// check); the write was undone (HTTP 400 in the API).
     #[error("invalid {kind}: {reason}")]
-    Invalid { kind: &'static str, reason: String },
+    Invalid {
+        /// The record's kind.
+        kind: &'static str,
+        /// The field at fault and why.
+        reason: String,
+    },
 }
 
 impl From<Invalid> for StoreError {
@@ -152,6 +203,9 @@ const TREE_NAMES: [&str; 14] = [
     "firewall",
 ];
 
+/// The one handle on the data directory's sled database: provisioned records, staff, sessions,
+/// audit, firewall changes and CDRs. Shared (`Arc`) by the server's tasks (store writer,
+/// retention, bans) and the management API; sled serialises the writes.
 pub struct Store {
     db: sled::Db,
     path: PathBuf,
@@ -166,6 +220,8 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// What a [`Store::write`] closure returns: `Abort(e)` (via [`abort_tx`]) undoes the whole
+/// transaction and `write` returns `e`.
 pub type TxResult<R> = Result<R, ConflictableTransactionError<StoreError>>;
 
 pub(crate) fn abort<R>(e: impl Into<StoreError>) -> TxResult<R> {
@@ -319,6 +375,7 @@ impl Store {
         Ok(store)
     }
 
+    /// The data directory the store was opened in.
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -9,6 +9,7 @@ fn key(account_id: Id, name: &str) -> Vec<u8> {
     k
 }
 impl Tx<'_> {
+    /// The rule `name` of account `account_id` (rules are keyed by account, then name).
     pub fn rule(&self, account_id: Id, name: &str) -> TxResult<Option<AuthRule>> {
         self.get(T::Rules, &key(account_id, name))
     }
@@ -43,15 +44,20 @@ impl Tx<'_> {
 }
 
 impl Store {
+    /// Stores `r` (the account's rule of that name, replaced if it exists) and returns it as
+    /// stored. `NotFound` without the account; `Invalid` for a non-`ip_only` rule on an account
+    /// with no SIP credentials.
     pub fn put_rule(&self, r: &AuthRule) -> Result<AuthRule, StoreError> {
         let id = self.write(|tx| tx.put_rule(r))?;
         Ok(AuthRule { id, ..r.clone() })
     }
 
+    /// The rules of one account, in name order; a corrupt one is an `Err` in its place.
     pub fn rules_of(&self, account_id: Id) -> Vec<Result<AuthRule, StoreError>> {
         self.scan(T::Rules, &account_id.to_be_bytes())
     }
 
+    /// Every rule of every account, by account then name; a corrupt one is an `Err` in its place.
     pub fn rules(&self) -> Vec<Result<AuthRule, StoreError>> {
         self.scan(T::Rules, &[])
     }

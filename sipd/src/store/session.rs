@@ -23,7 +23,9 @@ pub enum SessionScope {
     /// without one), change the password (expired, or set by an admin). Logout and
     /// "who am I" always work.
     Setup {
+        /// The user is an admin with no TOTP factor yet and must enrol one.
         enrol_totp: bool,
+        /// The user must change the password before anything else.
         change_password: bool,
     },
 }
@@ -42,12 +44,18 @@ impl SessionScope {
     }
 }
 
+/// A management session as stored: whose it is, when it ends and what it may do. Written at
+/// login, checked on every API request, removed at logout, expiry or revocation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionRecord {
     /// Hex SHA-256 of the token, compared in constant time after the keyed lookup.
     pub token_sha256: String,
+    /// The staff user the session acts as.
     pub staff_id: Id,
+    /// When the login happened (Unix ms).
     pub created_ms: u64,
+    /// When the session stops working (Unix ms): the login time plus the configured session
+    /// lifetime, never extended.
     pub expires_ms: u64,
     /// Where the login came from.
     pub source_ip: IpAddr,
@@ -56,6 +64,8 @@ pub struct SessionRecord {
     pub last_seen_ms: u64,
     /// The user's `session_epoch` when the session was made; a different one is revoked.
     pub epoch: u64,
+    /// What the session may do (a setup-only session until TOTP enrolment or a password change
+    /// is done); `Full` for records from before scopes existed.
     #[serde(default)]
     pub scope: SessionScope,
 }
@@ -73,15 +83,18 @@ impl SessionRecord {
     }
 }
 
+/// Lower-case hex of a token hash: the form [`SessionRecord::token_sha256`] stores.
 pub fn token_hash_hex(b: &TokenHash) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 impl Tx<'_> {
+    /// The session whose token hashes to `hash`, as this transaction sees it.
     pub fn session(&self, hash: &TokenHash) -> TxResult<Option<SessionRecord>> {
         self.get(T::Sessions, hash)
     }
 
+    /// Stores (or replaces) the session keyed by `hash` in this transaction.
     pub fn put_session(&self, hash: &TokenHash, s: &SessionRecord) -> TxResult<()> {
         self.put(T::Sessions, hash, s)
     }
@@ -93,10 +106,13 @@ impl Tx<'_> {
 }
 
 impl Store {
+    /// The session whose token hashes to `hash`; the caller still checks expiry, epoch and
+    /// [`SessionRecord::matches`].
     pub fn session(&self, hash: &TokenHash) -> Result<Option<SessionRecord>, StoreError> {
         self.get(T::Sessions, hash)
     }
 
+    /// Stores (or replaces) the session keyed by `hash`, durably.
     pub fn put_session(&self, hash: &TokenHash, s: &SessionRecord) -> Result<(), StoreError> {
         self.write(|tx| tx.put_session(hash, s))
     }

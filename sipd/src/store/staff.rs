@@ -15,12 +15,17 @@ use super::{Id, Record, Store, StoreError, T, Tx, TxResult, abort};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Role {
+    /// Everything: staff, system settings (service firewall, TLS), the audit log.
     Admin,
+    /// Provisioning (accounts, rules, tariffs, connections) and operating (hang-ups, bans).
     Operator,
+    /// Looks only (and looks after its own login).
     ReadOnly,
 }
 
 impl Role {
+    /// The role's name as the API, the CLI and the audit log spell it (`admin`, `operator`,
+    /// `read-only`); `FromStr` reads it back.
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Admin => "admin",
@@ -71,11 +76,16 @@ impl std::fmt::Debug for TotpState {
     }
 }
 
+/// A staff user as stored: identity, role, credentials (hash and TOTP, never the password),
+/// where they may log in from, and the epoch that revokes their sessions.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Staff {
     /// 0 until stored.
     pub id: Id,
+    /// The login name, as typed at creation; unique without regard to case (see
+    /// [`username_key`]).
     pub username: String,
+    /// What the user may do.
     pub role: Role,
     /// Argon2id PHC string (`$argon2id$v=19$m=…,t=…,p=…$salt$hash`), peppered.
     pub password_hash: String,
@@ -85,12 +95,15 @@ pub struct Staff {
     /// change it.
     #[serde(default)]
     pub must_change_password: bool,
+    /// The TOTP factor, `None` until enrolment starts (admins must enrol before working).
     #[serde(default)]
     pub totp: Option<TotpState>,
     /// Sources this user may log in and make requests from; empty = anywhere.
     #[serde(default)]
     pub allowed_hosts: Vec<IpNet>,
+    /// False blocks logins and every request of the user's open sessions.
     pub enabled: bool,
+    /// When the user was created (Unix ms).
     pub created_ms: u64,
     /// Sessions carry the epoch they were made in; bumping it revokes them all at once
     /// (logout everywhere, password change, role change, disable).
@@ -137,6 +150,9 @@ impl Staff {
         self.totp.as_ref().is_some_and(|t| t.enrolled)
     }
 
+    /// The record's own rules: a valid username, an Argon2id PHC hash, at most
+    /// [`MAX_ALLOWED_HOSTS`] allowed hosts and a well-formed TOTP secret; `Invalid` otherwise.
+    /// Checked on every write.
     pub fn validate(&self) -> Result<(), StoreError> {
         let bad = |reason: String| StoreError::Invalid {
             kind: "staff",
@@ -206,10 +222,12 @@ pub fn canonical_ip(ip: IpAddr) -> IpAddr {
 }
 
 impl Tx<'_> {
+    /// The staff user with id `id`, as this transaction sees it.
     pub fn staff(&self, id: Id) -> TxResult<Option<Staff>> {
         self.get(T::Staff, &id.to_be_bytes())
     }
 
+    /// The staff user named `username`, whatever its case.
     pub fn staff_by_username(&self, username: &str) -> TxResult<Option<Staff>> {
         match self.index_get(T::StaffNames, &username_key(username))? {
             Some(id) => self.staff(id),
@@ -253,14 +271,17 @@ impl Store {
         Ok(Staff { id, ..s.clone() })
     }
 
+    /// The staff user with id `id`, `None` when there is none.
     pub fn staff(&self, id: Id) -> Result<Option<Staff>, StoreError> {
         self.get(T::Staff, &id.to_be_bytes())
     }
 
+    /// The staff user named `username`, whatever its case (how logins find the user).
     pub fn staff_by_username(&self, username: &str) -> Result<Option<Staff>, StoreError> {
         self.by_index(T::StaffNames, T::Staff, &username_key(username))
     }
 
+    /// Every staff user in id order; a corrupt one is an `Err` in its place.
     pub fn staff_list(&self) -> Vec<Result<Staff, StoreError>> {
         self.scan(T::Staff, &[])
     }

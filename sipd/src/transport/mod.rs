@@ -46,6 +46,8 @@ const CONN_QUEUE: usize = 1024;
 /// net.core.rmem_max/wmem_max.
 const SOCKET_BUFFER: usize = 4 << 20;
 
+/// The bounds every transport keeps: message size, TCP connection counts and timeouts (from
+/// `[sip]` in sbc.toml) and the descriptor ceiling (from the open-file limit). Fixed at bind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Larger messages are reported as [`FrameError::TooLarge`].
@@ -61,6 +63,8 @@ pub struct Limits {
     /// A TCP connection with no complete message either way for this long is closed: bytes
     /// that do not finish a message (a slow drip, keep-alive CRLFs) do not reset it.
     pub idle_timeout: Duration,
+    /// An outbound TCP connect not established within this fails the send
+    /// ([`Event::SendFailed`]).
     pub connect_timeout: Duration,
     /// Accepted connections whose descriptor number is at or above this are refused: the
     /// kernel hands out the lowest free number, so such a descriptor means fewer than the
@@ -104,10 +108,13 @@ pub type Filter = Arc<dyn Fn(SocketAddr, SocketAddr, Proto) -> bool + Send + Syn
 /// on a wildcard socket); for TCP the connection's own local address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Inbound {
+    /// Who sent it, on which transport, socket and (TCP) connection.
     pub peer: Peer,
+    /// The bytes: one whole message, or what was read of a malformed one.
     pub data: Bytes,
 }
 
+/// What the transports tell the event loop, in arrival order, on the one event channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// Exactly one SIP message: a UDP datagram, or one framed TCP message with its body.
@@ -115,25 +122,45 @@ pub enum Event {
     /// A framing-level problem. `data` holds what was read (at most `max_message_bytes`) so
     /// the core can try to answer 400/513. A TCP connection stops reading and is closed
     /// right after the next message written to it (the answer), or after a short linger.
-    Malformed { inbound: Inbound, error: FrameError },
+    Malformed {
+        /// Who sent it and what was read.
+        inbound: Inbound,
+        /// What is wrong with the framing (too large, bad Content-Length, ...).
+        error: FrameError,
+    },
     /// A send that could not happen (TCP connect refused or timed out, write failed, no
     /// socket for the address family, …). `token` is the one given in [`Outbound`].
     SendFailed {
+        /// Where the message was going.
         remote: SocketAddr,
+        /// Over which transport.
         proto: Proto,
+        /// The caller's token from [`Outbound::token`].
         token: u64,
+        /// Why, for the log.
         error: String,
     },
     /// A TCP connection ended (either side, idle, error, or after Malformed).
-    Closed { conn: ConnId, remote: SocketAddr },
+    Closed {
+        /// The connection that ended; its id is not reused.
+        conn: ConnId,
+        /// Its peer.
+        remote: SocketAddr,
+    },
     /// `source` went over the per-source INVITE rate over TCP (reported at most once a
     /// second per source): the IDS counts it as the kernel guard's UDP flood events.
-    Flooded { source: std::net::IpAddr },
+    Flooded {
+        /// The offending address.
+        source: std::net::IpAddr,
+    },
 }
 
+/// A message to send, handed to [`Transports::send`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outbound {
+    /// UDP or TCP.
     pub proto: Proto,
+    /// Where to.
     pub remote: SocketAddr,
     /// UDP: send from the socket bound to this address (None, or no such socket: the first
     /// socket of the remote's family). TCP: a new connection binds this IP (port ignored).
@@ -143,6 +170,7 @@ pub struct Outbound {
     pub conn: Option<ConnId>,
     /// Echoed in [`Event::SendFailed`].
     pub token: u64,
+    /// One whole SIP message.
     pub data: Bytes,
 }
 
@@ -160,12 +188,17 @@ impl From<Transmit> for Outbound {
     }
 }
 
+/// Why the transports could not start; sipd refuses to run without its SIP sockets.
 #[derive(Debug, Error)]
 pub enum TransportError {
+    /// A configured SIP address could not be bound (in use, not local, no permission).
     #[error("bind {proto} {addr}: {error}")]
     Bind {
+        /// UDP or TCP.
         proto: Proto,
+        /// The address from the configuration.
         addr: SocketAddr,
+        /// What the kernel said.
         error: io::Error,
     },
 }
@@ -199,11 +232,13 @@ macro_rules! counters {
 counters! {
     /// Datagrams delivered (messages and Malformed), keep-alives and filtered ones excluded.
     udp_rx,
+    /// Datagrams handed to the kernel.
     udp_tx,
     /// Framed TCP messages delivered.
     tcp_rx,
     /// Messages written on TCP connections (keep-alive pongs excluded).
     tcp_tx,
+    /// Inbound TCP connections accepted (past the limits and the filter).
     tcp_accepted,
     /// Outbound TCP connections established.
     tcp_connected,
@@ -579,10 +614,12 @@ impl Transports {
         let _ = self.inner.shared.guard.set(guard);
     }
 
+    /// TCP listening addresses actually bound (port 0 resolved), in the order given to `bind`.
     pub fn tcp_addrs(&self) -> Vec<SocketAddr> {
         self.inner.tcp.clone()
     }
 
+    /// The counters now, with the TCP connections open (for `/metrics` and the status).
     pub fn stats(&self) -> TransportStats {
         let shared = &self.inner.shared;
         let open = shared.table().by_id.len() as u64;

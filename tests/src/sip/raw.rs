@@ -9,20 +9,26 @@ use crate::netns::Netns;
 
 /// A bare SIP request/response over UDP for scenarios sipp cannot express.
 pub struct RawSip {
+    /// The socket, bound inside the peer's namespace; usable from any thread.
     pub sock: UdpSocket,
+    /// Where [`RawSip::send`] sends (sipd's SIP address).
     pub to: SocketAddr,
 }
 
 impl RawSip {
+    /// Binds `local` inside `ns` and sends to `to` from there.
     pub fn bind_in(ns: &Netns, local: SocketAddr, to: SocketAddr) -> std::io::Result<RawSip> {
         let sock = ns.enter(|| UdpSocket::bind(local))?;
         Ok(RawSip { sock, to })
     }
 
+    /// The address the socket is bound to (port 0 resolved): what the messages' Via and Contact
+    /// must carry for answers to come back.
     pub fn local(&self) -> SocketAddr {
         self.sock.local_addr().expect("bound socket")
     }
 
+    /// Sends one datagram to `to`, as is.
     pub fn send(&self, msg: &[u8]) -> std::io::Result<()> {
         self.sock.send_to(msg, self.to).map(|_| ())
     }

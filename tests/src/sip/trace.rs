@@ -6,11 +6,14 @@ use std::collections::BTreeMap;
 /// One SIP message as sipp traced it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Msg {
+    /// Whether sipp received it (else it sent it).
     pub received: bool,
+    /// The message as traced, trailing blank lines trimmed.
     pub text: String,
 }
 
 impl Msg {
+    /// The request or status line, without its line ending.
     pub fn first_line(&self) -> &str {
         self.text.lines().next().unwrap_or("").trim_end()
     }
@@ -53,6 +56,7 @@ impl Msg {
         self.header("CSeq")?.split_whitespace().nth(1)
     }
 
+    /// The body: everything after the first blank line, empty when there is none.
     pub fn body(&self) -> &str {
         self.text
             .split_once("\r\n\r\n")
@@ -64,10 +68,13 @@ impl Msg {
 /// A sipp message trace (`-trace_msg`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Trace {
+    /// The messages in the order sipp traced them.
     pub msgs: Vec<Msg>,
 }
 
 impl Trace {
+    /// Reads a `-trace_msg` file's text; blocks that are not a sent or received message are
+    /// skipped.
     pub fn parse(text: &str) -> Trace {
         let mut msgs = Vec::new();
         for block in text.split("----------------------------------------------- ") {
@@ -87,10 +94,12 @@ impl Trace {
         Trace { msgs }
     }
 
+    /// The messages sipp received, in order.
     pub fn received(&self) -> impl Iterator<Item = &Msg> {
         self.msgs.iter().filter(|m| m.received)
     }
 
+    /// The messages sipp sent, in order.
     pub fn sent(&self) -> impl Iterator<Item = &Msg> {
         self.msgs.iter().filter(|m| !m.received)
     }

@@ -157,8 +157,11 @@ pub enum Break {
 /// The first entry at which the chain fails.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Broken {
+    /// The id of the entry at fault (for `Missing`, the id that should be there).
     pub id: Id,
+    /// What is wrong with it.
     pub problem: Break,
+    /// The same in words, for the operator.
     pub detail: String,
 }
 
@@ -167,16 +170,20 @@ pub struct Broken {
 pub struct Verified {
     /// Entries whose chain was checked.
     pub checked: u64,
+    /// The first entry looked at (after any purge), `None` for an empty log.
     pub first_id: Option<Id>,
+    /// The last entry looked at: where the check stopped, at a break or at the end.
     pub last_id: Option<Id>,
     /// Entries up to this id were purged by retention; the chain starts after it.
     pub purged_through: Option<Id>,
     /// The head's hash (what the next entry will carry as `prev`).
     pub head: Option<String>,
+    /// The first break found, `None` when the whole chain holds.
     pub broken: Option<Broken>,
 }
 
 impl Verified {
+    /// Whether the chain holds from its start (genesis or purge anchor) to the head.
     pub fn ok(&self) -> bool {
         self.broken.is_none()
     }
