@@ -7,6 +7,9 @@
 //! [`firewall`] (the data plane's SIP and management rules) and [`store`] (sled); the
 //! management plane is [`mgmt`] (staff, audit) and [`api`] (HTTPS, `/metrics`).
 
+// Every public item says what it is for (the repository explains itself).
+#![warn(missing_docs)]
+
 pub mod api;
 pub mod config;
 pub mod control;

@@ -1,5 +1,8 @@
 //! Shared helpers for the integration scenarios (namespaces, peers, privilege checks).
 
+// Every public item says what it is for (the repository explains itself).
+#![warn(missing_docs)]
+
 pub mod bins;
 pub mod netns;
 pub mod rtp;
