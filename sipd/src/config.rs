@@ -307,6 +307,13 @@ pub struct GuardConfig {
     /// Kernel flood reports (sampled once a second per source) within the window above that
     /// turn a source's rate-limiting into a ban; 0: rate-limit only.
     pub flood_reports_before_ban: u32,
+    /// In-dialog requests (BYE, INFO, re-INVITE, …) and CANCELs from one source, within
+    /// `auth_failure_window_secs`, naming a dialog or transaction that does not exist (481)
+    /// or is someone else's (403), that earn a ban: a scanner guessing at live calls to end.
+    /// Counted apart from failed passwords, and never for carriers an `ip_only` rule names or
+    /// for upstreams (their stray BYE after a call we forgot is no probe). 0: such requests
+    /// are still refused and counted in the refusal table, never banned for.
+    pub dialog_probes_before_ban: u32,
     /// First ban; each repeat offence doubles it, up to `ban_max_secs`.
     pub ban_secs: u64,
     pub ban_max_secs: u64,
@@ -331,6 +338,7 @@ impl Default for GuardConfig {
             auth_failures_before_ban: 10,
             auth_failure_window_secs: 60,
             flood_reports_before_ban: 10,
+            dialog_probes_before_ban: 20,
             ban_secs: 300,
             ban_max_secs: 86_400,
             ids_max_sources: 16_384,
