@@ -124,6 +124,7 @@ fn core(wall: SystemTime) -> Core<FakeMedia> {
             ban_scanners: true,
             floods_before_ban: 3,
             max_sources: 1024,
+            dialog_probes_before_ban: 10,
         },
         max_refusal_rows: 64,
         agent: "fuzz-sbc".into(),

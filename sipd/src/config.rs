@@ -352,6 +352,14 @@ pub struct GuardConfig {
     /// Kernel flood reports (sampled once a second per source) within the window above that
     /// turn a source's rate-limiting into a ban; 0: rate-limit only.
     pub flood_reports_before_ban: u32,
+    /// In-dialog requests (BYE, INFO, re-INVITE, …) and CANCELs from one source, within
+    /// `auth_failure_window_secs`, naming a dialog or transaction that does not exist (481)
+    /// or is someone else's (403), that earn a ban: a scanner guessing at live calls to end.
+    /// Counted apart from failed passwords, and never for carriers an `ip_only` rule names or
+    /// for upstreams (their stray BYE after a call we forgot is no probe). 0: such requests
+    /// are still refused and counted in the refusal table, never banned for; 1 and 2 are
+    /// refused (a peer's stray BYE or two must never ban it).
+    pub dialog_probes_before_ban: u32,
     /// First ban; each repeat offence doubles it, up to `ban_max_secs`.
     pub ban_secs: u64,
     /// The longest ban a repeat offender gets, in seconds (at least `ban_secs`).
@@ -377,6 +385,7 @@ impl Default for GuardConfig {
             auth_failures_before_ban: 10,
             auth_failure_window_secs: 60,
             flood_reports_before_ban: 10,
+            dialog_probes_before_ban: 20,
             ban_secs: 300,
             ban_max_secs: 86_400,
             ids_max_sources: 16_384,
@@ -1028,6 +1037,16 @@ impl Config {
                 "0 would ban on the first challenge".into(),
             );
         }
+        if (1..3).contains(&g.dialog_probes_before_ban) {
+            bad(
+                "guard.dialog_probes_before_ban",
+                format!(
+                    "{} would ban a peer for its stray BYE or two (a call we already ended); \
+                     at least 3, or 0 never to ban for it",
+                    g.dialog_probes_before_ban
+                ),
+            );
+        }
         if g.auth_failure_window_secs == 0 {
             bad(
                 "guard.auth_failure_window_secs",
@@ -1378,6 +1397,23 @@ mod tests {
         ] {
             let e = parse(src).unwrap_err();
             assert!(e.to_string().contains("guard.tcp_syn_burst"), "{src}: {e}");
+        }
+    }
+
+    #[test]
+    fn dialog_probe_ban_defaults_to_20_and_never_bans_a_stray_or_two() {
+        assert_eq!(GuardConfig::default().dialog_probes_before_ban, 20);
+        for ok in [0, 3, 1000] {
+            let c = parse(&format!("[guard]\ndialog_probes_before_ban = {ok}\n")).unwrap();
+            assert_eq!(c.guard.dialog_probes_before_ban, ok);
+        }
+        for bad in [1, 2] {
+            let e = parse(&format!("[guard]\ndialog_probes_before_ban = {bad}\n")).unwrap_err();
+            assert!(
+                e.to_string().contains("guard.dialog_probes_before_ban")
+                    && e.to_string().contains("at least 3"),
+                "{e}"
+            );
         }
     }
 

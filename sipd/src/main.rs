@@ -5,6 +5,8 @@
 //! pinned maps (`cleanup`). Store commands open the store directly, so they cannot run while
 //! `run` holds it. Arguments are parsed here; the work is done by the library (`sipd`).
 
+mod lists;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -88,6 +90,9 @@ enum Command {
     /// The audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Refusals before authentication, counted per source and reason (the refusal table).
+    #[command(subcommand)]
+    Refusals(RefusalsCommand),
     /// Run the appliance: bring up the data plane (XDP where it attaches, else userspace,
     /// said loudly), the media relay and SIP on the configured addresses, until SIGTERM or
     /// SIGINT (calls in progress are then ended with BYE and their CDRs written). Logs go to
@@ -127,7 +132,32 @@ enum CdrsCommand {
 }
 
 #[derive(Subcommand)]
+enum RefusalsCommand {
+    /// List the refusal table as `sipd run` last saved it (it saves every few seconds and at
+    /// shutdown): per source and reason, the count, the last status and when the first and
+    /// the last were (Unix ms), most recent first.
+    List {
+        /// Machine-readable output: a JSON array
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum AuditCommand {
+    /// List audit entries, oldest first: logins, changes, role denials, imports and the
+    /// IDS's bans (actor `sipd:ids`, with the evidence in `after`).
+    List {
+        /// Machine-readable output: a JSON array
+        #[arg(long)]
+        json: bool,
+        /// Only entries with an id above this (resume after the last one seen)
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        /// At most this many (0: all)
+        #[arg(long, default_value_t = 10_000)]
+        limit: usize,
+    },
     /// Check the audit log's hash chain: every entry must carry the hash of the one before
     /// and the last must match the recorded head. Names the first broken entry; exit status
     /// 0 when the chain holds, 1 when it does not.
@@ -274,6 +304,10 @@ fn run(cmd: Command, config: Option<&Path>) -> Result<ExitCode> {
             export_cdrs(&store, output.as_deref(), after)
         }
         Command::Audit(AuditCommand::Verify { json }) => verify_audit(&store, json),
+        Command::Audit(AuditCommand::List { json, after, limit }) => {
+            lists::audit(&store, json, after, limit)
+        }
+        Command::Refusals(RefusalsCommand::List { json }) => lists::refusals(&store, json),
         Command::Run | Command::Cleanup => unreachable!("handled above"),
     }
 }

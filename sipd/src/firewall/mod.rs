@@ -49,6 +49,8 @@ pub fn ban_reason(o: Offence) -> BanReason {
         Offence::BruteForce => BanReason::BruteForce,
         Offence::Enumeration => BanReason::Enumeration,
         Offence::Flood => BanReason::Flood,
+        // Guessing at live dialogs is enumeration too; the audit entry says which kind.
+        Offence::DialogProbe => BanReason::Enumeration,
     }
 }
 

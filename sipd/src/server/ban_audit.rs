@@ -22,6 +22,7 @@ pub struct BanAudit {
     store: Arc<Store>,
     failures_before_ban: u32,
     floods_before_ban: u32,
+    probes_before_ban: u32,
     window_secs: u64,
     minute: Instant,
     written: u32,
@@ -35,6 +36,7 @@ pub fn offence_name(o: Offence) -> &'static str {
         Offence::BruteForce => "brute-force",
         Offence::Enumeration => "enumeration",
         Offence::Flood => "flood",
+        Offence::DialogProbe => "dialog-probe",
     }
 }
 
@@ -44,6 +46,7 @@ impl BanAudit {
             store,
             failures_before_ban: g.auth_failures_before_ban,
             floods_before_ban: g.flood_reports_before_ban,
+            probes_before_ban: g.dialog_probes_before_ban,
             window_secs: g.auth_failure_window_secs,
             minute: Instant::now(),
             written: 0,
@@ -59,6 +62,10 @@ impl BanAudit {
             Offence::BruteForce => (self.failures_before_ban, "failed digest responses"),
             Offence::Enumeration => (self.failures_before_ban, "requests matching no auth rule"),
             Offence::Flood => (self.floods_before_ban, "kernel rate-limit reports"),
+            Offence::DialogProbe => (
+                self.probes_before_ban,
+                "in-dialog requests or CANCELs naming no dialog of the sender's",
+            ),
         };
         json!({
             "offence": offence_name(o),

@@ -10,6 +10,7 @@
 mod ban_audit;
 pub mod fds;
 mod provisioned;
+mod refusals;
 pub mod retention;
 mod startup;
 mod writer;
@@ -62,6 +63,7 @@ struct Appliance {
     dp: Arc<DataPlane>,
     firewall: Arc<Firewall>,
     ban_audit: ban_audit::BanAudit,
+    refusal_saver: refusals::RefusalSaver,
     transports: Transports,
     events: mpsc::Receiver<Event>,
     core: Core<RelayMedia>,
@@ -107,6 +109,7 @@ impl Appliance {
         let names = startup::trust_peers(&firewall, &records, &resolver).await;
 
         let mut core = startup::core(&cfg, records, locals, media)?;
+        refusals::RefusalSaver::restore(&store, &mut core);
         for a in names {
             core.on_resolved(Instant::now(), SystemTime::now(), &a.host, a.addrs, a.ttl);
         }
@@ -132,6 +135,7 @@ impl Appliance {
         );
         Ok(Appliance {
             ban_audit: ban_audit::BanAudit::new(store.clone(), &cfg.guard),
+            refusal_saver: refusals::RefusalSaver::new(store.clone()),
             guard_events: dp.guard_events(),
             store,
             dp,
@@ -191,6 +195,7 @@ impl Appliance {
                 _ = int.recv(), if self.stopping.is_none() => self.stop("SIGINT"),
             }
             self.carry_out();
+            self.refusal_saver.tick(Instant::now(), &mut self.core);
             // Give the BYEs of a shutdown a moment to be answered, then go.
             if let Some(t) = self.stopping
                 && (self.core.active_calls() == 0 && t.elapsed() > Duration::from_millis(300)
@@ -305,7 +310,9 @@ impl Appliance {
         if let Some(api) = self.api {
             api.stop().await;
         }
-        drop(self.core);
+        let mut core = self.core;
+        self.refusal_saver.finish(&mut core);
+        drop(core);
         self.transports.shutdown();
         self.writer.finish();
         info!("sipd stopped");

@@ -231,6 +231,7 @@ pub fn core(
             ban_scanners: true,
             floods_before_ban: g.flood_reports_before_ban,
             max_sources: g.ids_max_sources,
+            dialog_probes_before_ban: g.dialog_probes_before_ban,
         },
         agent: cfg.sip.agent.clone(),
         max_refusal_rows: g.refusal_rows,

@@ -12,6 +12,7 @@ mod cdr;
 mod connection;
 mod firewall;
 mod record;
+mod refusal;
 mod rule;
 mod session;
 mod staff;
@@ -212,6 +213,8 @@ pub struct Store {
     trees: Vec<Tree>,
     /// Append-only; outside the transactional set because nothing else changes with a CDR.
     cdrs: Tree,
+    /// The refusal table's copy (`refusal.rs`): outside the transactional set too.
+    refusals: Tree,
 }
 
 impl std::fmt::Debug for Store {
@@ -364,12 +367,14 @@ impl Store {
             .map(|n| db.open_tree(n))
             .collect::<Result<Vec<_>, _>>()?;
         let cdrs = db.open_tree("cdrs")?;
+        let refusals = db.open_tree("refusals")?;
         tracing::debug!(path = %dir.display(), "store opened");
         let store = Store {
             db,
             path: dir.to_path_buf(),
             trees,
             cdrs,
+            refusals,
         };
         store.migrate_audit_chain()?;
         Ok(store)

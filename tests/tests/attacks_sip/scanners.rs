@@ -52,13 +52,13 @@ fn attacker_ip(net: &Net, last: u8) -> Ipv4Addr {
 }
 
 /// The kernel's ban map of this instance, as an operator tool reads it.
-struct Bans {
+pub(crate) struct Bans {
     _ebpf: aya::Ebpf,
     maps: relay_user::maps::XdpMaps,
 }
 
 impl Bans {
-    fn open(sbc: &Sbc) -> Bans {
+    pub(crate) fn open(sbc: &Sbc) -> Bans {
         let mut ebpf =
             relay_user::loader::load_pinned(relay_user::object::ebpf_object(), &sbc.instance)
                 .expect("open the instance's pinned maps");
@@ -67,7 +67,7 @@ impl Bans {
     }
 
     /// The reason `ip` is banned for, if it is (and the ban has not expired).
-    fn reason(&self, ip: IpAddr) -> Option<Option<BanReason>> {
+    pub(crate) fn reason(&self, ip: IpAddr) -> Option<Option<BanReason>> {
         self.maps
             .ban_list()
             .expect("ban list")
@@ -77,7 +77,11 @@ impl Bans {
     }
 
     /// Polls until `ip` is banned; when it was first seen banned.
-    fn wait(&self, ip: IpAddr, within: Duration) -> Option<(SystemTime, Option<BanReason>)> {
+    pub(crate) fn wait(
+        &self,
+        ip: IpAddr,
+        within: Duration,
+    ) -> Option<(SystemTime, Option<BanReason>)> {
         let end = Instant::now() + within;
         while Instant::now() < end {
             if let Some(r) = self.reason(ip) {

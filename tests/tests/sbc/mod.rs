@@ -381,8 +381,36 @@ impl Sbc {
             prov_toml
         );
         let log = dir.join("sipd.log");
-        let logf = std::fs::File::create(&log).expect("log file");
-        let mut cmd = match set.nofile {
+        let mut sbc = Sbc {
+            plane,
+            dir,
+            config,
+            log,
+            instance,
+            child: None,
+            addr,
+            relay_ns: net.topo.relay.name().to_string(),
+        };
+        sbc.spawn(net, set.nofile);
+        sbc
+    }
+
+    /// Starts `sipd run` again on the same configuration and data directory (after
+    /// [`Sbc::stop`]): what an operator's restart does. Its log is appended to the first's.
+    pub fn restart(&mut self, net: &Net) {
+        self.stop();
+        self.spawn(net, None);
+    }
+
+    /// `sipd run` in the relay namespace, logging to `self.log`; waits for "sipd ready".
+    fn spawn(&mut self, net: &Net, nofile: Option<u64>) {
+        let logf = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let start = self.log_text().len();
+        let mut cmd = match nofile {
             Some(n) => {
                 let mut c = net.topo.relay.command("prlimit");
                 c.arg(format!("--nofile={n}:{n}")).arg("--").arg(sipd_bin());
@@ -391,37 +419,34 @@ impl Sbc {
             None => net.topo.relay.command(sipd_bin()),
         };
         cmd.arg("-c")
-            .arg(&config)
+            .arg(&self.config)
             .arg("run")
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(logf.try_clone().expect("log"))
             .stderr(logf);
-        let child = NsChild::spawn(&mut cmd).expect("spawn sipd run");
-        let mut sbc = Sbc {
-            plane,
-            dir,
-            config,
-            log,
-            instance,
-            child: Some(child),
-            addr,
-            relay_ns: net.topo.relay.name().to_string(),
-        };
+        self.child = Some(NsChild::spawn(&mut cmd).expect("spawn sipd run"));
         let end = Instant::now() + Duration::from_secs(20);
-        while !sbc.log_text().contains("sipd ready") {
-            if let Some(st) = sbc.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("sipd exited ({st}) before ready:\n{}", sbc.log_text());
+        while !self
+            .log_text()
+            .get(start..)
+            .is_some_and(|t| t.contains("sipd ready"))
+        {
+            if let Some(st) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("sipd exited ({st}) before ready:\n{}", self.log_text());
             }
             assert!(
                 Instant::now() < end,
                 "no \"sipd ready\" in 20 s:\n{}",
-                sbc.log_text()
+                self.log_text()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        sbc
     }
 
     pub fn sip(&self) -> SocketAddr {
@@ -509,8 +534,19 @@ impl Sbc {
             .collect()
     }
 
+    /// `sipd <args>` against this instance's configuration (sipd stopped, for commands that
+    /// open the store: it has one writer).
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(sipd_bin())
+            .arg("-c")
+            .arg(&self.config)
+            .args(args)
+            .output()
+            .expect("run sipd")
+    }
+
     /// `sipd <args>` against this instance's store, whose output is a JSON array.
-    fn json_list(&self, args: &[&str]) -> Vec<Value> {
+    pub fn json_list(&self, args: &[&str]) -> Vec<Value> {
         let out = std::process::Command::new(sipd_bin())
             .arg("-c")
             .arg(&self.config)

@@ -10,6 +10,7 @@ use tracing::{debug, warn};
 use super::call::{Call, CallKey, Leg, Phase, Relayed};
 use super::locals::contact;
 use super::{Core, Effect, EndReason, Media, Side, Token};
+use crate::records::RefusalReason;
 use crate::sip::msg::host_port;
 use crate::sip::txn::{ServerKey, new_branch, via_for};
 use crate::sip::uri::parse_uri;
@@ -96,17 +97,16 @@ impl<M: Media> Core<M> {
     ) {
         let from_tag = req.from().tag.unwrap_or_default();
         let found = self.table.dialog_of(req.call_id(), &from_tag);
-        let Some((call_key, from_a)) = found else {
+        let Some(mut call) = found.and_then(|(k, _)| self.table.take(k)) else {
+            // A dialog we never had or already forgot: a peer's late BYE, or a scanner
+            // guessing at live calls.
             let r = req.response(481, None);
             self.txn.respond(now, &key, &r);
+            self.dialog_probe(now, wall, &peer, RefusalReason::UnknownDialog, 481);
             return;
         };
+        let (call_key, from_a) = (call.key, found.is_some_and(|(_, a)| a));
         let method = req.method().cloned().unwrap_or(Method::Options);
-        let Some(mut call) = self.table.take(call_key) else {
-            let r = req.response(481, None);
-            self.txn.respond(now, &key, &r);
-            return;
-        };
         // Call-ID and tags are no secret (anyone on the path sees them): only the dialog's
         // own peer may end the call or move its media, else a sniffer hangs up or steals it.
         let leg = if from_a {
@@ -123,6 +123,7 @@ impl<M: Media> Core<M> {
             debug!(src = %peer.remote, %method, from_a, "in-dialog request from a stranger refused");
             let r = req.response(403, None);
             self.txn.respond(now, &key, &r);
+            self.dialog_probe(now, wall, &peer, RefusalReason::InDialogStranger, 403);
             return;
         }
         // Latch the peer's transport details for requests we send later (TCP connection).

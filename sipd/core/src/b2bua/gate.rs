@@ -343,8 +343,18 @@ impl AuthGate {
         (verdict, ban)
     }
 
+    /// An in-dialog request or CANCEL from `src` that named no dialog or transaction of its
+    /// own (the core answered 481 or 403). The core asks only for sources it does not know
+    /// (see [`Core`](super::Core)'s `dialog_probe`); counted apart from failed passwords,
+    /// and a ban at the threshold.
+    pub fn dialog_probe(&mut self, now: Instant, src: IpAddr) -> Option<Ban> {
+        self.ids
+            .dialog_probe(now, src)
+            .map(|d| Ban::earned(src, d, Offence::DialogProbe))
+    }
+
     /// Whether an `ip_only` rule names `src`: a carrier we know by its address.
-    fn trusted(&self, src: IpAddr) -> bool {
+    pub fn trusted(&self, src: IpAddr) -> bool {
         let src = src.to_canonical();
         self.rules
             .rules()

@@ -1,6 +1,7 @@
 //! The SIP side of the IDS: sources that fail digest authentication again and again, probe
-//! us with requests of any method, flood, or announce a scanner's User-Agent earn a kernel
-//! ban that doubles for each repeat offence.
+//! us with requests of any method, spray in-dialog requests at dialogs that are not theirs,
+//! flood, or announce a scanner's User-Agent earn a kernel ban that doubles for each repeat
+//! offence.
 //!
 //! What it remembers is one entry per source in a table of stated capacity
 //! ([`IdsConfig::max_sources`]): a spoofing flood cannot grow it. When it is full, the source
@@ -23,6 +24,9 @@ pub enum Offence {
     Enumeration,
     /// The kernel guard kept rate-limiting it.
     Flood,
+    /// In-dialog requests (BYE, INFO, …) and CANCELs naming dialogs or transactions that do
+    /// not exist or are someone else's, again and again: looking for a live call to end.
+    DialogProbe,
 }
 
 /// The IDS thresholds and ban lengths, from `[ids]` in `sbc.toml`.
@@ -43,6 +47,11 @@ pub struct IdsConfig {
     pub floods_before_ban: u32,
     /// Most sources tracked at once (failures, floods and past offences together).
     pub max_sources: usize,
+    /// In-dialog requests and CANCELs within `window` naming no dialog or transaction of
+    /// the sender's that earn a ban; 0: refused and counted, never banned for. Kept apart
+    /// from `failures_before_ban` so that a peer's few stray BYEs (a call we already forgot)
+    /// never add up with anything else.
+    pub dialog_probes_before_ban: u32,
 }
 
 impl IdsConfig {
@@ -79,6 +88,7 @@ pub struct IdsStats {
 struct Track {
     failures: VecDeque<Instant>,
     floods: VecDeque<Instant>,
+    probes: VecDeque<Instant>,
     /// Bans handed out, and when the last was.
     offences: u32,
     last_offence: Option<Instant>,
@@ -90,6 +100,7 @@ impl Track {
         Track {
             failures: VecDeque::new(),
             floods: VecDeque::new(),
+            probes: VecDeque::new(),
             offences: 0,
             last_offence: None,
             last_seen: now,
@@ -102,6 +113,7 @@ impl Track {
             |q: &VecDeque<Instant>| q.back().is_some_and(|t| now.duration_since(*t) <= window);
         recent(&self.failures)
             || recent(&self.floods)
+            || recent(&self.probes)
             || self
                 .last_offence
                 .is_some_and(|t| now.duration_since(t) < OFFENCE_MEMORY)
@@ -202,6 +214,17 @@ impl Ids {
         hit.then(|| self.ban_for(now, ip))
     }
 
+    /// Records an in-dialog request or CANCEL that named no dialog or transaction of the
+    /// sender's; `Some(ban)` when the source keeps doing it.
+    pub fn dialog_probe(&mut self, now: Instant, ip: IpAddr) -> Option<Duration> {
+        let (n, w) = (self.cfg.dialog_probes_before_ban, self.cfg.window);
+        if n == 0 {
+            return None;
+        }
+        let hit = count(&mut self.track(now, ip).probes, now, w, n);
+        hit.then(|| self.ban_for(now, ip))
+    }
+
     /// `Some(ban)` when `user_agent` is a scanner's.
     pub fn scanner(
         &mut self,
@@ -238,6 +261,7 @@ mod tests {
             ban_scanners: true,
             floods_before_ban: 2,
             max_sources: 1024,
+            dialog_probes_before_ban: 5,
         }
     }
 
@@ -273,12 +297,33 @@ mod tests {
             ban_scanners: false,
             floods_before_ban: 0,
             max_sources: 16,
+            dialog_probes_before_ban: 0,
         });
         let ip: IpAddr = "192.0.2.9".parse().unwrap();
         let t = Instant::now();
         assert!(ids.auth_failed(t, ip).is_none());
         assert!(ids.auth_failed(t + Duration::from_secs(20), ip).is_none());
         assert!(ids.auth_failed(t + Duration::from_secs(21), ip).is_some());
+    }
+
+    /// Dialog probes have a count of their own: a few never ban, the threshold does, and
+    /// they do not add up with failed passwords.
+    #[test]
+    fn dialog_probes_count_apart() {
+        let mut ids = Ids::new(cfg());
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        let t = Instant::now();
+        assert!(ids.auth_failed(t, ip).is_none());
+        assert!(ids.auth_failed(t, ip).is_none());
+        for _ in 0..4 {
+            assert!(ids.dialog_probe(t, ip).is_none());
+        }
+        assert_eq!(ids.dialog_probe(t, ip), Some(Duration::from_secs(300)));
+        let mut off = Ids::new(IdsConfig {
+            dialog_probes_before_ban: 0,
+            ..cfg()
+        });
+        assert!((0..100).all(|_| off.dialog_probe(t, ip).is_none()));
     }
 
     /// A table full of spoofed sources: it stays at its capacity, the source seen longest ago

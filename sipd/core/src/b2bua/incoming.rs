@@ -11,9 +11,9 @@ use tracing::{debug, warn};
 use super::call::{Call, CallKey, Leg, Phase};
 use super::gate::{Knock, ProbeVerdict, Verdict};
 use super::{ALLOW, Core, Effect, Media, Side, unix_ms};
-use crate::records::{CdrDraft, Id, Micros, Tariff};
+use crate::records::{CdrDraft, Id, Micros, RefusalReason, Tariff};
 use crate::sip::txn::{RequestVerdict, ServerKey, random_hex};
-use crate::sip::{Msg, NameAddr, Peer};
+use crate::sip::{Msg, NameAddr, Peer, Transmit};
 
 impl<M: Media> Core<M> {
     pub(super) fn on_request(&mut self, now: Instant, wall: SystemTime, peer: Peer, req: Msg) {
@@ -22,6 +22,10 @@ impl<M: Media> Core<M> {
             RequestVerdict::Absorbed => {}
             RequestVerdict::Ack => self.on_ack(now, peer, req),
             RequestVerdict::Cancel(inv) => self.on_cancel(now, wall, inv),
+            RequestVerdict::ForeignCancel => self.foreign_cancel(now, wall, peer, &req),
+            RequestVerdict::UnknownCancel => {
+                self.dialog_probe(now, wall, &peer, RefusalReason::UnknownDialog, 481);
+            }
             RequestVerdict::New(key) => {
                 if req.max_forwards() == Some(0) && method != Method::Ack {
                     let r = req.response(483, None);
@@ -53,6 +57,43 @@ impl<M: Media> Core<M> {
                     self.txn.respond(now, &key, &r);
                 }
             }
+        }
+    }
+
+    /// A CANCEL of someone else's pending INVITE: 403, sent once and outside any transaction
+    /// (see [`RequestVerdict::ForeignCancel`]), counted like the other in-dialog refusals; the
+    /// call goes on.
+    fn foreign_cancel(&mut self, now: Instant, wall: SystemTime, peer: Peer, req: &Msg) {
+        self.stats.in_dialog_refused += 1;
+        debug!(src = %peer.remote, "CANCEL from a stranger refused");
+        let r = req.response(403, None);
+        self.effects.push(Effect::Send(Transmit {
+            peer,
+            data: r.to_bytes(),
+            token: 0,
+        }));
+        self.dialog_probe(now, wall, &peer, RefusalReason::InDialogStranger, 403);
+    }
+
+    /// A request that named a dialog or transaction that is not the sender's (`reason`,
+    /// answered `code`): counted in the refusal table and toward the IDS's dialog-probe ban,
+    /// unless the sender is a peer we know (a carrier an `ip_only` rule names, or an
+    /// upstream), whose stray BYE for a call we already forgot is no probe.
+    pub(super) fn dialog_probe(
+        &mut self,
+        now: Instant,
+        wall: SystemTime,
+        peer: &Peer,
+        reason: RefusalReason,
+        code: u16,
+    ) {
+        let ip = peer.remote.ip();
+        if self.gate.trusted(ip) || self.outgoing.is_upstream(ip) {
+            return;
+        }
+        self.refusals.record(unix_ms(wall), ip, reason, code);
+        if let Some(b) = self.gate.dialog_probe(now, ip) {
+            self.ban(b);
         }
     }
 

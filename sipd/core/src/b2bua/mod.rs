@@ -38,7 +38,9 @@ use crate::auth::digest::DigestVerifier;
 use crate::policy::admission::{Admission, Cut};
 use crate::policy::routing::Router;
 use crate::policy::rules::RuleSet;
-use crate::records::{CdrDraft, Connection, Id, Micros, RefusalRow, RefusalTable, Tariff, unix_ms};
+use crate::records::{
+    CdrDraft, Connection, Id, Micros, RefusalChanges, RefusalRow, RefusalTable, Tariff, unix_ms,
+};
 use crate::sip::malformed::{self, Malformed};
 use crate::sip::txn::{TxnLayer, TxnTimeout};
 use crate::sip::{Msg, Peer, Transmit};
@@ -163,8 +165,9 @@ pub struct CoreStats {
     pub auth_failures: u64,
     /// ACKs that matched no call.
     pub stray: u64,
-    /// In-dialog requests refused (403) because they came from neither of the dialog's
-    /// peers: a third party who learnt the Call-ID and tags.
+    /// In-dialog requests and CANCELs refused (403; ACKs dropped) because they came from
+    /// neither of the dialog's peers (for a CANCEL: not from the INVITE's sender): a third
+    /// party who learnt the Call-ID and tags.
     pub in_dialog_refused: u64,
     /// Final responses sent to callers, by code.
     pub finals: std::collections::BTreeMap<u16, u64>,
@@ -316,6 +319,17 @@ impl<M: Media> Core<M> {
     /// Refusals before authentication by (source, reason), most recent first.
     pub fn refusals(&self) -> Vec<RefusalRow> {
         self.refusals.rows()
+    }
+
+    /// What changed in the refusal table since the last call, for the shell to write to the
+    /// store in one batch (see [`RefusalTable::take_changes`]).
+    pub fn refusal_changes(&mut self) -> RefusalChanges {
+        self.refusals.take_changes()
+    }
+
+    /// The refusal table as the store kept it from the last run; call before any message.
+    pub fn restore_refusals(&mut self, rows: Vec<RefusalRow>) {
+        self.refusals.restore(rows);
     }
 
     /// The media relay, for the shell (stats, timeouts).

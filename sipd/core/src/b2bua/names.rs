@@ -125,6 +125,15 @@ impl Names {
         }
     }
 
+    /// Whether `ip` is among the addresses last known for `host` (stale ones included).
+    pub fn has_addr(&self, host: &str, ip: IpAddr) -> bool {
+        self.entries.get(host).is_some_and(|e| {
+            e.addrs
+                .iter()
+                .any(|a| a.to_canonical() == ip.to_canonical())
+        })
+    }
+
     /// Forgets every answer (after a reload: an operator may have repointed a name).
     pub fn clear(&mut self) {
         self.entries.clear();

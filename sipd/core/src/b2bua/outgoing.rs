@@ -100,6 +100,18 @@ impl Outgoing {
         std::mem::take(&mut self.questions)
     }
 
+    /// Whether `ip` is one of our upstreams' addresses (a literal host, or what its name
+    /// resolved to): a vendor we send calls to, never a stranger.
+    pub fn is_upstream(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.router
+            .connections()
+            .any(|c| match c.host.parse::<IpAddr>() {
+                Ok(a) => a.to_canonical() == ip,
+                Err(_) => self.names.has_addr(&c.host, ip),
+            })
+    }
+
     /// Connections that route `cld`, best first.
     pub fn candidates(&self, cld: &str) -> Vec<Id> {
         self.router.candidates(cld)

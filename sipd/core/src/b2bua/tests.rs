@@ -111,6 +111,7 @@ impl World {
                 ban_scanners: true,
                 floods_before_ban: 3,
                 max_sources: 1024,
+                dialog_probes_before_ban: 10,
             },
             agent: "test-sbc".into(),
             max_refusal_rows: 64,

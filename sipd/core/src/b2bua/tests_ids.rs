@@ -198,3 +198,97 @@ fn refusals_are_counted_per_source_and_reason_not_recorded_per_request() {
             .all(|r| r.count == 10 && r.reason == RefusalReason::NoMatchingRule)
     );
 }
+
+/// A BYE, INFO or CANCEL of a dialog (or transaction) `n` that does not exist, from `who`.
+fn stray(method: &str, who: &str, n: u32) -> String {
+    let to_tag = if method == "CANCEL" {
+        String::new()
+    } else {
+        format!(";tag=t{n}")
+    };
+    format!(
+        "{method} sip:100@10.0.0.2 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {who};branch=z9hG4bK-stray-{n}\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:100@{who}>;tag=f{n}\r\n\
+         To: <sip:100@10.0.0.2>{to_tag}\r\n\
+         Call-ID: stray-{n}@scan\r\n\
+         CSeq: 2 {method}\r\n\r\n"
+    )
+}
+
+/// A scanner spraying in-dialog requests and CANCELs at dialogs that do not exist: each gets
+/// its 481 until the IDS's threshold bans it (a dialog probe, counted as `unknown_dialog`).
+/// A carrier's and a vendor's strays (calls we forgot) are answered alike and never counted.
+#[test]
+fn a_spray_at_unknown_dialogs_is_banned_and_known_peers_are_not() {
+    let mut w = ip_world();
+    let methods = ["BYE", "INFO", "CANCEL"];
+    for n in 0..9 {
+        w.from(STRANGER, &stray(methods[n as usize % 3], STRANGER, n));
+    }
+    assert_eq!(w.codes(STRANGER), vec![481; 9]);
+    assert!(bans(&w).is_empty(), "nine strays are below the threshold");
+    w.from(STRANGER, &stray("BYE", STRANGER, 9));
+    assert_eq!(bans(&w), vec![Offence::DialogProbe]);
+    let rows = w.core.refusals();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        (rows[0].reason, rows[0].count, rows[0].code),
+        (RefusalReason::UnknownDialog, 10, 481)
+    );
+
+    let mut w = ip_world();
+    for n in 0..50 {
+        w.from(CARRIER, &stray(methods[n as usize % 3], CARRIER, n));
+        w.from(VENDOR1, &stray("BYE", VENDOR1, n));
+    }
+    assert_eq!(w.codes(CARRIER), vec![481; 50]);
+    assert_eq!(w.codes(VENDOR1), vec![481; 50]);
+    assert!(bans(&w).is_empty(), "a known peer's strays banned it");
+    assert!(w.core.refusals().is_empty());
+}
+
+/// The caller's INVITE, as anyone who saw it can write its CANCEL.
+fn cancel_of(call_id: &str) -> String {
+    format!(
+        "CANCEL sip:4420555@10.0.0.2 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-{call_id};rport\r\n\
+         Max-Forwards: 70\r\n\
+         From: \"Carrier\" <sip:1555000@10.0.0.1>;tag=ftag-{call_id}\r\n\
+         To: <sip:4420555@10.0.0.2>\r\n\
+         Call-ID: {call_id}\r\n\
+         CSeq: 1 CANCEL\r\n\r\n"
+    )
+}
+
+/// A third party's CANCEL of a ringing call (the INVITE's Via, From and Call-ID copied): 403,
+/// counted, nothing reaches the vendor and the call rings on; the caller's own CANCEL of the
+/// same transaction still ends it. Ten such CANCELs ban the stranger.
+#[test]
+fn a_third_party_cancel_is_refused_and_the_call_rings_on() {
+    let mut w = ip_world();
+    let inv = start_call(&mut w, "call-ring");
+    w.from(VENDOR1, &reply(&inv, 180, "vtag", None));
+    assert_eq!(w.codes(CARRIER), vec![180]);
+    w.from(STRANGER, &cancel_of("call-ring"));
+    assert_eq!(w.codes(STRANGER), vec![403]);
+    assert!(w.take(CARRIER).is_empty(), "no 487 to the caller");
+    assert!(w.take(VENDOR1).is_empty(), "no CANCEL upstream");
+    assert_eq!(w.core.active_calls(), 1);
+    assert_eq!(w.core.stats().in_dialog_refused, 1);
+    assert_eq!(w.core.refusals()[0].reason, RefusalReason::InDialogStranger);
+    for _ in 0..9 {
+        w.from(STRANGER, &cancel_of("call-ring"));
+    }
+    assert_eq!(w.codes(STRANGER), vec![403; 9], "one answer per CANCEL");
+    assert_eq!(bans(&w), vec![Offence::DialogProbe]);
+    assert_eq!(w.core.active_calls(), 1);
+
+    w.from(CARRIER, &cancel_of("call-ring"));
+    let mut codes = w.codes(CARRIER);
+    codes.sort();
+    assert_eq!(codes, vec![200, 487]);
+    assert_eq!(w.take(VENDOR1)[0].method(), Some(&Method::Cancel));
+    assert_eq!(w.cdrs[0].reason, "cancelled");
+}

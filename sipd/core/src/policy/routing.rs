@@ -40,6 +40,11 @@ impl Router {
         r
     }
 
+    /// Every connection, enabled or not.
+    pub fn connections(&self) -> impl Iterator<Item = &Connection> {
+        self.conns.values().map(|u| &u.conn)
+    }
+
     /// Replaces the connections after a provisioning change, keeping the channel counts and
     /// CPS state of those that remain: calls in progress still hold their channels.
     pub fn reload(&mut self, connections: Vec<Connection>) {

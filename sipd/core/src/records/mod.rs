@@ -25,7 +25,7 @@ pub use connection::{Connection, ConnectionSpec, Transport, parse_destination};
 pub use field::{FieldError, FieldErrors};
 pub use money::{BadAmount, MICROS_PER_UNIT, Micros};
 pub use pattern::{Matcher, Pattern, PatternError};
-pub use refusal::{RefusalReason, RefusalRow, RefusalTable};
+pub use refusal::{RefusalChanges, RefusalReason, RefusalRow, RefusalTable};
 pub use rule::{AuthRule, RuleOwner, RuleSpec};
 pub use sip_password::{
     MAX_SIP_PASSWORD_CHARS, SipPasswordPolicies, SipPasswordPolicy, SipSecrets, Strength,

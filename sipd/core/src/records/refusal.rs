@@ -1,14 +1,18 @@
 //! Refusals before authentication, counted instead of recorded one by one: a source that
 //! has not proved who it is can make us write one row per (source, reason), never one per
-//! packet, in a table of stated capacity.
+//! packet, in a table of stated capacity. The shell keeps a copy in the store, written in
+//! batches from [`RefusalTable::take_changes`] (never a write per refusal), and gives it back
+//! with [`RefusalTable::restore`] at start, so a restart keeps the counts.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+use super::Record;
 
 /// Why a request was refused before its sender authenticated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RefusalReason {
     /// A known scanner's User-Agent.
@@ -21,6 +25,12 @@ pub enum RefusalReason {
     BadAuthorization,
     /// A REGISTER from a source no `ip_only` rule names: we are not a registrar (403).
     NoRegistrar,
+    /// An in-dialog request (BYE, INFO, …) or a CANCEL naming a dialog or transaction that
+    /// does not exist (481).
+    UnknownDialog,
+    /// An in-dialog request or a CANCEL from someone other than the dialog's (or the
+    /// INVITE's) own peer: a third party that learnt the Call-ID and tags (403).
+    InDialogStranger,
 }
 
 impl RefusalReason {
@@ -32,21 +42,25 @@ impl RefusalReason {
             RefusalReason::BadCredentials => "bad_credentials",
             RefusalReason::BadAuthorization => "bad_authorization",
             RefusalReason::NoRegistrar => "no_registrar",
+            RefusalReason::UnknownDialog => "unknown_dialog",
+            RefusalReason::InDialogStranger => "in_dialog_stranger",
         }
     }
 
     /// Every reason, for counters by label.
-    pub const ALL: [RefusalReason; 5] = [
+    pub const ALL: [RefusalReason; 7] = [
         RefusalReason::Scanner,
         RefusalReason::NoMatchingRule,
         RefusalReason::BadCredentials,
         RefusalReason::BadAuthorization,
         RefusalReason::NoRegistrar,
+        RefusalReason::UnknownDialog,
+        RefusalReason::InDialogStranger,
     ];
 }
 
 /// One (source, reason) of the table.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RefusalRow {
     /// The refused source, IPv4-mapped addresses as IPv4.
     pub source: IpAddr,
@@ -62,6 +76,39 @@ pub struct RefusalRow {
     pub count: u64,
 }
 
+impl RefusalRow {
+    /// The key the store files this row under: one row per (source, reason).
+    pub fn store_key(source: IpAddr, reason: RefusalReason) -> String {
+        format!("{}|{}", source.to_canonical(), reason.as_str())
+    }
+}
+
+impl Record for RefusalRow {
+    const KIND: &'static str = "refusal";
+    const VERSION: u32 = 1;
+}
+
+/// What changed in a [`RefusalTable`] since the last [`RefusalTable::take_changes`]: what
+/// the shell writes to the store in one batch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RefusalChanges {
+    /// Rows added or counted since, as they are now.
+    pub rows: Vec<RefusalRow>,
+    /// Rows that gave way to others since (table full), by (source, reason).
+    pub removed: Vec<(IpAddr, RefusalReason)>,
+    /// The store's copy must be replaced by `rows` as a whole (`rows` is then the whole
+    /// table and `removed` empty): more rows gave way than the table holds, or the stored
+    /// copy held more than the capacity when it was restored.
+    pub replace_all: bool,
+}
+
+impl RefusalChanges {
+    /// Whether there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty() && self.removed.is_empty() && !self.replace_all
+    }
+}
+
 /// Refusals by (source, reason), bounded: when full, the row seen longest ago gives way
 /// (counted in `evicted`); totals by reason are kept apart, so `/metrics` stays exact.
 #[derive(Debug)]
@@ -70,6 +117,11 @@ pub struct RefusalTable {
     rows: HashMap<(IpAddr, RefusalReason), RefusalRow>,
     totals: HashMap<RefusalReason, u64>,
     evicted: u64,
+    /// Rows counted since the last `take_changes` (at most the capacity).
+    dirty: HashSet<(IpAddr, RefusalReason)>,
+    /// Rows evicted since then; when it would outgrow the capacity, `replace_all` instead.
+    removed: HashSet<(IpAddr, RefusalReason)>,
+    replace_all: bool,
 }
 
 impl RefusalTable {
@@ -83,6 +135,9 @@ impl RefusalTable {
             rows: HashMap::new(),
             totals: HashMap::new(),
             evicted: 0,
+            dirty: HashSet::new(),
+            removed: HashSet::new(),
+            replace_all: false,
         }
     }
 
@@ -100,7 +155,9 @@ impl RefusalTable {
         {
             self.rows.remove(&stalest);
             self.evicted += 1;
+            self.forget(stalest);
         }
+        self.dirty.insert(key);
         let row = self.rows.entry(key).or_insert(RefusalRow {
             source: key.0,
             reason,
@@ -112,6 +169,61 @@ impl RefusalTable {
         row.count += 1;
         row.code = code;
         row.last_ms = row.last_ms.max(now_ms);
+    }
+
+    /// A row went: the store's copy must lose it too.
+    fn forget(&mut self, key: (IpAddr, RefusalReason)) {
+        self.dirty.remove(&key);
+        if self.replace_all {
+            return;
+        }
+        self.removed.insert(key);
+        if self.removed.len() > self.capacity {
+            // A spoofing flood evicting row after row: rewriting the table is cheaper.
+            self.removed.clear();
+            self.replace_all = true;
+        }
+    }
+
+    /// Takes back rows the store kept from an earlier run (before any refusal is counted):
+    /// the freshest `capacity` of them, as they were. Totals by reason stay at zero (they
+    /// count since start, as `/metrics` counters do).
+    pub fn restore(&mut self, mut rows: Vec<RefusalRow>) {
+        rows.sort_by_key(|r| std::cmp::Reverse(r.last_ms));
+        if rows.len() > self.capacity {
+            // The capacity was lowered since: the store's copy is cut down at the next save.
+            rows.truncate(self.capacity);
+            self.replace_all = true;
+        }
+        for r in rows {
+            let key = (r.source.to_canonical(), r.reason);
+            if self.rows.len() < self.capacity || self.rows.contains_key(&key) {
+                self.rows.insert(key, RefusalRow { source: key.0, ..r });
+            }
+        }
+    }
+
+    /// What changed since the last call, for the store; empty when nothing did.
+    pub fn take_changes(&mut self) -> RefusalChanges {
+        if std::mem::take(&mut self.replace_all) {
+            self.dirty.clear();
+            self.removed.clear();
+            return RefusalChanges {
+                rows: self.rows.values().cloned().collect(),
+                removed: Vec::new(),
+                replace_all: true,
+            };
+        }
+        let rows = self
+            .dirty
+            .drain()
+            .filter_map(|k| self.rows.get(&k).cloned())
+            .collect();
+        RefusalChanges {
+            rows,
+            removed: self.removed.drain().collect(),
+            replace_all: false,
+        }
     }
 
     /// The rows, most recently seen first.
@@ -175,5 +287,76 @@ mod tests {
         let totals: HashMap<_, _> = t.totals().into_iter().collect();
         assert_eq!(totals[&RefusalReason::BadAuthorization], 1000);
         assert_eq!(totals[&RefusalReason::NoRegistrar], 10);
+    }
+
+    /// The changes hold each row counted once, however often, and the rows that went; a
+    /// flood that evicts more than the table holds asks for a rewrite instead of a list.
+    #[test]
+    fn changes_are_batched_and_bounded() {
+        let mut t = RefusalTable::new(2);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        for ms in 0..100 {
+            t.record(ms, a, RefusalReason::UnknownDialog, 481);
+        }
+        let c = t.take_changes();
+        assert_eq!(c.rows.len(), 1);
+        assert_eq!(c.rows[0].count, 100);
+        assert!(c.removed.is_empty() && !c.replace_all);
+        assert!(t.take_changes().is_empty());
+        t.record(200, b, RefusalReason::InDialogStranger, 403);
+        t.record(
+            300,
+            "192.0.2.3".parse().unwrap(),
+            RefusalReason::Scanner,
+            403,
+        );
+        let c = t.take_changes();
+        assert_eq!(c.rows.len(), 2);
+        assert_eq!(c.removed, vec![(a, RefusalReason::UnknownDialog)]);
+        for i in 0..10u8 {
+            t.record(
+                400,
+                IpAddr::from([198, 51, 100, i]),
+                RefusalReason::Scanner,
+                403,
+            );
+        }
+        let c = t.take_changes();
+        assert!(c.replace_all);
+        assert_eq!(c.rows.len(), 2);
+        assert!(t.take_changes().is_empty());
+    }
+
+    /// Restored rows are the table again (freshest first when there are too many), and go
+    /// on counting; totals start from zero.
+    #[test]
+    fn restored_rows_count_on() {
+        let row = |last: u8, count| RefusalRow {
+            source: IpAddr::from([192, 0, 2, last]),
+            reason: RefusalReason::NoMatchingRule,
+            code: 403,
+            first_ms: 1,
+            last_ms: u64::from(last),
+            count,
+        };
+        let mut t = RefusalTable::new(2);
+        t.restore(vec![row(1, 5), row(3, 7), row(2, 9)]);
+        assert_eq!(t.len(), 2);
+        assert!(t.take_changes().replace_all, "the stored copy is cut down");
+        t.record(
+            10,
+            IpAddr::from([192, 0, 2, 3]),
+            RefusalReason::NoMatchingRule,
+            403,
+        );
+        let rows = t.rows();
+        assert_eq!(
+            (rows[0].count, rows[0].first_ms, rows[0].last_ms),
+            (8, 1, 10)
+        );
+        assert_eq!(rows[1].count, 9);
+        let totals: HashMap<_, _> = t.totals().into_iter().collect();
+        assert_eq!(totals[&RefusalReason::NoMatchingRule], 1);
     }
 }

@@ -56,6 +56,24 @@ pub struct Peer {
     pub conn: Option<ConnId>,
 }
 
+impl Peer {
+    /// Whether a request from `other` may come from the same sender as one from `self`:
+    /// the same connection, the same address and port, or, on a reliable transport, the same
+    /// host (a TCP client that reconnected has a new source port; on UDP another port is
+    /// another phone, behind the same NAT perhaps).
+    pub fn same_sender(&self, other: &Peer) -> bool {
+        if other.conn.is_some() && other.conn == self.conn {
+            return true;
+        }
+        if other.remote == self.remote {
+            return true;
+        }
+        other.proto.is_reliable()
+            && self.proto.is_reliable()
+            && other.remote.ip().to_canonical() == self.remote.ip().to_canonical()
+    }
+}
+
 /// Something to put on the wire; `token` identifies the client transaction (0 for none) so a
 /// transport failure can be reported against it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -129,9 +129,17 @@ struct ClientTxn {
 pub enum RequestVerdict {
     /// A new request: the core answers it through [`TxnLayer::respond`] with this key.
     New(ServerKey),
-    /// CANCEL for the INVITE with this key (the layer has answered the CANCEL 200 already
-    /// when the INVITE exists; else 481).
+    /// CANCEL for the INVITE with this key, from the INVITE's own sender; the layer has
+    /// answered the CANCEL 200 already.
     Cancel(ServerKey),
+    /// CANCEL naming no INVITE transaction still waiting for its answer; the layer has
+    /// answered it 481 (RFC 3261 §9.2).
+    UnknownCancel,
+    /// CANCEL naming a pending INVITE (its branch and sent-by are no secret: they are in the
+    /// INVITE) but from someone other than the INVITE's sender ([`Peer::same_sender`]). Not
+    /// answered and no transaction kept for it (so the caller's own CANCEL of the same
+    /// branch is not taken for its retransmission): the core refuses it.
+    ForeignCancel,
     /// An ACK not absorbed here: the ACK for a 2xx (end-to-end, belongs to the dialog).
     Ack,
     /// A retransmission or an ACK for a non-2xx: handled here.
@@ -270,6 +278,14 @@ impl TxnLayer {
             }
             return RequestVerdict::Absorbed;
         }
+        if method == Some(Method::Cancel)
+            && self
+                .server
+                .get(&key.invite())
+                .is_some_and(|t| t.state == SState::Proceeding && !t.peer.same_sender(&peer))
+        {
+            return RequestVerdict::ForeignCancel;
+        }
         let dialog = (method == Some(Method::Invite)).then(|| dialog_id(req));
         if let Some(d) = &dialog {
             self.invites.insert(d.clone(), key.clone());
@@ -303,7 +319,7 @@ impl TxnLayer {
             return if known {
                 RequestVerdict::Cancel(inv)
             } else {
-                RequestVerdict::Absorbed
+                RequestVerdict::UnknownCancel
             };
         }
         RequestVerdict::New(key)
@@ -860,5 +876,61 @@ mod tests {
         );
         let sent: Vec<_> = l.drain().collect();
         assert!(String::from_utf8_lossy(&sent[0].data).starts_with("SIP/2.0 200"));
+    }
+
+    /// A CANCEL with the INVITE's branch and sent-by from another address is not the
+    /// caller's: not answered here and no transaction kept, so the caller's own CANCEL of the
+    /// same branch afterwards still cancels. One naming no INVITE gets its 481.
+    #[test]
+    fn cancel_from_another_sender_is_left_to_the_core() {
+        let mut l = TxnLayer::new(None);
+        let t0 = Instant::now();
+        let inv = invite();
+        let RequestVerdict::New(key) = l.on_request(t0, &inv, peer(Proto::Udp)) else {
+            panic!()
+        };
+        let mut cancel = inv.clone();
+        cancel.start = super::super::Start::Request {
+            method: Method::Cancel,
+            uri: inv.uri().cloned().unwrap(),
+        };
+        cancel.set("CSeq", "1 CANCEL");
+        let stranger = Peer {
+            remote: "10.0.0.66:5060".parse().unwrap(),
+            ..peer(Proto::Udp)
+        };
+        for _ in 0..2 {
+            assert_eq!(
+                l.on_request(t0, &cancel, stranger),
+                RequestVerdict::ForeignCancel
+            );
+        }
+        assert_eq!(l.drain().count(), 0);
+        // Same host, another port: another phone on UDP; the same host on TCP may have
+        // reconnected.
+        let other_port = Peer {
+            remote: "10.0.0.1:5070".parse().unwrap(),
+            ..peer(Proto::Udp)
+        };
+        assert!(!peer(Proto::Udp).same_sender(&other_port));
+        let tcp = |port| Peer {
+            remote: SocketAddr::new("10.0.0.1".parse().unwrap(), port),
+            ..peer(Proto::Tcp)
+        };
+        assert!(tcp(5060).same_sender(&tcp(40_000)));
+        assert_eq!(
+            l.on_request(t0, &cancel, peer(Proto::Udp)),
+            RequestVerdict::Cancel(key)
+        );
+        let sent: Vec<_> = l.drain().collect();
+        assert!(String::from_utf8_lossy(&sent[0].data).starts_with("SIP/2.0 200"));
+        let mut unknown = cancel.clone();
+        unknown.set("Via", "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKnone");
+        assert_eq!(
+            l.on_request(t0, &unknown, peer(Proto::Udp)),
+            RequestVerdict::UnknownCancel
+        );
+        let sent: Vec<_> = l.drain().collect();
+        assert!(String::from_utf8_lossy(&sent[0].data).starts_with("SIP/2.0 481"));
     }
 }
