@@ -18,10 +18,22 @@ use relay_user::ServiceId;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Alert {
+    /// Stable while the condition lasts (`code` and what it is about, e.g.
+    /// `permissive_firewall:management`): the event stream's `alert_raised` and
+    /// `alert_cleared` name alerts by it.
+    pub id: String,
     pub code: &'static str,
     /// `critical`, `warning` or `info`.
     pub severity: &'static str,
     pub message: String,
+}
+
+/// An alert's id: its code, and what it is about when one code can be raised for several.
+fn alert_id(code: &str, about: Option<&str>) -> String {
+    match about {
+        Some(a) => format!("{code}:{a}"),
+        None => code.to_owned(),
+    }
 }
 
 /// How long a full ban table stays an alert after the last time it was full.
@@ -45,6 +57,7 @@ pub fn alerts(s: &ApiState) -> Vec<Alert> {
             .collect();
         if !open.is_empty() {
             out.push(Alert {
+                id: alert_id("permissive_firewall", Some(&svc.name)),
                 code: "permissive_firewall",
                 severity: if svc.is(ServiceId::Management) {
                     "critical"
@@ -62,6 +75,7 @@ pub fn alerts(s: &ApiState) -> Vec<Alert> {
     for st in s.store().staff_list().into_iter().flatten() {
         if st.role == Role::Admin && st.enabled && !st.totp_enrolled() {
             out.push(Alert {
+                id: alert_id("admin_without_totp", Some(&st.username)),
                 code: "admin_without_totp",
                 severity: "critical",
                 message: format!(
@@ -80,6 +94,7 @@ pub fn alerts(s: &ApiState) -> Vec<Alert> {
         .filter(|(at, _)| now.saturating_sub(*at) < BAN_ALERT_MS)
     {
         out.push(Alert {
+            id: alert_id("ban_table_full", None),
             code: "ban_table_full",
             severity: "critical",
             message: format!(
@@ -118,6 +133,10 @@ pub fn alerts(s: &ApiState) -> Vec<Alert> {
             ),
         };
         out.push(Alert {
+            id: alert_id(
+                "firewall_coverage",
+                Some(&format!("{}@{}", e.service, e.address)),
+            ),
             code: "firewall_coverage",
             severity,
             message,
@@ -125,6 +144,7 @@ pub fn alerts(s: &ApiState) -> Vec<Alert> {
     }
     if s.tls.self_signed {
         out.push(Alert {
+            id: alert_id("self_signed_certificate", None),
             code: "self_signed_certificate",
             severity: "warning",
             message: format!(
@@ -138,6 +158,7 @@ pub fn alerts(s: &ApiState) -> Vec<Alert> {
         .load(std::sync::atomic::Ordering::Relaxed)
     {
         out.push(Alert {
+            id: alert_id("certificate_reload_failed", None),
             code: "certificate_reload_failed",
             severity: "warning",
             message: "the last certificate change could not be loaded; the previous certificate is still served"
