@@ -439,7 +439,10 @@ pub enum Calls {
     Hangup { id: u64 },
     /// The SIP messages of a live or recently ended call, oldest first (--json: with the
     /// raw messages)
-    Messages { id: u64 },
+    Messages {
+        /// The call's id, as `calls list` shows it
+        id: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -157,6 +157,7 @@ pub struct Backoff {
 }
 
 impl Backoff {
+    /// Waits starting at `first`, never longer than `max`.
     pub fn new(first: Duration, max: Duration) -> Backoff {
         Backoff {
             first,

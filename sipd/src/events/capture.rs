@@ -86,7 +86,9 @@ pub enum Leg {
 pub struct Message {
     /// Unix ms it was received or handed to the transport.
     pub at_ms: u64,
+    /// Received or sent by sipd.
     pub dir: Dir,
+    /// The caller's dialog or the vendor's.
     pub leg: Leg,
     /// Who sent it (`ip:port`).
     pub from: SocketAddr,
@@ -178,6 +180,7 @@ fn first_line(data: &[u8]) -> String {
 }
 
 impl Capture {
+    /// An empty buffer bounded by `cfg`.
     pub fn new(cfg: CaptureConfig) -> Capture {
         Capture {
             cfg,

@@ -97,6 +97,8 @@ impl Stream {
     }
 }
 
+/// `GET /api/events`: opens a stream for a caller who may `View` (503 past
+/// `max_event_streams`).
 pub async fn stream(
     c: Caller,
     Extract(st): Extract<State>,
