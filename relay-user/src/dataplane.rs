@@ -578,6 +578,12 @@ impl DataPlane {
         Ok(stats_by_name(&raw))
     }
 
+    /// Media packets the userspace relay forwarded (its share of `relay_tx` in
+    /// [`stats`](Self::stats); the rest of the `relay_*` counts is the kernel's).
+    pub fn user_relayed(&self) -> u64 {
+        self.user_stats[Stat::RelayTx as usize].load(Ordering::Relaxed)
+    }
+
     /// Lets the XDP program redirect out of `ifindex`. A no-op in userspace mode.
     pub fn tx_port_add(&self, ifindex: u32) -> R<()> {
         match &self.backend {

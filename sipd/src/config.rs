@@ -46,6 +46,8 @@ pub struct Config {
     pub retention: RetentionConfig,
     /// How offenders are banned: prefixes, ranges, the table's capacity.
     pub bans: crate::firewall::BansConfig,
+    /// How much of each call's SIP messages is kept for the console's ladder.
+    pub call_messages: crate::events::capture::CaptureConfig,
 }
 
 impl Default for Config {
@@ -61,6 +63,7 @@ impl Default for Config {
             firewall: FirewallConfig::default(),
             retention: RetentionConfig::default(),
             bans: crate::firewall::BansConfig::default(),
+            call_messages: crate::events::capture::CaptureConfig::default(),
         }
     }
 }
@@ -675,6 +678,9 @@ impl Config {
         self.guard_problems(&mut bad);
         self.firewall_problems(&mut bad);
         self.bans.problems(&mut bad);
+        for p in self.call_messages.problems() {
+            bad("call_messages", p);
+        }
         out
     }
 

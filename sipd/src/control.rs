@@ -11,6 +11,8 @@ use relay_user::{DataPlane, RelayTotals, Sessions};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::events::Hub;
+use crate::events::capture::Capture;
 use crate::firewall::Firewall;
 use crate::server::{WriterProbe, WriterStats};
 use crate::store::{Id, Micros, Store};
@@ -23,8 +25,8 @@ use sipd_core::records::RefusalRow;
 pub enum Command {
     /// The calls in progress, as the core describes them (`/api/calls`).
     Calls(oneshot::Sender<Vec<CallInfo>>),
-    /// End this call on both sides; the answer is `false` if no such call exists.
-    Hangup(CallKey, oneshot::Sender<bool>),
+    /// End a call; the `String` is the staff member the CDR names as having hung up.
+    Hangup(CallKey, String, oneshot::Sender<bool>),
     /// Re-read accounts, rules, connections and tariffs from the store.
     Reload(oneshot::Sender<Result<(), String>>),
     /// The store's balance of an account changed by this much (a top-up).
@@ -73,6 +75,14 @@ pub struct Status {
     pub bans: usize,
     /// Media relayed since start, by the kernel and the userspace relay together.
     pub relay: RelayTotals,
+    /// Media packets relayed by the XDP program since start (`relay_tx`, `relay_redirect`
+    /// and `relay_local` less the userspace relay's).
+    pub relayed_kernel_packets: u64,
+    /// Media packets relayed by the userspace relay since start.
+    pub relayed_user_packets: u64,
+    /// Calls the media relay has ports for: RTP port pairs (used and free) over the two a
+    /// call's audio takes.
+    pub calls_capacity: u64,
     /// The CDR writer's queue.
     pub cdr_queue: WriterStats,
     /// Which plane firewalls each of sipd's addresses and host services.
@@ -98,6 +108,10 @@ pub struct Control {
     pub firewall: Arc<Firewall>,
     /// The CDR writer's queue, set once the writer runs.
     pub writer: WriterProbe,
+    /// The event stream's publishing end (`GET /api/events`).
+    pub events: Hub,
+    /// The SIP messages of live and recent calls (`GET /api/calls/{id}/messages`).
+    pub capture: Arc<Capture>,
     started: SystemTime,
 }
 
@@ -125,6 +139,8 @@ impl Control {
                 sessions,
                 firewall,
                 writer: WriterProbe::default(),
+                events: Hub::default(),
+                capture: Arc::new(Capture::new(Default::default())),
                 started: SystemTime::now(),
             },
             rx,
@@ -152,9 +168,11 @@ impl Control {
         self.ask(Command::Calls).await
     }
 
-    /// Ends a live call on both sides; `false` if no such call.
-    pub async fn hangup(&self, id: CallKey) -> Result<bool, ControlError> {
-        self.ask(|tx| Command::Hangup(id, tx)).await
+    /// Ends a live call on both sides for staff member `by` (its CDR's `hung_up_by` is
+    /// `staff:<by>`); `false` if no such call.
+    pub async fn hangup(&self, id: CallKey, by: &str) -> Result<bool, ControlError> {
+        let by = by.to_owned();
+        self.ask(|tx| Command::Hangup(id, by, tx)).await
     }
 
     /// After a change to accounts, rules, connections or tariffs in the store.
@@ -174,7 +192,18 @@ impl Control {
     pub async fn status(&self) -> Result<Status, ControlError> {
         let (core, active_calls) = self.ask(Command::Stats).await?;
         let now = SystemTime::now();
+        let dataplane_stats = self.dataplane.stats().unwrap_or_default();
+        let relayed_user_packets = self.dataplane.user_relayed();
+        let relayed_kernel_packets = ["relay_tx", "relay_redirect", "relay_local"]
+            .iter()
+            .map(|k| dataplane_stats.get(k).copied().unwrap_or(0))
+            .sum::<u64>()
+            .saturating_sub(relayed_user_packets);
+        let (used, free) = self.sessions.port_usage();
         Ok(Status {
+            relayed_kernel_packets,
+            relayed_user_packets,
+            calls_capacity: ((used + free) / 2) as u64,
             started_ms: crate::mgmt::unix_ms(self.started),
             uptime_secs: now.duration_since(self.started).map_or(0, |d| d.as_secs()),
             active_calls,
@@ -182,7 +211,7 @@ impl Control {
             transport: self.transports.stats(),
             dataplane: self.dataplane.mode().to_string(),
             dataplane_reason: self.dataplane.reason().to_owned(),
-            dataplane_stats: self.dataplane.stats().unwrap_or_default(),
+            dataplane_stats,
             bans: self.dataplane.ban_list().map_or(0, |b| b.len()),
             relay: self.sessions.totals(),
             cdr_queue: self.writer.stats(),

@@ -5,7 +5,8 @@
 //! (UDP/TCP sockets) → [`server`] (the event loop that feeds the core and carries out its
 //! effects) with [`resolver`] (upstream names), [`media`] (the relay from relay-user),
 //! [`firewall`] (the data plane's SIP and management rules) and [`store`] (sled); the
-//! management plane is [`mgmt`] (staff, audit) and [`api`] (HTTPS, `/metrics`).
+//! management plane is [`mgmt`] (staff, audit) and [`api`] (HTTPS, `/metrics`), live through
+//! [`events`] (the event stream and the calls' SIP messages).
 
 // Every public item says what it is for (the repository explains itself).
 #![warn(missing_docs)]
@@ -13,6 +14,7 @@
 pub mod api;
 pub mod config;
 pub mod control;
+pub mod events;
 pub mod firewall;
 pub mod media;
 pub mod mgmt;

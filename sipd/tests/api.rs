@@ -14,6 +14,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 use sipd::config::Config;
+
+#[path = "api/events.rs"]
+mod events;
 use sipd::mgmt::{Actor, LoginAttempt, NewStaff, StaffAuth};
 use sipd::store::{Role, Store};
 
@@ -295,6 +298,8 @@ first_secs = 1
 max_secs = 1
 [firewall]
 management_allow = ["127.0.0.1/32"]
+[management.connections]
+max_event_streams = 2
 [bans]
 capacity = 4
 "#,
@@ -581,6 +586,7 @@ fn management_api_end_to_end() {
     connections_are_created_deleted_and_audited(&c);
     validation_errors_name_the_field_and_write_nothing(&c, account);
     calls_cdrs_and_status(&c);
+    let stream = events::event_stream_and_call_messages(&c);
     metrics_are_prometheus_text(&c);
     bans_are_stored_listed_removed_and_audited(&c);
     a_full_ban_table_replaces_the_ban_expiring_soonest(&c);
@@ -590,7 +596,9 @@ fn management_api_end_to_end() {
     certificate_reload_keeps_the_old_pair_on_error(&c);
     logout_and_revoke_all(&c);
     a_failed_login_backs_off(&c);
+    // Restarts sipd: the stream opened before ends with the first run.
     firewall_entries_and_bans_survive_a_restart(&mut c);
+    events::the_stream_ended_with_sipd(&c.s, stream);
     c.s.stop();
     eprintln!("management API test took {:?}", t0.elapsed());
 }

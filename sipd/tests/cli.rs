@@ -137,6 +137,7 @@ fn cdrs_export_writes_json_lines() {
                     reason: "busy".into(),
                     duration_secs: 0,
                     cost: Micros(0),
+                    hung_up_by: None,
                 })
                 .unwrap();
         }

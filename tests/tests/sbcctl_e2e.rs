@@ -10,7 +10,7 @@
 //! list` finds exactly its CDR (200, the account, caller, callee, a cost), the account's
 //! balance went down by that cost, and the audit log has every provisioning change. Then a
 //! held call is listed with `sbcctl calls list`, hung up with `sbcctl calls hangup`, the UAC
-//! gets the BYE and the CDR says "hung up by operator". Last, a logged-out token is refused
+//! gets the BYE and the CDR says "hung up by operator" and who (`hung_up_by`: `staff:ops`). Last, a logged-out token is refused
 //! with `token_invalid` and sipd stops cleanly on SIGTERM.
 //!
 //! No namespaces and no XDP: no privileges needed. Fixed loopback ports (SIP 25060, API 28443,
@@ -692,6 +692,7 @@ fn digest_call_and_its_cdr(sbc: &Sbc, dir: &Path, prov: &Provisioned) -> Proc {
         (Some(CLI), Some(CLD))
     );
     assert_eq!(cdr["reason"], "caller hung up", "{cdr:#}");
+    assert_eq!(cdr["hung_up_by"], "caller", "{cdr:#}");
     assert_eq!(cdr["source"], UAC, "{cdr:#}");
     let secs = cdr["duration_secs"].as_u64().unwrap();
     assert!((1..=4).contains(&secs), "{cdr:#}");
@@ -784,6 +785,10 @@ fn held_call_hung_up_by_operator(sbc: &Sbc, dir: &Path, prov: &Provisioned) -> u
     });
     let cdr2 = &cdrs[1];
     assert_eq!(cdr2["reason"], "hung up by operator", "{cdr2:#}");
+    assert_eq!(
+        cdr2["hung_up_by"], "staff:ops",
+        "the CDR names who hung up: {cdr2:#}"
+    );
     assert_eq!(cdr2["result_code"], 200, "{cdr2:#}");
     assert_eq!(cdr2["caller"], CLI_HOLD, "{cdr2:#}");
     // The hang-up is gone from the live list; a second one is a 404 (exit 3).

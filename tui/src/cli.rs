@@ -116,6 +116,13 @@ pub enum Command {
     Status,
     /// Security alerts (permissive firewall, admin without TOTP, self-signed certificate)
     Alerts,
+    /// Follow the live event stream (counters every second, calls, bans, alerts, audit);
+    /// reconnects when sipd restarts. --json: one {"event","data"} object per line
+    Events {
+        /// Stop after this many events
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+    },
     /// Staff users (admin)
     #[command(subcommand)]
     Staff(Staff),
@@ -430,6 +437,12 @@ pub enum Calls {
     List,
     /// Hang up a call in progress (BYE to both legs)
     Hangup { id: u64 },
+    /// The SIP messages of a live or recently ended call, oldest first (--json: with the
+    /// raw messages)
+    Messages {
+        /// The call's id, as `calls list` shows it
+        id: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]

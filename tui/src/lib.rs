@@ -4,5 +4,6 @@
 pub mod api;
 pub mod cli;
 pub mod ctl;
+pub mod events;
 pub mod table;
 pub mod token;

@@ -867,3 +867,67 @@ fn tls_with_ca_file_and_insecure() {
         "{insecure:?}"
     );
 }
+
+/// `sbcctl events`: events as JSON lines or lines for people; when the stream ends (sipd
+/// restarting) it says so on stderr, waits and reconnects; a refused token ends it.
+#[test]
+fn events_follow_the_stream_and_reconnect() {
+    let served = Arc::new(Mutex::new(0u32));
+    let s2 = served.clone();
+    let fake = Fake::start(move |r| {
+        if r.header("authorization") != Some("Bearer tok-1") {
+            return error(401, "token_invalid", "invalid session token");
+        }
+        assert_eq!(r.target, "/api/events");
+        let mut n = s2.lock().unwrap();
+        *n += 1;
+        let body = format!(
+            ": connected\n\nevent: ban_added\ndata: {{\"prefix\":\"192.0.2.{n}/32\",\"reason\":\"manual\",\"by\":\"staff\",\"expires_ms\":null}}\n\n: keep-alive\n\nevent: call_ended\ndata: {{\"id\":{n},\"cause\":\"caller hung up\",\"hung_up_by\":\"caller\"}}\n\n"
+        );
+        Resp {
+            status: 200,
+            body,
+            content_type: "text/event-stream",
+            extra: Vec::new(),
+        }
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let env = env_with(tmp.path(), Some(fake.url()), Some("tok-1"));
+    let o = sbcctl(&env, &["--json", "events", "--count", "3"], "", &[]);
+    assert_eq!(o.code, 0, "{}", o.err);
+    let lines: Vec<Value> = o
+        .out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            json!({"event": "ban_added", "data": {"prefix": "192.0.2.1/32", "reason": "manual", "by": "staff", "expires_ms": null}}),
+            json!({"event": "call_ended", "data": {"id": 1, "cause": "caller hung up", "hung_up_by": "caller"}}),
+            json!({"event": "ban_added", "data": {"prefix": "192.0.2.2/32", "reason": "manual", "by": "staff", "expires_ms": null}}),
+        ]
+    );
+    assert!(o.err.contains("event stream from"), "{}", o.err);
+    assert!(o.err.contains("reconnecting in"), "{}", o.err);
+    assert!(o.err.contains("reconnected to"), "{}", o.err);
+
+    let o = sbcctl(&env, &["events", "--count", "2"], "", &[]);
+    assert_eq!(o.code, 0, "{}", o.err);
+    assert!(
+        o.out
+            .contains("ban_added     192.0.2.3/32 manual by staff until permanent"),
+        "{}",
+        o.out
+    );
+    assert!(
+        o.out
+            .contains("call_ended    #3 caller hung up (by caller)"),
+        "{}",
+        o.out
+    );
+
+    let env = env_with(tmp.path(), Some(fake.url()), Some("stale"));
+    let o = sbcctl(&env, &["events"], "", &[]);
+    assert_eq!(o.code, 2, "a refused token is not retried: {}", o.err);
+}

@@ -22,6 +22,10 @@ use relay_user::ServiceId;
 /// One finding of [`alerts`], as `GET /api/alerts` lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Alert {
+    /// Stable while the condition lasts (`code` and what it is about, e.g.
+    /// `permissive_firewall:management`): the event stream's `alert_raised` and
+    /// `alert_cleared` name alerts by it.
+    pub id: String,
     /// Stable machine name of the finding (`permissive_firewall`, `firewall_coverage`,
     /// `admin_without_totp`, `self_signed_certificate`, `certificate_reload_failed`,
     /// `ban_table_full`).
@@ -30,6 +34,14 @@ pub struct Alert {
     pub severity: &'static str,
     /// What is wrong and what to do about it, for a person.
     pub message: String,
+}
+
+/// An alert's id: its code, and what it is about when one code can be raised for several.
+fn alert_id(code: &str, about: Option<&str>) -> String {
+    match about {
+        Some(a) => format!("{code}:{a}"),
+        None => code.to_owned(),
+    }
 }
 
 /// How long a full ban table stays an alert after the last time it was full.
@@ -55,6 +67,7 @@ pub fn alerts(s: &ApiState) -> Vec<Alert> {
             .collect();
         if !open.is_empty() {
             out.push(Alert {
+                id: alert_id("permissive_firewall", Some(&svc.name)),
                 code: "permissive_firewall",
                 severity: if svc.is(ServiceId::Management) {
                     "critical"
@@ -72,6 +85,7 @@ pub fn alerts(s: &ApiState) -> Vec<Alert> {
     for st in s.store().staff_list().into_iter().flatten() {
         if st.role == Role::Admin && st.enabled && !st.totp_enrolled() {
             out.push(Alert {
+                id: alert_id("admin_without_totp", Some(&st.username)),
                 code: "admin_without_totp",
                 severity: "critical",
                 message: format!(
@@ -90,6 +104,7 @@ pub fn alerts(s: &ApiState) -> Vec<Alert> {
         .filter(|(at, _)| now.saturating_sub(*at) < BAN_ALERT_MS)
     {
         out.push(Alert {
+            id: alert_id("ban_table_full", None),
             code: "ban_table_full",
             severity: "critical",
             message: format!(
@@ -128,6 +143,10 @@ pub fn alerts(s: &ApiState) -> Vec<Alert> {
             ),
         };
         out.push(Alert {
+            id: alert_id(
+                "firewall_coverage",
+                Some(&format!("{}@{}", e.service, e.address)),
+            ),
             code: "firewall_coverage",
             severity,
             message,
@@ -135,6 +154,7 @@ pub fn alerts(s: &ApiState) -> Vec<Alert> {
     }
     if s.tls.self_signed {
         out.push(Alert {
+            id: alert_id("self_signed_certificate", None),
             code: "self_signed_certificate",
             severity: "warning",
             message: format!(
@@ -148,6 +168,7 @@ pub fn alerts(s: &ApiState) -> Vec<Alert> {
         .load(std::sync::atomic::Ordering::Relaxed)
     {
         out.push(Alert {
+            id: alert_id("certificate_reload_failed", None),
             code: "certificate_reload_failed",
             severity: "warning",
             message: "the last certificate change could not be loaded; the previous certificate is still served"

@@ -48,6 +48,8 @@ pub struct ConnLimits {
     pub header_secs: u64,
     /// A connection with no traffic either way for this long is closed.
     pub idle_secs: u64,
+    /// Event streams (`GET /api/events`) open at once; each holds one of the connections.
+    pub max_event_streams: usize,
 }
 
 impl Default for ConnLimits {
@@ -58,6 +60,7 @@ impl Default for ConnLimits {
             handshake_secs: 10,
             header_secs: 10,
             idle_secs: 60,
+            max_event_streams: 32,
         }
     }
 }
@@ -76,6 +79,12 @@ impl ConnLimits {
             out.push(format!(
                 "max_per_source {} must be between 1 and max_connections",
                 self.max_per_source
+            ));
+        }
+        if self.max_event_streams == 0 || self.max_event_streams > self.max_connections {
+            out.push(format!(
+                "max_event_streams {} must be between 1 and max_connections",
+                self.max_event_streams
             ));
         }
         for (name, v) in [

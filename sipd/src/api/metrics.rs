@@ -18,6 +18,8 @@ pub struct Extra {
     pub bans: crate::firewall::BanCounters,
     /// sipd's table: bans held, capacity per family.
     pub ban_fill: (usize, usize),
+    /// SIP messages not kept for a call's ladder (`[call_messages]` bounds).
+    pub call_messages_dropped: u64,
 }
 
 struct Out(String);
@@ -82,6 +84,12 @@ const CALLS: &[Simple] = &[
         "gauge",
         "Calls in progress (set up or being set up).",
         |s, _| s.active_calls as u64,
+    ),
+    (
+        "sipd_calls_capacity",
+        "gauge",
+        "Calls the media relay has ports for (RTP port pairs over two).",
+        |s, _| s.calls_capacity,
     ),
     (
         "sipd_calls_total",
@@ -295,6 +303,16 @@ pub fn render(s: &Status, x: &Extra) -> String {
         s.dataplane_stats.iter().map(|(k, v)| (*k, *v)),
     );
     o.table(s, x, RELAY);
+    o.labelled(
+        "sbc_relay_plane_packets_total",
+        "counter",
+        "Media packets relayed, by the plane that relayed them (kernel: XDP; userspace).",
+        "plane",
+        [
+            ("kernel", s.relayed_kernel_packets),
+            ("userspace", s.relayed_user_packets),
+        ],
+    );
     o.head(
         "sbc_firewall_coverage",
         "gauge",
@@ -355,6 +373,12 @@ const RECORDS: &[Simple] = &[
         "counter",
         "IDS sources forgotten because its table was full (the one seen longest ago goes).",
         |s, _| s.core.ids_evicted,
+    ),
+    (
+        "sipd_call_messages_dropped_total",
+        "counter",
+        "SIP messages not kept for a call's ladder (the [call_messages] bounds).",
+        |_, x| x.call_messages_dropped,
     ),
     (
         "sipd_cdr_queue_depth",

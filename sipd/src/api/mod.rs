@@ -12,12 +12,15 @@
 //!   (before/after as JSON), then the call core is told (`Control::reload`/`credit`) or the
 //!   data plane is programmed.
 //! - [`metrics`]: `/metrics` in Prometheus text format; [`alerts`]: security warnings.
+//! - `GET /api/events`: the live event stream ([`routes::events`], fed by the event loop,
+//!   the firewall and the once-a-second `feed`).
 //!
 //! Store and Argon2 work runs on the blocking pool, never on the async workers.
 
 pub mod alerts;
 pub mod conn;
 pub mod error;
+mod feed;
 pub mod metrics;
 pub mod routes;
 pub mod tls;
@@ -61,6 +64,10 @@ pub struct ApiState {
     pub cfg: Config,
     /// The serving certificate, swapped in place when its files change.
     pub tls: Arc<tls::TlsState>,
+    /// Turns `true` when the API stops (event streams end then).
+    pub stop: watch::Receiver<bool>,
+    /// Places for event streams (`max_event_streams`).
+    pub streams: Arc<tokio::sync::Semaphore>,
 }
 
 /// The state every handler and extractor receives, shared by all connections.
@@ -178,7 +185,12 @@ pub(crate) fn peer_ip(parts: &Parts) -> IpAddr {
 /// The token of an `Authorization: Bearer <token>` header (scheme case-insensitive); `None` if
 /// absent or another scheme.
 pub(crate) fn bearer(parts: &Parts) -> Option<String> {
-    let v = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    bearer_of(&parts.headers)
+}
+
+/// The bearer token in these headers (see [`bearer`]).
+pub(crate) fn bearer_of(headers: &axum::http::HeaderMap) -> Option<String> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = v.trim().split_once(' ')?;
     scheme
         .eq_ignore_ascii_case("bearer")
@@ -295,16 +307,19 @@ pub async fn start(cfg: &Config, control: Control) -> Result<ApiHandle> {
         .await
         .with_context(|| format!("management API: binding {}", m.listen))?;
     let local = listener.local_addr()?;
+    let (stop_tx, stop_rx) = watch::channel(false);
     let st: State = Arc::new(ApiState {
         control,
         auth,
         cfg: cfg.clone(),
         tls: tls.clone(),
+        stop: stop_rx.clone(),
+        streams: Arc::new(tokio::sync::Semaphore::new(m.connections.max_event_streams)),
     });
     st.firewall().program_management(local.port())?;
 
-    let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(tls.clone().watch(stop_rx.clone()));
+    tokio::spawn(feed::run(st.clone(), stop_rx.clone()));
     let app = router(st.clone());
     let server = tokio::spawn(conn::accept_loop(
         listener,

@@ -14,6 +14,7 @@ use relay_user::{BanInfo, BanReason, Cidr};
 use super::Firewall;
 use super::book::{Ban, Book, By, Inserted};
 use super::policy::Promoter;
+use crate::events::Audience;
 use crate::mgmt::unix_ms;
 
 /// The table and what decides ranges, behind one lock.
@@ -203,6 +204,8 @@ impl Firewall {
             }
         }
         self.dp_apply(&ban);
+        self.events
+            .publish("ban_added", Audience::View, &view(&ban, now_ms()));
         true
     }
 
@@ -239,6 +242,16 @@ impl Firewall {
         if let Err(e) = self.dp.ban_remove(prefix) {
             error!(%prefix, error = %e, "ban not removed from the data plane");
         }
+        self.announce_removed(prefix);
+    }
+
+    /// `ban_removed`: the prefix is no longer banned (lifted, expired or given way).
+    pub(super) fn announce_removed(&self, prefix: Cidr) {
+        self.events.publish(
+            "ban_removed",
+            Audience::View,
+            &serde_json::json!({ "addr": prefix.to_string() }),
+        );
     }
 
     /// Operators' bans leave the store once they have expired or gave way (no one changed

@@ -406,7 +406,9 @@ impl Firewall {
             Ok(())
         })?;
         self.ban_state().book.remove(&prefix);
-        self.dp.ban_remove(prefix).map_err(|e| {
+        let r = self.dp.ban_remove(prefix);
+        self.announce_removed(prefix);
+        r.map_err(|e| {
             ChangeError::NotApplied(format!(
                 "removed from the store, not from the data plane: {e}"
             ))

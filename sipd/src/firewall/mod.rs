@@ -73,6 +73,8 @@ pub struct Firewall {
     bans: Mutex<bans::BanState>,
     /// Which plane guards each of sipd's addresses (decided at start).
     coverage: RwLock<coverage::Coverage>,
+    /// Where bans added and lifted are announced (`ban_added`, `ban_removed`).
+    events: crate::events::Hub,
 }
 
 impl Firewall {
@@ -94,9 +96,16 @@ impl Firewall {
             trusted: RwLock::new(Vec::new()),
             bans: Mutex::new(bans::BanState::new(bans)),
             coverage: RwLock::new(coverage::Coverage::default()),
+            events: crate::events::Hub::default(),
         };
         fw.refresh_mgmt_allow();
         fw
+    }
+
+    /// Announces bans on `hub` from now on.
+    pub fn with_events(mut self, hub: crate::events::Hub) -> Firewall {
+        self.events = hub;
+        self
     }
 
     /// The data plane the firewall programs (kernel maps under XDP, or the userspace tables).

@@ -28,8 +28,11 @@ use sipd_core::b2bua::{Core, Effect};
 
 use crate::config::Config;
 use crate::control::{Command, Control};
+use crate::events::capture::{Capture, Dir, call_id_of};
+use crate::events::{Audience, Hub};
 use crate::firewall::Firewall;
 use crate::media::RelayMedia;
+use crate::mgmt::unix_ms;
 use crate::resolver::{Answer, Resolver};
 use crate::store::Store;
 use crate::transport::{Event, Transports};
@@ -72,6 +75,10 @@ struct Appliance {
     commands: mpsc::Receiver<Command>,
     api: Option<crate::api::ApiHandle>,
     writer: Writer,
+    /// Calls started and ended go out on the event stream.
+    hub: Hub,
+    /// The SIP messages of live and recent calls, filed as they pass.
+    capture: Arc<Capture>,
     guard_events: Option<GuardEvents>,
     stopping: Option<Instant>,
 }
@@ -94,12 +101,12 @@ impl Appliance {
         let (plane, media, attached) = startup::start_media(&cfg)?;
         let dp = plane.dataplane().clone();
         let (transports, events, locals, sip_ports) = startup::bind_sip(&cfg, nofile).await?;
-        let firewall = Arc::new(Firewall::new(
-            &cfg.firewall,
-            &cfg.bans,
-            store.clone(),
-            dp.clone(),
-        ));
+        let hub = Hub::default();
+        let capture = Arc::new(Capture::new(cfg.call_messages));
+        let firewall = Arc::new(
+            Firewall::new(&cfg.firewall, &cfg.bans, store.clone(), dp.clone())
+                .with_events(hub.clone()),
+        );
         firewall.program_sip(&cfg.guard, &sip_ports)?;
         firewall.program_host_services()?;
         firewall.set_coverage(startup::coverage(&cfg, attached));
@@ -122,6 +129,8 @@ impl Appliance {
             firewall.clone(),
         );
         control.writer = writer.probe();
+        control.events = hub.clone();
+        control.capture = capture.clone();
         retention::spawn(store.clone(), cfg.retention.days);
         let api = startup::start_api(&cfg, control).await;
         info!(
@@ -148,6 +157,8 @@ impl Appliance {
             commands,
             api,
             writer,
+            hub,
+            capture,
             stopping: None,
         })
     }
@@ -214,6 +225,8 @@ impl Appliance {
             Event::Message(m) => {
                 if self.firewall.admits(&m.peer, &m.data) {
                     self.core.on_message(now, wall, m.peer, &m.data);
+                    // After the core: a new call is in its table only now.
+                    self.file(Dir::In, &m.peer, &m.data, wall);
                 }
             }
             Event::Malformed { inbound, error } => {
@@ -241,8 +254,8 @@ impl Appliance {
             Command::Calls(tx) => {
                 let _ = tx.send(core.call_infos());
             }
-            Command::Hangup(id, tx) => {
-                let _ = tx.send(core.hangup(now, wall, id));
+            Command::Hangup(id, by, tx) => {
+                let _ = tx.send(core.hangup(now, wall, id, &by));
             }
             Command::Reload(tx) => {
                 let p = Provisioned::read(&self.store);
@@ -267,7 +280,25 @@ impl Appliance {
     fn carry_out(&mut self) {
         for e in self.core.drain_effects() {
             match e {
-                Effect::Send(t) => self.transports.send(t.into()),
+                Effect::Send(t) => {
+                    self.file(Dir::Out, &t.peer, &t.data, SystemTime::now());
+                    self.transports.send(t.into());
+                }
+                Effect::CallStarted(call) => {
+                    self.hub.publish("call_started", Audience::View, &call);
+                }
+                Effect::CallEnded {
+                    id,
+                    cause,
+                    hung_up_by,
+                } => {
+                    self.capture.ended(id);
+                    self.hub.publish(
+                        "call_ended",
+                        Audience::View,
+                        &serde_json::json!({ "id": id, "cause": cause, "hung_up_by": hung_up_by }),
+                    );
+                }
                 Effect::Cdr { cdr, debit } => self.writer.settle(cdr, debit),
                 Effect::SourceSession { ip, up } => {
                     let r = if up {
@@ -290,6 +321,18 @@ impl Appliance {
                 Effect::Resolve { host } => self.resolver.ask(host),
             }
         }
+    }
+
+    /// Files a SIP message under its call, if it belongs to one.
+    fn file(&self, dir: Dir, peer: &sipd_core::sip::Peer, data: &[u8], wall: SystemTime) {
+        let Some(cid) = call_id_of(data) else {
+            return;
+        };
+        let Some((key, side, caller_cid)) = self.core.call_of(cid) else {
+            return;
+        };
+        self.capture
+            .record(key, caller_cid, side, dir, peer, data, unix_ms(wall));
     }
 
     fn stop(&mut self, signal: &str) {

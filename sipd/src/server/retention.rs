@@ -87,6 +87,7 @@ mod tests {
             reason: String::new(),
             duration_secs: 1,
             cost: Micros(0),
+            hung_up_by: None,
         }
     }
 

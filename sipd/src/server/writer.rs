@@ -189,6 +189,7 @@ mod tests {
             reason: String::new(),
             duration_secs: 0,
             cost: Micros(0),
+            hung_up_by: None,
         }
     }
 

@@ -411,6 +411,16 @@ impl Store {
         })
     }
 
+    /// The id of the newest entry (0 when there is none): where a follower starts.
+    pub fn last_audit_id(&self) -> Id {
+        self.tree(T::Audit)
+            .last()
+            .ok()
+            .flatten()
+            .and_then(|(k, _)| <[u8; 8]>::try_from(k.as_ref()).ok())
+            .map_or(0, u64::from_be_bytes)
+    }
+
     /// Entries matching `f`, oldest first. A corrupt entry is an `Err` in its place (it
     /// counts towards the limit).
     pub fn audit(&self, f: &AuditFilter) -> Vec<Result<AuditEntry, StoreError>> {

@@ -214,6 +214,7 @@ fn draft(call_id: &str) -> CdrDraft {
         reason: String::new(),
         duration_secs: 62,
         cost: Micros(12_000),
+        hung_up_by: None,
     }
 }
 

@@ -265,6 +265,9 @@ pub struct Settings {
     pub interfaces: Option<Vec<String>>,
     /// SIP on the relay's IPv6 address too, and the relay on `::` advertising both families.
     pub dual_stack: bool,
+    /// `sipd init` an admin `admin` with this password before the start; the TOTP secret
+    /// it printed is [`Sbc::admin_totp`].
+    pub admin_password: Option<&'static str>,
 }
 
 impl Default for Settings {
@@ -279,6 +282,7 @@ impl Default for Settings {
             sip_listen: None,
             interfaces: None,
             dual_stack: false,
+            admin_password: None,
         }
     }
 }
@@ -294,6 +298,8 @@ pub struct Sbc {
     /// SIP and media address (the relay's carrier-facing one).
     pub addr: IpAddr,
     pub relay_ns: String,
+    /// The TOTP secret of the admin made with [`Settings::admin_password`].
+    pub admin_totp: Option<Vec<u8>>,
 }
 
 impl Sbc {
@@ -380,6 +386,7 @@ impl Sbc {
             String::from_utf8_lossy(&out.stderr),
             prov_toml
         );
+        let admin_totp = set.admin_password.map(|pw| init_admin(&config, &dir, pw));
         let log = dir.join("sipd.log");
         let mut sbc = Sbc {
             plane,
@@ -390,6 +397,7 @@ impl Sbc {
             child: None,
             addr,
             relay_ns: net.topo.relay.name().to_string(),
+            admin_totp,
         };
         sbc.spawn(net, set.nofile);
         sbc
@@ -566,6 +574,67 @@ impl Sbc {
             ),
         }
     }
+}
+
+/// `sipd init` of an admin `admin` with `password`: the TOTP secret it printed.
+fn init_admin(config: &std::path::Path, dir: &std::path::Path, password: &str) -> Vec<u8> {
+    let pw = dir.join("admin-pw");
+    std::fs::write(&pw, format!("{password}\n")).expect("password file");
+    let out = std::process::Command::new(sipd_bin())
+        .arg("-c")
+        .arg(config)
+        .args(["init", "--username", "admin", "--password-file"])
+        .arg(&pw)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sipd init");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "sipd init: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let secret = text
+        .split("enter the secret ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no TOTP secret in the init output:\n{text}"))
+        .trim_end_matches('.');
+    b32_decode(secret)
+}
+
+fn b32_decode(s: &str) -> Vec<u8> {
+    let mut bits = 0u64;
+    let mut n = 0;
+    let mut out = Vec::new();
+    for c in s.trim_end_matches('=').chars() {
+        let v = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+            .find(c.to_ascii_uppercase())
+            .unwrap_or_else(|| panic!("not base32: {s}")) as u64;
+        bits = (bits << 5) | v;
+        n += 5;
+        if n >= 8 {
+            n -= 8;
+            out.push((bits >> n) as u8);
+            bits &= (1 << n) - 1;
+        }
+    }
+    out
+}
+
+/// The 6-digit TOTP code (RFC 6238: 30 s steps, HMAC-SHA-1) of `secret` now.
+pub fn totp_now(secret: &[u8]) -> String {
+    use hmac::{KeyInit, Mac};
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs();
+    let mut h = hmac::Hmac::<sha1::Sha1>::new_from_slice(secret).expect("any key length");
+    h.update(&(secs / 30).to_be_bytes());
+    let mac = h.finalize().into_bytes();
+    let off = (mac[19] & 0x0f) as usize;
+    let n = u32::from_be_bytes(mac[off..off + 4].try_into().expect("4 bytes")) & 0x7fff_ffff;
+    format!("{:06}", n % 1_000_000)
 }
 
 impl Drop for Sbc {

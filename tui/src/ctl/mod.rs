@@ -5,10 +5,11 @@
 //! This file parses the command line and hands each command to the module of its concern:
 //! `session` (who is logged in, and where), `provisioning` (what carries calls and how
 //! they are billed), `security` (who and what may reach the SBC), `operations` (what it is
-//! doing now). `records`, `input` and `output` are what those share; `columns` and
+//! doing now; `follow`: its event stream). `records`, `input` and `output` are what those share; `columns` and
 //! `validation` are the tables they print and the checks made before any request.
 
 mod columns;
+mod follow;
 mod input;
 mod operations;
 mod output;
@@ -185,6 +186,7 @@ impl<'a, 'b> Ctx<'a, 'b> {
             Command::Cdrs(Cdrs::List(f)) => cx.cdrs(f),
             Command::Status => cx.status(),
             Command::Alerts => cx.alerts(),
+            Command::Events { count } => cx.events(count),
             Command::Staff(s) => cx.staff(s),
             Command::Audit(a) => cx.audit(a),
         }

@@ -33,6 +33,14 @@ impl Ctx<'_, '_> {
                 let v = c.json(Method::Delete, &format!("/api/calls/{id}"), &[], None)?;
                 self.done(&v, &format!("hung up call {id}"))
             }
+            Calls::Messages { id } => {
+                let v = c.get(&format!("/api/calls/{id}/messages"))?;
+                if self.g.json {
+                    return self.print_json(&v);
+                }
+                self.write(&ladder(&v));
+                Ok(())
+            }
         }
     }
 
@@ -66,6 +74,28 @@ impl Ctx<'_, '_> {
         }
         Ok(())
     }
+}
+
+/// A call's messages, one line each: time, leg, direction, peers, first line.
+fn ladder(v: &Value) -> String {
+    let mut out = String::new();
+    for m in v["messages"].as_array().into_iter().flatten() {
+        let s = |k: &str| m[k].as_str().unwrap_or("");
+        out += &format!(
+            "{} {:<6} {:<3} {} {} -> {}  {}\n",
+            super::follow::clock(m["at_ms"].as_u64().unwrap_or(0)),
+            s("leg"),
+            s("dir"),
+            s("transport"),
+            s("from"),
+            s("to"),
+            s("first_line"),
+        );
+    }
+    if out.is_empty() {
+        out = "no messages kept for this call\n".into();
+    }
+    out
 }
 
 /// A number as a query value; empty (left out of the query) when absent.

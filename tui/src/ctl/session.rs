@@ -50,6 +50,13 @@ impl Ctx<'_, '_> {
 
     /// A client with the session's token: `SBC_TOKEN`, else the saved one for this URL.
     pub(super) fn client(&self) -> Result<Client, Error> {
+        let (opts, token) = self.session()?;
+        Client::new(&opts, Some(token))
+    }
+
+    /// Where to connect and the session's token (`SBC_TOKEN`, else the saved one for this
+    /// URL): what a client, or the event stream, needs.
+    pub(super) fn session(&self) -> Result<(api::Options, String), Error> {
         let url = self.url();
         let token = match &self.env.token {
             Some(t) => t.clone(),
@@ -73,7 +80,7 @@ impl Ctx<'_, '_> {
                 }
             }
         };
-        Client::new(&self.options(&url), Some(token))
+        Ok((self.options(&url), token))
     }
 
     /// Who this session belongs to.

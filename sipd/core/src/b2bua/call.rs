@@ -129,6 +129,9 @@ pub struct Call {
     pub recorded: bool,
     /// When the call ended (monotonic): it is forgotten a linger time after.
     pub ended_at: Option<Instant>,
+    /// Who ended it, once known before [`Core::finish`](super::Core) records it: `caller`,
+    /// `callee` or `staff:<username>`; `None` there means sipd itself (`sbc`).
+    pub ended_by: Option<String>,
 }
 
 impl Call {

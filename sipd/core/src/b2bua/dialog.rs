@@ -146,6 +146,7 @@ impl<M: Media> Core<M> {
                     self.cancel_attempt(now, &mut call);
                     let resp = call.a_invite.response(487, Some(&call.a.local_tag));
                     let a_txn = call.a_txn.clone();
+                    call.ended_by = Some("caller".into());
                     self.table.put(call);
                     self.txn.respond(now, &a_txn, &resp);
                     self.finish(now, wall, call_key, 487, "caller hung up before answer");

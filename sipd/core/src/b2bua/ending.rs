@@ -9,7 +9,7 @@ use tracing::debug;
 
 use super::call::{Call, CallKey, Phase};
 use super::dialog::dialog_request;
-use super::{Core, Effect, EndReason, Media, Token, unix_ms};
+use super::{Core, Effect, EndReason, HUNG_UP_BY_SBC, Media, Token, unix_ms};
 use crate::records::{CdrDraft, Micros};
 use crate::sip::txn::ServerKey;
 use crate::sip::{Msg, Transmit};
@@ -27,6 +27,7 @@ impl<M: Media> Core<M> {
             self.txn.respond(now, &inv, &resp);
             *self.stats.finals.entry(487).or_default() += 1;
             self.cancel_attempt(now, &mut call);
+            call.ended_by = Some("caller".into());
             self.table.put(call);
             self.finish(now, wall, key, 487, "cancelled");
         } else {
@@ -120,6 +121,12 @@ impl<M: Media> Core<M> {
         let Some(mut call) = self.table.take(key) else {
             return;
         };
+        match reason {
+            EndReason::CallerHangup => call.ended_by = Some("caller".into()),
+            EndReason::CalleeHangup => call.ended_by = Some("callee".into()),
+            // Operator: `hangup` named the staff member; the rest are sipd's own.
+            _ => {}
+        }
         match call.phase {
             Phase::Ended => {
                 self.table.put(call);
@@ -221,7 +228,17 @@ impl<M: Media> Core<M> {
             reason: why.to_owned(),
             duration_secs: duration,
             cost,
+            hung_up_by: Some(
+                call.ended_by
+                    .clone()
+                    .unwrap_or_else(|| HUNG_UP_BY_SBC.to_owned()),
+            ),
         };
+        self.effects.push(Effect::CallEnded {
+            id: key,
+            cause: why.to_owned(),
+            hung_up_by: cdr.hung_up_by.clone().unwrap_or_default(),
+        });
         self.effects.push(Effect::Cdr { cdr, debit });
     }
 

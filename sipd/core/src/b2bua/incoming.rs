@@ -10,7 +10,7 @@ use tracing::{debug, warn};
 
 use super::call::{Call, CallKey, Leg, Phase};
 use super::gate::{Knock, ProbeVerdict, Verdict};
-use super::{ALLOW, Core, Effect, Media, Side, unix_ms};
+use super::{ALLOW, Core, Effect, HUNG_UP_BY_SBC, Media, Side, call_info, unix_ms};
 use crate::records::{CdrDraft, Id, Micros, RefusalReason, Tariff};
 use crate::sip::txn::{RequestVerdict, ServerKey, random_hex};
 use crate::sip::{Msg, NameAddr, Peer, Transmit};
@@ -205,6 +205,7 @@ impl<M: Media> Core<M> {
                 reason: reason.to_owned(),
                 duration_secs: 0,
                 cost: Micros(0),
+                hung_up_by: Some(HUNG_UP_BY_SBC.to_owned()),
             },
             debit: None,
         });
@@ -273,6 +274,7 @@ impl<M: Media> Core<M> {
             up: true,
         });
         self.arm_tick(now);
+        self.effects.push(Effect::CallStarted(call_info(&call)));
         self.table.insert_new(call);
         self.try_next_upstream(now, wall, call_key);
     }
@@ -424,6 +426,7 @@ impl<M: Media> Core<M> {
             last_failure: None,
             recorded: false,
             ended_at: None,
+            ended_by: None,
         }
     }
 

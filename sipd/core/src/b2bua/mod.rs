@@ -115,6 +115,36 @@ pub enum Effect {
         /// A connection's host name.
         host: String,
     },
+    /// A call was admitted and is being set up (for the management API's event stream).
+    CallStarted(CallInfo),
+    /// A call ended (its CDR follows in an [`Effect::Cdr`]).
+    CallEnded {
+        /// The core's key for the call (the API's call id).
+        id: CallKey,
+        /// Why, as the CDR's `reason` says it.
+        cause: String,
+        /// Who ended it, as the CDR's `hung_up_by` says it.
+        hung_up_by: String,
+    },
+}
+
+/// `hung_up_by` of a call sipd itself ended or refused (limits, timeouts, failures, shutdown).
+pub const HUNG_UP_BY_SBC: &str = "sbc";
+
+/// The management API's view of a call.
+pub(crate) fn call_info(c: &Call) -> CallInfo {
+    CallInfo {
+        id: c.key,
+        account_id: c.account,
+        cli: c.cli.clone(),
+        cld: c.cld.clone(),
+        source: c.source,
+        connection_id: c.connection,
+        answered: c.phase == Phase::Answered,
+        started_ms: unix_ms(c.started),
+        answered_ms: c.answered.map(unix_ms),
+        call_id: c.a.call_id.clone(),
+    }
 }
 
 /// A live call, for the management API.
@@ -349,29 +379,17 @@ impl<M: Media> Core<M> {
 
     /// Live calls as the management API lists them.
     pub fn call_infos(&self) -> Vec<CallInfo> {
-        let mut v: Vec<CallInfo> = self
-            .calls()
-            .map(|c| CallInfo {
-                id: c.key,
-                account_id: c.account,
-                cli: c.cli.clone(),
-                cld: c.cld.clone(),
-                source: c.source,
-                connection_id: c.connection,
-                answered: c.phase == Phase::Answered,
-                started_ms: unix_ms(c.started),
-                answered_ms: c.answered.map(unix_ms),
-                call_id: c.a.call_id.clone(),
-            })
-            .collect();
+        let mut v: Vec<CallInfo> = self.calls().map(call_info).collect();
         v.sort_by_key(|c| c.id);
         v
     }
 
-    /// Ends call `id` on both sides (BYE, or CANCEL before answer); false if there is none.
-    pub fn hangup(&mut self, now: Instant, wall: SystemTime, id: CallKey) -> bool {
-        if !self.table.get(id).is_some_and(|c| c.phase != Phase::Ended) {
-            return false;
+    /// Ends call `id` on both sides (BYE, or CANCEL before answer) for staff member `by`,
+    /// whom the CDR names (`hung_up_by: "staff:<by>"`); false if there is no such call.
+    pub fn hangup(&mut self, now: Instant, wall: SystemTime, id: CallKey, by: &str) -> bool {
+        match self.table.get_mut(id) {
+            Some(c) if c.phase != Phase::Ended => c.ended_by = Some(format!("staff:{by}")),
+            _ => return false,
         }
         self.end_call(now, wall, id, EndReason::Operator);
         true
@@ -396,6 +414,15 @@ impl<M: Media> Core<M> {
         b.0 = b.0.saturating_add(delta.0);
         let nb = *b;
         self.admission.set_balance(account, nb);
+    }
+
+    /// The call a SIP message with this Call-ID belongs to (ended calls still lingering
+    /// included), whether on the caller's leg (`A`) or the vendor's (`B`), and the caller's
+    /// Call-ID: how the shell files the messages it sends and receives under a call.
+    pub fn call_of(&self, call_id: &str) -> Option<(CallKey, Side, &str)> {
+        let (key, side) = self.table.by_call_id(call_id)?;
+        let call = self.table.get(key)?;
+        Some((key, side, call.a.call_id.as_str()))
     }
 
     /// Effects produced so far, in order; the shell carries them out.

@@ -15,6 +15,9 @@ pub struct CallTable {
     /// Leg A dialogs and initial INVITEs: (Call-ID, caller's From tag).
     by_a: HashMap<(String, String), CallKey>,
     by_a_txn: HashMap<ServerKey, CallKey>,
+    /// Leg A by the caller's Call-ID alone, for the shell's per-call message capture (a
+    /// request we send the caller carries our tag in From, so the dialog key does not fit).
+    by_a_call_id: HashMap<String, CallKey>,
     /// Leg B by our Call-ID.
     by_b: HashMap<String, CallKey>,
     /// The leg-B Call-ID each call is indexed under, to drop it when a failover replaces it.
@@ -40,6 +43,7 @@ impl CallTable {
             call.a.call_id.clone(),
             call.a.remote_tag.clone().unwrap_or_default(),
         );
+        self.by_a_call_id.insert(call.a.call_id.clone(), call.key);
         self.by_a.insert(dialog, call.key);
         self.by_a_txn.insert(call.a_txn.clone(), call.key);
         self.index_b(&call);
@@ -106,6 +110,14 @@ impl CallTable {
             .or_else(|| self.by_b(call_id).map(|k| (k, false)))
     }
 
+    /// The call a message with this Call-ID belongs to, and on which leg: ours on the
+    /// vendor's side, the caller's on the carrier's.
+    pub fn by_call_id(&self, call_id: &str) -> Option<(CallKey, super::Side)> {
+        self.by_b(call_id)
+            .map(|k| (k, super::Side::B))
+            .or_else(|| self.by_a_call_id.get(call_id).map(|k| (*k, super::Side::A)))
+    }
+
     /// Calls not yet ended.
     pub fn live(&self) -> impl Iterator<Item = &Call> {
         self.calls.values().filter(|c| c.phase != Phase::Ended)
@@ -128,6 +140,9 @@ impl CallTable {
             call.a.remote_tag.clone().unwrap_or_default(),
         ));
         self.by_a_txn.remove(&call.a_txn);
+        if self.by_a_call_id.get(&call.a.call_id) == Some(&key) {
+            self.by_a_call_id.remove(&call.a.call_id);
+        }
         if let Some(b) = self.b_of.remove(&key) {
             self.by_b.remove(&b);
         }

@@ -941,12 +941,35 @@ fn operator_hangup_and_reload() {
     assert_eq!(calls.len(), 1);
     assert!(calls[0].answered);
     assert_eq!(calls[0].call_id, "call-op");
+    let id = calls[0].id;
+    assert!(
+        w.effects
+            .iter()
+            .any(|e| matches!(e, Effect::CallStarted(c) if c.id == id && c.call_id == "call-op")),
+        "the call's start is announced"
+    );
+    assert_eq!(
+        w.core
+            .call_of("call-op")
+            .map(|(k, s, c)| (k, s == Side::A, c)),
+        Some((id, true, "call-op")),
+        "the caller's Call-ID files messages under the call, on leg A"
+    );
     let (now, wall) = (w.now, w.wall);
-    assert!(w.core.hangup(now, wall, calls[0].id));
-    assert!(!w.core.hangup(now, wall, calls[0].id), "only once");
+    assert!(w.core.hangup(now, wall, id, "alice"));
+    assert!(!w.core.hangup(now, wall, id, "alice"), "only once");
     w.collect();
     assert_byes_both_ways(&mut w);
     assert_eq!(w.cdrs[0].reason, "hung up by operator");
+    assert_eq!(w.cdrs[0].hung_up_by.as_deref(), Some("staff:alice"));
+    assert!(
+        w.effects.iter().any(|e| matches!(
+            e,
+            Effect::CallEnded { id: k, cause, hung_up_by }
+                if *k == id && cause == "hung up by operator" && hung_up_by == "staff:alice"
+        )),
+        "the call's end is announced with who ended it"
+    );
 
     // Reload without the connection: new calls have no route.
     w.core.reload(

@@ -228,6 +228,7 @@ impl<M: Media> Core<M> {
             self.try_next_upstream(now, wall, key);
             return;
         }
+        call.ended_by = Some("callee".into());
         self.table.put(call);
         let why = format!("upstream answered {code}");
         self.fail_call_owned(now, wall, key, code, why);

@@ -41,6 +41,11 @@ pub struct CdrDraft {
     pub duration_secs: u64,
     /// What was debited from the account for this call.
     pub cost: Micros,
+    /// Who ended the call: `caller`, `callee`, `sbc` (sipd: a limit, a timeout, a refusal, a
+    /// failure, shutdown) or `staff:<username>` (hung up through the management API);
+    /// `None` in CDRs written before this was recorded.
+    #[serde(default)]
+    pub hung_up_by: Option<String>,
 }
 
 /// A stored CDR: the draft with the id the store gave it.

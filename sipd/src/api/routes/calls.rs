@@ -1,4 +1,4 @@
-//! Live calls (R list, O hang up).
+//! Live calls (R list and SIP messages, O hang up).
 
 use axum::Json;
 use axum::extract::{Path, State as Extract};
@@ -7,6 +7,7 @@ use axum::http::StatusCode;
 use super::path_id;
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::{Caller, State, blocking};
+use crate::events::capture::CallMessages;
 use crate::mgmt::Action;
 use crate::store::AuditKind;
 use sipd_core::b2bua::CallInfo;
@@ -15,6 +16,22 @@ use sipd_core::b2bua::CallInfo;
 pub async fn list(c: Caller, Extract(st): Extract<State>) -> ApiResult<Json<Vec<CallInfo>>> {
     c.permit(Action::View)?;
     Ok(Json(st.control.calls().await?))
+}
+
+/// `GET /api/calls/{id}/messages`: the SIP messages of a live or recently ended call, both
+/// legs, oldest first (what sipd keeps: see `[call_messages]`).
+pub async fn messages(
+    c: Caller,
+    Extract(st): Extract<State>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<CallMessages>> {
+    c.permit(Action::View)?;
+    let id = path_id(&id)?;
+    st.control
+        .capture
+        .messages(id)
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("no messages kept for call #{id}")))
 }
 
 /// `DELETE /api/calls/{id}` (Operate): ends the call on both sides and audits who did it; 404 if no
@@ -27,7 +44,7 @@ pub async fn hangup(
     c.permit(Action::Operate)?;
     let id = path_id(&id)?;
     let call = st.control.calls().await?.into_iter().find(|k| k.id == id);
-    if !st.control.hangup(id).await? {
+    if !st.control.hangup(id, c.username()).await? {
         return Err(ApiError::not_found(format!("no live call #{id}")));
     }
     // No store record changes: the entry is the record of who ended the call.

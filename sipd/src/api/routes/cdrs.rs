@@ -45,6 +45,9 @@ pub struct CdrView {
     pub duration_secs: u64,
     /// Decimal currency ("0.03").
     pub cost: String,
+    /// Who ended the call: `caller`, `callee`, `sbc` or `staff:<username>`; `None` for a
+    /// CDR written before this was recorded.
+    pub hung_up_by: Option<String>,
 }
 
 fn view(c: &Cdr) -> CdrView {
@@ -64,6 +67,7 @@ fn view(c: &Cdr) -> CdrView {
         reason: d.reason.clone(),
         duration_secs: d.duration_secs,
         cost: d.cost.to_string(),
+        hung_up_by: d.hung_up_by.clone(),
     }
 }
 
@@ -195,7 +199,7 @@ fn field(s: &str) -> String {
 /// guarded against spreadsheet formula injection.
 pub fn to_csv(rows: &[CdrView]) -> String {
     let mut out = String::from(
-        "id,call_id,start_ms,answer_ms,end_ms,caller,callee,source,account_id,connection_id,result_code,reason,duration_secs,cost\n",
+        "id,call_id,start_ms,answer_ms,end_ms,caller,callee,source,account_id,connection_id,result_code,reason,duration_secs,cost,hung_up_by\n",
     );
     let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
     for r in rows {
@@ -214,6 +218,7 @@ pub fn to_csv(rows: &[CdrView]) -> String {
             r.reason.clone(),
             r.duration_secs.to_string(),
             r.cost.clone(),
+            r.hung_up_by.clone().unwrap_or_default(),
         ];
         // Every cell, not only the ones known to come from the network: a column that is
         // a number today is no promise about tomorrow's.

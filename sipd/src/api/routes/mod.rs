@@ -7,6 +7,7 @@ pub mod calls;
 pub mod cdrs;
 pub mod connections;
 pub mod crud;
+pub mod events;
 pub mod firewall;
 pub mod refusals;
 pub mod rules;
@@ -85,6 +86,8 @@ pub fn router() -> Router<State> {
         .route("/api/bans/{addr}", axum::routing::delete(bans::remove))
         .route("/api/calls", get(calls::list))
         .route("/api/calls/{id}", axum::routing::delete(calls::hangup))
+        .route("/api/calls/{id}/messages", get(calls::messages))
+        .route("/api/events", get(events::stream))
         .route("/api/cdrs", get(cdrs::list))
         .route("/api/refusals", get(refusals::list))
         .route("/api/cdrs.csv", get(cdrs::csv))

@@ -52,6 +52,7 @@ pub async fn metrics(_: MetricsAccess, Extract(st): Extract<State>) -> ApiResult
             manual_bans: s.store().manual_bans().len(),
             bans: s.firewall().ban_counters(),
             ban_fill: s.firewall().ban_fill(),
+            call_messages_dropped: s.control.capture.dropped(),
         })
     })
     .await?;

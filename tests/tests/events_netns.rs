@@ -1,0 +1,280 @@
+//! The live event stream and the per-call SIP messages (issue 14, sipd's side) against a
+//! real `sipd run` in the relay namespace with a sipp call held up: the admin made by
+//! `sipd init` logs in with `sbcctl` (a TOTP code computed from the printed secret) inside the
+//! relay namespace, where the API listens on 127.0.0.1; `sbcctl --json events` follows the
+//! stream while the carrier's sipp calls through sipd to the vendor's sipp and holds the call.
+//!
+//! The stream shows the call start (the call as `GET /api/calls` lists it), counters every
+//! second with the call active, a ban made through the API (`ban_added`), and the call's end
+//! with who hung up (`caller`, as the CDR says). `sbcctl --json calls messages` shows the
+//! call's ladder on both legs: the caller's INVITE, our 100 and 200 to it, its ACK, our
+//! INVITE to the vendor and its 200.
+
+mod sbc;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use sbc::*;
+use serde_json::Value;
+use tests::netns::NsChild;
+use tests::{require_privileged, require_sipp};
+
+const ADMIN_PW: &str = "Correct-Horse-Battery-9";
+const API: &str = "https://127.0.0.1:8443";
+
+fn sbcctl_bin() -> std::path::PathBuf {
+    tests::bins::cargo_bin("tui", "sbcctl")
+}
+
+/// `sbcctl --insecure --url API ARGS` in the relay namespace, as `token`.
+fn sbcctl(net: &Net, token: Option<&str>, args: &[&str], stdin: &str) -> Output {
+    use std::io::Write as _;
+    let mut cmd = net.topo.relay.command(sbcctl_bin());
+    cmd.args(["--insecure", "--url", API])
+        .args(args)
+        .env_remove("SBC_TOKEN")
+        .env(
+            "XDG_CONFIG_HOME",
+            std::env::temp_dir().join("events-netns-none"),
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(t) = token {
+        cmd.env("SBC_TOKEN", t);
+    }
+    let mut child = cmd.spawn().expect("spawn sbcctl");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("sbcctl output")
+}
+
+fn json_of(o: &Output) -> Value {
+    assert!(
+        o.status.success(),
+        "sbcctl failed: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&o.stdout)))
+}
+
+/// `sbcctl --json events` running in the relay namespace, its lines read by a thread.
+struct Follower {
+    child: NsChild,
+    rx: mpsc::Receiver<Value>,
+}
+
+impl Follower {
+    fn start(net: &Net, token: &str) -> Follower {
+        let mut cmd = net.topo.relay.command(sbcctl_bin());
+        cmd.args(["--insecure", "--url", API, "--json", "events"])
+            .env("SBC_TOKEN", token)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut child = NsChild::spawn(&mut cmd).expect("spawn sbcctl events");
+        let out = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { return };
+                let v: Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("not one JSON object per line ({e}): {line}"));
+                if tx.send(v).is_err() {
+                    return;
+                }
+            }
+        });
+        Follower { child, rx }
+    }
+
+    /// The first event of `kind` whose data satisfies `pred`, within `secs`.
+    fn wait(&self, kind: &str, secs: u64, pred: impl Fn(&Value) -> bool) -> Value {
+        let end = Instant::now() + Duration::from_secs(secs);
+        let mut seen = Vec::new();
+        loop {
+            match self
+                .rx
+                .recv_timeout(end.saturating_duration_since(Instant::now()))
+            {
+                Ok(e) if e["event"] == kind && pred(&e["data"]) => return e["data"].clone(),
+                Ok(e) => seen.push(e["event"].as_str().unwrap_or_default().to_owned()),
+                Err(_) => panic!("no {kind} event within {secs} s; saw {seen:?}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn events_and_call_messages_follow_a_held_call() {
+    require_privileged!();
+    require_sipp!();
+    let _serial = serial();
+    let net = Net::new();
+    let mut sbc = Sbc::start_with(
+        &net,
+        Plane::Userspace,
+        &Prov::default(),
+        &Settings {
+            admin_password: Some(ADMIN_PW),
+            ..Settings::default()
+        },
+    );
+    let code = totp_now(sbc.admin_totp.as_deref().expect("admin made"));
+    let login = sbcctl(
+        &net,
+        None,
+        &[
+            "login",
+            "-u",
+            "admin",
+            "--password-stdin",
+            "--totp",
+            &code,
+            "--print-token",
+            "--no-save",
+        ],
+        &format!("{ADMIN_PW}\n"),
+    );
+    assert!(
+        login.status.success(),
+        "login: {}",
+        String::from_utf8_lossy(&login.stderr)
+    );
+    let token = String::from_utf8_lossy(&login.stdout).trim().to_owned();
+    let events = Follower::start(&net, &token);
+    // Counters tick before any call (the stream is open and authorised).
+    events.wait("counters", 15, |c| c["calls_active"] == 0);
+
+    let uas = net.uas("uas.xml", SIP_PORT, 1, Duration::from_millis(200));
+    let uac = net
+        .uac("uac.xml", sbc.sip(), Duration::from_secs(6))
+        .spawn(&net.topo.caller)
+        .expect("uac");
+    let started = events.wait("call_started", 15, |c| {
+        c["cli"].as_str().is_some_and(|s| s.contains(CLI))
+    });
+    let id = started["id"].as_u64().expect("call id");
+    let listed = json_of(&sbcctl(
+        &net,
+        Some(&token),
+        &["--json", "calls", "list"],
+        "",
+    ));
+    let as_listed = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == id)
+        .unwrap_or_else(|| panic!("call {id} not listed: {listed:#}"));
+    let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    assert_eq!(
+        keys(&started),
+        keys(as_listed),
+        "call_started is a call as listed"
+    );
+    events.wait("counters", 10, |c| c["calls_active"] == 1);
+
+    // The ladder, once the caller has ACKed the 200.
+    let end = Instant::now() + Duration::from_secs(10);
+    let ladder = loop {
+        let m = json_of(&sbcctl(
+            &net,
+            Some(&token),
+            &["--json", "calls", "messages", &id.to_string()],
+            "",
+        ));
+        let has_ack = m["messages"].as_array().unwrap().iter().any(|x| {
+            x["first_line"].as_str().unwrap_or("").starts_with("ACK ") && x["leg"] == "caller"
+        });
+        if has_ack {
+            break m;
+        }
+        assert!(Instant::now() < end, "no ACK in the ladder: {m:#}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let lines: Vec<(String, String, String)> = ladder["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            for k in ["at_ms", "from", "to", "transport", "raw"] {
+                assert!(!m[k].is_null(), "{k} missing: {m:#}");
+            }
+            (
+                m["leg"].as_str().unwrap().to_owned(),
+                m["dir"].as_str().unwrap().to_owned(),
+                m["first_line"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let has = |leg: &str, dir: &str, start: &str| {
+        lines
+            .iter()
+            .any(|(l, d, f)| l == leg && d == dir && f.starts_with(start))
+    };
+    for (leg, dir, start) in [
+        ("caller", "in", "INVITE "),
+        ("caller", "out", "SIP/2.0 100"),
+        ("caller", "out", "SIP/2.0 200"),
+        ("caller", "in", "ACK "),
+        ("vendor", "out", "INVITE "),
+        ("vendor", "in", "SIP/2.0 200"),
+        ("vendor", "out", "ACK "),
+    ] {
+        assert!(has(leg, dir, start), "no {leg} {dir} {start}…: {lines:#?}");
+    }
+    assert_eq!(lines[0].2.split(' ').next(), Some("INVITE"), "{lines:#?}");
+    assert_eq!(ladder["call_id"], started["call_id"]);
+
+    // A ban through the API is announced.
+    json_of(&sbcctl(
+        &net,
+        Some(&token),
+        &["--json", "bans", "add", "192.0.2.99", "--duration", "600"],
+        "",
+    ));
+    let ban = events.wait("ban_added", 10, |b| b["prefix"] == "192.0.2.99/32");
+    assert_eq!(ban["by"], "staff");
+
+    // The caller hangs up after its hold: the end says who.
+    let ended = events.wait("call_ended", 20, |e| e["id"] == id);
+    assert_eq!(ended["hung_up_by"], "caller", "{ended:#}");
+    assert_eq!(ended["cause"], "caller hung up", "{ended:#}");
+    let (uac, uas) = (uac.finish(), uas.finish());
+    uac.assert_ok();
+    uas.assert_ok();
+    let after = json_of(&sbcctl(
+        &net,
+        Some(&token),
+        &["--json", "calls", "messages", &id.to_string()],
+        "",
+    ));
+    assert_eq!(after["ended"], true, "an ended call's messages are kept");
+    assert!(
+        after["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["first_line"].as_str().unwrap_or("").starts_with("BYE ")),
+        "{after:#}"
+    );
+
+    let mut events = events;
+    let _ = events.child.stop(Duration::from_secs(5));
+    let cdrs = sbc.cdrs();
+    let cdr = cdrs
+        .iter()
+        .find(|c| c["call_id"] == started["call_id"])
+        .expect("the call's CDR");
+    assert_eq!(cdr["hung_up_by"], "caller", "{cdr:#}");
+}
