@@ -256,7 +256,7 @@ fuzz_target!(|data: &[u8]| {
                 let i = digit(step.get(1));
                 let ids: Vec<_> = core.call_infos().into_iter().map(|c| c.id).collect();
                 if let Some(id) = ids.get(i % ids.len().max(1)) {
-                    core.hangup(now, wall, *id);
+                    core.hangup(now, wall, *id, "fuzz");
                 }
             }
             Some(b'f') => core.on_flood(now, peer(digit(step.get(1))).remote.ip()),
