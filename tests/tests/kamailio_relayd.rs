@@ -197,9 +197,18 @@ struct Stack {
 struct Setup {
     /// `-A WITH_SIP_SOURCE`: the `SIP-source-address` variant of the configuration.
     sip_source: bool,
-    /// Two relays: first a userspace one at its session limit (`--max-sessions 0`), weighted
-    /// so the module always asks it first, then the XDP one.
-    failover: bool,
+    /// Two relays: first a userspace one that cannot take a call, weighted so the module
+    /// always asks it first, then the XDP one.
+    failover: Option<Full>,
+}
+
+/// Why the first relay of the failover set cannot take a call.
+#[derive(Clone, Copy, Debug)]
+enum Full {
+    /// `--max-sessions 0`: answers `load limit`.
+    SessionLimit,
+    /// One port pair where a call needs two: answers `Ran out of ports`.
+    OutOfPorts,
 }
 
 impl Stack {
@@ -212,15 +221,12 @@ impl Stack {
         let xdp = Relayd::start(&topo, 1, NG_SECOND, "xdp-native", "30000-30999", &[])?;
         let peer_pass = tests::xdp::attach_peer_pass(&topo, &xdp.instance)?;
         let mut relays = vec![xdp];
-        let socks = if setup.failover {
-            let full = Relayd::start(
-                &topo,
-                2,
-                NG_FIRST,
-                "userspace",
-                "31000-31099",
-                &["--max-sessions", "0"],
-            )?;
+        let socks = if let Some(why) = setup.failover {
+            let (ports, extra): (&str, &[&str]) = match why {
+                Full::SessionLimit => ("31000-31099", &["--max-sessions", "0"]),
+                Full::OutOfPorts => ("31000-31001", &[]),
+            };
+            let full = Relayd::start(&topo, 2, NG_FIRST, "userspace", ports, extra)?;
             relays.insert(0, full);
             // Kamailio hashes the Call-ID over the weights (256 buckets at most): 1000 to 1
             // sends every call to the first relay first.
@@ -400,7 +406,7 @@ fn call_with_reinvite(sip_source: bool) {
     let _s = serial();
     let stack = Stack::start(Setup {
         sip_source,
-        failover: false,
+        failover: None,
     })
     .expect("stack up");
     let mut uas = stack.uas("uas.xml", true);
@@ -449,7 +455,7 @@ fn cancel_and_failure_delete_the_call() {
     let _s = serial();
     let stack = Stack::start(Setup {
         sip_source: false,
-        failover: false,
+        failover: None,
     })
     .expect("stack up");
     for (uac_sc, uas_sc, final_code) in [
@@ -490,17 +496,16 @@ fn cancel_and_failure_delete_the_call() {
     }
 }
 
-/// Two relayds in the set: the first over its session limit answers `load limit`, and the
-/// module moves the call to the second, which relays it.
-#[test]
-fn load_limit_moves_kamailio_to_the_next_relayd() {
+/// Two relayds in the set: the first cannot take the call (`why`), and the module moves the
+/// call to the second, which relays it.
+fn failover(why: Full, refusal: &str) {
     require_privileged!();
     require_sipp!();
     require_kamailio!();
     let _s = serial();
     let stack = Stack::start(Setup {
         sip_source: false,
-        failover: true,
+        failover: Some(why),
     })
     .expect("stack up");
     let mut uas = stack.uas("uas.xml", true);
@@ -512,14 +517,28 @@ fn load_limit_moves_kamailio_to_the_next_relayd() {
     let full = &stack.relays[0];
     let log = full.log_text();
     assert!(
-        log.contains("session limit reached"),
-        "the first relayd was asked and refused:\n{log}"
+        log.contains(refusal),
+        "the first relayd was asked and refused ({why:?}):\n{log}"
+    );
+    assert!(
+        full.ng.list().expect("list").is_empty(),
+        "first relayd holds nothing"
     );
     stack.assert_kernel_forwarded(2 * PACKETS, 4);
     stack
         .xdp()
         .wait_no_calls(Duration::from_secs(10))
         .expect("deleted");
+}
+
+#[test]
+fn session_limit_moves_kamailio_to_the_next_relayd() {
+    failover(Full::SessionLimit, "session limit reached");
+}
+
+#[test]
+fn out_of_ports_moves_kamailio_to_the_next_relayd() {
+    failover(Full::OutOfPorts, "Ran out of ports");
 }
 
 /// The README's Kamailio excerpt is the tested configuration's, word for word.

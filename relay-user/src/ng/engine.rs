@@ -157,7 +157,12 @@ impl<B: MediaBackend> Engine<B> {
             Request::List { limit } => Ok(self.list(*limit)),
         };
         r.unwrap_or_else(|reason| {
-            tracing::debug!(command = req.command(), %reason, "ng request failed");
+            if reason == OUT_OF_PORTS_REASON {
+                // The operator's sign that --ports is too small for the load.
+                tracing::warn!(command = req.command(), "ng request refused: {reason}");
+            } else {
+                tracing::debug!(command = req.command(), %reason, "ng request failed");
+            }
             Response::error(reason)
         })
     }
