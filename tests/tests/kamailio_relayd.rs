@@ -444,6 +444,35 @@ fn call_with_reinvite_sip_source_address() {
     call_with_reinvite(true);
 }
 
+/// A late offer: INVITE without SDP, the offer in the 200 (the module sends it with the tags
+/// swapped: the callee's To-tag as from-tag), the answer in the ACK. Media relayed, the call
+/// deleted on BYE.
+#[test]
+fn late_offer_in_200_answer_in_ack() {
+    require_privileged!();
+    require_sipp!();
+    require_kamailio!();
+    let _s = serial();
+    let stack = Stack::start(Setup {
+        sip_source: false,
+        failover: None,
+    })
+    .expect("stack up");
+    let mut uas = stack.uas("uas_late.xml", true);
+    let mut uac = stack.uac("uac_late.xml", Duration::from_secs(4));
+    stack.media(&mut uac, &mut uas, ("MEDIA", "MEDIA"), 1);
+    let (uac, uas) = (uac.finish(), uas.finish());
+    uac.assert_ok();
+    uas.assert_ok();
+    stack.assert_kernel_forwarded(2 * PACKETS, 4);
+    stack
+        .xdp()
+        .wait_no_calls(Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("deleted on BYE: {e:#}\nkamailio:\n{}", stack.kam_log()));
+    let log = stack.kam_log();
+    assert!(!log.contains("rtpengine_manage failed"), "{log}");
+}
+
 /// CANCEL before the answer, and a 503 from the callee: the module deletes the call it offered.
 /// (Kamailio's tm turns the callee's 503 into a 500 towards the caller, as RFC 3261 16.7 asks
 /// of a proxy.)
