@@ -190,6 +190,7 @@ struct Stack {
     caller_rtp: std::net::UdpSocket,
     callee_rtp: std::net::UdpSocket,
     _peer_pass: Option<aya::Ebpf>,
+    recorder: Option<parity::Recorder>,
 }
 
 /// How the stack is set up.
@@ -200,6 +201,8 @@ struct Setup {
     /// Two relays: first a userspace one that cannot take a call, weighted so the module
     /// always asks it first, then the XDP one.
     failover: Option<Full>,
+    /// Kamailio talks to relayd through a [`parity::Recorder`] that keeps its requests.
+    record: bool,
 }
 
 /// Why the first relay of the failover set cannot take a call.
@@ -231,8 +234,18 @@ impl Stack {
             // Kamailio hashes the Call-ID over the weights (256 buckets at most): 1000 to 1
             // sends every call to the first relay first.
             format!("udp:127.0.0.1:{NG_FIRST}=1000 udp:127.0.0.1:{NG_SECOND}=1")
+        } else if setup.record {
+            format!("udp:127.0.0.1:{}", parity::NG_RECORDER)
         } else {
             format!("udp:127.0.0.1:{NG_SECOND}")
+        };
+        let recorder = if setup.record {
+            Some(parity::Recorder::start(
+                &topo.relay,
+                SocketAddr::from(([127, 0, 0, 1], NG_SECOND)),
+            )?)
+        } else {
+            None
         };
         let listen = SocketAddr::new(topo.relay_caller_if.ip(false), SIP_PORT);
         let uas = SocketAddr::new(topo.callee_if.ip(false), SIP_PORT);
@@ -290,6 +303,7 @@ impl Stack {
             caller_rtp,
             callee_rtp,
             _peer_pass: Some(peer_pass),
+            recorder,
         })
     }
 
@@ -407,6 +421,7 @@ fn call_with_reinvite(sip_source: bool) {
     let stack = Stack::start(Setup {
         sip_source,
         failover: None,
+        record: false,
     })
     .expect("stack up");
     let mut uas = stack.uas("uas.xml", true);
@@ -456,6 +471,7 @@ fn late_offer_in_200_answer_in_ack() {
     let stack = Stack::start(Setup {
         sip_source: false,
         failover: None,
+        record: false,
     })
     .expect("stack up");
     let mut uas = stack.uas("uas_late.xml", true);
@@ -485,6 +501,7 @@ fn cancel_and_failure_delete_the_call() {
     let stack = Stack::start(Setup {
         sip_source: false,
         failover: None,
+        record: false,
     })
     .expect("stack up");
     for (uac_sc, uas_sc, final_code) in [
@@ -535,6 +552,7 @@ fn failover(why: Full, refusal: &str) {
     let stack = Stack::start(Setup {
         sip_source: false,
         failover: Some(why),
+        record: false,
     })
     .expect("stack up");
     let mut uas = stack.uas("uas.xml", true);
@@ -589,3 +607,7 @@ fn readme_excerpt_is_the_tested_config() {
         "README's excerpt differs from tests/fixtures/kamailio/relayd.cfg"
     );
 }
+
+// After the macros it uses.
+#[path = "kamailio_relayd/parity.rs"]
+mod parity;

@@ -32,6 +32,9 @@ pub const SESSION_LIMIT_REASON: &str = "Parallel session limit reached";
 /// later) moves on to another instance of the set on it.
 pub const OUT_OF_PORTS_REASON: &str = "Ran out of ports";
 
+/// rtpengine's warning on a `delete` of a call it does not hold (the result is still `ok`).
+pub const DELETE_NOT_FOUND_WARNING: &str = "Call-ID not found or tags didn't match";
+
 /// The ng side of a call table. Not internally synchronised: the server keeps it behind a
 /// mutex.
 pub struct Engine<B: MediaBackend> {
@@ -223,7 +226,19 @@ impl<B: MediaBackend> Engine<B> {
             .map_err(reason)
     }
 
+    /// rtpengine (10.5) answers a delete of a call it does not hold, or with tags that are
+    /// not the call's, `ok` with this warning: a second delete (CANCEL then the failure
+    /// route's, a retransmitted BYE) is not a failure for Kamailio's script.
     fn delete(&mut self, d: &Delete) -> Result<Response, MediaError> {
+        match self.delete_call(d) {
+            Err(MediaError::UnknownCall | MediaError::TagNotInCall) => {
+                Ok(Response::ok().with("warning", DELETE_NOT_FOUND_WARNING))
+            }
+            r => r,
+        }
+    }
+
+    fn delete_call(&mut self, d: &Delete) -> Result<Response, MediaError> {
         let tags: Vec<&str> = [&d.from_tag, &d.to_tag]
             .into_iter()
             .flatten()
@@ -664,6 +679,35 @@ mod tests {
     }
 
     #[test]
+    fn delete_of_unknown_call_is_ok_with_warning_as_in_rtpengine() {
+        let mut e = engine();
+        for r in [
+            e.handle(&delete("nope")),
+            e.handle(&Request::Delete(Delete {
+                call_id: "nope".into(),
+                from_tag: None,
+                to_tag: None,
+                delete_delay: Some(2),
+            })),
+        ] {
+            assert_eq!(r.result(), Some("ok"), "{r:?}");
+            assert_eq!(
+                r.get("warning").and_then(Value::as_str),
+                Some(DELETE_NOT_FOUND_WARNING)
+            );
+        }
+        assert!(e.handle(&offer("c1", "ft", CALLER)).is_ok());
+        let r = e.handle(&Request::Delete(Delete {
+            call_id: "c1".into(),
+            from_tag: Some("not-a-tag".into()),
+            to_tag: None,
+            delete_delay: None,
+        }));
+        assert!(r.get("warning").is_some(), "{r:?}");
+        assert_eq!(e.call_count(), 1, "a wrong tag deletes nothing");
+    }
+
+    #[test]
     fn errors_are_replies() {
         let mut e = engine();
         let r = e.handle(&answer("nope", "a", "b", CALLEE));
@@ -735,14 +779,18 @@ mod tests {
         // Still there, and still queryable.
         assert!(e.handle(&query("c1")).is_ok());
         assert_eq!(e.backend().session_count(), 1);
-        // A tag that is not the call's is refused, as without a delay.
+        // A tag that is not the call's changes nothing (rtpengine's warning), as without a
+        // delay.
         let bad = e.handle(&Request::Delete(Delete {
             call_id: "c1".into(),
             from_tag: Some("nope".into()),
             to_tag: None,
             delete_delay: Some(1),
         }));
-        assert_eq!(bad.result(), Some("error"));
+        assert_eq!(
+            bad.get("warning").and_then(Value::as_str),
+            Some(DELETE_NOT_FOUND_WARNING)
+        );
         let deadline = Instant::now() + std::time::Duration::from_secs(5);
         while e.call_count() > 0 && Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(50));

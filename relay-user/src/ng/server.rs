@@ -409,8 +409,9 @@ mod tests {
         assert_eq!(client.list().unwrap(), vec!["c".to_string()]);
         assert!(client.query("c").unwrap().get("tags").is_some());
         client.delete("c", None).unwrap();
-        let err = client.delete("c", None).unwrap_err();
-        assert!(err.to_string().contains("Unknown call-id"), "{err}");
+        // As rtpengine: deleting a call no longer held is `ok` with a warning.
+        let again = client.delete("c", None).unwrap();
+        assert!(again.get("warning").is_some(), "{again:?}");
         tx.send(()).unwrap();
         handle.join().unwrap().unwrap();
     }
