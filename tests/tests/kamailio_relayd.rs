@@ -201,6 +201,8 @@ struct Setup {
     /// Two relays: first a userspace one that cannot take a call, weighted so the module
     /// always asks it first, then the XDP one.
     failover: Option<Full>,
+    /// `-A WITH_DELETE_DELAY`: BYE deletes with `delete-delay=10`.
+    delete_delay: bool,
     /// Kamailio talks to relayd through a [`parity::Recorder`] that keeps its requests.
     record: bool,
 }
@@ -267,6 +269,9 @@ impl Stack {
             .arg(&cfg_path);
         if setup.sip_source {
             cmd.args(["-A", "WITH_SIP_SOURCE"]);
+        }
+        if setup.delete_delay {
+            cmd.args(["-A", "WITH_DELETE_DELAY"]);
         }
         cmd.stdin(Stdio::null())
             .stdout(logf.try_clone()?)
@@ -422,6 +427,7 @@ fn call_with_reinvite(sip_source: bool) {
         sip_source,
         failover: None,
         record: false,
+        delete_delay: false,
     })
     .expect("stack up");
     let mut uas = stack.uas("uas.xml", true);
@@ -472,6 +478,7 @@ fn late_offer_in_200_answer_in_ack() {
         sip_source: false,
         failover: None,
         record: false,
+        delete_delay: false,
     })
     .expect("stack up");
     let mut uas = stack.uas("uas_late.xml", true);
@@ -489,6 +496,67 @@ fn late_offer_in_200_answer_in_ack() {
     assert!(!log.contains("rtpengine_manage failed"), "{log}");
 }
 
+/// `rtpengine_delete("delete-delay=10")` on the BYE: the call outlives the BYE (still listed
+/// and queried), then goes by itself.
+#[test]
+fn delete_delay_keeps_the_call_after_bye() {
+    require_privileged!();
+    require_sipp!();
+    require_kamailio!();
+    let _s = serial();
+    let stack = Stack::start(Setup {
+        sip_source: false,
+        failover: None,
+        record: false,
+        delete_delay: true,
+    })
+    .expect("stack up");
+    let uas = stack.uas("uas.xml", true);
+    let uac = stack.uac("uac.xml", Duration::from_millis(200));
+    let (uac, uas) = (uac.finish(), uas.finish());
+    uac.assert_ok();
+    uas.assert_ok();
+    let bye_answered = Instant::now();
+    let relay = stack.xdp();
+    let held = relay.ng.list().expect("list");
+    assert_eq!(
+        held.len(),
+        1,
+        "kept after the BYE: {held:?}\n{}",
+        stack.kam_log()
+    );
+    let q = relay.ng.query(&held[0]).expect("query");
+    assert_eq!(q.result(), Some("ok"), "{q:?}");
+    // Gone by itself, with no ng request to prompt it (Kamailio sends none after the BYE):
+    // watched in relayd's call table file, not over ng.
+    let table = std::env::temp_dir()
+        .join(&relay.instance)
+        .join(relay_user::media::state::STATE_FILE);
+    assert!(
+        std::fs::read_to_string(&table).is_ok_and(|t| t.contains(held[0].as_str())),
+        "{} holds the delayed call",
+        table.display()
+    );
+    let end = Instant::now() + Duration::from_secs(30);
+    while std::fs::read_to_string(&table).is_ok_and(|t| t.contains(held[0].as_str())) {
+        assert!(
+            Instant::now() < end,
+            "call still in {} 30 s after the BYE",
+            table.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    relay
+        .wait_no_calls(Duration::from_secs(5))
+        .expect("deleted when the delay ran out");
+    // The delay was honoured (a lower bound only: the deletion itself may come late).
+    assert!(
+        bye_answered.elapsed() >= Duration::from_secs(5),
+        "gone after {:?}",
+        bye_answered.elapsed()
+    );
+}
+
 /// CANCEL before the answer, and a 503 from the callee: the module deletes the call it offered.
 /// (Kamailio's tm turns the callee's 503 into a 500 towards the caller, as RFC 3261 16.7 asks
 /// of a proxy.)
@@ -502,6 +570,7 @@ fn cancel_and_failure_delete_the_call() {
         sip_source: false,
         failover: None,
         record: false,
+        delete_delay: false,
     })
     .expect("stack up");
     for (uac_sc, uas_sc, final_code) in [
@@ -557,6 +626,7 @@ fn failover(why: Full, refusal: &str) {
         sip_source: false,
         failover: Some(why),
         record: false,
+        delete_delay: false,
     })
     .expect("stack up");
     let mut uas = stack.uas("uas.xml", true);

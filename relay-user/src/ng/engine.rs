@@ -170,6 +170,13 @@ impl<B: MediaBackend> Engine<B> {
         })
     }
 
+    /// Time-driven work with no request to trigger it: calls whose `delete-delay` ran out are
+    /// removed, and calls whose session the relay timed out are forgotten. The server calls
+    /// it a few times a second; an idle proxy sends nothing for minutes.
+    pub fn housekeep(&mut self) {
+        self.prune();
+    }
+
     /// Drops calls whose session the relay removed by itself (media timeout), so `list`,
     /// `query` and a new offer with the same Call-ID see the call as gone.
     fn prune(&mut self) {

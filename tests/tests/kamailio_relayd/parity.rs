@@ -419,6 +419,7 @@ fn module_requests_same_results_as_rtpengine() {
             sip_source,
             failover: None,
             record: true,
+            delete_delay: false,
         })
         .expect("stack up");
         for (uac_sc, uas_sc, rtp) in [
