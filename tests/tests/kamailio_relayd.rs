@@ -20,7 +20,7 @@ use relay_user::ng::client::NgClient;
 use tests::{
     netns::{NsChild, Topology, TopologyOptions},
     require_privileged, require_sipp,
-    rtp::{self},
+    rtp::{self, Flow, RecvConfig, SendConfig},
     sip::{MediaCheck, Sipp, SippRun},
 };
 
@@ -494,6 +494,86 @@ fn late_offer_in_200_answer_in_ack() {
         .unwrap_or_else(|e| panic!("deleted on BYE: {e:#}\nkamailio:\n{}", stack.kam_log()));
     let log = stack.kam_log();
     assert!(!log.contains("rtpengine_manage failed"), "{log}");
+}
+
+/// A caller behind NAT: its SDP names a private address, its SIP and RTP come from its real
+/// one. With `SIP-source-address` relayd sends the callee's media to where the SIP came from
+/// at once; with `trust-address` to the SDP's address (nowhere), until the caller's own media
+/// teaches it better. The callee speaks first, so the difference shows.
+fn caller_behind_nat(sip_source: bool) {
+    require_privileged!();
+    require_sipp!();
+    require_kamailio!();
+    let _s = serial();
+    let stack = Stack::start(Setup {
+        sip_source,
+        failover: None,
+        record: false,
+        delete_delay: false,
+    })
+    .expect("stack up");
+    let mut uas = stack.uas("uas.xml", true);
+    let mut s = Sipp::uac(
+        "uac_nat.xml",
+        SocketAddr::new(stack.topo.caller_if.ip(false), SIP_PORT),
+        stack.kamailio_sip(),
+        "1001",
+        "2002",
+        RTP_PORT,
+    );
+    s.var("sdp_ip", "192.168.77.7");
+    s.pause = Duration::from_secs(4);
+    let mut uac = s.spawn(&stack.topo.caller).expect("spawn uac");
+    uac.wait_media("MEDIA", Duration::from_secs(15))
+        .expect("caller answered");
+    let at_callee = uas
+        .wait_media("MEDIA", Duration::from_secs(15))
+        .expect("callee offered");
+    const FIRST: u64 = 10;
+    let send = SendConfig::g711(
+        vec![Flow {
+            stream: 9,
+            dest: at_callee,
+        }],
+        FIRST,
+    );
+    let mut rc = RecvConfig::new(Duration::from_millis(FIRST * 20 + 1500));
+    rc.expect = Some(FIRST);
+    let got = std::thread::scope(|sc| {
+        let rx = sc.spawn(|| rtp::receive(&stack.caller_rtp, &rc).expect("receive"));
+        rtp::send(&stack.callee_rtp, &send);
+        rx.join().expect("receiver")
+    });
+    if sip_source {
+        assert_eq!(
+            got.unique(),
+            FIRST,
+            "sent to the SIP source at once: {got:?}"
+        );
+    } else {
+        assert_eq!(
+            got.unique(),
+            0,
+            "sent to the SDP's private address: {got:?}"
+        );
+    }
+    let (uac, uas) = (uac.finish(), uas.finish());
+    uac.assert_ok();
+    uas.assert_ok();
+    stack
+        .xdp()
+        .wait_no_calls(Duration::from_secs(10))
+        .expect("deleted");
+}
+
+#[test]
+fn caller_behind_nat_sip_source_address() {
+    caller_behind_nat(true);
+}
+
+#[test]
+fn caller_behind_nat_trust_address() {
+    caller_behind_nat(false);
 }
 
 /// `rtpengine_delete("delete-delay=10")` on the BYE: the call outlives the BYE (still listed
