@@ -450,9 +450,12 @@ fn call_with_reinvite(sip_source: bool) {
     assert!(!log.contains("rtpengine_manage failed"), "{log}");
     // The module pings every relay at start and disables those that do not answer.
     assert!(
-        !log.contains("does not respond"),
+        log.contains(&format!(
+            "<udp:127.0.0.1:{NG_SECOND}> found, support for it enabled"
+        )),
         "start-up ping answered:\n{log}"
     );
+    assert!(!log.contains("does not respond"), "{log}");
 }
 
 #[test]
@@ -725,6 +728,16 @@ fn failover(why: Full, refusal: &str) {
         full.ng.list().expect("list").is_empty(),
         "first relayd holds nothing"
     );
+    // Both answered the module's start-up ping: the first was asked, not skipped as dead.
+    let kam = stack.kam_log();
+    for port in [NG_FIRST, NG_SECOND] {
+        assert!(
+            kam.contains(&format!(
+                "<udp:127.0.0.1:{port}> found, support for it enabled"
+            )),
+            "ping of {port} answered:\n{kam}"
+        );
+    }
     stack.assert_kernel_forwarded(2 * PACKETS, 4);
     stack
         .xdp()
