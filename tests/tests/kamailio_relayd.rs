@@ -187,6 +187,7 @@ struct Stack {
     relays: Vec<Relayd>,
     kamailio: Option<NsChild>,
     kam_log: PathBuf,
+    kam_cfg: PathBuf,
     caller_rtp: std::net::UdpSocket,
     callee_rtp: std::net::UdpSocket,
     _peer_pass: Option<aya::Ebpf>,
@@ -305,6 +306,7 @@ impl Stack {
             relays,
             kamailio: Some(kam),
             kam_log,
+            kam_cfg: cfg_path,
             caller_rtp,
             callee_rtp,
             _peer_pass: Some(peer_pass),
@@ -410,6 +412,7 @@ impl Drop for Stack {
         for r in &mut self.relays {
             r.stop(&self.topo);
         }
+        let _ = std::fs::remove_file(&self.kam_cfg);
         if !std::thread::panicking() {
             let _ = std::fs::remove_file(&self.kam_log);
         }
