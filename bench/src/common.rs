@@ -96,27 +96,9 @@ pub fn rtpengine() -> anyhow::Result<&'static Path> {
     Ok(bin)
 }
 
-/// rtpengine's arguments as both benchmarks run it: no configuration file, no kernel table
-/// (userspace forwarding only; the module is not loaded here), in the foreground logging
-/// warnings to stderr, sessions deleted at once, media on `ports` (first, last). Interfaces
-/// and the ng listener come after.
-pub fn rtpengine_userspace_args(ports: (u16, u16)) -> Vec<String> {
-    [
-        "--config-file=none",
-        "--table=-1",
-        "--foreground",
-        "--log-stderr",
-        "--log-level=4",
-        "--delete-delay=0",
-    ]
-    .into_iter()
-    .map(String::from)
-    .chain([
-        format!("--port-min={}", ports.0),
-        format!("--port-max={}", ports.1),
-    ])
-    .collect()
-}
+/// rtpengine's arguments as both benchmarks run it (shared with the Kamailio scenarios'
+/// parity test: [`tests::kamailio::rtpengine_userspace_args`]).
+pub use tests::kamailio::rtpengine_userspace_args;
 
 #[cfg(test)]
 mod unit {

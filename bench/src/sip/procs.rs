@@ -354,39 +354,17 @@ pub fn wait_bound(port: u16, p: &mut Proc, timeout: Duration) -> anyhow::Result<
     Ok(())
 }
 
-/// Sends OPTIONS to a SIP proxy until it answers anything (then it is taking requests).
+/// Sends OPTIONS to a SIP proxy until it answers anything (then it is taking requests);
+/// fails at once if `p` died.
 pub fn wait_sip(addr: SocketAddr, p: &mut Proc, timeout: Duration) -> anyhow::Result<()> {
-    let sock = UdpSocket::bind("127.0.0.1:0")?;
-    sock.set_read_timeout(Some(Duration::from_millis(200)))?;
-    let local = sock.local_addr()?;
-    let deadline = Instant::now() + timeout;
-    let mut n = 0;
-    loop {
-        n += 1;
-        let msg = format!(
-            "OPTIONS sip:ping@{addr} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-ping{n}\r\n\
-             From: <sip:bench@{local}>;tag=ping\r\nTo: <sip:ping@{addr}>\r\n\
-             Call-ID: ping-{n}-{}@bench\r\nCSeq: {n} OPTIONS\r\nMax-Forwards: 70\r\n\
-             Content-Length: 0\r\n\r\n",
-            std::process::id()
-        );
-        sock.send_to(msg.as_bytes(), addr)?;
-        let mut buf = [0u8; 4096];
-        if let Ok((len, _)) = sock.recv_from(&mut buf)
-            && buf[..len].starts_with(b"SIP/2.0 ")
-        {
-            return Ok(());
-        }
-        p.check_alive()?;
-        if Instant::now() >= deadline {
-            bail!(
-                "{} does not answer OPTIONS on {addr} after {timeout:?}; log {}:\n{}",
-                p.name,
-                p.log.display(),
-                tail(&p.log, 15)
-            );
-        }
-    }
+    tests::kamailio::wait_sip(addr, timeout, || p.check_alive()).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: {e:#}; log {}:\n{}",
+            p.name,
+            p.log.display(),
+            tail(&p.log, 15)
+        )
+    })
 }
 
 /// Raises this process's open-file limit (inherited by what it starts): relays bind two

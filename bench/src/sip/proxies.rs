@@ -110,15 +110,22 @@ pub(super) fn start_kamailio(
 pub(super) fn kamailio_cfg(children: u32) -> String {
     // The nonce secret only needs to be fixed for the run.
     let secret = format!("sbcbench{:016x}", std::process::id() as u64 * 0x9e37_79b9);
-    KAMAILIO_CFG
-        .replace("@@CHILDREN@@", &children.to_string())
-        .replace("@@LISTEN@@", &format!("127.0.0.1:{KAMAILIO_PORT}"))
-        .replace("@@SECRET@@", &secret)
-        .replace("@@NG@@", &format!("127.0.0.1:{NG_PORT}"))
-        .replace("@@USER@@", USER)
-        .replace("@@PASSWORD@@", PASSWORD)
-        .replace("@@REALM@@", REALM)
-        .replace("@@UAS@@", &format!("127.0.0.1:{UAS_PORT}"))
+    tests::kamailio::fill(
+        KAMAILIO_CFG,
+        &[
+            ("CHILDREN", &children.to_string()),
+            ("LISTEN", &format!("127.0.0.1:{KAMAILIO_PORT}")),
+            ("SECRET", &secret),
+            ("NG", &format!("127.0.0.1:{NG_PORT}")),
+            ("USER", USER),
+            ("PASSWORD", PASSWORD),
+            ("REALM", REALM),
+            ("UAS", &format!("127.0.0.1:{UAS_PORT}")),
+        ],
+    )
+    // The template is part of the bench: a placeholder left over is a bug here, caught by
+    // the unit test below.
+    .expect("bench/sip/kamailio.cfg placeholders")
 }
 
 pub(super) fn sipd_path(o: &Opts) -> anyhow::Result<PathBuf> {

@@ -125,6 +125,13 @@ struct Args {
     #[arg(long, default_value_t = DEFAULT_MAX_STREAMS, value_parser = clap::value_parser!(u16).range(1..=1024))]
     max_streams: u16,
 
+    /// Most calls held at once. Offers for new calls beyond it get rtpengine's `load limit`
+    /// reply ("Parallel session limit reached"), on which Kamailio's rtpengine module tries the
+    /// next relay of its set. Default: no limit but the port range (whose exhaustion is
+    /// answered "Ran out of ports", which Kamailio also fails over on).
+    #[arg(long, value_name = "N")]
+    max_sessions: Option<usize>,
+
     /// Userspace relay worker threads.
     #[arg(long, default_value_t = 2)]
     workers: usize,
@@ -531,7 +538,7 @@ async fn run(args: Args) -> Result<()> {
 fn ng_engine(args: &Args, plane: &MediaPlane) -> ng::Engine<Sessions> {
     let interfaces = vec![Interface::new("default", &[args.address])];
     let calls = plane.calls(interfaces, Limits::streams(usize::from(args.max_streams)));
-    let mut engine = ng::Engine::over(calls);
+    let mut engine = ng::Engine::over(calls).with_max_calls(args.max_sessions);
     let state = args.state_file();
     if plane.dataplane().mode().is_xdp() {
         restore_calls(&mut engine, &state);

@@ -174,6 +174,7 @@ impl NgClient {
             call_id: call_id.into(),
             from_tag: from_tag.map(str::to_string),
             to_tag: None,
+            delete_delay: None,
         }))
     }
 

@@ -11,10 +11,12 @@ use std::time::Instant;
 use super::bencode::Value;
 use super::message::{Delete, Ice, OfferAnswer, Request, Response};
 use crate::media::{
-    Anchor, Call, CallStats, Interface, MediaBackend, MediaCalls, MediaError, Restored, SessionId,
-    Side, Signal, Snapshot, StateFile, Stream, StreamPorts, Traffic, side_index, unix,
+    Anchor, BackendError, Call, CallStats, Interface, MediaBackend, MediaCalls, MediaError,
+    Restored, SessionId, Side, Signal, Snapshot, StateFile, Stream, StreamPorts, Traffic,
+    side_index, unix,
 };
 use crate::sdp::Sdp;
+use crate::session::SessionError;
 
 /// Most calls listed by `list` without a `limit` (rtpengine's default is 32).
 const DEFAULT_LIST_LIMIT: usize = 32;
@@ -22,11 +24,27 @@ const DEFAULT_LIST_LIMIT: usize = 32;
 /// How often the call table is checked against the relay's sessions.
 const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 
+/// rtpengine's reason for an offer over its session limit; Kamailio's rtpengine module moves
+/// on to another instance of the set on it (as on any `load limit` result).
+pub const SESSION_LIMIT_REASON: &str = "Parallel session limit reached";
+
+/// rtpengine's error reason when no relay port is left; Kamailio's rtpengine module (5.6 and
+/// later) moves on to another instance of the set on it.
+pub const OUT_OF_PORTS_REASON: &str = "Ran out of ports";
+
+/// rtpengine's warning on a `delete` of a call it does not hold (the result is still `ok`).
+pub const DELETE_NOT_FOUND_WARNING: &str = "Call-ID not found or tags didn't match";
+
 /// The ng side of a call table. Not internally synchronised: the server keeps it behind a
 /// mutex.
 pub struct Engine<B: MediaBackend> {
     calls: MediaCalls<B>,
     last_prune: Option<Instant>,
+    /// Most calls held at once (`None`: no limit but the port range).
+    max_calls: Option<usize>,
+    /// Calls deleted with a `delete-delay`: removed when their time comes. At most one entry
+    /// per call held, so bounded by the call table.
+    delayed: Vec<(Instant, String)>,
 }
 
 /// What an offer or answer asks of the relay, in the media API's terms.
@@ -74,7 +92,16 @@ impl<B: MediaBackend> Engine<B> {
         Engine {
             calls,
             last_prune: None,
+            max_calls: None,
+            delayed: Vec::new(),
         }
+    }
+
+    /// Refuses offers for new calls beyond `max` calls held, with rtpengine's `load limit`
+    /// reply, so a Kamailio with several relays in its set tries the next one.
+    pub fn with_max_calls(mut self, max: Option<usize>) -> Engine<B> {
+        self.max_calls = max;
+        self
     }
 
     /// Persists the call table to `file` from now on (see [`MediaCalls::set_state_file`]).
@@ -113,27 +140,49 @@ impl<B: MediaBackend> Engine<B> {
         self.prune();
         let r = match req {
             Request::Ping => Ok(Response::pong()),
-            Request::Offer(oa) => self
-                .calls
-                .offer(signal(oa, &oa.from_tag), &anchor(oa))
-                .map(sdp_reply)
-                .map_err(|e| e.to_string()),
-            Request::Answer(oa) => self.answer(oa),
-            Request::Delete(d) => self.delete(d).map_err(|e| e.to_string()),
-            Request::Query { call_id } => self.query(call_id).map_err(|e| e.to_string()),
+            Request::Offer(oa) => {
+                if self.over_limit(&oa.call_id) {
+                    tracing::info!(call_id = %oa.call_id, "offer refused: session limit reached");
+                    return Response::load_limit(SESSION_LIMIT_REASON);
+                }
+                self.undelay(&oa.call_id);
+                self.calls
+                    .offer(signal(oa, &oa.from_tag), &anchor(oa))
+                    .map(sdp_reply)
+                    .map_err(reason)
+            }
+            Request::Answer(oa) => {
+                self.undelay(&oa.call_id);
+                self.answer(oa)
+            }
+            Request::Delete(d) => self.delete(d).map_err(reason),
+            Request::Query { call_id } => self.query(call_id).map_err(reason),
             Request::List { limit } => Ok(self.list(*limit)),
         };
         r.unwrap_or_else(|reason| {
-            tracing::debug!(command = req.command(), %reason, "ng request failed");
+            if reason == OUT_OF_PORTS_REASON {
+                // The operator's sign that --ports is too small for the load.
+                tracing::warn!(command = req.command(), "ng request refused: {reason}");
+            } else {
+                tracing::debug!(command = req.command(), %reason, "ng request failed");
+            }
             Response::error(reason)
         })
+    }
+
+    /// Time-driven work with no request to trigger it: calls whose `delete-delay` ran out are
+    /// removed, and calls whose session the relay timed out are forgotten. The server calls
+    /// it a few times a second; an idle proxy sends nothing for minutes.
+    pub fn housekeep(&mut self) {
+        self.prune();
     }
 
     /// Drops calls whose session the relay removed by itself (media timeout), so `list`,
     /// `query` and a new offer with the same Call-ID see the call as gone.
     fn prune(&mut self) {
-        // O(calls): at most a few times a second, not per request.
         let now = Instant::now();
+        self.run_delayed(now);
+        // O(calls): at most a few times a second, not per request.
         if self
             .last_prune
             .is_some_and(|t| now.duration_since(t) < PRUNE_EVERY)
@@ -142,6 +191,34 @@ impl<B: MediaBackend> Engine<B> {
         }
         self.last_prune = Some(now);
         self.calls.prune();
+    }
+
+    /// Removes the calls whose `delete-delay` has passed.
+    fn run_delayed(&mut self, now: Instant) {
+        if self.delayed.iter().all(|(t, _)| *t > now) {
+            return;
+        }
+        let (due, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.delayed)
+            .into_iter()
+            .partition(|(t, _)| *t <= now);
+        self.delayed = keep;
+        for (_, call_id) in due {
+            // Gone already (media timeout, a second delete): nothing to do.
+            if let Err(e) = self.calls.delete(&call_id, &[]) {
+                tracing::debug!(%call_id, error = %e, "delayed delete: call already gone");
+            }
+        }
+    }
+
+    /// A new offer or answer revives a call waiting for its delayed delete, as in rtpengine.
+    fn undelay(&mut self, call_id: &str) {
+        self.delayed.retain(|(_, c)| c != call_id);
+    }
+
+    /// Whether an offer for `call_id` would be a call beyond the session limit.
+    fn over_limit(&self, call_id: &str) -> bool {
+        self.max_calls
+            .is_some_and(|max| self.calls.call(call_id).is_none() && self.calls.call_count() >= max)
     }
 
     fn answer(&mut self, oa: &OfferAnswer) -> Result<Response, String> {
@@ -153,15 +230,42 @@ impl<B: MediaBackend> Engine<B> {
         self.calls
             .answer(signal(oa, to_tag), &oa.from_tag, &anchor(oa))
             .map(sdp_reply)
-            .map_err(|e| e.to_string())
+            .map_err(reason)
     }
 
+    /// rtpengine (10.5) answers a delete of a call it does not hold, or with tags that are
+    /// not the call's, `ok` with this warning: a second delete (CANCEL then the failure
+    /// route's, a retransmitted BYE) is not a failure for Kamailio's script.
     fn delete(&mut self, d: &Delete) -> Result<Response, MediaError> {
+        match self.delete_call(d) {
+            Err(MediaError::UnknownCall | MediaError::TagNotInCall) => {
+                Ok(Response::ok().with("warning", DELETE_NOT_FOUND_WARNING))
+            }
+            r => r,
+        }
+    }
+
+    fn delete_call(&mut self, d: &Delete) -> Result<Response, MediaError> {
         let tags: Vec<&str> = [&d.from_tag, &d.to_tag]
             .into_iter()
             .flatten()
             .map(String::as_str)
             .collect();
+        if let Some(secs) = d.delete_delay.filter(|s| *s > 0) {
+            let call = self.calls.call(&d.call_id).ok_or(MediaError::UnknownCall)?;
+            if tags.iter().any(|t| call.side_of(t).is_none()) {
+                return Err(MediaError::TagNotInCall);
+            }
+            let created = call.created;
+            let stats = self.calls.totals(call);
+            let at = Instant::now() + std::time::Duration::from_secs(u64::from(secs));
+            self.undelay(&d.call_id);
+            self.delayed.push((at, d.call_id.clone()));
+            return Ok(Response::ok()
+                .with("created", unix(created))
+                .with("totals", totals(stats)));
+        }
+        self.undelay(&d.call_id);
         let gone = self.calls.delete(&d.call_id, &tags)?;
         Ok(Response::ok()
             .with("created", unix(gone.created))
@@ -256,6 +360,22 @@ impl<B: MediaBackend> Engine<B> {
     }
 }
 
+/// The reply's `error-reason`: rtpengine's own words where Kamailio acts on them.
+fn reason(e: MediaError) -> String {
+    let out_of_ports = match &e {
+        MediaError::Backend(BackendError::PortsExhausted) => true,
+        MediaError::Backend(BackendError::Relay(s)) => {
+            matches!(**s, SessionError::PortsExhausted(_))
+        }
+        _ => false,
+    };
+    if out_of_ports {
+        OUT_OF_PORTS_REASON.to_string()
+    } else {
+        e.to_string()
+    }
+}
+
 /// The SDP of an offer or answer, attributed to `tag`.
 fn signal<'a>(oa: &'a OfferAnswer, tag: &'a str) -> Signal<'a> {
     Signal {
@@ -302,6 +422,7 @@ mod tests {
             call_id: call.into(),
             from_tag: None,
             to_tag: None,
+            delete_delay: None,
         })
     }
 
@@ -383,6 +504,7 @@ mod tests {
             call_id: "c1".into(),
             from_tag: Some("ft".into()),
             to_tag: None,
+            delete_delay: None,
         }));
         assert!(d.is_ok(), "{d:?}");
         assert_eq!(e.backend().session_count(), 0);
@@ -564,6 +686,35 @@ mod tests {
     }
 
     #[test]
+    fn delete_of_unknown_call_is_ok_with_warning_as_in_rtpengine() {
+        let mut e = engine();
+        for r in [
+            e.handle(&delete("nope")),
+            e.handle(&Request::Delete(Delete {
+                call_id: "nope".into(),
+                from_tag: None,
+                to_tag: None,
+                delete_delay: Some(2),
+            })),
+        ] {
+            assert_eq!(r.result(), Some("ok"), "{r:?}");
+            assert_eq!(
+                r.get("warning").and_then(Value::as_str),
+                Some(DELETE_NOT_FOUND_WARNING)
+            );
+        }
+        assert!(e.handle(&offer("c1", "ft", CALLER)).is_ok());
+        let r = e.handle(&Request::Delete(Delete {
+            call_id: "c1".into(),
+            from_tag: Some("not-a-tag".into()),
+            to_tag: None,
+            delete_delay: None,
+        }));
+        assert!(r.get("warning").is_some(), "{r:?}");
+        assert_eq!(e.call_count(), 1, "a wrong tag deletes nothing");
+    }
+
+    #[test]
     fn errors_are_replies() {
         let mut e = engine();
         let r = e.handle(&answer("nope", "a", "b", CALLEE));
@@ -591,5 +742,86 @@ mod tests {
             r.error_reason().unwrap().contains("media sections"),
             "{r:?}"
         );
+    }
+
+    #[test]
+    fn session_limit_answers_load_limit() {
+        let mut e = engine().with_max_calls(Some(1));
+        assert!(e.handle(&offer("c1", "ft", CALLER)).is_ok());
+        // A retransmitted or re-offer of a call held is not a new call.
+        assert!(e.handle(&offer("c1", "ft", CALLER)).is_ok());
+        let r = e.handle(&offer("c2", "ft", CALLER));
+        assert_eq!(r.result(), Some("load limit"), "{r:?}");
+        assert_eq!(
+            r.get("message").and_then(Value::as_str),
+            Some(SESSION_LIMIT_REASON)
+        );
+        assert_eq!(e.call_count(), 1);
+        assert!(e.handle(&delete("c1")).is_ok());
+        assert!(e.handle(&offer("c2", "ft", CALLER)).is_ok());
+    }
+
+    #[test]
+    fn out_of_ports_is_rtpengines_reason() {
+        // Room for one stream (two port pairs).
+        let mut e = Engine::new(Arc::new(MemoryBackend::new(30000, 30004)), interfaces());
+        assert!(e.handle(&offer("c1", "ft", CALLER)).is_ok());
+        let r = e.handle(&offer("c2", "ft", CALLER));
+        assert_eq!(r.result(), Some("error"), "{r:?}");
+        assert_eq!(r.error_reason(), Some(OUT_OF_PORTS_REASON));
+    }
+
+    #[test]
+    fn delete_delay_keeps_the_call_until_due() {
+        let mut e = engine();
+        assert!(e.handle(&offer("c1", "ft", CALLER)).is_ok());
+        let d = e.handle(&Request::Delete(Delete {
+            call_id: "c1".into(),
+            from_tag: Some("ft".into()),
+            to_tag: None,
+            delete_delay: Some(1),
+        }));
+        assert!(d.is_ok(), "{d:?}");
+        assert!(d.get("totals").is_some());
+        // Still there, and still queryable.
+        assert!(e.handle(&query("c1")).is_ok());
+        assert_eq!(e.backend().session_count(), 1);
+        // A tag that is not the call's changes nothing (rtpengine's warning), as without a
+        // delay.
+        let bad = e.handle(&Request::Delete(Delete {
+            call_id: "c1".into(),
+            from_tag: Some("nope".into()),
+            to_tag: None,
+            delete_delay: Some(1),
+        }));
+        assert_eq!(
+            bad.get("warning").and_then(Value::as_str),
+            Some(DELETE_NOT_FOUND_WARNING)
+        );
+        let deadline = Instant::now() + std::time::Duration::from_secs(5);
+        while e.call_count() > 0 && Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            e.handle(&Request::Ping);
+        }
+        assert_eq!(e.call_count(), 0);
+        assert_eq!(e.backend().session_count(), 0);
+        assert_eq!(e.handle(&query("c1")).result(), Some("error"));
+    }
+
+    #[test]
+    fn new_offer_revives_a_delayed_delete() {
+        let mut e = engine();
+        assert!(e.handle(&offer("c1", "ft", CALLER)).is_ok());
+        let d = e.handle(&Request::Delete(Delete {
+            call_id: "c1".into(),
+            from_tag: None,
+            to_tag: None,
+            delete_delay: Some(1),
+        }));
+        assert!(d.is_ok());
+        assert!(e.handle(&offer("c1", "ft", CALLER)).is_ok());
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        e.handle(&Request::Ping);
+        assert_eq!(e.call_count(), 1);
     }
 }

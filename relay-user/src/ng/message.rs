@@ -68,6 +68,31 @@ pub fn format_datagram(cookie: &[u8], v: &Value) -> Vec<u8> {
     out
 }
 
+/// A dictionary key as rtpengine matches it: `_` and ` ` turned into `-` (`received from`,
+/// `received-from` and `received_from` are one key). Case is kept: keys such as `ICE` and
+/// `SDES` are case-sensitive in rtpengine too.
+pub fn normalize_key(s: &str) -> String {
+    s.trim()
+        .chars()
+        .map(|c| match c {
+            '_' | ' ' => '-',
+            c => c,
+        })
+        .collect()
+}
+
+/// `key` of dictionary `d`, spelt exactly or with its separators (`-`, ` `, `_`) swapped.
+pub fn lookup<'a>(d: &'a Value, key: &str) -> Option<&'a Value> {
+    if let Some(v) = d.get(key) {
+        return Some(v);
+    }
+    let want = normalize_key(key);
+    d.as_dict()?
+        .iter()
+        .find(|(k, _)| std::str::from_utf8(k).is_ok_and(|k| normalize_key(k) == want))
+        .map(|(_, v)| v)
+}
+
 /// Lowercase, with `_` and ` ` turned into `-`.
 pub fn normalize_flag(s: &str) -> String {
     s.trim()
@@ -215,6 +240,9 @@ pub struct Delete {
     pub from_tag: Option<String>,
     /// Checked like `from_tag`: when given, it must be a side of the call.
     pub to_tag: Option<String>,
+    /// `delete-delay` in seconds: keep the call (and its media) this long before removing it.
+    /// `None` or 0: at once (relayd's default; rtpengine's is 30 s, see the README).
+    pub delete_delay: Option<u32>,
 }
 
 /// A request.
@@ -245,7 +273,7 @@ fn req_str(d: &Value, key: &'static str) -> Result<String, MessageError> {
 }
 
 fn opt_str(d: &Value, key: &'static str) -> Result<Option<String>, MessageError> {
-    match d.get(key) {
+    match lookup(d, key) {
         None => Ok(None),
         Some(v) => v
             .as_str()
@@ -255,7 +283,7 @@ fn opt_str(d: &Value, key: &'static str) -> Result<Option<String>, MessageError>
 }
 
 fn str_list(d: &Value, key: &'static str) -> Result<Vec<String>, MessageError> {
-    match d.get(key) {
+    match lookup(d, key) {
         None => Ok(Vec::new()),
         Some(v) => v
             .as_list()
@@ -297,12 +325,16 @@ impl Request {
                 call_id: req_str(d, "call-id")?,
                 from_tag: opt_str(d, "from-tag")?,
                 to_tag: opt_str(d, "to-tag")?,
+                delete_delay: match lookup(d, "delete-delay") {
+                    None => None,
+                    Some(v) => Some(int_or_str(v).ok_or(MessageError::WrongType("delete-delay"))?),
+                },
             }),
             "query" => Request::Query {
                 call_id: req_str(d, "call-id")?,
             },
             "list" => Request::List {
-                limit: match d.get("limit") {
+                limit: match lookup(d, "limit") {
                     None => None,
                     Some(v) => Some(int_or_str(v).ok_or(MessageError::WrongType("limit"))?),
                 },
@@ -324,6 +356,9 @@ impl Request {
                 }
                 if let Some(t) = &del.to_tag {
                     d.insert("to-tag", t.as_str());
+                }
+                if let Some(s) = del.delete_delay {
+                    d.insert("delete-delay", i64::from(s));
                 }
             }
             Request::Query { call_id } => {
@@ -389,7 +424,7 @@ impl OfferAnswer {
                 }
             }),
         };
-        let received_from = match d.get("received from").or_else(|| d.get("received-from")) {
+        let received_from = match lookup(d, "received from") {
             None => None,
             Some(v) => {
                 let l = v
@@ -422,7 +457,7 @@ impl OfferAnswer {
                 value: direction.join(","),
             });
         }
-        let sdp = match d.get("sdp") {
+        let sdp = match lookup(d, "sdp") {
             None => return Err(MessageError::Missing("sdp")),
             // SDP is text; anything non-UTF-8 is malformed for our parser anyway.
             Some(v) => v
@@ -439,7 +474,7 @@ impl OfferAnswer {
             from_tag: req_str(d, "from-tag")?,
             to_tag,
             sdp,
-            flags: Flags::from_list(d.get("flags"))?,
+            flags: Flags::from_list(lookup(d, "flags"))?,
             replace,
             direction,
             ice,
@@ -514,6 +549,17 @@ impl Response {
     /// `result: ok`.
     pub fn ok() -> Response {
         Response(Value::dict().with("result", "ok"))
+    }
+
+    /// `result: load limit` with `message`: rtpengine's reply when it takes no more calls
+    /// (session, CPU or bandwidth limit). Kamailio's rtpengine module then tries the next relay
+    /// of the set.
+    pub fn load_limit(message: &str) -> Response {
+        Response(
+            Value::dict()
+                .with("result", "load limit")
+                .with("message", message),
+        )
     }
 
     /// `result: error` with `reason` as `error-reason`.
@@ -670,6 +716,85 @@ mod tests {
         assert_eq!(
             Request::from_value(&Value::dict().with("command", "list").with("limit", "5")),
             Ok(Request::List { limit: Some(5) })
+        );
+    }
+
+    #[test]
+    fn separators_in_keys_and_flags_are_alike() {
+        // rtpengine treats `-`, ` ` and `_` alike in keys and flags; Kamailio and other
+        // clients use all three spellings.
+        let v = Value::dict()
+            .with("command", "offer")
+            .with("call id", "c1")
+            .with("from_tag", "ft")
+            .with("sdp", "v=0\r\n")
+            .with(
+                "flags",
+                vec![
+                    Value::str("SIP_source_address"),
+                    Value::str("trust address"),
+                    Value::str("Strict-Source"),
+                ],
+            )
+            .with(
+                "received-from",
+                vec![Value::str("IP4"), Value::str("10.0.0.9")],
+            )
+            .with("address_family", "IP4")
+            .with("via branch", "z9hG4bK1");
+        let Request::Offer(o) = Request::from_value(&v).unwrap() else {
+            panic!()
+        };
+        assert_eq!(o.call_id, "c1");
+        assert_eq!(o.from_tag, "ft");
+        assert!(o.flags.sip_source_address && o.flags.trust_address && o.flags.strict_source);
+        assert!(o.flags.other.is_empty(), "{:?}", o.flags.other);
+        assert_eq!(o.received_from, Some("10.0.0.9".parse().unwrap()));
+        assert_eq!(o.address_family, Some(Family::V4));
+        assert_eq!(o.via_branch.as_deref(), Some("z9hG4bK1"));
+        assert_eq!(
+            normalize_key("received_from"),
+            normalize_key("received from")
+        );
+        assert_eq!(normalize_flag("SIP source-address"), "sip-source-address");
+    }
+
+    #[test]
+    fn delete_delay_as_kamailio_sends_it() {
+        // Kamailio passes `delete-delay=2` on as a string value.
+        for (key, v) in [
+            ("delete-delay", Value::str("2")),
+            ("delete delay", Value::Int(2)),
+        ] {
+            let d = Value::dict()
+                .with("command", "delete")
+                .with("call-id", "c")
+                .with(key, v);
+            let Request::Delete(del) = Request::from_value(&d).unwrap() else {
+                panic!()
+            };
+            assert_eq!(del.delete_delay, Some(2));
+            let again = Request::from_value(&Request::Delete(del.clone()).to_value()).unwrap();
+            assert_eq!(again, Request::Delete(del));
+        }
+        let bad = Value::dict()
+            .with("command", "delete")
+            .with("call-id", "c")
+            .with("delete-delay", "soon");
+        assert_eq!(
+            Request::from_value(&bad),
+            Err(MessageError::WrongType("delete-delay"))
+        );
+    }
+
+    #[test]
+    fn load_limit_reply() {
+        let r = Response::load_limit("Parallel session limit reached");
+        assert_eq!(r.result(), Some("load limit"));
+        assert!(!r.is_ok());
+        assert_eq!(
+            r.get("message").and_then(Value::as_str),
+            Some("Parallel session limit reached")
         );
     }
 }

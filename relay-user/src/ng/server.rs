@@ -88,6 +88,9 @@ impl NgStatsHandle {
     }
 }
 
+/// How often the engine's time-driven work runs ([`Engine::housekeep`]).
+const HOUSEKEEPING_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Handles one datagram: the reply to send, if any. Datagrams without a usable cookie are
 /// dropped (there is nothing to address a reply to); the rest always get a reply.
 /// The sender's access was checked before; `from` keys the reply cache, so a reply is only
@@ -203,10 +206,17 @@ impl<B: MediaBackend> Server<B> {
         let mut cache = ReplyCache::new(self.config.cache_bytes);
         let mut requests = 0u64;
         let mut buf = vec![0u8; 65_536];
+        // Delayed deletes must happen on time even when no request comes.
+        let mut housekeeping = tokio::time::interval(HOUSEKEEPING_EVERY);
+        housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(shutdown);
         loop {
             let (n, from) = tokio::select! {
                 _ = &mut shutdown => break,
+                _ = housekeeping.tick() => {
+                    self.engine.lock().unwrap_or_else(|e| e.into_inner()).housekeep();
+                    continue;
+                }
                 r = self.socket.recv_from(&mut buf) => match r {
                     Ok(x) => x,
                     // ICMP errors from earlier replies surface here on Linux; not fatal.
@@ -409,8 +419,50 @@ mod tests {
         assert_eq!(client.list().unwrap(), vec!["c".to_string()]);
         assert!(client.query("c").unwrap().get("tags").is_some());
         client.delete("c", None).unwrap();
-        let err = client.delete("c", None).unwrap_err();
-        assert!(err.to_string().contains("Unknown call-id"), "{err}");
+        // As rtpengine: deleting a call no longer held is `ok` with a warning.
+        let again = client.delete("c", None).unwrap();
+        assert!(again.get("warning").is_some(), "{again:?}");
+        tx.send(()).unwrap();
+        handle.join().unwrap().unwrap();
+    }
+
+    /// A delayed delete happens on time with no further request to prompt it.
+    #[test]
+    fn delayed_delete_runs_without_requests() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let engine = Arc::new(engine());
+        let server = rt
+            .block_on(Server::bind("127.0.0.1:0".parse().unwrap(), engine.clone()))
+            .unwrap();
+        let addr = server.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let handle = std::thread::spawn(move || {
+            rt.block_on(server.run(async {
+                let _ = rx.await;
+            }))
+        });
+        let client = NgClient::new(addr).unwrap();
+        client.offer(&OfferAnswer::new("c", "f", SDP)).unwrap();
+        client
+            .request_ok(&super::super::message::Request::Delete(
+                super::super::message::Delete {
+                    call_id: "c".into(),
+                    from_tag: None,
+                    to_tag: None,
+                    delete_delay: Some(1),
+                },
+            ))
+            .unwrap();
+        let calls = || engine.lock().unwrap().call_count();
+        assert_eq!(calls(), 1, "kept during the delay");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while calls() > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(calls(), 0, "removed when due, with no request since");
         tx.send(()).unwrap();
         handle.join().unwrap().unwrap();
     }
