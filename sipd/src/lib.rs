@@ -5,7 +5,8 @@
 //! (UDP/TCP sockets) → [`server`] (the event loop that feeds the core and carries out its
 //! effects) with [`resolver`] (upstream names), [`media`] (the relay from relay-user),
 //! [`firewall`] (the data plane's SIP and management rules) and [`store`] (sled); the
-//! management plane is [`mgmt`] (staff, audit) and [`api`] (HTTPS, `/metrics`).
+//! management plane is [`mgmt`] (staff, audit) and [`api`] (HTTPS, `/metrics`); [`panic`]
+//! makes any panic end the process.
 
 pub mod api;
 pub mod config;
@@ -13,6 +14,7 @@ pub mod control;
 pub mod firewall;
 pub mod media;
 pub mod mgmt;
+pub mod panic;
 pub mod private_file;
 pub mod provision;
 pub mod resolver;
