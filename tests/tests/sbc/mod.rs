@@ -265,6 +265,51 @@ pub struct Settings {
     pub interfaces: Option<Vec<String>>,
     /// SIP on the relay's IPv6 address too, and the relay on `::` advertising both families.
     pub dual_stack: bool,
+    /// Run `sipd import` and `sipd run` as a non-root user with only some capabilities, as
+    /// the systemd unit does; None: as the test runs (root).
+    pub run_as: Option<RunAs>,
+}
+
+/// A non-root user (numeric ids, no passwd entry needed) and the capabilities `sipd run` gets
+/// as them, through `setpriv`: ambient, inheritable, permitted, effective and bounding set are
+/// exactly `caps`. The test directory and the instance's pin directory are handed to the user
+/// first, as the unit's `StateDirectory=` and `ExecStartPre=` do.
+#[derive(Clone, Debug)]
+pub struct RunAs {
+    /// The user id sipd runs as.
+    pub uid: u32,
+    /// Its group id.
+    pub gid: u32,
+    /// Capability names as systemd spells them (`CAP_BPF`).
+    pub caps: Vec<String>,
+}
+
+impl RunAs {
+    /// `setpriv ... --` as this user; with `caps` false, with no capability at all.
+    fn setpriv(&self, mut cmd: std::process::Command, caps: bool) -> std::process::Command {
+        let list: String = if caps {
+            self.caps
+                .iter()
+                .map(|c| format!(",+{}", c.trim_start_matches("CAP_").to_lowercase()))
+                .collect()
+        } else {
+            String::new()
+        };
+        cmd.arg(format!("--reuid={}", self.uid))
+            .arg(format!("--regid={}", self.gid))
+            .arg("--clear-groups")
+            .arg(format!("--inh-caps=-all{list}"))
+            .arg(format!("--ambient-caps=-all{list}"))
+            .arg(format!("--bounding-set=-all{list}"))
+            .arg("--");
+        cmd
+    }
+
+    /// Gives `path` to the user (not recursively: the test made it and what is in it).
+    fn own(&self, path: &std::path::Path) {
+        std::os::unix::fs::chown(path, Some(self.uid), Some(self.gid))
+            .unwrap_or_else(|e| panic!("chown {}: {e}", path.display()));
+    }
 }
 
 impl Default for Settings {
@@ -279,6 +324,7 @@ impl Default for Settings {
             sip_listen: None,
             interfaces: None,
             dual_stack: false,
+            run_as: None,
         }
     }
 }
@@ -294,6 +340,8 @@ pub struct Sbc {
     /// SIP and media address (the relay's carrier-facing one).
     pub addr: IpAddr,
     pub relay_ns: String,
+    /// Who store commands run as (the store's owner); None: as the test.
+    pub run_as: Option<RunAs>,
 }
 
 impl Sbc {
@@ -366,7 +414,26 @@ impl Sbc {
         std::fs::write(&config, toml).expect("write sbc.toml");
         let prov_file = dir.join("prov.toml");
         std::fs::write(&prov_file, prov_toml).expect("write prov.toml");
-        let out = std::process::Command::new(sipd_bin())
+        if let Some(r) = &set.run_as {
+            for f in [&dir, &config, &prov_file] {
+                r.own(f);
+            }
+            let pins = PathBuf::from("/sys/fs/bpf").join(&instance);
+            let _ = std::fs::remove_dir_all(&pins);
+            std::fs::create_dir(&pins).expect("pin directory");
+            std::fs::set_permissions(&pins, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+                .expect("chmod pins");
+            r.own(&pins);
+        }
+        let mut import = match &set.run_as {
+            Some(r) => {
+                let mut c = r.setpriv(std::process::Command::new("setpriv"), false);
+                c.arg(sipd_bin());
+                c
+            }
+            None => std::process::Command::new(sipd_bin()),
+        };
+        let out = import
             .arg("-c")
             .arg(&config)
             .arg("import")
@@ -382,13 +449,18 @@ impl Sbc {
         );
         let log = dir.join("sipd.log");
         let logf = std::fs::File::create(&log).expect("log file");
-        let mut cmd = match set.nofile {
-            Some(n) => {
+        let mut cmd = match (&set.run_as, set.nofile) {
+            (Some(r), _) => {
+                let mut c = r.setpriv(net.topo.relay.command("setpriv"), true);
+                c.arg(sipd_bin());
+                c
+            }
+            (None, Some(n)) => {
                 let mut c = net.topo.relay.command("prlimit");
                 c.arg(format!("--nofile={n}:{n}")).arg("--").arg(sipd_bin());
                 c
             }
-            None => net.topo.relay.command(sipd_bin()),
+            (None, None) => net.topo.relay.command(sipd_bin()),
         };
         cmd.arg("-c")
             .arg(&config)
@@ -408,6 +480,7 @@ impl Sbc {
             child: Some(child),
             addr,
             relay_ns: net.topo.relay.name().to_string(),
+            run_as: set.run_as.clone(),
         };
         let end = Instant::now() + Duration::from_secs(20);
         while !sbc.log_text().contains("sipd ready") {
@@ -511,7 +584,15 @@ impl Sbc {
 
     /// `sipd <args>` against this instance's store, whose output is a JSON array.
     fn json_list(&self, args: &[&str]) -> Vec<Value> {
-        let out = std::process::Command::new(sipd_bin())
+        let mut cmd = match &self.run_as {
+            Some(r) => {
+                let mut c = r.setpriv(std::process::Command::new("setpriv"), false);
+                c.arg(sipd_bin());
+                c
+            }
+            None => std::process::Command::new(sipd_bin()),
+        };
+        let out = cmd
             .arg("-c")
             .arg(&self.config)
             .args(args)
