@@ -193,3 +193,40 @@ fn sipd_runs_as_a_user_with_the_units_capabilities_only() {
     assert_eq!(cdrs.len(), 1, "{cdrs:#?}\n{log}");
     assert_eq!(cdrs[0]["result_code"], 200, "{:#}", cdrs[0]);
 }
+
+/// The unit's set without CAP_PERFMON: the kernel would verify the XDP program as an
+/// unprivileged one and refuse it ("R0 pointer -= pointer prohibited", a page of verifier
+/// log ending in `Permission denied`). sipd refuses to start first, with one line naming the
+/// capability and what it is for, and writes no pins.
+#[test]
+fn a_missing_capability_is_named() {
+    require_privileged!();
+    let _s = serial();
+    let caps: Vec<String> = unit_values(&unit_text(), "AmbientCapabilities")
+        .into_iter()
+        .filter(|c| c != "CAP_PERFMON")
+        .collect();
+    let net = Net::new();
+    let set = Settings {
+        run_as: Some(RunAs {
+            uid: UID,
+            gid: GID,
+            caps,
+        }),
+        ..Settings::default()
+    };
+    let mut sbc = Sbc::spawn_with(&net, Plane::Xdp, &Prov::default(), &set);
+    let st = sbc
+        .wait_exit(Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("sipd still runs without CAP_PERFMON:\n{}", sbc.log_text()));
+    let log = sbc.log_text();
+    assert!(!st.success(), "{st}\n{log}");
+    assert!(
+        log.contains("missing capability CAP_PERFMON"),
+        "the capability is not named:\n{log}"
+    );
+    assert!(!log.contains("Verifier output"), "{log}");
+    let pins = PathBuf::from("/sys/fs/bpf").join(&sbc.instance);
+    let left = std::fs::read_dir(&pins).map_or(0, Iterator::count);
+    assert_eq!(left, 0, "pins written in {}", pins.display());
+}

@@ -366,6 +366,36 @@ impl Sbc {
 
     /// [`Sbc::start_with`] with a provisioning file written by the test.
     pub fn start_provisioned(net: &Net, plane: Plane, prov_toml: &str, set: &Settings) -> Sbc {
+        let sbc = Sbc::spawn_provisioned(net, plane, prov_toml, set);
+        sbc.wait_ready()
+    }
+
+    /// [`Sbc::start_with`] without waiting for "sipd ready": for a test that expects sipd to
+    /// refuse to start ([`Sbc::wait_exit`]).
+    pub fn spawn_with(net: &Net, plane: Plane, prov: &Prov, set: &Settings) -> Sbc {
+        Sbc::spawn_provisioned(net, plane, &prov.toml(net), set)
+    }
+
+    /// Waits (polling, up to `limit`) for sipd to exit; its status, or None if it still runs.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let end = Instant::now() + limit;
+        loop {
+            if let Some(st) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                self.child = None;
+                return Some(st);
+            }
+            if Instant::now() >= end {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn spawn_provisioned(net: &Net, plane: Plane, prov_toml: &str, set: &Settings) -> Sbc {
         let media_timeout_secs = set.media_timeout_secs;
         let instance = format!("sbct{}s{}", std::process::id(), net.topo.id());
         let dir = std::env::temp_dir().join(format!("{instance}-sipd"));
@@ -471,7 +501,7 @@ impl Sbc {
             .stdout(logf.try_clone().expect("log"))
             .stderr(logf);
         let child = NsChild::spawn(&mut cmd).expect("spawn sipd run");
-        let mut sbc = Sbc {
+        Sbc {
             plane,
             dir,
             config,
@@ -481,7 +511,13 @@ impl Sbc {
             addr,
             relay_ns: net.topo.relay.name().to_string(),
             run_as: set.run_as.clone(),
-        };
+        }
+    }
+
+    /// Waits for "sipd ready" in the log; panics with the log if sipd exits first or is not
+    /// ready in 20 s.
+    fn wait_ready(mut self) -> Sbc {
+        let sbc = &mut self;
         let end = Instant::now() + Duration::from_secs(20);
         while !sbc.log_text().contains("sipd ready") {
             if let Some(st) = sbc.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
@@ -494,7 +530,7 @@ impl Sbc {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        sbc
+        self
     }
 
     pub fn sip(&self) -> SocketAddr {
