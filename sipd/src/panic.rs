@@ -34,8 +34,8 @@ pub fn install() {
     }));
 }
 
-/// Logs a panic as [`install`]'s hook does (also to stderr directly when no log subscriber
-/// is set, so the line is never lost).
+/// Logs a panic as [`install`]'s hook does (to stderr directly when no log subscriber is set
+/// or it filters errors out, so the line is never lost).
 pub fn report(info: &PanicHookInfo<'_>) {
     let thread = std::thread::current();
     let thread = thread.name().unwrap_or("unnamed");
@@ -49,7 +49,8 @@ pub fn report(info: &PanicHookInfo<'_>) {
         std::backtrace::BacktraceStatus::Captured => format!("\n{backtrace}"),
         _ => String::new(),
     };
-    if tracing::dispatcher::has_been_set() {
+    // Filtered out (RUST_LOG=off, or no subscriber yet): straight to stderr, never lost.
+    if tracing::dispatcher::has_been_set() && tracing::enabled!(tracing::Level::ERROR) {
         tracing::error!(
             thread,
             location = %location,
@@ -85,20 +86,28 @@ mod tests {
 
     use super::EXIT_PANIC;
 
-    /// Set for the copy of this test binary that [`a_panicking_task_ends_the_process`] runs.
+    /// Set for the copy of this test binary that the tests below run: where to panic
+    /// (`task`, `thread`) and whether the log filter drops errors (`task-log-off`).
     const CHILD: &str = "SIPD_PANIC_HOOK_CHILD";
 
-    /// In the child only: the real hook, then a panic inside a spawned tokio task on a
-    /// runtime like `sipd run`'s, which tokio alone would swallow (the `block_on` future
-    /// would go on). The parent test checks the process ended.
+    /// In the child only: the real hook, then a panic inside a spawned tokio task (or a named
+    /// thread, as the store writer is) on a runtime like `sipd run`'s, which tokio or std
+    /// alone would swallow (the `block_on` future would go on). The parent checks the
+    /// process ended.
     #[test]
-    fn child_panics_in_a_tokio_task() {
-        if std::env::var_os(CHILD).is_none() {
+    fn child_panics() {
+        let Some(mode) = std::env::var_os(CHILD) else {
             return;
-        }
+        };
+        let level = if mode == "task-log-off" {
+            tracing::level_filters::LevelFilter::OFF
+        } else {
+            tracing::level_filters::LevelFilter::INFO
+        };
         tracing_subscriber::fmt()
             .with_writer(std::io::stderr)
             .with_ansi(false)
+            .with_max_level(level)
             .init();
         super::install();
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -106,16 +115,56 @@ mod tests {
             .build()
             .unwrap();
         rt.block_on(async {
-            let task = tokio::spawn(async {
+            // A bug in the core, as it would look.
+            let bug = || {
                 let calls: Vec<u32> = Vec::new();
-                // A bug in the core, as it would look.
                 let _ = calls[usize::from(std::hint::black_box(3u8))];
-            });
-            // tokio turns the panic into a JoinError; without the hook we get here.
-            let _ = task.await;
+            };
+            if mode == "thread" {
+                let t = std::thread::Builder::new()
+                    .name("store-writer".into())
+                    .spawn(bug)
+                    .unwrap();
+                // std turns the panic into an Err; without the hook we get here.
+                let _ = t.join();
+            } else {
+                // tokio turns the panic into a JoinError; without the hook we get here.
+                let _ = tokio::spawn(async move { bug() }).await;
+            }
             tokio::time::sleep(Duration::from_secs(1)).await;
             println!("STILL RUNNING AFTER THE PANIC");
         });
+    }
+
+    /// Runs [`child_panics`] in a child process; asserts it ended with [`EXIT_PANIC`] and
+    /// did not go on, and returns the line of its stderr that reports the panic.
+    fn panic_line(mode: &str) -> String {
+        let out = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "panic::tests::child_panics",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD, mode)
+            .env_remove("RUST_BACKTRACE")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(EXIT_PANIC),
+            "{mode}: stdout:\n{stdout}\nstderr:\n{stderr}"
+        );
+        assert!(!stdout.contains("STILL RUNNING"), "{mode}: {stdout}");
+        let line = stderr
+            .lines()
+            .find(|l| l.contains("PANIC"))
+            .unwrap_or_else(|| panic!("{mode}: no PANIC line:\n{stderr}"));
+        assert!(line.contains("sipd/src/panic.rs:"), "no location: {line}");
+        assert!(line.contains("index out of bounds"), "no message: {line}");
+        line.to_string()
     }
 
     /// A panic in a spawned task (swallowed by tokio without the hook) ends the process with
@@ -125,32 +174,30 @@ mod tests {
         if std::env::var_os(CHILD).is_some() {
             return;
         }
-        let out = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "panic::tests::child_panics_in_a_tokio_task",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD, "1")
-            .env_remove("RUST_BACKTRACE")
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(
-            out.status.code(),
-            Some(EXIT_PANIC),
-            "stdout:\n{stdout}\nstderr:\n{stderr}"
-        );
-        assert!(!stdout.contains("STILL RUNNING"), "{stdout}");
-        let line = stderr
-            .lines()
-            .find(|l| l.contains("PANIC"))
-            .unwrap_or_else(|| panic!("no PANIC line:\n{stderr}"));
+        let line = panic_line("task");
         assert!(line.contains("ERROR"), "{line}");
-        assert!(line.contains("sipd/src/panic.rs:"), "no location: {line}");
-        assert!(line.contains("index out of bounds"), "no message: {line}");
         assert!(line.contains("exit_status=70"), "{line}");
+    }
+
+    /// A panic on a thread of its own (the store writer, the relay's workers), which only
+    /// ended that thread without the hook, ends the process and names the thread.
+    #[test]
+    fn a_panicking_thread_ends_the_process() {
+        if std::env::var_os(CHILD).is_some() {
+            return;
+        }
+        let line = panic_line("thread");
+        assert!(line.contains("thread=\"store-writer\""), "{line}");
+    }
+
+    /// With errors filtered out of the log (`RUST_LOG=off`), the line still reaches stderr.
+    #[test]
+    fn a_panic_is_reported_with_the_log_off() {
+        if std::env::var_os(CHILD).is_some() {
+            return;
+        }
+        let line = panic_line("task-log-off");
+        assert!(line.starts_with("sipd: PANIC in thread"), "{line}");
+        assert!(line.contains("exiting with status 70"), "{line}");
     }
 }
