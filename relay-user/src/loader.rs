@@ -167,6 +167,43 @@ pub enum LoadError {
         /// The user sipd runs as.
         uid: u32,
     },
+    /// A pin in the instance's directory belongs to another user (left by a run as root):
+    /// bpffs pins are mode 0600, so a non-root sipd cannot open or replace it.
+    #[error(
+        "{}: belongs to uid {owner}, but sipd runs as uid {uid} and cannot open it: \
+         `chown -R {uid}: {}` keeps the live sessions and bans in it (the systemd unit's \
+         ExecStartPre does this), `sipd cleanup` as its owner starts afresh",
+        path.display(),
+        path.parent().unwrap_or(path).display()
+    )]
+    PinOwner {
+        /// The pin.
+        path: PathBuf,
+        /// Its owner.
+        owner: u32,
+        /// The user sipd runs as.
+        uid: u32,
+    },
+}
+
+/// Refuses, for a non-root process, a pin in `dir` owned by someone else: opening it would
+/// fail with a bare `EACCES` deep in the loader (root may open anything).
+fn check_pin_owner(dir: &Path) -> Result<(), LoadError> {
+    use std::os::unix::fs::MetadataExt as _;
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    if uid == 0 {
+        return Ok(());
+    }
+    for entry in fs::read_dir(dir).map_err(|e| denied_or(dir, e))? {
+        let entry = entry.map_err(fs_err(dir))?;
+        let path = entry.path();
+        let owner = fs::symlink_metadata(&path).map_err(fs_err(&path))?.uid();
+        if owner != uid {
+            return Err(LoadError::PinOwner { path, owner, uid });
+        }
+    }
+    Ok(())
 }
 
 /// A permission error on the pin directory as [`LoadError::PinDirDenied`], others as `Fs`.
@@ -280,7 +317,7 @@ pub fn load_pinned(object: &[u8], instance: &str) -> Result<Ebpf, LoadError> {
     ensure_bpffs()?;
     fs::create_dir_all(&dir).map_err(|e| denied_or(&dir, e))?;
     // Made by root for another user, or left by a root run: unreadable to us.
-    fs::read_dir(&dir).map_err(|e| denied_or(&dir, e))?;
+    check_pin_owner(&dir)?;
     check_pins(&dir)?;
     // Maps an older build had and this one replaced: read and unpinned now, written into
     // their successors once those exist.

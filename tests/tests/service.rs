@@ -143,6 +143,7 @@ fn sipd_runs_as_a_user_with_the_units_capabilities_only() {
             uid: UID,
             gid: GID,
             caps: caps.clone(),
+            root_owned_pin: false,
         }),
         ..Settings::default()
     };
@@ -212,6 +213,7 @@ fn a_missing_capability_is_named() {
             uid: UID,
             gid: GID,
             caps,
+            root_owned_pin: false,
         }),
         ..Settings::default()
     };
@@ -229,4 +231,35 @@ fn a_missing_capability_is_named() {
     let pins = PathBuf::from("/sys/fs/bpf").join(&sbc.instance);
     let left = std::fs::read_dir(&pins).map_or(0, Iterator::count);
     assert_eq!(left, 0, "pins written in {}", pins.display());
+}
+
+/// A pin a run as root left in the instance's directory (mode 0600, root's): sipd as the
+/// service user would fail on it with a bare `EACCES` from the loader; it refuses to start
+/// naming the pin, its owner and the `chown -R` the unit's ExecStartPre runs.
+#[test]
+fn a_pin_left_by_root_is_named() {
+    require_privileged!();
+    let _s = serial();
+    let caps = unit_values(&unit_text(), "AmbientCapabilities");
+    let net = Net::new();
+    let set = Settings {
+        run_as: Some(RunAs {
+            uid: UID,
+            gid: GID,
+            caps,
+            root_owned_pin: true,
+        }),
+        ..Settings::default()
+    };
+    let mut sbc = Sbc::spawn_with(&net, Plane::Xdp, &Prov::default(), &set);
+    let st = sbc
+        .wait_exit(Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("sipd runs on a pin it cannot open:\n{}", sbc.log_text()));
+    let log = sbc.log_text();
+    assert!(!st.success(), "{st}\n{log}");
+    assert!(log.contains("/SERVICES: belongs to uid 0"), "{log}");
+    assert!(
+        log.contains(&format!("chown -R {UID}: /sys/fs/bpf/")),
+        "{log}"
+    );
 }

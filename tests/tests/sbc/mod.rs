@@ -282,6 +282,9 @@ pub struct RunAs {
     pub gid: u32,
     /// Capability names as systemd spells them (`CAP_BPF`).
     pub caps: Vec<String>,
+    /// Leave a map pin of root's (mode 0600, made with `bpftool`) in the pin directory, as a
+    /// run as root leaves its pins.
+    pub root_owned_pin: bool,
 }
 
 impl RunAs {
@@ -454,6 +457,17 @@ impl Sbc {
             std::fs::set_permissions(&pins, std::os::unix::fs::PermissionsExt::from_mode(0o700))
                 .expect("chmod pins");
             r.own(&pins);
+            if r.root_owned_pin {
+                let pin = pins.join(relay_common::maps::SERVICES);
+                let st = std::process::Command::new("bpftool")
+                    .args(["map", "create"])
+                    .arg(&pin)
+                    .args(["type", "hash", "key", "4", "value", "4", "entries", "1"])
+                    .args(["name", "left_by_root"])
+                    .status()
+                    .expect("run bpftool");
+                assert!(st.success(), "bpftool map create {}", pin.display());
+            }
         }
         let mut import = match &set.run_as {
             Some(r) => {
