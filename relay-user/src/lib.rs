@@ -3,6 +3,7 @@
 //!
 //! - [`DataPlane`]: firewall tables, relay legs, counters; XDP maps or in-memory tables.
 //! - [`loader`]: load, pin, attach (native → skb → userspace), replace on restart, detach;
+//!   [`caps`] names a capability it needs and lacks;
 //!   [`kernel_log`] forwards the program's rare-event log lines into `tracing`.
 //! - [`UserRelay`]: batched socket relay (userspace mode, and XDP's slow path).
 //! - [`Sessions`]: relay port allocation and media streams.
@@ -11,6 +12,7 @@
 //!   ([`ng`]) and `sipd` are its clients.
 #![warn(missing_docs)]
 
+pub mod caps;
 pub mod cidr;
 pub mod clock;
 pub mod dataplane;

@@ -141,6 +141,83 @@ pub enum LoadError {
     /// Setting up the maps failed.
     #[error(transparent)]
     Maps(#[from] DataPlaneError),
+    /// This process lacks a capability XDP needs (checked before trying).
+    #[error(
+        "missing capability {}, needed to {needed_for}: grant it (systemd: \
+         AmbientCapabilities=) or run as root",
+        capability.name()
+    )]
+    MissingCapability {
+        /// The first capability missing.
+        capability: crate::caps::Capability,
+        /// What it is needed for.
+        needed_for: &'static str,
+    },
+    /// The instance's pin directory could not be made or entered for lack of permission:
+    /// bpffs belongs to root, and a non-root sipd needs its directory made for it.
+    #[error(
+        "{}: permission denied for uid {uid}: create it owned by this user first (the systemd \
+         unit's ExecStartPre does: install -d -o sipd -g sipd -m 0700 {}) or run as root",
+        path.display(),
+        path.display()
+    )]
+    PinDirDenied {
+        /// The pin directory.
+        path: PathBuf,
+        /// The user sipd runs as.
+        uid: u32,
+    },
+    /// A pin in the instance's directory belongs to another user (left by a run as root):
+    /// bpffs pins are mode 0600, so a non-root sipd cannot open or replace it.
+    #[error(
+        "{}: belongs to uid {owner}, but sipd runs as uid {uid} and cannot open it: \
+         `chown -R {uid}: {}` keeps the live sessions and bans in it (the systemd unit's \
+         ExecStartPre does this), `sipd cleanup` as its owner starts afresh",
+        path.display(),
+        path.parent().unwrap_or(path).display()
+    )]
+    PinOwner {
+        /// The pin.
+        path: PathBuf,
+        /// Its owner.
+        owner: u32,
+        /// The user sipd runs as.
+        uid: u32,
+    },
+}
+
+/// Refuses, for a non-root process, a pin in `dir` owned by someone else: opening it would
+/// fail with a bare `EACCES` deep in the loader (root may open anything).
+fn check_pin_owner(dir: &Path) -> Result<(), LoadError> {
+    use std::os::unix::fs::MetadataExt as _;
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    if uid == 0 {
+        return Ok(());
+    }
+    for entry in fs::read_dir(dir).map_err(|e| denied_or(dir, e))? {
+        let entry = entry.map_err(fs_err(dir))?;
+        let path = entry.path();
+        let owner = fs::symlink_metadata(&path).map_err(fs_err(&path))?.uid();
+        if owner != uid {
+            return Err(LoadError::PinOwner { path, owner, uid });
+        }
+    }
+    Ok(())
+}
+
+/// A permission error on the pin directory as [`LoadError::PinDirDenied`], others as `Fs`.
+fn denied_or(path: &Path, e: io::Error) -> LoadError {
+    if e.kind() == io::ErrorKind::PermissionDenied {
+        // SAFETY: geteuid has no preconditions.
+        let uid = unsafe { libc::geteuid() };
+        LoadError::PinDirDenied {
+            path: path.to_owned(),
+            uid,
+        }
+    } else {
+        fs_err(path)(e)
+    }
 }
 
 fn fs_err(path: &Path) -> impl FnOnce(io::Error) -> LoadError + '_ {
@@ -238,7 +315,9 @@ pub fn load_pinned(object: &[u8], instance: &str) -> Result<Ebpf, LoadError> {
     }
     let dir = pin_dir(instance)?;
     ensure_bpffs()?;
-    fs::create_dir_all(&dir).map_err(fs_err(&dir))?;
+    fs::create_dir_all(&dir).map_err(|e| denied_or(&dir, e))?;
+    // Made by root for another user, or left by a root run: unreadable to us.
+    check_pin_owner(&dir)?;
     check_pins(&dir)?;
     // Maps an older build had and this one replaced: read and unpinned now, written into
     // their successors once those exist.
@@ -343,6 +422,16 @@ pub fn start(cfg: &LoaderConfig, object: &[u8]) -> Result<DataPlane, LoadError> 
 }
 
 fn start_xdp(cfg: &LoaderConfig, object: &[u8], modes: &[Mode]) -> Result<DataPlane, LoadError> {
+    if let Some(&(capability, needed_for)) = crate::caps::effective()
+        .map(crate::caps::missing_for_xdp)
+        .as_deref()
+        .and_then(<[_]>::first)
+    {
+        return Err(LoadError::MissingCapability {
+            capability,
+            needed_for,
+        });
+    }
     let dir = pin_dir(&cfg.instance)?;
     let existed = dir.exists();
     let r = start_xdp_in(cfg, object, modes, &dir);

@@ -203,6 +203,9 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .init();
+    // From here a panic on any thread or task ends the process (status 70) with one log line,
+    // never leaving a half-working daemon behind.
+    sipd::panic::install();
     let result = match (cli.check_config, cli.command) {
         (Some(file), _) => check_config(file.or(cli.config), false),
         (None, Some(Command::CheckConfig(c))) => check_config(c.file.or(cli.config), c.print),

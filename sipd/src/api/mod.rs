@@ -303,9 +303,10 @@ pub async fn start(cfg: &Config, control: Control) -> Result<ApiHandle> {
     )
     .context("management API certificate")?;
     let server_cfg = tls::server_config(tls.resolver.clone())?;
-    let listener = TcpListener::bind(m.listen)
-        .await
-        .with_context(|| format!("management API: binding {}", m.listen))?;
+    let listener = TcpListener::bind(m.listen).await.map_err(|e| {
+        let hint = crate::transport::bind_hint(m.listen, &e);
+        anyhow::Error::new(e).context(format!("management API: binding {}{hint}", m.listen))
+    })?;
     let local = listener.local_addr()?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let st: State = Arc::new(ApiState {

@@ -25,6 +25,24 @@ pub enum AtRestError {
         #[source]
         source: io::Error,
     },
+    /// The data directory belongs to another user than the one sipd runs as: a non-root sipd
+    /// could not write it, and root would leave files in it its owner (the service) cannot
+    /// read.
+    #[error(
+        "data directory {} belongs to uid {owner}, but sipd runs as uid {uid}: run this \
+         command as its owner (`runuser -u sipd -- sipd ...` for the systemd unit's user), \
+         or give it to uid {uid} with `chown -R {uid}: {}`",
+        path.display(),
+        path.display()
+    )]
+    Owner {
+        /// The data directory.
+        path: PathBuf,
+        /// Its owner.
+        owner: u32,
+        /// The effective uid sipd runs as.
+        uid: u32,
+    },
     /// The store itself would not open, or turning plain passwords into HA1 values failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -65,6 +83,28 @@ pub fn owner_only(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Refuses a data directory owned by another user than the effective one (see
+/// [`AtRestError::Owner`]).
+fn check_owner(data_dir: &Path) -> Result<(), AtRestError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let owner = fs::metadata(data_dir)
+        .map_err(|source| AtRestError::Dir {
+            path: data_dir.to_path_buf(),
+            source,
+        })?
+        .uid();
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    if owner != uid {
+        return Err(AtRestError::Owner {
+            path: data_dir.to_path_buf(),
+            owner,
+            uid,
+        });
+    }
+    Ok(())
+}
+
 impl Store {
     /// Opens the store under `data_dir` (created 0700), its files owner-only, with any plain
     /// SIP password turned into HA1 values for `realm` (see
@@ -76,6 +116,7 @@ impl Store {
             source,
         };
         private_dir(data_dir).map_err(dir_err)?;
+        check_owner(data_dir)?;
         let store = Store::open(&data_dir.join("store"))?;
         owner_only(data_dir).map_err(dir_err)?;
         let migrated = store.hash_plain_sip_passwords(realm)?;
@@ -242,6 +283,35 @@ mod tests {
             s.put_account(&back),
             Err(StoreError::Invalid { .. })
         ));
+    }
+
+    /// A data directory of another user is refused before anything is written in it, with
+    /// what to do. Needs root to hand the directory to someone else; skipped otherwise.
+    #[test]
+    fn another_users_data_dir_is_refused() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("SKIPPED another_users_data_dir_is_refused: needs root to chown");
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let data = d.path().join("data");
+        fs::create_dir(&data).unwrap();
+        std::os::unix::fs::chown(&data, Some(64_123), Some(64_123)).unwrap();
+        let e = Store::open_private(&data, "sbc").unwrap_err();
+        assert!(
+            matches!(
+                e,
+                AtRestError::Owner {
+                    owner: 64_123,
+                    uid: 0,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("runuser -u sipd"), "{e}");
+        assert_eq!(fs::read_dir(&data).unwrap().count(), 0, "nothing written");
     }
 
     /// The data directory is made 0700 (or tightened to it) and the store's files are for

@@ -188,11 +188,22 @@ impl From<Transmit> for Outbound {
     }
 }
 
+/// What to add to a bind error refused for lack of privilege: the capability that allows it
+/// (a non-root sipd, as the systemd unit runs it, binds ports below 1024 only with it).
+pub fn bind_hint(addr: SocketAddr, error: &io::Error) -> &'static str {
+    if error.kind() == io::ErrorKind::PermissionDenied && addr.port() < 1024 {
+        " (a port below 1024 needs CAP_NET_BIND_SERVICE: grant it, e.g. systemd's \
+         AmbientCapabilities=, or run as root)"
+    } else {
+        ""
+    }
+}
+
 /// Why the transports could not start; sipd refuses to run without its SIP sockets.
 #[derive(Debug, Error)]
 pub enum TransportError {
     /// A configured SIP address could not be bound (in use, not local, no permission).
-    #[error("bind {proto} {addr}: {error}")]
+    #[error("bind {proto} {addr}: {error}{}", bind_hint(*addr, error))]
     Bind {
         /// UDP or TCP.
         proto: Proto,

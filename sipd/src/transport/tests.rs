@@ -541,6 +541,17 @@ async fn bind_error_names_the_address() {
     assert!(text.starts_with(&format!("bind udp {addr}: ")), "{text}");
 }
 
+#[test]
+fn a_refused_low_port_names_the_capability() {
+    let denied = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+    let low: std::net::SocketAddr = "127.0.0.1:506".parse().unwrap();
+    let high: std::net::SocketAddr = "127.0.0.1:5060".parse().unwrap();
+    assert!(bind_hint(low, &denied).contains("CAP_NET_BIND_SERVICE"));
+    assert_eq!(bind_hint(high, &denied), "");
+    let in_use = std::io::Error::from(std::io::ErrorKind::AddrInUse);
+    assert_eq!(bind_hint(low, &in_use), "");
+}
+
 #[tokio::test]
 async fn udp_sends_from_the_named_socket() {
     let (t, mut rx) = Transports::bind(&[any(), any()], &[], Limits::default(), None)

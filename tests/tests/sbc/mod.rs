@@ -268,6 +268,54 @@ pub struct Settings {
     /// `sipd init` an admin `admin` with this password before the start; the TOTP secret
     /// it printed is [`Sbc::admin_totp`].
     pub admin_password: Option<&'static str>,
+    /// Run `sipd import` and `sipd run` as a non-root user with only some capabilities, as
+    /// the systemd unit does; None: as the test runs (root).
+    pub run_as: Option<RunAs>,
+}
+
+/// A non-root user (numeric ids, no passwd entry needed) and the capabilities `sipd run` gets
+/// as them, through `setpriv`: ambient, inheritable, permitted, effective and bounding set are
+/// exactly `caps`. The test directory and the instance's pin directory are handed to the user
+/// first, as the unit's `StateDirectory=` and `ExecStartPre=` do.
+#[derive(Clone, Debug)]
+pub struct RunAs {
+    /// The user id sipd runs as.
+    pub uid: u32,
+    /// Its group id.
+    pub gid: u32,
+    /// Capability names as systemd spells them (`CAP_BPF`).
+    pub caps: Vec<String>,
+    /// Leave a map pin of root's (mode 0600, made with `bpftool`) in the pin directory, as a
+    /// run as root leaves its pins.
+    pub root_owned_pin: bool,
+}
+
+impl RunAs {
+    /// `setpriv ... --` as this user; with `caps` false, with no capability at all.
+    fn setpriv(&self, mut cmd: std::process::Command, caps: bool) -> std::process::Command {
+        let list: String = if caps {
+            self.caps
+                .iter()
+                .map(|c| format!(",+{}", c.trim_start_matches("CAP_").to_lowercase()))
+                .collect()
+        } else {
+            String::new()
+        };
+        cmd.arg(format!("--reuid={}", self.uid))
+            .arg(format!("--regid={}", self.gid))
+            .arg("--clear-groups")
+            .arg(format!("--inh-caps=-all{list}"))
+            .arg(format!("--ambient-caps=-all{list}"))
+            .arg(format!("--bounding-set=-all{list}"))
+            .arg("--");
+        cmd
+    }
+
+    /// Gives `path` to the user (not recursively: the test made it and what is in it).
+    fn own(&self, path: &std::path::Path) {
+        std::os::unix::fs::chown(path, Some(self.uid), Some(self.gid))
+            .unwrap_or_else(|e| panic!("chown {}: {e}", path.display()));
+    }
 }
 
 impl Default for Settings {
@@ -283,6 +331,7 @@ impl Default for Settings {
             interfaces: None,
             dual_stack: false,
             admin_password: None,
+            run_as: None,
         }
     }
 }
@@ -300,6 +349,8 @@ pub struct Sbc {
     pub relay_ns: String,
     /// The TOTP secret of the admin made with [`Settings::admin_password`].
     pub admin_totp: Option<Vec<u8>>,
+    /// Who store commands run as (the store's owner); None: as the test.
+    pub run_as: Option<RunAs>,
 }
 
 impl Sbc {
@@ -324,6 +375,37 @@ impl Sbc {
 
     /// [`Sbc::start_with`] with a provisioning file written by the test.
     pub fn start_provisioned(net: &Net, plane: Plane, prov_toml: &str, set: &Settings) -> Sbc {
+        let mut sbc = Sbc::spawn_provisioned(net, plane, prov_toml, set);
+        sbc.wait_ready(0);
+        sbc
+    }
+
+    /// [`Sbc::start_with`] without waiting for "sipd ready": for a test that expects sipd to
+    /// refuse to start ([`Sbc::wait_exit`]).
+    pub fn spawn_with(net: &Net, plane: Plane, prov: &Prov, set: &Settings) -> Sbc {
+        Sbc::spawn_provisioned(net, plane, &prov.toml(net), set)
+    }
+
+    /// Waits (polling, up to `limit`) for sipd to exit; its status, or None if it still runs.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let end = Instant::now() + limit;
+        loop {
+            if let Some(st) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                self.child = None;
+                return Some(st);
+            }
+            if Instant::now() >= end {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn spawn_provisioned(net: &Net, plane: Plane, prov_toml: &str, set: &Settings) -> Sbc {
         let media_timeout_secs = set.media_timeout_secs;
         let instance = format!("sbct{}s{}", std::process::id(), net.topo.id());
         let dir = std::env::temp_dir().join(format!("{instance}-sipd"));
@@ -372,7 +454,37 @@ impl Sbc {
         std::fs::write(&config, toml).expect("write sbc.toml");
         let prov_file = dir.join("prov.toml");
         std::fs::write(&prov_file, prov_toml).expect("write prov.toml");
-        let out = std::process::Command::new(sipd_bin())
+        if let Some(r) = &set.run_as {
+            for f in [&dir, &config, &prov_file] {
+                r.own(f);
+            }
+            let pins = PathBuf::from("/sys/fs/bpf").join(&instance);
+            let _ = std::fs::remove_dir_all(&pins);
+            std::fs::create_dir(&pins).expect("pin directory");
+            std::fs::set_permissions(&pins, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+                .expect("chmod pins");
+            r.own(&pins);
+            if r.root_owned_pin {
+                let pin = pins.join(relay_common::maps::SERVICES);
+                let st = std::process::Command::new("bpftool")
+                    .args(["map", "create"])
+                    .arg(&pin)
+                    .args(["type", "hash", "key", "4", "value", "4", "entries", "1"])
+                    .args(["name", "left_by_root"])
+                    .status()
+                    .expect("run bpftool");
+                assert!(st.success(), "bpftool map create {}", pin.display());
+            }
+        }
+        let mut import = match &set.run_as {
+            Some(r) => {
+                let mut c = r.setpriv(std::process::Command::new("setpriv"), false);
+                c.arg(sipd_bin());
+                c
+            }
+            None => std::process::Command::new(sipd_bin()),
+        };
+        let out = import
             .arg("-c")
             .arg(&config)
             .arg("import")
@@ -398,8 +510,9 @@ impl Sbc {
             addr,
             relay_ns: net.topo.relay.name().to_string(),
             admin_totp,
+            run_as: set.run_as.clone(),
         };
-        sbc.spawn(net, set.nofile);
+        sbc.launch(net, set.nofile);
         sbc
     }
 
@@ -407,24 +520,31 @@ impl Sbc {
     /// [`Sbc::stop`]): what an operator's restart does. Its log is appended to the first's.
     pub fn restart(&mut self, net: &Net) {
         self.stop();
-        self.spawn(net, None);
+        let start = self.launch(net, None);
+        self.wait_ready(start);
     }
 
-    /// `sipd run` in the relay namespace, logging to `self.log`; waits for "sipd ready".
-    fn spawn(&mut self, net: &Net, nofile: Option<u64>) {
+    /// `sipd run` in the relay namespace (as [`Sbc::run_as`] when set), its output appended to
+    /// `self.log`; returns where in the log this run's output starts.
+    fn launch(&mut self, net: &Net, nofile: Option<u64>) -> usize {
         let logf = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log)
             .expect("log file");
         let start = self.log_text().len();
-        let mut cmd = match nofile {
-            Some(n) => {
+        let mut cmd = match (&self.run_as, nofile) {
+            (Some(r), _) => {
+                let mut c = r.setpriv(net.topo.relay.command("setpriv"), true);
+                c.arg(sipd_bin());
+                c
+            }
+            (None, Some(n)) => {
                 let mut c = net.topo.relay.command("prlimit");
                 c.arg(format!("--nofile={n}:{n}")).arg("--").arg(sipd_bin());
                 c
             }
-            None => net.topo.relay.command(sipd_bin()),
+            (None, None) => net.topo.relay.command(sipd_bin()),
         };
         cmd.arg("-c")
             .arg(&self.config)
@@ -435,6 +555,12 @@ impl Sbc {
             .stdout(logf.try_clone().expect("log"))
             .stderr(logf);
         self.child = Some(NsChild::spawn(&mut cmd).expect("spawn sipd run"));
+        start
+    }
+
+    /// Waits for "sipd ready" in the log after `start`; panics with the log if sipd exits
+    /// first or is not ready in 20 s.
+    fn wait_ready(&mut self, start: usize) {
         let end = Instant::now() + Duration::from_secs(20);
         while !self
             .log_text()
@@ -542,10 +668,22 @@ impl Sbc {
             .collect()
     }
 
+    /// `sipd`, as the store's owner ([`Sbc::run_as`], with no capability) when set.
+    fn store_command(&self) -> std::process::Command {
+        match &self.run_as {
+            Some(r) => {
+                let mut c = r.setpriv(std::process::Command::new("setpriv"), false);
+                c.arg(sipd_bin());
+                c
+            }
+            None => std::process::Command::new(sipd_bin()),
+        }
+    }
+
     /// `sipd <args>` against this instance's configuration (sipd stopped, for commands that
     /// open the store: it has one writer).
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
-        std::process::Command::new(sipd_bin())
+        self.store_command()
             .arg("-c")
             .arg(&self.config)
             .args(args)
@@ -555,7 +693,8 @@ impl Sbc {
 
     /// `sipd <args>` against this instance's store, whose output is a JSON array.
     pub fn json_list(&self, args: &[&str]) -> Vec<Value> {
-        let out = std::process::Command::new(sipd_bin())
+        let out = self
+            .store_command()
             .arg("-c")
             .arg(&self.config)
             .args(args)
