@@ -1,5 +1,5 @@
 //! A blocking HTTPS client for the management API (ureq, rustls with the ring provider), and
-//! the errors it reports with their exit codes. Shared by `sbcctl` and, later, `sbc-tui`.
+//! the errors it reports with their exit codes. Shared by `sbcctl` and `sbc-tui`.
 
 use std::fmt;
 use std::path::Path;
@@ -311,6 +311,45 @@ impl Client {
 
     pub fn get(&self, path: &str) -> Result<Value, Error> {
         self.json(Method::Get, path, &[], None)
+    }
+
+    /// Opens a long-lived `GET` (server-sent events, `Accept: text/event-stream`): the
+    /// client's overall timeout does not apply, only the connect and first-reply ones, so
+    /// the body can be read for as long as the server sends.
+    pub fn open_stream(&self, path: &str) -> Result<impl std::io::Read + Send + use<>, Error> {
+        let url = format!("{}{}", self.base, path);
+        let mut b = ureq::http::Request::builder()
+            .method("GET")
+            .uri(&url)
+            .header("Accept", "text/event-stream");
+        if let Some(t) = &self.token {
+            b = b.header("Authorization", format!("Bearer {t}"));
+        }
+        let req = b
+            .body(())
+            .map_err(|e| Error::Usage(format!("bad request {url}: {e}")))?;
+        let req = self
+            .agent
+            .configure_request(req)
+            .timeout_global(None)
+            .timeout_connect(Some(Duration::from_secs(5)))
+            .timeout_recv_response(Some(Duration::from_secs(10)))
+            .build();
+        let mut res = self
+            .agent
+            .run(req)
+            .map_err(|e| transport_error(&self.base, e))?;
+        let status = res.status().as_u16();
+        if !(200..300).contains(&status) {
+            let body = res
+                .body_mut()
+                .with_config()
+                .limit(1 << 16)
+                .read_to_vec()
+                .unwrap_or_default();
+            return Err(Error::Api(api_error(status, &body, None)));
+        }
+        Ok(res.into_body().into_reader())
     }
 }
 

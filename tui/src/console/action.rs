@@ -1,0 +1,175 @@
+//! What components ask the app to do ([`Action`]), what the app asks the daemon
+//! ([`Request`]), and what comes back ([`Update`]).
+
+use super::model::{Alert, AuditEntry, Ban, Call, CallMessages, LoginOk, Status, StreamEvent};
+
+/// The screens, in the order of their number keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ScreenId {
+    /// Mode, capacity, rates, drops, alerts, CDR writer.
+    Dashboard,
+    /// Live calls and their ladders.
+    Calls,
+    /// Bans.
+    Bans,
+    /// The audit log.
+    Audit,
+    /// Alerts.
+    Alerts,
+}
+
+impl ScreenId {
+    /// Every screen, in tab order (`1`..).
+    pub const ALL: [ScreenId; 5] = [
+        ScreenId::Dashboard,
+        ScreenId::Calls,
+        ScreenId::Bans,
+        ScreenId::Audit,
+        ScreenId::Alerts,
+    ];
+
+    /// The tab's title.
+    pub fn title(self) -> &'static str {
+        match self {
+            ScreenId::Dashboard => "Dashboard",
+            ScreenId::Calls => "Calls",
+            ScreenId::Bans => "Bans",
+            ScreenId::Audit => "Audit",
+            ScreenId::Alerts => "Alerts",
+        }
+    }
+}
+
+/// A call to the management API, made by a [`super::source::DataSource`] off the UI thread.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// `POST /api/login`.
+    Login {
+        /// Staff username.
+        username: String,
+        /// Password.
+        password: String,
+        /// The current TOTP code, if the account has one.
+        totp: Option<String>,
+    },
+    /// `GET /api/status`.
+    Status,
+    /// `GET /api/calls`.
+    Calls,
+    /// `GET /api/calls/{id}/messages`.
+    Messages(u64),
+    /// `DELETE /api/calls/{id}`.
+    Hangup(u64),
+    /// `GET /api/bans`.
+    Bans,
+    /// `POST /api/bans`.
+    Ban {
+        /// Address or prefix.
+        addr: String,
+        /// `None`: permanent.
+        duration_secs: Option<u64>,
+        /// The operator's note.
+        reason: Option<String>,
+    },
+    /// `DELETE /api/bans/{prefix}`.
+    Unban(String),
+    /// `GET /api/alerts`.
+    Alerts,
+    /// `GET /api/audit?after=`.
+    Audit {
+        /// Only entries after this id.
+        after: u64,
+    },
+}
+
+/// A successful reply, typed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    /// Logged in.
+    LoggedIn(LoginOk),
+    /// Status.
+    Status(Status),
+    /// Live calls.
+    Calls(Vec<Call>),
+    /// One call's SIP messages.
+    Messages(CallMessages),
+    /// Bans.
+    Bans(Vec<Ban>),
+    /// Alerts.
+    Alerts(Vec<Alert>),
+    /// Audit entries.
+    Audit(Vec<AuditEntry>),
+    /// A change that returns nothing the console needs (hang-up, unban, ban).
+    Done,
+}
+
+/// Why a request failed, as the console shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The HTTP status, when the API answered.
+    pub status: Option<u16>,
+    /// One line for the user.
+    pub message: String,
+}
+
+impl Failure {
+    /// The session is gone or was never there: back to the login screen.
+    pub fn needs_login(&self) -> bool {
+        self.status == Some(401)
+    }
+
+    /// The role does not allow it.
+    pub fn forbidden(&self) -> bool {
+        self.status == Some(403)
+    }
+}
+
+/// The state of the link to the daemon.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Link {
+    /// Not tried yet (no session).
+    Idle,
+    /// The event stream is open.
+    Connected,
+    /// The event stream is down; it is retried by itself.
+    Disconnected(String),
+}
+
+/// What a data source hands back to the UI thread.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Update {
+    /// The answer to a request.
+    Reply(Request, Result<Reply, Failure>),
+    /// One event of the stream.
+    Event(StreamEvent),
+    /// The stream's state changed.
+    Link(Link),
+}
+
+/// What a component asks the app to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Leave the console.
+    Quit,
+    /// Show a screen.
+    Show(ScreenId),
+    /// The next or previous screen.
+    Cycle(bool),
+    /// Show or hide the help.
+    ToggleHelp,
+    /// Freeze or thaw the live view.
+    TogglePause,
+    /// Ask the daemon.
+    Send(Request),
+    /// Ask the user first; `Send` the request on yes.
+    Confirm {
+        /// The question, `y` to confirm.
+        prompt: String,
+        /// What happens on yes.
+        request: Request,
+    },
+    /// Acknowledge an alert (by code) in this console.
+    Ack(String),
+    /// A line in the status bar.
+    Notice(String),
+}

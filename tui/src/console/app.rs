@@ -1,0 +1,476 @@
+//! The app: routes keys to the screen in front (through the key map), turns actions into
+//! requests, applies what the data source hands back, and draws the frame around the screen
+//! (tabs and link state on top, notices and the key bar below, help and confirmations over).
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::Paragraph;
+
+use super::action::{Action, Link, Reply, Request, ScreenId, Update};
+use super::clock::Clock;
+use super::data::Data;
+use super::keymap::{self, Command, Key, Scope};
+use super::screens::Screen;
+use super::screens::alerts::Alerts;
+use super::screens::audit::Audit;
+use super::screens::bans::Bans;
+use super::screens::calls::Calls;
+use super::screens::dashboard::Dashboard;
+use super::screens::login::Login;
+use super::source::DataSource;
+use super::ui;
+
+/// How often the status (coverage, CDR writer) is asked for again.
+const STATUS_EVERY_MS: u64 = 5_000;
+/// How often the screen in front is reloaded in full (the stream keeps it current between).
+const RELOAD_EVERY_MS: u64 = 15_000;
+/// Smallest area the frame is drawn in; below it a one-line note says "too small".
+const MIN_W: u16 = 30;
+const MIN_H: u16 = 8;
+
+/// The console.
+pub struct App<S: DataSource, C: Clock> {
+    source: S,
+    clock: C,
+    /// What is known of the daemon.
+    pub data: Data,
+    /// The screen in front.
+    pub screen: ScreenId,
+    dashboard: Dashboard,
+    /// The calls screen (public for tests).
+    pub calls: Calls,
+    bans: Bans,
+    audit: Audit,
+    alerts: Alerts,
+    /// The login form, while not logged in.
+    pub login: Option<Login>,
+    /// The help is shown.
+    pub help: bool,
+    /// The live view is frozen; updates wait in `held`.
+    pub paused: bool,
+    held: Vec<Update>,
+    /// A question waiting for `y`.
+    pub confirm: Option<(String, Request)>,
+    /// The last notice (result of an action, an error).
+    pub notice: Option<String>,
+    quit: bool,
+    last_status_ms: u64,
+    last_reload_ms: u64,
+}
+
+impl<S: DataSource, C: Clock> App<S, C> {
+    /// A console for `url`; `logged_in` when a saved session is used (a 401 brings the
+    /// login form back), else the login form shows first.
+    pub fn new(source: S, clock: C, url: &str, logged_in: bool, username: Option<&str>) -> Self {
+        let mut app = App {
+            source,
+            clock,
+            data: Data::default(),
+            screen: ScreenId::Dashboard,
+            dashboard: Dashboard,
+            calls: Calls::default(),
+            bans: Bans::default(),
+            audit: Audit::default(),
+            alerts: Alerts::default(),
+            login: (!logged_in).then(|| Login::new(url, username)),
+            help: false,
+            paused: false,
+            held: Vec::new(),
+            confirm: None,
+            notice: None,
+            quit: false,
+            last_status_ms: 0,
+            last_reload_ms: 0,
+        };
+        if logged_in {
+            app.reload_all();
+        }
+        app
+    }
+
+    /// The data source (tests read what was sent).
+    pub fn source(&mut self) -> &mut S {
+        &mut self.source
+    }
+
+    /// Whether `q` was pressed.
+    pub fn should_quit(&self) -> bool {
+        self.quit
+    }
+
+    fn screen_mut(&mut self) -> (&mut dyn Screen, &Data) {
+        let s: &mut dyn Screen = match self.screen {
+            ScreenId::Dashboard => &mut self.dashboard,
+            ScreenId::Calls => &mut self.calls,
+            ScreenId::Bans => &mut self.bans,
+            ScreenId::Audit => &mut self.audit,
+            ScreenId::Alerts => &mut self.alerts,
+        };
+        (s, &self.data)
+    }
+
+    fn reload_all(&mut self) {
+        let now = self.clock.now_ms();
+        self.last_status_ms = now;
+        self.last_reload_ms = now;
+        let mut reqs = vec![Request::Status, Request::Alerts];
+        let (s, d) = self.screen_mut();
+        reqs.extend(s.refresh(d));
+        reqs.dedup();
+        for r in reqs {
+            self.source.send(r);
+        }
+    }
+
+    fn show(&mut self, id: ScreenId) {
+        if self.screen != id {
+            self.screen = id;
+            let (s, d) = self.screen_mut();
+            for r in s.refresh(d) {
+                self.source.send(r);
+            }
+        }
+    }
+
+    /// One key from the terminal.
+    pub fn handle_key(&mut self, ev: KeyEvent) {
+        if ev.modifiers.contains(KeyModifiers::CONTROL) && ev.code == KeyCode::Char('c') {
+            self.quit = true;
+            return;
+        }
+        if let Some(login) = self.login.as_mut() {
+            let a = login.input(ev);
+            if let Some(a) = a {
+                self.act(a);
+            }
+            return;
+        }
+        if let Some((_, req)) = self.confirm.take() {
+            match ev.code {
+                KeyCode::Char('y') | KeyCode::Char('Y') => self.act(Action::Send(req)),
+                _ => self.notice = Some("cancelled".into()),
+            }
+            return;
+        }
+        if self.help {
+            self.help = false;
+            return;
+        }
+        let (s, d) = self.screen_mut();
+        if s.editing() {
+            if let Some(a) = s.input(ev, d) {
+                self.act(a);
+            }
+            return;
+        }
+        let Some(key) = Key::from_event(ev) else {
+            return;
+        };
+        let mut scopes = s.scopes();
+        scopes.push(Scope::Global);
+        let Some(cmd) = keymap::lookup(&scopes, key) else {
+            return;
+        };
+        let a = match cmd {
+            Command::Quit => Some(Action::Quit),
+            Command::Help => Some(Action::ToggleHelp),
+            Command::Pause => Some(Action::TogglePause),
+            Command::NextScreen => Some(Action::Cycle(true)),
+            Command::PrevScreen => Some(Action::Cycle(false)),
+            Command::Screen(n) => ScreenId::ALL
+                .get(usize::from(n) - 1)
+                .copied()
+                .map(Action::Show),
+            Command::Refresh => {
+                self.reload_all();
+                None
+            }
+            other => s.command(other, d),
+        };
+        if let Some(a) = a {
+            self.act(a);
+        }
+    }
+
+    /// Carries out an action.
+    pub fn act(&mut self, a: Action) {
+        match a {
+            Action::Quit => self.quit = true,
+            Action::Show(id) => self.show(id),
+            Action::Cycle(fwd) => {
+                let n = ScreenId::ALL.len();
+                let i = ScreenId::ALL
+                    .iter()
+                    .position(|s| *s == self.screen)
+                    .unwrap_or(0);
+                let next = if fwd { (i + 1) % n } else { (i + n - 1) % n };
+                self.show(ScreenId::ALL[next]);
+            }
+            Action::ToggleHelp => self.help = !self.help,
+            Action::TogglePause => {
+                self.paused = !self.paused;
+                if !self.paused {
+                    for u in std::mem::take(&mut self.held) {
+                        self.apply(u);
+                    }
+                }
+            }
+            Action::Send(r) => self.source.send(r),
+            Action::Confirm { prompt, request } => self.confirm = Some((prompt, request)),
+            Action::Ack(code) => {
+                self.notice = Some(format!("alert {code} acknowledged in this console"));
+                self.data.acked.insert(code);
+            }
+            Action::Notice(n) => self.notice = Some(n),
+        }
+    }
+
+    /// Takes what the source has, and asks again for what is due. Call it often (the
+    /// binary calls it between key polls).
+    pub fn tick(&mut self) {
+        for u in self.source.poll() {
+            let live = matches!(u, Update::Event(_));
+            if self.paused && live {
+                self.held.push(u);
+            } else {
+                self.apply(u);
+            }
+        }
+        if self.login.is_some() || self.paused {
+            return;
+        }
+        let now = self.clock.now_ms();
+        if now.saturating_sub(self.last_reload_ms) >= RELOAD_EVERY_MS {
+            self.reload_all();
+        } else if now.saturating_sub(self.last_status_ms) >= STATUS_EVERY_MS {
+            self.last_status_ms = now;
+            self.source.send(Request::Status);
+        }
+    }
+
+    fn apply(&mut self, u: Update) {
+        match u {
+            Update::Event(ev) => self.data.apply(ev),
+            Update::Link(l) => {
+                if l == Link::Connected && matches!(self.data.link, Some(Link::Disconnected(_))) {
+                    // Back after a restart: what happened meanwhile came without events.
+                    self.data.link = Some(l);
+                    self.reload_all();
+                    return;
+                }
+                self.data.link = Some(l);
+            }
+            Update::Reply(req, Err(f)) => {
+                if f.needs_login() {
+                    let login = self.login.get_or_insert_with(|| Login::new("", None));
+                    if matches!(req, Request::Login { .. }) {
+                        login.failed(f.message);
+                    } else {
+                        login.error = Some("the session ended; log in again".into());
+                    }
+                    return;
+                }
+                let msg = if f.forbidden() {
+                    format!("not allowed for your role: {}", f.message)
+                } else {
+                    f.message
+                };
+                let d = &mut self.data;
+                match req {
+                    Request::Login { .. } => {
+                        if let Some(l) = self.login.as_mut() {
+                            l.failed(msg);
+                        }
+                    }
+                    Request::Status => d.status.error = Some(msg),
+                    Request::Calls => d.calls.error = Some(msg),
+                    Request::Messages(_) => d.messages.error = Some(msg),
+                    Request::Bans => d.bans.error = Some(msg),
+                    Request::Alerts => d.alerts.error = Some(msg),
+                    Request::Audit { .. } => d.audit.error = Some(msg),
+                    Request::Hangup(id) => {
+                        self.notice = Some(format!("hang-up of #{id} failed: {msg}"))
+                    }
+                    Request::Ban { addr, .. } => {
+                        self.notice = Some(format!("ban of {addr} failed: {msg}"))
+                    }
+                    Request::Unban(p) => self.notice = Some(format!("unban of {p} failed: {msg}")),
+                }
+            }
+            Update::Reply(req, Ok(r)) => self.reply(req, r),
+        }
+    }
+
+    fn reply(&mut self, req: Request, r: Reply) {
+        let d = &mut self.data;
+        match r {
+            Reply::LoggedIn(ok) => {
+                if ok.setup_only {
+                    if let Some(l) = self.login.as_mut() {
+                        l.failed("this account must first enrol TOTP or change its password: use `sbcctl login`".into());
+                    }
+                    return;
+                }
+                d.role = Some(ok.role);
+                self.login = None;
+                self.reload_all();
+            }
+            Reply::Status(s) => d.status.set(Some(s)),
+            Reply::Calls(c) => d.calls.set(c),
+            Reply::Messages(m) => d.messages.set(Some(m)),
+            Reply::Bans(b) => d.bans.set(b),
+            Reply::Alerts(a) => d.alerts.set(a),
+            Reply::Audit(entries) => {
+                let last = d.last_audit_id();
+                d.audit
+                    .value
+                    .extend(entries.into_iter().filter(|e| e.id > last));
+                d.audit.loaded = true;
+                d.audit.error = None;
+            }
+            Reply::Done => {
+                let (notice, again) = match req {
+                    Request::Hangup(id) => (format!("call #{id} hung up"), Request::Calls),
+                    Request::Ban { addr, .. } => (format!("{addr} banned"), Request::Bans),
+                    Request::Unban(p) => (format!("{p} unbanned"), Request::Bans),
+                    _ => return,
+                };
+                self.notice = Some(notice);
+                self.source.send(again);
+            }
+        }
+    }
+
+    /// Draws the whole frame.
+    pub fn draw(&mut self, f: &mut Frame) {
+        let area = f.area();
+        if area.width < MIN_W || area.height < MIN_H {
+            f.render_widget(
+                Paragraph::new(vec![
+                    Line::styled("sbc-tui", ui::strong()),
+                    Line::raw(format!("{}x{}: too small", area.width, area.height)),
+                ]),
+                area,
+            );
+            return;
+        }
+        let [top, body, note, bar] = Layout::vertical([
+            Constraint::Length(1),
+            Constraint::Min(0),
+            Constraint::Length(1),
+            Constraint::Length(1),
+        ])
+        .areas(area);
+        f.render_widget(Paragraph::new(self.tabs_line(top.width)), top);
+        let now = self.clock.now_ms();
+        if let Some(login) = &self.login {
+            login.draw(f, body);
+            f.render_widget(
+                Paragraph::new(ui::key_bar(&[
+                    ("Tab".into(), "next field"),
+                    ("Enter".into(), "log in"),
+                    ("Esc".into(), "quit"),
+                ])),
+                bar,
+            );
+            return;
+        }
+        let scopes = {
+            let (s, d) = self.screen_mut();
+            s.draw(f, body, d, now);
+            let mut sc = s.scopes();
+            sc.push(Scope::Global);
+            sc
+        };
+        f.render_widget(Paragraph::new(self.note_line()), note);
+        f.render_widget(Paragraph::new(ui::key_bar(&keymap::bar(&scopes))), bar);
+        if self.help {
+            draw_help(f, body, &scopes);
+        }
+        if let Some((prompt, _)) = &self.confirm {
+            ui::popup(
+                f,
+                body,
+                "Confirm",
+                vec![
+                    Line::styled(prompt.clone(), ui::strong()),
+                    Line::raw("y: yes · any other key: no"),
+                ],
+            );
+        }
+    }
+
+    fn tabs_line(&self, width: u16) -> Line<'static> {
+        let mut spans = vec![Span::styled(" sbc-tui ", ui::strong())];
+        if self.login.is_none() {
+            for (i, s) in ScreenId::ALL.iter().enumerate() {
+                let style = if *s == self.screen {
+                    ui::selected()
+                } else {
+                    ui::Style::default()
+                };
+                spans.push(Span::styled(format!(" {} {} ", i + 1, s.title()), style));
+            }
+        }
+        let state = match (&self.data.link, self.paused) {
+            (_, true) => Span::styled(" PAUSED (p) ", ui::selected()),
+            (Some(Link::Connected), _) => Span::styled(" ● live ", ui::strong()),
+            (Some(Link::Disconnected(_)), _) => Span::styled(
+                " ○ DISCONNECTED ",
+                ui::bad().add_modifier(ui::Modifier::REVERSED),
+            ),
+            (Some(Link::Idle) | None, _) => Span::styled(" ○ connecting ", ui::dim()),
+        };
+        let used: usize = spans.iter().map(Span::width).sum();
+        let pad = (width as usize).saturating_sub(used + state.width());
+        spans.push(Span::raw(" ".repeat(pad)));
+        spans.push(state);
+        Line::from(spans)
+    }
+
+    fn note_line(&self) -> Line<'static> {
+        if let Some(Link::Disconnected(why)) = &self.data.link {
+            return Line::from(vec![
+                Span::styled("disconnected: ", ui::bad()),
+                Span::raw(format!("{why}; showing the last data")),
+            ]);
+        }
+        match (&self.notice, self.data.ended.back()) {
+            (Some(n), _) => Line::raw(n.clone()),
+            (None, Some(e)) => Line::styled(
+                format!(
+                    "call #{} ended: {} (hung up by {})",
+                    e.id, e.cause, e.hung_up_by
+                ),
+                ui::dim(),
+            ),
+            (None, None) => Line::raw(""),
+        }
+    }
+}
+
+fn draw_help(f: &mut Frame, area: Rect, scopes: &[Scope]) {
+    let lines: Vec<Line<'static>> = keymap::help(scopes)
+        .into_iter()
+        .map(|(head, keys, text)| match head {
+            Some(h) => Line::styled(h, ui::strong()),
+            None => Line::from(vec![
+                Span::styled(format!("  {keys:<14}"), ui::strong()),
+                Span::raw(text),
+            ]),
+        })
+        .collect();
+    let h = (lines.len() as u16 + 2).min(area.height);
+    let r = ui::centered(area, 78, h);
+    f.render_widget(ratatui::widgets::Clear, r);
+    f.render_widget(
+        Paragraph::new(lines).block(
+            ratatui::widgets::Block::default()
+                .borders(ratatui::widgets::Borders::ALL)
+                .title(" Keys (any key closes) "),
+        ),
+        r,
+    );
+}

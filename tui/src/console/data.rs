@@ -1,0 +1,118 @@
+//! What the console knows of the daemon, kept by the app and read by every screen.
+
+use std::collections::{BTreeSet, VecDeque};
+
+use super::action::Link;
+use super::model::{
+    Alert, AuditEntry, Ban, Call, CallEnded, CallMessages, Counters, Status, StreamEvent,
+};
+
+/// How many `counters` samples are kept: ten minutes at one a second.
+pub const HISTORY: usize = 600;
+/// How many audit entries are kept.
+pub const AUDIT_KEEP: usize = 5_000;
+
+/// A list or record as last loaded, with the error of the last try.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Loaded<T> {
+    /// The value (kept when a later refresh fails, so the screen stays readable).
+    pub value: T,
+    /// Whether any reply has arrived.
+    pub loaded: bool,
+    /// The last failure, cleared by the next success.
+    pub error: Option<String>,
+}
+
+impl<T> Loaded<T> {
+    /// A successful reply.
+    pub fn set(&mut self, v: T) {
+        self.value = v;
+        self.loaded = true;
+        self.error = None;
+    }
+}
+
+/// Everything the screens draw from.
+#[derive(Debug, Clone, Default)]
+pub struct Data {
+    /// The link to the daemon.
+    pub link: Option<Link>,
+    /// `GET /api/status`.
+    pub status: Loaded<Option<Status>>,
+    /// `counters` events, oldest first.
+    pub counters: VecDeque<Counters>,
+    /// Live calls.
+    pub calls: Loaded<Vec<Call>>,
+    /// Calls that ended lately, newest last (for the notice line).
+    pub ended: VecDeque<CallEnded>,
+    /// The ladder's messages, for the call it was asked for.
+    pub messages: Loaded<Option<CallMessages>>,
+    /// Bans.
+    pub bans: Loaded<Vec<Ban>>,
+    /// Open alerts.
+    pub alerts: Loaded<Vec<Alert>>,
+    /// Alerts acknowledged in this console (by code).
+    pub acked: BTreeSet<String>,
+    /// The audit log, oldest first.
+    pub audit: Loaded<Vec<AuditEntry>>,
+    /// Events the server dropped for us since start.
+    pub lagged: u64,
+    /// The role of the logged-in user.
+    pub role: Option<String>,
+}
+
+impl Data {
+    /// The latest counters.
+    pub fn last_counters(&self) -> Option<&Counters> {
+        self.counters.back()
+    }
+
+    /// Applies one stream event.
+    pub fn apply(&mut self, ev: StreamEvent) {
+        match ev {
+            StreamEvent::Counters(c) => {
+                if self.counters.len() == HISTORY {
+                    self.counters.pop_front();
+                }
+                self.counters.push_back(c);
+            }
+            StreamEvent::CallStarted(c) => {
+                self.calls.value.retain(|k| k.id != c.id);
+                self.calls.value.push(c);
+            }
+            StreamEvent::CallEnded(e) => {
+                self.calls.value.retain(|k| k.id != e.id);
+                if self.ended.len() == 50 {
+                    self.ended.pop_front();
+                }
+                self.ended.push_back(e);
+            }
+            StreamEvent::BanAdded(b) => {
+                self.bans.value.retain(|k| k.prefix != b.prefix);
+                self.bans.value.push(b);
+            }
+            StreamEvent::BanRemoved(p) => self.bans.value.retain(|k| k.prefix != p),
+            StreamEvent::AlertRaised(a) => {
+                self.alerts.value.retain(|k| k.code != a.code);
+                self.alerts.value.push(a);
+            }
+            StreamEvent::AlertCleared(code) => {
+                self.alerts.value.retain(|k| k.code != code);
+                self.acked.remove(&code);
+            }
+            StreamEvent::Audit(e) => {
+                if self.audit.value.last().is_none_or(|l| l.id < e.id) {
+                    self.audit.value.push(e);
+                    let over = self.audit.value.len().saturating_sub(AUDIT_KEEP);
+                    self.audit.value.drain(..over);
+                }
+            }
+            StreamEvent::Lagged(n) => self.lagged += n,
+        }
+    }
+
+    /// The newest audit id known (to ask only for later ones).
+    pub fn last_audit_id(&self) -> u64 {
+        self.audit.value.last().map_or(0, |e| e.id)
+    }
+}
