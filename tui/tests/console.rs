@@ -278,6 +278,10 @@ fn full(req: &Request) -> Result<Reply, Failure> {
             role: "operator".into(),
             setup_only: false,
         }),
+        Request::Me => Reply::Me(Me {
+            username: "alice".into(),
+            role: "admin".into(),
+        }),
         Request::Status => Reply::Status(status()),
         Request::Calls => Reply::Calls(calls()),
         Request::Messages(101) => Reply::Messages(messages()),
@@ -573,6 +577,27 @@ fn keys_through_the_app() {
     assert!(!a.help);
     keys(&mut a, "q");
     assert!(a.should_quit());
+}
+
+#[test]
+fn a_read_only_user_sees_greyed_keys_and_cannot_hang_up() {
+    let mut src = FakeSource::new(|r| match r {
+        Request::Me => Ok(Reply::Me(Me {
+            username: "ro".into(),
+            role: "read-only".into(),
+        })),
+        other => full(other),
+    });
+    src.push(Update::Link(Link::Connected));
+    let mut a = App::new(src, FixedClock::new(NOW), "https://h", true, None);
+    a.tick();
+    keys(&mut a, "2K");
+    assert!(a.confirm.is_none());
+    assert_eq!(
+        a.notice.as_deref(),
+        Some("hang up: not allowed for your role (read-only)")
+    );
+    shots!("calls_read_only", a);
 }
 
 #[test]

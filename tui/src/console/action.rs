@@ -1,7 +1,7 @@
 //! What components ask the app to do ([`Action`]), what the app asks the daemon
 //! ([`Request`]), and what comes back ([`Update`]).
 
-use super::model::{Alert, AuditEntry, Ban, Call, CallMessages, LoginOk, Status, StreamEvent};
+use super::model::{Alert, AuditEntry, Ban, Call, CallMessages, LoginOk, Me, Status, StreamEvent};
 
 /// The screens, in the order of their number keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -52,6 +52,8 @@ pub enum Request {
         /// The current TOTP code, if the account has one.
         totp: Option<String>,
     },
+    /// `GET /api/me` (the role).
+    Me,
     /// `GET /api/status`.
     Status,
     /// `GET /api/calls`.
@@ -87,6 +89,8 @@ pub enum Request {
 pub enum Reply {
     /// Logged in.
     LoggedIn(LoginOk),
+    /// Who is logged in.
+    Me(Me),
     /// Status.
     Status(Status),
     /// Live calls.

@@ -116,6 +116,9 @@ impl<S: DataSource, C: Clock> App<S, C> {
         self.last_status_ms = now;
         self.last_reload_ms = now;
         let mut reqs = vec![Request::Status, Request::Alerts];
+        if self.data.role.is_none() {
+            reqs.insert(0, Request::Me);
+        }
         let (s, d) = self.screen_mut();
         reqs.extend(s.refresh(d));
         reqs.dedup();
@@ -132,6 +135,11 @@ impl<S: DataSource, C: Clock> App<S, C> {
                 self.source.send(r);
             }
         }
+    }
+
+    /// Whether the user's role allows a key: a read-only user changes nothing on the daemon.
+    pub fn may(&self, b: &keymap::Binding) -> bool {
+        !(b.destructive && self.data.role.as_deref() == Some("read-only"))
     }
 
     /// One key from the terminal.
@@ -170,9 +178,19 @@ impl<S: DataSource, C: Clock> App<S, C> {
         };
         let mut scopes = s.scopes();
         scopes.push(Scope::Global);
-        let Some(cmd) = keymap::lookup(&scopes, key) else {
+        let Some(binding) = keymap::find(&scopes, key) else {
             return;
         };
+        if !self.may(binding) {
+            self.notice = Some(format!(
+                "{}: not allowed for your role ({})",
+                binding.short,
+                self.data.role.as_deref().unwrap_or("?")
+            ));
+            return;
+        }
+        let cmd = binding.command;
+        let (s, d) = self.screen_mut();
         let a = match cmd {
             Command::Quit => Some(Action::Quit),
             Command::Help => Some(Action::ToggleHelp),
@@ -285,6 +303,7 @@ impl<S: DataSource, C: Clock> App<S, C> {
                         }
                     }
                     Request::Status => d.status.error = Some(msg),
+                    Request::Me => self.notice = Some(format!("who am I: {msg}")),
                     Request::Calls => d.calls.error = Some(msg),
                     Request::Messages(_) => d.messages.error = Some(msg),
                     Request::Bans => d.bans.error = Some(msg),
@@ -317,6 +336,7 @@ impl<S: DataSource, C: Clock> App<S, C> {
                 self.login = None;
                 self.reload_all();
             }
+            Reply::Me(me) => d.role = Some(me.role),
             Reply::Status(s) => d.status.set(Some(s)),
             Reply::Calls(c) => d.calls.set(c),
             Reply::Messages(m) => d.messages.set(Some(m)),
@@ -369,9 +389,9 @@ impl<S: DataSource, C: Clock> App<S, C> {
             login.draw(f, body);
             f.render_widget(
                 Paragraph::new(ui::key_bar(&[
-                    ("Tab".into(), "next field"),
-                    ("Enter".into(), "log in"),
-                    ("Esc".into(), "quit"),
+                    ("Tab".into(), "next field", true),
+                    ("Enter".into(), "log in", true),
+                    ("Esc".into(), "quit", true),
                 ])),
                 bar,
             );
@@ -385,7 +405,11 @@ impl<S: DataSource, C: Clock> App<S, C> {
             sc
         };
         f.render_widget(Paragraph::new(self.note_line()), note);
-        f.render_widget(Paragraph::new(ui::key_bar(&keymap::bar(&scopes))), bar);
+        let keys: Vec<(String, &str, bool)> = keymap::bar(&scopes)
+            .into_iter()
+            .map(|b| (b.keys[0].label(), b.short, self.may(b)))
+            .collect();
+        f.render_widget(Paragraph::new(ui::key_bar(&keys)), bar);
         if self.help {
             draw_help(f, body, &scopes);
         }

@@ -477,22 +477,25 @@ pub const BINDINGS: &[Binding] = &[
     ),
 ];
 
-/// The command a key means in the given scopes (the first scope wins, then the next).
-pub fn lookup(scopes: &[Scope], key: Key) -> Option<Command> {
+/// The binding of a key in the given scopes (the first scope wins, then the next).
+pub fn find(scopes: &[Scope], key: Key) -> Option<&'static Binding> {
     scopes.iter().find_map(|s| {
         BINDINGS
             .iter()
             .find(|b| b.scope == *s && b.keys.contains(&key))
-            .map(|b| b.command)
     })
 }
 
-/// `(key, word)` pairs of the key bar for the given scopes, most specific first.
-pub fn bar(scopes: &[Scope]) -> Vec<(String, &'static str)> {
+/// The command a key means in the given scopes.
+pub fn lookup(scopes: &[Scope], key: Key) -> Option<Command> {
+    find(scopes, key).map(|b| b.command)
+}
+
+/// The key bar's bindings for the given scopes, most specific first.
+pub fn bar(scopes: &[Scope]) -> Vec<&'static Binding> {
     scopes
         .iter()
         .flat_map(|s| BINDINGS.iter().filter(move |b| b.scope == *s && b.bar))
-        .map(|b| (b.keys[0].label(), b.short))
         .collect()
 }
 

@@ -256,6 +256,16 @@ pub struct LoginOk {
     pub setup_only: bool,
 }
 
+/// `GET /api/me`, the parts the console uses.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct Me {
+    /// Staff username.
+    pub username: String,
+    /// `admin`, `operator` or `read-only`.
+    pub role: String,
+}
+
 /// One event of `/api/events`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StreamEvent {

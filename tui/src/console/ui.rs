@@ -92,12 +92,20 @@ pub fn centered(area: Rect, w: u16, h: u16) -> Rect {
     }
 }
 
-/// The key bar: each key in reverse video followed by its word.
-pub fn key_bar(keys: &[(String, &str)]) -> Line<'static> {
+/// The key bar: each key in reverse video followed by its word; a key the user's role
+/// may not use (`false`) is dimmed and struck through instead.
+pub fn key_bar(keys: &[(String, &str, bool)]) -> Line<'static> {
     let mut spans = Vec::new();
-    for (k, w) in keys {
-        spans.push(Span::styled(k.clone(), selected()));
-        spans.push(Span::raw(format!(" {w}  ")));
+    for (k, w, allowed) in keys {
+        if *allowed {
+            spans.push(Span::styled(k.clone(), selected()));
+            spans.push(Span::raw(format!(" {w}  ")));
+        } else {
+            let off = dim().add_modifier(Modifier::CROSSED_OUT);
+            spans.push(Span::styled(k.clone(), off));
+            spans.push(Span::styled(format!(" {w}"), off));
+            spans.push(Span::raw("  "));
+        }
     }
     Line::from(spans)
 }

@@ -141,6 +141,7 @@ fn perform(c: &Client, req: &Request) -> Result<Reply, Failure> {
                 .map_err(failure)?;
             Reply::LoggedIn(typed::<LoginOk>(v)?)
         }
+        Request::Me => Reply::Me(typed(get("/api/me")?)?),
         Request::Status => Reply::Status(typed(get("/api/status")?)?),
         Request::Calls => Reply::Calls(typed(get("/api/calls")?)?),
         Request::Messages(id) => {
