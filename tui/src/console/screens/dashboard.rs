@@ -151,12 +151,19 @@ fn drops_lines(data: &Data) -> Vec<Line<'static>> {
 }
 
 fn alert_lines(data: &Data) -> Vec<Line<'static>> {
-    let open: Vec<_> = data
+    let mut open: Vec<_> = data
         .alerts
         .value
         .iter()
         .filter(|a| !data.acked.contains(&a.code))
         .collect();
+    open.sort_by_key(|a| {
+        (
+            a.severity != "critical",
+            a.severity != "warning",
+            a.code.clone(),
+        )
+    });
     if open.is_empty() {
         return vec![super::empty_line(
             data.alerts.loaded,
