@@ -269,6 +269,176 @@ fn audit() -> Vec<AuditEntry> {
     ]
 }
 
+fn firewall() -> FirewallView {
+    FirewallView {
+        services: vec![
+            ServiceView {
+                service: "sip".into(),
+                port: 5060,
+                proto: "udp".into(),
+                restricted: false,
+                allow: vec![],
+            },
+            ServiceView {
+                service: "management".into(),
+                port: 8443,
+                proto: "tcp".into(),
+                restricted: true,
+                allow: vec!["10.0.0.0/8".into()],
+            },
+            ServiceView {
+                service: "ssh".into(),
+                port: 22,
+                proto: "tcp".into(),
+                restricted: true,
+                allow: vec!["10.0.0.0/8".into(), "0.0.0.0/0".into()],
+            },
+        ],
+        deny: vec![
+            DenyEntry {
+                cidr: "203.0.113.0/24".into(),
+                id: Some(3),
+                origin: "api".into(),
+            },
+            DenyEntry {
+                cidr: "198.18.0.0/15".into(),
+                id: None,
+                origin: "config".into(),
+            },
+        ],
+        allow_entries: vec![
+            AllowEntry {
+                service: "management".into(),
+                cidr: "10.0.0.0/8".into(),
+                origin: "config".into(),
+            },
+            AllowEntry {
+                service: "ssh".into(),
+                cidr: "10.0.0.0/8".into(),
+                origin: "config".into(),
+            },
+            AllowEntry {
+                service: "ssh".into(),
+                cidr: "0.0.0.0/0".into(),
+                origin: "api".into(),
+            },
+        ],
+    }
+}
+
+fn accounts() -> (Vec<Account>, Vec<Connection>) {
+    (
+        vec![
+            Account {
+                id: 1,
+                name: "acme".into(),
+                enabled: true,
+                tariff: Some("uk-retail".into()),
+                balance: "120.50".into(),
+                cps_limit: Some(10),
+                max_sessions: Some(100),
+            },
+            Account {
+                id: 2,
+                name: "globex".into(),
+                enabled: true,
+                tariff: None,
+                balance: "-3.20".into(),
+                cps_limit: None,
+                max_sessions: Some(3),
+            },
+            Account {
+                id: 3,
+                name: "initech".into(),
+                enabled: false,
+                tariff: Some("wholesale".into()),
+                balance: "0.00".into(),
+                cps_limit: Some(1),
+                max_sessions: None,
+            },
+        ],
+        vec![
+            Connection {
+                id: 7,
+                name: "vendor-a".into(),
+                enabled: true,
+                destination: "203.0.113.9:5060".into(),
+                max_channels: Some(30),
+                cps_limit: Some(5),
+            },
+            Connection {
+                id: 8,
+                name: "vendor-b".into(),
+                enabled: true,
+                destination: "198.51.100.200:5060".into(),
+                max_channels: None,
+                cps_limit: None,
+            },
+        ],
+    )
+}
+
+fn cdrs() -> Vec<Cdr> {
+    (1..=6u64)
+        .map(|i| Cdr {
+            id: 500 + i,
+            call_id: format!("c{i}"),
+            start_ms: NOW - (7 - i) * 300_000,
+            answer_ms: (i % 3 != 0).then_some(NOW - (7 - i) * 300_000 + 3000),
+            end_ms: NOW - (7 - i) * 300_000 + 90_000,
+            caller: format!("4420794600{i:02}"),
+            callee: format!("3314422{i:04}"),
+            source: Some(format!("198.51.100.{i}:5060")),
+            account_id: Some(1 + i % 2),
+            connection_id: Some(7),
+            result_code: if i % 3 == 0 { 486 } else { 200 },
+            reason: if i % 3 == 0 {
+                "busy".into()
+            } else {
+                "caller hung up".into()
+            },
+            duration_secs: if i % 3 == 0 { 0 } else { 87 },
+            cost: if i % 3 == 0 {
+                "0.00".into()
+            } else {
+                "0.03".into()
+            },
+        })
+        .collect()
+}
+
+fn staff() -> Vec<StaffMember> {
+    vec![
+        StaffMember {
+            id: 1,
+            username: "alice".into(),
+            role: "admin".into(),
+            enabled: true,
+            totp: "enrolled".into(),
+            allowed_hosts: vec!["10.0.0.0/8".into()],
+            must_change_password: false,
+        },
+        StaffMember {
+            id: 2,
+            username: "bob".into(),
+            role: "operator".into(),
+            enabled: true,
+            totp: "pending".into(),
+            allowed_hosts: vec![],
+            must_change_password: true,
+        },
+        StaffMember {
+            id: 3,
+            username: "carol".into(),
+            role: "read-only".into(),
+            enabled: false,
+            totp: "none".into(),
+            allowed_hosts: vec![],
+            must_change_password: false,
+        },
+    ]
+}
+
 /// Answers every request from the fixtures.
 fn full(req: &Request) -> Result<Reply, Failure> {
     Ok(match req {
@@ -292,7 +462,20 @@ fn full(req: &Request) -> Result<Reply, Failure> {
         Request::Bans => Reply::Bans(bans()),
         Request::Alerts => Reply::Alerts(alerts()),
         Request::Audit { .. } => Reply::Audit(audit()),
-        Request::Hangup(_) | Request::Ban { .. } | Request::Unban(_) => Reply::Done,
+        Request::Firewall => Reply::Firewall(firewall()),
+        Request::Accounts => {
+            let (a, c) = accounts();
+            Reply::Accounts(a, c)
+        }
+        Request::Cdrs => Reply::Cdrs(cdrs()),
+        Request::Staff => Reply::Staff(staff()),
+        Request::Hangup(_)
+        | Request::Ban { .. }
+        | Request::Unban(_)
+        | Request::AllowAdd { .. }
+        | Request::AllowRemove { .. }
+        | Request::DenyAdd(_)
+        | Request::DenyRemove(_) => Reply::Done,
     })
 }
 
@@ -308,6 +491,10 @@ fn empty(req: &Request) -> Result<Reply, Failure> {
         Request::Bans => Reply::Bans(vec![]),
         Request::Alerts => Reply::Alerts(vec![]),
         Request::Audit { .. } => Reply::Audit(vec![]),
+        Request::Firewall => Reply::Firewall(FirewallView::default()),
+        Request::Accounts => Reply::Accounts(vec![], vec![]),
+        Request::Cdrs => Reply::Cdrs(vec![]),
+        Request::Staff => Reply::Staff(vec![]),
         other => return full(other),
     })
 }
@@ -436,17 +623,77 @@ fn bans_screen() {
 
 #[test]
 fn audit_screen() {
-    shots!("audit", on(app(full, Link::Connected), '4'));
-    shots!("audit_empty", on(app(empty, Link::Connected), '4'));
-    shots!("audit_error", on(failing_app(), '4'));
+    shots!("audit", on(app(full, Link::Connected), '7'));
+    shots!("audit_empty", on(app(empty, Link::Connected), '7'));
+    shots!("audit_error", on(failing_app(), '7'));
 }
 
 #[test]
 fn alerts_screen() {
-    let mut a = on(app(full, Link::Connected), '5');
+    let mut a = on(app(full, Link::Connected), '8');
     keys(&mut a, "ja");
     shots!("alerts", a);
-    shots!("alerts_empty", on(app(empty, Link::Connected), '5'));
+    shots!("alerts_empty", on(app(empty, Link::Connected), '8'));
+}
+
+#[test]
+fn firewall_screen() {
+    shots!("firewall", on(app(full, Link::Connected), '4'));
+    shots!("firewall_empty", on(app(empty, Link::Connected), '4'));
+    shots!("firewall_error", on(failing_app(), '4'));
+    let mut a = on(app(full, Link::Connected), '4');
+    keys(&mut a, "jjjx");
+    shots!("firewall_remove_diff", a);
+    let mut a = on(app(full, Link::Connected), '4');
+    // The selected row's service is filled in; the prefix has the keys.
+    keys(&mut a, "a192.0.2.0/24");
+    key(&mut a, KeyCode::Enter);
+    assert!(
+        a.confirm
+            .as_ref()
+            .is_some_and(|(p, _)| p.contains("+ allow sip 192.0.2.0/24")),
+        "{:?}",
+        a.confirm
+    );
+    keys(&mut a, "y");
+    assert!(a.source().sent.contains(&Request::AllowAdd {
+        service: "sip".into(),
+        cidr: "192.0.2.0/24".into()
+    }));
+}
+
+#[test]
+fn accounts_cdrs_staff_screens() {
+    shots!("accounts", on(app(full, Link::Connected), '5'));
+    shots!("accounts_empty", on(app(empty, Link::Connected), '5'));
+    shots!("cdrs", on(app(full, Link::Connected), '6'));
+    shots!("cdrs_empty", on(app(empty, Link::Connected), '6'));
+    shots!("cdrs_error", on(failing_app(), '6'));
+    shots!("staff", on(app(full, Link::Connected), '9'));
+    shots!("staff_empty", on(app(empty, Link::Connected), '9'));
+}
+
+#[test]
+fn an_operator_cannot_change_the_firewall() {
+    let mut src = FakeSource::new(|r| match r {
+        Request::Me => Ok(Reply::Me(Me {
+            username: "bob".into(),
+            role: "operator".into(),
+        })),
+        other => full(other),
+    });
+    src.push(Update::Link(Link::Connected));
+    let mut a = App::new(src, FixedClock::new(NOW), "https://h", true, None);
+    a.tick();
+    keys(&mut a, "4a");
+    assert!(
+        a.notice
+            .as_deref()
+            .is_some_and(|n| n.contains("not allowed")),
+        "{:?}",
+        a.notice
+    );
+    insta::assert_snapshot!("firewall_operator_80x24", render(&mut a, 80, 24));
 }
 
 #[test]
@@ -620,7 +867,7 @@ fn tiny_terminals_do_not_panic() {
     let mut a = on(app(full, Link::Connected), '2');
     key(&mut a, KeyCode::Enter);
     for (w, h) in [(20, 5), (1, 1), (0, 0), (30, 8), (31, 9), (45, 12)] {
-        for s in ['1', '2', '3', '4', '5'] {
+        for s in ['1', '2', '3', '4', '5', '6', '7', '8', '9'] {
             keys(&mut a, &s.to_string());
             draw_only(&mut a, w, h);
             keys(&mut a, "?");

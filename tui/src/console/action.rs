@@ -1,7 +1,10 @@
 //! What components ask the app to do ([`Action`]), what the app asks the daemon
 //! ([`Request`]), and what comes back ([`Update`]).
 
-use super::model::{Alert, AuditEntry, Ban, Call, CallMessages, LoginOk, Me, Status, StreamEvent};
+use super::model::{
+    Account, Alert, AuditEntry, Ban, Call, CallMessages, Cdr, Connection, FirewallView, LoginOk,
+    Me, StaffMember, Status, StreamEvent,
+};
 
 /// The screens, in the order of their number keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -12,20 +15,32 @@ pub enum ScreenId {
     Calls,
     /// Bans.
     Bans,
+    /// Allow and deny lists.
+    Firewall,
+    /// Accounts and connections against their limits.
+    Accounts,
+    /// Call records.
+    Cdrs,
     /// The audit log.
     Audit,
     /// Alerts.
     Alerts,
+    /// Staff (admins).
+    Staff,
 }
 
 impl ScreenId {
     /// Every screen, in tab order (`1`..).
-    pub const ALL: [ScreenId; 5] = [
+    pub const ALL: [ScreenId; 9] = [
         ScreenId::Dashboard,
         ScreenId::Calls,
         ScreenId::Bans,
+        ScreenId::Firewall,
+        ScreenId::Accounts,
+        ScreenId::Cdrs,
         ScreenId::Audit,
         ScreenId::Alerts,
+        ScreenId::Staff,
     ];
 
     /// The tab's title.
@@ -34,9 +49,33 @@ impl ScreenId {
             ScreenId::Dashboard => "Dashboard",
             ScreenId::Calls => "Calls",
             ScreenId::Bans => "Bans",
+            ScreenId::Firewall => "Firewall",
+            ScreenId::Accounts => "Accounts",
+            ScreenId::Cdrs => "CDRs",
             ScreenId::Audit => "Audit",
             ScreenId::Alerts => "Alerts",
+            ScreenId::Staff => "Staff",
         }
+    }
+
+    /// The tab's title on a narrow terminal.
+    pub fn short(self) -> &'static str {
+        match self {
+            ScreenId::Dashboard => "Dash",
+            ScreenId::Calls => "Calls",
+            ScreenId::Bans => "Bans",
+            ScreenId::Firewall => "FW",
+            ScreenId::Accounts => "Accts",
+            ScreenId::Cdrs => "CDRs",
+            ScreenId::Audit => "Audit",
+            ScreenId::Alerts => "Alerts",
+            ScreenId::Staff => "Staff",
+        }
+    }
+
+    /// Only admins may open it (the API answers 403 to others).
+    pub fn admin_only(self) -> bool {
+        matches!(self, ScreenId::Audit | ScreenId::Staff)
     }
 }
 
@@ -77,6 +116,32 @@ pub enum Request {
     Unban(String),
     /// `GET /api/alerts`.
     Alerts,
+    /// `GET /api/firewall`.
+    Firewall,
+    /// `POST /api/firewall/allow`.
+    AllowAdd {
+        /// Service name.
+        service: String,
+        /// Prefix.
+        cidr: String,
+    },
+    /// `DELETE /api/firewall/allow`.
+    AllowRemove {
+        /// Service name.
+        service: String,
+        /// Prefix.
+        cidr: String,
+    },
+    /// `POST /api/firewall/deny`.
+    DenyAdd(String),
+    /// `DELETE /api/firewall/deny/{id}`.
+    DenyRemove(u64),
+    /// `GET /api/accounts` and `GET /api/connections`.
+    Accounts,
+    /// `GET /api/cdrs` for the last hour.
+    Cdrs,
+    /// `GET /api/staff`.
+    Staff,
     /// `GET /api/audit?after=`.
     Audit {
         /// Only entries after this id.
@@ -103,6 +168,14 @@ pub enum Reply {
     Alerts(Vec<Alert>),
     /// Audit entries.
     Audit(Vec<AuditEntry>),
+    /// The firewall.
+    Firewall(FirewallView),
+    /// Accounts and upstream connections.
+    Accounts(Vec<Account>, Vec<Connection>),
+    /// The latest CDRs.
+    Cdrs(Vec<Cdr>),
+    /// Staff.
+    Staff(Vec<StaffMember>),
     /// A change that returns nothing the console needs (hang-up, unban, ban).
     Done,
 }

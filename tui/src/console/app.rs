@@ -13,12 +13,16 @@ use super::clock::Clock;
 use super::data::Data;
 use super::keymap::{self, Command, Key, Scope};
 use super::screens::Screen;
+use super::screens::accounts::Accounts;
 use super::screens::alerts::Alerts;
 use super::screens::audit::Audit;
 use super::screens::bans::Bans;
 use super::screens::calls::Calls;
+use super::screens::cdrs::Cdrs;
 use super::screens::dashboard::Dashboard;
+use super::screens::firewall::Firewall;
 use super::screens::login::Login;
+use super::screens::staff::Staff;
 use super::source::DataSource;
 use super::ui;
 
@@ -42,8 +46,12 @@ pub struct App<S: DataSource, C: Clock> {
     /// The calls screen (public for tests).
     pub calls: Calls,
     bans: Bans,
+    firewall: Firewall,
+    accounts: Accounts,
+    cdrs: Cdrs,
     audit: Audit,
     alerts: Alerts,
+    staff: Staff,
     /// The login form, while not logged in.
     pub login: Option<Login>,
     /// The help is shown.
@@ -72,8 +80,12 @@ impl<S: DataSource, C: Clock> App<S, C> {
             dashboard: Dashboard,
             calls: Calls::default(),
             bans: Bans::default(),
+            firewall: Firewall::default(),
+            accounts: Accounts::default(),
+            cdrs: Cdrs::default(),
             audit: Audit::default(),
             alerts: Alerts::default(),
+            staff: Staff::default(),
             login: (!logged_in).then(|| Login::new(url, username)),
             help: false,
             paused: false,
@@ -105,8 +117,12 @@ impl<S: DataSource, C: Clock> App<S, C> {
             ScreenId::Dashboard => &mut self.dashboard,
             ScreenId::Calls => &mut self.calls,
             ScreenId::Bans => &mut self.bans,
+            ScreenId::Firewall => &mut self.firewall,
+            ScreenId::Accounts => &mut self.accounts,
+            ScreenId::Cdrs => &mut self.cdrs,
             ScreenId::Audit => &mut self.audit,
             ScreenId::Alerts => &mut self.alerts,
+            ScreenId::Staff => &mut self.staff,
         };
         (s, &self.data)
     }
@@ -139,7 +155,10 @@ impl<S: DataSource, C: Clock> App<S, C> {
 
     /// Whether the user's role allows a key: a read-only user changes nothing on the daemon.
     pub fn may(&self, b: &keymap::Binding) -> bool {
-        !(b.destructive && self.data.role.as_deref() == Some("read-only"))
+        let role = self.data.role.as_deref();
+        let read_only = b.destructive && role == Some("read-only");
+        let not_admin = b.admin && role.is_some_and(|r| r != "admin");
+        !(read_only || not_admin)
     }
 
     /// One key from the terminal.
@@ -309,6 +328,16 @@ impl<S: DataSource, C: Clock> App<S, C> {
                     Request::Bans => d.bans.error = Some(msg),
                     Request::Alerts => d.alerts.error = Some(msg),
                     Request::Audit { .. } => d.audit.error = Some(msg),
+                    Request::Firewall => d.firewall.error = Some(msg),
+                    Request::Accounts => d.accounts.error = Some(msg),
+                    Request::Cdrs => d.cdrs.error = Some(msg),
+                    Request::Staff => d.staff.error = Some(msg),
+                    Request::AllowAdd { .. }
+                    | Request::AllowRemove { .. }
+                    | Request::DenyAdd(_)
+                    | Request::DenyRemove(_) => {
+                        self.notice = Some(format!("firewall change failed: {msg}"))
+                    }
                     Request::Hangup(id) => {
                         self.notice = Some(format!("hang-up of #{id} failed: {msg}"))
                     }
@@ -342,6 +371,10 @@ impl<S: DataSource, C: Clock> App<S, C> {
             Reply::Messages(m) => d.messages.set(Some(m)),
             Reply::Bans(b) => d.bans.set(b),
             Reply::Alerts(a) => d.alerts.set(a),
+            Reply::Firewall(v) => d.firewall.set(Some(v)),
+            Reply::Accounts(a, c) => d.accounts.set((a, c)),
+            Reply::Cdrs(c) => d.cdrs.set(c),
+            Reply::Staff(s) => d.staff.set(s),
             Reply::Audit(entries) => {
                 let last = d.last_audit_id();
                 d.audit
@@ -355,6 +388,17 @@ impl<S: DataSource, C: Clock> App<S, C> {
                     Request::Hangup(id) => (format!("call #{id} hung up"), Request::Calls),
                     Request::Ban { addr, .. } => (format!("{addr} banned"), Request::Bans),
                     Request::Unban(p) => (format!("{p} unbanned"), Request::Bans),
+                    Request::AllowAdd { service, cidr } => {
+                        (format!("{cidr} allowed to {service}"), Request::Firewall)
+                    }
+                    Request::AllowRemove { service, cidr } => (
+                        format!("{cidr} removed from {service}'s allow list"),
+                        Request::Firewall,
+                    ),
+                    Request::DenyAdd(c) => (format!("{c} denied"), Request::Firewall),
+                    Request::DenyRemove(id) => {
+                        (format!("deny entry #{id} removed"), Request::Firewall)
+                    }
                     _ => return,
                 };
                 self.notice = Some(notice);
@@ -418,10 +462,11 @@ impl<S: DataSource, C: Clock> App<S, C> {
                 f,
                 body,
                 "Confirm",
-                vec![
-                    Line::styled(prompt.clone(), ui::strong()),
-                    Line::raw("y: yes · any other key: no"),
-                ],
+                prompt
+                    .lines()
+                    .map(|l| Line::styled(l.to_owned(), ui::strong()))
+                    .chain([Line::raw("y: yes · any other key: no")])
+                    .collect(),
             );
         }
     }
@@ -429,13 +474,24 @@ impl<S: DataSource, C: Clock> App<S, C> {
     fn tabs_line(&self, width: u16) -> Line<'static> {
         let mut spans = vec![Span::styled(" sbc-tui ", ui::strong())];
         if self.login.is_none() {
+            let narrow = width < 120;
             for (i, s) in ScreenId::ALL.iter().enumerate() {
+                let admin_only =
+                    s.admin_only() && self.data.role.as_deref().is_some_and(|r| r != "admin");
                 let style = if *s == self.screen {
                     ui::selected()
+                } else if admin_only {
+                    ui::dim()
                 } else {
                     ui::Style::default()
                 };
-                spans.push(Span::styled(format!(" {} {} ", i + 1, s.title()), style));
+                let name = if narrow { s.short() } else { s.title() };
+                let text = if narrow {
+                    format!("{}{name} ", i + 1)
+                } else {
+                    format!(" {} {name} ", i + 1)
+                };
+                spans.push(Span::styled(text, style));
             }
         }
         let state = match (&self.data.link, self.paused) {

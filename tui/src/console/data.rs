@@ -4,7 +4,8 @@ use std::collections::{BTreeSet, VecDeque};
 
 use super::action::Link;
 use super::model::{
-    Alert, AuditEntry, Ban, Call, CallEnded, CallMessages, Counters, Status, StreamEvent,
+    Account, Alert, AuditEntry, Ban, Call, CallEnded, CallMessages, Cdr, Connection, Counters,
+    FirewallView, StaffMember, Status, StreamEvent,
 };
 
 /// How many `counters` samples are kept: ten minutes at one a second.
@@ -55,6 +56,14 @@ pub struct Data {
     pub acked: BTreeSet<String>,
     /// The audit log, oldest first.
     pub audit: Loaded<Vec<AuditEntry>>,
+    /// The firewall.
+    pub firewall: Loaded<Option<FirewallView>>,
+    /// Accounts and connections.
+    pub accounts: Loaded<(Vec<Account>, Vec<Connection>)>,
+    /// The latest CDRs, newest first.
+    pub cdrs: Loaded<Vec<Cdr>>,
+    /// Staff.
+    pub staff: Loaded<Vec<StaffMember>>,
     /// Events the server dropped for us since start.
     pub lagged: u64,
     /// The role of the logged-in user.

@@ -50,6 +50,12 @@ pub enum Command {
     Ack,
     /// Follow new entries.
     Follow,
+    /// Add an allow entry.
+    Allow,
+    /// Add a deny entry.
+    Deny,
+    /// Remove the selected entry.
+    Remove,
     /// Show or hide the raw message pane.
     Raw,
 }
@@ -71,6 +77,8 @@ pub enum Scope {
     Audit,
     /// The alerts list.
     Alerts,
+    /// The firewall.
+    Firewall,
 }
 
 impl Scope {
@@ -84,6 +92,7 @@ impl Scope {
             Scope::Bans => "Bans",
             Scope::Audit => "Audit",
             Scope::Alerts => "Alerts",
+            Scope::Firewall => "Firewall",
         }
     }
 }
@@ -115,6 +124,8 @@ pub enum Key {
     Tab,
     /// Shift-Tab.
     BackTab,
+    /// Delete.
+    Delete,
 }
 
 impl Key {
@@ -133,6 +144,7 @@ impl Key {
             Key::Esc => "Esc".into(),
             Key::Tab => "Tab".into(),
             Key::BackTab => "S-Tab".into(),
+            Key::Delete => "Del".into(),
         }
     }
 
@@ -157,6 +169,7 @@ impl Key {
             KeyCode::Esc => Key::Esc,
             KeyCode::Tab => Key::Tab,
             KeyCode::BackTab => Key::BackTab,
+            KeyCode::Delete => Key::Delete,
             _ => return None,
         })
     }
@@ -179,6 +192,8 @@ pub struct Binding {
     pub bar: bool,
     /// It changes or removes something on the daemon (always confirmed).
     pub destructive: bool,
+    /// Only admins may (the firewall: a mistake can lock everyone out).
+    pub admin: bool,
 }
 
 const fn b(
@@ -197,6 +212,7 @@ const fn b(
         help,
         bar,
         destructive: false,
+        admin: false,
     }
 }
 
@@ -215,7 +231,12 @@ const fn d(
         help,
         bar: true,
         destructive: true,
+        admin: false,
     }
+}
+
+const fn admin(b: Binding) -> Binding {
+    Binding { admin: true, ..b }
 }
 
 use Key::Char as C;
@@ -283,16 +304,48 @@ pub const BINDINGS: &[Binding] = &[
         Scope::Global,
         &[C('4')],
         Command::Screen(4),
-        "audit",
-        "audit log",
+        "firewall",
+        "firewall",
         false,
     ),
     b(
         Scope::Global,
         &[C('5')],
         Command::Screen(5),
+        "accounts",
+        "accounts and connections",
+        false,
+    ),
+    b(
+        Scope::Global,
+        &[C('6')],
+        Command::Screen(6),
+        "cdrs",
+        "call records",
+        false,
+    ),
+    b(
+        Scope::Global,
+        &[C('7')],
+        Command::Screen(7),
+        "audit",
+        "audit log (admins)",
+        false,
+    ),
+    b(
+        Scope::Global,
+        &[C('8')],
+        Command::Screen(8),
         "alerts",
         "alerts",
+        false,
+    ),
+    b(
+        Scope::Global,
+        &[C('9')],
+        Command::Screen(9),
+        "staff",
+        "staff (admins)",
         false,
     ),
     b(
@@ -467,6 +520,27 @@ pub const BINDINGS: &[Binding] = &[
         "follow new entries",
         true,
     ),
+    admin(d(
+        Scope::Firewall,
+        &[C('a')],
+        Command::Allow,
+        "allow",
+        "add to a service's allow list (shows the change first)",
+    )),
+    admin(d(
+        Scope::Firewall,
+        &[C('d')],
+        Command::Deny,
+        "deny",
+        "add to the deny list (shows the change first)",
+    )),
+    admin(d(
+        Scope::Firewall,
+        &[C('x'), Key::Delete],
+        Command::Remove,
+        "remove",
+        "remove the selected entry (shows the change first)",
+    )),
     b(
         Scope::Alerts,
         &[C('a')],

@@ -316,3 +316,147 @@ impl StreamEvent {
         })
     }
 }
+
+/// `GET /api/firewall`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct FirewallView {
+    /// The host services and their allow lists.
+    pub services: Vec<ServiceView>,
+    /// The deny list.
+    pub deny: Vec<DenyEntry>,
+    /// Allow entries with their origin (`api` ones can be removed here).
+    pub allow_entries: Vec<AllowEntry>,
+}
+
+/// One service of the firewall.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct ServiceView {
+    /// `sip`, `management`, `ssh`, ...
+    pub service: String,
+    /// Its port.
+    pub port: u16,
+    /// `udp`, `tcp`, ...
+    pub proto: String,
+    /// Only the allow list reaches it.
+    pub restricted: bool,
+    /// The allow list.
+    pub allow: Vec<String>,
+}
+
+/// One deny entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct DenyEntry {
+    /// The prefix.
+    pub cidr: String,
+    /// Its id (`None` for entries from `sbc.toml`).
+    pub id: Option<u64>,
+    /// `api` or `config`.
+    pub origin: String,
+}
+
+/// One allow entry with its origin.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct AllowEntry {
+    /// The service.
+    pub service: String,
+    /// The prefix.
+    pub cidr: String,
+    /// `api` or `config`.
+    pub origin: String,
+}
+
+/// An account (`GET /api/accounts`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct Account {
+    /// Id.
+    pub id: u64,
+    /// Name.
+    pub name: String,
+    /// Takes calls.
+    pub enabled: bool,
+    /// Tariff name.
+    pub tariff: Option<String>,
+    /// Decimal balance.
+    pub balance: String,
+    /// New calls per second allowed.
+    pub cps_limit: Option<u32>,
+    /// Concurrent calls allowed.
+    pub max_sessions: Option<u32>,
+}
+
+/// An upstream connection (`GET /api/connections`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct Connection {
+    /// Id.
+    pub id: u64,
+    /// Name.
+    pub name: String,
+    /// Carries calls.
+    pub enabled: bool,
+    /// `host:port`.
+    pub destination: String,
+    /// Concurrent calls allowed.
+    pub max_channels: Option<u32>,
+    /// New calls per second allowed.
+    pub cps_limit: Option<u32>,
+}
+
+/// A CDR (`GET /api/cdrs`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct Cdr {
+    /// Id.
+    pub id: u64,
+    /// SIP Call-ID.
+    pub call_id: String,
+    /// Unix ms of the INVITE.
+    pub start_ms: u64,
+    /// Unix ms of the answer.
+    pub answer_ms: Option<u64>,
+    /// Unix ms of the end.
+    pub end_ms: u64,
+    /// Calling number.
+    pub caller: String,
+    /// Called number.
+    pub callee: String,
+    /// The caller's address.
+    pub source: Option<String>,
+    /// Account.
+    pub account_id: Option<u64>,
+    /// Connection.
+    pub connection_id: Option<u64>,
+    /// Final SIP status.
+    pub result_code: u16,
+    /// Why it ended.
+    pub reason: String,
+    /// Billed seconds.
+    pub duration_secs: u64,
+    /// Decimal cost.
+    pub cost: String,
+}
+
+/// A staff member (`GET /api/staff`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct StaffMember {
+    /// Id.
+    pub id: u64,
+    /// Username.
+    pub username: String,
+    /// `admin`, `operator`, `read-only`.
+    pub role: String,
+    /// May log in.
+    pub enabled: bool,
+    /// `none`, `pending` or `enrolled`.
+    pub totp: String,
+    /// Where from they may log in.
+    pub allowed_hosts: Vec<String>,
+    /// Must change the password at next login.
+    pub must_change_password: bool,
+}

@@ -2,13 +2,17 @@
 //! what it shows comes from [`Data`], so it draws the same from a fake source as from the
 //! daemon.
 
+pub mod accounts;
 pub mod alerts;
 pub mod audit;
 pub mod bans;
 pub mod calls;
+pub mod cdrs;
 pub mod dashboard;
+pub mod firewall;
 pub mod ladder;
 pub mod login;
+pub mod staff;
 
 use crossterm::event::{KeyCode, KeyEvent};
 use ratatui::Frame;
@@ -133,4 +137,53 @@ pub fn empty_line(loaded: bool, error: Option<&str>, what: &str) -> Line<'static
         None if !loaded => Line::from(Span::styled("loading…", ui::dim())),
         None => Line::from(Span::styled(format!("no {what}"), ui::dim())),
     }
+}
+
+/// A list screen's table: what [`draw_list`] draws.
+pub struct ListView<'a> {
+    /// The frame's title.
+    pub title: String,
+    /// Column headings.
+    pub header: Vec<&'static str>,
+    /// Column widths.
+    pub widths: Vec<ratatui::layout::Constraint>,
+    /// The rows shown (already filtered).
+    pub rows: Vec<ratatui::widgets::Row<'a>>,
+    /// Rows before the filter.
+    pub total: usize,
+    /// Any reply has arrived.
+    pub loaded: bool,
+    /// The last failure.
+    pub error: Option<&'a str>,
+    /// What the rows are, for "no …".
+    pub what: &'static str,
+    /// The selection is shown (a second table on a screen leaves it off).
+    pub select: bool,
+}
+
+/// Draws a list screen: the table (or why there is none) and the filter line under it.
+pub fn draw_list(f: &mut Frame, area: Rect, nav: &mut ListNav, v: ListView<'_>) {
+    use ratatui::layout::{Constraint, Layout};
+    use ratatui::widgets::{Block, Borders, Paragraph, Row, Table, TableState};
+    let shown = v.rows.len();
+    nav.clamp(shown);
+    let [list, foot] = Layout::vertical([Constraint::Min(0), Constraint::Length(1)]).areas(area);
+    let block = Block::default().borders(Borders::ALL).title(v.title);
+    if shown == 0 {
+        let line = match (v.error, v.total) {
+            (None, t) if t > 0 => Line::styled("no rows match the filter", ui::dim()),
+            (e, _) => empty_line(v.loaded, e, v.what),
+        };
+        f.render_widget(Paragraph::new(line).block(block), list);
+    } else {
+        let table = Table::new(v.rows, v.widths)
+            .header(Row::new(v.header).style(ui::strong()))
+            .row_highlight_style(ui::selected())
+            .highlight_symbol("▶")
+            .block(block);
+        nav.page = list.height.saturating_sub(3) as usize;
+        let mut st = TableState::default().with_selected(v.select.then_some(nav.selected));
+        f.render_stateful_widget(table, list, &mut st);
+    }
+    f.render_widget(Paragraph::new(nav.footer(shown, v.total)), foot);
 }

@@ -169,6 +169,49 @@ fn perform(c: &Client, req: &Request) -> Result<Reply, Failure> {
             Reply::Done
         }
         Request::Alerts => Reply::Alerts(typed(get("/api/alerts")?)?),
+        Request::Firewall => Reply::Firewall(typed(get("/api/firewall")?)?),
+        Request::AllowAdd { service, cidr } | Request::AllowRemove { service, cidr } => {
+            let m = if matches!(req, Request::AllowAdd { .. }) {
+                Method::Post
+            } else {
+                Method::Delete
+            };
+            let body = json!({"service": service, "cidr": cidr});
+            c.call(m, "/api/firewall/allow", &[], Some(&body))
+                .map_err(failure)?;
+            Reply::Done
+        }
+        Request::DenyAdd(cidr) => {
+            let body = json!({"cidr": cidr});
+            c.call(Method::Post, "/api/firewall/deny", &[], Some(&body))
+                .map_err(failure)?;
+            Reply::Done
+        }
+        Request::DenyRemove(id) => {
+            c.call(
+                Method::Delete,
+                &format!("/api/firewall/deny/{id}"),
+                &[],
+                None,
+            )
+            .map_err(failure)?;
+            Reply::Done
+        }
+        Request::Accounts => Reply::Accounts(
+            typed(get("/api/accounts")?)?,
+            typed(get("/api/connections")?)?,
+        ),
+        Request::Cdrs => {
+            let q = [(
+                "limit",
+                crate::console::screens::cdrs::CDR_LIMIT.to_string(),
+            )];
+            let v = c
+                .json(Method::Get, "/api/cdrs", &q, None)
+                .map_err(failure)?;
+            Reply::Cdrs(typed(v)?)
+        }
+        Request::Staff => Reply::Staff(typed(get("/api/staff")?)?),
         Request::Audit { after } => {
             let q = [("after", after.to_string()), ("limit", "1000".to_string())];
             let v = c
