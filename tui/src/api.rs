@@ -56,14 +56,20 @@ pub enum Error {
 /// An error reply: `{"error", "message", "field"}` and the status.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
+    /// The HTTP status.
     pub status: u16,
+    /// The API's error code (`invalid`, `not_found`, ...); empty when the body had none.
     pub code: String,
+    /// The message for people.
     pub message: String,
+    /// The request field at fault, when the API names one.
     pub field: Option<String>,
+    /// `Retry-After`, when a lockout says when to try again.
     pub retry_after: Option<String>,
 }
 
 impl Error {
+    /// The exit code `sbcctl` ends with for this error.
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Usage(_) | Error::Local(_) => exit::USAGE,
@@ -150,14 +156,18 @@ pub struct Options {
     pub ca: Option<std::path::PathBuf>,
     /// Allow `http://` (tests only; hidden flag).
     pub allow_http: bool,
+    /// Time allowed for one request.
     pub timeout: Duration,
 }
 
 /// A reply with a success status.
 #[derive(Debug, Clone)]
 pub struct Reply {
+    /// The HTTP status.
     pub status: u16,
+    /// `Content-Type`.
     pub content_type: String,
+    /// The body.
     pub body: Vec<u8>,
 }
 
@@ -175,6 +185,7 @@ impl Reply {
         })
     }
 
+    /// The body as text (invalid UTF-8 replaced).
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
@@ -183,9 +194,13 @@ impl Reply {
 /// HTTP method of a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
+    /// `GET`.
     Get,
+    /// `POST`.
     Post,
+    /// `PUT`.
     Put,
+    /// `DELETE`.
     Delete,
 }
 
@@ -208,6 +223,7 @@ pub struct Client {
 }
 
 impl Client {
+    /// A client for `opts.url`, sending `token` as a bearer token when given.
     pub fn new(opts: &Options, token: Option<String>) -> Result<Client, Error> {
         let base = check_url(&opts.url, opts.allow_http)?;
         let mut tls = TlsConfig::builder();
@@ -231,10 +247,12 @@ impl Client {
         })
     }
 
+    /// The base URL, without a trailing slash.
     pub fn base(&self) -> &str {
         &self.base
     }
 
+    /// Whether a token is sent.
     pub fn has_token(&self) -> bool {
         self.token.is_some()
     }
@@ -309,6 +327,7 @@ impl Client {
         self.call(method, path, query, body)?.json()
     }
 
+    /// `GET path`, the reply as JSON.
     pub fn get(&self, path: &str) -> Result<Value, Error> {
         self.json(Method::Get, path, &[], None)
     }
