@@ -62,7 +62,7 @@ fn counters(i: u64) -> Counters {
     drops.insert("malformed".into(), 0.0);
     drops.insert("packet_rate".into(), wave(9, 10.0));
     Counters {
-        at_ms: NOW - (120 - i) * 1000,
+        at_ms: NOW - 120_000 + i * 1000,
         calls_active: 5,
         calls_capacity: 1000,
         invites_per_sec: wave(0, 0.5),
@@ -876,4 +876,51 @@ fn tiny_terminals_do_not_panic() {
         }
     }
     insta::assert_snapshot!("tiny_20x5", render(&mut a, 20, 5));
+}
+
+/// How long the app takes to draw each screen with 1,000 live calls (from the fake source;
+/// the daemon's answer time comes on top). A measurement, not a check:
+/// `cargo test -p tui --release --test console -- --ignored --nocapture draw_times`.
+#[test]
+#[ignore]
+fn draw_times_with_1000_calls() {
+    let many = |r: &Request| match r {
+        Request::Calls => Ok(Reply::Calls(
+            (0..1000u64)
+                .map(|i| Call {
+                    id: i,
+                    cli: format!("44{i:08}"),
+                    cld: format!("33{i:08}"),
+                    started_ms: NOW - i * 1000,
+                    answered: i % 4 != 0,
+                    ..Call::default()
+                })
+                .collect(),
+        )),
+        other => full(other),
+    };
+    let mut src = FakeSource::new(many);
+    for i in 0..600 {
+        src.push(Update::Event(StreamEvent::Counters(counters(i))));
+    }
+    let mut a = App::new(src, FixedClock::new(NOW), "https://h", true, None);
+    a.tick();
+    let mut t = Terminal::new(TestBackend::new(200, 60)).unwrap();
+    for s in ['1', '2', '3', '4', '5', '6', '7', '8', '9'] {
+        keys(&mut a, &s.to_string());
+        let start = std::time::Instant::now();
+        let n = 50;
+        for _ in 0..n {
+            t.draw(|f| a.draw(f)).unwrap();
+        }
+        println!(
+            "screen {s} ({:?}): {:?} per frame at 200x60",
+            a.screen,
+            start.elapsed() / n
+        );
+    }
+    keys(&mut a, "2/^44000009");
+    let start = std::time::Instant::now();
+    t.draw(|f| a.draw(f)).unwrap();
+    println!("calls filtered by regex: {:?} per frame", start.elapsed());
 }

@@ -64,6 +64,7 @@ pub struct App<S: DataSource, C: Clock> {
     /// The last notice (result of an action, an error).
     pub notice: Option<String>,
     quit: bool,
+    url: String,
     last_status_ms: u64,
     last_reload_ms: u64,
 }
@@ -93,6 +94,7 @@ impl<S: DataSource, C: Clock> App<S, C> {
             confirm: None,
             notice: None,
             quit: false,
+            url: url.to_owned(),
             last_status_ms: 0,
             last_reload_ms: 0,
         };
@@ -301,7 +303,8 @@ impl<S: DataSource, C: Clock> App<S, C> {
             }
             Update::Reply(req, Err(f)) => {
                 if f.needs_login() {
-                    let login = self.login.get_or_insert_with(|| Login::new("", None));
+                    let url = self.url.clone();
+                    let login = self.login.get_or_insert_with(|| Login::new(&url, None));
                     if matches!(req, Request::Login { .. }) {
                         login.failed(f.message);
                     } else {
@@ -380,6 +383,8 @@ impl<S: DataSource, C: Clock> App<S, C> {
                 d.audit
                     .value
                     .extend(entries.into_iter().filter(|e| e.id > last));
+                let over = d.audit.value.len().saturating_sub(super::data::AUDIT_KEEP);
+                d.audit.value.drain(..over);
                 d.audit.loaded = true;
                 d.audit.error = None;
             }
@@ -455,7 +460,7 @@ impl<S: DataSource, C: Clock> App<S, C> {
             .collect();
         f.render_widget(Paragraph::new(ui::key_bar(&keys)), bar);
         if self.help {
-            draw_help(f, body, &scopes);
+            draw_help(f, area, &scopes);
         }
         if let Some((prompt, _)) = &self.confirm {
             ui::popup(

@@ -125,3 +125,101 @@ impl Data {
         self.audit.value.last().map_or(0, |e| e.id)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_keep_the_lists_current() {
+        let mut d = Data::default();
+        let call = |id| Call {
+            id,
+            ..Call::default()
+        };
+        d.apply(StreamEvent::CallStarted(call(1)));
+        d.apply(StreamEvent::CallStarted(call(2)));
+        d.apply(StreamEvent::CallStarted(call(1)));
+        assert_eq!(d.calls.value.len(), 2, "a repeated start replaces");
+        d.apply(StreamEvent::CallEnded(CallEnded {
+            id: 1,
+            ..CallEnded::default()
+        }));
+        assert_eq!(d.calls.value.iter().map(|c| c.id).collect::<Vec<_>>(), [2]);
+        assert_eq!(d.ended.back().map(|e| e.id), Some(1));
+        d.apply(StreamEvent::BanAdded(Ban {
+            prefix: "192.0.2.1/32".into(),
+            ..Ban::default()
+        }));
+        d.apply(StreamEvent::BanRemoved("192.0.2.1/32".into()));
+        assert!(d.bans.value.is_empty());
+        d.apply(StreamEvent::AlertRaised(Alert {
+            code: "x".into(),
+            ..Alert::default()
+        }));
+        d.acked.insert("x".into());
+        d.apply(StreamEvent::AlertCleared("x".into()));
+        assert!(d.alerts.value.is_empty() && d.acked.is_empty());
+        for id in [3, 5, 4] {
+            d.apply(StreamEvent::Audit(AuditEntry {
+                id,
+                ..AuditEntry::default()
+            }));
+        }
+        assert_eq!(
+            d.last_audit_id(),
+            5,
+            "an older entry is not appended after a newer"
+        );
+        for i in 0..(HISTORY as u64 + 5) {
+            d.apply(StreamEvent::Counters(Counters {
+                at_ms: i,
+                ..Counters::default()
+            }));
+        }
+        assert_eq!(d.counters.len(), HISTORY);
+        assert_eq!(d.last_counters().map(|c| c.at_ms), Some(HISTORY as u64 + 4));
+        d.apply(StreamEvent::Lagged(7));
+        assert_eq!(d.lagged, 7);
+    }
+
+    #[test]
+    fn events_parse_from_the_wire() {
+        let e = StreamEvent::parse(
+            "call_ended",
+            r#"{"id":4,"cause":"bye","hung_up_by":"staff"}"#,
+        );
+        assert_eq!(
+            e,
+            Some(StreamEvent::CallEnded(CallEnded {
+                id: 4,
+                cause: "bye".into(),
+                hung_up_by: "staff".into()
+            }))
+        );
+        assert_eq!(
+            StreamEvent::parse("ban_removed", r#"{"addr":"192.0.2.0/24"}"#),
+            Some(StreamEvent::BanRemoved("192.0.2.0/24".into()))
+        );
+        assert_eq!(
+            StreamEvent::parse("alert_cleared", r#"{"id":"ban_table_full"}"#),
+            Some(StreamEvent::AlertCleared("ban_table_full".into()))
+        );
+        assert_eq!(
+            StreamEvent::parse("lagged", r#"{"missed":12}"#),
+            Some(StreamEvent::Lagged(12))
+        );
+        assert_eq!(StreamEvent::parse("future_kind", "{}"), None);
+        assert_eq!(StreamEvent::parse("counters", "not json"), None);
+        let Some(StreamEvent::Counters(c)) = StreamEvent::parse(
+            "counters",
+            r#"{"at_ms":1,"calls_active":2,"calls_capacity":3,"invites_per_sec":1.5,"sip_packets_per_sec":2,"relayed_kernel_pps":3,"relayed_user_pps":4,"drops_per_sec":{"ban":0.5}}"#,
+        ) else {
+            panic!("counters")
+        };
+        assert_eq!(
+            (c.calls_capacity, c.invites_per_sec, c.drops_per_sec["ban"]),
+            (3, 1.5, 0.5)
+        );
+    }
+}

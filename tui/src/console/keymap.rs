@@ -573,14 +573,27 @@ pub fn bar(scopes: &[Scope]) -> Vec<&'static Binding> {
         .collect()
 }
 
-/// Help lines for the given scopes: a heading per scope, then `keys  sentence`.
+/// Help lines for the given scopes: a heading per scope, then `keys  sentence`. The number
+/// keys of the screens are one line (`1-9`), so the help fits 80×24.
 pub fn help(scopes: &[Scope]) -> Vec<(Option<&'static str>, String, &'static str)> {
     let mut out = Vec::new();
     for s in scopes {
         out.push((Some(s.title()), String::new(), ""));
+        let mut screens = 0;
         for b in BINDINGS.iter().filter(|b| b.scope == *s) {
+            if let Command::Screen(n) = b.command {
+                screens = screens.max(n);
+                continue;
+            }
             let keys: Vec<String> = b.keys.iter().map(|k| k.label()).collect();
             out.push((None, keys.join(" "), b.help));
+        }
+        if screens > 0 {
+            out.push((
+                None,
+                format!("1-{screens}"),
+                "go to a screen (numbered in the top bar)",
+            ));
         }
     }
     out

@@ -60,6 +60,8 @@ pub struct Calls {
     pub sort: SortBy,
     /// The open ladder, if any.
     pub ladder: Option<Ladder>,
+    /// First row on screen.
+    offset: usize,
 }
 
 fn row_text(c: &Call) -> String {
@@ -82,7 +84,7 @@ impl Calls {
             .calls
             .value
             .iter()
-            .filter(|c| self.nav.filter.matches(&row_text(c)))
+            .filter(|c| self.nav.filter.is_empty() || self.nav.filter.matches(&row_text(c)))
             .collect();
         match self.sort {
             SortBy::Duration => v.sort_by_key(|c| (c.started_ms, c.id)),
@@ -208,8 +210,18 @@ impl Screen for Calls {
                     Constraint::Length(6),
                 ]);
             }
+            // Only the rows on screen are built: a busy box has thousands of calls.
+            let page = (list.height.saturating_sub(3) as usize).max(1);
+            if self.nav.selected < self.offset {
+                self.offset = self.nav.selected;
+            } else if self.nav.selected >= self.offset + page {
+                self.offset = self.nav.selected + 1 - page;
+            }
+            self.offset = self.offset.min(rows.len().saturating_sub(1));
             let table_rows: Vec<Row> = rows
                 .iter()
+                .skip(self.offset)
+                .take(page)
                 .map(|c| {
                     let dur = ui::duration(
                         now_ms.saturating_sub(c.answered_ms.unwrap_or(c.started_ms)) / 1000,
@@ -240,8 +252,9 @@ impl Screen for Calls {
                 .row_highlight_style(ui::selected())
                 .highlight_symbol("▶")
                 .block(block);
-            self.nav.page = list.height.saturating_sub(3) as usize;
-            let mut st = TableState::default().with_selected(Some(self.nav.selected));
+            self.nav.page = page;
+            let mut st = TableState::default()
+                .with_selected(Some(self.nav.selected.saturating_sub(self.offset)));
             f.render_stateful_widget(table, list, &mut st);
         }
         let total = data.calls.value.len();

@@ -80,6 +80,13 @@ fn client(opts: &Options, token: &Mutex<Option<String>>) -> Result<Client, Failu
     Client::new(opts, t).map_err(failure)
 }
 
+/// Now, for the windows asked of the API (the UI's own time is the injected clock).
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 fn typed<T: DeserializeOwned>(v: Value) -> Result<T, Failure> {
     serde_json::from_value(v).map_err(|e| Failure {
         status: None,
@@ -213,7 +220,17 @@ fn perform(c: &Client, req: &Request) -> Result<Reply, Failure> {
         }
         Request::Staff => Reply::Staff(typed(get("/api/staff")?)?),
         Request::Audit { after } => {
-            let q = [("after", after.to_string()), ("limit", "1000".to_string())];
+            // The API lists oldest first: the first load asks for the last day (newest
+            // kept), later ones for what came after the newest entry seen.
+            let q = if *after == 0 {
+                let day_ago = unix_ms().saturating_sub(86_400_000);
+                [
+                    ("from_ms", day_ago.to_string()),
+                    ("limit", crate::console::data::AUDIT_KEEP.to_string()),
+                ]
+            } else {
+                [("after", after.to_string()), ("limit", "1000".to_string())]
+            };
             let v = c
                 .json(Method::Get, "/api/audit", &q, None)
                 .map_err(failure)?;
