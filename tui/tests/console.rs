@@ -924,3 +924,46 @@ fn draw_times_with_1000_calls() {
     t.draw(|f| a.draw(f)).unwrap();
     println!("calls filtered by regex: {:?} per frame", start.elapsed());
 }
+
+/// A daemon that takes the requests and answers none of them (hung, or very slow).
+#[derive(Default)]
+struct Silent {
+    sent: Vec<Request>,
+}
+
+impl tui::console::source::DataSource for Silent {
+    fn send(&mut self, req: Request) {
+        self.sent.push(req);
+    }
+
+    fn poll(&mut self) -> Vec<Update> {
+        Vec::new()
+    }
+}
+
+#[test]
+fn a_slow_daemon_gets_one_of_each_read_at_a_time() {
+    let clock = std::sync::Arc::new(FixedClock::new(NOW));
+    let mut a = App::new(Silent::default(), clock.clone(), "https://h", true, None);
+    let press = |a: &mut App<Silent, _>, c| {
+        a.handle_key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE));
+        a.tick();
+    };
+    press(&mut a, '2');
+    for _ in 0..50 {
+        clock.advance(1_000);
+        a.tick();
+        press(&mut a, 'r');
+    }
+    let count =
+        |a: &mut App<Silent, _>, r: &Request| a.source().sent.iter().filter(|s| *s == r).count();
+    assert_eq!(count(&mut a, &Request::Status), 1, "{:?}", a.source().sent);
+    assert_eq!(count(&mut a, &Request::Calls), 1);
+    // Writes are never held back, and a read unanswered for a minute is asked again.
+    a.act(tui::console::action::Action::Send(Request::Hangup(7)));
+    a.act(tui::console::action::Action::Send(Request::Hangup(7)));
+    assert_eq!(count(&mut a, &Request::Hangup(7)), 2);
+    clock.advance(15_000);
+    a.tick();
+    assert_eq!(count(&mut a, &Request::Status), 2);
+}

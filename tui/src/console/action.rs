@@ -149,6 +149,32 @@ pub enum Request {
     },
 }
 
+impl Request {
+    /// Whether it only reads: asking again while the answer is coming changes nothing.
+    pub fn is_read(&self) -> bool {
+        !matches!(
+            self,
+            Request::Login { .. }
+                | Request::Hangup(_)
+                | Request::Ban { .. }
+                | Request::Unban(_)
+                | Request::AllowAdd { .. }
+                | Request::AllowRemove { .. }
+                | Request::DenyAdd(_)
+                | Request::DenyRemove(_)
+        )
+    }
+
+    /// Whether `other` reads the same thing (the audit log's reads are one, whatever
+    /// entry they start after: the answer to the first one moves the start).
+    pub fn same_read(&self, other: &Request) -> bool {
+        match (self, other) {
+            (Request::Audit { .. }, Request::Audit { .. }) => true,
+            (a, b) => a.is_read() && a == b,
+        }
+    }
+}
+
 /// A successful reply, typed.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Reply {

@@ -32,6 +32,9 @@ const STATUS_EVERY_MS: u64 = 5_000;
 const RELOAD_EVERY_MS: u64 = 15_000;
 /// Smallest area the frame is drawn in; below it a one-line note says "too small".
 const MIN_W: u16 = 30;
+/// A read asked longer ago than this without an answer is asked again (a lost answer must
+/// not stop the refreshes for good).
+const IN_FLIGHT_MS: u64 = 60_000;
 const MIN_H: u16 = 8;
 
 /// The console.
@@ -65,6 +68,9 @@ pub struct App<S: DataSource, C: Clock> {
     pub notice: Option<String>,
     quit: bool,
     url: String,
+    /// Reads sent and not answered yet, with when: a slow daemon gets one of each at a
+    /// time instead of a queue that grows every tick.
+    in_flight: Vec<(Request, u64)>,
     last_status_ms: u64,
     last_reload_ms: u64,
 }
@@ -95,6 +101,7 @@ impl<S: DataSource, C: Clock> App<S, C> {
             notice: None,
             quit: false,
             url: url.to_owned(),
+            in_flight: Vec::new(),
             last_status_ms: 0,
             last_reload_ms: 0,
         };
@@ -141,7 +148,7 @@ impl<S: DataSource, C: Clock> App<S, C> {
         reqs.extend(s.refresh(d));
         reqs.dedup();
         for r in reqs {
-            self.source.send(r);
+            self.send(r);
         }
     }
 
@@ -150,7 +157,7 @@ impl<S: DataSource, C: Clock> App<S, C> {
             self.screen = id;
             let (s, d) = self.screen_mut();
             for r in s.refresh(d) {
-                self.source.send(r);
+                self.send(r);
             }
         }
     }
@@ -256,7 +263,7 @@ impl<S: DataSource, C: Clock> App<S, C> {
                     }
                 }
             }
-            Action::Send(r) => self.source.send(r),
+            Action::Send(r) => self.send(r),
             Action::Confirm { prompt, request } => self.confirm = Some((prompt, request)),
             Action::Ack(code) => {
                 self.notice = Some(format!("alert {code} acknowledged in this console"));
@@ -285,11 +292,30 @@ impl<S: DataSource, C: Clock> App<S, C> {
             self.reload_all();
         } else if now.saturating_sub(self.last_status_ms) >= STATUS_EVERY_MS {
             self.last_status_ms = now;
-            self.source.send(Request::Status);
+            self.send(Request::Status);
         }
     }
 
+    /// Sends a request, unless it is a read whose answer is still coming.
+    fn send(&mut self, r: Request) {
+        if r.is_read() {
+            let now = self.clock.now_ms();
+            self.in_flight
+                .retain(|(_, at)| now.saturating_sub(*at) < IN_FLIGHT_MS);
+            if self.in_flight.iter().any(|(p, _)| p.same_read(&r)) {
+                return;
+            }
+            self.in_flight.push((r.clone(), now));
+        }
+        self.source.send(r);
+    }
+
     fn apply(&mut self, u: Update) {
+        if let Update::Reply(req, _) = &u
+            && let Some(i) = self.in_flight.iter().position(|(p, _)| p.same_read(req))
+        {
+            self.in_flight.remove(i);
+        }
         match u {
             Update::Event(ev) => self.data.apply(ev),
             Update::Link(l) => {
@@ -407,7 +433,7 @@ impl<S: DataSource, C: Clock> App<S, C> {
                     _ => return,
                 };
                 self.notice = Some(notice);
-                self.source.send(again);
+                self.send(again);
             }
         }
     }

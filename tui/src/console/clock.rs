@@ -42,3 +42,10 @@ impl Clock for FixedClock {
         self.0.load(Ordering::Relaxed)
     }
 }
+
+/// A shared clock: a test keeps one handle to move the time the app sees.
+impl<C: Clock + ?Sized> Clock for std::sync::Arc<C> {
+    fn now_ms(&self) -> u64 {
+        (**self).now_ms()
+    }
+}

@@ -241,8 +241,10 @@ const fn admin(b: Binding) -> Binding {
 
 use Key::Char as C;
 
-/// The key map. sngrep's F-keys are aliases where they mean the same (F1 help, F3/F7
-/// filter, F5 refresh, F6 raw message, F10 quit).
+/// The key map. sngrep's keys are aliases where they mean the same: F1 help, F3 and `/`
+/// display filter, F7 filter, F6 raw message, `p` pause, Enter the call flow, Esc back.
+/// F5 (refresh) and F10 (quit) follow htop and mc: in sngrep they clear the list and pick
+/// columns, which the console has no use for.
 pub const BINDINGS: &[Binding] = &[
     b(
         Scope::Global,
