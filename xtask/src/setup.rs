@@ -11,7 +11,7 @@ use crate::util::{self, output, run, which};
 /// Debian packages: LLVM for bpf-linker, SIP/RTP peers (sipp, the baresip softphone),
 /// the scanners the attack tests run (sipvicious: svmap, svwar, svcrack) and capture for
 /// the tests, BPF and network tools for the netns harness, and the reference rtpengine +
-/// Kamailio.
+/// Kamailio, and tmux (the console's end-to-end test drives `sbc-tui` in a tmux pane).
 pub const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -27,6 +27,7 @@ pub const APT_PACKAGES: &[&str] = &[
     "iputils-ping",
     "rtpengine",
     "kamailio",
+    "tmux",
 ];
 
 /// Units the rtpengine and kamailio packages install; they must not hold our ports.

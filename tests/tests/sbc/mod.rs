@@ -265,6 +265,9 @@ pub struct Settings {
     pub interfaces: Option<Vec<String>>,
     /// SIP on the relay's IPv6 address too, and the relay on `::` advertising both families.
     pub dual_stack: bool,
+    /// The first admin's password: `sipd init --username admin` runs before the start, and
+    /// what it printed (the TOTP secret) is in [`Sbc::init_output`].
+    pub admin_password: Option<String>,
 }
 
 impl Default for Settings {
@@ -279,6 +282,7 @@ impl Default for Settings {
             sip_listen: None,
             interfaces: None,
             dual_stack: false,
+            admin_password: None,
         }
     }
 }
@@ -294,6 +298,8 @@ pub struct Sbc {
     /// SIP and media address (the relay's carrier-facing one).
     pub addr: IpAddr,
     pub relay_ns: String,
+    /// What `sipd init` printed (with [`Settings::admin_password`]), else empty.
+    pub init_output: String,
 }
 
 impl Sbc {
@@ -380,6 +386,24 @@ impl Sbc {
             String::from_utf8_lossy(&out.stderr),
             prov_toml
         );
+        let mut init_output = String::new();
+        if let Some(pw) = &set.admin_password {
+            let pw_file = dir.join("admin-pw");
+            std::fs::write(&pw_file, format!("{pw}\n")).expect("write the admin's password");
+            let out = std::process::Command::new(sipd_bin())
+                .arg("-c")
+                .arg(&config)
+                .args(["init", "--username", "admin", "--password-file"])
+                .arg(&pw_file)
+                .output()
+                .expect("run sipd init");
+            init_output = String::from_utf8_lossy(&out.stdout).into_owned();
+            assert!(
+                out.status.success(),
+                "sipd init failed: {init_output}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
         let log = dir.join("sipd.log");
         let logf = std::fs::File::create(&log).expect("log file");
         let mut cmd = match set.nofile {
@@ -408,6 +432,7 @@ impl Sbc {
             child: Some(child),
             addr,
             relay_ns: net.topo.relay.name().to_string(),
+            init_output,
         };
         let end = Instant::now() + Duration::from_secs(20);
         while !sbc.log_text().contains("sipd ready") {
