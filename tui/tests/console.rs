@@ -967,3 +967,59 @@ fn a_slow_daemon_gets_one_of_each_read_at_a_time() {
     a.tick();
     assert_eq!(count(&mut a, &Request::Status), 2);
 }
+
+#[test]
+fn without_an_event_stream_the_console_polls() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let down = Arc::new(AtomicBool::new(false));
+    let d = down.clone();
+    let mut src = FakeSource::new(move |r| {
+        if d.load(Ordering::Relaxed) {
+            Err(Failure {
+                status: None,
+                message: "Connection refused (os error 111)".into(),
+            })
+        } else {
+            full(r)
+        }
+    });
+    src.push(Update::Link(Link::Polling));
+    let clock = Arc::new(FixedClock::new(NOW));
+    let mut a = App::new(src, clock.clone(), "https://192.0.2.10:8443", true, None);
+    a.tick();
+    a.handle_key(KeyEvent::new(KeyCode::Char('2'), KeyModifiers::NONE));
+    a.tick();
+    let calls = |a: &mut App<FakeSource, Arc<FixedClock>>| {
+        a.source()
+            .sent
+            .iter()
+            .filter(|r| **r == Request::Calls)
+            .count()
+    };
+    let before = calls(&mut a);
+    clock.advance(3_000);
+    a.tick();
+    assert_eq!(calls(&mut a), before + 1, "the screen in front is polled");
+    let mut t = Terminal::new(TestBackend::new(80, 24)).unwrap();
+    t.draw(|f| a.draw(f)).unwrap();
+    let top: String = (0..80)
+        .map(|x| t.backend().buffer()[(x, 0)].symbol().to_owned())
+        .collect();
+    assert!(top.contains("◐ polling"), "{top}");
+    // The daemon goes away: only a failed poll can tell; it comes back: polling again.
+    down.store(true, Ordering::Relaxed);
+    clock.advance(5_000);
+    a.tick();
+    a.tick();
+    assert!(
+        matches!(a.data.link, Some(Link::Disconnected(_))),
+        "{:?}",
+        a.data.link
+    );
+    down.store(false, Ordering::Relaxed);
+    clock.advance(5_000);
+    a.tick();
+    a.tick();
+    assert_eq!(a.data.link, Some(Link::Polling));
+}

@@ -183,3 +183,41 @@ fn login_requests_events_and_reconnect() {
     });
     assert!(got.iter().any(|u| matches!(u, Update::Event(StreamEvent::Counters(c)) if c.drops_per_sec.get("ban") == Some(&2.5))));
 }
+
+/// A daemon from before the event stream: `/api/events` is a 404, everything else answers.
+#[test]
+fn a_daemon_without_events_is_polled() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut s) = conn else { return };
+            thread::spawn(move || {
+                let Some((line, _, _)) = read_request(&mut s) else {
+                    return;
+                };
+                if line.starts_with("GET /api/events") {
+                    reply(&mut s, "404 Not Found", r#"{"error":"not_found"}"#);
+                } else {
+                    reply(&mut s, "200 OK", "[]");
+                }
+            });
+        }
+    });
+    let opts = Options {
+        url,
+        allow_http: true,
+        timeout: Duration::from_secs(10),
+        ..Options::default()
+    };
+    let mut src = HttpSource::start(opts, Some("tok".into()), None);
+    let mut got = Vec::new();
+    wait_for(&mut src, &mut got, "polling", |u| {
+        u.contains(&Update::Link(Link::Polling))
+    });
+    assert!(
+        !got.iter()
+            .any(|u| matches!(u, Update::Link(Link::Disconnected(_)))),
+        "a daemon that answers is not called disconnected: {got:?}"
+    );
+}

@@ -236,6 +236,9 @@ pub enum Link {
     Connected,
     /// The event stream is down; it is retried by itself.
     Disconnected(String),
+    /// The daemon answers but has no event stream (a `sipd` older than the console): the
+    /// screen in front is reloaded every few seconds instead.
+    Polling,
 }
 
 /// What a data source hands back to the UI thread.

@@ -30,6 +30,8 @@ use super::ui;
 const STATUS_EVERY_MS: u64 = 5_000;
 /// How often the screen in front is reloaded in full (the stream keeps it current between).
 const RELOAD_EVERY_MS: u64 = 15_000;
+/// The same without an event stream ([`Link::Polling`]).
+const POLL_EVERY_MS: u64 = 3_000;
 /// Smallest area the frame is drawn in; below it a one-line note says "too small".
 const MIN_W: u16 = 30;
 /// A read asked longer ago than this without an answer is asked again (a lost answer must
@@ -71,6 +73,9 @@ pub struct App<S: DataSource, C: Clock> {
     /// Reads sent and not answered yet, with when: a slow daemon gets one of each at a
     /// time instead of a queue that grows every tick.
     in_flight: Vec<(Request, u64)>,
+    /// A poll failed while there is no event stream: shown as disconnected until a poll
+    /// answers again.
+    polling_lost: bool,
     last_status_ms: u64,
     last_reload_ms: u64,
 }
@@ -102,6 +107,7 @@ impl<S: DataSource, C: Clock> App<S, C> {
             quit: false,
             url: url.to_owned(),
             in_flight: Vec::new(),
+            polling_lost: false,
             last_status_ms: 0,
             last_reload_ms: 0,
         };
@@ -288,7 +294,12 @@ impl<S: DataSource, C: Clock> App<S, C> {
             return;
         }
         let now = self.clock.now_ms();
-        if now.saturating_sub(self.last_reload_ms) >= RELOAD_EVERY_MS {
+        let every = if self.data.link == Some(Link::Polling) {
+            POLL_EVERY_MS
+        } else {
+            RELOAD_EVERY_MS
+        };
+        if now.saturating_sub(self.last_reload_ms) >= every {
             self.reload_all();
         } else if now.saturating_sub(self.last_status_ms) >= STATUS_EVERY_MS {
             self.last_status_ms = now;
@@ -319,7 +330,7 @@ impl<S: DataSource, C: Clock> App<S, C> {
         match u {
             Update::Event(ev) => self.data.apply(ev),
             Update::Link(l) => {
-                if l == Link::Connected && matches!(self.data.link, Some(Link::Disconnected(_))) {
+                if l != Link::Idle && matches!(self.data.link, Some(Link::Disconnected(_))) {
                     // Back after a restart: what happened meanwhile came without events.
                     self.data.link = Some(l);
                     self.reload_all();
@@ -350,7 +361,14 @@ impl<S: DataSource, C: Clock> App<S, C> {
                             l.failed(msg);
                         }
                     }
-                    Request::Status => d.status.error = Some(msg),
+                    Request::Status => {
+                        // Without a stream only the polls see the daemon go away.
+                        if f.status.is_none() && d.link == Some(Link::Polling) {
+                            d.link = Some(Link::Disconnected(msg.clone()));
+                            self.polling_lost = true;
+                        }
+                        d.status.error = Some(msg)
+                    }
                     Request::Me => self.notice = Some(format!("who am I: {msg}")),
                     Request::Calls => d.calls.error = Some(msg),
                     Request::Messages(_) => d.messages.error = Some(msg),
@@ -395,7 +413,15 @@ impl<S: DataSource, C: Clock> App<S, C> {
                 self.reload_all();
             }
             Reply::Me(me) => d.role = Some(me.role),
-            Reply::Status(s) => d.status.set(Some(s)),
+            Reply::Status(s) => {
+                d.status.set(Some(s));
+                if std::mem::take(&mut self.polling_lost)
+                    && matches!(d.link, Some(Link::Disconnected(_)))
+                {
+                    d.link = Some(Link::Polling);
+                    self.reload_all();
+                }
+            }
             Reply::Calls(c) => d.calls.set(c),
             Reply::Messages(m) => d.messages.set(Some(m)),
             Reply::Bans(b) => d.bans.set(b),
@@ -532,6 +558,7 @@ impl<S: DataSource, C: Clock> App<S, C> {
                 " ○ DISCONNECTED ",
                 ui::bad().add_modifier(ui::Modifier::REVERSED),
             ),
+            (Some(Link::Polling), _) => Span::styled(" ◐ polling ", ui::dim()),
             (Some(Link::Idle) | None, _) => Span::styled(" ○ connecting ", ui::dim()),
         };
         let used: usize = spans.iter().map(Span::width).sum();

@@ -21,6 +21,9 @@ use crate::token;
 
 /// The longest wait between two tries to reopen the event stream.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How long a daemon without an event stream (404) is polled before the stream is tried
+/// again (it may have been upgraded meanwhile).
+const NO_STREAM_RETRY: Duration = Duration::from_secs(30);
 
 /// The HTTPS data source.
 pub struct HttpSource {
@@ -261,6 +264,13 @@ fn stream(opts: Options, token: Arc<Mutex<Option<String>>>, updates: Sender<Upda
             client(&opts, &token).and_then(|c| c.open_stream("/api/events").map_err(failure));
         let reader = match opened {
             Ok(r) => r,
+            Err(f) if f.status == Some(404) => {
+                if !say(Link::Polling, &mut last) {
+                    return;
+                }
+                thread::sleep(NO_STREAM_RETRY);
+                continue;
+            }
             Err(f) => {
                 if !say(Link::Disconnected(f.message), &mut last) {
                     return;
