@@ -121,6 +121,11 @@ impl Drop for Tmux {
     }
 }
 
+/// Where the time goes (a report for people, never a check).
+fn phase(started: Instant, name: &str) {
+    eprintln!("{:>6.1?}  {name}", started.elapsed());
+}
+
 /// Whether a row of the table on screen (inside its border, not the notice line under it)
 /// holds `text`.
 fn listed(screen: &str, text: &str) -> bool {
@@ -209,7 +214,9 @@ fn console_logs_in_hangs_up_a_call_and_bans_an_address() {
     let _s = serial();
     let started = Instant::now();
     let console: PathBuf = tests::bins::cargo_bin("tui", "sbc-tui");
+    phase(started, "binaries built");
     let net = Net::new();
+    phase(started, "namespaces up");
     let mut sbc = Sbc::start_with(
         &net,
         Plane::Xdp,
@@ -222,6 +229,7 @@ fn console_logs_in_hangs_up_a_call_and_bans_an_address() {
             ..Settings::default()
         },
     );
+    phase(started, "sipd ready");
     let secret = sbc
         .init_output
         .split("enter the secret ")
@@ -245,6 +253,7 @@ fn console_logs_in_hangs_up_a_call_and_bans_an_address() {
     );
     let tmux = Tmux::start(120, 40, &line);
 
+    phase(started, "login with password and TOTP");
     // ---- login with password and TOTP ------------------------------------------------------
     tmux.wait(20, "the login form", |s| s.contains("TOTP code"));
     tmux.text("admin");
@@ -266,6 +275,7 @@ fn console_logs_in_hangs_up_a_call_and_bans_an_address() {
         tmux.wait(15, "the polling mark", |s| s.contains("◐ polling"));
     }
 
+    phase(started, "a held call on the calls screen");
     // ---- a held call on the calls screen, its ladder, K hang-up ----------------------------
     let uas = net.uas("uas.xml", SIP_PORT, 1, Duration::ZERO);
     let mut hold = net.uac("uac_recv_bye.xml", sbc.sip(), Duration::ZERO);
@@ -305,6 +315,7 @@ fn console_logs_in_hangs_up_a_call_and_bans_an_address() {
     let _ = uas.finish();
     tmux.wait(40, "the call gone", |s| !listed(s, CLI));
 
+    phase(started, "ban an attacker from the bans screen");
     // ---- ban an attacker from the bans screen; the kernel drops it; unban -----------------
     let c = net.topo.caller_if.ipv4.octets();
     let ip = Ipv4Addr::new(c[0], c[1], c[2], 77);
@@ -363,6 +374,7 @@ fn console_logs_in_hangs_up_a_call_and_bans_an_address() {
         assert!(Instant::now() < end, "still dropped after the unban");
     }
 
+    phase(started, "quit");
     // ---- quit; the CDR says who hung up ---------------------------------------------------
     tmux.keys(&["q"]);
     drop(tmux);
