@@ -1023,3 +1023,24 @@ fn without_an_event_stream_the_console_polls() {
     a.tick();
     assert_eq!(a.data.link, Some(Link::Polling));
 }
+
+#[test]
+fn a_long_pause_stays_bounded_and_reloads_on_thaw() {
+    let mut a = app(full, Link::Connected);
+    keys(&mut a, "p");
+    assert!(a.paused);
+    for i in 0..25_000 {
+        a.source()
+            .push(Update::Event(StreamEvent::Counters(counters(i))));
+    }
+    a.tick();
+    let before = a.source().sent.len();
+    keys(&mut a, "p");
+    assert!(!a.paused);
+    assert!(a.source().sent.len() > before, "the thaw asks again");
+    assert_eq!(
+        a.notice.as_deref(),
+        Some("paused a long time: everything asked again")
+    );
+    assert!(a.data.counters.len() <= tui::console::data::HISTORY);
+}

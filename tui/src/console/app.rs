@@ -32,12 +32,14 @@ const STATUS_EVERY_MS: u64 = 5_000;
 const RELOAD_EVERY_MS: u64 = 15_000;
 /// The same without an event stream ([`Link::Polling`]).
 const POLL_EVERY_MS: u64 = 3_000;
+/// Most events held while paused (about an hour of a busy box's stream).
+const HOLD_MAX: usize = 20_000;
 /// Smallest area the frame is drawn in; below it a one-line note says "too small".
 const MIN_W: u16 = 30;
+const MIN_H: u16 = 8;
 /// A read asked longer ago than this without an answer is asked again (a lost answer must
 /// not stop the refreshes for good).
 const IN_FLIGHT_MS: u64 = 60_000;
-const MIN_H: u16 = 8;
 
 /// The console.
 pub struct App<S: DataSource, C: Clock> {
@@ -64,6 +66,8 @@ pub struct App<S: DataSource, C: Clock> {
     /// The live view is frozen; updates wait in `held`.
     pub paused: bool,
     held: Vec<Update>,
+    /// Events were thrown away while paused (more than [`HOLD_MAX`]): reload on thaw.
+    held_lost: bool,
     /// A question waiting for `y`.
     pub confirm: Option<(String, Request)>,
     /// The last notice (result of an action, an error).
@@ -102,6 +106,7 @@ impl<S: DataSource, C: Clock> App<S, C> {
             help: false,
             paused: false,
             held: Vec::new(),
+            held_lost: false,
             confirm: None,
             notice: None,
             quit: false,
@@ -267,6 +272,10 @@ impl<S: DataSource, C: Clock> App<S, C> {
                     for u in std::mem::take(&mut self.held) {
                         self.apply(u);
                     }
+                    if std::mem::take(&mut self.held_lost) {
+                        self.notice = Some("paused a long time: everything asked again".into());
+                        self.reload_all();
+                    }
                 }
             }
             Action::Send(r) => self.send(r),
@@ -285,6 +294,12 @@ impl<S: DataSource, C: Clock> App<S, C> {
         for u in self.source.poll() {
             let live = matches!(u, Update::Event(_));
             if self.paused && live {
+                // A pause left on overnight must not grow without end: past the bound the
+                // events are dropped and the thaw asks for everything again.
+                if self.held.len() >= HOLD_MAX {
+                    self.held.clear();
+                    self.held_lost = true;
+                }
                 self.held.push(u);
             } else {
                 self.apply(u);
