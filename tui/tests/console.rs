@@ -605,6 +605,14 @@ fn ladder() {
     keys(&mut a, "g");
     key(&mut a, KeyCode::Enter);
     shots!("ladder_empty", a);
+    // `q` backs out of the ladder as in sngrep; on the list it quits.
+    let mut a = on(app(full, Link::Connected), '2');
+    key(&mut a, KeyCode::Enter);
+    assert!(a.calls.ladder.is_some());
+    keys(&mut a, "q");
+    assert!(a.calls.ladder.is_none() && !a.should_quit());
+    keys(&mut a, "q");
+    assert!(a.should_quit());
 }
 
 #[test]

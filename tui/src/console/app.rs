@@ -523,7 +523,7 @@ impl<S: DataSource, C: Clock> App<S, C> {
         f.render_widget(Paragraph::new(self.note_line()), note);
         let keys: Vec<(String, &str, bool)> = keymap::bar(&scopes)
             .into_iter()
-            .map(|b| (b.keys[0].label(), b.short, self.may(b)))
+            .map(|(k, b)| (k.label(), b.short, self.may(b)))
             .collect();
         f.render_widget(Paragraph::new(ui::key_bar(&keys)), bar);
         if self.help {

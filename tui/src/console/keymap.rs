@@ -242,7 +242,8 @@ const fn admin(b: Binding) -> Binding {
 use Key::Char as C;
 
 /// The key map. sngrep's keys are aliases where they mean the same: F1 help, F3 and `/`
-/// display filter, F7 filter, F6 raw message, `p` pause, Enter the call flow, Esc back.
+/// display filter, F7 filter, F6 raw message, `p` pause, Enter the call flow, Esc and `q`
+/// back out of it.
 /// F5 (refresh) and F10 (quit) follow htop and mc: in sngrep they clear the list and pick
 /// columns, which the console has no use for.
 pub const BINDINGS: &[Binding] = &[
@@ -447,10 +448,10 @@ pub const BINDINGS: &[Binding] = &[
     ),
     b(
         Scope::Ladder,
-        &[Key::Esc, Key::Char('h')],
+        &[Key::Esc, Key::Char('h'), C('q')],
         Command::Back,
         "back",
-        "back to the calls",
+        "back to the calls (`q` too, as in sngrep's call flow)",
         true,
     ),
     b(
@@ -567,11 +568,21 @@ pub fn lookup(scopes: &[Scope], key: Key) -> Option<Command> {
     find(scopes, key).map(|b| b.command)
 }
 
-/// The key bar's bindings for the given scopes, most specific first.
-pub fn bar(scopes: &[Scope]) -> Vec<&'static Binding> {
+/// The key bar's bindings for the given scopes, most specific first, each with the first of
+/// its keys that still means it here (`q` backs out of the ladder, so quit shows as F10
+/// there); a binding none of whose keys reach it is left out.
+pub fn bar(scopes: &[Scope]) -> Vec<(Key, &'static Binding)> {
     scopes
         .iter()
         .flat_map(|s| BINDINGS.iter().filter(move |b| b.scope == *s && b.bar))
+        .filter_map(|b| {
+            let live = b
+                .keys
+                .iter()
+                .copied()
+                .find(|k| find(scopes, *k).is_some_and(|f| std::ptr::eq(f, b)))?;
+            Some((live, b))
+        })
         .collect()
 }
 
