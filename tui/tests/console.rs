@@ -702,6 +702,7 @@ fn an_operator_cannot_change_the_firewall() {
         a.notice
     );
     insta::assert_snapshot!("firewall_operator_80x24", render(&mut a, 80, 24));
+    insta::assert_snapshot!("firewall_operator_120x40", render(&mut a, 120, 40));
 }
 
 #[test]
