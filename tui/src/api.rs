@@ -1,5 +1,5 @@
 //! A blocking HTTPS client for the management API (ureq, rustls with the ring provider), and
-//! the errors it reports with their exit codes. Shared by `sbcctl` and, later, `sbc-tui`.
+//! the errors it reports with their exit codes. Shared by `sbcctl` and `sbc-tui`.
 
 use std::fmt;
 use std::path::Path;
@@ -56,14 +56,20 @@ pub enum Error {
 /// An error reply: `{"error", "message", "field"}` and the status.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
+    /// The HTTP status.
     pub status: u16,
+    /// The API's error code (`invalid`, `not_found`, ...); empty when the body had none.
     pub code: String,
+    /// The message for people.
     pub message: String,
+    /// The request field at fault, when the API names one.
     pub field: Option<String>,
+    /// `Retry-After`, when a lockout says when to try again.
     pub retry_after: Option<String>,
 }
 
 impl Error {
+    /// The exit code `sbcctl` ends with for this error.
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Usage(_) | Error::Local(_) => exit::USAGE,
@@ -150,14 +156,18 @@ pub struct Options {
     pub ca: Option<std::path::PathBuf>,
     /// Allow `http://` (tests only; hidden flag).
     pub allow_http: bool,
+    /// Time allowed for one request.
     pub timeout: Duration,
 }
 
 /// A reply with a success status.
 #[derive(Debug, Clone)]
 pub struct Reply {
+    /// The HTTP status.
     pub status: u16,
+    /// `Content-Type`.
     pub content_type: String,
+    /// The body.
     pub body: Vec<u8>,
 }
 
@@ -175,6 +185,7 @@ impl Reply {
         })
     }
 
+    /// The body as text (invalid UTF-8 replaced).
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
@@ -183,9 +194,13 @@ impl Reply {
 /// HTTP method of a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
+    /// `GET`.
     Get,
+    /// `POST`.
     Post,
+    /// `PUT`.
     Put,
+    /// `DELETE`.
     Delete,
 }
 
@@ -208,6 +223,7 @@ pub struct Client {
 }
 
 impl Client {
+    /// A client for `opts.url`, sending `token` as a bearer token when given.
     pub fn new(opts: &Options, token: Option<String>) -> Result<Client, Error> {
         let base = check_url(&opts.url, opts.allow_http)?;
         let mut tls = TlsConfig::builder();
@@ -231,10 +247,12 @@ impl Client {
         })
     }
 
+    /// The base URL, without a trailing slash.
     pub fn base(&self) -> &str {
         &self.base
     }
 
+    /// Whether a token is sent.
     pub fn has_token(&self) -> bool {
         self.token.is_some()
     }
@@ -309,8 +327,48 @@ impl Client {
         self.call(method, path, query, body)?.json()
     }
 
+    /// `GET path`, the reply as JSON.
     pub fn get(&self, path: &str) -> Result<Value, Error> {
         self.json(Method::Get, path, &[], None)
+    }
+
+    /// Opens a long-lived `GET` (server-sent events, `Accept: text/event-stream`): the
+    /// client's overall timeout does not apply, only the connect and first-reply ones, so
+    /// the body can be read for as long as the server sends.
+    pub fn open_stream(&self, path: &str) -> Result<impl std::io::Read + Send + use<>, Error> {
+        let url = format!("{}{}", self.base, path);
+        let mut b = ureq::http::Request::builder()
+            .method("GET")
+            .uri(&url)
+            .header("Accept", "text/event-stream");
+        if let Some(t) = &self.token {
+            b = b.header("Authorization", format!("Bearer {t}"));
+        }
+        let req = b
+            .body(())
+            .map_err(|e| Error::Usage(format!("bad request {url}: {e}")))?;
+        let req = self
+            .agent
+            .configure_request(req)
+            .timeout_global(None)
+            .timeout_connect(Some(Duration::from_secs(5)))
+            .timeout_recv_response(Some(Duration::from_secs(10)))
+            .build();
+        let mut res = self
+            .agent
+            .run(req)
+            .map_err(|e| transport_error(&self.base, e))?;
+        let status = res.status().as_u16();
+        if !(200..300).contains(&status) {
+            let body = res
+                .body_mut()
+                .with_config()
+                .limit(1 << 16)
+                .read_to_vec()
+                .unwrap_or_default();
+            return Err(Error::Api(api_error(status, &body, None)));
+        }
+        Ok(res.into_body().into_reader())
     }
 }
 

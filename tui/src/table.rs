@@ -16,11 +16,15 @@ pub enum Fmt {
 /// A column: its header, the value's key (`a.b` reaches into objects) and its format.
 #[derive(Debug, Clone, Copy)]
 pub struct Col {
+    /// Column heading.
     pub header: &'static str,
+    /// The JSON key (a dotted path) of the value.
     pub key: &'static str,
+    /// How the value is shown.
     pub fmt: Fmt,
 }
 
+/// A column shown as the value is.
 pub const fn col(header: &'static str, key: &'static str) -> Col {
     Col {
         header,
@@ -29,6 +33,7 @@ pub const fn col(header: &'static str, key: &'static str) -> Col {
     }
 }
 
+/// A column of Unix-ms times, shown as UTC dates.
 pub const fn time(header: &'static str, key: &'static str) -> Col {
     Col {
         header,
@@ -54,6 +59,7 @@ pub struct Table {
 }
 
 impl Table {
+    /// An empty table with these headings.
     pub fn new<S: Into<String>>(headers: impl IntoIterator<Item = S>) -> Table {
         Table {
             headers: headers.into_iter().map(Into::into).collect(),
@@ -61,10 +67,12 @@ impl Table {
         }
     }
 
+    /// Adds a row.
     pub fn row(&mut self, cells: Vec<String>) {
         self.rows.push(cells);
     }
 
+    /// No rows.
     pub fn is_empty(&self) -> bool {
         self.rows.is_empty()
     }
@@ -133,6 +141,7 @@ pub fn get<'a>(v: &'a Value, key: &str) -> &'a Value {
         .unwrap_or(&Value::Null)
 }
 
+/// One JSON value as a table cell.
 pub fn format_value(v: &Value, fmt: Fmt) -> String {
     match (v, fmt) {
         (Value::Number(n), Fmt::Time) => match n.as_u64() {

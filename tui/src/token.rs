@@ -12,12 +12,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::Error;
 
+/// A saved session.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Saved {
+    /// The API URL it was made for.
     pub url: String,
+    /// The bearer token.
     pub token: String,
+    /// Who logged in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
+    /// When it expires, Unix ms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_ms: Option<u64>,
     /// The `--ca` file given at login, reused by later commands.
@@ -38,6 +43,7 @@ pub fn config_dir(xdg_config_home: Option<&str>, home: Option<&str>) -> Option<P
     }
 }
 
+/// The token file in `dir`.
 pub fn token_path(dir: &Path) -> PathBuf {
     dir.join("token")
 }

@@ -11,9 +11,10 @@ use crate::util::{self, output, run, which};
 /// Debian packages: LLVM for bpf-linker, SIP/RTP peers (sipp, the baresip softphone),
 /// the scanners the attack tests run (sipvicious: svmap, svwar, svcrack) and capture for
 /// the tests, BPF and network tools for the netns harness, the reference rtpengine +
-/// Kamailio, and `systemd-analyze` (package systemd; it works with no systemd running) to
-/// verify the unit in dist/systemd. `setpriv`, which runs sipd with only the unit's
-/// capabilities in tests/tests/service.rs, is in util-linux, always installed.
+/// Kamailio, tmux (the console's end-to-end test drives `sbc-tui` in a tmux pane), and
+/// `systemd-analyze` (package systemd; it works with no systemd running) to verify the unit
+/// in dist/systemd. `setpriv`, which runs sipd with only the unit's capabilities in
+/// tests/tests/service.rs, is in util-linux, always installed.
 pub const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -30,6 +31,7 @@ pub const APT_PACKAGES: &[&str] = &[
     "rtpengine",
     "kamailio",
     "systemd",
+    "tmux",
 ];
 
 /// Units the rtpengine and kamailio packages install; they must not hold our ports.

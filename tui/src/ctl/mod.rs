@@ -46,6 +46,7 @@ pub struct Env {
 }
 
 impl Env {
+    /// Reads the variables of this process.
     pub fn from_process() -> Env {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         Env {
@@ -62,9 +63,13 @@ impl Env {
 
 /// The standard streams and the terminal.
 pub struct Io<'a> {
+    /// Standard output.
     pub out: &'a mut dyn Write,
+    /// Standard error.
     pub err: &'a mut dyn Write,
+    /// Standard input.
     pub stdin: &'a mut dyn BufRead,
+    /// Asks for secrets without echo.
     pub prompt: &'a mut dyn Prompt,
 }
 

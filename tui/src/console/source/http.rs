@@ -1,0 +1,309 @@
+//! The daemon over HTTPS: one worker thread makes the requests in order, another keeps the
+//! event stream open and reopens it after a failure, so the UI thread never waits on the
+//! network. A successful login is saved where `sbcctl` keeps its session.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use super::DataSource;
+use super::sse::SseParser;
+use crate::api::{self, Client, Method, Options};
+use crate::console::action::{Failure, Link, Reply, Request, Update};
+use crate::console::model::{LoginOk, StreamEvent};
+use crate::token;
+
+/// The longest wait between two tries to reopen the event stream.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How long a daemon without an event stream (404) is polled before the stream is tried
+/// again (it may have been upgraded meanwhile).
+const NO_STREAM_RETRY: Duration = Duration::from_secs(30);
+
+/// The HTTPS data source.
+pub struct HttpSource {
+    requests: Sender<Request>,
+    updates: Receiver<Update>,
+}
+
+impl HttpSource {
+    /// Starts the two threads. `token`: a saved session for this URL, if any; `token_dir`:
+    /// where a new login is saved (`sbcctl`'s directory), `None` to keep it in memory only.
+    pub fn start(opts: Options, token: Option<String>, token_dir: Option<PathBuf>) -> HttpSource {
+        let (req_tx, req_rx) = mpsc::channel::<Request>();
+        let (up_tx, up_rx) = mpsc::channel::<Update>();
+        let shared = Arc::new(Mutex::new(token));
+        {
+            let (opts, shared, up) = (opts.clone(), shared.clone(), up_tx.clone());
+            thread::Builder::new()
+                .name("sbc-tui-api".into())
+                .spawn(move || worker(opts, shared, token_dir, req_rx, up))
+                .expect("spawn the API thread");
+        }
+        thread::Builder::new()
+            .name("sbc-tui-events".into())
+            .spawn(move || stream(opts, shared, up_tx))
+            .expect("spawn the event thread");
+        HttpSource {
+            requests: req_tx,
+            updates: up_rx,
+        }
+    }
+}
+
+impl DataSource for HttpSource {
+    fn send(&mut self, req: Request) {
+        // The worker only stops when this source is dropped.
+        let _ = self.requests.send(req);
+    }
+
+    fn poll(&mut self) -> Vec<Update> {
+        self.updates.try_iter().collect()
+    }
+}
+
+fn failure(e: api::Error) -> Failure {
+    let status = match &e {
+        api::Error::Api(a) => Some(a.status),
+        _ => None,
+    };
+    Failure {
+        status,
+        message: e.to_string(),
+    }
+}
+
+fn client(opts: &Options, token: &Mutex<Option<String>>) -> Result<Client, Failure> {
+    let t = token.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    Client::new(opts, t).map_err(failure)
+}
+
+/// Now, for the windows asked of the API (the UI's own time is the injected clock).
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn typed<T: DeserializeOwned>(v: Value) -> Result<T, Failure> {
+    serde_json::from_value(v).map_err(|e| Failure {
+        status: None,
+        message: format!("the daemon's reply does not fit: {e}"),
+    })
+}
+
+fn worker(
+    opts: Options,
+    token: Arc<Mutex<Option<String>>>,
+    token_dir: Option<PathBuf>,
+    requests: Receiver<Request>,
+    updates: Sender<Update>,
+) {
+    for req in requests {
+        let r = client(&opts, &token).and_then(|c| perform(&c, &req));
+        if let (Request::Login { username, .. }, Ok(Reply::LoggedIn(ok))) = (&req, &r) {
+            *token.lock().unwrap_or_else(|p| p.into_inner()) = Some(ok.token.clone());
+            if let Some(dir) = &token_dir {
+                let saved = token::Saved {
+                    url: opts.url.clone(),
+                    token: ok.token.clone(),
+                    username: Some(username.clone()),
+                    expires_ms: Some(ok.expires_ms),
+                    ca: opts.ca.clone(),
+                    insecure: opts.insecure,
+                };
+                if let Err(e) = token::save(dir, &saved) {
+                    let _ = updates.send(Update::Reply(
+                        Request::Status,
+                        Err(Failure {
+                            status: None,
+                            message: format!("logged in, but the session was not saved: {e}"),
+                        }),
+                    ));
+                }
+            }
+        }
+        if updates.send(Update::Reply(req, r)).is_err() {
+            return;
+        }
+    }
+}
+
+fn perform(c: &Client, req: &Request) -> Result<Reply, Failure> {
+    let get = |path: &str| c.get(path).map_err(failure);
+    Ok(match req {
+        Request::Login {
+            username,
+            password,
+            totp,
+        } => {
+            let mut body = json!({"username": username, "password": password});
+            if let Some(t) = totp.as_ref().filter(|t| !t.is_empty()) {
+                body["totp"] = t.clone().into();
+            }
+            let v = c
+                .json(Method::Post, "/api/login", &[], Some(&body))
+                .map_err(failure)?;
+            Reply::LoggedIn(typed::<LoginOk>(v)?)
+        }
+        Request::Me => Reply::Me(typed(get("/api/me")?)?),
+        Request::Status => Reply::Status(typed(get("/api/status")?)?),
+        Request::Calls => Reply::Calls(typed(get("/api/calls")?)?),
+        Request::Messages(id) => {
+            Reply::Messages(typed(get(&format!("/api/calls/{id}/messages"))?)?)
+        }
+        Request::Hangup(id) => {
+            c.call(Method::Delete, &format!("/api/calls/{id}"), &[], None)
+                .map_err(failure)?;
+            Reply::Done
+        }
+        Request::Bans => Reply::Bans(typed(get("/api/bans")?)?),
+        Request::Ban {
+            addr,
+            duration_secs,
+            reason,
+        } => {
+            let body = json!({"addr": addr, "duration_secs": duration_secs, "reason": reason});
+            c.call(Method::Post, "/api/bans", &[], Some(&body))
+                .map_err(failure)?;
+            Reply::Done
+        }
+        Request::Unban(addr) => {
+            let path = format!("/api/bans/{}", api::encode(addr));
+            c.call(Method::Delete, &path, &[], None).map_err(failure)?;
+            Reply::Done
+        }
+        Request::Alerts => Reply::Alerts(typed(get("/api/alerts")?)?),
+        Request::Firewall => Reply::Firewall(typed(get("/api/firewall")?)?),
+        Request::AllowAdd { service, cidr } | Request::AllowRemove { service, cidr } => {
+            let m = if matches!(req, Request::AllowAdd { .. }) {
+                Method::Post
+            } else {
+                Method::Delete
+            };
+            let body = json!({"service": service, "cidr": cidr});
+            c.call(m, "/api/firewall/allow", &[], Some(&body))
+                .map_err(failure)?;
+            Reply::Done
+        }
+        Request::DenyAdd(cidr) => {
+            let body = json!({"cidr": cidr});
+            c.call(Method::Post, "/api/firewall/deny", &[], Some(&body))
+                .map_err(failure)?;
+            Reply::Done
+        }
+        Request::DenyRemove(id) => {
+            c.call(
+                Method::Delete,
+                &format!("/api/firewall/deny/{id}"),
+                &[],
+                None,
+            )
+            .map_err(failure)?;
+            Reply::Done
+        }
+        Request::Accounts => Reply::Accounts(
+            typed(get("/api/accounts")?)?,
+            typed(get("/api/connections")?)?,
+        ),
+        Request::Cdrs => {
+            let q = [(
+                "limit",
+                crate::console::screens::cdrs::CDR_LIMIT.to_string(),
+            )];
+            let v = c
+                .json(Method::Get, "/api/cdrs", &q, None)
+                .map_err(failure)?;
+            Reply::Cdrs(typed(v)?)
+        }
+        Request::Staff => Reply::Staff(typed(get("/api/staff")?)?),
+        Request::Audit { after } => {
+            // The API lists oldest first: the first load asks for the last day (newest
+            // kept), later ones for what came after the newest entry seen.
+            let q = if *after == 0 {
+                let day_ago = unix_ms().saturating_sub(86_400_000);
+                [
+                    ("from_ms", day_ago.to_string()),
+                    ("limit", crate::console::data::AUDIT_KEEP.to_string()),
+                ]
+            } else {
+                [("after", after.to_string()), ("limit", "1000".to_string())]
+            };
+            let v = c
+                .json(Method::Get, "/api/audit", &q, None)
+                .map_err(failure)?;
+            Reply::Audit(typed(v)?)
+        }
+    })
+}
+
+/// Keeps `/api/events` open: on any failure says so and tries again, waiting a little
+/// longer each time up to [`MAX_BACKOFF`].
+fn stream(opts: Options, token: Arc<Mutex<Option<String>>>, updates: Sender<Update>) {
+    let mut backoff = Duration::from_millis(250);
+    let mut last = Link::Idle;
+    let say = |l: Link, last: &mut Link| -> bool {
+        if *last == l {
+            return true;
+        }
+        *last = l.clone();
+        updates.send(Update::Link(l)).is_ok()
+    };
+    loop {
+        let has_token = token.lock().map(|t| t.is_some()).unwrap_or(false);
+        if !has_token {
+            thread::sleep(Duration::from_millis(200));
+            continue;
+        }
+        let opened =
+            client(&opts, &token).and_then(|c| c.open_stream("/api/events").map_err(failure));
+        let reader = match opened {
+            Ok(r) => r,
+            Err(f) if f.status == Some(404) => {
+                if !say(Link::Polling, &mut last) {
+                    return;
+                }
+                thread::sleep(NO_STREAM_RETRY);
+                continue;
+            }
+            Err(f) => {
+                if !say(Link::Disconnected(f.message), &mut last) {
+                    return;
+                }
+                thread::sleep(backoff);
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(250);
+        if !say(Link::Connected, &mut last) {
+            return;
+        }
+        let mut parser = SseParser::default();
+        let mut why = "the daemon closed the event stream".to_owned();
+        for line in BufReader::new(reader).lines() {
+            let line = match line {
+                Ok(l) => l,
+                Err(e) => {
+                    why = format!("event stream: {e}");
+                    break;
+                }
+            };
+            if let Some((kind, data)) = parser.line(line.trim_end_matches('\r'))
+                && let Some(ev) = StreamEvent::parse(&kind, &data)
+                && updates.send(Update::Event(ev)).is_err()
+            {
+                return;
+            }
+        }
+        if !say(Link::Disconnected(why), &mut last) {
+            return;
+        }
+        thread::sleep(backoff);
+    }
+}
