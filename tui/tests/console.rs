@@ -123,7 +123,8 @@ fn msg(at: u64, dir: &str, leg: &str, first: &str, sdp: bool) -> Message {
 
 fn messages() -> CallMessages {
     CallMessages {
-        call_id: 101,
+        id: 101,
+        call_id: "a84b4c76e66710@pc33.example.com".into(),
         messages: vec![
             msg(
                 0,
@@ -160,6 +161,7 @@ fn messages() -> CallMessages {
                 false,
             ),
         ],
+        ..CallMessages::default()
     }
 }
 
@@ -204,11 +206,13 @@ fn bans() -> Vec<Ban> {
 fn alerts() -> Vec<Alert> {
     vec![
         Alert {
+            id: "ssh_open_to_all".into(),
             code: "ssh_open_to_all".into(),
             severity: "warning".into(),
             message: "ssh allows 0.0.0.0/0".into(),
         },
         Alert {
+            id: "ban_table_full".into(),
             code: "ban_table_full".into(),
             severity: "critical".into(),
             message: "the ban table was full in the last hour".into(),
@@ -456,8 +460,8 @@ fn full(req: &Request) -> Result<Reply, Failure> {
         Request::Calls => Reply::Calls(calls()),
         Request::Messages(101) => Reply::Messages(messages()),
         Request::Messages(id) => Reply::Messages(CallMessages {
-            call_id: *id,
-            messages: vec![],
+            id: *id,
+            ..CallMessages::default()
         }),
         Request::Bans => Reply::Bans(bans()),
         Request::Alerts => Reply::Alerts(alerts()),

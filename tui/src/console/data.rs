@@ -102,12 +102,12 @@ impl Data {
             }
             StreamEvent::BanRemoved(p) => self.bans.value.retain(|k| k.prefix != p),
             StreamEvent::AlertRaised(a) => {
-                self.alerts.value.retain(|k| k.code != a.code);
+                self.alerts.value.retain(|k| k.key() != a.key());
                 self.alerts.value.push(a);
             }
-            StreamEvent::AlertCleared(code) => {
-                self.alerts.value.retain(|k| k.code != code);
-                self.acked.remove(&code);
+            StreamEvent::AlertCleared(id) => {
+                self.alerts.value.retain(|k| k.key() != id);
+                self.acked.remove(&id);
             }
             StreamEvent::Audit(e) => {
                 if self.audit.value.last().is_none_or(|l| l.id < e.id) {

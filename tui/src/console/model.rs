@@ -180,10 +180,16 @@ impl Message {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(default)]
 pub struct CallMessages {
-    /// The call id.
-    pub call_id: u64,
+    /// The API's call id (as in `GET /api/calls`).
+    pub id: u64,
+    /// The caller's SIP Call-ID.
+    pub call_id: String,
     /// Oldest first.
     pub messages: Vec<Message>,
+    /// Messages of this call the daemon did not keep (its per-call bound).
+    pub dropped: u64,
+    /// Whether the call has ended.
+    pub ended: bool,
 }
 
 /// A ban (`GET /api/bans`, `ban_added`).
@@ -212,12 +218,27 @@ pub struct Ban {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(default)]
 pub struct Alert {
-    /// Stable code; `alert_cleared` names it as `id`.
+    /// Stable while the condition lasts (the code and what it is about); `alert_cleared`
+    /// names alerts by it.
+    pub id: String,
+    /// The kind of finding (`ban_table_full`, `firewall_coverage`, ...).
     pub code: String,
     /// `critical`, `warning` or `info`.
     pub severity: String,
     /// What is wrong.
     pub message: String,
+}
+
+impl Alert {
+    /// What names this alert in the stream and in acknowledgements: its `id`, or its code from
+    /// a daemon that sends no id.
+    pub fn key(&self) -> &str {
+        if self.id.is_empty() {
+            &self.code
+        } else {
+            &self.id
+        }
+    }
 }
 
 /// An audit entry (`GET /api/audit`, `audit`).

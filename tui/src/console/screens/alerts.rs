@@ -69,7 +69,7 @@ impl Screen for Alerts {
         match cmd {
             Command::Ack => rows
                 .get(self.nav.selected)
-                .map(|a| Action::Ack(a.code.clone())),
+                .map(|a| Action::Ack(a.key().to_owned())),
             _ => None,
         }
     }
@@ -94,7 +94,7 @@ impl Screen for Alerts {
             let table_rows: Vec<Row> = rows
                 .iter()
                 .map(|a| {
-                    let acked = data.acked.contains(&a.code);
+                    let acked = data.acked.contains(a.key());
                     let style = if acked {
                         ui::dim()
                     } else if a.severity == "critical" {
@@ -147,6 +147,7 @@ mod tests {
     fn critical_first_and_ack_names_the_code() {
         let mut d = Data::default();
         let a = |code: &str, severity: &str| Alert {
+            id: String::new(),
             code: code.into(),
             severity: severity.into(),
             message: String::new(),

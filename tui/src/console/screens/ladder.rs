@@ -37,7 +37,7 @@ impl Ladder {
 
     fn messages<'a>(&self, data: &'a Data) -> &'a [Message] {
         match &data.messages.value {
-            Some(m) if m.call_id == self.call => &m.messages,
+            Some(m) if m.id == self.call => &m.messages,
             _ => &[],
         }
     }
@@ -234,8 +234,9 @@ mod tests {
     fn moves_toggles_and_hangs_up() {
         let mut d = Data::default();
         d.messages.set(Some(CallMessages {
-            call_id: 4,
+            id: 4,
             messages: vec![Message::default(), Message::default(), Message::default()],
+            ..CallMessages::default()
         }));
         let mut l = Ladder::new(4);
         l.command(Command::Bottom, &d);
