@@ -9,6 +9,7 @@
 //! TCP connection before anything is parsed.
 
 mod guard;
+mod pktinfo;
 mod tcp;
 mod udp;
 
@@ -106,6 +107,20 @@ pub type Filter = Arc<dyn Fn(SocketAddr, SocketAddr, Proto) -> bool + Send + Syn
 pub struct Inbound {
     pub peer: Peer,
     pub data: Bytes,
+    /// Where it arrived, for the firewall to know whether XDP saw it.
+    pub arrival: Arrival,
+}
+
+/// Where a message arrived: the local address it was sent to and, when known, the interface.
+/// On a wildcard UDP socket both come from the kernel per datagram (`IP_PKTINFO`,
+/// `IPV6_RECVPKTINFO`); on a socket bound to one address it is that address; for TCP the
+/// connection's local address, interface unknown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Arrival {
+    /// Our address the message was sent to.
+    pub local: IpAddr,
+    /// The interface it came in on (`None`: unknown).
+    pub ifindex: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -471,9 +486,18 @@ impl Transports {
             std_socket.set_nonblocking(true).map_err(bind_err)?;
             set_buffers(&std_socket, addr, Proto::Udp);
             let local = std_socket.local_addr().map_err(bind_err)?;
+            // A wildcard socket receives on every address: ask which one, per datagram.
+            let pktinfo = local.ip().is_unspecified()
+                && match pktinfo::enable(&std_socket, local.is_ipv6()) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::warn!(%local, error = %e, "no packet info on a wildcard SIP socket: the firewall judges its datagrams by the bound address");
+                        false
+                    }
+                };
             let sender = std_socket.try_clone().map_err(bind_err)?;
             let socket = UdpSocket::from_std(std_socket).map_err(bind_err)?;
-            udp_socks.push((UdpEndpoint { local, sender }, socket));
+            udp_socks.push((UdpEndpoint { local, sender }, socket, pktinfo));
         }
         let mut listeners = Vec::with_capacity(tcp.len());
         for &addr in tcp {
@@ -504,9 +528,9 @@ impl Transports {
         });
         let mut tasks = Vec::new();
         let mut udp_eps = Vec::with_capacity(udp_socks.len());
-        for (ep, socket) in udp_socks {
+        for (ep, socket, pktinfo) in udp_socks {
             tracing::info!(local = %ep.local, "SIP listening on udp");
-            let task = udp::recv_loop(shared.clone(), socket, ep.local);
+            let task = udp::recv_loop(shared.clone(), socket, ep.local, pktinfo);
             tasks.push(tokio::spawn(task).abort_handle());
             udp_eps.push(ep);
         }
