@@ -1,7 +1,9 @@
 //! Where each datagram on a wildcard UDP socket arrived: the local address it was sent to and
 //! the interface it came in on (`IP_PKTINFO`, `IPV6_RECVPKTINFO`), so the firewall knows
 //! whether XDP saw it. One `recvmsg` instead of one `recvfrom`: the same system call with a
-//! 64-byte control buffer the kernel fills, parsed in a few instructions.
+//! 64-byte control buffer the kernel fills, parsed in a few instructions: about 200 ns more per
+//! datagram than `recvfrom` on loopback (`transport::tests::pktinfo_cost`), small next to parsing and
+//! handling the SIP message it carries.
 
 use std::io;
 use std::mem;
