@@ -8,7 +8,10 @@
 //!    gets nothing, the carrier's connects or is answered;
 //! 2. coverage: sipd's SIP on `0.0.0.0` with `[dataplane] interfaces` naming only the
 //!    carrier-facing veth: an INVITE from outside the allow list arriving on the other
-//!    interface is still dropped, and `/metrics` says which plane covers each address.
+//!    interface is still dropped, and `/metrics` says which plane covers each address;
+//! 3. an interface added after sipd started (no XDP on it): over it, sources outside the SIP
+//!    allow list, on the deny list or banned by the IDS get nothing over UDP or TCP (a TCP
+//!    connection is closed before anything is read), on both data planes.
 
 mod sbc;
 
@@ -392,6 +395,53 @@ fn invite_status(
         .cloned()
 }
 
+/// An INVITE over SIP-over-TCP from `from` in `ns` to `to`: what came back within `window`
+/// and whether sipd closed the connection (None: the connection was never made).
+fn tcp_invite(
+    ns: &Netns,
+    from: Ipv4Addr,
+    to: SocketAddr,
+    call: &str,
+    window: Duration,
+) -> Option<(String, bool)> {
+    use std::io::{ErrorKind, Read, Write};
+    ns.enter(|| {
+        let fd = tests::tcp::connect_start(from.into(), to).expect("TCP connect");
+        if !tests::tcp::connected_within(&fd, 5_000) {
+            return None;
+        }
+        let mut s = std::net::TcpStream::from(fd);
+        s.set_nonblocking(false).expect("blocking");
+        let local = s.local_addr().expect("local address");
+        let msg = raw::invite(local, to, CLI, CLD, call, RTP_PORT).replacen(
+            "SIP/2.0/UDP",
+            "SIP/2.0/TCP",
+            1,
+        );
+        // A write to a connection sipd has already closed may fail: that is an answer too.
+        let _ = s.write_all(msg.as_bytes());
+        let end = Instant::now() + window;
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        let closed = loop {
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break false;
+            }
+            s.set_read_timeout(Some(left)).expect("read timeout");
+            match s.read(&mut buf) {
+                Ok(0) => break true,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    break false;
+                }
+                Err(_) => break true,
+            }
+        };
+        Some((String::from_utf8_lossy(&got).into_owned(), closed))
+    })
+}
+
 /// What XDP cannot see is checked in userspace: SIP on every address, XDP on every interface
 /// at start; then a link is added. Over it, from outside the SIP allow list, from the deny
 /// list, and from a scanner the IDS bans: nothing answered, each drop counted under its
@@ -464,6 +514,14 @@ fn interface_added_after_start(plane: Plane) {
     );
     let stranger_answer = invite_status(&sock(stranger), to, "fwx-stranger", "x", SILENCE);
     let denied_answer = invite_status(&sock(denied), to, "fwx-denied", "x", SILENCE);
+    // Over TCP the stranger's connection is closed before anything is read.
+    let stranger_tcp = tcp_invite(
+        &net.topo.caller,
+        new_link_ip(&net, stranger),
+        to,
+        "fwx-tcp",
+        SILENCE,
+    );
     let s = sock(scanner);
     let scan = invite_status(
         &s,
@@ -488,6 +546,13 @@ fn interface_added_after_start(plane: Plane) {
         k += 1;
     }
     let after_ban_again = invite_status(&s, to, "fwx-banned-last", "x", SILENCE);
+    let banned_tcp = tcp_invite(
+        &net.topo.caller,
+        new_link_ip(&net, scanner),
+        to,
+        "fwx-banned-tcp",
+        SILENCE,
+    );
     let (acl, deny, ban) = (
         before("drop_service_acl") - acl0,
         before("drop_denied") - deny0,
@@ -496,7 +561,8 @@ fn interface_added_after_start(plane: Plane) {
     let report = format!(
         "{plane:?}: coverage(sip userspace) {got:?}, ssh none {ssh:?}; stranger {stranger_answer:?} \
          (acl drops +{acl}), denied {denied_answer:?} (+{deny}), scanner {scan:?} then \
-         {after_ban_again:?} (ban drops +{ban})"
+         {after_ban_again:?} (ban drops +{ban}); over TCP (reply, closed by sipd): stranger \
+         {stranger_tcp:?}, banned {banned_tcp:?}"
     );
     eprintln!("{report}");
     assert_eq!(got, Some(1), "{report}\n{}", sbc.log_text());
@@ -508,6 +574,13 @@ fn interface_added_after_start(plane: Plane) {
         "{report}"
     );
     assert!(after_ban_again.is_none() && ban >= 1, "{report}");
+    for tcp in [&stranger_tcp, &banned_tcp] {
+        assert!(
+            tcp.as_ref()
+                .is_none_or(|(reply, closed)| reply.is_empty() && *closed),
+            "{report}"
+        );
+    }
     assert!(
         invite_answered(&f, to, "fwx-friend-last", Duration::from_secs(10)),
         "{report}: the allowed source is still answered"

@@ -61,7 +61,8 @@ pub struct Firewall {
     /// Sources allowed to connect to the management API: `management_allow` plus the API's
     /// own entries (checked before the TLS handshake).
     mgmt_allow: RwLock<Vec<IpNet>>,
-    /// SIP messages the userspace firewall dropped (either data plane).
+    /// SIP messages and SIP-over-TCP connections the userspace firewall dropped (either data
+    /// plane).
     dropped: AtomicU64,
     bans_cfg: BansConfig,
     /// Trusted peers: the IDS never bans a whole range holding one of them.
@@ -279,9 +280,33 @@ impl Firewall {
         pass
     }
 
-    /// SIP messages the userspace firewall dropped since start.
+    /// SIP messages and connections the userspace firewall dropped since start.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Whether a SIP-over-TCP connection from `peer` to our `local` may stay open: where XDP
+    /// did not see it (the kernel refuses the handshake of what it sees), the kernel's
+    /// pipeline runs in userspace once per connection, so a banned, denied or unlisted source
+    /// holds no connection slot; its messages are checked one by one ([`Firewall::admits`])
+    /// as well. Drops are counted.
+    pub fn admits_connection(&self, peer: SocketAddr, local: SocketAddr) -> bool {
+        let arrival = coverage::Arrival {
+            local: local.ip(),
+            ifindex: None,
+        };
+        if self.xdp_saw(arrival) {
+            return true;
+        }
+        let v = self
+            .dp
+            .userspace_check(canonical_ip(peer.ip()), local.port(), DpProto::Tcp, b"");
+        let pass = v.is_pass();
+        if !pass {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            debug!(%peer, %local, verdict = ?v, "SIP TCP connection closed by the firewall");
+        }
+        pass
     }
 
     /// Whether a management API connection from `peer` to our `local` may start its TLS

@@ -122,6 +122,10 @@ impl Appliance {
         firewall.set_coverage(startup::coverage(&cfg, attached));
         refresh_coverage(firewall.clone());
         transports.set_tcp_guard(startup::tcp_guard(&cfg, &dp));
+        let fw = firewall.clone();
+        transports.set_tcp_filter(Arc::new(move |remote, local, _| {
+            fw.admits_connection(remote, local)
+        }));
         purge_bans(firewall.clone(), cfg.bans.purge_interval_secs);
         let (resolver, answers) = Resolver::from_system();
         let names = startup::trust_peers(&firewall, &records, &resolver).await;

@@ -313,11 +313,18 @@ struct Shared {
     epoch: Instant,
     /// Per-source INVITE rate and session cap over TCP (set once the firewall is up).
     guard: std::sync::OnceLock<TcpGuard>,
+    /// The firewall's check of each accepted TCP connection (set once the firewall is up).
+    conn_filter: std::sync::OnceLock<Filter>,
 }
 
 impl Shared {
     fn allowed(&self, remote: SocketAddr, local: SocketAddr, proto: Proto) -> bool {
-        let ok = self.filter.as_ref().is_none_or(|f| f(remote, local, proto));
+        let ok = self.filter.as_ref().is_none_or(|f| f(remote, local, proto))
+            && (proto != Proto::Tcp
+                || self
+                    .conn_filter
+                    .get()
+                    .is_none_or(|f| f(remote, local, proto)));
         if !ok {
             Counters::inc(&self.counters.filtered);
         }
@@ -525,6 +532,7 @@ impl Transports {
             runtime: Handle::current(),
             epoch: Instant::now(),
             guard: std::sync::OnceLock::new(),
+            conn_filter: std::sync::OnceLock::new(),
         });
         let mut tasks = Vec::new();
         let mut udp_eps = Vec::with_capacity(udp_socks.len());
@@ -601,6 +609,13 @@ impl Transports {
     /// guard does for UDP. Set once; later calls are ignored.
     pub fn set_tcp_guard(&self, guard: TcpGuard) {
         let _ = self.inner.shared.guard.set(guard);
+    }
+
+    /// Checks every TCP connection accepted from now on with `filter` (remote, local): one it
+    /// refuses is closed before anything is read, counted in `filtered`. Set once; later
+    /// calls are ignored.
+    pub fn set_tcp_filter(&self, filter: Filter) {
+        let _ = self.inner.shared.conn_filter.set(filter);
     }
 
     pub fn tcp_addrs(&self) -> Vec<SocketAddr> {

@@ -409,6 +409,36 @@ async fn filter_sees_addresses_and_protocol() {
     assert_eq!(t.stats().filtered, 1);
 }
 
+/// The firewall's per-connection check, set after bind, closes a refused TCP connection
+/// before anything is read and leaves UDP alone.
+#[tokio::test]
+async fn a_tcp_filter_set_later_closes_refused_connections() {
+    let (t, mut rx) = Transports::bind(&[any()], &[any()], Limits::default(), None)
+        .await
+        .unwrap();
+    let seen: Arc<std::sync::Mutex<Vec<(SocketAddr, SocketAddr, Proto)>>> = Arc::default();
+    let s = seen.clone();
+    t.set_tcp_filter(Arc::new(move |remote, local, proto| {
+        s.lock().unwrap().push((remote, local, proto));
+        false
+    }));
+    let c = TcpStream::connect(t.tcp_addrs()[0]).await.unwrap();
+    write_all(&c, sip("").as_bytes()).await;
+    assert!(read_eof(&c).await.is_empty());
+    let peer = UdpSocket::bind(any()).await.unwrap();
+    peer.send_to(sip("").as_bytes(), t.udp_addrs()[0])
+        .await
+        .unwrap();
+    message(next(&mut rx).await);
+    let s = t.stats();
+    assert_eq!((s.filtered, s.tcp_accepted, s.udp_rx), (1, 0, 1));
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].0, c.local_addr().unwrap());
+    assert_eq!(seen[0].1, t.tcp_addrs()[0]);
+    assert_eq!(seen[0].2, Proto::Tcp);
+}
+
 #[tokio::test]
 async fn tcp_max_connections_refuses_more() {
     let limits = Limits {
