@@ -412,6 +412,47 @@ fn the_userspace_copy_follows_every_firewall_write_over_xdp() {
     assert!(dp.stats().unwrap()["drop_denied"] >= 1);
 }
 
+/// In XDP mode the userspace relay judges the media it receives only when sipd says its
+/// address is reached where XDP is not: then a banned source's packet is dropped and counted
+/// (here on loopback, where the program is not attached, so the kernel never saw it).
+#[test]
+fn the_relay_judges_media_xdp_did_not_see_only_when_told() {
+    if !privileged("the_relay_judges_media_xdp_did_not_see_only_when_told") {
+        return;
+    }
+    let inst = Instance::new("unseen");
+    let mut ebpf = loader::load_pinned(ebpf_object(), &inst.0).unwrap();
+    let maps = XdpMaps::from_ebpf(&mut ebpf).unwrap();
+    let dp = std::sync::Arc::new(DataPlane::xdp(Mode::XdpSkb, "test", maps, None));
+    let relay = relay_user::relay::UserRelay::start(dp.clone(), 1).unwrap();
+    let lo: IpAddr = "127.0.0.1".parse().unwrap();
+    let port = std::net::UdpSocket::bind((lo, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    relay.open_port(lo, port).unwrap();
+    dp.ban_add(Cidr::host(lo), None, BanReason::Manual).unwrap();
+    let tx = std::net::UdpSocket::bind((lo, 0)).unwrap();
+    let banned = || dp.stats().unwrap()["drop_banned"];
+    // Not told: the kernel is taken to have judged it; nothing counted.
+    for _ in 0..5 {
+        tx.send_to(b"rtp", (lo, port)).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(banned(), 0, "judged twice though XDP was said to see it");
+    dp.set_relay_unseen(true);
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    while banned() == 0 {
+        assert!(
+            std::time::Instant::now() < end,
+            "a banned source's media XDP did not see was never dropped"
+        );
+        tx.send_to(b"rtp", (lo, port)).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn attach_replace_and_detach_on_a_veth() {
     if !privileged("attach_replace_and_detach_on_a_veth") {
