@@ -1,7 +1,7 @@
 //! Socket tests on loopback. Framing edge cases are unit-tested in `framing.rs`.
 
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -697,6 +697,21 @@ async fn a_wildcard_socket_tells_where_each_datagram_arrived() {
         assert_eq!(m.arrival.ifindex.is_some(), want_if, "{m:?}");
         assert_eq!(m.peer.local.port(), to);
     }
+    // IPv6: IPV6_RECVPKTINFO on a `[::]` socket.
+    let wildcard6 = SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), 0);
+    let (t6, mut rx6) = Transports::bind(&[wildcard6], &[], Limits::default(), None)
+        .await
+        .unwrap();
+    let c6 = UdpSocket::bind((Ipv6Addr::LOCALHOST, 0)).await.unwrap();
+    c6.send_to(
+        sip("x").as_bytes(),
+        (Ipv6Addr::LOCALHOST, t6.udp_addrs()[0].port()),
+    )
+    .await
+    .unwrap();
+    let m = message(next(&mut rx6).await);
+    assert_eq!(m.arrival.local, IpAddr::from(Ipv6Addr::LOCALHOST));
+    assert!(m.arrival.ifindex.is_some(), "{m:?}");
 }
 
 /// What IP_PKTINFO costs on the receive path: recvmsg with packet info against recvfrom, on
