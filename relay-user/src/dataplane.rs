@@ -1,6 +1,12 @@
 //! One API, two implementations: the XDP maps or the same tables in process memory. Callers
 //! (`sipd`, the ng protocol, `relayd`) never know which, except through [`DataPlane::mode`],
 //! which they must show to operators.
+//!
+//! In XDP mode the firewall tables (bans, deny, services and allow lists, guard limits,
+//! per-source sessions) are also kept in process memory, written by the same call that writes
+//! the maps and under the same lock (one writer, two targets), so they never diverge: traffic
+//! XDP cannot see (an interface without the program, loopback under native XDP) is checked
+//! against them by [`DataPlane::userspace_check`].
 
 use std::{
     any::Any,
@@ -9,7 +15,7 @@ use std::{
     net::{IpAddr, SocketAddr},
     sync::{
         Mutex, MutexGuard,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -75,9 +81,10 @@ impl fmt::Display for Mode {
 const EVENT_QUEUE: usize = 4096;
 
 enum Backend {
-    // Boxed: both are large, and the data plane lives once per process.
+    // Boxed: large, and the data plane lives once per process.
     Xdp(Box<Mutex<XdpMaps>>),
-    User(Box<Mutex<UserTables>>),
+    /// No kernel maps: [`DataPlane::tables`] is the only copy.
+    User,
 }
 
 /// The data plane: firewall tables, relay legs, counters. Cheap to share (`Arc<DataPlane>`).
@@ -85,6 +92,13 @@ pub struct DataPlane {
     mode: Mode,
     reason: String,
     backend: Backend,
+    /// The userspace firewall tables: the only ones in userspace mode; in XDP mode the copy of
+    /// the maps' firewall state, for traffic XDP does not see (legs stay in the maps there).
+    /// Lock order: the maps, then these.
+    tables: Box<Mutex<UserTables>>,
+    /// XDP mode: the relay's address is reached through an interface without XDP, so the
+    /// userspace relay checks the packets it receives against [`DataPlane::tables`].
+    relay_unseen: AtomicBool,
     /// What the userspace relay counted per leg (all of it in userspace mode, the slow path in
     /// XDP mode); merged with the kernel's on read.
     user_counters: Mutex<HashMap<u16, LegCounters>>,
@@ -104,12 +118,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl DataPlane {
     /// The in-memory data plane. `reason` says why (operator's choice, or why XDP failed).
     pub fn userspace(reason: impl Into<String>) -> Self {
-        Self::build(
-            Mode::Userspace,
-            reason.into(),
-            Backend::User(Box::new(Mutex::new(UserTables::new()))),
-            None,
-        )
+        Self::build(Mode::Userspace, reason.into(), Backend::User, None)
     }
 
     /// The XDP data plane over `maps`. `keepalive` holds whatever must live as long as the
@@ -144,6 +153,8 @@ impl DataPlane {
             mode,
             reason,
             backend,
+            tables: Box::new(Mutex::new(UserTables::new())),
+            relay_unseen: AtomicBool::new(false),
             user_counters: Mutex::new(HashMap::new()),
             user_stats: std::array::from_fn(|_| AtomicU64::new(0)),
             events_tx,
@@ -177,7 +188,8 @@ impl DataPlane {
     // ---- firewall ----
 
     /// The kernel's firewall pipeline for one packet, for `sipd`'s receive path. In XDP modes
-    /// the kernel has already filtered the packet, so this passes without counting.
+    /// the kernel has already filtered the packet, so this passes without counting; for a
+    /// packet XDP did not see, use [`DataPlane::userspace_check`].
     pub fn firewall_check(
         &self,
         src: IpAddr,
@@ -185,14 +197,61 @@ impl DataPlane {
         proto: Proto,
         payload: &[u8],
     ) -> Verdict {
-        let Backend::User(t) = &self.backend else {
+        if self.mode.is_xdp() {
             return Verdict::Pass(Stat::PassOther);
-        };
-        let (v, ev) = lock(t).firewall_check(src, dst_port, proto, payload, monotonic_ns());
+        }
+        self.userspace_check(src, dst_port, proto, payload)
+    }
+
+    /// The kernel's firewall pipeline for one packet, run in userspace whatever the mode:
+    /// against the only tables in userspace mode, against the copy of the maps in XDP mode
+    /// (for a packet that arrived where XDP is not attached). Counted under the same stats
+    /// as the kernel's verdicts; a sampled guard drop goes to [`DataPlane::guard_events`].
+    pub fn userspace_check(
+        &self,
+        src: IpAddr,
+        dst_port: u16,
+        proto: Proto,
+        payload: &[u8],
+    ) -> Verdict {
+        let (v, ev) =
+            lock(&self.tables).firewall_check(src, dst_port, proto, payload, monotonic_ns());
         self.count(Stat::Received, 1);
         self.count(v.stat(), 1);
         self.emit_guard_event(ev);
         v
+    }
+
+    /// XDP mode: whether the relay's address is reached through an interface without XDP
+    /// (sipd works it out from the interfaces and says it again when they change). Then the
+    /// userspace relay checks what it receives against the copy of the firewall tables; a
+    /// packet XDP passed passes that check too (same tables), so only the cost is added.
+    pub fn set_relay_unseen(&self, unseen: bool) {
+        self.relay_unseen.store(unseen, Ordering::Relaxed);
+    }
+
+    /// One writer, two targets: in XDP mode the change goes to the kernel map and, only once
+    /// the kernel took it, to the userspace copy under the same lock, so a reader of either
+    /// never sees one without the other for long and they never diverge. The kernel's answer
+    /// is the caller's; the copy refusing what the kernel took (it has the same capacities,
+    /// so it should not) is logged.
+    fn write<T>(
+        &self,
+        what: &'static str,
+        kernel: impl FnOnce(&mut XdpMaps) -> R<T>,
+        user: impl FnOnce(&mut UserTables) -> R<T>,
+    ) -> R<T> {
+        match &self.backend {
+            Backend::Xdp(m) => {
+                let mut m = lock(m);
+                let out = kernel(&mut m)?;
+                if let Err(e) = user(&mut lock(&self.tables)) {
+                    tracing::error!(what, error = %e, "the userspace copy of the firewall refused what the kernel took");
+                }
+                Ok(out)
+            }
+            Backend::User => user(&mut lock(&self.tables)),
+        }
     }
 
     fn emit_guard_event(&self, ev: Option<relay_common::guard::GuardEvent>) {
@@ -210,7 +269,10 @@ impl DataPlane {
     /// kernel's stats, passes are not (the relay counts what it does with them).
     ///
     /// In XDP modes every packet reaching a relay socket was passed up by the kernel, which has
-    /// already judged and counted it: all pass, nothing is counted twice.
+    /// already judged and counted it: all pass, nothing is counted twice; unless the relay's
+    /// address is also reached where XDP is not ([`DataPlane::set_relay_unseen`]): then the
+    /// copy of the tables judges (drops only happen to packets XDP never saw, as XDP would
+    /// have dropped the others before the socket).
     pub(crate) fn relay_firewall<'a>(
         &self,
         port: u16,
@@ -218,14 +280,14 @@ impl DataPlane {
         pass: &mut Vec<bool>,
     ) {
         pass.clear();
-        let Backend::User(t) = &self.backend else {
+        if self.mode.is_xdp() && !self.relay_unseen.load(Ordering::Relaxed) {
             pass.extend(packets.map(|_| true));
             return;
-        };
+        }
         let now = monotonic_ns();
         let mut events = Vec::new();
         {
-            let mut t = lock(t);
+            let mut t = lock(&self.tables);
             for (src, payload) in packets {
                 let (v, ev) = t.firewall_check(src, port, Proto::Udp, payload, now);
                 if let Verdict::Drop(stat) = v {
@@ -244,25 +306,27 @@ impl DataPlane {
 
     /// Bans `prefix` (one host as /32 or /128, or a range); see [`XdpMaps::ban_add`].
     pub fn ban_add(&self, prefix: Cidr, duration: Option<Duration>, reason: BanReason) -> R<()> {
-        match &self.backend {
-            Backend::Xdp(m) => lock(m).ban_add(prefix, duration, reason),
-            Backend::User(t) => lock(t).ban_add(prefix, duration, reason, monotonic_ns()),
-        }
+        self.write(
+            "ban",
+            |m| m.ban_add(prefix, duration, reason),
+            |t| t.ban_add(prefix, duration, reason, monotonic_ns()),
+        )
     }
 
     /// Whether a ban of exactly this prefix was there to remove.
     pub fn ban_remove(&self, prefix: Cidr) -> R<bool> {
-        match &self.backend {
-            Backend::Xdp(m) => lock(m).ban_remove(prefix),
-            Backend::User(t) => Ok(lock(t).ban_remove(prefix)),
-        }
+        self.write(
+            "unban",
+            |m| m.ban_remove(prefix),
+            |t| Ok(t.ban_remove(prefix)),
+        )
     }
 
     /// The ban of exactly this prefix.
     pub fn ban_get(&self, prefix: Cidr) -> R<Option<BanInfo>> {
         match &self.backend {
             Backend::Xdp(m) => lock(m).ban_get(prefix),
-            Backend::User(t) => Ok(lock(t).ban_get(prefix, monotonic_ns())),
+            Backend::User => Ok(lock(&self.tables).ban_get(prefix, monotonic_ns())),
         }
     }
 
@@ -270,7 +334,7 @@ impl DataPlane {
     pub fn ban_list(&self) -> R<Vec<BanInfo>> {
         let mut v = match &self.backend {
             Backend::Xdp(m) => lock(m).ban_list()?,
-            Backend::User(t) => lock(t).ban_list(monotonic_ns()),
+            Backend::User => lock(&self.tables).ban_list(monotonic_ns()),
         };
         v.sort_by_key(|b| b.prefix);
         Ok(v)
@@ -278,50 +342,51 @@ impl DataPlane {
 
     /// Removes every expired ban; returns how many.
     pub fn ban_purge_expired(&self) -> R<usize> {
-        match &self.backend {
-            Backend::Xdp(m) => lock(m).ban_purge_expired(),
-            Backend::User(t) => Ok(lock(t).ban_purge_expired(monotonic_ns())),
-        }
+        self.write(
+            "ban purge",
+            |m| m.ban_purge_expired(),
+            |t| Ok(t.ban_purge_expired(monotonic_ns())),
+        )
     }
 
     /// Adds (or re-ids) a static deny rule; fails when the table is full (`DENY_MAX` per family).
     pub fn deny_add(&self, cidr: Cidr, rule_id: u32) -> R<()> {
-        match &self.backend {
-            Backend::Xdp(m) => lock(m).deny_add(cidr, rule_id),
-            Backend::User(t) => lock(t).deny_add(cidr, rule_id),
-        }
+        self.write(
+            "deny",
+            |m| m.deny_add(cidr, rule_id),
+            |t| t.deny_add(cidr, rule_id),
+        )
     }
 
     /// Removes the deny rule of exactly this prefix; `false` when there was none.
     pub fn deny_remove(&self, cidr: Cidr) -> R<bool> {
-        match &self.backend {
-            Backend::Xdp(m) => lock(m).deny_remove(cidr),
-            Backend::User(t) => Ok(lock(t).deny_remove(cidr)),
-        }
+        self.write(
+            "deny removal",
+            |m| m.deny_remove(cidr),
+            |t| Ok(t.deny_remove(cidr)),
+        )
     }
 
     /// Every deny rule.
     pub fn deny_list(&self) -> R<Vec<DenyRule>> {
         match &self.backend {
             Backend::Xdp(m) => lock(m).deny_list(),
-            Backend::User(t) => Ok(lock(t).deny_list()),
+            Backend::User => Ok(lock(&self.tables).deny_list()),
         }
     }
 
     /// Adds or replaces the service on `s.port`/`s.proto`; fails when `SERVICES_MAX` are set.
     pub fn service_set(&self, s: Service) -> R<()> {
-        match &self.backend {
-            Backend::Xdp(m) => lock(m).service_set(s),
-            Backend::User(t) => lock(t).service_set(s),
-        }
+        self.write("service", |m| m.service_set(s), |t| t.service_set(s))
     }
 
     /// Removes the service on `port`/`proto`; `false` when there was none.
     pub fn service_remove(&self, port: u16, proto: Proto) -> R<bool> {
-        match &self.backend {
-            Backend::Xdp(m) => lock(m).service_remove(port, proto),
-            Backend::User(t) => Ok(lock(t).service_remove(port, proto)),
-        }
+        self.write(
+            "service removal",
+            |m| m.service_remove(port, proto),
+            |t| Ok(t.service_remove(port, proto)),
+        )
     }
 
     /// An operator-defined service (`id` from [`crate::CUSTOM_SERVICE_BASE`]) on `port`:
@@ -332,67 +397,70 @@ impl DataPlane {
             service: id.0,
             flags: relay_common::fw::SVC_RESTRICTED,
         };
-        match &self.backend {
-            Backend::Xdp(m) => lock(m).service_set_raw(key, entry),
-            Backend::User(t) => lock(t).service_set_raw(key, entry),
-        }
+        self.write(
+            "service",
+            |m| m.service_set_raw(key, entry),
+            |t| t.service_set_raw(key, entry),
+        )
     }
 
     /// Every service.
     pub fn service_list(&self) -> R<Vec<Service>> {
         match &self.backend {
             Backend::Xdp(m) => lock(m).service_list(),
-            Backend::User(t) => Ok(lock(t).service_list()),
+            Backend::User => Ok(lock(&self.tables).service_list()),
         }
     }
 
     /// Lets `cidr` reach `service` (when the service is restricted); fails when the allow lists
     /// are full (`SVC_ALLOW_MAX` per family).
     pub fn allow_add(&self, service: impl Into<SvcId>, cidr: Cidr) -> R<()> {
-        match &self.backend {
-            Backend::Xdp(m) => lock(m).allow_add(service.into(), cidr),
-            Backend::User(t) => lock(t).allow_add(service.into(), cidr),
-        }
+        let service = service.into();
+        self.write(
+            "allow",
+            |m| m.allow_add(service, cidr),
+            |t| t.allow_add(service, cidr),
+        )
     }
 
     /// Removes exactly this prefix from `service`'s allow list; `false` when it was not there.
     pub fn allow_remove(&self, service: impl Into<SvcId>, cidr: Cidr) -> R<bool> {
-        match &self.backend {
-            Backend::Xdp(m) => lock(m).allow_remove(service.into(), cidr),
-            Backend::User(t) => Ok(lock(t).allow_remove(service.into(), cidr)),
-        }
+        let service = service.into();
+        self.write(
+            "allow removal",
+            |m| m.allow_remove(service, cidr),
+            |t| Ok(t.allow_remove(service, cidr)),
+        )
     }
 
     /// `service`'s allow list.
     pub fn allow_list(&self, service: impl Into<SvcId>) -> R<Vec<Cidr>> {
         match &self.backend {
             Backend::Xdp(m) => lock(m).allow_list(service.into()),
-            Backend::User(t) => Ok(lock(t).allow_list(service.into())),
+            Backend::User => Ok(lock(&self.tables).allow_list(service.into())),
         }
     }
 
     /// Sets the SIP guard's limits; the next packet is judged by them.
     pub fn guard_set(&self, s: &GuardSettings) -> R<()> {
-        match &self.backend {
-            Backend::Xdp(m) => lock(m).guard_set(s),
-            Backend::User(t) => lock(t).guard_set(s),
-        }
+        self.write("guard limits", |m| m.guard_set(s), |t| t.guard_set(s))
     }
 
     /// The SIP guard's limits in force.
     pub fn guard_get(&self) -> R<GuardSettings> {
         match &self.backend {
             Backend::Xdp(m) => lock(m).guard_get(),
-            Backend::User(t) => Ok(lock(t).guard_get()),
+            Backend::User => Ok(lock(&self.tables).guard_get()),
         }
     }
 
     /// Forgets a source's rate-limit buckets.
     pub fn guard_state_reset(&self, addr: IpAddr) -> R<bool> {
-        match &self.backend {
-            Backend::Xdp(m) => lock(m).guard_state_reset(addr),
-            Backend::User(t) => Ok(lock(t).guard_state_reset(addr)),
-        }
+        self.write(
+            "guard reset",
+            |m| m.guard_state_reset(addr),
+            |t| Ok(t.guard_state_reset(addr)),
+        )
     }
 
     // ---- per-source sessions (maintained by sipd) ----
@@ -401,16 +469,17 @@ impl DataPlane {
     pub fn sessions_get(&self, addr: IpAddr) -> R<SourceSessions> {
         match &self.backend {
             Backend::Xdp(m) => lock(m).sessions_get(addr),
-            Backend::User(t) => Ok(lock(t).sessions_get(addr)),
+            Backend::User => Ok(lock(&self.tables).sessions_get(addr)),
         }
     }
 
     /// Writes the source's session count and cap.
     pub fn sessions_set(&self, addr: IpAddr, s: SourceSessions) -> R<()> {
-        match &self.backend {
-            Backend::Xdp(m) => lock(m).sessions_set(addr, s),
-            Backend::User(t) => lock(t).sessions_set(addr, s),
-        }
+        self.write(
+            "sessions",
+            |m| m.sessions_set(addr, s),
+            |t| t.sessions_set(addr, s),
+        )
     }
 
     /// Read-modify-write under the table lock, so two sipd tasks cannot lose an update.
@@ -425,10 +494,14 @@ impl DataPlane {
                 let mut s = m.sessions_get(addr)?;
                 f(&mut s);
                 m.sessions_set(addr, s)?;
+                // The copy takes the kernel's count, not its own: one truth.
+                if let Err(e) = lock(&self.tables).sessions_set(addr, s) {
+                    tracing::error!(error = %e, "the userspace copy of the firewall refused a session count");
+                }
                 Ok(s)
             }
-            Backend::User(t) => {
-                let mut t = lock(t);
+            Backend::User => {
+                let mut t = lock(&self.tables);
                 let mut s = t.sessions_get(addr);
                 f(&mut s);
                 t.sessions_set(addr, s)?;
@@ -470,8 +543,8 @@ impl DataPlane {
                 }
                 m.leg_put(leg)
             }
-            Backend::User(t) => {
-                lock(t).leg_put(leg);
+            Backend::User => {
+                lock(&self.tables).leg_put(leg);
                 Ok(())
             }
         }
@@ -481,7 +554,7 @@ impl DataPlane {
     pub fn leg_get(&self, port: u16) -> R<Option<Leg>> {
         match &self.backend {
             Backend::Xdp(m) => lock(m).leg_get(port),
-            Backend::User(t) => Ok(lock(t).leg_get(port)),
+            Backend::User => Ok(lock(&self.tables).leg_get(port)),
         }
     }
 
@@ -490,7 +563,7 @@ impl DataPlane {
         lock(&self.user_counters).remove(&port);
         match &self.backend {
             Backend::Xdp(m) => lock(m).leg_remove(port),
-            Backend::User(t) => Ok(lock(t).leg_remove(port)),
+            Backend::User => Ok(lock(&self.tables).leg_remove(port)),
         }
     }
 
@@ -498,7 +571,7 @@ impl DataPlane {
     pub fn leg_list(&self) -> R<Vec<Leg>> {
         match &self.backend {
             Backend::Xdp(m) => lock(m).leg_list(),
-            Backend::User(t) => Ok(lock(t).leg_list()),
+            Backend::User => Ok(lock(&self.tables).leg_list()),
         }
     }
 
@@ -506,7 +579,7 @@ impl DataPlane {
     pub fn leg_counters(&self, port: u16) -> R<LegCounters> {
         let mut c = match &self.backend {
             Backend::Xdp(m) => lock(m).leg_counters(port)?,
-            Backend::User(_) => LegCounters::default(),
+            Backend::User => LegCounters::default(),
         };
         if let Some(u) = lock(&self.user_counters).get(&port) {
             c.merge(u);
@@ -545,8 +618,8 @@ impl DataPlane {
                     m.leg_put(&leg)?;
                 }
             }
-            Backend::User(t) => {
-                let mut t = lock(t);
+            Backend::User => {
+                let mut t = lock(&self.tables);
                 if let Some(mut leg) = t.leg_get(port)
                     && apply(&mut leg)
                 {
@@ -570,7 +643,7 @@ impl DataPlane {
     pub fn stats(&self) -> R<BTreeMap<&'static str, u64>> {
         let mut raw = match &self.backend {
             Backend::Xdp(m) => lock(m).stats_raw()?,
-            Backend::User(_) => [0u64; STATS_LEN as usize],
+            Backend::User => [0u64; STATS_LEN as usize],
         };
         for (r, u) in raw.iter_mut().zip(self.user_stats.iter()) {
             *r = r.wrapping_add(u.load(Ordering::Relaxed));
@@ -588,7 +661,7 @@ impl DataPlane {
     pub fn tx_port_add(&self, ifindex: u32) -> R<()> {
         match &self.backend {
             Backend::Xdp(m) => lock(m).tx_port_add(ifindex),
-            Backend::User(_) => Ok(()),
+            Backend::User => Ok(()),
         }
     }
 
@@ -596,7 +669,7 @@ impl DataPlane {
     pub fn tx_port_list(&self) -> R<Vec<u32>> {
         match &self.backend {
             Backend::Xdp(m) => lock(m).tx_port_list(),
-            Backend::User(_) => Ok(Vec::new()),
+            Backend::User => Ok(Vec::new()),
         }
     }
 }
@@ -629,6 +702,24 @@ mod tests {
         assert_eq!(s["drop_banned"], 1);
         assert_eq!(s["pass_other"], 1);
         assert_eq!(dp.ban_list().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn userspace_check_is_the_pipeline_in_userspace_mode() {
+        let dp = DataPlane::userspace("test");
+        let src: IpAddr = "192.0.2.1".parse().unwrap();
+        dp.deny_add("192.0.2.0/24".parse().unwrap(), 1).unwrap();
+        assert_eq!(
+            dp.userspace_check(src, 5060, Proto::Udp, b"INVITE "),
+            Verdict::Drop(Stat::DropDenied)
+        );
+        assert_eq!(
+            dp.firewall_check(src, 5060, Proto::Udp, b"INVITE "),
+            Verdict::Drop(Stat::DropDenied)
+        );
+        assert_eq!(dp.stats().unwrap()["drop_denied"], 2);
+        assert!(dp.deny_remove("192.0.2.0/24".parse().unwrap()).unwrap());
+        assert!(dp.userspace_check(src, 5060, Proto::Udp, b"x").is_pass());
     }
 
     #[test]

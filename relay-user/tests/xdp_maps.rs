@@ -351,6 +351,108 @@ fn dataplane_api_over_xdp_maps() {
     assert!(dp.guard_events().is_some());
 }
 
+/// In XDP mode every firewall write goes to the maps and to the userspace copy, so what XDP
+/// does not see is judged by the same state: a ban, its removal, a deny rule, a restricted
+/// service and its allow list, the guard's limits, a trusted source.
+#[test]
+fn the_userspace_copy_follows_every_firewall_write_over_xdp() {
+    if !privileged("the_userspace_copy_follows_every_firewall_write_over_xdp") {
+        return;
+    }
+    let inst = Instance::new("copy");
+    let mut ebpf = loader::load_pinned(ebpf_object(), &inst.0).unwrap();
+    let maps = XdpMaps::from_ebpf(&mut ebpf).unwrap();
+    let dp = DataPlane::xdp(Mode::XdpSkb, "test", maps, None);
+    let check = |src: &str, port: u16| dp.userspace_check(ip(src), port, Proto::Udp, b"INVITE ");
+    let banned = ip("198.51.100.7");
+    dp.ban_add(Cidr::host(banned), None, BanReason::Manual)
+        .unwrap();
+    assert_eq!(
+        check("198.51.100.7", 5060),
+        relay_user::Verdict::Drop(relay_user::Stat::DropBanned)
+    );
+    assert!(dp.ban_remove(Cidr::host(banned)).unwrap());
+    assert!(check("198.51.100.7", 5060).is_pass(), "unbanned in both");
+    dp.deny_add(cidr("203.0.113.0/24"), 1).unwrap();
+    assert!(!check("203.0.113.9", 5060).is_pass());
+    dp.service_set(Service {
+        port: 5060,
+        proto: Proto::Udp,
+        id: ServiceId::Sip,
+        restricted: true,
+        sip: true,
+    })
+    .unwrap();
+    dp.allow_add(ServiceId::Sip, cidr("192.0.2.0/24")).unwrap();
+    assert!(!check("198.51.100.8", 5060).is_pass(), "outside the list");
+    assert!(check("192.0.2.1", 5060).is_pass());
+    dp.guard_set(&GuardSettings {
+        invite_rate: 1,
+        invite_burst: 1,
+        ..GuardSettings::default()
+    })
+    .unwrap();
+    let limited = (0..3)
+        .filter(|_| !check("192.0.2.1", 5060).is_pass())
+        .count();
+    assert!(
+        limited >= 2,
+        "the guard's limits too: {limited} of 3 INVITEs limited"
+    );
+    dp.sessions_set_limit(ip("192.0.2.2"), relay_user::TRUSTED_SOURCE)
+        .unwrap();
+    for _ in 0..5 {
+        assert!(check("192.0.2.2", 5060).is_pass(), "a trusted source");
+    }
+    // The kernel's own answers are unchanged: it filters what XDP sees.
+    assert!(
+        dp.firewall_check(ip("203.0.113.9"), 5060, Proto::Udp, b"x")
+            .is_pass()
+    );
+    assert!(dp.stats().unwrap()["drop_denied"] >= 1);
+}
+
+/// In XDP mode the userspace relay judges the media it receives only when sipd says its
+/// address is reached where XDP is not: then a banned source's packet is dropped and counted
+/// (here on loopback, where the program is not attached, so the kernel never saw it).
+#[test]
+fn the_relay_judges_media_xdp_did_not_see_only_when_told() {
+    if !privileged("the_relay_judges_media_xdp_did_not_see_only_when_told") {
+        return;
+    }
+    let inst = Instance::new("unseen");
+    let mut ebpf = loader::load_pinned(ebpf_object(), &inst.0).unwrap();
+    let maps = XdpMaps::from_ebpf(&mut ebpf).unwrap();
+    let dp = std::sync::Arc::new(DataPlane::xdp(Mode::XdpSkb, "test", maps, None));
+    let relay = relay_user::relay::UserRelay::start(dp.clone(), 1).unwrap();
+    let lo: IpAddr = "127.0.0.1".parse().unwrap();
+    let port = std::net::UdpSocket::bind((lo, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    relay.open_port(lo, port).unwrap();
+    dp.ban_add(Cidr::host(lo), None, BanReason::Manual).unwrap();
+    let tx = std::net::UdpSocket::bind((lo, 0)).unwrap();
+    let banned = || dp.stats().unwrap()["drop_banned"];
+    // Not told: the kernel is taken to have judged it; nothing counted.
+    for _ in 0..5 {
+        tx.send_to(b"rtp", (lo, port)).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(banned(), 0, "judged twice though XDP was said to see it");
+    dp.set_relay_unseen(true);
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    while banned() == 0 {
+        assert!(
+            std::time::Instant::now() < end,
+            "a banned source's media XDP did not see was never dropped"
+        );
+        tx.send_to(b"rtp", (lo, port)).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn attach_replace_and_detach_on_a_veth() {
     if !privileged("attach_replace_and_detach_on_a_veth") {

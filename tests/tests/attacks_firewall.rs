@@ -8,7 +8,10 @@
 //!    gets nothing, the carrier's connects or is answered;
 //! 2. coverage: sipd's SIP on `0.0.0.0` with `[dataplane] interfaces` naming only the
 //!    carrier-facing veth: an INVITE from outside the allow list arriving on the other
-//!    interface is still dropped, and `/metrics` says which plane covers each address.
+//!    interface is still dropped, and `/metrics` says which plane covers each address;
+//! 3. an interface added after sipd started (no XDP on it): over it, sources outside the SIP
+//!    allow list, on the deny list or banned by the IDS get nothing over UDP or TCP (a TCP
+//!    connection is closed before anything is read), on both data planes.
 
 mod sbc;
 
@@ -309,4 +312,287 @@ fn traffic_on_an_interface_not_configured_is_still_firewalled_xdp() {
 #[test]
 fn traffic_on_an_interface_not_configured_is_still_firewalled_userspace() {
     uncovered_interface(Plane::Userspace);
+}
+
+/// From the attacker's host over a link made after sipd started: `fwx1` in the carrier's
+/// namespace, `fwx0` (10.X.9.1, no XDP: it did not exist when sipd attached) in the relay's.
+const NEW_LINK: u8 = 9;
+
+/// An address on the link added after start (`last` on 10.X.9.0/24).
+fn new_link_ip(net: &Net, last: u8) -> Ipv4Addr {
+    Ipv4Addr::new(10, net.topo.id(), NEW_LINK, last)
+}
+
+/// The link a carrier's engineer adds while sipd runs (a new VLAN, a second uplink): a veth
+/// pair between the carrier's and the relay's namespaces, with the attacker's addresses on
+/// its far end.
+fn add_link_after_start(net: &Net, hosts: &[u8]) {
+    let relay = &net.topo.relay;
+    relay
+        .ip([
+            "link",
+            "add",
+            "fwx0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "fwx1",
+            "netns",
+            net.topo.caller.name(),
+        ])
+        .expect("veth for the new link");
+    relay
+        .ip([
+            "addr",
+            "add",
+            &format!("{}/24", new_link_ip(net, 1)),
+            "dev",
+            "fwx0",
+        ])
+        .expect("relay address on the new link");
+    relay.ip(["link", "set", "fwx0", "up"]).expect("fwx0 up");
+    let caller = &net.topo.caller;
+    for last in hosts {
+        caller
+            .ip([
+                "addr",
+                "add",
+                &format!("{}/24", new_link_ip(net, *last)),
+                "dev",
+                "fwx1",
+            ])
+            .expect("attacker address on the new link");
+    }
+    caller.ip(["link", "set", "fwx1", "up"]).expect("fwx1 up");
+}
+
+/// The final answer's status line (else the last provisional one) to a scanner's or a plain
+/// INVITE from `sock`, or None when nothing answered within `window`.
+fn invite_status(
+    sock: &RawSip,
+    to: SocketAddr,
+    call: &str,
+    ua: &str,
+    window: Duration,
+) -> Option<String> {
+    let msg = raw::invite(sock.local(), to, CLI, CLD, call, RTP_PORT).replacen(
+        "User-Agent: raw-carrier",
+        &format!("User-Agent: {ua}"),
+        1,
+    );
+    sock.send(msg.as_bytes()).expect("send INVITE");
+    let answers = sock.collect(window);
+    let lines: Vec<String> = answers
+        .iter()
+        .filter(|a| a.contains(call))
+        .filter_map(|a| a.lines().next().map(str::to_string))
+        .collect();
+    lines
+        .iter()
+        .find(|l| !l.split(' ').nth(1).is_some_and(|c| c.starts_with('1')))
+        .or(lines.last())
+        .cloned()
+}
+
+/// An INVITE over SIP-over-TCP from `from` in `ns` to `to`: what came back within `window`
+/// and whether sipd closed the connection (None: the connection was never made).
+fn tcp_invite(
+    ns: &Netns,
+    from: Ipv4Addr,
+    to: SocketAddr,
+    call: &str,
+    window: Duration,
+) -> Option<(String, bool)> {
+    use std::io::{ErrorKind, Read, Write};
+    ns.enter(|| {
+        let fd = tests::tcp::connect_start(from.into(), to).expect("TCP connect");
+        if !tests::tcp::connected_within(&fd, 5_000) {
+            return None;
+        }
+        let mut s = std::net::TcpStream::from(fd);
+        s.set_nonblocking(false).expect("blocking");
+        let local = s.local_addr().expect("local address");
+        let msg = raw::invite(local, to, CLI, CLD, call, RTP_PORT).replacen(
+            "SIP/2.0/UDP",
+            "SIP/2.0/TCP",
+            1,
+        );
+        // A write to a connection sipd has already closed may fail: that is an answer too.
+        let _ = s.write_all(msg.as_bytes());
+        let end = Instant::now() + window;
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        let closed = loop {
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break false;
+            }
+            s.set_read_timeout(Some(left)).expect("read timeout");
+            match s.read(&mut buf) {
+                Ok(0) => break true,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    break false;
+                }
+                Err(_) => break true,
+            }
+        };
+        Some((String::from_utf8_lossy(&got).into_owned(), closed))
+    })
+}
+
+/// What XDP cannot see is checked in userspace: SIP on every address, XDP on every interface
+/// at start; then a link is added. Over it, from outside the SIP allow list, from the deny
+/// list, and from a scanner the IDS bans: nothing answered, each drop counted under its
+/// reason; a source on the allow list is still answered; coverage says `userspace` for SIP
+/// (and `none` for SSH, which sipd does not serve).
+fn interface_added_after_start(plane: Plane) {
+    require_privileged!();
+    let _g = serial();
+    let net = Net::new();
+    let carrier = carrier_ip(&net);
+    let (stranger, denied, scanner, friend) = (66, 67, 68, 69);
+    let set = Settings {
+        management: "metrics_public = true\n".into(),
+        firewall: format!(
+            "sip_allow = [\"{carrier}/32\", \"{}/32\", \"{}/32\"]\ndeny = [\"{}/32\"]\n",
+            new_link_ip(&net, scanner),
+            new_link_ip(&net, friend),
+            new_link_ip(&net, denied),
+        ),
+        sip: format!(
+            "advertised_address = \"{}\"\n",
+            net.topo.relay_caller_if.ip(false)
+        ),
+        sip_listen: Some(Ipv4Addr::UNSPECIFIED.into()),
+        ..Settings::default()
+    };
+    let sbc = Sbc::start_with(&net, plane, &Prov::default(), &set);
+    add_link_after_start(&net, &[stranger, denied, scanner, friend]);
+    let to = SocketAddr::new(new_link_ip(&net, 1).into(), SIP_PORT);
+    let sock = |last: u8| {
+        RawSip::bind_in(
+            &net.topo.caller,
+            SocketAddr::new(new_link_ip(&net, last).into(), RAW_SIP_PORT),
+            to,
+        )
+        .expect("socket on the new link")
+    };
+
+    // The link works: a source on the allow list is answered over it (polled: the link
+    // comes up in its own time).
+    let f = sock(friend);
+    let end = Instant::now() + Duration::from_secs(20);
+    let mut n = 0;
+    while !invite_answered(&f, to, &format!("fwx-friend-{n}"), Duration::from_secs(2)) {
+        assert!(
+            Instant::now() < end,
+            "{plane:?}: the allowed source was never answered over the new link\n{}",
+            sbc.log_text()
+        );
+        n += 1;
+    }
+    // Coverage worked out again: SIP on every address is now partly userspace's.
+    let key = "sbc_firewall_coverage{service=\"sip\",address=\"0.0.0.0\",plane=\"userspace\"}";
+    let end = Instant::now() + Duration::from_secs(15);
+    let mut got = metric_opt(&sbc, key);
+    while got != Some(1) && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(300));
+        got = metric_opt(&sbc, key);
+    }
+    let ssh = metric_opt(
+        &sbc,
+        "sbc_firewall_coverage{service=\"ssh\",address=\"0.0.0.0\",plane=\"none\"}",
+    );
+
+    let before = |r: &str| sbc.dataplane_metric(r);
+    let (acl0, deny0, ban0) = (
+        before("drop_service_acl"),
+        before("drop_denied"),
+        before("drop_banned"),
+    );
+    let stranger_answer = invite_status(&sock(stranger), to, "fwx-stranger", "x", SILENCE);
+    let denied_answer = invite_status(&sock(denied), to, "fwx-denied", "x", SILENCE);
+    // Over TCP the stranger's connection is closed before anything is read.
+    let stranger_tcp = tcp_invite(
+        &net.topo.caller,
+        new_link_ip(&net, stranger),
+        to,
+        "fwx-tcp",
+        SILENCE,
+    );
+    let s = sock(scanner);
+    let scan = invite_status(
+        &s,
+        to,
+        "fwx-scan",
+        "friendly-scanner",
+        Duration::from_secs(5),
+    );
+    // The IDS's ban reaches the data plane (kernel maps and their userspace copy) at once;
+    // the scanner's next INVITE, polled until the ban is in, gets nothing.
+    let end = Instant::now() + Duration::from_secs(10);
+    let mut after_ban = Some(String::new());
+    let mut k = 0;
+    while after_ban.is_some() && Instant::now() < end {
+        after_ban = invite_status(
+            &s,
+            to,
+            &format!("fwx-banned-{k}"),
+            "x",
+            Duration::from_secs(2),
+        );
+        k += 1;
+    }
+    let after_ban_again = invite_status(&s, to, "fwx-banned-last", "x", SILENCE);
+    let banned_tcp = tcp_invite(
+        &net.topo.caller,
+        new_link_ip(&net, scanner),
+        to,
+        "fwx-banned-tcp",
+        SILENCE,
+    );
+    let (acl, deny, ban) = (
+        before("drop_service_acl") - acl0,
+        before("drop_denied") - deny0,
+        before("drop_banned") - ban0,
+    );
+    let report = format!(
+        "{plane:?}: coverage(sip userspace) {got:?}, ssh none {ssh:?}; stranger {stranger_answer:?} \
+         (acl drops +{acl}), denied {denied_answer:?} (+{deny}), scanner {scan:?} then \
+         {after_ban_again:?} (ban drops +{ban}); over TCP (reply, closed by sipd): stranger \
+         {stranger_tcp:?}, banned {banned_tcp:?}"
+    );
+    eprintln!("{report}");
+    assert_eq!(got, Some(1), "{report}\n{}", sbc.log_text());
+    assert_eq!(ssh, Some(1), "{report}");
+    assert!(stranger_answer.is_none() && acl >= 1, "{report}");
+    assert!(denied_answer.is_none() && deny >= 1, "{report}");
+    assert!(
+        scan.as_deref().is_some_and(|l| l.contains(" 403 ")),
+        "{report}"
+    );
+    assert!(after_ban_again.is_none() && ban >= 1, "{report}");
+    for tcp in [&stranger_tcp, &banned_tcp] {
+        assert!(
+            tcp.as_ref()
+                .is_none_or(|(reply, closed)| reply.is_empty() && *closed),
+            "{report}"
+        );
+    }
+    assert!(
+        invite_answered(&f, to, "fwx-friend-last", Duration::from_secs(10)),
+        "{report}: the allowed source is still answered"
+    );
+}
+
+#[test]
+fn an_interface_added_after_start_is_firewalled_xdp() {
+    interface_added_after_start(Plane::Xdp);
+}
+
+#[test]
+fn an_interface_added_after_start_is_firewalled_userspace() {
+    interface_added_after_start(Plane::Userspace);
 }

@@ -255,8 +255,9 @@ pub(super) async fn accept_loop(
             },
             _ = stop.changed() => return,
         };
-        if !st.firewall().management_admits(peer) {
-            debug!(%peer, "management API: source not in management_allow; closed");
+        let local = tcp.local_addr().unwrap_or(peer);
+        if !st.firewall().management_admits(peer, local) {
+            debug!(%peer, "management API: source not in management_allow, or banned or denied; closed");
             continue;
         }
         let Some(source) = sources.take(peer.ip(), lim.max_per_source) else {

@@ -3,8 +3,10 @@
 //! trusted peers, the entries and manual bans stored through the API (applied again at every
 //! start), the IDS's bans, and the changes operators make through the API ([`changes`]).
 //!
-//! Under XDP the kernel enforces it; on the userspace data plane [`Firewall::admits`] runs
-//! the same check on every SIP message before the core sees it.
+//! Under XDP the kernel enforces it; on the userspace data plane, and on the XDP one for
+//! whatever arrived where XDP is not attached ([`coverage`]), [`Firewall::admits`] runs the
+//! same check on every SIP message before the core sees it, against the data plane's
+//! userspace tables (in XDP mode the copy of the maps, written with them).
 
 mod bans;
 pub mod book;
@@ -64,14 +66,16 @@ pub struct Firewall {
     /// Sources allowed to connect to the management API: `management_allow` plus the API's
     /// own entries (checked before the TLS handshake).
     mgmt_allow: RwLock<Vec<IpNet>>,
-    /// SIP messages the userspace data plane's firewall dropped.
+    /// SIP messages and SIP-over-TCP connections the userspace firewall dropped (either data
+    /// plane).
     dropped: AtomicU64,
     bans_cfg: BansConfig,
     /// Trusted peers: the IDS never bans a whole range holding one of them.
     trusted: RwLock<Vec<IpAddr>>,
     /// The authoritative table of bans (the data plane holds a copy).
     bans: Mutex<bans::BanState>,
-    /// Which plane guards each of sipd's addresses (decided at start).
+    /// Which plane guards each of sipd's addresses (decided at start, refreshed as the
+    /// host's interfaces change).
     coverage: RwLock<coverage::Coverage>,
     /// Where bans added and lifted are announced (`ban_added`, `ban_removed`).
     events: crate::events::Hub,
@@ -190,7 +194,12 @@ impl Firewall {
     /// Records which plane guards each address and says, at warn, every address XDP does
     /// not cover (userspace-checked) and every one nothing covers.
     pub fn set_coverage(&self, c: coverage::Coverage) {
-        for e in &c.entries {
+        Self::log_coverage(&c.entries);
+        self.apply_coverage(c);
+    }
+
+    fn log_coverage(entries: &[coverage::Covered]) {
+        for e in entries {
             match e.plane {
                 coverage::Plane::Xdp => {
                     info!(service = e.service, address = %e.address, "firewalled by XDP")
@@ -209,7 +218,43 @@ impl Firewall {
                 ),
             }
         }
+    }
+
+    fn apply_coverage(&self, c: coverage::Coverage) {
+        // The relay checks media itself only where XDP does not see it.
+        let media_seen = c
+            .plane_of("media")
+            .is_none_or(|p| p == coverage::Plane::Xdp);
+        self.dp
+            .set_relay_unseen(self.dp.mode().is_xdp() && !media_seen);
         *self.coverage.write().unwrap_or_else(|p| p.into_inner()) = c;
+    }
+
+    /// Reads the host's interfaces again and works out coverage anew (an interface or an
+    /// address added since start has no XDP unless it was attached); says what changed.
+    pub fn refresh_coverage(&self) {
+        let host = match coverage::Host::read() {
+            Ok(h) => h,
+            Err(e) => {
+                debug!(error = %e, "cannot read the host's interfaces; coverage kept");
+                return;
+            }
+        };
+        let (old, new) = {
+            let c = self.coverage.read().unwrap_or_else(|p| p.into_inner());
+            (c.entries.clone(), c.refreshed(host))
+        };
+        let changed: Vec<coverage::Covered> = new
+            .entries
+            .iter()
+            .filter(|e| !old.contains(e))
+            .cloned()
+            .collect();
+        if !changed.is_empty() {
+            info!("the host's interfaces changed: firewall coverage worked out again");
+            Self::log_coverage(&changed);
+        }
+        self.apply_coverage(new);
     }
 
     /// Which plane guards each of sipd's addresses.
@@ -221,21 +266,24 @@ impl Firewall {
             .clone()
     }
 
-    /// The userspace firewall for one SIP message, unless XDP saw it (XDP has dropped what
-    /// it refuses before it reaches a socket).
-    pub fn admits(&self, peer: &Peer, data: &[u8]) -> bool {
-        let covered = self
-            .coverage
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .xdp_covers(peer.local.ip());
-        if covered || self.dp.mode().is_xdp() {
-            // On the XDP plane sipd cannot check in userspace (the data plane's check is the
-            // kernel's); what XDP misses there (loopback under xdp-native, an address added
-            // after start) is reported as covered by nothing.
+    /// Whether XDP saw what arrived as `a` (on the userspace data plane: never).
+    fn xdp_saw(&self, a: coverage::Arrival) -> bool {
+        self.dp.mode().is_xdp()
+            && self
+                .coverage
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .xdp_saw(a)
+    }
+
+    /// The userspace firewall for one SIP message that arrived as `arrival`, unless XDP saw
+    /// it (it has dropped what it refuses before it reaches a socket, so checking again
+    /// would only count twice). Drops are counted.
+    pub fn admits(&self, peer: &Peer, arrival: coverage::Arrival, data: &[u8]) -> bool {
+        if self.xdp_saw(arrival) {
             return true;
         }
-        let v = self.dp.firewall_check(
+        let v = self.dp.userspace_check(
             peer.remote.ip(),
             peer.local.port(),
             dp_proto(peer.proto),
@@ -249,19 +297,62 @@ impl Firewall {
         pass
     }
 
-    /// SIP messages the userspace firewall dropped since start.
+    /// SIP messages and connections the userspace firewall dropped since start.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
 
-    /// Whether a management API connection from `peer` may start its TLS handshake.
-    pub fn management_admits(&self, peer: SocketAddr) -> bool {
+    /// Whether a SIP-over-TCP connection from `peer` to our `local` may stay open: where XDP
+    /// did not see it (the kernel refuses the handshake of what it sees), the kernel's
+    /// pipeline runs in userspace once per connection, so a banned, denied or unlisted source
+    /// holds no connection slot; its messages are checked one by one ([`Firewall::admits`])
+    /// as well. Drops are counted.
+    pub fn admits_connection(&self, peer: SocketAddr, local: SocketAddr) -> bool {
+        let arrival = coverage::Arrival {
+            local: local.ip(),
+            ifindex: None,
+        };
+        if self.xdp_saw(arrival) {
+            return true;
+        }
+        let v = self
+            .dp
+            .userspace_check(canonical_ip(peer.ip()), local.port(), DpProto::Tcp, b"");
+        let pass = v.is_pass();
+        if !pass {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            debug!(%peer, %local, verdict = ?v, "SIP TCP connection closed by the firewall");
+        }
+        pass
+    }
+
+    /// Whether a management API connection from `peer` to our `local` may start its TLS
+    /// handshake: the source is on the allow list and, where XDP did not see the
+    /// connection, neither banned nor denied (the kernel's pipeline, run in userspace).
+    pub fn management_admits(&self, peer: SocketAddr, local: SocketAddr) -> bool {
         let ip = canonical_ip(peer.ip());
-        self.mgmt_allow
+        let listed = self
+            .mgmt_allow
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .any(|n| n.contains(&ip))
+            .any(|n| n.contains(&ip));
+        if !listed {
+            return false;
+        }
+        let arrival = coverage::Arrival {
+            local: local.ip(),
+            ifindex: None,
+        };
+        if self.xdp_saw(arrival) {
+            return true;
+        }
+        let v = self.dp.userspace_check(ip, local.port(), DpProto::Tcp, b"");
+        let pass = v.is_pass();
+        if !pass {
+            debug!(%peer, verdict = ?v, "management connection dropped by the firewall");
+        }
+        pass
     }
 
     /// The management allow list as configured plus stored, for the connection check.

@@ -60,6 +60,25 @@ fn purge_bans(firewall: Arc<Firewall>, every_secs: u64) {
     });
 }
 
+/// How often the host's interfaces are read again for firewall coverage: an interface or
+/// address added after start is checked in userspace from then on.
+const COVERAGE_REFRESH: Duration = Duration::from_secs(3);
+
+/// Works out coverage again every [`COVERAGE_REFRESH`].
+fn refresh_coverage(firewall: Arc<Firewall>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(COVERAGE_REFRESH);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let fw = firewall.clone();
+            // getifaddrs and one if_nametoindex per interface: off the runtime's worker.
+            let _ = tokio::task::spawn_blocking(move || fw.refresh_coverage()).await;
+        }
+    });
+}
+
 /// Everything the event loop feeds and drains.
 struct Appliance {
     store: Arc<Store>,
@@ -110,7 +129,12 @@ impl Appliance {
         firewall.program_sip(&cfg.guard, &sip_ports)?;
         firewall.program_host_services()?;
         firewall.set_coverage(startup::coverage(&cfg, attached));
+        refresh_coverage(firewall.clone());
         transports.set_tcp_guard(startup::tcp_guard(&cfg, &dp));
+        let fw = firewall.clone();
+        transports.set_tcp_filter(Arc::new(move |remote, local, _| {
+            fw.admits_connection(remote, local)
+        }));
         purge_bans(firewall.clone(), cfg.bans.purge_interval_secs);
         let (resolver, answers) = Resolver::from_system();
         let names = startup::trust_peers(&firewall, &records, &resolver).await;
@@ -223,7 +247,7 @@ impl Appliance {
         let (now, wall) = (Instant::now(), SystemTime::now());
         match ev {
             Event::Message(m) => {
-                if self.firewall.admits(&m.peer, &m.data) {
+                if self.firewall.admits(&m.peer, m.arrival, &m.data) {
                     self.core.on_message(now, wall, m.peer, &m.data);
                     // After the core: a new call is in its table only now.
                     self.file(Dir::In, &m.peer, &m.data, wall);

@@ -100,35 +100,37 @@ pub fn start_media(cfg: &Config) -> Result<(MediaPlane, RelayMedia, Vec<String>)
 /// This host's interface addresses; none (said at warn) if they cannot be read, so coverage
 /// then reports every address as not covered by XDP.
 fn host_addresses() -> Vec<coverage::IfAddr> {
-    coverage::host_addresses().unwrap_or_else(|e| {
+    read_host().addrs
+}
+
+fn read_host() -> coverage::Host {
+    coverage::Host::read().unwrap_or_else(|e| {
         warn!(error = %e, "cannot list the host's interface addresses");
-        Vec::new()
+        coverage::Host::default()
     })
 }
 
 /// SIP (UDP and TCP), media and management listen addresses.
 fn listen_ips(cfg: &Config) -> Vec<IpAddr> {
-    listens(cfg, false)
-        .into_iter()
-        .map(|(_, ip, _)| ip)
-        .collect()
+    listens(cfg).into_iter().map(|(_, ip, _)| ip).collect()
 }
 
-/// (service, address, whether sipd checks it in userspace when XDP does not cover it).
-/// sipd checks management connections itself always, SIP and media only on the userspace
-/// data plane (on XDP's it relies on the kernel). Host services sipd does not serve (SSH, SIP
-/// over TLS) listen wherever their daemon does: taken as every address.
-fn listens(cfg: &Config, xdp: bool) -> Vec<(String, IpAddr, bool)> {
-    let mut out: Vec<(String, IpAddr, bool)> = Vec::new();
+/// (service, address, whether sipd checks it in userspace when XDP does not see it). sipd
+/// checks SIP per message, management per connection and media per packet itself, on
+/// either data plane (on XDP's only what XDP did not see). Host services sipd does not serve
+/// (SSH, SIP over TLS, the operator's) listen wherever their daemon does: taken as every
+/// address, and only XDP can guard them.
+fn listens(cfg: &Config) -> Vec<coverage::Listen> {
+    let mut out: Vec<coverage::Listen> = Vec::new();
     let mut add = |what: &str, ip: IpAddr, userspace: bool| {
         if !out.iter().any(|(w, a, _)| w == what && *a == ip) {
             out.push((what.to_owned(), ip, userspace));
         }
     };
     for a in cfg.sip.udp.iter().chain(&cfg.sip.tcp) {
-        add("sip", a.ip(), !xdp);
+        add("sip", a.ip(), true);
     }
-    add("media", cfg.media.address, !xdp);
+    add("media", cfg.media.address, true);
     add("management", cfg.management.listen.ip(), true);
     let f = &cfg.firewall;
     for s in f.host_services().iter().chain(f.custom_services()) {
@@ -139,8 +141,7 @@ fn listens(cfg: &Config, xdp: bool) -> Vec<(String, IpAddr, bool)> {
 
 /// Which plane guards each address, given the interfaces XDP is on.
 pub fn coverage(cfg: &Config, attached: Vec<String>) -> coverage::Coverage {
-    let xdp = !attached.is_empty();
-    coverage::Coverage::new(attached, host_addresses(), &listens(cfg, xdp))
+    coverage::Coverage::new(attached, read_host(), listens(cfg))
 }
 
 /// Binds SIP; returns the transports, our addresses for the core and the (port, transport)

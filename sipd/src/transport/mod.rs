@@ -9,6 +9,7 @@
 //! TCP connection before anything is parsed.
 
 mod guard;
+mod pktinfo;
 mod tcp;
 mod udp;
 
@@ -112,6 +113,20 @@ pub struct Inbound {
     pub peer: Peer,
     /// The bytes: one whole message, or what was read of a malformed one.
     pub data: Bytes,
+    /// Where it arrived, for the firewall to know whether XDP saw it.
+    pub arrival: Arrival,
+}
+
+/// Where a message arrived: the local address it was sent to and, when known, the interface.
+/// On a wildcard UDP socket both come from the kernel per datagram (`IP_PKTINFO`,
+/// `IPV6_RECVPKTINFO`); on a socket bound to one address it is that address; for TCP the
+/// connection's local address, interface unknown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Arrival {
+    /// Our address the message was sent to.
+    pub local: IpAddr,
+    /// The interface it came in on (`None`: unknown).
+    pub ifindex: Option<u32>,
 }
 
 /// What the transports tell the event loop, in arrival order, on the one event channel.
@@ -344,11 +359,18 @@ struct Shared {
     epoch: Instant,
     /// Per-source INVITE rate and session cap over TCP (set once the firewall is up).
     guard: std::sync::OnceLock<TcpGuard>,
+    /// The firewall's check of each accepted TCP connection (set once the firewall is up).
+    conn_filter: std::sync::OnceLock<Filter>,
 }
 
 impl Shared {
     fn allowed(&self, remote: SocketAddr, local: SocketAddr, proto: Proto) -> bool {
-        let ok = self.filter.as_ref().is_none_or(|f| f(remote, local, proto));
+        let ok = self.filter.as_ref().is_none_or(|f| f(remote, local, proto))
+            && (proto != Proto::Tcp
+                || self
+                    .conn_filter
+                    .get()
+                    .is_none_or(|f| f(remote, local, proto)));
         if !ok {
             Counters::inc(&self.counters.filtered);
         }
@@ -517,9 +539,18 @@ impl Transports {
             std_socket.set_nonblocking(true).map_err(bind_err)?;
             set_buffers(&std_socket, addr, Proto::Udp);
             let local = std_socket.local_addr().map_err(bind_err)?;
+            // A wildcard socket receives on every address: ask which one, per datagram.
+            let pktinfo = local.ip().is_unspecified()
+                && match pktinfo::enable(&std_socket, local.is_ipv6()) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::warn!(%local, error = %e, "no packet info on a wildcard SIP socket: the firewall judges its datagrams by the bound address");
+                        false
+                    }
+                };
             let sender = std_socket.try_clone().map_err(bind_err)?;
             let socket = UdpSocket::from_std(std_socket).map_err(bind_err)?;
-            udp_socks.push((UdpEndpoint { local, sender }, socket));
+            udp_socks.push((UdpEndpoint { local, sender }, socket, pktinfo));
         }
         let mut listeners = Vec::with_capacity(tcp.len());
         for &addr in tcp {
@@ -547,12 +578,13 @@ impl Transports {
             runtime: Handle::current(),
             epoch: Instant::now(),
             guard: std::sync::OnceLock::new(),
+            conn_filter: std::sync::OnceLock::new(),
         });
         let mut tasks = Vec::new();
         let mut udp_eps = Vec::with_capacity(udp_socks.len());
-        for (ep, socket) in udp_socks {
+        for (ep, socket, pktinfo) in udp_socks {
             tracing::info!(local = %ep.local, "SIP listening on udp");
-            let task = udp::recv_loop(shared.clone(), socket, ep.local);
+            let task = udp::recv_loop(shared.clone(), socket, ep.local, pktinfo);
             tasks.push(tokio::spawn(task).abort_handle());
             udp_eps.push(ep);
         }
@@ -623,6 +655,13 @@ impl Transports {
     /// guard does for UDP. Set once; later calls are ignored.
     pub fn set_tcp_guard(&self, guard: TcpGuard) {
         let _ = self.inner.shared.guard.set(guard);
+    }
+
+    /// Checks every TCP connection accepted from now on with `filter` (remote, local): one it
+    /// refuses is closed before anything is read, counted in `filtered`. Set once; later
+    /// calls are ignored.
+    pub fn set_tcp_filter(&self, filter: Filter) {
+        let _ = self.inner.shared.conn_filter.set(filter);
     }
 
     /// TCP listening addresses actually bound (port 0 resolved), in the order given to `bind`.

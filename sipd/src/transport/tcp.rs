@@ -22,8 +22,8 @@ use tokio::task::JoinHandle;
 
 use super::guard::Verdict;
 use super::{
-    ConnId, Counters, Event, FrameError, Framer, Inbound, NewConn, Outbound, Peer, Proto, Queued,
-    Refused, Shared,
+    Arrival, ConnId, Counters, Event, FrameError, Framer, Inbound, NewConn, Outbound, Peer, Proto,
+    Queued, Refused, Shared,
 };
 
 /// Bytes asked of the kernel per read.
@@ -345,6 +345,11 @@ async fn deliver(c: &Conn, framer: &mut Framer, tx: &mpsc::Sender<Queued>) -> (F
             conn: Some(c.id),
         },
         data,
+        // The connection's own local address; the interface is not known for TCP.
+        arrival: Arrival {
+            local: c.local.ip(),
+            ifindex: None,
+        },
     };
     let mut flow = Flow::Continue;
     let mut messages = 0;

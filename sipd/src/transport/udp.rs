@@ -8,17 +8,38 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::net::UdpSocket;
 
-use super::{Counters, Event, FrameError, Inbound, Peer, Proto, Shared};
+use super::{Arrival, Counters, Event, FrameError, Inbound, Peer, Proto, Shared, pktinfo};
 
 /// Largest UDP payload there is; anything shorter would silently truncate datagrams and
 /// we would never know they were oversized.
 const RECV_BUFFER: usize = 65_535;
 
-pub(super) async fn recv_loop(shared: Arc<Shared>, socket: UdpSocket, local: SocketAddr) {
+/// `pktinfo`: the socket is a wildcard one with packet info enabled, so each datagram says
+/// which of our addresses and interfaces it arrived on; else it arrived on `local`'s address.
+pub(super) async fn recv_loop(
+    shared: Arc<Shared>,
+    socket: UdpSocket,
+    local: SocketAddr,
+    pktinfo: bool,
+) {
     let mut buf = vec![0u8; RECV_BUFFER];
     let c = &shared.counters;
+    let bound = Arrival {
+        local: local.ip(),
+        ifindex: None,
+    };
     loop {
-        let (n, remote) = match socket.recv_from(&mut buf).await {
+        let got = if pktinfo {
+            pktinfo::recv(&socket, &mut buf)
+                .await
+                .map(|(n, remote, a)| (n, remote, a.unwrap_or(bound)))
+        } else {
+            socket
+                .recv_from(&mut buf)
+                .await
+                .map(|(n, remote)| (n, remote, bound))
+        };
+        let (n, remote, arrival) = match got {
             Ok(r) => r,
             Err(e) => {
                 // Per-datagram errors (e.g. an ICMP error queued on the socket) must not
@@ -48,6 +69,7 @@ pub(super) async fn recv_loop(shared: Arc<Shared>, socket: UdpSocket, local: Soc
                 conn: None,
             },
             data: Bytes::copy_from_slice(&data[..len]),
+            arrival,
         };
         let ev = if n > max {
             Counters::inc(&c.oversized);
