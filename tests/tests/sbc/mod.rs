@@ -5,6 +5,8 @@
 //! the relay namespace. Each test binary uses part of it, hence the allow.
 #![allow(dead_code)]
 
+pub mod totp;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -265,6 +267,8 @@ pub struct Settings {
     pub interfaces: Option<Vec<String>>,
     /// SIP on the relay's IPv6 address too, and the relay on `::` advertising both families.
     pub dual_stack: bool,
+    /// `sipd init` an admin before the start, for [`Sbc::api_get`].
+    pub api_admin: bool,
 }
 
 impl Default for Settings {
@@ -279,6 +283,7 @@ impl Default for Settings {
             sip_listen: None,
             interfaces: None,
             dual_stack: false,
+            api_admin: false,
         }
     }
 }
@@ -294,7 +299,12 @@ pub struct Sbc {
     /// SIP and media address (the relay's carrier-facing one).
     pub addr: IpAddr,
     pub relay_ns: String,
+    /// The TOTP secret of the admin made with `Settings::api_admin`.
+    pub admin_totp: Option<Vec<u8>>,
 }
+
+/// The password of the admin `Settings::api_admin` makes.
+const ADMIN_PW: &str = "Tq7#harbour-Lantern-55";
 
 impl Sbc {
     /// Writes sbc.toml (with `extra` appended inside the right tables via `sections`), imports
@@ -380,6 +390,7 @@ impl Sbc {
             String::from_utf8_lossy(&out.stderr),
             prov_toml
         );
+        let admin_totp = set.api_admin.then(|| init_admin(&config, &dir));
         let log = dir.join("sipd.log");
         let logf = std::fs::File::create(&log).expect("log file");
         let mut cmd = match set.nofile {
@@ -408,6 +419,7 @@ impl Sbc {
             child: Some(child),
             addr,
             relay_ns: net.topo.relay.name().to_string(),
+            admin_totp,
         };
         let end = Instant::now() + Duration::from_secs(20);
         while !sbc.log_text().contains("sipd ready") {
@@ -454,6 +466,44 @@ impl Sbc {
                 (k == key).then(|| v.trim().parse::<f64>().ok())?
             })
             .unwrap_or_else(|| panic!("no {key} in /metrics:\n{text}")) as u64
+    }
+
+    /// `GET path` on the management API as the admin `Settings::api_admin` made (logged in
+    /// with its TOTP code), read in the relay namespace; the JSON it answered.
+    pub fn api_get(&self, path: &str) -> Value {
+        let secret = self.admin_totp.as_ref().expect("Settings::api_admin");
+        let login = serde_json::json!({
+            "username": "admin",
+            "password": ADMIN_PW,
+            "totp": totp::totp(secret, totp::now_secs()),
+        });
+        let out = self.curl(
+            &["-X", "POST", "--data-binary", &login.to_string()],
+            "/api/login",
+        );
+        let token = out["token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("login refused: {out}"))
+            .to_string();
+        self.curl(&["-H", &format!("Authorization: Bearer {token}")], path)
+    }
+
+    /// curl `args` https://127.0.0.1:8443`path` in the relay namespace; its JSON answer.
+    fn curl(&self, args: &[&str], path: &str) -> Value {
+        let out = std::process::Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", self.relay_ns))
+            .args(["--", "curl", "-sk", "--max-time", "10"])
+            .args(["-H", "Content-Type: application/json"])
+            .args(args)
+            .arg(format!("https://127.0.0.1:8443{path}"))
+            .output()
+            .expect("run curl");
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{path}: not JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
     }
 
     /// A data-plane counter (`sbc_dataplane_packets_total`, by reason), on either plane.
@@ -530,6 +580,33 @@ impl Sbc {
             ),
         }
     }
+}
+
+/// `sipd init` of the admin `api_get` logs in as; its TOTP secret.
+fn init_admin(config: &std::path::Path, dir: &std::path::Path) -> Vec<u8> {
+    let pw = dir.join("admin-pw");
+    std::fs::write(&pw, format!("{ADMIN_PW}\n")).expect("write admin-pw");
+    let out = std::process::Command::new(sipd_bin())
+        .arg("-c")
+        .arg(config)
+        .args(["init", "--username", "admin", "--password-file"])
+        .arg(&pw)
+        .stdin(Stdio::null())
+        .output()
+        .expect("sipd init");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "sipd init: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let secret = text
+        .split("enter the secret ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no TOTP secret in the init output:\n{text}"))
+        .trim_end_matches('.');
+    totp::b32_decode(secret)
 }
 
 impl Drop for Sbc {
