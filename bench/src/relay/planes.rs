@@ -2,7 +2,7 @@
 //! namespace, its calls over ng, and relayd's state (counters, pins) for this run.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -13,7 +13,7 @@ use relay_user::ng::client::NgClient;
 use relay_user::ng::message::OfferAnswer;
 use relay_user::ng::sdp;
 
-use super::{CALLEE_PORT, CALLER_PORT, NG_PORT, Opts, Plane};
+use super::{CALLEE_PORT, CALLER_PORT, Family, NG_PORT, Opts, Plane};
 use crate::common;
 
 /// A started relay and how to reach its calls.
@@ -31,16 +31,26 @@ pub(super) struct Relay {
 
 pub(super) fn start_relay(
     plane: Plane,
+    family: Family,
     o: &Opts,
     topo: &Topology,
     relay_cpu: usize,
 ) -> anyhow::Result<Relay> {
-    let v6 = o.v6;
-    let relay_a = topo.relay_caller_if.ip(v6);
-    let relay_b = topo.relay_callee_if.ip(v6);
+    let relay_a = topo.relay_caller_if.ip(family.caller_v6());
+    let relay_b = topo.relay_callee_if.ip(family.callee_v6());
+    // relayd anchors on one address: across families the unspecified one, as sipd's
+    // `[media] address = "::"` does.
+    let relayd_addr = if family.cross() {
+        IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+    } else {
+        relay_a
+    };
     let ng_addr: SocketAddr = ([127, 0, 0, 1], NG_PORT).into();
-    let log = ::tests::bins::workspace_root()
-        .join(format!("target/bench/relay-{}.log", plane_slug(plane)));
+    let log = ::tests::bins::workspace_root().join(format!(
+        "target/bench/relay-{}-{}.log",
+        plane_slug(plane),
+        family.slug()
+    ));
     std::fs::create_dir_all(log.parent().expect("has parent"))?;
     let logf = std::fs::File::create(&log)?;
 
@@ -75,7 +85,7 @@ pub(super) fn start_relay(
                 "--interface",
                 &topo.relay_callee_if.dev,
                 "--address",
-                &relay_a.to_string(),
+                &relayd_addr.to_string(),
                 "--ng-listen",
                 &ng_addr.to_string(),
                 "--ports",
@@ -186,13 +196,13 @@ pub(super) fn call_id(i: usize) -> String {
 pub(super) fn resize_calls(
     ng: &NgClient,
     topo: &Topology,
-    v6: bool,
+    family: Family,
     direction: bool,
     ports: &mut Vec<(u16, u16)>,
     calls: usize,
 ) -> anyhow::Result<()> {
-    let caller_ip = topo.caller_if.ip(v6);
-    let callee_ip = topo.callee_if.ip(v6);
+    let caller_ip = topo.caller_if.ip(family.caller_v6());
+    let callee_ip = topo.callee_if.ip(family.callee_v6());
     while ports.len() > calls {
         ng.delete(&call_id(ports.len() - 1), None)?;
         ports.pop();
