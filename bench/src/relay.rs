@@ -53,6 +53,13 @@
 //!   `relay_to_userspace` (`relayd --status --json`) over the measured run. Under 90% kernel
 //!   forwarding fails the plane: the XDP numbers would be measuring the fallback.
 //!
+//! Families (`--families v4,v6,v6-v4`, default `v4`; `--ipv6` is `v6`): each plane runs once
+//! per family. `v6-v4` is an IPv6 caller and an IPv4 callee: relayd listens on `::` with one
+//! `--advertise` address per family, each offer and answer asks for its receiver's family (ng's
+//! `address family`, as sipd does), and the relay bridges the two in userspace (the XDP program
+//! passes such packets up, so the 90% rule does not apply; the baseline cannot bridge and is
+//! skipped). Its "over base" is against the IPv6 baseline.
+//!
 //! Clean-up: namespaces are deleted with the topology, relays are stopped by PID, relayd's
 //! pins are removed with `relayd --cleanup` after each plane.
 

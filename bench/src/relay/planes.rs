@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use ::tests::netns::{NsChild, Topology};
 use anyhow::{Context as _, bail};
+use relay_user::media::Family as MediaFamily;
 use relay_user::ng::client::NgClient;
 use relay_user::ng::message::OfferAnswer;
 use relay_user::ng::sdp;
@@ -95,6 +96,13 @@ pub(super) fn start_relay(
                 "--media-timeout",
                 "60s",
             ]);
+            if family.cross() {
+                // SDP names the relay's address of each side's family (the ones the
+                // generators send to, see measure_rates), as sipd's advertised addresses do.
+                for a in [relay_a, topo.relay_caller_if.ip(false)] {
+                    cmd.args(["--advertise", &a.to_string()]);
+                }
+            }
         }
     }
     cmd.stdin(Stdio::null())
@@ -217,9 +225,13 @@ pub(super) fn resize_calls(
             offer.direction = vec!["caller".into(), "callee".into()];
         }
         offer.replace.origin = true;
+        // Each SDP names the relay's address of its receiver's family (ng's `address
+        // family`, as sipd asks): across families the relay bridges them.
+        offer.address_family = Some(MediaFamily::of(&callee_ip));
         let to_callee = ng.offer(&offer)?;
         let mut answer = OfferAnswer::new(&id, "caller-tag", &sdp(callee_ip, CALLEE_PORT, i));
         answer.to_tag = Some("callee-tag".into());
+        answer.address_family = Some(MediaFamily::of(&caller_ip));
         let to_caller = ng.answer(&answer)?;
         ports.push((media_port(&to_caller)?, media_port(&to_callee)?));
     }
