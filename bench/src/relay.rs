@@ -53,6 +53,13 @@
 //!   `relay_to_userspace` (`relayd --status --json`) over the measured run. Under 90% kernel
 //!   forwarding fails the plane: the XDP numbers would be measuring the fallback.
 //!
+//! Families (`--families v4,v6,v6-v4`, default `v4`; `--ipv6` is `v6`): each plane runs once
+//! per family. `v6-v4` is an IPv6 caller and an IPv4 callee: relayd listens on `::` with one
+//! `--advertise` address per family, each offer and answer asks for its receiver's family (ng's
+//! `address family`, as sipd does), and the relay bridges the two in userspace (the XDP program
+//! passes such packets up, so the 90% rule does not apply; the baseline cannot bridge and is
+//! skipped). Its "over base" is against the IPv6 baseline.
+//!
 //! Clean-up: namespaces are deleted with the topology, relays are stopped by PID, relayd's
 //! pins are removed with `relayd --cleanup` after each plane.
 
@@ -110,17 +117,64 @@ impl Plane {
     }
 }
 
+/// The address families of a run's calls: the caller's side, then the callee's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum Family {
+    V4,
+    V6,
+    /// An IPv6 caller and an IPv4 callee: the relay bridges the families (on `::`), which
+    /// only its userspace path can do; plain forwarding cannot, so no baseline.
+    V6V4,
+}
+
+impl Family {
+    fn parse(s: &str) -> anyhow::Result<Family> {
+        Ok(match s {
+            "v4" | "ipv4" => Family::V4,
+            "v6" | "ipv6" => Family::V6,
+            "v6-v4" | "cross" => Family::V6V4,
+            _ => bail!("unknown family {s:?} (v4, v6, v6-v4)"),
+        })
+    }
+    fn caller_v6(self) -> bool {
+        self != Family::V4
+    }
+    fn callee_v6(self) -> bool {
+        self == Family::V6
+    }
+    fn cross(self) -> bool {
+        self == Family::V6V4
+    }
+    fn slug(self) -> &'static str {
+        match self {
+            Family::V4 => "v4",
+            Family::V6 => "v6",
+            Family::V6V4 => "v6-v4",
+        }
+    }
+    fn name(self) -> &'static str {
+        match self {
+            Family::V4 => "IPv4",
+            Family::V6 => "IPv6",
+            Family::V6V4 => "IPv6↔IPv4",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Opts {
     rates: Vec<u32>,
     duration: Duration,
     planes: Vec<Plane>,
     relayd: Option<PathBuf>,
-    v6: bool,
+    /// Each plane runs once per family, in this order.
+    families: Vec<Family>,
 }
 
 const USAGE: &str = "cargo xtask bench relay [--rates 5000,20000,50000,100000,150000] [--duration SECS] \
-[--planes baseline,xdp-native,xdp-skb,userspace,rtpengine] [--relayd PATH] [--ipv6]";
+[--planes baseline,xdp-native,xdp-skb,userspace,rtpengine] [--relayd PATH] \
+[--families v4,v6,v6-v4 | --ipv6]";
 
 fn parse(args: &[String]) -> anyhow::Result<Opts> {
     let mut o = Opts {
@@ -134,7 +188,7 @@ fn parse(args: &[String]) -> anyhow::Result<Opts> {
             Plane::Rtpengine,
         ],
         relayd: None,
-        v6: false,
+        families: vec![Family::V4],
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -169,7 +223,13 @@ fn parse(args: &[String]) -> anyhow::Result<Opts> {
                     .collect::<anyhow::Result<_>>()?
             }
             "--relayd" => o.relayd = Some(PathBuf::from(val()?)),
-            "--ipv6" => o.v6 = true,
+            "--ipv6" => o.families = vec![Family::V6],
+            "--families" => {
+                o.families = val()?
+                    .split(',')
+                    .map(|f| Family::parse(f.trim()))
+                    .collect::<anyhow::Result<_>>()?
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -200,26 +260,43 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         .transpose()?;
     let mut points = Vec::new();
     let mut failed = Vec::new();
-    for &plane in &o.planes {
-        println!("== {}", plane.name());
-        if let Err(e) = measure::bench_plane(plane, &o, relay_cpu, &mut points) {
-            eprintln!("   FAILED: {e:#}");
-            failed.push(Failed {
-                plane,
-                reason: format!("{e:#}"),
-            });
+    for &family in &o.families {
+        for &plane in &o.planes {
+            if plane == Plane::Baseline && family.cross() {
+                println!(
+                    "== {} {}: skipped (plain forwarding cannot bridge families)",
+                    plane.name(),
+                    family.name()
+                );
+                continue;
+            }
+            println!("== {} {}", plane.name(), family.name());
+            if let Err(e) = measure::bench_plane(plane, family, &o, relay_cpu, &mut points) {
+                eprintln!("   FAILED: {e:#}");
+                failed.push(Failed {
+                    plane,
+                    family,
+                    reason: format!("{e:#}"),
+                });
+            }
         }
     }
-    let base: BTreeMap<u32, f64> = points
+    // A cross-family run has no baseline of its own: the IPv6 one is the nearer path.
+    let base: BTreeMap<(bool, u32), f64> = points
         .iter()
         .filter(|p| p.plane == Plane::Baseline)
-        .filter_map(|p| Some((p.offered_pps, p.relay_side_ns_per_packet?)))
+        .filter_map(|p| {
+            Some((
+                (p.family.caller_v6(), p.offered_pps),
+                p.relay_side_ns_per_packet?,
+            ))
+        })
         .collect();
     for p in &mut points {
         if p.plane != Plane::Baseline {
             p.relay_side_over_baseline = p
                 .relay_side_ns_per_packet
-                .zip(base.get(&p.offered_pps))
+                .zip(base.get(&(p.family.caller_v6(), p.offered_pps)))
                 .map(|(n, b)| n - b);
         }
     }
@@ -227,7 +304,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let report = Report {
         kernel: common::kernel_release(),
         cpus,
-        ipv6: o.v6,
+        families: o.families.clone(),
         method: "ns_per_packet = (relay process schedstat + softirq of all CPUs from \
                  /proc/stat, tick-sampled) / forwarded; relay_side_ns_per_packet = (relay \
                  process + relay namespace's threaded-NAPI kthreads, schedstat) / forwarded, \
@@ -269,6 +346,14 @@ mod unit {
         .unwrap();
         assert_eq!(o.rates, vec![5000, 20000]);
         assert_eq!(o.planes, vec![Plane::Rtpengine, Plane::XdpSkb]);
+        assert_eq!(o.families, vec![Family::V4]);
+        let o = parse(&["--families".into(), "v6,v6-v4,v4".into()]).unwrap();
+        assert_eq!(o.families, vec![Family::V6, Family::V6V4, Family::V4]);
+        assert_eq!(
+            parse(&["--ipv6".into()]).unwrap().families,
+            vec![Family::V6]
+        );
+        assert!(parse(&["--families".into(), "v5".into()]).is_err());
         assert!(parse(&["--rates".into(), "10".into()]).is_err());
         assert!(parse(&["--bogus".into()]).is_err());
     }

@@ -214,6 +214,7 @@ impl Sipp {
             started: Instant::now(),
             deadline: self.deadline,
             local: self.local,
+            transport: self.transport,
         })
     }
 }
@@ -229,6 +230,7 @@ pub struct SippRun {
     started: Instant,
     deadline: Duration,
     local: SocketAddr,
+    transport: &'static str,
 }
 
 impl SippRun {
@@ -289,10 +291,16 @@ impl SippRun {
         }
     }
 
-    /// Waits until sipp's SIP socket is bound (a UAS before its UAC starts).
+    /// Waits until sipp's SIP socket is bound (a UAS before its UAC starts): its UDP socket,
+    /// or over TCP (`t1`) its listening one.
     pub fn wait_bound(&mut self, ns: &Netns) -> anyhow::Result<()> {
         let end = Instant::now() + Duration::from_secs(5);
-        while !udp_bound(ns, self.local) {
+        let tcp = self.transport.starts_with('t');
+        while !if tcp {
+            tcp_listening(ns, self.local)
+        } else {
+            udp_bound(ns, self.local)
+        } {
             if let Some(c) = self.child.as_mut()
                 && let Some(st) = c.try_wait()?
             {
@@ -435,6 +443,21 @@ pub fn udp_bound_here(addr: SocketAddr) -> bool {
         l.split_whitespace()
             .nth(1)
             .is_some_and(|local| format!("{local} ").ends_with(&port))
+    })
+}
+
+/// Whether a TCP socket listens at `addr`'s port, of its family, inside `ns`.
+pub fn tcp_listening(ns: &Netns, addr: SocketAddr) -> bool {
+    ns.enter(|| {
+        let file = if addr.is_ipv4() { "tcp" } else { "tcp6" };
+        let text =
+            std::fs::read_to_string(format!("/proc/thread-self/net/{file}")).unwrap_or_default();
+        let port = format!(":{:04X}", addr.port());
+        // Fields: sl, local_address, rem_address, st (0A: LISTEN).
+        text.lines().skip(1).any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[1].ends_with(&port) && f[3] == "0A"
+        })
     })
 }
 

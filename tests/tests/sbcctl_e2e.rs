@@ -27,7 +27,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 use tests::sip::{self, Trace};
+#[path = "sbc/totp.rs"]
+mod totp;
 use tests::{require_sipp, tail};
+use totp::{b32_decode, now_secs, totp};
 
 const SIP: &str = "127.0.0.1:25060";
 const MGMT: &str = "127.0.0.1:28443";
@@ -883,57 +886,4 @@ fn logged_out_token_is_invalid(sbc: &Sbc, dir: &Path) {
     let o = sbc.ctl("ops", &["logout"], "", &[]);
     assert_eq!(o.ok(), "logged out\n");
     assert!(!dir.join("cfg-ops/sbcctl/token").exists());
-}
-
-// ---- TOTP (RFC 6238 over HMAC-SHA-1), for the admin's login ------------------------------
-
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-fn b32_decode(s: &str) -> Vec<u8> {
-    let mut bits = 0u64;
-    let mut n = 0;
-    let mut out = Vec::new();
-    for c in s.trim_end_matches('=').chars() {
-        let v = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
-            .find(c.to_ascii_uppercase())
-            .unwrap_or_else(|| panic!("not base32: {s}")) as u64;
-        bits = (bits << 5) | v;
-        n += 5;
-        if n >= 8 {
-            n -= 8;
-            out.push((bits >> n) as u8);
-            bits &= (1 << n) - 1;
-        }
-    }
-    out
-}
-
-/// The 6-digit TOTP code (30 s steps, SHA-1) at `secs`.
-fn totp(secret: &[u8], secs: u64) -> String {
-    use hmac::{KeyInit, Mac};
-    let mut h = hmac::Hmac::<sha1::Sha1>::new_from_slice(secret).expect("any key length");
-    h.update(&(secs / 30).to_be_bytes());
-    let mac = h.finalize().into_bytes();
-    let off = (mac[19] & 0x0f) as usize;
-    let n = u32::from_be_bytes(mac[off..off + 4].try_into().unwrap()) & 0x7fff_ffff;
-    format!("{:06}", n % 1_000_000)
-}
-
-#[test]
-fn totp_matches_rfc_6238() {
-    // RFC 6238 appendix B, SHA-1 (its 8-digit codes, last 6 digits here).
-    let key = b"12345678901234567890";
-    for (t, code) in [
-        (59, "287082"),
-        (1_111_111_109, "081804"),
-        (1_234_567_890, "005924"),
-        (2_000_000_000, "279037"),
-    ] {
-        assert_eq!(totp(key, t), code, "t={t}");
-    }
 }

@@ -2,18 +2,19 @@
 //! namespace, its calls over ng, and relayd's state (counters, pins) for this run.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use ::tests::netns::{NsChild, Topology};
 use anyhow::{Context as _, bail};
+use relay_user::media::Family as MediaFamily;
 use relay_user::ng::client::NgClient;
 use relay_user::ng::message::OfferAnswer;
 use relay_user::ng::sdp;
 
-use super::{CALLEE_PORT, CALLER_PORT, NG_PORT, Opts, Plane};
+use super::{CALLEE_PORT, CALLER_PORT, Family, NG_PORT, Opts, Plane};
 use crate::common;
 
 /// A started relay and how to reach its calls.
@@ -31,16 +32,26 @@ pub(super) struct Relay {
 
 pub(super) fn start_relay(
     plane: Plane,
+    family: Family,
     o: &Opts,
     topo: &Topology,
     relay_cpu: usize,
 ) -> anyhow::Result<Relay> {
-    let v6 = o.v6;
-    let relay_a = topo.relay_caller_if.ip(v6);
-    let relay_b = topo.relay_callee_if.ip(v6);
+    let relay_a = topo.relay_caller_if.ip(family.caller_v6());
+    let relay_b = topo.relay_callee_if.ip(family.callee_v6());
+    // relayd anchors on one address: across families the unspecified one, as sipd's
+    // `[media] address = "::"` does.
+    let relayd_addr = if family.cross() {
+        IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+    } else {
+        relay_a
+    };
     let ng_addr: SocketAddr = ([127, 0, 0, 1], NG_PORT).into();
-    let log = ::tests::bins::workspace_root()
-        .join(format!("target/bench/relay-{}.log", plane_slug(plane)));
+    let log = ::tests::bins::workspace_root().join(format!(
+        "target/bench/relay-{}-{}.log",
+        plane_slug(plane),
+        family.slug()
+    ));
     std::fs::create_dir_all(log.parent().expect("has parent"))?;
     let logf = std::fs::File::create(&log)?;
 
@@ -75,7 +86,7 @@ pub(super) fn start_relay(
                 "--interface",
                 &topo.relay_callee_if.dev,
                 "--address",
-                &relay_a.to_string(),
+                &relayd_addr.to_string(),
                 "--ng-listen",
                 &ng_addr.to_string(),
                 "--ports",
@@ -85,6 +96,13 @@ pub(super) fn start_relay(
                 "--media-timeout",
                 "60s",
             ]);
+            if family.cross() {
+                // SDP names the relay's address of each side's family (the ones the
+                // generators send to, see measure_rates), as sipd's advertised addresses do.
+                for a in [relay_a, topo.relay_caller_if.ip(false)] {
+                    cmd.args(["--advertise", &a.to_string()]);
+                }
+            }
         }
     }
     cmd.stdin(Stdio::null())
@@ -186,13 +204,13 @@ pub(super) fn call_id(i: usize) -> String {
 pub(super) fn resize_calls(
     ng: &NgClient,
     topo: &Topology,
-    v6: bool,
+    family: Family,
     direction: bool,
     ports: &mut Vec<(u16, u16)>,
     calls: usize,
 ) -> anyhow::Result<()> {
-    let caller_ip = topo.caller_if.ip(v6);
-    let callee_ip = topo.callee_if.ip(v6);
+    let caller_ip = topo.caller_if.ip(family.caller_v6());
+    let callee_ip = topo.callee_if.ip(family.callee_v6());
     while ports.len() > calls {
         ng.delete(&call_id(ports.len() - 1), None)?;
         ports.pop();
@@ -207,9 +225,13 @@ pub(super) fn resize_calls(
             offer.direction = vec!["caller".into(), "callee".into()];
         }
         offer.replace.origin = true;
+        // Each SDP names the relay's address of its receiver's family (ng's `address
+        // family`, as sipd asks): across families the relay bridges them.
+        offer.address_family = Some(MediaFamily::of(&callee_ip));
         let to_callee = ng.offer(&offer)?;
         let mut answer = OfferAnswer::new(&id, "caller-tag", &sdp(callee_ip, CALLEE_PORT, i));
         answer.to_tag = Some("callee-tag".into());
+        answer.address_family = Some(MediaFamily::of(&caller_ip));
         let to_caller = ng.answer(&answer)?;
         ports.push((media_port(&to_caller)?, media_port(&to_callee)?));
     }

@@ -3,13 +3,15 @@
 
 use serde::Serialize;
 
-use super::Plane;
+use super::{Family, Plane};
 use crate::common::opt;
 
 /// One measured point.
 #[derive(Debug, Clone, Serialize)]
 pub(super) struct Point {
     pub(super) plane: Plane,
+    /// The calls' address families (caller's, callee's).
+    pub(super) family: Family,
     pub(super) offered_pps: u32,
     pub(super) calls: usize,
     pub(super) duration_s: f64,
@@ -67,6 +69,7 @@ pub(super) struct Point {
 #[derive(Debug, Clone, Serialize)]
 pub(super) struct Failed {
     pub(super) plane: Plane,
+    pub(super) family: Family,
     pub(super) reason: String,
 }
 
@@ -74,7 +77,8 @@ pub(super) struct Failed {
 pub(super) struct Report {
     pub(super) kernel: String,
     pub(super) cpus: usize,
-    pub(super) ipv6: bool,
+    /// The families the planes ran with, in order.
+    pub(super) families: Vec<Family>,
     pub(super) method: &'static str,
     /// /proc/loadavg when the run started and when it ended (other work on the machine).
     pub(super) loadavg_start: String,
@@ -99,20 +103,28 @@ pub(super) fn markdown(r: &Report) -> String {
          kernel.bpf_stats_enabled=1): the exact in-kernel per-packet cost, excluding the \
          redirect's transmit into the egress veth.\n\
          - kernel % = packets the XDP program forwarded itself (relay_tx + relay_redirect) out \
-         of those plus the ones it passed to relayd's userspace path.\n\n\
-         | plane | offered pps | calls | sent pps | forwarded pps | loss % | \
+         of those plus the ones it passed to relayd's userspace path.\n\
+         - family IPv6↔IPv4: an IPv6 caller and an IPv4 callee, bridged by the relay on `::` \
+         (its userspace path: the XDP program passes such packets up); its over base is \
+         against the IPv6 baseline.\n\n\
+         | plane | family | offered pps | calls | sent pps | forwarded pps | loss % | \
          relay+softirq ns/pkt | relay side ns/pkt | over base | XDP ns/run | kernel % |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         r.kernel,
         r.cpus,
-        if r.ipv6 { "IPv6" } else { "IPv4" },
+        r.families
+            .iter()
+            .map(|f| f.name())
+            .collect::<Vec<_>>()
+            .join(", "),
         r.loadavg_start,
         r.loadavg_end,
     );
     for p in &r.points {
         s.push_str(&format!(
-            "| {} | {} | {} | {:.0} | {:.0} | {:.3} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {:.0} | {:.0} | {:.3} | {} | {} | {} | {} | {} |\n",
             p.plane.name(),
+            p.family.name(),
             p.offered_pps,
             p.calls,
             p.sent_pps,
@@ -126,7 +138,12 @@ pub(super) fn markdown(r: &Report) -> String {
         ));
     }
     for k in &r.failed {
-        s.push_str(&format!("\nFAILED {}: {}\n", k.plane.name(), k.reason));
+        s.push_str(&format!(
+            "\nFAILED {} {}: {}\n",
+            k.plane.name(),
+            k.family.name(),
+            k.reason
+        ));
     }
     s
 }
@@ -139,6 +156,7 @@ mod unit {
     fn markdown_has_every_column() {
         let p = Point {
             plane: Plane::XdpNative,
+            family: Family::V4,
             offered_pps: 5000,
             calls: 50,
             duration_s: 5.0,
@@ -171,23 +189,24 @@ mod unit {
         let r = Report {
             kernel: "6.18".into(),
             cpus: 2,
-            ipv6: false,
+            families: vec![Family::V4],
             method: "",
             loadavg_start: "1.00 1.00 1.00".into(),
             loadavg_end: "2.00 1.00 1.00".into(),
             points: vec![p],
             failed: vec![Failed {
                 plane: Plane::Rtpengine,
+                family: Family::V4,
                 reason: "not installed".into(),
             }],
         };
         let md = markdown(&r);
         assert!(
-            md.contains("| relayd XDP native | 5000 | 50 | 5000 | 5000 | 0.000 | 400 | 2000 | -100 | 1200.0 | 100.00 |"),
+            md.contains("| relayd XDP native | IPv4 | 5000 | 50 | 5000 | 5000 | 0.000 | 400 | 2000 | -100 | 1200.0 | 100.00 |"),
             "{md}"
         );
         assert!(
-            md.contains("FAILED rtpengine userspace: not installed"),
+            md.contains("FAILED rtpengine userspace IPv4: not installed"),
             "{md}"
         );
         assert!(md.contains("Load average at start 1.00 1.00 1.00"), "{md}");

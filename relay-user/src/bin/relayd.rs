@@ -77,6 +77,12 @@ struct Args {
     #[arg(long, short = 'a', default_value = "127.0.0.1")]
     address: IpAddr,
 
+    /// Address SDP names for the relay, one per family (repeatable; the first of a family
+    /// wins). Default: --address. With --address :: give one IPv4 and one IPv6 address to
+    /// bridge calls between IPv4 and IPv6 peers (in userspace).
+    #[arg(long = "advertise", value_name = "ADDR")]
+    advertise: Vec<IpAddr>,
+
     /// Relay port range, FIRST-LAST (each stream side takes an even RTP port and RTP+1).
     #[arg(long, default_value = "30000-39999")]
     ports: PortRange,
@@ -158,6 +164,15 @@ impl Args {
         self.state_dir
             .clone()
             .unwrap_or_else(|| PathBuf::from("/run/relayd").join(&self.instance))
+    }
+
+    /// The addresses SDP names: `--advertise`, else `--address`.
+    fn advertised(&self) -> Vec<IpAddr> {
+        if self.advertise.is_empty() {
+            vec![self.address]
+        } else {
+            self.advertise.clone()
+        }
     }
 
     fn state_file(&self) -> StateFile {
@@ -536,7 +551,7 @@ async fn run(args: Args) -> Result<()> {
 /// The ng engine over the plane's sessions. XDP: its call table is persisted, and taken back
 /// from the previous run's file. Userspace: nothing is persisted.
 fn ng_engine(args: &Args, plane: &MediaPlane) -> ng::Engine<Sessions> {
-    let interfaces = vec![Interface::new("default", &[args.address])];
+    let interfaces = vec![Interface::new("default", &args.advertised())];
     let calls = plane.calls(interfaces, Limits::streams(usize::from(args.max_streams)));
     let mut engine = ng::Engine::over(calls).with_max_calls(args.max_sessions);
     let state = args.state_file();
@@ -656,5 +671,28 @@ fn log_stats(dp: &DataPlane, sessions: &Sessions) {
             debug!(mode = %dp.mode(), sessions = sessions.list().len(), ports_used = used, ports_free = free, stats = %nonzero.join(" "), "stats");
         }
         Err(e) => warn!(error = %e, "stats unavailable"),
+    }
+}
+
+#[cfg(test)]
+mod unit {
+    use super::*;
+
+    #[test]
+    fn sdp_names_the_advertised_addresses_else_the_relay_address() {
+        let a = Args::try_parse_from(["relayd", "--address", "10.0.0.1"]).unwrap();
+        assert_eq!(a.advertised(), vec!["10.0.0.1".parse::<IpAddr>().unwrap()]);
+        let a = Args::try_parse_from([
+            "relayd",
+            "--address",
+            "::",
+            "--advertise",
+            "192.0.2.5",
+            "--advertise",
+            "2001:db8::5",
+        ])
+        .unwrap();
+        let want: Vec<IpAddr> = vec!["192.0.2.5".parse().unwrap(), "2001:db8::5".parse().unwrap()];
+        assert_eq!(a.advertised(), want);
     }
 }

@@ -5,6 +5,8 @@
 //! the relay namespace. Each test binary uses part of it, hence the allow.
 #![allow(dead_code)]
 
+pub mod totp;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -351,6 +353,8 @@ pub struct Sbc {
     pub admin_totp: Option<Vec<u8>>,
     /// Who store commands run as (the store's owner); None: as the test.
     pub run_as: Option<RunAs>,
+    /// The admin's password (with [`Settings::admin_password`]), for [`Sbc::api_get`].
+    pub admin_password: Option<&'static str>,
 }
 
 impl Sbc {
@@ -511,6 +515,7 @@ impl Sbc {
             relay_ns: net.topo.relay.name().to_string(),
             admin_totp,
             run_as: set.run_as.clone(),
+            admin_password: set.admin_password,
         };
         sbc.launch(net, set.nofile);
         sbc
@@ -613,6 +618,44 @@ impl Sbc {
                 (k == key).then(|| v.trim().parse::<f64>().ok())?
             })
             .unwrap_or_else(|| panic!("no {key} in /metrics:\n{text}")) as u64
+    }
+
+    /// `GET path` on the management API as the admin [`Settings::admin_password`] made
+    /// (logged in with its TOTP code), read in the relay namespace; the JSON it answered.
+    pub fn api_get(&self, path: &str) -> Value {
+        let secret = self.admin_totp.as_ref().expect("Settings::admin_password");
+        let login = serde_json::json!({
+            "username": "admin",
+            "password": self.admin_password,
+            "totp": totp::totp(secret, totp::now_secs()),
+        });
+        let out = self.curl(
+            &["-X", "POST", "--data-binary", &login.to_string()],
+            "/api/login",
+        );
+        let token = out["token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("login refused: {out}"))
+            .to_string();
+        self.curl(&["-H", &format!("Authorization: Bearer {token}")], path)
+    }
+
+    /// curl `args` https://127.0.0.1:8443`path` in the relay namespace; its JSON answer.
+    fn curl(&self, args: &[&str], path: &str) -> Value {
+        let out = std::process::Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", self.relay_ns))
+            .args(["--", "curl", "-sk", "--max-time", "10"])
+            .args(["-H", "Content-Type: application/json"])
+            .args(args)
+            .arg(format!("https://127.0.0.1:8443{path}"))
+            .output()
+            .expect("run curl");
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{path}: not JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
     }
 
     /// A data-plane counter (`sbc_dataplane_packets_total`, by reason), on either plane.
@@ -739,41 +782,12 @@ fn init_admin(config: &std::path::Path, dir: &std::path::Path, password: &str) -
         .and_then(|r| r.split_whitespace().next())
         .unwrap_or_else(|| panic!("no TOTP secret in the init output:\n{text}"))
         .trim_end_matches('.');
-    b32_decode(secret)
-}
-
-fn b32_decode(s: &str) -> Vec<u8> {
-    let mut bits = 0u64;
-    let mut n = 0;
-    let mut out = Vec::new();
-    for c in s.trim_end_matches('=').chars() {
-        let v = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
-            .find(c.to_ascii_uppercase())
-            .unwrap_or_else(|| panic!("not base32: {s}")) as u64;
-        bits = (bits << 5) | v;
-        n += 5;
-        if n >= 8 {
-            n -= 8;
-            out.push((bits >> n) as u8);
-            bits &= (1 << n) - 1;
-        }
-    }
-    out
+    totp::b32_decode(secret)
 }
 
 /// The 6-digit TOTP code (RFC 6238: 30 s steps, HMAC-SHA-1) of `secret` now.
 pub fn totp_now(secret: &[u8]) -> String {
-    use hmac::{KeyInit, Mac};
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs();
-    let mut h = hmac::Hmac::<sha1::Sha1>::new_from_slice(secret).expect("any key length");
-    h.update(&(secs / 30).to_be_bytes());
-    let mac = h.finalize().into_bytes();
-    let off = (mac[19] & 0x0f) as usize;
-    let n = u32::from_be_bytes(mac[off..off + 4].try_into().expect("4 bytes")) & 0x7fff_ffff;
-    format!("{:06}", n % 1_000_000)
+    totp::totp(secret, totp::now_secs())
 }
 
 impl Drop for Sbc {

@@ -459,7 +459,7 @@ impl<M: Media> Core<M> {
     /// One message from the wire.
     pub fn on_message(&mut self, now: Instant, wall: SystemTime, peer: Peer, data: &[u8]) {
         self.arm_tick(now);
-        let msg = match Msg::parse(data, self.cfg.max_message_bytes) {
+        let mut msg = match Msg::parse(data, self.cfg.max_message_bytes) {
             Ok(m) => m,
             Err(e) => {
                 debug!(%e, from = %peer.remote, "malformed SIP message");
@@ -469,6 +469,8 @@ impl<M: Media> Core<M> {
         };
         if msg.is_request() {
             self.stats.requests += 1;
+            // Before anything answers it: every response copies the noted Via.
+            crate::sip::received::stamp_received(&mut msg, peer.remote);
             self.on_request(now, wall, peer, msg);
         } else {
             self.stats.responses += 1;

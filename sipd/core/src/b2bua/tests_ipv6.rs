@@ -179,3 +179,38 @@ fn ipv6_header_forms() {
         "[2001:db8::2]:5060"
     );
 }
+
+/// A carrier behind a NAT (NPTv6 here): its Via names its inside address with a bare `rport`,
+/// the request arrives from its outside address and port. The answers carry both back
+/// (RFC 3261 §18.2.1, RFC 3581 §4), IPv6 unbracketed in `received=`.
+#[test]
+fn ipv6_via_gets_received_and_rport() {
+    let mut w = v6_world();
+    let peer = Peer {
+        proto: Proto::Udp,
+        remote: sa("[2001:db8::1]:40123"),
+        local: sa(US6),
+        conn: None,
+    };
+    let text = fix_length(&format!(
+        "INVITE sip:4420555@[2001:db8::2]:5060 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP [fd00::1]:5060;rport;branch=z9hG4bK-nat6\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:1555000@[fd00::1]>;tag=n6\r\n\
+         To: <sip:4420555@[2001:db8::2]>\r\n\
+         Call-ID: nat6@fd00::1\r\n\
+         CSeq: 1 INVITE\r\n\
+         Contact: <sip:1555000@[fd00::1]:5060>\r\n\
+         Content-Type: application/sdp\r\n\r\n{SDP6}"
+    ));
+    w.now += Duration::from_millis(1);
+    w.core.on_message(w.now, w.wall, peer, text.as_bytes());
+    w.collect();
+    let back = w.take("[2001:db8::1]:40123");
+    let trying = back.iter().find(|m| m.code() == Some(100)).expect("100");
+    assert_eq!(
+        trying.get("Via"),
+        Some("SIP/2.0/UDP [fd00::1]:5060;rport=40123;branch=z9hG4bK-nat6;received=2001:db8::1"),
+        "{back:?}"
+    );
+}

@@ -6,6 +6,7 @@ pub mod malformed;
 pub mod msg;
 pub mod parse;
 pub mod peer;
+pub mod received;
 #[cfg(any(test, feature = "torture"))]
 pub mod torture;
 pub mod txn;
