@@ -6,7 +6,7 @@
 //! effects) with [`resolver`] (upstream names), [`media`] (the relay from relay-user),
 //! [`firewall`] (the data plane's SIP and management rules) and [`store`] (sled); the
 //! management plane is [`mgmt`] (staff, audit) and [`api`] (HTTPS, `/metrics`), live through
-//! [`events`] (the event stream and the calls' SIP messages); [`panic`] makes any panic end the
+//! [`events`] (the event stream and the calls' SIP messages); [`mod@panic`] makes any panic end the
 //! process.
 
 // Every public item says what it is for (the repository explains itself).
