@@ -32,6 +32,15 @@ pub struct SseParser {
 impl SseParser {
     /// Takes one line (without its line end); an event is complete at a blank line.
     pub fn line(&mut self, line: &str) -> Option<SseEvent> {
+        self.raw_line(line).map(|(kind, text)| SseEvent {
+            kind,
+            data: serde_json::from_str(&text).unwrap_or(Value::Null),
+        })
+    }
+
+    /// [`SseParser::line`] with the event's data as the text it came as: `(kind, data)`; an
+    /// event without `event:` is a `message`, as the standard says.
+    pub fn raw_line(&mut self, line: &str) -> Option<(String, String)> {
         let line = line.strip_suffix('\r').unwrap_or(line);
         if line.is_empty() {
             let kind = self.kind.take();
@@ -39,11 +48,7 @@ impl SseParser {
             if kind.is_none() && data.is_empty() {
                 return None;
             }
-            let text = data.join("\n");
-            return Some(SseEvent {
-                kind: kind.unwrap_or_else(|| "message".into()),
-                data: serde_json::from_str(&text).unwrap_or(Value::Null),
-            });
+            return Some((kind.unwrap_or_else(|| "message".into()), data.join("\n")));
         }
         if line.starts_with(':') {
             return None;
@@ -206,6 +211,11 @@ mod tests {
         assert_eq!(got[0].kind, "ban_added");
         assert_eq!(got[0].data["prefix"], "192.0.2.1/32");
         assert_eq!(got[1].data, serde_json::json!([1, 2]));
+        // Data without `event:` is a `message`; its text is kept as sent.
+        assert_eq!(
+            [p.raw_line("data: x"), p.raw_line("")],
+            [None, Some(("message".into(), "x".into()))]
+        );
     }
 
     #[test]

@@ -13,13 +13,15 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::DataSource;
-use super::sse::SseParser;
 use crate::api::{self, Client, Method, Options};
 use crate::console::action::{Failure, Link, Reply, Request, Update};
 use crate::console::model::{LoginOk, StreamEvent};
+use crate::events::{Backoff, SseParser};
 use crate::token;
 
-/// The longest wait between two tries to reopen the event stream.
+/// The first and the longest wait between two tries to reopen the event stream.
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+/// See [`FIRST_BACKOFF`].
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How long a daemon without an event stream (404) is polled before the stream is tried
 /// again (it may have been upgraded meanwhile).
@@ -245,7 +247,7 @@ fn perform(c: &Client, req: &Request) -> Result<Reply, Failure> {
 /// Keeps `/api/events` open: on any failure says so and tries again, waiting a little
 /// longer each time up to [`MAX_BACKOFF`].
 fn stream(opts: Options, token: Arc<Mutex<Option<String>>>, updates: Sender<Update>) {
-    let mut backoff = Duration::from_millis(250);
+    let mut backoff = Backoff::new(FIRST_BACKOFF, MAX_BACKOFF);
     let mut last = Link::Idle;
     let say = |l: Link, last: &mut Link| -> bool {
         if *last == l {
@@ -275,12 +277,11 @@ fn stream(opts: Options, token: Arc<Mutex<Option<String>>>, updates: Sender<Upda
                 if !say(Link::Disconnected(f.message), &mut last) {
                     return;
                 }
-                thread::sleep(backoff);
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+                thread::sleep(backoff.next_wait());
                 continue;
             }
         };
-        backoff = Duration::from_millis(250);
+        backoff.reset();
         if !say(Link::Connected, &mut last) {
             return;
         }
@@ -294,7 +295,7 @@ fn stream(opts: Options, token: Arc<Mutex<Option<String>>>, updates: Sender<Upda
                     break;
                 }
             };
-            if let Some((kind, data)) = parser.line(line.trim_end_matches('\r'))
+            if let Some((kind, data)) = parser.raw_line(&line)
                 && let Some(ev) = StreamEvent::parse(&kind, &data)
                 && updates.send(Update::Event(ev)).is_err()
             {
@@ -304,6 +305,6 @@ fn stream(opts: Options, token: Arc<Mutex<Option<String>>>, updates: Sender<Upda
         if !say(Link::Disconnected(why), &mut last) {
             return;
         }
-        thread::sleep(backoff);
+        thread::sleep(backoff.next_wait());
     }
 }

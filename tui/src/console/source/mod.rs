@@ -4,7 +4,6 @@
 
 pub mod fake;
 pub mod http;
-pub mod sse;
 
 use super::action::{Request, Update};
 
