@@ -30,7 +30,7 @@ use tests::sip::{self, Trace};
 #[path = "sbc/totp.rs"]
 mod totp;
 use tests::{require_sipp, tail};
-use totp::{b32_decode, now_secs, totp};
+use totp::{init_admin, now_secs, totp};
 
 const SIP: &str = "127.0.0.1:25060";
 const MGMT: &str = "127.0.0.1:28443";
@@ -262,29 +262,7 @@ management_allow = ["127.0.0.1/32"]
         pepper = dir.join("pepper").display(),
     );
     std::fs::write(&config, toml).unwrap();
-    let pw = dir.join("admin-pw");
-    std::fs::write(&pw, format!("{ADMIN_PW}\n")).unwrap();
-    let out = Command::new(sipd)
-        .arg("-c")
-        .arg(&config)
-        .args(["init", "--username", "admin", "--password-file"])
-        .arg(&pw)
-        .stdin(Stdio::null())
-        .output()
-        .expect("sipd init");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "sipd init: {text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let secret = text
-        .split("enter the secret ")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no TOTP secret in the init output:\n{text}"))
-        .trim_end_matches('.');
-    let secret = b32_decode(secret);
+    let secret = init_admin(sipd, &config, dir, ADMIN_PW);
 
     let log = std::fs::File::create(dir.join("sipd.log")).unwrap();
     let child = Command::new(sipd)

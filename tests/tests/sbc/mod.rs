@@ -502,7 +502,9 @@ impl Sbc {
             String::from_utf8_lossy(&out.stderr),
             prov_toml
         );
-        let admin_totp = set.admin_password.map(|pw| init_admin(&config, &dir, pw));
+        let admin_totp = set
+            .admin_password
+            .map(|pw| totp::init_admin(&sipd_bin(), &config, &dir, pw));
         let log = dir.join("sipd.log");
         let mut sbc = Sbc {
             plane,
@@ -756,33 +758,6 @@ impl Sbc {
             ),
         }
     }
-}
-
-/// `sipd init` of an admin `admin` with `password`: the TOTP secret it printed.
-fn init_admin(config: &std::path::Path, dir: &std::path::Path, password: &str) -> Vec<u8> {
-    let pw = dir.join("admin-pw");
-    std::fs::write(&pw, format!("{password}\n")).expect("password file");
-    let out = std::process::Command::new(sipd_bin())
-        .arg("-c")
-        .arg(config)
-        .args(["init", "--username", "admin", "--password-file"])
-        .arg(&pw)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run sipd init");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "sipd init: {text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let secret = text
-        .split("enter the secret ")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no TOTP secret in the init output:\n{text}"))
-        .trim_end_matches('.');
-    totp::b32_decode(secret)
 }
 
 /// The 6-digit TOTP code (RFC 6238: 30 s steps, HMAC-SHA-1) of `secret` now.

@@ -1,6 +1,7 @@
 //! TOTP (RFC 6238 over HMAC-SHA-1), for logging in as the admin `sipd init` makes: the
 //! secret `init` prints (base32) and the code of the moment.
 
+use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Seconds since the Unix epoch, the TOTP clock.
@@ -40,6 +41,34 @@ pub fn totp(secret: &[u8], secs: u64) -> String {
     let off = (mac[19] & 0x0f) as usize;
     let n = u32::from_be_bytes(mac[off..off + 4].try_into().unwrap()) & 0x7fff_ffff;
     format!("{:06}", n % 1_000_000)
+}
+
+/// `sipd -c config init` of an admin `admin` with `password` (written to a file in `dir`):
+/// the TOTP secret it printed.
+pub fn init_admin(sipd: &Path, config: &Path, dir: &Path, password: &str) -> Vec<u8> {
+    let pw = dir.join("admin-pw");
+    std::fs::write(&pw, format!("{password}\n")).expect("password file");
+    let out = std::process::Command::new(sipd)
+        .arg("-c")
+        .arg(config)
+        .args(["init", "--username", "admin", "--password-file"])
+        .arg(&pw)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run sipd init");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "sipd init: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let secret = text
+        .split("enter the secret ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no TOTP secret in the init output:\n{text}"))
+        .trim_end_matches('.');
+    b32_decode(secret)
 }
 
 #[cfg(test)]
