@@ -194,8 +194,8 @@ struct Stack {
     recorder: Option<parity::Recorder>,
 }
 
-/// How the stack is set up.
-#[derive(Clone, Copy)]
+/// How the stack is set up (default: one XDP relayd, `trust-address`, nothing recorded).
+#[derive(Clone, Copy, Default)]
 struct Setup {
     /// `-A WITH_SIP_SOURCE`: the `SIP-source-address` variant of the configuration.
     sip_source: bool,
@@ -318,6 +318,13 @@ impl Stack {
         std::fs::read_to_string(&self.kam_log).unwrap_or_default()
     }
 
+    /// The XDP relayd holds no call within 10 s (the BYE's `delete` reached it).
+    fn assert_deleted_after_bye(&self) {
+        self.xdp()
+            .wait_no_calls(Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("deleted on BYE: {e:#}\nkamailio:\n{}", self.kam_log()));
+    }
+
     /// The XDP relayd (the only one, or the second of the failover set).
     fn xdp(&self) -> &Relayd {
         self.relays.last().expect("a relay")
@@ -428,9 +435,7 @@ fn call_with_reinvite(sip_source: bool) {
     let _s = serial();
     let stack = Stack::start(Setup {
         sip_source,
-        failover: None,
-        record: false,
-        delete_delay: false,
+        ..Setup::default()
     })
     .expect("stack up");
     let mut uas = stack.uas("uas.xml", true);
@@ -441,10 +446,7 @@ fn call_with_reinvite(sip_source: bool) {
     uac.assert_ok();
     uas.assert_ok();
     stack.assert_kernel_forwarded(4 * PACKETS, 8);
-    stack
-        .xdp()
-        .wait_no_calls(Duration::from_secs(10))
-        .unwrap_or_else(|e| panic!("deleted on BYE: {e:#}\nkamailio:\n{}", stack.kam_log()));
+    stack.assert_deleted_after_bye();
     let log = stack.kam_log();
     assert!(
         log.contains("relayd query ok"),
@@ -480,13 +482,7 @@ fn late_offer_in_200_answer_in_ack() {
     require_sipp!();
     require_kamailio!();
     let _s = serial();
-    let stack = Stack::start(Setup {
-        sip_source: false,
-        failover: None,
-        record: false,
-        delete_delay: false,
-    })
-    .expect("stack up");
+    let stack = Stack::start(Setup::default()).expect("stack up");
     let mut uas = stack.uas("uas_late.xml", true);
     let mut uac = stack.uac("uac_late.xml", Duration::from_secs(4));
     stack.media(&mut uac, &mut uas, ("MEDIA", "MEDIA"), 1);
@@ -494,10 +490,7 @@ fn late_offer_in_200_answer_in_ack() {
     uac.assert_ok();
     uas.assert_ok();
     stack.assert_kernel_forwarded(2 * PACKETS, 4);
-    stack
-        .xdp()
-        .wait_no_calls(Duration::from_secs(10))
-        .unwrap_or_else(|e| panic!("deleted on BYE: {e:#}\nkamailio:\n{}", stack.kam_log()));
+    stack.assert_deleted_after_bye();
     let log = stack.kam_log();
     assert!(!log.contains("rtpengine_manage failed"), "{log}");
 }
@@ -513,9 +506,7 @@ fn caller_behind_nat(sip_source: bool) {
     let _s = serial();
     let stack = Stack::start(Setup {
         sip_source,
-        failover: None,
-        record: false,
-        delete_delay: false,
+        ..Setup::default()
     })
     .expect("stack up");
     let mut uas = stack.uas("uas.xml", true);
@@ -591,10 +582,8 @@ fn delete_delay_keeps_the_call_after_bye() {
     require_kamailio!();
     let _s = serial();
     let stack = Stack::start(Setup {
-        sip_source: false,
-        failover: None,
-        record: false,
         delete_delay: true,
+        ..Setup::default()
     })
     .expect("stack up");
     let uas = stack.uas("uas.xml", true);
@@ -652,13 +641,7 @@ fn cancel_and_failure_delete_the_call() {
     require_sipp!();
     require_kamailio!();
     let _s = serial();
-    let stack = Stack::start(Setup {
-        sip_source: false,
-        failover: None,
-        record: false,
-        delete_delay: false,
-    })
-    .expect("stack up");
+    let stack = Stack::start(Setup::default()).expect("stack up");
     for (uac_sc, uas_sc, final_code) in [
         ("uac_cancel.xml", "uas_ring.xml", 487),
         ("uac.xml", "uas_503.xml", 500),
@@ -709,10 +692,8 @@ fn failover(why: Full, refusal: &str) {
     require_kamailio!();
     let _s = serial();
     let stack = Stack::start(Setup {
-        sip_source: false,
         failover: Some(why),
-        record: false,
-        delete_delay: false,
+        ..Setup::default()
     })
     .expect("stack up");
     let mut uas = stack.uas("uas.xml", true);

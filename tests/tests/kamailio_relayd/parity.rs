@@ -417,9 +417,8 @@ fn module_requests_same_results_as_rtpengine() {
     for sip_source in [false, true] {
         let stack = Stack::start(Setup {
             sip_source,
-            failover: None,
             record: true,
-            delete_delay: false,
+            ..Setup::default()
         })
         .expect("stack up");
         for (uac_sc, uas_sc, rtp) in [
