@@ -195,6 +195,27 @@ fn sipd_runs_as_a_user_with_the_units_capabilities_only() {
     assert_eq!(cdrs[0]["result_code"], 200, "{:#}", cdrs[0]);
 }
 
+/// `sipd run` as the service user with `caps` (and a pin of root's left when `root_pin`),
+/// which must refuse to start: the instance and its log.
+fn refused_start(net: &Net, caps: Vec<String>, root_pin: bool) -> (Sbc, String) {
+    let set = Settings {
+        run_as: Some(RunAs {
+            uid: UID,
+            gid: GID,
+            caps,
+            root_owned_pin: root_pin,
+        }),
+        ..Settings::default()
+    };
+    let mut sbc = Sbc::spawn_with(net, Plane::Xdp, &Prov::default(), &set);
+    let st = sbc
+        .wait_exit(Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("sipd still runs:\n{}", sbc.log_text()));
+    let log = sbc.log_text();
+    assert!(!st.success(), "{st}\n{log}");
+    (sbc, log)
+}
+
 /// The unit's set without CAP_PERFMON: the kernel would verify the XDP program as an
 /// unprivileged one and refuse it ("R0 pointer -= pointer prohibited", a page of verifier
 /// log ending in `Permission denied`). sipd refuses to start first, with one line naming the
@@ -208,21 +229,7 @@ fn a_missing_capability_is_named() {
         .filter(|c| c != "CAP_PERFMON")
         .collect();
     let net = Net::new();
-    let set = Settings {
-        run_as: Some(RunAs {
-            uid: UID,
-            gid: GID,
-            caps,
-            root_owned_pin: false,
-        }),
-        ..Settings::default()
-    };
-    let mut sbc = Sbc::spawn_with(&net, Plane::Xdp, &Prov::default(), &set);
-    let st = sbc
-        .wait_exit(Duration::from_secs(30))
-        .unwrap_or_else(|| panic!("sipd still runs without CAP_PERFMON:\n{}", sbc.log_text()));
-    let log = sbc.log_text();
-    assert!(!st.success(), "{st}\n{log}");
+    let (sbc, log) = refused_start(&net, caps, false);
     assert!(
         log.contains("missing capability CAP_PERFMON"),
         "the capability is not named:\n{log}"
@@ -242,21 +249,7 @@ fn a_pin_left_by_root_is_named() {
     let _s = serial();
     let caps = unit_values(&unit_text(), "AmbientCapabilities");
     let net = Net::new();
-    let set = Settings {
-        run_as: Some(RunAs {
-            uid: UID,
-            gid: GID,
-            caps,
-            root_owned_pin: true,
-        }),
-        ..Settings::default()
-    };
-    let mut sbc = Sbc::spawn_with(&net, Plane::Xdp, &Prov::default(), &set);
-    let st = sbc
-        .wait_exit(Duration::from_secs(30))
-        .unwrap_or_else(|| panic!("sipd runs on a pin it cannot open:\n{}", sbc.log_text()));
-    let log = sbc.log_text();
-    assert!(!st.success(), "{st}\n{log}");
+    let (_sbc, log) = refused_start(&net, caps, true);
     assert!(log.contains("/SERVICES: belongs to uid 0"), "{log}");
     assert!(
         log.contains(&format!("chown -R {UID}: /sys/fs/bpf/")),
