@@ -204,7 +204,19 @@ fn audit_verify_names_an_entry_edited_in_the_store() {
 
     // Someone with the disk rewrites who did the second import.
     {
-        let db = sled::open(&store).unwrap();
+        // sled lets go of its file lock when its flusher thread notices the store above was
+        // dropped, a moment later on a loaded machine: wait for it rather than race it.
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let db = loop {
+            match sled::open(&store) {
+                Ok(db) => break db,
+                Err(e) if std::time::Instant::now() < end => {
+                    let _ = e;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) => panic!("store still locked after 20 s: {e}"),
+            }
+        };
         let t = db.open_tree("audit").unwrap();
         let key = 2u64.to_be_bytes();
         let mut v: serde_json::Value =
