@@ -485,3 +485,58 @@ pub(super) fn staff_rule(username: Option<&str>) -> String {
         None => "staff".to_owned(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use relay_user::DataPlane;
+    use sipd_core::b2bua::Offence;
+
+    use crate::config::Config;
+    use crate::firewall::{BansConfig, Firewall};
+    use crate::store::Store;
+
+    /// On the userspace plane, each dropped connection from a banned source counts on its
+    /// ban; a repeat offence keeps the count and when the prefix was first banned.
+    #[test]
+    fn an_ids_ban_keeps_its_evidence_and_counts_its_hits() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let dp = Arc::new(DataPlane::userspace("test"));
+        let fw = Firewall::new(
+            &Config::default().firewall,
+            &BansConfig::default(),
+            store,
+            dp,
+        );
+        let ip = "198.51.100.66".parse().unwrap();
+        let seen = serde_json::json!({"offence": "scanner", "count": 1});
+        fw.ban(
+            ip,
+            Duration::from_secs(600),
+            Offence::Scanner,
+            Some(seen.clone()),
+        );
+        let peer: SocketAddr = "198.51.100.66:5099".parse().unwrap();
+        let local: SocketAddr = "192.0.2.10:5060".parse().unwrap();
+        assert!(!fw.admits_connection(peer, local));
+        assert!(!fw.admits_connection(peer, local));
+        let v = fw.ban_views();
+        assert_eq!(v.len(), 1);
+        assert_eq!(
+            (v[0].rule.as_str(), v[0].evidence.as_ref(), v[0].hits),
+            ("scanner", Some(&seen), 2)
+        );
+        assert!(v[0].last_seen_ms >= v[0].first_seen_ms && v[0].first_seen_ms > 0);
+        let first = v[0].first_seen_ms;
+        fw.ban(ip, Duration::from_secs(600), Offence::BruteForce, None);
+        let v = fw.ban_views();
+        assert_eq!(
+            (v[0].rule.as_str(), v[0].hits, v[0].first_seen_ms),
+            ("brute-force", 2, first)
+        );
+    }
+}
