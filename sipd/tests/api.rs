@@ -15,6 +15,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 use sipd::config::Config;
 
+#[path = "api/ban_details.rs"]
+mod ban_details;
 #[path = "api/events.rs"]
 mod events;
 use sipd::mgmt::{Actor, LoginAttempt, NewStaff, StaffAuth};
@@ -589,6 +591,9 @@ fn management_api_end_to_end() {
     let stream = events::event_stream_and_call_messages(&c);
     metrics_are_prometheus_text(&c);
     bans_are_stored_listed_removed_and_audited(&c);
+    ban_details::a_staff_ban_says_who_made_it(&c);
+    ban_details::never_banned_sources_are_listed(&c);
+    ban_details::an_alert_is_acknowledged_and_audited(&c);
     a_full_ban_table_replaces_the_ban_expiring_soonest(&c);
     firewall_deny_entries_are_audited(&c);
     management_allow_list_guards_connections(&c);
@@ -1478,7 +1483,8 @@ fn firewall_entries_and_bans_survive_a_restart(c: &mut Ctx) {
             .iter()
             .any(|b| b["prefix"] == "198.51.100.77/32"
                 && b["remaining_secs"].is_null()
-                && b["persistent"] == true),
+                && b["persistent"] == true
+                && b["rule"] == "staff:admin"),
         "{bans:#}"
     );
     let fw = s.ok("GET", "/api/firewall", &oper, None);

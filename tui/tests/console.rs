@@ -173,6 +173,14 @@ fn bans() -> Vec<Ban> {
             by: "ids".into(),
             expires_ms: Some(NOW + 3_540_000),
             remaining_secs: Some(3540),
+            rule: "scanner".into(),
+            evidence: Some(serde_json::json!({
+                "offence": "scanner", "count": 1, "window_secs": 0,
+                "evidence": "1 request with a scanner's User-Agent"
+            })),
+            hits: 412,
+            first_seen_ms: NOW - 60_000,
+            last_seen_ms: NOW - 5_000,
             ..Ban::default()
         },
         Ban {
@@ -181,6 +189,13 @@ fn bans() -> Vec<Ban> {
             by: "ids".into(),
             expires_ms: Some(NOW + 600_000),
             remaining_secs: Some(600),
+            rule: "range:brute-force".into(),
+            evidence: Some(serde_json::json!({
+                "offence": "brute-force",
+                "evidence": "5 banned prefixes inside 203.0.113.0/24 within 600s"
+            })),
+            first_seen_ms: NOW - 300_000,
+            last_seen_ms: NOW - 300_000,
             ..Ban::default()
         },
         Ban {
@@ -190,6 +205,9 @@ fn bans() -> Vec<Ban> {
             expires_ms: None,
             note: Some("fraud ticket 4411".into()),
             persistent: true,
+            rule: "staff:alice".into(),
+            first_seen_ms: NOW - 7_200_000,
+            last_seen_ms: NOW - 7_200_000,
             ..Ban::default()
         },
         Ban {
@@ -198,7 +216,41 @@ fn bans() -> Vec<Ban> {
             by: "ids".into(),
             expires_ms: Some(NOW + 86_400_000),
             remaining_secs: Some(86_400),
+            rule: "flood".into(),
+            evidence: Some(serde_json::json!({
+                "offence": "flood", "count": 3, "window_secs": 600,
+                "evidence": "3 kernel rate-limit reports"
+            })),
+            hits: 7,
+            first_seen_ms: NOW - 86_000_000,
+            last_seen_ms: NOW - 20_000,
             ..Ban::default()
+        },
+    ]
+}
+
+fn never_bans() -> Vec<NeverBan> {
+    let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    vec![
+        NeverBan {
+            prefix: "203.0.113.5/32".into(),
+            source: "ip_only_rule".into(),
+            name: "3/trunk".into(),
+            spared: v(&[
+                "brute-force",
+                "enumeration",
+                "dialog-probe",
+                "flood",
+                "range",
+            ]),
+            still_banned_for: v(&["scanner"]),
+        },
+        NeverBan {
+            prefix: "sip.vendor.example".into(),
+            source: "upstream".into(),
+            name: "vendor-a".into(),
+            spared: v(&["dialog-probe", "flood", "range"]),
+            still_banned_for: v(&["scanner", "brute-force", "enumeration"]),
         },
     ]
 }
@@ -210,12 +262,15 @@ fn alerts() -> Vec<Alert> {
             code: "ssh_open_to_all".into(),
             severity: "warning".into(),
             message: "ssh allows 0.0.0.0/0".into(),
+            ..Alert::default()
         },
         Alert {
             id: "ban_table_full".into(),
             code: "ban_table_full".into(),
             severity: "critical".into(),
             message: "the ban table was full in the last hour".into(),
+            acked_by: Some("bob".into()),
+            acked_ms: Some(NOW - 120_000),
         },
     ]
 }
@@ -464,6 +519,7 @@ fn full(req: &Request) -> Result<Reply, Failure> {
             ..CallMessages::default()
         }),
         Request::Bans => Reply::Bans(bans()),
+        Request::NeverBans => Reply::NeverBans(never_bans()),
         Request::Alerts => Reply::Alerts(alerts()),
         Request::Audit { .. } => Reply::Audit(audit()),
         Request::Firewall => Reply::Firewall(firewall()),
@@ -476,6 +532,7 @@ fn full(req: &Request) -> Result<Reply, Failure> {
         Request::Hangup(_)
         | Request::Ban { .. }
         | Request::Unban(_)
+        | Request::AckAlert(_)
         | Request::AllowAdd { .. }
         | Request::AllowRemove { .. }
         | Request::DenyAdd(_)
@@ -493,6 +550,7 @@ fn empty(req: &Request) -> Result<Reply, Failure> {
         }),
         Request::Calls => Reply::Calls(vec![]),
         Request::Bans => Reply::Bans(vec![]),
+        Request::NeverBans => Reply::NeverBans(vec![]),
         Request::Alerts => Reply::Alerts(vec![]),
         Request::Audit { .. } => Reply::Audit(vec![]),
         Request::Firewall => Reply::Firewall(FirewallView::default()),
@@ -631,6 +689,24 @@ fn bans_screen() {
     key(&mut a, KeyCode::Enter);
     key(&mut a, KeyCode::Enter);
     shots!("bans_form_error", a);
+    // `n`: the sources the IDS spares, asked for when shown; `n` again: back to the bans.
+    let mut a = on(app(full, Link::Connected), '3');
+    keys(&mut a, "n");
+    assert!(a.source().sent.contains(&Request::NeverBans));
+    keys(&mut a, "u");
+    assert!(
+        a.confirm.is_none(),
+        "nothing to unban in the never-ban list"
+    );
+    shots!("bans_never", a);
+    let mut a = on(app(full, Link::Connected), '3');
+    keys(&mut a, "nn");
+    shots!("bans", a);
+    shots!("bans_never_empty", {
+        let mut a = on(app(empty, Link::Connected), '3');
+        keys(&mut a, "n");
+        a
+    });
 }
 
 #[test]
@@ -644,6 +720,13 @@ fn audit_screen() {
 fn alerts_screen() {
     let mut a = on(app(full, Link::Connected), '8');
     keys(&mut a, "ja");
+    // Acknowledged on the daemon, which the list is then read again from.
+    let sent = &a.source().sent;
+    let i = sent
+        .iter()
+        .position(|r| *r == Request::AckAlert("ssh_open_to_all".into()))
+        .expect("the ack is sent");
+    assert!(sent[i + 1..].contains(&Request::Alerts), "{sent:?}");
     shots!("alerts", a);
     shots!("alerts_empty", on(app(empty, Link::Connected), '8'));
 }

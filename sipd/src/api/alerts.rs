@@ -34,6 +34,43 @@ pub struct Alert {
     pub severity: &'static str,
     /// What is wrong and what to do about it, for a person.
     pub message: String,
+    /// The staff member who acknowledged it (`POST /api/alerts/{id}/ack`); `null`: not yet.
+    pub acked_by: Option<String>,
+    /// Unix ms of the acknowledgement; `null`: not acknowledged.
+    pub acked_ms: Option<u64>,
+}
+
+/// Who acknowledged which alert, in memory: an acknowledgement lasts while its alert does
+/// (an alert raised again later is new) and is not kept across restarts.
+#[derive(Debug, Default)]
+pub struct Acks(std::sync::Mutex<std::collections::BTreeMap<String, (String, u64)>>);
+
+impl Acks {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<String, (String, u64)>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Marks the alert `id` of `current` acknowledged by `who` at `now_ms`; the alert as
+    /// listed now, or `None` when no current alert has that id.
+    pub fn ack(&self, current: Vec<Alert>, id: &str, who: &str, now_ms: u64) -> Option<Alert> {
+        let mut a = current.into_iter().find(|a| a.id == id)?;
+        self.lock().insert(id.to_owned(), (who.to_owned(), now_ms));
+        a.acked_by = Some(who.to_owned());
+        a.acked_ms = Some(now_ms);
+        Some(a)
+    }
+
+    /// Fills in the acknowledgements of `current` and forgets those of alerts that cleared.
+    pub fn apply(&self, current: &mut [Alert]) {
+        let mut acks = self.lock();
+        acks.retain(|id, _| current.iter().any(|a| &a.id == id));
+        for a in current {
+            if let Some((who, at)) = acks.get(&a.id) {
+                a.acked_by = Some(who.clone());
+                a.acked_ms = Some(*at);
+            }
+        }
+    }
 }
 
 /// An alert's id: its code, and what it is about when one code can be raised for several.
@@ -50,6 +87,13 @@ const BAN_ALERT_MS: u64 = 3_600_000;
 /// The current findings, computed afresh from the data plane, firewall, staff and certificate on
 /// each call (reads the store: call it off the async workers).
 pub fn alerts(s: &ApiState) -> Vec<Alert> {
+    let mut out = findings(s);
+    s.acks.apply(&mut out);
+    out
+}
+
+/// The findings alone, without their acknowledgements.
+pub fn findings(s: &ApiState) -> Vec<Alert> {
     let mut out = Vec::new();
     let dp = s.dp();
     let fw = s.firewall();
@@ -79,6 +123,8 @@ pub fn alerts(s: &ApiState) -> Vec<Alert> {
                     svc.name,
                     open.join(", ")
                 ),
+                acked_by: None,
+                acked_ms: None,
             });
         }
     }
@@ -92,6 +138,8 @@ pub fn alerts(s: &ApiState) -> Vec<Alert> {
                     "admin {:?} has no confirmed TOTP factor (they only get a setup session until they enrol)",
                     st.username
                 ),
+                acked_by: None,
+                acked_ms: None,
             });
         }
     }
@@ -113,6 +161,8 @@ pub fn alerts(s: &ApiState) -> Vec<Alert> {
                 c.replaced,
                 c.refused
             ),
+            acked_by: None,
+            acked_ms: None,
         });
     }
     for e in fw.coverage() {
@@ -150,6 +200,8 @@ pub fn alerts(s: &ApiState) -> Vec<Alert> {
             code: "firewall_coverage",
             severity,
             message,
+            acked_by: None,
+            acked_ms: None,
         });
     }
     if s.tls.self_signed {
@@ -161,6 +213,8 @@ pub fn alerts(s: &ApiState) -> Vec<Alert> {
                 "the management API uses its self-signed certificate {}: set [management] tls_cert and tls_key",
                 s.tls.cert_path.display()
             ),
+            acked_by: None,
+            acked_ms: None,
         });
     }
     if s.tls
@@ -173,6 +227,8 @@ pub fn alerts(s: &ApiState) -> Vec<Alert> {
             severity: "warning",
             message: "the last certificate change could not be loaded; the previous certificate is still served"
                 .into(),
+            acked_by: None,
+            acked_ms: None,
         });
     }
     out

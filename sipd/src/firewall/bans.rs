@@ -12,7 +12,7 @@ use tracing::{error, info, warn};
 use relay_user::{BanInfo, BanReason, Cidr};
 
 use super::Firewall;
-use super::book::{Ban, Book, By, Inserted};
+use super::book::{Ban, BanMeta, Book, By, Inserted};
 use super::policy::Promoter;
 use crate::events::Audience;
 use crate::mgmt::unix_ms;
@@ -76,6 +76,20 @@ pub struct BanView {
     pub note: Option<String>,
     /// Stored, so applied again after a restart (operators' bans).
     pub persistent: bool,
+    /// What the IDS saw (`offence`, `count`, `window_secs`, `evidence`, …, as its `ban` audit
+    /// entry records it); `null` for operators' bans and bans adopted after a restart.
+    pub evidence: Option<serde_json::Value>,
+    /// Packets sipd's userspace firewall dropped for this ban since it was made; what XDP
+    /// drops is counted in total only (`drop_banned` in `/metrics`).
+    pub hits: u64,
+    /// Unix ms this prefix was first banned (kept across repeat offences; for operators'
+    /// bans, when the ban was made).
+    pub first_seen_ms: u64,
+    /// Unix ms of the last offence or the last packet sipd dropped for this ban.
+    pub last_seen_ms: u64,
+    /// The IDS rule that earned it (`scanner`, `brute-force`, `enumeration`, `flood`,
+    /// `dialog-probe`; `range:<rule>` for a promoted range), or `staff:<username>`.
+    pub rule: String,
 }
 
 /// The name of a ban reason as the API's ban listings spell it (`brute-force`, …).
@@ -99,6 +113,11 @@ pub(super) fn view(b: &Ban, now_ms: u64) -> BanView {
         expired: b.expired(now_ms),
         note: b.note.clone(),
         persistent: b.by == By::Staff,
+        evidence: b.meta.evidence.clone(),
+        hits: b.meta.hits,
+        first_seen_ms: b.meta.first_seen_ms,
+        last_seen_ms: b.meta.last_seen_ms,
+        rule: b.meta.rule.clone(),
     }
 }
 
@@ -119,19 +138,38 @@ impl Firewall {
         self.bans.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A ban the IDS decided on: the offender's prefix, and its range when this offender made
-    /// enough of them. An operator's ban of the same prefix is left as it is.
-    pub fn ban(&self, ip: std::net::IpAddr, duration: Duration, offence: super::Offence) {
+    /// A ban the IDS decided on, with what it saw (`evidence`): the offender's prefix, and its
+    /// range when this offender made enough of them. An operator's ban of the same prefix is
+    /// left as it is.
+    pub fn ban(
+        &self,
+        ip: std::net::IpAddr,
+        duration: Duration,
+        offence: super::Offence,
+        evidence: Option<serde_json::Value>,
+    ) {
         let prefix = self.bans_cfg.offender(ip);
         let reason = super::ban_reason(offence);
         let now = now_ms();
         let mut end = until(now, duration);
+        let rule = crate::server::offence_name(offence);
+        let mut meta = BanMeta {
+            rule: rule.to_owned(),
+            evidence,
+            first_seen_ms: now,
+            last_seen_ms: now,
+            hits: 0,
+        };
         let range = {
             let mut st = self.ban_state();
             match st.book.get(&prefix) {
                 Some(b) if b.by == By::Staff => return,
-                // A repeat offence never shortens a ban.
-                Some(b) => end = end.max(b.until_ms.unwrap_or(u64::MAX)),
+                // A repeat offence never shortens a ban, nor forgets what it stopped.
+                Some(b) => {
+                    end = end.max(b.until_ms.unwrap_or(u64::MAX));
+                    meta.first_seen_ms = b.meta.first_seen_ms.min(now);
+                    meta.hits = b.meta.hits;
+                }
                 None => {}
             }
             st.promoter.offend(prefix, Instant::now())
@@ -143,15 +181,16 @@ impl Firewall {
             by: By::Ids,
             until_ms: Some(end),
             note: None,
+            meta,
         });
         if let Some(range) = range {
-            self.ban_range(range, end, reason);
+            self.ban_range(range, end, reason, rule, prefix);
         }
     }
 
     /// Enough offenders inside `range`: the range is banned, and the IDS's bans inside it
     /// that end no later go (the range holds them; their room is free again).
-    fn ban_range(&self, range: Cidr, end: u64, reason: BanReason) {
+    fn ban_range(&self, range: Cidr, end: u64, reason: BanReason, rule: &str, last: Cidr) {
         let trusted = self.trusted.read().unwrap_or_else(|p| p.into_inner());
         if let Some(peer) = trusted.iter().find(|ip| range.contains(**ip)) {
             warn!(%range, %peer, "enough of this range offended, but it holds a trusted peer: its offenders stay banned one by one");
@@ -159,12 +198,32 @@ impl Firewall {
         }
         drop(trusted);
         warn!(%range, "banning a whole range: enough of its addresses offended");
+        let now = now_ms();
+        let first = self
+            .ban_state()
+            .book
+            .get(&range)
+            .map_or(now, |b| b.meta.first_seen_ms);
         if !self.insert(Ban {
             prefix: range,
             reason,
             by: By::Ids,
             until_ms: Some(end),
             note: None,
+            meta: BanMeta {
+                rule: format!("range:{rule}"),
+                evidence: Some(serde_json::json!({
+                    "offence": rule,
+                    "promoted_after": last.to_string(),
+                    "evidence": format!(
+                        "{} banned prefixes inside {range} within {}s",
+                        self.bans_cfg.promote_after, self.bans_cfg.promote_window_secs
+                    ),
+                })),
+                first_seen_ms: first,
+                last_seen_ms: now,
+                hits: 0,
+            },
         }) {
             return;
         }
@@ -352,6 +411,13 @@ impl Firewall {
                 by: By::Staff,
                 until_ms: m.until_ms,
                 note: m.reason,
+                meta: BanMeta {
+                    rule: staff_rule(m.by.as_deref()),
+                    evidence: None,
+                    first_seen_ms: m.created_ms,
+                    last_seen_ms: m.created_ms,
+                    hits: 0,
+                },
             };
             if b.expired(now) {
                 expired.push(prefix);
@@ -396,5 +462,81 @@ fn adopt(info: &BanInfo, now: u64) -> Option<Ban> {
         },
         until_ms: info.remaining.map(|d| until(now, d)),
         note: None,
+        // What the IDS saw did not survive the restart.
+        meta: BanMeta {
+            rule: if reason == BanReason::Manual {
+                staff_rule(None)
+            } else {
+                reason_name(reason).to_owned()
+            },
+            evidence: None,
+            first_seen_ms: now,
+            last_seen_ms: now,
+            hits: 0,
+        },
     })
+}
+
+/// The `rule` of an operator's ban: `staff:<username>`, `staff` when the store does not say
+/// who (bans stored before it did).
+pub(super) fn staff_rule(username: Option<&str>) -> String {
+    match username {
+        Some(u) => format!("staff:{u}"),
+        None => "staff".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use relay_user::DataPlane;
+    use sipd_core::b2bua::Offence;
+
+    use crate::config::Config;
+    use crate::firewall::{BansConfig, Firewall};
+    use crate::store::Store;
+
+    /// On the userspace plane, each dropped connection from a banned source counts on its
+    /// ban; a repeat offence keeps the count and when the prefix was first banned.
+    #[test]
+    fn an_ids_ban_keeps_its_evidence_and_counts_its_hits() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let dp = Arc::new(DataPlane::userspace("test"));
+        let fw = Firewall::new(
+            &Config::default().firewall,
+            &BansConfig::default(),
+            store,
+            dp,
+        );
+        let ip = "198.51.100.66".parse().unwrap();
+        let seen = serde_json::json!({"offence": "scanner", "count": 1});
+        fw.ban(
+            ip,
+            Duration::from_secs(600),
+            Offence::Scanner,
+            Some(seen.clone()),
+        );
+        let peer: SocketAddr = "198.51.100.66:5099".parse().unwrap();
+        let local: SocketAddr = "192.0.2.10:5060".parse().unwrap();
+        assert!(!fw.admits_connection(peer, local));
+        assert!(!fw.admits_connection(peer, local));
+        let v = fw.ban_views();
+        assert_eq!(v.len(), 1);
+        assert_eq!(
+            (v[0].rule.as_str(), v[0].evidence.as_ref(), v[0].hits),
+            ("scanner", Some(&seen), 2)
+        );
+        assert!(v[0].last_seen_ms >= v[0].first_seen_ms && v[0].first_seen_ms > 0);
+        let first = v[0].first_seen_ms;
+        fw.ban(ip, Duration::from_secs(600), Offence::BruteForce, None);
+        let v = fw.ban_views();
+        assert_eq!(
+            (v[0].rule.as_str(), v[0].hits, v[0].first_seen_ms),
+            ("brute-force", 2, first)
+        );
+    }
 }

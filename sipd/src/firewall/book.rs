@@ -32,6 +32,25 @@ pub struct Ban {
     pub until_ms: Option<u64>,
     /// An operator's note.
     pub note: Option<String>,
+    /// What the listing says of where the ban came from and what it has stopped since.
+    pub meta: BanMeta,
+}
+
+/// Provenance and activity of a ban, for the listing (not copied to the data plane).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BanMeta {
+    /// The IDS rule (offence) that earned it, `range:<offence>` for a promoted range,
+    /// `staff:<username>` for an operator's.
+    pub rule: String,
+    /// What the IDS saw (offence, count, window), as its audit entry records it.
+    pub evidence: Option<serde_json::Value>,
+    /// Unix ms this prefix was first banned (kept across repeat offences).
+    pub first_seen_ms: u64,
+    /// Unix ms of the last offence, or of the last packet sipd dropped for this ban.
+    pub last_seen_ms: u64,
+    /// Packets sipd's userspace firewall dropped for this ban (XDP's drops are counted in
+    /// total only, `drop_banned`).
+    pub hits: u64,
 }
 
 impl Ban {
@@ -101,6 +120,25 @@ impl Book {
     /// The ban of exactly `prefix` (not one covering or covered by it).
     pub fn get(&self, prefix: &Cidr) -> Option<&Ban> {
         self.bans.get(prefix)
+    }
+
+    /// Counts a packet from `ip` dropped for a ban: on the longest live ban holding it.
+    /// Whether one held it.
+    pub fn hit(&mut self, ip: std::net::IpAddr, now_ms: u64) -> bool {
+        let max = if Cidr::host(ip).is_v4() { 32 } else { 128 };
+        for len in (0..=max).rev() {
+            let Ok(c) = Cidr::new(ip, len) else {
+                continue;
+            };
+            if let Some(b) = self.bans.get_mut(&c)
+                && !b.expired(now_ms)
+            {
+                b.meta.hits += 1;
+                b.meta.last_seen_ms = b.meta.last_seen_ms.max(now_ms);
+                return true;
+            }
+        }
+        false
     }
 
     /// Every ban held, in prefix order.
@@ -183,7 +221,24 @@ mod tests {
             by: By::Ids,
             until_ms,
             note: None,
+            meta: BanMeta::default(),
         }
+    }
+
+    #[test]
+    fn a_hit_counts_on_the_longest_live_ban_holding_the_source() {
+        let mut b = Book::new(10);
+        b.insert(ban("192.0.2.0/24", Some(1_000)));
+        b.insert(ban("192.0.2.7", Some(100)));
+        let ip = "192.0.2.7".parse().unwrap();
+        assert!(b.hit(ip, 50));
+        // The host ban has ended: the range holds the source.
+        assert!(b.hit(ip, 200));
+        assert!(!b.hit("198.51.100.1".parse().unwrap(), 50));
+        let host = b.get(&"192.0.2.7/32".parse().unwrap()).unwrap();
+        let range = b.get(&"192.0.2.0/24".parse().unwrap()).unwrap();
+        assert_eq!((host.meta.hits, host.meta.last_seen_ms), (1, 50));
+        assert_eq!((range.meta.hits, range.meta.last_seen_ms), (1, 200));
     }
 
     #[test]

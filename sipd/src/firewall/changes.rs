@@ -11,8 +11,8 @@ use serde_json::Value;
 use relay_user::{BanReason, Cidr, DataPlaneError, ServiceId};
 
 use super::Firewall;
-use super::bans::{BanView, net, view};
-use super::book::{Ban, By};
+use super::bans::{BanView, net, staff_rule, view};
+use super::book::{Ban, BanMeta, By};
 use super::services::Named;
 use crate::mgmt::unix_ms;
 use crate::store::{Actor, AuditKind, FwAllow, FwDeny, Id, ManualBan, StoreError, canonical_ip};
@@ -359,6 +359,7 @@ impl Firewall {
             reason: note.clone(),
             until_ms: duration.map(|d| now + u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             created_ms: now,
+            by: Some(by.username.clone()),
         };
         let ban = Ban {
             prefix,
@@ -366,6 +367,13 @@ impl Firewall {
             by: By::Staff,
             until_ms: stored.until_ms,
             note: note.clone(),
+            meta: BanMeta {
+                rule: staff_rule(Some(&by.username)),
+                evidence: None,
+                first_seen_ms: now,
+                last_seen_ms: now,
+                hits: 0,
+            },
         };
         self.store.write(|tx| {
             let before = tx.manual_ban(&stored.prefix)?;

@@ -292,9 +292,18 @@ impl Firewall {
         let pass = matches!(v, Verdict::Pass(_));
         if !pass {
             self.dropped.fetch_add(1, Ordering::Relaxed);
+            self.count_ban_hit(peer.remote.ip(), v);
             debug!(from = %peer.remote, verdict = ?v, "SIP dropped by the firewall");
         }
         pass
+    }
+
+    /// A drop for a ban counts on that ban (its `hits` in the listing).
+    fn count_ban_hit(&self, ip: IpAddr, v: Verdict) {
+        if v == Verdict::Drop(relay_user::Stat::DropBanned) {
+            let now = crate::mgmt::unix_ms(std::time::SystemTime::now());
+            self.ban_state().book.hit(canonical_ip(ip), now);
+        }
     }
 
     /// SIP messages and connections the userspace firewall dropped since start.
@@ -321,6 +330,7 @@ impl Firewall {
         let pass = v.is_pass();
         if !pass {
             self.dropped.fetch_add(1, Ordering::Relaxed);
+            self.count_ban_hit(peer.ip(), v);
             debug!(%peer, %local, verdict = ?v, "SIP TCP connection closed by the firewall");
         }
         pass

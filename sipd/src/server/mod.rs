@@ -8,6 +8,7 @@
 //! stalls signalling; names go to the resolver so a slow DNS server never does.
 
 mod ban_audit;
+pub use ban_audit::offence_name;
 pub mod fds;
 mod provisioned;
 mod refusals;
@@ -339,7 +340,8 @@ impl Appliance {
                     duration,
                     offence,
                 } => {
-                    self.firewall.ban(ip, duration, offence);
+                    let evidence = self.ban_audit.evidence(ip, duration, offence);
+                    self.firewall.ban(ip, duration, offence, Some(evidence));
                     self.ban_audit.record(Instant::now(), ip, duration, offence);
                 }
                 Effect::Resolve { host } => self.resolver.ask(host),

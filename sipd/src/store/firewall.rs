@@ -68,6 +68,9 @@ pub struct ManualBan {
     pub until_ms: Option<u64>,
     /// When it was made (Unix ms).
     pub created_ms: u64,
+    /// The staff member who made it; absent in bans stored before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
 }
 
 impl Record for ManualBan {

@@ -3,7 +3,7 @@
 
 use super::model::{
     Account, Alert, AuditEntry, Ban, Call, CallMessages, Cdr, Connection, FirewallView, LoginOk,
-    Me, StaffMember, Status, StreamEvent,
+    Me, NeverBan, StaffMember, Status, StreamEvent,
 };
 
 /// The screens, in the order of their number keys.
@@ -114,8 +114,12 @@ pub enum Request {
     },
     /// `DELETE /api/bans/{prefix}`.
     Unban(String),
+    /// `GET /api/bans/never`.
+    NeverBans,
     /// `GET /api/alerts`.
     Alerts,
+    /// `POST /api/alerts/{id}/ack`.
+    AckAlert(String),
     /// `GET /api/firewall`.
     Firewall,
     /// `POST /api/firewall/allow`.
@@ -158,6 +162,7 @@ impl Request {
                 | Request::Hangup(_)
                 | Request::Ban { .. }
                 | Request::Unban(_)
+                | Request::AckAlert(_)
                 | Request::AllowAdd { .. }
                 | Request::AllowRemove { .. }
                 | Request::DenyAdd(_)
@@ -190,6 +195,8 @@ pub enum Reply {
     Messages(CallMessages),
     /// Bans.
     Bans(Vec<Ban>),
+    /// The sources the IDS spares.
+    NeverBans(Vec<NeverBan>),
     /// Alerts.
     Alerts(Vec<Alert>),
     /// Audit entries.
@@ -202,7 +209,7 @@ pub enum Reply {
     Cdrs(Vec<Cdr>),
     /// Staff.
     Staff(Vec<StaffMember>),
-    /// A change that returns nothing the console needs (hang-up, unban, ban).
+    /// A change that returns nothing the console needs (hang-up, unban, ban, ack).
     Done,
 }
 
@@ -274,7 +281,7 @@ pub enum Action {
         /// What happens on yes.
         request: Request,
     },
-    /// Acknowledge an alert (by code) in this console.
+    /// Acknowledge an alert (by id) on the daemon, for every console.
     Ack(String),
     /// A line in the status bar.
     Notice(String),

@@ -280,10 +280,7 @@ impl<S: DataSource, C: Clock> App<S, C> {
             }
             Action::Send(r) => self.send(r),
             Action::Confirm { prompt, request } => self.confirm = Some((prompt, request)),
-            Action::Ack(code) => {
-                self.notice = Some(format!("alert {code} acknowledged in this console"));
-                self.data.acked.insert(code);
-            }
+            Action::Ack(id) => self.send(Request::AckAlert(id)),
             Action::Notice(n) => self.notice = Some(n),
         }
     }
@@ -388,7 +385,11 @@ impl<S: DataSource, C: Clock> App<S, C> {
                     Request::Calls => d.calls.error = Some(msg),
                     Request::Messages(_) => d.messages.error = Some(msg),
                     Request::Bans => d.bans.error = Some(msg),
+                    Request::NeverBans => d.never.error = Some(msg),
                     Request::Alerts => d.alerts.error = Some(msg),
+                    Request::AckAlert(id) => {
+                        self.notice = Some(format!("acknowledging {id} failed: {msg}"))
+                    }
                     Request::Audit { .. } => d.audit.error = Some(msg),
                     Request::Firewall => d.firewall.error = Some(msg),
                     Request::Accounts => d.accounts.error = Some(msg),
@@ -440,6 +441,7 @@ impl<S: DataSource, C: Clock> App<S, C> {
             Reply::Calls(c) => d.calls.set(c),
             Reply::Messages(m) => d.messages.set(Some(m)),
             Reply::Bans(b) => d.bans.set(b),
+            Reply::NeverBans(n) => d.never.set(n),
             Reply::Alerts(a) => d.alerts.set(a),
             Reply::Firewall(v) => d.firewall.set(Some(v)),
             Reply::Accounts(a, c) => d.accounts.set((a, c)),
@@ -460,6 +462,7 @@ impl<S: DataSource, C: Clock> App<S, C> {
                     Request::Hangup(id) => (format!("call #{id} hung up"), Request::Calls),
                     Request::Ban { addr, .. } => (format!("{addr} banned"), Request::Bans),
                     Request::Unban(p) => (format!("{p} unbanned"), Request::Bans),
+                    Request::AckAlert(id) => (format!("alert {id} acknowledged"), Request::Alerts),
                     Request::AllowAdd { service, cidr } => {
                         (format!("{cidr} allowed to {service}"), Request::Firewall)
                     }

@@ -1,11 +1,11 @@
 //! What the console knows of the daemon, kept by the app and read by every screen.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 
 use super::action::Link;
 use super::model::{
     Account, Alert, AuditEntry, Ban, Call, CallEnded, CallMessages, Cdr, Connection, Counters,
-    FirewallView, StaffMember, Status, StreamEvent,
+    FirewallView, NeverBan, StaffMember, Status, StreamEvent,
 };
 
 /// How many `counters` samples are kept: ten minutes at one a second.
@@ -52,8 +52,8 @@ pub struct Data {
     pub bans: Loaded<Vec<Ban>>,
     /// Open alerts.
     pub alerts: Loaded<Vec<Alert>>,
-    /// Alerts acknowledged in this console (by code).
-    pub acked: BTreeSet<String>,
+    /// The sources the IDS spares (`GET /api/bans/never`).
+    pub never: Loaded<Vec<NeverBan>>,
     /// The audit log, oldest first.
     pub audit: Loaded<Vec<AuditEntry>>,
     /// The firewall.
@@ -107,7 +107,6 @@ impl Data {
             }
             StreamEvent::AlertCleared(id) => {
                 self.alerts.value.retain(|k| k.key() != id);
-                self.acked.remove(&id);
             }
             StreamEvent::Audit(e) => {
                 if self.audit.value.last().is_none_or(|l| l.id < e.id) {
@@ -157,9 +156,8 @@ mod tests {
             code: "x".into(),
             ..Alert::default()
         }));
-        d.acked.insert("x".into());
         d.apply(StreamEvent::AlertCleared("x".into()));
-        assert!(d.alerts.value.is_empty() && d.acked.is_empty());
+        assert!(d.alerts.value.is_empty());
         for id in [3, 5, 4] {
             d.apply(StreamEvent::Audit(AuditEntry {
                 id,

@@ -48,6 +48,8 @@ pub enum Command {
     Ban,
     /// Acknowledge the selected alert.
     Ack,
+    /// Show or hide the sources never banned.
+    NeverBans,
     /// Follow new entries.
     Follow,
     /// Add an allow entry.
@@ -516,6 +518,14 @@ pub const BINDINGS: &[Binding] = &[
         "ban an address or prefix for a time (asks first)",
     ),
     b(
+        Scope::Bans,
+        &[C('n')],
+        Command::NeverBans,
+        "never",
+        "show or hide the sources the IDS never bans, and why",
+        true,
+    ),
+    b(
         Scope::Audit,
         &[C('f')],
         Command::Follow,
@@ -549,7 +559,7 @@ pub const BINDINGS: &[Binding] = &[
         &[C('a')],
         Command::Ack,
         "ack",
-        "acknowledge the selected alert (in this console)",
+        "acknowledge the selected alert (on the daemon, audited, seen by all)",
         true,
     ),
 ];

@@ -212,6 +212,53 @@ pub struct Ban {
     pub note: Option<String>,
     /// Stored and applied again after a restart.
     pub persistent: bool,
+    /// The IDS rule that earned it, `range:<rule>`, or `staff:<username>`.
+    pub rule: String,
+    /// What the IDS saw (`offence`, `count`, `window_secs`, `evidence`, …); `None` for
+    /// staff bans.
+    pub evidence: Option<serde_json::Value>,
+    /// Packets sipd dropped for it in userspace (XDP's drops are counted in total only).
+    pub hits: u64,
+    /// Unix ms it was first banned.
+    pub first_seen_ms: u64,
+    /// Unix ms of the last offence or counted hit.
+    pub last_seen_ms: u64,
+}
+
+impl Ban {
+    /// The evidence in one line: the IDS's sentence (`5 failed digest responses`) with its
+    /// window, or what there is of it.
+    pub fn evidence_line(&self) -> String {
+        let Some(e) = &self.evidence else {
+            return String::new();
+        };
+        let said = e
+            .get("evidence")
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+            .or_else(|| e.get("offence").and_then(|v| v.as_str()).map(str::to_owned))
+            .unwrap_or_else(|| e.to_string());
+        match e.get("window_secs").and_then(serde_json::Value::as_u64) {
+            Some(w) if w > 0 => format!("{said} in {w}s"),
+            _ => said,
+        }
+    }
+}
+
+/// A source the IDS spares (`GET /api/bans/never`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct NeverBan {
+    /// Address, prefix or upstream host name.
+    pub prefix: String,
+    /// `ip_only_rule` or `upstream`.
+    pub source: String,
+    /// The rule (`<account id>/<rule name>`) or connection name.
+    pub name: String,
+    /// The IDS rules it is never banned for.
+    pub spared: Vec<String>,
+    /// The IDS rules that still ban it.
+    pub still_banned_for: Vec<String>,
 }
 
 /// An alert (`GET /api/alerts`, `alert_raised`).
@@ -227,6 +274,10 @@ pub struct Alert {
     pub severity: String,
     /// What is wrong.
     pub message: String,
+    /// Who acknowledged it (`POST /api/alerts/{id}/ack`); `None`: nobody yet.
+    pub acked_by: Option<String>,
+    /// Unix ms of the acknowledgement.
+    pub acked_ms: Option<u64>,
 }
 
 impl Alert {

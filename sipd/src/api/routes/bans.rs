@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::extract::{Path, State as Extract};
 use axum::http::StatusCode;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::json;
 use crate::api::error::{ApiError, ApiResult, JsonBody};
@@ -130,6 +130,79 @@ pub async fn remove(
         };
         s.firewall().ban_remove(&by, prefix, before)?;
         Ok(StatusCode::NO_CONTENT)
+    })
+    .await
+}
+
+/// A source the IDS spares, as `GET /api/bans/never` lists it. There is no list of its own:
+/// these follow from the provisioned records, and operators can still ban any of them.
+#[derive(Debug, Serialize)]
+pub struct NeverBan {
+    /// The address or prefix (`203.0.113.5/32`), or an upstream's host name (its addresses
+    /// as resolved at start are spared).
+    pub prefix: String,
+    /// Why: `ip_only_rule` (a carrier known by its address) or `upstream` (a connection).
+    pub source: &'static str,
+    /// The rule (`<account id>/<rule name>`) or connection name.
+    pub name: String,
+    /// The IDS rules it is never banned for (`range`: no range holding it is promoted).
+    pub spared: Vec<&'static str>,
+    /// The IDS rules that still ban it.
+    pub still_banned_for: Vec<&'static str>,
+}
+
+/// `GET /api/bans/never` (View): the sources the IDS never bans, or bans for fewer reasons,
+/// and why (see [`NeverBan`]).
+pub async fn never(c: Caller, Extract(st): Extract<State>) -> ApiResult<Json<Vec<NeverBan>>> {
+    c.permit(Action::View)?;
+    blocking(&st, |s| {
+        let mut out = Vec::new();
+        for r in s.store().rules().into_iter().flatten() {
+            let Some(net) = r.remote.filter(|_| r.ip_only) else {
+                continue;
+            };
+            // A single host is also exempt from the SIP guard (no flood reports) and from
+            // range promotion; a wider rule cannot be listed host by host.
+            let host = net.prefix_len() == net.max_prefix_len();
+            out.push(NeverBan {
+                prefix: net.to_string(),
+                source: "ip_only_rule",
+                name: format!("{}/{}", r.account_id, r.name),
+                spared: if host {
+                    vec![
+                        "brute-force",
+                        "enumeration",
+                        "dialog-probe",
+                        "flood",
+                        "range",
+                    ]
+                } else {
+                    vec!["brute-force", "enumeration", "dialog-probe"]
+                },
+                still_banned_for: if host {
+                    vec!["scanner"]
+                } else {
+                    vec!["scanner", "flood"]
+                },
+            });
+        }
+        for conn in s.store().connections().into_iter().flatten() {
+            if !conn.enabled {
+                continue;
+            }
+            let prefix = match conn.host.parse::<std::net::IpAddr>() {
+                Ok(ip) => Cidr::host(ip).to_string(),
+                Err(_) => conn.host.clone(),
+            };
+            out.push(NeverBan {
+                prefix,
+                source: "upstream",
+                name: conn.name,
+                spared: vec!["dialog-probe", "flood", "range"],
+                still_banned_for: vec!["scanner", "brute-force", "enumeration"],
+            });
+        }
+        Ok(Json(out))
     })
     .await
 }

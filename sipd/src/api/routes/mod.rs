@@ -83,6 +83,7 @@ pub fn router() -> Router<State> {
             axum::routing::delete(firewall::deny_remove),
         )
         .route("/api/bans", get(bans::list).post(bans::add))
+        .route("/api/bans/never", get(bans::never))
         .route("/api/bans/{addr}", axum::routing::delete(bans::remove))
         .route("/api/calls", get(calls::list))
         .route("/api/calls/{id}", axum::routing::delete(calls::hangup))
@@ -93,6 +94,7 @@ pub fn router() -> Router<State> {
         .route("/api/cdrs.csv", get(cdrs::csv))
         .route("/api/status", get(status::status))
         .route("/api/alerts", get(status::alerts))
+        .route("/api/alerts/{id}/ack", post(status::ack_alert))
         .route("/metrics", get(status::metrics))
         .route("/api/staff", get(staff::list).post(staff::create))
         .route(

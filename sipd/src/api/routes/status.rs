@@ -1,7 +1,7 @@
 //! Status, alerts, `/metrics`, and the certificate reload trigger.
 
 use axum::Json;
-use axum::extract::{FromRequestParts, State as Extract};
+use axum::extract::{FromRequestParts, Path, State as Extract};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -24,6 +24,33 @@ pub async fn status(c: Caller, Extract(st): Extract<State>) -> ApiResult<Json<St
 pub async fn alerts(c: Caller, Extract(st): Extract<State>) -> ApiResult<Json<Vec<Alert>>> {
     c.permit(Action::View)?;
     blocking(&st, |s| Ok(Json(list_alerts(s)))).await
+}
+
+/// `POST /api/alerts/{id}/ack` (Operate): marks a current alert acknowledged by the caller
+/// (in memory, until it clears), audited; 404 when no current alert has that id.
+pub async fn ack_alert(
+    c: Caller,
+    Extract(st): Extract<State>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Alert>> {
+    c.permit(Action::Operate)?;
+    blocking(&st, move |s| {
+        let by = c.actor();
+        let now = crate::mgmt::unix_ms(std::time::SystemTime::now());
+        let a = s
+            .acks
+            .ack(list_alerts(s), &id, &by.username, now)
+            .ok_or_else(|| ApiError::not_found(format!("no current alert {id:?}")))?;
+        s.store().append_audit(&by.audit(
+            AuditKind::Update,
+            format!("alert:{id}"),
+            Some("acknowledged".to_owned()),
+            None,
+            serde_json::to_value(&a).ok(),
+        ))?;
+        Ok(Json(a))
+    })
+    .await
 }
 
 /// A bearer token with `View`, unless `[management] metrics_public`.

@@ -1,5 +1,6 @@
-//! Open alerts; `a` acknowledges one in this console (the API has no acknowledgement yet:
-//! an acknowledged alert is dimmed here and leaves the dashboard until it is raised again).
+//! Open alerts; `a` acknowledges one on the daemon (`POST /api/alerts/{id}/ack`, audited):
+//! every console then shows it dimmed with who acknowledged it, and it leaves the dashboard
+//! until it clears and is raised again.
 
 use crossterm::event::KeyEvent;
 use ratatui::Frame;
@@ -94,7 +95,7 @@ impl Screen for Alerts {
             let table_rows: Vec<Row> = rows
                 .iter()
                 .map(|a| {
-                    let acked = data.acked.contains(a.key());
+                    let acked = a.acked_by.is_some();
                     let style = if acked {
                         ui::dim()
                     } else if a.severity == "critical" {
@@ -105,7 +106,11 @@ impl Screen for Alerts {
                     Row::new(vec![
                         a.severity.to_uppercase(),
                         a.code.clone(),
-                        if acked { "acked".into() } else { String::new() },
+                        match (&a.acked_by, a.acked_ms) {
+                            (Some(who), Some(at)) => format!("{who} {}", ui::clock(at)),
+                            (Some(who), None) => who.clone(),
+                            _ => String::new(),
+                        },
                         a.message.clone(),
                     ])
                     .style(style)
@@ -116,11 +121,11 @@ impl Screen for Alerts {
                 [
                     Constraint::Length(9),
                     Constraint::Length(22),
-                    Constraint::Length(6),
+                    Constraint::Length(18),
                     Constraint::Min(0),
                 ],
             )
-            .header(Row::new(["Severity", "Code", "", "Message"]).style(ui::strong()))
+            .header(Row::new(["Severity", "Code", "Acked by", "Message"]).style(ui::strong()))
             .row_highlight_style(ui::selected())
             .highlight_symbol("▶")
             .block(block);
@@ -151,6 +156,7 @@ mod tests {
             code: code.into(),
             severity: severity.into(),
             message: String::new(),
+            ..Alert::default()
         };
         d.alerts.set(vec![a("w", "warning"), a("c", "critical")]);
         let mut s = Alerts::default();

@@ -1,5 +1,7 @@
 //! Bans: `u` unbans the selected prefix, `b` opens a form (address or prefix, duration,
-//! note); both ask before they change anything.
+//! note); both ask before they change anything. Each ban shows its rule, hits and evidence
+//! (and first and last seen where the width allows); `n` switches to the sources the IDS
+//! never bans.
 
 use crossterm::event::{KeyCode, KeyEvent};
 use ratatui::Frame;
@@ -11,7 +13,7 @@ use super::{ListNav, Screen, empty_line};
 use crate::console::action::{Action, Request};
 use crate::console::data::Data;
 use crate::console::keymap::{Command, Scope};
-use crate::console::model::Ban;
+use crate::console::model::{Ban, NeverBan};
 use crate::console::ui;
 
 /// The `b` form.
@@ -150,15 +152,22 @@ pub struct Bans {
     pub nav: ListNav,
     /// The open ban form.
     pub form: Option<BanForm>,
+    /// Showing the never-banned sources instead of the bans.
+    pub never: bool,
 }
+
+/// Wide enough for the first and last seen columns.
+const WIDE: u16 = 110;
 
 fn row_text(b: &Ban) -> String {
     format!(
-        "{} {} {} {}",
+        "{} {} {} {} {} {}",
         b.prefix,
         b.reason,
         b.by,
-        b.note.as_deref().unwrap_or("")
+        b.rule,
+        b.note.as_deref().unwrap_or(""),
+        b.evidence_line()
     )
 }
 
@@ -215,7 +224,11 @@ impl Screen for Bans {
                 self.form = Some(BanForm::default());
                 None
             }
-            Command::Unban => {
+            Command::NeverBans => {
+                self.never = !self.never;
+                self.never.then_some(Action::Send(Request::NeverBans))
+            }
+            Command::Unban if !self.never => {
                 let b = rows.get(self.nav.selected)?;
                 Some(Action::Confirm {
                     prompt: format!("Unban {} ({}, by {})?", b.prefix, b.reason, b.by),
@@ -227,6 +240,13 @@ impl Screen for Bans {
     }
 
     fn draw(&mut self, f: &mut Frame, area: Rect, data: &Data, now_ms: u64) {
+        if self.never {
+            draw_never(f, area, data);
+            if let Some(form) = &self.form {
+                form.draw(f, area);
+            }
+            return;
+        }
         let rows = self.rows(data);
         self.nav.clamp(rows.len());
         let [list, foot] =
@@ -248,6 +268,14 @@ impl Screen for Bans {
                 list,
             );
         } else {
+            let wide = area.width >= WIDE;
+            let ago = |t: u64| {
+                if t == 0 {
+                    "-".to_owned()
+                } else {
+                    format!("{} ago", ui::duration(now_ms.saturating_sub(t) / 1000))
+                }
+            };
             let table_rows: Vec<Row> = rows
                 .iter()
                 .map(|b| {
@@ -256,37 +284,60 @@ impl Screen for Bans {
                         Some(_) if b.expired => "expired".to_owned(),
                         Some(t) => ui::duration(t.saturating_sub(now_ms) / 1000),
                     };
-                    Row::new(vec![
-                        b.prefix.clone(),
-                        b.reason.clone(),
-                        b.by.clone(),
-                        left,
-                        if b.persistent {
-                            "yes".into()
-                        } else {
-                            "no".into()
-                        },
-                        b.note.clone().unwrap_or_default(),
-                    ])
+                    // The operator's note for their bans, what the IDS saw for its own.
+                    let why = match &b.note {
+                        Some(n) => n.clone(),
+                        None => b.evidence_line(),
+                    };
+                    let rule = if b.rule.is_empty() {
+                        b.by.clone()
+                    } else {
+                        b.rule.clone()
+                    };
+                    // The rule says more than the data plane's reason (which the filter
+                    // still matches).
+                    let mut cells = vec![b.prefix.clone(), rule, left];
+                    cells.push(b.hits.to_string());
+                    if wide {
+                        cells.push(ago(b.first_seen_ms));
+                        cells.push(ago(b.last_seen_ms));
+                    }
+                    cells.push(why);
+                    Row::new(cells)
                 })
                 .collect();
-            let table = Table::new(
-                table_rows,
-                [
-                    Constraint::Length(24),
-                    Constraint::Length(12),
-                    Constraint::Length(6),
-                    Constraint::Length(10),
-                    Constraint::Length(5),
-                    Constraint::Min(0),
-                ],
-            )
-            .header(
-                Row::new(["Prefix", "Reason", "By", "Left", "Kept", "Note"]).style(ui::strong()),
-            )
-            .row_highlight_style(ui::selected())
-            .highlight_symbol("▶")
-            .block(block);
+            let (widths, header): (Vec<Constraint>, Vec<&str>) = if wide {
+                (
+                    vec![
+                        Constraint::Length(20),
+                        Constraint::Length(18),
+                        Constraint::Length(10),
+                        Constraint::Length(6),
+                        Constraint::Length(11),
+                        Constraint::Length(11),
+                        Constraint::Min(0),
+                    ],
+                    vec![
+                        "Prefix", "Rule", "Left", "Hits", "First", "Last", "Evidence",
+                    ],
+                )
+            } else {
+                (
+                    vec![
+                        Constraint::Length(19),
+                        Constraint::Length(13),
+                        Constraint::Length(9),
+                        Constraint::Length(5),
+                        Constraint::Min(0),
+                    ],
+                    vec!["Prefix", "Rule", "Left", "Hits", "Evidence"],
+                )
+            };
+            let table = Table::new(table_rows, widths)
+                .header(Row::new(header).style(ui::strong()))
+                .row_highlight_style(ui::selected())
+                .highlight_symbol("▶")
+                .block(block);
             self.nav.page = list.height.saturating_sub(3) as usize;
             let mut st = TableState::default().with_selected(Some(self.nav.selected));
             f.render_stateful_widget(table, list, &mut st);
@@ -301,8 +352,89 @@ impl Screen for Bans {
     }
 
     fn refresh(&self, _data: &Data) -> Vec<Request> {
-        vec![Request::Bans]
+        if self.never {
+            vec![Request::Bans, Request::NeverBans]
+        } else {
+            vec![Request::Bans]
+        }
     }
+}
+
+/// An IDS rule's name in the never-ban table.
+fn short_rule(r: &str) -> &str {
+    match r {
+        "brute-force" => "brute",
+        "enumeration" => "enum",
+        "dialog-probe" => "probe",
+        other => other,
+    }
+}
+
+/// The sources the IDS never bans (for some rules), from the provisioned records.
+fn draw_never(f: &mut Frame, area: Rect, data: &Data) {
+    let [list, foot] = Layout::vertical([Constraint::Min(0), Constraint::Length(1)]).areas(area);
+    let block = Block::default()
+        .borders(Borders::ALL)
+        .title(" Never banned (n: back to the bans) ");
+    let v: &[NeverBan] = &data.never.value;
+    if v.is_empty() {
+        f.render_widget(
+            Paragraph::new(empty_line(
+                data.never.loaded,
+                data.never.error.as_deref(),
+                "sources the IDS spares (no ip-only carriers or upstreams)",
+            ))
+            .block(block),
+            list,
+        );
+    } else {
+        // The name only where it fits; rule names shortened so both lists fit 80 columns.
+        let wide = area.width >= WIDE;
+        let rules = |v: &[String]| {
+            v.iter()
+                .map(|r| short_rule(r))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let rows: Vec<Row> = v
+            .iter()
+            .map(|n| {
+                let mut cells = vec![
+                    n.prefix.clone(),
+                    if n.source == "ip_only_rule" {
+                        "ip-only".to_owned()
+                    } else {
+                        n.source.clone()
+                    },
+                ];
+                if wide {
+                    cells.push(n.name.clone());
+                }
+                cells.push(rules(&n.spared));
+                cells.push(rules(&n.still_banned_for));
+                Row::new(cells)
+            })
+            .collect();
+        let mut widths = vec![Constraint::Length(19), Constraint::Length(8)];
+        let mut header = vec!["Prefix", "Source"];
+        if wide {
+            widths.push(Constraint::Length(20));
+            header.push("Name");
+        }
+        widths.extend([Constraint::Length(28), Constraint::Min(0)]);
+        header.extend(["Never banned for", "Still banned for"]);
+        let table = Table::new(rows, widths)
+            .header(Row::new(header).style(ui::strong()))
+            .block(block);
+        f.render_widget(table, list);
+    }
+    f.render_widget(
+        Paragraph::new(Line::styled(
+            "operators can ban any of these; a scanner's User-Agent bans anyone",
+            ui::dim(),
+        )),
+        foot,
+    );
 }
 
 #[cfg(test)]

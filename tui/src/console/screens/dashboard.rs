@@ -155,7 +155,7 @@ fn alert_lines(data: &Data) -> Vec<Line<'static>> {
         .alerts
         .value
         .iter()
-        .filter(|a| !data.acked.contains(a.key()))
+        .filter(|a| a.acked_by.is_none())
         .collect();
     open.sort_by_key(|a| {
         (

@@ -180,7 +180,13 @@ fn perform(c: &Client, req: &Request) -> Result<Reply, Failure> {
             c.call(Method::Delete, &path, &[], None).map_err(failure)?;
             Reply::Done
         }
+        Request::NeverBans => Reply::NeverBans(typed(get("/api/bans/never")?)?),
         Request::Alerts => Reply::Alerts(typed(get("/api/alerts")?)?),
+        Request::AckAlert(id) => {
+            let path = format!("/api/alerts/{}/ack", api::encode(id));
+            c.call(Method::Post, &path, &[], None).map_err(failure)?;
+            Reply::Done
+        }
         Request::Firewall => Reply::Firewall(typed(get("/api/firewall")?)?),
         Request::AllowAdd { service, cidr } | Request::AllowRemove { service, cidr } => {
             let m = if matches!(req, Request::AllowAdd { .. }) {
