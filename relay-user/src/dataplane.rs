@@ -87,6 +87,16 @@ enum Backend {
     User,
 }
 
+/// One leg's counters per plane: what XDP relayed and what the userspace relay did (its slow
+/// path in XDP mode, all of it in userspace mode).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PlaneCounters {
+    /// Counted by the XDP program (zero in userspace mode).
+    pub kernel: LegCounters,
+    /// Counted by the userspace relay.
+    pub user: LegCounters,
+}
+
 /// The data plane: firewall tables, relay legs, counters. Cheap to share (`Arc<DataPlane>`).
 pub struct DataPlane {
     mode: Mode,
@@ -585,6 +595,30 @@ impl DataPlane {
             c.merge(u);
         }
         Ok(c)
+    }
+
+    /// Every leg's counters, the kernel's and the userspace relay's apart (which plane carried
+    /// a call's media): one walk of the kernel map and one of the userspace table, so a listing
+    /// of all calls costs the same few syscalls however many calls there are.
+    pub fn leg_counters_by_plane(&self) -> R<HashMap<u16, PlaneCounters>> {
+        let mut out: HashMap<u16, PlaneCounters> = match &self.backend {
+            Backend::Xdp(m) => lock(m)
+                .leg_counters_all()
+                .into_iter()
+                .map(|(port, kernel)| {
+                    let p = PlaneCounters {
+                        kernel,
+                        ..PlaneCounters::default()
+                    };
+                    (port, p)
+                })
+                .collect(),
+            Backend::User => HashMap::new(),
+        };
+        for (port, u) in lock(&self.user_counters).iter() {
+            out.entry(*port).or_default().user = *u;
+        }
+        Ok(out)
     }
 
     /// The leg a packet arrived on and its partner, for the userspace relay.

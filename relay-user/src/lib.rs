@@ -35,7 +35,7 @@ pub mod tables;
 pub mod types;
 
 pub use cidr::{Cidr, CidrError};
-pub use dataplane::{DataPlane, Mode};
+pub use dataplane::{DataPlane, Mode, PlaneCounters};
 pub use error::DataPlaneError;
 pub use events::GuardEvents;
 pub use relay::UserRelay;

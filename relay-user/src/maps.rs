@@ -555,6 +555,23 @@ impl XdpMaps {
         Ok(sum)
     }
 
+    /// Every leg's counters in one walk of the per-CPU map (summed over CPUs as
+    /// [`leg_counters`](Self::leg_counters) does): one pass for a listing of all calls
+    /// instead of one lookup per leg.
+    pub fn leg_counters_all(&self) -> std::collections::HashMap<u16, LegCounters> {
+        self.counters
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(k, v)| {
+                let mut sum = LegCounters::default();
+                for c in v.iter() {
+                    sum.merge(c);
+                }
+                (k.port, sum)
+            })
+            .collect()
+    }
+
     // ---- stats / tx ports ----
 
     /// Kernel verdict counters summed over CPUs, indexed by `Stat as usize`.

@@ -11,6 +11,7 @@ use relay_user::{DataPlane, RelayTotals, Sessions};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::call_media::{Clocks, LiveCall, MediaLegs, join};
 use crate::events::Hub;
 use crate::events::capture::Capture;
 use crate::firewall::Firewall;
@@ -23,8 +24,9 @@ use sipd_core::records::RefusalRow;
 /// A request to the event loop.
 #[derive(Debug)]
 pub enum Command {
-    /// The calls in progress, as the core describes them (`/api/calls`).
-    Calls(oneshot::Sender<Vec<CallInfo>>),
+    /// The calls in progress, as the core describes them, each with the relay ports of its
+    /// media if anchored (`/api/calls`).
+    Calls(oneshot::Sender<Vec<(CallInfo, Option<MediaLegs>)>>),
     /// End a call; the `String` is the staff member the CDR names as having hung up.
     Hangup(CallKey, String, oneshot::Sender<bool>),
     /// Re-read accounts, rules, connections and tariffs from the store.
@@ -165,7 +167,28 @@ impl Control {
 
     /// The calls in progress.
     pub async fn calls(&self) -> Result<Vec<CallInfo>, ControlError> {
-        self.ask(Command::Calls).await
+        let calls = self.ask(Command::Calls).await?;
+        Ok(calls.into_iter().map(|(c, _)| c).collect())
+    }
+
+    /// The calls in progress with their media figures: the ports from the event loop, the
+    /// counters from one walk of the data plane's leg counters (here, not in the event loop).
+    pub async fn live_calls(&self) -> Result<Vec<LiveCall>, ControlError> {
+        let calls = self.ask(Command::Calls).await?;
+        let dp = self.dataplane.clone();
+        let counters = tokio::task::spawn_blocking(move || dp.leg_counters_by_plane())
+            .await
+            .ok()
+            .and_then(|r| {
+                r.inspect_err(|e| tracing::warn!(error = %e, "leg counters unreadable"))
+                    .ok()
+            })
+            .unwrap_or_default();
+        let now = Clocks {
+            mono_ns: relay_user::clock::monotonic_ns(),
+            wall_ms: crate::call_media::unix_ms(SystemTime::now()),
+        };
+        Ok(join(calls, &counters, now))
     }
 
     /// Ends a live call on both sides for staff member `by` (its CDR's `hung_up_by` is

@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod call_media;
 pub mod config;
 pub mod control;
 pub mod events;

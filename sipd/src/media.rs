@@ -12,6 +12,8 @@ use relay_user::media::{
 };
 use sipd_core::b2bua::{Media, MediaError, Side};
 
+use crate::call_media::MediaLegs;
+
 /// The tag each side's SDP goes under in the call table.
 fn tag(side: Side) -> &'static str {
     match side {
@@ -84,6 +86,26 @@ impl<B: MediaBackend> Anchored<B> {
     /// Calls with media anchored.
     pub fn calls(&self) -> usize {
         self.calls.call_count()
+    }
+
+    /// The relay RTP ports each party of call `call` sends to, by the tag each side's SDP
+    /// went under (the caller's is "a" even when the vendor made the first offer); `None`
+    /// when the call has no media anchored.
+    pub fn legs(&self, call: &str) -> Option<MediaLegs> {
+        let c = self.calls.call(call)?;
+        let ports = |t: Side| -> Vec<u16> {
+            let Some(side) = c.side_of(tag(t)) else {
+                return Vec::new();
+            };
+            c.streams
+                .iter()
+                .filter_map(|s| s.ports.map(|p| p.of(side)))
+                .collect()
+        };
+        Some(MediaLegs {
+            caller: ports(Side::A),
+            vendor: ports(Side::B),
+        })
     }
 }
 
@@ -231,6 +253,17 @@ mod tests {
             "{answer}"
         );
         assert_eq!(m.calls(), 1);
+        let legs = m.legs("c1").unwrap();
+        assert_eq!((legs.caller.len(), legs.vendor.len()), (1, 1));
+        assert!(
+            offer.contains(&format!("m=audio {} ", legs.vendor[0])),
+            "{offer}"
+        );
+        assert!(
+            answer.contains(&format!("m=audio {} ", legs.caller[0])),
+            "{answer}"
+        );
+        assert_eq!(m.legs("nope"), None);
         assert!(matches!(
             m.offer("c2", Side::A, None, "not sdp", false),
             Err(MediaError::Sdp(_))

@@ -4,6 +4,9 @@
 //! relay namespace, where the API listens on 127.0.0.1; `sbcctl --json events` follows the
 //! stream while the carrier's sipp calls through sipd to the vendor's sipp and holds the call.
 //!
+//! The call's media figures in `GET /api/calls` (issue 14's Calls screen) grow as RTP flows
+//! through the XDP relay, with a recent last-seen time each way.
+//!
 //! The stream shows the call start (the call as `GET /api/calls` lists it), counters every
 //! second with the call active, a ban made through the API (`ban_added`), and the call's end
 //! with who hung up (`caller`, as the CDR says). `sbcctl --json calls messages` shows the
@@ -122,7 +125,7 @@ fn events_and_call_messages_follow_a_held_call() {
     let net = Net::new();
     let mut sbc = Sbc::start_with(
         &net,
-        Plane::Userspace,
+        Plane::Xdp,
         &Prov::default(),
         &Settings {
             admin_password: Some(ADMIN_PW),
@@ -155,8 +158,8 @@ fn events_and_call_messages_follow_a_held_call() {
     // Counters tick before any call (the stream is open and authorised).
     events.wait("counters", 15, |c| c["calls_active"] == 0);
 
-    let uas = net.uas("uas.xml", SIP_PORT, 1, Duration::from_millis(200));
-    let uac = net
+    let mut uas = net.uas("uas.xml", SIP_PORT, 1, Duration::from_millis(200));
+    let mut uac = net
         .uac("uac.xml", sbc.sip(), Duration::from_secs(6))
         .spawn(&net.topo.caller)
         .expect("uac");
@@ -176,12 +179,76 @@ fn events_and_call_messages_follow_a_held_call() {
         .iter()
         .find(|c| c["id"] == id)
         .unwrap_or_else(|| panic!("call {id} not listed: {listed:#}"));
-    let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    // A listed call may carry `media` (none has flowed when the call starts).
+    let keys = |v: &Value| {
+        let mut k = v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+        k.retain(|k| k != "media");
+        k
+    };
     assert_eq!(
         keys(&started),
         keys(as_listed),
         "call_started is a call as listed"
     );
+
+    // The call's media figures grow as RTP flows both ways through the XDP relay, and the
+    // last packet each way was seen just now.
+    let media_of = |calls: &Value| {
+        calls
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == id)
+            .map(|c| c["media"].clone())
+            .unwrap_or(Value::Null)
+    };
+    let packets = |m: &Value, dir: &str| m[dir]["packets"].as_u64().unwrap_or(0);
+    let before = media_of(&listed);
+    let m = net.media(&mut uac, &mut uas, "MEDIA");
+    m.check.assert_lossless();
+    let end = Instant::now() + Duration::from_secs(10);
+    let media = loop {
+        let calls = json_of(&sbcctl(
+            &net,
+            Some(&token),
+            &["--json", "calls", "list"],
+            "",
+        ));
+        let media = media_of(&calls);
+        let grown = ["caller_to_vendor", "vendor_to_caller"]
+            .iter()
+            .all(|d| packets(&media, d) >= PACKETS && packets(&media, d) > packets(&before, d));
+        if grown {
+            break media;
+        }
+        assert!(
+            Instant::now() < end,
+            "media counters did not grow past {PACKETS} each way: before {before:#}, now {media:#}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    for dir in ["caller_to_vendor", "vendor_to_caller"] {
+        let d = &media[dir];
+        assert!(
+            d["bytes"].as_u64().unwrap_or(0) >= PACKETS * 12,
+            "{media:#}"
+        );
+        let seen = d["last_seen_ms"].as_u64().unwrap_or(0);
+        assert!(
+            seen <= now_ms + 1_000 && now_ms - seen.min(now_ms) < 15_000,
+            "last_seen_ms {seen} not recent (now {now_ms}): {media:#}"
+        );
+        // The first packet each way may take the slow path while the neighbour resolves.
+        assert!(
+            matches!(d["plane"].as_str(), Some("kernel" | "mixed")),
+            "relayed by XDP: {media:#}"
+        );
+        assert!(d.get("lost").is_none(), "loss is not tracked: {media:#}");
+    }
     events.wait("counters", 10, |c| c["calls_active"] == 1);
 
     // The ladder, once the caller has ACKed the 200.

@@ -73,6 +73,21 @@ fn counters(i: u64) -> Counters {
     }
 }
 
+fn media(out: u64, back: u64, lost: Option<u64>, last_ms: u64) -> CallMedia {
+    let dir = |packets: u64| MediaDirection {
+        packets,
+        bytes: packets * 172,
+        lost,
+        last_seen_ms: Some(last_ms),
+        plane: Some("kernel".into()),
+    };
+    CallMedia {
+        caller_to_vendor: dir(out),
+        vendor_to_caller: dir(back),
+        plane: Some("kernel".into()),
+    }
+}
+
 fn calls() -> Vec<Call> {
     (1..=5u64)
         .map(|i| Call {
@@ -86,10 +101,14 @@ fn calls() -> Vec<Call> {
             answered: i != 3,
             started_ms: NOW - i * 61_000,
             answered_ms: (i != 3).then_some(NOW - i * 61_000 + 4_000),
-            packets_out: (i == 1).then_some(2_950),
-            packets_in: (i == 1).then_some(2_941),
-            loss_pct: (i == 1).then_some(0.3),
-            last_media_ms: (i == 1).then_some(NOW - 20),
+            // 1: media flowing (with loss reported); 2: media stopped 12 s ago (marked);
+            // 3 (ringing) and 5: no media anchored.
+            media: match i {
+                1 => Some(media(2_950, 2_941, Some(9), NOW - 20)),
+                2 => Some(media(6_000, 5_990, None, NOW - 12_000)),
+                4 => Some(media(11_000, 10_990, None, NOW - 400)),
+                _ => None,
+            },
         })
         .collect()
 }

@@ -277,7 +277,17 @@ impl Appliance {
         let core = &mut self.core;
         match cmd {
             Command::Calls(tx) => {
-                let _ = tx.send(core.call_infos());
+                let infos = core.call_infos();
+                let media: std::collections::HashMap<_, _> =
+                    core.calls().map(|c| (c.key, c.media_id.clone())).collect();
+                let calls = infos
+                    .into_iter()
+                    .map(|i| {
+                        let legs = media.get(&i.id).and_then(|m| core.media().legs(m));
+                        (i, legs)
+                    })
+                    .collect();
+                let _ = tx.send(calls);
             }
             Command::Hangup(id, by, tx) => {
                 let _ = tx.send(core.hangup(now, wall, id, &by));

@@ -104,20 +104,93 @@ pub struct Call {
     pub started_ms: u64,
     /// Unix ms of the answer.
     pub answered_ms: Option<u64>,
-    /// Media packets caller to vendor.
-    pub packets_out: Option<u64>,
-    /// Media packets vendor to caller.
-    pub packets_in: Option<u64>,
-    /// Media loss, percent.
-    pub loss_pct: Option<f64>,
-    /// Unix ms of the last media packet.
-    pub last_media_ms: Option<u64>,
+    /// The relay's figures for the call's media; absent while none is anchored (or from a
+    /// daemon that does not report them: shown as `-`).
+    pub media: Option<CallMedia>,
 }
+
+/// RTP relayed in one direction of a call (`media.caller_to_vendor` / `vendor_to_caller`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct MediaDirection {
+    /// Packets relayed.
+    pub packets: u64,
+    /// Payload bytes relayed.
+    pub bytes: u64,
+    /// Packets lost (RTP sequence gaps), where the daemon tracks them.
+    pub lost: Option<u64>,
+    /// Unix ms of the last packet.
+    pub last_seen_ms: Option<u64>,
+    /// `kernel`, `userspace` or `mixed`.
+    pub plane: Option<String>,
+}
+
+/// A call's media as `GET /api/calls` reports it.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct CallMedia {
+    /// The caller's media toward the vendor.
+    pub caller_to_vendor: MediaDirection,
+    /// The vendor's media toward the caller.
+    pub vendor_to_caller: MediaDirection,
+    /// Which plane relayed the call: `kernel`, `userspace` or `mixed`.
+    pub plane: Option<String>,
+}
+
+/// How long an answered call may go without media before the calls screen marks it.
+pub const MEDIA_QUIET_MS: u64 = 5_000;
 
 impl Call {
     /// `ringing` or `answered`.
     pub fn state(&self) -> &'static str {
         if self.answered { "answered" } else { "ringing" }
+    }
+
+    /// Media packets caller → vendor.
+    pub fn packets_out(&self) -> Option<u64> {
+        self.media.as_ref().map(|m| m.caller_to_vendor.packets)
+    }
+
+    /// Media packets vendor → caller.
+    pub fn packets_in(&self) -> Option<u64> {
+        self.media.as_ref().map(|m| m.vendor_to_caller.packets)
+    }
+
+    /// Loss over both directions in percent, where the daemon reports lost packets.
+    pub fn loss_pct(&self) -> Option<f64> {
+        let m = self.media.as_ref()?;
+        let (a, b) = (&m.caller_to_vendor, &m.vendor_to_caller);
+        let lost = a.lost.unwrap_or(0) + b.lost.unwrap_or(0);
+        if a.lost.is_none() && b.lost.is_none() {
+            return None;
+        }
+        let expected = a.packets + b.packets + lost;
+        Some(if expected == 0 {
+            0.0
+        } else {
+            lost as f64 * 100.0 / expected as f64
+        })
+    }
+
+    /// Unix ms of the last media packet in either direction.
+    pub fn last_media_ms(&self) -> Option<u64> {
+        let m = self.media.as_ref()?;
+        m.caller_to_vendor
+            .last_seen_ms
+            .max(m.vendor_to_caller.last_seen_ms)
+    }
+
+    /// An answered call with no media for more than [`MEDIA_QUIET_MS`] (none since the
+    /// answer counts from the answer): one-way or dead audio an engineer wants to see.
+    pub fn media_quiet(&self, now_ms: u64) -> bool {
+        if !self.answered || self.media.is_none() {
+            return false;
+        }
+        let since = self
+            .last_media_ms()
+            .or(self.answered_ms)
+            .unwrap_or(self.started_ms);
+        now_ms.saturating_sub(since) > MEDIA_QUIET_MS
     }
 }
 

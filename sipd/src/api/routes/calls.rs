@@ -7,15 +7,16 @@ use axum::http::StatusCode;
 use super::path_id;
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::{Caller, State, blocking};
+use crate::call_media::LiveCall;
 use crate::events::capture::CallMessages;
 use crate::mgmt::Action;
 use crate::store::AuditKind;
-use sipd_core::b2bua::CallInfo;
 
-/// `GET /api/calls` (View): the calls in progress, asked of the call core.
-pub async fn list(c: Caller, Extract(st): Extract<State>) -> ApiResult<Json<Vec<CallInfo>>> {
+/// `GET /api/calls` (View): the calls in progress, asked of the call core, each with its
+/// media figures from the relay (see [`crate::call_media`]).
+pub async fn list(c: Caller, Extract(st): Extract<State>) -> ApiResult<Json<Vec<LiveCall>>> {
     c.permit(Action::View)?;
-    Ok(Json(st.control.calls().await?))
+    Ok(Json(st.control.live_calls().await?))
 }
 
 /// `GET /api/calls/{id}/messages`: the SIP messages of a live or recently ended call, both

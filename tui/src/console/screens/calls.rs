@@ -27,6 +27,12 @@ pub enum SortBy {
     To,
     /// Ringing before answered.
     State,
+    /// Fewest media packets (both directions) first: dead calls on top.
+    Packets,
+    /// Most loss first.
+    Loss,
+    /// Longest without media first (no media at all before any).
+    LastMedia,
 }
 
 impl SortBy {
@@ -36,7 +42,10 @@ impl SortBy {
             SortBy::Account => SortBy::From,
             SortBy::From => SortBy::To,
             SortBy::To => SortBy::State,
-            SortBy::State => SortBy::Duration,
+            SortBy::State => SortBy::Packets,
+            SortBy::Packets => SortBy::Loss,
+            SortBy::Loss => SortBy::LastMedia,
+            SortBy::LastMedia => SortBy::Duration,
         }
     }
 
@@ -47,6 +56,9 @@ impl SortBy {
             SortBy::From => "from",
             SortBy::To => "to",
             SortBy::State => "state",
+            SortBy::Packets => "packets",
+            SortBy::Loss => "loss",
+            SortBy::LastMedia => "last media",
         }
     }
 }
@@ -92,6 +104,15 @@ impl Calls {
             SortBy::From => v.sort_by(|a, b| a.cli.cmp(&b.cli).then(a.id.cmp(&b.id))),
             SortBy::To => v.sort_by(|a, b| a.cld.cmp(&b.cld).then(a.id.cmp(&b.id))),
             SortBy::State => v.sort_by_key(|c| (c.answered, c.id)),
+            SortBy::Packets => v.sort_by_key(|c| {
+                let n = c.packets_out().unwrap_or(0) + c.packets_in().unwrap_or(0);
+                (n, c.id)
+            }),
+            SortBy::Loss => v.sort_by(|a, b| {
+                let l = |c: &Call| c.loss_pct().unwrap_or(-1.0);
+                l(b).total_cmp(&l(a)).then(a.id.cmp(&b.id))
+            }),
+            SortBy::LastMedia => v.sort_by_key(|c| (c.last_media_ms().unwrap_or(0), c.id)),
         }
         v
     }
@@ -189,27 +210,33 @@ impl Screen for Calls {
                 list,
             );
         } else {
+            // Wide: every column. Narrow (80 columns): the media columns an engineer on shift
+            // watches stay; the source address, connection and loss give way.
             let wide = area.width >= 110;
-            let mut header = vec!["#", "Acct", "From", "To", "Source", "Conn", "State", "Dur"];
-            // From and To matter most; the source address gives way first on a narrow screen.
+            let (party, pkts) = if wide { (14, 13) } else { (13, 11) };
+            let mut header = vec!["#", "Acct", "From", "To"];
             let mut widths = vec![
                 Constraint::Length(5),
                 Constraint::Length(5),
-                Constraint::Length(14),
-                Constraint::Length(14),
-                Constraint::Fill(1),
-                Constraint::Length(4),
-                Constraint::Length(8),
-                Constraint::Length(6),
+                Constraint::Length(party),
+                Constraint::Length(party),
             ];
             if wide {
-                header.extend(["Pkts →/←", "Loss", "Media"]);
-                widths.extend([
-                    Constraint::Length(13),
-                    Constraint::Length(6),
-                    Constraint::Length(6),
-                ]);
+                header.extend(["Source", "Conn"]);
+                widths.extend([Constraint::Fill(1), Constraint::Length(4)]);
             }
+            header.extend(["State", "Dur", "Pkts →/←"]);
+            widths.extend([
+                Constraint::Length(8),
+                Constraint::Length(6),
+                Constraint::Length(pkts),
+            ]);
+            if wide {
+                header.push("Loss");
+                widths.push(Constraint::Length(6));
+            }
+            header.push("Media");
+            widths.push(Constraint::Length(7));
             // Only the rows on screen are built: a busy box has thousands of calls.
             let page = (list.height.saturating_sub(3) as usize).max(1);
             if self.nav.selected < self.offset {
@@ -226,25 +253,34 @@ impl Screen for Calls {
                     let dur = ui::duration(
                         now_ms.saturating_sub(c.answered_ms.unwrap_or(c.started_ms)) / 1000,
                     );
+                    let n = |v: Option<u64>| v.map_or("-".into(), |v| v.to_string());
                     let mut cells = vec![
                         c.id.to_string(),
                         c.account_id.to_string(),
                         c.cli.clone(),
                         c.cld.clone(),
-                        c.source.clone(),
-                        c.connection_id.map_or("-".into(), |i| i.to_string()),
-                        c.state().to_owned(),
-                        dur,
                     ];
                     if wide {
-                        let n = |v: Option<u64>| v.map_or("-".into(), |v| v.to_string());
-                        cells.push(format!("{}/{}", n(c.packets_out), n(c.packets_in)));
-                        cells.push(c.loss_pct.map_or("-".into(), |l| format!("{l:.1}%")));
-                        cells.push(c.last_media_ms.map_or("-".into(), |m| {
-                            ui::duration(now_ms.saturating_sub(m) / 1000)
-                        }));
+                        cells.push(c.source.clone());
+                        cells.push(c.connection_id.map_or("-".into(), |i| i.to_string()));
                     }
-                    Row::new(cells)
+                    cells.extend([
+                        c.state().to_owned(),
+                        dur,
+                        format!("{}/{}", n(c.packets_out()), n(c.packets_in())),
+                    ]);
+                    if wide {
+                        cells.push(c.loss_pct().map_or("-".into(), |l| format!("{l:.1}%")));
+                    }
+                    // How long ago; "!" (and the warning colour) once an answered call has
+                    // had no media for a while, which monochrome terminals still show.
+                    let quiet = c.media_quiet(now_ms);
+                    let ago = c.last_media_ms().map_or("-".into(), |m| {
+                        ui::duration(now_ms.saturating_sub(m) / 1000)
+                    });
+                    cells.push(if quiet { format!("!{ago}") } else { ago });
+                    let row = Row::new(cells);
+                    if quiet { row.style(ui::warn()) } else { row }
                 })
                 .collect();
             let table = Table::new(table_rows, widths)
@@ -334,5 +370,58 @@ mod tests {
         c.command(Command::Top, &d);
         c.command(Command::Down, &d);
         assert_eq!(c.nav.selected, 1);
+    }
+
+    fn with_media(id: u64, out: u64, back: u64, last_ms: Option<u64>) -> Call {
+        use crate::console::model::{CallMedia, MediaDirection};
+        let dir = |packets| MediaDirection {
+            packets,
+            last_seen_ms: last_ms,
+            ..MediaDirection::default()
+        };
+        Call {
+            id,
+            answered: true,
+            answered_ms: Some(1_000),
+            started_ms: 0,
+            media: Some(CallMedia {
+                caller_to_vendor: dir(out),
+                vendor_to_caller: dir(back),
+                plane: None,
+            }),
+            ..Call::default()
+        }
+    }
+
+    /// The media columns sort (quietest and emptiest first) and a call silent for more than
+    /// five seconds is marked; ringing calls and calls without media never are.
+    #[test]
+    fn media_sorts_and_quiet_calls_are_marked() {
+        let mut d = Data::default();
+        d.calls.set(vec![
+            with_media(1, 500, 490, Some(19_000)),
+            with_media(2, 10, 0, Some(12_000)),
+            with_media(3, 0, 0, None),
+            Call {
+                id: 4,
+                ..Call::default()
+            },
+        ]);
+        let mut c = Calls::default();
+        let ids = |c: &Calls| c.rows(&d).iter().map(|k| k.id).collect::<Vec<_>>();
+        while c.sort != SortBy::Packets {
+            c.command(Command::Sort, &d);
+        }
+        assert_eq!(ids(&c), [3, 4, 2, 1]);
+        c.command(Command::Sort, &d);
+        assert_eq!(c.sort, SortBy::Loss);
+        c.command(Command::Sort, &d);
+        assert_eq!(c.sort, SortBy::LastMedia);
+        assert_eq!(ids(&c), [3, 4, 2, 1]);
+        let now = 20_000;
+        let quiet: Vec<bool> = d.calls.value.iter().map(|k| k.media_quiet(now)).collect();
+        assert_eq!(quiet, [false, true, true, false]);
+        c.command(Command::Sort, &d);
+        assert_eq!(c.sort, SortBy::Duration);
     }
 }
