@@ -301,8 +301,9 @@ fn crlf_invite_flood(plane: Plane) {
     let sbc = Sbc::start_with(&net, plane, &Prov::default(), &set);
     let attacker = net.attacker();
     let from = attacker.local_addr().expect("addr");
-    // Either per-source bucket may take a packet of the burst: the INVITE rate or, when the
-    // burst outruns it, the packet rate. Both are the kernel limiting this source.
+    // Any of the kernel's per-source verdicts may take a packet of the burst: the INVITE
+    // rate, the packet rate when the burst outruns it, or, once the IDS has turned those
+    // drops into a flood ban (how soon depends on the machine's load), the ban.
     let limited = (plane == Plane::Xdp).then(|| kernel_limited(&sbc));
     for i in 0..FLOOD {
         let invite = raw::invite(from, sbc.sip(), CLI, CLD, &format!("crlf-{i}"), RTP_PORT);
@@ -336,9 +337,16 @@ fn crlf_invite_flood(plane: Plane) {
     }
 }
 
-/// Drops by the kernel's per-source SIP buckets (INVITE rate and packet rate).
+/// Drops by the kernel's per-source SIP verdicts (INVITE rate, packet rate, ban).
 fn kernel_limited(sbc: &Sbc) -> u64 {
-    sbc.dataplane_metric("drop_sip_invite_rate") + sbc.dataplane_metric("drop_sip_packet_rate")
+    [
+        "drop_sip_invite_rate",
+        "drop_sip_packet_rate",
+        "drop_banned",
+    ]
+    .iter()
+    .map(|r| sbc.dataplane_metric(r))
+    .sum()
 }
 
 #[test]
