@@ -2,6 +2,7 @@
 //! Benchmarks write their results under `target/bench/` in the workspace root.
 
 mod common;
+mod console;
 mod relay;
 mod sip;
 mod xdp_log;
@@ -9,7 +10,7 @@ mod xdp_log;
 use std::process::ExitCode;
 
 /// Names `bench` accepts.
-const NAMES: &[&str] = &["relay", "sip", "xdp-log"];
+const NAMES: &[&str] = &["relay", "sip", "console", "xdp-log"];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -20,6 +21,7 @@ fn main() -> ExitCode {
     let r = match name.as_str() {
         "relay" => relay::run(rest),
         "sip" => sip::run(rest),
+        "console" => console::run(rest),
         "xdp-log" => xdp_log::run_bench(rest),
         other => Err(anyhow::anyhow!(
             "unknown benchmark {other:?}; known: {}",

@@ -39,10 +39,10 @@
 //! Clean-up: every process started is stopped by PID by a guard (also on errors), the
 //! temporary directory (configs, sipd's store, sipp's files) is removed.
 
-mod procs;
-mod proxies;
+pub(crate) mod procs;
+pub(crate) mod proxies;
 mod report;
-mod sipp;
+pub(crate) mod sipp;
 mod steps;
 
 use std::path::PathBuf;
@@ -54,15 +54,15 @@ use serde::Serialize;
 use crate::common::{self, loadavg};
 use report::{Report, SystemResult};
 
-const UAS_PORT: u16 = 5090;
-const UAC_PORT: u16 = 15070;
-const SIPD_PORT: u16 = 5062;
+pub(crate) const UAS_PORT: u16 = 5090;
+pub(crate) const UAC_PORT: u16 = 15070;
+pub(crate) const SIPD_PORT: u16 = 5062;
 const KAMAILIO_PORT: u16 = 5064;
 const NG_PORT: u16 = 22230;
 /// sipd's management API: off the default 8443 so a developer's sipd is not in the way.
-const SIPD_MGMT_PORT: u16 = 18443;
-const USER: &str = "bench";
-const PASSWORD: &str = "Bench-Kq9!Vt4m-82";
+pub(crate) const SIPD_MGMT_PORT: u16 = 18443;
+pub(crate) const USER: &str = "bench";
+pub(crate) const PASSWORD: &str = "Bench-Kq9!Vt4m-82";
 const REALM: &str = "sbc";
 /// sipd's relay ports and rtpengine's: distinct ranges, 2 ports (RTP, RTCP) per leg, so 4
 /// per call: 18000 ports hold 4500 calls at once (rate × (hold + setup)). Both relays bind
@@ -75,7 +75,7 @@ const MAX_FAILED: f64 = 0.001;
 /// A step fails if sipp started its calls slower than this share of the offered rate.
 const MIN_GENERATED: f64 = 0.95;
 /// The callee, the caller and this process; the proxy under test gets `PROXY_CPU`.
-const SIPP_CPU: usize = 0;
+pub(crate) const SIPP_CPU: usize = 0;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]

@@ -140,9 +140,11 @@ pub(super) fn sipd_path(o: &Opts) -> anyhow::Result<PathBuf> {
 
 /// sbc.toml for the bench: SIP on 127.0.0.1:5062 (UDP), the default `[auth]` (MD5 digest
 /// only: what sipp 3.6 computes, and Kamailio's), media on its own port range, guard limits far above the load.
-pub(super) fn sipd_config(o: &Opts, data_dir: &Path) -> String {
+/// `dataplane`: `[dataplane] mode`; `media_timeout_secs`: how long a call may go without
+/// media (sipp sends none: it must outlast the longest call held).
+pub(crate) fn sipd_config(dataplane: &str, data_dir: &Path, media_timeout_secs: u64) -> String {
     format!(
-        r#"# Written by `cargo xtask bench sip`.
+        r#"# Written by `cargo xtask bench` (sip, console).
 data_dir = "{data}"
 
 [sip]
@@ -156,7 +158,7 @@ realm = "{REALM}"
 address = "127.0.0.1"
 port_min = {pmin}
 port_max = {pmax}
-timeout_secs = 300
+timeout_secs = {media_timeout_secs}
 
 [dataplane]
 mode = "{dp}"
@@ -185,15 +187,15 @@ auth_failures_before_ban = 10000000
             .display(),
         pmin = SIPD_MEDIA.0,
         pmax = SIPD_MEDIA.1 + 1,
-        dp = o.dataplane,
+        dp = dataplane,
     )
 }
 
 /// prov.toml: a free tariff, the callee as the only connection, one account with a SIP
 /// username/password and a rule without restrictions; limits far above the load.
-pub(super) fn sipd_provisioning() -> String {
+pub(crate) fn sipd_provisioning() -> String {
     format!(
-        r#"# Written by `cargo xtask bench sip`.
+        r#"# Written by `cargo xtask bench` (sip, console).
 [[tariff]]
 name = "bench-free"
 rate_per_minute = "0"
@@ -226,7 +228,7 @@ pub(super) fn start_sipd(o: &Opts, cpu: usize, tmp: &Path, log: &Path) -> anyhow
     let bin = sipd_path(o)?;
     let cfg = tmp.join("sbc.toml");
     let prov = tmp.join("prov.toml");
-    std::fs::write(&cfg, sipd_config(o, &tmp.join("data")))?;
+    std::fs::write(&cfg, sipd_config(&o.dataplane, &tmp.join("data"), 300))?;
     std::fs::write(&prov, sipd_provisioning())?;
     let out = Command::new(&bin)
         .arg("-c")
@@ -288,7 +290,11 @@ mod unit {
 
     #[test]
     fn sipd_files_mention_the_contract() {
-        let c = sipd_config(&parse(&[]).unwrap(), Path::new("/tmp/x/data"));
+        let c = sipd_config(
+            &parse(&[]).unwrap().dataplane,
+            Path::new("/tmp/x/data"),
+            300,
+        );
         assert!(c.contains("udp = [\"127.0.0.1:5062\"]"));
         assert!(c.contains("tcp = []"));
         assert!(c.contains("mode = \"userspace\""));
