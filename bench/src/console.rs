@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use serde::Serialize;
 use tests::netns::Netns;
+use tests::totp::{b32_decode, init_secret, totp_now};
 use tui::api::Options;
 use tui::console::source::http::HttpSource;
 
@@ -390,11 +391,7 @@ fn init_admin(sipd: &Path, tmp: &Path) -> anyhow::Result<Vec<u8>> {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let secret = text
-        .split("enter the secret ")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .map(|s| s.trim_end_matches('.'))
+    let secret = init_secret(&text)
         .with_context(|| format!("no TOTP secret in sipd init's output:\n{text}"))?;
     b32_decode(secret).with_context(|| format!("TOTP secret {secret:?}"))
 }
@@ -493,42 +490,6 @@ fn markdown(r: &Report) -> String {
     s
 }
 
-/// Decodes RFC 4648 base32 (padding optional, any case).
-fn b32_decode(s: &str) -> Option<Vec<u8>> {
-    let mut bits = 0u64;
-    let mut n = 0;
-    let mut out = Vec::new();
-    for c in s.trim_end_matches('=').chars() {
-        let v = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567".find(c.to_ascii_uppercase())? as u64;
-        bits = (bits << 5) | v;
-        n += 5;
-        if n >= 8 {
-            n -= 8;
-            out.push((bits >> n) as u8);
-            bits &= (1 << n) - 1;
-        }
-    }
-    Some(out)
-}
-
-/// The 6-digit TOTP code (RFC 6238: 30 s steps, HMAC-SHA-1) at `secs`.
-fn totp(secret: &[u8], secs: u64) -> String {
-    use hmac::{KeyInit, Mac};
-    let mut h = hmac::Hmac::<sha1::Sha1>::new_from_slice(secret).expect("any key length");
-    h.update(&(secs / 30).to_be_bytes());
-    let mac = h.finalize().into_bytes();
-    let off = (mac[19] & 0x0f) as usize;
-    let n = u32::from_be_bytes([mac[off], mac[off + 1], mac[off + 2], mac[off + 3]]) & 0x7fff_ffff;
-    format!("{:06}", n % 1_000_000)
-}
-
-fn totp_now(secret: &[u8]) -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    totp(secret, secs)
-}
-
 #[cfg(test)]
 mod unit {
     use super::*;
@@ -544,16 +505,5 @@ mod unit {
         assert!(parse(&["--calls".into(), "0".into()]).is_err());
         assert!(parse(&["--rounds".into(), "x".into()]).is_err());
         assert!(parse(&["--bogus".into()]).is_err());
-    }
-
-    #[test]
-    fn totp_matches_rfc_6238() {
-        // RFC 6238 appendix B, SHA-1 (its 8-digit codes, last 6 digits here).
-        let key = b"12345678901234567890";
-        for (t, code) in [(59, "287082"), (1_111_111_109, "081804")] {
-            assert_eq!(totp(key, t), code, "t={t}");
-        }
-        assert_eq!(b32_decode("GEZDGNBV").unwrap(), b"12345");
-        assert!(b32_decode("not!").is_none());
     }
 }

@@ -9,6 +9,7 @@ pub mod netns;
 pub mod rtp;
 pub mod sip;
 pub mod tcp;
+pub mod totp;
 #[cfg(feature = "xdp")]
 pub mod xdp;
 

@@ -27,10 +27,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 use tests::sip::{self, Trace};
-#[path = "sbc/totp.rs"]
-mod totp;
+use tests::totp::{init_admin, now_secs, totp};
 use tests::{require_sipp, tail};
-use totp::{init_admin, now_secs, totp};
 
 const SIP: &str = "127.0.0.1:25060";
 const MGMT: &str = "127.0.0.1:28443";
