@@ -255,6 +255,9 @@ pub(super) async fn accept_loop(
             },
             _ = stop.changed() => return,
         };
+        // Answers are small and written in pieces (TLS records, headers then body): with
+        // Nagle on, the second piece waits for the client's delayed ACK, about 40 ms a request.
+        let _ = tcp.set_nodelay(true);
         let local = tcp.local_addr().unwrap_or(peer);
         if !st.firewall().management_admits(peer, local) {
             debug!(%peer, "management API: source not in management_allow, or banned or denied; closed");

@@ -124,11 +124,20 @@ fn idle_connections_from_one_source_are_capped_and_calls_go_on() {
     // The management API still answers (metric() fails loudly otherwise).
     let refused = event(&sbc, "tcp_refused_per_source");
     let reserve = event(&sbc, "tcp_refused_fd_reserve");
+    // The userspace guard's per-source rate turns part of the burst away before the cap
+    // is even asked, and on a slow machine the first 64 can reach their first-message
+    // deadline while the rest still wait in the listen backlog.
+    let filtered = event(&sbc, "filtered");
+    let deadline = event(&sbc, "tcp_closed_first_message") + event(&sbc, "tcp_closed_idle");
     eprintln!(
-        "refused per source: {refused}; refused for the fd reserve: {reserve}; sipd tcp_open: {}",
+        "refused per source: {refused}; refused for the fd reserve: {reserve}; \
+         filtered: {filtered}; closed at a deadline: {deadline}; sipd tcp_open: {}",
         sbc.metric("sipd_transport_tcp_open")
     );
-    assert!(refused + reserve >= (made - open) as u64);
+    assert!(
+        refused + reserve + filtered + deadline >= (made - open) as u64,
+        "sipd accounts for every connection it closed"
+    );
     assert!(sbc.metric("sipd_transport_tcp_open") <= 64 + 2);
     drop(conns);
 }
