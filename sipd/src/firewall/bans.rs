@@ -82,8 +82,9 @@ pub struct BanView {
     /// Packets sipd's userspace firewall dropped for this ban since it was made; what XDP
     /// drops is counted in total only (`drop_banned` in `/metrics`).
     pub hits: u64,
-    /// Unix ms this prefix was first banned (kept across repeat offences; for operators'
-    /// bans, when the ban was made).
+    /// Unix ms of the offender's first offence as the IDS recorded it (the first counted
+    /// toward its first ban; kept across repeat offences); for operators' bans and ranges,
+    /// when the ban was made.
     pub first_seen_ms: u64,
     /// Unix ms of the last offence or the last packet sipd dropped for this ban.
     pub last_seen_ms: u64,
@@ -138,8 +139,9 @@ impl Firewall {
         self.bans.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A ban the IDS decided on, with what it saw (`evidence`): the offender's prefix, and its
-    /// range when this offender made enough of them. An operator's ban of the same prefix is
+    /// A ban the IDS decided on, with what it saw (`evidence`) and when the offender first
+    /// offended (`first_offence_ms`, Unix ms: the ban's first seen): the offender's prefix,
+    /// and its range when this offender made enough of them. An operator's ban of the same prefix is
     /// left as it is.
     pub fn ban(
         &self,
@@ -147,6 +149,7 @@ impl Firewall {
         duration: Duration,
         offence: super::Offence,
         evidence: Option<serde_json::Value>,
+        first_offence_ms: u64,
     ) {
         let prefix = self.bans_cfg.offender(ip);
         let reason = super::ban_reason(offence);
@@ -156,7 +159,7 @@ impl Firewall {
         let mut meta = BanMeta {
             rule: rule.to_owned(),
             evidence,
-            first_seen_ms: now,
+            first_seen_ms: first_offence_ms.min(now),
             last_seen_ms: now,
             hits: 0,
         };
@@ -167,7 +170,7 @@ impl Firewall {
                 // A repeat offence never shortens a ban, nor forgets what it stopped.
                 Some(b) => {
                     end = end.max(b.until_ms.unwrap_or(u64::MAX));
-                    meta.first_seen_ms = b.meta.first_seen_ms.min(now);
+                    meta.first_seen_ms = b.meta.first_seen_ms.min(meta.first_seen_ms);
                     meta.hits = b.meta.hits;
                 }
                 None => {}
@@ -495,12 +498,14 @@ mod tests {
     use relay_user::DataPlane;
     use sipd_core::b2bua::Offence;
 
+    use super::now_ms;
     use crate::config::Config;
     use crate::firewall::{BansConfig, Firewall};
     use crate::store::Store;
 
     /// On the userspace plane, each dropped connection from a banned source counts on its
-    /// ban; a repeat offence keeps the count and when the prefix was first banned.
+    /// ban; first seen is the offender's first offence, and a repeat offence keeps it and
+    /// the count.
     #[test]
     fn an_ids_ban_keeps_its_evidence_and_counts_its_hits() {
         let dir = tempfile::tempdir().unwrap();
@@ -514,11 +519,14 @@ mod tests {
         );
         let ip = "198.51.100.66".parse().unwrap();
         let seen = serde_json::json!({"offence": "scanner", "count": 1});
+        // The IDS saw the first offence a minute and a half before it banned.
+        let first = now_ms() - 90_000;
         fw.ban(
             ip,
             Duration::from_secs(600),
             Offence::Scanner,
             Some(seen.clone()),
+            first,
         );
         let peer: SocketAddr = "198.51.100.66:5099".parse().unwrap();
         let local: SocketAddr = "192.0.2.10:5060".parse().unwrap();
@@ -530,9 +538,16 @@ mod tests {
             (v[0].rule.as_str(), v[0].evidence.as_ref(), v[0].hits),
             ("scanner", Some(&seen), 2)
         );
-        assert!(v[0].last_seen_ms >= v[0].first_seen_ms && v[0].first_seen_ms > 0);
-        let first = v[0].first_seen_ms;
-        fw.ban(ip, Duration::from_secs(600), Offence::BruteForce, None);
+        assert_eq!(v[0].first_seen_ms, first, "the first offence, not the ban");
+        assert!(v[0].last_seen_ms >= first + 90_000);
+        // A repeat ban whose count started later keeps the first offence.
+        fw.ban(
+            ip,
+            Duration::from_secs(600),
+            Offence::BruteForce,
+            None,
+            now_ms(),
+        );
         let v = fw.ban_views();
         assert_eq!(
             (v[0].rule.as_str(), v[0].hits, v[0].first_seen_ms),

@@ -349,9 +349,15 @@ impl Appliance {
                     ip,
                     duration,
                     offence,
+                    first_offence,
                 } => {
                     let evidence = self.ban_audit.evidence(ip, duration, offence);
-                    self.firewall.ban(ip, duration, offence, Some(evidence));
+                    // The core keeps monotonic time; the ban list shows wall time.
+                    let ago = Instant::now().saturating_duration_since(first_offence);
+                    let first_ms = unix_ms(SystemTime::now())
+                        .saturating_sub(u64::try_from(ago.as_millis()).unwrap_or(u64::MAX));
+                    self.firewall
+                        .ban(ip, duration, offence, Some(evidence), first_ms);
                     self.ban_audit.record(Instant::now(), ip, duration, offence);
                 }
                 Effect::Resolve { host } => self.resolver.ask(host),

@@ -87,19 +87,8 @@ pub struct Ban {
     pub duration: Duration,
     /// What the source did.
     pub offence: Offence,
-}
-
-impl Ban {
-    /// A ban the IDS hands out, said once in the log (never per packet: only a threshold
-    /// crossed gets here).
-    fn earned(ip: IpAddr, duration: Duration, offence: Offence) -> Ban {
-        warn!(src = %ip, ban = ?duration, ?offence, "banning the source");
-        Ban {
-            ip,
-            duration,
-            offence,
-        }
-    }
+    /// Its first offence as the IDS recorded it ([`Ids::first_offence`]).
+    pub first_offence: Instant,
 }
 
 /// Counters of the gate, for `/metrics`.
@@ -119,6 +108,18 @@ pub struct AuthGate {
 }
 
 impl AuthGate {
+    /// A ban the IDS hands out, said once in the log (never per packet: only a threshold
+    /// crossed gets here), with the source's first offence.
+    fn earned(&self, now: Instant, ip: IpAddr, duration: Duration, offence: Offence) -> Ban {
+        warn!(src = %ip, ban = ?duration, ?offence, "banning the source");
+        Ban {
+            ip,
+            duration,
+            offence,
+            first_offence: self.ids.first_offence(ip).unwrap_or(now),
+        }
+    }
+
     /// A gate over `rules`, checking digests with `verifier`; the IDS starts empty.
     pub fn new(rules: RuleSet, verifier: DigestVerifier, ids: IdsConfig) -> AuthGate {
         AuthGate {
@@ -153,7 +154,7 @@ impl AuthGate {
     pub fn check(&mut self, now: Instant, wall: SystemTime, k: &Knock) -> (Verdict, Option<Ban>) {
         if let Some(duration) = self.ids.scanner(now, k.src, k.user_agent) {
             // Scanners get nothing useful back: a 403 without a Warning, and no CDR.
-            let ban = Ban::earned(k.src, duration, Offence::Scanner);
+            let ban = self.earned(now, k.src, duration, Offence::Scanner);
             let refuse = Verdict::Refuse {
                 code: 403,
                 why: "",
@@ -183,7 +184,7 @@ impl AuthGate {
                 let ban = self
                     .ids
                     .auth_failed(now, k.src)
-                    .map(|d| Ban::earned(k.src, d, Offence::Enumeration));
+                    .map(|d| self.earned(now, k.src, d, Offence::Enumeration));
                 (refuse, ban)
             }
         }
@@ -297,7 +298,7 @@ impl AuthGate {
     fn brute_force(&mut self, now: Instant, src: IpAddr) -> Option<Ban> {
         self.ids
             .auth_failed(now, src)
-            .map(|d| Ban::earned(src, d, Offence::BruteForce))
+            .map(|d| self.earned(now, src, d, Offence::BruteForce))
     }
 
     /// An out-of-dialog request other than INVITE, ACK and CANCEL (OPTIONS, REGISTER,
@@ -310,7 +311,7 @@ impl AuthGate {
     /// minute stay far below the threshold; a sweep does not).
     pub fn probe(&mut self, now: Instant, k: &Knock) -> (ProbeVerdict, Option<Ban>) {
         if let Some(duration) = self.ids.scanner(now, k.src, k.user_agent) {
-            let ban = Ban::earned(k.src, duration, Offence::Scanner);
+            let ban = self.earned(now, k.src, duration, Offence::Scanner);
             let refuse = ProbeVerdict::Refuse {
                 code: 403,
                 reason: RefusalReason::Scanner,
@@ -331,7 +332,7 @@ impl AuthGate {
         let ban = self
             .ids
             .auth_failed(now, k.src)
-            .map(|d| Ban::earned(k.src, d, offence));
+            .map(|d| self.earned(now, k.src, d, offence));
         let verdict = if register {
             ProbeVerdict::Refuse {
                 code: 403,
@@ -350,7 +351,7 @@ impl AuthGate {
     pub fn dialog_probe(&mut self, now: Instant, src: IpAddr) -> Option<Ban> {
         self.ids
             .dialog_probe(now, src)
-            .map(|d| Ban::earned(src, d, Offence::DialogProbe))
+            .map(|d| self.earned(now, src, d, Offence::DialogProbe))
     }
 
     /// Whether an `ip_only` rule names `src`: a carrier we know by its address.
@@ -369,7 +370,7 @@ impl AuthGate {
     /// The kernel guard dropped SIP from `ip` for flooding (packet or INVITE rate).
     pub fn flood(&mut self, now: Instant, ip: IpAddr) -> Option<Ban> {
         let duration = self.ids.flood(now, ip)?;
-        Some(Ban::earned(ip, duration, Offence::Flood))
+        Some(self.earned(now, ip, duration, Offence::Flood))
     }
 
     /// Forgets IDS counts older than their windows.

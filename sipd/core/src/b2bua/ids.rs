@@ -91,6 +91,9 @@ struct Track {
     probes: VecDeque<Instant>,
     /// Bans handed out, and when the last was.
     offences: u32,
+    /// The first offence counted toward the first ban this entry remembers: what the ban
+    /// list shows as first seen (the ban itself comes only at the threshold).
+    first_offence: Option<Instant>,
     last_offence: Option<Instant>,
     last_seen: Instant,
 }
@@ -102,6 +105,7 @@ impl Track {
             floods: VecDeque::new(),
             probes: VecDeque::new(),
             offences: 0,
+            first_offence: None,
             last_offence: None,
             last_seen: now,
         }
@@ -129,19 +133,25 @@ pub struct Ids {
     evicted: u64,
 }
 
-/// Adds `now` to `q`, drops what fell out of `window`; true when `threshold` is reached
-/// (the queue is then emptied: the ban starts a new count). The queue never holds more than
-/// `threshold` entries.
-fn count(q: &mut VecDeque<Instant>, now: Instant, window: Duration, threshold: u32) -> bool {
+/// Adds `now` to `q`, drops what fell out of `window`; when `threshold` is reached, the
+/// oldest offence counted (the queue is then emptied: the ban starts a new count). The queue
+/// never holds more than `threshold` entries.
+fn count(
+    q: &mut VecDeque<Instant>,
+    now: Instant,
+    window: Duration,
+    threshold: u32,
+) -> Option<Instant> {
     q.push_back(now);
     while q.front().is_some_and(|t| now.duration_since(*t) > window) {
         q.pop_front();
     }
     if q.len() >= threshold as usize {
+        let first = q.front().copied();
         q.clear();
-        return true;
+        return first;
     }
-    false
+    None
 }
 
 impl Ids {
@@ -183,13 +193,22 @@ impl Ids {
         t
     }
 
-    fn ban_for(&mut self, now: Instant, ip: IpAddr) -> Duration {
+    /// The ban `ip` earned now; `first`: the oldest offence that counted toward it.
+    fn ban_for(&mut self, now: Instant, ip: IpAddr, first: Instant) -> Duration {
         let (ban, max) = (self.cfg.ban, self.cfg.ban_max);
         let t = self.track(now, ip);
         let d = ban.saturating_mul(1u32 << t.offences.min(16)).min(max);
         t.offences += 1;
         t.last_offence = Some(now);
+        t.first_offence = Some(t.first_offence.map_or(first, |f| f.min(first)));
         d
+    }
+
+    /// When `ip` first offended, as far as this table remembers (its entry lives while it
+    /// keeps offending, and a day after its last ban): the first offence counted toward
+    /// its first ban. `None` for a source never banned or forgotten.
+    pub fn first_offence(&self, ip: IpAddr) -> Option<Instant> {
+        self.sources.get(&ip)?.first_offence
     }
 
     /// Records a failed digest (or a probe); `Some(ban)` when the source crossed the
@@ -199,8 +218,8 @@ impl Ids {
         if n == 0 {
             return None;
         }
-        let hit = count(&mut self.track(now, ip).failures, now, w, n);
-        hit.then(|| self.ban_for(now, ip))
+        let first = count(&mut self.track(now, ip).failures, now, w, n)?;
+        Some(self.ban_for(now, ip, first))
     }
 
     /// Records a flood report from the kernel guard; `Some(ban)` when the source keeps
@@ -210,8 +229,8 @@ impl Ids {
         if n == 0 {
             return None;
         }
-        let hit = count(&mut self.track(now, ip).floods, now, w, n);
-        hit.then(|| self.ban_for(now, ip))
+        let first = count(&mut self.track(now, ip).floods, now, w, n)?;
+        Some(self.ban_for(now, ip, first))
     }
 
     /// Records an in-dialog request or CANCEL that named no dialog or transaction of the
@@ -221,8 +240,8 @@ impl Ids {
         if n == 0 {
             return None;
         }
-        let hit = count(&mut self.track(now, ip).probes, now, w, n);
-        hit.then(|| self.ban_for(now, ip))
+        let first = count(&mut self.track(now, ip).probes, now, w, n)?;
+        Some(self.ban_for(now, ip, first))
     }
 
     /// `Some(ban)` when `user_agent` is a scanner's.
@@ -232,7 +251,7 @@ impl Ids {
         ip: IpAddr,
         user_agent: Option<&str>,
     ) -> Option<Duration> {
-        (self.cfg.ban_scanners && is_scanner(user_agent?)).then(|| self.ban_for(now, ip))
+        (self.cfg.ban_scanners && is_scanner(user_agent?)).then(|| self.ban_for(now, ip, now))
     }
 
     /// Forgets counts older than their windows and offences older than a day.
@@ -324,6 +343,34 @@ mod tests {
             ..cfg()
         });
         assert!((0..100).all(|_| off.dialog_probe(t, ip).is_none()));
+    }
+
+    /// The first offence is the oldest one that counted toward the first ban, and a
+    /// repeat ban keeps it.
+    #[test]
+    fn the_first_offence_is_kept_for_the_ban() {
+        let mut ids = Ids::new(cfg());
+        let ip: IpAddr = "192.0.2.5".parse().unwrap();
+        let t = Instant::now();
+        let s = Duration::from_secs;
+        assert!(ids.auth_failed(t, ip).is_none());
+        // Out of the 60 s window by the time the threshold is reached: it did not count.
+        assert!(ids.auth_failed(t + s(100), ip).is_none());
+        assert!(ids.auth_failed(t + s(110), ip).is_none());
+        assert_eq!(ids.first_offence(ip), None, "not banned yet");
+        assert!(ids.auth_failed(t + s(120), ip).is_some());
+        assert_eq!(ids.first_offence(ip), Some(t + s(100)));
+        for i in 0..3 {
+            ids.auth_failed(t + s(200 + i), ip);
+        }
+        assert_eq!(
+            ids.first_offence(ip),
+            Some(t + s(100)),
+            "kept by a repeat ban"
+        );
+        let scanner: IpAddr = "192.0.2.6".parse().unwrap();
+        assert!(ids.scanner(t + s(5), scanner, Some("sipvicious")).is_some());
+        assert_eq!(ids.first_offence(scanner), Some(t + s(5)));
     }
 
     /// A table full of spoofed sources: it stays at its capacity, the source seen longest ago

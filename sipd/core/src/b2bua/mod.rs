@@ -109,6 +109,8 @@ pub enum Effect {
         duration: Duration,
         /// Why (the shell maps it to the data plane's ban reason).
         offence: Offence,
+        /// The source's first offence as the IDS recorded it (the ban list's first seen).
+        first_offence: Instant,
     },
     /// Look up `host`'s addresses and answer with [`Core::on_resolved`]; calls wait for it.
     Resolve {
@@ -588,6 +590,7 @@ impl<M: Media> Core<M> {
             ip: b.ip,
             duration: b.duration,
             offence: b.offence,
+            first_offence: b.first_offence,
         });
     }
 
