@@ -603,6 +603,7 @@ fn management_api_end_to_end() {
     a_failed_login_backs_off(&c);
     // Restarts sipd: the stream opened before ends with the first run.
     firewall_entries_and_bans_survive_a_restart(&mut c);
+    ban_details::the_acknowledgement_survives_a_restart(&c);
     events::the_stream_ended_with_sipd(&c.s, stream);
     c.s.stop();
     eprintln!("management API test took {:?}", t0.elapsed());

@@ -40,35 +40,23 @@ pub struct Alert {
     pub acked_ms: Option<u64>,
 }
 
-/// Who acknowledged which alert, in memory: an acknowledgement lasts while its alert does
-/// (an alert raised again later is new) and is not kept across restarts.
-#[derive(Debug, Default)]
-pub struct Acks(std::sync::Mutex<std::collections::BTreeMap<String, (String, u64)>>);
-
-impl Acks {
-    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<String, (String, u64)>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Marks the alert `id` of `current` acknowledged by `who` at `now_ms`; the alert as
-    /// listed now, or `None` when no current alert has that id.
-    pub fn ack(&self, current: Vec<Alert>, id: &str, who: &str, now_ms: u64) -> Option<Alert> {
-        let mut a = current.into_iter().find(|a| a.id == id)?;
-        self.lock().insert(id.to_owned(), (who.to_owned(), now_ms));
-        a.acked_by = Some(who.to_owned());
-        a.acked_ms = Some(now_ms);
-        Some(a)
-    }
-
-    /// Fills in the acknowledgements of `current` and forgets those of alerts that cleared.
-    pub fn apply(&self, current: &mut [Alert]) {
-        let mut acks = self.lock();
-        acks.retain(|id, _| current.iter().any(|a| &a.id == id));
-        for a in current {
-            if let Some((who, at)) = acks.get(&a.id) {
-                a.acked_by = Some(who.clone());
-                a.acked_ms = Some(*at);
-            }
+/// Fills in the stored acknowledgements of `current` (`POST /api/alerts/{id}/ack`). An
+/// acknowledgement is kept in the store: across restarts of sipd, and while its alert clears
+/// and comes back (a flapping alert needs no second acknowledgement); a new one replaces it.
+pub fn apply_acks(store: &crate::store::Store, current: &mut [Alert]) {
+    let acks: std::collections::BTreeMap<String, crate::store::AlertAck> = store
+        .alert_acks()
+        .into_iter()
+        .filter_map(|r| {
+            r.inspect_err(|e| tracing::warn!(error = %e, "skipping an unreadable acknowledgement"))
+                .ok()
+        })
+        .map(|a| (a.id.clone(), a))
+        .collect();
+    for a in current {
+        if let Some(k) = acks.get(&a.id) {
+            a.acked_by = Some(k.by.clone());
+            a.acked_ms = Some(k.at_ms);
         }
     }
 }
@@ -88,7 +76,7 @@ const BAN_ALERT_MS: u64 = 3_600_000;
 /// each call (reads the store: call it off the async workers).
 pub fn alerts(s: &ApiState) -> Vec<Alert> {
     let mut out = findings(s);
-    s.acks.apply(&mut out);
+    apply_acks(s.store(), &mut out);
     out
 }
 

@@ -68,8 +68,6 @@ pub struct ApiState {
     pub stop: watch::Receiver<bool>,
     /// Places for event streams (`max_event_streams`).
     pub streams: Arc<tokio::sync::Semaphore>,
-    /// Which alerts staff acknowledged (`POST /api/alerts/{id}/ack`).
-    pub acks: alerts::Acks,
 }
 
 /// The state every handler and extractor receives, shared by all connections.
@@ -318,7 +316,6 @@ pub async fn start(cfg: &Config, control: Control) -> Result<ApiHandle> {
         tls: tls.clone(),
         stop: stop_rx.clone(),
         streams: Arc::new(tokio::sync::Semaphore::new(m.connections.max_event_streams)),
-        acks: alerts::Acks::default(),
     });
     st.firewall().program_management(local.port())?;
 

@@ -6,6 +6,7 @@
 //! reported with its tree and key and never hides the others.
 
 mod account;
+mod alert_ack;
 mod at_rest;
 mod audit;
 mod cdr;
@@ -25,6 +26,7 @@ use std::path::{Path, PathBuf};
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::{Transactional, Tree};
 
+pub use alert_ack::{AlertAck, MAX_ACKS};
 pub use at_rest::{AtRestError, owner_only, private_dir, realm_change_refusal};
 pub use audit::chain::{Break, Broken, Verified};
 pub use audit::{
@@ -185,9 +187,11 @@ pub(crate) enum T {
     Audit,
     /// Firewall rules and manual bans made through the management API (`firewall.rs`).
     Firewall,
+    /// Acknowledged alerts (`alert_ack.rs`): with their audit entry in one transaction.
+    AlertAcks,
 }
 
-const TREE_NAMES: [&str; 14] = [
+const TREE_NAMES: [&str; 15] = [
     "accounts",
     "accounts_by_name",
     "accounts_by_sip_user",
@@ -202,6 +206,7 @@ const TREE_NAMES: [&str; 14] = [
     "sessions",
     "audit",
     "firewall",
+    "alert_acks",
 ];
 
 /// The one handle on the data directory's sled database: provisioned records, staff, sessions,

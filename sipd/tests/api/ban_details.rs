@@ -135,3 +135,17 @@ pub fn an_alert_is_acknowledged_and_audited(c: &Ctx) {
         "{v:#?}"
     );
 }
+
+/// After a restart of sipd the acknowledgement made before it is still there (it is stored,
+/// not kept in memory).
+pub fn the_acknowledgement_survives_a_restart(c: &Ctx) {
+    let list = c.s.ok("GET", "/api/alerts", &c.s.session("viewer"), None);
+    let a = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["id"] == "self_signed_certificate")
+        .unwrap_or_else(|| panic!("{list:#}"));
+    assert_eq!(a["acked_by"], "oper", "{a:#}");
+    assert!(a["acked_ms"].as_u64().is_some_and(|t| t > 0), "{a:#}");
+}

@@ -12,7 +12,7 @@ use crate::api::metrics::{Extra, render};
 use crate::api::{Caller, State, blocking};
 use crate::control::Status;
 use crate::mgmt::Action;
-use crate::store::AuditKind;
+use crate::store::{AlertAck, AuditKind};
 
 /// `GET /api/status` (View): the daemon's [`Status`].
 pub async fn status(c: Caller, Extract(st): Extract<State>) -> ApiResult<Json<Status>> {
@@ -26,8 +26,9 @@ pub async fn alerts(c: Caller, Extract(st): Extract<State>) -> ApiResult<Json<Ve
     blocking(&st, |s| Ok(Json(list_alerts(s)))).await
 }
 
-/// `POST /api/alerts/{id}/ack` (Operate): marks a current alert acknowledged by the caller
-/// (in memory, until it clears), audited; 404 when no current alert has that id.
+/// `POST /api/alerts/{id}/ack` (Operate): marks a current alert acknowledged by the caller,
+/// stored with its audit entry in one transaction (kept across restarts and while the alert
+/// clears and comes back); 404 when no current alert has that id.
 pub async fn ack_alert(
     c: Caller,
     Extract(st): Extract<State>,
@@ -37,17 +38,31 @@ pub async fn ack_alert(
     blocking(&st, move |s| {
         let by = c.actor();
         let now = crate::mgmt::unix_ms(std::time::SystemTime::now());
-        let a = s
-            .acks
-            .ack(list_alerts(s), &id, &by.username, now)
+        let mut a = list_alerts(s)
+            .into_iter()
+            .find(|a| a.id == id)
             .ok_or_else(|| ApiError::not_found(format!("no current alert {id:?}")))?;
-        s.store().append_audit(&by.audit(
+        a.acked_by = Some(by.username.clone());
+        a.acked_ms = Some(now);
+        let ack = AlertAck {
+            id: id.clone(),
+            by: by.username.clone(),
+            at_ms: now,
+        };
+        let entry = by.audit(
             AuditKind::Update,
             format!("alert:{id}"),
             Some("acknowledged".to_owned()),
             None,
             serde_json::to_value(&a).ok(),
-        ))?;
+        );
+        s.store().write(|tx| {
+            tx.put_alert_ack(&ack)?;
+            tx.append_audit(&entry)
+        })?;
+        if let Err(e) = s.store().trim_alert_acks() {
+            tracing::warn!(error = %e, "old acknowledgements not trimmed");
+        }
         Ok(Json(a))
     })
     .await
