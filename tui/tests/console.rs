@@ -8,7 +8,9 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use tui::console::App;
-use tui::console::action::{Failure, Link, Reply, Request, ScreenId, Update};
+use tui::console::action::{
+    CdrQuery, Failure, Link, Reply, Request, ScreenId, StaffCreated, Update,
+};
 use tui::console::clock::FixedClock;
 use tui::console::model::*;
 use tui::console::source::fake::FakeSource;
@@ -73,17 +75,20 @@ fn counters(i: u64) -> Counters {
     }
 }
 
+/// `lost`: the caller's direction; the vendor's loses a third of it (the daemon reports
+/// `lost` and `expected` per direction).
 fn media(out: u64, back: u64, lost: Option<u64>, last_ms: u64) -> CallMedia {
-    let dir = |packets: u64| MediaDirection {
+    let dir = |packets: u64, lost: Option<u64>| MediaDirection {
         packets,
         bytes: packets * 172,
         lost,
+        expected: lost.map(|l| packets + l),
         last_seen_ms: Some(last_ms),
         plane: Some("kernel".into()),
     };
     CallMedia {
-        caller_to_vendor: dir(out),
-        vendor_to_caller: dir(back),
+        caller_to_vendor: dir(out, lost),
+        vendor_to_caller: dir(back, lost.map(|l| l / 3)),
         plane: Some("kernel".into()),
     }
 }
@@ -546,9 +551,29 @@ fn full(req: &Request) -> Result<Reply, Failure> {
             let (a, c) = accounts();
             Reply::Accounts(a, c)
         }
-        Request::Cdrs => Reply::Cdrs(cdrs()),
+        // The daemon's filters, roughly: account and result.
+        Request::Cdrs(q) => Reply::Cdrs(
+            cdrs()
+                .into_iter()
+                .filter(|c| q.account.is_none_or(|a| c.account_id == Some(a)))
+                .filter(|c| match q.result.as_deref() {
+                    Some("answered") => c.answer_ms.is_some(),
+                    Some("failed") => c.answer_ms.is_none(),
+                    _ => true,
+                })
+                .collect(),
+        ),
         Request::Staff => Reply::Staff(staff()),
-        Request::Hangup(_)
+        Request::StaffCreate { username, role, .. } => Reply::StaffCreated(StaffCreated {
+            username: username.clone(),
+            role: role.clone(),
+            password: Some("Kq7m-x2Pa-9dLe-Vt4r-Hn8s-Zc3w".into()),
+            strength: "4/4".into(),
+        }),
+        Request::StaffUpdate { .. }
+        | Request::StaffRevoke { .. }
+        | Request::StaffTotpReset { .. }
+        | Request::Hangup(_)
         | Request::Ban { .. }
         | Request::Unban(_)
         | Request::AckAlert(_)
@@ -574,7 +599,7 @@ fn empty(req: &Request) -> Result<Reply, Failure> {
         Request::Audit { .. } => Reply::Audit(vec![]),
         Request::Firewall => Reply::Firewall(FirewallView::default()),
         Request::Accounts => Reply::Accounts(vec![], vec![]),
-        Request::Cdrs => Reply::Cdrs(vec![]),
+        Request::Cdrs(_) => Reply::Cdrs(vec![]),
         Request::Staff => Reply::Staff(vec![]),
         other => return full(other),
     })
@@ -646,6 +671,15 @@ macro_rules! shots {
         let mut a = $app;
         insta::assert_snapshot!(concat!($name, "_80x24"), render(&mut a, 80, 24));
         insta::assert_snapshot!(concat!($name, "_120x40"), render(&mut a, 120, 40));
+    }};
+}
+
+/// [`shots!`] of an app the test goes on with.
+macro_rules! shots_mut {
+    ($name:literal, $app:expr) => {{
+        let a: &mut TestApp = $app;
+        insta::assert_snapshot!(concat!($name, "_80x24"), render(a, 80, 24));
+        insta::assert_snapshot!(concat!($name, "_120x40"), render(a, 120, 40));
     }};
 }
 
@@ -785,6 +819,181 @@ fn accounts_cdrs_staff_screens() {
     shots!("cdrs_error", on(failing_app(), '6'));
     shots!("staff", on(app(full, Link::Connected), '9'));
     shots!("staff_empty", on(app(empty, Link::Connected), '9'));
+}
+
+/// CDR filters: `t` and `o` ask the daemon again at once; `F` opens the form, whose
+/// filters go to the daemon as query parameters and show in the title.
+#[test]
+fn cdr_filters() {
+    let mut a = on(app(full, Link::Connected), '6');
+    assert!(
+        a.source()
+            .sent
+            .contains(&Request::Cdrs(CdrQuery::default()))
+    );
+    keys(&mut a, "to");
+    let want = CdrQuery {
+        window_secs: Some(86_400),
+        result: Some("answered".into()),
+        ..CdrQuery::default()
+    };
+    assert_eq!(a.source().sent.last(), Some(&Request::Cdrs(want)));
+    let mut a = on(app(full, Link::Connected), '6');
+    // The accounts are known once screen 5 was open: a name is looked up.
+    keys(&mut a, "56F");
+    keys(&mut a, "acme");
+    key(&mut a, KeyCode::Tab);
+    keys(&mut a, "failed");
+    key(&mut a, KeyCode::Tab);
+    for _ in 0..2 {
+        key(&mut a, KeyCode::Backspace);
+    }
+    keys(&mut a, "7d");
+    key(&mut a, KeyCode::Tab);
+    shots!("cdrs_filter_form", a);
+    let mut a = on(app(full, Link::Connected), '6');
+    keys(&mut a, "56F");
+    keys(&mut a, "acme");
+    key(&mut a, KeyCode::Tab);
+    keys(&mut a, "failed");
+    key(&mut a, KeyCode::Tab);
+    key(&mut a, KeyCode::Tab);
+    key(&mut a, KeyCode::Enter);
+    let want = CdrQuery {
+        account: Some(1),
+        result: Some("failed".into()),
+        ..CdrQuery::default()
+    };
+    assert_eq!(a.source().sent.last(), Some(&Request::Cdrs(want)));
+    shots!("cdrs_filtered", a);
+    let mut a = on(app(full, Link::Connected), '6');
+    keys(&mut a, "F");
+    key(&mut a, KeyCode::Tab);
+    keys(&mut a, "busy");
+    key(&mut a, KeyCode::Tab);
+    key(&mut a, KeyCode::Tab);
+    key(&mut a, KeyCode::Enter);
+    shots!("cdrs_filter_error", a);
+    let mut a = on(app(full, Link::Connected), '6');
+    keys(&mut a, "?");
+    shots!("help_cdrs", a);
+}
+
+/// Audit filters (user, action, text) in follow mode: new entries from the stream are
+/// filtered too.
+#[test]
+fn audit_filters() {
+    let mut a = on(app(full, Link::Connected), '7');
+    keys(&mut a, "F");
+    keys(&mut a, "alice");
+    key(&mut a, KeyCode::Tab);
+    keys(&mut a, "delete");
+    shots_mut!("audit_filter_form", &mut a);
+    key(&mut a, KeyCode::Tab);
+    key(&mut a, KeyCode::Enter);
+    a.source()
+        .push(Update::Event(StreamEvent::Audit(AuditEntry {
+            id: 9,
+            ts_ms: NOW - 1000,
+            actor: Some("alice".into()),
+            kind: "delete".into(),
+            target: Some("call:120".into()),
+            result: "success".into(),
+            ..AuditEntry::default()
+        })));
+    a.source()
+        .push(Update::Event(StreamEvent::Audit(AuditEntry {
+            id: 10,
+            ts_ms: NOW - 500,
+            actor: Some("bob".into()),
+            kind: "delete".into(),
+            target: Some("call:121".into()),
+            result: "success".into(),
+            ..AuditEntry::default()
+        })));
+    a.tick();
+    shots!("audit_filtered_following", a);
+}
+
+/// Staff changes for admins: a new user (the first password the console made, shown once),
+/// a role, disable, revoke and TOTP reset, each asked first.
+#[test]
+fn staff_changes() {
+    let mut a = on(app(full, Link::Connected), '9');
+    keys(&mut a, "n");
+    keys(&mut a, "dave");
+    key(&mut a, KeyCode::Tab);
+    for _ in 0.."operator".len() {
+        key(&mut a, KeyCode::Backspace);
+    }
+    keys(&mut a, "admin");
+    shots_mut!("staff_new_form", &mut a);
+    key(&mut a, KeyCode::Tab);
+    key(&mut a, KeyCode::Tab);
+    keys(&mut a, "10.0.0.0/8");
+    key(&mut a, KeyCode::Enter);
+    shots_mut!("staff_new_confirm", &mut a);
+    keys(&mut a, "y");
+    assert!(a.source().sent.contains(&Request::StaffCreate {
+        username: "dave".into(),
+        role: "admin".into(),
+        password: None,
+        allowed_hosts: vec!["10.0.0.0/8".into()],
+    }));
+    assert_eq!(a.source().sent.last(), Some(&Request::Staff));
+    shots_mut!("staff_created", &mut a);
+    keys(&mut a, "x");
+    assert!(a.info.is_none(), "any key closes it");
+    // The second user: TOTP reset asks first, `n` cancels, `y` sends.
+    keys(&mut a, "jT");
+    shots_mut!("staff_confirm_totp_reset", &mut a);
+    keys(&mut a, "n");
+    keys(&mut a, "Ty");
+    let sent = &a.source().sent;
+    assert!(
+        sent.iter()
+            .any(|r| matches!(r, Request::StaffTotpReset { .. })),
+        "{sent:?}"
+    );
+    keys(&mut a, "Dy");
+    assert!(a.source().sent.iter().any(|r| matches!(
+        r,
+        Request::StaffUpdate {
+            enabled: Some(_),
+            ..
+        }
+    )));
+    keys(&mut a, "Vy");
+    assert!(
+        a.source()
+            .sent
+            .iter()
+            .any(|r| matches!(r, Request::StaffRevoke { .. }))
+    );
+    keys(&mut a, "?");
+    shots!("help_staff", a);
+}
+
+/// An operator sees the staff keys greyed and is told so.
+#[test]
+fn an_operator_cannot_change_staff() {
+    let mut src = FakeSource::new(|r| match r {
+        Request::Me => Ok(Reply::Me(Me {
+            username: "bob".into(),
+            role: "operator".into(),
+        })),
+        other => full(other),
+    });
+    src.push(Update::Link(Link::Connected));
+    let mut a = App::new(src, FixedClock::new(NOW), "https://h", true, None);
+    a.tick();
+    keys(&mut a, "9n");
+    assert_eq!(
+        a.notice.as_deref(),
+        Some("new: not allowed for your role (operator)")
+    );
+    keys(&mut a, "T");
+    assert!(a.confirm.is_none());
 }
 
 #[test]

@@ -142,10 +142,46 @@ pub enum Request {
     DenyRemove(u64),
     /// `GET /api/accounts` and `GET /api/connections`.
     Accounts,
-    /// `GET /api/cdrs` for the last hour.
-    Cdrs,
+    /// `GET /api/cdrs` with the CDR screen's filters.
+    Cdrs(CdrQuery),
     /// `GET /api/staff`.
     Staff,
+    /// `POST /api/staff`: a new staff user, who must change the password at first login.
+    StaffCreate {
+        /// Username.
+        username: String,
+        /// `admin`, `operator` or `read-only`.
+        role: String,
+        /// The first password; `None`: the console makes a random one and shows it once.
+        password: Option<String>,
+        /// Where from they may log in (addresses or prefixes); empty: anywhere.
+        allowed_hosts: Vec<String>,
+    },
+    /// `PUT /api/staff/{id}`: a new role, or enabled/disabled.
+    StaffUpdate {
+        /// The user's id.
+        id: u64,
+        /// Their username (for the notice).
+        username: String,
+        /// A new role.
+        role: Option<String>,
+        /// Enable (`true`) or disable.
+        enabled: Option<bool>,
+    },
+    /// `POST /api/staff/{id}/revoke`: ends every session of the user.
+    StaffRevoke {
+        /// The user's id.
+        id: u64,
+        /// Their username (for the notice).
+        username: String,
+    },
+    /// `POST /api/staff/{id}/totp/reset`: removes the user's TOTP factor.
+    StaffTotpReset {
+        /// The user's id.
+        id: u64,
+        /// Their username (for the notice).
+        username: String,
+    },
     /// `GET /api/audit?after=`.
     Audit {
         /// Only entries after this id.
@@ -167,6 +203,10 @@ impl Request {
                 | Request::AllowRemove { .. }
                 | Request::DenyAdd(_)
                 | Request::DenyRemove(_)
+                | Request::StaffCreate { .. }
+                | Request::StaffUpdate { .. }
+                | Request::StaffRevoke { .. }
+                | Request::StaffTotpReset { .. }
         )
     }
 
@@ -178,6 +218,48 @@ impl Request {
             (a, b) => a.is_read() && a == b,
         }
     }
+}
+
+/// The CDR screen's filters, sent as `GET /api/cdrs`'s query parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CdrQuery {
+    /// Only this account's calls (`account`).
+    pub account: Option<u64>,
+    /// `answered`, `failed` or a SIP status code (`result`).
+    pub result: Option<String>,
+    /// Calls started in the last this many seconds (`from_ms` = now − window, taken when
+    /// the request is made); ignored when `from_ms` is given.
+    pub window_secs: Option<u64>,
+    /// Calls started at or after (Unix ms).
+    pub from_ms: Option<u64>,
+    /// Calls started before (Unix ms).
+    pub to_ms: Option<u64>,
+}
+
+impl Default for CdrQuery {
+    /// The last hour, every account and result.
+    fn default() -> Self {
+        CdrQuery {
+            account: None,
+            result: None,
+            window_secs: Some(3600),
+            from_ms: None,
+            to_ms: None,
+        }
+    }
+}
+
+/// A staff user just made (`POST /api/staff`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaffCreated {
+    /// The username.
+    pub username: String,
+    /// The role.
+    pub role: String,
+    /// The password the console made, shown once; `None` when the admin typed one.
+    pub password: Option<String>,
+    /// The server's strength estimate (`score/4` and its warning).
+    pub strength: String,
 }
 
 /// A successful reply, typed.
@@ -209,6 +291,8 @@ pub enum Reply {
     Cdrs(Vec<Cdr>),
     /// Staff.
     Staff(Vec<StaffMember>),
+    /// A staff user was made.
+    StaffCreated(StaffCreated),
     /// A change that returns nothing the console needs (hang-up, unban, ban, ack).
     Done,
 }

@@ -70,6 +70,9 @@ pub struct App<S: DataSource, C: Clock> {
     held_lost: bool,
     /// A question waiting for `y`.
     pub confirm: Option<(String, Request)>,
+    /// Something to read before going on (a new user's first password): title and lines;
+    /// any key closes it.
+    pub info: Option<(String, Vec<String>)>,
     /// The last notice (result of an action, an error).
     pub notice: Option<String>,
     quit: bool,
@@ -108,6 +111,7 @@ impl<S: DataSource, C: Clock> App<S, C> {
             held: Vec::new(),
             held_lost: false,
             confirm: None,
+            info: None,
             notice: None,
             quit: false,
             url: url.to_owned(),
@@ -199,6 +203,9 @@ impl<S: DataSource, C: Clock> App<S, C> {
                 KeyCode::Char('y') | KeyCode::Char('Y') => self.act(Action::Send(req)),
                 _ => self.notice = Some("cancelled".into()),
             }
+            return;
+        }
+        if self.info.take().is_some() {
             return;
         }
         if self.help {
@@ -393,8 +400,16 @@ impl<S: DataSource, C: Clock> App<S, C> {
                     Request::Audit { .. } => d.audit.error = Some(msg),
                     Request::Firewall => d.firewall.error = Some(msg),
                     Request::Accounts => d.accounts.error = Some(msg),
-                    Request::Cdrs => d.cdrs.error = Some(msg),
+                    Request::Cdrs(_) => d.cdrs.error = Some(msg),
                     Request::Staff => d.staff.error = Some(msg),
+                    Request::StaffCreate { username, .. } => {
+                        self.notice = Some(format!("creating {username:?} failed: {msg}"))
+                    }
+                    Request::StaffUpdate { username, .. }
+                    | Request::StaffRevoke { username, .. }
+                    | Request::StaffTotpReset { username, .. } => {
+                        self.notice = Some(format!("change to {username:?} failed: {msg}"))
+                    }
                     Request::AllowAdd { .. }
                     | Request::AllowRemove { .. }
                     | Request::DenyAdd(_)
@@ -445,8 +460,36 @@ impl<S: DataSource, C: Clock> App<S, C> {
             Reply::Alerts(a) => d.alerts.set(a),
             Reply::Firewall(v) => d.firewall.set(Some(v)),
             Reply::Accounts(a, c) => d.accounts.set((a, c)),
-            Reply::Cdrs(c) => d.cdrs.set(c),
+            Reply::Cdrs(c) => {
+                // An answer to filters changed since is not what the screen shows.
+                if req == Request::Cdrs(self.cdrs.query.clone()) {
+                    d.cdrs.set(c);
+                }
+            }
             Reply::Staff(s) => d.staff.set(s),
+            Reply::StaffCreated(c) => {
+                let mut lines = vec![format!("{} {:?} created.", c.role, c.username)];
+                if let Some(pw) = &c.password {
+                    lines.push(String::new());
+                    lines.push(format!("First password:  {pw}"));
+                    lines.push(String::new());
+                    lines.push("Shown once: give it to them now, by a safe channel.".into());
+                }
+                lines.push(format!(
+                    "They must change it at first login{} (sbcctl login).",
+                    if c.role == "admin" {
+                        ", and enrol TOTP: the QR and secret are shown to them then"
+                    } else {
+                        ""
+                    }
+                ));
+                if !c.strength.is_empty() {
+                    lines.push(format!("Password strength: {}", c.strength));
+                }
+                self.info = Some(("New staff user".into(), lines));
+                self.notice = Some(format!("staff user {:?} created", c.username));
+                self.send(Request::Staff);
+            }
             Reply::Audit(entries) => {
                 let last = d.last_audit_id();
                 d.audit
@@ -473,6 +516,26 @@ impl<S: DataSource, C: Clock> App<S, C> {
                     Request::DenyAdd(c) => (format!("{c} denied"), Request::Firewall),
                     Request::DenyRemove(id) => {
                         (format!("deny entry #{id} removed"), Request::Firewall)
+                    }
+                    Request::StaffUpdate {
+                        username,
+                        role,
+                        enabled,
+                        ..
+                    } => {
+                        let what = match (role, enabled) {
+                            (Some(r), _) => format!("is now {r}"),
+                            (None, Some(true)) => "enabled".into(),
+                            _ => "disabled".into(),
+                        };
+                        (format!("{username:?} {what}"), Request::Staff)
+                    }
+                    Request::StaffRevoke { username, .. } => (
+                        format!("every session of {username:?} ended"),
+                        Request::Staff,
+                    ),
+                    Request::StaffTotpReset { username, .. } => {
+                        (format!("TOTP of {username:?} removed"), Request::Staff)
                     }
                     _ => return,
                 };
@@ -531,6 +594,17 @@ impl<S: DataSource, C: Clock> App<S, C> {
         f.render_widget(Paragraph::new(ui::key_bar(&keys)), bar);
         if self.help {
             draw_help(f, area, &scopes);
+        }
+        if let Some((title, text)) = &self.info {
+            ui::popup(
+                f,
+                body,
+                title,
+                text.iter()
+                    .map(|l| Line::raw(l.clone()))
+                    .chain([Line::styled("any key closes", ui::dim())])
+                    .collect(),
+            );
         }
         if let Some((prompt, _)) = &self.confirm {
             ui::popup(

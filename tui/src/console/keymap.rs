@@ -60,6 +60,22 @@ pub enum Command {
     Remove,
     /// Show or hide the raw message pane.
     Raw,
+    /// Open the filter form (CDRs: account, result, time; audit: user, action, text).
+    Filters,
+    /// The next time window (CDRs).
+    Window,
+    /// The next result filter: all, answered, failed (CDRs).
+    Outcome,
+    /// Create a staff user.
+    StaffAdd,
+    /// Change the selected staff user's role.
+    StaffRole,
+    /// Disable or enable the selected staff user.
+    StaffEnable,
+    /// End every session of the selected staff user.
+    StaffRevoke,
+    /// Remove the selected staff user's TOTP factor.
+    StaffTotpReset,
 }
 
 /// Where a binding works.
@@ -81,6 +97,10 @@ pub enum Scope {
     Alerts,
     /// The firewall.
     Firewall,
+    /// The call records.
+    Cdrs,
+    /// Staff.
+    Staff,
 }
 
 impl Scope {
@@ -95,6 +115,8 @@ impl Scope {
             Scope::Audit => "Audit",
             Scope::Alerts => "Alerts",
             Scope::Firewall => "Firewall",
+            Scope::Cdrs => "Call records",
+            Scope::Staff => "Staff (admins)",
         }
     }
 }
@@ -533,6 +555,73 @@ pub const BINDINGS: &[Binding] = &[
         "follow new entries",
         true,
     ),
+    b(
+        Scope::Audit,
+        &[C('F')],
+        Command::Filters,
+        "filters",
+        "filter by staff user, action and text (also while following)",
+        true,
+    ),
+    b(
+        Scope::Cdrs,
+        &[C('F')],
+        Command::Filters,
+        "filters",
+        "filter by account, result and time (asked of the daemon)",
+        true,
+    ),
+    b(
+        Scope::Cdrs,
+        &[C('t')],
+        Command::Window,
+        "time",
+        "time window: last 1h, 24h, 7d, all",
+        true,
+    ),
+    b(
+        Scope::Cdrs,
+        &[C('o')],
+        Command::Outcome,
+        "result",
+        "result: all, answered only, failed only",
+        true,
+    ),
+    admin(d(
+        Scope::Staff,
+        &[C('n')],
+        Command::StaffAdd,
+        "new",
+        "create a staff user (a made-up password is shown once)",
+    )),
+    admin(d(
+        Scope::Staff,
+        &[C('R')],
+        Command::StaffRole,
+        "role",
+        "change the selected user's role (asks first)",
+    )),
+    admin(d(
+        Scope::Staff,
+        &[C('D')],
+        Command::StaffEnable,
+        "disable",
+        "disable or enable the selected user (asks first)",
+    )),
+    admin(d(
+        Scope::Staff,
+        &[C('V')],
+        Command::StaffRevoke,
+        "revoke",
+        "end every session of the selected user (asks first)",
+    )),
+    admin(d(
+        Scope::Staff,
+        &[C('T')],
+        Command::StaffTotpReset,
+        "totp",
+        "remove the selected user's TOTP factor (asks first)",
+    )),
     admin(d(
         Scope::Firewall,
         &[C('a')],

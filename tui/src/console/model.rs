@@ -119,10 +119,29 @@ pub struct MediaDirection {
     pub bytes: u64,
     /// Packets lost (RTP sequence gaps), where the daemon tracks them.
     pub lost: Option<u64>,
+    /// Packets expected from the RTP sequence numbers (RFC 3550's extended highest
+    /// sequence minus the first), where the daemon tracks them.
+    pub expected: Option<u64>,
     /// Unix ms of the last packet.
     pub last_seen_ms: Option<u64>,
     /// `kernel`, `userspace` or `mixed`.
     pub plane: Option<String>,
+}
+
+impl MediaDirection {
+    /// Packets expected: as reported, else those relayed plus those lost.
+    fn expected_or_seen(&self) -> u64 {
+        self.expected
+            .unwrap_or(self.packets + self.lost.unwrap_or(0))
+    }
+}
+
+fn pct(lost: u64, expected: u64) -> f64 {
+    if expected == 0 {
+        0.0
+    } else {
+        (lost as f64 * 100.0 / expected as f64).min(100.0)
+    }
 }
 
 /// A call's media as `GET /api/calls` reports it.
@@ -156,20 +175,23 @@ impl Call {
         self.media.as_ref().map(|m| m.vendor_to_caller.packets)
     }
 
-    /// Loss over both directions in percent, where the daemon reports lost packets.
+    /// Loss over both directions in percent, where the daemon reports lost packets: lost
+    /// over expected (packets relayed plus lost where `expected` is absent).
     pub fn loss_pct(&self) -> Option<f64> {
         let m = self.media.as_ref()?;
         let (a, b) = (&m.caller_to_vendor, &m.vendor_to_caller);
-        let lost = a.lost.unwrap_or(0) + b.lost.unwrap_or(0);
         if a.lost.is_none() && b.lost.is_none() {
             return None;
         }
-        let expected = a.packets + b.packets + lost;
-        Some(if expected == 0 {
-            0.0
-        } else {
-            lost as f64 * 100.0 / expected as f64
-        })
+        let lost = a.lost.unwrap_or(0) + b.lost.unwrap_or(0);
+        Some(pct(lost, a.expected_or_seen() + b.expected_or_seen()))
+    }
+
+    /// Packets lost per direction (caller → vendor, vendor → caller), where reported.
+    pub fn lost(&self) -> Option<(Option<u64>, Option<u64>)> {
+        let m = self.media.as_ref()?;
+        let (a, b) = (m.caller_to_vendor.lost, m.vendor_to_caller.lost);
+        (a.is_some() || b.is_some()).then_some((a, b))
     }
 
     /// Unix ms of the last media packet in either direction.

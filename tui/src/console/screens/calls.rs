@@ -211,7 +211,9 @@ impl Screen for Calls {
             );
         } else {
             // Wide: every column. Narrow (80 columns): the media columns an engineer on shift
-            // watches stay; the source address, connection and loss give way.
+            // watches stay; the source address, connection and loss give way. Loss is lost
+            // packets per direction and the percentage over both, `-` where the daemon
+            // does not report it.
             let wide = area.width >= 110;
             let (party, pkts) = if wide { (14, 13) } else { (13, 11) };
             let mut header = vec!["#", "Acct", "From", "To"];
@@ -232,8 +234,8 @@ impl Screen for Calls {
                 Constraint::Length(pkts),
             ]);
             if wide {
-                header.push("Loss");
-                widths.push(Constraint::Length(6));
+                header.push("Lost →/← (%)");
+                widths.push(Constraint::Length(14));
             }
             header.push("Media");
             widths.push(Constraint::Length(7));
@@ -270,7 +272,7 @@ impl Screen for Calls {
                         format!("{}/{}", n(c.packets_out()), n(c.packets_in())),
                     ]);
                     if wide {
-                        cells.push(c.loss_pct().map_or("-".into(), |l| format!("{l:.1}%")));
+                        cells.push(loss_cell(c));
                     }
                     // How long ago; "!" (and the warning colour) once an answered call has
                     // had no media for a while, which monochrome terminals still show.
@@ -305,10 +307,53 @@ impl Screen for Calls {
     }
 }
 
+/// `lost →/lost ← (pct%)`, `-` for a direction (or a call) without the figure.
+pub fn loss_cell(c: &Call) -> String {
+    let Some((out, back)) = c.lost() else {
+        return "-".into();
+    };
+    let n = |v: Option<u64>| v.map_or("-".into(), |v| v.to_string());
+    let pct = c.loss_pct().unwrap_or(0.0);
+    format!("{}/{} {pct:.1}%", n(out), n(back))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::console::model::{CallMedia, MediaDirection};
     use crossterm::event::{KeyCode, KeyModifiers};
+
+    #[test]
+    fn loss_shows_each_direction_and_the_percentage() {
+        let dir = |packets, lost, expected| MediaDirection {
+            packets,
+            lost,
+            expected,
+            ..MediaDirection::default()
+        };
+        let call = |a, b| Call {
+            media: Some(CallMedia {
+                caller_to_vendor: a,
+                vendor_to_caller: b,
+                plane: None,
+            }),
+            ..Call::default()
+        };
+        assert_eq!(loss_cell(&Call::default()), "-", "no media");
+        assert_eq!(
+            loss_cell(&call(dir(10, None, None), dir(10, None, None))),
+            "-"
+        );
+        // 30 lost of 1,000 + 1,000 expected.
+        let c = call(
+            dir(990, Some(10), Some(1000)),
+            dir(980, Some(20), Some(1000)),
+        );
+        assert_eq!(loss_cell(&c), "10/20 1.5%");
+        // No `expected`: relayed plus lost; one direction without the figure.
+        let c = call(dir(95, Some(5), None), dir(100, None, None));
+        assert_eq!(loss_cell(&c), "5/- 2.5%");
+    }
 
     fn data() -> Data {
         let mut d = Data::default();

@@ -10,6 +10,7 @@ pub mod calls;
 pub mod cdrs;
 pub mod dashboard;
 pub mod firewall;
+pub mod form;
 pub mod ladder;
 pub mod login;
 pub mod staff;

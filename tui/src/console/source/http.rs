@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use super::DataSource;
 use crate::api::{self, Client, Method, Options};
-use crate::console::action::{Failure, Link, Reply, Request, Update};
+use crate::console::action::{CdrQuery, Failure, Link, Reply, Request, StaffCreated, Update};
 use crate::console::model::{LoginOk, StreamEvent};
 use crate::events::{Backoff, SseParser};
 use crate::token;
@@ -219,17 +219,60 @@ fn perform(c: &Client, req: &Request) -> Result<Reply, Failure> {
             typed(get("/api/accounts")?)?,
             typed(get("/api/connections")?)?,
         ),
-        Request::Cdrs => {
-            let q = [(
-                "limit",
-                crate::console::screens::cdrs::CDR_LIMIT.to_string(),
-            )];
+        Request::Cdrs(f) => {
             let v = c
-                .json(Method::Get, "/api/cdrs", &q, None)
+                .json(Method::Get, "/api/cdrs", &cdr_query(f, unix_ms()), None)
                 .map_err(failure)?;
             Reply::Cdrs(typed(v)?)
         }
         Request::Staff => Reply::Staff(typed(get("/api/staff")?)?),
+        Request::StaffCreate {
+            username,
+            role,
+            password,
+            allowed_hosts,
+        } => {
+            let made = password.is_none().then(random_password);
+            let pw = password
+                .clone()
+                .or_else(|| made.clone())
+                .unwrap_or_default();
+            let body = json!({"username": username, "role": role, "password": pw,
+                              "allowed_hosts": allowed_hosts, "must_change_password": true});
+            let v = c
+                .json(Method::Post, "/api/staff", &[], Some(&body))
+                .map_err(failure)?;
+            Reply::StaffCreated(StaffCreated {
+                username: username.clone(),
+                role: role.clone(),
+                password: made,
+                strength: strength_line(v.get("strength")),
+            })
+        }
+        Request::StaffUpdate {
+            id, role, enabled, ..
+        } => {
+            let mut body = json!({});
+            if let Some(r) = role {
+                body["role"] = r.clone().into();
+            }
+            if let Some(e) = enabled {
+                body["enabled"] = (*e).into();
+            }
+            c.call(Method::Put, &format!("/api/staff/{id}"), &[], Some(&body))
+                .map_err(failure)?;
+            Reply::Done
+        }
+        Request::StaffRevoke { id, .. } => {
+            c.call(Method::Post, &format!("/api/staff/{id}/revoke"), &[], None)
+                .map_err(failure)?;
+            Reply::Done
+        }
+        Request::StaffTotpReset { id, .. } => {
+            let path = format!("/api/staff/{id}/totp/reset");
+            c.call(Method::Post, &path, &[], None).map_err(failure)?;
+            Reply::Done
+        }
         Request::Audit { after } => {
             // The API lists oldest first: the first load asks for the last day (newest
             // kept), later ones for what came after the newest entry seen.
@@ -248,6 +291,67 @@ fn perform(c: &Client, req: &Request) -> Result<Reply, Failure> {
             Reply::Audit(typed(v)?)
         }
     })
+}
+
+/// `GET /api/cdrs`'s query for the CDR screen's filters at `now_ms`.
+pub fn cdr_query(f: &CdrQuery, now_ms: u64) -> Vec<(&'static str, String)> {
+    let mut q = vec![(
+        "limit",
+        crate::console::screens::cdrs::CDR_LIMIT.to_string(),
+    )];
+    let from = f.from_ms.or_else(|| {
+        f.window_secs
+            .map(|w| now_ms.saturating_sub(w.saturating_mul(1000)))
+    });
+    let params = [
+        ("account", f.account.map(|a| a.to_string())),
+        ("result", f.result.clone()),
+        ("from_ms", from.map(|v| v.to_string())),
+        ("to_ms", f.to_ms.map(|v| v.to_string())),
+    ];
+    q.extend(params.into_iter().filter_map(|(k, v)| Some((k, v?))));
+    q
+}
+
+/// A first password for a new staff user: 24 characters from the kernel's random source
+/// (about 137 bits), in groups of four, without look-alike characters.
+fn random_password() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut bytes = [0u8; 24];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+        .is_err()
+    {
+        // Without randomness there is no password to make: the API refuses an empty one,
+        // and the admin sees why.
+        return String::new();
+    }
+    let chars: Vec<char> = bytes
+        .iter()
+        // 256 is not a multiple of 56: a slight bias, a negligible loss of entropy.
+        .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
+        .collect();
+    chars
+        .chunks(4)
+        .map(|c| c.iter().collect::<String>())
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
+/// The server's strength estimate as one line: `3/4` and its warning, if any.
+fn strength_line(s: Option<&Value>) -> String {
+    let Some(s) = s else {
+        return String::new();
+    };
+    let score = s.get("score").and_then(Value::as_u64).unwrap_or(0);
+    match s
+        .get("warning")
+        .and_then(Value::as_str)
+        .filter(|w| !w.is_empty())
+    {
+        Some(w) => format!("{score}/4 ({w})"),
+        None => format!("{score}/4"),
+    }
 }
 
 /// Keeps `/api/events` open: on any failure says so and tries again, waiting a little
