@@ -55,3 +55,43 @@ impl Store {
         Ok(over)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Stored, read back after a reopen, replaced by a newer one, and bounded.
+    #[test]
+    fn acknowledgements_are_kept_replaced_and_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let ack = |id: &str, by: &str, at_ms| AlertAck {
+            id: id.into(),
+            by: by.into(),
+            at_ms,
+        };
+        {
+            let s = Store::open(dir.path()).unwrap();
+            s.write(|tx| tx.put_alert_ack(&ack("self_signed_certificate", "oper", 5)))
+                .unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        let all: Vec<AlertAck> = s.alert_acks().into_iter().map(Result::unwrap).collect();
+        assert_eq!(all, [ack("self_signed_certificate", "oper", 5)]);
+        s.write(|tx| tx.put_alert_ack(&ack("self_signed_certificate", "admin", 9)))
+            .unwrap();
+        s.write(|tx| {
+            (0..MAX_ACKS as u64 + 4)
+                .try_for_each(|i| tx.put_alert_ack(&ack(&format!("x:{i:05}"), "oper", 10 + i)))
+        })
+        .unwrap();
+        assert_eq!(s.trim_alert_acks().unwrap(), 5);
+        let all: Vec<AlertAck> = s.alert_acks().into_iter().map(Result::unwrap).collect();
+        assert_eq!(all.len(), MAX_ACKS);
+        assert!(
+            !all.iter().any(|a| a.id == "self_signed_certificate"),
+            "oldest went"
+        );
+        assert!(!all.iter().any(|a| a.id == "x:00003"));
+        assert!(all.iter().any(|a| a.id == "x:00004"));
+    }
+}
