@@ -4,10 +4,10 @@
 
 use crossterm::event::KeyEvent;
 use ratatui::Frame;
-use ratatui::layout::{Constraint, Layout, Rect};
-use ratatui::widgets::{Block, Borders, Paragraph, Row, Table, TableState};
+use ratatui::layout::{Constraint, Rect};
+use ratatui::widgets::Row;
 
-use super::{ListNav, Screen, empty_line};
+use super::{ListNav, ListView, Screen, draw_list};
 use crate::console::action::{Action, Request};
 use crate::console::data::Data;
 use crate::console::keymap::{Command, Scope};
@@ -76,66 +76,50 @@ impl Screen for Alerts {
     }
 
     fn draw(&mut self, f: &mut Frame, area: Rect, data: &Data, _now_ms: u64) {
-        let rows = self.rows(data);
-        self.nav.clamp(rows.len());
-        let [list, foot] =
-            Layout::vertical([Constraint::Min(0), Constraint::Length(1)]).areas(area);
-        let block = Block::default().borders(Borders::ALL).title(" Alerts ");
-        if rows.is_empty() {
-            f.render_widget(
-                Paragraph::new(empty_line(
-                    data.alerts.loaded,
-                    data.alerts.error.as_deref(),
-                    "open alerts",
-                ))
-                .block(block),
-                list,
-            );
-        } else {
-            let table_rows: Vec<Row> = rows
-                .iter()
-                .map(|a| {
-                    let acked = a.acked_by.is_some();
-                    let style = if acked {
-                        ui::dim()
-                    } else if a.severity == "critical" {
-                        ui::bad()
-                    } else {
-                        ui::warn()
-                    };
-                    Row::new(vec![
-                        a.severity.to_uppercase(),
-                        a.code.clone(),
-                        match (&a.acked_by, a.acked_ms) {
-                            (Some(who), Some(at)) => format!("{who} {}", ui::clock(at)),
-                            (Some(who), None) => who.clone(),
-                            _ => String::new(),
-                        },
-                        a.message.clone(),
-                    ])
-                    .style(style)
-                })
-                .collect();
-            let table = Table::new(
-                table_rows,
-                [
+        let rows: Vec<Row> = self
+            .rows(data)
+            .iter()
+            .map(|a| {
+                let style = if a.acked_by.is_some() {
+                    ui::dim()
+                } else if a.severity == "critical" {
+                    ui::bad()
+                } else {
+                    ui::warn()
+                };
+                Row::new(vec![
+                    a.severity.to_uppercase(),
+                    a.code.clone(),
+                    match (&a.acked_by, a.acked_ms) {
+                        (Some(who), Some(at)) => format!("{who} {}", ui::clock(at)),
+                        (Some(who), None) => who.clone(),
+                        _ => String::new(),
+                    },
+                    a.message.clone(),
+                ])
+                .style(style)
+            })
+            .collect();
+        draw_list(
+            f,
+            area,
+            &mut self.nav,
+            ListView {
+                title: " Alerts ".into(),
+                header: vec!["Severity", "Code", "Acked by", "Message"],
+                widths: vec![
                     Constraint::Length(9),
                     Constraint::Length(22),
                     Constraint::Length(18),
                     Constraint::Min(0),
                 ],
-            )
-            .header(Row::new(["Severity", "Code", "Acked by", "Message"]).style(ui::strong()))
-            .row_highlight_style(ui::selected())
-            .highlight_symbol("▶")
-            .block(block);
-            self.nav.page = list.height.saturating_sub(3) as usize;
-            let mut st = TableState::default().with_selected(Some(self.nav.selected));
-            f.render_stateful_widget(table, list, &mut st);
-        }
-        f.render_widget(
-            Paragraph::new(self.nav.footer(rows.len(), data.alerts.value.len())),
-            foot,
+                rows,
+                total: data.alerts.value.len(),
+                loaded: data.alerts.loaded,
+                error: data.alerts.error.as_deref(),
+                what: "open alerts",
+                select: true,
+            },
         );
     }
 

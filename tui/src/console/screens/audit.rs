@@ -4,11 +4,11 @@
 
 use crossterm::event::KeyEvent;
 use ratatui::Frame;
-use ratatui::layout::{Constraint, Layout, Rect};
-use ratatui::widgets::{Block, Borders, Paragraph, Row, Table, TableState};
+use ratatui::layout::{Constraint, Rect};
+use ratatui::widgets::Row;
 
 use super::form::{Form, FormKey};
-use super::{ListNav, Screen, empty_line};
+use super::{ListNav, ListView, Screen, draw_list};
 use crate::console::action::{Action, Request};
 use crate::console::data::Data;
 use crate::console::filter::Filter;
@@ -175,53 +175,38 @@ impl Screen for Audit {
         if self.follow {
             self.nav.selected = rows.len().saturating_sub(1);
         }
-        self.nav.clamp(rows.len());
-        let [list, foot] =
-            Layout::vertical([Constraint::Min(0), Constraint::Length(1)]).areas(area);
+        let table_rows: Vec<Row> = rows
+            .iter()
+            .map(|e| {
+                let style = if e.result == "failure" {
+                    ui::bad()
+                } else {
+                    ui::Style::default()
+                };
+                Row::new(vec![
+                    ui::date_time(e.ts_ms),
+                    actor(e).to_owned(),
+                    e.kind.clone(),
+                    e.target.clone().unwrap_or_default(),
+                    e.result.clone(),
+                    e.reason.clone().unwrap_or_default(),
+                ])
+                .style(style)
+            })
+            .collect();
         let title = format!(
             " Audit{}{} ",
             if self.follow { " · following" } else { "" },
             self.describe()
         );
-        let block = Block::default().borders(Borders::ALL).title(title);
-        if rows.is_empty() {
-            let what = if data.audit.value.is_empty() {
-                "audit entries"
-            } else {
-                "entries match the filter"
-            };
-            f.render_widget(
-                Paragraph::new(empty_line(
-                    data.audit.loaded,
-                    data.audit.error.as_deref(),
-                    what,
-                ))
-                .block(block),
-                list,
-            );
-        } else {
-            let table_rows: Vec<Row> = rows
-                .iter()
-                .map(|e| {
-                    let style = if e.result == "failure" {
-                        ui::bad()
-                    } else {
-                        ratatui::style::Style::default()
-                    };
-                    Row::new(vec![
-                        ui::date_time(e.ts_ms),
-                        e.actor.clone().unwrap_or_else(|| "system".into()),
-                        e.kind.clone(),
-                        e.target.clone().unwrap_or_default(),
-                        e.result.clone(),
-                        e.reason.clone().unwrap_or_default(),
-                    ])
-                    .style(style)
-                })
-                .collect();
-            let table = Table::new(
-                table_rows,
-                [
+        draw_list(
+            f,
+            area,
+            &mut self.nav,
+            ListView {
+                title,
+                header: vec!["Time (UTC)", "Who", "Kind", "Target", "Result", "Note"],
+                widths: vec![
                     Constraint::Length(19),
                     Constraint::Length(10),
                     Constraint::Length(8),
@@ -229,21 +214,13 @@ impl Screen for Audit {
                     Constraint::Length(7),
                     Constraint::Min(0),
                 ],
-            )
-            .header(
-                Row::new(["Time (UTC)", "Who", "Kind", "Target", "Result", "Note"])
-                    .style(ui::strong()),
-            )
-            .row_highlight_style(ui::selected())
-            .highlight_symbol("▶")
-            .block(block);
-            self.nav.page = list.height.saturating_sub(3) as usize;
-            let mut st = TableState::default().with_selected(Some(self.nav.selected));
-            f.render_stateful_widget(table, list, &mut st);
-        }
-        f.render_widget(
-            Paragraph::new(self.nav.footer(rows.len(), data.audit.value.len())),
-            foot,
+                rows: table_rows,
+                total: data.audit.value.len(),
+                loaded: data.audit.loaded,
+                error: data.audit.error.as_deref(),
+                what: "audit entries",
+                select: true,
+            },
         );
         if let Some(form) = &self.form {
             form.draw(f, area);
