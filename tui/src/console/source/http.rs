@@ -418,3 +418,55 @@ fn stream(opts: Options, token: Arc<Mutex<Option<String>>>, updates: Sender<Upda
         thread::sleep(backoff.next_wait());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cdr_filters_become_the_apis_query() {
+        let q = |k: &'static str, v: &str| (k, v.to_owned());
+        assert_eq!(
+            cdr_query(&CdrQuery::default(), 10_000_000),
+            [q("limit", "10000"), q("from_ms", "6400000")],
+            "the last hour"
+        );
+        let f = CdrQuery {
+            account: Some(3),
+            result: Some("answered".into()),
+            window_secs: Some(86_400),
+            from_ms: Some(1000),
+            to_ms: Some(2000),
+        };
+        assert_eq!(
+            cdr_query(&f, 10_000_000),
+            [
+                q("limit", "10000"),
+                q("account", "3"),
+                q("result", "answered"),
+                q("from_ms", "1000"),
+                q("to_ms", "2000"),
+            ],
+            "a from time wins over the window"
+        );
+        let all = CdrQuery {
+            window_secs: None,
+            ..CdrQuery::default()
+        };
+        assert_eq!(cdr_query(&all, 5), [q("limit", "10000")]);
+    }
+
+    #[test]
+    fn made_up_passwords_are_long_and_differ() {
+        let (a, b) = (random_password(), random_password());
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 29, "{a}");
+        let groups: Vec<&str> = a.split('-').collect();
+        assert_eq!(groups.len(), 6, "{a}");
+        assert!(groups.iter().all(|g| {
+            g.len() == 4
+                && g.chars()
+                    .all(|c| c.is_ascii_alphanumeric() && !"0O1lI".contains(c))
+        }));
+    }
+}
