@@ -48,6 +48,8 @@ pub struct Config {
     pub bans: crate::firewall::BansConfig,
     /// How much of each call's SIP messages is kept for the console's ladder.
     pub call_messages: crate::events::capture::CaptureConfig,
+    /// `[capture]`: copies of every SIP message to a HEPv3 collector (off by default).
+    pub capture: crate::hep::HepConfig,
 }
 
 impl Default for Config {
@@ -64,6 +66,7 @@ impl Default for Config {
             retention: RetentionConfig::default(),
             bans: crate::firewall::BansConfig::default(),
             call_messages: crate::events::capture::CaptureConfig::default(),
+            capture: crate::hep::HepConfig::default(),
         }
     }
 }
@@ -680,6 +683,9 @@ impl Config {
         self.bans.problems(&mut bad);
         for p in self.call_messages.problems() {
             bad("call_messages", p);
+        }
+        for (key, p) in self.capture.problems() {
+            bad(key, p);
         }
         out
     }

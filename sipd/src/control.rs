@@ -114,6 +114,8 @@ pub struct Control {
     pub events: Hub,
     /// The SIP messages of live and recent calls (`GET /api/calls/{id}/messages`).
     pub capture: Arc<Capture>,
+    /// HEP capture's counters (`/metrics`); `None` when `[capture] hep` is off.
+    pub hep: Option<crate::hep::Hep>,
     started: SystemTime,
 }
 
@@ -143,6 +145,7 @@ impl Control {
                 writer: WriterProbe::default(),
                 events: Hub::default(),
                 capture: Arc::new(Capture::new(Default::default())),
+                hep: None,
                 started: SystemTime::now(),
             },
             rx,

@@ -6,7 +6,8 @@
 //! effects) with [`resolver`] (upstream names), [`media`] (the relay from relay-user),
 //! [`firewall`] (the data plane's SIP and management rules) and [`store`] (sled); the
 //! management plane is [`mgmt`] (staff, audit) and [`api`] (HTTPS, `/metrics`), live through
-//! [`events`] (the event stream and the calls' SIP messages); [`mod@panic`] makes any panic end the
+//! [`events`] (the event stream and the calls' SIP messages) and [`hep`] (copies of SIP to a
+//! HEP collector); [`mod@panic`] makes any panic end the
 //! process.
 
 // Every public item says what it is for (the repository explains itself).
@@ -18,6 +19,7 @@ pub mod config;
 pub mod control;
 pub mod events;
 pub mod firewall;
+pub mod hep;
 pub mod media;
 pub mod mgmt;
 pub mod panic;

@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 pub mod bins;
+pub mod hep;
 pub mod kamailio;
 pub mod netns;
 pub mod rtp;

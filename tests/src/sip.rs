@@ -344,6 +344,7 @@ impl SippRun {
             status,
             timed_out,
             trace: Trace::parse(&read("messages.log")),
+            trace_bytes: std::fs::read(self.path("messages.log")).unwrap_or_default(),
             logs: self.logs(),
             errors: read("errors.log"),
             stderr: read("stderr.log"),
@@ -387,6 +388,9 @@ pub struct SippOutcome {
     pub timed_out: bool,
     /// Every message it sent and received, from its `-trace_msg` file.
     pub trace: Trace,
+    /// The `-trace_msg` file as sipp wrote it: each message with its exact byte count, for
+    /// checks that need the bytes rather than [`Trace`]'s trimmed text.
+    pub trace_bytes: Vec<u8>,
     /// Its log lines (`<log>` actions: `MEDIA`, `REINVITE`, ...).
     pub logs: Vec<String>,
     /// Its error file (unexpected messages, timeouts).

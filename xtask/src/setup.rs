@@ -11,7 +11,8 @@ use crate::util::{self, output, run, which};
 /// Debian packages: LLVM for bpf-linker, SIP/RTP peers (sipp, the baresip softphone),
 /// the scanners the attack tests run (sipvicious: svmap, svwar, svcrack) and capture for
 /// the tests, BPF and network tools for the netns harness, the reference rtpengine +
-/// Kamailio, tmux (the console's end-to-end test drives `sbc-tui` in a tmux pane), and
+/// Kamailio, tmux (the console's end-to-end test drives `sbc-tui` in a tmux pane), sngrep
+/// (the HEP capture test sends it a call through its `-L` listener), and
 /// `systemd-analyze` (package systemd; it works with no systemd running) to verify the unit
 /// in dist/systemd. `setpriv`, which runs sipd with only the unit's capabilities in
 /// tests/tests/service.rs, is in util-linux, always installed.
@@ -32,6 +33,7 @@ pub const APT_PACKAGES: &[&str] = &[
     "kamailio",
     "systemd",
     "tmux",
+    "sngrep",
 ];
 
 /// Units the rtpengine and kamailio packages install; they must not hold our ports.

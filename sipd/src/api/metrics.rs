@@ -20,6 +20,8 @@ pub struct Extra {
     pub ban_fill: (usize, usize),
     /// SIP messages not kept for a call's ladder (`[call_messages]` bounds).
     pub call_messages_dropped: u64,
+    /// HEP copies sent and dropped (all zero when capture is off).
+    pub hep: crate::hep::HepCounts,
 }
 
 struct Out(String);
@@ -345,6 +347,19 @@ pub fn render(s: &Status, x: &Extra) -> String {
         c.refusals.iter().map(|(k, v)| (*k, *v)),
     );
     o.table(s, x, RECORDS);
+    o.one(
+        "sipd_hep_sent_total",
+        "counter",
+        "SIP messages copied to the HEP collector ([capture] hep).",
+        x.hep.sent,
+    );
+    o.labelled(
+        "sipd_hep_dropped_total",
+        "counter",
+        "SIP message copies not sent to the HEP collector, by reason (queue_full, send_error, collector_down, unresolved, too_large).",
+        "reason",
+        x.hep.dropped(),
+    );
     o.0
 }
 

@@ -99,6 +99,8 @@ struct Appliance {
     hub: Hub,
     /// The SIP messages of live and recent calls, filed as they pass.
     capture: Arc<Capture>,
+    /// Copies of every SIP message in and out to a HEP collector (`[capture] hep`).
+    hep: Option<crate::hep::Hep>,
     guard_events: Option<GuardEvents>,
     stopping: Option<Instant>,
 }
@@ -123,6 +125,7 @@ impl Appliance {
         let (transports, events, locals, sip_ports) = startup::bind_sip(&cfg, nofile).await?;
         let hub = Hub::default();
         let capture = Arc::new(Capture::new(cfg.call_messages));
+        let hep = crate::hep::Hep::start(&cfg.capture);
         let firewall = Arc::new(
             Firewall::new(&cfg.firewall, &cfg.bans, store.clone(), dp.clone())
                 .with_events(hub.clone()),
@@ -156,6 +159,7 @@ impl Appliance {
         control.writer = writer.probe();
         control.events = hub.clone();
         control.capture = capture.clone();
+        control.hep = hep.clone();
         retention::spawn(store.clone(), cfg.retention.days);
         let api = startup::start_api(&cfg, control).await;
         info!(
@@ -184,6 +188,7 @@ impl Appliance {
             writer,
             hub,
             capture,
+            hep,
             stopping: None,
         })
     }
@@ -249,6 +254,10 @@ impl Appliance {
         match ev {
             Event::Message(m) => {
                 if self.firewall.admits(&m.peer, m.arrival, &m.data) {
+                    // Every transport's messages pass here, so each is captured once.
+                    if let Some(h) = &self.hep {
+                        h.received(&m.peer, m.arrival.local, &m.data, wall);
+                    }
                     self.core.on_message(now, wall, m.peer, &m.data);
                     // After the core: a new call is in its table only now.
                     self.file(Dir::In, &m.peer, &m.data, wall);
@@ -316,8 +325,14 @@ impl Appliance {
         for e in self.core.drain_effects() {
             match e {
                 Effect::Send(t) => {
-                    self.file(Dir::Out, &t.peer, &t.data, SystemTime::now());
-                    self.transports.send(t.into());
+                    let wall = SystemTime::now();
+                    self.file(Dir::Out, &t.peer, &t.data, wall);
+                    let out: crate::transport::Outbound = t.into();
+                    // The one place every message leaves, whatever its transport.
+                    if let Some(h) = &self.hep {
+                        h.sent(&out, wall);
+                    }
+                    self.transports.send(out);
                 }
                 Effect::CallStarted(call) => {
                     self.hub.publish("call_started", Audience::View, &call);

@@ -95,6 +95,12 @@ pub async fn metrics(_: MetricsAccess, Extract(st): Extract<State>) -> ApiResult
             bans: s.firewall().ban_counters(),
             ban_fill: s.firewall().ban_fill(),
             call_messages_dropped: s.control.capture.dropped(),
+            hep: s
+                .control
+                .hep
+                .as_ref()
+                .map(|h| h.counts())
+                .unwrap_or_default(),
         })
     })
     .await?;
