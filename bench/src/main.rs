@@ -3,6 +3,7 @@
 
 mod common;
 mod console;
+mod kamailio;
 mod relay;
 mod sip;
 mod xdp_log;
@@ -10,7 +11,7 @@ mod xdp_log;
 use std::process::ExitCode;
 
 /// Names `bench` accepts.
-const NAMES: &[&str] = &["relay", "sip", "console", "xdp-log"];
+const NAMES: &[&str] = &["relay", "sip", "kamailio", "console", "xdp-log"];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -21,6 +22,7 @@ fn main() -> ExitCode {
     let r = match name.as_str() {
         "relay" => relay::run(rest),
         "sip" => sip::run(rest),
+        "kamailio" => kamailio::run(rest),
         "console" => console::run(rest),
         "xdp-log" => xdp_log::run_bench(rest),
         other => Err(anyhow::anyhow!(

@@ -63,9 +63,9 @@
 //! Clean-up: namespaces are deleted with the topology, relays are stopped by PID, relayd's
 //! pins are removed with `relayd --cleanup` after each plane.
 
-mod cpu;
+pub(crate) mod cpu;
 mod measure;
-mod planes;
+pub(crate) mod planes;
 mod report;
 
 use std::collections::BTreeMap;

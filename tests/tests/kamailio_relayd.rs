@@ -97,21 +97,18 @@ impl Relayd {
         let ng = topo.relay.enter(|| NgClient::new(ng_addr))?;
         let logf = std::fs::File::create(&log)?;
         let mut cmd = topo.relay.command(relayd_bin());
-        cmd.args(["--dataplane", plane])
-            .args(["--interface", &topo.relay_caller_if.dev])
-            .args(["--interface", &topo.relay_callee_if.dev])
-            .args(["--address", &topo.relay_caller_if.ipv4.to_string()])
-            .args(["--ports", ports, "--instance", &instance])
-            .args(["--ng-listen", &ng_addr.to_string()])
-            .args([
-                "--state-dir",
-                &std::env::temp_dir().join(&instance).to_string_lossy(),
-            ])
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(logf.try_clone()?)
-            .stderr(logf);
+        cmd.args(tests::kamailio::relayd_args(
+            topo, plane, ports, &instance, ng_addr,
+        ))
+        .args([
+            "--state-dir",
+            &std::env::temp_dir().join(&instance).to_string_lossy(),
+        ])
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(logf.try_clone()?)
+        .stderr(logf);
         let mut child = NsChild::spawn(&mut cmd)?;
         if let Err(e) = ng.wait_ready(Duration::from_secs(15)) {
             let st = child.try_wait()?;
@@ -252,47 +249,20 @@ impl Stack {
         };
         let listen = SocketAddr::new(topo.relay_caller_if.ip(false), SIP_PORT);
         let uas = SocketAddr::new(topo.callee_if.ip(false), SIP_PORT);
-        let cfg = tests::kamailio::fill(
-            &std::fs::read_to_string(fixture("relayd.cfg"))?,
-            &[
-                ("LISTEN", &listen.to_string()),
-                ("RELAYS", &socks),
-                ("UAS", &uas.to_string()),
-            ],
-        )?;
+        let cfg = tests::kamailio::relayd_cfg(listen, &socks, uas)?;
         let tag = format!("sbct{}k{}", std::process::id(), topo.id());
         let cfg_path = std::env::temp_dir().join(format!("{tag}-kamailio.cfg"));
         std::fs::write(&cfg_path, cfg)?;
         let kam_log = std::env::temp_dir().join(format!("{tag}-kamailio.log"));
-        let logf = std::fs::File::create(&kam_log)?;
-        let mut cmd = topo.relay.command("kamailio");
-        cmd.args(["-DD", "-E", "-m", "64", "-M", "8", "-f"])
-            .arg(&cfg_path);
+        let mut defines = Vec::new();
         if setup.sip_source {
-            cmd.args(["-A", "WITH_SIP_SOURCE"]);
+            defines.push("WITH_SIP_SOURCE");
         }
         if setup.delete_delay {
-            cmd.args(["-A", "WITH_DELETE_DELAY"]);
+            defines.push("WITH_DELETE_DELAY");
         }
-        cmd.stdin(Stdio::null())
-            .stdout(logf.try_clone()?)
-            .stderr(logf);
-        let mut kam = NsChild::spawn(&mut cmd)?;
-        let ready = topo.relay.enter(|| {
-            tests::kamailio::wait_sip(listen, Duration::from_secs(20), || {
-                match kam.try_wait()? {
-                    Some(st) => bail!("kamailio exited: {st}"),
-                    None => Ok(()),
-                }
-            })
-        });
-        if let Err(e) = ready {
-            let _ = kam.stop(Duration::from_secs(5));
-            bail!(
-                "kamailio not ready: {e:#}; log:\n{}",
-                tests::tail(&std::fs::read_to_string(&kam_log).unwrap_or_default(), 4000)
-            );
-        }
+        let kam =
+            tests::kamailio::start_in(&topo.relay, &cfg_path, &defines, None, listen, &kam_log)?;
         let caller_rtp = rtp::bind_in(
             &topo.caller,
             SocketAddr::new(topo.caller_if.ip(false), RTP_PORT),

@@ -12,10 +12,15 @@ use anyhow::{Context as _, bail};
 use super::planes::instance;
 use crate::common;
 
+/// [`xdp_prog_stats_of`] this run's instance.
+pub(super) fn xdp_prog_stats() -> anyhow::Result<(u64, u64)> {
+    xdp_prog_stats_of(&instance())
+}
+
 /// (run_time_ns, run_cnt) summed over the programs behind relayd's pinned XDP links
 /// (`/sys/fs/bpf/<instance>/link_*`), from `bpftool`. Needs `kernel.bpf_stats_enabled=1`.
-pub(super) fn xdp_prog_stats() -> anyhow::Result<(u64, u64)> {
-    let dir = Path::new("/sys/fs/bpf").join(instance());
+pub(crate) fn xdp_prog_stats_of(instance: &str) -> anyhow::Result<(u64, u64)> {
+    let dir = Path::new("/sys/fs/bpf").join(instance);
     let mut ids = BTreeSet::new();
     for e in std::fs::read_dir(&dir).with_context(|| format!("read {}", dir.display()))? {
         let e = e?;
@@ -56,14 +61,14 @@ fn bpftool_json(args: &[&str]) -> anyhow::Result<serde_json::Value> {
 }
 
 /// `kernel.bpf_stats_enabled=1` for the run; the old value comes back on drop.
-pub(super) struct BpfStats {
+pub(crate) struct BpfStats {
     pub(super) old: String,
 }
 
 const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
 
 impl BpfStats {
-    pub(super) fn enable() -> anyhow::Result<BpfStats> {
+    pub(crate) fn enable() -> anyhow::Result<BpfStats> {
         let old = std::fs::read_to_string(BPF_STATS)
             .with_context(|| format!("read {BPF_STATS}"))?
             .trim()
@@ -82,23 +87,23 @@ impl Drop for BpfStats {
 }
 
 /// CPU counters at one instant.
-pub(super) struct CpuSnap {
+pub(crate) struct CpuSnap {
     /// The relay process, all threads, seconds (0 without a process).
-    pub(super) relay_s: f64,
+    pub(crate) relay_s: f64,
     /// This process (generators, sinks), user + sys, seconds.
-    pub(super) self_s: f64,
+    pub(crate) self_s: f64,
     /// The ksoftirqd threads, seconds.
-    pub(super) ksoftirqd_s: f64,
+    pub(crate) ksoftirqd_s: f64,
     /// The relay namespace's NAPI threads, seconds.
-    pub(super) napi_s: f64,
+    pub(crate) napi_s: f64,
     /// Softirq ticks, all CPUs, seconds.
-    pub(super) softirq_s: f64,
+    pub(crate) softirq_s: f64,
     /// Everything but idle, iowait and steal, all CPUs, seconds.
-    pub(super) busy_s: f64,
+    pub(crate) busy_s: f64,
 }
 
 impl CpuSnap {
-    pub(super) fn take(pid: Option<u32>, napi: &[u32]) -> anyhow::Result<CpuSnap> {
+    pub(crate) fn take(pid: Option<u32>, napi: &[u32]) -> anyhow::Result<CpuSnap> {
         let hz = common::clk_tck();
         let (_, cpu) = common::proc_stat_cpus()?
             .into_iter()
@@ -141,7 +146,7 @@ impl CpuSnap {
 /// CPU time of every thread of a process, ns (`/proc/<pid>/task/*/schedstat`, first field:
 /// exact, not tick-sampled; without IRQ time accounting it includes the softirqs that ran in
 /// the thread's context).
-fn process_ns(pid: u32) -> u64 {
+pub(crate) fn process_ns(pid: u32) -> u64 {
     let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return 0;
     };
@@ -156,7 +161,7 @@ fn process_ns(pid: u32) -> u64 {
 /// receive up to the relay's socket, or ip_forward) runs in threads whose CPU time is exact,
 /// instead of in softirq inside the sending generator. Returns their PIDs (new `napi/*`
 /// kthreads); empty, with a warning, if that did not work.
-pub(super) fn threaded_napi(topo: &Topology, relay_cpu: usize) -> Vec<u32> {
+pub(crate) fn threaded_napi(topo: &Topology, relay_cpu: usize) -> Vec<u32> {
     let before = kthreads("napi/");
     let devs = [&topo.relay_caller_if.dev, &topo.relay_callee_if.dev];
     let script = devs

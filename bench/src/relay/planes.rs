@@ -249,9 +249,17 @@ pub(super) fn resize_calls(
 /// relayd's per-reason counters for this run's instance (`relayd --status --json`; reads the
 /// pins, so it runs in the host namespace).
 pub(super) fn relay_stats(o: &Opts) -> anyhow::Result<BTreeMap<String, u64>> {
-    let bin = relayd_path(o)?;
-    let out = std::process::Command::new(&bin)
-        .args(["--status", "--json", "--instance", &instance()])
+    relay_stats_of(&relayd_path(o)?, &instance())
+}
+
+/// relayd's per-reason counters for `instance` (`<bin> --status --json`), from the host
+/// namespace (it reads the pins).
+pub(crate) fn relay_stats_of(
+    bin: &std::path::Path,
+    instance: &str,
+) -> anyhow::Result<BTreeMap<String, u64>> {
+    let out = std::process::Command::new(bin)
+        .args(["--status", "--json", "--instance", instance])
         .stdin(Stdio::null())
         .output()
         .with_context(|| format!("run {}", bin.display()))?;

@@ -5,7 +5,7 @@
 //! The benchmarks live in their own crate because they need relay-user (the ng client, the XDP
 //! object), and xtask must build on a fresh machine before `cargo xtask setup` has installed the
 //! eBPF toolchain. So xtask only builds and starts them: the program under test (`relay`:
-//! `cargo build --release -p relay-user --bin relayd`; `sip` and `console`: `-p sipd --bin sipd`), then
+//! `cargo build --release -p relay-user --bin relayd`, also for `kamailio`; `sip` and `console`: `-p sipd --bin sipd`), then
 //! `cargo run --release -p bench -- <name> [args...]`, passing the arguments through and
 //! exiting with the benchmark's exit code. `all` runs each benchmark with its defaults.
 //! If sipd does not build, `sip` still runs (Kamailio's half) and reports sipd as failed
@@ -18,7 +18,7 @@ use std::process::Command;
 use crate::util;
 
 /// Names `cargo xtask bench` accepts (the `bench` binary's, and `all`).
-pub const NAMES: &[&str] = &["relay", "sip", "console", "xdp-log", "all"];
+pub const NAMES: &[&str] = &["relay", "sip", "kamailio", "console", "xdp-log", "all"];
 
 /// Builds what the benchmark measures, runs it; `Ok(code)` is the benchmark's exit code
 /// (for `all`, the first non-zero one).
@@ -40,7 +40,7 @@ pub fn run(name: &str, args: &[String]) -> anyhow::Result<i32> {
         return Ok(code);
     }
     let mut sipd_failed = false;
-    if name == "relay" {
+    if name == "relay" || name == "kamailio" {
         let mut build = util::cargo();
         build.args(["build", "--release", "-p", "relay-user", "--bin", "relayd"]);
         util::run(&mut build)?;
@@ -116,7 +116,7 @@ mod unit {
         let e = run("nope", &[]).unwrap_err();
         assert!(
             e.to_string()
-                .contains("known: relay, sip, console, xdp-log, all"),
+                .contains("known: relay, sip, kamailio, console, xdp-log, all"),
             "{e}"
         );
     }
