@@ -2,7 +2,7 @@
 //! the typed map API and the loader. Skips without root (fails under CI=true instead).
 
 mod common;
-use common::privileged;
+use common::{Instance, privileged};
 
 use std::{net::IpAddr, process::Command, time::Duration};
 
@@ -13,25 +13,6 @@ use relay_user::{
     maps::XdpMaps,
     object::ebpf_object,
 };
-
-/// A unique pin instance, removed (links and maps) when dropped.
-struct Instance(String);
-
-impl Instance {
-    fn new(tag: &str) -> Self {
-        let name = format!("relay-user-test-{}-{tag}", std::process::id());
-        let _ = loader::detach(&name, &[]);
-        Instance(name)
-    }
-}
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        if let Err(e) = loader::detach(&self.0, &[]) {
-            eprintln!("cleanup of {}: {e}", self.0);
-        }
-    }
-}
 
 /// A veth pair so attach tests never touch `lo`; deleting one end deletes both.
 struct Veth(String);

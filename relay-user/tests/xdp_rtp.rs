@@ -6,7 +6,7 @@
 //! `cargo test -p relay-user --test xdp_rtp -- --ignored --nocapture relay_ns_per_packet`.
 
 mod common;
-use common::privileged;
+use common::{Instance, privileged};
 
 use aya::{
     Ebpf,
@@ -19,25 +19,6 @@ use relay_common::{
     stats::Stat,
 };
 use relay_user::{BanReason, Cidr, loader, maps::XdpMaps, object::ebpf_object};
-
-/// A unique pin instance, removed (links and maps) when dropped.
-struct Instance(String);
-
-impl Instance {
-    fn new(tag: &str) -> Self {
-        let name = format!("relay-user-rtp-{}-{tag}", std::process::id());
-        let _ = loader::detach(&name, &[]);
-        Instance(name)
-    }
-}
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        if let Err(e) = loader::detach(&self.0, &[]) {
-            eprintln!("cleanup of {}: {e}", self.0);
-        }
-    }
-}
 
 const LO: [u8; 4] = [127, 0, 0, 1];
 /// `lo`: the route lookup of 127.0.0.1 answers "local" there.
