@@ -30,6 +30,87 @@ impl BanEntry {
     }
 }
 
+/// Key of the per-CPU LRU hash `BAN_HITS`: one ban, named as its trie key names it (prefix
+/// length and address, the address masked to the length), both families in one map.
+///
+/// Hits live in a map of their own rather than in [`BanEntry`]: a per-CPU count costs a drop no
+/// atomic operation and no cache line shared with other CPUs (a banned flood arrives on every
+/// receive queue), userspace rewriting a ban (a longer one for a repeat offender) swaps the
+/// trie's node and would lose counts kept in it, and the pinned tries keep their layout across
+/// an upgrade.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct BanHitKey {
+    /// The prefix's address as [`Addr`] (IPv4 mapped), masked to the prefix, in two words of
+    /// its bytes in memory order (only equality matters; the kernel reads addresses as such
+    /// words).
+    pub words: [u64; 2],
+    /// The ban's prefix length in its family's terms (32 for an IPv4 host), as in the trie key.
+    pub prefix_len: u32,
+    /// Explicit padding; always zero, or equal keys would hash apart.
+    pub _pad: u32,
+}
+crate::map_type!(BanHitKey, 24);
+
+impl BanHitKey {
+    /// The key of the ban of `prefix_len` bits holding `words` (an [`Addr`]'s bytes as two
+    /// native-endian words): for an IPv4 address (`v4`) the length counts from the mapped
+    /// address's 97th bit.
+    #[inline(always)]
+    pub const fn new(words: [u64; 2], prefix_len: u32, v4: bool) -> Self {
+        let bits = if v4 { 96 + prefix_len } else { prefix_len };
+        let hi = u64::from_be(words[0]) & mask(bits);
+        let lo = u64::from_be(words[1]) & mask(bits.saturating_sub(64));
+        BanHitKey {
+            words: [hi.to_be(), lo.to_be()],
+            prefix_len,
+            _pad: 0,
+        }
+    }
+
+    /// The key of the ban of `prefix_len` bits holding `addr`.
+    pub fn of(addr: &Addr, prefix_len: u32) -> Self {
+        let b = addr.bytes;
+        let w = |i: usize| {
+            u64::from_ne_bytes([
+                b[i],
+                b[i + 1],
+                b[i + 2],
+                b[i + 3],
+                b[i + 4],
+                b[i + 5],
+                b[i + 6],
+                b[i + 7],
+            ])
+        };
+        Self::new([w(0), w(8)], prefix_len, addr.is_v4())
+    }
+}
+
+/// The top `bits` bits of a word set (all of them from 64 on).
+#[inline(always)]
+const fn mask(bits: u32) -> u64 {
+    if bits >= 64 {
+        u64::MAX
+    } else if bits == 0 {
+        0
+    } else {
+        u64::MAX << (64 - bits)
+    }
+}
+
+/// Value of `BAN_HITS`, per CPU: the packets the kernel dropped for one ban. Userspace sums
+/// over CPUs and takes the latest `last_ns`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BanHits {
+    /// Packets dropped.
+    pub hits: u64,
+    /// CLOCK_MONOTONIC ns of the last one.
+    pub last_ns: u64,
+}
+crate::map_type!(BanHits, 16);
+
 /// How many nested bans the program looks through past expired ones before it lets a packet
 /// pass (an expired ban lingers only until the next purge, a second or so).
 pub const BAN_LOOKUPS: u32 = 4;
@@ -236,3 +317,44 @@ pub const fn svc_allow_prefix(cidr_len: u32) -> u32 {
 
 /// Helper for the session-cap map key: sources are keyed by [`Addr`] everywhere.
 pub type SourceKey = Addr;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Userspace names a ban by its prefix, the kernel by a source inside it: same key.
+    #[test]
+    fn a_source_and_its_ban_share_the_hit_key() {
+        let host = Addr::from_v4([192, 0, 2, 7]);
+        let net = Addr::from_v4([192, 0, 2, 0]);
+        assert_eq!(BanHitKey::of(&host, 24), BanHitKey::of(&net, 24));
+        assert_ne!(BanHitKey::of(&host, 32), BanHitKey::of(&net, 32));
+        assert_eq!(BanHitKey::of(&host, 32).prefix_len, 32);
+        let mut v6 = [0u8; 16];
+        v6[..8].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 2]);
+        let mut v6_net = v6;
+        v6[15] = 9;
+        assert_eq!(
+            BanHitKey::of(&Addr::from_v6(v6), 64),
+            BanHitKey::of(&Addr::from_v6(v6_net), 64)
+        );
+        v6_net[7] = 3;
+        assert_ne!(
+            BanHitKey::of(&Addr::from_v6(v6), 64),
+            BanHitKey::of(&Addr::from_v6(v6_net), 64)
+        );
+        assert_eq!(
+            BanHitKey::of(&Addr::from_v6(v6), 0),
+            BanHitKey::of(&Addr::from_v6(v6_net), 0)
+        );
+        assert_eq!(
+            BanHitKey::of(&Addr::from_v6(v6), 128).words[1].to_ne_bytes()[7],
+            9
+        );
+        // An IPv4 /0 is not an IPv6 /0: the mapped prefix stays.
+        assert_ne!(
+            BanHitKey::of(&host, 0),
+            BanHitKey::of(&Addr::from_v6(v6), 0)
+        );
+    }
+}

@@ -16,6 +16,7 @@ pub mod guard;
 pub mod maps;
 pub mod ratelimit;
 pub mod relay;
+pub mod rtp;
 pub mod stats;
 
 pub use addr::Addr;

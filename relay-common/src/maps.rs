@@ -9,7 +9,8 @@ use crate::{
     Addr,
     frag::{FragKey, FragVerdict},
     fw::{
-        BanEntry, BanV4, BanV6, DenyV4, DenyV6, ServiceEntry, ServiceKey, SvcAllowV4, SvcAllowV6,
+        BanEntry, BanHitKey, BanHits, BanV4, BanV6, DenyV4, DenyV6, ServiceEntry, ServiceKey,
+        SvcAllowV4, SvcAllowV6,
     },
     guard::{GuardConfig, GuardEvent, GuardState, SessionCount},
     relay::{Leg, LegCounters, LegKey},
@@ -42,8 +43,12 @@ pub const SESSIONS: &str = "SESSIONS";
 pub const GUARD_EVENTS: &str = "GUARD_EVENTS";
 /// Hash of media relay legs ([`LegKey`] → [`Leg`]), one per relay port.
 pub const RELAY_LEGS: &str = "RELAY_LEGS";
-/// Per-CPU hash of what arrived on each leg ([`LegKey`] → [`LegCounters`]).
-pub const RELAY_COUNTERS: &str = "RELAY_COUNTERS";
+/// Per-CPU hash of what arrived on each leg ([`LegKey`] → [`LegCounters`]). Named
+/// `LEG_COUNTERS` since the counters grew RTP loss state: the 32-byte `RELAY_COUNTERS` of
+/// older builds is [`RETIRED_RELAY_COUNTERS`].
+pub const RELAY_COUNTERS: &str = "LEG_COUNTERS";
+/// Per-CPU LRU hash of what the kernel dropped for each ban ([`BanHitKey`] → [`BanHits`]).
+pub const BAN_HITS: &str = "BAN_HITS";
 /// Devmap hash of the interfaces (by ifindex) the relay may redirect packets to; a packet
 /// whose route leaves by another interface goes to the userspace relay.
 pub const TX_PORTS: &str = "TX_PORTS";
@@ -59,6 +64,10 @@ pub const PROGRAM: &str = "sbc_xdp";
 /// `sipd` replaces the ban expiring soonest (counted, and an alert raised); its own table of
 /// bans is bounded by the same number.
 pub const BANS_MAX: u32 = 65_536;
+/// Bans whose kernel drops `BAN_HITS` counts, both families together. An LRU: past this many
+/// bans hit, the one hit longest ago starts counting afresh (its hits then read low; the
+/// `drop_banned` total still has them). Small because each entry is per CPU.
+pub const BAN_HITS_MAX: u32 = 16_384;
 /// Per family: `DENY_V4` and `DENY_V6` each.
 pub const DENY_MAX: u32 = 16_384;
 /// Services (port and protocol pairs) in `SERVICES`.
@@ -158,6 +167,7 @@ pub const LAYOUT: &[MapLayout] = &[
     layout::<u32, ()>(TX_PORTS, TX_PORTS_MAX),
     layout::<u32, u64>(STATS, STATS_LEN),
     layout::<FragKey, FragVerdict>(FRAG_VERDICTS, FRAG_VERDICTS_MAX),
+    layout::<BanHitKey, BanHits>(BAN_HITS, BAN_HITS_MAX),
 ];
 
 /// Maps older builds pinned that this build no longer has, with the layout they had: the
@@ -166,9 +176,14 @@ pub const LAYOUT: &[MapLayout] = &[
 pub const RETIRED: &[MapLayout] = &[
     // Until bans became prefixes: a hash of source address → ban, now `BANS_V4`/`BANS_V6`.
     layout::<Addr, BanEntry>(RETIRED_BANS, BANS_MAX),
+    // Until the counters grew RTP loss state: four u64 (packets, bytes, last seen, strict
+    // drops), now the head of `LegCounters` in `LEG_COUNTERS`.
+    layout::<LegKey, [u64; 4]>(RETIRED_RELAY_COUNTERS, RELAY_LEGS_MAX),
 ];
 /// The hash of single-address bans that `BANS_V4` and `BANS_V6` replaced.
 pub const RETIRED_BANS: &str = "BANS";
+/// The per-CPU leg counters without RTP loss state that `LEG_COUNTERS` replaced.
+pub const RETIRED_RELAY_COUNTERS: &str = "RELAY_COUNTERS";
 
 #[cfg(test)]
 mod tests {
@@ -197,6 +212,7 @@ mod tests {
             TX_PORTS,
             STATS,
             FRAG_VERDICTS,
+            BAN_HITS,
         ];
         assert_eq!(LAYOUT.len(), names.len());
         assert!(names.iter().all(|n| LAYOUT.iter().any(|l| l.name == *n)));

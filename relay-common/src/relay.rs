@@ -118,6 +118,12 @@ impl Leg {
 /// Value of the per-CPU hash `RELAY_COUNTERS`: what arrived on a leg. Userspace sums over
 /// CPUs (and takes the maximum `last_seen_ns`). Kept apart from `Leg` so a userspace update of
 /// the leg never races with the counters.
+///
+/// The `rtp_*` fields are RFC 3550's loss state of the leg's RTP (see [`crate::rtp`]), kept per
+/// CPU like the rest: each CPU counts the packets it relayed, with no atomic operation and no
+/// shared cache line, and a reader joins the CPUs' states with [`LegCounters::merge`], which
+/// lines their sequence numbers up rather than adding each CPU's gaps (a CPU that saw every
+/// other packet saw a gap after each, yet the stream lost none).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LegCounters {
@@ -129,12 +135,30 @@ pub struct LegCounters {
     pub last_seen_ns: u64,
     /// Packets dropped by strict source.
     pub strict_drops: u64,
+    /// Forwarded packets that looked like RTP and counted for loss (RFC 3550 `received`,
+    /// duplicates included); 0: no RTP yet, the other `rtp_*` fields mean nothing.
+    pub rtp_received: u32,
+    /// Extended highest sequence number: wrap count in the high half, sequence number in the
+    /// low half (RFC 3550 `cycles` + `max_seq`).
+    pub rtp_max: u32,
+    /// Extended sequence number of the first RTP packet, in the numbering of `rtp_max` (RFC
+    /// 3550 `base_seq`): expected = `rtp_max` - `rtp_base` + 1, wrapping.
+    pub rtp_base: u32,
+    /// The sequence number that would confirm a big jump (RFC 3550 `bad_seq`);
+    /// [`crate::rtp::RTP_NO_BAD`] when none is pending.
+    pub rtp_bad: u32,
 }
-crate::map_type!(LegCounters, 32);
+crate::map_type!(LegCounters, 48);
 
 impl LegCounters {
-    /// Adds another CPU's counters into these: sums, and the later `last_seen_ns`.
+    /// Adds another CPU's counters (or the userspace relay's, for the same leg) into these:
+    /// sums, the later `last_seen_ns`, and the RTP loss state of both joined (see
+    /// [`crate::rtp`]). Views of different streams are not merged:
+    /// add their [`rtp_expected`](LegCounters::rtp_expected) and
+    /// [`rtp_lost`](LegCounters::rtp_lost) instead.
     pub fn merge(&mut self, o: &LegCounters) {
+        // Before `last_seen_ns` changes: which view saw its last packet later decides.
+        self.merge_rtp(o);
         self.packets += o.packets;
         self.bytes += o.bytes;
         self.strict_drops += o.strict_drops;

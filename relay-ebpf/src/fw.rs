@@ -2,11 +2,12 @@
 
 use aya_ebpf::maps::lpm_trie::Key;
 use relay_common::fw::{
-    BAN_LOOKUPS, SVC_RESTRICTED, ServiceEntry, ServiceKey, SvcAllowV4, SvcAllowV6, svc_allow_prefix,
+    BAN_LOOKUPS, BanHitKey, BanHits, SVC_RESTRICTED, ServiceEntry, ServiceKey, SvcAllowV4,
+    SvcAllowV6, svc_allow_prefix,
 };
 
 use crate::{
-    maps::{BANS_V4, BANS_V6, DENY_V4, DENY_V6, SERVICES, SVC_ALLOW_V4, SVC_ALLOW_V6},
+    maps::{BAN_HITS, BANS_V4, BANS_V6, DENY_V4, DENY_V6, SERVICES, SVC_ALLOW_V4, SVC_ALLOW_V6},
     parse::{Family, Packet},
 };
 
@@ -35,6 +36,7 @@ pub fn check_source(pkt: &Packet, now_ns: u64) -> Result<(), FwDrop> {
         };
         let Some(ban) = ban else { break };
         if ban.is_active(now_ns) {
+            count_hit(pkt, ban.prefix_len, now_ns);
             return Err(FwDrop::Banned);
         }
         // An entry from the old hash (0) or a corrupt length: stop rather than loop.
@@ -51,6 +53,30 @@ pub fn check_source(pkt: &Packet, now_ns: u64) -> Result<(), FwDrop> {
         return Err(FwDrop::Denied);
     }
     Ok(())
+}
+
+/// Counts a drop on the ban of `prefix_len` bits holding the source, in this CPU's slot.
+#[inline(always)]
+fn count_hit(pkt: &Packet, prefix_len: u32, now_ns: u64) {
+    let key = BanHitKey::new(pkt.src.0, prefix_len, pkt.family == Family::V4);
+    match BAN_HITS.get_ptr_mut(key) {
+        // SAFETY: this CPU's slot of a per-CPU element; XDP does not preempt itself.
+        Some(h) => unsafe {
+            (*h).hits += 1;
+            (*h).last_ns = now_ns;
+        },
+        None => {
+            // Full: the LRU evicts the ban hit longest ago.
+            let _ = BAN_HITS.insert(
+                key,
+                BanHits {
+                    hits: 1,
+                    last_ns: now_ns,
+                },
+                0,
+            );
+        }
+    }
 }
 
 /// The service listening on this port, if any, once its ACL admits the source.

@@ -8,17 +8,21 @@
 use aya_ebpf::{
     bindings::bpf_devmap_val,
     macros::map,
-    maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{
+        Array, DevMapHash, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray,
+        PerCpuHashMap, RingBuf,
+    },
 };
 use relay_common::{
     Addr,
     frag::{FragKey, FragVerdict},
     fw::{
-        BanEntry, BanV4, BanV6, DenyV4, DenyV6, ServiceEntry, ServiceKey, SvcAllowV4, SvcAllowV6,
+        BanEntry, BanHitKey, BanHits, BanV4, BanV6, DenyV4, DenyV6, ServiceEntry, ServiceKey,
+        SvcAllowV4, SvcAllowV6,
     },
     guard::{GuardConfig, GuardState, SessionCount},
     maps::{
-        BANS_MAX, DENY_MAX, FRAG_VERDICTS_MAX, GUARD_CONFIG_LEN, GUARD_EVENTS_BYTES,
+        BAN_HITS_MAX, BANS_MAX, DENY_MAX, FRAG_VERDICTS_MAX, GUARD_CONFIG_LEN, GUARD_EVENTS_BYTES,
         GUARD_STATE_MAX, RELAY_LEGS_MAX, SERVICES_MAX, SESSIONS_MAX, SVC_ALLOW_MAX, TX_PORTS_MAX,
     },
     relay::{Leg, LegCounters, LegKey},
@@ -55,7 +59,8 @@ const _: () = {
     assert!(same(m::SESSIONS, "SESSIONS"));
     assert!(same(m::GUARD_EVENTS, "GUARD_EVENTS"));
     assert!(same(m::RELAY_LEGS, "RELAY_LEGS"));
-    assert!(same(m::RELAY_COUNTERS, "RELAY_COUNTERS"));
+    assert!(same(m::RELAY_COUNTERS, "LEG_COUNTERS"));
+    assert!(same(m::BAN_HITS, "BAN_HITS"));
     assert!(same(m::TX_PORTS, "TX_PORTS"));
     assert!(same(m::STATS, "STATS"));
     assert!(same(m::FRAG_VERDICTS, "FRAG_VERDICTS"));
@@ -68,6 +73,11 @@ pub static BANS_V4: LpmTrie<BanV4, BanEntry> = LpmTrie::pinned(BANS_MAX, 0);
 
 #[map(name = "BANS_V6")]
 pub static BANS_V6: LpmTrie<BanV6, BanEntry> = LpmTrie::pinned(BANS_MAX, 0);
+
+/// What each ban dropped, per CPU (see `BanHitKey` on why not in `BanEntry`).
+#[map(name = "BAN_HITS")]
+pub static BAN_HITS: LruPerCpuHashMap<BanHitKey, BanHits> =
+    LruPerCpuHashMap::pinned(BAN_HITS_MAX, 0);
 
 /// Value: the operator's rule id.
 #[map(name = "DENY_V4")]
@@ -102,7 +112,7 @@ pub static GUARD_EVENTS: RingBuf = RingBuf::pinned(GUARD_EVENTS_BYTES, 0);
 #[map(name = "RELAY_LEGS")]
 pub static RELAY_LEGS: HashMap<LegKey, Leg> = HashMap::pinned(RELAY_LEGS_MAX, 0);
 
-#[map(name = "RELAY_COUNTERS")]
+#[map(name = "LEG_COUNTERS")]
 pub static RELAY_COUNTERS: PerCpuHashMap<LegKey, LegCounters> =
     PerCpuHashMap::pinned(RELAY_LEGS_MAX, 0);
 

@@ -18,6 +18,7 @@ use relay_common::{
         LEG_ACTIVE, LEG_LATCH, LEG_LATCHED, LEG_PEER_KNOWN, LEG_STRICT_SOURCE, LEG_TRUST_KNOWN,
         Leg, LegCounters, LegKey,
     },
+    rtp::rtp_seq,
 };
 
 use crate::{
@@ -151,7 +152,7 @@ pub fn try_relay(
         diag::note(Event::RewriteFailed, 0);
         RelayError::Rewrite
     })?;
-    count_forwarded(key, (udp.len as usize - UDP_HLEN) as u64);
+    count_forwarded(ctx, pkt, key, (udp.len as usize - UDP_HLEN) as u64);
     match plan.egress {
         EGRESS_TX => Ok(Relayed::Tx),
         EGRESS_LOCAL => Ok(Relayed::Local),
@@ -384,13 +385,22 @@ fn touch(key: LegKey, now_ns: u64) {
     }
 }
 
+/// Counts a relayed packet and, when it looks like RTP, its sequence number for loss
+/// (`relay_common::rtp`; per CPU like the rest, joined by the reader).
 #[inline(always)]
-fn count_forwarded(key: LegKey, payload_bytes: u64) {
+fn count_forwarded(ctx: &XdpContext, pkt: &Packet, key: LegKey, payload_bytes: u64) {
     if let Some(c) = counters(key) {
         // SAFETY: as in `touch`. Bytes are UDP payload, as the userspace relay counts them.
         unsafe {
             (*c).packets += 1;
             (*c).bytes += payload_bytes;
+        }
+        // The payload is as it arrived: the rewrite touched headers only.
+        if let Ok(head) = parse::read::<[u8; 4]>(ctx, pkt.l4_off() + UDP_HLEN)
+            && let Some(seq) = rtp_seq(head, payload_bytes as usize)
+        {
+            // SAFETY: as in `touch`.
+            unsafe { (*c).rtp_seen(seq) };
         }
     }
 }

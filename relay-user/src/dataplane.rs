@@ -664,11 +664,16 @@ impl DataPlane {
         Ok(())
     }
 
-    pub(crate) fn relay_account(&self, port: u16, delta: &LegCounters) {
-        lock(&self.user_counters)
-            .entry(port)
-            .or_default()
-            .merge(delta);
+    /// Adds a batch's counts to a leg's, and its RTP sequence numbers (in arrival order) to
+    /// the leg's loss state: one state per leg here, under this lock, so unlike the kernel's
+    /// per-CPU ones it sees every packet the userspace relay relayed.
+    pub(crate) fn relay_account(&self, port: u16, delta: &LegCounters, seqs: &[u16]) {
+        let mut all = lock(&self.user_counters);
+        let c = all.entry(port).or_default();
+        c.merge(delta);
+        for s in seqs {
+            c.rtp_seen(*s);
+        }
     }
 
     // ---- stats / tx ----
@@ -829,10 +834,12 @@ mod tests {
                 packets: 2,
                 bytes: 20,
                 last_seen_ns: 5,
-                strict_drops: 0,
+                ..LegCounters::default()
             },
+            &[7, 9],
         );
-        assert_eq!(dp.leg_counters(30000).unwrap().packets, 2);
+        let c = dp.leg_counters(30000).unwrap();
+        assert_eq!((c.packets, c.rtp_expected(), c.rtp_lost()), (2, 3, 1));
         dp.leg_remove(30000).unwrap();
         assert_eq!(dp.leg_counters(30000).unwrap(), LegCounters::default());
     }

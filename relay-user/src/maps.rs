@@ -13,8 +13,8 @@ use aya::{
 use relay_common::{
     Addr,
     fw::{
-        BanEntry, BanReason, BanV4, BanV6, DenyV4, DenyV6, SVC_RESTRICTED, SVC_SIP, ServiceEntry,
-        ServiceId, ServiceKey, SvcAllowV4, SvcAllowV6, svc_allow_prefix,
+        BanEntry, BanHitKey, BanHits, BanReason, BanV4, BanV6, DenyV4, DenyV6, SVC_RESTRICTED,
+        SVC_SIP, ServiceEntry, ServiceId, ServiceKey, SvcAllowV4, SvcAllowV6, svc_allow_prefix,
     },
     guard::{GuardConfig, GuardState, SessionCount},
     maps as names,
@@ -48,6 +48,7 @@ pub struct XdpMaps {
     counters: PerCpuHashMap<MapData, LegKey, LegCounters>,
     tx_ports: DevMapHash<MapData>,
     stats: PerCpuArray<MapData, u64>,
+    ban_hits: PerCpuHashMap<MapData, BanHitKey, BanHits>,
 }
 
 fn take(ebpf: &mut Ebpf, name: &'static str) -> R<Map> {
@@ -137,7 +138,32 @@ pub(crate) fn ban_info(prefix: Cidr, e: &BanEntry, now: u64) -> BanInfo {
         remaining: (e.expires_ns != BanEntry::PERMANENT)
             .then(|| Duration::from_nanos(e.expires_ns.saturating_sub(now))),
         expired: !e.is_active(now),
+        hits: 0,
+        last_hit_ns: 0,
     }
+}
+
+/// The `BAN_HITS` key of the ban of `prefix`.
+fn ban_hit_key(prefix: &Cidr) -> BanHitKey {
+    BanHitKey::of(&Addr::from(prefix.addr()), u32::from(prefix.prefix_len()))
+}
+
+/// One ban's hits summed over CPUs, the latest `last_ns`.
+fn sum_hits<'a>(per_cpu: impl IntoIterator<Item = &'a BanHits>) -> BanHits {
+    per_cpu
+        .into_iter()
+        .fold(BanHits::default(), |a, h| BanHits {
+            hits: a.hits + h.hits,
+            last_ns: a.last_ns.max(h.last_ns),
+        })
+}
+
+fn with_hits(mut b: BanInfo, h: Option<&BanHits>) -> BanInfo {
+    if let Some(h) = h {
+        b.hits = h.hits;
+        b.last_hit_ns = h.last_ns;
+    }
+    b
 }
 
 pub(crate) fn service_from(key: &ServiceKey, e: &ServiceEntry) -> Option<Service> {
@@ -188,6 +214,7 @@ impl XdpMaps {
                 .try_into()
                 .map_err(DataPlaneError::map(names::TX_PORTS))?,
             stats: typed!(ebpf, names::STATS),
+            ban_hits: typed!(ebpf, names::BAN_HITS),
         })
     }
 
@@ -228,9 +255,11 @@ impl XdpMaps {
         }
     }
 
-    /// Whether a ban of exactly this prefix was there to remove.
+    /// Whether a ban of exactly this prefix was there to remove. Its kernel hit count goes
+    /// with it (a later ban of the prefix starts from zero).
     pub fn ban_remove(&mut self, prefix: Cidr) -> R<bool> {
         let len = prefix.prefix_len() as u32;
+        del(self.ban_hits.remove(&ban_hit_key(&prefix)), names::BAN_HITS)?;
         match v4_bytes(&prefix) {
             Some(b) => del(self.bans_v4.remove(&Key::new(len, b)), names::BANS_V4),
             None => del(
@@ -252,20 +281,41 @@ impl XdpMaps {
         };
         // A trie lookup is a longest-prefix match: a range holding this prefix answers too.
         // Only the entry of exactly this length is its ban.
-        Ok(e.filter(|e| e.prefix_len == len)
-            .map(|e| ban_info(prefix, &e, monotonic_ns())))
+        let Some(e) = e.filter(|e| e.prefix_len == len) else {
+            return Ok(None);
+        };
+        let hits = opt(self.ban_hits.get(&ban_hit_key(&prefix), 0), names::BAN_HITS)?
+            .map(|v| sum_hits(v.iter()));
+        Ok(Some(with_hits(
+            ban_info(prefix, &e, monotonic_ns()),
+            hits.as_ref(),
+        )))
     }
 
-    /// Every ban in both tries, expired ones not yet purged included.
+    /// What the kernel dropped for each ban that dropped anything, summed over CPUs: one walk
+    /// of `BAN_HITS`.
+    fn ban_hits_all(&self) -> std::collections::HashMap<BanHitKey, BanHits> {
+        self.ban_hits
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(k, v)| (k, sum_hits(v.iter())))
+            .collect()
+    }
+
+    /// Every ban in both tries, expired ones not yet purged included, with what the kernel
+    /// dropped for it.
     pub fn ban_list(&self) -> R<Vec<BanInfo>> {
         let now = monotonic_ns();
+        let hits = self.ban_hits_all();
+        let info =
+            |c: Cidr, e: &BanEntry| with_hits(ban_info(c, e, now), hits.get(&ban_hit_key(&c)));
         let mut out = Vec::new();
         // An entry deleted while we iterate is not an error for a listing.
         for r in self.bans_v4.iter() {
             match r {
                 Ok((k, e)) => {
                     if let Ok(c) = Cidr::new(IpAddr::from(k.data()), k.prefix_len() as u8) {
-                        out.push(ban_info(c, &e, now));
+                        out.push(info(c, &e));
                     }
                 }
                 Err(e) if not_found(&e) => continue,
@@ -276,7 +326,7 @@ impl XdpMaps {
             match r {
                 Ok((k, e)) => {
                     if let Ok(c) = Cidr::new(IpAddr::from(k.data()), k.prefix_len() as u8) {
-                        out.push(ban_info(c, &e, now));
+                        out.push(info(c, &e));
                     }
                 }
                 Err(e) if not_found(&e) => continue,

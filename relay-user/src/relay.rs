@@ -18,6 +18,7 @@ use std::{
 use relay_common::{
     Addr,
     relay::{LEG_LATCHED, LEG_PEER_KNOWN, Leg, LegCounters},
+    rtp::rtp_seq_of,
     stats::Stat,
 };
 use tracing::{debug, trace, warn};
@@ -305,6 +306,8 @@ fn relay_batch(inner: &Inner, port: u16, batch: &RecvBatch, n: usize, pass: &mut
     };
     let now = monotonic_ns();
     let mut delta = LegCounters::default();
+    // Sequence numbers of the RTP relayed, counted for loss under the counters' lock.
+    let mut seqs: Vec<u16> = Vec::with_capacity(n);
     let mut latched = None;
     let mut sends: Vec<(&[u8], SocketAddr)> = Vec::with_capacity(n);
     let mut via = None;
@@ -335,6 +338,7 @@ fn relay_batch(inner: &Inner, port: u16, batch: &RecvBatch, n: usize, pass: &mut
                 sends.push((payload, to));
                 delta.packets += 1;
                 delta.bytes += payload.len() as u64;
+                seqs.extend(rtp_seq_of(payload));
             }
             Action::DropStrict => {
                 delta.strict_drops += 1;
@@ -360,7 +364,7 @@ fn relay_batch(inner: &Inner, port: u16, batch: &RecvBatch, n: usize, pass: &mut
             None => debug!(port, via, "partner relay port not open; dropped"),
         }
     }
-    dp.relay_account(port, &delta);
+    dp.relay_account(port, &delta, &seqs);
 }
 
 #[cfg(test)]
@@ -803,5 +807,56 @@ mod tests {
             return;
         }
         relay_end_to_end("::1".parse().unwrap());
+    }
+
+    /// The shared loss table through the userspace relay: each case on a call of its own,
+    /// packet by packet (each awaited at the far end, so the relay sees them in the table's
+    /// order), then the leg's expected and lost as RFC 3550 counts them.
+    #[test]
+    fn the_userspace_relay_counts_rtp_loss() {
+        use relay_common::rtp::LOSS_CASES;
+        let local: IpAddr = "127.0.0.1".parse().unwrap();
+        let dp = Arc::new(DataPlane::userspace("test"));
+        let relay = UserRelay::start(dp.clone(), 2).unwrap();
+        let alice = UdpSocket::bind(SocketAddr::new(local, 0)).unwrap();
+        let bob = UdpSocket::bind(SocketAddr::new(local, 0)).unwrap();
+        for case in LOSS_CASES {
+            let (pa, pb) = (free_port(local), free_port(local));
+            relay.open_port(local, pa).unwrap();
+            relay.open_port(local, pb).unwrap();
+            let peer = |s: &UdpSocket| s.local_addr().unwrap().to_string();
+            let mut la = leg(pa, pb, 0, Some(&peer(&alice)));
+            let mut lb = leg(pb, pa, 0, Some(&peer(&bob)));
+            la.local_addr = local.into();
+            lb.local_addr = local.into();
+            dp.leg_put(&la).unwrap();
+            dp.leg_put(&lb).unwrap();
+            for seq in case.seqs {
+                let mut p = vec![0x80, 0];
+                p.extend_from_slice(&seq.to_be_bytes());
+                p.extend_from_slice(&[0; 8 + 160]);
+                alice.send_to(&p, SocketAddr::new(local, pa)).unwrap();
+                let (got, _) = recv_within(&bob, 2000).expect("relayed");
+                assert_eq!(got, p, "{}", case.what);
+            }
+            // Counted after the send: wait for the last packet's count.
+            let deadline = Instant::now() + Duration::from_secs(2);
+            let c = loop {
+                let c = dp.leg_counters(pa).unwrap();
+                if c.packets == case.seqs.len() as u64 || Instant::now() > deadline {
+                    break c;
+                }
+                thread::sleep(Duration::from_millis(5));
+            };
+            assert_eq!(c.packets, case.seqs.len() as u64, "{}", case.what);
+            assert_eq!(
+                (c.rtp_expected(), c.rtp_lost()),
+                (case.expected, case.lost),
+                "{}",
+                case.what
+            );
+            relay.close_port(pa);
+            relay.close_port(pb);
+        }
     }
 }

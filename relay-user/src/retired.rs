@@ -2,20 +2,24 @@
 //! fail on them nor lose what they hold: before the load, what can be read of them is taken
 //! and their pins removed; after the load, it goes into the maps that replaced them.
 //!
-//! Today one: the hash of single-address bans (`BANS`), replaced by the prefix tries
-//! `BANS_V4`/`BANS_V6`. Each of its bans becomes a host prefix (/32, or /128) with the same
-//! expiry and reason.
+//! Two so far: the hash of single-address bans (`BANS`), replaced by the prefix tries
+//! `BANS_V4`/`BANS_V6` (each of its bans becomes a host prefix, /32 or /128, with the same
+//! expiry and reason); and the per-CPU leg counters without RTP loss state (`RELAY_COUNTERS`),
+//! replaced by `LEG_COUNTERS` (each CPU's counts carried over, loss counting starting afresh:
+//! a live call keeps its packet counts and, above all, its last-seen time, which the media
+//! timeout reads).
 
 use std::{fs, net::IpAddr, path::Path};
 
 use aya::{
     Ebpf,
-    maps::{HashMap, LpmTrie, Map, MapData, MapInfo, lpm_trie::Key},
+    maps::{HashMap, LpmTrie, Map, MapData, MapInfo, PerCpuHashMap, PerCpuValues, lpm_trie::Key},
 };
 use relay_common::{
     Addr,
     fw::{BanEntry, BanV4, BanV6},
-    maps::{self as names, RETIRED, RETIRED_BANS},
+    maps::{self as names, RETIRED, RETIRED_BANS, RETIRED_RELAY_COUNTERS},
+    relay::{LegCounters, LegKey},
 };
 use tracing::{info, warn};
 
@@ -25,6 +29,8 @@ use crate::Cidr;
 #[derive(Debug, Default)]
 pub(crate) struct Carried {
     bans: Vec<(Cidr, BanEntry)>,
+    /// Per leg, each CPU's packets, bytes, last seen and strict drops.
+    counters: Vec<(LegKey, Vec<[u64; 4]>)>,
 }
 
 /// Reads and unpins every retired map under `dir`. A pin that cannot be read is still removed
@@ -44,6 +50,14 @@ pub(crate) fn take(dir: &Path) -> Carried {
                 }
             }
         }
+        if l.name == RETIRED_RELAY_COUNTERS {
+            match read_counters(&path, l.key_size, l.value_size) {
+                Ok(c) => out.counters = c,
+                Err(e) => {
+                    warn!(path = %path.display(), error = %e, "retired leg counters unreadable; live calls' counts start again from zero")
+                }
+            }
+        }
         match fs::remove_file(&path) {
             Ok(()) => info!(path = %path.display(), "retired map unpinned"),
             Err(e) => warn!(path = %path.display(), error = %e, "retired map pin not removed"),
@@ -52,7 +66,8 @@ pub(crate) fn take(dir: &Path) -> Carried {
     out
 }
 
-fn read_bans(path: &Path, key: u32, value: u32) -> Result<Vec<(Cidr, BanEntry)>, String> {
+/// The pinned map at `path`, if its key and value have the sizes stated.
+fn open_sized(path: &Path, key: u32, value: u32) -> Result<MapData, String> {
     let info = MapInfo::from_pin(path).map_err(|e| e.to_string())?;
     if (info.key_size(), info.value_size()) != (key, value) {
         return Err(format!(
@@ -61,7 +76,24 @@ fn read_bans(path: &Path, key: u32, value: u32) -> Result<Vec<(Cidr, BanEntry)>,
             (key, value)
         ));
     }
-    let data = MapData::from_pin(path).map_err(|e| e.to_string())?;
+    MapData::from_pin(path).map_err(|e| e.to_string())
+}
+
+type OldCounters = Vec<(LegKey, Vec<[u64; 4]>)>;
+
+fn read_counters(path: &Path, key: u32, value: u32) -> Result<OldCounters, String> {
+    let data = open_sized(path, key, value)?;
+    let map: PerCpuHashMap<MapData, LegKey, [u64; 4]> =
+        PerCpuHashMap::try_from(Map::PerCpuHashMap(data)).map_err(|e| e.to_string())?;
+    Ok(map
+        .iter()
+        .filter_map(Result::ok)
+        .map(|(k, v)| (k, v.iter().copied().collect()))
+        .collect())
+}
+
+fn read_bans(path: &Path, key: u32, value: u32) -> Result<Vec<(Cidr, BanEntry)>, String> {
+    let data = open_sized(path, key, value)?;
     let map: HashMap<MapData, Addr, BanEntry> =
         HashMap::try_from(Map::HashMap(data)).map_err(|e| e.to_string())?;
     Ok(map
@@ -73,11 +105,61 @@ fn read_bans(path: &Path, key: u32, value: u32) -> Result<Vec<(Cidr, BanEntry)>,
 
 /// Writes what [`take`] carried into the freshly loaded maps.
 pub(crate) fn restore(ebpf: &mut Ebpf, carried: Carried) {
-    if carried.bans.is_empty() {
+    restore_counters(ebpf, carried.counters);
+    restore_bans(ebpf, carried.bans);
+}
+
+fn restore_counters(ebpf: &mut Ebpf, old: OldCounters) {
+    if old.is_empty() {
+        return;
+    }
+    let Some(map) = ebpf.map_mut(names::RELAY_COUNTERS) else {
+        return;
+    };
+    let mut map: PerCpuHashMap<_, LegKey, LegCounters> = match PerCpuHashMap::try_from(map) {
+        Ok(m) => m,
+        Err(e) => {
+            warn!(error = %e, "leg counters not carried over");
+            return;
+        }
+    };
+    let (mut moved, mut failed) = (0usize, 0usize);
+    for (key, cpus) in old {
+        let values: Vec<LegCounters> = cpus
+            .iter()
+            .map(
+                |&[packets, bytes, last_seen_ns, strict_drops]| LegCounters {
+                    packets,
+                    bytes,
+                    last_seen_ns,
+                    strict_drops,
+                    ..LegCounters::default()
+                },
+            )
+            .collect();
+        let r = PerCpuValues::try_from(values)
+            .map_err(|e| e.to_string())
+            .and_then(|v| map.insert(key, v, 0).map_err(|e| e.to_string()));
+        match r {
+            Ok(()) => moved += 1,
+            Err(err) => {
+                failed += 1;
+                warn!(port = key.port, error = %err, "leg counters not carried over");
+            }
+        }
+    }
+    info!(
+        moved,
+        failed, "leg counters of the retired map carried into LEG_COUNTERS"
+    );
+}
+
+fn restore_bans(ebpf: &mut Ebpf, bans: Vec<(Cidr, BanEntry)>) {
+    if bans.is_empty() {
         return;
     }
     let (mut moved, mut failed) = (0usize, 0usize);
-    for (cidr, mut e) in carried.bans {
+    for (cidr, mut e) in bans {
         e.prefix_len = u32::from(cidr.prefix_len());
         let len = e.prefix_len;
         let r = match cidr.addr() {

@@ -101,6 +101,11 @@ pub struct LegReport {
     pub strict_drops: u64,
     /// CLOCK_MONOTONIC ns of the last packet; 0 = none yet.
     pub last_seen_ns: u64,
+    /// RTP packets expected (RFC 3550: highest sequence number - first + 1); 0 on RTCP legs
+    /// and before the first RTP packet.
+    pub rtp_expected: u64,
+    /// RTP packets lost: expected - received, never below 0.
+    pub rtp_lost: u64,
     /// The peer as the data plane knows it now (signalled or latched).
     pub peer: Option<SocketAddr>,
 }
@@ -147,6 +152,15 @@ impl SessionReport {
             .map(|l| l.bytes)
             .sum()
     }
+
+    /// RTP packets lost on all its legs.
+    pub fn rtp_lost(&self) -> u64 {
+        self.streams
+            .iter()
+            .flat_map(|s| &s.legs)
+            .map(|l| l.rtp_lost)
+            .sum()
+    }
 }
 
 /// Media relayed since start, sessions ended or not: counters that only grow (`/metrics`).
@@ -158,6 +172,8 @@ pub struct RelayTotals {
     pub bytes: u64,
     /// Sessions open now.
     pub sessions: u64,
+    /// RTP packets lost (RFC 3550, per leg, summed), sessions ended or not.
+    pub rtp_lost: u64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -228,6 +244,8 @@ fn leg_report(port: u16, leg: Option<&Leg>, c: &LegCounters) -> LegReport {
         bytes: c.bytes,
         strict_drops: c.strict_drops,
         last_seen_ns: c.last_seen_ns,
+        rtp_expected: c.rtp_expected(),
+        rtp_lost: c.rtp_lost(),
         peer: leg.and_then(peer),
     }
 }
@@ -600,6 +618,7 @@ impl Sessions {
             .ok_or(SessionError::NoSession(session))?;
         st.retired.packets += report.packets();
         st.retired.bytes += report.bytes();
+        st.retired.rtp_lost += report.rtp_lost();
         for s in &sess.streams {
             for p in [s.a.port, s.b.port] {
                 self.drop_pair(p);
@@ -624,6 +643,7 @@ impl Sessions {
             if let Ok(r) = self.report_locked(*id, sess) {
                 t.packets += r.packets();
                 t.bytes += r.bytes();
+                t.rtp_lost += r.rtp_lost();
             }
         }
         t.sessions = st.sessions.len() as u64;
@@ -973,7 +993,8 @@ mod tests {
             RelayTotals {
                 packets: 1,
                 bytes: 5,
-                sessions: 1
+                sessions: 1,
+                rtp_lost: 0,
             }
         );
         // Silence: the reaper removes it and reports the counters.
@@ -999,7 +1020,8 @@ mod tests {
             RelayTotals {
                 packets: 1,
                 bytes: 5,
-                sessions: 0
+                sessions: 0,
+                rtp_lost: 0,
             }
         );
     }

@@ -119,6 +119,11 @@ pub struct BanInfo {
     pub remaining: Option<Duration>,
     /// Expired but not yet purged (the data plane ignores it).
     pub expired: bool,
+    /// Packets the XDP program dropped for this ban (0 in userspace mode, where sipd counts
+    /// its own drops).
+    pub hits: u64,
+    /// CLOCK_MONOTONIC ns of the last of them; 0: none.
+    pub last_hit_ns: u64,
 }
 
 impl BanInfo {

@@ -2,7 +2,7 @@
 //! the typed map API and the loader. Skips without root (fails under CI=true instead).
 
 mod common;
-use common::privileged;
+use common::{Instance, privileged};
 
 use std::{net::IpAddr, process::Command, time::Duration};
 
@@ -13,25 +13,6 @@ use relay_user::{
     maps::XdpMaps,
     object::ebpf_object,
 };
-
-/// A unique pin instance, removed (links and maps) when dropped.
-struct Instance(String);
-
-impl Instance {
-    fn new(tag: &str) -> Self {
-        let name = format!("relay-user-test-{}-{tag}", std::process::id());
-        let _ = loader::detach(&name, &[]);
-        Instance(name)
-    }
-}
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        if let Err(e) = loader::detach(&self.0, &[]) {
-            eprintln!("cleanup of {}: {e}", self.0);
-        }
-    }
-}
 
 /// A veth pair so attach tests never touch `lo`; deleting one end deletes both.
 struct Veth(String);
@@ -204,6 +185,71 @@ fn bans_of_the_retired_hash_survive_an_upgrade() {
         let b = m.ban_get(cidr(p)).unwrap().unwrap_or_else(|| panic!("{p}"));
         assert_eq!((b.reason(), b.remaining), (Some(BanReason::Scanner), None));
     }
+}
+
+/// An upgrade from the build whose leg counters had no RTP loss state (`RELAY_COUNTERS`, four
+/// u64 per CPU): each CPU's counts go into `LEG_COUNTERS`, and the pin goes. A live call keeps
+/// its last-seen time (the media timeout reads it) and its counts.
+#[test]
+fn leg_counters_of_the_retired_map_survive_an_upgrade() {
+    if !privileged("leg_counters_of_the_retired_map_survive_an_upgrade") {
+        return;
+    }
+    let inst = Instance::new("ctrmig");
+    let dir = loader::pin_dir(&inst.0).unwrap();
+    std::fs::create_dir_all(&dir).unwrap();
+    let old = dir.join(relay_common::maps::RETIRED_RELAY_COUNTERS);
+    let path = old.to_str().unwrap().to_owned();
+    let bpftool = |args: &[&str]| {
+        let out = Command::new("bpftool")
+            .args(args)
+            .output()
+            .expect("bpftool");
+        assert!(
+            out.status.success(),
+            "bpftool {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    bpftool(&[
+        "map",
+        "create",
+        &path,
+        "type",
+        "percpu_hash",
+        "key",
+        "4",
+        "value",
+        "32",
+        "entries",
+        "65536",
+        "name",
+        "RELAY_COUNTERS",
+    ]);
+    // Key: LegKey { port: 30000 (little-endian), pad }; value on every CPU: 7 packets, 700
+    // bytes, last seen at 123456, 1 strict drop.
+    let mut value = Vec::new();
+    for v in [7u64, 700, 123_456, 1] {
+        value.extend(v.to_le_bytes());
+    }
+    let dec = |b: &[u8]| b.iter().map(|x| format!("{x}")).collect::<Vec<_>>();
+    let k = dec(&[0x30, 0x75, 0, 0]);
+    let v = dec(&value);
+    let mut args = vec!["map", "update", "pinned", path.as_str(), "key"];
+    args.extend(k.iter().map(String::as_str));
+    args.push("value");
+    args.extend(v.iter().map(String::as_str));
+    bpftool(&args);
+    let mut ebpf = loader::load_pinned(ebpf_object(), &inst.0).expect("upgrade load");
+    assert!(!old.exists(), "the retired pin is removed");
+    let m = XdpMaps::from_ebpf(&mut ebpf).expect("typed maps");
+    let c = m.leg_counters(30000).unwrap();
+    let cpus = c.packets / 7;
+    assert!(cpus >= 1 && c.packets == 7 * cpus, "{c:?}");
+    assert_eq!(
+        (c.bytes, c.last_seen_ns, c.strict_drops, c.rtp_expected()),
+        (700 * cpus, 123_456, cpus, 0)
+    );
 }
 
 /// Static deny, both families.

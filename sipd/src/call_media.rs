@@ -2,8 +2,9 @@
 //! table, asked of the event loop) joined with the relay's per-leg counters (one walk of the
 //! data plane's maps per request, outside the event loop). The call core never sees them.
 //!
-//! Loss is not reported: neither plane parses RTP sequence numbers (the XDP program does no
-//! per-packet work beyond forwarding and counting), so there is nothing honest to show.
+//! Loss is RFC 3550's, counted by both planes per relay port (`relay_common::rtp`): a port's
+//! kernel and userspace views are joined (one stream), then a direction's ports (one stream
+//! each: audio, video) are added up.
 
 use std::collections::HashMap;
 
@@ -57,6 +58,12 @@ pub struct Direction {
     /// Which plane relayed them; absent before the first packet.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub plane: Option<Plane>,
+    /// RTP packets expected (RFC 3550: highest sequence number - first + 1, per stream);
+    /// 0 before the first RTP packet.
+    pub expected: u64,
+    /// RTP packets lost: expected - received per stream (never below 0: duplicates can
+    /// outnumber losses).
+    pub lost: u64,
     #[serde(skip)]
     kernel_packets: u64,
     #[serde(skip)]
@@ -104,10 +111,15 @@ pub fn unix_ms(t: std::time::SystemTime) -> u64 {
 
 fn direction(ports: &[u16], counters: &HashMap<u16, PlaneCounters>, now: Clocks) -> Direction {
     let (mut kernel, mut user) = (LegCounters::default(), LegCounters::default());
+    let (mut expected, mut lost) = (0, 0);
     for p in ports {
         if let Some(c) = counters.get(p) {
             kernel.merge(&c.kernel);
             user.merge(&c.user);
+            let mut stream = c.kernel;
+            stream.merge(&c.user);
+            expected += stream.rtp_expected();
+            lost += stream.rtp_lost();
         }
     }
     let last_ns = kernel.last_seen_ns.max(user.last_seen_ns);
@@ -119,6 +131,8 @@ fn direction(ports: &[u16], counters: &HashMap<u16, PlaneCounters>, now: Clocks)
             now.wall_ms.saturating_sub(ago_ms)
         }),
         plane: Plane::of(kernel.packets, user.packets),
+        expected,
+        lost,
         kernel_packets: kernel.packets,
         user_packets: user.packets,
     }
@@ -175,8 +189,15 @@ mod tests {
             packets,
             bytes: packets * 172,
             last_seen_ns,
-            strict_drops: 0,
+            ..LegCounters::default()
         }
+    }
+
+    fn with_rtp(mut c: LegCounters, seqs: impl IntoIterator<Item = u16>) -> LegCounters {
+        for s in seqs {
+            c.rtp_seen(s);
+        }
+        c
     }
 
     /// Each direction sums its ports over both planes, says which plane carried it and turns
@@ -190,15 +211,20 @@ mod tests {
         let mut counters = HashMap::new();
         counters.insert(
             30000,
+            // The kernel missed 10 and 20: the userspace relay had them (the slow path),
+            // so the stream lost nothing.
             PlaneCounters {
-                kernel: leg(50, 9_000_000_000),
-                user: leg(2, 8_000_000_000),
+                kernel: with_rtp(
+                    leg(50, 9_000_000_000),
+                    (1..=50).filter(|s| s % 10 != 0 || *s > 20),
+                ),
+                user: with_rtp(leg(2, 8_000_000_000), [10, 20]),
             },
         );
         counters.insert(
             30002,
             PlaneCounters {
-                kernel: leg(40, 9_500_000_000),
+                kernel: with_rtp(leg(40, 9_500_000_000), (1..=41).filter(|s| *s != 7)),
                 ..PlaneCounters::default()
             },
         );
@@ -228,6 +254,14 @@ mod tests {
         assert_eq!(m.caller_to_vendor.bytes, 52 * 172);
         assert_eq!(m.caller_to_vendor.last_seen_ms, Some(1_700_000_009_000));
         assert_eq!(m.caller_to_vendor.plane, Some(Plane::Mixed));
+        assert_eq!(
+            (m.caller_to_vendor.expected, m.caller_to_vendor.lost),
+            (50, 0)
+        );
+        assert_eq!(
+            (m.vendor_to_caller.expected, m.vendor_to_caller.lost),
+            (41, 1)
+        );
         assert_eq!(m.vendor_to_caller.packets, 40);
         assert_eq!(m.vendor_to_caller.last_seen_ms, Some(1_700_000_009_500));
         assert_eq!(m.vendor_to_caller.plane, Some(Plane::Kernel));
@@ -241,7 +275,8 @@ mod tests {
         assert_eq!(json[0]["id"], 1, "CallInfo's fields stay where they were");
         assert_eq!(json[0]["media"]["caller_to_vendor"]["plane"], "mixed");
         assert_eq!(json[0]["media"]["vendor_to_caller"]["packets"], 40);
-        assert!(json[0]["media"]["caller_to_vendor"].get("lost").is_none());
+        assert_eq!(json[0]["media"]["vendor_to_caller"]["lost"], 1);
+        assert_eq!(json[0]["media"]["vendor_to_caller"]["expected"], 41);
         assert!(json[1].get("media").is_none());
         assert!(
             json[2]["media"]["caller_to_vendor"]

@@ -5,7 +5,8 @@
 //! stream while the carrier's sipp calls through sipd to the vendor's sipp and holds the call.
 //!
 //! The call's media figures in `GET /api/calls` (issue 14's Calls screen) grow as RTP flows
-//! through the XDP relay, with a recent last-seen time each way.
+//! through the XDP relay, with a recent last-seen time each way, and count the RTP the caller
+//! skips as lost. A banned address's packets, dropped by XDP, count in its ban's `hits`.
 //!
 //! The stream shows the call start (the call as `GET /api/calls` lists it), counters every
 //! second with the call active, a ban made through the API (`ban_added`), and the call's end
@@ -26,6 +27,10 @@ use tests::netns::NsChild;
 use tests::{require_privileged, require_sipp};
 
 const ADMIN_PW: &str = "Correct-Horse-Battery-9";
+/// Sequence numbers the caller's RTP skips after the lossless exchange.
+const SKIPPED: u64 = 5;
+/// Datagrams the banned address sends to sipd's SIP port.
+const BANNED_SENDS: u64 = 12;
 const API: &str = "https://127.0.0.1:8443";
 
 fn sbcctl_bin() -> std::path::PathBuf {
@@ -208,6 +213,16 @@ fn events_and_call_messages_follow_a_held_call() {
     let before = media_of(&listed);
     let m = net.media(&mut uac, &mut uas, "MEDIA");
     m.check.assert_lossless();
+    // Then the caller's stream goes on with a gap: sequence numbers PACKETS..PACKETS+4 never
+    // sent, five after them. The relay counts them lost (RFC 3550), the other way nothing.
+    let mut buf = Vec::new();
+    for seq in PACKETS + SKIPPED..PACKETS + SKIPPED + 5 {
+        tests::rtp::build_packet(1, seq, tests::rtp::G711_PAYLOAD, &mut buf);
+        net.carrier_rtp
+            .send_to(&buf, m.at_carrier)
+            .expect("send rtp");
+    }
+    let lost = |m: &Value, dir: &str| m[dir]["lost"].as_u64();
     let end = Instant::now() + Duration::from_secs(10);
     let media = loop {
         let calls = json_of(&sbcctl(
@@ -220,12 +235,13 @@ fn events_and_call_messages_follow_a_held_call() {
         let grown = ["caller_to_vendor", "vendor_to_caller"]
             .iter()
             .all(|d| packets(&media, d) >= PACKETS && packets(&media, d) > packets(&before, d));
-        if grown {
+        if grown && packets(&media, "caller_to_vendor") >= PACKETS + 5 {
             break media;
         }
         assert!(
             Instant::now() < end,
-            "media counters did not grow past {PACKETS} each way: before {before:#}, now {media:#}"
+            "media counters did not grow past {PACKETS} each way (and 5 more toward the \
+             vendor): before {before:#}, now {media:#}"
         );
         std::thread::sleep(Duration::from_millis(200));
     };
@@ -249,8 +265,23 @@ fn events_and_call_messages_follow_a_held_call() {
             matches!(d["plane"].as_str(), Some("kernel" | "mixed")),
             "relayed by XDP: {media:#}"
         );
-        assert!(d.get("lost").is_none(), "loss is not tracked: {media:#}");
     }
+    assert_eq!(
+        (
+            media["caller_to_vendor"]["expected"].as_u64(),
+            lost(&media, "caller_to_vendor")
+        ),
+        (Some(PACKETS + SKIPPED + 5), Some(SKIPPED)),
+        "the skipped sequence numbers are lost: {media:#}"
+    );
+    assert_eq!(
+        (
+            media["vendor_to_caller"]["expected"].as_u64(),
+            lost(&media, "vendor_to_caller")
+        ),
+        (Some(PACKETS), Some(0)),
+        "{media:#}"
+    );
     events.wait("counters", 10, |c| c["calls_active"] == 1);
 
     // The ladder, once the caller has ACKed the 200.
@@ -305,15 +336,53 @@ fn events_and_call_messages_follow_a_held_call() {
     assert_eq!(lines[0].2.split(' ').next(), Some("INVITE"), "{lines:#?}");
     assert_eq!(ladder["call_id"], started["call_id"]);
 
-    // A ban through the API is announced.
+    // A ban through the API is announced, and what XDP drops for it counts on it: `hits` and
+    // `last_seen_ms` in the listing (before the kernel counted per ban, `hits` stayed 0).
+    let attacker = net.attacker();
+    let banned = attacker.local_addr().unwrap().ip().to_string();
     json_of(&sbcctl(
         &net,
         Some(&token),
-        &["--json", "bans", "add", "192.0.2.99", "--duration", "600"],
+        &["--json", "bans", "add", &banned, "--duration", "600"],
         "",
     ));
-    let ban = events.wait("ban_added", 10, |b| b["prefix"] == "192.0.2.99/32");
+    let prefix = format!("{banned}/32");
+    let ban = events.wait("ban_added", 10, |b| b["prefix"] == prefix.as_str());
     assert_eq!(ban["by"], "staff");
+    let sent_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    for i in 0..BANNED_SENDS {
+        attacker
+            .send_to(format!("OPTIONS {i}").as_bytes(), sbc.sip())
+            .expect("send from the banned address");
+    }
+    let end = Instant::now() + Duration::from_secs(10);
+    let listed = loop {
+        let bans = json_of(&sbcctl(&net, Some(&token), &["--json", "bans", "list"], ""));
+        let b = bans
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["prefix"] == prefix.as_str())
+            .cloned()
+            .unwrap_or(Value::Null);
+        if b["hits"].as_u64().unwrap_or(0) >= BANNED_SENDS {
+            break b;
+        }
+        assert!(
+            Instant::now() < end,
+            "the kernel's drops for {prefix} are not in its hits: {b:#}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(listed["hits"].as_u64(), Some(BANNED_SENDS), "{listed:#}");
+    // The last drop's time, not the ban's (clocks converted to the ms).
+    assert!(
+        listed["last_seen_ms"].as_u64().unwrap_or(0) + 5 >= sent_ms,
+        "last_seen_ms before the packets were sent ({sent_ms}): {listed:#}"
+    );
 
     // The caller hangs up after its hold: the end says who.
     let ended = events.wait("call_ended", 20, |e| e["id"] == id);

@@ -1,6 +1,6 @@
 //! What relay-user's integration tests share.
 
-use relay_user::object::ebpf_object;
+use relay_user::{loader, object::ebpf_object};
 
 /// True when this test can run (root and a built XDP object); otherwise says why and, under
 /// CI, fails.
@@ -23,4 +23,26 @@ pub fn privileged(test: &str) -> bool {
         format!("SKIPPED {test}: {why}\n").as_bytes(),
     );
     false
+}
+
+/// A unique pin instance, removed (links and maps) when dropped.
+#[allow(dead_code)] // kernel_log.rs, which shares this module, keeps its own.
+pub struct Instance(pub String);
+
+#[allow(dead_code)]
+impl Instance {
+    /// The instance `relay-user-test-<pid>-<tag>`, cleared of anything a killed run left.
+    pub fn new(tag: &str) -> Self {
+        let name = format!("relay-user-test-{}-{tag}", std::process::id());
+        let _ = loader::detach(&name, &[]);
+        Instance(name)
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        if let Err(e) = loader::detach(&self.0, &[]) {
+            eprintln!("cleanup of {}: {e}", self.0);
+        }
+    }
 }

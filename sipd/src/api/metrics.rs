@@ -176,6 +176,14 @@ const RELAY: &[Simple] = &[
         |s, _| s.relay.bytes,
     ),
     (
+        "sbc_relay_rtp_lost",
+        "gauge",
+        "RTP packets lost before reaching the relay since start (RFC 3550 expected minus \
+         received per relay port, both planes, calls ended or not); a gauge, not a counter: \
+         a late packet takes back a loss counted on a live call.",
+        |s, _| s.relay.rtp_lost,
+    ),
+    (
         "sbc_relay_sessions",
         "gauge",
         "Relay sessions (calls with anchored media) open now.",

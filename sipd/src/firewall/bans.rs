@@ -79,14 +79,15 @@ pub struct BanView {
     /// What the IDS saw (`offence`, `count`, `window_secs`, `evidence`, …, as its `ban` audit
     /// entry records it); `null` for operators' bans and bans adopted after a restart.
     pub evidence: Option<serde_json::Value>,
-    /// Packets sipd's userspace firewall dropped for this ban since it was made; what XDP
-    /// drops is counted in total only (`drop_banned` in `/metrics`).
+    /// Packets dropped for this ban: by sipd's userspace firewall since the ban was made, plus
+    /// what the XDP program dropped since the ban went into the kernel (counted per ban there;
+    /// `drop_banned` in `/metrics` is the total of all bans).
     pub hits: u64,
     /// Unix ms of the offender's first offence as the IDS recorded it (the first counted
     /// toward its first ban; kept across repeat offences); for operators' bans and ranges,
     /// when the ban was made.
     pub first_seen_ms: u64,
-    /// Unix ms of the last offence or the last packet sipd dropped for this ban.
+    /// Unix ms of the last offence or the last packet sipd or the kernel dropped for this ban.
     pub last_seen_ms: u64,
     /// The IDS rule that earned it (`scanner`, `brute-force`, `enumeration`, `flood`,
     /// `dialog-probe`; `range:<rule>` for a promoted range), or `staff:<username>`.
@@ -104,7 +105,33 @@ pub fn reason_name(r: BanReason) -> &'static str {
     }
 }
 
+/// What the kernel dropped for one ban: packets, and the Unix ms of the last.
+#[derive(Debug, Clone, Copy, Default)]
+struct KernelHits {
+    hits: u64,
+    last_ms: u64,
+}
+
+impl KernelHits {
+    /// From the data plane's listing (`last_hit_ns` on its monotonic clock); `None` when the
+    /// kernel dropped nothing for it (always so in userspace mode).
+    fn of(b: &BanInfo, now: Clocks) -> Option<KernelHits> {
+        (b.hits > 0).then(|| KernelHits {
+            hits: b.hits,
+            last_ms: now
+                .wall_ms
+                .saturating_sub(now.mono_ns.saturating_sub(b.last_hit_ns) / 1_000_000),
+        })
+    }
+}
+
 pub(super) fn view(b: &Ban, now_ms: u64) -> BanView {
+    view_with(b, now_ms, None)
+}
+
+/// [`view`] with what the kernel dropped for the ban added in.
+fn view_with(b: &Ban, now_ms: u64, kernel: Option<&KernelHits>) -> BanView {
+    let k = kernel.copied().unwrap_or_default();
     BanView {
         prefix: b.prefix.to_string(),
         reason: reason_name(b.reason),
@@ -115,9 +142,9 @@ pub(super) fn view(b: &Ban, now_ms: u64) -> BanView {
         note: b.note.clone(),
         persistent: b.by == By::Staff,
         evidence: b.meta.evidence.clone(),
-        hits: b.meta.hits,
+        hits: b.meta.hits + k.hits,
         first_seen_ms: b.meta.first_seen_ms,
-        last_seen_ms: b.meta.last_seen_ms,
+        last_seen_ms: b.meta.last_seen_ms.max(k.last_ms),
         rule: b.meta.rule.clone(),
     }
 }
@@ -128,6 +155,22 @@ pub(super) fn net(c: Cidr) -> IpNet {
 
 fn now_ms() -> u64 {
     unix_ms(SystemTime::now())
+}
+
+/// The data plane's monotonic clock and the wall clock, read together.
+#[derive(Debug, Clone, Copy)]
+struct Clocks {
+    mono_ns: u64,
+    wall_ms: u64,
+}
+
+impl Clocks {
+    fn now() -> Clocks {
+        Clocks {
+            mono_ns: relay_user::clock::monotonic_ns(),
+            wall_ms: now_ms(),
+        }
+    }
 }
 
 fn until(now_ms: u64, d: Duration) -> u64 {
@@ -365,18 +408,38 @@ impl Firewall {
         n
     }
 
-    /// Every ban, by prefix.
+    /// Every ban, by prefix, with the kernel's hits (one walk of its ban maps, before the
+    /// book's lock is taken).
     pub fn ban_views(&self) -> Vec<BanView> {
-        let now = now_ms();
-        self.ban_state().book.iter().map(|b| view(b, now)).collect()
+        let clocks = Clocks::now();
+        let kernel: std::collections::HashMap<Cidr, KernelHits> = self
+            .dp
+            .ban_list()
+            .inspect_err(|e| warn!(error = %e, "kernel ban hits unreadable"))
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|b| Some((b.prefix, KernelHits::of(b, clocks)?)))
+            .collect();
+        self.ban_state()
+            .book
+            .iter()
+            .map(|b| view_with(b, clocks.wall_ms, kernel.get(&b.prefix)))
+            .collect()
     }
 
-    /// The ban of exactly `prefix`.
+    /// The ban of exactly `prefix`, with the kernel's hits.
     pub fn ban_view(&self, prefix: Cidr) -> Option<BanView> {
+        let clocks = Clocks::now();
+        let kernel = self
+            .dp
+            .ban_get(prefix)
+            .ok()
+            .flatten()
+            .and_then(|b| KernelHits::of(&b, clocks));
         self.ban_state()
             .book
             .get(&prefix)
-            .map(|b| view(b, now_ms()))
+            .map(|b| view_with(b, clocks.wall_ms, kernel.as_ref()))
     }
 
     /// What happened to bans since start (replaced, refused, promoted, purged, last full).
