@@ -89,6 +89,9 @@ pub struct SipConfig {
     /// PEM file of the CA certificates an upstream's TLS certificate must chain to; unset:
     /// Mozilla's public roots (compiled in).
     pub tls_roots: Option<PathBuf>,
+    /// PEM file of the CA certificates a caller's TLS client certificate must chain to: when
+    /// set, every inbound TLS connection must present one (mutual TLS); unset: none asked.
+    pub tls_client_roots: Option<PathBuf>,
     /// An accepted TLS connection must finish its handshake within this many seconds, or it
     /// is closed (a connection that never speaks holds a slot for no longer than this).
     pub tls_handshake_secs: u64,
@@ -147,6 +150,7 @@ impl Default for SipConfig {
             tls_cert: None,
             tls_key: None,
             tls_roots: None,
+            tls_client_roots: None,
             tls_handshake_secs: 10,
             advertised_address: None,
             advertised_address_v6: None,
@@ -1611,6 +1615,35 @@ allow = [\"192.0.2.7/32\"]
         assert_eq!(at("bans.capacity").map(|l| l.line), Some(4), "{e}");
         assert!(e.to_string().contains("65536"), "{e}");
         assert!(parse("[bans]\nv6_prefix = 56\npromote_after = 0\n").is_ok());
+    }
+
+    #[test]
+    fn sip_tls_is_off_by_default_and_its_port_defaults_to_5061() {
+        assert!(parse("").unwrap().sip.tls.is_empty());
+        let c = parse("[sip]\ntls = [\"127.0.0.1\", \"[::1]\", \"127.0.0.1:5062\"]\n").unwrap();
+        let want: Vec<SocketAddr> = ["127.0.0.1:5061", "[::1]:5061", "127.0.0.1:5062"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        assert_eq!(c.sip.tls, want);
+        assert!(parse("[sip]\ntls = [\"nowhere\"]\n").is_err());
+        for (src, key) in [
+            ("[sip]\ntls = [\"127.0.0.1:5060\"]\n", "sip.tls"),
+            (
+                "[sip]\ntls = [\"127.0.0.1\"]\ntls_cert = \"/x.crt\"\n",
+                "sip.tls_cert",
+            ),
+            (
+                "[sip]\ntls = [\"127.0.0.1\"]\ntls_handshake_secs = 0\n",
+                "sip.tls_handshake_secs",
+            ),
+        ] {
+            let e = parse(src).unwrap_err();
+            let ConfigError::Invalid { problems, .. } = &e else {
+                panic!("{e}")
+            };
+            assert_eq!(problems[0].key, key, "{src}");
+        }
     }
 
     #[test]

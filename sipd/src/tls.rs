@@ -127,11 +127,32 @@ pub const VERSIONS: &[&rustls::SupportedProtocolVersion] =
 /// A server config: TLS 1.3 and 1.2 with [`provider`]'s suites, no client certificates, the
 /// certificate from `resolver`.
 pub fn server_config(resolver: Arc<Resolver>) -> Result<ServerConfig> {
-    Ok(ServerConfig::builder_with_provider(Arc::new(provider()))
+    server_config_verifying(resolver, None)
+}
+
+/// [`server_config`], requiring (when `client_roots` is given) a client certificate that
+/// chains to one of `client_roots`: a peer without one fails the handshake.
+pub fn server_config_verifying(
+    resolver: Arc<Resolver>,
+    client_roots: Option<rustls::RootCertStore>,
+) -> Result<ServerConfig> {
+    let provider = Arc::new(provider());
+    let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(VERSIONS)
-        .context("TLS protocol versions")?
-        .with_no_client_auth()
-        .with_cert_resolver(resolver))
+        .context("TLS protocol versions")?;
+    let builder = match client_roots {
+        None => builder.with_no_client_auth(),
+        Some(roots) => {
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .context("client certificate verifier")?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    Ok(builder.with_cert_resolver(resolver))
 }
 
 /// The trust anchors for certificates we verify: every certificate in the PEM file `path`,

@@ -161,12 +161,17 @@ fn sip_tls(cfg: &Config, names: &UpstreamTlsNames) -> Result<Option<TlsSettings>
         listen,
     )
     .context("SIP over TLS certificate")?;
-    let server = crate::tls::server_config(state.resolver.clone())?;
+    let client_roots = match s.tls_client_roots.as_deref() {
+        Some(p) => Some(crate::tls::roots(Some(p)).context("sip.tls_client_roots")?),
+        None => None,
+    };
+    let server = crate::tls::server_config_verifying(state.resolver.clone(), client_roots)?;
     let roots = crate::tls::roots(s.tls_roots.as_deref()).context("sip.tls_roots")?;
     let client = crate::tls::client_config(roots)?;
     info!(
         certificate = %state.cert_path.display(),
         self_signed = state.self_signed,
+        client_certificates = s.tls_client_roots.is_some(),
         roots = %s.tls_roots.as_deref().map_or("webpki-roots (Mozilla)".into(), |p| p.display().to_string()),
         "SIP over TLS"
     );

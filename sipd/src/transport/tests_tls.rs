@@ -159,3 +159,89 @@ async fn a_silent_connection_is_closed_at_the_handshake_deadline_within_the_caps
         (1, 1, 0)
     );
 }
+
+#[tokio::test]
+async fn client_certificates_when_required() {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let dir = tempfile::tempdir().unwrap();
+    let st = crate::tls::TlsState::load(
+        crate::tls::SIP,
+        None,
+        None,
+        dir.path(),
+        Ipv4Addr::LOCALHOST.into(),
+    )
+    .unwrap();
+    // Callers must present a certificate chained to sipd's own (the test's only CA).
+    let client_roots = crate::tls::roots(Some(&st.cert_path)).unwrap();
+    let server =
+        crate::tls::server_config_verifying(st.resolver.clone(), Some(client_roots)).unwrap();
+    let tls = TlsSettings {
+        acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(server)),
+        ..settings(dir.path(), "localhost", WAIT)
+    };
+    let (t, mut rx) =
+        Transports::bind_with_tls(&[], &[], &[any()], Some(tls), Limits::default(), None)
+            .await
+            .unwrap();
+    let at = t.tls_addrs()[0];
+
+    // Without a certificate: the handshake fails on sipd's side, nothing is delivered.
+    let (anon, _arx) = Transports::bind_with_tls(
+        &[],
+        &[],
+        &[],
+        Some(settings(dir.path(), "localhost", WAIT)),
+        Limits::default(),
+        None,
+    )
+    .await
+    .unwrap();
+    anon.send(out(at, 1, &msg("anonymous")));
+    let end = std::time::Instant::now() + WAIT;
+    while t.stats().tls_handshake_failures == 0 && std::time::Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(t.stats().tls_handshake_failures, 1);
+    assert!(
+        timeout(Duration::from_millis(300), rx.recv())
+            .await
+            .is_err(),
+        "nothing delivered from a caller without a certificate"
+    );
+
+    // With one: delivered.
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&st.cert_path)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(&st.key_path).unwrap();
+    let roots = crate::tls::roots(Some(&st.cert_path)).unwrap();
+    let client = rustls::ClientConfig::builder_with_provider(Arc::new(crate::tls::provider()))
+        .with_protocol_versions(crate::tls::VERSIONS)
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .unwrap();
+    let (signed, _srx) = Transports::bind_with_tls(
+        &[],
+        &[],
+        &[],
+        Some(TlsSettings {
+            connector: tokio_rustls::TlsConnector::from(Arc::new(client)),
+            ..settings(dir.path(), "localhost", WAIT)
+        }),
+        Limits::default(),
+        None,
+    )
+    .await
+    .unwrap();
+    signed.send(out(at, 2, &msg("signed")));
+    let Event::Message(m) = next(&mut rx).await else {
+        panic!("expected the message")
+    };
+    assert_eq!(&m.data[..], msg("signed").as_bytes());
+    assert_eq!(t.stats().tls_handshakes, 1);
+}
