@@ -13,8 +13,8 @@ use crate::transport::TlsNames;
 
 #[derive(Debug, Default)]
 struct State {
-    /// (host, port) of every TLS connection.
-    upstreams: Vec<(String, u16)>,
+    /// (host, port, name to verify) of every TLS connection.
+    upstreams: Vec<(String, u16, String)>,
     /// What each host name resolved to last.
     resolved: HashMap<String, Vec<IpAddr>>,
 }
@@ -33,34 +33,37 @@ impl UpstreamTlsNames {
         self.state().upstreams = conns
             .iter()
             .filter(|c| c.transport == Transport::Tls)
-            .map(|c| (c.host.clone(), c.port))
+            .map(|c| {
+                let name = c.tls_name.clone().unwrap_or_else(|| c.host.clone());
+                (c.host.clone(), c.port, name)
+            })
             .collect();
     }
 
     /// What `host` resolved to.
     pub fn resolved(&self, host: &str, addrs: &[IpAddr]) {
         let mut st = self.state();
-        if st.upstreams.iter().any(|(h, _)| h == host) {
+        if st.upstreams.iter().any(|(h, _, _)| h == host) {
             st.resolved.insert(host.to_owned(), addrs.to_vec());
         }
     }
 
-    /// The name to verify at `remote`: the first TLS connection on its port whose host is
-    /// that address or resolved to it.
+    /// The name to verify at `remote`: that of the first TLS connection on its port whose
+    /// host is that address or resolved to it (its `tls_name`, else its host).
     pub fn name_for(&self, remote: SocketAddr) -> Option<String> {
         let st = self.0.read().unwrap_or_else(|p| p.into_inner());
         let ip = remote.ip().to_canonical();
         st.upstreams
             .iter()
-            .filter(|(_, port)| *port == remote.port())
-            .find(|(host, _)| match host.parse::<IpAddr>() {
+            .filter(|(_, port, _)| *port == remote.port())
+            .find(|(host, _, _)| match host.parse::<IpAddr>() {
                 Ok(a) => a.to_canonical() == ip,
                 Err(_) => st
                     .resolved
                     .get(host)
                     .is_some_and(|addrs| addrs.iter().any(|a| a.to_canonical() == ip)),
             })
-            .map(|(host, _)| host.clone())
+            .map(|(_, _, name)| name.clone())
     }
 
     /// The transport's look-up.
@@ -86,13 +89,19 @@ mod tests {
             max_channels: None,
             cps_limit: None,
             priority: 100,
+            tls_name: None,
         }
     }
 
     #[test]
     fn names_by_literal_and_by_resolution_on_the_port() {
         let n = UpstreamTlsNames::default();
+        let named = Connection {
+            tls_name: Some("sip.vendor.example".into()),
+            ..conn("192.0.2.2", 5061, Transport::Tls)
+        };
         n.set_connections(&[
+            named,
             conn("192.0.2.1", 5061, Transport::Tls),
             conn("vendor.example", 5061, Transport::Tls),
             conn("udp.example", 5060, Transport::Udp),
@@ -101,6 +110,11 @@ mod tests {
         n.resolved("udp.example", &["198.51.100.8".parse().unwrap()]);
         let at = |s: &str| n.name_for(s.parse().unwrap());
         assert_eq!(at("192.0.2.1:5061").as_deref(), Some("192.0.2.1"));
+        assert_eq!(
+            at("192.0.2.2:5061").as_deref(),
+            Some("sip.vendor.example"),
+            "a configured tls_name"
+        );
         assert_eq!(at("198.51.100.7:5061").as_deref(), Some("vendor.example"));
         assert_eq!(at("198.51.100.7:5062"), None, "another port");
         assert_eq!(at("198.51.100.8:5060"), None, "not a TLS connection");
