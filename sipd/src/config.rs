@@ -80,6 +80,24 @@ pub struct SipConfig {
     pub udp: Vec<SocketAddr>,
     /// TCP sockets to listen on; empty: no SIP over TCP.
     pub tcp: Vec<SocketAddr>,
+    /// Addresses to listen on for SIP over TLS (`"ip"` means port 5061); empty (the
+    /// default): no SIP over TLS, in or out.
+    #[serde(deserialize_with = "tls_listen")]
+    pub tls: Vec<SocketAddr>,
+    /// PEM certificate chain for SIP over TLS; unset: a self-signed one made in the data
+    /// directory (`sip-tls.crt`). Replaced without a restart when the file changes.
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of `tls_cert`; the two are set together.
+    pub tls_key: Option<PathBuf>,
+    /// PEM file of the CA certificates an upstream's TLS certificate must chain to; unset:
+    /// Mozilla's public roots (compiled in).
+    pub tls_roots: Option<PathBuf>,
+    /// PEM file of the CA certificates a caller's TLS client certificate must chain to: when
+    /// set, every inbound TLS connection must present one (mutual TLS); unset: none asked.
+    pub tls_client_roots: Option<PathBuf>,
+    /// An accepted TLS connection must finish its handshake within this many seconds, or it
+    /// is closed (a connection that never speaks holds a slot for no longer than this).
+    pub tls_handshake_secs: u64,
     /// Address put in Via/Record-Route/Contact when the listening one is not reachable by
     /// peers (behind 1:1 NAT, or listening on 0.0.0.0). Applies to listening addresses of
     /// its own family.
@@ -131,6 +149,12 @@ impl Default for SipConfig {
         SipConfig {
             udp: vec![SocketAddr::new(LOCALHOST, 5060)],
             tcp: vec![SocketAddr::new(LOCALHOST, 5060)],
+            tls: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
+            tls_roots: None,
+            tls_client_roots: None,
+            tls_handshake_secs: 10,
             advertised_address: None,
             advertised_address_v6: None,
             max_message_bytes: 16 * 1024,
@@ -144,6 +168,48 @@ impl Default for SipConfig {
             agent: "SBC".into(),
         }
     }
+}
+
+/// Whether this configuration can serve connection `c`: one over TLS needs `[sip] tls` (a
+/// TLS address of ours to leave from and to name in Via and Contact). Checked when a
+/// connection is saved and at start, so it is refused up front, never skipped at call time.
+pub fn check_connection(
+    cfg: &Config,
+    c: &sipd_core::records::Connection,
+) -> Result<(), crate::store::Invalid> {
+    if c.transport == sipd_core::records::Transport::Tls && cfg.sip.tls.is_empty() {
+        return Err(crate::store::Invalid {
+            kind: "connection",
+            field: "transport".into(),
+            reason: format!(
+                "connection {:?} uses transport tls but SIP over TLS is not configured: set [sip] tls in sbc.toml",
+                c.name
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The port of a `[sip] tls` address given without one.
+pub const SIP_TLS_PORT: u16 = 5061;
+
+/// `[sip] tls`: `"ip:port"`, `"[v6]:port"` or just the address (port [`SIP_TLS_PORT`]).
+fn tls_listen<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Error> {
+    let list = Vec::<String>::deserialize(d)?;
+    list.iter()
+        .map(|a| {
+            a.parse::<SocketAddr>()
+                .or_else(|_| {
+                    a.trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .parse::<IpAddr>()
+                        .map(|ip| SocketAddr::new(ip, SIP_TLS_PORT))
+                })
+                .map_err(|_| {
+                    serde::de::Error::custom(format!("{a:?} is not an address or address:port"))
+                })
+        })
+        .collect()
 }
 
 /// `[auth]`: how SIP requests are challenged and answers checked (see [`Config::digest_policy`]).
@@ -698,7 +764,11 @@ impl Config {
                 "no SIP listening address (sip.udp and sip.tcp are both empty)".into(),
             );
         }
-        for (key, addrs) in [("sip.udp", &s.udp), ("sip.tcp", &s.tcp)] {
+        for (key, addrs) in [
+            ("sip.udp", &s.udp),
+            ("sip.tcp", &s.tcp),
+            ("sip.tls", &s.tls),
+        ] {
             let mut seen = BTreeSet::new();
             for a in addrs {
                 if a.port() == 0 {
@@ -720,6 +790,18 @@ impl Config {
                     );
                 }
             }
+        }
+        for a in s.tls.iter().filter(|a| s.tcp.contains(a)) {
+            bad("sip.tls", format!("{a} is a SIP TCP address too"));
+        }
+        if s.tls_cert.is_some() != s.tls_key.is_some() {
+            bad("sip.tls_cert", "tls_cert and tls_key go together".into());
+        }
+        if !(1..=60).contains(&s.tls_handshake_secs) {
+            bad(
+                "sip.tls_handshake_secs",
+                format!("{} is outside 1..=60", s.tls_handshake_secs),
+            );
         }
         if !(1..=32).contains(&s.failover_secs) {
             bad(
@@ -1539,6 +1621,35 @@ allow = [\"192.0.2.7/32\"]
         assert_eq!(at("bans.capacity").map(|l| l.line), Some(4), "{e}");
         assert!(e.to_string().contains("65536"), "{e}");
         assert!(parse("[bans]\nv6_prefix = 56\npromote_after = 0\n").is_ok());
+    }
+
+    #[test]
+    fn sip_tls_is_off_by_default_and_its_port_defaults_to_5061() {
+        assert!(parse("").unwrap().sip.tls.is_empty());
+        let c = parse("[sip]\ntls = [\"127.0.0.1\", \"[::1]\", \"127.0.0.1:5062\"]\n").unwrap();
+        let want: Vec<SocketAddr> = ["127.0.0.1:5061", "[::1]:5061", "127.0.0.1:5062"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        assert_eq!(c.sip.tls, want);
+        assert!(parse("[sip]\ntls = [\"nowhere\"]\n").is_err());
+        for (src, key) in [
+            ("[sip]\ntls = [\"127.0.0.1:5060\"]\n", "sip.tls"),
+            (
+                "[sip]\ntls = [\"127.0.0.1\"]\ntls_cert = \"/x.crt\"\n",
+                "sip.tls_cert",
+            ),
+            (
+                "[sip]\ntls = [\"127.0.0.1\"]\ntls_handshake_secs = 0\n",
+                "sip.tls_handshake_secs",
+            ),
+        ] {
+            let e = parse(src).unwrap_err();
+            let ConfigError::Invalid { problems, .. } = &e else {
+                panic!("{e}")
+            };
+            assert_eq!(problems[0].key, key, "{src}");
+        }
     }
 
     #[test]

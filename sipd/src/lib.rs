@@ -28,5 +28,6 @@ pub mod provision;
 pub mod resolver;
 pub mod server;
 pub mod store;
+pub mod tls;
 pub mod toml_span;
 pub mod transport;

@@ -1014,6 +1014,17 @@ fn invalid_requests(account: u64) -> Vec<Invalid> {
             json!({"name": "c", "destination": "h:5060", "cld_prefixes": ["4x"]}),
             "cld_prefixes[0]",
         ),
+        // This sipd has no [sip] tls: a TLS upstream could never be called.
+        post(
+            "/api/connections",
+            json!({"name": "c", "destination": "h:5061", "transport": "tls"}),
+            "transport",
+        ),
+        post(
+            "/api/connections",
+            json!({"name": "c", "destination": "h:5061", "tls_name": "not a name"}),
+            "tls_name",
+        ),
         post("/api/bans", json!({"addr": "not-an-ip"}), "addr"),
         post("/api/bans", json!({"addr": "192.0.2.7/24"}), "addr"),
         post(

@@ -13,6 +13,7 @@
 //! unless `SBCT_KEEP=1`.
 
 mod raw;
+pub mod tls;
 mod trace;
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};

@@ -296,6 +296,7 @@ pub async fn start(cfg: &Config, control: Control) -> Result<ApiHandle> {
             .context("staff authentication")??
     };
     let tls = tls::TlsState::load(
+        tls::MANAGEMENT,
         m.tls_cert.as_deref(),
         m.tls_key.as_deref(),
         &cfg.data_dir,

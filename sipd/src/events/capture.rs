@@ -227,6 +227,7 @@ impl Capture {
             transport: match peer.proto {
                 Proto::Udp => "udp",
                 Proto::Tcp => "tcp",
+                Proto::Tls => "tls",
             },
             first_line: first_line(data),
             raw: String::from_utf8_lossy(data).into_owned(),

@@ -40,7 +40,8 @@ use crate::store::{Store, canonical_ip};
 fn dp_proto(p: Proto) -> DpProto {
     match p {
         Proto::Udp => DpProto::Udp,
-        Proto::Tcp => DpProto::Tcp,
+        // The kernel sees TLS as the TCP it runs over.
+        Proto::Tcp | Proto::Tls => DpProto::Tcp,
     }
 }
 

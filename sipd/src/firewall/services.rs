@@ -101,7 +101,16 @@ impl Firewall {
             let proto = dp_proto(s.protocol);
             for &port in &s.ports {
                 if let Some(t) = taken.iter().find(|t| t.port == port && t.proto == proto) {
-                    warn!(service = s.name, port, %proto, owner = t.id.name(), "port already guarded as another service; left to it");
+                    if n.is(ServiceId::SipTls) && t.id == ServiceId::Sip {
+                        // sipd serves SIP over TLS here itself: guarded as SIP (its allow
+                        // list, the SIP guard, checked at accept like SIP over TCP).
+                        info!(
+                            port,
+                            "sip-tls port served by sipd; guarded as its SIP service"
+                        );
+                    } else {
+                        warn!(service = s.name, port, %proto, owner = t.id.name(), "port already guarded as another service; left to it");
+                    }
                     continue;
                 }
                 let r = match n.known {

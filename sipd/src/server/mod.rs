@@ -14,6 +14,7 @@ mod provisioned;
 mod refusals;
 pub mod retention;
 mod startup;
+mod tls_names;
 mod writer;
 
 use std::sync::Arc;
@@ -92,6 +93,8 @@ struct Appliance {
     core: Core<RelayMedia>,
     resolver: Resolver,
     answers: mpsc::Receiver<Answer>,
+    /// The names upstream TLS certificates must carry, kept current for the transport.
+    tls_names: tls_names::UpstreamTlsNames,
     commands: mpsc::Receiver<Command>,
     api: Option<crate::api::ApiHandle>,
     writer: Writer,
@@ -116,13 +119,17 @@ impl Appliance {
             anyhow::bail!(refusal);
         }
         let records = Provisioned::read(&store);
+        startup::check_connections(&cfg, &records)?;
         startup::first_start_hints(&store, &records);
         let accounts = records.rules.accounts().count();
         let nofile = fds::raise_nofile();
 
         let (plane, media, attached) = startup::start_media(&cfg)?;
         let dp = plane.dataplane().clone();
-        let (transports, events, locals, sip_ports) = startup::bind_sip(&cfg, nofile).await?;
+        let tls_names = tls_names::UpstreamTlsNames::default();
+        tls_names.set_connections(&records.connections);
+        let (transports, events, locals, sip_ports) =
+            startup::bind_sip(&cfg, nofile, &tls_names).await?;
         let hub = Hub::default();
         let capture = Arc::new(Capture::new(cfg.call_messages));
         let hep = crate::hep::Hep::start(&cfg.capture);
@@ -146,6 +153,7 @@ impl Appliance {
         let mut core = startup::core(&cfg, records, locals, media)?;
         refusals::RefusalSaver::restore(&store, &mut core);
         for a in names {
+            tls_names.resolved(&a.host, &a.addrs);
             core.on_resolved(Instant::now(), SystemTime::now(), &a.host, a.addrs, a.ttl);
         }
         let writer = Writer::spawn(store.clone())?;
@@ -165,6 +173,7 @@ impl Appliance {
         info!(
             sip_udp = ?transports.udp_addrs(),
             sip_tcp = ?transports.tcp_addrs(),
+            sip_tls = ?transports.tls_addrs(),
             media = %cfg.media.address,
             ports = %format!("{}-{}", cfg.media.port_min, cfg.media.port_max),
             dataplane = %dp.mode(),
@@ -183,6 +192,7 @@ impl Appliance {
             core,
             resolver,
             answers,
+            tls_names,
             commands,
             api,
             writer,
@@ -214,6 +224,7 @@ impl Appliance {
                     self.on_transport(ev);
                 }
                 Some(a) = self.answers.recv() => {
+                    self.tls_names.resolved(&a.host, &a.addrs);
                     self.core.on_resolved(Instant::now(), SystemTime::now(), &a.host, a.addrs, a.ttl);
                 }
                 Some(ev) = async {
@@ -303,6 +314,7 @@ impl Appliance {
             }
             Command::Reload(tx) => {
                 let p = Provisioned::read(&self.store);
+                self.tls_names.set_connections(&p.connections);
                 core.reload(p.rules, p.connections, p.tariffs);
                 info!("accounts, rules, connections and tariffs reloaded");
                 let _ = tx.send(Ok(()));

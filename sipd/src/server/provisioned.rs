@@ -147,6 +147,7 @@ mod tests {
                     max_channels: None,
                     cps_limit: None,
                     priority: 1,
+                    tls_name: None,
                 })
                 .unwrap();
         }

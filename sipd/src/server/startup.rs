@@ -18,12 +18,13 @@ use sipd_core::policy::routing::Router;
 use sipd_core::sip::Proto;
 
 use super::provisioned::Provisioned;
+use super::tls_names::UpstreamTlsNames;
 use crate::config::{Config, DataplaneMode};
 use crate::firewall::{Firewall, coverage};
 use crate::media::RelayMedia;
 use crate::resolver::{Answer, Resolver};
 use crate::store::Store;
-use crate::transport::{Limits, TcpGuard, Transports};
+use crate::transport::{Limits, TcpGuard, TlsSettings, Transports};
 
 fn requested_mode(m: DataplaneMode) -> RequestedMode {
     match m {
@@ -127,7 +128,7 @@ fn listens(cfg: &Config) -> Vec<coverage::Listen> {
             out.push((what.to_owned(), ip, userspace));
         }
     };
-    for a in cfg.sip.udp.iter().chain(&cfg.sip.tcp) {
+    for a in cfg.sip.udp.iter().chain(&cfg.sip.tcp).chain(&cfg.sip.tls) {
         add("sip", a.ip(), true);
     }
     add("media", cfg.media.address, true);
@@ -144,11 +145,65 @@ pub fn coverage(cfg: &Config, attached: Vec<String>) -> coverage::Coverage {
     coverage::Coverage::new(attached, read_host(), listens(cfg))
 }
 
+/// SIP over TLS's settings when `[sip] tls` is set: the certificate (watched for changes),
+/// the upstream roots, the handshake deadline and `names` for upstream certificates.
+fn sip_tls(cfg: &Config, names: &UpstreamTlsNames) -> Result<Option<TlsSettings>> {
+    let s = &cfg.sip;
+    let Some(first) = s.tls.first() else {
+        return Ok(None);
+    };
+    let listen = s.advertised_for(first.ip()).unwrap_or(first.ip());
+    let state = crate::tls::TlsState::load(
+        crate::tls::SIP,
+        s.tls_cert.as_deref(),
+        s.tls_key.as_deref(),
+        &cfg.data_dir,
+        listen,
+    )
+    .context("SIP over TLS certificate")?;
+    let client_roots = match s.tls_client_roots.as_deref() {
+        Some(p) => Some(crate::tls::roots(Some(p)).context("sip.tls_client_roots")?),
+        None => None,
+    };
+    let server = crate::tls::server_config_verifying(state.resolver.clone(), client_roots)?;
+    let roots = crate::tls::roots(s.tls_roots.as_deref()).context("sip.tls_roots")?;
+    let client = crate::tls::client_config(roots)?;
+    info!(
+        certificate = %state.cert_path.display(),
+        self_signed = state.self_signed,
+        client_certificates = s.tls_client_roots.is_some(),
+        roots = %s.tls_roots.as_deref().map_or("webpki-roots (Mozilla)".into(), |p| p.display().to_string()),
+        "SIP over TLS"
+    );
+    // Watched for the life of the process: the sender lives in the watching task.
+    let (keep, stop) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let _keep = keep;
+        state.watch(stop).await;
+    });
+    Ok(Some(TlsSettings {
+        acceptor: tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(server)),
+        connector: tokio_rustls::TlsConnector::from(std::sync::Arc::new(client)),
+        handshake_timeout: Duration::from_secs(s.tls_handshake_secs),
+        names: names.lookup(),
+    }))
+}
+
+/// Refuses to start with a provisioned connection this configuration cannot serve (one over
+/// TLS without `[sip] tls`), naming it and the fix.
+pub fn check_connections(cfg: &Config, p: &Provisioned) -> Result<()> {
+    for c in &p.connections {
+        crate::config::check_connection(cfg, c).map_err(|e| anyhow::anyhow!("{}", e.reason))?;
+    }
+    Ok(())
+}
+
 /// Binds SIP; returns the transports, our addresses for the core and the (port, transport)
 /// pairs the firewall guards.
 pub async fn bind_sip(
     cfg: &Config,
     nofile: Option<u64>,
+    names: &UpstreamTlsNames,
 ) -> Result<(
     Transports,
     tokio::sync::mpsc::Receiver<crate::transport::Event>,
@@ -159,14 +214,17 @@ pub async fn bind_sip(
         fd_ceiling: super::fds::tcp_ceiling(nofile, cfg.sip.fd_reserve),
         ..Limits::from(&cfg.sip)
     };
-    let (transports, events) = Transports::bind(&cfg.sip.udp, &cfg.sip.tcp, limits, None)
-        .await
-        .context("binding SIP")?;
+    let tls = sip_tls(cfg, names)?;
+    let (transports, events) =
+        Transports::bind_with_tls(&cfg.sip.udp, &cfg.sip.tcp, &cfg.sip.tls, tls, limits, None)
+            .await
+            .context("binding SIP")?;
     let mut locals = Vec::new();
     let mut ports = Vec::new();
     for (proto, addrs) in [
         (Proto::Udp, transports.udp_addrs()),
         (Proto::Tcp, transports.tcp_addrs()),
+        (Proto::Tls, transports.tls_addrs()),
     ] {
         for a in addrs {
             let advertised =

@@ -45,6 +45,7 @@ fn connection(name: &str) -> Connection {
         max_channels: Some(100),
         cps_limit: None,
         priority: 10,
+        tls_name: None,
     }
 }
 

@@ -1,4 +1,4 @@
-//! SIP transports: UDP sockets, TCP listeners and connections, stream framing.
+//! SIP transports: UDP sockets, TCP and TLS listeners and connections, stream framing.
 //!
 //! Everything arrives on one event channel ([`Event`]) and leaves through
 //! [`Transports::send`], which never blocks: the call core runs its state machines without
@@ -11,6 +11,7 @@
 mod guard;
 mod pktinfo;
 mod tcp;
+mod tls;
 mod udp;
 
 use std::collections::HashMap;
@@ -32,6 +33,7 @@ use tokio::task::AbortHandle;
 use crate::config::SipConfig;
 
 pub use guard::{SessionLookup, TcpGuard};
+pub use tls::{TlsNames, TlsSettings};
 
 // One vocabulary from the socket to the call core: the core's peer and transport types.
 pub use sipd_core::sip::framing::{FrameError, Framer, KeepAlives};
@@ -266,8 +268,20 @@ counters! {
     tcp_tx,
     /// Inbound TCP connections accepted (past the limits and the filter).
     tcp_accepted,
-    /// Outbound TCP connections established.
+    /// Outbound TCP connections established (TLS ones included, before their handshake).
     tcp_connected,
+    /// Inbound TLS handshakes completed.
+    tls_handshakes,
+    /// Inbound connections closed for not finishing the TLS handshake in time.
+    tls_handshake_timeouts,
+    /// Inbound TLS handshakes that failed (not TLS, no common version or suite, a client
+    /// certificate refused).
+    tls_handshake_failures,
+    /// Outbound TLS handshakes completed (the upstream's certificate verified).
+    tls_connected,
+    /// Outbound TLS connections given up: the upstream's certificate did not verify (unknown
+    /// CA, wrong name, expired) or the handshake failed or took too long.
+    tls_upstream_refused,
     /// Inbound TCP connections refused at `max_connections`.
     tcp_refused,
     /// Inbound TCP connections refused at `max_per_source`.
@@ -314,6 +328,8 @@ struct Queued {
 
 struct ConnHandle {
     remote: SocketAddr,
+    /// TCP or TLS: a send goes only on a connection of its own transport.
+    proto: Proto,
     tx: mpsc::Sender<Queued>,
     /// Tells the writer to flush what is queued and close.
     stop: Arc<Notify>,
@@ -361,12 +377,14 @@ struct Shared {
     guard: std::sync::OnceLock<TcpGuard>,
     /// The firewall's check of each accepted TCP connection (set once the firewall is up).
     conn_filter: std::sync::OnceLock<Filter>,
+    /// SIP over TLS, when configured.
+    tls: Option<TlsSettings>,
 }
 
 impl Shared {
     fn allowed(&self, remote: SocketAddr, local: SocketAddr, proto: Proto) -> bool {
         let ok = self.filter.as_ref().is_none_or(|f| f(remote, local, proto))
-            && (proto != Proto::Tcp
+            && (!proto.is_reliable()
                 || self
                     .conn_filter
                     .get()
@@ -421,8 +439,8 @@ impl Shared {
     }
 
     /// Adds an accepted connection, unless it would exceed `max_connections` or
-    /// `max_per_source`.
-    fn register_inbound(&self, remote: SocketAddr) -> Result<NewConn, Refused> {
+    /// `max_per_source` (TCP and TLS count together).
+    fn register_inbound(&self, remote: SocketAddr, proto: Proto) -> Result<NewConn, Refused> {
         let mut t = self.table();
         if t.inbound >= self.limits.max_connections {
             return Err(Refused::Total);
@@ -430,7 +448,7 @@ impl Shared {
         if t.inbound_by_ip.get(&remote.ip()).copied().unwrap_or(0) >= self.limits.max_per_source {
             return Err(Refused::PerSource);
         }
-        self.register_locked(&mut t, remote, true)
+        self.register_locked(&mut t, remote, proto, true)
             .ok_or(Refused::Total)
     }
 
@@ -439,6 +457,7 @@ impl Shared {
         &self,
         t: &mut ConnTable,
         remote: SocketAddr,
+        proto: Proto,
         inbound: bool,
     ) -> Option<NewConn> {
         if inbound && t.inbound >= self.limits.max_connections {
@@ -451,6 +470,7 @@ impl Shared {
             id,
             ConnHandle {
                 remote,
+                proto,
                 tx: tx.clone(),
                 stop: stop.clone(),
                 inbound,
@@ -501,6 +521,7 @@ struct Inner {
     shared: Arc<Shared>,
     udp: Vec<UdpEndpoint>,
     tcp: Vec<SocketAddr>,
+    tls: Vec<SocketAddr>,
     tasks: Vec<AbortHandle>,
 }
 
@@ -515,6 +536,7 @@ impl fmt::Debug for Transports {
         f.debug_struct("Transports")
             .field("udp", &self.udp_addrs())
             .field("tcp", &self.tcp_addrs())
+            .field("tls", &self.tls_addrs())
             .finish_non_exhaustive()
     }
 }
@@ -525,6 +547,20 @@ impl Transports {
     pub async fn bind(
         udp: &[SocketAddr],
         tcp: &[SocketAddr],
+        limits: Limits,
+        filter: Option<Filter>,
+    ) -> Result<(Transports, mpsc::Receiver<Event>), TransportError> {
+        Self::bind_with_tls(udp, tcp, &[], None, limits, filter).await
+    }
+
+    /// [`Transports::bind`] plus SIP over TLS: listeners on `tls_listen` and outbound TLS
+    /// connections, both with `tls` (without it, `tls_listen` must be empty and TLS sends
+    /// fail).
+    pub async fn bind_with_tls(
+        udp: &[SocketAddr],
+        tcp: &[SocketAddr],
+        tls_listen: &[SocketAddr],
+        tls: Option<TlsSettings>,
         limits: Limits,
         filter: Option<Filter>,
     ) -> Result<(Transports, mpsc::Receiver<Event>), TransportError> {
@@ -552,19 +588,19 @@ impl Transports {
             let socket = UdpSocket::from_std(std_socket).map_err(bind_err)?;
             udp_socks.push((UdpEndpoint { local, sender }, socket, pktinfo));
         }
-        let mut listeners = Vec::with_capacity(tcp.len());
-        for &addr in tcp {
-            let bind_err = |error| TransportError::Bind {
-                proto: Proto::Tcp,
-                addr,
-                error,
-            };
+        let mut listeners = Vec::with_capacity(tcp.len() + tls_listen.len());
+        let streams = tcp
+            .iter()
+            .map(|a| (*a, Proto::Tcp))
+            .chain(tls_listen.iter().map(|a| (*a, Proto::Tls)));
+        for (addr, proto) in streams {
+            let bind_err = |error| TransportError::Bind { proto, addr, error };
             let listener = bind_tcp(addr)
                 .and_then(TcpListener::from_std)
                 .map_err(bind_err)?;
-            set_buffers(&listener, addr, Proto::Tcp);
+            set_buffers(&listener, addr, proto);
             let local = listener.local_addr().map_err(bind_err)?;
-            listeners.push((local, listener));
+            listeners.push((local, proto, listener));
         }
 
         let (events, rx) = mpsc::channel(EVENT_QUEUE);
@@ -579,6 +615,7 @@ impl Transports {
             epoch: Instant::now(),
             guard: std::sync::OnceLock::new(),
             conn_filter: std::sync::OnceLock::new(),
+            tls,
         });
         let mut tasks = Vec::new();
         let mut udp_eps = Vec::with_capacity(udp_socks.len());
@@ -589,16 +626,29 @@ impl Transports {
             udp_eps.push(ep);
         }
         let mut tcp_addrs = Vec::with_capacity(listeners.len());
-        for (local, listener) in listeners {
-            tracing::info!(%local, "SIP listening on tcp");
-            tcp_addrs.push(local);
-            let task = tcp::accept_loop(shared.clone(), listener, local);
+        let mut tls_addrs = Vec::new();
+        for (local, proto, listener) in listeners {
+            tracing::info!(%local, "SIP listening on {proto}");
+            let acceptor = if proto == Proto::Tls {
+                tls_addrs.push(local);
+                let Some(t) = &shared.tls else {
+                    // A listener without a certificate could only refuse every handshake.
+                    tracing::error!(%local, "SIP over TLS listen address without TLS settings; not listening");
+                    continue;
+                };
+                Some(t.acceptor.clone())
+            } else {
+                tcp_addrs.push(local);
+                None
+            };
+            let task = tcp::accept_loop(shared.clone(), listener, local, acceptor);
             tasks.push(tokio::spawn(task).abort_handle());
         }
         let inner = Inner {
             shared,
             udp: udp_eps,
             tcp: tcp_addrs,
+            tls: tls_addrs,
             tasks,
         };
         Ok((
@@ -610,12 +660,12 @@ impl Transports {
     }
 
     /// Never blocks. UDP is sent at once (a full socket buffer drops the datagram, counted:
-    /// the transaction layer retransmits); TCP is queued on a connection, opened if needed.
-    /// Failures come back as [`Event::SendFailed`].
+    /// the transaction layer retransmits); TCP and TLS are queued on a connection, opened if
+    /// needed. Failures come back as [`Event::SendFailed`].
     pub fn send(&self, out: Outbound) {
         match out.proto {
             Proto::Udp => self.send_udp(out),
-            Proto::Tcp => tcp::send(&self.inner.shared, out),
+            Proto::Tcp | Proto::Tls => tcp::send(&self.inner.shared, out),
         }
     }
 
@@ -667,6 +717,11 @@ impl Transports {
     /// TCP listening addresses actually bound (port 0 resolved), in the order given to `bind`.
     pub fn tcp_addrs(&self) -> Vec<SocketAddr> {
         self.inner.tcp.clone()
+    }
+
+    /// TLS listening addresses actually bound (port 0 resolved), in the order given.
+    pub fn tls_addrs(&self) -> Vec<SocketAddr> {
+        self.inner.tls.clone()
     }
 
     /// The counters now, with the TCP connections open (for `/metrics` and the status).
@@ -721,6 +776,8 @@ fn set_buffers(sock: &impl std::os::fd::AsRawFd, addr: SocketAddr, proto: Proto)
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_tls;
 
 /// An IPv6 socket sees only IPv6 (IPV6_V6ONLY): `[::]:5060` and `0.0.0.0:5060` can then be
 /// listened on together, and an IPv4 peer is always an IPv4 address, never `::ffff:a.b.c.d`.

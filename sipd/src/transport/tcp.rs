@@ -1,10 +1,15 @@
-//! TCP: listeners, outbound connects, and the per-connection tasks.
+//! TCP and TLS: listeners, outbound connects, and the per-connection tasks.
 //!
 //! Each connection has a reader (framing, idle timeout) and a separate writer task fed by a
 //! queue, so a peer that stops reading cannot stop us from reading it (and vice versa), and
 //! `send` only has to enqueue. Connections we open are registered like accepted ones, so
 //! requests and responses to the same peer reuse them and what the peer sends back on them
 //! is delivered.
+//!
+//! SIP over TLS is this with a TLS layer in between (`tls.rs` does the handshakes): the
+//! connection tasks run over any byte stream, so the limits (per-source and total caps, fd
+//! reserve, first-message deadline, idle timeout, per-source INVITE guard) are the same code
+//! for both.
 
 use std::io;
 use std::net::SocketAddr;
@@ -14,7 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{Notify, mpsc};
@@ -39,7 +44,19 @@ const MAX_PONGS: usize = 16;
 /// Refusals are logged at warn at most this often (each is counted in /metrics anyway).
 const REFUSAL_WARN_EVERY: Duration = Duration::from_secs(60);
 
-pub(super) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, local: SocketAddr) {
+/// Accepts on `listener`: plain TCP when `tls` is None, else each connection's TLS
+/// handshake runs first (after the connection caps, before the first-message deadline).
+pub(super) async fn accept_loop(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    local: SocketAddr,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
+    let proto = if tls.is_some() {
+        Proto::Tls
+    } else {
+        Proto::Tcp
+    };
     let mut last_warn: Option<Instant> = None;
     let mut warn_due = move || {
         let due = last_warn.is_none_or(|t| t.elapsed() >= REFUSAL_WARN_EVERY);
@@ -54,7 +71,7 @@ pub(super) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, loca
             Err(e) => {
                 // EMFILE/ENFILE/ENOBUFS: back off instead of spinning until something closes.
                 Counters::inc(&shared.counters.tcp_accept_errors);
-                tracing::warn!(%local, error = %e, "tcp accept failed");
+                tracing::warn!(%local, %proto, error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
@@ -65,18 +82,18 @@ pub(super) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, loca
         if shared.limits.fd_ceiling.is_some_and(|c| fd >= c) {
             Counters::inc(&shared.counters.tcp_refused_fd_reserve);
             if warn_due() {
-                tracing::warn!(%remote, %local, fd,
-                    "SIP TCP connections refused: they would use the descriptors kept for media and the API (sip.fd_reserve); see sipd_transport_events_total");
+                tracing::warn!(%remote, %local, %proto, fd,
+                    "SIP TCP/TLS connections refused: they would use the descriptors kept for media and the API (sip.fd_reserve); see sipd_transport_events_total");
             } else {
                 tracing::debug!(%remote, %local, fd, "tcp connection refused: descriptor reserve");
             }
             continue;
         }
         let conn_local = stream.local_addr().unwrap_or(local);
-        if !shared.allowed(remote, conn_local, Proto::Tcp) {
+        if !shared.allowed(remote, conn_local, proto) {
             continue;
         }
-        let conn = match shared.register_inbound(remote) {
+        let conn = match shared.register_inbound(remote, proto) {
             Ok(c) => c,
             Err(why) => {
                 let (counter, limit) = match why {
@@ -88,8 +105,8 @@ pub(super) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, loca
                 };
                 Counters::inc(counter);
                 if warn_due() {
-                    tracing::warn!(%remote, %local, limit,
-                        "SIP TCP connections refused at a limit; see sipd_transport_events_total");
+                    tracing::warn!(%remote, %local, %proto, limit,
+                        "SIP TCP/TLS connections refused at a limit; see sipd_transport_events_total");
                 } else {
                     tracing::debug!(%remote, %local, limit, "tcp connection refused");
                 }
@@ -97,9 +114,53 @@ pub(super) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, loca
             }
         };
         Counters::inc(&shared.counters.tcp_accepted);
-        tracing::debug!(%remote, local = %conn_local, conn = conn.id, "tcp accepted");
-        tokio::spawn(run_conn(shared.clone(), conn, stream, remote, true));
+        tracing::debug!(%remote, local = %conn_local, conn = conn.id, %proto, "accepted");
+        let Some(local) = prepare(&shared, &conn, &stream, remote) else {
+            continue;
+        };
+        let ends = Ends {
+            local,
+            remote,
+            proto,
+        };
+        match &tls {
+            None => {
+                tokio::spawn(run_conn(shared.clone(), conn, stream, ends, true));
+            }
+            Some(acceptor) => {
+                let task = super::tls::accept(shared.clone(), acceptor.clone(), conn, stream, ends);
+                tokio::spawn(task);
+            }
+        }
     }
+}
+
+/// Sets a fresh connection up; its local address, or None (unregistered) when the socket
+/// is already unusable (e.g. reset right after accept).
+pub(super) fn prepare(
+    shared: &Shared,
+    conn: &NewConn,
+    stream: &TcpStream,
+    remote: SocketAddr,
+) -> Option<SocketAddr> {
+    // SIP messages are written whole; Nagle would only delay them.
+    let _ = stream.set_nodelay(true);
+    match stream.local_addr() {
+        Ok(a) => Some(a),
+        Err(e) => {
+            tracing::debug!(%remote, error = %e, "connection lost before start");
+            shared.unregister(conn.id);
+            None
+        }
+    }
+}
+
+/// A connection's two ends and transport.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Ends {
+    pub(super) local: SocketAddr,
+    pub(super) remote: SocketAddr,
+    pub(super) proto: Proto,
 }
 
 /// Queues `out` on a live connection (the one named, else the newest to `remote`), or
@@ -107,6 +168,7 @@ pub(super) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, loca
 /// sends made while it connects share it and fail together if it cannot be made.
 pub(super) fn send(shared: &Arc<Shared>, out: Outbound) {
     let remote = out.remote;
+    let proto = out.proto;
     let token = out.token;
     let mut q = Queued {
         data: out.data,
@@ -128,12 +190,17 @@ pub(super) fn send(shared: &Arc<Shared>, out: Outbound) {
                         .copied(),
                 )
                 .filter(|id| !tried_ids.contains(id))
-                .find_map(|id| t.by_id.get(&id).map(|h| (id, h.tx.clone())));
+                .find_map(|id| {
+                    t.by_id
+                        .get(&id)
+                        .filter(|h| h.proto == proto)
+                        .map(|h| (id, h.tx.clone()))
+                });
             match live {
                 Some(found) => found,
                 None => {
                     // Outbound connections are never refused (see Limits::max_connections).
-                    let Some(conn) = shared.register_locked(&mut t, remote, false) else {
+                    let Some(conn) = shared.register_locked(&mut t, remote, proto, false) else {
                         return;
                     };
                     drop(t);
@@ -142,7 +209,7 @@ pub(super) fn send(shared: &Arc<Shared>, out: Outbound) {
                     if conn.tx.try_send(q).is_err() {
                         tracing::error!(%remote, "new tcp connection queue refused a message");
                     }
-                    let task = connect_and_run(shared.clone(), conn, remote, out.local);
+                    let task = connect_and_run(shared.clone(), conn, remote, proto, out.local);
                     shared.runtime.spawn(task);
                     return;
                 }
@@ -151,8 +218,8 @@ pub(super) fn send(shared: &Arc<Shared>, out: Outbound) {
         match tx.try_send(q) {
             Ok(()) => return,
             Err(TrySendError::Full(_)) => {
-                let error = format!("tcp connection {id} to {remote}: send queue full");
-                shared.send_failed(remote, Proto::Tcp, token, error);
+                let error = format!("{proto} connection {id} to {remote}: send queue full");
+                shared.send_failed(remote, proto, token, error);
                 return;
             }
             // Closing between lookup and send: try the next, or connect anew.
@@ -166,27 +233,65 @@ pub(super) fn send(shared: &Arc<Shared>, out: Outbound) {
 
 async fn connect_and_run(
     shared: Arc<Shared>,
-    mut conn: NewConn,
+    conn: NewConn,
     remote: SocketAddr,
+    proto: Proto,
     local: Option<SocketAddr>,
 ) {
     let timeout = shared.limits.connect_timeout;
-    let error = match tokio::time::timeout(timeout, connect(remote, local)).await {
-        Ok(Ok(stream)) => {
-            Counters::inc(&shared.counters.tcp_connected);
-            tracing::debug!(%remote, conn = conn.id, "tcp connected");
-            run_conn(shared, conn, stream, remote, false).await;
-            return;
+    let stream = match tokio::time::timeout(timeout, connect(remote, local)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            return fail_connect(
+                &shared,
+                conn,
+                remote,
+                proto,
+                format!("connect {proto} {remote}: {e}"),
+            );
         }
-        Ok(Err(e)) => format!("connect tcp {remote}: {e}"),
-        Err(_) => format!("connect tcp {remote}: timed out after {timeout:?}"),
+        Err(_) => {
+            let error = format!("connect {proto} {remote}: timed out after {timeout:?}");
+            return fail_connect(&shared, conn, remote, proto, error);
+        }
     };
-    tracing::debug!(%error, conn = conn.id, "tcp connect failed");
+    Counters::inc(&shared.counters.tcp_connected);
+    tracing::debug!(%remote, conn = conn.id, %proto, "tcp connected");
+    let Some(local) = prepare(&shared, &conn, &stream, remote) else {
+        return fail_connect(
+            &shared,
+            conn,
+            remote,
+            proto,
+            format!("connect {proto} {remote}: lost at once"),
+        );
+    };
+    let ends = Ends {
+        local,
+        remote,
+        proto,
+    };
+    if proto == Proto::Tls {
+        super::tls::connect(shared, conn, stream, ends).await;
+    } else {
+        run_conn(shared, conn, stream, ends, false).await;
+    }
+}
+
+/// An outbound connection that never started: every send queued on it fails with `error`.
+pub(super) fn fail_connect(
+    shared: &Shared,
+    mut conn: NewConn,
+    remote: SocketAddr,
+    proto: Proto,
+    error: String,
+) {
+    tracing::debug!(%error, conn = conn.id, "connect failed");
     shared.unregister(conn.id);
     conn.rx.close();
     while let Ok(q) = conn.rx.try_recv() {
         if let Some(token) = q.token {
-            shared.send_failed(remote, Proto::Tcp, token, error.clone());
+            shared.send_failed(remote, proto, token, error.clone());
         }
     }
 }
@@ -217,6 +322,7 @@ struct Conn {
     id: ConnId,
     local: SocketAddr,
     remote: SocketAddr,
+    proto: Proto,
     /// Millisecond stamp (since `Shared::epoch`) of the last complete message either way.
     last_activity: AtomicU64,
     /// Set after a framing error: the writer closes after the next message (the answer).
@@ -232,30 +338,28 @@ impl Conn {
     fn fail(&self, q: &Queued, error: &str) {
         if let Some(token) = q.token {
             self.shared
-                .send_failed(self.remote, Proto::Tcp, token, error.to_string());
+                .send_failed(self.remote, self.proto, token, error.to_string());
         }
     }
 }
 
-/// `inbound`: accepted (it must send a complete message within `first_message_timeout`).
-async fn run_conn(
+/// Runs a connection over `stream` (a TCP stream, or TLS over one after its handshake) until
+/// either side ends it. `inbound`: accepted (it must send a complete message within
+/// `first_message_timeout`).
+pub(super) async fn run_conn<S>(
     shared: Arc<Shared>,
     conn: NewConn,
-    stream: TcpStream,
-    remote: SocketAddr,
+    stream: S,
+    ends: Ends,
     inbound: bool,
-) {
-    // SIP messages are written whole; Nagle would only delay them.
-    let _ = stream.set_nodelay(true);
-    let local = match stream.local_addr() {
-        Ok(a) => a,
-        Err(e) => {
-            // The socket is already unusable (e.g. reset right after accept).
-            tracing::debug!(%remote, error = %e, "tcp connection lost before start");
-            shared.unregister(conn.id);
-            return;
-        }
-    };
+) where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let Ends {
+        local,
+        remote,
+        proto,
+    } = ends;
     let NewConn { id, tx, rx, stop } = conn;
     let c = Arc::new(Conn {
         last_activity: AtomicU64::new(shared.now_ms()),
@@ -263,9 +367,10 @@ async fn run_conn(
         id,
         local,
         remote,
+        proto,
         closing: AtomicBool::new(false),
     });
-    let (rh, wh) = stream.into_split();
+    let (mut rh, wh) = tokio::io::split(stream);
     let mut writer: JoinHandle<()> = tokio::spawn(write_loop(c.clone(), wh, rx, stop.clone()));
     let mut writer_done = false;
 
@@ -282,7 +387,8 @@ async fn run_conn(
             deadline = deadline.min(first);
         }
         tokio::select! {
-            r = read_some(&rh, &mut buf) => match r {
+            // Cancel-safe: nothing is consumed unless the read completes.
+            r = rh.read(&mut buf) => match r {
                 Ok(0) => break "closed by peer",
                 Ok(n) => {
                     framer.push(&buf[..n]);
@@ -295,7 +401,7 @@ async fn run_conn(
                     }
                 }
                 Err(e) => {
-                    tracing::debug!(%remote, conn = id, error = %e, "tcp read error");
+                    tracing::debug!(%remote, conn = id, %proto, error = %e, "read error");
                     break "read error";
                 }
             },
@@ -329,7 +435,7 @@ async fn run_conn(
     if !writer_done {
         let _ = writer.await;
     }
-    tracing::debug!(%remote, conn = id, reason, "tcp connection closed");
+    tracing::debug!(%remote, conn = id, %proto, reason, "connection closed");
     c.shared.emit(Event::Closed { conn: id, remote }).await;
 }
 
@@ -339,7 +445,7 @@ async fn deliver(c: &Conn, framer: &mut Framer, tx: &mpsc::Sender<Queued>) -> (F
     let counters = &c.shared.counters;
     let inbound = |data| Inbound {
         peer: Peer {
-            proto: Proto::Tcp,
+            proto: c.proto,
             local: c.local,
             remote: c.remote,
             conn: Some(c.id),
@@ -424,9 +530,9 @@ async fn deliver(c: &Conn, framer: &mut Framer, tx: &mpsc::Sender<Queued>) -> (F
     (flow, messages)
 }
 
-async fn write_loop(
+async fn write_loop<W: AsyncWrite + Unpin>(
     c: Arc<Conn>,
-    wh: OwnedWriteHalf,
+    mut wh: W,
     mut rx: mpsc::Receiver<Queued>,
     stop: Arc<Notify>,
 ) {
@@ -436,7 +542,7 @@ async fn write_loop(
             biased;
             q = rx.recv() => {
                 let Some(q) = q else { break };
-                if let Err(e) = write(&c, &wh, &q).await {
+                if let Err(e) = write(&c, &mut wh, &q).await {
                     c.fail(&q, &e);
                     broken = Some(e);
                     break;
@@ -453,7 +559,7 @@ async fn write_loop(
     rx.close();
     while let Ok(q) = rx.try_recv() {
         if broken.is_none()
-            && let Err(e) = write(&c, &wh, &q).await
+            && let Err(e) = write(&c, &mut wh, &q).await
         {
             broken = Some(e);
         }
@@ -461,36 +567,20 @@ async fn write_loop(
             c.fail(&q, e);
         }
     }
-    // Dropping the write half sends FIN after everything written.
-    drop(wh);
-}
-
-/// `AsyncReadExt` needs tokio's io-util feature; readiness + try_read is the same thing.
-/// Cancel-safe: nothing is consumed until `try_read` succeeds.
-async fn read_some(rh: &OwnedReadHalf, buf: &mut [u8]) -> io::Result<usize> {
-    loop {
-        rh.readable().await?;
-        match rh.try_read(buf) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            r => return r,
-        }
+    // FIN (after TLS's close_notify) once everything is written; a peer that stopped
+    // reading does not hold the task.
+    if broken.is_none() {
+        let _ = tokio::time::timeout(WRITE_TIMEOUT, wh.shutdown()).await;
     }
 }
 
-async fn write_all(wh: &OwnedWriteHalf, mut data: &[u8]) -> io::Result<()> {
-    while !data.is_empty() {
-        wh.writable().await?;
-        match wh.try_write(data) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => data = &data[n..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
+async fn write_all<W: AsyncWrite + Unpin>(wh: &mut W, data: &[u8]) -> io::Result<()> {
+    wh.write_all(data).await?;
+    // TLS buffers records until flushed.
+    wh.flush().await
 }
 
-async fn write(c: &Conn, wh: &OwnedWriteHalf, q: &Queued) -> Result<(), String> {
+async fn write<W: AsyncWrite + Unpin>(c: &Conn, wh: &mut W, q: &Queued) -> Result<(), String> {
     match tokio::time::timeout(WRITE_TIMEOUT, write_all(wh, &q.data)).await {
         Ok(Ok(())) => {
             // Our own pongs are not traffic that keeps a connection open.
@@ -500,10 +590,10 @@ async fn write(c: &Conn, wh: &OwnedWriteHalf, q: &Queued) -> Result<(), String> 
             }
             Ok(())
         }
-        Ok(Err(e)) => Err(format!("write tcp {}: {e}", c.remote)),
+        Ok(Err(e)) => Err(format!("write {} {}: {e}", c.proto, c.remote)),
         Err(_) => Err(format!(
-            "write tcp {}: peer not reading for {WRITE_TIMEOUT:?}",
-            c.remote
+            "write {} {}: peer not reading for {WRITE_TIMEOUT:?}",
+            c.proto, c.remote
         )),
     }
 }

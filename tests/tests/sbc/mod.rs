@@ -409,7 +409,8 @@ impl Sbc {
         }
     }
 
-    fn spawn_provisioned(net: &Net, plane: Plane, prov_toml: &str, set: &Settings) -> Sbc {
+    /// [`Sbc::start_provisioned`] without waiting for "sipd ready" (see [`Sbc::spawn_with`]).
+    pub fn spawn_provisioned(net: &Net, plane: Plane, prov_toml: &str, set: &Settings) -> Sbc {
         let media_timeout_secs = set.media_timeout_secs;
         let instance = format!("sbct{}s{}", std::process::id(), net.topo.id());
         let dir = std::env::temp_dir().join(format!("{instance}-sipd"));

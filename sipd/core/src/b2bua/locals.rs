@@ -68,5 +68,8 @@ pub fn contact(proto: Proto, advertised: SocketAddr) -> String {
     match proto {
         Proto::Udp => format!("<sip:sbc@{}>", host_port(advertised)),
         Proto::Tcp => format!("<sip:sbc@{};transport=tcp>", host_port(advertised)),
+        // `transport=tls` rather than a sips: URI: the leg is TLS to the next hop only, which
+        // is all a B2BUA can promise (RFC 5630 §3.1.3 keeps sips: for end-to-end).
+        Proto::Tls => format!("<sip:sbc@{};transport=tls>", host_port(advertised)),
     }
 }

@@ -163,11 +163,7 @@ impl Outgoing {
             let proto = match conn.transport {
                 Transport::Udp => Proto::Udp,
                 Transport::Tcp => Proto::Tcp,
-                Transport::Tls => {
-                    warn!(connection = %conn.name, "TLS upstreams are not supported yet; skipped");
-                    call.candidates.remove(0);
-                    continue;
-                }
+                Transport::Tls => Proto::Tls,
             };
             let addrs = match self.names.lookup(now, &conn.host) {
                 Lookup::Addrs { addrs, ask } => {
@@ -230,10 +226,10 @@ impl Outgoing {
             "sip:{}@{}{}",
             call.cld,
             host_port(dest),
-            if local.proto == Proto::Tcp {
-                ";transport=tcp"
-            } else {
-                ""
+            match local.proto {
+                Proto::Udp => "",
+                Proto::Tcp => ";transport=tcp",
+                Proto::Tls => ";transport=tls",
             }
         );
         let uri = crate::sip::uri::parse_uri(&uri_text).unwrap_or_default();

@@ -70,6 +70,7 @@ fn connection(id: Id, addr: &str, priority: u32) -> Connection {
         max_channels: None,
         cps_limit: None,
         priority,
+        tls_name: None,
     }
 }
 

@@ -163,6 +163,7 @@ mod tests {
             max_channels: None,
             cps_limit: None,
             priority,
+            tls_name: None,
         }
     }
 

@@ -42,6 +42,10 @@ pub struct Connection {
     pub cps_limit: Option<u32>,
     /// Lower is tried first; equal priorities share by order of name.
     pub priority: u32,
+    /// Over TLS: the name the vendor's certificate must carry, when not `host` (a vendor
+    /// reached by address whose certificate names it). `None`: `host`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_name: Option<String>,
 }
 
 impl Record for Connection {
@@ -54,15 +58,7 @@ impl Connection {
     pub fn problems(&self) -> FieldErrors {
         let mut p = FieldErrors::default();
         check_name(&mut p, &self.name);
-        let host_ok = !self.host.is_empty()
-            && self.host.len() <= 253
-            && (self.host.parse::<std::net::IpAddr>().is_ok()
-                || self.host.split('.').all(|l| {
-                    !l.is_empty()
-                        && l.len() <= 63
-                        && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                }));
-        if !host_ok {
+        if !is_host(&self.host) {
             p.add(
                 "destination",
                 format!(
@@ -72,6 +68,14 @@ impl Connection {
             );
         } else if self.port == 0 {
             p.add("destination", "port 0");
+        }
+        if let Some(n) = &self.tls_name
+            && !is_host(n)
+        {
+            p.add(
+                "tls_name",
+                format!("{n:?} is neither an IP address nor a DNS name"),
+            );
         }
         for (n, c) in self.cld_prefixes.iter().enumerate() {
             if c.is_empty()
@@ -101,6 +105,18 @@ impl Connection {
             _ => format!("{}:{}", self.host, self.port),
         }
     }
+}
+
+/// An IP address literal or a DNS name.
+fn is_host(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 253
+        && (h.parse::<std::net::IpAddr>().is_ok()
+            || h.split('.').all(|l| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            }))
 }
 
 /// `host`, `host:port`, `a.b.c.d[:port]` or `[v6]:port`; the port defaults to 5060.
@@ -155,6 +171,9 @@ pub struct ConnectionSpec {
     /// Lower is tried first; defaults to 100.
     #[serde(default = "default_priority")]
     pub priority: u32,
+    /// Over TLS: the name the vendor's certificate must carry; absent: the destination's host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_name: Option<String>,
 }
 
 impl ConnectionSpec {
@@ -177,6 +196,7 @@ impl ConnectionSpec {
             max_channels: self.max_channels,
             cps_limit: self.cps_limit,
             priority: self.priority,
+            tls_name: self.tls_name.clone(),
         };
         p.0.extend(c.problems().0);
         p.or(c)
@@ -194,6 +214,7 @@ impl From<&Connection> for ConnectionSpec {
             max_channels: c.max_channels,
             cps_limit: c.cps_limit,
             priority: c.priority,
+            tls_name: c.tls_name.clone(),
         }
     }
 }

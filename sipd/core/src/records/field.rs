@@ -315,6 +315,7 @@ mod tests {
             max_channels: None,
             cps_limit: Some(1),
             priority: 1,
+            tls_name: None,
         };
         let mut rec = c.build(0).unwrap();
         rec.port = 0;

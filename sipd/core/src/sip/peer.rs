@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use serde::Serialize;
 
-/// A SIP transport. TLS joins here when it is carried.
+/// A SIP transport.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Proto {
@@ -14,12 +14,14 @@ pub enum Proto {
     Udp,
     /// A stream connection; no retransmissions.
     Tcp,
+    /// A TCP connection carrying TLS (RFC 3261 §26.2): a stream like TCP, encrypted.
+    Tls,
 }
 
 impl Proto {
     /// Reliable transports need no retransmissions (RFC 3261 §17.1.1.2).
     pub fn is_reliable(self) -> bool {
-        matches!(self, Proto::Tcp)
+        matches!(self, Proto::Tcp | Proto::Tls)
     }
 
     /// The transport token of a Via header (`SIP/2.0/UDP`).
@@ -27,6 +29,7 @@ impl Proto {
         match self {
             Proto::Udp => "UDP",
             Proto::Tcp => "TCP",
+            Proto::Tls => "TLS",
         }
     }
 }
@@ -36,11 +39,12 @@ impl fmt::Display for Proto {
         f.write_str(match self {
             Proto::Udp => "udp",
             Proto::Tcp => "tcp",
+            Proto::Tls => "tls",
         })
     }
 }
 
-/// Identifies one TCP connection for its lifetime; never reused within a process.
+/// Identifies one TCP or TLS connection for its lifetime; never reused within a process.
 pub type ConnId = u64;
 
 /// Where a message came from or goes to.

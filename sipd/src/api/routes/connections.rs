@@ -39,6 +39,9 @@ impl Resource for Connection {
     fn build(input: ConnectionSpec, id: Id) -> ApiResult<Connection> {
         Ok(input.build(id)?)
     }
+    fn check_config(cfg: &crate::config::Config, c: &Connection) -> ApiResult<()> {
+        Ok(crate::config::check_connection(cfg, c)?)
+    }
     fn with_id(self, id: Id) -> Connection {
         Connection { id, ..self }
     }

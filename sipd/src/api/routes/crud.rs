@@ -45,6 +45,11 @@ pub trait Resource: Clone + Send + Sync + Sized + 'static {
     fn put(tx: &Tx<'_>, r: &Self) -> TxResult<Id>;
     /// Deletes the record `id` and returns it; aborts the transaction if there is none.
     fn remove(tx: &Tx<'_>, id: Id) -> TxResult<Self>;
+    /// Refuses a record this sipd's configuration cannot serve (400), so it is refused when
+    /// saved rather than failing at call time.
+    fn check_config(_cfg: &crate::config::Config, _r: &Self) -> ApiResult<()> {
+        Ok(())
+    }
     /// Refuses a delete that would leave others pointing at nothing (409).
     fn check_delete(_store: &Store, _r: &Self) -> ApiResult<()> {
         Ok(())
@@ -97,7 +102,11 @@ pub async fn create<R: Resource>(
         &st,
         &c,
         Then::Reload,
-        move |_| R::build(body, 0),
+        move |s| {
+            let r = R::build(body, 0)?;
+            R::check_config(&s.cfg, &r)?;
+            Ok(r)
+        },
         |tx, r: &R| {
             let r = r.clone().with_id(R::put(tx, r)?);
             let c = Change::new(AuditKind::Create, target::<R>(r.name()), r.view());
@@ -125,7 +134,9 @@ pub async fn update<R: Resource>(
         move |s| {
             let old = load::<R>(s, id)?;
             let input: R::In = patched(json(&old.view()).unwrap_or_default(), patch, &[])?;
-            R::build(input, id)
+            let r = R::build(input, id)?;
+            R::check_config(&s.cfg, &r)?;
+            Ok(r)
         },
         move |tx, r: &R| {
             let before = present(R::KIND, id, R::get(tx, id))?;
