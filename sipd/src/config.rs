@@ -93,8 +93,14 @@ pub struct SipConfig {
     /// Mozilla's public roots (compiled in).
     pub tls_roots: Option<PathBuf>,
     /// PEM file of the CA certificates a caller's TLS client certificate must chain to: when
-    /// set, every inbound TLS connection must present one (mutual TLS); unset: none asked.
+    /// set, every inbound TLS connection must present one (mutual TLS) unless
+    /// `tls_client_required` is false; unset: none asked. Auth rules with a
+    /// `tls_client_name` need it.
     pub tls_client_roots: Option<PathBuf>,
+    /// With `tls_client_roots`: true (the default), a caller without a client certificate
+    /// fails the handshake; false, a certificate is asked for and verified when presented,
+    /// and only the auth rules naming a `tls_client_name` refuse calls without one.
+    pub tls_client_required: bool,
     /// An accepted TLS connection must finish its handshake within this many seconds, or it
     /// is closed (a connection that never speaks holds a slot for no longer than this).
     pub tls_handshake_secs: u64,
@@ -154,6 +160,7 @@ impl Default for SipConfig {
             tls_key: None,
             tls_roots: None,
             tls_client_roots: None,
+            tls_client_required: true,
             tls_handshake_secs: 10,
             advertised_address: None,
             advertised_address_v6: None,
@@ -186,6 +193,49 @@ pub fn check_connection(
                 c.name
             ),
         });
+    }
+    Ok(())
+}
+
+/// Whether this configuration can serve auth rule `r`: one naming a `tls_client_name` needs
+/// SIP over TLS (`[sip] tls`) and roots to verify client certificates against
+/// (`[sip] tls_client_roots`), or no call could ever match it.
+pub fn check_rule(
+    cfg: &Config,
+    r: &sipd_core::records::AuthRule,
+) -> Result<(), crate::store::Invalid> {
+    let Some(name) = &r.tls_client_name else {
+        return Ok(());
+    };
+    let missing = if cfg.sip.tls.is_empty() {
+        "[sip] tls"
+    } else if cfg.sip.tls_client_roots.is_none() {
+        "[sip] tls_client_roots"
+    } else {
+        return Ok(());
+    };
+    Err(crate::store::Invalid {
+        kind: "rule",
+        field: "tls_client_name".into(),
+        reason: format!(
+            "rule {:?} asks for a TLS client certificate for {name:?} but {missing} is not set in sbc.toml",
+            r.name
+        ),
+    })
+}
+
+/// [`check_connection`] and [`check_rule`] over a set of records: the one check `sipd` runs
+/// at start, the API on every save and `sipd import` on its file. The first problem.
+pub fn check_records<'a>(
+    cfg: &Config,
+    connections: &[sipd_core::records::Connection],
+    rules: impl IntoIterator<Item = &'a sipd_core::records::AuthRule>,
+) -> Result<(), crate::store::Invalid> {
+    for c in connections {
+        check_connection(cfg, c)?;
+    }
+    for r in rules {
+        check_rule(cfg, r)?;
     }
     Ok(())
 }

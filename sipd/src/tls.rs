@@ -127,14 +127,17 @@ pub const VERSIONS: &[&rustls::SupportedProtocolVersion] =
 /// A server config: TLS 1.3 and 1.2 with [`provider`]'s suites, no client certificates, the
 /// certificate from `resolver`.
 pub fn server_config(resolver: Arc<Resolver>) -> Result<ServerConfig> {
-    server_config_verifying(resolver, None)
+    server_config_verifying(resolver, None, true)
 }
 
-/// [`server_config`], requiring (when `client_roots` is given) a client certificate that
-/// chains to one of `client_roots`: a peer without one fails the handshake.
+/// [`server_config`], asking (when `client_roots` is given) for a client certificate that
+/// chains to one of `client_roots`. A certificate presented must chain (else the handshake
+/// fails); `required`: a peer without one fails the handshake too, otherwise it goes on
+/// without (auth rules with a `tls_client_name` refuse its calls).
 pub fn server_config_verifying(
     resolver: Arc<Resolver>,
     client_roots: Option<rustls::RootCertStore>,
+    required: bool,
 ) -> Result<ServerConfig> {
     let provider = Arc::new(provider());
     let builder = ServerConfig::builder_with_provider(provider.clone())
@@ -146,9 +149,13 @@ pub fn server_config_verifying(
             let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
                 Arc::new(roots),
                 provider,
-            )
-            .build()
-            .context("client certificate verifier")?;
+            );
+            let verifier = if required {
+                verifier
+            } else {
+                verifier.allow_unauthenticated()
+            };
+            let verifier = verifier.build().context("client certificate verifier")?;
             builder.with_client_cert_verifier(verifier)
         }
     };

@@ -15,6 +15,11 @@
 //!   starts its handshake is closed at `tls_handshake_secs`, counted.
 //! - `tls_connection_without_tls_configured_refuses_to_start`: provisioning a TLS upstream
 //!   without `[sip] tls` stops sipd at start, instead of skipping it at call time.
+//! - `rule_naming_a_client_certificate_admits_only_that_certificate`: the carrier's auth rule
+//!   names `tls_client_name`; with client certificates optional (`tls_client_required =
+//!   false`), a call without one or with one for another name gets a 403 (counted as
+//!   `tls_client_cert`), with the named one it goes through.
+//! - `rule_naming_a_client_certificate_without_client_roots_refuses_to_start`.
 
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -76,6 +81,18 @@ fn vendor_ip(net: &Net) -> IpAddr {
 /// sipd with SIP over TLS on the relay's carrier-facing address (a certificate of `ca`'s for
 /// it), trusting only `ca` for upstreams, and a vendor connection over TLS.
 fn start(net: &Net, plane: Plane, ca: &TestCa, certs: &Certs, sip_extra: &str) -> Sbc {
+    start_prov(net, plane, ca, certs, sip_extra, &tls_vendor_prov(net))
+}
+
+/// [`start`] with the provisioning file `prov`.
+fn start_prov(
+    net: &Net,
+    plane: Plane,
+    ca: &TestCa,
+    certs: &Certs,
+    sip_extra: &str,
+    prov: &str,
+) -> Sbc {
     let relay = relay_ip(net).to_string();
     let (cert, key) = ca.issue(&[&relay]).write(&certs.0, "sipd");
     let roots = ca.write(&certs.0, "ca");
@@ -90,7 +107,7 @@ fn start(net: &Net, plane: Plane, ca: &TestCa, certs: &Certs, sip_extra: &str) -
         management: "metrics_public = true\n".into(),
         ..Settings::default()
     };
-    Sbc::start_provisioned(net, plane, &tls_vendor_prov(net), &set)
+    Sbc::start_provisioned(net, plane, prov, &set)
 }
 
 /// The default provisioning with its vendor reached over TLS on [`TLS_PORT`].
@@ -404,24 +421,185 @@ fn handshake_that_never_completes_is_closed_at_the_deadline() {
     assert_eq!(event(&sbc, "tcp_closed_first_message"), 0);
 }
 
+/// Stops `sbc`, takes from its sbc.toml the `[sip]` lines `dropped` says, and shows that
+/// the same provisioning is then refused everywhere: `sipd import` fails without writing,
+/// and `sipd run` exits at start (instead of running and failing at call time), both
+/// saying `message`.
+fn refused_without(net: &Net, sbc: &mut Sbc, prov: &str, dropped: &[&str], message: &str) {
+    sbc.stop();
+    let toml = std::fs::read_to_string(&sbc.config).expect("read sbc.toml");
+    let kept: Vec<&str> = toml
+        .lines()
+        .filter(|l| !dropped.iter().any(|d| l.starts_with(&format!("{d} "))))
+        .collect();
+    std::fs::write(&sbc.config, kept.join("\n") + "\n").expect("write sbc.toml");
+    let prov_file = sbc.dir.join("prov-again.toml");
+    std::fs::write(&prov_file, prov).expect("write prov");
+    let out = sbc.cli(&["import", &prov_file.to_string_lossy()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "import refused: {err}");
+    assert!(err.contains(message), "import says why: {err}");
+
+    // The store still holds the records (imported while the setting was there).
+    let mut run = net
+        .topo
+        .relay
+        .command(sbc::sipd_bin())
+        .arg("-c")
+        .arg(&sbc.config)
+        .arg("run")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn sipd run");
+    let end = Instant::now() + Duration::from_secs(30);
+    let exited = loop {
+        match run.try_wait().expect("wait sipd") {
+            Some(st) => break Some(st),
+            None if Instant::now() < end => std::thread::sleep(Duration::from_millis(100)),
+            None => break None,
+        }
+    };
+    if exited.is_none() {
+        // Ours, by its own handle: sipd started when it should have refused.
+        let _ = run.kill();
+    }
+    let out = run.wait_with_output().expect("sipd output");
+    let text = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+    assert!(
+        exited.is_some_and(|st| !st.success()),
+        "sipd refuses to start: {text}"
+    );
+    assert!(text.contains(message), "start says why: {text}");
+}
+
 #[test]
 fn tls_connection_without_tls_configured_refuses_to_start() {
     require_privileged!();
     let _s = serial();
     let net = Net::new();
-    let mut sbc = Sbc::spawn_provisioned(
+    let certs = Certs::new("notls");
+    let ca = TestCa::new("sbc test CA");
+    let mut sbc = start(&net, Plane::Userspace, &ca, &certs, "");
+    refused_without(
         &net,
-        Plane::Userspace,
+        &mut sbc,
         &tls_vendor_prov(&net),
-        &Settings::default(),
+        &["tls", "tls_cert", "tls_key", "tls_roots"],
+        "uses transport tls but SIP over TLS is not configured",
     );
-    let st = sbc
-        .wait_exit(Duration::from_secs(30))
-        .expect("sipd exits instead of running");
-    assert!(!st.success());
-    let log = sbc.log_text();
+}
+
+/// The carrier's rule, named "office", asking for a client certificate for `name`.
+fn prov_with_client_name(net: &Net, name: &str) -> String {
+    let prov = tls_vendor_prov(net);
+    assert!(prov.contains("name = \"office\""));
+    format!("{prov}tls_client_name = \"{name}\"\n")
+}
+
+#[test]
+fn rule_naming_a_client_certificate_admits_only_that_certificate() {
+    require_privileged!();
+    let _s = serial();
+    let net = Net::new();
+    let certs = Certs::new("client");
+    let ca = TestCa::new("sbc test CA");
+    // `start` writes the CA to ca.pem before sipd starts: it is the client roots too.
+    let extra = format!(
+        "tls_client_roots = \"{}\"\ntls_client_required = false\n",
+        certs.0.join("ca.pem").display()
+    );
+    let prov = prov_with_client_name(&net, "carrier.example");
+    let sbc = start_prov(&net, Plane::Userspace, &ca, &certs, &extra, &prov);
+    let relay = relay_ip(&net);
+    let to = SocketAddr::new(relay, TLS_PORT);
+    let connect = |cfg| {
+        tls::connect_in(&net.topo.caller, to, &relay.to_string(), cfg)
+            .expect("carrier's TLS connection to sipd (client certificates are optional)")
+    };
+    let refused = [
+        ("no certificate", tls::client_config(ca.pem())),
+        (
+            "a certificate for another name",
+            tls::client_config_with_cert(ca.pem(), &ca.issue(&["evil.example"])),
+        ),
+    ];
+    for (n, (what, cfg)) in refused.into_iter().enumerate() {
+        let mut c = connect(cfg);
+        c.send(&invite(&net, &c, &format!("tls-client-{n}")))
+            .expect("send INVITE");
+        let mut seen = Vec::new();
+        let fin = c.wait_for("SIP/2.0 ", "1 INVITE", WAIT, &mut seen);
+        assert!(
+            fin.as_deref().is_some_and(|f| f.starts_with("SIP/2.0 403")),
+            "{what}: 403; got {fin:?} {seen:#?}\n{}",
+            sbc.log_text()
+        );
+    }
+    assert_eq!(
+        sbc.metric("sipd_refusals_total{reason=\"tls_client_cert\"}"),
+        2,
+        "counted as tls_client_cert"
+    );
+
+    let (offer_tx, _offer_rx) = mpsc::channel();
+    let v = vendor(&net, &ca.issue(&[&vendor_ip(&net).to_string()]), offer_tx);
+    let leaf = ca.issue(&["carrier.example"]);
+    let mut c = connect(tls::client_config_with_cert(ca.pem(), &leaf));
+    let local = SocketAddr::new(net.topo.caller_if.ip(false), c.local().port());
+    c.send(&invite(&net, &c, "tls-client-ok"))
+        .expect("send INVITE");
+    let mut seen = Vec::new();
+    let ok = c
+        .wait_for("SIP/2.0 200", "1 INVITE", WAIT, &mut seen)
+        .unwrap_or_else(|| {
+            panic!(
+                "the named certificate is admitted; got {seen:#?}\n{}",
+                sbc.log_text()
+            )
+        });
+    for (n, m) in ["ACK", "BYE"].into_iter().enumerate() {
+        let cseq = if n == 0 { 1 } else { 2 };
+        c.send(&tls::over_tls(&raw::in_dialog(
+            m,
+            cseq,
+            local,
+            to,
+            "tls-client-ok",
+            &ok,
+        )))
+        .expect("send ACK/BYE");
+    }
     assert!(
-        log.contains("uses transport tls but SIP over TLS is not configured"),
-        "{log}"
+        c.wait_for("SIP/2.0 200", "2 BYE", WAIT, &mut seen)
+            .is_some(),
+        "BYE answered; got {seen:#?}"
+    );
+    assert!(v.join().expect("vendor thread").expect("vendor call").bye);
+    assert_eq!(
+        sbc.metric("sipd_refusals_total{reason=\"tls_client_cert\"}"),
+        2
+    );
+}
+
+#[test]
+fn rule_naming_a_client_certificate_without_client_roots_refuses_to_start() {
+    require_privileged!();
+    let _s = serial();
+    let net = Net::new();
+    let certs = Certs::new("noroots");
+    let ca = TestCa::new("sbc test CA");
+    let extra = format!(
+        "tls_client_roots = \"{}\"\n",
+        certs.0.join("ca.pem").display()
+    );
+    let prov = prov_with_client_name(&net, "carrier.example");
+    let mut sbc = start_prov(&net, Plane::Userspace, &ca, &certs, &extra, &prov);
+    refused_without(
+        &net,
+        &mut sbc,
+        &prov,
+        &["tls_client_roots"],
+        "[sip] tls_client_roots is not set",
     );
 }

@@ -119,7 +119,7 @@ impl Appliance {
             anyhow::bail!(refusal);
         }
         let records = Provisioned::read(&store);
-        startup::check_connections(&cfg, &records)?;
+        startup::check_records(&cfg, &records)?;
         startup::first_start_hints(&store, &records);
         let accounts = records.rules.accounts().count();
         let nofile = fds::raise_nofile();
@@ -269,7 +269,8 @@ impl Appliance {
                     if let Some(h) = &self.hep {
                         h.received(&m.peer, m.arrival.local, &m.data, wall);
                     }
-                    self.core.on_message(now, wall, m.peer, &m.data);
+                    self.core
+                        .on_verified_message(now, wall, m.peer, &m.tls_client_names, &m.data);
                     // After the core: a new call is in its table only now.
                     self.file(Dir::In, &m.peer, &m.data, wall);
                 }

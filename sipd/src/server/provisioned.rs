@@ -132,6 +132,7 @@ mod tests {
                 cli: None,
                 cld: None,
                 ip_only: true,
+                tls_client_name: None,
             })
             .unwrap();
         for (name, host) in [("lit", "192.0.2.1"), ("named", "vendor.example")] {

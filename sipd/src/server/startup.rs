@@ -165,13 +165,18 @@ fn sip_tls(cfg: &Config, names: &UpstreamTlsNames) -> Result<Option<TlsSettings>
         Some(p) => Some(crate::tls::roots(Some(p)).context("sip.tls_client_roots")?),
         None => None,
     };
-    let server = crate::tls::server_config_verifying(state.resolver.clone(), client_roots)?;
+    let server = crate::tls::server_config_verifying(
+        state.resolver.clone(),
+        client_roots,
+        s.tls_client_required,
+    )?;
     let roots = crate::tls::roots(s.tls_roots.as_deref()).context("sip.tls_roots")?;
     let client = crate::tls::client_config(roots)?;
     info!(
         certificate = %state.cert_path.display(),
         self_signed = state.self_signed,
         client_certificates = s.tls_client_roots.is_some(),
+        client_certificates_required = s.tls_client_roots.is_some() && s.tls_client_required,
         roots = %s.tls_roots.as_deref().map_or("webpki-roots (Mozilla)".into(), |p| p.display().to_string()),
         "SIP over TLS"
     );
@@ -189,13 +194,11 @@ fn sip_tls(cfg: &Config, names: &UpstreamTlsNames) -> Result<Option<TlsSettings>
     }))
 }
 
-/// Refuses to start with a provisioned connection this configuration cannot serve (one over
-/// TLS without `[sip] tls`), naming it and the fix.
-pub fn check_connections(cfg: &Config, p: &Provisioned) -> Result<()> {
-    for c in &p.connections {
-        crate::config::check_connection(cfg, c).map_err(|e| anyhow::anyhow!("{}", e.reason))?;
-    }
-    Ok(())
+/// Refuses to start with a provisioned connection or auth rule this configuration cannot
+/// serve (see [`crate::config::check_records`]), naming it and the fix.
+pub fn check_records(cfg: &Config, p: &Provisioned) -> Result<()> {
+    crate::config::check_records(cfg, &p.connections, p.rules.rules())
+        .map_err(|e| anyhow::anyhow!("{}", e.reason))
 }
 
 /// Binds SIP; returns the transports, our addresses for the core and the (port, transport)

@@ -58,6 +58,7 @@ fn rule(account_id: Id, name: &str, ip_only: bool) -> AuthRule {
         cli: None,
         cld: Some(Pattern::Prefix("44".into())),
         ip_only,
+        tls_client_name: None,
     }
 }
 

@@ -115,6 +115,9 @@ pub struct Inbound {
     pub peer: Peer,
     /// The bytes: one whole message, or what was read of a malformed one.
     pub data: Bytes,
+    /// The DNS names (SAN) of the client certificate the TLS connection it came on
+    /// presented, verified against `[sip] tls_client_roots`; empty: none, or not TLS.
+    pub tls_client_names: Arc<[String]>,
     /// Where it arrived, for the firewall to know whether XDP saw it.
     pub arrival: Arrival,
 }

@@ -122,6 +122,7 @@ pub(super) async fn accept_loop(
             local,
             remote,
             proto,
+            client_names: Arc::from([]),
         };
         match &tls {
             None => {
@@ -156,11 +157,14 @@ pub(super) fn prepare(
 }
 
 /// A connection's two ends and transport.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(super) struct Ends {
     pub(super) local: SocketAddr,
     pub(super) remote: SocketAddr,
     pub(super) proto: Proto,
+    /// The DNS names of the peer's verified TLS client certificate (set once the handshake
+    /// is done; empty for TCP, outbound connections and callers without one).
+    pub(super) client_names: Arc<[String]>,
 }
 
 /// Queues `out` on a live connection (the one named, else the newest to `remote`), or
@@ -270,6 +274,7 @@ async fn connect_and_run(
         local,
         remote,
         proto,
+        client_names: Arc::from([]),
     };
     if proto == Proto::Tls {
         super::tls::connect(shared, conn, stream, ends).await;
@@ -323,6 +328,8 @@ struct Conn {
     local: SocketAddr,
     remote: SocketAddr,
     proto: Proto,
+    /// See [`Ends::client_names`].
+    client_names: Arc<[String]>,
     /// Millisecond stamp (since `Shared::epoch`) of the last complete message either way.
     last_activity: AtomicU64,
     /// Set after a framing error: the writer closes after the next message (the answer).
@@ -359,6 +366,7 @@ pub(super) async fn run_conn<S>(
         local,
         remote,
         proto,
+        client_names,
     } = ends;
     let NewConn { id, tx, rx, stop } = conn;
     let c = Arc::new(Conn {
@@ -368,6 +376,7 @@ pub(super) async fn run_conn<S>(
         local,
         remote,
         proto,
+        client_names,
         closing: AtomicBool::new(false),
     });
     let (mut rh, wh) = tokio::io::split(stream);
@@ -451,6 +460,7 @@ async fn deliver(c: &Conn, framer: &mut Framer, tx: &mpsc::Sender<Queued>) -> (F
             conn: Some(c.id),
         },
         data,
+        tls_client_names: c.client_names.clone(),
         // The connection's own local address; the interface is not known for TCP.
         arrival: Arrival {
             local: c.local.ip(),

@@ -177,7 +177,7 @@ async fn client_certificates_when_required() {
     // Callers must present a certificate chained to sipd's own (the test's only CA).
     let client_roots = crate::tls::roots(Some(&st.cert_path)).unwrap();
     let server =
-        crate::tls::server_config_verifying(st.resolver.clone(), Some(client_roots)).unwrap();
+        crate::tls::server_config_verifying(st.resolver.clone(), Some(client_roots), true).unwrap();
     let tls = TlsSettings {
         acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(server)),
         ..settings(dir.path(), "localhost", WAIT)

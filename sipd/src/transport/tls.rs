@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::pki_types::ServerName;
+use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::net::TcpStream;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
@@ -51,7 +51,7 @@ pub(super) async fn accept(
     acceptor: TlsAcceptor,
     conn: NewConn,
     stream: TcpStream,
-    ends: Ends,
+    mut ends: Ends,
 ) {
     let Some(deadline) = shared.tls.as_ref().map(|t| t.handshake_timeout) else {
         shared.unregister(conn.id);
@@ -61,7 +61,17 @@ pub(super) async fn accept(
     match tokio::time::timeout(deadline, acceptor.accept(stream)).await {
         Ok(Ok(tls)) => {
             Counters::inc(&shared.counters.tls_handshakes);
-            tracing::debug!(%remote, conn = conn.id, "tls handshake done");
+            // rustls verified the chain against `[sip] tls_client_roots` (a certificate that
+            // does not chain failed the handshake), so its names can be trusted.
+            ends.client_names = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(client_names)
+                .unwrap_or_default()
+                .into();
+            tracing::debug!(%remote, conn = conn.id, client = ?ends.client_names, "tls handshake done");
             run_conn(shared, conn, tls, ends, true).await;
         }
         Ok(Err(e)) => {
@@ -73,6 +83,17 @@ pub(super) async fn accept(
             Counters::inc(&shared.counters.tls_handshake_timeouts);
             tracing::debug!(%remote, conn = conn.id, "tls handshake not done in time");
             shared.unregister(conn.id);
+        }
+    }
+}
+
+/// The DNS names (SAN) of a verified client certificate; none when it cannot be read.
+fn client_names(cert: &CertificateDer<'_>) -> Vec<String> {
+    match webpki::EndEntityCert::try_from(cert) {
+        Ok(c) => c.valid_dns_names().map(str::to_owned).collect(),
+        Err(e) => {
+            tracing::debug!(error = %e, "client certificate names unreadable");
+            Vec::new()
         }
     }
 }

@@ -69,6 +69,7 @@ pub(super) async fn recv_loop(
                 conn: None,
             },
             data: Bytes::copy_from_slice(&data[..len]),
+            tls_client_names: Arc::from([]),
             arrival,
         };
         let ev = if n > max {

@@ -114,6 +114,27 @@ pub fn client_config(ca_pem: &str) -> Arc<ClientConfig> {
     )
 }
 
+/// [`client_config`] that presents `leaf` as its client certificate (mutual TLS).
+pub fn client_config_with_cert(ca_pem: &str, leaf: &Leaf) -> Arc<ClientConfig> {
+    let mut roots = RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(c.expect("CA PEM")).expect("CA root");
+    }
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(leaf.cert_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .expect("leaf PEM");
+    let key = PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).expect("key PEM");
+    Arc::new(
+        ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .expect("client certificate"),
+    )
+}
+
 /// A server presenting `leaf`.
 pub fn server_config(leaf: &Leaf) -> Arc<ServerConfig> {
     let chain: Vec<CertificateDer<'static>> =

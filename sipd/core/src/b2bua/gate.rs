@@ -34,6 +34,9 @@ pub struct Knock<'a> {
     pub user_agent: Option<&'a str>,
     /// `Authorization` or `Proxy-Authorization`.
     pub authorization: Option<&'a str>,
+    /// The DNS names of the caller's verified TLS client certificate; empty when it came
+    /// without one (or not over TLS). A rule with a `tls_client_name` needs it here.
+    pub tls_client_names: &'a [String],
 }
 
 /// The gate's answer to a [`Knock`].
@@ -164,7 +167,12 @@ impl AuthGate {
         }
         let class = self.rules.classify(k.src, k.cli, k.cld);
         match (class, k.authorization) {
-            (Classification::IpAuthenticated { account, .. }, _) => (Verdict::Admit(account), None),
+            (Classification::IpAuthenticated { account, rule }, _) => {
+                if !self.rules.client_cert_ok(rule, k.tls_client_names) {
+                    return (self.client_cert_refused(k, rule), None);
+                }
+                (Verdict::Admit(account), None)
+            }
             (_, Some(header)) => self.check_digest(now, wall, k, header),
             (Classification::Challenge, None) => (
                 Verdict::Challenge {
@@ -187,6 +195,18 @@ impl AuthGate {
                     .map(|d| self.earned(now, k.src, d, Offence::Enumeration));
                 (refuse, ban)
             }
+        }
+    }
+
+    /// The refusal of a call whose rule names a TLS client certificate it did not present.
+    /// Not an IDS offence: a carrier with an expired or misissued certificate is no attacker,
+    /// and its source is one the rule already names.
+    fn client_cert_refused(&self, k: &Knock, rule: Id) -> Verdict {
+        debug!(src = %k.src, rule, names = ?k.tls_client_names, "no TLS client certificate the rule names");
+        Verdict::Refuse {
+            code: 403,
+            why: "TLS client certificate required",
+            refusal: Some(RefusalReason::TlsClientCert),
         }
     }
 
@@ -234,6 +254,9 @@ impl AuthGate {
         let e = match (result, account) {
             (Ok(_), Some(account)) => {
                 let verdict = match self.rules.digest_allowed(account.id, k.src, k.cli, k.cld) {
+                    Ok(Some(rule)) if !self.rules.client_cert_ok(rule, k.tls_client_names) => {
+                        self.client_cert_refused(k, rule)
+                    }
                     Ok(_) => Verdict::Admit(account.id),
                     // Its credentials were right: a call attempt like any other, with a CDR.
                     Err(_) => Verdict::Refuse {

@@ -16,7 +16,15 @@ use crate::sip::txn::{RequestVerdict, ServerKey, random_hex};
 use crate::sip::{Msg, NameAddr, Peer, Transmit};
 
 impl<M: Media> Core<M> {
-    pub(super) fn on_request(&mut self, now: Instant, wall: SystemTime, peer: Peer, req: Msg) {
+    /// `tls_client_names`: see [`Core::on_verified_message`](super::Core::on_verified_message).
+    pub(super) fn on_request(
+        &mut self,
+        now: Instant,
+        wall: SystemTime,
+        peer: Peer,
+        tls_client_names: &[String],
+        req: Msg,
+    ) {
         let method = req.method().cloned().unwrap_or(Method::Options);
         match self.txn.on_request(now, &req, peer) {
             RequestVerdict::Absorbed => {}
@@ -40,7 +48,7 @@ impl<M: Media> Core<M> {
                 if to_tag.is_some() {
                     self.in_dialog(now, wall, peer, req, key);
                 } else if method == Method::Invite {
-                    self.new_call(now, wall, peer, req, key);
+                    self.new_call(now, wall, peer, tls_client_names, req, key);
                 } else {
                     if self.probe(now, wall, &peer, &req, &key) {
                         return;
@@ -120,6 +128,8 @@ impl<M: Media> Core<M> {
             authorization: req
                 .get("Authorization")
                 .or_else(|| req.get("Proxy-Authorization")),
+            // REGISTER and pings are no calls: a rule's certificate applies to calls.
+            tls_client_names: &[],
         };
         let (verdict, ban) = self.gate.probe(now, &knock);
         if let Some(b) = ban {
@@ -216,6 +226,7 @@ impl<M: Media> Core<M> {
         now: Instant,
         wall: SystemTime,
         peer: Peer,
+        tls_client_names: &[String],
         req: Msg,
         key: ServerKey,
     ) {
@@ -226,7 +237,8 @@ impl<M: Media> Core<M> {
             self.refuse_unauthenticated(now, &key, &req, 503, "shutting down");
             return;
         }
-        let Some(account_id) = self.authenticate(now, wall, &peer, &req, &key) else {
+        let Some(account_id) = self.authenticate(now, wall, &peer, tls_client_names, &req, &key)
+        else {
             return;
         };
         self.txn.respond(now, &key, &req.response(100, None));
@@ -285,6 +297,7 @@ impl<M: Media> Core<M> {
         now: Instant,
         wall: SystemTime,
         peer: &Peer,
+        tls_client_names: &[String],
         req: &Msg,
         key: &ServerKey,
     ) -> Option<Id> {
@@ -302,6 +315,7 @@ impl<M: Media> Core<M> {
             authorization: req
                 .get("Authorization")
                 .or_else(|| req.get("Proxy-Authorization")),
+            tls_client_names,
         };
         let (verdict, ban) = self.gate.check(now, wall, &knock);
         if let Some(b) = ban {

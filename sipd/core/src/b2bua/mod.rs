@@ -458,8 +458,23 @@ impl<M: Media> Core<M> {
 
     // ---------------------------------------------------------------- input
 
-    /// One message from the wire.
+    /// One message from the wire, over a transport that verified no client certificate.
     pub fn on_message(&mut self, now: Instant, wall: SystemTime, peer: Peer, data: &[u8]) {
+        self.on_verified_message(now, wall, peer, &[], data);
+    }
+
+    /// One message from the wire; `tls_client_names` are the DNS names (SAN) of the client
+    /// certificate the TLS connection it came on presented and the shell verified against
+    /// `[sip] tls_client_roots` (empty: none, or not TLS). Auth rules with a
+    /// `tls_client_name` admit a call only when that name is among them.
+    pub fn on_verified_message(
+        &mut self,
+        now: Instant,
+        wall: SystemTime,
+        peer: Peer,
+        tls_client_names: &[String],
+        data: &[u8],
+    ) {
         self.arm_tick(now);
         let mut msg = match Msg::parse(data, self.cfg.max_message_bytes) {
             Ok(m) => m,
@@ -473,7 +488,7 @@ impl<M: Media> Core<M> {
             self.stats.requests += 1;
             // Before anything answers it: every response copies the noted Via.
             crate::sip::received::stamp_received(&mut msg, peer.remote);
-            self.on_request(now, wall, peer, msg);
+            self.on_request(now, wall, peer, tls_client_names, msg);
         } else {
             self.stats.responses += 1;
             self.on_response(now, wall, msg);

@@ -54,6 +54,7 @@ fn rule(id: Id, account_id: Id, remote: Option<&str>, ip_only: bool) -> AuthRule
         cli: None,
         cld: None,
         ip_only,
+        tls_client_name: None,
     }
 }
 
@@ -1254,5 +1255,7 @@ fn contact_addresses_and_the_vendors_other_ports() {
 mod ids_and_amplification;
 #[path = "tests_ipv6.rs"]
 mod ipv6;
+#[path = "tests_tls_rule.rs"]
+mod tls_client_rule;
 #[path = "tests_torture.rs"]
 mod torture;

@@ -264,6 +264,15 @@ impl RuleSet {
         }
     }
 
+    /// Whether the caller's verified TLS client certificate names (`names`) satisfy rule
+    /// `rule` (see [`AuthRule::client_cert_ok`]); an unknown rule asks for nothing.
+    pub fn client_cert_ok(&self, rule: Id, names: &[String]) -> bool {
+        self.rules
+            .iter()
+            .find(|r| r.rule.id == rule)
+            .is_none_or(|r| r.rule.client_cert_ok(names))
+    }
+
     /// After `account` proved its digest credentials: may it place this call? `Ok(None)`
     /// when the account has no rules (credentials work from anywhere), `Ok(Some(rule))` for
     /// the most specific matching rule (an `ip_only` one counts too). An unknown account is
@@ -339,6 +348,7 @@ mod tests {
             cli,
             cld,
             ip_only,
+            tls_client_name: None,
         }
     }
 

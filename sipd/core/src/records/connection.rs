@@ -108,7 +108,7 @@ impl Connection {
 }
 
 /// An IP address literal or a DNS name.
-fn is_host(h: &str) -> bool {
+pub(crate) fn is_host(h: &str) -> bool {
     !h.is_empty()
         && h.len() <= 253
         && (h.parse::<std::net::IpAddr>().is_ok()

@@ -26,7 +26,7 @@ pub use field::{FieldError, FieldErrors};
 pub use money::{BadAmount, MICROS_PER_UNIT, Micros};
 pub use pattern::{Matcher, Pattern, PatternError};
 pub use refusal::{RefusalChanges, RefusalReason, RefusalRow, RefusalTable};
-pub use rule::{AuthRule, RuleOwner, RuleSpec};
+pub use rule::{AuthRule, RuleOwner, RuleSpec, check_tls_client_name};
 pub use sip_password::{
     MAX_SIP_PASSWORD_CHARS, SipPasswordPolicies, SipPasswordPolicy, SipSecrets, Strength,
 };

@@ -31,6 +31,9 @@ pub enum RefusalReason {
     /// An in-dialog request or a CANCEL from someone other than the dialog's (or the
     /// INVITE's) own peer: a third party that learnt the Call-ID and tags (403).
     InDialogStranger,
+    /// A call matching an auth rule that names a TLS client certificate, sent without a
+    /// verified certificate carrying that name (403).
+    TlsClientCert,
 }
 
 impl RefusalReason {
@@ -44,11 +47,12 @@ impl RefusalReason {
             RefusalReason::NoRegistrar => "no_registrar",
             RefusalReason::UnknownDialog => "unknown_dialog",
             RefusalReason::InDialogStranger => "in_dialog_stranger",
+            RefusalReason::TlsClientCert => "tls_client_cert",
         }
     }
 
     /// Every reason, for counters by label.
-    pub const ALL: [RefusalReason; 7] = [
+    pub const ALL: [RefusalReason; 8] = [
         RefusalReason::Scanner,
         RefusalReason::NoMatchingRule,
         RefusalReason::BadCredentials,
@@ -56,6 +60,7 @@ impl RefusalReason {
         RefusalReason::NoRegistrar,
         RefusalReason::UnknownDialog,
         RefusalReason::InDialogStranger,
+        RefusalReason::TlsClientCert,
     ];
 }
 

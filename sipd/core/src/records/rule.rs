@@ -29,6 +29,11 @@ pub struct AuthRule {
     /// Matching the rule is the whole authentication: no digest challenge. Only with a
     /// `remote`, otherwise anyone on the Internet would be that account.
     pub ip_only: bool,
+    /// A call matching the rule is admitted only over a TLS connection whose client
+    /// certificate (verified against `[sip] tls_client_roots`) carries this DNS name as a
+    /// SAN; `None`: any transport, no certificate asked.
+    #[serde(default)]
+    pub tls_client_name: Option<String>,
 }
 
 impl Record for AuthRule {
@@ -49,6 +54,11 @@ impl AuthRule {
             ),
             _ => {}
         }
+        if let Some(n) = &self.tls_client_name
+            && let Err(e) = check_tls_client_name(n)
+        {
+            p.add("tls_client_name", e);
+        }
         for (what, pat) in [("cli", &self.cli), ("cld", &self.cld)] {
             if let Some(pat) = pat
                 && let Err(e) = pat.compile()
@@ -59,10 +69,32 @@ impl AuthRule {
         p
     }
 
+    /// Whether a caller whose verified TLS client certificate carries `names` (empty: no
+    /// certificate, or not over TLS) satisfies the rule's `tls_client_name`. DNS names
+    /// compare without regard to case.
+    pub fn client_cert_ok(&self, names: &[String]) -> bool {
+        self.tls_client_name
+            .as_ref()
+            .is_none_or(|want| names.iter().any(|n| n.eq_ignore_ascii_case(want)))
+    }
+
     /// The first of [`AuthRule::problems`], as the record's error.
     pub fn validate(&self) -> Result<(), Invalid> {
         Invalid::first("rule", self.problems())
     }
+}
+
+/// Why `n` cannot be a rule's `tls_client_name`: it must be a DNS name (not an address,
+/// not a wildcard: the rule names one peer, and a certificate's wildcard SAN is matched as
+/// written, never expanded).
+pub fn check_tls_client_name(n: &str) -> Result<(), String> {
+    if n.contains('*') {
+        return Err(format!("{n:?}: a wildcard is not allowed, name one host"));
+    }
+    if n.parse::<std::net::IpAddr>().is_ok() || !super::connection::is_host(n) {
+        return Err(format!("{n:?} is not a DNS name"));
+    }
+    Ok(())
 }
 
 /// The account a rule belongs to, as far as building the rule needs it.
@@ -105,6 +137,9 @@ pub struct RuleSpec {
     /// See [`AuthRule::ip_only`]; defaults to `false`.
     #[serde(default)]
     pub ip_only: bool,
+    /// See [`AuthRule::tls_client_name`]; absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_client_name: Option<String>,
 }
 
 impl RuleSpec {
@@ -118,6 +153,7 @@ impl RuleSpec {
             cli: self.cli.clone(),
             cld: self.cld.clone(),
             ip_only: self.ip_only,
+            tls_client_name: self.tls_client_name.clone(),
         };
         let mut p = r.problems();
         if !self.ip_only && !owner.has_sip {
@@ -141,6 +177,44 @@ impl From<&AuthRule> for RuleSpec {
             cli: r.cli.clone(),
             cld: r.cld.clone(),
             ip_only: r.ip_only,
+            tls_client_name: r.tls_client_name.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_client_name_must_be_a_dns_name_without_wildcard() {
+        assert!(check_tls_client_name("carrier.example").is_ok());
+        assert!(check_tls_client_name("sbc-1").is_ok());
+        for bad in ["", "*.carrier.example", "192.0.2.1", "::1", "a..b", "a b"] {
+            assert!(check_tls_client_name(bad).is_err(), "{bad:?}");
+        }
+        let spec = RuleSpec {
+            name: "r".into(),
+            remote: Some("192.0.2.0/24".parse().unwrap()),
+            cli: None,
+            cld: None,
+            ip_only: true,
+            tls_client_name: Some("*.x".into()),
+        };
+        let owner = RuleOwner {
+            id: 1,
+            name: "a",
+            has_sip: false,
+        };
+        let e = spec.build(0, owner).unwrap_err();
+        assert!(format!("{e:?}").contains("tls_client_name"), "{e:?}");
+        let ok = RuleSpec {
+            tls_client_name: Some("carrier.example".into()),
+            ..spec
+        };
+        assert_eq!(
+            ok.build(0, owner).unwrap().tls_client_name.as_deref(),
+            Some("carrier.example")
+        );
     }
 }

@@ -75,6 +75,7 @@ pub async fn create(
         move |s| {
             let acc = account(s, account_id)?;
             let r = body.build(0, (&acc).into())?;
+            crate::config::check_rule(&s.cfg, &r)?;
             Ok((acc, r))
         },
         |tx, (acc, r): &(Account, AuthRule)| {
@@ -116,6 +117,7 @@ pub async fn update(
             let acc = account(s, old.account_id)?;
             let input: RuleSpec = patched(json(&old).unwrap_or_default(), patch, &["account_id"])?;
             let new = input.build(id, (&acc).into())?;
+            crate::config::check_rule(&s.cfg, &new)?;
             Ok((old, acc, new))
         },
         move |tx, (old, acc, new): &(AuthRule, Account, AuthRule)| {
