@@ -19,7 +19,6 @@ use sipd::config::{Config, ConfigError, DEFAULT_FILE, Origin};
 use sipd::provision::{self, ProvisionError};
 use sipd::store::{Account, Store, StoreError};
 use sipd_core::auth::digest::Credential;
-use sipd_core::records::SipSecrets;
 
 #[derive(Parser)]
 #[command(
@@ -293,7 +292,7 @@ fn run(cmd: Command, config: Option<&Path>) -> Result<ExitCode> {
     match cmd {
         // Dispatched in main before anything is opened; kept total rather than panicking.
         Command::CheckConfig(c) => check_config(c.file.or(config.map(Path::to_path_buf)), c.print),
-        Command::Import { file, dry_run } => import(&store, &file, &cfg.sip_secrets(), dry_run),
+        Command::Import { file, dry_run } => import(&store, &file, &cfg, dry_run),
         Command::Export { output } => export(&store, output.as_deref()),
         Command::Init {
             username,
@@ -348,8 +347,8 @@ fn verify_audit(store: &Store, json: bool) -> Result<ExitCode> {
     })
 }
 
-fn import(store: &Store, file: &Path, secrets: &SipSecrets, dry_run: bool) -> Result<ExitCode> {
-    match provision::import(file, store, secrets, dry_run) {
+fn import(store: &Store, file: &Path, cfg: &Config, dry_run: bool) -> Result<ExitCode> {
+    match provision::import(file, store, &cfg.sip_secrets(), cfg, dry_run) {
         Ok(Some(summary)) => {
             println!("{}: imported ({summary})", file.display());
             Ok(ExitCode::SUCCESS)

@@ -143,12 +143,22 @@ pub fn read(path: &Path) -> Result<(ProvisionFile, String), ProvisionError> {
 /// Collects the problems of a file, each with its place.
 struct Report<'a> {
     src: &'a str,
+    /// What the records must be servable by (see [`crate::config::check_records`]).
+    cfg: &'a crate::config::Config,
     problems: Vec<Problem>,
 }
 
 impl Report<'_> {
     /// A problem at `path`, located at the nearest value the file writes (a missing key is
     /// reported where its table is).
+    /// A record this sipd's configuration cannot serve, at `path`; the same check start and
+    /// the API make.
+    fn served(&mut self, path: &str, check: Result<(), crate::store::Invalid>) {
+        if let Err(e) = check {
+            self.bad(format!("{path}.{}", e.field), e.reason);
+        }
+    }
+
     fn bad(&mut self, path: String, message: String) {
         let mut at = None;
         let mut p = path.as_str();
@@ -206,15 +216,18 @@ impl Lookup for FileLookup<'_> {
 /// Checks everything that can be checked before writing, against the store's current
 /// contents (names of tariffs not in the file, SIP usernames owned by other accounts).
 /// `src` locates problems; `secrets`: the realm SIP credentials are hashed for and the
-/// password policies.
+/// password policies; `cfg`: the configuration the records must be servable by (a TLS
+/// connection or a rule naming a TLS client certificate needs `[sip] tls`).
 pub fn plan(
     file: &ProvisionFile,
     src: &str,
     store: &Store,
     secrets: &SipSecrets,
+    cfg: &crate::config::Config,
 ) -> Result<Plan, ProvisionError> {
     let mut report = Report {
         src,
+        cfg,
         problems: Vec::new(),
     };
     let tariffs = plan_tariffs(&mut report, &file.tariffs);
@@ -256,7 +269,10 @@ fn plan_connections(report: &mut Report<'_>, specs: &[ConnectionSpec]) -> Vec<Co
         let p = format!("connection.{i}");
         report.unique(&mut names, p.clone(), "connection", &c.name);
         match c.build(0) {
-            Ok(c) => out.push(c),
+            Ok(c) => {
+                report.served(&p, crate::config::check_connection(report.cfg, &c));
+                out.push(c);
+            }
             Err(e) => report.fields(&p, e),
         }
     }
@@ -326,7 +342,10 @@ fn plan_rules(
             );
         }
         match r.build(0, owner) {
-            Ok(r) => out.push(r),
+            Ok(r) => {
+                report.served(&p, crate::config::check_rule(report.cfg, &r));
+                out.push(r);
+            }
             Err(e) => report.fields(&p, e),
         }
     }
@@ -403,15 +422,17 @@ pub fn apply(plan: &Plan, store: &Store, file: &Path) -> Result<Summary, Provisi
     Ok(summary)
 }
 
-/// Validates and imports `path`; with `dry_run`, only validates.
+/// Validates `path` (against the store and against `cfg`, see [`plan`]) and imports it; with
+/// `dry_run`, only validates.
 pub fn import(
     path: &Path,
     store: &Store,
     secrets: &SipSecrets,
+    cfg: &crate::config::Config,
     dry_run: bool,
 ) -> Result<Option<Summary>, ProvisionError> {
     let (file, src) = read(path)?;
-    let plan = plan(&file, &src, store, secrets)?;
+    let plan = plan(&file, &src, store, secrets, cfg)?;
     if dry_run {
         return Ok(None);
     }

@@ -1,4 +1,5 @@
 use super::*;
+use crate::config::Config;
 use crate::store::{Micros, Transport};
 use sipd_core::auth::digest::Credential;
 
@@ -74,7 +75,9 @@ fn setup() -> (tempfile::TempDir, Store) {
 fn import_creates_then_reimport_updates_without_touching_balance() {
     let (dir, store) = setup();
     let f = write(dir.path(), "p.toml", SAMPLE);
-    let s = import(&f, &store, &secrets("sbc"), false).unwrap().unwrap();
+    let s = import(&f, &store, &secrets("sbc"), &Config::default(), false)
+        .unwrap()
+        .unwrap();
     assert_eq!(s.created.values().sum::<usize>(), 7, "{s}");
     assert!(s.updated.is_empty());
 
@@ -97,7 +100,9 @@ fn import_creates_then_reimport_updates_without_touching_balance() {
     assert!(store.rules_of(b.id)[0].as_ref().unwrap().ip_only);
 
     store.adjust_balance(a.id, Micros(-30_000_000)).unwrap();
-    let s = import(&f, &store, &secrets("sbc"), false).unwrap().unwrap();
+    let s = import(&f, &store, &secrets("sbc"), &Config::default(), false)
+        .unwrap()
+        .unwrap();
     assert_eq!(s.updated.values().sum::<usize>(), 7, "{s}");
     assert!(s.created.is_empty());
     let again = store.account_by_name("carrier-a").unwrap().unwrap();
@@ -139,7 +144,7 @@ name = "a"
 name = "open"
 "#;
     let f = write(dir.path(), "bad.toml", text);
-    let e = import(&f, &store, &secrets("sbc"), false).unwrap_err();
+    let e = import(&f, &store, &secrets("sbc"), &Config::default(), false).unwrap_err();
     let ProvisionError::Invalid(ps) = &e else {
         panic!("{e}")
     };
@@ -170,12 +175,12 @@ fn syntax_and_unknown_keys_are_located() {
         "x.toml",
         "[[account]]\nname = \"a\"\nbalanse = \"1\"\n",
     );
-    let e = import(&f, &store, &secrets("sbc"), false)
+    let e = import(&f, &store, &secrets("sbc"), &Config::default(), false)
         .unwrap_err()
         .to_string();
     assert!(e.starts_with("3:1: ") && e.contains("balanse"), "{e}");
     let f = write(dir.path(), "y.toml", "[[account]\n");
-    let e = import(&f, &store, &secrets("sbc"), false)
+    let e = import(&f, &store, &secrets("sbc"), &Config::default(), false)
         .unwrap_err()
         .to_string();
     assert!(e.starts_with("1:"), "{e}");
@@ -183,6 +188,7 @@ fn syntax_and_unknown_keys_are_located() {
         &dir.path().join("absent.toml"),
         &store,
         &secrets("sbc"),
+        &Config::default(),
         false,
     )
     .unwrap_err();
@@ -196,6 +202,7 @@ fn username_owned_by_another_account_is_refused() {
         &write(dir.path(), "p.toml", SAMPLE),
         &store,
         &secrets("sbc"),
+        &Config::default(),
         false,
     )
     .unwrap();
@@ -204,7 +211,7 @@ fn username_owned_by_another_account_is_refused() {
         "q.toml",
         "[[account]]\nname = \"thief\"\nsip = { username = \"carrier-a\", password = \"x\" }\n",
     );
-    let e = import(&f, &store, &secrets("sbc"), false)
+    let e = import(&f, &store, &secrets("sbc"), &Config::default(), false)
         .unwrap_err()
         .to_string();
     assert!(e.contains("3:20: account.0.sip.username: SIP username \"carrier-a\" belongs to account \"carrier-a\""), "{e}");
@@ -214,7 +221,10 @@ fn username_owned_by_another_account_is_refused() {
 fn dry_run_writes_nothing() {
     let (dir, store) = setup();
     let f = write(dir.path(), "p.toml", SAMPLE);
-    assert_eq!(import(&f, &store, &secrets("sbc"), true).unwrap(), None);
+    assert_eq!(
+        import(&f, &store, &secrets("sbc"), &Config::default(), true).unwrap(),
+        None
+    );
     assert!(store.accounts().is_empty());
 }
 
@@ -229,7 +239,7 @@ fn ha1_credentials_default_to_the_configured_realm() {
             "[[account]]\nname = \"h\"\nsip = {{ username = \"h\", ha1_md5 = \"{md5}\" }}\n[[account.rule]]\nname = \"any\"\n"
         ),
     );
-    import(&f, &store, &secrets("my-realm"), false).unwrap();
+    import(&f, &store, &secrets("my-realm"), &Config::default(), false).unwrap();
     let a = store.account_by_sip_user("h").unwrap().unwrap();
     assert_eq!(
         a.sip.unwrap().credential,
@@ -248,6 +258,7 @@ fn export_round_trips_through_import() {
         &write(dir.path(), "p.toml", SAMPLE),
         &store,
         &secrets("sbc"),
+        &Config::default(),
         false,
     )
     .unwrap();
@@ -258,6 +269,7 @@ fn export_round_trips_through_import() {
         &write(dir.path(), "e.toml", &text),
         &other,
         &secrets("sbc"),
+        &Config::default(),
         false,
     )
     .unwrap();
@@ -275,6 +287,7 @@ fn export_has_no_password() {
         &write(dir.path(), "p.toml", SAMPLE),
         &store,
         &secrets("sbc"),
+        &Config::default(),
         false,
     )
     .unwrap();
@@ -302,7 +315,7 @@ fn weak_sip_password_is_refused_with_the_field_named() {
         "w.toml",
         "[[account]]\nname = \"weak\"\nsip = { username = \"weak\", password = \"password1\" }\n",
     );
-    let e = import(&f, &store, &secrets("sbc"), false)
+    let e = import(&f, &store, &secrets("sbc"), &Config::default(), false)
         .unwrap_err()
         .to_string();
     assert!(e.contains("account.0.sip.password: the password"), "{e}");
@@ -311,4 +324,53 @@ fn weak_sip_password_is_refused_with_the_field_named() {
         "the refusal does not echo it: {e}"
     );
     assert!(store.accounts().is_empty());
+}
+
+#[test]
+fn records_this_configuration_cannot_serve_are_refused_as_at_start() {
+    let (dir, store) = setup();
+    let text = r#"
+[[connection]]
+name = "secure"
+destination = "198.51.100.7:5061"
+transport = "tls"
+
+[[account]]
+name = "a"
+
+[[account.rule]]
+name = "trunk"
+remote = "192.0.2.10/32"
+ip_only = true
+tls_client_name = "carrier.example"
+"#;
+    let f = write(dir.path(), "tls.toml", text);
+    let e = import(&f, &store, &secrets("sbc"), &Config::default(), false).unwrap_err();
+    let shown = e.to_string();
+    for needle in [
+        "connection.0.transport: connection \"secure\" uses transport tls but SIP over TLS is not configured",
+        "account.0.rule.0.tls_client_name: rule \"trunk\" asks for a TLS client certificate for \"carrier.example\" but [sip] tls is not set",
+    ] {
+        assert!(shown.contains(needle), "{needle:?} in:\n{shown}");
+    }
+    assert!(store.connections().is_empty(), "nothing written");
+    // With SIP over TLS but no client roots, only the rule is refused.
+    let mut cfg = Config::default();
+    cfg.sip.tls = vec!["127.0.0.1:5061".parse().unwrap()];
+    let e = import(&f, &store, &secrets("sbc"), &cfg, true).unwrap_err();
+    let shown = e.to_string();
+    assert!(!shown.contains("connection.0"), "{shown}");
+    assert!(
+        shown.contains("[sip] tls_client_roots is not set"),
+        "{shown}"
+    );
+    cfg.sip.tls_client_roots = Some("/etc/sbc/carriers-ca.pem".into());
+    assert_eq!(
+        import(&f, &store, &secrets("sbc"), &cfg, false)
+            .unwrap()
+            .map(|s| s.to_string().is_empty()),
+        Some(false)
+    );
+    let rules: Vec<_> = store.rules().into_iter().flatten().collect();
+    assert_eq!(rules[0].tls_client_name.as_deref(), Some("carrier.example"));
 }
