@@ -1048,6 +1048,17 @@ fn invalid_requests(account: u64) -> Vec<Invalid> {
             json!({"name": "r", "ip_only": true}),
             "remote",
         ),
+        post(
+            &format!("/api/accounts/{account}/rules"),
+            json!({"name": "r", "remote": "192.0.2.1/32", "ip_only": true, "tls_client_name": "*.carrier.example"}),
+            "tls_client_name",
+        ),
+        // This sipd has no [sip] tls nor tls_client_roots: no call could match the rule.
+        post(
+            &format!("/api/accounts/{account}/rules"),
+            json!({"name": "r", "remote": "192.0.2.1/32", "ip_only": true, "tls_client_name": "carrier.example"}),
+            "tls_client_name",
+        ),
         get("/api/cdrs?limit=0", "limit"),
         get("/api/cdrs?acount=1", "acount"),
     ]
