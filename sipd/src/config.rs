@@ -847,6 +847,13 @@ impl Config {
         if s.tls_cert.is_some() != s.tls_key.is_some() {
             bad("sip.tls_cert", "tls_cert and tls_key go together".into());
         }
+        if !s.tls_client_required && s.tls_client_roots.is_none() {
+            // Without roots no certificate is asked for: "optional" would mean nothing.
+            bad(
+                "sip.tls_client_required",
+                "tls_client_required = false needs tls_client_roots (the CAs client certificates are verified against)".into(),
+            );
+        }
         if !(1..=60).contains(&s.tls_handshake_secs) {
             bad(
                 "sip.tls_handshake_secs",
@@ -1692,6 +1699,10 @@ allow = [\"192.0.2.7/32\"]
             (
                 "[sip]\ntls = [\"127.0.0.1\"]\ntls_handshake_secs = 0\n",
                 "sip.tls_handshake_secs",
+            ),
+            (
+                "[sip]\ntls = [\"127.0.0.1\"]\ntls_client_required = false\n",
+                "sip.tls_client_required",
             ),
         ] {
             let e = parse(src).unwrap_err();
