@@ -78,6 +78,7 @@ fn rule(id: u64, account_id: u64, remote: Option<&str>, ip_only: bool) -> AuthRu
         cli: None,
         cld: None,
         ip_only,
+        tls_client_name: None,
     }
 }
 
@@ -94,6 +95,7 @@ fn connection(id: u64, addr: &str, priority: u32) -> Connection {
         max_channels: Some(10),
         cps_limit: None,
         priority,
+        tls_name: None,
     }
 }
 
