@@ -162,6 +162,43 @@ impl<B: MediaBackend> Media for Anchored<B> {
     fn packets(&mut self, call: &str) -> Option<u64> {
         self.calls.packets(call).ok()
     }
+
+    /// relay-user's own record of the call (session, tags, streams and their ports), as JSON.
+    fn saved(&self, call: &str) -> Option<String> {
+        let rec = self.calls.record(call)?;
+        serde_json::to_string(&rec).ok()
+    }
+
+    /// Joins the record with the session the relay recovered from the pinned maps; the last
+    /// media seen is the latest packet on any of its legs.
+    fn adopt(&mut self, call: &str, saved: &str) -> Result<Option<u64>, MediaError> {
+        let rec: relay::state::CallRecord = serde_json::from_str(saved)
+            .map_err(|e| MediaError::Relay(format!("saved media record: {e}")))?;
+        if rec.call_id != call {
+            return Err(MediaError::Relay(format!(
+                "saved media record names call {:?}",
+                rec.call_id
+            )));
+        }
+        let session = rec.session;
+        let ports: Vec<u16> = rec
+            .streams
+            .iter()
+            .filter_map(|s| s.ports)
+            .flat_map(|p| [p.a, p.b])
+            .collect();
+        let restored = self.calls.restore(relay::Snapshot::new(vec![rec]));
+        if let Some((_, why)) = restored.dropped.into_iter().next() {
+            return Err(MediaError::Relay(why.to_string()));
+        }
+        let backend = self.calls.backend();
+        let last = ports
+            .iter()
+            .flat_map(|p| [*p, p + 1])
+            .filter_map(|p| backend.leg_stats(session, p).ok()?.last_seen)
+            .max();
+        Ok(last.map(crate::mgmt::unix_ms))
+    }
 }
 
 /// The real relay: the media plane's sessions, timed out by the relay's media-timeout reaper.

@@ -39,37 +39,40 @@ impl<B: MediaBackend> MediaCalls<B> {
 
     /// The call table as the state file stores it.
     pub fn snapshot(&self) -> Snapshot {
+        Snapshot::new(
+            self.call_ids()
+                .into_iter()
+                .filter_map(|id| self.record(id))
+                .collect(),
+        )
+    }
+
+    /// One call as the state file stores it (sipd persists it with the call's dialogs).
+    pub fn record(&self, id: &str) -> Option<CallRecord> {
+        let c = self.calls.get(id)?;
         let name = |i: usize| {
             self.interfaces
                 .get(i)
                 .map_or_else(String::new, |f| f.name.clone())
         };
-        Snapshot::new(
-            self.call_ids()
-                .into_iter()
-                .map(|id| {
-                    let c = &self.calls[id];
-                    CallRecord {
-                        call_id: id.to_owned(),
-                        session: c.session,
-                        tags: c.tags.clone(),
-                        iface: [name(c.iface[0]), name(c.iface[1])],
-                        created: unix(c.created).max(0) as u64,
-                        last_signal: unix(c.last_signal).max(0) as u64,
-                        streams: c
-                            .streams
-                            .iter()
-                            .map(|st| StreamRecord {
-                                kind: st.kind.clone(),
-                                proto: st.proto.clone(),
-                                ports: st.ports,
-                                peer: st.peer,
-                            })
-                            .collect(),
-                    }
+        Some(CallRecord {
+            call_id: id.to_owned(),
+            session: c.session,
+            tags: c.tags.clone(),
+            iface: [name(c.iface[0]), name(c.iface[1])],
+            created: unix(c.created).max(0) as u64,
+            last_signal: unix(c.last_signal).max(0) as u64,
+            streams: c
+                .streams
+                .iter()
+                .map(|st| StreamRecord {
+                    kind: st.kind.clone(),
+                    proto: st.proto.clone(),
+                    ports: st.ports,
+                    peer: st.peer,
                 })
                 .collect(),
-        )
+        })
     }
 
     /// Takes back the calls of a snapshot saved before a restart, joined with the sessions

@@ -4,10 +4,18 @@
 //! out its effects (`Appliance::serve`).
 //!
 //! The core is single-threaded and owns all call state; this shell is the only place with I/O.
-//! Store writes (CDRs, balance debits) go to a writer thread (`writer.rs`) so a flush never
-//! stalls signalling; names go to the resolver so a slow DNS server never does.
+//! Store writes (saved calls, CDRs, balance debits) go to a writer thread (`writer.rs`) so a
+//! flush never stalls the loop; the messages that must wait for one (an answered call's 2xx,
+//! the 200 to a BYE that ended a billed call) are held until it is durable (`held.rs`).
+//! Names go to the resolver so a slow DNS server never stalls signalling.
+//!
+//! Stopping: SIGTERM or SIGINT ends every call (BYE both ways, CDRs) and exits. SIGUSR2 hands
+//! the calls over to the next run instead (an upgrade): new calls are refused, calls being set
+//! up get [`HAND_OVER_DRAIN`] to finish, and the answered ones stay up, saved, for the next
+//! start to adopt with the relay sessions the kernel kept forwarding.
 
 mod ban_audit;
+mod held;
 pub use ban_audit::offence_name;
 pub mod fds;
 mod provisioned;
@@ -38,11 +46,28 @@ use crate::mgmt::unix_ms;
 use crate::resolver::{Answer, Resolver};
 use crate::store::Store;
 use crate::transport::{Event, Transports};
+use held::Held;
 pub use provisioned::Provisioned;
 use writer::Writer;
 pub use writer::{WriterProbe, WriterStats};
 
-/// Runs the appliance until SIGTERM/SIGINT.
+/// How long a hand-over (SIGUSR2) waits for calls being set up to be answered or to fail.
+pub const HAND_OVER_DRAIN: Duration = Duration::from_secs(5);
+
+/// How often the checkpoint ("the saved calls were up at …") is written while calls are up:
+/// a call that cannot be resumed after a crash is billed up to it at worst.
+const CHECKPOINT: Duration = Duration::from_secs(5);
+
+/// How the process is stopping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stopping {
+    /// Ending every call (SIGTERM, SIGINT).
+    HangUp,
+    /// Leaving answered calls up for the next run (SIGUSR2).
+    HandOver,
+}
+
+/// Runs the appliance until SIGTERM/SIGINT (or SIGUSR2: see the module docs).
 pub async fn run(cfg: Config) -> Result<()> {
     Appliance::start(cfg).await?.serve().await
 }
@@ -105,7 +130,13 @@ struct Appliance {
     /// Copies of every SIP message in and out to a HEP collector (`[capture] hep`).
     hep: Option<crate::hep::Hep>,
     guard_events: Option<GuardEvents>,
-    stopping: Option<Instant>,
+    stopping: Option<(Instant, Stopping)>,
+    /// Messages waiting for a store write to be durable.
+    held: Held,
+    /// The writer's durable sequence number.
+    durable: tokio::sync::watch::Receiver<u64>,
+    /// When the checkpoint was last written.
+    checkpoint: Instant,
 }
 
 impl Appliance {
@@ -156,7 +187,8 @@ impl Appliance {
             tls_names.resolved(&a.host, &a.addrs);
             core.on_resolved(Instant::now(), SystemTime::now(), &a.host, a.addrs, a.ttl);
         }
-        let writer = Writer::spawn(store.clone())?;
+        let mut writer = Writer::spawn(store.clone())?;
+        startup::adopt_calls(&store, &mut core, plane.sessions(), &mut writer);
         let (mut control, commands) = Control::new(
             store.clone(),
             dp.clone(),
@@ -170,6 +202,7 @@ impl Appliance {
         control.hep = hep.clone();
         retention::spawn(store.clone(), cfg.retention.days);
         let api = startup::start_api(&cfg, control).await;
+        let writer_durable = writer.durable();
         info!(
             sip_udp = ?transports.udp_addrs(),
             sip_tcp = ?transports.tcp_addrs(),
@@ -200,12 +233,18 @@ impl Appliance {
             capture,
             hep,
             stopping: None,
+            held: Held::default(),
+            durable: writer_durable,
+            checkpoint: Instant::now(),
         })
     }
 
     async fn serve(mut self) -> Result<()> {
         let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
         let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+        let mut usr2 = signal(SignalKind::user_defined2()).context("SIGUSR2 handler")?;
+        // The adoption's BYEs, 503s and CDRs.
+        self.carry_out();
         loop {
             // The core's next timer may be minutes away (a transaction reaper); the loop still
             // wakes every second, and every 100 ms while stopping, so shutdown never waits on
@@ -243,15 +282,32 @@ impl Appliance {
                 }
                 Some(cmd) = self.commands.recv() => self.on_command(cmd),
                 _ = sleep => self.core.tick(Instant::now(), SystemTime::now()),
+                _ = self.durable.changed(), if !self.held.is_empty() => {}
                 _ = term.recv(), if self.stopping.is_none() => self.stop("SIGTERM"),
                 _ = int.recv(), if self.stopping.is_none() => self.stop("SIGINT"),
+                _ = usr2.recv(), if self.stopping.is_none() => self.hand_over(),
             }
             self.carry_out();
+            self.release_held();
+            self.write_checkpoint();
             self.refusal_saver.tick(Instant::now(), &mut self.core);
-            // Give the BYEs of a shutdown a moment to be answered, then go.
-            if let Some(t) = self.stopping
-                && (self.core.active_calls() == 0 && t.elapsed() > Duration::from_millis(300)
-                    || t.elapsed() > Duration::from_secs(2))
+            // Give the BYEs of a shutdown a moment to be answered (a hand-over: the calls in
+            // setup a moment to finish), then go once every held message is out.
+            let done = match self.stopping {
+                Some((t, Stopping::HangUp)) => {
+                    self.core.active_calls() == 0 && t.elapsed() > Duration::from_millis(300)
+                        || t.elapsed() > Duration::from_secs(2)
+                }
+                Some((t, Stopping::HandOver)) => {
+                    self.core.setting_up() == 0 || t.elapsed() > HAND_OVER_DRAIN
+                }
+                None => false,
+            };
+            if done
+                && (self.held.is_empty()
+                    || self
+                        .stopping
+                        .is_some_and(|(t, _)| t.elapsed() > HAND_OVER_DRAIN * 2))
             {
                 break;
             }
@@ -333,19 +389,23 @@ impl Appliance {
         }
     }
 
-    /// The core's effects, in order.
+    /// The core's effects, in order. The messages of a batch that wrote something they must
+    /// not overtake (see `CallWrite::holds_signalling`) wait for it in `held`, and so does
+    /// everything after them, so a peer never sees our messages out of order.
     fn carry_out(&mut self) {
-        for e in self.core.drain_effects() {
+        let effects = self.core.drain_effects();
+        let barrier = effects.iter().any(|e| match e {
+            Effect::SaveCall(c) => c.phase == sipd_core::b2bua::SavedPhase::Answered,
+            Effect::Cdr { cdr, debit, .. } => cdr.answer_ms.is_some() || debit.is_some(),
+            _ => false,
+        });
+        let mut sends = Vec::new();
+        let mut last_write = 0;
+        for e in effects {
             match e {
-                Effect::Send(t) => {
-                    let wall = SystemTime::now();
-                    self.file(Dir::Out, &t.peer, &t.data, wall);
-                    let out: crate::transport::Outbound = t.into();
-                    // The one place every message leaves, whatever its transport.
-                    if let Some(h) = &self.hep {
-                        h.sent(&out, wall);
-                    }
-                    self.transports.send(out);
+                Effect::Send(t) => sends.push(t),
+                Effect::SaveCall(c) => {
+                    last_write = self.writer.write(crate::store::CallWrite::Save(c));
                 }
                 Effect::CallStarted(call) => {
                     self.hub.publish("call_started", Audience::View, &call);
@@ -362,7 +422,11 @@ impl Appliance {
                         &serde_json::json!({ "id": id, "cause": cause, "hung_up_by": hung_up_by }),
                     );
                 }
-                Effect::Cdr { cdr, debit } => self.writer.settle(cdr, debit),
+                Effect::Cdr { cdr, debit, saved } => {
+                    last_write =
+                        self.writer
+                            .write(crate::store::CallWrite::Settle { cdr, debit, saved });
+                }
                 Effect::SourceSession { ip, up } => {
                     let r = if up {
                         self.dp.sessions_increment(ip)
@@ -391,6 +455,42 @@ impl Appliance {
                 Effect::Resolve { host } => self.resolver.ask(host),
             }
         }
+        let wait_for = if barrier { last_write } else { 0 };
+        for t in sends {
+            if let Some(t) = self.held.hold_or_pass(wait_for, *self.durable.borrow(), t) {
+                self.send(t);
+            }
+        }
+    }
+
+    /// Sends what the store has made durable the writes it waited for.
+    fn release_held(&mut self) {
+        let durable = *self.durable.borrow_and_update();
+        for t in self.held.release(durable) {
+            self.send(t);
+        }
+    }
+
+    /// Puts one message on the wire.
+    fn send(&self, t: sipd_core::sip::Transmit) {
+        let wall = SystemTime::now();
+        self.file(Dir::Out, &t.peer, &t.data, wall);
+        let out: crate::transport::Outbound = t.into();
+        // The one place every message leaves, whatever its transport.
+        if let Some(h) = &self.hep {
+            h.sent(&out, wall);
+        }
+        self.transports.send(out);
+    }
+
+    /// Every [`CHECKPOINT`] while calls are up: the saved calls were up now.
+    fn write_checkpoint(&mut self) {
+        if self.checkpoint.elapsed() < CHECKPOINT || self.core.active_calls() == 0 {
+            return;
+        }
+        self.checkpoint = Instant::now();
+        self.writer
+            .write(crate::store::CallWrite::Alive(unix_ms(SystemTime::now())));
     }
 
     /// Files a SIP message under its call, if it belongs to one.
@@ -408,7 +508,22 @@ impl Appliance {
     fn stop(&mut self, signal: &str) {
         info!("{signal}: ending calls");
         self.core.shutdown(Instant::now(), SystemTime::now());
-        self.stopping = Some(Instant::now());
+        self.stopping = Some((Instant::now(), Stopping::HangUp));
+    }
+
+    /// SIGUSR2: the calls go on under the next run (see the module docs).
+    fn hand_over(&mut self) {
+        let answered = self.core.active_calls();
+        let setting_up = self.core.hand_over();
+        self.writer
+            .write(crate::store::CallWrite::Alive(unix_ms(SystemTime::now())));
+        info!(
+            calls = answered - setting_up,
+            setting_up,
+            drain = ?HAND_OVER_DRAIN,
+            "SIGUSR2: handing calls over to the next run; new calls are refused"
+        );
+        self.stopping = Some((Instant::now(), Stopping::HandOver));
     }
 
     async fn shut_down(self) {

@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, bail};
 use tracing::{error, info, warn};
@@ -38,8 +38,8 @@ fn requested_mode(m: DataplaneMode) -> RequestedMode {
 
 /// Brings up the media plane the configuration asks for: the data plane (`xdp` tries native
 /// then generic XDP; the loader says which runs and why), the relay and its sessions.
-/// Sessions a previous run left in the pinned maps are freed: their calls cannot be resumed
-/// (their SIP dialogs died with that run).
+/// Sessions a previous run left in the pinned maps are recovered: the calls it saved take
+/// theirs back (`adopt_calls`), and the rest are freed then.
 ///
 /// XDP goes on the configured interfaces plus every interface a SIP, media or management
 /// address is reached through (returned: the interfaces it is on, none on userspace).
@@ -80,7 +80,7 @@ pub fn start_media(cfg: &Config) -> Result<(MediaPlane, RelayMedia, Vec<String>)
         PortRange::new(cfg.media.port_min, cfg.media.port_max).context("media port range")?;
     let plane = MediaPlane::builder(loader, ports, cfg.media.address)
         .workers(2)
-        .previous_sessions(Previous::Remove)
+        .previous_sessions(Previous::Adopt)
         .media_timeout(Duration::from_secs(cfg.media.timeout_secs))
         .learn_window(Duration::from_secs(cfg.media.learn_window_secs))
         .start(relay_user::object::ebpf_object())
@@ -356,4 +356,49 @@ fn nonce_key(data_dir: &Path) -> Result<NonceKey> {
     getrandom::fill(&mut k).map_err(|e| anyhow::anyhow!("no randomness for the nonce key: {e}"))?;
     crate::private_file::write(&path, &k).with_context(|| format!("writing {}", path.display()))?;
     Ok(NonceKey::new(k))
+}
+
+/// Takes back the calls the previous run saved (see `sipd_core::b2bua::adopt`), then frees
+/// the relay sessions it recovered that no call took back. Records that cannot be used are
+/// removed (the writer's `Forget`); one that does not decode stays for `sipd store check`.
+pub fn adopt_calls(
+    store: &Store,
+    core: &mut Core<RelayMedia>,
+    sessions: &relay_user::Sessions,
+    writer: &mut super::writer::Writer,
+) {
+    let alive = store.calls_alive();
+    let mut records = Vec::new();
+    for r in store.saved_calls() {
+        match r {
+            Ok(mut c) => {
+                c.alive_ms = alive;
+                records.push(c);
+            }
+            Err(e) => warn!(error = %e, "a saved call cannot be read (see `sipd store check`)"),
+        }
+    }
+    if !records.is_empty() {
+        let adopted = core.adopt(Instant::now(), SystemTime::now(), records);
+        let unusable: Vec<String> = adopted.unusable.into_iter().map(|(id, _)| id).collect();
+        if !unusable.is_empty() {
+            writer.write(crate::store::CallWrite::Forget(unusable));
+        }
+    }
+    let live: std::collections::HashSet<String> =
+        core.calls().map(|c| c.media_id.clone()).collect();
+    let mut freed = 0;
+    for s in sessions.list() {
+        if sessions.label(s).is_some_and(|l| !live.contains(&l))
+            && sessions.remove_session(s).is_ok()
+        {
+            freed += 1;
+        }
+    }
+    if freed > 0 {
+        info!(
+            sessions = freed,
+            "freed relay sessions of the previous run that no call took back"
+        );
+    }
 }

@@ -1,15 +1,21 @@
-//! The store writer: CDRs and debits, in order, on a thread of their own so a flush never
-//! stalls signalling. Whatever queued up while the last batch was flushed goes in the next
-//! batch with one flush (the store's durability, at hundreds of calls per second).
+//! The store writer: the call core's writes (saved calls, and each ended call's debit, CDR
+//! and record removal in one transaction), in order, on a thread of their own so a flush never
+//! stalls the event loop. Whatever queued up while the last batch was flushed goes in the next
+//! batch with one flush: group commit, the store's durability at hundreds of calls per second.
+//!
+//! Every write gets a sequence number, and the writer publishes the highest one that is
+//! durable ([`Writer::durable`]). The event loop holds the messages that must not go out
+//! before a write is durable (an answered call's 2xx, the 200 to the BYE that ended a billed
+//! call) until that number passes the write's (`held.rs`).
 //!
 //! The queue is bounded ([`QUEUE`] records). When it is full (the disk is slower than the
 //! calls ending), what happens depends on what the record is worth:
-//! - a CDR of an answered call, or any record with a debit, is never dropped: the event loop
-//!   waits for room (back-pressure, counted in `blocked`). Signalling stalls for at most one
-//!   batch's flush, and money records are never lost;
-//! - a CDR of an unanswered attempt (refused after authentication, failed, cancelled) is
-//!   dropped and counted in `dropped`, with a warning: the call cost nothing, and a slow disk
-//!   must not stop new calls.
+//! - a CDR of an answered call, any record with a debit and any saved call are never dropped:
+//!   the event loop waits for room (back-pressure, counted in `blocked`). Signalling stalls for
+//!   at most one batch's flush, and money records are never lost;
+//! - a CDR of an unanswered attempt (refused after authentication, failed, cancelled) and a
+//!   checkpoint are dropped and counted in `dropped`, with a warning: they cost nothing, and a
+//!   slow disk must not stop new calls.
 //!
 //! Refusals before authentication never come here: the core counts them per (source,
 //! reason), so nothing a stranger sends can fill this queue.
@@ -22,14 +28,17 @@ use anyhow::Result;
 use serde::Serialize;
 use tracing::{error, warn};
 
-use crate::store::{CdrDraft, Id, Micros, Store};
+use tokio::sync::watch;
+
+use crate::store::{CallWrite, Store};
 
 /// Most records in one batch (one flush).
 const BATCH: usize = 1024;
 /// Records queued at most: a CDR is a few hundred bytes, so a few MiB.
 pub const QUEUE: usize = 16_384;
 
-type Job = (CdrDraft, Option<(Id, Micros)>);
+/// A write and its sequence number.
+type Job = (u64, CallWrite);
 
 /// The writer's counters, for `/metrics` and the status.
 #[derive(Debug, Default)]
@@ -77,6 +86,9 @@ pub struct Writer {
     tx: mpsc::SyncSender<Job>,
     thread: JoinHandle<()>,
     counters: Arc<Counters>,
+    /// The sequence number of the last write handed out.
+    seq: u64,
+    durable: watch::Receiver<u64>,
 }
 
 impl Writer {
@@ -87,9 +99,10 @@ impl Writer {
     /// With `capacity` records and `settle` writing a batch (tests give a slow one).
     fn spawn_with(
         capacity: usize,
-        settle: impl Fn(Vec<Job>) -> Vec<crate::store::StoreError> + Send + 'static,
+        settle: impl Fn(Vec<CallWrite>) -> Vec<crate::store::StoreError> + Send + 'static,
     ) -> Result<Writer> {
         let (tx, rx) = mpsc::sync_channel::<Job>(capacity);
+        let (durable_tx, durable) = watch::channel(0u64);
         let counters = Arc::new(Counters::default());
         let c = counters.clone();
         let thread = std::thread::Builder::new()
@@ -108,16 +121,22 @@ impl Writer {
                         }
                     }
                     let n = batch.len() as u64;
-                    for e in settle(batch) {
-                        error!(error = %e, "CDR or balance debit not stored");
+                    let last = batch.last().map_or(0, |(seq, _)| *seq);
+                    for e in settle(batch.into_iter().map(|(_, w)| w).collect()) {
+                        error!(error = %e, "call record, CDR or balance debit not stored");
                     }
                     c.written.fetch_add(n, Ordering::Relaxed);
+                    // Released even when a write failed: its error is logged, and holding the
+                    // calls' signalling forever would not make the disk work again.
+                    durable_tx.send_replace(last);
                 }
             })?;
         Ok(Writer {
             tx,
             thread,
             counters,
+            seq: 0,
+            durable,
         })
     }
 
@@ -125,19 +144,25 @@ impl Writer {
         WriterProbe(self.counters.clone())
     }
 
-    /// Queues a CDR and, for a billed call, its debit (see the module's docs for a full
-    /// queue).
-    pub fn settle(&self, cdr: CdrDraft, debit: Option<(Id, Micros)>) {
+    /// The highest sequence number that is durable, to wait on.
+    pub fn durable(&self) -> watch::Receiver<u64> {
+        self.durable.clone()
+    }
+
+    /// Queues a write; returns its sequence number (see the module's docs for a full queue).
+    pub fn write(&mut self, w: CallWrite) -> u64 {
+        self.seq += 1;
+        let seq = self.seq;
         let c = &self.counters;
-        let keep = cdr.answer_ms.is_some() || debit.is_some();
+        let keep = !w.droppable();
         c.depth.fetch_add(1, Ordering::Relaxed);
-        let job = match self.tx.try_send((cdr, debit)) {
-            Ok(()) => return,
+        let job = match self.tx.try_send((seq, w)) {
+            Ok(()) => return seq,
             Err(mpsc::TrySendError::Full(job)) => job,
             Err(mpsc::TrySendError::Disconnected(_)) => {
                 c.depth.fetch_sub(1, Ordering::Relaxed);
-                error!("store writer is gone: CDR lost");
-                return;
+                error!("store writer is gone: call record or CDR lost");
+                return seq;
             }
         };
         if !keep {
@@ -146,17 +171,17 @@ impl Writer {
             if n.is_power_of_two() {
                 warn!(
                     dropped = n,
-                    call_id = %job.0.call_id,
                     "CDR queue full: CDR of an unanswered attempt dropped (the disk is slower than the calls)"
                 );
             }
-            return;
+            return seq;
         }
         c.blocked.fetch_add(1, Ordering::Relaxed);
         if self.tx.send(job).is_err() {
             c.depth.fetch_sub(1, Ordering::Relaxed);
-            error!("store writer is gone: CDR lost");
+            error!("store writer is gone: call record or CDR lost");
         }
+        seq
     }
 
     /// Writes what is queued and stops.
@@ -171,6 +196,7 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::{CdrDraft, Micros};
     use std::sync::Mutex;
     use std::time::Duration;
 
@@ -193,24 +219,35 @@ mod tests {
         }
     }
 
+    fn settle(cdr: CdrDraft) -> CallWrite {
+        CallWrite::Settle {
+            cdr,
+            debit: None,
+            saved: None,
+        }
+    }
+
     /// A disk slower than the calls: the queue stays at its capacity, unanswered attempts
     /// are dropped and counted, every answered call's CDR is written (the caller waited).
     #[test]
     fn a_full_queue_drops_unanswered_attempts_and_keeps_every_answered_call() {
         let written = Arc::new(Mutex::new(Vec::new()));
         let w2 = written.clone();
-        let w = Writer::spawn_with(4, move |batch| {
+        let mut w = Writer::spawn_with(4, move |batch| {
             std::thread::sleep(Duration::from_millis(20));
             w2.lock()
                 .unwrap()
-                .extend(batch.into_iter().map(|(c, _)| c.call_id));
+                .extend(batch.into_iter().map(|w| match w {
+                    CallWrite::Settle { cdr, .. } => cdr.call_id,
+                    _ => String::new(),
+                }));
             Vec::new()
         })
         .unwrap();
         let probe = w.probe();
         for i in 0..200 {
-            w.settle(cdr(&format!("u{i}"), false), None);
-            w.settle(cdr(&format!("a{i}"), true), None);
+            w.write(settle(cdr(&format!("u{i}"), false)));
+            w.write(settle(cdr(&format!("a{i}"), true)));
             assert!(probe.stats().depth <= 4 + 1, "{:?}", probe.stats());
         }
         w.finish();

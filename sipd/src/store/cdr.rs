@@ -1,7 +1,7 @@
 //! Call detail records: one per call attempt, append-only, keyed by a monotonic id so they
 //! read back in the order they were written and a reader can resume after the last it saw.
 
-use super::record::{decode, encode};
+use super::record::decode;
 use super::{Cdr, CdrDraft, Id, Store, StoreError};
 
 impl Store {
@@ -13,31 +13,7 @@ impl Store {
     }
 
     pub(crate) fn append_cdr_unflushed(&self, call: CdrDraft) -> Result<Cdr, StoreError> {
-        // The id is one past the last key, claimed with compare-and-swap from "absent": ids
-        // stay dense and in write order, and a concurrent writer that took the same id makes
-        // us retry instead of overwriting (append-only even against a bug elsewhere).
-        loop {
-            let last = match self.cdrs.last()? {
-                Some((k, _)) => super::id_from(&k).ok_or_else(|| StoreError::Corrupt {
-                    kind: "cdr",
-                    key: super::record::key_text(&k),
-                    reason: "key is not an id".into(),
-                })?,
-                None => 0,
-            };
-            let cdr = Cdr {
-                id: last + 1,
-                call: call.clone(),
-            };
-            let swapped = self.cdrs.compare_and_swap(
-                cdr.id.to_be_bytes(),
-                None as Option<&[u8]>,
-                Some(encode(&cdr)?),
-            )?;
-            if swapped.is_ok() {
-                return Ok(cdr);
-            }
-        }
+        self.settle_call_unflushed(call, None, None)
     }
 
     /// Up to `limit` CDRs with id above `after`, oldest first.

@@ -9,6 +9,7 @@ mod account;
 mod alert_ack;
 mod at_rest;
 mod audit;
+mod calls;
 mod cdr;
 mod connection;
 mod firewall;
@@ -32,6 +33,7 @@ pub use audit::chain::{Break, Broken, Verified};
 pub use audit::{
     Actor, AuditDraft, AuditEntry, AuditFilter, AuditKind, AuditResult, Auditor, Change, System,
 };
+pub use calls::CallWrite;
 pub use firewall::{FwAllow, FwDeny, ManualBan};
 // The provisioned records and CDRs are the call core's types; the store persists them.
 pub use session::{SessionRecord, SessionScope, TokenHash, token_hash_hex};
@@ -189,9 +191,14 @@ pub(crate) enum T {
     Firewall,
     /// Acknowledged alerts (`alert_ack.rs`): with their audit entry in one transaction.
     AlertAcks,
+    /// CDRs, in the transactional set too so a call's debit, CDR and the removal of its saved
+    /// record commit together (`calls.rs`); `Store::cdrs` is the same tree.
+    Cdrs,
+    /// Calls in progress, saved so the next run adopts them (`calls.rs`).
+    Calls,
 }
 
-const TREE_NAMES: [&str; 15] = [
+const TREE_NAMES: [&str; 17] = [
     "accounts",
     "accounts_by_name",
     "accounts_by_sip_user",
@@ -207,6 +214,8 @@ const TREE_NAMES: [&str; 15] = [
     "audit",
     "firewall",
     "alert_acks",
+    "cdrs",
+    "calls",
 ];
 
 /// The one handle on the data directory's sled database: provisioned records, staff, sessions,
@@ -220,6 +229,9 @@ pub struct Store {
     cdrs: Tree,
     /// The refusal table's copy (`refusal.rs`): outside the transactional set too.
     refusals: Tree,
+    /// Held while a CDR's id (one past the last key) is chosen and written, so two writers
+    /// never race for an id inside a transaction that cannot read the tree's last key.
+    cdr_ids: std::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Store {
@@ -380,6 +392,7 @@ impl Store {
             trees,
             cdrs,
             refusals,
+            cdr_ids: std::sync::Mutex::new(()),
         };
         store.migrate_audit_chain()?;
         Ok(store)
@@ -410,27 +423,6 @@ impl Store {
                 TransactionError::Abort(e) => e,
                 TransactionError::Storage(e) => StoreError::Sled(e),
             })
-    }
-
-    /// Debits and CDRs of finished calls (debit first, then the CDR, per call), made durable
-    /// together by one flush: at a few hundred calls per second a flush per record would be
-    /// the bottleneck. Returns the errors, one per record that failed; the rest are durable.
-    pub fn settle_calls(&self, calls: Vec<(CdrDraft, Option<(Id, Micros)>)>) -> Vec<StoreError> {
-        let mut errors = Vec::new();
-        for (cdr, debit) in calls {
-            if let Some((id, cost)) = debit
-                && let Err(e) = self.adjust_balance_unflushed(id, Micros(-cost.0))
-            {
-                errors.push(e);
-            }
-            if let Err(e) = self.append_cdr_unflushed(cdr) {
-                errors.push(e);
-            }
-        }
-        if let Err(e) = self.flush() {
-            errors.push(e);
-        }
-        errors
     }
 
     fn flush(&self) -> Result<(), StoreError> {

@@ -135,6 +135,18 @@ impl Trace {
             .collect()
     }
 
+    /// Distinct Call-IDs of sent requests with this method, in order.
+    pub fn call_ids_sent(&self, method: &str) -> Vec<String> {
+        let mut ids: Vec<String> = Vec::new();
+        for m in self.sent().filter(|m| m.method() == Some(method)) {
+            let id = m.header("Call-ID").unwrap_or("").to_string();
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        ids
+    }
+
     /// Distinct Call-IDs of received requests with this method.
     pub fn call_ids_received(&self, method: &str) -> Vec<String> {
         let mut ids: Vec<String> = Vec::new();

@@ -528,8 +528,37 @@ impl Sbc {
     /// [`Sbc::stop`]): what an operator's restart does. Its log is appended to the first's.
     pub fn restart(&mut self, net: &Net) {
         self.stop();
+        self.start_again(net);
+    }
+
+    /// Starts `sipd run` again after it exited (a hand-over, a kill) and waits until ready.
+    pub fn start_again(&mut self, net: &Net) {
+        assert!(self.child.is_none(), "sipd still runs");
         let start = self.launch(net, None);
         self.wait_ready(start);
+    }
+
+    /// Sends `sig` to sipd (by PID) and, for SIGKILL, reaps it.
+    pub fn signal(&mut self, sig: i32) {
+        let Some(pid) = self.pid() else { return };
+        // SAFETY: kill(2) on our own child's PID, which is not reaped yet.
+        unsafe { libc::kill(pid as libc::pid_t, sig) };
+        if sig == libc::SIGKILL
+            && let Some(mut c) = self.child.take()
+        {
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGUSR2: sipd hands its calls over to the next run; it must exit cleanly in `limit`.
+    pub fn hand_over(&mut self, limit: Duration) {
+        self.signal(libc::SIGUSR2);
+        let st = self.wait_exit(limit);
+        assert!(
+            st.is_some_and(|s| s.success()),
+            "sipd did not hand over and exit cleanly: {st:?}\n{}",
+            self.log_text()
+        );
     }
 
     /// `sipd run` in the relay namespace (as [`Sbc::run_as`] when set), its output appended to

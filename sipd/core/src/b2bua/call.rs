@@ -132,6 +132,13 @@ pub struct Call {
     /// Who ended it, once known before [`Core::finish`](super::Core) records it: `caller`,
     /// `callee` or `staff:<username>`; `None` there means sipd itself (`sbc`).
     pub ended_by: Option<String>,
+    /// The 2xx the caller was answered with (saved with the call).
+    pub a_answer: Option<String>,
+    /// A record of the call is in the store ([`super::saved`]); its CDR removes it.
+    pub saved: bool,
+    /// Bill and record the call as ended at this moment rather than now: a call of a previous
+    /// run that could not be resumed ends when it was last known to be up.
+    pub settle_at: Option<(Instant, SystemTime)>,
 }
 
 impl Call {

@@ -62,6 +62,11 @@ impl<M: Media> Core<M> {
                     None
                 };
                 self.ack_b(now, &mut call, body);
+                let key = call.key;
+                self.table.put(call);
+                // The caller's answer completed the media: saved as it is now.
+                self.save(key);
+                return;
             }
             // ACKs of re-INVITEs relayed A→B were answered by us toward B already.
         }
@@ -247,6 +252,8 @@ impl<M: Media> Core<M> {
         }
         let peer = other.peer;
         self.table.put(call);
+        // The leg's CSeq moved on (and a re-INVITE may move the media): saved again.
+        self.save(call_key);
         let token = self.token(Token::Relayed(Box::new(Relayed {
             call: call_key,
             from_a,
@@ -322,6 +329,10 @@ impl<M: Media> Core<M> {
             out.body = resp.body.clone();
         }
         self.table.put(call);
+        if (200..300).contains(&code) && matches!(method, Method::Invite | Method::Update) {
+            // The media may have moved: the next run must adopt it as it is now.
+            self.save(r.call);
+        }
         self.txn.respond(now, &r.txn, &out);
         if method == Method::Invite && (200..300).contains(&code) {
             self.txn.acked(&r.txn);

@@ -192,10 +192,12 @@ impl<M: Media> Core<M> {
         call.recorded = true;
         call.phase = Phase::Ended;
         call.ended_at = Some(now);
+        // A call of an earlier run that could not go on ends when it was last known up.
+        let (end, end_wall) = call.settle_at.unwrap_or((now, wall));
         if let Some(id) = call.connection.take() {
             self.outgoing.release(id);
         }
-        let ended = self.admission.end(now, key);
+        let ended = self.admission.end(end, key);
         let (duration, cost) = ended
             .as_ref()
             .map_or((0, Micros(0)), |e| (e.duration_secs, e.cost));
@@ -218,7 +220,7 @@ impl<M: Media> Core<M> {
             call_id: call.a.call_id.clone(),
             start_ms: unix_ms(call.started),
             answer_ms: call.answered.map(unix_ms),
-            end_ms: unix_ms(wall),
+            end_ms: unix_ms(end_wall),
             caller: call.cli.clone(),
             callee: call.cld.clone(),
             source: Some(call.source),
@@ -239,7 +241,8 @@ impl<M: Media> Core<M> {
             cause: why.to_owned(),
             hung_up_by: cdr.hung_up_by.clone().unwrap_or_default(),
         });
-        self.effects.push(Effect::Cdr { cdr, debit });
+        let saved = call.saved.then(|| call.media_id.clone());
+        self.effects.push(Effect::Cdr { cdr, debit, saved });
     }
 
     pub(super) fn forget(&mut self, key: CallKey) {

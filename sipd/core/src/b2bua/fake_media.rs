@@ -16,6 +16,10 @@ pub struct FakeMedia {
     ports: HashMap<(String, bool), u16>,
     next_port: u16,
     expired: Vec<String>,
+    /// Calls whose session [`Media::adopt`] says did not survive.
+    lost: Vec<String>,
+    /// What [`Media::adopt`] reports as the last media seen.
+    pub last_media_ms: Option<u64>,
 }
 
 impl FakeMedia {
@@ -26,6 +30,8 @@ impl FakeMedia {
             ports: HashMap::new(),
             next_port: 40_000,
             expired: Vec::new(),
+            lost: Vec::new(),
+            last_media_ms: None,
         }
     }
 
@@ -33,6 +39,11 @@ impl FakeMedia {
     pub fn calls(&self) -> usize {
         let calls: std::collections::HashSet<&String> = self.ports.keys().map(|(c, _)| c).collect();
         calls.len()
+    }
+
+    /// Declares that `call`'s session will not be recovered by [`Media::adopt`].
+    pub fn lose(&mut self, call: String) {
+        self.lost.push(call);
     }
 
     /// Declares `call` (its media id) timed out at the next tick.
@@ -130,5 +141,32 @@ impl Media for FakeMedia {
 
     fn packets(&mut self, call: &str) -> Option<u64> {
         self.ports.keys().any(|(c, _)| c == call).then_some(0)
+    }
+
+    /// The relay ports of each side, as `a,b` (0 for a side with none).
+    fn saved(&self, call: &str) -> Option<String> {
+        let port = |a: bool| self.ports.get(&(call.to_owned(), a)).copied().unwrap_or(0);
+        self.ports
+            .keys()
+            .any(|(c, _)| c == call)
+            .then(|| format!("{},{}", port(true), port(false)))
+    }
+
+    /// Takes back what [`saved`](Media::saved) wrote, unless the test made the relay lose it
+    /// ([`FakeMedia::lose`]).
+    fn adopt(&mut self, call: &str, saved: &str) -> Result<Option<u64>, MediaError> {
+        if self.lost.iter().any(|c| c == call) {
+            return Err(MediaError::Relay("session not recovered".into()));
+        }
+        let (a, b) = saved
+            .split_once(',')
+            .and_then(|(a, b)| Some((a.parse::<u16>().ok()?, b.parse::<u16>().ok()?)))
+            .ok_or_else(|| MediaError::Relay(format!("bad saved media {saved:?}")))?;
+        for (side, p) in [(true, a), (false, b)] {
+            if p != 0 {
+                self.ports.insert((call.to_owned(), side), p);
+            }
+        }
+        Ok(self.last_media_ms)
     }
 }

@@ -201,6 +201,7 @@ impl<M: Media> Core<M> {
         self.stats.failed += 1;
         let ms = unix_ms(wall);
         self.effects.push(Effect::Cdr {
+            saved: None,
             cdr: CdrDraft {
                 call_id: req.call_id().to_owned(),
                 start_ms: ms,
@@ -441,6 +442,9 @@ impl<M: Media> Core<M> {
             recorded: false,
             ended_at: None,
             ended_by: None,
+            a_answer: None,
+            saved: false,
+            settle_at: None,
         }
     }
 

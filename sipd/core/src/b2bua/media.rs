@@ -88,6 +88,19 @@ pub trait Media {
     fn timed_out(&mut self, timeout: Duration) -> Vec<String>;
     /// Packets relayed so far for `call`, both directions together (for logs and tests).
     fn packets(&mut self, call: &str) -> Option<u64>;
+    /// The relay's record of `call`'s media, persisted with the call so a later run can
+    /// [`adopt`](Self::adopt) it; `None` when the relay cannot carry calls across restarts.
+    fn saved(&self, _call: &str) -> Option<String> {
+        None
+    }
+    /// Takes back `call`'s media from the record [`saved`](Self::saved) gave in an earlier
+    /// run; `last_media_ms` is when the relay last saw media on it (Unix ms), if it knows.
+    /// An error when the relay no longer relays it (its session did not survive).
+    fn adopt(&mut self, _call: &str, _saved: &str) -> Result<Option<u64>, MediaError> {
+        Err(MediaError::Relay(
+            "this relay cannot take calls across restarts".into(),
+        ))
+    }
 }
 
 /// The address family of an SDP's session `c=` line: true for IPv4, false for IPv6.

@@ -15,6 +15,7 @@
 //! [`table::CallTable`], [`Admission`], the media) are owned by [`Core`] and answer it with
 //! values; only the core turns those into effects, so no part calls back into another.
 
+mod adopt;
 pub mod call;
 mod dialog;
 mod ending;
@@ -25,6 +26,7 @@ pub mod locals;
 pub mod media;
 pub mod names;
 pub mod outgoing;
+pub mod saved;
 pub mod table;
 mod upstream;
 
@@ -45,6 +47,7 @@ use crate::sip::malformed::{self, Malformed};
 use crate::sip::txn::{TxnLayer, TxnTimeout};
 use crate::sip::{Msg, Peer, Transmit};
 
+pub use adopt::Adopted;
 use call::Relayed;
 pub use call::{Call, CallKey, Phase};
 use gate::AuthGate;
@@ -53,6 +56,7 @@ pub use locals::Local;
 use locals::{Locals, contact};
 pub use media::{Media, MediaError, Side};
 use outgoing::{Outgoing, Presentation};
+pub use saved::{SavedCall, SavedLeg, SavedPhase};
 use table::CallTable;
 
 /// The methods we take, in Allow headers.
@@ -87,13 +91,21 @@ pub struct CoreConfig {
 pub enum Effect {
     /// A message to put on the wire.
     Send(Transmit),
-    /// Store the CDR and, for a billed call, debit the account.
+    /// Store the CDR and, for a billed call, debit the account, in one atomic write that
+    /// also removes the call's saved record. For an answered call the write must be durable
+    /// before the messages that follow it in the same batch go out (the BYE's 200).
     Cdr {
         /// The record to store.
         cdr: CdrDraft,
         /// The account and amount to take off its balance; `None` for a call that cost nothing.
         debit: Option<(Id, Micros)>,
+        /// The key ([`SavedCall::media_id`]) of the call's saved record, if it has one.
+        saved: Option<String>,
     },
+    /// Persist (replace) a call's record so a later run can adopt it. For an answered call
+    /// the write must be durable before the messages that follow it in the same batch go out
+    /// (the 2xx to the caller): a caller never hears an answer a crash could forget.
+    SaveCall(Box<SavedCall>),
     /// A call from `ip` started (`up`) or ended: the kernel's per-source session count.
     SourceSession {
         /// The caller's address.
@@ -241,6 +253,9 @@ pub enum EndReason {
     NoAck,
     /// `sipd` is stopping ([`Core::shutdown`]).
     Shutdown,
+    /// A call of an earlier run whose media did not survive the restart: billed up to when it
+    /// was last known to be up.
+    NotResumed,
     /// Hung up from the management API.
     Operator,
 }
@@ -256,6 +271,7 @@ impl EndReason {
             EndReason::MediaTimeout => "media timeout",
             EndReason::NoAck => "no ACK",
             EndReason::Shutdown => "shutdown",
+            EndReason::NotResumed => "not resumed after restart",
             EndReason::Operator => "hung up by operator",
         }
     }
@@ -607,6 +623,29 @@ impl<M: Media> Core<M> {
             offence: b.offence,
             first_offence: b.first_offence,
         });
+    }
+
+    /// Hands the calls over to the next run (an upgrade): stops taking new calls (503),
+    /// saves every answered call again (so the next run numbers its requests after the last
+    /// sent) and leaves them up. Returns how many calls are still being set up: the shell
+    /// waits for them to be answered or to fail, up to its drain time, before it exits; the
+    /// next run ends those still left.
+    pub fn hand_over(&mut self) -> usize {
+        self.draining = true;
+        let keys: Vec<CallKey> = self
+            .calls()
+            .filter(|c| c.phase == Phase::Answered)
+            .map(|c| c.key)
+            .collect();
+        for k in keys {
+            self.save(k);
+        }
+        self.setting_up()
+    }
+
+    /// Calls still being set up (not answered, not ended).
+    pub fn setting_up(&self) -> usize {
+        self.calls().filter(|c| c.phase == Phase::Trying).count()
     }
 
     /// Ends every call (BYE or CANCEL both ways) and stops taking new ones.

@@ -117,7 +117,12 @@ impl Outgoing {
         self.router.candidates(cld)
     }
 
-    /// The call no longer holds a channel of `id`.
+    /// A call of an earlier run holds a channel of `id` again (never refused).
+    pub fn hold(&mut self, id: Id) {
+        self.router.hold(id);
+    }
+
+    /// Gives a channel of connection `id` back.
     pub fn release(&mut self, id: Id) {
         self.router.release(id);
     }

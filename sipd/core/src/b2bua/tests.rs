@@ -1251,6 +1251,8 @@ fn contact_addresses_and_the_vendors_other_ports() {
     assert_eq!(w.codes("10.0.1.1:5080"), vec![200]);
     assert_eq!(w.core.active_calls(), 0);
 }
+#[path = "tests_adopt.rs"]
+mod adopt;
 #[path = "tests_ids.rs"]
 mod ids_and_amplification;
 #[path = "tests_ipv6.rs"]

@@ -86,6 +86,9 @@ impl<M: Media> Core<M> {
                     provisional: false,
                 });
                 self.table.put(call);
+                // From here a crash would leave the vendor ringing: a record lets the next run
+                // cancel it and answer the caller.
+                self.save(key);
             }
             Next::Wait { host } => {
                 debug!(call = key, %host, "waiting for the upstream's addresses");
@@ -99,8 +102,12 @@ impl<M: Media> Core<M> {
     }
 
     pub(super) fn on_response(&mut self, now: Instant, wall: SystemTime, resp: Msg) {
-        let ResponseVerdict::Deliver { token, .. } = self.txn.on_response(now, &resp) else {
-            return;
+        let token = match self.txn.on_response(now, &resp) {
+            ResponseVerdict::Deliver { token, .. } => token,
+            // No transaction: tokens start at 1, so 0 takes the "token gone" path below (a
+            // 2xx for a call a previous run set up is ACKed, and BYEd if the call ended).
+            ResponseVerdict::Stray => 0,
+            ResponseVerdict::Absorbed => return,
         };
         let code = resp.code().unwrap_or(500);
         match self.tokens.get(&token).cloned() {
@@ -346,11 +353,14 @@ impl<M: Media> Core<M> {
             r.push("Server", self.cfg.agent.clone());
         }
         *self.stats.finals.entry(200).or_default() += 1;
+        call.a_answer = Some(String::from_utf8_lossy(&r.to_bytes()).into_owned());
         self.txn.respond(now, &call.a_txn, &r);
         if !call.delayed_offer {
             self.ack_b(now, &mut call, None);
         }
         debug!(call = key, cli = %call.cli, cld = %call.cld, "call answered");
         self.table.put(call);
+        // Durable before the 2xx leaves (the shell holds this batch's messages for it).
+        self.save(key);
     }
 }

@@ -265,6 +265,42 @@ impl Admission {
         Ok(())
     }
 
+    /// Takes back a call of an earlier run, answered at `answered` (`None`: not answered),
+    /// with the tariff and duration cap it was set up with. Never refused: the call is up, and
+    /// cutting it is for [`due`](Self::due) (balance, duration) to decide, on time.
+    pub fn adopt(
+        &mut self,
+        call: CallKey,
+        account: Id,
+        tariff: Option<Tariff>,
+        max_secs: Option<u32>,
+        answered: Option<Instant>,
+    ) {
+        let st = self.accounts.entry(account).or_default();
+        st.calls.insert(call);
+        let tariff = tariff.filter(|t| t.rate_per_minute.0 > 0);
+        let check_at = answered.filter(|_| tariff.is_some());
+        self.calls.insert(
+            call,
+            Call {
+                account,
+                tariff,
+                max_secs,
+                answered,
+                cut: None,
+                cap: None,
+                check_at,
+            },
+        );
+    }
+
+    /// The tariff and duration cap `call` was admitted with, to persist it.
+    pub fn terms(&self, call: CallKey) -> Option<(Option<Tariff>, Option<u32>)> {
+        self.calls
+            .get(&call)
+            .map(|c| (c.tariff.clone(), c.max_secs))
+    }
+
     /// The call was answered: billing and the duration cap start now. Later calls (a
     /// re-INVITE's 200) change nothing.
     pub fn answered(&mut self, now: Instant, call: CallKey) {

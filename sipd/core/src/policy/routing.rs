@@ -121,6 +121,13 @@ impl Router {
         Ok(())
     }
 
+    /// Takes a channel whatever the cap: a call of an earlier run that already holds it.
+    pub fn hold(&mut self, id: Id) {
+        if let Some(u) = self.conns.get_mut(&id) {
+            u.in_use = u.in_use.saturating_add(1);
+        }
+    }
+
     /// Gives a channel back. Saturating: a double release cannot open a phantom channel.
     pub fn release(&mut self, id: Id) {
         if let Some(u) = self.conns.get_mut(&id) {

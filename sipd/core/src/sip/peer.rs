@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use serde::Serialize;
 
 /// A SIP transport.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Proto {
     /// Datagrams; requests we send are retransmitted.

@@ -157,8 +157,11 @@ pub enum ResponseVerdict {
         /// Whether the request was an INVITE.
         invite: bool,
     },
-    /// Retransmission or no matching transaction (stray: dropped, RFC 3261 §18.1.2).
+    /// A retransmission, or an answer to our CANCEL: nothing to do.
     Absorbed,
+    /// No client transaction has its branch (RFC 3261 §18.1.2 drops it): an answer to a
+    /// request of an earlier run, which the core may still owe an ACK and BYE.
+    Stray,
 }
 
 /// Timer outcomes the core must act on.
@@ -394,6 +397,23 @@ impl TxnLayer {
         true
     }
 
+    /// Takes back an INVITE server transaction of an earlier run that answered `resp`,
+    /// without sending anything: a retransmission of the INVITE (its caller never got the
+    /// answer) gets `resp` again, and its ACK is absorbed, for the usual 32 s.
+    pub fn restore_answered(&mut self, now: Instant, req: &Msg, peer: Peer, resp: &Msg) {
+        let RequestVerdict::New(key) = self.on_request(now, req, peer) else {
+            return;
+        };
+        if let Some(t) = self.server.get_mut(&key) {
+            t.last = Some(resp.to_bytes());
+            t.state = SState::Accepted;
+            t.expires = now + TIMEOUT;
+            t.next_retransmit = None;
+            let exp = t.expires;
+            self.arm(exp, TimerRef::Server(key.id, key.method));
+        }
+    }
+
     /// The ACK for a 2xx arrived (matched by the core's dialog): stop resending the 2xx.
     pub fn acked(&mut self, key: &ServerKey) {
         if let Some(t) = self.server.get_mut(key)
@@ -455,7 +475,7 @@ impl TxnLayer {
         };
         let code = resp.code().unwrap_or(0);
         let Some(t) = self.client.get_mut(&branch) else {
-            return ResponseVerdict::Absorbed;
+            return ResponseVerdict::Stray;
         };
         if resp.cseq().1 == "CANCEL" && t.is_invite {
             return ResponseVerdict::Absorbed; // answers to our CANCEL share the branch

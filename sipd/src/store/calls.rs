@@ -1,0 +1,169 @@
+//! Calls in progress across restarts, and how calls are settled: the call core's saved
+//! records (`calls` tree, keyed by media id), the checkpoint that says until when the running
+//! sipd had them up, and the one write that settles a call: its debit, its CDR and the removal
+//! of its saved record in one transaction (a crash leaves either a call to adopt or a billed
+//! CDR, never both and never neither).
+
+use sipd_core::b2bua::SavedCall;
+
+use super::record::encode;
+use super::{Cdr, CdrDraft, Id, Micros, Store, StoreError, T, abort};
+
+/// `meta` key of the checkpoint: Unix ms up to which the saved calls were known up.
+const CALLS_ALIVE: &[u8] = b"calls_alive_ms";
+
+/// One write the store writer makes for the call core, in order.
+// `Settle` is the write every call makes: boxing it would cost an allocation per call to
+// save room in a queue whose other variants are rare.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone)]
+pub enum CallWrite {
+    /// Save (replace) a call's record.
+    Save(Box<SavedCall>),
+    /// A call ended: debit, CDR and removal of its saved record, atomically.
+    Settle {
+        /// The CDR.
+        cdr: CdrDraft,
+        /// Account and amount to debit.
+        debit: Option<(Id, Micros)>,
+        /// The saved record to remove (its media id).
+        saved: Option<String>,
+    },
+    /// The checkpoint: every saved call was up at this Unix ms.
+    Alive(u64),
+    /// Remove saved records that are not calls any more (unusable ones, after adoption).
+    Forget(Vec<String>),
+}
+
+impl CallWrite {
+    /// Whether the write must be durable before the messages that follow it go out: an
+    /// answered call's record (its 2xx) and the CDR of an answered or billed call (the BYE's
+    /// 200). Refusals and unanswered attempts never hold signalling up.
+    pub fn holds_signalling(&self) -> bool {
+        match self {
+            CallWrite::Save(c) => c.phase == sipd_core::b2bua::SavedPhase::Answered,
+            CallWrite::Settle { cdr, debit, .. } => cdr.answer_ms.is_some() || debit.is_some(),
+            CallWrite::Alive(_) | CallWrite::Forget(_) => false,
+        }
+    }
+
+    /// Whether a full queue may drop it (see the writer): only unanswered attempts' CDRs
+    /// and checkpoints, which cost nothing.
+    pub fn droppable(&self) -> bool {
+        match self {
+            CallWrite::Settle { cdr, debit, saved } => {
+                cdr.answer_ms.is_none() && debit.is_none() && saved.is_none()
+            }
+            CallWrite::Alive(_) => true,
+            CallWrite::Save(_) | CallWrite::Forget(_) => false,
+        }
+    }
+}
+
+impl Store {
+    /// Every call record the last run left, in key order; a corrupt one is an `Err` in its
+    /// place (the others still load).
+    pub fn saved_calls(&self) -> Vec<Result<SavedCall, StoreError>> {
+        self.scan(T::Calls, &[])
+    }
+
+    /// Until when the last run had its saved calls up (Unix ms), if it ever said.
+    pub fn calls_alive(&self) -> Option<u64> {
+        let v = self.tree(T::Meta).get(CALLS_ALIVE).ok()??;
+        Some(u64::from_be_bytes(v.as_ref().try_into().ok()?))
+    }
+
+    /// Carries out call writes in order and makes them durable with one flush; returns the
+    /// errors, one per write that failed (the others are durable).
+    pub fn settle_calls(&self, writes: Vec<CallWrite>) -> Vec<StoreError> {
+        let mut errors = Vec::new();
+        for w in writes {
+            let r = match w {
+                CallWrite::Save(c) => self.save_call_unflushed(&c),
+                CallWrite::Settle { cdr, debit, saved } => self
+                    .settle_call_unflushed(cdr, debit, saved.as_deref())
+                    .map(|_| ()),
+                CallWrite::Alive(ms) => self
+                    .tree(T::Meta)
+                    .insert(CALLS_ALIVE, &ms.to_be_bytes())
+                    .map(|_| ())
+                    .map_err(StoreError::from),
+                CallWrite::Forget(ids) => ids.iter().try_for_each(|id| {
+                    self.tree(T::Calls)
+                        .remove(id.as_bytes())
+                        .map(|_| ())
+                        .map_err(StoreError::from)
+                }),
+            };
+            if let Err(e) = r {
+                errors.push(e);
+            }
+        }
+        if let Err(e) = self.flush() {
+            errors.push(e);
+        }
+        errors
+    }
+
+    fn save_call_unflushed(&self, call: &SavedCall) -> Result<(), StoreError> {
+        self.tree(T::Calls)
+            .insert(call.media_id.as_bytes(), encode(call)?)?;
+        Ok(())
+    }
+
+    /// The debit, the CDR and the removal of the call's saved record, in one transaction.
+    /// An account that no longer exists is not debited (logged); the CDR is written anyway.
+    pub(crate) fn settle_call_unflushed(
+        &self,
+        call: CdrDraft,
+        debit: Option<(Id, Micros)>,
+        saved: Option<&str>,
+    ) -> Result<Cdr, StoreError> {
+        let _ids = self.cdr_ids.lock().unwrap_or_else(|p| p.into_inner());
+        let id = self.last_cdr_id()? + 1;
+        let cdr = Cdr { id, call };
+        let bytes = encode(&cdr)?;
+        self.write_unflushed(|tx| {
+            if let Some((account, cost)) = debit {
+                match tx.account(account)? {
+                    Some(mut a) => {
+                        a.balance = Micros(a.balance.0.saturating_sub(cost.0));
+                        tx.put(T::Accounts, &account.to_be_bytes(), &a)?;
+                    }
+                    None => tracing::warn!(
+                        account,
+                        %cost,
+                        call_id = %cdr.call.call_id,
+                        "account gone: call recorded without its debit"
+                    ),
+                }
+            }
+            let cdrs = tx.tree(T::Cdrs);
+            if cdrs.get(id.to_be_bytes())?.is_some() {
+                return abort(StoreError::Conflict {
+                    kind: "cdr",
+                    what: format!("id {id}"),
+                    by: "another writer".into(),
+                });
+            }
+            cdrs.insert(&id.to_be_bytes(), bytes.clone())?;
+            if let Some(key) = saved {
+                tx.tree(T::Calls).remove(key.as_bytes())?;
+            }
+            Ok(())
+        })?;
+        Ok(cdr)
+    }
+
+    /// The id of the last CDR (0 when there is none).
+    pub(crate) fn last_cdr_id(&self) -> Result<Id, StoreError> {
+        match self.cdrs.last()? {
+            Some((k, _)) => super::id_from(&k).ok_or_else(|| StoreError::Corrupt {
+                kind: "cdr",
+                key: super::record::key_text(&k),
+                reason: "key is not an id".into(),
+            }),
+            None => Ok(0),
+        }
+    }
+}
