@@ -93,9 +93,12 @@ enum Command {
     #[command(subcommand)]
     Refusals(RefusalsCommand),
     /// Run the appliance: bring up the data plane (XDP where it attaches, else userspace,
-    /// said loudly), the media relay and SIP on the configured addresses, until SIGTERM or
-    /// SIGINT (calls in progress are then ended with BYE and their CDRs written). Logs go to
-    /// standard error (RUST_LOG, default info); "sipd ready" is logged once SIP is listening.
+    /// said loudly), the media relay and SIP on the configured addresses, and take back the
+    /// calls a previous run left up (after a SIGUSR2 hand-over or a crash). Until SIGTERM or
+    /// SIGINT (calls in progress are then ended with BYE and their CDRs written), or SIGUSR2
+    /// (an upgrade: new calls refused, calls in setup given 5 s, answered calls left up for
+    /// the next start to adopt). Logs go to standard error (RUST_LOG, default info); "sipd
+    /// ready" is logged once SIP is listening.
     Run,
     /// Detach this instance's XDP programs and remove its pinned maps. sipd leaves them in
     /// place when it stops, so the kernel firewall (bans, deny list, SIP guard) keeps

@@ -159,3 +159,56 @@ fn a_hand_over_keeps_100_established_calls_xdp() {
     let by = |who: &str| cdrs.iter().filter(|c| c["hung_up_by"] == who).count();
     assert_eq!((by("caller"), by("callee")), (HALF as usize, HALF as usize));
 }
+
+/// A carrier over TCP: its connection dies with sipd (SIGKILL). sipp reconnects from a new
+/// source port for its BYEs; the restarted sipd binds the adopted calls' leg to the new
+/// connection (same host, reliable transport), answers 200 and hangs up the vendor's side.
+#[test]
+fn a_tcp_caller_re_binds_its_calls_after_a_crash_xdp() {
+    require_privileged!();
+    require_sipp!();
+    let _s = serial();
+    let net = Net::new();
+    let mut sbc = Sbc::start(&net, Plane::Xdp, &provisioning(), 60);
+    let calls = 5;
+    let hold = Duration::from_secs(10);
+    let uas = net.uas("uas.xml", SIP_PORT, calls, Duration::from_millis(100));
+    let mut c = carrier(&net, "uac.xml", SIP_PORT, sbc.sip(), hold);
+    c.calls = calls;
+    c.transport = "t1";
+    // sipp notices the reset at once and tries again every 500 ms while sipd is down.
+    c.extra = [
+        "-max_reconnect",
+        "40",
+        "-reconnect_sleep",
+        "500",
+        "-reconnect_close",
+        "false",
+    ]
+    .map(String::from)
+    .to_vec();
+    c.deadline = Duration::from_secs(40);
+    let uac = c.spawn(&net.topo.caller).expect("uac");
+    wait_answered(&uac, calls as usize, "TCP calls");
+    sbc.signal(libc::SIGKILL);
+    sbc.start_again(&net);
+    let uac = uac.finish();
+    // sipp learns that its connection is gone by writing its first BYE into it: that BYE is
+    // lost (sipp does not send it again over the new connection), the rest go over the new
+    // one. A real UA would send it again; the call is ended by sipd's shutdown below.
+    let byes = uac.trace.final_counts("BYE");
+    let answered = byes.get(&200).copied().unwrap_or(0);
+    assert!(answered + 1 >= calls as usize, "{byes:?}\n{uac}");
+    assert_eq!(byes.len(), 1, "only 200s: {byes:?}");
+    let ids = uac.trace.call_ids_sent("INVITE");
+    let cdrs = sbc.cdrs();
+    let uas = uas.finish();
+    assert_eq!(
+        uas.trace.requests_received("BYE").len(),
+        calls as usize,
+        "the vendor was hung up: {uas}"
+    );
+    assert_cdrs(&cdrs, &ids, 1);
+    let by_caller = cdrs.iter().filter(|c| c["hung_up_by"] == "caller").count();
+    assert_eq!(by_caller, answered, "{cdrs:#?}");
+}
