@@ -54,6 +54,9 @@ pub enum SessionError {
         /// The relay port asked for.
         port: u16,
     },
+    /// A session with this id exists already (a rebuild of one the relay kept).
+    #[error("session {0} exists already")]
+    SessionExists(SessionId),
     /// No free RTP/RTCP pair left in the range.
     #[error("relay port range {0} exhausted")]
     PortsExhausted(PortRange),
@@ -705,6 +708,89 @@ impl Sessions {
             debug!(session, label, was = %sess.label, "session adopted by signalling");
         }
         sess.label = label.to_owned();
+        Ok(())
+    }
+
+    /// Makes a session again from what signalling recorded for it, when the data plane did
+    /// not keep it (the userspace relay, whose sockets died with the process; XDP after a
+    /// reboot): the same id and ports, sockets bound again, legs written with each side's
+    /// signalled setup and forwarding where both sides are known. A latched peer is learnt
+    /// again from the trusted address within the learning window. All or nothing.
+    pub fn rebuild(&self, session: SessionId, label: &str, streams: &[AdoptStream]) -> R<()> {
+        let mut st = self.lock();
+        if st.sessions.contains_key(&session) {
+            return Err(SessionError::SessionExists(session));
+        }
+        let mut built: Vec<Stream> = Vec::with_capacity(streams.len());
+        let undo = |st: &mut State, built: &[Stream]| {
+            for s in built {
+                for p in [s.a.port, s.b.port] {
+                    self.drop_pair(p);
+                    st.alloc.release(p);
+                }
+            }
+        };
+        for a in streams {
+            let local = |i: usize| a.peer[i].map_or(self.default_addr, |p| p.local);
+            let (pa, pb) = (a.ports.a, a.ports.b);
+            if !st.alloc.reserve(pa) {
+                undo(&mut st, &built);
+                return Err(SessionError::NoStream {
+                    session,
+                    a: pa,
+                    b: pb,
+                });
+            }
+            if !st.alloc.reserve(pb) {
+                st.alloc.release(pa);
+                undo(&mut st, &built);
+                return Err(SessionError::NoStream {
+                    session,
+                    a: pa,
+                    b: pb,
+                });
+            }
+            for (addr, port) in [(local(0), pa), (local(1), pb)] {
+                if let Err(source) = self.open_pair(addr, port) {
+                    self.close_pair(pa);
+                    st.alloc.release(pa);
+                    st.alloc.release(pb);
+                    undo(&mut st, &built);
+                    return Err(SessionError::Bind { addr, port, source });
+                }
+            }
+            let stream = Stream {
+                a: SideState {
+                    port: pa,
+                    local: local(0),
+                    setup: a.peer[0],
+                },
+                b: SideState {
+                    port: pb,
+                    local: local(1),
+                    setup: a.peer[1],
+                },
+                active: a.peer[0].is_some() && a.peer[1].is_some(),
+            };
+            let r = self
+                .write_side(session, &stream.a, &stream.b, stream.active, None)
+                .and_then(|()| self.write_side(session, &stream.b, &stream.a, stream.active, None));
+            built.push(stream);
+            if let Err(e) = r {
+                undo(&mut st, &built);
+                return Err(e);
+            }
+        }
+        st.next_id = st.next_id.max(session.saturating_add(1));
+        st.sessions.insert(
+            session,
+            Session {
+                label: label.to_owned(),
+                streams: built,
+                touched_ns: monotonic_ns(),
+            },
+        );
+        debug!(session, label, "session rebuilt from signalling");
         Ok(())
     }
 

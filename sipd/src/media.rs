@@ -187,7 +187,9 @@ impl<B: MediaBackend> Media for Anchored<B> {
             .filter_map(|s| s.ports)
             .flat_map(|p| [p.a, p.b])
             .collect();
-        let restored = self.calls.restore(relay::Snapshot::new(vec![rec]));
+        let restored = self
+            .calls
+            .restore_or_rebuild(relay::Snapshot::new(vec![rec]));
         if let Some((_, why)) = restored.dropped.into_iter().next() {
             return Err(MediaError::Relay(why.to_string()));
         }

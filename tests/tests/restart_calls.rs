@@ -212,3 +212,37 @@ fn a_tcp_caller_re_binds_its_calls_after_a_crash_xdp() {
     let by_caller = cdrs.iter().filter(|c| c["hung_up_by"] == "caller").count();
     assert_eq!(by_caller, answered, "{cdrs:#?}");
 }
+
+/// The userspace data plane: the relay's sockets die with the process, so the restarted sipd
+/// binds the calls' relay ports again from their saved records; media flows again, BYEs are
+/// answered, CDRs are whole.
+#[test]
+fn calls_survive_a_crash_on_the_userspace_plane() {
+    require_privileged!();
+    require_sipp!();
+    let _s = serial();
+    let net = Net::new();
+    let mut sbc = Sbc::start(&net, Plane::Userspace, &provisioning(), 60);
+    let calls = 10;
+    let hold = Duration::from_secs(10);
+    let mut uas = net.uas("uas.xml", SIP_PORT, calls, Duration::from_millis(100));
+    let mut c = carrier(&net, "uac.xml", SIP_PORT, sbc.sip(), hold);
+    c.calls = calls;
+    let uac = c.spawn(&net.topo.caller).expect("uac");
+    wait_answered(&uac, calls as usize, "calls");
+    let at_carrier = uac.media("MEDIA")[0].1;
+    let at_vendor = uas
+        .wait_media("MEDIA", Duration::from_secs(1))
+        .expect("vendor media");
+    media_flows(&net, at_carrier, at_vendor, 1);
+    sbc.signal(libc::SIGKILL);
+    sbc.start_again(&net);
+    assert!(sbc.log_text().contains("resumed=10"), "{}", sbc.log_text());
+    media_flows(&net, at_carrier, at_vendor, 3);
+    let (uac, uas) = (uac.finish(), uas.finish());
+    uac.assert_ok();
+    uas.assert_ok();
+    let ids = uac.trace.call_ids_sent("INVITE");
+    let cdrs = sbc.cdrs();
+    assert_cdrs(&cdrs, &ids, hold.as_secs() - 2);
+}

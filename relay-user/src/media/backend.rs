@@ -169,6 +169,17 @@ pub trait MediaBackend: Send + Sync + 'static {
         let _ = (call_id, streams);
         Err(BackendError::CannotAdopt(session))
     }
+    /// Makes again, with the same id and ports, a session the relay did not keep across a
+    /// restart, from what signalling recorded (see `Sessions::rebuild`). The default cannot.
+    fn rebuild_session(
+        &self,
+        session: SessionId,
+        call_id: &str,
+        streams: &[AdoptStream],
+    ) -> Result<(), BackendError> {
+        let _ = (call_id, streams);
+        Err(BackendError::CannotAdopt(session))
+    }
     /// Removes the sessions without media for `timeout` and returns them (the media timeout).
     /// The default never times anything out.
     fn reap(&self, timeout: Duration) -> Vec<SessionId> {

@@ -80,9 +80,21 @@ impl<B: MediaBackend> MediaCalls<B> {
     /// adopt is dropped, since nothing relays it any more. Sessions the relay recovered that
     /// no record names stay with the relay alone and end by media timeout.
     pub fn restore(&mut self, snap: Snapshot) -> Restored {
+        self.restore_with(snap, false)
+    }
+
+    /// [`restore`](Self::restore), and a call whose session the relay did not keep (the
+    /// userspace relay's sockets died with its process; XDP after a reboot) gets it made again
+    /// on its ports ([`MediaBackend::rebuild_session`]) rather than dropped: sipd's calls
+    /// outlive the process whatever the data plane.
+    pub fn restore_or_rebuild(&mut self, snap: Snapshot) -> Restored {
+        self.restore_with(snap, true)
+    }
+
+    fn restore_with(&mut self, snap: Snapshot, rebuild: bool) -> Restored {
         let mut out = Restored::default();
         for rec in snap.calls {
-            match self.restore_one(&rec) {
+            match self.restore_one(&rec, rebuild) {
                 Ok(call) => {
                     out.adopted.push(rec.call_id.clone());
                     self.calls.insert(rec.call_id, call);
@@ -97,7 +109,7 @@ impl<B: MediaBackend> MediaCalls<B> {
         out
     }
 
-    fn restore_one(&self, rec: &CallRecord) -> Result<Call, MediaError> {
+    fn restore_one(&self, rec: &CallRecord, rebuild: bool) -> Result<Call, MediaError> {
         if self.calls.contains_key(&rec.call_id) {
             return Err(MediaError::AlreadyKnown);
         }
@@ -128,11 +140,19 @@ impl<B: MediaBackend> MediaCalls<B> {
                 });
             }
         }
-        if !self.backend.has_session(rec.session) {
+        if self.backend.has_session(rec.session) {
+            self.backend
+                .adopt_session(rec.session, &rec.call_id, &adopt)?;
+        } else if rebuild {
+            self.backend
+                .rebuild_session(rec.session, &rec.call_id, &adopt)
+                .map_err(|e| {
+                    tracing::info!(call_id = %rec.call_id, error = %e, "relay session not rebuilt");
+                    MediaError::NotRecovered
+                })?;
+        } else {
             return Err(MediaError::NotRecovered);
         }
-        self.backend
-            .adopt_session(rec.session, &rec.call_id, &adopt)?;
         Ok(Call {
             session: rec.session,
             tags: rec.tags.clone(),

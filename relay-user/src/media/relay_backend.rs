@@ -60,6 +60,15 @@ impl MediaBackend for Sessions {
         Ok(self.adopt(session, call_id, streams)?)
     }
 
+    fn rebuild_session(
+        &self,
+        session: SessionId,
+        call_id: &str,
+        streams: &[AdoptStream],
+    ) -> Result<(), BackendError> {
+        Ok(self.rebuild(session, call_id, streams)?)
+    }
+
     fn leg_stats(&self, session: SessionId, port: u16) -> Result<LegStats, BackendError> {
         let r = self.port_report(session, port)?;
         Ok(LegStats {
