@@ -196,6 +196,8 @@ fuzz_target!(|data: &[u8]| {
     // The last request the core sent to each peer, and the last transmission's token.
     let mut last_req: [Option<Msg>; PEERS.len()] = Default::default();
     let mut last_token = 0u64;
+    // What the store would hold for the next run: the last save of each call still up.
+    let mut saved: Vec<sipd_core::b2bua::SavedCall> = Vec::new();
     let steps = data.split(|&b| b == 0xff).flat_map(|s| {
         // `\n%%\n` separates steps in text seeds; 0xff lets the fuzzer splice binary ones.
         let mut v = Vec::new();
@@ -264,9 +266,31 @@ fuzz_target!(|data: &[u8]| {
             Some(b'f') => core.on_flood(now, peer(digit(step.get(1))).remote.ip()),
             Some(b'x') => core.on_send_failed(now, wall, last_token),
             Some(b'z') => core.shutdown(now, wall),
+            // A crash: the next run adopts what was saved ('c': with a torn INVITE in one).
+            Some(b'k') => {
+                let mut records = std::mem::take(&mut saved);
+                if step.get(1) == Some(&b'c')
+                    && let Some(r) = records.first_mut()
+                {
+                    let half = r.a_invite.len() / 2;
+                    r.a_invite.truncate(r.a_invite.floor_char_boundary(half));
+                }
+                core = self::core(wall - Duration::from_secs(1));
+                let _ = core.adopt(now, wall, records);
+            }
             _ => core.on_message(now, wall, peer(4), step),
         }
         for e in core.drain_effects() {
+            match &e {
+                Effect::SaveCall(c) => {
+                    saved.retain(|x| x.media_id != c.media_id);
+                    saved.push((**c).clone());
+                }
+                Effect::Cdr {
+                    saved: Some(id), ..
+                } => saved.retain(|x| &x.media_id != id),
+                _ => {}
+            }
             if let Effect::Send(t) = e {
                 if t.token != 0 {
                     last_token = t.token;

@@ -204,6 +204,10 @@ def main():
         "reinvite": ["M0" + inv, "r1200s", "M0" + ack,
                      "M0" + invite("call-1").replace("To: <sip:4420555@10.0.0.2>", "To: <sip:4420555@10.0.0.2>;tag=fuzztag").replace("CSeq: 1", "CSeq: 3"),
                      "r0200s", "t1800000"],
+        # Crashes: mid-call (the BYE after it finds the adopted call), in setup, torn record.
+        "restart": ["M0" + inv, "r1180", "r1200s", "M0" + ack, "t2000", "k", "M0" + bye, "r1200", "t33000"],
+        "restart_setup": ["M0" + inv, "r1180", "k", "r1200s", "t33000"],
+        "restart_torn": ["M0" + inv, "r1200s", "M0" + ack, "kc", "M0" + bye, "t1000"],
         "malformed": ["m0" + msgs["badinv01"], "m0" + msgs["clerr"], "m4" + msgs["nul"], msgs["wsinv"], "M0" + msgs["compact"]],
     }
     for n, steps in scripts.items():

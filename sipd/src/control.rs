@@ -87,6 +87,8 @@ pub struct Status {
     pub calls_capacity: u64,
     /// The CDR writer's queue.
     pub cdr_queue: WriterStats,
+    /// Calls saved in the store (records of calls in progress).
+    pub saved_calls: u64,
     /// Which plane firewalls each of sipd's addresses and host services.
     pub coverage: Vec<crate::firewall::coverage::Covered>,
     /// The host services in the firewall (SIP, management, SSH, SIP over TLS) and their
@@ -241,6 +243,7 @@ impl Control {
             bans: self.dataplane.ban_list().map_or(0, |b| b.len()),
             relay: self.sessions.totals(),
             cdr_queue: self.writer.stats(),
+            saved_calls: self.store.saved_call_count(),
             coverage: self.firewall.coverage(),
             services: self.firewall.view().map(|v| v.services).unwrap_or_default(),
         })

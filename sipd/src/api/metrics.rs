@@ -422,6 +422,18 @@ const RECORDS: &[Simple] = &[
         |s, _| s.cdr_queue.blocked,
     ),
     (
+        "sipd_held_messages",
+        "gauge",
+        "SIP messages held until the store write they follow is durable (group commit).",
+        |s, _| s.cdr_queue.held,
+    ),
+    (
+        "sipd_calls_saved",
+        "gauge",
+        "Calls saved in the store for the next run to adopt (answered or being set up).",
+        |s, _| s.saved_calls,
+    ),
+    (
         "sipd_cdr_queue_dropped_total",
         "counter",
         "CDRs of unanswered attempts dropped because the CDR queue was full.",

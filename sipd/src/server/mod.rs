@@ -289,6 +289,7 @@ impl Appliance {
             }
             self.carry_out();
             self.release_held();
+            self.writer.set_held(self.held.len());
             self.write_checkpoint();
             self.refusal_saver.tick(Instant::now(), &mut self.core);
             // Give the BYEs of a shutdown a moment to be answered (a hand-over: the calls in

@@ -47,6 +47,7 @@ struct Counters {
     written: AtomicU64,
     blocked: AtomicU64,
     dropped: AtomicU64,
+    held: AtomicU64,
 }
 
 /// A snapshot of the writer's queue.
@@ -62,6 +63,9 @@ pub struct WriterStats {
     pub blocked: u64,
     /// Unanswered attempts' CDRs dropped on a full queue.
     pub dropped: u64,
+    /// Messages the event loop holds until a write is durable (an answered call's 2xx, the
+    /// 200 to a BYE that ended a billed call).
+    pub held: u64,
 }
 
 /// A cheap handle on the counters, for the management API.
@@ -78,6 +82,7 @@ impl WriterProbe {
             written: c.written.load(Ordering::Relaxed),
             blocked: c.blocked.load(Ordering::Relaxed),
             dropped: c.dropped.load(Ordering::Relaxed),
+            held: c.held.load(Ordering::Relaxed),
         }
     }
 }
@@ -142,6 +147,11 @@ impl Writer {
 
     pub fn probe(&self) -> WriterProbe {
         WriterProbe(self.counters.clone())
+    }
+
+    /// The event loop holds `n` messages for durability now.
+    pub fn set_held(&self, n: usize) {
+        self.counters.held.store(n as u64, Ordering::Relaxed);
     }
 
     /// The highest sequence number that is durable, to wait on.

@@ -67,6 +67,11 @@ impl Store {
         self.scan(T::Calls, &[])
     }
 
+    /// How many call records the store holds (a bounded table: calls in progress).
+    pub fn saved_call_count(&self) -> u64 {
+        self.tree(T::Calls).len() as u64
+    }
+
     /// Until when the last run had its saved calls up (Unix ms), if it ever said.
     pub fn calls_alive(&self) -> Option<u64> {
         let v = self.tree(T::Meta).get(CALLS_ALIVE).ok()??;
