@@ -3,15 +3,17 @@
 
 mod common;
 mod console;
+mod frames;
 mod kamailio;
 mod relay;
 mod sip;
+mod xdp;
 mod xdp_log;
 
 use std::process::ExitCode;
 
 /// Names `bench` accepts.
-const NAMES: &[&str] = &["relay", "sip", "kamailio", "console", "xdp-log"];
+const NAMES: &[&str] = &["relay", "sip", "kamailio", "console", "xdp", "xdp-log"];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -24,6 +26,7 @@ fn main() -> ExitCode {
         "sip" => sip::run(rest),
         "kamailio" => kamailio::run(rest),
         "console" => console::run(rest),
+        "xdp" => xdp::run(rest),
         "xdp-log" => xdp_log::run_bench(rest),
         other => Err(anyhow::anyhow!(
             "unknown benchmark {other:?}; known: {}",

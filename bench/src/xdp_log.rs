@@ -19,24 +19,24 @@
 use std::{
     path::{Path, PathBuf},
     process::Command,
-    time::Duration,
 };
 
 use anyhow::{Context as _, bail};
-use aya::programs::{TestRun, TestRunOptions, Xdp};
+use aya::programs::Xdp;
 use relay_common::{
     Addr,
     relay::{LEG_ACTIVE, LEG_PEER_KNOWN, Leg},
 };
-use relay_user::{GuardSettings, Proto, Service, ServiceId, Stat, loader, maps::XdpMaps};
+use relay_user::{Stat, loader, maps::XdpMaps, test_run::XdpRun};
 use serde::Serialize;
+
+use crate::xdp::SIP;
 
 const USAGE: &str = "cargo xtask bench xdp-log [--rounds N] [--repeat N]";
 
 const RELAY: [u8; 4] = [198, 51, 100, 1];
 const PEER: [u8; 4] = [198, 51, 100, 20];
 const CARRIER: [u8; 4] = [198, 51, 100, 30];
-const SIP: u16 = 5060;
 const LEG_A: u16 = 30_000;
 const LEG_B: u16 = 30_002;
 
@@ -96,19 +96,7 @@ fn cases() -> Vec<Case> {
 }
 
 fn udp4(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, payload: &[u8]) -> Vec<u8> {
-    let mut f = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, 0x08, 0x00];
-    let udp_len = 8 + payload.len() as u16;
-    f.extend_from_slice(&[0x45, 0]);
-    f.extend_from_slice(&(20 + udp_len).to_be_bytes());
-    f.extend_from_slice(&[0, 1, 0x40, 0, 64, 17, 0, 0]);
-    f.extend_from_slice(&src);
-    f.extend_from_slice(&dst);
-    f.extend_from_slice(&sport.to_be_bytes());
-    f.extend_from_slice(&dport.to_be_bytes());
-    f.extend_from_slice(&udp_len.to_be_bytes());
-    f.extend_from_slice(&[0, 0]);
-    f.extend_from_slice(payload);
-    f
+    crate::frames::udp(src.into(), sport, dst.into(), dport, 64, payload)
 }
 
 fn arp() -> Vec<u8> {
@@ -201,24 +189,7 @@ fn load(object: &[u8], tag: &str) -> anyhow::Result<Loaded> {
     let _ = loader::detach(&instance, &[]);
     let mut ebpf = loader::load_pinned(object, &instance)?;
     let mut maps = XdpMaps::from_ebpf(&mut ebpf)?;
-    maps.service_set(Service {
-        port: SIP,
-        proto: Proto::Udp,
-        id: ServiceId::Sip,
-        restricted: false,
-        sip: true,
-    })?;
-    // Limits no run reaches: every packet takes the guard's whole path and passes.
-    maps.guard_set(&GuardSettings {
-        packet_rate: 100_000_000,
-        packet_burst: 100_000_000,
-        invite_rate: 100_000_000,
-        invite_burst: 100_000_000,
-        max_sessions: 0,
-        syn_rate: 0,
-        syn_burst: 0,
-        event_interval: Duration::from_secs(1),
-    })?;
+    crate::xdp::sip_service(&mut maps, false)?;
     let leg = |port, peer_port, partner| Leg {
         local_addr: Addr::from_v4(RELAY),
         peer_addr: Addr::from_v4(PEER),
@@ -246,31 +217,18 @@ fn load(object: &[u8], tag: &str) -> anyhow::Result<Loaded> {
     })
 }
 
-/// Mean ns per run of `repeat` runs of `frame`, checking the verdict's counter moved.
-fn run(l: &mut Loaded, case: &Case, repeat: u32) -> anyhow::Result<f64> {
-    let prog: &mut Xdp = l
-        .ebpf
-        .program_mut(relay_common::maps::PROGRAM)
-        .context("program")?
-        .try_into()?;
-    let mut opts = TestRunOptions::new();
-    opts.data_in = Some(&case.frame);
-    opts.repeat = repeat;
-    let r = prog.test_run(opts).context("BPF_PROG_TEST_RUN")?;
-    Ok(r.duration.as_nanos() as f64)
+/// Mean ns per run of `repeat` runs of `frame`.
+fn run(l: &Loaded, case: &Case, repeat: u32) -> anyhow::Result<f64> {
+    let r = XdpRun::new(&case.frame)
+        .repeat(repeat)
+        .run_named(&l.ebpf, relay_common::maps::PROGRAM)?;
+    Ok(r.ns_per_run())
 }
 
 /// Whether one run of `case` gets its verdict (its `STATS` counter, summed over CPUs, moves).
-fn verdict_of(l: &mut Loaded, case: &Case) -> anyhow::Result<bool> {
+fn verdict_of(l: &Loaded, case: &Case) -> anyhow::Result<bool> {
     let before = l.maps.stats_raw()?[case.stat as usize];
-    let prog: &mut Xdp = l
-        .ebpf
-        .program_mut(relay_common::maps::PROGRAM)
-        .context("program")?
-        .try_into()?;
-    let mut opts = TestRunOptions::new();
-    opts.data_in = Some(&case.frame);
-    prog.test_run(opts).context("BPF_PROG_TEST_RUN")?;
+    XdpRun::new(&case.frame).run_named(&l.ebpf, relay_common::maps::PROGRAM)?;
     Ok(l.maps.stats_raw()?[case.stat as usize] == before + 1)
 }
 
@@ -288,9 +246,9 @@ pub fn run_bench(args: &[String]) -> anyhow::Result<()> {
     let with = std::fs::read(build(&root, true)?)?;
     let without = std::fs::read(build(&root, false)?)?;
     crate::common::pin_self(0);
-    let mut builds = [load(&with, "log")?, load(&without, "nolog")?];
+    let builds = [load(&with, "log")?, load(&without, "nolog")?];
     let cases = cases();
-    for b in &mut builds {
+    for b in &builds {
         for c in &cases {
             if !verdict_of(b, c)? {
                 bail!(
@@ -309,7 +267,7 @@ pub fn run_bench(args: &[String]) -> anyhow::Result<()> {
             // Each build goes first every other round: no order effect favours either.
             for k in 0..2 {
                 let i = (k + round as usize) % 2;
-                ns[i].push(run(&mut builds[i], c, repeat)?);
+                ns[i].push(run(&builds[i], c, repeat)?);
             }
         }
         let (w, wo) = (median(&mut ns[0]), median(&mut ns[1]));

@@ -12,6 +12,8 @@ mod addr;
 #[cfg(target_arch = "bpf")]
 mod diag;
 #[cfg(target_arch = "bpf")]
+mod floor;
+#[cfg(target_arch = "bpf")]
 mod frag;
 #[cfg(target_arch = "bpf")]
 mod fw;
@@ -221,6 +223,13 @@ mod prog {
     #[xdp]
     pub fn sbc_xdp_pass(_ctx: XdpContext) -> u32 {
         XDP_PASS
+    }
+
+    /// The floor of a relay on this machine, for `bench xdp` only (never attached): swaps
+    /// addresses and ports and sends the frame back (`floor.rs`).
+    #[xdp]
+    pub fn sbc_xdp_swap(ctx: XdpContext) -> u32 {
+        crate::floor::swap(&ctx)
     }
 
     #[panic_handler]

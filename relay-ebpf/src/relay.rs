@@ -142,17 +142,21 @@ pub fn try_relay(
             return Err(RelayError::StrictSource);
         }
     }
-    // After the strict check: spraying a relay port must not keep a dead call alive.
-    touch(key, now_ns);
-
     let partner_port = unsafe { (*leg).partner_port };
     let mut plan = Plan::default();
-    plan_route(ctx, pkt, partner_port, &mut plan)?;
+    let planned = plan_route(ctx, pkt, partner_port, &mut plan);
+    // After the strict check: spraying a relay port must not keep a dead call alive. The
+    // counters are found once, for last-seen and for the count below: a per-CPU hash lookup
+    // is a fifth of a relayed packet's map work. (Held across the route lookup instead, the
+    // pointer made LLVM leave a stack pointer in R0 on an early return, which the verifier
+    // refuses.)
+    let counters = touch(key, now_ns);
+    planned?;
     rewrite(ctx, pkt, udp, &plan).map_err(|_| {
         diag::note(Event::RewriteFailed, 0);
         RelayError::Rewrite
     })?;
-    count_forwarded(ctx, pkt, key, (udp.len as usize - UDP_HLEN) as u64);
+    count_forwarded(ctx, pkt, counters, (udp.len as usize - UDP_HLEN) as u64);
     match plan.egress {
         EGRESS_TX => Ok(Relayed::Tx),
         EGRESS_LOCAL => Ok(Relayed::Local),
@@ -376,20 +380,26 @@ fn counters(key: LegKey) -> Option<*mut LegCounters> {
 }
 
 /// Media timeouts look at `last_seen_ns`: any packet from the peer proves the call alive, even
-/// one the kernel leaves to userspace.
+/// one the kernel leaves to userspace. Returns the leg's counters on this CPU.
 #[inline(always)]
-fn touch(key: LegKey, now_ns: u64) {
-    if let Some(c) = counters(key) {
-        // SAFETY: this CPU's slot of a per-CPU element; XDP does not preempt itself.
-        unsafe { (*c).last_seen_ns = now_ns };
-    }
+fn touch(key: LegKey, now_ns: u64) -> Option<*mut LegCounters> {
+    let c = counters(key)?;
+    // SAFETY: this CPU's slot of a per-CPU element; XDP does not preempt itself.
+    unsafe { (*c).last_seen_ns = now_ns };
+    Some(c)
 }
 
 /// Counts a relayed packet and, when it looks like RTP, its sequence number for loss
-/// (`relay_common::rtp`; per CPU like the rest, joined by the reader).
+/// (`relay_common::rtp`; per CPU like the rest, joined by the reader) in the leg's counters
+/// `touch` found.
 #[inline(always)]
-fn count_forwarded(ctx: &XdpContext, pkt: &Packet, key: LegKey, payload_bytes: u64) {
-    if let Some(c) = counters(key) {
+fn count_forwarded(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    counters: Option<*mut LegCounters>,
+    payload_bytes: u64,
+) {
+    if let Some(c) = counters {
         // SAFETY: as in `touch`. Bytes are UDP payload, as the userspace relay counts them.
         unsafe {
             (*c).packets += 1;

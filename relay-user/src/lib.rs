@@ -10,6 +10,7 @@
 //! - [`media`]: media calls as a typed API (offer, answer, delete, stats, timeouts) over
 //!   [`Sessions`], and [`media::MediaPlane`], which starts all of the above; the ng protocol
 //!   ([`ng`]) and `sipd` are its clients.
+//! - [`test_run`]: `BPF_PROG_TEST_RUN` of a loaded XDP program, for the tests and benchmarks.
 #![warn(missing_docs)]
 
 pub mod caps;
@@ -32,6 +33,7 @@ pub mod sdp;
 pub mod session;
 mod sys;
 pub mod tables;
+pub mod test_run;
 pub mod types;
 
 pub use cidr::{Cidr, CidrError};

@@ -12,16 +12,17 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::programs::{TestRun, TestRunOptions, Xdp};
+use aya::programs::Xdp;
 use relay_common::maps::PROGRAM;
 use relay_user::{
-    GuardSettings, Proto, Service, ServiceId, kernel_log, loader, maps::XdpMaps,
+    GuardSettings, Proto, Service, ServiceId, kernel_log, loader,
+    maps::XdpMaps,
     object::ebpf_object,
+    test_run::{XDP_DROP, XdpRun},
 };
 use tracing_subscriber::{Layer, layer::SubscriberExt};
 
 const SIP: u16 = 5060;
-const XDP_DROP: u32 = 1;
 
 /// Every event under the kernel's target: (level, message).
 #[derive(Clone, Default)]
@@ -130,10 +131,11 @@ fn rare_events_reach_tracing_once_per_kind() {
     prog.load()
         .expect("verifier accepts the program with its log calls");
     let run = |data: &[u8], repeat: u32| {
-        let mut opts = TestRunOptions::new();
-        opts.data_in = Some(data);
-        opts.repeat = repeat;
-        prog.test_run(opts).expect("BPF_PROG_TEST_RUN").return_value
+        XdpRun::new(data)
+            .repeat(repeat)
+            .run(prog)
+            .expect("BPF_PROG_TEST_RUN")
+            .action
     };
 
     // A plain packet: no line. The QinQ frame twice, then a first fragment: the fragment's

@@ -8,17 +8,19 @@
 mod common;
 use common::{Instance, privileged};
 
-use aya::{
-    Ebpf,
-    programs::{TestRun, TestRunOptions, Xdp},
-};
+use aya::{Ebpf, programs::Xdp};
 use relay_common::{
     maps as names,
     relay::{LEG_ACTIVE, LEG_PEER_KNOWN, Leg},
     rtp::LOSS_CASES,
     stats::Stat,
 };
-use relay_user::{BanReason, Cidr, loader, maps::XdpMaps, object::ebpf_object};
+use relay_user::{
+    BanReason, Cidr, loader,
+    maps::XdpMaps,
+    object::ebpf_object,
+    test_run::{XDP_DROP, XDP_PASS, XdpRun},
+};
 
 const LO: [u8; 4] = [127, 0, 0, 1];
 /// `lo`: the route lookup of 127.0.0.1 answers "local" there.
@@ -70,24 +72,11 @@ impl Env {
 
     /// Runs `frame` once; returns the action and the kernel's time for the run (ns).
     fn run(&self, frame: &[u8]) -> (u32, u64) {
-        let prog: &Xdp = self
-            .ebpf
-            .program(names::PROGRAM)
-            .unwrap()
-            .try_into()
-            .unwrap();
-        // struct xdp_md: data, data_end, data_meta, ingress_ifindex, ...
-        let mut ctx = [0u8; 24];
-        ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
-        ctx[12..16].copy_from_slice(&LO_IFINDEX.to_ne_bytes());
-        let mut out = vec![0u8; frame.len() + 256];
-        let mut opts = TestRunOptions::new();
-        opts.data_in = Some(frame);
-        opts.data_out = Some(&mut out);
-        opts.ctx_in = Some(&ctx);
-        opts.repeat = 1;
-        let r = prog.test_run(opts).expect("BPF_PROG_TEST_RUN");
-        (r.return_value, r.duration.as_nanos() as u64)
+        let r = XdpRun::new(frame)
+            .ingress(LO_IFINDEX)
+            .run_named(&self.ebpf, names::PROGRAM)
+            .expect("BPF_PROG_TEST_RUN");
+        (r.action, r.per_run.as_nanos() as u64)
     }
 
     fn stat(&self, s: Stat) -> u64 {
@@ -136,9 +125,6 @@ fn rtp(seq: u16) -> Vec<u8> {
     p.extend_from_slice(&[0xd5; 160]);
     p
 }
-
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
 
 /// Every case of the shared loss table, each on a call of its own, packet by packet through
 /// the program: expected and lost as RFC 3550 counts them, on the leg the RTP arrived on.

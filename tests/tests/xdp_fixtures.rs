@@ -17,7 +17,7 @@ use aya::{
         Array, HashMap, LpmTrie, MapData, PerCpuArray, PerCpuHashMap, RingBuf, lpm_trie::Key,
         xdp::DevMapHash,
     },
-    programs::{TestRun, TestRunOptions, Xdp},
+    programs::Xdp,
 };
 use relay_common::{
     Addr, csum,
@@ -35,15 +35,11 @@ use relay_common::{
     },
     stats::Stat,
 };
+use relay_user::test_run::{XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX, XdpRun};
 use tests::netns::Netns;
 
 #[path = "xdp_fixtures/bypass.rs"]
 mod bypass;
-
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
-const XDP_TX: u32 = 3;
-const XDP_REDIRECT: u32 = 4;
 
 // ---------------------------------------------------------------------------------------------
 // Frame builder
@@ -745,31 +741,12 @@ impl Env {
     /// Runs the program once (or `repeat` times) on `frame` arriving on `ifindex`; returns the
     /// action and the output frame.
     fn run(&mut self, frame: &[u8], ifindex: u32, repeat: u32) -> (u32, Vec<u8>) {
-        let prog: &Xdp = self
-            .ebpf
-            .program(names::PROGRAM)
-            .unwrap()
-            .try_into()
-            .unwrap();
-        // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
-        // egress_ifindex. The kernel insists data_end equals the frame length.
-        let mut ctx = [0u8; 24];
-        ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
-        ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
-        let mut out = vec![0u8; frame.len() + 256];
-        let mut opts = TestRunOptions::new();
-        opts.data_in = Some(frame);
-        opts.data_out = Some(&mut out);
-        opts.ctx_in = Some(&ctx);
-        opts.repeat = repeat;
-        let r = prog.test_run(opts).unwrap_or_else(|e| {
-            panic!(
-                "BPF_PROG_TEST_RUN ({} bytes on ifindex {ifindex}): {e:?}",
-                frame.len()
-            )
-        });
-        out.truncate(r.data_size_out as usize);
-        (r.return_value, out)
+        let r = XdpRun::new(frame)
+            .ingress(ifindex)
+            .repeat(repeat)
+            .run_named(&self.ebpf, names::PROGRAM)
+            .unwrap_or_else(|e| panic!("{e}"));
+        (r.action, r.frame)
     }
 }
 

@@ -8,12 +8,15 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use aya::programs::{TestRun, TestRunOptions, Xdp};
+use aya::programs::Xdp;
 use relay_common::{maps as names, stats::Stat};
-use relay_user::{BanReason, Cidr, loader, maps::XdpMaps, object::ebpf_object};
+use relay_user::{
+    BanReason, Cidr, loader,
+    maps::XdpMaps,
+    object::ebpf_object,
+    test_run::{XDP_DROP, XDP_PASS, XdpRun},
+};
 
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
 /// `lo`: BPF_PROG_TEST_RUN wants a real device for the ingress index.
 const LO: u32 = 1;
 const HOUR: Option<Duration> = Some(Duration::from_secs(3600));
@@ -91,21 +94,11 @@ impl Env {
     }
 
     fn run(&self, frame: &[u8]) -> u32 {
-        let prog: &Xdp = self
-            .ebpf
-            .program(names::PROGRAM)
-            .unwrap()
-            .try_into()
-            .unwrap();
-        let mut ctx = [0u8; 24];
-        ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
-        ctx[12..16].copy_from_slice(&LO.to_ne_bytes());
-        let mut out = vec![0u8; frame.len() + 256];
-        let mut opts = TestRunOptions::new();
-        opts.data_in = Some(frame);
-        opts.data_out = Some(&mut out);
-        opts.ctx_in = Some(&ctx);
-        prog.test_run(opts).expect("BPF_PROG_TEST_RUN").return_value
+        XdpRun::new(frame)
+            .ingress(LO)
+            .run_named(&self.ebpf, names::PROGRAM)
+            .expect("BPF_PROG_TEST_RUN")
+            .action
     }
 
     fn banned(&self) -> u64 {

@@ -18,7 +18,9 @@ use std::process::Command;
 use crate::util;
 
 /// Names `cargo xtask bench` accepts (the `bench` binary's, and `all`).
-pub const NAMES: &[&str] = &["relay", "sip", "kamailio", "console", "xdp-log", "all"];
+pub const NAMES: &[&str] = &[
+    "relay", "sip", "kamailio", "console", "xdp", "xdp-log", "all",
+];
 
 /// Builds what the benchmark measures, runs it; `Ok(code)` is the benchmark's exit code
 /// (for `all`, the first non-zero one).
@@ -116,7 +118,7 @@ mod unit {
         let e = run("nope", &[]).unwrap_err();
         assert!(
             e.to_string()
-                .contains("known: relay, sip, kamailio, console, xdp-log, all"),
+                .contains("known: relay, sip, kamailio, console, xdp, xdp-log, all"),
             "{e}"
         );
     }
