@@ -268,3 +268,64 @@ fn an_unusable_record_is_reported_and_the_rest_adopted() {
     assert_eq!(adopted.unusable.len(), 1);
     assert_eq!(adopted.resumed.len(), 1);
 }
+
+/// The balance cut-off counts the call's cost from its real answer: a balance worth 10 s,
+/// 6 s of it spent before the crash, is cut about 4 s after the restart and never overspent.
+#[test]
+fn the_balance_cut_off_fires_on_time_after_a_restart() {
+    let tariff = Tariff {
+        id: 1,
+        name: "t".into(),
+        rate_per_minute: Micros(600_000),
+        expected_call_secs: 5,
+        initial_increment_secs: 1,
+        increment_secs: 1,
+    };
+    let mut a = account(1, "ten-seconds");
+    a.tariff_id = Some(1);
+    a.balance = Micros(100_000);
+    let world = |a: &Account| {
+        World::new(
+            vec![a.clone()],
+            vec![rule(1, 1, Some("10.0.0.0/24"), true)],
+            vec![connection(1, VENDOR1, 1)],
+            vec![tariff.clone()],
+        )
+    };
+    let mut w = world(&a);
+    let inv = start_call(&mut w, "call-b");
+    answer(&mut w, &inv);
+    w.take(CARRIER);
+    w.advance(Duration::from_secs(6));
+    let mut w2 = world(&a);
+    w2.now = w.now + Duration::from_millis(500);
+    w2.wall = w.wall + Duration::from_millis(500);
+    w2.core.adopt(w2.now, w2.wall, saved(&w));
+    w2.collect();
+    w2.advance(Duration::from_secs(2));
+    assert_eq!(w2.core.active_calls(), 1, "cut too early");
+    w2.advance(Duration::from_secs(4));
+    assert_eq!(w2.core.active_calls(), 0, "not cut");
+    let cdr = &w2.cdrs[0];
+    assert_eq!(cdr.reason, "balance exhausted");
+    assert!(cdr.cost.0 <= 100_000, "overspent: {cdr:?}");
+    assert!(cdr.duration_secs >= 9, "{cdr:?}");
+}
+
+/// The relay times out an adopted call's media: the call is ended like any other.
+#[test]
+fn the_media_timeout_ends_an_adopted_call() {
+    let mut w = ip_world();
+    let inv = start_call(&mut w, "call-m");
+    answer(&mut w, &inv);
+    w.take(CARRIER);
+    w.take(VENDOR1);
+    let (mut w2, adopted) = restart(&w, vec![account(1, "carrier")], Duration::from_secs(1));
+    assert_eq!(adopted.resumed.len(), 1);
+    let media_id = w2.core.calls().next().unwrap().media_id.clone();
+    w2.core.media().expire(media_id);
+    w2.advance(Duration::from_secs(1));
+    assert_eq!(w2.core.active_calls(), 0);
+    assert_eq!(w2.cdrs[0].reason, "media timeout");
+    assert_byes_both_ways(&mut w2);
+}
