@@ -7,6 +7,7 @@
 //! Store writes (CDRs, balance debits) go to a writer thread (`writer.rs`) so a flush never
 //! stalls signalling; names go to the resolver so a slow DNS server never does.
 
+pub mod admin;
 mod ban_audit;
 pub use ban_audit::offence_name;
 pub mod fds;
@@ -169,6 +170,7 @@ impl Appliance {
         control.capture = capture.clone();
         control.hep = hep.clone();
         retention::spawn(store.clone(), cfg.retention.days);
+        admin::spawn(store.clone(), &cfg.data_dir);
         let api = startup::start_api(&cfg, control).await;
         info!(
             sip_udp = ?transports.udp_addrs(),
