@@ -4,8 +4,10 @@
 //! `db.tree_names()`, so trees added later are covered), plus `DIR/manifest.json` (when,
 //! schema, entries per tree, sipd version). It is one point in time across all trees: the
 //! copy holds the store's gate exclusive, which every write path holds shared, so no write is
-//! half done in it and none starts until the copy is over (writes wait that long, which
-//! the log line and the manifest say). It can be taken while `sipd run` serves (through
+//! half done in it and none starts until the copy is over. To keep that wait short, the bulk
+//! of the append-only trees (CDRs, audit) is copied first without the gate, and only their
+//! ends and the other (small) trees under it; the log line and the manifest say how long
+//! writes waited. It can be taken while `sipd run` serves (through
 //! its admin socket, `server/admin.rs`) or with sipd stopped.
 //!
 //! A restore checks the backup first (every record decodes, the counts match the manifest),
@@ -130,9 +132,65 @@ fn sled_at(dir: &Path) -> Result<sled::Db, StoreError> {
     open_db(dir)
 }
 
-/// Copies every tree of `src` into `dst`; returns entries per tree (sled's default tree
+/// Trees whose keys only ever grow at the end (ids from a counter, or last + 1) and shrink
+/// at the start (retention), with no record changed in between: a backup copies their bulk
+/// before it takes the gate and, holding it, only what changed at either end since. Writes
+/// then wait for the small trees only. A tree listed here must keep that promise.
+const APPEND_ONLY: [&str; 2] = ["cdrs", "audit"];
+
+/// Copies `kvs` into `to` in batches; returns how many.
+fn copy_entries(
+    kvs: impl Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>,
+    to: &sled::Tree,
+) -> Result<u64, StoreError> {
+    let mut n = 0u64;
+    let mut batch = sled::Batch::default();
+    let mut in_batch = 0;
+    for kv in kvs {
+        let (k, v) = kv?;
+        batch.insert(k, v);
+        in_batch += 1;
+        n += 1;
+        if in_batch == BATCH {
+            to.apply_batch(std::mem::take(&mut batch))?;
+            in_batch = 0;
+        }
+    }
+    to.apply_batch(batch)?;
+    Ok(n)
+}
+
+/// What the first pass copied of an append-only tree: its last key and how many entries.
+type Bulk = BTreeMap<sled::IVec, (Option<sled::IVec>, u64)>;
+
+/// First pass, writes going on: the bulk of the append-only trees.
+pub(super) fn copy_bulk(src: &sled::Db, dst: &sled::Db) -> Result<Bulk, StoreError> {
+    let mut bulk = Bulk::new();
+    for name in src.tree_names() {
+        if !APPEND_ONLY.iter().any(|t| t.as_bytes() == &*name) {
+            continue;
+        }
+        let from = src.open_tree(&name)?;
+        // Up to the last key as it is now; what comes after is for the second pass.
+        let last = from.last()?.map(|(k, _)| k);
+        let n = match &last {
+            Some(l) => copy_entries(from.range(..=l.clone()), &dst.open_tree(&name)?)?,
+            None => 0,
+        };
+        bulk.insert(name, (last, n));
+    }
+    Ok(bulk)
+}
+
+/// Second pass, under the gate: every other tree whole, and what changed at either end of
+/// the append-only ones since the first pass. Returns entries per tree (sled's default tree
 /// only when it holds something: sipd does not use it).
-fn copy_trees(src: &sled::Db, dst: &sled::Db) -> Result<BTreeMap<String, u64>, StoreError> {
+pub(super) fn copy_rest(
+    src: &sled::Db,
+    dst: &sled::Db,
+    bulk: &Bulk,
+) -> Result<BTreeMap<String, u64>, StoreError> {
+    use std::ops::Bound::{Excluded, Unbounded};
     let mut counts = BTreeMap::new();
     for name in src.tree_names() {
         let from = src.open_tree(&name)?;
@@ -140,23 +198,33 @@ fn copy_trees(src: &sled::Db, dst: &sled::Db) -> Result<BTreeMap<String, u64>, S
             continue;
         }
         let to = dst.open_tree(&name)?;
-        let mut n = 0u64;
-        let mut batch = sled::Batch::default();
-        let mut in_batch = 0;
-        for kv in from.iter() {
-            let (k, v) = kv?;
-            batch.insert(k, v);
-            in_batch += 1;
-            n += 1;
-            if in_batch == BATCH {
-                to.apply_batch(std::mem::take(&mut batch))?;
-                in_batch = 0;
+        let n = match bulk.get(&name) {
+            None => copy_entries(from.iter(), &to)?,
+            Some((None, _)) => copy_entries(from.iter(), &to)?,
+            Some((Some(last), copied)) => {
+                let added = copy_entries(from.range((Excluded(last.clone()), Unbounded)), &to)?;
+                // Purged by retention meanwhile: everything before the first key left.
+                let first = from.first()?.map(|(k, _)| k);
+                let mut gone = 0u64;
+                let purged: Vec<sled::IVec> = match &first {
+                    Some(f) => to.range(..f.clone()).keys().collect::<Result<_, _>>()?,
+                    None => to.iter().keys().collect::<Result<_, _>>()?,
+                };
+                for k in purged {
+                    to.remove(k)?;
+                    gone += 1;
+                }
+                copied + added - gone
             }
-        }
-        to.apply_batch(batch)?;
+        };
         counts.insert(String::from_utf8_lossy(&name).into_owned(), n);
     }
     Ok(counts)
+}
+
+/// Copies every tree of `src` into `dst` at once (restore: nothing writes either).
+fn copy_trees(src: &sled::Db, dst: &sled::Db) -> Result<BTreeMap<String, u64>, StoreError> {
+    copy_rest(src, dst, &Bulk::new())
 }
 
 fn tree_counts(db: &sled::Db) -> BTreeMap<String, u64> {
@@ -181,10 +249,11 @@ impl Store {
     pub fn backup_to(&self, dir: &Path) -> Result<Manifest, BackupError> {
         prepare_dir(dir)?;
         let dst = sled_at(&dir.join(BACKUP_STORE))?;
+        let bulk = copy_bulk(&self.db, &dst)?;
         let (trees, taken_ms, paused) = {
             let t0 = Instant::now();
             let _quiet = self.exclusive_gate();
-            let trees = copy_trees(&self.db, &dst)?;
+            let trees = copy_rest(&self.db, &dst, &bulk)?;
             (trees, now_ms(), t0.elapsed())
         };
         dst.flush().map_err(StoreError::from)?;

@@ -323,3 +323,55 @@ fn restore_brings_a_backup_back_and_keeps_the_store_it_replaces() {
         "{entries}"
     );
 }
+
+/// How long writes wait for a backup of a store with 100,000 CDRs (a measurement, not a
+/// test: `cargo test -p sipd --release --lib backup_pause -- --ignored --nocapture`).
+#[test]
+#[ignore = "a measurement, not a test"]
+fn backup_pause_with_100k_cdrs() {
+    let d = tempfile::tempdir().unwrap();
+    let s = Store::open(&d.path().join("live")).unwrap();
+    let calls: Vec<(CdrDraft, Option<(Id, Micros)>)> = (0..100_000)
+        .map(|i| (draft(&format!("call-{i}")), None))
+        .collect();
+    assert!(s.settle_calls(calls).is_empty());
+    let t0 = std::time::Instant::now();
+    let m = s.backup_to(&d.path().join("b")).unwrap();
+    eprintln!(
+        "100k CDRs: writes paused {} ms, backup took {:?}, {} entries",
+        m.writes_paused_ms,
+        t0.elapsed(),
+        m.trees.values().sum::<u64>()
+    );
+}
+
+/// The two passes of a backup: CDRs appended and purged between them end up exactly as
+/// the live tree is when the second pass runs.
+#[test]
+fn append_only_trees_catch_up_at_both_ends() {
+    let d = tempfile::tempdir().unwrap();
+    let s = Store::open(&d.path().join("live")).unwrap();
+    for i in 0..10 {
+        let mut c = draft(&format!("old-{i}"));
+        c.end_ms = 1_000 + i;
+        s.append_cdr(c).unwrap();
+    }
+    let dst = sled::open(d.path().join("copy")).unwrap();
+    let bulk = super::backup::copy_bulk(&s.db, &dst).unwrap();
+    for i in 0..5 {
+        let mut c = draft(&format!("new-{i}"));
+        c.end_ms = 10_000_000;
+        s.append_cdr(c).unwrap();
+    }
+    assert_eq!(s.purge_cdrs_before(1_004).unwrap(), 4);
+    let counts = super::backup::copy_rest(&s.db, &dst, &bulk).unwrap();
+    let live: Vec<_> = raw(&s, "cdrs").iter().collect::<Result<_, _>>().unwrap();
+    let copy: Vec<_> = dst
+        .open_tree("cdrs")
+        .unwrap()
+        .iter()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(copy, live);
+    assert_eq!(counts["cdrs"], 11);
+}
