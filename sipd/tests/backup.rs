@@ -295,6 +295,7 @@ fn online_backup_restores_into_a_fresh_data_dir_and_serves() {
         "{}",
         text(&o)
     );
+    another_user_is_refused(d.path(), &config, &data, &sipd_run);
     stop.store(true, Ordering::Relaxed);
     writer.join().unwrap();
     sipd_run.stop();
@@ -340,6 +341,53 @@ fn online_backup_restores_into_a_fresh_data_dir_and_serves() {
     eprintln!(
         "backup: {topups} of {live_topups} top-ups in the copy; writes paused {} ms",
         manifest["writes_paused_ms"]
+    );
+}
+
+/// A local user other than sipd's who reaches the admin socket (here by loosening the
+/// directory and socket modes on purpose) is refused by its peer credentials. Needs root to
+/// act as another user; skipped otherwise.
+fn another_user_is_refused(top: &Path, config: &Path, data: &Path, run: &Running) {
+    use std::os::unix::fs::PermissionsExt;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED another_user_is_refused: needs root to act as another user");
+        return;
+    }
+    let mode =
+        |p: &Path, m: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+    let open = tempfile::tempdir().unwrap();
+    mode(open.path(), 0o777);
+    let cfg = open.path().join("sbc.toml");
+    std::fs::copy(config, &cfg).unwrap();
+    mode(&cfg, 0o644);
+    let sock = data.join("admin.sock");
+    mode(top, 0o711);
+    mode(data, 0o711);
+    mode(&sock, 0o666);
+    let o = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_sipd"))
+        .arg("-c")
+        .arg(&cfg)
+        .arg("backup")
+        .arg(open.path().join("stolen"))
+        .output()
+        .unwrap();
+    mode(&sock, 0o600);
+    mode(data, 0o700);
+    mode(top, 0o700);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("only sipd's own user or root"),
+        "{}",
+        text(&o)
+    );
+    assert!(!open.path().join("stolen").exists());
+    assert!(
+        run.log().contains("peer of another user refused"),
+        "{}",
+        run.log()
     );
 }
 
