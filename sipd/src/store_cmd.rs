@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 
 use sipd::config::Config;
 use sipd::server::admin::{self, Reply, Request};
-use sipd::store::{BackupError, Manifest, Store, StoreError};
+use sipd::store::{AtRestError, BackupError, Manifest, Store, StoreError};
 
 /// Exit status when the check could not run at all (store locked or unreadable).
 const CANNOT_RUN: u8 = 2;
@@ -29,9 +29,10 @@ pub fn check(cfg: &Config, repair: bool, json: bool) -> Result<ExitCode> {
         eprintln!("sipd: no store in {}", dir.display());
         return Ok(ExitCode::from(CANNOT_RUN));
     }
-    let store = match Store::open(&dir) {
+    // Privately, as every store command: refused for another user's data directory.
+    let store = match Store::open_private(&cfg.data_dir, &cfg.auth.realm) {
         Ok(s) => s,
-        Err(StoreError::Locked { .. }) => {
+        Err(AtRestError::Store(StoreError::Locked { .. })) => {
             eprintln!("sipd: {}", locked_hint(cfg));
             return Ok(ExitCode::from(CANNOT_RUN));
         }
@@ -140,9 +141,9 @@ pub fn backup(cfg: &Config, dir: &Path, json: bool) -> Result<ExitCode> {
         eprintln!("sipd: no store in {}", store_dir.display());
         return Ok(ExitCode::FAILURE);
     }
-    let store = match Store::open(&store_dir) {
+    let store = match Store::open_private(&cfg.data_dir, &cfg.auth.realm) {
         Ok(s) => s,
-        Err(StoreError::Locked { .. }) => {
+        Err(AtRestError::Store(StoreError::Locked { .. })) => {
             eprintln!(
                 "sipd: {}, and its admin socket ({}) did not answer: see its log",
                 locked_hint(cfg),

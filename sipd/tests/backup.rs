@@ -155,6 +155,23 @@ fn agent() -> ureq::Agent {
         .into()
 }
 
+/// Waits until no handle of this process holds the store's file lock any more: sled lets
+/// go of it from a background thread after the last handle is dropped, and the next
+/// `sipd` process gives up after a second.
+fn wait_unlocked(data: &Path) {
+    use std::os::fd::AsRawFd;
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        let f = std::fs::File::open(data.join("store/db")).unwrap();
+        // SAFETY: flock on a file we own; closing it releases the lock.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return;
+        }
+        assert!(Instant::now() < end, "store still locked");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// An account to top up and an operator's session token, made with the library before
 /// sipd runs (operators log in without TOTP).
 fn provision(config: &Path) -> (u64, String) {
@@ -233,6 +250,7 @@ fn online_backup_restores_into_a_fresh_data_dir_and_serves() {
     let data = d.path().join("data");
     let config = write_config(d.path(), &data, &pepper, mgmt);
     let (id, token) = provision(&config);
+    wait_unlocked(&data);
     let sipd_run = Running::start(&config, &d.path().join("sipd.log"));
     assert!(sipd_run.log().contains("admin socket listening"));
 
@@ -319,6 +337,7 @@ fn online_backup_restores_into_a_fresh_data_dir_and_serves() {
     let o = sipd(&config2, &["store", "check"]);
     assert!(o.status.success(), "{}", text(&o));
     let (bal, topups) = balance_and_topups(&data2, id);
+    wait_unlocked(&data2);
     assert_eq!(bal, 5_000_000 + topups * 1_000_000, "one point in time");
     assert!(
         topups >= 5 && topups as u64 <= at_backup + 1,
@@ -399,10 +418,17 @@ fn store_check_reports_and_repairs_planted_damage() {
     let data = d.path().join("data");
     let config = write_config(d.path(), &data, &d.path().join("pepper"), free_port());
     let (id, _) = provision(&config);
+    wait_unlocked(&data);
     {
-        let s = Store::open(&data.join("store")).unwrap();
-        drop(s);
-        let db = sled::open(data.join("store")).unwrap();
+        // sled lets go of its lock from a background thread after the last handle drops.
+        let end = Instant::now() + Duration::from_secs(30);
+        let db = loop {
+            match sled::open(data.join("store")) {
+                Ok(db) => break db,
+                Err(e) => assert!(Instant::now() < end, "{e}"),
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
         // A torn account and a torn last CDR: the first half of a record.
         db.open_tree("accounts")
             .unwrap()
@@ -417,6 +443,7 @@ fn store_check_reports_and_repairs_planted_damage() {
             .unwrap();
         db.flush().unwrap();
     }
+    wait_unlocked(&data);
     let o = sipd(&config, &["store", "check"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let t = text(&o);

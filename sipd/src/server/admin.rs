@@ -19,6 +19,8 @@ pub const SOCKET: &str = "admin.sock";
 
 /// Longest request line read.
 const MAX_REQUEST: u64 = 8192;
+/// How long a client has to send its request.
+const REQUEST_TIME: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What a client asks.
 #[derive(Debug, Serialize, Deserialize)]
@@ -98,10 +100,14 @@ async fn serve(conn: UnixStream, store: Arc<Store>, busy: Arc<AtomicBool>) {
         Some(u) if u == me || u == 0 => {
             let mut line = String::new();
             let mut rd = BufReader::new(rd).take(MAX_REQUEST);
-            match rd.read_line(&mut line).await {
-                Ok(_) => handle(&line, store, &busy).await,
-                Err(e) => Reply::Error {
+            let read = tokio::time::timeout(REQUEST_TIME, rd.read_line(&mut line)).await;
+            match read {
+                Ok(Ok(_)) => handle(&line, store, &busy).await,
+                Ok(Err(e)) => Reply::Error {
                     error: format!("reading the request: {e}"),
+                },
+                Err(_) => Reply::Error {
+                    error: format!("no request within {REQUEST_TIME:?}"),
                 },
             }
         }
@@ -171,9 +177,15 @@ pub fn ask(data_dir: &Path, req: &Request) -> std::io::Result<Option<Reply>> {
     };
     let mut line = serde_json::to_vec(req).map_err(std::io::Error::other)?;
     line.push(b'\n');
-    conn.write_all(&line)?;
+    // A refused peer gets its answer without its request being read: the write may fail
+    // (broken pipe) with the answer already waiting.
+    let sent = conn.write_all(&line);
     let mut answer = String::new();
-    std::io::BufReader::new(conn).read_line(&mut answer)?;
+    let read = std::io::BufReader::new(conn).read_line(&mut answer);
+    if answer.is_empty() {
+        sent?;
+        read?;
+    }
     serde_json::from_str(&answer)
         .map(Some)
         .map_err(|e| std::io::Error::other(format!("sipd's answer {answer:?}: {e}")))

@@ -85,7 +85,7 @@ pub fn owner_only(dir: &Path) -> io::Result<()> {
 
 /// Refuses a data directory owned by another user than the effective one (see
 /// [`AtRestError::Owner`]).
-fn check_owner(data_dir: &Path) -> Result<(), AtRestError> {
+pub(super) fn check_owner(data_dir: &Path) -> Result<(), AtRestError> {
     use std::os::unix::fs::MetadataExt as _;
     let owner = fs::metadata(data_dir)
         .map_err(|source| AtRestError::Dir {

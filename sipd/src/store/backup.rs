@@ -362,6 +362,14 @@ pub fn verify_backup(dir: &Path) -> Result<Manifest, BackupError> {
 /// backup copied in, audited as `sipd:restore` in the restored store.
 pub fn restore(data_dir: &Path, backup: &Path, realm: &str) -> Result<Restored, BackupError> {
     let manifest = verify_backup(backup)?;
+    if data_dir.exists() {
+        // Before anything moves: root restoring into the service's directory would leave
+        // files the service cannot open.
+        super::at_rest::check_owner(data_dir).map_err(|e| BackupError::Io {
+            path: data_dir.to_path_buf(),
+            source: io::Error::other(e.to_string()),
+        })?;
+    }
     let live = data_dir.join("store");
     let moved_aside = if live.exists() {
         // Opening it proves no sipd holds it (`Locked` after a second otherwise).
