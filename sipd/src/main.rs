@@ -2,8 +2,10 @@
 //! [`sipd::server`]); the other subcommands check the configuration, create the first admin
 //! (`init`), provision and back up the store (`import`, `export`), list accounts, list and
 //! export CDRs, verify the audit log's hash chain, and remove this instance's XDP programs and
-//! pinned maps (`cleanup`). Store commands open the store directly, so they cannot run while
-//! `run` holds it. Arguments are parsed here; the work is done by the library (`sipd`).
+//! pinned maps (`cleanup`), check and repair the store (`store check`), back it up and
+//! restore it (`backup`, `restore`). Store commands open the store directly, so they cannot
+//! run while `run` holds it; `backup` then asks the running sipd over its admin socket.
+//! Arguments are parsed here; the work is done by the library (`sipd`).
 
 mod lists;
 mod store_cmd;
@@ -30,7 +32,8 @@ use sipd_core::auth::digest::Credential;
         Configuration comes from sbc.toml (see --config); every setting has a default, so no \
         file is needed. Accounts, auth rules, tariffs and upstream connections live in the \
         store under the data directory and are provisioned with `sipd import`.\n\n\
-        Store commands open the store directly and so cannot run while the SIP service holds it.",
+        Store commands open the store directly and so cannot run while the SIP service holds it, \
+        except `sipd backup`, which asks the running sipd over its admin socket.",
     arg_required_else_help = true
 )]
 struct Cli {
