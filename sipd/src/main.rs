@@ -2,10 +2,13 @@
 //! [`sipd::server`]); the other subcommands check the configuration, create the first admin
 //! (`init`), provision and back up the store (`import`, `export`), list accounts, list and
 //! export CDRs, verify the audit log's hash chain, and remove this instance's XDP programs and
-//! pinned maps (`cleanup`). Store commands open the store directly, so they cannot run while
-//! `run` holds it. Arguments are parsed here; the work is done by the library (`sipd`).
+//! pinned maps (`cleanup`), check and repair the store (`store check`), back it up and
+//! restore it (`backup`, `restore`). Store commands open the store directly, so they cannot
+//! run while `run` holds it; `backup` then asks the running sipd over its admin socket.
+//! Arguments are parsed here; the work is done by the library (`sipd`).
 
 mod lists;
+mod store_cmd;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -29,7 +32,8 @@ use sipd_core::auth::digest::Credential;
         Configuration comes from sbc.toml (see --config); every setting has a default, so no \
         file is needed. Accounts, auth rules, tariffs and upstream connections live in the \
         store under the data directory and are provisioned with `sipd import`.\n\n\
-        Store commands open the store directly and so cannot run while the SIP service holds it.",
+        Store commands open the store directly and so cannot run while the SIP service holds it, \
+        except `sipd backup`, which asks the running sipd over its admin socket.",
     arg_required_else_help = true
 )]
 struct Cli {
@@ -92,6 +96,31 @@ enum Command {
     /// Refusals before authentication, counted per source and reason (the refusal table).
     #[command(subcommand)]
     Refusals(RefusalsCommand),
+    /// The store as a whole.
+    #[command(subcommand)]
+    Store(StoreCommand),
+    /// Take a consistent copy of the whole store into DIR (new or empty; made 0700): a new
+    /// store in DIR/store and DIR/manifest.json (time, schema, entries per tree). Works
+    /// while `sipd run` serves (it asks it over the admin socket in the data directory, and
+    /// the copy is one point in time: writes wait for it) and with sipd stopped. Audited.
+    Backup {
+        /// Where the copy goes (new or empty directory)
+        dir: PathBuf,
+        /// Machine-readable output: the manifest as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replace the store with the backup in DIR. sipd must be stopped. The backup is
+    /// verified first (every record decodes, the counts match its manifest); the current
+    /// store is moved aside to store.before-restore-<unix seconds> (never deleted). Audited
+    /// in the restored store.
+    Restore {
+        /// A directory written by `sipd backup`
+        dir: PathBuf,
+        /// Machine-readable output: what was done, as JSON
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the appliance: bring up the data plane (XDP where it attaches, else userspace,
     /// said loudly), the media relay and SIP on the configured addresses, and take back the
     /// calls a previous run left up (after a SIGUSR2 hand-over or a crash). Until SIGTERM or
@@ -105,6 +134,25 @@ enum Command {
     /// protecting the host across a restart; this removes them for good, e.g. to free the
     /// interface for another instance.
     Cleanup,
+}
+
+#[derive(Subcommand)]
+enum StoreCommand {
+    /// With sipd stopped, walk every tree and record: records that do not decode, keys that
+    /// are not what their tree keys by (CDR ids), name indexes pointing nowhere or at the
+    /// wrong record, records missing from their index, id counters behind the records, the
+    /// schema and the audit chain. Exit status 0 clean (or all repaired), 1 problems left,
+    /// 2 could not run (e.g. sipd is running).
+    Check {
+        /// Fix what can be fixed without losing anything: undecodable records move to the
+        /// `quarantine` tree with their tree and key, indexes are rebuilt from their
+        /// records, counters raised; what cannot be fixed is said
+        #[arg(long)]
+        repair: bool,
+        /// Machine-readable output: a JSON object
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -289,6 +337,14 @@ fn run(cmd: Command, config: Option<&Path>) -> Result<ExitCode> {
         rt.block_on(sipd::server::run(cfg))?;
         return Ok(ExitCode::SUCCESS);
     }
+    let cmd = match cmd {
+        Command::Store(StoreCommand::Check { repair, json }) => {
+            return store_cmd::check(&cfg, repair, json);
+        }
+        Command::Backup { dir, json } => return store_cmd::backup(&cfg, &dir, json),
+        Command::Restore { dir, json } => return store_cmd::restore(&cfg, &dir, json),
+        other => other,
+    };
     let dir = cfg.store_dir();
     let store = Store::open_private(&cfg.data_dir, &cfg.auth.realm)
         .with_context(|| format!("opening the store in {}", dir.display()))?;
@@ -313,7 +369,11 @@ fn run(cmd: Command, config: Option<&Path>) -> Result<ExitCode> {
             lists::audit(&store, json, after, limit)
         }
         Command::Refusals(RefusalsCommand::List { json }) => lists::refusals(&store, json),
-        Command::Run | Command::Cleanup => unreachable!("handled above"),
+        Command::Run
+        | Command::Cleanup
+        | Command::Store(_)
+        | Command::Backup { .. }
+        | Command::Restore { .. } => unreachable!("handled above"),
     }
 }
 

@@ -14,6 +14,7 @@
 //! up get [`HAND_OVER_DRAIN`] to finish, and the answered ones stay up, saved, for the next
 //! start to adopt with the relay sessions the kernel kept forwarding.
 
+pub mod admin;
 mod ban_audit;
 mod held;
 pub use ban_audit::offence_name;
@@ -201,6 +202,7 @@ impl Appliance {
         control.capture = capture.clone();
         control.hep = hep.clone();
         retention::spawn(store.clone(), cfg.retention.days);
+        admin::spawn(store.clone(), &cfg.data_dir);
         let api = startup::start_api(&cfg, control).await;
         let writer_durable = writer.durable();
         info!(

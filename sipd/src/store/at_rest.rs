@@ -85,7 +85,7 @@ pub fn owner_only(dir: &Path) -> io::Result<()> {
 
 /// Refuses a data directory owned by another user than the effective one (see
 /// [`AtRestError::Owner`]).
-fn check_owner(data_dir: &Path) -> Result<(), AtRestError> {
+pub(super) fn check_owner(data_dir: &Path) -> Result<(), AtRestError> {
     use std::os::unix::fs::MetadataExt as _;
     let owner = fs::metadata(data_dir)
         .map_err(|source| AtRestError::Dir {
@@ -130,11 +130,16 @@ impl Store {
     /// values for `realm`, MD5 and SHA-256, in one transaction: nothing is lost, since the
     /// HA1 values answer every challenge the password did. Returns the accounts changed.
     pub fn hash_plain_sip_passwords(&self, realm: &str) -> Result<Vec<String>, StoreError> {
+        // A record that does not decode is reported by whoever reads it (and by `sipd
+        // store check`); it must not stop the store from opening, or one bad record would
+        // keep sipd down and `store check --repair` from running.
         let plain: Vec<Account> = self
             .accounts()
             .into_iter()
-            .collect::<Result<Vec<_>, _>>()?
-            .into_iter()
+            .filter_map(|a| {
+                a.inspect_err(|e| tracing::warn!(error = %e, "unreadable account skipped"))
+                    .ok()
+            })
             .filter(|a| a.sip.as_ref().is_some_and(|s| s.credential.is_plain()))
             .collect();
         if plain.is_empty() {

@@ -44,6 +44,10 @@ pub enum AuditKind {
     Deny,
     /// A source banned by the IDS (`after` holds the evidence: offence, source, counts).
     Ban,
+    /// `sipd backup`: a copy of the store taken (`after` holds its manifest).
+    Backup,
+    /// `sipd restore`: the store replaced by a backup (`after` holds the backup's manifest).
+    Restore,
 }
 
 impl AuditKind {
@@ -63,6 +67,8 @@ impl AuditKind {
             AuditKind::Import => "import",
             AuditKind::Deny => "deny",
             AuditKind::Ban => "ban",
+            AuditKind::Backup => "backup",
+            AuditKind::Restore => "restore",
         }
     }
 }
@@ -72,7 +78,7 @@ impl std::str::FromStr for AuditKind {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         serde_json::from_value(serde_json::Value::String(s.to_ascii_lowercase())).map_err(|_| {
             format!(
-                "unknown audit kind {s:?} (login, logout, create, update, delete, password, totp, revoke, init, import, deny, ban)"
+                "unknown audit kind {s:?} (login, logout, create, update, delete, password, totp, revoke, init, import, deny, ban, backup, restore)"
             )
         })
     }

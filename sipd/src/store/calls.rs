@@ -83,11 +83,17 @@ impl Store {
     pub fn settle_calls(&self, writes: Vec<CallWrite>) -> Vec<StoreError> {
         let mut errors = Vec::new();
         for w in writes {
+            // Held per write (a backup waits for it, never sees it half done).
+            let _gate = self.shared_gate();
             let r = match w {
                 CallWrite::Save(c) => self.save_call_unflushed(&c),
-                CallWrite::Settle { cdr, debit, saved } => self
-                    .settle_call_unflushed(cdr, debit, saved.as_deref())
-                    .map(|_| ()),
+                CallWrite::Settle { cdr, debit, saved } => {
+                    // Takes the gate itself (`write_unflushed`): a reader lock is not
+                    // re-entrant against a waiting backup.
+                    drop(_gate);
+                    self.settle_call_unflushed(cdr, debit, saved.as_deref())
+                        .map(|_| ())
+                }
                 CallWrite::Alive(ms) => self
                     .tree(T::Meta)
                     .insert(CALLS_ALIVE, &ms.to_be_bytes())

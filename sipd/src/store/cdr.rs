@@ -36,6 +36,7 @@ impl Store {
     /// not past retention. The newest CDR is always kept, so ids never go back. Returns how
     /// many went; durable when this returns.
     pub fn purge_cdrs_before(&self, cutoff_ms: u64) -> Result<usize, StoreError> {
+        let _gate = self.shared_gate();
         let last = self.cdrs.last()?.map(|(k, _)| k);
         let mut purged = 0;
         for kv in self.cdrs.iter() {

@@ -10,7 +10,9 @@ mod alert_ack;
 mod at_rest;
 mod audit;
 mod calls;
+mod backup;
 mod cdr;
+mod check;
 mod connection;
 mod firewall;
 mod record;
@@ -21,6 +23,8 @@ mod staff;
 mod tariff;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_backup;
 
 use std::path::{Path, PathBuf};
 
@@ -34,6 +38,8 @@ pub use audit::{
     Actor, AuditDraft, AuditEntry, AuditFilter, AuditKind, AuditResult, Auditor, Change, System,
 };
 pub use calls::CallWrite;
+pub use backup::{BackupError, Manifest, Restored, restore, verify_backup};
+pub use check::{CheckReport, Problem};
 pub use firewall::{FwAllow, FwDeny, ManualBan};
 // The provisioned records and CDRs are the call core's types; the store persists them.
 pub use session::{SessionRecord, SessionScope, TokenHash, token_hash_hex};
@@ -232,6 +238,9 @@ pub struct Store {
     /// Held while a CDR's id (one past the last key) is chosen and written, so two writers
     /// never race for an id inside a transaction that cannot read the tree's last key.
     cdr_ids: std::sync::Mutex<()>,
+    /// Write paths hold it shared; a backup holds it exclusive while it copies, so the copy
+    /// is one point in time across every tree (see `backup.rs`).
+    gate: std::sync::RwLock<()>,
 }
 
 impl std::fmt::Debug for Store {
@@ -393,6 +402,7 @@ impl Store {
             cdrs,
             refusals,
             cdr_ids: std::sync::Mutex::new(()),
+            gate: std::sync::RwLock::new(()),
         };
         store.migrate_audit_chain()?;
         Ok(store)
@@ -417,12 +427,26 @@ impl Store {
         &self,
         f: impl Fn(&Tx<'_>) -> TxResult<R>,
     ) -> Result<R, StoreError> {
+        let _shared = self.shared_gate();
         self.trees[..]
             .transaction(|trees| f(&Tx { trees }))
             .map_err(|e| match e {
                 TransactionError::Abort(e) => e,
                 TransactionError::Storage(e) => StoreError::Sled(e),
             })
+    }
+
+    /// Held by every write (shared) so a backup (exclusive) sees none half done. Any write
+    /// path outside [`Store::write_unflushed`] must hold it across all its tree writes.
+    pub(crate) fn shared_gate(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        // A panic ends the process (see `crate::panic`), so a poisoned lock guards nothing
+        // half written that matters here.
+        self.gate.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Held by a backup while it copies: no write is in progress or starts meanwhile.
+    pub(crate) fn exclusive_gate(&self) -> std::sync::RwLockWriteGuard<'_, ()> {
+        self.gate.write().unwrap_or_else(|e| e.into_inner())
     }
 
     fn flush(&self) -> Result<(), StoreError> {

@@ -16,6 +16,7 @@ impl Store {
         if changes.is_empty() {
             return Ok(());
         }
+        let _shared = self.shared_gate();
         let mut batch = Batch::default();
         if changes.replace_all {
             for kv in self.refusals.iter() {

@@ -3,7 +3,7 @@ use std::path::Path;
 use super::*;
 use sipd_core::auth::digest::Credential;
 
-fn account(name: &str, user: Option<&str>) -> Account {
+pub(super) fn account(name: &str, user: Option<&str>) -> Account {
     Account {
         id: 0,
         name: name.into(),
@@ -201,7 +201,7 @@ fn everything_survives_reopen() {
     assert_eq!(ok(s.cdrs(cdr.id, 10)), [next]);
 }
 
-fn draft(call_id: &str) -> CdrDraft {
+pub(super) fn draft(call_id: &str) -> CdrDraft {
     CdrDraft {
         call_id: call_id.into(),
         start_ms: 1,
