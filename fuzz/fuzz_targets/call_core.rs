@@ -282,7 +282,7 @@ fuzz_target!(|data: &[u8]| {
         }
         for e in core.drain_effects() {
             match &e {
-                Effect::SaveCall(c) => {
+                Effect::SaveCall { call: c, .. } => {
                     saved.retain(|x| x.media_id != c.media_id);
                     saved.push((**c).clone());
                 }

@@ -171,7 +171,7 @@ impl<B: MediaBackend> Media for Anchored<B> {
 
     /// Joins the record with the session the relay recovered from the pinned maps; the last
     /// media seen is the latest packet on any of its legs.
-    fn adopt(&mut self, call: &str, saved: &str) -> Result<Option<u64>, MediaError> {
+    fn adopt(&mut self, call: &str, saved: &str) -> Result<sipd_core::b2bua::Adoption, MediaError> {
         let rec: relay::state::CallRecord = serde_json::from_str(saved)
             .map_err(|e| MediaError::Relay(format!("saved media record: {e}")))?;
         if rec.call_id != call {
@@ -181,6 +181,7 @@ impl<B: MediaBackend> Media for Anchored<B> {
             )));
         }
         let session = rec.session;
+        let rebuilt = !self.calls.backend().has_session(session);
         let ports: Vec<u16> = rec
             .streams
             .iter()
@@ -199,7 +200,10 @@ impl<B: MediaBackend> Media for Anchored<B> {
             .flat_map(|p| [*p, p + 1])
             .filter_map(|p| backend.leg_stats(session, p).ok()?.last_seen)
             .max();
-        Ok(last.map(crate::mgmt::unix_ms))
+        Ok(sipd_core::b2bua::Adoption {
+            last_media_ms: last.map(crate::mgmt::unix_ms),
+            rebuilt,
+        })
     }
 }
 

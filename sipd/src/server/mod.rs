@@ -136,6 +136,8 @@ struct Appliance {
     held: Held,
     /// The writer's durable sequence number.
     durable: tokio::sync::watch::Receiver<u64>,
+    /// The writer thread ended (its channel closed): nothing will become durable any more.
+    writer_gone: bool,
     /// When the checkpoint was last written.
     checkpoint: Instant,
 }
@@ -237,6 +239,7 @@ impl Appliance {
             stopping: None,
             held: Held::default(),
             durable: writer_durable,
+            writer_gone: false,
             checkpoint: Instant::now(),
         })
     }
@@ -284,7 +287,12 @@ impl Appliance {
                 }
                 Some(cmd) = self.commands.recv() => self.on_command(cmd),
                 _ = sleep => self.core.tick(Instant::now(), SystemTime::now()),
-                _ = self.durable.changed(), if !self.held.is_empty() => {}
+                r = self.durable.changed(), if !self.held.is_empty() && !self.writer_gone => {
+                    if r.is_err() {
+                        tracing::error!("store writer is gone: messages held for it are sent");
+                        self.writer_gone = true;
+                    }
+                }
                 _ = term.recv(), if self.stopping.is_none() => self.stop("SIGTERM"),
                 _ = int.recv(), if self.stopping.is_none() => self.stop("SIGINT"),
                 _ = usr2.recv(), if self.stopping.is_none() => self.hand_over(),
@@ -302,7 +310,7 @@ impl Appliance {
                         || t.elapsed() > Duration::from_secs(2)
                 }
                 Some((t, Stopping::HandOver)) => {
-                    self.core.setting_up() == 0 || t.elapsed() > HAND_OVER_DRAIN
+                    self.core.unsettled() == 0 || t.elapsed() > HAND_OVER_DRAIN
                 }
                 None => false,
             };
@@ -393,22 +401,24 @@ impl Appliance {
     }
 
     /// The core's effects, in order. The messages of a batch that wrote something they must
-    /// not overtake (see `CallWrite::holds_signalling`) wait for it in `held`, and so does
-    /// everything after them, so a peer never sees our messages out of order.
+    /// not overtake (see `CallWrite::holds_signalling`) wait for it in `held`, and so do the
+    /// later messages of the same calls, so a peer never sees a call's messages out of order;
+    /// other calls' messages pass.
     fn carry_out(&mut self) {
         let effects = self.core.drain_effects();
-        let barrier = effects.iter().any(|e| match e {
-            Effect::SaveCall(c) => c.phase == sipd_core::b2bua::SavedPhase::Answered,
-            Effect::Cdr { cdr, debit, .. } => cdr.answer_ms.is_some() || debit.is_some(),
-            _ => false,
-        });
         let mut sends = Vec::new();
-        let mut last_write = 0;
+        // The last write this batch's messages must wait for (never a droppable one).
+        let mut wait_for = 0;
         for e in effects {
             match e {
                 Effect::Send(t) => sends.push(t),
-                Effect::SaveCall(c) => {
-                    last_write = self.writer.write(crate::store::CallWrite::Save(c));
+                Effect::SaveCall { call, hold } => {
+                    let w = crate::store::CallWrite::Save { call, hold };
+                    let holds = w.holds_signalling();
+                    let seq = self.writer.write(w);
+                    if holds {
+                        wait_for = seq;
+                    }
                 }
                 Effect::CallStarted(call) => {
                     self.hub.publish("call_started", Audience::View, &call);
@@ -426,9 +436,12 @@ impl Appliance {
                     );
                 }
                 Effect::Cdr { cdr, debit, saved } => {
-                    last_write =
-                        self.writer
-                            .write(crate::store::CallWrite::Settle { cdr, debit, saved });
+                    let w = crate::store::CallWrite::Settle { cdr, debit, saved };
+                    let holds = w.holds_signalling();
+                    let seq = self.writer.write(w);
+                    if holds {
+                        wait_for = seq;
+                    }
                 }
                 Effect::SourceSession { ip, up } => {
                     let r = if up {
@@ -458,17 +471,29 @@ impl Appliance {
                 Effect::Resolve { host } => self.resolver.ask(host),
             }
         }
-        let wait_for = if barrier { last_write } else { 0 };
+        let durable = if self.writer_gone {
+            u64::MAX
+        } else {
+            *self.durable.borrow()
+        };
         for t in sends {
-            if let Some(t) = self.held.hold_or_pass(wait_for, *self.durable.borrow(), t) {
+            let call = call_id_of(&t.data)
+                .and_then(|cid| self.core.call_of(cid))
+                .map(|c| c.0);
+            if let Some(t) = self.held.hold_or_pass(wait_for, durable, call, t) {
                 self.send(t);
             }
         }
     }
 
-    /// Sends what the store has made durable the writes it waited for.
+    /// Sends what the store has made durable the writes it waited for (everything, if the
+    /// writer is gone: holding calls' signalling forever would not bring it back).
     fn release_held(&mut self) {
-        let durable = *self.durable.borrow_and_update();
+        let durable = if self.writer_gone {
+            u64::MAX
+        } else {
+            *self.durable.borrow_and_update()
+        };
         for t in self.held.release(durable) {
             self.send(t);
         }
@@ -516,13 +541,13 @@ impl Appliance {
 
     /// SIGUSR2: the calls go on under the next run (see the module docs).
     fn hand_over(&mut self) {
-        let answered = self.core.active_calls();
-        let setting_up = self.core.hand_over();
+        let calls = self.core.active_calls();
+        let unsettled = self.core.hand_over();
         self.writer
             .write(crate::store::CallWrite::Alive(unix_ms(SystemTime::now())));
         info!(
-            calls = answered - setting_up,
-            setting_up,
+            calls,
+            unsettled,
             drain = ?HAND_OVER_DRAIN,
             "SIGUSR2: handing calls over to the next run; new calls are refused"
         );

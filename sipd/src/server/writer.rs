@@ -93,6 +93,9 @@ pub struct Writer {
     counters: Arc<Counters>,
     /// The sequence number of the last write handed out.
     seq: u64,
+    /// Calls in setup whose record was dropped on a full queue: their CDR removes nothing,
+    /// so it may be dropped too.
+    unsaved: std::collections::HashSet<String>,
     durable: watch::Receiver<u64>,
 }
 
@@ -141,6 +144,7 @@ impl Writer {
             thread,
             counters,
             seq: 0,
+            unsaved: std::collections::HashSet::new(),
             durable,
         })
     }
@@ -160,7 +164,18 @@ impl Writer {
     }
 
     /// Queues a write; returns its sequence number (see the module's docs for a full queue).
-    pub fn write(&mut self, w: CallWrite) -> u64 {
+    pub fn write(&mut self, mut w: CallWrite) -> u64 {
+        match &mut w {
+            CallWrite::Save { call, .. } => {
+                self.unsaved.remove(&call.media_id);
+            }
+            CallWrite::Settle { saved, .. }
+                if saved.as_ref().is_some_and(|id| self.unsaved.remove(id)) =>
+            {
+                *saved = None;
+            }
+            _ => {}
+        }
         self.seq += 1;
         let seq = self.seq;
         let c = &self.counters;
@@ -176,6 +191,9 @@ impl Writer {
             }
         };
         if !keep {
+            if let (_, CallWrite::Save { call, .. }) = &job {
+                self.unsaved.insert(call.media_id.clone());
+            }
             c.depth.fetch_sub(1, Ordering::Relaxed);
             let n = c.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if n.is_power_of_two() {

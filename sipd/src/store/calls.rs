@@ -18,8 +18,14 @@ const CALLS_ALIVE: &[u8] = b"calls_alive_ms";
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum CallWrite {
-    /// Save (replace) a call's record.
-    Save(Box<SavedCall>),
+    /// Save (replace) a call's record; `hold`: the messages after it wait for it (see
+    /// `Effect::SaveCall`), else it may be dropped on a full queue.
+    Save {
+        /// The record.
+        call: Box<SavedCall>,
+        /// Messages wait for it.
+        hold: bool,
+    },
     /// A call ended: debit, CDR and removal of its saved record, atomically.
     Settle {
         /// The CDR.
@@ -41,21 +47,25 @@ impl CallWrite {
     /// 200). Refusals and unanswered attempts never hold signalling up.
     pub fn holds_signalling(&self) -> bool {
         match self {
-            CallWrite::Save(c) => c.phase == sipd_core::b2bua::SavedPhase::Answered,
+            CallWrite::Save { hold, .. } => *hold,
             CallWrite::Settle { cdr, debit, .. } => cdr.answer_ms.is_some() || debit.is_some(),
             CallWrite::Alive(_) | CallWrite::Forget(_) => false,
         }
     }
 
-    /// Whether a full queue may drop it (see the writer): only unanswered attempts' CDRs
-    /// and checkpoints, which cost nothing.
+    /// Whether a full queue may drop it (see the writer): unanswered attempts' CDRs that
+    /// remove no record, checkpoints, and the records of calls in setup (the writer then
+    /// drops the removal from their CDR too), which cost nothing.
     pub fn droppable(&self) -> bool {
         match self {
             CallWrite::Settle { cdr, debit, saved } => {
                 cdr.answer_ms.is_none() && debit.is_none() && saved.is_none()
             }
             CallWrite::Alive(_) => true,
-            CallWrite::Save(_) | CallWrite::Forget(_) => false,
+            CallWrite::Save { hold, call } => {
+                !*hold && call.phase == sipd_core::b2bua::SavedPhase::Trying
+            }
+            CallWrite::Forget(_) => false,
         }
     }
 }
@@ -86,7 +96,7 @@ impl Store {
             // Held per write (a backup waits for it, never sees it half done).
             let _gate = self.shared_gate();
             let r = match w {
-                CallWrite::Save(c) => self.save_call_unflushed(&c),
+                CallWrite::Save { call, .. } => self.save_call_unflushed(&call),
                 CallWrite::Settle { cdr, debit, saved } => {
                     // Takes the gate itself (`write_unflushed`): a reader lock is not
                     // re-entrant against a waiting backup.

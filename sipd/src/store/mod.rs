@@ -9,8 +9,8 @@ mod account;
 mod alert_ack;
 mod at_rest;
 mod audit;
-mod calls;
 mod backup;
+mod calls;
 mod cdr;
 mod check;
 mod connection;
@@ -37,8 +37,8 @@ pub use audit::chain::{Break, Broken, Verified};
 pub use audit::{
     Actor, AuditDraft, AuditEntry, AuditFilter, AuditKind, AuditResult, Auditor, Change, System,
 };
-pub use calls::CallWrite;
 pub use backup::{BackupError, Manifest, Restored, restore, verify_backup};
+pub use calls::CallWrite;
 pub use check::{CheckReport, Problem};
 pub use firewall::{FwAllow, FwDeny, ManualBan};
 // The provisioned records and CDRs are the call core's types; the store persists them.

@@ -24,7 +24,7 @@ use crate::sip::{Msg, Transmit};
 
 /// CSeq numbers skipped on each leg of an adopted call: requests sent after its record was
 /// last written must not be numbered again.
-const CSEQ_GAP: u32 = 16;
+pub(super) const CSEQ_GAP: u32 = 16;
 
 /// What [`Core::adopt`] did with an earlier run's records.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -41,8 +41,8 @@ pub struct Adopted {
 }
 
 impl<M: Media> Core<M> {
-    /// Persists call `key`'s record now (see [`Effect::SaveCall`]).
-    pub(super) fn save(&mut self, key: CallKey) {
+    /// Persists call `key`'s record now (see [`Effect::SaveCall`] for `hold`).
+    pub(super) fn save(&mut self, key: CallKey, hold: bool) {
         let Some(call) = self.table.get_mut(key) else {
             return;
         };
@@ -52,8 +52,15 @@ impl<M: Media> Core<M> {
         call.saved = true;
         let (tariff, max_secs) = self.admission.terms(key).unwrap_or_default();
         let media = self.media.saved(&call.media_id);
+        call.cseq_saved = [
+            call.a.local_cseq,
+            call.b.as_ref().map_or(0, |b| b.local_cseq),
+        ];
         let rec = SavedCall::of(call, tariff, max_secs, media);
-        self.effects.push(Effect::SaveCall(Box::new(rec)));
+        self.effects.push(Effect::SaveCall {
+            call: Box::new(rec),
+            hold,
+        });
     }
 
     /// Takes back the calls an earlier run saved (see the module docs). Call once at start,
@@ -62,12 +69,13 @@ impl<M: Media> Core<M> {
         let mut out = Adopted::default();
         for rec in saved {
             let id = rec.media_id.clone();
-            match self.adopt_one(now, wall, rec) {
+            match self.adopt_one(now, wall, &rec) {
                 Ok(Outcome::Resumed(k)) => out.resumed.push(k),
                 Ok(Outcome::NotResumed) => out.not_resumed.push(id),
                 Ok(Outcome::EndedInSetup) => out.ended_in_setup.push(id),
                 Err(why) => {
-                    warn!(media_id = %id, %why, "saved call not adopted");
+                    warn!(media_id = %id, %why, "saved call not adopted: billed from its record");
+                    self.settle_unusable(wall, &rec);
                     out.unusable.push((id, why));
                 }
             }
@@ -89,7 +97,7 @@ impl<M: Media> Core<M> {
         &mut self,
         now: Instant,
         wall: SystemTime,
-        rec: SavedCall,
+        rec: &SavedCall,
     ) -> Result<Outcome, String> {
         let a_invite = Msg::parse(rec.a_invite.as_bytes(), usize::MAX)
             .map_err(|e| format!("saved INVITE: {e}"))?;
@@ -117,6 +125,17 @@ impl<M: Media> Core<M> {
             _ => None,
         };
         let gap = if answered { CSEQ_GAP } else { 0 };
+        // A TCP or TLS connection died with the process: requests we send go to the address
+        // the peer's Contact names (its listening one), until it connects again.
+        let leg = |l: &super::saved::SavedLeg| {
+            let mut leg = l.leg(gap);
+            if leg.peer.proto.is_reliable()
+                && let Some(a) = super::dialog::contact_addr_of(&leg.target)
+            {
+                leg.peer.remote = a;
+            }
+            leg
+        };
         let mut call = Call {
             key,
             phase: if answered {
@@ -124,10 +143,10 @@ impl<M: Media> Core<M> {
             } else {
                 Phase::Trying
             },
-            a: rec.a.leg(gap),
+            a: leg(&rec.a),
             a_invite,
             a_txn,
-            b: rec.b.as_ref().map(|b| b.leg(gap)),
+            b: rec.b.as_ref().map(leg),
             attempt,
             candidates: Vec::new(),
             connection: rec.connection,
@@ -144,17 +163,22 @@ impl<M: Media> Core<M> {
             media_id: rec.media_id.clone(),
             delayed_offer: rec.delayed_offer,
             b_ack: None,
-            a_acked: true,
+            a_acked: !answered || rec.a_acked,
             last_failure: None,
             recorded: false,
             ended_at: None,
             ended_by: None,
             a_answer: rec.a_answer.clone(),
+            cseq_saved: [0, 0],
             saved: true,
             settle_at: None,
         };
-        // The vendor may still retransmit its 2xx if our ACK was lost in the crash.
-        if answered && let (Some(b), Some(inv)) = (call.b.as_ref(), b_invite.as_ref()) {
+        // The vendor may still retransmit its 2xx if our ACK was lost in the crash. A delayed
+        // offer's ACK waits for the caller's (with its answer), as in the run that saved it.
+        if answered
+            && rec.b_acked
+            && let (Some(b), Some(inv)) = (call.b.as_ref(), b_invite.as_ref())
+        {
             call.b_ack = Some(dialog_request(
                 b,
                 Method::Ack,
@@ -181,7 +205,8 @@ impl<M: Media> Core<M> {
             Some(m) => self.media.adopt(&rec.media_id, m),
             None => Err(super::MediaError::Relay("no media record".into())),
         };
-        // A retransmitted INVITE (the caller missed the 2xx in the crash) gets it again.
+        // A retransmitted INVITE (the caller missed the 2xx in the crash) gets it again, and
+        // a 2xx the caller had not ACKed is sent again until it is (or the call times out).
         if answered
             && let Some(ok) = rec
                 .a_answer
@@ -189,7 +214,7 @@ impl<M: Media> Core<M> {
                 .and_then(|t| Msg::parse(t.as_bytes(), usize::MAX).ok())
         {
             self.txn
-                .restore_answered(now, &call.a_invite, call.a.peer, &ok);
+                .restore_answered(now, &call.a_invite, call.a.peer, &ok, !rec.a_acked);
         }
         self.table.insert_new(call);
         if !answered {
@@ -201,7 +226,12 @@ impl<M: Media> Core<M> {
         let stale =
             |t: u64| unix_ms(wall).saturating_sub(t) > self.cfg.media_timeout.as_millis() as u64;
         let end_ms = match media {
-            Ok(Some(t)) if stale(t) => t,
+            Ok(a) if a.last_media_ms.is_some_and(stale) => a.last_media_ms.unwrap_or_default(),
+            // A session made again knows no media: if the process was down longer than the
+            // media timeout, nobody can tell the call went on, so it is not resumed.
+            Ok(a) if a.rebuilt && rec.alive_ms.is_some_and(stale) => {
+                rec.alive_ms.unwrap_or_default()
+            }
             Ok(_) => {
                 info!(call = key, media_id = %rec.media_id, cli = %rec.cli, cld = %rec.cld, "call of the previous run resumed");
                 return Ok(Outcome::Resumed(key));
@@ -217,6 +247,43 @@ impl<M: Media> Core<M> {
         }
         self.end_call(now, wall, key, EndReason::NotResumed);
         Ok(Outcome::NotResumed)
+    }
+
+    /// A record the core cannot take back (its INVITE does not parse): billed from its own
+    /// fields up to the checkpoint, its CDR removing it, so the call is never free. Its peers
+    /// cannot be sent a BYE without the dialog; they end it by their own timers.
+    fn settle_unusable(&mut self, wall: SystemTime, rec: &SavedCall) {
+        let end_ms = rec
+            .alive_ms
+            .unwrap_or(unix_ms(wall))
+            .max(rec.answered_ms.unwrap_or(0));
+        let secs = rec
+            .answered_ms
+            .map_or(0, |a| end_ms.saturating_sub(a).div_ceil(1000));
+        let cost = match &rec.tariff {
+            Some(t) if rec.answered_ms.is_some() => t.cost(t.billed_secs(secs)),
+            _ => crate::records::Micros(0),
+        };
+        self.effects.push(Effect::Cdr {
+            cdr: crate::records::CdrDraft {
+                call_id: rec.a.call_id.clone(),
+                start_ms: rec.started_ms,
+                answer_ms: rec.answered_ms,
+                end_ms,
+                caller: rec.cli.clone(),
+                callee: rec.cld.clone(),
+                source: Some(rec.source),
+                account_id: Some(rec.account),
+                connection_id: rec.connection,
+                result_code: if rec.answered_ms.is_some() { 200 } else { 500 },
+                reason: "record unusable after restart".into(),
+                duration_secs: secs,
+                cost,
+                hung_up_by: Some(super::HUNG_UP_BY_SBC.to_owned()),
+            },
+            debit: (cost.0 > 0).then_some((rec.account, cost)),
+            saved: Some(rec.media_id.clone()),
+        });
     }
 
     /// A call of an earlier run that was being set up: 503 to the caller (no transaction

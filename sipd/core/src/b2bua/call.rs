@@ -134,6 +134,8 @@ pub struct Call {
     pub ended_by: Option<String>,
     /// The 2xx the caller was answered with (saved with the call).
     pub a_answer: Option<String>,
+    /// The legs' CSeqs (A, B) when the call was last saved.
+    pub cseq_saved: [u32; 2],
     /// A record of the call is in the store ([`super::saved`]); its CDR removes it.
     pub saved: bool,
     /// Bill and record the call as ended at this moment rather than now: a call of a previous

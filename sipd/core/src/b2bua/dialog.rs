@@ -40,9 +40,11 @@ impl<M: Media> Core<M> {
             self.table.put(call);
             return;
         }
+        let mut first_ack = false;
         if from_a {
             if !call.a_acked {
                 call.a_acked = true;
+                first_ack = call.phase == Phase::Answered;
                 self.txn.acked(&call.a_txn);
             }
             // Delayed offer: the caller's answer is in its ACK; the vendor's ACK carries it.
@@ -65,12 +67,17 @@ impl<M: Media> Core<M> {
                 let key = call.key;
                 self.table.put(call);
                 // The caller's answer completed the media: saved as it is now.
-                self.save(key);
+                self.save(key, true);
                 return;
             }
             // ACKs of re-INVITEs relayed A→B were answered by us toward B already.
         }
+        let key = call.key;
         self.table.put(call);
+        if first_ack {
+            // The next run must not send our 2xx again (not held: the ACK needs no answer).
+            self.save(key, false);
+        }
     }
 
     /// ACK for the vendor's 2xx (a new transaction-less request, RFC 3261 §13.2.2.4).
@@ -252,8 +259,16 @@ impl<M: Media> Core<M> {
         }
         let peer = other.peer;
         self.table.put(call);
-        // The leg's CSeq moved on (and a re-INVITE may move the media): saved again.
-        self.save(call_key);
+        // The adoption skips CSEQ_GAP numbers per leg: saved again (not held) once half of
+        // them are used, so an in-dialog request costs no write of its own.
+        if self.table.get(call_key).is_some_and(|c| {
+            c.a.local_cseq.wrapping_sub(c.cseq_saved[0]) >= super::adopt::CSEQ_GAP / 2
+                || c.b.as_ref().is_some_and(|b| {
+                    b.local_cseq.wrapping_sub(c.cseq_saved[1]) >= super::adopt::CSEQ_GAP / 2
+                })
+        }) {
+            self.save(call_key, false);
+        }
         let token = self.token(Token::Relayed(Box::new(Relayed {
             call: call_key,
             from_a,
@@ -331,7 +346,7 @@ impl<M: Media> Core<M> {
         self.table.put(call);
         if (200..300).contains(&code) && matches!(method, Method::Invite | Method::Update) {
             // The media may have moved: the next run must adopt it as it is now.
-            self.save(r.call);
+            self.save(r.call, true);
         }
         self.txn.respond(now, &r.txn, &out);
         if method == Method::Invite && (200..300).contains(&code) {
@@ -403,6 +418,11 @@ fn contact_addr(target: &str) -> Option<SocketAddr> {
     host.parse::<std::net::IpAddr>()
         .ok()
         .map(|ip| SocketAddr::new(ip, 5060))
+}
+
+/// The address a Contact URI names (see `contact_addr`).
+pub(super) fn contact_addr_of(target: &str) -> Option<SocketAddr> {
+    contact_addr(target)
 }
 
 #[cfg(test)]

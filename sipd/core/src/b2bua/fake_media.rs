@@ -154,7 +154,7 @@ impl Media for FakeMedia {
 
     /// Takes back what [`saved`](Media::saved) wrote, unless the test made the relay lose it
     /// ([`FakeMedia::lose`]).
-    fn adopt(&mut self, call: &str, saved: &str) -> Result<Option<u64>, MediaError> {
+    fn adopt(&mut self, call: &str, saved: &str) -> Result<super::media::Adoption, MediaError> {
         if self.lost.iter().any(|c| c == call) {
             return Err(MediaError::Relay("session not recovered".into()));
         }
@@ -167,6 +167,9 @@ impl Media for FakeMedia {
                 self.ports.insert((call.to_owned(), side), p);
             }
         }
-        Ok(self.last_media_ms)
+        Ok(super::media::Adoption {
+            last_media_ms: self.last_media_ms,
+            rebuilt: false,
+        })
     }
 }

@@ -443,6 +443,7 @@ impl<M: Media> Core<M> {
             ended_at: None,
             ended_by: None,
             a_answer: None,
+            cseq_saved: [0, 0],
             saved: false,
             settle_at: None,
         }

@@ -94,13 +94,22 @@ pub trait Media {
         None
     }
     /// Takes back `call`'s media from the record [`saved`](Self::saved) gave in an earlier
-    /// run; `last_media_ms` is when the relay last saw media on it (Unix ms), if it knows.
-    /// An error when the relay no longer relays it (its session did not survive).
-    fn adopt(&mut self, _call: &str, _saved: &str) -> Result<Option<u64>, MediaError> {
+    /// run (see [`Adoption`]). An error when the relay cannot relay it any more.
+    fn adopt(&mut self, _call: &str, _saved: &str) -> Result<Adoption, MediaError> {
         Err(MediaError::Relay(
             "this relay cannot take calls across restarts".into(),
         ))
     }
+}
+
+/// What [`Media::adopt`] found of a call's media.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Adoption {
+    /// When the relay last saw media on it (Unix ms), if it knows.
+    pub last_media_ms: Option<u64>,
+    /// The relay had not kept the session: it made it again on its ports (so it knows no
+    /// media from before).
+    pub rebuilt: bool,
 }
 
 /// The address family of an SDP's session `c=` line: true for IPv4, false for IPv6.

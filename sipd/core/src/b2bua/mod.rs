@@ -54,7 +54,7 @@ use gate::AuthGate;
 pub use ids::Offence;
 pub use locals::Local;
 use locals::{Locals, contact};
-pub use media::{Media, MediaError, Side};
+pub use media::{Adoption, Media, MediaError, Side};
 use outgoing::{Outgoing, Presentation};
 pub use saved::{SavedCall, SavedLeg, SavedPhase};
 use table::CallTable;
@@ -102,10 +102,16 @@ pub enum Effect {
         /// The key ([`SavedCall::media_id`]) of the call's saved record, if it has one.
         saved: Option<String>,
     },
-    /// Persist (replace) a call's record so a later run can adopt it. For an answered call
-    /// the write must be durable before the messages that follow it in the same batch go out
-    /// (the 2xx to the caller): a caller never hears an answer a crash could forget.
-    SaveCall(Box<SavedCall>),
+    /// Persist (replace) a call's record so a later run can adopt it. With `hold`, the write
+    /// must be durable before the messages that follow it in the same batch go out (the 2xx
+    /// to the caller: a caller never hears an answer a crash could forget); without, it may
+    /// even be dropped by a writer that cannot keep up (a call in setup).
+    SaveCall {
+        /// The record.
+        call: Box<SavedCall>,
+        /// Hold this batch's messages until it is durable.
+        hold: bool,
+    },
     /// A call from `ip` started (`up`) or ended: the kernel's per-source session count.
     SourceSession {
         /// The caller's address.
@@ -507,7 +513,7 @@ impl<M: Media> Core<M> {
             self.on_request(now, wall, peer, tls_client_names, msg);
         } else {
             self.stats.responses += 1;
-            self.on_response(now, wall, msg);
+            self.on_response(now, wall, peer, msg);
         }
     }
 
@@ -638,14 +644,25 @@ impl<M: Media> Core<M> {
             .map(|c| c.key)
             .collect();
         for k in keys {
-            self.save(k);
+            self.save(k, false);
         }
-        self.setting_up()
+        self.unsettled()
     }
 
-    /// Calls still being set up (not answered, not ended).
-    pub fn setting_up(&self) -> usize {
-        self.calls().filter(|c| c.phase == Phase::Trying).count()
+    /// Calls a hand-over should let finish first: still being set up, answered but not yet
+    /// ACKed by the caller, or with an in-dialog request relayed and not answered yet.
+    pub fn unsettled(&self) -> usize {
+        let relayed: std::collections::HashSet<CallKey> = self
+            .tokens
+            .values()
+            .filter_map(|t| match t {
+                Token::Relayed(r) => Some(r.call),
+                _ => None,
+            })
+            .collect();
+        self.calls()
+            .filter(|c| c.phase == Phase::Trying || !c.a_acked || relayed.contains(&c.key))
+            .count()
     }
 
     /// Ends every call (BYE or CANCEL both ways) and stops taking new ones.

@@ -109,6 +109,12 @@ pub struct SavedCall {
     /// The 2xx we answered it with, to answer a retransmission of it again.
     #[serde(default)]
     pub a_answer: Option<String>,
+    /// The caller had ACKed our 2xx when the record was written.
+    #[serde(default)]
+    pub a_acked: bool,
+    /// We had ACKed the vendor's 2xx (a delayed offer's ACK waits for the caller's answer).
+    #[serde(default)]
+    pub b_acked: bool,
     /// Leg A (the carrier's dialog).
     pub a: SavedLeg,
     /// Leg B (the vendor's dialog), once an attempt went upstream.
@@ -163,6 +169,8 @@ impl SavedCall {
             media_id: call.media_id.clone(),
             a_invite: String::from_utf8_lossy(&call.a_invite.to_bytes()).into_owned(),
             a_answer: call.a_answer.clone(),
+            a_acked: call.a_acked,
+            b_acked: call.b_ack.is_some(),
             a: SavedLeg::of(&call.a),
             b: call.b.as_ref().map(SavedLeg::of),
             b_invite: call

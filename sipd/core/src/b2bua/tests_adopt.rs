@@ -9,7 +9,7 @@ fn saved(w: &World) -> Vec<SavedCall> {
     let mut by_id: Vec<SavedCall> = Vec::new();
     for e in &w.effects {
         match e {
-            Effect::SaveCall(s) => {
+            Effect::SaveCall { call: s, .. } => {
                 by_id.retain(|x| x.media_id != s.media_id);
                 by_id.push((**s).clone());
             }
@@ -38,6 +38,13 @@ fn restart(old: &World, accounts: Vec<Account>, down: Duration) -> (World, Adopt
     (w, adopted)
 }
 
+fn ack_from_carrier(call_id: &str, to_tag: &str) -> String {
+    bye_from_carrier(call_id, to_tag, 1)
+        .replace("BYE sip:", "ACK sip:")
+        .replace("CSeq: 1 BYE", "CSeq: 1 ACK")
+        .replace("branch=z9hG4bK-bye1", "branch=z9hG4bK-ack1")
+}
+
 fn bye_from_carrier(call_id: &str, to_tag: &str, cseq: u32) -> String {
     format!(
         "BYE sip:sbc@10.0.0.2:5060 SIP/2.0\r\n\
@@ -57,10 +64,8 @@ fn the_answer_is_saved_with_the_2xx_and_the_cdr_removes_the_record() {
     let mut w = ip_world();
     let inv = start_call(&mut w, "call-s");
     assert!(
-        matches!(w.effects.last(), Some(Effect::SaveCall(s)) if s.phase == SavedPhase::Trying)
-            || w.effects
-                .iter()
-                .any(|e| matches!(e, Effect::SaveCall(s) if s.phase == SavedPhase::Trying)),
+        w.effects.iter().any(|e| matches!(e,
+            Effect::SaveCall { call, hold: false } if call.phase == SavedPhase::Trying)),
         "the attempt upstream is saved"
     );
     w.effects.clear();
@@ -68,7 +73,7 @@ fn the_answer_is_saved_with_the_2xx_and_the_cdr_removes_the_record() {
     let batch = std::mem::take(&mut w.effects);
     let save = batch
         .iter()
-        .position(|e| matches!(e, Effect::SaveCall(s) if s.phase == SavedPhase::Answered));
+        .position(|e| matches!(e, Effect::SaveCall { call, hold: true } if call.phase == SavedPhase::Answered));
     let ok = batch.iter().position(|e| match e {
         Effect::Send(t) => Msg::parse(&t.data, 65535).is_ok_and(|m| m.code() == Some(200)),
         _ => false,
@@ -92,6 +97,7 @@ fn an_answered_call_survives_a_restart_and_is_billed_whole() {
     let inv = start_call(&mut w, "call-r");
     answer(&mut w, &inv);
     let to_tag = w.take(CARRIER)[0].to().tag.unwrap();
+    w.from(CARRIER, &ack_from_carrier("call-r", &to_tag));
     w.take(VENDOR1);
     w.advance(Duration::from_secs(20));
     let (mut w2, adopted) = restart(&w, vec![account(1, "carrier")], Duration::from_secs(2));
@@ -328,4 +334,26 @@ fn the_media_timeout_ends_an_adopted_call() {
     assert_eq!(w2.core.active_calls(), 0);
     assert_eq!(w2.cdrs[0].reason, "media timeout");
     assert_byes_both_ways(&mut w2);
+}
+
+/// The crash came between our 2xx and the caller's ACK: the next run sends the 2xx again
+/// until the caller ACKs it, then stops.
+#[test]
+fn a_2xx_the_caller_had_not_acked_is_sent_again_by_the_next_run() {
+    let mut w = ip_world();
+    let inv = start_call(&mut w, "call-k");
+    answer(&mut w, &inv);
+    let to_tag = w.take(CARRIER)[0].to().tag.unwrap();
+    let (mut w2, adopted) = restart(&w, vec![account(1, "carrier")], Duration::from_millis(300));
+    assert_eq!(adopted.resumed.len(), 1);
+    w2.advance(Duration::from_secs(2));
+    let again = w2.codes(CARRIER);
+    assert!(
+        !again.is_empty() && again.iter().all(|c| *c == 200),
+        "{again:?}"
+    );
+    w2.from(CARRIER, &ack_from_carrier("call-k", &to_tag));
+    w2.advance(Duration::from_secs(5));
+    assert!(w2.codes(CARRIER).is_empty(), "still resent after the ACK");
+    assert_eq!(w2.core.active_calls(), 1);
 }

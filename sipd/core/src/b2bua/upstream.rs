@@ -13,7 +13,7 @@ use super::dialog::dialog_request;
 use super::outgoing::Next;
 use super::{ALLOW, Core, Effect, Media, MediaError, Side, Token};
 use crate::sip::txn::ResponseVerdict;
-use crate::sip::{Msg, NameAddr, Transmit};
+use crate::sip::{Msg, NameAddr, Peer, Transmit};
 
 impl<M: Media> Core<M> {
     /// The shell's answer to [`Effect::Resolve`]: `addrs` (none: the name does not resolve),
@@ -88,7 +88,7 @@ impl<M: Media> Core<M> {
                 self.table.put(call);
                 // From here a crash would leave the vendor ringing: a record lets the next run
                 // cancel it and answer the caller.
-                self.save(key);
+                self.save(key, false);
             }
             Next::Wait { host } => {
                 debug!(call = key, %host, "waiting for the upstream's addresses");
@@ -101,7 +101,7 @@ impl<M: Media> Core<M> {
         }
     }
 
-    pub(super) fn on_response(&mut self, now: Instant, wall: SystemTime, resp: Msg) {
+    pub(super) fn on_response(&mut self, now: Instant, wall: SystemTime, from: Peer, resp: Msg) {
         let token = match self.txn.on_response(now, &resp) {
             ResponseVerdict::Deliver { token, .. } => token,
             // No transaction: tokens start at 1, so 0 takes the "token gone" path below (a
@@ -135,6 +135,12 @@ impl<M: Media> Core<M> {
                 if (200..300).contains(&code)
                     && resp.cseq().1 == "INVITE"
                     && let Some(k) = self.table.by_b(resp.call_id())
+                    // With no transaction (an answer to an earlier run's attempt) only the
+                    // vendor's own address is believed: a forged 2xx must not make us send.
+                    && (token != 0
+                        || self.table.get(k).and_then(|c| c.b.as_ref()).is_some_and(|b| {
+                            b.peer.remote.ip().to_canonical() == from.remote.ip().to_canonical()
+                        }))
                     && let Some(c) = self.table.take(k)
                 {
                     match (c.b_ack.as_ref(), c.b.as_ref()) {
@@ -361,6 +367,6 @@ impl<M: Media> Core<M> {
         debug!(call = key, cli = %call.cli, cld = %call.cld, "call answered");
         self.table.put(call);
         // Durable before the 2xx leaves (the shell holds this batch's messages for it).
-        self.save(key);
+        self.save(key, true);
     }
 }

@@ -398,9 +398,18 @@ impl TxnLayer {
     }
 
     /// Takes back an INVITE server transaction of an earlier run that answered `resp`,
-    /// without sending anything: a retransmission of the INVITE (its caller never got the
-    /// answer) gets `resp` again, and its ACK is absorbed, for the usual 32 s.
-    pub fn restore_answered(&mut self, now: Instant, req: &Msg, peer: Peer, resp: &Msg) {
+    /// without sending anything now: a retransmission of the INVITE (its caller never got
+    /// the answer) gets `resp` again. With `unacked`, the 2xx is also retransmitted (UDP)
+    /// until the core reports the ACK ([`acked`](Self::acked)), and a missing ACK ends in
+    /// [`TxnTimeout::NoAck`] as for any 2xx.
+    pub fn restore_answered(
+        &mut self,
+        now: Instant,
+        req: &Msg,
+        peer: Peer,
+        resp: &Msg,
+        unacked: bool,
+    ) {
         let RequestVerdict::New(key) = self.on_request(now, req, peer) else {
             return;
         };
@@ -408,9 +417,13 @@ impl TxnLayer {
             t.last = Some(resp.to_bytes());
             t.state = SState::Accepted;
             t.expires = now + TIMEOUT;
-            t.next_retransmit = None;
-            let exp = t.expires;
-            self.arm(exp, TimerRef::Server(key.id, key.method));
+            t.next_retransmit = (unacked && !t.peer.proto.is_reliable()).then_some(now + T1);
+            t.retransmit_every = T1;
+            let (exp, next) = (t.expires, t.next_retransmit);
+            self.arm(exp, TimerRef::Server(key.id.clone(), key.method.clone()));
+            if let Some(n) = next {
+                self.arm(n, TimerRef::Server(key.id, key.method));
+            }
         }
     }
 
