@@ -6,12 +6,13 @@ mod console;
 mod kamailio;
 mod relay;
 mod sip;
+mod soak;
 mod xdp_log;
 
 use std::process::ExitCode;
 
 /// Names `bench` accepts.
-const NAMES: &[&str] = &["relay", "sip", "kamailio", "console", "xdp-log"];
+const NAMES: &[&str] = &["relay", "sip", "kamailio", "console", "xdp-log", "soak"];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -25,6 +26,7 @@ fn main() -> ExitCode {
         "kamailio" => kamailio::run(rest),
         "console" => console::run(rest),
         "xdp-log" => xdp_log::run_bench(rest),
+        "soak" => soak::run(rest),
         other => Err(anyhow::anyhow!(
             "unknown benchmark {other:?}; known: {}",
             NAMES.join(", ")
