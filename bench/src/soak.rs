@@ -446,6 +446,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             userspace_relayed: counter("sbc_relay_plane_packets_total{plane=\"userspace\"}"),
         },
         rss_rule: report::RSS_RULE,
+        rss_kib_per_min: report::rss_slope(&samples, (load_start.0, load_end.0)),
         figures: report::summarize(&samples, (load_start.0, load_end.0)),
         problems,
         samples,

@@ -152,6 +152,25 @@ fn rss_drift(during: &[u64]) -> Option<String> {
     })
 }
 
+/// RSS growth (KiB/min) between the middle and the end of the load (`load`: sample indexes
+/// as for [`summarize`]); `None` with fewer than 4 samples in the load.
+pub(super) fn rss_slope(samples: &[Sample], load: (usize, usize)) -> Option<f64> {
+    let during: Vec<&Sample> = samples
+        .get(load.0..load.1.min(samples.len()))?
+        .iter()
+        .collect();
+    if during.len() < 4 {
+        return None;
+    }
+    let (a, b) = (during[during.len() / 2], during[during.len() - 1]);
+    let (ra, rb) = (
+        *a.figures.get("proc.rss_kib")?,
+        *b.figures.get("proc.rss_kib")?,
+    );
+    let minutes = (b.t_s - a.t_s) / 60.0;
+    (minutes > 0.0).then(|| (rb as f64 - ra as f64) / minutes)
+}
+
 /// Calls as sipp and sipd saw them, and the CDRs written.
 #[derive(Debug, Clone, Default, Serialize)]
 pub(super) struct Calls {
@@ -204,6 +223,9 @@ pub(super) struct Report {
     pub(super) calls: Calls,
     pub(super) media: Media,
     pub(super) rss_rule: &'static str,
+    /// sipd's RSS growth over the load's second half, KiB per minute (a leak, or a cache
+    /// filling, shows here first).
+    pub(super) rss_kib_per_min: Option<f64>,
     pub(super) figures: Vec<Summary>,
     /// Problems besides the figures (CDRs missing, sipd exited, …).
     pub(super) problems: Vec<String>,
@@ -294,6 +316,12 @@ pub(super) fn markdown(r: &Report) -> String {
             f.figure, f.start, f.idle, f.peak, f.end
         );
     }
+    if let Some(slope) = r.rss_kib_per_min {
+        let _ = writeln!(
+            s,
+            "\nsipd's RSS over the load's second half: {slope:+.0} KiB/min."
+        );
+    }
     let _ = writeln!(s, "\n{}\n", r.rss_rule);
     let failures = r.failures();
     if failures.is_empty() {
@@ -354,6 +382,16 @@ mod unit {
         assert_eq!(by("map.RELAY_LEGS").peak, 40);
         assert_eq!(by("map.GUARD_STATE").failed, None);
         assert_eq!(by("metric.sipd_call_messages_ended_calls").failed, None);
+    }
+
+    #[test]
+    fn rss_slope_over_the_second_half() {
+        let s: Vec<Sample> = (0..6)
+            .map(|i| sample(i as f64 * 30.0, &[("proc.rss_kib", 1000 + 100 * i as u64)]))
+            .collect();
+        // Samples 1..5 are the load: from sample 3 (t 90 s) to 4 (t 120 s), +100 KiB.
+        assert_eq!(rss_slope(&s, (1, 5)), Some(200.0));
+        assert_eq!(rss_slope(&s, (1, 3)), None);
     }
 
     #[test]
