@@ -39,7 +39,7 @@
 //! Clean-up: processes stopped by PID by their guards, relayd's pins removed with
 //! `relayd --cleanup`, namespaces deleted with the topology, temporary files removed.
 
-mod media;
+pub(crate) mod media;
 mod report;
 mod stack;
 

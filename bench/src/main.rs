@@ -7,13 +7,16 @@ mod frames;
 mod kamailio;
 mod relay;
 mod sip;
+mod soak;
 mod xdp;
 mod xdp_log;
 
 use std::process::ExitCode;
 
 /// Names `bench` accepts.
-const NAMES: &[&str] = &["relay", "sip", "kamailio", "console", "xdp", "xdp-log"];
+const NAMES: &[&str] = &[
+    "relay", "sip", "kamailio", "console", "xdp", "xdp-log", "soak",
+];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -28,6 +31,7 @@ fn main() -> ExitCode {
         "console" => console::run(rest),
         "xdp" => xdp::run(rest),
         "xdp-log" => xdp_log::run_bench(rest),
+        "soak" => soak::run(rest),
         other => Err(anyhow::anyhow!(
             "unknown benchmark {other:?}; known: {}",
             NAMES.join(", ")

@@ -55,7 +55,7 @@ pub enum ControlError {
 }
 
 /// Everything about the daemon an operator sees at once (`/api/status`, `/metrics`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Status {
     /// When the daemon started, in Unix milliseconds.
     pub started_ms: u64,

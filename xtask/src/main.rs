@@ -49,6 +49,22 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Soak: sipd under steady calls with media (XDP) for N minutes; its memory, fds, BPF map
+    /// entries and bounded tables must come back to their idle level (target/bench/soak.md)
+    Soak {
+        /// How long calls are placed
+        #[arg(long)]
+        minutes: f64,
+        /// Calls started per second
+        #[arg(long, default_value_t = 20)]
+        cps: u32,
+        /// Seconds each call is held
+        #[arg(long, default_value_t = 10.0)]
+        hold: f64,
+        /// More options for the soak (--interval, --media-timeout, --dataplane, --sipd)
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Build the cargo-fuzz targets (fuzz/, nightly) and run one or all, from the seed corpus
     Fuzz {
         /// One of: sip_parse, tcp_framing, digest_authorization, call_core, sdp_rewrite,
@@ -110,6 +126,27 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
             let code = bench::run(&name, &args)?;
             if code != 0 {
                 // The benchmark printed its own error; pass its exit code on.
+                std::process::exit(code);
+            }
+            Ok(())
+        }
+        Cmd::Soak {
+            minutes,
+            cps,
+            hold,
+            args,
+        } => {
+            let mut all = vec![
+                "--minutes".to_string(),
+                minutes.to_string(),
+                "--cps".into(),
+                cps.to_string(),
+                "--hold".into(),
+                hold.to_string(),
+            ];
+            all.extend(args);
+            let code = bench::run("soak", &all)?;
+            if code != 0 {
                 std::process::exit(code);
             }
             Ok(())

@@ -16,21 +16,21 @@ const BEFORE_BYE: Duration = Duration::from_millis(1500);
 
 /// What the media of a run did.
 #[derive(Debug, Default)]
-pub(super) struct MediaResult {
+pub(crate) struct MediaResult {
     /// Calls whose two legs were learnt and got media.
-    pub(super) calls: u64,
+    pub(crate) calls: u64,
     /// Packets sent, both directions.
-    pub(super) sent: u64,
+    pub(crate) sent: u64,
     /// Sends that failed.
-    pub(super) send_errors: u64,
+    pub(crate) send_errors: u64,
     /// Distinct intact packets received at both ends.
-    pub(super) relayed: u64,
+    pub(crate) relayed: u64,
     /// Sent but never received.
-    pub(super) lost: u64,
+    pub(crate) lost: u64,
     /// Received but not intact.
-    pub(super) corrupt: u64,
+    pub(crate) corrupt: u64,
     /// Times the sender fell a tick or more behind.
-    pub(super) late_ticks: u64,
+    pub(crate) late_ticks: u64,
 }
 
 /// The `MEDIA <call-id> <ip> <port>` lines of a sipp `<log>` file read so far.
@@ -47,26 +47,27 @@ impl LogTail {
         }
     }
 
-    /// New complete lines since the last call, parsed.
+    /// New complete lines since the last call, parsed. Reads from where the last call
+    /// stopped: a soak's log grows by a line per call for an hour.
     fn poll(&mut self) -> Vec<(String, SocketAddr)> {
-        let Ok(text) = std::fs::read(&self.path) else {
+        use std::io::{Read as _, Seek as _, SeekFrom};
+        let Ok(mut f) = std::fs::File::open(&self.path) else {
             return Vec::new();
         };
         // A file that shrank (it never should) is read again from its start.
-        let from = if self.offset > text.len() {
-            0
-        } else {
-            self.offset
-        };
-        let Some(end) = text[from..]
-            .iter()
-            .rposition(|&b| b == b'\n')
-            .map(|i| from + i + 1)
-        else {
+        if f.metadata().is_ok_and(|m| m.len() < self.offset as u64) {
+            self.offset = 0;
+        }
+        let mut text = Vec::new();
+        if f.seek(SeekFrom::Start(self.offset as u64)).is_err() || f.read_to_end(&mut text).is_err()
+        {
+            return Vec::new();
+        }
+        let Some(end) = text.iter().rposition(|&b| b == b'\n').map(|i| i + 1) else {
             return Vec::new();
         };
-        let new = String::from_utf8_lossy(&text[from..end]).into_owned();
-        self.offset = end;
+        let new = String::from_utf8_lossy(&text[..end]).into_owned();
+        self.offset += end;
         new.lines().filter_map(parse_media_line).collect()
     }
 }
@@ -82,24 +83,48 @@ fn parse_media_line(l: &str) -> Option<(String, SocketAddr)> {
     Some((call, SocketAddr::new(ip, port)))
 }
 
-/// One call's two streams: the caller's (to the relay's caller-side port) and the callee's.
+/// How the caller's and the callee's legs of a call are told apart in the sipp logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Legs {
+    /// Both legs have the call's Call-ID (a proxy: Kamailio): a call's media starts once
+    /// both are known.
+    SameCallId,
+    /// Each leg has a Call-ID of its own (a B2BUA: sipd): each leg's stream starts once that
+    /// leg is known, on its own.
+    OnTheirOwn,
+}
+
+/// One call's streams: the caller's (to the relay's caller-side port) and the callee's; a
+/// leg on its own ([`Legs::OnTheirOwn`]) has one of them.
 struct Call {
-    to_caller_side: SocketAddr,
-    to_callee_side: SocketAddr,
+    to_caller_side: Option<SocketAddr>,
+    to_callee_side: Option<SocketAddr>,
     stream: u32,
     seq: u64,
     until: Instant,
 }
 
+impl Call {
+    fn leg(a: Option<SocketAddr>, b: Option<SocketAddr>, stream: u32, window: Duration) -> Call {
+        Call {
+            to_caller_side: a,
+            to_callee_side: b,
+            stream,
+            seq: 0,
+            until: Instant::now() + window,
+        }
+    }
+}
+
 /// Runs the media until `done` is set and every call's streams ended (or `bound` passed):
-/// learns calls from the UAC's and UAS's log files, sends on `caller` and `callee` (each
+/// learns calls from the UAC's and UAS's log files (`logs`), sends on `caller` and `callee` (each
 /// call's media for `hold − 1.5 s` from when both legs are known), and receives on clones of
 /// them until 3 s after the last packet.
-pub(super) fn run(
+pub(crate) fn run(
     caller: &UdpSocket,
     callee: &UdpSocket,
-    uac_log: &Path,
-    uas_log: &Path,
+    logs: (&Path, &Path),
+    legs: Legs,
     hold: Duration,
     bound: Duration,
     done: &AtomicBool,
@@ -113,7 +138,7 @@ pub(super) fn run(
     std::thread::scope(|s| {
         let at_caller = s.spawn(|| rtp::receive(&rx_a, &rc));
         let at_callee = s.spawn(|| rtp::receive(&rx_b, &rc));
-        let sent = send_loop(caller, callee, uac_log, uas_log, window, bound, done);
+        let sent = send_loop(caller, callee, logs, legs, window, bound, done);
         let at_caller = at_caller.join().expect("receiver thread")?;
         let at_callee = at_callee.join().expect("receiver thread")?;
         Ok(tally(sent, &at_caller, &at_callee))
@@ -131,8 +156,8 @@ struct Sent {
 fn send_loop(
     caller: &UdpSocket,
     callee: &UdpSocket,
-    uac_log: &Path,
-    uas_log: &Path,
+    (uac_log, uas_log): (&Path, &Path),
+    legs: Legs,
     window: Duration,
     bound: Duration,
     done: &AtomicBool,
@@ -151,13 +176,26 @@ fn send_loop(
     let mut buf = Vec::with_capacity(256);
     let mut next = Instant::now();
     let mut tick: u64 = 0;
+    let mut callee_legs: u32 = 0;
     loop {
         // Learn new legs every 100 ms (the log files are small, read incrementally).
         if tick.is_multiple_of(5) {
-            for (id, dest) in uac.poll() {
+            let (new_a, new_b) = (uac.poll(), uas.poll());
+            if legs == Legs::OnTheirOwn {
+                // Stream numbers stay even for the caller's legs, odd for the callee's.
+                for &(_, dest) in &new_a {
+                    active.push(Call::leg(Some(dest), None, (out.calls as u32) * 2, window));
+                    out.calls += 1;
+                }
+                for &(_, dest) in &new_b {
+                    active.push(Call::leg(None, Some(dest), callee_legs * 2 + 1, window));
+                    callee_legs += 1;
+                }
+            }
+            for (id, dest) in new_a.into_iter().filter(|_| legs == Legs::SameCallId) {
                 half.entry(id).or_default().0 = Some(dest);
             }
-            for (id, dest) in uas.poll() {
+            for (id, dest) in new_b.into_iter().filter(|_| legs == Legs::SameCallId) {
                 half.entry(id).or_default().1 = Some(dest);
             }
             let ready: Vec<String> = half
@@ -167,13 +205,7 @@ fn send_loop(
                 .collect();
             for id in ready {
                 if let Some((Some(a), Some(b))) = half.remove(&id) {
-                    active.push(Call {
-                        to_caller_side: a,
-                        to_callee_side: b,
-                        stream: (out.calls as u32) * 2,
-                        seq: 0,
-                        until: Instant::now() + window,
-                    });
+                    active.push(Call::leg(Some(a), Some(b), (out.calls as u32) * 2, window));
                     out.calls += 1;
                 }
             }
@@ -186,8 +218,9 @@ fn send_loop(
         for c in &mut active {
             for (sock, dest, stream) in [
                 (caller, c.to_caller_side, c.stream),
-                (callee, c.to_callee_side, c.stream + 1),
+                (callee, c.to_callee_side, c.stream | 1),
             ] {
+                let Some(dest) = dest else { continue };
                 rtp::build_packet(stream, c.seq, G711_PAYLOAD, &mut buf);
                 match sock.send_to(&buf, dest) {
                     Ok(_) => *out.per_stream.entry(stream).or_default() += 1,

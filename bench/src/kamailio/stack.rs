@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use ::tests::netns::{Netns, NsChild, Topology, TopologyOptions};
+use ::tests::netns::{NsChild, Topology, TopologyOptions};
 use anyhow::bail;
 use relay_user::ng::client::NgClient;
 
@@ -155,24 +155,6 @@ fn start_relay(
     Ok((relay, version))
 }
 
-/// A sipp in a namespace, pinned to CPU 0, files in `dir` (`<stem>_*.log`), cwd `dir` (its
-/// `-trace_rtt` file lands there).
-fn sipp_command(
-    ns: &Netns,
-    scenario: &str,
-    local: SocketAddr,
-    dir: &Path,
-) -> std::process::Command {
-    let mut cmd = ns.command("taskset");
-    cmd.args(["-c", "0", "sipp"]).current_dir(dir);
-    let stem = scenario.trim_end_matches(".xml");
-    ::tests::sip::base_args(&mut cmd, scenario, "u1", local, |what| {
-        dir.join(format!("{stem}_{what}"))
-    });
-    cmd.args(["-buff_size", "4194304"]);
-    cmd
-}
-
 fn measure(
     system: System,
     o: &Opts,
@@ -213,7 +195,7 @@ fn measure(
     let timeout = o.bound();
 
     let dir = tmp.path();
-    let mut uas_cmd = sipp_command(&topo.callee, "uas.xml", uas_addr, dir);
+    let mut uas_cmd = sipp::ns_command(&topo.callee, "uas.xml", uas_addr, dir, true);
     uas_cmd
         .args(["-set", "rtp_port", &RTP_PORT.to_string()])
         .args(["-m", &calls.to_string(), "-d", "0"])
@@ -230,7 +212,7 @@ fn measure(
     }
 
     let stat_file = dir.join("uac_stats.csv");
-    let mut uac_cmd = sipp_command(&topo.caller, "uac.xml", uac_addr, dir);
+    let mut uac_cmd = sipp::ns_command(&topo.caller, "uac.xml", uac_addr, dir, true);
     let limit = (o.rate as f64 * (o.hold.as_secs_f64() + 10.0)).ceil() as u64;
     uac_cmd
         .args(["-s", CLD, "-set", "cli", CLI])
@@ -265,8 +247,8 @@ fn measure(
             media::run(
                 &caller,
                 &callee,
-                &dir.join("uac_logs.log"),
-                &dir.join("uas_logs.log"),
+                (&dir.join("uac_logs.log"), &dir.join("uas_logs.log")),
+                media::Legs::SameCallId,
                 o.hold,
                 timeout,
                 &done,

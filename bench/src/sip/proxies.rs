@@ -138,35 +138,84 @@ pub(super) fn sipd_path(o: &Opts) -> anyhow::Result<PathBuf> {
     ::tests::bins::find_built("sipd", "-p sipd", "--sipd")
 }
 
-/// sbc.toml for the bench: SIP on 127.0.0.1:5062 (UDP), the default `[auth]` (MD5 digest
-/// only: what sipp 3.6 computes, and Kamailio's), media on its own port range, guard limits far above the load.
-/// `dataplane`: `[dataplane] mode`; `media_timeout_secs`: how long a call may go without
-/// media (sipp sends none: it must outlast the longest call held).
+/// Where a benchmark's sipd listens and relays: [`SipdSite::loopback`] for `bench sip` and
+/// `bench console`, a namespace's addresses and veths for `bench soak`.
+pub(crate) struct SipdSite {
+    /// SIP over UDP (`[sip] udp`).
+    pub(crate) sip: SocketAddr,
+    /// `[media] address`.
+    pub(crate) media: std::net::IpAddr,
+    /// `[media] port_min`, `port_max`.
+    pub(crate) media_ports: (u16, u16),
+    /// `[dataplane] mode`.
+    pub(crate) dataplane: String,
+    /// `[dataplane] interfaces`; empty: sipd's default.
+    pub(crate) interfaces: Vec<String>,
+    /// `[dataplane] instance` (its pins under /sys/fs/bpf).
+    pub(crate) instance: String,
+    /// `[management] listen`.
+    pub(crate) management: SocketAddr,
+    /// `[management] metrics_public`: `/metrics` without a login.
+    pub(crate) metrics_public: bool,
+}
+
+impl SipdSite {
+    /// SIP on 127.0.0.1:5062, media on 127.0.0.1, the management API on 127.0.0.1:18443.
+    pub(crate) fn loopback(dataplane: &str) -> SipdSite {
+        SipdSite {
+            sip: SocketAddr::from(([127, 0, 0, 1], SIPD_PORT)),
+            media: [127, 0, 0, 1].into(),
+            media_ports: (SIPD_MEDIA.0, SIPD_MEDIA.1 + 1),
+            dataplane: dataplane.into(),
+            interfaces: Vec::new(),
+            instance: "sbcbench".into(),
+            management: SocketAddr::from(([127, 0, 0, 1], SIPD_MGMT_PORT)),
+            metrics_public: false,
+        }
+    }
+}
+
+/// sbc.toml for the bench on loopback ([`SipdSite::loopback`]); see [`sipd_config_at`].
 pub(crate) fn sipd_config(dataplane: &str, data_dir: &Path, media_timeout_secs: u64) -> String {
+    sipd_config_at(&SipdSite::loopback(dataplane), data_dir, media_timeout_secs)
+}
+
+/// sbc.toml for the bench: SIP over UDP only, the default `[auth]` (MD5 digest only: what
+/// sipp 3.6 computes, and Kamailio's), media on its own port range, guard limits far above
+/// the load. `media_timeout_secs`: how long a call may go without media (sipp sends none:
+/// it must outlast the longest call held).
+pub(crate) fn sipd_config_at(site: &SipdSite, data_dir: &Path, media_timeout_secs: u64) -> String {
+    let interfaces = if site.interfaces.is_empty() {
+        String::new()
+    } else {
+        let list: Vec<String> = site.interfaces.iter().map(|i| format!("\"{i}\"")).collect();
+        format!("interfaces = [{}]\n", list.join(", "))
+    };
     format!(
-        r#"# Written by `cargo xtask bench` (sip, console).
+        r#"# Written by `cargo xtask bench` (sip, console, soak).
 data_dir = "{data}"
 
 [sip]
-udp = ["127.0.0.1:{SIPD_PORT}"]
+udp = ["{sip}"]
 tcp = []
 
 [auth]
 realm = "{REALM}"
 
 [media]
-address = "127.0.0.1"
+address = "{media}"
 port_min = {pmin}
 port_max = {pmax}
 timeout_secs = {media_timeout_secs}
 
 [dataplane]
 mode = "{dp}"
-instance = "sbcbench"
+{interfaces}instance = "{instance}"
 
 [management]
-listen = "127.0.0.1:{SIPD_MGMT_PORT}"
+listen = "{mgmt}"
 pepper_file = "{pepper}"
+metrics_public = {metrics_public}
 
 # The kernel/IDS guard would (rightly) throttle one source sending thousands of INVITEs a
 # second; the bench measures the call path, not the guard.
@@ -179,23 +228,33 @@ max_sessions_per_source = 10000000
 auth_failures_before_ban = 10000000
 "#,
         data = data_dir.display(),
+        sip = site.sip,
+        media = site.media,
         // Outside the data directory, as sipd requires; the temp dir goes with the bench.
         pepper = data_dir
             .parent()
             .unwrap_or(data_dir)
             .join("sipd.pepper")
             .display(),
-        pmin = SIPD_MEDIA.0,
-        pmax = SIPD_MEDIA.1 + 1,
-        dp = dataplane,
+        pmin = site.media_ports.0,
+        pmax = site.media_ports.1,
+        dp = site.dataplane,
+        instance = site.instance,
+        mgmt = site.management,
+        metrics_public = site.metrics_public,
     )
 }
 
-/// prov.toml: a free tariff, the callee as the only connection, one account with a SIP
-/// username/password and a rule without restrictions; limits far above the load.
+/// prov.toml for the callee on loopback; see [`sipd_provisioning_to`].
 pub(crate) fn sipd_provisioning() -> String {
+    sipd_provisioning_to(SocketAddr::from(([127, 0, 0, 1], UAS_PORT)))
+}
+
+/// prov.toml: a free tariff, the callee at `uas` as the only connection, one account with a
+/// SIP username/password and a rule without restrictions; limits far above the load.
+pub(crate) fn sipd_provisioning_to(uas: SocketAddr) -> String {
     format!(
-        r#"# Written by `cargo xtask bench` (sip, console).
+        r#"# Written by `cargo xtask bench` (sip, console, soak).
 [[tariff]]
 name = "bench-free"
 rate_per_minute = "0"
@@ -203,7 +262,7 @@ expected_call_secs = 60
 
 [[connection]]
 name = "bench-uas"
-destination = "127.0.0.1:{UAS_PORT}"
+destination = "{uas}"
 transport = "udp"
 max_channels = 1000000
 cps_limit = 1000000
@@ -224,17 +283,13 @@ name = "anywhere"
     )
 }
 
-pub(super) fn start_sipd(o: &Opts, cpu: usize, tmp: &Path, log: &Path) -> anyhow::Result<Proxy> {
-    let bin = sipd_path(o)?;
-    let cfg = tmp.join("sbc.toml");
-    let prov = tmp.join("prov.toml");
-    std::fs::write(&cfg, sipd_config(&o.dataplane, &tmp.join("data"), 300))?;
-    std::fs::write(&prov, sipd_provisioning())?;
-    let out = Command::new(&bin)
+/// `sipd -c <cfg> import <prov>`, failing with sipd's output.
+pub(crate) fn sipd_import(bin: &Path, cfg: &Path, prov: &Path) -> anyhow::Result<()> {
+    let out = Command::new(bin)
         .arg("-c")
-        .arg(&cfg)
+        .arg(cfg)
         .arg("import")
-        .arg(&prov)
+        .arg(prov)
         .output()
         .with_context(|| format!("run {}", bin.display()))?;
     if !out.status.success() {
@@ -245,6 +300,27 @@ pub(super) fn start_sipd(o: &Opts, cpu: usize, tmp: &Path, log: &Path) -> anyhow
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
+    Ok(())
+}
+
+/// `sipd --version`, or "sipd".
+pub(crate) fn sipd_version(bin: &Path) -> String {
+    Command::new(bin)
+        .arg("--version")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "sipd".into())
+}
+
+pub(super) fn start_sipd(o: &Opts, cpu: usize, tmp: &Path, log: &Path) -> anyhow::Result<Proxy> {
+    let bin = sipd_path(o)?;
+    let cfg = tmp.join("sbc.toml");
+    let prov = tmp.join("prov.toml");
+    std::fs::write(&cfg, sipd_config(&o.dataplane, &tmp.join("data"), 300))?;
+    std::fs::write(&prov, sipd_provisioning())?;
+    sipd_import(&bin, &cfg, &prov)?;
     let mut cmd = Command::new("taskset");
     cmd.args(["-c", &cpu.to_string()])
         .arg(&bin)
@@ -260,13 +336,7 @@ pub(super) fn start_sipd(o: &Opts, cpu: usize, tmp: &Path, log: &Path) -> anyhow
                 e
             }
         })?;
-    let version = Command::new(&bin)
-        .arg("--version")
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "sipd".into());
+    let version = sipd_version(&bin);
     Ok(Proxy {
         main,
         media: None,

@@ -63,6 +63,30 @@ pub fn uac_command(a: &UacArgs) -> Command {
     c
 }
 
+/// A sipp running a `tests/sipp/` scenario in a namespace, pinned to CPU 0, its files in
+/// `dir` (`<stem>_*.log`), cwd `dir` (its `-trace_rtt` file lands there). `messages`: keep
+/// every SIP message (`-trace_msg`); off, they go to /dev/null, for runs too long to keep
+/// them all.
+pub fn ns_command(
+    ns: &::tests::netns::Netns,
+    scenario: &str,
+    local: std::net::SocketAddr,
+    dir: &Path,
+    messages: bool,
+) -> Command {
+    let mut cmd = ns.command("taskset");
+    cmd.args(["-c", "0", "sipp"]).current_dir(dir);
+    let stem = scenario.trim_end_matches(".xml");
+    ::tests::sip::base_args(&mut cmd, scenario, "u1", local, |what| {
+        if what == "messages.log" && !messages {
+            return std::path::PathBuf::from("/dev/null");
+        }
+        dir.join(format!("{stem}_{what}"))
+    });
+    cmd.args(["-buff_size", "4194304"]);
+    cmd
+}
+
 /// `taskset -c CPU sipp -sf uas.xml -p PORT`: answers every INVITE until stopped.
 pub fn uas_command(scenario: &Path, port: u16, cpu: usize) -> Command {
     let mut c = Command::new("taskset");

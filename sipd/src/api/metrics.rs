@@ -20,6 +20,8 @@ pub struct Extra {
     pub ban_fill: (usize, usize),
     /// SIP messages not kept for a call's ladder (`[call_messages]` bounds).
     pub call_messages_dropped: u64,
+    /// What the call ladder buffer holds now.
+    pub call_messages: crate::events::capture::Held,
     /// HEP copies sent and dropped (all zero when capture is off).
     pub hep: crate::hep::HepCounts,
 }
@@ -404,6 +406,24 @@ const RECORDS: &[Simple] = &[
         |_, x| x.call_messages_dropped,
     ),
     (
+        "sipd_call_messages_live_calls",
+        "gauge",
+        "Calls in progress whose SIP messages are kept for their ladder (back to 0 when no call is up).",
+        |_, x| x.call_messages.live_calls as u64,
+    ),
+    (
+        "sipd_call_messages_ended_calls",
+        "gauge",
+        "Ended calls whose SIP messages are kept (at most [call_messages] ended_calls).",
+        |_, x| x.call_messages.ended_calls as u64,
+    ),
+    (
+        "sipd_call_messages_bytes",
+        "gauge",
+        "Bytes of SIP messages kept for call ladders (at most [call_messages] max_bytes).",
+        |_, x| x.call_messages.bytes as u64,
+    ),
+    (
         "sipd_cdr_queue_depth",
         "gauge",
         "CDRs and debits waiting for the store writer.",
@@ -444,6 +464,27 @@ const RECORDS: &[Simple] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn call_ladder_buffer_is_on_the_page() {
+        let x = Extra {
+            call_messages: crate::events::capture::Held {
+                live_calls: 3,
+                ended_calls: 7,
+                bytes: 4096,
+            },
+            ..Extra::default()
+        };
+        let page = render(&Status::default(), &x);
+        for line in [
+            "sipd_call_messages_live_calls 3",
+            "sipd_call_messages_ended_calls 7",
+            "sipd_call_messages_bytes 4096",
+            "# TYPE sipd_call_messages_bytes gauge",
+        ] {
+            assert!(page.lines().any(|l| l == line), "{line} not in:\n{page}");
+        }
+    }
 
     #[test]
     fn labels_are_escaped() {

@@ -327,6 +327,28 @@ impl Capture {
         let g = self.lock();
         (g.calls.len(), g.bytes)
     }
+
+    /// What the buffer holds now, for `/metrics`.
+    pub fn held(&self) -> Held {
+        let g = self.lock();
+        Held {
+            live_calls: g.calls.len().saturating_sub(g.ended.len()),
+            ended_calls: g.ended.len(),
+            bytes: g.bytes,
+        }
+    }
+}
+
+/// What [`Capture`] holds: live calls' messages go when the call ends (into the ended ones,
+/// bounded by `ended_calls`); all of it within `max_bytes`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Held {
+    /// Calls not ended whose messages are kept.
+    pub live_calls: usize,
+    /// Ended calls whose messages are kept (at most `ended_calls`).
+    pub ended_calls: usize,
+    /// Bytes of messages kept, live and ended calls together.
+    pub bytes: usize,
 }
 
 #[cfg(test)]
@@ -436,5 +458,30 @@ mod tests {
         let m3 = c.messages(3).unwrap();
         assert_eq!((m3.messages.len(), m3.dropped), (1, 1));
         assert!(c.fill().1 <= 2_000);
+    }
+
+    #[test]
+    fn held_splits_live_and_ended_calls() {
+        let c = Capture::new(CaptureConfig::default());
+        let p = peer();
+        for key in 1..=3 {
+            let id = format!("c{key}");
+            c.record(
+                key,
+                &id,
+                Side::A,
+                Dir::In,
+                &p,
+                &msg("INVITE sip:y SIP/2.0", 100),
+                key,
+            );
+        }
+        c.ended(2);
+        let h = c.held();
+        assert_eq!((h.live_calls, h.ended_calls), (2, 1));
+        assert_eq!(h.bytes, c.fill().1);
+        c.ended(1);
+        c.ended(3);
+        assert_eq!(c.held().live_calls, 0);
     }
 }

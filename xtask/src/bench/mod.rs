@@ -5,7 +5,8 @@
 //! The benchmarks live in their own crate because they need relay-user (the ng client, the XDP
 //! object), and xtask must build on a fresh machine before `cargo xtask setup` has installed the
 //! eBPF toolchain. So xtask only builds and starts them: the program under test (`relay`:
-//! `cargo build --release -p relay-user --bin relayd`, also for `kamailio`; `sip` and `console`: `-p sipd --bin sipd`), then
+//! `cargo build --release -p relay-user --bin relayd`, also for `kamailio`; `sip`, `console` and
+//! `soak` (`cargo xtask soak`): `-p sipd --bin sipd`), then
 //! `cargo run --release -p bench -- <name> [args...]`, passing the arguments through and
 //! exiting with the benchmark's exit code. `all` runs each benchmark with its defaults.
 //! If sipd does not build, `sip` still runs (Kamailio's half) and reports sipd as failed
@@ -22,10 +23,13 @@ pub const NAMES: &[&str] = &[
     "relay", "sip", "kamailio", "console", "xdp", "xdp-log", "all",
 ];
 
+/// Run through `cargo xtask soak`, never by `bench all` (it takes as long as it is told).
+const SOAK: &str = "soak";
+
 /// Builds what the benchmark measures, runs it; `Ok(code)` is the benchmark's exit code
 /// (for `all`, the first non-zero one).
 pub fn run(name: &str, args: &[String]) -> anyhow::Result<i32> {
-    if !NAMES.contains(&name) {
+    if !NAMES.contains(&name) && name != SOAK {
         anyhow::bail!("unknown benchmark {name:?}; known: {}", NAMES.join(", "));
     }
     if name == "all" {
@@ -46,7 +50,7 @@ pub fn run(name: &str, args: &[String]) -> anyhow::Result<i32> {
         let mut build = util::cargo();
         build.args(["build", "--release", "-p", "relay-user", "--bin", "relayd"]);
         util::run(&mut build)?;
-    } else if name == "sip" || name == "console" {
+    } else if name == "sip" || name == "console" || name == SOAK {
         let mut build = util::cargo();
         build.args(["build", "--release", "-p", "sipd", "--bin", "sipd"]);
         if let Err(e) = util::run(&mut build) {

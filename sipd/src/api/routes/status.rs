@@ -95,6 +95,7 @@ pub async fn metrics(_: MetricsAccess, Extract(st): Extract<State>) -> ApiResult
             bans: s.firewall().ban_counters(),
             ban_fill: s.firewall().ban_fill(),
             call_messages_dropped: s.control.capture.dropped(),
+            call_messages: s.control.capture.held(),
             hep: s
                 .control
                 .hep
