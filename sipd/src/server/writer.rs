@@ -23,6 +23,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use anyhow::Result;
 use serde::Serialize;
@@ -34,6 +35,10 @@ use crate::store::{CallWrite, Store};
 
 /// Most records in one batch (one flush).
 const BATCH: usize = 1024;
+/// How long a batch that messages wait for waits for more writes before its flush.
+const COMMIT_DELAY: std::time::Duration = std::time::Duration::from_millis(2);
+/// Writes no message waits for are flushed at most this long after they are written.
+const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
 /// Records queued at most: a CDR is a few hundred bytes, so a few MiB.
 pub const QUEUE: usize = 16_384;
 
@@ -101,13 +106,22 @@ pub struct Writer {
 
 impl Writer {
     pub fn spawn(store: Arc<Store>) -> Result<Writer> {
-        Writer::spawn_with(QUEUE, move |batch| store.settle_calls(batch))
+        let s2 = store.clone();
+        Writer::spawn_with(
+            QUEUE,
+            move |batch| store.write_calls(batch),
+            move || s2.flush_calls(),
+        )
     }
 
-    /// With `capacity` records and `settle` writing a batch (tests give a slow one).
+    /// With `capacity` records, `write` writing a batch and `flush` making what was written
+    /// durable (tests give slow ones). A batch with a write that messages wait for is flushed
+    /// at once; the others (calls in setup, refused attempts' CDRs, checkpoints) at most
+    /// [`FLUSH_EVERY`] later, so they share flushes and cost no fsync each.
     fn spawn_with(
         capacity: usize,
-        settle: impl Fn(Vec<CallWrite>) -> Vec<crate::store::StoreError> + Send + 'static,
+        write: impl Fn(Vec<CallWrite>) -> Vec<crate::store::StoreError> + Send + 'static,
+        flush: impl Fn() -> Result<(), crate::store::StoreError> + Send + 'static,
     ) -> Result<Writer> {
         let (tx, rx) = mpsc::sync_channel::<Job>(capacity);
         let (durable_tx, durable) = watch::channel(0u64);
@@ -116,26 +130,72 @@ impl Writer {
         let thread = std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || {
-                while let Ok(first) = rx.recv() {
-                    c.depth.fetch_sub(1, Ordering::Relaxed);
-                    let mut batch = vec![first];
-                    while batch.len() < BATCH {
-                        match rx.try_recv() {
-                            Ok(j) => {
-                                c.depth.fetch_sub(1, Ordering::Relaxed);
-                                batch.push(j)
+                // Written but not flushed yet: since when, and up to which sequence number.
+                let mut dirty: Option<(Instant, u64)> = None;
+                loop {
+                    let first = match dirty {
+                        Some((since, _)) => {
+                            match rx.recv_timeout(FLUSH_EVERY.saturating_sub(since.elapsed())) {
+                                Ok(j) => Some(j),
+                                Err(mpsc::RecvTimeoutError::Timeout) => None,
+                                Err(mpsc::RecvTimeoutError::Disconnected) => break,
                             }
-                            Err(_) => break,
                         }
+                        None => match rx.recv() {
+                            Ok(j) => Some(j),
+                            Err(_) => break,
+                        },
+                    };
+                    let mut holds = false;
+                    if let Some(first) = first {
+                        c.depth.fetch_sub(1, Ordering::Relaxed);
+                        let mut batch = vec![first];
+                        while batch.len() < BATCH {
+                            match rx.try_recv() {
+                                Ok(j) => {
+                                    c.depth.fetch_sub(1, Ordering::Relaxed);
+                                    batch.push(j)
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                        holds = batch.iter().any(|(_, w)| w.holds_signalling());
+                        // Group commit: a flush costs far more than a write, so a batch that
+                        // must be flushed now waits a moment for the writes right behind it.
+                        let until = Instant::now() + COMMIT_DELAY;
+                        while holds && batch.len() < BATCH {
+                            match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
+                                Ok(j) => {
+                                    c.depth.fetch_sub(1, Ordering::Relaxed);
+                                    batch.push(j)
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                        let n = batch.len() as u64;
+                        let last = batch.last().map_or(0, |(seq, _)| *seq);
+                        for e in write(batch.into_iter().map(|(_, w)| w).collect()) {
+                            error!(error = %e, "call record, CDR or balance debit not stored");
+                        }
+                        c.written.fetch_add(n, Ordering::Relaxed);
+                        dirty = Some((dirty.map_or(Instant::now(), |(t, _)| t), last));
                     }
-                    let n = batch.len() as u64;
-                    let last = batch.last().map_or(0, |(seq, _)| *seq);
-                    for e in settle(batch.into_iter().map(|(_, w)| w).collect()) {
-                        error!(error = %e, "call record, CDR or balance debit not stored");
+                    if let Some((since, last)) = dirty
+                        && (holds || since.elapsed() >= FLUSH_EVERY)
+                    {
+                        if let Err(e) = flush() {
+                            error!(error = %e, "store flush failed: recent call records and CDRs may not be durable");
+                        }
+                        // Released even when the flush failed: its error is logged, and
+                        // holding the calls' signalling forever would not make the disk work.
+                        durable_tx.send_replace(last);
+                        dirty = None;
                     }
-                    c.written.fetch_add(n, Ordering::Relaxed);
-                    // Released even when a write failed: its error is logged, and holding the
-                    // calls' signalling forever would not make the disk work again.
+                }
+                if let Some((_, last)) = dirty {
+                    if let Err(e) = flush() {
+                        error!(error = %e, "store flush failed at exit");
+                    }
                     durable_tx.send_replace(last);
                 }
             })?;
@@ -261,16 +321,20 @@ mod tests {
     fn a_full_queue_drops_unanswered_attempts_and_keeps_every_answered_call() {
         let written = Arc::new(Mutex::new(Vec::new()));
         let w2 = written.clone();
-        let mut w = Writer::spawn_with(4, move |batch| {
-            std::thread::sleep(Duration::from_millis(20));
-            w2.lock()
-                .unwrap()
-                .extend(batch.into_iter().map(|w| match w {
-                    CallWrite::Settle { cdr, .. } => cdr.call_id,
-                    _ => String::new(),
-                }));
-            Vec::new()
-        })
+        let mut w = Writer::spawn_with(
+            4,
+            move |batch| {
+                std::thread::sleep(Duration::from_millis(20));
+                w2.lock()
+                    .unwrap()
+                    .extend(batch.into_iter().map(|w| match w {
+                        CallWrite::Settle { cdr, .. } => cdr.call_id,
+                        _ => String::new(),
+                    }));
+                Vec::new()
+            },
+            || Ok(()),
+        )
         .unwrap();
         let probe = w.probe();
         for i in 0..200 {
