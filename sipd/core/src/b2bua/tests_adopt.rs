@@ -357,3 +357,38 @@ fn a_2xx_the_caller_had_not_acked_is_sent_again_by_the_next_run() {
     assert!(w2.codes(CARRIER).is_empty(), "still resent after the ACK");
     assert_eq!(w2.core.active_calls(), 1);
 }
+
+/// A re-INVITE from the caller after the restart is relayed in the vendor's dialog with a
+/// CSeq past anything the previous run sent, re-anchored, answered, and the call saved again
+/// with the 200 held for it.
+#[test]
+fn a_reinvite_after_a_restart_is_relayed_and_saved() {
+    let mut w = ip_world();
+    let inv = start_call(&mut w, "call-re");
+    answer(&mut w, &inv);
+    let a_tag = w.take(CARRIER)[0].to().tag.unwrap();
+    w.from(CARRIER, &ack_from_carrier("call-re", &a_tag));
+    w.take(VENDOR1);
+    let (mut w2, _) = restart(&w, vec![account(1, "carrier")], Duration::from_secs(1));
+    let re = format!(
+        "INVITE sip:sbc@10.0.0.2:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-re2\r\nMax-Forwards: 70\r\nFrom: <sip:1555000@10.0.0.1>;tag=ftag-call-re\r\nTo: <sip:4420555@10.0.0.2>;tag={a_tag}\r\nCall-ID: call-re\r\nCSeq: 2 INVITE\r\nContact: <sip:1555000@10.0.0.1>\r\nContent-Type: application/sdp\r\n\r\n{}",
+        SDP_A.replace("a=rtpmap:0 PCMU/8000", "a=rtpmap:0 PCMU/8000\r\na=sendonly")
+    );
+    w2.from(CARRIER, &re);
+    let up = w2.take(VENDOR1);
+    assert_eq!(up.len(), 1, "{up:?}");
+    assert_eq!(up[0].method(), Some(&Method::Invite));
+    assert_eq!(up[0].call_id(), inv.call_id());
+    assert_eq!(up[0].to().tag.as_deref(), Some("vtag"));
+    assert!(up[0].cseq().0 > inv.cseq().0 + 1, "{:?}", up[0].cseq());
+    assert!(String::from_utf8_lossy(&up[0].body).contains("192.0.2.10"));
+    w2.effects.clear();
+    w2.from(VENDOR1, &reply(&up[0], 200, "vtag", Some(SDP_B)));
+    assert_eq!(w2.codes(CARRIER), vec![200]);
+    assert!(
+        w2.effects
+            .iter()
+            .any(|e| matches!(e, Effect::SaveCall { hold: true, .. })),
+        "the moved media is saved before the 200"
+    );
+}
