@@ -535,7 +535,7 @@ pub struct Audit {
     #[arg(long)]
     pub user: Option<String>,
     /// Entry kind
-    #[arg(long, value_parser = ["login", "logout", "create", "update", "delete", "password", "totp", "revoke", "init"])]
+    #[arg(long, value_parser = crate::console::screens::audit::KINDS)]
     pub kind: Option<String>,
     /// At or after: Unix ms or a UTC time
     #[arg(long, value_name = "TIME")]

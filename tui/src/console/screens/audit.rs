@@ -43,10 +43,10 @@ impl Default for Audit {
     }
 }
 
-/// The actions the daemon audits, for the form's check.
-pub const KINDS: [&str; 12] = [
+/// The actions the daemon audits (its `AuditKind`), for the form's check and the CLI.
+pub const KINDS: [&str; 14] = [
     "login", "logout", "create", "update", "delete", "password", "totp", "revoke", "init",
-    "import", "deny", "ban",
+    "import", "deny", "ban", "backup", "restore",
 ];
 
 fn actor(e: &AuditEntry) -> &str {
