@@ -1,5 +1,5 @@
 //! One sample of everything the soak watches: sipd's memory and file descriptors (`/proc`),
-//! the entries of every BPF map of its instance (the pins under /sys/fs/bpf/<instance>), and
+//! the entries of every BPF map of its instance (the pins under `/sys/fs/bpf/<instance>`), and
 //! the gauges of its `/metrics` page (the bounded tables), plus the counters the report needs.
 
 use std::collections::BTreeMap;
