@@ -74,6 +74,14 @@ pub fn loadavg() -> String {
         .unwrap_or_default()
 }
 
+/// The command line a report names: `name` and the arguments it was given.
+pub fn command_line(name: &str, args: &[String]) -> String {
+    std::iter::once(name)
+        .chain(args.iter().map(String::as_str))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// The running kernel's release.
 pub fn kernel_release() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease")

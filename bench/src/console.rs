@@ -267,10 +267,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
     let report = Report {
-        command: std::iter::once("cargo xtask bench console".to_string())
-            .chain(args.iter().cloned())
-            .collect::<Vec<_>>()
-            .join(" "),
+        command: common::command_line("cargo xtask bench console", args),
         kernel: common::kernel_release(),
         cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
         sipp: sipp_version,

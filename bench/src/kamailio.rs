@@ -199,10 +199,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         results.push(r);
     }
     let report = Report {
-        command: std::iter::once("cargo xtask bench kamailio".to_string())
-            .chain(args.iter().cloned())
-            .collect::<Vec<_>>()
-            .join(" "),
+        command: common::command_line("cargo xtask bench kamailio", args),
         kernel: common::kernel_release(),
         cpus,
         sipp: sipp_version,

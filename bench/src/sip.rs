@@ -266,10 +266,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     }
 
     let report = Report {
-        command: std::iter::once("cargo xtask bench sip".to_string())
-            .chain(args.iter().cloned())
-            .collect::<Vec<_>>()
-            .join(" "),
+        command: common::command_line("cargo xtask bench sip", args),
         kernel: common::kernel_release(),
         cpus,
         sipp: sipp_version,

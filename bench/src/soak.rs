@@ -273,15 +273,12 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         .args(["-set", "rtp_port", &RTP_PORT.to_string()])
         .args(["-m", &calls.to_string(), "-d", "0"])
         .args(["-timeout", &format!("{}s", bound.as_secs())]);
-    let mut uas = Proc::spawn("sipp UAS", &mut uas_cmd, &dir.join("uas_stdout.log"))?;
-    let end = Instant::now() + Duration::from_secs(10);
-    while !::tests::sip::udp_bound(&topo.callee, uas_addr) {
-        uas.check_alive()?;
-        if Instant::now() > end {
-            bail!("sipp UAS did not bind {uas_addr}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let uas = sipp::spawn_uas_bound(
+        &topo.callee,
+        uas_addr,
+        &mut uas_cmd,
+        &dir.join("uas_stdout.log"),
+    )?;
     let stat_file = dir.join("uac_stats.csv");
     let mut uac_cmd = sipp::ns_command(&topo.caller, "uac.xml", uac_addr, dir, false);
     let limit = (o.cps as f64 * (o.hold.as_secs_f64() + 10.0)).ceil() as u64;
@@ -412,10 +409,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     );
 
     let report = Report {
-        command: std::iter::once("cargo xtask soak".to_string())
-            .chain(args.iter().cloned())
-            .collect::<Vec<_>>()
-            .join(" "),
+        command: common::command_line("cargo xtask soak", args),
         kernel: common::kernel_release(),
         cpus,
         sipp: sipp_version,

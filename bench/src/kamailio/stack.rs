@@ -200,16 +200,12 @@ fn measure(
         .args(["-set", "rtp_port", &RTP_PORT.to_string()])
         .args(["-m", &calls.to_string(), "-d", "0"])
         .args(["-timeout", &format!("{}s", timeout.as_secs())]);
-    let mut uas = procs::Proc::spawn("sipp UAS", &mut uas_cmd, &dir.join("uas_stdout.log"))?;
-    // Its SIP socket bound before the first INVITE.
-    let end = Instant::now() + Duration::from_secs(10);
-    while !::tests::sip::udp_bound(&topo.callee, uas_addr) {
-        uas.check_alive()?;
-        if Instant::now() > end {
-            bail!("sipp UAS did not bind {uas_addr}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let uas = sipp::spawn_uas_bound(
+        &topo.callee,
+        uas_addr,
+        &mut uas_cmd,
+        &dir.join("uas_stdout.log"),
+    )?;
 
     let stat_file = dir.join("uac_stats.csv");
     let mut uac_cmd = sipp::ns_command(&topo.caller, "uac.xml", uac_addr, dir, true);

@@ -87,6 +87,26 @@ pub fn ns_command(
     cmd
 }
 
+/// Starts a UAS prepared with [`ns_command`] in `ns` and waits (up to 10 s) until its SIP
+/// socket `addr` is bound, so the first INVITE finds it.
+pub fn spawn_uas_bound(
+    ns: &::tests::netns::Netns,
+    addr: std::net::SocketAddr,
+    cmd: &mut Command,
+    log: &Path,
+) -> anyhow::Result<super::procs::Proc> {
+    let mut uas = super::procs::Proc::spawn("sipp UAS", cmd, log)?;
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !::tests::sip::udp_bound(ns, addr) {
+        uas.check_alive()?;
+        if std::time::Instant::now() > end {
+            bail!("sipp UAS did not bind {addr}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Ok(uas)
+}
+
 /// `taskset -c CPU sipp -sf uas.xml -p PORT`: answers every INVITE until stopped.
 pub fn uas_command(scenario: &Path, port: u16, cpu: usize) -> Command {
     let mut c = Command::new("taskset");
