@@ -16,10 +16,18 @@ pub mod guard;
 pub mod maps;
 pub mod ratelimit;
 pub mod relay;
+pub mod route;
 pub mod rtp;
 pub mod stats;
 
 pub use addr::Addr;
+
+/// How far behind CLOCK_MONOTONIC the XDP program's clock may be: it reads the coarse clock
+/// (`bpf_ktime_get_coarse_ns`, updated once a tick; 10 ms at HZ=100, the lowest usual), so a
+/// ban, fragment verdict or learning window ends up to this much later than its deadline, and
+/// a last-seen time reads up to this much early. (The SIP guard's rates use the precise
+/// clock.)
+pub const KERNEL_CLOCK_LAG_NS: u64 = 10_000_000;
 
 /// Implements `aya::Pod` for map types in userspace builds and asserts their size everywhere.
 macro_rules! map_type {

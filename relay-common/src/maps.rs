@@ -14,6 +14,7 @@ use crate::{
     },
     guard::{GuardConfig, GuardEvent, GuardState, SessionCount},
     relay::{Leg, LegCounters, LegKey},
+    route::Route,
     stats::STATS_LEN,
 };
 
@@ -41,12 +42,17 @@ pub const GUARD_STATE: &str = "GUARD_STATE";
 pub const SESSIONS: &str = "SESSIONS";
 /// Ring buffer of [`GuardEvent`]s the SIP guard emits for the IDS.
 pub const GUARD_EVENTS: &str = "GUARD_EVENTS";
-/// Hash of media relay legs ([`LegKey`] → [`Leg`]), one per relay port.
-pub const RELAY_LEGS: &str = "RELAY_LEGS";
+/// Array of media relay legs ([`Leg`]) indexed by relay port; a slot without
+/// [`LEG_PRESENT`](crate::relay::LEG_PRESENT) holds none. Named `LEGS` since it became an
+/// array: the hash of older builds is [`RETIRED_RELAY_LEGS`].
+pub const RELAY_LEGS: &str = "LEGS";
 /// Per-CPU hash of what arrived on each leg ([`LegKey`] → [`LegCounters`]). Named
 /// `LEG_COUNTERS` since the counters grew RTP loss state: the 32-byte `RELAY_COUNTERS` of
 /// older builds is [`RETIRED_RELAY_COUNTERS`].
 pub const RELAY_COUNTERS: &str = "LEG_COUNTERS";
+/// Array of the relay's cached routes, indexed by relay port ([`Route`], `route.rs`),
+/// kernel-owned.
+pub const ROUTES: &str = "ROUTES";
 /// Per-CPU LRU hash of what the kernel dropped for each ban ([`BanHitKey`] → [`BanHits`]).
 pub const BAN_HITS: &str = "BAN_HITS";
 /// Devmap hash of the interfaces (by ifindex) the relay may redirect packets to; a packet
@@ -81,8 +87,10 @@ pub const GUARD_CONFIG_LEN: u32 = 1;
 pub const GUARD_STATE_MAX: u32 = 65_536;
 /// Sources with a session count or cap in `SESSIONS`.
 pub const SESSIONS_MAX: u32 = 65_536;
-/// One entry per relay port: the whole 16-bit port space fits. `RELAY_COUNTERS` has as many.
+/// One slot per port: the whole 16-bit port space. `RELAY_COUNTERS` has as many entries.
 pub const RELAY_LEGS_MAX: u32 = 65_536;
+/// `ROUTES` has an entry for every port.
+pub const ROUTES_MAX: u32 = 65_536;
 /// Interfaces in `TX_PORTS`.
 pub const TX_PORTS_MAX: u32 = 64;
 /// Fragmented datagrams whose first fragment's verdict is remembered (for
@@ -162,8 +170,9 @@ pub const LAYOUT: &[MapLayout] = &[
     layout::<Addr, GuardState>(GUARD_STATE, GUARD_STATE_MAX),
     layout::<Addr, SessionCount>(SESSIONS, SESSIONS_MAX),
     layout::<(), ()>(GUARD_EVENTS, GUARD_EVENTS_BYTES),
-    layout::<LegKey, Leg>(RELAY_LEGS, RELAY_LEGS_MAX),
+    layout::<u32, Leg>(RELAY_LEGS, RELAY_LEGS_MAX),
     layout::<LegKey, LegCounters>(RELAY_COUNTERS, RELAY_LEGS_MAX),
+    layout::<u32, Route>(ROUTES, ROUTES_MAX),
     layout::<u32, ()>(TX_PORTS, TX_PORTS_MAX),
     layout::<u32, u64>(STATS, STATS_LEN),
     layout::<FragKey, FragVerdict>(FRAG_VERDICTS, FRAG_VERDICTS_MAX),
@@ -179,11 +188,16 @@ pub const RETIRED: &[MapLayout] = &[
     // Until the counters grew RTP loss state: four u64 (packets, bytes, last seen, strict
     // drops), now the head of `LegCounters` in `LEG_COUNTERS`.
     layout::<LegKey, [u64; 4]>(RETIRED_RELAY_COUNTERS, RELAY_LEGS_MAX),
+    // Until the legs became an array indexed by port (a hash lookup per leg cost a relayed
+    // packet two hashes): the same legs, keyed by `LegKey`, now in `LEGS`.
+    layout::<LegKey, Leg>(RETIRED_RELAY_LEGS, RELAY_LEGS_MAX),
 ];
 /// The hash of single-address bans that `BANS_V4` and `BANS_V6` replaced.
 pub const RETIRED_BANS: &str = "BANS";
 /// The per-CPU leg counters without RTP loss state that `LEG_COUNTERS` replaced.
 pub const RETIRED_RELAY_COUNTERS: &str = "RELAY_COUNTERS";
+/// The hash of legs that the array `LEGS` replaced.
+pub const RETIRED_RELAY_LEGS: &str = "RELAY_LEGS";
 
 #[cfg(test)]
 mod tests {
@@ -209,6 +223,7 @@ mod tests {
             GUARD_EVENTS,
             RELAY_LEGS,
             RELAY_COUNTERS,
+            ROUTES,
             TX_PORTS,
             STATS,
             FRAG_VERDICTS,

@@ -2,13 +2,14 @@
 //!
 //! A call's media stream has two legs. Each leg owns one relay port (RTP even, RTCP = RTP + 1 is
 //! a separate pair of legs) on which its peer sends; a packet arriving on leg A is sent out from
-//! leg B's port to leg B's peer. Each leg is one `RELAY_LEGS` entry keyed by its port, so the
-//! kernel does two lookups: the receiving leg (latching, strict source, counters) and its
-//! partner (where to send).
+//! leg B's port to leg B's peer. Each leg is the `RELAY_LEGS` slot of its port (an array, so
+//! each lookup is an inlined index, not a hash), and the kernel reads two: the receiving leg
+//! (latching, strict source, counters) and its partner (where to send).
 
 use crate::Addr;
 
-/// Key of `RELAY_LEGS` and `RELAY_COUNTERS`: the relay port (host order) the packet was sent to.
+/// Key of `RELAY_COUNTERS` (and of the retired hash of legs): the relay port (host order) the
+/// packet was sent to. `RELAY_LEGS` is indexed by the port itself.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct LegKey {
@@ -40,6 +41,11 @@ pub const LEG_ACTIVE: u32 = 1 << 4;
 /// `trust_addr` holds a second address the peer may be learnt from: the one its SIP came from
 /// (an endpoint behind NAT sends media from its public address, not the SDP's).
 pub const LEG_TRUST_KNOWN: u32 = 1 << 5;
+
+/// The slot holds a leg: set by userspace on every leg it writes (`RELAY_LEGS` is an array,
+/// so a port without a leg is an all-zero slot). The kernel leaves a port whose slot lacks it
+/// to the rest of the pipeline, as if no relay port.
+pub const LEG_PRESENT: u32 = 1 << 6;
 
 /// How long after an offer or answer a leg may learn its peer, unless configured otherwise.
 /// Long enough for a phone that starts its media late; the window only ever admits the SDP's

@@ -23,9 +23,11 @@ use relay_common::{
     guard::{GuardConfig, GuardState, SessionCount},
     maps::{
         BAN_HITS_MAX, BANS_MAX, DENY_MAX, FRAG_VERDICTS_MAX, GUARD_CONFIG_LEN, GUARD_EVENTS_BYTES,
-        GUARD_STATE_MAX, RELAY_LEGS_MAX, SERVICES_MAX, SESSIONS_MAX, SVC_ALLOW_MAX, TX_PORTS_MAX,
+        GUARD_STATE_MAX, RELAY_LEGS_MAX, ROUTES_MAX, SERVICES_MAX, SESSIONS_MAX, SVC_ALLOW_MAX,
+        TX_PORTS_MAX,
     },
     relay::{Leg, LegCounters, LegKey},
+    route::Route,
     stats::{STATS_LEN, Stat},
 };
 
@@ -58,9 +60,10 @@ const _: () = {
     assert!(same(m::GUARD_STATE, "GUARD_STATE"));
     assert!(same(m::SESSIONS, "SESSIONS"));
     assert!(same(m::GUARD_EVENTS, "GUARD_EVENTS"));
-    assert!(same(m::RELAY_LEGS, "RELAY_LEGS"));
+    assert!(same(m::RELAY_LEGS, "LEGS"));
     assert!(same(m::RELAY_COUNTERS, "LEG_COUNTERS"));
     assert!(same(m::BAN_HITS, "BAN_HITS"));
+    assert!(same(m::ROUTES, "ROUTES"));
     assert!(same(m::TX_PORTS, "TX_PORTS"));
     assert!(same(m::STATS, "STATS"));
     assert!(same(m::FRAG_VERDICTS, "FRAG_VERDICTS"));
@@ -109,12 +112,17 @@ pub static SESSIONS: HashMap<Addr, SessionCount> = HashMap::pinned(SESSIONS_MAX,
 #[map(name = "GUARD_EVENTS")]
 pub static GUARD_EVENTS: RingBuf = RingBuf::pinned(GUARD_EVENTS_BYTES, 0);
 
-#[map(name = "RELAY_LEGS")]
-pub static RELAY_LEGS: HashMap<LegKey, Leg> = HashMap::pinned(RELAY_LEGS_MAX, 0);
+/// By relay port: an array, so a lookup is an inlined index (`relay_common::relay`).
+#[map(name = "LEGS")]
+pub static RELAY_LEGS: Array<Leg> = Array::pinned(RELAY_LEGS_MAX, 0);
 
 #[map(name = "LEG_COUNTERS")]
 pub static RELAY_COUNTERS: PerCpuHashMap<LegKey, LegCounters> =
     PerCpuHashMap::pinned(RELAY_LEGS_MAX, 0);
+
+/// The relay's route cache, by relay port (`route.rs`): an array, so the lookup is inlined.
+#[map(name = "ROUTES")]
+pub static ROUTES: Array<Route> = Array::pinned(ROUTES_MAX, 0);
 
 /// Egress devices for redirect, keyed by ifindex (value: `bpf_devmap_val`).
 #[map(name = "TX_PORTS")]

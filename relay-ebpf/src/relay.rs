@@ -6,18 +6,14 @@
 //! goes up unmodified to the userspace relay socket bound on the same port, which can: the
 //! fallback is a slower path, never a lost or mangled packet.
 
-use aya_ebpf::{
-    EbpfContext,
-    bindings::{BPF_FIB_LKUP_RET_NOT_FWDED, BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup as FibParams},
-    helpers::generated::bpf_fib_lookup,
-    programs::XdpContext,
-};
+use aya_ebpf::programs::XdpContext;
 use relay_common::{
     csum,
     relay::{
-        LEG_ACTIVE, LEG_LATCH, LEG_LATCHED, LEG_PEER_KNOWN, LEG_STRICT_SOURCE, LEG_TRUST_KNOWN,
-        Leg, LegCounters, LegKey,
+        LEG_ACTIVE, LEG_LATCH, LEG_LATCHED, LEG_PEER_KNOWN, LEG_PRESENT, LEG_STRICT_SOURCE,
+        LEG_TRUST_KNOWN, Leg, LegCounters, LegKey,
     },
+    route::{Route, route_ticks},
     rtp::rtp_seq,
 };
 
@@ -26,6 +22,7 @@ use crate::{
     diag::{self, Event},
     maps::{RELAY_COUNTERS, RELAY_LEGS, TX_PORTS},
     parse::{self, Family, Packet, UDP_HLEN, Udp, Vlan, off},
+    route,
 };
 
 // `Words::read`/`write` on leg addresses rely on these.
@@ -35,9 +32,6 @@ const _: () = assert!(
         && core::mem::offset_of!(Leg, peer_addr) % 8 == 0
         && core::mem::offset_of!(Leg, trust_addr) % 8 == 0
 );
-
-const AF_INET: u8 = 2;
-const AF_INET6: u8 = 10;
 
 /// How a relayed packet left.
 #[derive(Clone, Copy)]
@@ -65,25 +59,6 @@ pub enum RelayError {
     Rewrite,
 }
 
-/// Where the rewritten packet goes, decided before anything is written. Flat and small: it
-/// lives on the stack of a program that has 512 bytes in all.
-#[derive(Default)]
-struct Plan {
-    src: Words,
-    dst: Words,
-    sport: u16,
-    dport: u16,
-    /// `EGRESS_*`.
-    egress: u8,
-    ifindex: u32,
-    smac: [u8; 6],
-    dmac: [u8; 6],
-}
-
-const EGRESS_TX: u8 = 0;
-const EGRESS_REDIRECT: u8 = 1;
-const EGRESS_LOCAL: u8 = 2;
-
 #[inline(never)]
 pub fn try_relay(
     ctx: &XdpContext,
@@ -92,13 +67,18 @@ pub fn try_relay(
     now_ns: u64,
 ) -> Result<Relayed, RelayError> {
     let key = LegKey::new(udp.dport);
-    let leg = RELAY_LEGS.get_ptr_mut(key).ok_or(RelayError::NoLeg)?;
-    // SAFETY (every access to `leg`): a live element of a preallocated hash, read field by field
-    // rather than copied, to stay within the 512-byte stack. Userspace may rewrite it
-    // concurrently; a torn read can misdirect at most this one packet, as with any
-    // userspace/kernel map race.
+    let leg = RELAY_LEGS
+        .get_ptr_mut(u32::from(udp.dport))
+        .ok_or(RelayError::NoLeg)?;
+    // SAFETY (every access to `leg`): a slot of an array map, read field by field rather than
+    // copied, to stay within the 512-byte stack. Userspace may rewrite it concurrently (an
+    // array update copies in place); a torn read can misdirect at most this one packet, as
+    // with any userspace/kernel map race.
     let flags = unsafe { (*leg).flags };
     let has = |f: u32| flags & f != 0;
+    if !has(LEG_PRESENT) {
+        return Err(RelayError::NoLeg);
+    }
     // SAFETY (the `Words::read`/`write` calls): `Leg` is 8-aligned with its addresses at
     // offsets 0, 16 and 56, and the kernel aligns map values to 8.
     if !has(LEG_ACTIVE)
@@ -143,50 +123,65 @@ pub fn try_relay(
         }
     }
     let partner_port = unsafe { (*leg).partner_port };
-    let mut plan = Plan::default();
-    let planned = plan_route(ctx, pkt, partner_port, &mut plan);
+    let planned = plan_route(ctx, pkt, partner_port, now_ns)
+        .and_then(|want| route::find(ctx, pkt, partner_port, &want).ok_or(RelayError::ToUserspace));
     // After the strict check: spraying a relay port must not keep a dead call alive. The
     // counters are found once, for last-seen and for the count below: a per-CPU hash lookup
     // is a fifth of a relayed packet's map work. (Held across the route lookup instead, the
     // pointer made LLVM leave a stack pointer in R0 on an early return, which the verifier
     // refuses.)
     let counters = touch(key, now_ns);
-    planned?;
-    rewrite(ctx, pkt, udp, &plan).map_err(|_| {
+    let plan = planned?;
+    // SAFETY: a live element of the route array (see `route::matches` on concurrent refreshes).
+    let (ifindex, ingress) = unsafe { ((*plan).ifindex, (*plan).ingress) };
+    rewrite(ctx, pkt, udp, plan).map_err(|_| {
         diag::note(Event::RewriteFailed, 0);
         RelayError::Rewrite
     })?;
     count_forwarded(ctx, pkt, counters, (udp.len as usize - UDP_HLEN) as u64);
-    match plan.egress {
-        EGRESS_TX => Ok(Relayed::Tx),
-        EGRESS_LOCAL => Ok(Relayed::Local),
-        _ => match TX_PORTS.redirect(plan.ifindex, 0) {
+    if ifindex == 0 {
+        Ok(Relayed::Local)
+    } else if ifindex == ingress {
+        Ok(Relayed::Tx)
+    } else {
+        match TX_PORTS.redirect(ifindex, 0) {
             Ok(_) => Ok(Relayed::Redirect),
-            Err(_) => Err(RelayError::RedirectFailed),
-        },
+            Err(_) => {
+                // The device left `TX_PORTS` or went down since the route was cached.
+                route::forget(partner_port);
+                Err(RelayError::RedirectFailed)
+            }
+        }
     }
 }
 
-/// Everything that can still send the packet to userspace, checked while it is untouched.
+/// Everything in the partner leg that can still send the packet to userspace, checked while it
+/// is untouched; `Ok` is what to look the route up for. (The route is found by the caller: a
+/// call deeper, the lookup's frame would take the stack past 512 bytes.)
 #[inline(never)]
 fn plan_route(
     ctx: &XdpContext,
     pkt: &Packet,
     partner_port: u16,
-    plan: &mut Plan,
-) -> Result<(), RelayError> {
+    now_ns: u64,
+) -> Result<route::Want, RelayError> {
+    // An empty slot (no partner) has no flags, so it fails the check below.
     let partner = RELAY_LEGS
-        .get_ptr(LegKey::new(partner_port))
+        .get_ptr(u32::from(partner_port))
         .ok_or(RelayError::ToUserspace)?;
     // SAFETY: as for the receiving leg; the fields used are copied once, so the route looked up
     // is the one written.
-    let (flags, src, dst, sport, dport) = unsafe {
+    let (flags, want) = unsafe {
         (
             (*partner).flags,
-            Words::read(&raw const (*partner).local_addr),
-            Words::read(&raw const (*partner).peer_addr),
-            (*partner).local_port,
-            (*partner).peer_port,
+            route::Want {
+                src: Words::read(&raw const (*partner).local_addr),
+                dst: Words::read(&raw const (*partner).peer_addr),
+                sport: (*partner).local_port,
+                dport: (*partner).peer_port,
+                ingress: ctx.ingress_ifindex() as u32,
+                now: route_ticks(now_ns),
+            },
         )
     };
     if flags & LEG_ACTIVE == 0 || flags & LEG_PEER_KNOWN == 0 {
@@ -194,7 +189,7 @@ fn plan_route(
     }
     // Rewriting in place cannot change the IP version; a v4<->v6 call is bridged in userspace.
     let v4 = pkt.family == Family::V4;
-    if src.is_v4() != v4 || dst.is_v4() != v4 {
+    if want.src.is_v4() != v4 || want.dst.is_v4() != v4 {
         return Err(RelayError::ToUserspace);
     }
     // bpf_fib_lookup reports no VLAN for the next hop, so a tagged frame cannot be sent on
@@ -207,57 +202,7 @@ fn plan_route(
     if pkt.ttl <= 1 {
         return Err(RelayError::ToUserspace);
     }
-
-    let ingress = ctx.ingress_ifindex() as u32;
-    // SAFETY: all-zero is a valid value for this plain C struct (it is what the kernel expects
-    // in every field this program does not set).
-    let mut fib: FibParams = unsafe { core::mem::zeroed() };
-    fib.l4_protocol = parse::IPPROTO_UDP;
-    fib.sport = sport.to_be();
-    fib.dport = dport.to_be();
-    fib.__bindgen_anon_1.tot_len = pkt.ip_len;
-    fib.ifindex = ingress;
-    if v4 {
-        fib.family = AF_INET;
-        fib.__bindgen_anon_2.tos = pkt.tos;
-        fib.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(src.v4_octets());
-        fib.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(dst.v4_octets());
-    } else {
-        fib.family = AF_INET6;
-        fib.__bindgen_anon_2.flowinfo = pkt.flowinfo;
-        fib.__bindgen_anon_3.ipv6_src = src.fib_words();
-        fib.__bindgen_anon_4.ipv6_dst = dst.fib_words();
-    }
-    // SAFETY: `fib` is a valid, fully initialised parameter block of the size passed, and the
-    // context pointer is the one the kernel gave this program.
-    let rc = unsafe {
-        bpf_fib_lookup(
-            ctx.as_ptr(),
-            &mut fib,
-            core::mem::size_of::<FibParams>() as i32,
-            0,
-        )
-    };
-    plan.egress = match rc as u32 {
-        BPF_FIB_LKUP_RET_SUCCESS if fib.ifindex == ingress => EGRESS_TX,
-        // Only devices userspace enrolled can take redirected frames (a devmap entry is what
-        // makes the driver set up its XDP transmit queues).
-        BPF_FIB_LKUP_RET_SUCCESS if TX_PORTS.get_ifindex(fib.ifindex).is_some() => EGRESS_REDIRECT,
-        // Ours: the stack delivers it (both peers on this host, e.g. on `lo`).
-        BPF_FIB_LKUP_RET_NOT_FWDED => EGRESS_LOCAL,
-        // Not enrolled, no neighbour entry yet, blackhole, forwarding off, MTU: the stack and
-        // the userspace relay sort these out (and resolve the neighbour for next time).
-        _ => return Err(RelayError::ToUserspace),
-    };
-    // `fib.ipv*_dst` may now hold the gateway, so the plan keeps its own copy of the peer.
-    plan.src = src;
-    plan.dst = dst;
-    plan.sport = sport;
-    plan.dport = dport;
-    plan.ifindex = fib.ifindex;
-    plan.smac = fib.smac;
-    plan.dmac = fib.dmac;
-    Ok(())
+    Ok(want)
 }
 
 /// Writes the plan into the frame: MACs, addresses, TTL, ports and both checksums, updated
@@ -267,10 +212,21 @@ fn rewrite(
     ctx: &XdpContext,
     pkt: &Packet,
     udp: &Udp,
-    plan: &Plan,
+    plan: *const Route,
 ) -> Result<(), parse::ParseError> {
     let l3 = pkt.l3_off();
     let l4 = pkt.l4_off();
+    // SAFETY: `plan` is a live element of the route array, 8-aligned with its addresses at
+    // offsets 0 and 16.
+    let (psrc, pdst, sport, dport, local) = unsafe {
+        (
+            Words::read(&raw const (*plan).src),
+            Words::read(&raw const (*plan).dst),
+            (*plan).sport,
+            (*plan).dport,
+            (*plan).ifindex == 0,
+        )
+    };
     let mut sums = Checksums {
         ip: 0,
         udp: udp.check,
@@ -287,8 +243,8 @@ fn rewrite(
                 ttl_proto,
                 new_ttl_proto,
             );
-            let src = u32::from_ne_bytes(plan.src.v4_octets());
-            let dst = u32::from_ne_bytes(plan.dst.v4_octets());
+            let src = u32::from_ne_bytes(psrc.v4_octets());
+            let dst = u32::from_ne_bytes(pdst.v4_octets());
             replace::<2>(ctx, l3 + off::IPV4_SRC, src.into(), true, &mut sums)?;
             replace::<2>(ctx, l3 + off::IPV4_DST, dst.into(), true, &mut sums)?;
             parse::write(ctx, l3 + off::IPV4_CHECK, sums.ip.to_be_bytes())?;
@@ -296,15 +252,15 @@ fn rewrite(
         Family::V6 => {
             let hop: u8 = parse::read(ctx, l3 + off::IPV6_HOP_LIMIT)?;
             parse::write(ctx, l3 + off::IPV6_HOP_LIMIT, hop.wrapping_sub(1))?;
-            let [src_hi, src_lo] = plan.src.0;
-            let [dst_hi, dst_lo] = plan.dst.0;
+            let [src_hi, src_lo] = psrc.0;
+            let [dst_hi, dst_lo] = pdst.0;
             replace::<4>(ctx, l3 + off::IPV6_SRC, src_hi, true, &mut sums)?;
             replace::<4>(ctx, l3 + off::IPV6_SRC + 8, src_lo, true, &mut sums)?;
             replace::<4>(ctx, l3 + off::IPV6_DST, dst_hi, true, &mut sums)?;
             replace::<4>(ctx, l3 + off::IPV6_DST + 8, dst_lo, true, &mut sums)?;
         }
     }
-    let (sport, dport) = (plan.sport.to_be_bytes(), plan.dport.to_be_bytes());
+    let (sport, dport) = (sport.to_be_bytes(), dport.to_be_bytes());
     let ports = u32::from_ne_bytes([sport[0], sport[1], dport[0], dport[1]]);
     replace::<2>(ctx, l4 + off::L4_PORTS, ports.into(), false, &mut sums)?;
     // IPv4 zero means the sender computed no checksum: it must stay "none", not become a wrong
@@ -317,9 +273,11 @@ fn rewrite(
     parse::write(ctx, l4 + off::UDP_CHECK, udp_check.to_be_bytes())?;
 
     // A local destination is addressed to this host already; the stack checks the MAC.
-    if plan.egress != EGRESS_LOCAL {
-        parse::write(ctx, off::ETH_DST, plan.dmac)?;
-        parse::write(ctx, off::ETH_SRC, plan.smac)?;
+    if !local {
+        // SAFETY: as above.
+        let (dmac, smac) = unsafe { ((*plan).dmac, (*plan).smac) };
+        parse::write(ctx, off::ETH_DST, dmac)?;
+        parse::write(ctx, off::ETH_SRC, smac)?;
     }
     Ok(())
 }

@@ -18,7 +18,7 @@ use relay_common::{
     },
     guard::{GuardConfig, GuardState, SessionCount},
     maps as names,
-    relay::{Leg, LegCounters, LegKey},
+    relay::{LEG_PRESENT, Leg, LegCounters, LegKey},
     stats::STATS_LEN,
 };
 
@@ -44,7 +44,7 @@ pub struct XdpMaps {
     guard_state: HashMap<MapData, Addr, GuardState>,
     sessions: HashMap<MapData, Addr, SessionCount>,
     guard_events: Option<RingBuf<MapData>>,
-    legs: HashMap<MapData, LegKey, Leg>,
+    legs: Array<MapData, Leg>,
     counters: PerCpuHashMap<MapData, LegKey, LegCounters>,
     tx_ports: DevMapHash<MapData>,
     stats: PerCpuArray<MapData, u64>,
@@ -61,6 +61,15 @@ macro_rules! typed {
             .try_into()
             .map_err(DataPlaneError::map($name))?
     };
+}
+
+/// The leg a `RELAY_LEGS` slot holds, without the kernel's marker of a used slot.
+fn from_slot(mut slot: Leg) -> Option<Leg> {
+    if slot.flags & LEG_PRESENT == 0 {
+        return None;
+    }
+    slot.flags &= !LEG_PRESENT;
+    Some(slot)
 }
 
 /// ENOENT from a delete, or aya's not-found: "nothing there" rather than a failure.
@@ -550,16 +559,25 @@ impl XdpMaps {
 
     // ---- relay legs ----
 
-    /// Writes a leg into `RELAY_LEGS` under its `local_port` (its counters are left alone).
+    /// Writes a leg into `RELAY_LEGS` at its `local_port` (its counters are left alone).
     pub fn leg_put(&mut self, leg: &Leg) -> R<()> {
+        let mut slot = *leg;
+        slot.flags |= LEG_PRESENT;
         self.legs
-            .insert(LegKey::new(leg.local_port), *leg, 0)
+            .set(u32::from(leg.local_port), slot, 0)
             .map_err(ins(names::RELAY_LEGS))
     }
 
     /// The leg on relay port `port`, if any.
     pub fn leg_get(&self, port: u16) -> R<Option<Leg>> {
-        opt(self.legs.get(&LegKey::new(port), 0), names::RELAY_LEGS)
+        let slot = self
+            .legs
+            .get(&u32::from(port), 0)
+            .map_err(|source| DataPlaneError::Map {
+                map: names::RELAY_LEGS,
+                source,
+            })?;
+        Ok(from_slot(slot))
     }
 
     /// Removes the leg on `port` and its counters; `false` when there was no leg.
@@ -567,18 +585,26 @@ impl XdpMaps {
         let k = LegKey::new(port);
         // Counters first: a leg re-created on this port must not inherit them.
         del(self.counters.remove(&k), names::RELAY_COUNTERS)?;
-        del(self.legs.remove(&k), names::RELAY_LEGS)
+        if self.leg_get(port)?.is_none() {
+            return Ok(false);
+        }
+        self.legs
+            .set(u32::from(port), Leg::default(), 0)
+            .map_err(ins(names::RELAY_LEGS))?;
+        Ok(true)
     }
 
-    /// Every leg, by port.
+    /// Every leg, by port. Reads every slot of the array (65,536 reads): for start-up and
+    /// status, not for a packet's or a call's path.
     pub fn leg_list(&self) -> R<Vec<Leg>> {
-        let mut out: Vec<Leg> = self
-            .legs
-            .iter()
-            .filter_map(Result::ok)
-            .map(|(_, v)| v)
-            .collect();
-        out.sort_by_key(|l| l.local_port);
+        let mut out = Vec::new();
+        for r in self.legs.iter() {
+            let slot = r.map_err(|source| DataPlaneError::Map {
+                map: names::RELAY_LEGS,
+                source,
+            })?;
+            out.extend(from_slot(slot));
+        }
         Ok(out)
     }
 

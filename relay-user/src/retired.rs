@@ -2,7 +2,9 @@
 //! fail on them nor lose what they hold: before the load, what can be read of them is taken
 //! and their pins removed; after the load, it goes into the maps that replaced them.
 //!
-//! Two so far: the hash of single-address bans (`BANS`), replaced by the prefix tries
+//! Three so far. The hash of legs (`RELAY_LEGS`), replaced by the array `LEGS` indexed by
+//! port: each leg moves to its port's slot, so calls keep flowing across the upgrade. The
+//! hash of single-address bans (`BANS`), replaced by the prefix tries
 //! `BANS_V4`/`BANS_V6` (each of its bans becomes a host prefix, /32 or /128, with the same
 //! expiry and reason); and the per-CPU leg counters without RTP loss state (`RELAY_COUNTERS`),
 //! replaced by `LEG_COUNTERS` (each CPU's counts carried over, loss counting starting afresh:
@@ -13,13 +15,15 @@ use std::{fs, net::IpAddr, path::Path};
 
 use aya::{
     Ebpf,
-    maps::{HashMap, LpmTrie, Map, MapData, MapInfo, PerCpuHashMap, PerCpuValues, lpm_trie::Key},
+    maps::{
+        Array, HashMap, LpmTrie, Map, MapData, MapInfo, PerCpuHashMap, PerCpuValues, lpm_trie::Key,
+    },
 };
 use relay_common::{
     Addr,
     fw::{BanEntry, BanV4, BanV6},
-    maps::{self as names, RETIRED, RETIRED_BANS, RETIRED_RELAY_COUNTERS},
-    relay::{LegCounters, LegKey},
+    maps::{self as names, RETIRED, RETIRED_BANS, RETIRED_RELAY_COUNTERS, RETIRED_RELAY_LEGS},
+    relay::{LEG_PRESENT, Leg, LegCounters, LegKey},
 };
 use tracing::{info, warn};
 
@@ -31,6 +35,7 @@ pub(crate) struct Carried {
     bans: Vec<(Cidr, BanEntry)>,
     /// Per leg, each CPU's packets, bytes, last seen and strict drops.
     counters: Vec<(LegKey, Vec<[u64; 4]>)>,
+    legs: Vec<Leg>,
 }
 
 /// Reads and unpins every retired map under `dir`. A pin that cannot be read is still removed
@@ -55,6 +60,14 @@ pub(crate) fn take(dir: &Path) -> Carried {
                 Ok(c) => out.counters = c,
                 Err(e) => {
                     warn!(path = %path.display(), error = %e, "retired leg counters unreadable; live calls' counts start again from zero")
+                }
+            }
+        }
+        if l.name == RETIRED_RELAY_LEGS {
+            match read_legs(&path, l.key_size, l.value_size) {
+                Ok(legs) => out.legs = legs,
+                Err(e) => {
+                    warn!(path = %path.display(), error = %e, "retired leg hash unreadable; the kernel relays no call until sipd programs its legs again")
                 }
             }
         }
@@ -92,6 +105,13 @@ fn read_counters(path: &Path, key: u32, value: u32) -> Result<OldCounters, Strin
         .collect())
 }
 
+fn read_legs(path: &Path, key: u32, value: u32) -> Result<Vec<Leg>, String> {
+    let data = open_sized(path, key, value)?;
+    let map: HashMap<MapData, LegKey, Leg> =
+        HashMap::try_from(Map::HashMap(data)).map_err(|e| e.to_string())?;
+    Ok(map.iter().filter_map(Result::ok).map(|(_, l)| l).collect())
+}
+
 fn read_bans(path: &Path, key: u32, value: u32) -> Result<Vec<(Cidr, BanEntry)>, String> {
     let data = open_sized(path, key, value)?;
     let map: HashMap<MapData, Addr, BanEntry> =
@@ -107,6 +127,35 @@ fn read_bans(path: &Path, key: u32, value: u32) -> Result<Vec<(Cidr, BanEntry)>,
 pub(crate) fn restore(ebpf: &mut Ebpf, carried: Carried) {
     restore_counters(ebpf, carried.counters);
     restore_bans(ebpf, carried.bans);
+    restore_legs(ebpf, carried.legs);
+}
+
+fn restore_legs(ebpf: &mut Ebpf, legs: Vec<Leg>) {
+    if legs.is_empty() {
+        return;
+    }
+    let Some(map) = ebpf.map_mut(names::RELAY_LEGS) else {
+        return;
+    };
+    let mut map: Array<_, Leg> = match Array::try_from(map) {
+        Ok(m) => m,
+        Err(e) => {
+            warn!(error = %e, "legs not carried over");
+            return;
+        }
+    };
+    let (mut moved, mut failed) = (0usize, 0usize);
+    for mut leg in legs {
+        leg.flags |= LEG_PRESENT;
+        match map.set(u32::from(leg.local_port), leg, 0) {
+            Ok(()) => moved += 1,
+            Err(err) => {
+                failed += 1;
+                warn!(port = leg.local_port, error = %err, "leg not carried over");
+            }
+        }
+    }
+    info!(moved, failed, "legs of the retired hash carried into LEGS");
 }
 
 fn restore_counters(ebpf: &mut Ebpf, old: OldCounters) {

@@ -6,7 +6,10 @@ use common::{Instance, privileged};
 
 use std::{net::IpAddr, process::Command, time::Duration};
 
-use relay_common::relay::{LEG_LATCH, Leg, LegCounters};
+use relay_common::{
+    Addr,
+    relay::{LEG_ACTIVE, LEG_LATCH, LEG_PEER_KNOWN, Leg, LegCounters},
+};
 use relay_user::{
     BanReason, Cidr, DataPlane, GuardSettings, Mode, Proto, Service, ServiceId, SourceSessions,
     loader::{self, LoaderConfig, RequestedMode},
@@ -144,17 +147,7 @@ fn bans_of_the_retired_hash_survive_an_upgrade() {
     let dir = loader::pin_dir(&inst.0).unwrap();
     std::fs::create_dir_all(&dir).unwrap();
     let old = dir.join(relay_common::maps::RETIRED_BANS);
-    let bpftool = |args: &[&str]| {
-        let out = Command::new("bpftool")
-            .args(args)
-            .output()
-            .expect("bpftool");
-        assert!(
-            out.status.success(),
-            "bpftool {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let bpftool = bpftool_ok;
     let path = old.to_str().unwrap();
     bpftool(&[
         "map", "create", path, "type", "hash", "key", "16", "value", "16", "entries", "65536",
@@ -200,18 +193,7 @@ fn leg_counters_of_the_retired_map_survive_an_upgrade() {
     std::fs::create_dir_all(&dir).unwrap();
     let old = dir.join(relay_common::maps::RETIRED_RELAY_COUNTERS);
     let path = old.to_str().unwrap().to_owned();
-    let bpftool = |args: &[&str]| {
-        let out = Command::new("bpftool")
-            .args(args)
-            .output()
-            .expect("bpftool");
-        assert!(
-            out.status.success(),
-            "bpftool {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    bpftool(&[
+    bpftool_ok(&[
         "map",
         "create",
         &path,
@@ -239,7 +221,7 @@ fn leg_counters_of_the_retired_map_survive_an_upgrade() {
     args.extend(k.iter().map(String::as_str));
     args.push("value");
     args.extend(v.iter().map(String::as_str));
-    bpftool(&args);
+    bpftool_ok(&args);
     let mut ebpf = loader::load_pinned(ebpf_object(), &inst.0).expect("upgrade load");
     assert!(!old.exists(), "the retired pin is removed");
     let m = XdpMaps::from_ebpf(&mut ebpf).expect("typed maps");
@@ -249,6 +231,77 @@ fn leg_counters_of_the_retired_map_survive_an_upgrade() {
     assert_eq!(
         (c.bytes, c.last_seen_ns, c.strict_drops, c.rtp_expected()),
         (700 * cpus, 123_456, cpus, 0)
+    );
+}
+
+/// An upgrade from the build whose legs were a hash (`RELAY_LEGS`, keyed by port): each leg
+/// moves into its port's slot of the array `LEGS`, so the calls the kernel relays keep
+/// flowing across the upgrade, and the pin goes.
+#[test]
+fn legs_of_the_retired_hash_survive_an_upgrade() {
+    if !privileged("legs_of_the_retired_hash_survive_an_upgrade") {
+        return;
+    }
+    let inst = Instance::new("legmig");
+    let dir = loader::pin_dir(&inst.0).unwrap();
+    std::fs::create_dir_all(&dir).unwrap();
+    let old = dir.join(relay_common::maps::RETIRED_RELAY_LEGS);
+    let path = old.to_str().unwrap().to_owned();
+    let leg = Leg {
+        local_addr: Addr::from_v4([10, 0, 0, 1]),
+        peer_addr: Addr::from_v4([10, 0, 0, 2]),
+        session_id: 77,
+        local_port: 30000,
+        peer_port: 4000,
+        partner_port: 30002,
+        flags: LEG_ACTIVE | LEG_PEER_KNOWN,
+        learn_until_ns: 5,
+        ..Leg::default()
+    };
+    let size = std::mem::size_of::<Leg>().to_string();
+    bpftool_ok(&[
+        "map",
+        "create",
+        &path,
+        "type",
+        "hash",
+        "key",
+        "4",
+        "value",
+        &size,
+        "entries",
+        "65536",
+        "name",
+        "RELAY_LEGS",
+    ]);
+    // SAFETY: `Leg` is `#[repr(C)]` plain data without implicit padding.
+    let bytes = unsafe {
+        std::slice::from_raw_parts((&raw const leg).cast::<u8>(), std::mem::size_of::<Leg>())
+    };
+    let dec = |b: &[u8]| b.iter().map(|x| format!("{x}")).collect::<Vec<_>>();
+    let (k, v) = (dec(&30000u32.to_le_bytes()), dec(bytes));
+    let mut args = vec!["map", "update", "pinned", path.as_str(), "key"];
+    args.extend(k.iter().map(String::as_str));
+    args.push("value");
+    args.extend(v.iter().map(String::as_str));
+    bpftool_ok(&args);
+    let mut ebpf = loader::load_pinned(ebpf_object(), &inst.0).expect("upgrade load");
+    assert!(!old.exists(), "the retired pin is removed");
+    let m = XdpMaps::from_ebpf(&mut ebpf).expect("typed maps");
+    assert_eq!(m.leg_get(30000).unwrap(), Some(leg));
+    assert_eq!(m.leg_get(30002).unwrap(), None);
+    assert_eq!(m.leg_list().unwrap(), vec![leg]);
+}
+
+fn bpftool_ok(args: &[&str]) {
+    let out = Command::new("bpftool")
+        .args(args)
+        .output()
+        .expect("bpftool");
+    assert!(
+        out.status.success(),
+        "bpftool {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }
 

@@ -378,9 +378,10 @@ fn events_and_call_messages_follow_a_held_call() {
         std::thread::sleep(Duration::from_millis(200));
     };
     assert_eq!(listed["hits"].as_u64(), Some(BANNED_SENDS), "{listed:#}");
-    // The last drop's time, not the ban's (clocks converted to the ms).
+    // The last drop's time, not the ban's (clocks converted to the ms; the kernel stamps it
+    // with the coarse clock, up to a tick (10 ms at HZ=100) behind).
     assert!(
-        listed["last_seen_ms"].as_u64().unwrap_or(0) + 5 >= sent_ms,
+        listed["last_seen_ms"].as_u64().unwrap_or(0) + 15 >= sent_ms,
         "last_seen_ms before the packets were sent ({sent_ms}): {listed:#}"
     );
 

@@ -30,8 +30,8 @@ use relay_common::{
     maps as names,
     ratelimit::Gcra,
     relay::{
-        LEG_ACTIVE, LEG_LATCH, LEG_LATCHED, LEG_PEER_KNOWN, LEG_STRICT_SOURCE, LEG_TRUST_KNOWN,
-        Leg, LegCounters, LegKey,
+        LEG_ACTIVE, LEG_LATCH, LEG_LATCHED, LEG_PEER_KNOWN, LEG_PRESENT, LEG_STRICT_SOURCE,
+        LEG_TRUST_KNOWN, Leg, LegCounters, LegKey,
     },
     stats::Stat,
 };
@@ -40,6 +40,8 @@ use tests::netns::Netns;
 
 #[path = "xdp_fixtures/bypass.rs"]
 mod bypass;
+#[path = "xdp_fixtures/routes.rs"]
+mod routes;
 
 // ---------------------------------------------------------------------------------------------
 // Frame builder
@@ -688,16 +690,22 @@ impl Env {
             .unwrap();
     }
 
-    fn leg(&mut self, leg: Leg) {
-        self.hash::<LegKey, Leg>(names::RELAY_LEGS)
-            .insert(LegKey::new(leg.local_port), leg, 0)
-            .unwrap();
+    fn legs(&mut self) -> aya::maps::Array<&mut MapData, Leg> {
+        aya::maps::Array::try_from(self.map(names::RELAY_LEGS)).unwrap()
     }
 
+    /// Writes a leg into its port's slot, marked as one (as relay-user does).
+    fn leg(&mut self, mut leg: Leg) {
+        leg.flags |= LEG_PRESENT;
+        self.legs().set(u32::from(leg.local_port), leg, 0).unwrap();
+    }
+
+    /// The leg in `port`'s slot, without the slot's marker.
     fn get_leg(&mut self, port: u16) -> Leg {
-        self.hash::<LegKey, Leg>(names::RELAY_LEGS)
-            .get(&LegKey::new(port), 0)
-            .unwrap()
+        let mut leg = self.legs().get(&u32::from(port), 0).unwrap();
+        assert!(leg.flags & LEG_PRESENT != 0, "no leg on {port}");
+        leg.flags &= !LEG_PRESENT;
+        leg
     }
 
     fn counters(&mut self, port: u16) -> LegCounters {
@@ -781,6 +789,7 @@ fn program_loads_and_maps_are_pinned() {
         names::GUARD_EVENTS,
         names::RELAY_LEGS,
         names::RELAY_COUNTERS,
+        names::ROUTES,
         names::TX_PORTS,
         names::STATS,
         names::FRAG_VERDICTS,
@@ -1360,7 +1369,8 @@ fn ban_and_deny_fixtures(now: u64) -> Vec<Fixture> {
             XDP_PASS,
             PassOther,
         )
-        .setup(|e| e.ban(Ip::V4([203, 0, 113, 7]), now_ns() - 1)),
+        // A second ago: the kernel judges expiry by the coarse clock, up to a tick behind.
+        .setup(|e| e.ban(Ip::V4([203, 0, 113, 7]), now_ns() - 1_000_000_000)),
         fx(
             "permanent IPv6 ban",
             udp6(v6("2001:db8:bad::1"), 5060, relay6(), SIP, &sip("OPTIONS")).build(),

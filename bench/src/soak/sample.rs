@@ -37,7 +37,7 @@ pub(super) const COUNTERS: &[&str] = &[
 ];
 
 /// One reading: seconds since the soak started, and every figure by name
-/// (`proc.rss_kib`, `map.RELAY_LEGS`, `metric.sipd_calls_active`, …).
+/// (`proc.rss_kib`, `map.LEG_COUNTERS`, `metric.sipd_calls_active`, …).
 #[derive(Debug, Clone, serde::Serialize)]
 pub(super) struct Sample {
     pub(super) t_s: f64,
