@@ -4,10 +4,11 @@
 //! again (alert cleared) when it does; RSA-2048 and ECDSA P-256 keys by configuration; the
 //! OCSP response of a responder named in the certificate stapled in the handshake.
 //!
-//! pebble runs with PEBBLE_VA_ALWAYS_VALID=1 (no DNS for the names: every challenge
-//! passes; the HTTP-01 responder itself is tested in sipd's unit tests), a TLS certificate
-//! made here with openssl, and `ocspResponderURL` pointing at `openssl ocsp` run with
-//! pebble's intermediate key. Skipped (with a message) when pebble is not installed
+//! pebble has a TLS certificate made here with openssl. In the ECDSA test it validates
+//! HTTP-01 for real: the names resolve to 127.0.0.1 through pebble-challtestsrv's DNS and
+//! pebble fetches the tokens from sipd's responder. In the RSA test every challenge passes
+//! (PEBBLE_VA_ALWAYS_VALID=1) and `ocspResponderURL` points at a responder that answers
+//! with `openssl ocsp`, signing with pebble's intermediate key. Skipped (with a message) when pebble is not installed
 //! (`cargo xtask setup` installs it).
 
 use std::net::TcpListener;
@@ -130,6 +131,10 @@ fn ocsp_responder(l: TcpListener, d: PathBuf) {
 /// intermediate.
 struct Pebble {
     proc: Proc,
+    /// pebble-challtestsrv, the DNS pebble asks when it validates for real.
+    _dns: Option<Proc>,
+    /// The port pebble's VA fetches HTTP-01 tokens from (sipd's responder listens there).
+    http01: u16,
     dir: PathBuf,
     directory: String,
 }
@@ -139,7 +144,10 @@ impl Pebble {
         std::fs::read_to_string(self.dir.join("pebble.log")).unwrap_or_default()
     }
 
-    fn start(dir: &Path, validity_secs: u64, with_ocsp: bool) -> Option<Pebble> {
+    /// `validate`: pebble really fetches the HTTP-01 tokens from sipd's responder, the names
+    /// resolving to 127.0.0.1 through pebble-challtestsrv's DNS; otherwise every challenge
+    /// passes (PEBBLE_VA_ALWAYS_VALID).
+    fn start(dir: &Path, validity_secs: u64, with_ocsp: bool, validate: bool) -> Option<Pebble> {
         if Command::new("pebble").arg("-version").output().is_err() {
             eprintln!("pebble is not installed (cargo xtask setup): skipped");
             return None;
@@ -200,7 +208,7 @@ impl Pebble {
             "-out",
             &p("tls.pem"),
         ]));
-        let (port, mgmt) = (free_port(), free_port());
+        let (port, mgmt, http01) = (free_port(), free_port(), free_port());
         let mut ocsp_listener = Some(TcpListener::bind("127.0.0.1:0").unwrap());
         let ocsp = ocsp_listener.as_ref().unwrap().local_addr().unwrap().port();
         let cfg = serde_json::json!({"pebble": {
@@ -208,7 +216,7 @@ impl Pebble {
             "managementListenAddress": format!("127.0.0.1:{mgmt}"),
             "certificate": p("tls.pem"),
             "privateKey": p("tls.key"),
-            "httpPort": free_port(),
+            "httpPort": http01,
             "tlsPort": free_port(),
             "ocspResponderURL": if with_ocsp { format!("http://127.0.0.1:{ocsp}") } else { String::new() },
             "externalAccountBindingRequired": false,
@@ -216,11 +224,30 @@ impl Pebble {
         }});
         std::fs::write(d.join("pebble.json"), cfg.to_string()).unwrap();
         let log = std::fs::File::create(d.join("pebble.log")).unwrap();
+        let mut dns = None;
+        let mut pebble = Command::new("pebble");
+        pebble.arg("-config").arg(d.join("pebble.json"));
+        if validate {
+            let port = free_port();
+            let dlog = std::fs::File::create(d.join("dns.log")).unwrap();
+            dns = Some(Proc(
+                Command::new("pebble-challtestsrv")
+                    .args(["-dns01", &format!("127.0.0.1:{port}")])
+                    .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
+                    .args(["-management", &format!("127.0.0.1:{}", free_port())])
+                    .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
+                    .stdin(Stdio::null())
+                    .stdout(dlog.try_clone().unwrap())
+                    .stderr(dlog)
+                    .spawn()
+                    .unwrap(),
+            ));
+            pebble.args(["-dnsserver", &format!("127.0.0.1:{port}")]);
+        } else {
+            pebble.env("PEBBLE_VA_ALWAYS_VALID", "1");
+        }
         let proc = Proc(
-            Command::new("pebble")
-                .arg("-config")
-                .arg(d.join("pebble.json"))
-                .env("PEBBLE_VA_ALWAYS_VALID", "1")
+            pebble
                 .env("PEBBLE_VA_NOSLEEP", "1")
                 .env("PEBBLE_WFE_NONCEREJECT", "0")
                 .stdin(Stdio::null())
@@ -231,6 +258,8 @@ impl Pebble {
         );
         let pb = Pebble {
             proc,
+            _dns: dns,
+            http01,
             dir: d.clone(),
             directory: format!("https://127.0.0.1:{port}/dir"),
         };
@@ -308,7 +337,7 @@ ocsp_timeout_secs = 5
             pepper = dir.join("pepper").display(),
             directory = pebble.directory,
             ca = pebble.dir.join("ca.pem").display(),
-            http01 = free_port(),
+            http01 = pebble.http01,
         );
         std::fs::write(dir.join("sbc.toml"), toml).unwrap();
         let log = std::fs::File::create(dir.join("sipd.log")).unwrap();
@@ -409,7 +438,7 @@ fn mode(p: &Path) -> u32 {
 fn rsa_certificate_is_issued_stapled_renewed_and_kept_through_a_ca_outage() {
     let dir = tempfile::tempdir().unwrap();
     // 24 s validity: renewed when 8 s are left (a third, the default).
-    let Some(pebble) = Pebble::start(dir.path(), 24, true) else {
+    let Some(pebble) = Pebble::start(dir.path(), 24, true, false) else {
         return;
     };
     let s = Sipd::start(dir.path(), &pebble, "rsa-2048");
@@ -512,10 +541,11 @@ fn rsa_certificate_is_issued_stapled_renewed_and_kept_through_a_ca_outage() {
 }
 
 #[test]
-fn ecdsa_p256_is_the_default_key_and_a_restart_reuses_the_stored_certificate() {
+fn http01_validated_ecdsa_p256_by_default_and_a_restart_reuses_the_stored_certificate() {
     let dir = tempfile::tempdir().unwrap();
-    // A long validity: issued once, not renewed during the test.
-    let Some(pebble) = Pebble::start(dir.path(), 30 * 86_400, false) else {
+    // A long validity: issued once, not renewed during the test. The HTTP-01 challenges
+    // are validated for real: pebble fetches them from sipd's responder.
+    let Some(pebble) = Pebble::start(dir.path(), 30 * 86_400, false, true) else {
         return;
     };
     let s = Sipd::start(dir.path(), &pebble, "ecdsa-p256");
@@ -525,6 +555,8 @@ fn ecdsa_p256_is_the_default_key_and_a_restart_reuses_the_stored_certificate() {
         info.contains("id-ecPublicKey") && info.contains("prime256v1"),
         "{info}"
     );
+    // pebble validated for real: it fetched the tokens from sipd's responder.
+    assert!(s.log().contains("ACME http-01 token served"), "{}", log());
     // pebble named no OCSP responder here: nothing stapled.
     assert!(ocsp.is_none(), "{ocsp:?}");
     drop(s.child);

@@ -19,7 +19,11 @@ async fn answer(State(ch): State<Challenges>, Path(token): Path<String>) -> (Sta
         .get(&token)
         .cloned();
     match found {
-        Some(k) => (StatusCode::OK, k),
+        Some(k) => {
+            // Once per name and renewal: worth a line when validation fails elsewhere.
+            tracing::info!(%token, "ACME http-01 token served");
+            (StatusCode::OK, k)
+        }
         None => (StatusCode::NOT_FOUND, String::new()),
     }
 }
