@@ -61,14 +61,47 @@ pub const SIP: CertFiles = CertFiles {
     self_signed_key: "sip-tls.key",
 };
 
-/// The certificate in use, swapped whole on reload.
+/// The ALPN protocol of ACME's TLS-ALPN-01 validation (RFC 8737).
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+
+/// The certificate in use, swapped whole on reload; and the TLS-ALPN-01 challenge
+/// certificates of an ACME order in progress, by name.
 #[derive(Debug)]
 pub struct Resolver {
     current: RwLock<Arc<CertifiedKey>>,
+    alpn_challenges: RwLock<std::collections::HashMap<String, Arc<CertifiedKey>>>,
+}
+
+impl Resolver {
+    /// Answers `acme-tls/1` handshakes for `name` with `ck` (None: stops).
+    pub fn set_alpn_challenge(&self, name: &str, ck: Option<Arc<CertifiedKey>>) {
+        let mut m = self
+            .alpn_challenges
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        match ck {
+            Some(ck) => m.insert(name.to_ascii_lowercase(), ck),
+            None => m.remove(&name.to_ascii_lowercase()),
+        };
+    }
 }
 
 impl ResolvesServerCert for Resolver {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let acme = hello
+            .alpn()
+            .is_some_and(|mut a| a.any(|p| p == ACME_TLS_ALPN));
+        if acme {
+            // Only the challenge certificate, never the real one, and nothing when no
+            // challenge is pending for that name (the handshake fails).
+            let name = hello.server_name()?.to_ascii_lowercase();
+            return self
+                .alpn_challenges
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&name)
+                .cloned();
+        }
         Some(
             self.current
                 .read()
@@ -304,6 +337,7 @@ impl TlsState {
             files,
             resolver: Arc::new(Resolver {
                 current: RwLock::new(Arc::new(ck)),
+                alpn_challenges: RwLock::default(),
             }),
             watched: RwLock::new((cert_path.clone(), key_path.clone())),
             cert_path,

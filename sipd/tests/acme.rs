@@ -135,6 +135,8 @@ struct Pebble {
     _dns: Option<Proc>,
     /// The port pebble's VA fetches HTTP-01 tokens from (sipd's responder listens there).
     http01: u16,
+    /// The port pebble's VA connects to for TLS-ALPN-01 (sipd's API listens there then).
+    tls_alpn: u16,
     dir: PathBuf,
     directory: String,
 }
@@ -208,7 +210,7 @@ impl Pebble {
             "-out",
             &p("tls.pem"),
         ]));
-        let (port, mgmt, http01) = (free_port(), free_port(), free_port());
+        let (port, mgmt, http01, tls_alpn) = (free_port(), free_port(), free_port(), free_port());
         let mut ocsp_listener = Some(TcpListener::bind("127.0.0.1:0").unwrap());
         let ocsp = ocsp_listener.as_ref().unwrap().local_addr().unwrap().port();
         let cfg = serde_json::json!({"pebble": {
@@ -217,7 +219,7 @@ impl Pebble {
             "certificate": p("tls.pem"),
             "privateKey": p("tls.key"),
             "httpPort": http01,
-            "tlsPort": free_port(),
+            "tlsPort": tls_alpn,
             "ocspResponderURL": if with_ocsp { format!("http://127.0.0.1:{ocsp}") } else { String::new() },
             "externalAccountBindingRequired": false,
             "certificateValidityPeriod": validity_secs,
@@ -260,6 +262,7 @@ impl Pebble {
             proc,
             _dns: dns,
             http01,
+            tls_alpn,
             dir: d.clone(),
             directory: format!("https://127.0.0.1:{port}/dir"),
         };
@@ -295,11 +298,18 @@ impl Sipd {
         std::fs::read_to_string(self.dir.join("sipd.log")).unwrap_or_default()
     }
 
-    fn start(dir: &Path, pebble: &Pebble, key_type: &str) -> Sipd {
-        let (mgmt, sip, sip_tls) = (free_port(), free_port(), free_port());
+    /// `challenge` `tls-alpn-01` puts the API on the port pebble validates it on.
+    fn start(dir: &Path, pebble: &Pebble, key_type: &str, challenge: &str) -> Sipd {
+        let alpn = challenge == "tls-alpn-01";
+        let mgmt = if alpn { pebble.tls_alpn } else { free_port() };
+        let (sip, sip_tls) = (free_port(), free_port());
         let media = 21_000
-            + (std::process::id() % 300) as u16 * 20
-            + if key_type == "rsa-2048" { 0 } else { 10 };
+            + (std::process::id() % 200) as u16 * 30
+            + match (key_type, alpn) {
+                ("rsa-2048", _) => 0,
+                (_, false) => 10,
+                (_, true) => 20,
+            };
         let toml = format!(
             r#"data_dir = "{data}"
 [sip]
@@ -311,7 +321,7 @@ port_min = {media}
 port_max = {max}
 [dataplane]
 mode = "userspace"
-instance = "acme{pid}{k}"
+instance = "acme{pid}{k}{c}"
 [management]
 listen = "127.0.0.1:{mgmt}"
 pepper_file = "{pepper}"
@@ -323,6 +333,7 @@ directory = "{directory}"
 email = "noc@example.com"
 domains = ["sbc.example.test", "sip.example.test"]
 key_type = "{key_type}"
+challenge = "{challenge}"
 ca_bundle = "{ca}"
 http01_listen = "127.0.0.1:{http01}"
 retry_secs = 1
@@ -333,7 +344,8 @@ ocsp_timeout_secs = 5
             data = dir.join("data").display(),
             max = media + 9,
             pid = std::process::id(),
-            k = &key_type[..3],
+            k = &key_type[..1],
+            c = &challenge[..1],
             pepper = dir.join("pepper").display(),
             directory = pebble.directory,
             ca = pebble.dir.join("ca.pem").display(),
@@ -441,7 +453,7 @@ fn rsa_certificate_is_issued_stapled_renewed_and_kept_through_a_ca_outage() {
     let Some(pebble) = Pebble::start(dir.path(), 24, true, false) else {
         return;
     };
-    let s = Sipd::start(dir.path(), &pebble, "rsa-2048");
+    let s = Sipd::start(dir.path(), &pebble, "rsa-2048", "http-01");
     let log = || format!("{}\n--- pebble:\n{}", s.log(), pebble.log());
 
     // Issued and served by both the API and SIP over TLS, with an RSA key.
@@ -548,7 +560,7 @@ fn http01_validated_ecdsa_p256_by_default_and_a_restart_reuses_the_stored_certif
     let Some(pebble) = Pebble::start(dir.path(), 30 * 86_400, false, true) else {
         return;
     };
-    let s = Sipd::start(dir.path(), &pebble, "ecdsa-p256");
+    let s = Sipd::start(dir.path(), &pebble, "ecdsa-p256", "http-01");
     let log = || format!("{}\n--- pebble:\n{}", s.log(), pebble.log());
     let (serial, info, ocsp) = wait_for("certificate", 90, || pebble_cert(s.sip_tls, None), log);
     assert!(
@@ -562,7 +574,7 @@ fn http01_validated_ecdsa_p256_by_default_and_a_restart_reuses_the_stored_certif
     drop(s.child);
 
     // Restarted: the stored certificate is served at once, and not renewed (not due).
-    let s = Sipd::start(dir.path(), &pebble, "ecdsa-p256");
+    let s = Sipd::start(dir.path(), &pebble, "ecdsa-p256", "http-01");
     let again = pebble_cert(s.mgmt, None).expect("stored certificate served at start");
     assert_eq!(again.0, serial);
     std::thread::sleep(Duration::from_secs(2));
@@ -572,5 +584,36 @@ fn http01_validated_ecdsa_p256_by_default_and_a_restart_reuses_the_stored_certif
         "{}",
         s.log()
     );
+    drop(s.child);
+}
+
+#[test]
+fn tls_alpn01_is_validated_on_the_api_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(pebble) = Pebble::start(dir.path(), 30 * 86_400, false, true) else {
+        return;
+    };
+    let s = Sipd::start(dir.path(), &pebble, "ecdsa-p256", "tls-alpn-01");
+    let log = || format!("{}\n--- pebble:\n{}", s.log(), pebble.log());
+    // pebble connected to the API's port with ALPN acme-tls/1 and got the challenge
+    // certificate: the order was validated and the certificate issued.
+    let (_, info, _) = wait_for("certificate", 90, || pebble_cert(s.mgmt, None), log);
+    assert!(info.contains("DNS:sbc.example.test"), "{info}");
+    assert!(!s.log().contains("ACME http-01 token served"), "{}", log());
+    // Without a challenge pending, acme-tls/1 gets no certificate at all.
+    let out = Command::new("openssl")
+        .args([
+            "s_client",
+            "-alpn",
+            "acme-tls/1",
+            "-servername",
+            "sbc.example.test",
+        ])
+        .args(["-connect", &format!("127.0.0.1:{}", s.mgmt)])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("BEGIN CERTIFICATE"), "{text}");
     drop(s.child);
 }

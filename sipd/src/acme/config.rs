@@ -26,6 +26,10 @@ pub enum ChallengeKind {
     #[default]
     #[serde(rename = "http-01")]
     Http01,
+    /// TLS-ALPN-01 (RFC 8737): the server connects to port 443 of the names with ALPN
+    /// `acme-tls/1`; the management API's TLS port answers it (443 must reach it).
+    #[serde(rename = "tls-alpn-01")]
+    TlsAlpn01,
 }
 
 /// `[acme]`.
@@ -39,7 +43,7 @@ pub struct AcmeConfig {
     /// The DNS names of the certificate, served by the management API and SIP over TLS both.
     /// Empty (the default): ACME is off.
     pub domains: Vec<String>,
-    /// The challenge type (`http-01`).
+    /// The challenge type (`http-01` or `tls-alpn-01`).
     pub challenge: ChallengeKind,
     /// Where the HTTP-01 responder listens (the CA connects to port 80 of the names).
     pub http01_listen: SocketAddr,

@@ -15,7 +15,8 @@ use instant_acme::{
 };
 use tracing::info;
 
-use super::config::{AcmeConfig, KeyType};
+use super::config::{AcmeConfig, ChallengeKind, KeyType};
+use crate::tls::Resolver;
 
 /// Tokens the HTTP-01 responder answers, with their key authorizations.
 pub type Challenges = Arc<RwLock<HashMap<String, String>>>;
@@ -103,8 +104,36 @@ pub fn new_key(kind: KeyType) -> Result<rcgen::KeyPair> {
     }
 }
 
-/// Runs one order for `cfg.domains` to its certificate.
-pub async fn issue(cfg: &AcmeConfig, dir: &Path, challenges: &Challenges) -> Result<Issued> {
+/// The TLS-ALPN-01 certificate for `name` (RFC 8737): self-signed, the name as its only
+/// SAN, the critical acmeIdentifier extension holding the key authorization's SHA-256.
+fn alpn_certificate(name: &str, digest: &[u8]) -> Result<Arc<rustls::sign::CertifiedKey>> {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let mut params = rcgen::CertificateParams::new(vec![name.to_owned()])?;
+    params
+        .custom_extensions
+        .push(rcgen::CustomExtension::new_acme_identifier(digest));
+    let cert = params.self_signed(&key)?;
+    // Built directly: CertifiedKey::from_der's fit check parses the certificate with webpki,
+    // which refuses the (critical, unknown to it) acmeIdentifier extension.
+    let der = rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der());
+    let signer = crate::tls::provider()
+        .key_provider
+        .load_private_key(der.into())
+        .context("loading the tls-alpn-01 key")?;
+    Ok(Arc::new(rustls::sign::CertifiedKey::new(
+        vec![cert.der().clone()],
+        signer,
+    )))
+}
+
+/// Runs one order for `cfg.domains` to its certificate. HTTP-01 tokens go to `challenges`
+/// (the responder), TLS-ALPN-01 certificates to `alpn` (the TLS servers' resolvers).
+pub async fn issue(
+    cfg: &AcmeConfig,
+    dir: &Path,
+    challenges: &Challenges,
+    alpn: &[Arc<Resolver>],
+) -> Result<Issued> {
     let account = account(cfg, dir).await?;
     let ids: Vec<Identifier> = cfg
         .domains
@@ -116,6 +145,7 @@ pub async fn issue(cfg: &AcmeConfig, dir: &Path, challenges: &Challenges) -> Res
         .await
         .context("creating the ACME order")?;
     let mut tokens = Vec::new();
+    let mut alpn_names = Vec::new();
     let result = async {
         let mut authzs = order.authorizations();
         while let Some(a) = authzs.next().await {
@@ -125,14 +155,31 @@ pub async fn issue(cfg: &AcmeConfig, dir: &Path, challenges: &Challenges) -> Res
                 AuthorizationStatus::Pending => {}
                 s => bail!("authorization {} is {s:?}", a.identifier()),
             }
+            let kind = match cfg.challenge {
+                ChallengeKind::Http01 => ChallengeType::Http01,
+                ChallengeKind::TlsAlpn01 => ChallengeType::TlsAlpn01,
+            };
             let mut ch = a
-                .challenge(ChallengeType::Http01)
-                .ok_or_else(|| anyhow!("the CA offers no http-01 challenge"))?;
-            challenges
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(ch.token.clone(), ch.key_authorization().as_str().to_owned());
-            tokens.push(ch.token.clone());
+                .challenge(kind.clone())
+                .ok_or_else(|| anyhow!("the CA offers no {kind:?} challenge"))?;
+            match cfg.challenge {
+                ChallengeKind::Http01 => {
+                    challenges
+                        .write()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(ch.token.clone(), ch.key_authorization().as_str().to_owned());
+                    tokens.push(ch.token.clone());
+                }
+                ChallengeKind::TlsAlpn01 => {
+                    let name = ch.identifier().to_string();
+                    let ck = alpn_certificate(&name, ch.key_authorization().digest().as_ref())
+                        .context("making the tls-alpn-01 certificate")?;
+                    for r in alpn {
+                        r.set_alpn_challenge(&name, Some(ck.clone()));
+                    }
+                    alpn_names.push(name);
+                }
+            }
             ch.set_ready().await.context("answering the challenge")?;
         }
         let patience = RetryPolicy::new().timeout(Duration::from_secs(cfg.timeout_secs));
@@ -165,6 +212,11 @@ pub async fn issue(cfg: &AcmeConfig, dir: &Path, challenges: &Challenges) -> Res
     let mut map = challenges.write().unwrap_or_else(|p| p.into_inner());
     for t in tokens {
         map.remove(&t);
+    }
+    for n in alpn_names {
+        for r in alpn {
+            r.set_alpn_challenge(&n, None);
+        }
     }
     result
 }

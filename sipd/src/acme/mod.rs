@@ -154,11 +154,16 @@ impl Acme {
         ))
     }
 
-    /// Starts the HTTP-01 responder and the renewal task.
+    /// Starts the HTTP-01 responder (for that challenge) and the renewal task.
     pub async fn start(self: Arc<Self>) -> Result<()> {
-        let ChallengeKind::Http01 = self.cfg.challenge;
-        let at = http01::start(self.cfg.http01_listen, self.challenges.clone()).await?;
-        info!(http01 = %at, domains = ?self.cfg.domains, directory = %self.cfg.directory, "ACME on");
+        let http01 = match self.cfg.challenge {
+            ChallengeKind::Http01 => {
+                Some(http01::start(self.cfg.http01_listen, self.challenges.clone()).await?)
+            }
+            // Answered by the TLS servers' resolvers (the API's port, ALPN acme-tls/1).
+            ChallengeKind::TlsAlpn01 => None,
+        };
+        info!(?http01, challenge = ?self.cfg.challenge, domains = ?self.cfg.domains, directory = %self.cfg.directory, "ACME on");
         tokio::spawn(self.run());
         Ok(())
     }
@@ -194,11 +199,18 @@ impl Acme {
                 .unwrap_or_default();
             tokio::time::sleep(wait).await;
             let limit = Duration::from_secs(self.cfg.timeout_secs);
-            let attempt =
-                tokio::time::timeout(limit, issue::issue(&self.cfg, &self.dir, &self.challenges))
-                    .await
-                    .unwrap_or_else(|_| Err(anyhow!("not done in {limit:?}")))
-                    .and_then(|i| self.install(&i));
+            let resolvers: Vec<_> = self
+                .targets
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .map(|t| t.resolver.clone())
+                .collect();
+            let work = issue::issue(&self.cfg, &self.dir, &self.challenges, &resolvers);
+            let attempt = tokio::time::timeout(limit, work)
+                .await
+                .unwrap_or_else(|_| Err(anyhow!("not done in {limit:?}")))
+                .and_then(|i| self.install(&i));
             match attempt {
                 Ok(()) => {
                     self.renewals_ok.fetch_add(1, Ordering::Relaxed);
