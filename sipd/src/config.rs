@@ -50,6 +50,8 @@ pub struct Config {
     pub call_messages: crate::events::capture::CaptureConfig,
     /// `[capture]`: copies of every SIP message to a HEPv3 collector (off by default).
     pub capture: crate::hep::HepConfig,
+    /// `[acme]`: certificates obtained and renewed by ACME (off unless `domains` is set).
+    pub acme: crate::acme::AcmeConfig,
 }
 
 impl Default for Config {
@@ -67,6 +69,7 @@ impl Default for Config {
             bans: crate::firewall::BansConfig::default(),
             call_messages: crate::events::capture::CaptureConfig::default(),
             capture: crate::hep::HepConfig::default(),
+            acme: crate::acme::AcmeConfig::default(),
         }
     }
 }
@@ -801,6 +804,9 @@ impl Config {
             bad("call_messages", p);
         }
         for (key, p) in self.capture.problems() {
+            bad(key, p);
+        }
+        for (key, p) in self.acme.problems() {
             bad(key, p);
         }
         out

@@ -118,6 +118,8 @@ pub struct Control {
     pub capture: Arc<Capture>,
     /// HEP capture's counters (`/metrics`); `None` when `[capture] hep` is off.
     pub hep: Option<crate::hep::Hep>,
+    /// ACME's renewals and alert (`/metrics`, `GET /api/alerts`); `None` when `[acme]` is off.
+    pub acme: Option<Arc<crate::acme::Acme>>,
     started: SystemTime,
 }
 
@@ -148,6 +150,7 @@ impl Control {
                 events: Hub::default(),
                 capture: Arc::new(Capture::new(Default::default())),
                 hep: None,
+                acme: None,
                 started: SystemTime::now(),
             },
             rx,

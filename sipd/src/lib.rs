@@ -13,6 +13,7 @@
 // Every public item says what it is for (the repository explains itself).
 #![warn(missing_docs)]
 
+pub mod acme;
 pub mod api;
 pub mod call_media;
 pub mod config;
@@ -22,6 +23,7 @@ pub mod firewall;
 pub mod hep;
 pub mod media;
 pub mod mgmt;
+pub mod ocsp;
 pub mod panic;
 pub mod private_file;
 pub mod provision;

@@ -61,14 +61,47 @@ pub const SIP: CertFiles = CertFiles {
     self_signed_key: "sip-tls.key",
 };
 
-/// The certificate in use, swapped whole on reload.
+/// The ALPN protocol of ACME's TLS-ALPN-01 validation (RFC 8737).
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+
+/// The certificate in use, swapped whole on reload; and the TLS-ALPN-01 challenge
+/// certificates of an ACME order in progress, by name.
 #[derive(Debug)]
 pub struct Resolver {
     current: RwLock<Arc<CertifiedKey>>,
+    alpn_challenges: RwLock<std::collections::HashMap<String, Arc<CertifiedKey>>>,
+}
+
+impl Resolver {
+    /// Answers `acme-tls/1` handshakes for `name` with `ck` (None: stops).
+    pub fn set_alpn_challenge(&self, name: &str, ck: Option<Arc<CertifiedKey>>) {
+        let mut m = self
+            .alpn_challenges
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        match ck {
+            Some(ck) => m.insert(name.to_ascii_lowercase(), ck),
+            None => m.remove(&name.to_ascii_lowercase()),
+        };
+    }
 }
 
 impl ResolvesServerCert for Resolver {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let acme = hello
+            .alpn()
+            .is_some_and(|mut a| a.any(|p| p == ACME_TLS_ALPN));
+        if acme {
+            // Only the challenge certificate, never the real one, and nothing when no
+            // challenge is pending for that name (the handshake fails).
+            let name = hello.server_name()?.to_ascii_lowercase();
+            return self
+                .alpn_challenges
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&name)
+                .cloned();
+        }
         Some(
             self.current
                 .read()
@@ -89,8 +122,11 @@ pub struct TlsState {
     pub cert_path: PathBuf,
     /// The key file in use, watched for changes.
     pub key_path: PathBuf,
-    /// The generated certificate is in use (an alert says so).
-    pub self_signed: bool,
+    /// The generated certificate is in use (an alert says so); cleared when ACME installs one.
+    pub self_signed: AtomicBool,
+    /// The files watched for changes now: `cert_path`/`key_path` until ACME installs its
+    /// own pair, then that pair's.
+    watched: RwLock<(PathBuf, PathBuf)>,
     /// Successful reloads since start.
     pub reloads: AtomicU64,
     /// The last reload attempt failed and the old certificate is still served (an alert says
@@ -199,24 +235,24 @@ pub fn client_config(roots: rustls::RootCertStore) -> Result<rustls::ClientConfi
 
 /// Reads a PEM certificate chain and private key and checks they belong together.
 pub fn load_pair(cert: &Path, key: &Path) -> Result<CertifiedKey> {
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .with_context(|| format!("reading {}", cert.display()))?
+    let c = std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?;
+    let k =
+        std::fs::read(key).with_context(|| format!("reading the private key {}", key.display()))?;
+    pair_from_pem(&c, &k).with_context(|| format!("{} and {}", cert.display(), key.display()))
+}
+
+/// A PEM certificate chain (leaf first) and its PEM private key, checked to belong together.
+pub fn pair_from_pem(chain_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain_pem)
         .collect::<Result<_, _>>()
-        .with_context(|| format!("parsing {}", cert.display()))?;
+        .context("parsing the certificate chain")?;
     if chain.is_empty() {
-        bail!("{}: no certificate in it", cert.display());
+        bail!("no certificate in the chain");
     }
-    let key_der = PrivateKeyDer::from_pem_file(key)
-        .with_context(|| format!("reading the private key {}", key.display()))?;
+    let key_der = PrivateKeyDer::from_pem_slice(key_pem).context("reading the private key")?;
     let p = provider();
-    let ck = CertifiedKey::from_der(chain, key_der, &p).with_context(|| {
-        format!(
-            "{} and {} do not form a usable pair",
-            cert.display(),
-            key.display()
-        )
-    })?;
-    Ok(ck)
+    CertifiedKey::from_der(chain, key_der, &p)
+        .context("the certificate and key do not form a usable pair")
 }
 
 /// Makes `files`' self-signed pair in `dir` unless it is there already.
@@ -301,18 +337,67 @@ impl TlsState {
             files,
             resolver: Arc::new(Resolver {
                 current: RwLock::new(Arc::new(ck)),
+                alpn_challenges: RwLock::default(),
             }),
+            watched: RwLock::new((cert_path.clone(), key_path.clone())),
             cert_path,
             key_path,
-            self_signed,
+            self_signed: AtomicBool::new(self_signed),
             reloads: AtomicU64::new(0),
             reload_failed: AtomicBool::new(false),
         }))
     }
 
+    /// The certificate served now.
+    pub fn current(&self) -> Arc<CertifiedKey> {
+        self.resolver
+            .current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Serves `ck` from now on (an ACME certificate saved as `cert`/`key`, which are watched
+    /// from then on).
+    pub fn install(&self, ck: Arc<CertifiedKey>, cert: &Path, key: &Path) {
+        *self
+            .resolver
+            .current
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = ck;
+        *self.watched.write().unwrap_or_else(|p| p.into_inner()) =
+            (cert.to_path_buf(), key.to_path_buf());
+        self.self_signed.store(false, Ordering::Relaxed);
+        info!(cert = %cert.display(), "{}: new TLS certificate installed", self.files.label);
+    }
+
+    /// Replaces the served certificate by `new` only if it still is `old` (an OCSP staple
+    /// added to it must not undo a renewal that happened meanwhile).
+    pub fn replace_if_current(&self, old: &Arc<CertifiedKey>, new: Arc<CertifiedKey>) -> bool {
+        let mut cur = self
+            .resolver
+            .current
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        if Arc::ptr_eq(&cur, old) {
+            *cur = new;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn watched(&self) -> (PathBuf, PathBuf) {
+        self.watched
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Re-reads the pair; keeps the old one if the new one is bad.
     pub fn reload(&self) -> Result<()> {
-        match load_pair(&self.cert_path, &self.key_path) {
+        let (cert, key) = self.watched();
+        match load_pair(&cert, &key) {
             Ok(ck) => {
                 *self
                     .resolver
@@ -321,7 +406,7 @@ impl TlsState {
                     .unwrap_or_else(|p| p.into_inner()) = Arc::new(ck);
                 self.reloads.fetch_add(1, Ordering::Relaxed);
                 self.reload_failed.store(false, Ordering::Relaxed);
-                info!(cert = %self.cert_path.display(), "{}: TLS certificate reloaded", self.files.label);
+                info!(cert = %cert.display(), "{}: TLS certificate reloaded", self.files.label);
                 Ok(())
             }
             Err(e) => {
@@ -337,7 +422,11 @@ impl TlsState {
 
     /// Watches the files until `stop` says so.
     pub async fn watch(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
-        let mut seen = signature(&self.cert_path, &self.key_path);
+        let sig = || {
+            let (c, k) = self.watched();
+            signature(&c, &k)
+        };
+        let mut seen = sig();
         let mut tick = tokio::time::interval(RELOAD_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -345,12 +434,12 @@ impl TlsState {
                 _ = tick.tick() => {}
                 _ = stop.changed() => return,
             }
-            let now = signature(&self.cert_path, &self.key_path);
+            let now = sig();
             if now.is_some() && now != seen {
                 // Both files are often rewritten one after the other: give the second a
                 // moment so a half-renewed pair is not tried (and logged) for nothing.
                 tokio::time::sleep(Duration::from_millis(200)).await;
-                seen = signature(&self.cert_path, &self.key_path);
+                seen = sig();
                 let me = self.clone();
                 let _ = tokio::task::spawn_blocking(move || me.reload()).await;
             }
@@ -386,7 +475,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
         let st = TlsState::load(SIP, None, None, dir.path(), ip).unwrap();
-        assert!(st.self_signed);
+        assert!(st.self_signed.load(Ordering::Relaxed));
         let first = std::fs::read(dir.path().join(SIP.self_signed_cert)).unwrap();
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(dir.path().join(SIP.self_signed_key))
@@ -395,7 +484,7 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o777, 0o600);
         let again = TlsState::load(SIP, None, None, dir.path(), ip).unwrap();
-        assert!(again.self_signed);
+        assert!(again.self_signed.load(Ordering::Relaxed));
         assert_eq!(
             first,
             std::fs::read(dir.path().join(SIP.self_signed_cert)).unwrap()

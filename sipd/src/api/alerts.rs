@@ -10,6 +10,8 @@
 //! - `self_signed_certificate`: the API still uses the certificate it made itself.
 //! - `certificate_reload_failed`: the certificate files changed but did not load; the old
 //!   certificate is still served.
+//! - `acme_renewal_failed`: the last ACME attempt failed; the old certificate is still
+//!   served and the attempt is retried (cleared by the next success).
 //! - `ban_table_full`: the ban table was full within the last hour (bans gave way or were
 //!   refused), or is full now.
 
@@ -28,7 +30,7 @@ pub struct Alert {
     pub id: String,
     /// Stable machine name of the finding (`permissive_firewall`, `firewall_coverage`,
     /// `admin_without_totp`, `self_signed_certificate`, `certificate_reload_failed`,
-    /// `ban_table_full`).
+    /// `acme_renewal_failed`, `ban_table_full`).
     pub code: &'static str,
     /// `critical`, `warning` or `info`.
     pub severity: &'static str,
@@ -192,7 +194,7 @@ pub fn findings(s: &ApiState) -> Vec<Alert> {
             acked_ms: None,
         });
     }
-    if s.tls.self_signed {
+    if s.tls.self_signed.load(std::sync::atomic::Ordering::Relaxed) {
         out.push(Alert {
             id: alert_id("self_signed_certificate", None),
             code: "self_signed_certificate",
@@ -215,6 +217,20 @@ pub fn findings(s: &ApiState) -> Vec<Alert> {
             severity: "warning",
             message: "the last certificate change could not be loaded; the previous certificate is still served"
                 .into(),
+            acked_by: None,
+            acked_ms: None,
+        });
+    }
+    if let Some(a) = &s.control.acme
+        && let Some(message) = a.alert()
+    {
+        // Critical once the served certificate has less than a week left (or none is).
+        let urgent = a.expiry_secs().is_none_or(|left| left < 7 * 86_400);
+        out.push(Alert {
+            id: alert_id("acme_renewal_failed", None),
+            code: "acme_renewal_failed",
+            severity: if urgent { "critical" } else { "warning" },
+            message,
             acked_by: None,
             acked_ms: None,
         });

@@ -287,6 +287,11 @@ pub(super) async fn accept_loop(
                     return;
                 }
             };
+            if tls.get_ref().1.alpn_protocol() == Some(crate::tls::ACME_TLS_ALPN) {
+                // A TLS-ALPN-01 validation: the handshake was all of it (RFC 8737).
+                debug!(%peer, "management API: ACME tls-alpn-01 validation handshake");
+                return;
+            }
             let idle = Duration::from_secs(lim.idle_secs);
             let io = Guarded {
                 io: tls,

@@ -24,6 +24,21 @@ pub struct Extra {
     pub call_messages: crate::events::capture::Held,
     /// HEP copies sent and dropped (all zero when capture is off).
     pub hep: crate::hep::HepCounts,
+    /// ACME, when `[acme]` is on.
+    pub acme: Option<AcmeFacts>,
+}
+
+/// ACME's metrics.
+#[derive(Debug, Clone, Default)]
+pub struct AcmeFacts {
+    /// Seconds until the ACME certificate expires (negative: expired); None: none yet.
+    pub expiry_secs: Option<i64>,
+    /// Certificates obtained since start.
+    pub renewals_ok: u64,
+    /// Attempts that failed since start.
+    pub renewals_failed: u64,
+    /// The last attempt failed (the `acme_renewal_failed` alert is up).
+    pub failing: bool,
 }
 
 struct Out(String);
@@ -315,6 +330,29 @@ pub fn render(s: &Status, x: &Extra) -> String {
         s.dataplane_stats.iter().map(|(k, v)| (*k, *v)),
     );
     o.table(s, x, RELAY);
+    if let Some(a) = &x.acme {
+        if let Some(left) = a.expiry_secs {
+            o.head(
+                "sipd_acme_cert_expiry_seconds",
+                "gauge",
+                "Seconds until the ACME certificate expires (negative: expired).",
+            );
+            let _ = writeln!(o.0, "sipd_acme_cert_expiry_seconds {left}");
+        }
+        o.labelled(
+            "sipd_acme_renewals_total",
+            "counter",
+            "ACME certificate attempts since start, by result.",
+            "result",
+            [("ok", a.renewals_ok), ("failed", a.renewals_failed)],
+        );
+        o.one(
+            "sipd_acme_renewal_failing",
+            "gauge",
+            "1 while the last ACME attempt failed (the acme_renewal_failed alert).",
+            u64::from(a.failing),
+        );
+    }
     o.labelled(
         "sbc_relay_plane_packets_total",
         "counter",

@@ -295,14 +295,22 @@ pub async fn start(cfg: &Config, control: Control) -> Result<ApiHandle> {
             .await
             .context("staff authentication")??
     };
-    let tls = tls::TlsState::load(
-        tls::MANAGEMENT,
+    let (cert, key) = crate::acme::startup_pair(
+        control.acme.as_deref(),
         m.tls_cert.as_deref(),
         m.tls_key.as_deref(),
+    );
+    let tls = tls::TlsState::load(
+        tls::MANAGEMENT,
+        cert.as_deref(),
+        key.as_deref(),
         &cfg.data_dir,
         m.listen.ip(),
     )
     .context("management API certificate")?;
+    if let Some(a) = &control.acme {
+        a.serve(tls.clone());
+    }
     let server_cfg = tls::server_config(tls.resolver.clone())?;
     let listener = TcpListener::bind(m.listen).await.map_err(|e| {
         let hint = crate::transport::bind_hint(m.listen, &e);
@@ -321,6 +329,11 @@ pub async fn start(cfg: &Config, control: Control) -> Result<ApiHandle> {
     st.firewall().program_management(local.port())?;
 
     tokio::spawn(tls.clone().watch(stop_rx.clone()));
+    tokio::spawn(crate::ocsp::run(
+        tls.clone(),
+        Duration::from_secs(cfg.acme.ocsp_timeout_secs),
+        stop_rx.clone(),
+    ));
     tokio::spawn(feed::run(st.clone(), stop_rx.clone()));
     let app = router(st.clone());
     let server = tokio::spawn(conn::accept_loop(
@@ -333,7 +346,7 @@ pub async fn start(cfg: &Config, control: Control) -> Result<ApiHandle> {
     info!(
         listen = %local,
         certificate = %tls.cert_path.display(),
-        self_signed = tls.self_signed,
+        self_signed = tls.self_signed.load(std::sync::atomic::Ordering::Relaxed),
         "management API: https://{local}/"
     );
     Ok(ApiHandle {

@@ -162,8 +162,9 @@ impl Appliance {
         let dp = plane.dataplane().clone();
         let tls_names = tls_names::UpstreamTlsNames::default();
         tls_names.set_connections(&records.connections);
+        let acme = crate::acme::Acme::new(&cfg)?;
         let (transports, events, locals, sip_ports) =
-            startup::bind_sip(&cfg, nofile, &tls_names).await?;
+            startup::bind_sip(&cfg, nofile, &tls_names, acme.as_ref()).await?;
         let hub = Hub::default();
         let capture = Arc::new(Capture::new(cfg.call_messages));
         let hep = crate::hep::Hep::start(&cfg.capture);
@@ -203,9 +204,14 @@ impl Appliance {
         control.events = hub.clone();
         control.capture = capture.clone();
         control.hep = hep.clone();
+        control.acme = acme.clone();
         retention::spawn(store.clone(), cfg.retention.days);
         admin::spawn(store.clone(), &cfg.data_dir);
         let api = startup::start_api(&cfg, control).await;
+        if let Some(a) = acme {
+            // After both TLS servers registered: the first certificate reaches them both.
+            a.start().await.context("ACME")?;
+        }
         let writer_durable = writer.durable();
         info!(
             sip_udp = ?transports.udp_addrs(),

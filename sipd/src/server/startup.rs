@@ -147,20 +147,32 @@ pub fn coverage(cfg: &Config, attached: Vec<String>) -> coverage::Coverage {
 
 /// SIP over TLS's settings when `[sip] tls` is set: the certificate (watched for changes),
 /// the upstream roots, the handshake deadline and `names` for upstream certificates.
-fn sip_tls(cfg: &Config, names: &UpstreamTlsNames) -> Result<Option<TlsSettings>> {
+fn sip_tls(
+    cfg: &Config,
+    names: &UpstreamTlsNames,
+    acme: Option<&std::sync::Arc<crate::acme::Acme>>,
+) -> Result<Option<TlsSettings>> {
     let s = &cfg.sip;
     let Some(first) = s.tls.first() else {
         return Ok(None);
     };
     let listen = s.advertised_for(first.ip()).unwrap_or(first.ip());
-    let state = crate::tls::TlsState::load(
-        crate::tls::SIP,
+    let (cert, key) = crate::acme::startup_pair(
+        acme.map(|a| &**a),
         s.tls_cert.as_deref(),
         s.tls_key.as_deref(),
+    );
+    let state = crate::tls::TlsState::load(
+        crate::tls::SIP,
+        cert.as_deref(),
+        key.as_deref(),
         &cfg.data_dir,
         listen,
     )
     .context("SIP over TLS certificate")?;
+    if let Some(a) = acme {
+        a.serve(state.clone());
+    }
     let client_roots = match s.tls_client_roots.as_deref() {
         Some(p) => Some(crate::tls::roots(Some(p)).context("sip.tls_client_roots")?),
         None => None,
@@ -174,7 +186,7 @@ fn sip_tls(cfg: &Config, names: &UpstreamTlsNames) -> Result<Option<TlsSettings>
     let client = crate::tls::client_config(roots)?;
     info!(
         certificate = %state.cert_path.display(),
-        self_signed = state.self_signed,
+        self_signed = state.self_signed.load(std::sync::atomic::Ordering::Relaxed),
         client_certificates = s.tls_client_roots.is_some(),
         client_certificates_required = s.tls_client_roots.is_some() && s.tls_client_required,
         roots = %s.tls_roots.as_deref().map_or("webpki-roots (Mozilla)".into(), |p| p.display().to_string()),
@@ -182,6 +194,8 @@ fn sip_tls(cfg: &Config, names: &UpstreamTlsNames) -> Result<Option<TlsSettings>
     );
     // Watched for the life of the process: the sender lives in the watching task.
     let (keep, stop) = tokio::sync::watch::channel(false);
+    let ocsp = Duration::from_secs(cfg.acme.ocsp_timeout_secs);
+    tokio::spawn(crate::ocsp::run(state.clone(), ocsp, stop.clone()));
     tokio::spawn(async move {
         let _keep = keep;
         state.watch(stop).await;
@@ -207,6 +221,7 @@ pub async fn bind_sip(
     cfg: &Config,
     nofile: Option<u64>,
     names: &UpstreamTlsNames,
+    acme: Option<&std::sync::Arc<crate::acme::Acme>>,
 ) -> Result<(
     Transports,
     tokio::sync::mpsc::Receiver<crate::transport::Event>,
@@ -217,7 +232,7 @@ pub async fn bind_sip(
         fd_ceiling: super::fds::tcp_ceiling(nofile, cfg.sip.fd_reserve),
         ..Limits::from(&cfg.sip)
     };
-    let tls = sip_tls(cfg, names)?;
+    let tls = sip_tls(cfg, names, acme)?;
     let (transports, events) =
         Transports::bind_with_tls(&cfg.sip.udp, &cfg.sip.tcp, &cfg.sip.tls, tls, limits, None)
             .await

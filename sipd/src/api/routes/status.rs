@@ -89,7 +89,7 @@ pub async fn metrics(_: MetricsAccess, Extract(st): Extract<State>) -> ApiResult
     let status = st.control.status().await?;
     let extra = blocking(&st, |s| {
         Ok(Extra {
-            self_signed: s.tls.self_signed,
+            self_signed: s.tls.self_signed.load(std::sync::atomic::Ordering::Relaxed),
             cert_reloads: s.tls.reloads.load(std::sync::atomic::Ordering::Relaxed),
             manual_bans: s.store().manual_bans().len(),
             bans: s.firewall().ban_counters(),
@@ -102,6 +102,15 @@ pub async fn metrics(_: MetricsAccess, Extract(st): Extract<State>) -> ApiResult
                 .as_ref()
                 .map(|h| h.counts())
                 .unwrap_or_default(),
+            acme: s.control.acme.as_ref().map(|a| {
+                use std::sync::atomic::Ordering::Relaxed;
+                crate::api::metrics::AcmeFacts {
+                    expiry_secs: a.expiry_secs(),
+                    renewals_ok: a.renewals_ok.load(Relaxed),
+                    renewals_failed: a.renewals_failed.load(Relaxed),
+                    failing: a.failing.load(Relaxed),
+                }
+            }),
         })
     })
     .await?;
