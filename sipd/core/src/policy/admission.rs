@@ -15,6 +15,7 @@ use std::collections::{BTreeSet, BinaryHeap, HashMap};
 use std::time::{Duration, Instant};
 
 use super::gcra::CpsBucket;
+use super::share::{self, Share};
 use crate::records::{Account, Id, Micros, Tariff};
 
 /// Longer lookaheads are shortened to this: `due` pays every block within the lookahead one
@@ -103,6 +104,11 @@ struct AccountState {
     cps_limit: Option<u32>,
     cps: CpsBucket,
     calls: BTreeSet<CallKey>,
+    /// This node's share of the account's cluster limits (`None`: standalone).
+    share: Option<Share>,
+    /// CPS tokens taken so far (calls that passed the CPS check): the shell sizes its CPS
+    /// lease from how fast this grows.
+    taken: u64,
 }
 
 #[derive(Debug)]
@@ -219,13 +225,12 @@ impl Admission {
         if !account.enabled {
             return Err(Refusal::Disabled);
         }
-        if let Some(rate) = account.cps_limit
-            && !st.cps.take(now, rate)
-        {
+        let share = st.share.unwrap_or_default();
+        if !share::take_cps(&mut st.cps, now, share::cap(account.cps_limit, share.cps)) {
             return Err(Refusal::Cps);
         }
-        if account
-            .max_sessions
+        st.taken += 1;
+        if share::cap(account.max_sessions, share.sessions)
             .is_some_and(|max| st.calls.len() >= max as usize)
         {
             return Err(Refusal::Sessions);
@@ -339,6 +344,20 @@ impl Admission {
         self.accounts.entry(account).or_default().balance = balance;
     }
 
+    /// This node's share of the account's cluster limits (from the shell's leases), or
+    /// `None` to admit within the account's own limits only. Calls already up are kept.
+    pub fn set_share(&mut self, account: Id, share: Option<Share>) {
+        self.accounts.entry(account).or_default().share = share;
+    }
+
+    /// The account's calls in progress on this node, and the CPS tokens taken so far (a
+    /// counter that only grows): what the shell sizes its leases from.
+    pub fn usage(&self, account: Id) -> (u32, u64) {
+        self.accounts.get(&account).map_or((0, 0), |st| {
+            (u32::try_from(st.calls.len()).unwrap_or(u32::MAX), st.taken)
+        })
+    }
+
     /// The balance admission currently works with.
     pub fn balance(&self, account: Id) -> Option<Micros> {
         self.accounts.get(&account).map(|st| st.balance)
@@ -352,8 +371,13 @@ impl Admission {
     /// How long until the account's CPS limit admits a call again (for `Retry-After`).
     pub fn cps_retry_after(&self, account: Id, now: Instant) -> Duration {
         self.accounts.get(&account).map_or(Duration::ZERO, |st| {
-            st.cps_limit
-                .map_or(Duration::ZERO, |rate| st.cps.wait(now, rate))
+            let share = st.share.and_then(|s| s.cps);
+            match share::cap(st.cps_limit, share) {
+                // A share of nothing: the shell's next lease is a second away at most.
+                Some(0) => Duration::from_secs(1),
+                Some(rate) => st.cps.wait(now, rate),
+                None => Duration::ZERO,
+            }
         })
     }
 
@@ -583,6 +607,62 @@ mod tests {
 
     fn per_second() -> Tariff {
         tariff(1, 1, 1)
+    }
+
+    #[test]
+    fn share_caps_sessions_and_cps_below_the_account() {
+        let t = Instant::now();
+        let mut a = Admission::new();
+        let mut acc = account(0);
+        acc.tariff_id = None;
+        acc.max_sessions = Some(10);
+        acc.cps_limit = Some(100);
+        a.set_share(
+            1,
+            Some(Share {
+                sessions: Some(2),
+                cps: None,
+            }),
+        );
+        assert_eq!(a.admit(t, 1, &acc, None), Ok(()));
+        assert_eq!(a.admit(t, 2, &acc, None), Ok(()));
+        assert_eq!(a.admit(t, 3, &acc, None), Err(Refusal::Sessions));
+        assert_eq!(a.usage(1), (2, 3), "the refused call took its CPS token");
+        // A bigger lease lets the third in; a lease of 0 CPS refuses before sessions.
+        a.set_share(
+            1,
+            Some(Share {
+                sessions: Some(3),
+                cps: Some(0),
+            }),
+        );
+        assert_eq!(a.admit(t, 3, &acc, None), Err(Refusal::Cps));
+        assert_eq!(a.cps_retry_after(1, t), SEC);
+        a.set_share(
+            1,
+            Some(Share {
+                sessions: Some(3),
+                cps: Some(1),
+            }),
+        );
+        // The bucket keeps its state across shares: a second later, one call at 1 CPS.
+        let t = t + SEC;
+        assert_eq!(a.admit(t, 3, &acc, None), Ok(()));
+        assert_eq!(a.admit(t, 4, &acc, None), Err(Refusal::Cps), "1 CPS share");
+        // A lease shrunk under calls in progress keeps them up and admits none.
+        a.set_share(
+            1,
+            Some(Share {
+                sessions: Some(1),
+                cps: None,
+            }),
+        );
+        assert_eq!(a.usage(1).0, 3);
+        let t = t + 2 * SEC;
+        assert_eq!(a.admit(t, 5, &acc, None), Err(Refusal::Sessions));
+        // Standalone again: the account's own limit.
+        a.set_share(1, None);
+        assert_eq!(a.admit(t, 5, &acc, None), Ok(()));
     }
 
     #[test]
