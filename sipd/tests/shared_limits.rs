@@ -369,13 +369,8 @@ async fn debit_retried_after_a_crash_is_applied_once() {
     );
     // The crash: Redis applied it, the outbox entry was not removed yet. A restarted node
     // (a new SharedLimits on the same outbox) sends it again.
-    let entry: [u8; 16] = {
-        let mut v = [0u8; 16];
-        v[..8].copy_from_slice(&ACCOUNT.to_be_bytes());
-        v[8..].copy_from_slice(&3_000i64.to_be_bytes());
-        v
-    };
-    n1.outbox.insert("n1-42", &entry[..]).unwrap();
+    let entry = sipd::shared_limits::outbox_value(ACCOUNT, Micros(3_000));
+    n1.outbox.insert("n1-42", entry).unwrap();
     let restarted = SharedLimits::new(
         client(&redis).await,
         "n1",

@@ -34,18 +34,37 @@ pub(super) struct Budget {
     pub(super) synced: bool,
 }
 
-/// An outbox entry: account and cost, big-endian.
-fn encode(account: Id, cost: Micros) -> [u8; 16] {
-    let mut v = [0u8; 16];
-    v[..8].copy_from_slice(&account.to_be_bytes());
-    v[8..].copy_from_slice(&cost.0.to_be_bytes());
-    v
+/// An outbox entry as the store's records are kept (a versioned JSON envelope), so
+/// `sipd store check` reads it like any record.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Envelope {
+    v: u32,
+    d: Queued,
 }
 
-fn decode(v: &[u8]) -> Option<(Id, Micros)> {
-    let a = Id::from_be_bytes(v.get(..8)?.try_into().ok()?);
-    let c = i64::from_be_bytes(v.get(8..16)?.try_into().ok()?);
-    Some((a, Micros(c)))
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Queued {
+    account: Id,
+    cost: i64,
+}
+
+/// The outbox value of a debit of `cost` from `account` (the store writes it in the settle).
+pub fn outbox_value(account: Id, cost: Micros) -> Vec<u8> {
+    let e = Envelope {
+        v: 1,
+        d: Queued {
+            account,
+            cost: cost.0,
+        },
+    };
+    // Two integers: serialising cannot fail.
+    serde_json::to_vec(&e).unwrap_or_default()
+}
+
+/// The account and cost of an outbox value; `None` if it is not one.
+pub fn outbox_entry(v: &[u8]) -> Option<(Id, Micros)> {
+    let e: Envelope = serde_json::from_slice(v).ok()?;
+    (e.v == 1).then_some((e.d.account, Micros(e.d.cost)))
 }
 
 impl SharedLimits {
@@ -147,7 +166,7 @@ impl SharedLimits {
             .outbox
             .iter()
             .values()
-            .filter_map(|v| v.ok().and_then(|v| decode(&v)))
+            .filter_map(|v| v.ok().and_then(|v| outbox_entry(&v)))
             .filter(|(a, _)| *a == account)
             .map(|(_, c)| c.0)
             .sum();
@@ -155,16 +174,17 @@ impl SharedLimits {
     }
 
     /// Debits a finished call's `cost` from the shared balance, once: queued durably in the
-    /// outbox under `call` (a cluster-unique id, e.g. node and CDR id) and sent. Redis away:
+    /// outbox under `call` (unique on this node: the store queues settles under their CDR
+    /// id) and sent. Redis away:
     /// [`Debit::Queued`], applied on reconnect by [`flush_outbox`](Self::flush_outbox).
     pub async fn debit(&self, account: Id, call: &str, cost: Micros) -> Result<Debit, SharedError> {
-        self.outbox
-            .insert(call.as_bytes(), &encode(account, cost)[..])?;
+        let value = outbox_value(account, cost);
+        self.outbox.insert(call.as_bytes(), value.as_slice())?;
         self.outbox.flush_async().await?;
         if self.is_away() {
             return Ok(Debit::Queued);
         }
-        match self.apply(call, account, cost).await {
+        match self.apply(call, account, cost, &value).await {
             Ok(d) => Ok(d),
             Err(SharedError::Outbox(e)) => Err(SharedError::Outbox(e)),
             Err(_) => Ok(Debit::Queued),
@@ -172,11 +192,18 @@ impl SharedLimits {
     }
 
     /// Sends one outbox entry and removes it once Redis has it.
-    async fn apply(&self, call: &str, account: Id, cost: Micros) -> Result<Debit, SharedError> {
+    async fn apply(
+        &self,
+        call: &str,
+        account: Id,
+        cost: Micros,
+        value: &[u8],
+    ) -> Result<Debit, SharedError> {
+        // Call ids are this node's (CDR ids): the node's name makes them the cluster's.
         let keys = vec![
             self.balance_key(account),
             self.reserved_key(account),
-            self.key(&format!("debited:{call}")),
+            self.key(&format!("debited:{}:{call}", self.node)),
         ];
         let args: Vec<Value> = vec![
             self.node.as_str().into(),
@@ -192,11 +219,9 @@ impl SharedLimits {
             _ => return Err(SharedError::Answer("debit.lua")),
         };
         // Removed only if it is still this entry (a crash-restart could have re-queued it).
-        let _ = self.outbox.compare_and_swap(
-            call.as_bytes(),
-            Some(&encode(account, cost)[..]),
-            None::<&[u8]>,
-        )?;
+        let _ = self
+            .outbox
+            .compare_and_swap(call.as_bytes(), Some(value), None::<&[u8]>)?;
         if let Debit::Applied(_) = d
             && let Some(b) = self.lock().budgets.get_mut(&account)
         {
@@ -213,13 +238,13 @@ impl SharedLimits {
         let mut sent = 0;
         for entry in self.outbox.iter() {
             let (k, v) = entry?;
-            let Some((account, cost)) = decode(&v) else {
+            let Some((account, cost)) = outbox_entry(&v) else {
                 tracing::error!(key = ?k, "shared limits: corrupt outbox entry dropped");
                 self.outbox.remove(&k)?;
                 continue;
             };
             let call = String::from_utf8_lossy(&k).into_owned();
-            self.apply(&call, account, cost).await?;
+            self.apply(&call, account, cost, &v).await?;
             sent += 1;
         }
         if sent > 0 {
@@ -240,8 +265,9 @@ mod tests {
 
     #[test]
     fn outbox_entries_round_trip() {
-        let v = encode(7, Micros(-3));
-        assert_eq!(decode(&v), Some((7, Micros(-3))));
-        assert_eq!(decode(&v[..15]), None);
+        let v = outbox_value(7, Micros(-3));
+        assert_eq!(outbox_entry(&v), Some((7, Micros(-3))));
+        assert_eq!(outbox_entry(&v[..v.len() - 1]), None);
+        assert_eq!(outbox_entry(br#"{"v":2,"d":{"account":1,"cost":1}}"#), None);
     }
 }

@@ -24,15 +24,14 @@
 //!   reserves from.
 //!
 //! # Money: exactly once
-//! A finished call's debit goes through a durable outbox (a sled tree, keyed by the call's
-//! cluster-unique id) before it is sent, and `debit.lua` applies it once: it takes the cost
-//! off the balance and off this node's reservation and sets a "debited" mark for the call id
-//! in the same script. A retry (after a timeout whose command did reach Redis, a crash, an
-//! outage) finds the mark and changes nothing. So:
-//! - crash before the outbox write: the call was not settled in the store either when the
-//!   outbox write is in the store's settle transaction (what the lead wires: the settle's
-//!   debit, CDR and outbox entry in one sled transaction), so the call is adopted at restart
-//!   and settled then, once;
+//! A finished call's debit goes through a durable outbox (the store's `cluster_debits`
+//! tree, keyed by the CDR id) before it is sent, and `debit.lua` applies it once: it takes
+//! the cost off the balance and off this node's reservation and sets a "debited" mark for
+//! `{node}:{CDR id}` in the same script. A retry (after a timeout whose command did reach
+//! Redis, a crash, an outage) finds the mark and changes nothing. So:
+//! - the store's settle writes the debit, the CDR and the outbox entry in one sled
+//!   transaction ([`crate::store::Store::set_debit_outbox`]): a crash before it leaves the
+//!   call to adopt at restart, settled then, once; never a CDR without its queued debit;
 //! - crash after the outbox write, before or after the Redis debit: the entry is still there
 //!   at restart and [`SharedLimits::flush_outbox`] sends it; applied once by the mark;
 //! - the mark outlives any plausible retry ([`Settings::debit_mark_ttl`], 7 days).
@@ -78,7 +77,10 @@ use fred::interfaces::LuaInterface as _;
 use fred::types::{FromValue, Value};
 use sipd_core::records::Id;
 
-pub use balance::Debit;
+pub use balance::{Debit, outbox_entry, outbox_value};
+
+/// The store's tree that holds the debits queued for the shared balance.
+pub const OUTBOX_TREE: &str = "cluster_debits";
 pub use lease::{Kind, Scope};
 pub use sync::Usage;
 
