@@ -606,3 +606,54 @@ async fn cores_admit_within_their_leases() {
     // The GCRA's own bound (limit + a burst of limit) plus the rate moved between nodes.
     assert!(busiest <= 90, "busiest second {busiest}");
 }
+
+/// A settle's debit queued in the store's outbox but not yet in Redis still counts: the
+/// node cannot reserve that money again before the debit lands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_debits_are_not_reserved_twice() {
+    if !redis_installed() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let redis = Redis::start(dir.path());
+    let admin = client(&redis).await;
+    beat(&admin, "n1").await;
+    let data = tempfile::tempdir().unwrap();
+    let store = sipd::store::Store::open(data.path()).unwrap();
+    let n = SharedLimits::for_store(
+        client(&redis).await,
+        "n1",
+        PREFIX,
+        Settings::default(),
+        &store,
+    );
+    n.seed_balance(ACCOUNT, Micros(100_000)).await.unwrap();
+    assert_eq!(
+        n.budget(ACCOUNT, Micros(0), Micros(100_000)).await,
+        Micros(100_000)
+    );
+    // What the store's settle writes with the CDR (CDR id 1), before the tick sends it.
+    store
+        .cluster_debits()
+        .insert(
+            "1",
+            sipd::shared_limits::outbox_value(ACCOUNT, Micros(100_000)),
+        )
+        .unwrap();
+    assert_eq!(
+        n.budget(ACCOUNT, Micros(0), Micros(50_000)).await,
+        Micros(0)
+    );
+    assert_eq!(n.tick().await, Health::Up);
+    assert_eq!(n.queued_debits(), 0);
+    assert_eq!(n.balance(ACCOUNT).await.unwrap(), Micros(0));
+    assert_eq!(
+        n.budget(ACCOUNT, Micros(0), Micros(50_000)).await,
+        Micros(0)
+    );
+    n.top_up(ACCOUNT, Micros(30_000)).await.unwrap();
+    assert_eq!(
+        n.budget(ACCOUNT, Micros(0), Micros(50_000)).await,
+        Micros(30_000)
+    );
+}

@@ -117,6 +117,9 @@ impl SharedLimits {
     pub async fn budget(&self, account: Id, held: Micros, want: Micros) -> Micros {
         let (held, want) = (held.0.max(0), want.0.max(held.0.max(0)));
         let room = want - held;
+        // Debits settled here but not in Redis yet: the balance there still has them, so
+        // the reservation keeps them too (debit.lua takes them off both).
+        let pending = self.pending(account);
         {
             let st = self.lock();
             let b = st.budgets.get(&account).copied().unwrap_or_default();
@@ -124,10 +127,15 @@ impl SharedLimits {
                 drop(st);
                 return self.fallback_budget(account, b);
             }
-            if b.synced && b.reserved >= held + room / 2 && b.reserved <= held + room * 2 {
+            if pending == 0
+                && b.synced
+                && b.reserved >= held + room / 2
+                && b.reserved <= held + room * 2
+            {
                 return Micros(b.reserved);
             }
         }
+        let (held, want) = (held + pending, want + pending);
         let keys = vec![
             self.balance_key(account),
             self.reserved_key(account),
@@ -147,7 +155,7 @@ impl SharedLimits {
                     synced: true,
                 };
                 self.lock().budgets.insert(account, b);
-                Micros(*grant)
+                Micros((*grant - pending).max(0))
             }
             _ => {
                 let b = self
@@ -162,15 +170,18 @@ impl SharedLimits {
     }
 
     fn fallback_budget(&self, account: Id, b: Budget) -> Micros {
-        let queued: i64 = self
-            .outbox
+        Micros((b.balance - b.others - self.pending(account)).max(0))
+    }
+
+    /// What the outbox still owes the shared balance of `account`.
+    fn pending(&self, account: Id) -> i64 {
+        self.outbox
             .iter()
             .values()
             .filter_map(|v| v.ok().and_then(|v| outbox_entry(&v)))
             .filter(|(a, _)| *a == account)
             .map(|(_, c)| c.0)
-            .sum();
-        Micros((b.balance - b.others - queued).max(0))
+            .sum()
     }
 
     /// Debits a finished call's `cost` from the shared balance, once: queued durably in the

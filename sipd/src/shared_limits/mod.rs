@@ -193,6 +193,21 @@ impl SharedLimits {
         }
     }
 
+    /// Over `store`'s debit outbox, which this turns on: from now on every settle with a
+    /// debit queues it for the shared balance in the same transaction. What the shell calls
+    /// when the node is in a cluster (then [`spawn_maintenance`](Self::spawn_maintenance),
+    /// which also sends the queued debits, within a tick of their settle).
+    pub fn for_store(
+        client: Client,
+        node: impl Into<String>,
+        prefix: impl Into<String>,
+        settings: Settings,
+        store: &crate::store::Store,
+    ) -> SharedLimits {
+        store.set_debit_outbox(true);
+        SharedLimits::new(client, node, prefix, settings, store.cluster_debits())
+    }
+
     /// This node's name.
     pub fn node(&self) -> &str {
         &self.node
