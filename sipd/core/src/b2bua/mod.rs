@@ -454,6 +454,20 @@ impl<M: Media> Core<M> {
         (r.in_use(connection), r.taken(connection))
     }
 
+    /// What the account's calls in progress hold of its balance now (see
+    /// [`Admission::held`]).
+    pub fn account_held(&self, account: Id, now: Instant) -> Micros {
+        self.admission.held(account, now)
+    }
+
+    /// The balance this node may spend for `account`: its reservation of a cluster's shared
+    /// balance, which replaces the store's balance for admission and cut-offs until the
+    /// next call (the debits of ended calls still come off it here at once).
+    pub fn set_balance(&mut self, account: Id, balance: Micros) {
+        self.balances.insert(account, balance);
+        self.admission.set_balance(account, balance);
+    }
+
     /// An operator credited (or debited) an account's balance in the store.
     pub fn credit(&mut self, account: Id, delta: Micros) {
         let b = self.balances.entry(account).or_insert(Micros(0));

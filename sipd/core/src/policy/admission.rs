@@ -148,6 +148,14 @@ impl Call {
     }
 }
 
+/// What `keys`' calls hold at `now`: each the larger of its cost so far and its reservation.
+fn held_by(calls: &HashMap<CallKey, Call>, keys: &BTreeSet<CallKey>, now: Instant) -> i128 {
+    keys.iter()
+        .filter_map(|k| calls.get(k))
+        .map(|c| i128::from(c.charge(now).max(c.reservation()).0))
+        .sum()
+}
+
 /// Whole seconds from answer to `now`, rounded up; 0 when not answered.
 fn elapsed_secs(answered: Option<Instant>, now: Instant) -> u64 {
     answered.map_or(0, |a| {
@@ -237,12 +245,7 @@ impl Admission {
         }
         let tariff = tariff.filter(|t| t.rate_per_minute.0 > 0);
         if let Some(t) = tariff {
-            let held: i128 = st
-                .calls
-                .iter()
-                .filter_map(|k| self.calls.get(k))
-                .map(|c| i128::from(c.charge(now).max(c.reservation()).0))
-                .sum();
+            let held = held_by(&self.calls, &st.calls, now);
             let needed = held + i128::from(t.reservation().0);
             if i128::from(st.balance.0) < needed {
                 tracing::debug!(
@@ -355,6 +358,16 @@ impl Admission {
     pub fn usage(&self, account: Id) -> (u32, u64) {
         self.accounts.get(&account).map_or((0, 0), |st| {
             (u32::try_from(st.calls.len()).unwrap_or(u32::MAX), st.taken)
+        })
+    }
+
+    /// What the account's calls in progress hold of its balance at `now`: for each, the
+    /// larger of its cost so far and its tariff's reservation (what admission counts). The
+    /// shell sizes the account's reservation of a cluster's shared balance from it.
+    pub fn held(&self, account: Id, now: Instant) -> Micros {
+        self.accounts.get(&account).map_or(Micros(0), |st| {
+            let h = held_by(&self.calls, &st.calls, now);
+            Micros(i64::try_from(h).unwrap_or(i64::MAX))
         })
     }
 
@@ -663,6 +676,33 @@ mod tests {
         // Standalone again: the account's own limit.
         a.set_share(1, None);
         assert_eq!(a.admit(t, 5, &acc, None), Ok(()));
+    }
+
+    #[test]
+    fn held_is_what_admission_counts() {
+        let t = Instant::now();
+        let mut a = Admission::new();
+        // 10_000 a second, 30 s expected: a reservation of 300_000.
+        let tr = tariff(1, 1, 30);
+        let acc = account(1_000_000);
+        assert_eq!(a.held(1, t), Micros(0));
+        assert_eq!(a.admit(t, 1, &acc, Some(&tr)), Ok(()));
+        assert_eq!(a.admit(t, 2, &acc, Some(&tr)), Ok(()));
+        assert_eq!(a.held(1, t), Micros(600_000));
+        a.answered(t, 1);
+        // 40 s in, call 1 has cost more than its reservation.
+        assert_eq!(a.held(1, t + 40 * SEC), Micros(400_000 + 300_000));
+        // A balance (the node's reservation of a shared one) one short of held + one more.
+        let short = Account {
+            balance: Micros(899_999),
+            ..acc.clone()
+        };
+        assert_eq!(a.admit(t, 3, &short, Some(&tr)), Err(Refusal::Balance));
+        let enough = Account {
+            balance: Micros(900_000),
+            ..acc
+        };
+        assert_eq!(a.admit(t, 3, &enough, Some(&tr)), Ok(()));
     }
 
     #[test]
