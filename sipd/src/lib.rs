@@ -29,6 +29,7 @@ pub mod private_file;
 pub mod provision;
 pub mod resolver;
 pub mod server;
+pub mod shared_limits;
 pub mod store;
 pub mod tls;
 pub mod toml_span;

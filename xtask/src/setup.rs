@@ -14,8 +14,10 @@ use crate::util::{self, output, run, which};
 /// Kamailio, tmux (the console's end-to-end test drives `sbc-tui` in a tmux pane), sngrep
 /// (the HEP capture test sends it a call through its `-L` listener), and
 /// `systemd-analyze` (package systemd; it works with no systemd running) to verify the unit
-/// in dist/systemd, pebble (an ACME test CA: sipd/tests/acme.rs), and openssl and curl
-/// (that test's OCSP responder and its pebble client). `setpriv`, which runs sipd with only the unit's capabilities in
+/// in dist/systemd, pebble (an ACME test CA: sipd/tests/acme.rs), openssl and curl
+/// (that test's OCSP responder and its pebble client), and `redis-server` (the cluster's
+/// shared engine; the tests start their own on a random loopback port). `setpriv`, which runs
+/// sipd with only the unit's capabilities in
 /// tests/tests/service.rs, is in util-linux, always installed.
 pub const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
@@ -38,13 +40,16 @@ pub const APT_PACKAGES: &[&str] = &[
     "pebble",
     "openssl",
     "curl",
+    "redis-server",
 ];
 
-/// Units the rtpengine and kamailio packages install; they must not hold our ports.
+/// Units the rtpengine, kamailio and redis-server packages install; they must not hold our
+/// ports.
 const SERVICES: &[&str] = &[
     "kamailio.service",
     "rtpengine-daemon.service",
     "rtpengine-recording-daemon.service",
+    "redis-server.service",
 ];
 
 /// bpf-linker is built against this LLVM; nightly's LLVM must not be newer.

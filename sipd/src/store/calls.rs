@@ -73,6 +73,19 @@ impl CallWrite {
 }
 
 impl Store {
+    /// From now on (`true`), every settle with a debit also queues it, in the same
+    /// transaction, in [`cluster_debits`](Self::cluster_debits) under its CDR id: what
+    /// [`crate::shared_limits::SharedLimits`] sends to the cluster's shared balance, once.
+    pub fn set_debit_outbox(&self, on: bool) {
+        self.debit_outbox
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The queue of debits for the cluster's shared balance (give it to `SharedLimits`).
+    pub fn cluster_debits(&self) -> sled::Tree {
+        self.cluster_debits.clone()
+    }
+
     /// Every call record the last run left, in key order; a corrupt one is an `Err` in its
     /// place (the others still load).
     pub fn saved_calls(&self) -> Vec<Result<SavedCall, StoreError>> {
@@ -161,14 +174,29 @@ impl Store {
         // Only the three trees a settlement touches: a transaction over every tree (what
         // `write_unflushed` does) costs several times as much, once per call.
         let _gate = self.shared_gate();
-        let trees = [
+        // The cluster's debit outbox joins only when it is on and there is a debit.
+        let outbox = debit
+            .filter(|_| self.debit_outbox.load(std::sync::atomic::Ordering::Relaxed))
+            .map(|(account, cost)| {
+                (
+                    id.to_string(),
+                    crate::shared_limits::outbox_value(account, cost),
+                )
+            });
+        let mut trees = vec![
             self.tree(T::Accounts).clone(),
             self.tree(T::Cdrs).clone(),
             self.tree(T::Calls).clone(),
         ];
+        if outbox.is_some() {
+            trees.push(self.cluster_debits.clone());
+        }
         trees[..]
             .transaction(|t| {
                 let (accounts, cdrs, calls) = (&t[0], &t[1], &t[2]);
+                if let (Some((key, value)), Some(queue)) = (&outbox, t.get(3)) {
+                    queue.insert(key.as_bytes(), value.as_slice())?;
+                }
                 if let Some((account, cost)) = debit {
                     let key = account.to_be_bytes();
                     match accounts.get(key)? {

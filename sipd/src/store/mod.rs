@@ -237,6 +237,11 @@ pub struct Store {
     cdrs: Tree,
     /// The refusal table's copy (`refusal.rs`): outside the transactional set too.
     refusals: Tree,
+    /// Debits for the cluster's shared balance, written with the settle that made them
+    /// (`calls.rs`) while [`Store::set_debit_outbox`] is on; `shared_limits` sends them.
+    cluster_debits: Tree,
+    /// Whether settles queue their debit in `cluster_debits`.
+    debit_outbox: std::sync::atomic::AtomicBool,
     /// Held while a CDR's id (one past the last key) is chosen and written, so two writers
     /// never race for an id inside a transaction that cannot read the tree's last key.
     cdr_ids: std::sync::Mutex<()>,
@@ -404,6 +409,7 @@ impl Store {
             .collect::<Result<Vec<_>, _>>()?;
         let cdrs = db.open_tree("cdrs")?;
         let refusals = db.open_tree("refusals")?;
+        let cluster_debits = db.open_tree(crate::shared_limits::OUTBOX_TREE)?;
         tracing::debug!(path = %dir.display(), "store opened");
         let store = Store {
             db,
@@ -411,6 +417,8 @@ impl Store {
             trees,
             cdrs,
             refusals,
+            cluster_debits,
+            debit_outbox: std::sync::atomic::AtomicBool::new(false),
             cdr_ids: std::sync::Mutex::new(()),
             gate: std::sync::RwLock::new(()),
         };

@@ -331,6 +331,50 @@ fn second_open_while_held_is_a_clear_error() {
 }
 
 #[test]
+fn settles_queue_their_debit_for_the_cluster_once_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    let mut acct = account("acme", None);
+    acct.balance = Micros(100_000);
+    let a = s.put_account(&acct).unwrap();
+    let settle = |c: &str, debit| CallWrite::Settle {
+        cdr: draft(c),
+        debit,
+        saved: None,
+    };
+    assert!(
+        s.settle_calls(vec![settle("c1", Some((a.id, Micros(5))))])
+            .is_empty()
+    );
+    assert!(s.cluster_debits().is_empty(), "off: standalone");
+    s.set_debit_outbox(true);
+    let errors = s.settle_calls(vec![
+        settle("c2", Some((a.id, Micros(12_000)))),
+        settle("c3", None),
+    ]);
+    assert!(errors.is_empty(), "{errors:?}");
+    drop(s);
+    let s = Store::open(dir.path()).unwrap();
+    let queued: Vec<(String, Option<(Id, Micros)>)> = s
+        .cluster_debits()
+        .iter()
+        .map(|kv| {
+            let (k, v) = kv.unwrap();
+            (
+                String::from_utf8_lossy(&k).into_owned(),
+                crate::shared_limits::outbox_entry(&v),
+            )
+        })
+        .collect();
+    // Keyed by the CDR id: c1 is CDR 1, c2 is CDR 2.
+    assert_eq!(queued, [("2".to_owned(), Some((a.id, Micros(12_000))))]);
+    assert_eq!(s.account(a.id).unwrap().unwrap().balance, Micros(87_995));
+    // `store check` reads the queue's entries as records.
+    let report = s.check(false).unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+}
+
+#[test]
 fn settled_calls_debit_and_record_in_one_batch() {
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open(dir.path()).unwrap();

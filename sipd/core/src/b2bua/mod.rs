@@ -432,6 +432,42 @@ impl<M: Media> Core<M> {
         self.tariffs = tariffs.into_iter().map(|t| (t.id, t)).collect();
     }
 
+    /// This node's share of an account's cluster limits, from the shell's leases (`None`:
+    /// the account's own limits only). See [`Admission::set_share`].
+    pub fn set_account_share(&mut self, account: Id, share: Option<crate::policy::Share>) {
+        self.admission.set_share(account, share);
+    }
+
+    /// This node's share of an upstream connection's cluster caps (`None`: its own caps).
+    pub fn set_connection_share(&mut self, connection: Id, share: Option<crate::policy::Share>) {
+        self.outgoing.set_share(connection, share);
+    }
+
+    /// An account's calls in progress here and the CPS tokens it has taken so far.
+    pub fn account_usage(&self, account: Id) -> (u32, u64) {
+        self.admission.usage(account)
+    }
+
+    /// A connection's channels in use here and the CPS tokens it has taken so far.
+    pub fn connection_usage(&self, connection: Id) -> (u32, u64) {
+        let r = self.outgoing.router();
+        (r.in_use(connection), r.taken(connection))
+    }
+
+    /// What the account's calls in progress hold of its balance now (see
+    /// [`Admission::held`]).
+    pub fn account_held(&self, account: Id, now: Instant) -> Micros {
+        self.admission.held(account, now)
+    }
+
+    /// The balance this node may spend for `account`: its reservation of a cluster's shared
+    /// balance, which replaces the store's balance for admission and cut-offs until the
+    /// next call (the debits of ended calls still come off it here at once).
+    pub fn set_balance(&mut self, account: Id, balance: Micros) {
+        self.balances.insert(account, balance);
+        self.admission.set_balance(account, balance);
+    }
+
     /// An operator credited (or debited) an account's balance in the store.
     pub fn credit(&mut self, account: Id, delta: Micros) {
         let b = self.balances.entry(account).or_insert(Micros(0));

@@ -117,6 +117,11 @@ impl Outgoing {
         self.router.candidates(cld)
     }
 
+    /// This node's share of a connection's cluster caps (see [`Router::set_share`]).
+    pub fn set_share(&mut self, id: Id, share: Option<crate::policy::Share>) {
+        self.router.set_share(id, share);
+    }
+
     /// A call of an earlier run holds a channel of `id` again (never refused).
     pub fn hold(&mut self, id: Id) {
         self.router.hold(id);

@@ -15,6 +15,7 @@ use std::collections::{BTreeSet, BinaryHeap, HashMap};
 use std::time::{Duration, Instant};
 
 use super::gcra::CpsBucket;
+use super::share::{self, Share};
 use crate::records::{Account, Id, Micros, Tariff};
 
 /// Longer lookaheads are shortened to this: `due` pays every block within the lookahead one
@@ -103,6 +104,11 @@ struct AccountState {
     cps_limit: Option<u32>,
     cps: CpsBucket,
     calls: BTreeSet<CallKey>,
+    /// This node's share of the account's cluster limits (`None`: standalone).
+    share: Option<Share>,
+    /// CPS tokens taken so far (calls that passed the CPS check): the shell sizes its CPS
+    /// lease from how fast this grows.
+    taken: u64,
 }
 
 #[derive(Debug)]
@@ -140,6 +146,14 @@ impl Call {
     fn reservation(&self) -> Micros {
         self.tariff.as_ref().map_or(Micros(0), Tariff::reservation)
     }
+}
+
+/// What `keys`' calls hold at `now`: each the larger of its cost so far and its reservation.
+fn held_by(calls: &HashMap<CallKey, Call>, keys: &BTreeSet<CallKey>, now: Instant) -> i128 {
+    keys.iter()
+        .filter_map(|k| calls.get(k))
+        .map(|c| i128::from(c.charge(now).max(c.reservation()).0))
+        .sum()
 }
 
 /// Whole seconds from answer to `now`, rounded up; 0 when not answered.
@@ -219,25 +233,19 @@ impl Admission {
         if !account.enabled {
             return Err(Refusal::Disabled);
         }
-        if let Some(rate) = account.cps_limit
-            && !st.cps.take(now, rate)
-        {
+        let share = st.share.unwrap_or_default();
+        if !share::take_cps(&mut st.cps, now, share::cap(account.cps_limit, share.cps)) {
             return Err(Refusal::Cps);
         }
-        if account
-            .max_sessions
+        st.taken += 1;
+        if share::cap(account.max_sessions, share.sessions)
             .is_some_and(|max| st.calls.len() >= max as usize)
         {
             return Err(Refusal::Sessions);
         }
         let tariff = tariff.filter(|t| t.rate_per_minute.0 > 0);
         if let Some(t) = tariff {
-            let held: i128 = st
-                .calls
-                .iter()
-                .filter_map(|k| self.calls.get(k))
-                .map(|c| i128::from(c.charge(now).max(c.reservation()).0))
-                .sum();
+            let held = held_by(&self.calls, &st.calls, now);
             let needed = held + i128::from(t.reservation().0);
             if i128::from(st.balance.0) < needed {
                 tracing::debug!(
@@ -339,6 +347,30 @@ impl Admission {
         self.accounts.entry(account).or_default().balance = balance;
     }
 
+    /// This node's share of the account's cluster limits (from the shell's leases), or
+    /// `None` to admit within the account's own limits only. Calls already up are kept.
+    pub fn set_share(&mut self, account: Id, share: Option<Share>) {
+        self.accounts.entry(account).or_default().share = share;
+    }
+
+    /// The account's calls in progress on this node, and the CPS tokens taken so far (a
+    /// counter that only grows): what the shell sizes its leases from.
+    pub fn usage(&self, account: Id) -> (u32, u64) {
+        self.accounts.get(&account).map_or((0, 0), |st| {
+            (u32::try_from(st.calls.len()).unwrap_or(u32::MAX), st.taken)
+        })
+    }
+
+    /// What the account's calls in progress hold of its balance at `now`: for each, the
+    /// larger of its cost so far and its tariff's reservation (what admission counts). The
+    /// shell sizes the account's reservation of a cluster's shared balance from it.
+    pub fn held(&self, account: Id, now: Instant) -> Micros {
+        self.accounts.get(&account).map_or(Micros(0), |st| {
+            let h = held_by(&self.calls, &st.calls, now);
+            Micros(i64::try_from(h).unwrap_or(i64::MAX))
+        })
+    }
+
     /// The balance admission currently works with.
     pub fn balance(&self, account: Id) -> Option<Micros> {
         self.accounts.get(&account).map(|st| st.balance)
@@ -352,8 +384,13 @@ impl Admission {
     /// How long until the account's CPS limit admits a call again (for `Retry-After`).
     pub fn cps_retry_after(&self, account: Id, now: Instant) -> Duration {
         self.accounts.get(&account).map_or(Duration::ZERO, |st| {
-            st.cps_limit
-                .map_or(Duration::ZERO, |rate| st.cps.wait(now, rate))
+            let share = st.share.and_then(|s| s.cps);
+            match share::cap(st.cps_limit, share) {
+                // A share of nothing: the shell's next lease is a second away at most.
+                Some(0) => Duration::from_secs(1),
+                Some(rate) => st.cps.wait(now, rate),
+                None => Duration::ZERO,
+            }
         })
     }
 
@@ -583,6 +620,89 @@ mod tests {
 
     fn per_second() -> Tariff {
         tariff(1, 1, 1)
+    }
+
+    #[test]
+    fn share_caps_sessions_and_cps_below_the_account() {
+        let t = Instant::now();
+        let mut a = Admission::new();
+        let mut acc = account(0);
+        acc.tariff_id = None;
+        acc.max_sessions = Some(10);
+        acc.cps_limit = Some(100);
+        a.set_share(
+            1,
+            Some(Share {
+                sessions: Some(2),
+                cps: None,
+            }),
+        );
+        assert_eq!(a.admit(t, 1, &acc, None), Ok(()));
+        assert_eq!(a.admit(t, 2, &acc, None), Ok(()));
+        assert_eq!(a.admit(t, 3, &acc, None), Err(Refusal::Sessions));
+        assert_eq!(a.usage(1), (2, 3), "the refused call took its CPS token");
+        // A bigger lease lets the third in; a lease of 0 CPS refuses before sessions.
+        a.set_share(
+            1,
+            Some(Share {
+                sessions: Some(3),
+                cps: Some(0),
+            }),
+        );
+        assert_eq!(a.admit(t, 3, &acc, None), Err(Refusal::Cps));
+        assert_eq!(a.cps_retry_after(1, t), SEC);
+        a.set_share(
+            1,
+            Some(Share {
+                sessions: Some(3),
+                cps: Some(1),
+            }),
+        );
+        // The bucket keeps its state across shares: a second later, one call at 1 CPS.
+        let t = t + SEC;
+        assert_eq!(a.admit(t, 3, &acc, None), Ok(()));
+        assert_eq!(a.admit(t, 4, &acc, None), Err(Refusal::Cps), "1 CPS share");
+        // A lease shrunk under calls in progress keeps them up and admits none.
+        a.set_share(
+            1,
+            Some(Share {
+                sessions: Some(1),
+                cps: None,
+            }),
+        );
+        assert_eq!(a.usage(1).0, 3);
+        let t = t + 2 * SEC;
+        assert_eq!(a.admit(t, 5, &acc, None), Err(Refusal::Sessions));
+        // Standalone again: the account's own limit.
+        a.set_share(1, None);
+        assert_eq!(a.admit(t, 5, &acc, None), Ok(()));
+    }
+
+    #[test]
+    fn held_is_what_admission_counts() {
+        let t = Instant::now();
+        let mut a = Admission::new();
+        // 10_000 a second, 30 s expected: a reservation of 300_000.
+        let tr = tariff(1, 1, 30);
+        let acc = account(1_000_000);
+        assert_eq!(a.held(1, t), Micros(0));
+        assert_eq!(a.admit(t, 1, &acc, Some(&tr)), Ok(()));
+        assert_eq!(a.admit(t, 2, &acc, Some(&tr)), Ok(()));
+        assert_eq!(a.held(1, t), Micros(600_000));
+        a.answered(t, 1);
+        // 40 s in, call 1 has cost more than its reservation.
+        assert_eq!(a.held(1, t + 40 * SEC), Micros(400_000 + 300_000));
+        // A balance (the node's reservation of a shared one) one short of held + one more.
+        let short = Account {
+            balance: Micros(899_999),
+            ..acc.clone()
+        };
+        assert_eq!(a.admit(t, 3, &short, Some(&tr)), Err(Refusal::Balance));
+        let enough = Account {
+            balance: Micros(900_000),
+            ..acc
+        };
+        assert_eq!(a.admit(t, 3, &enough, Some(&tr)), Ok(()));
     }
 
     #[test]

@@ -9,7 +9,9 @@ pub mod admission;
 mod gcra;
 pub mod routing;
 pub mod rules;
+pub mod share;
 
 pub use admission::{Admission, CallKey, Cut, Ended, Refusal};
 pub use routing::{CapFull, Router};
 pub use rules::{Classification, RuleRefusal, RuleSet};
+pub use share::Share;

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use super::gcra::CpsBucket;
+use super::share::{self, Share};
 use crate::records::{Connection, Id};
 
 /// Which of a connection's caps refused a call.
@@ -24,6 +25,10 @@ struct Upstream {
     conn: Connection,
     in_use: u32,
     cps: CpsBucket,
+    /// This node's share of the connection's cluster caps (`None`: standalone).
+    share: Option<Share>,
+    /// CPS tokens taken so far, for the shell's lease sizing.
+    taken: u64,
 }
 
 /// The connections and their live usage.
@@ -50,10 +55,21 @@ impl Router {
     pub fn reload(&mut self, connections: Vec<Connection>) {
         let mut old = std::mem::take(&mut self.conns);
         for conn in connections {
-            let (in_use, cps) = old
+            let (in_use, cps, share, taken) = old
                 .remove(&conn.id)
-                .map_or((0, CpsBucket::default()), |u| (u.in_use, u.cps));
-            self.conns.insert(conn.id, Upstream { conn, in_use, cps });
+                .map_or((0, CpsBucket::default(), None, 0), |u| {
+                    (u.in_use, u.cps, u.share, u.taken)
+                });
+            self.conns.insert(
+                conn.id,
+                Upstream {
+                    conn,
+                    in_use,
+                    cps,
+                    share,
+                    taken,
+                },
+            );
         }
         for (id, u) in old.into_iter().filter(|(_, u)| u.in_use > 0) {
             // Calls through a deleted connection still release their channel later; keep
@@ -109,14 +125,14 @@ impl Router {
             tracing::warn!(id, "try_take on an unknown connection");
             return Err(CapFull::Channels);
         };
-        if u.conn.max_channels.is_some_and(|max| u.in_use >= max) {
+        let sh = u.share.unwrap_or_default();
+        if share::cap(u.conn.max_channels, sh.sessions).is_some_and(|max| u.in_use >= max) {
             return Err(CapFull::Channels);
         }
-        if let Some(rate) = u.conn.cps_limit
-            && !u.cps.take(now, rate)
-        {
+        if !share::take_cps(&mut u.cps, now, share::cap(u.conn.cps_limit, sh.cps)) {
             return Err(CapFull::Cps);
         }
+        u.taken += 1;
         u.in_use += 1;
         Ok(())
     }
@@ -135,6 +151,19 @@ impl Router {
         }
     }
 
+    /// This node's share of the connection's cluster caps, or `None` for its own caps only.
+    /// An unknown id is ignored (the next `reload` brings it, without a share).
+    pub fn set_share(&mut self, id: Id, share: Option<Share>) {
+        if let Some(u) = self.conns.get_mut(&id) {
+            u.share = share;
+        }
+    }
+
+    /// CPS tokens the connection has taken so far (a counter that only grows).
+    pub fn taken(&self, id: Id) -> u64 {
+        self.conns.get(&id).map_or(0, |u| u.taken)
+    }
+
     /// Channels of the connection taken by calls in progress (0 for an unknown id).
     pub fn in_use(&self, id: Id) -> u32 {
         self.conns.get(&id).map_or(0, |u| u.in_use)
@@ -143,11 +172,12 @@ impl Router {
     /// How long until the connection's CPS cap lets a call through again (zero if it would
     /// now, or if it has no CPS cap).
     pub fn cps_wait(&self, id: Id, now: Instant) -> Duration {
-        match self.conns.get(&id) {
-            Some(u) => u
-                .conn
-                .cps_limit
-                .map_or(Duration::ZERO, |r| u.cps.wait(now, r)),
+        let Some(u) = self.conns.get(&id) else {
+            return Duration::ZERO;
+        };
+        match share::cap(u.conn.cps_limit, u.share.and_then(|s| s.cps)) {
+            Some(0) => Duration::from_secs(1),
+            Some(r) => u.cps.wait(now, r),
             None => Duration::ZERO,
         }
     }
@@ -210,6 +240,38 @@ mod tests {
         let r = Router::new(vec![conn(1, &["44"], 0)]);
         assert!(r.candidates("33").is_empty());
         assert!(Router::new(vec![]).candidates("44").is_empty());
+    }
+
+    #[test]
+    fn share_caps_channels_and_cps() {
+        let mut c = conn(1, &[], 0);
+        c.max_channels = Some(10);
+        let mut r = Router::new(vec![c.clone()]);
+        let t = Instant::now();
+        r.set_share(
+            1,
+            Some(Share {
+                sessions: Some(1),
+                cps: None,
+            }),
+        );
+        assert_eq!(r.try_take(1, t), Ok(()));
+        assert_eq!(r.try_take(1, t), Err(CapFull::Channels));
+        // A reload keeps the share; a share of 0 CPS refuses with no channel taken.
+        r.reload(vec![c]);
+        r.set_share(
+            1,
+            Some(Share {
+                sessions: Some(5),
+                cps: Some(0),
+            }),
+        );
+        assert_eq!(r.try_take(1, t), Err(CapFull::Cps));
+        assert_eq!(r.cps_wait(1, t), Duration::from_secs(1));
+        assert_eq!((r.in_use(1), r.taken(1)), (1, 1));
+        r.set_share(1, None);
+        assert_eq!(r.try_take(1, t), Ok(()));
+        assert_eq!(r.taken(1), 2);
     }
 
     #[test]

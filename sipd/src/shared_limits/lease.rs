@@ -1,0 +1,183 @@
+//! Leases of cluster-wide counts (concurrent calls, calls per second): how many units this
+//! node may use, taken from Redis only when the local use nears the lease or leaves much of
+//! it idle.
+
+use std::fmt;
+
+use fred::types::Value;
+use sipd_core::records::Id;
+
+use super::{LEASE_LUA, SharedLimits, ints};
+
+/// What a lease counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// Calls up at once (an account's sessions, a connection's channels).
+    Sessions,
+    /// Calls started per second.
+    Cps,
+}
+
+/// Whose limit a lease is a part of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// An account's limits.
+    Account(Id),
+    /// An upstream connection's caps.
+    Connection(Id),
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Scope::Account(id) => write!(f, "account:{id}"),
+            Scope::Connection(id) => write!(f, "connection:{id}"),
+        }
+    }
+}
+
+impl Kind {
+    fn key(self) -> &'static str {
+        match self {
+            Kind::Sessions => "sessions",
+            Kind::Cps => "cps",
+        }
+    }
+}
+
+/// A lease as this node holds it.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Held {
+    units: u32,
+    limit: u32,
+    /// Taken from Redis since the last outage (else it must be re-sent).
+    pub(super) synced: bool,
+}
+
+/// Units kept free beyond the use: `pct` of the limit, at least 1.
+fn headroom(limit: u32, pct: u32) -> u32 {
+    let h = u64::from(limit) * u64::from(pct) / 100;
+    u32::try_from(h).unwrap_or(u32::MAX).max(1)
+}
+
+/// Whether a held lease is fine as it is for `in_use` (no round trip).
+fn fits(h: &Held, limit: u32, in_use: u32, headroom: u32) -> bool {
+    let low = in_use.saturating_add(headroom.div_ceil(2));
+    let high = in_use.saturating_add(headroom.saturating_mul(2));
+    h.synced && h.limit == limit && (h.units >= low || h.units >= limit) && h.units <= high
+}
+
+/// This node's share of `limit` when Redis is away: limit / live nodes, at least 1.
+pub(super) fn fallback(limit: u32, live_nodes: u32) -> u32 {
+    if limit == 0 {
+        return 0;
+    }
+    (limit / live_nodes.max(1)).max(1)
+}
+
+impl SharedLimits {
+    /// What the core may use while a [`lease`](Self::lease) for `in_use` is in flight: the
+    /// lease held now, or less if that call is going to give units back (no I/O). When Redis
+    /// is away: the fallback share.
+    pub fn lease_bound(&self, kind: Kind, scope: Scope, limit: u32, in_use: u32) -> u32 {
+        let st = self.lock();
+        if st.away.is_some() {
+            return fallback(limit, st.live_nodes);
+        }
+        let room = headroom(limit, self.settings.lease_headroom_pct);
+        let want = in_use.saturating_add(room).min(limit).max(in_use);
+        st.leases
+            .get(&(kind, scope))
+            .map_or(0, |h| h.units.min(want))
+    }
+
+    /// The units of `limit` this node may use now for `kind` of `scope`, given `in_use`
+    /// (calls up for [`Kind::Sessions`]; calls started in the last second for
+    /// [`Kind::Cps`]). Talks to Redis only when the lease needs a top-up or give-back;
+    /// falls back to this node's share of the limit when Redis is away. Never errors.
+    pub async fn lease(&self, kind: Kind, scope: Scope, limit: u32, in_use: u32) -> u32 {
+        let room = headroom(limit, self.settings.lease_headroom_pct);
+        {
+            let st = self.lock();
+            if st.away.is_some() {
+                return fallback(limit, st.live_nodes);
+            }
+            if let Some(h) = st.leases.get(&(kind, scope))
+                && fits(h, limit, in_use, room)
+            {
+                return h.units;
+            }
+        }
+        let want = in_use.saturating_add(room).min(limit);
+        let keys = vec![
+            self.key(&format!("lease:{}:{scope}", kind.key())),
+            self.key("leases"),
+        ];
+        let args: Vec<Value> = vec![
+            self.node.as_str().into(),
+            i64::from(want).into(),
+            i64::from(limit).into(),
+            i64::from(in_use).into(),
+        ];
+        let r = self
+            .script::<Value>("lease.lua", LEASE_LUA, keys, args)
+            .await
+            .and_then(|v| ints(v, "lease.lua"));
+        let mut st = self.lock();
+        match r.as_deref() {
+            Ok([grant, _others]) => {
+                let units = u32::try_from(*grant).unwrap_or(0);
+                st.leases.insert(
+                    (kind, scope),
+                    Held {
+                        units,
+                        limit,
+                        synced: true,
+                    },
+                );
+                units
+            }
+            _ => fallback(limit, st.live_nodes),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fallback_share_is_at_least_one() {
+        assert_eq!(fallback(10, 3), 3);
+        assert_eq!(fallback(10, 0), 10);
+        assert_eq!(fallback(2, 5), 1);
+        assert_eq!(fallback(0, 5), 0);
+    }
+
+    #[test]
+    fn lease_is_kept_between_half_and_twice_the_headroom() {
+        let h = Held {
+            units: 5,
+            limit: 30,
+            synced: true,
+        };
+        let room = headroom(30, 10);
+        assert_eq!(room, 3);
+        assert!(fits(&h, 30, 3, room), "2 free of 3: enough");
+        assert!(!fits(&h, 30, 4, room), "1 free: top up");
+        assert!(fits(&h, 30, 0, room));
+        let big = Held { units: 9, ..h };
+        assert!(!fits(&big, 30, 0, room), "9 idle: give back");
+        assert!(!fits(&Held { synced: false, ..h }, 30, 3, room));
+        assert!(!fits(&h, 20, 3, room), "the limit changed");
+        let full = Held {
+            units: 10,
+            limit: 10,
+            synced: true,
+        };
+        assert!(
+            fits(&full, 10, 10, 1),
+            "the whole limit: nothing to ask for"
+        );
+    }
+}

@@ -1,0 +1,283 @@
+//! Limits and balances shared by a cluster of nodes, on Redis.
+//!
+//! # What is shared, and how the hot path stays local
+//! - **Concurrent calls** (per account, and per upstream connection's channels): each node
+//!   holds a bounded local *lease* of slots, taken from Redis atomically (`lease.lua`: the
+//!   nodes' leases never add up to more than the limit). The core admits within the lease
+//!   ([`sipd_core::policy::Share`]); the shell calls [`SharedLimits::lease`] in the
+//!   background, which asks Redis only when the local use nears the lease (top-up) or leaves
+//!   much of it idle (give-back). Leases live in a hash per account (or connection) keyed by
+//!   node, so [`SharedLimits::tick`] (`reclaim.lua`, run by every live node) gives back a
+//!   dead node's slots once its heartbeat key has expired.
+//!   Accuracy while Redis is up: strict, never more than the limit up across the cluster.
+//! - **CPS** (per account and per connection): the same lease, in calls per second: each node
+//!   runs its own GCRA at its leased rate, and the leased rates never add up to more than the
+//!   limit. Accuracy: over any second, at most what one node at the full limit could start
+//!   (limit + a burst of limit, the GCRA's definition everywhere in the project) plus the
+//!   rate moved between nodes during that second (a node that gives rate back has already
+//!   spent its burst, the node that takes it starts with a full one).
+//! - **Balance**: integer micro-units in Redis. Each node *reserves* part of the balance
+//!   (`reserve.lua`: the nodes' reservations never add up to more than the balance) and its
+//!   core admits and cuts calls within that reservation as if it were the whole balance, so
+//!   the calls in progress on every node count, and the shared balance never goes below
+//!   zero. A top-up on any node ([`SharedLimits::top_up`]) raises the balance every node
+//!   reserves from.
+//!
+//! # Money: exactly once
+//! A finished call's debit goes through a durable outbox (the store's `cluster_debits`
+//! tree, keyed by the CDR id) before it is sent, and `debit.lua` applies it once: it takes
+//! the cost off the balance and off this node's reservation and sets a "debited" mark for
+//! `{node}:{CDR id}` in the same script. A retry (after a timeout whose command did reach
+//! Redis, a crash, an outage) finds the mark and changes nothing. So:
+//! - the store's settle writes the debit, the CDR and the outbox entry in one sled
+//!   transaction ([`crate::store::Store::set_debit_outbox`]): a crash before it leaves the
+//!   call to adopt at restart, settled then, once; never a CDR without its queued debit;
+//! - crash after the outbox write, before or after the Redis debit: the entry is still there
+//!   at restart and [`SharedLimits::flush_outbox`] sends it; applied once by the mark;
+//! - the mark outlives any plausible retry ([`Settings::debit_mark_ttl`], 7 days).
+//!
+//! The store's settlement (sipd/src/store/calls.rs) stays the local record of truth for the
+//! CDR; Redis holds the shared balance.
+//!
+//! # When Redis is away
+//! Every command has a deadline ([`Settings::timeout`]): nothing hangs. After a failure the
+//! node is [`Health::Away`] (the shell raises an alert) and until a [`SharedLimits::tick`]
+//! reaches Redis again:
+//! - leases fall back to this node's share of the cluster limit: limit / live nodes at last
+//!   sight, at least 1;
+//! - the balance the core admits within is the balance last known, minus the other nodes'
+//!   reservations at last sight, minus the debits queued here since (the core subtracts
+//!   this node's own calls);
+//! - debits are queued in the outbox and applied, once, on reconnect;
+//! - on reconnect the outbox is flushed first, then every lease and reservation is re-sent
+//!   with what is in use here as its floor, so the cluster sees the calls admitted during
+//!   the outage and converges.
+//!
+//! # Round trips
+//! None per call. Per account (and connection) in use: one `lease.lua` per kind when the
+//! lease needs a top-up or give-back, one `reserve.lua` when the reservation does; one
+//! `debit.lua` per paid call, off the signalling path (after the settle). Per node: one
+//! `reclaim.lua` per tick.
+//!
+//! Scripts touch keys they compute (heartbeat keys), so this needs a single Redis (with or
+//! without Sentinel), not Redis Cluster. Lua numbers are doubles: balances and reservations
+//! are exact up to 2^53 micro-units (9 billion units), `DECRBY` itself is exact integer.
+
+mod balance;
+mod lease;
+mod maintain;
+mod sync;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use fred::clients::Client;
+use fred::interfaces::LuaInterface as _;
+use fred::types::{FromValue, Value};
+use sipd_core::records::Id;
+
+pub use balance::{Debit, outbox_entry, outbox_value};
+
+/// The store's tree that holds the debits queued for the shared balance.
+pub const OUTBOX_TREE: &str = "cluster_debits";
+pub use lease::{Kind, Scope};
+pub use sync::Usage;
+
+const LEASE_LUA: &str = include_str!("lease.lua");
+const RESERVE_LUA: &str = include_str!("reserve.lua");
+const DEBIT_LUA: &str = include_str!("debit.lua");
+const RECLAIM_LUA: &str = include_str!("reclaim.lua");
+
+/// How the shared limits behave; the lead maps these into `[cluster]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// Deadline of every Redis command: past it the node is away and falls back.
+    pub timeout: Duration,
+    /// Slots leased beyond what is in use, in percent of the limit (at least 1): a node
+    /// asks for more when fewer than half of them are left, and gives back what it holds
+    /// beyond twice this.
+    pub lease_headroom_pct: u32,
+    /// How long Redis remembers that a call was debited, to refuse a repeat.
+    pub debit_mark_ttl: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            timeout: Duration::from_millis(500),
+            lease_headroom_pct: 10,
+            debit_mark_ttl: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+/// Why a Redis step failed (the caller falls back; nothing here is fatal).
+#[derive(Debug, thiserror::Error)]
+pub enum SharedError {
+    /// No answer within [`Settings::timeout`].
+    #[error("redis did not answer within {0:?}")]
+    Timeout(Duration),
+    /// Redis (or the connection to it) answered with an error.
+    #[error("redis: {0}")]
+    Redis(#[from] fred::error::Error),
+    /// The local outbox of debits could not be read or written.
+    #[error("debit outbox: {0}")]
+    Outbox(#[from] sled::Error),
+    /// A script answered something it never returns.
+    #[error("unexpected answer from {0}")]
+    Answer(&'static str),
+    /// Redis is known to be away: nothing was sent (the next tick tries again).
+    #[error("redis is away")]
+    Away,
+}
+
+/// Whether the shared state is reachable: the shell turns `Away` into an alert.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    /// Leases, reservations and debits go to Redis.
+    Up,
+    /// Redis did not answer: fallback shares and balances, debits queued.
+    Away {
+        /// When the first failure was seen.
+        since: Instant,
+        /// Debits waiting in the outbox.
+        queued_debits: usize,
+    },
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Units held per lease, and the limit they were taken under.
+    leases: HashMap<(Kind, Scope), lease::Held>,
+    /// Per account: this node's reservation and what Redis said at last sight.
+    budgets: HashMap<Id, balance::Budget>,
+    /// Live nodes at last sight (at least 1: this one).
+    live_nodes: u32,
+    /// Since when Redis is away; `None`: up.
+    away: Option<Instant>,
+}
+
+/// One node's handle on the cluster's shared limits and balances.
+#[derive(Debug)]
+pub struct SharedLimits {
+    client: Client,
+    node: String,
+    prefix: String,
+    settings: Settings,
+    outbox: sled::Tree,
+    state: Mutex<State>,
+}
+
+impl SharedLimits {
+    /// Over an already connected `client` (its reconnect policy is the caller's), as
+    /// `node` (its heartbeat key is `{prefix}:node:{node}`), with keys under `prefix`.
+    /// `outbox` is the durable queue of debits (a tree of this node's store).
+    pub fn new(
+        client: Client,
+        node: impl Into<String>,
+        prefix: impl Into<String>,
+        settings: Settings,
+        outbox: sled::Tree,
+    ) -> SharedLimits {
+        SharedLimits {
+            client,
+            node: node.into(),
+            prefix: prefix.into(),
+            settings,
+            outbox,
+            state: Mutex::new(State {
+                live_nodes: 1,
+                ..State::default()
+            }),
+        }
+    }
+
+    /// Over `store`'s debit outbox, which this turns on: from now on every settle with a
+    /// debit queues it for the shared balance in the same transaction. What the shell calls
+    /// when the node is in a cluster (then [`spawn_maintenance`](Self::spawn_maintenance),
+    /// which also sends the queued debits, within a tick of their settle).
+    pub fn for_store(
+        client: Client,
+        node: impl Into<String>,
+        prefix: impl Into<String>,
+        settings: Settings,
+        store: &crate::store::Store,
+    ) -> SharedLimits {
+        store.set_debit_outbox(true);
+        SharedLimits::new(client, node, prefix, settings, store.cluster_debits())
+    }
+
+    /// This node's name.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Whether Redis is reachable, as last seen.
+    pub fn health(&self) -> Health {
+        let since = self.lock().away;
+        match since {
+            None => Health::Up,
+            Some(since) => Health::Away {
+                since,
+                queued_debits: self.outbox.len(),
+            },
+        }
+    }
+
+    /// Live nodes at last sight (this one included).
+    pub fn live_nodes(&self) -> u32 {
+        self.lock().live_nodes.max(1)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock leaves plain numbers behind: keep using them.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn key(&self, rest: &str) -> String {
+        format!("{}:{rest}", self.prefix)
+    }
+
+    fn is_away(&self) -> bool {
+        self.lock().away.is_some()
+    }
+
+    /// Runs a script with the deadline; a failure marks Redis away.
+    async fn script<R: FromValue>(
+        &self,
+        name: &'static str,
+        lua: &'static str,
+        keys: Vec<String>,
+        args: Vec<Value>,
+    ) -> Result<R, SharedError> {
+        let t = self.settings.timeout;
+        // EVAL, not EVALSHA: a restarted Redis has forgotten loaded scripts, and these run
+        // off the call path, a few times a second at most.
+        let r = match tokio::time::timeout(t, self.client.eval::<R, _, _, _>(lua, keys, args)).await
+        {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(SharedError::Redis(e)),
+            Err(_) => Err(SharedError::Timeout(t)),
+        };
+        if let Err(e) = &r {
+            let mut st = self.lock();
+            if st.away.is_none() {
+                tracing::warn!(script = name, error = %e, "shared limits: redis away, falling back");
+                st.away = Some(Instant::now());
+            }
+        }
+        r
+    }
+}
+
+/// The integers a script returned.
+fn ints(v: Value, name: &'static str) -> Result<Vec<i64>, SharedError> {
+    match v {
+        Value::Array(items) => items
+            .into_iter()
+            .map(|i| i.as_i64().ok_or(SharedError::Answer(name)))
+            .collect(),
+        _ => Err(SharedError::Answer(name)),
+    }
+}
