@@ -297,3 +297,35 @@ pub(crate) fn path_id(s: &str) -> ApiResult<u64> {
     s.parse()
         .map_err(|_| ApiError::not_found(format!("{s:?} is not an id")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each endpoint once in the table; an account-scoped one has the `{id}` the guard reads
+    /// its account from; only logging in is public.
+    #[test]
+    fn the_route_table_states_each_endpoint_once() {
+        let mut seen = std::collections::BTreeSet::new();
+        for r in ROUTES {
+            assert!(
+                seen.insert((r.method, r.path)),
+                "{} {} twice",
+                r.method,
+                r.path
+            );
+            match r.access {
+                Access::Needs(_, Scope::Account(_)) => {
+                    assert!(r.path.contains("{id}"), "{} {}", r.method, r.path)
+                }
+                Access::Public => assert_eq!(r.path, "/api/login"),
+                _ => {}
+            }
+        }
+        assert_eq!(
+            access("get", "/api/accounts/{id}"),
+            Some(Needs(View, BY_ACCOUNT))
+        );
+        assert_eq!(access("PATCH", "/api/accounts/{id}"), None);
+    }
+}
