@@ -21,7 +21,7 @@ pub mod alerts;
 pub mod conn;
 pub mod error;
 mod feed;
-pub(crate) mod guard;
+pub mod guard;
 pub mod metrics;
 pub mod routes;
 pub mod tls;
