@@ -17,6 +17,8 @@ use sipd::config::Config;
 
 #[path = "api/ban_details.rs"]
 mod ban_details;
+#[path = "api/customers.rs"]
+mod customers;
 #[path = "api/events.rs"]
 mod events;
 use sipd::mgmt::{Actor, LoginAttempt, NewStaff, StaffAuth};
@@ -277,7 +279,8 @@ fn now_secs() -> u64 {
 
 fn write_config(dir: &Path, mgmt: u16) -> PathBuf {
     let sip = free_port();
-    let media = 20_000 + (std::process::id() % 400) as u16 * 20;
+    // Two daemons of this file run at once: the management port tells them apart.
+    let media = 20_000 + ((std::process::id() + u32::from(mgmt)) % 400) as u16 * 20;
     let toml = format!(
         r#"data_dir = "{data}"
 [sip]
@@ -288,7 +291,7 @@ port_min = {media}
 port_max = {max}
 [dataplane]
 mode = "userspace"
-instance = "apit{pid}"
+instance = "apit{pid}m{mgmt}"
 [management]
 listen = "127.0.0.1:{mgmt}"
 pepper_file = "{pepper}"
@@ -607,6 +610,16 @@ fn management_api_end_to_end() {
     events::the_stream_ended_with_sipd(&c.s, stream);
     c.s.stop();
     eprintln!("management API test took {:?}", t0.elapsed());
+}
+
+/// Customer users of one account, on a daemon of their own (see `api/customers.rs`).
+#[test]
+fn customer_users_reach_only_their_account() {
+    let (s, secret, _) = start();
+    let admin = admin_enrols_totp_and_a_replayed_code_is_refused(&s, &secret);
+    customers::customers_reach_only_their_account(&s, &admin);
+    let mut s = s;
+    s.stop();
 }
 
 /// Unauthenticated: security headers, JSON errors.

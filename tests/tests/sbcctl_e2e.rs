@@ -40,6 +40,7 @@ const MEDIA_MAX: u16 = 25_139;
 
 const ADMIN_PW: &str = "Correct-Horse-Battery-9";
 const OPS_PW: &str = "Plaid-Otter-Lantern-42";
+const CUST_PW: &str = "Mossy-Kettle-Harbour-73";
 const SIP_USER: &str = "e2e-acme";
 const SIP_PW: &str = "Sip-Secret-e2e-7";
 const CLI: &str = "441234567";
@@ -368,6 +369,7 @@ fn sbcctl_provisions_a_call_and_finds_its_cdr() {
     let call_id = held_call_hung_up_by_operator(&sbc, &dir, &prov);
     drop(uas);
     audit_has_every_change(&sbc, call_id);
+    customers_hang_up_only_their_calls(&sbc, &dir, &prov);
     logged_out_token_is_invalid(&sbc, &dir);
 
     // ---- sipd stops cleanly ---------------------------------------------------------------
@@ -825,6 +827,128 @@ fn audit_has_every_change(sbc: &Sbc, call_id: u64) {
     );
     let filtered = sbc.json("admin", &["audit", "--user", "ops", "--kind", "update"]);
     assert_eq!(filtered.as_array().map(Vec::len), Some(1), "{filtered:#}");
+}
+
+/// Customer users (issue 18) through sbcctl: the admin makes one for the account and one for
+/// another; each sees only its account; B's hang-up of A's held call is "not found" (exit 3)
+/// and leaves it up; A's own hang-up ends it, and the CDR names the customer.
+fn customers_hang_up_only_their_calls(sbc: &Sbc, dir: &Path, prov: &Provisioned) {
+    let acc = prov.account_id;
+    let other = sbc.json("admin", &["accounts", "create", "--name", "e2e-other"]);
+    for (user, account) in [
+        ("cust-a", acc.to_string()),
+        ("cust-b", id_of(&other).to_string()),
+    ] {
+        let v = sbc
+            .ctl(
+                "admin",
+                &[
+                    "--json",
+                    "staff",
+                    "add",
+                    user,
+                    "--role",
+                    "customer",
+                    "--account",
+                    &account,
+                    "--password-stdin",
+                    "--must-change-password=false",
+                ],
+                &format!("{CUST_PW}\n"),
+                &[],
+            )
+            .json();
+        assert_eq!(v["staff"]["role"], "customer", "{v:#}");
+        assert!(v["strength"]["score"].as_u64().is_some(), "{v:#}");
+        let v = sbc
+            .ctl(
+                user,
+                &["--json", "login", "-u", user, "--password-stdin"],
+                &format!("{CUST_PW}\n"),
+                &[],
+            )
+            .json();
+        assert_eq!(v["role"], "customer", "{v:#}");
+    }
+    for args in [
+        &["firewall", "list"][..],
+        &["staff", "list"],
+        &["audit"],
+        &["bans", "list"],
+    ] {
+        let o = sbc.ctl("cust-a", args, "", &[]);
+        assert_eq!(o.code, 2, "{args:?} is refused to a customer: {o:?}");
+    }
+    let mine = sbc.json("cust-a", &["accounts", "list"]);
+    let ids: Vec<u64> = mine.as_array().unwrap().iter().map(id_of).collect();
+    assert_eq!(ids, [acc], "{mine:#}");
+    let cdrs = sbc.json("cust-a", &["cdrs", "list"]);
+    assert!(
+        cdrs.as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["account_id"] == acc),
+        "{cdrs:#}"
+    );
+    assert_eq!(cdrs.as_array().unwrap().len(), 2, "{cdrs:#}");
+    assert_eq!(sbc.json("cust-b", &["cdrs", "list"]), json!([]));
+
+    // The first UAS took its two calls and is gone: a vendor for this one.
+    let mut uas = sipp(
+        dir,
+        "uas_cust",
+        "uas.xml",
+        UAS,
+        &[
+            "-m", "1", "-d", "100", "-timeout", "40s", "-set", "rtp_port", "25072",
+        ],
+    );
+    let end = Instant::now() + Duration::from_secs(5);
+    while !sip::udp_bound_here(UAS.parse().unwrap()) {
+        assert!(
+            uas.try_wait().is_none(),
+            "{:?}",
+            sipp_files(dir, "uas_cust").2
+        );
+        assert!(Instant::now() < end, "the UAS did not bind {UAS}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut held = sipp(
+        dir,
+        "uac_hold_cust",
+        "uac_recv_bye.xml",
+        UAC_HOLD,
+        &[
+            "-m", "1", "-timeout", "20s", "-s", CLD, "-set", "cli", CLI_HOLD, "-set", "rtp_port",
+            "25084", SIP,
+        ],
+    );
+    let calls = sbc.json_until("cust-a", &["calls", "list"], Duration::from_secs(8), |v| {
+        v.as_array()
+            .is_some_and(|a| a.iter().any(|c| c["answered"] == true))
+    });
+    let call_id = id_of(&calls[0]).to_string();
+    assert_eq!(sbc.json("cust-b", &["calls", "list"]), json!([]));
+    let o = sbc.ctl("cust-b", &["calls", "hangup", &call_id], "", &[]);
+    assert_eq!(o.code, 3, "another account's call is not found: {o:?}");
+    let up = sbc.json("cust-a", &["calls", "list"]);
+    assert_eq!(up.as_array().map(Vec::len), Some(1), "still up: {up:#}");
+    let o = sbc.ctl("cust-a", &["calls", "hangup", &call_id], "", &[]);
+    assert_eq!(o.ok(), format!("hung up call {call_id}\n"));
+    let st = held.wait(Duration::from_secs(10));
+    let (trace, logs, rest) = sipp_files(dir, "uac_hold_cust");
+    assert!(
+        st.is_some_and(|s| s.success()),
+        "held UAC {st:?}\n{trace}\n{logs}\n{rest}"
+    );
+    let cdrs = sbc.json_until("cust-a", &["cdrs", "list"], Duration::from_secs(5), |v| {
+        v.as_array().is_some_and(|a| a.len() == 3)
+    });
+    assert_eq!(
+        cdrs[2]["hung_up_by"],
+        format!("staff:cust-a (account #{acc})"),
+        "{cdrs:#}"
+    );
 }
 
 /// A logged-out token is `token_invalid`; `logout` removes the saved token.

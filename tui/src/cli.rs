@@ -193,6 +193,29 @@ pub enum Accounts {
         #[arg(long)]
         note: Option<String>,
     },
+    /// The account's top-ups, oldest first
+    Topups { account: Target },
+    /// Show the password template of the account's customer logins (and the rules in effect)
+    Template { account: Target },
+    /// Set the password template of the account's customer logins (fields not given: the
+    /// system default)
+    TemplateSet {
+        account: Target,
+        /// Minimum password length (8-256)
+        #[arg(long, value_name = "N")]
+        min_length: Option<u64>,
+        /// Character classes required (1-4: lowercase, uppercase, digit, other)
+        #[arg(long, value_name = "N")]
+        min_classes: Option<u64>,
+        /// Days before a password must be changed (0: never)
+        #[arg(long, value_name = "DAYS")]
+        max_age_days: Option<u64>,
+        /// Whether the account's users must enrol a second factor (TOTP)
+        #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+        second_factor: Option<bool>,
+    },
+    /// Remove the account's password template (back to the system default)
+    TemplateClear { account: Target },
 }
 
 #[derive(Debug, Args, Default)]
@@ -481,12 +504,16 @@ pub enum Staff {
     /// List staff users
     #[command(visible_alias = "ls")]
     List,
-    /// Create a staff user (password prompted, or --password-stdin)
+    /// Create a staff user, or a customer user of one account (`--role customer --account
+    /// NAME`); password prompted, or --password-stdin
     #[command(visible_alias = "create")]
     Add {
         username: String,
-        #[arg(long, value_parser = ["admin", "operator", "read-only", "readonly"])]
+        #[arg(long, value_parser = ["admin", "operator", "read-only", "readonly", "customer"])]
         role: String,
+        /// The account (id or name) of a customer user
+        #[arg(long, value_name = "ACCOUNT", required_if_eq("role", "customer"))]
+        account: Option<String>,
         /// CIDR the user may log in from (repeat; default any)
         #[arg(long = "allowed-host", value_name = "CIDR")]
         allowed_hosts: Vec<String>,

@@ -128,6 +128,7 @@ impl From<AuthzError> for ApiError {
             AuthzError::Disabled => ApiError::forbidden("disabled", m),
             AuthzError::Forbidden { .. } => ApiError::forbidden("forbidden", m),
             AuthzError::SetupOnly(_) => ApiError::forbidden("setup_only", m),
+            AuthzError::OtherAccount => ApiError::not_found(m),
             AuthzError::Internal(_) => ApiError::internal(m),
         }
     }

@@ -21,6 +21,7 @@ pub mod alerts;
 pub mod conn;
 pub mod error;
 mod feed;
+pub mod guard;
 pub mod metrics;
 pub mod routes;
 pub mod tls;
@@ -46,7 +47,7 @@ use relay_user::DataPlane;
 use crate::config::Config;
 use crate::control::Control;
 use crate::firewall::Firewall;
-use crate::mgmt::{Action, Authorized, AuthzError, StaffAuth};
+use crate::mgmt::{Action, Authorized, AuthzError, StaffAuth, Target, Visible};
 use crate::store::{Actor, AuditDraft, AuditKind, AuditResult, Auditor, Store};
 pub use conn::ConnLimits;
 use error::{ApiError, ApiResult};
@@ -99,7 +100,9 @@ pub async fn blocking<R: Send + 'static>(
     tokio::task::spawn_blocking(move || f(&st)).await?
 }
 
-/// The identity of a request: its token checked, not yet its action.
+/// The identity of a request, checked by [`guard`] against the endpoint's access before
+/// the handler receives it.
+#[derive(Clone)]
 pub struct Caller {
     /// The staff member and session the token belongs to.
     pub authz: Authorized,
@@ -109,13 +112,16 @@ pub struct Caller {
     pub request: String,
     /// Where a refusal is audited.
     pub state: State,
+    /// What the caller may see of lists across accounts (a customer: its own account).
+    pub visible: Visible,
 }
 
 impl Caller {
-    /// Whether the caller may do `a`; a refusal (403) is audited as a `deny` entry naming the
-    /// user, the source, the request and the reason.
-    pub fn permit(&self, a: Action) -> ApiResult<()> {
-        self.authz.permit(a).map_err(|e| {
+    /// Whether the caller may do `a` on `t` (see [`Authorized::permit_in`]); a refusal (403,
+    /// or 404 for another account's record) is audited as a `deny` entry naming the user, the
+    /// source, the request and the reason. Only [`guard`] asks.
+    pub(crate) fn permit_in(&self, a: Action, t: Target) -> ApiResult<Visible> {
+        self.authz.permit_in(a, t).map_err(|e| {
             self.audit_denial(a, &e);
             ApiError::from(e)
         })
@@ -125,7 +131,7 @@ impl Caller {
     /// loop (an fsync can take milliseconds). Role refusals only: a setup-only session's
     /// refusals are its own enrolment steps, not denials.
     fn audit_denial(&self, a: Action, e: &AuthzError) {
-        if !matches!(e, AuthzError::Forbidden { .. }) {
+        if !matches!(e, AuthzError::Forbidden { .. } | AuthzError::OtherAccount) {
             return;
         }
         let by = self.actor();
@@ -141,6 +147,7 @@ impl Caller {
             after: Some(serde_json::json!({
                 "action": a,
                 "role": self.authz.staff.role,
+                "account": self.authz.staff.customer_of(),
             })),
         };
         if let Err(err) = self.state.store().append_audit_lazy(&entry) {
@@ -160,10 +167,11 @@ impl Caller {
         &self.authz.staff.username
     }
 
-    /// Who this request acts as: every change it makes is audited as this.
+    /// Who this request acts as: every change it makes is audited as this (a customer
+    /// user with its account: see [`crate::mgmt::audit_name`]).
     pub fn actor(&self) -> Actor {
         Actor {
-            username: self.authz.staff.username.clone(),
+            username: crate::mgmt::audit_name(&self.authz.staff),
             source: self.ip,
         }
     }
@@ -200,7 +208,20 @@ pub(crate) fn bearer_of(headers: &axum::http::HeaderMap) -> Option<String> {
 impl FromRequestParts<State> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, st: &State) -> Result<Self, Self::Rejection> {
+    /// The caller [`guard`] checked; a handler on a route without one (a public route)
+    /// gets a 500, never an unchecked caller.
+    async fn from_request_parts(parts: &mut Parts, _: &State) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .remove::<Caller>()
+            .ok_or_else(|| ApiError::internal("endpoint without a checked caller"))
+    }
+}
+
+impl Caller {
+    /// The bearer token checked (expiry, revocation, user enabled, allowed hosts); what it
+    /// may do is [`guard`]'s decision next.
+    pub(crate) async fn authenticate(parts: &Parts, st: &State) -> Result<Self, ApiError> {
         let ip = peer_ip(parts);
         let Some(token) = bearer(parts) else {
             return Err(ApiError::unauthorized(
@@ -220,6 +241,7 @@ impl FromRequestParts<State> for Caller {
             ip,
             request,
             state: st.clone(),
+            visible: Visible::All,
         })
     }
 }
@@ -249,6 +271,10 @@ async fn security_headers(req: Request, next: Next) -> Response {
 /// All endpoints with the 404/405 fallbacks, the body size cap and the security headers, over `st`.
 pub(crate) fn router(st: State) -> Router {
     routes::router()
+        .route_layer(axum::middleware::from_fn_with_state(
+            st.clone(),
+            guard::guard,
+        ))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

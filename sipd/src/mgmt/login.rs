@@ -186,6 +186,10 @@ pub enum AuthzError {
         /// What the request needed.
         action: Action,
     },
+    /// A customer asked for a record of another account (or one that does not exist):
+    /// answered as "not found" so other accounts' ids cannot be probed (audited as a denial).
+    #[error("no such record in this account")]
+    OtherAccount,
     /// A setup session asked for anything but its remaining step (the text names it).
     #[error("this session may only {0}")]
     SetupOnly(&'static str),
@@ -214,6 +218,29 @@ impl Authorized {
                 action: a,
             });
         }
+        self.setup_allows(a)
+    }
+
+    /// Whether this user, in this session, may do `a` on `t` (the account it touches, when
+    /// a customer asks): [`Role::decide`], then the session's setup restriction. Returns what
+    /// the caller may see of lists across accounts.
+    pub fn permit_in(&self, a: Action, t: super::Target) -> Result<super::Visible, AuthzError> {
+        let v = self
+            .staff
+            .role
+            .decide(self.staff.customer_of(), a, t)
+            .map_err(|r| match r {
+                super::Refused::Forbidden => AuthzError::Forbidden {
+                    role: self.staff.role,
+                    action: a,
+                },
+                super::Refused::OtherAccount => AuthzError::OtherAccount,
+            })?;
+        self.setup_allows(a)?;
+        Ok(v)
+    }
+
+    fn setup_allows(&self, a: Action) -> Result<(), AuthzError> {
         if !self.session.scope.allows(a) {
             return Err(AuthzError::SetupOnly(match self.session.scope {
                 SessionScope::Setup {
@@ -327,7 +354,10 @@ impl StaffAuth {
                     epoch: g.staff.session_epoch,
                     scope: g.scope,
                 };
-                let entry = draft(AuditResult::Success, g.note.clone());
+                let entry = AuditDraft {
+                    actor: Some(super::audit_name(&g.staff)),
+                    ..draft(AuditResult::Success, g.note.clone())
+                };
                 let written = store.write(|tx| {
                     let Some(mut cur) = tx.staff(g.staff.id)? else {
                         return abort_tx(StoreError::NotFound {
@@ -466,12 +496,17 @@ impl StaffAuth {
                 }
             }
         }
+        let rules = self
+            .rules_for(store, &staff)
+            .map_err(|e| internal("login template lookup failed", &e))?;
         let totp_ok = staff.totp_enrolled() || step.is_some_and(|(_, confirmed)| confirmed);
-        let enrol = staff.role == Role::Admin && !totp_ok;
-        let expired = self.policy.expired(staff.password_changed_ms, now_ms);
+        let enrol = rules.second_factor && !totp_ok;
+        let expired = rules.policy.expired(staff.password_changed_ms, now_ms);
         let change = staff.must_change_password || expired;
-        if enrol {
+        if enrol && staff.role == Role::Admin {
             notes.push("setup session: admin must enrol TOTP");
+        } else if enrol {
+            notes.push("setup session: the account's template requires a second factor");
         }
         if expired {
             notes.push("setup session: password expired");
@@ -618,7 +653,7 @@ impl StaffAuth {
             let Some(rec) = tx.session(&hash)? else {
                 return Ok(false);
             };
-            let actor = tx.staff(rec.staff_id)?.map(|s| s.username);
+            let actor = tx.staff(rec.staff_id)?.map(|s| super::audit_name(&s));
             tx.remove_session(&hash)?;
             tx.append_audit(&AuditDraft {
                 ts_ms: unix_ms(now),

@@ -20,6 +20,7 @@ pub mod login;
 pub mod password;
 pub mod role;
 pub mod staff;
+pub mod template;
 #[cfg(test)]
 mod tests;
 pub mod totp;
@@ -38,8 +39,9 @@ pub use password::{
     Argon2Costs, PasswordHasher, PasswordPolicy, Pepper, PepperError, PolicyViolation, Strength,
     load_or_create_pepper,
 };
-pub use role::Action;
+pub use role::{AccountFrom, Action, Refused, Scope, Target, Visible};
 pub use staff::{Actor, Enrolment, NewStaff, StaffError, StaffUpdate, StaffView};
+pub use template::LoginRules;
 
 use crate::store::TokenHash;
 
@@ -117,6 +119,15 @@ impl StaffAuth {
     pub(crate) fn backoff(&self) -> std::sync::MutexGuard<'_, Backoff> {
         // A panic while holding it leaves a consistent map; carry on.
         self.backoff.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The name a user's actions are audited under: the username, and for a customer user its
+/// account too (`alice (account #7)`), so an entry says whose customer acted.
+pub fn audit_name(s: &crate::store::Staff) -> String {
+    match s.customer_of() {
+        Some(a) => format!("{} (account #{a})", s.username),
+        None => s.username.clone(),
     }
 }
 

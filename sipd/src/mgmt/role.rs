@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::{Role, SessionScope};
+use crate::store::{Id, Role, SessionScope};
 
 /// Everything the management API does, at the granularity roles are decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -37,9 +37,120 @@ impl Role {
     pub fn can(self, a: Action) -> bool {
         use Action::*;
         match a {
-            OwnPassword | OwnTotp | OwnSession | View => true,
+            OwnPassword | OwnTotp | OwnSession => true,
+            // A customer's looks and hang-ups are decided with the account they touch
+            // (`Role::decide`); on their own they are staff's.
+            View => self != Role::Customer,
             Provision | Operate => matches!(self, Role::Admin | Role::Operator),
             System | ViewStaff | ManageStaff | ViewAudit => self == Role::Admin,
+        }
+    }
+}
+
+/// Where an endpoint's data belongs, as the route table states it for each endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scope {
+    /// The whole system (staff, firewall, bans, tariffs, connections, status, alerts, metrics,
+    /// the audit log, event streams): staff only.
+    System,
+    /// The caller's own login (who am I, log out, own password, own TOTP).
+    Own,
+    /// One account's data; the account is taken from the request as stated.
+    Account(AccountFrom),
+    /// A list across accounts (accounts, live calls, CDRs): a customer's is narrowed to its
+    /// own account by the handler, through [`Visible`].
+    PerAccount,
+}
+
+/// How an account-scoped endpoint's account is taken from the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AccountFrom {
+    /// The path's `{id}` is the account's id.
+    PathAccount,
+    /// The path's `{id}` is an auth rule's: its account.
+    PathRule,
+    /// The path's `{id}` is a live call's: the account it was admitted for.
+    PathCall,
+}
+
+/// A [`Scope`] with the account looked up for this request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// See [`Scope::System`].
+    System,
+    /// See [`Scope::Own`].
+    Own,
+    /// The account the request touches; `None` when the record does not exist.
+    Account(Option<Id>),
+    /// See [`Scope::PerAccount`].
+    PerAccount,
+}
+
+/// What a permitted request may see of lists across accounts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Visible {
+    /// Everything (staff).
+    All,
+    /// This account's records only (a customer).
+    Account(Id),
+}
+
+impl Visible {
+    /// Whether a record of `account` (`None`: of no account) may be shown.
+    pub fn shows(self, account: Option<Id>) -> bool {
+        match self {
+            Visible::All => true,
+            Visible::Account(a) => account == Some(a),
+        }
+    }
+
+    /// The account a customer is confined to; `None` for staff.
+    pub fn account(self) -> Option<Id> {
+        match self {
+            Visible::All => None,
+            Visible::Account(a) => Some(a),
+        }
+    }
+}
+
+/// Why [`Role::decide`] refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The role may not do this here (403).
+    Forbidden,
+    /// A customer asked for another account's record: answered like a missing one (404), so
+    /// ids of other accounts cannot be probed.
+    OtherAccount,
+}
+
+impl Role {
+    /// The one decision on a request: may this role, confined to `customer_of` (customers
+    /// only), do `a` on `t`; and what of lists it may see. Staff follow [`Role::can`] on
+    /// every target. A customer may look after its own login, look at its own account's
+    /// records (and lists narrowed to them), and hang up its own account's calls: nothing
+    /// system-wide, nothing of other accounts, never provision.
+    pub fn decide(self, customer_of: Option<Id>, a: Action, t: Target) -> Result<Visible, Refused> {
+        use Action::*;
+        let Some(mine) = customer_of.filter(|_| self == Role::Customer) else {
+            if self == Role::Customer {
+                // A customer record without an account is refused everything.
+                return Err(Refused::Forbidden);
+            }
+            return if self.can(a) {
+                Ok(Visible::All)
+            } else {
+                Err(Refused::Forbidden)
+            };
+        };
+        let mine_only = Visible::Account(mine);
+        match (a, t) {
+            (OwnPassword | OwnTotp | OwnSession, Target::Own) => Ok(mine_only),
+            (View, Target::PerAccount) => Ok(mine_only),
+            (View | Operate, Target::Account(Some(x))) if x == mine => Ok(mine_only),
+            (View | Operate, Target::Account(_)) => Err(Refused::OtherAccount),
+            _ => Err(Refused::Forbidden),
         }
     }
 }
@@ -66,7 +177,7 @@ impl SessionScope {
 mod tests {
     use super::*;
 
-    const ALL: [Action; 10] = [
+    pub(crate) const ALL: [Action; 10] = [
         Action::View,
         Action::Provision,
         Action::Operate,
@@ -91,6 +202,53 @@ mod tests {
         assert!(!Role::ReadOnly.can(Action::Provision));
         assert!(!Role::ReadOnly.can(Action::Operate));
         assert_eq!(allowed(Role::ReadOnly), 4);
+        assert_eq!(allowed(Role::Customer), 3, "only its own login, alone");
+    }
+
+    #[test]
+    fn customers_reach_only_their_account() {
+        let c = |a, t| Role::Customer.decide(Some(7), a, t);
+        let mine = Ok(Visible::Account(7));
+        assert_eq!(c(Action::View, Target::Account(Some(7))), mine);
+        assert_eq!(c(Action::Operate, Target::Account(Some(7))), mine);
+        assert_eq!(c(Action::View, Target::PerAccount), mine);
+        assert_eq!(c(Action::OwnPassword, Target::Own), mine);
+        assert_eq!(
+            c(Action::Operate, Target::Account(Some(8))),
+            Err(Refused::OtherAccount)
+        );
+        assert_eq!(
+            c(Action::View, Target::Account(None)),
+            Err(Refused::OtherAccount)
+        );
+        for a in ALL {
+            assert_eq!(c(a, Target::System), Err(Refused::Forbidden), "{a:?}");
+        }
+        for a in [
+            Action::Provision,
+            Action::System,
+            Action::ManageStaff,
+            Action::ViewAudit,
+        ] {
+            assert_eq!(
+                c(a, Target::Account(Some(7))),
+                Err(Refused::Forbidden),
+                "{a:?}"
+            );
+        }
+        assert_eq!(
+            Role::Customer.decide(None, Action::OwnSession, Target::Own),
+            Err(Refused::Forbidden)
+        );
+        // Staff: the matrix, whatever the target; an account on a staff record is ignored.
+        let v = Role::ReadOnly.decide(None, Action::View, Target::Account(Some(8)));
+        assert_eq!(v, Ok(Visible::All));
+        assert_eq!(
+            Role::ReadOnly.decide(Some(8), Action::Operate, Target::Account(Some(8))),
+            Err(Refused::Forbidden)
+        );
+        assert!(Visible::Account(7).shows(Some(7)) && !Visible::Account(7).shows(None));
+        assert!(Visible::All.shows(None));
     }
 
     #[test]

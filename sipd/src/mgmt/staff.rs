@@ -38,7 +38,7 @@ impl Actor {
     /// Staff user `s` acting from `source` (IPv4-mapped recorded as IPv4).
     pub fn staff(s: &Staff, source: IpAddr) -> Actor {
         Actor {
-            username: Some(s.username.clone()),
+            username: Some(super::audit_name(s)),
             source: Some(super::source(source)),
         }
     }
@@ -65,6 +65,9 @@ pub struct StaffView {
     pub must_change_password: bool,
     /// Unix ms of creation.
     pub created_ms: u64,
+    /// The account a `customer` user belongs to; absent for staff.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<Id>,
 }
 
 impl From<&Staff> for StaffView {
@@ -84,6 +87,7 @@ impl From<&Staff> for StaffView {
             password_changed_ms: s.password_changed_ms,
             must_change_password: s.must_change_password,
             created_ms: s.created_ms,
+            account: s.account,
         }
     }
 }
@@ -278,8 +282,45 @@ impl StaffAuth {
         new: &NewStaff,
         now: SystemTime,
     ) -> Result<(Staff, Strength), StaffError> {
+        if new.role == Role::Customer {
+            return Err(StaffError::Invalid(
+                "a customer user is created for an account (create_customer)".into(),
+            ));
+        }
+        self.create_user(store, actor, new, None, now)
+    }
+
+    /// Creates a `customer` user of account `account` (which must exist; `new.role` is
+    /// ignored): its password meets the account's template. Audited like a staff creation.
+    pub fn create_customer(
+        &self,
+        store: &Store,
+        actor: &Actor,
+        new: &NewStaff,
+        account: Id,
+        now: SystemTime,
+    ) -> Result<(Staff, Strength), StaffError> {
+        if store.account(account)?.is_none() {
+            return Err(StaffError::Invalid(format!("account #{account} not found")));
+        }
+        let new = NewStaff {
+            role: Role::Customer,
+            ..new.clone()
+        };
+        self.create_user(store, actor, &new, Some(account), now)
+    }
+
+    fn create_user(
+        &self,
+        store: &Store,
+        actor: &Actor,
+        new: &NewStaff,
+        account: Option<Id>,
+        now: SystemTime,
+    ) -> Result<(Staff, Strength), StaffError> {
         valid_username(&new.username).map_err(StaffError::Invalid)?;
-        let strength = self.policy.check(&new.password, &new.username)?;
+        let rules = self.rules_for_account(store, account)?;
+        let strength = rules.policy.check(&new.password, &new.username)?;
         let now_ms = unix_ms(now);
         let s = Staff {
             id: 0,
@@ -293,6 +334,7 @@ impl StaffAuth {
             enabled: true,
             created_ms: now_ms,
             session_epoch: 0,
+            account,
         };
         let stored = store.change(&By(actor, now), |tx| {
             let id = tx.put_staff(&s)?;
@@ -343,6 +385,7 @@ impl StaffAuth {
             enabled: true,
             created_ms: now_ms,
             session_epoch: 0,
+            account: None,
         };
         let stored = store.change(&By(&Actor::system(), now), |tx| {
             let id = tx.put_staff(&s)?;
@@ -491,7 +534,10 @@ impl StaffAuth {
             ));
             return Err(StaffError::WrongCurrentPassword);
         }
-        let strength = self.policy.check(new, &before.username)?;
+        let strength = self
+            .rules_for(store, &before)?
+            .policy
+            .check(new, &before.username)?;
         if self.hasher.verify(new, &before.password_hash)? {
             return Err(StaffError::SamePassword);
         }

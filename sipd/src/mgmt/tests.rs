@@ -1010,3 +1010,99 @@ fn an_unused_session_ends_after_the_idle_timeout() {
     assert_eq!(authz(16 * 60 + 300).err(), Some(AuthzError::Expired));
     assert_eq!(authz(16 * 60 + 301).err(), Some(AuthzError::InvalidToken));
 }
+
+/// An account in the store, for customer users.
+fn customer_account(e: &Env, name: &str) -> crate::store::Id {
+    e.store
+        .put_account(&crate::store::Account {
+            id: 0,
+            name: name.into(),
+            enabled: true,
+            sip: None,
+            cps_limit: None,
+            max_sessions: None,
+            balance: crate::store::Micros(0),
+            tariff_id: None,
+            max_call_secs: None,
+        })
+        .unwrap()
+        .id
+}
+
+#[test]
+fn a_customer_follows_its_accounts_template() {
+    let e = env();
+    let acc = customer_account(&e, "acme");
+    let new = |name: &str, pw: &str| NewStaff {
+        username: name.into(),
+        role: Role::Customer,
+        password: pw.into(),
+        allowed_hosts: vec![],
+        must_change_password: false,
+    };
+    // Staff creation refuses a customer; the customer creation needs a real account.
+    assert!(
+        e.auth
+            .create_staff(&e.store, &admin(), &new("c0", PW), t0())
+            .is_err()
+    );
+    assert!(
+        e.auth
+            .create_customer(&e.store, &admin(), &new("c0", PW), acc + 100, t0())
+            .is_err()
+    );
+    e.store
+        .write(|tx| {
+            tx.put_login_template(&crate::store::LoginTemplate {
+                account_id: acc,
+                min_length: Some(24),
+                max_age_days: Some(30),
+                require_second_factor: Some(true),
+                ..Default::default()
+            })
+        })
+        .unwrap();
+    let short = e
+        .auth
+        .create_customer(&e.store, &admin(), &new("alice", PW), acc, t0());
+    assert!(matches!(short, Err(StaffError::Policy(_))), "{short:?}");
+    let long = "Tr4m-Lagoon-Quartz-91-Marble-Fig";
+    let (c, strength) = e
+        .auth
+        .create_customer(&e.store, &admin(), &new("alice", long), acc, t0())
+        .unwrap();
+    assert!(strength.score >= 3);
+    assert_eq!((c.role, c.account), (Role::Customer, Some(acc)));
+
+    // Second factor required: only enrolment until it is done.
+    let s = e.login("alice", long, None, "192.0.2.1", at(60)).unwrap();
+    assert_eq!(s.info.scope, SessionScope::setup(true, false));
+    // Expired after 30 days: the password must be changed first.
+    let en = e.auth.begin_totp(&e.store, &admin(), c.id, at(60)).unwrap();
+    let day = 86_400;
+    let when = 31 * day;
+    let code_now = code(&en.secret, when);
+    let s = e
+        .login("alice", long, Some(&code_now), "192.0.2.1", at(when))
+        .unwrap();
+    assert_eq!(s.info.scope, SessionScope::setup(false, true));
+    let a = e
+        .auth
+        .authorize(&e.store, &s.token, ip("192.0.2.1"), at(when))
+        .unwrap();
+    assert!(
+        a.permit_in(Action::View, Target::Account(Some(acc)))
+            .is_err()
+    );
+    assert!(a.permit_in(Action::OwnPassword, Target::Own).is_ok());
+
+    // The login is audited with the account.
+    let last = e
+        .store
+        .audit(&AuditFilter::default())
+        .into_iter()
+        .flatten()
+        .last()
+        .unwrap();
+    assert_eq!(last.entry.actor, Some(format!("alice (account #{acc})")));
+}

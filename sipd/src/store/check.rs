@@ -163,6 +163,9 @@ fn decode_in(tree: &str, key: &[u8], v: &[u8]) -> Option<Result<Decoded, String>
         "sessions" => decode::<SessionRecord>(key, v)
             .map_err(as_text)
             .map(|_| Decoded::Other),
+        "login_templates" => decode::<super::LoginTemplate>(key, v)
+            .map_err(as_text)
+            .map(|_| Decoded::Other),
         "alert_acks" => decode::<AlertAck>(key, v)
             .map_err(as_text)
             .map(|_| Decoded::Other),

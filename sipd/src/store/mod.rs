@@ -15,6 +15,7 @@ mod cdr;
 mod check;
 mod connection;
 mod firewall;
+mod login_template;
 mod record;
 mod refusal;
 mod rule;
@@ -41,6 +42,7 @@ pub use backup::{BackupError, Manifest, Restored, restore, verify_backup};
 pub use calls::CallWrite;
 pub use check::{CheckReport, Problem};
 pub use firewall::{FwAllow, FwDeny, ManualBan};
+pub use login_template::LoginTemplate;
 // The provisioned records and CDRs are the call core's types; the store persists them.
 pub use session::{SessionRecord, SessionScope, TokenHash, token_hash_hex};
 pub use sipd_core::records::{
@@ -204,9 +206,11 @@ pub(crate) enum T {
     Cdrs,
     /// Calls in progress, saved so the next run adopts them (`calls.rs`).
     Calls,
+    /// Password templates of customer logins, per account (`login_template.rs`).
+    LoginTemplates,
 }
 
-const TREE_NAMES: [&str; 17] = [
+const TREE_NAMES: [&str; 18] = [
     "accounts",
     "accounts_by_name",
     "accounts_by_sip_user",
@@ -224,6 +228,7 @@ const TREE_NAMES: [&str; 17] = [
     "alert_acks",
     "cdrs",
     "calls",
+    "login_templates",
 ];
 
 /// The one handle on the data directory's sled database: provisioned records, staff, sessions,

@@ -21,6 +21,9 @@ pub enum Role {
     Operator,
     /// Looks only (and looks after its own login).
     ReadOnly,
+    /// A customer's web user: sees only its own account (see [`Staff::account`]), never
+    /// staff, the firewall or the audit log.
+    Customer,
 }
 
 impl Role {
@@ -31,6 +34,7 @@ impl Role {
             Role::Admin => "admin",
             Role::Operator => "operator",
             Role::ReadOnly => "read-only",
+            Role::Customer => "customer",
         }
     }
 }
@@ -48,7 +52,10 @@ impl std::str::FromStr for Role {
             "admin" => Ok(Role::Admin),
             "operator" => Ok(Role::Operator),
             "read-only" | "readonly" | "read_only" => Ok(Role::ReadOnly),
-            _ => Err(format!("unknown role {s:?} (admin, operator or read-only)")),
+            "customer" => Ok(Role::Customer),
+            _ => Err(format!(
+                "unknown role {s:?} (admin, operator, read-only or customer)"
+            )),
         }
     }
 }
@@ -109,6 +116,10 @@ pub struct Staff {
     /// (logout everywhere, password change, role change, disable).
     #[serde(default)]
     pub session_epoch: u64,
+    /// The account a `customer` user belongs to (its only scope); `None` for staff. Records
+    /// stored before customers existed have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<Id>,
 }
 
 impl std::fmt::Debug for Staff {
@@ -125,6 +136,7 @@ impl std::fmt::Debug for Staff {
             .field("enabled", &self.enabled)
             .field("created_ms", &self.created_ms)
             .field("session_epoch", &self.session_epoch)
+            .field("account", &self.account)
             .finish()
     }
 }
@@ -145,6 +157,14 @@ impl Staff {
         self.allowed_hosts.is_empty() || self.allowed_hosts.iter().any(|n| n.contains(&ip))
     }
 
+    /// The account this user is confined to: `Some` exactly for a `customer`.
+    pub fn customer_of(&self) -> Option<Id> {
+        match self.role {
+            Role::Customer => self.account,
+            _ => None,
+        }
+    }
+
     /// Whether the user has a TOTP factor that has been confirmed.
     pub fn totp_enrolled(&self) -> bool {
         self.totp.as_ref().is_some_and(|t| t.enrolled)
@@ -159,6 +179,21 @@ impl Staff {
             reason,
         };
         valid_username(&self.username).map_err(bad)?;
+        match (self.role, self.account) {
+            (Role::Customer, None) => {
+                return Err(bad(format!(
+                    "{}: a customer user needs an account",
+                    self.username
+                )));
+            }
+            (Role::Admin | Role::Operator | Role::ReadOnly, Some(_)) => {
+                return Err(bad(format!(
+                    "{}: only a customer user belongs to an account",
+                    self.username
+                )));
+            }
+            _ => {}
+        }
         if !self.password_hash.starts_with("$argon2id$") {
             return Err(bad(format!(
                 "{}: password_hash is not an Argon2id PHC string",
@@ -296,5 +331,41 @@ impl Store {
         let old = self.write(|tx| tx.delete_staff(id))?;
         self.remove_sessions_of(id)?;
         Ok(old)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A staff record as stored before customers (no `account` field) still loads, as staff.
+    #[test]
+    fn a_record_stored_before_customers_loads() {
+        let old = r#"{"id":3,"username":"ops","role":"operator",
+            "password_hash":"$argon2id$v=19$m=8192,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo",
+            "password_changed_ms":1,"must_change_password":false,"totp":null,
+            "allowed_hosts":[],"enabled":true,"created_ms":1,"session_epoch":2}"#;
+        let s: Staff = serde_json::from_str(old).unwrap();
+        assert_eq!(
+            (s.role, s.account, s.customer_of()),
+            (Role::Operator, None, None)
+        );
+        s.validate().unwrap();
+        // And a staff record written now has no `account` key: older readers are unaffected.
+        assert!(!serde_json::to_string(&s).unwrap().contains("account"));
+    }
+
+    #[test]
+    fn customers_and_only_customers_have_an_account() {
+        let old = r#"{"id":3,"username":"c1","role":"customer",
+            "password_hash":"$argon2id$v=19$m=8192,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo",
+            "password_changed_ms":1,"enabled":true,"created_ms":1}"#;
+        let mut s: Staff = serde_json::from_str(old).unwrap();
+        assert!(s.validate().is_err(), "a customer without an account");
+        s.account = Some(7);
+        s.validate().unwrap();
+        assert_eq!(s.customer_of(), Some(7));
+        s.role = Role::Admin;
+        assert!(s.validate().is_err(), "an admin with an account");
     }
 }

@@ -13,6 +13,12 @@ pub(super) const ACCOUNT_COLS: &[Col] = &[
     col("MAX SECS", "max_call_secs"),
     col("SIP USER", "sip.username"),
 ];
+pub(super) const TOPUP_COLS: &[Col] = &[
+    time("TIME (UTC)", "at_ms"),
+    col("AMOUNT", "amount"),
+    col("BALANCE AFTER", "balance_after"),
+    col("NOTE", "note"),
+];
 pub(super) const RULE_COLS: &[Col] = &[
     col("ID", "id"),
     col("ACCOUNT", "account_id"),
@@ -101,6 +107,7 @@ pub(super) const STAFF_COLS: &[Col] = &[
     col("ROLE", "role"),
     col("ENABLED", "enabled"),
     col("TOTP", "totp"),
+    col("ACCOUNT", "account"),
     col("ALLOWED HOSTS", "allowed_hosts"),
     time("CREATED (UTC)", "created_ms"),
 ];

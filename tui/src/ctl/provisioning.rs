@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 
 use super::Ctx;
-use super::columns::{ACCOUNT_COLS, CONNECTION_COLS, RULE_COLS, TARIFF_COLS};
+use super::columns::{ACCOUNT_COLS, CONNECTION_COLS, RULE_COLS, TARIFF_COLS, TOPUP_COLS};
 use super::records::{Coll, Crud, finish_body, set, set_enabled};
 use super::validation::{check_amount, check_cidr, check_host_port};
 use crate::api::{Error, Method};
@@ -14,7 +14,7 @@ use crate::cli::{
 };
 use crate::table;
 
-const ACCOUNTS: Coll = Coll {
+pub(super) const ACCOUNTS: Coll = Coll {
     path: "/api/accounts",
     kind: "account",
     name_key: "name",
@@ -87,8 +87,56 @@ impl<'a, 'b> Ctx<'a, 'b> {
                 amount,
                 note,
             } => return self.topup(&account, &amount, note),
+            Accounts::Topups { account } => {
+                let c = self.client()?;
+                let id = self.id_in(&c, &ACCOUNTS, &account)?;
+                let v = c.get(&format!("/api/accounts/{id}/topups"))?;
+                return self.list(&v, TOPUP_COLS);
+            }
+            Accounts::Template { account } => {
+                let c = self.client()?;
+                let id = self.id_in(&c, &ACCOUNTS, &account)?;
+                let v = c.get(&format!("/api/accounts/{id}/login-template"))?;
+                return self.template_out(&v);
+            }
+            Accounts::TemplateSet {
+                account,
+                min_length,
+                min_classes,
+                max_age_days,
+                second_factor,
+            } => {
+                let c = self.client()?;
+                let id = self.id_in(&c, &ACCOUNTS, &account)?;
+                let body = json!({"min_length": min_length, "min_classes": min_classes,
+                                  "max_age_days": max_age_days,
+                                  "require_second_factor": second_factor});
+                let path = format!("/api/accounts/{id}/login-template");
+                let v = c.json(Method::Put, &path, &[], Some(&body))?;
+                return self.template_out(&v);
+            }
+            Accounts::TemplateClear { account } => {
+                let c = self.client()?;
+                let id = self.id_in(&c, &ACCOUNTS, &account)?;
+                let path = format!("/api/accounts/{id}/login-template");
+                let v = c.json(Method::Delete, &path, &[], None)?;
+                return self.done(&v, &format!("account {id}: password template removed"));
+            }
         };
         self.records(&ACCOUNTS, cmd, Self::account_body)
+    }
+
+    /// A template and the rules in effect: JSON, or the rules as key/values.
+    fn template_out(&mut self, v: &Value) -> Result<(), Error> {
+        if self.g.json {
+            return self.print_json(v);
+        }
+        let mut rules = v.clone();
+        if let Some(m) = rules.as_object_mut() {
+            m.remove("template");
+        }
+        self.key_values(&rules);
+        Ok(())
     }
 
     fn topup(&mut self, account: &str, amount: &str, note: Option<String>) -> Result<(), Error> {

@@ -153,14 +153,22 @@ impl Ctx<'_, '_> {
             Staff::Add {
                 username,
                 role,
+                account,
                 allowed_hosts,
                 password_stdin,
                 must_change_password,
             } => {
                 let hosts = check_cidrs(&allowed_hosts)?;
+                let account = match account {
+                    Some(a) => Some(self.id_in(&c, &super::provisioning::ACCOUNTS, &a)?),
+                    None => None,
+                };
                 let password = self.new_password(password_stdin, "Password")?;
                 let mut body = json!({"username": username, "role": role_name(&role),
                                   "password": password, "allowed_hosts": hosts});
+                if let Some(a) = account {
+                    body["account"] = a.into();
+                }
                 if let Some(m) = must_change_password {
                     body["must_change_password"] = m.into();
                 }

@@ -11,7 +11,6 @@ use serde_json::Value;
 use super::{Then, change, json, patched, path_id, present};
 use crate::api::error::{ApiError, ApiResult, JsonBody};
 use crate::api::{ApiState, Caller, State, blocking};
-use crate::mgmt::Action;
 use crate::store::{Account, AuditKind, Change, Id, Micros, Store, Tx, TxResult};
 use sipd_core::auth::digest::{Algorithm, Credential};
 use sipd_core::records::AccountSpec;
@@ -120,15 +119,16 @@ fn load(st: &crate::api::ApiState, id: Id) -> ApiResult<Account> {
         .ok_or_else(|| ApiError::not_found(format!("account #{id} not found")))
 }
 
-/// `GET /api/accounts` (View): every readable account; an unreadable one is logged and skipped.
+/// `GET /api/accounts` (View; a customer sees its own only): every readable account; an unreadable one is logged and skipped.
 pub async fn list(c: Caller, Extract(st): Extract<State>) -> ApiResult<Json<Vec<AccountView>>> {
-    c.permit(Action::View)?;
-    blocking(&st, |s| {
+    let visible = c.visible;
+    blocking(&st, move |s| {
         let names = tariff_names(s.store());
         let mut out = Vec::new();
         for a in s.store().accounts() {
             match a {
-                Ok(a) => out.push(view(&a, &names)),
+                Ok(a) if visible.shows(Some(a.id)) => out.push(view(&a, &names)),
+                Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "skipping an unreadable account"),
             }
         }
@@ -139,11 +139,10 @@ pub async fn list(c: Caller, Extract(st): Extract<State>) -> ApiResult<Json<Vec<
 
 /// `GET /api/accounts/{id}` (View).
 pub async fn get_one(
-    c: Caller,
+    _: Caller,
     Extract(st): Extract<State>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<AccountView>> {
-    c.permit(Action::View)?;
     let id = path_id(&id)?;
     blocking(&st, move |s| {
         let a = load(s, id)?;
@@ -159,7 +158,6 @@ pub async fn create(
     Extract(st): Extract<State>,
     JsonBody(body): JsonBody<AccountSpec>,
 ) -> ApiResult<(StatusCode, Json<AccountView>)> {
-    c.permit(Action::Provision)?;
     let v = change(
         &st,
         &c,
@@ -189,7 +187,6 @@ pub async fn update(
     Path(id): Path<String>,
     JsonBody(patch): JsonBody<Value>,
 ) -> ApiResult<Json<AccountView>> {
-    c.permit(Action::Provision)?;
     let id = path_id(&id)?;
     let v = change(
         &st,
@@ -226,7 +223,6 @@ pub async fn delete(
     Extract(st): Extract<State>,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    c.permit(Action::Provision)?;
     let id = path_id(&id)?;
     change(
         &st,
@@ -269,7 +265,6 @@ pub async fn topup(
     Path(id): Path<String>,
     JsonBody(body): JsonBody<TopupIn>,
 ) -> ApiResult<Json<AccountView>> {
-    c.permit(Action::Provision)?;
     let id = path_id(&id)?;
     let delta: Micros = body
         .amount
@@ -316,4 +311,72 @@ pub async fn topup(
     )
     .await?;
     Ok(Json(v))
+}
+
+/// One top-up of an account as its history shows it (who made it is staff's business and is
+/// in the audit log, not here).
+#[derive(Debug, Clone, Serialize)]
+pub struct TopupView {
+    /// When, Unix ms.
+    pub at_ms: u64,
+    /// The amount added, decimal (negative for a correction).
+    pub amount: String,
+    /// The note given with it, if any.
+    pub note: Option<String>,
+    /// The balance right after it, decimal.
+    pub balance_after: Option<String>,
+}
+
+/// The top-up of an audit entry, if it is one of account `name`.
+fn topup_of(e: &crate::store::AuditEntry, name: &str) -> Option<TopupView> {
+    let d = &e.entry;
+    if d.kind != AuditKind::Update
+        || d.result != crate::store::AuditResult::Success
+        || d.target.as_deref() != Some(target(name).as_str())
+    {
+        return None;
+    }
+    let rest = d.reason.as_deref()?.strip_prefix("top-up ")?;
+    let (amount, note) = match rest.split_once(": ") {
+        Some((a, n)) => (a, Some(n.to_owned())),
+        None => (rest, None),
+    };
+    Some(TopupView {
+        at_ms: d.ts_ms,
+        amount: amount.to_owned(),
+        note,
+        balance_after: d
+            .after
+            .as_ref()
+            .and_then(|a| a["balance"].as_str())
+            .map(str::to_owned),
+    })
+}
+
+/// `GET /api/accounts/{id}/topups` (View; a customer its own account's): the account's
+/// top-ups oldest first, from the audit log (entries made under the account's current name).
+pub async fn topups(
+    _: Caller,
+    Extract(st): Extract<State>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Vec<TopupView>>> {
+    let id = path_id(&id)?;
+    blocking(&st, move |s| {
+        let a = load(s, id)?;
+        let all = s.store().audit(&crate::store::AuditFilter {
+            after_id: 0,
+            actor: None,
+            kind: Some(AuditKind::Update),
+            from_ms: None,
+            until_ms: None,
+            limit: 0,
+        });
+        Ok(Json(
+            all.iter()
+                .flatten()
+                .filter_map(|e| topup_of(e, &a.name))
+                .collect(),
+        ))
+    })
+    .await
 }

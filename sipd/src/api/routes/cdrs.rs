@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::api::error::{ApiError, ApiResult, Query};
 use crate::api::{Caller, State, blocking};
-use crate::mgmt::Action;
+use crate::mgmt::Visible;
 use crate::store::{Cdr, Id, Store};
 
 const KNOWN: [&str; 6] = ["after", "limit", "account", "from_ms", "to_ms", "result"];
@@ -86,10 +86,17 @@ struct Filter {
     from_ms: Option<u64>,
     to_ms: Option<u64>,
     result: Option<ResultFilter>,
+    /// What the caller may see (a customer: its account's CDRs, whatever `account` says).
+    visible: Visible,
 }
 
 impl Filter {
-    fn parse(q: &Query, default_limit: usize, max_limit: usize) -> ApiResult<Filter> {
+    fn parse(
+        q: &Query,
+        visible: Visible,
+        default_limit: usize,
+        max_limit: usize,
+    ) -> ApiResult<Filter> {
         q.only(&KNOWN)?;
         let limit = q.get::<usize>("limit")?.unwrap_or(default_limit);
         if !(1..=max_limit).contains(&limit) {
@@ -115,12 +122,14 @@ impl Filter {
             from_ms: q.get("from_ms")?,
             to_ms: q.get("to_ms")?,
             result,
+            visible,
         })
     }
 
     fn matches(&self, c: &Cdr) -> bool {
         let d = &c.call;
-        self.account.is_none_or(|a| d.account_id == Some(a))
+        self.visible.shows(d.account_id)
+            && self.account.is_none_or(|a| d.account_id == Some(a))
             && self.from_ms.is_none_or(|f| d.start_ms >= f)
             && self.to_ms.is_none_or(|t| d.start_ms < t)
             && match self.result {
@@ -162,7 +171,7 @@ impl Filter {
     }
 }
 
-/// `GET /api/cdrs` (View): CDRs oldest first, filtered by `after` (id), `account`,
+/// `GET /api/cdrs` (View; a customer's narrowed to its account): CDRs oldest first, filtered by `after` (id), `account`,
 /// `from_ms`/`to_ms` (start time, Unix ms, end exclusive), `result` (`answered`, `failed` or a
 /// status code) and `limit` (1..=10000, default 100).
 pub async fn list(
@@ -170,8 +179,7 @@ pub async fn list(
     Extract(st): Extract<State>,
     q: Query,
 ) -> ApiResult<Json<Vec<CdrView>>> {
-    c.permit(Action::View)?;
-    let f = Filter::parse(&q, 100, 10_000)?;
+    let f = Filter::parse(&q, c.visible, 100, 10_000)?;
     blocking(&st, move |s| {
         Ok(Json(f.run(s.store()).iter().map(view).collect()))
     })
@@ -232,8 +240,7 @@ pub fn to_csv(rows: &[CdrView]) -> String {
 /// `GET /api/cdrs.csv` (View): the same filters as `/api/cdrs` with `limit` up to 1000000 (default
 /// 100000), as a `cdrs.csv` attachment.
 pub async fn csv(c: Caller, Extract(st): Extract<State>, q: Query) -> ApiResult<Response> {
-    c.permit(Action::View)?;
-    let f = Filter::parse(&q, 100_000, 1_000_000)?;
+    let f = Filter::parse(&q, c.visible, 100_000, 1_000_000)?;
     let body = blocking(&st, move |s| {
         let rows: Vec<CdrView> = f.run(s.store()).iter().map(view).collect();
         Ok(to_csv(&rows))

@@ -15,97 +15,187 @@ pub mod session;
 pub mod staff;
 pub mod status;
 pub mod tariffs;
+pub mod templates;
 
 use axum::Router;
-use axum::routing::{get, post, put};
+use axum::routing::MethodRouter;
 use serde::Serialize;
 use serde_json::Value;
 
 use super::error::{ApiError, ApiResult};
 use super::{ApiState, Caller, State, blocking};
+use crate::mgmt::{AccountFrom, Action, Scope};
 use crate::store::{Change, Connection, Id, Micros, Tariff, Tx, TxResult};
 
-/// Every endpoint of the API by path and method (the fallbacks and layers are added by
-/// [`crate::api`]).
-pub fn router() -> Router<State> {
-    Router::new()
-        .route("/api/login", post(session::login))
-        .route("/api/logout", post(session::logout))
-        .route("/api/logout/all", post(session::logout_all))
-        .route("/api/me", get(session::me))
-        .route("/api/me/password", post(session::change_password))
-        .route("/api/me/totp", post(session::begin_totp))
-        .route("/api/me/totp/confirm", post(session::confirm_totp))
-        .route("/api/accounts", get(accounts::list).post(accounts::create))
-        .route(
-            "/api/accounts/{id}",
-            get(accounts::get_one)
-                .put(accounts::update)
-                .delete(accounts::delete),
-        )
-        .route("/api/accounts/{id}/topup", post(accounts::topup))
-        .route(
-            "/api/accounts/{id}/rules",
-            get(rules::list).post(rules::create),
-        )
-        .route(
-            "/api/rules/{id}",
-            get(rules::get_one).put(rules::update).delete(rules::delete),
-        )
-        .route(
-            "/api/tariffs",
-            get(crud::list::<Tariff>).post(crud::create::<Tariff>),
-        )
-        .route(
-            "/api/tariffs/{id}",
-            get(crud::get_one::<Tariff>)
-                .put(crud::update::<Tariff>)
-                .delete(crud::delete::<Tariff>),
-        )
-        .route(
-            "/api/connections",
-            get(crud::list::<Connection>).post(crud::create::<Connection>),
-        )
-        .route(
-            "/api/connections/{id}",
-            get(crud::get_one::<Connection>)
-                .put(crud::update::<Connection>)
-                .delete(crud::delete::<Connection>),
-        )
-        .route("/api/firewall", get(firewall::show))
-        .route(
-            "/api/firewall/allow",
-            post(firewall::allow_add).delete(firewall::allow_remove),
-        )
-        .route("/api/firewall/deny", post(firewall::deny_add))
-        .route(
-            "/api/firewall/deny/{id}",
-            axum::routing::delete(firewall::deny_remove),
-        )
-        .route("/api/bans", get(bans::list).post(bans::add))
-        .route("/api/bans/never", get(bans::never))
-        .route("/api/bans/{addr}", axum::routing::delete(bans::remove))
-        .route("/api/calls", get(calls::list))
-        .route("/api/calls/{id}", axum::routing::delete(calls::hangup))
-        .route("/api/calls/{id}/messages", get(calls::messages))
-        .route("/api/events", get(events::stream))
-        .route("/api/cdrs", get(cdrs::list))
-        .route("/api/refusals", get(refusals::list))
-        .route("/api/cdrs.csv", get(cdrs::csv))
-        .route("/api/status", get(status::status))
-        .route("/api/alerts", get(status::alerts))
-        .route("/api/alerts/{id}/ack", post(status::ack_alert))
-        .route("/metrics", get(status::metrics))
-        .route("/api/staff", get(staff::list).post(staff::create))
-        .route(
-            "/api/staff/{id}",
-            get(staff::get_one).put(staff::update).delete(staff::delete),
-        )
-        .route("/api/staff/{id}/revoke", post(staff::revoke))
-        .route("/api/staff/{id}/password", post(staff::set_password))
-        .route("/api/staff/{id}/totp/reset", post(staff::reset_totp))
-        .route("/api/audit", get(audit::list))
-        .route("/api/cert/reload", put(status::reload_cert))
+/// How an endpoint is reached: what [`crate::api::guard`] checks before its handler runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// No token needed (logging in).
+    Public,
+    /// `/metrics`: anyone when `[management] metrics_public`, otherwise `View` on the system.
+    Metrics,
+    /// A token whose user may do the action where the endpoint's data belongs.
+    Needs(Action, Scope),
+}
+
+/// One endpoint of the route table.
+#[derive(Debug, Clone, Copy)]
+pub struct Route {
+    /// `GET`, `POST`, `PUT` or `DELETE`.
+    pub method: &'static str,
+    /// The path pattern as the router has it (`/api/accounts/{id}`).
+    pub path: &'static str,
+    /// Who may call it, and on which account's data.
+    pub access: Access,
+}
+
+/// Builds [`router`] and [`ROUTES`] from one list, so an endpoint cannot exist without its
+/// access stated (and [`crate::api::guard`] refuses any request whose route it cannot find).
+macro_rules! route_table {
+    ($( $path:literal { $( $method:ident $handler:expr => $access:expr; )+ } )+) => {
+        /// Every endpoint of the API by path and method (the fallbacks and layers are added
+        /// by [`crate::api`]).
+        pub fn router() -> Router<State> {
+            Router::new()
+                $( .route($path, MethodRouter::new() $( .$method($handler) )+ ) )+
+        }
+
+        /// Every endpoint with its access: the same list [`router`] is built from.
+        pub const ROUTES: &[Route] = &[
+            $( $( Route { method: method_name(stringify!($method)), path: $path, access: $access }, )+ )+
+        ];
+    };
+}
+
+const fn method_name(m: &str) -> &'static str {
+    match m.as_bytes() {
+        b"get" => "GET",
+        b"post" => "POST",
+        b"put" => "PUT",
+        b"delete" => "DELETE",
+        _ => panic!("a method the route table does not know"),
+    }
+}
+
+/// The access of the endpoint `method path` (`path` as the router matched it).
+pub fn access(method: &str, path: &str) -> Option<Access> {
+    ROUTES
+        .iter()
+        .find(|r| r.path == path && r.method.eq_ignore_ascii_case(method))
+        .map(|r| r.access)
+}
+
+use Access::{Metrics, Needs, Public};
+use Action::{
+    ManageStaff, Operate, OwnPassword, OwnSession, OwnTotp, Provision, System, View, ViewAudit,
+    ViewStaff,
+};
+use Scope::{Account as Acct, Own, PerAccount, System as Sys};
+
+/// Staff only: `a` on the whole system.
+const fn sys(a: Action) -> Access {
+    Needs(a, Sys)
+}
+/// The caller's own login.
+const fn own(a: Action) -> Access {
+    Needs(a, Own)
+}
+const BY_ACCOUNT: Scope = Acct(AccountFrom::PathAccount);
+const BY_RULE: Scope = Acct(AccountFrom::PathRule);
+const BY_CALL: Scope = Acct(AccountFrom::PathCall);
+
+route_table! {
+    "/api/login" { post session::login => Public; }
+    "/api/logout" { post session::logout => own(OwnSession); }
+    "/api/logout/all" { post session::logout_all => own(OwnSession); }
+    "/api/me" { get session::me => own(OwnSession); }
+    "/api/me/password" { post session::change_password => own(OwnPassword); }
+    "/api/me/totp" { post session::begin_totp => own(OwnTotp); }
+    "/api/me/totp/confirm" { post session::confirm_totp => own(OwnTotp); }
+    "/api/accounts" {
+        get accounts::list => Needs(View, PerAccount);
+        post accounts::create => sys(Provision);
+    }
+    "/api/accounts/{id}" {
+        get accounts::get_one => Needs(View, BY_ACCOUNT);
+        put accounts::update => Needs(Provision, BY_ACCOUNT);
+        delete accounts::delete => Needs(Provision, BY_ACCOUNT);
+    }
+    "/api/accounts/{id}/topup" { post accounts::topup => Needs(Provision, BY_ACCOUNT); }
+    "/api/accounts/{id}/topups" { get accounts::topups => Needs(View, BY_ACCOUNT); }
+    "/api/accounts/{id}/login-template" {
+        get templates::get_one => sys(ViewStaff);
+        put templates::put => sys(ManageStaff);
+        delete templates::delete => sys(ManageStaff);
+    }
+    "/api/accounts/{id}/rules" {
+        get rules::list => Needs(View, BY_ACCOUNT);
+        post rules::create => Needs(Provision, BY_ACCOUNT);
+    }
+    "/api/rules/{id}" {
+        get rules::get_one => Needs(View, BY_RULE);
+        put rules::update => Needs(Provision, BY_RULE);
+        delete rules::delete => Needs(Provision, BY_RULE);
+    }
+    "/api/tariffs" {
+        get crud::list::<Tariff> => sys(View);
+        post crud::create::<Tariff> => sys(Provision);
+    }
+    "/api/tariffs/{id}" {
+        get crud::get_one::<Tariff> => sys(View);
+        put crud::update::<Tariff> => sys(Provision);
+        delete crud::delete::<Tariff> => sys(Provision);
+    }
+    "/api/connections" {
+        get crud::list::<Connection> => sys(View);
+        post crud::create::<Connection> => sys(Provision);
+    }
+    "/api/connections/{id}" {
+        get crud::get_one::<Connection> => sys(View);
+        put crud::update::<Connection> => sys(Provision);
+        delete crud::delete::<Connection> => sys(Provision);
+    }
+    "/api/firewall" { get firewall::show => sys(View); }
+    "/api/firewall/allow" {
+        post firewall::allow_add => sys(System);
+        delete firewall::allow_remove => sys(System);
+    }
+    "/api/firewall/deny" { post firewall::deny_add => sys(System); }
+    "/api/firewall/deny/{id}" { delete firewall::deny_remove => sys(System); }
+    "/api/bans" {
+        get bans::list => sys(View);
+        post bans::add => sys(Operate);
+    }
+    "/api/bans/never" { get bans::never => sys(View); }
+    "/api/bans/{addr}" { delete bans::remove => sys(Operate); }
+    "/api/calls" { get calls::list => Needs(View, PerAccount); }
+    "/api/calls/{id}" { delete calls::hangup => Needs(Operate, BY_CALL); }
+    // The SIP messages show the vendor's side of the call (its addresses): staff only.
+    "/api/calls/{id}/messages" { get calls::messages => sys(View); }
+    // Customers get no live stream: it carries bans, alerts and counters of the whole
+    // system, and polling `/api/calls` gives them their own calls.
+    "/api/events" { get events::stream => sys(View); }
+    "/api/cdrs" { get cdrs::list => Needs(View, PerAccount); }
+    "/api/refusals" { get refusals::list => sys(View); }
+    "/api/cdrs.csv" { get cdrs::csv => Needs(View, PerAccount); }
+    "/api/status" { get status::status => sys(View); }
+    "/api/alerts" { get status::alerts => sys(View); }
+    "/api/alerts/{id}/ack" { post status::ack_alert => sys(Operate); }
+    "/metrics" { get status::metrics => Metrics; }
+    "/api/staff" {
+        get staff::list => sys(ViewStaff);
+        post staff::create => sys(ManageStaff);
+    }
+    "/api/staff/{id}" {
+        get staff::get_one => sys(ViewStaff);
+        put staff::update => sys(ManageStaff);
+        delete staff::delete => sys(ManageStaff);
+    }
+    "/api/staff/{id}/revoke" { post staff::revoke => sys(ManageStaff); }
+    "/api/staff/{id}/password" { post staff::set_password => sys(ManageStaff); }
+    "/api/staff/{id}/totp/reset" { post staff::reset_totp => sys(ManageStaff); }
+    "/api/audit" { get audit::list => sys(ViewAudit); }
+    "/api/cert/reload" { put status::reload_cert => sys(System); }
 }
 
 /// What the call core learns after a change to provisioned records.
@@ -114,6 +204,8 @@ pub(crate) enum Then {
     Reload,
     /// Add to an account's balance in the core (a top-up), without a reload.
     Credit(Id, Micros),
+    /// Nothing the core holds changed (a login template).
+    Nothing,
 }
 
 /// Performs one change to provisioned records: `prepare` reads and validates (on the
@@ -140,6 +232,7 @@ where
     match then {
         Then::Reload => st.control.reload().await?,
         Then::Credit(id, delta) => st.control.credit(id, delta).await?,
+        Then::Nothing => {}
     }
     Ok(out)
 }
@@ -203,4 +296,36 @@ pub(crate) fn patched<T: serde::de::DeserializeOwned>(
 pub(crate) fn path_id(s: &str) -> ApiResult<u64> {
     s.parse()
         .map_err(|_| ApiError::not_found(format!("{s:?} is not an id")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each endpoint once in the table; an account-scoped one has the `{id}` the guard reads
+    /// its account from; only logging in is public.
+    #[test]
+    fn the_route_table_states_each_endpoint_once() {
+        let mut seen = std::collections::BTreeSet::new();
+        for r in ROUTES {
+            assert!(
+                seen.insert((r.method, r.path)),
+                "{} {} twice",
+                r.method,
+                r.path
+            );
+            match r.access {
+                Access::Needs(_, Scope::Account(_)) => {
+                    assert!(r.path.contains("{id}"), "{} {}", r.method, r.path)
+                }
+                Access::Public => assert_eq!(r.path, "/api/login"),
+                _ => {}
+            }
+        }
+        assert_eq!(
+            access("get", "/api/accounts/{id}"),
+            Some(Needs(View, BY_ACCOUNT))
+        );
+        assert_eq!(access("PATCH", "/api/accounts/{id}"), None);
+    }
 }

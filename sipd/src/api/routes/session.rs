@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::error::{ApiError, ApiResult, JsonBody};
 use crate::api::{Caller, State, blocking};
-use crate::mgmt::{Action, Actor, LoginAttempt, Strength};
+use crate::mgmt::{Actor, LoginAttempt, Strength};
 use crate::store::{Id, Role, SessionScope};
 
 /// The body of `POST /api/login`.
@@ -100,7 +100,6 @@ pub async fn logout(
     Extract(st): Extract<State>,
     parts: axum::http::HeaderMap,
 ) -> ApiResult<StatusCode> {
-    c.permit(Action::OwnSession)?;
     let token = parts
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -118,7 +117,6 @@ pub async fn logout(
 
 /// `POST /api/logout/all`: ends every session of the caller's user, this one included; 204.
 pub async fn logout_all(c: Caller, Extract(st): Extract<State>) -> ApiResult<StatusCode> {
-    c.permit(Action::OwnSession)?;
     blocking(&st, move |s| {
         let actor = Actor::staff(&c.authz.staff, c.ip);
         s.auth
@@ -149,11 +147,13 @@ pub struct Me {
     pub expires_ms: u64,
     /// The address the request came from, as sipd sees it (IPv4-mapped shown as IPv4).
     pub source: std::net::IpAddr,
+    /// The account a `customer` user sees (only its own); absent for staff.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account: Option<Id>,
 }
 
 /// `GET /api/me`: who the token belongs to and what its session may do.
 pub async fn me(c: Caller) -> ApiResult<Json<Me>> {
-    c.permit(Action::OwnSession)?;
     let s = &c.authz.staff;
     Ok(Json(Me {
         id: s.id,
@@ -165,6 +165,7 @@ pub async fn me(c: Caller) -> ApiResult<Json<Me>> {
         allowed_hosts: s.allowed_hosts.clone(),
         expires_ms: c.authz.session.expires_ms,
         source: crate::store::canonical_ip(c.ip),
+        account: s.customer_of(),
     }))
 }
 
@@ -193,7 +194,6 @@ pub async fn change_password(
     Extract(st): Extract<State>,
     JsonBody(b): JsonBody<PasswordIn>,
 ) -> ApiResult<Json<StrengthOut>> {
-    c.permit(Action::OwnPassword)?;
     if b.new.chars().count() > 256 {
         return Err(ApiError::invalid("new", "at most 256 characters"));
     }
@@ -237,7 +237,6 @@ pub struct EnrolOut {
 /// `POST /api/me/totp`: starts a TOTP enrolment (a new secret, pending until confirmed); refused
 /// (409) when one is already enrolled.
 pub async fn begin_totp(c: Caller, Extract(st): Extract<State>) -> ApiResult<Json<EnrolOut>> {
-    c.permit(Action::OwnTotp)?;
     blocking(&st, move |s| {
         let actor = Actor::staff(&c.authz.staff, c.ip);
         let e = s
@@ -267,7 +266,6 @@ pub async fn confirm_totp(
     Extract(st): Extract<State>,
     JsonBody(b): JsonBody<CodeIn>,
 ) -> ApiResult<StatusCode> {
-    c.permit(Action::OwnTotp)?;
     blocking(&st, move |s| {
         let actor = Actor::staff(&c.authz.staff, c.ip);
         s.auth.confirm_totp(

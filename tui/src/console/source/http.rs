@@ -376,7 +376,9 @@ fn stream(opts: Options, token: Arc<Mutex<Option<String>>>, updates: Sender<Upda
             client(&opts, &token).and_then(|c| c.open_stream("/api/events").map_err(failure));
         let reader = match opened {
             Ok(r) => r,
-            Err(f) if f.status == Some(404) => {
+            // No stream on this daemon (404), or none for this role (403: a customer user):
+            // the screens poll instead.
+            Err(f) if matches!(f.status, Some(403 | 404)) => {
                 if !say(Link::Polling, &mut last) {
                     return;
                 }
