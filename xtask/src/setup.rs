@@ -14,7 +14,7 @@ use crate::util::{self, output, run, which};
 /// Kamailio, tmux (the console's end-to-end test drives `sbc-tui` in a tmux pane), sngrep
 /// (the HEP capture test sends it a call through its `-L` listener), and
 /// `systemd-analyze` (package systemd; it works with no systemd running) to verify the unit
-/// in dist/systemd. `setpriv`, which runs sipd with only the unit's capabilities in
+/// in dist/systemd, and python3-aiosmtpd (the email one-time code test's SMTP sink). `setpriv`, which runs sipd with only the unit's capabilities in
 /// tests/tests/service.rs, is in util-linux, always installed.
 pub const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
@@ -34,6 +34,7 @@ pub const APT_PACKAGES: &[&str] = &[
     "systemd",
     "tmux",
     "sngrep",
+    "python3-aiosmtpd",
 ];
 
 /// Units the rtpengine and kamailio packages install; they must not hold our ports.

@@ -36,6 +36,7 @@ pub fn router() -> Router<State> {
         .route("/api/me/password", post(session::change_password))
         .route("/api/me/totp", post(session::begin_totp))
         .route("/api/me/totp/confirm", post(session::confirm_totp))
+        .route("/api/me/email", put(session::set_email))
         .route("/api/accounts", get(accounts::list).post(accounts::create))
         .route(
             "/api/accounts/{id}",
