@@ -50,7 +50,7 @@ pub struct Config {
     pub call_messages: crate::events::capture::CaptureConfig,
     /// `[capture]`: copies of every SIP message to a HEPv3 collector (off by default).
     pub capture: crate::hep::HepConfig,
-    /// `[smtp]`: the mail server for email codes and alert mail (none by default).
+    /// `[smtp]`: the mail server for email codes (none by default).
     pub smtp: crate::mail::SmtpConfig,
 }
 

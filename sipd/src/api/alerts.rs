@@ -10,7 +10,7 @@
 //! - `self_signed_certificate`: the API still uses the certificate it made itself.
 //! - `certificate_reload_failed`: the certificate files changed but did not load; the old
 //!   certificate is still served.
-//! - `smtp_failed`: the last email code (or alert mail) could not be sent, within the last
+//! - `smtp_failed`: the last email code could not be sent, within the last
 //!   hour: users whose second factor is email cannot log in.
 //! - `ban_table_full`: the ban table was full within the last hour (bans gave way or were
 //!   refused), or is full now.

@@ -214,7 +214,7 @@ impl EmailCodes {
         self.cfg.roles.contains(&role)
     }
 
-    /// The mailer (alerts by mail use it too).
+    /// The mailer.
     pub fn mailer(&self) -> &Arc<dyn Mailer> {
         &self.mailer
     }
