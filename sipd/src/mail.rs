@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use lettre::message::header::ContentType;
 use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport as _, Message, Tokio1Executor};
 use serde::{Deserialize, Serialize};
 
@@ -48,6 +49,9 @@ pub struct SmtpConfig {
     pub password_file: Option<PathBuf>,
     /// The sender address (`From:`), required with `host`.
     pub from: Option<String>,
+    /// A PEM CA certificate the server's certificate may chain to, besides Mozilla's public
+    /// roots (a private CA); relative: to the configuration file's directory.
+    pub tls_roots: Option<PathBuf>,
     /// Deadline of a whole send (connect, TLS, login, message), seconds (1..=120).
     pub timeout_secs: u64,
 }
@@ -61,6 +65,7 @@ impl Default for SmtpConfig {
             username: None,
             password_file: None,
             from: None,
+            tls_roots: None,
             timeout_secs: 10,
         }
     }
@@ -122,10 +127,13 @@ impl SmtpConfig {
 
     /// A relative `password_file` names a file beside the configuration.
     pub fn resolve_against(&mut self, config_dir: &Path) {
-        if let Some(p) = &mut self.password_file
-            && p.is_relative()
+        for p in [&mut self.password_file, &mut self.tls_roots]
+            .into_iter()
+            .flatten()
         {
-            *p = config_dir.join(&*p);
+            if p.is_relative() {
+                *p = config_dir.join(&*p);
+            }
         }
     }
 }
@@ -197,6 +205,22 @@ impl SmtpMailer {
             SmtpSecurity::Tls => 465,
             SmtpSecurity::Plain => 25,
         });
+        if let Some(roots) = &cfg.tls_roots
+            && cfg.security != SmtpSecurity::Plain
+        {
+            let pem = std::fs::read(roots).map_err(|e| {
+                SmtpSetupError::Settings(format!("tls_roots {}: {e}", roots.display()))
+            })?;
+            let ca = Certificate::from_pem(&pem).map_err(|e| settings(&e))?;
+            let params = TlsParameters::builder(host.to_owned())
+                .add_root_certificate(ca)
+                .build()
+                .map_err(|e| settings(&e))?;
+            b = b.tls(match cfg.security {
+                SmtpSecurity::Tls => Tls::Wrapper(params),
+                _ => Tls::Required(params),
+            });
+        }
         let timeout = Duration::from_secs(cfg.timeout_secs);
         b = b.port(port).timeout(Some(timeout));
         if let (Some(user), Some(file)) = (&cfg.username, &cfg.password_file) {

@@ -362,3 +362,59 @@ fn email_codes_through_a_real_smtp_server() {
         LoginError::EmailCodeExpired
     );
 }
+
+/// STARTTLS to aiosmtpd with a certificate of a private CA named in `[smtp] tls_roots`: the
+/// mail goes through; without the CA the certificate is refused (it is really checked).
+#[test]
+fn starttls_checks_the_server_certificate() {
+    use sipd::mail::{SmtpConfig, SmtpMailer, SmtpSecurity};
+    use sipd::mgmt::Mailer as _;
+    let dir = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (crt, key) = (dir.path().join("smtp.crt"), dir.path().join("smtp.key"));
+    std::fs::write(&crt, cert.cert.pem()).unwrap();
+    std::fs::write(&key, cert.signing_key.serialize_pem()).unwrap();
+    let port = free_port();
+    let maildir = dir.path().join("maildir");
+    let child = Command::new(python())
+        .args(["-m", "aiosmtpd", "-n", "-l"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--tlscert")
+        .arg(&crt)
+        .arg("--tlskey")
+        .arg(&key)
+        .args(["-c", "aiosmtpd.handlers.Mailbox"])
+        .arg(&maildir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3 -m aiosmtpd");
+    let _sink = Proc(Some(child));
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let end = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        assert!(Instant::now() < end, "aiosmtpd did not listen");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let cfg = |roots: Option<PathBuf>| SmtpConfig {
+        host: Some("localhost".into()),
+        port: Some(port),
+        security: SmtpSecurity::Starttls,
+        from: Some("sbc@example.net".into()),
+        tls_roots: roots,
+        timeout_secs: 10,
+        ..SmtpConfig::default()
+    };
+    let public_only = SmtpMailer::from_config(&cfg(None)).unwrap().unwrap();
+    let e = public_only
+        .send("ann@example.net", "s", "no code 1")
+        .unwrap_err();
+    assert!(matches!(e, sipd::mgmt::MailError::Smtp(_)), "{e}");
+    let with_ca = SmtpMailer::from_config(&cfg(Some(crt))).unwrap().unwrap();
+    with_ca
+        .send("ann@example.net", "s", "code 123456")
+        .unwrap_or_else(|e| panic!("STARTTLS send: {e}"));
+    let (code, _) = code_of_mail(&maildir, 1);
+    assert_eq!(code, "123456");
+}
