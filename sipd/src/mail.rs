@@ -1,4 +1,4 @@
-//! Outgoing mail (`[smtp]`): email one-time codes.
+//! Outgoing mail (`[smtp]`): email one-time codes, and alerts to `alert_to`.
 //!
 //! lettre's tokio transport with rustls (ring), so no second TLS stack: STARTTLS (the
 //! default, port 587), implicit TLS (465) or plain text, which is only allowed to a relay on
@@ -54,6 +54,8 @@ pub struct SmtpConfig {
     pub tls_roots: Option<PathBuf>,
     /// Deadline of a whole send (connect, TLS, login, message), seconds (1..=120).
     pub timeout_secs: u64,
+    /// Where alerts are mailed when they are raised (empty: no alert mail).
+    pub alert_to: Vec<String>,
 }
 
 impl Default for SmtpConfig {
@@ -67,6 +69,7 @@ impl Default for SmtpConfig {
             from: None,
             tls_roots: None,
             timeout_secs: 10,
+            alert_to: Vec::new(),
         }
     }
 }
@@ -97,8 +100,13 @@ impl SmtpConfig {
         if self.port == Some(0) {
             out.push(("smtp.port", "port 0 is not a port".into()));
         }
+        for (i, a) in self.alert_to.iter().enumerate() {
+            if let Err(e) = crate::store::normalize_email(a) {
+                out.push(("smtp.alert_to", format!("[{i}]: {e}")));
+            }
+        }
         let Some(host) = &self.host else {
-            if self.from.is_some() || self.username.is_some() {
+            if self.from.is_some() || self.username.is_some() || !self.alert_to.is_empty() {
                 out.push(("smtp.host", "the other [smtp] settings need a host".into()));
             }
             return out;

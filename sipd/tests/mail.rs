@@ -98,7 +98,10 @@ fn mails(dir: &Path) -> Vec<String> {
 fn code_of_mail(dir: &Path, n: usize) -> (String, String) {
     let end = Instant::now() + Duration::from_secs(30);
     loop {
-        let m = mails(dir);
+        let m: Vec<String> = mails(dir)
+            .into_iter()
+            .filter(|m| m.contains("sign-in code") || m.contains("code 123456"))
+            .collect();
         if m.len() >= n {
             let mail = m[n - 1].clone();
             let code = mail
@@ -143,6 +146,7 @@ port = {smtp}
 security = "plain"
 from = "sbc@example.net"
 timeout_secs = 3
+alert_to = ["noc@example.net"]
 "#,
         data = dir.join("data").display(),
         max = media + 19,
@@ -296,6 +300,20 @@ fn email_codes_through_a_real_smtp_server() {
     let me = api.get("/api/me", &token);
     assert_eq!(me["email"], "Ops@example.net");
     assert_eq!(me["email_codes"], true);
+
+    // Alerts by mail: the self-signed certificate's, raised at start, to `alert_to`.
+    let end = Instant::now() + Duration::from_secs(30);
+    while !mails(&maildir)
+        .iter()
+        .any(|m| m.contains("To: noc@example.net") && m.contains("self_signed_certificate"))
+    {
+        assert!(
+            Instant::now() < end,
+            "no alert mail: {:#?}",
+            mails(&maildir)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     // Reused: refused.
     let (st, v, _) = api.login(Some(&code));
