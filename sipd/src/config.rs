@@ -52,6 +52,8 @@ pub struct Config {
     pub capture: crate::hep::HepConfig,
     /// `[acme]`: certificates obtained and renewed by ACME (off unless `domains` is set).
     pub acme: crate::acme::AcmeConfig,
+    /// `[smtp]`: the mail server for email codes (none by default).
+    pub smtp: crate::mail::SmtpConfig,
 }
 
 impl Default for Config {
@@ -70,6 +72,7 @@ impl Default for Config {
             call_messages: crate::events::capture::CaptureConfig::default(),
             capture: crate::hep::HepConfig::default(),
             acme: crate::acme::AcmeConfig::default(),
+            smtp: crate::mail::SmtpConfig::default(),
         }
     }
 }
@@ -429,6 +432,9 @@ pub struct ManagementConfig {
     pub backoff: crate::mgmt::BackoffConfig,
     /// `[management.connections]`: caps and deadlines of the API's connections.
     pub connections: crate::api::ConnLimits,
+    /// `[management.email_codes]`: which roles may use emailed one-time codes instead of
+    /// TOTP, and their lifetime and limits (mailed through `[smtp]`).
+    pub email_codes: crate::mgmt::EmailCodeConfig,
 }
 
 impl Default for ManagementConfig {
@@ -445,6 +451,7 @@ impl Default for ManagementConfig {
             password: crate::mgmt::PasswordPolicy::default(),
             backoff: crate::mgmt::BackoffConfig::default(),
             connections: crate::api::ConnLimits::default(),
+            email_codes: crate::mgmt::EmailCodeConfig::default(),
         }
     }
 }
@@ -746,6 +753,7 @@ impl Config {
         if p.is_relative() {
             *p = config_dir.join(&*p);
         }
+        self.smtp.resolve_against(config_dir);
     }
 
     /// What provisioning needs to take a SIP credential: our realm, the password policies,
@@ -1139,10 +1147,14 @@ impl Config {
             ("management.password", mg.password.problems()),
             ("management.backoff", mg.backoff.problems()),
             ("management.connections", mg.connections.problems()),
+            ("management.email_codes", mg.email_codes.problems()),
         ] {
             for p in problems {
                 bad(key, p);
             }
+        }
+        for (key, p) in self.smtp.problems() {
+            bad(key, p);
         }
         if s.tcp.iter().any(|a| {
             a.port() == mg.listen.port()
@@ -1431,6 +1443,12 @@ impl crate::mgmt::StaffAuth {
         let pepper =
             crate::mgmt::load_or_create_pepper(&m.pepper_file, &cfg.data_dir, staff_exist)?;
         let hasher = crate::mgmt::PasswordHasher::new(pepper, m.argon2)?;
+        let mailer: std::sync::Arc<dyn crate::mgmt::Mailer> =
+            match crate::mail::SmtpMailer::from_config(&cfg.smtp)? {
+                Some(m) => std::sync::Arc::new(m),
+                None => std::sync::Arc::new(crate::mgmt::email_code::NoMailer),
+            };
+        let codes = crate::mgmt::EmailCodes::new(m.email_codes.clone(), mailer);
         Ok(crate::mgmt::StaffAuth::new(
             hasher,
             m.password,
@@ -1439,7 +1457,8 @@ impl crate::mgmt::StaffAuth {
         )
         .with_idle_timeout(
             (m.session_idle_secs > 0).then(|| Duration::from_secs(m.session_idle_secs)),
-        ))
+        )
+        .with_email_codes(codes))
     }
 }
 

@@ -21,6 +21,7 @@ pub mod control;
 pub mod events;
 pub mod firewall;
 pub mod hep;
+pub mod mail;
 pub mod media;
 pub mod mgmt;
 pub mod ocsp;

@@ -361,6 +361,8 @@ fn start() -> (Sipd, Vec<u8>, String) {
                 password: USER_PW.into(),
                 allowed_hosts: vec![],
                 must_change_password: false,
+                email: None,
+                email_codes: false,
             },
             then,
         )
@@ -372,6 +374,7 @@ fn start() -> (Sipd, Vec<u8>, String) {
                 username: "old",
                 password: USER_PW,
                 totp_code: None,
+                email_code: None,
                 source: "127.0.0.1".parse().unwrap(),
             },
         )

@@ -201,6 +201,8 @@ fn provision(config: &Path) -> (u64, String) {
             password: OPER_PW.into(),
             allowed_hosts: vec![],
             must_change_password: false,
+            email: None,
+            email_codes: false,
         },
         now,
     )
@@ -213,6 +215,7 @@ fn provision(config: &Path) -> (u64, String) {
                 username: "oper",
                 password: OPER_PW,
                 totp_code: None,
+                email_code: None,
                 source: "127.0.0.1".parse().unwrap(),
             },
         )

@@ -88,6 +88,21 @@ pub enum Command {
     /// Your TOTP second factor
     #[command(subcommand)]
     Totp(Totp),
+    /// Your email address and email codes as second factor (asks your password; --stdin
+    /// reads it from standard input)
+    Email {
+        /// The new address (absent: unchanged)
+        address: Option<String>,
+        /// Remove your address (and turn email codes off)
+        #[arg(long, conflicts_with = "address")]
+        remove: bool,
+        /// Use emailed codes as your second factor at login (when your role may)
+        #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+        codes: Option<bool>,
+        /// Read your password from standard input
+        #[arg(long)]
+        stdin: bool,
+    },
     /// Customer accounts (the carriers that send calls)
     #[command(subcommand)]
     Accounts(Accounts),
@@ -146,6 +161,9 @@ pub struct Login {
     /// TOTP code (prompted when the server asks for one)
     #[arg(long, value_name = "CODE")]
     pub totp: Option<String>,
+    /// The code the server mailed at the previous login (prompted when it mails one)
+    #[arg(long, value_name = "CODE")]
+    pub email_code: Option<String>,
     /// Print only the token on standard output (e.g. for SBC_TOKEN)
     #[arg(long)]
     pub print_token: bool,
@@ -523,6 +541,12 @@ pub enum Staff {
         /// `--must-change-password=false` for a password they chose themselves)
         #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
         must_change_password: Option<bool>,
+        /// Their email address (email codes go there; it seasons the password hash)
+        #[arg(long, value_name = "ADDRESS")]
+        email: Option<String>,
+        /// Their second factor is an emailed code (needs --email and a role the policy allows)
+        #[arg(long)]
+        email_codes: bool,
     },
     /// Change a staff user's role, state or allowed hosts
     Update {
@@ -537,6 +561,23 @@ pub enum Staff {
         /// Allow logins from anywhere (clears the list)
         #[arg(long, conflicts_with = "allowed_hosts")]
         any_host: bool,
+        /// A new email address
+        #[arg(long, value_name = "ADDRESS")]
+        email: Option<String>,
+        /// Remove their email address
+        #[arg(long, conflicts_with = "email")]
+        no_email: bool,
+        /// Turn email codes on or off
+        #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+        email_codes: Option<bool>,
+        /// Also set a new password (prompted, or --password-stdin), which they must change at
+        /// next login: needed when the email (or the username of a user without one) changes,
+        /// since it seasons the password hash
+        #[arg(long)]
+        reset_password: bool,
+        /// With --reset-password: read the new password from standard input
+        #[arg(long, requires = "reset_password")]
+        password_stdin: bool,
     },
     /// Delete a staff user
     #[command(visible_alias = "rm")]
@@ -644,6 +685,20 @@ mod tests {
         assert_eq!(fields.ip_only, Some(true));
         assert!(parse(&["logout", "--all"]).is_ok());
         assert!(parse(&["staff", "totp-reset", "bob"]).is_ok());
+        assert!(parse(&["staff", "update", "bob", "--email", "b@example.net"]).is_ok());
+        assert!(parse(&["staff", "update", "bob", "--no-email", "--reset-password"]).is_ok());
+        assert!(parse(&["staff", "update", "bob", "--email", "x@y.z", "--no-email"]).is_err());
+        assert!(parse(&["staff", "update", "bob", "--password-stdin"]).is_err());
+        let c = parse(&["email", "ann@example.net", "--codes", "--stdin"]).unwrap();
+        let Command::Email { address, codes, .. } = c.command else {
+            panic!()
+        };
+        assert_eq!(
+            (address.as_deref(), codes),
+            (Some("ann@example.net"), Some(true))
+        );
+        assert!(parse(&["email", "a@b.c", "--remove"]).is_err());
+        assert!(parse(&["login", "--email-code", "123456"]).is_ok());
         assert!(parse(&["completions", "bash"]).is_ok());
         assert!(parse(&["accounts", "ls"]).is_ok());
     }

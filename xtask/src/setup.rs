@@ -15,9 +15,10 @@ use crate::util::{self, output, run, which};
 /// (the HEP capture test sends it a call through its `-L` listener), and
 /// `systemd-analyze` (package systemd; it works with no systemd running) to verify the unit
 /// in dist/systemd, pebble (an ACME test CA: sipd/tests/acme.rs), openssl and curl
-/// (that test's OCSP responder and its pebble client), and `redis-server` (the cluster's
-/// shared engine; the tests start their own on a random loopback port). `setpriv`, which runs
-/// sipd with only the unit's capabilities in
+/// (that test's OCSP responder and its pebble client), `redis-server` (the cluster's
+/// shared engine; the tests start their own on a random loopback port), and python3-aiosmtpd
+/// (the email one-time code test's SMTP sink). `setpriv`, which runs sipd with only the unit's
+/// capabilities in
 /// tests/tests/service.rs, is in util-linux, always installed.
 pub const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
@@ -41,6 +42,7 @@ pub const APT_PACKAGES: &[&str] = &[
     "openssl",
     "curl",
     "redis-server",
+    "python3-aiosmtpd",
 ];
 
 /// Units the rtpengine, kamailio and redis-server packages install; they must not hold our

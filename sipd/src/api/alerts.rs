@@ -12,6 +12,8 @@
 //!   certificate is still served.
 //! - `acme_renewal_failed`: the last ACME attempt failed; the old certificate is still
 //!   served and the attempt is retried (cleared by the next success).
+//! - `smtp_failed`: the last email code could not be sent, within the last
+//!   hour: users whose second factor is email cannot log in.
 //! - `ban_table_full`: the ban table was full within the last hour (bans gave way or were
 //!   refused), or is full now.
 
@@ -30,7 +32,7 @@ pub struct Alert {
     pub id: String,
     /// Stable machine name of the finding (`permissive_firewall`, `firewall_coverage`,
     /// `admin_without_totp`, `self_signed_certificate`, `certificate_reload_failed`,
-    /// `acme_renewal_failed`, `ban_table_full`).
+    /// `acme_renewal_failed`, `ban_table_full`, `smtp_failed`).
     pub code: &'static str,
     /// `critical`, `warning` or `info`.
     pub severity: &'static str,
@@ -132,6 +134,20 @@ pub fn findings(s: &ApiState) -> Vec<Alert> {
                 acked_ms: None,
             });
         }
+    }
+    if let Some((at, what)) = s.auth.email.last_failure().filter(|(at, _)| {
+        crate::mgmt::unix_ms(std::time::SystemTime::now()).saturating_sub(*at) < BAN_ALERT_MS
+    }) {
+        out.push(Alert {
+            id: alert_id("smtp_failed", None),
+            code: "smtp_failed",
+            severity: "critical",
+            message: format!(
+                "mail could not be sent ({what}) at {at} ms: users whose second factor is email cannot log in; check [smtp]"
+            ),
+            acked_by: None,
+            acked_ms: None,
+        });
     }
     let c = s.firewall().ban_counters();
     let (held, capacity) = s.firewall().ban_fill();

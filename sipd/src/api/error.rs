@@ -147,6 +147,16 @@ impl From<LoginError> for ApiError {
             LoginError::TotpInvalid => ApiError::unauthorized("totp_invalid", m),
             LoginError::TotpReplayed => ApiError::unauthorized("totp_replayed", m),
             LoginError::Disabled => ApiError::forbidden("disabled", m),
+            LoginError::EmailCodeSent => ApiError::unauthorized("email_code_sent", m),
+            LoginError::EmailCodeInvalid => ApiError::unauthorized("email_code_invalid", m),
+            LoginError::EmailCodeExpired => ApiError::unauthorized("email_code_expired", m),
+            LoginError::EmailRateLimited { retry_after } => ApiError {
+                retry_after: Some(retry_after.as_secs().max(1)),
+                ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "email_rate_limited", m)
+            },
+            LoginError::EmailUnavailable(_) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "email_unavailable", m)
+            }
             LoginError::Internal(_) => ApiError::internal(m),
         }
     }
@@ -224,6 +234,10 @@ impl From<StaffError> for ApiError {
             StaffError::Totp(_) => ApiError::invalid("code", m),
             StaffError::SamePassword => ApiError::invalid("password", m),
             StaffError::Invalid(_) => ApiError::invalid("username", m),
+            StaffError::InvalidEmail(_) => ApiError::invalid("email", m),
+            StaffError::EmailCodes(_) => ApiError::invalid("email_codes", m),
+            StaffError::IdentityNeedsPassword(_) => ApiError::invalid("password", m),
+            StaffError::ChangedMeanwhile => ApiError::conflict(m),
             StaffError::AlreadyInitialised => ApiError::conflict(m),
             StaffError::NotFound(_) => ApiError::not_found(m),
             StaffError::LastAdmin(_) => ApiError::conflict(m),

@@ -17,6 +17,7 @@
 //!
 //! Store and Argon2 work runs on the blocking pool, never on the async workers.
 
+mod alert_mail;
 pub mod alerts;
 pub mod conn;
 pub mod error;
@@ -361,6 +362,7 @@ pub async fn start(cfg: &Config, control: Control) -> Result<ApiHandle> {
         stop_rx.clone(),
     ));
     tokio::spawn(feed::run(st.clone(), stop_rx.clone()));
+    tokio::spawn(alert_mail::run(st.clone(), stop_rx.clone()));
     let app = router(st.clone());
     let server = tokio::spawn(conn::accept_loop(
         listener,

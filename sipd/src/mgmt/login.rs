@@ -14,11 +14,17 @@
 //! 4. Wrong password → `BadCredentials` (the audit entry says "bad password", the caller
 //!    cannot tell it from an unknown user).
 //! 5. Disabled → `Disabled` (only said to someone who knows the password).
-//! 6. TOTP: enrolled → a code is required (`TotpRequired`, `TotpInvalid`, `TotpReplayed`).
-//!    A pending enrolment is confirmed by a valid code at login.
-//! 7. Success. An admin without a confirmed TOTP, or a user whose password expired or was
-//!    set by an admin, gets a *setup* session that may only enrol TOTP / change the
-//!    password (and log out); see `SessionScope`.
+//! 6. Second factor. TOTP enrolled → a code is required (`TotpRequired`, `TotpInvalid`,
+//!    `TotpReplayed`); a pending enrolment is confirmed by a valid code at login. Email
+//!    codes (no TOTP enrolled, the user chose them, their role may use them): no code → a
+//!    code is mailed and the login refused with `EmailCodeSent` (at most `max_sends` per
+//!    window, `EmailRateLimited` beyond; a dead SMTP server is `EmailUnavailable` and the
+//!    `smtp_failed` alert); a wrong or expired code counts like a wrong TOTP code.
+//! 7. Success. A hash in the old format (not seasoned with the user's identity) or with
+//!    old costs is rehashed with the password just checked. An admin without a confirmed
+//!    TOTP (or an email code, where the policy lets admins use them), or a user whose
+//!    password expired or was set by an admin, gets a *setup* session that may only enrol
+//!    TOTP / change the password (and log out); see `SessionScope`.
 //!
 //! Failures at 2, 3, 4 and 6 (wrong or replayed code) count towards the back-off of both the
 //! username and the source; a success forgets the username's failures (not the source's:
@@ -57,6 +63,8 @@ pub struct LoginAttempt<'a> {
     pub password: &'a str,
     /// The current TOTP code, needed once the user has one enrolled (or confirming a pending one).
     pub totp_code: Option<&'a str>,
+    /// The code mailed at the previous attempt, for users whose second factor is email.
+    pub email_code: Option<&'a str>,
     /// Where the attempt came from: checked against the user's allowed hosts and throttled.
     pub source: IpAddr,
 }
@@ -126,6 +134,25 @@ pub enum LoginError {
     /// The code was already used in its time step (counts as a failure).
     #[error("TOTP code already used; wait for the next one")]
     TotpReplayed,
+    /// The user's second factor is email: a code was mailed; log in again with it.
+    #[error("a code was sent to your email address; log in again with it")]
+    EmailCodeSent,
+    /// The email code is wrong, used already, or none is pending (counts as a failure).
+    #[error("wrong email code")]
+    EmailCodeInvalid,
+    /// The email code's lifetime passed (counts as a failure); a new one is sent at the next
+    /// attempt without a code.
+    #[error("the email code expired; log in again without it for a new one")]
+    EmailCodeExpired,
+    /// Too many codes were mailed to this user lately.
+    #[error("too many email codes sent: try again in {} s", retry_after.as_secs())]
+    EmailRateLimited {
+        /// Until another code may be sent.
+        retry_after: Duration,
+    },
+    /// The code could not be mailed (no or a dead SMTP server); an alert is raised.
+    #[error("the email code could not be sent ({0}); try again later or ask an admin")]
+    EmailUnavailable(String),
     /// The password was right but the user is disabled.
     #[error("this staff account is disabled")]
     Disabled,
@@ -278,6 +305,7 @@ struct Grant {
     staff: Staff,
     /// TOTP step accepted at this login (and whether it confirmed a pending enrolment).
     step: Option<(u64, bool)>,
+    /// A new hash (seasoned, current costs) made with the password just checked.
     rehash: Option<String>,
     scope: SessionScope,
     note: Option<String>,
@@ -375,8 +403,15 @@ impl StaffAuth {
                             t.enrolled = true;
                         }
                     }
-                    if let Some(h) = &g.rehash {
+                    // Only over the hash that was checked, for the identity it was made for:
+                    // a password or email change in between wins.
+                    if let Some(h) = &g.rehash
+                        && cur.password_hash == g.staff.password_hash
+                        && cur.username == g.staff.username
+                        && cur.email == g.staff.email
+                    {
                         cur.password_hash = h.clone();
+                        cur.hash_format = crate::store::HashFormat::Seasoned;
                     }
                     if g.step.is_some() || g.rehash.is_some() {
                         tx.put_staff(&cur)?;
@@ -456,7 +491,7 @@ impl StaffAuth {
             self.hasher.verify_dummy(a.password);
             return Err(refuse(LoginError::BadCredentials, "host not allowed", true));
         }
-        match self.hasher.verify(a.password, &staff.password_hash) {
+        match self.verify_staff(&staff, a.password) {
             Ok(true) => {}
             Ok(false) => {
                 return Err(refuse(LoginError::BadCredentials, "bad password", true));
@@ -468,6 +503,10 @@ impl StaffAuth {
         }
         let mut step = None;
         let mut notes = Vec::new();
+        let email_ok = self.email_factor(&staff, a, now_ms)?;
+        if email_ok {
+            notes.push("email code accepted");
+        }
         if let Some(t) = &staff.totp {
             match (a.totp_code, t.enrolled) {
                 (None, true) => {
@@ -500,7 +539,7 @@ impl StaffAuth {
             .rules_for(store, &staff)
             .map_err(|e| internal("login template lookup failed", &e))?;
         let totp_ok = staff.totp_enrolled() || step.is_some_and(|(_, confirmed)| confirmed);
-        let enrol = rules.second_factor && !totp_ok;
+        let enrol = rules.second_factor && !totp_ok && !email_ok;
         let expired = rules.policy.expired(staff.password_changed_ms, now_ms);
         let change = staff.must_change_password || expired;
         if enrol && staff.role == Role::Admin {
@@ -513,10 +552,15 @@ impl StaffAuth {
         } else if staff.must_change_password {
             notes.push("setup session: password must be changed");
         }
-        let rehash = if self.hasher.needs_rehash(&staff.password_hash) {
-            match self.hasher.hash(a.password) {
+        let old_format = staff.hash_format == crate::store::HashFormat::Plain;
+        let rehash = if old_format || self.hasher.needs_rehash(&staff.password_hash) {
+            match self.hash_for(&staff.username, staff.email.as_deref(), a.password) {
                 Ok(h) => {
-                    notes.push("password rehashed with the current costs");
+                    notes.push(if old_format {
+                        "password rehashed seasoned with the user's identity"
+                    } else {
+                        "password rehashed with the current costs"
+                    });
                     Some(h)
                 }
                 Err(e) => {
@@ -534,6 +578,64 @@ impl StaffAuth {
             scope: SessionScope::setup(enrol, change),
             note: (!notes.is_empty()).then(|| notes.join("; ")),
         })
+    }
+
+    /// The email factor of a login whose password was right: `Ok(false)` when the user does
+    /// not use it (TOTP enrolled, not chosen, or not allowed for the role), `Ok(true)` when
+    /// the code given is right; otherwise mails a code or refuses the one given.
+    fn email_factor(
+        &self,
+        staff: &Staff,
+        a: &LoginAttempt<'_>,
+        now_ms: u64,
+    ) -> Result<bool, Refusal> {
+        let Some(to) = staff.email.as_deref() else {
+            return Ok(false);
+        };
+        if staff.totp_enrolled() || !staff.email_codes || !self.email.allowed(staff.role) {
+            return Ok(false);
+        }
+        use super::email_code::{CodeError, SendError};
+        let Some(code) = a.email_code else {
+            return match self.email.send(staff.id, &staff.username, to, now_ms) {
+                Ok(_) => Err(refuse(LoginError::EmailCodeSent, "email code sent", false)),
+                Err(SendError::RateLimited { retry_after }) => Err(refuse(
+                    LoginError::EmailRateLimited { retry_after },
+                    "email code not sent: too many lately",
+                    false,
+                )),
+                Err(e) => {
+                    tracing::error!(error = %e, user = %staff.username, "cannot mail an email code");
+                    let short = match &e {
+                        SendError::Mail(super::MailError::NotConfigured) => {
+                            "no mail server configured"
+                        }
+                        SendError::Mail(super::MailError::Timeout(_)) => {
+                            "the mail server did not answer"
+                        }
+                        _ => "the mail server failed",
+                    };
+                    Err(refuse(
+                        LoginError::EmailUnavailable(short.into()),
+                        format!("email code not sent: {e}"),
+                        false,
+                    ))
+                }
+            };
+        };
+        match self.email.verify(staff.id, code, now_ms) {
+            Ok(()) => Ok(true),
+            Err(CodeError::Expired) => Err(refuse(
+                LoginError::EmailCodeExpired,
+                "email code expired",
+                true,
+            )),
+            Err(e @ (CodeError::Invalid | CodeError::NoCode)) => Err(refuse(
+                LoginError::EmailCodeInvalid,
+                format!("email code refused: {e}"),
+                true,
+            )),
+        }
     }
 
     /// The current-password check of a password change, throttled like a login: refused
@@ -559,7 +661,7 @@ impl StaffAuth {
             keys: &keys,
             done: false,
         };
-        let ok = match self.hasher.verify(password, &staff.password_hash) {
+        let ok = match self.verify_staff(staff, password) {
             Ok(ok) => ok,
             Err(e) => {
                 flight.end(now_ms, false);

@@ -5,6 +5,8 @@
 //! - [`password`]: Argon2id with per-password salt and a pepper file outside the data
 //!   directory; the password policy and zxcvbn strength estimate.
 //! - [`totp`]: RFC 6238 codes, enrolment URI and terminal QR, replay refusal.
+//! - [`email_code`]: email one-time codes, the second factor that roles allowed by policy
+//!   may use instead of TOTP.
 //! - [`backoff`]: doubling lock-out per username and per source after failed logins.
 //! - [`role`]: `Role::can(Action)` and what a setup-only session may do.
 //! - [`login`]: [`StaffAuth::login`], [`StaffAuth::authorize`], [`StaffAuth::logout`].
@@ -16,6 +18,7 @@
 //! The records live in [`crate::store`]: `Staff`, `SessionRecord`, `AuditEntry`.
 
 pub mod backoff;
+pub mod email_code;
 pub mod login;
 pub mod password;
 pub mod role;
@@ -34,16 +37,17 @@ use base64ct::{Base64UrlUnpadded, Encoding};
 use sha2::{Digest, Sha256};
 
 pub use backoff::{Backoff, BackoffConfig, Locked};
+pub use email_code::{EmailCodeConfig, EmailCodes, MailError, Mailer};
 pub use login::{Authorized, AuthzError, LoginAttempt, LoginError, Session, SessionInfo};
 pub use password::{
-    Argon2Costs, PasswordHasher, PasswordPolicy, Pepper, PepperError, PolicyViolation, Strength,
-    load_or_create_pepper,
+    Argon2Costs, PasswordError, PasswordHasher, PasswordPolicy, Pepper, PepperError,
+    PolicyViolation, Seasoning, Strength, load_or_create_pepper, seasoning,
 };
 pub use role::{AccountFrom, Action, Refused, Scope, Target, Visible};
 pub use staff::{Actor, Enrolment, NewStaff, StaffError, StaffUpdate, StaffView};
 pub use template::LoginRules;
 
-use crate::store::TokenHash;
+use crate::store::{HashFormat, Staff, TokenHash};
 
 /// Bytes of randomness in a session token.
 pub const TOKEN_BYTES: usize = 32;
@@ -87,6 +91,8 @@ pub struct StaffAuth {
     pub session_ttl: Duration,
     /// Sessions unused this long end (`None`: only the TTL).
     pub session_idle: Option<Duration>,
+    /// Email one-time codes: who may use them, the pending ones, the mailer.
+    pub email: EmailCodes,
     backoff: Mutex<Backoff>,
 }
 
@@ -105,8 +111,42 @@ impl StaffAuth {
             policy,
             session_ttl,
             session_idle: None,
+            email: EmailCodes::new(
+                EmailCodeConfig::default(),
+                std::sync::Arc::new(email_code::NoMailer),
+            ),
             backoff: Mutex::new(Backoff::new(backoff)),
         }
+    }
+
+    /// Email codes per `codes` (its policy and mailer) instead of the default policy with no
+    /// mailer.
+    pub fn with_email_codes(mut self, codes: EmailCodes) -> StaffAuth {
+        self.email = codes;
+        self
+    }
+
+    /// Whether `password` is `s`'s, with the seasoning its hash format says (none for hashes
+    /// stored before seasoning).
+    pub fn verify_staff(&self, s: &Staff, password: &str) -> Result<bool, PasswordError> {
+        let seas = match s.hash_format {
+            HashFormat::Plain => None,
+            HashFormat::Seasoned => Some(seasoning(&s.username, s.email.as_deref())),
+        };
+        self.hasher
+            .verify_seasoned(password, &s.password_hash, seas.as_ref())
+    }
+
+    /// A new hash of `password` for the user named `username` with `email`, seasoned
+    /// with them (store it with `HashFormat::Seasoned`).
+    pub fn hash_for(
+        &self,
+        username: &str,
+        email: Option<&str>,
+        password: &str,
+    ) -> Result<String, PasswordError> {
+        self.hasher
+            .hash_seasoned(password, Some(&seasoning(username, email)))
     }
 
     /// Ends sessions unused for `idle` (exact to about a minute: use is recorded once a

@@ -13,8 +13,8 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, OnceLock};
 
-use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::password_hash::{PasswordHash, PasswordHasher as _, SaltString};
+use argon2::{Algorithm, Argon2, AssociatedData, Params, ParamsBuilder, Version};
 use serde::{Deserialize, Serialize};
 use sipd_core::records::Composition;
 
@@ -310,6 +310,45 @@ pub enum PasswordError {
     BadStoredHash(String),
 }
 
+/// Argon2 associated data that ties a hash to one user: see [`seasoning`].
+pub type Seasoning = [u8; 32];
+
+/// The seasoning of a user's hash: SHA-256 of their email address or, without one, of
+/// their username (lowercased), so a hash copied into another user's record does not verify
+/// there (ConnexCS seasons hashes with the hashed email the same way).
+pub fn seasoning(username: &str, email: Option<&str>) -> Seasoning {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"sipd staff password seasoning\0");
+    match email {
+        Some(e) => {
+            h.update(b"email\0");
+            h.update(e.to_ascii_lowercase().as_bytes());
+        }
+        None => {
+            h.update(b"username\0");
+            h.update(username.to_ascii_lowercase().as_bytes());
+        }
+    }
+    h.finalize().into()
+}
+
+/// `params` with `seasoning` as their associated data (none: without any).
+fn seasoned(params: &Params, seasoning: Option<&Seasoning>) -> Result<Params, PasswordError> {
+    let e = |e: argon2::Error| PasswordError::Hash(format!("Argon2 parameters: {e}"));
+    let mut b = ParamsBuilder::new();
+    b.m_cost(params.m_cost())
+        .t_cost(params.t_cost())
+        .p_cost(params.p_cost());
+    if let Some(len) = params.output_len() {
+        b.output_len(len);
+    }
+    if let Some(s) = seasoning {
+        b.data(AssociatedData::new(s).map_err(e)?);
+    }
+    b.build().map_err(e)
+}
+
 /// Hashes and verifies staff passwords with the pepper and the configured costs.
 pub struct PasswordHasher {
     pepper: Pepper,
@@ -391,38 +430,72 @@ impl PasswordHasher {
             .map_err(|e| PasswordError::Hash(e.to_string()))
     }
 
-    /// A PHC string of `password` with a fresh random salt and the current costs.
+    /// A PHC string of `password` with a fresh random salt and the current costs, not
+    /// seasoned (the format of hashes made before seasoning; see [`Self::hash_seasoned`]).
     pub fn hash(&self, password: &str) -> Result<String, PasswordError> {
+        self.hash_seasoned(password, None)
+    }
+
+    /// A PHC string of `password` with a fresh random salt and the current costs, seasoned
+    /// with `seasoning` as Argon2's associated data (`X` in RFC 9106) when given.
+    pub fn hash_seasoned(
+        &self,
+        password: &str,
+        seasoning: Option<&Seasoning>,
+    ) -> Result<String, PasswordError> {
         let mut salt = [0u8; SALT_LEN];
         getrandom::fill(&mut salt).map_err(|e| PasswordError::Hash(e.to_string()))?;
         let salt = SaltString::encode_b64(&salt).map_err(|e| PasswordError::Hash(e.to_string()))?;
-        let a = self.argon2(self.costs.params()?)?;
+        let params = seasoned(&self.costs.params()?, seasoning)?;
+        let a = self.argon2(params)?;
         let _slot = self.slots.take();
         a.hash_password(password.as_bytes(), &salt)
             .map(|h| h.to_string())
             .map_err(|e| PasswordError::Hash(e.to_string()))
     }
 
-    /// Whether `password` matches `phc` (with the costs recorded in `phc`). The final
-    /// comparison is constant-time (password-hash's `Output` equality). Only Argon2id hashes
-    /// are accepted.
+    /// Whether `password` matches an unseasoned `phc`; see [`Self::verify_seasoned`].
     pub fn verify(&self, password: &str, phc: &str) -> Result<bool, PasswordError> {
-        let parsed =
-            PasswordHash::new(phc).map_err(|e| PasswordError::BadStoredHash(e.to_string()))?;
+        self.verify_seasoned(password, phc, None)
+    }
+
+    /// Whether `password` matches `phc` (with the costs recorded in `phc`) seasoned with
+    /// `seasoning`. The seasoning comes from the caller (the user's record), never from the
+    /// PHC string's `data` field, so a hash copied into another user's record is checked
+    /// with that user's seasoning and fails. The final comparison is constant-time
+    /// (password-hash's `Output` equality). Only Argon2id hashes are accepted.
+    pub fn verify_seasoned(
+        &self,
+        password: &str,
+        phc: &str,
+        seasoning: Option<&Seasoning>,
+    ) -> Result<bool, PasswordError> {
+        let bad = |e: &dyn std::fmt::Display| PasswordError::BadStoredHash(e.to_string());
+        let parsed = PasswordHash::new(phc).map_err(|e| bad(&e))?;
         if parsed.algorithm.as_str() != "argon2id" {
             return Err(PasswordError::BadStoredHash(format!(
                 "algorithm {} (only argon2id is accepted)",
                 parsed.algorithm
             )));
         }
+        let (Some(salt), Some(stored)) = (parsed.salt, parsed.hash) else {
+            return Err(bad(&"no salt or no hash"));
+        };
+        let recorded = Params::try_from(&parsed).map_err(|e| bad(&e))?;
+        let params = seasoned(&recorded, seasoning)?;
         let a = self.argon2(self.costs.params()?)?;
         let _slot = self.slots.take();
         self.verified.fetch_add(1, Ordering::Relaxed);
-        match a.verify_password(password.as_bytes(), &parsed) {
-            Ok(()) => Ok(true),
-            Err(argon2::password_hash::Error::Password) => Ok(false),
-            Err(e) => Err(PasswordError::BadStoredHash(e.to_string())),
-        }
+        let computed = a
+            .hash_password_customized(
+                password.as_bytes(),
+                Some(parsed.algorithm),
+                parsed.version,
+                params,
+                salt,
+            )
+            .map_err(|e| bad(&e))?;
+        Ok(computed.hash == Some(stored))
     }
 
     /// Verifications done so far (real and dummy).
@@ -579,6 +652,7 @@ impl PasswordPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use argon2::password_hash::PasswordVerifier as _;
 
     /// Argon2's smallest memory, so debug-build tests stay fast.
     pub(crate) fn cheap() -> Argon2Costs {
@@ -604,6 +678,38 @@ mod tests {
         assert!(h.verify("correct horse battery staple", &a).unwrap());
         assert!(!h.verify("correct horse battery stapler", &a).unwrap());
         assert!(!h.verify_dummy("anything"));
+    }
+
+    /// A hash seasoned for one user verifies only with that user's seasoning; the seasoning
+    /// is not taken from the PHC string.
+    #[test]
+    fn seasoned_hash_needs_its_seasoning() {
+        let h = hasher(1);
+        let a = seasoning("alice", Some("alice@example.net"));
+        let b = seasoning("bob", None);
+        assert_ne!(a, seasoning("alice", None), "email, not username, when set");
+        assert_eq!(
+            b,
+            seasoning("BOB", None),
+            "usernames without regard to case"
+        );
+        let phc = h.hash_seasoned("pw-one-two-three", Some(&a)).unwrap();
+        assert!(
+            h.verify_seasoned("pw-one-two-three", &phc, Some(&a))
+                .unwrap()
+        );
+        assert!(
+            !h.verify_seasoned("pw-one-two-three", &phc, Some(&b))
+                .unwrap()
+        );
+        assert!(!h.verify("pw-one-two-three", &phc).unwrap());
+        // An old unseasoned hash still verifies unseasoned, and only so.
+        let old = h.hash("pw-one-two-three").unwrap();
+        assert!(h.verify("pw-one-two-three", &old).unwrap());
+        assert!(
+            !h.verify_seasoned("pw-one-two-three", &old, Some(&a))
+                .unwrap()
+        );
     }
 
     #[test]

@@ -16,8 +16,9 @@ use super::password::{PasswordError, PolicyViolation, Strength};
 use super::totp::{self, TotpError};
 use super::{StaffAuth, unix_ms};
 use crate::store::{
-    AuditDraft, AuditKind, AuditResult, Auditor, Change, Id, Role, SessionScope, Staff, Store,
-    StoreError, TokenHash, TotpState, Tx, TxResult, abort_tx, valid_username,
+    AuditDraft, AuditKind, AuditResult, Auditor, Change, HashFormat, Id, Role, SessionScope, Staff,
+    Store, StoreError, TokenHash, TotpState, Tx, TxResult, abort_tx, normalize_email,
+    valid_username,
 };
 
 /// Who is making a change, for the audit log.
@@ -68,6 +69,12 @@ pub struct StaffView {
     /// The account a `customer` user belongs to; absent for staff.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub account: Option<Id>,
+    /// Where email codes go; `null`: none.
+    pub email: Option<String>,
+    /// The user's second factor is an emailed code (when TOTP is not enrolled).
+    pub email_codes: bool,
+    /// `plain` (stored before seasoning; upgraded at the next login) or `seasoned`.
+    pub password_hash_format: HashFormat,
 }
 
 impl From<&Staff> for StaffView {
@@ -88,6 +95,9 @@ impl From<&Staff> for StaffView {
             must_change_password: s.must_change_password,
             created_ms: s.created_ms,
             account: s.account,
+            email: s.email.clone(),
+            email_codes: s.email_codes,
+            password_hash_format: s.hash_format,
         }
     }
 }
@@ -116,6 +126,21 @@ pub enum StaffError {
     /// which.
     #[error("{0}")]
     Invalid(String),
+    /// An email address that is not one (the text says why).
+    #[error("{0}")]
+    InvalidEmail(String),
+    /// Email codes for a user without an email address, or whose role may not use them.
+    #[error("{0}")]
+    EmailCodes(String),
+    /// An admin changed what seasons a user's password hash (email or username) without
+    /// giving a new password: the old hash would no longer verify.
+    #[error(
+        "changing the email or username of {0} changes what seasons their password hash: give a new password in the same change (they must change it at next login), or let them change their email themselves (with their password)"
+    )]
+    IdentityNeedsPassword(String),
+    /// The user's name, email or hash changed between the check and the write.
+    #[error("the user changed meanwhile; try again")]
+    ChangedMeanwhile,
     /// A password change that keeps the same password.
     #[error("the new password must differ from the current one")]
     SamePassword,
@@ -159,6 +184,10 @@ pub struct NewStaff {
     pub allowed_hosts: Vec<IpNet>,
     /// The user must change this password at first login (true when an admin chose it).
     pub must_change_password: bool,
+    /// Where email codes go (checked and normalized); seasons the password hash.
+    pub email: Option<String>,
+    /// The second factor is an emailed code (needs `email` and a role the policy allows).
+    pub email_codes: bool,
 }
 
 /// A change to a staff user; `None` leaves a field alone.
@@ -172,6 +201,13 @@ pub struct StaffUpdate {
     pub enabled: Option<bool>,
     /// New allowed sources (a narrowing ends the user's sessions).
     pub allowed_hosts: Option<Vec<IpNet>>,
+    /// A new email address (`Some(None)` removes it).
+    pub email: Option<Option<String>>,
+    /// Turn email codes on or off.
+    pub email_codes: Option<bool>,
+    /// A new password (an admin's reset: must be changed at next login, sessions end);
+    /// required when the change of email or username would change what seasons the hash.
+    pub password: Option<String>,
 }
 
 /// What enrolment shows the user once: the secret for manual entry, the `otpauth://` URI
@@ -186,6 +222,13 @@ pub struct Enrolment {
     pub uri: String,
     /// The URI as a QR code drawn with Unicode half blocks, for a terminal.
     pub qr: String,
+}
+
+/// `email` normalized, or why not.
+fn email_of(email: Option<&str>) -> Result<Option<String>, StaffError> {
+    email
+        .map(|e| normalize_email(e).map_err(StaffError::InvalidEmail))
+        .transpose()
 }
 
 fn not_found(what: String) -> StoreError {
@@ -320,13 +363,15 @@ impl StaffAuth {
     ) -> Result<(Staff, Strength), StaffError> {
         valid_username(&new.username).map_err(StaffError::Invalid)?;
         let rules = self.rules_for_account(store, account)?;
+        let email = email_of(new.email.as_deref())?;
+        self.check_email_codes(new.role, email.as_deref(), new.email_codes)?;
         let strength = rules.policy.check(&new.password, &new.username)?;
         let now_ms = unix_ms(now);
         let s = Staff {
             id: 0,
             username: new.username.clone(),
             role: new.role,
-            password_hash: self.hasher.hash(&new.password)?,
+            password_hash: self.hash_for(&new.username, email.as_deref(), &new.password)?,
             password_changed_ms: now_ms,
             must_change_password: new.must_change_password,
             totp: None,
@@ -335,6 +380,9 @@ impl StaffAuth {
             created_ms: now_ms,
             session_epoch: 0,
             account,
+            email,
+            hash_format: HashFormat::Seasoned,
+            email_codes: new.email_codes,
         };
         let stored = store.change(&By(actor, now), |tx| {
             let id = tx.put_staff(&s)?;
@@ -373,7 +421,7 @@ impl StaffAuth {
             id: 0,
             username: username.into(),
             role: Role::Admin,
-            password_hash: self.hasher.hash(password)?,
+            password_hash: self.hash_for(username, None, password)?,
             password_changed_ms: now_ms,
             must_change_password: false,
             totp: Some(TotpState {
@@ -386,6 +434,9 @@ impl StaffAuth {
             created_ms: now_ms,
             session_epoch: 0,
             account: None,
+            email: None,
+            hash_format: HashFormat::Seasoned,
+            email_codes: false,
         };
         let stored = store.change(&By(&Actor::system(), now), |tx| {
             let id = tx.put_staff(&s)?;
@@ -425,9 +476,35 @@ impl StaffAuth {
         if let Some(name) = &u.username {
             valid_username(name).map_err(StaffError::Invalid)?;
         }
+        let email = u
+            .email
+            .as_ref()
+            .map(|e| email_of(e.as_deref()))
+            .transpose()?;
         let before = store
             .staff(id)?
             .ok_or_else(|| StaffError::NotFound(format!("#{id}")))?;
+        let name = u.username.as_deref().unwrap_or(&before.username);
+        let new_email = email.clone().unwrap_or_else(|| before.email.clone());
+        self.check_email_codes(
+            u.role.unwrap_or(before.role),
+            new_email.as_deref(),
+            u.email_codes.unwrap_or(before.email_codes),
+        )?;
+        let identity_changes = super::seasoning(name, new_email.as_deref())
+            != super::seasoning(&before.username, before.email.as_deref());
+        // The new password's hash, for the identity after the change.
+        let reset = match &u.password {
+            Some(pw) => {
+                let strength = self.rules_for(store, &before)?.policy.check(pw, name)?;
+                tracing::debug!(score = strength.score, "password set with a staff update");
+                Some(self.hash_for(name, new_email.as_deref(), pw)?)
+            }
+            None if identity_changes && before.hash_format == HashFormat::Seasoned => {
+                return Err(StaffError::IdentityNeedsPassword(before.username));
+            }
+            None => None,
+        };
         let loses_admin = before.role == Role::Admin
             && before.enabled
             && (u.role.is_some_and(|r| r != Role::Admin) || u.enabled == Some(false));
@@ -450,9 +527,29 @@ impl StaffAuth {
                 if let Some(h) = &u.allowed_hosts {
                     s.allowed_hosts = h.clone();
                 }
+                if let Some(e) = &email {
+                    s.email = e.clone();
+                }
+                if let Some(c) = u.email_codes {
+                    s.email_codes = c;
+                }
+                // Seasoned for the identity checked above; a concurrent change to it is refused.
+                if identity_changes
+                    && before.hash_format == HashFormat::Seasoned
+                    && (s.username != name || s.email != new_email)
+                {
+                    return Ok(Err(StaffError::ChangedMeanwhile));
+                }
+                if let Some(h) = &reset {
+                    s.password_hash = h.clone();
+                    s.hash_format = HashFormat::Seasoned;
+                    s.password_changed_ms = unix_ms(now);
+                    s.must_change_password = true;
+                }
                 let revoke = s.role != before.role
                     || (!s.enabled && before.enabled)
-                    || s.allowed_hosts != before.allowed_hosts;
+                    || s.allowed_hosts != before.allowed_hosts
+                    || reset.is_some();
                 if revoke {
                     s.session_epoch += 1;
                 }
@@ -538,17 +635,22 @@ impl StaffAuth {
             .rules_for(store, &before)?
             .policy
             .check(new, &before.username)?;
-        if self.hasher.verify(new, &before.password_hash)? {
+        if self.verify_staff(&before, new)? {
             return Err(StaffError::SamePassword);
         }
-        let hash = self.hasher.hash(new)?;
+        let hash = self.hash_for(&before.username, before.email.as_deref(), new)?;
         let now_ms = unix_ms(now);
         let by_admin = current.is_none();
+        let (before_name, before_email) = (before.username.clone(), before.email.clone());
         store
             .change(&By(actor, now), |tx| {
                 let before = load(tx, id)?;
                 let mut s = before.clone();
+                if s.username != before_name || s.email != before_email {
+                    return Ok(Err(StaffError::ChangedMeanwhile));
+                }
                 s.password_hash = hash.clone();
+                s.hash_format = HashFormat::Seasoned;
                 s.password_changed_ms = now_ms;
                 s.must_change_password = by_admin;
                 s.session_epoch += 1;
@@ -741,6 +843,89 @@ impl StaffAuth {
             .map_err(map_store)??;
         store.remove_sessions_of(id)?;
         Ok(s)
+    }
+
+    /// Refuses email codes without an address, or for a role the policy does not allow.
+    fn check_email_codes(
+        &self,
+        role: Role,
+        email: Option<&str>,
+        on: bool,
+    ) -> Result<(), StaffError> {
+        if !on {
+            return Ok(());
+        }
+        if email.is_none() {
+            return Err(StaffError::EmailCodes(
+                "email codes need an email address".into(),
+            ));
+        }
+        if !self.email.allowed(role) {
+            return Err(StaffError::EmailCodes(format!(
+                "the {role} role may not use email codes ([management.email_codes] roles)"
+            )));
+        }
+        Ok(())
+    }
+
+    /// A user sets their own email address (`Some(None)` removes it) and/or turns email codes
+    /// on or off, proving who they are with their password (checked and throttled like a
+    /// password change). The password also re-seasons the hash for the new address, so the
+    /// change needs no admin and no password reset.
+    #[allow(clippy::too_many_arguments)]
+    pub fn set_own_email(
+        &self,
+        store: &Store,
+        actor: &Actor,
+        id: Id,
+        password: &str,
+        email: Option<Option<&str>>,
+        email_codes: Option<bool>,
+        now: SystemTime,
+    ) -> Result<Staff, StaffError> {
+        let email = email.map(email_of).transpose()?;
+        let before = store
+            .staff(id)?
+            .ok_or_else(|| StaffError::NotFound(format!("#{id}")))?;
+        if !self.check_current_password(&before, password, actor.source, unix_ms(now))? {
+            let _ = store.append_audit(&failure(
+                actor,
+                now,
+                AuditKind::Update,
+                &before.username,
+                "email change: wrong password".into(),
+            ));
+            return Err(StaffError::WrongCurrentPassword);
+        }
+        let new_email = email.clone().unwrap_or_else(|| before.email.clone());
+        self.check_email_codes(
+            before.role,
+            new_email.as_deref(),
+            email_codes.unwrap_or(before.email_codes && new_email.is_some()),
+        )?;
+        let hash = self.hash_for(&before.username, new_email.as_deref(), password)?;
+        store
+            .change(&By(actor, now), |tx| {
+                let cur = load(tx, id)?;
+                if cur.password_hash != before.password_hash || cur.username != before.username {
+                    return Ok(Err(StaffError::ChangedMeanwhile));
+                }
+                let mut s = cur.clone();
+                s.email = new_email.clone();
+                s.email_codes = email_codes.unwrap_or(cur.email_codes) && s.email.is_some();
+                s.password_hash = hash.clone();
+                s.hash_format = HashFormat::Seasoned;
+                tx.put_staff(&s)?;
+                Ok(changed(
+                    AuditKind::Update,
+                    &s.username,
+                    Some("own email or second factor changed; password hash re-seasoned".into()),
+                    Some(&cur),
+                    Some(&s),
+                    s.clone(),
+                ))
+            })
+            .map_err(map_store)?
     }
 
     /// Ends every session of user `id` ("log out everywhere", or an admin's decision).

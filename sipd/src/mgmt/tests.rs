@@ -77,6 +77,8 @@ impl Env {
                     password: PW.into(),
                     allowed_hosts: hosts.iter().map(|h| h.parse().unwrap()).collect(),
                     must_change_password: false,
+                    email: None,
+                    email_codes: false,
                 },
                 t0(),
             )
@@ -114,6 +116,7 @@ impl Env {
                 username: user,
                 password: pw,
                 totp_code: code,
+                email_code: None,
                 source: ip(from),
             },
         )
@@ -874,6 +877,8 @@ fn last_admin_is_protected_and_changes_are_audited_with_before_and_after() {
             password: PW.into(),
             allowed_hosts: vec![],
             must_change_password: false,
+            email: None,
+            email_codes: false,
         },
         t0(),
     );
@@ -960,6 +965,8 @@ fn rehash_on_login_when_costs_change() {
             password: PW.into(),
             allowed_hosts: vec![],
             must_change_password: false,
+            email: None,
+            email_codes: false,
         },
         t0(),
     )
@@ -969,6 +976,7 @@ fn rehash_on_login_when_costs_change() {
         username: "alice",
         password: PW,
         totp_code: None,
+        email_code: None,
         source: ip("192.0.2.1"),
     };
     new.login(&store, t0(), &login).unwrap();
@@ -1039,6 +1047,8 @@ fn a_customer_follows_its_accounts_template() {
         password: pw.into(),
         allowed_hosts: vec![],
         must_change_password: false,
+        email: None,
+        email_codes: false,
     };
     // Staff creation refuses a customer; the customer creation needs a real account.
     assert!(
@@ -1106,3 +1116,5 @@ fn a_customer_follows_its_accounts_template() {
         .unwrap();
     assert_eq!(last.entry.actor, Some(format!("alice (account #{acc})")));
 }
+#[path = "tests_email.rs"]
+mod email;

@@ -50,7 +50,8 @@ pub use sipd_core::records::{
     Micros, Pattern, PatternError, Record, SipAuth, Tariff, Transport,
 };
 pub use staff::{
-    MAX_ALLOWED_HOSTS, Role, Staff, TotpState, canonical_ip, username_key, valid_username,
+    HashFormat, MAX_ALLOWED_HOSTS, MAX_EMAIL_LEN, Role, Staff, TotpState, canonical_ip,
+    normalize_email, username_key, valid_username,
 };
 
 use record::{decode, encode};

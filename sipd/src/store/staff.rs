@@ -83,6 +83,19 @@ impl std::fmt::Debug for TotpState {
     }
 }
 
+/// How a stored password hash was made, so old hashes keep verifying after an upgrade.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HashFormat {
+    /// Argon2id with salt and pepper only: every record stored before seasoning; upgraded
+    /// at the user's next successful login.
+    #[default]
+    Plain,
+    /// Also seasoned with the user's identity (Argon2 associated data: SHA-256 of the email
+    /// or, without one, the username; see `mgmt::password::seasoning`).
+    Seasoned,
+}
+
 /// A staff user as stored: identity, role, credentials (hash and TOTP, never the password),
 /// where they may log in from, and the epoch that revokes their sessions.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -120,6 +133,17 @@ pub struct Staff {
     /// stored before customers existed have none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub account: Option<Id>,
+    /// Where email one-time codes (and nothing else) are sent; lowercase domain (see
+    /// [`normalize_email`]). Seasons the password hash when set.
+    #[serde(default)]
+    pub email: Option<String>,
+    /// Which format `password_hash` is in (absent in records stored before: `Plain`).
+    #[serde(default)]
+    pub hash_format: HashFormat,
+    /// The user's second factor is a code sent to `email` at login (when their role may use
+    /// email codes and no TOTP factor is enrolled, which takes precedence).
+    #[serde(default)]
+    pub email_codes: bool,
 }
 
 impl std::fmt::Debug for Staff {
@@ -137,6 +161,9 @@ impl std::fmt::Debug for Staff {
             .field("created_ms", &self.created_ms)
             .field("session_epoch", &self.session_epoch)
             .field("account", &self.account)
+            .field("email", &self.email)
+            .field("hash_format", &self.hash_format)
+            .field("email_codes", &self.email_codes)
             .finish()
     }
 }
@@ -200,6 +227,20 @@ impl Staff {
                 self.username
             )));
         }
+        if let Some(e) = &self.email
+            && normalize_email(e).as_deref() != Ok(e.as_str())
+        {
+            return Err(bad(format!(
+                "{}: email {e:?} is not a normalized address",
+                self.username
+            )));
+        }
+        if self.email_codes && self.email.is_none() {
+            return Err(bad(format!(
+                "{}: email codes need an email address",
+                self.username
+            )));
+        }
         if self.allowed_hosts.len() > MAX_ALLOWED_HOSTS {
             return Err(bad(format!(
                 "{}: at most {MAX_ALLOWED_HOSTS} allowed hosts",
@@ -243,6 +284,41 @@ pub fn valid_username(u: &str) -> Result<(), String> {
             "username {u:?} must be 1-64 characters of A-Z a-z 0-9 . _ @ - starting with a letter or digit"
         ))
     }
+}
+
+/// Longest email address accepted (RFC 5321's path limit less the angle brackets).
+pub const MAX_EMAIL_LEN: usize = 254;
+
+/// `email` checked and in its stored form, or why not: an RFC 5322 `addr-spec` as lettre
+/// parses it (a dot-atom or quoted local part of at most 64 bytes, `@`, a domain), no
+/// spaces or control characters, at most [`MAX_EMAIL_LEN`] bytes, and a domain that is a
+/// full name (with a dot) or an address literal. The domain is lowercased (it is case
+/// insensitive; the local part may not be, so it is kept as typed).
+pub fn normalize_email(email: &str) -> Result<String, String> {
+    let e = email.trim();
+    let fail = |why: &str| Err(format!("email {e:?} is not a valid address: {why}"));
+    if e.is_empty() {
+        return fail("empty");
+    }
+    if e.len() > MAX_EMAIL_LEN {
+        return fail("longer than 254 bytes");
+    }
+    if e.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return fail("spaces or control characters");
+    }
+    let addr: lettre::Address = match e.parse() {
+        Ok(a) => a,
+        Err(err) => return fail(&err.to_string()),
+    };
+    if addr.user().len() > 64 {
+        return fail("the part before @ is longer than 64 bytes");
+    }
+    let domain = addr.domain();
+    let literal = domain.starts_with('[') && domain.ends_with(']');
+    if !literal && (!domain.contains('.') || domain.ends_with('.') || domain.starts_with('.')) {
+        return fail("the domain must be a full name such as example.com");
+    }
+    Ok(format!("{}@{}", addr.user(), domain.to_ascii_lowercase()))
 }
 
 /// IPv4-mapped IPv6 addresses as IPv4; others unchanged.

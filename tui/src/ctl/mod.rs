@@ -181,6 +181,12 @@ impl<'a, 'b> Ctx<'a, 'b> {
             Command::Me => cx.me(),
             Command::Password { stdin } => cx.password(stdin),
             Command::Totp(t) => cx.totp(t),
+            Command::Email {
+                address,
+                remove,
+                codes,
+                stdin,
+            } => cx.email(address, remove, codes, stdin),
             Command::Accounts(a) => cx.accounts(a),
             Command::Rules(r) => cx.rules(r),
             Command::Tariffs(t) => cx.tariffs(t),

@@ -157,6 +157,8 @@ impl Ctx<'_, '_> {
                 allowed_hosts,
                 password_stdin,
                 must_change_password,
+                email,
+                email_codes,
             } => {
                 let hosts = check_cidrs(&allowed_hosts)?;
                 let account = match account {
@@ -172,6 +174,12 @@ impl Ctx<'_, '_> {
                 if let Some(m) = must_change_password {
                     body["must_change_password"] = m.into();
                 }
+                if let Some(e) = email {
+                    body["email"] = e.into();
+                }
+                if email_codes {
+                    body["email_codes"] = true.into();
+                }
                 self.staff_add(&c, &body)
             }
             Staff::Update {
@@ -180,9 +188,33 @@ impl Ctx<'_, '_> {
                 enabled,
                 allowed_hosts,
                 any_host,
+                email,
+                no_email,
+                email_codes,
+                reset_password,
+                password_stdin,
             } => {
                 let id = self.id_in(&c, &STAFF, &user)?;
-                let body = staff_update_body(role.as_deref(), &enabled, &allowed_hosts, any_host)?;
+                let mut body =
+                    staff_update_body(role.as_deref(), &enabled, &allowed_hosts, any_host)?;
+                if let Some(e) = email {
+                    body["email"] = e.into();
+                } else if no_email {
+                    body["email"] = Value::Null;
+                }
+                if let Some(c) = email_codes {
+                    body["email_codes"] = c.into();
+                }
+                if reset_password {
+                    body["password"] = self.new_password(password_stdin, "New password")?.into();
+                }
+                if body.as_object().is_some_and(Map::is_empty) {
+                    return Err(Error::Usage(
+                        "nothing to change: give --role, --enable/--disable, --allowed-host, \
+                         --email, --email-codes or --reset-password"
+                            .into(),
+                    ));
+                }
                 self.crud(&c, &STAFF, Crud::Update(id, body))
             }
             Staff::Delete { user } => {
@@ -255,7 +287,8 @@ impl Ctx<'_, '_> {
     }
 }
 
-/// The patch of `staff update`: only what was given, and something must be.
+/// The patch of `staff update` from role, state and hosts: only what was given (the caller
+/// adds the email fields and refuses an empty patch).
 fn staff_update_body(
     role: Option<&str>,
     enabled: &Enabled,
@@ -269,11 +302,6 @@ fn staff_update_body(
         m.insert("allowed_hosts".into(), json!([]));
     } else if !allowed_hosts.is_empty() {
         m.insert("allowed_hosts".into(), json!(check_cidrs(allowed_hosts)?));
-    }
-    if m.is_empty() {
-        return Err(Error::Usage(
-            "nothing to change: give --role, --enable/--disable or --allowed-host".into(),
-        ));
     }
     Ok(Value::Object(m))
 }

@@ -104,7 +104,10 @@ impl Ctx<'_, '_> {
         if let Some(t) = &l.totp {
             body["totp"] = t.trim().into();
         }
-        let v = self.login_request(&client, body, l.totp.is_none())?;
+        if let Some(t) = &l.email_code {
+            body["email_code"] = t.trim().into();
+        }
+        let v = self.login_request(&client, body, l.totp.is_none() && l.email_code.is_none())?;
         let Some(tok) = v.get("token").and_then(Value::as_str).map(str::to_owned) else {
             return Err(Error::Transport("the login reply has no token".to_owned()));
         };
@@ -162,9 +165,61 @@ impl Ctx<'_, '_> {
                         }
                     }
                 }
+                Err(Error::Api(e)) if e.code == "email_code_sent" && may_ask && !asked => {
+                    asked = true;
+                    match self.io.prompt.line("Code from your email: ") {
+                        Ok(code) => body["email_code"] = code.trim().into(),
+                        Err(_) => {
+                            return Err(Error::Api(api::ApiError {
+                                message: format!("{}; pass --email-code CODE", e.message),
+                                ..e
+                            }));
+                        }
+                    }
+                }
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// `PUT /api/me/email`: the caller's address and email codes, with their password.
+    pub(super) fn email(
+        &mut self,
+        address: Option<String>,
+        remove: bool,
+        codes: Option<bool>,
+        stdin: bool,
+    ) -> Result<(), Error> {
+        if address.is_none() && !remove && codes.is_none() {
+            return Err(Error::Usage(
+                "nothing to change: give an address, --remove or --codes".into(),
+            ));
+        }
+        let client = self.client()?;
+        let password = if stdin {
+            self.stdin_line("password")?
+        } else {
+            self.ask("Password: ", true)?
+        };
+        let mut body = json!({"password": password});
+        if let Some(a) = address {
+            body["email"] = a.into();
+        } else if remove {
+            body["email"] = Value::Null;
+        }
+        if let Some(c) = codes {
+            body["email_codes"] = c.into();
+        }
+        let v = client.json(Method::Put, "/api/me/email", &[], Some(&body))?;
+        if self.g.json {
+            return self.print_json(&v);
+        }
+        let email = v.get("email").and_then(Value::as_str).unwrap_or("none");
+        let codes = v.get("email_codes").and_then(Value::as_bool) == Some(true);
+        self.say(&format!(
+            "email: {email}; email codes at login: {}",
+            if codes { "on" } else { "off" }
+        ))
     }
 
     /// Saves the new session with the TLS choice given now, so later commands need no flags;

@@ -112,6 +112,8 @@ route_table! {
     "/api/me/password" { post session::change_password => own(OwnPassword); }
     "/api/me/totp" { post session::begin_totp => own(OwnTotp); }
     "/api/me/totp/confirm" { post session::confirm_totp => own(OwnTotp); }
+    // Re-hashes with the password given: the email seasons the hash.
+    "/api/me/email" { put session::set_email => own(OwnPassword); }
     "/api/accounts" {
         get accounts::list => Needs(View, PerAccount);
         post accounts::create => sys(Provision);

@@ -23,6 +23,10 @@ pub struct LoginIn {
     /// The current 6-digit code, required once the user has TOTP enrolled.
     #[serde(default)]
     pub totp: Option<String>,
+    /// The code mailed at the previous attempt (`email_code_sent`), for users whose second
+    /// factor is email.
+    #[serde(default)]
+    pub email_code: Option<String>,
 }
 
 /// The answer to a successful login.
@@ -72,6 +76,12 @@ pub async fn login(
     if b.totp.as_ref().is_some_and(|t| t.len() > 16) {
         return Err(ApiError::invalid("totp", "a 6-digit code"));
     }
+    if b.email_code.as_ref().is_some_and(|t| t.len() > 16) {
+        return Err(ApiError::invalid(
+            "email_code",
+            "the digits of the mailed code",
+        ));
+    }
     blocking(&st, move |s| {
         let session = s.auth.login(
             s.store(),
@@ -80,6 +90,7 @@ pub async fn login(
                 username: &b.username,
                 password: &b.password,
                 totp_code: b.totp.as_deref(),
+                email_code: b.email_code.as_deref(),
                 source: peer.0.ip(),
             },
         )?;
@@ -137,6 +148,10 @@ pub struct Me {
     pub role: Role,
     /// Whether a TOTP factor is confirmed.
     pub totp_enrolled: bool,
+    /// Where email codes go; `null`: none.
+    pub email: Option<String>,
+    /// The second factor is an emailed code (when no TOTP factor is enrolled).
+    pub email_codes: bool,
     /// The session may only do the steps in `must` until they are done.
     pub setup_only: bool,
     /// What a setup session must do first: `enrol_totp`, `change_password`.
@@ -160,6 +175,8 @@ pub async fn me(c: Caller) -> ApiResult<Json<Me>> {
         username: s.username.clone(),
         role: s.role,
         totp_enrolled: s.totp_enrolled(),
+        email: s.email.clone(),
+        email_codes: s.email_codes,
         setup_only: c.authz.session.scope != SessionScope::Full,
         must: must(c.authz.session.scope),
         allowed_hosts: s.allowed_hosts.clone(),
@@ -277,6 +294,55 @@ pub async fn confirm_totp(
             SystemTime::now(),
         )?;
         Ok(StatusCode::NO_CONTENT)
+    })
+    .await
+}
+
+/// The body of `PUT /api/me/email`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailIn {
+    /// The caller's password: proves who they are and re-seasons the hash for the new address.
+    pub password: String,
+    /// The new address; `null` removes it (and turns email codes off); absent: unchanged.
+    #[serde(default, deserialize_with = "crate::api::routes::staff::some_or_null")]
+    pub email: Option<Option<String>>,
+    /// Use emailed codes as the second factor (needs an address and a role the policy allows).
+    #[serde(default)]
+    pub email_codes: Option<bool>,
+}
+
+/// `PUT /api/me/email`: the caller sets their email address and/or email codes, with their
+/// password (checked and throttled like a password change; a wrong one is audited).
+pub async fn set_email(
+    c: Caller,
+    Extract(st): Extract<State>,
+    JsonBody(b): JsonBody<EmailIn>,
+) -> ApiResult<Json<crate::mgmt::StaffView>> {
+    if b.password.is_empty() || b.password.chars().count() > 256 {
+        return Err(ApiError::invalid("password", "1-256 characters"));
+    }
+    blocking(&st, move |s| {
+        let actor = Actor::staff(&c.authz.staff, c.ip);
+        let u = s
+            .auth
+            .set_own_email(
+                s.store(),
+                &actor,
+                c.authz.staff.id,
+                &b.password,
+                b.email.as_ref().map(|e| e.as_deref()),
+                b.email_codes,
+                SystemTime::now(),
+            )
+            .map_err(|e| match ApiError::from(e) {
+                e if e.field.as_deref() == Some("current") => ApiError {
+                    field: Some("password".into()),
+                    ..e
+                },
+                e => e,
+            })?;
+        Ok(Json(crate::mgmt::StaffView::from(&u)))
     })
     .await
 }

@@ -18,6 +18,15 @@ fn actor(c: &Caller) -> Actor {
     Actor::staff(&c.authz.staff, c.ip)
 }
 
+/// A field that may be absent (unchanged), `null` (removed) or a value.
+pub(crate) fn some_or_null<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
 fn hosts(v: Vec<String>) -> ApiResult<Vec<IpNet>> {
     if v.len() > MAX_ALLOWED_HOSTS {
         return Err(ApiError::invalid(
@@ -94,6 +103,12 @@ pub struct StaffIn {
     /// The account of a `customer` user (required for one, refused for staff).
     #[serde(default)]
     pub account: Option<crate::store::Id>,
+    /// Where email codes go (a valid address; the domain is lowercased).
+    #[serde(default)]
+    pub email: Option<String>,
+    /// The second factor is an emailed code (needs `email` and a role the policy allows).
+    #[serde(default)]
+    pub email_codes: bool,
 }
 
 /// The answer to `POST /api/staff`.
@@ -130,6 +145,8 @@ pub async fn create(
             password: b.password,
             allowed_hosts,
             must_change_password: b.must_change_password.unwrap_or(true),
+            email: b.email,
+            email_codes: b.email_codes,
         };
         let (u, strength) = match (b.role, b.account) {
             (Role::Customer, Some(a)) => {
@@ -185,6 +202,17 @@ pub struct StaffPatch {
     /// New allowed sources (at most [`MAX_ALLOWED_HOSTS`]); a narrowing ends the user's sessions.
     #[serde(default)]
     pub allowed_hosts: Option<Vec<String>>,
+    /// A new email address; `null` removes it. Changing what seasons the password hash (the
+    /// email, or the username of a user without one) needs `password` too.
+    #[serde(default, deserialize_with = "some_or_null")]
+    pub email: Option<Option<String>>,
+    /// Turn email codes on or off.
+    #[serde(default)]
+    pub email_codes: Option<bool>,
+    /// A new password (at most 256 characters, checked against the policy): an admin's reset
+    /// (must be changed at next login; sessions end).
+    #[serde(default)]
+    pub password: Option<String>,
 }
 
 /// `PUT /api/staff/{id}` (ManageStaff): changes username, role, enabled or allowed hosts, audited.
@@ -196,6 +224,9 @@ pub async fn update(
 ) -> ApiResult<Json<StaffView>> {
     let id = path_id(&id)?;
     let allowed_hosts = b.allowed_hosts.map(hosts).transpose()?;
+    if b.password.as_ref().is_some_and(|p| p.chars().count() > 256) {
+        return Err(ApiError::invalid("password", "at most 256 characters"));
+    }
     blocking(&st, move |s| {
         let u = s.auth.update_staff(
             s.store(),
@@ -206,6 +237,9 @@ pub async fn update(
                 role: b.role,
                 enabled: b.enabled,
                 allowed_hosts,
+                email: b.email,
+                email_codes: b.email_codes,
+                password: b.password,
             },
             SystemTime::now(),
         )?;
