@@ -50,6 +50,8 @@ pub struct Config {
     pub call_messages: crate::events::capture::CaptureConfig,
     /// `[capture]`: copies of every SIP message to a HEPv3 collector (off by default).
     pub capture: crate::hep::HepConfig,
+    /// `[cluster]`: the Redis shared with the other nodes; absent: this node is alone.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 impl Default for Config {
@@ -67,6 +69,7 @@ impl Default for Config {
             bans: crate::firewall::BansConfig::default(),
             call_messages: crate::events::capture::CaptureConfig::default(),
             capture: crate::hep::HepConfig::default(),
+            cluster: None,
         }
     }
 }
@@ -801,6 +804,9 @@ impl Config {
             bad("call_messages", p);
         }
         for (key, p) in self.capture.problems() {
+            bad(key, p);
+        }
+        for (key, p) in self.cluster.iter().flat_map(|c| c.problems()) {
             bad(key, p);
         }
         out

@@ -118,6 +118,8 @@ pub struct Control {
     pub capture: Arc<Capture>,
     /// HEP capture's counters (`/metrics`); `None` when `[capture] hep` is off.
     pub hep: Option<crate::hep::Hep>,
+    /// This node's membership of a cluster; `None` without `[cluster]`.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
     started: SystemTime,
 }
 
@@ -148,6 +150,7 @@ impl Control {
                 events: Hub::default(),
                 capture: Arc::new(Capture::new(Default::default())),
                 hep: None,
+                cluster: None,
                 started: SystemTime::now(),
             },
             rx,

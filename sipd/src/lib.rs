@@ -15,6 +15,7 @@
 
 pub mod api;
 pub mod call_media;
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod events;

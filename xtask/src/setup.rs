@@ -14,7 +14,8 @@ use crate::util::{self, output, run, which};
 /// Kamailio, tmux (the console's end-to-end test drives `sbc-tui` in a tmux pane), sngrep
 /// (the HEP capture test sends it a call through its `-L` listener), and
 /// `systemd-analyze` (package systemd; it works with no systemd running) to verify the unit
-/// in dist/systemd. `setpriv`, which runs sipd with only the unit's capabilities in
+/// in dist/systemd, and `redis-server` (the cluster tests, tests/tests/cluster.rs, start
+/// their own in a namespace). `setpriv`, which runs sipd with only the unit's capabilities in
 /// tests/tests/service.rs, is in util-linux, always installed.
 pub const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
@@ -34,11 +35,14 @@ pub const APT_PACKAGES: &[&str] = &[
     "systemd",
     "tmux",
     "sngrep",
+    "redis-server",
 ];
 
-/// Units the rtpengine and kamailio packages install; they must not hold our ports.
+/// Units the rtpengine, kamailio and redis-server packages install; they must not hold our
+/// ports (the cluster tests run their own Redis).
 const SERVICES: &[&str] = &[
     "kamailio.service",
+    "redis-server.service",
     "rtpengine-daemon.service",
     "rtpengine-recording-daemon.service",
 ];

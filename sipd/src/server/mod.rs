@@ -140,6 +140,8 @@ struct Appliance {
     writer_gone: bool,
     /// When the checkpoint was last written.
     checkpoint: Instant,
+    /// This node's membership of a cluster (`[cluster]`).
+    cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl Appliance {
@@ -181,6 +183,12 @@ impl Appliance {
             fw.admits_connection(remote, local)
         }));
         purge_bans(firewall.clone(), cfg.bans.purge_interval_secs);
+        // After the stored bans are in: they are the node's starting point for the resync.
+        let cluster = cfg
+            .cluster
+            .as_ref()
+            .map(|_| crate::cluster::Cluster::start(&cfg, store.clone(), firewall.clone()))
+            .transpose()?;
         let (resolver, answers) = Resolver::from_system();
         let names = startup::trust_peers(&firewall, &records, &resolver).await;
 
@@ -191,6 +199,9 @@ impl Appliance {
             core.on_resolved(Instant::now(), SystemTime::now(), &a.host, a.addrs, a.ttl);
         }
         let mut writer = Writer::spawn(store.clone())?;
+        if let Some(c) = &cluster {
+            writer.tap_cdrs(crate::cluster::cdrs::spawn(c.clone()));
+        }
         startup::adopt_calls(&store, &mut core, plane.sessions(), &mut writer);
         let (mut control, commands) = Control::new(
             store.clone(),
@@ -203,6 +214,10 @@ impl Appliance {
         control.events = hub.clone();
         control.capture = capture.clone();
         control.hep = hep.clone();
+        control.cluster = cluster.clone();
+        if let Some(c) = &cluster {
+            c.serve(control.clone());
+        }
         retention::spawn(store.clone(), cfg.retention.days);
         admin::spawn(store.clone(), &cfg.data_dir);
         let api = startup::start_api(&cfg, control).await;
@@ -241,6 +256,7 @@ impl Appliance {
             durable: writer_durable,
             writer_gone: false,
             checkpoint: Instant::now(),
+            cluster,
         })
     }
 
@@ -571,6 +587,9 @@ impl Appliance {
         drop(core);
         self.transports.shutdown();
         self.writer.finish();
+        if let Some(c) = &self.cluster {
+            c.leave().await;
+        }
         info!("sipd stopped");
     }
 }

@@ -5,6 +5,7 @@ pub mod audit;
 pub mod bans;
 pub mod calls;
 pub mod cdrs;
+pub mod cluster;
 pub mod connections;
 pub mod crud;
 pub mod events;
@@ -88,6 +89,12 @@ pub fn router() -> Router<State> {
         .route("/api/calls", get(calls::list))
         .route("/api/calls/{id}", axum::routing::delete(calls::hangup))
         .route("/api/calls/{id}/messages", get(calls::messages))
+        .route("/api/cluster", get(cluster::view))
+        .route("/api/cluster/calls", get(cluster::calls))
+        .route(
+            "/api/cluster/calls/{node}/{id}",
+            axum::routing::delete(cluster::hangup),
+        )
         .route("/api/events", get(events::stream))
         .route("/api/cdrs", get(cdrs::list))
         .route("/api/refusals", get(refusals::list))
@@ -138,7 +145,12 @@ where
     })
     .await?;
     match then {
-        Then::Reload => st.control.reload().await?,
+        Then::Reload => {
+            st.control.reload().await?;
+            if let Some(c) = &st.control.cluster {
+                c.provisioning_changed();
+            }
+        }
         Then::Credit(id, delta) => st.control.credit(id, delta).await?,
     }
     Ok(out)

@@ -102,6 +102,7 @@ pub async fn metrics(_: MetricsAccess, Extract(st): Extract<State>) -> ApiResult
                 .as_ref()
                 .map(|h| h.counts())
                 .unwrap_or_default(),
+            cluster: s.control.cluster.as_ref().map(|c| c.counters()),
         })
     })
     .await?;
