@@ -217,7 +217,9 @@ pub struct Resynced {
 /// connection). Subscribes first, so nothing published meanwhile is missed.
 pub(super) async fn resync(c: &Arc<Cluster>) -> Result<Resynced, String> {
     let t = |e: fred::error::Error| e.to_string();
-    let channels = vec![hash(c), super::rpc::channel(c, &c.node)];
+    // Every channel the node listens on (bans, provisioning, requests to it): subscribed
+    // before anything is read, so nothing published meanwhile is missed.
+    let channels = vec![hash(c), c.key("prov"), super::rpc::channel(c, &c.node)];
     tokio::time::timeout(COMMAND_TIMEOUT, c.subscriber.subscribe(channels))
         .await
         .map_err(|_| "subscribe: no answer".to_string())?

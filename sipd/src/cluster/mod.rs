@@ -236,10 +236,14 @@ impl Cluster {
         });
     }
 
-    /// Says goodbye to Redis (the heartbeat key goes at once, not after its TTL).
-    pub async fn leave(&self) {
+    /// Disconnects from Redis; with `forget`, the heartbeat key goes at once (the node's
+    /// shared counts are reclaimed now, not after `node_ttl_ms`).
+    pub async fn leave(&self, forget: bool) {
         let key = self.key(&format!("node:{}", self.node));
         let _ = tokio::time::timeout(COMMAND_TIMEOUT, async {
+            if !forget {
+                return;
+            }
             use fred::interfaces::{KeysInterface, SetsInterface};
             let _: Result<i64, _> = self.client.del(&key).await;
             let _: Result<i64, _> = self.client.srem(self.key("nodes"), &self.node).await;

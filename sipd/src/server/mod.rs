@@ -588,7 +588,10 @@ impl Appliance {
         self.transports.shutdown();
         self.writer.finish();
         if let Some(c) = &self.cluster {
-            c.leave().await;
+            // A hand-over leaves its calls up for the next run: its heartbeat key stays to
+            // expire (the next run sets it again), so the shared counts are not reclaimed.
+            let handing_over = matches!(self.stopping, Some((_, Stopping::HandOver)));
+            c.leave(!handing_over).await;
         }
         info!("sipd stopped");
     }
