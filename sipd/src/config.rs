@@ -54,6 +54,8 @@ pub struct Config {
     pub acme: crate::acme::AcmeConfig,
     /// `[smtp]`: the mail server for email codes (none by default).
     pub smtp: crate::mail::SmtpConfig,
+    /// `[cluster]`: the Redis shared with the other nodes; absent: this node is alone.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 impl Default for Config {
@@ -73,6 +75,7 @@ impl Default for Config {
             capture: crate::hep::HepConfig::default(),
             acme: crate::acme::AcmeConfig::default(),
             smtp: crate::mail::SmtpConfig::default(),
+            cluster: None,
         }
     }
 }
@@ -815,6 +818,9 @@ impl Config {
             bad(key, p);
         }
         for (key, p) in self.acme.problems() {
+            bad(key, p);
+        }
+        for (key, p) in self.cluster.iter().flat_map(|c| c.problems()) {
             bad(key, p);
         }
         out

@@ -120,6 +120,8 @@ pub struct Control {
     pub hep: Option<crate::hep::Hep>,
     /// ACME's renewals and alert (`/metrics`, `GET /api/alerts`); `None` when `[acme]` is off.
     pub acme: Option<Arc<crate::acme::Acme>>,
+    /// This node's membership of a cluster; `None` without `[cluster]`.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
     started: SystemTime,
 }
 
@@ -151,6 +153,7 @@ impl Control {
                 capture: Arc::new(Capture::new(Default::default())),
                 hep: None,
                 acme: None,
+                cluster: None,
                 started: SystemTime::now(),
             },
             rx,

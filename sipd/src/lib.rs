@@ -16,6 +16,7 @@
 pub mod acme;
 pub mod api;
 pub mod call_media;
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod events;

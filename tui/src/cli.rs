@@ -475,9 +475,18 @@ pub enum Bans {
 pub enum Calls {
     /// List calls in progress
     #[command(visible_alias = "ls")]
-    List,
+    List {
+        /// Every node's calls, each with its node (a cluster: `[cluster]` set)
+        #[arg(long)]
+        cluster: bool,
+    },
     /// Hang up a call in progress (BYE to both legs)
-    Hangup { id: u64 },
+    Hangup {
+        id: u64,
+        /// The cluster node the call is on (as `calls list --cluster` shows it)
+        #[arg(long)]
+        node: Option<String>,
+    },
     /// The SIP messages of a live or recently ended call, oldest first (--json: with the
     /// raw messages)
     Messages {

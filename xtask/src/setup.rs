@@ -49,6 +49,7 @@ pub const APT_PACKAGES: &[&str] = &[
 /// ports.
 const SERVICES: &[&str] = &[
     "kamailio.service",
+    "redis-server.service",
     "rtpengine-daemon.service",
     "rtpengine-recording-daemon.service",
     "redis-server.service",

@@ -16,6 +16,8 @@
 //!   hour: users whose second factor is email cannot log in.
 //! - `ban_table_full`: the ban table was full within the last hour (bans gave way or were
 //!   refused), or is full now.
+//! - `cluster_down`: `[cluster]` is set and its Redis does not answer (or the node has not
+//!   resynced yet): bans applied stay, changes made here wait for the resync.
 
 use serde::Serialize;
 
@@ -32,7 +34,7 @@ pub struct Alert {
     pub id: String,
     /// Stable machine name of the finding (`permissive_firewall`, `firewall_coverage`,
     /// `admin_without_totp`, `self_signed_certificate`, `certificate_reload_failed`,
-    /// `acme_renewal_failed`, `ban_table_full`, `smtp_failed`).
+    /// `acme_renewal_failed`, `ban_table_full`, `cluster_down`, `smtp_failed`).
     pub code: &'static str,
     /// `critical`, `warning` or `info`.
     pub severity: &'static str,
@@ -206,6 +208,22 @@ pub fn findings(s: &ApiState) -> Vec<Alert> {
             code: "firewall_coverage",
             severity,
             message,
+            acked_by: None,
+            acked_ms: None,
+        });
+    }
+    if let Some(c) = &s.control.cluster
+        && !c.is_up()
+    {
+        out.push(Alert {
+            id: alert_id("cluster_down", None),
+            code: "cluster_down",
+            severity: "critical",
+            message: format!(
+                "node {} is not connected to the cluster's Redis ({}): bans applied stay, changes made here are sent when it answers again",
+                c.node(),
+                c.config().sentinel_service.as_deref().map_or_else(|| "see [cluster] redis".to_owned(), |s| format!("sentinel service {s}"))
+            ),
             acked_by: None,
             acked_ms: None,
         });

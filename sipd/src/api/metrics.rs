@@ -26,6 +26,8 @@ pub struct Extra {
     pub hep: crate::hep::HepCounts,
     /// ACME, when `[acme]` is on.
     pub acme: Option<AcmeFacts>,
+    /// The cluster's counters; `None` without `[cluster]` (no series then).
+    pub cluster: Option<crate::cluster::ClusterCounters>,
 }
 
 /// ACME's metrics.
@@ -408,6 +410,53 @@ pub fn render(s: &Status, x: &Extra) -> String {
         "reason",
         x.hep.dropped(),
     );
+    if let Some(c) = &x.cluster {
+        o.one(
+            "sipd_cluster_up",
+            "gauge",
+            "1 while connected to the cluster's Redis and resynced.",
+            u64::from(c.up),
+        );
+        for (name, help, v) in [
+            (
+                "sipd_cluster_resyncs_total",
+                "Complete resyncs with the cluster's Redis (first connection and reconnections).",
+                c.resyncs,
+            ),
+            (
+                "sipd_cluster_disconnects_total",
+                "Times the cluster's Redis stopped answering.",
+                c.disconnects,
+            ),
+            (
+                "sipd_cluster_bans_published_total",
+                "Ban changes made on this node and written to the cluster.",
+                c.bans_published,
+            ),
+            (
+                "sipd_cluster_bans_applied_total",
+                "Ban changes of other nodes applied on this node.",
+                c.bans_applied,
+            ),
+            (
+                "sipd_cluster_write_failures_total",
+                "Writes to the cluster's Redis that failed (sent again at the next resync).",
+                c.write_failures,
+            ),
+            (
+                "sipd_cluster_cdrs_streamed_total",
+                "CDRs added to the cluster's CDR stream.",
+                c.cdrs_streamed,
+            ),
+            (
+                "sipd_cluster_cdrs_dropped_total",
+                "CDRs that never reached the stream (too many waiting while Redis was away).",
+                c.cdrs_dropped,
+            ),
+        ] {
+            o.one(name, "counter", help, v);
+        }
+    }
     o.0
 }
 

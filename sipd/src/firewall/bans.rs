@@ -289,8 +289,19 @@ impl Firewall {
         }
     }
 
-    /// Into the book and the data plane, making room as the book says. Whether it went in.
+    /// Into the book and the data plane, making room as the book says, and to the cluster's
+    /// other nodes. Whether it went in.
     pub(super) fn insert(&self, ban: Ban) -> bool {
+        let shared = ban.clone();
+        let ok = self.insert_quiet(ban);
+        if ok {
+            self.share_added(&shared);
+        }
+        ok
+    }
+
+    /// [`Firewall::insert`] without telling the cluster (a ban another node made).
+    pub(super) fn insert_quiet(&self, ban: Ban) -> bool {
         let prefix = ban.prefix;
         let r = self.ban_state().book.insert(ban.clone());
         match r {
@@ -487,7 +498,7 @@ impl Firewall {
             };
             if b.expired(now) {
                 expired.push(prefix);
-            } else if self.insert(b) {
+            } else if self.insert_quiet(b) {
                 n += 1;
             }
         }
@@ -499,7 +510,7 @@ impl Firewall {
             if self.ban_state().book.get(&info.prefix).is_some() {
                 continue;
             }
-            let adopted = adopt(info, now).is_some_and(|b| self.insert(b));
+            let adopted = adopt(info, now).is_some_and(|b| self.insert_quiet(b));
             if adopted {
                 n += 1;
             } else {

@@ -6,10 +6,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use relay_user::{BanReason, Cidr};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Who decided a ban.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum By {
     /// The IDS (scanner, brute force, enumeration, flood), or its promotion of a range.

@@ -416,6 +416,7 @@ impl Firewall {
         self.ban_state().book.remove(&prefix);
         let r = self.dp.ban_remove(prefix);
         self.announce_removed(prefix);
+        self.share_removed(prefix);
         r.map_err(|e| {
             ChangeError::NotApplied(format!(
                 "removed from the store, not from the data plane: {e}"

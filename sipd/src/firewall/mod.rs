@@ -14,9 +14,11 @@ pub mod changes;
 pub mod coverage;
 pub mod policy;
 pub mod services;
+pub mod shared;
 
 pub use bans::{BanCounters, BanView, reason_name};
 pub use policy::BansConfig;
+pub use shared::{ApplyError, BanRecord};
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -80,6 +82,8 @@ pub struct Firewall {
     coverage: RwLock<coverage::Coverage>,
     /// Where bans added and lifted are announced (`ban_added`, `ban_removed`).
     events: crate::events::Hub,
+    /// Where the bans this node makes and lifts go when it is part of a cluster.
+    share: shared::Share,
 }
 
 impl Firewall {
@@ -102,6 +106,7 @@ impl Firewall {
             bans: Mutex::new(bans::BanState::new(bans)),
             coverage: RwLock::new(coverage::Coverage::default()),
             events: crate::events::Hub::default(),
+            share: shared::Share::new(),
         };
         fw.refresh_mgmt_allow();
         fw

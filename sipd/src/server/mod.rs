@@ -140,6 +140,8 @@ struct Appliance {
     writer_gone: bool,
     /// When the checkpoint was last written.
     checkpoint: Instant,
+    /// This node's membership of a cluster (`[cluster]`).
+    cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl Appliance {
@@ -182,6 +184,12 @@ impl Appliance {
             fw.admits_connection(remote, local)
         }));
         purge_bans(firewall.clone(), cfg.bans.purge_interval_secs);
+        // After the stored bans are in: they are the node's starting point for the resync.
+        let cluster = cfg
+            .cluster
+            .as_ref()
+            .map(|_| crate::cluster::Cluster::start(&cfg, store.clone(), firewall.clone()))
+            .transpose()?;
         let (resolver, answers) = Resolver::from_system();
         let names = startup::trust_peers(&firewall, &records, &resolver).await;
 
@@ -192,6 +200,9 @@ impl Appliance {
             core.on_resolved(Instant::now(), SystemTime::now(), &a.host, a.addrs, a.ttl);
         }
         let mut writer = Writer::spawn(store.clone())?;
+        if let Some(c) = &cluster {
+            writer.tap_cdrs(crate::cluster::cdrs::spawn(c.clone()));
+        }
         startup::adopt_calls(&store, &mut core, plane.sessions(), &mut writer);
         let (mut control, commands) = Control::new(
             store.clone(),
@@ -205,6 +216,10 @@ impl Appliance {
         control.capture = capture.clone();
         control.hep = hep.clone();
         control.acme = acme.clone();
+        control.cluster = cluster.clone();
+        if let Some(c) = &cluster {
+            c.serve(control.clone());
+        }
         retention::spawn(store.clone(), cfg.retention.days);
         admin::spawn(store.clone(), &cfg.data_dir);
         let api = startup::start_api(&cfg, control).await;
@@ -247,6 +262,7 @@ impl Appliance {
             durable: writer_durable,
             writer_gone: false,
             checkpoint: Instant::now(),
+            cluster,
         })
     }
 
@@ -577,6 +593,12 @@ impl Appliance {
         drop(core);
         self.transports.shutdown();
         self.writer.finish();
+        if let Some(c) = &self.cluster {
+            // A hand-over leaves its calls up for the next run: its heartbeat key stays to
+            // expire (the next run sets it again), so the shared counts are not reclaimed.
+            let handing_over = matches!(self.stopping, Some((_, Stopping::HandOver)));
+            c.leave(!handing_over).await;
+        }
         info!("sipd stopped");
     }
 }

@@ -102,9 +102,20 @@ pub struct Writer {
     /// so it may be dropped too.
     unsaved: std::collections::HashSet<String>,
     durable: watch::Receiver<u64>,
+    /// Where durable CDRs are copied (the cluster's CDR stream), once set.
+    tap: CdrTap,
 }
 
+/// Receives every CDR once it is durable in the store.
+type CdrTap =
+    Arc<std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<sipd_core::records::CdrDraft>>>;
+
 impl Writer {
+    /// From now on, every CDR goes to `tx` once it is durable (the cluster's CDR stream).
+    pub fn tap_cdrs(&self, tx: tokio::sync::mpsc::UnboundedSender<sipd_core::records::CdrDraft>) {
+        let _ = self.tap.set(tx);
+    }
+
     pub fn spawn(store: Arc<Store>) -> Result<Writer> {
         let s2 = store.clone();
         Writer::spawn_with(
@@ -127,11 +138,15 @@ impl Writer {
         let (durable_tx, durable) = watch::channel(0u64);
         let counters = Arc::new(Counters::default());
         let c = counters.clone();
+        let tap: CdrTap = Arc::new(std::sync::OnceLock::new());
+        let cdr_tap = tap.clone();
         let thread = std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || {
                 // Written but not flushed yet: since when, and up to which sequence number.
                 let mut dirty: Option<(Instant, u64)> = None;
+                // CDRs written, for the tap once they are durable.
+                let mut settled: Vec<sipd_core::records::CdrDraft> = Vec::new();
                 loop {
                     let first = match dirty {
                         Some((since, _)) => {
@@ -174,6 +189,12 @@ impl Writer {
                         }
                         let n = batch.len() as u64;
                         let last = batch.last().map_or(0, |(seq, _)| *seq);
+                        if cdr_tap.get().is_some() {
+                            settled.extend(batch.iter().filter_map(|(_, w)| match w {
+                                CallWrite::Settle { cdr, .. } => Some(cdr.clone()),
+                                _ => None,
+                            }));
+                        }
                         for e in write(batch.into_iter().map(|(_, w)| w).collect()) {
                             error!(error = %e, "call record, CDR or balance debit not stored");
                         }
@@ -190,6 +211,11 @@ impl Writer {
                         // holding the calls' signalling forever would not make the disk work.
                         durable_tx.send_replace(last);
                         dirty = None;
+                        if let Some(t) = cdr_tap.get() {
+                            for cdr in settled.drain(..) {
+                                let _ = t.send(cdr);
+                            }
+                        }
                     }
                 }
                 if let Some((_, last)) = dirty {
@@ -200,6 +226,7 @@ impl Writer {
                 }
             })?;
         Ok(Writer {
+            tap,
             tx,
             thread,
             counters,

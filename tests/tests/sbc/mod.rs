@@ -273,6 +273,8 @@ pub struct Settings {
     /// Run `sipd import` and `sipd run` as a non-root user with only some capabilities, as
     /// the systemd unit does; None: as the test runs (root).
     pub run_as: Option<RunAs>,
+    /// Whole tables (`[cluster]` ...) appended at the end of sbc.toml.
+    pub tables: String,
 }
 
 /// A non-root user (numeric ids, no passwd entry needed) and the capabilities `sipd run` gets
@@ -334,6 +336,7 @@ impl Default for Settings {
             dual_stack: false,
             admin_password: None,
             run_as: None,
+            tables: String::new(),
         }
     }
 }
@@ -436,7 +439,7 @@ impl Sbc {
              [media]\naddress = {media_addr}\nport_min = {PORT_MIN}\nport_max = {PORT_MAX}\n\
              timeout_secs = {media_timeout_secs}\n{media_extra}\n[dataplane]\nmode = \"{mode}\"\n\
              interfaces = [{ifaces}]\ninstance = \"{instance}\"\n\n\
-             [management]\npepper_file = \"{pepper}\"\n{mgmt_extra}\n[firewall]\n{fw_extra}",
+             [management]\npepper_file = \"{pepper}\"\n{mgmt_extra}\n[firewall]\n{fw_extra}\n{tables}",
             data = dir.join("data").display(),
             pepper = dir.join("sipd.pepper").display(),
             mode = plane.mode(),
@@ -455,6 +458,7 @@ impl Sbc {
             media_extra = set.media,
             mgmt_extra = set.management,
             fw_extra = set.firewall,
+            tables = set.tables,
         );
         std::fs::write(&config, toml).expect("write sbc.toml");
         let prov_file = dir.join("prov.toml");
@@ -652,6 +656,37 @@ impl Sbc {
             .unwrap_or_else(|| panic!("no {key} in /metrics:\n{text}")) as u64
     }
 
+    /// A session token of the admin [`Settings::admin_password`] made (logged in with its
+    /// TOTP code), for [`Sbc::api`].
+    pub fn login(&self) -> String {
+        let secret = self.admin_totp.as_ref().expect("Settings::admin_password");
+        let login = serde_json::json!({
+            "username": "admin",
+            "password": self.admin_password,
+            "totp": totp::totp(secret, totp::now_secs()),
+        });
+        let out = self.curl(
+            &["-X", "POST", "--data-binary", &login.to_string()],
+            "/api/login",
+        );
+        out["token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("login refused: {out}"))
+            .to_string()
+    }
+
+    /// `method path` with a JSON `body` on the management API, with a [`Sbc::login`] token;
+    /// the JSON it answered (`null` for an empty answer).
+    pub fn api(&self, token: &str, method: &str, path: &str, body: Option<&Value>) -> Value {
+        let auth = format!("Authorization: Bearer {token}");
+        let mut args = vec!["-X", method, "-H", &auth];
+        let data = body.map(ToString::to_string);
+        if let Some(d) = &data {
+            args.extend(["--data-binary", d.as_str()]);
+        }
+        self.curl_or_null(&args, path)
+    }
+
     /// `GET path` on the management API as the admin [`Settings::admin_password`] made
     /// (logged in with its TOTP code), read in the relay namespace; the JSON it answered.
     pub fn api_get(&self, path: &str) -> Value {
@@ -670,6 +705,27 @@ impl Sbc {
             .unwrap_or_else(|| panic!("login refused: {out}"))
             .to_string();
         self.curl(&["-H", &format!("Authorization: Bearer {token}")], path)
+    }
+
+    /// [`Sbc::curl`], but an empty answer is `null`.
+    fn curl_or_null(&self, args: &[&str], path: &str) -> Value {
+        let out = std::process::Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", self.relay_ns))
+            .args(["--", "curl", "-sk", "--max-time", "10"])
+            .args(["-H", "Content-Type: application/json"])
+            .args(args)
+            .arg(format!("https://127.0.0.1:8443{path}"))
+            .output()
+            .expect("run curl");
+        if out.stdout.iter().all(u8::is_ascii_whitespace) {
+            return Value::Null;
+        }
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{path}: not JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
     }
 
     /// curl `args` https://127.0.0.1:8443`path` in the relay namespace; its JSON answer.

@@ -84,6 +84,17 @@ pub(super) const CALL_COLS: &[Col] = &[
     col("ANSWERED", "answered"),
     time("STARTED (UTC)", "started_ms"),
 ];
+pub(super) const CLUSTER_CALL_COLS: &[Col] = &[
+    col("NODE", "node"),
+    col("ID", "id"),
+    col("CALL-ID", "call_id"),
+    col("ACCOUNT", "account_id"),
+    col("CLI", "cli"),
+    col("CLD", "cld"),
+    col("SOURCE", "source"),
+    col("ANSWERED", "answered"),
+    time("STARTED (UTC)", "started_ms"),
+];
 pub(super) const CDR_COLS: &[Col] = &[
     col("ID", "id"),
     time("START (UTC)", "start_ms"),

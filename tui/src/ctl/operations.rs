@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use super::Ctx;
-use super::columns::{ALERT_COLS, CALL_COLS, CDR_COLS};
+use super::columns::{ALERT_COLS, CALL_COLS, CDR_COLS, CLUSTER_CALL_COLS};
 use super::validation::time_param;
 use crate::api::{Error, Method};
 use crate::cli::{Calls, CdrFilter};
@@ -25,13 +25,30 @@ impl Ctx<'_, '_> {
     pub(super) fn calls(&mut self, x: Calls) -> Result<(), Error> {
         let c = self.client()?;
         match x {
-            Calls::List => {
+            Calls::List { cluster: false } => {
                 let v = c.get("/api/calls")?;
                 self.list(&v, CALL_COLS)
             }
-            Calls::Hangup { id } => {
+            Calls::List { cluster: true } => {
+                let v = c.get("/api/cluster/calls")?;
+                if self.g.json {
+                    return self.print_json(&v);
+                }
+                let (rows, errors) = cluster_rows(&v);
+                self.list(&rows, CLUSTER_CALL_COLS)?;
+                for e in errors {
+                    let _ = writeln!(self.io.err, "{e}");
+                }
+                Ok(())
+            }
+            Calls::Hangup { id, node: None } => {
                 let v = c.json(Method::Delete, &format!("/api/calls/{id}"), &[], None)?;
                 self.done(&v, &format!("hung up call {id}"))
+            }
+            Calls::Hangup { id, node: Some(n) } => {
+                let path = format!("/api/cluster/calls/{n}/{id}");
+                let v = c.json(Method::Delete, &path, &[], None)?;
+                self.done(&v, &format!("hung up call {id} on {n}"))
             }
             Calls::Messages { id } => {
                 let v = c.get(&format!("/api/calls/{id}/messages"))?;
@@ -101,4 +118,25 @@ fn ladder(v: &Value) -> String {
 /// A number as a query value; empty (left out of the query) when absent.
 pub(super) fn num_param(n: Option<u64>) -> String {
     n.map(|n| n.to_string()).unwrap_or_default()
+}
+
+/// `GET /api/cluster/calls` as one list of calls, each with its `node`, and a line for each
+/// node that gave no list.
+fn cluster_rows(v: &Value) -> (Value, Vec<String>) {
+    let mut rows = Vec::new();
+    let mut errors = Vec::new();
+    for n in v.as_array().into_iter().flatten() {
+        let node = n["node"].as_str().unwrap_or("?");
+        if let Some(e) = n["error"].as_str() {
+            errors.push(format!("{node}: {e}"));
+        }
+        for call in n["calls"].as_array().into_iter().flatten() {
+            let mut call = call.clone();
+            if let Some(o) = call.as_object_mut() {
+                o.insert("node".into(), Value::String(node.to_owned()));
+            }
+            rows.push(call);
+        }
+    }
+    (Value::Array(rows), errors)
 }

@@ -5,6 +5,7 @@ pub mod audit;
 pub mod bans;
 pub mod calls;
 pub mod cdrs;
+pub mod cluster;
 pub mod connections;
 pub mod crud;
 pub mod events;
@@ -177,6 +178,10 @@ route_table! {
     // Customers get no live stream: it carries bans, alerts and counters of the whole
     // system, and polling `/api/calls` gives them their own calls.
     "/api/events" { get events::stream => sys(View); }
+    // Every node's calls: staff only (a customer polls `/api/calls` on its node).
+    "/api/cluster" { get cluster::view => sys(View); }
+    "/api/cluster/calls" { get cluster::calls => sys(View); }
+    "/api/cluster/calls/{node}/{id}" { delete cluster::hangup => sys(Operate); }
     "/api/cdrs" { get cdrs::list => Needs(View, PerAccount); }
     "/api/refusals" { get refusals::list => sys(View); }
     "/api/cdrs.csv" { get cdrs::csv => Needs(View, PerAccount); }
@@ -232,7 +237,12 @@ where
     })
     .await?;
     match then {
-        Then::Reload => st.control.reload().await?,
+        Then::Reload => {
+            st.control.reload().await?;
+            if let Some(c) = &st.control.cluster {
+                c.provisioning_changed();
+            }
+        }
         Then::Credit(id, delta) => st.control.credit(id, delta).await?,
         Then::Nothing => {}
     }

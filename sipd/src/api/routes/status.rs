@@ -90,6 +90,7 @@ pub async fn metrics(Extract(st): Extract<State>) -> ApiResult<Response> {
                     failing: a.failing.load(Relaxed),
                 }
             }),
+            cluster: s.control.cluster.as_ref().map(|c| c.counters()),
         })
     })
     .await?;

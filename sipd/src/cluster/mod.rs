@@ -1,0 +1,292 @@
+//! The cluster: several appliances sharing one Redis (`[cluster]`). Each node keeps its own
+//! sled store as its local copy and starts and runs without Redis; Redis carries what the
+//! nodes share (bans, see [`bans`]) and each node's heartbeat (`<prefix>:node:<node>`, set
+//! with a TTL every `heartbeat_ms`, and the node in the set `<prefix>:nodes`), which the
+//! shared limits use to reclaim a dead node's counts.
+//!
+//! The client is `fred`: it reconnects by itself (and a subscriber client re-subscribes by
+//! itself after a reconnect), so this module only watches whether Redis answers: the
+//! heartbeat's answer decides [`Status`]. While Down an alert is raised (`cluster_down`);
+//! the first heartbeat answered after it reconciles everything in both directions (a
+//! "resync") before the node counts as Up again.
+
+pub mod bans;
+pub mod cdrs;
+mod config;
+mod heartbeat;
+pub mod prov;
+pub mod rpc;
+
+pub use config::{ClusterConfig, split_host_port, valid_name};
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use fred::clients::{Client, SubscriberClient};
+use fred::interfaces::ClientLike;
+use fred::types::Builder;
+use fred::types::config::{Config as RedisConfig, ReconnectPolicy, ServerConfig};
+use serde::Serialize;
+use tokio::sync::watch;
+use tracing::info;
+
+use crate::firewall::Firewall;
+
+/// Whether this node is connected to the cluster's Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Redis does not answer (or has not yet): what is already applied stays, changes made
+    /// here are kept to be sent at the next resync.
+    Down,
+    /// Connected and resynced.
+    Up,
+}
+
+/// Why the cluster could not be set up (a configuration fred refuses).
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// The client could not be built from `[cluster]`.
+    #[error("[cluster]: {0}")]
+    Client(#[from] fred::error::Error),
+}
+
+/// What the cluster did since start, for `/metrics`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ClusterCounters {
+    /// 1 while connected and resynced.
+    pub up: bool,
+    /// Complete resyncs done (the first connection and every reconnection).
+    pub resyncs: u64,
+    /// Times Redis stopped answering.
+    pub disconnects: u64,
+    /// Ban changes made here and written to Redis.
+    pub bans_published: u64,
+    /// Ban changes of other nodes applied here.
+    pub bans_applied: u64,
+    /// Writes to Redis that failed (kept for the next resync).
+    pub write_failures: u64,
+    /// CDRs added to the stream `<prefix>:cdrs`.
+    pub cdrs_streamed: u64,
+    /// CDRs dropped before reaching the stream (more waiting than `cdr_stream_max`).
+    pub cdrs_dropped: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    resyncs: AtomicU64,
+    disconnects: AtomicU64,
+    bans_published: AtomicU64,
+    bans_applied: AtomicU64,
+    write_failures: AtomicU64,
+    cdrs_streamed: AtomicU64,
+    cdrs_dropped: AtomicU64,
+}
+
+/// How long one Redis command may take before it counts as failed: a node never waits on
+/// Redis longer than this.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// This node's membership of the cluster: the Redis clients, the status and what is shared.
+pub struct Cluster {
+    cfg: ClusterConfig,
+    node: String,
+    client: Client,
+    subscriber: SubscriberClient,
+    status: watch::Sender<Status>,
+    counts: Counts,
+    bans: bans::SharedBans,
+    rpc: rpc::Rpc,
+    prov: prov::SharedProv,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("node", &self.node)
+            .field("status", &*self.status.borrow())
+            .finish()
+    }
+}
+
+/// fred's configuration for `[cluster]`: the URL's password and database, the sentinels when
+/// set, and never failing on the first connection (a node starts without Redis).
+fn redis_config(cfg: &ClusterConfig) -> Result<RedisConfig, ClusterError> {
+    let mut rc = RedisConfig::from_url(&cfg.redis)?;
+    if let Some(service) = &cfg.sentinel_service {
+        let hosts: Vec<(String, u16)> = cfg
+            .sentinels
+            .iter()
+            .filter_map(|s| split_host_port(s))
+            .collect();
+        rc.server = ServerConfig::new_sentinel(hosts, service.clone());
+    }
+    rc.fail_fast = false;
+    Ok(rc)
+}
+
+fn builder(cfg: &ClusterConfig) -> Result<Builder, ClusterError> {
+    let mut b = Builder::from_config(redis_config(cfg)?);
+    // Unlimited attempts, 100 ms growing to 2 s: back soon after Redis is.
+    b.set_policy(ReconnectPolicy::new_exponential(0, 100, 2000, 2));
+    b.with_connection_config(|c| {
+        c.connection_timeout = COMMAND_TIMEOUT;
+        c.internal_command_timeout = COMMAND_TIMEOUT;
+        c.max_command_attempts = 1;
+    });
+    b.with_performance_config(|p| {
+        p.default_command_timeout = COMMAND_TIMEOUT;
+    });
+    Ok(b)
+}
+
+impl Cluster {
+    /// Builds the clients and starts connecting, the heartbeat and the shared bans in the
+    /// background: returns at once, whether Redis answers or not. Needs a Tokio runtime.
+    /// `config` is the node's whole configuration (`[cluster]` must be set): records of
+    /// other nodes are checked against it as `sipd import` checks a file.
+    pub fn start(
+        config: &crate::config::Config,
+        store: Arc<crate::store::Store>,
+        firewall: Arc<Firewall>,
+    ) -> Result<Arc<Cluster>, ClusterError> {
+        let cfg = config.cluster.clone().unwrap_or_default();
+        let cfg = &cfg;
+        let b = builder(cfg)?;
+        let client = b.build()?;
+        let subscriber = b.build_subscriber_client()?;
+        let node = cfg.node_name();
+        let (status, _) = watch::channel(Status::Down);
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let cluster = Arc::new(Cluster {
+            cfg: cfg.clone(),
+            node: node.clone(),
+            client,
+            subscriber,
+            status,
+            counts: Counts::default(),
+            bans: bans::SharedBans::new(firewall.clone()),
+            rpc: rpc::Rpc::default(),
+            prov: prov::SharedProv::new(config.clone(), store),
+        });
+        cluster.client.connect();
+        cluster.subscriber.connect();
+        // Re-subscribes after every reconnect.
+        cluster.subscriber.manage_subscriptions();
+        firewall.share_with(tx);
+        bans::spawn(cluster.clone(), rx);
+        rpc::spawn(cluster.clone());
+        prov::spawn(cluster.clone());
+        heartbeat::spawn(cluster.clone());
+        info!(node = %node, redis = %redacted(&cfg.redis), sentinels = ?cfg.sentinels, "cluster: connecting to Redis in the background");
+        Ok(cluster)
+    }
+
+    /// The Redis client (connected or reconnecting) the shared state goes through.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// This node's name.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// `[cluster]` as configured.
+    pub fn config(&self) -> &ClusterConfig {
+        &self.cfg
+    }
+
+    /// `<key_prefix>:<suffix>`: every key and channel sipd uses.
+    pub fn key(&self, suffix: &str) -> String {
+        format!("{}:{suffix}", self.cfg.key_prefix)
+    }
+
+    /// Follows the status: Up once connected and resynced, Down while Redis does not answer.
+    pub fn status(&self) -> watch::Receiver<Status> {
+        self.status.subscribe()
+    }
+
+    /// Whether connected and resynced now.
+    pub fn is_up(&self) -> bool {
+        *self.status.borrow() == Status::Up
+    }
+
+    /// What the cluster did since start.
+    pub fn counters(&self) -> ClusterCounters {
+        let c = &self.counts;
+        ClusterCounters {
+            up: self.is_up(),
+            resyncs: c.resyncs.load(Ordering::Relaxed),
+            disconnects: c.disconnects.load(Ordering::Relaxed),
+            bans_published: c.bans_published.load(Ordering::Relaxed),
+            bans_applied: c.bans_applied.load(Ordering::Relaxed),
+            write_failures: c.write_failures.load(Ordering::Relaxed),
+            cdrs_streamed: c.cdrs_streamed.load(Ordering::Relaxed),
+            cdrs_dropped: c.cdrs_dropped.load(Ordering::Relaxed),
+        }
+    }
+
+    fn set_status(&self, s: Status) {
+        self.status.send_if_modified(|cur| {
+            let changed = *cur != s;
+            *cur = s;
+            changed
+        });
+    }
+
+    /// Disconnects from Redis; with `forget`, the heartbeat key goes at once (the node's
+    /// shared counts are reclaimed now, not after `node_ttl_ms`).
+    pub async fn leave(&self, forget: bool) {
+        let key = self.key(&format!("node:{}", self.node));
+        let _ = tokio::time::timeout(COMMAND_TIMEOUT, async {
+            if !forget {
+                return;
+            }
+            use fred::interfaces::{KeysInterface, SetsInterface};
+            let _: Result<i64, _> = self.client.del(&key).await;
+            let _: Result<i64, _> = self.client.srem(self.key("nodes"), &self.node).await;
+        })
+        .await;
+        let _ = self.client.quit().await;
+        let _ = self.subscriber.quit().await;
+    }
+}
+
+/// The URL without its password, for logs.
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_stay_out_of_logs() {
+        assert_eq!(
+            redacted("redis://:s3cret@10.0.0.5:6379/0"),
+            "redis://***@10.0.0.5:6379/0"
+        );
+        assert_eq!(redacted("redis://10.0.0.5:6379"), "redis://10.0.0.5:6379");
+    }
+
+    #[test]
+    fn sentinels_replace_the_server() {
+        let cfg = ClusterConfig {
+            redis: "redis://:pw@ignored:6379/2".into(),
+            sentinels: vec!["10.0.0.1:26379".into(), "10.0.0.2:26379".into()],
+            sentinel_service: Some("sbc".into()),
+            ..ClusterConfig::default()
+        };
+        let rc = redis_config(&cfg).unwrap();
+        assert!(rc.server.is_sentinel());
+        assert_eq!(rc.password.as_deref(), Some("pw"));
+        assert_eq!(rc.database, Some(2));
+        assert!(!rc.fail_fast);
+    }
+}
