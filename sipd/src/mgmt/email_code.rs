@@ -40,17 +40,22 @@ pub struct EmailCodeConfig {
     pub send_window_secs: u64,
     /// Wrong codes before the code is dropped (1..=20); each also counts towards the back-off.
     pub max_attempts: u32,
+    /// Wrong codes per user in any 24 hours, whatever the codes (1..=1000): past it no code
+    /// is sent until the oldest wrong guess is a day old, so guessing a 6-digit code costs an
+    /// attacker with the password days, not the `max_attempts` of each new code.
+    pub max_wrong_per_day: u32,
 }
 
 impl Default for EmailCodeConfig {
     fn default() -> Self {
         EmailCodeConfig {
-            roles: vec![Role::Operator, Role::ReadOnly],
+            roles: vec![Role::Operator, Role::ReadOnly, Role::Customer],
             lifetime_secs: 300,
             digits: 6,
             max_sends: 3,
             send_window_secs: 900,
             max_attempts: 5,
+            max_wrong_per_day: 20,
         }
     }
 }
@@ -69,6 +74,7 @@ impl EmailCodeConfig {
         range("max_sends", self.max_sends.into(), 1, 100);
         range("send_window_secs", self.send_window_secs, 60, 86_400);
         range("max_attempts", self.max_attempts.into(), 1, 20);
+        range("max_wrong_per_day", self.max_wrong_per_day.into(), 1, 1000);
         out
     }
 }
@@ -137,6 +143,8 @@ pub enum CodeError {
     Invalid,
 }
 
+const DAY_MS: u64 = 86_400_000;
+
 struct Pending {
     salt: [u8; 16],
     hash: [u8; 32],
@@ -149,6 +157,8 @@ struct PerUser {
     pending: Option<Pending>,
     /// Unix ms of the sends within the window.
     sends: VecDeque<u64>,
+    /// Unix ms of the wrong codes within the last day (at most `max_wrong_per_day`).
+    wrong: VecDeque<u64>,
 }
 
 /// The pending email codes of this sipd, and the mailer that sends them.
@@ -263,6 +273,20 @@ impl EmailCodes {
                     retry_after: Duration::from_millis(left.max(1000)),
                 });
             }
+            while u
+                .wrong
+                .front()
+                .is_some_and(|&t| now_ms.saturating_sub(t) >= DAY_MS)
+            {
+                u.wrong.pop_front();
+            }
+            if u.wrong.len() >= self.cfg.max_wrong_per_day as usize {
+                let oldest = u.wrong.front().copied().unwrap_or(now_ms);
+                let left = (oldest + DAY_MS).saturating_sub(now_ms);
+                return Err(SendError::RateLimited {
+                    retry_after: Duration::from_millis(left.max(1000)),
+                });
+            }
             u.sends.push_back(now_ms);
             u.pending = Some(Pending {
                 salt,
@@ -316,6 +340,11 @@ impl EmailCodes {
         }
         p.wrong += 1;
         if p.wrong >= self.cfg.max_attempts {
+            u.pending = None;
+        }
+        u.wrong.push_back(now_ms);
+        if u.wrong.len() >= self.cfg.max_wrong_per_day as usize {
+            // The day's budget is spent: this code goes too, and `send` refuses new ones.
             u.pending = None;
         }
         Err(CodeError::Invalid)
@@ -383,6 +412,37 @@ mod tests {
             assert_eq!(c.verify(1, wrong, 1), Err(CodeError::Invalid));
         }
         assert_eq!(c.verify(1, &code, 2), Err(CodeError::NoCode));
+    }
+
+    #[test]
+    fn wrong_codes_are_counted_per_user_across_codes() {
+        let out = Arc::new(Outbox::default());
+        let cfg = EmailCodeConfig {
+            max_sends: 100,
+            max_wrong_per_day: 7,
+            ..EmailCodeConfig::default()
+        };
+        let c = EmailCodes::new(cfg, out.clone());
+        // Each new code gets its own `max_attempts` (5), but the user only 7 a day in all.
+        let mut wrong = 0;
+        let mut t = 0;
+        while c.send(1, "ann", "ann@example.net", t).is_ok() {
+            let code = code_in(&out.0.lock().unwrap().last().unwrap().1);
+            let bad = if code == "123456" { "654321" } else { "123456" };
+            while c.verify(1, bad, t) == Err(CodeError::Invalid) {
+                wrong += 1;
+            }
+            t += 1;
+            assert!(t < 100, "sends never stopped");
+        }
+        assert_eq!(wrong, 7);
+        assert!(matches!(
+            c.send(1, "ann", "ann@example.net", t),
+            Err(SendError::RateLimited { .. })
+        ));
+        // Another user is not affected; a day after the first wrong code, ann gets one again.
+        assert!(c.send(2, "bob", "bob@example.net", t).is_ok());
+        assert!(c.send(1, "ann", "ann@example.net", DAY_MS).is_ok());
     }
 
     #[test]

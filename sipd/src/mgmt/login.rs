@@ -539,7 +539,11 @@ impl StaffAuth {
             .rules_for(store, &staff)
             .map_err(|e| internal("login template lookup failed", &e))?;
         let totp_ok = staff.totp_enrolled() || step.is_some_and(|(_, confirmed)| confirmed);
-        let enrol = rules.second_factor && !totp_ok && !email_ok;
+        // A user who chose email codes that the policy no longer allows their role has no
+        // second factor now: enrol TOTP before anything else rather than log in on the
+        // password alone.
+        let lost_email = staff.email_codes && !self.email.allowed(staff.role);
+        let enrol = (rules.second_factor || lost_email) && !totp_ok && !email_ok;
         let expired = rules.policy.expired(staff.password_changed_ms, now_ms);
         let change = staff.must_change_password || expired;
         if enrol && staff.role == Role::Admin {

@@ -313,22 +313,18 @@ pub enum PasswordError {
 /// Argon2 associated data that ties a hash to one user: see [`seasoning`].
 pub type Seasoning = [u8; 32];
 
-/// The seasoning of a user's hash: SHA-256 of their email address or, without one, of
-/// their username (lowercased), so a hash copied into another user's record does not verify
-/// there (ConnexCS seasons hashes with the hashed email the same way).
+/// The seasoning of a user's hash: SHA-256 of their username (lowercased, unique among users)
+/// and their email address when they have one, so a hash copied into another user's record
+/// does not verify there, even when both share an address (ConnexCS seasons hashes with the
+/// hashed email; the username is what makes ours unique per user).
 pub fn seasoning(username: &str, email: Option<&str>) -> Seasoning {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
-    h.update(b"sipd staff password seasoning\0");
-    match email {
-        Some(e) => {
-            h.update(b"email\0");
-            h.update(e.to_ascii_lowercase().as_bytes());
-        }
-        None => {
-            h.update(b"username\0");
-            h.update(username.to_ascii_lowercase().as_bytes());
-        }
+    h.update(b"sipd staff password seasoning\0username\0");
+    h.update(username.to_ascii_lowercase().as_bytes());
+    if let Some(e) = email {
+        h.update(b"\0email\0");
+        h.update(e.to_ascii_lowercase().as_bytes());
     }
     h.finalize().into()
 }
@@ -687,7 +683,12 @@ mod tests {
         let h = hasher(1);
         let a = seasoning("alice", Some("alice@example.net"));
         let b = seasoning("bob", None);
-        assert_ne!(a, seasoning("alice", None), "email, not username, when set");
+        assert_ne!(a, seasoning("alice", None), "the email too, when set");
+        assert_ne!(
+            a,
+            seasoning("mallory", Some("alice@example.net")),
+            "the username too: two users may share an address"
+        );
         assert_eq!(
             b,
             seasoning("BOB", None),

@@ -327,12 +327,14 @@ pub struct TopupView {
     pub balance_after: Option<String>,
 }
 
-/// The top-up of an audit entry, if it is one of account `name`.
-fn topup_of(e: &crate::store::AuditEntry, name: &str) -> Option<TopupView> {
+/// The top-up of an audit entry, if it is one of account `id` named `name`. The id too: a
+/// name can be reused by a later account, whose customers must not see the earlier one's.
+fn topup_of(e: &crate::store::AuditEntry, id: Id, name: &str) -> Option<TopupView> {
     let d = &e.entry;
     if d.kind != AuditKind::Update
         || d.result != crate::store::AuditResult::Success
         || d.target.as_deref() != Some(target(name).as_str())
+        || d.after.as_ref().and_then(|a| a["id"].as_u64()) != Some(id)
     {
         return None;
     }
@@ -374,7 +376,7 @@ pub async fn topups(
         Ok(Json(
             all.iter()
                 .flatten()
-                .filter_map(|e| topup_of(e, &a.name))
+                .filter_map(|e| topup_of(e, id, &a.name))
                 .collect(),
         ))
     })

@@ -50,6 +50,27 @@ pub struct CdrView {
     pub hung_up_by: Option<String>,
 }
 
+/// `c` as `visible` may see it: a customer sees its own account's users by name, staff only
+/// as `staff` (their usernames are none of its business).
+fn view_for(c: &Cdr, visible: Visible) -> CdrView {
+    let mut v = view(c);
+    v.hung_up_by = v.hung_up_by.map(|by| hung_up_by_for(by, visible));
+    v
+}
+
+/// `hung_up_by` (`staff:<username>`, or `staff:<username> (account #N)` for a customer's
+/// user) as `visible` may see it.
+fn hung_up_by_for(by: String, visible: Visible) -> String {
+    match visible {
+        Visible::Account(a)
+            if by.starts_with("staff:") && !by.ends_with(&format!("(account #{a})")) =>
+        {
+            "staff".into()
+        }
+        _ => by,
+    }
+}
+
 fn view(c: &Cdr) -> CdrView {
     let d = &c.call;
     CdrView {
@@ -181,7 +202,12 @@ pub async fn list(
 ) -> ApiResult<Json<Vec<CdrView>>> {
     let f = Filter::parse(&q, c.visible, 100, 10_000)?;
     blocking(&st, move |s| {
-        Ok(Json(f.run(s.store()).iter().map(view).collect()))
+        Ok(Json(
+            f.run(s.store())
+                .iter()
+                .map(|d| view_for(d, c.visible))
+                .collect(),
+        ))
     })
     .await
 }
@@ -242,7 +268,11 @@ pub fn to_csv(rows: &[CdrView]) -> String {
 pub async fn csv(c: Caller, Extract(st): Extract<State>, q: Query) -> ApiResult<Response> {
     let f = Filter::parse(&q, c.visible, 100_000, 1_000_000)?;
     let body = blocking(&st, move |s| {
-        let rows: Vec<CdrView> = f.run(s.store()).iter().map(view).collect();
+        let rows: Vec<CdrView> = f
+            .run(s.store())
+            .iter()
+            .map(|d| view_for(d, c.visible))
+            .collect();
         Ok(to_csv(&rows))
     })
     .await?;
@@ -262,6 +292,20 @@ pub async fn csv(c: Caller, Extract(st): Extract<State>, q: Query) -> ApiResult<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn customers_see_staff_who_hung_up_without_a_name() {
+        let a = Visible::Account(7);
+        let by = |s: &str, v| hung_up_by_for(s.to_owned(), v);
+        assert_eq!(by("staff:admin", a), "staff");
+        assert_eq!(by("staff:bob (account #8)", a), "staff");
+        assert_eq!(
+            by("staff:alice (account #7)", a),
+            "staff:alice (account #7)"
+        );
+        assert_eq!(by("caller", a), "caller");
+        assert_eq!(by("staff:admin", Visible::All), "staff:admin");
+    }
 
     #[test]
     fn csv_fields() {

@@ -80,6 +80,12 @@ const fn method_name(m: &str) -> &'static str {
 
 /// The access of the endpoint `method path` (`path` as the router matched it).
 pub fn access(method: &str, path: &str) -> Option<Access> {
+    // axum answers HEAD with the GET handler: same access (otherwise every HEAD is a 500).
+    let method = if method.eq_ignore_ascii_case("HEAD") {
+        "GET"
+    } else {
+        method
+    };
     ROUTES
         .iter()
         .find(|r| r.path == path && r.method.eq_ignore_ascii_case(method))
