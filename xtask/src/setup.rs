@@ -34,6 +34,8 @@ pub const APT_PACKAGES: &[&str] = &[
     "systemd",
     "tmux",
     "sngrep",
+    // `bench flood`: the per-source meters in front of sipd.
+    "nftables",
 ];
 
 /// Units the rtpengine and kamailio packages install; they must not hold our ports.
