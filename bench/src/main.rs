@@ -3,6 +3,7 @@
 
 mod common;
 mod console;
+mod flood;
 mod frames;
 mod kamailio;
 mod relay;
@@ -15,7 +16,7 @@ use std::process::ExitCode;
 
 /// Names `bench` accepts.
 const NAMES: &[&str] = &[
-    "relay", "sip", "kamailio", "console", "xdp", "xdp-log", "soak",
+    "relay", "sip", "kamailio", "console", "xdp", "xdp-log", "soak", "flood",
 ];
 
 fn main() -> ExitCode {
@@ -32,6 +33,7 @@ fn main() -> ExitCode {
         "xdp" => xdp::run(rest),
         "xdp-log" => xdp_log::run_bench(rest),
         "soak" => soak::run(rest),
+        "flood" => flood::run(rest),
         other => Err(anyhow::anyhow!(
             "unknown benchmark {other:?}; known: {}",
             NAMES.join(", ")

@@ -147,11 +147,11 @@ fn parse(args: &[String]) -> anyhow::Result<Opts> {
 
 /// sipd's pins, removed (`sipd cleanup` in the relay namespace, then the directory) when
 /// dropped: sipd leaves them for its next start, and this run is over.
-struct Pins {
-    bin: PathBuf,
-    config: PathBuf,
-    ns: PathBuf,
-    instance: String,
+pub(crate) struct Pins {
+    pub(crate) bin: PathBuf,
+    pub(crate) config: PathBuf,
+    pub(crate) ns: PathBuf,
+    pub(crate) instance: String,
 }
 
 impl Drop for Pins {

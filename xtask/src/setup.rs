@@ -43,6 +43,8 @@ pub const APT_PACKAGES: &[&str] = &[
     "curl",
     "redis-server",
     "python3-aiosmtpd",
+    // `bench flood`: the per-source meters in front of sipd.
+    "nftables",
 ];
 
 /// Units the rtpengine, kamailio and redis-server packages install; they must not hold our

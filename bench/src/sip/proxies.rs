@@ -185,6 +185,34 @@ pub(crate) fn sipd_config(dataplane: &str, data_dir: &Path, media_timeout_secs: 
 /// the load. `media_timeout_secs`: how long a call may go without media (sipp sends none:
 /// it must outlast the longest call held).
 pub(crate) fn sipd_config_at(site: &SipdSite, data_dir: &Path, media_timeout_secs: u64) -> String {
+    sipd_config_guarded(site, data_dir, media_timeout_secs, false, BENCH_GUARD)
+}
+
+/// The kernel/IDS guard would (rightly) throttle one source sending thousands of INVITEs a
+/// second; the call benchmarks measure the call path, not the guard.
+pub(crate) const BENCH_GUARD: &str = r#"[guard]
+sip_packets_per_sec = 10000000
+sip_packet_burst = 20000000
+invites_per_sec = 1000000
+invite_burst = 2000000
+max_sessions_per_source = 10000000
+auth_failures_before_ban = 10000000
+"#;
+
+/// sbc.toml as [`sipd_config_at`] writes it, with SIP over TCP on the UDP address too if
+/// `tcp`, and `guard` (a whole `[guard]` section) instead of [`BENCH_GUARD`].
+pub(crate) fn sipd_config_guarded(
+    site: &SipdSite,
+    data_dir: &Path,
+    media_timeout_secs: u64,
+    tcp: bool,
+    guard: &str,
+) -> String {
+    let tcp = if tcp {
+        format!("\"{}\"", site.sip)
+    } else {
+        String::new()
+    };
     let interfaces = if site.interfaces.is_empty() {
         String::new()
     } else {
@@ -192,12 +220,12 @@ pub(crate) fn sipd_config_at(site: &SipdSite, data_dir: &Path, media_timeout_sec
         format!("interfaces = [{}]\n", list.join(", "))
     };
     format!(
-        r#"# Written by `cargo xtask bench` (sip, console, soak).
+        r#"# Written by `cargo xtask bench` (sip, console, soak, flood).
 data_dir = "{data}"
 
 [sip]
 udp = ["{sip}"]
-tcp = []
+tcp = [{tcp}]
 
 [auth]
 realm = "{REALM}"
@@ -217,16 +245,7 @@ listen = "{mgmt}"
 pepper_file = "{pepper}"
 metrics_public = {metrics_public}
 
-# The kernel/IDS guard would (rightly) throttle one source sending thousands of INVITEs a
-# second; the bench measures the call path, not the guard.
-[guard]
-sip_packets_per_sec = 10000000
-sip_packet_burst = 20000000
-invites_per_sec = 1000000
-invite_burst = 2000000
-max_sessions_per_source = 10000000
-auth_failures_before_ban = 10000000
-"#,
+{guard}"#,
         data = data_dir.display(),
         sip = site.sip,
         media = site.media,
@@ -254,7 +273,7 @@ pub(crate) fn sipd_provisioning() -> String {
 /// SIP username/password and a rule without restrictions; limits far above the load.
 pub(crate) fn sipd_provisioning_to(uas: SocketAddr) -> String {
     format!(
-        r#"# Written by `cargo xtask bench` (sip, console, soak).
+        r#"# Written by `cargo xtask bench` (sip, console, soak, flood).
 [[tariff]]
 name = "bench-free"
 rate_per_minute = "0"

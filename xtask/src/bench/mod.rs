@@ -5,10 +5,11 @@
 //! The benchmarks live in their own crate because they need relay-user (the ng client, the XDP
 //! object), and xtask must build on a fresh machine before `cargo xtask setup` has installed the
 //! eBPF toolchain. So xtask only builds and starts them: the program under test (`relay`:
-//! `cargo build --release -p relay-user --bin relayd`, also for `kamailio`; `sip`, `console` and
+//! `cargo build --release -p relay-user --bin relayd`, also for `kamailio`; `sip`, `console`, `flood` and
 //! `soak` (`cargo xtask soak`): `-p sipd --bin sipd`), then
 //! `cargo run --release -p bench -- <name> [args...]`, passing the arguments through and
-//! exiting with the benchmark's exit code. `all` runs each benchmark with its defaults.
+//! exiting with the benchmark's exit code. `all` runs each benchmark but `flood` with its
+//! defaults.
 //! If sipd does not build, `sip` still runs (Kamailio's half) and reports sipd as failed
 //! rather than measuring a stale binary (`SBC_BENCH_SIPD_BUILD_FAILED`). Cargo's
 //! environment (`CARGO_TARGET_DIR` among it) is inherited, so the bench finds the `relayd` built
@@ -20,7 +21,7 @@ use crate::util;
 
 /// Names `cargo xtask bench` accepts (the `bench` binary's, and `all`).
 pub const NAMES: &[&str] = &[
-    "relay", "sip", "kamailio", "console", "xdp", "xdp-log", "all",
+    "relay", "sip", "kamailio", "console", "xdp", "xdp-log", "flood", "all",
 ];
 
 /// Run through `cargo xtask soak`, never by `bench all` (it takes as long as it is told).
@@ -37,7 +38,8 @@ pub fn run(name: &str, args: &[String]) -> anyhow::Result<i32> {
             anyhow::bail!("`bench all` takes no arguments; run the benchmarks one by one");
         }
         let mut code = 0;
-        for n in NAMES.iter().filter(|n| **n != "all") {
+        // The flood matrix takes most of an hour: run on its own, like the soak.
+        for n in NAMES.iter().filter(|n| !["all", "flood"].contains(*n)) {
             let c = run(n, &[])?;
             if code == 0 {
                 code = c;
@@ -50,7 +52,7 @@ pub fn run(name: &str, args: &[String]) -> anyhow::Result<i32> {
         let mut build = util::cargo();
         build.args(["build", "--release", "-p", "relay-user", "--bin", "relayd"]);
         util::run(&mut build)?;
-    } else if name == "sip" || name == "console" || name == SOAK {
+    } else if name == "sip" || name == "console" || name == "flood" || name == SOAK {
         let mut build = util::cargo();
         build.args(["build", "--release", "-p", "sipd", "--bin", "sipd"]);
         if let Err(e) = util::run(&mut build) {
@@ -122,7 +124,7 @@ mod unit {
         let e = run("nope", &[]).unwrap_err();
         assert!(
             e.to_string()
-                .contains("known: relay, sip, kamailio, console, xdp, xdp-log, all"),
+                .contains("known: relay, sip, kamailio, console, xdp, xdp-log, flood, all"),
             "{e}"
         );
     }
