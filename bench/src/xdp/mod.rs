@@ -67,6 +67,18 @@
 //! IPv6 here); fewer cache lines per packet (leg, counters and the partner's rewrite data
 //! together); the per-CPU counters looked up once per packet instead of twice (done: last-seen
 //! and the count share the lookup; within this machine's noise, about 25 ns).
+//!
+//! Done since (relay-common's `route.rs`, relay-ebpf's `route.rs`): the route cached per port
+//! in an array (`ROUTES`, looked up again about every second, at once for a new peer, a
+//! longer frame or a refused redirect); the legs in an array indexed by port (`LEGS`: two
+//! inlined lookups instead of two hashes); the coarse clock per packet. Repeat ns before /
+//! after, same machine, load about 2 (IPv4 / IPv6): relayed 603 / 967 -> 392 / 492; one run
+//! per call with 10,000 legs 1,247 / 1,600 -> 1,056 / 1,175. What is left, per relayed
+//! packet: the pipeline every packet pays (parse, two LPM tries, the service hash: 240 ns for
+//! "no service, no leg", as before), the per-CPU counters' hash (~90 ns) and the cache misses
+//! on leg, partner, counters and route with thousands of calls. The SIP verdicts read ~400 ns
+//! against ~310 before (the precise clock for the guard comes on top of the coarse one, ~25 ns;
+//! the rest is not explained yet).
 
 mod env;
 
