@@ -8,6 +8,8 @@
 //! (c) Redis stopped for 10 s, then restarted empty: every node raises `cluster_down`; a ban
 //!     made on node 2 during the outage reaches nodes 1 and 3 afterwards, an unban made on
 //!     node 3 during it is not undone by the others' old copies, and the alert clears.
+//! (c') A ban lifted while a node was dead (SIGKILL) stays lifted when that node starts again
+//!     with the ban still in its pinned kernel map and its store.
 //!
 //! Before this work (no `[cluster]`): a node knew nothing of another's bans; (a) and (b)
 //! saw no drop and no ban on node 3.
@@ -357,6 +359,69 @@ fn a_redis_outage_is_survived_and_resynced_both_ways() {
     // Redis holds everything again (it restarted empty).
     let hash: Value = Value::String(redis.cli(&["HKEYS", "sbct:bans"]));
     assert!(hash.to_string().contains("203.0.113.77/32"), "{hash}");
+}
+
+#[test]
+fn a_ban_lifted_while_a_node_was_dead_stays_lifted_when_it_returns() {
+    require_privileged!();
+    let _g = serial();
+    let (redis, mut nodes) = harness::start(3, &Prov::default());
+    wait_up(&nodes);
+    // An IDS ban (kernel and table only, not in the store): the kind a restarted node adopts
+    // from its pinned kernel map, as new.
+    let n1 = &nodes[0];
+    let c = n1.net.topo.caller_if.ipv4.octets();
+    let scanner = Ipv4Addr::new(c[0], c[1], c[2], 67);
+    n1.net
+        .topo
+        .caller
+        .ip([
+            "addr",
+            "add",
+            &format!("{scanner}/24"),
+            "dev",
+            &n1.net.topo.caller_if.dev,
+        ])
+        .expect("scanner address");
+    let at1 = RawSip::bind_in(
+        &n1.net.topo.caller,
+        SocketAddr::new(scanner.into(), ATTACK_PORT),
+        n1.sbc.sip(),
+    )
+    .expect("bind");
+    at1.send(request(&at1, true, 1).as_bytes()).expect("send");
+    let prefix = format!("{scanner}/32");
+    assert!(
+        eventually(Duration::from_secs(10), || nodes
+            .iter()
+            .all(|n| ban_listed(n, &prefix))),
+        "the IDS ban did not reach every node"
+    );
+    nodes[2].sbc.signal(libc::SIGKILL);
+    unban(&nodes[0], &prefix);
+    assert!(eventually(Duration::from_secs(10), || !ban_listed(
+        &nodes[1], &prefix
+    )));
+    // Node 3 comes back with the ban still in its pinned kernel map.
+    let n3 = &mut nodes[2];
+    n3.sbc.start_again(&n3.net);
+    wait_up(&nodes);
+    // Its resync wrote what it had before it was Up: Redis must still hold the unban.
+    let record = redis.cli(&["HGET", "sbct:bans", &prefix]);
+    assert!(record.contains("\"removed\":true"), "{record}");
+    let n3 = &nodes[2];
+    assert!(
+        eventually(Duration::from_secs(10), || !ban_listed(n3, &prefix)),
+        "node 3 kept the lifted ban"
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || !KernelBans::of(&n3.sbc)
+            .has(prefix.parse().unwrap())),
+        "node 3's kernel kept the lifted ban"
+    );
+    for n in &nodes[..2] {
+        assert!(!ban_listed(n, &prefix), "the lifted ban came back");
+    }
 }
 
 /// (d) A call through node 2 is listed by node 1's `GET /api/cluster/calls` and hung up from

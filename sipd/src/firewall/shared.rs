@@ -158,13 +158,16 @@ impl Firewall {
         }
     }
 
-    /// Every ban held now, as records (the cluster's starting point: a ban made before the
-    /// cluster is versioned by when it was made).
+    /// Every ban held now, as records (the cluster's starting point), all at version 0: any
+    /// record the cluster holds wins over them. A ban this node held before it started (kept
+    /// in the pinned kernel map or the store across a restart) may have been lifted or changed
+    /// elsewhere meanwhile, and its adoption time must not pass for a newer change: that
+    /// would bring the lifted ban back on every node. One Redis has never seen still goes up.
     pub fn shared_snapshot(&self) -> Vec<BanRecord> {
         self.ban_state()
             .book
             .iter()
-            .map(|b| BanRecord::of(b, b.meta.first_seen_ms))
+            .map(|b| BanRecord::of(b, 0))
             .collect()
     }
 
