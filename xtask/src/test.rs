@@ -172,7 +172,8 @@ fn checks() -> Vec<Step> {
     steps.push(step("cargo deny", &mut deny));
     if advisory_db_present() {
         let mut adv = util::cargo();
-        adv.args(["deny", "check", "--disable-fetch", "advisories"]);
+        // `--offline`: cargo-deny's global flag (0.20 has no `check --disable-fetch`).
+        adv.args(["deny", "--offline", "check", "advisories"]);
         steps.push(step("cargo deny advisories", &mut adv));
     } else {
         println!(
@@ -233,8 +234,13 @@ fn advisory_db_present() -> bool {
     let home = std::env::var_os("CARGO_HOME")
         .map(std::path::PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cargo")));
+    // A database is a directory (a git checkout) in there; a failed fetch leaves only its
+    // `db.lock` behind.
     home.is_some_and(|h| {
-        std::fs::read_dir(h.join("advisory-dbs")).is_ok_and(|mut d| d.next().is_some())
+        std::fs::read_dir(h.join("advisory-dbs")).is_ok_and(|d| {
+            d.flatten()
+                .any(|e| e.path().is_dir() && e.path().join(".git").exists())
+        })
     })
 }
 
