@@ -147,27 +147,19 @@ fn bans_of_the_retired_hash_survive_an_upgrade() {
     let dir = loader::pin_dir(&inst.0).unwrap();
     std::fs::create_dir_all(&dir).unwrap();
     let old = dir.join(relay_common::maps::RETIRED_BANS);
-    let bpftool = bpftool_ok;
     let path = old.to_str().unwrap();
-    bpftool(&[
+    bpftool_ok(&[
         "map", "create", path, "type", "hash", "key", "16", "value", "16", "entries", "65536",
         "name", "BANS",
     ]);
     // Key: relay_common::Addr (16 bytes, IPv4 as v4-mapped); value: expiry 0 (permanent),
     // reason 2 (scanner), padding.
-    let dec = |b: &[u8]| b.iter().map(|x| format!("{x}")).collect::<Vec<_>>();
     let v4 = relay_common::Addr::from(ip("203.0.113.9"));
     let v6 = relay_common::Addr::from(ip("2001:db8::66"));
     let mut value = [0u8; 16];
     value[8] = 2;
     for a in [v4, v6] {
-        let mut args = vec!["map", "update", "pinned", path, "key"];
-        let k = dec(&a.bytes);
-        let v = dec(&value);
-        args.extend(k.iter().map(String::as_str));
-        args.push("value");
-        args.extend(v.iter().map(String::as_str));
-        bpftool(&args);
+        bpftool_update(path, &a.bytes, &value);
     }
     let mut ebpf = loader::load_pinned(ebpf_object(), &inst.0).expect("upgrade load");
     assert!(!old.exists(), "the retired pin is removed");
@@ -214,14 +206,7 @@ fn leg_counters_of_the_retired_map_survive_an_upgrade() {
     for v in [7u64, 700, 123_456, 1] {
         value.extend(v.to_le_bytes());
     }
-    let dec = |b: &[u8]| b.iter().map(|x| format!("{x}")).collect::<Vec<_>>();
-    let k = dec(&[0x30, 0x75, 0, 0]);
-    let v = dec(&value);
-    let mut args = vec!["map", "update", "pinned", path.as_str(), "key"];
-    args.extend(k.iter().map(String::as_str));
-    args.push("value");
-    args.extend(v.iter().map(String::as_str));
-    bpftool_ok(&args);
+    bpftool_update(&path, &[0x30, 0x75, 0, 0], &value);
     let mut ebpf = loader::load_pinned(ebpf_object(), &inst.0).expect("upgrade load");
     assert!(!old.exists(), "the retired pin is removed");
     let m = XdpMaps::from_ebpf(&mut ebpf).expect("typed maps");
@@ -278,19 +263,24 @@ fn legs_of_the_retired_hash_survive_an_upgrade() {
     let bytes = unsafe {
         std::slice::from_raw_parts((&raw const leg).cast::<u8>(), std::mem::size_of::<Leg>())
     };
-    let dec = |b: &[u8]| b.iter().map(|x| format!("{x}")).collect::<Vec<_>>();
-    let (k, v) = (dec(&30000u32.to_le_bytes()), dec(bytes));
-    let mut args = vec!["map", "update", "pinned", path.as_str(), "key"];
-    args.extend(k.iter().map(String::as_str));
-    args.push("value");
-    args.extend(v.iter().map(String::as_str));
-    bpftool_ok(&args);
+    bpftool_update(&path, &30000u32.to_le_bytes(), bytes);
     let mut ebpf = loader::load_pinned(ebpf_object(), &inst.0).expect("upgrade load");
     assert!(!old.exists(), "the retired pin is removed");
     let m = XdpMaps::from_ebpf(&mut ebpf).expect("typed maps");
     assert_eq!(m.leg_get(30000).unwrap(), Some(leg));
     assert_eq!(m.leg_get(30002).unwrap(), None);
     assert_eq!(m.leg_list().unwrap(), vec![leg]);
+}
+
+/// `bpftool map update pinned PATH key ... value ...`, the bytes in decimal.
+fn bpftool_update(path: &str, key: &[u8], value: &[u8]) {
+    let dec = |b: &[u8]| b.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let (k, v) = (dec(key), dec(value));
+    let mut args = vec!["map", "update", "pinned", path, "key"];
+    args.extend(k.iter().map(String::as_str));
+    args.push("value");
+    args.extend(v.iter().map(String::as_str));
+    bpftool_ok(&args);
 }
 
 fn bpftool_ok(args: &[&str]) {

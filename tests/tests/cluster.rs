@@ -81,6 +81,27 @@ impl KernelBans {
     }
 }
 
+/// A socket of `scanner` (given `/len` on the node's carrier side) talking to the node's SIP
+/// port.
+fn scanner_at(node: &Node, scanner: Ipv4Addr, len: u8) -> RawSip {
+    let topo = &node.net.topo;
+    topo.caller
+        .ip([
+            "addr",
+            "add",
+            &format!("{scanner}/{len}"),
+            "dev",
+            &topo.caller_if.dev,
+        ])
+        .expect("scanner address");
+    RawSip::bind_in(
+        &topo.caller,
+        SocketAddr::new(scanner.into(), ATTACK_PORT),
+        node.sbc.sip(),
+    )
+    .expect("bind")
+}
+
 fn ban_listed(node: &Node, prefix: &str) -> bool {
     node.sbc
         .api(&node.token, "GET", "/api/bans", None)
@@ -127,41 +148,9 @@ fn a_scanner_banned_on_node_1_is_dropped_by_node_3s_kernel() {
     // The scanner, on node 1's carrier network.
     let c = n1.net.topo.caller_if.ipv4.octets();
     let scanner = Ipv4Addr::new(c[0], c[1], c[2], 66);
-    n1.net
-        .topo
-        .caller
-        .ip([
-            "addr",
-            "add",
-            &format!("{scanner}/24"),
-            "dev",
-            &n1.net.topo.caller_if.dev,
-        ])
-        .expect("scanner address");
+    let at1 = scanner_at(n1, scanner, 24);
     // The same source reaching node 3 (its carrier side may send from anything).
-    n3.net
-        .topo
-        .caller
-        .ip([
-            "addr",
-            "add",
-            &format!("{scanner}/32"),
-            "dev",
-            &n3.net.topo.caller_if.dev,
-        ])
-        .expect("scanner address at node 3");
-    let at1 = RawSip::bind_in(
-        &n1.net.topo.caller,
-        SocketAddr::new(scanner.into(), ATTACK_PORT),
-        n1.sbc.sip(),
-    )
-    .expect("bind");
-    let at3 = RawSip::bind_in(
-        &n3.net.topo.caller,
-        SocketAddr::new(scanner.into(), ATTACK_PORT),
-        n3.sbc.sip(),
-    )
-    .expect("bind");
+    let at3 = scanner_at(n3, scanner, 32);
     let prefix = Cidr::host(IpAddr::V4(scanner));
     let k3 = KernelBans::of(&n3.sbc);
     assert!(!k3.has(prefix), "node 3 has no ban of the scanner yet");
@@ -372,23 +361,7 @@ fn a_ban_lifted_while_a_node_was_dead_stays_lifted_when_it_returns() {
     let n1 = &nodes[0];
     let c = n1.net.topo.caller_if.ipv4.octets();
     let scanner = Ipv4Addr::new(c[0], c[1], c[2], 67);
-    n1.net
-        .topo
-        .caller
-        .ip([
-            "addr",
-            "add",
-            &format!("{scanner}/24"),
-            "dev",
-            &n1.net.topo.caller_if.dev,
-        ])
-        .expect("scanner address");
-    let at1 = RawSip::bind_in(
-        &n1.net.topo.caller,
-        SocketAddr::new(scanner.into(), ATTACK_PORT),
-        n1.sbc.sip(),
-    )
-    .expect("bind");
+    let at1 = scanner_at(n1, scanner, 24);
     at1.send(request(&at1, true, 1).as_bytes()).expect("send");
     let prefix = format!("{scanner}/32");
     assert!(
