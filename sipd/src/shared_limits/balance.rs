@@ -4,7 +4,7 @@
 use fred::types::Value;
 use sipd_core::records::{Id, Micros};
 
-use super::{DEBIT_LUA, RESERVE_LUA, SharedError, SharedLimits, ints};
+use super::{DEBIT_LUA, SHARE_LUA, SharedError, SharedLimits, ints};
 
 const SEED_LUA: &str = "if redis.call('SET', KEYS[1], ARGV[1], 'NX') then return 1 end return 0";
 const TOP_UP_LUA: &str = "return redis.call('INCRBY', KEYS[1], ARGV[1])";
@@ -137,15 +137,15 @@ impl SharedLimits {
         }
         let (held, want) = (held + pending, want + pending);
         let keys = vec![
-            self.balance_key(account),
             self.reserved_key(account),
             self.key("leases"),
+            self.balance_key(account),
         ];
         let args: Vec<Value> = vec![self.node.as_str().into(), want.into(), held.into()];
         let r = self
-            .script::<Value>("reserve.lua", RESERVE_LUA, keys, args)
+            .script::<Value>("share.lua", SHARE_LUA, keys, args)
             .await
-            .and_then(|v| ints(v, "reserve.lua"));
+            .and_then(|v| ints(v, "share.lua"));
         match r.as_deref() {
             Ok([grant, balance, others]) => {
                 let b = Budget {

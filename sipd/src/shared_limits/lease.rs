@@ -7,7 +7,7 @@ use std::fmt;
 use fred::types::Value;
 use sipd_core::records::Id;
 
-use super::{LEASE_LUA, SharedLimits, ints};
+use super::{SHARE_LUA, SharedLimits, ints};
 
 /// What a lease counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -116,16 +116,16 @@ impl SharedLimits {
         let args: Vec<Value> = vec![
             self.node.as_str().into(),
             i64::from(want).into(),
-            i64::from(limit).into(),
             i64::from(in_use).into(),
+            i64::from(limit).into(),
         ];
         let r = self
-            .script::<Value>("lease.lua", LEASE_LUA, keys, args)
+            .script::<Value>("share.lua", SHARE_LUA, keys, args)
             .await
-            .and_then(|v| ints(v, "lease.lua"));
+            .and_then(|v| ints(v, "share.lua"));
         let mut st = self.lock();
         match r.as_deref() {
-            Ok([grant, _others]) => {
+            Ok([grant, _limit, _others]) => {
                 let units = u32::try_from(*grant).unwrap_or(0);
                 st.leases.insert(
                     (kind, scope),

@@ -2,7 +2,7 @@
 //!
 //! # What is shared, and how the hot path stays local
 //! - **Concurrent calls** (per account, and per upstream connection's channels): each node
-//!   holds a bounded local *lease* of slots, taken from Redis atomically (`lease.lua`: the
+//!   holds a bounded local *lease* of slots, taken from Redis atomically (`share.lua`: the
 //!   nodes' leases never add up to more than the limit). The core admits within the lease
 //!   ([`sipd_core::policy::Share`]); the shell calls [`SharedLimits::lease`] in the
 //!   background, which asks Redis only when the local use nears the lease (top-up) or leaves
@@ -17,7 +17,7 @@
 //!   rate moved between nodes during that second (a node that gives rate back has already
 //!   spent its burst, the node that takes it starts with a full one).
 //! - **Balance**: integer micro-units in Redis. Each node *reserves* part of the balance
-//!   (`reserve.lua`: the nodes' reservations never add up to more than the balance) and its
+//!   (`share.lua`, the balance read in the same script: the nodes' reservations never add up to more than the balance) and its
 //!   core admits and cuts calls within that reservation as if it were the whole balance, so
 //!   the calls in progress on every node count, and the shared balance never goes below
 //!   zero. A top-up on any node ([`SharedLimits::top_up`]) raises the balance every node
@@ -54,8 +54,8 @@
 //!   the outage and converges.
 //!
 //! # Round trips
-//! None per call. Per account (and connection) in use: one `lease.lua` per kind when the
-//! lease needs a top-up or give-back, one `reserve.lua` when the reservation does; one
+//! None per call. Per account (and connection) in use: one `share.lua` per kind when the
+//! lease needs a top-up or give-back, one `share.lua` when the reservation does; one
 //! `debit.lua` per paid call, off the signalling path (after the settle). Per node: one
 //! `reclaim.lua` per tick.
 //!
@@ -84,8 +84,8 @@ pub const OUTBOX_TREE: &str = "cluster_debits";
 pub use lease::{Kind, Scope};
 pub use sync::Usage;
 
-const LEASE_LUA: &str = include_str!("lease.lua");
-const RESERVE_LUA: &str = include_str!("reserve.lua");
+/// Leases of limits and reservations of balances: one script, a share of a cap.
+const SHARE_LUA: &str = include_str!("share.lua");
 const DEBIT_LUA: &str = include_str!("debit.lua");
 const RECLAIM_LUA: &str = include_str!("reclaim.lua");
 
