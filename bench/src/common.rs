@@ -108,6 +108,22 @@ pub fn rtpengine() -> anyhow::Result<&'static Path> {
 /// parity test: [`tests::kamailio::rtpengine_userspace_args`]).
 pub use tests::kamailio::rtpengine_userspace_args;
 
+/// Writes a benchmark's results as `<stem>.json` and `<stem>.md` in `dir`, prints the
+/// Markdown and where both went.
+pub fn write_report(
+    dir: &Path,
+    stem: &str,
+    report: &impl serde::Serialize,
+    md: &str,
+) -> anyhow::Result<()> {
+    let json = dir.join(format!("{stem}.json"));
+    std::fs::write(&json, serde_json::to_string_pretty(report)?)?;
+    std::fs::write(dir.join(format!("{stem}.md")), md)?;
+    println!("\n{md}");
+    println!("wrote {} and {stem}.md", json.display());
+    Ok(())
+}
+
 #[cfg(test)]
 mod unit {
     #[test]

@@ -311,17 +311,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         loadavg_end: loadavg(),
         systems,
     };
-    std::fs::write(
-        out_dir.join("flood.json"),
-        serde_json::to_string_pretty(&report)?,
-    )?;
     let md = report::markdown(&report);
-    std::fs::write(out_dir.join("flood.md"), &md)?;
-    println!("\n{md}");
-    println!(
-        "wrote {} and flood.md",
-        out_dir.join("flood.json").display()
-    );
+    crate::common::write_report(&out_dir, "flood", &report, &md)?;
     if report.systems.iter().any(|s| s.error.is_some()) {
         bail!("not every system was measured (see above and flood.md)");
     }

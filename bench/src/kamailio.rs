@@ -213,17 +213,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         loadavg_end: loadavg(),
         systems: results,
     };
-    std::fs::write(
-        out_dir.join("kamailio.json"),
-        serde_json::to_string_pretty(&report)?,
-    )?;
     let md = report::markdown(&report);
-    std::fs::write(out_dir.join("kamailio.md"), &md)?;
-    println!("\n{md}");
-    println!(
-        "wrote {} and kamailio.md",
-        out_dir.join("kamailio.json").display()
-    );
+    crate::common::write_report(&out_dir, "kamailio", &report, &md)?;
     if report.systems.iter().any(|s| s.error.is_some()) {
         bail!("not every system was measured (see above and kamailio.md)");
     }

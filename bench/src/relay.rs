@@ -320,14 +320,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     };
     let dir = ::tests::bins::workspace_root().join("target/bench");
     std::fs::create_dir_all(&dir)?;
-    std::fs::write(
-        dir.join("relay.json"),
-        serde_json::to_string_pretty(&report)?,
-    )?;
     let md = report::markdown(&report);
-    std::fs::write(dir.join("relay.md"), &md)?;
-    println!("\n{md}");
-    println!("wrote {} and relay.md", dir.join("relay.json").display());
+    crate::common::write_report(&dir, "relay", &report, &md)?;
     Ok(())
 }
 

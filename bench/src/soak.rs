@@ -445,14 +445,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         problems,
         samples,
     };
-    std::fs::write(
-        out_dir.join("soak.json"),
-        serde_json::to_string_pretty(&report)?,
-    )?;
     let md = report::markdown(&report);
-    std::fs::write(out_dir.join("soak.md"), &md)?;
-    println!("\n{md}");
-    println!("wrote {} and soak.md", out_dir.join("soak.json").display());
+    crate::common::write_report(&out_dir, "soak", &report, &md)?;
     let failures = report.failures();
     if !failures.is_empty() {
         bail!(

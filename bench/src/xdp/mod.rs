@@ -521,11 +521,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let md = markdown(&report);
     let dir = ::tests::bins::workspace_root().join("target/bench");
     std::fs::create_dir_all(&dir)?;
-    std::fs::write(dir.join("xdp.json"), serde_json::to_string_pretty(&report)?)?;
-    std::fs::write(dir.join("xdp.md"), &md)?;
-    println!("\n{md}");
-    println!("wrote {} and xdp.md", dir.join("xdp.json").display());
-    Ok(())
+    crate::common::write_report(&dir, "xdp", &report, &md)
 }
 
 fn markdown(r: &Report) -> String {
