@@ -488,14 +488,10 @@ fn run_load(
                 &done,
             )
         });
-        let status = loop {
-            match uac.try_wait() {
-                Ok(Some(st)) => break Ok(Some(st)),
-                Ok(None) if started.elapsed() > bound + Duration::from_secs(15) => break Ok(None),
-                Ok(None) => std::thread::sleep(Duration::from_millis(200)),
-                Err(e) => break Err(e),
-            }
-        };
+        let status = uac.wait_until(
+            started + bound + Duration::from_secs(15),
+            Duration::from_millis(200),
+        );
         done.store(true, Ordering::Relaxed);
         (m.join().expect("media thread"), status)
     });

@@ -249,16 +249,10 @@ impl Env<'_> {
                     &stop,
                 )
             });
-            let status = loop {
-                match uac.try_wait() {
-                    Ok(Some(st)) => break Ok(Some(st)),
-                    Ok(None) if started.elapsed() > bound + Duration::from_secs(15) => {
-                        break Ok(None);
-                    }
-                    Ok(None) => std::thread::sleep(Duration::from_millis(100)),
-                    Err(e) => break Err(e),
-                }
-            };
+            let status = uac.wait_until(
+                started + bound + Duration::from_secs(15),
+                Duration::from_millis(100),
+            );
             stop.store(true, Ordering::Relaxed);
             done.store(true, Ordering::Relaxed);
             let sent = f.join().expect("flood thread");

@@ -250,16 +250,10 @@ fn measure(
                 &done,
             )
         });
-        let status = loop {
-            match uac.try_wait() {
-                Ok(Some(st)) => break Ok(Some(st)),
-                Ok(None) if started.elapsed() > timeout + Duration::from_secs(15) => {
-                    break Ok(None);
-                }
-                Ok(None) => std::thread::sleep(Duration::from_millis(100)),
-                Err(e) => break Err(e),
-            }
-        };
+        let status = uac.wait_until(
+            started + timeout + Duration::from_secs(15),
+            Duration::from_millis(100),
+        );
         done.store(true, Ordering::Relaxed);
         (m.join().expect("media thread"), status)
     });

@@ -152,6 +152,22 @@ impl Proc {
         Ok(self.child.try_wait()?)
     }
 
+    /// Waits until `until`, looking every `poll`: its status, or `None` when it still runs
+    /// then (the caller stops it).
+    pub fn wait_until(
+        &mut self,
+        until: std::time::Instant,
+        poll: std::time::Duration,
+    ) -> anyhow::Result<Option<ExitStatus>> {
+        loop {
+            match self.child.try_wait()? {
+                Some(st) => return Ok(Some(st)),
+                None if std::time::Instant::now() > until => return Ok(None),
+                None => std::thread::sleep(poll),
+            }
+        }
+    }
+
     /// Fails with the log's tail if the process has ended.
     pub fn check_alive(&mut self) -> anyhow::Result<()> {
         if let Some(status) = self.try_wait()? {
