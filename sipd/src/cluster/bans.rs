@@ -266,7 +266,10 @@ pub(super) fn spawn(c: Arc<Cluster>, mut changes: UnboundedReceiver<BanRecord>) 
                     Ok(m) => m,
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                         c.counts.pubsub_overflows.fetch_add(1, Ordering::Relaxed);
-                        warn!(missed = n, "cluster: pub/sub buffer overflowed, messages lost; resyncing");
+                        warn!(
+                            missed = n,
+                            "cluster: pub/sub buffer overflowed, messages lost; resyncing"
+                        );
                         c.set_status(Status::Down);
                         continue;
                     }

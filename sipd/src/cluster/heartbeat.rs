@@ -100,7 +100,9 @@ pub(super) fn spawn(c: Arc<Cluster>) {
                     // The first connection counts too: harmless, the node is Down then.
                     Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                         c.counts.reconnects.fetch_add(1, Ordering::Relaxed);
-                        info!("cluster: reconnected to Redis; resyncing (messages may have been lost)");
+                        info!(
+                            "cluster: reconnected to Redis; resyncing (messages may have been lost)"
+                        );
                         c.set_status(Status::Down);
                     }
                     Err(_) => return,

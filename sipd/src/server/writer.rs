@@ -107,8 +107,7 @@ pub struct Writer {
 }
 
 /// Receives every CDR once it is durable in the store.
-type CdrTap =
-    Arc<std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<sipd_core::records::Cdr>>>;
+type CdrTap = Arc<std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<sipd_core::records::Cdr>>>;
 
 impl Writer {
     /// From now on, every CDR goes to `tx` once it is durable (the cluster's CDR stream).
@@ -131,7 +130,10 @@ impl Writer {
     /// [`FLUSH_EVERY`] later, so they share flushes and cost no fsync each.
     fn spawn_with(
         capacity: usize,
-        write: impl Fn(Vec<CallWrite>, &mut Vec<sipd_core::records::Cdr>) -> Vec<crate::store::StoreError>
+        write: impl Fn(
+            Vec<CallWrite>,
+            &mut Vec<sipd_core::records::Cdr>,
+        ) -> Vec<crate::store::StoreError>
         + Send
         + 'static,
         flush: impl Fn() -> Result<(), crate::store::StoreError> + Send + 'static,
