@@ -83,6 +83,7 @@ pub(super) async fn beat(c: &Cluster) -> Result<Beat, String> {
 
 /// At a hand-over: the next process of this node may take the key at once.
 pub(super) async fn mark_left(c: &Cluster) {
+    c.sync.left.store(true, Ordering::Relaxed);
     let fut = c
         .client
         .eval::<i64, _, _, _>(LEFT, vec![node_key(c)], vec![c.instance.clone()]);
@@ -97,12 +98,15 @@ pub(super) fn spawn(c: Arc<Cluster>) {
         tokio::spawn(async move {
             loop {
                 match rx.recv().await {
-                    // The first connection counts too: harmless, the node is Down then.
                     Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                        c.counts.reconnects.fetch_add(1, Ordering::Relaxed);
-                        info!(
-                            "cluster: reconnected to Redis; resyncing (messages may have been lost)"
-                        );
+                        // Counted when it broke a synced state: the first connection, or one
+                        // while a resync is due anyway, changes nothing.
+                        if c.is_up() {
+                            c.counts.reconnects.fetch_add(1, Ordering::Relaxed);
+                            info!(
+                                "cluster: reconnected to Redis; resyncing (messages may have been lost)"
+                            );
+                        }
                         c.set_status(Status::Down);
                     }
                     Err(_) => return,
@@ -119,6 +123,10 @@ pub(super) fn spawn(c: Arc<Cluster>) {
         let mut held: Option<String> = None;
         loop {
             tick.tick().await;
+            if c.sync.left.load(Ordering::Relaxed) {
+                // Handed over: the key stays marked as left for the next process.
+                return;
+            }
             match beat(&c).await {
                 Ok(Beat::Alive(epoch)) => {
                     held = None;
@@ -134,20 +142,23 @@ pub(super) fn spawn(c: Arc<Cluster>) {
                         c.sync.wake.notify_one();
                     }
                 }
-                Ok(Beat::Held(value)) => match &held {
-                    Some(first) if *first != value => {
-                        error!(node = %c.node, other = %value, "cluster: another live node uses this node's name; this node refuses to join the cluster (set a unique [cluster] node and restart)");
-                        c.sync.set_conflict(value);
-                        c.sync.reachable.store(false, Ordering::Relaxed);
-                        c.set_status(Status::Down);
-                        return;
+                Ok(Beat::Held(value)) => {
+                    // Nothing is written while another process holds the name.
+                    c.sync.reachable.store(false, Ordering::Relaxed);
+                    c.set_status(Status::Down);
+                    match &held {
+                        Some(first) if *first != value => {
+                            error!(node = %c.node, other = %value, "cluster: another live node uses this node's name; this node refuses to join the cluster (set a unique [cluster] node and restart)");
+                            c.sync.set_conflict(value);
+                            return;
+                        }
+                        Some(_) => {}
+                        None => {
+                            info!(node = %c.node, other = %value, "cluster: this node's heartbeat key is held by another process; waiting for it to expire (a previous run) or to change (another node with this name)");
+                            held = Some(value);
+                        }
                     }
-                    Some(_) => {}
-                    None => {
-                        info!(node = %c.node, other = %value, "cluster: this node's heartbeat key is held by another process; waiting for it to expire (a previous run) or to change (another node with this name)");
-                        held = Some(value);
-                    }
-                },
+                }
                 Err(e) => {
                     c.sync.reachable.store(false, Ordering::Relaxed);
                     if c.is_up() {

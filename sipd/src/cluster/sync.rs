@@ -25,6 +25,8 @@ pub(super) struct SyncState {
     pub(super) reachable: AtomicBool,
     /// Redis's epoch: last seen by the heartbeat, and as of the last resync done.
     epoch: Mutex<(Option<String>, Option<String>)>,
+    /// Handed over (`leave` without forgetting): the heartbeat stops.
+    pub(super) left: AtomicBool,
     /// The other live process's heartbeat value, once one was found using this node's name.
     conflict: Mutex<Option<String>>,
 }
