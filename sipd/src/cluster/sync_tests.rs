@@ -80,14 +80,16 @@ struct Node {
 fn node(redis: &Redis, name: &str) -> Node {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open(dir.path()).unwrap());
-    let mut config = crate::config::Config::default();
-    config.cluster = Some(ClusterConfig {
-        redis: redis.url(),
-        node: Some(name.into()),
-        heartbeat_ms: 100,
-        node_ttl_ms: 400,
-        ..ClusterConfig::default()
-    });
+    let config = crate::config::Config {
+        cluster: Some(ClusterConfig {
+            redis: redis.url(),
+            node: Some(name.into()),
+            heartbeat_ms: 100,
+            node_ttl_ms: 400,
+            ..ClusterConfig::default()
+        }),
+        ..Default::default()
+    };
     let fw = Arc::new(Firewall::new(
         &config.firewall,
         &BansConfig::default(),
