@@ -25,7 +25,7 @@ use crate::mgmt::unix_ms;
 
 /// Tombstones older than this leave the hash at a resync (a node away longer resyncs its
 /// own old bans up again: the unban is then forgotten).
-const TOMBSTONE_MS: u64 = 7 * 24 * 3_600_000;
+pub(super) const TOMBSTONE_MS: u64 = 7 * 24 * 3_600_000;
 
 /// Writes `ARGV[2]` (a record) at field `ARGV[1]` of `KEYS[1]` and publishes it on `KEYS[2]`,
 /// unless the hash holds a record of that prefix at least as new (`ARGV[3]` version,
@@ -42,39 +42,6 @@ end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('PUBLISH', KEYS[2], ARGV[2])
 return 1
-";
-
-/// Bans expired longer than this ago leave the hash and the journal (a little slack for
-/// clocks that differ).
-const EXPIRED_GRACE_MS: u64 = 60_000;
-
-/// Fields of the hash looked at per prune tick: bounded work, while a pass over 100 000 bans
-/// takes 200 ticks.
-const PRUNE_PER_TICK: u32 = 500;
-
-/// One prune step: `HSCAN KEYS[1] ARGV[1] COUNT ARGV[2]`, deleting the records expired
-/// before `ARGV[3]` and the tombstones older than `ARGV[4]` (Unix ms). `{next cursor,
-/// deleted}`.
-const PRUNE: &str = r"
-local r = redis.call('HSCAN', KEYS[1], ARGV[1], 'COUNT', ARGV[2])
-local expired, old = tonumber(ARGV[3]), tonumber(ARGV[4])
-local n = 0
-for i = 1, #r[2], 2 do
-  local ok, c = pcall(cjson.decode, r[2][i + 1])
-  if ok and type(c) == 'table' and type(c.version) == 'number' then
-    local drop
-    if c.removed == true then
-      drop = c.version < old
-    else
-      drop = type(c.until_ms) == 'number' and c.until_ms <= expired
-    end
-    if drop then
-      redis.call('HDEL', KEYS[1], r[2][i])
-      n = n + 1
-    end
-  end
-end
-return {r[1], n}
 ";
 
 /// Deletes field `ARGV[1]` of `KEYS[1]` if its record is still version `ARGV[2]`.
@@ -95,7 +62,7 @@ pub(super) struct SharedBans {
     /// Prefixes changed here whose newest record may not be in Redis yet.
     unsent: Mutex<HashSet<String>>,
     /// Where the pruning's pass over the hash is (`HSCAN` cursor).
-    cursor: Mutex<String>,
+    pub(super) cursor: Mutex<String>,
 }
 
 impl SharedBans {
@@ -134,10 +101,10 @@ impl SharedBans {
     }
 
     /// Forgets expired bans and old tombstones (their hash fields are pruned too).
-    fn prune_journal(&self, now: u64) -> usize {
+    pub(super) fn prune_journal(&self, now: u64) -> usize {
         let mut j = self.journal();
         let before = j.len();
-        j.retain(|_, r| !prunable(r, now));
+        j.retain(|_, r| !super::prune::prunable(r, now));
         before - j.len()
     }
 
@@ -171,14 +138,8 @@ impl SharedBans {
     }
 }
 
-fn hash(c: &Cluster) -> String {
+pub(super) fn hash(c: &Cluster) -> String {
     c.key("bans")
-}
-
-/// Whether `r` may leave the hash and the journal at `now`.
-fn prunable(r: &BanRecord, now: u64) -> bool {
-    r.expired(now.saturating_sub(EXPIRED_GRACE_MS))
-        || (r.removed && r.version.saturating_add(TOMBSTONE_MS) < now)
 }
 
 /// Writes `r` if newer than the hash's record, publishing it. Whether it was written.
@@ -322,39 +283,6 @@ pub(super) async fn flush_unsent(c: &Arc<Cluster>) {
     }
 }
 
-/// One bounded step of pruning the hash; at the end of a pass, the journal too.
-pub(super) async fn prune_tick(c: &Arc<Cluster>) {
-    let now = unix_ms(std::time::SystemTime::now());
-    let cursor = c
-        .bans
-        .cursor
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
-    let args = vec![
-        cursor,
-        PRUNE_PER_TICK.to_string(),
-        now.saturating_sub(EXPIRED_GRACE_MS).to_string(),
-        now.saturating_sub(TOMBSTONE_MS).to_string(),
-    ];
-    let fut = c
-        .client
-        .eval::<(String, u64), _, _, _>(PRUNE, vec![hash(c)], args);
-    match tokio::time::timeout(COMMAND_TIMEOUT, fut).await {
-        Ok(Ok((next, n))) => {
-            c.counts.bans_pruned.fetch_add(n, Ordering::Relaxed);
-            if next == "0" {
-                let forgotten = c.bans.prune_journal(now);
-                debug!(forgotten, "cluster: pass over the shared bans done");
-            }
-            *c.bans.cursor.lock().unwrap_or_else(|p| p.into_inner()) = next;
-        }
-        // A miss costs nothing: the next tick tries again from the same place.
-        Ok(Err(e)) => debug!(error = %e, "cluster: ban pruning step failed"),
-        Err(_) => debug!("cluster: ban pruning step not answered"),
-    }
-}
-
 /// What a resync did.
 #[derive(Debug, Default)]
 pub struct Resynced {
@@ -389,7 +317,7 @@ pub(super) async fn resync(c: &Arc<Cluster>) -> Result<Resynced, String> {
     let mut prune = Vec::new();
     for (field, v) in all {
         match serde_json::from_str::<BanRecord>(&v) {
-            Ok(r) if prunable(&r, now) => prune.push((field, r.version)),
+            Ok(r) if super::prune::prunable(&r, now) => prune.push((field, r.version)),
             Ok(r) => {
                 remote.insert(field, r);
             }

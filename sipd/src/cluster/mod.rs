@@ -17,6 +17,7 @@ pub mod cdrs;
 mod config;
 mod heartbeat;
 pub mod prov;
+mod prune;
 pub mod rpc;
 mod sync;
 #[cfg(test)]

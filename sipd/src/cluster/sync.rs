@@ -103,7 +103,7 @@ pub(super) fn spawn(c: Arc<Cluster>) {
                 continue;
             }
             if c.is_up() {
-                super::bans::prune_tick(&c).await;
+                super::prune::tick(&c).await;
                 continue;
             }
             let generation = c.sync.dirty.load(Ordering::SeqCst);
