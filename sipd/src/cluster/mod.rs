@@ -106,7 +106,8 @@ struct Counts {
 
 /// Messages the subscriber buffers before the listeners read them (fred's default is 32: a
 /// burst of bans from the other nodes overflowed it, and every overflow costs a resync). A
-/// message is a ban record of a few hundred bytes, so a full buffer is about a megabyte.
+/// message is a ban record of a few hundred bytes: a full buffer holds about a megabyte.
+/// Only the subscriber client gets it (each of its event channels has slots this many).
 pub const PUBSUB_BUFFER: usize = 4096;
 
 /// How long one Redis command may take before it counts as failed: a node never waits on
