@@ -280,6 +280,9 @@ async fn a_handed_over_name_is_taken_at_once() {
     let first = node(&redis, "ho");
     eventually("up", async || first.c.is_up()).await;
     first.c.leave(false).await;
+    // Long enough that only taking a key marked left lets the next process in.
+    let r = redis.client().await;
+    let _: bool = r.pexpire("sbc:node:ho", 60_000, None).await.unwrap();
     let second = node(&redis, "ho");
     eventually("up", async || second.c.is_up()).await;
     assert!(second.c.name_conflict().is_none());
