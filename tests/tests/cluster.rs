@@ -451,7 +451,7 @@ fn calls_are_seen_and_hung_up_across_nodes_and_cdrs_are_streamed() {
         redis.cli(&["XRANGE", "sbct:cdrs", "-", "+"])
     );
     let stream = redis.cli(&["XRANGE", "sbct:cdrs", "-", "+"]);
-    for f in ["cost_micros", "staff:admin", "call_id"] {
+    for f in ["cost_micros", "staff:admin", "call_id", "cdr_id"] {
         assert!(stream.contains(f), "{f} not in the stream entry: {stream}");
     }
 

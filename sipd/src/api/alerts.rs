@@ -219,11 +219,17 @@ pub fn findings(s: &ApiState) -> Vec<Alert> {
             id: alert_id("cluster_down", None),
             code: "cluster_down",
             severity: "critical",
-            message: format!(
-                "node {} is not connected to the cluster's Redis ({}): bans applied stay, changes made here are sent when it answers again",
-                c.node(),
-                c.config().sentinel_service.as_deref().map_or_else(|| "see [cluster] redis".to_owned(), |s| format!("sentinel service {s}"))
-            ),
+            message: match c.name_conflict() {
+                Some(other) => format!(
+                    "node name {} is used by another live node (its heartbeat: {other}): this node refuses to join the cluster; give it a unique [cluster] node and restart",
+                    c.node()
+                ),
+                None => format!(
+                    "node {} is not connected to the cluster's Redis ({}): bans applied stay, changes made here are sent when it answers again",
+                    c.node(),
+                    c.config().sentinel_service.as_deref().map_or_else(|| "see [cluster] redis".to_owned(), |s| format!("sentinel service {s}"))
+                ),
+            },
             acked_by: None,
             acked_ms: None,
         });

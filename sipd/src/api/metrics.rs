@@ -453,9 +453,35 @@ pub fn render(s: &Status, x: &Extra) -> String {
                 "CDRs that never reached the stream (too many waiting while Redis was away).",
                 c.cdrs_dropped,
             ),
+            (
+                "sipd_cluster_reconnects_total",
+                "Reconnections of the cluster's Redis clients (each starts a resync).",
+                c.reconnects,
+            ),
+            (
+                "sipd_cluster_pubsub_overflows_total",
+                "Times the cluster's pub/sub buffer overflowed (messages lost; each starts a resync).",
+                c.pubsub_overflows,
+            ),
+            (
+                "sipd_cluster_epoch_changes_total",
+                "Times the cluster's Redis lost its data (new epoch; a full resync both ways).",
+                c.epoch_changes,
+            ),
+            (
+                "sipd_cluster_bans_pruned_total",
+                "Expired bans and old tombstones removed from the cluster's Redis while connected.",
+                c.bans_pruned,
+            ),
         ] {
             o.one(name, "counter", help, v);
         }
+        o.one(
+            "sipd_cluster_name_conflict",
+            "gauge",
+            "1 when another live node uses this node's name (this node refuses to join).",
+            u64::from(c.name_conflict),
+        );
     }
     o.0
 }

@@ -6,8 +6,12 @@
 //! again. The journal is this node's newest record of each prefix, made here or applied
 //! here: at every (re)connection the node compares it with the hash, sends up what is newer
 //! here (bans and unbans made while Redis was away) and applies what is newer there.
+//! Changes made here while the node is not Up (Redis away, or a resync running) are marked
+//! unsent and go right after the resync. While Up, a bounded slice of the hash is pruned
+//! every tick (expired bans, old tombstones), and the journal with it once a whole pass is
+//! done.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
@@ -21,7 +25,7 @@ use crate::mgmt::unix_ms;
 
 /// Tombstones older than this leave the hash at a resync (a node away longer resyncs its
 /// own old bans up again: the unban is then forgotten).
-const TOMBSTONE_MS: u64 = 7 * 24 * 3_600_000;
+pub(super) const TOMBSTONE_MS: u64 = 7 * 24 * 3_600_000;
 
 /// Writes `ARGV[2]` (a record) at field `ARGV[1]` of `KEYS[1]` and publishes it on `KEYS[2]`,
 /// unless the hash holds a record of that prefix at least as new (`ARGV[3]` version,
@@ -55,6 +59,10 @@ return 0
 pub(super) struct SharedBans {
     fw: Arc<Firewall>,
     journal: Mutex<HashMap<String, BanRecord>>,
+    /// Prefixes changed here whose newest record may not be in Redis yet.
+    unsent: Mutex<HashSet<String>>,
+    /// Where the pruning's pass over the hash is (`HSCAN` cursor).
+    pub(super) cursor: Mutex<String>,
 }
 
 impl SharedBans {
@@ -68,11 +76,36 @@ impl SharedBans {
         SharedBans {
             fw,
             journal: Mutex::new(journal),
+            unsent: Mutex::new(HashSet::new()),
+            cursor: Mutex::new("0".into()),
         }
     }
 
     fn journal(&self) -> std::sync::MutexGuard<'_, HashMap<String, BanRecord>> {
         self.journal.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn unsent(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.unsent.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `r` was written: no longer unsent, unless a newer change of its prefix came since.
+    fn sent(&self, r: &BanRecord) {
+        let current = self
+            .journal()
+            .get(&r.prefix)
+            .is_none_or(|j| j.version == r.version && j.origin == r.origin);
+        if current {
+            self.unsent().remove(&r.prefix);
+        }
+    }
+
+    /// Forgets expired bans and old tombstones (their hash fields are pruned too).
+    pub(super) fn prune_journal(&self, now: u64) -> usize {
+        let mut j = self.journal();
+        let before = j.len();
+        j.retain(|_, r| !super::prune::prunable(r, now));
+        before - j.len()
     }
 
     /// Records a change made here: its version is raised above every version seen of the
@@ -86,6 +119,9 @@ impl SharedBans {
             r.version = old.version + 1;
         }
         j.insert(r.prefix.clone(), r.clone());
+        // Marked before the publisher looks at the status: either it sees Up and writes it,
+        // or the resync that sets Up finds it here afterwards.
+        self.unsent().insert(r.prefix.clone());
         r
     }
 
@@ -102,7 +138,7 @@ impl SharedBans {
     }
 }
 
-fn hash(c: &Cluster) -> String {
+pub(super) fn hash(c: &Cluster) -> String {
     c.key("bans")
 }
 
@@ -156,6 +192,7 @@ pub(super) fn spawn(c: Arc<Cluster>, mut changes: UnboundedReceiver<BanRecord>) 
             }
             match write(&pc, &r).await {
                 Ok(_) => {
+                    pc.bans.sent(&r);
                     pc.counts.bans_published.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(e) => {
@@ -171,35 +208,79 @@ pub(super) fn spawn(c: Arc<Cluster>, mut changes: UnboundedReceiver<BanRecord>) 
     tokio::spawn(async move {
         let channel = hash(&c);
         loop {
-            let m = match messages.recv().await {
-                Ok(m) => m,
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                    warn!(missed = n, "cluster: ban messages missed; resyncing");
-                    c.set_status(Status::Down);
+            let first = messages.recv().await;
+            // What else is already waiting goes in the same batch: one trip to the blocking
+            // pool per burst, not per ban, so the buffer drains as fast as it fills.
+            let mut batch = vec![first];
+            while batch.len() < 256 {
+                match messages.try_recv() {
+                    Ok(m) => batch.push(Ok(m)),
+                    Err(tokio::sync::broadcast::error::TryRecvError::Lagged(n)) => {
+                        batch.push(Err(tokio::sync::broadcast::error::RecvError::Lagged(n)))
+                    }
+                    Err(_) => break,
+                }
+            }
+            let mut records = Vec::new();
+            for m in batch {
+                let m = match m {
+                    Ok(m) => m,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        c.counts.pubsub_overflows.fetch_add(1, Ordering::Relaxed);
+                        warn!(
+                            missed = n,
+                            "cluster: pub/sub buffer overflowed, messages lost; resyncing"
+                        );
+                        c.set_status(Status::Down);
+                        continue;
+                    }
+                    Err(_) => return,
+                };
+                if *m.channel != *channel {
                     continue;
                 }
-                Err(_) => return,
-            };
-            if *m.channel != *channel {
-                continue;
-            }
-            let Some(text) = m.value.as_str() else {
-                continue;
-            };
-            let r: BanRecord = match serde_json::from_str(&text) {
-                Ok(r) => r,
-                Err(e) => {
-                    warn!(error = %e, "cluster: unreadable ban record ignored");
+                let Some(text) = m.value.as_str() else {
+                    continue;
+                };
+                let r: BanRecord = match serde_json::from_str(&text) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        warn!(error = %e, "cluster: unreadable ban record ignored");
+                        continue;
+                    }
+                };
+                if r.origin == c.node || !c.bans.take_if_newer(&r) {
                     continue;
                 }
-            };
-            if r.origin == c.node || !c.bans.take_if_newer(&r) {
-                continue;
+                debug!(prefix = %r.prefix, origin = %r.origin, removed = r.removed, "cluster: ban change of another node");
+                records.push(r);
             }
-            debug!(prefix = %r.prefix, origin = %r.origin, removed = r.removed, "cluster: ban change of another node");
-            apply(&c, vec![r]).await;
+            apply(&c, records).await;
         }
     });
+}
+
+/// After a resync: sends the changes made here while it ran (or that failed to go).
+pub(super) async fn flush_unsent(c: &Arc<Cluster>) {
+    let prefixes: Vec<String> = c.bans.unsent().iter().cloned().collect();
+    for p in prefixes {
+        let Some(r) = c.bans.journal().get(&p).cloned() else {
+            c.bans.unsent().remove(&p);
+            continue;
+        };
+        match write(c, &r).await {
+            Ok(_) => {
+                c.bans.sent(&r);
+                c.counts.bans_published.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                c.counts.write_failures.fetch_add(1, Ordering::Relaxed);
+                warn!(prefix = %r.prefix, error = %e, "cluster: ban change not written; it goes at the next resync");
+                c.set_status(Status::Down);
+                return;
+            }
+        }
+    }
 }
 
 /// What a resync did.
@@ -220,6 +301,8 @@ pub(super) async fn resync(c: &Arc<Cluster>) -> Result<Resynced, String> {
     // Every channel the node listens on (bans, provisioning, requests to it): subscribed
     // before anything is read, so nothing published meanwhile is missed.
     let channels = vec![hash(c), c.key("prov"), super::rpc::channel(c, &c.node)];
+    // What changes from here on is sent after this resync (it may miss the snapshot below).
+    c.bans.unsent().clear();
     tokio::time::timeout(COMMAND_TIMEOUT, c.subscriber.subscribe(channels))
         .await
         .map_err(|_| "subscribe: no answer".to_string())?
@@ -234,12 +317,7 @@ pub(super) async fn resync(c: &Arc<Cluster>) -> Result<Resynced, String> {
     let mut prune = Vec::new();
     for (field, v) in all {
         match serde_json::from_str::<BanRecord>(&v) {
-            Ok(r)
-                if r.expired(now.saturating_sub(60_000))
-                    || (r.removed && r.version + TOMBSTONE_MS < now) =>
-            {
-                prune.push((field, r.version))
-            }
+            Ok(r) if super::prune::prunable(&r, now) => prune.push((field, r.version)),
             Ok(r) => {
                 remote.insert(field, r);
             }

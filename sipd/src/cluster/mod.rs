@@ -5,17 +5,23 @@
 //! shared limits use to reclaim a dead node's counts.
 //!
 //! The client is `fred`: it reconnects by itself (and a subscriber client re-subscribes by
-//! itself after a reconnect), so this module only watches whether Redis answers: the
-//! heartbeat's answer decides [`Status`]. While Down an alert is raised (`cluster_down`);
-//! the first heartbeat answered after it reconciles everything in both directions (a
-//! "resync") before the node counts as Up again.
+//! itself after a reconnect). The node is Down (alert `cluster_down`) from anything that may
+//! have lost a change: a heartbeat not answered, a reconnection of either client (pub/sub
+//! messages sent meanwhile are gone), a full pub/sub buffer, a new Redis epoch (Redis lost its
+//! data), a failed write. A resync task of its own (see [`sync`]) then reconciles everything
+//! in both directions once Redis answers, and only then is the node Up again; the heartbeat
+//! runs in its own task, so a long resync never delays it.
 
 pub mod bans;
 pub mod cdrs;
 mod config;
 mod heartbeat;
 pub mod prov;
+mod prune;
 pub mod rpc;
+mod sync;
+#[cfg(test)]
+mod sync_tests;
 
 pub use config::{ClusterConfig, split_host_port, valid_name};
 
@@ -71,6 +77,16 @@ pub struct ClusterCounters {
     pub cdrs_streamed: u64,
     /// CDRs dropped before reaching the stream (more waiting than `cdr_stream_max`).
     pub cdrs_dropped: u64,
+    /// Reconnections of the Redis clients (each one starts a resync).
+    pub reconnects: u64,
+    /// Times the pub/sub buffer overflowed (messages lost: each one starts a resync).
+    pub pubsub_overflows: u64,
+    /// Times Redis's epoch changed (it lost its data: a full resync both ways).
+    pub epoch_changes: u64,
+    /// Expired bans and old tombstones removed from Redis while connected.
+    pub bans_pruned: u64,
+    /// Another live node uses this node's name: this node refuses to join (see the log).
+    pub name_conflict: bool,
 }
 
 #[derive(Debug, Default)]
@@ -82,7 +98,17 @@ struct Counts {
     write_failures: AtomicU64,
     cdrs_streamed: AtomicU64,
     cdrs_dropped: AtomicU64,
+    reconnects: AtomicU64,
+    pubsub_overflows: AtomicU64,
+    epoch_changes: AtomicU64,
+    bans_pruned: AtomicU64,
 }
+
+/// Messages the subscriber buffers before the listeners read them (fred's default is 32: a
+/// burst of bans from the other nodes overflowed it, and every overflow costs a resync). A
+/// message is a ban record of a few hundred bytes: a full buffer holds about a megabyte.
+/// Only the subscriber client gets it (each of its event channels has slots this many).
+pub const PUBSUB_BUFFER: usize = 4096;
 
 /// How long one Redis command may take before it counts as failed: a node never waits on
 /// Redis longer than this.
@@ -99,6 +125,11 @@ pub struct Cluster {
     bans: bans::SharedBans,
     rpc: rpc::Rpc,
     prov: prov::SharedProv,
+    store: Arc<crate::store::Store>,
+    /// This process's id in the heartbeat key (`<instance> <ms>`): tells this node from
+    /// another process using the same name.
+    instance: String,
+    sync: sync::SyncState,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -153,8 +184,10 @@ impl Cluster {
     ) -> Result<Arc<Cluster>, ClusterError> {
         let cfg = config.cluster.clone().unwrap_or_default();
         let cfg = &cfg;
-        let b = builder(cfg)?;
+        let mut b = builder(cfg)?;
         let client = b.build()?;
+        // Only the subscriber receives messages: only its buffers are large.
+        b.with_performance_config(|p| p.broadcast_channel_capacity = PUBSUB_BUFFER);
         let subscriber = b.build_subscriber_client()?;
         let node = cfg.node_name();
         let (status, _) = watch::channel(Status::Down);
@@ -168,7 +201,10 @@ impl Cluster {
             counts: Counts::default(),
             bans: bans::SharedBans::new(firewall.clone()),
             rpc: rpc::Rpc::default(),
-            prov: prov::SharedProv::new(config.clone(), store),
+            prov: prov::SharedProv::new(config.clone(), store.clone()),
+            store,
+            instance: random_hex(),
+            sync: sync::SyncState::default(),
         });
         cluster.client.connect();
         cluster.subscriber.connect();
@@ -179,6 +215,7 @@ impl Cluster {
         rpc::spawn(cluster.clone());
         prov::spawn(cluster.clone());
         heartbeat::spawn(cluster.clone());
+        sync::spawn(cluster.clone());
         info!(node = %node, redis = %redacted(&cfg.redis), sentinels = ?cfg.sentinels, "cluster: connecting to Redis in the background");
         Ok(cluster)
     }
@@ -225,10 +262,27 @@ impl Cluster {
             write_failures: c.write_failures.load(Ordering::Relaxed),
             cdrs_streamed: c.cdrs_streamed.load(Ordering::Relaxed),
             cdrs_dropped: c.cdrs_dropped.load(Ordering::Relaxed),
+            reconnects: c.reconnects.load(Ordering::Relaxed),
+            pubsub_overflows: c.pubsub_overflows.load(Ordering::Relaxed),
+            epoch_changes: c.epoch_changes.load(Ordering::Relaxed),
+            bans_pruned: c.bans_pruned.load(Ordering::Relaxed),
+            name_conflict: self.name_conflict().is_some(),
         }
     }
 
+    /// The heartbeat value of the other live process using this node's name, when one does:
+    /// this node then refuses to join the cluster until restarted with another name.
+    pub fn name_conflict(&self) -> Option<String> {
+        self.sync.conflict()
+    }
+
+    /// Down starts a resync (see [`sync`]): anything that may have lost a change says so
+    /// here. Up is only set by the resync task ([`sync::SyncState::finish`]).
     fn set_status(&self, s: Status) {
+        if s == Status::Down {
+            self.sync.want(&self.status);
+            return;
+        }
         self.status.send_if_modified(|cur| {
             let changed = *cur != s;
             *cur = s;
@@ -238,10 +292,13 @@ impl Cluster {
 
     /// Disconnects from Redis; with `forget`, the heartbeat key goes at once (the node's
     /// shared counts are reclaimed now, not after `node_ttl_ms`).
+    /// Without `forget` (a hand-over), the key is marked as left, so the next process of
+    /// this node takes it over at once instead of waiting for it to expire.
     pub async fn leave(&self, forget: bool) {
         let key = self.key(&format!("node:{}", self.node));
         let _ = tokio::time::timeout(COMMAND_TIMEOUT, async {
             if !forget {
+                heartbeat::mark_left(self).await;
                 return;
             }
             use fred::interfaces::{KeysInterface, SetsInterface};
@@ -252,6 +309,20 @@ impl Cluster {
         let _ = self.client.quit().await;
         let _ = self.subscriber.quit().await;
     }
+}
+
+/// 16 random bytes in hex: an instance id or an epoch.
+fn random_hex() -> String {
+    let mut b = [0u8; 16];
+    // Without randomness the time stands in: unique enough to tell two processes apart.
+    if getrandom::fill(&mut b).is_err() {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        b = t.to_le_bytes();
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// The URL without its password, for logs.

@@ -107,12 +107,11 @@ pub struct Writer {
 }
 
 /// Receives every CDR once it is durable in the store.
-type CdrTap =
-    Arc<std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<sipd_core::records::CdrDraft>>>;
+type CdrTap = Arc<std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<sipd_core::records::Cdr>>>;
 
 impl Writer {
     /// From now on, every CDR goes to `tx` once it is durable (the cluster's CDR stream).
-    pub fn tap_cdrs(&self, tx: tokio::sync::mpsc::UnboundedSender<sipd_core::records::CdrDraft>) {
+    pub fn tap_cdrs(&self, tx: tokio::sync::mpsc::UnboundedSender<sipd_core::records::Cdr>) {
         let _ = self.tap.set(tx);
     }
 
@@ -120,7 +119,7 @@ impl Writer {
         let s2 = store.clone();
         Writer::spawn_with(
             QUEUE,
-            move |batch| store.write_calls(batch),
+            move |batch, stored| store.write_calls_keeping(batch, stored),
             move || s2.flush_calls(),
         )
     }
@@ -131,7 +130,12 @@ impl Writer {
     /// [`FLUSH_EVERY`] later, so they share flushes and cost no fsync each.
     fn spawn_with(
         capacity: usize,
-        write: impl Fn(Vec<CallWrite>) -> Vec<crate::store::StoreError> + Send + 'static,
+        write: impl Fn(
+            Vec<CallWrite>,
+            &mut Vec<sipd_core::records::Cdr>,
+        ) -> Vec<crate::store::StoreError>
+        + Send
+        + 'static,
         flush: impl Fn() -> Result<(), crate::store::StoreError> + Send + 'static,
     ) -> Result<Writer> {
         let (tx, rx) = mpsc::sync_channel::<Job>(capacity);
@@ -146,7 +150,7 @@ impl Writer {
                 // Written but not flushed yet: since when, and up to which sequence number.
                 let mut dirty: Option<(Instant, u64)> = None;
                 // CDRs written, for the tap once they are durable.
-                let mut settled: Vec<sipd_core::records::CdrDraft> = Vec::new();
+                let mut settled: Vec<sipd_core::records::Cdr> = Vec::new();
                 loop {
                     let first = match dirty {
                         Some((since, _)) => {
@@ -189,14 +193,13 @@ impl Writer {
                         }
                         let n = batch.len() as u64;
                         let last = batch.last().map_or(0, |(seq, _)| *seq);
-                        if cdr_tap.get().is_some() {
-                            settled.extend(batch.iter().filter_map(|(_, w)| match w {
-                                CallWrite::Settle { cdr, .. } => Some(cdr.clone()),
-                                _ => None,
-                            }));
-                        }
-                        for e in write(batch.into_iter().map(|(_, w)| w).collect()) {
+                        // Only CDRs stored (with the id the store gave them) reach the tap.
+                        let before = settled.len();
+                        for e in write(batch.into_iter().map(|(_, w)| w).collect(), &mut settled) {
                             error!(error = %e, "call record, CDR or balance debit not stored");
+                        }
+                        if cdr_tap.get().is_none() {
+                            settled.truncate(before);
                         }
                         c.written.fetch_add(n, Ordering::Relaxed);
                         dirty = Some((dirty.map_or(Instant::now(), |(t, _)| t), last));
@@ -350,7 +353,7 @@ mod tests {
         let w2 = written.clone();
         let mut w = Writer::spawn_with(
             4,
-            move |batch| {
+            move |batch, _| {
                 std::thread::sleep(Duration::from_millis(20));
                 w2.lock()
                     .unwrap()

@@ -121,6 +121,15 @@ impl Store {
     /// Carries out call writes in order, not flushed ([`flush_calls`](Self::flush_calls)
     /// makes them durable); returns the errors, one per write that failed.
     pub fn write_calls(&self, writes: Vec<CallWrite>) -> Vec<StoreError> {
+        self.write_calls_keeping(writes, &mut Vec::new())
+    }
+
+    /// [`write_calls`](Self::write_calls), adding each CDR stored, with its id, to `stored`.
+    pub fn write_calls_keeping(
+        &self,
+        writes: Vec<CallWrite>,
+        stored: &mut Vec<sipd_core::records::Cdr>,
+    ) -> Vec<StoreError> {
         let mut errors = Vec::new();
         for w in writes {
             // Held per write (a backup waits for it, never sees it half done).
@@ -132,7 +141,7 @@ impl Store {
                     // re-entrant against a waiting backup.
                     drop(_gate);
                     self.settle_call_unflushed(cdr, debit, saved.as_deref())
-                        .map(|_| ())
+                        .map(|cdr| stored.push(cdr))
                 }
                 CallWrite::Alive(ms) => self
                     .tree(T::Meta)
