@@ -75,7 +75,7 @@ use std::time::{Duration, Instant};
 use fred::clients::Client;
 use fred::interfaces::LuaInterface as _;
 use fred::types::{FromValue, Value};
-use sipd_core::records::Id;
+use sipd_core::records::Micros;
 
 pub use balance::{Debit, outbox_entry, outbox_value};
 
@@ -98,8 +98,13 @@ pub struct Settings {
     /// asks for more when fewer than half of them are left, and gives back what it holds
     /// beyond twice this.
     pub lease_headroom_pct: u32,
-    /// How long Redis remembers that a call was debited, to refuse a repeat.
+    /// How long Redis remembers that a call was debited (or a top-up applied), to refuse a
+    /// repeat.
     pub debit_mark_ttl: Duration,
+    /// How often a node holding idle units (slots, rate or money beyond what its calls use)
+    /// shows them to Redis, which takes them back when another node waits for units: the
+    /// longest a node waits for units another node holds idle.
+    pub recheck: Duration,
 }
 
 impl Default for Settings {
@@ -108,6 +113,7 @@ impl Default for Settings {
             timeout: Duration::from_millis(500),
             lease_headroom_pct: 10,
             debit_mark_ttl: Duration::from_secs(7 * 24 * 3600),
+            recheck: Duration::from_millis(500),
         }
     }
 }
@@ -150,16 +156,19 @@ pub enum Health {
 struct State {
     /// Units held per lease, and the limit they were taken under.
     leases: HashMap<(Kind, Scope), lease::Held>,
-    /// Per account: this node's reservation and what Redis said at last sight.
-    budgets: HashMap<Id, balance::Budget>,
+    /// Per account name: this node's reservation and what Redis said at last sight.
+    budgets: HashMap<String, balance::Budget>,
     /// Live nodes at last sight (at least 1: this one).
     live_nodes: u32,
     /// Since when Redis is away; `None`: up.
     away: Option<Instant>,
 }
 
+/// Where an account's balance comes from when Redis has none (an emptied Redis): this
+/// node's store, by account name.
+pub type SeedFn = Box<dyn Fn(&str) -> Option<Micros> + Send + Sync>;
+
 /// One node's handle on the cluster's shared limits and balances.
-#[derive(Debug)]
 pub struct SharedLimits {
     client: Client,
     node: String,
@@ -167,6 +176,17 @@ pub struct SharedLimits {
     settings: Settings,
     outbox: sled::Tree,
     state: Mutex<State>,
+    seed: Option<SeedFn>,
+}
+
+impl std::fmt::Debug for SharedLimits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedLimits")
+            .field("node", &self.node)
+            .field("prefix", &self.prefix)
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
 }
 
 impl SharedLimits {
@@ -190,7 +210,15 @@ impl SharedLimits {
                 live_nodes: 1,
                 ..State::default()
             }),
+            seed: None,
         }
+    }
+
+    /// Seeds an account's shared balance, when Redis has none, from `seed` (the node's
+    /// store; [`for_store`](Self::for_store) sets it).
+    pub fn with_seed(mut self, seed: SeedFn) -> SharedLimits {
+        self.seed = Some(seed);
+        self
     }
 
     /// Over `store`'s debit outbox, which this turns on: from now on every settle with a
@@ -202,10 +230,19 @@ impl SharedLimits {
         node: impl Into<String>,
         prefix: impl Into<String>,
         settings: Settings,
-        store: &crate::store::Store,
+        store: &std::sync::Arc<crate::store::Store>,
     ) -> SharedLimits {
         store.set_debit_outbox(true);
-        SharedLimits::new(client, node, prefix, settings, store.cluster_debits())
+        let outbox = store.cluster_debits();
+        let store = store.clone();
+        let seed: SeedFn = Box::new(move |name| match store.account_by_name(name) {
+            Ok(a) => a.map(|a| a.balance),
+            Err(e) => {
+                tracing::warn!(account = name, error = %e, "shared limits: no seed from the store");
+                None
+            }
+        });
+        SharedLimits::new(client, node, prefix, settings, outbox).with_seed(seed)
     }
 
     /// This node's name.
@@ -237,6 +274,14 @@ impl SharedLimits {
 
     fn key(&self, rest: &str) -> String {
         format!("{}:{rest}", self.prefix)
+    }
+
+    /// How long a waiting node's mark counts: a few rechecks, so the node keeps it fresh
+    /// by asking again while it waits, and a node that stopped waiting is forgotten.
+    fn need_ttl_ms(&self) -> i64 {
+        i64::try_from(self.settings.recheck.as_millis().saturating_mul(4))
+            .unwrap_or(i64::MAX)
+            .max(100)
     }
 
     fn is_away(&self) -> bool {
