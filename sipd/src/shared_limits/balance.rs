@@ -86,7 +86,7 @@ impl SharedLimits {
     /// owes Redis (the scripts then apply those, once). `''`: no seed (not in the store).
     fn seed_arg(&self, account: &str) -> Value {
         match self.seed.as_ref().and_then(|f| f(account)) {
-            Some(b) => b.0.saturating_add(self.pending(account)).into(),
+            Some(b) => b.0.saturating_add(self.pending(account, false)).into(),
             None => "".into(),
         }
     }
@@ -141,8 +141,9 @@ impl SharedLimits {
         let (held, want) = (held.0.max(0), want.0.max(held.0.max(0)));
         let room = want - held;
         // Debits settled here but not in Redis yet: the balance there still has them, so
-        // the reservation keeps them too (debit.lua takes them off both).
-        let pending = self.pending(account);
+        // the reservation keeps them too (debit.lua takes them off both). A top-up not in
+        // Redis yet is not spent before it is.
+        let pending = self.pending(account, true);
         {
             let st = self.lock();
             let b = st.budgets.get(account).copied().unwrap_or_default();
@@ -208,16 +209,17 @@ impl SharedLimits {
     }
 
     fn fallback_budget(&self, account: &str, b: Budget) -> Micros {
-        Micros((b.balance - b.others - self.pending(account)).max(0))
+        Micros((b.balance - b.others - self.pending(account, true)).max(0))
     }
 
-    /// What the outbox still owes the shared balance of `account`.
-    fn pending(&self, account: &str) -> i64 {
+    /// What the outbox still owes the shared balance of `account`: debits minus top-ups,
+    /// or the debits alone (`debits_only`).
+    fn pending(&self, account: &str, debits_only: bool) -> i64 {
         self.outbox
             .iter()
             .values()
             .filter_map(|v| v.ok().and_then(|v| outbox_entry(&v)))
-            .filter(|(a, _)| a == account)
+            .filter(|(a, c)| a == account && (!debits_only || c.0 > 0))
             .map(|(_, c)| c.0)
             .sum()
     }
