@@ -8,7 +8,12 @@
 //!   background, which asks Redis only when the local use nears the lease (top-up) or leaves
 //!   much of it idle (give-back). Leases live in a hash per account (or connection) keyed by
 //!   node, so [`SharedLimits::tick`] (`reclaim.lua`, run by every live node) gives back a
-//!   dead node's slots once its heartbeat key has expired.
+//!   dead node's slots once its heartbeat key has expired. Leases are keyed by account or
+//!   connection *name* ([`Scope`]): store ids differ from node to node.
+//!   A node with calls waiting and no free unit is marked waiting in Redis; every other
+//!   node shows its lease to Redis at least every [`Settings::recheck`] while it holds idle
+//!   units, and then keeps only what it uses: a small limit (2 over 3 nodes) never stays
+//!   idle on one node while another refuses calls for longer than that.
 //!   Accuracy while Redis is up: strict, never more than the limit up across the cluster.
 //! - **CPS** (per account and per connection): the same lease, in calls per second: each node
 //!   runs its own GCRA at its leased rate, and the leased rates never add up to more than the
@@ -21,7 +26,10 @@
 //!   core admits and cuts calls within that reservation as if it were the whole balance, so
 //!   the calls in progress on every node count, and the shared balance never goes below
 //!   zero. A top-up on any node ([`SharedLimits::top_up`]) raises the balance every node
-//!   reserves from.
+//!   reserves from; it goes through the outbox like a debit (a negative one, with an id of
+//!   its own), so it is applied once and survives an outage. A balance missing in Redis (an
+//!   emptied Redis) is seeded, inside the script that first needs it, from this node's store
+//!   plus what its outbox still owes, never taken as 0 or driven below it.
 //!
 //! # Money: exactly once
 //! A finished call's debit goes through a durable outbox (the store's `cluster_debits`
@@ -56,7 +64,8 @@
 //! # Round trips
 //! None per call. Per account (and connection) in use: one `share.lua` per kind when the
 //! lease needs a top-up or give-back, one `share.lua` when the reservation does; one
-//! `debit.lua` per paid call, off the signalling path (after the settle). Per node: one
+//! `debit.lua` per paid call, off the signalling path (after the settle); one `share.lua`
+//! per [`Settings::recheck`] for a lease or reservation with idle units. Per node: one
 //! `reclaim.lua` per tick.
 //!
 //! Scripts touch keys they compute (heartbeat keys), so this needs a single Redis (with or
@@ -89,7 +98,7 @@ const SHARE_LUA: &str = include_str!("share.lua");
 const DEBIT_LUA: &str = include_str!("debit.lua");
 const RECLAIM_LUA: &str = include_str!("reclaim.lua");
 
-/// How the shared limits behave; the lead maps these into `[cluster]`.
+/// How the shared limits behave (`[cluster]`: see `ClusterConfig::limits_settings`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     /// Deadline of every Redis command: past it the node is away and falls back.

@@ -40,9 +40,15 @@ fn busiest(nodes: &[&Node], redis: &harness::Redis, span: Duration, limit: usize
     let mut max = 0;
     while Instant::now() < end {
         let up: usize = nodes.iter().map(|n| calls_up(n)).sum();
-        assert!(up <= limit, "{up} calls up across the cluster (limit {limit})");
+        assert!(
+            up <= limit,
+            "{up} calls up across the cluster (limit {limit})"
+        );
         let leased: i64 = lease_fields(redis).values().sum();
-        assert!(leased <= limit as i64, "{leased} slots leased (limit {limit})");
+        assert!(
+            leased <= limit as i64,
+            "{leased} slots leased (limit {limit})"
+        );
         max = max.max(up);
         std::thread::sleep(Duration::from_millis(30));
     }
@@ -74,10 +80,16 @@ fn ten_calls_up_at_most_across_three_nodes_and_a_dead_nodes_slots_come_back() {
     let all: Vec<&Node> = nodes.iter().collect();
     let max = busiest(&all, &redis, Duration::from_millis(1500), 10);
     let per_node: Vec<usize> = nodes.iter().map(calls_up).collect();
-    println!("24 calls through 3 nodes, limit 10: at most {max} up at once ({per_node:?} per node)");
+    println!(
+        "24 calls through 3 nodes, limit 10: at most {max} up at once ({per_node:?} per node)"
+    );
     assert!(max >= 7, "the nodes competed for the limit (max {max} up)");
     let held_by_2 = lease_fields(&redis).get("node-2").copied().unwrap_or(0);
-    assert!(held_by_2 > 0, "node 2 holds slots: {:?}", lease_fields(&redis));
+    assert!(
+        held_by_2 > 0,
+        "node 2 holds slots: {:?}",
+        lease_fields(&redis)
+    );
 
     // Node 2 dies with its calls up: its slots stay leased until its heartbeat key expires
     // (node_ttl_ms = 1000), then a live node's maintenance gives them back.
@@ -156,8 +168,9 @@ fn a_balance_paid_from_three_nodes_never_goes_below_zero() {
     assert!(
         eventually(Duration::from_secs(10), || nodes
             .iter()
-            .all(|n| calls_up(n) == 0
-                && n.sbc.metric("sipd_cluster_debits_queued") == 0)),
+            .all(
+                |n| calls_up(n) == 0 && n.sbc.metric("sipd_cluster_debits_queued") == 0
+            )),
         "calls still up or debits still queued"
     );
     let end_balance = balance().expect("the shared balance");
@@ -177,7 +190,11 @@ fn a_balance_paid_from_three_nodes_never_goes_below_zero() {
     println!(
         "shared balance 1.00: {spent} micros spent by calls on {paying_nodes} nodes, {end_balance} left"
     );
-    assert_eq!(end_balance, 1_000_000 - spent, "start minus every CDR's cost");
+    assert_eq!(
+        end_balance,
+        1_000_000 - spent,
+        "start minus every CDR's cost"
+    );
     assert!(spent >= 500_000, "the calls used the balance ({spent})");
     assert!(paying_nodes >= 2, "calls on several nodes paid");
 }
