@@ -728,6 +728,10 @@ async fn an_idle_slot_goes_to_the_node_that_waits_for_it() {
     assert_eq!(lease(1, false).await, 1, "idle headroom");
     assert_eq!(lease(2, true).await, 0, "nothing left: n3 waits");
     tokio::time::sleep(recheck + Duration::from_millis(20)).await;
+    // n1 learns that n3 waits: it bounds its core to its calls (none) first, then gives
+    // the slot back (its core never admits within a slot Redis already gave away).
+    assert_eq!(lease(0, false).await, 1, "n1 learns that n3 waits");
+    assert_eq!(nodes[0].lease_bound(Kind::Sessions, &acct, 2, 0), 0);
     assert_eq!(lease(0, false).await, 0, "n1 gives its idle slot back");
     assert_eq!(lease(2, true).await, 1, "n3 gets it");
     assert!(lease_sum(&admin, &sessions_key()).await <= 2);

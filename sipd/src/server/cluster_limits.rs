@@ -6,8 +6,9 @@
 //! last given.
 //!
 //! Two orders keep the core from admitting more than the cluster granted it:
-//! - before the task runs, the core gets [`SharedLimits::pre_shares`] (no I/O): never more
-//!   than the lease now, nor than a coming give-back leaves;
+//! - before the task runs, the core gets [`SharedLimits::pre_shares`] and
+//!   [`SharedLimits::budget_bound`] (no I/O): never more than the lease or reservation now,
+//!   nor than a coming give-back leaves;
 //! - a reservation that comes back is lowered by the debits of the calls that ended while
 //!   it was in flight (their cost already left the core's balance, the answer may predate
 //!   it); until the first one, a charging account's balance here is 0.
@@ -203,6 +204,13 @@ impl LimitsSync {
                 let needy = demand && given.0 < held.0.saturating_add(res.0);
                 let want = Micros(held.0.saturating_add(res.0.saturating_mul(SPARE_CALLS)));
                 let seen = self.debited.get(&r.id).copied().unwrap_or_default();
+                // As for the leases: never more while the budget is in flight than what it
+                // can leave this node.
+                let bound = self.limits.budget_bound(name, held, want);
+                if bound < given {
+                    core.set_balance(r.id, bound);
+                    self.given.insert(r.id, bound);
+                }
                 money.push((r.id, name.clone(), held, want, needy, seen));
             }
         }

@@ -35,6 +35,9 @@ pub(super) struct Budget {
     pub(super) synced: bool,
     /// When Redis last saw it (an idle reservation is re-sent every `recheck`).
     checked: Option<Instant>,
+    /// Other nodes wait for money and this one holds idle money: the core is bounded to
+    /// what its calls hold ([`SharedLimits::budget_bound`]), the next budget gives the rest.
+    yield_next: bool,
 }
 
 /// An outbox entry as the store's records are kept (a versioned JSON envelope), so
@@ -156,6 +159,7 @@ impl SharedLimits {
                     .is_some_and(|t| t.elapsed() < self.settings.recheck);
             if pending == 0
                 && !needy
+                && !b.yield_next
                 && b.synced
                 && fresh
                 && b.reserved >= held + room / 2
@@ -164,6 +168,11 @@ impl SharedLimits {
                 return Micros(b.reserved);
             }
         }
+        let yielding = self
+            .lock()
+            .budgets
+            .get(account)
+            .is_some_and(|b| b.yield_next);
         let (held, want) = (held + pending, want + pending);
         let reserved = self.reserved_key(account);
         let keys = vec![
@@ -179,19 +188,21 @@ impl SharedLimits {
             self.seed_arg(account),
             if needy { "1" } else { "0" }.into(),
             self.need_ttl_ms().into(),
+            if yielding { "1" } else { "0" }.into(),
         ];
         let r = self
             .script::<Value>("share.lua", SHARE_LUA, keys, args)
             .await
             .and_then(|v| ints(v, "share.lua"));
         match r.as_deref() {
-            Ok([grant, balance, others]) => {
+            Ok([grant, balance, others, waiting]) => {
                 let b = Budget {
                     reserved: *grant,
                     balance: *balance,
                     others: *others,
                     synced: true,
                     checked: Some(Instant::now()),
+                    yield_next: *waiting > 0 && !needy && *grant > held,
                 };
                 self.lock().budgets.insert(account.to_owned(), b);
                 Micros((*grant - pending).max(0))
@@ -205,6 +216,23 @@ impl SharedLimits {
                     .unwrap_or_default();
                 self.fallback_budget(account, b)
             }
+        }
+    }
+
+    /// What the core may spend of `account`'s balance while a [`budget`](Self::budget) for
+    /// `held` and `want` is in flight (no I/O): never more than that budget can leave it.
+    /// The caller gives the core the smaller of this and what it gave it last.
+    pub fn budget_bound(&self, account: &str, held: Micros, want: Micros) -> Micros {
+        let st = self.lock();
+        let b = st.budgets.get(account).copied().unwrap_or_default();
+        if st.away.is_some() {
+            drop(st);
+            return self.fallback_budget(account, b);
+        }
+        if b.yield_next {
+            held.max(Micros(0))
+        } else {
+            want.max(held).max(Micros(0))
         }
     }
 

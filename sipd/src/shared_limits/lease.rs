@@ -57,6 +57,9 @@ pub(super) struct Held {
     /// [`Settings::recheck`](super::Settings::recheck), so it gives them back to a node
     /// that waits for them.
     checked: Instant,
+    /// Other nodes wait for units and this one holds idle ones: the core is bounded to the
+    /// calls it has ([`SharedLimits::lease_bound`]) and the next lease gives the rest back.
+    yield_next: bool,
 }
 
 /// Units kept free beyond the use: `pct` of the limit, at least 1.
@@ -66,13 +69,18 @@ fn headroom(limit: u32, pct: u32) -> u32 {
 }
 
 /// Whether a held lease is fine as it is for `in_use` (no round trip): synced, under this
-/// limit, between half and twice the headroom free, and, if it has idle units, seen by
-/// Redis within `recheck` (another node may be waiting for them).
+/// limit, between half and twice the headroom free, not to be yielded, and, if it has idle
+/// units, seen by Redis within `recheck` (another node may be waiting for them).
 fn fits(h: &Held, limit: u32, in_use: u32, headroom: u32, recheck: std::time::Duration) -> bool {
     let low = in_use.saturating_add(headroom.div_ceil(2));
     let high = in_use.saturating_add(headroom.saturating_mul(2));
     let fresh = h.units <= in_use || h.checked.elapsed() < recheck;
-    h.synced && h.limit == limit && (h.units >= low || h.units >= limit) && h.units <= high && fresh
+    h.synced
+        && !h.yield_next
+        && h.limit == limit
+        && (h.units >= low || h.units >= limit)
+        && h.units <= high
+        && fresh
 }
 
 /// This node's share of `limit` when Redis is away: limit / live nodes, at least 1.
@@ -94,9 +102,13 @@ impl SharedLimits {
         }
         let room = headroom(limit, self.settings.lease_headroom_pct);
         let want = in_use.saturating_add(room).min(limit).max(in_use);
-        st.leases
-            .get(&(kind, scope.clone()))
-            .map_or(0, |h| h.units.min(want))
+        st.leases.get(&(kind, scope.clone())).map_or(0, |h| {
+            if h.yield_next {
+                h.units.min(in_use)
+            } else {
+                h.units.min(want)
+            }
+        })
     }
 
     /// The units of `limit` this node may use now for `kind` of `scope`, given `in_use`
@@ -119,7 +131,7 @@ impl SharedLimits {
     ) -> u32 {
         let room = headroom(limit, self.settings.lease_headroom_pct);
         let key = (kind, scope.clone());
-        let needy = {
+        let (needy, yielding) = {
             let st = self.lock();
             if st.away.is_some() {
                 return fallback(limit, st.live_nodes);
@@ -130,7 +142,8 @@ impl SharedLimits {
             {
                 return h.units;
             }
-            demand && held.is_none_or(|h| h.units <= in_use) && in_use < limit
+            let needy = demand && held.is_none_or(|h| h.units <= in_use) && in_use < limit;
+            (needy, held.is_some_and(|h| h.yield_next))
         };
         let want = in_use.saturating_add(room).min(limit);
         let hash = self.key(&format!("lease:{}:{scope}", kind.key()));
@@ -142,6 +155,7 @@ impl SharedLimits {
             i64::from(limit).into(),
             if needy { "1" } else { "0" }.into(),
             self.need_ttl_ms().into(),
+            if yielding { "1" } else { "0" }.into(),
         ];
         let r = self
             .script::<Value>("share.lua", SHARE_LUA, keys, args)
@@ -149,7 +163,7 @@ impl SharedLimits {
             .and_then(|v| ints(v, "share.lua"));
         let mut st = self.lock();
         match r.as_deref() {
-            Ok([grant, _limit, _others]) => {
+            Ok([grant, _limit, _others, waiting]) => {
                 let units = u32::try_from(*grant).unwrap_or(0);
                 st.leases.insert(
                     key,
@@ -158,6 +172,7 @@ impl SharedLimits {
                         limit,
                         synced: true,
                         checked: Instant::now(),
+                        yield_next: *waiting > 0 && !needy && units > in_use,
                     },
                 );
                 units
@@ -187,6 +202,7 @@ mod tests {
             limit: 30,
             synced: true,
             checked: Instant::now(),
+            yield_next: false,
         };
         let room = headroom(30, 10);
         assert_eq!(room, 3);
@@ -202,6 +218,7 @@ mod tests {
             limit: 10,
             synced: true,
             checked: Instant::now(),
+            yield_next: false,
         };
         assert!(
             fits(&full, 10, 10, 1, r),
@@ -210,5 +227,10 @@ mod tests {
         let zero = std::time::Duration::ZERO;
         assert!(!fits(&h, 30, 3, room, zero), "idle units: re-sent");
         assert!(fits(&full, 10, 10, 1, zero), "none idle: kept");
+        let yielding = Held {
+            yield_next: true,
+            ..h
+        };
+        assert!(!fits(&yielding, 30, 3, room, r), "yields at the next lease");
     }
 }

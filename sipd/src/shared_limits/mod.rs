@@ -12,8 +12,10 @@
 //!   connection *name* ([`Scope`]): store ids differ from node to node.
 //!   A node with calls waiting and no free unit is marked waiting in Redis; every other
 //!   node shows its lease to Redis at least every [`Settings::recheck`] while it holds idle
-//!   units, and then keeps only what it uses: a small limit (2 over 3 nodes) never stays
-//!   idle on one node while another refuses calls for longer than that.
+//!   units; one that learns of a waiting node stops growing, bounds its core to the calls it
+//!   has ([`SharedLimits::lease_bound`]) and gives the rest back at its next lease (so a
+//!   unit is never admitted on by two nodes): a small limit (2 over 3 nodes) never stays
+//!   idle on one node while another refuses calls for longer than a recheck and two syncs.
 //!   Accuracy while Redis is up: strict, never more than the limit up across the cluster.
 //! - **CPS** (per account and per connection): the same lease, in calls per second: each node
 //!   runs its own GCRA at its leased rate, and the leased rates never add up to more than the

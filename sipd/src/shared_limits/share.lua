@@ -13,12 +13,16 @@
 --          (an emptied Redis), '' for none
 -- ARGV[5]: '1' if this node has calls waiting for a unit it does not hold
 -- ARGV[6]: how long (ms) a waiting node's mark counts
--- Returns {granted, cap, others' units}
+-- ARGV[7]: '1' if this node yields its idle units now (its core already admits no more than
+--          ARGV[3]): only then are they given back to the waiting nodes; before, a node that
+--          learns of them only stops growing (its core may be admitting within them)
+-- Returns {granted, cap, others' units, nodes waiting}
 local node = ARGV[1]
 local want = tonumber(ARGV[2])
 local floor = tonumber(ARGV[3])
 local needy = ARGV[5] == '1'
 local fresh = tonumber(ARGV[6])
+local yield = ARGV[7] == '1'
 local cap
 if KEYS[4] then
   local b = redis.call('GET', KEYS[4])
@@ -45,16 +49,25 @@ for i = 1, #marks, 2 do
   end
 end
 local others = 0
+local mine = 0
 local all = redis.call('HGETALL', KEYS[1])
 for i = 1, #all, 2 do
   if all[i] ~= node then
     others = others + tonumber(all[i + 1])
+  else
+    mine = tonumber(all[i + 1])
   end
 end
 local room = cap - others
 if room < 0 then room = 0 end
 local grant = want
-if waiting > 0 and not needy then grant = floor end
+if waiting > 0 and not needy then
+  if yield then
+    grant = floor
+  elseif grant > mine then
+    grant = mine
+  end
+end
 if grant > room then grant = room end
 if grant < floor then grant = floor end
 if grant > 0 then
@@ -69,4 +82,4 @@ if needy and grant <= floor then
 else
   redis.call('HDEL', KEYS[3], node)
 end
-return {grant, cap, others}
+return {grant, cap, others, waiting}
