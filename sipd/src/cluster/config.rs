@@ -228,6 +228,8 @@ mod tests {
             key_prefix: String::new(),
             heartbeat_ms: 1000,
             node_ttl_ms: 1500,
+            limits_sync_ms: 0,
+            lease_headroom_pct: 0,
             ..ClusterConfig::default()
         };
         let keys: Vec<&str> = c.problems().iter().map(|p| p.0).collect();
@@ -237,6 +239,8 @@ mod tests {
             "cluster.node",
             "cluster.key_prefix",
             "cluster.node_ttl_ms",
+            "cluster.limits_sync_ms",
+            "cluster.lease_headroom_pct",
         ] {
             assert!(keys.contains(&k), "{k} not flagged: {keys:?}");
         }
