@@ -13,7 +13,9 @@ use sipd::shared_limits::{Debit, Health, Kind, Scope, Settings, SharedLimits};
 use sipd_core::records::Micros;
 
 const PREFIX: &str = "sbc";
-const ACCOUNT: u64 = 7;
+/// The account, by name (as the cluster keys it), and its id in the cores.
+const ACCOUNT: &str = "acct-7";
+const ACCOUNT_ID: u64 = 7;
 
 /// A redis-server of our own, persisted (AOF, fsync always) so a restart keeps its data.
 struct Redis {
@@ -201,7 +203,13 @@ async fn concurrent_limit_holds_across_three_nodes() {
                 }
                 let cap = n
                     .limits
-                    .lease(Kind::Sessions, Scope::Account(ACCOUNT), 10, in_use)
+                    .lease(
+                        Kind::Sessions,
+                        &Scope::Account(ACCOUNT.into()),
+                        10,
+                        in_use,
+                        true,
+                    )
                     .await;
                 if !hang_up && in_use < cap {
                     in_use += 1;
@@ -241,10 +249,19 @@ async fn dead_nodes_slots_are_reclaimed() {
         node(&redis, &admin, "n2").await,
         node(&redis, &admin, "n3").await,
     );
-    let acct = Scope::Account(ACCOUNT);
-    assert_eq!(n2.limits.lease(Kind::Sessions, acct, 10, 7).await, 8);
-    assert_eq!(n1.limits.lease(Kind::Sessions, acct, 10, 2).await, 2);
-    assert_eq!(n3.limits.lease(Kind::Sessions, acct, 10, 0).await, 0);
+    let acct = Scope::Account(ACCOUNT.into());
+    assert_eq!(
+        n2.limits.lease(Kind::Sessions, &acct, 10, 7, false).await,
+        8
+    );
+    assert_eq!(
+        n1.limits.lease(Kind::Sessions, &acct, 10, 2, false).await,
+        2
+    );
+    assert_eq!(
+        n3.limits.lease(Kind::Sessions, &acct, 10, 0, false).await,
+        0
+    );
     assert_eq!(n3.limits.tick().await, Health::Up);
     assert_eq!(n3.limits.live_nodes(), 3);
 
@@ -254,8 +271,14 @@ async fn dead_nodes_slots_are_reclaimed() {
     assert_eq!(n3.limits.live_nodes(), 2);
     let left: Option<i64> = admin.hget(sessions_key(), "n2").await.unwrap();
     assert_eq!(left, None, "n2's slots given back");
-    assert_eq!(n3.limits.lease(Kind::Sessions, acct, 10, 0).await, 1);
-    assert_eq!(n3.limits.lease(Kind::Sessions, acct, 10, 8).await, 8);
+    assert_eq!(
+        n3.limits.lease(Kind::Sessions, &acct, 10, 0, false).await,
+        1
+    );
+    assert_eq!(
+        n3.limits.lease(Kind::Sessions, &acct, 10, 8, false).await,
+        8
+    );
     assert_eq!(lease_sum(&admin, &sessions_key()).await, 10);
     // The live nodes' own leases are never reclaimed.
     assert_eq!(n1.limits.tick().await, Health::Up);
@@ -272,7 +295,7 @@ async fn spend(n: &Node, tag: &str, calls: u32, debited: &AtomicI64) {
     for c in 0..calls {
         let budget = n
             .limits
-            .budget(ACCOUNT, Micros(held), Micros(held + 2 * RESERVATION))
+            .budget(ACCOUNT, Micros(held), Micros(held + 2 * RESERVATION), false)
             .await;
         if budget.0 - held >= RESERVATION {
             held += RESERVATION;
@@ -335,14 +358,14 @@ async fn shared_balance_never_below_zero() {
     assert_eq!(
         nodes[1]
             .limits
-            .top_up(ACCOUNT, Micros(500_000))
+            .top_up(ACCOUNT, Micros(500_000), "t1")
             .await
             .unwrap(),
-        Micros(balance.0 + 500_000)
+        Debit::Applied(Micros(balance.0 + 500_000))
     );
     let b = nodes[2]
         .limits
-        .budget(ACCOUNT, Micros(0), Micros(400_000))
+        .budget(ACCOUNT, Micros(0), Micros(400_000), false)
         .await;
     assert_eq!(b, Micros(400_000));
 }
@@ -404,7 +427,7 @@ async fn redis_outage_falls_back_then_converges() {
         node(&redis, &admin, "n2").await,
         node(&redis, &admin, "n3").await,
     ];
-    let acct = Scope::Account(ACCOUNT);
+    let acct = Scope::Account(ACCOUNT.into());
     let start = 1_000_000i64;
     nodes[0]
         .limits
@@ -413,9 +436,11 @@ async fn redis_outage_falls_back_then_converges() {
         .unwrap();
     for n in &nodes {
         assert_eq!(n.limits.tick().await, Health::Up);
-        assert_eq!(n.limits.lease(Kind::Sessions, acct, 10, 2).await, 3);
+        assert_eq!(n.limits.lease(Kind::Sessions, &acct, 10, 2, false).await, 3);
         assert_eq!(
-            n.limits.budget(ACCOUNT, Micros(0), Micros(100_000)).await,
+            n.limits
+                .budget(ACCOUNT, Micros(0), Micros(100_000), false)
+                .await,
             Micros(100_000)
         );
     }
@@ -434,7 +459,7 @@ async fn redis_outage_falls_back_then_converges() {
             t.elapsed()
         );
         assert_eq!(
-            n.limits.lease(Kind::Sessions, acct, 10, 3).await,
+            n.limits.lease(Kind::Sessions, &acct, 10, 3, false).await,
             3,
             "fallback share: 10 / 3 live nodes"
         );
@@ -442,7 +467,9 @@ async fn redis_outage_falls_back_then_converges() {
         // sight: n1 reserved first and saw none, n3 saw two of 100_000.
         let expected = 1_000_000 - 100_000 * i as i64;
         assert_eq!(
-            n.limits.budget(ACCOUNT, Micros(0), Micros(100_000)).await,
+            n.limits
+                .budget(ACCOUNT, Micros(0), Micros(100_000), false)
+                .await,
             Micros(expected)
         );
         for c in 0..3 {
@@ -456,7 +483,10 @@ async fn redis_outage_falls_back_then_converges() {
         }
         assert_eq!(n.limits.queued_debits(), 3);
         // The queued debits come off the fallback balance.
-        let fallback = n.limits.budget(ACCOUNT, Micros(0), Micros(100_000)).await;
+        let fallback = n
+            .limits
+            .budget(ACCOUNT, Micros(0), Micros(100_000), false)
+            .await;
         assert!(
             fallback.0 < expected && fallback.0 >= expected - 40_000,
             "{fallback:?}"
@@ -481,7 +511,7 @@ async fn redis_outage_falls_back_then_converges() {
     // Leases re-sent with what each node has up as the floor: the cluster sees them all.
     let mut granted = 0;
     for n in &nodes {
-        let g = n.limits.lease(Kind::Sessions, acct, 10, 3).await;
+        let g = n.limits.lease(Kind::Sessions, &acct, 10, 3, false).await;
         assert!(g >= 3, "the calls up are kept: {g}");
         granted += i64::from(g);
     }
@@ -518,8 +548,8 @@ async fn cores_admit_within_their_leases() {
     let redis = Redis::start(dir.path());
     let admin = client(&redis).await;
     let account = Account {
-        id: ACCOUNT,
-        name: "a".into(),
+        id: ACCOUNT_ID,
+        name: ACCOUNT.into(),
         enabled: true,
         sip: None,
         cps_limit: Some(30),
@@ -543,7 +573,7 @@ async fn cores_admit_within_their_leases() {
             let mut key = 0u64;
             while t0.elapsed() < run_for {
                 let now = Instant::now();
-                let (in_use, tokens) = core.usage(ACCOUNT);
+                let (in_use, tokens) = core.usage(ACCOUNT_ID);
                 taken.push_back((now, tokens));
                 while taken
                     .front()
@@ -553,15 +583,16 @@ async fn cores_admit_within_their_leases() {
                 }
                 let last_second = tokens - taken.front().map_or(tokens, |(_, n)| *n);
                 let usage = [Usage {
-                    scope: Scope::Account(ACCOUNT),
+                    scope: Scope::Account(ACCOUNT.into()),
                     sessions: Some((10, in_use)),
                     cps: Some((30, u32::try_from(last_second).unwrap_or(u32::MAX))),
+                    demand: true,
                 }];
                 for (_, share) in n.limits.pre_shares(&usage) {
-                    core.set_share(ACCOUNT, Some(share));
+                    core.set_share(ACCOUNT_ID, Some(share));
                 }
                 for (_, share) in n.limits.shares(&usage).await {
-                    core.set_share(ACCOUNT, Some(share));
+                    core.set_share(ACCOUNT_ID, Some(share));
                 }
                 // A few call attempts, then the oldest call ends now and then.
                 for _ in 0..3 {
@@ -619,7 +650,7 @@ async fn queued_debits_are_not_reserved_twice() {
     let admin = client(&redis).await;
     beat(&admin, "n1").await;
     let data = tempfile::tempdir().unwrap();
-    let store = sipd::store::Store::open(data.path()).unwrap();
+    let store = Arc::new(sipd::store::Store::open(data.path()).unwrap());
     let n = SharedLimits::for_store(
         client(&redis).await,
         "n1",
@@ -629,7 +660,7 @@ async fn queued_debits_are_not_reserved_twice() {
     );
     n.seed_balance(ACCOUNT, Micros(100_000)).await.unwrap();
     assert_eq!(
-        n.budget(ACCOUNT, Micros(0), Micros(100_000)).await,
+        n.budget(ACCOUNT, Micros(0), Micros(100_000), false).await,
         Micros(100_000)
     );
     // What the store's settle writes with the CDR (CDR id 1), before the tick sends it.
@@ -641,19 +672,130 @@ async fn queued_debits_are_not_reserved_twice() {
         )
         .unwrap();
     assert_eq!(
-        n.budget(ACCOUNT, Micros(0), Micros(50_000)).await,
+        n.budget(ACCOUNT, Micros(0), Micros(50_000), false).await,
         Micros(0)
     );
     assert_eq!(n.tick().await, Health::Up);
     assert_eq!(n.queued_debits(), 0);
     assert_eq!(n.balance(ACCOUNT).await.unwrap(), Micros(0));
     assert_eq!(
-        n.budget(ACCOUNT, Micros(0), Micros(50_000)).await,
+        n.budget(ACCOUNT, Micros(0), Micros(50_000), false).await,
         Micros(0)
     );
-    n.top_up(ACCOUNT, Micros(30_000)).await.unwrap();
+    n.top_up(ACCOUNT, Micros(30_000), "t1").await.unwrap();
     assert_eq!(
-        n.budget(ACCOUNT, Micros(0), Micros(50_000)).await,
+        n.budget(ACCOUNT, Micros(0), Micros(50_000), false).await,
         Micros(30_000)
     );
+}
+
+/// Limit 2 over three nodes: two idle nodes hold a slot each (their headroom); the third,
+/// with calls waiting, gets one as soon as an idle holder shows its lease again (within
+/// `recheck`), not never.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_slot_goes_to_the_node_that_waits_for_it() {
+    if !redis_installed() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let redis = Redis::start(dir.path());
+    let admin = client(&redis).await;
+    let recheck = Duration::from_millis(100);
+    let mut nodes = Vec::new();
+    for name in ["n1", "n2", "n3"] {
+        beat(&admin, name).await;
+        let settings = Settings {
+            recheck,
+            ..Settings::default()
+        };
+        let outbox = sled::Config::new()
+            .temporary(true)
+            .open()
+            .unwrap()
+            .open_tree("o")
+            .unwrap();
+        nodes.push(SharedLimits::new(
+            client(&redis).await,
+            name,
+            PREFIX,
+            settings,
+            outbox,
+        ));
+    }
+    let acct = Scope::Account(ACCOUNT.into());
+    let lease = |i: usize, demand: bool| nodes[i].lease(Kind::Sessions, &acct, 2, 0, demand);
+    assert_eq!(lease(0, false).await, 1, "idle headroom");
+    assert_eq!(lease(1, false).await, 1, "idle headroom");
+    assert_eq!(lease(2, true).await, 0, "nothing left: n3 waits");
+    tokio::time::sleep(recheck + Duration::from_millis(20)).await;
+    // n1 learns that n3 waits: it bounds its core to its calls (none) first, then gives
+    // the slot back (its core never admits within a slot Redis already gave away).
+    assert_eq!(lease(0, false).await, 1, "n1 learns that n3 waits");
+    assert_eq!(nodes[0].lease_bound(Kind::Sessions, &acct, 2, 0), 0);
+    assert_eq!(lease(0, false).await, 0, "n1 gives its idle slot back");
+    assert_eq!(lease(2, true).await, 1, "n3 gets it");
+    assert!(lease_sum(&admin, &sessions_key()).await <= 2);
+    // Nobody waits any more: an idle node may hold headroom again when there is room.
+    assert_eq!(lease(2, false).await, 1);
+    tokio::time::sleep(recheck + Duration::from_millis(20)).await;
+    assert_eq!(lease(1, false).await, 1, "n2 keeps its slot: nobody waits");
+}
+
+/// An emptied Redis (balance key gone): the first debit seeds the balance from the node's
+/// store (plus the debits still queued) instead of going below zero, and a top-up retried
+/// with its id is applied once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_redis_is_seeded_and_top_ups_apply_once() {
+    if !redis_installed() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let redis = Redis::start(dir.path());
+    let admin = client(&redis).await;
+    beat(&admin, "n1").await;
+    let outbox = sled::Config::new()
+        .temporary(true)
+        .open()
+        .unwrap()
+        .open_tree("o")
+        .unwrap();
+    // The store's balance after the settle below (10 000 before the call, 3 000 debited).
+    let stored = Arc::new(AtomicI64::new(7_000));
+    let s = stored.clone();
+    let n = SharedLimits::new(
+        client(&redis).await,
+        "n1",
+        PREFIX,
+        Settings::default(),
+        outbox,
+    )
+    .with_seed(Box::new(move |name| {
+        (name == ACCOUNT).then(|| Micros(s.load(Ordering::SeqCst)))
+    }));
+    assert_eq!(
+        n.debit(ACCOUNT, "1", Micros(3_000)).await.unwrap(),
+        Debit::Applied(Micros(7_000)),
+        "seeded with 10 000, then debited"
+    );
+    // A top-up: the store first, then the shared balance; the retry changes nothing.
+    stored.store(12_000, Ordering::SeqCst);
+    assert_eq!(
+        n.top_up(ACCOUNT, Micros(5_000), "t-9").await.unwrap(),
+        Debit::Applied(Micros(12_000))
+    );
+    assert_eq!(
+        n.top_up(ACCOUNT, Micros(5_000), "t-9").await.unwrap(),
+        Debit::AlreadyApplied
+    );
+    assert_eq!(n.balance(ACCOUNT).await.unwrap(), Micros(12_000));
+    // Emptied again: a reservation seeds it too (never a balance of 0 nor below).
+    let _: () = admin
+        .del(format!("{PREFIX}:balance:{ACCOUNT}"))
+        .await
+        .unwrap();
+    assert_eq!(
+        n.budget(ACCOUNT, Micros(0), Micros(5_000), false).await,
+        Micros(5_000)
+    );
+    assert_eq!(n.balance(ACCOUNT).await.unwrap(), Micros(12_000));
 }

@@ -11,11 +11,15 @@
 //! (c') A ban lifted while a node was dead (SIGKILL) stays lifted when that node starts again
 //!     with the ban still in its pinned kernel map and its store.
 //!
+//! (f), (g) Shared limits and balance: see `cluster/limits.rs`.
+//!
 //! Before this work (no `[cluster]`): a node knew nothing of another's bans; (a) and (b)
 //! saw no drop and no ban on node 3.
 
 #[path = "cluster/mod.rs"]
 mod harness;
+#[path = "cluster/limits.rs"]
+mod limits;
 mod sbc;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

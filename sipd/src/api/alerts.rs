@@ -18,6 +18,9 @@
 //!   refused), or is full now.
 //! - `cluster_down`: `[cluster]` is set and its Redis does not answer (or the node has not
 //!   resynced yet): bans applied stay, changes made here wait for the resync.
+//! - `cluster_limits_fallback`: the shared limits and balances did not reach Redis: this
+//!   node admits within its share of each limit and its last-known balances, debits are
+//!   queued (cleared by the first maintenance tick that reaches Redis again).
 
 use serde::Serialize;
 
@@ -34,7 +37,8 @@ pub struct Alert {
     pub id: String,
     /// Stable machine name of the finding (`permissive_firewall`, `firewall_coverage`,
     /// `admin_without_totp`, `self_signed_certificate`, `certificate_reload_failed`,
-    /// `acme_renewal_failed`, `ban_table_full`, `cluster_down`, `smtp_failed`).
+    /// `acme_renewal_failed`, `ban_table_full`, `cluster_down`, `cluster_limits_fallback`,
+    /// `smtp_failed`).
     pub code: &'static str,
     /// `critical`, `warning` or `info`.
     pub severity: &'static str,
@@ -230,6 +234,25 @@ pub fn findings(s: &ApiState) -> Vec<Alert> {
                     c.config().sentinel_service.as_deref().map_or_else(|| "see [cluster] redis".to_owned(), |s| format!("sentinel service {s}"))
                 ),
             },
+            acked_by: None,
+            acked_ms: None,
+        });
+    }
+    if let Some(c) = &s.control.cluster
+        && let crate::shared_limits::Health::Away {
+            since,
+            queued_debits,
+        } = c.limits().health()
+    {
+        out.push(Alert {
+            id: alert_id("cluster_limits_fallback", None),
+            code: "cluster_limits_fallback",
+            severity: "critical",
+            message: format!(
+                "node {} cannot reach the shared limits and balances for {} s: it admits within its share of each limit and its last-known balances; {queued_debits} debits wait to be applied",
+                c.node(),
+                since.elapsed().as_secs()
+            ),
             acked_by: None,
             acked_ms: None,
         });

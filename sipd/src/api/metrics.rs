@@ -417,6 +417,18 @@ pub fn render(s: &Status, x: &Extra) -> String {
             "1 while connected to the cluster's Redis and resynced.",
             u64::from(c.up),
         );
+        o.one(
+            "sipd_cluster_limits_shared",
+            "gauge",
+            "1 while the shared limits and balances reach Redis; 0 while this node falls back to its share.",
+            u64::from(c.limits_shared),
+        );
+        o.one(
+            "sipd_cluster_debits_queued",
+            "gauge",
+            "Debits and top-ups waiting to be applied to the cluster's shared balances.",
+            c.debits_queued,
+        );
         for (name, help, v) in [
             (
                 "sipd_cluster_resyncs_total",

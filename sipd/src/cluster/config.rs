@@ -26,6 +26,18 @@ pub struct ClusterConfig {
     pub node_ttl_ms: u64,
     /// Entries the CDR stream `<prefix>:cdrs` keeps, about (`XADD MAXLEN ~`).
     pub cdr_stream_max: u64,
+    /// How often the event loop hands its use of the shared limits and balances to the
+    /// background task that keeps its leases and reservations (Redis round trips only for
+    /// a lease that needs a top-up or give-back), in ms.
+    pub limits_sync_ms: u64,
+    /// Slots (and CPS) leased beyond the calls up, in percent of the limit (at least 1).
+    pub lease_headroom_pct: u32,
+    /// How often a node holding idle slots, rate or money shows them to Redis, which gives
+    /// them to a node waiting for them, in ms: the longest such a wait lasts.
+    pub lease_recheck_ms: u64,
+    /// Deadline of a shared-limits command, in ms: past it the node falls back to its share
+    /// (alert `cluster_limits_fallback`).
+    pub limits_timeout_ms: u64,
 }
 
 impl Default for ClusterConfig {
@@ -39,6 +51,10 @@ impl Default for ClusterConfig {
             heartbeat_ms: 1000,
             node_ttl_ms: 3000,
             cdr_stream_max: 100_000,
+            limits_sync_ms: 100,
+            lease_headroom_pct: 10,
+            lease_recheck_ms: 500,
+            limits_timeout_ms: 500,
         }
     }
 }
@@ -151,7 +167,42 @@ impl ClusterConfig {
                 format!("{} is outside 100..=100000000", self.cdr_stream_max),
             ));
         }
+        for (key, v, range) in [
+            ("cluster.limits_sync_ms", self.limits_sync_ms, 10..=5_000),
+            (
+                "cluster.lease_headroom_pct",
+                u64::from(self.lease_headroom_pct),
+                1..=100,
+            ),
+            (
+                "cluster.lease_recheck_ms",
+                self.lease_recheck_ms,
+                50..=60_000,
+            ),
+            (
+                "cluster.limits_timeout_ms",
+                self.limits_timeout_ms,
+                50..=2_000,
+            ),
+        ] {
+            if !range.contains(&v) {
+                out.push((
+                    key,
+                    format!("{v} is outside {}..={}", range.start(), range.end()),
+                ));
+            }
+        }
         out
+    }
+
+    /// The shared limits' settings from this table.
+    pub fn limits_settings(&self) -> crate::shared_limits::Settings {
+        crate::shared_limits::Settings {
+            timeout: std::time::Duration::from_millis(self.limits_timeout_ms),
+            lease_headroom_pct: self.lease_headroom_pct,
+            recheck: std::time::Duration::from_millis(self.lease_recheck_ms),
+            ..crate::shared_limits::Settings::default()
+        }
     }
 }
 
@@ -177,6 +228,8 @@ mod tests {
             key_prefix: String::new(),
             heartbeat_ms: 1000,
             node_ttl_ms: 1500,
+            limits_sync_ms: 0,
+            lease_headroom_pct: 0,
             ..ClusterConfig::default()
         };
         let keys: Vec<&str> = c.problems().iter().map(|p| p.0).collect();
@@ -186,6 +239,8 @@ mod tests {
             "cluster.node",
             "cluster.key_prefix",
             "cluster.node_ttl_ms",
+            "cluster.limits_sync_ms",
+            "cluster.lease_headroom_pct",
         ] {
             assert!(keys.contains(&k), "{k} not flagged: {keys:?}");
         }

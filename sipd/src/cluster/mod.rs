@@ -87,6 +87,11 @@ pub struct ClusterCounters {
     pub bans_pruned: u64,
     /// Another live node uses this node's name: this node refuses to join (see the log).
     pub name_conflict: bool,
+    /// 1 while the shared limits and balances reach Redis; 0 while this node falls back
+    /// to its share of each limit and its last-known balances.
+    pub limits_shared: bool,
+    /// Debits (and top-ups) waiting in the outbox for the shared balance.
+    pub debits_queued: u64,
 }
 
 #[derive(Debug, Default)]
@@ -130,6 +135,7 @@ pub struct Cluster {
     /// another process using the same name.
     instance: String,
     sync: sync::SyncState,
+    limits: Arc<crate::shared_limits::SharedLimits>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -192,6 +198,14 @@ impl Cluster {
         let node = cfg.node_name();
         let (status, _) = watch::channel(Status::Down);
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        // Turns the store's debit outbox on: from now on every settle queues its debit.
+        let limits = Arc::new(crate::shared_limits::SharedLimits::for_store(
+            client.clone(),
+            node.clone(),
+            cfg.key_prefix.clone(),
+            cfg.limits_settings(),
+            &store,
+        ));
         let cluster = Arc::new(Cluster {
             cfg: cfg.clone(),
             node: node.clone(),
@@ -205,6 +219,7 @@ impl Cluster {
             store,
             instance: random_hex(),
             sync: sync::SyncState::default(),
+            limits: limits.clone(),
         });
         cluster.client.connect();
         cluster.subscriber.connect();
@@ -216,8 +231,48 @@ impl Cluster {
         prov::spawn(cluster.clone());
         heartbeat::spawn(cluster.clone());
         sync::spawn(cluster.clone());
+        // Reclaims dead nodes' leases, counts the live nodes, sends queued debits.
+        limits.spawn_maintenance(Duration::from_millis(cfg.heartbeat_ms));
         info!(node = %node, redis = %redacted(&cfg.redis), sentinels = ?cfg.sentinels, "cluster: connecting to Redis in the background");
         Ok(cluster)
+    }
+
+    /// This node's leases of the cluster's limits and reservations of its balances.
+    pub fn limits(&self) -> &Arc<crate::shared_limits::SharedLimits> {
+        &self.limits
+    }
+
+    /// Adds a top-up of account `id` (just written to the store) to the cluster's shared
+    /// balance, once: queued durably and sent now, or on reconnect when Redis is away.
+    pub async fn top_up(
+        &self,
+        store: &crate::store::Store,
+        id: sipd_core::records::Id,
+        delta: sipd_core::records::Micros,
+    ) {
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let name = match store.account(id) {
+            Ok(Some(a)) => a.name,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::error!(account = id, error = %e, "top-up not shared: account unreadable");
+                return;
+            }
+        };
+        // Unique on this node (the mark is per node): the wall clock in ms and a counter.
+        let topup = format!(
+            "{}-{}",
+            crate::mgmt::unix_ms(std::time::SystemTime::now()),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        match self.limits.top_up(&name, delta, &topup).await {
+            Ok(d) => {
+                info!(account = %name, %delta, outcome = ?d, "top-up sent to the shared balance")
+            }
+            Err(e) => {
+                tracing::error!(account = %name, %delta, error = %e, "top-up not queued for the shared balance")
+            }
+        }
     }
 
     /// The Redis client (connected or reconnecting) the shared state goes through.
@@ -267,6 +322,8 @@ impl Cluster {
             epoch_changes: c.epoch_changes.load(Ordering::Relaxed),
             bans_pruned: c.bans_pruned.load(Ordering::Relaxed),
             name_conflict: self.name_conflict().is_some(),
+            limits_shared: self.limits.health() == crate::shared_limits::Health::Up,
+            debits_queued: self.limits.queued_debits() as u64,
         }
     }
 

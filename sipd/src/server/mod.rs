@@ -16,6 +16,7 @@
 
 pub mod admin;
 mod ban_audit;
+mod cluster_limits;
 mod held;
 pub use ban_audit::offence_name;
 pub mod fds;
@@ -142,6 +143,9 @@ struct Appliance {
     checkpoint: Instant,
     /// This node's membership of a cluster (`[cluster]`).
     cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// The core's shares of the cluster's limits and balances (`[cluster]`).
+    limits: Option<cluster_limits::LimitsSync>,
+    limits_rx: Option<mpsc::UnboundedReceiver<cluster_limits::Synced>>,
 }
 
 impl Appliance {
@@ -193,6 +197,9 @@ impl Appliance {
         let (resolver, answers) = Resolver::from_system();
         let names = startup::trust_peers(&firewall, &records, &resolver).await;
 
+        let limited = cluster
+            .as_ref()
+            .map(|_| cluster_limits::Limits::of(&records));
         let mut core = startup::core(&cfg, records, locals, media)?;
         refusals::RefusalSaver::restore(&store, &mut core);
         for a in names {
@@ -204,6 +211,17 @@ impl Appliance {
             writer.tap_cdrs(crate::cluster::cdrs::spawn(c.clone()));
         }
         startup::adopt_calls(&store, &mut core, plane.sessions(), &mut writer);
+        // After the adoption: an adopted call's account keeps its stored balance until its
+        // first reservation (zeroing it could cut the call).
+        let (limits, limits_rx) = match (&cluster, limited) {
+            (Some(c), Some(l)) => {
+                let every = Duration::from_millis(c.config().limits_sync_ms);
+                let (mut sync, rx) = cluster_limits::LimitsSync::new(c.limits().clone(), every);
+                sync.set_records(l, &mut core);
+                (Some(sync), Some(rx))
+            }
+            _ => (None, None),
+        };
         let (mut control, commands) = Control::new(
             store.clone(),
             dp.clone(),
@@ -263,6 +281,8 @@ impl Appliance {
             writer_gone: false,
             checkpoint: Instant::now(),
             cluster,
+            limits,
+            limits_rx,
         })
     }
 
@@ -282,6 +302,10 @@ impl Appliance {
                 } else {
                     Duration::from_secs(1)
                 };
+            let cap = self
+                .limits
+                .as_ref()
+                .map_or(cap, |l| l.due().max(Instant::now()).min(cap));
             let deadline = self.core.next_timeout().map_or(cap, |t| t.min(cap));
             let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline));
             tokio::select! {
@@ -308,6 +332,16 @@ impl Appliance {
                     }
                 }
                 Some(cmd) = self.commands.recv() => self.on_command(cmd),
+                Some(s) = async {
+                    match self.limits_rx.as_mut() {
+                        Some(rx) => rx.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    if let Some(l) = self.limits.as_mut() {
+                        l.apply(s, &mut self.core);
+                    }
+                }
                 _ = sleep => self.core.tick(Instant::now(), SystemTime::now()),
                 r = self.durable.changed(), if !self.held.is_empty() && !self.writer_gone => {
                     if r.is_err() {
@@ -320,6 +354,9 @@ impl Appliance {
                 _ = usr2.recv(), if self.stopping.is_none() => self.hand_over(),
             }
             self.carry_out();
+            if let Some(l) = self.limits.as_mut() {
+                l.maybe_start(&mut self.core);
+            }
             self.release_held();
             self.writer.set_held(self.held.len());
             self.write_checkpoint();
@@ -405,12 +442,21 @@ impl Appliance {
             Command::Reload(tx) => {
                 let p = Provisioned::read(&self.store);
                 self.tls_names.set_connections(&p.connections);
+                let limited = self.limits.as_ref().map(|_| cluster_limits::Limits::of(&p));
                 core.reload(p.rules, p.connections, p.tariffs);
+                if let (Some(l), Some(records)) = (self.limits.as_mut(), limited) {
+                    l.set_records(records, core);
+                }
                 info!("accounts, rules, connections and tariffs reloaded");
                 let _ = tx.send(Ok(()));
             }
             Command::Credit(account, delta, tx) => {
-                core.credit(account, delta);
+                match self.limits.as_mut() {
+                    // The core spends its reservation of the shared balance, which the API
+                    // raised: the next sync (now) reserves from it.
+                    Some(l) => l.soon(),
+                    None => core.credit(account, delta),
+                }
                 let _ = tx.send(());
             }
             Command::Stats(tx) => {
@@ -458,6 +504,9 @@ impl Appliance {
                     );
                 }
                 Effect::Cdr { cdr, debit, saved } => {
+                    if let (Some(l), Some((account, cost))) = (self.limits.as_mut(), debit) {
+                        l.debited(account, cost);
+                    }
                     let w = crate::store::CallWrite::Settle { cdr, debit, saved };
                     let holds = w.holds_signalling();
                     let seq = self.writer.write(w);

@@ -1,13 +1,14 @@
 //! The shared balance: this node's reservation (what its core admits and cuts calls
 //! within), top-ups, and debits applied exactly once through the durable outbox.
 
+use std::time::Instant;
+
 use fred::types::Value;
-use sipd_core::records::{Id, Micros};
+use sipd_core::records::Micros;
 
 use super::{DEBIT_LUA, SHARE_LUA, SharedError, SharedLimits, ints};
 
 const SEED_LUA: &str = "if redis.call('SET', KEYS[1], ARGV[1], 'NX') then return 1 end return 0";
-const TOP_UP_LUA: &str = "return redis.call('INCRBY', KEYS[1], ARGV[1])";
 const GET_LUA: &str = "return tonumber(redis.call('GET', KEYS[1]) or '0')";
 
 /// What became of a debit.
@@ -32,6 +33,11 @@ pub(super) struct Budget {
     others: i64,
     /// Taken from Redis since the last outage.
     pub(super) synced: bool,
+    /// When Redis last saw it (an idle reservation is re-sent every `recheck`).
+    checked: Option<Instant>,
+    /// Other nodes wait for money and this one holds idle money: the core is bounded to
+    /// what its calls hold ([`SharedLimits::budget_bound`]), the next budget gives the rest.
+    yield_next: bool,
 }
 
 /// An outbox entry as the store's records are kept (a versioned JSON envelope), so
@@ -42,43 +48,55 @@ struct Envelope {
     d: Queued,
 }
 
+/// By account name: the shared balance is the cluster's, store ids are each node's own.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Queued {
-    account: Id,
+    account: String,
     cost: i64,
 }
 
-/// The outbox value of a debit of `cost` from `account` (the store writes it in the settle).
-pub fn outbox_value(account: Id, cost: Micros) -> Vec<u8> {
+/// The outbox value of a debit of `cost` from the account named `account` (the store writes
+/// it in the settle); a negative cost is a top-up.
+pub fn outbox_value(account: &str, cost: Micros) -> Vec<u8> {
     let e = Envelope {
         v: 1,
         d: Queued {
-            account,
+            account: account.to_owned(),
             cost: cost.0,
         },
     };
-    // Two integers: serialising cannot fail.
+    // A string and an integer: serialising cannot fail.
     serde_json::to_vec(&e).unwrap_or_default()
 }
 
-/// The account and cost of an outbox value; `None` if it is not one.
-pub fn outbox_entry(v: &[u8]) -> Option<(Id, Micros)> {
+/// The account name and cost of an outbox value; `None` if it is not one.
+pub fn outbox_entry(v: &[u8]) -> Option<(String, Micros)> {
     let e: Envelope = serde_json::from_slice(v).ok()?;
     (e.v == 1).then_some((e.d.account, Micros(e.d.cost)))
 }
 
 impl SharedLimits {
-    fn balance_key(&self, account: Id) -> String {
+    fn balance_key(&self, account: &str) -> String {
         self.key(&format!("balance:{account}"))
     }
 
-    fn reserved_key(&self, account: Id) -> String {
+    fn reserved_key(&self, account: &str) -> String {
         self.key(&format!("reserved:{account}"))
+    }
+
+    /// What to seed an emptied Redis's balance of `account` with: the store's balance (which
+    /// already has every settled debit and top-up of this node) plus what the outbox still
+    /// owes Redis (the scripts then apply those, once). `''`: no seed (not in the store).
+    fn seed_arg(&self, account: &str) -> Value {
+        match self.seed.as_ref().and_then(|f| f(account)) {
+            Some(b) => b.0.saturating_add(self.pending(account, false)).into(),
+            None => "".into(),
+        }
     }
 
     /// Sets the shared balance of `account` if Redis has none yet (a node joining with its
     /// store's balance); `true` if this set it.
-    pub async fn seed_balance(&self, account: Id, balance: Micros) -> Result<bool, SharedError> {
+    pub async fn seed_balance(&self, account: &str, balance: Micros) -> Result<bool, SharedError> {
         let keys = vec![self.balance_key(account)];
         let set: i64 = self
             .script("seed", SEED_LUA, keys, vec![balance.0.into()])
@@ -86,22 +104,26 @@ impl SharedLimits {
         Ok(set == 1)
     }
 
-    /// Credits (or, negative, debits) the shared balance: every node reserves from the new
-    /// balance at its next [`budget`](Self::budget). Needs Redis (not queued: an operator
-    /// retries a top-up that failed, a call cannot retry its debit).
-    pub async fn top_up(&self, account: Id, delta: Micros) -> Result<Micros, SharedError> {
-        if self.is_away() {
-            return Err(SharedError::Away);
-        }
-        let keys = vec![self.balance_key(account)];
-        let b: i64 = self
-            .script("top_up", TOP_UP_LUA, keys, vec![delta.0.into()])
-            .await?;
-        Ok(Micros(b))
+    /// Credits (or, negative, debits) the shared balance, once: `id` names this top-up on
+    /// this node (a retry with the same id changes nothing). Queued durably like a debit:
+    /// when Redis is away it is applied on reconnect. Every node reserves from the new
+    /// balance at its next [`budget`](Self::budget).
+    pub async fn top_up(
+        &self,
+        account: &str,
+        delta: Micros,
+        id: &str,
+    ) -> Result<Debit, SharedError> {
+        self.debit(
+            account,
+            &format!("topup:{id}"),
+            Micros(delta.0.saturating_neg()),
+        )
+        .await
     }
 
     /// The shared balance as Redis has it now.
-    pub async fn balance(&self, account: Id) -> Result<Micros, SharedError> {
+    pub async fn balance(&self, account: &str) -> Result<Micros, SharedError> {
         let keys = vec![self.balance_key(account)];
         let b: i64 = self.script("balance", GET_LUA, keys, vec![]).await?;
         Ok(Micros(b))
@@ -114,54 +136,82 @@ impl SharedLimits {
     /// `held + [headroom / 2, headroom * 2]`. Never errors: when Redis is away it is the
     /// balance last known minus the other nodes' reservations at last sight minus the debits
     /// queued here.
-    pub async fn budget(&self, account: Id, held: Micros, want: Micros) -> Micros {
+    ///
+    /// `needy`: a call was refused here for want of balance since the last budget; Redis
+    /// then marks this node waiting and the other nodes give back their idle reservations
+    /// (as with [`lease`](Self::lease)).
+    pub async fn budget(&self, account: &str, held: Micros, want: Micros, needy: bool) -> Micros {
         let (held, want) = (held.0.max(0), want.0.max(held.0.max(0)));
         let room = want - held;
         // Debits settled here but not in Redis yet: the balance there still has them, so
-        // the reservation keeps them too (debit.lua takes them off both).
-        let pending = self.pending(account);
+        // the reservation keeps them too (debit.lua takes them off both). A top-up not in
+        // Redis yet is not spent before it is.
+        let pending = self.pending(account, true);
         {
             let st = self.lock();
-            let b = st.budgets.get(&account).copied().unwrap_or_default();
+            let b = st.budgets.get(account).copied().unwrap_or_default();
             if st.away.is_some() {
                 drop(st);
                 return self.fallback_budget(account, b);
             }
+            let fresh = b.reserved <= held
+                || b.checked
+                    .is_some_and(|t| t.elapsed() < self.settings.recheck);
             if pending == 0
+                && !needy
+                && !b.yield_next
                 && b.synced
+                && fresh
                 && b.reserved >= held + room / 2
                 && b.reserved <= held + room * 2
             {
                 return Micros(b.reserved);
             }
         }
+        let yielding = self
+            .lock()
+            .budgets
+            .get(account)
+            .is_some_and(|b| b.yield_next);
         let (held, want) = (held + pending, want + pending);
+        let reserved = self.reserved_key(account);
         let keys = vec![
-            self.reserved_key(account),
+            reserved.clone(),
             self.key("leases"),
+            format!("{reserved}:waiting"),
             self.balance_key(account),
         ];
-        let args: Vec<Value> = vec![self.node.as_str().into(), want.into(), held.into()];
+        let args: Vec<Value> = vec![
+            self.node.as_str().into(),
+            want.into(),
+            held.into(),
+            self.seed_arg(account),
+            if needy { "1" } else { "0" }.into(),
+            self.need_ttl_ms().into(),
+            if yielding { "1" } else { "0" }.into(),
+        ];
         let r = self
             .script::<Value>("share.lua", SHARE_LUA, keys, args)
             .await
             .and_then(|v| ints(v, "share.lua"));
         match r.as_deref() {
-            Ok([grant, balance, others]) => {
+            Ok([grant, balance, others, waiting]) => {
                 let b = Budget {
                     reserved: *grant,
                     balance: *balance,
                     others: *others,
                     synced: true,
+                    checked: Some(Instant::now()),
+                    yield_next: *waiting > 0 && !needy && *grant > held,
                 };
-                self.lock().budgets.insert(account, b);
+                self.lock().budgets.insert(account.to_owned(), b);
                 Micros((*grant - pending).max(0))
             }
             _ => {
                 let b = self
                     .lock()
                     .budgets
-                    .get(&account)
+                    .get(account)
                     .copied()
                     .unwrap_or_default();
                 self.fallback_budget(account, b)
@@ -169,17 +219,35 @@ impl SharedLimits {
         }
     }
 
-    fn fallback_budget(&self, account: Id, b: Budget) -> Micros {
-        Micros((b.balance - b.others - self.pending(account)).max(0))
+    /// What the core may spend of `account`'s balance while a [`budget`](Self::budget) for
+    /// `held` and `want` is in flight (no I/O): never more than that budget can leave it.
+    /// The caller gives the core the smaller of this and what it gave it last.
+    pub fn budget_bound(&self, account: &str, held: Micros, want: Micros) -> Micros {
+        let st = self.lock();
+        let b = st.budgets.get(account).copied().unwrap_or_default();
+        if st.away.is_some() {
+            drop(st);
+            return self.fallback_budget(account, b);
+        }
+        if b.yield_next {
+            held.max(Micros(0))
+        } else {
+            want.max(held).max(Micros(0))
+        }
     }
 
-    /// What the outbox still owes the shared balance of `account`.
-    fn pending(&self, account: Id) -> i64 {
+    fn fallback_budget(&self, account: &str, b: Budget) -> Micros {
+        Micros((b.balance - b.others - self.pending(account, true)).max(0))
+    }
+
+    /// What the outbox still owes the shared balance of `account`: debits minus top-ups,
+    /// or the debits alone (`debits_only`).
+    fn pending(&self, account: &str, debits_only: bool) -> i64 {
         self.outbox
             .iter()
             .values()
             .filter_map(|v| v.ok().and_then(|v| outbox_entry(&v)))
-            .filter(|(a, _)| *a == account)
+            .filter(|(a, c)| a == account && (!debits_only || c.0 > 0))
             .map(|(_, c)| c.0)
             .sum()
     }
@@ -188,7 +256,12 @@ impl SharedLimits {
     /// outbox under `call` (unique on this node: the store queues settles under their CDR
     /// id) and sent. Redis away:
     /// [`Debit::Queued`], applied on reconnect by [`flush_outbox`](Self::flush_outbox).
-    pub async fn debit(&self, account: Id, call: &str, cost: Micros) -> Result<Debit, SharedError> {
+    pub async fn debit(
+        &self,
+        account: &str,
+        call: &str,
+        cost: Micros,
+    ) -> Result<Debit, SharedError> {
         let value = outbox_value(account, cost);
         self.outbox.insert(call.as_bytes(), value.as_slice())?;
         self.outbox.flush_async().await?;
@@ -206,7 +279,7 @@ impl SharedLimits {
     async fn apply(
         &self,
         call: &str,
-        account: Id,
+        account: &str,
         cost: Micros,
         value: &[u8],
     ) -> Result<Debit, SharedError> {
@@ -222,6 +295,7 @@ impl SharedLimits {
             i64::try_from(self.settings.debit_mark_ttl.as_secs().max(1))
                 .unwrap_or(i64::MAX)
                 .into(),
+            self.seed_arg(account),
         ];
         let v: Value = self.script("debit.lua", DEBIT_LUA, keys, args).await?;
         let d = match ints(v, "debit.lua")?.as_slice() {
@@ -234,11 +308,14 @@ impl SharedLimits {
             .outbox
             .compare_and_swap(call.as_bytes(), Some(value), None::<&[u8]>)?;
         if let Debit::Applied(_) = d
-            && let Some(b) = self.lock().budgets.get_mut(&account)
+            && let Some(b) = self.lock().budgets.get_mut(account)
         {
-            // As debit.lua did: the cost leaves the balance and this node's reservation.
+            // As debit.lua did: the cost leaves the balance and (a debit) this node's
+            // reservation.
             b.balance -= cost.0;
-            b.reserved = (b.reserved - cost.0).max(0);
+            if cost.0 > 0 {
+                b.reserved = (b.reserved - cost.0).max(0);
+            }
         }
         Ok(d)
     }
@@ -255,7 +332,7 @@ impl SharedLimits {
                 continue;
             };
             let call = String::from_utf8_lossy(&k).into_owned();
-            self.apply(&call, account, cost, &v).await?;
+            self.apply(&call, &account, cost, &v).await?;
             sent += 1;
         }
         if sent > 0 {
@@ -276,9 +353,12 @@ mod tests {
 
     #[test]
     fn outbox_entries_round_trip() {
-        let v = outbox_value(7, Micros(-3));
-        assert_eq!(outbox_entry(&v), Some((7, Micros(-3))));
+        let v = outbox_value("acme", Micros(-3));
+        assert_eq!(outbox_entry(&v), Some(("acme".to_owned(), Micros(-3))));
         assert_eq!(outbox_entry(&v[..v.len() - 1]), None);
-        assert_eq!(outbox_entry(br#"{"v":2,"d":{"account":1,"cost":1}}"#), None);
+        assert_eq!(
+            outbox_entry(br#"{"v":2,"d":{"account":"a","cost":1}}"#),
+            None
+        );
     }
 }

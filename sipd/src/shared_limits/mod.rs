@@ -8,7 +8,14 @@
 //!   background, which asks Redis only when the local use nears the lease (top-up) or leaves
 //!   much of it idle (give-back). Leases live in a hash per account (or connection) keyed by
 //!   node, so [`SharedLimits::tick`] (`reclaim.lua`, run by every live node) gives back a
-//!   dead node's slots once its heartbeat key has expired.
+//!   dead node's slots once its heartbeat key has expired. Leases are keyed by account or
+//!   connection *name* ([`Scope`]): store ids differ from node to node.
+//!   A node with calls waiting and no free unit is marked waiting in Redis; every other
+//!   node shows its lease to Redis at least every [`Settings::recheck`] while it holds idle
+//!   units; one that learns of a waiting node stops growing, bounds its core to the calls it
+//!   has ([`SharedLimits::lease_bound`]) and gives the rest back at its next lease (so a
+//!   unit is never admitted on by two nodes): a small limit (2 over 3 nodes) never stays
+//!   idle on one node while another refuses calls for longer than a recheck and two syncs.
 //!   Accuracy while Redis is up: strict, never more than the limit up across the cluster.
 //! - **CPS** (per account and per connection): the same lease, in calls per second: each node
 //!   runs its own GCRA at its leased rate, and the leased rates never add up to more than the
@@ -21,7 +28,10 @@
 //!   core admits and cuts calls within that reservation as if it were the whole balance, so
 //!   the calls in progress on every node count, and the shared balance never goes below
 //!   zero. A top-up on any node ([`SharedLimits::top_up`]) raises the balance every node
-//!   reserves from.
+//!   reserves from; it goes through the outbox like a debit (a negative one, with an id of
+//!   its own), so it is applied once and survives an outage. A balance missing in Redis (an
+//!   emptied Redis) is seeded, inside the script that first needs it, from this node's store
+//!   plus what its outbox still owes, never taken as 0 or driven below it.
 //!
 //! # Money: exactly once
 //! A finished call's debit goes through a durable outbox (the store's `cluster_debits`
@@ -56,7 +66,8 @@
 //! # Round trips
 //! None per call. Per account (and connection) in use: one `share.lua` per kind when the
 //! lease needs a top-up or give-back, one `share.lua` when the reservation does; one
-//! `debit.lua` per paid call, off the signalling path (after the settle). Per node: one
+//! `debit.lua` per paid call, off the signalling path (after the settle); one `share.lua`
+//! per [`Settings::recheck`] for a lease or reservation with idle units. Per node: one
 //! `reclaim.lua` per tick.
 //!
 //! Scripts touch keys they compute (heartbeat keys), so this needs a single Redis (with or
@@ -75,7 +86,7 @@ use std::time::{Duration, Instant};
 use fred::clients::Client;
 use fred::interfaces::LuaInterface as _;
 use fred::types::{FromValue, Value};
-use sipd_core::records::Id;
+use sipd_core::records::Micros;
 
 pub use balance::{Debit, outbox_entry, outbox_value};
 
@@ -89,7 +100,7 @@ const SHARE_LUA: &str = include_str!("share.lua");
 const DEBIT_LUA: &str = include_str!("debit.lua");
 const RECLAIM_LUA: &str = include_str!("reclaim.lua");
 
-/// How the shared limits behave; the lead maps these into `[cluster]`.
+/// How the shared limits behave (`[cluster]`: see `ClusterConfig::limits_settings`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     /// Deadline of every Redis command: past it the node is away and falls back.
@@ -98,8 +109,13 @@ pub struct Settings {
     /// asks for more when fewer than half of them are left, and gives back what it holds
     /// beyond twice this.
     pub lease_headroom_pct: u32,
-    /// How long Redis remembers that a call was debited, to refuse a repeat.
+    /// How long Redis remembers that a call was debited (or a top-up applied), to refuse a
+    /// repeat.
     pub debit_mark_ttl: Duration,
+    /// How often a node holding idle units (slots, rate or money beyond what its calls use)
+    /// shows them to Redis, which takes them back when another node waits for units: the
+    /// longest a node waits for units another node holds idle.
+    pub recheck: Duration,
 }
 
 impl Default for Settings {
@@ -108,6 +124,7 @@ impl Default for Settings {
             timeout: Duration::from_millis(500),
             lease_headroom_pct: 10,
             debit_mark_ttl: Duration::from_secs(7 * 24 * 3600),
+            recheck: Duration::from_millis(500),
         }
     }
 }
@@ -150,16 +167,19 @@ pub enum Health {
 struct State {
     /// Units held per lease, and the limit they were taken under.
     leases: HashMap<(Kind, Scope), lease::Held>,
-    /// Per account: this node's reservation and what Redis said at last sight.
-    budgets: HashMap<Id, balance::Budget>,
+    /// Per account name: this node's reservation and what Redis said at last sight.
+    budgets: HashMap<String, balance::Budget>,
     /// Live nodes at last sight (at least 1: this one).
     live_nodes: u32,
     /// Since when Redis is away; `None`: up.
     away: Option<Instant>,
 }
 
+/// Where an account's balance comes from when Redis has none (an emptied Redis): this
+/// node's store, by account name.
+pub type SeedFn = Box<dyn Fn(&str) -> Option<Micros> + Send + Sync>;
+
 /// One node's handle on the cluster's shared limits and balances.
-#[derive(Debug)]
 pub struct SharedLimits {
     client: Client,
     node: String,
@@ -167,6 +187,17 @@ pub struct SharedLimits {
     settings: Settings,
     outbox: sled::Tree,
     state: Mutex<State>,
+    seed: Option<SeedFn>,
+}
+
+impl std::fmt::Debug for SharedLimits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedLimits")
+            .field("node", &self.node)
+            .field("prefix", &self.prefix)
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
 }
 
 impl SharedLimits {
@@ -190,7 +221,15 @@ impl SharedLimits {
                 live_nodes: 1,
                 ..State::default()
             }),
+            seed: None,
         }
+    }
+
+    /// Seeds an account's shared balance, when Redis has none, from `seed` (the node's
+    /// store; [`for_store`](Self::for_store) sets it).
+    pub fn with_seed(mut self, seed: SeedFn) -> SharedLimits {
+        self.seed = Some(seed);
+        self
     }
 
     /// Over `store`'s debit outbox, which this turns on: from now on every settle with a
@@ -202,10 +241,19 @@ impl SharedLimits {
         node: impl Into<String>,
         prefix: impl Into<String>,
         settings: Settings,
-        store: &crate::store::Store,
+        store: &std::sync::Arc<crate::store::Store>,
     ) -> SharedLimits {
         store.set_debit_outbox(true);
-        SharedLimits::new(client, node, prefix, settings, store.cluster_debits())
+        let outbox = store.cluster_debits();
+        let store = store.clone();
+        let seed: SeedFn = Box::new(move |name| match store.account_by_name(name) {
+            Ok(a) => a.map(|a| a.balance),
+            Err(e) => {
+                tracing::warn!(account = name, error = %e, "shared limits: no seed from the store");
+                None
+            }
+        });
+        SharedLimits::new(client, node, prefix, settings, outbox).with_seed(seed)
     }
 
     /// This node's name.
@@ -237,6 +285,14 @@ impl SharedLimits {
 
     fn key(&self, rest: &str) -> String {
         format!("{}:{rest}", self.prefix)
+    }
+
+    /// How long a waiting node's mark counts: a few rechecks, so the node keeps it fresh
+    /// by asking again while it waits, and a node that stopped waiting is forgotten.
+    fn need_ttl_ms(&self) -> i64 {
+        i64::try_from(self.settings.recheck.as_millis().saturating_mul(4))
+            .unwrap_or(i64::MAX)
+            .max(100)
     }
 
     fn is_away(&self) -> bool {

@@ -10,7 +10,7 @@ use sipd_core::policy::Share;
 use super::{Kind, Scope, SharedLimits};
 
 /// One account's or connection's cluster limits and how much of them this node uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Usage {
     /// Whose limits.
     pub scope: Scope,
@@ -18,6 +18,8 @@ pub struct Usage {
     pub sessions: Option<(u32, u32)>,
     /// Cluster limit of calls per second, and the calls started here in the last second.
     pub cps: Option<(u32, u32)>,
+    /// Calls were attempted since the last sync (see [`SharedLimits::lease`]).
+    pub demand: bool,
 }
 
 impl SharedLimits {
@@ -28,13 +30,13 @@ impl SharedLimits {
             .iter()
             .map(|u| {
                 let bound = |kind, l: Option<(u32, u32)>| {
-                    l.map(|(limit, in_use)| self.lease_bound(kind, u.scope, limit, in_use))
+                    l.map(|(limit, in_use)| self.lease_bound(kind, &u.scope, limit, in_use))
                 };
                 let share = Share {
                     sessions: bound(Kind::Sessions, u.sessions),
                     cps: bound(Kind::Cps, u.cps),
                 };
-                (u.scope, share)
+                (u.scope.clone(), share)
             })
             .collect()
     }
@@ -46,12 +48,18 @@ impl SharedLimits {
         for u in usage {
             let mut share = Share::default();
             if let Some((limit, in_use)) = u.sessions {
-                share.sessions = Some(self.lease(Kind::Sessions, u.scope, limit, in_use).await);
+                share.sessions = Some(
+                    self.lease(Kind::Sessions, &u.scope, limit, in_use, u.demand)
+                        .await,
+                );
             }
             if let Some((limit, in_use)) = u.cps {
-                share.cps = Some(self.lease(Kind::Cps, u.scope, limit, in_use).await);
+                share.cps = Some(
+                    self.lease(Kind::Cps, &u.scope, limit, in_use, u.demand)
+                        .await,
+                );
             }
-            out.push((u.scope, share));
+            out.push((u.scope.clone(), share));
         }
         out
     }

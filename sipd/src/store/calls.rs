@@ -183,15 +183,11 @@ impl Store {
         // Only the three trees a settlement touches: a transaction over every tree (what
         // `write_unflushed` does) costs several times as much, once per call.
         let _gate = self.shared_gate();
-        // The cluster's debit outbox joins only when it is on and there is a debit.
+        // The cluster's debit outbox joins only when it is on and there is a debit; the
+        // entry names the account (read in the transaction) as the cluster knows it.
         let outbox = debit
             .filter(|_| self.debit_outbox.load(std::sync::atomic::Ordering::Relaxed))
-            .map(|(account, cost)| {
-                (
-                    id.to_string(),
-                    crate::shared_limits::outbox_value(account, cost),
-                )
-            });
+            .map(|_| id.to_string());
         let mut trees = vec![
             self.tree(T::Accounts).clone(),
             self.tree(T::Cdrs).clone(),
@@ -203,9 +199,6 @@ impl Store {
         trees[..]
             .transaction(|t| {
                 let (accounts, cdrs, calls) = (&t[0], &t[1], &t[2]);
-                if let (Some((key, value)), Some(queue)) = (&outbox, t.get(3)) {
-                    queue.insert(key.as_bytes(), value.as_slice())?;
-                }
                 if let Some((account, cost)) = debit {
                     let key = account.to_be_bytes();
                     match accounts.get(key)? {
@@ -213,6 +206,10 @@ impl Store {
                             let mut a: Account = decode(&key, &v).or_else(abort)?;
                             a.balance = Micros(a.balance.0.saturating_sub(cost.0));
                             accounts.insert(&key, encode(&a).or_else(abort)?)?;
+                            if let (Some(entry), Some(queue)) = (&outbox, t.get(3)) {
+                                let value = crate::shared_limits::outbox_value(&a.name, cost);
+                                queue.insert(entry.as_bytes(), value)?;
+                            }
                         }
                         None => tracing::warn!(
                             account,

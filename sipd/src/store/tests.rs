@@ -355,7 +355,7 @@ fn settles_queue_their_debit_for_the_cluster_once_on() {
     assert!(errors.is_empty(), "{errors:?}");
     drop(s);
     let s = Store::open(dir.path()).unwrap();
-    let queued: Vec<(String, Option<(Id, Micros)>)> = s
+    let queued: Vec<(String, Option<(String, Micros)>)> = s
         .cluster_debits()
         .iter()
         .map(|kv| {
@@ -367,7 +367,10 @@ fn settles_queue_their_debit_for_the_cluster_once_on() {
         })
         .collect();
     // Keyed by the CDR id: c1 is CDR 1, c2 is CDR 2.
-    assert_eq!(queued, [("2".to_owned(), Some((a.id, Micros(12_000))))]);
+    assert_eq!(
+        queued,
+        [("2".to_owned(), Some((a.name.clone(), Micros(12_000))))]
+    );
     assert_eq!(s.account(a.id).unwrap().unwrap().balance, Micros(87_995));
     // `store check` reads the queue's entries as records.
     let report = s.check(false).unwrap();

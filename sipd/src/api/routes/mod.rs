@@ -249,7 +249,12 @@ where
                 c.provisioning_changed();
             }
         }
-        Then::Credit(id, delta) => st.control.credit(id, delta).await?,
+        Then::Credit(id, delta) => {
+            if let Some(c) = &st.control.cluster {
+                c.top_up(&st.control.store, id, delta).await;
+            }
+            st.control.credit(id, delta).await?
+        }
         Then::Nothing => {}
     }
     Ok(out)
