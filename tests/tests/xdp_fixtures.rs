@@ -2096,6 +2096,23 @@ fn relay_to_userspace_fixtures() -> Vec<Fixture> {
             RelayToUserspace,
         ),
         fx(
+            "a relay port that is also a restricted service: its ACL first (the port's bit)",
+            plain.build(),
+            XDP_DROP,
+            DropServiceAcl,
+        )
+        .setup(|e| e.service(30000, PROTO_UDP, 6, SVC_RESTRICTED))
+        .after(|e| {
+            // Gone again, bit and entry, for the fixtures after this one.
+            e.hash::<ServiceKey, ServiceEntry>(names::SERVICES)
+                .remove(&ServiceKey::new(30000, PROTO_UDP))
+                .unwrap();
+            let (word, bit) = svc_port_bit(30000);
+            let mut ports: Array<_, u64> = Array::try_from(e.map(names::SVC_PORTS)).unwrap();
+            let old = ports.get(&word, 0).unwrap();
+            ports.set(word, old & !bit, 0).unwrap();
+        }),
+        fx(
             "VLAN-tagged media: userspace",
             plain.clone().vlan(5).build(),
             XDP_PASS,
