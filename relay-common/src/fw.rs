@@ -200,6 +200,18 @@ pub const SVC_RESTRICTED: u32 = 1 << 0;
 /// Service carries SIP: the SIP guard runs on it.
 pub const SVC_SIP: u32 = 1 << 1;
 
+/// Words in the `SVC_PORTS` bitmap: one bit for each of the 65,536 ports, 64 to a word.
+pub const SVC_PORT_WORDS: u32 = 65_536 / 64;
+
+/// Where port `port`'s bit lies in the `SVC_PORTS` bitmap: the word's index and the bit's mask.
+/// A set bit says `SERVICES` may hold the port (for either protocol); a clear one that it holds
+/// neither, so the program skips the hash, which the relay's packets and any other traffic to
+/// no service would otherwise all miss.
+#[inline(always)]
+pub const fn svc_port_bit(port: u16) -> (u32, u64) {
+    ((port >> 6) as u32, 1u64 << (port & 63))
+}
+
 /// Value of the `SERVICES` hash.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

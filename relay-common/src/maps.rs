@@ -9,8 +9,8 @@ use crate::{
     Addr,
     frag::{FragKey, FragVerdict},
     fw::{
-        BanEntry, BanHitKey, BanHits, BanV4, BanV6, DenyV4, DenyV6, ServiceEntry, ServiceKey,
-        SvcAllowV4, SvcAllowV6,
+        BanEntry, BanHitKey, BanHits, BanV4, BanV6, DenyV4, DenyV6, SVC_PORT_WORDS, ServiceEntry,
+        ServiceKey, SvcAllowV4, SvcAllowV6,
     },
     guard::{GuardConfig, GuardEvent, GuardState, SessionCount},
     relay::{Leg, LegCounters, LegKey},
@@ -33,6 +33,10 @@ pub const SERVICES: &str = "SERVICES";
 pub const SVC_ALLOW_V4: &str = "SVC_ALLOW_V4";
 /// LPM trie of the IPv6 per-service allow lists ([`SvcAllowV6`] → 1, a presence marker).
 pub const SVC_ALLOW_V6: &str = "SVC_ALLOW_V6";
+/// Array of [`SVC_PORT_WORDS`](crate::fw::SVC_PORT_WORDS) u64 words, a bit per port ([`svc_port_bit`](crate::fw::svc_port_bit)):
+/// set for every port `SERVICES` holds, so a packet to another port skips that hash. Written
+/// with `SERVICES` by relay-user, and rebuilt from it at every load.
+pub const SVC_PORTS: &str = "SVC_PORTS";
 /// Array holding the single [`GuardConfig`], at index 0.
 pub const GUARD_CONFIG: &str = "GUARD_CONFIG";
 /// LRU hash of the SIP guard's per-source state ([`Addr`] → [`GuardState`]), kernel-owned.
@@ -46,10 +50,11 @@ pub const GUARD_EVENTS: &str = "GUARD_EVENTS";
 /// [`LEG_PRESENT`](crate::relay::LEG_PRESENT) holds none. Named `LEGS` since it became an
 /// array: the hash of older builds is [`RETIRED_RELAY_LEGS`].
 pub const RELAY_LEGS: &str = "LEGS";
-/// Per-CPU hash of what arrived on each leg ([`LegKey`] → [`LegCounters`]). Named
-/// `LEG_COUNTERS` since the counters grew RTP loss state: the 32-byte `RELAY_COUNTERS` of
-/// older builds is [`RETIRED_RELAY_COUNTERS`].
-pub const RELAY_COUNTERS: &str = "LEG_COUNTERS";
+/// Per-CPU array of what arrived on each leg ([`LegCounters`]), indexed by relay port like
+/// `LEGS`. Named `LEG_STATS` since it became an array (a per-CPU hash lookup was a fifth of a
+/// relayed packet's map work): the hash of older builds is [`RETIRED_LEG_COUNTERS`], and the
+/// 32-byte `RELAY_COUNTERS` before it [`RETIRED_RELAY_COUNTERS`].
+pub const RELAY_COUNTERS: &str = "LEG_STATS";
 /// Array of the relay's cached routes, indexed by relay port ([`Route`], `route.rs`),
 /// kernel-owned.
 pub const ROUTES: &str = "ROUTES";
@@ -164,6 +169,7 @@ pub const LAYOUT: &[MapLayout] = &[
     layout::<LpmKey<DenyV4>, u32>(DENY_V4, DENY_MAX),
     layout::<LpmKey<DenyV6>, u32>(DENY_V6, DENY_MAX),
     layout::<ServiceKey, ServiceEntry>(SERVICES, SERVICES_MAX),
+    layout::<u32, u64>(SVC_PORTS, SVC_PORT_WORDS),
     layout::<LpmKey<SvcAllowV4>, u32>(SVC_ALLOW_V4, SVC_ALLOW_MAX),
     layout::<LpmKey<SvcAllowV6>, u32>(SVC_ALLOW_V6, SVC_ALLOW_MAX),
     layout::<u32, GuardConfig>(GUARD_CONFIG, GUARD_CONFIG_LEN),
@@ -171,7 +177,7 @@ pub const LAYOUT: &[MapLayout] = &[
     layout::<Addr, SessionCount>(SESSIONS, SESSIONS_MAX),
     layout::<(), ()>(GUARD_EVENTS, GUARD_EVENTS_BYTES),
     layout::<u32, Leg>(RELAY_LEGS, RELAY_LEGS_MAX),
-    layout::<LegKey, LegCounters>(RELAY_COUNTERS, RELAY_LEGS_MAX),
+    layout::<u32, LegCounters>(RELAY_COUNTERS, RELAY_LEGS_MAX),
     layout::<u32, Route>(ROUTES, ROUTES_MAX),
     layout::<u32, ()>(TX_PORTS, TX_PORTS_MAX),
     layout::<u32, u64>(STATS, STATS_LEN),
@@ -191,6 +197,9 @@ pub const RETIRED: &[MapLayout] = &[
     // Until the legs became an array indexed by port (a hash lookup per leg cost a relayed
     // packet two hashes): the same legs, keyed by `LegKey`, now in `LEGS`.
     layout::<LegKey, Leg>(RETIRED_RELAY_LEGS, RELAY_LEGS_MAX),
+    // Until the leg counters became an array indexed by port: the same per-CPU counters,
+    // keyed by `LegKey`, now in `LEG_STATS`.
+    layout::<LegKey, LegCounters>(RETIRED_LEG_COUNTERS, RELAY_LEGS_MAX),
 ];
 /// The hash of single-address bans that `BANS_V4` and `BANS_V6` replaced.
 pub const RETIRED_BANS: &str = "BANS";
@@ -198,6 +207,8 @@ pub const RETIRED_BANS: &str = "BANS";
 pub const RETIRED_RELAY_COUNTERS: &str = "RELAY_COUNTERS";
 /// The hash of legs that the array `LEGS` replaced.
 pub const RETIRED_RELAY_LEGS: &str = "RELAY_LEGS";
+/// The per-CPU hash of leg counters that the per-CPU array `LEG_STATS` replaced.
+pub const RETIRED_LEG_COUNTERS: &str = "LEG_COUNTERS";
 
 #[cfg(test)]
 mod tests {
@@ -215,6 +226,7 @@ mod tests {
             DENY_V4,
             DENY_V6,
             SERVICES,
+            SVC_PORTS,
             SVC_ALLOW_V4,
             SVC_ALLOW_V6,
             GUARD_CONFIG,

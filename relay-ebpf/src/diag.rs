@@ -38,8 +38,8 @@ pub enum Event {
     GuardStateFull = 7,
     /// The guard event ring buffer had no room (counted as `event_lost`).
     GuardEventsFull = 8,
-    /// `RELAY_COUNTERS` refused an insert; argument: the error.
-    RelayCountersFull = 9,
+    // 9 was `RELAY_COUNTERS` refusing an insert: the leg counters are an array indexed by
+    // port now, which has a slot for every leg.
     /// `GUARD_CONFIG` has no element 0.
     GuardConfigMissing = 10,
     /// A relay rewrite failed a bounds check that parsing had passed.
@@ -152,12 +152,6 @@ fn say(event: Event, arg: i64) {
             events_full,
             warn,
             "GUARD_EVENTS ring buffer full: guard events lost (counted in event_lost)"
-        ),
-        Event::RelayCountersFull => log_line!(
-            counters_full,
-            warn,
-            arg: "RELAY_COUNTERS insert failed ({}): a leg's packets go uncounted",
-            arg
         ),
         Event::GuardConfigMissing => {
             log_line!(config_missing, error, "GUARD_CONFIG has no element 0")

@@ -3,11 +3,14 @@
 use aya_ebpf::maps::lpm_trie::Key;
 use relay_common::fw::{
     BAN_LOOKUPS, BanHitKey, BanHits, SVC_RESTRICTED, ServiceEntry, ServiceKey, SvcAllowV4,
-    SvcAllowV6, svc_allow_prefix,
+    SvcAllowV6, svc_allow_prefix, svc_port_bit,
 };
 
 use crate::{
-    maps::{BAN_HITS, BANS_V4, BANS_V6, DENY_V4, DENY_V6, SERVICES, SVC_ALLOW_V4, SVC_ALLOW_V6},
+    maps::{
+        BAN_HITS, BANS_V4, BANS_V6, DENY_V4, DENY_V6, SERVICES, SVC_ALLOW_V4, SVC_ALLOW_V6,
+        SVC_PORTS,
+    },
     parse::{Family, Packet},
 };
 
@@ -82,6 +85,14 @@ fn count_hit(pkt: &Packet, prefix_len: u32, now_ns: u64) {
 /// The service listening on this port, if any, once its ACL admits the source.
 #[inline(never)]
 pub fn service_acl(pkt: &Packet, port: u16, proto: u8) -> Result<Option<ServiceEntry>, FwDrop> {
+    // No bit, no service on this port: the hash lookup (a miss for every relayed packet) is
+    // skipped. Userspace sets the bit before it adds a service and clears it after it removes
+    // the last one on the port, so a clear bit never hides a service.
+    let (word, bit) = svc_port_bit(port);
+    match SVC_PORTS.get(word) {
+        Some(w) if *w & bit != 0 => {}
+        _ => return Ok(None),
+    }
     let Some(svc) = SERVICES.get_ptr(ServiceKey::new(port, proto)) else {
         return Ok(None);
     };

@@ -9,16 +9,15 @@ use aya_ebpf::{
     bindings::bpf_devmap_val,
     macros::map,
     maps::{
-        Array, DevMapHash, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray,
-        PerCpuHashMap, RingBuf,
+        Array, DevMapHash, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf,
     },
 };
 use relay_common::{
     Addr,
     frag::{FragKey, FragVerdict},
     fw::{
-        BanEntry, BanHitKey, BanHits, BanV4, BanV6, DenyV4, DenyV6, ServiceEntry, ServiceKey,
-        SvcAllowV4, SvcAllowV6,
+        BanEntry, BanHitKey, BanHits, BanV4, BanV6, DenyV4, DenyV6, SVC_PORT_WORDS, ServiceEntry,
+        ServiceKey, SvcAllowV4, SvcAllowV6,
     },
     guard::{GuardConfig, GuardState, SessionCount},
     maps::{
@@ -26,7 +25,7 @@ use relay_common::{
         GUARD_STATE_MAX, RELAY_LEGS_MAX, ROUTES_MAX, SERVICES_MAX, SESSIONS_MAX, SVC_ALLOW_MAX,
         TX_PORTS_MAX,
     },
-    relay::{Leg, LegCounters, LegKey},
+    relay::{Leg, LegCounters},
     route::Route,
     stats::{STATS_LEN, Stat},
 };
@@ -54,6 +53,7 @@ const _: () = {
     assert!(same(m::DENY_V4, "DENY_V4"));
     assert!(same(m::DENY_V6, "DENY_V6"));
     assert!(same(m::SERVICES, "SERVICES"));
+    assert!(same(m::SVC_PORTS, "SVC_PORTS"));
     assert!(same(m::SVC_ALLOW_V4, "SVC_ALLOW_V4"));
     assert!(same(m::SVC_ALLOW_V6, "SVC_ALLOW_V6"));
     assert!(same(m::GUARD_CONFIG, "GUARD_CONFIG"));
@@ -61,7 +61,7 @@ const _: () = {
     assert!(same(m::SESSIONS, "SESSIONS"));
     assert!(same(m::GUARD_EVENTS, "GUARD_EVENTS"));
     assert!(same(m::RELAY_LEGS, "LEGS"));
-    assert!(same(m::RELAY_COUNTERS, "LEG_COUNTERS"));
+    assert!(same(m::RELAY_COUNTERS, "LEG_STATS"));
     assert!(same(m::BAN_HITS, "BAN_HITS"));
     assert!(same(m::ROUTES, "ROUTES"));
     assert!(same(m::TX_PORTS, "TX_PORTS"));
@@ -92,6 +92,11 @@ pub static DENY_V6: LpmTrie<DenyV6, u32> = LpmTrie::pinned(DENY_MAX, 0);
 #[map(name = "SERVICES")]
 pub static SERVICES: HashMap<ServiceKey, ServiceEntry> = HashMap::pinned(SERVICES_MAX, 0);
 
+/// A bit per port `SERVICES` holds (`relay_common::fw::svc_port_bit`): an inlined array
+/// lookup spares every packet to another port (all the relay's) the hash's miss.
+#[map(name = "SVC_PORTS")]
+pub static SVC_PORTS: Array<u64> = Array::pinned(SVC_PORT_WORDS, 0);
+
 /// Value: the operator's rule id (only presence matters here).
 #[map(name = "SVC_ALLOW_V4")]
 pub static SVC_ALLOW_V4: LpmTrie<SvcAllowV4, u32> = LpmTrie::pinned(SVC_ALLOW_MAX, 0);
@@ -116,9 +121,10 @@ pub static GUARD_EVENTS: RingBuf = RingBuf::pinned(GUARD_EVENTS_BYTES, 0);
 #[map(name = "LEGS")]
 pub static RELAY_LEGS: Array<Leg> = Array::pinned(RELAY_LEGS_MAX, 0);
 
-#[map(name = "LEG_COUNTERS")]
-pub static RELAY_COUNTERS: PerCpuHashMap<LegKey, LegCounters> =
-    PerCpuHashMap::pinned(RELAY_LEGS_MAX, 0);
+/// By relay port, like `LEGS`: an inlined index instead of a per-CPU hash's lookup (and its
+/// insert on a leg's first packet).
+#[map(name = "LEG_STATS")]
+pub static RELAY_COUNTERS: PerCpuArray<LegCounters> = PerCpuArray::pinned(RELAY_LEGS_MAX, 0);
 
 /// The relay's route cache, by relay port (`route.rs`): an array, so the lookup is inlined.
 #[map(name = "ROUTES")]

@@ -11,7 +11,7 @@ use relay_common::{
     csum,
     relay::{
         LEG_ACTIVE, LEG_LATCH, LEG_LATCHED, LEG_PEER_KNOWN, LEG_PRESENT, LEG_STRICT_SOURCE,
-        LEG_TRUST_KNOWN, Leg, LegCounters, LegKey,
+        LEG_TRUST_KNOWN, Leg, LegCounters,
     },
     route::{Route, route_ticks},
     rtp::rtp_seq,
@@ -66,7 +66,7 @@ pub fn try_relay(
     udp: &Udp,
     now_ns: u64,
 ) -> Result<Relayed, RelayError> {
-    let key = LegKey::new(udp.dport);
+    let port = udp.dport;
     let leg = RELAY_LEGS
         .get_ptr_mut(u32::from(udp.dport))
         .ok_or(RelayError::NoLeg)?;
@@ -118,7 +118,7 @@ pub fn try_relay(
             !trusted
         };
         if refused {
-            count_strict_drop(key);
+            count_strict_drop(port);
             return Err(RelayError::StrictSource);
         }
     }
@@ -126,11 +126,10 @@ pub fn try_relay(
     let planned = plan_route(ctx, pkt, partner_port, now_ns)
         .and_then(|want| route::find(ctx, pkt, partner_port, &want).ok_or(RelayError::ToUserspace));
     // After the strict check: spraying a relay port must not keep a dead call alive. The
-    // counters are found once, for last-seen and for the count below: a per-CPU hash lookup
-    // is a fifth of a relayed packet's map work. (Held across the route lookup instead, the
+    // counters are found once, for last-seen and for the count below. (Held across the route lookup instead, the
     // pointer made LLVM leave a stack pointer in R0 on an early return, which the verifier
     // refuses.)
-    let counters = touch(key, now_ns);
+    let counters = touch(port, now_ns);
     let plan = planned?;
     // SAFETY: a live element of the route array (see `route::matches` on concurrent refreshes).
     let (ifindex, ingress) = unsafe { ((*plan).ifindex, (*plan).ingress) };
@@ -325,23 +324,17 @@ fn replace<const W: usize>(
     Ok(())
 }
 
-/// The leg's counters on this CPU, created on first use.
+/// The leg's counters on this CPU: its port's slot (userspace zeroes it for a new leg).
 #[inline(always)]
-fn counters(key: LegKey) -> Option<*mut LegCounters> {
-    if let Some(p) = RELAY_COUNTERS.get_ptr_mut(key) {
-        return Some(p);
-    }
-    if let Err(e) = RELAY_COUNTERS.insert(key, LegCounters::default(), 0) {
-        diag::note(Event::RelayCountersFull, e.into());
-    }
-    RELAY_COUNTERS.get_ptr_mut(key)
+fn counters(port: u16) -> Option<*mut LegCounters> {
+    RELAY_COUNTERS.get_ptr_mut(u32::from(port))
 }
 
 /// Media timeouts look at `last_seen_ns`: any packet from the peer proves the call alive, even
 /// one the kernel leaves to userspace. Returns the leg's counters on this CPU.
 #[inline(always)]
-fn touch(key: LegKey, now_ns: u64) -> Option<*mut LegCounters> {
-    let c = counters(key)?;
+fn touch(port: u16, now_ns: u64) -> Option<*mut LegCounters> {
+    let c = counters(port)?;
     // SAFETY: this CPU's slot of a per-CPU element; XDP does not preempt itself.
     unsafe { (*c).last_seen_ns = now_ns };
     Some(c)
@@ -374,8 +367,8 @@ fn count_forwarded(
 }
 
 #[inline(always)]
-fn count_strict_drop(key: LegKey) {
-    if let Some(c) = counters(key) {
+fn count_strict_drop(port: u16) {
+    if let Some(c) = counters(port) {
         // SAFETY: as in `touch`.
         unsafe { (*c).strict_drops += 1 };
     }

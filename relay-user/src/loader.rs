@@ -332,6 +332,7 @@ pub fn load_pinned(object: &[u8], instance: &str) -> Result<Ebpf, LoadError> {
     }
     let mut ebpf = loader.load(object)?;
     crate::retired::restore(&mut ebpf, carried);
+    crate::maps::sync_service_ports(&mut ebpf)?;
     Ok(ebpf)
 }
 

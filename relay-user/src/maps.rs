@@ -1,7 +1,11 @@
 //! The one gateway to the pinned BPF maps. Nothing else in the workspace touches a raw map:
 //! every key and value is built here from std types, so a layout mistake has one place to live.
 
-use std::{collections::BTreeMap, net::IpAddr, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+    time::Duration,
+};
 
 use aya::{
     Ebpf,
@@ -13,12 +17,13 @@ use aya::{
 use relay_common::{
     Addr,
     fw::{
-        BanEntry, BanHitKey, BanHits, BanReason, BanV4, BanV6, DenyV4, DenyV6, SVC_RESTRICTED,
-        SVC_SIP, ServiceEntry, ServiceId, ServiceKey, SvcAllowV4, SvcAllowV6, svc_allow_prefix,
+        BanEntry, BanHitKey, BanHits, BanReason, BanV4, BanV6, DenyV4, DenyV6, SVC_PORT_WORDS,
+        SVC_RESTRICTED, SVC_SIP, ServiceEntry, ServiceId, ServiceKey, SvcAllowV4, SvcAllowV6,
+        svc_allow_prefix, svc_port_bit,
     },
     guard::{GuardConfig, GuardState, SessionCount},
     maps as names,
-    relay::{LEG_PRESENT, Leg, LegCounters, LegKey},
+    relay::{LEG_PRESENT, Leg, LegCounters},
     stats::STATS_LEN,
 };
 
@@ -38,6 +43,7 @@ pub struct XdpMaps {
     deny_v4: LpmTrie<MapData, DenyV4, u32>,
     deny_v6: LpmTrie<MapData, DenyV6, u32>,
     services: HashMap<MapData, ServiceKey, ServiceEntry>,
+    svc_ports: Array<MapData, u64>,
     allow_v4: LpmTrie<MapData, SvcAllowV4, u32>,
     allow_v6: LpmTrie<MapData, SvcAllowV6, u32>,
     guard_config: Array<MapData, GuardConfig>,
@@ -45,7 +51,11 @@ pub struct XdpMaps {
     sessions: HashMap<MapData, Addr, SessionCount>,
     guard_events: Option<RingBuf<MapData>>,
     legs: Array<MapData, Leg>,
-    counters: PerCpuHashMap<MapData, LegKey, LegCounters>,
+    counters: PerCpuArray<MapData, LegCounters>,
+    /// The ports with a leg in `LEGS`: read from it once when the maps are taken, then kept
+    /// with every `leg_put`/`leg_remove`, so a listing of all legs' counters reads only theirs
+    /// rather than 65,536 slots on each CPU.
+    leg_ports: BTreeSet<u16>,
     tx_ports: DevMapHash<MapData>,
     stats: PerCpuArray<MapData, u64>,
     ban_hits: PerCpuHashMap<MapData, BanHitKey, BanHits>,
@@ -61,6 +71,55 @@ macro_rules! typed {
             .try_into()
             .map_err(DataPlaneError::map($name))?
     };
+}
+
+/// Sets or clears port `port`'s bit in `SVC_PORTS` (one writer: this process; the kernel only
+/// reads it).
+fn set_port_bit(map: &mut Array<MapData, u64>, port: u16, on: bool) -> R<()> {
+    let (word, bit) = svc_port_bit(port);
+    let old = map
+        .get(&word, 0)
+        .map_err(DataPlaneError::map(names::SVC_PORTS))?;
+    let new = if on { old | bit } else { old & !bit };
+    if new != old {
+        map.set(word, new, 0).map_err(ins(names::SVC_PORTS))?;
+    }
+    Ok(())
+}
+
+/// Makes `SVC_PORTS` say exactly which ports `SERVICES` holds: at load, before the program is
+/// attached, since the pinned hash may come from a build without the bitmap (or one an older
+/// build changed since), and a missing bit would let a packet past its service's ACL.
+pub(crate) fn sync_service_ports(ebpf: &mut Ebpf) -> R<()> {
+    let mut want = vec![0u64; SVC_PORT_WORDS as usize];
+    {
+        let map = ebpf
+            .map(names::SERVICES)
+            .ok_or(DataPlaneError::MissingMap(names::SERVICES))?;
+        let services: HashMap<&MapData, ServiceKey, ServiceEntry> =
+            HashMap::try_from(map).map_err(DataPlaneError::map(names::SERVICES))?;
+        for k in services.keys() {
+            let k = k.map_err(DataPlaneError::map(names::SERVICES))?;
+            let (word, bit) = svc_port_bit(k.port);
+            if let Some(w) = want.get_mut(word as usize) {
+                *w |= bit;
+            }
+        }
+    }
+    let map = ebpf
+        .map_mut(names::SVC_PORTS)
+        .ok_or(DataPlaneError::MissingMap(names::SVC_PORTS))?;
+    let mut ports: Array<&mut MapData, u64> =
+        Array::try_from(map).map_err(DataPlaneError::map(names::SVC_PORTS))?;
+    for (i, &w) in (0u32..).zip(want.iter()) {
+        let have = ports
+            .get(&i, 0)
+            .map_err(DataPlaneError::map(names::SVC_PORTS))?;
+        if have != w {
+            ports.set(i, w, 0).map_err(ins(names::SVC_PORTS))?;
+        }
+    }
+    Ok(())
 }
 
 /// The leg a `RELAY_LEGS` slot holds, without the kernel's marker of a used slot.
@@ -205,12 +264,13 @@ pub(crate) fn service_entry(s: &Service) -> (ServiceKey, ServiceEntry) {
 impl XdpMaps {
     /// Takes every map out of a loaded (not necessarily attached) object.
     pub fn from_ebpf(ebpf: &mut Ebpf) -> R<Self> {
-        Ok(XdpMaps {
+        let mut maps = XdpMaps {
             bans_v4: typed!(ebpf, names::BANS_V4),
             bans_v6: typed!(ebpf, names::BANS_V6),
             deny_v4: typed!(ebpf, names::DENY_V4),
             deny_v6: typed!(ebpf, names::DENY_V6),
             services: typed!(ebpf, names::SERVICES),
+            svc_ports: typed!(ebpf, names::SVC_PORTS),
             allow_v4: typed!(ebpf, names::SVC_ALLOW_V4),
             allow_v6: typed!(ebpf, names::SVC_ALLOW_V6),
             guard_config: typed!(ebpf, names::GUARD_CONFIG),
@@ -219,12 +279,15 @@ impl XdpMaps {
             guard_events: Some(typed!(ebpf, names::GUARD_EVENTS)),
             legs: typed!(ebpf, names::RELAY_LEGS),
             counters: typed!(ebpf, names::RELAY_COUNTERS),
+            leg_ports: BTreeSet::new(),
             tx_ports: take(ebpf, names::TX_PORTS)?
                 .try_into()
                 .map_err(DataPlaneError::map(names::TX_PORTS))?,
             stats: typed!(ebpf, names::STATS),
             ban_hits: typed!(ebpf, names::BAN_HITS),
-        })
+        };
+        maps.leg_ports = maps.leg_list()?.iter().map(|l| l.local_port).collect();
+        Ok(maps)
     }
 
     /// The ring buffer, for the one event reader. `None` once taken.
@@ -414,15 +477,33 @@ impl XdpMaps {
 
     /// A service entry as the kernel keeps it (an operator-defined service's id included).
     pub fn service_set_raw(&mut self, k: ServiceKey, v: ServiceEntry) -> R<()> {
+        // The port's bit first: between the two writes the program looks the port up in the
+        // hash and still finds nothing, as before; the other order would skip a new service.
+        set_port_bit(&mut self.svc_ports, k.port, true)?;
         self.services.insert(k, v, 0).map_err(ins(names::SERVICES))
     }
 
     /// Removes the service on `port`/`proto`; `false` when there was none.
     pub fn service_remove(&mut self, port: u16, proto: Proto) -> R<bool> {
-        del(
+        let removed = del(
             self.services.remove(&ServiceKey::new(port, proto.number())),
             names::SERVICES,
-        )
+        )?;
+        // The bit goes after the entry, and only with the port's last protocol.
+        let other = if proto == Proto::Udp {
+            Proto::Tcp
+        } else {
+            Proto::Udp
+        };
+        if opt(
+            self.services.get(&ServiceKey::new(port, other.number()), 0),
+            names::SERVICES,
+        )?
+        .is_none()
+        {
+            set_port_bit(&mut self.svc_ports, port, false)?;
+        }
+        Ok(removed)
     }
 
     /// Every service in `SERVICES`.
@@ -565,7 +646,9 @@ impl XdpMaps {
         slot.flags |= LEG_PRESENT;
         self.legs
             .set(u32::from(leg.local_port), slot, 0)
-            .map_err(ins(names::RELAY_LEGS))
+            .map_err(ins(names::RELAY_LEGS))?;
+        self.leg_ports.insert(leg.local_port);
+        Ok(())
     }
 
     /// The leg on relay port `port`, if any.
@@ -582,9 +665,9 @@ impl XdpMaps {
 
     /// Removes the leg on `port` and its counters; `false` when there was no leg.
     pub fn leg_remove(&mut self, port: u16) -> R<bool> {
-        let k = LegKey::new(port);
         // Counters first: a leg re-created on this port must not inherit them.
-        del(self.counters.remove(&k), names::RELAY_COUNTERS)?;
+        self.leg_counters_reset(port)?;
+        self.leg_ports.remove(&port);
         if self.leg_get(port)?.is_none() {
             return Ok(false);
         }
@@ -613,38 +696,30 @@ impl XdpMaps {
         let n = aya::util::nr_cpus().map_err(|(_, e)| DataPlaneError::Io(e))?;
         let zeros = PerCpuValues::try_from(vec![LegCounters::default(); n])?;
         self.counters
-            .insert(LegKey::new(port), zeros, 0)
+            .set(u32::from(port), zeros, 0)
             .map_err(ins(names::RELAY_COUNTERS))
     }
 
     /// Sum over CPUs; `last_seen_ns` is the latest of any CPU.
     pub fn leg_counters(&self, port: u16) -> R<LegCounters> {
         let mut sum = LegCounters::default();
-        if let Some(v) = opt(
-            self.counters.get(&LegKey::new(port), 0),
-            names::RELAY_COUNTERS,
-        )? {
-            for c in v.iter() {
-                sum.merge(c);
-            }
+        let v = self
+            .counters
+            .get(&u32::from(port), 0)
+            .map_err(DataPlaneError::map(names::RELAY_COUNTERS))?;
+        for c in v.iter() {
+            sum.merge(c);
         }
         Ok(sum)
     }
 
-    /// Every leg's counters in one walk of the per-CPU map (summed over CPUs as
-    /// [`leg_counters`](Self::leg_counters) does): one pass for a listing of all calls
-    /// instead of one lookup per leg.
+    /// Every leg's counters (summed over CPUs as [`leg_counters`](Self::leg_counters)
+    /// does), read for the ports that hold a leg only: one lookup per leg, not one per slot of
+    /// the array.
     pub fn leg_counters_all(&self) -> std::collections::HashMap<u16, LegCounters> {
-        self.counters
+        self.leg_ports
             .iter()
-            .filter_map(Result::ok)
-            .map(|(k, v)| {
-                let mut sum = LegCounters::default();
-                for c in v.iter() {
-                    sum.merge(c);
-                }
-                (k.port, sum)
-            })
+            .filter_map(|&port| Some((port, self.leg_counters(port).ok()?)))
             .collect()
     }
 

@@ -2,27 +2,32 @@
 //! fail on them nor lose what they hold: before the load, what can be read of them is taken
 //! and their pins removed; after the load, it goes into the maps that replaced them.
 //!
-//! Three so far. The hash of legs (`RELAY_LEGS`), replaced by the array `LEGS` indexed by
+//! Four so far. The hash of legs (`RELAY_LEGS`), replaced by the array `LEGS` indexed by
 //! port: each leg moves to its port's slot, so calls keep flowing across the upgrade. The
 //! hash of single-address bans (`BANS`), replaced by the prefix tries
 //! `BANS_V4`/`BANS_V6` (each of its bans becomes a host prefix, /32 or /128, with the same
 //! expiry and reason); and the per-CPU leg counters without RTP loss state (`RELAY_COUNTERS`),
 //! replaced by `LEG_COUNTERS` (each CPU's counts carried over, loss counting starting afresh:
 //! a live call keeps its packet counts and, above all, its last-seen time, which the media
-//! timeout reads).
+//! timeout reads); and that per-CPU hash of leg counters (`LEG_COUNTERS`), replaced by the
+//! per-CPU array `LEG_STATS` indexed by port (each CPU's counters move to its port's slot).
 
 use std::{fs, net::IpAddr, path::Path};
 
 use aya::{
     Ebpf,
     maps::{
-        Array, HashMap, LpmTrie, Map, MapData, MapInfo, PerCpuHashMap, PerCpuValues, lpm_trie::Key,
+        Array, HashMap, LpmTrie, Map, MapData, MapInfo, PerCpuArray, PerCpuHashMap, PerCpuValues,
+        lpm_trie::Key,
     },
 };
 use relay_common::{
     Addr,
     fw::{BanEntry, BanV4, BanV6},
-    maps::{self as names, RETIRED, RETIRED_BANS, RETIRED_RELAY_COUNTERS, RETIRED_RELAY_LEGS},
+    maps::{
+        self as names, RETIRED, RETIRED_BANS, RETIRED_LEG_COUNTERS, RETIRED_RELAY_COUNTERS,
+        RETIRED_RELAY_LEGS,
+    },
     relay::{LEG_PRESENT, Leg, LegCounters, LegKey},
 };
 use tracing::{info, warn};
@@ -33,8 +38,8 @@ use crate::Cidr;
 #[derive(Debug, Default)]
 pub(crate) struct Carried {
     bans: Vec<(Cidr, BanEntry)>,
-    /// Per leg, each CPU's packets, bytes, last seen and strict drops.
-    counters: Vec<(LegKey, Vec<[u64; 4]>)>,
+    /// Per leg port, each CPU's counters.
+    counters: Vec<(u16, Vec<LegCounters>)>,
     legs: Vec<Leg>,
 }
 
@@ -57,7 +62,15 @@ pub(crate) fn take(dir: &Path) -> Carried {
         }
         if l.name == RETIRED_RELAY_COUNTERS {
             match read_counters(&path, l.key_size, l.value_size) {
-                Ok(c) => out.counters = c,
+                Ok(c) => out.counters.extend(c),
+                Err(e) => {
+                    warn!(path = %path.display(), error = %e, "retired leg counters unreadable; live calls' counts start again from zero")
+                }
+            }
+        }
+        if l.name == RETIRED_LEG_COUNTERS {
+            match read_leg_counters(&path, l.key_size, l.value_size) {
+                Ok(c) => out.counters.extend(c),
                 Err(e) => {
                     warn!(path = %path.display(), error = %e, "retired leg counters unreadable; live calls' counts start again from zero")
                 }
@@ -92,16 +105,35 @@ fn open_sized(path: &Path, key: u32, value: u32) -> Result<MapData, String> {
     MapData::from_pin(path).map_err(|e| e.to_string())
 }
 
-type OldCounters = Vec<(LegKey, Vec<[u64; 4]>)>;
+type OldCounters = Vec<(u16, Vec<LegCounters>)>;
 
+/// The counters without RTP loss state: four u64 per CPU, the head of `LegCounters`.
 fn read_counters(path: &Path, key: u32, value: u32) -> Result<OldCounters, String> {
     let data = open_sized(path, key, value)?;
     let map: PerCpuHashMap<MapData, LegKey, [u64; 4]> =
         PerCpuHashMap::try_from(Map::PerCpuHashMap(data)).map_err(|e| e.to_string())?;
+    let grown = |&[packets, bytes, last_seen_ns, strict_drops]: &[u64; 4]| LegCounters {
+        packets,
+        bytes,
+        last_seen_ns,
+        strict_drops,
+        ..LegCounters::default()
+    };
     Ok(map
         .iter()
         .filter_map(Result::ok)
-        .map(|(k, v)| (k, v.iter().copied().collect()))
+        .map(|(k, v)| (k.port, v.iter().map(grown).collect()))
+        .collect())
+}
+
+fn read_leg_counters(path: &Path, key: u32, value: u32) -> Result<OldCounters, String> {
+    let data = open_sized(path, key, value)?;
+    let map: PerCpuHashMap<MapData, LegKey, LegCounters> =
+        PerCpuHashMap::try_from(Map::PerCpuHashMap(data)).map_err(|e| e.to_string())?;
+    Ok(map
+        .iter()
+        .filter_map(Result::ok)
+        .map(|(k, v)| (k.port, v.iter().copied().collect()))
         .collect())
 }
 
@@ -165,7 +197,7 @@ fn restore_counters(ebpf: &mut Ebpf, old: OldCounters) {
     let Some(map) = ebpf.map_mut(names::RELAY_COUNTERS) else {
         return;
     };
-    let mut map: PerCpuHashMap<_, LegKey, LegCounters> = match PerCpuHashMap::try_from(map) {
+    let mut map: PerCpuArray<_, LegCounters> = match PerCpuArray::try_from(map) {
         Ok(m) => m,
         Err(e) => {
             warn!(error = %e, "leg counters not carried over");
@@ -173,33 +205,21 @@ fn restore_counters(ebpf: &mut Ebpf, old: OldCounters) {
         }
     };
     let (mut moved, mut failed) = (0usize, 0usize);
-    for (key, cpus) in old {
-        let values: Vec<LegCounters> = cpus
-            .iter()
-            .map(
-                |&[packets, bytes, last_seen_ns, strict_drops]| LegCounters {
-                    packets,
-                    bytes,
-                    last_seen_ns,
-                    strict_drops,
-                    ..LegCounters::default()
-                },
-            )
-            .collect();
-        let r = PerCpuValues::try_from(values)
+    for (port, cpus) in old {
+        let r = PerCpuValues::try_from(cpus)
             .map_err(|e| e.to_string())
-            .and_then(|v| map.insert(key, v, 0).map_err(|e| e.to_string()));
+            .and_then(|v| map.set(u32::from(port), v, 0).map_err(|e| e.to_string()));
         match r {
             Ok(()) => moved += 1,
             Err(err) => {
                 failed += 1;
-                warn!(port = key.port, error = %err, "leg counters not carried over");
+                warn!(port, error = %err, "leg counters not carried over");
             }
         }
     }
     info!(
         moved,
-        failed, "leg counters of the retired map carried into LEG_COUNTERS"
+        failed, "leg counters of the retired map carried into LEG_STATS"
     );
 }
 

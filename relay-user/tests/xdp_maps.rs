@@ -219,6 +219,90 @@ fn leg_counters_of_the_retired_map_survive_an_upgrade() {
     );
 }
 
+/// An upgrade from the build whose leg counters were a per-CPU hash (`LEG_COUNTERS`, keyed by
+/// port): each CPU's counters move into the port's slot of the per-CPU array `LEG_STATS`, RTP
+/// loss state included, and the pin goes.
+#[test]
+fn leg_counters_of_the_retired_hash_survive_an_upgrade() {
+    if !privileged("leg_counters_of_the_retired_hash_survive_an_upgrade") {
+        return;
+    }
+    let inst = Instance::new("lcmig");
+    let dir = loader::pin_dir(&inst.0).unwrap();
+    std::fs::create_dir_all(&dir).unwrap();
+    let old = dir.join(relay_common::maps::RETIRED_LEG_COUNTERS);
+    let path = old.to_str().unwrap().to_owned();
+    let size = std::mem::size_of::<LegCounters>().to_string();
+    bpftool_ok(&[
+        "map",
+        "create",
+        &path,
+        "type",
+        "percpu_hash",
+        "key",
+        "4",
+        "value",
+        &size,
+        "entries",
+        "65536",
+        "name",
+        "LEG_COUNTERS",
+    ]);
+    // Key: LegKey { port: 30002 (little-endian), pad }; on every CPU: 5 packets, 500 bytes,
+    // last seen at 654321, no strict drop, 5 RTP packets received, sequence 10 to 14.
+    let mut value = Vec::new();
+    for v in [5u64, 500, 654_321, 0] {
+        value.extend(v.to_le_bytes());
+    }
+    for v in [5u32, 14, 10, relay_common::rtp::RTP_NO_BAD] {
+        value.extend(v.to_le_bytes());
+    }
+    bpftool_update(&path, &[0x32, 0x75, 0, 0], &value);
+    let mut ebpf = loader::load_pinned(ebpf_object(), &inst.0).expect("upgrade load");
+    assert!(!old.exists(), "the retired pin is removed");
+    let m = XdpMaps::from_ebpf(&mut ebpf).expect("typed maps");
+    let c = m.leg_counters(30002).unwrap();
+    let cpus = c.packets / 5;
+    assert!(cpus >= 1 && c.packets == 5 * cpus, "{c:?}");
+    assert_eq!((c.bytes, c.last_seen_ns), (500 * cpus, 654_321));
+    assert_eq!(c.rtp_expected(), 5, "{c:?}");
+    assert_eq!(m.leg_counters(30000).unwrap(), LegCounters::default());
+}
+
+/// `SERVICES` written by a build without `SVC_PORTS` (or changed by one since): the load
+/// sets the bit of every port it holds, so the program does not skip a service's ACL.
+#[test]
+fn service_ports_are_rebuilt_from_services_at_load() {
+    if !privileged("service_ports_are_rebuilt_from_services_at_load") {
+        return;
+    }
+    let inst = Instance::new("svcbits");
+    let dir = loader::pin_dir(&inst.0).unwrap();
+    drop(loader::load_pinned(ebpf_object(), &inst.0).expect("first load"));
+    // As an older build would: an entry in SERVICES (port 5080 UDP, service 6, restricted),
+    // with no bit for it.
+    let services = dir.join(relay_common::maps::SERVICES);
+    let mut value = Vec::new();
+    for v in [6u32, relay_common::fw::SVC_RESTRICTED] {
+        value.extend(v.to_le_bytes());
+    }
+    bpftool_update(services.to_str().unwrap(), &[0xd8, 0x13, 17, 0], &value);
+    let mut ebpf = loader::load_pinned(ebpf_object(), &inst.0).expect("second load");
+    let (word, bit) = relay_common::fw::svc_port_bit(5080);
+    let pinned = dir.join(relay_common::maps::SVC_PORTS);
+    let word_now = || {
+        let data = aya::maps::MapData::from_pin(&pinned).unwrap();
+        let ports: aya::maps::Array<_, u64> =
+            aya::maps::Array::try_from(aya::maps::Map::Array(data)).unwrap();
+        ports.get(&word, 0).unwrap()
+    };
+    assert_eq!(word_now(), bit);
+    // The typed API clears it with the port's last service.
+    let mut m = XdpMaps::from_ebpf(&mut ebpf).expect("typed maps");
+    assert!(m.service_remove(5080, Proto::Udp).unwrap());
+    assert_eq!(word_now(), 0);
+}
+
 /// An upgrade from the build whose legs were a hash (`RELAY_LEGS`, keyed by port): each leg
 /// moves into its port's slot of the array `LEGS`, so the calls the kernel relays keep
 /// flowing across the upgrade, and the pin goes.

@@ -14,8 +14,7 @@ use std::path::{Path, PathBuf};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{
-        Array, HashMap, LpmTrie, MapData, PerCpuArray, PerCpuHashMap, RingBuf, lpm_trie::Key,
-        xdp::DevMapHash,
+        Array, HashMap, LpmTrie, MapData, PerCpuArray, RingBuf, lpm_trie::Key, xdp::DevMapHash,
     },
     programs::Xdp,
 };
@@ -24,14 +23,14 @@ use relay_common::{
     frag::{FRAG_DROP, FRAG_VERDICT_TTL_NS, FragKey, FragVerdict, MAX_EXT_HEADERS},
     fw::{
         BanEntry, PROTO_TCP, PROTO_UDP, SVC_RESTRICTED, SVC_SIP, ServiceEntry, ServiceKey,
-        SvcAllowV4, SvcAllowV6, svc_allow_prefix,
+        SvcAllowV4, SvcAllowV6, svc_allow_prefix, svc_port_bit,
     },
     guard::{GuardConfig, GuardEvent, GuardEventKind, GuardState, MAX_LEADING_CRLF, SessionCount},
     maps as names,
     ratelimit::Gcra,
     relay::{
         LEG_ACTIVE, LEG_LATCH, LEG_LATCHED, LEG_PEER_KNOWN, LEG_PRESENT, LEG_STRICT_SOURCE,
-        LEG_TRUST_KNOWN, Leg, LegCounters, LegKey,
+        LEG_TRUST_KNOWN, Leg, LegCounters,
     },
     stats::Stat,
 };
@@ -624,6 +623,12 @@ impl Env {
     }
 
     fn service(&mut self, port: u16, proto: u8, service: u32, flags: u32) {
+        // The port's bit first, as relay-user writes them: without it the program never
+        // looks in `SERVICES`.
+        let (word, bit) = svc_port_bit(port);
+        let mut ports: Array<_, u64> = Array::try_from(self.map(names::SVC_PORTS)).unwrap();
+        let old = ports.get(&word, 0).unwrap();
+        ports.set(word, old | bit, 0).unwrap();
         self.hash::<ServiceKey, ServiceEntry>(names::SERVICES)
             .insert(
                 ServiceKey::new(port, proto),
@@ -709,13 +714,11 @@ impl Env {
     }
 
     fn counters(&mut self, port: u16) -> LegCounters {
-        let m: PerCpuHashMap<_, LegKey, LegCounters> =
-            PerCpuHashMap::try_from(self.map(names::RELAY_COUNTERS)).unwrap();
+        let m: PerCpuArray<_, LegCounters> =
+            PerCpuArray::try_from(self.map(names::RELAY_COUNTERS)).unwrap();
         let mut total = LegCounters::default();
-        if let Ok(v) = m.get(&LegKey::new(port), 0) {
-            for c in v.iter() {
-                total.merge(c);
-            }
+        for c in m.get(&u32::from(port), 0).unwrap().iter() {
+            total.merge(c);
         }
         total
     }
@@ -781,6 +784,7 @@ fn program_loads_and_maps_are_pinned() {
         names::DENY_V4,
         names::DENY_V6,
         names::SERVICES,
+        names::SVC_PORTS,
         names::SVC_ALLOW_V4,
         names::SVC_ALLOW_V6,
         names::GUARD_CONFIG,
@@ -2092,6 +2096,23 @@ fn relay_to_userspace_fixtures() -> Vec<Fixture> {
             RelayToUserspace,
         ),
         fx(
+            "a relay port that is also a restricted service: its ACL first (the port's bit)",
+            plain.build(),
+            XDP_DROP,
+            DropServiceAcl,
+        )
+        .setup(|e| e.service(30000, PROTO_UDP, 6, SVC_RESTRICTED))
+        .after(|e| {
+            // Gone again, bit and entry, for the fixtures after this one.
+            e.hash::<ServiceKey, ServiceEntry>(names::SERVICES)
+                .remove(&ServiceKey::new(30000, PROTO_UDP))
+                .unwrap();
+            let (word, bit) = svc_port_bit(30000);
+            let mut ports: Array<_, u64> = Array::try_from(e.map(names::SVC_PORTS)).unwrap();
+            let old = ports.get(&word, 0).unwrap();
+            ports.set(word, old & !bit, 0).unwrap();
+        }),
+        fx(
             "VLAN-tagged media: userspace",
             plain.clone().vlan(5).build(),
             XDP_PASS,
@@ -2105,9 +2126,11 @@ fn relay_to_userspace_fixtures() -> Vec<Fixture> {
             DropStrictSource,
         )
         .setup(|e| {
-            let mut h: PerCpuHashMap<_, LegKey, LegCounters> =
-                PerCpuHashMap::try_from(e.map(names::RELAY_COUNTERS)).unwrap();
-            h.remove(&LegKey::new(38000)).unwrap();
+            let mut a: PerCpuArray<_, LegCounters> =
+                PerCpuArray::try_from(e.map(names::RELAY_COUNTERS)).unwrap();
+            let cpus = aya::util::nr_cpus().unwrap();
+            let zeros = aya::maps::PerCpuValues::try_from(vec![LegCounters::default(); cpus]);
+            a.set(38000, zeros.unwrap(), 0).unwrap();
         })
         .after(|e| assert_eq!(e.counters(38000).last_seen_ns, 0)),
         fx(
