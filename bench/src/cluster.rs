@@ -32,7 +32,6 @@ use crate::common::{self, loadavg};
 use crate::sbc::{Net, Plane, Prov, Sbc, Settings};
 
 #[path = "../../tests/tests/cluster/mod.rs"]
-#[allow(dead_code)]
 mod harness;
 
 mod admission;

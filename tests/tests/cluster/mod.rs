@@ -170,7 +170,7 @@ pub fn cluster_table(url: &str, name: &str) -> String {
 
 /// Redis and `n` nodes (`node-1`...), each with metrics public and an admin logged in.
 pub fn start(n: usize, prov: &Prov) -> (Redis, Vec<Node>) {
-    start_with(n, prov, |url, name| cluster_table(url, name))
+    start_with(n, prov, cluster_table)
 }
 
 /// As [`start`], node `name`'s `[cluster]` table made by `table` from the URL of Redis on its
