@@ -1,6 +1,7 @@
 //! `bench <name> [args...]`, normally run as `cargo xtask bench <name> [args...]`.
 //! Benchmarks write their results under `target/bench/` in the workspace root.
 
+mod cluster;
 mod common;
 mod console;
 mod flood;
@@ -12,11 +13,16 @@ mod soak;
 mod xdp;
 mod xdp_log;
 
+// The scenarios' harness (a sipd in carrier — relay — vendor namespaces), shared with the
+// cluster tests' harness `bench cluster` includes.
+#[path = "../../tests/tests/sbc/mod.rs"]
+mod sbc;
+
 use std::process::ExitCode;
 
 /// Names `bench` accepts.
 const NAMES: &[&str] = &[
-    "relay", "sip", "kamailio", "console", "xdp", "xdp-log", "soak", "flood",
+    "relay", "sip", "kamailio", "console", "xdp", "xdp-log", "soak", "flood", "cluster",
 ];
 
 fn main() -> ExitCode {
@@ -34,6 +40,7 @@ fn main() -> ExitCode {
         "xdp-log" => xdp_log::run_bench(rest),
         "soak" => soak::run(rest),
         "flood" => flood::run(rest),
+        "cluster" => cluster::run(rest),
         other => Err(anyhow::anyhow!(
             "unknown benchmark {other:?}; known: {}",
             NAMES.join(", ")

@@ -5,11 +5,16 @@
 //!     grows for packets from that source), and node 3's audit names node 1.
 //! (b) 100 operator bans on node 1: the time until each is in node 3's kernel ban map
 //!     (min / median / p99 / max printed); an unban on node 1 leaves node 3's map.
-//! (c) Redis stopped for 10 s, then restarted empty: every node raises `cluster_down`; a ban
-//!     made on node 2 during the outage reaches nodes 1 and 3 afterwards, an unban made on
-//!     node 3 during it is not undone by the others' old copies, and the alert clears.
+//! (c) Redis stopped for 10 s, then restarted empty, or with the snapshot it saved before
+//!     stopping: every node raises `cluster_down` and puts a call through on its own; a ban
+//!     made on node 1 during the outage reaches node 3's kernel afterwards (one on node 2
+//!     reaches nodes 1 and 3), an unban made on node 3 during it is not undone by the
+//!     others' or Redis's old copies, and every node's alert clears.
 //! (c') A ban lifted while a node was dead (SIGKILL) stays lifted when that node starts again
 //!     with the ban still in its pinned kernel map and its store.
+//! (d) and (e): calls and provisioning across nodes (see each test).
+//! (f) Redis Sentinel: nodes find the master through a sentinel and follow a failover to the
+//!     promoted replica.
 //!
 //! (f), (g) Shared limits and balance: see `cluster/limits.rs`.
 //!
@@ -25,10 +30,10 @@ mod sbc;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use harness::{Node, eventually};
+use harness::{Callable, Node, eventually, sentinel};
 use relay_user::Cidr;
 use sbc::*;
-use serde_json::{Value, json};
+use serde_json::json;
 use tests::require_privileged;
 use tests::sip::RawSip;
 
@@ -274,10 +279,21 @@ fn ban_propagation_over_100_bans() {
     assert!(k3.has(prefixes[1]));
 }
 
-#[test]
-fn a_redis_outage_is_survived_and_resynced_both_ways() {
-    require_privileged!();
-    let _g = serial();
+/// How Redis comes back after the outage.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Comeback {
+    /// Empty: it lost everything (no persistence): the nodes put it all back.
+    Fresh,
+    /// From the snapshot it saved just before it stopped (same data dir): it holds an older
+    /// state than the nodes, which must not undo what they did meanwhile.
+    Stale,
+}
+
+/// Redis stopped for 10 s and restarted (`comeback`): every node raises `cluster_down` and
+/// keeps putting calls through on its own; a ban made on node 1 during the outage reaches node
+/// 3's kernel afterwards, one made on node 2 reaches nodes 1 and 3, an unban made on node 3
+/// is not undone by the others' (or Redis's) old copies, and the alert clears.
+fn redis_outage(comeback: Comeback) {
     let (mut redis, nodes) = harness::start(3, &Prov::default());
     wait_up(&nodes);
     let (n1, n2, n3) = (&nodes[0], &nodes[1], &nodes[2]);
@@ -286,11 +302,15 @@ fn a_redis_outage_is_survived_and_resynced_both_ways() {
     assert!(eventually(Duration::from_secs(10), || nodes
         .iter()
         .all(|n| ban_listed(n, "203.0.113.50/32"))));
+    let calling: Vec<Callable> = nodes.iter().map(Callable::of).collect();
     let resyncs: Vec<u64> = nodes
         .iter()
         .map(|n| n.sbc.metric("sipd_cluster_resyncs_total"))
         .collect();
 
+    if comeback == Comeback::Stale {
+        assert_eq!(redis.cli(&["SAVE"]).trim(), "OK");
+    }
     let down = Instant::now();
     redis.stop();
     assert!(
@@ -299,20 +319,48 @@ fn a_redis_outage_is_survived_and_resynced_both_ways() {
             .all(|n| n.sbc.metric("sipd_cluster_up") == 0)),
         "the nodes did not notice Redis is gone"
     );
-    assert!(
-        alerts(n2).iter().any(|a| a == "cluster_down"),
-        "no cluster_down alert on node 2: {:?}",
-        alerts(n2)
-    );
-    // The nodes keep working on their own: a ban on node 2 applies there at once; bans
-    // already applied stay.
-    ban(n2, "203.0.113.77", "made during the outage");
+    for (i, n) in nodes.iter().enumerate() {
+        let a = alerts(n);
+        assert!(
+            a.iter().any(|a| a == "cluster_down"),
+            "no cluster_down alert on node {}: {a:?}",
+            i + 1
+        );
+    }
+    // The nodes keep working on their own: a ban applies where it is made at once; bans
+    // already applied stay; every node puts a call through.
+    ban(n1, "203.0.113.76", "made on node 1 during the outage");
+    ban(n2, "203.0.113.77", "made on node 2 during the outage");
     assert!(ban_listed(n2, "203.0.113.77/32"));
     unban(n3, "203.0.113.50/32");
     assert!(ban_listed(n1, "203.0.113.50/32"), "applied bans stay");
+    for (i, (n, c)) in nodes.iter().zip(&calling).enumerate() {
+        let t = Instant::now();
+        let code = c.call(n);
+        assert_eq!(
+            code,
+            Some(200),
+            "node {} did not put a call through while Redis was away:\n{}",
+            i + 1,
+            n.sbc.log_text()
+        );
+        assert!(
+            t.elapsed() < Duration::from_secs(8),
+            "node {}'s call waited on Redis: {:?}",
+            i + 1,
+            t.elapsed()
+        );
+    }
     // The outage lasts 10 s in all (a scenario length, not a proof).
     std::thread::sleep(Duration::from_secs(10).saturating_sub(down.elapsed()));
     redis.run();
+    if comeback == Comeback::Stale {
+        let old = redis.cli(&["HGET", "sbct:bans", "203.0.113.50/32"]);
+        assert!(
+            old.contains("203.0.113.50") && !old.contains("\"removed\":true"),
+            "Redis did not come back with its old copy: {old}"
+        );
+    }
 
     assert!(
         eventually(Duration::from_secs(20), || all_up(&nodes)),
@@ -325,10 +373,17 @@ fn a_redis_outage_is_survived_and_resynced_both_ways() {
             i + 1
         );
     }
+    let k3 = KernelBans::of(&n3.sbc);
+    assert!(
+        eventually(Duration::from_secs(10), || k3
+            .has("203.0.113.76/32".parse().unwrap())),
+        "node 1's outage ban never reached node 3's kernel:\n{}",
+        n3.sbc.log_text()
+    );
     for n in [n1, n3] {
         assert!(
             eventually(Duration::from_secs(10), || ban_listed(n, "203.0.113.77/32")),
-            "the outage's ban did not reach every node"
+            "node 2's outage ban did not reach every node"
         );
     }
     for n in [n1, n2] {
@@ -343,15 +398,41 @@ fn a_redis_outage_is_survived_and_resynced_both_ways() {
     let k1 = KernelBans::of(&n1.sbc);
     assert!(k1.has("203.0.113.77/32".parse().unwrap()));
     assert!(!k1.has("203.0.113.50/32".parse().unwrap()));
-    assert!(
-        eventually(Duration::from_secs(10), || !alerts(n2)
-            .iter()
-            .any(|a| a == "cluster_down")),
-        "the alert did not clear"
-    );
-    // Redis holds everything again (it restarted empty).
-    let hash: Value = Value::String(redis.cli(&["HKEYS", "sbct:bans"]));
-    assert!(hash.to_string().contains("203.0.113.77/32"), "{hash}");
+    assert!(!k3.has("203.0.113.50/32".parse().unwrap()));
+    for (i, n) in nodes.iter().enumerate() {
+        assert!(
+            eventually(Duration::from_secs(10), || !alerts(n)
+                .iter()
+                .any(|a| a == "cluster_down")),
+            "node {}'s alert did not clear",
+            i + 1
+        );
+    }
+    // Redis holds everything again, the unban as a tombstone.
+    let hash = redis.cli(&["HKEYS", "sbct:bans"]);
+    for p in ["203.0.113.76/32", "203.0.113.77/32"] {
+        assert!(hash.contains(p), "{p} not in Redis: {hash}");
+    }
+    let lifted = redis.cli(&["HGET", "sbct:bans", "203.0.113.50/32"]);
+    assert!(lifted.contains("\"removed\":true"), "{lifted}");
+    // Calls go on once reconnected.
+    for (n, c) in nodes.iter().zip(&calling) {
+        assert_eq!(c.call(n), Some(200), "{}", n.sbc.log_text());
+    }
+}
+
+#[test]
+fn a_redis_outage_is_survived_and_resynced_both_ways() {
+    require_privileged!();
+    let _g = serial();
+    redis_outage(Comeback::Fresh);
+}
+
+#[test]
+fn a_redis_back_with_its_old_data_does_not_undo_the_outages_changes() {
+    require_privileged!();
+    let _g = serial();
+    redis_outage(Comeback::Stale);
 }
 
 #[test]
@@ -585,4 +666,91 @@ fn an_account_created_on_node_1_places_a_call_through_node_3() {
         "node 3 did not put the call through: {uac}\n{}",
         n3.sbc.log_text()
     );
+}
+
+/// (f) Redis Sentinel: two nodes configured with a sentinel (not Redis's address) find the
+/// master through it; a ban made on node 1 reaches node 2's kernel. The master then stops:
+/// the sentinel promotes the replica, both nodes follow it (down, then up and resynced), and a
+/// ban made on node 2 afterwards reaches node 1 and is in the new master.
+#[test]
+fn nodes_find_redis_through_a_sentinel_and_follow_a_failover() {
+    require_privileged!();
+    let _g = serial();
+    let first = std::cell::RefCell::new(None::<String>);
+    let (mut redis, nodes) = harness::start_with(2, &Prov::default(), |url, name| {
+        // Redis's end of node 1's link: the sentinel's host and the master's.
+        let host = first
+            .borrow_mut()
+            .get_or_insert_with(|| {
+                url.trim_start_matches("redis://")
+                    .split(':')
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .clone();
+        format!(
+            "[cluster]\nredis = \"redis://unused:6379/0\"\n\
+             sentinels = [\"{host}:{}\"]\nsentinel_service = \"{}\"\nnode = \"{name}\"\n\
+             key_prefix = \"sbct\"\nheartbeat_ms = 200\nnode_ttl_ms = 1000\n",
+            sentinel::SENTINEL_PORT,
+            sentinel::SERVICE
+        )
+    });
+    let host = first.into_inner().expect("node 1's link");
+    let mut sentinel = sentinel::Sentinel::start(&redis, &host);
+    assert_eq!(
+        sentinel.master(&redis),
+        format!("{host}:{}", harness::REDIS_PORT)
+    );
+    wait_up(&nodes);
+    let (n1, n2) = (&nodes[0], &nodes[1]);
+    ban(n1, "203.0.113.90", "through the sentinel");
+    let k2 = KernelBans::of(&n2.sbc);
+    assert!(
+        eventually(Duration::from_secs(5), || k2
+            .has("203.0.113.90/32".parse().unwrap())),
+        "node 1's ban never reached node 2's kernel:\n{}",
+        n2.sbc.log_text()
+    );
+
+    // Failover: the master stops once the replica holds what it holds.
+    assert!(
+        eventually(Duration::from_secs(15), || sentinel.replica_synced(&redis)),
+        "the replica never synced"
+    );
+    let resyncs: Vec<u64> = nodes
+        .iter()
+        .map(|n| n.sbc.metric("sipd_cluster_resyncs_total"))
+        .collect();
+    redis.stop();
+    let promoted = format!("{host}:{}", sentinel::REPLICA_PORT);
+    assert!(
+        eventually(Duration::from_secs(30), || sentinel.master(&redis)
+            == promoted),
+        "the sentinel did not promote the replica: {}",
+        sentinel.master(&redis)
+    );
+    assert!(
+        eventually(Duration::from_secs(30), || nodes
+            .iter()
+            .enumerate()
+            .all(|(i, n)| n.sbc.metric("sipd_cluster_up") == 1
+                && n.sbc.metric("sipd_cluster_resyncs_total") > resyncs[i])),
+        "the nodes did not follow the failover:\n{}",
+        n1.sbc.log_text()
+    );
+    ban(n2, "203.0.113.91", "after the failover");
+    let k1 = KernelBans::of(&n1.sbc);
+    assert!(
+        eventually(Duration::from_secs(5), || k1
+            .has("203.0.113.91/32".parse().unwrap())),
+        "node 2's ban after the failover never reached node 1:\n{}",
+        n1.sbc.log_text()
+    );
+    let held = redis.cli_at(sentinel::REPLICA_PORT, &["HKEYS", "sbct:bans"]);
+    for p in ["203.0.113.90/32", "203.0.113.91/32"] {
+        assert!(held.contains(p), "{p} not in the new master: {held}");
+    }
+    sentinel.stop();
 }

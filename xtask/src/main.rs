@@ -43,7 +43,7 @@ enum Cmd {
     Test,
     /// Run a benchmark (results go to target/bench/)
     Bench {
-        /// Which benchmark: relay, sip, kamailio, console, xdp, xdp-log, all
+        /// Which benchmark: relay, sip, kamailio, console, xdp, xdp-log, flood, cluster, all
         name: String,
         /// Passed to the benchmark
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]

@@ -16,7 +16,8 @@ use crate::util::{self, output, run, which};
 /// `systemd-analyze` (package systemd; it works with no systemd running) to verify the unit
 /// in dist/systemd, pebble (an ACME test CA: sipd/tests/acme.rs), openssl and curl
 /// (that test's OCSP responder and its pebble client), `redis-server` (the cluster's
-/// shared engine; the tests start their own on a random loopback port), and python3-aiosmtpd
+/// shared engine; the tests start their own in a namespace, and its Sentinel as
+/// `redis-server --sentinel`, the binary Debian's redis-sentinel links to), and python3-aiosmtpd
 /// (the email one-time code test's SMTP sink). `setpriv`, which runs sipd with only the unit's
 /// capabilities in
 /// tests/tests/service.rs, is in util-linux, always installed.
@@ -54,7 +55,6 @@ const SERVICES: &[&str] = &[
     "redis-server.service",
     "rtpengine-daemon.service",
     "rtpengine-recording-daemon.service",
-    "redis-server.service",
 ];
 
 /// bpf-linker is built against this LLVM; nightly's LLVM must not be newer.

@@ -5,6 +5,9 @@
 //! nodes are started and stopped by the test, by PID.
 #![allow(dead_code)]
 
+pub mod sentinel;
+
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -47,24 +50,34 @@ impl Redis {
     /// Starts the server (after [`Redis::stop`]) and waits until it answers.
     pub fn run(&mut self) {
         assert!(self.child.is_none(), "redis-server still runs");
-        let log = std::fs::File::create(self.dir.join("redis.log")).expect("redis log");
+        self.child = Some(self.server(REDIS_PORT, "redis", &[]));
+    }
+
+    /// A `redis-server` (or, with `--sentinel` in `extra`, a sentinel) on `port` in this
+    /// namespace, `name.log` in the data dir, started and answering PING.
+    pub fn server(&self, port: u16, name: &str, extra: &[&str]) -> NsChild {
+        let log = std::fs::File::create(self.dir.join(format!("{name}.log"))).expect("log");
         let mut cmd = self.ns.command("redis-server");
-        cmd.args(["--port", &REDIS_PORT.to_string()])
+        // A sentinel takes its configuration file first.
+        cmd.args(extra.iter().take_while(|a| !a.starts_with("--")))
+            .args(["--port", &port.to_string()])
             .args(["--bind", "0.0.0.0"])
             .args(["--protected-mode", "no"])
             .args(["--save", ""])
             .args(["--appendonly", "no"])
             .arg("--dir")
             .arg(&self.dir)
+            .args(extra.iter().skip_while(|a| !a.starts_with("--")))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log);
-        self.child = Some(NsChild::spawn(&mut cmd).expect("spawn redis-server"));
+        let child = NsChild::spawn(&mut cmd).expect("spawn redis-server");
         let end = Instant::now() + Duration::from_secs(10);
-        while self.cli(&["PING"]).trim() != "PONG" {
-            assert!(Instant::now() < end, "redis-server does not answer");
+        while self.cli_at(port, &["PING"]).trim() != "PONG" {
+            assert!(Instant::now() < end, "{name} does not answer");
             std::thread::sleep(Duration::from_millis(50));
         }
+        child
     }
 
     /// Stops the server (SIGTERM by PID).
@@ -76,11 +89,16 @@ impl Redis {
 
     /// `redis-cli` in the namespace; its output.
     pub fn cli(&self, args: &[&str]) -> String {
+        self.cli_at(REDIS_PORT, args)
+    }
+
+    /// `redis-cli` to the server (or sentinel) on `port`; its output.
+    pub fn cli_at(&self, port: u16, args: &[&str]) -> String {
         let out = self
             .ns
             .exec(
                 "redis-cli",
-                ["-p", &REDIS_PORT.to_string()]
+                ["-p", &port.to_string()]
                     .iter()
                     .map(|s| s.to_string())
                     .chain(args.iter().map(|s| s.to_string())),
@@ -152,15 +170,39 @@ pub fn cluster_table(url: &str, name: &str) -> String {
 
 /// Redis and `n` nodes (`node-1`...), each with metrics public and an admin logged in.
 pub fn start(n: usize, prov: &Prov) -> (Redis, Vec<Node>) {
+    start_with(n, prov, cluster_table)
+}
+
+/// As [`start`], node `name`'s `[cluster]` table made by `table` from the URL of Redis on its
+/// link. Every node also reaches Redis's end of node 1's link (`10.X.9.1`, X node 1's
+/// topology id), through its own: an address all nodes can use (a sentinel's answer).
+pub fn start_with(
+    n: usize,
+    prov: &Prov,
+    table: impl Fn(&str, &str) -> String,
+) -> (Redis, Vec<Node>) {
     let mut redis = Redis::start();
-    let mut nodes = Vec::new();
+    let mut nodes: Vec<Node> = Vec::new();
     for i in 1..=n {
         let net = Net::new();
         let url = redis.link(&net);
+        if let Some(first) = nodes.first() {
+            let id = net.topo.id();
+            net.topo
+                .relay
+                .ip([
+                    "route",
+                    "add",
+                    &format!("10.{}.9.0/24", first.net.topo.id()),
+                    "via",
+                    &format!("10.{id}.9.1"),
+                ])
+                .expect("route to node 1's Redis address");
+        }
         let set = Settings {
             management: "metrics_public = true\n".into(),
             admin_password: Some(ADMIN_PASSWORD),
-            tables: cluster_table(&url, &format!("node-{i}")),
+            tables: table(&url, &format!("node-{i}")),
             ..Settings::default()
         };
         let sbc = Sbc::start_with(&net, Plane::Xdp, prov, &set);
@@ -180,4 +222,83 @@ pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
     f()
+}
+
+/// What a node's calls need: the vendor address its (cluster-shared) connection names,
+/// reachable from its relay, and a rule for its carrier's address.
+pub struct Callable {
+    pub vendor: SocketAddr,
+}
+
+impl Callable {
+    pub fn of(node: &Node) -> Callable {
+        let conns = node.sbc.api(&node.token, "GET", "/api/connections", None);
+        let vendor: SocketAddr = conns
+            .as_array()
+            .and_then(|a| a.first()?["destination"].as_str()?.parse().ok())
+            .unwrap_or_else(|| panic!("no connection on the node: {conns}"));
+        let topo = &node.net.topo;
+        if vendor.ip() != topo.callee_if.ip(false) {
+            // The provisioning every node shares names another node's vendor address: this
+            // node's vendor host takes it too.
+            topo.callee
+                .ip([
+                    "addr",
+                    "add",
+                    &format!("{}/32", vendor.ip()),
+                    "dev",
+                    &topo.callee_if.dev,
+                ])
+                .expect("vendor address");
+            topo.relay
+                .ip([
+                    "route",
+                    "add",
+                    &format!("{}/32", vendor.ip()),
+                    "dev",
+                    &topo.relay_callee_if.dev,
+                ])
+                .expect("route to it");
+        }
+        let accts = node.sbc.api(&node.token, "GET", "/api/accounts", None);
+        let id = accts
+            .as_array()
+            .and_then(|a| a.iter().find(|x| x["name"] == "carrier-a"))
+            .and_then(|a| a["id"].as_u64())
+            .unwrap_or_else(|| panic!("no carrier-a: {accts}"));
+        let path = format!("/api/accounts/{id}/rules");
+        let remote = format!("{}/32", topo.caller_if.ipv4);
+        let rules = node.sbc.api(&node.token, "GET", &path, None);
+        if !rules.to_string().contains(&remote) {
+            let name = format!("office-{}", topo.id());
+            let r = node.sbc.api(
+                &node.token,
+                "POST",
+                &path,
+                Some(&serde_json::json!({"name": name, "remote": remote,
+                             "cli": {"prefix": "44"}, "cld": {"prefix": "33"},
+                             "ip_only": true})),
+            );
+            assert!(r.get("name").is_some(), "rule refused: {r}");
+        }
+        Callable { vendor }
+    }
+
+    /// One call through `node` (answered, held 100 ms, hung up): the INVITE's final status.
+    pub fn call(&self, node: &Node) -> Option<u16> {
+        let topo = &node.net.topo;
+        let mut s = tests::sip::Sipp::new("uas.xml", self.vendor);
+        s.calls = 1;
+        s.pause = Duration::from_millis(100);
+        s.var("rtp_port", &crate::sbc::RTP_PORT.to_string());
+        let mut uas = s.spawn(&topo.callee).expect("uas");
+        uas.wait_bound(&topo.callee).expect("uas bound");
+        let c = node
+            .net
+            .uac("uac.xml", node.sbc.sip(), Duration::from_millis(100));
+        let uac = c.spawn(&topo.caller).expect("uac").finish();
+        let _ = uas.finish();
+        let finals = uac.trace.final_counts("INVITE");
+        finals.keys().next_back().copied()
+    }
 }

@@ -5,8 +5,8 @@
 //! The benchmarks live in their own crate because they need relay-user (the ng client, the XDP
 //! object), and xtask must build on a fresh machine before `cargo xtask setup` has installed the
 //! eBPF toolchain. So xtask only builds and starts them: the program under test (`relay`:
-//! `cargo build --release -p relay-user --bin relayd`, also for `kamailio`; `sip`, `console`, `flood` and
-//! `soak` (`cargo xtask soak`): `-p sipd --bin sipd`), then
+//! `cargo build --release -p relay-user --bin relayd`, also for `kamailio`; `sip`, `console`,
+//! `flood`, `cluster` and `soak` (`cargo xtask soak`): `-p sipd --bin sipd`), then
 //! `cargo run --release -p bench -- <name> [args...]`, passing the arguments through and
 //! exiting with the benchmark's exit code. `all` runs each benchmark but `flood` with its
 //! defaults.
@@ -21,7 +21,7 @@ use crate::util;
 
 /// Names `cargo xtask bench` accepts (the `bench` binary's, and `all`).
 pub const NAMES: &[&str] = &[
-    "relay", "sip", "kamailio", "console", "xdp", "xdp-log", "flood", "all",
+    "relay", "sip", "kamailio", "console", "xdp", "xdp-log", "flood", "cluster", "all",
 ];
 
 /// Run through `cargo xtask soak`, never by `bench all` (it takes as long as it is told).
@@ -52,7 +52,7 @@ pub fn run(name: &str, args: &[String]) -> anyhow::Result<i32> {
         let mut build = util::cargo();
         build.args(["build", "--release", "-p", "relay-user", "--bin", "relayd"]);
         util::run(&mut build)?;
-    } else if name == "sip" || name == "console" || name == "flood" || name == SOAK {
+    } else if ["sip", "console", "flood", "cluster", SOAK].contains(&name) {
         let mut build = util::cargo();
         build.args(["build", "--release", "-p", "sipd", "--bin", "sipd"]);
         if let Err(e) = util::run(&mut build) {
@@ -123,8 +123,9 @@ mod unit {
     fn unknown_name_fails_before_building() {
         let e = run("nope", &[]).unwrap_err();
         assert!(
-            e.to_string()
-                .contains("known: relay, sip, kamailio, console, xdp, xdp-log, flood, all"),
+            e.to_string().contains(
+                "known: relay, sip, kamailio, console, xdp, xdp-log, flood, cluster, all"
+            ),
             "{e}"
         );
     }
