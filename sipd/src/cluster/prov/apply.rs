@@ -212,8 +212,17 @@ pub fn apply(
 ) -> Result<Applied, JournalError> {
     let mut refused = Vec::new();
     let plan = plan(store, cfg, records, &mut refused)?;
-    // Read before the transaction: sled blocks reads of other trees during one.
+    // Read before the transaction: sled blocks reads of other trees during one, and a
+    // transaction cannot scan.
     let versions = journal.all()?;
+    // Digest rules by account: an account that loses its SIP username loses them too.
+    let mut digest: BTreeMap<Id, Vec<String>> = BTreeMap::new();
+    for r in store.rules().into_iter().flatten() {
+        if !r.ip_only {
+            digest.entry(r.account_id).or_default().push(r.name);
+        }
+    }
+    let held = Held { versions, digest };
     let mut out = store.write(|tx| {
         let mut s = Applied {
             refused: refused.clone(),
@@ -245,7 +254,7 @@ pub fn apply(
             *s.put.entry("connection").or_default() += 1;
         }
         for p in &plan.accounts {
-            put_account(tx, &versions, p, &mut s)?;
+            put_account(tx, &held, p, &mut s)?;
         }
         for name in &plan.gone_tariffs {
             if let Some(t) = tx.tariff_by_name(name)? {
@@ -288,11 +297,17 @@ pub fn apply(
     Ok(out)
 }
 
+/// What the store and journal held before the transaction (sled blocks reads outside it).
+struct Held {
+    versions: BTreeMap<String, ProvRecord>,
+    digest: BTreeMap<Id, Vec<String>>,
+}
+
 /// Writes one account with its rules (keeping its id and balance when it exists), settling
 /// a SIP username another account holds by the version order.
 fn put_account(
     tx: &crate::store::Tx<'_>,
-    versions: &BTreeMap<String, ProvRecord>,
+    held: &Held,
     p: &PutAccount,
     s: &mut Applied,
 ) -> TxResult<()> {
@@ -323,13 +338,16 @@ fn put_account(
         && holder_id != id
         && let Some(holder) = tx.account(holder_id)?
     {
-        let theirs = versions.get(&format!("account:{}", holder.name));
+        let theirs = held.versions.get(&format!("account:{}", holder.name));
         if theirs.is_none_or(|h| p.rec.newer_than(h)) {
             warn!(username = %sip.username, from = %holder.name, to = %account.name, "cluster: SIP username goes to the newer record");
             tx.put_account(&Account {
                 sip: None,
                 ..holder.clone()
             })?;
+            for name in held.digest.get(&holder.id).into_iter().flatten() {
+                tx.delete_rule(holder.id, name)?;
+            }
             s.displaced.push(holder.name.clone());
         } else {
             warn!(username = %sip.username, kept_by = %holder.name, account = %account.name, "cluster: SIP username stays with the newer record");

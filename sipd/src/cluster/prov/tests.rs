@@ -171,7 +171,12 @@ fn a_username_claimed_by_two_accounts_goes_to_the_newer_record() {
     assert_eq!(r.displaced, vec!["carrier-a".to_string()], "{r:?}");
     assert_eq!(b.account_by_user("alice").name, "carrier-b");
     // Its digest rule cannot stand without credentials; no later capture republishes it.
-    assert!(b.account("carrier-a").unwrap().sip.is_none());
+    let ca = b.account("carrier-a").unwrap();
+    assert!(ca.sip.is_none());
+    assert!(
+        b.store.rules_of(ca.id).is_empty(),
+        "its digest rule went too"
+    );
     assert!(b.capture(4_000).is_empty());
 }
 
