@@ -567,8 +567,9 @@ fn calls_are_seen_and_hung_up_across_nodes_and_cdrs_are_streamed() {
 }
 
 /// (e) An account created through node 1's API (with its rule for node 3's carrier) reaches
-/// node 3's store and core: node 3 puts a call of it through. Before: node 3 refused it (no
-/// such account there).
+/// node 3's store; node 3 then starts again with an empty store and puts a call of it
+/// through (what it learnt from the cluster is in its core). Before: node 3 refused it (no
+/// such account there), and a node started empty had the records in its store only.
 #[test]
 fn an_account_created_on_node_1_places_a_call_through_node_3() {
     require_privileged!();
@@ -578,7 +579,7 @@ fn an_account_created_on_node_1_places_a_call_through_node_3() {
         cli_prefix: "99",
         ..Prov::default()
     };
-    let (_redis, nodes) = harness::start(3, &prov);
+    let (_redis, mut nodes) = harness::start(3, &prov);
     wait_up(&nodes);
     let (n1, n3) = (&nodes[0], &nodes[2]);
     let a = n1.sbc.api(
@@ -623,6 +624,22 @@ fn an_account_created_on_node_1_places_a_call_through_node_3() {
         "the account never reached node 3:\n{}",
         n3.sbc.log_text()
     );
+    // Node 3 starts again empty (its store gone): it learns every record from the cluster
+    // and must load them into its running core, not only into its store.
+    let n3 = &mut nodes[2];
+    n3.sbc.signal(libc::SIGKILL);
+    let data = n3.sbc.dir.join("data");
+    for e in std::fs::read_dir(&data).expect("data dir").flatten() {
+        let p = e.path();
+        let _ = if p.is_dir() {
+            std::fs::remove_dir_all(&p)
+        } else {
+            std::fs::remove_file(&p)
+        };
+    }
+    n3.sbc.start_again(&n3.net);
+    wait_up(&nodes);
+    let (n1, n3) = (&nodes[0], &nodes[2]);
     // The records are the cluster's, so is the vendor connection: node 1's vendor address.
     // Node 3 reaches a vendor host of its own at that address.
     let vendor = n1.net.topo.callee_if.ipv4;

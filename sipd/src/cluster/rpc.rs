@@ -94,6 +94,7 @@ impl Cluster {
     /// Answers other nodes' requests with `control` from now on.
     pub fn serve(self: &Arc<Self>, control: Control) {
         let _ = self.rpc.control.set(control);
+        self.core_served();
     }
 
     /// The daemon's control handle, once [`Cluster::serve`] gave it.

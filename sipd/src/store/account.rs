@@ -46,6 +46,9 @@ impl Tx<'_> {
             if let Some(s) = old
                 .sip
                 .filter(|s| Some(&s.username) != a.sip.as_ref().map(|n| &n.username))
+                // Only if still its own: a batch may have given it to another account
+                // already (a username moved between accounts in one transaction).
+                && self.index_get(T::SipUsers, &s.username)? == Some(id)
             {
                 self.index_release(T::SipUsers, &s.username)?;
             }

@@ -246,6 +246,9 @@ pub struct Store {
     /// Debits for the cluster's shared balance, written with the settle that made them
     /// (`calls.rs`) while [`Store::set_debit_outbox`] is on; `shared_limits` sends them.
     cluster_debits: Tree,
+    /// The cluster's provisioning journal (`cluster::prov`): this node's newest version of
+    /// every shared record, outside the transactional set (written after the records).
+    cluster_prov: Tree,
     /// Whether settles queue their debit in `cluster_debits`.
     debit_outbox: std::sync::atomic::AtomicBool,
     /// Held while a CDR's id (one past the last key) is chosen and written, so two writers
@@ -416,6 +419,7 @@ impl Store {
         let cdrs = db.open_tree("cdrs")?;
         let refusals = db.open_tree("refusals")?;
         let cluster_debits = db.open_tree(crate::shared_limits::OUTBOX_TREE)?;
+        let cluster_prov = db.open_tree(crate::cluster::prov::JOURNAL_TREE)?;
         tracing::debug!(path = %dir.display(), "store opened");
         let store = Store {
             db,
@@ -424,12 +428,18 @@ impl Store {
             cdrs,
             refusals,
             cluster_debits,
+            cluster_prov,
             debit_outbox: std::sync::atomic::AtomicBool::new(false),
             cdr_ids: std::sync::Mutex::new(()),
             gate: std::sync::RwLock::new(()),
         };
         store.migrate_audit_chain()?;
         Ok(store)
+    }
+
+    /// The cluster's provisioning journal (see `cluster::prov`).
+    pub fn cluster_prov(&self) -> sled::Tree {
+        self.cluster_prov.clone()
     }
 
     /// The data directory the store was opened in.
