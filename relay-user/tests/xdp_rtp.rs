@@ -35,6 +35,8 @@ struct Env {
 
 impl Env {
     fn new(tag: &str) -> Env {
+        // The relay's route lookup must see forwarding on, whatever the host's setting.
+        common::own_netns_with_forwarding();
         let inst = Instance::new(tag);
         let mut ebpf = loader::load_pinned(ebpf_object(), &inst.0).expect("load object");
         let prog: &mut Xdp = ebpf

@@ -46,3 +46,52 @@ impl Drop for Instance {
         }
     }
 }
+
+/// Moves the calling test thread into a network namespace of its own with loopback up and
+/// IPv4 and IPv6 forwarding on, so the program's route lookup (`bpf_fib_lookup`, which
+/// declines when forwarding is off) sees the same thing on every host: the host's own
+/// `ip_forward` (0 on a fresh Debian, 1 where Docker runs) must not decide the test.
+/// A network namespace belongs to the thread, not the process; the namespace goes away when
+/// the test's thread ends.
+#[allow(dead_code)] // not every test file relays.
+pub fn own_netns_with_forwarding() {
+    // SAFETY: unshare with CLONE_NEWNET only changes the calling thread's network namespace.
+    let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+    assert_eq!(
+        rc,
+        0,
+        "unshare(CLONE_NEWNET): {}",
+        std::io::Error::last_os_error()
+    );
+    loopback_up();
+    // /proc/sys/net is the calling thread's namespace's.
+    for knob in [
+        "/proc/sys/net/ipv4/ip_forward",
+        "/proc/sys/net/ipv6/conf/all/forwarding",
+    ] {
+        std::fs::write(knob, "1").unwrap_or_else(|e| panic!("{knob}: {e}"));
+    }
+}
+
+fn loopback_up() {
+    // SAFETY: a plain datagram socket, closed below; it lives in the new namespace.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+    // SAFETY: ifreq is plain data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: `req` names an interface and outlives both calls; SIOC[GS]IFFLAGS read and
+    // write only `ifr_ifru.ifru_flags` of it.
+    let ok = unsafe {
+        libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req) == 0 && {
+            req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            libc::ioctl(fd, libc::SIOCSIFFLAGS, &req) == 0
+        }
+    };
+    let err = std::io::Error::last_os_error();
+    // SAFETY: `fd` is ours and not used after.
+    unsafe { libc::close(fd) };
+    assert!(ok, "bringing lo up: {err}");
+}
