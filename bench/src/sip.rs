@@ -32,9 +32,9 @@
 //! restarted, so an overload's leftovers do not fail the next, lower rate. CPU per call = the proxy's CPU time (utime + stime from `/proc/<pid>/stat`
 //! of its processes: sipd; Kamailio's processes + rtpengine) over the step / calls offered.
 //!
-//! sipd logs at its default level (info, two lines per call, to a pipe the bench copies to
-//! its log file) unless RUST_LOG is set in the environment, which it inherits; Kamailio logs
-//! notices and above (none per call), rtpengine warnings.
+//! sipd logs at its default level (info: nothing per call, only start, stop and trouble; to
+//! a pipe the bench copies to its log file) unless RUST_LOG is set in the environment, which
+//! it inherits; Kamailio logs notices and above (none per call), rtpengine warnings.
 //!
 //! Clean-up: every process started is stopped by PID by a guard (also on errors), the
 //! temporary directory (configs, sipd's store, sipp's files) is removed.

@@ -14,5 +14,6 @@
 pub mod auth;
 pub mod b2bua;
 pub mod policy;
+pub mod random;
 pub mod records;
 pub mod sip;

@@ -153,18 +153,33 @@ pub struct Capture {
 
 /// The Call-ID of a SIP message (`Call-ID` or its compact form `i`), from its header section.
 pub fn call_id_of(data: &[u8]) -> Option<&str> {
-    let head = data
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map_or(data, |n| &data[..n]);
+    // Every message in and out passes here (twice on the way out): find the line by its
+    // bytes and only read the Call-ID line as text, rather than every line of the head.
+    let head = header_section(data);
     head.split(|b| *b == b'\n').skip(1).find_map(|line| {
+        let colon = line.iter().position(|b| *b == b':')?;
+        let name = std::str::from_utf8(&line[..colon]).ok()?.trim();
+        if !(name.eq_ignore_ascii_case("call-id") || name.eq_ignore_ascii_case("i")) {
+            return None;
+        }
+        // A line that is not UTF-8 as a whole is no Call-ID.
         let line = std::str::from_utf8(line).ok()?.trim_end_matches('\r');
-        let (name, value) = line.split_once(':')?;
-        let name = name.trim();
-        (name.eq_ignore_ascii_case("call-id") || name.eq_ignore_ascii_case("i"))
-            .then(|| value.trim())
-            .filter(|v| !v.is_empty())
+        let value = line[colon + 1..].trim();
+        (!value.is_empty()).then_some(value)
     })
+}
+
+/// The header section of a message: up to its first CRLFCRLF, or all of it.
+fn header_section(data: &[u8]) -> &[u8] {
+    let mut from = 0;
+    while let Some(i) = data[from..].iter().position(|b| *b == b'\r') {
+        let at = from + i;
+        if data[at..].starts_with(b"\r\n\r\n") {
+            return &data[..at];
+        }
+        from = at + 1;
+    }
+    data
 }
 
 /// The first line of a message, without its line end.

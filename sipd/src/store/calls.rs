@@ -131,7 +131,14 @@ impl Store {
         stored: &mut Vec<sipd_core::records::Cdr>,
     ) -> Vec<StoreError> {
         let mut errors = Vec::new();
-        for w in writes {
+        let superseded = superseded_saves(&writes);
+        for (i, w) in writes.into_iter().enumerate() {
+            // A record a later write of the batch replaces or removes: the batch is made
+            // durable by one flush after its last write, so the earlier version would never
+            // be the durable one a message waits for; encoding and inserting it is wasted.
+            if superseded.get(i).copied().unwrap_or(false) {
+                continue;
+            }
             // Held per write (a backup waits for it, never sees it half done).
             let _gate = self.shared_gate();
             let r = match w {
@@ -250,4 +257,27 @@ impl Store {
             None => Ok(0),
         }
     }
+}
+
+/// For each write of a batch, whether it is a call's record that a later write of the same
+/// batch saves again, settles or forgets (a call saves its record several times while it is
+/// set up and answered, often within one batch).
+fn superseded_saves(writes: &[CallWrite]) -> Vec<bool> {
+    let mut later: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    let mut out = vec![false; writes.len()];
+    for (i, w) in writes.iter().enumerate().rev() {
+        match w {
+            CallWrite::Save { call, .. } => {
+                out[i] = !later.insert(call.media_id.as_str());
+            }
+            CallWrite::Settle { saved, .. } => {
+                if let Some(id) = saved {
+                    later.insert(id.as_str());
+                }
+            }
+            CallWrite::Forget(ids) => later.extend(ids.iter().map(String::as_str)),
+            CallWrite::Alive(_) => {}
+        }
+    }
+    out
 }

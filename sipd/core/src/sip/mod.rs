@@ -7,6 +7,7 @@ pub mod msg;
 pub mod parse;
 pub mod peer;
 pub mod received;
+mod start;
 #[cfg(any(test, feature = "torture"))]
 pub mod torture;
 pub mod txn;

@@ -131,6 +131,41 @@ const SINGLE: [&str; 4] = ["Call-ID", "CSeq", "From", "To"];
 /// Parses one complete message (a datagram, or one message framed off a stream). Over UDP a
 /// body longer than Content-Length is cut to it (RFC 3261 §18.3); a shorter one is refused.
 pub fn parse(data: &[u8], max_bytes: usize) -> Result<SipMessage, ParseError> {
+    let p = parse_parts(data, max_bytes)?;
+    // rsip reads the headers; the Request-URI is ours (rsip refuses IPv6 references and
+    // some valid user parts), so rsip gets a stand-in and the real one goes back after.
+    let bytes = match &p.request {
+        Some((method, _)) => canonical(
+            &format!("{method} sip:uri.invalid SIP/2.0"),
+            &p.headers,
+            p.body,
+        ),
+        None => canonical(p.start_line, &p.headers, p.body),
+    };
+    let mut msg = SipMessage::try_from(bytes.as_slice())
+        .map_err(|e| ParseError::StartLine(clip(&e.to_string())))?;
+    if let (SipMessage::Request(r), Some((_, uri))) = (&mut msg, p.request) {
+        r.uri = uri;
+    }
+    Ok(msg)
+}
+
+/// A message through every check of [`parse`], before rsip: what [`super::Msg::parse`] reads
+/// directly (the call core's messages skip rsip's second tokenisation of the headers).
+pub(crate) struct Parts<'a> {
+    /// The start line as received.
+    pub(crate) start_line: &'a str,
+    /// A request's method and Request-URI; `None` for a response.
+    pub(crate) request: Option<(rsip::Method, rsip::Uri)>,
+    /// The headers unfolded, compact names expanded, Via in canonical form, Content-Length
+    /// still among them.
+    pub(crate) headers: Vec<(String, String)>,
+    /// The body, cut to Content-Length.
+    pub(crate) body: &'a [u8],
+}
+
+/// [`parse`]'s checks, without building rsip's message.
+pub(crate) fn parse_parts(data: &[u8], max_bytes: usize) -> Result<Parts<'_>, ParseError> {
     if data.len() > max_bytes {
         return Err(ParseError::TooLarge(data.len()));
     }
@@ -195,26 +230,17 @@ pub fn parse(data: &[u8], max_bytes: usize) -> Result<SipMessage, ParseError> {
     };
 
     let is_request = !start_line.starts_with("SIP/");
-    let request_line = if is_request {
+    let request = if is_request {
         Some(request_line(start_line, cseq_method)?)
     } else {
         None
     };
-
-    // rsip reads the headers; the Request-URI is ours (rsip refuses IPv6 references and
-    // some valid user parts), so rsip gets a stand-in and the real one goes back after.
-    let bytes = match &request_line {
-        Some((method, _)) => {
-            canonical(&format!("{method} sip:uri.invalid SIP/2.0"), &headers, body)
-        }
-        None => canonical(start_line, &headers, body),
-    };
-    let mut msg = SipMessage::try_from(bytes.as_slice())
-        .map_err(|e| ParseError::StartLine(clip(&e.to_string())))?;
-    if let (SipMessage::Request(r), Some((_, uri))) = (&mut msg, request_line) {
-        r.uri = uri;
-    }
-    Ok(msg)
+    Ok(Parts {
+        start_line,
+        request,
+        headers,
+        body,
+    })
 }
 
 /// `method SP Request-URI SP SIP-Version` (RFC 3261 §7.1): single spaces, a token method that

@@ -716,9 +716,9 @@ pub fn new_branch() -> String {
 /// stands in if the OS has no randomness.
 pub fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
-    // getrandom only fails without an entropy source; a counter-based fallback keeps us
-    // unique within the process, which is all a branch or tag needs.
-    if getrandom::fill(&mut buf).is_err() {
+    // The kernel's CSPRNG only fails without an entropy source; a counter-based fallback keeps
+    // us unique within the process, which is all a branch or tag needs.
+    if crate::random::fill(&mut buf).is_err() {
         use std::sync::atomic::{AtomicU64, Ordering};
         static N: AtomicU64 = AtomicU64::new(1);
         let n = N.fetch_add(1, Ordering::Relaxed).to_be_bytes();
@@ -726,7 +726,7 @@ pub fn random_hex(bytes: usize) -> String {
             *b = n[i % 8];
         }
     }
-    buf.iter().map(|b| format!("{b:02x}")).collect()
+    crate::random::hex(&buf)
 }
 
 /// `Via: SIP/2.0/UDP host:port;branch=…;rport` for a request we send from `local`.

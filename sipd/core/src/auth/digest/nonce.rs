@@ -115,7 +115,7 @@ impl NonceKey {
             });
         let mut raw = [0u8; RAW_LEN];
         raw[..SERIAL_LEN].copy_from_slice(&serial.to_be_bytes());
-        getrandom::fill(&mut raw[SERIAL_LEN..SERIAL_LEN + RANDOM_LEN])
+        crate::random::fill(&mut raw[SERIAL_LEN..SERIAL_LEN + RANDOM_LEN])
             .map_err(|_| NonceError::Rng)?;
         let tag = self.tag(&raw[..SERIAL_LEN + RANDOM_LEN], realm);
         raw[SERIAL_LEN + RANDOM_LEN..].copy_from_slice(&tag);
