@@ -19,6 +19,7 @@ use fred::interfaces::{EventInterface, HashesInterface, LuaInterface, PubsubInte
 use tokio::sync::mpsc::UnboundedReceiver;
 use tracing::{debug, warn};
 
+use super::heard::{Heard, heard};
 use super::{COMMAND_TIMEOUT, Cluster, Status};
 use crate::firewall::{BanRecord, Firewall};
 use crate::mgmt::unix_ms;
@@ -223,31 +224,10 @@ pub(super) fn spawn(c: Arc<Cluster>, mut changes: UnboundedReceiver<BanRecord>) 
             }
             let mut records = Vec::new();
             for m in batch {
-                let m = match m {
-                    Ok(m) => m,
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                        c.counts.pubsub_overflows.fetch_add(1, Ordering::Relaxed);
-                        warn!(
-                            missed = n,
-                            "cluster: pub/sub buffer overflowed, messages lost; resyncing"
-                        );
-                        c.set_status(Status::Down);
-                        continue;
-                    }
-                    Err(_) => return,
-                };
-                if *m.channel != *channel {
-                    continue;
-                }
-                let Some(text) = m.value.as_str() else {
-                    continue;
-                };
-                let r: BanRecord = match serde_json::from_str(&text) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        warn!(error = %e, "cluster: unreadable ban record ignored");
-                        continue;
-                    }
+                let r: BanRecord = match heard(&c, m, &channel, "ban record") {
+                    Heard::Record(r) => r,
+                    Heard::Skip => continue,
+                    Heard::Gone => return,
                 };
                 if r.origin == c.node || !c.bans.take_if_newer(&r) {
                     continue;

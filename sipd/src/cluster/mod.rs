@@ -15,6 +15,7 @@
 pub mod bans;
 pub mod cdrs;
 mod config;
+mod heard;
 mod heartbeat;
 pub mod prov;
 mod prune;

@@ -35,6 +35,7 @@ use fred::interfaces::{EventInterface, HashesInterface, LuaInterface};
 use tokio::sync::{Mutex, Notify};
 use tracing::{debug, info, warn};
 
+use super::heard::{Heard, heard};
 use super::{COMMAND_TIMEOUT, Cluster};
 use crate::config::Config;
 use crate::mgmt::unix_ms;
@@ -235,27 +236,12 @@ pub(super) fn spawn(c: Arc<Cluster>) {
     tokio::spawn(async move {
         let channel = channel(&c);
         loop {
-            let m = match messages.recv().await {
-                Ok(m) => m,
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                    c.set_status(super::Status::Down);
-                    continue;
-                }
-                Err(_) => return,
-            };
-            if *m.channel != *channel {
-                continue;
-            }
-            let Some(text) = m.value.as_str() else {
-                continue;
-            };
-            let batch = match serde_json::from_str::<Vec<ProvRecord>>(&text) {
-                Ok(b) => b,
-                Err(e) => {
-                    warn!(error = %e, "cluster: unreadable provisioning ignored");
-                    continue;
-                }
-            };
+            let batch: Vec<ProvRecord> =
+                match heard(&c, messages.recv().await, &channel, "provisioning") {
+                    Heard::Record(b) => b,
+                    Heard::Skip => continue,
+                    Heard::Gone => return,
+                };
             let batch: Vec<ProvRecord> = batch.into_iter().filter(|r| r.origin != c.node).collect();
             if batch.is_empty() {
                 continue;
