@@ -194,9 +194,14 @@ async fn apply(c: &Arc<Cluster>, incoming: Vec<ProvRecord>) -> Result<bool, Stri
         c.prov.journal.clone(),
         c.prov.cfg.clone(),
     );
+    let now = unix_ms(std::time::SystemTime::now());
     let applied = tokio::task::spawn_blocking(move || {
         let mut newer = Vec::new();
         for r in incoming {
+            if let Some(why) = r.refused(now) {
+                warn!(key = %r.key, origin = %r.origin, version = r.version, why, "cluster: provisioning record refused");
+                continue;
+            }
             if journal.get(&r.key)?.is_none_or(|j| r.newer_than(&j)) {
                 newer.push(r);
             }

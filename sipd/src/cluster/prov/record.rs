@@ -87,7 +87,24 @@ impl ProvRecord {
     pub fn newer_than(&self, other: &ProvRecord) -> bool {
         self.version > 0 && (self.version, &self.origin) > (other.version, &other.origin)
     }
+
+    /// Why a record heard from Redis must not be applied, if it must not: its body names
+    /// another record than its key (it would skip that record's version order, and this node
+    /// would then pass it on as its own change), or its version is further ahead of this
+    /// node's clock than any skew between nodes explains (it would win every later change
+    /// of the key; at `u64::MAX` no change could follow it).
+    pub fn refused(&self, now_ms: u64) -> Option<&'static str> {
+        if self.body.as_ref().is_some_and(|b| b.key() != self.key) {
+            return Some("its body names another record than its key");
+        }
+        (self.version > now_ms.saturating_add(MAX_AHEAD_MS))
+            .then_some("its version is more than a day ahead of this node's clock")
+    }
 }
+
+/// How far a version may be ahead of this node's clock: clocks of nodes kept by NTP differ
+/// by far less; versions raised above older ones move ahead by 1 ms per change only.
+pub const MAX_AHEAD_MS: u64 = 24 * 3600 * 1000;
 
 /// Why the journal could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -183,7 +200,7 @@ impl Journal {
             if first {
                 0
             } else {
-                old.map_or(now, |o| now.max(o.version + 1))
+                old.map_or(now, |o| now.max(o.version.saturating_add(1)))
             }
         };
         for (key, body) in local.iter() {
@@ -269,6 +286,40 @@ mod tests {
             serde_json::from_value(serde_json::json!({"name": name, "rate_per_minute": "0.01"}))
                 .unwrap(),
         )
+    }
+
+    #[test]
+    fn a_record_naming_another_or_from_the_far_future_is_refused() {
+        let now = 1_765_000_000_000;
+        let ok = ProvRecord {
+            key: "tariff:std".into(),
+            version: now + 5_000,
+            origin: "node-1".into(),
+            body: Some(tariff("std")),
+        };
+        assert_eq!(ok.refused(now), None, "a little clock skew is fine");
+        let tomb = ProvRecord {
+            key: "account:victim".into(),
+            body: None,
+            ..ok.clone()
+        };
+        assert_eq!(
+            tomb.refused(now),
+            None,
+            "a tombstone has no body to disagree"
+        );
+        let smuggled = ProvRecord {
+            key: "tariff:other".into(),
+            ..ok.clone()
+        };
+        assert!(smuggled.refused(now).is_some());
+        for version in [now + MAX_AHEAD_MS + 1, u64::MAX] {
+            let ahead = ProvRecord {
+                version,
+                ..ok.clone()
+            };
+            assert!(ahead.refused(now).is_some(), "{version}");
+        }
     }
 
     #[test]
