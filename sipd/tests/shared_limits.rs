@@ -799,3 +799,39 @@ async fn an_empty_redis_is_seeded_and_top_ups_apply_once() {
     );
     assert_eq!(n.balance(ACCOUNT).await.unwrap(), Micros(12_000));
 }
+
+/// Names may hold ':': a node waiting for a slot of account "foo" must not write into the
+/// lease of an account named "foo:waiting" (its marks, Redis times in ms, would count as
+/// billions of slots taken and starve it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_holding_a_colon_is_its_own_account() {
+    if !redis_installed() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let redis = Redis::start(dir.path());
+    let admin = client(&redis).await;
+    let (n1, n2, n3) = (
+        node(&redis, &admin, "n1").await,
+        node(&redis, &admin, "n2").await,
+        node(&redis, &admin, "n3").await,
+    );
+    let foo = Scope::Account("foo".into());
+    let held = n1.limits.lease(Kind::Sessions, &foo, 2, 2, true).await;
+    assert_eq!(held, 2, "n1 holds foo's whole limit");
+    // n2 needs one of foo's slots and has none: it leaves its waiting mark.
+    let none = n2.limits.lease(Kind::Sessions, &foo, 2, 0, true).await;
+    assert_eq!(none, 0, "foo's limit is all n1's");
+    let other = Scope::Account("foo:waiting".into());
+    let got = n3.limits.lease(Kind::Sessions, &other, 5, 0, true).await;
+    assert!(got >= 1, "\"foo:waiting\" got {got} of its 5 slots");
+    assert_eq!(
+        lease_sum(
+            &admin,
+            &format!("{PREFIX}:lease:sessions:account:foo:waiting")
+        )
+        .await,
+        i64::from(got),
+        "its lease hash holds its own lease only"
+    );
+}

@@ -178,7 +178,8 @@ impl SharedLimits {
         let keys = vec![
             reserved.clone(),
             self.key("leases"),
-            format!("{reserved}:waiting"),
+            // Apart from the reservations, as for leases: names may hold ':'.
+            self.key(&format!("waiting:reserved:{account}")),
             self.balance_key(account),
         ];
         let args: Vec<Value> = vec![

@@ -147,7 +147,10 @@ impl SharedLimits {
         };
         let want = in_use.saturating_add(room).min(limit);
         let hash = self.key(&format!("lease:{}:{scope}", kind.key()));
-        let keys = vec![hash.clone(), self.key("leases"), format!("{hash}:waiting")];
+        // The waiting marks live under a namespace of their own: a name may hold ':', so
+        // "<hash>:waiting" would be the lease hash of a scope named "<scope>:waiting".
+        let waiting = self.key(&format!("waiting:lease:{}:{scope}", kind.key()));
+        let keys = vec![hash.clone(), self.key("leases"), waiting];
         let args: Vec<Value> = vec![
             self.node.as_str().into(),
             i64::from(want).into(),
