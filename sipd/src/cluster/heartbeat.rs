@@ -130,6 +130,7 @@ pub(super) fn spawn(c: Arc<Cluster>) {
             match beat(&c).await {
                 Ok(Beat::Alive(epoch)) => {
                     held = None;
+                    c.limits.fence(false);
                     said_down = false;
                     c.sync.reachable.store(true, Ordering::Relaxed);
                     if c.sync.epoch_changed(&epoch) {
@@ -143,7 +144,9 @@ pub(super) fn spawn(c: Arc<Cluster>) {
                     }
                 }
                 Ok(Beat::Held(value)) => {
-                    // Nothing is written while another process holds the name.
+                    // Nothing is written while another process holds the name: neither
+                    // bans and provisioning (Down) nor limits and money (fenced).
+                    c.limits.fence(true);
                     c.sync.reachable.store(false, Ordering::Relaxed);
                     c.set_status(Status::Down);
                     match &held {

@@ -269,6 +269,24 @@ async fn a_duplicate_name_refuses_to_join() {
     assert!(second.c.counters().name_conflict);
     let key: String = r.get("sbc:node:same").await.unwrap();
     assert!(key.starts_with(&format!("{} ", first.c.instance)), "{key}");
+    // Its shared limits are fenced: a lease under the name would take the first's field.
+    let acct = crate::shared_limits::Scope::Account("acct".into());
+    let granted = second
+        .c
+        .limits
+        .lease(crate::shared_limits::Kind::Sessions, &acct, 10, 0, true)
+        .await;
+    assert!(granted <= 10);
+    assert!(matches!(
+        second.c.limits.health(),
+        crate::shared_limits::Health::Away { .. }
+    ));
+    let fields: std::collections::HashMap<String, String> =
+        r.hgetall("sbc:lease:sessions:account:acct").await.unwrap();
+    assert!(
+        fields.is_empty(),
+        "nothing leased under the shared name: {fields:?}"
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(first.c.is_up());
 }

@@ -81,6 +81,7 @@ mod sync;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use fred::clients::Client;
@@ -147,6 +148,9 @@ pub enum SharedError {
     /// Redis is known to be away: nothing was sent (the next tick tries again).
     #[error("redis is away")]
     Away,
+    /// Another process holds this node's name: nothing was sent.
+    #[error("fenced: another process holds this node's name")]
+    Fenced,
 }
 
 /// Whether the shared state is reachable: the shell turns `Away` into an alert.
@@ -188,6 +192,9 @@ pub struct SharedLimits {
     outbox: sled::Tree,
     state: Mutex<State>,
     seed: Option<SeedFn>,
+    /// Another process may hold this node's name: nothing is sent under it (see
+    /// [`SharedLimits::fence`]).
+    fenced: AtomicBool,
 }
 
 impl std::fmt::Debug for SharedLimits {
@@ -222,6 +229,22 @@ impl SharedLimits {
                 ..State::default()
             }),
             seed: None,
+            fenced: AtomicBool::new(false),
+        }
+    }
+
+    /// Fences this node off Redis (`true`) or lets it back (`false`). The cluster fences it
+    /// while another process holds its heartbeat key: leases, reservations and debit marks
+    /// are keyed by the node's name, so two live nodes of one name would each take the
+    /// whole limit and the whole balance under one field. Fenced, the node falls back as in
+    /// an outage (its share of each limit, its debits queued) until the name is its own.
+    pub fn fence(&self, on: bool) {
+        if self.fenced.swap(on, Ordering::Relaxed) != on {
+            if on {
+                tracing::warn!(node = %self.node, "shared limits: fenced (this node's name is held by another process); falling back");
+            } else {
+                tracing::info!(node = %self.node, "shared limits: no longer fenced");
+            }
         }
     }
 
@@ -307,6 +330,11 @@ impl SharedLimits {
         keys: Vec<String>,
         args: Vec<Value>,
     ) -> Result<R, SharedError> {
+        if self.fenced.load(Ordering::Relaxed) {
+            let mut st = self.lock();
+            st.away.get_or_insert_with(Instant::now);
+            return Err(SharedError::Fenced);
+        }
         let t = self.settings.timeout;
         // EVAL, not EVALSHA: a restarted Redis has forgotten loaded scripts, and these run
         // off the call path, a few times a second at most.
