@@ -100,6 +100,18 @@ impl Drop for Redis {
     }
 }
 
+/// A Redis of the test's own (in a temporary directory, dropped last) and an admin client
+/// on it; None where redis-server is not installed.
+async fn redis_and_admin() -> Option<(tempfile::TempDir, Redis, Client)> {
+    if !redis_installed() {
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let redis = Redis::start(dir.path());
+    let admin = client(&redis).await;
+    Some((dir, redis, admin))
+}
+
 async fn client(redis: &Redis) -> Client {
     let config = Config::from_url(&redis.url()).expect("url");
     let client = Builder::from_config(config)
@@ -180,12 +192,9 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_limit_holds_across_three_nodes() {
-    if !redis_installed() {
+    let Some((_dir, redis, admin)) = redis_and_admin().await else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let redis = Redis::start(dir.path());
-    let admin = client(&redis).await;
+    };
     let up = Arc::new(AtomicU32::new(0));
     let max_up = Arc::new(AtomicU32::new(0));
     let mut tasks = Vec::new();
@@ -238,12 +247,9 @@ async fn concurrent_limit_holds_across_three_nodes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_nodes_slots_are_reclaimed() {
-    if !redis_installed() {
+    let Some((_dir, redis, admin)) = redis_and_admin().await else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let redis = Redis::start(dir.path());
-    let admin = client(&redis).await;
+    };
     let (n1, n2, n3) = (
         node(&redis, &admin, "n1").await,
         node(&redis, &admin, "n2").await,
@@ -320,12 +326,9 @@ async fn spend(n: &Node, tag: &str, calls: u32, debited: &AtomicI64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shared_balance_never_below_zero() {
-    if !redis_installed() {
+    let Some((_dir, redis, admin)) = redis_and_admin().await else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let redis = Redis::start(dir.path());
-    let admin = client(&redis).await;
+    };
     let start = 1_000_000i64;
     let debited = Arc::new(AtomicI64::new(0));
     let mut tasks = Vec::new();
@@ -372,12 +375,9 @@ async fn shared_balance_never_below_zero() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn debit_retried_after_a_crash_is_applied_once() {
-    if !redis_installed() {
+    let Some((_dir, redis, admin)) = redis_and_admin().await else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let redis = Redis::start(dir.path());
-    let admin = client(&redis).await;
+    };
     let n1 = node(&redis, &admin, "n1").await;
     n1.limits
         .seed_balance(ACCOUNT, Micros(10_000))
@@ -416,12 +416,9 @@ async fn debit_retried_after_a_crash_is_applied_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_outage_falls_back_then_converges() {
-    if !redis_installed() {
+    let Some((_dir, mut redis, admin)) = redis_and_admin().await else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let mut redis = Redis::start(dir.path());
-    let admin = client(&redis).await;
+    };
     let nodes = [
         node(&redis, &admin, "n1").await,
         node(&redis, &admin, "n2").await,
@@ -541,12 +538,9 @@ async fn cores_admit_within_their_leases() {
     use sipd_core::policy::Admission;
     use sipd_core::records::Account;
 
-    if !redis_installed() {
+    let Some((_dir, redis, admin)) = redis_and_admin().await else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let redis = Redis::start(dir.path());
-    let admin = client(&redis).await;
+    };
     let account = Account {
         id: ACCOUNT_ID,
         name: ACCOUNT.into(),
@@ -642,12 +636,9 @@ async fn cores_admit_within_their_leases() {
 /// node cannot reserve that money again before the debit lands.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queued_debits_are_not_reserved_twice() {
-    if !redis_installed() {
+    let Some((_dir, redis, admin)) = redis_and_admin().await else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let redis = Redis::start(dir.path());
-    let admin = client(&redis).await;
+    };
     beat(&admin, "n1").await;
     let data = tempfile::tempdir().unwrap();
     let store = Arc::new(sipd::store::Store::open(data.path()).unwrap());
@@ -694,12 +685,9 @@ async fn queued_debits_are_not_reserved_twice() {
 /// `recheck`), not never.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_slot_goes_to_the_node_that_waits_for_it() {
-    if !redis_installed() {
+    let Some((_dir, redis, admin)) = redis_and_admin().await else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let redis = Redis::start(dir.path());
-    let admin = client(&redis).await;
+    };
     let recheck = Duration::from_millis(100);
     let mut nodes = Vec::new();
     for name in ["n1", "n2", "n3"] {
@@ -746,12 +734,9 @@ async fn an_idle_slot_goes_to_the_node_that_waits_for_it() {
 /// with its id is applied once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_redis_is_seeded_and_top_ups_apply_once() {
-    if !redis_installed() {
+    let Some((_dir, redis, admin)) = redis_and_admin().await else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let redis = Redis::start(dir.path());
-    let admin = client(&redis).await;
+    };
     beat(&admin, "n1").await;
     let outbox = sled::Config::new()
         .temporary(true)
@@ -805,12 +790,9 @@ async fn an_empty_redis_is_seeded_and_top_ups_apply_once() {
 /// billions of slots taken and starve it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_name_holding_a_colon_is_its_own_account() {
-    if !redis_installed() {
+    let Some((_dir, redis, admin)) = redis_and_admin().await else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let redis = Redis::start(dir.path());
-    let admin = client(&redis).await;
+    };
     let (n1, n2, n3) = (
         node(&redis, &admin, "n1").await,
         node(&redis, &admin, "n2").await,
