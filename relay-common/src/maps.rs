@@ -33,7 +33,7 @@ pub const SERVICES: &str = "SERVICES";
 pub const SVC_ALLOW_V4: &str = "SVC_ALLOW_V4";
 /// LPM trie of the IPv6 per-service allow lists ([`SvcAllowV6`] → 1, a presence marker).
 pub const SVC_ALLOW_V6: &str = "SVC_ALLOW_V6";
-/// Array of [`SVC_PORT_WORDS`](crate::fw::SVC_PORT_WORDS) u64 words, a bit per port ([`svc_port_bit`](crate::fw::svc_port_bit)):
+/// Array of [`SVC_PORT_WORDS`] u64 words, a bit per port ([`svc_port_bit`](crate::fw::svc_port_bit)):
 /// set for every port `SERVICES` holds, so a packet to another port skips that hash. Written
 /// with `SERVICES` by relay-user, and rebuilt from it at every load.
 pub const SVC_PORTS: &str = "SVC_PORTS";

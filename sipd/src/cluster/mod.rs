@@ -8,7 +8,7 @@
 //! itself after a reconnect). The node is Down (alert `cluster_down`) from anything that may
 //! have lost a change: a heartbeat not answered, a reconnection of either client (pub/sub
 //! messages sent meanwhile are gone), a full pub/sub buffer, a new Redis epoch (Redis lost its
-//! data), a failed write. A resync task of its own (see [`sync`]) then reconciles everything
+//! data), a failed write. A resync task of its own (`cluster/sync.rs`) then reconciles everything
 //! in both directions once Redis answers, and only then is the node Up again; the heartbeat
 //! runs in its own task, so a long resync never delays it.
 
