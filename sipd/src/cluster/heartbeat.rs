@@ -144,15 +144,18 @@ pub(super) fn spawn(c: Arc<Cluster>) {
                     }
                 }
                 Ok(Beat::Held(value)) => {
-                    // Nothing is written while another process holds the name: neither
-                    // bans and provisioning (Down) nor limits and money (fenced).
-                    c.limits.fence(true);
+                    // Nothing is written while another process holds the name. Shared
+                    // limits go on meanwhile: the holder is most likely this node's own
+                    // previous run (crashed), whose leases are this node's; they are fenced
+                    // once another live node is known to hold the name.
                     c.sync.reachable.store(false, Ordering::Relaxed);
                     c.set_status(Status::Down);
                     match &held {
                         Some(first) if *first != value => {
                             error!(node = %c.node, other = %value, "cluster: another live node uses this node's name; this node refuses to join the cluster (set a unique [cluster] node and restart)");
                             c.sync.set_conflict(value);
+                            // Leases and reservations are keyed by the name: the other's.
+                            c.limits.fence(true);
                             return;
                         }
                         Some(_) => {}
