@@ -144,14 +144,8 @@ fn bans_of_the_retired_hash_survive_an_upgrade() {
         return;
     }
     let inst = Instance::new("banmig");
-    let dir = loader::pin_dir(&inst.0).unwrap();
-    std::fs::create_dir_all(&dir).unwrap();
-    let old = dir.join(relay_common::maps::RETIRED_BANS);
+    let old = retired_map(&inst, relay_common::maps::RETIRED_BANS, "hash", 16, 16);
     let path = old.to_str().unwrap();
-    bpftool_ok(&[
-        "map", "create", path, "type", "hash", "key", "16", "value", "16", "entries", "65536",
-        "name", "BANS",
-    ]);
     // Key: relay_common::Addr (16 bytes, IPv4 as v4-mapped); value: expiry 0 (permanent),
     // reason 2 (scanner), padding.
     let v4 = relay_common::Addr::from(ip("203.0.113.9"));
@@ -181,25 +175,14 @@ fn leg_counters_of_the_retired_map_survive_an_upgrade() {
         return;
     }
     let inst = Instance::new("ctrmig");
-    let dir = loader::pin_dir(&inst.0).unwrap();
-    std::fs::create_dir_all(&dir).unwrap();
-    let old = dir.join(relay_common::maps::RETIRED_RELAY_COUNTERS);
-    let path = old.to_str().unwrap().to_owned();
-    bpftool_ok(&[
-        "map",
-        "create",
-        &path,
-        "type",
+    let old = retired_map(
+        &inst,
+        relay_common::maps::RETIRED_RELAY_COUNTERS,
         "percpu_hash",
-        "key",
-        "4",
-        "value",
-        "32",
-        "entries",
-        "65536",
-        "name",
-        "RELAY_COUNTERS",
-    ]);
+        4,
+        32,
+    );
+    let path = old.to_str().unwrap().to_owned();
     // Key: LegKey { port: 30000 (little-endian), pad }; value on every CPU: 7 packets, 700
     // bytes, last seen at 123456, 1 strict drop.
     let mut value = Vec::new();
@@ -228,26 +211,14 @@ fn leg_counters_of_the_retired_hash_survive_an_upgrade() {
         return;
     }
     let inst = Instance::new("lcmig");
-    let dir = loader::pin_dir(&inst.0).unwrap();
-    std::fs::create_dir_all(&dir).unwrap();
-    let old = dir.join(relay_common::maps::RETIRED_LEG_COUNTERS);
-    let path = old.to_str().unwrap().to_owned();
-    let size = std::mem::size_of::<LegCounters>().to_string();
-    bpftool_ok(&[
-        "map",
-        "create",
-        &path,
-        "type",
+    let old = retired_map(
+        &inst,
+        relay_common::maps::RETIRED_LEG_COUNTERS,
         "percpu_hash",
-        "key",
-        "4",
-        "value",
-        &size,
-        "entries",
-        "65536",
-        "name",
-        "LEG_COUNTERS",
-    ]);
+        4,
+        std::mem::size_of::<LegCounters>(),
+    );
+    let path = old.to_str().unwrap().to_owned();
     // Key: LegKey { port: 30002 (little-endian), pad }; on every CPU: 5 packets, 500 bytes,
     // last seen at 654321, no strict drop, 5 RTP packets received, sequence 10 to 14.
     let mut value = Vec::new();
@@ -312,10 +283,6 @@ fn legs_of_the_retired_hash_survive_an_upgrade() {
         return;
     }
     let inst = Instance::new("legmig");
-    let dir = loader::pin_dir(&inst.0).unwrap();
-    std::fs::create_dir_all(&dir).unwrap();
-    let old = dir.join(relay_common::maps::RETIRED_RELAY_LEGS);
-    let path = old.to_str().unwrap().to_owned();
     let leg = Leg {
         local_addr: Addr::from_v4([10, 0, 0, 1]),
         peer_addr: Addr::from_v4([10, 0, 0, 2]),
@@ -327,22 +294,14 @@ fn legs_of_the_retired_hash_survive_an_upgrade() {
         learn_until_ns: 5,
         ..Leg::default()
     };
-    let size = std::mem::size_of::<Leg>().to_string();
-    bpftool_ok(&[
-        "map",
-        "create",
-        &path,
-        "type",
+    let old = retired_map(
+        &inst,
+        relay_common::maps::RETIRED_RELAY_LEGS,
         "hash",
-        "key",
-        "4",
-        "value",
-        &size,
-        "entries",
-        "65536",
-        "name",
-        "RELAY_LEGS",
-    ]);
+        4,
+        std::mem::size_of::<Leg>(),
+    );
+    let path = old.to_str().unwrap().to_owned();
     // SAFETY: `Leg` is `#[repr(C)]` plain data without implicit padding.
     let bytes = unsafe {
         std::slice::from_raw_parts((&raw const leg).cast::<u8>(), std::mem::size_of::<Leg>())
@@ -357,6 +316,37 @@ fn legs_of_the_retired_hash_survive_an_upgrade() {
 }
 
 /// `bpftool map update pinned PATH key ... value ...`, the bytes in decimal.
+/// Pins, in `inst`'s pin directory, the map `name` as an older build left it: a map of `kind`
+/// with `key`- and `value`-byte entries (65,536 of them) named as its pin. Its path.
+fn retired_map(
+    inst: &Instance,
+    name: &str,
+    kind: &str,
+    key: usize,
+    value: usize,
+) -> std::path::PathBuf {
+    let dir = loader::pin_dir(&inst.0).unwrap();
+    std::fs::create_dir_all(&dir).unwrap();
+    let pin = dir.join(name);
+    let (key, value) = (key.to_string(), value.to_string());
+    bpftool_ok(&[
+        "map",
+        "create",
+        pin.to_str().unwrap(),
+        "type",
+        kind,
+        "key",
+        &key,
+        "value",
+        &value,
+        "entries",
+        "65536",
+        "name",
+        name,
+    ]);
+    pin
+}
+
 fn bpftool_update(path: &str, key: &[u8], value: &[u8]) {
     let dec = |b: &[u8]| b.iter().map(|x| x.to_string()).collect::<Vec<_>>();
     let (k, v) = (dec(key), dec(value));
