@@ -151,6 +151,15 @@ async fn node(redis: &Redis, admin: &Client, name: &str) -> Node {
     }
 }
 
+/// Nodes "n1", "n2" and "n3" on `redis`.
+async fn three_nodes(redis: &Redis, admin: &Client) -> [Node; 3] {
+    [
+        node(redis, admin, "n1").await,
+        node(redis, admin, "n2").await,
+        node(redis, admin, "n3").await,
+    ]
+}
+
 async fn beat(admin: &Client, name: &str) {
     let _: () = admin
         .set(
@@ -250,11 +259,7 @@ async fn dead_nodes_slots_are_reclaimed() {
     let Some((_dir, redis, admin)) = redis_and_admin().await else {
         return;
     };
-    let (n1, n2, n3) = (
-        node(&redis, &admin, "n1").await,
-        node(&redis, &admin, "n2").await,
-        node(&redis, &admin, "n3").await,
-    );
+    let [n1, n2, n3] = three_nodes(&redis, &admin).await;
     let acct = Scope::Account(ACCOUNT.into());
     assert_eq!(
         n2.limits.lease(Kind::Sessions, &acct, 10, 7, false).await,
@@ -419,11 +424,7 @@ async fn redis_outage_falls_back_then_converges() {
     let Some((_dir, mut redis, admin)) = redis_and_admin().await else {
         return;
     };
-    let nodes = [
-        node(&redis, &admin, "n1").await,
-        node(&redis, &admin, "n2").await,
-        node(&redis, &admin, "n3").await,
-    ];
+    let nodes = three_nodes(&redis, &admin).await;
     let acct = Scope::Account(ACCOUNT.into());
     let start = 1_000_000i64;
     nodes[0]
@@ -793,11 +794,7 @@ async fn a_name_holding_a_colon_is_its_own_account() {
     let Some((_dir, redis, admin)) = redis_and_admin().await else {
         return;
     };
-    let (n1, n2, n3) = (
-        node(&redis, &admin, "n1").await,
-        node(&redis, &admin, "n2").await,
-        node(&redis, &admin, "n3").await,
-    );
+    let [n1, n2, n3] = three_nodes(&redis, &admin).await;
     let foo = Scope::Account("foo".into());
     let held = n1.limits.lease(Kind::Sessions, &foo, 2, 2, true).await;
     assert_eq!(held, 2, "n1 holds foo's whole limit");
